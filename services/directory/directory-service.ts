@@ -1,0 +1,157 @@
+import type { Kysely } from 'kysely'
+import { ConflictError, ERROR_CODES, InvalidInputError, NotFoundError } from '../../shared/errors.ts'
+import { METER_ID_RE, newId } from '../../shared/ids.ts'
+import type { Commodity } from '../../shared/obis.ts'
+import type { Database } from '../../shared/db/schema.ts'
+import type { PartyKind } from '../../shared/db/tables/parties.ts'
+import {
+  formatApiKey,
+  generateSecret,
+  hashPassword,
+  hashSecret,
+  parseApiKey,
+  verifyPassword,
+  verifySecret,
+} from '../../shared/secrets.ts'
+import * as repo from './directory-repository.ts'
+import type { Principal } from './principal.ts'
+
+/**
+ * Parties, households and meters, and their credentials. Keys and secrets are returned
+ * once, at creation, and stored only as salted hashes.
+ */
+
+export const PASSWORD_LENGTH_MIN = 8
+export const PASSWORD_LENGTH_MAX = 256
+
+const UNIQUE_VIOLATION = '23505'
+const FOREIGN_KEY_VIOLATION = '23503'
+
+function pgCode(err: unknown): string | undefined {
+  return (err as { code?: string } | null)?.code
+}
+
+export async function createParty(db: Kysely<Database>, input: { kind: PartyKind; name: string }): Promise<{ id: string; apiKey: string }> {
+  const id = newId('party')
+  const secret = generateSecret()
+  await repo.insertParty(db, { id, kind: input.kind, name: input.name, api_key_hash: hashSecret(secret) })
+  return { id, apiKey: formatApiKey(id, secret) }
+}
+
+export async function createHousehold(
+  db: Kysely<Database>,
+  input: { name: string; email: string; password: string },
+): Promise<{ id: string; apiKey: string }> {
+  if (input.password.length < PASSWORD_LENGTH_MIN || input.password.length > PASSWORD_LENGTH_MAX) {
+    throw new InvalidInputError(`password: must be ${PASSWORD_LENGTH_MIN} to ${PASSWORD_LENGTH_MAX} characters`, 'password')
+  }
+  const id = newId('household')
+  const secret = generateSecret()
+  try {
+    await repo.insertHousehold(db, {
+      id,
+      name: input.name,
+      email: input.email.toLowerCase(),
+      password_hash: await hashPassword(input.password),
+      api_key_hash: hashSecret(secret),
+    })
+  } catch (err) {
+    if (pgCode(err) === UNIQUE_VIOLATION) throw new ConflictError('email: a household with this email exists', ERROR_CODES.EMAIL_TAKEN)
+    throw err
+  }
+  return { id, apiKey: formatApiKey(id, secret) }
+}
+
+export async function createMeter(
+  db: Kysely<Database>,
+  input: { operatorId: string; commodity: Commodity; intervalMinutes: 15 | 30 | 60; id?: string | undefined },
+): Promise<{ id: string; secret: string }> {
+  if (input.id !== undefined && !METER_ID_RE.test(input.id)) {
+    throw new InvalidInputError('id: 1 to 64 characters among A-Z a-z 0-9 . _ : -, starting with a letter or digit', 'id')
+  }
+  const operator = await repo.findParty(db, input.operatorId)
+  if (operator === undefined) throw new InvalidInputError('operatorId: no such party', 'operatorId')
+  if (operator.kind !== 'utility') throw new InvalidInputError('operatorId: a meter is operated by a utility', 'operatorId')
+  const id = input.id ?? newId('meter')
+  const secret = generateSecret()
+  try {
+    await repo.insertMeter(db, {
+      id,
+      operator_id: input.operatorId,
+      commodity: input.commodity,
+      interval_minutes: input.intervalMinutes,
+      secret_hash: hashSecret(secret),
+    })
+  } catch (err) {
+    if (pgCode(err) === UNIQUE_VIOLATION) throw new ConflictError('id: a meter with this id exists', ERROR_CODES.METER_EXISTS)
+    if (pgCode(err) === FOREIGN_KEY_VIOLATION) throw new InvalidInputError('operatorId: no such party', 'operatorId')
+    throw err
+  }
+  return { id, secret }
+}
+
+export async function requireMeter(db: Kysely<Database>, id: string) {
+  const meter = await repo.findMeter(db, id)
+  if (meter === undefined) throw new NotFoundError(`meter ${id} not found`)
+  return meter
+}
+
+/**
+ * MQTT credentials: a meter connects with client id = username = its id and its secret;
+ * a recipient with its party id and API key; a household with its id and API key.
+ * Null when the credentials are not valid (the caller answers CONNACK 4).
+ */
+export async function authenticateMqtt(
+  db: Kysely<Database>,
+  input: { clientId: string; username: string | undefined; password: Buffer | undefined },
+): Promise<Principal | null> {
+  const { username, password } = input
+  if (username === undefined || password === undefined || username === '') return null
+  const secret = password.toString('utf8')
+  const meter = await repo.findMeter(db, username)
+  if (meter !== undefined) {
+    if (input.clientId !== username || !verifySecret(secret, meter.secret_hash)) return null
+    return {
+      role: 'meter',
+      meterId: meter.id,
+      commodity: meter.commodity,
+      intervalMinutes: meter.interval_minutes,
+      operatorId: meter.operator_id,
+    }
+  }
+  const key = parseApiKey(secret)
+  if (key === null || key.ownerId !== username) return null
+  return principalForKey(db, key.ownerId, key.secret)
+}
+
+/** HTTP bearer API keys of parties and households (`<ownerId>.<secret>`). */
+export async function authenticateApiKey(db: Kysely<Database>, apiKey: string): Promise<Principal | null> {
+  const key = parseApiKey(apiKey)
+  if (key === null) return null
+  return principalForKey(db, key.ownerId, key.secret)
+}
+
+async function principalForKey(db: Kysely<Database>, ownerId: string, secret: string): Promise<Principal | null> {
+  const party = await repo.findParty(db, ownerId)
+  if (party !== undefined) {
+    return verifySecret(secret, party.api_key_hash) ? { role: 'recipient', partyId: party.id, partyKind: party.kind } : null
+  }
+  const household = await repo.findHousehold(db, ownerId)
+  if (household !== undefined) {
+    return verifySecret(secret, household.api_key_hash) ? { role: 'household', householdId: household.id } : null
+  }
+  return null
+}
+
+/** Portal sign-in. Null on any mismatch, without telling which part was wrong. */
+export async function authenticatePassword(db: Kysely<Database>, email: string, password: string): Promise<{ householdId: string } | null> {
+  const household = await repo.findHouseholdByEmail(db, email)
+  if (household === undefined) {
+    // Spend the same time as a real check so that timing does not reveal which emails exist.
+    await verifyPassword(password, DUMMY_PASSWORD_HASH)
+    return null
+  }
+  return (await verifyPassword(password, household.password_hash)) ? { householdId: household.id } : null
+}
+
+const DUMMY_PASSWORD_HASH = 'scrypt$16384$8$1$AAAAAAAAAAAAAAAAAAAAAA$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA'

@@ -1,0 +1,153 @@
+/**
+ * Days and months are cut in the configured time zone (`METERSHARE_TIMEZONE`); everything
+ * else is UTC. A datum belongs to the instant it is stamped with: day D holds the datums
+ * with `ts` in [D 00:00, D+1 00:00) local time, month M likewise. Pure: no clock.
+ */
+
+const DAY_RE = /^(\d{4})-(\d{2})-(\d{2})$/
+const MONTH_RE = /^(\d{4})-(\d{2})$/
+const MS_PER_DAY = 86_400_000
+
+const formatters = new Map<string, Intl.DateTimeFormat>()
+
+function formatter(timeZone: string): Intl.DateTimeFormat {
+  let f = formatters.get(timeZone)
+  if (f === undefined) {
+    f = new Intl.DateTimeFormat('en-US', {
+      timeZone,
+      hourCycle: 'h23',
+      year: 'numeric',
+      month: '2-digit',
+      day: '2-digit',
+      hour: '2-digit',
+      minute: '2-digit',
+      second: '2-digit',
+    })
+    formatters.set(timeZone, f)
+  }
+  return f
+}
+
+/** Local wall-clock fields of an instant in a zone. */
+function wallClock(ms: number, timeZone: string): { y: number; mo: number; d: number; h: number; mi: number; s: number } {
+  const parts = formatter(timeZone).formatToParts(ms)
+  const get = (type: Intl.DateTimeFormatPartTypes): number => Number(parts.find((p) => p.type === type)!.value)
+  return { y: get('year'), mo: get('month'), d: get('day'), h: get('hour'), mi: get('minute'), s: get('second') }
+}
+
+/** Offset of the zone from UTC at an instant, in ms (Paris in summer: +7,200,000). */
+export function zoneOffsetMs(ms: number, timeZone: string): number {
+  const w = wallClock(ms, timeZone)
+  const asUtc = Date.UTC(w.y, w.mo - 1, w.d, w.h, w.mi, w.s)
+  return asUtc - (ms - (((ms % 1000) + 1000) % 1000))
+}
+
+function pad2(n: number): string {
+  return n < 10 ? '0' + n : String(n)
+}
+
+function formatDay(y: number, mo: number, d: number): string {
+  return `${String(y).padStart(4, '0')}-${pad2(mo)}-${pad2(d)}`
+}
+
+export function isDay(s: string): boolean {
+  const m = DAY_RE.exec(s)
+  if (m === null) return false
+  const t = Date.UTC(Number(m[1]), Number(m[2]) - 1, Number(m[3]))
+  return new Date(t).toISOString().slice(0, 10) === s
+}
+
+export function isMonth(s: string): boolean {
+  const m = MONTH_RE.exec(s)
+  return m !== null && Number(m[2]) >= 1 && Number(m[2]) <= 12
+}
+
+/** The local calendar day (YYYY-MM-DD) an instant falls in. */
+export function dayOf(ts: Date | number, timeZone: string): string {
+  const w = wallClock(typeof ts === 'number' ? ts : ts.getTime(), timeZone)
+  return formatDay(w.y, w.mo, w.d)
+}
+
+/** The local calendar month (YYYY-MM) an instant falls in. */
+export function monthOf(ts: Date | number, timeZone: string): string {
+  return dayOf(ts, timeZone).slice(0, 7)
+}
+
+/** The first instant of a local day, as UTC epoch ms (handles DST changes, even at midnight). */
+export function startOfDayMs(day: string, timeZone: string): number {
+  const m = DAY_RE.exec(day)
+  if (m === null) throw new RangeError(`not a day: ${day}`)
+  const wall = Date.UTC(Number(m[1]), Number(m[2]) - 1, Number(m[3]))
+  // Two passes settle the offset; a third catches a midnight that a DST jump skipped.
+  let t = wall - zoneOffsetMs(wall, timeZone)
+  t = wall - zoneOffsetMs(t, timeZone)
+  if (dayOf(t, timeZone) !== day) {
+    // Local midnight does not exist (clocks jumped forward at 00:00): the day starts at the jump.
+    let lo = t
+    let hi = t + 3 * 3_600_000
+    while (hi - lo > 1000) {
+      const mid = lo + Math.floor((hi - lo) / 2)
+      if (dayOf(mid, timeZone) === day) hi = mid
+      else lo = mid
+    }
+    t = hi
+  } else if (dayOf(t - 1000, timeZone) === day) {
+    // Ambiguous repeated hour at midnight: take the earliest instant of the day.
+    let lo = t - 3 * 3_600_000
+    let hi = t
+    while (hi - lo > 1000) {
+      const mid = lo + Math.floor((hi - lo) / 2)
+      if (dayOf(mid, timeZone) === day) hi = mid
+      else lo = mid
+    }
+    t = hi
+  }
+  return t
+}
+
+/** Calendar arithmetic on YYYY-MM-DD strings. */
+export function addDays(day: string, days: number): string {
+  const m = DAY_RE.exec(day)
+  if (m === null) throw new RangeError(`not a day: ${day}`)
+  const t = Date.UTC(Number(m[1]), Number(m[2]) - 1, Number(m[3])) + days * MS_PER_DAY
+  return new Date(t).toISOString().slice(0, 10)
+}
+
+export function addMonths(month: string, months: number): string {
+  const m = MONTH_RE.exec(month)
+  if (m === null) throw new RangeError(`not a month: ${month}`)
+  const index = Number(m[1]) * 12 + (Number(m[2]) - 1) + months
+  return `${String(Math.floor(index / 12)).padStart(4, '0')}-${pad2((index % 12) + 1)}`
+}
+
+/** [start, end) of a local day as UTC instants. */
+export function dayBounds(day: string, timeZone: string): { start: Date; end: Date } {
+  return { start: new Date(startOfDayMs(day, timeZone)), end: new Date(startOfDayMs(addDays(day, 1), timeZone)) }
+}
+
+/** [start, end) of a local month as UTC instants. */
+export function monthBounds(month: string, timeZone: string): { start: Date; end: Date } {
+  if (!isMonth(month)) throw new RangeError(`not a month: ${month}`)
+  return {
+    start: new Date(startOfDayMs(month + '-01', timeZone)),
+    end: new Date(startOfDayMs(addMonths(month, 1) + '-01', timeZone)),
+  }
+}
+
+/** Days of a month, in order. */
+export function daysOfMonth(month: string): string[] {
+  const days: string[] = []
+  const next = addMonths(month, 1) + '-01'
+  for (let d = month + '-01'; d !== next; d = addDays(d, 1)) days.push(d)
+  return days
+}
+
+/** Parses an RFC 3339 timestamp that carries an offset or Z; null when it is not one. */
+export function parseRfc3339(s: string): Date | null {
+  if (!/^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$/.test(s)) return null
+  const ms = Date.parse(s.replace(/(\.\d{3})\d+/, '$1'))
+  if (Number.isNaN(ms)) return null
+  const [, mo, d, h, mi, sec] = /^\d{4}-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})/.exec(s)!.map(Number)
+  if (mo! < 1 || mo! > 12 || d! < 1 || d! > 31 || h! > 23 || mi! > 59 || sec! > 60) return null
+  return new Date(ms)
+}

@@ -1,0 +1,179 @@
+import { z } from 'zod'
+import { ConfigError } from './errors.ts'
+
+/**
+ * Configuration: environment variables are read once in an entry point (`readEnv`),
+ * parsed by one zod schema (`envToConfig`), frozen and passed down. Tests build a
+ * config from a plain object without touching `process.env`.
+ */
+
+/** The environment variables we read, by the name a user sets. */
+export const ENV_VARS = {
+  dataDir: 'METERSHARE_DATA_DIR',
+  databaseUrl: 'DATABASE_URL',
+  mqttPort: 'MQTT_PORT',
+  httpPort: 'HTTP_PORT',
+  host: 'METERSHARE_HOST',
+  adminToken: 'METERSHARE_ADMIN_TOKEN',
+  timezone: 'METERSHARE_TIMEZONE',
+  logLevel: 'METERSHARE_LOG_LEVEL',
+  redisUrl: 'REDIS_URL',
+  pgliteFsync: 'METERSHARE_PGLITE_FSYNC',
+  dbPoolSize: 'METERSHARE_DB_POOL_SIZE',
+  payoutMinMicros: 'METERSHARE_PAYOUT_MIN_MICROS',
+} as const
+
+export type EnvKey = keyof typeof ENV_VARS
+export type RawEnv = Partial<Record<EnvKey, string>>
+
+export function readEnv(env: NodeJS.ProcessEnv): RawEnv {
+  const raw: RawEnv = {}
+  for (const [key, name] of Object.entries(ENV_VARS) as [EnvKey, string][]) {
+    const value = env[name]
+    if (value !== undefined && value !== '') raw[key] = value
+  }
+  return raw
+}
+
+const port = z.coerce.number().int().min(0).max(65535)
+const bool = z.enum(['on', 'off', 'true', 'false', '1', '0']).transform((v) => v === 'on' || v === 'true' || v === '1')
+
+const timezone = z.string().refine(
+  (tz) => {
+    try {
+      new Intl.DateTimeFormat('en-US', { timeZone: tz })
+      return true
+    } catch {
+      return false
+    }
+  },
+  { message: 'not an IANA time zone' },
+)
+
+const databaseUrl = z
+  .string()
+  .refine((u) => /^postgres(ql)?:\/\//.test(u), { message: 'must start with postgres:// or postgresql://' })
+
+const envSchema = z.object({
+  dataDir: z.string().default('./data'),
+  databaseUrl: databaseUrl.optional(),
+  mqttPort: port.default(1883),
+  httpPort: port.default(8080),
+  host: z.string().default('0.0.0.0'),
+  adminToken: z.string().min(16, 'must be at least 16 characters').optional(),
+  timezone: timezone.default('Europe/Paris'),
+  logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  redisUrl: z.string().refine((u) => /^rediss?:\/\//.test(u), { message: 'must start with redis://' }).optional(),
+  pgliteFsync: bool.default(true),
+  dbPoolSize: z.coerce.number().int().min(1).max(200).default(10),
+  payoutMinMicros: z
+    .string()
+    .regex(/^\d+$/, 'must be a non-negative integer of micro-euros')
+    .transform((v) => BigInt(v))
+    .default(5_000_000n),
+})
+
+/** Limits of the MQTT side; every one is named with its unit. */
+export interface MqttLimits {
+  connectionsMax: number
+  connectTimeoutMs: number
+  keepaliveSecondsMax: number
+  clientIdLengthMax: number
+  authFailuresPerAddressFree: number
+  authFailureWindowMs: number
+  authDelayMsMax: number
+  authAddressesTrackedMax: number
+  drainTimeoutMs: number
+}
+
+/** Limits of the ingest path; every one is named with its unit. */
+export interface IngestLimits {
+  payloadBytesMax: number
+  packetBytesMax: number
+  batchReadingsMax: number
+  quarantineExcerptBytes: number
+  futureToleranceMs: number
+  flushReadingsMax: number
+  flushIntervalMs: number
+  inflightPerClientMax: number
+  queueReadingsMax: number
+  commitRetryDelayMsMax: number
+  commitAttemptsMax: number
+}
+
+export interface Config {
+  dataDir: string
+  databaseUrl: string | null
+  timezone: string
+  adminToken: string | null
+  logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent'
+  redisUrl: string | null
+  db: { poolSize: number; pgliteFsync: boolean }
+  mqtt: { port: number; host: string } & MqttLimits
+  http: { port: number; host: string; bodyBytesMax: number; pageItemsMax: number }
+  ingest: IngestLimits
+  settlement: { payoutMinMicros: bigint }
+}
+
+export const DEFAULT_MQTT_LIMITS: MqttLimits = {
+  connectionsMax: 50_000,
+  connectTimeoutMs: 30_000,
+  keepaliveSecondsMax: 3_600,
+  clientIdLengthMax: 64,
+  authFailuresPerAddressFree: 5,
+  authFailureWindowMs: 60_000,
+  authDelayMsMax: 5_000,
+  authAddressesTrackedMax: 100_000,
+  drainTimeoutMs: 30_000,
+}
+
+export const DEFAULT_INGEST_LIMITS: IngestLimits = {
+  payloadBytesMax: 256 * 1024,
+  packetBytesMax: 1024 * 1024,
+  batchReadingsMax: 1_000,
+  quarantineExcerptBytes: 4 * 1024,
+  futureToleranceMs: 5 * 60 * 1000,
+  flushReadingsMax: 10_000,
+  flushIntervalMs: 5,
+  inflightPerClientMax: 256,
+  queueReadingsMax: 200_000,
+  commitRetryDelayMsMax: 2_000,
+  commitAttemptsMax: 8,
+}
+
+export interface ConfigOverrides {
+  mqtt?: Partial<Config['mqtt']>
+  http?: Partial<Config['http']>
+  ingest?: Partial<IngestLimits>
+}
+
+/** Parses raw environment values into a frozen Config; a ConfigError names the bad variable. */
+export function envToConfig(raw: RawEnv, overrides: ConfigOverrides = {}): Readonly<Config> {
+  const parsed = envSchema.safeParse(raw)
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!
+    const key = issue.path[0] as EnvKey
+    const name = ENV_VARS[key] ?? String(key)
+    throw new ConfigError(`${name}: ${issue.message} (got ${JSON.stringify(raw[key])})`)
+  }
+  const e = parsed.data
+  const config: Config = {
+    dataDir: e.dataDir,
+    databaseUrl: e.databaseUrl ?? null,
+    timezone: e.timezone,
+    adminToken: e.adminToken ?? null,
+    logLevel: e.logLevel,
+    redisUrl: e.redisUrl ?? null,
+    db: { poolSize: e.dbPoolSize, pgliteFsync: e.pgliteFsync },
+    mqtt: { port: e.mqttPort, host: e.host, ...DEFAULT_MQTT_LIMITS, ...overrides.mqtt },
+    http: { port: e.httpPort, host: e.host, bodyBytesMax: 1024 * 1024, pageItemsMax: 1_000, ...overrides.http },
+    ingest: { ...DEFAULT_INGEST_LIMITS, ...overrides.ingest },
+    settlement: { payoutMinMicros: e.payoutMinMicros },
+  }
+  return deepFreeze(config)
+}
+
+function deepFreeze<T extends object>(o: T): Readonly<T> {
+  for (const v of Object.values(o)) if (v !== null && typeof v === 'object') deepFreeze(v)
+  return Object.freeze(o)
+}

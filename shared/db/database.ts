@@ -1,0 +1,144 @@
+import { mkdirSync } from 'node:fs'
+import path from 'node:path'
+import { PGlite } from '@electric-sql/pglite'
+import { btree_gist } from '@electric-sql/pglite/contrib/btree_gist'
+import { Kysely, PGliteDialect, PostgresDialect } from 'kysely'
+import pg from 'pg'
+import { log } from '../logger.ts'
+import type { Database } from './schema.ts'
+
+/**
+ * The one place a database connection is made. PGlite (PostgreSQL in WebAssembly, files
+ * under the data directory) by default; a PostgreSQL server when a URL is given. Both get
+ * the same type parsers: int8 → bigint (money, counts), date → 'YYYY-MM-DD' string,
+ * numeric → string; timestamptz → Date and jsonb → object are already common.
+ */
+
+export type DialectName = 'pglite' | 'postgres'
+
+export interface DatabaseOptions {
+  /** postgres://… selects a server; null selects PGlite. */
+  databaseUrl: string | null
+  /** PGlite's data folder; null keeps it in memory (tests only). */
+  pgliteDir: string | null
+  /** fsync on PGlite: a PUBACK then survives a power cut, not only a crash. */
+  pgliteFsync: boolean
+  poolSize: number
+  /** Name shown in pg_stat_activity. */
+  applicationName?: string
+}
+
+export interface DatabaseHandle {
+  db: Kysely<Database>
+  dialect: DialectName
+  /** Subscribe to a NOTIFY channel; resolves to an unsubscribe function. */
+  listen(channel: string, onPayload: (payload: string) => void): Promise<() => Promise<void>>
+  close(): Promise<void>
+}
+
+const OID = { int8: 20, date: 1082, numeric: 1700 } as const
+
+const PARSERS: Record<number, (value: string) => unknown> = {
+  [OID.int8]: (v) => BigInt(v),
+  [OID.date]: (v) => v,
+  [OID.numeric]: (v) => v,
+}
+
+const pgTypes = {
+  getTypeParser(oid: number, format?: string): (value: string) => unknown {
+    return PARSERS[oid] ?? (pg.types.getTypeParser as (oid: number, format?: string) => (v: string) => unknown)(oid, format)
+  },
+}
+
+export const PGLITE_SUBDIR = 'pglite'
+
+export function pgliteDirOf(dataDir: string): string {
+  return path.join(dataDir, PGLITE_SUBDIR)
+}
+
+export async function openPglite(dir: string | null, fsync: boolean): Promise<PGlite> {
+  if (dir !== null) mkdirSync(dir, { recursive: true })
+  const startParams = fsync ? PGlite.defaultStartParams.filter((p) => p !== '-F') : PGlite.defaultStartParams
+  const options = { extensions: { btree_gist }, parsers: PARSERS, startParams }
+  return dir === null ? PGlite.create(options) : PGlite.create({ ...options, dataDir: dir })
+}
+
+export async function openDatabase(options: DatabaseOptions): Promise<DatabaseHandle> {
+  if (options.databaseUrl !== null) return openPostgres(options.databaseUrl, options)
+  const pglite = await openPglite(options.pgliteDir, options.pgliteFsync)
+  return wrapPglite(pglite)
+}
+
+export function wrapPglite(pglite: PGlite): DatabaseHandle {
+  const db = new Kysely<Database>({ dialect: new PGliteDialect({ pglite }) })
+  let closed = false
+  return {
+    db,
+    dialect: 'pglite',
+    async listen(channel, onPayload) {
+      const unlisten = await pglite.listen(channel, onPayload)
+      return async () => {
+        if (!pglite.closed) await unlisten()
+      }
+    },
+    async close() {
+      if (closed) return
+      closed = true
+      await db.destroy()
+    },
+  }
+}
+
+async function openPostgres(url: string, options: DatabaseOptions): Promise<DatabaseHandle> {
+  const poolConfig = {
+    connectionString: url,
+    max: options.poolSize,
+    types: pgTypes,
+    application_name: options.applicationName ?? 'metershare',
+  }
+  const pool = new pg.Pool(poolConfig)
+  pool.on('error', (err) => log.db.warn({ err }, 'idle database connection failed'))
+  const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) })
+  const listeners = new Set<pg.Client>()
+  let closed = false
+  return {
+    db,
+    dialect: 'postgres',
+    async listen(channel, onPayload) {
+      // A dedicated connection: LISTEN lives for the session, which a pool would recycle.
+      const client = new pg.Client({ ...poolConfig, application_name: `${poolConfig.application_name}:listen` })
+      await client.connect()
+      listeners.add(client)
+      client.on('notification', (msg) => {
+        if (msg.channel === channel) onPayload(msg.payload ?? '')
+      })
+      client.on('error', (err) => log.db.error({ err, channel }, 'listen connection failed'))
+      await client.query(`LISTEN ${pg.escapeIdentifier(channel)}`)
+      return async () => {
+        if (!listeners.delete(client)) return
+        await client.end()
+      }
+    },
+    async close() {
+      if (closed) return
+      closed = true
+      await Promise.all([...listeners].map((c) => c.end()))
+      listeners.clear()
+      await db.destroy()
+    },
+  }
+}
+
+/** The database a running system uses, from its config. */
+export function openConfiguredDatabase(
+  config: { databaseUrl: string | null; dataDir: string; db: { poolSize: number; pgliteFsync: boolean } },
+  applicationName?: string,
+): Promise<DatabaseHandle> {
+  return openDatabase({
+    databaseUrl: config.databaseUrl,
+    pgliteDir: pgliteDirOf(config.dataDir),
+    pgliteFsync: config.db.pgliteFsync,
+    poolSize: config.db.poolSize,
+    ...(applicationName !== undefined ? { applicationName } : {}),
+  })
+}

@@ -1,0 +1,7 @@
+import type { Migration } from 'kysely/migration'
+import * as m0001 from './0001-foundation.ts'
+
+/** Every migration, in order. A static list: adding one means adding a line here. */
+export const migrations: Record<string, Migration> = {
+  '0001-foundation': m0001,
+}

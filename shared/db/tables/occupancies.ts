@@ -1,0 +1,16 @@
+import type { ColumnType } from 'kysely'
+
+/**
+ * A household occupies a meter's premises over [valid_from, valid_until); valid_until null = still there.
+ * The database refuses overlapping occupancies of one meter (an exclusion constraint on the
+ * generated `period` range), so attribution is never ambiguous.
+ */
+export interface OccupanciesTable {
+  id: string
+  meter_id: string
+  household_id: string
+  valid_from: Date
+  valid_until: Date | null
+  period: ColumnType<string, never, never>
+  created_at: ColumnType<Date, Date | undefined, never>
+}

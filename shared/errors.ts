@@ -1,0 +1,89 @@
+/**
+ * Every error code the product emits, defined once. HTTP answers carry them as
+ * `{"error":{"code","message"}}`; operating errors are handled and reported,
+ * programmer errors are asserted and crash.
+ */
+export const ERROR_CODES = {
+  CONFIG_INVALID: 'CONFIG_INVALID',
+  INVALID_INPUT: 'INVALID_INPUT',
+  UNAUTHENTICATED: 'UNAUTHENTICATED',
+  FORBIDDEN: 'FORBIDDEN',
+  NOT_FOUND: 'NOT_FOUND',
+  CONFLICT: 'CONFLICT',
+  OCCUPANCY_OVERLAP: 'OCCUPANCY_OVERLAP',
+  EMAIL_TAKEN: 'EMAIL_TAKEN',
+  METER_EXISTS: 'METER_EXISTS',
+  INTERNAL: 'INTERNAL',
+} as const
+
+export type ErrorCode = (typeof ERROR_CODES)[keyof typeof ERROR_CODES]
+
+/** Why a datum (or a whole payload) went to quarantine instead of the readings table. */
+export const QUARANTINE_REASONS = [
+  'malformed_json',
+  'invalid_schema',
+  'unknown_obis',
+  'too_large',
+  'conflict',
+  'future_timestamp',
+  'index_regression',
+] as const
+
+export type QuarantineReason = (typeof QUARANTINE_REASONS)[number]
+
+export class MetershareError extends Error {
+  readonly code: ErrorCode
+  readonly statusCode: number
+
+  constructor(code: ErrorCode, statusCode: number, message: string, options?: ErrorOptions) {
+    super(message, options)
+    this.name = new.target.name
+    this.code = code
+    this.statusCode = statusCode
+  }
+}
+
+/** A configuration value is missing or malformed; the message names the variable. */
+export class ConfigError extends MetershareError {
+  constructor(message: string) {
+    super(ERROR_CODES.CONFIG_INVALID, 500, message)
+  }
+}
+
+/** Bad input from a user or an outside program; the message names the field. */
+export class InvalidInputError extends MetershareError {
+  readonly field: string | undefined
+  constructor(message: string, field?: string) {
+    super(ERROR_CODES.INVALID_INPUT, 400, message)
+    this.field = field
+  }
+}
+
+export class UnauthenticatedError extends MetershareError {
+  constructor(message = 'missing or invalid credentials') {
+    super(ERROR_CODES.UNAUTHENTICATED, 401, message)
+  }
+}
+
+export class ForbiddenError extends MetershareError {
+  constructor(message = 'not allowed') {
+    super(ERROR_CODES.FORBIDDEN, 403, message)
+  }
+}
+
+export class NotFoundError extends MetershareError {
+  constructor(message = 'not found') {
+    super(ERROR_CODES.NOT_FOUND, 404, message)
+  }
+}
+
+export class ConflictError extends MetershareError {
+  constructor(message: string, code: ErrorCode = ERROR_CODES.CONFLICT) {
+    super(code, 409, message)
+  }
+}
+
+/** Programmer error: an invariant that cannot fail unless the code is wrong. */
+export function assert(condition: unknown, message: string): asserts condition {
+  if (!condition) throw new Error(`assertion failed: ${message}`)
+}

@@ -1,0 +1,93 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+import { QUARANTINE_REASONS } from './errors.ts'
+
+/**
+ * Every Prometheus metric, declared once. One registry per running system (tests start
+ * several in one process), passed down to the broker, the services and the API.
+ */
+export interface Metrics {
+  registry: Registry
+  readingsStored: Counter<never>
+  readingsQuarantined: Counter<'reason'>
+  readingsDuplicate: Counter<never>
+  mqttConnections: Gauge<'role'>
+  mqttAuthFailures: Counter<never>
+  ingestAckSeconds: Histogram<never>
+  ingestBatchReadings: Histogram<never>
+  ingestCommitSeconds: Histogram<never>
+  ingestQueueReadings: Gauge<never>
+  ingestCommitFailures: Counter<never>
+  datumsReleased: Counter<'channel'>
+  consentsActive: Gauge<never>
+  httpRequestSeconds: Histogram<'method' | 'route' | 'status'>
+}
+
+export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metrics {
+  const registry = new Registry()
+  if (options.defaultMetrics !== false) collectDefaultMetrics({ register: registry, prefix: 'metershare_process_' })
+  const registers = [registry]
+  const metrics: Metrics = {
+    registry,
+    readingsStored: new Counter({ name: 'metershare_readings_stored_total', help: 'Datums durably stored', registers }),
+    readingsQuarantined: new Counter({
+      name: 'metershare_readings_quarantined_total',
+      help: 'Payloads or datums acknowledged and kept in quarantine, by reason',
+      labelNames: ['reason'],
+      registers,
+    }),
+    readingsDuplicate: new Counter({
+      name: 'metershare_readings_duplicate_total',
+      help: 'Datums received again with the same values (acknowledged, stored once)',
+      registers,
+    }),
+    mqttConnections: new Gauge({
+      name: 'metershare_mqtt_connections',
+      help: 'Authenticated MQTT connections, by role',
+      labelNames: ['role'],
+      registers,
+    }),
+    mqttAuthFailures: new Counter({ name: 'metershare_mqtt_auth_failures_total', help: 'Refused MQTT connections', registers }),
+    ingestAckSeconds: new Histogram({
+      name: 'metershare_ingest_ack_seconds',
+      help: 'Time from receiving a meter publish to its PUBACK (the commit in between)',
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers,
+    }),
+    ingestBatchReadings: new Histogram({
+      name: 'metershare_ingest_batch_readings',
+      help: 'Datums per group commit',
+      buckets: [1, 10, 50, 100, 500, 1000, 5000, 10000, 50000],
+      registers,
+    }),
+    ingestCommitSeconds: new Histogram({
+      name: 'metershare_ingest_commit_seconds',
+      help: 'Duration of one group-commit transaction',
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+      registers,
+    }),
+    ingestQueueReadings: new Gauge({ name: 'metershare_ingest_queue_readings', help: 'Datums waiting for commit', registers }),
+    ingestCommitFailures: new Counter({
+      name: 'metershare_ingest_commit_failures_total',
+      help: 'Group commits that failed and were retried (nothing was acknowledged)',
+      registers,
+    }),
+    datumsReleased: new Counter({
+      name: 'metershare_datums_released_total',
+      help: 'Datums released to recipients, by channel (mqtt live, http pulled)',
+      labelNames: ['channel'],
+      registers,
+    }),
+    consentsActive: new Gauge({ name: 'metershare_consents_active', help: 'Consents active now', registers }),
+    httpRequestSeconds: new Histogram({
+      name: 'metershare_http_request_seconds',
+      help: 'HTTP request duration',
+      labelNames: ['method', 'route', 'status'],
+      buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+      registers,
+    }),
+  }
+  for (const reason of QUARANTINE_REASONS) metrics.readingsQuarantined.labels(reason)
+  for (const role of ['meter', 'recipient', 'household']) metrics.mqttConnections.labels(role).set(0)
+  for (const channel of ['mqtt', 'http']) metrics.datumsReleased.labels(channel)
+  return metrics
+}

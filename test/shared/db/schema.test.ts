@@ -1,0 +1,78 @@
+import { sql, type SelectType } from 'kysely'
+import { expect, it } from 'vitest'
+import type { Database } from '../../../shared/db/schema.ts'
+import { describeDatabases } from '../../support/database.ts'
+
+/**
+ * The hand-written table types must match the migrated schema. The map below is checked by
+ * the compiler against the types (every column, nullability derived from the type), and by
+ * this test against the database.
+ */
+type Nullability<T> = { [K in keyof T]-?: null extends SelectType<T[K]> ? 'null' : 'not null' }
+type SchemaMap = { [Table in keyof Database]: Nullability<Database[Table]> }
+
+export const SCHEMA: SchemaMap = {
+  parties: { id: 'not null', kind: 'not null', name: 'not null', api_key_hash: 'not null', created_at: 'not null' },
+  households: {
+    id: 'not null',
+    name: 'not null',
+    email: 'not null',
+    password_hash: 'not null',
+    api_key_hash: 'not null',
+    created_at: 'not null',
+  },
+  meters: {
+    id: 'not null',
+    operator_id: 'not null',
+    commodity: 'not null',
+    interval_minutes: 'not null',
+    secret_hash: 'not null',
+    created_at: 'not null',
+  },
+  occupancies: {
+    id: 'not null',
+    meter_id: 'not null',
+    household_id: 'not null',
+    valid_from: 'not null',
+    valid_until: 'null',
+    period: 'not null',
+    created_at: 'not null',
+  },
+  readings: { meter_id: 'not null', ts: 'not null', household_id: 'null', values: 'not null', ingested_at: 'not null' },
+  quarantine: {
+    id: 'not null',
+    meter_id: 'not null',
+    received_at: 'not null',
+    reason: 'not null',
+    ts: 'null',
+    payload: 'not null',
+    payload_bytes: 'not null',
+    detail: 'not null',
+    created_at: 'not null',
+  },
+  daily_rollups: {
+    meter_id: 'not null',
+    household_id: 'null',
+    day: 'not null',
+    readings_count: 'not null',
+    first_ts: 'not null',
+    last_ts: 'not null',
+    index_min: 'not null',
+    index_max: 'not null',
+    updated_at: 'not null',
+  },
+}
+
+describeDatabases('table types', (t) => {
+  it('match the migrated schema column for column, with the same nullability', async () => {
+    const rows = (
+      await sql<{ table_name: string; column_name: string; is_nullable: string }>`
+        SELECT c.table_name, c.column_name, c.is_nullable FROM information_schema.columns c
+        JOIN pg_class k ON k.relname = c.table_name AND NOT k.relispartition
+        WHERE c.table_schema = 'public' AND c.table_name NOT LIKE 'schema_migrations%'`.execute(t.db)
+    ).rows
+    const actual: Record<string, Record<string, string>> = {}
+    for (const r of rows) (actual[r.table_name] ??= {})[r.column_name] = r.is_nullable === 'YES' ? 'null' : 'not null'
+    expect(actual).toEqual(SCHEMA)
+  })
+})
