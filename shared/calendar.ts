@@ -151,3 +151,28 @@ export function parseRfc3339(s: string): Date | null {
   if (mo! < 1 || mo! > 12 || d! < 1 || d! > 31 || h! > 23 || mi! > 59 || sec! > 60) return null
   return new Date(ms)
 }
+
+/** RFC 3339 in UTC, milliseconds only when present: `2026-10-01T00:30:00Z`. Live and pulled data use it alike. */
+export function formatTimestamp(ts: Date | number): string {
+  const iso = new Date(ts).toISOString()
+  return iso.endsWith('.000Z') ? iso.slice(0, 19) + 'Z' : iso
+}
+
+/**
+ * `dayOf` for hot paths: UTC offsets and DST changes fall on quarter hours, so every instant of
+ * one UTC quarter hour lies in the same local day. Memoised per quarter hour, bounded in size.
+ */
+export function createDayResolver(timeZone: string, entriesMax = 50_000): (ms: number) => string {
+  const QUARTER_HOUR_MS = 900_000
+  const cache = new Map<number, string>()
+  return (ms: number): string => {
+    const key = Math.floor(ms / QUARTER_HOUR_MS)
+    let day = cache.get(key)
+    if (day === undefined) {
+      day = dayOf(key * QUARTER_HOUR_MS, timeZone)
+      if (cache.size >= entriesMax) cache.clear()
+      cache.set(key, day)
+    }
+    return day
+  }
+}
