@@ -1,7 +1,13 @@
+import type { AccessLogTable } from './tables/access-log.ts'
+import type { ConsentLogTable } from './tables/consent-log.ts'
+import type { ConsentMetersTable } from './tables/consent-meters.ts'
+import type { ConsentsTable } from './tables/consents.ts'
 import type { DailyRollupsTable } from './tables/daily-rollups.ts'
 import type { HouseholdsTable } from './tables/households.ts'
 import type { MetersTable } from './tables/meters.ts'
 import type { OccupanciesTable } from './tables/occupancies.ts'
+import type { OfferSharesTable } from './tables/offer-shares.ts'
+import type { OffersTable } from './tables/offers.ts'
 import type { PartiesTable } from './tables/parties.ts'
 import type { QuarantineTable } from './tables/quarantine.ts'
 import type { ReadingsTable } from './tables/readings.ts'
@@ -14,4 +20,10 @@ export interface Database {
   readings: ReadingsTable
   quarantine: QuarantineTable
   daily_rollups: DailyRollupsTable
+  offers: OffersTable
+  offer_shares: OfferSharesTable
+  consents: ConsentsTable
+  consent_meters: ConsentMetersTable
+  consent_log: ConsentLogTable
+  access_log: AccessLogTable
 }

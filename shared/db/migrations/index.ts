@@ -1,7 +1,9 @@
 import type { Migration } from 'kysely/migration'
 import * as m0001 from './0001-foundation.ts'
+import * as m0002 from './0002-consents.ts'
 
 /** Every migration, in order. A static list: adding one means adding a line here. */
 export const migrations: Record<string, Migration> = {
   '0001-foundation': m0001,
+  '0002-consents': m0002,
 }
