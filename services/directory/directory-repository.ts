@@ -1,4 +1,4 @@
-import type { Kysely, Transaction } from 'kysely'
+import { sql, type Kysely, type Transaction } from 'kysely'
 import type { Database } from '../../shared/db/schema.ts'
 import type { HouseholdsTable } from '../../shared/db/tables/households.ts'
 import type { MetersTable } from '../../shared/db/tables/meters.ts'
@@ -37,4 +37,44 @@ export async function findMeter(db: Db, id: string): Promise<Selectable<MetersTa
 
 export async function listParties(db: Db): Promise<Selectable<PartiesTable>[]> {
   return db.selectFrom('parties').selectAll().orderBy('created_at').orderBy('id').execute()
+}
+
+/**
+ * Keyset pages in creation order. The key is `created_at` as PostgreSQL prints it (full
+ * microsecond precision, which a JS Date would round away) and the id as a tie-break.
+ */
+export interface CreationKey {
+  createdAt: string
+  id: string
+}
+
+export type Keyed<T> = T & { created_key: string }
+
+export async function pageParties(
+  db: Db,
+  options: { after: CreationKey | null; limit: number; kind?: PartiesTable['kind'] | undefined },
+): Promise<Keyed<Selectable<PartiesTable>>[]> {
+  let q = db.selectFrom('parties').selectAll().select(sql<string>`created_at::text`.as('created_key'))
+  if (options.kind !== undefined) q = q.where('kind', '=', options.kind)
+  if (options.after !== null) q = q.where(sql<boolean>`(created_at, id) > (${options.after.createdAt}::timestamptz, ${options.after.id})`)
+  return q.orderBy('created_at').orderBy('id').limit(options.limit).execute()
+}
+
+export async function pageHouseholds(
+  db: Db,
+  options: { after: CreationKey | null; limit: number },
+): Promise<Keyed<Selectable<HouseholdsTable>>[]> {
+  let q = db.selectFrom('households').selectAll().select(sql<string>`created_at::text`.as('created_key'))
+  if (options.after !== null) q = q.where(sql<boolean>`(created_at, id) > (${options.after.createdAt}::timestamptz, ${options.after.id})`)
+  return q.orderBy('created_at').orderBy('id').limit(options.limit).execute()
+}
+
+export async function pageMeters(
+  db: Db,
+  options: { after: CreationKey | null; limit: number; operatorId?: string | undefined },
+): Promise<Keyed<Selectable<MetersTable>>[]> {
+  let q = db.selectFrom('meters').selectAll().select(sql<string>`created_at::text`.as('created_key'))
+  if (options.operatorId !== undefined) q = q.where('operator_id', '=', options.operatorId)
+  if (options.after !== null) q = q.where(sql<boolean>`(created_at, id) > (${options.after.createdAt}::timestamptz, ${options.after.id})`)
+  return q.orderBy('created_at').orderBy('id').limit(options.limit).execute()
 }

@@ -155,3 +155,68 @@ export async function authenticatePassword(db: Kysely<Database>, email: string, 
 }
 
 const DUMMY_PASSWORD_HASH = 'scrypt$16384$8$1$AAAAAAAAAAAAAAAAAAAAAA$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA'
+
+/** One page of a list in creation order; `next` is null on the last page. */
+export interface DirectoryPage<T> {
+  items: T[]
+  next: repo.CreationKey | null
+}
+
+export interface PartySummary {
+  id: string
+  kind: PartyKind
+  name: string
+  createdAt: Date
+}
+
+export interface HouseholdSummary {
+  id: string
+  name: string
+  email: string
+  createdAt: Date
+}
+
+export interface MeterSummary {
+  id: string
+  operatorId: string
+  commodity: Commodity
+  intervalMinutes: 15 | 30 | 60
+  createdAt: Date
+}
+
+function toPage<R extends { id: string; created_key: string }, T>(rows: R[], limit: number, map: (row: R) => T): DirectoryPage<T> {
+  const more = rows.length > limit
+  const kept = more ? rows.slice(0, limit) : rows
+  const last = kept[kept.length - 1]
+  return { items: kept.map(map), next: more && last !== undefined ? { createdAt: last.created_key, id: last.id } : null }
+}
+
+export async function listPartiesPage(
+  db: Kysely<Database>,
+  options: { after: repo.CreationKey | null; limit: number; kind?: PartyKind | undefined },
+): Promise<DirectoryPage<PartySummary>> {
+  const rows = await repo.pageParties(db, { ...options, limit: options.limit + 1 })
+  return toPage(rows, options.limit, (r) => ({ id: r.id, kind: r.kind, name: r.name, createdAt: r.created_at }))
+}
+
+export async function listHouseholdsPage(
+  db: Kysely<Database>,
+  options: { after: repo.CreationKey | null; limit: number },
+): Promise<DirectoryPage<HouseholdSummary>> {
+  const rows = await repo.pageHouseholds(db, { ...options, limit: options.limit + 1 })
+  return toPage(rows, options.limit, (r) => ({ id: r.id, name: r.name, email: r.email, createdAt: r.created_at }))
+}
+
+export async function listMetersPage(
+  db: Kysely<Database>,
+  options: { after: repo.CreationKey | null; limit: number; operatorId?: string | undefined },
+): Promise<DirectoryPage<MeterSummary>> {
+  const rows = await repo.pageMeters(db, { ...options, limit: options.limit + 1 })
+  return toPage(rows, options.limit, (r) => ({
+    id: r.id,
+    operatorId: r.operator_id,
+    commodity: r.commodity,
+    intervalMinutes: r.interval_minutes,
+    createdAt: r.created_at,
+  }))
+}

@@ -1,0 +1,107 @@
+import { fastify, LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify'
+import type { Config } from '../../shared/config.ts'
+import type { DatabaseHandle } from '../../shared/db/database.ts'
+import { log } from '../../shared/logger.ts'
+import type { Metrics } from '../../shared/metrics.ts'
+import type { AuthContext, SessionResolver } from './auth.ts'
+import { installErrorHandling } from './error-handler.ts'
+import type { RouteDoc, RouteMethod } from './route.ts'
+import { ROUTE_PLUGINS } from './routes/index.ts'
+
+/**
+ * The HTTP API as a fastify instance that does not listen yet: the composition root calls
+ * `listen` and attaches the MQTT-over-WebSocket upgrade at `/mqtt` on `app.server`.
+ */
+
+export interface HealthReport {
+  broker: boolean
+  database: boolean
+}
+
+/**
+ * Everything the routes use. Services that come later (consents, settlement, the portal's
+ * sessions) add a field here, and the composition root passes it in.
+ */
+export interface ApiDeps {
+  config: Readonly<Config>
+  db: DatabaseHandle
+  metrics: Metrics
+  health: () => Promise<HealthReport>
+  /** Injected in tests; the wall clock otherwise. */
+  clock?: () => Date
+  /** The portal's session cookie (`SESSION_COOKIE_NAME`); absent, only bearer tokens work. */
+  sessions?: SessionResolver
+}
+
+/** A registered route, as the OpenAPI document sees it. */
+export interface RouteEntry {
+  method: RouteMethod
+  url: string
+  doc: RouteDoc | undefined
+}
+
+/** Shared by every route plugin (a decoration of the root instance). */
+export interface ApiContext {
+  deps: ApiDeps
+  auth: AuthContext
+  now: () => Date
+  /** Every route registered, in registration order (filled by an onRoute hook). */
+  routes: RouteEntry[]
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    apiContext: ApiContext
+  }
+}
+
+/** Longest time to receive a whole request (headers and body), against slow senders. */
+export const HTTP_REQUEST_TIMEOUT_MS = 30_000
+/** Longest route parameter (meter ids are at most 64 characters). */
+export const HTTP_PARAM_LENGTH_MAX = 128
+
+const DOCUMENTED_METHODS = new Set<string>(['GET', 'POST', 'PUT', 'PATCH', 'DELETE'])
+
+export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
+  const clock = deps.clock ?? (() => new Date())
+  const app = fastify({
+    loggerInstance: log.api as FastifyBaseLogger,
+    logController: new LogController({ disableRequestLogging: true }),
+    bodyLimit: deps.config.http.bodyBytesMax,
+    requestTimeout: HTTP_REQUEST_TIMEOUT_MS,
+    requestIdHeader: false,
+    routerOptions: { ignoreTrailingSlash: true, maxParamLength: HTTP_PARAM_LENGTH_MAX },
+  })
+
+  const context: ApiContext = {
+    deps,
+    auth: { db: deps.db.db, adminToken: deps.config.adminToken, sessions: deps.sessions, clock },
+    now: clock,
+    routes: [],
+  }
+  app.decorate('apiContext', context)
+  app.decorateRequest('auth', null)
+
+  app.addHook('onRoute', (route) => {
+    const methods = Array.isArray(route.method) ? route.method : [route.method]
+    for (const method of methods) {
+      if (!DOCUMENTED_METHODS.has(method)) continue
+      context.routes.push({ method: method as RouteMethod, url: route.url, doc: route.config?.doc })
+    }
+  })
+
+  app.addHook('onResponse', async (request, reply) => {
+    const route = request.is404 ? 'unmatched' : (request.routeOptions.url ?? 'unmatched')
+    const status = reply.statusCode
+    const seconds = reply.elapsedTime / 1000
+    deps.metrics.httpRequestSeconds.labels(request.method, route, String(status)).observe(seconds)
+    request.log.info({ method: request.method, route, status, ms: Math.round(reply.elapsedTime * 10) / 10 }, 'request served')
+  })
+
+  // JSON only: anything else is answered 415 rather than handed to a route as a string.
+  app.removeContentTypeParser(['text/plain'])
+  installErrorHandling(app)
+  for (const plugin of ROUTE_PLUGINS) await app.register(plugin, { deps })
+  await app.ready()
+  return app
+}

@@ -1,0 +1,128 @@
+import type { FastifyReply, FastifyRequest, onRequestAsyncHookHandler } from 'fastify'
+import type { Kysely } from 'kysely'
+import type { Database } from '../../shared/db/schema.ts'
+import { ForbiddenError, UnauthenticatedError } from '../../shared/errors.ts'
+import { safeEqual } from '../../shared/secrets.ts'
+import { authenticateApiKey } from '../directory/directory-service.ts'
+import type { Principal, PrincipalRole } from '../directory/principal.ts'
+
+/**
+ * Who is calling over HTTP. `Authorization: Bearer <token>` carries the operator token
+ * (compared in constant time) or a party's or household's API key; without that header
+ * the portal's session cookie is tried through the `SessionResolver` the composition root
+ * passes in. Public routes do not look at credentials at all.
+ */
+
+/** The portal's session cookie. */
+export const SESSION_COOKIE_NAME = 'metershare_session'
+
+/** Longest bearer token or session cookie value we look at; longer ones are refused unread. */
+export const CREDENTIAL_LENGTH_MAX = 512
+
+/** Turns a session cookie's value into the household it belongs to (null: expired or unknown). */
+export interface SessionResolver {
+  resolve(token: string, now: Date): Promise<Principal | null>
+}
+
+export interface AuthContext {
+  db: Kysely<Database>
+  adminToken: string | null
+  sessions: SessionResolver | undefined
+  clock: () => Date
+}
+
+export type AuthVia = 'bearer' | 'session'
+
+export interface Authenticated {
+  principal: Principal
+  via: AuthVia
+}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** Set by the route's authentication hook; null on public routes without credentials. */
+    auth: Authenticated | null
+  }
+}
+
+const BEARER_RE = /^Bearer +([^\s]+) *$/i
+const UNSAFE_METHODS = new Set(['POST', 'PUT', 'PATCH', 'DELETE'])
+
+/** Reads the credentials of a request; null when it carries none, 401 when they do not hold. */
+export async function authenticateRequest(request: FastifyRequest, ctx: AuthContext): Promise<Authenticated | null> {
+  const header = request.headers.authorization
+  if (header !== undefined) {
+    const match = BEARER_RE.exec(header)
+    if (match === null) throw new UnauthenticatedError('authorization: expected "Bearer <token>"')
+    const token = match[1]!
+    if (token.length > CREDENTIAL_LENGTH_MAX) throw new UnauthenticatedError('invalid bearer token')
+    if (ctx.adminToken !== null && safeEqual(token, ctx.adminToken)) return { principal: { role: 'operator' }, via: 'bearer' }
+    const principal = await authenticateApiKey(ctx.db, token)
+    if (principal === null) throw new UnauthenticatedError('invalid bearer token')
+    return { principal, via: 'bearer' }
+  }
+  const session = readCookie(request.headers.cookie, SESSION_COOKIE_NAME)
+  if (session === undefined || ctx.sessions === undefined) return null
+  if (session.length > CREDENTIAL_LENGTH_MAX) throw new UnauthenticatedError('session expired or unknown')
+  const principal = await ctx.sessions.resolve(session, ctx.clock())
+  if (principal === null) throw new UnauthenticatedError('session expired or unknown')
+  // A cookie rides along with requests that other sites make; changes need our own origin.
+  if (UNSAFE_METHODS.has(request.method) && !sameOrigin(request)) {
+    throw new ForbiddenError('origin: a session may change data only from the portal itself')
+  }
+  return { principal, via: 'session' }
+}
+
+/** Who may call a route: nobody in particular, or one of these roles. */
+export type AuthRequirement = 'public' | readonly PrincipalRole[]
+
+/** onRequest hook: authenticates, then 401 without credentials and 403 with the wrong role. */
+export function authHook(requirement: AuthRequirement, ctx: AuthContext): onRequestAsyncHookHandler {
+  return async (request: FastifyRequest, reply: FastifyReply) => {
+    if (requirement === 'public') return
+    request.auth = await authenticateRequest(request, ctx)
+    if (request.auth === null) {
+      void reply.header('www-authenticate', 'Bearer')
+      throw new UnauthenticatedError()
+    }
+    if (!requirement.includes(request.auth.principal.role)) {
+      throw new ForbiddenError(`this endpoint is for ${requirement.join(' or ')} credentials`)
+    }
+  }
+}
+
+/** The principal of an authenticated request, narrowed to the roles its route admits. */
+export function principalOf<R extends PrincipalRole>(request: FastifyRequest, roles: readonly R[]): Extract<Principal, { role: R }> {
+  const auth = request.auth
+  if (auth === null || !(roles as readonly PrincipalRole[]).includes(auth.principal.role)) throw new UnauthenticatedError()
+  return auth.principal as Extract<Principal, { role: R }>
+}
+
+/** The value of one cookie of a Cookie header (RFC 6265 syntax), undefined when absent. */
+export function readCookie(header: string | undefined, name: string): string | undefined {
+  if (header === undefined) return undefined
+  for (const part of header.split(';')) {
+    const eq = part.indexOf('=')
+    if (eq < 0) continue
+    if (part.slice(0, eq).trim() !== name) continue
+    let value = part.slice(eq + 1).trim()
+    if (value.length >= 2 && value.startsWith('"') && value.endsWith('"')) value = value.slice(1, -1)
+    try {
+      return decodeURIComponent(value)
+    } catch {
+      return value
+    }
+  }
+  return undefined
+}
+
+function sameOrigin(request: FastifyRequest): boolean {
+  const origin = request.headers.origin
+  // Browsers send Origin on every cross-site unsafe request; programs without it are not browsers.
+  if (origin === undefined) return true
+  try {
+    return new URL(origin).host === request.headers.host
+  } catch {
+    return false
+  }
+}

@@ -1,0 +1,86 @@
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import { ZodError } from 'zod'
+import { ERROR_CODES, MetershareError, type ErrorCode } from '../../shared/errors.ts'
+import { fieldName } from './validation.ts'
+
+/**
+ * Every error leaves as `{"error":{"code","message"}}`: our own MetershareErrors with their
+ * status, fastify's request errors (bad JSON, body too large, unsupported media type)
+ * translated, unknown routes as 404 NOT_FOUND, and anything else as 500 INTERNAL with a
+ * constant message (the details go to the log, never to the client).
+ */
+
+export interface ErrorBody {
+  error: { code: ErrorCode; message: string }
+}
+
+export function errorBody(code: ErrorCode, message: string): ErrorBody {
+  return { error: { code, message } }
+}
+
+/** fastify's own request errors, by their FST_ code. */
+const FASTIFY_ERRORS: Readonly<Record<string, { code: ErrorCode; message: string }>> = {
+  FST_ERR_CTP_INVALID_JSON_BODY: { code: ERROR_CODES.INVALID_INPUT, message: 'body: not valid JSON' },
+  FST_ERR_CTP_EMPTY_JSON_BODY: { code: ERROR_CODES.INVALID_INPUT, message: 'body: empty, but the content type is application/json' },
+  FST_ERR_CTP_INVALID_CONTENT_LENGTH: { code: ERROR_CODES.INVALID_INPUT, message: 'body: size does not match Content-Length' },
+  FST_ERR_CTP_BODY_TOO_LARGE: { code: ERROR_CODES.PAYLOAD_TOO_LARGE, message: 'body: too large' },
+  FST_ERR_CTP_INVALID_MEDIA_TYPE: { code: ERROR_CODES.UNSUPPORTED_MEDIA_TYPE, message: 'content-type: expected application/json' },
+  FST_ERR_BAD_URL: { code: ERROR_CODES.INVALID_INPUT, message: 'url: not a valid URL' },
+  FST_ERR_ASYNC_CONSTRAINT: { code: ERROR_CODES.INVALID_INPUT, message: 'url: not a valid URL' },
+}
+
+/** Generic codes for client errors fastify raises that we have no specific wording for. */
+const CODE_BY_STATUS: Readonly<Record<number, ErrorCode>> = {
+  400: ERROR_CODES.INVALID_INPUT,
+  401: ERROR_CODES.UNAUTHENTICATED,
+  403: ERROR_CODES.FORBIDDEN,
+  404: ERROR_CODES.NOT_FOUND,
+  409: ERROR_CODES.CONFLICT,
+  413: ERROR_CODES.PAYLOAD_TOO_LARGE,
+  415: ERROR_CODES.UNSUPPORTED_MEDIA_TYPE,
+}
+
+/** Maps any thrown value to a status and an envelope; 5xx never carry the error's own text. */
+export function toErrorAnswer(err: unknown): { status: number; body: ErrorBody } {
+  if (err instanceof MetershareError && err.statusCode < 500) {
+    return { status: err.statusCode, body: errorBody(err.code, err.message) }
+  }
+  if (err instanceof ZodError) {
+    const issue = err.issues[0]
+    const message = issue === undefined ? 'invalid input' : `${fieldName(issue.path, 'body')}: ${issue.message}`
+    return { status: 400, body: errorBody(ERROR_CODES.INVALID_INPUT, message) }
+  }
+  const fastifyCode = (err as Partial<FastifyError> | null)?.code
+  if (fastifyCode !== undefined && fastifyCode in FASTIFY_ERRORS) {
+    const known = FASTIFY_ERRORS[fastifyCode]!
+    const status = (err as FastifyError).statusCode ?? 400
+    return { status, body: errorBody(known.code, known.message) }
+  }
+  const status = (err as Partial<FastifyError> | null)?.statusCode
+  if (typeof status === 'number' && status >= 400 && status < 500) {
+    return { status, body: errorBody(CODE_BY_STATUS[status] ?? ERROR_CODES.INVALID_INPUT, clientMessage(err as Error)) }
+  }
+  return { status: 500, body: errorBody(ERROR_CODES.INTERNAL, 'internal error') }
+}
+
+/** fastify's messages for 4xx are about the request; keep them but never with a stack. */
+function clientMessage(err: Error): string {
+  const message = typeof err.message === 'string' && err.message !== '' ? err.message.split('\n')[0]! : 'invalid request'
+  return message.length > 300 ? message.slice(0, 300) : message
+}
+
+export function installErrorHandling(app: FastifyInstance): void {
+  app.setErrorHandler(async (err: unknown, request: FastifyRequest, reply: FastifyReply) => {
+    const answer = toErrorAnswer(err)
+    if (answer.status >= 500) request.log.error({ err }, 'request failed')
+    else request.log.debug({ code: answer.body.error.code, status: answer.status }, 'request refused')
+    return reply.code(answer.status).type('application/json; charset=utf-8').send(answer.body)
+  })
+  app.setNotFoundHandler(async (request: FastifyRequest, reply: FastifyReply) => {
+    const path = request.url.split('?')[0]!.slice(0, 200)
+    return reply
+      .code(404)
+      .type('application/json; charset=utf-8')
+      .send(errorBody(ERROR_CODES.NOT_FOUND, `no route ${request.method} ${path}`))
+  })
+}

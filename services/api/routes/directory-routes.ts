@@ -1,0 +1,186 @@
+import { z } from 'zod'
+import { METER_ID_RE } from '../../../shared/ids.ts'
+import type { CreationKey } from '../../directory/directory-repository.ts'
+import {
+  PASSWORD_LENGTH_MAX,
+  PASSWORD_LENGTH_MIN,
+  createHousehold,
+  createMeter,
+  createParty,
+  listHouseholdsPage,
+  listMetersPage,
+  listPartiesPage,
+} from '../../directory/directory-service.ts'
+import { defineRoute } from '../route.ts'
+import { decodeCursor, encodeCursor, nameString, pageAnswer, pageQueryShape, timeOutput } from '../validation.ts'
+import type { RoutePlugin } from './route-plugin.ts'
+
+/** The operator provisions parties, households and meters; keys and secrets are shown once. */
+
+export const NAME_LENGTH_MAX = 200
+export const EMAIL_LENGTH_MAX = 254
+
+const OPERATOR = ['operator'] as const
+
+const partyKind = z.enum(['utility', 'third_party'])
+const commodity = z.enum(['electricity', 'gas'])
+
+const createPartyBody = z.strictObject({
+  kind: partyKind,
+  name: nameString(NAME_LENGTH_MAX),
+})
+
+const createHouseholdBody = z.strictObject({
+  name: nameString(NAME_LENGTH_MAX),
+  email: z.string().trim().max(EMAIL_LENGTH_MAX).pipe(z.email('expected an email address')),
+  password: z
+    .string()
+    .min(PASSWORD_LENGTH_MIN)
+    .max(PASSWORD_LENGTH_MAX)
+    .meta({ description: `${PASSWORD_LENGTH_MIN} to ${PASSWORD_LENGTH_MAX} characters; for the portal's sign-in` }),
+})
+
+const createMeterBody = z.strictObject({
+  operatorId: z.string().min(1).max(128).meta({ description: 'the utility that operates the meter' }),
+  commodity,
+  intervalMinutes: z.literal([15, 30, 60]),
+  id: z
+    .string()
+    .regex(METER_ID_RE, '1 to 64 characters among A-Z a-z 0-9 . _ : -, starting with a letter or digit')
+    .optional()
+    .meta({ description: 'the meter id (its serial number, say); generated when absent' }),
+})
+
+const credentialAnswer = z.object({
+  id: z.string(),
+  apiKey: z.string().meta({ description: 'shown this once; stored only as a hash' }),
+})
+
+const meterAnswer = z.object({
+  id: z.string(),
+  secret: z.string().meta({ description: "the meter's MQTT password, shown this once; stored only as a hash" }),
+})
+
+const cursorSchema = z.object({ c: z.string().max(64), i: z.string().max(128) })
+
+function afterKey(cursor: string | undefined): CreationKey | null {
+  if (cursor === undefined) return null
+  const { c, i } = decodeCursor(cursor, cursorSchema)
+  return { createdAt: c, id: i }
+}
+
+function nextCursor(next: CreationKey | null): string | null {
+  return next === null ? null : encodeCursor({ c: next.createdAt, i: next.id })
+}
+
+export const directoryRoutes: RoutePlugin = async (app, { deps }) => {
+  const db = deps.db.db
+  const page = pageQueryShape(deps.config.http.pageItemsMax)
+
+  defineRoute(app, {
+    method: 'POST',
+    url: '/admin/parties',
+    summary: 'Create a utility or a third party',
+    description: 'Answers its API key once: the party uses it as its bearer token and as its MQTT password.',
+    tags: ['operator'],
+    auth: OPERATOR,
+    body: createPartyBody,
+    status: 201,
+    response: credentialAnswer,
+    async handler({ body }) {
+      return createParty(db, body)
+    },
+  })
+
+  defineRoute(app, {
+    method: 'POST',
+    url: '/admin/households',
+    summary: 'Create a household',
+    description: 'Answers its API key once. The email and password sign in to the portal; an email is used by one household only.',
+    tags: ['operator'],
+    auth: OPERATOR,
+    body: createHouseholdBody,
+    status: 201,
+    response: credentialAnswer,
+    errors: [409],
+    async handler({ body }) {
+      return createHousehold(db, body)
+    },
+  })
+
+  defineRoute(app, {
+    method: 'POST',
+    url: '/admin/meters',
+    summary: 'Register a meter',
+    description:
+      'Answers its secret once: the meter connects over MQTT with client id = username = its id and this secret as password. 409 `METER_EXISTS` when the id is taken.',
+    tags: ['operator'],
+    auth: OPERATOR,
+    body: createMeterBody,
+    status: 201,
+    response: meterAnswer,
+    errors: [409],
+    async handler({ body }) {
+      return createMeter(db, body)
+    },
+  })
+
+  defineRoute(app, {
+    method: 'GET',
+    url: '/admin/parties',
+    summary: 'List parties (no keys)',
+    tags: ['operator'],
+    auth: OPERATOR,
+    query: z.strictObject({ kind: partyKind.optional(), ...page }),
+    response: pageAnswer(z.object({ id: z.string(), kind: partyKind, name: z.string(), createdAt: timeOutput })),
+    async handler({ query }) {
+      const result = await listPartiesPage(db, { after: afterKey(query.cursor), limit: query.limit, kind: query.kind })
+      return {
+        items: result.items.map((p) => ({ id: p.id, kind: p.kind, name: p.name, createdAt: p.createdAt.toISOString() })),
+        nextCursor: nextCursor(result.next),
+      }
+    },
+  })
+
+  defineRoute(app, {
+    method: 'GET',
+    url: '/admin/households',
+    summary: 'List households (no keys or passwords)',
+    tags: ['operator'],
+    auth: OPERATOR,
+    query: z.strictObject({ ...page }),
+    response: pageAnswer(z.object({ id: z.string(), name: z.string(), email: z.string(), createdAt: timeOutput })),
+    async handler({ query }) {
+      const result = await listHouseholdsPage(db, { after: afterKey(query.cursor), limit: query.limit })
+      return {
+        items: result.items.map((h) => ({ id: h.id, name: h.name, email: h.email, createdAt: h.createdAt.toISOString() })),
+        nextCursor: nextCursor(result.next),
+      }
+    },
+  })
+
+  defineRoute(app, {
+    method: 'GET',
+    url: '/admin/meters',
+    summary: 'List meters (no secrets)',
+    tags: ['operator'],
+    auth: OPERATOR,
+    query: z.strictObject({ operatorId: z.string().min(1).max(128).optional(), ...page }),
+    response: pageAnswer(
+      z.object({ id: z.string(), operatorId: z.string(), commodity, intervalMinutes: z.literal([15, 30, 60]), createdAt: timeOutput }),
+    ),
+    async handler({ query }) {
+      const result = await listMetersPage(db, { after: afterKey(query.cursor), limit: query.limit, operatorId: query.operatorId })
+      return {
+        items: result.items.map((m) => ({
+          id: m.id,
+          operatorId: m.operatorId,
+          commodity: m.commodity,
+          intervalMinutes: m.intervalMinutes,
+          createdAt: m.createdAt.toISOString(),
+        })),
+        nextCursor: nextCursor(result.next),
+      }
+    },
+  })
+}

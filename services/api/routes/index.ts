@@ -1,0 +1,11 @@
+import { directoryRoutes } from './directory-routes.ts'
+import { docsRoutes } from './docs-routes.ts'
+import { operationsRoutes } from './operations-routes.ts'
+import type { RoutePlugin } from './route-plugin.ts'
+
+/**
+ * Every route module, registered in this order by `buildApi`. A new area adds its
+ * `<area>-routes.ts` and one line here; its routes appear in the OpenAPI document by
+ * themselves when declared with `defineRoute`.
+ */
+export const ROUTE_PLUGINS: readonly RoutePlugin[] = [operationsRoutes, docsRoutes, directoryRoutes]

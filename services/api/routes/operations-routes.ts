@@ -1,0 +1,63 @@
+import { z } from 'zod'
+import { log } from '../../../shared/logger.ts'
+import type { HealthReport } from '../app.ts'
+import { defineRoute } from '../route.ts'
+import type { RoutePlugin } from './route-plugin.ts'
+
+/** Longest wait for the health checks; a component that does not answer by then is down. */
+export const HEALTH_CHECK_TIMEOUT_MS = 2_000
+
+const healthSchema = z.object({
+  status: z.enum(['ok', 'unavailable']),
+  broker: z.boolean(),
+  database: z.boolean(),
+})
+
+export const operationsRoutes: RoutePlugin = async (app, { deps }) => {
+  defineRoute(app, {
+    method: 'GET',
+    url: '/healthz',
+    summary: 'Whether the broker and the database answer',
+    description: '200 when both answer, 503 with the same shape when either does not.',
+    tags: ['operations'],
+    auth: 'public',
+    response: healthSchema,
+    extraResponses: { 503: { description: 'The broker or the database does not answer', response: healthSchema } },
+    async handler({ reply }) {
+      const report = await checkHealth(deps.health)
+      const ok = report.broker && report.database
+      void reply.code(ok ? 200 : 503).header('cache-control', 'no-store')
+      return reply.send({ status: ok ? 'ok' : 'unavailable', broker: report.broker, database: report.database })
+    },
+  })
+
+  defineRoute(app, {
+    method: 'GET',
+    url: '/metrics',
+    summary: 'Prometheus metrics',
+    tags: ['operations'],
+    auth: 'public',
+    produces: { contentType: deps.metrics.registry.contentType, description: 'Prometheus text exposition format' },
+    async handler({ reply }) {
+      const text = await deps.metrics.registry.metrics()
+      return reply.type(deps.metrics.registry.contentType).header('cache-control', 'no-store').send(text)
+    },
+  })
+}
+
+/** Runs the health checks with a deadline; a failing or slow check counts as down. */
+async function checkHealth(health: () => Promise<HealthReport>): Promise<HealthReport> {
+  let timer: NodeJS.Timeout | undefined
+  const timeout = new Promise<HealthReport>((resolve) => {
+    timer = setTimeout(() => resolve({ broker: false, database: false }), HEALTH_CHECK_TIMEOUT_MS)
+  })
+  try {
+    const checked = health().catch((err: unknown) => {
+      log.api.warn({ err }, 'health check failed')
+      return { broker: false, database: false }
+    })
+    return await Promise.race([checked, timeout])
+  } finally {
+    clearTimeout(timer)
+  }
+}

@@ -1,0 +1,173 @@
+import { z } from 'zod'
+import { parseRfc3339 } from '../../shared/calendar.ts'
+import { InvalidInputError } from '../../shared/errors.ts'
+
+/**
+ * Input validation at the HTTP boundary: one zod schema per part of a request, parsed
+ * before any side effect; the first issue becomes an InvalidInputError whose message
+ * starts with the field it is about (`kind: expected one of utility, third_party`).
+ */
+
+export type InputLocation = 'params' | 'query' | 'body'
+
+/** Default wording of zod issues; a message given in a schema (`.min(1, '…')`) wins over it. */
+function issueMessage(issue: z.core.$ZodRawIssue): string | undefined {
+  if (issue.input === undefined && (issue.code === 'invalid_type' || issue.code === 'invalid_value')) return 'required'
+  switch (issue.code) {
+    case 'invalid_type':
+      if (issue.expected === 'object') return 'expected an object'
+      if (issue.expected === 'array') return 'expected an array'
+      return `expected ${issue.expected === 'int' ? 'an integer' : `a ${issue.expected}`}`
+    case 'invalid_value':
+      return issue.values.length === 1
+        ? `expected ${String(issue.values[0])}`
+        : `expected one of ${issue.values.map((v) => String(v)).join(', ')}`
+    case 'too_small':
+      return boundMessage('at least', issue.origin, issue.minimum, issue.inclusive !== false)
+    case 'too_big':
+      return boundMessage('at most', issue.origin, issue.maximum, issue.inclusive !== false)
+    case 'invalid_format':
+      return issue.format === 'regex' ? 'has an invalid format' : `expected ${issue.format}`
+    case 'unrecognized_keys':
+      return issue.keys.length === 1 ? 'unknown field' : `unknown fields ${issue.keys.join(', ')}`
+    case 'not_multiple_of':
+      return `must be a multiple of ${String(issue.divisor)}`
+    case 'invalid_union':
+      return 'matches none of the allowed forms'
+    default:
+      return undefined
+  }
+}
+
+function boundMessage(word: string, origin: string, bound: number | bigint, inclusive: boolean): string {
+  const value = inclusive ? String(bound) : `${word === 'at least' ? 'more' : 'less'} than ${String(bound)}`
+  const prefix = inclusive ? `must be ${word} ` : 'must be '
+  switch (origin) {
+    case 'string':
+      return `${prefix}${value} characters long`
+    case 'array':
+    case 'set':
+      return `${prefix}${value} items`
+    default:
+      return `${prefix}${value}`
+  }
+}
+
+/** `split.thirdParties[0].partyId`; the location's name when the issue is about the whole part. */
+export function fieldName(path: readonly PropertyKey[], location: InputLocation): string {
+  if (path.length === 0) return location
+  let name = ''
+  for (const key of path) {
+    if (typeof key === 'number') name += `[${key}]`
+    else name += name === '' ? String(key) : `.${String(key)}`
+  }
+  return name
+}
+
+/** Parses one part of a request or throws InvalidInputError naming the first bad field. */
+export function parseInput<S extends z.ZodType>(schema: S, value: unknown, location: InputLocation): z.output<S> {
+  const result = schema.safeParse(value, { error: issueMessage })
+  if (result.success) return result.data
+  const issue = result.error.issues[0]!
+  // An unknown key is reported under its own name, not under its parent's.
+  const path = issue.code === 'unrecognized_keys' && issue.keys.length === 1 ? [...issue.path, issue.keys[0]!] : issue.path
+  const field = fieldName(path, location)
+  const message = issue.code === 'unrecognized_keys' && issue.keys.length === 1 ? 'unknown field' : issue.message
+  throw new InvalidInputError(`${field}: ${message}`, field)
+}
+
+const RFC3339_MESSAGE = 'expected an RFC 3339 time with an offset, e.g. 2026-10-01T00:00:00Z'
+const RFC3339_EXAMPLE = '2026-10-01T00:00:00Z'
+
+/** An RFC 3339 time with an offset or Z, parsed to a Date. */
+export const rfc3339Time = z
+  .string()
+  .max(64)
+  .meta({ format: 'date-time', examples: [RFC3339_EXAMPLE] })
+  .transform((s, ctx) => {
+    const date = parseRfc3339(s)
+    if (date === null) {
+      ctx.addIssue({ code: 'custom', message: RFC3339_MESSAGE, input: s })
+      return z.NEVER
+    }
+    return date
+  })
+
+/**
+ * The same in a query string, where an unencoded `+` of the offset arrives as a space
+ * (`from=2026-10-01T00:00:00+02:00` typed by hand): that space is read as the `+` it was.
+ */
+export const rfc3339QueryTime = z
+  .string()
+  .max(64)
+  .meta({ format: 'date-time', examples: [RFC3339_EXAMPLE] })
+  .transform((s, ctx) => {
+    const date = parseRfc3339(s.replace(/ (\d{2}:\d{2})$/, '+$1'))
+    if (date === null) {
+      ctx.addIssue({ code: 'custom', message: RFC3339_MESSAGE, input: s })
+      return z.NEVER
+    }
+    return date
+  })
+
+/** A non-empty trimmed name of at most `max` characters. */
+export function nameString(max: number) {
+  return z.string().trim().min(1, 'must not be empty').max(max)
+}
+
+/** Page size and opaque cursor of every paginated list; the maximum comes from config. */
+export function pageQueryShape(pageItemsMax: number) {
+  return {
+    cursor: z.string().min(1).max(512).optional().meta({ description: 'the `nextCursor` of the previous page' }),
+    limit: z.coerce
+      .number()
+      .int()
+      .min(1)
+      .max(pageItemsMax)
+      .default(Math.min(100, pageItemsMax))
+      .meta({ description: `items per page, at most ${pageItemsMax}` }),
+  }
+}
+
+/** The answer of a paginated list. */
+export function pageAnswer<T extends z.ZodType>(item: T) {
+  return z.object({
+    items: z.array(item),
+    nextCursor: z.string().nullable().meta({ description: 'pass as `cursor` for the next page; null on the last page' }),
+  })
+}
+
+/** A time in an answer: RFC 3339 in UTC (`Date.prototype.toISOString`). */
+export const timeOutput = z.string().meta({ format: 'date-time', examples: ['2026-10-01T00:00:00.000Z'] })
+
+/** Money on the wire: a string of integer micro-euros (`"1250000"` = 1.25 EUR). */
+export const microsOutput = z.string().regex(/^-?\d+$/).meta({ description: 'integer micro-euros', examples: ['1250000'] })
+
+/** Cursors are opaque to clients: base64url of a small JSON value. */
+export function encodeCursor(value: unknown): string {
+  return Buffer.from(JSON.stringify(value), 'utf8').toString('base64url')
+}
+
+/** Decodes a cursor with the schema it was made from; a tampered cursor is a 400 on `cursor`. */
+export function decodeCursor<S extends z.ZodType>(cursor: string, schema: S): z.output<S> {
+  let json: unknown
+  try {
+    json = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8'))
+  } catch {
+    throw new InvalidInputError('cursor: not a cursor this API returned', 'cursor')
+  }
+  const result = schema.safeParse(json)
+  if (!result.success) throw new InvalidInputError('cursor: not a cursor this API returned', 'cursor')
+  return result.data
+}
+
+/** Error answers as documented in the OpenAPI description. */
+export const errorBodySchema = z.object({
+  error: z.object({
+    code: z.string().meta({ description: 'stable machine code in SNAKE_CASE', examples: ['INVALID_INPUT'] }),
+    message: z.string().meta({
+      description: 'for people; for 400 it starts with the field',
+      examples: ['kind: expected one of utility, third_party'],
+    }),
+  }),
+})
