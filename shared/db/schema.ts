@@ -4,13 +4,19 @@ import type { ConsentMetersTable } from './tables/consent-meters.ts'
 import type { ConsentsTable } from './tables/consents.ts'
 import type { DailyRollupsTable } from './tables/daily-rollups.ts'
 import type { HouseholdsTable } from './tables/households.ts'
+import type { LedgerAccountsTable } from './tables/ledger-accounts.ts'
+import type { LedgerEntriesTable } from './tables/ledger-entries.ts'
+import type { LedgerJournalsTable } from './tables/ledger-journals.ts'
 import type { MetersTable } from './tables/meters.ts'
 import type { OccupanciesTable } from './tables/occupancies.ts'
 import type { OfferSharesTable } from './tables/offer-shares.ts'
 import type { OffersTable } from './tables/offers.ts'
 import type { PartiesTable } from './tables/parties.ts'
+import type { PayoutsTable } from './tables/payouts.ts'
 import type { QuarantineTable } from './tables/quarantine.ts'
 import type { ReadingsTable } from './tables/readings.ts'
+import type { SettlementLinesTable } from './tables/settlement-lines.ts'
+import type { SettlementRunsTable } from './tables/settlement-runs.ts'
 
 export interface Database {
   parties: PartiesTable
@@ -26,4 +32,10 @@ export interface Database {
   consent_meters: ConsentMetersTable
   consent_log: ConsentLogTable
   access_log: AccessLogTable
+  settlement_runs: SettlementRunsTable
+  settlement_lines: SettlementLinesTable
+  ledger_accounts: LedgerAccountsTable
+  ledger_journals: LedgerJournalsTable
+  ledger_entries: LedgerEntriesTable
+  payouts: PayoutsTable
 }

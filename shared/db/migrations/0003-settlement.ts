@@ -1,0 +1,156 @@
+import { sql, type Kysely } from 'kysely'
+
+// Migrations see the database as it was then: Kysely<any>, never application code.
+
+const MONTH_CHECK = (column: string) => sql.raw(`${column} ~ '^[0-9]{4}-(0[1-9]|1[0-2])$'`)
+
+export async function up(db: Kysely<any>): Promise<void> {
+  // One row per settlement run that posted something or closed its month. `month` is the
+  // month settled; `posting_month` the month its journals are booked in (the month itself
+  // for the run that closes it, the then current month for later runs). Runs of one month
+  // are numbered: the unique (month, seq) stops two racing runs from both posting.
+  await db.schema
+    .createTable('settlement_runs')
+    .addColumn('id', 'text', (c) => c.primaryKey())
+    .addColumn('month', 'text', (c) => c.notNull().check(MONTH_CHECK('month')))
+    .addColumn('seq', 'integer', (c) => c.notNull().check(sql`seq > 0`))
+    .addColumn('posting_month', 'text', (c) => c.notNull().check(MONTH_CHECK('posting_month')))
+    .addColumn('watermark', 'timestamptz', (c) => c.notNull())
+    .addColumn('input_hash', 'text', (c) => c.notNull())
+    .addColumn('lines', 'integer', (c) => c.notNull().check(sql`lines >= 0`))
+    .addColumn('data_count', 'bigint', (c) => c.notNull().check(sql`data_count >= 0`))
+    .addColumn('gross_micros', 'bigint', (c) => c.notNull().check(sql`gross_micros >= 0`))
+    .addColumn('journals', 'integer', (c) => c.notNull().check(sql`journals >= 0`))
+    .addColumn('payouts', 'integer', (c) => c.notNull().check(sql`payouts >= 0`))
+    .addColumn('started_at', 'timestamptz', (c) => c.notNull())
+    .addColumn('created_at', 'timestamptz', (c) => c.notNull().defaultTo(sql`now()`))
+    .addUniqueConstraint('settlement_runs_month_seq_key', ['month', 'seq'])
+    .addCheckConstraint('settlement_runs_posting_check', sql`(seq = 1) = (posting_month = month) AND posting_month >= month`)
+    .execute()
+
+  // The state of a (month, consent) line as a run computed it, written only when it changed.
+  await db.schema
+    .createTable('settlement_lines')
+    .addColumn('run_id', 'text', (c) => c.notNull().references('settlement_runs.id'))
+    .addColumn('month', 'text', (c) => c.notNull().check(MONTH_CHECK('month')))
+    .addColumn('consent_id', 'text', (c) => c.notNull().references('consents.id'))
+    .addColumn('household_id', 'text', (c) => c.notNull().references('households.id'))
+    .addColumn('recipient_id', 'text', (c) => c.notNull().references('parties.id'))
+    .addColumn('offer_id', 'text', (c) => c.references('offers.id'))
+    .addColumn('granularity', 'text', (c) => c.notNull().check(sql`granularity IN ('load_curve', 'daily', 'monthly')`))
+    .addColumn('data_count', 'bigint', (c) => c.notNull().check(sql`data_count >= 0`))
+    .addColumn('gross_micros', 'bigint', (c) => c.notNull().check(sql`gross_micros >= 0`))
+    .addColumn('household_share_micros', 'bigint', (c) => c.notNull().check(sql`household_share_micros >= 0`))
+    .addPrimaryKeyConstraint('settlement_lines_pkey', ['run_id', 'consent_id'])
+    .addCheckConstraint('settlement_lines_share_check', sql`household_share_micros <= gross_micros`)
+    .execute()
+  await db.schema.createIndex('settlement_lines_month_consent_idx').on('settlement_lines').columns(['month', 'consent_id']).execute()
+  await db.schema.createIndex('settlement_lines_household_idx').on('settlement_lines').columns(['household_id', 'month']).execute()
+  await db.schema.createIndex('settlement_lines_recipient_idx').on('settlement_lines').columns(['recipient_id', 'month']).execute()
+
+  // Accounts: a household's earnings, a party's shares (operator or third party), what a
+  // recipient owes (its receivable), the platform's share, and the payouts sent out.
+  await db.schema
+    .createTable('ledger_accounts')
+    .addColumn('id', 'text', (c) => c.primaryKey())
+    .addColumn('kind', 'text', (c) => c.notNull().check(sql`kind IN ('household', 'party', 'receivable', 'platform', 'payouts')`))
+    .addColumn('owner_id', 'text')
+    .addColumn('created_at', 'timestamptz', (c) => c.notNull().defaultTo(sql`now()`))
+    .addCheckConstraint('ledger_accounts_owner_check', sql`(kind IN ('platform', 'payouts')) = (owner_id IS NULL)`)
+    .execute()
+
+  await db.schema
+    .createTable('ledger_journals')
+    .addColumn('id', 'text', (c) => c.primaryKey())
+    .addColumn('kind', 'text', (c) => c.notNull().check(sql`kind IN ('settlement', 'adjustment', 'payout')`))
+    .addColumn('run_id', 'text', (c) => c.notNull().references('settlement_runs.id'))
+    .addColumn('posting_month', 'text', (c) => c.notNull().check(MONTH_CHECK('posting_month')))
+    .addColumn('for_month', 'text', (c) => c.notNull().check(MONTH_CHECK('for_month')))
+    .addColumn('household_id', 'text', (c) => c.notNull().references('households.id'))
+    .addColumn('created_at', 'timestamptz', (c) => c.notNull().defaultTo(sql`now()`))
+    .addCheckConstraint(
+      'ledger_journals_month_check',
+      sql`CASE WHEN kind = 'adjustment' THEN for_month < posting_month ELSE for_month = posting_month END`,
+    )
+    .execute()
+  await db.schema.createIndex('ledger_journals_for_month_idx').on('ledger_journals').columns(['for_month', 'household_id']).execute()
+  await db.schema.createIndex('ledger_journals_posting_idx').on('ledger_journals').columns(['posting_month', 'household_id']).execute()
+  await db.schema.createIndex('ledger_journals_run_idx').on('ledger_journals').column('run_id').execute()
+
+  // Signed amounts: positive credits the account (the platform owes its holder more),
+  // negative debits it; a recipient's receivable goes negative by what it owes.
+  await db.schema
+    .createTable('ledger_entries')
+    .addColumn('id', 'bigint', (c) => c.primaryKey().generatedAlwaysAsIdentity())
+    .addColumn('journal_id', 'text', (c) => c.notNull().references('ledger_journals.id'))
+    .addColumn('account_id', 'text', (c) => c.notNull().references('ledger_accounts.id'))
+    .addColumn('amount_micros', 'bigint', (c) => c.notNull().check(sql`amount_micros <> 0`))
+    .addUniqueConstraint('ledger_entries_journal_account_key', ['journal_id', 'account_id'])
+    .execute()
+  await db.schema.createIndex('ledger_entries_account_idx').on('ledger_entries').column('account_id').execute()
+
+  // Every journal sums to zero and has entries, checked by the database at commit (the
+  // entries of a journal arrive in several statements of one transaction).
+  await sql`CREATE FUNCTION metershare_check_journal_balanced(p_journal_id text) RETURNS void
+    LANGUAGE plpgsql AS $$
+    DECLARE total numeric; n bigint;
+    BEGIN
+      SELECT coalesce(sum(amount_micros), 0), count(*) INTO total, n FROM ledger_entries WHERE journal_id = p_journal_id;
+      IF total <> 0 THEN
+        RAISE EXCEPTION 'journal % is unbalanced: its entries sum to % micro-euros', p_journal_id, total
+          USING ERRCODE = 'check_violation', CONSTRAINT = 'ledger_journals_balanced';
+      END IF;
+      IF n < 2 AND EXISTS (SELECT 1 FROM ledger_journals WHERE id = p_journal_id) THEN
+        RAISE EXCEPTION 'journal % has % entries, a journal needs at least two', p_journal_id, n
+          USING ERRCODE = 'check_violation', CONSTRAINT = 'ledger_journals_balanced';
+      END IF;
+    END $$`.execute(db)
+  await sql`CREATE FUNCTION metershare_ledger_entries_balanced_trigger() RETURNS trigger
+    LANGUAGE plpgsql AS $$
+    BEGIN
+      PERFORM metershare_check_journal_balanced(NEW.journal_id);
+      RETURN NULL;
+    END $$`.execute(db)
+  await sql`CREATE FUNCTION metershare_ledger_journals_balanced_trigger() RETURNS trigger
+    LANGUAGE plpgsql AS $$
+    BEGIN
+      PERFORM metershare_check_journal_balanced(NEW.id);
+      RETURN NULL;
+    END $$`.execute(db)
+  await sql`CREATE CONSTRAINT TRIGGER ledger_entries_balanced AFTER INSERT ON ledger_entries
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION metershare_ledger_entries_balanced_trigger()`.execute(db)
+  await sql`CREATE CONSTRAINT TRIGGER ledger_journals_balanced AFTER INSERT ON ledger_journals
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION metershare_ledger_journals_balanced_trigger()`.execute(db)
+
+  // A payout per household and month at most; it is the journal that paid it.
+  await db.schema
+    .createTable('payouts')
+    .addColumn('id', 'text', (c) => c.primaryKey())
+    .addColumn('household_id', 'text', (c) => c.notNull().references('households.id'))
+    .addColumn('month', 'text', (c) => c.notNull().check(MONTH_CHECK('month')))
+    .addColumn('amount_micros', 'bigint', (c) => c.notNull().check(sql`amount_micros > 0`))
+    .addColumn('status', 'text', (c) => c.notNull().check(sql`status IN ('paid')`))
+    .addColumn('journal_id', 'text', (c) => c.notNull().unique().references('ledger_journals.id'))
+    .addColumn('run_id', 'text', (c) => c.notNull().references('settlement_runs.id'))
+    .addColumn('created_at', 'timestamptz', (c) => c.notNull().defaultTo(sql`now()`))
+    .addUniqueConstraint('payouts_household_month_key', ['household_id', 'month'])
+    .execute()
+
+  // Append-only: what was posted stays posted; corrections are new journals.
+  for (const table of ['settlement_runs', 'settlement_lines', 'ledger_accounts', 'ledger_journals', 'ledger_entries', 'payouts']) {
+    await sql`CREATE TRIGGER ${sql.id(`${table}_append_only`)} BEFORE UPDATE OR DELETE ON ${sql.id(table)}
+      FOR EACH ROW EXECUTE FUNCTION metershare_refuse_change()`.execute(db)
+  }
+}
+
+export async function down(db: Kysely<any>): Promise<void> {
+  await db.schema.dropTable('payouts').execute()
+  await db.schema.dropTable('ledger_entries').execute()
+  await db.schema.dropTable('ledger_journals').execute()
+  await db.schema.dropTable('ledger_accounts').execute()
+  await db.schema.dropTable('settlement_lines').execute()
+  await db.schema.dropTable('settlement_runs').execute()
+  await sql`DROP FUNCTION IF EXISTS metershare_ledger_journals_balanced_trigger()`.execute(db)
+  await sql`DROP FUNCTION IF EXISTS metershare_ledger_entries_balanced_trigger()`.execute(db)
+  await sql`DROP FUNCTION IF EXISTS metershare_check_journal_balanced(text)`.execute(db)
+}
