@@ -1,0 +1,277 @@
+import { describe, expect, it } from 'vitest'
+import { parseApiKey, verifyPassword, verifySecret } from '../../../shared/secrets.ts'
+import { describeDatabases } from '../../support/database.ts'
+import { ADMIN_TOKEN, OPERATOR, bearer, errorOf, useApi } from './api-harness.ts'
+
+describeDatabases('operator directory endpoints', (t) => {
+  const api = useApi(t)
+
+  async function createUtility(name = 'Enedis'): Promise<{ id: string; apiKey: string }> {
+    const res = await api.asOperator('POST', '/admin/parties', { kind: 'utility', name })
+    expect(res.statusCode).toBe(201)
+    return res.json()
+  }
+
+  async function createHousehold(email = 'dupont@example.org'): Promise<{ id: string; apiKey: string }> {
+    const res = await api.asOperator('POST', '/admin/households', { name: 'Dupont', email, password: 'correct horse battery' })
+    expect(res.statusCode).toBe(201)
+    return res.json()
+  }
+
+  describe('POST /admin/parties', () => {
+    it('creates a party and shows its API key once, storing only a salted hash', async () => {
+      const res = await api.asOperator('POST', '/admin/parties', { kind: 'third_party', name: 'Watt Advice' })
+      expect(res.statusCode).toBe(201)
+      expect(res.headers['content-type']).toMatch(/^application\/json/)
+      const body = res.json() as { id: string; apiKey: string }
+      expect(Object.keys(body).sort()).toEqual(['apiKey', 'id'])
+      expect(body.id).toMatch(/^pty_[0-9a-z]{16}$/)
+      const key = parseApiKey(body.apiKey)
+      expect(key?.ownerId).toBe(body.id)
+
+      const row = await t.db.selectFrom('parties').selectAll().where('id', '=', body.id).executeTakeFirstOrThrow()
+      expect(row).toMatchObject({ kind: 'third_party', name: 'Watt Advice' })
+      expect(row.api_key_hash).toMatch(/^sha256\$/)
+      expect(row.api_key_hash).not.toContain(key!.secret)
+      expect(verifySecret(key!.secret, row.api_key_hash)).toBe(true)
+
+      const list = await api.asOperator('GET', '/admin/parties')
+      expect(list.body).not.toContain(key!.secret)
+      expect(list.body).not.toContain('api_key_hash')
+    })
+
+    it('refuses a kind it does not know, naming the field', async () => {
+      const res = await api.asOperator('POST', '/admin/parties', { kind: 'bank', name: 'X' })
+      expect(res.statusCode).toBe(400)
+      expect(errorOf(res)).toEqual({ code: 'INVALID_INPUT', message: 'kind: expected one of utility, third_party' })
+    })
+
+    it('refuses a missing, empty or overlong name, naming the field', async () => {
+      for (const body of [{ kind: 'utility' }, { kind: 'utility', name: '   ' }, { kind: 'utility', name: 'x'.repeat(201) }, { kind: 'utility', name: 7 }]) {
+        const res = await api.asOperator('POST', '/admin/parties', body)
+        expect(res.statusCode).toBe(400)
+        expect(errorOf(res).code).toBe('INVALID_INPUT')
+        expect(errorOf(res).message).toMatch(/^name: /)
+      }
+    })
+
+    it('refuses an unknown field by its name and a body that is not an object', async () => {
+      const extra = await api.asOperator('POST', '/admin/parties', { kind: 'utility', name: 'X', apikey: 'mine' })
+      expect(extra.statusCode).toBe(400)
+      expect(errorOf(extra).message).toBe('apikey: unknown field')
+      const array = await api.asOperator('POST', '/admin/parties', [1, 2])
+      expect(array.statusCode).toBe(400)
+      expect(errorOf(array).message).toBe('body: expected an object')
+      const none = await api.inject({ method: 'POST', url: '/admin/parties', headers: OPERATOR })
+      expect(none.statusCode).toBe(400)
+      expect(errorOf(none).message).toBe('kind: required')
+      expect(await t.db.selectFrom('parties').select('id').execute()).toEqual([])
+    })
+
+    it('answers 401 without credentials or with a wrong token, and creates nothing', async () => {
+      const cases = [
+        {},
+        bearer('not-the-token'),
+        bearer(ADMIN_TOKEN + 'x'),
+        bearer(ADMIN_TOKEN.slice(0, -1)),
+        { authorization: `Basic ${Buffer.from(`admin:${ADMIN_TOKEN}`).toString('base64')}` },
+        { authorization: 'Bearer' },
+      ]
+      for (const headers of cases) {
+        const res = await api.inject({ method: 'POST', url: '/admin/parties', headers, payload: { kind: 'utility', name: 'X' } })
+        expect(res.statusCode).toBe(401)
+        expect(errorOf(res).code).toBe('UNAUTHENTICATED')
+      }
+      expect(await t.db.selectFrom('parties').select('id').execute()).toEqual([])
+    })
+
+    it('checks credentials before the body, so strangers learn nothing from validation', async () => {
+      const res = await api.inject({ method: 'POST', url: '/admin/parties', payload: { kind: 'bank' } })
+      expect(res.statusCode).toBe(401)
+      expect(res.headers['www-authenticate']).toBe('Bearer')
+    })
+
+    it('answers 403 to a party or a household using its own valid API key', async () => {
+      const party = await createUtility()
+      const household = await createHousehold()
+      for (const key of [party.apiKey, household.apiKey]) {
+        const res = await api.inject({ method: 'POST', url: '/admin/parties', headers: bearer(key), payload: { kind: 'utility', name: 'X' } })
+        expect(res.statusCode).toBe(403)
+        expect(errorOf(res).code).toBe('FORBIDDEN')
+      }
+      const forged = `${party.id}.${parseApiKey(household.apiKey)!.secret}`
+      const res = await api.inject({ method: 'GET', url: '/admin/parties', headers: bearer(forged) })
+      expect(res.statusCode).toBe(401)
+    })
+  })
+
+  describe('POST /admin/households', () => {
+    it('creates a household with a hashed password and a hashed API key', async () => {
+      const res = await api.asOperator('POST', '/admin/households', { name: 'Martin', email: 'Martin@Example.org', password: 'hunter22hunter22' })
+      expect(res.statusCode).toBe(201)
+      const body = res.json() as { id: string; apiKey: string }
+      expect(body.id).toMatch(/^hh_/)
+      const row = await t.db.selectFrom('households').selectAll().where('id', '=', body.id).executeTakeFirstOrThrow()
+      expect(row.email).toBe('martin@example.org')
+      expect(row.password_hash).toMatch(/^scrypt\$/)
+      expect(row.password_hash).not.toContain('hunter22')
+      expect(await verifyPassword('hunter22hunter22', row.password_hash)).toBe(true)
+      const secret = parseApiKey(body.apiKey)!.secret
+      expect(row.api_key_hash).not.toContain(secret)
+      expect(verifySecret(secret, row.api_key_hash)).toBe(true)
+    })
+
+    it('answers 409 EMAIL_TAKEN for an email in use, whatever its case', async () => {
+      await createHousehold('dupont@example.org')
+      const res = await api.asOperator('POST', '/admin/households', { name: 'Other', email: 'DUPONT@example.org', password: 'another password' })
+      expect(res.statusCode).toBe(409)
+      expect(errorOf(res)).toEqual({ code: 'EMAIL_TAKEN', message: 'email: a household with this email exists' })
+      expect(await t.db.selectFrom('households').select('id').execute()).toHaveLength(1)
+    })
+
+    it('refuses a bad email, a short password and a missing name, naming each field', async () => {
+      const cases: [object, string][] = [
+        [{ name: 'A', email: 'not-an-email', password: 'long enough pw' }, 'email: expected an email address'],
+        [{ name: 'A', email: 'a@example.org', password: 'short' }, 'password: must be at least 8 characters long'],
+        [{ name: 'A', email: 'a@example.org', password: 'x'.repeat(257) }, 'password: must be at most 256 characters long'],
+        [{ email: 'a@example.org', password: 'long enough pw' }, 'name: required'],
+        [{ name: 'A', email: 'a@example.org' }, 'password: required'],
+      ]
+      for (const [body, message] of cases) {
+        const res = await api.asOperator('POST', '/admin/households', body)
+        expect(res.statusCode).toBe(400)
+        expect(errorOf(res)).toEqual({ code: 'INVALID_INPUT', message })
+      }
+      expect(await t.db.selectFrom('households').select('id').execute()).toEqual([])
+    })
+  })
+
+  describe('POST /admin/meters', () => {
+    it('registers a meter under a utility, with a generated id and a secret shown once', async () => {
+      const utility = await createUtility()
+      const res = await api.asOperator('POST', '/admin/meters', { operatorId: utility.id, commodity: 'electricity', intervalMinutes: 30 })
+      expect(res.statusCode).toBe(201)
+      const body = res.json() as { id: string; secret: string }
+      expect(Object.keys(body).sort()).toEqual(['id', 'secret'])
+      expect(body.id).toMatch(/^mtr_/)
+      const row = await t.db.selectFrom('meters').selectAll().where('id', '=', body.id).executeTakeFirstOrThrow()
+      expect(row).toMatchObject({ operator_id: utility.id, commodity: 'electricity', interval_minutes: 30 })
+      expect(row.secret_hash).not.toContain(body.secret)
+      expect(verifySecret(body.secret, row.secret_hash)).toBe(true)
+      const list = await api.asOperator('GET', '/admin/meters')
+      expect(list.body).not.toContain(body.secret)
+      expect(list.body).not.toContain('secret')
+    })
+
+    it('takes the id given, and answers 409 METER_EXISTS when it is taken', async () => {
+      const utility = await createUtility()
+      const first = await api.asOperator('POST', '/admin/meters', { operatorId: utility.id, commodity: 'gas', intervalMinutes: 60, id: 'GZ-00042' })
+      expect(first.statusCode).toBe(201)
+      expect(first.json().id).toBe('GZ-00042')
+      const again = await api.asOperator('POST', '/admin/meters', { operatorId: utility.id, commodity: 'electricity', intervalMinutes: 15, id: 'GZ-00042' })
+      expect(again.statusCode).toBe(409)
+      expect(errorOf(again).code).toBe('METER_EXISTS')
+      const row = await t.db.selectFrom('meters').selectAll().where('id', '=', 'GZ-00042').executeTakeFirstOrThrow()
+      expect(row.commodity).toBe('gas')
+    })
+
+    it('refuses bad fields, naming each one', async () => {
+      const utility = await createUtility()
+      const thirdParty = (await api.asOperator('POST', '/admin/parties', { kind: 'third_party', name: 'Lab' })).json().id as string
+      const ok = { operatorId: utility.id, commodity: 'electricity', intervalMinutes: 15 }
+      const cases: [object, string][] = [
+        [{ ...ok, intervalMinutes: 20 }, 'intervalMinutes: expected one of 15, 30, 60'],
+        [{ ...ok, intervalMinutes: '15' }, 'intervalMinutes: expected one of 15, 30, 60'],
+        [{ ...ok, commodity: 'water' }, 'commodity: expected one of electricity, gas'],
+        [{ ...ok, id: 'a/b' }, 'id: 1 to 64 characters among A-Z a-z 0-9 . _ : -, starting with a letter or digit'],
+        [{ ...ok, id: 'x'.repeat(65) }, 'id: 1 to 64 characters among A-Z a-z 0-9 . _ : -, starting with a letter or digit'],
+        [{ ...ok, operatorId: 'pty_nobody' }, 'operatorId: no such party'],
+        [{ ...ok, operatorId: thirdParty }, 'operatorId: a meter is operated by a utility'],
+        [{ commodity: 'gas', intervalMinutes: 15 }, 'operatorId: required'],
+      ]
+      for (const [body, message] of cases) {
+        const res = await api.asOperator('POST', '/admin/meters', body)
+        expect(res.statusCode).toBe(400)
+        expect(errorOf(res)).toEqual({ code: 'INVALID_INPUT', message })
+      }
+      expect(await t.db.selectFrom('meters').select('id').execute()).toEqual([])
+    })
+
+    it('answers 401 without the token and 403 to a utility registering its own meter', async () => {
+      const utility = await createUtility()
+      const body = { operatorId: utility.id, commodity: 'electricity', intervalMinutes: 15 }
+      expect((await api.inject({ method: 'POST', url: '/admin/meters', payload: body })).statusCode).toBe(401)
+      expect((await api.inject({ method: 'POST', url: '/admin/meters', payload: body, headers: bearer(utility.apiKey) })).statusCode).toBe(403)
+    })
+  })
+
+  describe('lists', () => {
+    it('pages through parties in creation order with an opaque cursor', async () => {
+      const ids: string[] = []
+      for (let i = 0; i < 5; i++) ids.push((await createUtility(`Utility ${i}`)).id)
+      const seen: string[] = []
+      let cursor: string | null = null
+      let pages = 0
+      do {
+        const res = await api.asOperator('GET', `/admin/parties?limit=2${cursor === null ? '' : `&cursor=${encodeURIComponent(cursor)}`}`)
+        expect(res.statusCode).toBe(200)
+        const body = res.json() as { items: { id: string; kind: string; name: string; createdAt: string }[]; nextCursor: string | null }
+        expect(body.items.length).toBeLessThanOrEqual(2)
+        for (const item of body.items) {
+          expect(Object.keys(item).sort()).toEqual(['createdAt', 'id', 'kind', 'name'])
+          seen.push(item.id)
+        }
+        cursor = body.nextCursor
+        pages++
+      } while (cursor !== null)
+      expect(pages).toBe(3)
+      expect(seen).toEqual(ids)
+    })
+
+    it('filters parties by kind and meters by operator', async () => {
+      const a = await createUtility('A')
+      const b = await createUtility('B')
+      await api.asOperator('POST', '/admin/parties', { kind: 'third_party', name: 'Lab' })
+      await api.asOperator('POST', '/admin/meters', { operatorId: a.id, commodity: 'electricity', intervalMinutes: 15, id: 'M-A' })
+      await api.asOperator('POST', '/admin/meters', { operatorId: b.id, commodity: 'electricity', intervalMinutes: 15, id: 'M-B' })
+      const thirdParties = (await api.asOperator('GET', '/admin/parties?kind=third_party')).json()
+      expect(thirdParties.items.map((p: { name: string }) => p.name)).toEqual(['Lab'])
+      const meters = (await api.asOperator('GET', `/admin/meters?operatorId=${b.id}`)).json()
+      expect(meters).toEqual({
+        items: [{ id: 'M-B', operatorId: b.id, commodity: 'electricity', intervalMinutes: 15, createdAt: expect.any(String) }],
+        nextCursor: null,
+      })
+    })
+
+    it('lists households without passwords or keys', async () => {
+      const h = await createHousehold('x@example.org')
+      const res = await api.asOperator('GET', '/admin/households')
+      expect(res.json()).toEqual({ items: [{ id: h.id, name: 'Dupont', email: 'x@example.org', createdAt: expect.any(String) }], nextCursor: null })
+    })
+
+    it('refuses a page size over the limit, a tampered cursor and unknown parameters', async () => {
+      const cases: [string, string][] = [
+        ['/admin/parties?limit=1001', 'limit: must be at most 1000'],
+        ['/admin/parties?limit=0', 'limit: must be at least 1'],
+        ['/admin/parties?limit=ten', 'limit: expected a number'],
+        ['/admin/meters?cursor=bm90LWEtY3Vyc29y', 'cursor: not a cursor this API returned'],
+        ['/admin/households?cursor=%7B%7D', 'cursor: not a cursor this API returned'],
+        ['/admin/households?sort=name', 'sort: unknown field'],
+        ['/admin/parties?kind=bank', 'kind: expected one of utility, third_party'],
+      ]
+      for (const [url, message] of cases) {
+        const res = await api.asOperator('GET', url)
+        expect(res.statusCode, url).toBe(400)
+        expect(errorOf(res)).toEqual({ code: 'INVALID_INPUT', message })
+      }
+    })
+
+    it('is for the operator only', async () => {
+      const party = await createUtility()
+      for (const url of ['/admin/parties', '/admin/households', '/admin/meters']) {
+        expect((await api.inject({ method: 'GET', url })).statusCode).toBe(401)
+        expect((await api.inject({ method: 'GET', url, headers: bearer(party.apiKey) })).statusCode).toBe(403)
+      }
+    })
+  })
+})
