@@ -1,0 +1,180 @@
+import { describe, expect, it } from 'vitest'
+import { dailyEnergies, intervalEnergies, monthlyEnergies, type GroupEnergy, type RollupGroup } from '../../../services/metering/daily-energy.ts'
+
+const IMPORT = '1-0:1.8.0'
+const EXPORT = '1-0:2.8.0'
+const GAS = '7-0:3.0.0'
+
+function group(day: string, firstTs: string, householdId: string | null, min: Record<string, number>, max: Record<string, number>): RollupGroup {
+  return { meterId: 'mtr_1', householdId, day, firstTs: new Date(firstTs), indexMin: min, indexMax: max }
+}
+
+describe('dailyEnergies', () => {
+  const cases: { name: string; groups: RollupGroup[]; baseline?: Record<string, number>; expected: Record<string, number>[] }[] = [
+    {
+      name: 'a group with no predecessor counts from its own lowest index',
+      groups: [group('2026-10-01', '2026-09-30T22:15:00Z', 'hh_a', { [IMPORT]: 1000 }, { [IMPORT]: 1240 })],
+      expected: [{ [IMPORT]: 240 }],
+    },
+    {
+      name: 'a later group counts from the highest index of the group before it',
+      groups: [
+        group('2026-10-01', '2026-09-30T22:15:00Z', 'hh_a', { [IMPORT]: 1000 }, { [IMPORT]: 1240 }),
+        group('2026-10-02', '2026-10-01T22:15:00Z', 'hh_a', { [IMPORT]: 1250 }, { [IMPORT]: 1500 }),
+      ],
+      expected: [{ [IMPORT]: 240 }, { [IMPORT]: 260 }],
+    },
+    {
+      name: 'a move-out mid-day splits the day between the two households at the change',
+      groups: [
+        group('2026-10-01', '2026-09-30T22:15:00Z', 'hh_a', { [IMPORT]: 1000 }, { [IMPORT]: 1240 }),
+        group('2026-10-02', '2026-10-01T22:15:00Z', 'hh_a', { [IMPORT]: 1250 }, { [IMPORT]: 1300 }),
+        group('2026-10-02', '2026-10-02T10:00:00Z', 'hh_b', { [IMPORT]: 1310 }, { [IMPORT]: 1420 }),
+      ],
+      expected: [{ [IMPORT]: 240 }, { [IMPORT]: 60 }, { [IMPORT]: 120 }],
+    },
+    {
+      name: 'the predecessor may belong to nobody',
+      groups: [
+        group('2026-10-01', '2026-09-30T22:15:00Z', null, { [IMPORT]: 1000 }, { [IMPORT]: 1100 }),
+        group('2026-10-01', '2026-10-01T08:00:00Z', 'hh_a', { [IMPORT]: 1110 }, { [IMPORT]: 1200 }),
+      ],
+      expected: [{ [IMPORT]: 100 }, { [IMPORT]: 100 }],
+    },
+    {
+      name: 'a code missing from the previous group is counted from the closest group that has it',
+      groups: [
+        group('2026-10-01', '2026-09-30T22:15:00Z', 'hh_a', { [IMPORT]: 1000, [EXPORT]: 50 }, { [IMPORT]: 1200, [EXPORT]: 80 }),
+        group('2026-10-02', '2026-10-01T22:15:00Z', 'hh_a', { [IMPORT]: 1210 }, { [IMPORT]: 1400 }),
+        group('2026-10-03', '2026-10-02T22:15:00Z', 'hh_a', { [IMPORT]: 1410, [EXPORT]: 95 }, { [IMPORT]: 1600, [EXPORT]: 110 }),
+      ],
+      expected: [{ [IMPORT]: 200, [EXPORT]: 30 }, { [IMPORT]: 200 }, { [IMPORT]: 200, [EXPORT]: 30 }],
+    },
+    {
+      name: 'a code first seen in a later group counts from its own lowest index there',
+      groups: [
+        group('2026-10-01', '2026-09-30T22:15:00Z', 'hh_a', { [IMPORT]: 1000 }, { [IMPORT]: 1200 }),
+        group('2026-10-02', '2026-10-01T22:15:00Z', 'hh_a', { [IMPORT]: 1210, [EXPORT]: 7 }, { [IMPORT]: 1400, [EXPORT]: 19 }),
+      ],
+      expected: [{ [IMPORT]: 200 }, { [IMPORT]: 200, [EXPORT]: 12 }],
+    },
+    {
+      name: 'a gas meter counts its volume index in dm³ the same way',
+      groups: [
+        group('2026-10-01', '2026-09-30T23:00:00Z', 'hh_a', { [GAS]: 500_000 }, { [GAS]: 503_250 }),
+        group('2026-10-02', '2026-10-01T23:00:00Z', 'hh_a', { [GAS]: 503_300 }, { [GAS]: 507_000 }),
+      ],
+      expected: [{ [GAS]: 3250 }, { [GAS]: 3750 }],
+    },
+    {
+      name: 'a baseline stands for the groups before the window given',
+      groups: [group('2026-10-02', '2026-10-01T22:15:00Z', 'hh_a', { [IMPORT]: 1250, [EXPORT]: 5 }, { [IMPORT]: 1500, [EXPORT]: 9 })],
+      baseline: { [IMPORT]: 1240 },
+      expected: [{ [IMPORT]: 260, [EXPORT]: 4 }],
+    },
+    {
+      name: 'a group with only instantaneous registers has no energy',
+      groups: [group('2026-10-01', '2026-09-30T22:15:00Z', 'hh_a', {}, {})],
+      expected: [{}],
+    },
+  ]
+
+  for (const c of cases) {
+    it(c.name, () => {
+      const out = dailyEnergies(c.groups, c.baseline)
+      expect(out.map((e) => e.values)).toEqual(c.expected)
+      expect(out.map((e) => [e.day, e.householdId])).toEqual(c.groups.map((g) => [g.day, g.householdId]))
+    })
+  }
+
+  it('refuses groups out of first_ts order', () => {
+    const a = group('2026-10-02', '2026-10-01T22:15:00Z', 'hh_a', { [IMPORT]: 1 }, { [IMPORT]: 2 })
+    const b = group('2026-10-01', '2026-09-30T22:15:00Z', 'hh_a', { [IMPORT]: 0 }, { [IMPORT]: 1 })
+    expect(() => dailyEnergies([a, b])).toThrow(/first_ts/)
+  })
+
+  it('refuses groups of two meters', () => {
+    const a = group('2026-10-01', '2026-09-30T22:15:00Z', 'hh_a', { [IMPORT]: 0 }, { [IMPORT]: 1 })
+    const b = { ...group('2026-10-02', '2026-10-01T22:15:00Z', 'hh_a', { [IMPORT]: 1 }, { [IMPORT]: 2 }), meterId: 'mtr_2' }
+    expect(() => dailyEnergies([a, b])).toThrow(/one meter/)
+  })
+})
+
+describe('monthlyEnergies', () => {
+  it('sums the daily energies of each household per month', () => {
+    const daily: GroupEnergy[] = [
+      { meterId: 'mtr_1', householdId: 'hh_a', day: '2026-09-30', values: { [IMPORT]: 100 } },
+      { meterId: 'mtr_1', householdId: 'hh_a', day: '2026-10-01', values: { [IMPORT]: 200, [EXPORT]: 3 } },
+      { meterId: 'mtr_1', householdId: 'hh_a', day: '2026-10-02', values: { [IMPORT]: 50 } },
+      { meterId: 'mtr_1', householdId: 'hh_b', day: '2026-10-02', values: { [IMPORT]: 70 } },
+      { meterId: 'mtr_1', householdId: 'hh_b', day: '2026-10-03', values: { [IMPORT]: 80, [EXPORT]: 1 } },
+    ]
+    expect(monthlyEnergies(daily)).toEqual([
+      { meterId: 'mtr_1', householdId: 'hh_a', month: '2026-09', values: { [IMPORT]: 100 } },
+      { meterId: 'mtr_1', householdId: 'hh_a', month: '2026-10', values: { [IMPORT]: 250, [EXPORT]: 3 } },
+      { meterId: 'mtr_1', householdId: 'hh_b', month: '2026-10', values: { [IMPORT]: 150, [EXPORT]: 1 } },
+    ])
+  })
+
+  it('gives nothing for no days', () => {
+    expect(monthlyEnergies([])).toEqual([])
+  })
+})
+
+describe('intervalEnergies', () => {
+  const cases: {
+    name: string
+    readings: { ts: string; values: Record<string, number> }[]
+    previous?: Record<string, number>
+    expected: Record<string, number>[]
+  }[] = [
+    {
+      name: 'the first reading has no energy and each next one the difference of indexes',
+      readings: [
+        { ts: '2026-10-01T00:15:00Z', values: { [IMPORT]: 1000 } },
+        { ts: '2026-10-01T00:30:00Z', values: { [IMPORT]: 1012 } },
+        { ts: '2026-10-01T00:45:00Z', values: { [IMPORT]: 1030 } },
+      ],
+      expected: [{}, { [IMPORT]: 12 }, { [IMPORT]: 18 }],
+    },
+    {
+      name: 'a previous reading gives the first one its energy',
+      readings: [{ ts: '2026-10-01T00:15:00Z', values: { [IMPORT]: 1000 } }],
+      previous: { [IMPORT]: 990 },
+      expected: [{ [IMPORT]: 10 }],
+    },
+    {
+      name: 'power is not energy and is left out',
+      readings: [
+        { ts: '2026-10-01T00:15:00Z', values: { [IMPORT]: 1000, '1-0:1.7.0': 800 } },
+        { ts: '2026-10-01T00:30:00Z', values: { [IMPORT]: 1012, '1-0:1.7.0': 900 } },
+      ],
+      expected: [{}, { [IMPORT]: 12 }],
+    },
+    {
+      name: 'a code missing from a reading is counted from the last reading that had it',
+      readings: [
+        { ts: '2026-10-01T00:15:00Z', values: { [IMPORT]: 1000, [EXPORT]: 5 } },
+        { ts: '2026-10-01T00:30:00Z', values: { [IMPORT]: 1012 } },
+        { ts: '2026-10-01T00:45:00Z', values: { [IMPORT]: 1020, [EXPORT]: 9 } },
+      ],
+      expected: [{}, { [IMPORT]: 12 }, { [IMPORT]: 8, [EXPORT]: 4 }],
+    },
+    {
+      name: 'gas volume is an index too',
+      readings: [
+        { ts: '2026-10-01T01:00:00Z', values: { [GAS]: 503_250 } },
+        { ts: '2026-10-01T02:00:00Z', values: { [GAS]: 503_400 } },
+      ],
+      expected: [{}, { [GAS]: 150 }],
+    },
+  ]
+
+  for (const c of cases) {
+    it(c.name, () => {
+      const out = intervalEnergies(c.readings, c.previous)
+      expect(out.map((e) => e.values)).toEqual(c.expected)
+      expect(out.map((e) => e.ts)).toEqual(c.readings.map((r) => r.ts))
+    })
+  }
+})
