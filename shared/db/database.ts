@@ -10,7 +10,7 @@ import type { Database } from './schema.ts'
 /**
  * The one place a database connection is made. PGlite (PostgreSQL in WebAssembly, files
  * under the data directory) by default; a PostgreSQL server when a URL is given. Both get
- * the same type parsers: int8 → bigint (money, counts), date → 'YYYY-MM-DD' string,
+ * the same type parsers: int8 → bigint (money, counts), date → 'YYYY-MM-DD' string, bytea → Buffer,
  * numeric → string; timestamptz → Date and jsonb → object are already common.
  */
 
@@ -36,10 +36,12 @@ export interface DatabaseHandle {
   close(): Promise<void>
 }
 
-const OID = { int8: 20, date: 1082, numeric: 1700 } as const
+const OID = { bytea: 17, int8: 20, date: 1082, numeric: 1700 } as const
 
 const PARSERS: Record<number, (value: string) => unknown> = {
   [OID.int8]: (v) => BigInt(v),
+  // PGlite would give a Uint8Array, pg a Buffer: Buffer on both. Text form is '\\x' + hex.
+  [OID.bytea]: (v) => Buffer.from(v.slice(2), 'hex'),
   [OID.date]: (v) => v,
   [OID.numeric]: (v) => v,
 }

@@ -1,0 +1,320 @@
+import type { IncomingMessage, Server as HttpServer } from 'node:http'
+import net, { type AddressInfo } from 'node:net'
+import type { Duplex } from 'node:stream'
+import { Aedes, type Client, type AedesPublishPacket, type Subscription, type PublishPacket } from 'aedes'
+import { WebSocketServer, createWebSocketStream } from 'ws'
+import type { Config } from '../shared/config.ts'
+import { createDayResolver } from '../shared/calendar.ts'
+import type { DatabaseHandle } from '../shared/db/database.ts'
+import { log as rootLog } from '../shared/logger.ts'
+import type { Metrics } from '../shared/metrics.ts'
+import { meterReadingsTopic, meterStatusTopic, parseEgressFilter, parseTopic } from '../shared/topics.ts'
+import type { DailyDatum } from '../shared/wire.ts'
+import { authenticateMqtt } from '../services/directory/directory-service.ts'
+import { findMeter } from '../services/directory/directory-repository.ts'
+import type { Principal } from '../services/directory/principal.ts'
+import { commitMessages, type TouchedDay } from '../services/metering/ingest-service.ts'
+import { validatePayload } from '../services/metering/ingest-validation.ts'
+import { AuthThrottle } from './auth-throttle.ts'
+import { Egress, egressMetaOf, type EgressPolicy, type ReleaseRecorder } from './egress.ts'
+import { guardPacketSize } from './frame-guard.ts'
+import { IngestQueue } from './ingest-queue.ts'
+
+/**
+ * The MQTT broker: aedes with our authentication, ACL, ingest and egress hooks, on TCP and
+ * on WebSocket. Meters publish to their readings topic only; the PUBACK leaves after the
+ * datum is committed. Recipients and households subscribe to egress topics; each datum is
+ * forwarded to a subscriber only when the egress policy (the release rule) allows it.
+ */
+
+// MQTT 3.1.1 CONNACK return codes [MQTT-3.2.2.3]; numbers, not aedes' const enum.
+const CONNACK_IDENTIFIER_REJECTED = 2
+const CONNACK_SERVER_UNAVAILABLE = 3
+const CONNACK_BAD_CREDENTIALS = 4
+
+export interface BrokerDeps {
+  config: Readonly<Config>
+  db: DatabaseHandle
+  metrics: Metrics
+  policy: EgressPolicy
+  recorder?: ReleaseRecorder
+  /** Completed days to publish after a commit (the metering service's daily publication rule). */
+  dailyPublication?: (touched: TouchedDay[]) => Promise<Array<DailyDatum & { householdId: string }>>
+  /** Persistence and emitter for several brokers (Redis); in-memory when absent. */
+  aedesOptions?: { persistence?: unknown; mq?: unknown }
+  clock?: () => number
+}
+
+export interface Broker {
+  readonly aedes: Aedes
+  readonly ingest: IngestQueue
+  /** Serves one connection (TCP socket or WebSocket stream). */
+  handle(conn: Duplex, address: string, req?: IncomingMessage): void
+  listenTcp(port: number, host: string): Promise<AddressInfo>
+  /** MQTT over WebSocket at `path` of an HTTP server. */
+  attachWebSocket(server: HttpServer, path?: string): void
+  principalOf(client: Client): Principal | undefined
+  /** Stops intake, commits and acknowledges what was received, then disconnects everyone. */
+  close(): Promise<void>
+}
+
+function authError(message: string, returnCode: number): Error & { returnCode: number } {
+  return Object.assign(new Error(message), { returnCode })
+}
+
+export async function createBroker(deps: BrokerDeps): Promise<Broker> {
+  const { config, db, metrics, policy } = deps
+  const limits = config.ingest
+  const clock = deps.clock ?? Date.now
+  const log = rootLog.broker
+  const dayOf = createDayResolver(config.timezone)
+  const principals = new WeakMap<Client, Principal>()
+  const addresses = new WeakMap<Duplex, string>()
+  const counted = new WeakSet<Client>()
+  const throttle = new AuthThrottle(config.mqtt, clock)
+  const pendingDaily = new Set<Promise<void>>()
+
+  const aedes = await Aedes.createBroker({
+    ...(deps.aedesOptions ?? {}),
+    connectTimeout: config.mqtt.connectTimeoutMs,
+    keepaliveLimit: config.mqtt.keepaliveSecondsMax,
+    maxClientsIdLength: config.mqtt.clientIdLengthMax,
+    drainTimeout: config.mqtt.drainTimeoutMs,
+    // $SYS is closed to clients (authorizeSubscribe refuses it); keep its chatter rare.
+    heartbeatInterval: 60_000,
+  })
+  const egress = new Egress(aedes, log)
+
+  const ingest = new IngestQueue({
+    limits,
+    metrics,
+    log: rootLog.ingest,
+    commit: (messages) => commitMessages(db.db, messages, { dialect: db.dialect, dayOf }),
+    onCommitted: (_messages, result) => {
+      let stored = 0
+      for (const o of result.outcomes) {
+        stored += o.stored.length
+        if (o.duplicates > 0) metrics.readingsDuplicate.inc(o.duplicates)
+        for (const q of o.quarantined) metrics.readingsQuarantined.labels(q.reason).inc()
+        egress.publishReadings(o.stored)
+        egress.publishStatus(o.quarantined)
+      }
+      metrics.readingsStored.inc(stored)
+      for (const o of result.outcomes) {
+        for (const q of o.quarantined) {
+          rootLog.ingest.info({ meterId: q.meterId, reason: q.reason, detail: q.detail }, 'datum quarantined')
+        }
+      }
+      if (deps.dailyPublication !== undefined && result.touched.length > 0) {
+        const p = deps
+          .dailyPublication(result.touched)
+          .then((datums) => egress.publishDaily(datums))
+          .catch((err: unknown) => rootLog.ingest.error({ err }, 'daily publication failed'))
+          .finally(() => pendingDaily.delete(p))
+        pendingDaily.add(p)
+      }
+    },
+  })
+
+  aedes.authenticate = (client, username, password, done) => {
+    const address = addresses.get(client.conn as Duplex) ?? 'unknown'
+    const delay = throttle.delayMs(address)
+    const answer = async (): Promise<void> => {
+      if (aedes.connectedClients >= config.mqtt.connectionsMax) {
+        log.warn({ connectionsMax: config.mqtt.connectionsMax }, 'connection refused: connection limit reached')
+        return done(authError('connection limit reached', CONNACK_SERVER_UNAVAILABLE) as never, null)
+      }
+      let principal: Principal | null
+      try {
+        principal = await authenticateMqtt(db.db, { clientId: client.id, username, password })
+      } catch (err) {
+        log.error({ err }, 'authentication lookup failed')
+        return done(authError('server unavailable', CONNACK_SERVER_UNAVAILABLE) as never, null)
+      }
+      if (principal === null) {
+        throttle.recordFailure(address)
+        metrics.mqttAuthFailures.inc()
+        log.info({ clientId: client.id, username, address }, 'mqtt authentication failed')
+        return done(authError('bad user name or password', CONNACK_BAD_CREDENTIALS) as never, null)
+      }
+      if (principal.role !== 'meter') {
+        // A recipient or household may not take a meter's client id, nor another principal's live session.
+        const squatting = (await findMeter(db.db, client.id)) !== undefined
+        const current = (aedes as unknown as { clients: Record<string, Client> }).clients[client.id]
+        const other = current !== undefined ? principals.get(current) : undefined
+        if (squatting || (other !== undefined && principalKey(other) !== principalKey(principal))) {
+          log.info({ clientId: client.id, username }, 'mqtt client id refused: taken by another principal')
+          return done(authError('identifier rejected', CONNACK_IDENTIFIER_REJECTED) as never, null)
+        }
+      }
+      throttle.recordSuccess(address)
+      principals.set(client, principal)
+      done(null, true)
+    }
+    if (delay > 0) setTimeout(() => void answer(), delay)
+    else void answer()
+  }
+
+  aedes.authorizePublish = (client, packet, callback) => {
+    const principal = client === null ? undefined : principals.get(client)
+    if (client === null || principal === undefined) return callback(new Error('publish without an authenticated client'))
+    if (principal.role !== 'meter' || packet.topic !== meterReadingsTopic(principal.meterId)) {
+      log.warn({ clientId: client.id, role: principal.role, topic: packet.topic }, 'publish refused: disconnecting')
+      return callback(new Error(`publishing to ${packet.topic} is not allowed`))
+    }
+    // Readings are never retained: the datum lives in the database, not in the broker.
+    packet.retain = false
+    const started = process.hrtime.bigint()
+    const payload = Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload)
+    const message = validatePayload(principal, payload, clock(), limits)
+    ingest.submit(principal.meterId, message).then(
+      () => {
+        metrics.ingestAckSeconds.observe(Number(process.hrtime.bigint() - started) / 1e9)
+        callback(null)
+      },
+      (err: Error) => {
+        // Not committed: no PUBACK. The error disconnects the meter, which resends on reconnect.
+        log.warn({ err, meterId: principal.meterId }, 'publish not committed: disconnecting')
+        callback(err)
+      },
+    )
+  }
+
+  aedes.authorizeSubscribe = (client, sub, callback) => {
+    const principal = principals.get(client)
+    const allowed = principal !== undefined && maySubscribe(principal, sub)
+    if (!allowed) log.info({ clientId: client.id, role: principal?.role, topic: sub.topic }, 'subscription refused')
+    callback(null, allowed ? { ...sub, qos: Math.min(sub.qos, 1) as Subscription['qos'] } : null)
+  }
+
+  function maySubscribe(principal: Principal, sub: Subscription): boolean {
+    switch (principal.role) {
+      case 'meter':
+        return sub.topic === meterStatusTopic(principal.meterId)
+      case 'recipient':
+        return parseEgressFilter(sub.topic) !== null
+      case 'household': {
+        const f = parseEgressFilter(sub.topic)
+        return f !== null && f.channel === 'readings' && f.meterId !== null && policy.householdMayFollow(principal.householdId, f.meterId, clock())
+      }
+      case 'operator':
+        return false
+    }
+  }
+
+  aedes.authorizeForward = (client, packet: AedesPublishPacket) => {
+    const principal = principals.get(client)
+    if (principal === undefined) return null
+    if (principal.role === 'meter') return packet.topic === meterStatusTopic(principal.meterId) ? packet : null
+    const topic = parseTopic(packet.topic)
+    if (topic === null || topic.kind !== 'egress') return null
+    const granularity = topic.channel === 'readings' ? 'load_curve' : 'daily'
+    const meta = egressMetaOf(packet.payload as Buffer, granularity)
+    if (meta === null || meta.meterId !== topic.meterId) return null
+    const now = clock()
+    if (principal.role === 'recipient') {
+      const owner = policy.releasedTo(principal.partyId, meta, now)
+      if (owner === null) return null
+      metrics.datumsReleased.labels('mqtt').inc()
+      deps.recorder?.record(principal.partyId, owner, meta.meterId, meta.day ?? dayOf(meta.ts!), 'mqtt', 1)
+      return packet
+    }
+    if (principal.role === 'household') {
+      return granularity === 'load_curve' && policy.householdOwns(principal.householdId, meta, now) ? packet : null
+    }
+    return null
+  }
+
+  aedes.on('clientReady', (client) => {
+    const principal = principals.get(client)
+    if (principal === undefined) return
+    counted.add(client)
+    metrics.mqttConnections.labels(principal.role).inc()
+  })
+  aedes.on('clientDisconnect', (client) => {
+    const principal = principals.get(client)
+    if (principal === undefined || !counted.has(client)) return
+    counted.delete(client)
+    metrics.mqttConnections.labels(principal.role).dec()
+  })
+  aedes.on('clientError', (client, err) => log.debug({ clientId: client.id, err: err.message }, 'client error'))
+  aedes.on('connectionError', (client, err) => log.debug({ clientId: client?.id, err: err.message }, 'connection error'))
+
+  const servers: net.Server[] = []
+  const wsServers: WebSocketServer[] = []
+  let closing: Promise<void> | null = null
+
+  const broker: Broker = {
+    aedes,
+    ingest,
+    handle(conn, address, req) {
+      addresses.set(conn, address)
+      guardPacketSize(conn, limits.packetBytesMax, (reason) => log.warn({ address, reason }, 'connection closed: packet too large'))
+      aedes.handle(conn, req)
+    },
+    listenTcp(port, host) {
+      const server = net.createServer((socket) => broker.handle(socket, socket.remoteAddress ?? 'unknown'))
+      // Sockets beyond this are refused by the kernel-facing side; CONNACK 3 covers the rest.
+      server.maxConnections = config.mqtt.connectionsMax + 100
+      servers.push(server)
+      return new Promise((resolve, reject) => {
+        server.once('error', reject)
+        server.listen(port, host, () => {
+          server.off('error', reject)
+          resolve(server.address() as AddressInfo)
+        })
+      })
+    },
+    attachWebSocket(server, path = '/mqtt') {
+      const wss = new WebSocketServer({
+        noServer: true,
+        maxPayload: limits.packetBytesMax + 16,
+        handleProtocols: (protocols) => (protocols.has('mqtt') ? 'mqtt' : protocols.has('mqttv3.1') ? 'mqttv3.1' : false),
+      })
+      wsServers.push(wss)
+      server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+        const url = new URL(req.url ?? '/', 'http://localhost')
+        if (url.pathname !== path || closing !== null) {
+          socket.destroy()
+          return
+        }
+        wss.handleUpgrade(req, socket, head, (ws) => {
+          const stream = createWebSocketStream(ws)
+          stream.on('error', () => stream.destroy())
+          broker.handle(stream, req.socket.remoteAddress ?? 'unknown', req)
+        })
+      })
+    },
+    principalOf(client) {
+      return principals.get(client)
+    },
+    close() {
+      closing ??= (async () => {
+        // Stop accepting; a server's close callback fires once its last connection is gone.
+        const stopped = servers.map((s) => new Promise<void>((r) => s.close(() => r())))
+        for (const wss of wsServers) wss.close()
+        await ingest.close()
+        await Promise.all([...pendingDaily])
+        await new Promise<void>((r) => aedes.close(() => r()))
+        await Promise.all(stopped)
+      })()
+      return closing
+    },
+  }
+  return broker
+}
+
+function principalKey(p: Principal): string {
+  switch (p.role) {
+    case 'meter':
+      return 'meter:' + p.meterId
+    case 'recipient':
+      return 'party:' + p.partyId
+    case 'household':
+      return 'household:' + p.householdId
+    case 'operator':
+      return 'operator'
+  }
+}
+
+export type { PublishPacket }

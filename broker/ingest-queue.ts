@@ -1,0 +1,211 @@
+import type { Logger } from 'pino'
+import type { IngestLimits } from '../shared/config.ts'
+import type { Metrics } from '../shared/metrics.ts'
+import type { CommitResult, MessageOutcome } from '../services/metering/ingest-service.ts'
+import type { ValidatedMessage } from '../services/metering/ingest-validation.ts'
+
+/**
+ * The ordered ingest queue with group commit. Messages from every client go into one FIFO;
+ * one transaction at a time commits whatever has accumulated (up to `flushReadingsMax`),
+ * and only then are their publishers answered — in arrival order, so each client's PUBACKs
+ * keep its publish order [MQTT-4.6.0-2] even though aedes runs hook calls concurrently.
+ *
+ * Bounds: a client has at most `inflightPerClientMax` messages admitted to the FIFO (the
+ * rest wait in its own line, so one flooding client cannot fill a batch), and the FIFO
+ * holds at most `queueReadingsMax` datums. aedes reads no further from a client's socket
+ * until its pending publishes are answered, so waiting here is TCP backpressure.
+ */
+
+type Job = {
+  clientKey: string
+  message: ValidatedMessage
+  weight: number
+  resolve: (o: MessageOutcome) => void
+  reject: (e: Error) => void
+}
+
+interface ClientLine {
+  admitted: number
+  waiting: Job[]
+}
+
+export class IngestClosedError extends Error {
+  readonly code = 'INGEST_CLOSED'
+  constructor() {
+    super('the ingest queue is closed')
+  }
+}
+
+export interface IngestQueueOptions {
+  limits: Pick<IngestLimits, 'flushReadingsMax' | 'flushIntervalMs' | 'inflightPerClientMax' | 'queueReadingsMax' | 'commitAttemptsMax' | 'commitRetryDelayMsMax'>
+  commit: (messages: ValidatedMessage[]) => Promise<CommitResult>
+  /** Called after each successful commit, before the publishers are answered. */
+  onCommitted: (messages: ValidatedMessage[], result: CommitResult) => void
+  metrics: Metrics
+  log: Logger
+}
+
+export class IngestQueue {
+  private readonly fifo: Job[] = []
+  private fifoWeight = 0
+  private readonly lines = new Map<string, ClientLine>()
+  /** Clients with messages waiting for admission, in the order they started waiting. */
+  private readonly blocked = new Set<string>()
+  private flushing = false
+  private timer: NodeJS.Timeout | null = null
+  private closed = false
+  private idleWaiters: Array<() => void> = []
+
+  constructor(private readonly opts: IngestQueueOptions) {}
+
+  /** Resolves once the message is durably committed (or quarantined), with what became of it. */
+  submit(clientKey: string, message: ValidatedMessage): Promise<MessageOutcome> {
+    if (this.closed) return Promise.reject(new IngestClosedError())
+    return new Promise<MessageOutcome>((resolve, reject) => {
+      const job: Job = { clientKey, message, weight: Math.max(1, message.datums.length + message.rejects.length), resolve, reject }
+      let line = this.lines.get(clientKey)
+      if (line === undefined) {
+        line = { admitted: 0, waiting: [] }
+        this.lines.set(clientKey, line)
+      }
+      if (line.waiting.length === 0 && this.canAdmit(line, job)) this.admit(line, job)
+      else {
+        line.waiting.push(job)
+        this.blocked.add(clientKey)
+      }
+      this.schedule()
+    })
+  }
+
+  get pendingReadings(): number {
+    let waiting = 0
+    for (const key of this.blocked) for (const j of this.lines.get(key)!.waiting) waiting += j.weight
+    return this.fifoWeight + waiting
+  }
+
+  /** Commits everything submitted so far; resolves when the queue is empty. */
+  async drain(): Promise<void> {
+    if (this.isIdle()) return
+    if (this.timer !== null) {
+      clearTimeout(this.timer)
+      this.timer = null
+      void this.flush()
+    }
+    await new Promise<void>((resolve) => this.idleWaiters.push(resolve))
+  }
+
+  /** Refuses new messages, commits those already submitted. */
+  async close(): Promise<void> {
+    this.closed = true
+    await this.drain()
+  }
+
+  private canAdmit(line: ClientLine, job: Job): boolean {
+    if (line.admitted >= this.opts.limits.inflightPerClientMax) return false
+    // An empty FIFO always takes a message, however large, so nothing can wait forever.
+    return this.fifo.length === 0 || this.fifoWeight + job.weight <= this.opts.limits.queueReadingsMax
+  }
+
+  private admit(line: ClientLine, job: Job): void {
+    line.admitted++
+    this.fifo.push(job)
+    this.fifoWeight += job.weight
+    this.opts.metrics.ingestQueueReadings.set(this.fifoWeight)
+  }
+
+  private admitWaiting(): void {
+    for (const key of this.blocked) {
+      const line = this.lines.get(key)!
+      while (line.waiting.length > 0 && this.canAdmit(line, line.waiting[0]!)) this.admit(line, line.waiting.shift()!)
+      if (line.waiting.length === 0) this.blocked.delete(key)
+    }
+  }
+
+  private schedule(): void {
+    if (this.flushing || this.fifo.length === 0) return
+    if (this.fifoWeight >= this.opts.limits.flushReadingsMax) {
+      if (this.timer !== null) {
+        clearTimeout(this.timer)
+        this.timer = null
+      }
+      void this.flush()
+      return
+    }
+    // A short wait lets concurrent publishes join the same transaction.
+    this.timer ??= setTimeout(() => {
+      this.timer = null
+      void this.flush()
+    }, this.opts.limits.flushIntervalMs)
+  }
+
+  private async flush(): Promise<void> {
+    if (this.flushing || this.fifo.length === 0) return
+    this.flushing = true
+    const batch: Job[] = []
+    let weight = 0
+    while (this.fifo.length > 0 && (batch.length === 0 || weight + this.fifo[0]!.weight <= this.opts.limits.flushReadingsMax)) {
+      const job = this.fifo.shift()!
+      weight += job.weight
+      batch.push(job)
+    }
+    this.fifoWeight -= weight
+    this.opts.metrics.ingestQueueReadings.set(this.fifoWeight)
+    try {
+      await this.commitWithRetry(batch)
+    } finally {
+      for (const job of batch) {
+        const line = this.lines.get(job.clientKey)!
+        line.admitted--
+        if (line.admitted === 0 && line.waiting.length === 0) this.lines.delete(job.clientKey)
+      }
+      this.flushing = false
+      this.admitWaiting()
+      if (this.isIdle()) {
+        const waiters = this.idleWaiters
+        this.idleWaiters = []
+        for (const w of waiters) w()
+      } else if (this.fifo.length > 0) {
+        // Back to back: what arrived during this commit forms the next group.
+        void this.flush()
+      }
+    }
+  }
+
+  private async commitWithRetry(batch: Job[]): Promise<void> {
+    const messages = batch.map((j) => j.message)
+    const { commitAttemptsMax, commitRetryDelayMsMax } = this.opts.limits
+    for (let attempt = 1; ; attempt++) {
+      const started = process.hrtime.bigint()
+      try {
+        const result = await this.opts.commit(messages)
+        this.opts.metrics.ingestCommitSeconds.observe(Number(process.hrtime.bigint() - started) / 1e9)
+        this.opts.metrics.ingestBatchReadings.observe(batch.reduce((n, j) => n + j.weight, 0))
+        try {
+          this.opts.onCommitted(messages, result)
+        } catch (err) {
+          this.opts.log.error({ err }, 'post-commit handler failed')
+        }
+        // In FIFO order: each client's answers leave in its publish order.
+        for (let i = 0; i < batch.length; i++) batch[i]!.resolve(result.outcomes[i]!)
+        return
+      } catch (err) {
+        this.opts.metrics.ingestCommitFailures.inc()
+        const last = attempt >= commitAttemptsMax
+        this.opts.log.warn({ err, attempt, messages: batch.length, willRetry: !last }, 'ingest commit failed')
+        if (last) {
+          for (const job of batch) job.reject(err as Error)
+          return
+        }
+        await sleep(Math.min(commitRetryDelayMsMax, 10 * 2 ** attempt))
+      }
+    }
+  }
+
+  private isIdle(): boolean {
+    return !this.flushing && this.fifo.length === 0 && this.blocked.size === 0
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms))
+}

@@ -1,0 +1,252 @@
+import net from 'node:net'
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest'
+import type { MqttClient } from 'mqtt'
+import { meterReadingsTopic, meterStatusTopic } from '../../shared/topics.ts'
+import { describeDatabases } from '../support/database.ts'
+import {
+  connectMeter,
+  endClient,
+  publishAcked,
+  startTestBroker,
+  subscribeCollect,
+  waitFor,
+  type TestBroker,
+} from '../support/broker.ts'
+import {
+  countRows,
+  createTestHousehold,
+  createTestMeter,
+  createUtility,
+  insertOccupancy,
+  quarantineOf,
+  readingsOf,
+  type TestMeter,
+} from '../support/world.ts'
+
+const T0 = Date.parse('2026-10-01T00:00:00Z')
+const iso = (ms: number): string => new Date(ms).toISOString().replace('.000Z', 'Z')
+const reading = (ms: number, index: number): string => JSON.stringify({ ts: iso(ms), values: { '1-0:1.8.0': index } })
+
+describeDatabases('ingest over MQTT', (t) => {
+  let tb: TestBroker
+  let meter: TestMeter
+  let householdId: string
+  let client: MqttClient | undefined
+
+  beforeAll(async () => {
+    tb = await startTestBroker(t.handle)
+  })
+  afterAll(async () => {
+    await tb.close()
+  })
+  beforeEach(async () => {
+    const utility = await createUtility(t.db)
+    meter = await createTestMeter(t.db, utility.id)
+    householdId = (await createTestHousehold(t.db)).id
+    await insertOccupancy(t.db, meter.id, householdId, new Date(T0))
+  })
+  afterEach(async () => {
+    if (client !== undefined) await endClient(client)
+    client = undefined
+  })
+
+  it('acknowledges a reading once it is stored and attributed to the occupant', async () => {
+    client = await connectMeter(tb.url, meter)
+    await publishAcked(client, meterReadingsTopic(meter.id), reading(T0 + 1_800_000, 1000))
+    const rows = await readingsOf(t.db, meter.id)
+    expect(rows).toHaveLength(1)
+    expect(rows[0]).toMatchObject({ ts: new Date(T0 + 1_800_000), household_id: householdId, values: { '1-0:1.8.0': 1000 } })
+    const rollups = await t.db.selectFrom('daily_rollups').selectAll().execute()
+    expect(rollups).toEqual([
+      expect.objectContaining({ meter_id: meter.id, household_id: householdId, day: '2026-10-01', readings_count: 1, index_min: { '1-0:1.8.0': 1000 }, index_max: { '1-0:1.8.0': 1000 } }),
+    ])
+  })
+
+  it('stores a batch of readings in one message', async () => {
+    client = await connectMeter(tb.url, meter)
+    const readings = Array.from({ length: 48 }, (_, i) => ({ ts: iso(T0 + (i + 1) * 1_800_000), values: { '1-0:1.8.0': 1000 + i * 10 } }))
+    await publishAcked(client, meterReadingsTopic(meter.id), JSON.stringify({ readings }))
+    expect(await readingsOf(t.db, meter.id)).toHaveLength(48)
+  })
+
+  it('stores a retransmitted datum with the same values once', async () => {
+    client = await connectMeter(tb.url, meter)
+    const payload = reading(T0 + 900_000, 500)
+    await publishAcked(client, meterReadingsTopic(meter.id), payload)
+    await publishAcked(client, meterReadingsTopic(meter.id), payload)
+    expect(await readingsOf(t.db, meter.id)).toHaveLength(1)
+    expect(await quarantineOf(t.db, meter.id)).toHaveLength(0)
+  })
+
+  it('keeps the first datum and quarantines a later one with other values as a conflict', async () => {
+    client = await connectMeter(tb.url, meter)
+    const status = await subscribeCollect(client, meterStatusTopic(meter.id))
+    await publishAcked(client, meterReadingsTopic(meter.id), reading(T0 + 900_000, 500))
+    await publishAcked(client, meterReadingsTopic(meter.id), reading(T0 + 900_000, 501))
+    const rows = await readingsOf(t.db, meter.id)
+    expect(rows.map((r) => r.values)).toEqual([{ '1-0:1.8.0': 500 }])
+    const q = await quarantineOf(t.db, meter.id)
+    expect(q.map((r) => r.reason)).toEqual(['conflict'])
+    expect(JSON.parse(q[0]!.payload.toString('utf8'))).toEqual({ ts: iso(T0 + 900_000), values: { '1-0:1.8.0': 501 } })
+    await waitFor(() => status.messages.length > 0, 5_000, 'status message')
+    expect(status.messages[0]).toMatchObject({ topic: meterStatusTopic(meter.id), payload: { status: 'quarantined', reason: 'conflict', ts: iso(T0 + 900_000) } })
+  })
+
+  it.each([
+    ['malformed_json', '{"ts": "2026-10-01T00:30:00Z", "values": '],
+    ['malformed_json', Buffer.from([0x7b, 0xff, 0xfe, 0x7d])],
+    ['invalid_schema', '{"ts":"2026-10-01T00:30:00Z"}'],
+    ['invalid_schema', '{"ts":"yesterday","values":{"1-0:1.8.0":1}}'],
+    ['invalid_schema', '{"ts":"2026-10-01T00:30:00","values":{"1-0:1.8.0":1}}'],
+    ['invalid_schema', '{"ts":"2026-10-01T00:30:00Z","values":{"1-0:1.8.0":1.5}}'],
+    ['invalid_schema', '{"ts":"2026-10-01T00:30:00Z","values":{"1-0:1.8.0":-1}}'],
+    ['invalid_schema', '[1,2,3]'],
+    ['invalid_schema', '{"readings":[]}'],
+    ['unknown_obis', '{"ts":"2026-10-01T00:30:00Z","values":{"9-9:9.9.9":1}}'],
+    ['unknown_obis', '{"ts":"2026-10-01T00:30:00Z","values":{"7-0:3.0.0":1}}'],
+  ])('acknowledges bad data, quarantines it as %s and reports it on the status topic', async (reason, payload) => {
+    client = await connectMeter(tb.url, meter)
+    const status = await subscribeCollect(client, meterStatusTopic(meter.id))
+    await publishAcked(client, meterReadingsTopic(meter.id), payload)
+    expect(await countRows(t.db, 'readings')).toBe(0)
+    const q = await quarantineOf(t.db, meter.id)
+    expect(q).toHaveLength(1)
+    expect(q[0]).toMatchObject({ reason, payload_bytes: Buffer.byteLength(payload) })
+    expect(Buffer.compare(q[0]!.payload, Buffer.from(payload))).toBe(0)
+    await waitFor(() => status.messages.length > 0, 5_000, 'status message')
+    expect(status.messages[0]!.payload).toMatchObject({ status: 'quarantined', reason })
+    expect(client.connected).toBe(true)
+  })
+
+  it('stores the good readings of a batch and quarantines only the bad one', async () => {
+    client = await connectMeter(tb.url, meter)
+    const readings = [
+      { ts: iso(T0 + 900_000), values: { '1-0:1.8.0': 10 } },
+      { ts: iso(T0 + 1_800_000), values: { 'bogus': 11 } },
+      { ts: iso(T0 + 2_700_000), values: { '1-0:1.8.0': 12 } },
+    ]
+    await publishAcked(client, meterReadingsTopic(meter.id), JSON.stringify({ readings }))
+    expect((await readingsOf(t.db, meter.id)).map((r) => r.ts.getTime())).toEqual([T0 + 900_000, T0 + 2_700_000])
+    const q = await quarantineOf(t.db, meter.id)
+    expect(q.map((r) => [r.reason, r.detail])).toEqual([['unknown_obis', expect.stringContaining('readings[1]')]])
+    expect(JSON.parse(q[0]!.payload.toString())).toEqual(readings[1])
+  })
+
+  it('quarantines a payload over 256 KiB as too_large, keeping its first 4 KiB', async () => {
+    client = await connectMeter(tb.url, meter)
+    const big = Buffer.alloc(300 * 1024, 0x61)
+    await publishAcked(client, meterReadingsTopic(meter.id), big)
+    const q = await quarantineOf(t.db, meter.id)
+    expect(q).toHaveLength(1)
+    expect(q[0]).toMatchObject({ reason: 'too_large', payload_bytes: big.length })
+    expect(q[0]!.payload.length).toBe(4096)
+    expect(client.connected).toBe(true)
+  })
+
+  it('closes a connection whose packet announces more than 1 MiB before reading it whole', async () => {
+    client = await connectMeter(tb.url, meter)
+    // A raw socket: CONNECT, then a PUBLISH header announcing 2 MiB followed by a few bytes only.
+    const socket = net.connect(tb.port, '127.0.0.1')
+    await new Promise((r) => socket.once('connect', r))
+    const connect = (await import('mqtt-packet')).generate({
+      cmd: 'connect',
+      protocolId: 'MQTT',
+      protocolVersion: 4,
+      clean: true,
+      clientId: meter.id + '-raw',
+      keepalive: 30,
+    } as never)
+    socket.write(connect)
+    const closed = new Promise<void>((r) => socket.once('close', () => r()))
+    const remaining = 2 * 1024 * 1024
+    const header = Buffer.from([0x30, (remaining & 0x7f) | 0x80, ((remaining >> 7) & 0x7f) | 0x80, (remaining >> 14) & 0x7f])
+    socket.write(Buffer.concat([header, Buffer.alloc(1024, 0x62)]))
+    await closed
+    expect(await countRows(t.db, 'quarantine')).toBe(0)
+  })
+
+  it('quarantines a timestamp more than five minutes ahead as future_timestamp', async () => {
+    client = await connectMeter(tb.url, meter)
+    await publishAcked(client, meterReadingsTopic(meter.id), reading(Date.now() + 10 * 60_000, 1))
+    await publishAcked(client, meterReadingsTopic(meter.id), reading(Date.now() + 60_000, 2))
+    expect((await quarantineOf(t.db, meter.id)).map((r) => r.reason)).toEqual(['future_timestamp'])
+    expect(await readingsOf(t.db, meter.id)).toHaveLength(1)
+  })
+
+  it('quarantines a cumulative index lower than an earlier reading as index_regression', async () => {
+    client = await connectMeter(tb.url, meter)
+    await publishAcked(client, meterReadingsTopic(meter.id), reading(T0 + 900_000, 1000))
+    await publishAcked(client, meterReadingsTopic(meter.id), reading(T0 + 1_800_000, 999))
+    // Late but consistent data between two readings is fine.
+    await publishAcked(client, meterReadingsTopic(meter.id), reading(T0 + 2_700_000, 1010))
+    await publishAcked(client, meterReadingsTopic(meter.id), reading(T0 + 1_800_000, 1005))
+    expect((await readingsOf(t.db, meter.id)).map((r) => r.values['1-0:1.8.0'])).toEqual([1000, 1005, 1010])
+    const q = await quarantineOf(t.db, meter.id)
+    expect(q.map((r) => r.reason)).toEqual(['index_regression'])
+    expect(q[0]!.detail).toContain('lower than 1000')
+  })
+
+  it('stores a datum outside every occupancy as nobody’s', async () => {
+    client = await connectMeter(tb.url, meter)
+    await publishAcked(client, meterReadingsTopic(meter.id), reading(T0 - 3_600_000, 1))
+    const rows = await readingsOf(t.db, meter.id)
+    expect(rows).toHaveLength(1)
+    expect(rows[0]!.household_id).toBeNull()
+  })
+
+  it('attributes each datum to the household living there at its timestamp across a move', async () => {
+    const utility = await createUtility(t.db, 'Other')
+    const m2 = await createTestMeter(t.db, utility.id)
+    const a = (await createTestHousehold(t.db, 'A')).id
+    const b = (await createTestHousehold(t.db, 'B')).id
+    const move = T0 + 12 * 3_600_000
+    await insertOccupancy(t.db, m2.id, a, new Date(T0), new Date(move))
+    await insertOccupancy(t.db, m2.id, b, new Date(move))
+    client = await connectMeter(tb.url, m2)
+    const readings = [move - 1_800_000, move, move + 1_800_000].map((ms, i) => ({ ts: iso(ms), values: { '1-0:1.8.0': 100 + i } }))
+    await publishAcked(client, meterReadingsTopic(m2.id), JSON.stringify({ readings }))
+    expect((await readingsOf(t.db, m2.id)).map((r) => r.household_id)).toEqual([a, b, b])
+    const rollups = await t.db.selectFrom('daily_rollups').select(['household_id', 'readings_count']).where('meter_id', '=', m2.id).orderBy('first_ts').execute()
+    expect(rollups).toEqual([
+      { household_id: a, readings_count: 1 },
+      { household_id: b, readings_count: 2 },
+    ])
+  })
+
+  it('disconnects a meter that publishes to another meter’s topic and stores nothing', async () => {
+    const utility = await createUtility(t.db, 'Other')
+    const other = await createTestMeter(t.db, utility.id)
+    client = await connectMeter(tb.url, meter)
+    const closed = new Promise<void>((r) => client!.once('close', () => r()))
+    client.publish(meterReadingsTopic(other.id), reading(T0 + 900_000, 1), { qos: 1 })
+    await closed
+    expect(await countRows(t.db, 'readings')).toBe(0)
+    expect(await countRows(t.db, 'quarantine')).toBe(0)
+  })
+
+  it('refuses a wrong secret, an unknown meter and a client id that is not the meter id with CONNACK 4', async () => {
+    await expect(connectMeter(tb.url, { id: meter.id, secret: 'wrong' })).rejects.toMatchObject({ code: 4 })
+    await expect(connectMeter(tb.url, { id: 'no-such-meter', secret: meter.secret })).rejects.toMatchObject({ code: 4 })
+    await expect(
+      connectMeter(tb.url, meter, { clientId: meter.id + '-x' }),
+    ).rejects.toMatchObject({ code: 4 })
+    expect(tb.metrics.mqttAuthFailures.get ? (await tb.metrics.mqttAuthFailures.get()).values[0]!.value : 0).toBeGreaterThanOrEqual(3)
+  })
+
+  it('keeps each meter’s publish order in its acknowledgements', async () => {
+    client = await connectMeter(tb.url, meter)
+    const acks: number[] = []
+    const sends = Array.from({ length: 200 }, (_, i) =>
+      new Promise<void>((resolve, reject) =>
+        client!.publish(meterReadingsTopic(meter.id), reading(T0 + (i + 1) * 60_000, 1000 + i), { qos: 1 }, (err) => {
+          if (err) return reject(err)
+          acks.push(i)
+          resolve()
+        }),
+      ),
+    )
+    await Promise.all(sends)
+    expect(acks).toEqual(Array.from({ length: 200 }, (_, i) => i))
+    expect(await readingsOf(t.db, meter.id)).toHaveLength(200)
+  })
+})

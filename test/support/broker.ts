@@ -1,0 +1,104 @@
+import type { AddressInfo } from 'node:net'
+import mqtt, { type IClientOptions, type MqttClient } from 'mqtt'
+import { createBroker, type Broker, type BrokerDeps } from '../../broker/broker.ts'
+import type { EgressMeta, EgressPolicy } from '../../broker/egress.ts'
+import { envToConfig, type Config, type ConfigOverrides } from '../../shared/config.ts'
+import type { DatabaseHandle } from '../../shared/db/database.ts'
+import { createMetrics, type Metrics } from '../../shared/metrics.ts'
+
+/**
+ * A real broker on a real socket (port 0) over a test database, and real MQTT.js clients.
+ */
+export interface TestBroker {
+  broker: Broker
+  config: Readonly<Config>
+  metrics: Metrics
+  port: number
+  url: string
+  close(): Promise<void>
+}
+
+/** Until consents exist: recipients get nothing, households their own datums. */
+export const ownerOnlyPolicy: EgressPolicy = {
+  releasedTo: () => null,
+  householdOwns: (householdId: string, datum: EgressMeta) => datum.householdId === householdId,
+  householdMayFollow: () => false,
+}
+
+export async function startTestBroker(
+  handle: DatabaseHandle,
+  options: { overrides?: ConfigOverrides; timezone?: string; policy?: EgressPolicy; deps?: Partial<BrokerDeps> } = {},
+): Promise<TestBroker> {
+  const config = envToConfig({ mqttPort: '0', httpPort: '0', host: '127.0.0.1', timezone: options.timezone ?? 'Europe/Paris', logLevel: 'silent' }, options.overrides)
+  const metrics = createMetrics({ defaultMetrics: false })
+  const broker = await createBroker({ config, db: handle, metrics, policy: options.policy ?? ownerOnlyPolicy, ...options.deps })
+  const address: AddressInfo = await broker.listenTcp(0, '127.0.0.1')
+  return {
+    broker,
+    config,
+    metrics,
+    port: address.port,
+    url: `mqtt://127.0.0.1:${address.port}`,
+    close: () => broker.close(),
+  }
+}
+
+/** Connects and resolves on CONNACK 0; rejects with the CONNACK error otherwise. */
+export function connectClient(url: string, options: IClientOptions): Promise<MqttClient> {
+  return new Promise((resolve, reject) => {
+    const client = mqtt.connect(url, { protocolVersion: 4, reconnectPeriod: 0, connectTimeout: 5_000, ...options })
+    const onError = (err: Error): void => {
+      client.end(true)
+      reject(err)
+    }
+    client.once('connect', () => {
+      client.off('error', onError)
+      resolve(client)
+    })
+    client.once('error', onError)
+  })
+}
+
+export function connectMeter(url: string, meter: { id: string; secret: string }, options: IClientOptions = {}): Promise<MqttClient> {
+  return connectClient(url, { clientId: meter.id, username: meter.id, password: meter.secret, ...options })
+}
+
+/** Publishes QoS 1 and resolves on PUBACK. */
+export function publishAcked(client: MqttClient, topic: string, payload: string | Buffer): Promise<void> {
+  return new Promise((resolve, reject) => {
+    client.publish(topic, payload, { qos: 1 }, (err) => (err ? reject(err) : resolve()))
+  })
+}
+
+/** Ends a client; one already cut off by the broker is ended at once, without waiting for acks. */
+export function endClient(client: MqttClient): Promise<void> {
+  return new Promise((resolve) => client.end(!client.connected, {}, () => resolve()))
+}
+
+/** Collects messages of a subscription. */
+export async function subscribeCollect(client: MqttClient, filter: string): Promise<{ messages: Array<{ topic: string; payload: unknown }>; granted: number }> {
+  const messages: Array<{ topic: string; payload: unknown }> = []
+  client.on('message', (topic, payload) => {
+    let body: unknown
+    try {
+      body = JSON.parse(payload.toString('utf8'))
+    } catch {
+      body = payload.toString('utf8')
+    }
+    messages.push({ topic, payload: body })
+  })
+  const granted = await new Promise<number>((resolve, reject) =>
+    client.subscribe(filter, { qos: 1 }, (err, grants) => (err ? reject(err) : resolve(grants![0]!.qos))),
+  )
+  return { messages, granted }
+}
+
+export async function waitFor<T>(probe: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 5_000, what = 'condition'): Promise<T> {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    const v = await probe()
+    if (v !== undefined && v !== false) return v
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
+    await new Promise((r) => setTimeout(r, 20))
+  }
+}
