@@ -1,0 +1,110 @@
+import { sql } from 'kysely'
+import type { MqttClient } from 'mqtt'
+import { afterEach, beforeEach, expect, it } from 'vitest'
+import { meterReadingsTopic } from '../../shared/topics.ts'
+import { connectMeter, endClient, publishAcked, startTestBroker, type TestBroker } from '../support/broker.ts'
+import { describeDatabases } from '../support/database.ts'
+import { createTestHousehold, createTestMeter, createUtility, insertOccupancy, readingsOf, type TestMeter } from '../support/world.ts'
+
+const T0 = Date.parse('2026-10-01T00:00:00Z')
+const iso = (ms: number): string => new Date(ms).toISOString().replace('.000Z', 'Z')
+const reading = (ms: number, index: number): string => JSON.stringify({ ts: iso(ms), values: { '1-0:1.8.0': index } })
+
+describeDatabases('ingest when the database fails or is slow', (t) => {
+  let tb: TestBroker | undefined
+  let meter: TestMeter
+  const clients: MqttClient[] = []
+
+  beforeEach(async () => {
+    const utility = await createUtility(t.db)
+    meter = await createTestMeter(t.db, utility.id)
+    await insertOccupancy(t.db, meter.id, (await createTestHousehold(t.db)).id, new Date(T0))
+  })
+
+  afterEach(async () => {
+    for (const c of clients.splice(0)) await endClient(c)
+    await tb?.close()
+    tb = undefined
+    await sql`DROP TRIGGER IF EXISTS test_fault ON readings`.execute(t.db)
+    await sql`DROP FUNCTION IF EXISTS test_fault()`.execute(t.db)
+    await sql`DROP SEQUENCE IF EXISTS test_fault_seq`.execute(t.db)
+  })
+
+  /** Makes the next `failures` ingest statements fail (a sequence survives the rollbacks it causes). */
+  async function injectFailures(failures: number): Promise<void> {
+    await sql`CREATE SEQUENCE test_fault_seq`.execute(t.db)
+    await sql.raw(`CREATE FUNCTION test_fault() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN
+        IF nextval('test_fault_seq') <= ${failures} THEN RAISE EXCEPTION 'injected commit failure'; END IF;
+        RETURN NULL;
+      END $$`).execute(t.db)
+    await sql`CREATE TRIGGER test_fault AFTER INSERT ON readings FOR EACH STATEMENT EXECUTE FUNCTION test_fault()`.execute(t.db)
+  }
+
+  it('retries a failed commit and acknowledges only once the datum is stored', async () => {
+    tb = await startTestBroker(t.handle, { overrides: { ingest: { commitRetryDelayMsMax: 20 } } })
+    await injectFailures(2)
+    const client = await connectMeter(tb.url, meter)
+    clients.push(client)
+    await publishAcked(client, meterReadingsTopic(meter.id), reading(T0 + 900_000, 7))
+    expect(await readingsOf(t.db, meter.id)).toHaveLength(1)
+    expect((await tb.metrics.ingestCommitFailures.get()).values[0]!.value).toBe(2)
+  })
+
+  it('does not acknowledge a publish whose commit fails; the meter resends and the datum is stored once', async () => {
+    tb = await startTestBroker(t.handle, { overrides: { ingest: { commitAttemptsMax: 2, commitRetryDelayMsMax: 20 } } })
+    await injectFailures(2)
+    const events: string[] = []
+    const client = await connectMeter(tb.url, meter, { reconnectPeriod: 100, clean: false })
+    clients.push(client)
+    client.on('close', () => events.push('close'))
+    const acked = new Promise<void>((resolve, reject) =>
+      client.publish(meterReadingsTopic(meter.id), reading(T0 + 900_000, 7), { qos: 1 }, (err) => {
+        if (err) return reject(err)
+        events.push('puback')
+        resolve()
+      }),
+    )
+    await acked
+    // The first connection was cut without a PUBACK; the resend on the next one was acknowledged.
+    expect(events[0]).toBe('close')
+    expect(events).toContain('puback')
+    const rows = await readingsOf(t.db, meter.id)
+    expect(rows).toHaveLength(1)
+    expect(rows[0]!.values).toEqual({ '1-0:1.8.0': 7 })
+  })
+
+  it('keeps each meter’s order when commits are slow', async () => {
+    tb = await startTestBroker(t.handle)
+    await sql.raw(`CREATE FUNCTION test_fault() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN PERFORM pg_sleep(0.02 + random() * 0.03); RETURN NULL; END $$`).execute(t.db)
+    await sql`CREATE TRIGGER test_fault AFTER INSERT ON readings FOR EACH STATEMENT EXECUTE FUNCTION test_fault()`.execute(t.db)
+    const utility = await createUtility(t.db, 'Second')
+    const meters = [meter, await createTestMeter(t.db, utility.id), await createTestMeter(t.db, utility.id)]
+    const perMeter = 60
+    const results = await Promise.all(
+      meters.map(async (m) => {
+        const client = await connectMeter(tb!.url, m)
+        clients.push(client)
+        const acks: number[] = []
+        await Promise.all(
+          Array.from({ length: perMeter }, (_, i) =>
+            new Promise<void>((resolve, reject) =>
+              client.publish(meterReadingsTopic(m.id), reading(T0 + (i + 1) * 60_000, 100 + i), { qos: 1 }, (err) => {
+                if (err) return reject(err)
+                acks.push(i)
+                resolve()
+              }),
+            ),
+          ),
+        )
+        return acks
+      }),
+    )
+    for (const acks of results) expect(acks).toEqual(Array.from({ length: perMeter }, (_, i) => i))
+    for (const m of meters) {
+      const rows = await readingsOf(t.db, m.id)
+      expect(rows.map((r) => r.values['1-0:1.8.0'])).toEqual(Array.from({ length: perMeter }, (_, i) => 100 + i))
+    }
+  })
+})
