@@ -1,0 +1,63 @@
+import { sql, type Kysely, type Selectable } from 'kysely'
+import type { Database } from '../../shared/db/schema.ts'
+import type { OccupanciesTable } from '../../shared/db/tables/occupancies.ts'
+
+/** Occupancies: which household lives at a meter's premises over [valid_from, valid_until). */
+
+export const CHANGES_CHANNEL = 'metershare_changes'
+
+export type OccupancyRow = Selectable<OccupanciesTable>
+
+/**
+ * Taken first by every occupancy change. It conflicts with the SHARE lock of ingest batches
+ * (so a batch never attributes against a half-made change) and with itself (so two changes
+ * of overlapping ranges never rebuild the same rollups at once).
+ */
+export async function lockOccupancies(trx: Kysely<Database>): Promise<void> {
+  await sql`LOCK TABLE occupancies IN SHARE ROW EXCLUSIVE MODE`.execute(trx)
+}
+
+export async function insertOccupancy(
+  trx: Kysely<Database>,
+  row: { id: string; meterId: string; householdId: string; from: Date; until: Date | null },
+): Promise<void> {
+  await trx
+    .insertInto('occupancies')
+    .values({ id: row.id, meter_id: row.meterId, household_id: row.householdId, valid_from: row.from, valid_until: row.until })
+    .execute()
+}
+
+export async function updateOccupancyUntil(trx: Kysely<Database>, id: string, until: Date | null): Promise<void> {
+  await trx.updateTable('occupancies').set({ valid_until: until }).where('id', '=', id).execute()
+}
+
+export async function findOccupancy(db: Kysely<Database>, id: string): Promise<OccupancyRow | undefined> {
+  return db.selectFrom('occupancies').selectAll().where('id', '=', id).executeTakeFirst()
+}
+
+export async function listOccupancyRows(
+  db: Kysely<Database>,
+  filter: { meterId?: string | undefined; householdId?: string | undefined },
+): Promise<OccupancyRow[]> {
+  let q = db.selectFrom('occupancies').selectAll()
+  if (filter.meterId !== undefined) q = q.where('meter_id', '=', filter.meterId)
+  if (filter.householdId !== undefined) q = q.where('household_id', '=', filter.householdId)
+  return q.orderBy('meter_id').orderBy('valid_from').execute()
+}
+
+export async function meterExists(db: Kysely<Database>, meterId: string): Promise<boolean> {
+  return (await db.selectFrom('meters').select('id').where('id', '=', meterId).executeTakeFirst()) !== undefined
+}
+
+export async function householdExists(db: Kysely<Database>, householdId: string): Promise<boolean> {
+  return (await db.selectFrom('households').select('id').where('id', '=', householdId).executeTakeFirst()) !== undefined
+}
+
+/** Sent inside the changing transaction, so listeners hear of it only once it is committed. */
+export async function notifyOccupancyChange(
+  trx: Kysely<Database>,
+  change: { meterId: string; householdId: string; occupancyId: string },
+): Promise<void> {
+  const payload = JSON.stringify({ kind: 'occupancy', ...change })
+  await sql`SELECT pg_notify(${CHANGES_CHANNEL}, ${payload})`.execute(trx)
+}

@@ -1,0 +1,133 @@
+import type { Kysely } from 'kysely'
+import type { Database } from '../../shared/db/schema.ts'
+import { ConflictError, ERROR_CODES, InvalidInputError, NotFoundError } from '../../shared/errors.ts'
+import { newId } from '../../shared/ids.ts'
+import type { MeteringContext } from './metering-context.ts'
+import * as repo from './occupancy-repository.ts'
+import { reattributeReadings } from './reading-repository.ts'
+import { rebuildRollups } from './rollup-repository.ts'
+
+/**
+ * Move-ins and move-outs. A change re-attributes, in its own transaction, every reading of
+ * the meter in the range whose occupant changed, and rebuilds the daily rollups of the days
+ * it touches, so that data recorded before the change was registered (a late move-in, a
+ * late move-out) ends up with the household that really lived there.
+ */
+
+export interface Occupancy {
+  id: string
+  meterId: string
+  householdId: string
+  from: Date
+  /** null: still there. */
+  until: Date | null
+}
+
+const EXCLUSION_VIOLATION = '23P01'
+const FOREIGN_KEY_VIOLATION = '23503'
+const CHECK_VIOLATION = '23514'
+
+function pgCode(err: unknown): string | undefined {
+  return (err as { code?: string } | null)?.code
+}
+
+function isValidDate(d: unknown): d is Date {
+  return d instanceof Date && !Number.isNaN(d.getTime())
+}
+
+function requireId(value: unknown, field: string): string {
+  if (typeof value !== 'string' || value === '') throw new InvalidInputError(`${field}: required`, field)
+  return value
+}
+
+function toOccupancy(row: repo.OccupancyRow): Occupancy {
+  return { id: row.id, meterId: row.meter_id, householdId: row.household_id, from: row.valid_from, until: row.valid_until }
+}
+
+function overlap(field: 'from' | 'until', meterId: string): ConflictError {
+  return new ConflictError(`${field}: the period overlaps another occupancy of meter ${meterId}`, ERROR_CODES.OCCUPANCY_OVERLAP)
+}
+
+async function reattribute(trx: Kysely<Database>, meterId: string, from: Date, to: Date | null, ctx: MeteringContext): Promise<void> {
+  await reattributeReadings(trx, meterId, from, to)
+  await rebuildRollups(trx, meterId, from, to, ctx.timezone)
+}
+
+/** Registers a move-in (possibly in the past, possibly already ended). */
+export async function createOccupancy(
+  db: Kysely<Database>,
+  input: { meterId: string; householdId: string; from: Date; until: Date | null },
+  ctx: MeteringContext,
+): Promise<{ id: string }> {
+  const meterId = requireId(input.meterId, 'meterId')
+  const householdId = requireId(input.householdId, 'householdId')
+  if (!isValidDate(input.from)) throw new InvalidInputError('from: expected an RFC 3339 timestamp', 'from')
+  const until = input.until ?? null
+  if (until !== null) {
+    if (!isValidDate(until)) throw new InvalidInputError('until: expected an RFC 3339 timestamp', 'until')
+    if (until.getTime() <= input.from.getTime()) throw new InvalidInputError('until: must be after from', 'until')
+  }
+  const id = newId('occupancy')
+  await db.transaction().execute(async (trx) => {
+    await repo.lockOccupancies(trx)
+    if (!(await repo.meterExists(trx, meterId))) throw new InvalidInputError('meterId: no such meter', 'meterId')
+    if (!(await repo.householdExists(trx, householdId))) throw new InvalidInputError('householdId: no such household', 'householdId')
+    try {
+      await repo.insertOccupancy(trx, { id, meterId, householdId, from: input.from, until })
+    } catch (err) {
+      if (pgCode(err) === EXCLUSION_VIOLATION) throw overlap('from', meterId)
+      if (pgCode(err) === FOREIGN_KEY_VIOLATION) throw new InvalidInputError('meterId: no such meter or household', 'meterId')
+      throw err
+    }
+    await reattribute(trx, meterId, input.from, until, ctx)
+    await repo.notifyOccupancyChange(trx, { meterId, householdId, occupancyId: id })
+  })
+  return { id }
+}
+
+/**
+ * Ends an occupancy at `until` (a move-out; also moves an earlier move-out later, or earlier).
+ * Readings between the old and the new end change owner.
+ */
+export async function moveOut(db: Kysely<Database>, occupancyId: string, until: Date, ctx: MeteringContext): Promise<void> {
+  if (!isValidDate(until)) throw new InvalidInputError('until: expected an RFC 3339 timestamp', 'until')
+  await db.transaction().execute(async (trx) => {
+    await repo.lockOccupancies(trx)
+    const row = await repo.findOccupancy(trx, occupancyId)
+    if (row === undefined) throw new NotFoundError(`occupancy ${occupancyId} not found`)
+    if (until.getTime() <= row.valid_from.getTime()) {
+      throw new InvalidInputError(`until: must be after the occupancy's from (${row.valid_from.toISOString()})`, 'until')
+    }
+    const previous = row.valid_until
+    if (previous !== null && previous.getTime() === until.getTime()) return
+    try {
+      await repo.updateOccupancyUntil(trx, occupancyId, until)
+    } catch (err) {
+      if (pgCode(err) === EXCLUSION_VIOLATION) throw overlap('until', row.meter_id)
+      if (pgCode(err) === CHECK_VIOLATION) throw new InvalidInputError('until: must be after from', 'until')
+      throw err
+    }
+    // The owner changes over [earlier end, later end); an open end is the latest of all.
+    const changedFrom = previous === null || until.getTime() < previous.getTime() ? until : previous
+    const changedTo = previous === null ? null : until.getTime() < previous.getTime() ? previous : until
+    await reattribute(trx, row.meter_id, changedFrom, changedTo, ctx)
+    await repo.notifyOccupancyChange(trx, { meterId: row.meter_id, householdId: row.household_id, occupancyId })
+  })
+}
+
+export async function listOccupancies(
+  db: Kysely<Database>,
+  filter: { meterId?: string | undefined; householdId?: string | undefined },
+): Promise<Occupancy[]> {
+  return (await repo.listOccupancyRows(db, filter)).map(toOccupancy)
+}
+
+export async function occupanciesOfHousehold(db: Kysely<Database>, householdId: string): Promise<Occupancy[]> {
+  return listOccupancies(db, { householdId })
+}
+
+export async function getOccupancy(db: Kysely<Database>, occupancyId: string): Promise<Occupancy> {
+  const row = await repo.findOccupancy(db, occupancyId)
+  if (row === undefined) throw new NotFoundError(`occupancy ${occupancyId} not found`)
+  return toOccupancy(row)
+}

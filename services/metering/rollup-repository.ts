@@ -1,0 +1,239 @@
+import { sql, type Kysely } from 'kysely'
+import { addDays, dayOf, startOfDayMs } from '../../shared/calendar.ts'
+import type { Database } from '../../shared/db/schema.ts'
+import { OBIS_REGISTERS } from '../../shared/obis.ts'
+import type { RegisterValues } from '../../shared/wire.ts'
+import type { RollupGroup } from './daily-energy.ts'
+
+/**
+ * Daily rollups (one row per meter, household, local day). The ingest transaction keeps
+ * them current; `rebuildRollups` recomputes them from the readings of a bounded range after
+ * an occupancy change, and is the only code here that scans raw readings.
+ */
+
+/** Days recomputed per statement, so that one statement's work stays bounded. */
+export const REBUILD_DAYS_PER_STATEMENT = 31
+
+const CUMULATIVE_CODES: readonly string[] = [...OBIS_REGISTERS.values()].filter((r) => r.kind === 'cumulative').map((r) => r.code)
+
+/**
+ * Recomputes the rollups of every local day of `meterId` that meets [from, to) (to null =
+ * open: through the meter's latest reading) from the readings as they are now attributed.
+ * Run it in the transaction that changed the attribution.
+ */
+export async function rebuildRollups(trx: Kysely<Database>, meterId: string, from: Date, to: Date | null, timezone: string): Promise<void> {
+  const firstDay = dayOf(from, timezone)
+  let lastDay: string
+  if (to === null) {
+    const start = new Date(startOfDayMs(firstDay, timezone))
+    const { rows } = await sql<{ last_ts: Date | null; last_day: string | null }>`
+      SELECT (SELECT max(ts) FROM readings WHERE meter_id = ${meterId} AND ts >= ${start}) AS last_ts,
+             (SELECT max(day) FROM daily_rollups WHERE meter_id = ${meterId} AND day >= ${firstDay}::date) AS last_day`.execute(trx)
+    const { last_ts: lastTs, last_day: lastRollupDay } = rows[0]!
+    const lastReadingDay = lastTs === null ? null : dayOf(lastTs, timezone)
+    if (lastReadingDay === null && lastRollupDay === null) return
+    const a = lastReadingDay ?? firstDay
+    const b = lastRollupDay ?? firstDay
+    lastDay = a > b ? a : b
+  } else {
+    if (to.getTime() <= from.getTime()) return
+    lastDay = dayOf(to.getTime() - 1, timezone)
+  }
+
+  for (let chunkFirst = firstDay; chunkFirst <= lastDay; chunkFirst = addDays(chunkFirst, REBUILD_DAYS_PER_STATEMENT)) {
+    const days: string[] = []
+    for (let d = chunkFirst; d <= lastDay && days.length < REBUILD_DAYS_PER_STATEMENT; d = addDays(d, 1)) days.push(d)
+    const bounds = [...days, addDays(days[days.length - 1]!, 1)].map((d) => startOfDayMs(d, timezone))
+    const starts = bounds.slice(0, -1).map((ms) => new Date(ms).toISOString())
+    const ends = bounds.slice(1).map((ms) => new Date(ms).toISOString())
+    const chunkStart = new Date(bounds[0]!)
+    const chunkEnd = new Date(bounds[bounds.length - 1]!)
+
+    await sql`DELETE FROM daily_rollups WHERE meter_id = ${meterId} AND day >= ${days[0]}::date AND day <= ${days[days.length - 1]}::date`.execute(trx)
+    await sql`
+      WITH d AS (
+        SELECT * FROM unnest(${days}::date[], ${starts}::timestamptz[], ${ends}::timestamptz[]) AS d(day, start_ts, end_ts)
+      ), rd AS (
+        SELECT r.household_id, d.day, r.ts, r.values
+        FROM d JOIN readings r ON r.meter_id = ${meterId} AND r.ts >= d.start_ts AND r.ts < d.end_ts
+        WHERE r.meter_id = ${meterId} AND r.ts >= ${chunkStart} AND r.ts < ${chunkEnd}
+      ), g AS (
+        SELECT household_id, day, count(*)::int AS n, min(ts) AS first_ts, max(ts) AS last_ts FROM rd GROUP BY household_id, day
+      ), i AS (
+        SELECT household_id, day, jsonb_object_agg(code, lo) AS index_min, jsonb_object_agg(code, hi) AS index_max
+        FROM (
+          SELECT rd.household_id, rd.day, e.key AS code, min(e.value::bigint) AS lo, max(e.value::bigint) AS hi
+          FROM rd CROSS JOIN LATERAL jsonb_each_text(rd.values) AS e
+          WHERE e.key = ANY(${CUMULATIVE_CODES}::text[])
+          GROUP BY rd.household_id, rd.day, e.key
+        ) AS c
+        GROUP BY household_id, day
+      )
+      INSERT INTO daily_rollups (meter_id, household_id, day, readings_count, first_ts, last_ts, index_min, index_max)
+      SELECT ${meterId}, g.household_id, g.day, g.n, g.first_ts, g.last_ts,
+             coalesce(i.index_min, '{}'::jsonb), coalesce(i.index_max, '{}'::jsonb)
+      FROM g LEFT JOIN i ON i.household_id IS NOT DISTINCT FROM g.household_id AND i.day = g.day`.execute(trx)
+  }
+}
+
+/** A meter's days [fromDay, toDay] (inclusive) whose daily energies are wanted. */
+export interface RollupSpan {
+  meterId: string
+  fromDay: string
+  toDay: string
+}
+
+/** What daily energy needs for a span: its groups in first_ts order and the indexes before them. */
+export interface RollupContext {
+  groups: RollupGroup[]
+  /** Per code present in the span, index_max of the closest earlier group having it. */
+  baseline: RegisterValues
+}
+
+/** One context per span, in the order given; every group of the meter (any household) is included. */
+export async function loadRollupContexts(db: Kysely<Database>, spans: readonly RollupSpan[]): Promise<RollupContext[]> {
+  const contexts: RollupContext[] = spans.map(() => ({ groups: [], baseline: {} }))
+  if (spans.length === 0) return contexts
+  const meters = spans.map((s) => s.meterId)
+  const fromDays = spans.map((s) => s.fromDay)
+  const toDays = spans.map((s) => s.toDay)
+  const groups = await sql<{
+    i: number
+    meter_id: string
+    household_id: string | null
+    day: string
+    first_ts: Date
+    index_min: RegisterValues
+    index_max: RegisterValues
+  }>`
+    SELECT s.i::int AS i, g.meter_id, g.household_id, g.day, g.first_ts, g.index_min, g.index_max
+    FROM unnest(${meters}::text[], ${fromDays}::date[], ${toDays}::date[]) WITH ORDINALITY AS s(meter_id, from_day, to_day, i)
+    JOIN daily_rollups g ON g.meter_id = s.meter_id AND g.day >= s.from_day AND g.day <= s.to_day
+    ORDER BY s.i, g.first_ts`.execute(db)
+  for (const r of groups.rows) {
+    contexts[r.i - 1]!.groups.push({
+      meterId: r.meter_id,
+      householdId: r.household_id,
+      day: r.day,
+      firstTs: r.first_ts,
+      indexMin: r.index_min,
+      indexMax: r.index_max,
+    })
+  }
+  const baselines = await sql<{ i: number; code: string; value: number }>`
+    SELECT s.i::int AS i, c.code, b.value
+    FROM unnest(${meters}::text[], ${fromDays}::date[], ${toDays}::date[]) WITH ORDINALITY AS s(meter_id, from_day, to_day, i)
+    CROSS JOIN LATERAL (
+      SELECT DISTINCT jsonb_object_keys(g.index_max) AS code
+      FROM daily_rollups g WHERE g.meter_id = s.meter_id AND g.day >= s.from_day AND g.day <= s.to_day
+    ) AS c
+    CROSS JOIN LATERAL (
+      SELECT p.index_max -> c.code AS value
+      FROM daily_rollups p
+      WHERE p.meter_id = s.meter_id AND p.day < s.from_day AND (p.index_max -> c.code) IS NOT NULL
+      ORDER BY p.day DESC, p.first_ts DESC
+      LIMIT 1
+    ) AS b`.execute(db)
+  for (const r of baselines.rows) contexts[r.i - 1]!.baseline[r.code] = r.value
+  return contexts
+}
+
+/** Per meter and day: the closest earlier and later days with data, and the meter's last day. */
+export async function neighbourDays(
+  db: Kysely<Database>,
+  pairs: readonly { meterId: string; day: string }[],
+): Promise<{ meterId: string; day: string; prevDay: string | null; nextDay: string | null; lastDay: string | null }[]> {
+  if (pairs.length === 0) return []
+  const { rows } = await sql<{ meter_id: string; day: string; prev_day: string | null; next_day: string | null; last_day: string | null }>`
+    SELECT t.meter_id, t.day,
+      (SELECT max(p.day) FROM daily_rollups p WHERE p.meter_id = t.meter_id AND p.day < t.day) AS prev_day,
+      (SELECT min(n.day) FROM daily_rollups n WHERE n.meter_id = t.meter_id AND n.day > t.day) AS next_day,
+      (SELECT max(l.day) FROM daily_rollups l WHERE l.meter_id = t.meter_id) AS last_day
+    FROM unnest(${pairs.map((p) => p.meterId)}::text[], ${pairs.map((p) => p.day)}::date[]) AS t(meter_id, day)`.execute(db)
+  return rows.map((r) => ({ meterId: r.meter_id, day: r.day, prevDay: r.prev_day, nextDay: r.next_day, lastDay: r.last_day }))
+}
+
+/** Per span, the groups (day, household) of the meter in (afterDay, throughDay], in the order given. */
+export async function groupKeysBetween(
+  db: Kysely<Database>,
+  spans: readonly { meterId: string; afterDay: string; throughDay: string }[],
+): Promise<{ day: string; householdId: string | null }[][]> {
+  const out: { day: string; householdId: string | null }[][] = spans.map(() => [])
+  if (spans.length === 0) return out
+  const { rows } = await sql<{ i: number; day: string; household_id: string | null }>`
+    SELECT s.i::int AS i, g.day, g.household_id
+    FROM unnest(${spans.map((s) => s.meterId)}::text[], ${spans.map((s) => s.afterDay)}::date[],
+                ${spans.map((s) => s.throughDay)}::date[]) WITH ORDINALITY AS s(meter_id, after_day, through_day, i)
+    JOIN daily_rollups g ON g.meter_id = s.meter_id AND g.day > s.after_day AND g.day <= s.through_day
+    ORDER BY s.i, g.day, g.first_ts`.execute(db)
+  for (const r of rows) out[r.i - 1]!.push({ day: r.day, householdId: r.household_id })
+  return out
+}
+
+/** Owner filter of a rollup page: one household, or release windows in whole days. */
+export interface DayWindow {
+  householdId: string
+  fromDay: string
+  /** Inclusive; null = open. */
+  untilDay: string | null
+}
+
+export interface RollupPageFilter {
+  meterId: string
+  fromDay: string
+  toDay: string
+  householdId?: string | undefined
+  windows?: readonly DayWindow[] | undefined
+}
+
+function ownerFilter(f: RollupPageFilter) {
+  const parts = [sql`g.household_id IS NOT NULL`]
+  if (f.householdId !== undefined) parts.push(sql`g.household_id = ${f.householdId}`)
+  if (f.windows !== undefined) {
+    parts.push(sql`EXISTS (
+      SELECT 1 FROM unnest(${f.windows.map((w) => w.householdId)}::text[], ${f.windows.map((w) => w.fromDay)}::date[],
+                           ${f.windows.map((w) => w.untilDay)}::date[]) AS w(household_id, from_day, until_day)
+      WHERE w.household_id = g.household_id AND g.day >= w.from_day AND (w.until_day IS NULL OR g.day <= w.until_day))`)
+  }
+  return sql.join(parts, sql` AND `)
+}
+
+/** Owned daily groups of one meter in day order, after a (day, household) key. */
+export async function pageDailyGroups(
+  db: Kysely<Database>,
+  filter: RollupPageFilter,
+  after: { day: string; householdId: string } | null,
+  limit: number,
+): Promise<{ day: string; householdId: string }[]> {
+  const afterCondition = after === null ? sql`TRUE` : sql`(g.day, g.household_id) > (${after.day}::date, ${after.householdId}::text)`
+  const { rows } = await sql<{ day: string; household_id: string }>`
+    SELECT g.day, g.household_id FROM daily_rollups g
+    WHERE g.meter_id = ${filter.meterId} AND g.day >= ${filter.fromDay}::date AND g.day <= ${filter.toDay}::date
+      AND ${ownerFilter(filter)} AND ${afterCondition}
+    ORDER BY g.day, g.household_id
+    LIMIT ${limit}`.execute(db)
+  return rows.map((r) => ({ day: r.day, householdId: r.household_id }))
+}
+
+/** Owned (month, household) groups of one meter in month order, with the days that make them. */
+export async function pageMonthlyGroups(
+  db: Kysely<Database>,
+  filter: RollupPageFilter,
+  after: { month: string; householdId: string } | null,
+  limit: number,
+): Promise<{ month: string; householdId: string; days: string[] }[]> {
+  const afterCondition =
+    after === null ? sql`TRUE` : sql`(m.month, m.household_id) > (${after.month}::text, ${after.householdId}::text)`
+  const { rows } = await sql<{ month: string; household_id: string; days: string[] }>`
+    SELECT m.month, m.household_id, m.days FROM (
+      SELECT to_char(g.day, 'YYYY-MM') AS month, g.household_id, array_agg(g.day::text ORDER BY g.day) AS days
+      FROM daily_rollups g
+      WHERE g.meter_id = ${filter.meterId} AND g.day >= ${filter.fromDay}::date AND g.day <= ${filter.toDay}::date
+        AND ${ownerFilter(filter)}
+      GROUP BY 1, 2
+    ) AS m
+    WHERE ${afterCondition}
+    ORDER BY m.month, m.household_id
+    LIMIT ${limit}`.execute(db)
+  return rows.map((r) => ({ month: r.month, householdId: r.household_id, days: r.days }))
+}
