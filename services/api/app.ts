@@ -4,7 +4,7 @@ import type { DatabaseHandle } from '../../shared/db/database.ts'
 import { log } from '../../shared/logger.ts'
 import type { Metrics } from '../../shared/metrics.ts'
 import type { AuthContext, SessionResolver } from './auth.ts'
-import { installErrorHandling } from './error-handler.ts'
+import { installErrorHandling, sendError } from './error-handler.ts'
 import type { RouteDoc, RouteMethod } from './route.ts'
 import { ROUTE_PLUGINS } from './routes/index.ts'
 
@@ -71,6 +71,9 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
     requestTimeout: HTTP_REQUEST_TIMEOUT_MS,
     requestIdHeader: false,
     routerOptions: { ignoreTrailingSlash: true, maxParamLength: HTTP_PARAM_LENGTH_MAX },
+    frameworkErrors: (err, request, reply) => {
+      sendError(err, request, reply)
+    },
   })
 
   const context: ApiContext = {

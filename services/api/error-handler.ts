@@ -69,13 +69,16 @@ function clientMessage(err: Error): string {
   return message.length > 300 ? message.slice(0, 300) : message
 }
 
+/** Answers an error in the envelope; also fastify's `frameworkErrors` (bad URLs, before routing). */
+export function sendError(err: unknown, request: FastifyRequest, reply: FastifyReply): FastifyReply {
+  const answer = toErrorAnswer(err)
+  if (answer.status >= 500) request.log.error({ err }, 'request failed')
+  else request.log.debug({ code: answer.body.error.code, status: answer.status }, 'request refused')
+  return reply.code(answer.status).type('application/json; charset=utf-8').send(answer.body)
+}
+
 export function installErrorHandling(app: FastifyInstance): void {
-  app.setErrorHandler(async (err: unknown, request: FastifyRequest, reply: FastifyReply) => {
-    const answer = toErrorAnswer(err)
-    if (answer.status >= 500) request.log.error({ err }, 'request failed')
-    else request.log.debug({ code: answer.body.error.code, status: answer.status }, 'request refused')
-    return reply.code(answer.status).type('application/json; charset=utf-8').send(answer.body)
-  })
+  app.setErrorHandler(async (err: unknown, request: FastifyRequest, reply: FastifyReply) => sendError(err, request, reply))
   app.setNotFoundHandler(async (request: FastifyRequest, reply: FastifyReply) => {
     const path = request.url.split('?')[0]!.slice(0, 200)
     return reply

@@ -88,3 +88,22 @@ export function errorOf(res: LightMyRequestResponse): { code: string; message: s
   }
   return { code: body.error.code, message: body.error.message }
 }
+
+/** A utility, a meter and two households, provisioned through the API itself. */
+export interface TestWorld {
+  utility: { id: string; apiKey: string }
+  meterId: string
+  meterSecret: string
+  households: { id: string; apiKey: string }[]
+}
+
+export async function provision(api: TestApi, households = 2): Promise<TestWorld> {
+  const utility = (await api.asOperator('POST', '/admin/parties', { kind: 'utility', name: 'Enedis' })).json()
+  const meter = (await api.asOperator('POST', '/admin/meters', { operatorId: utility.id, commodity: 'electricity', intervalMinutes: 60, id: 'LINKY-1' })).json()
+  const list: { id: string; apiKey: string }[] = []
+  for (let i = 0; i < households; i++) {
+    const res = await api.asOperator('POST', '/admin/households', { name: `H${i}`, email: `h${i}@example.org`, password: 'password-of-h' + i })
+    list.push(res.json())
+  }
+  return { utility, meterId: meter.id, meterSecret: meter.secret, households: list }
+}

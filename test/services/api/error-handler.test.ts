@@ -1,0 +1,138 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { buildApi } from '../../../services/api/app.ts'
+import { toErrorAnswer } from '../../../services/api/error-handler.ts'
+import { envToConfig } from '../../../shared/config.ts'
+import { openDatabase, type DatabaseHandle } from '../../../shared/db/database.ts'
+import { ConflictError, ERROR_CODES, NotFoundError } from '../../../shared/errors.ts'
+import { configureLogging } from '../../../shared/logger.ts'
+import { createMetrics } from '../../../shared/metrics.ts'
+import { describeDatabases } from '../../support/database.ts'
+import { ADMIN_TOKEN, OPERATOR, errorOf, useApi } from './api-harness.ts'
+
+describeDatabases('the error envelope', (t) => {
+  const api = useApi(t, { config: { http: { bodyBytesMax: 1024 } } })
+
+  it('answers malformed JSON with 400 INVALID_INPUT naming the body', async () => {
+    for (const payload of ['{"kind": "utility",', '{bad json}', 'null x']) {
+      const res = await api.inject({ method: 'POST', url: '/admin/parties', headers: { ...OPERATOR, 'content-type': 'application/json' }, payload })
+      expect(res.statusCode).toBe(400)
+      expect(res.headers['content-type']).toMatch(/^application\/json/)
+      expect(errorOf(res)).toEqual({ code: 'INVALID_INPUT', message: 'body: not valid JSON' })
+    }
+  })
+
+  it('refuses a prototype-poisoning body as invalid JSON', async () => {
+    const payload = '{"kind":"utility","name":"X","__proto__":{"admin":true}}'
+    const res = await api.inject({ method: 'POST', url: '/admin/parties', headers: { ...OPERATOR, 'content-type': 'application/json' }, payload })
+    expect(res.statusCode).toBe(400)
+    expect(errorOf(res).code).toBe('INVALID_INPUT')
+    expect(await t.db.selectFrom('parties').select('id').execute()).toEqual([])
+  })
+
+  it('answers an empty JSON body with 400', async () => {
+    const res = await api.inject({ method: 'POST', url: '/admin/parties', headers: { ...OPERATOR, 'content-type': 'application/json' }, payload: '' })
+    expect(res.statusCode).toBe(400)
+    expect(errorOf(res).code).toBe('INVALID_INPUT')
+  })
+
+  it('answers a body over bodyBytesMax with 413 in the same envelope, storing nothing', async () => {
+    const payload = JSON.stringify({ kind: 'utility', name: 'x'.repeat(2000) })
+    const res = await api.inject({ method: 'POST', url: '/admin/parties', headers: { ...OPERATOR, 'content-type': 'application/json' }, payload })
+    expect(res.statusCode).toBe(413)
+    expect(errorOf(res)).toEqual({ code: 'PAYLOAD_TOO_LARGE', message: 'body: too large' })
+    expect(await t.db.selectFrom('parties').select('id').execute()).toEqual([])
+  })
+
+  it('answers a body that is not JSON with 415', async () => {
+    for (const type of ['text/plain', 'application/x-www-form-urlencoded', 'application/xml']) {
+      const res = await api.inject({ method: 'POST', url: '/admin/parties', headers: { ...OPERATOR, 'content-type': type }, payload: 'kind=utility&name=X' })
+      expect(res.statusCode, type).toBe(415)
+      expect(errorOf(res)).toEqual({ code: 'UNSUPPORTED_MEDIA_TYPE', message: 'content-type: expected application/json' })
+    }
+  })
+
+  it('answers unknown routes and unknown methods with 404 NOT_FOUND', async () => {
+    for (const [method, url] of [
+      ['GET', '/nope'],
+      ['GET', '/admin'],
+      ['DELETE', '/admin/parties'],
+      ['POST', '/healthz'],
+      ['GET', '/admin/parties/x/y?z=1'],
+    ] as const) {
+      const res = await api.inject({ method, url, headers: OPERATOR })
+      expect(res.statusCode, `${method} ${url}`).toBe(404)
+      expect(errorOf(res).code).toBe('NOT_FOUND')
+      expect(errorOf(res).message).toBe(`no route ${method} ${url.split('?')[0]}`)
+    }
+  })
+
+  it('answers a bad URL with 400 in the envelope', async () => {
+    const res = await api.inject({ method: 'GET', url: '/admin/%E0%A4%A', headers: OPERATOR })
+    expect(res.statusCode).toBe(400)
+    expect(errorOf(res)).toEqual({ code: 'INVALID_INPUT', message: 'url: not a valid URL' })
+  })
+})
+
+describe('internal failures', () => {
+  let handle: DatabaseHandle
+  const lines: string[] = []
+  let app: Awaited<ReturnType<typeof buildApi>>
+
+  beforeAll(async () => {
+    // A database that was closed under the API: every query fails, as on a lost server.
+    handle = await openDatabase({ databaseUrl: null, pgliteDir: null, pgliteFsync: false, poolSize: 1 })
+    await handle.close()
+    configureLogging({ level: 'info', target: { write: (line: string) => lines.push(line) } })
+    app = await buildApi({
+      config: envToConfig({ adminToken: ADMIN_TOKEN }),
+      db: handle,
+      metrics: createMetrics({ defaultMetrics: false }),
+      health: async () => ({ broker: true, database: false }),
+    })
+  })
+
+  afterAll(async () => {
+    await app.close()
+    configureLogging({ level: 'silent', target: process.stdout })
+  })
+
+  it('answers 500 INTERNAL with a constant message, logs the error, and never shows a stack', async () => {
+    const res = await app.inject({ method: 'POST', url: '/admin/parties', headers: OPERATOR, payload: { kind: 'utility', name: 'X' } })
+    expect(res.statusCode).toBe(500)
+    expect(errorOf(res)).toEqual({ code: 'INTERNAL', message: 'internal error' })
+    expect(res.body).not.toMatch(/at .*\.ts|stack|Error:/)
+    const logged = lines.map((l) => JSON.parse(l) as { msg: string; component: string; err?: { stack?: string } })
+    const failure = logged.find((l) => l.msg === 'request failed')
+    expect(failure?.component).toBe('api')
+    expect(failure?.err?.stack).toBeTypeOf('string')
+  })
+
+  it('keeps the operator token and API keys out of the log', async () => {
+    lines.length = 0
+    await app.inject({ method: 'GET', url: '/admin/parties', headers: { ...OPERATOR, cookie: 'metershare_session=s3cr3t-session' } })
+    await app.inject({ method: 'GET', url: '/admin/parties', headers: { authorization: 'Bearer pty_x.some-api-key-secret' } })
+    const served = lines.map((l) => JSON.parse(l) as { msg: string; route?: string; status?: number })
+    expect(served.filter((l) => l.msg === 'request served').map((l) => l.route)).toEqual(['/admin/parties', '/admin/parties'])
+    const text = lines.join('\n')
+    expect(text).not.toContain(ADMIN_TOKEN)
+    expect(text).not.toContain('some-api-key-secret')
+    expect(text).not.toContain('s3cr3t-session')
+  })
+})
+
+describe('toErrorAnswer', () => {
+  it('keeps the code and status of our own errors', () => {
+    expect(toErrorAnswer(new ConflictError('meterId: overlaps', ERROR_CODES.OCCUPANCY_OVERLAP))).toEqual({
+      status: 409,
+      body: { error: { code: 'OCCUPANCY_OVERLAP', message: 'meterId: overlaps' } },
+    })
+    expect(toErrorAnswer(new NotFoundError('meter m not found')).status).toBe(404)
+  })
+
+  it('hides the text of anything unexpected', () => {
+    const answer = toErrorAnswer(new TypeError('cannot read x of undefined at /srv/secret/path.ts:12'))
+    expect(answer).toEqual({ status: 500, body: { error: { code: 'INTERNAL', message: 'internal error' } } })
+    expect(toErrorAnswer('a string').status).toBe(500)
+    expect(toErrorAnswer(null).status).toBe(500)
+  })
+})
