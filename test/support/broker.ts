@@ -87,8 +87,14 @@ export async function subscribeCollect(client: MqttClient, filter: string): Prom
     }
     messages.push({ topic, payload: body })
   })
+  // MQTT.js turns a SUBACK failure (0x80) into an error carrying the SUBACK packet.
   const granted = await new Promise<number>((resolve, reject) =>
-    client.subscribe(filter, { qos: 1 }, (err, grants) => (err ? reject(err) : resolve(grants![0]!.qos))),
+    client.subscribe(filter, { qos: 1 }, (err, grants) => {
+      const suback = (err as { packet?: { granted?: number[] } } | null)?.packet?.granted
+      if (suback !== undefined) return resolve(suback[0]!)
+      if (err) return reject(err)
+      resolve(grants![0]!.qos)
+    }),
   )
   return { messages, granted }
 }

@@ -1,0 +1,105 @@
+import type { MqttClient } from 'mqtt'
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest'
+import { meterReadingsTopic, meterStatusTopic } from '../../shared/topics.ts'
+import { connectClient, connectMeter, endClient, startTestBroker, subscribeCollect, type TestBroker } from '../support/broker.ts'
+import { useTestDatabase } from '../support/database.ts'
+import { createTestHousehold, createTestMeter, createUtility, insertOccupancy, type TestMeter } from '../support/world.ts'
+
+const SUBACK_FAILURE = 128
+
+describe('who may connect, publish and subscribe', () => {
+  const t = useTestDatabase('pglite')
+  let tb: TestBroker
+  let meter: TestMeter
+  let other: TestMeter
+  let recipient: { id: string; apiKey: string }
+  let household: { id: string; apiKey: string }
+  const clients: MqttClient[] = []
+
+  beforeAll(async () => {
+    tb = await startTestBroker(t.handle, {
+      policy: {
+        releasedTo: () => null,
+        householdOwns: () => false,
+        householdMayFollow: (h, m) => h === household.id && m === meter.id,
+      },
+      overrides: { mqtt: { authFailuresPerAddressFree: 3, authDelayMsMax: 2_000 } },
+    })
+  })
+  afterAll(async () => {
+    await tb.close()
+  })
+  beforeEach(async () => {
+    const utility = await createUtility(t.db)
+    recipient = utility
+    meter = await createTestMeter(t.db, utility.id)
+    other = await createTestMeter(t.db, utility.id)
+    household = await createTestHousehold(t.db)
+    await insertOccupancy(t.db, meter.id, household.id, new Date('2026-01-01T00:00:00Z'))
+  })
+  afterEach(async () => {
+    for (const c of clients.splice(0)) await endClient(c)
+  })
+
+  async function grant(client: MqttClient, filter: string): Promise<number> {
+    clients.push(client)
+    return (await subscribeCollect(client, filter)).granted
+  }
+
+  it('lets a meter subscribe to its own status topic only', async () => {
+    const c = await connectMeter(tb.url, meter)
+    expect(await grant(c, meterStatusTopic(meter.id))).toBe(1)
+    expect(await grant(c, meterStatusTopic(other.id))).toBe(SUBACK_FAILURE)
+    expect(await grant(c, meterReadingsTopic(meter.id))).toBe(SUBACK_FAILURE)
+    expect(await grant(c, 'readings/+')).toBe(SUBACK_FAILURE)
+    expect(await grant(c, '#')).toBe(SUBACK_FAILURE)
+    expect(await grant(c, '$SYS/#')).toBe(SUBACK_FAILURE)
+  })
+
+  it('lets a recipient subscribe to egress topics and nothing else', async () => {
+    const c = await connectClient(tb.url, { clientId: 'recipient-app-1', username: recipient.id, password: recipient.apiKey })
+    for (const ok of ['readings/+', 'daily/+', `readings/${meter.id}`, `daily/${meter.id}`]) expect(await grant(c, ok)).toBe(1)
+    for (const no of ['#', 'readings/#', '+/+', 'meters/+/readings', meterReadingsTopic(meter.id), meterStatusTopic(meter.id), '$SYS/#', 'daily']) {
+      expect(await grant(c, no)).toBe(SUBACK_FAILURE)
+    }
+  })
+
+  it('lets a household follow the readings of a meter it occupies only', async () => {
+    const c = await connectClient(tb.url, { clientId: 'household-phone', username: household.id, password: household.apiKey })
+    expect(await grant(c, `readings/${meter.id}`)).toBe(1)
+    expect(await grant(c, `readings/${other.id}`)).toBe(SUBACK_FAILURE)
+    expect(await grant(c, 'readings/+')).toBe(SUBACK_FAILURE)
+    expect(await grant(c, `daily/${other.id}`)).toBe(SUBACK_FAILURE)
+  })
+
+  it.each(['recipient', 'household'] as const)('disconnects a %s that publishes anything', async (who) => {
+    const creds = who === 'recipient' ? recipient : household
+    const c = await connectClient(tb.url, { clientId: `${who}-publisher`, username: creds.id, password: creds.apiKey })
+    clients.push(c)
+    const closed = new Promise<void>((r) => c.once('close', () => r()))
+    c.publish(meterReadingsTopic(meter.id), '{"ts":"2026-10-01T00:00:00Z","values":{"1-0:1.8.0":1}}', { qos: 1 })
+    await closed
+    expect(await t.db.selectFrom('readings').select('meter_id').execute()).toEqual([])
+  })
+
+  it('refuses a recipient that takes a meter’s client id', async () => {
+    await expect(connectClient(tb.url, { clientId: meter.id, username: recipient.id, password: recipient.apiKey })).rejects.toMatchObject({ code: 2 })
+  })
+
+  it('refuses anonymous connections', async () => {
+    await expect(connectClient(tb.url, { clientId: 'anonymous' })).rejects.toMatchObject({ code: 4 })
+  })
+
+  it('slows down repeated failures from one address', async () => {
+    const attempt = async (): Promise<number> => {
+      const started = Date.now()
+      await expect(connectMeter(tb.url, { id: meter.id, secret: 'guess' })).rejects.toMatchObject({ code: 4 })
+      return Date.now() - started
+    }
+    for (let i = 0; i < 3; i++) await attempt()
+    // The 4th failure waits 100 ms, the 5th 200 ms, the 6th 400 ms before the CONNACK.
+    await attempt()
+    await attempt()
+    expect(await attempt()).toBeGreaterThanOrEqual(400)
+  })
+})

@@ -1,0 +1,79 @@
+import type { MqttClient } from 'mqtt'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { meterReadingsTopic } from '../../shared/topics.ts'
+import { connectMeter, endClient, publishAcked, startTestBroker, type TestBroker } from '../support/broker.ts'
+import { useTestDatabase } from '../support/database.ts'
+import { hasCommand, run, skipReason } from '../support/tools.ts'
+import { createTestHousehold, createTestMeter, createUtility, insertOccupancy, readingsOf, type TestMeter } from '../support/world.ts'
+import { createServer } from 'node:http'
+import type { AddressInfo } from 'node:net'
+
+const T0 = Date.parse('2026-10-01T00:00:00Z')
+
+describe('independent clients and transports', () => {
+  const t = useTestDatabase('pglite')
+  let tb: TestBroker
+  let meter: TestMeter
+  let householdId: string
+
+  beforeAll(async () => {
+    tb = await startTestBroker(t.handle)
+  })
+  afterAll(async () => {
+    await tb.close()
+  })
+
+  async function provision(): Promise<void> {
+    const utility = await createUtility(t.db)
+    meter = await createTestMeter(t.db, utility.id)
+    householdId = (await createTestHousehold(t.db)).id
+    await insertOccupancy(t.db, meter.id, householdId, new Date(T0))
+  }
+
+  describe.skipIf(!hasCommand('mosquitto_pub'))(`mosquitto_pub as a meter${skipReason('mosquitto_pub', 'mosquitto-clients')}`, () => {
+    it('publishes a reading that is stored and attributed', async () => {
+      await provision()
+      const payload = JSON.stringify({ ts: '2026-10-01T02:30:00+02:00', values: { '1-0:1.8.0': 4242 } })
+      const r = await run('mosquitto_pub', [
+        '-h', '127.0.0.1', '-p', String(tb.port), '-V', 'mqttv311',
+        '-i', meter.id, '-u', meter.id, '-P', meter.secret,
+        '-t', meterReadingsTopic(meter.id), '-q', '1', '-m', payload,
+      ])
+      expect(r.stderr).toBe('')
+      expect(r.code).toBe(0)
+      const rows = await readingsOf(t.db, meter.id)
+      expect(rows).toHaveLength(1)
+      expect(rows[0]).toMatchObject({ ts: new Date('2026-10-01T00:30:00Z'), household_id: householdId, values: { '1-0:1.8.0': 4242 } })
+    })
+
+    it('is refused with CONNACK 4 on a wrong secret', async () => {
+      await provision()
+      const r = await run('mosquitto_pub', [
+        '-h', '127.0.0.1', '-p', String(tb.port), '-V', 'mqttv311',
+        '-i', meter.id, '-u', meter.id, '-P', 'not-the-secret',
+        '-t', meterReadingsTopic(meter.id), '-q', '1', '-m', '{}',
+      ])
+      expect(r.code).not.toBe(0)
+      expect(r.stderr.toLowerCase()).toContain('bad user name or password')
+      expect(await readingsOf(t.db, meter.id)).toHaveLength(0)
+    })
+  })
+
+  it('accepts meters over WebSocket at /mqtt of the HTTP port', async () => {
+    await provision()
+    const server = createServer((_req, res) => res.writeHead(404).end())
+    tb.broker.attachWebSocket(server)
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()))
+    const port = (server.address() as AddressInfo).port
+    let client: MqttClient | undefined
+    try {
+      client = await connectMeter(`ws://127.0.0.1:${port}/mqtt`, meter)
+      await publishAcked(client, meterReadingsTopic(meter.id), JSON.stringify({ ts: '2026-10-01T00:15:00Z', values: { '1-0:1.8.0': 1 } }))
+      expect(await readingsOf(t.db, meter.id)).toHaveLength(1)
+    } finally {
+      if (client !== undefined) await endClient(client)
+      server.closeAllConnections()
+      await new Promise((r) => server.close(r))
+    }
+  })
+})
