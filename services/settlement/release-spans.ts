@@ -1,0 +1,169 @@
+import { addDays, daysOfMonth, startOfDayMs } from '../../shared/calendar.ts'
+import { consentReleases, datumOwner, type ConsentFact, type OccupancyFact, type RuleDatum } from '../consent/release-rule.ts'
+
+/**
+ * Which datums of a month a consent released, as spans that the database can count from
+ * the daily rollups. Pure: no I/O; the run's instant is passed in.
+ *
+ * Settlement charges a datum when the release rule (services/consent/release-rule.ts)
+ * released it to the consent's recipient at the first moment it could be delivered: when it
+ * was complete (a load-curve reading at its timestamp, a daily datum at the end of its day,
+ * a monthly one at the end of its month) or, for history before the consent began, at the
+ * consent's valid_from; and that moment is not after the run. So a datum stamped after the
+ * consent ended (revoked, expired, or its meter ended by a move-out) is not charged, while
+ * the history its data window reached back to is, once. The rule is evaluated here, never
+ * re-implemented: on each stretch of time where none of its inputs changes (load curve), or
+ * once per day or month.
+ */
+
+export type SpanKind = 'load_curve' | 'daily' | 'monthly'
+
+/**
+ * A stretch of one meter's data of one household released by one consent. Datums of
+ * `kind` count when their group's local day lies in [firstDay, lastDay] and, for the load
+ * curve, when their timestamp lies in [fromMs, untilMs). Daily: one datum per
+ * (meter, household, day) having data; monthly: one per (meter, household, month).
+ */
+export interface CountSpan {
+  kind: SpanKind
+  consentId: string
+  meterId: string
+  householdId: string
+  firstDay: string
+  lastDay: string
+  fromMs: number
+  untilMs: number
+}
+
+/** A month's local days and where each starts, computed once per run. */
+export interface MonthCalendar {
+  month: string
+  days: readonly string[]
+  /** Start of each day, then the end of the month (days.length + 1 instants). */
+  dayStartsMs: readonly number[]
+}
+
+export function monthCalendar(month: string, timeZone: string): MonthCalendar {
+  const days = daysOfMonth(month)
+  const dayStartsMs = days.map((d) => startOfDayMs(d, timeZone))
+  dayStartsMs.push(startOfDayMs(addDays(days[days.length - 1]!, 1), timeZone))
+  return { month, days, dayStartsMs }
+}
+
+/** The day of the month an instant inside it falls in. */
+function dayAt(calendar: MonthCalendar, ms: number): string {
+  let lo = 0
+  let hi = calendar.days.length - 1
+  while (lo < hi) {
+    const mid = (lo + hi + 1) >> 1
+    if (calendar.dayStartsMs[mid]! <= ms) lo = mid
+    else hi = mid - 1
+  }
+  return calendar.days[lo]!
+}
+
+/** The moment a datum could first be delivered under a consent (see the file comment). */
+function releaseMomentMs(consent: ConsentFact, completeMs: number): number {
+  return Math.max(completeMs, consent.validFromMs)
+}
+
+function released(consent: ConsentFact, datum: RuleDatum, completeMs: number, occupancies: readonly OccupancyFact[], nowMs: number): boolean {
+  const at = releaseMomentMs(consent, completeMs)
+  if (at > nowMs) return false
+  const owner = datumOwner(datum, occupancies)
+  return owner === consent.householdId && consentReleases(consent, datum, owner, occupancies, at)
+}
+
+/**
+ * Spans of the consent's own granularity (the offer prices that granularity) in `month`,
+ * for every meter it names. `occupanciesByMeter` holds all occupancies of those meters.
+ */
+export function settlementSpans(
+  consent: ConsentFact,
+  calendar: MonthCalendar,
+  occupanciesByMeter: ReadonlyMap<string, readonly OccupancyFact[]>,
+  nowMs: number,
+): CountSpan[] {
+  const { days, dayStartsMs } = calendar
+  const monthStartMs = dayStartsMs[0]!
+  const monthEndMs = dayStartsMs[days.length]!
+  const spans: CountSpan[] = []
+  for (const meterId of consent.meterIds) {
+    const occupancies = occupanciesByMeter.get(meterId) ?? []
+    const base = { consentId: consent.id, meterId, householdId: consent.householdId }
+    switch (consent.granularity) {
+      case 'load_curve':
+        for (const [fromMs, untilMs] of loadCurveStretches(consent, meterId, occupancies, monthStartMs, monthEndMs, nowMs)) {
+          spans.push({ ...base, kind: 'load_curve', firstDay: dayAt(calendar, fromMs), lastDay: dayAt(calendar, untilMs - 1), fromMs, untilMs })
+        }
+        break
+      case 'daily':
+        for (const [first, last] of releasedDays(consent, meterId, occupancies, calendar, nowMs)) {
+          spans.push({ ...base, kind: 'daily', firstDay: days[first]!, lastDay: days[last]!, fromMs: dayStartsMs[first]!, untilMs: dayStartsMs[last + 1]! })
+        }
+        break
+      case 'monthly': {
+        const datum: RuleDatum = { meterId, granularity: 'monthly', atMs: monthStartMs, householdId: consent.householdId }
+        if (released(consent, datum, monthEndMs, occupancies, nowMs)) {
+          spans.push({ ...base, kind: 'monthly', firstDay: days[0]!, lastDay: days[days.length - 1]!, fromMs: monthStartMs, untilMs: monthEndMs })
+        }
+        break
+      }
+    }
+  }
+  return spans
+}
+
+/**
+ * Load-curve timestamps of the month released for one meter, as merged [from, until)
+ * stretches. Every input of the rule changes only at one of the instants collected below,
+ * so the answer is constant between two consecutive ones: the rule is asked once per stretch.
+ */
+function loadCurveStretches(
+  consent: ConsentFact,
+  meterId: string,
+  occupancies: readonly OccupancyFact[],
+  monthStartMs: number,
+  monthEndMs: number,
+  nowMs: number,
+): Array<[number, number]> {
+  const cuts = new Set<number>([monthStartMs, monthEndMs, consent.validFromMs, consent.validUntilMs, consent.dataFromMs, nowMs + 1])
+  if (consent.dataUntilMs !== null) cuts.add(consent.dataUntilMs)
+  if (consent.revokedAtMs !== null) cuts.add(consent.revokedAtMs)
+  for (const o of occupancies) {
+    cuts.add(o.fromMs)
+    if (o.untilMs !== null) cuts.add(o.untilMs)
+  }
+  const points = [...cuts].filter((t) => t >= monthStartMs && t <= monthEndMs).sort((a, b) => a - b)
+  const out: Array<[number, number]> = []
+  for (let i = 0; i + 1 < points.length; i++) {
+    const fromMs = points[i]!
+    const untilMs = points[i + 1]!
+    const datum: RuleDatum = { meterId, granularity: 'load_curve', atMs: fromMs, householdId: consent.householdId }
+    if (!released(consent, datum, fromMs, occupancies, nowMs)) continue
+    const last = out[out.length - 1]
+    if (last !== undefined && last[1] === fromMs) last[1] = untilMs
+    else out.push([fromMs, untilMs])
+  }
+  return out
+}
+
+/** Indexes of the days whose daily datum was released, as merged [first, last] ranges. */
+function releasedDays(
+  consent: ConsentFact,
+  meterId: string,
+  occupancies: readonly OccupancyFact[],
+  calendar: MonthCalendar,
+  nowMs: number,
+): Array<[number, number]> {
+  const out: Array<[number, number]> = []
+  let previousReleased = false
+  for (let i = 0; i < calendar.days.length; i++) {
+    const datum: RuleDatum = { meterId, granularity: 'daily', atMs: calendar.dayStartsMs[i]!, householdId: consent.householdId }
+    const isReleased = released(consent, datum, calendar.dayStartsMs[i + 1]!, occupancies, nowMs)
+    if (isReleased && previousReleased) out[out.length - 1]![1] = i
+    else if (isReleased) out.push([i, i])
+    previousReleased = isReleased
+  }
+  return out
+}

@@ -1,0 +1,210 @@
+import { createHash } from 'node:crypto'
+import { assert } from '../../shared/errors.ts'
+import { splitByWeights, type WeightedPart } from '../../shared/money.ts'
+import type { Granularity } from '../../shared/wire.ts'
+import { PLATFORM_ACCOUNT, householdAccount, partyAccount, receivableAccount } from './ledger-account.ts'
+
+/**
+ * The money of a settlement run, from counts to postings. Pure: no I/O, no clock.
+ *
+ * A line is one consent in one month: the datums it released, priced by its offer (an
+ * integer number of micro-euros per datum, so the gross needs no rounding), and split once
+ * with the largest-remainder method among the household, the operator of each meter, the
+ * platform and the offer's third parties. When the consent's meters have different
+ * operators, the operator's basis points are shared among them in proportion to the datums
+ * of their meters, inside the same single split (weights bps × datums), so the parts still
+ * sum to the gross and each is within one micro-euro of its exact share. Tie-break order:
+ * household, operators by party id, platform, third parties by party id.
+ */
+
+export interface OfferTerms {
+  id: string
+  priceMicrosPerDatum: bigint
+  householdBps: number
+  operatorBps: number
+  platformBps: number
+  /** Sorted by party id. */
+  thirdParties: readonly { partyId: string; bps: number }[]
+}
+
+export interface ConsentTerms {
+  id: string
+  householdId: string
+  recipientId: string
+  granularity: Granularity
+  /** null for a legal-basis consent: free, but its datums are still counted and listed. */
+  offer: OfferTerms | null
+}
+
+/** Datums a consent released from one meter in the month. */
+export interface MeterCount {
+  meterId: string
+  operatorId: string
+  data: bigint
+}
+
+export interface RoleTotals {
+  household: bigint
+  operators: bigint
+  platform: bigint
+  thirdParties: bigint
+}
+
+export interface PricedLine {
+  consentId: string
+  householdId: string
+  recipientId: string
+  offerId: string | null
+  granularity: Granularity
+  data: bigint
+  grossMicros: bigint
+  householdShareMicros: bigint
+  roles: RoleTotals
+  /**
+   * Signed amounts per ledger account, summing to zero: each share credited (positive), the
+   * recipient's receivable debited by the gross. Zero amounts are left out.
+   */
+  postings: Map<string, bigint>
+}
+
+const HOUSEHOLD_KEY = 'household'
+const PLATFORM_KEY = 'platform'
+const OPERATOR_PREFIX = 'operator:'
+const THIRD_PARTY_PREFIX = 'third_party:'
+
+function addTo(map: Map<string, bigint>, key: string, amount: bigint): void {
+  const sum = (map.get(key) ?? 0n) + amount
+  if (sum === 0n) map.delete(key)
+  else map.set(key, sum)
+}
+
+export function priceLine(consent: ConsentTerms, counts: readonly MeterCount[]): PricedLine {
+  let data = 0n
+  const byOperator = new Map<string, bigint>()
+  for (const c of counts) {
+    assert(c.data >= 0n, 'priceLine: negative count')
+    data += c.data
+    byOperator.set(c.operatorId, (byOperator.get(c.operatorId) ?? 0n) + c.data)
+  }
+  const offer = consent.offer
+  const gross = offer === null ? 0n : data * offer.priceMicrosPerDatum
+  const roles: RoleTotals = { household: 0n, operators: 0n, platform: 0n, thirdParties: 0n }
+  const postings = new Map<string, bigint>()
+  if (offer !== null && gross !== 0n) {
+    const parts: WeightedPart[] = [{ key: HOUSEHOLD_KEY, weight: BigInt(offer.householdBps) * data }]
+    for (const operatorId of [...byOperator.keys()].sort()) {
+      parts.push({ key: OPERATOR_PREFIX + operatorId, weight: BigInt(offer.operatorBps) * byOperator.get(operatorId)! })
+    }
+    parts.push({ key: PLATFORM_KEY, weight: BigInt(offer.platformBps) * data })
+    for (const tp of offer.thirdParties) parts.push({ key: THIRD_PARTY_PREFIX + tp.partyId, weight: BigInt(tp.bps) * data })
+    const split = splitByWeights(gross, parts)
+    for (const [key, amount] of split) {
+      if (key === HOUSEHOLD_KEY) {
+        roles.household += amount
+        addTo(postings, householdAccount(consent.householdId), amount)
+      } else if (key === PLATFORM_KEY) {
+        roles.platform += amount
+        addTo(postings, PLATFORM_ACCOUNT, amount)
+      } else if (key.startsWith(OPERATOR_PREFIX)) {
+        roles.operators += amount
+        addTo(postings, partyAccount(key.slice(OPERATOR_PREFIX.length)), amount)
+      } else {
+        roles.thirdParties += amount
+        addTo(postings, partyAccount(key.slice(THIRD_PARTY_PREFIX.length)), amount)
+      }
+    }
+    addTo(postings, receivableAccount(consent.recipientId), -gross)
+  }
+  return {
+    consentId: consent.id,
+    householdId: consent.householdId,
+    recipientId: consent.recipientId,
+    offerId: offer?.id ?? null,
+    granularity: consent.granularity,
+    data,
+    grossMicros: gross,
+    householdShareMicros: roles.household,
+    roles,
+    postings,
+  }
+}
+
+/** Per household, the amounts of all its lines per account (a journal's worth each). */
+export function postingsByHousehold(lines: readonly PricedLine[]): Map<string, Map<string, bigint>> {
+  const out = new Map<string, Map<string, bigint>>()
+  for (const line of lines) {
+    let accounts = out.get(line.householdId)
+    if (accounts === undefined) out.set(line.householdId, (accounts = new Map()))
+    for (const [account, amount] of line.postings) addTo(accounts, account, amount)
+  }
+  return out
+}
+
+/**
+ * What to post so that the ledger holds `target` for the month: per household, target minus
+ * what is already posted, account by account; households with nothing to change are left
+ * out. Each household's difference sums to zero because both sides do.
+ */
+export function postingDifferences(
+  target: ReadonlyMap<string, ReadonlyMap<string, bigint>>,
+  posted: ReadonlyMap<string, ReadonlyMap<string, bigint>>,
+): Map<string, Map<string, bigint>> {
+  const out = new Map<string, Map<string, bigint>>()
+  const households = new Set([...target.keys(), ...posted.keys()])
+  for (const householdId of [...households].sort()) {
+    const diff = new Map<string, bigint>()
+    const t = target.get(householdId)
+    const p = posted.get(householdId)
+    for (const [account, amount] of t ?? []) addTo(diff, account, amount)
+    for (const [account, amount] of p ?? []) addTo(diff, account, -amount)
+    if (diff.size === 0) continue
+    let sum = 0n
+    for (const v of diff.values()) sum += v
+    assert(sum === 0n, `postingDifferences: household ${householdId} does not balance`)
+    out.set(householdId, diff)
+  }
+  return out
+}
+
+export interface LineState {
+  data: bigint
+  grossMicros: bigint
+  householdShareMicros: bigint
+}
+
+export function sameLine(a: LineState | undefined, b: LineState): boolean {
+  return a !== undefined && a.data === b.data && a.grossMicros === b.grossMicros && a.householdShareMicros === b.householdShareMicros
+}
+
+/**
+ * Fingerprint of everything a month's money depends on: each consent's terms and offer,
+ * and the datums it released per meter with that meter's operator. Equal hashes, equal
+ * lines and postings: a re-run with the same hash has nothing to post.
+ */
+export function settlementInputHash(month: string, consents: readonly ConsentTerms[], counts: ReadonlyMap<string, readonly MeterCount[]>): string {
+  const h = createHash('sha256')
+  h.update(`metershare-settlement-v1\n${month}\n`)
+  for (const c of [...consents].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))) {
+    const o = c.offer
+    const meters = [...(counts.get(c.id) ?? [])].filter((m) => m.data > 0n).sort((a, b) => (a.meterId < b.meterId ? -1 : 1))
+    if (meters.length === 0) continue
+    h.update(
+      [
+        c.id,
+        c.householdId,
+        c.recipientId,
+        c.granularity,
+        o === null
+          ? '-'
+          : [o.id, o.priceMicrosPerDatum, o.householdBps, o.operatorBps, o.platformBps, ...o.thirdParties.map((t) => `${t.partyId}=${t.bps}`)].join(','),
+        ...meters.map((m) => `${m.meterId}@${m.operatorId}=${m.data}`),
+      ].join('|') + '\n',
+    )
+  }
+  return h.digest('hex')
+}
+
+/** The payout due on a balance: all of it once it reaches the minimum, else nothing (carried forward). */
+export function payoutDue(balanceMicros: bigint, payoutMinMicros: bigint): bigint {
+  return balanceMicros > 0n && balanceMicros >= payoutMinMicros ? balanceMicros : 0n
+}

@@ -1,0 +1,356 @@
+import { sql, type Kysely, type Selectable, type Transaction } from 'kysely'
+import type { Database } from '../../shared/db/schema.ts'
+import type { ConsentKind } from '../../shared/db/tables/consents.ts'
+import type { JournalKind } from '../../shared/db/tables/ledger-journals.ts'
+import type { SettlementRunsTable } from '../../shared/db/tables/settlement-runs.ts'
+import type { Granularity } from '../../shared/wire.ts'
+import type { ConsentFact, OccupancyFact } from '../consent/release-rule.ts'
+import { parseAccount } from './ledger-account.ts'
+import type { CountSpan } from './release-spans.ts'
+import type { LineState } from './settlement-calculation.ts'
+
+/**
+ * SQL of settlement runs and the ledger. Rows travel as one JSON document per statement
+ * (jsonb_to_recordset: one parameter on PostgreSQL and PGlite alike), money as strings of
+ * integers so that no amount passes through a JavaScript number.
+ */
+
+type Db = Kysely<Database> | Transaction<Database>
+
+/** Rows per statement when posting; keeps each JSON document to a few megabytes. */
+export const POSTING_ROWS_PER_STATEMENT_MAX = 20_000
+
+// One advisory lock for all settlement runs and payouts, on PostgreSQL and PGlite alike.
+const LOCK_CLASS = 0x6d73_6574 // 'mset'
+const LOCK_OBJECT = 1
+
+export async function acquireSettlementLock(conn: Kysely<Database>, waitMsMax: number): Promise<void> {
+  await sql`SELECT set_config('lock_timeout', ${String(waitMsMax)}, false)`.execute(conn)
+  try {
+    await sql`SELECT pg_advisory_lock(${LOCK_CLASS}::int, ${LOCK_OBJECT}::int)`.execute(conn)
+  } finally {
+    await sql`RESET lock_timeout`.execute(conn)
+  }
+}
+
+export async function releaseSettlementLock(conn: Kysely<Database>): Promise<void> {
+  await sql`SELECT pg_advisory_unlock(${LOCK_CLASS}::int, ${LOCK_OBJECT}::int)`.execute(conn)
+}
+
+/** The database's clock at the start of the transaction (the clock `readings.ingested_at` uses). */
+export async function transactionStart(trx: Db): Promise<Date> {
+  const { rows } = await sql<{ now: Date }>`SELECT now() AS now`.execute(trx)
+  return rows[0]!.now
+}
+
+export interface MonthWindow {
+  start: Date
+  end: Date
+  /** The run's instant: consents that start later release nothing yet. */
+  now: Date
+}
+
+/** Consents that may have released data of the month (a superset: the rule decides). */
+function monthConsentsWhere(w: MonthWindow) {
+  return sql`c.data_from < ${w.end} AND (c.data_until IS NULL OR c.data_until > ${w.start}) AND c.valid_from <= ${w.now}`
+}
+
+export interface ConsentRow {
+  id: string
+  household_id: string
+  recipient_id: string
+  kind: ConsentKind
+  granularity: Granularity
+  offer_id: string | null
+  valid_from: Date
+  valid_until: Date
+  data_from: Date
+  data_until: Date | null
+  revoked_at: Date | null
+  meter_ids: string[] | null
+}
+
+/** The consents of the month with the facts the release rule needs (their meters included). */
+export async function findMonthConsents(trx: Db, w: MonthWindow): Promise<ConsentRow[]> {
+  const { rows } = await sql<ConsentRow>`
+    SELECT c.id, c.household_id, c.recipient_id, c.kind, c.granularity, c.offer_id,
+      c.valid_from, c.valid_until, c.data_from, c.data_until, c.revoked_at,
+      (SELECT array_agg(cm.meter_id ORDER BY cm.meter_id) FROM consent_meters cm WHERE cm.consent_id = c.id) AS meter_ids
+    FROM consents c WHERE ${monthConsentsWhere(w)} ORDER BY c.id`.execute(trx)
+  return rows
+}
+
+export function toConsentFact(r: ConsentRow): ConsentFact {
+  return {
+    id: r.id,
+    householdId: r.household_id,
+    recipientId: r.recipient_id,
+    granularity: r.granularity,
+    meterIds: r.meter_ids ?? [],
+    validFromMs: r.valid_from.getTime(),
+    validUntilMs: r.valid_until.getTime(),
+    dataFromMs: r.data_from.getTime(),
+    dataUntilMs: r.data_until === null ? null : r.data_until.getTime(),
+    revokedAtMs: r.revoked_at === null ? null : r.revoked_at.getTime(),
+  }
+}
+
+/** Every occupancy of the meters those consents name, by meter, in order of start. */
+export async function findMonthOccupancies(trx: Db, w: MonthWindow): Promise<Map<string, OccupancyFact[]>> {
+  const { rows } = await sql<{ meter_id: string; household_id: string; valid_from: Date; valid_until: Date | null }>`
+    SELECT o.meter_id, o.household_id, o.valid_from, o.valid_until FROM occupancies o
+    WHERE o.meter_id IN (SELECT cm.meter_id FROM consent_meters cm JOIN consents c ON c.id = cm.consent_id WHERE ${monthConsentsWhere(w)})
+    ORDER BY o.meter_id, o.valid_from`.execute(trx)
+  const byMeter = new Map<string, OccupancyFact[]>()
+  for (const r of rows) {
+    let list = byMeter.get(r.meter_id)
+    if (list === undefined) byMeter.set(r.meter_id, (list = []))
+    list.push({
+      meterId: r.meter_id,
+      householdId: r.household_id,
+      fromMs: r.valid_from.getTime(),
+      untilMs: r.valid_until === null ? null : r.valid_until.getTime(),
+    })
+  }
+  return byMeter
+}
+
+export interface OfferRow {
+  id: string
+  price_micros_per_datum: bigint
+  household_bps: number
+  operator_bps: number
+  platform_bps: number
+  third_parties: Array<{ p: string; b: number }>
+}
+
+export async function findMonthOffers(trx: Db, w: MonthWindow): Promise<OfferRow[]> {
+  const { rows } = await sql<OfferRow>`
+    SELECT o.id, o.price_micros_per_datum, o.household_bps, o.operator_bps, o.platform_bps,
+      coalesce((SELECT jsonb_agg(jsonb_build_object('p', s.party_id, 'b', s.bps) ORDER BY s.party_id)
+                FROM offer_shares s WHERE s.offer_id = o.id), '[]'::jsonb) AS third_parties
+    FROM offers o
+    WHERE o.id IN (SELECT c.offer_id FROM consents c WHERE ${monthConsentsWhere(w)})
+    ORDER BY o.id`.execute(trx)
+  return rows
+}
+
+/** The operator of every meter those consents name. */
+export async function findMonthMeterOperators(trx: Db, w: MonthWindow): Promise<Map<string, string>> {
+  const { rows } = await sql<{ id: string; operator_id: string }>`
+    SELECT m.id, m.operator_id FROM meters m
+    WHERE m.id IN (SELECT cm.meter_id FROM consent_meters cm JOIN consents c ON c.id = cm.consent_id WHERE ${monthConsentsWhere(w)})`.execute(trx)
+  return new Map(rows.map((r) => [r.id, r.operator_id]))
+}
+
+/**
+ * Datums in each span, from the daily rollups. A load-curve span counts a group's
+ * readings_count when the group lies inside it; only a group cut by the span's edge (at
+ * most the first and last day of a span) is counted from its raw readings, by the
+ * (meter_id, ts) key. Answers span index → count, for spans with data.
+ */
+export async function countSpans(trx: Db, spans: readonly CountSpan[], offset: number): Promise<Map<number, bigint>> {
+  const counts = new Map<number, bigint>()
+  if (spans.length === 0) return counts
+  const doc = JSON.stringify(
+    spans.map((s, i) => ({
+      i: offset + i,
+      k: s.kind === 'load_curve' ? 'l' : s.kind === 'daily' ? 'd' : 'm',
+      m: s.meterId,
+      h: s.householdId,
+      d0: s.firstDay,
+      d1: s.lastDay,
+      f: new Date(s.fromMs).toISOString(),
+      u: new Date(s.untilMs).toISOString(),
+    })),
+  )
+  const { rows } = await sql<{ i: number; k: string; n: bigint }>`
+    SELECT s.i, s.k, sum(
+      CASE
+        WHEN s.k <> 'l' THEN 1
+        WHEN r.first_ts >= s.f AND r.last_ts < s.u THEN r.readings_count
+        WHEN r.last_ts < s.f OR r.first_ts >= s.u THEN 0
+        ELSE (SELECT count(*) FROM readings x
+              WHERE x.meter_id = s.m AND x.ts >= greatest(s.f, r.first_ts) AND x.ts <= r.last_ts AND x.ts < s.u
+                AND x.household_id = s.h)
+      END)::bigint AS n
+    FROM jsonb_to_recordset(${doc}::jsonb) AS s(i integer, k text, m text, h text, d0 date, d1 date, f timestamptz, u timestamptz)
+    JOIN daily_rollups r ON r.meter_id = s.m AND r.household_id = s.h AND r.day BETWEEN s.d0 AND s.d1
+    GROUP BY s.i, s.k`.execute(trx)
+  // A month has one monthly datum per (meter, household), however many days hold data.
+  for (const r of rows) if (r.n > 0n) counts.set(r.i, r.k === 'm' ? 1n : r.n)
+  return counts
+}
+
+export type RunRow = Selectable<SettlementRunsTable>
+
+export async function findLatestRun(db: Db, month: string): Promise<RunRow | undefined> {
+  return db.selectFrom('settlement_runs').selectAll().where('month', '=', month).orderBy('seq', 'desc').limit(1).executeTakeFirst()
+}
+
+export async function findClosingRun(db: Db, month: string): Promise<RunRow | undefined> {
+  return db.selectFrom('settlement_runs').selectAll().where('month', '=', month).where('seq', '=', 1).executeTakeFirst()
+}
+
+/** Months that have been closed (settled at least once). */
+export async function findClosedMonths(db: Db): Promise<Set<string>> {
+  const rows = await db.selectFrom('settlement_runs').select('month').where('seq', '=', 1).execute()
+  return new Set(rows.map((r) => r.month))
+}
+
+/** The first local day with data owned by a household, or null. */
+export async function findFirstDataDay(db: Db): Promise<string | null> {
+  const { rows } = await sql<{ day: string | null }>`SELECT min(day) AS day FROM daily_rollups WHERE household_id IS NOT NULL`.execute(db)
+  return rows[0]?.day ?? null
+}
+
+/** What the ledger holds for a month's data: per household, per account (settlement and adjustments). */
+export async function findPostedForMonth(trx: Db, month: string): Promise<Map<string, Map<string, bigint>>> {
+  const { rows } = await sql<{ household_id: string; account_id: string; amount: bigint }>`
+    SELECT j.household_id, e.account_id, sum(e.amount_micros)::bigint AS amount
+    FROM ledger_journals j JOIN ledger_entries e ON e.journal_id = j.id
+    WHERE j.for_month = ${month} AND j.kind IN ('settlement', 'adjustment')
+    GROUP BY j.household_id, e.account_id`.execute(trx)
+  const out = new Map<string, Map<string, bigint>>()
+  for (const r of rows) {
+    if (r.amount === 0n) continue
+    let accounts = out.get(r.household_id)
+    if (accounts === undefined) out.set(r.household_id, (accounts = new Map()))
+    accounts.set(r.account_id, r.amount)
+  }
+  return out
+}
+
+/** The latest state of each (month, consent) line. */
+export async function findLatestLines(trx: Db, month: string): Promise<Map<string, LineState>> {
+  const { rows } = await sql<{ consent_id: string; data_count: bigint; gross_micros: bigint; household_share_micros: bigint }>`
+    SELECT DISTINCT ON (l.consent_id) l.consent_id, l.data_count, l.gross_micros, l.household_share_micros
+    FROM settlement_lines l JOIN settlement_runs r ON r.id = l.run_id
+    WHERE l.month = ${month}
+    ORDER BY l.consent_id, r.seq DESC`.execute(trx)
+  return new Map(
+    rows.map((r) => [r.consent_id, { data: r.data_count, grossMicros: r.gross_micros, householdShareMicros: r.household_share_micros }]),
+  )
+}
+
+/** Balances of household accounts over journals posted up to a month, by household. */
+export async function findHouseholdBalances(trx: Db, upToPostingMonth: string): Promise<Map<string, bigint>> {
+  const { rows } = await sql<{ owner_id: string; balance: bigint }>`
+    SELECT a.owner_id, sum(e.amount_micros)::bigint AS balance
+    FROM ledger_entries e
+    JOIN ledger_accounts a ON a.id = e.account_id
+    JOIN ledger_journals j ON j.id = e.journal_id
+    WHERE a.kind = 'household' AND j.posting_month <= ${upToPostingMonth}
+    GROUP BY a.owner_id`.execute(trx)
+  return new Map(rows.map((r) => [r.owner_id, r.balance]))
+}
+
+export async function insertRun(trx: Db, row: Omit<RunRow, 'created_at'>): Promise<void> {
+  await trx.insertInto('settlement_runs').values(row).execute()
+}
+
+/** Creates the accounts that do not exist yet. */
+export async function ensureAccounts(trx: Db, accountIds: Iterable<string>): Promise<void> {
+  const all = [...new Set(accountIds)].map(parseAccount)
+  for (let i = 0; i < all.length; i += POSTING_ROWS_PER_STATEMENT_MAX) {
+    const doc = JSON.stringify(all.slice(i, i + POSTING_ROWS_PER_STATEMENT_MAX).map((a) => ({ id: a.id, k: a.kind, o: a.ownerId })))
+    await sql`INSERT INTO ledger_accounts (id, kind, owner_id)
+      SELECT x.id, x.k, x.o FROM jsonb_to_recordset(${doc}::jsonb) AS x(id text, k text, o text)
+      ON CONFLICT (id) DO NOTHING`.execute(trx)
+  }
+}
+
+export interface NewJournal {
+  id: string
+  kind: JournalKind
+  runId: string
+  postingMonth: string
+  forMonth: string
+  householdId: string
+  /** Account → signed amount; non-zero, summing to zero. */
+  entries: ReadonlyMap<string, bigint>
+}
+
+/** Inserts journals and their entries; the database checks each journal's balance at commit. */
+export async function insertJournals(trx: Db, journals: readonly NewJournal[], onRows?: (done: number) => void): Promise<void> {
+  for (let i = 0; i < journals.length; ) {
+    const batch: NewJournal[] = []
+    let rows = 0
+    while (i < journals.length && (batch.length === 0 || rows + journals[i]!.entries.size < POSTING_ROWS_PER_STATEMENT_MAX)) {
+      rows += journals[i]!.entries.size
+      batch.push(journals[i]!)
+      i++
+    }
+    const journalDoc = JSON.stringify(
+      batch.map((j) => ({ id: j.id, k: j.kind, r: j.runId, pm: j.postingMonth, fm: j.forMonth, h: j.householdId })),
+    )
+    await sql`INSERT INTO ledger_journals (id, kind, run_id, posting_month, for_month, household_id)
+      SELECT x.id, x.k, x.r, x.pm, x.fm, x.h
+      FROM jsonb_to_recordset(${journalDoc}::jsonb) AS x(id text, k text, r text, pm text, fm text, h text)`.execute(trx)
+    const entryDoc = JSON.stringify(batch.flatMap((j) => [...j.entries].map(([a, amount]) => ({ j: j.id, a, v: amount.toString() }))))
+    await sql`INSERT INTO ledger_entries (journal_id, account_id, amount_micros)
+      SELECT x.j, x.a, x.v::bigint FROM jsonb_to_recordset(${entryDoc}::jsonb) AS x(j text, a text, v text)`.execute(trx)
+    onRows?.(i)
+  }
+}
+
+export interface NewLine {
+  runId: string
+  month: string
+  consentId: string
+  householdId: string
+  recipientId: string
+  offerId: string | null
+  granularity: Granularity
+  state: LineState
+}
+
+export async function insertLines(trx: Db, lines: readonly NewLine[]): Promise<void> {
+  for (let i = 0; i < lines.length; i += POSTING_ROWS_PER_STATEMENT_MAX) {
+    const doc = JSON.stringify(
+      lines.slice(i, i + POSTING_ROWS_PER_STATEMENT_MAX).map((l) => ({
+        r: l.runId,
+        m: l.month,
+        c: l.consentId,
+        h: l.householdId,
+        p: l.recipientId,
+        o: l.offerId,
+        g: l.granularity,
+        n: l.state.data.toString(),
+        v: l.state.grossMicros.toString(),
+        s: l.state.householdShareMicros.toString(),
+      })),
+    )
+    await sql`INSERT INTO settlement_lines
+        (run_id, month, consent_id, household_id, recipient_id, offer_id, granularity, data_count, gross_micros, household_share_micros)
+      SELECT x.r, x.m, x.c, x.h, x.p, x.o, x.g, x.n::bigint, x.v::bigint, x.s::bigint
+      FROM jsonb_to_recordset(${doc}::jsonb) AS x(r text, m text, c text, h text, p text, o text, g text, n text, v text, s text)`.execute(trx)
+  }
+}
+
+export interface NewPayout {
+  id: string
+  householdId: string
+  month: string
+  amountMicros: bigint
+  journalId: string
+  runId: string
+}
+
+export async function insertPayouts(trx: Db, payouts: readonly NewPayout[]): Promise<void> {
+  for (let i = 0; i < payouts.length; i += POSTING_ROWS_PER_STATEMENT_MAX) {
+    const doc = JSON.stringify(
+      payouts.slice(i, i + POSTING_ROWS_PER_STATEMENT_MAX).map((p) => ({
+        id: p.id,
+        h: p.householdId,
+        m: p.month,
+        v: p.amountMicros.toString(),
+        j: p.journalId,
+        r: p.runId,
+      })),
+    )
+    await sql`INSERT INTO payouts (id, household_id, month, amount_micros, status, journal_id, run_id)
+      SELECT x.id, x.h, x.m, x.v::bigint, 'paid', x.j, x.r
+      FROM jsonb_to_recordset(${doc}::jsonb) AS x(id text, h text, m text, v text, j text, r text)`.execute(trx)
+  }
+}

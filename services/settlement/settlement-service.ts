@@ -1,0 +1,404 @@
+import type { Kysely, Transaction } from 'kysely'
+import { addMonths, isMonth, monthBounds, monthOf } from '../../shared/calendar.ts'
+import type { Config } from '../../shared/config.ts'
+import type { Database } from '../../shared/db/schema.ts'
+import { ConflictError, InvalidInputError, assert } from '../../shared/errors.ts'
+import { newId } from '../../shared/ids.ts'
+import { log } from '../../shared/logger.ts'
+import { PAYOUTS_ACCOUNT, householdAccount } from './ledger-account.ts'
+import { monthCalendar, settlementSpans, type CountSpan } from './release-spans.ts'
+import {
+  payoutDue,
+  postingDifferences,
+  postingsByHousehold,
+  priceLine,
+  sameLine,
+  settlementInputHash,
+  type ConsentTerms,
+  type MeterCount,
+  type OfferTerms,
+  type PricedLine,
+  type RoleTotals,
+} from './settlement-calculation.ts'
+import * as repo from './settlement-repository.ts'
+
+/**
+ * Monthly settlement runs. A run recomputes a whole month from durable data (consents,
+ * offers, occupancies, daily rollups) in one consistent snapshot, under one advisory lock
+ * shared by every settlement run (two processes settling at once take turns; the second
+ * finds the first's run and posts nothing new). Then:
+ *
+ * - the first run of a month closes it: its journals are booked in that month (`settlement`)
+ *   and it pays out every household whose balance reached the minimum;
+ * - a later run posts only the differences between the month as recomputed and what the
+ *   ledger already holds for it, booked in the current month as `adjustment` journals
+ *   labelled with the month they correct. A closed month's journals are never touched;
+ * - a run whose input hash equals the last run's posts and records nothing.
+ *
+ * Watermark: a run reads one snapshot, so it holds every datum committed before it began.
+ * `readings.ingested_at` is the start of the ingest transaction, which may commit a little
+ * later; the run's watermark is the snapshot's start minus `SETTLEMENT_WATERMARK_MARGIN_MS`
+ * (far longer than an ingest transaction lasts), so every datum ingested before the
+ * watermark is certainly in the run. Data in flight after it is either in this run or
+ * settled by the next one, which recomputes the month from scratch: nothing can be missed
+ * and nothing is counted twice.
+ */
+
+/** Longer than any ingest transaction stays open (they last milliseconds; retries are new transactions). */
+export const SETTLEMENT_WATERMARK_MARGIN_MS = 60_000
+/** How long a run waits for another one to finish before giving up. */
+export const SETTLEMENT_LOCK_WAIT_MS_MAX = 10 * 60_000
+/** Spans counted per statement (progress is reported between statements). */
+export const COUNT_SPANS_PER_STATEMENT_MAX = 5_000
+
+export type SettlementPhase = 'reading' | 'counting' | 'posting' | 'payouts' | 'done'
+
+export interface SettlementProgress {
+  phase: SettlementPhase
+  done: number
+  total: number
+}
+
+export interface SettlementContext {
+  /** Zone where months are cut (`config.timezone`). */
+  timezone: string
+  /** `config.settlement.payoutMinMicros`. */
+  payoutMinMicros: bigint
+  /** The run's instant: which months are over, which month adjustments are booked in. */
+  clock: () => Date
+  onProgress?: ((progress: SettlementProgress) => void) | undefined
+}
+
+export function settlementContext(
+  config: Pick<Readonly<Config>, 'timezone' | 'settlement'>,
+  clock: () => Date = () => new Date(),
+  onProgress?: (progress: SettlementProgress) => void,
+): SettlementContext {
+  return { timezone: config.timezone, payoutMinMicros: config.settlement.payoutMinMicros, clock, onProgress }
+}
+
+export type RunKind = 'closing' | 'adjustment' | 'unchanged'
+
+export interface RunSummary {
+  /** The run recorded (the last one of the month when nothing changed). */
+  runId: string
+  month: string
+  kind: RunKind
+  /** Run number within the month (1 = the closing run). */
+  seq: number
+  /** Month its journals are booked in. */
+  postingMonth: string
+  watermark: Date
+  inputHash: string
+  /** The month as now settled: lines (consents with data), datums, gross and its split by role. */
+  lines: number
+  dataCount: bigint
+  grossMicros: bigint
+  roles: RoleTotals
+  /** What this run posted: journals (settlement or adjustment, and payouts), and its net effect on households. */
+  journals: number
+  adjustmentJournals: number
+  householdsPostedMicros: bigint
+  payouts: number
+  payoutsMicros: bigint
+  durationMs: number
+}
+
+/** Settles a month that is over; idempotent. */
+export async function settleMonth(db: Kysely<Database>, month: string, ctx: SettlementContext): Promise<RunSummary> {
+  if (!isMonth(month)) throw new InvalidInputError('month: expected YYYY-MM', 'month')
+  const now = ctx.clock()
+  const { end } = monthBounds(month, ctx.timezone)
+  if (now.getTime() < end.getTime()) {
+    throw new InvalidInputError(`month: ${month} is not over yet (it ends at ${end.toISOString()})`, 'month')
+  }
+  const started = performance.now()
+  const summary = await withSettlementLock(db, (trx) => runMonth(trx, month, now, ctx))
+  summary.durationMs = Math.round(performance.now() - started)
+  ctx.onProgress?.({ phase: 'done', done: 1, total: 1 })
+  log.settlement.info(
+    { runId: summary.runId, month, kind: summary.kind, journals: summary.journals, payouts: summary.payouts, durationMs: summary.durationMs },
+    'settlement run finished',
+  )
+  return summary
+}
+
+export interface CompletedMonthsOptions {
+  /** Months already closed are re-checked for late data only this far back (most recent first). */
+  resettleMonthsMax?: number
+}
+
+export const RESETTLE_MONTHS_MAX_DEFAULT = 12
+
+/**
+ * Settles every month that is over at `now`, oldest first, from the first month with data:
+ * months never settled, and the most recent closed ones again (late data becomes adjustments).
+ */
+export async function settleCompletedMonths(
+  db: Kysely<Database>,
+  now: Date,
+  ctx: SettlementContext,
+  options: CompletedMonthsOptions = {},
+): Promise<RunSummary[]> {
+  const firstDay = await repo.findFirstDataDay(db)
+  if (firstDay === null) return []
+  const lastComplete = addMonths(monthOf(now, ctx.timezone), -1)
+  const closed = await repo.findClosedMonths(db)
+  const resettleFrom = addMonths(lastComplete, 1 - (options.resettleMonthsMax ?? RESETTLE_MONTHS_MAX_DEFAULT))
+  const fixed: SettlementContext = { ...ctx, clock: () => now }
+  const out: RunSummary[] = []
+  for (let m = firstDay.slice(0, 7); m <= lastComplete; m = addMonths(m, 1)) {
+    if (closed.has(m) && m < resettleFrom) continue
+    out.push(await settleMonth(db, m, fixed))
+  }
+  return out
+}
+
+/**
+ * Runs `fn` in a repeatable-read transaction while holding the settlement lock. The lock is
+ * taken on the connection before the transaction begins, so the snapshot is taken after the
+ * previous holder committed.
+ */
+async function withSettlementLock<T>(db: Kysely<Database>, fn: (trx: Transaction<Database>) => Promise<T>): Promise<T> {
+  assert(!db.isTransaction, 'settlement opens its own transaction')
+  return db.connection().execute(async (conn) => {
+    await repo.acquireSettlementLock(conn, SETTLEMENT_LOCK_WAIT_MS_MAX)
+    try {
+      return await conn.transaction().setIsolationLevel('repeatable read').execute(fn)
+    } finally {
+      try {
+        await repo.releaseSettlementLock(conn)
+      } catch (err) {
+        // The connection is gone, and the session lock with it.
+        log.settlement.warn({ err }, 'settlement lock release failed')
+      }
+    }
+  })
+}
+
+interface MonthInputs {
+  consents: ConsentTerms[]
+  counts: Map<string, MeterCount[]>
+}
+
+async function readMonthInputs(trx: Transaction<Database>, month: string, now: Date, ctx: SettlementContext): Promise<MonthInputs> {
+  const { start, end } = monthBounds(month, ctx.timezone)
+  const window = { start, end, now }
+  ctx.onProgress?.({ phase: 'reading', done: 0, total: 1 })
+  const consentRows = await repo.findMonthConsents(trx, window)
+  const offers = new Map<string, OfferTerms>(
+    (await repo.findMonthOffers(trx, window)).map((o) => [
+      o.id,
+      {
+        id: o.id,
+        priceMicrosPerDatum: o.price_micros_per_datum,
+        householdBps: o.household_bps,
+        operatorBps: o.operator_bps,
+        platformBps: o.platform_bps,
+        thirdParties: o.third_parties.map((t) => ({ partyId: t.p, bps: t.b })),
+      },
+    ]),
+  )
+  const operators = await repo.findMonthMeterOperators(trx, window)
+  const byMeter = await repo.findMonthOccupancies(trx, window)
+  ctx.onProgress?.({ phase: 'reading', done: 1, total: 1 })
+
+  const calendar = monthCalendar(month, ctx.timezone)
+  const nowMs = now.getTime()
+  const spans: CountSpan[] = []
+  for (const c of consentRows) spans.push(...settlementSpans(repo.toConsentFact(c), calendar, byMeter, nowMs))
+
+  const counts = new Map<string, MeterCount[]>()
+  for (let i = 0; i < spans.length; i += COUNT_SPANS_PER_STATEMENT_MAX) {
+    ctx.onProgress?.({ phase: 'counting', done: i, total: spans.length })
+    const batch = spans.slice(i, i + COUNT_SPANS_PER_STATEMENT_MAX)
+    const found = await repo.countSpans(trx, batch, i)
+    for (const [index, n] of found) {
+      const span = spans[index]!
+      let list = counts.get(span.consentId)
+      if (list === undefined) counts.set(span.consentId, (list = []))
+      const existing = list.find((m) => m.meterId === span.meterId)
+      if (existing !== undefined) existing.data += n
+      else list.push({ meterId: span.meterId, operatorId: operators.get(span.meterId)!, data: n })
+    }
+  }
+  ctx.onProgress?.({ phase: 'counting', done: spans.length, total: spans.length })
+
+  const consents: ConsentTerms[] = consentRows.map((c) => {
+    const offer = c.offer_id === null ? null : offers.get(c.offer_id)
+    assert(offer !== undefined, `offer ${c.offer_id} of consent ${c.id} loaded`)
+    return { id: c.id, householdId: c.household_id, recipientId: c.recipient_id, granularity: c.granularity, offer }
+  })
+  return { consents, counts }
+}
+
+function sumRoles(lines: readonly PricedLine[]): RoleTotals {
+  const r: RoleTotals = { household: 0n, operators: 0n, platform: 0n, thirdParties: 0n }
+  for (const l of lines) {
+    r.household += l.roles.household
+    r.operators += l.roles.operators
+    r.platform += l.roles.platform
+    r.thirdParties += l.roles.thirdParties
+  }
+  return r
+}
+
+async function runMonth(trx: Transaction<Database>, month: string, now: Date, ctx: SettlementContext): Promise<RunSummary> {
+  const snapshotAt = await repo.transactionStart(trx)
+  const watermark = new Date(snapshotAt.getTime() - SETTLEMENT_WATERMARK_MARGIN_MS)
+  const { consents, counts } = await readMonthInputs(trx, month, now, ctx)
+  const inputHash = settlementInputHash(month, consents, counts)
+
+  const lines: PricedLine[] = []
+  for (const c of consents) {
+    const meterCounts = counts.get(c.id)
+    if (meterCounts !== undefined) lines.push(priceLine(c, meterCounts))
+  }
+  const monthFigures = {
+    lines: lines.length,
+    dataCount: lines.reduce((s, l) => s + l.data, 0n),
+    grossMicros: lines.reduce((s, l) => s + l.grossMicros, 0n),
+    roles: sumRoles(lines),
+  }
+
+  const latest = await repo.findLatestRun(trx, month)
+  if (latest !== undefined && latest.input_hash === inputHash) {
+    return {
+      runId: latest.id,
+      month,
+      kind: 'unchanged',
+      seq: latest.seq,
+      postingMonth: latest.posting_month,
+      watermark,
+      inputHash,
+      ...monthFigures,
+      journals: 0,
+      adjustmentJournals: 0,
+      householdsPostedMicros: 0n,
+      payouts: 0,
+      payoutsMicros: 0n,
+      durationMs: 0,
+    }
+  }
+
+  const closing = latest === undefined
+  const seq = closing ? 1 : latest.seq + 1
+  const postingMonth = closing ? month : monthOf(now, ctx.timezone)
+  assert(postingMonth >= month, 'a month is settled once it is over')
+  if (!closing && (await repo.findClosingRun(trx, postingMonth)) !== undefined) {
+    throw new ConflictError(`month: adjustments would be booked in ${postingMonth}, which is already closed (is the clock right?)`)
+  }
+  const runId = newId('run')
+
+  // Journals: per household, the month as recomputed minus what the ledger holds for it.
+  const posted = await repo.findPostedForMonth(trx, month)
+  const differences = postingDifferences(postingsByHousehold(lines), posted)
+  const journals: repo.NewJournal[] = []
+  let householdsPostedMicros = 0n
+  for (const [householdId, entries] of differences) {
+    journals.push({
+      id: newId('journal'),
+      kind: closing ? 'settlement' : 'adjustment',
+      runId,
+      postingMonth,
+      forMonth: month,
+      householdId,
+      entries,
+    })
+    householdsPostedMicros += entries.get(householdAccount(householdId)) ?? 0n
+  }
+  const adjustmentJournals = closing ? 0 : journals.length
+
+  // Lines: the ones whose state changed, and zero lines for consents that released nothing any more.
+  const previous = await repo.findLatestLines(trx, month)
+  const newLines: repo.NewLine[] = []
+  const seen = new Set<string>()
+  for (const l of lines) {
+    seen.add(l.consentId)
+    const state = { data: l.data, grossMicros: l.grossMicros, householdShareMicros: l.householdShareMicros }
+    if (sameLine(previous.get(l.consentId), state)) continue
+    newLines.push({ runId, month, consentId: l.consentId, householdId: l.householdId, recipientId: l.recipientId, offerId: l.offerId, granularity: l.granularity, state })
+  }
+  const zero = { data: 0n, grossMicros: 0n, householdShareMicros: 0n }
+  const vanished = [...previous].filter(([consentId, state]) => !seen.has(consentId) && !sameLine(state, zero)).map(([id]) => id)
+  if (vanished.length > 0) {
+    const terms = await trx
+      .selectFrom('consents')
+      .select(['id', 'household_id', 'recipient_id', 'offer_id', 'granularity'])
+      .where('id', 'in', vanished)
+      .execute()
+    for (const c of terms) {
+      newLines.push({ runId, month, consentId: c.id, householdId: c.household_id, recipientId: c.recipient_id, offerId: c.offer_id, granularity: c.granularity, state: zero })
+    }
+  }
+
+  // Payouts, once per month, by the closing run: every household whose balance over
+  // everything booked up to this month (this run included) reaches the minimum.
+  const payouts: repo.NewPayout[] = []
+  if (closing) {
+    const balances = await repo.findHouseholdBalances(trx, month)
+    for (const [householdId, entries] of differences) {
+      const delta = entries.get(householdAccount(householdId)) ?? 0n
+      if (delta !== 0n) balances.set(householdId, (balances.get(householdId) ?? 0n) + delta)
+    }
+    for (const householdId of [...balances.keys()].sort()) {
+      const amount = payoutDue(balances.get(householdId)!, ctx.payoutMinMicros)
+      if (amount === 0n) continue
+      const journalId = newId('journal')
+      journals.push({
+        id: journalId,
+        kind: 'payout',
+        runId,
+        postingMonth: month,
+        forMonth: month,
+        householdId,
+        entries: new Map([
+          [householdAccount(householdId), -amount],
+          [PAYOUTS_ACCOUNT, amount],
+        ]),
+      })
+      payouts.push({ id: newId('payout'), householdId, month, amountMicros: amount, journalId, runId })
+    }
+  }
+
+  await repo.insertRun(trx, {
+    id: runId,
+    month,
+    seq,
+    posting_month: postingMonth,
+    watermark,
+    input_hash: inputHash,
+    lines: monthFigures.lines,
+    data_count: monthFigures.dataCount,
+    gross_micros: monthFigures.grossMicros,
+    journals: journals.length,
+    payouts: payouts.length,
+    started_at: now,
+  })
+  const accounts = new Set<string>()
+  for (const j of journals) for (const a of j.entries.keys()) accounts.add(a)
+  await repo.ensureAccounts(trx, accounts)
+  ctx.onProgress?.({ phase: 'posting', done: 0, total: journals.length })
+  await repo.insertJournals(trx, journals, (done) => ctx.onProgress?.({ phase: 'posting', done, total: journals.length }))
+  await repo.insertLines(trx, newLines)
+  ctx.onProgress?.({ phase: 'payouts', done: 0, total: payouts.length })
+  await repo.insertPayouts(trx, payouts)
+  ctx.onProgress?.({ phase: 'payouts', done: payouts.length, total: payouts.length })
+
+  return {
+    runId,
+    month,
+    kind: closing ? 'closing' : 'adjustment',
+    seq,
+    postingMonth,
+    watermark,
+    inputHash,
+    ...monthFigures,
+    journals: journals.length,
+    adjustmentJournals,
+    householdsPostedMicros,
+    payouts: payouts.length,
+    payoutsMicros: payouts.reduce((s, p) => s + p.amountMicros, 0n),
+    durationMs: 0,
+  }
+}

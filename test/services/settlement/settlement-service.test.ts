@@ -1,0 +1,275 @@
+import { sql } from 'kysely'
+import { expect, it } from 'vitest'
+import { addDays, daysOfMonth, startOfDayMs } from '../../../shared/calendar.ts'
+import { InvalidInputError } from '../../../shared/errors.ts'
+import { settleMonth } from '../../../services/settlement/settlement-service.ts'
+import { describeDatabases, type TestDatabase } from '../../support/database.ts'
+import {
+  TZ,
+  accountTotals,
+  consent,
+  ctxAt,
+  household,
+  hourly,
+  ingest,
+  journalsBookedIn,
+  meter,
+  occupy,
+  offer,
+  paris,
+  party,
+  unbalancedJournals,
+} from './settlement-fixtures.ts'
+
+/**
+ * One month, written out by hand: two households, three meters (two operators), two paying
+ * offers and a legal-basis consent, readings through the real ingest path (October 2026 in
+ * Paris has a 25-hour day, the 25th).
+ */
+async function october(t: TestDatabase) {
+  const db = t.db
+  const u1 = await party(db, 'utility', 'Grid Elec')
+  const u2 = await party(db, 'utility', 'Grid Gas')
+  const r1 = await party(db, 'third_party', 'Advice App')
+  const r2 = await party(db, 'utility', 'Supplier')
+  const tp = await party(db, 'third_party', 'Charity')
+  const h1 = await household(db, 'Alice')
+  const h2 = await household(db, 'Bob')
+  const m1 = await meter(db, u1)
+  const m2 = await meter(db, u1)
+  const m3 = await meter(db, u2, 'gas')
+  await occupy(db, m1, h1, paris('2026-09-01'))
+  await occupy(db, m2, h2, paris('2026-09-01'))
+  await occupy(db, m3, h2, paris('2026-09-01'))
+
+  const m1Times = hourly(paris('2026-09-30'), paris('2026-11-01'))
+  const m2Times = hourly(paris('2026-10-01'), paris('2026-11-01'))
+  const m3Times = hourly(paris('2026-10-05', 6), paris('2026-11-01'))
+  await ingest(db, t.dialect, m1, 'electricity', m1Times)
+  await ingest(db, t.dialect, m2, 'electricity', m2Times)
+  await ingest(db, t.dialect, m3, 'gas', m3Times)
+
+  const offerA = await offer(db, {
+    recipientId: r1,
+    granularity: 'load_curve',
+    priceMicrosPerDatum: 1_000n,
+    householdBps: 5_000,
+    operatorBps: 2_000,
+    platformBps: 2_000,
+    thirdParties: [{ partyId: tp, bps: 1_000 }],
+  })
+  const offerB = await offer(db, { recipientId: r2, granularity: 'daily', priceMicrosPerDatum: 7n, householdBps: 3_333, operatorBps: 3_333, platformBps: 3_334 })
+
+  // Granted mid-day: the 10th is cut by the data window and counted from raw readings.
+  const c1From = paris('2026-10-10', 12, 30)
+  const c1 = await consent(db, { householdId: h1, recipientId: r1, offerId: offerA, granularity: 'load_curve', meterIds: [m1], validFrom: c1From })
+  // Reaches back to September, granted on the 15th, revoked on the 20th at 09:00.
+  const c2 = {
+    validFrom: paris('2026-10-15'),
+    dataFrom: paris('2026-09-01'),
+    revokedAt: paris('2026-10-20', 9),
+  }
+  const c2Id = await consent(db, { householdId: h1, recipientId: r2, offerId: offerB, granularity: 'daily', meterIds: [m1], ...c2 })
+  const c3 = await consent(db, {
+    householdId: h2,
+    recipientId: r1,
+    offerId: offerA,
+    granularity: 'load_curve',
+    meterIds: [m2, m3],
+    validFrom: paris('2026-09-15'),
+  })
+  const c4 = await consent(db, { householdId: h2, recipientId: r2, offerId: null, granularity: 'monthly', meterIds: [m2], validFrom: paris('2026-09-01') })
+  return { u1, u2, r1, r2, tp, h1, h2, m1, m2, m3, m1Times, m2Times, m3Times, offerA, offerB, c1, c1From, c2Id, c2, c3, c4 }
+}
+
+describeDatabases('settlement runs', (t) => {
+  it('counts, prices and splits each consent of a month as written out by hand', async () => {
+    const w = await october(t)
+    const summary = await settleMonth(t.db, '2026-10', ctxAt(paris('2026-11-02')))
+
+    // Written out: load-curve readings of m1 stamped from the grant to the end of October.
+    const octStart = paris('2026-10-01').getTime()
+    const novStart = paris('2026-11-01').getTime()
+    const n1 = BigInt(w.m1Times.filter((ts) => ts.getTime() >= w.c1From.getTime() && ts.getTime() < novStart).length)
+    expect(n1).toBe(BigInt(22 * 24 - 13 + 1)) // 10th 13:00 … 31st 23:00, and the 25-hour 25th
+    // Daily datums of m1: the day starts inside the window and the consent was active when the day was complete
+    // (or, for history, when it began), before the revocation.
+    const days = daysOfMonth('2026-10').filter((d) => {
+      const releasedAt = Math.max(startOfDayMs(addDays(d, 1), TZ), w.c2.validFrom.getTime())
+      return startOfDayMs(d, TZ) >= w.c2.dataFrom.getTime() && releasedAt < w.c2.revokedAt.getTime()
+    })
+    expect(days.length).toBe(19)
+    const n2m = BigInt(w.m2Times.filter((ts) => ts.getTime() >= octStart).length)
+    const n3m = BigInt(w.m3Times.length)
+
+    const lines = await t.db.selectFrom('settlement_lines').selectAll().where('run_id', '=', summary.runId).orderBy('consent_id').execute()
+    const byConsent = new Map(lines.map((l) => [l.consent_id, l]))
+    expect(lines).toHaveLength(4)
+    expect(byConsent.get(w.c1)).toMatchObject({ data_count: n1, gross_micros: n1 * 1_000n, household_share_micros: n1 * 500n, offer_id: w.offerA })
+    // 19 × 7 = 133 split 3333/3333/3334: 44.3289 + 44.3289 + 44.3422 = 132 + 1 unit, to the largest remainder (platform).
+    expect(byConsent.get(w.c2Id)).toMatchObject({ data_count: 19n, gross_micros: 133n, household_share_micros: 44n })
+    expect(byConsent.get(w.c3)).toMatchObject({ data_count: n2m + n3m, gross_micros: (n2m + n3m) * 1_000n, household_share_micros: (n2m + n3m) * 500n })
+    expect(byConsent.get(w.c4)).toMatchObject({ data_count: 1n, gross_micros: 0n, household_share_micros: 0n, offer_id: null, granularity: 'monthly' })
+
+    // Each account, written out. The operator's 20 % of c3 is shared by the datums of each operator's meter.
+    const totals = await accountTotals(t.db, { forMonth: '2026-10' })
+    expect(Object.fromEntries(totals)).toEqual({
+      [`household:${w.h1}`]: n1 * 500n + 44n,
+      [`household:${w.h2}`]: (n2m + n3m) * 500n,
+      [`party:${w.u1}`]: n1 * 200n + 44n + n2m * 200n,
+      [`party:${w.u2}`]: n3m * 200n,
+      [`party:${w.tp}`]: (n1 + n2m + n3m) * 100n,
+      platform: n1 * 200n + 45n + (n2m + n3m) * 200n,
+      [`receivable:${w.r1}`]: -(n1 + n2m + n3m) * 1_000n,
+      [`receivable:${w.r2}`]: -133n,
+    })
+    expect(summary).toMatchObject({
+      month: '2026-10',
+      kind: 'closing',
+      seq: 1,
+      postingMonth: '2026-10',
+      lines: 4,
+      dataCount: n1 + 19n + n2m + n3m + 1n,
+      grossMicros: (n1 + n2m + n3m) * 1_000n + 133n,
+      journals: 2,
+      payouts: 0,
+    })
+    expect(summary.roles.household + summary.roles.operators + summary.roles.platform + summary.roles.thirdParties).toBe(summary.grossMicros)
+    expect(await unbalancedJournals(t.db)).toEqual([])
+  })
+
+  it('posts nothing when a month is settled again with nothing new', async () => {
+    await october(t)
+    const first = await settleMonth(t.db, '2026-10', ctxAt(paris('2026-11-02')))
+    const before = await journalsBookedIn(t.db, '2026-10')
+    const again = await settleMonth(t.db, '2026-10', ctxAt(paris('2026-11-20')))
+    expect(again).toMatchObject({ kind: 'unchanged', runId: first.runId, journals: 0, grossMicros: first.grossMicros, inputHash: first.inputHash })
+    expect(await journalsBookedIn(t.db, '2026-10')).toEqual(before)
+    expect(await journalsBookedIn(t.db, '2026-11')).toEqual([])
+    const runs = await t.db.selectFrom('settlement_runs').select('id').execute()
+    expect(runs).toHaveLength(1)
+  })
+
+  it('posts late readings of a closed month as adjustments in the current month, labelled with that month', async () => {
+    const w = await october(t)
+    await settleMonth(t.db, '2026-10', ctxAt(paris('2026-11-02')))
+    const closed = await journalsBookedIn(t.db, '2026-10')
+
+    // m3 sends the readings it had buffered from the 1st to the 5th, 06:00 (inclusive of the gap's end: none twice).
+    const late = hourly(paris('2026-10-01'), paris('2026-10-05', 6))
+    await ingest(t.db, t.dialect, w.m3, 'gas', late)
+    const run = await settleMonth(t.db, '2026-10', ctxAt(paris('2026-11-12')))
+    expect(run).toMatchObject({ kind: 'adjustment', seq: 2, postingMonth: '2026-11', journals: 1, adjustmentJournals: 1 })
+    expect(run.householdsPostedMicros).toBe(BigInt(late.length) * 500n)
+
+    expect(await journalsBookedIn(t.db, '2026-10')).toEqual(closed)
+    const adjustments = await t.db.selectFrom('ledger_journals').selectAll().where('posting_month', '=', '2026-11').execute()
+    expect(adjustments.map((j) => [j.kind, j.for_month, j.household_id])).toEqual([['adjustment', '2026-10', w.h2]])
+    const posted = await accountTotals(t.db, { postingMonth: '2026-11' })
+    expect(Object.fromEntries(posted)).toEqual({
+      [`household:${w.h2}`]: BigInt(late.length) * 500n,
+      [`party:${w.u2}`]: BigInt(late.length) * 200n,
+      [`party:${w.tp}`]: BigInt(late.length) * 100n,
+      platform: BigInt(late.length) * 200n,
+      [`receivable:${w.r1}`]: -BigInt(late.length) * 1_000n,
+    })
+    // The new line state is recorded by the adjusting run; the closing run's line stays as it was.
+    const c3Lines = await t.db
+      .selectFrom('settlement_lines as l')
+      .innerJoin('settlement_runs as r', 'r.id', 'l.run_id')
+      .select(['r.seq', 'l.data_count'])
+      .where('l.consent_id', '=', w.c3)
+      .orderBy('r.seq')
+      .execute()
+    const n3 = BigInt(w.m3Times.length)
+    const n2 = BigInt(w.m2Times.length)
+    expect(c3Lines).toEqual([
+      { seq: 1, data_count: n2 + n3 },
+      { seq: 2, data_count: n2 + n3 + BigInt(late.length) },
+    ])
+    expect(await unbalancedJournals(t.db)).toEqual([])
+  })
+
+  it('settles a consent granted later whose data window reaches back into a closed month', async () => {
+    const w = await october(t)
+    await settleMonth(t.db, '2026-10', ctxAt(paris('2026-11-02')))
+    const late = await consent(t.db, {
+      householdId: w.h2,
+      recipientId: w.r2,
+      offerId: w.offerB,
+      granularity: 'daily',
+      meterIds: [w.m2],
+      validFrom: paris('2026-11-05'),
+      dataFrom: paris('2026-10-01'),
+    })
+    const run = await settleMonth(t.db, '2026-10', ctxAt(paris('2026-11-06')))
+    expect(run.kind).toBe('adjustment')
+    const line = await t.db.selectFrom('settlement_lines').selectAll().where('consent_id', '=', late).executeTakeFirstOrThrow()
+    // 31 days × 7 = 217 split 3333/3333/3334: 72.3261, 72.3261, 72.3478 → 72 + 72 + 72 = 216, one unit to the platform.
+    expect(line).toMatchObject({ month: '2026-10', data_count: 31n, gross_micros: 217n, household_share_micros: 72n })
+    expect(Object.fromEntries(await accountTotals(t.db, { postingMonth: '2026-11' }))).toEqual({
+      [`household:${w.h2}`]: 72n,
+      [`party:${w.u1}`]: 72n,
+      platform: 73n,
+      [`receivable:${w.r2}`]: -217n,
+    })
+  })
+
+  it('does not settle a month before it is over, nor a malformed month', async () => {
+    await expect(settleMonth(t.db, '2026-10', ctxAt(paris('2026-10-31', 23, 59)))).rejects.toThrow(/month: 2026-10 is not over yet/)
+    await expect(settleMonth(t.db, '2026-13', ctxAt(paris('2027-02-01')))).rejects.toBeInstanceOf(InvalidInputError)
+    await expect(settleMonth(t.db, 'october', ctxAt(paris('2027-02-01')))).rejects.toThrow(/^month:/)
+  })
+
+  it('closes an empty month, so that anything found later is an adjustment', async () => {
+    const run = await settleMonth(t.db, '2026-08', ctxAt(paris('2026-11-02')))
+    expect(run).toMatchObject({ kind: 'closing', lines: 0, journals: 0, grossMicros: 0n })
+    expect(await settleMonth(t.db, '2026-08', ctxAt(paris('2026-11-03')))).toMatchObject({ kind: 'unchanged', runId: run.runId })
+  })
+})
+
+describeDatabases('the ledger', (t) => {
+  it('refuses an unbalanced journal at commit, and any change to what was posted', async () => {
+    const w = await october(t)
+    await settleMonth(t.db, '2026-10', ctxAt(paris('2026-11-02')))
+    const run = await t.db.selectFrom('settlement_runs').select('id').executeTakeFirstOrThrow()
+    const unbalanced = t.db.transaction().execute(async (trx) => {
+      await trx
+        .insertInto('ledger_journals')
+        .values({ id: 'jnl_unbalanced', kind: 'adjustment', run_id: run.id, posting_month: '2026-11', for_month: '2026-10', household_id: w.h1 })
+        .execute()
+      await trx.insertInto('ledger_entries').values({ journal_id: 'jnl_unbalanced', account_id: `household:${w.h1}`, amount_micros: 1_000_000n }).execute()
+      await trx.insertInto('ledger_entries').values({ journal_id: 'jnl_unbalanced', account_id: 'platform', amount_micros: -999_999n }).execute()
+    })
+    await expect(unbalanced).rejects.toThrow(/journal jnl_unbalanced is unbalanced: its entries sum to 1 micro-euros/)
+    expect(await t.db.selectFrom('ledger_journals').select('id').where('id', '=', 'jnl_unbalanced').execute()).toEqual([])
+
+    // Balanced across two statements of one transaction: accepted (the check is deferred to commit).
+    await t.db.transaction().execute(async (trx) => {
+      await trx
+        .insertInto('ledger_journals')
+        .values({ id: 'jnl_balanced', kind: 'adjustment', run_id: run.id, posting_month: '2026-11', for_month: '2026-10', household_id: w.h1 })
+        .execute()
+      await trx.insertInto('ledger_entries').values({ journal_id: 'jnl_balanced', account_id: `household:${w.h1}`, amount_micros: 5n }).execute()
+      await trx.insertInto('ledger_entries').values({ journal_id: 'jnl_balanced', account_id: 'platform', amount_micros: -5n }).execute()
+    })
+    // An entry added later to a balanced journal unbalances it: refused.
+    await expect(
+      t.db.insertInto('ledger_entries').values({ journal_id: 'jnl_balanced', account_id: `household:${w.h2}`, amount_micros: 1n }).execute(),
+    ).rejects.toThrow(/unbalanced/)
+    // A journal with a single entry (of zero) or none is refused too.
+    await expect(
+      t.db
+        .insertInto('ledger_journals')
+        .values({ id: 'jnl_empty', kind: 'adjustment', run_id: run.id, posting_month: '2026-11', for_month: '2026-10', household_id: w.h1 })
+        .execute(),
+    ).rejects.toThrow(/at least two/)
+
+    await expect(sql`UPDATE ledger_entries SET amount_micros = amount_micros + 1`.execute(t.db)).rejects.toThrow(/append-only/)
+    await expect(sql`DELETE FROM ledger_entries`.execute(t.db)).rejects.toThrow(/append-only/)
+    await expect(sql`UPDATE ledger_journals SET posting_month = '2026-12'`.execute(t.db)).rejects.toThrow(/append-only/)
+    await expect(sql`DELETE FROM settlement_lines`.execute(t.db)).rejects.toThrow(/append-only/)
+    await expect(sql`UPDATE settlement_runs SET input_hash = 'x'`.execute(t.db)).rejects.toThrow(/append-only/)
+    expect(await unbalancedJournals(t.db)).toEqual([])
+  })
+})
