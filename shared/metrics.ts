@@ -86,8 +86,9 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
       registers,
     }),
   }
-  for (const reason of QUARANTINE_REASONS) metrics.readingsQuarantined.labels(reason)
+  // inc(0) creates the labelled series, so that every reason is exposed (at 0) from the start.
+  for (const reason of QUARANTINE_REASONS) metrics.readingsQuarantined.labels(reason).inc(0)
   for (const role of ['meter', 'recipient', 'household']) metrics.mqttConnections.labels(role).set(0)
-  for (const channel of ['mqtt', 'http']) metrics.datumsReleased.labels(channel)
+  for (const channel of ['mqtt', 'http']) metrics.datumsReleased.labels(channel).inc(0)
   return metrics
 }
