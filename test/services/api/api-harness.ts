@@ -1,8 +1,9 @@
 import type { FastifyInstance, InjectOptions, LightMyRequestResponse } from 'fastify'
-import { sql } from 'kysely'
+import { sql, type Kysely } from 'kysely'
 import { afterAll, beforeAll } from 'vitest'
 import { buildApi, type ApiDeps, type HealthReport } from '../../../services/api/app.ts'
 import { envToConfig, type ConfigOverrides } from '../../../shared/config.ts'
+import type { Database } from '../../../shared/db/schema.ts'
 import { configureLogging } from '../../../shared/logger.ts'
 import { createMetrics, type Metrics } from '../../../shared/metrics.ts'
 import type { TestDatabase } from '../../support/database.ts'
@@ -14,6 +15,9 @@ import type { TestDatabase } from '../../support/database.ts'
 
 export const ADMIN_TOKEN = 'test-operator-token-0123456789abcdef'
 export const OPERATOR = { authorization: `Bearer ${ADMIN_TOKEN}` } as const
+
+/** Nothing listens on port 1: a database server that is down, failing every query at once. */
+export const UNREACHABLE_DATABASE_URL = 'postgres://metershare:metershare@127.0.0.1:1/unreachable'
 
 export function bearer(token: string): { authorization: string } {
   return { authorization: `Bearer ${token}` }
@@ -35,9 +39,9 @@ export interface TestApiOptions {
 }
 
 /** The database answers a trivial query. */
-export async function databaseAnswers(t: TestDatabase): Promise<boolean> {
+export async function databaseAnswers(db: Kysely<Database>): Promise<boolean> {
   try {
-    await sql`SELECT 1`.execute(t.db)
+    await sql`SELECT 1`.execute(db)
     return true
   } catch {
     return false
@@ -54,7 +58,7 @@ export function useApi(t: TestDatabase, options: TestApiOptions = {}): TestApi {
       config: envToConfig({ adminToken: ADMIN_TOKEN }, options.config),
       db: t.handle,
       metrics,
-      health: options.health ?? (async () => ({ broker: true, database: await databaseAnswers(t) })),
+      health: options.health ?? (async () => ({ broker: true, database: await databaseAnswers(t.db) })),
       ...(options.clock === undefined ? {} : { clock: options.clock }),
       ...options.extra,
     })

@@ -7,7 +7,7 @@ import { ConflictError, ERROR_CODES, NotFoundError } from '../../../shared/error
 import { configureLogging } from '../../../shared/logger.ts'
 import { createMetrics } from '../../../shared/metrics.ts'
 import { describeDatabases } from '../../support/database.ts'
-import { ADMIN_TOKEN, OPERATOR, errorOf, useApi } from './api-harness.ts'
+import { ADMIN_TOKEN, OPERATOR, UNREACHABLE_DATABASE_URL, errorOf, useApi } from './api-harness.ts'
 
 describeDatabases('the error envelope', (t) => {
   const api = useApi(t, { config: { http: { bodyBytesMax: 1024 } } })
@@ -79,9 +79,8 @@ describe('internal failures', () => {
   let app: Awaited<ReturnType<typeof buildApi>>
 
   beforeAll(async () => {
-    // A database that was closed under the API: every query fails, as on a lost server.
-    handle = await openDatabase({ databaseUrl: null, pgliteDir: null, pgliteFsync: false, poolSize: 1 })
-    await handle.close()
+    // A database server that does not answer: every query fails, as on a lost server.
+    handle = await openDatabase({ databaseUrl: UNREACHABLE_DATABASE_URL, pgliteDir: null, pgliteFsync: false, poolSize: 1 })
     configureLogging({ level: 'info', target: { write: (line: string) => lines.push(line) } })
     app = await buildApi({
       config: envToConfig({ adminToken: ADMIN_TOKEN }),
@@ -93,6 +92,7 @@ describe('internal failures', () => {
 
   afterAll(async () => {
     await app.close()
+    await handle.close()
     configureLogging({ level: 'silent', target: process.stdout })
   })
 
