@@ -1,0 +1,102 @@
+import type { Kysely } from 'kysely'
+import type { Database } from '../../shared/db/schema.ts'
+import type { DailyDatum } from '../../shared/wire.ts'
+import { dailyEnergies } from './daily-energy.ts'
+import type { MeteringContext } from './metering-context.ts'
+import { groupKeysBetween, loadRollupContexts, neighbourDays } from './rollup-repository.ts'
+
+/**
+ * Which daily datums to publish after an ingest batch commits. A day of a meter is complete
+ * once the meter has data on a later day. So:
+ * - a batch that starts a meter's new latest day completes the day with data before it;
+ * - a batch that touches an already complete day (late data) changes that day's energy and
+ *   the energy of the next day with data (its predecessor's index moved): both are
+ *   published again when complete.
+ * Groups owned by nobody are never published; one datum per (meter, household, day).
+ */
+
+export interface TouchedGroup {
+  meterId: string
+  /** Local day, YYYY-MM-DD. */
+  day: string
+  /** The batch inserted this rollup row (it did not exist before). */
+  created: boolean
+  /**
+   * The row's household, when the caller knows it. With it, a group created on a day that
+   * already had another group (a move-in during the day) does not publish the previous
+   * day a second time.
+   */
+  householdId?: string | null | undefined
+}
+
+export type PublishedDailyDatum = DailyDatum & { householdId: string }
+
+function pairKey(meterId: string, day: string): string {
+  return JSON.stringify([meterId, day])
+}
+
+function compareKeys(a: readonly string[], b: readonly string[]): number {
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return a[i]! < b[i]! ? -1 : 1
+  return 0
+}
+
+/** `ctx` is the system's calendar; the touched days arrive already cut in it. */
+export async function dailyDatumsToPublish(
+  db: Kysely<Database>,
+  touched: readonly TouchedGroup[],
+  ctx: MeteringContext,
+): Promise<PublishedDailyDatum[]> {
+  if (touched.length === 0) return []
+  const pairs = new Map<string, { meterId: string; day: string }>()
+  for (const t of touched) pairs.set(pairKey(t.meterId, t.day), { meterId: t.meterId, day: t.day })
+  const neighbours = await neighbourDays(db, [...pairs.values()])
+
+  const candidates = new Map<string, { meterId: string; day: string }>()
+  const add = (meterId: string, day: string) => candidates.set(pairKey(meterId, day), { meterId, day })
+  for (const n of neighbours) {
+    if (n.lastDay === null || n.day >= n.lastDay) continue
+    add(n.meterId, n.day)
+    if (n.nextDay !== null && n.nextDay < n.lastDay) add(n.meterId, n.nextDay)
+  }
+
+  // A created group completes the previous day with data only if that day was the meter's
+  // latest before the batch: every group after it must have been created by this batch.
+  const createdByMeter = new Map<string, TouchedGroup[]>()
+  for (const t of touched) {
+    if (!t.created) continue
+    const list = createdByMeter.get(t.meterId) ?? []
+    list.push(t)
+    createdByMeter.set(t.meterId, list)
+  }
+  const checks: { meterId: string; afterDay: string; throughDay: string; created: TouchedGroup[] }[] = []
+  const checked = new Set<string>()
+  for (const n of neighbours) {
+    const created = createdByMeter.get(n.meterId)
+    if (created === undefined || n.prevDay === null || !created.some((c) => c.day === n.day)) continue
+    const throughDay = created.reduce((max, c) => (c.day > max ? c.day : max), created[0]!.day)
+    if (n.lastDay !== null && n.lastDay > throughDay) continue
+    const key = pairKey(n.meterId, n.prevDay)
+    if (checked.has(key) || candidates.has(key)) continue
+    checked.add(key)
+    checks.push({ meterId: n.meterId, afterDay: n.prevDay, throughDay, created })
+  }
+  const later = await groupKeysBetween(db, checks)
+  checks.forEach((check, i) => {
+    const exact = check.created.every((c) => c.householdId !== undefined)
+    const createdGroups = new Set(check.created.map((c) => (exact ? JSON.stringify([c.day, c.householdId]) : c.day)))
+    const allNew = later[i]!.every((g) => createdGroups.has(exact ? JSON.stringify([g.day, g.householdId]) : g.day))
+    if (allNew) add(check.meterId, check.afterDay)
+  })
+
+  const days = [...candidates.values()].sort((a, b) => compareKeys([a.meterId, a.day], [b.meterId, b.day]))
+  const contexts = await loadRollupContexts(db, days.map((d) => ({ meterId: d.meterId, fromDay: d.day, toDay: d.day })))
+  const out: PublishedDailyDatum[] = []
+  for (const context of contexts) {
+    for (const e of dailyEnergies(context.groups, context.baseline)) {
+      if (e.householdId === null) continue
+      out.push({ meterId: e.meterId, day: e.day, granularity: 'daily', values: e.values, householdId: e.householdId })
+    }
+  }
+  out.sort((a, b) => compareKeys([a.meterId, a.day, a.householdId], [b.meterId, b.day, b.householdId]))
+  return out
+}

@@ -1,0 +1,145 @@
+import { expect, it } from 'vitest'
+import { dailyDatumsToPublish, type TouchedGroup } from '../../../services/metering/daily-publication.ts'
+import { describeDatabases } from '../../support/database.ts'
+import { readingSeries, seedHousehold, seedMeter, seedOccupancy, seedReadings } from '../../support/seed.ts'
+
+const ctx = { timezone: 'Europe/Paris' }
+const IMPORT = '1-0:1.8.0'
+const HOUR = 3_600_000
+
+/** Local midnight (Paris, summer time) of 2026-10-0n, as an instant. */
+function midnight(n: number): Date {
+  return new Date(Date.UTC(2026, 8, 30, 22) + (n - 1) * 24 * HOUR)
+}
+
+function day(n: number): string {
+  return `2026-10-0${n}`
+}
+
+/** Hourly readings of local day n from hour `fromHour` to `toHour` (exclusive), index = 10 Wh per hour since Oct 1 00:00. */
+function hours(n: number, fromHour = 0, toHour = 24) {
+  const start = midnight(n).getTime() + fromHour * HOUR
+  const first = (n - 1) * 24 + fromHour
+  return readingSeries({ start: new Date(start), count: toHour - fromHour, firstIndex: first * 10 })
+}
+
+describeDatabases('daily publication', (t) => {
+  async function occupiedMeter(): Promise<{ meter: string; h: string }> {
+    const meter = await seedMeter(t.db)
+    const h = await seedHousehold(t.db)
+    await seedOccupancy(t.db, { meterId: meter, householdId: h, from: '2026-09-01T00:00:00Z' })
+    return { meter, h }
+  }
+
+  it('publishes nothing for a meter’s first day and nothing while a day is still open', async () => {
+    const { meter } = await occupiedMeter()
+    await seedReadings(t.db, meter, hours(1, 0, 12), ctx.timezone)
+    expect(await dailyDatumsToPublish(t.db, [{ meterId: meter, day: day(1), created: true }], ctx)).toEqual([])
+    await seedReadings(t.db, meter, hours(1, 12), ctx.timezone)
+    expect(await dailyDatumsToPublish(t.db, [{ meterId: meter, day: day(1), created: false }], ctx)).toEqual([])
+  })
+
+  it('publishes the previous day with data when a new day begins', async () => {
+    const { meter, h } = await occupiedMeter()
+    await seedReadings(t.db, meter, hours(1), ctx.timezone)
+    // Oct 2 had no data: Oct 3 completes Oct 1.
+    await seedReadings(t.db, meter, hours(3, 0, 1), ctx.timezone)
+    expect(await dailyDatumsToPublish(t.db, [{ meterId: meter, day: day(3), created: true, householdId: h }], ctx)).toEqual([
+      { meterId: meter, day: day(1), granularity: 'daily', values: { [IMPORT]: 230 }, householdId: h },
+    ])
+    // More of Oct 3 completes nothing.
+    await seedReadings(t.db, meter, hours(3, 1, 2), ctx.timezone)
+    expect(await dailyDatumsToPublish(t.db, [{ meterId: meter, day: day(3), created: false }], ctx)).toEqual([])
+  })
+
+  it('publishes every completed day when one batch spans several days', async () => {
+    const { meter, h } = await occupiedMeter()
+    await seedReadings(t.db, meter, hours(1), ctx.timezone)
+    await seedReadings(t.db, meter, [...hours(2), ...hours(3, 0, 3)], ctx.timezone)
+    const touched: TouchedGroup[] = [
+      { meterId: meter, day: day(2), created: true },
+      { meterId: meter, day: day(3), created: true },
+    ]
+    expect(await dailyDatumsToPublish(t.db, touched, ctx)).toEqual([
+      { meterId: meter, day: day(1), granularity: 'daily', values: { [IMPORT]: 230 }, householdId: h },
+      { meterId: meter, day: day(2), granularity: 'daily', values: { [IMPORT]: 240 }, householdId: h },
+    ])
+  })
+
+  it('republishes a complete day that receives late data, and the next day whose energy it moved', async () => {
+    const { meter, h } = await occupiedMeter()
+    await seedReadings(t.db, meter, [...hours(1), ...hours(2, 0, 12), ...hours(3), ...hours(4, 0, 1)], ctx.timezone)
+    // The evening of Oct 2 arrives late.
+    await seedReadings(t.db, meter, hours(2, 12), ctx.timezone)
+    expect(await dailyDatumsToPublish(t.db, [{ meterId: meter, day: day(2), created: false }], ctx)).toEqual([
+      { meterId: meter, day: day(2), granularity: 'daily', values: { [IMPORT]: 240 }, householdId: h },
+      { meterId: meter, day: day(3), granularity: 'daily', values: { [IMPORT]: 240 }, householdId: h },
+    ])
+  })
+
+  it('publishes a late day created between complete days, and its successor, but not its predecessor again', async () => {
+    const { meter, h } = await occupiedMeter()
+    await seedReadings(t.db, meter, [...hours(1), ...hours(3), ...hours(4, 0, 1)], ctx.timezone)
+    await seedReadings(t.db, meter, hours(2), ctx.timezone)
+    expect(await dailyDatumsToPublish(t.db, [{ meterId: meter, day: day(2), created: true }], ctx)).toEqual([
+      { meterId: meter, day: day(2), granularity: 'daily', values: { [IMPORT]: 240 }, householdId: h },
+      { meterId: meter, day: day(3), granularity: 'daily', values: { [IMPORT]: 240 }, householdId: h },
+    ])
+  })
+
+  it('publishes one datum per household of a day with a move-out, and none for data owned by nobody', async () => {
+    const meter = await seedMeter(t.db)
+    const a = await seedHousehold(t.db)
+    const b = await seedHousehold(t.db)
+    const moveOut = new Date(midnight(2).getTime() + 10 * HOUR)
+    const gone = new Date(midnight(2).getTime() + 20 * HOUR)
+    await seedOccupancy(t.db, { meterId: meter, householdId: a, from: '2026-09-01T00:00:00Z', until: moveOut })
+    await seedOccupancy(t.db, { meterId: meter, householdId: b, from: moveOut, until: gone })
+    await seedReadings(t.db, meter, [...hours(1), ...hours(2)], ctx.timezone)
+    await seedReadings(t.db, meter, hours(3, 0, 1), ctx.timezone)
+    const published = await dailyDatumsToPublish(t.db, [{ meterId: meter, day: day(3), created: true, householdId: null }], ctx)
+    expect(published.map((d) => [d.day, d.householdId, d.values[IMPORT]]).sort()).toEqual(
+      [
+        [day(2), a, 100],
+        [day(2), b, 100],
+      ].sort(),
+    )
+
+    const nobody = await seedMeter(t.db)
+    await seedReadings(t.db, nobody, [...hours(1), ...hours(2, 0, 1)], ctx.timezone)
+    expect(await dailyDatumsToPublish(t.db, [{ meterId: nobody, day: day(2), created: true }], ctx)).toEqual([])
+  })
+
+  it('does not publish the previous day again when a move-in adds a second group to a day already begun', async () => {
+    const meter = await seedMeter(t.db)
+    const a = await seedHousehold(t.db)
+    const b = await seedHousehold(t.db)
+    const moveOut = new Date(midnight(2).getTime() + 10 * HOUR)
+    const moveIn = new Date(midnight(2).getTime() + 15 * HOUR)
+    await seedOccupancy(t.db, { meterId: meter, householdId: a, from: '2026-09-01T00:00:00Z', until: moveOut })
+    await seedReadings(t.db, meter, [...hours(1), ...hours(2, 0, 15)], ctx.timezone)
+    await seedOccupancy(t.db, { meterId: meter, householdId: b, from: moveIn })
+    await seedReadings(t.db, meter, hours(2, 15, 16), ctx.timezone)
+    expect(await dailyDatumsToPublish(t.db, [{ meterId: meter, day: day(2), created: true, householdId: b }], ctx)).toEqual([])
+  })
+
+  it('handles several meters in one batch', async () => {
+    const one = await occupiedMeter()
+    const two = await occupiedMeter()
+    await seedReadings(t.db, one.meter, [...hours(1), ...hours(2, 0, 1)], ctx.timezone)
+    await seedReadings(t.db, two.meter, [...hours(1, 6), ...hours(2, 0, 2)], ctx.timezone)
+    const touched: TouchedGroup[] = [
+      { meterId: one.meter, day: day(2), created: true },
+      { meterId: two.meter, day: day(2), created: true },
+      { meterId: two.meter, day: day(2), created: false },
+    ]
+    const published = await dailyDatumsToPublish(t.db, touched, ctx)
+    expect(published.map((d) => [d.meterId, d.day, d.householdId, d.values[IMPORT]]).sort()).toEqual(
+      [
+        [one.meter, day(1), one.h, 230],
+        [two.meter, day(1), two.h, 170],
+      ].sort(),
+    )
+    expect(await dailyDatumsToPublish(t.db, [], ctx)).toEqual([])
+  })
+})
