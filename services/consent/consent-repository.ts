@@ -1,0 +1,173 @@
+import { sql, type Insertable, type Kysely, type Selectable, type Transaction } from 'kysely'
+import type { Database } from '../../shared/db/schema.ts'
+import type { ConsentEvent, ConsentLogTable } from '../../shared/db/tables/consent-log.ts'
+import type { ConsentStatus, ConsentsTable } from '../../shared/db/tables/consents.ts'
+
+/** Consents, their meters and their append-only log. */
+
+type Db = Kysely<Database> | Transaction<Database>
+
+export type ConsentRow = Selectable<ConsentsTable>
+export type ConsentLogRow = Selectable<ConsentLogTable>
+
+export async function insertConsent(trx: Db, row: Insertable<ConsentsTable>, meterIds: readonly string[]): Promise<void> {
+  await trx.insertInto('consents').values(row).execute()
+  await trx
+    .insertInto('consent_meters')
+    .values(meterIds.map((meter_id) => ({ consent_id: row.id, meter_id })))
+    .execute()
+}
+
+export async function findConsent(db: Db, id: string): Promise<ConsentRow | undefined> {
+  return db.selectFrom('consents').selectAll().where('id', '=', id).executeTakeFirst()
+}
+
+/** The consent row, locked until the end of the transaction (sweepers and revocations queue here). */
+export async function lockConsent(trx: Db, id: string): Promise<ConsentRow | undefined> {
+  return trx.selectFrom('consents').selectAll().where('id', '=', id).forUpdate().executeTakeFirst()
+}
+
+export async function setConsentStatus(
+  trx: Db,
+  id: string,
+  change: { status: Exclude<ConsentStatus, 'active'>; at: Date; revokedAt?: Date | undefined },
+): Promise<boolean> {
+  const updated = await trx
+    .updateTable('consents')
+    .set({ status: change.status, status_changed_at: change.at, revoked_at: change.revokedAt ?? null })
+    .where('id', '=', id)
+    .where('status', '=', 'active')
+    .returning('id')
+    .executeTakeFirst()
+  return updated !== undefined
+}
+
+/** Appends to the log unless this event was logged already (once per consent, or per meter). */
+export async function appendConsentLog(
+  trx: Db,
+  entry: { consentId: string; householdId: string; event: ConsentEvent; meterId: string | null; actor: string; at: Date },
+): Promise<boolean> {
+  const inserted = await trx
+    .insertInto('consent_log')
+    .values({
+      consent_id: entry.consentId,
+      household_id: entry.householdId,
+      event: entry.event,
+      meter_id: entry.meterId,
+      actor: entry.actor,
+      at: entry.at,
+    })
+    .onConflict((oc) => oc.doNothing())
+    .returning('id')
+    .executeTakeFirst()
+  return inserted !== undefined
+}
+
+export async function meterIdsOfConsents(db: Db, consentIds: readonly string[]): Promise<Map<string, string[]>> {
+  const byConsent = new Map<string, string[]>()
+  if (consentIds.length === 0) return byConsent
+  const rows = await db
+    .selectFrom('consent_meters')
+    .select(['consent_id', 'meter_id'])
+    .where('consent_id', 'in', [...consentIds])
+    .orderBy('consent_id')
+    .orderBy('meter_id')
+    .execute()
+  for (const r of rows) {
+    const list = byConsent.get(r.consent_id) ?? []
+    list.push(r.meter_id)
+    byConsent.set(r.consent_id, list)
+  }
+  return byConsent
+}
+
+/** Meters of a consent whose move-out is already in the log. */
+export async function loggedMeterEnds(db: Db, consentId: string): Promise<Set<string>> {
+  const rows = await db
+    .selectFrom('consent_log')
+    .select('meter_id')
+    .where('consent_id', '=', consentId)
+    .where('event', '=', 'ended_by_move_out')
+    .execute()
+  return new Set(rows.map((r) => r.meter_id!))
+}
+
+export async function householdExists(db: Db, householdId: string): Promise<boolean> {
+  return (await db.selectFrom('households').select('id').where('id', '=', householdId).executeTakeFirst()) !== undefined
+}
+
+/** The meters a household occupies at an instant. */
+export async function metersOccupiedAt(db: Db, householdId: string, at: Date): Promise<string[]> {
+  const rows = await db
+    .selectFrom('occupancies')
+    .select('meter_id')
+    .where('household_id', '=', householdId)
+    .where('valid_from', '<=', at)
+    .where((eb) => eb.or([eb('valid_until', 'is', null), eb('valid_until', '>', at)]))
+    .orderBy('meter_id')
+    .execute()
+  return rows.map((r) => r.meter_id)
+}
+
+export interface ConsentListFilter {
+  householdId?: string | undefined
+  recipientId?: string | undefined
+}
+
+/** Keyset pages in grant order: (valid_from as exact text, id). */
+export interface GrantKey {
+  validFrom: string
+  id: string
+}
+
+export async function pageConsentRows(
+  db: Db,
+  filter: ConsentListFilter,
+  after: GrantKey | null,
+  limit: number,
+): Promise<(ConsentRow & { grant_key: string })[]> {
+  let q = db.selectFrom('consents').selectAll().select(sql<string>`valid_from::text`.as('grant_key'))
+  if (filter.householdId !== undefined) q = q.where('household_id', '=', filter.householdId)
+  if (filter.recipientId !== undefined) q = q.where('recipient_id', '=', filter.recipientId)
+  if (after !== null) q = q.where(sql<boolean>`(valid_from, id) > (${after.validFrom}::timestamptz, ${after.id})`)
+  return q.orderBy('valid_from').orderBy('id').limit(limit).execute()
+}
+
+export async function pageConsentLogRows(db: Db, householdId: string, afterId: bigint | null, limit: number): Promise<ConsentLogRow[]> {
+  let q = db.selectFrom('consent_log').selectAll().where('household_id', '=', householdId)
+  if (afterId !== null) q = q.where('id', '>', afterId)
+  return q.orderBy('id').limit(limit).execute()
+}
+
+/**
+ * Active consents that may need a lifecycle step now: past their validity, or naming a
+ * meter whose move-out is not logged yet although the household's occupancy of it ended
+ * since the grant or does not hold now.
+ */
+export async function sweepCandidates(
+  db: Db,
+  now: Date,
+  scope: { householdId?: string | undefined; consentId?: string | undefined },
+  limit: number,
+): Promise<string[]> {
+  const parts = [sql`c.status = 'active'`]
+  if (scope.householdId !== undefined) parts.push(sql`c.household_id = ${scope.householdId}`)
+  if (scope.consentId !== undefined) parts.push(sql`c.id = ${scope.consentId}`)
+  const { rows } = await sql<{ id: string }>`
+    SELECT c.id FROM consents c
+    WHERE ${sql.join(parts, sql` AND `)}
+      AND (c.valid_until <= ${now} OR EXISTS (
+        SELECT 1 FROM consent_meters cm
+        WHERE cm.consent_id = c.id
+          AND NOT EXISTS (SELECT 1 FROM consent_log l
+                          WHERE l.consent_id = c.id AND l.meter_id = cm.meter_id AND l.event = 'ended_by_move_out')
+          AND (EXISTS (SELECT 1 FROM occupancies o
+                       WHERE o.meter_id = cm.meter_id AND o.household_id = c.household_id
+                         AND o.valid_until > c.valid_from AND o.valid_until <= ${now})
+               OR NOT EXISTS (SELECT 1 FROM occupancies o
+                              WHERE o.meter_id = cm.meter_id AND o.household_id = c.household_id
+                                AND o.valid_from <= ${now} AND (o.valid_until IS NULL OR o.valid_until > ${now})))))
+    ORDER BY c.valid_until, c.id
+    LIMIT ${limit}`.execute(db)
+  return rows.map((r) => r.id)
+}

@@ -1,0 +1,43 @@
+import type { Insertable, Kysely, Selectable, Transaction } from 'kysely'
+import type { Database } from '../../shared/db/schema.ts'
+import type { OfferSharesTable } from '../../shared/db/tables/offer-shares.ts'
+import type { OffersTable } from '../../shared/db/tables/offers.ts'
+
+/** Offers and their third-party shares. */
+
+type Db = Kysely<Database> | Transaction<Database>
+
+export type OfferRow = Selectable<OffersTable>
+export type OfferShareRow = Selectable<OfferSharesTable>
+
+export async function insertOffer(trx: Db, row: Insertable<OffersTable>, shares: readonly Insertable<OfferSharesTable>[]): Promise<void> {
+  await trx.insertInto('offers').values(row).execute()
+  if (shares.length > 0) await trx.insertInto('offer_shares').values([...shares]).execute()
+}
+
+export async function findOffer(db: Db, id: string): Promise<OfferRow | undefined> {
+  return db.selectFrom('offers').selectAll().where('id', '=', id).executeTakeFirst()
+}
+
+export async function findOffers(db: Db, ids: readonly string[]): Promise<OfferRow[]> {
+  if (ids.length === 0) return []
+  return db.selectFrom('offers').selectAll().where('id', 'in', [...ids]).execute()
+}
+
+/** Every offer, oldest first. */
+export async function listOfferRows(db: Db, filter: { recipientId?: string | undefined } = {}): Promise<OfferRow[]> {
+  let q = db.selectFrom('offers').selectAll()
+  if (filter.recipientId !== undefined) q = q.where('recipient_id', '=', filter.recipientId)
+  return q.orderBy('created_at').orderBy('id').execute()
+}
+
+export async function listOfferShareRows(db: Db, offerIds: readonly string[]): Promise<OfferShareRow[]> {
+  if (offerIds.length === 0) return []
+  return db.selectFrom('offer_shares').selectAll().where('offer_id', 'in', [...offerIds]).orderBy('offer_id').orderBy('party_id').execute()
+}
+
+/** The parties among `ids` that exist, with their kind. */
+export async function findParties(db: Db, ids: readonly string[]): Promise<{ id: string; kind: 'utility' | 'third_party'; name: string }[]> {
+  if (ids.length === 0) return []
+  return db.selectFrom('parties').select(['id', 'kind', 'name']).where('id', 'in', [...ids]).execute()
+}
