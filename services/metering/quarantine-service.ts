@@ -1,0 +1,75 @@
+import type { Kysely } from 'kysely'
+import type { Database } from '../../shared/db/schema.ts'
+import { InvalidInputError, type QuarantineReason } from '../../shared/errors.ts'
+import { decodeCursor, encodeCursor, TS_KEY_RE } from './cursor.ts'
+import { pageQuarantine } from './quarantine-repository.ts'
+
+/** What the operator sees of quarantined input (`GET /admin/quarantine`). */
+
+export const QUARANTINE_PAGE_LIMIT_MAX = 1000
+/** The excerpt of a payload shown, in bytes before decoding. */
+export const QUARANTINE_EXCERPT_BYTES_MAX = 4096
+
+const LISTING = 'quarantine'
+
+export interface QuarantineItem {
+  meterId: string
+  /** RFC 3339, UTC. */
+  receivedAt: string
+  reason: QuarantineReason
+  /** The datum's timestamp when one could be read. */
+  ts?: string
+  /** The stored bytes decoded as UTF-8 (invalid sequences replaced), at most 4 KiB of them. */
+  payloadExcerpt: string
+}
+
+export interface QuarantineQuery {
+  meterId?: string | undefined
+  /** received_at in [from, to). */
+  from?: Date | undefined
+  to?: Date | undefined
+  cursor?: string | undefined
+  limit: number
+}
+
+function checkDate(d: Date | undefined, field: string): void {
+  if (d !== undefined && (!(d instanceof Date) || Number.isNaN(d.getTime()))) {
+    throw new InvalidInputError(`${field}: expected an RFC 3339 timestamp`, field)
+  }
+}
+
+const utf8 = new TextDecoder('utf-8', { fatal: false })
+
+export async function listQuarantine(
+  db: Kysely<Database>,
+  query: QuarantineQuery,
+): Promise<{ items: QuarantineItem[]; nextCursor: string | null }> {
+  checkDate(query.from, 'from')
+  checkDate(query.to, 'to')
+  if (query.from !== undefined && query.to !== undefined && query.to.getTime() <= query.from.getTime()) {
+    throw new InvalidInputError('to: must be after from', 'to')
+  }
+  if (!Number.isInteger(query.limit) || query.limit < 1 || query.limit > QUARANTINE_PAGE_LIMIT_MAX) {
+    throw new InvalidInputError(`limit: must be an integer from 1 to ${QUARANTINE_PAGE_LIMIT_MAX}`, 'limit')
+  }
+  if (query.meterId === '') throw new InvalidInputError('meterId: must not be empty', 'meterId')
+  let after: { receivedAtKey: string; id: string } | null = null
+  if (query.cursor !== undefined) {
+    const [receivedAtKey, id] = decodeCursor(query.cursor, LISTING, 2) as [string, string]
+    if (!TS_KEY_RE.test(receivedAtKey) || !/^\d{1,19}$/.test(id)) throw new InvalidInputError('cursor: not a cursor of this listing', 'cursor')
+    after = { receivedAtKey, id }
+  }
+  const rows = await pageQuarantine(db, query, after, query.limit + 1, QUARANTINE_EXCERPT_BYTES_MAX)
+  const page = rows.slice(0, query.limit)
+  const last = page[page.length - 1]
+  return {
+    items: page.map((r) => ({
+      meterId: r.meterId,
+      receivedAt: r.receivedAt.toISOString(),
+      reason: r.reason,
+      ...(r.ts !== null ? { ts: r.ts.toISOString() } : {}),
+      payloadExcerpt: utf8.decode(r.excerpt),
+    })),
+    nextCursor: rows.length > query.limit && last !== undefined ? encodeCursor(LISTING, [last.receivedAtKey, last.id]) : null,
+  }
+}
