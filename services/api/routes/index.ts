@@ -1,6 +1,8 @@
 import { directoryRoutes } from './directory-routes.ts'
 import { docsRoutes } from './docs-routes.ts'
+import { occupancyRoutes } from './occupancy-routes.ts'
 import { operationsRoutes } from './operations-routes.ts'
+import { readingRoutes } from './reading-routes.ts'
 import type { RoutePlugin } from './route-plugin.ts'
 
 /**
@@ -8,4 +10,10 @@ import type { RoutePlugin } from './route-plugin.ts'
  * `<area>-routes.ts` and one line here; its routes appear in the OpenAPI document by
  * themselves when declared with `defineRoute`.
  */
-export const ROUTE_PLUGINS: readonly RoutePlugin[] = [operationsRoutes, docsRoutes, directoryRoutes]
+export const ROUTE_PLUGINS: readonly RoutePlugin[] = [
+  operationsRoutes,
+  docsRoutes,
+  directoryRoutes,
+  occupancyRoutes,
+  readingRoutes,
+]

@@ -1,0 +1,82 @@
+import { z } from 'zod'
+import { createOccupancy, getOccupancy, listOccupancies, moveOut, type Occupancy } from '../../metering/occupancy-service.ts'
+import { defineRoute } from '../route.ts'
+import { rfc3339Time, timeOutput } from '../validation.ts'
+import type { RoutePlugin } from './route-plugin.ts'
+
+/** Move-ins and move-outs: which household owns a meter's data at each instant. */
+
+const OPERATOR = ['operator'] as const
+const idString = z.string().min(1).max(128)
+
+const occupancyAnswer = z.object({
+  id: z.string(),
+  meterId: z.string(),
+  householdId: z.string(),
+  from: timeOutput,
+  until: timeOutput.nullable().meta({ description: 'null while the household still lives there' }),
+})
+
+function toWire(o: Occupancy): z.output<typeof occupancyAnswer> {
+  return { id: o.id, meterId: o.meterId, householdId: o.householdId, from: o.from.toISOString(), until: o.until?.toISOString() ?? null }
+}
+
+export const occupancyRoutes: RoutePlugin = async (app, { deps }) => {
+  const db = deps.db.db
+  const ctx = { timezone: deps.config.timezone }
+
+  defineRoute(app, {
+    method: 'POST',
+    url: '/admin/occupancies',
+    summary: 'Register a move-in',
+    description:
+      'The household owns the data the meter stamps in [from, until). Both may lie in the past: readings already stored in that period change owner. 409 `OCCUPANCY_OVERLAP` when another household occupies the meter during part of it.',
+    tags: ['operator'],
+    auth: OPERATOR,
+    body: z.strictObject({
+      meterId: idString,
+      householdId: idString,
+      from: rfc3339Time,
+      until: rfc3339Time.nullable().optional().meta({ description: 'the move-out; absent or null while the household lives there' }),
+    }),
+    status: 201,
+    response: z.object({ id: z.string() }),
+    errors: [409],
+    async handler({ body }) {
+      return createOccupancy(db, { meterId: body.meterId, householdId: body.householdId, from: body.from, until: body.until ?? null }, ctx)
+    },
+  })
+
+  defineRoute(app, {
+    method: 'PATCH',
+    url: '/admin/occupancies/:id',
+    summary: 'Register a move-out',
+    description: 'Ends the occupancy at `until` (or moves an earlier move-out). Readings between the old and the new end change owner.',
+    tags: ['operator'],
+    auth: OPERATOR,
+    params: z.strictObject({ id: idString }),
+    body: z.strictObject({ until: rfc3339Time }),
+    response: occupancyAnswer,
+    errors: [404, 409],
+    async handler({ params, body }) {
+      await moveOut(db, params.id, body.until, ctx)
+      return toWire(await getOccupancy(db, params.id))
+    },
+  })
+
+  defineRoute(app, {
+    method: 'GET',
+    url: '/admin/occupancies',
+    summary: "A meter's or a household's occupancies",
+    tags: ['operator'],
+    auth: OPERATOR,
+    query: z
+      .strictObject({ meterId: idString.optional(), householdId: idString.optional() })
+      .refine((q) => q.meterId !== undefined || q.householdId !== undefined, { message: 'meterId or householdId required', path: ['meterId'] }),
+    response: z.object({ items: z.array(occupancyAnswer) }),
+    async handler({ query }) {
+      const items = await listOccupancies(db, { meterId: query.meterId, householdId: query.householdId })
+      return { items: items.map(toWire) }
+    },
+  })
+}

@@ -1,0 +1,144 @@
+import { describe, expect, it } from 'vitest'
+import { describeDatabases } from '../../support/database.ts'
+import { bearer, errorOf, provision, useApi } from './api-harness.ts'
+
+describeDatabases('occupancy endpoints', (t) => {
+  const api = useApi(t)
+
+  describe('POST /admin/occupancies', () => {
+    it('registers an open move-in and answers its id', async () => {
+      const w = await provision(api, 1)
+      const res = await api.asOperator('POST', '/admin/occupancies', { meterId: w.meterId, householdId: w.households[0]!.id, from: '2026-10-01T00:00:00+02:00' })
+      expect(res.statusCode).toBe(201)
+      const { id } = res.json() as { id: string }
+      expect(id).toMatch(/^occ_/)
+      const row = await t.db.selectFrom('occupancies').selectAll().where('id', '=', id).executeTakeFirstOrThrow()
+      expect(row.valid_from.toISOString()).toBe('2026-09-30T22:00:00.000Z')
+      expect(row.valid_until).toBeNull()
+    })
+
+    it('registers a move-in that already ended', async () => {
+      const w = await provision(api, 1)
+      const res = await api.asOperator('POST', '/admin/occupancies', {
+        meterId: w.meterId,
+        householdId: w.households[0]!.id,
+        from: '2026-01-01T00:00:00Z',
+        until: '2026-06-01T00:00:00Z',
+      })
+      expect(res.statusCode).toBe(201)
+      const row = await t.db.selectFrom('occupancies').selectAll().executeTakeFirstOrThrow()
+      expect(row.valid_until?.toISOString()).toBe('2026-06-01T00:00:00.000Z')
+    })
+
+    it('answers 409 OCCUPANCY_OVERLAP when two households would share an instant, and accepts back-to-back periods', async () => {
+      const w = await provision(api, 2)
+      const [a, b] = w.households
+      expect((await api.asOperator('POST', '/admin/occupancies', { meterId: w.meterId, householdId: a!.id, from: '2026-01-01T00:00:00Z', until: '2026-06-01T00:00:00Z' })).statusCode).toBe(201)
+      const clash = await api.asOperator('POST', '/admin/occupancies', { meterId: w.meterId, householdId: b!.id, from: '2026-05-31T23:00:00Z' })
+      expect(clash.statusCode).toBe(409)
+      expect(errorOf(clash).code).toBe('OCCUPANCY_OVERLAP')
+      const next = await api.asOperator('POST', '/admin/occupancies', { meterId: w.meterId, householdId: b!.id, from: '2026-06-01T00:00:00Z' })
+      expect(next.statusCode).toBe(201)
+      expect(await t.db.selectFrom('occupancies').select('id').execute()).toHaveLength(2)
+    })
+
+    it('refuses bad input, naming the field, and stores nothing', async () => {
+      const w = await provision(api, 1)
+      const ok = { meterId: w.meterId, householdId: w.households[0]!.id, from: '2026-01-01T00:00:00Z' }
+      const rfc = 'expected an RFC 3339 time with an offset, e.g. 2026-10-01T00:00:00Z'
+      const cases: [object, string][] = [
+        [{ ...ok, from: '2026-01-01T00:00:00' }, `from: ${rfc}`],
+        [{ ...ok, from: '2026-01-01' }, `from: ${rfc}`],
+        [{ ...ok, from: '2026-13-01T00:00:00Z' }, `from: ${rfc}`],
+        [{ ...ok, from: 1767225600000 }, 'from: expected a string'],
+        [{ ...ok, until: 'tomorrow' }, `until: ${rfc}`],
+        [{ ...ok, until: '2025-12-31T00:00:00Z' }, 'until: must be after from'],
+        [{ ...ok, until: '2026-01-01T00:00:00Z' }, 'until: must be after from'],
+        [{ householdId: ok.householdId, from: ok.from }, 'meterId: required'],
+        [{ ...ok, meterId: 'NOPE' }, 'meterId: no such meter'],
+        [{ ...ok, householdId: 'hh_nobody' }, 'householdId: no such household'],
+        [{ ...ok, to: '2026-02-01T00:00:00Z' }, 'to: unknown field'],
+      ]
+      for (const [body, message] of cases) {
+        const res = await api.asOperator('POST', '/admin/occupancies', body)
+        expect(res.statusCode, JSON.stringify(body)).toBe(400)
+        expect(errorOf(res)).toEqual({ code: 'INVALID_INPUT', message })
+      }
+      expect(await t.db.selectFrom('occupancies').select('id').execute()).toEqual([])
+    })
+
+    it('is for the operator only', async () => {
+      const w = await provision(api, 1)
+      const body = { meterId: w.meterId, householdId: w.households[0]!.id, from: '2026-01-01T00:00:00Z' }
+      expect((await api.inject({ method: 'POST', url: '/admin/occupancies', payload: body })).statusCode).toBe(401)
+      expect((await api.inject({ method: 'POST', url: '/admin/occupancies', payload: body, headers: bearer(w.households[0]!.apiKey) })).statusCode).toBe(403)
+      expect((await api.inject({ method: 'POST', url: '/admin/occupancies', payload: body, headers: bearer(w.utility.apiKey) })).statusCode).toBe(403)
+      expect(await t.db.selectFrom('occupancies').select('id').execute()).toEqual([])
+    })
+  })
+
+  describe('PATCH /admin/occupancies/{id}', () => {
+    it('registers a move-out and answers the occupancy', async () => {
+      const w = await provision(api, 1)
+      const { id } = (await api.asOperator('POST', '/admin/occupancies', { meterId: w.meterId, householdId: w.households[0]!.id, from: '2026-01-01T00:00:00Z' })).json()
+      const res = await api.asOperator('PATCH', `/admin/occupancies/${id}`, { until: '2026-03-15T12:00:00+01:00' })
+      expect(res.statusCode).toBe(200)
+      expect(res.json()).toEqual({ id, meterId: w.meterId, householdId: w.households[0]!.id, from: '2026-01-01T00:00:00.000Z', until: '2026-03-15T11:00:00.000Z' })
+      const row = await t.db.selectFrom('occupancies').selectAll().executeTakeFirstOrThrow()
+      expect(row.valid_until?.toISOString()).toBe('2026-03-15T11:00:00.000Z')
+    })
+
+    it('answers 404 for an unknown occupancy, 400 for a move-out before the move-in, 409 for a move-out into the next household', async () => {
+      const w = await provision(api, 2)
+      const [a, b] = w.households
+      const first = (await api.asOperator('POST', '/admin/occupancies', { meterId: w.meterId, householdId: a!.id, from: '2026-01-01T00:00:00Z', until: '2026-02-01T00:00:00Z' })).json()
+      await api.asOperator('POST', '/admin/occupancies', { meterId: w.meterId, householdId: b!.id, from: '2026-02-01T00:00:00Z' })
+
+      const missing = await api.asOperator('PATCH', '/admin/occupancies/occ_nope', { until: '2026-03-01T00:00:00Z' })
+      expect(missing.statusCode).toBe(404)
+      expect(errorOf(missing).code).toBe('NOT_FOUND')
+
+      const early = await api.asOperator('PATCH', `/admin/occupancies/${first.id}`, { until: '2025-12-01T00:00:00Z' })
+      expect(early.statusCode).toBe(400)
+      expect(errorOf(early).message).toMatch(/^until: must be after/)
+
+      const late = await api.asOperator('PATCH', `/admin/occupancies/${first.id}`, { until: '2026-02-10T00:00:00Z' })
+      expect(late.statusCode).toBe(409)
+      expect(errorOf(late).code).toBe('OCCUPANCY_OVERLAP')
+
+      const none = await api.asOperator('PATCH', `/admin/occupancies/${first.id}`, {})
+      expect(none.statusCode).toBe(400)
+      expect(errorOf(none).message).toBe('until: required')
+
+      const row = await t.db.selectFrom('occupancies').selectAll().where('id', '=', first.id).executeTakeFirstOrThrow()
+      expect(row.valid_until?.toISOString()).toBe('2026-02-01T00:00:00.000Z')
+    })
+
+    it('is for the operator only', async () => {
+      const w = await provision(api, 1)
+      const { id } = (await api.asOperator('POST', '/admin/occupancies', { meterId: w.meterId, householdId: w.households[0]!.id, from: '2026-01-01T00:00:00Z' })).json()
+      const body = { until: '2026-02-01T00:00:00Z' }
+      expect((await api.inject({ method: 'PATCH', url: `/admin/occupancies/${id}`, payload: body })).statusCode).toBe(401)
+      expect((await api.inject({ method: 'PATCH', url: `/admin/occupancies/${id}`, payload: body, headers: bearer(w.households[0]!.apiKey) })).statusCode).toBe(403)
+    })
+  })
+
+  describe('GET /admin/occupancies', () => {
+    it("lists a meter's occupancies and needs a filter", async () => {
+      const w = await provision(api, 2)
+      await api.asOperator('POST', '/admin/occupancies', { meterId: w.meterId, householdId: w.households[0]!.id, from: '2026-01-01T00:00:00Z', until: '2026-02-01T00:00:00Z' })
+      await api.asOperator('POST', '/admin/occupancies', { meterId: w.meterId, householdId: w.households[1]!.id, from: '2026-02-01T00:00:00Z' })
+      const res = await api.asOperator('GET', `/admin/occupancies?meterId=${w.meterId}`)
+      expect(res.statusCode).toBe(200)
+      expect(res.json().items.map((o: { householdId: string; until: string | null }) => [o.householdId, o.until])).toEqual([
+        [w.households[0]!.id, '2026-02-01T00:00:00.000Z'],
+        [w.households[1]!.id, null],
+      ])
+      const byHousehold = await api.asOperator('GET', `/admin/occupancies?householdId=${w.households[1]!.id}`)
+      expect(byHousehold.json().items).toHaveLength(1)
+      const unfiltered = await api.asOperator('GET', '/admin/occupancies')
+      expect(unfiltered.statusCode).toBe(400)
+      expect(errorOf(unfiltered).message).toBe('meterId: meterId or householdId required')
+    })
+  })
+})
