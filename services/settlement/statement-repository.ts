@@ -1,0 +1,85 @@
+import { sql, type Kysely, type Transaction } from 'kysely'
+import type { Database } from '../../shared/db/schema.ts'
+import type { PayoutStatus } from '../../shared/db/tables/payouts.ts'
+import type { Granularity } from '../../shared/wire.ts'
+
+/** SQL of what settlement shows: statements, invoices, payouts and balances. */
+
+type Db = Kysely<Database> | Transaction<Database>
+
+export interface StatementLineRow {
+  recipient_id: string
+  offer_id: string | null
+  granularity: Granularity
+  data: bigint
+  gross: bigint
+  share: bigint
+}
+
+/** A household's lines of a closing run, one per (recipient, offer, granularity). */
+export async function findStatementLines(db: Db, runId: string, householdId: string): Promise<StatementLineRow[]> {
+  const { rows } = await sql<StatementLineRow>`
+    SELECT l.recipient_id, l.offer_id, l.granularity,
+      sum(l.data_count)::bigint AS data, sum(l.gross_micros)::bigint AS gross, sum(l.household_share_micros)::bigint AS share
+    FROM settlement_lines l
+    WHERE l.run_id = ${runId} AND l.household_id = ${householdId}
+    GROUP BY l.recipient_id, l.offer_id, l.granularity
+    ORDER BY l.recipient_id, l.offer_id NULLS LAST, l.granularity`.execute(db)
+  return rows
+}
+
+export interface InvoiceLineRow {
+  consent_id: string
+  offer_id: string | null
+  granularity: Granularity
+  data_count: bigint
+  gross_micros: bigint
+}
+
+/** A recipient's lines of a closing run, one per consent. */
+export async function findInvoiceLines(db: Db, runId: string, recipientId: string): Promise<InvoiceLineRow[]> {
+  return db
+    .selectFrom('settlement_lines')
+    .select(['consent_id', 'offer_id', 'granularity', 'data_count', 'gross_micros'])
+    .where('run_id', '=', runId)
+    .where('recipient_id', '=', recipientId)
+    .orderBy('consent_id')
+    .execute()
+}
+
+/** Sum of an account's entries in adjustment journals booked in a month. */
+export async function findAdjustmentsBookedIn(db: Db, postingMonth: string, accountId: string): Promise<bigint> {
+  const { rows } = await sql<{ amount: bigint }>`
+    SELECT coalesce(sum(e.amount_micros), 0)::bigint AS amount
+    FROM ledger_entries e JOIN ledger_journals j ON j.id = e.journal_id
+    WHERE e.account_id = ${accountId} AND j.kind = 'adjustment' AND j.posting_month = ${postingMonth}`.execute(db)
+  return rows[0]!.amount
+}
+
+/** An account's balance: the sum of all its entries. */
+export async function findBalance(db: Db, accountId: string): Promise<bigint> {
+  const { rows } = await sql<{ amount: bigint }>`
+    SELECT coalesce(sum(amount_micros), 0)::bigint AS amount FROM ledger_entries WHERE account_id = ${accountId}`.execute(db)
+  return rows[0]!.amount
+}
+
+export interface PayoutRow {
+  month: string
+  amount_micros: bigint
+  status: PayoutStatus
+}
+
+export async function findPayouts(db: Db, householdId: string): Promise<PayoutRow[]> {
+  return db.selectFrom('payouts').select(['month', 'amount_micros', 'status']).where('household_id', '=', householdId).orderBy('month').execute()
+}
+
+/** Closed months in which a household has lines or adjustments, oldest first. */
+export async function findStatementMonths(db: Db, householdId: string): Promise<string[]> {
+  const { rows } = await sql<{ month: string }>`
+    SELECT r.month FROM settlement_runs r
+    WHERE r.seq = 1 AND (
+      EXISTS (SELECT 1 FROM settlement_lines l WHERE l.run_id = r.id AND l.household_id = ${householdId})
+      OR EXISTS (SELECT 1 FROM ledger_journals j WHERE j.household_id = ${householdId} AND j.posting_month = r.month AND j.kind = 'adjustment'))
+    ORDER BY r.month`.execute(db)
+  return rows.map((r) => r.month)
+}

@@ -1,0 +1,138 @@
+import type { Kysely } from 'kysely'
+import { isMonth } from '../../shared/calendar.ts'
+import type { Database } from '../../shared/db/schema.ts'
+import type { PayoutStatus } from '../../shared/db/tables/payouts.ts'
+import { InvalidInputError, NotFoundError } from '../../shared/errors.ts'
+import type { Granularity } from '../../shared/wire.ts'
+import { householdAccount, receivableAccount } from './ledger-account.ts'
+import * as repo from './statement-repository.ts'
+import { findClosingRun } from './settlement-repository.ts'
+
+/**
+ * What households and recipients see of settlement. A month's statement (or invoice) shows
+ * the lines of the run that closed the month, as they were then, and the adjustments that
+ * later runs booked in that month for earlier months; it exists once the month is settled.
+ */
+
+export interface StatementLine {
+  recipientId: string
+  /** null for a legal-basis consent (free). */
+  offerId: string | null
+  granularity: Granularity
+  /** Datums released in the month. */
+  data: bigint
+  grossMicros: bigint
+  /** The household's part of grossMicros. */
+  shareMicros: bigint
+}
+
+export interface Statement {
+  month: string
+  lines: StatementLine[]
+  /** What runs booked this month for earlier months, for this household. */
+  adjustmentsMicros: bigint
+  /** The shares plus the adjustments. */
+  totalMicros: bigint
+}
+
+export interface InvoiceLine {
+  consentId: string
+  offerId: string | null
+  granularity: Granularity
+  data: bigint
+  grossMicros: bigint
+}
+
+export interface Invoice {
+  month: string
+  lines: InvoiceLine[]
+  /** What later runs booked this month for earlier months: owed more (positive) or less. */
+  adjustmentsMicros: bigint
+  /** What the recipient owes for the month. */
+  totalMicros: bigint
+}
+
+export interface PayoutEntry {
+  month: string
+  amountMicros: bigint
+  status: PayoutStatus
+}
+
+export interface PayoutList {
+  payouts: PayoutEntry[]
+  /** Carried forward: earned and not paid yet (negative after a correction, netted later). */
+  balanceMicros: bigint
+}
+
+function requireMonth(month: string): void {
+  if (!isMonth(month)) throw new InvalidInputError('month: expected YYYY-MM', 'month')
+}
+
+async function requireClosingRun(db: Kysely<Database>, month: string): Promise<string> {
+  const run = await findClosingRun(db, month)
+  if (run === undefined) throw new NotFoundError(`month: ${month} has not been settled yet`)
+  return run.id
+}
+
+export async function householdStatement(db: Kysely<Database>, householdId: string, month: string): Promise<Statement> {
+  requireMonth(month)
+  const runId = await requireClosingRun(db, month)
+  const lines = (await repo.findStatementLines(db, runId, householdId)).map((r) => ({
+    recipientId: r.recipient_id,
+    offerId: r.offer_id,
+    granularity: r.granularity,
+    data: r.data,
+    grossMicros: r.gross,
+    shareMicros: r.share,
+  }))
+  const adjustmentsMicros = await repo.findAdjustmentsBookedIn(db, month, householdAccount(householdId))
+  const totalMicros = lines.reduce((sum, l) => sum + l.shareMicros, 0n) + adjustmentsMicros
+  return { month, lines, adjustmentsMicros, totalMicros }
+}
+
+export async function recipientInvoice(db: Kysely<Database>, recipientId: string, month: string): Promise<Invoice> {
+  requireMonth(month)
+  const runId = await requireClosingRun(db, month)
+  const lines = (await repo.findInvoiceLines(db, runId, recipientId)).map((r) => ({
+    consentId: r.consent_id,
+    offerId: r.offer_id,
+    granularity: r.granularity,
+    data: r.data_count,
+    grossMicros: r.gross_micros,
+  }))
+  // A receivable goes negative by what its recipient owes.
+  const adjustmentsMicros = -(await repo.findAdjustmentsBookedIn(db, month, receivableAccount(recipientId)))
+  const totalMicros = lines.reduce((sum, l) => sum + l.grossMicros, 0n) + adjustmentsMicros
+  return { month, lines, adjustmentsMicros, totalMicros }
+}
+
+export async function householdPayouts(db: Kysely<Database>, householdId: string): Promise<PayoutList> {
+  const payouts = (await repo.findPayouts(db, householdId)).map((p) => ({ month: p.month, amountMicros: p.amount_micros, status: p.status }))
+  return { payouts, balanceMicros: await repo.findBalance(db, householdAccount(householdId)) }
+}
+
+/** Months a household has a statement with something on it, oldest first (for the portal's list). */
+export async function householdStatementMonths(db: Kysely<Database>, householdId: string): Promise<string[]> {
+  return repo.findStatementMonths(db, householdId)
+}
+
+export const STATEMENT_CSV_COLUMNS = ['month', 'kind', 'recipientId', 'offerId', 'granularity', 'data', 'grossMicros', 'shareMicros'] as const
+
+function csvField(value: string): string {
+  return /[",\r\n]/.test(value) ? `"${value.replace(/"/g, '""')}"` : value
+}
+
+/**
+ * A statement as CSV (RFC 4180, CRLF): one row per line (`kind` = line), then one row for
+ * the adjustments and one for the total, whose amount is in `shareMicros`. Amounts are
+ * integers of micro-euros, as in the JSON.
+ */
+export function statementCsv(statement: Statement): string {
+  const rows: string[][] = [[...STATEMENT_CSV_COLUMNS]]
+  for (const l of statement.lines) {
+    rows.push([statement.month, 'line', l.recipientId, l.offerId ?? '', l.granularity, l.data.toString(), l.grossMicros.toString(), l.shareMicros.toString()])
+  }
+  rows.push([statement.month, 'adjustments', '', '', '', '', '', statement.adjustmentsMicros.toString()])
+  rows.push([statement.month, 'total', '', '', '', '', '', statement.totalMicros.toString()])
+  return rows.map((r) => r.map(csvField).join(',')).join('\r\n') + '\r\n'
+}
