@@ -2,6 +2,7 @@ import { directoryRoutes } from './directory-routes.ts'
 import { docsRoutes } from './docs-routes.ts'
 import { occupancyRoutes } from './occupancy-routes.ts'
 import { operationsRoutes } from './operations-routes.ts'
+import { quarantineRoutes } from './quarantine-routes.ts'
 import { readingRoutes } from './reading-routes.ts'
 import type { RoutePlugin } from './route-plugin.ts'
 
@@ -15,5 +16,6 @@ export const ROUTE_PLUGINS: readonly RoutePlugin[] = [
   docsRoutes,
   directoryRoutes,
   occupancyRoutes,
+  quarantineRoutes,
   readingRoutes,
 ]
