@@ -43,6 +43,11 @@ export function serverEnv(values: { 'data-dir'?: string; 'mqtt-port'?: string; '
 }
 
 const commands: Record<string, Command> = {
+  async simulate(args, env) {
+    // Loaded on demand: the simulators speak MQTT and HTTP only and share no code with the product.
+    const { runSimulateCommand } = await import('../simulators/simulate-command.ts')
+    return runSimulateCommand(args, { adminToken: env.adminToken, timezone: env.timezone })
+  },
   async migrate(args, env) {
     const { values } = parseArgs({ args, options: SERVER_OPTIONS, strict: true })
     const config = envToConfig(serverEnv(values, env))

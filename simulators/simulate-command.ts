@@ -1,0 +1,278 @@
+import { existsSync } from 'node:fs'
+import type { EventEmitter } from 'node:events'
+import { parseArgs } from 'node:util'
+import { CredentialsError, readCredentialsFile, writeCredentialsFile, type MeterCredentials } from './credentials.ts'
+import { FAULT_KINDS, FaultSpecError, parseFaultSpec, type FaultRates } from './faults.ts'
+import { startFleet, type Fleet, type FleetStats } from './fleet.ts'
+import { assertTimeZone, formatDay, localDayOf, parseInstant, wallClock } from './local-time.ts'
+import { provisionFleet, ProvisionError } from './provision.ts'
+
+/**
+ * `metershare simulate`: a meter fleet against any broker, with credentials from a file or
+ * provisioned through the operator API. One progress line while it runs, a summary at the
+ * end; SIGINT or SIGTERM stop it cleanly (a second one stops it at once).
+ */
+
+export const SIMULATE_USAGE = `usage: metershare simulate --mqtt URL [--credentials FILE] [--api URL --admin-token T]
+                          [--meters N] [--from DATE] [--days D] [--speed X|max]
+                          [--fault KIND=RATE,…] [--seed S] [--time-zone TZ]
+
+  --mqtt URL           broker (default mqtt://localhost:1883)
+  --credentials FILE   meters to simulate (JSON); with --api, where provisioned meters are
+                       saved (default ./simulator-credentials.json) and reused next time
+  --api URL            provision households, meters and occupancies through the operator API
+  --admin-token T      operator token (default: METERSHARE_ADMIN_TOKEN)
+  --meters N           how many meters (all of the file's when absent)
+  --from DATE          start of simulated time, YYYY-MM-DD or RFC 3339 (default: today)
+  --days D             days to simulate (default: until stopped)
+  --speed X|max        simulated time per real time (8640: a month in 5 minutes; default 1)
+  --fault SPEC         e.g. duplicate=0.01,out-of-order=0.01,malformed=0.001,skew=0.001
+                       kinds: ${[...FAULT_KINDS, 'malformed'].join(', ')}
+  --seed S             seed of the meters' consumption and of the faults (default 1)
+  --time-zone TZ       zone of the load profiles (default: METERSHARE_TIMEZONE or Europe/Paris)
+`
+
+export interface SimulateEnv {
+  adminToken?: string
+  timezone?: string
+}
+
+export interface SimulateIo {
+  stdout: NodeJS.WritableStream & { isTTY?: boolean }
+  stderr: NodeJS.WritableStream
+  /** Where SIGINT and SIGTERM come from (the process). */
+  signals: EventEmitter
+  /** Called on a second signal, to stop without waiting. */
+  exit: (code: number) => void
+}
+
+const defaultIo: SimulateIo = {
+  stdout: process.stdout,
+  stderr: process.stderr,
+  signals: process,
+  exit: (code) => process.exit(code),
+}
+
+export const DEFAULT_CREDENTIALS_FILE = 'simulator-credentials.json'
+const PROGRESS_TTY_MS = 1000
+const PROGRESS_LOG_MS = 10_000
+
+class UsageError extends Error {}
+
+function int(name: string, raw: string | undefined, min: number, max: number): number | undefined {
+  if (raw === undefined) return undefined
+  const n = Number(raw)
+  if (!/^\d+$/.test(raw) || !Number.isSafeInteger(n) || n < min || n > max) throw new UsageError(`--${name}: must be an integer from ${min} to ${max}, got '${raw}'`)
+  return n
+}
+
+function formatCount(n: number): string {
+  return n.toLocaleString('en-US')
+}
+
+function formatLocal(ms: number, timeZone: string): string {
+  const w = wallClock(ms, timeZone)
+  return `${formatDay(w.year, w.month, w.day)} ${String(w.hour).padStart(2, '0')}:${String(w.minute).padStart(2, '0')}`
+}
+
+function formatDuration(ms: number): string {
+  const s = Math.round(ms / 1000)
+  return s < 60 ? `${s}s` : `${Math.floor(s / 60)}m ${String(s % 60).padStart(2, '0')}s`
+}
+
+export async function runSimulateCommand(args: string[], env: SimulateEnv, io: SimulateIo = defaultIo): Promise<number> {
+  try {
+    return await simulate(args, env, io)
+  } catch (err) {
+    if (err instanceof UsageError || err instanceof CredentialsError || err instanceof FaultSpecError || err instanceof RangeError) {
+      io.stderr.write(`metershare simulate: ${err.message}\n`)
+      return 2
+    }
+    if (err instanceof ProvisionError || (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS') === true) {
+      io.stderr.write(`metershare simulate: ${(err as Error).message}\n`)
+      return err instanceof ProvisionError ? 1 : 2
+    }
+    throw err
+  }
+}
+
+async function simulate(args: string[], env: SimulateEnv, io: SimulateIo): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    strict: true,
+    options: {
+      meters: { type: 'string' },
+      from: { type: 'string' },
+      days: { type: 'string' },
+      speed: { type: 'string' },
+      mqtt: { type: 'string' },
+      credentials: { type: 'string' },
+      api: { type: 'string' },
+      'admin-token': { type: 'string' },
+      fault: { type: 'string' },
+      seed: { type: 'string' },
+      'time-zone': { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  })
+  if (values.help === true) {
+    io.stdout.write(SIMULATE_USAGE)
+    return 0
+  }
+  const timeZone = values['time-zone'] ?? env.timezone ?? 'Europe/Paris'
+  assertTimeZone(timeZone)
+  const meters = int('meters', values.meters, 1, 1_000_000)
+  const days = int('days', values.days, 1, 3660)
+  const seed = int('seed', values.seed, 0, 0xffff_ffff) ?? 1
+  const speedRaw = values.speed ?? '1'
+  const speed = speedRaw === 'max' ? 'max' : Number(speedRaw)
+  if (speed !== 'max' && !(Number.isFinite(speed) && speed > 0)) throw new UsageError(`--speed: must be a positive number or 'max', got '${speedRaw}'`)
+  const from = values.from ?? localDayOf(Date.now(), timeZone)
+  const fromMs = parseInstant(from, timeZone)
+  if (fromMs === null) throw new UsageError(`--from: '${from}' is neither YYYY-MM-DD nor RFC 3339 with an offset`)
+  const faults: FaultRates = values.fault === undefined ? {} : parseFaultSpec(values.fault)
+  const mqttUrl = values.mqtt ?? 'mqtt://localhost:1883'
+  if (!/^(mqtts?|wss?|tcp|ssl):\/\//.test(mqttUrl)) throw new UsageError(`--mqtt: '${mqttUrl}' is not an mqtt://, mqtts:// or ws:// URL`)
+
+  const credentials = await loadOrProvision(values, env, meters, fromMs, seed, io)
+  if (credentials.length === 0) throw new UsageError('--meters: nothing to simulate')
+
+  const fleet = startFleet({ mqttUrl, meters: credentials, from, days, speed, seed, faults, timeZone })
+  const started = Date.now()
+  io.stdout.write(
+    `simulating ${credentials.length} meters from ${formatLocal(fromMs, timeZone)} (${timeZone})` +
+      `${days === undefined ? '' : ` for ${days} days`} at speed ${speedRaw} against ${mqttUrl}\n`,
+  )
+
+  const progress = new ProgressLine(fleet, io, timeZone)
+  let signals = 0
+  let onSignal: (() => void) | undefined
+  const interrupted = new Promise<string>((resolve) => {
+    onSignal = () => {
+      signals++
+      if (signals === 1) resolve('signal')
+      else {
+        io.stderr.write('\nmetershare simulate: stopping now, without waiting for acknowledgements\n')
+        io.exit(130)
+      }
+    }
+    io.signals.on('SIGINT', onSignal)
+    io.signals.on('SIGTERM', onSignal)
+  })
+  const how = await Promise.race([days === undefined ? new Promise<string>(() => {}) : fleet.done.then(() => 'done'), interrupted])
+  progress.stop()
+  if (how === 'signal') io.stdout.write('stopping: waiting for outstanding acknowledgements\n')
+  const final = await fleet.stop()
+  io.signals.off('SIGINT', onSignal!)
+  io.signals.off('SIGTERM', onSignal!)
+  io.stdout.write(summary(final, timeZone, Date.now() - started, how === 'done'))
+  return final.rejected === final.meters ? 1 : 0
+}
+
+async function loadOrProvision(
+  values: { credentials?: string; api?: string; 'admin-token'?: string },
+  env: SimulateEnv,
+  meters: number | undefined,
+  fromMs: number,
+  seed: number,
+  io: SimulateIo,
+): Promise<MeterCredentials[]> {
+  const file = values.credentials
+  if (file !== undefined && existsSync(file)) {
+    const all = await readCredentialsFile(file)
+    if (meters !== undefined && meters > all.length) {
+      throw new UsageError(`--meters: ${file} holds ${all.length} meters, ${meters} asked for`)
+    }
+    return meters === undefined ? all : all.slice(0, meters)
+  }
+  if (values.api === undefined) {
+    throw new UsageError(
+      file === undefined ? 'give --credentials FILE, or --api URL and --admin-token T to provision meters' : `--credentials: ${file} does not exist (add --api and --admin-token to provision meters into it)`,
+    )
+  }
+  const adminToken = values['admin-token'] ?? env.adminToken
+  if (adminToken === undefined || adminToken === '') throw new UsageError('--admin-token: required with --api (or set METERSHARE_ADMIN_TOKEN)')
+  if (meters === undefined) throw new UsageError('--meters: required with --api')
+  const target = file ?? DEFAULT_CREDENTIALS_FILE
+  io.stdout.write(`provisioning ${meters} households and meters through ${values.api}\n`)
+  try {
+    const result = await provisionFleet({
+      apiUrl: values.api,
+      adminToken,
+      meters,
+      fromMs,
+      seed,
+      onProgress: (done, total) => {
+        if (io.stdout.isTTY === true) io.stdout.write(`\rprovisioned ${done}/${total}`)
+      },
+    })
+    if (io.stdout.isTTY === true) io.stdout.write('\n')
+    await writeCredentialsFile(target, result.credentials)
+    io.stdout.write(`credentials of ${result.credentials.length} meters saved to ${target} (reuse them with --credentials ${target})\n`)
+    return result.credentials
+  } catch (err) {
+    if (err instanceof ProvisionError && err.partial.length > 0) {
+      await writeCredentialsFile(target, err.partial)
+      io.stderr.write(`\nmetershare simulate: ${err.partial.length} meters provisioned before the failure, saved to ${target}\n`)
+    }
+    throw err
+  }
+}
+
+class ProgressLine {
+  private readonly timer: NodeJS.Timeout
+  private lastAcknowledged = 0
+  private lastAt = Date.now()
+  private readonly tty: boolean
+  private width = 0
+
+  constructor(
+    private readonly fleet: Fleet,
+    private readonly io: SimulateIo,
+    private readonly timeZone: string,
+  ) {
+    this.tty = io.stdout.isTTY === true
+    this.timer = setInterval(() => this.print(), this.tty ? PROGRESS_TTY_MS : PROGRESS_LOG_MS)
+  }
+
+  private print(): void {
+    const s = this.fleet.stats()
+    const now = Date.now()
+    const rate = ((s.acknowledged - this.lastAcknowledged) * 1000) / Math.max(1, now - this.lastAt)
+    this.lastAcknowledged = s.acknowledged
+    this.lastAt = now
+    const faults = Object.values(s.faults).reduce((a, b) => a + b, 0)
+    const line =
+      `${s.simulatedMs === null ? '—' : formatLocal(s.simulatedMs, this.timeZone)} | ${formatCount(Math.round(rate))} readings/s` +
+      ` | acknowledged ${formatCount(s.acknowledged)} | buffered ${formatCount(s.buffered)}` +
+      ` | connected ${formatCount(s.connected)}/${formatCount(s.meters)}${faults > 0 ? ` | faults ${formatCount(faults)}` : ''}`
+    if (this.tty) {
+      this.io.stdout.write('\r' + line.padEnd(this.width))
+      this.width = line.length
+    } else {
+      this.io.stdout.write(line + '\n')
+    }
+  }
+
+  stop(): void {
+    clearInterval(this.timer)
+    if (this.tty && this.width > 0) this.io.stdout.write('\n')
+  }
+}
+
+function summary(s: FleetStats, timeZone: string, elapsedMs: number, complete: boolean): string {
+  const faults = Object.entries(s.faults)
+    .filter(([, n]) => n > 0)
+    .map(([k, n]) => `${k} ${formatCount(n)}`)
+  const until = s.simulatedMs === null ? '—' : formatLocal(s.simulatedMs, timeZone)
+  return (
+    [
+      `${complete ? 'done' : 'stopped'}: simulated ${formatLocal(s.fromMs, timeZone)} → ${until} (${timeZone}), ${formatCount(s.meters)} meters`,
+      `readings: generated ${formatCount(s.generated)}, acknowledged ${formatCount(s.acknowledged)}, buffered ${formatCount(s.buffered)}, dropped ${formatCount(s.dropped)}, failed ${formatCount(s.failed)}`,
+      `messages: published ${formatCount(s.messagesPublished)} (${formatCount(s.batches)} batches), acknowledged ${formatCount(s.messagesAcknowledged)}`,
+      `faults: ${faults.length === 0 ? 'none' : faults.join(', ')}`,
+      `connections: ${formatCount(s.connects)} connects, ${formatCount(s.disconnects)} disconnects, ${formatCount(s.rejected)} meters refused`,
+      `elapsed ${formatDuration(elapsedMs)}, ${formatCount(Math.round((s.acknowledged * 1000) / Math.max(1, elapsedMs)))} readings/s on average`,
+    ].join('\n') + '\n'
+  )
+}
