@@ -3,7 +3,7 @@ import type { Database } from '../../shared/db/schema.ts'
 import type { ReleaseChannel } from '../../shared/db/tables/access-log.ts'
 import { log } from '../../shared/logger.ts'
 import type { Metrics } from '../../shared/metrics.ts'
-import { addAccessCounts, type AccessCount } from './access-log-repository.ts'
+import { addAccessCounts, existingReferences, type AccessCount } from './access-log-repository.ts'
 
 /**
  * Counts releases in memory on the hot path (the broker's forward hook cannot wait for the
@@ -23,6 +23,7 @@ export const ACCESS_LOG_FLUSH_INTERVAL_MS = 1_000
 export const ACCESS_LOG_ROWS_PER_STATEMENT_MAX = 1_000
 
 const SEPARATOR = '\u0000'
+const FOREIGN_KEY_VIOLATION = '23503'
 
 export class AccessLogRecorder {
   private pending = new Map<string, bigint>()
@@ -84,16 +85,39 @@ export class AccessLogRecorder {
       counts.push({ recipientId, householdId, meterId, day, channel, datums })
     }
     try {
-      await this.db.transaction().execute(async (trx) => {
-        for (let i = 0; i < counts.length; i += this.rowsPerStatementMax) {
-          await addAccessCounts(trx, counts.slice(i, i + this.rowsPerStatementMax))
-        }
-      })
+      try {
+        await this.writeAll(counts)
+      } catch (err) {
+        if ((err as { code?: unknown } | null)?.code !== FOREIGN_KEY_VIOLATION) throw err
+        await this.writeKnown(counts)
+      }
     } catch (err) {
       // Keep the counts: the next flush writes them with whatever came since.
       for (const [key, datums] of batch) this.pending.set(key, (this.pending.get(key) ?? 0n) + datums)
       log.consent.warn({ err, keys: batch.size }, 'access log flush failed')
       throw err
     }
+  }
+
+  /** A count naming a party, household or meter that no longer exists cannot be written: only it is dropped. */
+  private async writeKnown(counts: AccessCount[]): Promise<void> {
+    const known = await existingReferences(this.db, counts)
+    const kept: AccessCount[] = []
+    for (const c of counts) {
+      if (known.parties.has(c.recipientId) && known.households.has(c.householdId) && known.meters.has(c.meterId)) kept.push(c)
+      else {
+        const { recipientId, householdId, meterId, day, channel } = c
+        log.consent.error({ recipientId, householdId, meterId, day, channel, datums: String(c.datums) }, 'access count dropped: unknown party, household or meter')
+      }
+    }
+    await this.writeAll(kept)
+  }
+
+  private async writeAll(counts: AccessCount[]): Promise<void> {
+    await this.db.transaction().execute(async (trx) => {
+      for (let i = 0; i < counts.length; i += this.rowsPerStatementMax) {
+        await addAccessCounts(trx, counts.slice(i, i + this.rowsPerStatementMax))
+      }
+    })
   }
 }

@@ -41,6 +41,24 @@ export async function addAccessCounts(db: Db, counts: readonly AccessCount[]): P
     .execute()
 }
 
+/** Which of the parties, households and meters that counts name still exist. */
+export async function existingReferences(
+  db: Db,
+  counts: readonly AccessCount[],
+): Promise<{ parties: Set<string>; households: Set<string>; meters: Set<string> }> {
+  const ids = (pick: (c: AccessCount) => string) => [...new Set(counts.map(pick))]
+  const [parties, households, meters] = await Promise.all([
+    db.selectFrom('parties').select('id').where('id', 'in', ids((c) => c.recipientId)).execute(),
+    db.selectFrom('households').select('id').where('id', 'in', ids((c) => c.householdId)).execute(),
+    db.selectFrom('meters').select('id').where('id', 'in', ids((c) => c.meterId)).execute(),
+  ])
+  return {
+    parties: new Set(parties.map((r) => r.id)),
+    households: new Set(households.map((r) => r.id)),
+    meters: new Set(meters.map((r) => r.id)),
+  }
+}
+
 export interface AccessLogKey {
   day: string
   recipientId: string

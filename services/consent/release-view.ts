@@ -1,0 +1,256 @@
+import { startOfDayMs } from '../../shared/calendar.ts'
+import type { DatabaseHandle } from '../../shared/db/database.ts'
+import { log } from '../../shared/logger.ts'
+import type { Metrics } from '../../shared/metrics.ts'
+import { CHANGES_CHANNEL } from '../metering/occupancy-repository.ts'
+import { loadConsentFacts, loadOccupancyFacts, occupanciesByMeter } from './release-facts-repository.ts'
+import {
+  consentActiveAt,
+  datumOwner,
+  occupantAt,
+  releasedTo as ruleReleasedTo,
+  type ConsentFact,
+  type DatumRef,
+  type OccupancyFact,
+  type RuleDatum,
+} from './release-rule.ts'
+
+/**
+ * The release rule's facts held in memory for the broker, whose forward hook must decide
+ * synchronously for every datum and subscriber. Built from the database at start (active
+ * consents and every occupancy), then kept in step by the change channel (LISTEN/NOTIFY
+ * between processes on PostgreSQL, in-process on PGlite): a consent or occupancy change is
+ * re-read on its notice, and a full reload every `refreshIntervalMs` repairs anything a
+ * lost notice left behind. Decisions are the rule's own (`release-rule.ts`), on the
+ * consents of one (meter, recipient) and the occupancies of one meter.
+ */
+
+export const RELEASE_VIEW_REFRESH_INTERVAL_MS = 60_000
+/** Local days whose start instant is remembered (a year of days for a few dozen meters' lag). */
+export const DAY_START_CACHE_ENTRIES_MAX = 4_096
+
+export interface ReleaseViewOptions {
+  /** IANA zone where days and months are cut. */
+  timeZone: string
+  refreshIntervalMs?: number | undefined
+  /** Epoch ms; for the `metershare_consents_active` gauge and activeConsentsCount's default. */
+  clock?: (() => number) | undefined
+  /** When given, metershare_consents_active is kept up to date. */
+  metrics?: Metrics | undefined
+}
+
+const NO_OCCUPANCIES: readonly OccupancyFact[] = []
+
+type Notice = { kind?: unknown; id?: unknown; meterId?: unknown }
+
+export class ReleaseView {
+  private consentsById = new Map<string, ConsentFact>()
+  /** meter → recipient → consents naming both. */
+  private consentsByMeter = new Map<string, Map<string, ConsentFact[]>>()
+  private occupancies = new Map<string, OccupancyFact[]>()
+  private readonly dayStarts = new Map<string, number>()
+  private queue: Promise<void> = Promise.resolve()
+  private unlisten: (() => Promise<void>) | null = null
+  private timer: NodeJS.Timeout | null = null
+  private closed = false
+  private readonly clock: () => number
+
+  private constructor(
+    private readonly handle: DatabaseHandle,
+    private readonly options: ReleaseViewOptions,
+  ) {
+    this.clock = options.clock ?? Date.now
+  }
+
+  /** Listens first, then loads, so that no change between the two is missed. */
+  static async open(handle: DatabaseHandle, options: ReleaseViewOptions): Promise<ReleaseView> {
+    const view = new ReleaseView(handle, options)
+    view.unlisten = await handle.listen(CHANGES_CHANNEL, (payload) => view.onNotice(payload))
+    try {
+      await view.refresh()
+    } catch (err) {
+      await view.close()
+      throw err
+    }
+    view.timer = setInterval(() => {
+      view.refresh().catch((err: unknown) => log.consent.warn({ err }, 'release view refresh failed'))
+    }, options.refreshIntervalMs ?? RELEASE_VIEW_REFRESH_INTERVAL_MS)
+    view.timer.unref()
+    return view
+  }
+
+  /** The owning household's id when the datum is released to this recipient now, else null. */
+  releasedTo(recipientPartyId: string, datum: DatumRef, nowMs: number): string | null {
+    const byRecipient = this.consentsByMeter.get(datum.meterId)
+    if (byRecipient === undefined) return null
+    const consents = byRecipient.get(recipientPartyId)
+    if (consents === undefined) return null
+    const ruleDatum = this.ruleDatum(datum)
+    if (ruleDatum === null) return null
+    return ruleReleasedTo(recipientPartyId, ruleDatum, consents, this.occupancies.get(datum.meterId) ?? NO_OCCUPANCIES, nowMs)
+  }
+
+  /** Whether the datum is this household's own. */
+  householdOwns(householdId: string, datum: DatumRef, _nowMs: number): boolean {
+    const ruleDatum = this.ruleDatum(datum)
+    if (ruleDatum === null) return false
+    return datumOwner(ruleDatum, this.occupancies.get(datum.meterId) ?? NO_OCCUPANCIES) === householdId
+  }
+
+  /** A household may follow `readings/{meterId}` live while it occupies the meter. */
+  householdMayFollow(householdId: string, meterId: string, nowMs: number): boolean {
+    return occupantAt(this.occupancies.get(meterId) ?? NO_OCCUPANCIES, nowMs) === householdId
+  }
+
+  /** Consents active at `nowMs` (default: the clock). */
+  activeConsentsCount(nowMs: number = this.clock()): number {
+    let n = 0
+    for (const c of this.consentsById.values()) if (consentActiveAt(c, nowMs)) n++
+    return n
+  }
+
+  /** Resolves once every change heard so far has been applied. */
+  settled(): Promise<void> {
+    return this.queue
+  }
+
+  /** Reloads everything (also run every refreshIntervalMs). */
+  refresh(): Promise<void> {
+    return this.enqueue(async () => {
+      const db = this.handle.db
+      const [consents, occupancies] = await Promise.all([
+        loadConsentFacts(db, { statuses: ['active'] }),
+        loadOccupancyFacts(db),
+      ])
+      const byId = new Map<string, ConsentFact>()
+      const byMeter = new Map<string, Map<string, ConsentFact[]>>()
+      for (const c of consents) {
+        byId.set(c.id, c)
+        indexConsent(byMeter, c)
+      }
+      this.consentsById = byId
+      this.consentsByMeter = byMeter
+      this.occupancies = occupanciesByMeter(occupancies)
+    })
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return
+    this.closed = true
+    if (this.timer !== null) clearInterval(this.timer)
+    const unlisten = this.unlisten
+    this.unlisten = null
+    await this.queue.catch(() => undefined)
+    if (unlisten !== null) await unlisten()
+  }
+
+  private ruleDatum(datum: DatumRef): RuleDatum | null {
+    let atMs: number
+    if (datum.granularity === 'load_curve') {
+      if (datum.ts === undefined) return null
+      atMs = datum.ts
+    } else {
+      const day = datum.granularity === 'daily' ? datum.day : datum.month === undefined ? undefined : datum.month + '-01'
+      if (day === undefined) return null
+      const cached = this.dayStarts.get(day)
+      if (cached !== undefined) atMs = cached
+      else {
+        try {
+          atMs = startOfDayMs(day, this.options.timeZone)
+        } catch {
+          return null
+        }
+        if (this.dayStarts.size >= DAY_START_CACHE_ENTRIES_MAX) this.dayStarts.clear()
+        this.dayStarts.set(day, atMs)
+      }
+    }
+    return { meterId: datum.meterId, granularity: datum.granularity, atMs, householdId: datum.householdId }
+  }
+
+  private enqueue(work: () => Promise<void>): Promise<void> {
+    const run = this.queue.catch(() => undefined).then(async () => {
+      if (this.closed) return
+      await work()
+      this.updateGauge()
+    })
+    this.queue = run
+    return run
+  }
+
+  private updateGauge(): void {
+    this.options.metrics?.consentsActive.set(this.activeConsentsCount())
+  }
+
+  private onNotice(payload: string): void {
+    let notice: Notice
+    try {
+      notice = JSON.parse(payload) as Notice
+    } catch {
+      notice = {}
+    }
+    const reload =
+      notice.kind === 'consent' && typeof notice.id === 'string'
+        ? this.reloadConsent(notice.id)
+        : notice.kind === 'occupancy' && typeof notice.meterId === 'string'
+          ? this.reloadMeter(notice.meterId)
+          : notice.kind === 'offer'
+            ? null
+            : this.refresh()
+    reload?.catch((err: unknown) => {
+      log.consent.warn({ err, kind: notice.kind }, 'release view update failed; reloading')
+      this.refresh().catch(() => undefined)
+    })
+  }
+
+  private reloadConsent(id: string): Promise<void> {
+    return this.enqueue(async () => {
+      const [fact] = await loadConsentFacts(this.handle.db, { ids: [id], statuses: ['active'] })
+      const old = this.consentsById.get(id)
+      if (old !== undefined) {
+        unindexConsent(this.consentsByMeter, old)
+        this.consentsById.delete(id)
+      }
+      if (fact !== undefined) {
+        this.consentsById.set(id, fact)
+        indexConsent(this.consentsByMeter, fact)
+      }
+    })
+  }
+
+  private reloadMeter(meterId: string): Promise<void> {
+    return this.enqueue(async () => {
+      const facts = await loadOccupancyFacts(this.handle.db, { meterIds: [meterId] })
+      if (facts.length === 0) this.occupancies.delete(meterId)
+      else this.occupancies.set(meterId, facts)
+    })
+  }
+}
+
+function indexConsent(byMeter: Map<string, Map<string, ConsentFact[]>>, c: ConsentFact): void {
+  for (const meterId of c.meterIds) {
+    let byRecipient = byMeter.get(meterId)
+    if (byRecipient === undefined) byMeter.set(meterId, (byRecipient = new Map()))
+    const list = byRecipient.get(c.recipientId)
+    if (list === undefined) byRecipient.set(c.recipientId, [c])
+    else list.push(c)
+  }
+}
+
+function unindexConsent(byMeter: Map<string, Map<string, ConsentFact[]>>, c: ConsentFact): void {
+  for (const meterId of c.meterIds) {
+    const byRecipient = byMeter.get(meterId)
+    const list = byRecipient?.get(c.recipientId)
+    if (byRecipient === undefined || list === undefined) continue
+    const rest = list.filter((x) => x.id !== c.id)
+    if (rest.length > 0) byRecipient.set(c.recipientId, rest)
+    else {
+      byRecipient.delete(c.recipientId)
+      if (byRecipient.size === 0) byMeter.delete(meterId)
+    }
+  }
+}
+
+/** Opens the view (listening, then loading). */
+export function openReleaseView(handle: DatabaseHandle, options: ReleaseViewOptions): Promise<ReleaseView> {
+  return ReleaseView.open(handle, options)
+}
