@@ -1,5 +1,5 @@
 import type { Kysely } from 'kysely'
-import { isDay, isMonth } from '../../shared/calendar.ts'
+import { formatTimestamp, isDay, isMonth } from '../../shared/calendar.ts'
 import type { Database } from '../../shared/db/schema.ts'
 import { assert, InvalidInputError } from '../../shared/errors.ts'
 import { GRANULARITIES, type DailyDatum, type EgressDatum, type Granularity, type LoadCurveDatum, type MonthlyDatum } from '../../shared/wire.ts'
@@ -193,7 +193,7 @@ async function loadCurvePage(
   )
   return {
     items: rows.map((r) => {
-      const datum: LoadCurveDatum = { meterId: r.meterId, ts: r.ts.toISOString(), granularity: 'load_curve', values: r.values }
+      const datum: LoadCurveDatum = { meterId: r.meterId, ts: formatTimestamp(r.ts), granularity: 'load_curve', values: r.values }
       return { datum, key: [r.meterId, r.tsKey] }
     }),
   }
