@@ -1,5 +1,5 @@
 import mqtt, { type MqttClient } from 'mqtt'
-import type { MeterCredentials } from './credentials.ts'
+import { parseCredentials, type MeterCredentials } from './credentials.ts'
 import {
   planFaults,
   SKEW_MS_DEFAULT,
@@ -353,8 +353,8 @@ export function startFleet(options: FleetOptions): Fleet {
         }
         let count = 0
         while (count < limits.batchReadingsMax && count < this.queue.length && this.queue[count]!.type === 'reading') count++
-        // Batches are for catching up: as long as the window can carry every waiting reading alone, send them alone.
-        if (!this.catchingUp && this.bufferedReadings <= limits.inflightPerMeterMax - this.inflight) count = 1
+        // Batches are for catching up (after a reconnect, or more waiting than a whole window carries); otherwise one by one.
+        if (!this.catchingUp && this.bufferedReadings <= limits.inflightPerMeterMax) count = 1
         let payload = ''
         for (;;) {
           const readings = this.queue.slice(0, count).map((e) => e.reading)
@@ -399,7 +399,8 @@ export function startFleet(options: FleetOptions): Fleet {
     }
   }
 
-  const runners = options.meters.map((c) => new MeterRunner(c))
+  // The same checks as a credentials file (valid ids, intervals, no meter twice), before any connection.
+  const runners = parseCredentials(options.meters).map((c) => new MeterRunner(c))
 
   let connecting = 0
   let nextToConnect = 0
@@ -445,7 +446,7 @@ export function startFleet(options: FleetOptions): Fleet {
       runner.pump()
     })
     client.on('close', () => {
-      if (runner.connected) stats.disconnects++
+      if (runner.connected && !stopping) stats.disconnects++
       runner.connected = false
       firstAttemptDone()
     })

@@ -1,0 +1,141 @@
+import { spawn } from 'node:child_process'
+import { EventEmitter } from 'node:events'
+import { mkdtempSync, rmSync } from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import { PassThrough } from 'node:stream'
+import { afterEach, describe, expect, it } from 'vitest'
+import { writeCredentialsFile, type MeterCredentials } from '../../simulators/credentials.ts'
+import { runSimulateCommand } from '../../simulators/simulate-command.ts'
+import { contractReadings } from './support/contract.ts'
+import { startSubscriber, startTestBroker } from './support/test-broker.ts'
+
+const CLI = path.resolve(import.meta.dirname, '../../cli/metershare.mjs')
+
+let cleanups: (() => Promise<void> | void)[] = []
+afterEach(async () => {
+  for (const c of cleanups.reverse()) await c()
+  cleanups = []
+})
+
+const meters: MeterCredentials[] = [
+  { meterId: 'cli-e15', secret: 'secret-e15', commodity: 'electricity', intervalMinutes: 15, pv: true },
+  { meterId: 'cli-gas', secret: 'secret-gas', commodity: 'gas', intervalMinutes: 60 },
+]
+
+async function credentialsFile(): Promise<string> {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'metershare-sim-cli-'))
+  cleanups.push(() => rmSync(dir, { recursive: true, force: true }))
+  const file = path.join(dir, 'credentials.json')
+  await writeCredentialsFile(file, meters)
+  return file
+}
+
+interface Run {
+  code: Promise<number | null>
+  stdout: () => string
+  stderr: () => string
+  kill: (signal: NodeJS.Signals) => void
+}
+
+function runCli(args: string[]): Run {
+  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
+  let out = ''
+  let err = ''
+  child.stdout.on('data', (d: Buffer) => (out += d.toString()))
+  child.stderr.on('data', (d: Buffer) => (err += d.toString()))
+  const code = new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)))
+  cleanups.push(async () => {
+    if (child.exitCode === null) {
+      child.kill('SIGKILL')
+      await code
+    }
+  })
+  return { code, stdout: () => out, stderr: () => err, kill: (s) => child.kill(s) }
+}
+
+function memoryIo(): { io: Parameters<typeof runSimulateCommand>[2] & object; out: () => string; err: () => string } {
+  const stdout = new PassThrough()
+  const stderr = new PassThrough()
+  let out = ''
+  let err = ''
+  stdout.on('data', (d: Buffer) => (out += d.toString()))
+  stderr.on('data', (d: Buffer) => (err += d.toString()))
+  return {
+    io: {
+      stdout,
+      stderr,
+      signals: new EventEmitter(),
+      exit: (code) => {
+        throw new Error(`exit ${code}`)
+      },
+    },
+    out: () => out,
+    err: () => err,
+  }
+}
+
+describe('metershare simulate', () => {
+  it('simulates the meters of a credentials file for the days asked, prints a summary and exits 0', { timeout: 120_000 }, async () => {
+    const broker = await startTestBroker(meters)
+    cleanups.push(() => broker.close())
+    const sub = await startSubscriber(broker.url)
+    cleanups.push(() => sub.close())
+    const file = await credentialsFile()
+    const run = runCli(['simulate', '--credentials', file, '--mqtt', broker.url, '--from', '2026-01-01', '--days', '1', '--speed', 'max', '--seed', '5'])
+    expect(await run.code).toBe(0)
+    await sub.until((m) => m.length === 96 + 24)
+    expect(run.stdout()).toContain('simulating 2 meters from 2026-01-01 00:00 (Europe/Paris) for 1 days at speed max')
+    expect(run.stdout()).toMatch(/^done: simulated 2026-01-01 00:00 → 2026-01-02 00:00 \(Europe\/Paris\), 2 meters$/m)
+    expect(run.stdout()).toContain('readings: generated 120, acknowledged 120, buffered 0, dropped 0, failed 0')
+    for (const m of sub.messages) contractReadings(m.text)
+  })
+
+  it('stops cleanly on SIGINT, every reading it sent acknowledged', { timeout: 120_000 }, async () => {
+    const broker = await startTestBroker(meters)
+    cleanups.push(() => broker.close())
+    const sub = await startSubscriber(broker.url)
+    cleanups.push(() => sub.close())
+    const file = await credentialsFile()
+    const from = new Date(Date.now() - 60 * 24 * 3_600_000).toISOString().slice(0, 10)
+    const run = runCli(['simulate', '--credentials', file, '--mqtt', broker.url, '--from', from, '--speed', '86400', '--fault', 'duplicate=0.1'])
+    await sub.until((m) => m.length >= 50, 60_000)
+    run.kill('SIGINT')
+    expect(await run.code).toBe(0)
+    const out = run.stdout()
+    expect(out).toContain('stopping: waiting for outstanding acknowledgements')
+    expect(out).toMatch(/^stopped: simulated /m)
+    const readings = /readings: generated (\d+), acknowledged (\d+), buffered 0, dropped 0, failed 0/.exec(out)
+    expect(readings).not.toBeNull()
+    const messages = /messages: published (\d+) \(\d+ batches\), acknowledged (\d+)/.exec(out)
+    expect(messages![1]).toBe(messages![2])
+    // Every message acknowledged reached the subscriber.
+    await sub.until((m) => m.length === Number(messages![2]))
+    const genuine = new Set(sub.messages.flatMap((m) => contractReadings(m.text).map((r) => `${m.topic} ${r.ts}`)))
+    expect(genuine.size).toBe(Number(readings![2]))
+  })
+
+  it('refuses bad options with exit code 2, naming the option', async () => {
+    const cases: [string[], RegExp][] = [
+      [['--speed', 'fast', '--credentials', 'x.json'], /--speed: must be a positive number or 'max'/],
+      [['--fault', 'dupe=1', '--credentials', 'x.json'], /fault: unknown kind 'dupe'/],
+      [['--days', '0', '--credentials', 'x.json'], /--days: must be an integer from 1/],
+      [['--from', 'yesterday', '--credentials', 'x.json'], /--from: 'yesterday'/],
+      [['--mqtt', 'http://x', '--credentials', 'x.json'], /--mqtt: 'http:\/\/x'/],
+      [[], /give --credentials FILE, or --api URL and --admin-token T/],
+      [['--credentials', '/nonexistent/creds.json'], /does not exist/],
+      [['--api', 'http://127.0.0.1:1', '--meters', '3'], /--admin-token: required with --api/],
+      [['--time-zone', 'Mars/Olympus', '--credentials', 'x.json'], /timeZone: 'Mars\/Olympus'/],
+      [['--colour', 'red'], /colour/],
+    ]
+    for (const [args, message] of cases) {
+      const m = memoryIo()
+      expect(await runSimulateCommand(args, {}, m.io), args.join(' ')).toBe(2)
+      expect(m.err()).toMatch(message)
+    }
+    const file = await credentialsFile()
+    const m = memoryIo()
+    expect(await runSimulateCommand(['--credentials', file, '--meters', '3'], {}, m.io)).toBe(2)
+    expect(m.err()).toMatch(/--meters: .* holds 2 meters, 3 asked for/)
+  })
+})
