@@ -1,3 +1,4 @@
+import { consentRoutes } from './consent-routes.ts'
 import { directoryRoutes } from './directory-routes.ts'
 import { docsRoutes } from './docs-routes.ts'
 import { occupancyRoutes } from './occupancy-routes.ts'
@@ -18,4 +19,5 @@ export const ROUTE_PLUGINS: readonly RoutePlugin[] = [
   occupancyRoutes,
   quarantineRoutes,
   readingRoutes,
+  consentRoutes,
 ]

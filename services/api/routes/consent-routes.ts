@@ -1,0 +1,421 @@
+import { z } from 'zod'
+import { BPS_TOTAL } from '../../../shared/money.ts'
+import { GRANULARITIES } from '../../../shared/wire.ts'
+import { listAccessLog, type AccessLogEntry } from '../../consent/access-log-service.ts'
+import {
+  CONSENT_METERS_MAX,
+  CONSENT_VALIDITY_YEARS_MAX,
+  createLegalBasisConsent,
+  grantConsent,
+  listConsentLog,
+  listHouseholdConsents,
+  listRecipientConsents,
+  revokeConsent,
+  type Consent,
+} from '../../consent/consent-service.ts'
+import {
+  OFFER_THIRD_PARTIES_MAX,
+  PRICE_MICROS_PER_DATUM_MAX,
+  PURPOSE_LENGTH_MAX,
+  createOffer,
+  listOffers,
+  listOffersForHousehold,
+  type Offer,
+} from '../../consent/offer-service.ts'
+import { listReleasedReadings } from '../../consent/released-readings-service.ts'
+import { defineRoute } from '../route.ts'
+import { microsOutput, nameString, pageAnswer, pageQueryShape, rfc3339Time, timeOutput } from '../validation.ts'
+import { egressDatumSchema, readingsQueryShape } from './reading-routes.ts'
+import type { RoutePlugin } from './route-plugin.ts'
+
+/**
+ * Offers (operator), consents and the logs a household reads, a supplier's legal basis
+ * (operator), and the recipients' side: the consents that name them and the data released
+ * to them (`GET /data/readings`), under the release rule.
+ */
+
+const OPERATOR = ['operator'] as const
+const HOUSEHOLD = ['household'] as const
+const RECIPIENT = ['recipient'] as const
+
+const idString = z.string().min(1).max(128)
+const granularity = z.enum(GRANULARITIES)
+const bps = z.number().int().min(0).max(BPS_TOTAL)
+const MICROS_RE = /^(0|[1-9]\d{0,18})$/
+
+/** Micro-euros per datum, as a string of an integer (like amounts in answers) or a JSON integer. */
+const priceInput = z
+  .union([z.string().max(20), z.number()])
+  .meta({ description: 'integer micro-euros per datum, at least 0: a string ("1250") or an integer', examples: ['1250'] })
+  .transform((v, ctx) => {
+    const text = typeof v === 'number' ? (Number.isSafeInteger(v) ? String(v) : '') : v
+    if (!MICROS_RE.test(text) || BigInt(text) > PRICE_MICROS_PER_DATUM_MAX) {
+      ctx.addIssue({ code: 'custom', message: `must be an integer of micro-euros from 0 to ${PRICE_MICROS_PER_DATUM_MAX}`, input: v })
+      return z.NEVER
+    }
+    return BigInt(text)
+  })
+
+const splitShape = z.strictObject({
+  householdBps: bps,
+  operatorBps: bps.meta({ description: "the meter's operator (the utility operating the meter whose datum is sold)" }),
+  platformBps: bps,
+  thirdParties: z
+    .array(z.strictObject({ partyId: idString, bps }))
+    .max(OFFER_THIRD_PARTIES_MAX)
+    .default([])
+    .meta({ description: `other beneficiaries, at most ${OFFER_THIRD_PARTIES_MAX}` }),
+})
+
+const offerAnswer = z.object({
+  id: z.string(),
+  recipientId: z.string(),
+  recipientName: z.string(),
+  purpose: z.string(),
+  granularity,
+  priceMicrosPerDatum: microsOutput,
+  split: z.object({
+    householdBps: z.number(),
+    operatorBps: z.number(),
+    platformBps: z.number(),
+    thirdParties: z.array(z.object({ partyId: z.string(), bps: z.number() })),
+  }),
+  createdAt: timeOutput,
+})
+
+const householdOfferAnswer = offerAnswer.extend({
+  householdBps: z.number().meta({ description: 'the household’s part of the price, in basis points (10,000 = all)' }),
+  householdMicrosPerDatum: microsOutput.meta({ description: 'the household’s part of one datum’s price, rounded down' }),
+  householdMicrosPer10000Datums: microsOutput.meta({ description: 'the household’s part of 10,000 datums’ price, exact' }),
+})
+
+function offerToWire(o: Offer): z.output<typeof offerAnswer> {
+  return {
+    id: o.id,
+    recipientId: o.recipientId,
+    recipientName: o.recipientName,
+    purpose: o.purpose,
+    granularity: o.granularity,
+    priceMicrosPerDatum: o.priceMicrosPerDatum.toString(),
+    split: o.split,
+    createdAt: o.createdAt.toISOString(),
+  }
+}
+
+const consentAnswer = z.object({
+  id: z.string(),
+  kind: z.enum(['offer', 'legal_basis']),
+  householdId: z.string(),
+  recipientId: z.string(),
+  recipientName: z.string(),
+  offerId: z.string().nullable().meta({ description: 'null for a legal basis' }),
+  purpose: z.string(),
+  granularity,
+  allMeters: z.boolean().meta({ description: 'the household chose all its meters (those it occupied at the grant)' }),
+  meterIds: z.array(z.string()),
+  validFrom: timeOutput,
+  validUntil: timeOutput,
+  dataFrom: timeOutput.meta({ description: 'data stamped at or after this is released' }),
+  dataUntil: timeOutput.nullable().meta({ description: 'data stamped before this is released; null = no end' }),
+  status: z.enum(['active', 'revoked', 'expired', 'ended_by_move_out']),
+  statusChangedAt: timeOutput,
+  revokedAt: timeOutput.nullable(),
+  priceMicrosPerDatum: microsOutput.meta({ description: '"0" for a legal basis (free)' }),
+  householdBps: z.number().nullable().meta({ description: 'the household’s share; null for a legal basis' }),
+})
+
+function consentToWire(c: Consent): z.output<typeof consentAnswer> {
+  return {
+    id: c.id,
+    kind: c.kind,
+    householdId: c.householdId,
+    recipientId: c.recipientId,
+    recipientName: c.recipientName,
+    offerId: c.offerId,
+    purpose: c.purpose,
+    granularity: c.granularity,
+    allMeters: c.allMeters,
+    meterIds: c.meterIds,
+    validFrom: c.validFrom.toISOString(),
+    validUntil: c.validUntil.toISOString(),
+    dataFrom: c.dataFrom.toISOString(),
+    dataUntil: c.dataUntil?.toISOString() ?? null,
+    status: c.status,
+    statusChangedAt: c.statusChangedAt.toISOString(),
+    revokedAt: c.revokedAt?.toISOString() ?? null,
+    priceMicrosPerDatum: c.priceMicrosPerDatum.toString(),
+    householdBps: c.householdBps,
+  }
+}
+
+const consentLogAnswer = z.object({
+  id: z.string(),
+  consentId: z.string(),
+  event: z.enum(['granted', 'revoked', 'expired', 'ended_by_move_out']),
+  meterId: z.string().nullable().meta({ description: 'the meter a move-out ended the consent for' }),
+  actor: z.string().meta({ description: "the household's id, 'operator' or 'system'" }),
+  at: timeOutput,
+})
+
+const accessLogAnswer = z.object({
+  recipientId: z.string(),
+  recipientName: z.string(),
+  meterId: z.string(),
+  day: z.string().meta({ format: 'date', description: 'local day of the release' }),
+  channel: z.enum(['mqtt', 'http']),
+  datums: z.number().int(),
+})
+
+function accessToWire(e: AccessLogEntry): z.output<typeof accessLogAnswer> {
+  return {
+    recipientId: e.recipientId,
+    recipientName: e.recipientName,
+    meterId: e.meterId,
+    day: e.day,
+    channel: e.channel,
+    datums: Number(e.datums),
+  }
+}
+
+const meterIdsInput = z
+  .array(idString)
+  .min(1)
+  .max(CONSENT_METERS_MAX)
+  .optional()
+  .meta({ description: 'absent: every meter the household occupies now' })
+
+const consentTerms = {
+  validUntil: rfc3339Time.meta({ description: `the end of the consent, at most ${CONSENT_VALIDITY_YEARS_MAX} years ahead` }),
+  dataFrom: rfc3339Time.optional().meta({ description: 'release data stamped from then on; may lie in the past; default: now' }),
+  dataUntil: rfc3339Time.optional().meta({ description: 'release data stamped before then; default: no end' }),
+}
+
+const DAY_RE = /^\d{4}-\d{2}-\d{2}$/
+
+/** Earliest `from` when none is given: before any datum a meter may send. */
+const BEGINNING = new Date(Date.UTC(2000, 0, 1))
+
+export const consentRoutes: RoutePlugin = async (app, { deps }) => {
+  const db = deps.db.db
+  const now = () => app.apiContext.now()
+  const page = pageQueryShape(deps.config.http.pageItemsMax)
+
+  defineRoute(app, {
+    method: 'POST',
+    url: '/admin/offers',
+    summary: 'Publish an offer',
+    description: `A recipient pays \`priceMicrosPerDatum\` for each datum of the granularity, split in basis points that sum to exactly ${BPS_TOTAL}. Offers never change: a new price is a new offer.`,
+    tags: ['operator'],
+    auth: OPERATOR,
+    body: z.strictObject({
+      recipientId: idString,
+      purpose: nameString(PURPOSE_LENGTH_MAX),
+      granularity,
+      priceMicrosPerDatum: priceInput,
+      split: splitShape,
+    }),
+    status: 201,
+    response: z.object({ id: z.string() }),
+    async handler({ body }) {
+      return createOffer(db, body)
+    },
+  })
+
+  defineRoute(app, {
+    method: 'GET',
+    url: '/admin/offers',
+    summary: 'Every published offer',
+    tags: ['operator'],
+    auth: OPERATOR,
+    response: z.object({ items: z.array(offerAnswer) }),
+    async handler() {
+      return { items: (await listOffers(db)).map(offerToWire) }
+    },
+  })
+
+  defineRoute(app, {
+    method: 'POST',
+    url: '/admin/legal-basis-consents',
+    summary: "Record a supplier's legal basis",
+    description:
+      "A supplier's regulated access to a household's billing data: monthly granularity, free of charge, created with the supply contract. It is shown to the household like any consent, and ended by the operator (`DELETE /admin/consents/{id}`).",
+    tags: ['operator'],
+    auth: OPERATOR,
+    body: z.strictObject({
+      recipientId: idString.meta({ description: 'the supplier (a utility)' }),
+      householdId: idString,
+      meterIds: meterIdsInput,
+      purpose: nameString(PURPOSE_LENGTH_MAX).optional(),
+      ...consentTerms,
+    }),
+    status: 201,
+    response: z.object({ id: z.string() }),
+    async handler({ body }) {
+      return createLegalBasisConsent(db, body, now())
+    },
+  })
+
+  defineRoute(app, {
+    method: 'DELETE',
+    url: '/admin/consents/:id',
+    summary: 'End any consent at once (a legal basis when the supply contract ends)',
+    tags: ['operator'],
+    auth: OPERATOR,
+    params: z.strictObject({ id: idString }),
+    status: 204,
+    errors: [404, 409],
+    async handler({ params }) {
+      await revokeConsent(db, params.id, { role: 'operator' }, now())
+    },
+  })
+
+  defineRoute(app, {
+    method: 'GET',
+    url: '/me/offers',
+    summary: 'Offers the household may accept, with its share',
+    tags: ['household'],
+    auth: HOUSEHOLD,
+    response: z.object({ items: z.array(householdOfferAnswer) }),
+    async handler() {
+      return {
+        items: (await listOffersForHousehold(db)).map((o) => ({
+          ...offerToWire(o),
+          householdBps: o.householdBps,
+          householdMicrosPerDatum: o.householdMicrosPerDatum.toString(),
+          householdMicrosPer10000Datums: o.householdMicrosPer10000Datums.toString(),
+        })),
+      }
+    },
+  })
+
+  defineRoute(app, {
+    method: 'POST',
+    url: '/me/consents',
+    summary: 'Accept an offer',
+    description: `For some of the meters the household occupies now, or all of them. Valid from now until \`validUntil\` (at most ${CONSENT_VALIDITY_YEARS_MAX} years); releases data stamped in [dataFrom, dataUntil), which may reach back in history.`,
+    tags: ['household'],
+    auth: HOUSEHOLD,
+    body: z.strictObject({ offerId: idString, meterIds: meterIdsInput, ...consentTerms }),
+    status: 201,
+    response: z.object({ id: z.string() }),
+    async handler({ body, principal }) {
+      return grantConsent(db, principal.householdId, body, now())
+    },
+  })
+
+  defineRoute(app, {
+    method: 'DELETE',
+    url: '/me/consents/:id',
+    summary: 'Revoke a consent, at once',
+    description: 'Nothing more is released under it from now on, live or pulled. Revoking twice is harmless; an expired consent is a 409, a legal basis a 403.',
+    tags: ['household'],
+    auth: HOUSEHOLD,
+    params: z.strictObject({ id: idString }),
+    status: 204,
+    errors: [403, 404, 409],
+    async handler({ params, principal }) {
+      await revokeConsent(db, params.id, { role: 'household', householdId: principal.householdId }, now())
+    },
+  })
+
+  defineRoute(app, {
+    method: 'GET',
+    url: '/me/consents',
+    summary: "The household's consents, in grant order",
+    tags: ['household'],
+    auth: HOUSEHOLD,
+    query: z.strictObject({ ...page }),
+    response: pageAnswer(consentAnswer),
+    async handler({ query, principal }) {
+      const result = await listHouseholdConsents(db, principal.householdId, query, now())
+      return { items: result.items.map(consentToWire), nextCursor: result.next }
+    },
+  })
+
+  defineRoute(app, {
+    method: 'GET',
+    url: '/me/consent-log',
+    summary: 'Every grant, revocation, expiry and end by move-out, oldest first',
+    tags: ['household'],
+    auth: HOUSEHOLD,
+    query: z.strictObject({ ...page }),
+    response: pageAnswer(consentLogAnswer),
+    async handler({ query, principal }) {
+      const result = await listConsentLog(db, principal.householdId, query, now())
+      return {
+        items: result.items.map((e) => ({ ...e, at: e.at.toISOString() })),
+        nextCursor: result.next,
+      }
+    },
+  })
+
+  defineRoute(app, {
+    method: 'GET',
+    url: '/me/access-log',
+    summary: 'Who received how much of the household’s data',
+    description: 'Datums released per recipient, meter, local day of the release and channel (mqtt live, http pulled).',
+    tags: ['household'],
+    auth: HOUSEHOLD,
+    query: z.strictObject({
+      from: z.string().regex(DAY_RE, 'expected a day, YYYY-MM-DD').optional().meta({ description: 'first day, YYYY-MM-DD' }),
+      to: z.string().regex(DAY_RE, 'expected a day, YYYY-MM-DD').optional().meta({ description: 'last day, YYYY-MM-DD (included)' }),
+      recipientId: idString.optional(),
+      ...page,
+    }),
+    response: pageAnswer(accessLogAnswer),
+    async handler({ query, principal }) {
+      const result = await listAccessLog(db, principal.householdId, {
+        fromDay: query.from,
+        toDay: query.to,
+        recipientId: query.recipientId,
+        cursor: query.cursor,
+        limit: query.limit,
+      })
+      return { items: result.items.map(accessToWire), nextCursor: result.next }
+    },
+  })
+
+  defineRoute(app, {
+    method: 'GET',
+    url: '/recipient/consents',
+    summary: 'Consents that name the recipient, in grant order',
+    tags: ['recipient'],
+    auth: RECIPIENT,
+    query: z.strictObject({ ...page }),
+    response: pageAnswer(consentAnswer),
+    async handler({ query, principal }) {
+      const result = await listRecipientConsents(db, principal.partyId, query)
+      return { items: result.items.map(consentToWire), nextCursor: result.next }
+    },
+  })
+
+  defineRoute(app, {
+    method: 'GET',
+    url: '/data/readings',
+    summary: 'Data released to the recipient',
+    description:
+      'Exactly what the release rule releases to the recipient now, shaped as the MQTT egress payloads, in (meter, household, time) order. Without `meterId`: every meter it may see. A meter it holds no consent for answers an empty page, as a meter that does not exist does. Every datum returned is counted in the household’s access log.',
+    tags: ['recipient'],
+    auth: RECIPIENT,
+    query: z.strictObject({ meterId: idString.optional(), ...readingsQueryShape(deps.config.http.pageItemsMax) }),
+    response: pageAnswer(egressDatumSchema),
+    async handler({ query, principal }) {
+      const at = now()
+      // Nothing is stored beyond the ingest's future tolerance, so "now" includes all of it.
+      const to = query.to ?? new Date(at.getTime() + deps.config.ingest.futureToleranceMs + 1)
+      return listReleasedReadings(
+        db,
+        principal.partyId,
+        {
+          meterId: query.meterId,
+          from: query.from ?? BEGINNING,
+          to,
+          granularity: query.granularity,
+          cursor: query.cursor,
+          limit: query.limit,
+        },
+        { timezone: deps.config.timezone, now: at, metrics: deps.metrics },
+      )
+    },
+  })
+}

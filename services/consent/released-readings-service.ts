@@ -1,0 +1,204 @@
+import type { Kysely } from 'kysely'
+import { addDays, addMonths, dayOf, monthOf, startOfDayMs } from '../../shared/calendar.ts'
+import type { Database } from '../../shared/db/schema.ts'
+import { InvalidInputError } from '../../shared/errors.ts'
+import type { Metrics } from '../../shared/metrics.ts'
+import { GRANULARITIES, type EgressDatum, type Granularity } from '../../shared/wire.ts'
+import { listReadings, type ReleaseWindow as ReadingWindow } from '../metering/reading-service.ts'
+import { addAccessCounts, type AccessCount } from './access-log-repository.ts'
+import { loadConsentFacts, loadOccupancyFacts, occupanciesByMeter } from './release-facts-repository.ts'
+import { datumInstantMs, releasedTo, releaseWindows, type ReleaseWindow } from './release-rule.ts'
+
+/**
+ * The pull API of recipients (`GET /data/readings`): exactly the data the release rule
+ * releases to the recipient now, in the egress payload shapes. The rule yields release
+ * windows per (meter, household); each group is read with `listReadings` under that
+ * group's windows, so every item's owner is known, and every item is checked with the
+ * rule again before it leaves. Items come in (meter, household, time) order. Every datum
+ * returned is counted in the access log (channel 'http') and in
+ * metershare_datums_released_total{channel="http"}.
+ *
+ * A meter the recipient holds no consent for yields no window: the answer is an empty page,
+ * exactly as for a meter that does not exist.
+ */
+
+/** Groups (meter, household) read per page at most; a page may end early, with a cursor. */
+export const PULL_GROUPS_PER_PAGE_MAX = 200
+
+export interface ReleasedReadingsQuery {
+  /** Absent: every meter the recipient may see. */
+  meterId?: string | undefined
+  from: Date
+  to: Date
+  granularity: Granularity
+  cursor?: string | undefined
+  limit: number
+}
+
+export interface ReleasedReadingsContext {
+  timezone: string
+  now: Date
+  metrics?: Metrics | undefined
+}
+
+export interface ReleasedReadingsPage {
+  items: EgressDatum[]
+  nextCursor: string | null
+}
+
+const LISTING = 'data.readings'
+const CURSOR_CHARS_MAX = 2048
+
+interface Position {
+  meterId: string
+  householdId: string
+  /** listReadings' cursor inside that group; null = from its start. */
+  inner: string | null
+}
+
+function encodePosition(granularity: Granularity, p: Position): string {
+  return Buffer.from(JSON.stringify([LISTING, granularity, p.meterId, p.householdId, p.inner]), 'utf8').toString('base64url')
+}
+
+function decodePosition(cursor: string, granularity: Granularity): Position {
+  const invalid = () => new InvalidInputError('cursor: not a cursor of this listing', 'cursor')
+  if (cursor.length === 0 || cursor.length > CURSOR_CHARS_MAX || !/^[A-Za-z0-9_-]+$/.test(cursor)) throw invalid()
+  let v: unknown
+  try {
+    v = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8'))
+  } catch {
+    throw invalid()
+  }
+  if (!Array.isArray(v) || v.length !== 5 || v[0] !== LISTING || typeof v[2] !== 'string' || typeof v[3] !== 'string') throw invalid()
+  if (v[1] !== granularity) throw new InvalidInputError('cursor: made for another granularity', 'cursor')
+  if (v[4] !== null && typeof v[4] !== 'string') throw invalid()
+  return { meterId: v[2], householdId: v[3], inner: v[4] }
+}
+
+function groupKey(meterId: string, householdId: string): string {
+  return meterId + '\u0000' + householdId
+}
+
+/**
+ * The rule's windows in listReadings' terms. The rule releases a daily (monthly) datum when
+ * its day's (month's) start lies in the window; listReadings selects a day when the whole
+ * day lies in its window, and a month's days likewise: so a window is widened to the end of
+ * its last selected day (month), and for months narrowed to the first whole month.
+ */
+function toReadingWindow(w: ReleaseWindow, granularity: Granularity, timezone: string): ReadingWindow | null {
+  if (granularity === 'load_curve') {
+    return { meterId: w.meterId, householdId: w.householdId, from: new Date(w.fromMs), until: w.untilMs === null ? null : new Date(w.untilMs) }
+  }
+  if (granularity === 'daily') {
+    const until = w.untilMs === null ? null : startOfDayMs(addDays(dayOf(w.untilMs - 1, timezone), 1), timezone)
+    return { meterId: w.meterId, householdId: w.householdId, from: new Date(w.fromMs), until: until === null ? null : new Date(until) }
+  }
+  const firstMonth = monthOf(w.fromMs, timezone)
+  const fromMs = startOfDayMs(firstMonth + '-01', timezone) === w.fromMs ? w.fromMs : startOfDayMs(addMonths(firstMonth, 1) + '-01', timezone)
+  const untilMs = w.untilMs === null ? null : startOfDayMs(addMonths(monthOf(w.untilMs - 1, timezone), 1) + '-01', timezone)
+  if (untilMs !== null && untilMs <= fromMs) return null
+  return { meterId: w.meterId, householdId: w.householdId, from: new Date(fromMs), until: untilMs === null ? null : new Date(untilMs) }
+}
+
+export async function listReleasedReadings(
+  db: Kysely<Database>,
+  recipientId: string,
+  query: ReleasedReadingsQuery,
+  ctx: ReleasedReadingsContext,
+): Promise<ReleasedReadingsPage> {
+  if (!GRANULARITIES.includes(query.granularity)) {
+    throw new InvalidInputError(`granularity: expected one of ${GRANULARITIES.join(', ')}`, 'granularity')
+  }
+  const start = query.cursor === undefined ? null : decodePosition(query.cursor, query.granularity)
+  // listReadings' own checks of from, to and limit, before anything is read (no window: no query),
+  // so that every recipient gets the same answer to the same bad input.
+  await listReadings(db, { meterIds: [], windows: [], from: query.from, to: query.to, granularity: query.granularity, limit: query.limit }, { timezone: ctx.timezone })
+  const nowMs = ctx.now.getTime()
+
+  const consents = await loadConsentFacts(db, { recipientId, statuses: ['active'] })
+  const meterIds = [...new Set(consents.flatMap((c) => c.meterIds))].filter((m) => query.meterId === undefined || m === query.meterId)
+  const occupancies = occupanciesByMeter(await loadOccupancyFacts(db, { meterIds }))
+  const windows = releaseWindows(recipientId, query.granularity, consents, occupancies, nowMs).filter(
+    (w) => query.meterId === undefined || w.meterId === query.meterId,
+  )
+
+  const groups = new Map<string, ReadingWindow[]>()
+  for (const w of windows) {
+    const rw = toReadingWindow(w, query.granularity, ctx.timezone)
+    if (rw === null) continue
+    const key = groupKey(w.meterId, w.householdId)
+    const list = groups.get(key) ?? []
+    list.push(rw)
+    groups.set(key, list)
+  }
+  const keys = [...groups.keys()].sort()
+  let index = 0
+  let inner: string | null = null
+  if (start !== null) {
+    const startKey = groupKey(start.meterId, start.householdId)
+    while (index < keys.length && keys[index]! < startKey) index++
+    if (keys[index] === startKey) inner = start.inner
+  }
+
+  const items: EgressDatum[] = []
+  const released = new Map<string, AccessCount>()
+  const releaseDay = dayOf(ctx.now, ctx.timezone)
+  let nextCursor: string | null = null
+  let groupsRead = 0
+
+  for (; index < keys.length; index++) {
+    const key = keys[index]!
+    const groupWindows = groups.get(key)!
+    const { meterId, householdId } = groupWindows[0]!
+    if (items.length >= query.limit || groupsRead >= PULL_GROUPS_PER_PAGE_MAX) {
+      nextCursor = encodePosition(query.granularity, { meterId, householdId, inner })
+      break
+    }
+    groupsRead++
+    const page = await listReadings(
+      db,
+      {
+        meterIds: [meterId],
+        householdId,
+        windows: groupWindows,
+        from: query.from,
+        to: query.to,
+        granularity: query.granularity,
+        cursor: inner ?? undefined,
+        limit: query.limit - items.length,
+      },
+      { timezone: ctx.timezone },
+    )
+    const meterOccupancies = occupancies.get(meterId) ?? []
+    for (const datum of page.items) {
+      const atMs = datumInstantMs(
+        {
+          meterId,
+          granularity: datum.granularity,
+          ts: datum.granularity === 'load_curve' ? Date.parse(datum.ts) : undefined,
+          day: datum.granularity === 'daily' ? datum.day : undefined,
+          month: datum.granularity === 'monthly' ? datum.month : undefined,
+        },
+        ctx.timezone,
+      )
+      if (atMs === null) continue
+      const owner = releasedTo(recipientId, { meterId, granularity: datum.granularity, atMs, householdId }, consents, meterOccupancies, nowMs)
+      if (owner !== householdId) continue
+      items.push(datum)
+      const count = released.get(key)
+      if (count === undefined) released.set(key, { recipientId, householdId, meterId, day: releaseDay, channel: 'http', datums: 1n })
+      else count.datums++
+    }
+    if (page.nextCursor !== null) {
+      nextCursor = encodePosition(query.granularity, { meterId, householdId, inner: page.nextCursor })
+      break
+    }
+    inner = null
+  }
+
+  if (released.size > 0) {
+    await addAccessCounts(db, [...released.values()])
+    ctx.metrics?.datumsReleased.labels('http').inc(items.length)
+  }
+  return { items, nextCursor }
+}

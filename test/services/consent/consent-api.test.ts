@@ -1,0 +1,306 @@
+import { beforeEach, describe, expect, it } from 'vitest'
+import { loadConsentFacts, loadOccupancyFacts, occupanciesByMeter } from '../../../services/consent/release-facts-repository.ts'
+import { datumInstantMs, releasedTo } from '../../../services/consent/release-rule.ts'
+import { dayOf } from '../../../shared/calendar.ts'
+import type { EgressDatum } from '../../../shared/wire.ts'
+import { describeDatabases } from '../../support/database.ts'
+import { readingSeries, seedReadings } from '../../support/seed.ts'
+import { bearer, errorOf, useApi, type TestApi } from '../api/api-harness.ts'
+
+const TZ = 'Europe/Paris'
+
+interface Party {
+  id: string
+  apiKey: string
+}
+
+/**
+ * Through the HTTP API, as outside programs use it: offers, consents, the logs, the
+ * recipients' endpoints; with the clock of the API set by each test.
+ */
+describeDatabases('consent endpoints', (t) => {
+  let clock = new Date('2026-01-25T12:00:00Z')
+  const api: TestApi = useApi(t, { clock: () => clock })
+
+  let utility: Party
+  let app: Party
+  let lab: Party
+  let h0: Party
+  let h1: Party
+  let h2: Party
+  const A = 'METER-A'
+  const B = 'METER-B'
+  let occB1: string
+
+  async function post(url: string, who: Party | 'operator', body: unknown) {
+    const headers = who === 'operator' ? undefined : bearer(who.apiKey)
+    return who === 'operator' ? api.asOperator('POST', url, body) : api.inject({ method: 'POST', url, headers, payload: body as object })
+  }
+
+  async function get(url: string, who: Party) {
+    return api.inject({ method: 'GET', url, headers: bearer(who.apiKey) })
+  }
+
+  async function created(res: Awaited<ReturnType<typeof post>>): Promise<string> {
+    expect(res.statusCode, res.body).toBe(201)
+    return (res.json() as { id: string }).id
+  }
+
+  async function offer(recipient: Party, granularity: 'load_curve' | 'daily' | 'monthly' = 'load_curve', price = '100'): Promise<string> {
+    return created(
+      await post('/admin/offers', 'operator', {
+        recipientId: recipient.id,
+        purpose: 'energy advice',
+        granularity,
+        priceMicrosPerDatum: price,
+        split: { householdBps: 6000, operatorBps: 2000, platformBps: 2000 },
+      }),
+    )
+  }
+
+  beforeEach(async () => {
+    clock = new Date('2026-01-25T12:00:00Z')
+    const party = async (kind: string, name: string) => (await post('/admin/parties', 'operator', { kind, name })).json() as Party
+    utility = await party('utility', 'Grid and supply')
+    app = await party('third_party', 'Energy advice app')
+    lab = await party('third_party', 'Research lab')
+    const household = async (i: number) =>
+      (await post('/admin/households', 'operator', { name: `H${i}`, email: `h${i}@example.org`, password: `password-${i}-long` })).json() as Party
+    h0 = await household(0)
+    h1 = await household(1)
+    h2 = await household(2)
+    for (const id of [A, B]) await created(await post('/admin/meters', 'operator', { operatorId: utility.id, commodity: 'electricity', intervalMinutes: 60, id }))
+    await created(await post('/admin/occupancies', 'operator', { meterId: A, householdId: h0.id, from: '2026-01-01T00:00:00Z' }))
+    occB1 = await created(await post('/admin/occupancies', 'operator', { meterId: B, householdId: h1.id, from: '2026-01-01T00:00:00Z' }))
+  })
+
+  it('lets the operator publish offers, refusing a split that is not exactly 10,000 bps by its field', async () => {
+    const bad = await post('/admin/offers', 'operator', {
+      recipientId: app.id,
+      purpose: 'p',
+      granularity: 'daily',
+      priceMicrosPerDatum: '10',
+      split: { householdBps: 6000, operatorBps: 2000, platformBps: 1000, thirdParties: [{ partyId: lab.id, bps: 500 }] },
+    })
+    expect(bad.statusCode).toBe(400)
+    expect(errorOf(bad)).toEqual({ code: 'INVALID_INPUT', message: 'split: the parts sum to 9500 basis points, not 10000' })
+    const negative = await post('/admin/offers', 'operator', {
+      recipientId: app.id,
+      purpose: 'p',
+      granularity: 'daily',
+      priceMicrosPerDatum: '-1',
+      split: { householdBps: 10000, operatorBps: 0, platformBps: 0 },
+    })
+    expect(errorOf(negative).message).toMatch(/^priceMicrosPerDatum: /)
+    const unknown = await post('/admin/offers', 'operator', {
+      recipientId: app.id,
+      purpose: 'p',
+      granularity: 'daily',
+      priceMicrosPerDatum: 5,
+      split: { householdBps: 5000, operatorBps: 0, platformBps: 0, thirdParties: [{ partyId: 'pty_nobody', bps: 5000 }] },
+    })
+    expect(errorOf(unknown).message).toMatch(/^split\.thirdParties\[0\]\.partyId: /)
+    expect((await api.asOperator('GET', '/admin/offers')).json()).toEqual({ items: [] })
+
+    const id = await offer(app, 'daily', '3')
+    const listed = (await api.asOperator('GET', '/admin/offers')).json() as { items: unknown[] }
+    expect(listed.items).toEqual([
+      expect.objectContaining({ id, recipientId: app.id, granularity: 'daily', priceMicrosPerDatum: '3', split: { householdBps: 6000, operatorBps: 2000, platformBps: 2000, thirdParties: [] } }),
+    ])
+    const mine = (await get('/me/offers', h0)).json() as { items: unknown[] }
+    expect(mine.items).toEqual([
+      expect.objectContaining({ id, householdBps: 6000, householdMicrosPerDatum: '1', householdMicrosPer10000Datums: '18000' }),
+    ])
+    expect((await get('/me/offers', app)).statusCode).toBe(403)
+  })
+
+  it('lets a household grant, see, and revoke a consent, each step in its log, and the recipient see it', async () => {
+    const offerId = await offer(app)
+    const tooLong = await post('/me/consents', h0, { offerId, validUntil: '2029-01-26T00:00:00Z' })
+    expect(errorOf(tooLong).message).toMatch(/^validUntil: at most 3 years ahead/)
+    const notMine = await post('/me/consents', h0, { offerId, meterIds: [B], validUntil: '2026-06-01T00:00:00Z' })
+    expect(errorOf(notMine)).toEqual({ code: 'INVALID_INPUT', message: 'meterIds[0]: not a meter this household occupies now' })
+
+    const id = await created(await post('/me/consents', h0, { offerId, validUntil: '2026-06-01T00:00:00Z', dataFrom: '2026-01-01T00:00:00Z' }))
+    const consents = (await get('/me/consents', h0)).json() as { items: Record<string, unknown>[]; nextCursor: null }
+    expect(consents).toEqual({
+      items: [
+        expect.objectContaining({
+          id,
+          kind: 'offer',
+          recipientId: app.id,
+          recipientName: 'Energy advice app',
+          allMeters: true,
+          meterIds: [A],
+          validFrom: '2026-01-25T12:00:00.000Z',
+          validUntil: '2026-06-01T00:00:00.000Z',
+          dataFrom: '2026-01-01T00:00:00.000Z',
+          dataUntil: null,
+          status: 'active',
+          priceMicrosPerDatum: '100',
+          householdBps: 6000,
+        }),
+      ],
+      nextCursor: null,
+    })
+    expect(((await get('/recipient/consents', app)).json() as { items: { id: string }[] }).items.map((c) => c.id)).toEqual([id])
+    expect(((await get('/recipient/consents', lab)).json() as { items: unknown[] }).items).toEqual([])
+    expect((await get('/recipient/consents', h0)).statusCode).toBe(403)
+
+    expect((await api.inject({ method: 'DELETE', url: `/me/consents/${id}`, headers: bearer(h1.apiKey) })).statusCode).toBe(404)
+    clock = new Date('2026-01-26T08:00:00Z')
+    const revoked = await api.inject({ method: 'DELETE', url: `/me/consents/${id}`, headers: bearer(h0.apiKey) })
+    expect(revoked.statusCode).toBe(204)
+    expect(revoked.body).toBe('')
+    const log = (await get('/me/consent-log', h0)).json() as { items: Record<string, unknown>[] }
+    expect(log.items.map((e) => [e.consentId, e.event, e.actor, e.at])).toEqual([
+      [id, 'granted', h0.id, '2026-01-25T12:00:00.000Z'],
+      [id, 'revoked', h0.id, '2026-01-26T08:00:00.000Z'],
+    ])
+    expect(((await get('/me/consent-log', h1)).json() as { items: unknown[] }).items).toEqual([])
+  })
+
+  it('lets the operator record a supplier’s legal basis, shown to the household, ended only by the operator', async () => {
+    const res = await post('/admin/legal-basis-consents', 'operator', { recipientId: utility.id, householdId: h0.id, validUntil: '2027-01-01T00:00:00Z' })
+    const id = await created(res)
+    const [c] = ((await get('/me/consents', h0)).json() as { items: Record<string, unknown>[] }).items
+    expect(c).toMatchObject({ id, kind: 'legal_basis', offerId: null, granularity: 'monthly', priceMicrosPerDatum: '0', householdBps: null })
+    expect((await api.inject({ method: 'DELETE', url: `/me/consents/${id}`, headers: bearer(h0.apiKey) })).statusCode).toBe(403)
+    expect((await api.asOperator('DELETE', `/admin/consents/${id}`)).statusCode).toBe(204)
+    const third = await post('/admin/legal-basis-consents', 'operator', { recipientId: app.id, householdId: h0.id, validUntil: '2027-01-01T00:00:00Z' })
+    expect(errorOf(third).message).toMatch(/^recipientId: /)
+  })
+
+  describe('GET /data/readings', () => {
+    /**
+     * Meter A: h0 throughout; h0 lets the app have [Jan 25, Feb 5) and the lab everything.
+     * Meter B: h1 until Feb 3, then h2; h1 had consented (ended by the move-out), h2
+     * consents reaching back to Jan 1 (so only its own data, from Feb 3).
+     */
+    async function scene(): Promise<void> {
+      const appOffer = await offer(app)
+      const labOffer = await offer(lab)
+      await created(
+        await post('/me/consents', h0, { offerId: appOffer, validUntil: '2026-12-01T00:00:00Z', dataFrom: '2026-01-25T00:00:00Z', dataUntil: '2026-02-05T00:00:00Z' }),
+      )
+      await created(await post('/me/consents', h0, { offerId: labOffer, validUntil: '2026-12-01T00:00:00Z', dataFrom: '2026-01-01T00:00:00Z' }))
+      await created(await post('/me/consents', h1, { offerId: appOffer, validUntil: '2026-12-01T00:00:00Z', dataFrom: '2026-01-01T00:00:00Z' }))
+      const moved = await api.asOperator('PATCH', `/admin/occupancies/${occB1}`, { until: '2026-02-03T00:00:00Z' })
+      expect(moved.statusCode, moved.body).toBe(200)
+      await created(await post('/admin/occupancies', 'operator', { meterId: B, householdId: h2.id, from: '2026-02-03T00:00:00Z' }))
+      clock = new Date('2026-02-05T12:00:00Z')
+      await created(await post('/me/consents', h2, { offerId: appOffer, validUntil: '2026-12-01T00:00:00Z', dataFrom: '2026-01-01T00:00:00Z' }))
+      for (const meterId of [A, B]) await seedReadings(t.db, meterId, readingSeries({ start: '2026-01-20T00:00:00Z', count: 21 * 24 + 12 }), TZ)
+      clock = new Date('2026-02-10T12:00:00Z')
+    }
+
+    async function pullAll(who: Party, query: string): Promise<EgressDatum[]> {
+      const items: EgressDatum[] = []
+      let cursor: string | null = null
+      for (let pages = 0; pages < 100; pages++) {
+        const res = await get(`/data/readings?${query}${cursor === null ? '' : `&cursor=${cursor}`}`, who)
+        expect(res.statusCode, res.body).toBe(200)
+        const body = res.json() as { items: EgressDatum[]; nextCursor: string | null }
+        items.push(...body.items)
+        cursor = body.nextCursor
+        if (cursor === null) return items
+      }
+      throw new Error('too many pages')
+    }
+
+    /** What the release rule releases to a recipient at `clock`, from everything stored. */
+    async function releasedByRule(recipientId: string, granularity: 'load_curve' | 'daily'): Promise<string[]> {
+      const consents = await loadConsentFacts(t.db)
+      const occupancies = occupanciesByMeter(await loadOccupancyFacts(t.db))
+      const out: string[] = []
+      if (granularity === 'load_curve') {
+        for (const r of await t.db.selectFrom('readings').select(['meter_id', 'ts', 'household_id']).execute()) {
+          if (r.household_id === null) continue
+          const datum = { meterId: r.meter_id, granularity, atMs: r.ts.getTime(), householdId: r.household_id }
+          if (releasedTo(recipientId, datum, consents, occupancies.get(r.meter_id) ?? [], clock.getTime()) !== null) out.push(`${r.meter_id} ${r.ts.toISOString()}`)
+        }
+      } else {
+        for (const r of await t.db.selectFrom('daily_rollups').select(['meter_id', 'day', 'household_id']).execute()) {
+          if (r.household_id === null) continue
+          const atMs = datumInstantMs({ meterId: r.meter_id, granularity, day: r.day }, TZ)!
+          const datum = { meterId: r.meter_id, granularity, atMs, householdId: r.household_id }
+          if (releasedTo(recipientId, datum, consents, occupancies.get(r.meter_id) ?? [], clock.getTime()) !== null) out.push(`${r.meter_id} ${r.day}`)
+        }
+      }
+      return out.sort()
+    }
+
+    const key = (d: EgressDatum) => `${d.meterId} ${d.granularity === 'load_curve' ? new Date(d.ts).toISOString() : d.granularity === 'daily' ? d.day : d.month}`
+
+    it('returns exactly the released load curve, page by page, and counts it in the access log and the metrics', async () => {
+      await scene()
+      const items = await pullAll(app, 'limit=50')
+      const keys = items.map(key)
+      expect(new Set(keys).size).toBe(keys.length)
+      expect([...keys].sort()).toEqual(await releasedByRule(app.id, 'load_curve'))
+      // A: [Jan 25, Feb 5) = 11 days; B: h2's own, from Feb 3 00:00 to the last reading (Feb 10 11:00).
+      expect(keys.filter((k) => k.startsWith(A))).toHaveLength(11 * 24)
+      expect(keys.filter((k) => k.startsWith(B))).toHaveLength(7 * 24 + 12)
+      expect(keys.filter((k) => k.startsWith(B)).sort()[0]).toBe(`${B} 2026-02-03T00:00:00.000Z`)
+      expect(items[0]).toEqual({ meterId: A, ts: expect.any(String), granularity: 'load_curve', values: { '1-0:1.8.0': expect.any(Number) } })
+
+      const today = dayOf(clock, TZ)
+      const log0 = (await get('/me/access-log', h0)).json() as { items: unknown[] }
+      expect(log0.items).toEqual([{ recipientId: app.id, recipientName: 'Energy advice app', meterId: A, day: today, channel: 'http', datums: 11 * 24 }])
+      const log2 = (await get('/me/access-log', h2)).json() as { items: unknown[] }
+      expect(log2.items).toEqual([{ recipientId: app.id, recipientName: 'Energy advice app', meterId: B, day: today, channel: 'http', datums: 7 * 24 + 12 }])
+      expect(((await get('/me/access-log', h1)).json() as { items: unknown[] }).items).toEqual([])
+      expect(await api.metrics.registry.getSingleMetricAsString('metershare_datums_released_total')).toContain(
+        `metershare_datums_released_total{channel="http"} ${items.length}`,
+      )
+    })
+
+    it('returns exactly the released daily data, a day counting when its start lies in the window', async () => {
+      await scene()
+      const items = await pullAll(app, 'granularity=daily&limit=4')
+      const keys = items.map(key).sort()
+      expect(keys).toEqual(await releasedByRule(app.id, 'daily'))
+      expect(keys.filter((k) => k.startsWith(A))).toEqual(
+        ['01-26', '01-27', '01-28', '01-29', '01-30', '01-31', '02-01', '02-02', '02-03', '02-04', '02-05'].map((d) => `${A} 2026-${d}`),
+      )
+      expect(keys.filter((k) => k.startsWith(B))[0]).toBe(`${B} 2026-02-03`)
+      expect(items.every((d) => d.granularity === 'daily')).toBe(true)
+    })
+
+    it('narrows to one meter, and answers the same empty page for a meter without consent as for one that does not exist', async () => {
+      await scene()
+      const onlyB = await pullAll(app, `meterId=${B}&from=2026-02-04T00:00:00Z&to=2026-02-05T00:00:00Z`)
+      expect(onlyB.map(key)).toHaveLength(24)
+      expect(onlyB.every((d) => d.meterId === B)).toBe(true)
+
+      // The lab holds no consent for B: B exists, but the lab learns nothing of it.
+      const probes = [`meterId=${B}`, 'meterId=NO-SUCH-METER', `meterId=${B}&granularity=daily`, 'meterId=NO-SUCH-METER&granularity=daily']
+      const answers = await Promise.all(probes.map((q) => get(`/data/readings?${q}`, lab)))
+      for (const res of answers) {
+        expect(res.statusCode).toBe(200)
+        expect(res.body).toBe('{"items":[],"nextCursor":null}')
+      }
+      const badTo = await Promise.all([`meterId=${B}`, 'meterId=NO-SUCH-METER'].map((q) => get(`/data/readings?${q}&from=2026-02-05T00:00:00Z&to=2026-02-01T00:00:00Z`, lab)))
+      expect(badTo[0]!.statusCode).toBe(400)
+      expect(badTo[0]!.body).toBe(badTo[1]!.body)
+      expect(((await get('/me/access-log', h1)).json() as { items: unknown[] }).items).toEqual([])
+    })
+
+    it('stops releasing at once when the household revokes', async () => {
+      await scene()
+      const [c] = ((await get('/me/consents', h2)).json() as { items: { id: string }[] }).items
+      expect((await pullAll(app, `meterId=${B}`)).length).toBeGreaterThan(0)
+      expect((await api.inject({ method: 'DELETE', url: `/me/consents/${c!.id}`, headers: bearer(h2.apiKey) })).statusCode).toBe(204)
+      expect(await pullAll(app, `meterId=${B}`)).toEqual([])
+    })
+
+    it('refuses a cursor of another listing or granularity, naming the field', async () => {
+      await scene()
+      const first = (await get('/data/readings?limit=5', app)).json() as { nextCursor: string }
+      const other = await get(`/data/readings?limit=5&granularity=daily&cursor=${first.nextCursor}`, app)
+      expect(errorOf(other).message).toMatch(/^cursor: /)
+      expect(errorOf(await get('/data/readings?cursor=nonsense', app)).message).toMatch(/^cursor: /)
+      expect((await get('/data/readings', h0)).statusCode).toBe(403)
+    })
+  })
+})
