@@ -2,8 +2,15 @@ import type { Kysely } from 'kysely'
 import { formatTimestamp, isDay, isMonth } from '../../shared/calendar.ts'
 import type { Database } from '../../shared/db/schema.ts'
 import { assert, InvalidInputError } from '../../shared/errors.ts'
-import { GRANULARITIES, type DailyDatum, type EgressDatum, type Granularity, type LoadCurveDatum, type MonthlyDatum } from '../../shared/wire.ts'
-import type { RegisterValues } from '../../shared/wire.ts'
+import {
+  GRANULARITIES,
+  type DailyDatum,
+  type EgressDatum,
+  type Granularity,
+  type LoadCurveDatum,
+  type MonthlyDatum,
+  type RegisterValues,
+} from '../../shared/wire.ts'
 import { decodeCursor, encodeCursor, TS_KEY_RE } from './cursor.ts'
 import { dailyEnergies, monthlyEnergies, type GroupEnergy } from './daily-energy.ts'
 import {
