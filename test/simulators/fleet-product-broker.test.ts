@@ -1,0 +1,70 @@
+import { expect, it } from 'vitest'
+import type { MeterCredentials } from '../../simulators/credentials.ts'
+import type { FaultFlag } from '../../simulators/faults.ts'
+import { startFleet } from '../../simulators/fleet.ts'
+import { startTestBroker } from '../support/broker.ts'
+import { describeDatabases } from '../support/database.ts'
+import { createTestHousehold, createTestMeter, createUtility, insertOccupancy, quarantineOf, readingsOf } from '../support/world.ts'
+import { ManualClock, waitFor } from './support/test-broker.ts'
+
+const FROM_MS = Date.parse('2026-09-30T22:00:00Z')
+const HOUR = 3_600_000
+
+describeDatabases('a simulated fleet against the product’s broker: every genuine reading stored, every fault quarantined with the contract’s reason', (t) => {
+  async function world(commodity: 'electricity' | 'gas', intervalMinutes: 15 | 60): Promise<MeterCredentials> {
+    const utility = await createUtility(t.db)
+    const m = await createTestMeter(t.db, utility.id, { commodity, intervalMinutes })
+    await insertOccupancy(t.db, m.id, (await createTestHousehold(t.db)).id, new Date(FROM_MS))
+    return { meterId: m.id, secret: m.secret, commodity, intervalMinutes, pv: commodity === 'electricity', power: commodity === 'electricity' }
+  }
+
+  it('stores every reading of a day, nothing quarantined', async () => {
+    const meters = [await world('electricity', 15), await world('gas', 60)]
+    const clock = new ManualClock(FROM_MS + 30 * HOUR)
+    const tb = await startTestBroker(t.handle, { deps: { clock: () => clock.now() } })
+    const fleet = startFleet({ mqttUrl: tb.url, meters, from: '2026-10-01', days: 1, speed: 'max', clock, tickMs: 10 })
+    try {
+      const final = await fleet.done
+      expect(final.acknowledged).toBe(96 + 24)
+      for (const m of meters) {
+        expect(await readingsOf(t.db, m.meterId)).toHaveLength(m.intervalMinutes === 15 ? 96 : 24)
+        expect(await quarantineOf(t.db, m.meterId)).toHaveLength(0)
+      }
+    } finally {
+      await fleet.stop()
+      await tb.close()
+    }
+  })
+
+  const expectations: [FaultFlag, string | null][] = [
+    ['duplicate', null],
+    ['malformed-json', 'malformed_json'],
+    ['invalid-schema', 'invalid_schema'],
+    ['unknown-obis', 'unknown_obis'],
+    ['skew', 'future_timestamp'],
+    ['conflict', 'conflict'],
+    ['regression', 'index_regression'],
+    ['too-large', 'too_large'],
+    ['out-of-order', null],
+  ]
+  for (const [flag, reason] of expectations) {
+    it(`${flag}: stores the 8 genuine readings and quarantines ${reason ?? 'nothing'}`, async () => {
+      const m = await world('electricity', 15)
+      const clock = new ManualClock(FROM_MS + 2 * HOUR)
+      const tb = await startTestBroker(t.handle, { deps: { clock: () => clock.now() } })
+      const fleet = startFleet({ mqttUrl: tb.url, meters: [m], from: FROM_MS, speed: 'max', clock, tickMs: 10, faults: { [flag]: 1 } })
+      try {
+        await waitFor(() => {
+          const s = fleet.stats()
+          return s.acknowledged === 8 && s.inflight === 0 && s.messagesAcknowledged === s.messagesPublished
+        }, 30_000, 'acknowledged')
+        expect(await readingsOf(t.db, m.meterId)).toHaveLength(8)
+        const q = await quarantineOf(t.db, m.meterId)
+        expect(q.map((r) => r.reason)).toEqual(reason === null ? [] : Array(8).fill(reason))
+      } finally {
+        await fleet.stop()
+        await tb.close()
+      }
+    })
+  }
+})
