@@ -9,11 +9,11 @@ import type { DatabaseHandle } from '../shared/db/database.ts'
 import { log as rootLog } from '../shared/logger.ts'
 import type { Metrics } from '../shared/metrics.ts'
 import { meterReadingsTopic, meterStatusTopic, parseEgressFilter, parseTopic } from '../shared/topics.ts'
-import type { DailyDatum } from '../shared/wire.ts'
 import { authenticateMqtt } from '../services/directory/directory-service.ts'
 import { findMeter } from '../services/directory/directory-repository.ts'
 import type { Principal } from '../services/directory/principal.ts'
-import { commitMessages, type TouchedDay } from '../services/metering/ingest-service.ts'
+import { dailyDatumsToPublish } from '../services/metering/daily-publication.ts'
+import { commitMessages } from '../services/metering/ingest-service.ts'
 import { validatePayload } from '../services/metering/ingest-validation.ts'
 import { AuthThrottle } from './auth-throttle.ts'
 import { Egress, egressMetaOf, type EgressPolicy, type ReleaseRecorder } from './egress.ts'
@@ -37,9 +37,8 @@ export interface BrokerDeps {
   db: DatabaseHandle
   metrics: Metrics
   policy: EgressPolicy
-  recorder?: ReleaseRecorder
-  /** Completed days to publish after a commit (the metering service's daily publication rule). */
-  dailyPublication?: (touched: TouchedDay[]) => Promise<Array<DailyDatum & { householdId: string }>>
+  /** Counts every datum released to a recipient (access log and metershare_datums_released_total). */
+  recorder: ReleaseRecorder
   /** Persistence and emitter for several brokers (Redis); in-memory when absent. */
   aedesOptions?: { persistence?: unknown; mq?: unknown }
   clock?: () => number
@@ -105,9 +104,9 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
           rootLog.ingest.info({ meterId: q.meterId, reason: q.reason, detail: q.detail }, 'datum quarantined')
         }
       }
-      if (deps.dailyPublication !== undefined && result.touched.length > 0) {
-        const p = deps
-          .dailyPublication(result.touched)
+      if (result.touched.length > 0) {
+        // Completed days are found after the commit, off the PUBACK path.
+        const p = dailyDatumsToPublish(db.db, result.touched, { timezone: config.timezone })
           .then((datums) => egress.publishDaily(datums))
           .catch((err: unknown) => rootLog.ingest.error({ err }, 'daily publication failed'))
           .finally(() => pendingDaily.delete(p))
@@ -215,8 +214,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
     if (principal.role === 'recipient') {
       const owner = policy.releasedTo(principal.partyId, meta, now)
       if (owner === null) return null
-      metrics.datumsReleased.labels('mqtt').inc()
-      deps.recorder?.record(principal.partyId, owner, meta.meterId, meta.day ?? dayOf(meta.ts!), 'mqtt', 1)
+      deps.recorder.record(principal.partyId, owner, meta.meterId, meta.day ?? dayOf(meta.ts!), 'mqtt', 1)
       return packet
     }
     if (principal.role === 'household') {

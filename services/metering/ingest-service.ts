@@ -28,8 +28,10 @@ export interface MessageOutcome {
   duplicates: number
 }
 
+/** A (meter, household, day) rollup group the batch wrote to; `created` when the batch inserted it. */
 export interface TouchedDay {
   meterId: string
+  householdId: string | null
   day: string
   created: boolean
 }
@@ -189,13 +191,7 @@ export async function commitMessages(db: Kysely<Database>, messages: ValidatedMe
     const upserted = await repo.upsertRollups(trx, [...rollups.values()])
     await repo.insertQuarantine(trx, quarantine)
 
-    const touched = new Map<string, TouchedDay>()
-    for (const u of upserted) {
-      const key = u.meterId + '\u0000' + u.day
-      const prior = touched.get(key)
-      touched.set(key, { meterId: u.meterId, day: u.day, created: u.created || (prior?.created ?? false) })
-    }
-    return { outcomes, touched: [...touched.values()] }
+    return { outcomes, touched: upserted }
   })
 }
 

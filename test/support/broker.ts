@@ -5,12 +5,14 @@ import type { EgressMeta, EgressPolicy } from '../../broker/egress.ts'
 import { envToConfig, type Config, type ConfigOverrides } from '../../shared/config.ts'
 import type { DatabaseHandle } from '../../shared/db/database.ts'
 import { createMetrics, type Metrics } from '../../shared/metrics.ts'
+import { AccessLogRecorder } from '../../services/consent/access-log-recorder.ts'
 
 /**
  * A real broker on a real socket (port 0) over a test database, and real MQTT.js clients.
  */
 export interface TestBroker {
   broker: Broker
+  recorder: AccessLogRecorder
   config: Readonly<Config>
   metrics: Metrics
   port: number
@@ -31,15 +33,20 @@ export async function startTestBroker(
 ): Promise<TestBroker> {
   const config = envToConfig({ mqttPort: '0', httpPort: '0', host: '127.0.0.1', timezone: options.timezone ?? 'Europe/Paris', logLevel: 'silent' }, options.overrides)
   const metrics = createMetrics({ defaultMetrics: false })
-  const broker = await createBroker({ config, db: handle, metrics, policy: options.policy ?? ownerOnlyPolicy, ...options.deps })
+  const recorder = new AccessLogRecorder(handle.db, { metrics })
+  const broker = await createBroker({ config, db: handle, metrics, recorder, policy: options.policy ?? ownerOnlyPolicy, ...options.deps })
   const address: AddressInfo = await broker.listenTcp(0, '127.0.0.1')
   return {
     broker,
+    recorder,
     config,
     metrics,
     port: address.port,
     url: `mqtt://127.0.0.1:${address.port}`,
-    close: () => broker.close(),
+    close: async () => {
+      await broker.close()
+      await recorder.close()
+    },
   }
 }
 
@@ -75,10 +82,22 @@ export function endClient(client: MqttClient): Promise<void> {
   return new Promise((resolve) => client.end(!client.connected, {}, () => resolve()))
 }
 
-/** Collects messages of a subscription. */
+/** Does a topic match an MQTT filter (`+` one level, `#` the rest)? */
+export function topicMatches(filter: string, topic: string): boolean {
+  const f = filter.split('/')
+  const t = topic.split('/')
+  for (let i = 0; i < f.length; i++) {
+    if (f[i] === '#') return true
+    if (i >= t.length || (f[i] !== '+' && f[i] !== t[i])) return false
+  }
+  return f.length === t.length
+}
+
+/** Collects the messages matching one subscription. */
 export async function subscribeCollect(client: MqttClient, filter: string): Promise<{ messages: Array<{ topic: string; payload: unknown }>; granted: number }> {
   const messages: Array<{ topic: string; payload: unknown }> = []
   client.on('message', (topic, payload) => {
+    if (!topicMatches(filter, topic)) return
     let body: unknown
     try {
       body = JSON.parse(payload.toString('utf8'))

@@ -1,0 +1,92 @@
+import type { MqttClient } from 'mqtt'
+import { afterAll, afterEach, beforeAll, beforeEach, expect, it } from 'vitest'
+import type { EgressPolicy } from '../../broker/egress.ts'
+import { meterReadingsTopic } from '../../shared/topics.ts'
+import { connectClient, connectMeter, endClient, publishAcked, startTestBroker, subscribeCollect, waitFor, type TestBroker } from '../support/broker.ts'
+import { describeDatabases } from '../support/database.ts'
+import { createTestHousehold, createTestMeter, createUtility, insertOccupancy, type TestMeter } from '../support/world.ts'
+
+// Paris: 2026-10-01 starts at 2026-09-30T22:00Z.
+const DAY_START = Date.parse('2026-09-30T22:00:00Z')
+const HALF_HOUR = 1_800_000
+const iso = (ms: number): string => new Date(ms).toISOString().replace('.000Z', 'Z')
+
+/** Everything owned is released to every recipient: the broker's egress, not the consent rule, is under test. */
+const releaseAllOwned: EgressPolicy = {
+  releasedTo: (_r, datum) => datum.householdId ?? null,
+  householdOwns: (h, datum) => datum.householdId === h,
+  householdMayFollow: () => true,
+}
+
+describeDatabases('egress after commit', (t) => {
+  let tb: TestBroker
+  let meter: TestMeter
+  let utility: { id: string; apiKey: string }
+  let household: { id: string; apiKey: string }
+  const clients: MqttClient[] = []
+
+  beforeAll(async () => {
+    tb = await startTestBroker(t.handle, { policy: releaseAllOwned })
+  })
+  afterAll(async () => {
+    await tb.close()
+  })
+  beforeEach(async () => {
+    utility = await createUtility(t.db)
+    meter = await createTestMeter(t.db, utility.id)
+    household = await createTestHousehold(t.db)
+    await insertOccupancy(t.db, meter.id, household.id, new Date(DAY_START - 86_400_000))
+  })
+  afterEach(async () => {
+    for (const c of clients.splice(0)) await endClient(c)
+  })
+
+  it('publishes each stored datum on readings/{meterId} in the contract’s shape, and each completed day on daily/{meterId}', async () => {
+    const recipient = await connectClient(tb.url, { clientId: 'recipient-1', username: utility.id, password: utility.apiKey })
+    clients.push(recipient)
+    const live = await subscribeCollect(recipient, 'readings/+')
+    const daily = await subscribeCollect(recipient, 'daily/+')
+    const m = await connectMeter(tb.url, meter)
+    clients.push(m)
+    // The day before (for the first delta), the whole day at 30 minutes, then the next day's first reading.
+    const readings = Array.from({ length: 48 * 2 + 1 }, (_, i) => ({
+      ts: iso(DAY_START - 86_400_000 + i * HALF_HOUR),
+      values: { '1-0:1.8.0': 10_000 + i * 100, '1-0:1.7.0': 200 },
+    }))
+    await publishAcked(m, meterReadingsTopic(meter.id), JSON.stringify({ readings }))
+    await waitFor(() => live.messages.length === readings.length, 15_000, `every datum forwarded (${live.messages.length} so far)`)
+    expect(live.messages[1]).toEqual({
+      topic: `readings/${meter.id}`,
+      payload: { meterId: meter.id, ts: readings[1]!.ts, granularity: 'load_curve', values: readings[1]!.values },
+    })
+    await waitFor(() => daily.messages.some((d) => (d.payload as { day: string }).day === '2026-10-01'), 5_000, 'the daily total')
+    const oct1 = daily.messages.find((d) => (d.payload as { day: string }).day === '2026-10-01')!
+    // 48 half hours of 100 Wh: the day's readings run from 00:00 to 23:30 local, each carrying the energy since the previous one.
+    expect(oct1).toEqual({ topic: `daily/${meter.id}`, payload: { meterId: meter.id, day: '2026-10-01', granularity: 'daily', values: { '1-0:1.8.0': 4800 } } })
+  })
+
+  it('lets a household follow its own meter live', async () => {
+    const phone = await connectClient(tb.url, { clientId: 'phone', username: household.id, password: household.apiKey })
+    clients.push(phone)
+    const live = await subscribeCollect(phone, `readings/${meter.id}`)
+    const m = await connectMeter(tb.url, meter)
+    clients.push(m)
+    await publishAcked(m, meterReadingsTopic(meter.id), JSON.stringify({ ts: iso(DAY_START + HALF_HOUR), values: { '1-0:1.8.0': 5 } }))
+    await waitFor(() => live.messages.length === 1, 5_000, 'the live datum')
+    expect(live.messages[0]!.payload).toMatchObject({ meterId: meter.id, granularity: 'load_curve' })
+  })
+
+  it('publishes nothing for datums owned by nobody', async () => {
+    const recipient = await connectClient(tb.url, { clientId: 'recipient-2', username: utility.id, password: utility.apiKey })
+    clients.push(recipient)
+    const live = await subscribeCollect(recipient, 'readings/+')
+    const m = await connectMeter(tb.url, meter)
+    clients.push(m)
+    const before = DAY_START - 3 * 86_400_000
+    await publishAcked(m, meterReadingsTopic(meter.id), JSON.stringify({ ts: iso(before), values: { '1-0:1.8.0': 1 } }))
+    await publishAcked(m, meterReadingsTopic(meter.id), JSON.stringify({ ts: iso(DAY_START), values: { '1-0:1.8.0': 2 } }))
+    await waitFor(() => live.messages.length === 1, 5_000, 'the owned datum')
+    await new Promise((r) => setTimeout(r, 200))
+    expect(live.messages.map((x) => (x.payload as { ts: string }).ts)).toEqual([iso(DAY_START)])
+  })
+})
