@@ -6,6 +6,7 @@ import { operationsRoutes } from './operations-routes.ts'
 import { quarantineRoutes } from './quarantine-routes.ts'
 import { readingRoutes } from './reading-routes.ts'
 import type { RoutePlugin } from './route-plugin.ts'
+import { settlementRoutes } from './settlement-routes.ts'
 
 /**
  * Every route module, registered in this order by `buildApi`. A new area adds its
@@ -20,4 +21,5 @@ export const ROUTE_PLUGINS: readonly RoutePlugin[] = [
   quarantineRoutes,
   readingRoutes,
   consentRoutes,
+  settlementRoutes,
 ]
