@@ -15,6 +15,7 @@ import type { PartiesTable } from './tables/parties.ts'
 import type { PayoutsTable } from './tables/payouts.ts'
 import type { QuarantineTable } from './tables/quarantine.ts'
 import type { ReadingsTable } from './tables/readings.ts'
+import type { SessionsTable } from './tables/sessions.ts'
 import type { SettlementLinesTable } from './tables/settlement-lines.ts'
 import type { SettlementRunsTable } from './tables/settlement-runs.ts'
 
@@ -38,4 +39,5 @@ export interface Database {
   ledger_journals: LedgerJournalsTable
   ledger_entries: LedgerEntriesTable
   payouts: PayoutsTable
+  sessions: SessionsTable
 }

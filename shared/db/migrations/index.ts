@@ -2,10 +2,12 @@ import type { Migration } from 'kysely/migration'
 import * as m0001 from './0001-foundation.ts'
 import * as m0002 from './0002-consents.ts'
 import * as m0003 from './0003-settlement.ts'
+import * as m0004 from './0004-sessions.ts'
 
 /** Every migration, in order. A static list: adding one means adding a line here. */
 export const migrations: Record<string, Migration> = {
   '0001-foundation': m0001,
   '0002-consents': m0002,
   '0003-settlement': m0003,
+  '0004-sessions': m0004,
 }

@@ -159,6 +159,7 @@ export const SCHEMA: SchemaMap = {
     run_id: 'not null',
     created_at: 'not null',
   },
+  sessions: { id: 'not null', household_id: 'not null', token_hash: 'not null', created_at: 'not null', expires_at: 'not null' },
 }
 
 describeDatabases('table types', (t) => {
