@@ -1,4 +1,5 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util'
+import { settleCommand } from './settle-command.ts'
 import { envToConfig, readEnv, type RawEnv } from '../shared/config.ts'
 import { openConfiguredDatabase } from '../shared/db/database.ts'
 import { migrateToLatest } from '../shared/db/migrator.ts'
@@ -43,6 +44,7 @@ export function serverEnv(values: { 'data-dir'?: string; 'mqtt-port'?: string; '
 }
 
 const commands: Record<string, Command> = {
+  settle: settleCommand,
   async simulate(args, env) {
     // Loaded on demand: the simulators speak MQTT and HTTP only and share no code with the product.
     const { runSimulateCommand } = await import('../simulators/simulate-command.ts')

@@ -209,6 +209,7 @@ export function startFleet(options: FleetOptions): Fleet {
     keepaliveSeconds: positiveInt('keepaliveSeconds', options.keepaliveSeconds, KEEPALIVE_SECONDS_DEFAULT, 65_535),
     stopTimeoutMs: options.stopTimeoutMs ?? STOP_TIMEOUT_MS_DEFAULT,
   }
+  if (!Number.isInteger(limits.stopTimeoutMs) || limits.stopTimeoutMs < 0) throw new RangeError(`stopTimeoutMs: must be a non-negative integer, got ${limits.stopTimeoutMs}`)
   const clock = options.clock ?? systemClock
   const fleetSeed = options.seed ?? 1
   const calendar = new ModelCalendar(timeZone)

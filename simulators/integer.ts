@@ -21,3 +21,14 @@ export function mulDivFloor(a: number, b: number, c: number): number {
   if (q > BigInt(Number.MAX_SAFE_INTEGER)) throw new RangeError(`mulDivFloor result ${q} is beyond 2^53`)
   return Number(q)
 }
+
+/**
+ * floorDiv without the argument checks, for the inner loops of the meter model, whose
+ * operands are bounded by validated inputs (annual kWh, peak power) well below 2^53.
+ */
+export function floorDivUnchecked(a: number, b: number): number {
+  let q = Math.floor(a / b)
+  if (q * b > a) q -= 1
+  else if ((q + 1) * b <= a) q += 1
+  return q
+}

@@ -40,6 +40,8 @@ export interface LoadProfile {
   thousandths(month: number, type: DayType, row: number): number
   /** Sum of the 96 quarter-hours of a (month, day type), in thousandths. */
   daySum(month: number, type: DayType): number
+  /** The 96 values of a (month, day type), by row (for loops over a whole day). */
+  column(month: number, type: DayType): Int32Array
 }
 
 function columnOf(month: number, type: DayType): number {
@@ -83,6 +85,10 @@ export function parseLoadProfileCsv(name: ProfileName, text: string): LoadProfil
     },
     daySum(month, type) {
       return sums[columnOf(month, type)]!
+    },
+    column(month, type) {
+      const c = columnOf(month, type)
+      return values.subarray(c * QUARTER_HOURS_PER_DAY, (c + 1) * QUARTER_HOURS_PER_DAY)
     },
   }
 }

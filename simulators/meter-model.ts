@@ -1,4 +1,4 @@
-import { floorDiv, mulDivFloor } from './integer.ts'
+import { floorDiv, floorDivUnchecked, mulDivFloor } from './integer.ts'
 import { DYNAMISATION_SCALE, HOUSEHOLD_ANNUAL_KWH, loadProfile, PROFILE_REFERENCE_KWH, type ProfileName } from './load-profile.ts'
 import { formatTs, MINUTE_MS, QUARTER_HOUR_MS } from './local-time.ts'
 import {
@@ -14,7 +14,7 @@ import {
 } from './meter-payload.ts'
 import type { ModelCalendar, ModelDay } from './model-calendar.ts'
 import { hash32, Rng } from './random.ts'
-import { solarGenerationMwh } from './solar-model.ts'
+import { solarColumnMwhPerKwp } from './solar-model.ts'
 import { GAS_HOUR_WEIGHTS, GAS_WEIGHT_PER_YEAR } from './weather-model.ts'
 
 /**
@@ -246,17 +246,18 @@ export class MeterModel {
         gasWeights,
       }
     }
-    const profile = loadProfile(this.profile)
+    const column = loadProfile(this.profile).column(day.month, day.type)
     const importWeights = new Float64Array(n + 1)
     for (let k = 0; k < n; k++) {
-      importWeights[k + 1] = importWeights[k]! + profile.thousandths(day.month, day.type, day.rows[k]!) * rng.int(JITTER_PERMILLE_MIN, JITTER_PERMILLE_MAX)
+      importWeights[k + 1] = importWeights[k]! + column[day.rows[k]!]! * rng.int(JITTER_PERMILLE_MIN, JITTER_PERMILLE_MAX)
     }
     const importStartWh = this.importStartWh(day.index)
     let exportStartMwh = 0
     let exportMwh: Float64Array | null = null
     if (m.pv) {
       exportStartMwh = this.exportStartMwh(day.index)
-      exportMwh = this.exportOfDay(day)
+      exportMwh = new Float64Array(n + 1)
+      this.exportOfDay(day, exportMwh)
     }
     return {
       index: day.index,
@@ -271,22 +272,29 @@ export class MeterModel {
     }
   }
 
-  /** Export of each quarter-hour of a day, cumulated: exported when generation exceeds the household's load. */
-  private exportOfDay(day: ModelDay): Float64Array {
-    const h25 = loadProfile('H25')
-    const m = this.meter
-    const n = day.rows.length
-    const out = new Float64Array(n + 1)
-    for (let k = 0; k < n; k++) {
-      let exported = 0
-      const generated = solarGenerationMwh(day.month, day.utcQuarterHours[k]!, m.pvPeakW, day.sunPermille)
-      if (generated > 0) {
-        const load = floorDiv(h25.thousandths(day.month, day.type, day.rows[k]!) * m.annualKwh * day.dynamisationE4, PROFILE_UNITS_PER_MWH)
-        exported = Math.max(0, generated - load)
+  /**
+   * Export of a day, mWh: in each quarter-hour, what generation has beyond the household's own
+   * load (H25, dynamised). With `out`, also the running total after each quarter-hour.
+   */
+  private exportOfDay(day: ModelDay, out: Float64Array | null): number {
+    const load = loadProfile('H25').column(day.month, day.type)
+    const sun = solarColumnMwhPerKwp(day.month)
+    // Bounded by the validated inputs: 3e5 mWh/kWp × 3e4 W × 1,600 ‰ and 65,554 × 5e4 kWh × 1.3e4 stay below 2^53.
+    const generationScale = this.meter.pvPeakW * day.sunPermille
+    const loadScale = this.meter.annualKwh * day.dynamisationE4
+    const rows = day.rows
+    const utc = day.utcQuarterHours
+    let sum = 0
+    for (let k = 0; k < rows.length; k++) {
+      const perKwp = sun[utc[k]!]!
+      if (perKwp !== 0) {
+        const generated = floorDivUnchecked(perKwp * generationScale, 1_000_000)
+        const consumed = floorDivUnchecked(load[rows[k]!]! * loadScale, PROFILE_UNITS_PER_MWH)
+        if (generated > consumed) sum += generated - consumed
       }
-      out[k + 1] = out[k]! + exported
+      if (out !== null) out[k + 1] = sum
     }
-    return out
+    return sum
   }
 
   /** Export since the epoch up to the start of day `index`, mWh (checkpoints every 32 days). */
@@ -301,10 +309,7 @@ export class MeterModel {
 
   private exportOfDays(fromIndex: number, toIndex: number): number {
     let sum = 0
-    for (let i = fromIndex; i < toIndex; i++) {
-      const e = this.exportOfDay(this.calendar.dayByIndex(i))
-      sum += e[e.length - 1]!
-    }
+    for (let i = fromIndex; i < toIndex; i++) sum += this.exportOfDay(this.calendar.dayByIndex(i), null)
     return sum
   }
 }

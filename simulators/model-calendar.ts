@@ -10,6 +10,7 @@ import {
   DAY_MS,
   startOfLocalDay,
   wallClock,
+  zoneOffsetMs,
 } from './local-time.ts'
 import { gasDayWeight, sunPermille } from './weather-model.ts'
 
@@ -73,6 +74,7 @@ export class ModelCalendar {
   private last: ModelDay | undefined
   private readonly profilePrefixes = new Map<ProfileName, number[]>()
   private readonly gasPrefix: number[] = [0]
+  private readonly noonOffsets = new Map<number, number>()
 
   constructor(timeZone: string) {
     assertTimeZone(timeZone)
@@ -131,15 +133,30 @@ export class ModelCalendar {
     return this.gasPrefix[index]!
   }
 
+  /** The zone's offset at 12:00 UTC of a day (time-zone lookups are slow: one per day, cached). */
+  private noonOffsetMs(index: number): number {
+    let offset = this.noonOffsets.get(index)
+    if (offset === undefined) {
+      if (this.noonOffsets.size >= DAY_CACHE_DAYS_MAX) this.noonOffsets.clear()
+      offset = zoneOffsetMs((EPOCH_DAY_NUMBER + index) * DAY_MS + DAY_MS / 2, this.timeZone)
+      this.noonOffsets.set(index, offset)
+    }
+    return offset
+  }
+
   private buildDay(index: number): ModelDay {
     const facts = dayFacts(index)
     const day = facts.day
-    const startMs = startOfLocalDay(day, this.timeZone)
-    const endMs = startOfLocalDay(dayFromNumber(EPOCH_DAY_NUMBER + index + 1), this.timeZone)
+    const wallStart = (EPOCH_DAY_NUMBER + index) * DAY_MS
+    const offset = this.noonOffsetMs(index)
+    // The same offset from noon the day before to noon the day after: no clock change between
+    // the day's two midnights (for offsets within ±12 h, where local midnight lies between them).
+    const steady = Math.abs(offset) < DAY_MS / 2 && this.noonOffsetMs(index - 1) === offset && this.noonOffsetMs(index + 1) === offset
+    const startMs = steady ? wallStart - offset : startOfLocalDay(day, this.timeZone)
+    const endMs = steady ? wallStart + DAY_MS - offset : startOfLocalDay(dayFromNumber(EPOCH_DAY_NUMBER + index + 1), this.timeZone)
     const n = (endMs - startMs) / QUARTER_HOUR_MS
     const rows = new Uint8Array(n)
     const utc = new Uint8Array(n)
-    const steady = n === 96 && wallClock(startMs, this.timeZone).hour === 0 && wallClock(endMs - QUARTER_HOUR_MS, this.timeZone).hour === 23
     for (let k = 0; k < n; k++) {
       const t = startMs + k * QUARTER_HOUR_MS
       if (steady) {

@@ -17,7 +17,7 @@ export const DAYLIGHT_QUARTER_HOURS: readonly number[] = [34, 40, 48, 54, 60, 64
 const SOLAR_NOON_QUARTER_HOUR = 48
 
 /** table[month - 1][utc quarter-hour] = mWh per kWp on a day of average sunshine. */
-const SOLAR_TABLE_MWH_PER_KWP: readonly (readonly number[])[] = PV_YIELD_KWH_PER_KWP.map((yieldKwh, i) => {
+const SOLAR_TABLE_MWH_PER_KWP: readonly Int32Array[] = PV_YIELD_KWH_PER_KWP.map((yieldKwh, i) => {
   const daylight = DAYLIGHT_QUARTER_HOURS[i]!
   const rise2 = 2 * SOLAR_NOON_QUARTER_HOUR - daylight
   const set2 = 2 * SOLAR_NOON_QUARTER_HOUR + daylight
@@ -25,8 +25,15 @@ const SOLAR_TABLE_MWH_PER_KWP: readonly (readonly number[])[] = PV_YIELD_KWH_PER
   const weights = Array.from({ length: 96 }, (_, q) => Math.max(0, (2 * q + 1 - rise2) * (set2 - 2 * q - 1)))
   const total = weights.reduce((a, b) => a + b, 0)
   const days = daysInMonth(2025, i + 1)
-  return weights.map((w) => floorDiv(yieldKwh * 1_000_000 * w, days * total))
+  return Int32Array.from(weights, (w) => floorDiv(yieldKwh * 1_000_000 * w, days * total))
 })
+
+/** A month's generation per kWp by UTC quarter-hour, mWh (multiply by peak W × sunshine ‰ / 1e6). */
+export function solarColumnMwhPerKwp(month: number): Int32Array {
+  const column = SOLAR_TABLE_MWH_PER_KWP[month - 1]
+  if (column === undefined) throw new RangeError(`month: ${month}`)
+  return column
+}
 
 /** Generation of a `peakW` installation in one UTC quarter-hour, mWh. */
 export function solarGenerationMwh(month: number, utcQuarterHour: number, peakW: number, sunPermille: number): number {

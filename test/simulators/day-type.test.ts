@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest'
 import { dayType, easterSunday, frenchPublicHolidays, isFrenchPublicHoliday } from '../../simulators/day-type.ts'
-import { addDays, dayOfYear, startOfLocalDay, weekday } from '../../simulators/local-time.ts'
+import { addDays, dayOfYear, startOfLocalDay, wallClock, weekday } from '../../simulators/local-time.ts'
+import { ModelCalendar } from '../../simulators/model-calendar.ts'
 
 describe('day types of the load profiles, with French public holidays', () => {
   it('finds Easter Sunday by the Gregorian computus', () => {
@@ -61,5 +62,24 @@ describe('day types of the load profiles, with French public holidays', () => {
     expect(new Date(startOfLocalDay('2026-01-01', 'Europe/Paris')).toISOString()).toBe('2025-12-31T23:00:00.000Z')
     // Santiago's clocks jump from 00:00 to 01:00 on 2026-09-06: the day starts at 01:00 local.
     expect(new Date(startOfLocalDay('2026-09-06', 'America/Santiago')).toISOString()).toBe('2026-09-06T04:00:00.000Z')
+  })
+})
+
+describe('model calendar', () => {
+  it('cuts every local day at its midnight and lists its quarter-hours in local rows, across clock changes', () => {
+    for (const tz of ['Europe/Paris', 'America/New_York', 'America/Santiago', 'Asia/Kolkata', 'Australia/Lord_Howe', 'UTC']) {
+      const calendar = new ModelCalendar(tz)
+      for (let index = 0; index < 2 * 366; index++) {
+        const d = calendar.dayByIndex(index)
+        expect(d.startMs, `${tz} ${d.day}`).toBe(startOfLocalDay(d.day, tz))
+        expect(d.endMs, `${tz} ${d.day}`).toBe(startOfLocalDay(addDays(d.day, 1), tz))
+        expect(d.rows.length).toBe((d.endMs - d.startMs) / (15 * 60_000))
+        // Rows are the local quarter-hour of each instant: check the first, the last and one in the middle.
+        for (const k of [0, Math.floor(d.rows.length / 2), d.rows.length - 1]) {
+          const w = wallClock(d.startMs + k * 15 * 60_000, tz)
+          expect(d.rows[k], `${tz} ${d.day} #${k}`).toBe(w.hour * 4 + Math.floor(w.minute / 15))
+        }
+      }
+    }
   })
 })
