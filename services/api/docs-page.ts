@@ -58,6 +58,7 @@ export function renderDocsPage(doc: OpenApiDocument): string {
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>${escapeHtml(doc.info.title)}</title>
+<link rel="icon" href="data:,">
 <style>${STYLE}</style>
 </head>
 <body>
@@ -106,7 +107,11 @@ function renderOperation(e: Entry, doc: OpenApiDocument): string {
   }
   const body = op.requestBody?.content['application/json'].schema
   if (body !== undefined) {
-    parts.push('<h4>Body (JSON)</h4>', renderSchema(body, doc))
+    parts.push(
+      '<h4>Body (JSON)</h4>',
+      renderSchema(body, doc),
+      `<p class="c">Example</p><pre>${escapeHtml(JSON.stringify(sampleOf(body, doc), null, 2))}</pre>`,
+    )
   }
   parts.push('<h4>Answers</h4><dl class="answers">')
   for (const [status, response] of Object.entries(op.responses)) parts.push(renderResponse(status, response, doc))
@@ -137,6 +142,8 @@ interface Row {
   schema: JsonSchema
   required: boolean
   depth: number
+  /** A line naming one form of a union, not a field. */
+  heading?: boolean
 }
 
 /** Fields of a body as a table; nested objects and arrays of objects are unfolded. */
@@ -145,9 +152,10 @@ function renderSchema(schema: JsonSchema, doc: OpenApiDocument): string {
   collectRows(resolve(schema, doc), '', 0, rows, doc)
   if (rows.length === 0) return `<p>${typeText(resolve(schema, doc))}</p>`
   return `<table class="fields"><thead><tr><th>field</th><th>type</th><th>required</th><th>description</th></tr></thead><tbody>${rows
-    .map(
-      (r) =>
-        `<tr><td style="padding-left:${0.5 + r.depth * 1.2}em"><code>${escapeHtml(r.name)}</code></td><td>${typeText(r.schema)}</td><td>${r.required ? 'yes' : 'no'}</td><td>${prose(
+    .map((r) =>
+      r.heading === true
+        ? `<tr class="form"><td colspan="4" style="padding-left:${0.5 + r.depth * 1.2}em">${escapeHtml(r.name)}</td></tr>`
+        : `<tr><td style="padding-left:${0.5 + r.depth * 1.2}em"><code>${escapeHtml(r.name)}</code></td><td>${typeText(r.schema)}</td><td>${r.required ? 'yes' : 'no'}</td><td>${prose(
           typeof r.schema.description === 'string' ? r.schema.description : '',
         )}${constraintText(r.schema)}</td></tr>`,
     )
@@ -158,6 +166,17 @@ const DEPTH_MAX = 6
 
 function collectRows(schema: JsonSchema, prefix: string, depth: number, rows: Row[], doc: OpenApiDocument): void {
   if (depth > DEPTH_MAX) return
+  const alternatives = (schema.oneOf ?? schema.anyOf) as JsonSchema[] | undefined
+  if (alternatives !== undefined) {
+    // One block of fields per form, named by its constant field (`granularity: "daily"`) when it has one.
+    for (const [i, raw] of alternatives.entries()) {
+      const alternative = resolve(raw, doc)
+      if (alternative.properties === undefined) continue
+      rows.push({ name: `${prefix === '' ? '' : prefix + ' '}form ${i + 1}${discriminatorLabel(alternative)}`, schema: {}, required: false, depth, heading: true })
+      collectRows(alternative, prefix, depth + 1, rows, doc)
+    }
+    return
+  }
   const properties = schema.properties as Record<string, JsonSchema> | undefined
   if (properties === undefined) return
   const required = new Set((schema.required ?? []) as string[])
@@ -165,9 +184,48 @@ function collectRows(schema: JsonSchema, prefix: string, depth: number, rows: Ro
     const property = resolve(raw, doc)
     const full = prefix === '' ? name : `${prefix}.${name}`
     rows.push({ name: full, schema: property, required: required.has(name), depth })
-    if (property.type === 'object') collectRows(property, full, depth + 1, rows, doc)
+    if (property.type === 'object' || property.oneOf !== undefined || property.anyOf !== undefined) collectRows(property, full, depth + 1, rows, doc)
     const items = property.items as JsonSchema | undefined
     if (property.type === 'array' && items !== undefined) collectRows(resolve(items, doc), `${full}[]`, depth + 1, rows, doc)
+  }
+}
+
+function discriminatorLabel(schema: JsonSchema): string {
+  const properties = (schema.properties ?? {}) as Record<string, JsonSchema>
+  for (const [name, property] of Object.entries(properties)) {
+    if ('const' in property) return ` (${name} ${JSON.stringify(property.const)})`
+  }
+  return ''
+}
+
+/** A sample value for a schema: its example, its first allowed value, or a placeholder of its type. */
+export function sampleOf(raw: JsonSchema, doc: OpenApiDocument, depth = 0): unknown {
+  const schema = resolve(raw, doc)
+  if (depth > DEPTH_MAX) return null
+  if (Array.isArray(schema.examples) && schema.examples.length > 0) return schema.examples[0]
+  if ('const' in schema) return schema.const
+  if (Array.isArray(schema.enum) && schema.enum.length > 0) return schema.enum[0]
+  const alternatives = (schema.oneOf ?? schema.anyOf) as JsonSchema[] | undefined
+  if (alternatives !== undefined && alternatives.length > 0) return sampleOf(alternatives.find((a) => a.type !== 'null') ?? alternatives[0]!, doc, depth + 1)
+  const type = Array.isArray(schema.type) ? (schema.type.find((t) => t !== 'null') as string | undefined) : (schema.type as string | undefined)
+  switch (type) {
+    case 'object': {
+      const out: Record<string, unknown> = {}
+      const properties = (schema.properties ?? {}) as Record<string, JsonSchema>
+      for (const [name, property] of Object.entries(properties)) out[name] = sampleOf(property, doc, depth + 1)
+      return out
+    }
+    case 'array':
+      return schema.items === undefined ? [] : [sampleOf(schema.items as JsonSchema, doc, depth + 1)]
+    case 'integer':
+    case 'number':
+      return typeof schema.minimum === 'number' ? schema.minimum : 0
+    case 'boolean':
+      return true
+    case 'string':
+      return schema.format === 'date-time' ? '2026-10-01T00:00:00Z' : schema.format === 'date' ? '2026-10-01' : 'string'
+    default:
+      return null
   }
 }
 
@@ -183,7 +241,10 @@ function typeText(schema: JsonSchema): string {
   if (Array.isArray(schema.enum)) return schema.enum.map((v) => `<code>${escapeHtml(JSON.stringify(v))}</code>`).join(' | ')
   if ('const' in schema) return `<code>${escapeHtml(JSON.stringify(schema.const))}</code>`
   const alternatives = (schema.anyOf ?? schema.oneOf) as JsonSchema[] | undefined
-  if (alternatives !== undefined) return alternatives.map(typeText).join(' | ')
+  if (alternatives !== undefined) {
+    const objects = alternatives.filter((a) => a.type === 'object').length
+    return objects > 1 ? `one of ${alternatives.length} forms` : alternatives.map(typeText).join(' | ')
+  }
   const type = Array.isArray(schema.type) ? schema.type.join(' | ') : typeof schema.type === 'string' ? schema.type : 'any'
   if (type === 'array') {
     const items = schema.items as JsonSchema | undefined
@@ -230,6 +291,6 @@ main{padding:1rem 2rem 4rem;max-width:62rem;min-width:0}h2{border-bottom:2px sol
 pre{background:var(--side);padding:.6rem;border-radius:4px;overflow:auto}table{border-collapse:collapse;width:100%;margin:.4rem 0}
 th,td{border-bottom:1px solid var(--line);padding:.3rem .5rem;text-align:left;vertical-align:top}th{font-size:.8rem;color:var(--muted);font-weight:600}
 .c{color:var(--muted);font-size:.85em}dl.answers dt{font-weight:700;font-family:ui-monospace,monospace;margin-top:.5rem}dl.answers dt.ok{color:var(--post)}dl.answers dt.err{color:var(--delete)}
-dl.answers dd{margin-left:1.5rem}
+dl.answers dd{margin-left:1.5rem}tr.form td{font-style:italic;color:var(--muted);background:var(--side)}
 @media (max-width:800px){body{display:block}nav{position:static;height:auto;width:auto}}
 `

@@ -137,8 +137,8 @@ export function pageAnswer<T extends z.ZodType>(item: T) {
   })
 }
 
-/** A time in an answer: RFC 3339 in UTC (`Date.prototype.toISOString`). */
-export const timeOutput = z.string().meta({ format: 'date-time', examples: ['2026-10-01T00:00:00.000Z'] })
+/** A time in an answer: RFC 3339 in UTC (`formatTimestamp`). */
+export const timeOutput = z.string().meta({ format: 'date-time', examples: ['2026-10-01T00:00:00Z'] })
 
 /** Money on the wire: a string of integer micro-euros (`"1250000"` = 1.25 EUR). */
 export const microsOutput = z.string().regex(/^-?\d+$/).meta({ description: 'integer micro-euros', examples: ['1250000'] })

@@ -1,4 +1,5 @@
 import { z } from 'zod'
+import { formatTimestamp } from '../../../shared/calendar.ts'
 import { METER_ID_RE } from '../../../shared/ids.ts'
 import type { CreationKey } from '../../directory/directory-repository.ts'
 import {
@@ -27,28 +28,28 @@ const commodity = z.enum(['electricity', 'gas'])
 
 const createPartyBody = z.strictObject({
   kind: partyKind,
-  name: nameString(NAME_LENGTH_MAX),
+  name: nameString(NAME_LENGTH_MAX).meta({ examples: ['Enedis'] }),
 })
 
 const createHouseholdBody = z.strictObject({
-  name: nameString(NAME_LENGTH_MAX),
-  email: z.string().trim().max(EMAIL_LENGTH_MAX).pipe(z.email('expected an email address')),
+  name: nameString(NAME_LENGTH_MAX).meta({ examples: ['Famille Dupont'] }),
+  email: z.string().trim().max(EMAIL_LENGTH_MAX).pipe(z.email('expected an email address')).meta({ format: 'email', examples: ['dupont@example.org'] }),
   password: z
     .string()
     .min(PASSWORD_LENGTH_MIN)
     .max(PASSWORD_LENGTH_MAX)
-    .meta({ description: `${PASSWORD_LENGTH_MIN} to ${PASSWORD_LENGTH_MAX} characters; for the portal's sign-in` }),
+    .meta({ description: `${PASSWORD_LENGTH_MIN} to ${PASSWORD_LENGTH_MAX} characters; for the portal's sign-in`, examples: ['correct horse battery staple'] }),
 })
 
 const createMeterBody = z.strictObject({
-  operatorId: z.string().min(1).max(128).meta({ description: 'the utility that operates the meter' }),
+  operatorId: z.string().min(1).max(128).meta({ description: 'the utility that operates the meter', examples: ['pty_4k7q9m2x8c1v5b3n'] }),
   commodity,
   intervalMinutes: z.literal([15, 30, 60]),
   id: z
     .string()
     .regex(METER_ID_RE, '1 to 64 characters among A-Z a-z 0-9 . _ : -, starting with a letter or digit')
     .optional()
-    .meta({ description: 'the meter id (its serial number, say); generated when absent' }),
+    .meta({ description: 'the meter id (its serial number, say); generated when absent', examples: ['LINKY-000123'] }),
 })
 
 const credentialAnswer = z.object({
@@ -136,7 +137,7 @@ export const directoryRoutes: RoutePlugin = async (app, { deps }) => {
     async handler({ query }) {
       const result = await listPartiesPage(db, { after: afterKey(query.cursor), limit: query.limit, kind: query.kind })
       return {
-        items: result.items.map((p) => ({ id: p.id, kind: p.kind, name: p.name, createdAt: p.createdAt.toISOString() })),
+        items: result.items.map((p) => ({ id: p.id, kind: p.kind, name: p.name, createdAt: formatTimestamp(p.createdAt) })),
         nextCursor: nextCursor(result.next),
       }
     },
@@ -153,7 +154,7 @@ export const directoryRoutes: RoutePlugin = async (app, { deps }) => {
     async handler({ query }) {
       const result = await listHouseholdsPage(db, { after: afterKey(query.cursor), limit: query.limit })
       return {
-        items: result.items.map((h) => ({ id: h.id, name: h.name, email: h.email, createdAt: h.createdAt.toISOString() })),
+        items: result.items.map((h) => ({ id: h.id, name: h.name, email: h.email, createdAt: formatTimestamp(h.createdAt) })),
         nextCursor: nextCursor(result.next),
       }
     },
@@ -177,7 +178,7 @@ export const directoryRoutes: RoutePlugin = async (app, { deps }) => {
           operatorId: m.operatorId,
           commodity: m.commodity,
           intervalMinutes: m.intervalMinutes,
-          createdAt: m.createdAt.toISOString(),
+          createdAt: formatTimestamp(m.createdAt),
         })),
         nextCursor: nextCursor(result.next),
       }

@@ -32,7 +32,7 @@ export const docsRoutes: RoutePlugin = async (app) => {
       page ??= renderDocsPage(openApi())
       return reply
         .type('text/html; charset=utf-8')
-        .header('content-security-policy', "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'")
+        .header('content-security-policy', "default-src 'none'; style-src 'unsafe-inline'; img-src data:")
         .send(page)
     },
   })

@@ -1,4 +1,5 @@
 import { z } from 'zod'
+import { formatTimestamp } from '../../../shared/calendar.ts'
 import { createOccupancy, getOccupancy, listOccupancies, moveOut, type Occupancy } from '../../metering/occupancy-service.ts'
 import { defineRoute } from '../route.ts'
 import { rfc3339Time, timeOutput } from '../validation.ts'
@@ -18,7 +19,7 @@ const occupancyAnswer = z.object({
 })
 
 function toWire(o: Occupancy): z.output<typeof occupancyAnswer> {
-  return { id: o.id, meterId: o.meterId, householdId: o.householdId, from: o.from.toISOString(), until: o.until?.toISOString() ?? null }
+  return { id: o.id, meterId: o.meterId, householdId: o.householdId, from: formatTimestamp(o.from), until: o.until === null ? null : formatTimestamp(o.until) }
 }
 
 export const occupancyRoutes: RoutePlugin = async (app, { deps }) => {
@@ -34,8 +35,8 @@ export const occupancyRoutes: RoutePlugin = async (app, { deps }) => {
     tags: ['operator'],
     auth: OPERATOR,
     body: z.strictObject({
-      meterId: idString,
-      householdId: idString,
+      meterId: idString.meta({ examples: ['LINKY-000123'] }),
+      householdId: idString.meta({ examples: ['hh_8d2k4m6p1q3r5s7t'] }),
       from: rfc3339Time,
       until: rfc3339Time.nullable().optional().meta({ description: 'the move-out; absent or null while the household lives there' }),
     }),

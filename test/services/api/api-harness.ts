@@ -4,7 +4,6 @@ import { afterAll, beforeAll } from 'vitest'
 import { buildApi, type ApiDeps, type HealthReport } from '../../../services/api/app.ts'
 import { envToConfig, type ConfigOverrides } from '../../../shared/config.ts'
 import type { Database } from '../../../shared/db/schema.ts'
-import { configureLogging } from '../../../shared/logger.ts'
 import { createMetrics, type Metrics } from '../../../shared/metrics.ts'
 import type { TestDatabase } from '../../support/database.ts'
 
@@ -51,7 +50,6 @@ export async function databaseAnswers(db: Kysely<Database>): Promise<boolean> {
 export function useApi(t: TestDatabase, options: TestApiOptions = {}): TestApi {
   let app: FastifyInstance | undefined
   const metrics = createMetrics({ defaultMetrics: false })
-  configureLogging({ level: 'silent' })
 
   beforeAll(async () => {
     app = await buildApi({

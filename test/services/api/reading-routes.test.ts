@@ -59,8 +59,8 @@ describeDatabases('GET /me/readings', (t) => {
     expect(res.statusCode).toBe(200)
     expect(res.json()).toEqual({
       items: [
-        { meterId: w.meterId, ts: '2026-09-30T23:00:00.000Z', granularity: 'load_curve', values: { '1-0:1.8.0': 10_000 } },
-        { meterId: w.meterId, ts: '2026-10-01T00:00:00.000Z', granularity: 'load_curve', values: { '1-0:1.8.0': 10_500 } },
+        { meterId: w.meterId, ts: '2026-09-30T23:00:00Z', granularity: 'load_curve', values: { '1-0:1.8.0': 10_000 } },
+        { meterId: w.meterId, ts: '2026-10-01T00:00:00Z', granularity: 'load_curve', values: { '1-0:1.8.0': 10_500 } },
       ],
       nextCursor: null,
     })
