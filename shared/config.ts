@@ -101,6 +101,19 @@ export interface IngestLimits {
   commitAttemptsMax: number
 }
 
+/** Limits of the household portal's sign-in and sessions; every one is named with its unit. */
+export interface PortalLimits {
+  /** A session ends this long after sign-in, used or not. */
+  sessionTtlMs: number
+  /** Sessions a household may hold at once; signing in again ends the oldest beyond this. */
+  sessionsPerHouseholdMax: number
+  /** Failed sign-ins per email, and per address, within the window before further tries are refused. */
+  signInFailuresMax: number
+  signInFailureWindowMs: number
+  /** Emails and addresses whose failures are remembered at once (the oldest are forgotten first). */
+  signInKeysTrackedMax: number
+}
+
 export interface Config {
   dataDir: string
   databaseUrl: string | null
@@ -113,6 +126,7 @@ export interface Config {
   http: { port: number; host: string; bodyBytesMax: number; pageItemsMax: number }
   ingest: IngestLimits
   settlement: { payoutMinMicros: bigint }
+  portal: PortalLimits
 }
 
 export const DEFAULT_MQTT_LIMITS: MqttLimits = {
@@ -141,10 +155,19 @@ export const DEFAULT_INGEST_LIMITS: IngestLimits = {
   commitAttemptsMax: 8,
 }
 
+export const DEFAULT_PORTAL_LIMITS: PortalLimits = {
+  sessionTtlMs: 12 * 60 * 60 * 1000,
+  sessionsPerHouseholdMax: 20,
+  signInFailuresMax: 5,
+  signInFailureWindowMs: 15 * 60 * 1000,
+  signInKeysTrackedMax: 100_000,
+}
+
 export interface ConfigOverrides {
   mqtt?: Partial<Config['mqtt']>
   http?: Partial<Config['http']>
   ingest?: Partial<IngestLimits>
+  portal?: Partial<PortalLimits>
 }
 
 /** Parses raw environment values into a frozen Config; a ConfigError names the bad variable. */
@@ -169,6 +192,7 @@ export function envToConfig(raw: RawEnv, overrides: ConfigOverrides = {}): Reado
     http: { port: e.httpPort, host: e.host, bodyBytesMax: 1024 * 1024, pageItemsMax: 1_000, ...overrides.http },
     ingest: { ...DEFAULT_INGEST_LIMITS, ...overrides.ingest },
     settlement: { payoutMinMicros: e.payoutMinMicros },
+    portal: { ...DEFAULT_PORTAL_LIMITS, ...overrides.portal },
   }
   return deepFreeze(config)
 }

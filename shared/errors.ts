@@ -15,6 +15,7 @@ export const ERROR_CODES = {
   METER_EXISTS: 'METER_EXISTS',
   PAYLOAD_TOO_LARGE: 'PAYLOAD_TOO_LARGE',
   UNSUPPORTED_MEDIA_TYPE: 'UNSUPPORTED_MEDIA_TYPE',
+  TOO_MANY_REQUESTS: 'TOO_MANY_REQUESTS',
   INTERNAL: 'INTERNAL',
 } as const
 
@@ -82,6 +83,15 @@ export class NotFoundError extends MetershareError {
 export class ConflictError extends MetershareError {
   constructor(message: string, code: ErrorCode = ERROR_CODES.CONFLICT) {
     super(code, 409, message)
+  }
+}
+
+/** Too many failed attempts (sign-in); try again after `retryAfterMs`. */
+export class TooManyRequestsError extends MetershareError {
+  readonly retryAfterMs: number
+  constructor(message: string, retryAfterMs: number) {
+    super(ERROR_CODES.TOO_MANY_REQUESTS, 429, message)
+    this.retryAfterMs = retryAfterMs
   }
 }
 
