@@ -3,7 +3,12 @@ import { settleCommand } from './settle-command.ts'
 import { envToConfig, readEnv, type RawEnv } from '../shared/config.ts'
 import { openConfiguredDatabase } from '../shared/db/database.ts'
 import { migrateToLatest } from '../shared/db/migrator.ts'
-import { MetershareError } from '../shared/errors.ts'
+import { ConfigError, MetershareError } from '../shared/errors.ts'
+import type { Config } from '../shared/config.ts'
+import { dayOf } from '../shared/calendar.ts'
+import path from 'node:path'
+import { DEMO_SPEED, DEMO_PASSWORD, logToFile, startApiProcess, startBrokerProcess, startSettlementProcess, startSystem } from './system.ts'
+import { startStatusLine } from './status-line.ts'
 import { configureLogging, log } from '../shared/logger.ts'
 
 /**
@@ -43,8 +48,97 @@ export function serverEnv(values: { 'data-dir'?: string; 'mqtt-port'?: string; '
   return raw
 }
 
+/** Runs until SIGINT or SIGTERM, then stops in order; a second signal exits at once. */
+async function runUntilSignal(stop: () => Promise<void>): Promise<number> {
+  await new Promise<void>((resolve) => {
+    const onSignal = (signal: NodeJS.Signals): void => {
+      log.cli.info({ signal }, 'shutting down')
+      process.off('SIGINT', onSignal)
+      process.off('SIGTERM', onSignal)
+      process.once('SIGINT', () => process.exit(130))
+      process.once('SIGTERM', () => process.exit(143))
+      resolve()
+    }
+    process.on('SIGINT', onSignal)
+    process.on('SIGTERM', onSignal)
+  })
+  await stop()
+  return 0
+}
+
+function requirePostgres(config: Readonly<Config>, command: string): void {
+  if (config.databaseUrl === null) {
+    throw new ConfigError(`DATABASE_URL: \`metershare ${command}\` runs beside other processes and needs PostgreSQL (the embedded database serves one process: use \`metershare up\`)`)
+  }
+}
+
 const commands: Record<string, Command> = {
   settle: settleCommand,
+  async up(args, env) {
+    const { values } = parseArgs({
+      args,
+      options: { ...SERVER_OPTIONS, 'no-demo': { type: 'boolean' }, 'no-simulate': { type: 'boolean' } },
+      strict: true,
+    })
+    const config = envToConfig(serverEnv(values, env))
+    const tty = process.stdout.isTTY === true
+    const logFile = tty ? logToFile(config) : null
+    if (!tty) configureLogging({ level: config.logLevel })
+    const demo = values['no-demo'] !== true
+    const out = process.stdout
+    out.write(`Metershare: starting on ${config.databaseUrl === null ? `the embedded database in ${path.resolve(config.dataDir)}` : 'PostgreSQL'}…\n`)
+    const system = await startSystem(config, { demo, simulate: values['no-simulate'] !== true, interactive: tty })
+    const host = config.http.host === '0.0.0.0' || config.http.host === '::' ? 'localhost' : config.http.host
+    const lines = [
+      `  MQTT       mqtt://${host}:${system.mqttPort}   (WebSocket ws://${host}:${system.httpPort}/mqtt)`,
+      `  HTTP API   http://${host}:${system.httpPort}   (docs http://${host}:${system.httpPort}/docs)`,
+      `  Operator   Authorization: Bearer ${env.adminToken === undefined ? system.adminToken + '   (generated: set METERSHARE_ADMIN_TOKEN to keep one)' : '<METERSHARE_ADMIN_TOKEN>'}`,
+    ]
+    if (system.world !== null && system.world.households.length > 0) {
+      lines.push(`  Portal     http://${host}:${system.httpPort}/   sign in as ${system.world.households[0]!.email} / ${DEMO_PASSWORD} (demo01 … demo${String(system.world.households.length).padStart(2, '0')})`)
+    } else {
+      lines.push(`  Portal     http://${host}:${system.httpPort}/`)
+    }
+    if (system.fleet !== null) {
+      lines.push(`  Simulator  ${system.fleet.stats().meters} meters from ${dayOf(system.world!.fromMs, config.timezone)} at ${DEMO_SPEED}x (a month in about ${Math.round((30 * 86_400) / DEMO_SPEED / 60)} minutes), then in real time`)
+    }
+    if (logFile !== null) lines.push(`  Logs       ${logFile}`)
+    out.write(`Metershare is running (Ctrl-C to stop)\n${lines.join('\n')}\n`)
+    const status = startStatusLine({ metrics: system.metrics, fleet: system.fleet, out, tty })
+    return runUntilSignal(async () => {
+      status.stop()
+      out.write('Metershare: stopping…\n')
+      await system.stop()
+      out.write('Metershare: stopped; everything acknowledged is stored.\n')
+    })
+  },
+  async broker(args, env) {
+    const { values } = parseArgs({ args, options: SERVER_OPTIONS, strict: true })
+    const config = envToConfig(serverEnv(values, env))
+    configureLogging({ level: config.logLevel })
+    requirePostgres(config, 'broker')
+    const running = await startBrokerProcess(config)
+    log.cli.info({ mqttPort: config.mqtt.port, httpPort: config.http.port }, 'broker running')
+    return runUntilSignal(running.stop)
+  },
+  async api(args, env) {
+    const { values } = parseArgs({ args, options: SERVER_OPTIONS, strict: true })
+    const config = envToConfig(serverEnv(values, env))
+    configureLogging({ level: config.logLevel })
+    requirePostgres(config, 'api')
+    const running = await startApiProcess(config)
+    log.cli.info({ httpPort: config.http.port }, 'api running')
+    return runUntilSignal(running.stop)
+  },
+  async settlement(args, env) {
+    const { values } = parseArgs({ args, options: SERVER_OPTIONS, strict: true })
+    const config = envToConfig(serverEnv(values, env))
+    configureLogging({ level: config.logLevel })
+    requirePostgres(config, 'settlement')
+    const running = await startSettlementProcess(config)
+    log.cli.info('settlement running')
+    return runUntilSignal(running.stop)
+  },
   async simulate(args, env) {
     // Loaded on demand: the simulators speak MQTT and HTTP only and share no code with the product.
     const { runSimulateCommand } = await import('../simulators/simulate-command.ts')

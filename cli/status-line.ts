@@ -1,0 +1,59 @@
+import type { Metrics } from '../shared/metrics.ts'
+import type { Fleet } from '../simulators/fleet.ts'
+import { formatTimestamp } from '../shared/calendar.ts'
+
+/**
+ * The one-line live status of `metershare up`: meters connected, readings/s, stored,
+ * quarantined, and where the simulator's clock is. Rewritten in place on a terminal, printed
+ * every `STATUS_LOG_INTERVAL_MS` otherwise.
+ */
+export const STATUS_REFRESH_MS = 1_000
+export const STATUS_LOG_INTERVAL_MS = 10_000
+
+async function value(metric: { get(): Promise<{ values: Array<{ value: number; labels: Record<string, string | number> }> }> }, labels: Record<string, string> = {}): Promise<number> {
+  const m = await metric.get()
+  return m.values.filter((v) => Object.entries(labels).every(([k, x]) => v.labels[k] === x)).reduce((s, v) => s + v.value, 0)
+}
+
+const fmt = new Intl.NumberFormat('en-US')
+
+export function startStatusLine(options: { metrics: Metrics; fleet: Fleet | null; out: NodeJS.WriteStream; tty: boolean }): { stop(): void } {
+  const { metrics, fleet, out, tty } = options
+  let lastStored = 0
+  let lastAt = Date.now()
+  let lastPrinted = 0
+  let width = 0
+  const render = async (): Promise<void> => {
+    const stored = await value(metrics.readingsStored)
+    const quarantined = await value(metrics.readingsQuarantined)
+    const meters = await value(metrics.mqttConnections, { role: 'meter' })
+    const now = Date.now()
+    const rate = ((stored - lastStored) * 1000) / Math.max(1, now - lastAt)
+    lastStored = stored
+    lastAt = now
+    const parts = [
+      `${fmt.format(meters)}${fleet !== null ? '/' + fmt.format(fleet.stats().meters) : ''} meters connected`,
+      `${fmt.format(Math.round(rate))} readings/s`,
+      `${fmt.format(stored)} stored`,
+      `${fmt.format(quarantined)} quarantined`,
+    ]
+    const simulated = fleet?.stats().simulatedMs
+    if (simulated !== undefined && simulated !== null) parts.push(`simulated ${formatTimestamp(simulated).slice(0, 16).replace('T', ' ')}Z`)
+    const line = parts.join(' · ')
+    if (tty) {
+      out.write('\r' + line.padEnd(width) + '')
+      width = line.length
+    } else if (now - lastPrinted >= STATUS_LOG_INTERVAL_MS) {
+      lastPrinted = now
+      out.write(line + '\n')
+    }
+  }
+  const timer = setInterval(() => void render(), STATUS_REFRESH_MS)
+  timer.unref()
+  return {
+    stop() {
+      clearInterval(timer)
+      if (tty && width > 0) out.write('\n')
+    },
+  }
+}

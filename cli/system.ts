@@ -1,0 +1,359 @@
+import { createWriteStream, mkdirSync } from 'node:fs'
+import { createServer, type Server as HttpServer } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import path from 'node:path'
+import { sql } from 'kysely'
+import type { FastifyInstance } from 'fastify'
+import { createBroker, type Broker } from '../broker/broker.ts'
+import { redisCoupling } from '../broker/redis-coupling.ts'
+import type { Config } from '../shared/config.ts'
+import { monthBounds, monthOf, addMonths } from '../shared/calendar.ts'
+import { openConfiguredDatabase, type DatabaseHandle } from '../shared/db/database.ts'
+import { migrateToLatest } from '../shared/db/migrator.ts'
+import { configureLogging, log } from '../shared/logger.ts'
+import { createMetrics, type Metrics } from '../shared/metrics.ts'
+import { generateSecret } from '../shared/secrets.ts'
+import { buildApi, type HealthReport } from '../services/api/app.ts'
+import { AccessLogRecorder } from '../services/consent/access-log-recorder.ts'
+import { startConsentSweeper, type ConsentSweeper } from '../services/consent/consent-lifecycle.ts'
+import { openReleaseView, type ReleaseView } from '../services/consent/release-view.ts'
+import { settleCompletedMonths, settleMonth, settlementContext } from '../services/settlement/settlement-service.ts'
+import { startFleet, type Fleet } from '../simulators/fleet.ts'
+import { createDemoWorld, readDemoWorld, DEMO_PASSWORD, type DemoWorld } from './demo-world.ts'
+
+/**
+ * The composition root: builds the running system from its parts, in order, and takes it
+ * down in reverse order. `metershare up` runs every part in one process; `broker`, `api`
+ * and `settlement` run one part each over a shared PostgreSQL.
+ */
+
+/** How often the consent lifecycle (expiry, move-outs) is swept. */
+export const CONSENT_SWEEP_INTERVAL_MS = 5_000
+/** How often completed months are (re-)settled when meters are real. */
+export const SETTLEMENT_INTERVAL_MS = 10 * 60_000
+/** Simulated speed of the demo: a 30-day month in about two minutes. */
+export const DEMO_SPEED = 21_600
+/** How long a month's last simulated readings may take to arrive before the month is settled. */
+export const DEMO_SETTLE_GRACE_MS = 5_000
+/** Health probe of the database. */
+export const HEALTH_PROBE_TIMEOUT_MS = 2_000
+
+export interface Part {
+  name: string
+  stop(): Promise<void>
+}
+
+/** Stops parts in reverse order of start; each once, whatever the others do. */
+export class Parts {
+  private readonly parts: Part[] = []
+  private stopping: Promise<void> | null = null
+
+  add(name: string, stop: () => Promise<void>): void {
+    this.parts.push({ name, stop })
+  }
+
+  stopAll(): Promise<void> {
+    this.stopping ??= (async () => {
+      for (const part of [...this.parts].reverse()) {
+        try {
+          await part.stop()
+          log.cli.info({ part: part.name }, 'stopped')
+        } catch (err) {
+          log.cli.error({ err, part: part.name }, 'stop failed')
+        }
+      }
+    })()
+    return this.stopping
+  }
+}
+
+export async function probeDatabase(handle: DatabaseHandle): Promise<boolean> {
+  const probe = sql`SELECT 1`.execute(handle.db).then(
+    () => true,
+    () => false,
+  )
+  const timeout = new Promise<boolean>((r) => setTimeout(() => r(false), HEALTH_PROBE_TIMEOUT_MS).unref())
+  return Promise.race([probe, timeout])
+}
+
+async function openAndMigrate(config: Readonly<Config>, parts: Parts, role: string): Promise<DatabaseHandle> {
+  const db = await openConfiguredDatabase(config, `metershare:${role}`)
+  parts.add('database', () => db.close())
+  const applied = await migrateToLatest(db.db)
+  if (applied.length > 0) log.cli.info({ applied }, 'schema migrated')
+  return db
+}
+
+async function startBrokerPart(
+  config: Readonly<Config>,
+  db: DatabaseHandle,
+  metrics: Metrics,
+  parts: Parts,
+): Promise<{ broker: Broker; view: ReleaseView; recorder: AccessLogRecorder; mqttPort: number }> {
+  const view = await openReleaseView(db, { timeZone: config.timezone, metrics })
+  parts.add('release view', () => view.close())
+  const recorder = new AccessLogRecorder(db.db, { metrics })
+  parts.add('access log', () => recorder.close())
+  const broker = await createBroker({
+    config,
+    db,
+    metrics,
+    policy: view,
+    recorder,
+    ...(config.redisUrl !== null ? { aedesOptions: redisCoupling(config.redisUrl) } : {}),
+  })
+  parts.add('broker', () => broker.close())
+  const address = await broker.listenTcp(config.mqtt.port, config.mqtt.host)
+  return { broker, view, recorder, mqttPort: address.port }
+}
+
+function brokerHealthy(broker: Broker | null): boolean {
+  return broker !== null && !broker.aedes.closed
+}
+
+async function listenHttp(server: HttpServer | FastifyInstance, port: number, host: string): Promise<number> {
+  if ('listen' in server && 'inject' in server) {
+    await (server as FastifyInstance).listen({ port, host })
+    return ((server as FastifyInstance).server.address() as AddressInfo).port
+  }
+  const s = server as HttpServer
+  await new Promise<void>((resolve, reject) => {
+    s.once('error', reject)
+    s.listen(port, host, () => resolve())
+  })
+  return (s.address() as AddressInfo).port
+}
+
+export interface SystemOptions {
+  demo: boolean
+  simulate: boolean
+  /** Shows a live status line (on a terminal) and logs to a file in the data directory. */
+  interactive: boolean
+  clock?: () => Date
+}
+
+export interface RunningSystem {
+  config: Readonly<Config>
+  adminToken: string
+  db: DatabaseHandle
+  metrics: Metrics
+  broker: Broker
+  api: FastifyInstance
+  view: ReleaseView
+  world: DemoWorld | null
+  fleet: Fleet | null
+  mqttPort: number
+  httpPort: number
+  stop(): Promise<void>
+}
+
+/** Everything in one process (`metershare up`). */
+export async function startSystem(configIn: Readonly<Config>, options: SystemOptions): Promise<RunningSystem> {
+  const clock = options.clock ?? (() => new Date())
+  const adminToken = configIn.adminToken ?? generateSecret()
+  const config: Readonly<Config> = Object.freeze({ ...configIn, adminToken })
+  const parts = new Parts()
+  const metrics = createMetrics()
+  try {
+    const db = await openAndMigrate(config, parts, 'up')
+    let world: DemoWorld | null = null
+    if (options.demo) {
+      const empty = (await db.db.selectFrom('parties').select('id').limit(1).execute()).length === 0
+      if (empty) {
+        log.cli.info('creating the demo world')
+        world = await createDemoWorld(db.db, { dataDir: config.dataDir, timezone: config.timezone, now: clock() })
+      } else {
+        world = await readDemoWorld(config.dataDir)
+      }
+    }
+
+    const { broker, view, mqttPort } = await startBrokerPart(config, db, metrics, parts)
+
+    const api = await buildApi({
+      config,
+      db,
+      metrics,
+      clock,
+      health: async (): Promise<HealthReport> => ({ broker: brokerHealthy(broker), database: await probeDatabase(db) }),
+    })
+    broker.attachWebSocket(api.server)
+    parts.add('http', () => api.close())
+    const httpPort = await listenHttp(api, config.http.port, config.http.host)
+
+    const sweeper = startConsentSweeper(db.db, { intervalMs: CONSENT_SWEEP_INTERVAL_MS, clock })
+    parts.add('consent sweeper', () => sweeper.stop())
+
+    let fleet: Fleet | null = null
+    if (options.simulate && world !== null && world.meters.length > 0) {
+      fleet = startFleet({
+        mqttUrl: `mqtt://127.0.0.1:${mqttPort}`,
+        meters: world.meters,
+        from: world.fromMs,
+        speed: DEMO_SPEED,
+        timeZone: config.timezone,
+      })
+      parts.add('simulator', async () => {
+        await fleet!.stop()
+      })
+      startDemoSettlement(db, config, fleet, world.fromMs, clock, parts)
+    } else {
+      startPeriodicSettlement(db, config, clock, parts)
+    }
+
+    return {
+      config,
+      adminToken,
+      db,
+      metrics,
+      broker,
+      api,
+      view,
+      world,
+      fleet,
+      mqttPort,
+      httpPort,
+      stop: () => parts.stopAll(),
+    }
+  } catch (err) {
+    await parts.stopAll()
+    throw err
+  }
+}
+
+/** Settles each simulated month once the simulator's clock has passed its end and its readings are in. */
+function startDemoSettlement(db: DatabaseHandle, config: Readonly<Config>, fleet: Fleet, fromMs: number, clock: () => Date, parts: Parts): void {
+  const ctx = settlementContext(config, clock)
+  let month = monthOf(fromMs, config.timezone)
+  let due: number | null = null
+  let running = Promise.resolve()
+  const tick = (): void => {
+    running = running.then(async () => {
+      const stats = fleet.stats()
+      const { end } = monthBounds(month, config.timezone)
+      if (stats.simulatedMs === null || stats.simulatedMs < end.getTime() || end.getTime() > clock().getTime()) return
+      due ??= Date.now() + DEMO_SETTLE_GRACE_MS
+      if (Date.now() < due && stats.buffered + stats.inflight > 0) return
+      try {
+        const summary = await settleMonth(db.db, month, ctx)
+        log.settlement.info({ month, grossMicros: String(summary.grossMicros), journals: summary.journals }, 'simulated month settled')
+        month = addMonths(month, 1)
+        due = null
+      } catch (err) {
+        log.settlement.error({ err, month }, 'settling a simulated month failed')
+      }
+    })
+  }
+  const timer = setInterval(tick, 1_000)
+  timer.unref()
+  parts.add('settlement', async () => {
+    clearInterval(timer)
+    await running
+  })
+}
+
+/** Settles months that are over, and re-settles recent ones for late data, on a timer. */
+function startPeriodicSettlement(db: DatabaseHandle, config: Readonly<Config>, clock: () => Date, parts: Parts, intervalMs = SETTLEMENT_INTERVAL_MS): void {
+  const ctx = settlementContext(config, clock)
+  let running = Promise.resolve()
+  const tick = (): void => {
+    running = running.then(async () => {
+      try {
+        const runs = await settleCompletedMonths(db.db, clock(), ctx)
+        const posted = runs.filter((r) => r.journals > 0)
+        if (posted.length > 0) log.settlement.info({ months: posted.map((r) => r.month) }, 'completed months settled')
+      } catch (err) {
+        log.settlement.error({ err }, 'periodic settlement failed')
+      }
+    })
+  }
+  tick()
+  const timer = setInterval(tick, intervalMs)
+  timer.unref()
+  parts.add('settlement', async () => {
+    clearInterval(timer)
+    await running
+  })
+}
+
+/** `metershare broker`: MQTT on TCP, and an HTTP port for MQTT over WebSocket, /healthz and /metrics. */
+export async function startBrokerProcess(config: Readonly<Config>): Promise<{ stop(): Promise<void> }> {
+  const parts = new Parts()
+  const metrics = createMetrics()
+  try {
+    const db = await openConfiguredDatabase(config, 'metershare:broker')
+    parts.add('database', () => db.close())
+    const { broker } = await startBrokerPart(config, db, metrics, parts)
+    const http = createServer((req, res) => {
+      const url = new URL(req.url ?? '/', 'http://localhost')
+      if (url.pathname === '/healthz') {
+        void probeDatabase(db).then((database) => {
+          const report = { status: database && brokerHealthy(broker) ? 'ok' : 'unavailable', broker: brokerHealthy(broker), database }
+          res.writeHead(report.status === 'ok' ? 200 : 503, { 'content-type': 'application/json' }).end(JSON.stringify(report))
+        })
+        return
+      }
+      if (url.pathname === '/metrics') {
+        void metrics.registry.metrics().then((text) => res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(text))
+        return
+      }
+      res.writeHead(404, { 'content-type': 'application/json' }).end(JSON.stringify({ error: { code: 'NOT_FOUND', message: `${url.pathname} not found` } }))
+    })
+    broker.attachWebSocket(http)
+    parts.add('http', () => new Promise<void>((r) => http.close(() => r())))
+    await listenHttp(http, config.http.port, config.http.host)
+    return { stop: () => parts.stopAll() }
+  } catch (err) {
+    await parts.stopAll()
+    throw err
+  }
+}
+
+/** `metershare api`: the HTTP API and the portal. */
+export async function startApiProcess(config: Readonly<Config>): Promise<{ stop(): Promise<void> }> {
+  const parts = new Parts()
+  const metrics = createMetrics()
+  try {
+    const db = await openConfiguredDatabase(config, 'metershare:api')
+    parts.add('database', () => db.close())
+    const api = await buildApi({
+      config,
+      db,
+      metrics,
+      // The brokers are other processes: their own /healthz answers for them.
+      health: async () => ({ broker: true, database: await probeDatabase(db) }),
+    })
+    parts.add('http', () => api.close())
+    await listenHttp(api, config.http.port, config.http.host)
+    return { stop: () => parts.stopAll() }
+  } catch (err) {
+    await parts.stopAll()
+    throw err
+  }
+}
+
+/** `metershare settlement`: consent lifecycle and settlement of completed months. */
+export async function startSettlementProcess(config: Readonly<Config>): Promise<{ stop(): Promise<void> }> {
+  const parts = new Parts()
+  try {
+    const db = await openConfiguredDatabase(config, 'metershare:settlement')
+    parts.add('database', () => db.close())
+    const clock = (): Date => new Date()
+    const sweeper = startConsentSweeper(db.db, { intervalMs: CONSENT_SWEEP_INTERVAL_MS, clock })
+    parts.add('consent sweeper', () => sweeper.stop())
+    startPeriodicSettlement(db, config, clock, parts)
+    return { stop: () => parts.stopAll() }
+  } catch (err) {
+    await parts.stopAll()
+    throw err
+  }
+}
+
+/** Logs go to a file while the terminal shows the status line. */
+export function logToFile(config: Readonly<Config>): string {
+  mkdirSync(config.dataDir, { recursive: true })
+  const file = path.join(config.dataDir, 'metershare.log')
+  configureLogging({ level: config.logLevel, target: createWriteStream(file, { flags: 'a' }) })
+  return file
+}
+
+export { DEMO_PASSWORD }
