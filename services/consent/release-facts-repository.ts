@@ -24,12 +24,16 @@ interface ConsentFactRow {
   household_id: string
   recipient_id: string
   granularity: Granularity
-  valid_from: Date
-  valid_until: Date
-  data_from: Date
-  data_until: Date | null
-  revoked_at: Date | null
-  meter_ids: string[] | null
+  valid_from_ms: number
+  valid_until_ms: number
+  data_from_ms: number
+  data_until_ms: number | null
+  revoked_at_ms: number | null
+}
+
+/** Epoch milliseconds as a float8, which the driver hands over as a number (no Date to parse). */
+function epochMs(column: string) {
+  return sql.raw(`floor(extract(epoch from ${column}) * 1000)::float8`)
 }
 
 export async function loadConsentFacts(db: Db, filter: ConsentFactFilter = {}): Promise<ConsentFact[]> {
@@ -39,29 +43,40 @@ export async function loadConsentFacts(db: Db, filter: ConsentFactFilter = {}): 
   if (filter.recipientId !== undefined) parts.push(sql`c.recipient_id = ${filter.recipientId}`)
   if (filter.householdId !== undefined) parts.push(sql`c.household_id = ${filter.householdId}`)
   if (filter.statuses !== undefined) parts.push(sql`c.status = ANY(${[...filter.statuses]}::text[])`)
-  const { rows } = await sql<ConsentFactRow>`
-    SELECT c.id, c.household_id, c.recipient_id, c.granularity, c.valid_from, c.valid_until, c.data_from, c.data_until,
-           c.revoked_at,
-           (SELECT array_agg(cm.meter_id ORDER BY cm.meter_id) FROM consent_meters cm WHERE cm.consent_id = c.id) AS meter_ids
-    FROM consents c
-    WHERE ${sql.join(parts, sql` AND `)}
-    ORDER BY c.id`.execute(db)
-  return rows.map(toConsentFact)
-}
-
-function toConsentFact(r: ConsentFactRow): ConsentFact {
-  return {
+  const where = sql.join(parts, sql` AND `)
+  // Two flat queries rather than arrays per row: they read faster, by a wide margin, at 100,000 consents.
+  const [consents, meters] = await Promise.all([
+    sql<ConsentFactRow>`
+      SELECT c.id, c.household_id, c.recipient_id, c.granularity,
+             ${epochMs('c.valid_from')} AS valid_from_ms, ${epochMs('c.valid_until')} AS valid_until_ms,
+             ${epochMs('c.data_from')} AS data_from_ms, ${epochMs('c.data_until')} AS data_until_ms,
+             ${epochMs('c.revoked_at')} AS revoked_at_ms
+      FROM consents c WHERE ${where}
+      ORDER BY c.id`.execute(db),
+    sql<{ consent_id: string; meter_id: string }>`
+      SELECT cm.consent_id, cm.meter_id
+      FROM consent_meters cm JOIN consents c ON c.id = cm.consent_id
+      WHERE ${where}
+      ORDER BY cm.consent_id, cm.meter_id`.execute(db),
+  ])
+  const metersOf = new Map<string, string[]>()
+  for (const r of meters.rows) {
+    const list = metersOf.get(r.consent_id)
+    if (list === undefined) metersOf.set(r.consent_id, [r.meter_id])
+    else list.push(r.meter_id)
+  }
+  return consents.rows.map((r) => ({
     id: r.id,
     householdId: r.household_id,
     recipientId: r.recipient_id,
     granularity: r.granularity,
-    meterIds: r.meter_ids ?? [],
-    validFromMs: r.valid_from.getTime(),
-    validUntilMs: r.valid_until.getTime(),
-    dataFromMs: r.data_from.getTime(),
-    dataUntilMs: r.data_until === null ? null : r.data_until.getTime(),
-    revokedAtMs: r.revoked_at === null ? null : r.revoked_at.getTime(),
-  }
+    meterIds: metersOf.get(r.id) ?? [],
+    validFromMs: r.valid_from_ms,
+    validUntilMs: r.valid_until_ms,
+    dataFromMs: r.data_from_ms,
+    dataUntilMs: r.data_until_ms,
+    revokedAtMs: r.revoked_at_ms,
+  }))
 }
 
 export interface OccupancyFactFilter {
@@ -72,16 +87,14 @@ export interface OccupancyFactFilter {
 /** Occupancies, ordered by meter and start. */
 export async function loadOccupancyFacts(db: Db, filter: OccupancyFactFilter = {}): Promise<OccupancyFact[]> {
   if (filter.meterIds !== undefined && filter.meterIds.length === 0) return []
-  let q = db.selectFrom('occupancies').select(['meter_id', 'household_id', 'valid_from', 'valid_until'])
-  if (filter.meterIds !== undefined) q = q.where('meter_id', 'in', [...filter.meterIds])
-  if (filter.householdId !== undefined) q = q.where('household_id', '=', filter.householdId)
-  const rows = await q.orderBy('meter_id').orderBy('valid_from').execute()
-  return rows.map((r) => ({
-    meterId: r.meter_id,
-    householdId: r.household_id,
-    fromMs: r.valid_from.getTime(),
-    untilMs: r.valid_until === null ? null : r.valid_until.getTime(),
-  }))
+  const parts = [sql`TRUE`]
+  if (filter.meterIds !== undefined) parts.push(sql`o.meter_id = ANY(${[...filter.meterIds]}::text[])`)
+  if (filter.householdId !== undefined) parts.push(sql`o.household_id = ${filter.householdId}`)
+  const { rows } = await sql<{ meter_id: string; household_id: string; from_ms: number; until_ms: number | null }>`
+    SELECT o.meter_id, o.household_id, ${epochMs('o.valid_from')} AS from_ms, ${epochMs('o.valid_until')} AS until_ms
+    FROM occupancies o WHERE ${sql.join(parts, sql` AND `)}
+    ORDER BY o.meter_id, o.valid_from`.execute(db)
+  return rows.map((r) => ({ meterId: r.meter_id, householdId: r.household_id, fromMs: r.from_ms, untilMs: r.until_ms }))
 }
 
 /** Groups occupancies by meter (keeping their order). */

@@ -40,13 +40,21 @@ export interface ReleaseViewOptions {
 }
 
 const NO_OCCUPANCIES: readonly OccupancyFact[] = []
+/** Consents of one meter kept in a plain list up to this many; beyond, indexed by recipient. */
+export const METER_CONSENTS_LIST_MAX = 8
+
+/**
+ * The consents naming one meter: a short list scanned by recipient (most meters have a
+ * handful, and a Map per meter would cost more memory than it saves time), or, past
+ * METER_CONSENTS_LIST_MAX, a map by recipient.
+ */
+type MeterConsents = ConsentFact[] | Map<string, ConsentFact[]>
 
 type Notice = { kind?: unknown; id?: unknown; meterId?: unknown }
 
 export class ReleaseView {
   private consentsById = new Map<string, ConsentFact>()
-  /** meter → recipient → consents naming both. */
-  private consentsByMeter = new Map<string, Map<string, ConsentFact[]>>()
+  private consentsByMeter = new Map<string, MeterConsents>()
   private occupancies = new Map<string, OccupancyFact[]>()
   private readonly dayStarts = new Map<string, number>()
   private queue: Promise<void> = Promise.resolve()
@@ -81,10 +89,16 @@ export class ReleaseView {
 
   /** The owning household's id when the datum is released to this recipient now, else null. */
   releasedTo(recipientPartyId: string, datum: DatumRef, nowMs: number): string | null {
-    const byRecipient = this.consentsByMeter.get(datum.meterId)
-    if (byRecipient === undefined) return null
-    const consents = byRecipient.get(recipientPartyId)
-    if (consents === undefined) return null
+    const ofMeter = this.consentsByMeter.get(datum.meterId)
+    if (ofMeter === undefined) return null
+    let consents: readonly ConsentFact[] | undefined
+    if (Array.isArray(ofMeter)) {
+      if (!ofMeter.some((c) => c.recipientId === recipientPartyId)) return null
+      consents = ofMeter
+    } else {
+      consents = ofMeter.get(recipientPartyId)
+      if (consents === undefined) return null
+    }
     const ruleDatum = this.ruleDatum(datum)
     if (ruleDatum === null) return null
     return ruleReleasedTo(recipientPartyId, ruleDatum, consents, this.occupancies.get(datum.meterId) ?? NO_OCCUPANCIES, nowMs)
@@ -122,15 +136,17 @@ export class ReleaseView {
         loadConsentFacts(db, { statuses: ['active'] }),
         loadOccupancyFacts(db),
       ])
+      const intern = new Interner()
       const byId = new Map<string, ConsentFact>()
-      const byMeter = new Map<string, Map<string, ConsentFact[]>>()
+      const byMeter = new Map<string, MeterConsents>()
       for (const c of consents) {
-        byId.set(c.id, c)
-        indexConsent(byMeter, c)
+        const fact = intern.consent(c)
+        byId.set(fact.id, fact)
+        indexConsent(byMeter, fact)
       }
       this.consentsById = byId
       this.consentsByMeter = byMeter
-      this.occupancies = occupanciesByMeter(occupancies)
+      this.occupancies = occupanciesByMeter(occupancies.map((o) => intern.occupancy(o)))
     })
   }
 
@@ -226,27 +242,67 @@ export class ReleaseView {
   }
 }
 
-function indexConsent(byMeter: Map<string, Map<string, ConsentFact[]>>, c: ConsentFact): void {
+function indexConsent(byMeter: Map<string, MeterConsents>, c: ConsentFact): void {
   for (const meterId of c.meterIds) {
-    let byRecipient = byMeter.get(meterId)
-    if (byRecipient === undefined) byMeter.set(meterId, (byRecipient = new Map()))
-    const list = byRecipient.get(c.recipientId)
-    if (list === undefined) byRecipient.set(c.recipientId, [c])
-    else list.push(c)
+    const ofMeter = byMeter.get(meterId)
+    if (ofMeter === undefined) byMeter.set(meterId, [c])
+    else if (!Array.isArray(ofMeter)) addTo(ofMeter, c)
+    else if (ofMeter.length < METER_CONSENTS_LIST_MAX) ofMeter.push(c)
+    else {
+      const map = new Map<string, ConsentFact[]>()
+      for (const x of ofMeter) addTo(map, x)
+      addTo(map, c)
+      byMeter.set(meterId, map)
+    }
   }
 }
 
-function unindexConsent(byMeter: Map<string, Map<string, ConsentFact[]>>, c: ConsentFact): void {
+function addTo(map: Map<string, ConsentFact[]>, c: ConsentFact): void {
+  const list = map.get(c.recipientId)
+  if (list === undefined) map.set(c.recipientId, [c])
+  else list.push(c)
+}
+
+function unindexConsent(byMeter: Map<string, MeterConsents>, c: ConsentFact): void {
   for (const meterId of c.meterIds) {
-    const byRecipient = byMeter.get(meterId)
-    const list = byRecipient?.get(c.recipientId)
-    if (byRecipient === undefined || list === undefined) continue
-    const rest = list.filter((x) => x.id !== c.id)
-    if (rest.length > 0) byRecipient.set(c.recipientId, rest)
-    else {
-      byRecipient.delete(c.recipientId)
-      if (byRecipient.size === 0) byMeter.delete(meterId)
+    const ofMeter = byMeter.get(meterId)
+    if (ofMeter === undefined) continue
+    if (Array.isArray(ofMeter)) {
+      const rest = ofMeter.filter((x) => x.id !== c.id)
+      if (rest.length > 0) byMeter.set(meterId, rest)
+      else byMeter.delete(meterId)
+      continue
     }
+    const rest = (ofMeter.get(c.recipientId) ?? []).filter((x) => x.id !== c.id)
+    if (rest.length > 0) ofMeter.set(c.recipientId, rest)
+    else ofMeter.delete(c.recipientId)
+    if (ofMeter.size === 0) byMeter.delete(meterId)
+  }
+}
+
+/** One copy of each id string however many rows repeat it: a large view holds far less. */
+class Interner {
+  private readonly strings = new Map<string, string>()
+
+  string(s: string): string {
+    const known = this.strings.get(s)
+    if (known !== undefined) return known
+    this.strings.set(s, s)
+    return s
+  }
+
+  consent(c: ConsentFact): ConsentFact {
+    return {
+      ...c,
+      householdId: this.string(c.householdId),
+      recipientId: this.string(c.recipientId),
+      granularity: this.string(c.granularity) as ConsentFact['granularity'],
+      meterIds: c.meterIds.map((m) => this.string(m)),
+    }
+  }
+
+  occupancy(o: OccupancyFact): OccupancyFact {
+    return { ...o, meterId: this.string(o.meterId), householdId: this.string(o.householdId) }
   }
 }
 

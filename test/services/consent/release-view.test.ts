@@ -1,12 +1,12 @@
 import { sql } from 'kysely'
 import { afterEach, beforeEach, expect, it } from 'vitest'
 import { grantConsent, revokeConsent } from '../../../services/consent/consent-service.ts'
-import { openReleaseView, type ReleaseView } from '../../../services/consent/release-view.ts'
+import { METER_CONSENTS_LIST_MAX, openReleaseView, type ReleaseView } from '../../../services/consent/release-view.ts'
 import { moveOut } from '../../../services/metering/occupancy-service.ts'
 import type { DatabaseHandle } from '../../../shared/db/database.ts'
 import { createMetrics } from '../../../shared/metrics.ts'
 import { describeDatabases, describePostgres } from '../../support/database.ts'
-import { seedConsentWorld, seedOffer, type ConsentWorld } from './consent-world.ts'
+import { seedConsentWorld, seedOffer, seedParty, type ConsentWorld } from './consent-world.ts'
 
 const TZ = 'Europe/Paris'
 const NOW = new Date('2026-03-01T12:00:00Z')
@@ -81,6 +81,27 @@ describeDatabases('release view', (t) => {
     await revokeConsent(t.db, id, { role: 'household', householdId: w.h1 }, LATER(180_000))
     await expect.poll(() => view!.releasedTo(w.appId, loadCurve(w.m1), NOW_MS + 120_000), { timeout: PROPAGATION_MS_MAX, interval: 5 }).toBeNull()
     expect(view.activeConsentsCount(NOW_MS)).toBe(0)
+  })
+
+  it('keeps deciding right for a meter with more consents than its short list holds', async () => {
+    view = await openReleaseView(t.handle, { timeZone: TZ })
+    const recipients: string[] = []
+    const consents: string[] = []
+    for (let i = 0; i < METER_CONSENTS_LIST_MAX + 2; i++) {
+      const recipient = await seedParty(t.db, 'third_party', `Recipient ${i}`)
+      recipients.push(recipient)
+      const offerId = await seedOffer(t.db, recipient)
+      consents.push((await grantConsent(t.db, w.h1, { offerId, meterIds: [w.m1], validUntil: LATER(DAY), dataFrom: new Date('2026-01-01T00:00:00Z') }, NOW)).id)
+    }
+    await expect.poll(() => recipients.map((r) => view!.releasedTo(r, loadCurve(w.m1), NOW_MS)), { timeout: 5_000, interval: 10 }).toEqual(
+      recipients.map(() => w.h1),
+    )
+    expect(view.releasedTo(w.appId, loadCurve(w.m1), NOW_MS)).toBeNull()
+    for (const id of consents.slice(0, -1)) await revokeConsent(t.db, id, { role: 'operator' }, LATER(1))
+    const expected = recipients.map((_, i) => (i === recipients.length - 1 ? w.h1 : null))
+    await expect.poll(() => recipients.map((r) => view!.releasedTo(r, loadCurve(w.m1), NOW_MS)), { timeout: 5_000, interval: 10 }).toEqual(expected)
+    await view.refresh()
+    expect(recipients.map((r) => view!.releasedTo(r, loadCurve(w.m1), NOW_MS))).toEqual(expected)
   })
 
   it('repairs by its periodic reload what no notice announced', async () => {
