@@ -1,0 +1,88 @@
+import { spawn, type ChildProcess } from 'node:child_process'
+import { mkdtempSync, rmSync } from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { connectMeter, endClient, publishAcked } from '../support/broker.ts'
+
+/**
+ * `metershare up --no-demo --no-simulate` as an outside program sees it: one process, the
+ * embedded database, configured by the environment, driven only through the public contract.
+ */
+const ADMIN_TOKEN = 'e2e-admin-token-0123456789'
+const CLI = path.resolve(import.meta.dirname, '../../cli/metershare.mjs')
+
+describe('metershare up (empty world)', () => {
+  let child: ChildProcess
+  let dataDir: string
+  let output = ''
+  let http = ''
+  let mqttUrl = ''
+
+  beforeAll(async () => {
+    dataDir = mkdtempSync(path.join(os.tmpdir(), 'metershare-up-'))
+    child = spawn(process.execPath, [CLI, 'up', '--no-demo', '--no-simulate'], {
+      env: { ...process.env, METERSHARE_DATA_DIR: dataDir, MQTT_PORT: '0', HTTP_PORT: '0', METERSHARE_HOST: '127.0.0.1', METERSHARE_ADMIN_TOKEN: ADMIN_TOKEN, METERSHARE_LOG_LEVEL: 'warn' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    })
+    child.stdout!.on('data', (d: Buffer) => (output += d.toString()))
+    child.stderr!.on('data', (d: Buffer) => (output += d.toString()))
+    const deadline = Date.now() + 90_000
+    while (!/HTTP API\s+http:\/\/\S+/.test(output)) {
+      if (Date.now() > deadline || child.exitCode !== null) throw new Error(`up did not start:\n${output}`)
+      await new Promise((r) => setTimeout(r, 100))
+    }
+    http = /HTTP API\s+(http:\/\/\S+)/.exec(output)![1]!
+    mqttUrl = /MQTT\s+(mqtt:\/\/\S+)/.exec(output)![1]!
+  }, 120_000)
+
+  afterAll(async () => {
+    if (child.exitCode === null) child.kill('SIGKILL')
+    rmSync(dataDir, { recursive: true, force: true })
+  })
+
+  async function admin(method: string, url: string, body?: unknown): Promise<{ status: number; body: any }> {
+    const res = await fetch(http + url, {
+      method,
+      headers: { authorization: `Bearer ${ADMIN_TOKEN}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
+      ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+    })
+    return { status: res.status, body: await res.json() }
+  }
+
+  it('answers /healthz once the broker and the database are up', async () => {
+    const res = await fetch(http + '/healthz')
+    expect(res.status).toBe(200)
+  })
+
+  it('stores what a provisioned meter publishes and shows it to its household', async () => {
+    const utility = await admin('POST', '/admin/parties', { kind: 'utility', name: 'Grid' })
+    expect(utility.status).toBe(201)
+    const household = await admin('POST', '/admin/households', { name: 'Doe', email: 'doe@example.test', password: 'long enough password' })
+    expect(household.status).toBe(201)
+    const meter = await admin('POST', '/admin/meters', { operatorId: utility.body.id, commodity: 'electricity', intervalMinutes: 30 })
+    expect(meter.status).toBe(201)
+    const occ = await admin('POST', '/admin/occupancies', { meterId: meter.body.id, householdId: household.body.id, from: '2026-10-01T00:00:00Z' })
+    expect(occ.status).toBe(201)
+
+    const client = await connectMeter(mqttUrl, { id: meter.body.id, secret: meter.body.secret })
+    await publishAcked(client, `meters/${meter.body.id}/readings`, JSON.stringify({ ts: '2026-10-01T00:30:00Z', values: { '1-0:1.8.0': 1234567 } }))
+    await endClient(client)
+
+    const res = await fetch(`${http}/me/readings?meterId=${meter.body.id}&from=2026-10-01T00:00:00Z&to=2026-10-02T00:00:00Z&granularity=load_curve`, {
+      headers: { authorization: `Bearer ${household.body.apiKey}` },
+    })
+    expect(res.status).toBe(200)
+    expect(await res.json()).toEqual({
+      items: [{ meterId: meter.body.id, ts: '2026-10-01T00:30:00Z', granularity: 'load_curve', values: { '1-0:1.8.0': 1234567 } }],
+      nextCursor: null,
+    })
+  })
+
+  it('stops cleanly on SIGTERM', async () => {
+    const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)))
+    child.kill('SIGTERM')
+    expect(await exited).toBe(0)
+    expect(output).toContain('stopped; everything acknowledged is stored')
+  }, 60_000)
+})
