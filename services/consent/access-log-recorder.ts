@@ -45,7 +45,7 @@ export class AccessLogRecorder {
     this.timer.unref()
   }
 
-  /** Counts `datums` released to a recipient; `day` is the local day of the release. */
+  /** Counts `datums` released to a recipient; `day` is the local day they belong to (a month's datum: its first day). */
   record(recipientId: string, householdId: string, meterId: string, day: string, channel: ReleaseChannel, datums: number): void {
     if (datums <= 0) return
     const key = recipientId + SEPARATOR + householdId + SEPARATOR + meterId + SEPARATOR + day + SEPARATOR + channel

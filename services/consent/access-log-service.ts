@@ -5,13 +5,16 @@ import type { ReleaseChannel } from '../../shared/db/tables/access-log.ts'
 import { InvalidInputError } from '../../shared/errors.ts'
 import { pageAccessLogRows, type AccessLogKey } from './access-log-repository.ts'
 
-/** Who received how much of a household's data: datums per recipient, meter, day of release and channel. */
+/**
+ * Who received how much of a household's data: datums per recipient, meter, local day the
+ * datums belong to (a monthly datum: the first day of its month) and channel.
+ */
 
 export interface AccessLogEntry {
   recipientId: string
   recipientName: string
   meterId: string
-  /** The local day the datums were released on. */
+  /** The local day the datums belong to. */
   day: string
   channel: ReleaseChannel
   datums: bigint

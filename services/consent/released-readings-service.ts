@@ -142,7 +142,6 @@ export async function listReleasedReadings(
 
   const items: EgressDatum[] = []
   const released = new Map<string, AccessCount>()
-  const releaseDay = dayOf(ctx.now, ctx.timezone)
   let nextCursor: string | null = null
   let groupsRead = 0
 
@@ -185,8 +184,11 @@ export async function listReleasedReadings(
       const owner = releasedTo(recipientId, { meterId, granularity: datum.granularity, atMs, householdId }, consents, meterOccupancies, nowMs)
       if (owner !== householdId) continue
       items.push(datum)
-      const count = released.get(key)
-      if (count === undefined) released.set(key, { recipientId, householdId, meterId, day: releaseDay, channel: 'http', datums: 1n })
+      // Counted by the local day the datum belongs to (a month's datum: its first day), as live delivery counts.
+      const day = datum.granularity === 'load_curve' ? dayOf(atMs, ctx.timezone) : datum.granularity === 'daily' ? datum.day : datum.month + '-01'
+      const countKey = key + '\u0000' + day
+      const count = released.get(countKey)
+      if (count === undefined) released.set(countKey, { recipientId, householdId, meterId, day, channel: 'http', datums: 1n })
       else count.datums++
     }
     if (page.nextCursor !== null) {

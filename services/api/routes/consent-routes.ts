@@ -161,7 +161,7 @@ const accessLogAnswer = z.object({
   recipientId: z.string(),
   recipientName: z.string(),
   meterId: z.string(),
-  day: z.string().meta({ format: 'date', description: 'local day of the release' }),
+  day: z.string().meta({ format: 'date', description: 'the local day the datums belong to (a monthly datum: the first day of its month)' }),
   channel: z.enum(['mqtt', 'http']),
   datums: z.number().int(),
 })
@@ -353,7 +353,7 @@ export const consentRoutes: RoutePlugin = async (app, { deps }) => {
     method: 'GET',
     url: '/me/access-log',
     summary: 'Who received how much of the household’s data',
-    description: 'Datums released per recipient, meter, local day of the release and channel (mqtt live, http pulled).',
+    description: 'Datums released per recipient, meter, local day the datums belong to and channel (mqtt live, http pulled).',
     tags: ['household'],
     auth: HOUSEHOLD,
     query: z.strictObject({

@@ -3,8 +3,9 @@ import type { ColumnType } from 'kysely'
 export type ReleaseChannel = 'mqtt' | 'http'
 
 /**
- * How many datums of a household's meter a recipient received, per local day of release
- * and channel. Incremented by upserts; never decremented.
+ * How many datums of a household's meter a recipient received, per local day the datums
+ * belong to (a monthly datum: the first day of its month) and channel. Incremented by
+ * upserts; never decremented.
  */
 export interface AccessLogTable {
   recipient_id: string

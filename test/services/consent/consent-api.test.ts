@@ -244,11 +244,20 @@ describeDatabases('consent endpoints', (t) => {
       expect(keys.filter((k) => k.startsWith(B)).sort()[0]).toBe(`${B} 2026-02-03T00:00:00.000Z`)
       expect(items[0]).toEqual({ meterId: A, ts: expect.any(String), granularity: 'load_curve', values: { '1-0:1.8.0': expect.any(Number) } })
 
-      const today = dayOf(clock, TZ)
-      const log0 = (await get('/me/access-log', h0)).json() as { items: unknown[] }
-      expect(log0.items).toEqual([{ recipientId: app.id, recipientName: 'Energy advice app', meterId: A, day: today, channel: 'http', datums: 11 * 24 }])
-      const log2 = (await get('/me/access-log', h2)).json() as { items: unknown[] }
-      expect(log2.items).toEqual([{ recipientId: app.id, recipientName: 'Energy advice app', meterId: B, day: today, channel: 'http', datums: 7 * 24 + 12 }])
+      // Counted per local day the datums belong to.
+      const perDay = (meterId: string) => {
+        const counts = new Map<string, number>()
+        for (const d of items) if (d.meterId === meterId && d.granularity === 'load_curve') counts.set(dayOf(Date.parse(d.ts), TZ), (counts.get(dayOf(Date.parse(d.ts), TZ)) ?? 0) + 1)
+        return [...counts].map(([day, datums]) => ({ day, datums }))
+      }
+      const log0 = (await get('/me/access-log?limit=100', h0)).json() as { items: { recipientId: string; meterId: string; channel: string; day: string; datums: number }[] }
+      expect(log0.items.map(({ day, datums }) => ({ day, datums }))).toEqual(perDay(A))
+      expect(log0.items.every((e) => e.recipientId === app.id && e.meterId === A && e.channel === 'http')).toBe(true)
+      expect(log0.items.reduce((n, e) => n + e.datums, 0)).toBe(11 * 24)
+      expect(log0.items[0]).toMatchObject({ day: '2026-01-25', datums: 23, recipientName: 'Energy advice app' })
+      const log2 = (await get('/me/access-log?limit=100', h2)).json() as { items: { meterId: string; day: string; datums: number }[] }
+      expect(log2.items.map(({ day, datums }) => ({ day, datums }))).toEqual(perDay(B))
+      expect(log2.items.reduce((n, e) => n + e.datums, 0)).toBe(7 * 24 + 12)
       expect(((await get('/me/access-log', h1)).json() as { items: unknown[] }).items).toEqual([])
       expect(await api.metrics.registry.getSingleMetricAsString('metershare_datums_released_total')).toContain(
         `metershare_datums_released_total{channel="http"} ${items.length}`,
