@@ -1,10 +1,11 @@
-import { mkdirSync } from 'node:fs'
+import { existsSync, mkdirSync } from 'node:fs'
 import path from 'node:path'
 import { PGlite } from '@electric-sql/pglite'
 import { btree_gist } from '@electric-sql/pglite/contrib/btree_gist'
 import { Kysely, PGliteDialect, PostgresDialect } from 'kysely'
 import pg from 'pg'
 import { log } from '../logger.ts'
+import { DurableNodeFS, syncFolderTree } from './pglite-durable-fs.ts'
 import type { Database } from './schema.ts'
 
 /**
@@ -21,7 +22,7 @@ export interface DatabaseOptions {
   databaseUrl: string | null
   /** PGlite's data folder; null keeps it in memory (tests only). */
   pgliteDir: string | null
-  /** fsync on PGlite: a PUBACK then survives a power cut, not only a crash. */
+  /** fsync on PGlite: a PUBACK then survives a power cut, not only a crash (docs/durability.md). */
   pgliteFsync: boolean
   poolSize: number
   /** Name shown in pg_stat_activity. */
@@ -58,11 +59,19 @@ export function pgliteDirOf(dataDir: string): string {
   return path.join(dataDir, PGLITE_SUBDIR)
 }
 
+// Without -F PostgreSQL syncs, but only fsync() reaches the disk from PGlite (DurableNodeFS):
+// its default wal_sync_method, fdatasync, would sync nothing.
+const DURABLE_START_PARAMS = [...PGlite.defaultStartParams.filter((p) => p !== '-F'), '-c', 'wal_sync_method=fsync']
+
 export async function openPglite(dir: string | null, fsync: boolean): Promise<PGlite> {
-  if (dir !== null) mkdirSync(dir, { recursive: true })
-  const startParams = fsync ? PGlite.defaultStartParams.filter((p) => p !== '-F') : PGlite.defaultStartParams
-  const options = { extensions: { btree_gist }, parsers: PARSERS, startParams }
-  return dir === null ? PGlite.create(options) : PGlite.create({ ...options, dataDir: dir })
+  const options = { extensions: { btree_gist }, parsers: PARSERS }
+  if (dir === null) return PGlite.create(options)
+  mkdirSync(dir, { recursive: true })
+  if (!fsync) return PGlite.create({ ...options, dataDir: dir })
+  const fresh = !existsSync(path.join(dir, 'PG_VERSION'))
+  const pglite = await PGlite.create({ ...options, fs: new DurableNodeFS(dir), startParams: DURABLE_START_PARAMS })
+  if (fresh) await syncFolderTree(dir)
+  return pglite
 }
 
 export async function openDatabase(options: DatabaseOptions): Promise<DatabaseHandle> {
