@@ -34,10 +34,3 @@ export function solarColumnMwhPerKwp(month: number): Int32Array {
   if (column === undefined) throw new RangeError(`month: ${month}`)
   return column
 }
-
-/** Generation of a `peakW` installation in one UTC quarter-hour, mWh. */
-export function solarGenerationMwh(month: number, utcQuarterHour: number, peakW: number, sunPermille: number): number {
-  const perKwp = SOLAR_TABLE_MWH_PER_KWP[month - 1]![utcQuarterHour]!
-  if (perKwp === 0) return 0
-  return floorDiv(perKwp * peakW * sunPermille, 1_000_000)
-}

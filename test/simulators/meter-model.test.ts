@@ -164,6 +164,14 @@ describe('meter model', () => {
     expect(june).toBeGreaterThan(0)
   })
 
+  it('generates about 1,100 kWh a year per kWp, the Paris area’s specific yield', () => {
+    // A household that uses almost nothing exports almost all it generates.
+    const m = model({ commodity: 'electricity', pv: true, annualKwh: 100, pvPeakW: 1000 })
+    const year = m.registersAt(startOfLocalDay('2027-01-01', TZ))[EXPORT]! - m.registersAt(startOfLocalDay('2026-01-01', TZ))[EXPORT]!
+    expect(year).toBeGreaterThan(1_000_000)
+    expect(year).toBeLessThan(1_200_000)
+  })
+
   it('burns more gas in winter than in summer, and about its annual volume in a year', () => {
     const m = model({ commodity: 'gas', annualGasM3: 1200, intervalMinutes: 60 })
     const vol = (from: string, to: string): number => m.registersAt(startOfLocalDay(to, TZ))[GAS]! - m.registersAt(startOfLocalDay(from, TZ))[GAS]!
