@@ -75,11 +75,11 @@ async function generate(db: Kysely<Database>, households: number): Promise<{ dat
     ('pty_supplier', 'utility', 'Supplier', 'x'), ('pty_lab', 'third_party', 'Research Lab', 'x'),
     ('pty_charity', 'third_party', 'Charity', 'x')`.execute(db)
   await sql`INSERT INTO households (id, name, email, password_hash, api_key_hash)
-    SELECT 'hh_' || i, 'Household ' || i, 'h' || i || '@bench.example', 'x', 'x' FROM generate_series(1, ${households}) AS i`.execute(db)
+    SELECT 'hh_' || i, 'Household ' || i, 'h' || i || '@bench.example', 'x', 'x' FROM generate_series(1, ${households}::int) AS i`.execute(db)
   await sql`INSERT INTO meters (id, operator_id, commodity, interval_minutes, secret_hash)
-    SELECT 'mtr_' || i, 'pty_grid', 'electricity', ${INTERVAL_MINUTES}, 'x' FROM generate_series(1, ${households}) AS i`.execute(db)
+    SELECT 'mtr_' || i, 'pty_grid', 'electricity', ${INTERVAL_MINUTES}, 'x' FROM generate_series(1, ${households}::int) AS i`.execute(db)
   await sql`INSERT INTO occupancies (id, meter_id, household_id, valid_from)
-    SELECT 'occ_' || i, 'mtr_' || i, 'hh_' || i, ${since} FROM generate_series(1, ${households}) AS i`.execute(db)
+    SELECT 'occ_' || i, 'mtr_' || i, 'hh_' || i, ${since} FROM generate_series(1, ${households}::int) AS i`.execute(db)
   await db.transaction().execute(async (trx) => {
     await sql`INSERT INTO offers (id, recipient_id, purpose, granularity, price_micros_per_datum, household_bps, operator_bps, platform_bps) VALUES
       ('off_curve', 'pty_advice', 'load curve for advice', 'load_curve', 7000, 5000, 2500, 1500),
@@ -96,9 +96,9 @@ async function generate(db: Kysely<Database>, households: number): Promise<{ dat
         valid_from, valid_until, data_from, status, status_changed_at)
       SELECT 'cns_' || ${offer} || '_' || i, 'hh_' || i, ${recipient}, ${offer}, 'offer', 'bench', ${granularity}, true,
         ${since}, ${since}::timestamptz + interval '2 years', ${since}, 'active', ${since}
-      FROM generate_series(1, ${households}) AS i`.execute(db)
+      FROM generate_series(1, ${households}::int) AS i`.execute(db)
     await sql`INSERT INTO consent_meters (consent_id, meter_id)
-      SELECT 'cns_' || ${offer} || '_' || i, 'mtr_' || i FROM generate_series(1, ${households}) AS i`.execute(db)
+      SELECT 'cns_' || ${offer} || '_' || i, 'mtr_' || i FROM generate_series(1, ${households}::int) AS i`.execute(db)
   }
   done()
 
@@ -110,7 +110,7 @@ async function generate(db: Kysely<Database>, households: number): Promise<{ dat
     await sql`INSERT INTO readings (meter_id, ts, household_id, values)
       SELECT 'mtr_' || i, ts, 'hh_' || i,
         jsonb_build_object('1-0:1.8.0', (i * 1000 + (extract(epoch FROM ts)::bigint - ${Math.floor(start.getTime() / 1000)}) / 1800 * 250)::bigint)
-      FROM generate_series(${first}, ${lastMeter}) AS i
+      FROM generate_series(${first}::int, ${lastMeter}::int) AS i
       CROSS JOIN generate_series(${start}::timestamptz, ${last}::timestamptz, ${`${INTERVAL_MINUTES} minutes`}::interval) AS ts`.execute(db)
     const seconds = (performance.now() - started) / 1000
     process.stdout.write(`\r  readings: ${fmtInt(lastMeter)}/${fmtInt(households)} meters, ${seconds.toFixed(0)} s`)
@@ -180,8 +180,17 @@ async function main(): Promise<number> {
 
     const config = envToConfig({ timezone: TIMEZONE })
     const now = new Date(monthBounds(MONTH, TIMEZONE).end.getTime() + 3_600_000)
-    const ctx = settlementContext(config, () => now)
+    const phases = new Map<string, number>()
+    const ctx = settlementContext(config, () => now, (p) => {
+      if (!phases.has(p.phase)) phases.set(p.phase, performance.now())
+    })
+    const t0 = performance.now()
     const first = await withPeakMemory(() => settleMonth(handle!.db, MONTH, ctx))
+    const t1 = performance.now()
+    const marks = [...phases.entries(), ['commit and lock release', t1] as const]
+    const phaseTimes = marks.map(([name, at], i) => `${name} ${fmtS((marks[i + 1]?.[1] ?? t1) - at)}`).slice(0, -1)
+    phaseTimes.unshift(`start ${fmtS((marks[0]?.[1] ?? t1) - t0)}`)
+    phases.clear()
     const again = await withPeakMemory(() => settleMonth(handle!.db, MONTH, ctx))
     const entries = await sql<{ n: bigint }>`SELECT count(*) AS n FROM ledger_entries`.execute(handle.db)
 
@@ -196,6 +205,7 @@ async function main(): Promise<number> {
       ['journals posted', `${fmtInt(s.journals)} (${fmtInt(entries.rows[0]!.n)} entries)`],
       ['payouts', `${fmtInt(s.payouts)}, ${formatEur(s.payoutsMicros)} EUR`],
       ['settlement time', `${fmtS(first.ms)}   target < ${fmtS(TARGET.settleMsMax)}: ${mark(first.ms < TARGET.settleMsMax)}`],
+      ['  by phase', phaseTimes.join(', ')],
       ['peak memory (RSS of this process)', `${fmtMb(first.peakRss)} (heap ${fmtMb(first.peakHeap)})`],
       [
         're-run, nothing new',

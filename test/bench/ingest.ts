@@ -1,0 +1,897 @@
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import { parseArgs } from 'node:util'
+import pg from 'pg'
+import { openDatabase } from '../../shared/db/database.ts'
+import { migrateToLatest } from '../../shared/db/migrator.ts'
+import { meterReadingsTopic } from '../../shared/topics.ts'
+import { hasCommand } from '../support/tools.ts'
+import { benchMeterId, provisionWorld, type BenchMeter } from './ingest/bench-world.ts'
+import type { BrokerCounts, BrokerStart, IngestFigures } from './ingest/broker-process.ts'
+import type { GeneratorConnected, GeneratorPlan, GeneratorResult } from './ingest/load-generator.ts'
+import type { ReadingSeries } from './ingest/mqtt-frames.ts'
+import { summarizeProfile } from './support/cpu-profile.ts'
+import { commandVersion, describeMachine, packageVersion } from './support/machine.ts'
+import { MOSQUITTO_BIN, MOSQUITTO_SUB_BIN, startCountingSubscriber, startMosquitto } from './support/mosquitto.ts'
+import { NodeChild, cpuMsOfCommand, descriptorsOf, sampleMachine, sampleProcess } from './support/processes.ts'
+import { fmtFixed, fmtInt, fmtMb, fmtMs, fmtPercent, formatTable, mark, percentile } from './support/report.ts'
+
+/**
+ * `npm run bench:ingest`: durable MQTT ingest against a bare aedes broker and Mosquitto, on
+ * PostgreSQL and PGlite. Prints figures and the issue's targets with PASS/MISS beside them;
+ * asserts nothing. Run it on a quiet machine: every figure here shares the CPU with whatever
+ * else runs (the "other" column shows how much did).
+ *
+ *   npm run bench:ingest -- [--seconds 10] [--quick] [--only bare,postgres,…] [--profile]
+ *   BENCH_DATABASE_URL=postgres://…/postgres   (default: the local server)
+ */
+
+const PHASES = ['bare', 'postgres', 'pglite', 'mosquitto', 'half', 'catchup', 'idle'] as const
+type Phase = (typeof PHASES)[number]
+
+const USAGE = `usage: npm run bench:ingest -- [options]
+  --seconds S          measured seconds per phase (default 10; --quick: 2)
+  --warmup S           seconds of load before measuring (default 2; --quick: 0.5)
+  --meters N           simulated meters publishing (default 1000; --quick: 100)
+  --idle N             idle connections for memory per connection (default 20000; --quick: 1000)
+  --window N           QoS 1 publishes in flight per connection (default 16)
+  --catchup-window N   in flight per connection during catch-up (default 2)
+  --catchup-readings N readings per message during catch-up (default 100)
+  --generators N       load generator processes (default 1)
+  --only LIST          phases among ${PHASES.join(',')} (default all)
+  --profile            write a CPU profile of each metershare broker (node --cpu-prof) and summarise it
+  --quick              a short smoke run
+environment: BENCH_DATABASE_URL (an admin URL of a PostgreSQL server; default ${'postgres://postgres:postgres@localhost:5432/postgres'})`
+
+const DEFAULT_DATABASE_URL = 'postgres://postgres:postgres@localhost:5432/postgres'
+const TIMEZONE = 'Europe/Paris'
+const SERIES: ReadingSeries = { tsStartMs: Date.UTC(2020, 0, 1), tsStepMs: 15 * 60_000, indexStepWh: 25 }
+const KEEPALIVE_SECONDS = 600
+const CONNECT_CONCURRENCY = 200
+const CONNECT_TIMEOUT_MS = 60_000
+const DRAIN_TIMEOUT_MS = 30_000
+const FD_MARGIN = 64
+const TARGET = {
+  bareRatioMin: 0.5,
+  p99AtHalfRateMsMax: 50,
+  catchupReadingsPerSecondMin: 100_000,
+  idleBytesPerConnectionMax: 20 * 1024,
+}
+
+interface Options {
+  seconds: number
+  warmupSeconds: number
+  meters: number
+  idle: number
+  window: number
+  catchupWindow: number
+  catchupReadings: number
+  generators: number
+  only: Set<Phase>
+  profile: boolean
+  quick: boolean
+}
+
+function parseOptions(argv: string[]): Options {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      seconds: { type: 'string' },
+      warmup: { type: 'string' },
+      meters: { type: 'string' },
+      idle: { type: 'string' },
+      window: { type: 'string' },
+      'catchup-window': { type: 'string' },
+      'catchup-readings': { type: 'string' },
+      generators: { type: 'string' },
+      only: { type: 'string' },
+      profile: { type: 'boolean', default: false },
+      quick: { type: 'boolean', default: false },
+      help: { type: 'boolean', default: false },
+    },
+    strict: true,
+  })
+  if (values.help) {
+    process.stdout.write(USAGE + '\n')
+    process.exit(0)
+  }
+  const quick = values.quick
+  const num = (name: string, raw: string | undefined, fallback: number, min: number): number => {
+    if (raw === undefined) return fallback
+    const n = Number(raw)
+    if (!Number.isFinite(n) || n < min) throw new Error(`--${name}: expected a number ≥ ${min}, got ${JSON.stringify(raw)}`)
+    return n
+  }
+  const only = new Set<Phase>()
+  for (const p of (values.only ?? PHASES.join(',')).split(',')) {
+    if (!(PHASES as readonly string[]).includes(p)) throw new Error(`--only: unknown phase ${JSON.stringify(p)} (phases: ${PHASES.join(', ')})`)
+    only.add(p as Phase)
+  }
+  return {
+    seconds: num('seconds', values.seconds, quick ? 2 : 10, 0.1),
+    warmupSeconds: num('warmup', values.warmup, quick ? 0.5 : 2, 0),
+    meters: Math.floor(num('meters', values.meters, quick ? 100 : 1_000, 1)),
+    idle: Math.floor(num('idle', values.idle, quick ? 1_000 : 20_000, 1)),
+    window: Math.floor(num('window', values.window, 16, 1)),
+    catchupWindow: Math.floor(num('catchup-window', values['catchup-window'], 2, 1)),
+    catchupReadings: Math.floor(num('catchup-readings', values['catchup-readings'], 100, 1)),
+    generators: Math.floor(num('generators', values.generators, 1, 1)),
+    only,
+    profile: values.profile,
+    quick,
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Servers under test
+
+type Target = { kind: 'bare' } | { kind: 'metershare'; backend: 'postgres' | 'pglite' } | { kind: 'mosquitto' }
+
+interface ServerUnderTest {
+  port: number
+  /** The broker's process (memory and CPU are read from it). */
+  pid: number
+  /** Other processes of this server whose CPU counts (Mosquitto's subscriber). */
+  helperPids: number[]
+  subscriberCount?: () => number
+  counts?: () => Promise<BrokerCounts>
+  ingest?: () => Promise<IngestFigures>
+  gc?: () => Promise<{ heapUsedBytes: number; rssBytes: number }>
+  profileFile?: string
+  close(): Promise<void>
+}
+
+class Bench {
+  private readonly tmp = mkdtempSync(path.join(os.tmpdir(), 'metershare-bench-'))
+  private readonly dbPrefix = `metershare_bench_${process.pid}`
+  private readonly createdDatabases: string[] = []
+  private readonly children = new Set<NodeChild>()
+  private pgTemplate: string | null = null
+  private pgliteTemplate: string | null = null
+  pgMeters: BenchMeter[] = []
+  pgliteMeters: BenchMeter[] = []
+  private phaseCounter = 0
+
+  constructor(
+    readonly opts: Options,
+    readonly adminUrl: string,
+  ) {}
+
+  databaseUrl(name: string): string {
+    const u = new URL(this.adminUrl)
+    u.pathname = '/' + name
+    return u.toString()
+  }
+
+  async admin(text: string): Promise<pg.QueryResult> {
+    const client = new pg.Client({ connectionString: this.adminUrl })
+    await client.connect()
+    try {
+      return await client.query(text)
+    } finally {
+      await client.end()
+    }
+  }
+
+  async preparePostgres(meters: number, occupied: number): Promise<void> {
+    const name = `${this.dbPrefix}_template`
+    await this.admin(`CREATE DATABASE ${name}`)
+    this.createdDatabases.push(name)
+    const handle = await openDatabase({ databaseUrl: this.databaseUrl(name), pgliteDir: null, pgliteFsync: false, poolSize: 10 })
+    try {
+      await migrateToLatest(handle.db)
+      this.pgMeters = await provisionWorld(handle.db, { meters, occupied, concurrency: 10 })
+    } finally {
+      await handle.close()
+    }
+    this.pgTemplate = name
+  }
+
+  async preparePglite(meters: number): Promise<void> {
+    const dir = path.join(this.tmp, 'pglite-template')
+    const handle = await openDatabase({ databaseUrl: null, pgliteDir: dir, pgliteFsync: false, poolSize: 1 })
+    try {
+      await migrateToLatest(handle.db)
+      this.pgliteMeters = await provisionWorld(handle.db, { meters, occupied: meters, concurrency: 1 })
+    } finally {
+      await handle.close()
+    }
+    this.pgliteTemplate = dir
+  }
+
+  spawn(name: string, script: string, execArgv: string[] = []): NodeChild {
+    const child = new NodeChild(name, path.join(import.meta.dirname, script), { execArgv })
+    this.children.add(child)
+    void child.exited.then(() => this.children.delete(child))
+    return child
+  }
+
+  /** A fresh server for one phase (its own database copy); `close` is idempotent. */
+  async startServer(target: Target, slug: string): Promise<ServerUnderTest> {
+    const server = await this.startServerOnce(target, slug)
+    let closing: Promise<void> | null = null
+    return { ...server, close: () => (closing ??= server.close()) }
+  }
+
+  private async startServerOnce(target: Target, slug: string): Promise<ServerUnderTest> {
+    const phaseSlug = `${++this.phaseCounter}_${slug.replace(/\W/g, "_")}`
+    if (target.kind === 'mosquitto') {
+      const dir = path.join(this.tmp, `mosquitto-${phaseSlug}`)
+      mkdirSync(dir)
+      const mosquitto = await startMosquitto(dir)
+      try {
+        const sub = await startCountingSubscriber(mosquitto.port, meterReadingsTopic('+'), meterReadingsTopic('bench-probe'))
+        return {
+          port: mosquitto.port,
+          pid: mosquitto.pid,
+          helperPids: [sub.pid],
+          subscriberCount: sub.count,
+          close: async () => {
+            await sub.stop()
+            await mosquitto.stop()
+          },
+        }
+      } catch (err) {
+        await mosquitto.stop()
+        throw err
+      }
+    }
+
+    let start: BrokerStart
+    let dropDatabase: string | null = null
+    let removeDir: string | null = null
+    if (target.kind === 'bare') start = { type: 'start', kind: 'bare' }
+    else if (target.backend === 'postgres') {
+      const name = `${this.dbPrefix}_${phaseSlug}`
+      await this.admin(`CREATE DATABASE ${name} TEMPLATE ${this.pgTemplate!}`)
+      this.createdDatabases.push(name)
+      dropDatabase = name
+      start = { type: 'start', kind: 'metershare', databaseUrl: this.databaseUrl(name), pgliteDir: null, timezone: TIMEZONE }
+    } else {
+      const dir = path.join(this.tmp, `pglite-${phaseSlug}`)
+      cpSync(this.pgliteTemplate!, dir, { recursive: true })
+      removeDir = dir
+      start = { type: 'start', kind: 'metershare', databaseUrl: null, pgliteDir: dir, timezone: TIMEZONE }
+    }
+
+    const execArgv = ['--expose-gc']
+    let profileFile: string | undefined
+    if (this.opts.profile && target.kind === 'metershare') {
+      const dir = path.join(this.tmp, 'profiles')
+      mkdirSync(dir, { recursive: true })
+      profileFile = path.join(dir, `${phaseSlug}.cpuprofile`)
+      execArgv.push('--cpu-prof', '--cpu-prof-dir', dir, '--cpu-prof-name', `${phaseSlug}.cpuprofile`)
+    }
+    const child = this.spawn(`broker (${slug})`, 'ingest/broker-process.ts', execArgv)
+    const cleanup = async (): Promise<void> => {
+      await child.stop()
+      if (dropDatabase !== null) await this.dropDatabase(dropDatabase)
+      if (removeDir !== null) rmSync(removeDir, { recursive: true, force: true })
+    }
+    try {
+      child.send(start)
+      const ready = await child.next<{ type: 'ready'; port: number }>('ready', 60_000)
+      const durable =
+        target.kind === 'metershare'
+          ? {
+              counts: async () => {
+                child.send({ type: 'count' })
+                return child.next<BrokerCounts & { type: string }>('count', 60_000)
+              },
+              ingest: async () => {
+                child.send({ type: 'stats' })
+                return child.next<IngestFigures & { type: string }>('stats', 10_000)
+              },
+            }
+          : {}
+      return {
+        port: ready.port,
+        pid: child.pid,
+        helperPids: [],
+        ...durable,
+        gc: async () => {
+          child.send({ type: 'gc' })
+          return child.next<{ type: string; heapUsedBytes: number; rssBytes: number }>('gc', 30_000)
+        },
+        ...(profileFile !== undefined ? { profileFile } : {}),
+        close: cleanup,
+      }
+    } catch (err) {
+      await cleanup()
+      throw err
+    }
+  }
+
+  async dropDatabase(name: string): Promise<void> {
+    await this.admin(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`)
+    const i = this.createdDatabases.indexOf(name)
+    if (i >= 0) this.createdDatabases.splice(i, 1)
+  }
+
+  async cleanup(): Promise<void> {
+    await Promise.all([...this.children].map((c) => c.stop(5_000)))
+    for (const name of [...this.createdDatabases].reverse()) {
+      try {
+        await this.dropDatabase(name)
+      } catch (err) {
+        process.stderr.write(`could not drop database ${name}: ${(err as Error).message}\n`)
+      }
+    }
+    rmSync(this.tmp, { recursive: true, force: true })
+  }
+
+  /** Spawns generators and splits `meters` between them; resolves once all have connected. */
+  async connectGenerators(
+    count: number,
+    meters: BenchMeter[],
+    plan: Omit<GeneratorPlan, 'type' | 'meters' | 'ratePerSecond'> & { ratePerSecondTotal: number },
+  ): Promise<{ generators: NodeChild[]; connected: GeneratorConnected[] }> {
+    const n = Math.max(1, Math.min(count, meters.length))
+    const generators = Array.from({ length: n }, (_, i) => this.spawn(`generator ${i + 1}`, 'ingest/load-generator.ts'))
+    try {
+      generators.forEach((g, i) => {
+        const share = meters.filter((_, k) => k % n === i)
+        const { ratePerSecondTotal, ...rest } = plan
+        g.send({ type: 'plan', ...rest, meters: share, ratePerSecond: (ratePerSecondTotal * share.length) / meters.length } satisfies GeneratorPlan)
+      })
+      const counts = generators.map(() => 0)
+      generators.forEach((g, i) =>
+        g.on('progress', (m) => {
+          counts[i] = m.connected as number
+          progress(`connecting: ${fmtInt(counts.reduce((a, b) => a + b, 0))} of ${fmtInt(meters.length)}`)
+        }),
+      )
+      // Each generator gives up on a connection after connectTimeoutMs: this is only a safety net.
+      const timeoutMs = CONNECT_TIMEOUT_MS * Math.ceil(meters.length / n / CONNECT_CONCURRENCY + 1)
+      const connected = await Promise.all(generators.map((g) => g.next<GeneratorConnected>('connected', timeoutMs)))
+      return { generators, connected }
+    } catch (err) {
+      await Promise.all(generators.map((g) => g.stop(5_000)))
+      throw err
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Phases
+
+interface LoadSpec {
+  label: string
+  target: Target
+  slug: string
+  meters: BenchMeter[]
+  mode: 'throughput' | 'rate'
+  readingsPerMessage: number
+  window: number
+  ratePerSecond: number
+}
+
+interface LoadFigures {
+  spec: LoadSpec
+  connections: number
+  messagesPerSecond: number
+  readingsPerSecond: number
+  /** Mosquitto: what reached the subscriber, per second. */
+  forwardedPerSecond: number | null
+  p50Us: number
+  p99Us: number
+  maxUs: number
+  brokerCores: number
+  dbCores: number | null
+  generatorCores: number
+  helperCores: number
+  machineCores: number
+  rssBytes: number
+  rssPeakBytes: number
+  check: string
+  notes: string[]
+  profile: string[]
+}
+
+async function runLoad(bench: Bench, spec: LoadSpec): Promise<LoadFigures> {
+  const o = bench.opts
+  progress(`${spec.label}: starting`)
+  const server = await bench.startServer(spec.target, spec.slug)
+  let generators: NodeChild[] = []
+  try {
+    const c = await bench.connectGenerators(o.generators, spec.meters, {
+      port: server.port,
+      mode: spec.mode,
+      windowPerConnection: spec.window,
+      readingsPerMessage: spec.readingsPerMessage,
+      ratePerSecondTotal: spec.ratePerSecond,
+      warmupMs: o.warmupSeconds * 1000,
+      measureMs: o.seconds * 1000,
+      drainTimeoutMs: DRAIN_TIMEOUT_MS,
+      series: SERIES,
+      keepaliveSeconds: KEEPALIVE_SECONDS,
+      connectConcurrency: CONNECT_CONCURRENCY,
+      connectTimeoutMs: CONNECT_TIMEOUT_MS,
+    })
+    generators = c.generators
+    const connections = c.connected.reduce((n, x) => n + x.connected, 0)
+    const notes: string[] = []
+    if (connections < spec.meters.length) {
+      notes.push(`only ${connections} of ${spec.meters.length} meters connected (${c.connected.map((x) => x.firstError).find((e) => e !== null) ?? 'no error'})`)
+    }
+    if (connections === 0) throw new Error(`${spec.label}: no meter could connect`)
+    progress(`${spec.label}: ${connections} meters connected in ${fmtInt(Math.max(...c.connected.map((x) => x.ms)))} ms, loading`)
+
+    const pids = [server.pid, ...server.helperPids]
+    const withPg = spec.target.kind === 'metershare' && spec.target.backend === 'postgres'
+    for (const g of generators) g.send({ type: 'go' })
+    const runTimeoutMs = (o.warmupSeconds + o.seconds) * 1000 + 60_000
+    await generators[0]!.next('window-start', runTimeoutMs)
+    const s0 = { at: performance.now(), server: pids.map(sampleProcess), machine: sampleMachine(), pg: withPg ? cpuMsOfCommand('postgres') : 0, sub: server.subscriberCount?.() ?? 0 }
+    await generators[0]!.next('window-end', runTimeoutMs)
+    const s1 = { at: performance.now(), server: pids.map(sampleProcess), machine: sampleMachine(), pg: withPg ? cpuMsOfCommand('postgres') : 0, sub: server.subscriberCount?.() ?? 0 }
+    const results = await Promise.all(generators.map((g) => g.next<GeneratorResult>('result', DRAIN_TIMEOUT_MS + 60_000)))
+
+    const wallMs = s1.at - s0.at
+    const windowMs = results.reduce((n, r) => n + r.windowMs, 0) / results.length
+    const windowAcked = results.reduce((n, r) => n + r.windowAckedMessages, 0)
+    const acked = results.reduce((n, r) => n + r.ackedMessages, 0)
+    const sent = results.reduce((n, r) => n + r.sentMessages, 0)
+    const unacked = results.reduce((n, r) => n + r.unackedAtEnd, 0)
+    const latencies = concat(results.map((r) => r.latenciesUs)).sort()
+    const cpuOf = (i: number): number => ((s1.server[i]?.cpuMs ?? 0) - (s0.server[i]?.cpuMs ?? 0)) / wallMs
+    const brokerCores = cpuOf(0)
+    const helperCores = server.helperPids.reduce((n, _, i) => n + cpuOf(i + 1), 0)
+    const generatorCores = results.reduce((n, r) => n + r.cpuMs / r.windowMs, 0)
+    const messagesPerSecond = (windowAcked * 1000) / windowMs
+    const closedEarly = results.reduce((n, r) => n + r.closedEarly, 0)
+    const unexpected = results.reduce((n, r) => n + r.unexpectedAcks, 0)
+    const outOfOrder = results.reduce((n, r) => n + r.outOfOrderAcks, 0)
+    if (closedEarly > 0) notes.push(`${closedEarly} connections closed by the broker during the run`)
+    if (unexpected > 0) notes.push(`${unexpected} PUBACKs for message ids not in flight`)
+    if (outOfOrder > 0) notes.push(`${outOfOrder} PUBACKs out of publish order`)
+    if (spec.mode === 'rate') {
+      notes.push(`target rate ${fmtInt(spec.ratePerSecond)} msg/s, achieved ${fmtInt(messagesPerSecond)} msg/s`)
+    }
+
+    let forwardedPerSecond: number | null = null
+    let check = '–'
+    if (server.subscriberCount !== undefined) {
+      forwardedPerSecond = ((s1.sub - s0.sub) * 1000) / wallMs
+      const delivered = await settledCount(server.subscriberCount)
+      check = `subscriber got ${fmtInt(delivered)} of ${fmtInt(acked)} acknowledged`
+      if (delivered < acked) notes.push(`Mosquitto dropped ${fmtInt(acked - delivered)} messages for its subscriber (queue limits); nothing is stored`)
+    }
+    if (server.counts !== undefined) {
+      const counts = await server.counts()
+      const figures = await server.ingest!()
+      const rpm = spec.readingsPerMessage
+      const exact = counts.readings === acked * rpm && unacked === 0
+      const plausible = counts.readings >= acked * rpm && counts.readings <= sent * rpm
+      const clean = counts.quarantine === 0 && counts.rollups === counts.readings
+      check = exact && clean ? `stored ${fmtInt(counts.readings)} = acked ✓` : plausible && clean ? `stored ${fmtInt(counts.readings)} ≥ acked ${fmtInt(acked * rpm)} (${unacked} unacked) ✓` : `MISMATCH stored ${fmtInt(counts.readings)} vs acked ${fmtInt(acked * rpm)}`
+      if (!clean) notes.push(`quarantine ${counts.quarantine}, rollup count ${counts.rollups} (expected 0 and ${counts.readings})`)
+      notes.push(
+        `group commits: ${fmtInt(figures.commits)}, mean ${fmtInt(figures.meanBatchReadings)} readings in ${fmtFixed(figures.meanCommitMs, 1)} ms` +
+          (figures.commitFailures > 0 ? `, ${figures.commitFailures} failed and retried` : ''),
+      )
+    } else if (unacked > 0) notes.push(`${unacked} publishes unacknowledged at the end`)
+
+    const end = sampleProcess(server.pid)
+    const figures: LoadFigures = {
+      spec,
+      connections,
+      messagesPerSecond,
+      readingsPerSecond: messagesPerSecond * spec.readingsPerMessage,
+      forwardedPerSecond,
+      p50Us: percentile(latencies, 50),
+      p99Us: percentile(latencies, 99),
+      maxUs: latencies.length === 0 ? Number.NaN : latencies[latencies.length - 1]!,
+      brokerCores,
+      dbCores: withPg ? (s1.pg - s0.pg) / wallMs : null,
+      generatorCores,
+      helperCores,
+      machineCores: (s1.machine.busyMs - s0.machine.busyMs) / wallMs,
+      rssBytes: s1.server[0]?.rssBytes ?? Number.NaN,
+      rssPeakBytes: end?.rssPeakBytes ?? s1.server[0]?.rssPeakBytes ?? Number.NaN,
+      check,
+      notes,
+      profile: [],
+    }
+    await Promise.all(generators.map((g) => g.stop()))
+    generators = []
+    await server.close()
+    if (server.profileFile !== undefined) figures.profile = profileLines(server.profileFile)
+    progress(`${spec.label}: ${fmtInt(figures.readingsPerSecond)} readings/s, ${check}`)
+    return figures
+  } finally {
+    await Promise.all(generators.map((g) => g.stop(5_000)))
+    await server.close()
+  }
+}
+
+interface IdleFigures {
+  label: string
+  requested: number
+  connections: number
+  limitedBy: string | null
+  rssBeforeBytes: number
+  rssAfterBytes: number
+  heapBeforeBytes: number | null
+  heapAfterBytes: number | null
+  connectMs: number
+  /** The broker's CPU time while the connections came in. */
+  connectCpuMs: number
+}
+
+async function runIdle(bench: Bench, label: string, target: Target, slug: string, meters: BenchMeter[]): Promise<IdleFigures> {
+  progress(`${label}: starting`)
+  const server = await bench.startServer(target, slug)
+  let generators: NodeChild[] = []
+  try {
+    const brokerFds = descriptorsOf(server.pid)
+    const brokerRoom = brokerFds.limit - brokerFds.open - FD_MARGIN
+    const own = descriptorsOf(process.pid)
+    const generatorRoom = own.limit - 2 * FD_MARGIN
+    const requested = bench.opts.idle
+    let n = Math.min(requested, meters.length)
+    let limitedBy: string | null = meters.length < requested ? `${meters.length} meters provisioned` : null
+    if (n > brokerRoom) {
+      n = brokerRoom
+      limitedBy = `the broker's open-files limit of ${brokerFds.limit} (ulimit -n; raise the hard limit for the full count)`
+    }
+    const generatorCount = Math.max(1, Math.ceil(n / generatorRoom))
+    const before = server.gc !== undefined ? await server.gc() : null
+    const s0 = sampleProcess(server.pid)!
+    const c = await bench.connectGenerators(generatorCount, meters.slice(0, n), {
+      port: server.port,
+      mode: 'idle',
+      windowPerConnection: 1,
+      readingsPerMessage: 1,
+      ratePerSecondTotal: 0,
+      warmupMs: 0,
+      measureMs: 0,
+      drainTimeoutMs: 0,
+      series: SERIES,
+      keepaliveSeconds: KEEPALIVE_SECONDS,
+      connectConcurrency: CONNECT_CONCURRENCY,
+      connectTimeoutMs: CONNECT_TIMEOUT_MS,
+    })
+    generators = c.generators
+    const connectCpuMs = sampleProcess(server.pid)!.cpuMs - s0.cpuMs
+    const connections = c.connected.reduce((k, x) => k + x.connected, 0)
+    if (connections < n) limitedBy = `${n - connections} connections refused or failed (${c.connected.map((x) => x.firstError).find((e) => e !== null) ?? '?'})`
+    await new Promise((r) => setTimeout(r, 1_000))
+    const after = server.gc !== undefined ? await server.gc() : null
+    const rssAfter = sampleProcess(server.pid)!.rssBytes
+    const figures: IdleFigures = {
+      label,
+      requested,
+      connections,
+      limitedBy,
+      rssBeforeBytes: s0.rssBytes,
+      rssAfterBytes: rssAfter,
+      connectCpuMs,
+      heapBeforeBytes: before?.heapUsedBytes ?? null,
+      heapAfterBytes: after?.heapUsedBytes ?? null,
+      connectMs: Math.max(...c.connected.map((x) => x.ms)),
+    }
+    progress(`${label}: ${fmtInt(connections)} connections, ${fmtInt((rssAfter - s0.rssBytes) / Math.max(1, connections))} bytes each`)
+    return figures
+  } finally {
+    await Promise.all(generators.map((g) => g.stop(30_000)))
+    await server.close()
+  }
+}
+
+/** The subscriber's count once it has stopped growing. */
+async function settledCount(count: () => number): Promise<number> {
+  const deadline = Date.now() + DRAIN_TIMEOUT_MS
+  let last = -1
+  while (Date.now() < deadline) {
+    const now = count()
+    if (now === last) return now
+    last = now
+    await new Promise((r) => setTimeout(r, 500))
+  }
+  return count()
+}
+
+function concat(parts: Uint32Array[]): Uint32Array {
+  const out = new Uint32Array(parts.reduce((n, p) => n + p.length, 0))
+  let at = 0
+  for (const p of parts) {
+    out.set(p, at)
+    at += p.length
+  }
+  return out
+}
+
+function profileLines(file: string): string[] {
+  if (!existsSync(file)) return [`(no profile written at ${file})`]
+  const { totalMs, entries } = summarizeProfile(file, 15, path.resolve(import.meta.dirname, '../..'))
+  return [
+    `profile ${file} (${fmtInt(totalMs)} ms, self time, whole process life):`,
+    ...entries.map((e) => `  ${fmtPercent(e.selfShare).padStart(4)}  ${e.name}  ${e.where}`),
+  ]
+}
+
+function progress(line: string): void {
+  process.stderr.write(`… ${line}\n`)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Output
+
+function loadTable(rows: LoadFigures[], bare: LoadFigures | undefined): string {
+  const pct = (cores: number | null): string => (cores === null ? '–' : fmtPercent(cores))
+  return formatTable(
+    [
+      { title: 'phase', align: 'left' },
+      { title: 'conns×window' },
+      { title: 'msg/s' },
+      { title: 'readings/s' },
+      { title: '×bare' },
+      { title: 'p50 ms' },
+      { title: 'p99 ms' },
+      { title: 'max ms' },
+      { title: 'broker cpu' },
+      { title: 'pg cpu' },
+      { title: 'gen cpu' },
+      { title: 'other cpu' },
+      { title: 'RSS MB' },
+      { title: 'peak MB' },
+      { title: 'check', align: 'left' },
+    ],
+    rows.map((r) => {
+      const durable = r.forwardedPerSecond ?? r.readingsPerSecond
+      const ratio = bare !== undefined && r.spec.readingsPerMessage === 1 && r !== bare ? fmtFixed(durable / bare.readingsPerSecond, 2) : r === bare ? '1.00' : '–'
+      const other = r.machineCores - r.brokerCores - (r.dbCores ?? 0) - r.generatorCores - r.helperCores
+      return [
+        r.spec.label,
+        `${r.connections}×${r.spec.window}`,
+        fmtInt(r.messagesPerSecond),
+        fmtInt(durable),
+        ratio,
+        fmtMs(r.p50Us),
+        fmtMs(r.p99Us),
+        fmtMs(r.maxUs),
+        pct(r.brokerCores + r.helperCores),
+        pct(r.dbCores),
+        pct(r.generatorCores),
+        pct(Math.max(0, other)),
+        fmtMb(r.rssBytes),
+        fmtMb(r.rssPeakBytes),
+        r.check,
+      ]
+    }),
+  )
+}
+
+function idleTable(rows: IdleFigures[]): string {
+  return formatTable(
+    [
+      { title: 'broker', align: 'left' },
+      { title: 'connections' },
+      { title: 'connect s' },
+      { title: 'broker cpu µs/connect' },
+      { title: 'RSS before MB' },
+      { title: 'RSS after MB' },
+      { title: 'RSS/conn KB' },
+      { title: 'heap/conn KB' },
+      { title: 'note', align: 'left' },
+    ],
+    rows.map((r) => [
+      r.label,
+      fmtInt(r.connections),
+      fmtFixed(r.connectMs / 1000, 1),
+      fmtInt((r.connectCpuMs * 1000) / r.connections),
+      fmtMb(r.rssBeforeBytes),
+      fmtMb(r.rssAfterBytes),
+      fmtFixed((r.rssAfterBytes - r.rssBeforeBytes) / r.connections / 1024, 1),
+      r.heapBeforeBytes === null || r.heapAfterBytes === null ? '–' : fmtFixed((r.heapAfterBytes - r.heapBeforeBytes) / r.connections / 1024, 1),
+      r.limitedBy === null ? '' : `fewer than ${fmtInt(r.requested)}: ${r.limitedBy}`,
+    ]),
+  )
+}
+
+// ---------------------------------------------------------------------------------------------
+
+async function main(): Promise<number> {
+  const opts = parseOptions(process.argv.slice(2))
+  const adminUrl = process.env.BENCH_DATABASE_URL ?? DEFAULT_DATABASE_URL
+  const bench = new Bench(opts, adminUrl)
+  let interrupted = false
+  const onSignal = (): void => {
+    if (interrupted) process.exit(130)
+    interrupted = true
+    process.stderr.write('\ninterrupted: cleaning up (again to quit at once)\n')
+    void bench.cleanup().finally(() => process.exit(130))
+  }
+  process.on('SIGINT', onSignal)
+  process.on('SIGTERM', onSignal)
+
+  const out = (line = ''): void => void process.stdout.write(line + '\n')
+  out('# metershare ingest benchmark')
+  out()
+  for (const line of describeMachine()) out(line)
+
+  let pgReason: string | null = null
+  try {
+    const r = await bench.admin(`SELECT version() AS v, current_setting('fsync') AS fsync, current_setting('synchronous_commit') AS sc, current_setting('shared_buffers') AS sb`)
+    const row = r.rows[0] as { v: string; fsync: string; sc: string; sb: string }
+    out(`PostgreSQL ${row.v.split(' on ')[0]} (fsync ${row.fsync}, synchronous_commit ${row.sc}, shared_buffers ${row.sb}) at ${redact(adminUrl)}`)
+  } catch (err) {
+    pgReason = `no PostgreSQL at ${redact(adminUrl)}: ${(err as Error).message}`
+    out(`PostgreSQL unavailable (${pgReason}): PostgreSQL phases skipped`)
+  }
+  out(`PGlite     ${packageVersion('@electric-sql/pglite')} (fsync on)`)
+  out(`aedes      ${packageVersion('aedes')}`)
+  const mosquittoReason = !existsSync(MOSQUITTO_BIN)
+    ? `${MOSQUITTO_BIN} not found (apt-get install mosquitto)`
+    : !hasCommand(MOSQUITTO_SUB_BIN)
+      ? `${MOSQUITTO_SUB_BIN} not found (apt-get install mosquitto-clients)`
+      : null
+  out(`Mosquitto  ${mosquittoReason ?? commandVersion(MOSQUITTO_BIN, ['-h']) ?? 'unknown'}`)
+  out()
+  out(
+    `run: ${opts.meters} meters, window ${opts.window} QoS 1 publishes in flight per connection, ${opts.seconds} s measured after ${opts.warmupSeconds} s warm-up per phase, ` +
+      `${opts.generators} generator process(es) on raw sockets with pre-encoded frames, catch-up ${opts.catchupReadings} readings a message × window ${opts.catchupWindow}${opts.quick ? ' (--quick)' : ''}`,
+  )
+  out()
+
+  const load: LoadFigures[] = []
+  const idle: IdleFigures[] = []
+  const skipped: string[] = []
+  const failed: string[] = []
+  /** One phase failing (a crash, a timeout) is reported; the others still run. */
+  const attempt = async <T>(label: string, list: T[], phase: () => Promise<T>): Promise<void> => {
+    try {
+      list.push(await phase())
+    } catch (err) {
+      failed.push(`${label}: ${(err as Error).message}`)
+      progress(`${label}: FAILED ${(err as Error).message}`)
+    }
+  }
+  const want = (p: Phase): boolean => opts.only.has(p)
+  const needPg = pgReason === null && (want('postgres') || want('half') || want('catchup') || want('idle'))
+  try {
+    if (needPg) {
+      const total = want('idle') ? Math.max(opts.meters, opts.idle) : opts.meters
+      progress(`provisioning ${fmtInt(total)} meters on PostgreSQL`)
+      await bench.preparePostgres(total, opts.meters)
+    }
+    if (want('pglite') || want('catchup')) {
+      progress(`provisioning ${fmtInt(opts.meters)} meters on PGlite`)
+      await bench.preparePglite(opts.meters)
+    }
+    const anyMeters = (n: number): BenchMeter[] => Array.from({ length: n }, (_, i) => ({ id: benchMeterId(i + 1), secret: 'bare' }))
+    const spec = (label: string, target: Target, slug: string, meters: BenchMeter[], extra: Partial<LoadSpec> = {}): LoadSpec => ({
+      label,
+      target,
+      slug,
+      meters,
+      mode: 'throughput',
+      readingsPerMessage: 1,
+      window: opts.window,
+      ratePerSecond: 0,
+      ...extra,
+    })
+    const pgMeters = bench.pgMeters.slice(0, opts.meters)
+
+    const loadPhase = (ls: LoadSpec): Promise<void> => attempt(ls.label, load, () => runLoad(bench, ls))
+    const idlePhase = (label: string, target: Target, slug: string, meters: BenchMeter[]): Promise<void> =>
+      attempt(`idle, ${label}`, idle, () => runIdle(bench, label, target, slug, meters))
+    const pg: Target = { kind: 'metershare', backend: 'postgres' }
+    const pglite: Target = { kind: 'metershare', backend: 'pglite' }
+
+    if (want('bare')) await loadPhase(spec('bare aedes (stores nothing)', { kind: 'bare' }, 'bare', anyMeters(opts.meters)))
+    if (want('postgres')) {
+      if (pgReason === null) await loadPhase(spec('metershare, PostgreSQL', pg, 'pg', pgMeters))
+      else skipped.push(`metershare on PostgreSQL: ${pgReason}`)
+    }
+    if (want('pglite')) await loadPhase(spec('metershare, PGlite', pglite, 'pglite', bench.pgliteMeters))
+    if (want('mosquitto')) {
+      if (mosquittoReason === null) await loadPhase(spec('Mosquitto → 1 subscriber', { kind: 'mosquitto' }, 'mosquitto', anyMeters(opts.meters)))
+      else skipped.push(`Mosquitto: ${mosquittoReason}`)
+    }
+    if (want('half')) {
+      const pgMax = load.find((r) => r.spec.slug === 'pg')
+      if (pgReason !== null) skipped.push(`half rate: ${pgReason}`)
+      else if (pgMax === undefined) skipped.push('half rate: needs the PostgreSQL throughput phase (add postgres to --only)')
+      else {
+        const rate = Math.max(1, Math.round(pgMax.messagesPerSecond / 2))
+        await loadPhase(spec('metershare, PostgreSQL, ½ max rate', pg, 'pg-half', pgMeters, { mode: 'rate', ratePerSecond: rate }))
+      }
+    }
+    if (want('catchup')) {
+      const extra = { readingsPerMessage: opts.catchupReadings, window: opts.catchupWindow }
+      if (pgReason === null) await loadPhase(spec(`catch-up ×${opts.catchupReadings}, PostgreSQL`, pg, 'pg-catchup', pgMeters, extra))
+      else skipped.push(`catch-up on PostgreSQL: ${pgReason}`)
+      await loadPhase(spec(`catch-up ×${opts.catchupReadings}, PGlite`, pglite, 'pglite-catchup', bench.pgliteMeters, extra))
+    }
+    if (want('idle')) {
+      await idlePhase('bare aedes', { kind: 'bare' }, 'idle-bare', anyMeters(opts.idle))
+      if (pgReason === null) await idlePhase('metershare, PostgreSQL', pg, 'idle-pg', bench.pgMeters)
+      else skipped.push(`idle connections on metershare: ${pgReason}`)
+      if (mosquittoReason === null) await idlePhase('Mosquitto', { kind: 'mosquitto' }, 'idle-mosquitto', anyMeters(opts.idle))
+    }
+  } finally {
+    await bench.cleanup()
+  }
+
+  const bare = load.find((r) => r.spec.slug === 'bare')
+  if (load.length > 0) {
+    out('## Load (figures over the measured window)')
+    out()
+    out(loadTable(load, bare))
+    out()
+    out('readings/s: durably stored (metershare), acknowledged and dropped (bare aedes), delivered to the subscriber (Mosquitto).')
+    out('PUBACK latency: publish written to PUBACK read, per message, in the generator. cpu: share of one core over the window')
+    out('(machine: 2 cores = 200%); pg cpu: every postgres process; other cpu: whatever else ran on the machine meanwhile.')
+    for (const r of load) {
+      if (r.notes.length === 0 && r.profile.length === 0) continue
+      out()
+      out(`${r.spec.label}:`)
+      for (const n of r.notes) out(`  - ${n}`)
+      for (const p of r.profile) out(`  ${p}`)
+    }
+    out()
+  }
+  if (idle.length > 0) {
+    out('## Idle connections (memory per connection: RSS after connecting ÷ connections, after a GC)')
+    out()
+    out(idleTable(idle))
+    out()
+  }
+  for (const s of skipped) out(`skipped: ${s}`)
+  for (const f of failed) out(`FAILED: ${f}`)
+  if (skipped.length + failed.length > 0) out()
+
+  out('## Targets (printed, not asserted)')
+  out()
+  const pgRow = load.find((r) => r.spec.slug === 'pg')
+  const mosquittoRow = load.find((r) => r.spec.slug === 'mosquitto')
+  const halfRow = load.find((r) => r.spec.slug === 'pg-half')
+  const catchupRow = load.find((r) => r.spec.slug === 'pg-catchup')
+  const idlePg = idle.find((r) => r.label.startsWith('metershare'))
+  const targets: Array<[string, string, boolean | null]> = [
+    [
+      'durable ingest on PostgreSQL faster than Mosquitto forwarding',
+      pgRow && mosquittoRow ? `${fmtInt(pgRow.readingsPerSecond)} vs ${fmtInt(mosquittoRow.forwardedPerSecond ?? Number.NaN)} readings/s` : '',
+      pgRow && mosquittoRow ? pgRow.readingsPerSecond > (mosquittoRow.forwardedPerSecond ?? Infinity) : null,
+    ],
+    [
+      `durable ingest on PostgreSQL ≥ ${TARGET.bareRatioMin}× the bare broker`,
+      pgRow && bare ? `${fmtFixed(pgRow.readingsPerSecond / bare.readingsPerSecond, 2)}×` : '',
+      pgRow && bare ? pgRow.readingsPerSecond >= TARGET.bareRatioMin * bare.readingsPerSecond : null,
+    ],
+    [
+      `p99 PUBACK < ${TARGET.p99AtHalfRateMsMax} ms at half the maximum rate`,
+      halfRow ? `${fmtMs(halfRow.p99Us)} ms at ${fmtInt(halfRow.messagesPerSecond)} msg/s` : '',
+      halfRow ? halfRow.p99Us / 1000 < TARGET.p99AtHalfRateMsMax : null,
+    ],
+    [
+      `catch-up on PostgreSQL ≥ ${fmtInt(TARGET.catchupReadingsPerSecondMin)} readings/s`,
+      catchupRow ? `${fmtInt(catchupRow.readingsPerSecond)} readings/s` : '',
+      catchupRow ? catchupRow.readingsPerSecond >= TARGET.catchupReadingsPerSecondMin : null,
+    ],
+    [
+      `≤ ${TARGET.idleBytesPerConnectionMax / 1024} KB per idle connection (metershare)`,
+      idlePg ? `${fmtFixed((idlePg.rssAfterBytes - idlePg.rssBeforeBytes) / idlePg.connections / 1024, 1)} KB over ${fmtInt(idlePg.connections)}` : '',
+      idlePg ? (idlePg.rssAfterBytes - idlePg.rssBeforeBytes) / idlePg.connections <= TARGET.idleBytesPerConnectionMax : null,
+    ],
+  ]
+  const tw = Math.max(...targets.map((t) => t[0].length))
+  for (const [what, figure, pass] of targets) out(`${mark(pass)}  ${what.padEnd(tw)}  ${pass === null ? '(not measured)' : figure}`)
+  const failures = load.filter((r) => r.check.startsWith('MISMATCH')).length
+  if (failures > 0) {
+    out()
+    out(`${failures} phase(s) stored a different count than was acknowledged: see the check column.`)
+  }
+  return failures > 0 || failed.length > 0 ? 1 : 0
+}
+
+function redact(url: string): string {
+  const u = new URL(url)
+  if (u.password !== '') u.password = '***'
+  return u.toString()
+}
+
+process.exitCode = await main()

@@ -1,0 +1,166 @@
+import net from 'node:net'
+import { sql } from 'kysely'
+import { Aedes } from 'aedes'
+import type { Histogram } from 'prom-client'
+import { envToConfig } from '../../../shared/config.ts'
+import { openDatabase, type DatabaseHandle } from '../../../shared/db/database.ts'
+import { configureLogging } from '../../../shared/logger.ts'
+import type { Metrics } from '../../../shared/metrics.ts'
+import { startTestBroker, type TestBroker } from '../../support/broker.ts'
+import { reportFailures, type ChildMessage } from '../support/processes.ts'
+
+/**
+ * The broker under test, alone in its process so that its CPU time and memory are its own.
+ * `bare`: aedes that lets everyone in and acknowledges every publish at once, storing nothing
+ * (the ceiling of the MQTT layer). `metershare`: our broker on PostgreSQL or PGlite.
+ *
+ * IPC: start → ready {port}; stats → stats {ingest figures}; count → count {rows};
+ * gc → gc {heap}; close → closed, then exit.
+ */
+
+export type BrokerStart =
+  | { type: 'start'; kind: 'bare' }
+  | { type: 'start'; kind: 'metershare'; databaseUrl: string | null; pgliteDir: string | null; timezone: string }
+
+export interface BrokerCounts {
+  readings: number
+  quarantine: number
+  rollups: number
+}
+
+export interface IngestFigures {
+  commits: number
+  meanBatchReadings: number
+  meanCommitMs: number
+  commitFailures: number
+}
+
+reportFailures()
+
+let server: net.Server | null = null
+let bare: Aedes | null = null
+let broker: TestBroker | null = null
+let handle: DatabaseHandle | null = null
+let metrics: Metrics | null = null
+let closing = false
+
+// The bench that started us is gone: nobody will ask us to close.
+process.on('disconnect', () => {
+  if (!closing) process.exit(1)
+})
+
+process.on('message', (m: ChildMessage) => {
+  void answer(m).catch((err: unknown) => {
+    process.send!({ type: 'failed', error: err instanceof Error ? (err.stack ?? err.message) : String(err) })
+  })
+})
+
+async function answer(m: ChildMessage): Promise<void> {
+  switch (m.type) {
+    case 'start':
+      return start(m as unknown as BrokerStart)
+    case 'count':
+      process.send!({ type: 'count', ...(await count()) })
+      return
+    case 'stats':
+      process.send!({ type: 'stats', ...(await ingestFigures()) })
+      return
+    case 'gc':
+      collectGarbage()
+      process.send!({ type: 'gc', heapUsedBytes: process.memoryUsage().heapUsed, rssBytes: process.memoryUsage.rss() })
+      return
+    case 'close':
+      closing = true
+      await close()
+      process.send!({ type: 'closed' })
+      process.disconnect()
+      // Anything left holding the event loop must not keep the process (nor its CPU profile) from ending.
+      setTimeout(() => process.exit(0), 1_000).unref()
+      return
+  }
+}
+
+async function start(m: BrokerStart): Promise<void> {
+  if (m.kind === 'bare') {
+    const aedes = await Aedes.createBroker({ heartbeatInterval: 60_000 })
+    aedes.authenticate = (_client, _username, _password, done) => done(null, true)
+    aedes.authorizePublish = (_client, _packet, callback) => callback(null)
+    bare = aedes
+    server = net.createServer((socket) => aedes.handle(socket))
+  } else {
+    configureLogging({ level: 'silent' })
+    // The database settings of a default configuration (PGlite with fsync, the default pool).
+    const defaults = envToConfig({})
+    handle = await openDatabase({
+      databaseUrl: m.databaseUrl,
+      pgliteDir: m.pgliteDir,
+      pgliteFsync: defaults.db.pgliteFsync,
+      poolSize: defaults.db.poolSize,
+      applicationName: 'metershare-bench',
+    })
+    // The broker as the tests start it (owner-only egress policy, the access-log recorder).
+    broker = await startTestBroker(handle, { timezone: m.timezone })
+    metrics = broker.metrics
+  }
+  const port = broker !== null ? broker.port : await listen(server!)
+  collectGarbage()
+  process.send!({ type: 'ready', port })
+}
+
+function listen(s: net.Server): Promise<number> {
+  return new Promise((resolve, reject) => {
+    s.once('error', reject)
+    s.listen(0, '127.0.0.1', () => resolve((s.address() as net.AddressInfo).port))
+  })
+}
+
+async function count(): Promise<BrokerCounts> {
+  if (handle === null) return { readings: 0, quarantine: 0, rollups: 0 }
+  const r = await sql<{ readings: bigint; quarantine: bigint; rollups: bigint }>`
+    SELECT (SELECT count(*) FROM readings) AS readings,
+      (SELECT count(*) FROM quarantine) AS quarantine,
+      (SELECT coalesce(sum(readings_count), 0)::int8 FROM daily_rollups) AS rollups`.execute(handle.db)
+  const row = r.rows[0]!
+  return { readings: Number(row.readings), quarantine: Number(row.quarantine), rollups: Number(row.rollups) }
+}
+
+async function ingestFigures(): Promise<IngestFigures> {
+  if (metrics === null) return { commits: 0, meanBatchReadings: 0, meanCommitMs: 0, commitFailures: 0 }
+  const batch = await sumCount(metrics.ingestBatchReadings)
+  const commit = await sumCount(metrics.ingestCommitSeconds)
+  const failures = (await metrics.ingestCommitFailures.get()).values[0]?.value ?? 0
+  return {
+    commits: commit.count,
+    meanBatchReadings: batch.count === 0 ? 0 : batch.sum / batch.count,
+    meanCommitMs: commit.count === 0 ? 0 : (commit.sum * 1000) / commit.count,
+    commitFailures: failures,
+  }
+}
+
+async function sumCount(h: Histogram): Promise<{ sum: number; count: number }> {
+  const values = (await h.get()).values
+  const of = (suffix: string): number => values.find((v) => v.metricName?.endsWith(suffix))?.value ?? 0
+  return { sum: of('_sum'), count: of('_count') }
+}
+
+function collectGarbage(): void {
+  const gc = (globalThis as { gc?: () => void }).gc
+  if (gc !== undefined) {
+    gc()
+    gc()
+  }
+}
+
+async function close(): Promise<void> {
+  if (broker !== null) await broker.close()
+  if (bare !== null) {
+    const b = bare
+    await new Promise<void>((r) => b.close(() => r()))
+  }
+  if (server !== null) {
+    // aedes.close() has cut every client, so the server closes at once.
+    const s = server
+    await new Promise<void>((r) => s.close(() => r()))
+  }
+  await handle?.close()
+}
