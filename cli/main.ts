@@ -1,15 +1,11 @@
-import { parseArgs, type ParseArgsConfig } from 'node:util'
-import { settleCommand } from './settle-command.ts'
-import { envToConfig, readEnv, type RawEnv } from '../shared/config.ts'
-import { openConfiguredDatabase } from '../shared/db/database.ts'
-import { migrateToLatest } from '../shared/db/migrator.ts'
-import { ConfigError, MetershareError } from '../shared/errors.ts'
-import type { Config } from '../shared/config.ts'
-import { dayOf } from '../shared/calendar.ts'
 import path from 'node:path'
-import { DEMO_SPEED, DEMO_PASSWORD, logToFile, startApiProcess, startBrokerProcess, startSettlementProcess, startSystem } from './system.ts'
-import { startStatusLine } from './status-line.ts'
+import { parseArgs, type ParseArgsConfig } from 'node:util'
+import { dayOf } from '../shared/calendar.ts'
+import { envToConfig, readEnv, type Config, type RawEnv } from '../shared/config.ts'
+import { ConfigError, MetershareError } from '../shared/errors.ts'
 import { configureLogging, log } from '../shared/logger.ts'
+
+// Each command loads what it needs when it runs: `simulate` never loads the database or the broker.
 
 /**
  * The command line of CONTRACT.md. This is the only module (with the simulator's and
@@ -73,7 +69,7 @@ function requirePostgres(config: Readonly<Config>, command: string): void {
 }
 
 const commands: Record<string, Command> = {
-  settle: settleCommand,
+  settle: async (args, env) => (await import('./settle-command.ts')).settleCommand(args, env),
   async up(args, env) {
     const { values } = parseArgs({
       args,
@@ -82,6 +78,8 @@ const commands: Record<string, Command> = {
     })
     const config = envToConfig(serverEnv(values, env))
     const tty = process.stdout.isTTY === true
+    const { DEMO_PASSWORD, DEMO_SPEED, logToFile, startSystem } = await import('./system.ts')
+    const { startStatusLine } = await import('./status-line.ts')
     const logFile = tty ? logToFile(config) : null
     if (!tty) configureLogging({ level: config.logLevel })
     const demo = values['no-demo'] !== true
@@ -117,7 +115,7 @@ const commands: Record<string, Command> = {
     const config = envToConfig(serverEnv(values, env))
     configureLogging({ level: config.logLevel })
     requirePostgres(config, 'broker')
-    const running = await startBrokerProcess(config)
+    const running = await (await import('./system.ts')).startBrokerProcess(config)
     log.cli.info({ mqttPort: config.mqtt.port, httpPort: config.http.port }, 'broker running')
     return runUntilSignal(running.stop)
   },
@@ -126,7 +124,7 @@ const commands: Record<string, Command> = {
     const config = envToConfig(serverEnv(values, env))
     configureLogging({ level: config.logLevel })
     requirePostgres(config, 'api')
-    const running = await startApiProcess(config)
+    const running = await (await import('./system.ts')).startApiProcess(config)
     log.cli.info({ httpPort: config.http.port }, 'api running')
     return runUntilSignal(running.stop)
   },
@@ -135,7 +133,7 @@ const commands: Record<string, Command> = {
     const config = envToConfig(serverEnv(values, env))
     configureLogging({ level: config.logLevel })
     requirePostgres(config, 'settlement')
-    const running = await startSettlementProcess(config)
+    const running = await (await import('./system.ts')).startSettlementProcess(config)
     log.cli.info('settlement running')
     return runUntilSignal(running.stop)
   },
@@ -148,6 +146,8 @@ const commands: Record<string, Command> = {
     const { values } = parseArgs({ args, options: SERVER_OPTIONS, strict: true })
     const config = envToConfig(serverEnv(values, env))
     configureLogging({ level: config.logLevel })
+    const { openConfiguredDatabase } = await import('../shared/db/database.ts')
+    const { migrateToLatest } = await import('../shared/db/migrator.ts')
     const handle = await openConfiguredDatabase(config, 'metershare:migrate')
     try {
       const applied = await migrateToLatest(handle.db)
