@@ -147,8 +147,9 @@ export function parseRfc3339(s: string): Date | null {
   if (!/^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$/.test(s)) return null
   const ms = Date.parse(s.replace(/(\.\d{3})\d+/, '$1'))
   if (Number.isNaN(ms)) return null
-  const [, mo, d, h, mi, sec] = /^\d{4}-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})/.exec(s)!.map(Number)
-  if (mo! < 1 || mo! > 12 || d! < 1 || d! > 31 || h! > 23 || mi! > 59 || sec! > 60) return null
+  const [, y, mo, d, h, mi, sec] = /^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})/.exec(s)!.map(Number)
+  const daysInMonth = new Date(Date.UTC(y!, mo!, 0)).getUTCDate()
+  if (mo! < 1 || mo! > 12 || d! < 1 || d! > daysInMonth || h! > 23 || mi! > 59 || sec! > 60) return null
   return new Date(ms)
 }
 

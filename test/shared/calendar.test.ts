@@ -1,0 +1,55 @@
+import { describe, expect, it } from 'vitest'
+import { addDays, addMonths, createDayResolver, dayBounds, dayOf, daysOfMonth, formatTimestamp, monthBounds, monthOf, parseRfc3339, startOfDayMs } from '../../shared/calendar.ts'
+
+const PARIS = 'Europe/Paris'
+
+describe('calendar', () => {
+  it('cuts days in the configured zone', () => {
+    expect(dayOf(Date.parse('2026-09-30T21:59:59Z'), PARIS)).toBe('2026-09-30')
+    expect(dayOf(Date.parse('2026-09-30T22:00:00Z'), PARIS)).toBe('2026-10-01')
+    expect(dayOf(Date.parse('2026-09-30T22:00:00Z'), 'UTC')).toBe('2026-09-30')
+    expect(monthOf(Date.parse('2026-10-31T23:30:00Z'), PARIS)).toBe('2026-11')
+  })
+
+  it('knows a 25-hour and a 23-hour day around daylight saving time', () => {
+    const autumn = dayBounds('2026-10-25', PARIS)
+    expect(autumn.end.getTime() - autumn.start.getTime()).toBe(25 * 3_600_000)
+    const spring = dayBounds('2026-03-29', PARIS)
+    expect(spring.end.getTime() - spring.start.getTime()).toBe(23 * 3_600_000)
+    expect(new Date(startOfDayMs('2026-10-25', PARIS)).toISOString()).toBe('2026-10-24T22:00:00.000Z')
+  })
+
+  it('finds the start of a day whose midnight does not exist', () => {
+    // Santiago skipped 2024-09-08 00:00 (clocks jumped to 01:00).
+    const start = startOfDayMs('2024-09-08', 'America/Santiago')
+    expect(dayOf(start, 'America/Santiago')).toBe('2024-09-08')
+    expect(dayOf(start - 1000, 'America/Santiago')).toBe('2024-09-07')
+  })
+
+  it('bounds months and does calendar arithmetic', () => {
+    const m = monthBounds('2026-10', PARIS)
+    expect(m.start.toISOString()).toBe('2026-09-30T22:00:00.000Z')
+    expect(m.end.toISOString()).toBe('2026-10-31T23:00:00.000Z')
+    expect(addMonths('2026-12', 1)).toBe('2027-01')
+    expect(addMonths('2026-01', -1)).toBe('2025-12')
+    expect(addDays('2028-02-28', 1)).toBe('2028-02-29')
+    expect(daysOfMonth('2026-02')).toHaveLength(28)
+  })
+
+  it('resolves days from a memo that agrees with the plain function', () => {
+    const resolve = createDayResolver(PARIS)
+    for (let t = Date.parse('2026-10-24T00:00:00Z'); t < Date.parse('2026-10-27T00:00:00Z'); t += 7 * 60_000) {
+      expect(resolve(t)).toBe(dayOf(t, PARIS))
+    }
+  })
+
+  it('parses RFC 3339 with an offset or Z only, and formats without zero milliseconds', () => {
+    expect(parseRfc3339('2026-10-01T02:30:00+02:00')?.toISOString()).toBe('2026-10-01T00:30:00.000Z')
+    expect(parseRfc3339('2026-10-01T00:30:00.123456Z')?.toISOString()).toBe('2026-10-01T00:30:00.123Z')
+    for (const bad of ['2026-10-01T00:30:00', '2026-10-01', 'yesterday', '2026-13-01T00:00:00Z', '2026-10-01T25:00:00Z', '2026-02-30T00:00:00Z']) {
+      expect(parseRfc3339(bad)).toBeNull()
+    }
+    expect(formatTimestamp(Date.parse('2026-10-01T00:30:00Z'))).toBe('2026-10-01T00:30:00Z')
+    expect(formatTimestamp(Date.parse('2026-10-01T00:30:00.5Z'))).toBe('2026-10-01T00:30:00.500Z')
+  })
+})

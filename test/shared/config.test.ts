@@ -1,0 +1,46 @@
+import { describe, expect, it } from 'vitest'
+import { envToConfig, readEnv, ENV_VARS } from '../../shared/config.ts'
+import { ConfigError } from '../../shared/errors.ts'
+
+describe('configuration', () => {
+  it('has working defaults for an empty environment', () => {
+    const c = envToConfig({})
+    expect(c).toMatchObject({ dataDir: './data', databaseUrl: null, timezone: 'Europe/Paris', adminToken: null })
+    expect(c.mqtt.port).toBe(1883)
+    expect(c.http.port).toBe(8080)
+    expect(c.settlement.payoutMinMicros).toBe(5_000_000n)
+    expect(c.db.pgliteFsync).toBe(true)
+    expect(c.ingest.payloadBytesMax).toBe(256 * 1024)
+    expect(c.ingest.packetBytesMax).toBe(1024 * 1024)
+  })
+
+  it('reads only the variables it knows, by their documented names', () => {
+    const raw = readEnv({ MQTT_PORT: '1884', HTTP_PORT: '9090', DATABASE_URL: 'postgres://u:p@h/db', UNRELATED: 'x', METERSHARE_TIMEZONE: '' })
+    expect(raw).toEqual({ mqttPort: '1884', httpPort: '9090', databaseUrl: 'postgres://u:p@h/db' })
+    expect(Object.values(ENV_VARS)).toContain('METERSHARE_ADMIN_TOKEN')
+  })
+
+  it.each([
+    [{ mqttPort: 'abc' }, 'MQTT_PORT'],
+    [{ httpPort: '70000' }, 'HTTP_PORT'],
+    [{ timezone: 'Mars/Olympus' }, 'METERSHARE_TIMEZONE'],
+    [{ databaseUrl: 'mysql://x' }, 'DATABASE_URL'],
+    [{ adminToken: 'short' }, 'METERSHARE_ADMIN_TOKEN'],
+    [{ payoutMinMicros: '1.5' }, 'METERSHARE_PAYOUT_MIN_MICROS'],
+    [{ pgliteFsync: 'maybe' }, 'METERSHARE_PGLITE_FSYNC'],
+    [{ logLevel: 'loud' }, 'METERSHARE_LOG_LEVEL'],
+    [{ redisUrl: 'http://x' }, 'REDIS_URL'],
+  ] as const)('names the bad variable %o in its error', (raw, name) => {
+    expect(() => envToConfig(raw)).toThrow(ConfigError)
+    expect(() => envToConfig(raw)).toThrow(new RegExp(`^${name}: `))
+  })
+
+  it('is frozen all the way down', () => {
+    const c = envToConfig({})
+    expect(Object.isFrozen(c)).toBe(true)
+    expect(Object.isFrozen(c.ingest)).toBe(true)
+    expect(() => {
+      ;(c.ingest as { payloadBytesMax: number }).payloadBytesMax = 1
+    }).toThrow(TypeError)
+  })
+})
