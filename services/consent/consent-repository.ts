@@ -142,7 +142,9 @@ export async function pageConsentLogRows(db: Db, householdId: string, afterId: b
 /**
  * Active consents that may need a lifecycle step now: past their validity, or naming a
  * meter whose move-out is not logged yet although the household's occupancy of it ended
- * since the grant or does not hold now.
+ * (since the grant, or before it: a move-out entered after the fact) and does not hold
+ * now. Driven by the two small sets, expiring consents and ended occupancies, so that a
+ * sweep stays cheap however many consents are active.
  */
 export async function sweepCandidates(
   db: Db,
@@ -153,21 +155,24 @@ export async function sweepCandidates(
   const parts = [sql`c.status = 'active'`]
   if (scope.householdId !== undefined) parts.push(sql`c.household_id = ${scope.householdId}`)
   if (scope.consentId !== undefined) parts.push(sql`c.id = ${scope.consentId}`)
+  const where = sql.join(parts, sql` AND `)
   const { rows } = await sql<{ id: string }>`
-    SELECT c.id FROM consents c
-    WHERE ${sql.join(parts, sql` AND `)}
-      AND (c.valid_until <= ${now} OR EXISTS (
-        SELECT 1 FROM consent_meters cm
-        WHERE cm.consent_id = c.id
-          AND NOT EXISTS (SELECT 1 FROM consent_log l
-                          WHERE l.consent_id = c.id AND l.meter_id = cm.meter_id AND l.event = 'ended_by_move_out')
-          AND (EXISTS (SELECT 1 FROM occupancies o
-                       WHERE o.meter_id = cm.meter_id AND o.household_id = c.household_id
-                         AND o.valid_until > c.valid_from AND o.valid_until <= ${now})
-               OR NOT EXISTS (SELECT 1 FROM occupancies o
-                              WHERE o.meter_id = cm.meter_id AND o.household_id = c.household_id
-                                AND o.valid_from <= ${now} AND (o.valid_until IS NULL OR o.valid_until > ${now})))))
-    ORDER BY c.valid_until, c.id
+    SELECT id FROM (
+      SELECT c.id, c.valid_until FROM consents c WHERE ${where} AND c.valid_until <= ${now}
+      UNION
+      SELECT c.id, c.valid_until
+      FROM occupancies o
+      JOIN consent_meters cm ON cm.meter_id = o.meter_id
+      JOIN consents c ON c.id = cm.consent_id AND c.household_id = o.household_id
+      WHERE ${where} AND o.valid_until <= ${now}
+        AND NOT EXISTS (SELECT 1 FROM occupancies cur
+                        WHERE cur.meter_id = o.meter_id AND cur.household_id = o.household_id
+                          AND cur.valid_from <= ${now} AND (cur.valid_until IS NULL OR cur.valid_until > ${now})
+                          AND cur.valid_from <= c.valid_from)
+        AND NOT EXISTS (SELECT 1 FROM consent_log l
+                        WHERE l.consent_id = c.id AND l.meter_id = cm.meter_id AND l.event = 'ended_by_move_out')
+    ) AS due
+    ORDER BY valid_until, id
     LIMIT ${limit}`.execute(db)
   return rows.map((r) => r.id)
 }

@@ -247,6 +247,19 @@ describeDatabases('consent service', (t) => {
     expect((await logOf(id)).map((e) => e.event)).toEqual(['granted', 'ended_by_move_out', 'ended_by_move_out'])
   })
 
+  it('ends a meter at the grant when a move-out entered afterwards dates from before the grant', async () => {
+    const offerId = await seedOffer(t.db, w.appId)
+    const { id } = await grantConsent(t.db, w.h1, { offerId, meterIds: [w.m1, w.m2], validUntil: LATER(DAY) }, NOW)
+    const [occ] = await t.db.selectFrom('occupancies').select('id').where('meter_id', '=', w.m1).execute()
+    await moveOut(t.db, occ!.id, new Date('2026-02-01T00:00:00Z'), CTX)
+    expect(await sweepConsents(t.db, LATER(1000))).toEqual({ expired: 0, endedByMoveOut: 0, meterEnds: 1 })
+    expect((await logOf(id)).map((e) => [e.event, e.meter_id, e.at])).toEqual([
+      ['granted', null, NOW],
+      ['ended_by_move_out', w.m1, NOW],
+    ])
+    expect((await statusOf(id)).status).toBe('active')
+  })
+
   it('logs no move-out that happens after the consent expired', async () => {
     const offerId = await seedOffer(t.db, w.appId)
     const { id } = await grantConsent(t.db, w.h1, { offerId, meterIds: [w.m1], validUntil: LATER(DAY) }, NOW)
