@@ -61,6 +61,7 @@ export const HTTP_REQUEST_TIMEOUT_MS = 30_000
 export const HTTP_PARAM_LENGTH_MAX = 128
 
 const DOCUMENTED_METHODS = new Set<string>(['GET', 'POST', 'PUT', 'PATCH', 'DELETE'])
+const QUIET_ROUTES = new Set<string>(['/healthz', '/metrics'])
 
 export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
   const clock = deps.clock ?? (() => new Date())
@@ -98,7 +99,10 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
     const status = reply.statusCode
     const seconds = reply.elapsedTime / 1000
     deps.metrics.httpRequestSeconds.labels(request.method, route, String(status)).observe(seconds)
-    request.log.info({ method: request.method, route, status, ms: Math.round(reply.elapsedTime * 10) / 10 }, 'request served')
+    const fields = { method: request.method, route, status, ms: Math.round(reply.elapsedTime * 10) / 10 }
+    // Probes and scrapes come every few seconds; they would drown the requests people make.
+    if (QUIET_ROUTES.has(route)) request.log.debug(fields, 'request served')
+    else request.log.info(fields, 'request served')
   })
 
   // JSON only: anything else is answered 415 rather than handed to a route as a string.
