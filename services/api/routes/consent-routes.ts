@@ -238,7 +238,7 @@ export const consentRoutes: RoutePlugin = async (app, { deps }) => {
     url: '/admin/legal-basis-consents',
     summary: "Record a supplier's legal basis",
     description:
-      "A supplier's regulated access to a household's billing data: monthly granularity, free of charge, created with the supply contract. It is shown to the household like any consent, and ended by the operator (`DELETE /admin/consents/{id}`).",
+      "A supplier's regulated access to a household's billing data: monthly granularity, free of charge, created with the supply contract. Give `dataFrom` = the start of the contract (a month's data is released when the month starts inside the window). It is shown to the household like any consent, and ended by the operator (`DELETE /admin/consents/{id}`).",
     tags: ['operator'],
     auth: OPERATOR,
     body: z.strictObject({
