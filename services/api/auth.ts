@@ -19,9 +19,14 @@ export const SESSION_COOKIE_NAME = 'metershare_session'
 /** Longest bearer token or session cookie value we look at; longer ones are refused unread. */
 export const CREDENTIAL_LENGTH_MAX = 512
 
+/** Header that carries the session's CSRF token on every change made with the session cookie. */
+export const CSRF_HEADER_NAME = 'x-csrf-token'
+
 /** Turns a session cookie's value into the household it belongs to (null: expired or unknown). */
 export interface SessionResolver {
   resolve(token: string, now: Date): Promise<Principal | null>
+  /** Whether `candidate` (a request's CSRF header) is the CSRF token of the session `token`. */
+  csrfTokenValid(token: string, candidate: string | undefined): boolean
 }
 
 export interface AuthContext {
@@ -66,9 +71,14 @@ export async function authenticateRequest(request: FastifyRequest, ctx: AuthCont
   if (session.length > CREDENTIAL_LENGTH_MAX) throw new UnauthenticatedError('session expired or unknown')
   const principal = await ctx.sessions.resolve(session, ctx.clock())
   if (principal === null) throw new UnauthenticatedError('session expired or unknown')
-  // A cookie rides along with requests that other sites make; changes need our own origin.
-  if (UNSAFE_METHODS.has(request.method) && !sameOrigin(request)) {
-    throw new ForbiddenError('origin: a session may change data only from the portal itself')
+  // A cookie rides along with requests that other sites make; changes need our own origin
+  // and the session's CSRF token, which only the portal's own pages hold.
+  if (UNSAFE_METHODS.has(request.method)) {
+    if (!sameOrigin(request)) throw new ForbiddenError('origin: a session may change data only from the portal itself')
+    const csrf = request.headers[CSRF_HEADER_NAME]
+    if (!ctx.sessions.csrfTokenValid(session, typeof csrf === 'string' ? csrf : undefined)) {
+      throw new ForbiddenError(`${CSRF_HEADER_NAME}: a change made with the portal's session needs the session's CSRF token`)
+    }
   }
   return { principal, via: 'session' }
 }
@@ -116,7 +126,8 @@ export function readCookie(header: string | undefined, name: string): string | u
   return undefined
 }
 
-function sameOrigin(request: FastifyRequest): boolean {
+/** An unsafe request a browser sent from our own origin (or a program that sent no Origin). */
+export function sameOrigin(request: FastifyRequest): boolean {
   const origin = request.headers.origin
   // Browsers send Origin on every cross-site unsafe request; programs without it are not browsers.
   if (origin === undefined) return true

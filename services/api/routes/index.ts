@@ -3,6 +3,7 @@ import { directoryRoutes } from './directory-routes.ts'
 import { docsRoutes } from './docs-routes.ts'
 import { occupancyRoutes } from './occupancy-routes.ts'
 import { operationsRoutes } from './operations-routes.ts'
+import { portalRoutes } from './portal-routes.ts'
 import { quarantineRoutes } from './quarantine-routes.ts'
 import { readingRoutes } from './reading-routes.ts'
 import type { RoutePlugin } from './route-plugin.ts'
@@ -22,4 +23,5 @@ export const ROUTE_PLUGINS: readonly RoutePlugin[] = [
   readingRoutes,
   consentRoutes,
   settlementRoutes,
+  portalRoutes,
 ]

@@ -1,0 +1,164 @@
+// The household portal's only script: grant and revoke consents and sign out through the
+// household API (with the session's CSRF token), and keep the earnings estimate of each
+// offer in step with the meters chosen. Money is integer micro-euros in BigInt: no float.
+;(function () {
+  'use strict'
+
+  var csrfMeta = document.querySelector('meta[name="csrf-token"]')
+  var csrfToken = csrfMeta === null ? '' : csrfMeta.getAttribute('content')
+  var locale = document.documentElement.lang === 'fr' ? 'fr-FR' : 'en-GB'
+  var MICROS_PER_CENT = BigInt(10000)
+  var BPS_TOTAL = BigInt(10000)
+
+  function send(method, url, body) {
+    var headers = { accept: 'application/json', 'x-csrf-token': csrfToken }
+    var init = { method: method, headers: headers, credentials: 'same-origin' }
+    if (body !== undefined) {
+      headers['content-type'] = 'application/json'
+      init.body = JSON.stringify(body)
+    }
+    return fetch(url, init)
+  }
+
+  function errorMessage(response) {
+    return response
+      .json()
+      .then(function (body) {
+        return body && body.error && typeof body.error.message === 'string' ? body.error.message : String(response.status)
+      })
+      .catch(function () {
+        return String(response.status)
+      })
+  }
+
+  function fill(template, values) {
+    return template.replace(/\{(\w+)\}/g, function (whole, name) {
+      return Object.prototype.hasOwnProperty.call(values, name) ? values[name] : whole
+    })
+  }
+
+  // Rounds half to even, like the server (shared/money.ts).
+  function divideRoundHalfEven(numerator, denominator) {
+    var negative = numerator < BigInt(0)
+    var n = negative ? -numerator : numerator
+    var q = n / denominator
+    var twice = (n % denominator) * BigInt(2)
+    if (twice > denominator || (twice === denominator && q % BigInt(2) === BigInt(1))) q += BigInt(1)
+    return negative ? -q : q
+  }
+
+  // Euros with 2 decimals from micro-euros; Intl lays out an exact decimal string.
+  function formatMicros(micros) {
+    var cents = divideRoundHalfEven(micros, MICROS_PER_CENT)
+    var negative = cents < BigInt(0)
+    var digits = (negative ? -cents : cents).toString().padStart(3, '0')
+    var decimal = (negative ? '-' : '') + digits.slice(0, -2) + '.' + digits.slice(-2)
+    return new Intl.NumberFormat(locale, { style: 'currency', currency: 'EUR', minimumFractionDigits: 2, maximumFractionDigits: 2 }).format(decimal)
+  }
+
+  function failedText(message) {
+    var messages = document.getElementById('messages')
+    return messages === null ? message : fill(messages.getAttribute('data-failed'), { message: message })
+  }
+
+  function showError(container, message) {
+    var el = container.querySelector('[data-error]')
+    if (el === null) return
+    el.textContent = failedText(message)
+    el.hidden = false
+  }
+
+  var signOut = document.getElementById('sign-out')
+  if (signOut !== null) {
+    signOut.addEventListener('click', function () {
+      signOut.disabled = true
+      send('DELETE', '/portal/session').finally(function () {
+        window.location.assign('/')
+      })
+    })
+  }
+
+  function updateEstimate(form) {
+    var card = form.closest('[data-offer]')
+    var output = card === null ? null : card.querySelector('[data-estimate]')
+    if (output === null) return
+    var datums = BigInt(0)
+    form.querySelectorAll('input[name="meterId"]:checked').forEach(function (box) {
+      datums += BigInt(box.getAttribute('data-datums'))
+    })
+    var share = BigInt(output.getAttribute('data-share-per-10000'))
+    output.textContent = fill(output.getAttribute('data-template'), { amount: formatMicros(divideRoundHalfEven(share * datums, BPS_TOTAL)) })
+  }
+
+  document.querySelectorAll('form[data-grant]').forEach(function (form) {
+    form.addEventListener('change', function (event) {
+      if (event.target.name === 'meterId') updateEstimate(form)
+    })
+    form.addEventListener('submit', function (event) {
+      event.preventDefault()
+      var boxes = form.querySelectorAll('input[name="meterId"]')
+      var chosen = []
+      boxes.forEach(function (box) {
+        if (box.checked) chosen.push(box.value)
+      })
+      if (chosen.length === 0) {
+        showError(form, form.querySelector('legend').textContent)
+        return
+      }
+      var body = {
+        offerId: form.getAttribute('data-grant'),
+        validUntil: form.elements.validUntil.value,
+        dataFrom: form.elements.dataFrom.value,
+      }
+      // Every meter ticked means "all my meters"; otherwise the ones chosen.
+      if (chosen.length < boxes.length) body.meterIds = chosen
+      var button = form.querySelector('button[type="submit"]')
+      button.disabled = true
+      send('POST', '/me/consents', body)
+        .then(function (response) {
+          if (response.status === 201) {
+            window.location.assign('/consents?done=granted')
+            return
+          }
+          return errorMessage(response).then(function (message) {
+            showError(form, message)
+            button.disabled = false
+          })
+        })
+        .catch(function (err) {
+          showError(form, String(err))
+          button.disabled = false
+        })
+    })
+  })
+
+  var dialog = document.getElementById('revoke-dialog')
+  var revoking = null
+  document.querySelectorAll('button[data-revoke]').forEach(function (button) {
+    button.addEventListener('click', function () {
+      if (dialog === null) return
+      revoking = button.getAttribute('data-revoke')
+      var text = document.getElementById('revoke-text')
+      text.textContent = fill(text.getAttribute('data-template'), { recipient: button.getAttribute('data-recipient') })
+      dialog.returnValue = ''
+      dialog.showModal()
+    })
+  })
+  if (dialog !== null) {
+    dialog.addEventListener('close', function () {
+      var id = revoking
+      revoking = null
+      if (dialog.returnValue !== 'confirm' || id === null) return
+      send('DELETE', '/me/consents/' + encodeURIComponent(id)).then(function (response) {
+        if (response.status === 204) {
+          window.location.assign('/consents?done=revoked')
+          return
+        }
+        return errorMessage(response).then(function (message) {
+          var status = document.getElementById('status')
+          status.textContent = failedText(message)
+        })
+      })
+    })
+  }
+})()

@@ -1,0 +1,425 @@
+import { dayBounds } from '../../../shared/calendar.ts'
+import { addDays, addMonths } from '../../../shared/calendar.ts'
+import { BPS_TOTAL, divideRoundHalfEven } from '../../../shared/money.ts'
+import type { Consent } from '../../consent/consent-service.ts'
+import type { HouseholdOffer } from '../../consent/offer-service.ts'
+import { barChart, type ChartBar } from './charts.ts'
+import { html, trusted, type SafeHtml } from './html.ts'
+import { fill, LANGUAGES, type Formats, type Language, type Messages } from './i18n.ts'
+import {
+  datumsPer30Days,
+  type AccessLogModel,
+  type Choice,
+  type ConsentsModel,
+  type ConsumptionModel,
+  type OverviewModel,
+  type StatementModel,
+} from './portal-models.ts'
+
+/**
+ * The portal's pages as HTML strings: plain, server-rendered documents that read without
+ * script, with one stylesheet and one small script of our own for the changes (grant,
+ * revoke, sign out). Every value is escaped by `html`.
+ */
+
+export interface PortalAssetUrls {
+  css: string
+  js: string
+}
+
+export interface PageContext {
+  language: Language
+  t: Messages
+  f: Formats
+  timezone: string
+  /** Path of this page, without its query. */
+  path: string
+  /** Query of this page (kept by the language links). */
+  query: Readonly<Record<string, string>>
+  /** The session's CSRF token; null when signed out. */
+  csrfToken: string | null
+  assets: PortalAssetUrls
+}
+
+export type Section = 'overview' | 'consents' | 'access-log' | 'consumption'
+
+const SECTIONS: readonly { section: Section; href: string; label: (t: Messages) => string }[] = [
+  { section: 'overview', href: '/', label: (t) => t.nav.overview },
+  { section: 'consents', href: '/consents', label: (t) => t.nav.consents },
+  { section: 'access-log', href: '/access-log', label: (t) => t.nav.accessLog },
+  { section: 'consumption', href: '/consumption', label: (t) => t.nav.consumption },
+]
+
+export function pageHref(path: string, query: Readonly<Record<string, string | undefined>>): string {
+  const params = new URLSearchParams()
+  for (const [k, v] of Object.entries(query)) if (v !== undefined && v !== '') params.set(k, v)
+  const q = params.toString()
+  return q === '' ? path : `${path}?${q}`
+}
+
+function layout(ctx: PageContext, page: { title: string; section: Section | null; body: SafeHtml }): string {
+  const { t } = ctx
+  const signedIn = ctx.csrfToken !== null
+  const languageLinks = LANGUAGES.map(
+    (l) =>
+      html`<li><a href="${pageHref(ctx.path, { ...ctx.query, lang: l })}" lang="${l}" hreflang="${l}"${l === ctx.language ? trusted(' aria-current="true"') : ''}>${t.languageNames[l]}</a></li>`,
+  )
+  const nav = signedIn
+    ? html`<nav class="main-nav" aria-label="${t.mainNav}"><ul>${SECTIONS.map(
+        (s) => html`<li><a href="${s.href}"${s.section === page.section ? trusted(' aria-current="page"') : ''}>${s.label(t)}</a></li>`,
+      )}</ul></nav>`
+    : ''
+  const doc = html`<!doctype html>
+<html lang="${ctx.language}">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>${page.title} · ${t.appName}</title>
+<link rel="stylesheet" href="${ctx.assets.css}">
+${signedIn ? html`<meta name="csrf-token" content="${ctx.csrfToken}">` : ''}
+<script src="${ctx.assets.js}" defer></script>
+</head>
+<body>
+<a class="skip" href="#main">${t.skipToContent}</a>
+<header class="site">
+<p class="brand"><a href="/">${t.appName}</a></p>
+${nav}
+<nav class="languages" aria-label="${t.languageNav}"><ul>${languageLinks}</ul></nav>
+${signedIn ? html`<button type="button" id="sign-out" class="quiet">${t.signOut}</button>` : ''}
+</header>
+<main id="main" tabindex="-1">
+${page.body}
+</main>
+</body>
+</html>
+`
+  return doc.value
+}
+
+export function signInPage(ctx: PageContext, state: { email?: string; error?: string } = {}): string {
+  const { t } = ctx
+  const error = state.error === undefined ? '' : html`<p class="error" role="alert" id="sign-in-error">${state.error}</p>`
+  const body = html`<h1>${t.signIn.title}</h1>
+<p>${t.signIn.intro}</p>
+${error}
+<form method="post" action="/portal/session" class="sign-in"${state.error === undefined ? '' : trusted(' aria-describedby="sign-in-error"')}>
+<p><label for="email">${t.signIn.email}</label>
+<input id="email" name="email" type="email" autocomplete="username" required maxlength="254" value="${state.email ?? ''}"></p>
+<p><label for="password">${t.signIn.password}</label>
+<input id="password" name="password" type="password" autocomplete="current-password" required maxlength="256"></p>
+<p><button type="submit">${t.signIn.submit}</button></p>
+</form>`
+  return layout(ctx, { title: t.signIn.title, section: null, body })
+}
+
+/** A page that could not be shown: not found, or a link whose parameters do not hold (the detail says which). */
+export function problemPage(ctx: PageContext, heading: string, detail?: string): string {
+  const body = html`<h1>${heading}</h1>${detail === undefined ? '' : html`<p>${detail}</p>`}<p><a href="/">${ctx.t.nav.overview}</a></p>`
+  return layout(ctx, { title: heading, section: null, body })
+}
+
+export function overviewPage(ctx: PageContext, model: OverviewModel): string {
+  const { t, f } = ctx
+  const last = model.months[model.months.length - 1]
+  const paid = new Map(model.payouts.map((p) => [p.month, p.amountMicros]))
+  const summary =
+    last === undefined
+      ? html`<p>${t.overview.noMonths}</p>`
+      : html`<p class="figure" id="month-total" data-month="${last.month}" data-micros="${last.totalMicros.toString()}"><span>${f.month(last.month)}</span> <strong>${f.money(last.totalMicros)}</strong></p>
+<p><a href="/statements/${last.month}">${fill(t.overview.seeStatement, { month: f.month(last.month) })}</a></p>`
+  const bars: ChartBar[] = model.months.map((m) => ({
+    key: m.month,
+    label: f.month(m.month),
+    tick: f.monthShort(m.month),
+    value: m.totalMicros,
+    valueText: f.money(m.totalMicros),
+  }))
+  const maxMicros = model.months.reduce((max, m) => (m.totalMicros > max ? m.totalMicros : max), 0n)
+  const rows = [...model.months].reverse().map(
+    (m) => html`<tr data-month="${m.month}"><th scope="row"><a href="/statements/${m.month}">${f.month(m.month)}</a></th>
+<td class="num">${f.money(m.totalMicros)}</td><td class="num">${paid.has(m.month) ? f.money(paid.get(m.month)!) : t.overview.notPaid}</td></tr>`,
+  )
+  const chart =
+    model.months.length === 0
+      ? ''
+      : html`<section aria-labelledby="earnings-heading">
+<h2 id="earnings-heading">${t.overview.chartTitle}</h2>
+<div class="chart-and-table">
+<figure class="chart-box">${barChart({ id: 'earnings-chart', title: t.overview.chartTitle, description: t.overview.chartDescription, bars, maxText: f.money(maxMicros) })}</figure>
+<table id="earnings-table">
+<caption>${t.overview.tableCaption}</caption>
+<thead><tr><th scope="col">${t.overview.month}</th><th scope="col" class="num">${t.overview.earned}</th><th scope="col" class="num">${t.overview.paidOut}</th></tr></thead>
+<tbody>${rows}</tbody>
+</table>
+</div>
+</section>`
+  const body = html`<h1>${t.overview.title}</h1>
+<div class="cards">
+<section class="card" aria-labelledby="last-month-heading">
+<h2 id="last-month-heading">${t.overview.lastMonth}</h2>
+${summary}
+</section>
+<section class="card" aria-labelledby="balance-heading">
+<h2 id="balance-heading">${t.overview.balance}</h2>
+<p class="figure" id="balance" data-micros="${model.balanceMicros.toString()}"><strong>${f.money(model.balanceMicros)}</strong></p>
+<p>${fill(t.overview.balanceNote, { amount: f.money(model.payoutMinMicros) })}</p>
+</section>
+</div>
+${chart}`
+  return layout(ctx, { title: t.overview.title, section: 'overview', body })
+}
+
+export function statementPage(ctx: PageContext, model: StatementModel): string {
+  const { t, f } = ctx
+  const monthName = f.month(model.month)
+  const index = model.months.indexOf(model.month)
+  const previous = index > 0 ? model.months[index - 1] : index < 0 ? model.months.filter((m) => m < model.month).pop() : undefined
+  const next = index >= 0 ? model.months[index + 1] : model.months.find((m) => m > model.month)
+  const monthNav =
+    previous === undefined && next === undefined
+      ? ''
+      : html`<nav class="pager" aria-label="${t.statement.otherMonths}"><ul>
+${previous === undefined ? '' : html`<li><a href="/statements/${previous}" rel="prev">← ${t.statement.previous} (${f.month(previous)})</a></li>`}
+${next === undefined ? '' : html`<li><a href="/statements/${next}" rel="next">${t.statement.next} (${f.month(next)}) →</a></li>`}
+</ul></nav>`
+  const title = fill(t.statement.title, { month: monthName })
+  const s = model.statement
+  if (s === null) {
+    return layout(ctx, { title, section: 'overview', body: html`<h1>${title}</h1><p>${fill(t.statement.notSettled, { month: monthName })}</p>${monthNav}` })
+  }
+  const lines = s.lines.map(
+    (l) => html`<tr>
+<td>${model.recipientNames.get(l.recipientId) ?? l.recipientId}</td>
+<td>${l.offerId === null ? t.statement.legalBasis : (model.offerPurposes.get(l.offerId) ?? l.offerId)}</td>
+<td>${t.granularities[l.granularity]}</td>
+<td class="num">${f.integer(l.data)}</td>
+<td class="num">${f.money(l.grossMicros)}</td>
+<td class="num">${f.money(l.shareMicros)}</td>
+</tr>`,
+  )
+  const body = html`<h1>${title}</h1>
+${monthNav}
+<table id="statement">
+<caption>${fill(t.statement.caption, { month: monthName })}</caption>
+<thead><tr><th scope="col">${t.statement.recipient}</th><th scope="col">${t.statement.offer}</th><th scope="col">${t.statement.granularity}</th>
+<th scope="col" class="num">${t.statement.data}</th><th scope="col" class="num">${t.statement.gross}</th><th scope="col" class="num">${t.statement.share}</th></tr></thead>
+<tbody>${s.lines.length === 0 ? html`<tr><td colspan="6">${t.statement.noLines}</td></tr>` : lines}</tbody>
+<tfoot>
+<tr><th scope="row" colspan="5">${t.statement.adjustments}</th><td class="num" id="statement-adjustments">${f.money(s.adjustmentsMicros)}</td></tr>
+<tr class="total"><th scope="row" colspan="5">${t.statement.total}</th><td class="num" id="statement-total" data-micros="${s.totalMicros.toString()}">${f.money(s.totalMicros)}</td></tr>
+</tfoot>
+</table>
+<p><a href="/me/statements/${s.month}?format=csv" download="statement-${s.month}.csv" id="statement-csv">${t.statement.csv}</a></p>`
+  return layout(ctx, { title, section: 'overview', body })
+}
+
+function consentMeters(ctx: PageContext, c: Consent): string {
+  const list = c.meterIds.join(', ')
+  return c.allMeters ? fill(ctx.t.consents.allMeters, { meters: list }) : list
+}
+
+function consentRow(ctx: PageContext, c: Consent): SafeHtml {
+  const { t, f } = ctx
+  const price =
+    c.kind === 'legal_basis'
+      ? t.consents.free
+      : html`${f.exactMoney(c.priceMicrosPerDatum, 6)}${c.householdBps === null ? '' : html` <span class="muted">(${t.consents.yourShare.toLowerCase()} ${f.percentOfBps(c.householdBps)})</span>`}`
+  const revocable = c.status === 'active' && c.kind === 'offer'
+  const action = revocable
+    ? html`<button type="button" class="danger" data-revoke="${c.id}" data-recipient="${c.recipientName}" aria-label="${fill(t.consents.revokeLabel, { recipient: c.recipientName, purpose: c.purpose })}">${t.consents.revoke}</button>`
+    : ''
+  return html`<tr data-consent="${c.id}" data-status="${c.status}">
+<td>${c.recipientName}${c.kind === 'legal_basis' ? html` <span class="tag">${t.consents.legalBasis}</span>` : ''}</td>
+<td>${c.purpose}</td>
+<td>${t.granularities[c.granularity]}</td>
+<td>${consentMeters(ctx, c)}</td>
+<td>${f.date(c.validUntil, ctx.timezone)}</td>
+<td>${f.dateTime(c.dataFrom, ctx.timezone)}</td>
+<td>${price}</td>
+<td><span class="status status-${c.status}">${t.consents.statuses[c.status]}</span></td>
+<td>${action}</td>
+</tr>`
+}
+
+function choiceLabel(ctx: PageContext, c: Choice): string {
+  const { t, f } = ctx
+  switch (c.kind) {
+    case 'years':
+      return fill(t.consents.validityYears, { count: String(c.count), date: f.date(c.at, ctx.timezone) })
+    case 'months':
+      return fill(t.consents.validityMonths, { count: String(c.count), date: f.date(c.at, ctx.timezone) })
+    case 'now':
+      return t.consents.fromNow
+    case 'today':
+      return t.consents.fromToday
+    case 'month':
+      return t.consents.fromMonth
+    default:
+      return `${t.consents.fromYear} (${f.date(c.at, ctx.timezone)})`
+  }
+}
+
+/** The household's estimated share of 30 days of data, in micro-euros (rounded half to even). */
+export function estimateMicros(offer: HouseholdOffer, datums: bigint): bigint {
+  return divideRoundHalfEven(offer.householdMicrosPer10000Datums * datums, BigInt(BPS_TOTAL))
+}
+
+function offerCard(ctx: PageContext, model: ConsentsModel, offer: HouseholdOffer, accepted: boolean): SafeHtml {
+  const { t, f } = ctx
+  const id = offer.id
+  const perThousand = offer.priceMicrosPerDatum * 1000n
+  const datums = model.meters.reduce((sum, m) => sum + datumsPer30Days(offer.granularity, m.intervalMinutes), 0n)
+  const meters = model.meters.map(
+    (m) => html`<li><label><input type="checkbox" name="meterId" value="${m.meterId}" checked data-datums="${datumsPer30Days(offer.granularity, m.intervalMinutes).toString()}"> ${m.meterId} <span class="muted">(${t.consumption.commodity[m.commodity]}, ${m.intervalMinutes} min)</span></label></li>`,
+  )
+  const form =
+    model.meters.length === 0
+      ? html`<p>${t.consents.noMeter}</p>`
+      : html`<form class="grant" data-grant="${id}">
+<fieldset><legend>${t.consents.chooseMeters}</legend><ul class="plain">${meters}</ul></fieldset>
+<p><label for="valid-${id}">${t.consents.validity}</label>
+<select id="valid-${id}" name="validUntil">${model.validity.map((c) => html`<option value="${c.value}">${choiceLabel(ctx, c)}</option>`)}</select></p>
+<p><label for="from-${id}">${t.consents.shareFrom}</label>
+<select id="from-${id}" name="dataFrom">${model.dataFrom.map((c) => html`<option value="${c.value}">${choiceLabel(ctx, c)}</option>`)}</select></p>
+<p class="error" role="alert" data-error hidden></p>
+<p><button type="submit">${t.consents.accept}</button></p>
+</form>`
+  return html`<li><article class="offer card" data-offer="${id}" aria-labelledby="offer-${id}-title">
+<h3 id="offer-${id}-title">${offer.recipientName}: ${offer.purpose}</h3>
+<dl>
+<dt>${t.consents.granularity}</dt><dd>${t.granularities[offer.granularity]}</dd>
+<dt>${t.consents.offerPrice}</dt><dd class="price">${fill(t.consents.pricePerDatum, { amount: f.exactMoney(offer.priceMicrosPerDatum, 6) })} · ${fill(t.consents.per1000, { amount: f.money(perThousand) })}</dd>
+<dt>${t.consents.yourShare}</dt><dd class="share">${fill(t.consents.shareText, { percent: f.percentOfBps(offer.householdBps), amount: f.exactMoney(offer.householdMicrosPer10000Datums, 10) })}</dd>
+<dt>${t.consents.estimate}</dt><dd class="estimate"><output data-estimate data-share-per-10000="${offer.householdMicrosPer10000Datums.toString()}" data-template="${t.consents.estimateText}">${fill(t.consents.estimateText, { amount: f.money(estimateMicros(offer, datums)) })}</output></dd>
+</dl>
+${accepted ? html`<p class="note">${t.consents.alreadyAccepted}</p>` : ''}
+${form}
+</article></li>`
+}
+
+export function consentsPage(ctx: PageContext, model: ConsentsModel, flash: 'granted' | 'revoked' | null): string {
+  const { t } = ctx
+  const acceptedOffers = new Set(model.consents.filter((c) => c.status === 'active' && c.offerId !== null).map((c) => c.offerId))
+  const table =
+    model.consents.length === 0
+      ? html`<p>${t.consents.none}</p>`
+      : html`<div class="scroll"><table id="consents">
+<caption class="visually-hidden">${t.consents.yours}</caption>
+<thead><tr><th scope="col">${t.consents.recipient}</th><th scope="col">${t.consents.purpose}</th><th scope="col">${t.consents.granularity}</th><th scope="col">${t.consents.meters}</th>
+<th scope="col">${t.consents.validUntil}</th><th scope="col">${t.consents.dataFrom}</th><th scope="col">${t.consents.price}</th><th scope="col">${t.consents.status}</th><th scope="col">${t.consents.action}</th></tr></thead>
+<tbody>${model.consents.map((c) => consentRow(ctx, c))}</tbody>
+</table></div>
+${model.nextCursor === null ? '' : html`<p><a href="${pageHref('/consents', { cursor: model.nextCursor })}">${t.accessLog.next}</a></p>`}`
+  const flashText = flash === 'granted' ? t.consents.granted : flash === 'revoked' ? t.consents.revoked : ''
+  const body = html`<h1>${t.consents.title}</h1>
+<p id="status" role="status" class="${flash === null ? 'status-line' : 'status-line done'}">${flashText}</p>
+<noscript><p class="note">${t.needsScript}</p></noscript>
+<section aria-labelledby="yours-heading">
+<h2 id="yours-heading">${t.consents.yours}</h2>
+${table}
+</section>
+<section aria-labelledby="offers-heading">
+<h2 id="offers-heading">${t.consents.offers}</h2>
+${model.offers.length === 0 ? html`<p>${t.consents.noOffers}</p>` : html`<ul class="offers plain">${model.offers.map((o) => offerCard(ctx, model, o, acceptedOffers.has(o.id)))}</ul>`}
+</section>
+<dialog id="revoke-dialog" aria-labelledby="revoke-title" aria-describedby="revoke-text">
+<form method="dialog">
+<h2 id="revoke-title">${t.consents.revokeTitle}</h2>
+<p id="revoke-text" data-template="${t.consents.revokeText}"></p>
+<p class="error" role="alert" data-error hidden></p>
+<p class="actions"><button type="submit" value="cancel" class="quiet" autofocus>${t.consents.cancel}</button> <button type="submit" value="confirm" class="danger" id="revoke-confirm">${t.consents.confirmRevoke}</button></p>
+</form>
+</dialog>
+<template id="messages" data-failed="${t.consents.failed}"></template>`
+  return layout(ctx, { title: t.consents.title, section: 'consents', body })
+}
+
+export function accessLogPage(ctx: PageContext, model: AccessLogModel): string {
+  const { t, f } = ctx
+  const total = model.items.reduce((sum, e) => sum + e.datums, 0n)
+  const rows = model.items.map(
+    (e) => html`<tr><td>${f.day(e.day)}</td><td>${e.recipientName}</td><td>${e.meterId}</td><td>${t.accessLog.channels[e.channel]}</td><td class="num">${f.integer(e.datums)}</td></tr>`,
+  )
+  const body = html`<h1>${t.accessLog.title}</h1>
+<p>${t.accessLog.intro}</p>
+<form method="get" action="/access-log" class="filters">
+<p><label for="from">${t.accessLog.from}</label> <input type="date" id="from" name="from" value="${model.fromDay}"></p>
+<p><label for="to">${t.accessLog.to}</label> <input type="date" id="to" name="to" value="${model.toDay}"></p>
+<p><button type="submit">${t.accessLog.show}</button></p>
+</form>
+${
+  model.items.length === 0
+    ? html`<p>${t.accessLog.none}</p>`
+    : html`<div class="scroll"><table id="access-log">
+<caption>${fill(t.accessLog.caption, { from: f.day(model.fromDay), to: f.day(model.toDay) })}</caption>
+<thead><tr><th scope="col">${t.accessLog.day}</th><th scope="col">${t.accessLog.recipient}</th><th scope="col">${t.accessLog.meter}</th><th scope="col">${t.accessLog.channel}</th><th scope="col" class="num">${t.accessLog.datums}</th></tr></thead>
+<tbody>${rows}</tbody>
+<tfoot><tr><th scope="row" colspan="4">${t.accessLog.total}</th><td class="num">${f.integer(total)}</td></tr></tfoot>
+</table></div>`
+}
+${model.nextCursor === null ? '' : html`<p><a href="${pageHref('/access-log', { from: model.fromDay, to: model.toDay, cursor: model.nextCursor })}">${t.accessLog.next}</a></p>`}`
+  return layout(ctx, { title: t.accessLog.title, section: 'access-log', body })
+}
+
+/** Ticks under a day's intervals: every three hours. */
+const DAY_TICK_EVERY_MS = 3 * 3_600_000
+
+export function consumptionPage(ctx: PageContext, model: ConsumptionModel): string {
+  const { t, f } = ctx
+  if (model.meter === null) {
+    return layout(ctx, { title: t.consumption.title, section: 'consumption', body: html`<h1>${t.consumption.title}</h1><p>${t.consumption.noMeter}</p>` })
+  }
+  const meter = model.meter
+  const energy = (v: number | null): string => (v === null ? '—' : f.energy(v, model.unit))
+  const dayStart = dayBounds(model.day, ctx.timezone).start.getTime()
+  const bars: ChartBar[] = model.points.map((p) => {
+    const label = p.at === null ? f.day(p.key) : `${f.day(model.day)} ${f.time(p.at, ctx.timezone)}`
+    const tick =
+      p.at === null
+        ? Number(p.key.slice(8, 10)) % 5 === 1
+          ? f.dayOfMonth(p.key)
+          : null
+        : (p.at.getTime() - dayStart) % DAY_TICK_EVERY_MS === 0
+          ? f.time(p.at, ctx.timezone)
+          : null
+    return { key: p.key, label, tick, value: BigInt(p.value ?? 0), valueText: energy(p.value) }
+  })
+  const max = model.points.reduce((m, p) => (p.value !== null && p.value > m ? p.value : m), 0)
+  const isDay = model.view === 'day'
+  const chartTitle = isDay ? fill(t.consumption.chartDay, { day: f.day(model.day) }) : fill(t.consumption.chartMonth, { month: f.month(model.month) })
+  const base = { meterId: meter.meterId, view: model.view }
+  const previous = isDay ? pageHref('/consumption', { ...base, day: addDays(model.day, -1) }) : pageHref('/consumption', { ...base, month: addMonths(model.month, -1) })
+  const next = isDay ? pageHref('/consumption', { ...base, day: addDays(model.day, 1) }) : pageHref('/consumption', { ...base, month: addMonths(model.month, 1) })
+  const known = model.points.some((p) => p.value !== null)
+  const rows = model.points.map(
+    (p) => html`<tr><th scope="row">${p.at === null ? f.day(p.key) : f.time(p.at, ctx.timezone)}</th><td class="num">${energy(p.value)}</td></tr>`,
+  )
+  const body = html`<h1>${t.consumption.title}</h1>
+<form method="get" action="/consumption" class="filters">
+<p><label for="meter">${t.consumption.meter}</label>
+<select id="meter" name="meterId">${model.meters.map(
+    (m) =>
+      html`<option value="${m.meterId}"${m.meterId === meter.meterId ? trusted(' selected') : ''}>${m.meterId} (${t.consumption.commodity[m.commodity]})</option>`,
+  )}</select></p>
+<fieldset class="inline"><legend>${t.consumption.view}</legend>
+<label><input type="radio" name="view" value="day"${isDay ? trusted(' checked') : ''}> ${t.consumption.viewDay}</label>
+<label><input type="radio" name="view" value="month"${isDay ? '' : trusted(' checked')}> ${t.consumption.viewMonth}</label>
+</fieldset>
+<p><label for="day">${t.consumption.day}</label> <input type="date" id="day" name="day" value="${model.day}"></p>
+<p><label for="month">${t.consumption.month}</label> <input type="month" id="month" name="month" value="${model.month}" pattern="[0-9]{4}-[0-9]{2}"></p>
+<p><button type="submit">${t.consumption.show}</button></p>
+</form>
+<nav class="pager" aria-label="${t.consumption.view}"><ul><li><a href="${previous}" rel="prev">← ${t.consumption.previous}</a></li><li><a href="${next}" rel="next">${t.consumption.next} →</a></li></ul></nav>
+<h2 id="curve-heading">${chartTitle}</h2>
+${
+  known
+    ? html`<figure class="chart-box">${barChart({ id: 'consumption-chart', title: chartTitle, description: t.consumption.chartDescription, bars, maxText: f.energy(max, model.unit) })}
+<figcaption id="consumption-total">${fill(t.consumption.total, { amount: f.energy(model.total, model.unit) })}</figcaption></figure>
+<details><summary>${t.consumption.asTable}</summary>
+<table id="consumption-table"><caption class="visually-hidden">${chartTitle}</caption>
+<thead><tr><th scope="col">${isDay ? t.consumption.time : t.consumption.day}</th><th scope="col" class="num">${t.consumption.energy}</th></tr></thead>
+<tbody>${rows}</tbody></table></details>`
+    : html`<p>${t.consumption.none}</p>`
+}`
+  return layout(ctx, { title: t.consumption.title, section: 'consumption', body })
+}

@@ -1,0 +1,297 @@
+import type { FastifyReply, FastifyRequest } from 'fastify'
+import { z } from 'zod'
+import { isMonth } from '../../../shared/calendar.ts'
+import { ForbiddenError, InvalidInputError, MetershareError, NotFoundError, TooManyRequestsError } from '../../../shared/errors.ts'
+import { PASSWORD_LENGTH_MAX } from '../../directory/directory-service.ts'
+import { EMAIL_LENGTH_MAX, closeSession, csrfTokenOf, csrfTokenValid, resolveSession, signIn } from '../../directory/session-service.ts'
+import { SignInThrottle } from '../../directory/session-throttle.ts'
+import { CREDENTIAL_LENGTH_MAX, CSRF_HEADER_NAME, SESSION_COOKIE_NAME, readCookie, sameOrigin } from '../auth.ts'
+import { Formats, LANGUAGE_COOKIE_MAX_AGE_S, LANGUAGE_COOKIE_NAME, MESSAGES, chooseLanguage, fill, isLanguage } from '../portal/i18n.ts'
+import { ASSET_MAX_AGE_S, PORTAL_ASSETS_PATH, loadPortalAssets } from '../portal/portal-assets.ts'
+import { loadAccessLog, loadConsents, loadConsumption, loadOverview, loadStatement } from '../portal/portal-models.ts'
+import {
+  accessLogPage,
+  consentsPage,
+  consumptionPage,
+  problemPage,
+  overviewPage,
+  signInPage,
+  statementPage,
+  type PageContext,
+} from '../portal/portal-pages.ts'
+import { defineRoute } from '../route.ts'
+import { timeOutput } from '../validation.ts'
+import type { RoutePlugin } from './route-plugin.ts'
+
+/**
+ * The household portal: sign-in and sign-out (`/portal/session`), the pages (`/`,
+ * `/statements/{month}`, `/consents`, `/access-log`, `/consumption`) rendered on the server
+ * from the same services as the household's JSON endpoints, and their two static assets.
+ * Changes made from the pages (grant, revoke) go through those JSON endpoints, with the
+ * session cookie and its CSRF token.
+ */
+
+/** Largest sign-in form body (an email and a password, URL-encoded). */
+export const SIGN_IN_FORM_BYTES_MAX = 4 * 1024
+/** Longest query parameter a page looks at. */
+const PAGE_PARAM_LENGTH_MAX = 512
+
+const PAGE_CSP = [
+  "default-src 'none'",
+  "script-src 'self'",
+  "style-src 'self'",
+  "img-src 'self'",
+  "connect-src 'self'",
+  "form-action 'self'",
+  "frame-ancestors 'none'",
+  "base-uri 'none'",
+].join('; ')
+
+interface PageSession {
+  householdId: string
+  csrfToken: string
+}
+
+function isSecure(request: FastifyRequest): boolean {
+  return request.protocol === 'https'
+}
+
+function cookieAttributes(request: FastifyRequest, sameSite: 'Strict' | 'Lax'): string {
+  return `Path=/; SameSite=${sameSite}${isSecure(request) ? '; Secure' : ''}`
+}
+
+export function sessionCookie(request: FastifyRequest, token: string, maxAgeS: number): string {
+  return `${SESSION_COOKIE_NAME}=${token}; Max-Age=${maxAgeS}; HttpOnly; ${cookieAttributes(request, 'Strict')}`
+}
+
+function clearedSessionCookie(request: FastifyRequest): string {
+  return `${SESSION_COOKIE_NAME}=; Max-Age=0; HttpOnly; ${cookieAttributes(request, 'Strict')}`
+}
+
+function queryParam(request: FastifyRequest, name: string): string | undefined {
+  const value = (request.query as Record<string, unknown> | undefined)?.[name]
+  return typeof value === 'string' && value.length <= PAGE_PARAM_LENGTH_MAX ? value : undefined
+}
+
+function isForm(request: FastifyRequest): boolean {
+  return (request.headers['content-type'] ?? '').toLowerCase().startsWith('application/x-www-form-urlencoded')
+}
+
+function sendPage(reply: FastifyReply, status: number, body: string): FastifyReply {
+  return reply
+    .code(status)
+    .type('text/html; charset=utf-8')
+    .header('cache-control', 'no-store')
+    .header('content-security-policy', PAGE_CSP)
+    .header('x-content-type-options', 'nosniff')
+    .header('referrer-policy', 'same-origin')
+    .header('vary', 'Cookie, Accept-Language')
+    .send(body)
+}
+
+export const portalRoutes: RoutePlugin = async (app, { deps }) => {
+  const db = deps.db.db
+  const config = deps.config
+  const now = () => app.apiContext.now()
+  const throttle = new SignInThrottle(config.portal)
+  const assets = loadPortalAssets()
+
+  // Only the sign-in form posts URL-encoded; every other route keeps answering 415 to it.
+  app.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string', bodyLimit: SIGN_IN_FORM_BYTES_MAX }, (_request, body, done) => {
+    const fields: Record<string, string> = {}
+    for (const [key, value] of new URLSearchParams(body as string)) fields[key] = value
+    done(null, fields)
+  })
+
+  /** The session of a page request; a cookie that no longer holds is cleared. */
+  async function pageSession(request: FastifyRequest, reply: FastifyReply): Promise<PageSession | null> {
+    const token = readCookie(request.headers.cookie, SESSION_COOKIE_NAME)
+    if (token === undefined) return null
+    const session = token.length > CREDENTIAL_LENGTH_MAX ? null : await resolveSession(db, token, now())
+    if (session === null) {
+      void reply.header('set-cookie', clearedSessionCookie(request))
+      return null
+    }
+    return { householdId: session.householdId, csrfToken: csrfTokenOf(token) }
+  }
+
+  function pageContext(request: FastifyRequest, reply: FastifyReply, session: PageSession | null): PageContext {
+    const asked = queryParam(request, 'lang')
+    const language = chooseLanguage({
+      query: asked,
+      cookie: readCookie(request.headers.cookie, LANGUAGE_COOKIE_NAME),
+      acceptLanguage: request.headers['accept-language'],
+    })
+    if (isLanguage(asked)) {
+      void reply.header('set-cookie', `${LANGUAGE_COOKIE_NAME}=${asked}; Max-Age=${LANGUAGE_COOKIE_MAX_AGE_S}; ${cookieAttributes(request, 'Lax')}`)
+    }
+    const query: Record<string, string> = {}
+    for (const [key, value] of Object.entries((request.query as Record<string, unknown> | undefined) ?? {})) {
+      if (key === 'lang' || key === 'done' || typeof value !== 'string' || value.length > PAGE_PARAM_LENGTH_MAX) continue
+      query[key] = value
+    }
+    return {
+      language,
+      t: MESSAGES[language],
+      f: new Formats(language),
+      timezone: config.timezone,
+      path: request.url.split('?')[0]!,
+      query,
+      csrfToken: session?.csrfToken ?? null,
+      assets: assets.urls,
+    }
+  }
+
+  /** A page for a signed-in household; signed out, `/` shows the sign-in form and the others send there. */
+  function page(url: string, render: (ctx: PageContext, session: PageSession, request: FastifyRequest) => Promise<string | { status: number; body: string }>): void {
+    defineRoute(app, {
+      method: 'GET',
+      url,
+      summary: `Portal page ${url}`,
+      tags: ['portal'],
+      auth: 'public',
+      hidden: true,
+      async handler({ request, reply }) {
+        const session = await pageSession(request, reply)
+        const ctx = pageContext(request, reply, session)
+        if (session === null) {
+          if (url === '/') return sendPage(reply, 200, signInPage(ctx))
+          return reply.redirect('/', 303)
+        }
+        try {
+          const result = await render(ctx, session, request)
+          return typeof result === 'string' ? sendPage(reply, 200, result) : sendPage(reply, result.status, result.body)
+        } catch (err) {
+          if (err instanceof NotFoundError) return sendPage(reply, 404, problemPage(ctx, ctx.t.notFound))
+          if (err instanceof InvalidInputError) return sendPage(reply, 400, problemPage(ctx, ctx.t.badLink, err.message))
+          throw err
+        }
+      },
+    })
+  }
+
+  defineRoute(app, {
+    method: 'POST',
+    url: '/portal/session',
+    summary: 'Sign in to the household portal',
+    description: `Email and password, as JSON or from the sign-in form (URL-encoded, answered by a redirect to \`/\`). Sets the cookie \`${SESSION_COOKIE_NAME}\` (HttpOnly, SameSite=Strict, Secure over HTTPS) holding a random 256-bit token, of which only a salted hash is stored; the session ends ${config.portal.sessionTtlMs / 3_600_000} h after sign-in. Send the answer's \`csrfToken\` as \`${CSRF_HEADER_NAME}\` with every POST, PATCH or DELETE made with the cookie. After ${config.portal.signInFailuresMax} failures within ${config.portal.signInFailureWindowMs / 60_000} min for one email or one address, sign-ins are refused with 429 and Retry-After.`,
+    tags: ['portal'],
+    auth: 'public',
+    body: z.strictObject({
+      email: z.string().min(3).max(EMAIL_LENGTH_MAX),
+      password: z.string().min(1).max(PASSWORD_LENGTH_MAX),
+    }),
+    status: 201,
+    response: z.object({
+      householdId: z.string(),
+      csrfToken: z.string().meta({ description: `send it as ${CSRF_HEADER_NAME} with every change made with the session cookie` }),
+      expiresAt: timeOutput,
+    }),
+    errors: [401, 403, 429],
+    async handler({ body, request, reply }) {
+      const form = isForm(request)
+      try {
+        if (!sameOrigin(request)) throw new ForbiddenError('origin: sign in from the portal itself')
+        const at = now()
+        const session = await signIn(db, { email: body.email, password: body.password, address: request.ip }, at, config.portal, throttle)
+        const maxAgeS = Math.ceil((session.expiresAt.getTime() - at.getTime()) / 1000)
+        void reply.header('set-cookie', sessionCookie(request, session.token, maxAgeS))
+        if (form) return reply.redirect('/', 303)
+        return { householdId: session.householdId, csrfToken: session.csrfToken, expiresAt: session.expiresAt.toISOString() }
+      } catch (err) {
+        if (err instanceof TooManyRequestsError) void reply.header('retry-after', String(Math.ceil(err.retryAfterMs / 1000)))
+        if (!form || !(err instanceof MetershareError) || err.statusCode >= 500) throw err
+        const ctx = pageContext(request, reply, null)
+        const message =
+          err instanceof TooManyRequestsError
+            ? fill(ctx.t.signIn.throttled, { minutes: String(Math.ceil(err.retryAfterMs / 60_000)) })
+            : err instanceof InvalidInputError
+              ? ctx.t.signIn.invalid
+              : err instanceof ForbiddenError
+                ? err.message
+                : ctx.t.signIn.failed
+        return sendPage(reply, err.statusCode, signInPage(ctx, { email: body.email, error: message }))
+      }
+    },
+  })
+
+  defineRoute(app, {
+    method: 'DELETE',
+    url: '/portal/session',
+    summary: 'Sign out of the household portal',
+    description: `Ends the session of the cookie and clears it. Made with a live session, it needs the session's CSRF token as \`${CSRF_HEADER_NAME}\` (403 otherwise); without one it only clears the cookie.`,
+    tags: ['portal'],
+    auth: 'public',
+    status: 204,
+    errors: [403],
+    async handler({ request, reply }) {
+      const token = readCookie(request.headers.cookie, SESSION_COOKIE_NAME)
+      if (token !== undefined && token.length <= CREDENTIAL_LENGTH_MAX && (await resolveSession(db, token, now())) !== null) {
+        if (!sameOrigin(request)) throw new ForbiddenError('origin: sign out from the portal itself')
+        const csrf = request.headers[CSRF_HEADER_NAME]
+        if (!csrfTokenValid(token, typeof csrf === 'string' ? csrf : undefined)) {
+          throw new ForbiddenError(`${CSRF_HEADER_NAME}: signing out needs the session's CSRF token`)
+        }
+        await closeSession(db, token)
+      }
+      void reply.header('set-cookie', clearedSessionCookie(request))
+    },
+  })
+
+  defineRoute(app, {
+    method: 'GET',
+    url: `${PORTAL_ASSETS_PATH}/:name`,
+    summary: 'Portal asset',
+    tags: ['portal'],
+    auth: 'public',
+    hidden: true,
+    async handler({ request, reply }) {
+      const name = (request.params as { name?: unknown }).name
+      const asset = typeof name === 'string' ? assets.byName.get(name) : undefined
+      if (asset === undefined) throw new NotFoundError(`no portal asset ${String(name).slice(0, 100)}`)
+      return reply
+        .type(asset.contentType)
+        .header('cache-control', `public, max-age=${ASSET_MAX_AGE_S}, immutable`)
+        .header('x-content-type-options', 'nosniff')
+        .send(asset.body)
+    },
+  })
+
+  page('/', async (ctx, session) => overviewPage(ctx, await loadOverview(db, session.householdId, config)))
+
+  page('/statements/:month', async (ctx, session, request) => {
+    const month = (request.params as { month?: unknown }).month
+    if (typeof month !== 'string' || !isMonth(month)) throw new NotFoundError('month: expected YYYY-MM')
+    const model = await loadStatement(db, session.householdId, month, now())
+    return { status: model.statement === null ? 404 : 200, body: statementPage(ctx, model) }
+  })
+
+  page('/consents', async (ctx, session, request) => {
+    const done = queryParam(request, 'done')
+    const flash = done === 'granted' || done === 'revoked' ? done : null
+    const model = await loadConsents(db, session.householdId, queryParam(request, 'cursor'), now(), config)
+    return consentsPage(ctx, model, flash)
+  })
+
+  page('/access-log', async (ctx, session, request) => {
+    const model = await loadAccessLog(
+      db,
+      session.householdId,
+      { from: queryParam(request, 'from'), to: queryParam(request, 'to'), cursor: queryParam(request, 'cursor') },
+      now(),
+      config,
+    )
+    return accessLogPage(ctx, model)
+  })
+
+  page('/consumption', async (ctx, session, request) => {
+    const model = await loadConsumption(
+      db,
+      session.householdId,
+      { meterId: queryParam(request, 'meterId'), view: queryParam(request, 'view'), day: queryParam(request, 'day'), month: queryParam(request, 'month') },
+      now(),
+      config,
+    )
+    return consumptionPage(ctx, model)
+  })
+}

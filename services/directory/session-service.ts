@@ -1,0 +1,137 @@
+import { createHmac } from 'node:crypto'
+import type { Kysely } from 'kysely'
+import type { PortalLimits } from '../../shared/config.ts'
+import type { Database } from '../../shared/db/schema.ts'
+import { TooManyRequestsError, UnauthenticatedError } from '../../shared/errors.ts'
+import { newId } from '../../shared/ids.ts'
+import { generateSecret, hashSecret, safeEqual, verifySecret } from '../../shared/secrets.ts'
+import { authenticatePassword } from './directory-service.ts'
+import type { Principal } from './principal.ts'
+import * as repo from './session-repository.ts'
+import { addressKey, emailKey, type SignInThrottle } from './session-throttle.ts'
+
+/**
+ * The household portal's sessions. Signing in with email and password opens a session whose
+ * token, `<sessionId>.<secret>` (the secret is 256 random bits), goes to the browser in a
+ * cookie; the database keeps only the secret's salted hash and the expiry. Each session also
+ * has a CSRF token, derived from its token by HMAC so that nothing more is stored: a page
+ * carries it, and every change made with the cookie must send it back.
+ */
+
+export const EMAIL_LENGTH_MAX = 254
+
+/** What the browser holds: a session id, a dot, then 43 base64url characters (256 bits). */
+const SESSION_TOKEN_RE = /^(ses_[0-9a-z]{16})\.([A-Za-z0-9_-]{43})$/
+const CSRF_CONTEXT = 'metershare portal csrf v1'
+
+export type SessionLimits = Pick<PortalLimits, 'sessionTtlMs' | 'sessionsPerHouseholdMax'>
+
+export interface OpenedSession {
+  /** The cookie's value; shown once, never stored. */
+  token: string
+  csrfToken: string
+  householdId: string
+  expiresAt: Date
+}
+
+export interface ResolvedSession {
+  sessionId: string
+  householdId: string
+  expiresAt: Date
+}
+
+function parseToken(token: string): { id: string; secret: string } | null {
+  const match = SESSION_TOKEN_RE.exec(token)
+  return match === null ? null : { id: match[1]!, secret: match[2]! }
+}
+
+/** The CSRF token of a session: HMAC-SHA256 keyed by the session token, so only its holder can compute it. */
+export function csrfTokenOf(sessionToken: string): string {
+  return createHmac('sha256', sessionToken).update(CSRF_CONTEXT).digest('base64url')
+}
+
+export function csrfTokenValid(sessionToken: string, candidate: string | undefined): boolean {
+  if (candidate === undefined || candidate === '') return false
+  return safeEqual(candidate, csrfTokenOf(sessionToken))
+}
+
+/** Opens a session for a household that has proved who it is; ends expired and surplus sessions. */
+export async function openSession(db: Kysely<Database>, householdId: string, now: Date, limits: SessionLimits): Promise<OpenedSession> {
+  const id = newId('session')
+  const secret = generateSecret()
+  const expiresAt = new Date(now.getTime() + limits.sessionTtlMs)
+  await db.transaction().execute(async (trx) => {
+    await repo.deleteExpiredSessions(trx, now)
+    await repo.insertSession(trx, { id, household_id: householdId, token_hash: hashSecret(secret), created_at: now, expires_at: expiresAt })
+    await repo.deleteSessionsBeyond(trx, householdId, limits.sessionsPerHouseholdMax)
+  })
+  const token = `${id}.${secret}`
+  return { token, csrfToken: csrfTokenOf(token), householdId, expiresAt }
+}
+
+/** The live session a token belongs to; null when it is malformed, unknown, forged or expired. */
+export async function resolveSession(db: Kysely<Database>, token: string, now: Date): Promise<ResolvedSession | null> {
+  const parsed = parseToken(token)
+  if (parsed === null) return null
+  const row = await repo.findSession(db, parsed.id)
+  if (row === undefined || !verifySecret(parsed.secret, row.token_hash)) return null
+  if (row.expires_at.getTime() <= now.getTime()) return null
+  return { sessionId: row.id, householdId: row.household_id, expiresAt: row.expires_at }
+}
+
+/** Ends the session of a token (signing out); a token that does not hold ends nothing. */
+export async function closeSession(db: Kysely<Database>, token: string): Promise<boolean> {
+  const parsed = parseToken(token)
+  if (parsed === null) return false
+  const row = await repo.findSession(db, parsed.id)
+  if (row === undefined || !verifySecret(parsed.secret, row.token_hash)) return false
+  await repo.deleteSession(db, row.id)
+  return true
+}
+
+export interface SignInInput {
+  email: string
+  password: string
+  /** The caller's network address, throttled like the email. */
+  address: string
+}
+
+/**
+ * Email and password to a new session. Failures are counted per email and per address;
+ * past the limit the attempt is refused before the password is even checked (429), so that
+ * guessing stays slow and costs us no scrypt work. A wrong email and a wrong password fail alike.
+ */
+export async function signIn(
+  db: Kysely<Database>,
+  input: SignInInput,
+  now: Date,
+  limits: SessionLimits,
+  throttle: SignInThrottle,
+): Promise<OpenedSession> {
+  const keys = [emailKey(input.email), addressKey(input.address)]
+  const wait = throttle.retryAfterMs(keys, now.getTime())
+  if (wait > 0) throw new TooManyRequestsError('too many failed sign-ins: try again later', wait)
+  const found = await authenticatePassword(db, input.email.trim(), input.password)
+  if (found === null) {
+    throttle.recordFailure(keys, now.getTime())
+    throw new UnauthenticatedError('email or password: no household with this email and password')
+  }
+  throttle.forget(keys[0]!)
+  return openSession(db, found.householdId, now, limits)
+}
+
+/** The API's view of sessions (`ApiDeps.sessions`): the household behind a cookie, and its CSRF check. */
+export interface SessionLookup {
+  resolve(token: string, now: Date): Promise<Principal | null>
+  csrfTokenValid(token: string, candidate: string | undefined): boolean
+}
+
+export function sessionResolver(db: Kysely<Database>): SessionLookup {
+  return {
+    async resolve(token, now) {
+      const session = await resolveSession(db, token, now)
+      return session === null ? null : { role: 'household', householdId: session.householdId }
+    },
+    csrfTokenValid,
+  }
+}

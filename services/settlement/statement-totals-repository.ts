@@ -1,0 +1,38 @@
+import { sql, type Kysely, type Transaction } from 'kysely'
+import type { Database } from '../../shared/db/schema.ts'
+
+/** SQL of a household's statement totals over many months at once (the portal's chart). */
+
+type Db = Kysely<Database> | Transaction<Database>
+
+export interface MonthTotalsRow {
+  month: string
+  shares: bigint
+  adjustments: bigint
+}
+
+/**
+ * Per closed month in which the household has lines or adjustments (as findStatementMonths):
+ * its shares in the closing run's lines, and what adjustment journals booked that month on
+ * its account. The newest `monthsMax` months, newest first.
+ */
+export async function findHouseholdMonthTotals(db: Db, householdId: string, accountId: string, monthsMax: number): Promise<MonthTotalsRow[]> {
+  const { rows } = await sql<MonthTotalsRow>`
+    WITH closing AS (SELECT id, month FROM settlement_runs WHERE seq = 1),
+    shares AS (
+      SELECT c.month, sum(l.household_share_micros)::bigint AS shares
+      FROM closing c JOIN settlement_lines l ON l.run_id = c.id
+      WHERE l.household_id = ${householdId}
+      GROUP BY c.month),
+    adjustments AS (
+      SELECT j.posting_month AS month, coalesce(sum(e.amount_micros), 0)::bigint AS adjustments
+      FROM ledger_journals j LEFT JOIN ledger_entries e ON e.journal_id = j.id AND e.account_id = ${accountId}
+      WHERE j.household_id = ${householdId} AND j.kind = 'adjustment'
+      GROUP BY j.posting_month)
+    SELECT c.month, coalesce(s.shares, 0)::bigint AS shares, coalesce(a.adjustments, 0)::bigint AS adjustments
+    FROM closing c LEFT JOIN shares s ON s.month = c.month LEFT JOIN adjustments a ON a.month = c.month
+    WHERE s.month IS NOT NULL OR a.month IS NOT NULL
+    ORDER BY c.month DESC
+    LIMIT ${monthsMax}`.execute(db)
+  return rows
+}

@@ -1,0 +1,251 @@
+import type { LightMyRequestResponse } from 'fastify'
+import { beforeEach, expect, it } from 'vitest'
+import type { SessionResolver } from '../../../services/api/auth.ts'
+import { createHousehold } from '../../../services/directory/directory-service.ts'
+import { csrfTokenValid, sessionResolver } from '../../../services/directory/session-service.ts'
+import { settleMonth } from '../../../services/settlement/settlement-service.ts'
+import { householdStatement } from '../../../services/settlement/statement-service.ts'
+import { householdMonthTotals } from '../../../services/settlement/statement-totals-service.ts'
+import { formatEurLocale } from '../../../shared/money.ts'
+import { describeDatabases } from '../../support/database.ts'
+import { consent, ctxAt, hourly, ingest, meter, occupy, offer, paris, party } from '../settlement/settlement-fixtures.ts'
+import { useApi } from './api-harness.ts'
+
+/**
+ * The portal's pages, rendered by the real API on a test database: a household with two
+ * settled months (one with an adjustment for the other), a consent, an access log and a
+ * load curve. Figures on the pages are checked against the services and against amounts
+ * written out here.
+ */
+
+/** 8,054 µ€ a datum, half to the household: 4,027 µ€ of household share per reading. */
+const PRICE = 8_054n
+const SHARE = 4_027n
+const EMAIL = 'martin@example.org'
+const PASSWORD = 'correct horse battery staple'
+/** A recipient name that must come out as text, never as markup. */
+const RECIPIENT_NAME = 'Watt & <Co>'
+
+describeDatabases('portal pages', (t) => {
+  let clock = paris('2026-12-02', 12)
+  const sessions: SessionResolver = { resolve: (token, now) => sessionResolver(t.db).resolve(token, now), csrfTokenValid }
+  const api = useApi(t, { clock: () => clock, config: {}, extra: { sessions } })
+  let householdId: string
+  let recipientId: string
+  let meterId: string
+  let cookie: string
+
+  beforeEach(async () => {
+    clock = paris('2026-12-02', 12)
+    const db = t.db
+    const operator = await party(db, 'utility', 'Grid')
+    recipientId = await party(db, 'third_party', RECIPIENT_NAME)
+    householdId = (await createHousehold(db, { name: 'Martin', email: EMAIL, password: PASSWORD })).id
+    meterId = await meter(db, operator)
+    await occupy(db, meterId, householdId, paris('2026-09-01'))
+    const offerId = await offer(db, { recipientId, granularity: 'load_curve', priceMicrosPerDatum: PRICE, householdBps: 5_000, operatorBps: 5_000, platformBps: 0 })
+    await consent(db, { householdId, recipientId, offerId, granularity: 'load_curve', meterIds: [meterId], validFrom: paris('2026-09-01') })
+
+    // October: the 1st to the 3rd (72 readings), settled; then late readings of the 10th (24),
+    // settled in November as an adjustment; November: the 1st and 2nd (48 readings).
+    await ingest(db, t.dialect, meterId, 'electricity', hourly(paris('2026-10-01'), paris('2026-10-04')))
+    await settleMonth(db, '2026-10', ctxAt(paris('2026-11-01', 2)))
+    await ingest(db, t.dialect, meterId, 'electricity', hourly(paris('2026-10-10'), paris('2026-10-11')))
+    await settleMonth(db, '2026-10', ctxAt(paris('2026-11-15')))
+    await ingest(db, t.dialect, meterId, 'electricity', hourly(paris('2026-11-01'), paris('2026-11-03')))
+    await settleMonth(db, '2026-11', ctxAt(paris('2026-12-01', 2)))
+
+    const res = await api.inject({ method: 'POST', url: '/portal/session', payload: { email: EMAIL, password: PASSWORD } })
+    expect(res.statusCode, res.body).toBe(201)
+    const set = String(res.headers['set-cookie'])
+    cookie = set.slice(0, set.indexOf(';'))
+  })
+
+  async function page(url: string, headers: Record<string, string> = {}): Promise<LightMyRequestResponse> {
+    return api.inject({ method: 'GET', url, headers: { cookie, 'accept-language': 'en-GB,en;q=0.8', ...headers } })
+  }
+
+  const eur = (micros: bigint) => formatEurLocale(micros, 'en-GB')
+
+  it('sums each month in one query to the totals of its statement', async () => {
+    const totals = await householdMonthTotals(t.db, householdId, 12)
+    expect(totals.map((m) => m.month)).toEqual(['2026-10', '2026-11'])
+    for (const m of totals) {
+      const statement = await householdStatement(t.db, householdId, m.month)
+      expect({ month: m.month, adjustments: m.adjustmentsMicros, total: m.totalMicros }).toEqual({
+        month: m.month,
+        adjustments: statement.adjustmentsMicros,
+        total: statement.totalMicros,
+      })
+    }
+    // Written out: October 72 readings; November 48 readings and the 24 late ones of October.
+    expect(totals.map((m) => [m.sharesMicros, m.adjustmentsMicros])).toEqual([
+      [72n * SHARE, 0n],
+      [48n * SHARE, 24n * SHARE],
+    ])
+    expect(await householdMonthTotals(t.db, householdId, 1)).toEqual([totals[1]])
+  })
+
+  it('shows the last settled month’s total, the balance, and the chart and table of every month', async () => {
+    const res = await page('/')
+    expect(res.statusCode).toBe(200)
+    expect(res.headers['content-type']).toBe('text/html; charset=utf-8')
+    expect(res.headers['cache-control']).toBe('no-store')
+    expect(res.headers['content-security-policy']).toContain("script-src 'self'")
+    const html = res.body
+    expect(html).toContain('<html lang="en">')
+    const november = 72n * SHARE
+    const october = 72n * SHARE
+    expect(html).toContain(`id="month-total" data-month="2026-11" data-micros="${november}"><span>November 2026</span> <strong>${eur(november)}</strong>`)
+    expect(eur(november)).toBe('€0.29')
+    // October's 0.29 and November's 0.29 make 0.58, under the 5 EUR minimum: carried forward.
+    expect(html).toContain(`id="balance" data-micros="${october + november}"><strong>${eur(october + november)}</strong>`)
+    expect(html).toContain('Paid out once it reaches €5.00.')
+    const bars = [...html.matchAll(/<rect class="bar" data-key="([^"]+)" data-value="(\d+)"[^>]*height="([\d.]+)"><title>([^<]+)<\/title>/g)]
+    expect(bars.map((b) => [b[1], b[2], b[4]])).toEqual([
+      ['2026-10', String(october), `October 2026: ${eur(october)}`],
+      ['2026-11', String(november), `November 2026: ${eur(november)}`],
+    ])
+    expect(html).toContain('role="img" aria-labelledby="earnings-chart-title earnings-chart-desc"')
+    const rows = [...html.matchAll(/<tr data-month="([^"]+)"><th scope="row"><a href="\/statements\/[^"]+">([^<]+)<\/a><\/th>\s*<td class="num">([^<]+)<\/td><td class="num">([^<]+)<\/td>/g)]
+    expect(rows.map((r) => r.slice(1))).toEqual([
+      ['2026-11', 'November 2026', eur(november), 'not yet'],
+      ['2026-10', 'October 2026', eur(october), 'not yet'],
+    ])
+  })
+
+  it('shows a month’s statement line by line, with its adjustments, total and CSV link', async () => {
+    const res = await page('/statements/2026-11')
+    expect(res.statusCode).toBe(200)
+    const html = res.body
+    expect(html).toContain('<h1>Statement for November 2026</h1>')
+    // 48 readings at 8,054 µ€ = 386,592 µ€ gross, half of it the household's.
+    expect(html).toMatch(
+      new RegExp(
+        `<td>Watt &amp; &lt;Co&gt;</td>\\s*<td>settlement test</td>\\s*<td>Load curve \\(every reading\\)</td>\\s*<td class="num">48</td>\\s*<td class="num">${escape(eur(48n * PRICE))}</td>\\s*<td class="num">${escape(eur(48n * SHARE))}</td>`,
+      ),
+    )
+    expect(html).not.toContain('<Co>')
+    expect(html).toContain(`id="statement-adjustments">${eur(24n * SHARE)}</td>`)
+    expect(html).toContain(`id="statement-total" data-micros="${72n * SHARE}">${eur(72n * SHARE)}</td>`)
+    expect(html).toContain('href="/me/statements/2026-11?format=csv"')
+    expect(html).toContain('href="/statements/2026-10" rel="prev"')
+    const csv = await page('/me/statements/2026-11?format=csv')
+    expect(csv.statusCode).toBe(200)
+    expect(csv.body).toContain(`2026-11,total,,,,,,${72n * SHARE}`)
+  })
+
+  it('says a month is not settled yet, and that a malformed one does not exist', async () => {
+    const december = await page('/statements/2026-12')
+    expect(december.statusCode).toBe(404)
+    expect(december.body).toContain('December 2026 has not been settled yet.')
+    expect((await page('/statements/2026-13')).statusCode).toBe(404)
+  })
+
+  it('lists consents and offers with the price and the household’s share before any grant', async () => {
+    const res = await page('/consents')
+    expect(res.statusCode).toBe(200)
+    const html = res.body
+    expect(html).toMatch(/<tr data-consent="cns_[0-9a-z]+" data-status="active">/)
+    expect(html).toContain(`data-recipient="Watt &amp; &lt;Co&gt;" aria-label="Revoke the consent for Watt &amp; &lt;Co&gt;: settlement test">Revoke</button>`)
+    expect(html).toContain('<dd class="price">€0.008054 per datum · €8.05 per 1,000 datums</dd>')
+    expect(html).toContain('<dd class="share">50% of the price: €0.004027 per datum</dd>')
+    // 30 days of hourly readings: 720 × 4,027 µ€ = 2.89944 EUR.
+    expect(html).toContain(`data-share-per-10000="${PRICE * 5_000n}"`)
+    expect(html).toContain('about €2.90 a month for the meters chosen')
+    expect(html).toContain(`<input type="checkbox" name="meterId" value="${meterId}" checked data-datums="720">`)
+    expect(html).toContain('<dialog id="revoke-dialog"')
+    expect(html).toMatch(/<meta name="csrf-token" content="[A-Za-z0-9_-]{43}">/)
+  })
+
+  it('shows who received how much, per day, recipient, meter and channel', async () => {
+    await t.db
+      .insertInto('access_log')
+      .values([
+        { recipient_id: recipientId, household_id: householdId, meter_id: meterId, day: '2026-11-30', channel: 'mqtt', datums: 24n },
+        { recipient_id: recipientId, household_id: householdId, meter_id: meterId, day: '2026-12-01', channel: 'http', datums: 1234n },
+      ])
+      .execute()
+    const res = await page('/access-log')
+    expect(res.statusCode).toBe(200)
+    const rows = [...res.body.matchAll(/<tr><td>([^<]+)<\/td><td>([^<]+)<\/td><td>([^<]+)<\/td><td>([^<]+)<\/td><td class="num">([^<]+)<\/td><\/tr>/g)]
+    expect(rows.map((r) => r.slice(1))).toEqual([
+      ['30 November 2026', 'Watt &amp; &lt;Co&gt;', meterId, 'live (MQTT)', '24'],
+      ['1 December 2026', 'Watt &amp; &lt;Co&gt;', meterId, 'pulled (HTTP)', '1,234'],
+    ])
+    const narrowed = await page('/access-log?from=2026-12-01&to=2026-12-01')
+    expect(narrowed.body).not.toContain('live (MQTT)')
+    expect(narrowed.body).toContain('pulled (HTTP)')
+  })
+
+  it('draws the consumption of a day interval by interval, and of a month day by day', async () => {
+    // Each hourly reading's index grows by 10 Wh.
+    const day = await page(`/consumption?meterId=${meterId}&view=day&day=2026-10-02`)
+    expect(day.statusCode).toBe(200)
+    const bars = [...day.body.matchAll(/<rect class="bar" data-key="([^"]+)" data-value="(\d+)"/g)]
+    expect(bars).toHaveLength(24)
+    expect(new Set(bars.map((b) => b[2]))).toEqual(new Set(['10']))
+    expect(bars[0]![1]).toBe(paris('2026-10-02').toISOString().replace('.000Z', 'Z'))
+    expect(day.body).toContain('<figcaption id="consumption-total">Total: 0.240 kWh</figcaption>')
+
+    const month = await page(`/consumption?meterId=${meterId}&view=month&month=2026-10`)
+    const days = new Map([...month.body.matchAll(/<rect class="bar" data-key="([^"]+)" data-value="(\d+)"/g)].map((b) => [b[1], b[2]]))
+    expect(days.size).toBe(31)
+    // The 1st has no earlier reading: 23 differences; the 2nd and 3rd 24 each; the 4th has no data.
+    expect([days.get('2026-10-01'), days.get('2026-10-02'), days.get('2026-10-03'), days.get('2026-10-04')]).toEqual(['230', '240', '240', '0'])
+    expect(month.body).toContain('<th scope="row">4 October 2026</th><td class="num">—</td>')
+  })
+
+  it('speaks French when the browser asks for it, and remembers a language chosen', async () => {
+    const fr = await page('/', { 'accept-language': 'fr-FR,fr;q=0.9,en;q=0.5' })
+    expect(fr.body).toContain('<html lang="fr">')
+    expect(fr.body).toContain('<h1>Vos gains</h1>')
+    expect(fr.body).toContain(`${formatEurLocale(72n * SHARE, 'fr-FR')}</strong>`)
+    expect(fr.body).toContain('novembre 2026')
+    const chosen = await page('/consents?lang=en', { 'accept-language': 'fr' })
+    expect(chosen.body).toContain('<html lang="en">')
+    const set = String(chosen.headers['set-cookie'])
+    expect(set).toContain('metershare_lang=en')
+    const remembered = await page('/', { 'accept-language': 'fr', cookie: `${cookie}; metershare_lang=en` })
+    expect(remembered.body).toContain('<html lang="en">')
+  })
+
+  it('shows the sign-in form signed out, and sends other pages there', async () => {
+    const signIn = await api.inject({ method: 'GET', url: '/', headers: { 'accept-language': 'en' } })
+    expect(signIn.statusCode).toBe(200)
+    expect(signIn.body).toContain('<form method="post" action="/portal/session" class="sign-in">')
+    expect(signIn.body).toContain('<label for="email">Email</label>')
+    expect(signIn.body).not.toContain('csrf-token')
+    for (const url of ['/consents', '/statements/2026-10', '/access-log', '/consumption']) {
+      const res = await api.inject({ method: 'GET', url })
+      expect(res.statusCode, url).toBe(303)
+      expect(res.headers.location).toBe('/')
+    }
+  })
+
+  it('serves its stylesheet and script under content-hashed names, cached for good', async () => {
+    const html = (await page('/')).body
+    const css = /<link rel="stylesheet" href="(\/portal\/assets\/portal-[^"]+\.css)">/.exec(html)![1]!
+    const js = /<script src="(\/portal\/assets\/portal-[^"]+\.js)" defer><\/script>/.exec(html)![1]!
+    for (const [url, type] of [[css, 'text/css'], [js, 'text/javascript']] as const) {
+      const res = await api.inject({ method: 'GET', url })
+      expect(res.statusCode).toBe(200)
+      expect(res.headers['content-type']).toContain(type)
+      expect(res.headers['cache-control']).toBe('public, max-age=31536000, immutable')
+    }
+    expect((await api.inject({ method: 'GET', url: '/portal/assets/portal-old.js' })).statusCode).toBe(404)
+    expect(html).not.toMatch(/https?:\/\//)
+  })
+
+  it('answers a tampered page link with a page that says so', async () => {
+    const res = await page('/access-log?cursor=not-a-cursor')
+    expect(res.statusCode).toBe(400)
+    expect(res.headers['content-type']).toContain('text/html')
+    expect(res.body).toContain('cursor: not a cursor this API returned')
+  })
+})
+
+function escape(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')
+}
+

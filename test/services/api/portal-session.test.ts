@@ -1,0 +1,324 @@
+import type { FastifyRequest, LightMyRequestResponse } from 'fastify'
+import { beforeEach, describe, expect, it } from 'vitest'
+import type { SessionResolver } from '../../../services/api/auth.ts'
+import { sessionCookie } from '../../../services/api/routes/portal-routes.ts'
+import { csrfTokenOf, csrfTokenValid, sessionResolver } from '../../../services/directory/session-service.ts'
+import { SignInThrottle } from '../../../services/directory/session-throttle.ts'
+import { verifySecret } from '../../../shared/secrets.ts'
+import { describeDatabases } from '../../support/database.ts'
+import { bearer, errorOf, useApi } from './api-harness.ts'
+
+/**
+ * Signing in to the portal, the session cookie, its CSRF token on every change, signing out
+ * and expiry, through the real API (`app.inject`) on a test database, with the API's clock
+ * set by each test.
+ */
+
+const TTL_MS = 60 * 60_000
+const WINDOW_MS = 10 * 60_000
+const FAILURES_MAX = 3
+const SESSIONS_MAX = 3
+const PASSWORD = 'correct horse battery staple'
+
+interface Party {
+  id: string
+  apiKey: string
+}
+
+/** The Set-Cookie answers of a response, by cookie name. */
+function setCookies(res: LightMyRequestResponse): Map<string, string> {
+  const header = res.headers['set-cookie']
+  const list = header === undefined ? [] : Array.isArray(header) ? header : [header]
+  return new Map(list.map((c) => [c.slice(0, c.indexOf('=')), c]))
+}
+
+function cookieValue(setCookie: string): string {
+  return setCookie.slice(setCookie.indexOf('=') + 1, setCookie.indexOf(';'))
+}
+
+describeDatabases('portal sign-in and sessions', (t) => {
+  let clock = new Date('2026-10-10T10:00:00Z')
+  // The database exists only once the suite runs: the resolver looks it up per call.
+  const sessions: SessionResolver = { resolve: (token, now) => sessionResolver(t.db).resolve(token, now), csrfTokenValid }
+  const api = useApi(t, {
+    clock: () => clock,
+    config: { portal: { sessionTtlMs: TTL_MS, signInFailuresMax: FAILURES_MAX, signInFailureWindowMs: WINDOW_MS, sessionsPerHouseholdMax: SESSIONS_MAX } },
+    extra: { sessions },
+  })
+  let household: Party
+  let email: string
+  let offerId: string
+  let emailCounter = 0
+  let address = ''
+
+  beforeEach(async () => {
+    clock = new Date('2026-10-10T10:00:00Z')
+    // A fresh email per test: the API's sign-in throttle lives as long as the API.
+    email = `portal-${++emailCounter}@example.org`
+    address = `192.0.2.${emailCounter}`
+    household = (await api.asOperator('POST', '/admin/households', { name: 'Martin', email, password: PASSWORD })).json()
+    const utility: Party = (await api.asOperator('POST', '/admin/parties', { kind: 'utility', name: 'Grid' })).json()
+    const app: Party = (await api.asOperator('POST', '/admin/parties', { kind: 'third_party', name: 'Advice app' })).json()
+    const meter = await api.asOperator('POST', '/admin/meters', { operatorId: utility.id, commodity: 'electricity', intervalMinutes: 30, id: `M-${emailCounter}` })
+    expect(meter.statusCode).toBe(201)
+    await api.asOperator('POST', '/admin/occupancies', { meterId: `M-${emailCounter}`, householdId: household.id, from: '2026-01-01T00:00:00Z' })
+    const offer = await api.asOperator('POST', '/admin/offers', {
+      recipientId: app.id,
+      purpose: 'energy advice',
+      granularity: 'daily',
+      priceMicrosPerDatum: '2000',
+      split: { householdBps: 7000, operatorBps: 1000, platformBps: 2000 },
+    })
+    offerId = offer.json().id
+  })
+
+  async function signIn(password = PASSWORD, who = email, headers: Record<string, string> = {}): Promise<LightMyRequestResponse> {
+    return api.inject({ method: 'POST', url: '/portal/session', remoteAddress: address, headers, payload: { email: who, password } })
+  }
+
+  async function session(): Promise<{ cookie: string; token: string; csrf: string }> {
+    const res = await signIn()
+    expect(res.statusCode, res.body).toBe(201)
+    const token = cookieValue(setCookies(res).get('metershare_session')!)
+    return { cookie: `metershare_session=${token}`, token, csrf: res.json().csrfToken }
+  }
+
+  function grantBody() {
+    return { offerId, validUntil: '2027-10-01T00:00:00Z' }
+  }
+
+  it('signs a household in: an HttpOnly, SameSite=Strict cookie of a 256-bit token, of which only a salted hash is stored', async () => {
+    const res = await signIn()
+    expect(res.statusCode, res.body).toBe(201)
+    const body = res.json()
+    expect(body).toEqual({ householdId: household.id, csrfToken: expect.any(String), expiresAt: new Date(clock.getTime() + TTL_MS).toISOString() })
+    const cookie = setCookies(res).get('metershare_session')!
+    const attributes = cookie.split(';').map((a) => a.trim())
+    expect(attributes).toEqual(expect.arrayContaining(['HttpOnly', 'SameSite=Strict', 'Path=/', `Max-Age=${TTL_MS / 1000}`]))
+    // Plain HTTP here: a Secure cookie would never come back.
+    expect(attributes).not.toContain('Secure')
+    const token = cookieValue(cookie)
+    const [id, secret] = token.split('.') as [string, string]
+    expect(Buffer.from(secret, 'base64url')).toHaveLength(32)
+    const rows = await t.db.selectFrom('sessions').selectAll().execute()
+    expect(rows).toHaveLength(1)
+    expect(rows[0]).toMatchObject({ id, household_id: household.id })
+    expect(rows[0]!.expires_at.getTime()).toBe(clock.getTime() + TTL_MS)
+    expect(rows[0]!.token_hash).not.toContain(secret)
+    expect(verifySecret(secret, rows[0]!.token_hash)).toBe(true)
+    expect(body.csrfToken).toBe(csrfTokenOf(token))
+    expect(body.csrfToken).not.toContain(secret)
+  })
+
+  it('marks the cookie Secure when the request came over HTTPS', () => {
+    const cookie = sessionCookie({ protocol: 'https' } as FastifyRequest, 'ses_x.y', 60)
+    expect(cookie.split('; ')).toEqual(expect.arrayContaining(['Secure', 'HttpOnly', 'SameSite=Strict']))
+  })
+
+  it('refuses a wrong password and an unknown email alike, with 401 and no cookie', async () => {
+    const wrong = await signIn('not the password')
+    const unknown = await signIn(PASSWORD, 'nobody@example.org')
+    for (const res of [wrong, unknown]) {
+      expect(res.statusCode).toBe(401)
+      expect(errorOf(res)).toEqual({ code: 'UNAUTHENTICATED', message: 'email or password: no household with this email and password' })
+      expect(res.headers['set-cookie']).toBeUndefined()
+    }
+    expect(await t.db.selectFrom('sessions').selectAll().execute()).toEqual([])
+  })
+
+  it('names the field of a malformed sign-in', async () => {
+    const res = await api.inject({ method: 'POST', url: '/portal/session', remoteAddress: address, payload: { email } })
+    expect(res.statusCode).toBe(400)
+    expect(errorOf(res).message).toMatch(/^password: /)
+  })
+
+  it('refuses an email after too many failures, even with the right password, until the window has passed', async () => {
+    for (let i = 0; i < FAILURES_MAX; i++) expect((await signIn('wrong password')).statusCode).toBe(401)
+    clock = new Date(clock.getTime() + 1_000)
+    const refused = await signIn()
+    expect(refused.statusCode).toBe(429)
+    expect(errorOf(refused).code).toBe('TOO_MANY_REQUESTS')
+    expect(Number(refused.headers['retry-after'])).toBe((WINDOW_MS - 1_000) / 1000)
+    expect(await t.db.selectFrom('sessions').selectAll().execute()).toEqual([])
+    clock = new Date(clock.getTime() + WINDOW_MS)
+    expect((await signIn()).statusCode).toBe(201)
+  })
+
+  it('counts failures per address too, across emails', async () => {
+    for (let i = 0; i < FAILURES_MAX; i++) expect((await signIn('wrong password', `other-${i}@example.org`)).statusCode).toBe(401)
+    expect((await signIn()).statusCode).toBe(429)
+    expect((await api.inject({ method: 'POST', url: '/portal/session', remoteAddress: '198.51.100.1', payload: { email, password: PASSWORD } })).statusCode).toBe(201)
+  })
+
+  it('lets the session cookie read the household endpoints', async () => {
+    const s = await session()
+    const res = await api.inject({ method: 'GET', url: '/me/payouts', headers: { cookie: s.cookie } })
+    expect(res.statusCode, res.body).toBe(200)
+    expect(res.json()).toEqual({ payouts: [], balanceMicros: '0' })
+  })
+
+  it('refuses a change made with the cookie without the session’s CSRF token, with 403, and accepts it with the token', async () => {
+    const s = await session()
+    const missing = await api.inject({ method: 'POST', url: '/me/consents', headers: { cookie: s.cookie }, payload: grantBody() })
+    expect(missing.statusCode).toBe(403)
+    expect(errorOf(missing)).toMatchObject({ code: 'FORBIDDEN', message: expect.stringMatching(/^x-csrf-token: /) })
+    const other = await session()
+    const wrong = await api.inject({ method: 'POST', url: '/me/consents', headers: { cookie: s.cookie, 'x-csrf-token': other.csrf }, payload: grantBody() })
+    expect(wrong.statusCode).toBe(403)
+    expect(await t.db.selectFrom('consents').selectAll().execute()).toEqual([])
+
+    const granted = await api.inject({ method: 'POST', url: '/me/consents', headers: { cookie: s.cookie, 'x-csrf-token': s.csrf }, payload: grantBody() })
+    expect(granted.statusCode, granted.body).toBe(201)
+    const id = granted.json().id
+    const revokeBare = await api.inject({ method: 'DELETE', url: `/me/consents/${id}`, headers: { cookie: s.cookie } })
+    expect(revokeBare.statusCode).toBe(403)
+    const revoked = await api.inject({ method: 'DELETE', url: `/me/consents/${id}`, headers: { cookie: s.cookie, 'x-csrf-token': s.csrf } })
+    expect(revoked.statusCode).toBe(204)
+  })
+
+  it('refuses a change from another origin even with the token', async () => {
+    const s = await session()
+    const res = await api.inject({
+      method: 'POST',
+      url: '/me/consents',
+      headers: { cookie: s.cookie, 'x-csrf-token': s.csrf, origin: 'https://elsewhere.example' },
+      payload: grantBody(),
+    })
+    expect(res.statusCode).toBe(403)
+    expect(errorOf(res).message).toMatch(/^origin: /)
+  })
+
+  it('asks no CSRF token of a request made with an API key', async () => {
+    const res = await api.inject({ method: 'POST', url: '/me/consents', headers: bearer(household.apiKey), payload: grantBody() })
+    expect(res.statusCode, res.body).toBe(201)
+  })
+
+  it('refuses a sign-in posted from another origin', async () => {
+    const res = await signIn(PASSWORD, email, { origin: 'https://elsewhere.example' })
+    expect(res.statusCode).toBe(403)
+    expect(res.headers['set-cookie']).toBeUndefined()
+  })
+
+  it('signs out with the CSRF token: the session ends and the cookie is cleared', async () => {
+    const s = await session()
+    const bare = await api.inject({ method: 'DELETE', url: '/portal/session', headers: { cookie: s.cookie } })
+    expect(bare.statusCode).toBe(403)
+    expect((await api.inject({ method: 'GET', url: '/me/payouts', headers: { cookie: s.cookie } })).statusCode).toBe(200)
+
+    const out = await api.inject({ method: 'DELETE', url: '/portal/session', headers: { cookie: s.cookie, 'x-csrf-token': s.csrf } })
+    expect(out.statusCode).toBe(204)
+    const cleared = setCookies(out).get('metershare_session')!
+    expect(cookieValue(cleared)).toBe('')
+    expect(cleared).toContain('Max-Age=0')
+    expect(await t.db.selectFrom('sessions').selectAll().execute()).toEqual([])
+    const after = await api.inject({ method: 'GET', url: '/me/payouts', headers: { cookie: s.cookie } })
+    expect(after.statusCode).toBe(401)
+    // Signing out again, or without a session, only clears the cookie.
+    expect((await api.inject({ method: 'DELETE', url: '/portal/session', headers: { cookie: s.cookie } })).statusCode).toBe(204)
+  })
+
+  it('ends a session when its lifetime is over', async () => {
+    const s = await session()
+    clock = new Date(clock.getTime() + TTL_MS - 1)
+    expect((await api.inject({ method: 'GET', url: '/me/payouts', headers: { cookie: s.cookie } })).statusCode).toBe(200)
+    clock = new Date(clock.getTime() + 1)
+    const expired = await api.inject({ method: 'GET', url: '/me/payouts', headers: { cookie: s.cookie } })
+    expect(expired.statusCode).toBe(401)
+    expect(errorOf(expired).message).toBe('session expired or unknown')
+    // The portal shows the sign-in form again and clears the stale cookie.
+    const page = await api.inject({ method: 'GET', url: '/', headers: { cookie: s.cookie } })
+    expect(page.statusCode).toBe(200)
+    expect(page.body).toContain('action="/portal/session"')
+    expect(cookieValue(setCookies(page).get('metershare_session')!)).toBe('')
+    // The next sign-in sweeps expired sessions away.
+    await session()
+    expect(await t.db.selectFrom('sessions').select('expires_at').execute()).toEqual([{ expires_at: new Date(clock.getTime() + TTL_MS) }])
+  })
+
+  it('refuses a forged or tampered cookie', async () => {
+    const s = await session()
+    const [id] = s.token.split('.') as [string]
+    const forged = `${id}.${'A'.repeat(43)}`
+    for (const cookie of [`metershare_session=${forged}`, 'metershare_session=garbage', `metershare_session=${'x'.repeat(600)}`]) {
+      const res = await api.inject({ method: 'GET', url: '/me/payouts', headers: { cookie } })
+      expect(res.statusCode, cookie.slice(0, 40)).toBe(401)
+    }
+  })
+
+  it(`keeps at most ${SESSIONS_MAX} sessions of a household, ending the oldest`, async () => {
+    const first = await session()
+    for (let i = 0; i < SESSIONS_MAX; i++) {
+      clock = new Date(clock.getTime() + 1_000)
+      await session()
+    }
+    expect(await t.db.selectFrom('sessions').selectAll().execute()).toHaveLength(SESSIONS_MAX)
+    expect((await api.inject({ method: 'GET', url: '/me/payouts', headers: { cookie: first.cookie } })).statusCode).toBe(401)
+  })
+
+  describe('the sign-in form', () => {
+    it('answers a good sign-in with the cookie and a redirect to the portal', async () => {
+      const res = await api.inject({
+        method: 'POST',
+        url: '/portal/session',
+        remoteAddress: address,
+        headers: { 'content-type': 'application/x-www-form-urlencoded' },
+        payload: new URLSearchParams({ email, password: PASSWORD }).toString(),
+      })
+      expect(res.statusCode).toBe(303)
+      expect(res.headers.location).toBe('/')
+      expect(setCookies(res).get('metershare_session')).toContain('HttpOnly')
+    })
+
+    it('answers a bad one with the form again, its error, and the email kept', async () => {
+      const res = await api.inject({
+        method: 'POST',
+        url: '/portal/session',
+        remoteAddress: address,
+        headers: { 'content-type': 'application/x-www-form-urlencoded', 'accept-language': 'fr-FR,fr;q=0.9' },
+        payload: new URLSearchParams({ email, password: 'wrong password' }).toString(),
+      })
+      expect(res.statusCode).toBe(401)
+      expect(res.headers['content-type']).toMatch(/^text\/html/)
+      expect(res.body).toContain('<html lang="fr">')
+      expect(res.body).toContain('role="alert"')
+      expect(res.body).toContain('Cette adresse et ce mot de passe ne correspondent à aucun foyer.')
+      expect(res.body).toContain(`value="${email}"`)
+      expect(res.headers['set-cookie']).toBeUndefined()
+    })
+
+    it('is the only route that takes URL-encoded bodies', async () => {
+      const res = await api.inject({
+        method: 'POST',
+        url: '/admin/households',
+        headers: { authorization: 'Bearer test-operator-token-0123456789abcdef', 'content-type': 'application/x-www-form-urlencoded' },
+        payload: 'name=x&email=x@example.org&password=xxxxxxxxxx',
+      })
+      expect(res.statusCode).toBe(415)
+    })
+  })
+})
+
+describe('sign-in throttle', () => {
+  const limits = { signInFailuresMax: 2, signInFailureWindowMs: 1_000, signInKeysTrackedMax: 3 }
+
+  it('makes a key wait until its oldest failure in the window has left it', () => {
+    const throttle = new SignInThrottle(limits)
+    throttle.recordFailure(['email:a', 'address:1'], 0)
+    expect(throttle.retryAfterMs(['email:b', 'address:1'], 50)).toBe(0)
+    throttle.recordFailure(['email:b', 'address:1'], 100)
+    expect(throttle.retryAfterMs(['email:c', 'address:1'], 200)).toBe(800)
+    expect(throttle.retryAfterMs(['email:c', 'address:2'], 200)).toBe(0)
+    expect(throttle.retryAfterMs(['email:c', 'address:1'], 999)).toBe(1)
+    expect(throttle.retryAfterMs(['email:c', 'address:1'], 1_000)).toBe(0)
+  })
+
+  it('forgets the least recently failed keys first beyond its limit', () => {
+    const throttle = new SignInThrottle(limits)
+    throttle.recordFailure(['email:x'], 0)
+    throttle.recordFailure(['email:x'], 1)
+    expect(throttle.retryAfterMs(['email:x'], 2)).toBe(998)
+    throttle.recordFailure(['email:d', 'email:e', 'email:f'], 3)
+    expect(throttle.size).toBe(3)
+    expect(throttle.retryAfterMs(['email:x'], 4)).toBe(0)
+  })
+})
