@@ -19,20 +19,20 @@ import { consentReleases, datumOwner, type ConsentFact, type OccupancyFact, type
 export type SpanKind = 'load_curve' | 'daily' | 'monthly'
 
 /**
- * A stretch of one meter's data of one household released by one consent. Datums of
- * `kind` count when their group's local day lies in [firstDay, lastDay] and, for the load
- * curve, when their timestamp lies in [fromMs, untilMs). Daily: one datum per
- * (meter, household, day) having data; monthly: one per (meter, household, month).
+ * A stretch of one meter's data of one household released by one consent, cut for counting:
+ * the local days it covers whole (`firstDay`..`lastDay`, none when null), counted from the
+ * daily rollups, and for the load curve the pieces of days it covers in part (`edges`,
+ * [from, until) instants, at most two), counted from that day's raw readings. Daily: one
+ * datum per (meter, household, day) with data; monthly: one per (meter, household, month).
  */
 export interface CountSpan {
   kind: SpanKind
   consentId: string
   meterId: string
   householdId: string
-  firstDay: string
-  lastDay: string
-  fromMs: number
-  untilMs: number
+  firstDay: string | null
+  lastDay: string | null
+  edges: Array<[number, number]>
 }
 
 /** A month's local days and where each starts, computed once per run. */
@@ -50,8 +50,8 @@ export function monthCalendar(month: string, timeZone: string): MonthCalendar {
   return { month, days, dayStartsMs }
 }
 
-/** The day of the month an instant inside it falls in. */
-function dayAt(calendar: MonthCalendar, ms: number): string {
+/** Index of the day of the month an instant inside it falls in. */
+function dayIndexAt(calendar: MonthCalendar, ms: number): number {
   let lo = 0
   let hi = calendar.days.length - 1
   while (lo < hi) {
@@ -59,7 +59,23 @@ function dayAt(calendar: MonthCalendar, ms: number): string {
     if (calendar.dayStartsMs[mid]! <= ms) lo = mid
     else hi = mid - 1
   }
-  return calendar.days[lo]!
+  return lo
+}
+
+/** Cuts [fromMs, untilMs) into the days it covers whole and the parts of days at its ends. */
+function cutByDays(calendar: MonthCalendar, fromMs: number, untilMs: number): { whole: [number, number] | null; edges: Array<[number, number]> } {
+  const starts = calendar.dayStartsMs
+  const first = dayIndexAt(calendar, fromMs)
+  const last = dayIndexAt(calendar, untilMs - 1)
+  const headCut = starts[first]! !== fromMs
+  const tailCut = starts[last + 1]! !== untilMs
+  if (first === last && (headCut || tailCut)) return { whole: null, edges: [[fromMs, untilMs]] }
+  const edges: Array<[number, number]> = []
+  if (headCut) edges.push([fromMs, starts[first + 1]!])
+  if (tailCut) edges.push([starts[last]!, untilMs])
+  const wholeFirst = headCut ? first + 1 : first
+  const wholeLast = tailCut ? last - 1 : last
+  return { whole: wholeFirst <= wholeLast ? [wholeFirst, wholeLast] : null, edges }
 }
 
 /** The moment a datum could first be delivered under a consent (see the file comment). */
@@ -94,18 +110,19 @@ export function settlementSpans(
     switch (consent.granularity) {
       case 'load_curve':
         for (const [fromMs, untilMs] of loadCurveStretches(consent, meterId, occupancies, monthStartMs, monthEndMs, nowMs)) {
-          spans.push({ ...base, kind: 'load_curve', firstDay: dayAt(calendar, fromMs), lastDay: dayAt(calendar, untilMs - 1), fromMs, untilMs })
+          const { whole, edges } = cutByDays(calendar, fromMs, untilMs)
+          spans.push({ ...base, kind: 'load_curve', firstDay: whole === null ? null : days[whole[0]]!, lastDay: whole === null ? null : days[whole[1]]!, edges })
         }
         break
       case 'daily':
         for (const [first, last] of releasedDays(consent, meterId, occupancies, calendar, nowMs)) {
-          spans.push({ ...base, kind: 'daily', firstDay: days[first]!, lastDay: days[last]!, fromMs: dayStartsMs[first]!, untilMs: dayStartsMs[last + 1]! })
+          spans.push({ ...base, kind: 'daily', firstDay: days[first]!, lastDay: days[last]!, edges: [] })
         }
         break
       case 'monthly': {
         const datum: RuleDatum = { meterId, granularity: 'monthly', atMs: monthStartMs, householdId: consent.householdId }
         if (released(consent, datum, monthEndMs, occupancies, nowMs)) {
-          spans.push({ ...base, kind: 'monthly', firstDay: days[0]!, lastDay: days[days.length - 1]!, fromMs: monthStartMs, untilMs: monthEndMs })
+          spans.push({ ...base, kind: 'monthly', firstDay: days[0]!, lastDay: days[days.length - 1]!, edges: [] })
         }
         break
       }

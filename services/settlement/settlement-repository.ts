@@ -6,7 +6,6 @@ import type { SettlementRunsTable } from '../../shared/db/tables/settlement-runs
 import type { Granularity } from '../../shared/wire.ts'
 import type { ConsentFact, OccupancyFact } from '../consent/release-rule.ts'
 import { parseAccount } from './ledger-account.ts'
-import type { CountSpan } from './release-spans.ts'
 import type { LineState } from './settlement-calculation.ts'
 
 /**
@@ -143,43 +142,52 @@ export async function findMonthMeterOperators(trx: Db, w: MonthWindow): Promise<
   return new Map(rows.map((r) => [r.id, r.operator_id]))
 }
 
+/** Whole days of one meter's data of one household: [firstDay, lastDay]. */
+export interface RollupRange {
+  meterId: string
+  householdId: string
+  firstDay: string
+  lastDay: string
+}
+
 /**
- * Datums in each span, from the daily rollups. A load-curve span counts a group's
- * readings_count when the group lies inside it; only a group cut by the span's edge (at
- * most the first and last day of a span) is counted from its raw readings, by the
- * (meter_id, ts) key. Answers span index → count, for spans with data.
+ * For each range, from the daily rollups: the datums (Σ readings_count) and the days with
+ * data. One index range scan per range; answers by position in `ranges`.
  */
-export async function countSpans(trx: Db, spans: readonly CountSpan[], offset: number): Promise<Map<number, bigint>> {
-  const counts = new Map<number, bigint>()
-  if (spans.length === 0) return counts
+export async function sumRollups(trx: Db, ranges: readonly RollupRange[]): Promise<Array<{ readings: bigint; days: bigint }>> {
+  if (ranges.length === 0) return []
+  const doc = JSON.stringify(ranges.map((r, i) => ({ i, m: r.meterId, h: r.householdId, d0: r.firstDay, d1: r.lastDay })))
+  const { rows } = await sql<{ i: number; readings: bigint; days: bigint }>`
+    SELECT g.i, a.readings, a.days
+    FROM jsonb_to_recordset(${doc}::jsonb) AS g(i integer, m text, h text, d0 date, d1 date)
+    CROSS JOIN LATERAL (
+      SELECT coalesce(sum(r.readings_count), 0)::bigint AS readings, count(*)::bigint AS days
+      FROM daily_rollups r WHERE r.meter_id = g.m AND r.household_id = g.h AND r.day BETWEEN g.d0 AND g.d1) AS a`.execute(trx)
+  const out = ranges.map(() => ({ readings: 0n, days: 0n }))
+  for (const r of rows) out[r.i] = { readings: r.readings, days: r.days }
+  return out
+}
+
+/** Part of one day of one meter's data of one household: [fromMs, untilMs). */
+export interface ReadingsPiece {
+  meterId: string
+  householdId: string
+  fromMs: number
+  untilMs: number
+}
+
+/** For each piece, its raw readings (by the (meter_id, ts) key); answers by position. */
+export async function countRawReadings(trx: Db, pieces: readonly ReadingsPiece[]): Promise<bigint[]> {
+  if (pieces.length === 0) return []
   const doc = JSON.stringify(
-    spans.map((s, i) => ({
-      i: offset + i,
-      k: s.kind === 'load_curve' ? 'l' : s.kind === 'daily' ? 'd' : 'm',
-      m: s.meterId,
-      h: s.householdId,
-      d0: s.firstDay,
-      d1: s.lastDay,
-      f: new Date(s.fromMs).toISOString(),
-      u: new Date(s.untilMs).toISOString(),
-    })),
+    pieces.map((p, i) => ({ i, m: p.meterId, h: p.householdId, f: new Date(p.fromMs).toISOString(), u: new Date(p.untilMs).toISOString() })),
   )
-  const { rows } = await sql<{ i: number; k: string; n: bigint }>`
-    SELECT s.i, s.k, sum(
-      CASE
-        WHEN s.k <> 'l' THEN 1
-        WHEN r.first_ts >= s.f AND r.last_ts < s.u THEN r.readings_count
-        WHEN r.last_ts < s.f OR r.first_ts >= s.u THEN 0
-        ELSE (SELECT count(*) FROM readings x
-              WHERE x.meter_id = s.m AND x.ts >= greatest(s.f, r.first_ts) AND x.ts <= r.last_ts AND x.ts < s.u
-                AND x.household_id = s.h)
-      END)::bigint AS n
-    FROM jsonb_to_recordset(${doc}::jsonb) AS s(i integer, k text, m text, h text, d0 date, d1 date, f timestamptz, u timestamptz)
-    JOIN daily_rollups r ON r.meter_id = s.m AND r.household_id = s.h AND r.day BETWEEN s.d0 AND s.d1
-    GROUP BY s.i, s.k`.execute(trx)
-  // A month has one monthly datum per (meter, household), however many days hold data.
-  for (const r of rows) if (r.n > 0n) counts.set(r.i, r.k === 'm' ? 1n : r.n)
-  return counts
+  const { rows } = await sql<{ i: number; n: bigint }>`
+    SELECT e.i, (SELECT count(*) FROM readings x WHERE x.meter_id = e.m AND x.ts >= e.f AND x.ts < e.u AND x.household_id = e.h)::bigint AS n
+    FROM jsonb_to_recordset(${doc}::jsonb) AS e(i integer, m text, h text, f timestamptz, u timestamptz)`.execute(trx)
+  const out = pieces.map(() => 0n)
+  for (const r of rows) out[r.i] = r.n
+  return out
 }
 
 export type RunRow = Selectable<SettlementRunsTable>

@@ -48,8 +48,8 @@ import * as repo from './settlement-repository.ts'
 export const SETTLEMENT_WATERMARK_MARGIN_MS = 60_000
 /** How long a run waits for another one to finish before giving up. */
 export const SETTLEMENT_LOCK_WAIT_MS_MAX = 10 * 60_000
-/** Spans counted per statement (progress is reported between statements). */
-export const COUNT_SPANS_PER_STATEMENT_MAX = 5_000
+/** Day ranges or day pieces counted per statement (progress is reported between statements). */
+export const COUNT_RANGES_PER_STATEMENT_MAX = 5_000
 
 export type SettlementPhase = 'reading' | 'counting' | 'posting' | 'payouts' | 'done'
 
@@ -208,21 +208,64 @@ async function readMonthInputs(trx: Transaction<Database>, month: string, now: D
   const spans: CountSpan[] = []
   for (const c of consentRows) spans.push(...settlementSpans(repo.toConsentFact(c), calendar, byMeter, nowMs))
 
-  const counts = new Map<string, MeterCount[]>()
-  for (let i = 0; i < spans.length; i += COUNT_SPANS_PER_STATEMENT_MAX) {
-    ctx.onProgress?.({ phase: 'counting', done: i, total: spans.length })
-    const batch = spans.slice(i, i + COUNT_SPANS_PER_STATEMENT_MAX)
-    const found = await repo.countSpans(trx, batch, i)
-    for (const [index, n] of found) {
-      const span = spans[index]!
-      let list = counts.get(span.consentId)
-      if (list === undefined) counts.set(span.consentId, (list = []))
-      const existing = list.find((m) => m.meterId === span.meterId)
-      if (existing !== undefined) existing.data += n
-      else list.push({ meterId: span.meterId, operatorId: operators.get(span.meterId)!, data: n })
+  // Spans sharing a (meter, household, days) range read it once: consents of one household
+  // to several recipients usually cover the same whole days.
+  const ranges: repo.RollupRange[] = []
+  const rangeIndex = new Map<string, number>()
+  const pieces: repo.ReadingsPiece[] = []
+  const pieceIndex = new Map<string, number>()
+  const spanRange: number[] = []
+  const spanPieces: number[][] = []
+  for (const span of spans) {
+    let r = -1
+    if (span.firstDay !== null && span.lastDay !== null) {
+      const key = `${span.meterId}\u0000${span.householdId}\u0000${span.firstDay}\u0000${span.lastDay}`
+      r = rangeIndex.get(key) ?? -1
+      if (r < 0) {
+        r = ranges.push({ meterId: span.meterId, householdId: span.householdId, firstDay: span.firstDay, lastDay: span.lastDay }) - 1
+        rangeIndex.set(key, r)
+      }
     }
+    spanRange.push(r)
+    spanPieces.push(
+      span.edges.map(([fromMs, untilMs]) => {
+        const key = `${span.meterId}\u0000${span.householdId}\u0000${fromMs}\u0000${untilMs}`
+        let p = pieceIndex.get(key)
+        if (p === undefined) {
+          p = pieces.push({ meterId: span.meterId, householdId: span.householdId, fromMs, untilMs }) - 1
+          pieceIndex.set(key, p)
+        }
+        return p
+      }),
+    )
   }
-  ctx.onProgress?.({ phase: 'counting', done: spans.length, total: spans.length })
+  const total = ranges.length + pieces.length
+  const sums: Array<{ readings: bigint; days: bigint }> = []
+  for (let i = 0; i < ranges.length; i += COUNT_RANGES_PER_STATEMENT_MAX) {
+    ctx.onProgress?.({ phase: 'counting', done: i, total })
+    sums.push(...(await repo.sumRollups(trx, ranges.slice(i, i + COUNT_RANGES_PER_STATEMENT_MAX))))
+  }
+  const raw: bigint[] = []
+  for (let i = 0; i < pieces.length; i += COUNT_RANGES_PER_STATEMENT_MAX) {
+    ctx.onProgress?.({ phase: 'counting', done: ranges.length + i, total })
+    raw.push(...(await repo.countRawReadings(trx, pieces.slice(i, i + COUNT_RANGES_PER_STATEMENT_MAX))))
+  }
+  ctx.onProgress?.({ phase: 'counting', done: total, total })
+
+  const counts = new Map<string, MeterCount[]>()
+  spans.forEach((span, s) => {
+    const sum = spanRange[s]! < 0 ? { readings: 0n, days: 0n } : sums[spanRange[s]!]!
+    let n: bigint
+    if (span.kind === 'load_curve') n = spanPieces[s]!.reduce((acc, p) => acc + raw[p]!, sum.readings)
+    else if (span.kind === 'daily') n = sum.days
+    else n = sum.days > 0n ? 1n : 0n
+    if (n === 0n) return
+    let list = counts.get(span.consentId)
+    if (list === undefined) counts.set(span.consentId, (list = []))
+    const existing = list.find((m) => m.meterId === span.meterId)
+    if (existing !== undefined) existing.data += n
+    else list.push({ meterId: span.meterId, operatorId: operators.get(span.meterId)!, data: n })
+  })
 
   const consents: ConsentTerms[] = consentRows.map((c) => {
     const offer = c.offer_id === null ? null : offers.get(c.offer_id)

@@ -29,14 +29,16 @@ export async function up(db: Kysely<any>): Promise<void> {
     .execute()
 
   // The state of a (month, consent) line as a run computed it, written only when it changed.
+  // Derived rows written from what the same transaction read: no foreign keys but the run's
+  // (tens of thousands of rows per run; the rows they name are never deleted).
   await db.schema
     .createTable('settlement_lines')
     .addColumn('run_id', 'text', (c) => c.notNull().references('settlement_runs.id'))
     .addColumn('month', 'text', (c) => c.notNull().check(MONTH_CHECK('month')))
-    .addColumn('consent_id', 'text', (c) => c.notNull().references('consents.id'))
-    .addColumn('household_id', 'text', (c) => c.notNull().references('households.id'))
-    .addColumn('recipient_id', 'text', (c) => c.notNull().references('parties.id'))
-    .addColumn('offer_id', 'text', (c) => c.references('offers.id'))
+    .addColumn('consent_id', 'text', (c) => c.notNull())
+    .addColumn('household_id', 'text', (c) => c.notNull())
+    .addColumn('recipient_id', 'text', (c) => c.notNull())
+    .addColumn('offer_id', 'text')
     .addColumn('granularity', 'text', (c) => c.notNull().check(sql`granularity IN ('load_curve', 'daily', 'monthly')`))
     .addColumn('data_count', 'bigint', (c) => c.notNull().check(sql`data_count >= 0`))
     .addColumn('gross_micros', 'bigint', (c) => c.notNull().check(sql`gross_micros >= 0`))
@@ -66,7 +68,9 @@ export async function up(db: Kysely<any>): Promise<void> {
     .addColumn('run_id', 'text', (c) => c.notNull().references('settlement_runs.id'))
     .addColumn('posting_month', 'text', (c) => c.notNull().check(MONTH_CHECK('posting_month')))
     .addColumn('for_month', 'text', (c) => c.notNull().check(MONTH_CHECK('for_month')))
-    .addColumn('household_id', 'text', (c) => c.notNull().references('households.id'))
+    .addColumn('household_id', 'text', (c) => c.notNull())
+    // The transaction that created the journal: entries may be added to it in that one only.
+    .addColumn('created_txid', 'bigint', (c) => c.notNull().defaultTo(sql`txid_current()`))
     .addColumn('created_at', 'timestamptz', (c) => c.notNull().defaultTo(sql`now()`))
     .addCheckConstraint(
       'ledger_journals_month_check',
@@ -82,55 +86,65 @@ export async function up(db: Kysely<any>): Promise<void> {
   await db.schema
     .createTable('ledger_entries')
     .addColumn('id', 'bigint', (c) => c.primaryKey().generatedAlwaysAsIdentity())
-    .addColumn('journal_id', 'text', (c) => c.notNull().references('ledger_journals.id'))
-    .addColumn('account_id', 'text', (c) => c.notNull().references('ledger_accounts.id'))
+    .addColumn('journal_id', 'text', (c) => c.notNull())
+    .addColumn('account_id', 'text', (c) => c.notNull())
     .addColumn('amount_micros', 'bigint', (c) => c.notNull().check(sql`amount_micros <> 0`))
     .addUniqueConstraint('ledger_entries_journal_account_key', ['journal_id', 'account_id'])
     .execute()
   await db.schema.createIndex('ledger_entries_account_idx').on('ledger_entries').column('account_id').execute()
 
-  // Every journal sums to zero and has entries, checked by the database at commit (the
-  // entries of a journal arrive in several statements of one transaction).
-  await sql`CREATE FUNCTION metershare_check_journal_balanced(p_journal_id text) RETURNS void
+  // Every journal sums to zero and has at least two entries, checked by the database at the
+  // commit of the transaction that created it (a deferred constraint trigger, once per
+  // journal). Entries may be added only in that transaction, to a journal and accounts that
+  // exist: checked once per statement over its new rows, which stands in for per-row
+  // foreign keys (a run writes about a hundred thousand entries; journals and accounts are
+  // never deleted).
+  await sql`CREATE FUNCTION metershare_ledger_journals_balanced_trigger() RETURNS trigger
     LANGUAGE plpgsql AS $$
     DECLARE total numeric; n bigint;
     BEGIN
-      SELECT coalesce(sum(amount_micros), 0), count(*) INTO total, n FROM ledger_entries WHERE journal_id = p_journal_id;
+      SELECT coalesce(sum(amount_micros), 0), count(*) INTO total, n FROM ledger_entries WHERE journal_id = NEW.id;
       IF total <> 0 THEN
-        RAISE EXCEPTION 'journal % is unbalanced: its entries sum to % micro-euros', p_journal_id, total
+        RAISE EXCEPTION 'journal % is unbalanced: its entries sum to % micro-euros', NEW.id, total
           USING ERRCODE = 'check_violation', CONSTRAINT = 'ledger_journals_balanced';
       END IF;
-      IF n < 2 AND EXISTS (SELECT 1 FROM ledger_journals WHERE id = p_journal_id) THEN
-        RAISE EXCEPTION 'journal % has % entries, a journal needs at least two', p_journal_id, n
+      IF n < 2 THEN
+        RAISE EXCEPTION 'journal % has % entries, a journal needs at least two', NEW.id, n
           USING ERRCODE = 'check_violation', CONSTRAINT = 'ledger_journals_balanced';
       END IF;
-    END $$`.execute(db)
-  await sql`CREATE FUNCTION metershare_ledger_entries_balanced_trigger() RETURNS trigger
-    LANGUAGE plpgsql AS $$
-    BEGIN
-      PERFORM metershare_check_journal_balanced(NEW.journal_id);
       RETURN NULL;
     END $$`.execute(db)
-  await sql`CREATE FUNCTION metershare_ledger_journals_balanced_trigger() RETURNS trigger
-    LANGUAGE plpgsql AS $$
-    BEGIN
-      PERFORM metershare_check_journal_balanced(NEW.id);
-      RETURN NULL;
-    END $$`.execute(db)
-  await sql`CREATE CONSTRAINT TRIGGER ledger_entries_balanced AFTER INSERT ON ledger_entries
-    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION metershare_ledger_entries_balanced_trigger()`.execute(db)
   await sql`CREATE CONSTRAINT TRIGGER ledger_journals_balanced AFTER INSERT ON ledger_journals
     DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION metershare_ledger_journals_balanced_trigger()`.execute(db)
+  await sql`CREATE FUNCTION metershare_ledger_entries_guard() RETURNS trigger
+    LANGUAGE plpgsql AS $$
+    DECLARE bad text;
+    BEGIN
+      SELECT a.journal_id INTO bad FROM added a LEFT JOIN ledger_journals j ON j.id = a.journal_id
+        WHERE j.id IS NULL OR j.created_txid <> txid_current() LIMIT 1;
+      IF FOUND THEN
+        RAISE EXCEPTION 'journal % is closed or does not exist: entries are added only by the transaction that creates the journal', bad
+          USING ERRCODE = 'foreign_key_violation', CONSTRAINT = 'ledger_entries_journal';
+      END IF;
+      SELECT a.account_id INTO bad FROM added a LEFT JOIN ledger_accounts c ON c.id = a.account_id WHERE c.id IS NULL LIMIT 1;
+      IF FOUND THEN
+        RAISE EXCEPTION 'ledger account % does not exist', bad
+          USING ERRCODE = 'foreign_key_violation', CONSTRAINT = 'ledger_entries_account';
+      END IF;
+      RETURN NULL;
+    END $$`.execute(db)
+  await sql`CREATE TRIGGER ledger_entries_guard AFTER INSERT ON ledger_entries
+    REFERENCING NEW TABLE AS added FOR EACH STATEMENT EXECUTE FUNCTION metershare_ledger_entries_guard()`.execute(db)
 
   // A payout per household and month at most; it is the journal that paid it.
   await db.schema
     .createTable('payouts')
     .addColumn('id', 'text', (c) => c.primaryKey())
-    .addColumn('household_id', 'text', (c) => c.notNull().references('households.id'))
+    .addColumn('household_id', 'text', (c) => c.notNull())
     .addColumn('month', 'text', (c) => c.notNull().check(MONTH_CHECK('month')))
     .addColumn('amount_micros', 'bigint', (c) => c.notNull().check(sql`amount_micros > 0`))
     .addColumn('status', 'text', (c) => c.notNull().check(sql`status IN ('paid')`))
-    .addColumn('journal_id', 'text', (c) => c.notNull().unique().references('ledger_journals.id'))
+    .addColumn('journal_id', 'text', (c) => c.notNull().unique())
     .addColumn('run_id', 'text', (c) => c.notNull().references('settlement_runs.id'))
     .addColumn('created_at', 'timestamptz', (c) => c.notNull().defaultTo(sql`now()`))
     .addUniqueConstraint('payouts_household_month_key', ['household_id', 'month'])
@@ -151,6 +165,5 @@ export async function down(db: Kysely<any>): Promise<void> {
   await db.schema.dropTable('settlement_lines').execute()
   await db.schema.dropTable('settlement_runs').execute()
   await sql`DROP FUNCTION IF EXISTS metershare_ledger_journals_balanced_trigger()`.execute(db)
-  await sql`DROP FUNCTION IF EXISTS metershare_ledger_entries_balanced_trigger()`.execute(db)
-  await sql`DROP FUNCTION IF EXISTS metershare_check_journal_balanced(text)`.execute(db)
+  await sql`DROP FUNCTION IF EXISTS metershare_ledger_entries_guard()`.execute(db)
 }

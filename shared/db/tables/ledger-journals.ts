@@ -4,7 +4,8 @@ export type JournalKind = 'settlement' | 'adjustment' | 'payout'
 
 /**
  * A journal of one household in one run (insert only). Its entries sum to zero and there
- * are at least two, checked by the database at commit. An adjustment is booked in
+ * are at least two, checked by the database at the commit of the transaction that created
+ * it, the only one that may add entries to it. An adjustment is booked in
  * `posting_month` and labelled with the earlier month it corrects (`for_month`).
  */
 export interface LedgerJournalsTable {
@@ -14,5 +15,7 @@ export interface LedgerJournalsTable {
   posting_month: string
   for_month: string
   household_id: string
+  /** The transaction that created it (txid_current()); entries may be added in that one only. */
+  created_txid: ColumnType<bigint, never, never>
   created_at: ColumnType<Date, Date | undefined, never>
 }

@@ -253,10 +253,35 @@ describeDatabases('the ledger', (t) => {
       await trx.insertInto('ledger_entries').values({ journal_id: 'jnl_balanced', account_id: `household:${w.h1}`, amount_micros: 5n }).execute()
       await trx.insertInto('ledger_entries').values({ journal_id: 'jnl_balanced', account_id: 'platform', amount_micros: -5n }).execute()
     })
-    // An entry added later to a balanced journal unbalances it: refused.
+    // A journal is closed with the transaction that created it: nothing may be added to it later, balanced or not.
     await expect(
       t.db.insertInto('ledger_entries').values({ journal_id: 'jnl_balanced', account_id: `household:${w.h2}`, amount_micros: 1n }).execute(),
-    ).rejects.toThrow(/unbalanced/)
+    ).rejects.toThrow(/journal jnl_balanced is closed or does not exist/)
+    await expect(
+      t.db.transaction().execute(async (trx) => {
+        await trx.insertInto('ledger_entries').values({ journal_id: 'jnl_balanced', account_id: `household:${w.h2}`, amount_micros: 1n }).execute()
+        await trx.insertInto('ledger_entries').values({ journal_id: 'jnl_balanced', account_id: 'platform', amount_micros: -1n }).execute()
+      }),
+    ).rejects.toThrow(/closed or does not exist/)
+    // Entries name a journal and accounts that exist.
+    await expect(
+      t.db.insertInto('ledger_entries').values({ journal_id: 'jnl_nowhere', account_id: 'platform', amount_micros: 1n }).execute(),
+    ).rejects.toThrow(/journal jnl_nowhere is closed or does not exist/)
+    await expect(
+      t.db.transaction().execute(async (trx) => {
+        await trx
+          .insertInto('ledger_journals')
+          .values({ id: 'jnl_ghost', kind: 'adjustment', run_id: run.id, posting_month: '2026-11', for_month: '2026-10', household_id: w.h1 })
+          .execute()
+        await trx
+          .insertInto('ledger_entries')
+          .values([
+            { journal_id: 'jnl_ghost', account_id: 'household:hh_nobody', amount_micros: 1n },
+            { journal_id: 'jnl_ghost', account_id: 'platform', amount_micros: -1n },
+          ])
+          .execute()
+      }),
+    ).rejects.toThrow(/ledger account household:hh_nobody does not exist/)
     // A journal with a single entry (of zero) or none is refused too.
     await expect(
       t.db

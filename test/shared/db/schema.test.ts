@@ -146,6 +146,7 @@ export const SCHEMA: SchemaMap = {
     posting_month: 'not null',
     for_month: 'not null',
     household_id: 'not null',
+    created_txid: 'not null',
     created_at: 'not null',
   },
   ledger_entries: { id: 'not null', journal_id: 'not null', account_id: 'not null', amount_micros: 'not null' },
