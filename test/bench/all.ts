@@ -1,14 +1,17 @@
 import { spawn } from 'node:child_process'
-import { existsSync } from 'node:fs'
+import { readdirSync } from 'node:fs'
 import path from 'node:path'
+import { parseArgs } from 'node:util'
 
 /**
- * `npm run bench`: every benchmark that exists, one after the other, each in its own
- * process, with the same arguments (`--quick`, `--seconds`, …). Exits non-zero when one
- * of them failed to run; figures themselves are never judged here.
+ * `npm run bench`: every benchmark in this folder (each `*.ts` beside this file), one after
+ * the other, each in its own process: ingest, settle and fanout first, then the others by
+ * name. Only `--quick` is passed on, the one option every benchmark understands; a
+ * benchmark's own options go to its own script (`npm run bench:ingest -- --seconds 30`).
+ * Exits non-zero when one of them failed to run; figures themselves are never judged here.
  */
 
-const BENCHES = ['ingest', 'settle', 'fanout'] as const
+const FIRST = ['ingest', 'settle', 'fanout']
 const TSX_LOADER = import.meta.resolve('tsx')
 
 function run(file: string, args: string[]): Promise<number> {
@@ -18,17 +21,23 @@ function run(file: string, args: string[]): Promise<number> {
   })
 }
 
-const args = process.argv.slice(2)
+const { values } = parseArgs({ args: process.argv.slice(2), options: { quick: { type: 'boolean', default: false } }, strict: true })
+const args = values.quick ? ['--quick'] : []
+const names = readdirSync(import.meta.dirname)
+  .filter((f) => f.endsWith('.ts') && !f.endsWith('.test.ts') && f !== 'all.ts')
+  .map((f) => f.slice(0, -'.ts'.length))
+  .sort((a, b) => rank(a) - rank(b) || a.localeCompare(b))
+
+function rank(name: string): number {
+  const i = FIRST.indexOf(name)
+  return i < 0 ? FIRST.length : i
+}
+
 const failed: string[] = []
-for (const name of BENCHES) {
-  const file = path.join(import.meta.dirname, `${name}.ts`)
-  if (!existsSync(file)) {
-    process.stdout.write(`\n# ${name}: not present (${path.relative(process.cwd(), file)}), skipped\n`)
-    continue
-  }
+for (const name of names) {
   process.stdout.write(`\n# ${name}\n`)
-  const code = await run(file, args)
+  const code = await run(path.join(import.meta.dirname, `${name}.ts`), args)
   if (code !== 0) failed.push(`${name} (exit ${code})`)
 }
-if (failed.length > 0) process.stdout.write(`\nbenchmarks that failed to run: ${failed.join(', ')}\n`)
+process.stdout.write(`\nbenchmarks run: ${names.join(', ')}${failed.length > 0 ? `; failed: ${failed.join(', ')}` : ''}\n`)
 process.exitCode = failed.length > 0 ? 1 : 0

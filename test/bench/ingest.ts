@@ -52,6 +52,7 @@ const CONNECT_CONCURRENCY = 200
 const CONNECT_TIMEOUT_MS = 60_000
 const DRAIN_TIMEOUT_MS = 30_000
 const FD_MARGIN = 64
+const PROGRESS_EVERY_MS = 15_000
 const TARGET = {
   bareRatioMin: 0.5,
   p99AtHalfRateMsMax: 50,
@@ -336,9 +337,12 @@ class Bench {
         g.send({ type: 'plan', ...rest, meters: share, ratePerSecond: (ratePerSecondTotal * share.length) / meters.length } satisfies GeneratorPlan)
       })
       const counts = generators.map(() => 0)
+      let shownAt = performance.now()
       generators.forEach((g, i) =>
         g.on('progress', (m) => {
           counts[i] = m.connected as number
+          if (performance.now() - shownAt < PROGRESS_EVERY_MS) return
+          shownAt = performance.now()
           progress(`connecting: ${fmtInt(counts.reduce((a, b) => a + b, 0))} of ${fmtInt(meters.length)}`)
         }),
       )

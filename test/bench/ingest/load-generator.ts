@@ -66,6 +66,12 @@ export interface GeneratorResult {
 }
 
 const MESSAGE_ID_MAX = 65_535
+/**
+ * Connections leave from several loopback addresses: past about half of the ephemeral port
+ * range towards one address and port, the kernel's search for a free source port makes each
+ * connect() slower and slower (20,000 connections from 127.0.0.1 alone took minutes).
+ */
+const SOURCE_ADDRESSES = Array.from({ length: 8 }, (_, i) => `127.0.0.${i + 1}`)
 const PROGRESS_INTERVAL_MS = 5_000
 
 class Connection {
@@ -86,11 +92,12 @@ class Connection {
     readonly template: PublishTemplate | null,
     readonly connectBytes: Buffer,
     window: number,
+    sourceAddress: string,
   ) {
     this.ids = new Uint16Array(window)
     this.sentAt = new Float64Array(window)
     this.reader = new FrameReader((type, head) => this.onPacket(type, head))
-    this.socket = net.connect({ port: gen.plan.port, host: '127.0.0.1' })
+    this.socket = net.connect({ port: gen.plan.port, host: '127.0.0.1', localAddress: sourceAddress })
     this.socket.setNoDelay(true)
     this.socket.on('connect', () => this.socket.write(connectBytes))
     this.socket.on('data', (chunk: Buffer) => {
@@ -226,9 +233,11 @@ class Generator {
     let failed = 0
     const one = async (): Promise<void> => {
       while (next < meters.length) {
-        const meter = meters[next++]!
+        const index = next++
+        const meter = meters[index]!
         const template = mode === 'idle' ? null : publishTemplate(meter.id, readingsPerMessage)
-        const c = new Connection(this, template, connectFrame(meter, keepaliveSeconds), windowPerConnection)
+        const source = SOURCE_ADDRESSES[index % SOURCE_ADDRESSES.length]!
+        const c = new Connection(this, template, connectFrame(meter, keepaliveSeconds), windowPerConnection, source)
         const rc = await new Promise<number>((resolve) => {
           const timer = setTimeout(() => resolve(-1), connectTimeoutMs)
           c.onConnack = (code) => {
