@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs'
 import type { PortalAssetUrls } from './portal-pages.ts'
 
 /**
- * The portal's stylesheet and script, read once at start and served under names that carry
+ * The portal's stylesheet, script and icon, read once at start and served under names that carry
  * a hash of their content, so that browsers may keep them for good and still never run a
  * stale copy after an upgrade.
  */
@@ -26,6 +26,7 @@ export interface PortalAssets {
 const FILES = [
   { key: 'css', file: 'portal.css', contentType: 'text/css; charset=utf-8' },
   { key: 'js', file: 'portal.js', contentType: 'text/javascript; charset=utf-8' },
+  { key: 'icon', file: 'icon.svg', contentType: 'image/svg+xml' },
 ] as const
 
 export function loadPortalAssets(): PortalAssets {

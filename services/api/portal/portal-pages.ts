@@ -25,6 +25,7 @@ import {
 export interface PortalAssetUrls {
   css: string
   js: string
+  icon: string
 }
 
 export interface PageContext {
@@ -75,6 +76,7 @@ function layout(ctx: PageContext, page: { title: string; section: Section | null
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>${page.title} · ${t.appName}</title>
+<link rel="icon" href="${ctx.assets.icon}" type="image/svg+xml">
 <link rel="stylesheet" href="${ctx.assets.css}">
 ${signedIn ? html`<meta name="csrf-token" content="${ctx.csrfToken}">` : ''}
 <script src="${ctx.assets.js}" defer></script>

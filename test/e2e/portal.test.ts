@@ -1,0 +1,264 @@
+import { spawnSync } from 'node:child_process'
+import type { AddressInfo } from 'node:net'
+import type { FastifyInstance } from 'fastify'
+import type { MqttClient } from 'mqtt'
+import { chromium, type Browser } from 'playwright-core'
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { buildApi } from '../../services/api/app.ts'
+import { grantConsent } from '../../services/consent/consent-service.ts'
+import { createOffer } from '../../services/consent/offer-service.ts'
+import { openReleaseView, type ReleaseView } from '../../services/consent/release-view.ts'
+import { createHousehold, createMeter, createParty } from '../../services/directory/directory-service.ts'
+import { createOccupancy } from '../../services/metering/occupancy-service.ts'
+import { sessionResolver } from '../../services/directory/session-service.ts'
+import { settleMonth, settlementContext } from '../../services/settlement/settlement-service.ts'
+import { householdStatement } from '../../services/settlement/statement-service.ts'
+import { addMonths, monthBounds, monthOf } from '../../shared/calendar.ts'
+import { envToConfig } from '../../shared/config.ts'
+import { createMetrics } from '../../shared/metrics.ts'
+import { formatEurLocale } from '../../shared/money.ts'
+import { meterReadingsTopic } from '../../shared/topics.ts'
+import { connectClient, connectMeter, endClient, publishAcked, startTestBroker, subscribeCollect, waitFor, type TestBroker } from '../support/broker.ts'
+import { describeDatabases } from '../support/database.ts'
+import { readingSeries, seedReadings } from '../support/seed.ts'
+import { hasCommand } from '../support/tools.ts'
+
+/**
+ * The household portal in headless Chromium, against the real API (listening on a port) and
+ * the real broker with the consent view as its release policy: sign in, read the earnings
+ * chart and the month's total against the statement, grant a consent after reading its price
+ * and share, see a recipient subscribed over MQTT receive the meter's datums, revoke the
+ * consent, and see delivery stop. The wall clock runs: live readings are stamped now.
+ */
+
+const TZ = 'Europe/Paris'
+const ADMIN_TOKEN = 'e2e-portal-admin-token-0123456789'
+const EMAIL = 'famille.martin@example.org'
+const PASSWORD = 'correct horse battery staple'
+/** Settled offer: 1,500 µ€ a load-curve datum, 60 % to the household (900 µ€). */
+const SETTLED_PRICE = 1_500n
+const SETTLED_SHARE = 900n
+/** Granted in the browser: 2,000 µ€ a datum, 70 % to the household (1,400 µ€). */
+const LIVE_PRICE = 2_000n
+/** Three days of half-hourly readings in the settled month. */
+const SETTLED_READINGS = 3 * 48
+
+/** Chromium as Debian installs it, as an absolute path for Playwright (never downloaded). */
+function chromiumPath(): string | null {
+  for (const command of ['chromium', 'chromium-browser']) {
+    if (!hasCommand(command)) continue
+    const found = spawnSync('sh', ['-c', `command -v ${command}`], { encoding: 'utf8' }).stdout.trim()
+    if (found !== '') return found
+  }
+  return null
+}
+const BROWSER_PATH = chromiumPath()
+const SKIP = BROWSER_PATH === null ? ' (skipped: chromium not found on PATH; apt-get install chromium)' : ''
+
+describe.skipIf(BROWSER_PATH === null)(`the household portal in a browser${SKIP}`, () => {
+  let browser: Browser
+
+  beforeAll(async () => {
+    browser = await chromium.launch({ executablePath: BROWSER_PATH!, args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking'] })
+  })
+  afterAll(async () => {
+    await browser?.close()
+  })
+
+  describeDatabases('sign in, earnings, grant and revoke', (t) => {
+    let view: ReleaseView
+    let tb: TestBroker
+    let api: FastifyInstance
+    let base: string
+    const clients: MqttClient[] = []
+
+    beforeAll(async () => {
+      view = await openReleaseView(t.handle, { timeZone: TZ })
+      tb = await startTestBroker(t.handle, { policy: view, timezone: TZ })
+      api = await buildApi({
+        config: envToConfig({ adminToken: ADMIN_TOKEN, timezone: TZ }),
+        db: t.handle,
+        metrics: createMetrics({ defaultMetrics: false }),
+        health: async () => ({ broker: true, database: true }),
+        sessions: sessionResolver(t.db),
+      })
+      await api.listen({ port: 0, host: '127.0.0.1' })
+      base = `http://127.0.0.1:${(api.server.address() as AddressInfo).port}`
+    })
+    afterAll(async () => {
+      await api?.close()
+      await tb?.close()
+      await view?.close()
+    })
+    afterEach(async () => {
+      for (const c of clients.splice(0)) await endClient(c)
+    })
+
+    it('shows the month’s earnings as the statement has them, grants with price and share shown first, and stops delivery on revocation', async () => {
+      const db = t.db
+      const now = new Date()
+      const month = addMonths(monthOf(now, TZ), -1)
+      const { start: monthStart, end: monthEnd } = monthBounds(month, TZ)
+
+      // The world: a grid operator, an advice app, a household living at a half-hourly meter.
+      const grid = await createParty(db, { kind: 'utility', name: 'Grid Utility' })
+      const advice = await createParty(db, { kind: 'third_party', name: 'Watt Advice' })
+      const household = await createHousehold(db, { name: 'Famille Martin', email: EMAIL, password: PASSWORD })
+      const meter = await createMeter(db, { operatorId: grid.id, commodity: 'electricity', intervalMinutes: 30 })
+      // Through the service, whose change notice reaches the broker's view as a move-in would.
+      await createOccupancy(db, { meterId: meter.id, householdId: household.id, from: new Date(monthStart.getTime() - 7 * 86_400_000), until: null }, { timezone: TZ })
+      await seedReadings(db, meter.id, readingSeries({ start: monthStart, count: SETTLED_READINGS, stepMinutes: 30, stepWh: 25 }), TZ)
+
+      // Last month's data went to the grid operator under an offer; the month is settled.
+      const settledOffer = await createOffer(db, {
+        recipientId: grid.id,
+        purpose: 'network planning',
+        granularity: 'load_curve',
+        priceMicrosPerDatum: SETTLED_PRICE,
+        split: { householdBps: 6_000, operatorBps: 2_000, platformBps: 2_000, thirdParties: [] },
+      })
+      await grantConsent(db, household.id, { offerId: settledOffer.id, validUntil: new Date(now.getTime() + 365 * 86_400_000), dataFrom: monthStart, dataUntil: monthEnd }, now)
+      await settleMonth(db, month, settlementContext(envToConfig({ timezone: TZ })))
+      const statement = await householdStatement(db, household.id, month)
+      // Written out: 144 datums × 900 µ€ = 129,600 µ€ for the household.
+      expect(statement.totalMicros).toBe(BigInt(SETTLED_READINGS) * SETTLED_SHARE)
+      const liveOffer = await createOffer(db, {
+        recipientId: advice.id,
+        purpose: 'energy-saving advice',
+        granularity: 'load_curve',
+        priceMicrosPerDatum: LIVE_PRICE,
+        split: { householdBps: 7_000, operatorBps: 1_000, platformBps: 2_000, thirdParties: [] },
+      })
+
+      const context = await browser.newContext({ locale: 'en-GB' })
+      const page = await context.newPage()
+      const outside: string[] = []
+      const failures: string[] = []
+      page.on('request', (r) => {
+        if (!r.url().startsWith(base)) outside.push(r.url())
+      })
+      page.on('console', (m) => {
+        if (m.type() === 'error') failures.push(m.text())
+      })
+      page.on('pageerror', (e) => failures.push(e.message))
+      page.on('response', (r) => {
+        if (r.status() >= 400) failures.push(`${r.status()} ${r.url()}`)
+      })
+      try {
+        // Sign in through the form.
+        await page.goto(`${base}/`)
+        expect(await page.getAttribute('html', 'lang')).toBe('en')
+        await page.getByLabel('Email').fill(EMAIL)
+        await page.getByLabel('Password').fill(PASSWORD)
+        await page.getByRole('button', { name: 'Sign in' }).click()
+        await page.getByRole('heading', { level: 1, name: 'Your earnings' }).waitFor()
+        const cookies = await context.cookies()
+        expect(cookies.find((c) => c.name === 'metershare_session')).toMatchObject({ httpOnly: true, sameSite: 'Strict' })
+
+        // The month's total and the chart match the statement.
+        const total = formatEurLocale(statement.totalMicros, 'en-GB')
+        expect(total).toBe('€0.13')
+        expect(await page.locator('#month-total strong').innerText()).toBe(total)
+        const bar = page.locator(`#earnings-chart rect.bar[data-key="${month}"]`)
+        expect(await bar.getAttribute('data-value')).toBe(statement.totalMicros.toString())
+        expect(Number(await bar.getAttribute('height'))).toBeGreaterThan(0)
+        expect(await bar.locator('title').textContent()).toContain(total)
+        expect(await page.locator(`#earnings-table tr[data-month="${month}"] td`).first().innerText()).toBe(total)
+
+        // The statement of the month, line by line.
+        await page.locator('#month-total ~ p a').click()
+        await page.locator('#statement-total').waitFor()
+        expect(await page.locator('#statement-total').innerText()).toBe(total)
+        const line = page.locator('#statement tbody tr').first()
+        expect(await line.locator('td').allInnerTexts()).toEqual([
+          'Grid Utility',
+          'network planning',
+          'Load curve (every reading)',
+          String(SETTLED_READINGS),
+          formatEurLocale(BigInt(SETTLED_READINGS) * SETTLED_PRICE, 'en-GB'),
+          total,
+        ])
+
+        // Consents: the offer's price and the household's share are on the page before granting.
+        await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Consents' }).click()
+        const card = page.locator(`article[data-offer="${liveOffer.id}"]`)
+        await card.waitFor()
+        expect(await card.locator('.price').innerText()).toBe('€0.002 per datum · €2.00 per 1,000 datums')
+        expect(await card.locator('.share').innerText()).toBe('70% of the price: €0.0014 per datum')
+        // 30 days of half-hourly readings: 1,440 × 1,400 µ€ = 2.016 EUR.
+        expect(await card.locator('output[data-estimate]').innerText()).toBe('about €2.02 a month for the meters chosen (30 days of data)')
+        await card.getByLabel('Share data stamped from').selectOption({ label: 'now on' })
+        await card.getByRole('button', { name: 'Accept this offer' }).click()
+        await page.waitForURL(`${base}/consents?done=granted`)
+        expect(await page.locator('#status').innerText()).toBe('The consent is granted.')
+        const granted = await t.db.selectFrom('consents').select(['id', 'status', 'all_meters']).where('offer_id', '=', liveOffer.id).execute()
+        expect(granted).toEqual([{ id: expect.any(String), status: 'active', all_meters: true }])
+        const consentId = granted[0]!.id
+        const row = page.locator(`tr[data-consent="${consentId}"]`)
+        expect(await row.getAttribute('data-status')).toBe('active')
+
+        // A recipient subscribed over MQTT receives the meter's datums while the consent is active.
+        const recipient = await connectClient(tb.url, { clientId: 'watt-advice', username: advice.id, password: advice.apiKey })
+        clients.push(recipient)
+        const received = await subscribeCollect(recipient, 'readings/+')
+        expect(received.granted).toBe(1)
+        // The household follows its own meter: every datum it stores reaches this subscription.
+        const follower = await connectClient(tb.url, { clientId: 'martin-phone', username: household.id, password: household.apiKey })
+        clients.push(follower)
+        const followed = await subscribeCollect(follower, `readings/${meter.id}`)
+        const device = await connectMeter(tb.url, meter)
+        clients.push(device)
+        await waitFor(() => view.activeConsentsCount() === 2, 10_000, 'the broker’s view to hold the new consent')
+        let index = 100_000
+        const publishNow = async (): Promise<string> => {
+          index += 25
+          const ts = new Date().toISOString()
+          await publishAcked(device, meterReadingsTopic(meter.id), JSON.stringify({ ts, values: { '1-0:1.8.0': index } }))
+          return ts
+        }
+        const first = await publishNow()
+        await waitFor(() => received.messages.some((m) => (m.payload as { ts: string }).ts === first), 10_000, 'the datum at the recipient')
+        expect(received.messages[0]!.payload).toEqual({ meterId: meter.id, ts: first, granularity: 'load_curve', values: { '1-0:1.8.0': index } })
+
+        // Revoke through the page, after confirming.
+        await row.getByRole('button', { name: /^Revoke the consent for Watt Advice/ }).click()
+        const dialog = page.getByRole('dialog', { name: 'Revoke this consent?' })
+        await dialog.waitFor()
+        expect(await dialog.locator('#revoke-text').innerText()).toBe('Watt Advice will receive nothing more under it, from now on.')
+        await dialog.getByRole('button', { name: 'Revoke' }).click()
+        await page.waitForURL(`${base}/consents?done=revoked`)
+        expect(await page.locator(`tr[data-consent="${consentId}"]`).getAttribute('data-status')).toBe('revoked')
+        expect(await page.locator(`tr[data-consent="${consentId}"] button`).count()).toBe(0)
+
+        // Delivery stops: the household still receives what the meter sends; the recipient nothing more.
+        await waitFor(() => view.activeConsentsCount() === 1, 10_000, 'the broker’s view to drop the revoked consent')
+        const deliveredBefore = received.messages.length
+        const after = [await publishNow(), await publishNow()]
+        await waitFor(() => after.every((ts) => followed.messages.some((m) => (m.payload as { ts: string }).ts === ts)), 10_000, 'the datums at the household')
+        // A round trip on the recipient's own connection: whatever the broker sent it before is in by now.
+        await subscribeCollect(recipient, 'daily/+')
+        expect(received.messages.length).toBe(deliveredBefore)
+
+        // The access log shows what the recipient received live.
+        await tb.recorder.flush()
+        await page.getByRole('link', { name: 'Access log' }).click()
+        const logRow = page.locator('#access-log tbody tr', { hasText: 'Watt Advice' })
+        expect(await logRow.locator('td').allInnerTexts()).toEqual([expect.any(String), 'Watt Advice', meter.id, 'live (MQTT)', String(deliveredBefore)])
+
+        // In French, then signed out.
+        await page.getByRole('link', { name: 'Français' }).click()
+        expect(await page.getAttribute('html', 'lang')).toBe('fr')
+        await page.getByRole('heading', { level: 1, name: 'Journal des accès' }).waitFor()
+        await page.getByRole('button', { name: 'Se déconnecter' }).click()
+        await page.getByRole('heading', { level: 1, name: 'Connexion' }).waitFor()
+        expect((await context.cookies()).find((c) => c.name === 'metershare_session')).toBeUndefined()
+        expect(await t.db.selectFrom('sessions').selectAll().execute()).toEqual([])
+
+        expect(outside).toEqual([])
+        expect(failures).toEqual([])
+      } finally {
+        await context.close()
+      }
+    }, 120_000)
+  })
+})
