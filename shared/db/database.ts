@@ -110,33 +110,101 @@ async function openPostgres(url: string, options: DatabaseOptions): Promise<Data
   const pool = new pg.Pool(poolConfig)
   pool.on('error', (err) => log.db.warn({ err }, 'idle database connection failed'))
   const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) })
-  const listeners = new Set<pg.Client>()
+  const listeners = new Set<PgListener>()
   let closed = false
   return {
     db,
     dialect: 'postgres',
     async listen(channel, onPayload) {
-      // A dedicated connection: LISTEN lives for the session, which a pool would recycle.
-      const client = new pg.Client({ ...poolConfig, application_name: `${poolConfig.application_name}:listen` })
-      await client.connect()
-      listeners.add(client)
-      client.on('notification', (msg) => {
-        if (msg.channel === channel) onPayload(msg.payload ?? '')
-      })
-      client.on('error', (err) => log.db.error({ err, channel }, 'listen connection failed'))
-      await client.query(`LISTEN ${pg.escapeIdentifier(channel)}`)
+      const listener = new PgListener({ ...poolConfig, application_name: `${poolConfig.application_name}:listen` }, channel, onPayload)
+      await listener.start()
+      listeners.add(listener)
       return async () => {
-        if (!listeners.delete(client)) return
-        await client.end()
+        if (listeners.delete(listener)) await listener.stop()
       }
     },
     async close() {
       if (closed) return
       closed = true
-      await Promise.all([...listeners].map((c) => c.end()))
+      await Promise.all([...listeners].map((l) => l.stop()))
       listeners.clear()
       await db.destroy()
     },
+  }
+}
+
+/** Delivered to a listener whose connection was lost and is back: notices may have been missed. */
+export const LISTEN_RESUMED_PAYLOAD = '{"kind":"listen_resumed"}'
+/** Longest wait between two attempts to re-open a lost LISTEN connection. */
+export const LISTEN_RECONNECT_DELAY_MS_MAX = 5_000
+
+/**
+ * LISTEN on a dedicated connection (a pool would recycle the session), re-opened with backoff
+ * when it is lost. After a reconnection the listener hears LISTEN_RESUMED_PAYLOAD so that it can
+ * reload what it may have missed.
+ */
+class PgListener {
+  private client: pg.Client | null = null
+  private stopped = false
+  private attempts = 0
+  private timer: NodeJS.Timeout | null = null
+
+  constructor(
+    private readonly config: pg.ClientConfig,
+    private readonly channel: string,
+    private readonly onPayload: (payload: string) => void,
+  ) {}
+
+  async start(): Promise<void> {
+    await this.connect()
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true
+    if (this.timer !== null) clearTimeout(this.timer)
+    const client = this.client
+    this.client = null
+    await client?.end().catch(() => undefined)
+  }
+
+  private async connect(): Promise<void> {
+    const client = new pg.Client(this.config)
+    client.on('notification', (msg) => {
+      if (msg.channel === this.channel) this.onPayload(msg.payload ?? '')
+    })
+    client.on('error', (err) => log.db.warn({ err, channel: this.channel }, 'listen connection failed'))
+    client.on('end', () => {
+      if (this.client === client && !this.stopped) this.reconnectLater()
+    })
+    try {
+      await client.connect()
+      await client.query(`LISTEN ${pg.escapeIdentifier(this.channel)}`)
+    } catch (err) {
+      await client.end().catch(() => undefined)
+      throw err
+    }
+    this.client = client
+  }
+
+  private reconnectLater(): void {
+    this.client = null
+    const delay = Math.min(LISTEN_RECONNECT_DELAY_MS_MAX, 100 * 2 ** this.attempts++)
+    this.timer = setTimeout(() => {
+      this.timer = null
+      if (this.stopped) return
+      this.connect().then(
+        () => {
+          this.attempts = 0
+          log.db.info({ channel: this.channel }, 'listen connection re-opened')
+          this.onPayload(LISTEN_RESUMED_PAYLOAD)
+        },
+        (err: unknown) => {
+          log.db.warn({ err, channel: this.channel, attempts: this.attempts }, 'listen reconnection failed')
+          if (!this.stopped) this.reconnectLater()
+        },
+      )
+    }, delay)
+    this.timer.unref()
   }
 }
 

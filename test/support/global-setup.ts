@@ -20,9 +20,20 @@ declare module 'vitest' {
  * content) that each test file copies, and on PostgreSQL a template database that each
  * test file clones with CREATE DATABASE … TEMPLATE.
  */
-export default async function setup(project: TestProject): Promise<void> {
+export default async function setup(project: TestProject): Promise<() => Promise<void>> {
   project.provide('pgliteTemplateDir', await pgliteTemplate())
-  project.provide('pgTemplateDb', await postgresTemplate())
+  const template = await postgresTemplate()
+  project.provide('pgTemplateDb', template)
+  return async () => {
+    if (template === null) return
+    const admin = new pg.Client({ connectionString: adminUrl() })
+    await admin.connect()
+    try {
+      await admin.query(`DROP DATABASE IF EXISTS ${template} WITH (FORCE)`)
+    } finally {
+      await admin.end()
+    }
+  }
 }
 
 function migrationsHash(): string {

@@ -1,5 +1,6 @@
 /** PostgreSQL for tests: present when TEST_DATABASE_URL is set (CI guarantees it). */
-export const PG_TEMPLATE_DB = 'metershare_test_template'
+/** One template per test run, so that concurrent runs on one server do not collide. */
+export const PG_TEMPLATE_DB = `metershare_test_template_${process.pid}`
 
 export function pgAvailable(): boolean {
   return (process.env.TEST_DATABASE_URL ?? '') !== ''
