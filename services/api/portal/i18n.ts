@@ -150,6 +150,7 @@ export interface Messages {
     revoked: string
     noMeter: string
     failed: string
+    noMeterChosen: string
     alreadyAccepted: string
   }
   accessLog: {
@@ -295,6 +296,7 @@ const EN: Messages = {
     revoked: 'The consent is revoked: nothing more is sent under it.',
     noMeter: 'You occupy no meter at the moment, so there is nothing to share.',
     failed: 'Not saved: {message}',
+    noMeterChosen: 'choose at least one meter.',
     alreadyAccepted: 'You have an active consent for this offer.',
   },
   accessLog: {
@@ -440,6 +442,7 @@ const FR: Messages = {
     revoked: 'Le consentement est révoqué : plus rien n’est transmis à ce titre.',
     noMeter: 'Vous n’occupez aucun compteur en ce moment : rien à partager.',
     failed: 'Non enregistré : {message}',
+    noMeterChosen: 'choisissez au moins un compteur.',
     alreadyAccepted: 'Vous avez un consentement actif pour cette offre.',
   },
   accessLog: {

@@ -194,12 +194,16 @@ export const portalRoutes: RoutePlugin = async (app, { deps }) => {
         if (!sameOrigin(request)) throw new ForbiddenError('origin: sign in from the portal itself')
         const at = now()
         const session = await signIn(db, { email: body.email, password: body.password, address: request.ip }, at, config.portal, throttle)
+        request.log.info({ householdId: session.householdId }, 'portal sign-in')
         const maxAgeS = Math.ceil((session.expiresAt.getTime() - at.getTime()) / 1000)
         void reply.header('set-cookie', sessionCookie(request, session.token, maxAgeS))
         if (form) return reply.redirect('/', 303)
         return { householdId: session.householdId, csrfToken: session.csrfToken, expiresAt: session.expiresAt.toISOString() }
       } catch (err) {
-        if (err instanceof TooManyRequestsError) void reply.header('retry-after', String(Math.ceil(err.retryAfterMs / 1000)))
+        if (err instanceof TooManyRequestsError) {
+          request.log.warn({ address: request.ip }, 'portal sign-in throttled')
+          void reply.header('retry-after', String(Math.ceil(err.retryAfterMs / 1000)))
+        }
         if (!form || !(err instanceof MetershareError) || err.statusCode >= 500) throw err
         const ctx = pageContext(request, reply, null)
         const message =

@@ -102,7 +102,8 @@
         if (box.checked) chosen.push(box.value)
       })
       if (chosen.length === 0) {
-        showError(form, form.querySelector('legend').textContent)
+        var messages = document.getElementById('messages')
+        showError(form, messages === null ? '' : messages.getAttribute('data-no-meter'))
         return
       }
       var body = {
