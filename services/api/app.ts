@@ -4,6 +4,7 @@ import type { DatabaseHandle } from '../../shared/db/database.ts'
 import { log } from '../../shared/logger.ts'
 import type { Metrics } from '../../shared/metrics.ts'
 import type { AuthContext, SessionResolver } from './auth.ts'
+import { sessionResolver } from '../directory/session-service.ts'
 import { installErrorHandling, sendError } from './error-handler.ts'
 import type { RouteDoc, RouteMethod } from './route.ts'
 import { ROUTE_PLUGINS } from './routes/index.ts'
@@ -29,7 +30,7 @@ export interface ApiDeps {
   health: () => Promise<HealthReport>
   /** Injected in tests; the wall clock otherwise. */
   clock?: () => Date
-  /** The portal's session cookie (`SESSION_COOKIE_NAME`); absent, only bearer tokens work. */
+  /** The portal's session cookie (`SESSION_COOKIE_NAME`); by default the sessions stored in `db`. */
   sessions?: SessionResolver
 }
 
@@ -79,7 +80,7 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
 
   const context: ApiContext = {
     deps,
-    auth: { db: deps.db.db, adminToken: deps.config.adminToken, sessions: deps.sessions, clock },
+    auth: { db: deps.db.db, adminToken: deps.config.adminToken, sessions: deps.sessions ?? sessionResolver(deps.db.db), clock },
     now: clock,
     routes: [],
   }

@@ -118,12 +118,20 @@ describeDatabases('authentication', (t) => {
   })
 })
 
-describeDatabases('authentication without a session resolver', (t) => {
+describeDatabases('authentication with the sessions stored in the database (the default)', (t) => {
   const api = useApi(t)
 
-  it('ignores a session cookie and answers 401', async () => {
-    const res = await api.inject({ method: 'GET', url: '/admin/parties', headers: { cookie: `${SESSION_COOKIE_NAME}=anything` } })
-    expect(res.statusCode).toBe(401)
-    expect(errorOf(res).message).toBe('missing or invalid credentials')
+  it("lets a signed-in household read its data with the portal's cookie, and refuses an unknown cookie", async () => {
+    const w = await provision(api, 1)
+    const signIn = await api.inject({ method: 'POST', url: '/portal/session', payload: { email: 'h0@example.org', password: 'password-of-h0' } })
+    expect(signIn.statusCode).toBe(201)
+    const cookie = [signIn.headers['set-cookie']].flat().find((c) => c?.startsWith(`${SESSION_COOKIE_NAME}=`))!.split(';')[0]!
+    const mine = await api.inject({ method: 'GET', url: `/me/readings?meterId=${w.meterId}`, headers: { cookie } })
+    // The household never occupied the meter: the session works, and the answer is the household's 404.
+    expect(mine.statusCode).toBe(404)
+    expect((await api.inject({ method: 'GET', url: '/me/readings', headers: { cookie } })).json()).toEqual({ items: [], nextCursor: null })
+    const unknown = await api.inject({ method: 'GET', url: '/me/readings', headers: { cookie: `${SESSION_COOKIE_NAME}=made-up` } })
+    expect(unknown.statusCode).toBe(401)
+    expect(errorOf(unknown).code).toBe('UNAUTHENTICATED')
   })
 })
