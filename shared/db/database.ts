@@ -2,7 +2,7 @@ import { existsSync, mkdirSync } from 'node:fs'
 import path from 'node:path'
 import { PGlite } from '@electric-sql/pglite'
 import { btree_gist } from '@electric-sql/pglite/contrib/btree_gist'
-import { Kysely, PGliteDialect, PostgresDialect } from 'kysely'
+import { Kysely, PGliteDialect, PostgresDialect, sql } from 'kysely'
 import pg from 'pg'
 import { log } from '../logger.ts'
 import { DurableNodeFS, syncFolderTree } from './pglite-durable-fs.ts'
@@ -77,12 +77,27 @@ export async function openPglite(dir: string | null, fsync: boolean): Promise<PG
 export async function openDatabase(options: DatabaseOptions): Promise<DatabaseHandle> {
   if (options.databaseUrl !== null) return openPostgres(options.databaseUrl, options)
   const pglite = await openPglite(options.pgliteDir, options.pgliteFsync)
-  return wrapPglite(pglite)
+  return wrapPglite(pglite, { checkpointIntervalMs: options.pgliteDir === null ? null : PGLITE_CHECKPOINT_INTERVAL_MS })
 }
 
-export function wrapPglite(pglite: PGlite): DatabaseHandle {
+/**
+ * PGlite runs PostgreSQL in single-user mode, which has no checkpointer: without an explicit
+ * CHECKPOINT the write-ahead log grows for as long as the process runs, and crash recovery
+ * replays all of it. A checkpoint this often bounds both.
+ */
+export const PGLITE_CHECKPOINT_INTERVAL_MS = 5 * 60_000
+
+export function wrapPglite(pglite: PGlite, options: { checkpointIntervalMs: number | null } = { checkpointIntervalMs: null }): DatabaseHandle {
   const db = new Kysely<Database>({ dialect: new PGliteDialect({ pglite }) })
   let closed = false
+  let checkpoint: Promise<unknown> = Promise.resolve()
+  const timer =
+    options.checkpointIntervalMs === null
+      ? null
+      : setInterval(() => {
+          checkpoint = sql`CHECKPOINT`.execute(db).catch((err: unknown) => log.db.warn({ err }, 'checkpoint failed'))
+        }, options.checkpointIntervalMs)
+  timer?.unref()
   return {
     db,
     dialect: 'pglite',
@@ -95,6 +110,8 @@ export function wrapPglite(pglite: PGlite): DatabaseHandle {
     async close() {
       if (closed) return
       closed = true
+      if (timer !== null) clearInterval(timer)
+      await checkpoint
       await db.destroy()
     },
   }
