@@ -9,9 +9,10 @@ import { parseAccount } from './ledger-account.ts'
 import type { LineState } from './settlement-calculation.ts'
 
 /**
- * SQL of settlement runs and the ledger. Rows travel as one JSON document per statement
- * (jsonb_to_recordset: one parameter on PostgreSQL and PGlite alike), money as strings of
- * integers so that no amount passes through a JavaScript number.
+ * SQL of settlement runs and the ledger. Rows to write travel as one array per column
+ * (unnest), rows to look up as one JSON document (jsonb_to_recordset): a few parameters per
+ * statement on PostgreSQL and PGlite alike. Money goes as strings of integers, so no amount
+ * passes through a JavaScript number.
  */
 
 type Db = Kysely<Database> | Transaction<Database>
@@ -261,9 +262,9 @@ export async function insertRun(trx: Db, row: Omit<RunRow, 'created_at'>): Promi
 export async function ensureAccounts(trx: Db, accountIds: Iterable<string>): Promise<void> {
   const all = [...new Set(accountIds)].map(parseAccount)
   for (let i = 0; i < all.length; i += POSTING_ROWS_PER_STATEMENT_MAX) {
-    const doc = JSON.stringify(all.slice(i, i + POSTING_ROWS_PER_STATEMENT_MAX).map((a) => ({ id: a.id, k: a.kind, o: a.ownerId })))
+    const batch = all.slice(i, i + POSTING_ROWS_PER_STATEMENT_MAX)
     await sql`INSERT INTO ledger_accounts (id, kind, owner_id)
-      SELECT x.id, x.k, x.o FROM jsonb_to_recordset(${doc}::jsonb) AS x(id text, k text, o text)
+      SELECT * FROM unnest(${batch.map((a) => a.id)}::text[], ${batch.map((a) => a.kind)}::text[], ${batch.map((a) => a.ownerId)}::text[])
       ON CONFLICT (id) DO NOTHING`.execute(trx)
   }
 }
@@ -274,7 +275,8 @@ export interface NewJournal {
   runId: string
   postingMonth: string
   forMonth: string
-  householdId: string
+  /** null for a run's payout journal. */
+  householdId: string | null
   /** Account → signed amount; non-zero, summing to zero. */
   entries: ReadonlyMap<string, bigint>
 }
@@ -289,15 +291,22 @@ export async function insertJournals(trx: Db, journals: readonly NewJournal[], o
       batch.push(journals[i]!)
       i++
     }
-    const journalDoc = JSON.stringify(
-      batch.map((j) => ({ id: j.id, k: j.kind, r: j.runId, pm: j.postingMonth, fm: j.forMonth, h: j.householdId })),
-    )
     await sql`INSERT INTO ledger_journals (id, kind, run_id, posting_month, for_month, household_id)
-      SELECT x.id, x.k, x.r, x.pm, x.fm, x.h
-      FROM jsonb_to_recordset(${journalDoc}::jsonb) AS x(id text, k text, r text, pm text, fm text, h text)`.execute(trx)
-    const entryDoc = JSON.stringify(batch.flatMap((j) => [...j.entries].map(([a, amount]) => ({ j: j.id, a, v: amount.toString() }))))
+      SELECT * FROM unnest(${batch.map((j) => j.id)}::text[], ${batch.map((j) => j.kind)}::text[], ${batch.map((j) => j.runId)}::text[],
+        ${batch.map((j) => j.postingMonth)}::text[], ${batch.map((j) => j.forMonth)}::text[], ${batch.map((j) => j.householdId)}::text[])`.execute(trx)
+    const journalIds: string[] = []
+    const accountIds: string[] = []
+    const amounts: string[] = []
+    for (const j of batch) {
+      for (const [account, amount] of j.entries) {
+        journalIds.push(j.id)
+        accountIds.push(account)
+        amounts.push(amount.toString())
+      }
+    }
+    // One statement per batch: a journal's entries never straddle two (see the loop above).
     await sql`INSERT INTO ledger_entries (journal_id, account_id, amount_micros)
-      SELECT x.j, x.a, x.v::bigint FROM jsonb_to_recordset(${entryDoc}::jsonb) AS x(j text, a text, v text)`.execute(trx)
+      SELECT * FROM unnest(${journalIds}::text[], ${accountIds}::text[], ${amounts}::bigint[])`.execute(trx)
     onRows?.(i)
   }
 }
@@ -315,24 +324,13 @@ export interface NewLine {
 
 export async function insertLines(trx: Db, lines: readonly NewLine[]): Promise<void> {
   for (let i = 0; i < lines.length; i += POSTING_ROWS_PER_STATEMENT_MAX) {
-    const doc = JSON.stringify(
-      lines.slice(i, i + POSTING_ROWS_PER_STATEMENT_MAX).map((l) => ({
-        r: l.runId,
-        m: l.month,
-        c: l.consentId,
-        h: l.householdId,
-        p: l.recipientId,
-        o: l.offerId,
-        g: l.granularity,
-        n: l.state.data.toString(),
-        v: l.state.grossMicros.toString(),
-        s: l.state.householdShareMicros.toString(),
-      })),
-    )
+    const b = lines.slice(i, i + POSTING_ROWS_PER_STATEMENT_MAX)
     await sql`INSERT INTO settlement_lines
         (run_id, month, consent_id, household_id, recipient_id, offer_id, granularity, data_count, gross_micros, household_share_micros)
-      SELECT x.r, x.m, x.c, x.h, x.p, x.o, x.g, x.n::bigint, x.v::bigint, x.s::bigint
-      FROM jsonb_to_recordset(${doc}::jsonb) AS x(r text, m text, c text, h text, p text, o text, g text, n text, v text, s text)`.execute(trx)
+      SELECT * FROM unnest(${b.map((l) => l.runId)}::text[], ${b.map((l) => l.month)}::text[], ${b.map((l) => l.consentId)}::text[],
+        ${b.map((l) => l.householdId)}::text[], ${b.map((l) => l.recipientId)}::text[], ${b.map((l) => l.offerId)}::text[],
+        ${b.map((l) => l.granularity)}::text[], ${b.map((l) => l.state.data.toString())}::bigint[],
+        ${b.map((l) => l.state.grossMicros.toString())}::bigint[], ${b.map((l) => l.state.householdShareMicros.toString())}::bigint[])`.execute(trx)
   }
 }
 
@@ -347,18 +345,11 @@ export interface NewPayout {
 
 export async function insertPayouts(trx: Db, payouts: readonly NewPayout[]): Promise<void> {
   for (let i = 0; i < payouts.length; i += POSTING_ROWS_PER_STATEMENT_MAX) {
-    const doc = JSON.stringify(
-      payouts.slice(i, i + POSTING_ROWS_PER_STATEMENT_MAX).map((p) => ({
-        id: p.id,
-        h: p.householdId,
-        m: p.month,
-        v: p.amountMicros.toString(),
-        j: p.journalId,
-        r: p.runId,
-      })),
-    )
+    const b = payouts.slice(i, i + POSTING_ROWS_PER_STATEMENT_MAX)
     await sql`INSERT INTO payouts (id, household_id, month, amount_micros, status, journal_id, run_id)
-      SELECT x.id, x.h, x.m, x.v::bigint, 'paid', x.j, x.r
-      FROM jsonb_to_recordset(${doc}::jsonb) AS x(id text, h text, m text, v text, j text, r text)`.execute(trx)
+      SELECT p.id, p.h, p.m, p.v, 'paid', p.j, p.r
+      FROM unnest(${b.map((p) => p.id)}::text[], ${b.map((p) => p.householdId)}::text[], ${b.map((p) => p.month)}::text[],
+        ${b.map((p) => p.amountMicros.toString())}::bigint[], ${b.map((p) => p.journalId)}::text[], ${b.map((p) => p.runId)}::text[])
+        AS p(id, h, m, v, j, r)`.execute(trx)
   }
 }

@@ -376,7 +376,8 @@ async function runMonth(trx: Transaction<Database>, month: string, now: Date, ct
   }
 
   // Payouts, once per month, by the closing run: every household whose balance over
-  // everything booked up to this month (this run included) reaches the minimum.
+  // everything booked up to this month (this run included) reaches the minimum, all in one
+  // payout journal that moves those balances to the payouts account.
   const payouts: repo.NewPayout[] = []
   if (closing) {
     const balances = await repo.findHouseholdBalances(trx, month)
@@ -384,23 +385,19 @@ async function runMonth(trx: Transaction<Database>, month: string, now: Date, ct
       const delta = entries.get(householdAccount(householdId)) ?? 0n
       if (delta !== 0n) balances.set(householdId, (balances.get(householdId) ?? 0n) + delta)
     }
+    const journalId = newId('journal')
+    const entries = new Map<string, bigint>()
+    let paid = 0n
     for (const householdId of [...balances.keys()].sort()) {
       const amount = payoutDue(balances.get(householdId)!, ctx.payoutMinMicros)
       if (amount === 0n) continue
-      const journalId = newId('journal')
-      journals.push({
-        id: journalId,
-        kind: 'payout',
-        runId,
-        postingMonth: month,
-        forMonth: month,
-        householdId,
-        entries: new Map([
-          [householdAccount(householdId), -amount],
-          [PAYOUTS_ACCOUNT, amount],
-        ]),
-      })
+      entries.set(householdAccount(householdId), -amount)
+      paid += amount
       payouts.push({ id: newId('payout'), householdId, month, amountMicros: amount, journalId, runId })
+    }
+    if (paid > 0n) {
+      entries.set(PAYOUTS_ACCOUNT, paid)
+      journals.push({ id: journalId, kind: 'payout', runId, postingMonth: month, forMonth: month, householdId: null, entries })
     }
   }
 

@@ -17,12 +17,12 @@ export interface StatementLineRow {
 }
 
 /** A household's lines of a closing run, one per (recipient, offer, granularity). */
-export async function findStatementLines(db: Db, runId: string, householdId: string): Promise<StatementLineRow[]> {
+export async function findStatementLines(db: Db, runId: string, month: string, householdId: string): Promise<StatementLineRow[]> {
   const { rows } = await sql<StatementLineRow>`
     SELECT l.recipient_id, l.offer_id, l.granularity,
       sum(l.data_count)::bigint AS data, sum(l.gross_micros)::bigint AS gross, sum(l.household_share_micros)::bigint AS share
     FROM settlement_lines l
-    WHERE l.run_id = ${runId} AND l.household_id = ${householdId}
+    WHERE l.household_id = ${householdId} AND l.month = ${month} AND l.run_id = ${runId}
     GROUP BY l.recipient_id, l.offer_id, l.granularity
     ORDER BY l.recipient_id, l.offer_id NULLS LAST, l.granularity`.execute(db)
   return rows
@@ -37,12 +37,13 @@ export interface InvoiceLineRow {
 }
 
 /** A recipient's lines of a closing run, one per consent. */
-export async function findInvoiceLines(db: Db, runId: string, recipientId: string): Promise<InvoiceLineRow[]> {
+export async function findInvoiceLines(db: Db, runId: string, month: string, recipientId: string): Promise<InvoiceLineRow[]> {
   return db
     .selectFrom('settlement_lines')
     .select(['consent_id', 'offer_id', 'granularity', 'data_count', 'gross_micros'])
-    .where('run_id', '=', runId)
     .where('recipient_id', '=', recipientId)
+    .where('month', '=', month)
+    .where('run_id', '=', runId)
     .orderBy('consent_id')
     .execute()
 }

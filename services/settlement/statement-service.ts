@@ -77,7 +77,7 @@ async function requireClosingRun(db: Kysely<Database>, month: string): Promise<s
 export async function householdStatement(db: Kysely<Database>, householdId: string, month: string): Promise<Statement> {
   requireMonth(month)
   const runId = await requireClosingRun(db, month)
-  const lines = (await repo.findStatementLines(db, runId, householdId)).map((r) => ({
+  const lines = (await repo.findStatementLines(db, runId, month, householdId)).map((r) => ({
     recipientId: r.recipient_id,
     offerId: r.offer_id,
     granularity: r.granularity,
@@ -93,7 +93,7 @@ export async function householdStatement(db: Kysely<Database>, householdId: stri
 export async function recipientInvoice(db: Kysely<Database>, recipientId: string, month: string): Promise<Invoice> {
   requireMonth(month)
   const runId = await requireClosingRun(db, month)
-  const lines = (await repo.findInvoiceLines(db, runId, recipientId)).map((r) => ({
+  const lines = (await repo.findInvoiceLines(db, runId, month, recipientId)).map((r) => ({
     consentId: r.consent_id,
     offerId: r.offer_id,
     granularity: r.granularity,

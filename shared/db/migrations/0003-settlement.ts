@@ -43,10 +43,10 @@ export async function up(db: Kysely<any>): Promise<void> {
     .addColumn('data_count', 'bigint', (c) => c.notNull().check(sql`data_count >= 0`))
     .addColumn('gross_micros', 'bigint', (c) => c.notNull().check(sql`gross_micros >= 0`))
     .addColumn('household_share_micros', 'bigint', (c) => c.notNull().check(sql`household_share_micros >= 0`))
-    .addPrimaryKeyConstraint('settlement_lines_pkey', ['run_id', 'consent_id'])
+    // One line per consent and run; the key also finds a month's lines, consent by consent.
+    .addPrimaryKeyConstraint('settlement_lines_pkey', ['month', 'consent_id', 'run_id'])
     .addCheckConstraint('settlement_lines_share_check', sql`household_share_micros <= gross_micros`)
     .execute()
-  await db.schema.createIndex('settlement_lines_month_consent_idx').on('settlement_lines').columns(['month', 'consent_id']).execute()
   await db.schema.createIndex('settlement_lines_household_idx').on('settlement_lines').columns(['household_id', 'month']).execute()
   await db.schema.createIndex('settlement_lines_recipient_idx').on('settlement_lines').columns(['recipient_id', 'month']).execute()
 
@@ -68,7 +68,9 @@ export async function up(db: Kysely<any>): Promise<void> {
     .addColumn('run_id', 'text', (c) => c.notNull().references('settlement_runs.id'))
     .addColumn('posting_month', 'text', (c) => c.notNull().check(MONTH_CHECK('posting_month')))
     .addColumn('for_month', 'text', (c) => c.notNull().check(MONTH_CHECK('for_month')))
-    .addColumn('household_id', 'text', (c) => c.notNull())
+    // The household whose lines a settlement or adjustment journal posts; null for a run's
+    // payout journal, which pays every household paid that month at once.
+    .addColumn('household_id', 'text')
     // The transaction that created the journal: entries may be added to it in that one only.
     .addColumn('created_txid', 'bigint', (c) => c.notNull().defaultTo(sql`txid_current()`))
     .addColumn('created_at', 'timestamptz', (c) => c.notNull().defaultTo(sql`now()`))
@@ -76,6 +78,7 @@ export async function up(db: Kysely<any>): Promise<void> {
       'ledger_journals_month_check',
       sql`CASE WHEN kind = 'adjustment' THEN for_month < posting_month ELSE for_month = posting_month END`,
     )
+    .addCheckConstraint('ledger_journals_household_check', sql`(kind = 'payout') = (household_id IS NULL)`)
     .execute()
   await db.schema.createIndex('ledger_journals_for_month_idx').on('ledger_journals').columns(['for_month', 'household_id']).execute()
   await db.schema.createIndex('ledger_journals_posting_idx').on('ledger_journals').columns(['posting_month', 'household_id']).execute()
@@ -136,7 +139,7 @@ export async function up(db: Kysely<any>): Promise<void> {
   await sql`CREATE TRIGGER ledger_entries_guard AFTER INSERT ON ledger_entries
     REFERENCING NEW TABLE AS added FOR EACH STATEMENT EXECUTE FUNCTION metershare_ledger_entries_guard()`.execute(db)
 
-  // A payout per household and month at most; it is the journal that paid it.
+  // A payout per household and month at most; `journal_id` is the run's payout journal.
   await db.schema
     .createTable('payouts')
     .addColumn('id', 'text', (c) => c.primaryKey())
@@ -144,7 +147,7 @@ export async function up(db: Kysely<any>): Promise<void> {
     .addColumn('month', 'text', (c) => c.notNull().check(MONTH_CHECK('month')))
     .addColumn('amount_micros', 'bigint', (c) => c.notNull().check(sql`amount_micros > 0`))
     .addColumn('status', 'text', (c) => c.notNull().check(sql`status IN ('paid')`))
-    .addColumn('journal_id', 'text', (c) => c.notNull().unique())
+    .addColumn('journal_id', 'text', (c) => c.notNull())
     .addColumn('run_id', 'text', (c) => c.notNull().references('settlement_runs.id'))
     .addColumn('created_at', 'timestamptz', (c) => c.notNull().defaultTo(sql`now()`))
     .addUniqueConstraint('payouts_household_month_key', ['household_id', 'month'])

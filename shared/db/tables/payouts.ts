@@ -2,7 +2,7 @@ import type { ColumnType } from 'kysely'
 
 export type PayoutStatus = 'paid'
 
-/** A household's payout for a month (at most one; insert only), posted by `journal_id`. */
+/** A household's payout for a month (at most one; insert only), posted by its run's payout journal `journal_id`. */
 export interface PayoutsTable {
   id: string
   household_id: string
