@@ -1,0 +1,111 @@
+import { describe, expect, it } from 'vitest'
+import { startOfDayMs } from '../../../shared/calendar.ts'
+import type { ConsentFact, OccupancyFact } from '../../../services/consent/release-rule.ts'
+import { monthCalendar, settlementSpans, type CountSpan } from '../../../services/settlement/release-spans.ts'
+
+/**
+ * Which datums of a month settlement charges for, from the release rule, cut into whole days
+ * (counted from rollups) and pieces of days (counted from raw readings). October 2026 in
+ * Paris: 31 days, the 25th has 25 hours.
+ */
+
+const TZ = 'Europe/Paris'
+const HOUR = 3_600_000
+const at = (day: string, hour = 0, minute = 0) => startOfDayMs(day, TZ) + hour * HOUR + minute * 60_000
+const OCT = monthCalendar('2026-10', TZ)
+const AFTER = at('2026-11-05')
+
+function fact(overrides: Partial<ConsentFact> = {}): ConsentFact {
+  return {
+    id: 'cns_1',
+    householdId: 'hh_a',
+    recipientId: 'pty_r',
+    granularity: 'load_curve',
+    meterIds: ['m1'],
+    validFromMs: at('2026-09-01'),
+    validUntilMs: at('2027-09-01'),
+    dataFromMs: at('2026-09-01'),
+    dataUntilMs: null,
+    revokedAtMs: null,
+    ...overrides,
+  }
+}
+
+const livesThere: OccupancyFact[] = [{ meterId: 'm1', householdId: 'hh_a', fromMs: at('2026-08-01'), untilMs: null }]
+const occupancies = (list: OccupancyFact[] = livesThere) => new Map([['m1', list]])
+
+function shape(spans: CountSpan[]) {
+  return spans.map((s) => ({
+    kind: s.kind,
+    days: s.firstDay === null ? null : `${s.firstDay}..${s.lastDay}`,
+    edges: s.edges.map(([f, u]) => `${new Date(f).toISOString()}..${new Date(u).toISOString()}`),
+  }))
+}
+
+describe('settlement spans', () => {
+  it('covers the whole month in whole days when the consent covers it all', () => {
+    expect(shape(settlementSpans(fact(), OCT, occupancies(), AFTER))).toEqual([{ kind: 'load_curve', days: '2026-10-01..2026-10-31', edges: [] }])
+    expect(shape(settlementSpans(fact({ granularity: 'daily' }), OCT, occupancies(), AFTER))).toEqual([
+      { kind: 'daily', days: '2026-10-01..2026-10-31', edges: [] },
+    ])
+    expect(shape(settlementSpans(fact({ granularity: 'monthly' }), OCT, occupancies(), AFTER))).toEqual([
+      { kind: 'monthly', days: '2026-10-01..2026-10-31', edges: [] },
+    ])
+  })
+
+  it('counts a day cut by the data window from its raw readings, and the rest from whole days', () => {
+    const spans = settlementSpans(fact({ dataFromMs: at('2026-10-10', 12, 30), dataUntilMs: at('2026-10-25', 2) }), OCT, occupancies(), AFTER)
+    expect(shape(spans)).toEqual([
+      {
+        kind: 'load_curve',
+        days: '2026-10-11..2026-10-24',
+        edges: [`${new Date(at('2026-10-10', 12, 30)).toISOString()}..2026-10-10T22:00:00.000Z`, `2026-10-24T22:00:00.000Z..2026-10-25T00:00:00.000Z`],
+      },
+    ])
+  })
+
+  it('keeps a window inside one day as a single piece', () => {
+    const spans = settlementSpans(fact({ dataFromMs: at('2026-10-25', 1), dataUntilMs: at('2026-10-25', 4) }), OCT, occupancies(), AFTER)
+    expect(shape(spans)).toEqual([{ kind: 'load_curve', days: null, edges: ['2026-10-24T23:00:00.000Z..2026-10-25T02:00:00.000Z'] }])
+  })
+
+  it('stops at a revocation: no datum stamped after it, no daily datum of a day not complete before it', () => {
+    const revoked = fact({ revokedAtMs: at('2026-10-20', 9) })
+    expect(shape(settlementSpans(revoked, OCT, occupancies(), AFTER))).toEqual([
+      { kind: 'load_curve', days: '2026-10-01..2026-10-19', edges: ['2026-10-19T22:00:00.000Z..2026-10-20T07:00:00.000Z'] },
+    ])
+    expect(shape(settlementSpans({ ...revoked, granularity: 'daily' }, OCT, occupancies(), AFTER))).toEqual([
+      { kind: 'daily', days: '2026-10-01..2026-10-19', edges: [] },
+    ])
+    // A monthly datum is complete at the month's end, after the revocation: never released.
+    expect(settlementSpans({ ...revoked, granularity: 'monthly' }, OCT, occupancies(), AFTER)).toEqual([])
+  })
+
+  it('charges history a consent reaches back to, once it has begun', () => {
+    const later = fact({ validFromMs: at('2026-10-15'), dataFromMs: at('2026-10-01'), granularity: 'daily' })
+    expect(shape(settlementSpans(later, OCT, occupancies(), AFTER))).toEqual([{ kind: 'daily', days: '2026-10-01..2026-10-31', edges: [] }])
+    // Run before the consent began: nothing released yet.
+    expect(settlementSpans(later, OCT, occupancies(), at('2026-10-14'))).toEqual([])
+  })
+
+  it('ends a meter at the move-out, for good, even if the household comes back', () => {
+    const moves: OccupancyFact[] = [
+      { meterId: 'm1', householdId: 'hh_a', fromMs: at('2026-08-01'), untilMs: at('2026-10-12') },
+      { meterId: 'm1', householdId: 'hh_b', fromMs: at('2026-10-12'), untilMs: at('2026-10-20') },
+      { meterId: 'm1', householdId: 'hh_a', fromMs: at('2026-10-20'), untilMs: null },
+    ]
+    expect(shape(settlementSpans(fact(), OCT, occupancies(moves), AFTER))).toEqual([{ kind: 'load_curve', days: '2026-10-01..2026-10-11', edges: [] }])
+  })
+
+  it('releases nothing of another household, nor of meters the consent does not name', () => {
+    const other: OccupancyFact[] = [{ meterId: 'm1', householdId: 'hh_b', fromMs: at('2026-08-01'), untilMs: null }]
+    expect(settlementSpans(fact(), OCT, occupancies(other), AFTER)).toEqual([])
+    expect(settlementSpans(fact({ meterIds: [] }), OCT, occupancies(), AFTER)).toEqual([])
+  })
+
+  it('cuts days at local midnight across the clock change', () => {
+    expect(OCT.days).toHaveLength(31)
+    expect(OCT.dayStartsMs[25]! - OCT.dayStartsMs[24]!).toBe(25 * HOUR)
+    expect(OCT.dayStartsMs[31]).toBe(at('2026-11-01'))
+  })
+})

@@ -1,0 +1,131 @@
+import fc from 'fast-check'
+import { describe, expect, it } from 'vitest'
+import { splitLargestRemainder } from '../../../shared/money.ts'
+import {
+  payoutDue,
+  postingDifferences,
+  postingsByHousehold,
+  priceLine,
+  settlementInputHash,
+  type ConsentTerms,
+  type OfferTerms,
+} from '../../../services/settlement/settlement-calculation.ts'
+
+const OFFER: OfferTerms = {
+  id: 'off_a',
+  priceMicrosPerDatum: 1_003n,
+  householdBps: 4_000,
+  operatorBps: 2_500,
+  platformBps: 2_499,
+  thirdParties: [{ partyId: 'pty_charity', bps: 1_001 }],
+}
+const CONSENT: ConsentTerms = { id: 'cns_1', householdId: 'hh_a', recipientId: 'pty_r', granularity: 'load_curve', offer: OFFER }
+
+describe('pricing a line', () => {
+  it('splits the gross once, as the offer says, among household, operator, platform and third parties', () => {
+    const line = priceLine(CONSENT, [{ meterId: 'm1', operatorId: 'pty_grid', data: 1_234n }])
+    const gross = 1_234n * 1_003n
+    const split = splitLargestRemainder(gross, [
+      { key: 'household', bps: 4_000 },
+      { key: 'operator', bps: 2_500 },
+      { key: 'platform', bps: 2_499 },
+      { key: 'charity', bps: 1_001 },
+    ])
+    expect(line).toMatchObject({ data: 1_234n, grossMicros: gross, householdShareMicros: split.get('household') })
+    expect(Object.fromEntries(line.postings)).toEqual({
+      'household:hh_a': split.get('household'),
+      'party:pty_grid': split.get('operator'),
+      platform: split.get('platform'),
+      'party:pty_charity': split.get('charity'),
+      'receivable:pty_r': -gross,
+    })
+  })
+
+  it('shares the operator part among the operators of the meters by their datums, within one unit each, summing to the gross', () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.bigInt({ min: 0n, max: 100_000n }), { minLength: 1, maxLength: 4 }),
+        fc.bigInt({ min: 0n, max: 1_000_000n }),
+        (counts, price) => {
+          const line = priceLine({ ...CONSENT, offer: { ...OFFER, priceMicrosPerDatum: price } }, counts.map((data, i) => ({ meterId: `m${i}`, operatorId: `pty_op${i}`, data })))
+          const data = counts.reduce((a, b) => a + b, 0n)
+          const gross = data * price
+          let sum = 0n
+          for (const [account, amount] of line.postings) if (!account.startsWith('receivable:')) sum += amount
+          expect(sum).toBe(gross)
+          counts.forEach((n, i) => {
+            // Exact share: gross × 2500/10000 × n/data = price × n / 4.
+            const diff = (line.postings.get(`party:pty_op${i}`) ?? 0n) * 4n - price * n
+            expect(diff > -4n && diff < 4n).toBe(true)
+          })
+          expect(line.roles.household + line.roles.operators + line.roles.platform + line.roles.thirdParties).toBe(gross)
+        },
+      ),
+    )
+  })
+
+  it('counts a legal-basis consent and charges nothing for it', () => {
+    const line = priceLine({ ...CONSENT, offer: null, granularity: 'monthly' }, [{ meterId: 'm1', operatorId: 'pty_grid', data: 1n }])
+    expect(line).toMatchObject({ data: 1n, grossMicros: 0n, householdShareMicros: 0n, offerId: null })
+    expect(line.postings.size).toBe(0)
+  })
+
+  it('adds up the accounts of one operator who is also a third party of the offer', () => {
+    const line = priceLine({ ...CONSENT, offer: { ...OFFER, thirdParties: [{ partyId: 'pty_grid', bps: 1_001 }] } }, [
+      { meterId: 'm1', operatorId: 'pty_grid', data: 10n },
+    ])
+    expect(line.postings.get('party:pty_grid')).toBe(line.roles.operators + line.roles.thirdParties)
+  })
+})
+
+describe('posting differences', () => {
+  it('posts per household what the ledger lacks, and nothing for households already right', () => {
+    const before = postingsByHousehold([
+      priceLine(CONSENT, [{ meterId: 'm1', operatorId: 'pty_grid', data: 100n }]),
+      priceLine({ ...CONSENT, id: 'cns_2', householdId: 'hh_b' }, [{ meterId: 'm2', operatorId: 'pty_grid', data: 50n }]),
+    ])
+    const after = postingsByHousehold([
+      priceLine(CONSENT, [{ meterId: 'm1', operatorId: 'pty_grid', data: 90n }]),
+      priceLine({ ...CONSENT, id: 'cns_2', householdId: 'hh_b' }, [{ meterId: 'm2', operatorId: 'pty_grid', data: 50n }]),
+    ])
+    const diff = postingDifferences(after, before)
+    expect([...diff.keys()]).toEqual(['hh_a'])
+    const entries = diff.get('hh_a')!
+    expect([...entries.values()].reduce((a, b) => a + b, 0n)).toBe(0n)
+    expect(entries.get('receivable:pty_r')).toBe(10n * 1_003n)
+    for (const [account, amount] of entries) expect(amount).toBe((after.get('hh_a')!.get(account) ?? 0n) - (before.get('hh_a')!.get(account) ?? 0n))
+    expect(postingDifferences(after, after).size).toBe(0)
+    // A household whose lines vanished gets everything reversed.
+    const gone = postingDifferences(new Map(), before)
+    expect(Object.fromEntries(gone.get('hh_b')!)).toEqual(Object.fromEntries([...before.get('hh_b')!].map(([k, v]) => [k, -v])))
+  })
+})
+
+describe('input hash', () => {
+  it('is the same for the same inputs in any order, and changes with any count, term or operator', () => {
+    const a = { ...CONSENT }
+    const b: ConsentTerms = { ...CONSENT, id: 'cns_2', householdId: 'hh_b' }
+    const counts = new Map([
+      ['cns_1', [{ meterId: 'm1', operatorId: 'pty_grid', data: 5n }]],
+      ['cns_2', [{ meterId: 'm2', operatorId: 'pty_grid', data: 7n }]],
+    ])
+    const h = settlementInputHash('2026-10', [a, b], counts)
+    expect(settlementInputHash('2026-10', [b, a], counts)).toBe(h)
+    expect(settlementInputHash('2026-11', [a, b], counts)).not.toBe(h)
+    expect(settlementInputHash('2026-10', [a, b], new Map([...counts, ['cns_2', [{ meterId: 'm2', operatorId: 'pty_grid', data: 8n }]]]))).not.toBe(h)
+    expect(settlementInputHash('2026-10', [a, b], new Map([...counts, ['cns_2', [{ meterId: 'm2', operatorId: 'pty_other', data: 7n }]]]))).not.toBe(h)
+    expect(settlementInputHash('2026-10', [a, { ...b, offer: { ...OFFER, priceMicrosPerDatum: 1_004n } }], counts)).not.toBe(h)
+    // A consent without data does not change the month.
+    expect(settlementInputHash('2026-10', [a, b, { ...CONSENT, id: 'cns_3' }], counts)).toBe(h)
+  })
+})
+
+describe('payouts', () => {
+  it('pays the whole balance once it reaches the minimum, and never a balance below it or negative', () => {
+    expect(payoutDue(4_999_999n, 5_000_000n)).toBe(0n)
+    expect(payoutDue(5_000_000n, 5_000_000n)).toBe(5_000_000n)
+    expect(payoutDue(12_345_678n, 5_000_000n)).toBe(12_345_678n)
+    expect(payoutDue(-1n, 0n)).toBe(0n)
+    expect(payoutDue(0n, 0n)).toBe(0n)
+  })
+})
