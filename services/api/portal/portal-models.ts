@@ -72,12 +72,14 @@ export async function loadStatement(db: Kysely<Database>, householdId: string, m
   const recipientNames = new Map<string, string>()
   const offerPurposes = new Map<string, string>()
   if (statement !== null && statement.lines.length > 0) {
-    // The recipients of a household's lines are among its consents'.
-    const consents = await listHouseholdConsents(db, householdId, { limit: CONSENTS_PAGE_ITEMS_MAX }, now)
-    for (const c of consents.items) recipientNames.set(c.recipientId, c.recipientName)
     for (const o of await listOffers(db)) {
       offerPurposes.set(o.id, o.purpose)
       recipientNames.set(o.recipientId, o.recipientName)
+    }
+    // A legal basis has no offer: its recipient is named by the household's consents.
+    if (statement.lines.some((l) => !recipientNames.has(l.recipientId))) {
+      const consents = await listHouseholdConsents(db, householdId, { limit: CONSENTS_PAGE_ITEMS_MAX }, now)
+      for (const c of consents.items) recipientNames.set(c.recipientId, c.recipientName)
     }
   }
   return { month, statement, months, recipientNames, offerPurposes }

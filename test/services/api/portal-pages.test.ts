@@ -45,6 +45,8 @@ describeDatabases('portal pages', (t) => {
     await occupy(db, meterId, householdId, paris('2026-09-01'))
     const offerId = await offer(db, { recipientId, granularity: 'load_curve', priceMicrosPerDatum: PRICE, householdBps: 5_000, operatorBps: 5_000, platformBps: 0 })
     await consent(db, { householdId, recipientId, offerId, granularity: 'load_curve', meterIds: [meterId], validFrom: paris('2026-09-01') })
+    // The supplier's legal basis: monthly data, free.
+    await consent(db, { householdId, recipientId: operator, offerId: null, granularity: 'monthly', meterIds: [meterId], validFrom: paris('2026-09-01') })
 
     // October: the 1st to the 3rd (72 readings), settled; then late readings of the 10th (24),
     // settled in November as an adjustment; November: the 1st and 2nd (48 readings).
@@ -126,6 +128,8 @@ describeDatabases('portal pages', (t) => {
       ),
     )
     expect(html).not.toContain('<Co>')
+    // The legal basis is named by its recipient, free of charge.
+    expect(html).toMatch(new RegExp(`<td>Grid</td>\\s*<td>Legal basis \\(free\\)</td>\\s*<td>Monthly totals</td>\\s*<td class="num">1</td>\\s*<td class="num">${escape(eur(0n))}</td>`))
     expect(html).toContain(`id="statement-adjustments">${eur(24n * SHARE)}</td>`)
     expect(html).toContain(`id="statement-total" data-micros="${72n * SHARE}">${eur(72n * SHARE)}</td>`)
     expect(html).toContain('href="/me/statements/2026-11?format=csv"')
@@ -155,6 +159,12 @@ describeDatabases('portal pages', (t) => {
     expect(html).toContain('about €2.90 a month for the meters chosen')
     expect(html).toContain(`<input type="checkbox" name="meterId" value="${meterId}" checked data-datums="720">`)
     expect(html).toContain('<dialog id="revoke-dialog"')
+    // The supplier's legal basis is listed, free, and only the operator ends it.
+    const legal = /<tr data-consent="cns_[0-9a-z]+" data-status="active">\s*<td>Grid <span class="tag">Legal basis<\/span><\/td>[\s\S]*?<\/tr>/.exec(html)
+    expect(legal).not.toBeNull()
+    expect(legal![0]).toContain('<td>free</td>')
+    expect(legal![0]).not.toContain('<button')
+    expect(html.match(/data-revoke=/g)).toHaveLength(1)
     expect(html).toMatch(/<meta name="csrf-token" content="[A-Za-z0-9_-]{43}">/)
   })
 
