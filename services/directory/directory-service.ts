@@ -1,6 +1,6 @@
 import type { Kysely } from 'kysely'
 import { ConflictError, ERROR_CODES, InvalidInputError, NotFoundError } from '../../shared/errors.ts'
-import { METER_ID_RE, newId } from '../../shared/ids.ts'
+import { ID_PREFIXES, METER_ID_RE, newId } from '../../shared/ids.ts'
 import type { Commodity } from '../../shared/obis.ts'
 import type { Database } from '../../shared/db/schema.ts'
 import type { PartyKind } from '../../shared/db/tables/parties.ts'
@@ -15,6 +15,8 @@ import {
 } from '../../shared/secrets.ts'
 import * as repo from './directory-repository.ts'
 import type { Principal } from './principal.ts'
+
+const RESERVED_ID_RE = new RegExp(`^(${ID_PREFIXES.party}|${ID_PREFIXES.household})_`)
 
 /**
  * Parties, households and meters, and their credentials. Keys and secrets are returned
@@ -68,6 +70,10 @@ export async function createMeter(
 ): Promise<{ id: string; secret: string }> {
   if (input.id !== undefined && !METER_ID_RE.test(input.id)) {
     throw new InvalidInputError('id: 1 to 64 characters among A-Z a-z 0-9 . _ : -, starting with a letter or digit', 'id')
+  }
+  // MQTT usernames name meters, parties and households alike: a meter may not take a party's or household's id.
+  if (input.id !== undefined && RESERVED_ID_RE.test(input.id)) {
+    throw new InvalidInputError(`id: the prefixes ${ID_PREFIXES.party}_ and ${ID_PREFIXES.household}_ are reserved for parties and households`, 'id')
   }
   const operator = await repo.findParty(db, input.operatorId)
   if (operator === undefined) throw new InvalidInputError('operatorId: no such party', 'operatorId')

@@ -134,6 +134,9 @@ describeDatabases('directory', (t) => {
       await expect(createMeter(t.db, { operatorId: 'pty_none', commodity: 'gas', intervalMinutes: 60 })).rejects.toThrow('operatorId: no such party')
       await expect(createMeter(t.db, { operatorId: w.utility.id, commodity: 'gas', intervalMinutes: 60, id: 'a b' })).rejects.toBeInstanceOf(InvalidInputError)
       await expect(createMeter(t.db, { operatorId: w.utility.id, commodity: 'gas', intervalMinutes: 60, id: 'LINKY-42' })).rejects.toMatchObject({ code: 'METER_EXISTS' })
+      // A meter may not take a party's or household's MQTT username.
+      await expect(createMeter(t.db, { operatorId: w.utility.id, commodity: 'gas', intervalMinutes: 60, id: w.lab.id })).rejects.toThrow('id: the prefixes pty_ and hh_ are reserved')
+      await expect(createMeter(t.db, { operatorId: w.utility.id, commodity: 'gas', intervalMinutes: 60, id: 'hh_anything' })).rejects.toThrow('id: the prefixes pty_ and hh_ are reserved')
       await expect(requireMeter(t.db, 'NOPE')).rejects.toBeInstanceOf(NotFoundError)
       expect((await requireMeter(t.db, 'LINKY-42')).operator_id).toBe(w.utility.id)
     })
