@@ -2,7 +2,7 @@ import { sql } from 'kysely'
 import { expect, it } from 'vitest'
 import { addDays, daysOfMonth, startOfDayMs } from '../../../shared/calendar.ts'
 import { InvalidInputError } from '../../../shared/errors.ts'
-import { settleMonth } from '../../../services/settlement/settlement-service.ts'
+import { settleCompletedMonths, settleMonth } from '../../../services/settlement/settlement-service.ts'
 import { describeDatabases, type TestDatabase } from '../../support/database.ts'
 import {
   TZ,
@@ -219,6 +219,32 @@ describeDatabases('settlement runs', (t) => {
     await expect(settleMonth(t.db, '2026-10', ctxAt(paris('2026-10-31', 23, 59)))).rejects.toThrow(/month: 2026-10 is not over yet/)
     await expect(settleMonth(t.db, '2026-13', ctxAt(paris('2027-02-01')))).rejects.toBeInstanceOf(InvalidInputError)
     await expect(settleMonth(t.db, 'october', ctxAt(paris('2027-02-01')))).rejects.toThrow(/^month:/)
+  })
+
+  it('settles every month that is over since the first with data, and re-checks only the recent ones', async () => {
+    expect(await settleCompletedMonths(t.db, paris('2026-11-15'), ctxAt(paris('2026-11-15')))).toEqual([])
+    const w = await october(t)
+    const first = await settleCompletedMonths(t.db, paris('2026-11-15'), ctxAt(paris('2026-11-15')))
+    // m1's readings start on September 30th: September and October are over, November is not.
+    expect(first.map((r) => [r.month, r.kind])).toEqual([
+      ['2026-09', 'closing'],
+      ['2026-10', 'closing'],
+    ])
+    const again = await settleCompletedMonths(t.db, paris('2026-12-02'), ctxAt(paris('2026-12-02')))
+    expect(again.map((r) => [r.month, r.kind])).toEqual([
+      ['2026-09', 'unchanged'],
+      ['2026-10', 'unchanged'],
+      ['2026-11', 'closing'],
+    ])
+    // Late October data: a re-check of the last month only misses it; of the last two, posts it.
+    await ingest(t.db, t.dialect, w.m3, 'gas', hourly(paris('2026-10-01'), paris('2026-10-02')))
+    const lastOnly = await settleCompletedMonths(t.db, paris('2026-12-03'), ctxAt(paris('2026-12-03')), { resettleMonthsMax: 1 })
+    expect(lastOnly.map((r) => [r.month, r.kind])).toEqual([['2026-11', 'unchanged']])
+    const lastTwo = await settleCompletedMonths(t.db, paris('2026-12-03'), ctxAt(paris('2026-12-03')), { resettleMonthsMax: 2 })
+    expect(lastTwo.map((r) => [r.month, r.kind, r.postingMonth])).toEqual([
+      ['2026-10', 'adjustment', '2026-12'],
+      ['2026-11', 'unchanged', '2026-11'],
+    ])
   })
 
   it('closes an empty month, so that anything found later is an adjustment', async () => {
