@@ -1,5 +1,4 @@
-import { dayBounds } from '../../../shared/calendar.ts'
-import { addDays, addMonths } from '../../../shared/calendar.ts'
+import { addDays, addMonths, dayBounds } from '../../../shared/calendar.ts'
 import { BPS_TOTAL, divideRoundHalfEven } from '../../../shared/money.ts'
 import type { Consent } from '../../consent/consent-service.ts'
 import type { HouseholdOffer } from '../../consent/offer-service.ts'
