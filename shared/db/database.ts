@@ -113,6 +113,8 @@ export function wrapPglite(pglite: PGlite, options: { checkpointIntervalMs: numb
       if (timer !== null) clearInterval(timer)
       await checkpoint
       await db.destroy()
+      // kysely closes PGlite only if it ever ran a query through it.
+      if (!pglite.closed) await pglite.close()
     },
   }
 }
