@@ -40,7 +40,7 @@ const USAGE = `usage: npm run bench:ingest -- [options]
   --catchup-readings N readings per message during catch-up (default 100)
   --generators N       load generator processes (default 1)
   --only LIST          phases among ${PHASES.join(',')} (default all)
-  --profile            write a CPU profile of each metershare broker (node --cpu-prof) and summarise it
+  --profile            CPU-profile each metershare broker (node --cpu-prof), summarise its measured window, keep the files
   --quick              a short smoke run
 environment: BENCH_DATABASE_URL (an admin URL of a PostgreSQL server; default ${'postgres://postgres:postgres@localhost:5432/postgres'})`
 
@@ -52,6 +52,10 @@ const CONNECT_CONCURRENCY = 200
 const CONNECT_TIMEOUT_MS = 60_000
 const DRAIN_TIMEOUT_MS = 30_000
 const FD_MARGIN = 64
+const PROFILE_TOP = 10
+/** Below this many PUBACKs in a window, its rate and percentiles are flagged as unreliable. */
+const FEW_SAMPLES = 200
+const MOSQUITTO_SETUP = 'Mosquitto with its default limits (max_inflight_messages 20, max_queued_messages 1000 per client), no persistence; one mosquitto_sub at QoS 1 on meters/+/readings'
 const PROGRESS_EVERY_MS = 15_000
 const TARGET = {
   bareRatioMin: 0.5,
@@ -139,6 +143,8 @@ interface ServerUnderTest {
   counts?: () => Promise<BrokerCounts>
   ingest?: () => Promise<IngestFigures>
   gc?: () => Promise<{ heapUsedBytes: number; rssBytes: number }>
+  /** The broker's monotonic clock in µs (the time base of its CPU profile). */
+  mark?: () => Promise<number>
   profileFile?: string
   close(): Promise<void>
 }
@@ -259,7 +265,8 @@ class Bench {
     const execArgv = ['--expose-gc']
     let profileFile: string | undefined
     if (this.opts.profile && target.kind === 'metershare') {
-      const dir = path.join(this.tmp, 'profiles')
+      // Kept after the run (the rest of the temporary folder is removed) for a closer look.
+      const dir = path.join(os.tmpdir(), `metershare-bench-profiles-${process.pid}`)
       mkdirSync(dir, { recursive: true })
       profileFile = path.join(dir, `${phaseSlug}.cpuprofile`)
       execArgv.push('--cpu-prof', '--cpu-prof-dir', dir, '--cpu-prof-name', `${phaseSlug}.cpuprofile`)
@@ -294,6 +301,10 @@ class Bench {
         gc: async () => {
           child.send({ type: 'gc' })
           return child.next<{ type: string; heapUsedBytes: number; rssBytes: number }>('gc', 30_000)
+        },
+        mark: async () => {
+          child.send({ type: 'mark' })
+          return (await child.next<{ type: string; monotonicUs: number }>('mark', 10_000)).monotonicUs
         },
         ...(profileFile !== undefined ? { profileFile } : {}),
         close: cleanup,
@@ -426,10 +437,14 @@ async function runLoad(bench: Bench, spec: LoadSpec): Promise<LoadFigures> {
     const withPg = spec.target.kind === 'metershare' && spec.target.backend === 'postgres'
     for (const g of generators) g.send({ type: 'go' })
     const runTimeoutMs = (o.warmupSeconds + o.seconds) * 1000 + 60_000
+    const sample = () => ({ at: performance.now(), server: pids.map(sampleProcess), machine: sampleMachine(), pg: withPg ? cpuMsOfCommand('postgres') : 0, sub: server.subscriberCount?.() ?? 0 })
+    const profiled = server.profileFile !== undefined && server.mark !== undefined
     await generators[0]!.next('window-start', runTimeoutMs)
-    const s0 = { at: performance.now(), server: pids.map(sampleProcess), machine: sampleMachine(), pg: withPg ? cpuMsOfCommand('postgres') : 0, sub: server.subscriberCount?.() ?? 0 }
+    const s0 = sample()
+    const from = profiled ? await server.mark!() : 0
     await generators[0]!.next('window-end', runTimeoutMs)
-    const s1 = { at: performance.now(), server: pids.map(sampleProcess), machine: sampleMachine(), pg: withPg ? cpuMsOfCommand('postgres') : 0, sub: server.subscriberCount?.() ?? 0 }
+    const s1 = sample()
+    const to = profiled ? await server.mark!() : 0
     const results = await Promise.all(generators.map((g) => g.next<GeneratorResult>('result', DRAIN_TIMEOUT_MS + 60_000)))
 
     const wallMs = s1.at - s0.at
@@ -450,6 +465,9 @@ async function runLoad(bench: Bench, spec: LoadSpec): Promise<LoadFigures> {
     if (closedEarly > 0) notes.push(`${closedEarly} connections closed by the broker during the run`)
     if (unexpected > 0) notes.push(`${unexpected} PUBACKs for message ids not in flight`)
     if (outOfOrder > 0) notes.push(`${outOfOrder} PUBACKs out of publish order`)
+    if (latencies.length < FEW_SAMPLES) {
+      notes.push(`only ${latencies.length} PUBACKs inside the window: too few for these figures to mean much (raise --seconds)`)
+    }
     if (spec.mode === 'rate') {
       notes.push(`target rate ${fmtInt(spec.ratePerSecond)} msg/s, achieved ${fmtInt(messagesPerSecond)} msg/s`)
     }
@@ -460,7 +478,8 @@ async function runLoad(bench: Bench, spec: LoadSpec): Promise<LoadFigures> {
       forwardedPerSecond = ((s1.sub - s0.sub) * 1000) / wallMs
       const delivered = await settledCount(server.subscriberCount)
       check = `subscriber got ${fmtInt(delivered)} of ${fmtInt(acked)} acknowledged`
-      if (delivered < acked) notes.push(`Mosquitto dropped ${fmtInt(acked - delivered)} messages for its subscriber (queue limits); nothing is stored`)
+      notes.push(`${MOSQUITTO_SETUP}; forwarded ${fmtInt(forwardedPerSecond)} msg/s to the subscriber while acknowledging ${fmtInt(messagesPerSecond)} msg/s`)
+      if (delivered < acked) notes.push(`Mosquitto dropped ${fmtInt(acked - delivered)} messages for its subscriber (its queue limit); nothing is stored`)
     }
     if (server.counts !== undefined) {
       const counts = await server.counts()
@@ -501,7 +520,7 @@ async function runLoad(bench: Bench, spec: LoadSpec): Promise<LoadFigures> {
     await Promise.all(generators.map((g) => g.stop()))
     generators = []
     await server.close()
-    if (server.profileFile !== undefined) figures.profile = profileLines(server.profileFile)
+    if (profiled) figures.profile = profileLines(server.profileFile!, from, to)
     progress(`${spec.label}: ${fmtInt(figures.readingsPerSecond)} readings/s, ${check}`)
     return figures
   } finally {
@@ -607,12 +626,14 @@ function concat(parts: Uint32Array[]): Uint32Array {
   return out
 }
 
-function profileLines(file: string): string[] {
+function profileLines(file: string, fromUs: number, toUs: number): string[] {
   if (!existsSync(file)) return [`(no profile written at ${file})`]
-  const { totalMs, entries } = summarizeProfile(file, 15, path.resolve(import.meta.dirname, '../..'))
+  const p = summarizeProfile(file, { root: path.resolve(import.meta.dirname, '../..'), top: PROFILE_TOP, fromUs, toUs })
+  const list = (entries: Array<{ name: string; share: number }>): string => entries.map((e) => `${fmtPercent(e.share)} ${e.name}`).join(', ')
   return [
-    `profile ${file} (${fmtInt(totalMs)} ms, self time, whole process life):`,
-    ...entries.map((e) => `  ${fmtPercent(e.selfShare).padStart(4)}  ${e.name}  ${e.where}`),
+    `broker CPU profile over the window (${fmtInt(p.windowMs)} ms, self time): ${file}`,
+    `  by module:   ${list(p.byModule)}`,
+    `  by function: ${list(p.byFunction)}`,
   ]
 }
 

@@ -15,7 +15,7 @@ import { reportFailures, type ChildMessage } from '../support/processes.ts'
  * (the ceiling of the MQTT layer). `metershare`: our broker on PostgreSQL or PGlite.
  *
  * IPC: start → ready {port}; stats → stats {ingest figures}; count → count {rows};
- * gc → gc {heap}; close → closed, then exit.
+ * mark → mark {monotonicUs}; gc → gc {heap}; close → closed, then exit.
  */
 
 export type BrokerStart =
@@ -64,6 +64,10 @@ async function answer(m: ChildMessage): Promise<void> {
       return
     case 'stats':
       process.send!({ type: 'stats', ...(await ingestFigures()) })
+      return
+    case 'mark':
+      // The monotonic clock of CPU profile samples, to cut the profile to the measured window.
+      process.send!({ type: 'mark', monotonicUs: Number(process.hrtime.bigint() / 1000n) })
       return
     case 'gc':
       collectGarbage()
