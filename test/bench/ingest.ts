@@ -13,7 +13,7 @@ import type { GeneratorConnected, GeneratorPlan, GeneratorResult } from './inges
 import type { ReadingSeries } from './ingest/mqtt-frames.ts'
 import { summarizeProfile } from './support/cpu-profile.ts'
 import { commandVersion, describeMachine, packageVersion } from './support/machine.ts'
-import { MOSQUITTO_BIN, MOSQUITTO_SUB_BIN, startCountingSubscriber, startMosquitto } from './support/mosquitto.ts'
+import { MOSQUITTO_BIN, MOSQUITTO_SUB_BIN, startCountingSubscriber, startMosquitto, type CountingSubscriber } from './support/mosquitto.ts'
 import { NodeChild, cpuMsOfCommand, descriptorsOf, sampleMachine, sampleProcess } from './support/processes.ts'
 import { fmtFixed, fmtInt, fmtMb, fmtMs, fmtPercent, formatTable, mark, percentile } from './support/report.ts'
 
@@ -154,6 +154,9 @@ class Bench {
   private readonly dbPrefix = `metershare_bench_${process.pid}`
   private readonly createdDatabases: string[] = []
   private readonly children = new Set<NodeChild>()
+  /** Stops of processes that are not Node children (Mosquitto, its subscriber). */
+  private readonly stoppers = new Set<() => Promise<void>>()
+  interrupted = false
   private pgTemplate: string | null = null
   private pgliteTemplate: string | null = null
   pgMeters: BenchMeter[] = []
@@ -227,20 +230,19 @@ class Bench {
       const dir = path.join(this.tmp, `mosquitto-${phaseSlug}`)
       mkdirSync(dir)
       const mosquitto = await startMosquitto(dir)
-      try {
-        const sub = await startCountingSubscriber(mosquitto.port, meterReadingsTopic('+'), meterReadingsTopic('bench-probe'))
-        return {
-          port: mosquitto.port,
-          pid: mosquitto.pid,
-          helperPids: [sub.pid],
-          subscriberCount: sub.count,
-          close: async () => {
-            await sub.stop()
-            await mosquitto.stop()
-          },
-        }
-      } catch (err) {
+      this.stoppers.add(mosquitto.stop)
+      const close = async (): Promise<void> => {
+        await sub?.stop()
         await mosquitto.stop()
+        this.stoppers.delete(mosquitto.stop)
+      }
+      let sub: CountingSubscriber | undefined
+      try {
+        sub = await startCountingSubscriber(mosquitto.port, meterReadingsTopic('+'), meterReadingsTopic('bench-probe'))
+        this.stoppers.add(sub.stop)
+        return { port: mosquitto.port, pid: mosquitto.pid, helperPids: [sub.pid], subscriberCount: sub.count, close }
+      } catch (err) {
+        await close()
         throw err
       }
     }
@@ -321,8 +323,17 @@ class Bench {
     if (i >= 0) this.createdDatabases.splice(i, 1)
   }
 
-  async cleanup(): Promise<void> {
+  private cleaning: Promise<void> | null = null
+
+  /** Stops every process, drops every database and removes the temporary folder; once. */
+  cleanup(): Promise<void> {
+    this.cleaning ??= this.cleanupOnce()
+    return this.cleaning
+  }
+
+  private async cleanupOnce(): Promise<void> {
     await Promise.all([...this.children].map((c) => c.stop(5_000)))
+    await Promise.all([...this.stoppers].map((stop) => stop()))
     for (const name of [...this.createdDatabases].reverse()) {
       try {
         await this.dropDatabase(name)
@@ -726,6 +737,7 @@ async function main(): Promise<number> {
   const onSignal = (): void => {
     if (interrupted) process.exit(130)
     interrupted = true
+    bench.interrupted = true
     process.stderr.write('\ninterrupted: cleaning up (again to quit at once)\n')
     void bench.cleanup().finally(() => process.exit(130))
   }
@@ -767,6 +779,7 @@ async function main(): Promise<number> {
   const failed: string[] = []
   /** One phase failing (a crash, a timeout) is reported; the others still run. */
   const attempt = async <T>(label: string, list: T[], phase: () => Promise<T>): Promise<void> => {
+    if (bench.interrupted) return
     try {
       list.push(await phase())
     } catch (err) {
