@@ -10,8 +10,10 @@ import type { LedgerAccountKind } from '../../shared/db/tables/ledger-accounts.t
 export const PLATFORM_ACCOUNT = 'platform'
 export const PAYOUTS_ACCOUNT = 'payouts'
 
+export const HOUSEHOLD_ACCOUNT_PREFIX = 'household:'
+
 export function householdAccount(householdId: string): string {
-  return `household:${householdId}`
+  return HOUSEHOLD_ACCOUNT_PREFIX + householdId
 }
 
 export function partyAccount(partyId: string): string {

@@ -129,41 +129,26 @@ export function priceLine(consent: ConsentTerms, counts: readonly MeterCount[]):
   }
 }
 
-/** Per household, the amounts of all its lines per account (a journal's worth each). */
-export function postingsByHousehold(lines: readonly PricedLine[]): Map<string, Map<string, bigint>> {
-  const out = new Map<string, Map<string, bigint>>()
-  for (const line of lines) {
-    let accounts = out.get(line.householdId)
-    if (accounts === undefined) out.set(line.householdId, (accounts = new Map()))
-    for (const [account, amount] of line.postings) addTo(accounts, account, amount)
-  }
+/** The amounts of all lines per account: what the ledger must hold for the month. */
+export function postingsByAccount(lines: readonly PricedLine[]): Map<string, bigint> {
+  const out = new Map<string, bigint>()
+  for (const line of lines) for (const [account, amount] of line.postings) addTo(out, account, amount)
   return out
 }
 
 /**
- * What to post so that the ledger holds `target` for the month: per household, target minus
- * what is already posted, account by account; households with nothing to change are left
- * out. Each household's difference sums to zero because both sides do.
+ * What to post so that the ledger holds `target` for the month: target minus what is
+ * already posted, account by account, accounts with nothing to change left out. It sums
+ * to zero because both sides do.
  */
-export function postingDifferences(
-  target: ReadonlyMap<string, ReadonlyMap<string, bigint>>,
-  posted: ReadonlyMap<string, ReadonlyMap<string, bigint>>,
-): Map<string, Map<string, bigint>> {
-  const out = new Map<string, Map<string, bigint>>()
-  const households = new Set([...target.keys(), ...posted.keys()])
-  for (const householdId of [...households].sort()) {
-    const diff = new Map<string, bigint>()
-    const t = target.get(householdId)
-    const p = posted.get(householdId)
-    for (const [account, amount] of t ?? []) addTo(diff, account, amount)
-    for (const [account, amount] of p ?? []) addTo(diff, account, -amount)
-    if (diff.size === 0) continue
-    let sum = 0n
-    for (const v of diff.values()) sum += v
-    assert(sum === 0n, `postingDifferences: household ${householdId} does not balance`)
-    out.set(householdId, diff)
-  }
-  return out
+export function postingDifferences(target: ReadonlyMap<string, bigint>, posted: ReadonlyMap<string, bigint>): Map<string, bigint> {
+  const diff = new Map<string, bigint>()
+  for (const [account, amount] of target) addTo(diff, account, amount)
+  for (const [account, amount] of posted) addTo(diff, account, -amount)
+  let sum = 0n
+  for (const v of diff.values()) sum += v
+  assert(sum === 0n, 'postingDifferences: the differences do not balance')
+  return new Map([...diff].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)))
 }
 
 export interface LineState {

@@ -213,21 +213,14 @@ export async function findFirstDataDay(db: Db): Promise<string | null> {
   return rows[0]?.day ?? null
 }
 
-/** What the ledger holds for a month's data: per household, per account (settlement and adjustments). */
-export async function findPostedForMonth(trx: Db, month: string): Promise<Map<string, Map<string, bigint>>> {
-  const { rows } = await sql<{ household_id: string; account_id: string; amount: bigint }>`
-    SELECT j.household_id, e.account_id, sum(e.amount_micros)::bigint AS amount
+/** What the ledger holds for a month's data, per account (its settlement and adjustment journals). */
+export async function findPostedForMonth(trx: Db, month: string): Promise<Map<string, bigint>> {
+  const { rows } = await sql<{ account_id: string; amount: bigint }>`
+    SELECT e.account_id, sum(e.amount_micros)::bigint AS amount
     FROM ledger_journals j JOIN ledger_entries e ON e.journal_id = j.id
     WHERE j.for_month = ${month} AND j.kind IN ('settlement', 'adjustment')
-    GROUP BY j.household_id, e.account_id`.execute(trx)
-  const out = new Map<string, Map<string, bigint>>()
-  for (const r of rows) {
-    if (r.amount === 0n) continue
-    let accounts = out.get(r.household_id)
-    if (accounts === undefined) out.set(r.household_id, (accounts = new Map()))
-    accounts.set(r.account_id, r.amount)
-  }
-  return out
+    GROUP BY e.account_id`.execute(trx)
+  return new Map(rows.filter((r) => r.amount !== 0n).map((r) => [r.account_id, r.amount]))
 }
 
 /** The latest state of each (month, consent) line. */
@@ -275,8 +268,6 @@ export interface NewJournal {
   runId: string
   postingMonth: string
   forMonth: string
-  /** null for a run's payout journal. */
-  householdId: string | null
   /** Account → signed amount; non-zero, summing to zero. */
   entries: ReadonlyMap<string, bigint>
 }
@@ -291,9 +282,9 @@ export async function insertJournals(trx: Db, journals: readonly NewJournal[], o
       batch.push(journals[i]!)
       i++
     }
-    await sql`INSERT INTO ledger_journals (id, kind, run_id, posting_month, for_month, household_id)
+    await sql`INSERT INTO ledger_journals (id, kind, run_id, posting_month, for_month)
       SELECT * FROM unnest(${batch.map((j) => j.id)}::text[], ${batch.map((j) => j.kind)}::text[], ${batch.map((j) => j.runId)}::text[],
-        ${batch.map((j) => j.postingMonth)}::text[], ${batch.map((j) => j.forMonth)}::text[], ${batch.map((j) => j.householdId)}::text[])`.execute(trx)
+        ${batch.map((j) => j.postingMonth)}::text[], ${batch.map((j) => j.forMonth)}::text[])`.execute(trx)
     const journalIds: string[] = []
     const accountIds: string[] = []
     const amounts: string[] = []

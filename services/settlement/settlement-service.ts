@@ -5,12 +5,12 @@ import type { Database } from '../../shared/db/schema.ts'
 import { ConflictError, InvalidInputError, assert } from '../../shared/errors.ts'
 import { newId } from '../../shared/ids.ts'
 import { log } from '../../shared/logger.ts'
-import { PAYOUTS_ACCOUNT, householdAccount } from './ledger-account.ts'
+import { HOUSEHOLD_ACCOUNT_PREFIX, PAYOUTS_ACCOUNT, householdAccount } from './ledger-account.ts'
 import { monthCalendar, settlementSpans, type CountSpan } from './release-spans.ts'
 import {
   payoutDue,
   postingDifferences,
-  postingsByHousehold,
+  postingsByAccount,
   priceLine,
   sameLine,
   settlementInputHash,
@@ -333,23 +333,14 @@ async function runMonth(trx: Transaction<Database>, month: string, now: Date, ct
   }
   const runId = newId('run')
 
-  // Journals: per household, the month as recomputed minus what the ledger holds for it.
-  const posted = await repo.findPostedForMonth(trx, month)
-  const differences = postingDifferences(postingsByHousehold(lines), posted)
+  // One journal: the month as recomputed minus what the ledger holds for it, per account.
+  const differences = postingDifferences(postingsByAccount(lines), await repo.findPostedForMonth(trx, month))
   const journals: repo.NewJournal[] = []
-  let householdsPostedMicros = 0n
-  for (const [householdId, entries] of differences) {
-    journals.push({
-      id: newId('journal'),
-      kind: closing ? 'settlement' : 'adjustment',
-      runId,
-      postingMonth,
-      forMonth: month,
-      householdId,
-      entries,
-    })
-    householdsPostedMicros += entries.get(householdAccount(householdId)) ?? 0n
+  if (differences.size > 0) {
+    journals.push({ id: newId('journal'), kind: closing ? 'settlement' : 'adjustment', runId, postingMonth, forMonth: month, entries: differences })
   }
+  let householdsPostedMicros = 0n
+  for (const [account, amount] of differences) if (account.startsWith(HOUSEHOLD_ACCOUNT_PREFIX)) householdsPostedMicros += amount
   const adjustmentJournals = closing ? 0 : journals.length
 
   // Lines: the ones whose state changed, and zero lines for consents that released nothing any more.
@@ -381,9 +372,10 @@ async function runMonth(trx: Transaction<Database>, month: string, now: Date, ct
   const payouts: repo.NewPayout[] = []
   if (closing) {
     const balances = await repo.findHouseholdBalances(trx, month)
-    for (const [householdId, entries] of differences) {
-      const delta = entries.get(householdAccount(householdId)) ?? 0n
-      if (delta !== 0n) balances.set(householdId, (balances.get(householdId) ?? 0n) + delta)
+    for (const [account, amount] of differences) {
+      if (!account.startsWith(HOUSEHOLD_ACCOUNT_PREFIX)) continue
+      const householdId = account.slice(HOUSEHOLD_ACCOUNT_PREFIX.length)
+      balances.set(householdId, (balances.get(householdId) ?? 0n) + amount)
     }
     const journalId = newId('journal')
     const entries = new Map<string, bigint>()
@@ -397,7 +389,7 @@ async function runMonth(trx: Transaction<Database>, month: string, now: Date, ct
     }
     if (paid > 0n) {
       entries.set(PAYOUTS_ACCOUNT, paid)
-      journals.push({ id: journalId, kind: 'payout', runId, postingMonth: month, forMonth: month, householdId: null, entries })
+      journals.push({ id: journalId, kind: 'payout', runId, postingMonth: month, forMonth: month, entries })
     }
   }
 

@@ -80,7 +80,8 @@ export async function findStatementMonths(db: Db, householdId: string): Promise<
     SELECT r.month FROM settlement_runs r
     WHERE r.seq = 1 AND (
       EXISTS (SELECT 1 FROM settlement_lines l WHERE l.run_id = r.id AND l.household_id = ${householdId})
-      OR EXISTS (SELECT 1 FROM ledger_journals j WHERE j.household_id = ${householdId} AND j.posting_month = r.month AND j.kind = 'adjustment'))
+      OR EXISTS (SELECT 1 FROM ledger_entries e JOIN ledger_journals j ON j.id = e.journal_id
+                 WHERE e.account_id = ${'household:' + householdId} AND j.posting_month = r.month AND j.kind = 'adjustment'))
     ORDER BY r.month`.execute(db)
   return rows.map((r) => r.month)
 }

@@ -25,9 +25,9 @@ export async function findHouseholdMonthTotals(db: Db, householdId: string, acco
       WHERE l.household_id = ${householdId}
       GROUP BY c.month),
     adjustments AS (
-      SELECT j.posting_month AS month, coalesce(sum(e.amount_micros), 0)::bigint AS adjustments
-      FROM ledger_journals j LEFT JOIN ledger_entries e ON e.journal_id = j.id AND e.account_id = ${accountId}
-      WHERE j.household_id = ${householdId} AND j.kind = 'adjustment'
+      SELECT j.posting_month AS month, sum(e.amount_micros)::bigint AS adjustments
+      FROM ledger_entries e JOIN ledger_journals j ON j.id = e.journal_id
+      WHERE e.account_id = ${accountId} AND j.kind = 'adjustment'
       GROUP BY j.posting_month)
     SELECT c.month, coalesce(s.shares, 0)::bigint AS shares, coalesce(a.adjustments, 0)::bigint AS adjustments
     FROM closing c LEFT JOIN shares s ON s.month = c.month LEFT JOIN adjustments a ON a.month = c.month

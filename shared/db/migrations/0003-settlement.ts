@@ -61,6 +61,9 @@ export async function up(db: Kysely<any>): Promise<void> {
     .addCheckConstraint('ledger_accounts_owner_check', sql`(kind IN ('platform', 'payouts')) = (owner_id IS NULL)`)
     .execute()
 
+  // A run posts one journal of each kind it needs: its `settlement` (the closing run) or
+  // `adjustment` journal, one entry per account whose total for the month changes, and, when
+  // it closes a month, its `payout` journal, paying every household due at once.
   await db.schema
     .createTable('ledger_journals')
     .addColumn('id', 'text', (c) => c.primaryKey())
@@ -68,9 +71,6 @@ export async function up(db: Kysely<any>): Promise<void> {
     .addColumn('run_id', 'text', (c) => c.notNull().references('settlement_runs.id'))
     .addColumn('posting_month', 'text', (c) => c.notNull().check(MONTH_CHECK('posting_month')))
     .addColumn('for_month', 'text', (c) => c.notNull().check(MONTH_CHECK('for_month')))
-    // The household whose lines a settlement or adjustment journal posts; null for a run's
-    // payout journal, which pays every household paid that month at once.
-    .addColumn('household_id', 'text')
     // The transaction that created the journal: entries may be added to it in that one only.
     .addColumn('created_txid', 'bigint', (c) => c.notNull().defaultTo(sql`txid_current()`))
     .addColumn('created_at', 'timestamptz', (c) => c.notNull().defaultTo(sql`now()`))
@@ -78,11 +78,9 @@ export async function up(db: Kysely<any>): Promise<void> {
       'ledger_journals_month_check',
       sql`CASE WHEN kind = 'adjustment' THEN for_month < posting_month ELSE for_month = posting_month END`,
     )
-    .addCheckConstraint('ledger_journals_household_check', sql`(kind = 'payout') = (household_id IS NULL)`)
     .execute()
-  await db.schema.createIndex('ledger_journals_for_month_idx').on('ledger_journals').columns(['for_month', 'household_id']).execute()
-  await db.schema.createIndex('ledger_journals_posting_idx').on('ledger_journals').columns(['posting_month', 'household_id']).execute()
-  await db.schema.createIndex('ledger_journals_run_idx').on('ledger_journals').column('run_id').execute()
+  await db.schema.createIndex('ledger_journals_for_month_idx').on('ledger_journals').column('for_month').execute()
+  await db.schema.createIndex('ledger_journals_posting_idx').on('ledger_journals').column('posting_month').execute()
 
   // Signed amounts: positive credits the account (the platform owes its holder more),
   // negative debits it; a recipient's receivable goes negative by what it owes.

@@ -3,10 +3,10 @@ import type { ColumnType } from 'kysely'
 export type JournalKind = 'settlement' | 'adjustment' | 'payout'
 
 /**
- * A journal of one household in one run, or a run's payout journal (insert only). Its entries sum to zero and there
- * are at least two, checked by the database at the commit of the transaction that created
- * it, the only one that may add entries to it. An adjustment is booked in
- * `posting_month` and labelled with the earlier month it corrects (`for_month`).
+ * A run's settlement, adjustment or payout journal (insert only), one entry per account.
+ * Its entries sum to zero and there are at least two, checked by the database at the commit
+ * of the transaction that created it, the only one that may add entries to it. An
+ * adjustment is booked in `posting_month` and labelled with the month it corrects (`for_month`).
  */
 export interface LedgerJournalsTable {
   id: string
@@ -14,8 +14,6 @@ export interface LedgerJournalsTable {
   run_id: string
   posting_month: string
   for_month: string
-  /** null for a run's payout journal (it pays every household paid that month). */
-  household_id: string | null
   /** The transaction that created it (txid_current()); entries may be added in that one only. */
   created_txid: ColumnType<bigint, never, never>
   created_at: ColumnType<Date, Date | undefined, never>

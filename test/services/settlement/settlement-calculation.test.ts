@@ -4,7 +4,7 @@ import { splitLargestRemainder } from '../../../shared/money.ts'
 import {
   payoutDue,
   postingDifferences,
-  postingsByHousehold,
+  postingsByAccount,
   priceLine,
   settlementInputHash,
   type ConsentTerms,
@@ -79,25 +79,20 @@ describe('pricing a line', () => {
 })
 
 describe('posting differences', () => {
-  it('posts per household what the ledger lacks, and nothing for households already right', () => {
-    const before = postingsByHousehold([
-      priceLine(CONSENT, [{ meterId: 'm1', operatorId: 'pty_grid', data: 100n }]),
-      priceLine({ ...CONSENT, id: 'cns_2', householdId: 'hh_b' }, [{ meterId: 'm2', operatorId: 'pty_grid', data: 50n }]),
-    ])
-    const after = postingsByHousehold([
-      priceLine(CONSENT, [{ meterId: 'm1', operatorId: 'pty_grid', data: 90n }]),
-      priceLine({ ...CONSENT, id: 'cns_2', householdId: 'hh_b' }, [{ meterId: 'm2', operatorId: 'pty_grid', data: 50n }]),
-    ])
+  it('posts per account what the ledger lacks, nothing for accounts already right, and balances', () => {
+    const alice = (data: bigint) => priceLine(CONSENT, [{ meterId: 'm1', operatorId: 'pty_grid', data }])
+    const bob = priceLine({ ...CONSENT, id: 'cns_2', householdId: 'hh_b' }, [{ meterId: 'm2', operatorId: 'pty_grid', data: 50n }])
+    const before = postingsByAccount([alice(100n), bob])
+    const after = postingsByAccount([alice(90n), bob])
     const diff = postingDifferences(after, before)
-    expect([...diff.keys()]).toEqual(['hh_a'])
-    const entries = diff.get('hh_a')!
-    expect([...entries.values()].reduce((a, b) => a + b, 0n)).toBe(0n)
-    expect(entries.get('receivable:pty_r')).toBe(10n * 1_003n)
-    for (const [account, amount] of entries) expect(amount).toBe((after.get('hh_a')!.get(account) ?? 0n) - (before.get('hh_a')!.get(account) ?? 0n))
+    expect([...diff.values()].reduce((a, b) => a + b, 0n)).toBe(0n)
+    expect(diff.has('household:hh_b')).toBe(false)
+    expect(diff.get('receivable:pty_r')).toBe(10n * 1_003n)
+    expect(diff.get('household:hh_a')).toBe(alice(90n).householdShareMicros - alice(100n).householdShareMicros)
+    for (const [account, amount] of diff) expect(amount).toBe((after.get(account) ?? 0n) - (before.get(account) ?? 0n))
     expect(postingDifferences(after, after).size).toBe(0)
-    // A household whose lines vanished gets everything reversed.
-    const gone = postingDifferences(new Map(), before)
-    expect(Object.fromEntries(gone.get('hh_b')!)).toEqual(Object.fromEntries([...before.get('hh_b')!].map(([k, v]) => [k, -v])))
+    // Lines that vanished are reversed whole.
+    expect(Object.fromEntries(postingDifferences(new Map(), before))).toEqual(Object.fromEntries([...before].map(([k, v]) => [k, -v])))
   })
 })
 

@@ -197,7 +197,7 @@ export async function unbalancedJournals(db: Kysely<Database>): Promise<string[]
 /** Every journal booked in a month with its entries, for before/after comparisons. */
 export async function journalsBookedIn(db: Kysely<Database>, postingMonth: string): Promise<unknown[]> {
   const { rows } = await sql`
-    SELECT j.id, j.kind, j.run_id, j.for_month, j.household_id, e.account_id, e.amount_micros::text AS amount
+    SELECT j.id, j.kind, j.run_id, j.for_month, e.account_id, e.amount_micros::text AS amount
     FROM ledger_journals j JOIN ledger_entries e ON e.journal_id = j.id
     WHERE j.posting_month = ${postingMonth} ORDER BY j.id, e.account_id`.execute(db)
   return rows

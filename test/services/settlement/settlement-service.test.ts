@@ -131,7 +131,7 @@ describeDatabases('settlement runs', (t) => {
       lines: 4,
       dataCount: n1 + 19n + n2m + n3m + 1n,
       grossMicros: (n1 + n2m + n3m) * 1_000n + 133n,
-      journals: 2,
+      journals: 1,
       payouts: 0,
     })
     expect(summary.roles.household + summary.roles.operators + summary.roles.platform + summary.roles.thirdParties).toBe(summary.grossMicros)
@@ -164,7 +164,7 @@ describeDatabases('settlement runs', (t) => {
 
     expect(await journalsBookedIn(t.db, '2026-10')).toEqual(closed)
     const adjustments = await t.db.selectFrom('ledger_journals').selectAll().where('posting_month', '=', '2026-11').execute()
-    expect(adjustments.map((j) => [j.kind, j.for_month, j.household_id])).toEqual([['adjustment', '2026-10', w.h2]])
+    expect(adjustments.map((j) => [j.kind, j.for_month])).toEqual([['adjustment', '2026-10']])
     const posted = await accountTotals(t.db, { postingMonth: '2026-11' })
     expect(Object.fromEntries(posted)).toEqual({
       [`household:${w.h2}`]: BigInt(late.length) * 500n,
@@ -262,7 +262,7 @@ describeDatabases('the ledger', (t) => {
     const unbalanced = t.db.transaction().execute(async (trx) => {
       await trx
         .insertInto('ledger_journals')
-        .values({ id: 'jnl_unbalanced', kind: 'adjustment', run_id: run.id, posting_month: '2026-11', for_month: '2026-10', household_id: w.h1 })
+        .values({ id: 'jnl_unbalanced', kind: 'adjustment', run_id: run.id, posting_month: '2026-11', for_month: '2026-10' })
         .execute()
       await trx.insertInto('ledger_entries').values({ journal_id: 'jnl_unbalanced', account_id: `household:${w.h1}`, amount_micros: 1_000_000n }).execute()
       await trx.insertInto('ledger_entries').values({ journal_id: 'jnl_unbalanced', account_id: 'platform', amount_micros: -999_999n }).execute()
@@ -274,7 +274,7 @@ describeDatabases('the ledger', (t) => {
     await t.db.transaction().execute(async (trx) => {
       await trx
         .insertInto('ledger_journals')
-        .values({ id: 'jnl_balanced', kind: 'adjustment', run_id: run.id, posting_month: '2026-11', for_month: '2026-10', household_id: w.h1 })
+        .values({ id: 'jnl_balanced', kind: 'adjustment', run_id: run.id, posting_month: '2026-11', for_month: '2026-10' })
         .execute()
       await trx.insertInto('ledger_entries').values({ journal_id: 'jnl_balanced', account_id: `household:${w.h1}`, amount_micros: 5n }).execute()
       await trx.insertInto('ledger_entries').values({ journal_id: 'jnl_balanced', account_id: 'platform', amount_micros: -5n }).execute()
@@ -297,7 +297,7 @@ describeDatabases('the ledger', (t) => {
       t.db.transaction().execute(async (trx) => {
         await trx
           .insertInto('ledger_journals')
-          .values({ id: 'jnl_ghost', kind: 'adjustment', run_id: run.id, posting_month: '2026-11', for_month: '2026-10', household_id: w.h1 })
+          .values({ id: 'jnl_ghost', kind: 'adjustment', run_id: run.id, posting_month: '2026-11', for_month: '2026-10' })
           .execute()
         await trx
           .insertInto('ledger_entries')
@@ -312,7 +312,7 @@ describeDatabases('the ledger', (t) => {
     await expect(
       t.db
         .insertInto('ledger_journals')
-        .values({ id: 'jnl_empty', kind: 'adjustment', run_id: run.id, posting_month: '2026-11', for_month: '2026-10', household_id: w.h1 })
+        .values({ id: 'jnl_empty', kind: 'adjustment', run_id: run.id, posting_month: '2026-11', for_month: '2026-10' })
         .execute(),
     ).rejects.toThrow(/at least two/)
 

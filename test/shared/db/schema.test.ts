@@ -145,7 +145,6 @@ export const SCHEMA: SchemaMap = {
     run_id: 'not null',
     posting_month: 'not null',
     for_month: 'not null',
-    household_id: 'null',
     created_txid: 'not null',
     created_at: 'not null',
   },
