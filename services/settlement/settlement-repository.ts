@@ -62,55 +62,79 @@ export interface ConsentRow {
   kind: ConsentKind
   granularity: Granularity
   offer_id: string | null
-  valid_from: Date
-  valid_until: Date
-  data_from: Date
-  data_until: Date | null
-  revoked_at: Date | null
-  meter_ids: string[] | null
+  valid_from_ms: number
+  valid_until_ms: number
+  data_from_ms: number
+  data_until_ms: number | null
+  revoked_at_ms: number | null
 }
 
-/** The consents of the month with the facts the release rule needs (their meters included). */
+/** An instant as epoch milliseconds (a float8 holds them exactly): cheaper to read than a Date. */
+function epochMs(column: string) {
+  return sql.raw(`floor(extract(epoch FROM ${column}) * 1000)::float8`)
+}
+
+/** The consents of the month with the times the release rule needs. */
 export async function findMonthConsents(trx: Db, w: MonthWindow): Promise<ConsentRow[]> {
   const { rows } = await sql<ConsentRow>`
     SELECT c.id, c.household_id, c.recipient_id, c.kind, c.granularity, c.offer_id,
-      c.valid_from, c.valid_until, c.data_from, c.data_until, c.revoked_at,
-      (SELECT array_agg(cm.meter_id ORDER BY cm.meter_id) FROM consent_meters cm WHERE cm.consent_id = c.id) AS meter_ids
-    FROM consents c WHERE ${monthConsentsWhere(w)} ORDER BY c.id`.execute(trx)
+      ${epochMs('c.valid_from')} AS valid_from_ms, ${epochMs('c.valid_until')} AS valid_until_ms,
+      ${epochMs('c.data_from')} AS data_from_ms, ${epochMs('c.data_until')} AS data_until_ms, ${epochMs('c.revoked_at')} AS revoked_at_ms
+    FROM consents c WHERE ${monthConsentsWhere(w)}`.execute(trx)
   return rows
 }
 
-export function toConsentFact(r: ConsentRow): ConsentFact {
+export interface ConsentMeters {
+  /** Consent → its meters, sorted. */
+  meters: Map<string, string[]>
+  /** Meter → its operator. */
+  operators: Map<string, string>
+}
+
+/** The meters of those consents, with each meter's operator. */
+export async function findMonthConsentMeters(trx: Db, w: MonthWindow): Promise<ConsentMeters> {
+  const { rows } = await sql<{ consent_id: string; meter_id: string; operator_id: string }>`
+    SELECT cm.consent_id, cm.meter_id, m.operator_id
+    FROM consent_meters cm JOIN consents c ON c.id = cm.consent_id JOIN meters m ON m.id = cm.meter_id
+    WHERE ${monthConsentsWhere(w)}
+    ORDER BY cm.consent_id, cm.meter_id`.execute(trx)
+  const meters = new Map<string, string[]>()
+  const operators = new Map<string, string>()
+  for (const r of rows) {
+    let list = meters.get(r.consent_id)
+    if (list === undefined) meters.set(r.consent_id, (list = []))
+    list.push(r.meter_id)
+    operators.set(r.meter_id, r.operator_id)
+  }
+  return { meters, operators }
+}
+
+export function toConsentFact(r: ConsentRow, meterIds: readonly string[]): ConsentFact {
   return {
     id: r.id,
     householdId: r.household_id,
     recipientId: r.recipient_id,
     granularity: r.granularity,
-    meterIds: r.meter_ids ?? [],
-    validFromMs: r.valid_from.getTime(),
-    validUntilMs: r.valid_until.getTime(),
-    dataFromMs: r.data_from.getTime(),
-    dataUntilMs: r.data_until === null ? null : r.data_until.getTime(),
-    revokedAtMs: r.revoked_at === null ? null : r.revoked_at.getTime(),
+    meterIds,
+    validFromMs: r.valid_from_ms,
+    validUntilMs: r.valid_until_ms,
+    dataFromMs: r.data_from_ms,
+    dataUntilMs: r.data_until_ms,
+    revokedAtMs: r.revoked_at_ms,
   }
 }
 
 /** Every occupancy of the meters those consents name, by meter, in order of start. */
 export async function findMonthOccupancies(trx: Db, w: MonthWindow): Promise<Map<string, OccupancyFact[]>> {
-  const { rows } = await sql<{ meter_id: string; household_id: string; valid_from: Date; valid_until: Date | null }>`
-    SELECT o.meter_id, o.household_id, o.valid_from, o.valid_until FROM occupancies o
+  const { rows } = await sql<{ meter_id: string; household_id: string; from_ms: number; until_ms: number | null }>`
+    SELECT o.meter_id, o.household_id, ${epochMs('o.valid_from')} AS from_ms, ${epochMs('o.valid_until')} AS until_ms FROM occupancies o
     WHERE o.meter_id IN (SELECT cm.meter_id FROM consent_meters cm JOIN consents c ON c.id = cm.consent_id WHERE ${monthConsentsWhere(w)})
     ORDER BY o.meter_id, o.valid_from`.execute(trx)
   const byMeter = new Map<string, OccupancyFact[]>()
   for (const r of rows) {
     let list = byMeter.get(r.meter_id)
     if (list === undefined) byMeter.set(r.meter_id, (list = []))
-    list.push({
-      meterId: r.meter_id,
-      householdId: r.household_id,
-      fromMs: r.valid_from.getTime(),
-      untilMs: r.valid_until === null ? null : r.valid_until.getTime(),
-    })
+    list.push({ meterId: r.meter_id, householdId: r.household_id, fromMs: r.from_ms, untilMs: r.until_ms })
   }
   return byMeter
 }
@@ -133,14 +157,6 @@ export async function findMonthOffers(trx: Db, w: MonthWindow): Promise<OfferRow
     WHERE o.id IN (SELECT c.offer_id FROM consents c WHERE ${monthConsentsWhere(w)})
     ORDER BY o.id`.execute(trx)
   return rows
-}
-
-/** The operator of every meter those consents name. */
-export async function findMonthMeterOperators(trx: Db, w: MonthWindow): Promise<Map<string, string>> {
-  const { rows } = await sql<{ id: string; operator_id: string }>`
-    SELECT m.id, m.operator_id FROM meters m
-    WHERE m.id IN (SELECT cm.meter_id FROM consent_meters cm JOIN consents c ON c.id = cm.consent_id WHERE ${monthConsentsWhere(w)})`.execute(trx)
-  return new Map(rows.map((r) => [r.id, r.operator_id]))
 }
 
 /** Whole days of one meter's data of one household: [firstDay, lastDay]. */

@@ -199,14 +199,14 @@ async function readMonthInputs(trx: Transaction<Database>, month: string, now: D
       },
     ]),
   )
-  const operators = await repo.findMonthMeterOperators(trx, window)
+  const { meters, operators } = await repo.findMonthConsentMeters(trx, window)
   const byMeter = await repo.findMonthOccupancies(trx, window)
   ctx.onProgress?.({ phase: 'reading', done: 1, total: 1 })
 
   const calendar = monthCalendar(month, ctx.timezone)
   const nowMs = now.getTime()
   const spans: CountSpan[] = []
-  for (const c of consentRows) spans.push(...settlementSpans(repo.toConsentFact(c), calendar, byMeter, nowMs))
+  for (const c of consentRows) spans.push(...settlementSpans(repo.toConsentFact(c, meters.get(c.id) ?? []), calendar, byMeter, nowMs))
 
   // Spans sharing a (meter, household, days) range read it once: consents of one household
   // to several recipients usually cover the same whole days.
