@@ -9,12 +9,12 @@ import { meterReadingsTopic } from '../../shared/topics.ts'
 import { hasCommand } from '../support/tools.ts'
 import { benchMeterId, provisionWorld, type BenchMeter } from './ingest/bench-world.ts'
 import type { BrokerCounts, BrokerStart, IngestFigures } from './ingest/broker-process.ts'
-import type { GeneratorConnected, GeneratorPlan, GeneratorResult } from './ingest/load-generator.ts'
+import { refillMinOf, type GeneratorConnected, type GeneratorPlan, type GeneratorResult } from './ingest/generator-plan.ts'
 import type { ReadingSeries } from './ingest/mqtt-frames.ts'
 import { summarizeProfile } from './support/cpu-profile.ts'
 import { commandVersion, describeMachine, packageVersion } from './support/machine.ts'
 import { MOSQUITTO_BIN, MOSQUITTO_SUB_BIN, startCountingSubscriber, startMosquitto, type CountingSubscriber } from './support/mosquitto.ts'
-import { NodeChild, cpuMsOfCommand, descriptorsOf, sampleMachine, sampleProcess } from './support/processes.ts'
+import { NodeChild, cpuMsBetween, cpuMsByPid, descriptorsOf, sampleMachine, sampleProcess } from './support/processes.ts'
 import { fmtFixed, fmtInt, fmtMb, fmtMs, fmtPercent, formatTable, mark, percentile } from './support/report.ts'
 
 /**
@@ -55,7 +55,6 @@ const FD_MARGIN = 64
 const PROFILE_TOP = 10
 /** Below this many PUBACKs in a window, its rate and percentiles are flagged as unreliable. */
 const FEW_SAMPLES = 200
-const MOSQUITTO_SETUP = 'Mosquitto with its default limits (max_inflight_messages 20, max_queued_messages 1000 per client), no persistence; one mosquitto_sub at QoS 1 on meters/+/readings'
 const PROGRESS_EVERY_MS = 15_000
 const TARGET = {
   bareRatioMin: 0.5,
@@ -131,7 +130,18 @@ function parseOptions(argv: string[]): Options {
 // ---------------------------------------------------------------------------------------------
 // Servers under test
 
-type Target = { kind: 'bare' } | { kind: 'metershare'; backend: 'postgres' | 'pglite' } | { kind: 'mosquitto' }
+type Target = { kind: 'bare' } | { kind: 'metershare'; backend: 'postgres' | 'pglite' } | { kind: 'mosquitto'; limits: MosquittoLimits }
+
+type MosquittoLimits = 'open' | 'default'
+/**
+ * `default`: Mosquitto as installed (at most 20 QoS 1 messages in flight and 1,000 queued per
+ * client: past that it drops the subscriber's messages). `open`: no such limits, so that what
+ * reaches the subscriber measures how fast Mosquitto forwards rather than how much it drops.
+ */
+const MOSQUITTO_LIMITS: Record<MosquittoLimits, { config: string[]; description: string }> = {
+  default: { config: [], description: 'Mosquitto with its default limits (max_inflight_messages 20, max_queued_messages 1000 per client)' },
+  open: { config: ['max_inflight_messages 0', 'max_queued_messages 0'], description: 'Mosquitto without per-client limits (max_inflight_messages 0, max_queued_messages 0)' },
+}
 
 interface ServerUnderTest {
   port: number
@@ -229,7 +239,7 @@ class Bench {
     if (target.kind === 'mosquitto') {
       const dir = path.join(this.tmp, `mosquitto-${phaseSlug}`)
       mkdirSync(dir)
-      const mosquitto = await startMosquitto(dir)
+      const mosquitto = await startMosquitto(dir, MOSQUITTO_LIMITS[target.limits].config)
       this.stoppers.add(mosquitto.stop)
       const close = async (): Promise<void> => {
         await sub?.stop()
@@ -306,7 +316,7 @@ class Bench {
         },
         mark: async () => {
           child.send({ type: 'mark' })
-          return (await child.next<{ type: string; monotonicUs: number }>('mark', 10_000)).monotonicUs
+          return (await child.next<{ type: string; monotonicUs: number }>('mark', 30_000)).monotonicUs
         },
         ...(profileFile !== undefined ? { profileFile } : {}),
         close: cleanup,
@@ -448,14 +458,14 @@ async function runLoad(bench: Bench, spec: LoadSpec): Promise<LoadFigures> {
     const withPg = spec.target.kind === 'metershare' && spec.target.backend === 'postgres'
     for (const g of generators) g.send({ type: 'go' })
     const runTimeoutMs = (o.warmupSeconds + o.seconds) * 1000 + 60_000
-    const sample = () => ({ at: performance.now(), server: pids.map(sampleProcess), machine: sampleMachine(), pg: withPg ? cpuMsOfCommand('postgres') : 0, sub: server.subscriberCount?.() ?? 0 })
+    const sample = () => ({ at: performance.now(), server: pids.map(sampleProcess), machine: sampleMachine(), pg: withPg ? cpuMsByPid('postgres') : new Map<number, number>(), sub: server.subscriberCount?.() ?? 0 })
     const profiled = server.profileFile !== undefined && server.mark !== undefined
     await generators[0]!.next('window-start', runTimeoutMs)
     const s0 = sample()
-    const from = profiled ? await server.mark!() : 0
+    const from = profiled ? await markOrNull(server) : null
     await generators[0]!.next('window-end', runTimeoutMs)
     const s1 = sample()
-    const to = profiled ? await server.mark!() : 0
+    const to = profiled ? await markOrNull(server) : null
     const results = await Promise.all(generators.map((g) => g.next<GeneratorResult>('result', DRAIN_TIMEOUT_MS + 60_000)))
 
     const wallMs = s1.at - s0.at
@@ -489,8 +499,9 @@ async function runLoad(bench: Bench, spec: LoadSpec): Promise<LoadFigures> {
       forwardedPerSecond = ((s1.sub - s0.sub) * 1000) / wallMs
       const delivered = await settledCount(server.subscriberCount)
       check = `subscriber got ${fmtInt(delivered)} of ${fmtInt(acked)} acknowledged`
-      notes.push(`${MOSQUITTO_SETUP}; forwarded ${fmtInt(forwardedPerSecond)} msg/s to the subscriber while acknowledging ${fmtInt(messagesPerSecond)} msg/s`)
-      if (delivered < acked) notes.push(`Mosquitto dropped ${fmtInt(acked - delivered)} messages for its subscriber (its queue limit); nothing is stored`)
+      const limits = spec.target.kind === 'mosquitto' ? MOSQUITTO_LIMITS[spec.target.limits].description : ''
+      notes.push(`${limits}, no persistence; one mosquitto_sub at QoS 1 on meters/+/readings; forwarded ${fmtInt(forwardedPerSecond)} msg/s to the subscriber while acknowledging ${fmtInt(messagesPerSecond)} msg/s`)
+      if (delivered < acked) notes.push(`Mosquitto dropped ${fmtInt(acked - delivered)} messages for its subscriber; nothing is stored`)
     }
     if (server.counts !== undefined) {
       const counts = await server.counts()
@@ -518,7 +529,7 @@ async function runLoad(bench: Bench, spec: LoadSpec): Promise<LoadFigures> {
       p99Us: percentile(latencies, 99),
       maxUs: latencies.length === 0 ? Number.NaN : latencies[latencies.length - 1]!,
       brokerCores,
-      dbCores: withPg ? (s1.pg - s0.pg) / wallMs : null,
+      dbCores: withPg ? cpuMsBetween(s0.pg, s1.pg) / wallMs : null,
       generatorCores,
       helperCores,
       machineCores: (s1.machine.busyMs - s0.machine.busyMs) / wallMs,
@@ -532,6 +543,7 @@ async function runLoad(bench: Bench, spec: LoadSpec): Promise<LoadFigures> {
     generators = []
     await server.close()
     if (profiled) figures.profile = profileLines(server.profileFile!, from, to)
+    if (profiled && (from === null || to === null)) notes.push('the broker did not answer in time to mark the window: its profile covers its whole life')
     progress(`${spec.label}: ${fmtInt(figures.readingsPerSecond)} readings/s, ${check}`)
     return figures
   } finally {
@@ -637,12 +649,22 @@ function concat(parts: Uint32Array[]): Uint32Array {
   return out
 }
 
-function profileLines(file: string, fromUs: number, toUs: number): string[] {
+/** The broker's profile clock now; null when its event loop did not answer in time (a long stall). */
+async function markOrNull(server: ServerUnderTest): Promise<number | null> {
+  try {
+    return await server.mark!()
+  } catch {
+    return null
+  }
+}
+
+function profileLines(file: string, fromUs: number | null, toUs: number | null): string[] {
   if (!existsSync(file)) return [`(no profile written at ${file})`]
-  const p = summarizeProfile(file, { root: path.resolve(import.meta.dirname, '../..'), top: PROFILE_TOP, fromUs, toUs })
+  const window = fromUs !== null && toUs !== null ? { fromUs, toUs } : {}
+  const p = summarizeProfile(file, { root: path.resolve(import.meta.dirname, '../..'), top: PROFILE_TOP, ...window })
   const list = (entries: Array<{ name: string; share: number }>): string => entries.map((e) => `${fmtPercent(e.share)} ${e.name}`).join(', ')
   return [
-    `broker CPU profile over the window (${fmtInt(p.windowMs)} ms, self time): ${file}`,
+    `broker CPU profile over ${'fromUs' in window ? 'the window' : 'its life'} (${fmtInt(p.windowMs)} ms, self time): ${file}`,
     `  by module:   ${list(p.byModule)}`,
     `  by function: ${list(p.byFunction)}`,
   ]
@@ -769,7 +791,7 @@ async function main(): Promise<number> {
   out()
   out(
     `run: ${opts.meters} meters, window ${opts.window} QoS 1 publishes in flight per connection, ${opts.seconds} s measured after ${opts.warmupSeconds} s warm-up per phase, ` +
-      `${opts.generators} generator process(es) on raw sockets with pre-encoded frames, catch-up ${opts.catchupReadings} readings a message × window ${opts.catchupWindow}${opts.quick ? ' (--quick)' : ''}`,
+      `${opts.generators} generator process(es) on raw sockets with pre-encoded frames (refilling ${refillMinOf(opts.window)} at a time), catch-up ${opts.catchupReadings} readings a message × window ${opts.catchupWindow}${opts.quick ? ' (--quick)' : ''}`,
   )
   out()
 
@@ -826,7 +848,10 @@ async function main(): Promise<number> {
     }
     if (want('pglite')) await loadPhase(spec('metershare, PGlite', pglite, 'pglite', bench.pgliteMeters))
     if (want('mosquitto')) {
-      if (mosquittoReason === null) await loadPhase(spec('Mosquitto → 1 subscriber', { kind: 'mosquitto' }, 'mosquitto', anyMeters(opts.meters)))
+      if (mosquittoReason === null) {
+        await loadPhase(spec('Mosquitto → 1 subscriber', { kind: 'mosquitto', limits: 'open' }, 'mosquitto', anyMeters(opts.meters)))
+        await loadPhase(spec('Mosquitto, default limits', { kind: 'mosquitto', limits: 'default' }, 'mosquitto-default', anyMeters(opts.meters)))
+      }
       else skipped.push(`Mosquitto: ${mosquittoReason}`)
     }
     if (want('half')) {
@@ -848,7 +873,7 @@ async function main(): Promise<number> {
       await idlePhase('bare aedes', { kind: 'bare' }, 'idle-bare', anyMeters(opts.idle))
       if (pgReason === null) await idlePhase('metershare, PostgreSQL', pg, 'idle-pg', bench.pgMeters)
       else skipped.push(`idle connections on metershare: ${pgReason}`)
-      if (mosquittoReason === null) await idlePhase('Mosquitto', { kind: 'mosquitto' }, 'idle-mosquitto', anyMeters(opts.idle))
+      if (mosquittoReason === null) await idlePhase('Mosquitto', { kind: 'mosquitto', limits: 'default' }, 'idle-mosquitto', anyMeters(opts.idle))
     }
   } finally {
     await bench.cleanup()

@@ -28,12 +28,23 @@ export async function freePort(): Promise<number> {
   return port
 }
 
-export async function startMosquitto(dir: string): Promise<Mosquitto> {
+/** `extraConfig`: more lines of mosquitto.conf (limits). */
+export async function startMosquitto(dir: string, extraConfig: string[] = []): Promise<Mosquitto> {
   const port = await freePort()
   const conf = path.join(dir, 'mosquitto.conf')
   writeFileSync(
     conf,
-    [`listener ${port} 127.0.0.1`, 'allow_anonymous true', 'persistence false', 'max_connections -1', 'log_dest stderr', 'log_type error', 'log_type warning', ''].join('\n'),
+    [
+      `listener ${port} 127.0.0.1`,
+      'allow_anonymous true',
+      'persistence false',
+      'max_connections -1',
+      'log_dest stderr',
+      'log_type error',
+      'log_type warning',
+      ...extraConfig,
+      '',
+    ].join('\n'),
   )
   const child = spawn(MOSQUITTO_BIN, ['-c', conf], { stdio: ['ignore', 'ignore', 'pipe'] })
   let stderr = ''

@@ -141,9 +141,9 @@ function statusKb(status: string, field: string): number {
   return m === null ? 0 : Number(m[1])
 }
 
-/** CPU time of every process of this command name (e.g. all `postgres` backends). */
-export function cpuMsOfCommand(command: string): number {
-  let ticks = 0
+/** CPU time of each process of this command name (e.g. every `postgres` backend), by pid. */
+export function cpuMsByPid(command: string): Map<number, number> {
+  const out = new Map<number, number>()
   for (const entry of readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue
     try {
@@ -152,12 +152,22 @@ export function cpuMsOfCommand(command: string): number {
       const close = stat.lastIndexOf(')')
       if (stat.slice(open + 1, close) !== command) continue
       const fields = stat.slice(close + 2).split(' ')
-      ticks += Number(fields[11]) + Number(fields[12])
+      out.set(Number(entry), ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS_PER_SECOND)
     } catch {
       // The process ended while we looked.
     }
   }
-  return (ticks * 1000) / CLOCK_TICKS_PER_SECOND
+  return out
+}
+
+/**
+ * CPU time spent between two `cpuMsByPid` samples by the processes alive at the second one
+ * (those started in between count whole; those that ended in between are not counted).
+ */
+export function cpuMsBetween(before: Map<number, number>, after: Map<number, number>): number {
+  let ms = 0
+  for (const [pid, cpu] of after) ms += cpu - (before.get(pid) ?? 0)
+  return ms
 }
 
 /** Busy and total CPU time of the whole machine (all cores), from /proc/stat. */
