@@ -292,18 +292,6 @@ async function runMonth(trx: Transaction<Database>, month: string, now: Date, ct
   const { consents, counts } = await readMonthInputs(trx, month, now, ctx)
   const inputHash = settlementInputHash(month, consents, counts)
 
-  const lines: PricedLine[] = []
-  for (const c of consents) {
-    const meterCounts = counts.get(c.id)
-    if (meterCounts !== undefined) lines.push(priceLine(c, meterCounts))
-  }
-  const monthFigures = {
-    lines: lines.length,
-    dataCount: lines.reduce((s, l) => s + l.data, 0n),
-    grossMicros: lines.reduce((s, l) => s + l.grossMicros, 0n),
-    roles: sumRoles(lines),
-  }
-
   const latest = await repo.findLatestRun(trx, month)
   if (latest !== undefined && latest.input_hash === inputHash) {
     return {
@@ -314,7 +302,15 @@ async function runMonth(trx: Transaction<Database>, month: string, now: Date, ct
       postingMonth: latest.posting_month,
       watermark,
       inputHash,
-      ...monthFigures,
+      lines: latest.lines,
+      dataCount: latest.data_count,
+      grossMicros: latest.gross_micros,
+      roles: {
+        household: latest.household_micros,
+        operators: latest.operators_micros,
+        platform: latest.platform_micros,
+        thirdParties: latest.third_parties_micros,
+      },
       journals: 0,
       adjustmentJournals: 0,
       householdsPostedMicros: 0n,
@@ -322,6 +318,18 @@ async function runMonth(trx: Transaction<Database>, month: string, now: Date, ct
       payoutsMicros: 0n,
       durationMs: 0,
     }
+  }
+
+  const lines: PricedLine[] = []
+  for (const c of consents) {
+    const meterCounts = counts.get(c.id)
+    if (meterCounts !== undefined) lines.push(priceLine(c, meterCounts))
+  }
+  const monthFigures = {
+    lines: lines.length,
+    dataCount: lines.reduce((s, l) => s + l.data, 0n),
+    grossMicros: lines.reduce((s, l) => s + l.grossMicros, 0n),
+    roles: sumRoles(lines),
   }
 
   const closing = latest === undefined
@@ -403,6 +411,10 @@ async function runMonth(trx: Transaction<Database>, month: string, now: Date, ct
     lines: monthFigures.lines,
     data_count: monthFigures.dataCount,
     gross_micros: monthFigures.grossMicros,
+    household_micros: monthFigures.roles.household,
+    operators_micros: monthFigures.roles.operators,
+    platform_micros: monthFigures.roles.platform,
+    third_parties_micros: monthFigures.roles.thirdParties,
     journals: journals.length,
     payouts: payouts.length,
     started_at: now,

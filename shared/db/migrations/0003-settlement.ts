@@ -20,12 +20,21 @@ export async function up(db: Kysely<any>): Promise<void> {
     .addColumn('lines', 'integer', (c) => c.notNull().check(sql`lines >= 0`))
     .addColumn('data_count', 'bigint', (c) => c.notNull().check(sql`data_count >= 0`))
     .addColumn('gross_micros', 'bigint', (c) => c.notNull().check(sql`gross_micros >= 0`))
+    // The gross's split by role, as this run computed it.
+    .addColumn('household_micros', 'bigint', (c) => c.notNull())
+    .addColumn('operators_micros', 'bigint', (c) => c.notNull())
+    .addColumn('platform_micros', 'bigint', (c) => c.notNull())
+    .addColumn('third_parties_micros', 'bigint', (c) => c.notNull())
     .addColumn('journals', 'integer', (c) => c.notNull().check(sql`journals >= 0`))
     .addColumn('payouts', 'integer', (c) => c.notNull().check(sql`payouts >= 0`))
     .addColumn('started_at', 'timestamptz', (c) => c.notNull())
     .addColumn('created_at', 'timestamptz', (c) => c.notNull().defaultTo(sql`now()`))
     .addUniqueConstraint('settlement_runs_month_seq_key', ['month', 'seq'])
     .addCheckConstraint('settlement_runs_posting_check', sql`(seq = 1) = (posting_month = month) AND posting_month >= month`)
+    .addCheckConstraint(
+      'settlement_runs_roles_check',
+      sql`household_micros + operators_micros + platform_micros + third_parties_micros = gross_micros`,
+    )
     .execute()
 
   // The state of a (month, consent) line as a run computed it, written only when it changed.

@@ -17,6 +17,11 @@ export interface SettlementRunsTable {
   data_count: ColumnType<bigint, bigint, never>
   /** The month's gross as this run computed it (not what it posted). */
   gross_micros: ColumnType<bigint, bigint, never>
+  /** The gross's split by role (they sum to gross_micros). */
+  household_micros: ColumnType<bigint, bigint, never>
+  operators_micros: ColumnType<bigint, bigint, never>
+  platform_micros: ColumnType<bigint, bigint, never>
+  third_parties_micros: ColumnType<bigint, bigint, never>
   journals: number
   payouts: number
   started_at: Date

@@ -143,7 +143,16 @@ describeDatabases('settlement runs', (t) => {
     const first = await settleMonth(t.db, '2026-10', ctxAt(paris('2026-11-02')))
     const before = await journalsBookedIn(t.db, '2026-10')
     const again = await settleMonth(t.db, '2026-10', ctxAt(paris('2026-11-20')))
-    expect(again).toMatchObject({ kind: 'unchanged', runId: first.runId, journals: 0, grossMicros: first.grossMicros, inputHash: first.inputHash })
+    expect(again).toMatchObject({
+      kind: 'unchanged',
+      runId: first.runId,
+      journals: 0,
+      lines: first.lines,
+      dataCount: first.dataCount,
+      grossMicros: first.grossMicros,
+      roles: first.roles,
+      inputHash: first.inputHash,
+    })
     expect(await journalsBookedIn(t.db, '2026-10')).toEqual(before)
     expect(await journalsBookedIn(t.db, '2026-11')).toEqual([])
     const runs = await t.db.selectFrom('settlement_runs').select('id').execute()
