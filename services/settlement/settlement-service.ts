@@ -23,17 +23,27 @@ import {
 import * as repo from './settlement-repository.ts'
 
 /**
- * Monthly settlement runs. A run recomputes a whole month from durable data (consents,
- * offers, occupancies, daily rollups) in one consistent snapshot, under one advisory lock
- * shared by every settlement run (two processes settling at once take turns; the second
- * finds the first's run and posts nothing new). Then:
+ * Monthly settlement runs. A run recomputes a whole month, which must be over, from durable
+ * data (consents, offers, occupancies, daily rollups) in one consistent snapshot:
  *
- * - the first run of a month closes it: its journals are booked in that month (`settlement`)
- *   and it pays out every household whose balance reached the minimum;
- * - a later run posts only the differences between the month as recomputed and what the
- *   ledger already holds for it, booked in the current month as `adjustment` journals
- *   labelled with the month they correct. A closed month's journals are never touched;
- * - a run whose input hash equals the last run's posts and records nothing.
+ * - Counting: which datums each consent released is decided by the release rule (see
+ *   release-spans.ts); they are counted from the daily rollups, and from raw readings only
+ *   on days a window boundary cuts.
+ * - Pricing: a line is one consent in the month. Its gross (datums × the offer's integer
+ *   price) is split once with the largest remainder (settlement-calculation.ts). A consent
+ *   has one household, one recipient and one offer, so this is the split per (recipient,
+ *   household, month) of DESIGN.md, per offer when one household accepted several offers of
+ *   one recipient (their splits may differ).
+ * - Posting: the first run of a month closes it. It books one `settlement` journal in that
+ *   month (one entry per account) and one `payout` journal paying every household whose
+ *   balance over everything booked up to that month reached the minimum. A later run posts
+ *   only the differences between the month as recomputed and what the ledger holds for it,
+ *   as one `adjustment` journal booked in the month of the run's clock and labelled with
+ *   the month it corrects; a closed month's journals are never touched. A run whose input
+ *   hash equals the last run's posts and records nothing.
+ * - Concurrency: one advisory lock serialises every settlement run, taken before the
+ *   snapshot; two processes settling at once take turns, and the second finds the first's
+ *   run and posts nothing new. The unique (month, seq) of runs backs it.
  *
  * Watermark: a run reads one snapshot, so it holds every datum committed before it began.
  * `readings.ingested_at` is the start of the ingest transaction, which may commit a little
