@@ -1,4 +1,4 @@
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs'
+import { cpSync, existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { parseArgs } from 'node:util'
@@ -149,6 +149,8 @@ interface ServerUnderTest {
   pid: number
   /** Other processes of this server whose CPU counts (Mosquitto's subscriber). */
   helperPids: number[]
+  /** PostgreSQL: the database of this phase (its backends' CPU counts). */
+  databaseName?: string
   subscriberCount?: () => number
   counts?: () => Promise<BrokerCounts>
   ingest?: () => Promise<IngestFigures>
@@ -309,6 +311,7 @@ class Bench {
         port: ready.port,
         pid: child.pid,
         helperPids: [],
+        ...(dropDatabase !== null ? { databaseName: dropDatabase } : {}),
         ...durable,
         gc: async () => {
           child.send({ type: 'gc' })
@@ -455,10 +458,12 @@ async function runLoad(bench: Bench, spec: LoadSpec): Promise<LoadFigures> {
     progress(`${spec.label}: ${connections} meters connected in ${fmtInt(Math.max(...c.connected.map((x) => x.ms)))} ms, loading`)
 
     const pids = [server.pid, ...server.helperPids]
-    const withPg = spec.target.kind === 'metershare' && spec.target.backend === 'postgres'
+    const withPg = server.databaseName !== undefined
+    // This phase's backends and the server's own processes (WAL writer, checkpointer), not other databases' backends.
+    const ours = (cmdline: string): boolean => !/\(\d+\)|\[local\]/.test(cmdline) || cmdline.includes(` ${server.databaseName} `)
     for (const g of generators) g.send({ type: 'go' })
     const runTimeoutMs = (o.warmupSeconds + o.seconds) * 1000 + 60_000
-    const sample = () => ({ at: performance.now(), server: pids.map(sampleProcess), machine: sampleMachine(), pg: withPg ? cpuMsByPid('postgres') : new Map<number, number>(), sub: server.subscriberCount?.() ?? 0 })
+    const sample = () => ({ at: performance.now(), server: pids.map(sampleProcess), machine: sampleMachine(), pg: withPg ? cpuMsByPid('postgres', ours) : new Map<number, number>(), sub: server.subscriberCount?.() ?? 0 })
     const profiled = server.profileFile !== undefined && server.mark !== undefined
     await generators[0]!.next('window-start', runTimeoutMs)
     const s0 = sample()
@@ -887,7 +892,8 @@ async function main(): Promise<number> {
     out()
     out('readings/s: durably stored (metershare), acknowledged and dropped (bare aedes), delivered to the subscriber (Mosquitto).')
     out('PUBACK latency: publish written to PUBACK read, per message, in the generator. cpu: share of one core over the window')
-    out('(machine: 2 cores = 200%); pg cpu: every postgres process; other cpu: whatever else ran on the machine meanwhile.')
+    out(`(machine: ${os.cpus().length} cores = ${os.cpus().length * 100}%); broker cpu: Mosquitto's includes its subscriber; pg cpu: the backends of the`)
+    out('phase\'s database and the server\'s own processes; other cpu: whatever else ran meanwhile (when high, the figures are not the machine\'s).')
     for (const r of load) {
       if (r.notes.length === 0 && r.profile.length === 0) continue
       out()

@@ -141,8 +141,11 @@ function statusKb(status: string, field: string): number {
   return m === null ? 0 : Number(m[1])
 }
 
-/** CPU time of each process of this command name (e.g. every `postgres` backend), by pid. */
-export function cpuMsByPid(command: string): Map<number, number> {
+/**
+ * CPU time of each process of this command name (e.g. `postgres`) whose command line passes
+ * `keep` (PostgreSQL shows a backend's database there), by pid.
+ */
+export function cpuMsByPid(command: string, keep: (cmdline: string) => boolean = () => true): Map<number, number> {
   const out = new Map<number, number>()
   for (const entry of readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue
@@ -151,6 +154,7 @@ export function cpuMsByPid(command: string): Map<number, number> {
       const open = stat.indexOf('(')
       const close = stat.lastIndexOf(')')
       if (stat.slice(open + 1, close) !== command) continue
+      if (!keep(readFileSync(`/proc/${entry}/cmdline`, 'utf8').replaceAll('\0', ' '))) continue
       const fields = stat.slice(close + 2).split(' ')
       out.set(Number(entry), ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS_PER_SECOND)
     } catch {
