@@ -1,0 +1,63 @@
+import { readFileSync } from 'node:fs'
+import path from 'node:path'
+import { describe, expect, it } from 'vitest'
+import { parse } from 'yaml'
+import { ENV_VARS } from '../../shared/config.ts'
+
+/**
+ * There is no Docker engine here, so the production layout is checked as data: every
+ * service refers to things that exist (commands of the CLI, variables the config reads,
+ * services it depends on, folders the image needs).
+ */
+const ROOT = path.resolve(import.meta.dirname, '../..')
+const compose = parse(readFileSync(path.join(ROOT, 'docker-compose.yml'), 'utf8'), { merge: true }) as {
+  services: Record<string, { image?: string; build?: unknown; command?: string[]; environment?: Record<string, string>; depends_on?: Record<string, { condition: string }>; ports?: string[]; configs?: Array<{ source: string }> }>
+  configs: Record<string, { content: string }>
+  volumes: Record<string, unknown>
+}
+const CLI_COMMANDS = ['up', 'migrate', 'broker', 'api', 'settlement', 'simulate', 'settle']
+
+describe('docker-compose.yml', () => {
+  const ours = Object.entries(compose.services).filter(([, s]) => s.image === 'metershare:latest')
+
+  it('runs every component of the multi-process layout from the one image', () => {
+    expect(ours.map(([, s]) => s.command?.[0]).sort()).toEqual(['api', 'broker', 'migrate', 'settlement'])
+    for (const [, s] of ours) expect(CLI_COMMANDS).toContain(s.command![0])
+    expect(compose.services.postgres?.image).toMatch(/^postgres:15/)
+  })
+
+  it('sets only variables the configuration reads, and the ones a multi-process layout needs', () => {
+    const known = new Set<string>(Object.values(ENV_VARS))
+    for (const [name, s] of ours) {
+      for (const key of Object.keys(s.environment ?? {})) expect(known.has(key), `${name}: ${key}`).toBe(true)
+      expect(s.environment).toHaveProperty('DATABASE_URL')
+      expect(s.environment).toHaveProperty('REDIS_URL')
+      expect(s.environment).toHaveProperty('METERSHARE_ADMIN_TOKEN')
+    }
+  })
+
+  it('depends only on services that exist, and migrates before anything else starts', () => {
+    for (const [name, s] of Object.entries(compose.services)) {
+      for (const dep of Object.keys(s.depends_on ?? {})) expect(compose.services, `${name} → ${dep}`).toHaveProperty(dep)
+    }
+    for (const name of ['broker', 'api', 'settlement']) {
+      expect(compose.services[name]!.depends_on?.migrate?.condition).toBe('service_completed_successfully')
+    }
+  })
+
+  it('puts brokers and the API behind one load balancer: MQTT on 1883, HTTP and /mqtt on 8080', () => {
+    const lb = compose.services.lb!
+    expect(lb.ports).toEqual(expect.arrayContaining(['1883:1883', '8080:8080']))
+    const haproxy = compose.configs[lb.configs![0]!.source]!.content
+    expect(haproxy).toMatch(/bind :1883[\s\S]*mode tcp[\s\S]*broker:1883/)
+    expect(haproxy).toMatch(/acl is_mqtt path \/mqtt[\s\S]*use_backend brokers_ws if is_mqtt/)
+    expect(haproxy).toMatch(/server api api:8080/)
+  })
+
+  it('builds an image holding every folder the command imports', () => {
+    const dockerfile = readFileSync(path.join(ROOT, 'Dockerfile'), 'utf8')
+    for (const folder of ['broker', 'services', 'shared', 'simulators', 'cli']) expect(dockerfile).toContain(`COPY ${folder} ./${folder}`)
+    expect(dockerfile).toMatch(/npm ci --omit=dev/)
+    expect(dockerfile).toMatch(/ENTRYPOINT \["node", "cli\/metershare.mjs"\]/)
+  })
+})
