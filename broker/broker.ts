@@ -39,8 +39,8 @@ export interface BrokerDeps {
   policy: EgressPolicy
   /** Counts every datum released to a recipient (access log and metershare_datums_released_total). */
   recorder: ReleaseRecorder
-  /** Persistence and emitter for several brokers (Redis); in-memory when absent. */
-  aedesOptions?: { persistence?: unknown; mq?: unknown }
+  /** Persistence and emitter for several brokers (Redis); in-memory when absent. Closed with the broker. */
+  aedesOptions?: { persistence?: unknown; mq?: unknown; close?: () => Promise<void> }
   clock?: () => number
 }
 
@@ -74,7 +74,8 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
   const pendingDaily = new Set<Promise<void>>()
 
   const aedes = await Aedes.createBroker({
-    ...(deps.aedesOptions ?? {}),
+    ...(deps.aedesOptions?.persistence !== undefined ? { persistence: deps.aedesOptions.persistence } : {}),
+    ...(deps.aedesOptions?.mq !== undefined ? { mq: deps.aedesOptions.mq } : {}),
     connectTimeout: config.mqtt.connectTimeoutMs,
     keepaliveLimit: config.mqtt.keepaliveSecondsMax,
     maxClientsIdLength: config.mqtt.clientIdLengthMax,
@@ -294,6 +295,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
         await ingest.close()
         await Promise.all([...pendingDaily])
         await new Promise<void>((r) => aedes.close(() => r()))
+        await deps.aedesOptions?.close?.()
         await Promise.all(stopped)
       })()
       return closing

@@ -1,4 +1,5 @@
 import { createRequire } from 'node:module'
+import { Readable } from 'node:stream'
 
 /**
  * Several brokers behind a TCP load balancer share sessions and messages through Redis:
@@ -8,23 +9,39 @@ import { createRequire } from 'node:module'
  */
 const require = createRequire(import.meta.url)
 
-interface Closable {
-  close?(cb?: () => void): void
-  destroy?(cb?: () => void): void
+interface AsyncRedisPersistence {
+  createRetainedStreamCombi(patterns: string[]): AsyncIterable<unknown>
+  destroy(): Promise<void>
 }
 
 export interface RedisCoupling {
   mq: unknown
   persistence: unknown
+  /** Closes the persistence's Redis connections (aedes closes the emitter itself). */
+  close(): Promise<void>
 }
 
 export function redisCoupling(redisUrl: string): RedisCoupling {
-  const MQEmitterRedis = require('mqemitter-redis') as (opts: { connectionString: string }) => Closable
+  const MQEmitterRedis = require('mqemitter-redis') as (opts: { connectionString: string }) => unknown
   // aedes 1.x needs the promise-based persistence (its setup() is async).
-  const AsyncRedisPersistence = require('aedes-persistence-redis/asyncPersistence.js') as new (opts: { conn: unknown }) => Closable
+  const Base = require('aedes-persistence-redis/asyncPersistence.js') as new (opts: { conn: unknown }) => AsyncRedisPersistence
   const Redis = require('ioredis') as new (url: string) => unknown
+
+  // aedes 1.2 pipes the retained stream; this persistence returns an async iterable.
+  class RedisPersistence extends Base {
+    override createRetainedStreamCombi(patterns: string[]): AsyncIterable<unknown> {
+      return Readable.from(super.createRetainedStreamCombi(patterns))
+    }
+  }
+  const persistence = new RedisPersistence({ conn: new Redis(redisUrl) })
+  let closed = false
   return {
     mq: MQEmitterRedis({ connectionString: redisUrl }),
-    persistence: new AsyncRedisPersistence({ conn: new Redis(redisUrl) }),
+    persistence,
+    async close() {
+      if (closed) return
+      closed = true
+      await persistence.destroy()
+    },
   }
 }

@@ -1,0 +1,84 @@
+import { spawn, type ChildProcess } from 'node:child_process'
+import net from 'node:net'
+import type { MqttClient } from 'mqtt'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { redisCoupling } from '../../broker/redis-coupling.ts'
+import { createOffer } from '../../services/consent/offer-service.ts'
+import { grantConsent } from '../../services/consent/consent-service.ts'
+import { openReleaseView, type ReleaseView } from '../../services/consent/release-view.ts'
+import { createParty } from '../../services/directory/directory-service.ts'
+import type { DatabaseHandle } from '../../shared/db/database.ts'
+import { meterReadingsTopic } from '../../shared/topics.ts'
+import { connectClient, connectMeter, endClient, publishAcked, startTestBroker, subscribeCollect, waitFor, type TestBroker } from '../support/broker.ts'
+import { describePostgres } from '../support/database.ts'
+import { hasCommand, skipReason } from '../support/tools.ts'
+import { createTestHousehold, createTestMeter, createUtility, insertOccupancy } from '../support/world.ts'
+
+/** Two brokers behind one load balancer: coupled through Redis, writing to one PostgreSQL. */
+async function freePort(): Promise<number> {
+  const server = net.createServer()
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()))
+  const port = (server.address() as net.AddressInfo).port
+  await new Promise((r) => server.close(r))
+  return port
+}
+
+describe.skipIf(!hasCommand('redis-server'))(`several brokers${skipReason('redis-server', 'redis-server')}`, () => {
+  describePostgres('coupled through Redis', (t) => {
+    let redis: ChildProcess
+    let redisUrl: string
+    const brokers: TestBroker[] = []
+    const views: ReleaseView[] = []
+    const handles: DatabaseHandle[] = []
+    const clients: MqttClient[] = []
+
+    beforeAll(async () => {
+      const port = await freePort()
+      redis = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' })
+      redisUrl = `redis://127.0.0.1:${port}`
+      await waitFor(() => new Promise<boolean>((r) => {
+        const s = net.connect(port, '127.0.0.1', () => { s.end(); r(true) }).on('error', () => r(false))
+      }), 10_000, 'redis-server')
+      for (let i = 0; i < 2; i++) {
+        const handle = i === 0 ? t.handle : await t.openAnother()
+        if (i > 0) handles.push(handle)
+        const view = await openReleaseView(handle, { timeZone: 'Europe/Paris' })
+        views.push(view)
+        brokers.push(await startTestBroker(handle, { policy: view, deps: { aedesOptions: redisCoupling(redisUrl) } }))
+      }
+    })
+
+    afterAll(async () => {
+      for (const c of clients) await endClient(c)
+      for (const b of brokers) await b.close()
+      for (const v of views) await v.close()
+      for (const h of handles) await h.close()
+      redis?.kill('SIGTERM')
+    })
+
+    it('forwards a datum ingested on one broker to a consented recipient on the other, and only there', async () => {
+      const utility = await createUtility(t.db)
+      const app = await createParty(t.db, { kind: 'third_party', name: 'App' })
+      const other = await createParty(t.db, { kind: 'third_party', name: 'Other' })
+      const household = await createTestHousehold(t.db)
+      const meter = await createTestMeter(t.db, utility.id)
+      await insertOccupancy(t.db, meter.id, household.id, new Date('2026-09-01T00:00:00Z'))
+      const offer = await createOffer(t.db, { recipientId: app.id, purpose: 'p', granularity: 'load_curve', priceMicrosPerDatum: 1n, split: { householdBps: 10_000, operatorBps: 0, platformBps: 0, thirdParties: [] } })
+      await grantConsent(t.db, household.id, { offerId: offer.id, validUntil: new Date(Date.now() + 86_400_000), dataFrom: new Date('2026-10-01T00:00:00Z') }, new Date())
+      for (const v of views) await v.refresh()
+
+      const onB = await connectClient(brokers[1]!.url, { clientId: 'app-on-b', username: app.id, password: app.apiKey })
+      const otherOnB = await connectClient(brokers[1]!.url, { clientId: 'other-on-b', username: other.id, password: other.apiKey })
+      clients.push(onB, otherOnB)
+      const live = await subscribeCollect(onB, 'readings/+')
+      const otherLive = await subscribeCollect(otherOnB, 'readings/+')
+      const m = await connectMeter(brokers[0]!.url, meter)
+      clients.push(m)
+      await publishAcked(m, meterReadingsTopic(meter.id), JSON.stringify({ ts: '2026-10-02T10:00:00Z', values: { '1-0:1.8.0': 42 } }))
+      await waitFor(() => live.messages.length === 1, 10_000, 'the datum on the other broker')
+      expect(live.messages[0]!.payload).toEqual({ meterId: meter.id, ts: '2026-10-02T10:00:00Z', granularity: 'load_curve', values: { '1-0:1.8.0': 42 } })
+      await new Promise((r) => setTimeout(r, 300))
+      expect(otherLive.messages).toHaveLength(0)
+    })
+  })
+})
