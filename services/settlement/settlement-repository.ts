@@ -159,6 +159,24 @@ export async function findMonthOffers(trx: Db, w: MonthWindow): Promise<OfferRow
   return rows
 }
 
+/** Key of a (meter, household) pair in maps. */
+export function pairKey(meterId: string, householdId: string): string {
+  return meterId + '\u0000' + householdId
+}
+
+/**
+ * Per (meter, household) with data in [firstDay, lastDay] (a whole month): the datums
+ * (Σ readings_count) and the days with data, in one pass over those days' rollups.
+ */
+export async function findMonthRollupTotals(trx: Db, firstDay: string, lastDay: string): Promise<Map<string, { readings: bigint; days: bigint }>> {
+  const { rows } = await sql<{ meter_id: string; household_id: string; readings: bigint; days: bigint }>`
+    SELECT meter_id, household_id, sum(readings_count)::bigint AS readings, count(*)::bigint AS days
+    FROM daily_rollups
+    WHERE day BETWEEN ${firstDay}::date AND ${lastDay}::date AND household_id IS NOT NULL
+    GROUP BY meter_id, household_id`.execute(trx)
+  return new Map(rows.map((r) => [pairKey(r.meter_id, r.household_id), { readings: r.readings, days: r.days }]))
+}
+
 /** Whole days of one meter's data of one household: [firstDay, lastDay]. */
 export interface RollupRange {
   meterId: string

@@ -249,15 +249,26 @@ async function readMonthInputs(trx: Transaction<Database>, month: string, now: D
       }),
     )
   }
-  const total = ranges.length + pieces.length
-  const sums: Array<{ readings: bigint; days: bigint }> = []
-  for (let i = 0; i < ranges.length; i += COUNT_RANGES_PER_STATEMENT_MAX) {
-    ctx.onProgress?.({ phase: 'counting', done: i, total })
-    sums.push(...(await repo.sumRollups(trx, ranges.slice(i, i + COUNT_RANGES_PER_STATEMENT_MAX))))
+  // Ranges covering the whole month (the usual case) come from one pass over the month's
+  // rollups; the others, one index range scan each.
+  const firstDay = calendar.days[0]!
+  const lastDay = calendar.days[calendar.days.length - 1]!
+  const partial = ranges.map((r, i) => i).filter((i) => ranges[i]!.firstDay !== firstDay || ranges[i]!.lastDay !== lastDay)
+  const total = 1 + partial.length + pieces.length
+  ctx.onProgress?.({ phase: 'counting', done: 0, total })
+  const monthTotals: Map<string, { readings: bigint; days: bigint }> =
+    partial.length === ranges.length ? new Map() : await repo.findMonthRollupTotals(trx, firstDay, lastDay)
+  const none = { readings: 0n, days: 0n }
+  const sums = ranges.map((r) => monthTotals.get(repo.pairKey(r.meterId, r.householdId)) ?? none)
+  for (let i = 0; i < partial.length; i += COUNT_RANGES_PER_STATEMENT_MAX) {
+    ctx.onProgress?.({ phase: 'counting', done: 1 + i, total })
+    const batch = partial.slice(i, i + COUNT_RANGES_PER_STATEMENT_MAX)
+    const found = await repo.sumRollups(trx, batch.map((k) => ranges[k]!))
+    batch.forEach((k, j) => (sums[k] = found[j]!))
   }
   const raw: bigint[] = []
   for (let i = 0; i < pieces.length; i += COUNT_RANGES_PER_STATEMENT_MAX) {
-    ctx.onProgress?.({ phase: 'counting', done: ranges.length + i, total })
+    ctx.onProgress?.({ phase: 'counting', done: 1 + partial.length + i, total })
     raw.push(...(await repo.countRawReadings(trx, pieces.slice(i, i + COUNT_RANGES_PER_STATEMENT_MAX))))
   }
   ctx.onProgress?.({ phase: 'counting', done: total, total })
