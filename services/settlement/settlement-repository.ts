@@ -5,6 +5,7 @@ import type { JournalKind } from '../../shared/db/tables/ledger-journals.ts'
 import type { SettlementRunsTable } from '../../shared/db/tables/settlement-runs.ts'
 import type { Granularity } from '../../shared/wire.ts'
 import type { ConsentFact, OccupancyFact } from '../consent/release-rule.ts'
+import type { RangeCount, ReadingsPiece, RollupRange } from './count-plan.ts'
 import { parseAccount } from './ledger-account.ts'
 import type { LineState } from './settlement-calculation.ts'
 
@@ -168,7 +169,7 @@ export function pairKey(meterId: string, householdId: string): string {
  * Per (meter, household) with data in [firstDay, lastDay] (a whole month): the datums
  * (Σ readings_count) and the days with data, in one pass over those days' rollups.
  */
-export async function findMonthRollupTotals(trx: Db, firstDay: string, lastDay: string): Promise<Map<string, { readings: bigint; days: bigint }>> {
+export async function findMonthRollupTotals(trx: Db, firstDay: string, lastDay: string): Promise<Map<string, RangeCount>> {
   const { rows } = await sql<{ meter_id: string; household_id: string; readings: bigint; days: bigint }>`
     SELECT meter_id, household_id, sum(readings_count)::bigint AS readings, count(*)::bigint AS days
     FROM daily_rollups
@@ -177,19 +178,11 @@ export async function findMonthRollupTotals(trx: Db, firstDay: string, lastDay: 
   return new Map(rows.map((r) => [pairKey(r.meter_id, r.household_id), { readings: r.readings, days: r.days }]))
 }
 
-/** Whole days of one meter's data of one household: [firstDay, lastDay]. */
-export interface RollupRange {
-  meterId: string
-  householdId: string
-  firstDay: string
-  lastDay: string
-}
-
 /**
  * For each range, from the daily rollups: the datums (Σ readings_count) and the days with
  * data. One index range scan per range; answers by position in `ranges`.
  */
-export async function sumRollups(trx: Db, ranges: readonly RollupRange[]): Promise<Array<{ readings: bigint; days: bigint }>> {
+export async function sumRollups(trx: Db, ranges: readonly RollupRange[]): Promise<RangeCount[]> {
   if (ranges.length === 0) return []
   const doc = JSON.stringify(ranges.map((r, i) => ({ i, m: r.meterId, h: r.householdId, d0: r.firstDay, d1: r.lastDay })))
   const { rows } = await sql<{ i: number; readings: bigint; days: bigint }>`
@@ -201,14 +194,6 @@ export async function sumRollups(trx: Db, ranges: readonly RollupRange[]): Promi
   const out = ranges.map(() => ({ readings: 0n, days: 0n }))
   for (const r of rows) out[r.i] = { readings: r.readings, days: r.days }
   return out
-}
-
-/** Part of one day of one meter's data of one household: [fromMs, untilMs). */
-export interface ReadingsPiece {
-  meterId: string
-  householdId: string
-  fromMs: number
-  untilMs: number
 }
 
 /** For each piece, its raw readings (by the (meter_id, ts) key); answers by position. */

@@ -6,6 +6,7 @@ import { ConflictError, InvalidInputError, assert } from '../../shared/errors.ts
 import { newId } from '../../shared/ids.ts'
 import { log } from '../../shared/logger.ts'
 import { HOUSEHOLD_ACCOUNT_PREFIX, PAYOUTS_ACCOUNT, householdAccount } from './ledger-account.ts'
+import { datumsPerConsent, planCounts, type RangeCount } from './count-plan.ts'
 import { monthCalendar, settlementSpans, type CountSpan } from './release-spans.ts'
 import {
   payoutDue,
@@ -218,75 +219,32 @@ async function readMonthInputs(trx: Transaction<Database>, month: string, now: D
   const spans: CountSpan[] = []
   for (const c of consentRows) spans.push(...settlementSpans(repo.toConsentFact(c, meters.get(c.id) ?? []), calendar, byMeter, nowMs))
 
-  // Spans sharing a (meter, household, days) range read it once: consents of one household
-  // to several recipients usually cover the same whole days.
-  const ranges: repo.RollupRange[] = []
-  const rangeIndex = new Map<string, number>()
-  const pieces: repo.ReadingsPiece[] = []
-  const pieceIndex = new Map<string, number>()
-  const spanRange: number[] = []
-  const spanPieces: number[][] = []
-  for (const span of spans) {
-    let r = -1
-    if (span.firstDay !== null && span.lastDay !== null) {
-      const key = `${span.meterId}\u0000${span.householdId}\u0000${span.firstDay}\u0000${span.lastDay}`
-      r = rangeIndex.get(key) ?? -1
-      if (r < 0) {
-        r = ranges.push({ meterId: span.meterId, householdId: span.householdId, firstDay: span.firstDay, lastDay: span.lastDay }) - 1
-        rangeIndex.set(key, r)
-      }
-    }
-    spanRange.push(r)
-    spanPieces.push(
-      span.edges.map(([fromMs, untilMs]) => {
-        const key = `${span.meterId}\u0000${span.householdId}\u0000${fromMs}\u0000${untilMs}`
-        let p = pieceIndex.get(key)
-        if (p === undefined) {
-          p = pieces.push({ meterId: span.meterId, householdId: span.householdId, fromMs, untilMs }) - 1
-          pieceIndex.set(key, p)
-        }
-        return p
-      }),
-    )
-  }
+  const plan = planCounts(spans)
+  const { ranges, pieces } = plan
   // Ranges covering the whole month (the usual case) come from one pass over the month's
   // rollups; the others, one index range scan each.
   const firstDay = calendar.days[0]!
   const lastDay = calendar.days[calendar.days.length - 1]!
-  const partial = ranges.map((r, i) => i).filter((i) => ranges[i]!.firstDay !== firstDay || ranges[i]!.lastDay !== lastDay)
+  const partial = ranges.map((_, i) => i).filter((i) => ranges[i]!.firstDay !== firstDay || ranges[i]!.lastDay !== lastDay)
   const total = 1 + partial.length + pieces.length
   ctx.onProgress?.({ phase: 'counting', done: 0, total })
-  const monthTotals: Map<string, { readings: bigint; days: bigint }> =
+  const monthTotals: Map<string, RangeCount> =
     partial.length === ranges.length ? new Map() : await repo.findMonthRollupTotals(trx, firstDay, lastDay)
-  const none = { readings: 0n, days: 0n }
-  const sums = ranges.map((r) => monthTotals.get(repo.pairKey(r.meterId, r.householdId)) ?? none)
+  const none: RangeCount = { readings: 0n, days: 0n }
+  const rangeCounts = ranges.map((r) => monthTotals.get(repo.pairKey(r.meterId, r.householdId)) ?? none)
   for (let i = 0; i < partial.length; i += COUNT_RANGES_PER_STATEMENT_MAX) {
     ctx.onProgress?.({ phase: 'counting', done: 1 + i, total })
     const batch = partial.slice(i, i + COUNT_RANGES_PER_STATEMENT_MAX)
     const found = await repo.sumRollups(trx, batch.map((k) => ranges[k]!))
-    batch.forEach((k, j) => (sums[k] = found[j]!))
+    batch.forEach((k, j) => (rangeCounts[k] = found[j]!))
   }
-  const raw: bigint[] = []
+  const pieceCounts: bigint[] = []
   for (let i = 0; i < pieces.length; i += COUNT_RANGES_PER_STATEMENT_MAX) {
     ctx.onProgress?.({ phase: 'counting', done: 1 + partial.length + i, total })
-    raw.push(...(await repo.countRawReadings(trx, pieces.slice(i, i + COUNT_RANGES_PER_STATEMENT_MAX))))
+    pieceCounts.push(...(await repo.countRawReadings(trx, pieces.slice(i, i + COUNT_RANGES_PER_STATEMENT_MAX))))
   }
   ctx.onProgress?.({ phase: 'counting', done: total, total })
-
-  const counts = new Map<string, MeterCount[]>()
-  spans.forEach((span, s) => {
-    const sum = spanRange[s]! < 0 ? { readings: 0n, days: 0n } : sums[spanRange[s]!]!
-    let n: bigint
-    if (span.kind === 'load_curve') n = spanPieces[s]!.reduce((acc, p) => acc + raw[p]!, sum.readings)
-    else if (span.kind === 'daily') n = sum.days
-    else n = sum.days > 0n ? 1n : 0n
-    if (n === 0n) return
-    let list = counts.get(span.consentId)
-    if (list === undefined) counts.set(span.consentId, (list = []))
-    const existing = list.find((m) => m.meterId === span.meterId)
-    if (existing !== undefined) existing.data += n
-    else list.push({ meterId: span.meterId, operatorId: operators.get(span.meterId)!, data: n })
-  })
+  const counts = datumsPerConsent(spans, plan, rangeCounts, pieceCounts, operators)
 
   const consents: ConsentTerms[] = consentRows.map((c) => {
     const offer = c.offer_id === null ? null : offers.get(c.offer_id)

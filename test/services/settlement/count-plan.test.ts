@@ -1,0 +1,55 @@
+import { describe, expect, it } from 'vitest'
+import { datumsPerConsent, planCounts } from '../../../services/settlement/count-plan.ts'
+import type { CountSpan } from '../../../services/settlement/release-spans.ts'
+
+const span = (over: Partial<CountSpan>): CountSpan => ({
+  kind: 'load_curve',
+  consentId: 'cns_1',
+  meterId: 'm1',
+  householdId: 'hh_a',
+  firstDay: '2026-10-01',
+  lastDay: '2026-10-31',
+  edges: [],
+  ...over,
+})
+
+describe('count plan', () => {
+  it('reads a range shared by several consents once, and a piece of a day once', () => {
+    const spans = [
+      span({}),
+      span({ consentId: 'cns_2', kind: 'daily' }),
+      span({ consentId: 'cns_3', kind: 'monthly' }),
+      span({ consentId: 'cns_4', firstDay: '2026-10-11', edges: [[1_000, 2_000]] }),
+      span({ consentId: 'cns_5', firstDay: null, lastDay: null, edges: [[1_000, 2_000]] }),
+    ]
+    const plan = planCounts(spans)
+    expect(plan.ranges).toHaveLength(2)
+    expect(plan.pieces).toEqual([{ meterId: 'm1', householdId: 'hh_a', fromMs: 1_000, untilMs: 2_000 }])
+    expect(plan.spanRange).toEqual([0, 0, 0, 1, -1])
+    expect(plan.spanPieces).toEqual([[], [], [], [0], [0]])
+
+    const counts = datumsPerConsent(
+      spans,
+      plan,
+      [
+        { readings: 1_440n, days: 30n },
+        { readings: 960n, days: 20n },
+      ],
+      [7n],
+      new Map([['m1', 'pty_grid']]),
+    )
+    expect(Object.fromEntries([...counts].map(([c, list]) => [c, list.map((m) => m.data)]))).toEqual({
+      cns_1: [1_440n],
+      cns_2: [30n],
+      cns_3: [1n],
+      cns_4: [967n],
+      cns_5: [7n],
+    })
+  })
+
+  it('leaves out consents that released nothing, and a month without data has no monthly datum', () => {
+    const spans = [span({ kind: 'monthly' }), span({ consentId: 'cns_2' })]
+    const counts = datumsPerConsent(spans, planCounts(spans), [{ readings: 0n, days: 0n }], [], new Map([['m1', 'pty_grid']]))
+    expect(counts.size).toBe(0)
+  })
+})
