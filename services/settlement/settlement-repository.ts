@@ -68,6 +68,9 @@ export interface ConsentRow {
   data_from_ms: number
   data_until_ms: number | null
   revoked_at_ms: number | null
+  /** Its meters, sorted, and each one's operator (same order); [null] when it names none. */
+  meter_ids: (string | null)[]
+  operator_ids: (string | null)[]
 }
 
 /** An instant as epoch milliseconds (a float8 holds them exactly): cheaper to read than a Date. */
@@ -75,48 +78,42 @@ function epochMs(column: string) {
   return sql.raw(`floor(extract(epoch FROM ${column}) * 1000)::float8`)
 }
 
-/** The consents of the month with the times the release rule needs. */
+/** The consents of the month with the times the release rule needs, their meters and those meters' operators. */
 export async function findMonthConsents(trx: Db, w: MonthWindow): Promise<ConsentRow[]> {
   const { rows } = await sql<ConsentRow>`
     SELECT c.id, c.household_id, c.recipient_id, c.kind, c.granularity, c.offer_id,
       ${epochMs('c.valid_from')} AS valid_from_ms, ${epochMs('c.valid_until')} AS valid_until_ms,
-      ${epochMs('c.data_from')} AS data_from_ms, ${epochMs('c.data_until')} AS data_until_ms, ${epochMs('c.revoked_at')} AS revoked_at_ms
-    FROM consents c WHERE ${monthConsentsWhere(w)}`.execute(trx)
+      ${epochMs('c.data_from')} AS data_from_ms, ${epochMs('c.data_until')} AS data_until_ms, ${epochMs('c.revoked_at')} AS revoked_at_ms,
+      array_agg(cm.meter_id ORDER BY cm.meter_id) AS meter_ids, array_agg(m.operator_id ORDER BY cm.meter_id) AS operator_ids
+    FROM consents c LEFT JOIN consent_meters cm ON cm.consent_id = c.id LEFT JOIN meters m ON m.id = cm.meter_id
+    WHERE ${monthConsentsWhere(w)}
+    GROUP BY c.id`.execute(trx)
   return rows
 }
 
-export interface ConsentMeters {
-  /** Consent → its meters, sorted. */
-  meters: Map<string, string[]>
-  /** Meter → its operator. */
-  operators: Map<string, string>
+/** The meters a consent row names (without the null of a consent that names none). */
+export function meterIdsOf(r: ConsentRow): string[] {
+  return r.meter_ids.filter((m): m is string => m !== null)
 }
 
-/** The meters of those consents, with each meter's operator. */
-export async function findMonthConsentMeters(trx: Db, w: MonthWindow): Promise<ConsentMeters> {
-  const { rows } = await sql<{ consent_id: string; meter_id: string; operator_id: string }>`
-    SELECT cm.consent_id, cm.meter_id, m.operator_id
-    FROM consent_meters cm JOIN consents c ON c.id = cm.consent_id JOIN meters m ON m.id = cm.meter_id
-    WHERE ${monthConsentsWhere(w)}
-    ORDER BY cm.consent_id, cm.meter_id`.execute(trx)
-  const meters = new Map<string, string[]>()
+/** The operator of every meter the consent rows name. */
+export function operatorsOf(rows: readonly ConsentRow[]): Map<string, string> {
   const operators = new Map<string, string>()
   for (const r of rows) {
-    let list = meters.get(r.consent_id)
-    if (list === undefined) meters.set(r.consent_id, (list = []))
-    list.push(r.meter_id)
-    operators.set(r.meter_id, r.operator_id)
+    r.meter_ids.forEach((m, i) => {
+      if (m !== null) operators.set(m, r.operator_ids[i]!)
+    })
   }
-  return { meters, operators }
+  return operators
 }
 
-export function toConsentFact(r: ConsentRow, meterIds: readonly string[]): ConsentFact {
+export function toConsentFact(r: ConsentRow): ConsentFact {
   return {
     id: r.id,
     householdId: r.household_id,
     recipientId: r.recipient_id,
     granularity: r.granularity,
-    meterIds,
+    meterIds: meterIdsOf(r),
     validFromMs: r.valid_from_ms,
     validUntilMs: r.valid_until_ms,
     dataFromMs: r.data_from_ms,

@@ -210,14 +210,14 @@ async function readMonthInputs(trx: Transaction<Database>, month: string, now: D
       },
     ]),
   )
-  const { meters, operators } = await repo.findMonthConsentMeters(trx, window)
+  const operators = repo.operatorsOf(consentRows)
   const byMeter = await repo.findMonthOccupancies(trx, window)
   ctx.onProgress?.({ phase: 'reading', done: 1, total: 1 })
 
   const calendar = monthCalendar(month, ctx.timezone)
   const nowMs = now.getTime()
   const spans: CountSpan[] = []
-  for (const c of consentRows) spans.push(...settlementSpans(repo.toConsentFact(c, meters.get(c.id) ?? []), calendar, byMeter, nowMs))
+  for (const c of consentRows) spans.push(...settlementSpans(repo.toConsentFact(c), calendar, byMeter, nowMs))
 
   const plan = planCounts(spans)
   const { ranges, pieces } = plan
