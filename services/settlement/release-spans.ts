@@ -106,23 +106,32 @@ export function settlementSpans(
   const spans: CountSpan[] = []
   for (const meterId of consent.meterIds) {
     const occupancies = occupanciesByMeter.get(meterId) ?? []
-    const base = { consentId: consent.id, meterId, householdId: consent.householdId }
+    const consentId = consent.id
+    const householdId = consent.householdId
     switch (consent.granularity) {
       case 'load_curve':
         for (const [fromMs, untilMs] of loadCurveStretches(consent, meterId, occupancies, monthStartMs, monthEndMs, nowMs)) {
           const { whole, edges } = cutByDays(calendar, fromMs, untilMs)
-          spans.push({ ...base, kind: 'load_curve', firstDay: whole === null ? null : days[whole[0]]!, lastDay: whole === null ? null : days[whole[1]]!, edges })
+          spans.push({
+            kind: 'load_curve',
+            consentId,
+            meterId,
+            householdId,
+            firstDay: whole === null ? null : days[whole[0]]!,
+            lastDay: whole === null ? null : days[whole[1]]!,
+            edges,
+          })
         }
         break
       case 'daily':
         for (const [first, last] of releasedDays(consent, meterId, occupancies, calendar, nowMs)) {
-          spans.push({ ...base, kind: 'daily', firstDay: days[first]!, lastDay: days[last]!, edges: [] })
+          spans.push({ kind: 'daily', consentId, meterId, householdId, firstDay: days[first]!, lastDay: days[last]!, edges: [] })
         }
         break
       case 'monthly': {
         const datum: RuleDatum = { meterId, granularity: 'monthly', atMs: monthStartMs, householdId: consent.householdId }
         if (released(consent, datum, monthEndMs, occupancies, nowMs)) {
-          spans.push({ ...base, kind: 'monthly', firstDay: days[0]!, lastDay: days[days.length - 1]!, edges: [] })
+          spans.push({ kind: 'monthly', consentId, meterId, householdId, firstDay: days[0]!, lastDay: days[days.length - 1]!, edges: [] })
         }
         break
       }
@@ -165,7 +174,13 @@ function loadCurveStretches(
   return out
 }
 
-/** Indexes of the days whose daily datum was released, as merged [first, last] ranges. */
+/**
+ * Indexes of the days whose daily datum was released, as merged [first, last] ranges. A
+ * daily datum stands for its day's start (tested against the data window) and is released
+ * at max(end of its day, valid_from) (tested for the rest). The rule's answer changes only
+ * when one of those instants crosses one of the cut instants below, so it is asked on the
+ * first day and again only on days where a cut was crossed since the day before.
+ */
 function releasedDays(
   consent: ConsentFact,
   meterId: string,
@@ -173,14 +188,29 @@ function releasedDays(
   calendar: MonthCalendar,
   nowMs: number,
 ): Array<[number, number]> {
+  const windowCuts = [consent.dataFromMs]
+  if (consent.dataUntilMs !== null) windowCuts.push(consent.dataUntilMs)
+  const momentCuts = [consent.validFromMs, consent.validUntilMs, nowMs + 1]
+  if (consent.revokedAtMs !== null) momentCuts.push(consent.revokedAtMs)
+  for (const o of occupancies) {
+    momentCuts.push(o.fromMs)
+    if (o.untilMs !== null) momentCuts.push(o.untilMs)
+  }
+  const crossed = (cuts: readonly number[], from: number, to: number) => cuts.some((c) => from < c && c <= to)
+  const starts = calendar.dayStartsMs
   const out: Array<[number, number]> = []
-  let previousReleased = false
+  let isReleased = false
   for (let i = 0; i < calendar.days.length; i++) {
-    const datum: RuleDatum = { meterId, granularity: 'daily', atMs: calendar.dayStartsMs[i]!, householdId: consent.householdId }
-    const isReleased = released(consent, datum, calendar.dayStartsMs[i + 1]!, occupancies, nowMs)
-    if (isReleased && previousReleased) out[out.length - 1]![1] = i
-    else if (isReleased) out.push([i, i])
-    previousReleased = isReleased
+    const atMs = starts[i]!
+    const momentMs = releaseMomentMs(consent, starts[i + 1]!)
+    if (i === 0 || crossed(windowCuts, starts[i - 1]!, atMs) || crossed(momentCuts, releaseMomentMs(consent, atMs), momentMs)) {
+      const datum: RuleDatum = { meterId, granularity: 'daily', atMs, householdId: consent.householdId }
+      isReleased = released(consent, datum, starts[i + 1]!, occupancies, nowMs)
+    }
+    if (!isReleased) continue
+    const last = out[out.length - 1]
+    if (last !== undefined && last[1] === i - 1) last[1] = i
+    else out.push([i, i])
   }
   return out
 }

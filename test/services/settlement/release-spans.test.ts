@@ -1,6 +1,7 @@
+import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
 import { startOfDayMs } from '../../../shared/calendar.ts'
-import type { ConsentFact, OccupancyFact } from '../../../services/consent/release-rule.ts'
+import { consentReleases, datumOwner, type ConsentFact, type OccupancyFact } from '../../../services/consent/release-rule.ts'
 import { monthCalendar, settlementSpans, type CountSpan } from '../../../services/settlement/release-spans.ts'
 
 /**
@@ -107,5 +108,76 @@ describe('settlement spans', () => {
     expect(OCT.days).toHaveLength(31)
     expect(OCT.dayStartsMs[25]! - OCT.dayStartsMs[24]!).toBe(25 * HOUR)
     expect(OCT.dayStartsMs[31]).toBe(at('2026-11-01'))
+  })
+})
+
+describe('settlement spans against the rule asked datum by datum', () => {
+  const MONTH_START = at('2026-10-01')
+  const MONTH_END = at('2026-11-01')
+  // Quarter-hours, and often exactly a local midnight, where days are cut.
+  const instant = fc.oneof(
+    fc.integer({ min: at('2026-09-20'), max: at('2026-11-10') }).map((ms) => Math.floor(ms / (15 * 60_000)) * 15 * 60_000),
+    fc.integer({ min: 0, max: 50 }).map((d) => startOfDayMs(new Date(Date.UTC(2026, 8, 20 + d)).toISOString().slice(0, 10), TZ)),
+  )
+  const scenario = fc.record({
+    validFrom: instant,
+    validFor: fc.integer({ min: 1, max: 60 * 24 * 4 }).map((q) => q * 15 * 60_000),
+    dataFrom: instant,
+    dataFor: fc.option(fc.integer({ min: 1, max: 60 * 24 * 4 }).map((q) => q * 15 * 60_000)),
+    revokedAt: fc.option(instant),
+    moves: fc.array(instant, { maxLength: 3 }),
+    now: instant,
+  })
+
+  /** Occupancies of m1 alternating between hh_a and hh_b at the given instants. */
+  function occupanciesOf(moves: number[]): OccupancyFact[] {
+    const cuts = [...new Set(moves)].sort((a, b) => a - b)
+    const bounds = [at('2026-08-01'), ...cuts]
+    return bounds.map((fromMs, i) => ({ meterId: 'm1', householdId: i % 2 === 0 ? 'hh_a' : 'hh_b', fromMs, untilMs: bounds[i + 1] ?? null }))
+  }
+
+  function naiveReleased(c: ConsentFact, datum: { granularity: 'load_curve' | 'daily' | 'monthly'; atMs: number }, completeMs: number, occ: OccupancyFact[], nowMs: number): boolean {
+    const moment = Math.max(completeMs, c.validFromMs)
+    if (moment > nowMs) return false
+    const d = { meterId: 'm1', granularity: datum.granularity, atMs: datum.atMs, householdId: c.householdId }
+    const owner = datumOwner(d, occ)
+    return owner === c.householdId && consentReleases(c, d, owner, occ, moment)
+  }
+
+  it('release exactly the days and quarter-hours the rule releases one by one', () => {
+    fc.assert(
+      fc.property(scenario, (sc) => {
+        const revokedAtMs = sc.revokedAt !== null && sc.revokedAt > sc.validFrom ? sc.revokedAt : null
+        const base = fact({
+          validFromMs: sc.validFrom,
+          validUntilMs: sc.validFrom + sc.validFor,
+          dataFromMs: sc.dataFrom,
+          dataUntilMs: sc.dataFor === null ? null : sc.dataFrom + sc.dataFor,
+          revokedAtMs,
+        })
+        const occ = occupanciesOf(sc.moves)
+        const map = new Map([['m1', occ]])
+
+        const daily = settlementSpans({ ...base, granularity: 'daily' }, OCT, map, sc.now)
+        const days = new Set(daily.flatMap((s) => OCT.days.slice(OCT.days.indexOf(s.firstDay!), OCT.days.indexOf(s.lastDay!) + 1)))
+        OCT.days.forEach((day, i) => {
+          expect(days.has(day)).toBe(naiveReleased(base, { granularity: 'daily', atMs: OCT.dayStartsMs[i]! }, OCT.dayStartsMs[i + 1]!, occ, sc.now))
+        })
+
+        const monthly = settlementSpans({ ...base, granularity: 'monthly' }, OCT, map, sc.now)
+        expect(monthly.length === 1).toBe(naiveReleased(base, { granularity: 'monthly', atMs: MONTH_START }, MONTH_END, occ, sc.now))
+
+        const curve = settlementSpans(base, OCT, map, sc.now)
+        const inSpans = (t: number) =>
+          curve.some((s) => {
+            const whole = s.firstDay !== null && t >= at(s.firstDay) && t < OCT.dayStartsMs[OCT.days.indexOf(s.lastDay!) + 1]!
+            return whole || s.edges.some(([f, u]) => t >= f && t < u)
+          })
+        for (let t = MONTH_START; t < MONTH_END; t += 15 * 60_000) {
+          expect(inSpans(t)).toBe(naiveReleased(base, { granularity: 'load_curve', atMs: t }, t, occ, sc.now))
+        }
+      }),
+      { numRuns: 300 },
+    )
   })
 })
