@@ -13,7 +13,7 @@ import { authenticateMqtt } from '../services/directory/directory-service.ts'
 import { findMeter } from '../services/directory/directory-repository.ts'
 import type { Principal } from '../services/directory/principal.ts'
 import { dailyDatumsToPublish } from '../services/metering/daily-publication.ts'
-import { commitMessages } from '../services/metering/ingest-service.ts'
+import { MeterTails, commitMessages } from '../services/metering/ingest-service.ts'
 import { validatePayload } from '../services/metering/ingest-validation.ts'
 import { AuthThrottle } from './auth-throttle.ts'
 import { Egress, egressMetaOf, type EgressPolicy, type ReleaseRecorder } from './egress.ts'
@@ -72,6 +72,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
   const counted = new WeakSet<Client>()
   const throttle = new AuthThrottle(config.mqtt, clock)
   const pendingDaily = new Set<Promise<void>>()
+  const tails = new MeterTails()
 
   const aedes = await Aedes.createBroker({
     ...(deps.aedesOptions?.persistence !== undefined ? { persistence: deps.aedesOptions.persistence } : {}),
@@ -89,7 +90,15 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
     limits,
     metrics,
     log: rootLog.ingest,
-    commit: (messages) => commitMessages(db.db, messages, { dialect: db.dialect, dayOf }),
+    commit: async (messages) => {
+      try {
+        return await commitMessages(db.db, messages, { dialect: db.dialect, dayOf, tails })
+      } catch (err) {
+        // A tail may be stale (another process stored data for one of these meters): look neighbours up again.
+        tails.clear()
+        throw err
+      }
+    },
     onCommitted: (_messages, result) => {
       let stored = 0
       for (const o of result.outcomes) {

@@ -4,12 +4,13 @@ import type { RegisterValues } from '../../shared/wire.ts'
 import type { QuarantineItem } from './ingest-validation.ts'
 
 /**
- * SQL of the ingest transaction. Rows travel as one JSON document per statement
- * (jsonb_to_recordset), which is one parameter on both PostgreSQL and PGlite.
+ * SQL of the ingest transaction. Rows travel as one JSON document per parameter
+ * (jsonb_to_recordset), which works alike on PostgreSQL and PGlite, and the writes of a
+ * group commit go in one statement: one round trip, whatever the batch holds.
  */
 type Trx = Transaction<Database>
 
-/** How far back the first pass looks for a meter's previous reading (keeps partition pruning tight). */
+/** How far around a span the first pass looks for a meter's neighbours (keeps partition pruning tight). */
 export const NEIGHBOUR_WINDOW_MS = 40 * 86_400_000
 
 export interface MeterSpan {
@@ -33,9 +34,35 @@ export async function lockOccupanciesForIngest(trx: Trx): Promise<void> {
   await sql`LOCK TABLE occupancies IN SHARE MODE`.execute(trx)
 }
 
+export interface OccupancySpan {
+  meterId: string
+  householdId: string
+  fromMs: number
+  /** null: still there. */
+  untilMs: number | null
+}
+
+/** Occupancies of these meters that overlap their spans (read under the SHARE lock). */
+export async function fetchOccupancies(trx: Trx, spans: MeterSpan[]): Promise<OccupancySpan[]> {
+  if (spans.length === 0) return []
+  const doc = JSON.stringify(spans.map((s) => ({ m: s.meterId, lo: new Date(s.minTsMs).toISOString(), hi: new Date(s.maxTsMs).toISOString() })))
+  const r = await sql<{ meter_id: string; household_id: string; valid_from: Date; valid_until: Date | null }>`
+    SELECT o.meter_id, o.household_id, o.valid_from, o.valid_until
+    FROM jsonb_to_recordset(${doc}::jsonb) AS s(m text, lo timestamptz, hi timestamptz)
+    JOIN occupancies o ON o.meter_id = s.m AND o.valid_from <= s.hi AND (o.valid_until IS NULL OR o.valid_until > s.lo)`.execute(trx)
+  return r.rows.map((o) => ({
+    meterId: o.meter_id,
+    householdId: o.household_id,
+    fromMs: o.valid_from.getTime(),
+    untilMs: o.valid_until === null ? null : o.valid_until.getTime(),
+  }))
+}
+
 /**
  * For each meter: its stored readings inside the span, the nearest one before it and the
  * nearest one after it. Enough to tell duplicates, conflicts and index regressions apart.
+ * A first pass looks within NEIGHBOUR_WINDOW_MS of the span; only meters with nothing there
+ * are looked up without bound (new meters, long outages, catch-up behind newer data).
  */
 export async function fetchNeighbourhood(trx: Trx, spans: MeterSpan[]): Promise<StoredReading[]> {
   if (spans.length === 0) return []
@@ -44,31 +71,42 @@ export async function fetchNeighbourhood(trx: Trx, spans: MeterSpan[]): Promise<
       m: s.meterId,
       lo: new Date(s.minTsMs).toISOString(),
       hi: new Date(s.maxTsMs).toISOString(),
-      w: new Date(s.minTsMs - NEIGHBOUR_WINDOW_MS).toISOString(),
+      wlo: new Date(s.minTsMs - NEIGHBOUR_WINDOW_MS).toISOString(),
+      whi: new Date(s.maxTsMs + NEIGHBOUR_WINDOW_MS).toISOString(),
     })),
   )
-  const near = await sql<{ meter_id: string; ts: Date; values: RegisterValues; before: boolean }>`
-    SELECT s.m AS meter_id, r.ts, r.values, r.ts < s.lo AS before
-    FROM jsonb_to_recordset(${doc}::jsonb) AS s(m text, lo timestamptz, hi timestamptz, w timestamptz)
+  const near = await sql<{ meter_id: string; ts: Date; values: RegisterValues; side: 'before' | 'inside' | 'after' }>`
+    SELECT s.m AS meter_id, r.ts, r.values, r.side
+    FROM jsonb_to_recordset(${doc}::jsonb) AS s(m text, lo timestamptz, hi timestamptz, wlo timestamptz, whi timestamptz)
     CROSS JOIN LATERAL (
-      (SELECT ts, values FROM readings WHERE meter_id = s.m AND ts >= s.w AND ts < s.lo ORDER BY ts DESC LIMIT 1)
+      (SELECT ts, values, 'before' AS side FROM readings WHERE meter_id = s.m AND ts >= s.wlo AND ts < s.lo ORDER BY ts DESC LIMIT 1)
       UNION ALL
-      (SELECT ts, values FROM readings WHERE meter_id = s.m AND ts >= s.lo AND ts <= s.hi)
+      (SELECT ts, values, 'inside' FROM readings WHERE meter_id = s.m AND ts >= s.lo AND ts <= s.hi)
       UNION ALL
-      (SELECT ts, values FROM readings WHERE meter_id = s.m AND ts > s.hi ORDER BY ts LIMIT 1)
+      (SELECT ts, values, 'after' FROM readings WHERE meter_id = s.m AND ts > s.hi AND ts <= s.whi ORDER BY ts LIMIT 1)
     ) AS r`.execute(trx)
   const rows: StoredReading[] = near.rows.map((r) => ({ meterId: r.meter_id, tsMs: r.ts.getTime(), values: r.values }))
 
-  // Meters with nothing recent before their span: look further back (new meters, long outages).
-  const found = new Set(near.rows.filter((r) => r.before).map((r) => r.meter_id))
-  const far = spans.filter((s) => !found.has(s.meterId))
+  const before = new Set(near.rows.filter((r) => r.side === 'before').map((r) => r.meter_id))
+  const after = new Set(near.rows.filter((r) => r.side === 'after').map((r) => r.meter_id))
+  const far = spans.filter((s) => !before.has(s.meterId) || !after.has(s.meterId))
   if (far.length > 0) {
-    const farDoc = JSON.stringify(far.map((s) => ({ m: s.meterId, w: new Date(s.minTsMs - NEIGHBOUR_WINDOW_MS).toISOString() })))
-    const older = await sql<{ meter_id: string; ts: Date; values: RegisterValues }>`
+    const farDoc = JSON.stringify(
+      far.map((s) => ({
+        m: s.meterId,
+        wlo: before.has(s.meterId) ? null : new Date(s.minTsMs - NEIGHBOUR_WINDOW_MS).toISOString(),
+        whi: after.has(s.meterId) ? null : new Date(s.maxTsMs + NEIGHBOUR_WINDOW_MS).toISOString(),
+      })),
+    )
+    const outer = await sql<{ meter_id: string; ts: Date; values: RegisterValues }>`
       SELECT s.m AS meter_id, r.ts, r.values
-      FROM jsonb_to_recordset(${farDoc}::jsonb) AS s(m text, w timestamptz)
-      CROSS JOIN LATERAL (SELECT ts, values FROM readings WHERE meter_id = s.m AND ts < s.w ORDER BY ts DESC LIMIT 1) AS r`.execute(trx)
-    for (const r of older.rows) rows.push({ meterId: r.meter_id, tsMs: r.ts.getTime(), values: r.values })
+      FROM jsonb_to_recordset(${farDoc}::jsonb) AS s(m text, wlo timestamptz, whi timestamptz)
+      CROSS JOIN LATERAL (
+        (SELECT ts, values FROM readings WHERE s.wlo IS NOT NULL AND meter_id = s.m AND ts < s.wlo ORDER BY ts DESC LIMIT 1)
+        UNION ALL
+        (SELECT ts, values FROM readings WHERE s.whi IS NOT NULL AND meter_id = s.m AND ts > s.whi ORDER BY ts LIMIT 1)
+      ) AS r`.execute(trx)
+    for (const r of outer.rows) rows.push({ meterId: r.meter_id, tsMs: r.ts.getTime(), values: r.values })
   }
   return rows
 }
@@ -76,24 +114,8 @@ export async function fetchNeighbourhood(trx: Trx, spans: MeterSpan[]): Promise<
 export interface NewReading {
   meterId: string
   tsMs: number
+  householdId: string | null
   values: RegisterValues
-}
-
-/** Inserts datums, attributing each to the household occupying its meter at its ts (or nobody). */
-export async function insertReadings(
-  trx: Trx,
-  readings: NewReading[],
-): Promise<Array<{ meterId: string; tsMs: number; householdId: string | null }>> {
-  if (readings.length === 0) return []
-  const doc = JSON.stringify(readings.map((r) => ({ m: r.meterId, t: new Date(r.tsMs).toISOString(), v: r.values })))
-  const result = await sql<{ meter_id: string; ts: Date; household_id: string | null }>`
-    INSERT INTO readings (meter_id, ts, household_id, values)
-    SELECT x.m, x.t,
-      (SELECT o.household_id FROM occupancies o WHERE o.meter_id = x.m AND o.period @> x.t),
-      x.v
-    FROM jsonb_to_recordset(${doc}::jsonb) AS x(m text, t timestamptz, v jsonb)
-    RETURNING meter_id, ts, household_id`.execute(trx)
-  return result.rows.map((r) => ({ meterId: r.meter_id, tsMs: r.ts.getTime(), householdId: r.household_id }))
 }
 
 export interface RollupDelta {
@@ -107,14 +129,23 @@ export interface RollupDelta {
   indexMax: RegisterValues
 }
 
-/** Merges per-(meter, household, day) deltas into the rollups; tells which rows are new. */
-export async function upsertRollups(
+/**
+ * The writes of one group commit in one statement: the datums (already attributed), their
+ * daily rollups, and the quarantine. Cumulative registers only grow with time (ingest
+ * quarantines regressions), so the lowest values of a group are those of its earliest datums
+ * and the highest those of its latest: merging a delta into a rollup is a matter of which
+ * side is earlier (`||` keeps the right side's value of a code both hold). Answers which
+ * rollup rows the statement created.
+ */
+export async function writeBatch(
   trx: Trx,
-  deltas: RollupDelta[],
+  readings: NewReading[],
+  rollups: RollupDelta[],
+  quarantine: QuarantineItem[],
 ): Promise<Array<{ meterId: string; householdId: string | null; day: string; created: boolean }>> {
-  if (deltas.length === 0) return []
-  const doc = JSON.stringify(
-    deltas.map((d) => ({
+  const readingsDoc = JSON.stringify(readings.map((r) => ({ m: r.meterId, t: new Date(r.tsMs).toISOString(), h: r.householdId, v: r.values })))
+  const rollupsDoc = JSON.stringify(
+    rollups.map((d) => ({
       m: d.meterId,
       h: d.householdId,
       d: d.day,
@@ -125,25 +156,8 @@ export async function upsertRollups(
       mx: d.indexMax,
     })),
   )
-  const result = await sql<{ meter_id: string; household_id: string | null; day: string; created: boolean }>`
-    INSERT INTO daily_rollups AS r (meter_id, household_id, day, readings_count, first_ts, last_ts, index_min, index_max)
-    SELECT x.m, x.h, x.d, x.n, x.f, x.l, x.mn, x.mx
-    FROM jsonb_to_recordset(${doc}::jsonb) AS x(m text, h text, d date, n integer, f timestamptz, l timestamptz, mn jsonb, mx jsonb)
-    ON CONFLICT (meter_id, day, household_id) DO UPDATE SET
-      readings_count = r.readings_count + excluded.readings_count,
-      first_ts = least(r.first_ts, excluded.first_ts),
-      last_ts = greatest(r.last_ts, excluded.last_ts),
-      index_min = metershare_jsonb_min(r.index_min, excluded.index_min),
-      index_max = metershare_jsonb_max(r.index_max, excluded.index_max),
-      updated_at = now()
-    RETURNING r.meter_id, r.household_id, r.day, (r.xmax = 0) AS created`.execute(trx)
-  return result.rows.map((r) => ({ meterId: r.meter_id, householdId: r.household_id, day: r.day, created: r.created }))
-}
-
-export async function insertQuarantine(trx: Trx, items: QuarantineItem[]): Promise<void> {
-  if (items.length === 0) return
-  const doc = JSON.stringify(
-    items.map((q) => ({
+  const quarantineDoc = JSON.stringify(
+    quarantine.map((q) => ({
       m: q.meterId,
       r: new Date(q.receivedAtMs).toISOString(),
       why: q.reason,
@@ -153,8 +167,25 @@ export async function insertQuarantine(trx: Trx, items: QuarantineItem[]): Promi
       d: q.detail,
     })),
   )
-  await sql`
-    INSERT INTO quarantine (meter_id, received_at, reason, ts, payload, payload_bytes, detail)
-    SELECT x.m, x.r, x.why, x.t, decode(x.p, 'base64'), x.n, x.d
-    FROM jsonb_to_recordset(${doc}::jsonb) AS x(m text, r timestamptz, why text, t timestamptz, p text, n integer, d text)`.execute(trx)
+  const result = await sql<{ meter_id: string; household_id: string | null; day: string; created: boolean }>`
+    WITH new_readings AS (
+      INSERT INTO readings (meter_id, ts, household_id, values)
+      SELECT x.m, x.t, x.h, x.v FROM jsonb_to_recordset(${readingsDoc}::jsonb) AS x(m text, t timestamptz, h text, v jsonb)
+    ), new_quarantine AS (
+      INSERT INTO quarantine (meter_id, received_at, reason, ts, payload, payload_bytes, detail)
+      SELECT x.m, x.r, x.why, x.t, decode(x.p, 'base64'), x.n, x.d
+      FROM jsonb_to_recordset(${quarantineDoc}::jsonb) AS x(m text, r timestamptz, why text, t timestamptz, p text, n integer, d text)
+    )
+    INSERT INTO daily_rollups AS r (meter_id, household_id, day, readings_count, first_ts, last_ts, index_min, index_max)
+    SELECT x.m, x.h, x.d, x.n, x.f, x.l, x.mn, x.mx
+    FROM jsonb_to_recordset(${rollupsDoc}::jsonb) AS x(m text, h text, d date, n integer, f timestamptz, l timestamptz, mn jsonb, mx jsonb)
+    ON CONFLICT (meter_id, day, household_id) DO UPDATE SET
+      readings_count = r.readings_count + excluded.readings_count,
+      first_ts = least(r.first_ts, excluded.first_ts),
+      last_ts = greatest(r.last_ts, excluded.last_ts),
+      index_min = CASE WHEN excluded.first_ts < r.first_ts THEN r.index_min || excluded.index_min ELSE excluded.index_min || r.index_min END,
+      index_max = CASE WHEN excluded.last_ts > r.last_ts THEN r.index_max || excluded.index_max ELSE excluded.index_max || r.index_max END,
+      updated_at = now()
+    RETURNING r.meter_id, r.household_id, r.day, (r.xmax = 0) AS created`.execute(trx)
+  return result.rows.map((r) => ({ meterId: r.meter_id, householdId: r.household_id, day: r.day, created: r.created }))
 }

@@ -45,6 +45,37 @@ export interface IngestContext {
   dialect: DialectName
   /** Local day of an instant in the configured zone (a memoised `dayOf`). */
   dayOf: (ms: number) => string
+  /** Each meter's latest datum as this process stored it; spares the neighbour lookup for in-order data. */
+  tails: MeterTails
+}
+
+/**
+ * The latest stored datum of each meter, as this process committed it. A batch whose datums
+ * for a meter all come after its tail needs no neighbour lookup: in-order live data never
+ * reads the readings table. The tail can be stale only if another process stored data for
+ * the same meter meanwhile (a meter moving between brokers); a duplicate key then fails the
+ * commit, the caller clears the tails, and the retry looks the neighbours up.
+ */
+export class MeterTails {
+  private readonly tails = new Map<string, { tsMs: number; values: RegisterValues }>()
+
+  constructor(private readonly entriesMax = 100_000) {}
+
+  get(meterId: string): { tsMs: number; values: RegisterValues } | undefined {
+    return this.tails.get(meterId)
+  }
+
+  advance(meterId: string, tsMs: number, values: RegisterValues): void {
+    const known = this.tails.get(meterId)
+    if (known !== undefined && known.tsMs >= tsMs) return
+    this.tails.delete(meterId)
+    if (this.tails.size >= this.entriesMax) this.tails.delete(this.tails.keys().next().value!)
+    this.tails.set(meterId, { tsMs, values })
+  }
+
+  clear(): void {
+    this.tails.clear()
+  }
 }
 
 interface Entry {
@@ -129,18 +160,26 @@ export async function commitMessages(db: Kysely<Database>, messages: ValidatedMe
   // DDL outside the data transaction: a partition created once serves every later batch.
   await ensureReadingsPartitions(db, months)
 
-  return db.transaction().execute(async (trx) => {
+  const result = await db.transaction().execute(async (trx) => {
     if (ctx.dialect === 'postgres') await repo.lockOccupanciesForIngest(trx)
 
     const timelines = new Map<string, MeterTimeline>()
-    for (const meterId of spans.keys()) timelines.set(meterId, new MeterTimeline())
-    for (const r of await repo.fetchNeighbourhood(trx, [...spans.values()])) {
-      timelines.get(r.meterId)!.add({ tsMs: r.tsMs, values: r.values })
+    const unknown: repo.MeterSpan[] = []
+    for (const span of spans.values()) {
+      const timeline = new MeterTimeline()
+      timelines.set(span.meterId, timeline)
+      const tail = ctx.tails.get(span.meterId)
+      if (tail !== undefined && tail.tsMs < span.minTsMs) timeline.add({ tsMs: tail.tsMs, values: tail.values })
+      else unknown.push(span)
     }
+    const [occupancies, neighbours] = await Promise.all([repo.fetchOccupancies(trx, [...spans.values()]), repo.fetchNeighbourhood(trx, unknown)])
+    for (const r of neighbours) timelines.get(r.meterId)!.add({ tsMs: r.tsMs, values: r.values })
+    const occupants = new Occupants(occupancies)
 
     const outcomes: MessageOutcome[] = []
     const toInsert: repo.NewReading[] = []
     const quarantine: QuarantineItem[] = []
+    const rollups = new Map<string, repo.RollupDelta>()
     for (const m of messages) {
       const outcome: MessageOutcome = { stored: [], quarantined: [...m.rejects], duplicates: 0 }
       const timeline = timelines.get(m.meterId)
@@ -169,30 +208,41 @@ export async function commitMessages(db: Kysely<Database>, messages: ValidatedMe
           continue
         }
         timeline!.add({ tsMs: d.tsMs, values: d.values })
-        toInsert.push({ meterId: m.meterId, tsMs: d.tsMs, values: d.values })
-        outcome.stored.push({ meterId: m.meterId, tsMs: d.tsMs, values: d.values, householdId: null })
+        const stored: StoredDatum = { meterId: m.meterId, tsMs: d.tsMs, values: d.values, householdId: occupants.at(m.meterId, d.tsMs) }
+        toInsert.push(stored)
+        outcome.stored.push(stored)
+        addToRollup(rollups, stored, ctx.dayOf(d.tsMs))
       }
       quarantine.push(...outcome.quarantined)
       outcomes.push(outcome)
     }
 
-    const owners = new Map<string, string | null>()
-    for (const r of await repo.insertReadings(trx, toInsert)) owners.set(r.meterId + '\u0000' + r.tsMs, r.householdId)
-
-    const rollups = new Map<string, repo.RollupDelta>()
-    for (const o of outcomes) {
-      for (const s of o.stored) {
-        const owner = owners.get(s.meterId + '\u0000' + s.tsMs)
-        if (owner === undefined) throw new Error(`assertion failed: inserted datum ${s.meterId} ${s.tsMs} not returned`)
-        s.householdId = owner
-        addToRollup(rollups, s, ctx.dayOf(s.tsMs))
-      }
-    }
-    const upserted = await repo.upsertRollups(trx, [...rollups.values()])
-    await repo.insertQuarantine(trx, quarantine)
-
-    return { outcomes, touched: upserted }
+    const touched = toInsert.length + quarantine.length === 0 ? [] : await repo.writeBatch(trx, toInsert, [...rollups.values()], quarantine)
+    return { outcomes, touched }
   })
+  for (const o of result.outcomes) for (const s of o.stored) ctx.tails.advance(s.meterId, s.tsMs, s.values)
+  return result
+}
+
+/** Who occupied each meter when, from the occupancies read in the batch's transaction. */
+class Occupants {
+  private readonly byMeter = new Map<string, repo.OccupancySpan[]>()
+
+  constructor(occupancies: repo.OccupancySpan[]) {
+    for (const o of occupancies) {
+      const list = this.byMeter.get(o.meterId)
+      if (list === undefined) this.byMeter.set(o.meterId, [o])
+      else list.push(o)
+    }
+  }
+
+  /** The household occupying the meter at this instant ([from, until)), or null. */
+  at(meterId: string, tsMs: number): string | null {
+    for (const o of this.byMeter.get(meterId) ?? []) {
+      if (o.fromMs <= tsMs && (o.untilMs === null || tsMs < o.untilMs)) return o.householdId
+    }
+    return null
+  }
 }
 
 function addToRollup(rollups: Map<string, repo.RollupDelta>, s: StoredDatum, day: string): void {

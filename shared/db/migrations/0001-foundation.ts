@@ -61,7 +61,6 @@ export async function up(db: Kysely<any>): Promise<void> {
     ingested_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (meter_id, ts)
   ) PARTITION BY RANGE (ts)`.execute(db)
-  await sql`CREATE INDEX readings_household_ts_idx ON readings (household_id, ts) WHERE household_id IS NOT NULL`.execute(db)
 
   await db.schema
     .createTable('quarantine')
@@ -97,23 +96,9 @@ export async function up(db: Kysely<any>): Promise<void> {
     CONSTRAINT daily_rollups_key UNIQUE NULLS NOT DISTINCT (meter_id, day, household_id)
   )`.execute(db)
   await sql`CREATE INDEX daily_rollups_household_day_idx ON daily_rollups (household_id, day) WHERE household_id IS NOT NULL`.execute(db)
-
-  // Merge two register maps keeping the larger (or smaller) value of each code.
-  await sql`CREATE FUNCTION metershare_jsonb_max(a jsonb, b jsonb) RETURNS jsonb
-    LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-      SELECT coalesce(jsonb_object_agg(k, greatest((a->>k)::bigint, (b->>k)::bigint)), '{}'::jsonb)
-      FROM (SELECT jsonb_object_keys(a) AS k UNION SELECT jsonb_object_keys(b)) AS keys
-    $$`.execute(db)
-  await sql`CREATE FUNCTION metershare_jsonb_min(a jsonb, b jsonb) RETURNS jsonb
-    LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-      SELECT coalesce(jsonb_object_agg(k, least((a->>k)::bigint, (b->>k)::bigint)), '{}'::jsonb)
-      FROM (SELECT jsonb_object_keys(a) AS k UNION SELECT jsonb_object_keys(b)) AS keys
-    $$`.execute(db)
 }
 
 export async function down(db: Kysely<any>): Promise<void> {
-  await sql`DROP FUNCTION IF EXISTS metershare_jsonb_min(jsonb, jsonb)`.execute(db)
-  await sql`DROP FUNCTION IF EXISTS metershare_jsonb_max(jsonb, jsonb)`.execute(db)
   await db.schema.dropTable('daily_rollups').execute()
   await db.schema.dropTable('quarantine').execute()
   await db.schema.dropTable('readings').execute()
