@@ -7,7 +7,7 @@ import { newId } from '../../../shared/ids.ts'
 import { OBIS_GAS_VOLUME, OBIS_IMPORT_ENERGY_TOTAL, type Commodity } from '../../../shared/obis.ts'
 import type { Granularity } from '../../../shared/wire.ts'
 import { createHousehold, createMeter, createParty } from '../../../services/directory/directory-service.ts'
-import { commitMessages } from '../../../services/metering/ingest-service.ts'
+import { MeterTails, commitMessages } from '../../../services/metering/ingest-service.ts'
 import { validatePayload } from '../../../services/metering/ingest-validation.ts'
 import { settlementContext, type SettlementContext } from '../../../services/settlement/settlement-service.ts'
 
@@ -154,7 +154,7 @@ export async function ingest(db: Kysely<Database>, dialect: DialectName, meterId
     const receivedAtMs = batch[batch.length - 1]!.getTime() + HOUR_MS
     const message = validatePayload({ meterId, commodity }, payload, receivedAtMs, DEFAULT_INGEST_LIMITS)
     if (message.rejects.length > 0) throw new Error(`test readings rejected: ${message.rejects[0]!.detail}`)
-    const result = await commitMessages(db, [message], { dialect, dayOf })
+    const result = await commitMessages(db, [message], { dialect, dayOf, tails: new MeterTails() })
     const quarantined = result.outcomes.flatMap((o) => o.quarantined)
     if (quarantined.length > 0) throw new Error(`test readings quarantined: ${quarantined[0]!.detail}`)
   }
