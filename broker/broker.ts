@@ -114,9 +114,15 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
           rootLog.ingest.info({ meterId: q.meterId, reason: q.reason, detail: q.detail }, 'datum quarantined')
         }
       }
-      if (result.touched.length > 0) {
+      // A day may complete when a meter starts a new one (a created group) or when late data lands
+      // in an earlier day; more data in a meter's latest day completes nothing and needs no query.
+      const completing = result.touched.filter((g) => {
+        const tail = tails.get(g.meterId)
+        return g.created || tail === undefined || dayOf(tail.tsMs) !== g.day
+      })
+      if (completing.length > 0) {
         // Completed days are found after the commit, off the PUBACK path.
-        const p = dailyDatumsToPublish(db.db, result.touched, { timezone: config.timezone })
+        const p = dailyDatumsToPublish(db.db, completing, { timezone: config.timezone })
           .then((datums) => egress.publishDaily(datums))
           .catch((err: unknown) => rootLog.ingest.error({ err }, 'daily publication failed'))
           .finally(() => pendingDaily.delete(p))

@@ -94,7 +94,9 @@ export async function up(db: Kysely<any>): Promise<void> {
     index_max jsonb NOT NULL,
     updated_at timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT daily_rollups_key UNIQUE NULLS NOT DISTINCT (meter_id, day, household_id)
-  )`.execute(db)
+  ) WITH (fillfactor = 70)`.execute(db)
+  // Each group commit rewrites the rollup rows it touches; room left in each page lets PostgreSQL
+  // update them in place (HOT), without touching the indexes (no indexed column changes).
   await sql`CREATE INDEX daily_rollups_household_day_idx ON daily_rollups (household_id, day) WHERE household_id IS NOT NULL`.execute(db)
 }
 
