@@ -19,6 +19,7 @@ import { AuthThrottle } from './auth-throttle.ts'
 import { Egress, egressMetaOf, type EgressPolicy, type ReleaseRecorder } from './egress.ts'
 import { guardPacketSize } from './frame-guard.ts'
 import { IngestQueue } from './ingest-queue.ts'
+import { IngestThread } from './ingest-thread.ts'
 
 /**
  * The MQTT broker: aedes with our authentication, ACL, ingest and egress hooks, on TCP and
@@ -42,6 +43,11 @@ export interface BrokerDeps {
   /** Persistence and emitter for several brokers (Redis); in-memory when absent. Closed with the broker. */
   aedesOptions?: { persistence?: unknown; mq?: unknown; close?: () => Promise<void> }
   clock?: () => number
+  /**
+   * On PostgreSQL, group commits run on a thread of their own with their own connections
+   * (default). PGlite is one connection in this process: commits run in-process there.
+   */
+  ingestThread?: boolean
 }
 
 export interface Broker {
@@ -86,11 +92,17 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
   })
   const egress = new Egress(aedes, log)
 
+  const thread =
+    db.url !== null && deps.ingestThread !== false
+      ? new IngestThread({ databaseUrl: db.url, timezone: config.timezone, logLevel: config.logLevel }, rootLog.ingest)
+      : null
+  await thread?.started()
   const ingest = new IngestQueue({
     limits,
     metrics,
     log: rootLog.ingest,
     commit: async (messages) => {
+      if (thread !== null) return thread.commit(messages)
       try {
         return await commitMessages(db.db, messages, { dialect: db.dialect, dayOf, tails })
       } catch (err) {
@@ -103,6 +115,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
       let stored = 0
       for (const o of result.outcomes) {
         stored += o.stored.length
+        for (const d of o.stored) tails.advance(d.meterId, d.tsMs, d.values)
         if (o.duplicates > 0) metrics.readingsDuplicate.inc(o.duplicates)
         for (const q of o.quarantined) metrics.readingsQuarantined.labels(q.reason).inc()
         egress.publishReadings(o.stored)
@@ -308,6 +321,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
         const stopped = servers.map((s) => new Promise<void>((r) => s.close(() => r())))
         for (const wss of wsServers) wss.close()
         await ingest.close()
+        await thread?.close()
         await Promise.all([...pendingDaily])
         await new Promise<void>((r) => aedes.close(() => r()))
         await deps.aedesOptions?.close?.()

@@ -32,6 +32,8 @@ export interface DatabaseOptions {
 export interface DatabaseHandle {
   db: Kysely<Database>
   dialect: DialectName
+  /** The server's URL on PostgreSQL (other threads and processes connect with it); null on PGlite. */
+  url: string | null
   /** Subscribe to a NOTIFY channel; resolves to an unsubscribe function. */
   listen(channel: string, onPayload: (payload: string) => void): Promise<() => Promise<void>>
   close(): Promise<void>
@@ -101,6 +103,7 @@ export function wrapPglite(pglite: PGlite, options: { checkpointIntervalMs: numb
   return {
     db,
     dialect: 'pglite',
+    url: null,
     async listen(channel, onPayload) {
       const unlisten = await pglite.listen(channel, onPayload)
       return async () => {
@@ -134,6 +137,7 @@ async function openPostgres(url: string, options: DatabaseOptions): Promise<Data
   return {
     db,
     dialect: 'postgres',
+    url,
     async listen(channel, onPayload) {
       const listener = new PgListener({ ...poolConfig, application_name: `${poolConfig.application_name}:listen` }, channel, onPayload)
       await listener.start()

@@ -29,12 +29,24 @@ export const ownerOnlyPolicy: EgressPolicy = {
 
 export async function startTestBroker(
   handle: DatabaseHandle,
-  options: { overrides?: ConfigOverrides; timezone?: string; policy?: EgressPolicy; deps?: Partial<BrokerDeps> } = {},
+  options: {
+    overrides?: ConfigOverrides
+    timezone?: string
+    policy?: EgressPolicy
+    deps?: Partial<BrokerDeps>
+  } = {},
 ): Promise<TestBroker> {
   const config = envToConfig({ mqttPort: '0', httpPort: '0', host: '127.0.0.1', timezone: options.timezone ?? 'Europe/Paris', logLevel: 'silent' }, options.overrides)
   const metrics = createMetrics({ defaultMetrics: false })
   const recorder = new AccessLogRecorder(handle.db, { metrics })
-  const broker = await createBroker({ config, db: handle, metrics, recorder, policy: options.policy ?? ownerOnlyPolicy, ...options.deps })
+  const broker = await createBroker({
+    config,
+    db: handle,
+    metrics,
+    recorder,
+    policy: options.policy ?? ownerOnlyPolicy,
+    ...options.deps,
+  })
   const address: AddressInfo = await broker.listenTcp(0, '127.0.0.1')
   return {
     broker,

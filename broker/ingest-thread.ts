@@ -1,0 +1,89 @@
+import { Worker } from 'node:worker_threads'
+import type { Logger } from 'pino'
+import type { CommitResult } from '../services/metering/ingest-service.ts'
+import type { ValidatedMessage } from '../services/metering/ingest-validation.ts'
+import { resultFromTransferable, type CommitReply, type IngestWorkerData } from './ingest-worker-protocol.ts'
+
+/** Longest wait for the ingest thread to open its database connections. */
+export const INGEST_THREAD_START_MS_MAX = 30_000
+
+/**
+ * The broker's side of its ingest thread: commits are posted to the thread and answered in
+ * order. If the thread dies, what it had in hand fails (nothing was acknowledged, the meters
+ * resend) and a new thread takes over.
+ */
+export class IngestThread {
+  private worker: Worker
+  private ready: Promise<void>
+  private nextId = 1
+  private readonly pending = new Map<number, { resolve: (r: CommitResult) => void; reject: (e: Error) => void }>()
+  private closing = false
+
+  constructor(
+    private readonly data: IngestWorkerData,
+    private readonly log: Logger,
+  ) {
+    ;({ worker: this.worker, ready: this.ready } = this.start())
+  }
+
+  async started(): Promise<void> {
+    await this.ready
+  }
+
+  commit(messages: ValidatedMessage[]): Promise<CommitResult> {
+    return this.ready.then(
+      () =>
+        new Promise<CommitResult>((resolve, reject) => {
+          const id = this.nextId++
+          this.pending.set(id, { resolve, reject })
+          this.worker.postMessage({ id, messages })
+        }),
+    )
+  }
+
+  async close(): Promise<void> {
+    this.closing = true
+    await this.ready.catch(() => undefined)
+    const exited = new Promise<void>((r) => this.worker.once('exit', () => r()))
+    this.worker.postMessage('close')
+    const timer = setTimeout(() => void this.worker.terminate(), INGEST_THREAD_START_MS_MAX)
+    await exited
+    clearTimeout(timer)
+  }
+
+  private start(): { worker: Worker; ready: Promise<void> } {
+    const worker = new Worker(new URL('./ingest-worker.mjs', import.meta.url), { workerData: this.data })
+    const ready = new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error('the ingest thread did not start')), INGEST_THREAD_START_MS_MAX)
+      worker.once('message', (m) => {
+        clearTimeout(timer)
+        if (m === 'ready') resolve()
+        else reject(new Error('the ingest thread spoke before it was ready'))
+      })
+      worker.once('error', (err) => {
+        clearTimeout(timer)
+        reject(err)
+      })
+    })
+    ready.then(() => worker.on('message', (reply: CommitReply) => this.answer(reply))).catch(() => undefined)
+    worker.on('error', (err) => this.log.error({ err }, 'ingest thread failed'))
+    worker.on('exit', (code) => {
+      const lost = [...this.pending.values()]
+      this.pending.clear()
+      for (const p of lost) p.reject(new Error(`the ingest thread exited (code ${code}) before answering`))
+      if (!this.closing) {
+        this.log.error({ code }, 'ingest thread exited: starting another')
+        ;({ worker: this.worker, ready: this.ready } = this.start())
+      }
+    })
+    return { worker, ready }
+  }
+
+  private answer(reply: CommitReply): void {
+    const p = this.pending.get(reply.id)
+    if (p === undefined) return
+    this.pending.delete(reply.id)
+    if ('result' in reply) p.resolve(resultFromTransferable(reply.result))
+    else p.reject(Object.assign(new Error(reply.error.message), { code: reply.error.code }))
+  }
+}

@@ -1,0 +1,34 @@
+import { parentPort, workerData } from 'node:worker_threads'
+import { createDayResolver } from '../shared/calendar.ts'
+import { openDatabase } from '../shared/db/database.ts'
+import { configureLogging } from '../shared/logger.ts'
+import { MeterTails, commitMessages } from '../services/metering/ingest-service.ts'
+import type { ValidatedMessage } from '../services/metering/ingest-validation.ts'
+import { fromTransferable, type CommitReply, type CommitRequest, type IngestWorkerData } from './ingest-worker-protocol.ts'
+
+/**
+ * The group-commit transactions of a broker on PostgreSQL, on a thread of their own: the
+ * database's answers are read as soon as they arrive instead of waiting behind the MQTT
+ * traffic of the broker's event loop. One transaction at a time, in the order asked.
+ */
+const data = workerData as IngestWorkerData
+configureLogging({ level: data.logLevel })
+const handle = await openDatabase({ databaseUrl: data.databaseUrl, pgliteDir: null, pgliteFsync: false, poolSize: 2, applicationName: 'metershare:ingest' })
+const ctx = { dialect: handle.dialect, dayOf: createDayResolver(data.timezone), tails: new MeterTails() }
+
+parentPort!.on('message', (request: CommitRequest | 'close') => {
+  if (request === 'close') {
+    void handle.close().then(() => parentPort!.close())
+    return
+  }
+  const messages: ValidatedMessage[] = request.messages.map(fromTransferable)
+  commitMessages(handle.db, messages, ctx).then(
+    (result) => parentPort!.postMessage({ id: request.id, result } satisfies CommitReply),
+    (err: unknown) => {
+      ctx.tails.clear()
+      const e = err as { message?: string; code?: string }
+      parentPort!.postMessage({ id: request.id, error: { message: e.message ?? String(err), code: e.code } } satisfies CommitReply)
+    },
+  )
+})
+parentPort!.postMessage('ready')
