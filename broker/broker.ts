@@ -28,6 +28,9 @@ import { IngestThread } from './ingest-thread.ts'
  * forwarded to a subscriber only when the egress policy (the release rule) allows it.
  */
 
+/** Groups queued at the ingest thread at once: one committing, one ready to start the moment it ends. */
+export const INGEST_THREAD_COMMITS_IN_FLIGHT_MAX = 2
+
 // MQTT 3.1.1 CONNACK return codes [MQTT-3.2.2.3]; numbers, not aedes' const enum.
 const CONNACK_IDENTIFIER_REJECTED = 2
 const CONNACK_SERVER_UNAVAILABLE = 3
@@ -98,7 +101,9 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
       : null
   await thread?.started()
   const ingest = new IngestQueue({
-    limits,
+    // The ingest thread commits in order on its own connection: the next group can wait there while
+    // one commits. In-process (PGlite, one connection), one group at a time.
+    limits: { ...limits, commitsInFlightMax: thread !== null ? INGEST_THREAD_COMMITS_IN_FLIGHT_MAX : 1 },
     metrics,
     log: rootLog.ingest,
     commit: async (messages) => {

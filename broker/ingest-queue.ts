@@ -37,7 +37,13 @@ export class IngestClosedError extends Error {
 }
 
 export interface IngestQueueOptions {
-  limits: Pick<IngestLimits, 'flushReadingsMax' | 'flushIntervalMs' | 'inflightPerClientMax' | 'queueReadingsMax' | 'commitAttemptsMax' | 'commitRetryDelayMsMax'>
+  limits: Pick<
+    IngestLimits,
+    'flushReadingsMax' | 'flushIntervalMs' | 'inflightPerClientMax' | 'queueReadingsMax' | 'commitAttemptsMax' | 'commitRetryDelayMsMax'
+  > & {
+    /** Groups handed to the committer before the previous one is answered (1: strictly one at a time). */
+    commitsInFlightMax: number
+  }
   commit: (messages: ValidatedMessage[]) => Promise<CommitResult>
   /** Called after each successful commit, before the publishers are answered. */
   onCommitted: (messages: ValidatedMessage[], result: CommitResult) => void
@@ -51,7 +57,12 @@ export class IngestQueue {
   private readonly lines = new Map<string, ClientLine>()
   /** Clients with messages waiting for admission, in the order they started waiting. */
   private readonly blocked = new Set<string>()
-  private flushing = false
+  /** Commits handed to the database and not yet answered. */
+  private inFlight = 0
+  /** Batches committed (or failed) whose publishers are not answered yet. */
+  private unresolved = 0
+  /** Publishers are answered batch after batch, in the order the batches were formed. */
+  private answered: Promise<void> = Promise.resolve()
   private timer: NodeJS.Timeout | null = null
   private closed = false
   private idleWaiters: Array<() => void> = []
@@ -89,7 +100,7 @@ export class IngestQueue {
     if (this.timer !== null) {
       clearTimeout(this.timer)
       this.timer = null
-      void this.flush()
+      this.flush()
     }
     await new Promise<void>((resolve) => this.idleWaiters.push(resolve))
   }
@@ -122,25 +133,30 @@ export class IngestQueue {
   }
 
   private schedule(): void {
-    if (this.flushing || this.fifo.length === 0) return
-    if (this.fifoWeight >= this.opts.limits.flushReadingsMax) {
+    if (this.inFlight >= this.opts.limits.commitsInFlightMax || this.fifo.length === 0) return
+    if (this.inFlight > 0 || this.fifoWeight >= this.opts.limits.flushReadingsMax) {
+      // Back to back: what arrived during the previous commit forms the next group.
       if (this.timer !== null) {
         clearTimeout(this.timer)
         this.timer = null
       }
-      void this.flush()
+      this.flush()
       return
     }
-    // A short wait lets concurrent publishes join the same transaction.
+    // From idle, a short wait lets concurrent publishes join the same transaction.
     this.timer ??= setTimeout(() => {
       this.timer = null
-      void this.flush()
+      this.flush()
     }, this.opts.limits.flushIntervalMs)
   }
 
-  private async flush(): Promise<void> {
-    if (this.flushing || this.fifo.length === 0) return
-    this.flushing = true
+  /**
+   * Hands the next group to the database. Up to `commitsInFlightMax` groups may be committing at
+   * once (the committer runs them one after the other, in order, so each sees the previous one's
+   * data); their publishers are still answered group after group, in order.
+   */
+  private flush(): void {
+    if (this.inFlight >= this.opts.limits.commitsInFlightMax || this.fifo.length === 0) return
     const batch: Job[] = []
     let weight = 0
     while (this.fifo.length > 0 && (batch.length === 0 || weight + this.fifo[0]!.weight <= this.opts.limits.flushReadingsMax)) {
@@ -150,28 +166,48 @@ export class IngestQueue {
     }
     this.fifoWeight -= weight
     this.opts.metrics.ingestQueueReadings.set(this.fifoWeight)
-    try {
-      await this.commitWithRetry(batch)
-    } finally {
-      for (const job of batch) {
-        const line = this.lines.get(job.clientKey)!
-        line.admitted--
-        if (line.admitted === 0 && line.waiting.length === 0) this.lines.delete(job.clientKey)
+    this.inFlight++
+    this.unresolved++
+    const committed = this.commitWithRetry(batch, weight).finally(() => {
+      this.inFlight--
+      this.schedule()
+    })
+    const previous = this.answered
+    this.answered = (async () => {
+      const outcome = await committed
+      await previous
+      this.answer(batch, outcome)
+    })()
+  }
+
+  private answer(batch: Job[], outcome: { result: CommitResult } | { error: Error }): void {
+    if ('result' in outcome) {
+      try {
+        this.opts.onCommitted(batch.map((j) => j.message), outcome.result)
+      } catch (err) {
+        this.opts.log.error({ err }, 'post-commit handler failed')
       }
-      this.flushing = false
-      this.admitWaiting()
-      if (this.isIdle()) {
-        const waiters = this.idleWaiters
-        this.idleWaiters = []
-        for (const w of waiters) w()
-      } else if (this.fifo.length > 0) {
-        // Back to back: what arrived during this commit forms the next group.
-        void this.flush()
-      }
+      // In FIFO order: each client's answers leave in its publish order.
+      for (let i = 0; i < batch.length; i++) batch[i]!.resolve(outcome.result.outcomes[i]!)
+    } else {
+      for (const job of batch) job.reject(outcome.error)
+    }
+    for (const job of batch) {
+      const line = this.lines.get(job.clientKey)!
+      line.admitted--
+      if (line.admitted === 0 && line.waiting.length === 0) this.lines.delete(job.clientKey)
+    }
+    this.unresolved--
+    this.admitWaiting()
+    this.schedule()
+    if (this.isIdle()) {
+      const waiters = this.idleWaiters
+      this.idleWaiters = []
+      for (const w of waiters) w()
     }
   }
 
-  private async commitWithRetry(batch: Job[]): Promise<void> {
+  private async commitWithRetry(batch: Job[], weight: number): Promise<{ result: CommitResult } | { error: Error }> {
     const messages = batch.map((j) => j.message)
     const { commitAttemptsMax, commitRetryDelayMsMax } = this.opts.limits
     for (let attempt = 1; ; attempt++) {
@@ -179,30 +215,20 @@ export class IngestQueue {
       try {
         const result = await this.opts.commit(messages)
         this.opts.metrics.ingestCommitSeconds.observe(Number(process.hrtime.bigint() - started) / 1e9)
-        this.opts.metrics.ingestBatchReadings.observe(batch.reduce((n, j) => n + j.weight, 0))
-        try {
-          this.opts.onCommitted(messages, result)
-        } catch (err) {
-          this.opts.log.error({ err }, 'post-commit handler failed')
-        }
-        // In FIFO order: each client's answers leave in its publish order.
-        for (let i = 0; i < batch.length; i++) batch[i]!.resolve(result.outcomes[i]!)
-        return
+        this.opts.metrics.ingestBatchReadings.observe(weight)
+        return { result }
       } catch (err) {
         this.opts.metrics.ingestCommitFailures.inc()
         const last = attempt >= commitAttemptsMax
         this.opts.log.warn({ err, attempt, messages: batch.length, willRetry: !last }, 'ingest commit failed')
-        if (last) {
-          for (const job of batch) job.reject(err as Error)
-          return
-        }
+        if (last) return { error: err as Error }
         await sleep(Math.min(commitRetryDelayMsMax, 10 * 2 ** attempt))
       }
     }
   }
 
   private isIdle(): boolean {
-    return !this.flushing && this.fifo.length === 0 && this.blocked.size === 0
+    return this.inFlight === 0 && this.unresolved === 0 && this.fifo.length === 0 && this.blocked.size === 0
   }
 }
 

@@ -9,26 +9,33 @@ import { fromTransferable, type CommitReply, type CommitRequest, type IngestWork
 /**
  * The group-commit transactions of a broker on PostgreSQL, on a thread of their own: the
  * database's answers are read as soon as they arrive instead of waiting behind the MQTT
- * traffic of the broker's event loop. One transaction at a time, in the order asked.
+ * traffic of the broker's event loop.
  */
 const data = workerData as IngestWorkerData
 configureLogging({ level: data.logLevel })
 const handle = await openDatabase({ databaseUrl: data.databaseUrl, pgliteDir: null, pgliteFsync: false, poolSize: 2, applicationName: 'metershare:ingest' })
 const ctx = { dialect: handle.dialect, dayOf: createDayResolver(data.timezone), tails: new MeterTails() }
 
+// One transaction at a time, in the order asked: each group sees what the previous one stored.
+let previous: Promise<void> = Promise.resolve()
+
 parentPort!.on('message', (request: CommitRequest | 'close') => {
   if (request === 'close') {
-    void handle.close().then(() => parentPort!.close())
+    previous = previous.then(() => handle.close()).then(() => parentPort!.close())
     return
   }
-  const messages: ValidatedMessage[] = request.messages.map(fromTransferable)
-  commitMessages(handle.db, messages, ctx).then(
-    (result) => parentPort!.postMessage({ id: request.id, result } satisfies CommitReply),
-    (err: unknown) => {
-      ctx.tails.clear()
-      const e = err as { message?: string; code?: string }
-      parentPort!.postMessage({ id: request.id, error: { message: e.message ?? String(err), code: e.code } } satisfies CommitReply)
-    },
-  )
+  previous = previous.then(() => commit(request))
 })
+
+async function commit(request: CommitRequest): Promise<void> {
+  const messages: ValidatedMessage[] = request.messages.map(fromTransferable)
+  try {
+    const result = await commitMessages(handle.db, messages, ctx)
+    parentPort!.postMessage({ id: request.id, result } satisfies CommitReply)
+  } catch (err) {
+    ctx.tails.clear()
+    const e = err as { message?: string; code?: string }
+    parentPort!.postMessage({ id: request.id, error: { message: e.message ?? String(err), code: e.code } } satisfies CommitReply)
+  }
+}
 parentPort!.postMessage('ready')
