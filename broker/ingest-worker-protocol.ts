@@ -24,7 +24,7 @@ function item(q: QuarantineItem): QuarantineItem {
 }
 
 export function fromTransferable(m: ValidatedMessage): ValidatedMessage {
-  return { ...m, rejects: m.rejects.map(item) }
+  return { ...m, payload: buffer(m.payload), rejects: m.rejects.map(item) }
 }
 
 export function resultFromTransferable(r: CommitResult): CommitResult {

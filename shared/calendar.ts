@@ -142,15 +142,36 @@ export function daysOfMonth(month: string): string[] {
   return days
 }
 
+const RFC3339_RE = /^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(?:([Zz])|([+-])(\d{2}):(\d{2}))$/
+
 /** Parses an RFC 3339 timestamp that carries an offset or Z; null when it is not one. */
 export function parseRfc3339(s: string): Date | null {
-  if (!/^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$/.test(s)) return null
-  const ms = Date.parse(s.replace(/(\.\d{3})\d+/, '$1'))
-  if (Number.isNaN(ms)) return null
-  const [, y, mo, d, h, mi, sec] = /^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})/.exec(s)!.map(Number)
-  const daysInMonth = new Date(Date.UTC(y!, mo!, 0)).getUTCDate()
-  if (mo! < 1 || mo! > 12 || d! < 1 || d! > daysInMonth || h! > 23 || mi! > 59 || sec! > 60) return null
-  return new Date(ms)
+  const ms = parseRfc3339Ms(s)
+  return ms === null ? null : new Date(ms)
+}
+
+/** The same, as epoch milliseconds (fractions beyond the millisecond are cut). */
+export function parseRfc3339Ms(s: string): number | null {
+  const m = RFC3339_RE.exec(s)
+  if (m === null) return null
+  const y = Number(m[1])
+  const mo = Number(m[2])
+  const d = Number(m[3])
+  const h = Number(m[4])
+  const mi = Number(m[5])
+  const sec = Number(m[6])
+  if (mo < 1 || mo > 12 || d < 1 || h > 23 || mi > 59 || sec > 60) return null
+  if (d > new Date(Date.UTC(y, mo, 0)).getUTCDate()) return null
+  const frac = m[7] === undefined ? 0 : Number(m[7].slice(0, 3).padEnd(3, '0'))
+  let offsetMin = 0
+  if (m[8] === undefined) {
+    const oh = Number(m[10])
+    const om = Number(m[11])
+    if (oh > 23 || om > 59) return null
+    offsetMin = (m[9] === '-' ? -1 : 1) * (oh * 60 + om)
+  }
+  // A leap second (:60) is read as the next second, as Date.parse does.
+  return Date.UTC(y, mo - 1, d, h, mi, sec, frac) - offsetMin * 60_000
 }
 
 /** RFC 3339 in UTC, milliseconds only when present: `2026-10-01T00:30:00Z`. Live and pulled data use it alike. */

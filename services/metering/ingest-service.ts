@@ -6,7 +6,7 @@ import { isCumulative } from '../../shared/obis.ts'
 import type { RegisterValues } from '../../shared/wire.ts'
 import { formatTimestamp } from '../../shared/calendar.ts'
 import * as repo from './ingest-repository.ts'
-import type { QuarantineItem, ValidatedMessage } from './ingest-validation.ts'
+import { datumBytes, type QuarantineItem, type ValidatedMessage } from './ingest-validation.ts'
 
 /**
  * The rules of the ingest transaction: dedupe, conflicts, index regressions, attribution,
@@ -185,7 +185,7 @@ export async function commitMessages(db: Kysely<Database>, messages: ValidatedMe
       const timeline = timelines.get(m.meterId)
       for (const d of m.datums) {
         const reject = (reason: QuarantineItem['reason'], detail: string): void => {
-          const payload = Buffer.from(d.raw)
+          const payload = datumBytes(m, d)
           outcome.quarantined.push({
             meterId: m.meterId,
             receivedAtMs: m.receivedAtMs,

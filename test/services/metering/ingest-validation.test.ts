@@ -1,0 +1,69 @@
+import fc from 'fast-check'
+import { describe, expect, it } from 'vitest'
+import { DEFAULT_INGEST_LIMITS } from '../../../shared/config.ts'
+import { parseRfc3339Ms } from '../../../shared/calendar.ts'
+import { ingressReadingSchema } from '../../../shared/wire.ts'
+import { datumBytes, isWellFormedReading, validatePayload } from '../../../services/metering/ingest-validation.ts'
+
+const NOW = Date.parse('2026-11-01T00:00:00Z')
+const meter = { meterId: 'm1', commodity: 'electricity' as const }
+const validate = (payload: string | Buffer) => validatePayload(meter, Buffer.isBuffer(payload) ? payload : Buffer.from(payload), NOW, DEFAULT_INGEST_LIMITS)
+
+describe('ingest validation', () => {
+  it('checks readings by hand exactly as the wire schema does', () => {
+    const code = fc.oneof(fc.constantFrom('1-0:1.8.0', '1-0:2.8.0', 'x'.repeat(33), '__proto__'), fc.string({ maxLength: 40 }))
+    const value = fc.oneof(fc.integer(), fc.double(), fc.constant(Number.MAX_SAFE_INTEGER + 2), fc.constant(-1), fc.string(), fc.constant(null))
+    const reading = fc.record(
+      {
+        ts: fc.oneof(fc.constant('2026-10-01T00:30:00Z'), fc.string({ maxLength: 70 }), fc.integer()),
+        values: fc.oneof(fc.dictionary(code, value, { maxKeys: 3 }), fc.constant([]), fc.constant(null)),
+        extra: fc.anything(),
+      },
+      { requiredKeys: [] },
+    )
+    fc.assert(
+      fc.property(fc.oneof(reading, fc.anything()), (v) => {
+        const doc = JSON.parse(JSON.stringify(v) ?? 'null') as unknown
+        expect(isWellFormedReading(doc)).toBe(ingressReadingSchema.safeParse(doc).success)
+      }),
+      { numRuns: 2_000 },
+    )
+  })
+
+  it('parses RFC 3339 exactly as Date.parse does for valid stamps, to the millisecond', () => {
+    fc.assert(
+      fc.property(fc.date({ min: new Date('2000-01-01T00:00:00Z'), max: new Date('2099-12-31T00:00:00Z'), noInvalidDate: true }), fc.integer({ min: -14 * 60, max: 14 * 60 }), (d, offsetMin) => {
+        const local = new Date(d.getTime() + offsetMin * 60_000).toISOString().slice(0, 23)
+        const sign = offsetMin < 0 ? '-' : '+'
+        const abs = Math.abs(offsetMin)
+        const stamp = `${local}${sign}${String(Math.floor(abs / 60)).padStart(2, '0')}:${String(abs % 60).padStart(2, '0')}`
+        expect(parseRfc3339Ms(stamp)).toBe(d.getTime())
+        expect(parseRfc3339Ms(stamp)).toBe(Date.parse(stamp))
+      }),
+    )
+  })
+
+  it('keeps a single reading’s payload as sent and a batch element as its own JSON for quarantine', () => {
+    const single = validate('{"ts":"2026-10-01T00:30:00Z","values":{"1-0:1.8.0":5}}')
+    expect(single.datums).toHaveLength(1)
+    expect(datumBytes(single, single.datums[0]!).toString()).toBe('{"ts":"2026-10-01T00:30:00Z","values":{"1-0:1.8.0":5}}')
+    const batch = validate('{"readings":[{"ts":"2026-10-01T00:30:00Z","values":{"1-0:1.8.0":5}},  {"values":{"1-0:1.8.0":6},"ts":"2026-10-01T00:45:00Z"}]}')
+    expect(batch.datums.map((d) => datumBytes(batch, d).toString())).toEqual([
+      '{"ts":"2026-10-01T00:30:00Z","values":{"1-0:1.8.0":5}}',
+      '{"values":{"1-0:1.8.0":6},"ts":"2026-10-01T00:45:00Z"}',
+    ])
+  })
+
+  it.each([
+    ['{"ts":"2026-10-01T00:30:00Z","values":{"1-0:1.8.0":5},"x":1}', 'invalid_schema', 'x'],
+    ['{"readings":[{"ts":"2026-10-01T00:30:00Z"}]}', 'invalid_schema', 'readings[0].values'],
+    ['{"ts":"1999-12-31T23:59:59Z","values":{"1-0:1.8.0":5}}', 'invalid_schema', 'outside the years'],
+    ['{"ts":"2026-10-01T00:30:00+25:00","values":{"1-0:1.8.0":5}}', 'invalid_schema', 'RFC 3339'],
+    ['{"ts":"2026-10-01T00:30:00Z","values":{"1-0:1.8.0":5,"9-9:9.9.9":1,"8-8:8.8.8":2}}', 'unknown_obis', '9-9:9.9.9, 8-8:8.8.8'],
+  ])('rejects %s as %s, naming what is wrong', (payload, reason, detail) => {
+    const v = validate(payload)
+    expect(v.datums).toEqual([])
+    expect(v.rejects.map((r) => r.reason)).toEqual([reason])
+    expect(v.rejects[0]!.detail).toContain(detail)
+  })
+})
