@@ -143,24 +143,6 @@ export const timeOutput = z.string().meta({ format: 'date-time', examples: ['202
 /** Money on the wire: a string of integer micro-euros (`"1250000"` = 1.25 EUR). */
 export const microsOutput = z.string().regex(/^-?\d+$/).meta({ description: 'integer micro-euros', examples: ['1250000'] })
 
-/** Cursors are opaque to clients: base64url of a small JSON value. */
-export function encodeCursor(value: unknown): string {
-  return Buffer.from(JSON.stringify(value), 'utf8').toString('base64url')
-}
-
-/** Decodes a cursor with the schema it was made from; a tampered cursor is a 400 on `cursor`. */
-export function decodeCursor<S extends z.ZodType>(cursor: string, schema: S): z.output<S> {
-  let json: unknown
-  try {
-    json = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8'))
-  } catch {
-    throw new InvalidInputError('cursor: not a cursor this API returned', 'cursor')
-  }
-  const result = schema.safeParse(json)
-  if (!result.success) throw new InvalidInputError('cursor: not a cursor this API returned', 'cursor')
-  return result.data
-}
-
 /** Error answers as documented in the OpenAPI description. */
 export const errorBodySchema = z.object({
   error: z.object({

@@ -1,5 +1,6 @@
 import type { Kysely } from 'kysely'
 import { isDay } from '../../shared/calendar.ts'
+import { CURSOR_NOT_RETURNED, cursorListing } from '../../shared/cursor.ts'
 import type { Database } from '../../shared/db/schema.ts'
 import type { ReleaseChannel } from '../../shared/db/tables/access-log.ts'
 import { InvalidInputError } from '../../shared/errors.ts'
@@ -28,23 +29,13 @@ export interface AccessLogQuery {
   limit: number
 }
 
-function encodeKey(k: AccessLogKey): string {
-  return Buffer.from(JSON.stringify([k.day, k.recipientId, k.meterId, k.channel]), 'utf8').toString('base64url')
-}
+const KEY_PART_CHARS_MAX = 128
 
-function decodeKey(cursor: string | undefined): AccessLogKey | null {
-  if (cursor === undefined) return null
-  try {
-    const v = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as unknown
-    if (Array.isArray(v) && v.length === 4 && v.every((x) => typeof x === 'string' && x.length <= 128) && isDay(v[0] as string)) {
-      const [day, recipientId, meterId, channel] = v as [string, string, string, string]
-      return { day, recipientId, meterId, channel }
-    }
-  } catch {
-    // fall through
-  }
-  throw new InvalidInputError('cursor: not a cursor this API returned', 'cursor')
-}
+/** Keyed by (day, recipientId, meterId, channel). */
+const CURSOR = cursorListing('access_log', ['string', 'string', 'string', 'string'], {
+  refusal: CURSOR_NOT_RETURNED,
+  accepts: (key) => key.every((part) => part.length <= KEY_PART_CHARS_MAX) && isDay(key[0]),
+})
 
 export async function listAccessLog(
   db: Kysely<Database>,
@@ -53,7 +44,11 @@ export async function listAccessLog(
 ): Promise<{ items: AccessLogEntry[]; next: string | null }> {
   if (query.fromDay !== undefined && !isDay(query.fromDay)) throw new InvalidInputError('from: expected a day, YYYY-MM-DD', 'from')
   if (query.toDay !== undefined && !isDay(query.toDay)) throw new InvalidInputError('to: expected a day, YYYY-MM-DD', 'to')
-  const after = decodeKey(query.cursor)
+  let after: AccessLogKey | null = null
+  if (query.cursor !== undefined) {
+    const [day, recipientId, meterId, channel] = CURSOR.decode(query.cursor)
+    after = { day, recipientId, meterId, channel }
+  }
   const rows = await pageAccessLogRows(
     db,
     householdId,
@@ -74,7 +69,7 @@ export async function listAccessLog(
     })),
     next:
       rows.length > query.limit && last !== undefined
-        ? encodeKey({ day: last.day, recipientId: last.recipient_id, meterId: last.meter_id, channel: last.channel })
+        ? CURSOR.encode([last.day, last.recipient_id, last.meter_id, last.channel])
         : null,
   }
 }

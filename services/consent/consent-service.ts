@@ -1,4 +1,5 @@
 import type { Kysely, Transaction } from 'kysely'
+import { CURSOR_NOT_RETURNED, cursorListing, type CursorListing } from '../../shared/cursor.ts'
 import type { Database } from '../../shared/db/schema.ts'
 import type { ConsentEvent } from '../../shared/db/tables/consent-log.ts'
 import type { ConsentKind, ConsentStatus } from '../../shared/db/tables/consents.ts'
@@ -299,22 +300,20 @@ export async function revokeConsent(db: Kysely<Database>, consentId: string, act
   if (ended !== null) throw new ConflictError(`consent ${consentId} is ${ended.replaceAll('_', ' ')}, not active`)
 }
 
-function encodeKey(key: repo.GrantKey): string {
-  return Buffer.from(JSON.stringify([key.validFrom, key.id]), 'utf8').toString('base64url')
+const GRANT_KEY_CHARS_MAX = 64
+
+/** Keyed by (valid_from as text, id); a household's and a recipient's listings are two. */
+function grantOrderCursor(listing: string): CursorListing<readonly ['string', 'string']> {
+  return cursorListing(listing, ['string', 'string'], {
+    refusal: CURSOR_NOT_RETURNED,
+    accepts: ([validFrom, id]) => validFrom.length <= GRANT_KEY_CHARS_MAX && id.length <= GRANT_KEY_CHARS_MAX && !Number.isNaN(Date.parse(validFrom)),
+  })
 }
 
-function decodeKey(cursor: string | undefined): repo.GrantKey | null {
-  if (cursor === undefined) return null
-  try {
-    const v = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as unknown
-    if (Array.isArray(v) && v.length === 2 && typeof v[0] === 'string' && typeof v[1] === 'string' && v[0].length <= 64 && v[1].length <= 64) {
-      if (!Number.isNaN(Date.parse(v[0]))) return { validFrom: v[0], id: v[1] }
-    }
-  } catch {
-    // fall through
-  }
-  throw new InvalidInputError('cursor: not a cursor this API returned', 'cursor')
-}
+const HOUSEHOLD_CONSENTS_CURSOR = grantOrderCursor('consents.household')
+const RECIPIENT_CONSENTS_CURSOR = grantOrderCursor('consents.recipient')
+/** Keyed by the log entry's id, a bigint as decimal text. */
+const CONSENT_LOG_CURSOR = cursorListing('consent_log', ['string'], { refusal: CURSOR_NOT_RETURNED, accepts: ([id]) => /^\d{1,19}$/.test(id) })
 
 async function toConsents(db: Kysely<Database>, rows: repo.ConsentRow[]): Promise<Consent[]> {
   const meters = await repo.meterIdsOfConsents(
@@ -353,15 +352,20 @@ async function toConsents(db: Kysely<Database>, rows: repo.ConsentRow[]): Promis
 async function pageConsents(
   db: Kysely<Database>,
   filter: repo.ConsentListFilter,
+  cursor: CursorListing<readonly ['string', 'string']>,
   page: { cursor?: string | undefined; limit: number },
 ): Promise<Page<Consent>> {
-  const after = decodeKey(page.cursor)
+  let after: repo.GrantKey | null = null
+  if (page.cursor !== undefined) {
+    const [validFrom, id] = cursor.decode(page.cursor)
+    after = { validFrom, id }
+  }
   const rows = await repo.pageConsentRows(db, filter, after, page.limit + 1)
   const items = rows.slice(0, page.limit)
   const last = items[items.length - 1]
   return {
     items: await toConsents(db, items),
-    next: rows.length > page.limit && last !== undefined ? encodeKey({ validFrom: last.grant_key, id: last.id }) : null,
+    next: rows.length > page.limit && last !== undefined ? cursor.encode([last.grant_key, last.id]) : null,
   }
 }
 
@@ -373,7 +377,7 @@ export async function listHouseholdConsents(
   now: Date,
 ): Promise<Page<Consent>> {
   await sweepConsents(db, now, { householdId })
-  return pageConsents(db, { householdId }, page)
+  return pageConsents(db, { householdId }, HOUSEHOLD_CONSENTS_CURSOR, page)
 }
 
 /** Consents that name a recipient, in grant order. */
@@ -382,7 +386,7 @@ export async function listRecipientConsents(
   recipientId: string,
   page: { cursor?: string | undefined; limit: number },
 ): Promise<Page<Consent>> {
-  return pageConsents(db, { recipientId }, page)
+  return pageConsents(db, { recipientId }, RECIPIENT_CONSENTS_CURSOR, page)
 }
 
 /** One consent as its household sees it; another household's is not found. */
@@ -400,11 +404,7 @@ export async function listConsentLog(
   now: Date,
 ): Promise<Page<ConsentLogEntry>> {
   await sweepConsents(db, now, { householdId })
-  let after: bigint | null = null
-  if (page.cursor !== undefined) {
-    if (!/^\d{1,19}$/.test(page.cursor)) throw new InvalidInputError('cursor: not a cursor this API returned', 'cursor')
-    after = BigInt(page.cursor)
-  }
+  const after = page.cursor === undefined ? null : BigInt(CONSENT_LOG_CURSOR.decode(page.cursor)[0])
   const rows = await repo.pageConsentLogRows(db, householdId, after, page.limit + 1)
   const items = rows.slice(0, page.limit)
   const last = items[items.length - 1]
@@ -417,6 +417,6 @@ export async function listConsentLog(
       actor: r.actor,
       at: r.at,
     })),
-    next: rows.length > page.limit && last !== undefined ? String(last.id) : null,
+    next: rows.length > page.limit && last !== undefined ? CONSENT_LOG_CURSOR.encode([String(last.id)]) : null,
   }
 }

@@ -1,5 +1,6 @@
 import type { Kysely } from 'kysely'
 import { addDays, addMonths, dayOf, monthOf, startOfDayMs } from '../../shared/calendar.ts'
+import { cursorListing } from '../../shared/cursor.ts'
 import type { Database } from '../../shared/db/schema.ts'
 import { InvalidInputError } from '../../shared/errors.ts'
 import type { Metrics } from '../../shared/metrics.ts'
@@ -46,9 +47,6 @@ export interface ReleasedReadingsPage {
   nextCursor: string | null
 }
 
-const LISTING = 'data.readings'
-const CURSOR_CHARS_MAX = 2048
-
 interface Position {
   meterId: string
   householdId: string
@@ -56,23 +54,17 @@ interface Position {
   inner: string | null
 }
 
+/** Keyed by (granularity, meterId, householdId, inner). */
+const CURSOR = cursorListing('data.readings', ['string', 'string', 'string', 'string?'])
+
 function encodePosition(granularity: Granularity, p: Position): string {
-  return Buffer.from(JSON.stringify([LISTING, granularity, p.meterId, p.householdId, p.inner]), 'utf8').toString('base64url')
+  return CURSOR.encode([granularity, p.meterId, p.householdId, p.inner])
 }
 
 function decodePosition(cursor: string, granularity: Granularity): Position {
-  const invalid = () => new InvalidInputError('cursor: not a cursor of this listing', 'cursor')
-  if (cursor.length === 0 || cursor.length > CURSOR_CHARS_MAX || !/^[A-Za-z0-9_-]+$/.test(cursor)) throw invalid()
-  let v: unknown
-  try {
-    v = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8'))
-  } catch {
-    throw invalid()
-  }
-  if (!Array.isArray(v) || v.length !== 5 || v[0] !== LISTING || typeof v[2] !== 'string' || typeof v[3] !== 'string') throw invalid()
-  if (v[1] !== granularity) throw new InvalidInputError('cursor: made for another granularity', 'cursor')
-  if (v[4] !== null && typeof v[4] !== 'string') throw invalid()
-  return { meterId: v[2], householdId: v[3], inner: v[4] }
+  const [madeFor, meterId, householdId, inner] = CURSOR.decode(cursor)
+  if (madeFor !== granularity) throw new InvalidInputError('cursor: made for another granularity', 'cursor')
+  return { meterId, householdId, inner }
 }
 
 function groupKey(meterId: string, householdId: string): string {

@@ -1,7 +1,7 @@
 import { sql, type Kysely } from 'kysely'
 import type { Database } from '../../shared/db/schema.ts'
 import type { QuarantineReason } from '../../shared/errors.ts'
-import { exactTsKey } from './cursor.ts'
+import { exactTsKey } from './ts-key.ts'
 
 /** Quarantined input, read side (the ingest path writes it). */
 

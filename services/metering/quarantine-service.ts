@@ -1,8 +1,9 @@
 import type { Kysely } from 'kysely'
+import { cursorListing } from '../../shared/cursor.ts'
 import type { Database } from '../../shared/db/schema.ts'
 import { InvalidInputError, type QuarantineReason } from '../../shared/errors.ts'
-import { decodeCursor, encodeCursor, TS_KEY_RE } from './cursor.ts'
 import { pageQuarantine } from './quarantine-repository.ts'
+import { TS_KEY_RE } from './ts-key.ts'
 
 /** What the operator sees of quarantined input (`GET /admin/quarantine`). */
 
@@ -10,7 +11,10 @@ export const QUARANTINE_PAGE_LIMIT_MAX = 1000
 /** The excerpt of a payload shown, in bytes before decoding. */
 export const QUARANTINE_EXCERPT_BYTES_MAX = 4096
 
-const LISTING = 'quarantine'
+/** Keyed by (received_at as `exactTsKey`, id). */
+const CURSOR = cursorListing('quarantine', ['string', 'string'], {
+  accepts: ([receivedAtKey, id]) => TS_KEY_RE.test(receivedAtKey) && /^\d{1,19}$/.test(id),
+})
 
 export interface QuarantineItem {
   meterId: string
@@ -55,8 +59,7 @@ export async function listQuarantine(
   if (query.meterId === '') throw new InvalidInputError('meterId: must not be empty', 'meterId')
   let after: { receivedAtKey: string; id: string } | null = null
   if (query.cursor !== undefined) {
-    const [receivedAtKey, id] = decodeCursor(query.cursor, LISTING, 2) as [string, string]
-    if (!TS_KEY_RE.test(receivedAtKey) || !/^\d{1,19}$/.test(id)) throw new InvalidInputError('cursor: not a cursor of this listing', 'cursor')
+    const [receivedAtKey, id] = CURSOR.decode(query.cursor)
     after = { receivedAtKey, id }
   }
   const rows = await pageQuarantine(db, query, after, query.limit + 1, QUARANTINE_EXCERPT_BYTES_MAX)
@@ -70,6 +73,6 @@ export async function listQuarantine(
       ...(r.ts !== null ? { ts: r.ts.toISOString() } : {}),
       payloadExcerpt: utf8.decode(r.excerpt),
     })),
-    nextCursor: rows.length > query.limit && last !== undefined ? encodeCursor(LISTING, [last.receivedAtKey, last.id]) : null,
+    nextCursor: rows.length > query.limit && last !== undefined ? CURSOR.encode([last.receivedAtKey, last.id]) : null,
   }
 }

@@ -1,7 +1,7 @@
 import { sql, type Kysely } from 'kysely'
 import type { Database } from '../../shared/db/schema.ts'
 import type { RegisterValues } from '../../shared/wire.ts'
-import { exactTsKey } from './cursor.ts'
+import { exactTsKey } from './ts-key.ts'
 
 /** Readings as stored: one row per datum, keyed (meter_id, ts), owned by the occupant at ts. */
 

@@ -1,5 +1,6 @@
 import type { Kysely } from 'kysely'
 import { formatTimestamp, isDay, isMonth } from '../../shared/calendar.ts'
+import { cursorListing, type CursorListing } from '../../shared/cursor.ts'
 import type { Database } from '../../shared/db/schema.ts'
 import { assert, InvalidInputError } from '../../shared/errors.ts'
 import {
@@ -11,7 +12,6 @@ import {
   type MonthlyDatum,
   type RegisterValues,
 } from '../../shared/wire.ts'
-import { decodeCursor, encodeCursor, TS_KEY_RE } from './cursor.ts'
 import { dailyEnergies, monthlyEnergies, type GroupEnergy } from './daily-energy.ts'
 import {
   firstDayOfMonth,
@@ -25,6 +25,7 @@ import {
 import type { MeteringContext } from './metering-context.ts'
 import { metersOfHousehold, pageReadings, type InstantWindow } from './reading-repository.ts'
 import { loadRollupContexts, pageDailyGroups, pageMonthlyGroups, type DayWindow, type RollupContext } from './rollup-repository.ts'
+import { TS_KEY_RE } from './ts-key.ts'
 
 /**
  * Stored data as the egress payloads show it: load-curve datums exactly as the meter sent
@@ -75,10 +76,11 @@ interface MeterPage {
   items: { datum: EgressDatum; key: Key }[]
 }
 
-const LISTING: Readonly<Record<Granularity, string>> = {
-  load_curve: 'readings.load_curve',
-  daily: 'readings.daily',
-  monthly: 'readings.monthly',
+/** Keyed by (meterId, ts as `exactTsKey`) and (meterId, day | month, householdId). */
+const CURSOR: Readonly<Record<Granularity, CursorListing<readonly 'string'[]>>> = {
+  load_curve: cursorListing('readings.load_curve', ['string', 'string'], { accepts: ([m, ts]) => m !== '' && TS_KEY_RE.test(ts) }),
+  daily: cursorListing('readings.daily', ['string', 'string', 'string'], { accepts: ([m, day, h]) => m !== '' && isDay(day) && h !== '' }),
+  monthly: cursorListing('readings.monthly', ['string', 'string', 'string'], { accepts: ([m, month, h]) => m !== '' && isMonth(month) && h !== '' }),
 }
 
 function isValidDate(d: unknown): d is Date {
@@ -104,21 +106,10 @@ function validate(query: ReadingsQuery): void {
   }
 }
 
-function decodeKey(query: ReadingsQuery): Key | null {
-  if (query.cursor === undefined) return null
-  const loadCurve = query.granularity === 'load_curve'
-  const key = decodeCursor(query.cursor, LISTING[query.granularity], loadCurve ? 2 : 3)
-  const valid = loadCurve ? TS_KEY_RE.test(key[1]!) : query.granularity === 'daily' ? isDay(key[1]!) : isMonth(key[1]!)
-  if (!valid || key[0] === '' || (!loadCurve && key[2] === '')) {
-    throw new InvalidInputError('cursor: not a cursor of this listing', 'cursor')
-  }
-  return key
-}
-
 /** One page of owned datums, ordered by (meterId, ts | day | month, owner). */
 export async function listReadings(db: Kysely<Database>, query: ReadingsQuery, ctx: MeteringContext): Promise<ReadingsPage> {
   validate(query)
-  const after = decodeKey(query)
+  const after = query.cursor === undefined ? null : CURSOR[query.granularity].decode(query.cursor)
   // A window that names another owner, or holds no instant, selects nothing.
   const windowsByMeter = new Map<string, ReleaseWindow[]>()
   for (const w of query.windows ?? []) {
@@ -162,7 +153,7 @@ export async function listReadings(db: Kysely<Database>, query: ReadingsQuery, c
   const last = items[items.length - 1]
   return {
     items: items.map((i) => i.datum),
-    nextCursor: hasMore && last !== undefined ? encodeCursor(LISTING[query.granularity], last.key) : null,
+    nextCursor: hasMore && last !== undefined ? CURSOR[query.granularity].encode(last.key) : null,
   }
 }
 

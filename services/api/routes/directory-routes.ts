@@ -1,5 +1,6 @@
 import { z } from 'zod'
 import { formatTimestamp } from '../../../shared/calendar.ts'
+import { CURSOR_NOT_RETURNED, cursorListing, type CursorListing } from '../../../shared/cursor.ts'
 import { METER_ID_RE } from '../../../shared/ids.ts'
 import type { CreationKey } from '../../directory/directory-repository.ts'
 import {
@@ -13,7 +14,7 @@ import {
   listPartiesPage,
 } from '../../directory/directory-service.ts'
 import { defineRoute } from '../route.ts'
-import { decodeCursor, encodeCursor, nameString, pageAnswer, pageQueryShape, timeOutput } from '../validation.ts'
+import { nameString, pageAnswer, pageQueryShape, timeOutput } from '../validation.ts'
 import type { RoutePlugin } from './route-plugin.ts'
 
 /** The operator provisions parties, households and meters; keys and secrets are shown once. */
@@ -62,16 +63,29 @@ const meterAnswer = z.object({
   secret: z.string().meta({ description: "the meter's MQTT password, shown this once; stored only as a hash" }),
 })
 
-const cursorSchema = z.object({ c: z.string().max(64), i: z.string().max(128) })
+const CREATED_AT_KEY_CHARS_MAX = 64
+const ID_KEY_CHARS_MAX = 128
 
-function afterKey(cursor: string | undefined): CreationKey | null {
-  if (cursor === undefined) return null
-  const { c, i } = decodeCursor(cursor, cursorSchema)
-  return { createdAt: c, id: i }
+/** Keyed by (created_at as text, id); each listing its own. */
+function creationOrderCursor(listing: string): CursorListing<readonly ['string', 'string']> {
+  return cursorListing(listing, ['string', 'string'], {
+    refusal: CURSOR_NOT_RETURNED,
+    accepts: ([createdAt, id]) => createdAt.length <= CREATED_AT_KEY_CHARS_MAX && id.length <= ID_KEY_CHARS_MAX,
+  })
 }
 
-function nextCursor(next: CreationKey | null): string | null {
-  return next === null ? null : encodeCursor({ c: next.createdAt, i: next.id })
+const PARTIES_CURSOR = creationOrderCursor('parties')
+const HOUSEHOLDS_CURSOR = creationOrderCursor('households')
+const METERS_CURSOR = creationOrderCursor('meters')
+
+function afterKey(listing: CursorListing<readonly ['string', 'string']>, cursor: string | undefined): CreationKey | null {
+  if (cursor === undefined) return null
+  const [createdAt, id] = listing.decode(cursor)
+  return { createdAt, id }
+}
+
+function nextCursor(listing: CursorListing<readonly ['string', 'string']>, next: CreationKey | null): string | null {
+  return next === null ? null : listing.encode([next.createdAt, next.id])
 }
 
 export const directoryRoutes: RoutePlugin = async (app, { deps }) => {
@@ -135,10 +149,10 @@ export const directoryRoutes: RoutePlugin = async (app, { deps }) => {
     query: z.strictObject({ kind: partyKind.optional(), ...page }),
     response: pageAnswer(z.object({ id: z.string(), kind: partyKind, name: z.string(), createdAt: timeOutput })),
     async handler({ query }) {
-      const result = await listPartiesPage(db, { after: afterKey(query.cursor), limit: query.limit, kind: query.kind })
+      const result = await listPartiesPage(db, { after: afterKey(PARTIES_CURSOR, query.cursor), limit: query.limit, kind: query.kind })
       return {
         items: result.items.map((p) => ({ id: p.id, kind: p.kind, name: p.name, createdAt: formatTimestamp(p.createdAt) })),
-        nextCursor: nextCursor(result.next),
+        nextCursor: nextCursor(PARTIES_CURSOR, result.next),
       }
     },
   })
@@ -152,10 +166,10 @@ export const directoryRoutes: RoutePlugin = async (app, { deps }) => {
     query: z.strictObject({ ...page }),
     response: pageAnswer(z.object({ id: z.string(), name: z.string(), email: z.string(), createdAt: timeOutput })),
     async handler({ query }) {
-      const result = await listHouseholdsPage(db, { after: afterKey(query.cursor), limit: query.limit })
+      const result = await listHouseholdsPage(db, { after: afterKey(HOUSEHOLDS_CURSOR, query.cursor), limit: query.limit })
       return {
         items: result.items.map((h) => ({ id: h.id, name: h.name, email: h.email, createdAt: formatTimestamp(h.createdAt) })),
-        nextCursor: nextCursor(result.next),
+        nextCursor: nextCursor(HOUSEHOLDS_CURSOR, result.next),
       }
     },
   })
@@ -171,7 +185,7 @@ export const directoryRoutes: RoutePlugin = async (app, { deps }) => {
       z.object({ id: z.string(), operatorId: z.string(), commodity, intervalMinutes: z.literal([15, 30, 60]), createdAt: timeOutput }),
     ),
     async handler({ query }) {
-      const result = await listMetersPage(db, { after: afterKey(query.cursor), limit: query.limit, operatorId: query.operatorId })
+      const result = await listMetersPage(db, { after: afterKey(METERS_CURSOR, query.cursor), limit: query.limit, operatorId: query.operatorId })
       return {
         items: result.items.map((m) => ({
           id: m.id,
@@ -180,7 +194,7 @@ export const directoryRoutes: RoutePlugin = async (app, { deps }) => {
           intervalMinutes: m.intervalMinutes,
           createdAt: formatTimestamp(m.createdAt),
         })),
-        nextCursor: nextCursor(result.next),
+        nextCursor: nextCursor(METERS_CURSOR, result.next),
       }
     },
   })

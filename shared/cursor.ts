@@ -1,0 +1,72 @@
+import { assert, InvalidInputError } from './errors.ts'
+
+/**
+ * Keyset cursors: the key of the last item of a page, as base64url JSON `[listing, ...key]`,
+ * opaque to callers. A cursor names the listing it came from, so one listing's cursor is
+ * refused by another.
+ */
+
+/** The longest cursor decoded; the key of any page fits well within. */
+export const CURSOR_CHARS_MAX = 1024
+
+/** The answers to a refused cursor. Each listing keeps the one its clients have been shown. */
+export const CURSOR_NOT_OF_LISTING = 'cursor: not a cursor of this listing'
+export const CURSOR_NOT_RETURNED = 'cursor: not a cursor this API returned'
+
+/** A part of a key: a string, or a string or null. */
+export type CursorPart = 'string' | 'string?'
+
+/** The key a listing's parts describe, as a tuple. */
+export type CursorKey<P extends readonly CursorPart[]> = { -readonly [I in keyof P]: P[I] extends 'string' ? string : string | null }
+
+export interface CursorListingOptions<P extends readonly CursorPart[]> {
+  /** Further checks of a key whose parts have the right types (formats, lengths). */
+  accepts?: ((key: CursorKey<P>) => boolean) | undefined
+  /** The message of the 400 answer to a refused cursor; `CURSOR_NOT_OF_LISTING` by default. */
+  refusal?: string | undefined
+}
+
+export interface CursorListing<P extends readonly CursorPart[]> {
+  readonly listing: string
+  encode(key: CursorKey<P>): string
+  /** The key of a cursor this listing encoded; InvalidInputError on `cursor` otherwise. */
+  decode(cursor: string): CursorKey<P>
+}
+
+const CURSOR_RE = /^[A-Za-z0-9_-]+$/
+
+function hasPart(value: unknown, part: CursorPart): boolean {
+  return typeof value === 'string' || (part === 'string?' && value === null)
+}
+
+export function cursorListing<const P extends readonly CursorPart[]>(
+  listing: string,
+  parts: P,
+  options: CursorListingOptions<P> = {},
+): CursorListing<P> {
+  const refusal = options.refusal ?? CURSOR_NOT_OF_LISTING
+  assert(refusal.startsWith('cursor: '), 'a cursor refusal names the field')
+  const accepts = options.accepts ?? (() => true)
+  return {
+    listing,
+    encode(key) {
+      assert(key.length === parts.length, `a ${listing} cursor has ${parts.length} parts`)
+      return Buffer.from(JSON.stringify([listing, ...key]), 'utf8').toString('base64url')
+    },
+    decode(cursor) {
+      const refused = () => new InvalidInputError(refusal, 'cursor')
+      if (cursor.length === 0 || cursor.length > CURSOR_CHARS_MAX || !CURSOR_RE.test(cursor)) throw refused()
+      let parsed: unknown
+      try {
+        parsed = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8'))
+      } catch {
+        throw refused()
+      }
+      if (!Array.isArray(parsed) || parsed.length !== parts.length + 1 || parsed[0] !== listing) throw refused()
+      const key = parsed.slice(1)
+      if (!parts.every((part, i) => hasPart(key[i], part))) throw refused()
+      if (!accepts(key as CursorKey<P>)) throw refused()
+      return key as CursorKey<P>
+    },
+  }
+}

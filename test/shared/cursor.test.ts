@@ -1,0 +1,67 @@
+import fc from 'fast-check'
+import { describe, expect, it } from 'vitest'
+import { CURSOR_CHARS_MAX, CURSOR_NOT_OF_LISTING, CURSOR_NOT_RETURNED, cursorListing } from '../../shared/cursor.ts'
+import { InvalidInputError } from '../../shared/errors.ts'
+
+const made = (value: unknown) => Buffer.from(JSON.stringify(value), 'utf8').toString('base64url')
+
+function refusal(decode: () => unknown): { message: string; field: string | undefined } {
+  try {
+    decode()
+  } catch (e) {
+    expect(e).toBeInstanceOf(InvalidInputError)
+    return { message: (e as InvalidInputError).message, field: (e as InvalidInputError).field }
+  }
+  throw new Error('the cursor was accepted')
+}
+
+describe('cursorListing', () => {
+  const pairs = cursorListing('pairs', ['string', 'string?'])
+
+  it('gives back the key it encoded, nulls included, in URL-safe characters', () => {
+    fc.assert(
+      fc.property(fc.string({ maxLength: 100 }), fc.option(fc.string({ maxLength: 100 })), (a, b) => {
+        const cursor = pairs.encode([a, b])
+        expect(cursor).toMatch(/^[A-Za-z0-9_-]+$/)
+        expect(pairs.decode(cursor)).toEqual([a, b])
+      }),
+    )
+  })
+
+  it('refuses the cursor of another listing, a key of the wrong shape and what is not a cursor, naming the field', () => {
+    const other = cursorListing('others', ['string', 'string?'])
+    const cases = [
+      other.encode(['a', null]),
+      made(['pairs', 'a']),
+      made(['pairs', 'a', null, 'c']),
+      made(['pairs', null, 'b']),
+      made(['pairs', 'a', 1]),
+      made({ listing: 'pairs', key: ['a', 'b'] }),
+      made('pairs'),
+      'not a cursor',
+      '',
+      Buffer.from('["pairs",', 'utf8').toString('base64url'),
+      'A'.repeat(CURSOR_CHARS_MAX + 1),
+    ]
+    for (const cursor of cases) {
+      expect(refusal(() => pairs.decode(cursor)), cursor).toEqual({ message: CURSOR_NOT_OF_LISTING, field: 'cursor' })
+    }
+  })
+
+  it('refuses a key its listing does not accept, with the refusal the listing chose', () => {
+    const days = cursorListing('days', ['string'], { accepts: ([day]) => /^\d{4}-\d{2}-\d{2}$/.test(day), refusal: CURSOR_NOT_RETURNED })
+    expect(days.decode(days.encode(['2026-10-01']))).toEqual(['2026-10-01'])
+    expect(refusal(() => days.decode(days.encode(['October'])))).toEqual({ message: CURSOR_NOT_RETURNED, field: 'cursor' })
+    expect(refusal(() => days.decode('%%%'))).toEqual({ message: CURSOR_NOT_RETURNED, field: 'cursor' })
+  })
+
+  it('takes a cursor of its length limit, and refuses a longer one', () => {
+    const long = cursorListing('long', ['string'])
+    // ["long","…"] is 11 bytes around the key; 3 bytes make 4 characters.
+    const key = 'x'.repeat((CURSOR_CHARS_MAX * 3) / 4 - 11)
+    const cursor = long.encode([key])
+    expect(cursor).toHaveLength(CURSOR_CHARS_MAX)
+    expect(long.decode(cursor)).toEqual([key])
+    expect(refusal(() => long.decode(long.encode([key + 'x'])))).toEqual({ message: CURSOR_NOT_OF_LISTING, field: 'cursor' })
+  })
+})
