@@ -14,8 +14,9 @@ import type { MeterCredentials } from '../simulators/credentials.ts'
  * meters (and, as supplier, receives monthly billing data under a legal basis), two third
  * parties buying data, a charity taking a share, twenty households with electricity meters
  * (some with photovoltaics), three with a gas meter too, offers and consents. The meters'
- * credentials go to a file in the data directory, which the simulator reads; the database
- * keeps only their hashes.
+ * and the recipients' credentials go to a file in the data directory (mode 0600), which the
+ * simulated meters and the sample recipients read, as devices and clients keep their own
+ * secrets; the database keeps only their hashes.
  */
 
 export const DEMO_HOUSEHOLDS = 20
@@ -32,6 +33,16 @@ export interface DemoWorld {
   thirdPartyIds: string[]
   households: Array<{ id: string; name: string; email: string }>
   meters: MeterCredentials[]
+  /** Recipients the demo runs a sample client for: live over MQTT, or pulling over HTTP. */
+  recipients: DemoRecipient[]
+}
+
+export interface DemoRecipient {
+  partyId: string
+  name: string
+  apiKey: string
+  live?: string[]
+  pull?: 'load_curve' | 'daily' | 'monthly'
 }
 
 const NAMES = [
@@ -117,7 +128,12 @@ export async function createDemoWorld(db: Kysely<Database>, options: { dataDir: 
     if (i % 3 !== 2) await grantConsent(db, household.id, { offerId: dailyOffer.id, validUntil, dataFrom: from }, now)
   }
 
-  const world: DemoWorld = { fromMs, utilityId: utility.id, thirdPartyIds: [advice.id, lab.id, charity.id], households, meters }
+  const recipients: DemoRecipient[] = [
+    { partyId: advice.id, name: 'Watt Advice', apiKey: advice.apiKey, live: ['readings/+'] },
+    { partyId: lab.id, name: 'Lab Énergie', apiKey: lab.apiKey, live: ['daily/+'], pull: 'daily' },
+    { partyId: utility.id, name: 'Réseau Démo', apiKey: utility.apiKey, pull: 'monthly' },
+  ]
+  const world: DemoWorld = { fromMs, utilityId: utility.id, thirdPartyIds: [advice.id, lab.id, charity.id], households, meters, recipients }
   const file = demoFilePath(options.dataDir)
   await writeFile(file, JSON.stringify(world, null, 2) + '\n', { mode: 0o600 })
   await chmod(file, 0o600)

@@ -4,7 +4,7 @@ import { formatTimestamp } from '../shared/calendar.ts'
 
 /**
  * The one-line live status of `metershare up`: meters connected, readings/s, stored,
- * quarantined, and where the simulator's clock is. Rewritten in place on a terminal, printed
+ * quarantined, released to recipients, and where the simulator's clock is. Rewritten in place on a terminal, printed
  * every `STATUS_LOG_INTERVAL_MS` otherwise.
  */
 export const STATUS_REFRESH_MS = 1_000
@@ -27,6 +27,7 @@ export function startStatusLine(options: { metrics: Metrics; fleet: Fleet | null
     const stored = await value(metrics.readingsStored)
     const quarantined = await value(metrics.readingsQuarantined)
     const meters = await value(metrics.mqttConnections, { role: 'meter' })
+    const released = await value(metrics.datumsReleased)
     const now = Date.now()
     const rate = ((stored - lastStored) * 1000) / Math.max(1, now - lastAt)
     lastStored = stored
@@ -36,6 +37,7 @@ export function startStatusLine(options: { metrics: Metrics; fleet: Fleet | null
       `${fmt.format(Math.round(rate))} readings/s`,
       `${fmt.format(stored)} stored`,
       `${fmt.format(quarantined)} quarantined`,
+      `${fmt.format(released)} released`,
     ]
     const simulated = fleet?.stats().simulatedMs
     if (simulated !== undefined && simulated !== null) parts.push(`simulated ${formatTimestamp(simulated).slice(0, 16).replace('T', ' ')}Z`)

@@ -19,6 +19,7 @@ import { startConsentSweeper, type ConsentSweeper } from '../services/consent/co
 import { openReleaseView, type ReleaseView } from '../services/consent/release-view.ts'
 import { settleCompletedMonths, settleMonth, settlementContext } from '../services/settlement/settlement-service.ts'
 import { startFleet, type Fleet } from '../simulators/fleet.ts'
+import { startSampleRecipient } from '../simulators/sample-recipient.ts'
 import { createDemoWorld, readDemoWorld, DEMO_PASSWORD, type DemoWorld } from './demo-world.ts'
 
 /**
@@ -196,6 +197,15 @@ export async function startSystem(configIn: Readonly<Config>, options: SystemOpt
         await fleet!.stop()
       })
       startDemoSettlement(db, config, fleet, world.fromMs, clock, parts)
+      for (const r of world.recipients ?? []) {
+        const recipient = startSampleRecipient({
+          partyId: r.partyId,
+          apiKey: r.apiKey,
+          ...(r.live !== undefined ? { mqttUrl: `mqtt://127.0.0.1:${mqttPort}`, topics: r.live } : {}),
+          ...(r.pull !== undefined ? { apiUrl: `http://127.0.0.1:${httpPort}`, pull: { granularity: r.pull, fromMs: world.fromMs } } : {}),
+        })
+        parts.add(`sample recipient ${r.name}`, () => recipient.stop())
+      }
     } else {
       startPeriodicSettlement(db, config, clock, parts)
     }

@@ -1,0 +1,66 @@
+import type { AddressInfo } from 'node:net'
+import type { FastifyInstance } from 'fastify'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { buildApi } from '../../services/api/app.ts'
+import { grantConsent } from '../../services/consent/consent-service.ts'
+import { createOffer } from '../../services/consent/offer-service.ts'
+import { openReleaseView, type ReleaseView } from '../../services/consent/release-view.ts'
+import { createParty } from '../../services/directory/directory-service.ts'
+import { envToConfig } from '../../shared/config.ts'
+import { meterReadingsTopic } from '../../shared/topics.ts'
+import { startSampleRecipient } from '../../simulators/sample-recipient.ts'
+import { connectMeter, endClient, publishAcked, startTestBroker, waitFor, type TestBroker } from '../support/broker.ts'
+import { useTestDatabase } from '../support/database.ts'
+import { createTestHousehold, createTestMeter, createUtility, insertOccupancy } from '../support/world.ts'
+
+describe('the sample recipient', () => {
+  const t = useTestDatabase('pglite')
+  let view: ReleaseView
+  let tb: TestBroker
+  let api: FastifyInstance
+  let apiUrl: string
+
+  beforeAll(async () => {
+    view = await openReleaseView(t.handle, { timeZone: 'Europe/Paris' })
+    tb = await startTestBroker(t.handle, { policy: view })
+    api = await buildApi({ config: envToConfig({ logLevel: 'silent' }), db: t.handle, metrics: tb.metrics, health: async () => ({ broker: true, database: true }) })
+    await api.listen({ port: 0, host: '127.0.0.1' })
+    apiUrl = `http://127.0.0.1:${(api.server.address() as AddressInfo).port}`
+  })
+  afterAll(async () => {
+    await api.close()
+    await tb.close()
+    await view.close()
+  })
+
+  it('receives its consented datums live and pulls them over HTTP', async () => {
+    const utility = await createUtility(t.db)
+    const app = await createParty(t.db, { kind: 'third_party', name: 'App' })
+    const household = await createTestHousehold(t.db)
+    const meter = await createTestMeter(t.db, utility.id)
+    await insertOccupancy(t.db, meter.id, household.id, new Date('2026-09-01T00:00:00Z'))
+    const offer = await createOffer(t.db, { recipientId: app.id, purpose: 'p', granularity: 'load_curve', priceMicrosPerDatum: 1n, split: { householdBps: 10_000, operatorBps: 0, platformBps: 0, thirdParties: [] } })
+    await grantConsent(t.db, household.id, { offerId: offer.id, validUntil: new Date(Date.now() + 86_400_000), dataFrom: new Date('2026-10-01T00:00:00Z') }, new Date())
+    await view.refresh()
+
+    const recipient = startSampleRecipient({
+      partyId: app.id,
+      apiKey: app.apiKey,
+      mqttUrl: tb.url,
+      topics: ['readings/+'],
+      apiUrl,
+      pull: { granularity: 'load_curve', fromMs: Date.parse('2026-10-01T00:00:00Z'), intervalMs: 200 },
+    })
+    try {
+      await new Promise((r) => setTimeout(r, 300))
+      const m = await connectMeter(tb.url, meter)
+      const readings = [1, 2, 3].map((i) => ({ ts: `2026-10-02T0${i}:00:00Z`, values: { '1-0:1.8.0': i } }))
+      await publishAcked(m, meterReadingsTopic(meter.id), JSON.stringify({ readings }))
+      await endClient(m)
+      await waitFor(() => recipient.stats().live === 3 && recipient.stats().pulled === 3, 10_000, 'live and pulled datums')
+      expect(recipient.stats()).toMatchObject({ live: 3, pulled: 3, errors: 0 })
+    } finally {
+      await recipient.stop()
+    }
+  })
+})
