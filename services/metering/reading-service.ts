@@ -24,7 +24,7 @@ import {
 } from './day-range.ts'
 import type { MeteringContext } from './metering-context.ts'
 import { metersOfHousehold, pageReadings, type InstantWindow } from './reading-repository.ts'
-import { loadRollupContexts, pageDailyGroups, pageMonthlyGroups, type DayWindow, type RollupContext } from './rollup-repository.ts'
+import { loadRollupContexts, pageDailyGroups, pageMonthlyGroups, type DayWindow, type RollupPageFilter } from './rollup-repository.ts'
 import { TS_KEY_RE } from './ts-key.ts'
 
 /**
@@ -208,11 +208,29 @@ function dayWindows(scope: MeterScope, ctx: MeteringContext): DayWindow[] | unde
     .filter((w) => w.untilDay === null || w.fromDay <= w.untilDay)
 }
 
-/** Daily energy of every group of a context, by (household, day). */
-function energiesByGroup(context: RollupContext): Map<string, RegisterValues> {
+/** The rollup groups of a scope in [fromDay, toDay]; null when nothing can be selected. */
+function rollupFilter(scope: MeterScope, fromDay: string, toDay: string, ctx: MeteringContext): RollupPageFilter | null {
+  if (fromDay > toDay) return null
+  const windows = dayWindows(scope, ctx)
+  if (windows !== undefined && windows.length === 0) return null
+  return { meterId: scope.meterId, fromDay, toDay, householdId: scope.householdId, windows }
+}
+
+/** The daily energy of each group of a meter in [fromDay, toDay], by household and day. */
+async function dailyEnergiesOf(
+  db: Kysely<Database>,
+  meterId: string,
+  fromDay: string,
+  toDay: string,
+): Promise<(householdId: string, day: string) => RegisterValues> {
+  const [context] = await loadRollupContexts(db, [{ meterId, fromDay, toDay }])
   const byGroup = new Map<string, RegisterValues>()
-  for (const e of dailyEnergies(context.groups, context.baseline)) byGroup.set(groupKey(e.householdId, e.day), e.values)
-  return byGroup
+  for (const e of dailyEnergies(context!.groups, context!.baseline)) byGroup.set(groupKey(e.householdId, e.day), e.values)
+  return (householdId, day) => {
+    const values = byGroup.get(groupKey(householdId, day))
+    assert(values !== undefined, 'a listed rollup group is in its context')
+    return values
+  }
 }
 
 function groupKey(householdId: string | null, day: string): string {
@@ -227,25 +245,14 @@ async function dailyPage(
   limit: number,
   ctx: MeteringContext,
 ): Promise<MeterPage> {
-  const fromDay = firstDayStartingAtOrAfter(query.from, ctx.timezone)
-  const toDay = lastDayStartingBefore(query.to, ctx.timezone)
-  if (fromDay > toDay) return { items: [] }
-  const windows = dayWindows(scope, ctx)
-  if (windows !== undefined && windows.length === 0) return { items: [] }
-  const rows = await pageDailyGroups(
-    db,
-    { meterId: scope.meterId, fromDay, toDay, householdId: scope.householdId, windows },
-    after === null ? null : { day: after[1]!, householdId: after[2]! },
-    limit,
-  )
+  const filter = rollupFilter(scope, firstDayStartingAtOrAfter(query.from, ctx.timezone), lastDayStartingBefore(query.to, ctx.timezone), ctx)
+  if (filter === null) return { items: [] }
+  const rows = await pageDailyGroups(db, filter, after === null ? null : { day: after[1]!, householdId: after[2]! }, limit)
   if (rows.length === 0) return { items: [] }
-  const [context] = await loadRollupContexts(db, [{ meterId: scope.meterId, fromDay: rows[0]!.day, toDay: rows[rows.length - 1]!.day }])
-  const energies = energiesByGroup(context!)
+  const energyOf = await dailyEnergiesOf(db, scope.meterId, rows[0]!.day, rows[rows.length - 1]!.day)
   return {
     items: rows.map((r) => {
-      const values = energies.get(groupKey(r.householdId, r.day))
-      assert(values !== undefined, 'a listed rollup group is in its context')
-      const datum: DailyDatum = { meterId: scope.meterId, day: r.day, granularity: 'daily', values }
+      const datum: DailyDatum = { meterId: scope.meterId, day: r.day, granularity: 'daily', values: energyOf(r.householdId, r.day) }
       return { datum, key: [scope.meterId, r.day, r.householdId] }
     }),
   }
@@ -261,30 +268,18 @@ async function monthlyPage(
 ): Promise<MeterPage> {
   const fromMonth = firstMonthStartingAtOrAfter(query.from, ctx.timezone)
   const toMonth = lastMonthStartingBefore(query.to, ctx.timezone)
-  if (fromMonth > toMonth) return { items: [] }
-  const windows = dayWindows(scope, ctx)
-  if (windows !== undefined && windows.length === 0) return { items: [] }
-  const rows = await pageMonthlyGroups(
-    db,
-    { meterId: scope.meterId, fromDay: firstDayOfMonth(fromMonth), toDay: lastDayOfMonth(toMonth), householdId: scope.householdId, windows },
-    after === null ? null : { month: after[1]!, householdId: after[2]! },
-    limit,
-  )
+  const filter = rollupFilter(scope, firstDayOfMonth(fromMonth), lastDayOfMonth(toMonth), ctx)
+  if (filter === null) return { items: [] }
+  const rows = await pageMonthlyGroups(db, filter, after === null ? null : { month: after[1]!, householdId: after[2]! }, limit)
   if (rows.length === 0) return { items: [] }
   const days = rows.flatMap((r) => r.days).sort()
-  const [context] = await loadRollupContexts(db, [{ meterId: scope.meterId, fromDay: days[0]!, toDay: days[days.length - 1]! }])
-  const energies = energiesByGroup(context!)
+  const energyOf = await dailyEnergiesOf(db, scope.meterId, days[0]!, days[days.length - 1]!)
   return {
     items: rows.map((r) => {
-      const daily = r.days.map((day): GroupEnergy => {
-        const values = energies.get(groupKey(r.householdId, day))
-        assert(values !== undefined, 'a listed rollup group is in its context')
-        return { meterId: scope.meterId, householdId: r.householdId, day, values }
-      })
+      const daily = r.days.map((day): GroupEnergy => ({ meterId: scope.meterId, householdId: r.householdId, day, values: energyOf(r.householdId, day) }))
       const [month] = monthlyEnergies(daily)
       assert(month !== undefined && month.month === r.month, 'the days of a month sum to that month')
-      const values = month.values
-      const datum: MonthlyDatum = { meterId: scope.meterId, month: r.month, granularity: 'monthly', values }
+      const datum: MonthlyDatum = { meterId: scope.meterId, month: r.month, granularity: 'monthly', values: month.values }
       return { datum, key: [scope.meterId, r.month, r.householdId] }
     }),
   }
