@@ -1,4 +1,4 @@
-import { startOfDayMs } from '../../shared/calendar.ts'
+import { addDays, addMonths, startOfDayMs } from '../../shared/calendar.ts'
 import type { DatabaseHandle } from '../../shared/db/database.ts'
 import { log } from '../../shared/logger.ts'
 import type { Metrics } from '../../shared/metrics.ts'
@@ -180,7 +180,20 @@ export class ReleaseView {
         this.dayStarts.set(day, atMs)
       }
     }
+    // A daily or monthly datum published by another broker arrives without its owner. Taken from the
+    // occupant at the period's start it would be wrong on a moving day: such a datum is withheld.
+    if (datum.householdId === undefined && datum.granularity !== 'load_curve' && !this.oneOccupantThroughout(datum, atMs)) return null
     return { meterId: datum.meterId, granularity: datum.granularity, atMs, householdId: datum.householdId }
+  }
+
+  private oneOccupantThroughout(datum: DatumRef, startMs: number): boolean {
+    const next = datum.granularity === 'daily' ? addDays(datum.day!, 1) : addMonths(datum.month!, 1) + '-01'
+    const endMs = startOfDayMs(next, this.options.timeZone)
+    const overlapping = (this.occupancies.get(datum.meterId) ?? NO_OCCUPANCIES).filter(
+      (o) => o.fromMs < endMs && (o.untilMs === null || o.untilMs > startMs),
+    )
+    const only = overlapping[0]
+    return overlapping.length === 1 && only!.fromMs <= startMs && (only!.untilMs === null || only!.untilMs >= endMs)
   }
 
   private enqueue(work: () => Promise<void>): Promise<void> {

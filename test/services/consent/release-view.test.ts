@@ -66,6 +66,23 @@ describeDatabases('release view', (t) => {
     )
   })
 
+  it('withholds a daily datum that arrives without its owner on a day the meter changed hands', async () => {
+    const [occ] = await t.db.selectFrom('occupancies').select('id').where('meter_id', '=', w.m1).execute()
+    const move = new Date('2026-02-10T12:00:00Z')
+    await moveOut(t.db, occ!.id, move, { timezone: TZ })
+    await t.db.insertInto('occupancies').values({ id: 'occ_next_tenant', meter_id: w.m1, household_id: w.h2, valid_from: move, valid_until: null }).execute()
+    const offerId = await seedOffer(t.db, w.appId, { granularity: 'daily' })
+    await grantConsent(t.db, w.h2, { offerId, meterIds: [w.m1], validUntil: LATER(DAY), dataFrom: new Date('2026-01-01T00:00:00Z') }, NOW)
+    view = await openReleaseView(t.handle, { timeZone: TZ, clock: () => NOW_MS })
+
+    // Published by this broker, a datum names its owner: the new tenant's part of the moving day.
+    expect(view.releasedTo(w.appId, { meterId: w.m1, granularity: 'daily', day: '2026-02-10', householdId: w.h2 }, NOW_MS)).toBe(w.h2)
+    // From another broker the owner is read from the occupancies: ambiguous on the moving day, clear after it.
+    expect(view.releasedTo(w.appId, { meterId: w.m1, granularity: 'daily', day: '2026-02-10' }, NOW_MS)).toBeNull()
+    expect(view.releasedTo(w.appId, { meterId: w.m1, granularity: 'daily', day: '2026-02-11' }, NOW_MS)).toBe(w.h2)
+    expect(view.releasedTo(w.appId, { meterId: w.m1, granularity: 'monthly', month: '2026-02' }, NOW_MS)).toBeNull()
+  })
+
   it('follows grants, revocations and move-outs made through the service, within a second', async () => {
     view = await openReleaseView(t.handle, { timeZone: TZ })
     const offerId = await seedOffer(t.db, w.appId)
