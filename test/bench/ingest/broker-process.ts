@@ -6,26 +6,57 @@ import { envToConfig } from '../../../shared/config.ts'
 import { openDatabase, type DatabaseHandle } from '../../../shared/db/database.ts'
 import { configureLogging } from '../../../shared/logger.ts'
 import type { Metrics } from '../../../shared/metrics.ts'
+import type { EgressMeta, EgressPolicy } from '../../../broker/egress.ts'
+import { openReleaseView, type ReleaseView } from '../../../services/consent/release-view.ts'
 import { startTestBroker, type TestBroker } from '../../support/broker.ts'
 import { reportFailures, type ChildMessage } from '../support/processes.ts'
 
 /**
  * The broker under test, alone in its process so that its CPU time and memory are its own.
  * `bare`: aedes that lets everyone in and acknowledges every publish at once, storing nothing
- * (the ceiling of the MQTT layer). `metershare`: our broker on PostgreSQL or PGlite.
+ * (the ceiling of the MQTT layer). `metershare`: our broker on PostgreSQL or PGlite, with
+ * the egress policy asked for: `owner-only` (the default: recipients get nothing),
+ * `release-view` (the release rule's in-memory view, as in production) or `allow-all`
+ * (every owned datum to every recipient: egress without filtering).
  *
  * IPC: start → ready {port}; stats → stats {ingest figures}; count → count {rows};
- * mark → mark {monotonicUs}; gc → gc {heap}; close → closed, then exit.
+ * mark → mark {monotonicUs}; gc → gc {heap}; policy → policy {decisions timed};
+ * close → closed, then exit.
  */
 
 export type BrokerStart =
   | { type: 'start'; kind: 'bare' }
-  | { type: 'start'; kind: 'metershare'; databaseUrl: string | null; pgliteDir: string | null; timezone: string }
+  | {
+      type: 'start'
+      kind: 'metershare'
+      databaseUrl: string | null
+      pgliteDir: string | null
+      timezone: string
+      policy?: BrokerPolicy
+      /** Time every release decision (answered to `policy`). */
+      timePolicy?: boolean
+    }
+
+export type BrokerPolicy = 'owner-only' | 'release-view' | 'allow-all'
+
+/** Filtering off: each datum goes to every recipient, and to the household that owns it. */
+const allowAllPolicy: EgressPolicy = {
+  releasedTo: (_recipientPartyId: string, datum: EgressMeta) => datum.householdId ?? null,
+  householdOwns: (householdId: string, datum: EgressMeta) => datum.householdId === householdId,
+  householdMayFollow: () => false,
+}
 
 export interface BrokerCounts {
   readings: number
   quarantine: number
   rollups: number
+}
+
+/** The recipients' release decisions (`releasedTo`) asked of the policy so far, and the time they took. */
+export interface PolicyFigures {
+  decisions: number
+  released: number
+  ms: number
 }
 
 export interface IngestFigures {
@@ -41,6 +72,8 @@ let server: net.Server | null = null
 let bare: Aedes | null = null
 let broker: TestBroker | null = null
 let handle: DatabaseHandle | null = null
+let view: ReleaseView | null = null
+const policyFigures: PolicyFigures = { decisions: 0, released: 0, ms: 0 }
 let metrics: Metrics | null = null
 let closing = false
 
@@ -64,6 +97,9 @@ async function answer(m: ChildMessage): Promise<void> {
       return
     case 'stats':
       process.send!({ type: 'stats', ...(await ingestFigures()) })
+      return
+    case 'policy':
+      process.send!({ type: 'policy', ...policyFigures })
       return
     case 'mark':
       // The monotonic clock of CPU profile samples, to cut the profile to the measured window.
@@ -102,13 +138,35 @@ async function start(m: BrokerStart): Promise<void> {
       poolSize: defaults.db.poolSize,
       applicationName: 'metershare-bench',
     })
-    // The broker as the tests start it (owner-only egress policy, the access-log recorder).
-    broker = await startTestBroker(handle, { timezone: m.timezone })
+    // The broker as the tests start it (the access-log recorder), with the policy asked for.
+    const policy = m.policy ?? 'owner-only'
+    if (policy === 'release-view') view = await openReleaseView(handle, { timeZone: m.timezone })
+    const chosen = view !== null ? view : policy === 'allow-all' ? allowAllPolicy : null
+    broker = await startTestBroker(handle, {
+      timezone: m.timezone,
+      ...(chosen !== null ? { policy: m.timePolicy === true ? timed(chosen) : chosen } : {}),
+    })
     metrics = broker.metrics
   }
   const port = broker !== null ? broker.port : await listen(server!)
   collectGarbage()
   process.send!({ type: 'ready', port })
+}
+
+/** The policy, with the time of each release decision added up (performance.now() costs well under a microsecond). */
+function timed(policy: EgressPolicy): EgressPolicy {
+  return {
+    releasedTo(recipientPartyId, datum, nowMs) {
+      const t0 = performance.now()
+      const owner = policy.releasedTo(recipientPartyId, datum, nowMs)
+      policyFigures.ms += performance.now() - t0
+      policyFigures.decisions++
+      if (owner !== null) policyFigures.released++
+      return owner
+    },
+    householdOwns: (householdId, datum, nowMs) => policy.householdOwns(householdId, datum, nowMs),
+    householdMayFollow: (householdId, meterId, nowMs) => policy.householdMayFollow(householdId, meterId, nowMs),
+  }
 }
 
 function listen(s: net.Server): Promise<number> {
@@ -157,6 +215,7 @@ function collectGarbage(): void {
 
 async function close(): Promise<void> {
   if (broker !== null) await broker.close()
+  await view?.close()
   if (bare !== null) {
     const b = bare
     await new Promise<void>((r) => b.close(() => r()))

@@ -18,6 +18,8 @@ export interface GeneratorPlan {
   keepaliveSeconds: number
   connectConcurrency: number
   connectTimeoutMs: number
+  /** Keep when each reading was written, for latencies measured elsewhere (fan-out to subscribers). */
+  recordSendTimes?: boolean
 }
 
 export interface GeneratorConnected {
@@ -43,6 +45,14 @@ export interface GeneratorResult {
   closedEarly: number
   unexpectedAcks: number
   outOfOrderAcks: number
+  /** With `recordSendTimes`: per meter, when reading number r (1, 2, …) was written, at index r − 1. */
+  sendTimes?: MeterSendTimes[]
+}
+
+export interface MeterSendTimes {
+  meterId: string
+  /** Microseconds of the system's monotonic clock (`process.hrtime`), the same in every process of the machine. */
+  sentUs: Float64Array
 }
 
 /** Free slots a connection waits for before it sends again, in throughput mode. */

@@ -10,14 +10,15 @@ import {
   writePublish,
   type PublishTemplate,
 } from './mqtt-frames.ts'
-import { refillMinOf, type GeneratorConnected, type GeneratorPlan, type GeneratorResult } from './generator-plan.ts'
+import { refillMinOf, type GeneratorConnected, type GeneratorPlan, type GeneratorResult, type MeterSendTimes } from './generator-plan.ts'
 
 /**
  * The load generator: simulated meters on plain sockets, each with its CONNECT and PUBLISH
  * frames encoded once (mqtt-packet) and patched per message, a fixed window of QoS 1
  * publishes in flight per connection, PUBACKs read by a minimal parser and timed per
  * message id. Modes: `throughput` (as fast as acknowledged), `rate` (a fixed total rate,
- * spread over the connections), `idle` (connect and wait).
+ * spread over the connections), `idle` (connect and wait). With `recordSendTimes`, the time
+ * each reading was written is kept and returned (on the machine-wide monotonic clock).
  *
  * IPC: plan → progress…, connected; go → window-start, window-end, result; close → closed, then exit.
  */
@@ -43,6 +44,8 @@ class Connection {
   acked = 0
   closing = false
   onConnack: ((returnCode: number) => void) | null = null
+  /** performance.now() of each reading written, when the plan asks for send times. */
+  sentAtByReading: Float64Array | null = null
 
   constructor(
     readonly gen: Generator,
@@ -82,6 +85,7 @@ class Connection {
       const id = this.nextMessageId
       this.nextMessageId = id === MESSAGE_ID_MAX ? 1 : id + 1
       at = writePublish(out, at, t, id, this.gen.plan.series, this.readingsSent + 1)
+      if (this.sentAtByReading !== null) this.recordSent(perMessage, now)
       this.readingsSent += perMessage
       const slot = (this.head + this.inflight) % this.ids.length
       this.ids[slot] = id
@@ -90,6 +94,16 @@ class Connection {
     }
     this.socket.write(out)
     this.gen.sentMessages += n
+  }
+
+  private recordSent(readings: number, now: number): void {
+    let times = this.sentAtByReading!
+    if (this.readingsSent + readings > times.length) {
+      const grown = new Float64Array(Math.max(times.length * 2, this.readingsSent + readings))
+      grown.set(times)
+      this.sentAtByReading = times = grown
+    }
+    times.fill(now, this.readingsSent, this.readingsSent + readings)
   }
 
   private onPacket(type: number, head: number): void {
@@ -124,6 +138,8 @@ class Connection {
 
 class Generator {
   readonly connections: Connection[] = []
+  /** The connection of each meter of the plan, by its index there (absent when it did not connect). */
+  private readonly byMeter: Array<Connection | undefined> = []
   sentMessages = 0
   unexpectedAcks = 0
   outOfOrderAcks = 0
@@ -200,6 +216,7 @@ class Generator {
         const template = mode === 'idle' ? null : publishTemplate(meter.id, readingsPerMessage)
         const source = SOURCE_ADDRESSES[index % SOURCE_ADDRESSES.length]!
         const c = new Connection(this, template, connectFrame(meter, keepaliveSeconds), windowPerConnection, source)
+        if (this.plan.recordSendTimes === true) c.sentAtByReading = new Float64Array(64)
         const rc = await new Promise<number>((resolve) => {
           const timer = setTimeout(() => resolve(-1), connectTimeoutMs)
           c.onConnack = (code) => {
@@ -210,6 +227,7 @@ class Generator {
         if (rc === 0) {
           connected++
           this.connections.push(c)
+          this.byMeter[index] = c
         } else {
           if (rc > 0) refused++
           else failed++
@@ -268,6 +286,18 @@ class Generator {
     if (this.rateTimer !== null) clearInterval(this.rateTimer)
     await Promise.race([new Promise<void>((r) => ((this.drainWaiter = r), this.checkDrained())), sleep(drainTimeoutMs)])
     const unacked = this.connections.reduce((n, c) => n + c.inflight, 0)
+    // performance.now() counts from this process's start on the monotonic clock that process.hrtime reads.
+    const offsetMs = Number(process.hrtime.bigint()) / 1e6 - performance.now()
+    const sendTimes: MeterSendTimes[] | undefined =
+      this.plan.recordSendTimes === true
+        ? this.plan.meters.flatMap((m, i) => {
+            const c = this.byMeter[i]
+            if (c === undefined || c.sentAtByReading === null) return []
+            const sentUs = c.sentAtByReading.slice(0, c.readingsSent)
+            for (let k = 0; k < sentUs.length; k++) sentUs[k] = (sentUs[k]! + offsetMs) * 1000
+            return [{ meterId: m.id, sentUs }]
+          })
+        : undefined
     return {
       type: 'result',
       connections: this.connections.length,
@@ -281,6 +311,7 @@ class Generator {
       closedEarly: this.closedEarlyCount,
       unexpectedAcks: this.unexpectedAcks,
       outOfOrderAcks: this.outOfOrderAcks,
+      ...(sendTimes !== undefined ? { sendTimes } : {}),
     }
   }
 

@@ -136,6 +136,21 @@ export function sampleProcess(pid: number): ProcessSample | null {
   }
 }
 
+/**
+ * CPU time of a process's main thread alone (its task whose id is the pid), from /proc; null
+ * once it is gone. Node's other threads (workers, the garbage collector's helpers, libuv's
+ * pool) count in sampleProcess but not here.
+ */
+export function mainThreadCpuMs(pid: number): number | null {
+  try {
+    const stat = readFileSync(`/proc/${pid}/task/${pid}/stat`, 'utf8')
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS_PER_SECOND
+  } catch {
+    return null
+  }
+}
+
 function statusKb(status: string, field: string): number {
   const m = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status)
   return m === null ? 0 : Number(m[1])
