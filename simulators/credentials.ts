@@ -1,7 +1,6 @@
 import { chmod, readFile, rename, writeFile } from 'node:fs/promises'
 import { z } from 'zod'
-import type { Commodity, IntervalMinutes } from './meter-payload.ts'
-import type { Persons } from './meter-model.ts'
+import type { MeterSpec } from './meter-model.ts'
 
 /**
  * The credentials file of a simulated fleet: a JSON array, one entry per meter. `metershare up`
@@ -13,25 +12,9 @@ import type { Persons } from './meter-model.ts'
  *    "persons": 3, "pv": true, "power": true, "seed": 1234 }]
  * ```
  */
-export interface MeterCredentials {
-  /** MQTT client id and username. */
-  meterId: string
+export interface MeterCredentials extends MeterSpec {
   /** MQTT password. */
   secret: string
-  commodity: Commodity
-  intervalMinutes: IntervalMinutes
-  /** Household size, 1–5 (electricity); drawn from the seed when absent. */
-  persons?: Persons
-  /** Photovoltaics: P25 import profile and an export register `1-0:2.8.0`. */
-  pv?: boolean
-  /** Also send average power `1-0:1.7.0` (and `1-0:2.7.0` with PV). */
-  power?: boolean
-  /** Seed of this meter's model (uint32); derived from the fleet seed and meter id when absent. */
-  seed?: number
-  /** Overrides of what the seed would draw. */
-  annualKwh?: number
-  pvPeakW?: number
-  annualGasM3?: number
   /** The household the simulator created for this meter, when it provisioned it. */
   householdId?: string
   email?: string

@@ -38,13 +38,15 @@ export interface MeterSpec {
   meterId: string
   commodity: Commodity
   intervalMinutes: IntervalMinutes
-  /** Household size (electricity: sets the annual consumption). */
+  /** Household size, 1–5 (electricity: sets the annual consumption). */
   persons?: Persons
-  /** Photovoltaics on the roof: P25 import and an export register. */
+  /** Photovoltaics on the roof: P25 import profile and an export register `1-0:2.8.0`. */
   pv?: boolean
   /** Also send average power of the interval (`1-0:1.7.0`, and `1-0:2.7.0` with PV). */
   power?: boolean
+  /** Seed of this meter's model (uint32); derived from the fleet seed and meter id when absent. */
   seed?: number
+  /** Overrides of what the seed would draw. */
   annualKwh?: number
   pvPeakW?: number
   annualGasM3?: number
