@@ -70,3 +70,23 @@ export function cursorListing<const P extends readonly CursorPart[]>(
     },
   }
 }
+
+/**
+ * A timestamptz as PostgreSQL prints it (`created_at::text`, e.g. `2026-10-01 00:30:00.123456+00`),
+ * checked before it goes back into a query: a forged key must be a 400, not a failing cast.
+ */
+const TIMESTAMP_TEXT_RE = /^(\d{4})-(\d{2})-(\d{2})[ T](\d{2}):(\d{2}):(\d{2})(\.\d{1,6})?(Z|[+-]\d{2}(:?\d{2}){0,2})?$/
+
+export function isTimestampText(s: string): boolean {
+  const m = TIMESTAMP_TEXT_RE.exec(s)
+  if (m === null) return false
+  const [mo, d, h, mi, sec] = [m[2], m[3], m[4], m[5], m[6]].map(Number) as [number, number, number, number, number]
+  return mo >= 1 && mo <= 12 && d >= 1 && d <= new Date(Date.UTC(Number(m[1]), mo, 0)).getUTCDate() && h <= 23 && mi <= 59 && sec <= 59
+}
+
+const BIGINT_MAX = 9_223_372_036_854_775_807n
+
+/** A non-negative bigint (int8) as decimal text. */
+export function isBigintText(s: string): boolean {
+  return /^\d{1,19}$/.test(s) && BigInt(s) <= BIGINT_MAX
+}

@@ -1,5 +1,5 @@
 import type { Kysely, Transaction } from 'kysely'
-import { CURSOR_NOT_RETURNED, cursorListing, type CursorListing } from '../../shared/cursor.ts'
+import { CURSOR_NOT_RETURNED, cursorListing, isBigintText, isTimestampText, type CursorListing } from '../../shared/cursor.ts'
 import type { Database } from '../../shared/db/schema.ts'
 import type { ConsentEvent } from '../../shared/db/tables/consent-log.ts'
 import type { ConsentKind, ConsentStatus } from '../../shared/db/tables/consents.ts'
@@ -306,14 +306,14 @@ const GRANT_KEY_CHARS_MAX = 64
 function grantOrderCursor(listing: string): CursorListing<readonly ['string', 'string']> {
   return cursorListing(listing, ['string', 'string'], {
     refusal: CURSOR_NOT_RETURNED,
-    accepts: ([validFrom, id]) => validFrom.length <= GRANT_KEY_CHARS_MAX && id.length <= GRANT_KEY_CHARS_MAX && !Number.isNaN(Date.parse(validFrom)),
+    accepts: ([validFrom, id]) => validFrom.length <= GRANT_KEY_CHARS_MAX && id.length <= GRANT_KEY_CHARS_MAX && isTimestampText(validFrom),
   })
 }
 
 const HOUSEHOLD_CONSENTS_CURSOR = grantOrderCursor('consents.household')
 const RECIPIENT_CONSENTS_CURSOR = grantOrderCursor('consents.recipient')
 /** Keyed by the log entry's id, a bigint as decimal text. */
-const CONSENT_LOG_CURSOR = cursorListing('consent_log', ['string'], { refusal: CURSOR_NOT_RETURNED, accepts: ([id]) => /^\d{1,19}$/.test(id) })
+const CONSENT_LOG_CURSOR = cursorListing('consent_log', ['string'], { refusal: CURSOR_NOT_RETURNED, accepts: ([id]) => isBigintText(id) })
 
 async function toConsents(db: Kysely<Database>, rows: repo.ConsentRow[]): Promise<Consent[]> {
   const meters = await repo.meterIdsOfConsents(

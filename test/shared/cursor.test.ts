@@ -1,6 +1,6 @@
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
-import { CURSOR_CHARS_MAX, CURSOR_NOT_OF_LISTING, CURSOR_NOT_RETURNED, cursorListing } from '../../shared/cursor.ts'
+import { CURSOR_CHARS_MAX, CURSOR_NOT_OF_LISTING, CURSOR_NOT_RETURNED, cursorListing, isBigintText, isTimestampText } from '../../shared/cursor.ts'
 import { InvalidInputError } from '../../shared/errors.ts'
 
 const made = (value: unknown) => Buffer.from(JSON.stringify(value), 'utf8').toString('base64url')
@@ -63,5 +63,15 @@ describe('cursorListing', () => {
     expect(cursor).toHaveLength(CURSOR_CHARS_MAX)
     expect(long.decode(cursor)).toEqual([key])
     expect(refusal(() => long.decode(long.encode([key + 'x'])))).toEqual({ message: CURSOR_NOT_OF_LISTING, field: 'cursor' })
+  })
+})
+
+describe('cursor key checks', () => {
+  it('accept the timestamps PostgreSQL prints and refuse anything a cast would fail on', () => {
+    for (const ok of ['2026-10-01 00:30:00+00', '2026-10-01 00:30:00.123456+02', '2026-10-01T00:30:00Z', '2026-02-28 23:59:59-05:30']) expect(isTimestampText(ok)).toBe(true)
+    for (const bad of ['x', '2026-02-30 00:00:00+00', '2026-10-01 24:00:00+00', '2026-10-01', "2026-10-01 00:00:00+00'; --"]) expect(isTimestampText(bad)).toBe(false)
+    expect(isBigintText('9223372036854775807')).toBe(true)
+    expect(isBigintText('9223372036854775808')).toBe(false)
+    expect(isBigintText('-1')).toBe(false)
   })
 })

@@ -1,6 +1,6 @@
 import { z } from 'zod'
 import { formatTimestamp } from '../../../shared/calendar.ts'
-import { CURSOR_NOT_RETURNED, cursorListing, type CursorListing } from '../../../shared/cursor.ts'
+import { CURSOR_NOT_RETURNED, cursorListing, isTimestampText, type CursorListing } from '../../../shared/cursor.ts'
 import { METER_ID_RE } from '../../../shared/ids.ts'
 import type { CreationKey } from '../../directory/directory-repository.ts'
 import {
@@ -70,7 +70,7 @@ const ID_KEY_CHARS_MAX = 128
 function creationOrderCursor(listing: string): CursorListing<readonly ['string', 'string']> {
   return cursorListing(listing, ['string', 'string'], {
     refusal: CURSOR_NOT_RETURNED,
-    accepts: ([createdAt, id]) => createdAt.length <= CREATED_AT_KEY_CHARS_MAX && id.length <= ID_KEY_CHARS_MAX,
+    accepts: ([createdAt, id]) => createdAt.length <= CREATED_AT_KEY_CHARS_MAX && isTimestampText(createdAt) && id.length <= ID_KEY_CHARS_MAX,
   })
 }
 
