@@ -1,18 +1,17 @@
-import { existsSync, mkdirSync } from 'node:fs'
+import { mkdirSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { parseArgs } from 'node:util'
 import v8 from 'node:v8'
 import vm from 'node:vm'
-import pg from 'pg'
 import { openDatabase } from '../../shared/db/database.ts'
 import { migrateToLatest } from '../../shared/db/migrator.ts'
 import { configureLogging } from '../../shared/logger.ts'
 import type { BrokerCounts, BrokerPolicy, BrokerStart, IngestFigures, PolicyFigures } from './ingest/broker-process.ts'
 import type { GeneratorConnected, GeneratorPlan, GeneratorResult } from './ingest/generator-plan.ts'
 import type { ReadingSeries } from './ingest/mqtt-frames.ts'
-import { summarizeProfile } from './support/cpu-profile.ts'
+import { BenchHarness, cleanUpOnSignal, describePostgres, exitWithUsageIf, numberOption, phasesOption, profileLines, progress, redact } from './support/harness.ts'
 import { describeMachine, packageVersion } from './support/machine.ts'
 import { NodeChild, cpuMsBetween, cpuMsByPid, mainThreadCpuMs, sampleMachine, sampleProcess } from './support/processes.ts'
 import { fmtFixed, fmtInt, fmtMb, fmtMs, fmtPercent, formatTable, mark, percentile } from './support/report.ts'
@@ -108,22 +107,10 @@ function parseOptions(argv: string[]): Options {
     },
     strict: true,
   })
-  if (values.help) {
-    process.stdout.write(USAGE + '\n')
-    process.exit(0)
-  }
+  exitWithUsageIf(values.help, USAGE)
   const quick = values.quick
-  const num = (name: string, raw: string | undefined, fallback: number, min: number): number => {
-    if (raw === undefined) return fallback
-    const n = Number(raw)
-    if (!Number.isFinite(n) || n < min) throw new Error(`--${name}: expected a number ≥ ${min}, got ${JSON.stringify(raw)}`)
-    return n
-  }
-  const only = new Set<Phase>()
-  for (const p of (values.only ?? PHASES.join(',')).split(',')) {
-    if (!(PHASES as readonly string[]).includes(p)) throw new Error(`--only: unknown phase ${JSON.stringify(p)} (phases: ${PHASES.join(', ')})`)
-    only.add(p as Phase)
-  }
+  const num = numberOption
+  const only = phasesOption(values.only, PHASES)
   const consents = Math.floor(num('consents', values.consents, quick ? 10_000 : 100_000, CONSENTS_PER_HOUSEHOLD))
   return {
     seconds: num('seconds', values.seconds, quick ? 3 : 10, 0.5),
@@ -143,47 +130,16 @@ function parseOptions(argv: string[]): Options {
 // ---------------------------------------------------------------------------------------------
 // Databases and processes
 
-class Bench {
-  private readonly dbPrefix = `metershare_fanout_${process.pid}`
-  private readonly createdDatabases: string[] = []
-  private readonly children = new Set<NodeChild>()
+class Bench extends BenchHarness {
   interrupted = false
   template: string | null = null
   world: FanoutWorld | null = null
-  private phaseCounter = 0
 
   constructor(
     readonly opts: Options,
-    readonly adminUrl: string,
-  ) {}
-
-  databaseUrl(name: string): string {
-    const u = new URL(this.adminUrl)
-    u.pathname = '/' + name
-    return u.toString()
-  }
-
-  async admin(text: string): Promise<pg.QueryResult> {
-    const client = new pg.Client({ connectionString: this.adminUrl })
-    await client.connect()
-    try {
-      return await client.query(text)
-    } finally {
-      await client.end()
-    }
-  }
-
-  async createDatabase(suffix: string, template: string | null = null): Promise<string> {
-    const name = `${this.dbPrefix}_${suffix}`
-    await this.admin(`CREATE DATABASE ${name}${template !== null ? ` TEMPLATE ${template}` : ''}`)
-    this.createdDatabases.push(name)
-    return name
-  }
-
-  async dropDatabase(name: string): Promise<void> {
-    await this.admin(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`)
-    const i = this.createdDatabases.indexOf(name)
-    if (i >= 0) this.createdDatabases.splice(i, 1)
+    adminUrl: string,
+  ) {
+    super(adminUrl, `metershare_fanout_${process.pid}`, import.meta.dirname)
   }
 
   async prepareWorld(): Promise<void> {
@@ -203,26 +159,8 @@ class Bench {
     this.template = name
   }
 
-  spawn(name: string, script: string, execArgv: string[] = []): NodeChild {
-    const child = new NodeChild(name, path.join(import.meta.dirname, script), { execArgv })
-    this.children.add(child)
-    void child.exited.then(() => this.children.delete(child))
-    return child
-  }
-
-  nextSlug(slug: string): string {
-    return `${++this.phaseCounter}_${slug.replace(/\W/g, '_')}`
-  }
-
   async cleanup(): Promise<void> {
-    await Promise.all([...this.children].map((c) => c.stop(5_000)))
-    for (const name of [...this.createdDatabases]) {
-      try {
-        await this.dropDatabase(name)
-      } catch (err) {
-        process.stderr.write(`could not drop database ${name}: ${(err as Error).message}\n`)
-      }
-    }
+    await this.stopChildrenAndDropDatabases()
   }
 }
 
@@ -493,7 +431,7 @@ async function runLoad(bench: Bench, spec: LoadSpec, round: number): Promise<Loa
     recipients = null
     await broker.close()
     if (broker.profileFile !== null) {
-      figures.profile = profileLines(broker.profileFile, from, to)
+      figures.profile = profileLines(broker.profileFile, from, to, PROFILE_TOP)
       if (from === null || to === null) notes.push('the broker did not answer in time to mark the window: its profile covers its whole life')
     }
     progress(`${label}: ${fmtInt(figures.ingestedPerSecond)} readings/s in, ${fmtInt(figures.forwardedPerSecond)} datums/s out, p99 ${fmtMs(figures.p99Us)} ms`)
@@ -520,18 +458,6 @@ async function settleDeliveries(recipients: NodeChild, expected: number): Promis
     } else if (Date.now() - quietSince >= SETTLE_QUIET_MS || Date.now() > deadline) return delivered
     await new Promise((r) => setTimeout(r, SETTLE_POLL_MS))
   }
-}
-
-function profileLines(file: string, fromUs: number | null, toUs: number | null): string[] {
-  if (!existsSync(file)) return [`(no profile written at ${file})`]
-  const window = fromUs !== null && toUs !== null ? { fromUs, toUs } : {}
-  const p = summarizeProfile(file, { root: path.resolve(import.meta.dirname, '../..'), top: PROFILE_TOP, ...window })
-  const list = (entries: Array<{ name: string; share: number }>): string => entries.map((e) => `${fmtPercent(e.share)} ${e.name}`).join(', ')
-  return [
-    `broker CPU profile over ${'fromUs' in window ? 'the window' : 'its life'} (${fmtInt(p.windowMs)} ms, self time): ${file}`,
-    `  by module:   ${list(p.byModule)}`,
-    `  by function: ${list(p.byFunction)}`,
-  ]
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -567,10 +493,6 @@ async function runView(bench: Bench): Promise<ViewFigures> {
 
 // ---------------------------------------------------------------------------------------------
 // Output
-
-function progress(line: string): void {
-  process.stderr.write(`… ${line}\n`)
-}
 
 function roundLabel(label: string, round: number, rounds: number): string {
   return rounds > 1 ? `${label} #${round}` : label
@@ -674,25 +596,14 @@ async function main(): Promise<number> {
   const adminUrl = process.env.BENCH_DATABASE_URL ?? DEFAULT_DATABASE_URL
   configureLogging({ level: 'silent' })
   const bench = new Bench(opts, adminUrl)
-  let interrupted = false
-  const onSignal = (): void => {
-    if (interrupted) process.exit(130)
-    interrupted = true
-    bench.interrupted = true
-    process.stderr.write('\ninterrupted: cleaning up (again to quit at once)\n')
-    void bench.cleanup().finally(() => process.exit(130))
-  }
-  process.on('SIGINT', onSignal)
-  process.on('SIGTERM', onSignal)
+  cleanUpOnSignal(bench)
 
   const out = (line = ''): void => void process.stdout.write(line + '\n')
   out('# metershare fan-out benchmark')
   out()
   for (const line of describeMachine()) out(line)
   try {
-    const r = await bench.admin(`SELECT version() AS v, current_setting('fsync') AS fsync, current_setting('synchronous_commit') AS sc, current_setting('shared_buffers') AS sb`)
-    const row = r.rows[0] as { v: string; fsync: string; sc: string; sb: string }
-    out(`PostgreSQL ${row.v.split(' on ')[0]} (fsync ${row.fsync}, synchronous_commit ${row.sc}, shared_buffers ${row.sb}) at ${redact(adminUrl)}`)
+    out(await describePostgres(bench))
   } catch (err) {
     out(`PostgreSQL unavailable at ${redact(adminUrl)}: ${(err as Error).message}`)
     out('every phase needs PostgreSQL: nothing measured')
@@ -825,12 +736,6 @@ async function main(): Promise<number> {
     out(`${problems} problem(s) in the load phases: see the notes above.`)
   }
   return problems > 0 || failed.length > 0 ? 1 : 0
-}
-
-function redact(url: string): string {
-  const u = new URL(url)
-  if (u.password !== '') u.password = '***'
-  return u.toString()
 }
 
 process.exitCode = await main()

@@ -2,7 +2,6 @@ import { cpSync, existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { parseArgs } from 'node:util'
-import pg from 'pg'
 import { openDatabase } from '../../shared/db/database.ts'
 import { migrateToLatest } from '../../shared/db/migrator.ts'
 import { meterReadingsTopic } from '../../shared/topics.ts'
@@ -11,7 +10,7 @@ import { benchMeterId, provisionWorld, type BenchMeter } from './ingest/bench-wo
 import type { BrokerCounts, BrokerStart, IngestFigures } from './ingest/broker-process.ts'
 import { refillMinOf, type GeneratorConnected, type GeneratorPlan, type GeneratorResult } from './ingest/generator-plan.ts'
 import type { ReadingSeries } from './ingest/mqtt-frames.ts'
-import { summarizeProfile } from './support/cpu-profile.ts'
+import { BenchHarness, cleanUpOnSignal, describePostgres, exitWithUsageIf, numberOption, phasesOption, profileLines, progress, redact } from './support/harness.ts'
 import { commandVersion, describeMachine, packageVersion } from './support/machine.ts'
 import { MOSQUITTO_BIN, MOSQUITTO_SUB_BIN, startCountingSubscriber, startMosquitto, type CountingSubscriber } from './support/mosquitto.ts'
 import { NodeChild, cpuMsBetween, cpuMsByPid, descriptorsOf, sampleMachine, sampleProcess } from './support/processes.ts'
@@ -96,22 +95,10 @@ function parseOptions(argv: string[]): Options {
     },
     strict: true,
   })
-  if (values.help) {
-    process.stdout.write(USAGE + '\n')
-    process.exit(0)
-  }
+  exitWithUsageIf(values.help, USAGE)
   const quick = values.quick
-  const num = (name: string, raw: string | undefined, fallback: number, min: number): number => {
-    if (raw === undefined) return fallback
-    const n = Number(raw)
-    if (!Number.isFinite(n) || n < min) throw new Error(`--${name}: expected a number ≥ ${min}, got ${JSON.stringify(raw)}`)
-    return n
-  }
-  const only = new Set<Phase>()
-  for (const p of (values.only ?? PHASES.join(',')).split(',')) {
-    if (!(PHASES as readonly string[]).includes(p)) throw new Error(`--only: unknown phase ${JSON.stringify(p)} (phases: ${PHASES.join(', ')})`)
-    only.add(p as Phase)
-  }
+  const num = numberOption
+  const only = phasesOption(values.only, PHASES)
   return {
     seconds: num('seconds', values.seconds, quick ? 2 : 10, 0.1),
     warmupSeconds: num('warmup', values.warmup, quick ? 0.5 : 2, 0),
@@ -161,11 +148,8 @@ interface ServerUnderTest {
   close(): Promise<void>
 }
 
-class Bench {
+class Bench extends BenchHarness {
   private readonly tmp = mkdtempSync(path.join(os.tmpdir(), 'metershare-bench-'))
-  private readonly dbPrefix = `metershare_bench_${process.pid}`
-  private readonly createdDatabases: string[] = []
-  private readonly children = new Set<NodeChild>()
   /** Stops of processes that are not Node children (Mosquitto, its subscriber). */
   private readonly stoppers = new Set<() => Promise<void>>()
   interrupted = false
@@ -173,33 +157,16 @@ class Bench {
   private pgliteTemplate: string | null = null
   pgMeters: BenchMeter[] = []
   pgliteMeters: BenchMeter[] = []
-  private phaseCounter = 0
 
   constructor(
     readonly opts: Options,
-    readonly adminUrl: string,
-  ) {}
-
-  databaseUrl(name: string): string {
-    const u = new URL(this.adminUrl)
-    u.pathname = '/' + name
-    return u.toString()
-  }
-
-  async admin(text: string): Promise<pg.QueryResult> {
-    const client = new pg.Client({ connectionString: this.adminUrl })
-    await client.connect()
-    try {
-      return await client.query(text)
-    } finally {
-      await client.end()
-    }
+    adminUrl: string,
+  ) {
+    super(adminUrl, `metershare_bench_${process.pid}`, import.meta.dirname)
   }
 
   async preparePostgres(meters: number, occupied: number): Promise<void> {
-    const name = `${this.dbPrefix}_template`
-    await this.admin(`CREATE DATABASE ${name}`)
-    this.createdDatabases.push(name)
+    const name = await this.createDatabase('template')
     const handle = await openDatabase({ databaseUrl: this.databaseUrl(name), pgliteDir: null, pgliteFsync: false, poolSize: 10 })
     try {
       await migrateToLatest(handle.db)
@@ -222,13 +189,6 @@ class Bench {
     this.pgliteTemplate = dir
   }
 
-  spawn(name: string, script: string, execArgv: string[] = []): NodeChild {
-    const child = new NodeChild(name, path.join(import.meta.dirname, script), { execArgv })
-    this.children.add(child)
-    void child.exited.then(() => this.children.delete(child))
-    return child
-  }
-
   /** A fresh server for one phase (its own database copy); `close` is idempotent. */
   async startServer(target: Target, slug: string): Promise<ServerUnderTest> {
     const server = await this.startServerOnce(target, slug)
@@ -237,7 +197,7 @@ class Bench {
   }
 
   private async startServerOnce(target: Target, slug: string): Promise<ServerUnderTest> {
-    const phaseSlug = `${++this.phaseCounter}_${slug.replace(/\W/g, "_")}`
+    const phaseSlug = this.nextSlug(slug)
     if (target.kind === 'mosquitto') {
       const dir = path.join(this.tmp, `mosquitto-${phaseSlug}`)
       mkdirSync(dir)
@@ -264,9 +224,7 @@ class Bench {
     let removeDir: string | null = null
     if (target.kind === 'bare') start = { type: 'start', kind: 'bare' }
     else if (target.backend === 'postgres') {
-      const name = `${this.dbPrefix}_${phaseSlug}`
-      await this.admin(`CREATE DATABASE ${name} TEMPLATE ${this.pgTemplate!}`)
-      this.createdDatabases.push(name)
+      const name = await this.createDatabase(phaseSlug, this.pgTemplate!)
       dropDatabase = name
       start = { type: 'start', kind: 'metershare', databaseUrl: this.databaseUrl(name), pgliteDir: null, timezone: TIMEZONE }
     } else {
@@ -330,12 +288,6 @@ class Bench {
     }
   }
 
-  async dropDatabase(name: string): Promise<void> {
-    await this.admin(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`)
-    const i = this.createdDatabases.indexOf(name)
-    if (i >= 0) this.createdDatabases.splice(i, 1)
-  }
-
   private cleaning: Promise<void> | null = null
 
   /** Stops every process, drops every database and removes the temporary folder; once. */
@@ -345,15 +297,7 @@ class Bench {
   }
 
   private async cleanupOnce(): Promise<void> {
-    await Promise.all([...this.children].map((c) => c.stop(5_000)))
-    await Promise.all([...this.stoppers].map((stop) => stop()))
-    for (const name of [...this.createdDatabases].reverse()) {
-      try {
-        await this.dropDatabase(name)
-      } catch (err) {
-        process.stderr.write(`could not drop database ${name}: ${(err as Error).message}\n`)
-      }
-    }
+    await this.stopChildrenAndDropDatabases(() => Promise.all([...this.stoppers].map((stop) => stop())))
     rmSync(this.tmp, { recursive: true, force: true })
   }
 
@@ -547,7 +491,7 @@ async function runLoad(bench: Bench, spec: LoadSpec): Promise<LoadFigures> {
     await Promise.all(generators.map((g) => g.stop()))
     generators = []
     await server.close()
-    if (profiled) figures.profile = profileLines(server.profileFile!, from, to)
+    if (profiled) figures.profile = profileLines(server.profileFile!, from, to, PROFILE_TOP)
     if (profiled && (from === null || to === null)) notes.push('the broker did not answer in time to mark the window: its profile covers its whole life')
     progress(`${spec.label}: ${fmtInt(figures.readingsPerSecond)} readings/s, ${check}`)
     return figures
@@ -663,21 +607,7 @@ async function markOrNull(server: ServerUnderTest): Promise<number | null> {
   }
 }
 
-function profileLines(file: string, fromUs: number | null, toUs: number | null): string[] {
-  if (!existsSync(file)) return [`(no profile written at ${file})`]
-  const window = fromUs !== null && toUs !== null ? { fromUs, toUs } : {}
-  const p = summarizeProfile(file, { root: path.resolve(import.meta.dirname, '../..'), top: PROFILE_TOP, ...window })
-  const list = (entries: Array<{ name: string; share: number }>): string => entries.map((e) => `${fmtPercent(e.share)} ${e.name}`).join(', ')
-  return [
-    `broker CPU profile over ${'fromUs' in window ? 'the window' : 'its life'} (${fmtInt(p.windowMs)} ms, self time): ${file}`,
-    `  by module:   ${list(p.byModule)}`,
-    `  by function: ${list(p.byFunction)}`,
-  ]
-}
 
-function progress(line: string): void {
-  process.stderr.write(`… ${line}\n`)
-}
 
 // ---------------------------------------------------------------------------------------------
 // Output
@@ -760,16 +690,7 @@ async function main(): Promise<number> {
   const opts = parseOptions(process.argv.slice(2))
   const adminUrl = process.env.BENCH_DATABASE_URL ?? DEFAULT_DATABASE_URL
   const bench = new Bench(opts, adminUrl)
-  let interrupted = false
-  const onSignal = (): void => {
-    if (interrupted) process.exit(130)
-    interrupted = true
-    bench.interrupted = true
-    process.stderr.write('\ninterrupted: cleaning up (again to quit at once)\n')
-    void bench.cleanup().finally(() => process.exit(130))
-  }
-  process.on('SIGINT', onSignal)
-  process.on('SIGTERM', onSignal)
+  cleanUpOnSignal(bench)
 
   const out = (line = ''): void => void process.stdout.write(line + '\n')
   out('# metershare ingest benchmark')
@@ -778,9 +699,7 @@ async function main(): Promise<number> {
 
   let pgReason: string | null = null
   try {
-    const r = await bench.admin(`SELECT version() AS v, current_setting('fsync') AS fsync, current_setting('synchronous_commit') AS sc, current_setting('shared_buffers') AS sb`)
-    const row = r.rows[0] as { v: string; fsync: string; sc: string; sb: string }
-    out(`PostgreSQL ${row.v.split(' on ')[0]} (fsync ${row.fsync}, synchronous_commit ${row.sc}, shared_buffers ${row.sb}) at ${redact(adminUrl)}`)
+    out(await describePostgres(bench))
   } catch (err) {
     pgReason = `no PostgreSQL at ${redact(adminUrl)}: ${(err as Error).message}`
     out(`PostgreSQL unavailable (${pgReason}): PostgreSQL phases skipped`)
@@ -957,10 +876,5 @@ async function main(): Promise<number> {
   return failures > 0 || failed.length > 0 ? 1 : 0
 }
 
-function redact(url: string): string {
-  const u = new URL(url)
-  if (u.password !== '') u.password = '***'
-  return u.toString()
-}
 
 process.exitCode = await main()

@@ -1,25 +1,15 @@
-import { generate, parser, type Packet } from 'mqtt-packet'
+import { generate } from 'mqtt-packet'
 import { describe, expect, it } from 'vitest'
+import { decodeMqtt } from '../support/mqtt-decode.ts'
 import { SubscriberReader, readingNumberOf, recipientConnectFrame, subscribeFrame, writePuback } from './subscriber-frames.ts'
 
 const series = { tsStartMs: Date.UTC(2020, 0, 1), tsStepMs: 15 * 60_000 }
-
-function decode(bytes: Buffer): Packet[] {
-  const p = parser({ protocolVersion: 4 })
-  const packets: Packet[] = []
-  p.on('packet', (packet: Packet) => packets.push(packet))
-  p.on('error', (err: Error) => {
-    throw err
-  })
-  p.parse(bytes)
-  return packets
-}
 
 describe('the benchmark recipients frames', () => {
   it('encodes a CONNECT, a SUBSCRIBE and PUBACKs that a standard parser reads back', () => {
     const out = Buffer.alloc(8)
     const end = writePuback(out, writePuback(out, 0, 1), 65_535)
-    const packets = decode(
+    const packets = decodeMqtt(
       Buffer.concat([
         recipientConnectFrame({ clientId: 'bench-recipient-1', username: 'pty_x', password: 'pty_x.secret', keepaliveSeconds: 600 }),
         subscribeFrame('readings/+', 7, 1),

@@ -1,4 +1,5 @@
 import { generate } from 'mqtt-packet'
+import { MqttFrameSplitter } from '../support/mqtt-frame-splitter.ts'
 
 /**
  * MQTT 3.1.1 for the benchmark's recipients, on plain sockets: CONNECT and SUBSCRIBE encoded
@@ -47,34 +48,12 @@ export interface SubscriberEvents {
 
 /** Reads the packets a broker sends a subscriber from a byte stream that may cut them anywhere. */
 export class SubscriberReader {
-  private rest: Buffer | null = null
+  private readonly splitter = new MqttFrameSplitter((first, buf, from, to) => this.packet(first, buf, from, to))
 
   constructor(private readonly on: SubscriberEvents) {}
 
   push(chunk: Buffer): void {
-    const buf = this.rest === null ? chunk : Buffer.concat([this.rest, chunk])
-    this.rest = null
-    let at = 0
-    while (buf.length - at >= 2) {
-      const first = buf[at]!
-      let length = 0
-      let multiplier = 1
-      let p = at + 1
-      let complete = false
-      for (let i = 0; i < 4 && p < buf.length; i++) {
-        const b = buf[p++]!
-        length += (b & 0x7f) * multiplier
-        multiplier *= 128
-        if ((b & 0x80) === 0) {
-          complete = true
-          break
-        }
-      }
-      if (!complete || buf.length - p < length) break
-      this.packet(first, buf, p, p + length)
-      at = p + length
-    }
-    if (at < buf.length) this.rest = Buffer.from(buf.subarray(at))
+    this.splitter.push(chunk)
   }
 
   private packet(first: number, buf: Buffer, from: number, to: number): void {

@@ -1,22 +1,12 @@
-import { parser, type IPublishPacket, type Packet } from 'mqtt-packet'
+import type { IPublishPacket } from 'mqtt-packet'
 import { describe, expect, it } from 'vitest'
+import { decodeMqtt } from '../support/mqtt-decode.ts'
 import { DEFAULT_INGEST_LIMITS } from '../../../shared/config.ts'
 import { validatePayload } from '../../../services/metering/ingest-validation.ts'
 import { FrameReader, INDEX_START, PACKET_TYPE, publishTemplate, writePublish, type ReadingSeries } from './mqtt-frames.ts'
 
 const series: ReadingSeries = { tsStartMs: Date.UTC(2020, 0, 1), tsStepMs: 15 * 60_000, indexStepWh: 25 }
 const meter = { meterId: 'bench-m000042', commodity: 'electricity' as const }
-
-function decode(bytes: Buffer): Packet[] {
-  const p = parser({ protocolVersion: 4 })
-  const packets: Packet[] = []
-  p.on('packet', (packet: Packet) => packets.push(packet))
-  p.on('error', (err: Error) => {
-    throw err
-  })
-  p.parse(bytes)
-  return packets
-}
 
 describe('the load generator frames', () => {
   it('patches message ids, timestamps and indexes into frames that decode as valid distinct readings', () => {
@@ -27,7 +17,7 @@ describe('the load generator frames', () => {
     at = writePublish(out, at, t, 1, series, 2)
     writePublish(out, at, t, 2, series, 3)
 
-    const packets = decode(out) as IPublishPacket[]
+    const packets = decodeMqtt(out) as IPublishPacket[]
     expect(packets.map((p) => [p.cmd, p.qos, p.messageId, p.topic])).toEqual([
       ['publish', 1, 65_535, 'meters/bench-m000042/readings'],
       ['publish', 1, 1, 'meters/bench-m000042/readings'],
@@ -45,7 +35,7 @@ describe('the load generator frames', () => {
     const t = publishTemplate(meter.meterId, 100)
     const out = Buffer.alloc(t.frame.length)
     writePublish(out, 0, t, 7, series, 201)
-    const [packet] = decode(out) as IPublishPacket[]
+    const [packet] = decodeMqtt(out) as IPublishPacket[]
     const message = validatePayload(meter, packet!.payload as Buffer, Date.now(), DEFAULT_INGEST_LIMITS)
     expect(message.rejects).toEqual([])
     expect(message.datums).toHaveLength(100)

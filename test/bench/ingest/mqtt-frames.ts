@@ -1,6 +1,7 @@
 import { generate } from 'mqtt-packet'
 import { OBIS_IMPORT_ENERGY_TOTAL } from '../../../shared/obis.ts'
 import { meterReadingsTopic } from '../../../shared/topics.ts'
+import { MqttFrameSplitter } from '../support/mqtt-frame-splitter.ts'
 
 /**
  * MQTT 3.1.1 frames for the load generator, encoded once with mqtt-packet and patched in place
@@ -105,39 +106,13 @@ function writeDigits(out: Buffer, at: number, value: number): void {
  * the message id of a PUBACK, the flags and return code of a CONNACK.
  */
 export class FrameReader {
-  private rest: Buffer | null = null
+  private readonly splitter: MqttFrameSplitter
 
-  constructor(private readonly onPacket: (type: number, head: number, flagsByte: number) => void) {}
+  constructor(onPacket: (type: number, head: number, flagsByte: number) => void) {
+    this.splitter = new MqttFrameSplitter((first, buf, from, to) => onPacket(first >> 4, to - from >= 2 ? buf.readUInt16BE(from) : 0, first))
+  }
 
   push(chunk: Buffer): void {
-    const buf = this.rest === null ? chunk : Buffer.concat([this.rest, chunk])
-    this.rest = null
-    let at = 0
-    while (at < buf.length) {
-      const start = at
-      if (buf.length - at < 2) break
-      const first = buf[at]!
-      let length = 0
-      let multiplier = 1
-      let p = at + 1
-      let complete = false
-      for (let i = 0; i < 4 && p < buf.length; i++) {
-        const b = buf[p++]!
-        length += (b & 0x7f) * multiplier
-        multiplier *= 128
-        if ((b & 0x80) === 0) {
-          complete = true
-          break
-        }
-      }
-      if (!complete || buf.length - p < length) {
-        at = start
-        break
-      }
-      const head = length >= 2 ? buf.readUInt16BE(p) : 0
-      this.onPacket(first >> 4, head, first)
-      at = p + length
-    }
-    if (at < buf.length) this.rest = Buffer.from(buf.subarray(at))
+    this.splitter.push(chunk)
   }
 }
