@@ -13,8 +13,9 @@ import { fromTransferable, type CommitReply, type CommitRequest, type IngestWork
  */
 const data = workerData as IngestWorkerData
 configureLogging({ level: data.logLevel })
-const handle = await openDatabase({ databaseUrl: data.databaseUrl, pgliteDir: null, pgliteFsync: false, poolSize: 2, applicationName: 'metershare:ingest' })
-const ctx = { dialect: handle.dialect, dayOf: createDayResolver(data.timezone), tails: new MeterTails() }
+const handle = await openDatabase({ databaseUrl: data.databaseUrl, pgliteDir: null, pgliteFsync: false, poolSize: 1, applicationName: 'metershare:ingest' })
+// One connection: commits run one after the other anyway, and COPY needs to know the transaction's connection.
+const ctx = { dialect: handle.dialect, dayOf: createDayResolver(data.timezone), tails: new MeterTails(), copyIn: handle.copyIn }
 
 // One transaction at a time, in the order asked: each group sees what the previous one stored.
 let previous: Promise<void> = Promise.resolve()

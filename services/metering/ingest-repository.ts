@@ -1,4 +1,5 @@
 import { sql, type Transaction } from 'kysely'
+import { copyText } from '../../shared/db/database.ts'
 import type { Database } from '../../shared/db/schema.ts'
 import type { RegisterValues } from '../../shared/wire.ts'
 import type { QuarantineItem } from './ingest-validation.ts'
@@ -142,8 +143,11 @@ export async function writeBatch(
   readings: NewReading[],
   rollups: RollupDelta[],
   quarantine: QuarantineItem[],
+  copyIn: CopyIn | null = null,
 ): Promise<Array<{ meterId: string; householdId: string | null; day: string; created: boolean }>> {
-  const readingsDoc = JSON.stringify(readings.map((r) => ({ m: r.meterId, t: new Date(r.tsMs).toISOString(), h: r.householdId, v: r.values })))
+  if (copyIn !== null && readings.length > 0) await copyReadings(copyIn, readings)
+  const readingsDoc =
+    copyIn !== null ? '[]' : JSON.stringify(readings.map((r) => ({ m: r.meterId, t: new Date(r.tsMs).toISOString(), h: r.householdId, v: r.values })))
   const rollupsDoc = JSON.stringify(
     rollups.map((d) => ({
       m: d.meterId,
@@ -188,4 +192,16 @@ export async function writeBatch(
       updated_at = now()
     RETURNING r.meter_id, r.household_id, r.day, (r.xmax = 0) AS created`.execute(trx)
   return result.rows.map((r) => ({ meterId: r.meter_id, householdId: r.household_id, day: r.day, created: r.created }))
+}
+
+/** `COPY … FROM STDIN` on the transaction's connection (PostgreSQL with one connection). */
+export type CopyIn = (copySql: string, rows: string) => Promise<void>
+
+/** The datums by COPY: the same rows `writeBatch`'s INSERT would store, several times faster. */
+async function copyReadings(copyIn: CopyIn, readings: NewReading[]): Promise<void> {
+  let rows = ''
+  for (const r of readings) {
+    rows += `${copyText(r.meterId)}\t${new Date(r.tsMs).toISOString()}\t${copyText(r.householdId)}\t${copyText(JSON.stringify(r.values))}\n`
+  }
+  await copyIn('COPY readings (meter_id, ts, household_id, values) FROM STDIN', rows)
 }

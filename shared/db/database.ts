@@ -1,9 +1,12 @@
 import { existsSync, mkdirSync } from 'node:fs'
 import path from 'node:path'
+import { Readable } from 'node:stream'
+import { pipeline } from 'node:stream/promises'
 import { PGlite } from '@electric-sql/pglite'
 import { btree_gist } from '@electric-sql/pglite/contrib/btree_gist'
 import { Kysely, PGliteDialect, PostgresDialect, sql } from 'kysely'
 import pg from 'pg'
+import { from as copyFrom } from 'pg-copy-streams'
 import { log } from '../logger.ts'
 import { DurableNodeFS, syncFolderTree } from './pglite-durable-fs.ts'
 import type { Database } from './schema.ts'
@@ -36,8 +39,22 @@ export interface DatabaseHandle {
   url: string | null
   /** Subscribe to a NOTIFY channel; resolves to an unsubscribe function. */
   listen(channel: string, onPayload: (payload: string) => void): Promise<() => Promise<void>>
+  /**
+   * PostgreSQL opened with `poolSize: 1` only (null otherwise): `COPY … FROM STDIN` of rows in
+   * COPY's text format, on the one connection, i.e. inside the transaction it is running. COPY
+   * stores rows several times faster than `INSERT … SELECT`. (PGlite hangs on COPY FROM STDIN.)
+   */
+  copyIn: ((copySql: string, rows: string) => Promise<void>) | null
   close(): Promise<void>
 }
+
+/** A value in COPY's text format: backslash, tab, newline and carriage return escaped; null as \N. */
+export function copyText(value: string | null): string {
+  if (value === null) return '\\N'
+  return /[\\\t\n\r]/.test(value) ? value.replace(/[\\\t\n\r]/g, (c) => COPY_ESCAPES[c]!) : value
+}
+
+const COPY_ESCAPES: Record<string, string> = { '\\': '\\\\', '\t': '\\t', '\n': '\\n', '\r': '\\r' }
 
 const OID = { bytea: 17, int8: 20, date: 1082, numeric: 1700 } as const
 
@@ -104,6 +121,7 @@ export function wrapPglite(pglite: PGlite, options: { checkpointIntervalMs: numb
     db,
     dialect: 'pglite',
     url: null,
+    copyIn: null,
     async listen(channel, onPayload) {
       const unlisten = await pglite.listen(channel, onPayload)
       return async () => {
@@ -134,10 +152,22 @@ async function openPostgres(url: string, options: DatabaseOptions): Promise<Data
   const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) })
   const listeners = new Set<PgListener>()
   let closed = false
+  let copyIn: DatabaseHandle['copyIn'] = null
+  if (options.poolSize === 1) {
+    // With one connection, the client checked out is the one the running transaction holds.
+    let inUse: pg.PoolClient | null = null
+    pool.on('acquire', (client) => (inUse = client))
+    pool.on('release', () => (inUse = null))
+    copyIn = async (copySql, rows) => {
+      if (inUse === null) throw new Error('assertion failed: COPY outside a transaction')
+      await pipeline(Readable.from([rows]), inUse.query(copyFrom(copySql)))
+    }
+  }
   return {
     db,
     dialect: 'postgres',
     url,
+    copyIn,
     async listen(channel, onPayload) {
       const listener = new PgListener({ ...poolConfig, application_name: `${poolConfig.application_name}:listen` }, channel, onPayload)
       await listener.start()

@@ -1,6 +1,6 @@
 import { sql } from 'kysely'
 import { expect, it } from 'vitest'
-import { LISTEN_RESUMED_PAYLOAD } from '../../../shared/db/database.ts'
+import { LISTEN_RESUMED_PAYLOAD, copyText, openDatabase } from '../../../shared/db/database.ts'
 import { waitFor } from '../../support/broker.ts'
 import { describeDatabases, describePostgres } from '../../support/database.ts'
 
@@ -39,6 +39,42 @@ describePostgres('LISTEN on PostgreSQL', (t) => {
       await waitFor(() => heard.includes('after'), 5_000, 'a notification after the reconnection')
     } finally {
       await unlisten()
+    }
+  })
+})
+
+describePostgres('COPY on a one-connection handle', (t) => {
+  it('stores awkward text exactly, inside the running transaction, and only there', async () => {
+    expect(t.handle.copyIn).toBeNull()
+    const one = await openDatabase({ databaseUrl: t.url, pgliteDir: null, pgliteFsync: false, poolSize: 1 })
+    try {
+      const copyIn = one.copyIn!
+      expect(copyIn).not.toBeNull()
+      await sql`CREATE TABLE copy_probe (a text, b text)`.execute(one.db)
+      const awkward = 'tab\there, new\nline, cr\r, back\\slash \\N, "quoted", é'
+      const row = (a: string | null, b: string | null): string => `${copyText(a)}\t${copyText(b)}\n`
+      await one.db.transaction().execute(async (trx) => {
+        await copyIn('COPY copy_probe (a, b) FROM STDIN', row(awkward, null) + row('plain', '\\N'))
+        const inside = await sql<{ n: number }>`SELECT count(*)::int AS n FROM copy_probe`.execute(trx)
+        expect(inside.rows[0]!.n).toBe(2)
+      })
+      const stored = await sql<{ a: string; b: string | null }>`SELECT a, b FROM copy_probe ORDER BY a DESC`.execute(one.db)
+      expect(stored.rows).toEqual([
+        { a: awkward, b: null },
+        { a: 'plain', b: '\\N' },
+      ])
+      // Rolled back with its transaction like any other statement.
+      await expect(
+        one.db.transaction().execute(async () => {
+          await copyIn('COPY copy_probe (a, b) FROM STDIN', row('rolled back', 'x'))
+          throw new Error('abort')
+        }),
+      ).rejects.toThrow('abort')
+      const after = await sql<{ n: number }>`SELECT count(*)::int AS n FROM copy_probe`.execute(one.db)
+      expect(after.rows[0]!.n).toBe(2)
+      await expect(copyIn('COPY copy_probe (a, b) FROM STDIN', row('outside', 'x'))).rejects.toThrow('COPY outside a transaction')
+    } finally {
+      await one.close()
     }
   })
 })
