@@ -2,7 +2,7 @@ import { Worker } from 'node:worker_threads'
 import type { Logger } from 'pino'
 import type { CommitResult } from '../services/metering/ingest-service.ts'
 import type { ValidatedMessage } from '../services/metering/ingest-validation.ts'
-import { resultFromTransferable, type CommitReply, type IngestWorkerData } from './ingest-worker-protocol.ts'
+import { packCommit, resultFromTransferable, type CommitReply, type IngestWorkerData } from './ingest-worker-protocol.ts'
 
 /** Longest wait for the ingest thread to open its database connections. */
 export const INGEST_THREAD_START_MS_MAX = 30_000
@@ -36,7 +36,8 @@ export class IngestThread {
         new Promise<CommitResult>((resolve, reject) => {
           const id = this.nextId++
           this.pending.set(id, { resolve, reject })
-          this.worker.postMessage({ id, messages })
+          const { request, transfer } = packCommit(id, messages)
+          this.worker.postMessage(request, transfer)
         }),
     )
   }

@@ -8,10 +8,19 @@ export interface IngestWorkerData {
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent'
 }
 
+/**
+ * A group to commit. The payloads travel packed in one buffer, transferred rather than copied:
+ * a payload aedes hands over is a view of the socket chunk it came in, and structured clone
+ * would copy each chunk whole (about 25 times the payload bytes under load).
+ */
 export interface CommitRequest {
   id: number
-  messages: ValidatedMessage[]
+  messages: PackedMessage[]
+  payloads: Uint8Array
 }
+
+/** A validated message without its payload; its bytes end at `payloadEnd` in the packed buffer, after the previous message's. */
+export type PackedMessage = Omit<ValidatedMessage, 'payload'> & { payloadEnd: number }
 
 export type CommitReply = { id: number; result: CommitResult } | { id: number; error: { message: string; code: string | undefined } }
 
@@ -23,8 +32,28 @@ function item(q: QuarantineItem): QuarantineItem {
   return { ...q, payload: buffer(q.payload) }
 }
 
-export function fromTransferable(m: ValidatedMessage): ValidatedMessage {
-  return { ...m, payload: buffer(m.payload), rejects: m.rejects.map(item) }
+/** The request for a group, and what to transfer with it. */
+export function packCommit(id: number, messages: ValidatedMessage[]): { request: CommitRequest; transfer: ArrayBuffer[] } {
+  let total = 0
+  for (const m of messages) total += m.payload.length
+  // Not from Buffer's shared pool: the whole ArrayBuffer is handed to the other thread.
+  const payloads = Buffer.allocUnsafeSlow(total)
+  let at = 0
+  const packed = messages.map((m): PackedMessage => {
+    at += m.payload.copy(payloads, at)
+    return { meterId: m.meterId, receivedAtMs: m.receivedAtMs, datums: m.datums, rejects: m.rejects, payloadEnd: at }
+  })
+  return { request: { id, messages: packed, payloads }, transfer: [payloads.buffer as ArrayBuffer] }
+}
+
+export function unpackCommit(request: CommitRequest): ValidatedMessage[] {
+  const payloads = buffer(request.payloads)
+  let start = 0
+  return request.messages.map((m) => {
+    const payload = payloads.subarray(start, m.payloadEnd)
+    start = m.payloadEnd
+    return { meterId: m.meterId, receivedAtMs: m.receivedAtMs, payload, datums: m.datums, rejects: m.rejects.map(item) }
+  })
 }
 
 export function resultFromTransferable(r: CommitResult): CommitResult {
