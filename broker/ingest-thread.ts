@@ -2,7 +2,7 @@ import { Worker } from 'node:worker_threads'
 import type { Logger } from 'pino'
 import type { CommitResult } from '../services/metering/ingest-service.ts'
 import type { ValidatedMessage } from '../services/metering/ingest-validation.ts'
-import { packCommit, resultFromTransferable, type CommitReply, type IngestWorkerData } from './ingest-worker-protocol.ts'
+import { expandResult, packCommit, type CommitReply, type IngestWorkerData } from './ingest-worker-protocol.ts'
 
 /** Longest wait for the ingest thread to open its database connections. */
 export const INGEST_THREAD_START_MS_MAX = 30_000
@@ -16,7 +16,7 @@ export class IngestThread {
   private worker: Worker
   private ready: Promise<void>
   private nextId = 1
-  private readonly pending = new Map<number, { resolve: (r: CommitResult) => void; reject: (e: Error) => void }>()
+  private readonly pending = new Map<number, { messages: ValidatedMessage[]; resolve: (r: CommitResult) => void; reject: (e: Error) => void }>()
   private closing = false
 
   constructor(
@@ -35,7 +35,7 @@ export class IngestThread {
       () =>
         new Promise<CommitResult>((resolve, reject) => {
           const id = this.nextId++
-          this.pending.set(id, { resolve, reject })
+          this.pending.set(id, { messages, resolve, reject })
           const { request, transfer } = packCommit(id, messages)
           this.worker.postMessage(request, transfer)
         }),
@@ -84,7 +84,7 @@ export class IngestThread {
     const p = this.pending.get(reply.id)
     if (p === undefined) return
     this.pending.delete(reply.id)
-    if ('result' in reply) p.resolve(resultFromTransferable(reply.result))
+    if ('result' in reply) p.resolve(expandResult(p.messages, reply.result))
     else p.reject(Object.assign(new Error(reply.error.message), { code: reply.error.code }))
   }
 }

@@ -4,7 +4,7 @@ import { openDatabase } from '../shared/db/database.ts'
 import { configureLogging } from '../shared/logger.ts'
 import { MeterTails, commitMessages } from '../services/metering/ingest-service.ts'
 import type { ValidatedMessage } from '../services/metering/ingest-validation.ts'
-import { unpackCommit, type CommitReply, type CommitRequest, type IngestWorkerData } from './ingest-worker-protocol.ts'
+import { compactResult, unpackCommit, type CommitReply, type CommitRequest, type IngestWorkerData } from './ingest-worker-protocol.ts'
 
 /**
  * The group-commit transactions of a broker on PostgreSQL, on a thread of their own: the
@@ -32,7 +32,7 @@ async function commit(request: CommitRequest): Promise<void> {
   const messages: ValidatedMessage[] = unpackCommit(request)
   try {
     const result = await commitMessages(handle.db, messages, ctx)
-    parentPort!.postMessage({ id: request.id, result } satisfies CommitReply)
+    parentPort!.postMessage({ id: request.id, result: compactResult(messages, result) } satisfies CommitReply)
   } catch (err) {
     ctx.tails.clear()
     const e = err as { message?: string; code?: string }
