@@ -5,7 +5,8 @@ import path from 'node:path'
 import type { TestProject } from 'vitest/node'
 import { openDatabase } from '../../shared/db/database.ts'
 import { migrateToLatest } from '../../shared/db/migrator.ts'
-import { PG_TEMPLATE_DB, adminUrl, pgAvailable } from './postgres.ts'
+import { PG_SKIP_REASON, PG_TEMPLATE_DB, adminUrl, pgAvailable } from './postgres.ts'
+import { SYSTEM_TOOLS, hasCommand } from './tools.ts'
 import pg from 'pg'
 
 declare module 'vitest' {
@@ -21,6 +22,7 @@ declare module 'vitest' {
  * test file clones with CREATE DATABASE … TEMPLATE.
  */
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {
+  reportSkips()
   project.provide('pgliteTemplateDir', await pgliteTemplate())
   const template = await postgresTemplate()
   project.provide('pgTemplateDb', template)
@@ -80,4 +82,15 @@ async function postgresTemplate(): Promise<string | null> {
   await migrateToLatest(handle.db)
   await handle.close()
   return PG_TEMPLATE_DB
+}
+
+/** Says once, before the run, which suites will be skipped and why (the reporter shows only counts). */
+function reportSkips(): void {
+  const lines: string[] = []
+  if (!pgAvailable()) lines.push(`PostgreSQL suites: ${PG_SKIP_REASON}; set TEST_DATABASE_URL=postgres://… to run them`)
+  for (const t of SYSTEM_TOOLS) {
+    if (!hasCommand(t.command) && !(t.command === 'chromium' && hasCommand('chromium-browser'))) lines.push(`${t.needs}: ${t.command} not found (apt-get install ${t.pkg})`)
+  }
+  if (lines.length === 0) return
+  process.stderr.write(`\nSkipped in this run, with the reason:\n${lines.map((l) => `  - ${l}`).join('\n')}\n\n`)
 }

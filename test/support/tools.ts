@@ -5,6 +5,15 @@ export function hasCommand(command: string): boolean {
   return spawnSync('sh', ['-c', `command -v ${command}`], { stdio: 'ignore' }).status === 0
 }
 
+/** The system tools suites depend on, with the Debian package that brings each. */
+export const SYSTEM_TOOLS: ReadonlyArray<{ command: string; pkg: string; needs: string }> = [
+  { command: 'mosquitto_pub', pkg: 'mosquitto-clients', needs: 'interop with an independent MQTT client' },
+  { command: 'mosquitto_sub', pkg: 'mosquitto-clients', needs: 'an independent recipient in the consent end-to-end test' },
+  { command: 'chromium', pkg: 'chromium', needs: 'the portal in a headless browser' },
+  { command: 'strace', pkg: 'strace', needs: "PGlite's fsync on commit, seen in system calls" },
+  { command: 'redis-server', pkg: 'redis-server', needs: 'two brokers sharing sessions' },
+]
+
 export function skipReason(command: string, pkg: string): string {
   return hasCommand(command) ? '' : ` (skipped: ${command} not found; apt-get install ${pkg})`
 }
