@@ -17,6 +17,7 @@ import { MeterTails, commitMessages } from '../services/metering/ingest-service.
 import { validatePayload } from '../services/metering/ingest-validation.ts'
 import { AuthThrottle } from './auth-throttle.ts'
 import { Egress, egressMetaOf, type EgressPolicy, type ReleaseRecorder } from './egress.ts'
+import { EVERY_TOPIC, LocalEgressInterest } from './egress-interest.ts'
 import { guardPacketSize } from './frame-guard.ts'
 import { IngestQueue } from './ingest-queue.ts'
 import { IngestThread } from './ingest-thread.ts'
@@ -93,7 +94,9 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
     // $SYS is closed to clients (authorizeSubscribe refuses it); keep its chatter rare.
     heartbeatInterval: 60_000,
   })
-  const egress = new Egress(aedes, log)
+  // Coupled brokers cannot see each other's subscribers: they publish everything.
+  const interest = deps.aedesOptions?.mq === undefined ? new LocalEgressInterest() : null
+  const egress = new Egress(aedes, log, interest ?? EVERY_TOPIC)
 
   const thread =
     db.url !== null && deps.ingestThread !== false
@@ -135,6 +138,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
       // A day may complete when a meter starts a new one (a created group) or when late data lands
       // in an earlier day; more data in a meter's latest day completes nothing and needs no query.
       const completing = result.touched.filter((g) => {
+        if (!egress.interest.wants('daily', g.meterId)) return false
         const tail = tails.get(g.meterId)
         return g.created || tail === undefined || dayOf(tail.tsMs) !== g.day
       })
@@ -217,6 +221,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
     const principal = principals.get(client)
     const allowed = principal !== undefined && maySubscribe(principal, sub)
     if (!allowed) log.info({ clientId: client.id, role: principal?.role, topic: sub.topic }, 'subscription refused')
+    else interest?.subscribed(client, sub.topic)
     callback(null, allowed ? { ...sub, qos: Math.min(sub.qos, 1) as Subscription['qos'] } : null)
   }
 
@@ -257,6 +262,10 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
     return null
   }
 
+  if (interest !== null) {
+    aedes.on('client', (client) => interest.connected(client))
+    aedes.on('unsubscribe', (filters, client) => interest.unsubscribed(client, filters))
+  }
   aedes.on('clientReady', (client) => {
     const principal = principals.get(client)
     if (principal === undefined) return

@@ -5,6 +5,7 @@ import { egressTopic, meterStatusTopic } from '../shared/topics.ts'
 import type { DailyDatum, Granularity, LoadCurveDatum, MeterStatusMessage } from '../shared/wire.ts'
 import type { StoredDatum } from '../services/metering/ingest-service.ts'
 import type { QuarantineItem } from '../services/metering/ingest-validation.ts'
+import type { EgressInterest } from './egress-interest.ts'
 
 /**
  * What the broker publishes after a commit: each accepted datum on `readings/{meterId}`,
@@ -62,12 +63,14 @@ export class Egress {
   constructor(
     private readonly aedes: Aedes,
     private readonly log: Logger,
+    /** Whether anyone could receive a topic; datums nobody subscribes to are not published. */
+    readonly interest: EgressInterest,
   ) {}
 
   publishReadings(stored: StoredDatum[]): void {
     for (const s of stored) {
       // Nobody's data is released to nobody: not even published.
-      if (s.householdId === null) continue
+      if (s.householdId === null || !this.interest.wants('readings', s.meterId)) continue
       const body: LoadCurveDatum = { meterId: s.meterId, ts: formatTimestamp(s.tsMs), granularity: 'load_curve', values: s.values }
       const payload = Buffer.from(JSON.stringify(body))
       metaByPayload.set(payload, { meterId: s.meterId, granularity: 'load_curve', ts: s.tsMs, householdId: s.householdId })
@@ -77,6 +80,7 @@ export class Egress {
 
   publishDaily(datums: Array<DailyDatum & { householdId: string }>): void {
     for (const d of datums) {
+      if (!this.interest.wants('daily', d.meterId)) continue
       const body: DailyDatum = { meterId: d.meterId, day: d.day, granularity: 'daily', values: d.values }
       const payload = Buffer.from(JSON.stringify(body))
       metaByPayload.set(payload, { meterId: d.meterId, granularity: 'daily', day: d.day, householdId: d.householdId })

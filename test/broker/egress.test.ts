@@ -89,4 +89,48 @@ describeDatabases('egress after commit', (t) => {
     await new Promise((r) => setTimeout(r, 200))
     expect(live.messages.map((x) => (x.payload as { ts: string }).ts)).toEqual([iso(DAY_START)])
   })
+
+  it('keeps publishing for a persistent session while it is offline, and stops when nobody is subscribed', async () => {
+    const m = await connectMeter(tb.url, meter)
+    clients.push(m)
+    const publish = (i: number): Promise<void> =>
+      publishAcked(m, meterReadingsTopic(meter.id), JSON.stringify({ ts: iso(DAY_START + i * HALF_HOUR), values: { '1-0:1.8.0': 100 + i } }))
+    const tsOf = (x: { payload: unknown }): string => (x.payload as { ts: string }).ts
+
+    // A persistent session subscribes, goes away, and gets what was stored meanwhile when it is back.
+    const persistent = { clientId: 'recipient-persistent', username: utility.id, password: utility.apiKey, clean: false }
+    const first = await connectClient(tb.url, persistent)
+    await subscribeCollect(first, 'readings/+')
+    await endClient(first)
+    await publish(1)
+    const back = await connectClient(tb.url, persistent)
+    clients.push(back)
+    const queued: Array<{ topic: string; payload: unknown }> = []
+    back.on('message', (topic, payload) => queued.push({ topic, payload: JSON.parse(payload.toString('utf8')) }))
+    await waitFor(() => queued.length === 1, 5_000, 'the datum queued while offline')
+    expect(tsOf(queued[0]!)).toBe(iso(DAY_START + HALF_HOUR))
+    await new Promise<void>((resolve, reject) => back.unsubscribe('readings/+', (err) => (err ? reject(err) : resolve())))
+
+    // A clean session's subscription ends with its connection; an unsubscribed one with UNSUBSCRIBE.
+    const clean = await connectClient(tb.url, { clientId: 'recipient-clean', username: utility.id, password: utility.apiKey })
+    await subscribeCollect(clean, `readings/${meter.id}`)
+    await endClient(clean)
+    const published: string[] = []
+    const onPublish = (packet: { topic: string }): void => void published.push(packet.topic)
+    tb.broker.aedes.on('publish', onPublish)
+    try {
+      await publish(2)
+      // Then a subscriber again: publishing resumes at once.
+      const again = await connectClient(tb.url, { clientId: 'recipient-again', username: utility.id, password: utility.apiKey })
+      clients.push(again)
+      const live = await subscribeCollect(again, 'readings/+')
+      await publish(3)
+      await waitFor(() => live.messages.length === 1, 5_000, 'the datum after subscribing again')
+      expect(live.messages.map(tsOf)).toEqual([iso(DAY_START + 3 * HALF_HOUR)])
+      expect(published.filter((topic) => topic.startsWith('readings/'))).toEqual([`readings/${meter.id}`])
+    } finally {
+      tb.broker.aedes.off('publish', onPublish)
+    }
+  })
 })
+
