@@ -9,9 +9,9 @@ import { openDatabase } from '../../shared/db/database.ts'
 import { migrateToLatest } from '../../shared/db/migrator.ts'
 import { configureLogging } from '../../shared/logger.ts'
 import type { BrokerCounts, BrokerPolicy, BrokerStart, IngestFigures, PolicyFigures } from './ingest/broker-process.ts'
-import type { GeneratorConnected, GeneratorPlan, GeneratorResult } from './ingest/generator-plan.ts'
-import type { ReadingSeries } from './ingest/mqtt-frames.ts'
-import { BenchHarness, cleanUpOnSignal, describePostgres, exitWithUsageIf, numberOption, phasesOption, profileLines, progress, redact } from './support/harness.ts'
+import { brokerQueries } from './ingest/broker-queries.ts'
+import { LOAD, loadTiming, type GeneratorConnected, type GeneratorPlan, type GeneratorResult } from './ingest/generator-plan.ts'
+import { BENCH_OPTIONS, BenchHarness, DEFAULT_BENCH_DATABASE_URL, cleanUpOnSignal, describePostgres, exitWithUsageIf, numberOption, phasesOption, profileLines, progress, redact } from './support/harness.ts'
 import { describeMachine, packageVersion } from './support/machine.ts'
 import { NodeChild, cpuMsBetween, cpuMsByPid, mainThreadCpuMs, sampleMachine, sampleProcess } from './support/processes.ts'
 import { fmtFixed, fmtInt, fmtMb, fmtMs, fmtPercent, formatTable, mark, percentile } from './support/report.ts'
@@ -38,7 +38,6 @@ import { CONSENTS_PER_HOUSEHOLD, generateViewWorld } from './fanout/view-world.t
 const PHASES = ['filter-on', 'filter-off', 'ingest-only', 'view'] as const
 type Phase = (typeof PHASES)[number]
 
-const DEFAULT_DATABASE_URL = 'postgres://postgres:postgres@localhost:5432/postgres'
 
 const USAGE = `usage: npm run bench:fanout -- [options]
   --seconds S      measured seconds per load phase (default 10; --quick: 3)
@@ -52,21 +51,14 @@ const USAGE = `usage: npm run bench:fanout -- [options]
   --only LIST      phases among ${PHASES.join(',')} (default all)
   --profile        CPU-profile the broker (node --cpu-prof), summarise its measured window, keep the files
   --quick          a short smoke run
-environment: BENCH_DATABASE_URL (an admin URL of a PostgreSQL server; default ${DEFAULT_DATABASE_URL})`
+environment: BENCH_DATABASE_URL (an admin URL of a PostgreSQL server; default ${DEFAULT_BENCH_DATABASE_URL})`
 
-const TIMEZONE = 'Europe/Paris'
-const SERIES: ReadingSeries = { tsStartMs: Date.UTC(2020, 0, 1), tsStepMs: 15 * 60_000, indexStepWh: 25 }
-const KEEPALIVE_SECONDS = 600
-const CONNECT_CONCURRENCY = 200
-const CONNECT_TIMEOUT_MS = 60_000
-const DRAIN_TIMEOUT_MS = 30_000
 /** Deliveries are complete when the recipients' count has not grown for this long. */
 const SETTLE_QUIET_MS = 2_000
 const SETTLE_POLL_MS = 250
 /** QoS 1 publishes in flight per meter: at a fixed rate a meter has one at a time unless the broker stalls. */
 const WINDOW_PER_METER = 16
 const VIEW_BUILDS = 3
-const PROFILE_TOP = 10
 const FEW_SAMPLES = 200
 const PROVISION_CONCURRENCY = 10
 const TARGET = {
@@ -92,18 +84,12 @@ function parseOptions(argv: string[]): Options {
   const { values } = parseArgs({
     args: argv,
     options: {
-      seconds: { type: 'string' },
-      warmup: { type: 'string' },
-      meters: { type: 'string' },
+      ...BENCH_OPTIONS,
       recipients: { type: 'string' },
       rate: { type: 'string' },
       consents: { type: 'string' },
       lookups: { type: 'string' },
       rounds: { type: 'string' },
-      only: { type: 'string' },
-      profile: { type: 'boolean', default: false },
-      quick: { type: 'boolean', default: false },
-      help: { type: 'boolean', default: false },
     },
     strict: true,
   })
@@ -195,34 +181,14 @@ async function startBroker(bench: Bench, policy: BrokerPolicy, slug: string): Pr
       await bench.dropDatabase(databaseName)
     })())
   try {
-    child.send({ type: 'start', kind: 'metershare', databaseUrl: bench.databaseUrl(databaseName), pgliteDir: null, timezone: TIMEZONE, policy, timePolicy: true } satisfies BrokerStart)
+    child.send({ type: 'start', kind: 'metershare', databaseUrl: bench.databaseUrl(databaseName), pgliteDir: null, timezone: LOAD.timezone, policy, timePolicy: true } satisfies BrokerStart)
     const ready = await child.next<{ type: 'ready'; port: number }>('ready', 60_000)
     return {
       child,
       port: ready.port,
       databaseName,
       profileFile,
-      counts: async () => {
-        child.send({ type: 'count' })
-        return child.next<BrokerCounts & { type: string }>('count', 60_000)
-      },
-      ingest: async () => {
-        child.send({ type: 'stats' })
-        return child.next<IngestFigures & { type: string }>('stats', 10_000)
-      },
-      policy: async () => {
-        child.send({ type: 'policy' })
-        return child.next<PolicyFigures & { type: string }>('policy', 10_000)
-      },
-      // The broker's profile clock now; null when its event loop did not answer in time.
-      mark: async () => {
-        try {
-          child.send({ type: 'mark' })
-          return (await child.next<{ type: string; monotonicUs: number }>('mark', 30_000)).monotonicUs
-        } catch {
-          return null
-        }
-      },
+      ...brokerQueries(child),
       close,
     }
   } catch (err) {
@@ -292,11 +258,11 @@ async function runLoad(bench: Bench, spec: LoadSpec, round: number): Promise<Loa
         port: broker.port,
         recipients: world.recipients.map((r) => ({ id: r.id, apiKey: r.apiKey })),
         meterIds: world.meters.map((m) => m.id),
-        series: SERIES,
-        keepaliveSeconds: KEEPALIVE_SECONDS,
-        connectTimeoutMs: CONNECT_TIMEOUT_MS,
+        series: LOAD.series,
+        keepaliveSeconds: LOAD.keepaliveSeconds,
+        connectTimeoutMs: LOAD.connectTimeoutMs,
       } satisfies RecipientsStart)
-      const ready = await recipients.next<{ type: string; granted: number[] }>('ready', CONNECT_TIMEOUT_MS + 10_000)
+      const ready = await recipients.next<{ type: string; granted: number[] }>('ready', LOAD.connectTimeoutMs + 10_000)
       const refused = ready.granted.filter((g) => g !== 1)
       if (refused.length > 0) throw new Error(`subscriptions to readings/+ granted ${ready.granted.join(', ')} (expected QoS 1 each)`)
     }
@@ -310,16 +276,10 @@ async function runLoad(bench: Bench, spec: LoadSpec, round: number): Promise<Loa
       windowPerConnection: WINDOW_PER_METER,
       readingsPerMessage: 1,
       ratePerSecond: o.rate,
-      warmupMs: o.warmupSeconds * 1000,
-      measureMs: o.seconds * 1000,
-      drainTimeoutMs: DRAIN_TIMEOUT_MS,
-      series: SERIES,
-      keepaliveSeconds: KEEPALIVE_SECONDS,
-      connectConcurrency: CONNECT_CONCURRENCY,
-      connectTimeoutMs: CONNECT_TIMEOUT_MS,
+      ...loadTiming(o),
       recordSendTimes: true,
     } satisfies GeneratorPlan)
-    const connected = await generator.next<GeneratorConnected>('connected', CONNECT_TIMEOUT_MS * Math.ceil(world.meters.length / CONNECT_CONCURRENCY + 1))
+    const connected = await generator.next<GeneratorConnected>('connected', LOAD.connectTimeoutMs * Math.ceil(world.meters.length / LOAD.connectConcurrency + 1))
     if (connected.connected === 0) throw new Error(`no meter could connect (${connected.firstError ?? 'no error'})`)
     const notes: string[] = []
     const problems: string[] = []
@@ -345,7 +305,7 @@ async function runLoad(bench: Bench, spec: LoadSpec, round: number): Promise<Loa
     await generator.next('window-end', runTimeoutMs)
     const s1 = sample()
     const to = broker.profileFile !== null ? await broker.mark() : null
-    const result = await generator.next<GeneratorResult>('result', DRAIN_TIMEOUT_MS + 60_000)
+    const result = await generator.next<GeneratorResult>('result', LOAD.drainTimeoutMs + 60_000)
 
     const wallMs = s1.at - s0.at
     const cpuOf = (i: number): number => ((s1.procs[i]?.cpuMs ?? 0) - (s0.procs[i]?.cpuMs ?? 0)) / wallMs
@@ -431,7 +391,7 @@ async function runLoad(bench: Bench, spec: LoadSpec, round: number): Promise<Loa
     recipients = null
     await broker.close()
     if (broker.profileFile !== null) {
-      figures.profile = profileLines(broker.profileFile, from, to, PROFILE_TOP)
+      figures.profile = profileLines(broker.profileFile, from, to)
       if (from === null || to === null) notes.push('the broker did not answer in time to mark the window: its profile covers its whole life')
     }
     progress(`${label}: ${fmtInt(figures.ingestedPerSecond)} readings/s in, ${fmtInt(figures.forwardedPerSecond)} datums/s out, p99 ${fmtMs(figures.p99Us)} ms`)
@@ -445,7 +405,7 @@ async function runLoad(bench: Bench, spec: LoadSpec, round: number): Promise<Loa
 
 /** Waits until the recipients have `expected` datums, or their count stops growing. */
 async function settleDeliveries(recipients: NodeChild, expected: number): Promise<number> {
-  const deadline = Date.now() + DRAIN_TIMEOUT_MS
+  const deadline = Date.now() + LOAD.drainTimeoutMs
   let last = -1
   let quietSince = Date.now()
   for (;;) {
@@ -482,7 +442,7 @@ async function runView(bench: Bench): Promise<ViewFigures> {
     const t0 = performance.now()
     const world = await generateViewWorld(handle.db, { households, now: new Date() })
     progress(`view: generated in ${fmtFixed((performance.now() - t0) / 1000, 1)} s, measuring`)
-    const figures = await measureView(handle, world, { timeZone: TIMEZONE, builds: VIEW_BUILDS, lookups: o.lookups, gc: collector(), now: Date.now })
+    const figures = await measureView(handle, world, { timeZone: LOAD.timezone, builds: VIEW_BUILDS, lookups: o.lookups, gc: collector(), now: Date.now })
     progress(`view: ${fmtMb(figures.heapAfterBytes - figures.heapBeforeBytes)} MB of heap for ${fmtInt(figures.consents)} consents`)
     return figures
   } finally {
@@ -593,7 +553,7 @@ function viewLines(v: ViewFigures): string[] {
 
 async function main(): Promise<number> {
   const opts = parseOptions(process.argv.slice(2))
-  const adminUrl = process.env.BENCH_DATABASE_URL ?? DEFAULT_DATABASE_URL
+  const adminUrl = process.env.BENCH_DATABASE_URL ?? DEFAULT_BENCH_DATABASE_URL
   configureLogging({ level: 'silent' })
   const bench = new Bench(opts, adminUrl)
   cleanUpOnSignal(bench)

@@ -8,9 +8,9 @@ import { meterReadingsTopic } from '../../shared/topics.ts'
 import { hasCommand } from '../support/tools.ts'
 import { benchMeterId, provisionWorld, type BenchMeter } from './ingest/bench-world.ts'
 import type { BrokerCounts, BrokerStart, IngestFigures } from './ingest/broker-process.ts'
-import { refillMinOf, type GeneratorConnected, type GeneratorPlan, type GeneratorResult } from './ingest/generator-plan.ts'
-import type { ReadingSeries } from './ingest/mqtt-frames.ts'
-import { BenchHarness, cleanUpOnSignal, describePostgres, exitWithUsageIf, numberOption, phasesOption, profileLines, progress, redact } from './support/harness.ts'
+import { brokerQueries } from './ingest/broker-queries.ts'
+import { LOAD, loadTiming, refillMinOf, type GeneratorConnected, type GeneratorPlan, type GeneratorResult } from './ingest/generator-plan.ts'
+import { BENCH_OPTIONS, BenchHarness, DEFAULT_BENCH_DATABASE_URL, cleanUpOnSignal, describePostgres, exitWithUsageIf, numberOption, phasesOption, profileLines, progress, redact } from './support/harness.ts'
 import { commandVersion, describeMachine, packageVersion } from './support/machine.ts'
 import { MOSQUITTO_BIN, MOSQUITTO_SUB_BIN, startCountingSubscriber, startMosquitto, type CountingSubscriber } from './support/mosquitto.ts'
 import { NodeChild, cpuMsBetween, cpuMsByPid, descriptorsOf, sampleMachine, sampleProcess } from './support/processes.ts'
@@ -41,17 +41,9 @@ const USAGE = `usage: npm run bench:ingest -- [options]
   --only LIST          phases among ${PHASES.join(',')} (default all)
   --profile            CPU-profile each metershare broker (node --cpu-prof), summarise its measured window, keep the files
   --quick              a short smoke run
-environment: BENCH_DATABASE_URL (an admin URL of a PostgreSQL server; default ${'postgres://postgres:postgres@localhost:5432/postgres'})`
+environment: BENCH_DATABASE_URL (an admin URL of a PostgreSQL server; default ${DEFAULT_BENCH_DATABASE_URL})`
 
-const DEFAULT_DATABASE_URL = 'postgres://postgres:postgres@localhost:5432/postgres'
-const TIMEZONE = 'Europe/Paris'
-const SERIES: ReadingSeries = { tsStartMs: Date.UTC(2020, 0, 1), tsStepMs: 15 * 60_000, indexStepWh: 25 }
-const KEEPALIVE_SECONDS = 600
-const CONNECT_CONCURRENCY = 200
-const CONNECT_TIMEOUT_MS = 60_000
-const DRAIN_TIMEOUT_MS = 30_000
 const FD_MARGIN = 64
-const PROFILE_TOP = 10
 /** Below this many PUBACKs in a window, its rate and percentiles are flagged as unreliable. */
 const FEW_SAMPLES = 200
 const PROGRESS_EVERY_MS = 15_000
@@ -80,18 +72,12 @@ function parseOptions(argv: string[]): Options {
   const { values } = parseArgs({
     args: argv,
     options: {
-      seconds: { type: 'string' },
-      warmup: { type: 'string' },
-      meters: { type: 'string' },
+      ...BENCH_OPTIONS,
       idle: { type: 'string' },
       window: { type: 'string' },
       'catchup-window': { type: 'string' },
       'catchup-readings': { type: 'string' },
       generators: { type: 'string' },
-      only: { type: 'string' },
-      profile: { type: 'boolean', default: false },
-      quick: { type: 'boolean', default: false },
-      help: { type: 'boolean', default: false },
     },
     strict: true,
   })
@@ -143,7 +129,8 @@ interface ServerUnderTest {
   ingest?: () => Promise<IngestFigures>
   gc?: () => Promise<{ heapUsedBytes: number; rssBytes: number }>
   /** The broker's monotonic clock in µs (the time base of its CPU profile). */
-  mark?: () => Promise<number>
+  /** The broker's profile clock in µs; null when it did not answer in time. */
+  mark?: () => Promise<number | null>
   profileFile?: string
   close(): Promise<void>
 }
@@ -226,12 +213,12 @@ class Bench extends BenchHarness {
     else if (target.backend === 'postgres') {
       const name = await this.createDatabase(phaseSlug, this.pgTemplate!)
       dropDatabase = name
-      start = { type: 'start', kind: 'metershare', databaseUrl: this.databaseUrl(name), pgliteDir: null, timezone: TIMEZONE }
+      start = { type: 'start', kind: 'metershare', databaseUrl: this.databaseUrl(name), pgliteDir: null, timezone: LOAD.timezone }
     } else {
       const dir = path.join(this.tmp, `pglite-${phaseSlug}`)
       cpSync(this.pgliteTemplate!, dir, { recursive: true })
       removeDir = dir
-      start = { type: 'start', kind: 'metershare', databaseUrl: null, pgliteDir: dir, timezone: TIMEZONE }
+      start = { type: 'start', kind: 'metershare', databaseUrl: null, pgliteDir: dir, timezone: LOAD.timezone }
     }
 
     const execArgv = ['--expose-gc']
@@ -252,33 +239,16 @@ class Bench extends BenchHarness {
     try {
       child.send(start)
       const ready = await child.next<{ type: 'ready'; port: number }>('ready', 60_000)
-      const durable =
-        target.kind === 'metershare'
-          ? {
-              counts: async () => {
-                child.send({ type: 'count' })
-                return child.next<BrokerCounts & { type: string }>('count', 60_000)
-              },
-              ingest: async () => {
-                child.send({ type: 'stats' })
-                return child.next<IngestFigures & { type: string }>('stats', 10_000)
-              },
-            }
-          : {}
+      const queries = brokerQueries(child)
+      const durable = target.kind === 'metershare' ? { counts: queries.counts, ingest: queries.ingest } : {}
       return {
         port: ready.port,
         pid: child.pid,
         helperPids: [],
         ...(dropDatabase !== null ? { databaseName: dropDatabase } : {}),
         ...durable,
-        gc: async () => {
-          child.send({ type: 'gc' })
-          return child.next<{ type: string; heapUsedBytes: number; rssBytes: number }>('gc', 30_000)
-        },
-        mark: async () => {
-          child.send({ type: 'mark' })
-          return (await child.next<{ type: string; monotonicUs: number }>('mark', 30_000)).monotonicUs
-        },
+        gc: queries.gc,
+        mark: queries.mark,
         ...(profileFile !== undefined ? { profileFile } : {}),
         close: cleanup,
       }
@@ -326,7 +296,7 @@ class Bench extends BenchHarness {
         }),
       )
       // Each generator gives up on a connection after connectTimeoutMs: this is only a safety net.
-      const timeoutMs = CONNECT_TIMEOUT_MS * Math.ceil(meters.length / n / CONNECT_CONCURRENCY + 1)
+      const timeoutMs = LOAD.connectTimeoutMs * Math.ceil(meters.length / n / LOAD.connectConcurrency + 1)
       const connected = await Promise.all(generators.map((g) => g.next<GeneratorConnected>('connected', timeoutMs)))
       return { generators, connected }
     } catch (err) {
@@ -384,13 +354,7 @@ async function runLoad(bench: Bench, spec: LoadSpec): Promise<LoadFigures> {
       windowPerConnection: spec.window,
       readingsPerMessage: spec.readingsPerMessage,
       ratePerSecondTotal: spec.ratePerSecond,
-      warmupMs: o.warmupSeconds * 1000,
-      measureMs: o.seconds * 1000,
-      drainTimeoutMs: DRAIN_TIMEOUT_MS,
-      series: SERIES,
-      keepaliveSeconds: KEEPALIVE_SECONDS,
-      connectConcurrency: CONNECT_CONCURRENCY,
-      connectTimeoutMs: CONNECT_TIMEOUT_MS,
+      ...loadTiming(o),
     })
     generators = c.generators
     const connections = c.connected.reduce((n, x) => n + x.connected, 0)
@@ -411,11 +375,11 @@ async function runLoad(bench: Bench, spec: LoadSpec): Promise<LoadFigures> {
     const profiled = server.profileFile !== undefined && server.mark !== undefined
     await generators[0]!.next('window-start', runTimeoutMs)
     const s0 = sample()
-    const from = profiled ? await markOrNull(server) : null
+    const from = profiled ? await server.mark!() : null
     await generators[0]!.next('window-end', runTimeoutMs)
     const s1 = sample()
-    const to = profiled ? await markOrNull(server) : null
-    const results = await Promise.all(generators.map((g) => g.next<GeneratorResult>('result', DRAIN_TIMEOUT_MS + 60_000)))
+    const to = profiled ? await server.mark!() : null
+    const results = await Promise.all(generators.map((g) => g.next<GeneratorResult>('result', LOAD.drainTimeoutMs + 60_000)))
 
     const wallMs = s1.at - s0.at
     const windowMs = results.reduce((n, r) => n + r.windowMs, 0) / results.length
@@ -491,7 +455,7 @@ async function runLoad(bench: Bench, spec: LoadSpec): Promise<LoadFigures> {
     await Promise.all(generators.map((g) => g.stop()))
     generators = []
     await server.close()
-    if (profiled) figures.profile = profileLines(server.profileFile!, from, to, PROFILE_TOP)
+    if (profiled) figures.profile = profileLines(server.profileFile!, from, to)
     if (profiled && (from === null || to === null)) notes.push('the broker did not answer in time to mark the window: its profile covers its whole life')
     progress(`${spec.label}: ${fmtInt(figures.readingsPerSecond)} readings/s, ${check}`)
     return figures
@@ -543,10 +507,10 @@ async function runIdle(bench: Bench, label: string, target: Target, slug: string
       warmupMs: 0,
       measureMs: 0,
       drainTimeoutMs: 0,
-      series: SERIES,
-      keepaliveSeconds: KEEPALIVE_SECONDS,
-      connectConcurrency: CONNECT_CONCURRENCY,
-      connectTimeoutMs: CONNECT_TIMEOUT_MS,
+      series: LOAD.series,
+      keepaliveSeconds: LOAD.keepaliveSeconds,
+      connectConcurrency: LOAD.connectConcurrency,
+      connectTimeoutMs: LOAD.connectTimeoutMs,
     })
     generators = c.generators
     const connectCpuMs = sampleProcess(server.pid)!.cpuMs - s0.cpuMs
@@ -577,7 +541,7 @@ async function runIdle(bench: Bench, label: string, target: Target, slug: string
 
 /** The subscriber's count once it has stopped growing. */
 async function settledCount(count: () => number): Promise<number> {
-  const deadline = Date.now() + DRAIN_TIMEOUT_MS
+  const deadline = Date.now() + LOAD.drainTimeoutMs
   let last = -1
   while (Date.now() < deadline) {
     const now = count()
@@ -598,14 +562,6 @@ function concat(parts: Uint32Array[]): Uint32Array {
   return out
 }
 
-/** The broker's profile clock now; null when its event loop did not answer in time (a long stall). */
-async function markOrNull(server: ServerUnderTest): Promise<number | null> {
-  try {
-    return await server.mark!()
-  } catch {
-    return null
-  }
-}
 
 
 
@@ -688,7 +644,7 @@ function idleTable(rows: IdleFigures[]): string {
 
 async function main(): Promise<number> {
   const opts = parseOptions(process.argv.slice(2))
-  const adminUrl = process.env.BENCH_DATABASE_URL ?? DEFAULT_DATABASE_URL
+  const adminUrl = process.env.BENCH_DATABASE_URL ?? DEFAULT_BENCH_DATABASE_URL
   const bench = new Bench(opts, adminUrl)
   cleanUpOnSignal(bench)
 

@@ -10,6 +10,7 @@ import type { Database } from '../../shared/db/schema.ts'
 import { configureLogging } from '../../shared/logger.ts'
 import { formatEur } from '../../shared/money.ts'
 import { settleMonth, settlementContext, type RunSummary } from '../../services/settlement/settlement-service.ts'
+import { DEFAULT_BENCH_DATABASE_URL } from './support/harness.ts'
 
 /**
  * `npm run bench:settle`: settlement of one month on PostgreSQL. 10,000 households with a
@@ -27,9 +28,8 @@ import { settleMonth, settlementContext, type RunSummary } from '../../services/
 const USAGE = `usage: npm run bench:settle -- [--households N] [--quick] [--keep]
   --households N   households, one meter each (default 10000; --quick: 500)
   --keep           keep the bench database afterwards (its name is printed)
-environment: BENCH_DATABASE_URL (an admin URL of a PostgreSQL server; default ${'postgres://postgres:postgres@localhost:5432/postgres'})`
+environment: BENCH_DATABASE_URL (an admin URL of a PostgreSQL server; default ${DEFAULT_BENCH_DATABASE_URL})`
 
-const DEFAULT_DATABASE_URL = 'postgres://postgres:postgres@localhost:5432/postgres'
 const TIMEZONE = 'Europe/Paris'
 const MONTH = '2026-11'
 const INTERVAL_MINUTES = 30
@@ -164,7 +164,7 @@ async function main(): Promise<number> {
   const households = Number(values.households ?? (values.quick === true ? 500 : 10_000))
   if (!Number.isInteger(households) || households < 1) throw new Error('--households: expected a positive integer')
   configureLogging({ level: 'warn' })
-  const adminUrl = process.env.BENCH_DATABASE_URL ?? DEFAULT_DATABASE_URL
+  const adminUrl = process.env.BENCH_DATABASE_URL ?? DEFAULT_BENCH_DATABASE_URL
   const dbName = `metershare_bench_settle_${process.pid}`
   const url = new URL(adminUrl)
   url.pathname = '/' + dbName

@@ -59,3 +59,29 @@ export interface MeterSendTimes {
 export function refillMinOf(window: number): number {
   return Math.max(1, Math.floor(window / 4))
 }
+
+/** What every load benchmark offers alike: the meters' zone and reading series, and the connection timing. */
+export const LOAD = {
+  timezone: 'Europe/Paris',
+  series: { tsStartMs: Date.UTC(2020, 0, 1), tsStepMs: 15 * 60_000, indexStepWh: 25 } satisfies ReadingSeries,
+  keepaliveSeconds: 600,
+  connectConcurrency: 200,
+  connectTimeoutMs: 60_000,
+  drainTimeoutMs: 30_000,
+} as const
+
+/** The parts of a generator's plan that come from `LOAD` and the run's measuring window. */
+export function loadTiming(window: { warmupSeconds: number; seconds: number }): Pick<
+  GeneratorPlan,
+  'warmupMs' | 'measureMs' | 'drainTimeoutMs' | 'series' | 'keepaliveSeconds' | 'connectConcurrency' | 'connectTimeoutMs'
+> {
+  return {
+    warmupMs: window.warmupSeconds * 1000,
+    measureMs: window.seconds * 1000,
+    drainTimeoutMs: LOAD.drainTimeoutMs,
+    series: LOAD.series,
+    keepaliveSeconds: LOAD.keepaliveSeconds,
+    connectConcurrency: LOAD.connectConcurrency,
+    connectTimeoutMs: LOAD.connectTimeoutMs,
+  }
+}

@@ -12,6 +12,11 @@ import { fmtInt, fmtPercent } from './report.ts'
  */
 
 const REPO_ROOT = path.resolve(import.meta.dirname, '../../..')
+/** Functions and modules listed in a profile summary. */
+const PROFILE_TOP = 10
+
+/** The PostgreSQL server a benchmark administers unless BENCH_DATABASE_URL says otherwise: the local one. */
+export const DEFAULT_BENCH_DATABASE_URL = 'postgres://postgres:postgres@localhost:5432/postgres'
 const CHILD_STOP_MS = 5_000
 
 export function progress(line: string): void {
@@ -24,6 +29,17 @@ export function redact(url: string): string {
   if (u.password !== '') u.password = '***'
   return u.toString()
 }
+
+/** The options every load benchmark takes, for `parseArgs` (each adds its own). */
+export const BENCH_OPTIONS = {
+  seconds: { type: 'string' },
+  warmup: { type: 'string' },
+  meters: { type: 'string' },
+  only: { type: 'string' },
+  profile: { type: 'boolean', default: false },
+  quick: { type: 'boolean', default: false },
+  help: { type: 'boolean', default: false },
+} as const
 
 /** A numeric command-line option: its default when absent, an error naming it when not a number ≥ min. */
 export function numberOption(name: string, raw: string | undefined, fallback: number, min: number): number {
@@ -51,7 +67,7 @@ export function exitWithUsageIf(help: boolean | undefined, usage: string): void 
 }
 
 /** A summary of a broker's `--cpu-prof` file, over the measured window when its bounds are known. */
-export function profileLines(file: string, fromUs: number | null, toUs: number | null, top: number): string[] {
+export function profileLines(file: string, fromUs: number | null, toUs: number | null, top = PROFILE_TOP): string[] {
   if (!existsSync(file)) return [`(no profile written at ${file})`]
   const window = fromUs !== null && toUs !== null ? { fromUs, toUs } : {}
   const p = summarizeProfile(file, { root: REPO_ROOT, top, ...window })

@@ -1,0 +1,36 @@
+import type { NodeChild } from '../support/processes.ts'
+import type { BrokerCounts, IngestFigures, PolicyFigures } from './broker-process.ts'
+
+/** Longest wait for the broker child to answer a question, in ms (counting may wait for commits to finish). */
+const ANSWER_MS_MAX = { count: 60_000, stats: 10_000, policy: 10_000, gc: 30_000, mark: 30_000 } as const
+
+/** What a benchmark asks the broker in its child process (`broker-process.ts`) over IPC. */
+export interface BrokerQueries {
+  /** Readings stored and acknowledged, once the commits in hand are done. */
+  counts(): Promise<BrokerCounts>
+  ingest(): Promise<IngestFigures>
+  policy(): Promise<PolicyFigures>
+  gc(): Promise<{ heapUsedBytes: number; rssBytes: number }>
+  /** The broker's profile clock now (µs); null when its event loop did not answer in time (a long stall). */
+  mark(): Promise<number | null>
+}
+
+export function brokerQueries(child: NodeChild): BrokerQueries {
+  const ask = <T>(type: keyof typeof ANSWER_MS_MAX): Promise<T & { type: string }> => {
+    child.send({ type })
+    return child.next<T & { type: string }>(type, ANSWER_MS_MAX[type])
+  }
+  return {
+    counts: () => ask<BrokerCounts>('count'),
+    ingest: () => ask<IngestFigures>('stats'),
+    policy: () => ask<PolicyFigures>('policy'),
+    gc: () => ask<{ heapUsedBytes: number; rssBytes: number }>('gc'),
+    mark: async () => {
+      try {
+        return (await ask<{ monotonicUs: number }>('mark')).monotonicUs
+      } catch {
+        return null
+      }
+    },
+  }
+}
