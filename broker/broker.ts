@@ -19,7 +19,7 @@ import { AuthThrottle } from './auth-throttle.ts'
 import { Egress, egressMetaOf, type EgressPolicy, type ReleaseRecorder } from './egress.ts'
 import { EVERY_TOPIC, LocalEgressInterest } from './egress-interest.ts'
 import { guardPacketSize } from './frame-guard.ts'
-import { IngestQueue } from './ingest-queue.ts'
+import { IngestLanes } from './ingest-lanes.ts'
 import { IngestThread } from './ingest-thread.ts'
 
 /**
@@ -56,7 +56,7 @@ export interface BrokerDeps {
 
 export interface Broker {
   readonly aedes: Aedes
-  readonly ingest: IngestQueue
+  readonly ingest: IngestLanes
   /** Serves one connection (TCP socket or WebSocket stream). */
   handle(conn: Duplex, address: string, req?: IncomingMessage): void
   listenTcp(port: number, host: string): Promise<AddressInfo>
@@ -100,17 +100,23 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
 
   const thread =
     db.url !== null && deps.ingestThread !== false
-      ? new IngestThread({ databaseUrl: db.url, timezone: config.timezone, logLevel: config.logLevel }, rootLog.ingest)
+      ? new IngestThread({ databaseUrl: db.url, timezone: config.timezone, logLevel: config.logLevel, lanes: limits.commitLanes }, rootLog.ingest)
       : null
   await thread?.started()
-  const ingest = new IngestQueue({
-    // The ingest thread commits in order on its own connection: the next group can wait there while
-    // one commits. In-process (PGlite, one connection), one group at a time.
-    limits: { ...limits, commitsInFlightMax: thread !== null ? INGEST_THREAD_COMMITS_IN_FLIGHT_MAX : 1 },
+  // On the ingest thread, lanes of meters commit side by side, each in order on a connection of its own,
+  // where the lane's next group can wait while one commits. In-process (PGlite, one connection), one lane
+  // and one group at a time.
+  const laneCount = thread !== null ? limits.commitLanes : 1
+  const ingest = new IngestLanes(laneCount, (lane) => ({
+    limits: {
+      ...limits,
+      queueReadingsMax: Math.ceil(limits.queueReadingsMax / laneCount),
+      commitsInFlightMax: thread !== null ? INGEST_THREAD_COMMITS_IN_FLIGHT_MAX : 1,
+    },
     metrics,
     log: rootLog.ingest,
     commit: async (messages) => {
-      if (thread !== null) return thread.commit(messages)
+      if (thread !== null) return thread.commit(lane, messages)
       try {
         return await commitMessages(db.db, messages, { dialect: db.dialect, dayOf, tails })
       } catch (err) {
@@ -151,7 +157,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
         pendingDaily.add(p)
       }
     },
-  })
+  }))
 
   aedes.authenticate = (client, username, password, done) => {
     const address = addresses.get(client.conn as Duplex) ?? 'unknown'

@@ -121,7 +121,8 @@ export class IngestQueue {
     line.admitted++
     this.fifo.push(job)
     this.fifoWeight += job.weight
-    this.opts.metrics.ingestQueueReadings.set(this.fifoWeight)
+    // Changes, not totals: the lanes of a broker share the gauge.
+    this.opts.metrics.ingestQueueReadings.inc(job.weight)
   }
 
   private admitWaiting(): void {
@@ -165,7 +166,7 @@ export class IngestQueue {
       batch.push(job)
     }
     this.fifoWeight -= weight
-    this.opts.metrics.ingestQueueReadings.set(this.fifoWeight)
+    this.opts.metrics.ingestQueueReadings.dec(weight)
     this.inFlight++
     this.unresolved++
     const committed = this.commitWithRetry(batch, weight).finally(() => {

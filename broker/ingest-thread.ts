@@ -9,7 +9,7 @@ export const INGEST_THREAD_START_MS_MAX = 30_000
 
 /**
  * The broker's side of its ingest thread: commits are posted to the thread and answered in
- * order. If the thread dies, what it had in hand fails (nothing was acknowledged, the meters
+ * order within their lane. If the thread dies, what it had in hand fails (nothing was acknowledged, the meters
  * resend) and a new thread takes over.
  */
 export class IngestThread {
@@ -30,13 +30,15 @@ export class IngestThread {
     await this.ready
   }
 
-  commit(messages: ValidatedMessage[]): Promise<CommitResult> {
+  /** Commits a group in a lane (0 … lanes - 1): after the lane's previous groups, beside the other lanes'. */
+  commit(lane: number, messages: ValidatedMessage[]): Promise<CommitResult> {
+    if (!Number.isInteger(lane) || lane < 0 || lane >= this.data.lanes) throw new Error(`assertion failed: ingest lane ${lane}`)
     return this.ready.then(
       () =>
         new Promise<CommitResult>((resolve, reject) => {
           const id = this.nextId++
           this.pending.set(id, { messages, resolve, reject })
-          const { request, transfer } = packCommit(id, messages)
+          const { request, transfer } = packCommit(id, lane, messages)
           this.worker.postMessage(request, transfer)
         }),
     )

@@ -6,6 +6,8 @@ export interface IngestWorkerData {
   databaseUrl: string
   timezone: string
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent'
+  /** Commit lanes: one connection each; a lane's groups commit in order, lanes side by side. */
+  lanes: number
 }
 
 /**
@@ -15,6 +17,7 @@ export interface IngestWorkerData {
  */
 export interface CommitRequest {
   id: number
+  lane: number
   messages: PackedMessage[]
   payloads: Uint8Array
 }
@@ -95,7 +98,7 @@ function item(q: QuarantineItem): QuarantineItem {
 }
 
 /** The request for a group, and what to transfer with it. */
-export function packCommit(id: number, messages: ValidatedMessage[]): { request: CommitRequest; transfer: ArrayBuffer[] } {
+export function packCommit(id: number, lane: number, messages: ValidatedMessage[]): { request: CommitRequest; transfer: ArrayBuffer[] } {
   let total = 0
   for (const m of messages) total += m.payload.length
   // Not from Buffer's shared pool: the whole ArrayBuffer is handed to the other thread.
@@ -105,7 +108,7 @@ export function packCommit(id: number, messages: ValidatedMessage[]): { request:
     at += m.payload.copy(payloads, at)
     return { meterId: m.meterId, receivedAtMs: m.receivedAtMs, datums: m.datums, rejects: m.rejects, payloadEnd: at }
   })
-  return { request: { id, messages: packed, payloads }, transfer: [payloads.buffer as ArrayBuffer] }
+  return { request: { id, lane, messages: packed, payloads }, transfer: [payloads.buffer as ArrayBuffer] }
 }
 
 export function unpackCommit(request: CommitRequest): ValidatedMessage[] {

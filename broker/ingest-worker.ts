@@ -1,6 +1,6 @@
 import { parentPort, workerData } from 'node:worker_threads'
 import { createDayResolver } from '../shared/calendar.ts'
-import { openDatabase } from '../shared/db/database.ts'
+import { openDatabase, type DatabaseHandle } from '../shared/db/database.ts'
 import { configureLogging } from '../shared/logger.ts'
 import { MeterTails, commitMessages } from '../services/metering/ingest-service.ts'
 import type { ValidatedMessage } from '../services/metering/ingest-validation.ts'
@@ -13,28 +13,40 @@ import { compactResult, unpackCommit, type CommitReply, type CommitRequest, type
  */
 const data = workerData as IngestWorkerData
 configureLogging({ level: data.logLevel })
-const handle = await openDatabase({ databaseUrl: data.databaseUrl, pgliteDir: null, pgliteFsync: false, poolSize: 1, applicationName: 'metershare:ingest' })
-// One connection: commits run one after the other anyway, and COPY needs to know the transaction's connection.
-const ctx = { dialect: handle.dialect, dayOf: createDayResolver(data.timezone), tails: new MeterTails(), copyIn: handle.copyIn }
-
-// One transaction at a time, in the order asked: each group sees what the previous one stored.
-let previous: Promise<void> = Promise.resolve()
+// A connection per lane: a lane's groups commit one after the other (each sees what the previous
+// stored), lanes side by side; COPY needs to know the transaction's connection.
+const lanes = await Promise.all(
+  Array.from({ length: data.lanes }, async (_, i) => {
+    const handle = await openDatabase({
+      databaseUrl: data.databaseUrl,
+      pgliteDir: null,
+      pgliteFsync: false,
+      poolSize: 1,
+      applicationName: `metershare:ingest:${i + 1}`,
+    })
+    return { handle, previous: Promise.resolve() }
+  }),
+)
+const dayOf = createDayResolver(data.timezone)
+// Lanes hold disjoint meters, so they can share the tails.
+const tails = new MeterTails()
 
 parentPort!.on('message', (request: CommitRequest | 'close') => {
   if (request === 'close') {
-    previous = previous.then(() => handle.close()).then(() => parentPort!.close())
+    void Promise.all(lanes.map((l) => l.previous.then(() => l.handle.close()))).then(() => parentPort!.close())
     return
   }
-  previous = previous.then(() => commit(request))
+  const lane = lanes[request.lane]!
+  lane.previous = lane.previous.then(() => commit(lane.handle, request))
 })
 
-async function commit(request: CommitRequest): Promise<void> {
+async function commit(handle: DatabaseHandle, request: CommitRequest): Promise<void> {
   const messages: ValidatedMessage[] = unpackCommit(request)
   try {
-    const result = await commitMessages(handle.db, messages, ctx)
+    const result = await commitMessages(handle.db, messages, { dialect: handle.dialect, dayOf, tails, copyIn: handle.copyIn })
     parentPort!.postMessage({ id: request.id, result: compactResult(messages, result) } satisfies CommitReply)
   } catch (err) {
-    ctx.tails.clear()
+    tails.clear()
     const e = err as { message?: string; code?: string }
     parentPort!.postMessage({ id: request.id, error: { message: e.message ?? String(err), code: e.code } } satisfies CommitReply)
   }

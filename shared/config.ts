@@ -97,6 +97,11 @@ export interface IngestLimits {
   flushIntervalMs: number
   inflightPerClientMax: number
   queueReadingsMax: number
+  /**
+   * PostgreSQL: group commits running at once, each on its own connection of the ingest thread
+   * (a meter always commits in the same lane). PGlite has one connection: one lane.
+   */
+  commitLanes: number
   commitRetryDelayMsMax: number
   commitAttemptsMax: number
 }
@@ -151,6 +156,7 @@ export const DEFAULT_INGEST_LIMITS: IngestLimits = {
   flushIntervalMs: 5,
   inflightPerClientMax: 256,
   queueReadingsMax: 200_000,
+  commitLanes: 2,
   commitRetryDelayMsMax: 2_000,
   commitAttemptsMax: 8,
 }

@@ -3,6 +3,7 @@ import type { MqttClient } from 'mqtt'
 import { afterEach, beforeEach, expect, it } from 'vitest'
 import { meterReadingsTopic } from '../../shared/topics.ts'
 import { connectMeter, endClient, publishAcked, startTestBroker, type TestBroker } from '../support/broker.ts'
+import { laneOf } from '../../broker/ingest-lanes.ts'
 import { describeDatabases } from '../support/database.ts'
 import { createTestHousehold, createTestMeter, createUtility, insertOccupancy, readingsOf, type TestMeter } from '../support/world.ts'
 
@@ -28,6 +29,7 @@ describeDatabases('ingest when the database fails or is slow', (t) => {
     await sql`DROP TRIGGER IF EXISTS test_fault ON readings`.execute(t.db)
     await sql`DROP FUNCTION IF EXISTS test_fault()`.execute(t.db)
     await sql`DROP SEQUENCE IF EXISTS test_fault_seq`.execute(t.db)
+    await sql`DROP TABLE IF EXISTS test_overlap`.execute(t.db)
   })
 
   /** Makes the next `failures` ingest statements fail (a sequence survives the rollbacks it causes). */
@@ -105,6 +107,56 @@ describeDatabases('ingest when the database fails or is slow', (t) => {
     for (const m of meters) {
       const rows = await readingsOf(t.db, m.id)
       expect(rows.map((r) => r.values['1-0:1.8.0'])).toEqual(Array.from({ length: perMeter }, (_, i) => 100 + i))
+    }
+  })
+
+  it('commits meters of different lanes side by side on PostgreSQL, each meter in its order', async () => {
+    tb = await startTestBroker(t.handle)
+    if (t.dialect === 'pglite') {
+      // One connection in this process: one lane, one group at a time.
+      expect(tb.broker.ingest.count).toBe(1)
+      return
+    }
+    const lanes = tb.broker.ingest.count
+    expect(lanes).toBe(tb.config.ingest.commitLanes)
+    expect(lanes).toBeGreaterThanOrEqual(2)
+    // Each group's statement notes how many ingest transactions were running at that moment.
+    await sql`CREATE TABLE test_overlap (running integer NOT NULL)`.execute(t.db)
+    await sql.raw(`CREATE FUNCTION test_fault() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN
+        INSERT INTO test_overlap SELECT count(*) FROM pg_stat_activity
+          WHERE datname = current_database() AND application_name LIKE 'metershare:ingest:%' AND state = 'active';
+        PERFORM pg_sleep(0.15);
+        RETURN NULL;
+      END $$`).execute(t.db)
+    await sql`CREATE TRIGGER test_fault AFTER INSERT ON readings FOR EACH STATEMENT EXECUTE FUNCTION test_fault()`.execute(t.db)
+    const utility = await createUtility(t.db, 'Lanes')
+    const byLane = new Map<number, TestMeter>([[laneOf(meter.id, lanes), meter]])
+    while (byLane.size < 2) {
+      const m = await createTestMeter(t.db, utility.id)
+      byLane.set(laneOf(m.id, lanes), m)
+    }
+    const meters = [...byLane.values()]
+    const perMeter = 20
+    await Promise.all(
+      meters.map(async (m) => {
+        const client = await connectMeter(tb!.url, m)
+        clients.push(client)
+        for (let round = 0; round < 2; round++) {
+          await Promise.all(
+            Array.from({ length: perMeter / 2 }, (_, j) => {
+              const i = round * (perMeter / 2) + j
+              return publishAcked(client, meterReadingsTopic(m.id), reading(T0 + (i + 1) * 60_000, 100 + i))
+            }),
+          )
+        }
+      }),
+    )
+    const { rows } = await sql<{ most: number }>`SELECT max(running)::int AS most FROM test_overlap`.execute(t.db)
+    expect(rows[0]!.most).toBe(2)
+    for (const m of meters) {
+      const stored = await readingsOf(t.db, m.id)
+      expect(stored.map((r) => r.values['1-0:1.8.0'])).toEqual(Array.from({ length: perMeter }, (_, i) => 100 + i))
     }
   })
 })

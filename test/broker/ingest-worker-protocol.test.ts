@@ -30,11 +30,12 @@ function messagesFromOneChunk(): { chunk: Buffer; messages: ValidatedMessage[] }
 describe('the ingest thread protocol', () => {
   it('sends a group with its payloads packed in one transferred buffer and gets the same messages back', () => {
     const { chunk, messages } = messagesFromOneChunk()
-    const { request, transfer } = packCommit(7, messages)
+    const { request, transfer } = packCommit(7, 1, messages)
     expect(request.payloads.byteLength).toBe(messages.reduce((n, m) => n + m.payload.length, 0))
     expect(request.payloads.buffer.byteLength).toBeLessThan(chunk.buffer.byteLength)
 
     const received = structuredClone(request, { transfer }) as CommitRequest
+    expect(received.lane).toBe(1)
     expect(request.payloads.byteLength).toBe(0) // transferred, not copied
     const back = unpackCommit(received)
     expect(back.map((m) => m.payload.toString())).toEqual(messages.map((m) => m.payload.toString()))

@@ -1,0 +1,54 @@
+import type { MessageOutcome } from '../services/metering/ingest-service.ts'
+import type { ValidatedMessage } from '../services/metering/ingest-validation.ts'
+import { IngestQueue, type IngestQueueOptions } from './ingest-queue.ts'
+
+/**
+ * Group commits in parallel lanes. Each meter belongs to one lane (a hash of its id), each lane
+ * is an ordered ingest queue committing on a connection of its own, so two lanes never write
+ * the same meter's rows and a meter's PUBACKs keep its publish order. While one lane's
+ * transaction waits on the database, the ingest thread prepares another's.
+ */
+export class IngestLanes {
+  private readonly lanes: IngestQueue[]
+
+  constructor(count: number, optionsOf: (lane: number) => IngestQueueOptions) {
+    if (!Number.isInteger(count) || count < 1) throw new Error(`assertion failed: ${count} ingest lanes`)
+    this.lanes = Array.from({ length: count }, (_, i) => new IngestQueue(optionsOf(i)))
+  }
+
+  get count(): number {
+    return this.lanes.length
+  }
+
+  /** Resolves once the message is durably committed (or quarantined), with what became of it. */
+  submit(clientKey: string, message: ValidatedMessage): Promise<MessageOutcome> {
+    return this.lanes[laneOf(clientKey, this.lanes.length)]!.submit(clientKey, message)
+  }
+
+  get pendingReadings(): number {
+    let n = 0
+    for (const lane of this.lanes) n += lane.pendingReadings
+    return n
+  }
+
+  /** Commits everything submitted so far; resolves when every lane is empty. */
+  async drain(): Promise<void> {
+    await Promise.all(this.lanes.map((l) => l.drain()))
+  }
+
+  /** Refuses new messages, commits those already submitted. */
+  async close(): Promise<void> {
+    await Promise.all(this.lanes.map((l) => l.close()))
+  }
+}
+
+/** The lane of a client: FNV-1a of its key, so the same meter lands in the same lane in every process. */
+export function laneOf(clientKey: string, lanes: number): number {
+  if (lanes === 1) return 0
+  let h = 0x811c9dc5
+  for (let i = 0; i < clientKey.length; i++) {
+    h ^= clientKey.charCodeAt(i)
+    h = Math.imul(h, 0x01000193)
+  }
+  return (h >>> 0) % lanes
+}
