@@ -129,7 +129,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
       let stored = 0
       for (const o of result.outcomes) {
         stored += o.stored.length
-        for (const d of o.stored) tails.advance(d.meterId, d.tsMs, d.values)
+        tails.advanceTo(o.stored)
         if (o.duplicates > 0) metrics.readingsDuplicate.inc(o.duplicates)
         for (const q of o.quarantined) metrics.readingsQuarantined.labels(q.reason).inc()
         egress.publishReadings(o.stored)

@@ -6,7 +6,7 @@ import { isCumulative } from '../../shared/obis.ts'
 import type { RegisterValues } from '../../shared/wire.ts'
 import { formatTimestamp } from '../../shared/calendar.ts'
 import * as repo from './ingest-repository.ts'
-import { datumBytes, type QuarantineItem, type ValidatedMessage } from './ingest-validation.ts'
+import { datumBytes, type CandidateDatum, type QuarantineItem, type ValidatedMessage } from './ingest-validation.ts'
 
 /**
  * The rules of the ingest transaction: dedupe, conflicts, index regressions, attribution,
@@ -75,6 +75,13 @@ export class MeterTails {
     this.tails.set(meterId, { tsMs, values })
   }
 
+  /** Advances to the latest of a message's stored datums (one meter's). */
+  advanceTo(stored: readonly StoredDatum[]): void {
+    let last: StoredDatum | undefined
+    for (const s of stored) if (last === undefined || s.tsMs > last.tsMs) last = s
+    if (last !== undefined) this.advance(last.meterId, last.tsMs, last.values)
+  }
+
   clear(): void {
     this.tails.clear()
   }
@@ -107,8 +114,9 @@ class MeterTimeline {
   /** Why this datum would break the monotony of a cumulative register, or null. */
   regression(tsMs: number, values: RegisterValues): string | null {
     const at = this.indexAfter(tsMs)
-    for (const [code, value] of Object.entries(values)) {
+    for (const code in values) {
       if (!isCumulative(code)) continue
+      const value = values[code]!
       for (let i = at - 1; i >= 0; i--) {
         const earlier = this.entries[i]!.values[code]
         if (earlier === undefined) continue
@@ -147,7 +155,7 @@ export function sameValues(a: RegisterValues, b: RegisterValues): boolean {
 
 export async function commitMessages(db: Kysely<Database>, messages: ValidatedMessage[], ctx: IngestContext): Promise<CommitResult> {
   const spans = new Map<string, repo.MeterSpan>()
-  const months = new Set<string>()
+  const months = new MonthSet()
   for (const m of messages) {
     for (const d of m.datums) {
       const span = spans.get(m.meterId)
@@ -156,11 +164,11 @@ export async function commitMessages(db: Kysely<Database>, messages: ValidatedMe
         if (d.tsMs < span.minTsMs) span.minTsMs = d.tsMs
         if (d.tsMs > span.maxTsMs) span.maxTsMs = d.tsMs
       }
-      months.add(partitionMonthOf(d.tsMs))
+      months.add(d.tsMs)
     }
   }
   // DDL outside the data transaction: a partition created once serves every later batch.
-  await ensureReadingsPartitions(db, months)
+  await ensureReadingsPartitions(db, months.months)
 
   const result = await db.transaction().execute(async (trx) => {
     if (ctx.dialect === 'postgres') await repo.lockOccupanciesForIngest(trx)
@@ -185,35 +193,27 @@ export async function commitMessages(db: Kysely<Database>, messages: ValidatedMe
     for (const m of messages) {
       const outcome: MessageOutcome = { stored: [], quarantined: [...m.rejects], duplicates: 0 }
       const timeline = timelines.get(m.meterId)
+      let rollup: repo.RollupDelta | null = null
       for (const d of m.datums) {
-        const reject = (reason: QuarantineItem['reason'], detail: string): void => {
-          const payload = datumBytes(m, d)
-          outcome.quarantined.push({
-            meterId: m.meterId,
-            receivedAtMs: m.receivedAtMs,
-            reason,
-            tsMs: d.tsMs,
-            payload,
-            payloadBytes: payload.length,
-            detail,
-          })
-        }
         const existing = timeline!.get(d.tsMs)
         if (existing !== undefined) {
           if (sameValues(existing.values, d.values)) outcome.duplicates++
-          else reject('conflict', `a datum with other values is already stored for ${formatTimestamp(d.tsMs)}; the first is kept`)
+          else quarantineDatum(outcome, m, d, 'conflict', `a datum with other values is already stored for ${formatTimestamp(d.tsMs)}; the first is kept`)
           continue
         }
         const why = timeline!.regression(d.tsMs, d.values)
         if (why !== null) {
-          reject('index_regression', why)
+          quarantineDatum(outcome, m, d, 'index_regression', why)
           continue
         }
         timeline!.add({ tsMs: d.tsMs, values: d.values })
         const stored: StoredDatum = { meterId: m.meterId, tsMs: d.tsMs, values: d.values, householdId: occupants.at(m.meterId, d.tsMs) }
         toInsert.push(stored)
         outcome.stored.push(stored)
-        addToRollup(rollups, stored, ctx.dayOf(d.tsMs))
+        // The datums of a message mostly share a household and a day: their rollup is found once.
+        const day = ctx.dayOf(d.tsMs)
+        if (rollup === null || rollup.day !== day || rollup.householdId !== stored.householdId) rollup = rollupOf(rollups, stored, day)
+        addToRollup(rollup, stored)
       }
       quarantine.push(...outcome.quarantined)
       outcomes.push(outcome)
@@ -222,8 +222,29 @@ export async function commitMessages(db: Kysely<Database>, messages: ValidatedMe
     const touched = toInsert.length + quarantine.length === 0 ? [] : await repo.writeBatch(trx, toInsert, [...rollups.values()], quarantine, ctx.copyIn ?? null)
     return { outcomes, touched }
   })
-  for (const o of result.outcomes) for (const s of o.stored) ctx.tails.advance(s.meterId, s.tsMs, s.values)
+  for (const o of result.outcomes) ctx.tails.advanceTo(o.stored)
   return result
+}
+
+function quarantineDatum(outcome: MessageOutcome, m: ValidatedMessage, d: CandidateDatum, reason: QuarantineItem['reason'], detail: string): void {
+  const payload = datumBytes(m, d)
+  outcome.quarantined.push({ meterId: m.meterId, receivedAtMs: m.receivedAtMs, reason, tsMs: d.tsMs, payload, payloadBytes: payload.length, detail })
+}
+
+/** The UTC months of a batch's datums; an instant is turned into its month only when it leaves the previous one's. */
+class MonthSet {
+  readonly months = new Set<string>()
+  private fromMs = 0
+  private untilMs = 0
+
+  add(tsMs: number): void {
+    if (tsMs >= this.fromMs && tsMs < this.untilMs) return
+    const month = partitionMonthOf(tsMs)
+    this.months.add(month)
+    const d = new Date(tsMs)
+    this.fromMs = Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), 1)
+    this.untilMs = Date.UTC(d.getUTCFullYear(), d.getUTCMonth() + 1, 1)
+  }
 }
 
 /** Who occupied each meter when, from the occupancies read in the batch's transaction. */
@@ -247,18 +268,23 @@ class Occupants {
   }
 }
 
-function addToRollup(rollups: Map<string, repo.RollupDelta>, s: StoredDatum, day: string): void {
+function rollupOf(rollups: Map<string, repo.RollupDelta>, s: StoredDatum, day: string): repo.RollupDelta {
   const key = `${s.meterId}\u0000${s.householdId ?? ''}\u0000${day}`
   let r = rollups.get(key)
   if (r === undefined) {
     r = { meterId: s.meterId, householdId: s.householdId, day, count: 0, firstTsMs: s.tsMs, lastTsMs: s.tsMs, indexMin: {}, indexMax: {} }
     rollups.set(key, r)
   }
+  return r
+}
+
+function addToRollup(r: repo.RollupDelta, s: StoredDatum): void {
   r.count++
   if (s.tsMs < r.firstTsMs) r.firstTsMs = s.tsMs
   if (s.tsMs > r.lastTsMs) r.lastTsMs = s.tsMs
-  for (const [code, v] of Object.entries(s.values)) {
+  for (const code in s.values) {
     if (!isCumulative(code)) continue
+    const v = s.values[code]!
     const lo = r.indexMin[code]
     const hi = r.indexMax[code]
     if (lo === undefined || v < lo) r.indexMin[code] = v

@@ -59,13 +59,10 @@ export function validatePayload(
   limits: Pick<IngestLimits, 'payloadBytesMax' | 'batchReadingsMax' | 'quarantineExcerptBytes' | 'futureToleranceMs'>,
 ): ValidatedMessage {
   const out: ValidatedMessage = { meterId: meter.meterId, receivedAtMs, payload, datums: [], rejects: [] }
-  const whole = (reason: QuarantineReason, detail: string, kept: Buffer = payload): ValidatedMessage => {
-    out.rejects.push({ meterId: meter.meterId, receivedAtMs, reason, tsMs: null, payload: kept, payloadBytes: payload.length, detail })
-    return out
-  }
 
   if (payload.length > limits.payloadBytesMax) {
-    return whole(
+    return rejectWhole(
+      out,
       'too_large',
       `payload of ${payload.length} bytes exceeds payloadBytesMax ${limits.payloadBytesMax}; first ${limits.quarantineExcerptBytes} bytes kept`,
       Buffer.from(payload.subarray(0, limits.quarantineExcerptBytes)),
@@ -76,66 +73,75 @@ export function validatePayload(
   try {
     doc = JSON.parse(utf8.decode(payload))
   } catch (err) {
-    return whole('malformed_json', err instanceof TypeError ? 'payload is not valid UTF-8' : `not JSON: ${(err as Error).message}`)
+    return rejectWhole(out, 'malformed_json', err instanceof TypeError ? 'payload is not valid UTF-8' : `not JSON: ${(err as Error).message}`)
   }
 
   let readings: unknown[]
   if (isPlainObject(doc) && 'readings' in doc) {
     const keys = Object.keys(doc)
-    if (keys.length !== 1) return whole('invalid_schema', `batch: unexpected key ${keys.find((k) => k !== 'readings')}`)
-    if (!Array.isArray(doc.readings)) return whole('invalid_schema', 'readings: expected an array')
-    if (doc.readings.length === 0) return whole('invalid_schema', 'readings: must hold at least one reading')
+    if (keys.length !== 1) return rejectWhole(out, 'invalid_schema', `batch: unexpected key ${keys.find((k) => k !== 'readings')}`)
+    if (!Array.isArray(doc.readings)) return rejectWhole(out, 'invalid_schema', 'readings: expected an array')
+    if (doc.readings.length === 0) return rejectWhole(out, 'invalid_schema', 'readings: must hold at least one reading')
     if (doc.readings.length > limits.batchReadingsMax) {
-      return whole('invalid_schema', `readings: ${doc.readings.length} readings exceed batchReadingsMax ${limits.batchReadingsMax}`)
+      return rejectWhole(out, 'invalid_schema', `readings: ${doc.readings.length} readings exceed batchReadingsMax ${limits.batchReadingsMax}`)
     }
     readings = doc.readings
   } else if (isPlainObject(doc)) {
     readings = [doc]
   } else {
-    return whole('invalid_schema', 'expected a reading object or {"readings":[…]}')
+    return rejectWhole(out, 'invalid_schema', 'expected a reading object or {"readings":[…]}')
   }
 
   const single = readings.length === 1 && !(isPlainObject(doc) && 'readings' in doc)
   for (let i = 0; i < readings.length; i++) {
     const item = readings[i]
-    const where = single ? '' : `readings[${i}].`
     // A batch keeps each reading's own bytes; a single reading keeps the payload as sent.
-    const raw = (): Buffer => (single ? payload : Buffer.from(JSON.stringify(item) ?? 'null'))
-    const reject = (reason: QuarantineReason, detail: string, tsMs: number | null = null): void => {
-      const kept = raw()
-      out.rejects.push({ meterId: meter.meterId, receivedAtMs, reason, tsMs, payload: kept, payloadBytes: kept.length, detail })
-    }
+    const at = single ? null : i
 
     // The common case is checked by hand; zod is asked only to explain what is wrong.
     if (!isWellFormedReading(item)) {
       const parsed = ingressReadingSchema.safeParse(item)
       const issue = parsed.success ? undefined : parsed.error.issues[0]
       const field = issue !== undefined && issue.path.length > 0 ? issue.path.join('.') : 'reading'
-      reject('invalid_schema', `${where}${field}: ${issue?.message ?? 'invalid reading'}`)
+      rejectReading(out, item, at, 'invalid_schema', `${field}: ${issue?.message ?? 'invalid reading'}`)
       continue
     }
     const tsMs = parseRfc3339Ms(item.ts)
     if (tsMs === null) {
-      reject('invalid_schema', `${where}ts: not an RFC 3339 timestamp with an offset or Z`)
+      rejectReading(out, item, at, 'invalid_schema', 'ts: not an RFC 3339 timestamp with an offset or Z')
       continue
     }
     if (tsMs < TS_MIN_MS || tsMs >= TS_MAX_MS) {
-      reject('invalid_schema', `${where}ts: outside the years 2000 to 2099`, null)
+      rejectReading(out, item, at, 'invalid_schema', 'ts: outside the years 2000 to 2099')
       continue
     }
     let unknown: string[] | null = null
     for (const code in item.values) if (obisRegister(code, meter.commodity) === undefined) (unknown ??= []).push(code)
     if (unknown !== null) {
-      reject('unknown_obis', `${where}values: unknown OBIS code${unknown.length > 1 ? 's' : ''} ${unknown.join(', ')} for ${meter.commodity === 'electricity' ? 'an' : 'a'} ${meter.commodity} meter`, tsMs)
+      const what = `${meter.commodity === 'electricity' ? 'an' : 'a'} ${meter.commodity} meter`
+      rejectReading(out, item, at, 'unknown_obis', `values: unknown OBIS code${unknown.length > 1 ? 's' : ''} ${unknown.join(', ')} for ${what}`, tsMs)
       continue
     }
     if (tsMs > receivedAtMs + limits.futureToleranceMs) {
-      reject('future_timestamp', `${where}ts: ${item.ts} is more than ${limits.futureToleranceMs} ms ahead of the broker's clock`, tsMs)
+      rejectReading(out, item, at, 'future_timestamp', `ts: ${item.ts} is more than ${limits.futureToleranceMs} ms ahead of the broker's clock`, tsMs)
       continue
     }
-    out.datums.push({ tsMs, values: item.values, index: single ? null : i })
+    out.datums.push({ tsMs, values: item.values, index: at })
   }
   return out
+}
+
+/** The whole payload to quarantine (or the excerpt kept of it). */
+function rejectWhole(out: ValidatedMessage, reason: QuarantineReason, detail: string, kept: Buffer = out.payload): ValidatedMessage {
+  out.rejects.push({ meterId: out.meterId, receivedAtMs: out.receivedAtMs, reason, tsMs: null, payload: kept, payloadBytes: out.payload.length, detail })
+  return out
+}
+
+/** A reading to quarantine: the payload as sent when it is the only one, else its own bytes, its position named in the detail. */
+function rejectReading(out: ValidatedMessage, item: unknown, at: number | null, reason: QuarantineReason, detail: string, tsMs: number | null = null): void {
+  const kept = at === null ? out.payload : Buffer.from(JSON.stringify(item) ?? 'null')
+  const where = at === null ? '' : `readings[${at}].`
+  out.rejects.push({ meterId: out.meterId, receivedAtMs: out.receivedAtMs, reason, tsMs, payload: kept, payloadBytes: kept.length, detail: where + detail })
 }
 
 /** The bytes a quarantined datum came from. */
