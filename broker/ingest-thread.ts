@@ -9,8 +9,8 @@ export const INGEST_THREAD_START_MS_MAX = 30_000
 
 /**
  * The broker's side of its ingest thread: commits are posted to the thread and answered in
- * order within their lane. If the thread dies, what it had in hand fails (nothing was acknowledged, the meters
- * resend) and a new thread takes over.
+ * order within their lane. If the thread dies, what it had in hand fails (nothing was
+ * acknowledged, the meters resend) and a new thread takes over.
  */
 export class IngestThread {
   private worker: Worker
