@@ -1,3 +1,4 @@
+import { sql } from 'kysely'
 import net from 'node:net'
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest'
 import type { MqttClient } from 'mqtt'
@@ -67,6 +68,39 @@ describeDatabases('ingest over MQTT', (t) => {
     const readings = Array.from({ length: 48 }, (_, i) => ({ ts: iso(T0 + (i + 1) * 1_800_000), values: { '1-0:1.8.0': 1000 + i * 10 } }))
     await publishAcked(client, meterReadingsTopic(meter.id), JSON.stringify({ readings }))
     expect(await readingsOf(t.db, meter.id)).toHaveLength(48)
+  })
+
+  it('stores a batch spanning three months, each datum in its month, attributed and rolled up', async () => {
+    client = await connectMeter(tb.url, meter)
+    const stamps = ['2026-09-30T23:45:00Z', '2026-10-01T00:00:00Z', '2026-10-31T23:45:00Z', '2026-11-01T00:15:00Z']
+    const batch = { readings: stamps.map((ts, i) => ({ ts, values: { '1-0:1.8.0': 500 + i } })) }
+    await publishAcked(client, meterReadingsTopic(meter.id), JSON.stringify(batch))
+    const rows = await readingsOf(t.db, meter.id)
+    expect(rows.map((r) => [r.ts.toISOString().replace('.000Z', 'Z'), r.household_id])).toEqual([
+      [stamps[0], null],
+      [stamps[1], householdId],
+      [stamps[2], householdId],
+      [stamps[3], householdId],
+    ])
+    // Paris days: the first two datums fall on 1 October (one nobody's, one the household's), the last two on 1 November.
+    const rollups = await t.db
+      .selectFrom('daily_rollups')
+      .select(['household_id', 'day', 'readings_count'])
+      .where('meter_id', '=', meter.id)
+      .orderBy('day')
+      .orderBy('household_id')
+      .execute()
+    expect(rollups).toEqual([
+      { household_id: householdId, day: '2026-10-01', readings_count: 1 },
+      { household_id: null, day: '2026-10-01', readings_count: 1 },
+      { household_id: householdId, day: '2026-11-01', readings_count: 2 },
+    ])
+    if (t.dialect === 'postgres') {
+      // On PostgreSQL each month's datums live in that month's partition, created on the way.
+      const { rows: homes } = await sql<{ home: string }>`
+        SELECT tableoid::regclass::text AS home FROM readings WHERE meter_id = ${meter.id} ORDER BY ts`.execute(t.db)
+      expect(homes.map((h) => h.home)).toEqual(['readings_y2026m09', 'readings_y2026m10', 'readings_y2026m10', 'readings_y2026m11'])
+    }
   })
 
   it('stores a retransmitted datum with the same values once', async () => {
