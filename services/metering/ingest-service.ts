@@ -47,7 +47,7 @@ export interface IngestContext {
   dayOf: (ms: number) => string
   /** Each meter's latest datum as this process stored it; spares the neighbour lookup for in-order data. */
   tails: MeterTails
-  /** PostgreSQL on one connection: the datums are stored with COPY instead of INSERT. */
+  /** PostgreSQL on one connection: the datums of a group of at least COPY_READINGS_MIN are stored with COPY instead of INSERT. */
   copyIn?: repo.CopyIn | null
 }
 
@@ -219,7 +219,11 @@ export async function commitMessages(db: Kysely<Database>, messages: ValidatedMe
       outcomes.push(outcome)
     }
 
-    const touched = toInsert.length + quarantine.length === 0 ? [] : await repo.writeBatch(trx, toInsert, [...rollups.values()], quarantine, ctx.copyIn ?? null)
+    if (toInsert.length + quarantine.length === 0) return { outcomes, touched: [] }
+    const created = await repo.writeBatch(trx, toInsert, [...rollups.values()], quarantine, toInsert.length >= repo.COPY_READINGS_MIN ? (ctx.copyIn ?? null) : null)
+    const createdKeys = new Set(created.map((c) => rollupKey(c.meterId, c.householdId, c.day)))
+    const touched: TouchedDay[] = []
+    for (const [key, r] of rollups) touched.push({ meterId: r.meterId, householdId: r.householdId, day: r.day, created: createdKeys.has(key) })
     return { outcomes, touched }
   })
   for (const o of result.outcomes) ctx.tails.advanceTo(o.stored)
@@ -268,8 +272,12 @@ class Occupants {
   }
 }
 
+function rollupKey(meterId: string, householdId: string | null, day: string): string {
+  return `${meterId}\u0000${householdId ?? ''}\u0000${day}`
+}
+
 function rollupOf(rollups: Map<string, repo.RollupDelta>, s: StoredDatum, day: string): repo.RollupDelta {
-  const key = `${s.meterId}\u0000${s.householdId ?? ''}\u0000${day}`
+  const key = rollupKey(s.meterId, s.householdId, day)
   let r = rollups.get(key)
   if (r === undefined) {
     r = { meterId: s.meterId, householdId: s.householdId, day, count: 0, firstTsMs: s.tsMs, lastTsMs: s.tsMs, indexMin: {}, indexMax: {} }

@@ -3,6 +3,7 @@ import net from 'node:net'
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest'
 import type { MqttClient } from 'mqtt'
 import { meterReadingsTopic, meterStatusTopic } from '../../shared/topics.ts'
+import { COPY_READINGS_MIN } from '../../services/metering/ingest-repository.ts'
 import { describeDatabases } from '../support/database.ts'
 import {
   connectMeter,
@@ -68,6 +69,25 @@ describeDatabases('ingest over MQTT', (t) => {
     const readings = Array.from({ length: 48 }, (_, i) => ({ ts: iso(T0 + (i + 1) * 1_800_000), values: { '1-0:1.8.0': 1000 + i * 10 } }))
     await publishAcked(client, meterReadingsTopic(meter.id), JSON.stringify({ readings }))
     expect(await readingsOf(t.db, meter.id)).toHaveLength(48)
+  })
+
+  it('stores the same rows whether a group is inserted by its statement or, from COPY_READINGS_MIN datums, by COPY', async () => {
+    client = await connectMeter(tb.url, meter)
+    // Registers grow with time; the first datum of each batch falls before the occupancy: nobody's.
+    const datum = (ms: number, k: number) => ({ ts: iso(ms), values: { '1-0:1.8.0': 1000 + k * 7, '1-0:2.8.0': 20 + k, '1-0:1.7.0': 350 - k } })
+    const small = { readings: [datum(T0 - 86_400_000, 0), datum(T0 + 900_000, 2), datum(T0 + 1_800_000, 3)] }
+    const large = {
+      readings: [datum(T0 - 86_400_000 + 900_000, 1), ...Array.from({ length: COPY_READINGS_MIN + 5 }, (_, i) => datum(T0 + (3 + i) * 900_000, 4 + i))],
+    }
+    await publishAcked(client, meterReadingsTopic(meter.id), JSON.stringify(small))
+    await publishAcked(client, meterReadingsTopic(meter.id), JSON.stringify(large))
+    const rows = await readingsOf(t.db, meter.id)
+    const sent = [...small.readings, ...large.readings].sort((a, b) => a.ts.localeCompare(b.ts))
+    expect(rows.map((r) => ({ ts: iso(r.ts.getTime()), household: r.household_id, values: r.values }))).toEqual(
+      sent.map((d) => ({ ts: d.ts, household: Date.parse(d.ts) < T0 ? null : householdId, values: d.values })),
+    )
+    const counted = await t.db.selectFrom('daily_rollups').select((eb) => eb.fn.sum<number>('readings_count').as('n')).where('meter_id', '=', meter.id).executeTakeFirstOrThrow()
+    expect(Number(counted.n)).toBe(sent.length)
   })
 
   it('stores a batch spanning three months, each datum in its month, attributed and rolled up', async () => {
