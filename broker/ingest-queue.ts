@@ -6,9 +6,18 @@ import type { ValidatedMessage } from '../services/metering/ingest-validation.ts
 
 /**
  * The ordered ingest queue with group commit. Messages from every client go into one FIFO;
- * one transaction at a time commits whatever has accumulated (up to `flushReadingsMax`),
+ * groups of what has accumulated (up to `flushReadingsMax`) are committed one after the other,
  * and only then are their publishers answered — in arrival order, so each client's PUBACKs
  * keep its publish order [MQTT-4.6.0-2] even though aedes runs hook calls concurrently.
+ *
+ * Pacing: a group starts once its oldest message has waited `flushIntervalMs` (or at once when
+ * it is full). Under load a commit outlasts that wait, so what arrived during one commit starts
+ * the moment it ends, back to back; under light load the wait gathers publishes that would
+ * otherwise each pay a transaction (at 3,000 paced msg/s, back to back made 500 commits a
+ * second and used 1.4 cores; waiting 15 ms: 150 and 0.9, p99 58 → 46 ms). A second group is
+ * handed to the committer while one commits (`commitsInFlightMax` 2, the ingest thread) only
+ * when `pipelineReadingsMin` readings wait: a big backlog is worth overlapping, a small one is
+ * cheaper joined to the next group.
  *
  * Bounds: a client has at most `inflightPerClientMax` messages admitted to the FIFO (the
  * rest wait in its own line, so one flooding client cannot fill a batch), and the FIFO
@@ -17,6 +26,8 @@ import type { ValidatedMessage } from '../services/metering/ingest-validation.ts
  */
 
 type Job = {
+  /** performance.now() when the job entered the FIFO. */
+  admittedAt: number
   clientKey: string
   message: ValidatedMessage
   weight: number
@@ -39,7 +50,13 @@ export class IngestClosedError extends Error {
 export interface IngestQueueOptions {
   limits: Pick<
     IngestLimits,
-    'flushReadingsMax' | 'flushIntervalMs' | 'inflightPerClientMax' | 'queueReadingsMax' | 'commitAttemptsMax' | 'commitRetryDelayMsMax'
+    | 'flushReadingsMax'
+    | 'flushIntervalMs'
+    | 'pipelineReadingsMin'
+    | 'inflightPerClientMax'
+    | 'queueReadingsMax'
+    | 'commitAttemptsMax'
+    | 'commitRetryDelayMsMax'
   > & {
     /** Groups handed to the committer before the previous one is answered (1: strictly one at a time). */
     commitsInFlightMax: number
@@ -73,7 +90,7 @@ export class IngestQueue {
   submit(clientKey: string, message: ValidatedMessage): Promise<MessageOutcome> {
     if (this.closed) return Promise.reject(new IngestClosedError())
     return new Promise<MessageOutcome>((resolve, reject) => {
-      const job: Job = { clientKey, message, weight: Math.max(1, message.datums.length + message.rejects.length), resolve, reject }
+      const job: Job = { admittedAt: 0, clientKey, message, weight: Math.max(1, message.datums.length + message.rejects.length), resolve, reject }
       let line = this.lines.get(clientKey)
       if (line === undefined) {
         line = { admitted: 0, waiting: [] }
@@ -118,6 +135,7 @@ export class IngestQueue {
   }
 
   private admit(line: ClientLine, job: Job): void {
+    job.admittedAt = performance.now()
     line.admitted++
     this.fifo.push(job)
     this.fifoWeight += job.weight
@@ -135,8 +153,11 @@ export class IngestQueue {
 
   private schedule(): void {
     if (this.inFlight >= this.opts.limits.commitsInFlightMax || this.fifo.length === 0) return
-    if (this.inFlight > 0 || this.fifoWeight >= this.opts.limits.flushReadingsMax) {
-      // Back to back: what arrived during the previous commit forms the next group.
+    const { flushReadingsMax, flushIntervalMs, pipelineReadingsMin } = this.opts.limits
+    const waitedMs = performance.now() - this.fifo[0]!.admittedAt
+    const start =
+      this.fifoWeight >= flushReadingsMax || (this.inFlight === 0 ? waitedMs >= flushIntervalMs : this.fifoWeight >= pipelineReadingsMin)
+    if (start) {
       if (this.timer !== null) {
         clearTimeout(this.timer)
         this.timer = null
@@ -144,11 +165,13 @@ export class IngestQueue {
       this.flush()
       return
     }
-    // From idle, a short wait lets concurrent publishes join the same transaction.
-    this.timer ??= setTimeout(() => {
-      this.timer = null
-      this.flush()
-    }, this.opts.limits.flushIntervalMs)
+    // With a commit in flight, its end calls here again; otherwise wake when the oldest has waited enough.
+    if (this.inFlight === 0) {
+      this.timer ??= setTimeout(() => {
+        this.timer = null
+        this.flush()
+      }, flushIntervalMs - waitedMs)
+    }
   }
 
   /**

@@ -94,7 +94,10 @@ export interface IngestLimits {
   quarantineExcerptBytes: number
   futureToleranceMs: number
   flushReadingsMax: number
+  /** A group commit starts once its oldest message has waited this long (at once when full or under load). */
   flushIntervalMs: number
+  /** Readings that must wait before a second group is handed to the ingest thread while one commits. */
+  pipelineReadingsMin: number
   inflightPerClientMax: number
   queueReadingsMax: number
   /**
@@ -153,7 +156,8 @@ export const DEFAULT_INGEST_LIMITS: IngestLimits = {
   quarantineExcerptBytes: 4 * 1024,
   futureToleranceMs: 5 * 60 * 1000,
   flushReadingsMax: 10_000,
-  flushIntervalMs: 5,
+  flushIntervalMs: 15,
+  pipelineReadingsMin: 2_500,
   inflightPerClientMax: 256,
   queueReadingsMax: 200_000,
   commitLanes: 2,
