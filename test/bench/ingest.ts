@@ -740,6 +740,8 @@ async function main(): Promise<number> {
       else if (pgMax === undefined) skipped.push('half rate: needs the PostgreSQL throughput phase (add postgres to --only)')
       else {
         const rate = Math.max(1, Math.round(pgMax.messagesPerSecond / 2))
+        // The same paced load on the bare broker: what the MQTT traffic alone costs at that rate.
+        if (want('bare')) await loadPhase(spec('bare aedes, same ½ rate', { kind: 'bare' }, 'bare-half', anyMeters(opts.meters), { mode: 'rate', ratePerSecond: rate }))
         await loadPhase(spec('metershare, PostgreSQL, ½ max rate', pg, 'pg-half', pgMeters, { mode: 'rate', ratePerSecond: rate }))
       }
     }
