@@ -91,12 +91,11 @@ describe('ingest queue pacing', () => {
     answered.push(queue.submit('b', message('b', 1)))
     await sleep(WAIT_MS * 2)
     expect(groups).toHaveLength(1)
-    const finishedAt = performance.now()
     groups[0]!.finish()
     await answered[0]
+    // No timer has had its turn yet: the group started on the commit's end, not after a wait of its own.
     await turn()
     expect(groups.map((g) => g.meters)).toEqual([['a'], ['b']])
-    expect(groups[1]!.startedAt - finishedAt).toBeLessThan(WAIT_MS)
     groups[1]!.finish()
     await Promise.all(answered)
   })
