@@ -29,7 +29,10 @@ import { IngestThread } from './ingest-thread.ts'
  * forwarded to a subscriber only when the egress policy (the release rule) allows it.
  */
 
-/** Groups of one lane queued at the ingest thread at once: one committing, one ready to start the moment it ends. */
+/**
+ * Groups of one lane queued at the ingest thread at once: one committing, and one ready to start
+ * the moment it ends when a backlog of `pipelineReadingsMin` readings is waiting (ingest-queue.ts).
+ */
 export const INGEST_THREAD_COMMITS_IN_FLIGHT_MAX = 2
 
 // MQTT 3.1.1 CONNACK return codes [MQTT-3.2.2.3]; numbers, not aedes' const enum.
