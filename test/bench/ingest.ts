@@ -26,8 +26,11 @@ import { fmtFixed, fmtInt, fmtMb, fmtMs, fmtPercent, formatTable, mark, percenti
  *   BENCH_DATABASE_URL=postgres://…/postgres   (default: the local server)
  */
 
-const PHASES = ['bare', 'postgres', 'pglite', 'mosquitto', 'half', 'catchup', 'idle'] as const
+const PHASES = ['bare', 'postgres', 'pglite', 'mosquitto', 'half', 'paced', 'catchup', 'idle'] as const
 type Phase = (typeof PHASES)[number]
+
+/** The paced phase: the same meters at these total rates (msg/s), to show how PUBACK latency grows with load. */
+const DEFAULT_PACED_RATES = [1_000, 3_000, 8_000]
 
 const USAGE = `usage: npm run bench:ingest -- [options]
   --seconds S          measured seconds per phase (default 10; --quick: 2)
@@ -38,6 +41,7 @@ const USAGE = `usage: npm run bench:ingest -- [options]
   --catchup-window N   in flight per connection during catch-up (default 2)
   --catchup-readings N readings per message during catch-up (default 100)
   --generators N       load generator processes (default 1)
+  --paced-rates LIST   total msg/s of the paced phases on PostgreSQL (default ${DEFAULT_PACED_RATES.join(',')})
   --only LIST          phases among ${PHASES.join(',')} (default all)
   --profile            CPU-profile each metershare broker (node --cpu-prof), summarise its measured window, keep the files
   --quick              a short smoke run
@@ -63,6 +67,7 @@ interface Options {
   catchupWindow: number
   catchupReadings: number
   generators: number
+  pacedRates: number[]
   only: Set<Phase>
   profile: boolean
   quick: boolean
@@ -78,6 +83,7 @@ function parseOptions(argv: string[]): Options {
       'catchup-window': { type: 'string' },
       'catchup-readings': { type: 'string' },
       generators: { type: 'string' },
+      'paced-rates': { type: 'string' },
     },
     strict: true,
   })
@@ -94,6 +100,7 @@ function parseOptions(argv: string[]): Options {
     catchupWindow: Math.floor(num('catchup-window', values['catchup-window'], 2, 1)),
     catchupReadings: Math.floor(num('catchup-readings', values['catchup-readings'], 100, 1)),
     generators: Math.floor(num('generators', values.generators, 1, 1)),
+    pacedRates: values['paced-rates'] === undefined ? DEFAULT_PACED_RATES : values['paced-rates'].split(',').map((r) => Math.floor(num('paced-rates', r, 0, 1))),
     only,
     profile: values.profile,
     quick,
@@ -690,7 +697,7 @@ async function main(): Promise<number> {
     }
   }
   const want = (p: Phase): boolean => opts.only.has(p)
-  const needPg = pgReason === null && (want('postgres') || want('half') || want('catchup') || want('idle'))
+  const needPg = pgReason === null && (want('postgres') || want('half') || want('paced') || want('catchup') || want('idle'))
   try {
     if (needPg) {
       const total = want('idle') ? Math.max(opts.meters, opts.idle) : opts.meters
@@ -744,6 +751,14 @@ async function main(): Promise<number> {
         if (want('bare')) await loadPhase(spec('bare aedes, same ½ rate', { kind: 'bare' }, 'bare-half', anyMeters(opts.meters), { mode: 'rate', ratePerSecond: rate }))
         await loadPhase(spec('metershare, PostgreSQL, ½ max rate', pg, 'pg-half', pgMeters, { mode: 'rate', ratePerSecond: rate }))
       }
+    }
+    if (want('paced')) {
+      // The latency a user sees below saturation: meters publishing one at a time, at rising total rates.
+      if (pgReason === null) {
+        for (const rate of opts.pacedRates) {
+          await loadPhase(spec(`metershare, PostgreSQL, paced ${fmtInt(rate)}/s`, pg, `pg-paced-${rate}`, pgMeters, { mode: 'rate', ratePerSecond: rate }))
+        }
+      } else skipped.push(`paced rates on PostgreSQL: ${pgReason}`)
     }
     if (want('catchup')) {
       const extra = { readingsPerMessage: opts.catchupReadings, window: opts.catchupWindow }
@@ -826,6 +841,11 @@ async function main(): Promise<number> {
   ]
   const tw = Math.max(...targets.map((t) => t[0].length))
   for (const [what, figure, pass] of targets) out(`${mark(pass)}  ${what.padEnd(tw)}  ${pass === null ? '(not measured)' : figure}`)
+  const paced = load.filter((r) => r.spec.slug.startsWith('pg-paced-') || r.spec.slug === 'pg-half').sort((a, b) => a.spec.ratePerSecond - b.spec.ratePerSecond)
+  if (paced.length > 0) {
+    out()
+    out(`paced load on PostgreSQL, p99 PUBACK: ${paced.map((r) => `${fmtMs(r.p99Us)} ms at ${fmtInt(r.messagesPerSecond)} msg/s`).join(' · ')}`)
+  }
   const failures = load.filter((r) => r.check.startsWith('MISMATCH')).length
   if (failures > 0) {
     out()
