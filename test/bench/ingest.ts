@@ -220,6 +220,8 @@ class Bench extends BenchHarness {
     else if (target.backend === 'postgres') {
       const name = await this.createDatabase(phaseSlug, this.pgTemplate!)
       dropDatabase = name
+      // The earlier phases' dirty pages and WAL are written out now, not by a checkpoint during this one.
+      await this.admin('CHECKPOINT')
       start = { type: 'start', kind: 'metershare', databaseUrl: this.databaseUrl(name), pgliteDir: null, timezone: LOAD.timezone }
     } else {
       const dir = path.join(this.tmp, `pglite-${phaseSlug}`)
