@@ -5,9 +5,10 @@ import type { RegisterValues } from '../../shared/wire.ts'
 import type { QuarantineItem } from './ingest-validation.ts'
 
 /**
- * SQL of the ingest transaction. Rows travel as one JSON document per parameter
- * (jsonb_to_recordset), which works alike on PostgreSQL and PGlite, and the writes of a
- * group commit go in one statement: one round trip, whatever the batch holds.
+ * SQL of the ingest transaction. Rows travel as one JSON document per parameter, which works
+ * alike on PostgreSQL and PGlite, and the writes of a group commit go in one statement
+ * (`writeBatch`), preceded on PostgreSQL by a `COPY` of the datums once a group holds
+ * `COPY_READINGS_MIN` of them.
  */
 type Trx = Transaction<Database>
 
