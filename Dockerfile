@@ -12,5 +12,6 @@ COPY cli ./cli
 COPY tsconfig.json ./
 USER node
 EXPOSE 1883 8080
-ENTRYPOINT ["node", "cli/metershare.mjs"]
+# Node's flags as in cli/metershare.mjs (its first line).
+ENTRYPOINT ["node", "--max-semi-space-size=64", "cli/metershare.mjs"]
 CMD ["up"]

@@ -8,8 +8,9 @@ import vm from 'node:vm'
 import { openDatabase } from '../../shared/db/database.ts'
 import { migrateToLatest } from '../../shared/db/migrator.ts'
 import { configureLogging } from '../../shared/logger.ts'
+import { launcherNodeFlags } from '../support/launcher.ts'
 import type { BrokerCounts, BrokerPolicy, BrokerStart, IngestFigures, PolicyFigures } from './ingest/broker-process.ts'
-import { brokerQueries } from './ingest/broker-queries.ts'
+import { brokerQueries, type BrokerMark } from './ingest/broker-queries.ts'
 import { LOAD, loadTiming, type GeneratorConnected, type GeneratorPlan, type GeneratorResult } from './ingest/generator-plan.ts'
 import { BENCH_OPTIONS, BenchHarness, DEFAULT_BENCH_DATABASE_URL, cleanUpOnSignal, describePostgres, exitWithUsageIf, numberOption, phasesOption, profileLines, progress, redact } from './support/harness.ts'
 import { describeMachine, packageVersion } from './support/machine.ts'
@@ -158,13 +159,14 @@ interface BrokerUnderTest {
   counts(): Promise<BrokerCounts>
   ingest(): Promise<IngestFigures>
   policy(): Promise<PolicyFigures>
-  mark(): Promise<number | null>
+  mark(): Promise<BrokerMark | null>
   close(): Promise<void>
 }
 
 async function startBroker(bench: Bench, policy: BrokerPolicy, slug: string): Promise<BrokerUnderTest> {
   const databaseName = await bench.createDatabase(slug, bench.template!)
-  const execArgv = ['--expose-gc']
+  // Node's flags as the metershare command runs with them, for every broker alike (bare aedes too).
+  const execArgv = ['--expose-gc', ...launcherNodeFlags()]
   let profileFile: string | null = null
   if (bench.opts.profile) {
     // Kept after the run for a closer look.
@@ -391,7 +393,7 @@ async function runLoad(bench: Bench, spec: LoadSpec, round: number): Promise<Loa
     recipients = null
     await broker.close()
     if (broker.profileFile !== null) {
-      figures.profile = profileLines(broker.profileFile, from, to)
+      figures.profile = profileLines(broker.profileFile, from?.monotonicUs ?? null, to?.monotonicUs ?? null)
       if (from === null || to === null) notes.push('the broker did not answer in time to mark the window: its profile covers its whole life')
     }
     progress(`${label}: ${fmtInt(figures.ingestedPerSecond)} readings/s in, ${fmtInt(figures.forwardedPerSecond)} datums/s out, p99 ${fmtMs(figures.p99Us)} ms`)

@@ -5,10 +5,11 @@ import { parseArgs } from 'node:util'
 import { openDatabase } from '../../shared/db/database.ts'
 import { migrateToLatest } from '../../shared/db/migrator.ts'
 import { meterReadingsTopic } from '../../shared/topics.ts'
+import { launcherNodeFlags } from '../support/launcher.ts'
 import { hasCommand } from '../support/tools.ts'
 import { benchMeterId, provisionWorld, type BenchMeter } from './ingest/bench-world.ts'
 import type { BrokerCounts, BrokerStart, IngestFigures } from './ingest/broker-process.ts'
-import { brokerQueries } from './ingest/broker-queries.ts'
+import { brokerQueries, type BrokerMark } from './ingest/broker-queries.ts'
 import { LOAD, loadTiming, refillMinOf, type GeneratorConnected, type GeneratorPlan, type GeneratorResult } from './ingest/generator-plan.ts'
 import { BENCH_OPTIONS, BenchHarness, DEFAULT_BENCH_DATABASE_URL, cleanUpOnSignal, describePostgres, exitWithUsageIf, numberOption, phasesOption, profileLines, progress, redact } from './support/harness.ts'
 import { commandVersion, describeMachine, packageVersion } from './support/machine.ts'
@@ -135,9 +136,8 @@ interface ServerUnderTest {
   counts?: () => Promise<BrokerCounts>
   ingest?: () => Promise<IngestFigures>
   gc?: () => Promise<{ heapUsedBytes: number; rssBytes: number }>
-  /** The broker's monotonic clock in µs (the time base of its CPU profile). */
-  /** The broker's profile clock in µs; null when it did not answer in time. */
-  mark?: () => Promise<number | null>
+  /** The broker's profile clock and main-thread GC pauses; null when it did not answer in time. */
+  mark?: () => Promise<BrokerMark | null>
   profileFile?: string
   close(): Promise<void>
 }
@@ -230,7 +230,8 @@ class Bench extends BenchHarness {
       start = { type: 'start', kind: 'metershare', databaseUrl: null, pgliteDir: dir, timezone: LOAD.timezone }
     }
 
-    const execArgv = ['--expose-gc']
+    // Node's flags as the metershare command runs with them, for every broker alike (bare aedes too).
+    const execArgv = ['--expose-gc', ...launcherNodeFlags()]
     let profileFile: string | undefined
     if (this.opts.profile && target.kind === 'metershare') {
       // Kept after the run (the rest of the temporary folder is removed) for a closer look.
@@ -384,10 +385,10 @@ async function runLoad(bench: Bench, spec: LoadSpec): Promise<LoadFigures> {
     const profiled = server.profileFile !== undefined && server.mark !== undefined
     await generators[0]!.next('window-start', runTimeoutMs)
     const s0 = sample()
-    const from = profiled ? await server.mark!() : null
+    const from = (await server.mark?.()) ?? null
     await generators[0]!.next('window-end', runTimeoutMs)
     const s1 = sample()
-    const to = profiled ? await server.mark!() : null
+    const to = (await server.mark?.()) ?? null
     const results = await Promise.all(generators.map((g) => g.next<GeneratorResult>('result', LOAD.drainTimeoutMs + 60_000)))
 
     const wallMs = s1.at - s0.at
@@ -413,6 +414,10 @@ async function runLoad(bench: Bench, spec: LoadSpec): Promise<LoadFigures> {
     }
     if (spec.mode === 'rate') {
       notes.push(`target rate ${fmtInt(spec.ratePerSecond)} msg/s, achieved ${fmtInt(messagesPerSecond)} msg/s`)
+    }
+
+    if (from !== null && to !== null && to.monotonicUs > from.monotonicUs) {
+      notes.push(`main thread in garbage collection: ${fmtPercent((to.gcMs - from.gcMs) / ((to.monotonicUs - from.monotonicUs) / 1000))} of the window`)
     }
 
     let forwardedPerSecond: number | null = null
@@ -464,7 +469,7 @@ async function runLoad(bench: Bench, spec: LoadSpec): Promise<LoadFigures> {
     await Promise.all(generators.map((g) => g.stop()))
     generators = []
     await server.close()
-    if (profiled) figures.profile = profileLines(server.profileFile!, from, to)
+    if (profiled) figures.profile = profileLines(server.profileFile!, from?.monotonicUs ?? null, to?.monotonicUs ?? null)
     if (profiled && (from === null || to === null)) notes.push('the broker did not answer in time to mark the window: its profile covers its whole life')
     progress(`${spec.label}: ${fmtInt(figures.readingsPerSecond)} readings/s, ${check}`)
     return figures

@@ -1,4 +1,5 @@
 import net from 'node:net'
+import { PerformanceObserver } from 'node:perf_hooks'
 import { sql } from 'kysely'
 import { Aedes } from 'aedes'
 import type { Histogram } from 'prom-client'
@@ -20,7 +21,7 @@ import { reportFailures, type ChildMessage } from '../support/processes.ts'
  * (every owned datum to every recipient: egress without filtering).
  *
  * IPC: start → ready {port}; stats → stats {ingest figures}; count → count {rows};
- * mark → mark {monotonicUs}; gc → gc {heap}; policy → policy {decisions timed};
+ * mark → mark {monotonicUs, gcMs}; gc → gc {heap}; policy → policy {decisions timed};
  * close → closed, then exit.
  */
 
@@ -68,6 +69,12 @@ export interface IngestFigures {
 
 reportFailures()
 
+/** The main thread's garbage-collection pauses so far, in ms (the ingest thread's are its own). */
+let gcPausedMs = 0
+new PerformanceObserver((list) => {
+  for (const e of list.getEntries()) gcPausedMs += e.duration
+}).observe({ entryTypes: ['gc'] })
+
 let server: net.Server | null = null
 let bare: Aedes | null = null
 let broker: TestBroker | null = null
@@ -103,7 +110,7 @@ async function answer(m: ChildMessage): Promise<void> {
       return
     case 'mark':
       // The monotonic clock of CPU profile samples, to cut the profile to the measured window.
-      process.send!({ type: 'mark', monotonicUs: Number(process.hrtime.bigint() / 1000n) })
+      process.send!({ type: 'mark', monotonicUs: Number(process.hrtime.bigint() / 1000n), gcMs: gcPausedMs })
       return
     case 'gc':
       collectGarbage()

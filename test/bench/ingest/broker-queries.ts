@@ -11,8 +11,15 @@ export interface BrokerQueries {
   ingest(): Promise<IngestFigures>
   policy(): Promise<PolicyFigures>
   gc(): Promise<{ heapUsedBytes: number; rssBytes: number }>
-  /** The broker's profile clock now (µs); null when its event loop did not answer in time (a long stall). */
-  mark(): Promise<number | null>
+  /** The broker's profile clock now (µs) and its main thread's GC pauses so far; null when its event loop did not answer in time (a long stall). */
+  mark(): Promise<BrokerMark | null>
+}
+
+export interface BrokerMark {
+  /** The monotonic clock of the broker's CPU profile samples, in µs. */
+  monotonicUs: number
+  /** The main thread's garbage-collection pauses since the broker started, in ms. */
+  gcMs: number
 }
 
 export function brokerQueries(child: NodeChild): BrokerQueries {
@@ -27,7 +34,8 @@ export function brokerQueries(child: NodeChild): BrokerQueries {
     gc: () => ask<{ heapUsedBytes: number; rssBytes: number }>('gc'),
     mark: async () => {
       try {
-        return (await ask<{ monotonicUs: number }>('mark')).monotonicUs
+        const { monotonicUs, gcMs } = await ask<BrokerMark>('mark')
+        return { monotonicUs, gcMs }
       } catch {
         return null
       }
