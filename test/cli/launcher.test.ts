@@ -1,8 +1,8 @@
-import { execFile } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import path from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { LAUNCHER, launcherNodeFlags } from '../support/launcher.ts'
+import { run } from '../support/tools.ts'
 
 /**
  * The `metershare` command runs with the same Node flags however it is started: as an
@@ -16,11 +16,7 @@ describe('the metershare launcher', () => {
   })
 
   it('starts as an executable through its first line', async () => {
-    const { code, stdout, stderr } = await new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
-      execFile(LAUNCHER, ['--help'], { cwd: ROOT, timeout: 30_000 }, (err, stdout, stderr) =>
-        resolve({ code: err === null ? 0 : ((err as { code?: number }).code ?? null), stdout, stderr }),
-      )
-    })
+    const { code, stdout, stderr } = await run(LAUNCHER, ['--help'], 30_000)
     expect(stderr).toBe('')
     expect(code).toBe(0)
     expect(stdout).toMatch(/^usage: metershare <command>/)
