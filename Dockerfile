@@ -12,6 +12,5 @@ COPY cli ./cli
 COPY tsconfig.json ./
 USER node
 EXPOSE 1883 8080
-# Node's flags as in cli/metershare.mjs (its first line).
-ENTRYPOINT ["node", "--max-semi-space-size=64", "cli/metershare.mjs"]
+ENTRYPOINT ["node", "cli/metershare.mjs"]
 CMD ["up"]

@@ -8,7 +8,6 @@ import vm from 'node:vm'
 import { openDatabase } from '../../shared/db/database.ts'
 import { migrateToLatest } from '../../shared/db/migrator.ts'
 import { configureLogging } from '../../shared/logger.ts'
-import { launcherNodeFlags } from '../support/launcher.ts'
 import type { BrokerCounts, BrokerPolicy, BrokerStart, IngestFigures, PolicyFigures } from './ingest/broker-process.ts'
 import { brokerQueries, type BrokerMark } from './ingest/broker-queries.ts'
 import { LOAD, loadTiming, type GeneratorConnected, type GeneratorPlan, type GeneratorResult } from './ingest/generator-plan.ts'
@@ -165,8 +164,7 @@ interface BrokerUnderTest {
 
 async function startBroker(bench: Bench, policy: BrokerPolicy, slug: string): Promise<BrokerUnderTest> {
   const databaseName = await bench.createDatabase(slug, bench.template!)
-  // Node's flags as the metershare command runs with them, for every broker alike (bare aedes too).
-  const execArgv = ['--expose-gc', ...launcherNodeFlags()]
+  const execArgv = ['--expose-gc']
   let profileFile: string | null = null
   if (bench.opts.profile) {
     // Kept after the run for a closer look.

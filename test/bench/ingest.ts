@@ -5,11 +5,10 @@ import { parseArgs } from 'node:util'
 import { openDatabase } from '../../shared/db/database.ts'
 import { migrateToLatest } from '../../shared/db/migrator.ts'
 import { meterReadingsTopic } from '../../shared/topics.ts'
-import { launcherNodeFlags } from '../support/launcher.ts'
 import { hasCommand } from '../support/tools.ts'
 import { benchMeterId, provisionWorld, type BenchMeter } from './ingest/bench-world.ts'
 import type { BrokerCounts, BrokerStart, IngestFigures } from './ingest/broker-process.ts'
-import { brokerQueries, type BrokerMark } from './ingest/broker-queries.ts'
+import { brokerQueries, type BrokerHeap, type BrokerMark } from './ingest/broker-queries.ts'
 import { LOAD, loadTiming, refillMinOf, type GeneratorConnected, type GeneratorPlan, type GeneratorResult } from './ingest/generator-plan.ts'
 import { BENCH_OPTIONS, BenchHarness, DEFAULT_BENCH_DATABASE_URL, cleanUpOnSignal, describePostgres, exitWithUsageIf, numberOption, phasesOption, profileLines, progress, redact } from './support/harness.ts'
 import { commandVersion, describeMachine, packageVersion } from './support/machine.ts'
@@ -135,7 +134,7 @@ interface ServerUnderTest {
   subscriberCount?: () => number
   counts?: () => Promise<BrokerCounts>
   ingest?: () => Promise<IngestFigures>
-  gc?: () => Promise<{ heapUsedBytes: number; rssBytes: number }>
+  gc?: () => Promise<BrokerHeap>
   /** The broker's profile clock and main-thread GC pauses; null when it did not answer in time. */
   mark?: () => Promise<BrokerMark | null>
   profileFile?: string
@@ -230,8 +229,7 @@ class Bench extends BenchHarness {
       start = { type: 'start', kind: 'metershare', databaseUrl: null, pgliteDir: dir, timezone: LOAD.timezone }
     }
 
-    // Node's flags as the metershare command runs with them, for every broker alike (bare aedes too).
-    const execArgv = ['--expose-gc', ...launcherNodeFlags()]
+    const execArgv = ['--expose-gc']
     let profileFile: string | undefined
     if (this.opts.profile && target.kind === 'metershare') {
       // Kept after the run (the rest of the temporary folder is removed) for a closer look.
@@ -488,6 +486,9 @@ interface IdleFigures {
   rssAfterBytes: number
   heapBeforeBytes: number | null
   heapAfterBytes: number | null
+  /** The V8 young generation's memory before and after (part of RSS, not of the heap in use). */
+  youngBeforeBytes: number | null
+  youngAfterBytes: number | null
   connectMs: number
   /** The broker's CPU time while the connections came in. */
   connectCpuMs: number
@@ -543,6 +544,8 @@ async function runIdle(bench: Bench, label: string, target: Target, slug: string
       connectCpuMs,
       heapBeforeBytes: before?.heapUsedBytes ?? null,
       heapAfterBytes: after?.heapUsedBytes ?? null,
+      youngBeforeBytes: before?.youngGenerationBytes ?? null,
+      youngAfterBytes: after?.youngGenerationBytes ?? null,
       connectMs: Math.max(...c.connected.map((x) => x.ms)),
     }
     progress(`${label}: ${fmtInt(connections)} connections, ${fmtInt((rssAfter - s0.rssBytes) / Math.max(1, connections))} bytes each`)
@@ -638,6 +641,7 @@ function idleTable(rows: IdleFigures[]): string {
       { title: 'RSS after MB' },
       { title: 'RSS/conn KB' },
       { title: 'heap/conn KB' },
+      { title: 'young gen MB' },
       { title: 'note', align: 'left' },
     ],
     rows.map((r) => [
@@ -649,6 +653,7 @@ function idleTable(rows: IdleFigures[]): string {
       fmtMb(r.rssAfterBytes),
       fmtFixed((r.rssAfterBytes - r.rssBeforeBytes) / r.connections / 1024, 1),
       r.heapBeforeBytes === null || r.heapAfterBytes === null ? '–' : fmtFixed((r.heapAfterBytes - r.heapBeforeBytes) / r.connections / 1024, 1),
+      r.youngBeforeBytes === null || r.youngAfterBytes === null ? '–' : `${fmtMb(r.youngBeforeBytes)} → ${fmtMb(r.youngAfterBytes)}`,
       r.limitedBy === null ? '' : `fewer than ${fmtInt(r.requested)}: ${r.limitedBy}`,
     ]),
   )

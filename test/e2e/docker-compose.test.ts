@@ -58,7 +58,6 @@ describe('docker-compose.yml', () => {
     const dockerfile = readFileSync(path.join(ROOT, 'Dockerfile'), 'utf8')
     for (const folder of ['broker', 'services', 'shared', 'simulators', 'cli']) expect(dockerfile).toContain(`COPY ${folder} ./${folder}`)
     expect(dockerfile).toMatch(/npm ci --omit=dev/)
-    // The entry point's Node flags: test/cli/launcher.test.ts.
-    expect(dockerfile).toMatch(/ENTRYPOINT \["node", .*"cli\/metershare.mjs"\]/)
+    expect(dockerfile).toMatch(/ENTRYPOINT \["node", "cli\/metershare.mjs"\]/)
   })
 })

@@ -4,13 +4,13 @@ import os from 'node:os'
 import path from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { connectMeter, endClient, publishAcked } from '../support/broker.ts'
-import { LAUNCHER, launcherNodeFlags } from '../support/launcher.ts'
 
 /**
  * `metershare up --no-demo --no-simulate` as an outside program sees it: one process, the
  * embedded database, configured by the environment, driven only through the public contract.
  */
 const ADMIN_TOKEN = 'e2e-admin-token-0123456789'
+const CLI = path.resolve(import.meta.dirname, '../../cli/metershare.mjs')
 
 describe('metershare up (empty world)', () => {
   let child: ChildProcess
@@ -21,7 +21,7 @@ describe('metershare up (empty world)', () => {
 
   beforeAll(async () => {
     dataDir = mkdtempSync(path.join(os.tmpdir(), 'metershare-up-'))
-    child = spawn(process.execPath, [...launcherNodeFlags(), LAUNCHER, 'up', '--no-demo', '--no-simulate'], {
+    child = spawn(process.execPath, [CLI, 'up', '--no-demo', '--no-simulate'], {
       env: { ...process.env, METERSHARE_DATA_DIR: dataDir, MQTT_PORT: '0', HTTP_PORT: '0', METERSHARE_HOST: '127.0.0.1', METERSHARE_ADMIN_TOKEN: ADMIN_TOKEN, METERSHARE_LOG_LEVEL: 'warn' },
       stdio: ['ignore', 'pipe', 'pipe'],
     })

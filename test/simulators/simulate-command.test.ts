@@ -8,8 +8,9 @@ import { afterEach, describe, expect, it } from 'vitest'
 import { writeCredentialsFile, type MeterCredentials } from '../../simulators/credentials.ts'
 import { runSimulateCommand } from '../../simulators/simulate-command.ts'
 import { contractReadings } from './support/contract.ts'
-import { LAUNCHER, launcherNodeFlags } from '../support/launcher.ts'
 import { startSubscriber, startTestBroker } from './support/test-broker.ts'
+
+const CLI = path.resolve(import.meta.dirname, '../../cli/metershare.mjs')
 
 let cleanups: (() => Promise<void> | void)[] = []
 afterEach(async () => {
@@ -38,7 +39,7 @@ interface Run {
 }
 
 function runCli(args: string[]): Run {
-  const child = spawn(process.execPath, [...launcherNodeFlags(), LAUNCHER, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
+  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
   let out = ''
   let err = ''
   child.stdout.on('data', (d: Buffer) => (out += d.toString()))

@@ -1,5 +1,6 @@
 import net from 'node:net'
 import { PerformanceObserver } from 'node:perf_hooks'
+import v8 from 'node:v8'
 import { sql } from 'kysely'
 import { Aedes } from 'aedes'
 import type { Histogram } from 'prom-client'
@@ -11,6 +12,7 @@ import type { EgressMeta, EgressPolicy } from '../../../broker/egress.ts'
 import { openReleaseView, type ReleaseView } from '../../../services/consent/release-view.ts'
 import { startTestBroker, type TestBroker } from '../../support/broker.ts'
 import { reportFailures, type ChildMessage } from '../support/processes.ts'
+import type { BrokerHeap } from './broker-queries.ts'
 
 /**
  * The broker under test, alone in its process so that its CPU time and memory are its own.
@@ -114,7 +116,7 @@ async function answer(m: ChildMessage): Promise<void> {
       return
     case 'gc':
       collectGarbage()
-      process.send!({ type: 'gc', heapUsedBytes: process.memoryUsage().heapUsed, rssBytes: process.memoryUsage.rss() })
+      process.send!({ type: 'gc', ...heapFigures() } satisfies BrokerHeap & { type: 'gc' })
       return
     case 'close':
       closing = true
@@ -210,6 +212,11 @@ async function sumCount(h: Histogram): Promise<{ sum: number; count: number }> {
   const values = (await h.get()).values
   const of = (suffix: string): number => values.find((v) => v.metricName?.endsWith(suffix))?.value ?? 0
   return { sum: of('_sum'), count: of('_count') }
+}
+
+function heapFigures(): BrokerHeap {
+  const young = v8.getHeapSpaceStatistics().find((s) => s.space_name === 'new_space')
+  return { heapUsedBytes: process.memoryUsage().heapUsed, rssBytes: process.memoryUsage.rss(), youngGenerationBytes: young?.physical_space_size ?? 0 }
 }
 
 function collectGarbage(): void {

@@ -10,9 +10,17 @@ export interface BrokerQueries {
   counts(): Promise<BrokerCounts>
   ingest(): Promise<IngestFigures>
   policy(): Promise<PolicyFigures>
-  gc(): Promise<{ heapUsedBytes: number; rssBytes: number }>
+  /** Memory after a full garbage collection. */
+  gc(): Promise<BrokerHeap>
   /** The broker's profile clock now (µs) and its main thread's GC pauses so far; null when its event loop did not answer in time (a long stall). */
   mark(): Promise<BrokerMark | null>
+}
+
+export interface BrokerHeap {
+  heapUsedBytes: number
+  rssBytes: number
+  /** Physical memory of V8's young generation (its semi-spaces), which RSS includes. */
+  youngGenerationBytes: number
 }
 
 export interface BrokerMark {
@@ -31,7 +39,7 @@ export function brokerQueries(child: NodeChild): BrokerQueries {
     counts: () => ask<BrokerCounts>('count'),
     ingest: () => ask<IngestFigures>('stats'),
     policy: () => ask<PolicyFigures>('policy'),
-    gc: () => ask<{ heapUsedBytes: number; rssBytes: number }>('gc'),
+    gc: () => ask<BrokerHeap>('gc'),
     mark: async () => {
       try {
         const { monotonicUs, gcMs } = await ask<BrokerMark>('mark')

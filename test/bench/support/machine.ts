@@ -11,7 +11,8 @@ export function describeMachine(): string[] {
     `CPU        ${cpus[0]?.model.trim() ?? 'unknown'}, ${cpus.length} cores (${os.availableParallelism()} available)`,
     `RAM        ${gib} GiB`,
     `OS         ${os.type()} ${os.release()} ${os.arch()}`,
-    `Node       ${process.version}`,
+    // Every Node process of the run inherits NODE_OPTIONS (brokers, bare aedes included, and generators).
+    `Node       ${process.version}${process.env.NODE_OPTIONS ? ` (NODE_OPTIONS ${process.env.NODE_OPTIONS})` : ''}`,
     `load avg   ${load} (1, 5, 15 min) at start`,
   ]
 }
