@@ -111,7 +111,8 @@ async function answer(m: ChildMessage): Promise<void> {
       process.send!({ type: 'policy', ...policyFigures })
       return
     case 'mark':
-      // The monotonic clock of CPU profile samples, to cut the profile to the measured window.
+      // The monotonic clock of CPU profile samples, to cut the profile to the measured window,
+      // and the GC pauses so far, whose difference over the window is its share spent collecting.
       process.send!({ type: 'mark', monotonicUs: Number(process.hrtime.bigint() / 1000n), gcMs: gcPausedMs })
       return
     case 'gc':
