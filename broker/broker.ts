@@ -210,20 +210,18 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
     }
     // Readings are never retained: the datum lives in the database, not in the broker.
     packet.retain = false
-    const started = process.hrtime.bigint()
+    const started = performance.now()
     const payload = Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload)
     const message = validatePayload(principal, payload, clock(), limits)
-    ingest.submit(principal.meterId, message).then(
-      () => {
-        metrics.ingestAckSeconds.observe(Number(process.hrtime.bigint() - started) / 1e9)
-        callback(null)
-      },
-      (err: Error) => {
-        // Not committed: no PUBACK. The error disconnects the meter, which resends on reconnect.
-        log.warn({ err, meterId: principal.meterId }, 'publish not committed: disconnecting')
-        callback(err)
-      },
-    )
+    ingest.enqueue(principal.meterId, message, (err) => {
+      if (err === null) {
+        metrics.ingestAckSeconds.observe((performance.now() - started) / 1000)
+        return callback(null)
+      }
+      // Not committed: no PUBACK. The error disconnects the meter, which resends on reconnect.
+      log.warn({ err, meterId: principal.meterId }, 'publish not committed: disconnecting')
+      callback(err)
+    })
   }
 
   aedes.authorizeSubscribe = (client, sub, callback) => {

@@ -1,6 +1,5 @@
-import type { MessageOutcome } from '../services/metering/ingest-service.ts'
 import type { ValidatedMessage } from '../services/metering/ingest-validation.ts'
-import { IngestQueue, type IngestQueueOptions } from './ingest-queue.ts'
+import { IngestQueue, type IngestCallback, type IngestQueueOptions } from './ingest-queue.ts'
 
 /**
  * Group commits in parallel lanes. Each meter belongs to one lane (a hash of its id), each lane
@@ -20,9 +19,9 @@ export class IngestLanes {
     return this.lanes.length
   }
 
-  /** Resolves once the message is durably committed (or quarantined), with what became of it. */
-  submit(clientKey: string, message: ValidatedMessage): Promise<MessageOutcome> {
-    return this.lanes[laneOf(clientKey, this.lanes.length)]!.submit(clientKey, message)
+  /** Tells `done` once the message is durably committed (or quarantined), with what became of it (see IngestQueue.enqueue). */
+  enqueue(clientKey: string, message: ValidatedMessage, done: IngestCallback): void {
+    this.lanes[laneOf(clientKey, this.lanes.length)]!.enqueue(clientKey, message, done)
   }
 
   get pendingReadings(): number {

@@ -31,9 +31,16 @@ type Job = {
   clientKey: string
   message: ValidatedMessage
   weight: number
-  resolve: (o: MessageOutcome) => void
-  reject: (e: Error) => void
+  done: IngestCallback
 }
+
+/**
+ * Told once what became of a message: an error (not committed), or its outcome once committed.
+ * A callback rather than a promise: a broker holds thousands of publishes in flight, and each
+ * promise with its reactions is heap that lives until the commit and that every young-generation
+ * collection meanwhile copies.
+ */
+export type IngestCallback = (err: Error | null, outcome?: MessageOutcome) => void
 
 interface ClientLine {
   admitted: number
@@ -88,21 +95,24 @@ export class IngestQueue {
 
   /** Resolves once the message is durably committed (or quarantined), with what became of it. */
   submit(clientKey: string, message: ValidatedMessage): Promise<MessageOutcome> {
-    if (this.closed) return Promise.reject(new IngestClosedError())
-    return new Promise<MessageOutcome>((resolve, reject) => {
-      const job: Job = { admittedAt: 0, clientKey, message, weight: Math.max(1, message.datums.length + message.rejects.length), resolve, reject }
-      let line = this.lines.get(clientKey)
-      if (line === undefined) {
-        line = { admitted: 0, waiting: [] }
-        this.lines.set(clientKey, line)
-      }
-      if (line.waiting.length === 0 && this.canAdmit(line, job)) this.admit(line, job)
-      else {
-        line.waiting.push(job)
-        this.blocked.add(clientKey)
-      }
-      this.schedule()
-    })
+    return new Promise<MessageOutcome>((resolve, reject) => this.enqueue(clientKey, message, (err, outcome) => (err !== null ? reject(err) : resolve(outcome!))))
+  }
+
+  /** `submit` with a callback, called once: synchronously with IngestClosedError when closed, else after the commit. */
+  enqueue(clientKey: string, message: ValidatedMessage, done: IngestCallback): void {
+    if (this.closed) return done(new IngestClosedError())
+    const job: Job = { admittedAt: 0, clientKey, message, weight: Math.max(1, message.datums.length + message.rejects.length), done }
+    let line = this.lines.get(clientKey)
+    if (line === undefined) {
+      line = { admitted: 0, waiting: [] }
+      this.lines.set(clientKey, line)
+    }
+    if (line.waiting.length === 0 && this.canAdmit(line, job)) this.admit(line, job)
+    else {
+      line.waiting.push(job)
+      this.blocked.add(clientKey)
+    }
+    this.schedule()
   }
 
   get pendingReadings(): number {
@@ -211,11 +221,9 @@ export class IngestQueue {
       } catch (err) {
         this.opts.log.error({ err }, 'post-commit handler failed')
       }
-      // In FIFO order: each client's answers leave in its publish order.
-      for (let i = 0; i < batch.length; i++) batch[i]!.resolve(outcome.result.outcomes[i]!)
-    } else {
-      for (const job of batch) job.reject(outcome.error)
     }
+    // The queue's own books first: a callback may publish again (aedes reads on) and re-enter the
+    // queue, which then finds the room this group leaves.
     for (const job of batch) {
       const line = this.lines.get(job.clientKey)!
       line.admitted--
@@ -224,6 +232,9 @@ export class IngestQueue {
     this.unresolved--
     this.admitWaiting()
     this.schedule()
+    // In FIFO order: each client's answers leave in its publish order.
+    if ('result' in outcome) for (let i = 0; i < batch.length; i++) answerJob(batch[i]!, null, outcome.result.outcomes[i]!, this.opts.log)
+    else for (const job of batch) answerJob(job, outcome.error, undefined, this.opts.log)
     if (this.isIdle()) {
       const waiters = this.idleWaiters
       this.idleWaiters = []
@@ -253,6 +264,15 @@ export class IngestQueue {
 
   private isIdle(): boolean {
     return this.inFlight === 0 && this.unresolved === 0 && this.fifo.length === 0 && this.blocked.size === 0
+  }
+}
+
+/** A publisher's callback throwing must not leave the rest of its group unanswered. */
+function answerJob(job: Job, err: Error | null, outcome: MessageOutcome | undefined, log: Logger): void {
+  try {
+    job.done(err, outcome)
+  } catch (e) {
+    log.error({ err: e }, 'ingest callback failed')
   }
 }
 

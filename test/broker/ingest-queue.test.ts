@@ -1,7 +1,7 @@
 import { pino } from 'pino'
 import { describe, expect, it } from 'vitest'
-import { IngestQueue } from '../../broker/ingest-queue.ts'
-import type { CommitResult } from '../../services/metering/ingest-service.ts'
+import { IngestClosedError, IngestQueue } from '../../broker/ingest-queue.ts'
+import type { CommitResult, MessageOutcome } from '../../services/metering/ingest-service.ts'
 import type { CandidateDatum, ValidatedMessage } from '../../services/metering/ingest-validation.ts'
 import { DEFAULT_INGEST_LIMITS } from '../../shared/config.ts'
 import { createMetrics } from '../../shared/metrics.ts'
@@ -18,7 +18,13 @@ function message(meterId: string, readings: number): ValidatedMessage {
   return { meterId, receivedAtMs: 0, payload: Buffer.alloc(0), datums, rejects: [] }
 }
 
-function harness(limits: { flushReadingsMax: number; pipelineReadingsMin: number }) {
+/** A one-datum message whose datum's tsMs is `seq`. */
+function numbered(meterId: string, seq: number): ValidatedMessage {
+  const datums = [{ tsMs: seq, values: {} } as unknown as CandidateDatum]
+  return { meterId, receivedAtMs: 0, payload: Buffer.alloc(0), datums, rejects: [] }
+}
+
+function harness(limits: { flushReadingsMax: number; pipelineReadingsMin: number; inflightPerClientMax?: number }) {
   const groups: Array<{ meters: string[]; startedAt: number; finish: () => void }> = []
   const queue = new IngestQueue({
     limits: { ...DEFAULT_INGEST_LIMITS, flushIntervalMs: WAIT_MS, commitsInFlightMax: 2, ...limits },
@@ -27,7 +33,8 @@ function harness(limits: { flushReadingsMax: number; pipelineReadingsMin: number
         groups.push({
           meters: messages.map((m) => m.meterId),
           startedAt: performance.now(),
-          finish: () => resolve({ outcomes: messages.map(() => ({ stored: [], quarantined: [], duplicates: 0 })), touched: [] }),
+          // Each outcome names its message (by its first datum's tsMs), so answers can be matched to publishes.
+          finish: () => resolve({ outcomes: messages.map((m) => ({ stored: [], quarantined: [], duplicates: m.datums[0]?.tsMs ?? -1 })), touched: [] }),
         })
       }),
     onCommitted: () => undefined,
@@ -98,5 +105,58 @@ describe('ingest queue pacing', () => {
     expect(groups.map((g) => g.meters)).toEqual([['a'], ['b']])
     groups[1]!.finish()
     await Promise.all(answered)
+  })
+})
+
+describe('ingest queue answers', () => {
+  it('answers a closed queue at once with IngestClosedError, through the callback and the promise alike', async () => {
+    const { queue } = harness({ flushReadingsMax: 100, pipelineReadingsMin: 50 })
+    await queue.close()
+    const told: Array<Error | null> = []
+    queue.enqueue('a', message('a', 1), (err) => told.push(err))
+    expect(told).toHaveLength(1)
+    expect(told[0]).toBeInstanceOf(IngestClosedError)
+    await expect(queue.submit('a', message('a', 1))).rejects.toBeInstanceOf(IngestClosedError)
+  })
+
+  it("keeps a client's order when its callback publishes again from inside the answer (as aedes reads on)", async () => {
+    const { queue, groups } = harness({ flushReadingsMax: 2, pipelineReadingsMin: 1, inflightPerClientMax: 2 })
+    const COUNT = 9
+    const answers: number[] = []
+    const send = (seq: number): void =>
+      queue.enqueue('a', numbered('a', seq), (err, outcome?: MessageOutcome) => {
+        expect(err).toBeNull()
+        answers.push(outcome!.duplicates)
+        // An answer frees a slot: the client publishes its next message at once, re-entering the queue mid-answer.
+        if (seq + 3 < COUNT) send(seq + 3)
+      })
+    send(0)
+    send(1)
+    send(2) // beyond inflightPerClientMax: waits in the client's line
+    let finished = 0
+    // A group that is not full starts after flushIntervalMs: wait for it rather than spin.
+    for (let round = 0; answers.length < COUNT && round < 50; round++) {
+      if (finished < groups.length) groups[finished++]!.finish()
+      else await sleep(WAIT_MS / 4)
+      await turn()
+    }
+    expect(answers).toEqual(Array.from({ length: COUNT }, (_, i) => i))
+    await queue.drain()
+  })
+
+  it('answers the rest of a group when one callback throws', async () => {
+    const { queue, groups } = harness({ flushReadingsMax: 3, pipelineReadingsMin: 50 })
+    const answered: string[] = []
+    queue.enqueue('a', message('a', 1), () => {
+      answered.push('a')
+      throw new Error('a broken publisher')
+    })
+    queue.enqueue('b', message('b', 1), () => answered.push('b'))
+    queue.enqueue('c', message('c', 1), () => answered.push('c'))
+    await turn()
+    expect(groups.map((g) => g.meters)).toEqual([['a', 'b', 'c']])
+    groups[0]!.finish()
+    await queue.drain()
+    expect(answered).toEqual(['a', 'b', 'c'])
   })
 })
