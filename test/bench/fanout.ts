@@ -11,7 +11,7 @@ import { configureLogging } from '../../shared/logger.ts'
 import type { BrokerCounts, BrokerPolicy, BrokerStart, IngestFigures, PolicyFigures } from './ingest/broker-process.ts'
 import { brokerQueries, type BrokerMark } from './ingest/broker-queries.ts'
 import { LOAD, loadTiming, type GeneratorConnected, type GeneratorPlan, type GeneratorResult } from './ingest/generator-plan.ts'
-import { BENCH_OPTIONS, BenchHarness, DEFAULT_BENCH_DATABASE_URL, cleanUpOnSignal, describePostgres, exitWithUsageIf, numberOption, phasesOption, profileLines, progress, redact } from './support/harness.ts'
+import { BENCH_OPTIONS, BenchHarness, DEFAULT_BENCH_DATABASE_URL, cleanUpOnSignal, describePostgres, exitWithUsageIf, numberOption, phasesOption, profileFlags, profileLines, progress, redact } from './support/harness.ts'
 import { describeMachine, packageVersion } from './support/machine.ts'
 import { NodeChild, cpuMsBetween, cpuMsByPid, mainThreadCpuMs, sampleMachine, sampleProcess } from './support/processes.ts'
 import { fmtFixed, fmtInt, fmtMb, fmtMs, fmtPercent, formatTable, mark, percentile } from './support/report.ts'
@@ -49,7 +49,7 @@ const USAGE = `usage: npm run bench:fanout -- [options]
   --lookups N      releasedTo decisions per timed round (default 1000000; --quick: 200000)
   --rounds N       run the load phases N times, interleaved; targets use the medians (default 3; --quick: 1)
   --only LIST      phases among ${PHASES.join(',')} (default all)
-  --profile        CPU-profile the broker (node --cpu-prof), summarise its measured window, keep the files
+  --profile        CPU-profile the broker's main and ingest threads (node --cpu-prof), summarise their measured window, keep the files
   --quick          a short smoke run
 environment: BENCH_DATABASE_URL (an admin URL of a PostgreSQL server; default ${DEFAULT_BENCH_DATABASE_URL})`
 
@@ -154,7 +154,8 @@ interface BrokerUnderTest {
   child: NodeChild
   port: number
   databaseName: string
-  profileFile: string | null
+  /** Where its threads' CPU profiles are written (--profile), else null. */
+  profileDir: string | null
   counts(): Promise<BrokerCounts>
   ingest(): Promise<IngestFigures>
   policy(): Promise<PolicyFigures>
@@ -165,13 +166,11 @@ interface BrokerUnderTest {
 async function startBroker(bench: Bench, policy: BrokerPolicy, slug: string): Promise<BrokerUnderTest> {
   const databaseName = await bench.createDatabase(slug, bench.template!)
   const execArgv = ['--expose-gc']
-  let profileFile: string | null = null
+  let profileDir: string | null = null
   if (bench.opts.profile) {
-    // Kept after the run for a closer look.
-    const dir = path.join(os.tmpdir(), `metershare-bench-profiles-${process.pid}`)
-    mkdirSync(dir, { recursive: true })
-    profileFile = path.join(dir, `${slug}.cpuprofile`)
-    execArgv.push('--cpu-prof', '--cpu-prof-dir', dir, '--cpu-prof-name', `${slug}.cpuprofile`)
+    const profile = profileFlags(slug)
+    profileDir = profile.dir
+    execArgv.push(...profile.execArgv)
   }
   const child = bench.spawn(`broker (${slug})`, 'ingest/broker-process.ts', execArgv)
   let closing: Promise<void> | null = null
@@ -187,7 +186,7 @@ async function startBroker(bench: Bench, policy: BrokerPolicy, slug: string): Pr
       child,
       port: ready.port,
       databaseName,
-      profileFile,
+      profileDir,
       ...brokerQueries(child),
       close,
     }
@@ -301,10 +300,10 @@ async function runLoad(bench: Bench, spec: LoadSpec, round: number): Promise<Loa
     generator.send({ type: 'go' })
     await generator.next('window-start', runTimeoutMs)
     const s0 = sample()
-    const from = broker.profileFile !== null ? await broker.mark() : null
+    const from = broker.profileDir !== null ? await broker.mark() : null
     await generator.next('window-end', runTimeoutMs)
     const s1 = sample()
-    const to = broker.profileFile !== null ? await broker.mark() : null
+    const to = broker.profileDir !== null ? await broker.mark() : null
     const result = await generator.next<GeneratorResult>('result', LOAD.drainTimeoutMs + 60_000)
 
     const wallMs = s1.at - s0.at
@@ -390,8 +389,8 @@ async function runLoad(bench: Bench, spec: LoadSpec, round: number): Promise<Loa
     await recipients?.stop()
     recipients = null
     await broker.close()
-    if (broker.profileFile !== null) {
-      figures.profile = profileLines(broker.profileFile, from?.monotonicUs ?? null, to?.monotonicUs ?? null)
+    if (broker.profileDir !== null) {
+      figures.profile = profileLines(broker.profileDir, from?.monotonicUs ?? null, to?.monotonicUs ?? null)
       if (from === null || to === null) notes.push('the broker did not answer in time to mark the window: its profile covers its whole life')
     }
     progress(`${label}: ${fmtInt(figures.ingestedPerSecond)} readings/s in, ${fmtInt(figures.forwardedPerSecond)} datums/s out, p99 ${fmtMs(figures.p99Us)} ms`)

@@ -10,7 +10,7 @@ import { benchMeterId, provisionWorld, type BenchMeter } from './ingest/bench-wo
 import type { BrokerCounts, BrokerStart, IngestFigures } from './ingest/broker-process.ts'
 import { brokerQueries, type BrokerHeap, type BrokerMark } from './ingest/broker-queries.ts'
 import { LOAD, loadTiming, refillMinOf, type GeneratorConnected, type GeneratorPlan, type GeneratorResult } from './ingest/generator-plan.ts'
-import { BENCH_OPTIONS, BenchHarness, DEFAULT_BENCH_DATABASE_URL, cleanUpOnSignal, describePostgres, exitWithUsageIf, numberOption, phasesOption, profileLines, progress, redact } from './support/harness.ts'
+import { BENCH_OPTIONS, BenchHarness, DEFAULT_BENCH_DATABASE_URL, cleanUpOnSignal, describePostgres, exitWithUsageIf, numberOption, phasesOption, profileFlags, profileLines, progress, redact } from './support/harness.ts'
 import { commandVersion, describeMachine, packageVersion } from './support/machine.ts'
 import { MOSQUITTO_BIN, MOSQUITTO_SUB_BIN, startCountingSubscriber, startMosquitto, type CountingSubscriber } from './support/mosquitto.ts'
 import { NodeChild, cpuMsBetween, cpuMsByPid, descriptorsOf, sampleMachine, sampleProcess } from './support/processes.ts'
@@ -43,7 +43,7 @@ const USAGE = `usage: npm run bench:ingest -- [options]
   --generators N       load generator processes (default 1)
   --paced-rates LIST   total msg/s of the paced phases on PostgreSQL (default ${DEFAULT_PACED_RATES.join(',')})
   --only LIST          phases among ${PHASES.join(',')} (default all)
-  --profile            CPU-profile each metershare broker (node --cpu-prof), summarise its measured window, keep the files
+  --profile            CPU-profile each metershare broker's main and ingest threads (node --cpu-prof), summarise their measured window, keep the files
   --quick              a short smoke run
 environment: BENCH_DATABASE_URL (an admin URL of a PostgreSQL server; default ${DEFAULT_BENCH_DATABASE_URL})`
 
@@ -137,7 +137,8 @@ interface ServerUnderTest {
   gc?: () => Promise<BrokerHeap>
   /** The broker's profile clock and main-thread GC pauses; null when it did not answer in time. */
   mark?: () => Promise<BrokerMark | null>
-  profileFile?: string
+  /** Where its threads' CPU profiles are written (--profile). */
+  profileDir?: string
   close(): Promise<void>
 }
 
@@ -230,13 +231,12 @@ class Bench extends BenchHarness {
     }
 
     const execArgv = ['--expose-gc']
-    let profileFile: string | undefined
+    let profileDir: string | undefined
     if (this.opts.profile && target.kind === 'metershare') {
       // Kept after the run (the rest of the temporary folder is removed) for a closer look.
-      const dir = path.join(os.tmpdir(), `metershare-bench-profiles-${process.pid}`)
-      mkdirSync(dir, { recursive: true })
-      profileFile = path.join(dir, `${phaseSlug}.cpuprofile`)
-      execArgv.push('--cpu-prof', '--cpu-prof-dir', dir, '--cpu-prof-name', `${phaseSlug}.cpuprofile`)
+      const profile = profileFlags(phaseSlug)
+      profileDir = profile.dir
+      execArgv.push(...profile.execArgv)
     }
     const child = this.spawn(`broker (${slug})`, 'ingest/broker-process.ts', execArgv)
     const cleanup = async (): Promise<void> => {
@@ -257,7 +257,7 @@ class Bench extends BenchHarness {
         ...durable,
         gc: queries.gc,
         mark: queries.mark,
-        ...(profileFile !== undefined ? { profileFile } : {}),
+        ...(profileDir !== undefined ? { profileDir } : {}),
         close: cleanup,
       }
     } catch (err) {
@@ -380,7 +380,7 @@ async function runLoad(bench: Bench, spec: LoadSpec): Promise<LoadFigures> {
     for (const g of generators) g.send({ type: 'go' })
     const runTimeoutMs = (o.warmupSeconds + o.seconds) * 1000 + 60_000
     const sample = () => ({ at: performance.now(), server: pids.map(sampleProcess), machine: sampleMachine(), pg: withPg ? cpuMsByPid('postgres', ours) : new Map<number, number>(), sub: server.subscriberCount?.() ?? 0 })
-    const profiled = server.profileFile !== undefined && server.mark !== undefined
+    const profiled = server.profileDir !== undefined && server.mark !== undefined
     await generators[0]!.next('window-start', runTimeoutMs)
     const s0 = sample()
     const from = (await server.mark?.()) ?? null
@@ -467,7 +467,7 @@ async function runLoad(bench: Bench, spec: LoadSpec): Promise<LoadFigures> {
     await Promise.all(generators.map((g) => g.stop()))
     generators = []
     await server.close()
-    if (profiled) figures.profile = profileLines(server.profileFile!, from?.monotonicUs ?? null, to?.monotonicUs ?? null)
+    if (profiled) figures.profile = profileLines(server.profileDir!, from?.monotonicUs ?? null, to?.monotonicUs ?? null)
     if (profiled && (from === null || to === null)) notes.push('the broker did not answer in time to mark the window: its profile covers its whole life')
     progress(`${spec.label}: ${fmtInt(figures.readingsPerSecond)} readings/s, ${check}`)
     return figures

@@ -1,4 +1,5 @@
-import { existsSync } from 'node:fs'
+import { existsSync, mkdirSync, readFileSync, readdirSync } from 'node:fs'
+import os from 'node:os'
 import path from 'node:path'
 import pg from 'pg'
 import { summarizeProfile } from './cpu-profile.ts'
@@ -66,17 +67,47 @@ export function exitWithUsageIf(help: boolean | undefined, usage: string): void 
   process.exit(0)
 }
 
-/** A summary of a broker's `--cpu-prof` file, over the measured window when its bounds are known. */
-export function profileLines(file: string, fromUs: number | null, toUs: number | null, top = PROFILE_TOP): string[] {
-  if (!existsSync(file)) return [`(no profile written at ${file})`]
+/**
+ * Where a broker's CPU profiles go: a folder of their own under the run's profile folder (kept
+ * after the run for a closer look), and the flags that profile every thread of the broker, each
+ * into its own file (`CPU.<date>.<time>.<pid>.<thread>.<seq>.cpuprofile`): the main thread, the
+ * ingest thread, and the module loader's threads.
+ */
+export function profileFlags(slug: string): { dir: string; execArgv: string[] } {
+  const dir = path.join(os.tmpdir(), `metershare-bench-profiles-${process.pid}`, slug)
+  mkdirSync(dir, { recursive: true })
+  return { dir, execArgv: ['--cpu-prof', '--cpu-prof-dir', dir] }
+}
+
+/** The profiles a broker left in its folder worth reading: its main thread's and its ingest thread's. */
+function brokerThreadProfiles(dir: string): Array<{ thread: string; file: string }> {
+  if (!existsSync(dir)) return []
+  const found: Array<{ thread: string; file: string }> = []
+  for (const name of readdirSync(dir).sort()) {
+    const m = /^CPU\.\d+\.\d+\.\d+\.(\d+)\.\d+\.cpuprofile$/.exec(name)
+    if (m === null) continue
+    const file = path.join(dir, name)
+    if (m[1] === '0') found.push({ thread: 'main thread', file })
+    // The ingest thread runs broker/ingest-worker.ts; the loader's threads run none of ours.
+    else if (readFileSync(file, 'utf8').includes('/broker/ingest-worker.ts')) found.push({ thread: 'ingest thread', file })
+  }
+  return found.sort((a, b) => (a.thread === b.thread ? 0 : a.thread === 'main thread' ? -1 : 1))
+}
+
+/** A summary of each of a broker's thread profiles, over the measured window when its bounds are known. */
+export function profileLines(dir: string, fromUs: number | null, toUs: number | null, top = PROFILE_TOP): string[] {
+  const threads = brokerThreadProfiles(dir)
+  if (threads.length === 0) return [`(no profile written in ${dir})`]
   const window = fromUs !== null && toUs !== null ? { fromUs, toUs } : {}
-  const p = summarizeProfile(file, { root: REPO_ROOT, top, ...window })
   const list = (entries: Array<{ name: string; share: number }>): string => entries.map((e) => `${fmtPercent(e.share)} ${e.name}`).join(', ')
-  return [
-    `broker CPU profile over ${'fromUs' in window ? 'the window' : 'its life'} (${fmtInt(p.windowMs)} ms, self time): ${file}`,
-    `  by module:   ${list(p.byModule)}`,
-    `  by function: ${list(p.byFunction)}`,
-  ]
+  return threads.flatMap(({ thread, file }) => {
+    const p = summarizeProfile(file, { root: REPO_ROOT, top, ...window })
+    return [
+      `broker ${thread} CPU profile over ${'fromUs' in window ? 'the window' : 'its life'} (${fmtInt(p.windowMs)} ms, self time): ${file}`,
+      `  by module:   ${list(p.byModule)}`,
+      `  by function: ${list(p.byFunction)}`,
+    ]
+  })
 }
 
 /** The databases and Node children of one benchmark run, on a PostgreSQL server it administers. */
