@@ -100,6 +100,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
   // Coupled brokers cannot see each other's subscribers: they publish everything.
   const interest = deps.aedesOptions?.mq === undefined ? new LocalEgressInterest() : null
   const egress = new Egress(aedes, log, interest ?? EVERY_TOPIC)
+  skipFanOutOfMeterReadings(aedes, principals)
 
   const thread =
     db.url !== null && deps.ingestThread !== false
@@ -368,3 +369,26 @@ function principalKey(p: Principal): string {
 }
 
 export type { PublishPacket }
+
+/**
+ * Nobody may subscribe to a meter's readings topic (see `maySubscribe`): what a meter publishes
+ * there reaches recipients only as the egress datums published after its commit. So once ingest
+ * has stored and acknowledged such a publish, aedes' own fan-out of it would reach no one, at a
+ * price: a packet, topic matching for the offline queues and the emitter, and, with brokers
+ * coupled through Redis, a PUBLISH to every broker, which during a Redis outage holds up the
+ * meter's next packets and then disconnects it. That fan-out is skipped; every other publish
+ * (egress, wills, $SYS) goes through aedes as before.
+ */
+function skipFanOutOfMeterReadings(aedes: Aedes, principals: WeakMap<Client, Principal>): void {
+  // Typed with two arguments; aedes' handlers call it with the publishing client in the middle.
+  type Publish = (packet: PublishPacket, client?: Client | ((err?: Error) => void) | null, done?: (err?: Error) => void) => void
+  const publish = aedes.publish.bind(aedes) as unknown as Publish
+  const publishUnlessMeterReadings: Publish = (packet, client, done) => {
+    if (client !== null && typeof client === 'object') {
+      const principal = principals.get(client)
+      if (principal?.role === 'meter' && packet.topic === meterReadingsTopic(principal.meterId)) return done?.()
+    }
+    publish(packet, client, done)
+  }
+  aedes.publish = publishUnlessMeterReadings as unknown as Aedes['publish']
+}

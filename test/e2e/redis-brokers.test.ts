@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process'
+import { createRequire } from 'node:module'
 import net from 'node:net'
 import type { MqttClient } from 'mqtt'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -8,11 +9,17 @@ import { grantConsent } from '../../services/consent/consent-service.ts'
 import { openReleaseView, type ReleaseView } from '../../services/consent/release-view.ts'
 import { createParty } from '../../services/directory/directory-service.ts'
 import type { DatabaseHandle } from '../../shared/db/database.ts'
-import { meterReadingsTopic } from '../../shared/topics.ts'
+import { egressTopic, meterReadingsTopic } from '../../shared/topics.ts'
 import { connectClient, connectMeter, endClient, publishAcked, startTestBroker, subscribeCollect, waitFor, type TestBroker } from '../support/broker.ts'
 import { describePostgres } from '../support/database.ts'
 import { hasCommand, skipReason } from '../support/tools.ts'
 import { createTestHousehold, createTestMeter, createUtility, insertOccupancy } from '../support/world.ts'
+
+const Redis = createRequire(import.meta.url)('ioredis') as new (url: string) => {
+  on(event: 'pmessage', listener: (pattern: string, channel: string) => void): unknown
+  psubscribe(pattern: string): Promise<unknown>
+  disconnect(): void
+}
 
 /** Two brokers behind one load balancer: coupled through Redis, writing to one PostgreSQL. */
 async function freePort(): Promise<number> {
@@ -31,6 +38,7 @@ describe.skipIf(!hasCommand('redis-server'))(`several brokers${skipReason('redis
     const views: ReleaseView[] = []
     const handles: DatabaseHandle[] = []
     const clients: MqttClient[] = []
+    let watcher: InstanceType<typeof Redis> | null = null
 
     let redisPort: number
     /** Starts Redis on `redisPort` (again, after a stop: empty, as a restarted cache would be). */
@@ -55,6 +63,7 @@ describe.skipIf(!hasCommand('redis-server'))(`several brokers${skipReason('redis
     })
 
     afterAll(async () => {
+      watcher?.disconnect()
       for (const c of clients) await endClient(c)
       for (const b of brokers) await b.close()
       for (const v of views) await v.close()
@@ -78,6 +87,12 @@ describe.skipIf(!hasCommand('redis-server'))(`several brokers${skipReason('redis
       clients.push(onB, otherOnB)
       const live = await subscribeCollect(onB, 'readings/+')
       const otherLive = await subscribeCollect(otherOnB, 'readings/+')
+      // What crosses Redis, seen by a client of its own: the egress datum, never the meter's publish
+      // (nobody may subscribe to a meter's readings topic, so ingest does not depend on Redis).
+      watcher = new Redis(redisUrl)
+      const channels: string[] = []
+      watcher.on('pmessage', (_pattern: string, channel: string) => channels.push(channel))
+      await watcher.psubscribe('*')
       const m = await connectMeter(brokers[0]!.url, meter)
       clients.push(m)
       await publishAcked(m, meterReadingsTopic(meter.id), JSON.stringify({ ts: '2026-10-02T10:00:00Z', values: { '1-0:1.8.0': 42 } }))
@@ -85,6 +100,10 @@ describe.skipIf(!hasCommand('redis-server'))(`several brokers${skipReason('redis
       expect(live.messages[0]!.payload).toEqual({ meterId: meter.id, ts: '2026-10-02T10:00:00Z', granularity: 'load_curve', values: { '1-0:1.8.0': 42 } })
       await new Promise((r) => setTimeout(r, 300))
       expect(otherLive.messages).toHaveLength(0)
+      expect(channels).toContain(egressTopic('readings', meter.id))
+      expect(channels).not.toContain(meterReadingsTopic(meter.id))
+      watcher.disconnect()
+      watcher = null
 
       // Redis goes away: the brokers ride it out (its errors are logged, not thrown), a datum published
       // meanwhile is stored and acknowledged, and once Redis is back it crosses with the next one.
