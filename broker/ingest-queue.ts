@@ -93,12 +93,10 @@ export class IngestQueue {
 
   constructor(private readonly opts: IngestQueueOptions) {}
 
-  /** Resolves once the message is durably committed (or quarantined), with what became of it. */
-  submit(clientKey: string, message: ValidatedMessage): Promise<MessageOutcome> {
-    return new Promise<MessageOutcome>((resolve, reject) => this.enqueue(clientKey, message, (err, outcome) => (err !== null ? reject(err) : resolve(outcome!))))
-  }
-
-  /** `submit` with a callback, called once: synchronously with IngestClosedError when closed, else after the commit. */
+  /**
+   * Tells `done` once what became of the message: synchronously with IngestClosedError when the
+   * queue is closed, else once its group is committed (its outcome) or has failed for good.
+   */
   enqueue(clientKey: string, message: ValidatedMessage, done: IngestCallback): void {
     if (this.closed) return done(new IngestClosedError())
     const job: Job = { admittedAt: 0, clientKey, message, weight: Math.max(1, message.datums.length + message.rejects.length), done }
