@@ -14,7 +14,7 @@ import { BENCH_OPTIONS, BenchHarness, DEFAULT_BENCH_DATABASE_URL, cleanUpOnSigna
 import { commandVersion, describeMachine, packageVersion } from './support/machine.ts'
 import { MOSQUITTO_BIN, MOSQUITTO_SUB_BIN, startCountingSubscriber, startMosquitto, type CountingSubscriber } from './support/mosquitto.ts'
 import { NodeChild, cpuMsBetween, cpuMsByPid, descriptorsOf, sampleMachine, sampleProcess } from './support/processes.ts'
-import { fmtFixed, fmtInt, fmtMb, fmtMs, fmtPercent, formatTable, mark, percentile } from './support/report.ts'
+import { counted, fmtFixed, fmtInt, fmtMb, fmtMs, fmtPercent, formatTable, mark, percentile } from './support/report.ts'
 
 /**
  * `npm run bench:ingest`: durable MQTT ingest against a bare aedes broker and Mosquitto, on
@@ -415,7 +415,12 @@ async function runLoad(bench: Bench, spec: LoadSpec): Promise<LoadFigures> {
     }
 
     if (from !== null && to !== null && to.monotonicUs > from.monotonicUs) {
-      notes.push(`main thread in garbage collection: ${fmtPercent((to.gcMs - from.gcMs) / ((to.monotonicUs - from.monotonicUs) / 1000))} of the window`)
+      const w = to.sincePrevious
+      notes.push(
+        `main thread in garbage collection: ${fmtPercent((to.gcMs - from.gcMs) / ((to.monotonicUs - from.monotonicUs) / 1000))} of the window ` +
+          `(${counted(w.scavenges, 'scavenge')}, longest ${fmtFixed(w.scavengeMaxMs, 1)} ms; ${counted(w.markCompacts, 'mark-compact')}, longest ${fmtFixed(w.markCompactMaxMs, 1)} ms)`,
+      )
+      notes.push(`main event loop held up: p99 ${fmtFixed(w.loopDelayP99Ms, 1)} ms, longest ${fmtFixed(w.loopDelayMaxMs, 1)} ms`)
     }
 
     let forwardedPerSecond: number | null = null

@@ -1,5 +1,5 @@
 import net from 'node:net'
-import { PerformanceObserver } from 'node:perf_hooks'
+import { PerformanceObserver, constants as perfConstants, monitorEventLoopDelay } from 'node:perf_hooks'
 import v8 from 'node:v8'
 import { sql } from 'kysely'
 import { Aedes } from 'aedes'
@@ -12,7 +12,7 @@ import type { EgressMeta, EgressPolicy } from '../../../broker/egress.ts'
 import { openReleaseView, type ReleaseView } from '../../../services/consent/release-view.ts'
 import { startTestBroker, type TestBroker } from '../../support/broker.ts'
 import { reportFailures, type ChildMessage } from '../support/processes.ts'
-import type { BrokerHeap } from './broker-queries.ts'
+import type { BrokerHeap, BrokerMark, MainThreadStalls } from './broker-queries.ts'
 
 /**
  * The broker under test, alone in its process so that its CPU time and memory are its own.
@@ -23,7 +23,7 @@ import type { BrokerHeap } from './broker-queries.ts'
  * (every owned datum to every recipient: egress without filtering).
  *
  * IPC: start → ready {port}; stats → stats {ingest figures}; count → count {rows};
- * mark → mark {monotonicUs, gcMs}; gc → gc {heap}; policy → policy {decisions timed};
+ * mark → mark {monotonicUs, gcMs, sincePrevious}; gc → gc {heap}; policy → policy {decisions timed};
  * close → closed, then exit.
  */
 
@@ -73,9 +73,35 @@ reportFailures()
 
 /** The main thread's garbage-collection pauses so far, in ms (the ingest thread's are its own). */
 let gcPausedMs = 0
+/** Sampling interval of the event-loop delay histogram, in ms: Node's default, cheap enough to leave on. */
+const LOOP_DELAY_RESOLUTION_MS = 10
+const loopDelay = monitorEventLoopDelay({ resolution: LOOP_DELAY_RESOLUTION_MS })
+loopDelay.enable()
+/** GC pauses since the last mark, by kind. */
+let pauses = { scavenges: 0, scavengeMaxMs: 0, markCompacts: 0, markCompactMaxMs: 0 }
 new PerformanceObserver((list) => {
-  for (const e of list.getEntries()) gcPausedMs += e.duration
+  for (const e of list.getEntries()) {
+    gcPausedMs += e.duration
+    const kind = (e as unknown as { detail?: { kind?: number } }).detail?.kind
+    if (kind === perfConstants.NODE_PERFORMANCE_GC_MINOR) {
+      pauses.scavenges++
+      pauses.scavengeMaxMs = Math.max(pauses.scavengeMaxMs, e.duration)
+    } else if (kind === perfConstants.NODE_PERFORMANCE_GC_MAJOR) {
+      pauses.markCompacts++
+      pauses.markCompactMaxMs = Math.max(pauses.markCompactMaxMs, e.duration)
+    }
+  }
 }).observe({ entryTypes: ['gc'] })
+
+/** What held the main thread up since the last call, which starts the next span. */
+function stallsSinceLastMark(): MainThreadStalls {
+  // The histogram records each interval between the timer's runs (ns): beyond the resolution, the loop was late.
+  const lateMs = (ns: number): number => Math.max(0, ns / 1e6 - LOOP_DELAY_RESOLUTION_MS)
+  const stalls = { loopDelayP99Ms: lateMs(loopDelay.percentile(99)), loopDelayMaxMs: lateMs(loopDelay.max), ...pauses }
+  loopDelay.reset()
+  pauses = { scavenges: 0, scavengeMaxMs: 0, markCompacts: 0, markCompactMaxMs: 0 }
+  return stalls
+}
 
 let server: net.Server | null = null
 let bare: Aedes | null = null
@@ -112,8 +138,14 @@ async function answer(m: ChildMessage): Promise<void> {
       return
     case 'mark':
       // The monotonic clock of CPU profile samples, to cut the profile to the measured window,
-      // and the GC pauses so far, whose difference over the window is its share spent collecting.
-      process.send!({ type: 'mark', monotonicUs: Number(process.hrtime.bigint() / 1000n), gcMs: gcPausedMs })
+      // the GC pauses so far, whose difference over the window is its share spent collecting,
+      // and what held the main thread up since the previous mark (at the window's end: the window).
+      process.send!({
+        type: 'mark',
+        monotonicUs: Number(process.hrtime.bigint() / 1000n),
+        gcMs: gcPausedMs,
+        sincePrevious: stallsSinceLastMark(),
+      } satisfies BrokerMark & { type: 'mark' })
       return
     case 'gc':
       collectGarbage()

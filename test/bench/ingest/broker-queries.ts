@@ -28,6 +28,20 @@ export interface BrokerMark {
   monotonicUs: number
   /** The main thread's garbage-collection pauses since the broker started, in ms. */
   gcMs: number
+  /** The main thread since the previous mark (over the measured window, at its end). */
+  sincePrevious: MainThreadStalls
+}
+
+/** What held the broker's main thread up between two marks: its event loop's delays and its GC pauses, in ms. */
+export interface MainThreadStalls {
+  /** How late the event loop's 10 ms timer ran: 99th percentile and longest. */
+  loopDelayP99Ms: number
+  loopDelayMaxMs: number
+  scavenges: number
+  scavengeMaxMs: number
+  /** Full collections (mark-compact); their incremental marking steps are not counted. */
+  markCompacts: number
+  markCompactMaxMs: number
 }
 
 export function brokerQueries(child: NodeChild): BrokerQueries {
@@ -42,8 +56,8 @@ export function brokerQueries(child: NodeChild): BrokerQueries {
     gc: () => ask<BrokerHeap>('gc'),
     mark: async () => {
       try {
-        const { monotonicUs, gcMs } = await ask<BrokerMark>('mark')
-        return { monotonicUs, gcMs }
+        const { monotonicUs, gcMs, sincePrevious } = await ask<BrokerMark>('mark')
+        return { monotonicUs, gcMs, sincePrevious }
       } catch {
         return null
       }

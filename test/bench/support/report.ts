@@ -13,6 +13,11 @@ export function sortedCopy(values: Uint32Array): Uint32Array {
   return values.slice().sort()
 }
 
+/** `3 scavenges`, `1 scavenge`: a count with its noun. */
+export function counted(n: number, noun: string): string {
+  return `${fmtInt(n)} ${noun}${n === 1 ? '' : 's'}`
+}
+
 export function fmtInt(n: number): string {
   return Number.isFinite(n) ? Math.round(n).toLocaleString('en-US') : '–'
 }
