@@ -78,7 +78,8 @@ const LOOP_DELAY_RESOLUTION_MS = 10
 const loopDelay = monitorEventLoopDelay({ resolution: LOOP_DELAY_RESOLUTION_MS })
 loopDelay.enable()
 /** GC pauses since the last mark, by kind. */
-let pauses = { scavenges: 0, scavengeMaxMs: 0, markCompacts: 0, markCompactMaxMs: 0 }
+const noPauses = () => ({ scavenges: 0, scavengeMaxMs: 0, markCompacts: 0, markCompactMaxMs: 0 })
+let pauses = noPauses()
 new PerformanceObserver((list) => {
   for (const e of list.getEntries()) {
     gcPausedMs += e.duration
@@ -99,7 +100,7 @@ function stallsSinceLastMark(): MainThreadStalls {
   const lateMs = (ns: number): number => Math.max(0, ns / 1e6 - LOOP_DELAY_RESOLUTION_MS)
   const stalls = { loopDelayP99Ms: lateMs(loopDelay.percentile(99)), loopDelayMaxMs: lateMs(loopDelay.max), ...pauses }
   loopDelay.reset()
-  pauses = { scavenges: 0, scavengeMaxMs: 0, markCompacts: 0, markCompactMaxMs: 0 }
+  pauses = noPauses()
   return stalls
 }
 

@@ -34,7 +34,7 @@ export interface BrokerMark {
 
 /** What held the broker's main thread up between two marks: its event loop's delays and its GC pauses, in ms. */
 export interface MainThreadStalls {
-  /** How late the event loop's 10 ms timer ran: 99th percentile and longest. */
+  /** How late the event loop's periodic timer ran (beyond its interval): 99th percentile and longest. */
   loopDelayP99Ms: number
   loopDelayMaxMs: number
   scavenges: number
