@@ -211,18 +211,12 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
     }
     // Readings are never retained: the datum lives in the database, not in the broker.
     packet.retain = false
-    const started = performance.now()
+    const receivedAt = performance.now()
     const payload = Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload)
     const message = validatePayload(principal, payload, clock(), limits)
-    ingest.enqueue(principal.meterId, message, (err) => {
-      if (err === null) {
-        metrics.ingestAckSeconds.observe((performance.now() - started) / 1000)
-        return callback(null)
-      }
-      // Not committed: no PUBACK. The error disconnects the meter, which resends on reconnect.
-      log.warn({ err, meterId: principal.meterId }, 'publish not committed: disconnecting')
-      callback(err)
-    })
+    // aedes writes the PUBACK once told; an error instead (not committed) disconnects the meter, which
+    // resends on reconnect. The ingest queue records the acknowledgement's latency.
+    ingest.enqueue(principal.meterId, message, callback, receivedAt)
   }
 
   aedes.authorizeSubscribe = (client, sub, callback) => {

@@ -20,8 +20,8 @@ export class IngestLanes {
   }
 
   /** Tells `done` once the message is durably committed (or quarantined), with what became of it (see IngestQueue.enqueue). */
-  enqueue(clientKey: string, message: ValidatedMessage, done: IngestCallback): void {
-    this.lanes[laneOf(clientKey, this.lanes.length)]!.enqueue(clientKey, message, done)
+  enqueue(clientKey: string, message: ValidatedMessage, done: IngestCallback, receivedAt?: number): void {
+    this.lanes[laneOf(clientKey, this.lanes.length)]!.enqueue(clientKey, message, done, receivedAt)
   }
 
   get pendingReadings(): number {

@@ -26,6 +26,8 @@ import type { ValidatedMessage } from '../services/metering/ingest-validation.ts
  */
 
 type Job = {
+  /** performance.now() when the message was received (its PUBACK's latency counts from here). */
+  receivedAt: number
   /** performance.now() when the job entered the FIFO. */
   admittedAt: number
   clientKey: string
@@ -36,9 +38,9 @@ type Job = {
 
 /**
  * Told once what became of a message: an error (not committed), or its outcome once committed.
- * A callback rather than a promise: a broker holds thousands of publishes in flight, and each
- * promise with its reactions is heap that lives until the commit and that every young-generation
- * collection meanwhile copies.
+ * A callback rather than a promise, and the publisher's own (aedes' `authorizePublish` callback)
+ * rather than a closure around it: a broker holds thousands of publishes in flight, and each
+ * object alive until the commit is heap that every young-generation collection meanwhile copies.
  */
 export type IngestCallback = (err: Error | null, outcome?: MessageOutcome) => void
 
@@ -96,10 +98,11 @@ export class IngestQueue {
   /**
    * Tells `done` once what became of the message: synchronously with IngestClosedError when the
    * queue is closed, else once its group is committed (its outcome) or has failed for good.
+   * `receivedAt` (performance.now()) starts the latency that `metershare_ingest_ack_seconds` records.
    */
-  enqueue(clientKey: string, message: ValidatedMessage, done: IngestCallback): void {
+  enqueue(clientKey: string, message: ValidatedMessage, done: IngestCallback, receivedAt = performance.now()): void {
     if (this.closed) return done(new IngestClosedError())
-    const job: Job = { admittedAt: 0, clientKey, message, weight: Math.max(1, message.datums.length + message.rejects.length), done }
+    const job: Job = { receivedAt, admittedAt: 0, clientKey, message, weight: Math.max(1, message.datums.length + message.rejects.length), done }
     let line = this.lines.get(clientKey)
     if (line === undefined) {
       line = { admitted: 0, waiting: [] }
@@ -231,8 +234,18 @@ export class IngestQueue {
     this.admitWaiting()
     this.schedule()
     // In FIFO order: each client's answers leave in its publish order.
-    if ('result' in outcome) for (let i = 0; i < batch.length; i++) answerJob(batch[i]!, null, outcome.result.outcomes[i]!, this.opts.log)
-    else for (const job of batch) answerJob(job, outcome.error, undefined, this.opts.log)
+    if ('result' in outcome) {
+      const now = performance.now()
+      for (let i = 0; i < batch.length; i++) {
+        const job = batch[i]!
+        this.opts.metrics.ingestAckSeconds.observe((now - job.receivedAt) / 1000)
+        answerJob(job, null, outcome.result.outcomes[i]!, this.opts.log)
+      }
+    } else {
+      // Not committed: no PUBACK. A broker's publishers are disconnected by the error and resend on reconnect.
+      this.opts.log.warn({ err: outcome.error, messages: batch.length }, 'group not committed: its publishers are answered with the error')
+      for (const job of batch) answerJob(job, outcome.error, undefined, this.opts.log)
+    }
     if (this.isIdle()) {
       const waiters = this.idleWaiters
       this.idleWaiters = []

@@ -52,9 +52,13 @@ describeDatabases('ingest over MQTT', (t) => {
     client = undefined
   })
 
-  it('acknowledges a reading once it is stored and attributed to the occupant', async () => {
+  it('acknowledges a reading once it is stored and attributed to the occupant, and times the acknowledgement', async () => {
+    const acknowledged = async (): Promise<number> =>
+      (await tb.metrics.ingestAckSeconds.get()).values.find((v) => v.metricName?.endsWith('_count'))?.value ?? 0
+    const before = await acknowledged()
     client = await connectMeter(tb.url, meter)
     await publishAcked(client, meterReadingsTopic(meter.id), reading(T0 + 1_800_000, 1000))
+    expect(await acknowledged()).toBe(before + 1)
     const rows = await readingsOf(t.db, meter.id)
     expect(rows).toHaveLength(1)
     expect(rows[0]).toMatchObject({ ts: new Date(T0 + 1_800_000), household_id: householdId, values: { '1-0:1.8.0': 1000 } })
