@@ -2,9 +2,9 @@ import { sql } from 'kysely'
 import type { MqttClient } from 'mqtt'
 import { afterEach, beforeEach, expect, it } from 'vitest'
 import { meterReadingsTopic } from '../../shared/topics.ts'
-import { connectMeter, endClient, publishAcked, startTestBroker, type TestBroker } from '../support/broker.ts'
+import { connectMeter, endClient, publishAcked, startTestBroker, waitFor, type TestBroker } from '../support/broker.ts'
 import { laneOf } from '../../broker/ingest-lanes.ts'
-import { describeDatabases } from '../support/database.ts'
+import { describeDatabases, describePostgres } from '../support/database.ts'
 import { createTestHousehold, createTestMeter, createUtility, insertOccupancy, readingsOf, type TestMeter } from '../support/world.ts'
 
 const T0 = Date.parse('2026-10-01T00:00:00Z')
@@ -158,5 +158,50 @@ describeDatabases('ingest when the database fails or is slow', (t) => {
       const stored = await readingsOf(t.db, m.id)
       expect(stored.map((r) => r.values['1-0:1.8.0'])).toEqual(Array.from({ length: perMeter }, (_, i) => 100 + i))
     }
+  })
+})
+
+describePostgres('ingest when its database connections are cut', (t) => {
+  let tb: TestBroker | undefined
+  let client: MqttClient | undefined
+
+  afterEach(async () => {
+    if (client !== undefined) await endClient(client)
+    client = undefined
+    await tb?.close()
+    tb = undefined
+    await sql`DROP TRIGGER IF EXISTS test_fault ON readings`.execute(t.db)
+    await sql`DROP FUNCTION IF EXISTS test_fault()`.execute(t.db)
+  })
+
+  it('acknowledges a publish whose commit lost its connection only once a new one has stored it, once', async () => {
+    const utility = await createUtility(t.db)
+    const meter = await createTestMeter(t.db, utility.id)
+    await insertOccupancy(t.db, meter.id, (await createTestHousehold(t.db)).id, new Date(T0))
+    tb = await startTestBroker(t.handle, { overrides: { ingest: { commitRetryDelayMsMax: 20 } } })
+    // Holds each group's transaction open long enough to cut its connection under it.
+    await sql.raw(`CREATE FUNCTION test_fault() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN PERFORM pg_sleep(0.3); RETURN NULL; END $$`).execute(t.db)
+    await sql`CREATE TRIGGER test_fault AFTER INSERT ON readings FOR EACH STATEMENT EXECUTE FUNCTION test_fault()`.execute(t.db)
+    client = await connectMeter(tb.url, meter)
+    // One reading (the group's INSERT statement), then a batch large enough for COPY.
+    const batch = JSON.stringify({
+      readings: Array.from({ length: 48 }, (_, i) => ({ ts: iso(T0 + (i + 2) * 900_000), values: { '1-0:1.8.0': 200 + i } })),
+    })
+    for (const payload of [reading(T0 + 900_000, 100), batch]) {
+      let acked = false
+      const ack = publishAcked(client, meterReadingsTopic(meter.id), payload).then(() => (acked = true))
+      const cut = await waitFor(async () => {
+        const { rows } = await sql<{ n: number }>`SELECT count(pg_terminate_backend(pid))::int AS n FROM pg_stat_activity
+          WHERE datname = current_database() AND application_name LIKE 'metershare:ingest:%' AND wait_event = 'PgSleep'`.execute(t.db)
+        return rows[0]!.n > 0 ? rows[0]!.n : undefined
+      }, 10_000, 'a group commit to cut')
+      expect(cut).toBe(1)
+      expect(acked).toBe(false)
+      await ack
+    }
+    const rows = await readingsOf(t.db, meter.id)
+    expect(rows.map((r) => r.values['1-0:1.8.0'])).toEqual([100, ...Array.from({ length: 48 }, (_, i) => 200 + i)])
+    expect((await tb.metrics.ingestCommitFailures.get()).values[0]!.value).toBe(2)
   })
 })
