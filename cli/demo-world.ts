@@ -1,4 +1,4 @@
-import { chmod, readFile, writeFile } from 'node:fs/promises'
+import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import type { Kysely } from 'kysely'
 import { addMonths, monthOf, startOfDayMs } from '../shared/calendar.ts'
@@ -64,6 +64,9 @@ export async function readDemoWorld(dataDir: string): Promise<DemoWorld | null> 
 }
 
 export async function createDemoWorld(db: Kysely<Database>, options: { dataDir: string; timezone: string; now: Date }): Promise<DemoWorld> {
+  // The credentials file is the only copy of the meters' secrets: its folder must exist before the
+  // world does (on PostgreSQL nothing else creates it).
+  await mkdir(options.dataDir, { recursive: true })
   const { timezone, now } = options
   const fromMonth = addMonths(monthOf(now, timezone), -DEMO_HISTORY_MONTHS)
   const fromMs = startOfDayMs(fromMonth + '-01', timezone)

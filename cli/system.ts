@@ -20,7 +20,7 @@ import { openReleaseView, type ReleaseView } from '../services/consent/release-v
 import { settleCompletedMonths, settleMonth, settlementContext } from '../services/settlement/settlement-service.ts'
 import { startFleet, type Fleet } from '../simulators/fleet.ts'
 import { startSampleRecipient } from '../simulators/sample-recipient.ts'
-import { createDemoWorld, readDemoWorld, DEMO_PASSWORD, type DemoWorld } from './demo-world.ts'
+import { createDemoWorld, demoFilePath, readDemoWorld, DEMO_PASSWORD, type DemoWorld } from './demo-world.ts'
 
 /**
  * The composition root: builds the running system from its parts, in order, and takes it
@@ -165,6 +165,12 @@ export async function startSystem(configIn: Readonly<Config>, options: SystemOpt
         world = await createDemoWorld(db.db, { dataDir: config.dataDir, timezone: config.timezone, now: clock() })
       } else {
         world = await readDemoWorld(config.dataDir)
+        if (world === null) {
+          log.cli.warn(
+            { file: demoFilePath(config.dataDir) },
+            'no simulated fleet: the database is not empty and the data folder holds no demo credentials (a demo world is created on an empty database only)',
+          )
+        }
       }
     }
 

@@ -1,0 +1,149 @@
+import { spawn, type ChildProcess } from 'node:child_process'
+import { mkdtempSync, rmSync } from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { describePostgres, type TestDatabase } from '../support/database.ts'
+
+/**
+ * `npm start` as a new user meets it: `metershare up` with the demo world and its simulated fleet,
+ * on a data folder that does not exist yet, then stopped and started again on the same data. On
+ * the embedded database, and on PostgreSQL (an empty database of its own) when there is one.
+ */
+const CLI = path.resolve(import.meta.dirname, '../../cli/metershare.mjs')
+/** How long the demo may take to start, and to connect its meters and store their readings (status lines come every 10 s). */
+const START_MS_MAX = 90_000
+const FLEET_UP_MS_MAX = 60_000
+
+class Up {
+  private readonly child: ChildProcess
+  output = ''
+
+  constructor(env: NodeJS.ProcessEnv) {
+    this.child = spawn(process.execPath, [CLI, 'up'], { env, stdio: ['ignore', 'pipe', 'pipe'] })
+    this.child.stdout!.on('data', (d: Buffer) => (this.output += d.toString()))
+    this.child.stderr!.on('data', (d: Buffer) => (this.output += d.toString()))
+  }
+
+  /** The first match of `pattern` in what the process printed, waiting up to `timeoutMs`. */
+  async printed(pattern: RegExp, timeoutMs: number): Promise<RegExpExecArray> {
+    const deadline = Date.now() + timeoutMs
+    for (;;) {
+      const m = pattern.exec(this.output)
+      if (m !== null) return m
+      if (Date.now() > deadline || this.child.exitCode !== null) throw new Error(`up never printed ${pattern}:\n${this.output}`)
+      await new Promise((r) => setTimeout(r, 100))
+    }
+  }
+
+  /** SIGTERM, then the exit code. */
+  async stop(): Promise<number | null> {
+    if (this.child.exitCode !== null) return this.child.exitCode
+    const exited = new Promise<number | null>((r) => this.child.once('exit', (code) => r(code)))
+    this.child.kill('SIGTERM')
+    return exited
+  }
+
+  kill(): void {
+    if (this.child.exitCode === null) this.child.kill('SIGKILL')
+  }
+}
+
+function demoSuite(databaseUrl: () => string | null): void {
+  let root: string
+  let dataDir: string
+  let up: Up | undefined
+
+  beforeAll(() => {
+    root = mkdtempSync(path.join(os.tmpdir(), 'metershare-demo-'))
+    // Not there yet, as ./data is not in a fresh clone.
+    dataDir = path.join(root, 'data')
+  })
+
+  afterAll(() => {
+    up?.kill()
+    rmSync(root, { recursive: true, force: true })
+  })
+
+  const start = (): Up => {
+    // As a new user runs it: no operator token (one is generated and printed), the embedded database unless a URL is given.
+    const { METERSHARE_ADMIN_TOKEN: _token, DATABASE_URL: _url, ...env } = process.env
+    const url = databaseUrl()
+    return new Up({
+      ...env,
+      METERSHARE_DATA_DIR: dataDir,
+      MQTT_PORT: '0',
+      HTTP_PORT: '0',
+      METERSHARE_HOST: '127.0.0.1',
+      METERSHARE_LOG_LEVEL: 'warn',
+      ...(url !== null ? { DATABASE_URL: url } : {}),
+    })
+  }
+
+  /** Waits for a status line with every simulated meter connected (and, if asked, readings stored); returns how many meters. */
+  async function fleetUp(u: Up, storing: boolean): Promise<number> {
+    const meters = Number((await u.printed(/Simulator\s+(\d+) meters/, START_MS_MAX))[1])
+    expect(meters).toBeGreaterThan(0)
+    const stored = storing ? '[1-9][\\d,]*' : '[\\d,]+'
+    await u.printed(new RegExp(`${meters}/${meters} meters connected · [\\d,]+ readings/s · ${stored} stored · 0 quarantined`), FLEET_UP_MS_MAX)
+    return meters
+  }
+
+  it(
+    'creates the demo world in a data folder that does not exist yet, connects every simulated meter and stores their readings',
+    async () => {
+      up = start()
+      await up.printed(/Operator\s+Authorization: Bearer \S+\s+\(generated/, START_MS_MAX)
+      await fleetUp(up, true)
+    },
+    START_MS_MAX + FLEET_UP_MS_MAX,
+  )
+
+  it('signs a demo household in with the printed email and password and shows it its consumption', async () => {
+    const [, http] = await up!.printed(/HTTP API\s+(http:\/\/\S+)/, START_MS_MAX)
+    const [, email, password] = await up!.printed(/sign in as (\S+) \/ (\S+)/, START_MS_MAX)
+    const signIn = await fetch(`${http}/portal/session`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ email, password }),
+    })
+    expect(signIn.status).toBe(201)
+    const cookie = signIn.headers.get('set-cookie')!.split(';')[0]!
+    const readings = await fetch(`${http}/me/readings`, { headers: { cookie } })
+    expect(readings.status).toBe(200)
+    const body = (await readings.json()) as { items: Array<{ granularity: string; values: Record<string, number> }> }
+    expect(body.items.length).toBeGreaterThan(0)
+    expect(body.items[0]!.granularity).toBe('load_curve')
+  })
+
+  it(
+    'stops cleanly, then starts again on the same data with the same fleet',
+    async () => {
+      expect(await up!.stop()).toBe(0)
+      expect(up!.output).toContain('stopped; everything acknowledged is stored')
+      const meters = Number(/Simulator\s+(\d+) meters/.exec(up!.output)![1])
+      up = start()
+      // The fleet starts its month again: what it sends first is stored already (acknowledged, stored once).
+      expect(await fleetUp(up, false)).toBe(meters)
+      expect(await up.stop()).toBe(0)
+    },
+    START_MS_MAX + FLEET_UP_MS_MAX + 60_000,
+  )
+
+  it(
+    'says so when the data folder has lost the demo credentials, and runs without a fleet',
+    async () => {
+      rmSync(path.join(dataDir, 'demo-world.json'))
+      up = start()
+      await up.printed(/no simulated fleet: the database is not empty and the data folder holds no demo credentials/, START_MS_MAX)
+      await up.printed(/HTTP API\s+http:\/\/\S+/, START_MS_MAX)
+      expect(up.output).not.toMatch(/Simulator\s+\d+ meters/)
+      expect(await up.stop()).toBe(0)
+    },
+    START_MS_MAX + 60_000,
+  )
+}
+
+describe('npm start: metershare up with the demo world [pglite]', () => demoSuite(() => null))
+
+describePostgres('npm start: metershare up with the demo world', (t: TestDatabase) => demoSuite(() => t.url), { resetEach: false })
