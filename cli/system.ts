@@ -6,7 +6,8 @@ import { sql } from 'kysely'
 import type { FastifyInstance } from 'fastify'
 import { createBroker, type Broker } from '../broker/broker.ts'
 import { redisCoupling } from '../broker/redis-coupling.ts'
-import type { Config } from '../shared/config.ts'
+import { ENV_VARS, type Config } from '../shared/config.ts'
+import { ConfigError } from '../shared/errors.ts'
 import { monthBounds, monthOf, addMonths } from '../shared/calendar.ts'
 import { openConfiguredDatabase, type DatabaseHandle } from '../shared/db/database.ts'
 import { migrateToLatest } from '../shared/db/migrator.ts'
@@ -104,8 +105,19 @@ async function startBrokerPart(
     ...(config.redisUrl !== null ? { aedesOptions: redisCoupling(config.redisUrl) } : {}),
   })
   parts.add('broker', () => broker.close())
-  const address = await broker.listenTcp(config.mqtt.port, config.mqtt.host)
+  const address = await broker.listenTcp(config.mqtt.port, config.mqtt.host).catch((err: unknown) => {
+    throw listenError(err, ENV_VARS.mqttPort, config.mqtt.port, config.mqtt.host)
+  })
   return { broker, view, recorder, mqttPort: address.port }
+}
+
+/** A port we cannot listen on is a configuration problem: say which variable, not a stack trace. */
+function listenError(err: unknown, variable: string, port: number, host: string): unknown {
+  const code = (err as { code?: string }).code
+  if (code === 'EADDRINUSE') return new ConfigError(`${variable}: port ${port} on ${host} is already in use (another Metershare or MQTT broker?)`)
+  if (code === 'EACCES') return new ConfigError(`${variable}: not allowed to listen on port ${port} on ${host}`)
+  if (code === 'EADDRNOTAVAIL') return new ConfigError(`${ENV_VARS.host}: ${host} is not an address of this machine`)
+  return err
 }
 
 function brokerHealthy(broker: Broker | null): boolean {
@@ -113,16 +125,20 @@ function brokerHealthy(broker: Broker | null): boolean {
 }
 
 async function listenHttp(server: HttpServer | FastifyInstance, port: number, host: string): Promise<number> {
-  if ('listen' in server && 'inject' in server) {
-    await (server as FastifyInstance).listen({ port, host })
-    return ((server as FastifyInstance).server.address() as AddressInfo).port
+  try {
+    if ('listen' in server && 'inject' in server) {
+      await (server as FastifyInstance).listen({ port, host })
+      return ((server as FastifyInstance).server.address() as AddressInfo).port
+    }
+    const s = server as HttpServer
+    await new Promise<void>((resolve, reject) => {
+      s.once('error', reject)
+      s.listen(port, host, () => resolve())
+    })
+    return (s.address() as AddressInfo).port
+  } catch (err) {
+    throw listenError(err, ENV_VARS.httpPort, port, host)
   }
-  const s = server as HttpServer
-  await new Promise<void>((resolve, reject) => {
-    s.once('error', reject)
-    s.listen(port, host, () => resolve())
-  })
-  return (s.address() as AddressInfo).port
 }
 
 export interface SystemOptions {

@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdtempSync, rmSync } from 'node:fs'
+import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -85,4 +86,44 @@ describe('metershare up (empty world)', () => {
     expect(await exited).toBe(0)
     expect(output).toContain('stopped; everything acknowledged is stored')
   }, 60_000)
+})
+
+describe('metershare up on a port that is taken', () => {
+  let taken: net.Server
+  let port: number
+  let dataDir: string
+
+  beforeAll(async () => {
+    dataDir = mkdtempSync(path.join(os.tmpdir(), 'metershare-up-port-'))
+    taken = net.createServer()
+    await new Promise<void>((r) => taken.listen(0, '127.0.0.1', () => r()))
+    port = (taken.address() as net.AddressInfo).port
+  })
+
+  afterAll(async () => {
+    await new Promise<void>((r) => taken.close(() => r()))
+    rmSync(dataDir, { recursive: true, force: true })
+  })
+
+  /** Runs `up` to its end; its exit code and what it printed on stderr. */
+  function upWith(ports: { MQTT_PORT: string; HTTP_PORT: string }): Promise<{ code: number | null; stderr: string }> {
+    const child = spawn(process.execPath, [CLI, 'up', '--no-demo', '--no-simulate'], {
+      env: { ...process.env, ...ports, METERSHARE_DATA_DIR: dataDir, METERSHARE_HOST: '127.0.0.1', METERSHARE_ADMIN_TOKEN: ADMIN_TOKEN, METERSHARE_LOG_LEVEL: 'silent' },
+      stdio: ['ignore', 'ignore', 'pipe'],
+    })
+    let stderr = ''
+    child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()))
+    return new Promise((resolve) => child.once('exit', (code) => resolve({ code, stderr })))
+  }
+
+  it('names the variable of the port it cannot listen on, and exits 2 without a stack trace', async () => {
+    for (const [variable, ports] of [
+      ['MQTT_PORT', { MQTT_PORT: String(port), HTTP_PORT: '0' }],
+      ['HTTP_PORT', { MQTT_PORT: '0', HTTP_PORT: String(port) }],
+    ] as const) {
+      const { code, stderr } = await upWith(ports)
+      expect(stderr).toBe(`metershare up: ${variable}: port ${port} on 127.0.0.1 is already in use (another Metershare or MQTT broker?)\n`)
+      expect(code).toBe(2)
+    }
+  }, 120_000)
 })
