@@ -106,9 +106,9 @@ describe('metershare up on a port that is taken', () => {
   })
 
   /** Runs `up` to its end; its exit code and what it printed on stderr. */
-  function upWith(ports: { MQTT_PORT: string; HTTP_PORT: string }): Promise<{ code: number | null; stderr: string }> {
+  function upWith(env: { MQTT_PORT: string; HTTP_PORT: string; METERSHARE_HOST?: string }): Promise<{ code: number | null; stderr: string }> {
     const child = spawn(process.execPath, [CLI, 'up', '--no-demo', '--no-simulate'], {
-      env: { ...process.env, ...ports, METERSHARE_DATA_DIR: dataDir, METERSHARE_HOST: '127.0.0.1', METERSHARE_ADMIN_TOKEN: ADMIN_TOKEN, METERSHARE_LOG_LEVEL: 'silent' },
+      env: { ...process.env, METERSHARE_HOST: '127.0.0.1', ...env, METERSHARE_DATA_DIR: dataDir, METERSHARE_ADMIN_TOKEN: ADMIN_TOKEN, METERSHARE_LOG_LEVEL: 'silent' },
       stdio: ['ignore', 'ignore', 'pipe'],
     })
     let stderr = ''
@@ -126,4 +126,11 @@ describe('metershare up on a port that is taken', () => {
       expect(code).toBe(2)
     }
   }, 120_000)
+
+  it('names METERSHARE_HOST when the host is not an address of this machine', async () => {
+    // 198.51.100.0/24 is reserved for documentation (RFC 5737): no machine has it.
+    const { code, stderr } = await upWith({ MQTT_PORT: '0', HTTP_PORT: '0', METERSHARE_HOST: '198.51.100.7' })
+    expect(stderr).toBe('metershare up: METERSHARE_HOST: 198.51.100.7 is not an address of this machine\n')
+    expect(code).toBe(2)
+  }, 60_000)
 })
