@@ -5,6 +5,7 @@
  */
 export const ERROR_CODES = {
   CONFIG_INVALID: 'CONFIG_INVALID',
+  DATA_DIR_IN_USE: 'DATA_DIR_IN_USE',
   INVALID_INPUT: 'INVALID_INPUT',
   UNAUTHENTICATED: 'UNAUTHENTICATED',
   FORBIDDEN: 'FORBIDDEN',
@@ -50,6 +51,22 @@ export class MetershareError extends Error {
 export class ConfigError extends MetershareError {
   constructor(message: string) {
     super(ERROR_CODES.CONFIG_INVALID, 500, message)
+  }
+}
+
+/** The embedded database's folder is held by another process (or already open in this one). */
+export class DataDirInUseError extends MetershareError {
+  readonly dir: string
+  readonly ownerPid: number | null
+  constructor(dir: string, ownerPid: number | null, lockFile: string) {
+    super(
+      ERROR_CODES.DATA_DIR_IN_USE,
+      409,
+      `the embedded database in ${dir} is in use by ${ownerPid === null ? 'another process' : `another process (pid ${ownerPid})`}: ` +
+        `stop it first, or use PostgreSQL (DATABASE_URL) to run several processes; if no such process runs, delete ${lockFile}`,
+    )
+    this.dir = dir
+    this.ownerPid = ownerPid
   }
 }
 

@@ -8,6 +8,7 @@ import { Kysely, PGliteDialect, PostgresDialect, sql } from 'kysely'
 import pg from 'pg'
 import { from as copyFrom } from 'pg-copy-streams'
 import { log } from '../logger.ts'
+import { lockDataDir } from './data-dir-lock.ts'
 import { DurableNodeFS, syncFolderTree } from './pglite-durable-fs.ts'
 import type { Database } from './schema.ts'
 
@@ -95,8 +96,15 @@ export async function openPglite(dir: string | null, fsync: boolean): Promise<PG
 
 export async function openDatabase(options: DatabaseOptions): Promise<DatabaseHandle> {
   if (options.databaseUrl !== null) return openPostgres(options.databaseUrl, options)
-  const pglite = await openPglite(options.pgliteDir, options.pgliteFsync)
-  return wrapPglite(pglite, { checkpointIntervalMs: options.pgliteDir === null ? null : PGLITE_CHECKPOINT_INTERVAL_MS })
+  if (options.pgliteDir === null) return wrapPglite(await openPglite(null, options.pgliteFsync))
+  const unlock = lockDataDir(options.pgliteDir)
+  try {
+    const pglite = await openPglite(options.pgliteDir, options.pgliteFsync)
+    return wrapPglite(pglite, { checkpointIntervalMs: PGLITE_CHECKPOINT_INTERVAL_MS, onClosed: unlock })
+  } catch (err) {
+    unlock()
+    throw err
+  }
 }
 
 /**
@@ -106,7 +114,10 @@ export async function openDatabase(options: DatabaseOptions): Promise<DatabaseHa
  */
 export const PGLITE_CHECKPOINT_INTERVAL_MS = 5 * 60_000
 
-export function wrapPglite(pglite: PGlite, options: { checkpointIntervalMs: number | null } = { checkpointIntervalMs: null }): DatabaseHandle {
+export function wrapPglite(
+  pglite: PGlite,
+  options: { checkpointIntervalMs: number | null; onClosed?: () => void } = { checkpointIntervalMs: null },
+): DatabaseHandle {
   const db = new Kysely<Database>({ dialect: new PGliteDialect({ pglite }) })
   let closed = false
   let checkpoint: Promise<unknown> = Promise.resolve()
@@ -132,10 +143,14 @@ export function wrapPglite(pglite: PGlite, options: { checkpointIntervalMs: numb
       if (closed) return
       closed = true
       if (timer !== null) clearInterval(timer)
-      await checkpoint
-      await db.destroy()
-      // kysely closes PGlite only if it ever ran a query through it.
-      if (!pglite.closed) await pglite.close()
+      try {
+        await checkpoint
+        await db.destroy()
+        // kysely closes PGlite only if it ever ran a query through it.
+        if (!pglite.closed) await pglite.close()
+      } finally {
+        options.onClosed?.()
+      }
     },
   }
 }

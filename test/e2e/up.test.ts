@@ -80,6 +80,23 @@ describe('metershare up (empty world)', () => {
     })
   })
 
+  it('keeps a second process off its embedded database, and that one says who holds it', async () => {
+    const settle = spawn(process.execPath, [CLI, 'settle', '--month', '2026-10'], {
+      env: { ...process.env, METERSHARE_DATA_DIR: dataDir, METERSHARE_LOG_LEVEL: 'silent' },
+      stdio: ['ignore', 'ignore', 'pipe'],
+    })
+    let stderr = ''
+    settle.stderr!.on('data', (d: Buffer) => (stderr += d.toString()))
+    const code = await new Promise<number | null>((r) => settle.once('exit', r))
+    expect(stderr).toBe(
+      `metershare settle: the embedded database in ${path.join(dataDir, 'pglite')} is in use by another process (pid ${child.pid}): ` +
+        `stop it first, or use PostgreSQL (DATABASE_URL) to run several processes; if no such process runs, delete ${path.join(dataDir, 'pglite.lock')}\n`,
+    )
+    expect(code).toBe(2)
+    const res = await fetch(http + '/healthz')
+    expect(res.status).toBe(200)
+  }, 60_000)
+
   it('stops cleanly on SIGTERM', async () => {
     const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)))
     child.kill('SIGTERM')
