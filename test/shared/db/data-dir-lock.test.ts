@@ -7,13 +7,28 @@ import { lockDataDir } from '../../../shared/db/data-dir-lock.ts'
 import { openDatabase } from '../../../shared/db/database.ts'
 import { DataDirInUseError } from '../../../shared/errors.ts'
 
-/** A Node process that idles until killed, and its pid; or, with `exited`, one that has already ended. */
-async function otherProcess(options: { exited: boolean }): Promise<{ pid: number; kill(): void }> {
-  const child = spawn(process.execPath, ['-e', options.exited ? '' : 'setTimeout(() => {}, 60_000)'], { stdio: 'ignore' })
-  if (options.exited) await new Promise((r) => child.once('exit', r))
-  else await new Promise((r) => child.once('spawn', r))
-  return { pid: child.pid!, kill: () => child.kill('SIGKILL') }
+const REPO_ROOT = path.resolve(import.meta.dirname, '../../..')
+const LOCK_MODULE = path.join(REPO_ROOT, 'shared/db/data-dir-lock.ts')
+
+/** Another process that takes the folder's lock, says so, and holds it until killed. */
+async function holder(dir: string): Promise<{ pid: number; kill(): Promise<void> }> {
+  const script = `const { lockDataDir } = await import(${JSON.stringify(LOCK_MODULE)}); lockDataDir(${JSON.stringify(dir)}); console.log('locked'); setInterval(() => {}, 60_000)`
+  const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'inherit'] })
+  await new Promise<void>((resolve, reject) => {
+    child.stdout!.on('data', (d: Buffer) => d.toString().includes('locked') && resolve())
+    child.once('exit', (code) => reject(new Error(`the holder exited (${code}) before locking`)))
+  })
+  return {
+    pid: child.pid!,
+    kill: async () => {
+      const exited = new Promise((r) => child.once('exit', r))
+      child.kill('SIGKILL')
+      await exited
+    },
+  }
 }
+
+const ownerLine = (file: string): string => readFileSync(file, 'utf8').split('\n')[0]!
 
 describe('the embedded database folder’s lock', () => {
   let root: string
@@ -33,7 +48,7 @@ describe('the embedded database folder’s lock', () => {
     cpSync(inject('pgliteTemplateDir'), dir, { recursive: true })
     const options = { databaseUrl: null, pgliteDir: dir, pgliteFsync: false, poolSize: 1 }
     const first = await openDatabase(options)
-    expect(readFileSync(lockFile, 'utf8')).toBe(`${process.pid}\n`)
+    expect(ownerLine(lockFile)).toBe(String(process.pid))
     const refused = await openDatabase(options).catch((err: unknown) => err)
     expect(refused).toBeInstanceOf(DataDirInUseError)
     expect((refused as DataDirInUseError).code).toBe('DATA_DIR_IN_USE')
@@ -44,27 +59,31 @@ describe('the embedded database folder’s lock', () => {
     await again.close()
   })
 
-  it('refuses a folder another running process holds, naming it and the lock file', async () => {
-    const other = await otherProcess({ exited: false })
+  it('refuses a folder another running process holds, naming it and the lock file; takes it over once that process is killed', async () => {
+    const other = await holder(dir)
     try {
-      writeFileSync(lockFile, `${other.pid}\n`)
       expect(() => lockDataDir(dir)).toThrow(
         `the embedded database in ${dir} is in use by another process (pid ${other.pid}): stop it first, or use PostgreSQL (DATABASE_URL) to run several processes; if no such process runs, delete ${lockFile}`,
       )
-      expect(readFileSync(lockFile, 'utf8')).toBe(`${other.pid}\n`)
+      expect(ownerLine(lockFile)).toBe(String(other.pid))
     } finally {
-      other.kill()
+      await other.kill()
     }
-  })
+    // Killed: its lock is left behind, and stale.
+    expect(ownerLine(lockFile)).toBe(String(other.pid))
+    const release = lockDataDir(dir)
+    expect(ownerLine(lockFile)).toBe(String(process.pid))
+    release()
+    expect(existsSync(lockFile)).toBe(false)
+  }, 30_000)
 
-  it('takes over a lock left by a process that is gone, or one that holds no pid', async () => {
-    const gone = await otherProcess({ exited: true })
-    for (const left of [`${gone.pid}\n`, '', 'not a pid']) {
+  it('takes over a lock naming a pid that now belongs to a process started later, or naming no pid', () => {
+    // This very pid, with another start time: a lock from an earlier life of a restarted container.
+    for (const left of [`${process.pid}\n1\n`, '', 'not a pid\n']) {
       writeFileSync(lockFile, left)
       const release = lockDataDir(dir)
-      expect(readFileSync(lockFile, 'utf8')).toBe(`${process.pid}\n`)
+      expect(ownerLine(lockFile)).toBe(String(process.pid))
       release()
-      expect(existsSync(lockFile)).toBe(false)
     }
   })
 
