@@ -58,7 +58,10 @@ function apiClient(apiUrl: string, adminToken: string, timeoutMs: number): ApiCl
           signal: AbortSignal.timeout(timeoutMs),
         })
       } catch (err) {
-        throw new Error(`POST ${path}: ${(err as Error).message}`)
+        // fetch says only "fetch failed"; why (ECONNREFUSED, ENOTFOUND, …) is in its cause.
+        const cause = (err as Error).cause as { code?: string; message?: string } | undefined
+        const why = cause?.code ?? cause?.message ?? (err as Error).message
+        throw new Error(`POST ${base}${path}: ${why}${cause?.code === 'ECONNREFUSED' ? ' (is Metershare running there?)' : ''}`)
       }
       const text = await res.text()
       if (res.status !== 201 && res.status !== 200) {

@@ -1,4 +1,4 @@
-import type { AddressInfo } from 'node:net'
+import net, { type AddressInfo } from 'node:net'
 import type { FastifyInstance } from 'fastify'
 import { afterAll, beforeAll, expect, it } from 'vitest'
 import { buildApi } from '../../services/api/app.ts'
@@ -65,4 +65,15 @@ describeDatabases('provisioning a simulated district through the operator API', 
     expect((err as ProvisionError).message).toMatch(/POST \/admin\/parties: HTTP 401/)
     expect((err as ProvisionError).partial).toEqual([])
   })
+})
+
+it('says when nothing answers at the API address, rather than only that a fetch failed', async () => {
+  // A port that was just free: nothing listens there.
+  const server = net.createServer()
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()))
+  const port = (server.address() as AddressInfo).port
+  await new Promise<void>((r) => server.close(() => r()))
+  const err = await provisionFleet({ apiUrl: `http://127.0.0.1:${port}`, adminToken: ADMIN_TOKEN, meters: 1, fromMs: Date.now(), seed: 1 }).catch((e: unknown) => e)
+  expect(err).toBeInstanceOf(ProvisionError)
+  expect((err as ProvisionError).message).toContain(`POST http://127.0.0.1:${port}/admin/parties: ECONNREFUSED (is Metershare running there?)`)
 })
