@@ -1,6 +1,6 @@
 import { sql } from 'kysely'
 import net from 'node:net'
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest'
+import { afterAll, afterEach, beforeAll, beforeEach, expect, it } from 'vitest'
 import type { MqttClient } from 'mqtt'
 import { meterReadingsTopic, meterStatusTopic } from '../../shared/topics.ts'
 import { COPY_READINGS_MIN } from '../../services/metering/ingest-repository.ts'

@@ -15,7 +15,6 @@ const POWER = '1-0:1.7.0'
 const OCT_1 = new Date('2026-09-30T22:00:00Z')
 const OCT_2 = new Date('2026-10-01T22:00:00Z')
 const OCT_3 = new Date('2026-10-02T22:00:00Z')
-const OCT_4 = new Date('2026-10-03T22:00:00Z')
 const SEP_1 = new Date('2026-08-31T22:00:00Z')
 const JAN_1 = new Date('2026-12-31T23:00:00Z')
 /** A moves out of meter 1 and B moves in. */
