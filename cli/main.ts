@@ -78,7 +78,7 @@ const commands: Record<string, Command> = {
     })
     const config = envToConfig(serverEnv(values, env))
     const tty = process.stdout.isTTY === true
-    const { DEMO_PASSWORD, DEMO_SPEED, logToFile, startSystem } = await import('./system.ts')
+    const { DEMO_PASSWORD, DEMO_SPEED, demoFilePath, logToFile, startSystem } = await import('./system.ts')
     const { startStatusLine } = await import('./status-line.ts')
     const logFile = tty ? logToFile(config) : null
     if (!tty) configureLogging({ level: config.logLevel })
@@ -99,6 +99,9 @@ const commands: Record<string, Command> = {
     }
     if (system.fleet !== null) {
       lines.push(`  Simulator  ${system.fleet.stats().meters} meters from ${dayOf(system.world!.fromMs, config.timezone)} at ${DEMO_SPEED}x (a month in about ${Math.round((30 * 86_400) / DEMO_SPEED / 60)} minutes), then in real time`)
+    } else if (demo && system.world === null) {
+      // Said here too: on a terminal the log goes to its file.
+      lines.push(`  Simulator  none: the database is not empty and ${demoFilePath(config.dataDir)} is missing (a demo world is created on an empty database only)`)
     }
     if (logFile !== null) lines.push(`  Logs       ${logFile}`)
     out.write(`Metershare is running (Ctrl-C to stop)\n${lines.join('\n')}\n`)

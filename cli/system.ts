@@ -388,4 +388,4 @@ export function logToFile(config: Readonly<Config>): string {
   return file
 }
 
-export { DEMO_PASSWORD }
+export { DEMO_PASSWORD, demoFilePath }
