@@ -28,6 +28,10 @@ export interface TestDatabase {
 
 let fileCounter = 0
 
+/** SQLSTATE 40P01, and how often the reset between tests runs again when it loses one. */
+const DEADLOCK_DETECTED = '40P01'
+const TRUNCATE_ATTEMPTS_MAX = 5
+
 /** Creates a migrated database of its own for the enclosing describe; emptied before each test. */
 export function useTestDatabase(dialect: DialectName, options: { resetEach?: boolean } = {}): TestDatabase {
   let handle: DatabaseHandle | undefined
@@ -65,7 +69,18 @@ export function useTestDatabase(dialect: DialectName, options: { resetEach?: boo
           WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND NOT c.relispartition
           AND c.relname NOT LIKE 'schema_migrations%'`.execute(db)
       ).rows.map((r) => r.name)
-      if (tables.length > 0) await sql.raw(`TRUNCATE ${tables.map((t) => `"${t}"`).join(', ')} RESTART IDENTITY CASCADE`).execute(db)
+      if (tables.length === 0) return
+      const truncate = sql.raw(`TRUNCATE ${tables.map((t) => `"${t}"`).join(', ')} RESTART IDENTITY CASCADE`)
+      // A broker shared by a file's tests may still be writing (an access-log flush) when the next
+      // test starts: PostgreSQL can then pick the TRUNCATE as a deadlock's victim. It is run again.
+      for (let attempt = 1; ; attempt++) {
+        try {
+          await truncate.execute(db)
+          return
+        } catch (err) {
+          if ((err as { code?: string }).code !== DEADLOCK_DETECTED || attempt >= TRUNCATE_ATTEMPTS_MAX) throw err
+        }
+      }
     })
   }
 
