@@ -1,6 +1,7 @@
-import { sql } from 'kysely'
+import { sql, type Kysely } from 'kysely'
 import type { MqttClient } from 'mqtt'
 import { afterEach, beforeEach, expect, it } from 'vitest'
+import type { Database } from '../../shared/db/schema.ts'
 import { meterReadingsTopic } from '../../shared/topics.ts'
 import { connectMeter, endClient, publishAcked, startTestBroker, waitFor, type TestBroker } from '../support/broker.ts'
 import { laneOf } from '../../broker/ingest-lanes.ts'
@@ -10,6 +11,12 @@ import { createTestHousehold, createTestMeter, createUtility, insertOccupancy, r
 const T0 = Date.parse('2026-10-01T00:00:00Z')
 const iso = (ms: number): string => new Date(ms).toISOString().replace('.000Z', 'Z')
 const reading = (ms: number, index: number): string => JSON.stringify({ ts: iso(ms), values: { '1-0:1.8.0': index } })
+
+/** Removes the trigger (and its function) a test put on readings to fail or slow its commits. */
+async function dropInjectedFault(db: Kysely<Database>): Promise<void> {
+  await sql`DROP TRIGGER IF EXISTS test_fault ON readings`.execute(db)
+  await sql`DROP FUNCTION IF EXISTS test_fault()`.execute(db)
+}
 
 describeDatabases('ingest when the database fails or is slow', (t) => {
   let tb: TestBroker | undefined
@@ -26,8 +33,7 @@ describeDatabases('ingest when the database fails or is slow', (t) => {
     for (const c of clients.splice(0)) await endClient(c)
     await tb?.close()
     tb = undefined
-    await sql`DROP TRIGGER IF EXISTS test_fault ON readings`.execute(t.db)
-    await sql`DROP FUNCTION IF EXISTS test_fault()`.execute(t.db)
+    await dropInjectedFault(t.db)
     await sql`DROP SEQUENCE IF EXISTS test_fault_seq`.execute(t.db)
     await sql`DROP TABLE IF EXISTS test_overlap`.execute(t.db)
   })
@@ -170,8 +176,7 @@ describePostgres('ingest when its database connections are cut', (t) => {
     client = undefined
     await tb?.close()
     tb = undefined
-    await sql`DROP TRIGGER IF EXISTS test_fault ON readings`.execute(t.db)
-    await sql`DROP FUNCTION IF EXISTS test_fault()`.execute(t.db)
+    await dropInjectedFault(t.db)
   })
 
   it('acknowledges a publish whose commit lost its connection only once a new one has stored it, once', async () => {

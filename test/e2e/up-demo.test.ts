@@ -1,8 +1,8 @@
-import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdtempSync, rmSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { CliProcess } from '../support/cli.ts'
 import { describePostgres, type TestDatabase } from '../support/database.ts'
 
 /**
@@ -10,49 +10,14 @@ import { describePostgres, type TestDatabase } from '../support/database.ts'
  * on a data folder that does not exist yet, then stopped and started again on the same data. On
  * the embedded database, and on PostgreSQL (an empty database of its own) when there is one.
  */
-const CLI = path.resolve(import.meta.dirname, '../../cli/metershare.mjs')
 /** How long the demo may take to start, and to connect its meters and store their readings (status lines come every 10 s). */
 const START_MS_MAX = 90_000
 const FLEET_UP_MS_MAX = 60_000
 
-class Up {
-  private readonly child: ChildProcess
-  output = ''
-
-  constructor(env: NodeJS.ProcessEnv) {
-    this.child = spawn(process.execPath, [CLI, 'up'], { env, stdio: ['ignore', 'pipe', 'pipe'] })
-    this.child.stdout!.on('data', (d: Buffer) => (this.output += d.toString()))
-    this.child.stderr!.on('data', (d: Buffer) => (this.output += d.toString()))
-  }
-
-  /** The first match of `pattern` in what the process printed, waiting up to `timeoutMs`. */
-  async printed(pattern: RegExp, timeoutMs: number): Promise<RegExpExecArray> {
-    const deadline = Date.now() + timeoutMs
-    for (;;) {
-      const m = pattern.exec(this.output)
-      if (m !== null) return m
-      if (Date.now() > deadline || this.child.exitCode !== null) throw new Error(`up never printed ${pattern}:\n${this.output}`)
-      await new Promise((r) => setTimeout(r, 100))
-    }
-  }
-
-  /** SIGTERM, then the exit code. */
-  async stop(): Promise<number | null> {
-    if (this.child.exitCode !== null) return this.child.exitCode
-    const exited = new Promise<number | null>((r) => this.child.once('exit', (code) => r(code)))
-    this.child.kill('SIGTERM')
-    return exited
-  }
-
-  kill(): void {
-    if (this.child.exitCode === null) this.child.kill('SIGKILL')
-  }
-}
-
 function demoSuite(databaseUrl: () => string | null): void {
   let root: string
   let dataDir: string
-  let up: Up | undefined
+  let up: CliProcess | undefined
 
   beforeAll(() => {
     root = mkdtempSync(path.join(os.tmpdir(), 'metershare-demo-'))
@@ -65,11 +30,11 @@ function demoSuite(databaseUrl: () => string | null): void {
     rmSync(root, { recursive: true, force: true })
   })
 
-  const start = (): Up => {
+  const start = (): CliProcess => {
     // As a new user runs it: no operator token (one is generated and printed), the embedded database unless a URL is given.
     const { METERSHARE_ADMIN_TOKEN: _token, DATABASE_URL: _url, ...env } = process.env
     const url = databaseUrl()
-    return new Up({
+    return new CliProcess(['up'], {
       ...env,
       METERSHARE_DATA_DIR: dataDir,
       MQTT_PORT: '0',
@@ -81,7 +46,7 @@ function demoSuite(databaseUrl: () => string | null): void {
   }
 
   /** Waits for a status line with every simulated meter connected (and, if asked, readings stored); returns how many meters. */
-  async function fleetUp(u: Up, storing: boolean): Promise<number> {
+  async function fleetUp(u: CliProcess, storing: boolean): Promise<number> {
     const meters = Number((await u.printed(/Simulator\s+(\d+) meters/, START_MS_MAX))[1])
     expect(meters).toBeGreaterThan(0)
     const stored = storing ? '[1-9][\\d,]*' : '[\\d,]+'

@@ -1,44 +1,40 @@
-import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdtempSync, rmSync } from 'node:fs'
 import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { connectMeter, endClient, publishAcked } from '../support/broker.ts'
+import { CliProcess, runCli } from '../support/cli.ts'
 
 /**
  * `metershare up --no-demo --no-simulate` as an outside program sees it: one process, the
  * embedded database, configured by the environment, driven only through the public contract.
  */
 const ADMIN_TOKEN = 'e2e-admin-token-0123456789'
-const CLI = path.resolve(import.meta.dirname, '../../cli/metershare.mjs')
 
 describe('metershare up (empty world)', () => {
-  let child: ChildProcess
+  let up: CliProcess
   let dataDir: string
-  let output = ''
   let http = ''
   let mqttUrl = ''
 
   beforeAll(async () => {
     dataDir = mkdtempSync(path.join(os.tmpdir(), 'metershare-up-'))
-    child = spawn(process.execPath, [CLI, 'up', '--no-demo', '--no-simulate'], {
-      env: { ...process.env, METERSHARE_DATA_DIR: dataDir, MQTT_PORT: '0', HTTP_PORT: '0', METERSHARE_HOST: '127.0.0.1', METERSHARE_ADMIN_TOKEN: ADMIN_TOKEN, METERSHARE_LOG_LEVEL: 'warn' },
-      stdio: ['ignore', 'pipe', 'pipe'],
+    up = new CliProcess(['up', '--no-demo', '--no-simulate'], {
+      ...process.env,
+      METERSHARE_DATA_DIR: dataDir,
+      MQTT_PORT: '0',
+      HTTP_PORT: '0',
+      METERSHARE_HOST: '127.0.0.1',
+      METERSHARE_ADMIN_TOKEN: ADMIN_TOKEN,
+      METERSHARE_LOG_LEVEL: 'warn',
     })
-    child.stdout!.on('data', (d: Buffer) => (output += d.toString()))
-    child.stderr!.on('data', (d: Buffer) => (output += d.toString()))
-    const deadline = Date.now() + 90_000
-    while (!/HTTP API\s+http:\/\/\S+/.test(output)) {
-      if (Date.now() > deadline || child.exitCode !== null) throw new Error(`up did not start:\n${output}`)
-      await new Promise((r) => setTimeout(r, 100))
-    }
-    http = /HTTP API\s+(http:\/\/\S+)/.exec(output)![1]!
-    mqttUrl = /MQTT\s+(mqtt:\/\/\S+)/.exec(output)![1]!
+    http = (await up.printed(/HTTP API\s+(http:\/\/\S+)/, 90_000))[1]!
+    mqttUrl = (await up.printed(/MQTT\s+(mqtt:\/\/\S+)/, 90_000))[1]!
   }, 120_000)
 
   afterAll(async () => {
-    if (child.exitCode === null) child.kill('SIGKILL')
+    up.kill()
     rmSync(dataDir, { recursive: true, force: true })
   })
 
@@ -81,15 +77,9 @@ describe('metershare up (empty world)', () => {
   })
 
   it('keeps a second process off its embedded database, and that one says who holds it', async () => {
-    const settle = spawn(process.execPath, [CLI, 'settle', '--month', '2026-10'], {
-      env: { ...process.env, METERSHARE_DATA_DIR: dataDir, METERSHARE_LOG_LEVEL: 'silent' },
-      stdio: ['ignore', 'ignore', 'pipe'],
-    })
-    let stderr = ''
-    settle.stderr!.on('data', (d: Buffer) => (stderr += d.toString()))
-    const code = await new Promise<number | null>((r) => settle.once('exit', r))
+    const { code, stderr } = await runCli(['settle', '--month', '2026-10'], { ...process.env, METERSHARE_DATA_DIR: dataDir, METERSHARE_LOG_LEVEL: 'silent' })
     expect(stderr).toBe(
-      `metershare settle: the embedded database in ${path.join(dataDir, 'pglite')} is in use by another process (pid ${child.pid}): ` +
+      `metershare settle: the embedded database in ${path.join(dataDir, 'pglite')} is in use by another process (pid ${up.pid}): ` +
         `stop it first, or use PostgreSQL (DATABASE_URL) to run several processes; if no such process runs, delete ${path.join(dataDir, 'pglite.lock')}\n`,
     )
     expect(code).toBe(2)
@@ -98,10 +88,8 @@ describe('metershare up (empty world)', () => {
   }, 60_000)
 
   it('stops cleanly on SIGTERM', async () => {
-    const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)))
-    child.kill('SIGTERM')
-    expect(await exited).toBe(0)
-    expect(output).toContain('stopped; everything acknowledged is stored')
+    expect(await up.stop()).toBe(0)
+    expect(up.output).toContain('stopped; everything acknowledged is stored')
   }, 60_000)
 })
 
@@ -123,14 +111,15 @@ describe('metershare up on a port that is taken', () => {
   })
 
   /** Runs `up` to its end; its exit code and what it printed on stderr. */
-  function upWith(env: { MQTT_PORT: string; HTTP_PORT: string; METERSHARE_HOST?: string }): Promise<{ code: number | null; stderr: string }> {
-    const child = spawn(process.execPath, [CLI, 'up', '--no-demo', '--no-simulate'], {
-      env: { ...process.env, METERSHARE_HOST: '127.0.0.1', ...env, METERSHARE_DATA_DIR: dataDir, METERSHARE_ADMIN_TOKEN: ADMIN_TOKEN, METERSHARE_LOG_LEVEL: 'silent' },
-      stdio: ['ignore', 'ignore', 'pipe'],
+  function upWith(env: { MQTT_PORT: string; HTTP_PORT: string; METERSHARE_HOST?: string }): Promise<{ code: number; stderr: string }> {
+    return runCli(['up', '--no-demo', '--no-simulate'], {
+      ...process.env,
+      METERSHARE_HOST: '127.0.0.1',
+      ...env,
+      METERSHARE_DATA_DIR: dataDir,
+      METERSHARE_ADMIN_TOKEN: ADMIN_TOKEN,
+      METERSHARE_LOG_LEVEL: 'silent',
     })
-    let stderr = ''
-    child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()))
-    return new Promise((resolve) => child.once('exit', (code) => resolve({ code, stderr })))
   }
 
   it('names the variable of the port it cannot listen on, and exits 2 without a stack trace', async () => {

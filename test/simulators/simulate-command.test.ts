@@ -7,10 +7,9 @@ import { PassThrough } from 'node:stream'
 import { afterEach, describe, expect, it } from 'vitest'
 import { writeCredentialsFile, type MeterCredentials } from '../../simulators/credentials.ts'
 import { runSimulateCommand } from '../../simulators/simulate-command.ts'
+import { CLI } from '../support/cli.ts'
 import { contractReadings } from './support/contract.ts'
 import { startSubscriber, startTestBroker } from './support/test-broker.ts'
-
-const CLI = path.resolve(import.meta.dirname, '../../cli/metershare.mjs')
 
 let cleanups: (() => Promise<void> | void)[] = []
 afterEach(async () => {

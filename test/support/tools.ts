@@ -18,9 +18,14 @@ export function skipReason(command: string, pkg: string): string {
   return hasCommand(command) ? '' : ` (skipped: ${command} not found; apt-get install ${pkg})`
 }
 
-export function run(command: string, args: string[], timeoutMs = 15_000): Promise<{ code: number; stdout: string; stderr: string }> {
+/** Runs a command to its end (killed after `timeoutMs`): its exit code and what it printed. */
+export function run(
+  command: string,
+  args: string[],
+  options: { timeoutMs?: number; env?: NodeJS.ProcessEnv } = {},
+): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    execFile(command, args, { timeout: timeoutMs }, (err, stdout, stderr) => {
+    execFile(command, args, { timeout: options.timeoutMs ?? 15_000, ...(options.env !== undefined ? { env: options.env } : {}) }, (err, stdout, stderr) => {
       const code = err === null ? 0 : typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : 1
       resolve({ code, stdout, stderr })
     })

@@ -1,0 +1,50 @@
+import { spawn, type ChildProcess } from 'node:child_process'
+import path from 'node:path'
+import { run } from './tools.ts'
+
+/** The `metershare` command as `npm install` exposes it. */
+export const CLI = path.resolve(import.meta.dirname, '../../cli/metershare.mjs')
+
+/** Runs a `metershare` command to its end: its exit code and what it printed. */
+export function runCli(args: string[], env: NodeJS.ProcessEnv, timeoutMs = 60_000): Promise<{ code: number; stdout: string; stderr: string }> {
+  return run(process.execPath, [CLI, ...args], { env, timeoutMs })
+}
+
+/** A long-running `metershare` command (`up`) in a child process, everything it prints collected. */
+export class CliProcess {
+  private readonly child: ChildProcess
+  output = ''
+
+  constructor(args: string[], env: NodeJS.ProcessEnv) {
+    this.child = spawn(process.execPath, [CLI, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] })
+    this.child.stdout!.on('data', (d: Buffer) => (this.output += d.toString()))
+    this.child.stderr!.on('data', (d: Buffer) => (this.output += d.toString()))
+  }
+
+  get pid(): number | undefined {
+    return this.child.pid
+  }
+
+  /** The first match of `pattern` in what the process printed, waiting up to `timeoutMs`. */
+  async printed(pattern: RegExp, timeoutMs: number): Promise<RegExpExecArray> {
+    const deadline = Date.now() + timeoutMs
+    for (;;) {
+      const m = pattern.exec(this.output)
+      if (m !== null) return m
+      if (Date.now() > deadline || this.child.exitCode !== null) throw new Error(`never printed ${pattern}:\n${this.output}`)
+      await new Promise((r) => setTimeout(r, 100))
+    }
+  }
+
+  /** SIGTERM, then the exit code. */
+  async stop(): Promise<number | null> {
+    if (this.child.exitCode !== null) return this.child.exitCode
+    const exited = new Promise<number | null>((r) => this.child.once('exit', (code) => r(code)))
+    this.child.kill('SIGTERM')
+    return exited
+  }
+
+  kill(): void {
+    if (this.child.exitCode === null) this.child.kill('SIGKILL')
+  }
+}
