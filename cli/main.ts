@@ -1,6 +1,6 @@
 import path from 'node:path'
 import { parseArgs, type ParseArgsConfig } from 'node:util'
-import { dayOf } from '../shared/calendar.ts'
+import { dayOf, formatMinuteUtc } from '../shared/calendar.ts'
 import { envToConfig, readEnv, type Config, type RawEnv } from '../shared/config.ts'
 import { ConfigError, MetershareError } from '../shared/errors.ts'
 import { configureLogging, log } from '../shared/logger.ts'
@@ -98,7 +98,10 @@ const commands: Record<string, Command> = {
       lines.push(`  Portal     http://${host}:${system.httpPort}/`)
     }
     if (system.fleet !== null) {
-      lines.push(`  Simulator  ${system.fleet.stats().meters} meters from ${dayOf(system.world!.fromMs, config.timezone)} at ${DEMO_SPEED}x (a month in about ${Math.round((30 * 86_400) / DEMO_SPEED / 60)} minutes), then in real time`)
+      const { meters, fromMs } = system.fleet.stats()
+      // Started again on the same data, the fleet goes on after what is stored.
+      const from = fromMs === system.world!.fromMs ? `from ${dayOf(fromMs, config.timezone)}` : `resuming at ${formatMinuteUtc(fromMs)}`
+      lines.push(`  Simulator  ${meters} meters ${from} at ${DEMO_SPEED}x (a month in about ${Math.round((30 * 86_400) / DEMO_SPEED / 60)} minutes), then in real time`)
     } else if (demo && system.world === null) {
       // Said here too: on a terminal the log goes to its file.
       lines.push(`  Simulator  none: the database is not empty and ${demoFilePath(config.dataDir)} is missing (a demo world is created on an empty database only)`)

@@ -1,6 +1,6 @@
 import type { Metrics } from '../shared/metrics.ts'
 import type { Fleet } from '../simulators/fleet.ts'
-import { formatTimestamp } from '../shared/calendar.ts'
+import { formatMinuteUtc } from '../shared/calendar.ts'
 
 /**
  * The one-line live status of `metershare up`: meters connected, readings/s, stored,
@@ -40,7 +40,7 @@ export function startStatusLine(options: { metrics: Metrics; fleet: Fleet | null
       `${fmt.format(released)} released`,
     ]
     const simulated = fleet?.stats().simulatedMs
-    if (simulated !== undefined && simulated !== null) parts.push(`simulated ${formatTimestamp(simulated).slice(0, 16).replace('T', ' ')}Z`)
+    if (simulated !== undefined && simulated !== null) parts.push(`simulated ${formatMinuteUtc(simulated)}`)
     const line = parts.join(' · ')
     if (tty) {
       out.write('\r' + line.padEnd(width) + '')

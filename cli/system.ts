@@ -18,6 +18,7 @@ import { buildApi, type HealthReport } from '../services/api/app.ts'
 import { AccessLogRecorder } from '../services/consent/access-log-recorder.ts'
 import { startConsentSweeper } from '../services/consent/consent-lifecycle.ts'
 import { openReleaseView, type ReleaseView } from '../services/consent/release-view.ts'
+import { latestReadingTimes } from '../services/metering/reading-repository.ts'
 import { settleCompletedMonths, settleMonth, settlementContext } from '../services/settlement/settlement-service.ts'
 import { startFleet, type Fleet } from '../simulators/fleet.ts'
 import { startSampleRecipient } from '../simulators/sample-recipient.ts'
@@ -174,11 +175,13 @@ export async function startSystem(configIn: Readonly<Config>, options: SystemOpt
   try {
     const db = await openAndMigrate(config, parts, 'up')
     let world: DemoWorld | null = null
+    let created = false
     if (options.demo) {
       const empty = (await db.db.selectFrom('parties').select('id').limit(1).execute()).length === 0
       if (empty) {
         log.cli.info('creating the demo world')
         world = await createDemoWorld(db.db, { dataDir: config.dataDir, timezone: config.timezone, now: clock() })
+        created = true
       } else {
         world = await readDemoWorld(config.dataDir)
         if (world === null) {
@@ -208,10 +211,12 @@ export async function startSystem(configIn: Readonly<Config>, options: SystemOpt
 
     let fleet: Fleet | null = null
     if (options.simulate && world !== null && world.meters.length > 0) {
+      const resume = created ? { fromMs: world.fromMs, after: new Map<string, number>() } : await resumePoint(db, world)
       fleet = startFleet({
         mqttUrl: `mqtt://127.0.0.1:${mqttPort}`,
         meters: world.meters,
-        from: world.fromMs,
+        from: resume.fromMs,
+        resumeAfter: resume.after,
         speed: DEMO_SPEED,
         timeZone: config.timezone,
       })
@@ -250,6 +255,21 @@ export async function startSystem(configIn: Readonly<Config>, options: SystemOpt
     await parts.stopAll()
     throw err
   }
+}
+
+/**
+ * Where a demo fleet started again on the same data goes on: each meter after its latest stored
+ * reading, and the simulated clock from the earliest of those (a meter with none: the world's start).
+ * Replaying the world from its start would only resend what is stored, for minutes.
+ */
+export async function resumePoint(db: DatabaseHandle, world: DemoWorld): Promise<{ fromMs: number; after: Map<string, number> }> {
+  const after = await latestReadingTimes(db.db, world.meters.map((m) => m.meterId))
+  let fromMs: number | null = null
+  for (const m of world.meters) {
+    const last = after.get(m.meterId) ?? world.fromMs
+    fromMs = fromMs === null ? last : Math.min(fromMs, last)
+  }
+  return { fromMs: Math.max(world.fromMs, fromMs ?? world.fromMs), after }
 }
 
 /** Settles each simulated month once the simulator's clock has passed its end and its readings are in. */

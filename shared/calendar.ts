@@ -180,6 +180,11 @@ export function formatTimestamp(ts: Date | number): string {
   return iso.endsWith('.000Z') ? iso.slice(0, 19) + 'Z' : iso
 }
 
+/** An instant to the minute, in UTC, for people: `2026-10-01 00:30Z`. */
+export function formatMinuteUtc(ts: Date | number): string {
+  return new Date(ts).toISOString().slice(0, 16).replace('T', ' ') + 'Z'
+}
+
 /**
  * `dayOf` for hot paths: UTC offsets and DST changes fall on quarter hours, so every instant of
  * one UTC quarter hour lies in the same local day. Memoised per quarter hour, bounded in size.

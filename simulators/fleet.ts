@@ -56,6 +56,12 @@ export interface FleetOptions {
   from: number | Date | string
   /** Days to simulate (local days when `from` is a day); absent: run until stopped. */
   days?: number
+  /**
+   * Per meter id, the end of the last interval it has already delivered (epoch ms), as a fleet
+   * started again on the same data resumes: that meter goes on with the next interval (its
+   * registers are a function of time, so its index carries on). Meters absent start at `from`.
+   */
+  resumeAfter?: ReadonlyMap<string, number>
   /** Simulated ms per real ms (8640: a 30-day month in 5 minutes), or 'max'. */
   speed: number | 'max'
   /** Seed of meters whose credentials carry none (default 1). */
@@ -268,6 +274,8 @@ export function startFleet(options: FleetOptions): Fleet {
       this.intervalMs = credentials.intervalMinutes * MINUTE_MS
       this.faultRng = new Rng(hash32(this.model.meter.seed, 'faults'))
       this.nextEndMs = Math.ceil(fromMs / this.intervalMs) * this.intervalMs + this.intervalMs
+      const after = options.resumeAfter?.get(credentials.meterId)
+      if (after !== undefined) this.nextEndMs = Math.max(this.nextEndMs, Math.floor(after / this.intervalMs) * this.intervalMs + this.intervalMs)
     }
 
     get finished(): boolean {

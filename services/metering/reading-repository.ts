@@ -68,6 +68,18 @@ export async function pageReadings(
   return rows.map((r) => ({ meterId: r.meter_id, ts: r.ts, tsKey: r.ts_key, values: r.values }))
 }
 
+/** Each meter's latest stored reading (epoch ms of its ts); meters with none are absent. */
+export async function latestReadingTimes(db: Kysely<Database>, meterIds: readonly string[]): Promise<Map<string, number>> {
+  if (meterIds.length === 0) return new Map()
+  // One index probe per meter (readings' key is (meter_id, ts)), not a scan of its history.
+  const { rows } = await sql<{ id: string; last_ts: Date | null }>`
+    SELECT m.id, (SELECT max(r.ts) FROM readings r WHERE r.meter_id = m.id) AS last_ts
+    FROM meters m WHERE m.id = ANY(${[...meterIds]}::text[])`.execute(db)
+  const latest = new Map<string, number>()
+  for (const r of rows) if (r.last_ts !== null) latest.set(r.id, r.last_ts.getTime())
+  return latest
+}
+
 /** The meters a household has ever occupied (its data can only come from them). */
 export async function metersOfHousehold(db: Kysely<Database>, householdId: string): Promise<string[]> {
   const rows = await db.selectFrom('occupancies').select('meter_id').distinct().where('household_id', '=', householdId).execute()

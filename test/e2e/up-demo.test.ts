@@ -87,9 +87,17 @@ function demoSuite(databaseUrl: () => string | null): void {
       expect(await up!.stop()).toBe(0)
       expect(up!.output).toContain('stopped; everything acknowledged is stored')
       const meters = Number(/Simulator\s+(\d+) meters/.exec(up!.output)![1])
+      const simulatedBefore = [...up!.output.matchAll(/simulated (\d{4}-\d\d-\d\d \d\d:\d\d)Z/g)].at(-1)![1]!
       up = start()
-      // The fleet starts its month again: what it sends first is stored already (acknowledged, stored once).
-      expect(await fleetUp(up, false)).toBe(meters)
+      // The fleet goes on after what is stored, instead of resending its month from the first day.
+      const [, resumedAt] = await up.printed(/Simulator\s+\d+ meters resuming at (\d{4}-\d\d-\d\d \d\d:\d\d)Z/, START_MS_MAX)
+      expect(resumedAt! >= simulatedBefore).toBe(true)
+      expect(await fleetUp(up, true)).toBe(meters)
+      const [, http] = await up.printed(/HTTP API\s+(http:\/\/\S+)/, START_MS_MAX)
+      const metrics = await (await fetch(`${http}/metrics`)).text()
+      // At most the few readings in flight when the first run stopped come again (a window of 4 per meter).
+      const duplicates = Number(/^metershare_readings_duplicate_total (\d+)$/m.exec(metrics)![1])
+      expect(duplicates).toBeLessThanOrEqual(4 * meters)
       expect(await up.stop()).toBe(0)
     },
     START_MS_MAX + FLEET_UP_MS_MAX + 60_000,

@@ -162,6 +162,33 @@ describe('meter fleet against a real MQTT broker', () => {
     await sub.until((m) => readingsByMeter(m).get('sim-speed')?.length === 96)
   })
 
+  it('resumes each meter after the interval it last delivered, its registers carrying on, and the others from the start', async () => {
+    const meters = [meter('sim-res15', 'electricity', 15, { power: true }), meter('sim-res60', 'gas', 60), meter('sim-fresh', 'electricity', 30)]
+    const { sub, url } = await setup(meters)
+    const clock = new ManualClock('2026-10-02T06:00:00Z')
+    // Delivered before: the 15-minute meter up to 05:00, the gas meter up to 03:00 (UTC); the third nothing.
+    const resumeAfter = new Map([
+      ['sim-res15', FROM_MS + 7 * HOUR],
+      ['sim-res60', FROM_MS + 5 * HOUR],
+    ])
+    const fleet = start({ mqttUrl: url, meters, from: FROM_DAY, days: 1, speed: 'max', clock, resumeAfter })
+    const final = await fleet.done
+    await sub.until((m) => m.length === 96 - 28 + (24 - 5) + 48)
+    expect(final).toMatchObject({ generated: 68 + 19 + 48, acknowledged: 68 + 19 + 48, done: true })
+    const byMeter = readingsByMeter(sub.messages)
+    for (const [m, firstMs, count] of [
+      [meters[0]!, FROM_MS + 7 * HOUR + 15 * MIN, 68],
+      [meters[1]!, FROM_MS + 6 * HOUR, 19],
+      [meters[2]!, FROM_MS + 30 * MIN, 48],
+    ] as const) {
+      const got = byMeter.get(m.meterId)!
+      expect(got).toHaveLength(count)
+      expect(Date.parse(got[0]!.ts)).toBe(firstMs)
+      // The first reading after the resume carries exactly the index (and power) a fleet that never stopped would send.
+      for (const r of got) expect(encodeReading(r)).toBe(encodeReading(expectedModel(m).readingAt(Date.parse(r.ts))))
+    }
+  })
+
   it('buffers readings while the network is cut and catches up in batches when it is back, losing nothing', async () => {
     const meters = [meter('sim-off15', 'electricity', 15, { power: true }), meter('sim-offgas', 'gas', 60)]
     const { sub, url, proxy } = await setup(meters, { proxy: true })
