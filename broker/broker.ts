@@ -60,6 +60,8 @@ export interface BrokerDeps {
 export interface Broker {
   readonly aedes: Aedes
   readonly ingest: IngestLanes
+  /** The thread that commits on PostgreSQL (null: commits on the event loop, as on PGlite). */
+  readonly ingestThread: IngestThread | null
   /** Serves one connection (TCP socket or WebSocket stream). */
   handle(conn: Duplex, address: string, req?: IncomingMessage): void
   listenTcp(port: number, host: string): Promise<AddressInfo>
@@ -290,6 +292,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
   const broker: Broker = {
     aedes,
     ingest,
+    ingestThread: thread,
     handle(conn, address, req) {
       addresses.set(conn, address)
       guardPacketSize(conn, limits.packetBytesMax, (reason) => log.warn({ address, reason }, 'connection closed: packet too large'))

@@ -13,7 +13,7 @@ export const INGEST_THREAD_START_MS_MAX = 30_000
  * acknowledged, the meters resend) and a new thread takes over.
  */
 export class IngestThread {
-  private worker: Worker
+  private current: Worker
   private ready: Promise<void>
   private nextId = 1
   private readonly pending = new Map<number, { messages: ValidatedMessage[]; resolve: (r: CommitResult) => void; reject: (e: Error) => void }>()
@@ -23,7 +23,12 @@ export class IngestThread {
     private readonly data: IngestWorkerData,
     private readonly log: Logger,
   ) {
-    ;({ worker: this.worker, ready: this.ready } = this.start())
+    ;({ worker: this.current, ready: this.ready } = this.start())
+  }
+
+  /** The thread in service now (a new one after a crash): for diagnostics, and the crash test. */
+  get worker(): Worker {
+    return this.current
   }
 
   async started(): Promise<void> {
@@ -39,7 +44,7 @@ export class IngestThread {
           const id = this.nextId++
           this.pending.set(id, { messages, resolve, reject })
           const { request, transfer } = packCommit(id, lane, messages)
-          this.worker.postMessage(request, transfer)
+          this.current.postMessage(request, transfer)
         }),
     )
   }
@@ -47,9 +52,9 @@ export class IngestThread {
   async close(): Promise<void> {
     this.closing = true
     await this.ready.catch(() => undefined)
-    const exited = new Promise<void>((r) => this.worker.once('exit', () => r()))
-    this.worker.postMessage('close')
-    const timer = setTimeout(() => void this.worker.terminate(), INGEST_THREAD_START_MS_MAX)
+    const exited = new Promise<void>((r) => this.current.once('exit', () => r()))
+    this.current.postMessage('close')
+    const timer = setTimeout(() => void this.current.terminate(), INGEST_THREAD_START_MS_MAX)
     await exited
     clearTimeout(timer)
   }
@@ -76,7 +81,7 @@ export class IngestThread {
       for (const p of lost) p.reject(new Error(`the ingest thread exited (code ${code}) before answering`))
       if (!this.closing) {
         this.log.error({ code }, 'ingest thread exited: starting another')
-        ;({ worker: this.worker, ready: this.ready } = this.start())
+        ;({ worker: this.current, ready: this.ready } = this.start())
       }
     })
     return { worker, ready }

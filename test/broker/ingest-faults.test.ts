@@ -209,4 +209,35 @@ describePostgres('ingest when its database connections are cut', (t) => {
     expect(rows.map((r) => r.values['1-0:1.8.0'])).toEqual([100, ...Array.from({ length: 48 }, (_, i) => 200 + i)])
     expect((await tb.metrics.ingestCommitFailures.get()).values[0]!.value).toBe(2)
   })
+
+  it('acknowledges a publish whose ingest thread died mid-commit only once a new thread has stored it, once', async () => {
+    const utility = await createUtility(t.db)
+    const meter = await createTestMeter(t.db, utility.id)
+    await insertOccupancy(t.db, meter.id, (await createTestHousehold(t.db)).id, new Date(T0))
+    tb = await startTestBroker(t.handle, { overrides: { ingest: { commitRetryDelayMsMax: 20 } } })
+    const thread = tb.broker.ingestThread!
+    const first = thread.worker
+    await sql.raw(`CREATE FUNCTION test_fault() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN PERFORM pg_sleep(0.3); RETURN NULL; END $$`).execute(t.db)
+    await sql`CREATE TRIGGER test_fault AFTER INSERT ON readings FOR EACH STATEMENT EXECUTE FUNCTION test_fault()`.execute(t.db)
+    client = await connectMeter(tb.url, meter)
+    let acked = false
+    const ack = publishAcked(client, meterReadingsTopic(meter.id), reading(T0 + 900_000, 100)).then(() => (acked = true))
+    await waitFor(async () => {
+      const { rows } = await sql<{ n: number }>`SELECT count(*)::int AS n FROM pg_stat_activity
+        WHERE datname = current_database() AND application_name LIKE 'metershare:ingest:%' AND wait_event = 'PgSleep'`.execute(t.db)
+      return rows[0]!.n > 0 ? true : undefined
+    }, 10_000, 'a group commit in progress')
+    // As a crash would: the thread ends with its transaction open and its answer never sent.
+    expect(await first.terminate()).toBe(1)
+    expect(acked).toBe(false)
+    await ack
+    expect(thread.worker).not.toBe(first)
+    expect(thread.worker.threadId).not.toBe(first.threadId)
+    // The new thread serves what comes next too.
+    await publishAcked(client, meterReadingsTopic(meter.id), reading(T0 + 1_800_000, 101))
+    const rows = await readingsOf(t.db, meter.id)
+    expect(rows.map((r) => r.values['1-0:1.8.0'])).toEqual([100, 101])
+    expect((await tb.metrics.ingestCommitFailures.get()).values[0]!.value).toBe(1)
+  })
 })
