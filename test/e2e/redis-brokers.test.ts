@@ -1,6 +1,5 @@
-import { spawn, type ChildProcess } from 'node:child_process'
+import type { ChildProcess } from 'node:child_process'
 import { createRequire } from 'node:module'
-import net from 'node:net'
 import type { MqttClient } from 'mqtt'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { redisCoupling } from '../../broker/redis-coupling.ts'
@@ -12,7 +11,7 @@ import type { DatabaseHandle } from '../../shared/db/database.ts'
 import { egressTopic, meterReadingsTopic } from '../../shared/topics.ts'
 import { connectClient, connectMeter, endClient, publishAcked, startTestBroker, subscribeCollect, waitFor, type TestBroker } from '../support/broker.ts'
 import { describePostgres } from '../support/database.ts'
-import { hasCommand, skipReason } from '../support/tools.ts'
+import { freePort, hasCommand, skipReason, startRedisServer } from '../support/tools.ts'
 import { createTestHousehold, createTestMeter, createUtility, insertOccupancy } from '../support/world.ts'
 
 const Redis = createRequire(import.meta.url)('ioredis') as new (url: string) => {
@@ -22,13 +21,6 @@ const Redis = createRequire(import.meta.url)('ioredis') as new (url: string) => 
 }
 
 /** Two brokers behind one load balancer: coupled through Redis, writing to one PostgreSQL. */
-async function freePort(): Promise<number> {
-  const server = net.createServer()
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()))
-  const port = (server.address() as net.AddressInfo).port
-  await new Promise((r) => server.close(r))
-  return port
-}
 
 describe.skipIf(!hasCommand('redis-server'))(`several brokers${skipReason('redis-server', 'redis-server')}`, () => {
   describePostgres('coupled through Redis', (t) => {
@@ -43,10 +35,7 @@ describe.skipIf(!hasCommand('redis-server'))(`several brokers${skipReason('redis
     let redisPort: number
     /** Starts Redis on `redisPort` (again, after a stop: empty, as a restarted cache would be). */
     async function startRedis(): Promise<void> {
-      redis = spawn('redis-server', ['--port', String(redisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' })
-      await waitFor(() => new Promise<boolean>((r) => {
-        const s = net.connect(redisPort, '127.0.0.1', () => { s.end(); r(true) }).on('error', () => r(false))
-      }), 10_000, 'redis-server')
+      redis = await startRedisServer(redisPort)
     }
 
     beforeAll(async () => {

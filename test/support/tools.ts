@@ -1,4 +1,5 @@
-import { execFile, spawnSync } from 'node:child_process'
+import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process'
+import net from 'node:net'
 
 /** System tools some tests need; absent ones make those tests skip with the reason. */
 export function hasCommand(command: string): boolean {
@@ -30,4 +31,37 @@ export function run(
       resolve({ code, stdout, stderr })
     })
   })
+}
+
+/** A TCP port free on 127.0.0.1 a moment ago (for a child process that must be told its port). */
+export async function freePort(): Promise<number> {
+  const server = net.createServer()
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()))
+  const port = (server.address() as net.AddressInfo).port
+  await new Promise((r) => server.close(r))
+  return port
+}
+
+/** Longest wait for a started redis-server to accept connections. */
+const REDIS_START_MS_MAX = 10_000
+
+/** redis-server on 127.0.0.1:`port`, empty and keeping nothing on disk, once it accepts connections. */
+export async function startRedisServer(port: number): Promise<ChildProcess> {
+  const redis = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' })
+  const deadline = Date.now() + REDIS_START_MS_MAX
+  for (;;) {
+    const up = await new Promise<boolean>((r) => {
+      const s = net.connect(port, '127.0.0.1', () => {
+        s.end()
+        r(true)
+      })
+      s.on('error', () => r(false))
+    })
+    if (up) return redis
+    if (Date.now() > deadline || redis.exitCode !== null) {
+      redis.kill('SIGKILL')
+      throw new Error(`redis-server did not start on port ${port}`)
+    }
+    await new Promise((r) => setTimeout(r, 50))
+  }
 }
