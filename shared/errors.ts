@@ -6,6 +6,7 @@
 export const ERROR_CODES = {
   CONFIG_INVALID: 'CONFIG_INVALID',
   DATA_DIR_IN_USE: 'DATA_DIR_IN_USE',
+  DATABASE_UNAVAILABLE: 'DATABASE_UNAVAILABLE',
   INVALID_INPUT: 'INVALID_INPUT',
   UNAUTHENTICATED: 'UNAUTHENTICATED',
   FORBIDDEN: 'FORBIDDEN',
@@ -51,6 +52,13 @@ export class MetershareError extends Error {
 export class ConfigError extends MetershareError {
   constructor(message: string) {
     super(ERROR_CODES.CONFIG_INVALID, 500, message)
+  }
+}
+
+/** PostgreSQL cannot be reached, or refuses us, at start; the message says which and names DATABASE_URL. */
+export class DatabaseUnavailableError extends MetershareError {
+  constructor(message: string, options?: ErrorOptions) {
+    super(ERROR_CODES.DATABASE_UNAVAILABLE, 503, message, options)
   }
 }
 

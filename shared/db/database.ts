@@ -9,6 +9,7 @@ import pg from 'pg'
 import { from as copyFrom } from 'pg-copy-streams'
 import { log } from '../logger.ts'
 import { lockDataDir } from './data-dir-lock.ts'
+import { checkPostgres } from './postgres-check.ts'
 import { DurableNodeFS, syncFolderTree } from './pglite-durable-fs.ts'
 import type { Database } from './schema.ts'
 
@@ -162,6 +163,7 @@ async function openPostgres(url: string, options: DatabaseOptions): Promise<Data
     types: pgTypes,
     application_name: options.applicationName ?? 'metershare',
   }
+  await checkPostgres(poolConfig)
   const pool = new pg.Pool(poolConfig)
   pool.on('error', (err) => log.db.warn({ err }, 'idle database connection failed'))
   const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) })

@@ -1,0 +1,73 @@
+import { describe, expect, it } from 'vitest'
+import { openDatabase } from '../../../shared/db/database.ts'
+import { checkPostgres } from '../../../shared/db/postgres-check.ts'
+import { DatabaseUnavailableError } from '../../../shared/errors.ts'
+import { describePostgres } from '../../support/database.ts'
+import { runCli } from '../../support/cli.ts'
+import { freePort } from '../../support/tools.ts'
+
+/** What the start of a process says when DATABASE_URL is wrong or the server is not there: real connections each time. */
+async function refusal(url: string): Promise<DatabaseUnavailableError> {
+  const err = await openDatabase({ databaseUrl: url, pgliteDir: null, pgliteFsync: false, poolSize: 1 }).then(
+    () => null,
+    (e: unknown) => e,
+  )
+  expect(err).toBeInstanceOf(DatabaseUnavailableError)
+  expect((err as DatabaseUnavailableError).code).toBe('DATABASE_UNAVAILABLE')
+  return err as DatabaseUnavailableError
+}
+
+describe('connecting to PostgreSQL at start', () => {
+  it('says that nothing listens at the address', async () => {
+    const port = await freePort()
+    const err = await refusal(`postgres://app:secret-pw@127.0.0.1:${port}/metershare`)
+    expect(err.message).toBe(`DATABASE_URL: nothing accepts connections at 127.0.0.1:${port}: is PostgreSQL running there?`)
+  })
+
+  it('says that the host is not known', async () => {
+    const err = await refusal('postgres://app:secret-pw@no-such-host.invalid:5432/metershare')
+    expect(err.message).toMatch(/^DATABASE_URL: the host of no-such-host\.invalid:5432 is not known \((ENOTFOUND|EAI_AGAIN)\)$/)
+  })
+
+  it('stops a command with exit 2 and that sentence, not a stack trace', async () => {
+    const port = await freePort()
+    const { DATABASE_URL: _url, ...env } = process.env
+    const r = await runCli(['migrate'], { ...env, DATABASE_URL: `postgres://app:secret-pw@127.0.0.1:${port}/metershare` })
+    expect(r.code).toBe(2)
+    expect(r.stderr).toBe(`metershare migrate: DATABASE_URL: nothing accepts connections at 127.0.0.1:${port}: is PostgreSQL running there?\n`)
+    expect(r.stdout + r.stderr).not.toContain('secret-pw')
+  })
+})
+
+describePostgres(
+  'connecting to a PostgreSQL server at start',
+  (t) => {
+    const withUrl = (change: (u: URL) => void): string => {
+      const u = new URL(t.url!)
+      change(u)
+      return u.toString()
+    }
+
+    it('says which password was refused, without showing it', async () => {
+      const url = withUrl((u) => (u.password = 'certainly-not-the-password'))
+      const u = new URL(url)
+      const err = await refusal(url)
+      expect(err.message).toBe(`DATABASE_URL: PostgreSQL at ${u.hostname}:${u.port || '5432'} refused the password of user "${decodeURIComponent(u.username)}"`)
+      expect(err.message).not.toContain('certainly-not-the-password')
+    })
+
+    it('says that the database does not exist, and how to create it', async () => {
+      const url = withUrl((u) => (u.pathname = '/metershare_no_such_database'))
+      const u = new URL(url)
+      const err = await refusal(url)
+      expect(err.message).toBe(
+        `DATABASE_URL: database "metershare_no_such_database" does not exist on ${u.hostname}:${u.port || '5432'}: create it (createdb metershare_no_such_database) or name another`,
+      )
+    })
+
+    it('passes a server that answers', async () => {
+      await expect(checkPostgres({ connectionString: t.url! })).resolves.toBeUndefined()
+    })
+  },
+  { resetEach: false },
+)
