@@ -1,5 +1,7 @@
 import { createRequire } from 'node:module'
 import { Readable } from 'node:stream'
+import { hostAndPort, networkCause } from '../shared/connect-errors.ts'
+import { ServiceUnavailableError } from '../shared/errors.ts'
 import { log } from '../shared/logger.ts'
 
 /**
@@ -12,6 +14,30 @@ const require = createRequire(import.meta.url)
 
 interface RedisConnection {
   on(event: 'error', listener: (err: Error) => void): unknown
+  on(event: 'ready', listener: () => void): unknown
+}
+
+/** While Redis stays away, a use of it (sessions, messages) logs its failure once this often, not at every retry. */
+export const REDIS_FAILURE_LOG_INTERVAL_MS = 60_000
+
+function failureLog(what: string): { failed(err: Error): void; ready(): void } {
+  let failures = 0
+  let loggedAt = -Infinity
+  return {
+    failed(err) {
+      failures++
+      const now = performance.now()
+      if (now - loggedAt < REDIS_FAILURE_LOG_INTERVAL_MS) return
+      loggedAt = now
+      log.broker.warn({ err, redis: what, failures }, 'redis connection failed: reconnecting')
+    },
+    ready() {
+      if (failures === 0) return
+      log.broker.info({ redis: what, failures }, 'redis connection back')
+      failures = 0
+      loggedAt = -Infinity
+    },
+  }
 }
 
 interface AsyncRedisPersistence {
@@ -26,8 +52,47 @@ export interface RedisCoupling {
   close(): Promise<void>
 }
 
+/** Longest wait at start for Redis to accept a connection and answer PING. */
+export const REDIS_CONNECT_TIMEOUT_MS = 10_000
+
+interface CheckConnection {
+  on(event: 'error', listener: (err: Error) => void): unknown
+  connect(): Promise<void>
+  ping(): Promise<string>
+  disconnect(): void
+}
+
+/**
+ * Connects once as a broker starts: a REDIS_URL that names nothing, or a password Redis refuses,
+ * ends the start with one sentence, instead of a retry loop and then the first command's stack
+ * trace. Once running, the coupling rides out Redis going away (below).
+ */
+export async function checkRedis(redisUrl: string, timeoutMs = REDIS_CONNECT_TIMEOUT_MS): Promise<void> {
+  const Redis = require('ioredis') as new (url: string, options?: Record<string, unknown>) => CheckConnection
+  const conn = new Redis(redisUrl, { lazyConnect: true, connectTimeout: timeoutMs, maxRetriesPerRequest: 0, retryStrategy: () => null, enableOfflineQueue: false })
+  // ioredis rejects connect() with "Connection is closed"; the cause is in the error event before it.
+  let cause: Error | null = null
+  conn.on('error', (err) => (cause ??= err))
+  try {
+    await conn.connect()
+    await conn.ping()
+  } catch (err) {
+    throw new ServiceUnavailableError(describeRedisError(cause ?? (err as Error), redisUrl, timeoutMs), { cause: cause ?? err })
+  } finally {
+    conn.disconnect()
+  }
+}
+
+function describeRedisError(err: Error, redisUrl: string, timeoutMs: number): string {
+  const where = hostAndPort(redisUrl, 6379) ?? 'the server named by REDIS_URL'
+  const code = (err as { code?: unknown }).code
+  const message = err.message
+  if (/^(WRONGPASS|NOAUTH|ERR AUTH|ERR invalid password)/.test(message)) return `REDIS_URL: Redis at ${where} refused us: ${message}`
+  return networkCause(typeof code === 'string' ? code : undefined, message, 'REDIS_URL', where, 'Redis', timeoutMs) ?? `REDIS_URL: cannot connect to Redis at ${where}: ${message}`
+}
+
 export function redisCoupling(redisUrl: string): RedisCoupling {
-  const MQEmitterRedis = require('mqemitter-redis') as (opts: { subConn: unknown; pubConn: unknown }) => { state: RedisConnection }
+  const MQEmitterRedis = require('mqemitter-redis') as (opts: { subConn: unknown; pubConn: unknown }) => { state: { on(event: 'error', listener: (err: Error) => void): unknown } }
   // aedes 1.x needs the promise-based persistence (its setup() is async).
   const Base = require('aedes-persistence-redis/asyncPersistence.js') as new (opts: { conn: unknown }) => AsyncRedisPersistence
   const Redis = require('ioredis') as new (url: string, options?: Record<string, unknown>) => RedisConnection
@@ -40,19 +105,23 @@ export function redisCoupling(redisUrl: string): RedisCoupling {
   }
   // Redis going away is not the broker's end: ioredis reconnects (backing off up to 2 s a try) and
   // replays what waited. Its errors are logged; unheard, mqemitter-redis would throw them.
-  const heard = (what: string) => (err: Error) => log.broker.warn({ err, redis: what }, 'redis connection failed: reconnecting')
+  const sessions = failureLog('sessions')
   const persistenceConn = new Redis(redisUrl)
-  persistenceConn.on('error', heard('sessions'))
+  persistenceConn.on('error', sessions.failed)
+  persistenceConn.on('ready', sessions.ready)
   const persistence = new RedisPersistence({ conn: persistenceConn })
   // The subscriber connection sends nothing but (un)subscribe: no INFO ready check and no CLIENT
   // SETINFO, which ioredis 5.8.2-5.11 can send after a subscribe on a new connection and then fail
   // on ("Connection in subscriber mode", redis/ioredis#2037, fixed in 6.0). SUBSCRIBE needs no ready
   // check: Redis accepts it while it loads.
-  const mq = MQEmitterRedis({
-    subConn: new Redis(redisUrl, { enableReadyCheck: false, disableClientInfo: true }),
-    pubConn: new Redis(redisUrl),
-  })
-  mq.state.on('error', heard('messages'))
+  const messages = failureLog('messages')
+  const subConn = new Redis(redisUrl, { enableReadyCheck: false, disableClientInfo: true })
+  const pubConn = new Redis(redisUrl)
+  const mq = MQEmitterRedis({ subConn, pubConn })
+  // mqemitter-redis passes on both connections' errors.
+  mq.state.on('error', messages.failed)
+  subConn.on('ready', messages.ready)
+  pubConn.on('ready', messages.ready)
   let closed = false
   return {
     mq,

@@ -5,7 +5,7 @@ import path from 'node:path'
 import { sql } from 'kysely'
 import type { FastifyInstance } from 'fastify'
 import { createBroker, type Broker } from '../broker/broker.ts'
-import { redisCoupling } from '../broker/redis-coupling.ts'
+import { checkRedis, redisCoupling } from '../broker/redis-coupling.ts'
 import { ENV_VARS, type Config } from '../shared/config.ts'
 import { ConfigError } from '../shared/errors.ts'
 import { monthBounds, monthOf, addMonths } from '../shared/calendar.ts'
@@ -97,6 +97,7 @@ async function startBrokerPart(
   parts.add('release view', () => view.close())
   const recorder = new AccessLogRecorder(db.db, { metrics })
   parts.add('access log', () => recorder.close())
+  if (config.redisUrl !== null) await checkRedis(config.redisUrl)
   const broker = await createBroker({
     config,
     db,

@@ -6,7 +6,7 @@
 export const ERROR_CODES = {
   CONFIG_INVALID: 'CONFIG_INVALID',
   DATA_DIR_IN_USE: 'DATA_DIR_IN_USE',
-  DATABASE_UNAVAILABLE: 'DATABASE_UNAVAILABLE',
+  SERVICE_UNAVAILABLE: 'SERVICE_UNAVAILABLE',
   INVALID_INPUT: 'INVALID_INPUT',
   UNAUTHENTICATED: 'UNAUTHENTICATED',
   FORBIDDEN: 'FORBIDDEN',
@@ -55,10 +55,10 @@ export class ConfigError extends MetershareError {
   }
 }
 
-/** PostgreSQL cannot be reached, or refuses us, at start; the message says which and names DATABASE_URL. */
-export class DatabaseUnavailableError extends MetershareError {
+/** A server we depend on (PostgreSQL, Redis) cannot be reached, or refuses us, at start; the message names the variable and the cause. */
+export class ServiceUnavailableError extends MetershareError {
   constructor(message: string, options?: ErrorOptions) {
-    super(ERROR_CODES.DATABASE_UNAVAILABLE, 503, message, options)
+    super(ERROR_CODES.SERVICE_UNAVAILABLE, 503, message, options)
   }
 }
 

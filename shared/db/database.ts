@@ -163,7 +163,6 @@ async function openPostgres(url: string, options: DatabaseOptions): Promise<Data
     types: pgTypes,
     application_name: options.applicationName ?? 'metershare',
   }
-  await checkPostgres(poolConfig)
   const pool = new pg.Pool(poolConfig)
   pool.on('error', (err) => log.db.warn({ err }, 'idle database connection failed'))
   const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) })
@@ -279,10 +278,13 @@ class PgListener {
 }
 
 /** The database a running system uses, from its config. */
-export function openConfiguredDatabase(
+export async function openConfiguredDatabase(
   config: { databaseUrl: string | null; dataDir: string; db: { poolSize: number; pgliteFsync: boolean } },
   applicationName?: string,
 ): Promise<DatabaseHandle> {
+  // A process starting: a wrong DATABASE_URL or an absent server is said in one sentence (a pool
+  // itself connects only at its first query, and then fails with that query's stack).
+  if (config.databaseUrl !== null) await checkPostgres({ connectionString: config.databaseUrl, application_name: applicationName ?? 'metershare' })
   return openDatabase({
     databaseUrl: config.databaseUrl,
     pgliteDir: pgliteDirOf(config.dataDir),

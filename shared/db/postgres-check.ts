@@ -1,5 +1,6 @@
 import pg from 'pg'
-import { DatabaseUnavailableError } from '../errors.ts'
+import { hostAndPort, networkCause } from '../connect-errors.ts'
+import { ServiceUnavailableError } from '../errors.ts'
 
 /** Longest wait at start for PostgreSQL to accept a connection and answer. */
 export const POSTGRES_CONNECT_TIMEOUT_MS = 10_000
@@ -17,7 +18,7 @@ export async function checkPostgres(config: pg.ClientConfig & { connectionString
     await client.connect()
     await client.query('SELECT 1')
   } catch (err) {
-    throw new DatabaseUnavailableError(describeConnectError(err, config.connectionString, timeoutMs), { cause: err })
+    throw new ServiceUnavailableError(describeConnectError(err, config.connectionString, timeoutMs), { cause: err })
   } finally {
     await client.end().catch(() => undefined)
   }
@@ -40,22 +41,14 @@ export function describeConnectError(err: unknown, url: string, timeoutMs: numbe
       return `DATABASE_URL: PostgreSQL at ${where} is starting up or shutting down: try again in a moment`
     case '53300':
       return `DATABASE_URL: PostgreSQL at ${where} has no connection left (max_connections): ${message}`
-    case 'ECONNREFUSED':
-      return `DATABASE_URL: nothing accepts connections at ${where}: is PostgreSQL running there?`
-    case 'ENOTFOUND':
-    case 'EAI_AGAIN':
-      return `DATABASE_URL: the host of ${where} is not known (${code})`
   }
-  if (/timeout/i.test(message)) return `DATABASE_URL: PostgreSQL at ${where} did not answer within ${timeoutMs} ms`
-  return `DATABASE_URL: cannot connect to PostgreSQL at ${where}: ${message}`
+  return networkCause(code, message, 'DATABASE_URL', where, 'PostgreSQL', timeoutMs) ?? `DATABASE_URL: cannot connect to PostgreSQL at ${where}: ${message}`
 }
 
 function target(url: string): { where: string; user: string; database: string } {
-  try {
-    const u = new URL(url)
-    const database = decodeURIComponent(u.pathname.replace(/^\//, '')) || decodeURIComponent(u.username) || 'postgres'
-    return { where: `${u.hostname || 'localhost'}:${u.port || '5432'}`, user: decodeURIComponent(u.username) || '(default)', database }
-  } catch {
-    return { where: 'the server named by DATABASE_URL', user: '(from DATABASE_URL)', database: '(from DATABASE_URL)' }
-  }
+  const where = hostAndPort(url, 5432)
+  if (where === null) return { where: 'the server named by DATABASE_URL', user: '(from DATABASE_URL)', database: '(from DATABASE_URL)' }
+  const u = new URL(url)
+  const user = decodeURIComponent(u.username)
+  return { where, user: user || '(default)', database: decodeURIComponent(u.pathname.replace(/^\//, '')) || user || 'postgres' }
 }

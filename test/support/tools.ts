@@ -45,9 +45,9 @@ export async function freePort(): Promise<number> {
 /** Longest wait for a started redis-server to accept connections. */
 const REDIS_START_MS_MAX = 10_000
 
-/** redis-server on 127.0.0.1:`port`, empty and keeping nothing on disk, once it accepts connections. */
-export async function startRedisServer(port: number): Promise<ChildProcess> {
-  const redis = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' })
+/** redis-server on 127.0.0.1:`port`, empty and keeping nothing on disk, once it accepts connections (`args`: more options, e.g. `--requirepass`). */
+export async function startRedisServer(port: number, args: string[] = []): Promise<ChildProcess> {
+  const redis = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', ...args], { stdio: 'ignore' })
   const deadline = Date.now() + REDIS_START_MS_MAX
   for (;;) {
     const up = await new Promise<boolean>((r) => {

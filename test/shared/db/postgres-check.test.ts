@@ -1,20 +1,20 @@
 import { describe, expect, it } from 'vitest'
-import { openDatabase } from '../../../shared/db/database.ts'
+import { openConfiguredDatabase } from '../../../shared/db/database.ts'
 import { checkPostgres } from '../../../shared/db/postgres-check.ts'
-import { DatabaseUnavailableError } from '../../../shared/errors.ts'
+import { ServiceUnavailableError } from '../../../shared/errors.ts'
 import { describePostgres } from '../../support/database.ts'
 import { runCli } from '../../support/cli.ts'
 import { freePort } from '../../support/tools.ts'
 
 /** What the start of a process says when DATABASE_URL is wrong or the server is not there: real connections each time. */
-async function refusal(url: string): Promise<DatabaseUnavailableError> {
-  const err = await openDatabase({ databaseUrl: url, pgliteDir: null, pgliteFsync: false, poolSize: 1 }).then(
+async function refusal(url: string): Promise<ServiceUnavailableError> {
+  const err = await openConfiguredDatabase({ databaseUrl: url, dataDir: 'unused-on-postgres', db: { poolSize: 1, pgliteFsync: false } }).then(
     () => null,
     (e: unknown) => e,
   )
-  expect(err).toBeInstanceOf(DatabaseUnavailableError)
-  expect((err as DatabaseUnavailableError).code).toBe('DATABASE_UNAVAILABLE')
-  return err as DatabaseUnavailableError
+  expect(err).toBeInstanceOf(ServiceUnavailableError)
+  expect((err as ServiceUnavailableError).code).toBe('SERVICE_UNAVAILABLE')
+  return err as ServiceUnavailableError
 }
 
 describe('connecting to PostgreSQL at start', () => {
