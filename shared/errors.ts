@@ -7,6 +7,7 @@ export const ERROR_CODES = {
   CONFIG_INVALID: 'CONFIG_INVALID',
   DATA_DIR_IN_USE: 'DATA_DIR_IN_USE',
   SERVICE_UNAVAILABLE: 'SERVICE_UNAVAILABLE',
+  SCHEMA_TOO_NEW: 'SCHEMA_TOO_NEW',
   INVALID_INPUT: 'INVALID_INPUT',
   UNAUTHENTICATED: 'UNAUTHENTICATED',
   FORBIDDEN: 'FORBIDDEN',
@@ -59,6 +60,18 @@ export class ConfigError extends MetershareError {
 export class ServiceUnavailableError extends MetershareError {
   constructor(message: string, options?: ErrorOptions) {
     super(ERROR_CODES.SERVICE_UNAVAILABLE, 503, message, options)
+  }
+}
+
+/** The database holds a migration this version does not know: a later Metershare migrated it. */
+export class SchemaTooNewError extends MetershareError {
+  constructor(migration: string, options?: ErrorOptions) {
+    super(
+      ERROR_CODES.SCHEMA_TOO_NEW,
+      409,
+      `the database was migrated by a later version of Metershare (migration ${migration} is unknown to this one): run that version or a later one, or restore a backup taken before it`,
+      options,
+    )
   }
 }
 

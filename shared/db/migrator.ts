@@ -1,5 +1,6 @@
 import type { Kysely } from 'kysely'
 import { Migrator, type MigrationResultSet } from 'kysely/migration'
+import { SchemaTooNewError } from '../errors.ts'
 import { migrations } from './migrations/index.ts'
 
 const provider = { getMigrations: async () => migrations }
@@ -9,7 +10,12 @@ function migrator(db: Kysely<any>): Migrator {
 }
 
 function check(result: MigrationResultSet): string[] {
-  if (result.error !== undefined) throw result.error
+  if (result.error !== undefined) {
+    // A database migrated by a later Metershare (a deployment rolled back): said as such, not as kysely's "corrupted".
+    const newer = /previously executed migration (\S+) is missing/.exec((result.error as Error).message)
+    if (newer !== null) throw new SchemaTooNewError(newer[1]!, { cause: result.error })
+    throw result.error
+  }
   return (result.results ?? []).map((r) => `${r.direction === 'Up' ? 'applied' : 'reverted'} ${r.migrationName}`)
 }
 
