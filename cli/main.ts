@@ -2,6 +2,7 @@ import path from 'node:path'
 import { parseArgs, type ParseArgsConfig } from 'node:util'
 import { dayOf, formatMinuteUtc } from '../shared/calendar.ts'
 import { envToConfig, readEnv, type Config, type RawEnv } from '../shared/config.ts'
+import { ensureDataDir } from '../shared/data-dir.ts'
 import { ConfigError, MetershareError } from '../shared/errors.ts'
 import { configureLogging, log } from '../shared/logger.ts'
 
@@ -77,6 +78,8 @@ const commands: Record<string, Command> = {
       strict: true,
     })
     const config = envToConfig(serverEnv(values, env))
+    // Logs (on a terminal), the demo's credentials and the embedded database live there.
+    ensureDataDir(config.dataDir)
     const tty = process.stdout.isTTY === true
     const { DEMO_PASSWORD, DEMO_SPEED, demoFilePath, logToFile, startSystem } = await import('./system.ts')
     const { startStatusLine } = await import('./status-line.ts')

@@ -1,4 +1,4 @@
-import { createWriteStream, mkdirSync } from 'node:fs'
+import { createWriteStream } from 'node:fs'
 import { createServer, type Server as HttpServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import path from 'node:path'
@@ -7,6 +7,7 @@ import type { FastifyInstance } from 'fastify'
 import { createBroker, type Broker } from '../broker/broker.ts'
 import { checkRedis, redisCoupling } from '../broker/redis-coupling.ts'
 import { ENV_VARS, type Config } from '../shared/config.ts'
+import { ensureDataDir } from '../shared/data-dir.ts'
 import { ConfigError } from '../shared/errors.ts'
 import { monthBounds, monthOf, addMonths } from '../shared/calendar.ts'
 import { openConfiguredDatabase, type DatabaseHandle } from '../shared/db/database.ts'
@@ -403,8 +404,7 @@ export async function startSettlementProcess(config: Readonly<Config>): Promise<
 
 /** Logs go to a file while the terminal shows the status line. */
 export function logToFile(config: Readonly<Config>): string {
-  mkdirSync(config.dataDir, { recursive: true })
-  const file = path.join(config.dataDir, 'metershare.log')
+  const file = path.join(ensureDataDir(config.dataDir), 'metershare.log')
   configureLogging({ level: config.logLevel, target: createWriteStream(file, { flags: 'a' }) })
   return file
 }

@@ -7,6 +7,7 @@ import { btree_gist } from '@electric-sql/pglite/contrib/btree_gist'
 import { Kysely, PGliteDialect, PostgresDialect, sql } from 'kysely'
 import pg from 'pg'
 import { from as copyFrom } from 'pg-copy-streams'
+import { ensureDataDir } from '../data-dir.ts'
 import { log } from '../logger.ts'
 import { lockDataDir } from './data-dir-lock.ts'
 import { checkPostgres } from './postgres-check.ts'
@@ -285,6 +286,7 @@ export async function openConfiguredDatabase(
   // A process starting: a wrong DATABASE_URL or an absent server is said in one sentence (a pool
   // itself connects only at its first query, and then fails with that query's stack).
   if (config.databaseUrl !== null) await checkPostgres({ connectionString: config.databaseUrl, application_name: applicationName ?? 'metershare' })
+  else ensureDataDir(config.dataDir)
   return openDatabase({
     databaseUrl: config.databaseUrl,
     pgliteDir: pgliteDirOf(config.dataDir),

@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
@@ -138,5 +138,20 @@ describe('metershare up on a port that is taken', () => {
     const { code, stderr } = await upWith({ MQTT_PORT: '0', HTTP_PORT: '0', METERSHARE_HOST: '198.51.100.7' })
     expect(stderr).toBe('metershare up: METERSHARE_HOST: 198.51.100.7 is not an address of this machine\n')
     expect(code).toBe(2)
+  }, 60_000)
+
+  it('names METERSHARE_DATA_DIR when a file stands where its folder would be, for up and for migrate', async () => {
+    const file = path.join(dataDir, 'not-a-folder')
+    writeFileSync(file, 'a file\n')
+    for (const [command, dir, code] of [
+      ['up', file, 'EEXIST'],
+      ['migrate', path.join(file, 'data'), 'ENOTDIR'],
+    ] as const) {
+      const { DATABASE_URL: _url, ...env } = process.env
+      const r = await runCli([command], { ...env, METERSHARE_DATA_DIR: dir, METERSHARE_ADMIN_TOKEN: ADMIN_TOKEN, METERSHARE_LOG_LEVEL: 'silent' })
+      expect(r.stderr).toBe(`metershare ${command}: METERSHARE_DATA_DIR: cannot use ${dir} as the data folder: a file is in the way (${code})\n`)
+      expect(r.code).toBe(2)
+    }
+    expect(readFileSync(file, 'utf8')).toBe('a file\n')
   }, 60_000)
 })
