@@ -177,13 +177,11 @@ export async function startSystem(configIn: Readonly<Config>, options: SystemOpt
   try {
     const db = await openAndMigrate(config, parts, 'up')
     let world: DemoWorld | null = null
-    let created = false
     if (options.demo) {
       const empty = (await db.db.selectFrom('parties').select('id').limit(1).execute()).length === 0
       if (empty) {
         log.cli.info('creating the demo world')
         world = await createDemoWorld(db.db, { dataDir: config.dataDir, timezone: config.timezone, now: clock() })
-        created = true
       } else {
         world = await readDemoWorld(config.dataDir)
         if (world === null) {
@@ -213,7 +211,8 @@ export async function startSystem(configIn: Readonly<Config>, options: SystemOpt
 
     let fleet: Fleet | null = null
     if (options.simulate && world !== null && world.meters.length > 0) {
-      const resume = created ? { fromMs: world.fromMs, after: new Map<string, number>() } : await resumePoint(db, world)
+      // A new world starts at its beginning (nothing stored); one started again goes on.
+      const resume = await resumePoint(db, world)
       fleet = startFleet({
         mqttUrl: `mqtt://127.0.0.1:${mqttPort}`,
         meters: world.meters,
