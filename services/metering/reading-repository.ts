@@ -80,6 +80,17 @@ export async function latestReadingTimes(db: Kysely<Database>, meterIds: readonl
   return latest
 }
 
+/** The latest reading of a meter that a household owns, or null when it owns none. */
+export async function latestOwnedReadingTs(db: Kysely<Database>, meterId: string, householdId: string): Promise<Date | null> {
+  const row = await db
+    .selectFrom('readings')
+    .select((eb) => eb.fn.max('ts').as('ts'))
+    .where('meter_id', '=', meterId)
+    .where('household_id', '=', householdId)
+    .executeTakeFirst()
+  return row?.ts ?? null
+}
+
 /** The meters a household has ever occupied (its data can only come from them). */
 export async function metersOfHousehold(db: Kysely<Database>, householdId: string): Promise<string[]> {
   const rows = await db.selectFrom('occupancies').select('meter_id').distinct().where('household_id', '=', householdId).execute()

@@ -27,6 +27,9 @@ import { metersOfHousehold, pageReadings, type InstantWindow } from './reading-r
 import { loadRollupContexts, pageDailyGroups, pageMonthlyGroups, type DayWindow, type RollupPageFilter } from './rollup-repository.ts'
 import { TS_KEY_RE } from './ts-key.ts'
 
+/** Where stored data ends: per meter (a simulated fleet resuming), or of one meter for its household (the portal's default period). */
+export { latestOwnedReadingTs, latestReadingTimes } from './reading-repository.ts'
+
 /**
  * Stored data as the egress payloads show it: load-curve datums exactly as the meter sent
  * them, and daily and monthly energy derived from the rollups (never from raw readings).

@@ -10,7 +10,7 @@ import { addYearsUtc, listHouseholdConsents, type Consent } from '../../consent/
 import { listOffers, listOffersForHousehold, type HouseholdOffer } from '../../consent/offer-service.ts'
 import { householdMeters, type HouseholdMeter } from '../../directory/household-meter-service.ts'
 import { intervalEnergies } from '../../metering/daily-energy.ts'
-import { READINGS_PAGE_LIMIT_MAX, listReadings } from '../../metering/reading-service.ts'
+import { READINGS_PAGE_LIMIT_MAX, latestOwnedReadingTs, listReadings } from '../../metering/reading-service.ts'
 import { householdMonthTotals, type MonthTotal } from '../../settlement/statement-totals-service.ts'
 import {
   householdPayouts,
@@ -204,8 +204,14 @@ export async function loadConsumption(
   const meters = await householdMeters(db, householdId, now)
   const meter = meters.find((m) => m.meterId === query.meterId) ?? meters.find((m) => m.occupiedNow) ?? meters[0] ?? null
   const view: CurveView = query.view === 'day' ? 'day' : 'month'
-  const day = query.day !== undefined && isDay(query.day) ? query.day : dayOf(now, tz)
-  const month = query.month !== undefined && isMonth(query.month) ? query.month : view === 'day' ? day.slice(0, 7) : monthOf(now, tz)
+  const askedDay = query.day !== undefined && isDay(query.day) ? query.day : null
+  const askedMonth = query.month !== undefined && isMonth(query.month) ? query.month : null
+  // No period asked for: where the household's data of this meter ends (a meter silent for a while,
+  // the demo's simulated past), or today when it has none.
+  const latest = askedDay === null && askedMonth === null && meter !== null ? await latestOwnedReadingTs(db, meter.meterId, householdId) : null
+  const anchor = latest ?? now
+  const day = askedDay ?? dayOf(anchor, tz)
+  const month = askedMonth ?? (view === 'day' ? day.slice(0, 7) : monthOf(anchor, tz))
   const unit = meter?.commodity === 'gas' ? 'm³' : 'kWh'
   const model: ConsumptionModel = { meters, meter, view, day, month, points: [], unit, total: 0 }
   if (meter === null) return model

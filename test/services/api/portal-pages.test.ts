@@ -206,6 +206,21 @@ describeDatabases('portal pages', (t) => {
     expect(month.body).toContain('<th scope="row">4 October 2026</th><td class="num">—</td>')
   })
 
+  it('opens the consumption where the household’s data ends when no period is asked for, not on an empty today', async () => {
+    // Today is 2 December; the data ends with the reading of 23:00 on 2 November.
+    const month = await page('/consumption')
+    expect(month.body).toContain('Energy per day in November 2026')
+    const days = new Map([...month.body.matchAll(/<rect class="bar" data-key="([^"]+)" data-value="(\d+)"/g)].map((b) => [b[1], b[2]]))
+    // (The 1st also carries the energy since the last October reading, on the 11th.)
+    expect([days.get('2026-11-02'), days.get('2026-11-03')]).toEqual(['240', '0'])
+    const day = await page('/consumption?view=day')
+    expect(day.body).toContain('Energy per interval on 2 November 2026')
+    expect([...day.body.matchAll(/<rect class="bar" data-key="[^"]+" data-value="10"/g)]).toHaveLength(24)
+    // A period asked for is shown as asked, even when it holds nothing.
+    const december = await page('/consumption?month=2026-12')
+    expect(december.body).toContain('Energy per day in December 2026')
+  })
+
   it('speaks French when the browser asks for it, and remembers a language chosen', async () => {
     const fr = await page('/', { 'accept-language': 'fr-FR,fr;q=0.9,en;q=0.5' })
     expect(fr.body).toContain('<html lang="fr">')
