@@ -14,7 +14,7 @@ import { findMeter } from '../services/directory/directory-repository.ts'
 import type { Principal } from '../services/directory/principal.ts'
 import { dailyDatumsToPublish } from '../services/metering/daily-publication.ts'
 import { MeterTails, commitMessages } from '../services/metering/ingest-service.ts'
-import { validatePayload } from '../services/metering/ingest-validation.ts'
+import { deferredMessage, validatePayload } from '../services/metering/ingest-validation.ts'
 import { AuthThrottle } from './auth-throttle.ts'
 import { Egress, egressMetaOf, type EgressPolicy, type ReleaseRecorder } from './egress.ts'
 import { EVERY_TOPIC, LocalEgressInterest } from './egress-interest.ts'
@@ -106,7 +106,16 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
 
   const thread =
     db.url !== null && deps.ingestThread !== false
-      ? new IngestThread({ databaseUrl: db.url, timezone: config.timezone, logLevel: config.logLevel, lanes: limits.commitLanes }, rootLog.ingest)
+      ? new IngestThread(
+          {
+            databaseUrl: db.url,
+            timezone: config.timezone,
+            logLevel: config.logLevel,
+            lanes: limits.commitLanes,
+            limits: { payloadBytesMax: limits.payloadBytesMax, batchReadingsMax: limits.batchReadingsMax, quarantineExcerptBytes: limits.quarantineExcerptBytes, futureToleranceMs: limits.futureToleranceMs },
+          },
+          rootLog.ingest,
+        )
       : null
   await thread?.started()
   // On the ingest thread, lanes of meters commit side by side, each in order on a connection of its own,
@@ -122,7 +131,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
     metrics,
     log: rootLog.ingest,
     commit: async (messages) => {
-      if (thread !== null) return thread.commit(lane, messages)
+      if (thread !== null) return thread.commit(lane, messages, (meterId) => egress.interest.wants('readings', meterId))
       try {
         return await commitMessages(db.db, messages, { dialect: db.dialect, dayOf, tails })
       } catch (err) {
@@ -134,8 +143,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
     onCommitted: (_messages, result) => {
       let stored = 0
       for (const o of result.outcomes) {
-        stored += o.stored.length
-        tails.advanceTo(o.stored)
+        stored += o.storedCount ?? o.stored.length
         if (o.duplicates > 0) metrics.readingsDuplicate.inc(o.duplicates)
         for (const q of o.quarantined) metrics.readingsQuarantined.labels(q.reason).inc()
         egress.publishReadings(o.stored)
@@ -147,13 +155,8 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
           rootLog.ingest.info({ meterId: q.meterId, reason: q.reason, detail: q.detail }, 'datum quarantined')
         }
       }
-      // A day may complete when a meter starts a new one (a created group) or when late data lands
-      // in an earlier day; more data in a meter's latest day completes nothing and needs no query.
-      const completing = result.touched.filter((g) => {
-        if (!egress.interest.wants('daily', g.meterId)) return false
-        const tail = tails.get(g.meterId)
-        return g.created || tail === undefined || dayOf(tail.tsMs) !== g.day
-      })
+      // The commit names the groups whose day may have completed; only followed meters' are looked at.
+      const completing = result.touched.filter((g) => egress.interest.wants('daily', g.meterId))
       if (completing.length > 0) {
         // Completed days are found after the commit, off the PUBACK path.
         const p = dailyDatumsToPublish(db.db, completing, { timezone: config.timezone })
@@ -215,7 +218,9 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
     packet.retain = false
     const receivedAt = performance.now()
     const payload = Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload)
-    const message = validatePayload(principal, payload, clock(), limits)
+    // On PostgreSQL the ingest thread validates: a publish in flight holds only its bytes, and of its
+    // datums this event loop gets back only the values someone follows.
+    const message = thread !== null ? deferredMessage(principal, payload, clock()) : validatePayload(principal, payload, clock(), limits)
     // aedes writes the PUBACK once told; an error instead (not committed) disconnects the meter, which
     // resends on reconnect. The ingest queue records the acknowledgement's latency.
     ingest.enqueue(principal.meterId, message, callback, receivedAt)

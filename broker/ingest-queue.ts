@@ -102,7 +102,8 @@ export class IngestQueue {
    */
   enqueue(clientKey: string, message: ValidatedMessage, done: IngestCallback, receivedAt = performance.now()): void {
     if (this.closed) return done(new IngestClosedError())
-    const job: Job = { receivedAt, admittedAt: 0, clientKey, message, weight: Math.max(1, message.datums.length + message.rejects.length), done }
+    const weight = message.deferred?.readingsEstimate ?? Math.max(1, message.datums.length + message.rejects.length)
+    const job: Job = { receivedAt, admittedAt: 0, clientKey, message, weight, done }
     let line = this.lines.get(clientKey)
     if (line === undefined) {
       line = { admitted: 0, waiting: [] }

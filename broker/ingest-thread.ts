@@ -16,7 +16,7 @@ export class IngestThread {
   private current: Worker
   private ready: Promise<void>
   private nextId = 1
-  private readonly pending = new Map<number, { messages: ValidatedMessage[]; resolve: (r: CommitResult) => void; reject: (e: Error) => void }>()
+  private readonly pending = new Map<number, { messages: ValidatedMessage[]; followed: boolean[]; resolve: (r: CommitResult) => void; reject: (e: Error) => void }>()
   private closing = false
 
   constructor(
@@ -35,15 +35,20 @@ export class IngestThread {
     await this.ready
   }
 
-  /** Commits a group in a lane (0 … lanes - 1): after the lane's previous groups, beside the other lanes'. */
-  commit(lane: number, messages: ValidatedMessage[]): Promise<CommitResult> {
+  /**
+   * Commits a group in a lane (0 … lanes - 1): after the lane's previous groups, beside the other
+   * lanes'. `follows(meterId)` says, as the group leaves, whether someone follows a meter's readings:
+   * the values of a deferred message's stored datums come back only then.
+   */
+  commit(lane: number, messages: ValidatedMessage[], follows: (meterId: string) => boolean = () => false): Promise<CommitResult> {
     if (!Number.isInteger(lane) || lane < 0 || lane >= this.data.lanes) throw new Error(`assertion failed: ingest lane ${lane}`)
     return this.ready.then(
       () =>
         new Promise<CommitResult>((resolve, reject) => {
           const id = this.nextId++
-          this.pending.set(id, { messages, resolve, reject })
-          const { request, transfer } = packCommit(id, lane, messages)
+          const followed = messages.map((m) => m.deferred !== undefined && follows(m.meterId))
+          this.pending.set(id, { messages, followed, resolve, reject })
+          const { request, transfer } = packCommit(id, lane, messages, followed)
           this.current.postMessage(request, transfer)
         }),
     )
@@ -91,7 +96,7 @@ export class IngestThread {
     const p = this.pending.get(reply.id)
     if (p === undefined) return
     this.pending.delete(reply.id)
-    if ('result' in reply) p.resolve(expandResult(p.messages, reply.result))
+    if ('result' in reply) p.resolve(expandResult(p.messages, reply.result, p.followed))
     else p.reject(Object.assign(new Error(reply.error.message), { code: reply.error.code }))
   }
 }

@@ -3,7 +3,7 @@ import { createDayResolver } from '../shared/calendar.ts'
 import { openDatabase, type DatabaseHandle } from '../shared/db/database.ts'
 import { configureLogging } from '../shared/logger.ts'
 import { MeterTails, commitMessages } from '../services/metering/ingest-service.ts'
-import type { ValidatedMessage } from '../services/metering/ingest-validation.ts'
+import { validated } from '../services/metering/ingest-validation.ts'
 import { compactResult, unpackCommit, type CommitReply, type CommitRequest, type IngestWorkerData } from './ingest-worker-protocol.ts'
 
 /**
@@ -41,10 +41,12 @@ parentPort!.on('message', (request: CommitRequest | 'close') => {
 })
 
 async function commit(handle: DatabaseHandle, request: CommitRequest): Promise<void> {
-  const messages: ValidatedMessage[] = unpackCommit(request)
+  const { messages: sent, followed } = unpackCommit(request)
+  // What the broker handed over unread is validated here, as the broker would have (validatePayload is pure).
+  const messages = sent.map((m) => validated(m, data.limits))
   try {
     const result = await commitMessages(handle.db, messages, { dialect: handle.dialect, dayOf, tails, copyIn: handle.copyIn })
-    parentPort!.postMessage({ id: request.id, result: compactResult(messages, result) } satisfies CommitReply)
+    parentPort!.postMessage({ id: request.id, result: compactResult(messages, result, followed) } satisfies CommitReply)
   } catch (err) {
     tails.clear()
     const e = err as { message?: string; code?: string }

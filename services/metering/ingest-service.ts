@@ -5,6 +5,7 @@ import type { Database } from '../../shared/db/schema.ts'
 import { isCumulative } from '../../shared/obis.ts'
 import type { RegisterValues } from '../../shared/wire.ts'
 import { formatTimestamp } from '../../shared/calendar.ts'
+import { assert } from '../../shared/errors.ts'
 import * as repo from './ingest-repository.ts'
 import { datumBytes, type CandidateDatum, type QuarantineItem, type ValidatedMessage } from './ingest-validation.ts'
 
@@ -24,6 +25,11 @@ export interface StoredDatum {
 
 export interface MessageOutcome {
   stored: StoredDatum[]
+  /**
+   * How many datums were stored, when `stored` lists only some of them: a broker's ingest thread
+   * sends back the values of the datums of meters someone follows, and counts the others.
+   */
+  storedCount?: number
   quarantined: QuarantineItem[]
   duplicates: number
 }
@@ -38,6 +44,11 @@ export interface TouchedDay {
 
 export interface CommitResult {
   outcomes: MessageOutcome[]
+  /**
+   * The rollup groups the batch wrote to whose day may have completed: a day completes when a
+   * meter starts a new one (a created group) or when data lands in an earlier day; more data in
+   * a meter's latest day completes nothing (and needs no query to publish).
+   */
   touched: TouchedDay[]
 }
 
@@ -154,6 +165,7 @@ export function sameValues(a: RegisterValues, b: RegisterValues): boolean {
 }
 
 export async function commitMessages(db: Kysely<Database>, messages: ValidatedMessage[], ctx: IngestContext): Promise<CommitResult> {
+  for (const m of messages) assert(m.deferred === undefined, 'a message is validated before it is committed')
   const spans = new Map<string, repo.MeterSpan>()
   const months = new MonthSet()
   for (const m of messages) {
@@ -227,7 +239,15 @@ export async function commitMessages(db: Kysely<Database>, messages: ValidatedMe
     return { outcomes, touched }
   })
   for (const o of result.outcomes) ctx.tails.advanceTo(o.stored)
-  return result
+  return { outcomes: result.outcomes, touched: mayCompleteDay(result.touched, ctx.tails, ctx.dayOf) }
+}
+
+/** The groups of `touched` whose day may have completed, given the meters' tails once they are stored. */
+function mayCompleteDay(touched: readonly TouchedDay[], tails: MeterTails, dayOf: (ms: number) => string): TouchedDay[] {
+  return touched.filter((g) => {
+    const tail = tails.get(g.meterId)
+    return g.created || tail === undefined || dayOf(tail.tsMs) !== g.day
+  })
 }
 
 function quarantineDatum(outcome: MessageOutcome, m: ValidatedMessage, d: CandidateDatum, reason: QuarantineItem['reason'], detail: string): void {

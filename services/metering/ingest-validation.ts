@@ -43,7 +43,37 @@ export interface ValidatedMessage {
   payload: Buffer
   datums: CandidateDatum[]
   rejects: QuarantineItem[]
+  /**
+   * Set when the message is handed on unread (empty `datums` and `rejects`): whoever commits it
+   * validates it first, with `validatePayload`, which is pure, so it finds what the broker would
+   * have found. A broker on PostgreSQL leaves the parsing to its ingest thread: a publish in
+   * flight then holds only its bytes, and the event loop does not parse what nobody follows.
+   */
+  deferred?: DeferredParse
 }
+
+export interface DeferredParse {
+  commodity: Commodity
+  /** How many readings the payload seems to hold (for group sizes only): its `"ts"` keys, at least 1. */
+  readingsEstimate: number
+}
+
+const TS_KEY = Buffer.from('"ts"')
+
+/** A message to validate later, where it is committed (see `ValidatedMessage.deferred`). */
+export function deferredMessage(meter: MeterIdentity, payload: Buffer, receivedAtMs: number): ValidatedMessage {
+  let readings = 0
+  for (let at = payload.indexOf(TS_KEY); at !== -1; at = payload.indexOf(TS_KEY, at + TS_KEY.length)) readings++
+  return { meterId: meter.meterId, receivedAtMs, payload, datums: [], rejects: [], deferred: { commodity: meter.commodity, readingsEstimate: Math.max(1, readings) } }
+}
+
+/** The message as validated: itself when it was, else `validatePayload` of its bytes, as received. */
+export function validated(message: ValidatedMessage, limits: ValidationLimits): ValidatedMessage {
+  if (message.deferred === undefined) return message
+  return validatePayload({ meterId: message.meterId, commodity: message.deferred.commodity }, message.payload, message.receivedAtMs, limits)
+}
+
+export type ValidationLimits = Pick<IngestLimits, 'payloadBytesMax' | 'batchReadingsMax' | 'quarantineExcerptBytes' | 'futureToleranceMs'>
 
 export interface MeterIdentity {
   meterId: string
@@ -56,7 +86,7 @@ export function validatePayload(
   meter: MeterIdentity,
   payload: Buffer,
   receivedAtMs: number,
-  limits: Pick<IngestLimits, 'payloadBytesMax' | 'batchReadingsMax' | 'quarantineExcerptBytes' | 'futureToleranceMs'>,
+  limits: ValidationLimits,
 ): ValidatedMessage {
   const out: ValidatedMessage = { meterId: meter.meterId, receivedAtMs, payload, datums: [], rejects: [] }
 

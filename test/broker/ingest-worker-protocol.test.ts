@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest'
 import { DEFAULT_INGEST_LIMITS } from '../../shared/config.ts'
 import { compactResult, expandResult, packCommit, unpackCommit, type CommitRequest, type CompactResult } from '../../broker/ingest-worker-protocol.ts'
 import type { CommitResult } from '../../services/metering/ingest-service.ts'
-import { datumBytes, validatePayload, type ValidatedMessage } from '../../services/metering/ingest-validation.ts'
+import { datumBytes, deferredMessage, validated, validatePayload, type ValidatedMessage } from '../../services/metering/ingest-validation.ts'
 
 const NOW = Date.parse('2026-11-01T00:00:00Z')
 const meter = (meterId: string) => ({ meterId, commodity: 'electricity' as const })
@@ -37,7 +37,8 @@ describe('the ingest thread protocol', () => {
     const received = structuredClone(request, { transfer }) as CommitRequest
     expect(received.lane).toBe(1)
     expect(request.payloads.byteLength).toBe(0) // transferred, not copied
-    const back = unpackCommit(received)
+    const { messages: back, followed } = unpackCommit(received)
+    expect(followed).toEqual(messages.map(() => false))
     expect(back.map((m) => m.payload.toString())).toEqual(messages.map((m) => m.payload.toString()))
     expect(back.map((m) => Buffer.isBuffer(m.payload))).toEqual(messages.map(() => true))
     expect(back.map((m) => ({ ...m, payload: null, datums: m.datums.map((d) => ({ tsMs: d.tsMs, values: d.values })) }))).toEqual(
@@ -67,6 +68,45 @@ describe('the ingest thread protocol', () => {
     expect(Array.from(compact.stored)).toEqual([1, 0, 1, 1, 1, 0])
     expect(compact.households).toEqual(['hh_a', 'hh_b', null, 'hh_b'])
     expect(expandResult(messages, compact)).toEqual(result)
+  })
+
+  it('carries deferred messages unread, and brings back the values of stored datums only for followed meters', () => {
+    const { messages: validatedHere } = messagesFromOneChunk()
+    // The same payloads, handed over unread as a broker on PostgreSQL does.
+    const deferred = validatedHere.map((m) => deferredMessage({ meterId: m.meterId, commodity: 'electricity' }, m.payload, m.receivedAtMs))
+    expect(deferred.map((m) => [m.datums.length, m.rejects.length, m.deferred!.readingsEstimate])).toEqual([
+      [0, 0, 3],
+      [0, 0, 1],
+      [0, 0, 1],
+      [0, 0, 2],
+    ])
+    const followed = [false, false, true, true]
+    const { request, transfer } = packCommit(8, 0, deferred, followed)
+    const unpacked = unpackCommit(structuredClone(request, { transfer }) as CommitRequest)
+    expect(unpacked.followed).toEqual(followed)
+    // The thread validates what it received: exactly what the broker would have found.
+    const there = unpacked.messages.map((m) => validated(m, DEFAULT_INGEST_LIMITS))
+    expect(there.map((m) => ({ ...m, payload: m.payload.toString() }))).toEqual(validatedHere.map((m) => ({ ...m, payload: m.payload.toString() })))
+    const stored = (m: ValidatedMessage, i: number, householdId: string | null) => ({ meterId: m.meterId, tsMs: m.datums[i]!.tsMs, values: m.datums[i]!.values, householdId })
+    const [batch, malformed, single, second] = there as [ValidatedMessage, ValidatedMessage, ValidatedMessage, ValidatedMessage]
+    const result: CommitResult = {
+      outcomes: [
+        { stored: [stored(batch, 0, 'hh_a'), stored(batch, 2, 'hh_b')], quarantined: [], duplicates: 1 },
+        { stored: [], quarantined: malformed.rejects, duplicates: 0 },
+        { stored: [stored(single, 0, null)], quarantined: [], duplicates: 0 },
+        { stored: [stored(second, 0, 'hh_b'), stored(second, 1, 'hh_b')], quarantined: [], duplicates: 0 },
+      ],
+      touched: [],
+    }
+    const compact = structuredClone(compactResult(there, result, unpacked.followed)) as CompactResult
+    expect(Array.from(compact.datumCounts)).toEqual([3, 0, 1, 2])
+    expect(compact.followed).toEqual([single, second, second].map((m, i) => ({ tsMs: m.datums[i === 2 ? 1 : 0]!.tsMs, values: m.datums[i === 2 ? 1 : 0]!.values })))
+    const expanded = expandResult(deferred, compact, followed)
+    expect(expanded.outcomes.map((o) => o.storedCount)).toEqual([2, 0, 1, 2])
+    // Unfollowed: counted, not listed. Followed: listed as stored, with their household.
+    expect(expanded.outcomes[0]!.stored).toEqual([])
+    expect(expanded.outcomes.slice(2).map((o) => o.stored)).toEqual(result.outcomes.slice(2).map((o) => o.stored))
+    expect(expanded.outcomes[1]!.quarantined.map((q) => q.reason)).toEqual(['malformed_json'])
   })
 
   it('refuses a result whose stored datums are not in their message order', () => {
