@@ -1,5 +1,5 @@
 import type { CommitResult, MessageOutcome, StoredDatum } from '../services/metering/ingest-service.ts'
-import type { RegisterValues } from '../shared/wire.ts'
+import type { Commodity } from '../shared/obis.ts'
 import type { QuarantineItem, ValidatedMessage, ValidationLimits } from '../services/metering/ingest-validation.ts'
 
 /** Messages between the broker and its ingest thread (structured clone turns Buffers into Uint8Arrays). */
@@ -27,27 +27,31 @@ export interface CommitRequest {
 
 /**
  * A message without its payload; its bytes end at `payloadEnd` in the packed buffer, after the
- * previous message's. A deferred one (validated by the thread) says whether someone follows its
- * meter's readings: only then do the values of its stored datums travel back.
+ * previous message's. Validated by the broker: its datums and rejects. Deferred (the thread
+ * validates it): its meter's commodity, and whether someone follows the meter's readings, for
+ * only then do the values of its stored datums travel back.
  */
-export type PackedMessage = Omit<ValidatedMessage, 'payload'> & { payloadEnd: number; followed?: boolean }
+export type PackedMessage = { meterId: string; receivedAtMs: number; payloadEnd: number } & (
+  | { datums: ValidatedMessage['datums']; rejects: ValidatedMessage['rejects'] }
+  | { commodity: Commodity; followed: boolean }
+)
 
 export type CommitReply = { id: number; result: CompactResult } | { id: number; error: { message: string; code: string | undefined } }
 
 /**
- * What became of a group, without the datums the broker already holds: which of them were
- * stored and for whom. Cloning one object per stored datum back would cost the broker's event
- * loop more than the commit it waits for.
+ * What became of a group, without what the broker already holds or nobody needs. Cloning one
+ * object per stored datum back would cost the broker's event loop more than the commit it waits
+ * for: a datum travels back only when someone follows its meter.
  */
 export interface CompactResult {
-  /** Per message: its datums, as the thread validated them (a deferred message's are known only there). */
-  datumCounts: Uint32Array
-  /** Per datum of the group, in order: 1 stored, 0 not (a duplicate, or quarantined). */
+  /** Per message: its datums stored. */
+  storedCounts: Uint32Array
+  /** Per datum of the messages the broker validated, in order: 1 stored, 0 not (a duplicate, or quarantined). */
   stored: Uint8Array
-  /** The stored datums of the followed deferred messages, in order: what egress publishes. */
-  followed: Array<{ tsMs: number; values: RegisterValues }>
-  /** The household of each stored datum, in order (null: nobody's). */
+  /** The household of each of those stored datums, in order (null: nobody's). */
   households: Array<string | null>
+  /** The stored datums of the followed deferred messages, in order: what egress publishes. */
+  followed: StoredValues[]
   /** Per message: datums that were already stored with the same values. */
   duplicates: Uint32Array
   /** [message index, its quarantine items], for the messages that have any. */
@@ -55,45 +59,54 @@ export interface CompactResult {
   touched: CommitResult['touched']
 }
 
+type StoredValues = Omit<StoredDatum, 'meterId'>
+
+/** How a message travels: validated by the broker, deferred and followed, or deferred and only counted. */
+type Carriage = 'validated' | 'followed' | 'counted'
+
+function carriageOf(m: ValidatedMessage, followed: boolean | undefined): Carriage {
+  return m.deferred === undefined ? 'validated' : followed === true ? 'followed' : 'counted'
+}
+
 /**
- * The answer for a group: `messages` as committed (validated), `followed` per message whether the
- * values of its stored datums go back (a deferred message whose meter someone follows).
+ * The answer for a group: `sent` as the broker sent it, `messages` as committed (the deferred
+ * ones validated), `followed` per message as the request said.
  */
-export function compactResult(messages: ValidatedMessage[], result: CommitResult, followed: readonly boolean[] = []): CompactResult {
-  let total = 0
-  for (const m of messages) total += m.datums.length
-  const datumCounts = new Uint32Array(messages.length)
-  const stored = new Uint8Array(total)
-  const back: CompactResult['followed'] = []
+export function compactResult(sent: ValidatedMessage[], messages: ValidatedMessage[], result: CommitResult, followed: readonly boolean[] = []): CompactResult {
+  const storedCounts = new Uint32Array(messages.length)
+  const flags: number[] = []
   const households: Array<string | null> = []
+  const back: StoredValues[] = []
   const duplicates = new Uint32Array(messages.length)
   const quarantined: Array<[number, QuarantineItem[]]> = []
-  let k = 0
   for (let i = 0; i < messages.length; i++) {
     const outcome = result.outcomes[i]!
-    datumCounts[i] = messages[i]!.datums.length
-    let s = 0
-    // A stored datum carries the very values object of the datum it came from.
-    for (const d of messages[i]!.datums) {
-      const next = outcome.stored[s]
-      if (next !== undefined && next.values === d.values && next.tsMs === d.tsMs) {
-        stored[k] = 1
-        households.push(next.householdId)
-        if (followed[i] === true) back.push({ tsMs: d.tsMs, values: d.values })
-        s++
+    storedCounts[i] = outcome.stored.length
+    const carriage = carriageOf(sent[i]!, followed[i])
+    if (carriage === 'followed') for (const d of outcome.stored) back.push({ tsMs: d.tsMs, values: d.values, householdId: d.householdId })
+    else if (carriage === 'validated') {
+      let s = 0
+      // A stored datum carries the very values object of the datum it came from.
+      for (const d of messages[i]!.datums) {
+        const next = outcome.stored[s]
+        const isStored = next !== undefined && next.values === d.values && next.tsMs === d.tsMs
+        flags.push(isStored ? 1 : 0)
+        if (isStored) {
+          households.push(next.householdId)
+          s++
+        }
       }
-      k++
+      if (s !== outcome.stored.length) throw new Error('assertion failed: stored datums out of their message order')
     }
-    if (s !== outcome.stored.length) throw new Error('assertion failed: stored datums out of their message order')
     duplicates[i] = outcome.duplicates
     if (outcome.quarantined.length > 0) quarantined.push([i, outcome.quarantined])
   }
-  return { datumCounts, stored, followed: back, households, duplicates, quarantined, touched: result.touched }
+  return { storedCounts, stored: Uint8Array.from(flags), households, followed: back, duplicates, quarantined, touched: result.touched }
 }
 
 /**
  * The result again, from the messages the broker sent and the compact answer. A deferred message's
- * stored datums are listed when it was followed (`followed[i]`), and counted in `storedCount`.
+ * stored datums are listed when it was followed (`followed[i]`); `storedCount` counts them always.
  */
 export function expandResult(messages: ValidatedMessage[], c: CompactResult, followed: readonly boolean[] = []): CommitResult {
   let k = 0
@@ -102,24 +115,19 @@ export function expandResult(messages: ValidatedMessage[], c: CompactResult, fol
   let q = 0
   const outcomes = messages.map((m, i): MessageOutcome => {
     const stored: StoredDatum[] = []
-    let count = 0
-    const deferred = m.deferred !== undefined
-    const datums = c.datumCounts[i]!
-    for (let j = 0; j < datums; j++) {
-      if (c.stored[k++] !== 1) continue
-      count++
-      const householdId = c.households[h++] ?? null
-      if (!deferred) {
-        const d = m.datums[j]!
-        stored.push({ meterId: m.meterId, tsMs: d.tsMs, values: d.values, householdId })
-      } else if (followed[i] === true) {
-        const d = c.followed[f++]!
-        stored.push({ meterId: m.meterId, tsMs: d.tsMs, values: d.values, householdId })
+    const carriage = carriageOf(m, followed[i])
+    if (carriage === 'validated') {
+      for (const d of m.datums) {
+        if (c.stored[k++] === 1) stored.push({ meterId: m.meterId, tsMs: d.tsMs, values: d.values, householdId: c.households[h++] ?? null })
       }
+    } else if (carriage === 'followed') {
+      for (let j = 0; j < c.storedCounts[i]!; j++) stored.push({ meterId: m.meterId, ...c.followed[f++]! })
     }
     const own = c.quarantined[q]
     const quarantined = own !== undefined && own[0] === i ? (q++, own[1].map(item)) : []
-    return deferred ? { stored, storedCount: count, quarantined, duplicates: c.duplicates[i]! } : { stored, quarantined, duplicates: c.duplicates[i]! }
+    const outcome: MessageOutcome = { stored, quarantined, duplicates: c.duplicates[i]! }
+    if (carriage !== 'validated') outcome.storedCount = c.storedCounts[i]!
+    return outcome
   })
   return { outcomes, touched: c.touched }
 }
@@ -132,7 +140,7 @@ function item(q: QuarantineItem): QuarantineItem {
   return { ...q, payload: buffer(q.payload) }
 }
 
-/** The request for a group, and what to transfer with it; `followed` per message as in `compactResult`. */
+/** The request for a group, and what to transfer with it; `followed` per deferred message as in `PackedMessage`. */
 export function packCommit(id: number, lane: number, messages: ValidatedMessage[], followed: readonly boolean[] = []): { request: CommitRequest; transfer: ArrayBuffer[] } {
   let total = 0
   for (const m of messages) total += m.payload.length
@@ -141,12 +149,8 @@ export function packCommit(id: number, lane: number, messages: ValidatedMessage[
   let at = 0
   const packed = messages.map((m, i): PackedMessage => {
     at += m.payload.copy(payloads, at)
-    const p: PackedMessage = { meterId: m.meterId, receivedAtMs: m.receivedAtMs, datums: m.datums, rejects: m.rejects, payloadEnd: at }
-    if (m.deferred !== undefined) {
-      p.deferred = m.deferred
-      p.followed = followed[i] === true
-    }
-    return p
+    const head = { meterId: m.meterId, receivedAtMs: m.receivedAtMs, payloadEnd: at }
+    return m.deferred === undefined ? { ...head, datums: m.datums, rejects: m.rejects } : { ...head, commodity: m.deferred.commodity, followed: followed[i] === true }
   })
   return { request: { id, lane, messages: packed, payloads }, transfer: [payloads.buffer as ArrayBuffer] }
 }
@@ -159,11 +163,14 @@ export function unpackCommit(request: CommitRequest): { messages: ValidatedMessa
   const messages = request.messages.map((m): ValidatedMessage => {
     const payload = payloads.subarray(start, m.payloadEnd)
     start = m.payloadEnd
-    followed.push(m.followed === true)
-    const message: ValidatedMessage = { meterId: m.meterId, receivedAtMs: m.receivedAtMs, payload, datums: m.datums, rejects: m.rejects.map(item) }
-    if (m.deferred !== undefined) message.deferred = m.deferred
-    return message
+    const head = { meterId: m.meterId, receivedAtMs: m.receivedAtMs, payload }
+    if ('commodity' in m) {
+      followed.push(m.followed)
+      // Its size estimate served the broker's queue only.
+      return { ...head, datums: [], rejects: [], deferred: { commodity: m.commodity, readingsEstimate: 1 } }
+    }
+    followed.push(false)
+    return { ...head, datums: m.datums, rejects: m.rejects.map(item) }
   })
   return { messages, followed }
 }
-

@@ -42,11 +42,11 @@ parentPort!.on('message', (request: CommitRequest | 'close') => {
 
 async function commit(handle: DatabaseHandle, request: CommitRequest): Promise<void> {
   const { messages: sent, followed } = unpackCommit(request)
-  // What the broker handed over unread is validated here, as the broker would have (validatePayload is pure).
-  const messages = sent.map((m) => validated(m, data.limits))
   try {
+    // What the broker handed over unread is validated here, as the broker would have (validatePayload is pure).
+    const messages = sent.map((m) => validated(m, data.limits))
     const result = await commitMessages(handle.db, messages, { dialect: handle.dialect, dayOf, tails, copyIn: handle.copyIn })
-    parentPort!.postMessage({ id: request.id, result: compactResult(messages, result, followed) } satisfies CommitReply)
+    parentPort!.postMessage({ id: request.id, result: compactResult(sent, messages, result, followed) } satisfies CommitReply)
   } catch (err) {
     tails.clear()
     const e = err as { message?: string; code?: string }

@@ -64,8 +64,9 @@ describe('the ingest thread protocol', () => {
       ],
       touched: [{ meterId: 'm1', householdId: 'hh_b', day: '2026-10-01', created: true }],
     }
-    const compact = structuredClone(compactResult(messages, result)) as CompactResult
+    const compact = structuredClone(compactResult(messages, messages, result)) as CompactResult
     expect(Array.from(compact.stored)).toEqual([1, 0, 1, 1, 1, 0])
+    expect(Array.from(compact.storedCounts)).toEqual([2, 0, 1, 1])
     expect(compact.households).toEqual(['hh_a', 'hh_b', null, 'hh_b'])
     expect(expandResult(messages, compact)).toEqual(result)
   })
@@ -98,15 +99,19 @@ describe('the ingest thread protocol', () => {
       ],
       touched: [],
     }
-    const compact = structuredClone(compactResult(there, result, unpacked.followed)) as CompactResult
-    expect(Array.from(compact.datumCounts)).toEqual([3, 0, 1, 2])
-    expect(compact.followed).toEqual([single, second, second].map((m, i) => ({ tsMs: m.datums[i === 2 ? 1 : 0]!.tsMs, values: m.datums[i === 2 ? 1 : 0]!.values })))
+    const compact = structuredClone(compactResult(unpacked.messages, there, result, unpacked.followed)) as CompactResult
+    expect(Array.from(compact.storedCounts)).toEqual([2, 0, 1, 2])
+    // Nothing per datum for the unfollowed; the followed datums whole, household included.
+    expect(Array.from(compact.stored)).toEqual([])
+    expect(compact.households).toEqual([])
+    expect(compact.followed).toEqual([...result.outcomes[2]!.stored, ...result.outcomes[3]!.stored].map(({ meterId: _m, ...rest }) => rest))
     const expanded = expandResult(deferred, compact, followed)
     expect(expanded.outcomes.map((o) => o.storedCount)).toEqual([2, 0, 1, 2])
     // Unfollowed: counted, not listed. Followed: listed as stored, with their household.
     expect(expanded.outcomes[0]!.stored).toEqual([])
     expect(expanded.outcomes.slice(2).map((o) => o.stored)).toEqual(result.outcomes.slice(2).map((o) => o.stored))
     expect(expanded.outcomes[1]!.quarantined.map((q) => q.reason)).toEqual(['malformed_json'])
+    expect(expanded.outcomes.map((o) => o.duplicates)).toEqual([1, 0, 0, 0])
   })
 
   it('refuses a result whose stored datums are not in their message order', () => {
@@ -120,6 +125,6 @@ describe('the ingest thread protocol', () => {
       ),
       touched: [],
     }
-    expect(() => compactResult(messages, swapped)).toThrow('out of their message order')
+    expect(() => compactResult(messages, messages, swapped)).toThrow('out of their message order')
   })
 })
