@@ -42,26 +42,42 @@ export async function freePort(): Promise<number> {
   return port
 }
 
+/** Polls `probe` until it gives a value (not undefined or false), for at most `timeoutMs`. */
+/** Polls `probe` every 20 ms until it gives a value (neither undefined nor false), for at most `timeoutMs`. */
+export async function waitFor<T>(probe: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 5_000, what = 'condition'): Promise<T> {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    const v = await probe()
+    if (v !== undefined && v !== false) return v
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
+    await new Promise((r) => setTimeout(r, 20))
+  }
+}
+
 /** Longest wait for a started redis-server to accept connections. */
 const REDIS_START_MS_MAX = 10_000
 
 /** redis-server on 127.0.0.1:`port`, empty and keeping nothing on disk, once it accepts connections (`args`: more options, e.g. `--requirepass`). */
 export async function startRedisServer(port: number, args: string[] = []): Promise<ChildProcess> {
   const redis = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', ...args], { stdio: 'ignore' })
-  const deadline = Date.now() + REDIS_START_MS_MAX
-  for (;;) {
-    const up = await new Promise<boolean>((r) => {
-      const s = net.connect(port, '127.0.0.1', () => {
-        s.end()
-        r(true)
-      })
-      s.on('error', () => r(false))
-    })
-    if (up) return redis
-    if (Date.now() > deadline || redis.exitCode !== null) {
-      redis.kill('SIGKILL')
-      throw new Error(`redis-server did not start on port ${port}`)
-    }
-    await new Promise((r) => setTimeout(r, 50))
+  try {
+    await waitFor(
+      () => {
+        if (redis.exitCode !== null) throw new Error(`redis-server exited (${redis.exitCode}) before accepting connections on port ${port}`)
+        return new Promise<boolean>((r) => {
+          const s = net.connect(port, '127.0.0.1', () => {
+            s.end()
+            r(true)
+          })
+          s.on('error', () => r(false))
+        })
+      },
+      REDIS_START_MS_MAX,
+      `redis-server on port ${port}`,
+    )
+  } catch (err) {
+    redis.kill('SIGKILL')
+    throw err
   }
+  return redis
 }
