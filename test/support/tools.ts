@@ -42,7 +42,6 @@ export async function freePort(): Promise<number> {
   return port
 }
 
-/** Polls `probe` until it gives a value (not undefined or false), for at most `timeoutMs`. */
 /** Polls `probe` every 20 ms until it gives a value (neither undefined nor false), for at most `timeoutMs`. */
 export async function waitFor<T>(probe: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 5_000, what = 'condition'): Promise<T> {
   const deadline = Date.now() + timeoutMs
