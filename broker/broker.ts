@@ -112,7 +112,8 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
             timezone: config.timezone,
             logLevel: config.logLevel,
             lanes: limits.commitLanes,
-            limits: { payloadBytesMax: limits.payloadBytesMax, batchReadingsMax: limits.batchReadingsMax, quarantineExcerptBytes: limits.quarantineExcerptBytes, futureToleranceMs: limits.futureToleranceMs },
+            // The broker's own limits: the thread validates as the broker would.
+            limits,
           },
           rootLog.ingest,
         )

@@ -40,7 +40,7 @@ export class IngestThread {
    * lanes'. `follows(meterId)` says, as the group leaves, whether someone follows a meter's readings:
    * the values of a deferred message's stored datums come back only then.
    */
-  commit(lane: number, messages: ValidatedMessage[], follows: (meterId: string) => boolean = () => false): Promise<CommitResult> {
+  commit(lane: number, messages: ValidatedMessage[], follows: (meterId: string) => boolean): Promise<CommitResult> {
     if (!Number.isInteger(lane) || lane < 0 || lane >= this.data.lanes) throw new Error(`assertion failed: ingest lane ${lane}`)
     return this.ready.then(
       () =>

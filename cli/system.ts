@@ -94,11 +94,12 @@ async function startBrokerPart(
   metrics: Metrics,
   parts: Parts,
 ): Promise<{ broker: Broker; view: ReleaseView; recorder: AccessLogRecorder; mqttPort: number }> {
+  // Before the broker's parts open: a REDIS_URL that names nothing ends the start at once.
+  if (config.redisUrl !== null) await checkRedis(config.redisUrl)
   const view = await openReleaseView(db, { timeZone: config.timezone, metrics })
   parts.add('release view', () => view.close())
   const recorder = new AccessLogRecorder(db.db, { metrics })
   parts.add('access log', () => recorder.close())
-  if (config.redisUrl !== null) await checkRedis(config.redisUrl)
   const broker = await createBroker({
     config,
     db,
