@@ -5,6 +5,7 @@ import type { Database } from '../../shared/db/schema.ts'
 import { meterReadingsTopic } from '../../shared/topics.ts'
 import { connectMeter, endClient, publishAcked, startTestBroker, waitFor, type TestBroker } from '../support/broker.ts'
 import { laneOf } from '../../broker/ingest-lanes.ts'
+import { INGEST_THREAD_YOUNG_GENERATION_MB } from '../../broker/ingest-thread.ts'
 import { describeDatabases, describePostgres } from '../support/database.ts'
 import { createTestHousehold, createTestMeter, createUtility, insertOccupancy, readingsOf, type TestMeter } from '../support/world.ts'
 
@@ -217,6 +218,7 @@ describePostgres('ingest when its database connections are cut', (t) => {
     tb = await startTestBroker(t.handle, { overrides: { ingest: { commitRetryDelayMsMax: 20 } } })
     const thread = tb.broker.ingestThread!
     const first = thread.worker
+    expect(first.resourceLimits?.maxYoungGenerationSizeMb).toBe(INGEST_THREAD_YOUNG_GENERATION_MB)
     await sql.raw(`CREATE FUNCTION test_fault() RETURNS trigger LANGUAGE plpgsql AS $$
       BEGIN PERFORM pg_sleep(0.3); RETURN NULL; END $$`).execute(t.db)
     await sql`CREATE TRIGGER test_fault AFTER INSERT ON readings FOR EACH STATEMENT EXECUTE FUNCTION test_fault()`.execute(t.db)
@@ -234,6 +236,7 @@ describePostgres('ingest when its database connections are cut', (t) => {
     await ack
     expect(thread.worker).not.toBe(first)
     expect(thread.worker.threadId).not.toBe(first.threadId)
+    expect(thread.worker.resourceLimits?.maxYoungGenerationSizeMb).toBe(INGEST_THREAD_YOUNG_GENERATION_MB)
     // The new thread serves what comes next too.
     await publishAcked(client, meterReadingsTopic(meter.id), reading(T0 + 1_800_000, 101))
     const rows = await readingsOf(t.db, meter.id)
