@@ -35,7 +35,17 @@ export function readEnv(env: NodeJS.ProcessEnv): RawEnv {
   return raw
 }
 
-const port = z.coerce.number().int().min(0).max(65535)
+/** A whole number in [min, max], given as digits; one sentence whatever is wrong with it. */
+function wholeNumber(min: number, max: number, what: string) {
+  const message = `must be ${what}, a whole number from ${min} to ${max}`
+  return z
+    .string()
+    .regex(/^\d+$/, message)
+    .transform(Number)
+    .refine((n) => n >= min && n <= max, message)
+}
+
+const port = wholeNumber(0, 65535, 'a port')
 const bool = z.enum(['on', 'off', 'true', 'false', '1', '0']).transform((v) => v === 'on' || v === 'true' || v === '1')
 
 const timezone = z.string().refine(
@@ -65,7 +75,7 @@ const envSchema = z.object({
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   redisUrl: z.string().refine((u) => /^rediss?:\/\//.test(u), { message: 'must start with redis://' }).optional(),
   pgliteFsync: bool.default(true),
-  dbPoolSize: z.coerce.number().int().min(1).max(200).default(10),
+  dbPoolSize: wholeNumber(1, 200, 'a count of connections').default(10),
   payoutMinMicros: z
     .string()
     .regex(/^\d+$/, 'must be a non-negative integer of micro-euros')

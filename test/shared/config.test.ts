@@ -35,6 +35,20 @@ describe('configuration', () => {
     expect(() => envToConfig(raw)).toThrow(new RegExp(`^${name}: `))
   })
 
+  it.each([
+    [{ mqttPort: 'abc' }, 'MQTT_PORT: must be a port, a whole number from 0 to 65535 (got "abc")'],
+    [{ httpPort: '1.5' }, 'HTTP_PORT: must be a port, a whole number from 0 to 65535 (got "1.5")'],
+    [{ httpPort: '70000' }, 'HTTP_PORT: must be a port, a whole number from 0 to 65535 (got "70000")'],
+    [{ dbPoolSize: '0' }, 'METERSHARE_DB_POOL_SIZE: must be a count of connections, a whole number from 1 to 200 (got "0")'],
+  ] as const)('says in a sentence what a number must be: %o', (raw, message) => {
+    expect(() => envToConfig(raw)).toThrow(message)
+  })
+
+  it('takes ports and pool sizes given as digits', () => {
+    const c = envToConfig({ mqttPort: '0', httpPort: '65535', dbPoolSize: '200' })
+    expect([c.mqtt.port, c.http.port, c.db.poolSize]).toEqual([0, 65535, 200])
+  })
+
   it('is frozen all the way down', () => {
     const c = envToConfig({})
     expect(Object.isFrozen(c)).toBe(true)
