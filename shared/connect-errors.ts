@@ -19,9 +19,18 @@ export function networkCause(code: string | undefined, message: string, variable
 
 /** `host:port` of a server URL (the password never shown); the default port when it has none. */
 export function hostAndPort(url: string, defaultPort: number): string | null {
+  const u = parsedUrl(url)
+  return u === null ? null : hostAndPortOf(u, defaultPort)
+}
+
+export function hostAndPortOf(u: URL, defaultPort: number): string {
+  return `${u.hostname || 'localhost'}:${u.port || String(defaultPort)}`
+}
+
+/** The URL, or null when it is not one. */
+export function parsedUrl(url: string): URL | null {
   try {
-    const u = new URL(url)
-    return `${u.hostname || 'localhost'}:${u.port || String(defaultPort)}`
+    return new URL(url)
   } catch {
     return null
   }

@@ -1,5 +1,5 @@
 import pg from 'pg'
-import { hostAndPort, networkCause } from '../connect-errors.ts'
+import { hostAndPortOf, networkCause, parsedUrl } from '../connect-errors.ts'
 import { ServiceUnavailableError } from '../errors.ts'
 
 /** Longest wait at start for PostgreSQL to accept a connection and answer. */
@@ -46,9 +46,8 @@ export function describeConnectError(err: unknown, url: string, timeoutMs: numbe
 }
 
 function target(url: string): { where: string; user: string; database: string } {
-  const where = hostAndPort(url, 5432)
-  if (where === null) return { where: 'the server named by DATABASE_URL', user: '(from DATABASE_URL)', database: '(from DATABASE_URL)' }
-  const u = new URL(url)
+  const u = parsedUrl(url)
+  if (u === null) return { where: 'the server named by DATABASE_URL', user: '(from DATABASE_URL)', database: '(from DATABASE_URL)' }
   const user = decodeURIComponent(u.username)
-  return { where, user: user || '(default)', database: decodeURIComponent(u.pathname.replace(/^\//, '')) || user || 'postgres' }
+  return { where: hostAndPortOf(u, 5432), user: user || '(default)', database: decodeURIComponent(u.pathname.replace(/^\//, '')) || user || 'postgres' }
 }
