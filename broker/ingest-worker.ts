@@ -14,7 +14,7 @@ import { compactResult, unpackCommit, type CommitReply, type CommitRequest, type
 const data = workerData as IngestWorkerData
 configureLogging({ level: data.logLevel })
 // A connection per lane: a lane's groups commit one after the other (each sees what the previous
-// stored), lanes side by side; COPY needs to know the transaction's connection.
+// stored), lanes side by side. Each group's transaction goes as scripts on the lane's connection (withConnection).
 const lanes = await Promise.all(
   Array.from({ length: data.lanes }, async (_, i) => {
     const handle = await openDatabase({
@@ -45,7 +45,7 @@ async function commit(handle: DatabaseHandle, request: CommitRequest): Promise<v
   try {
     // What the broker handed over unread is validated here, as the broker would have (validatePayload is pure).
     const messages = sent.map((m) => validated(m, data.limits))
-    const result = await commitMessages(handle.db, messages, { dialect: handle.dialect, dayOf, tails, copyIn: handle.copyIn })
+    const result = await commitMessages(handle.db, messages, { dialect: handle.dialect, dayOf, tails, withConnection: handle.withConnection })
     parentPort!.postMessage({ id: request.id, result: compactResult(sent, messages, result, followed) } satisfies CommitReply)
   } catch (err) {
     tails.clear()

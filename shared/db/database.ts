@@ -43,12 +43,41 @@ export interface DatabaseHandle {
   /** Subscribe to a NOTIFY channel; resolves to an unsubscribe function. */
   listen(channel: string, onPayload: (payload: string) => void): Promise<() => Promise<void>>
   /**
-   * PostgreSQL opened with `poolSize: 1` only (null otherwise): `COPY … FROM STDIN` of rows in
-   * COPY's text format, on the one connection, i.e. inside the transaction it is running. COPY
-   * stores rows several times faster than `INSERT … SELECT`. (PGlite hangs on COPY FROM STDIN.)
+   * PostgreSQL only (null on PGlite): runs `fn` with one connection of the pool to itself, on
+   * which it can send several statements in one round trip and `COPY … FROM STDIN` (see
+   * ScriptConnection). The connection is returned to the pool when `fn` settles; a transaction
+   * `fn` opened must be ended by it.
    */
-  copyIn: ((copySql: string, rows: string) => Promise<void>) | null
+  withConnection: (<T>(fn: (c: ScriptConnection) => Promise<T>) => Promise<T>) | null
   close(): Promise<void>
+}
+
+/**
+ * One PostgreSQL connection, driven by scripts. Through kysely each statement is a round trip
+ * of its own (the extended protocol: one statement per message, answered before the next is
+ * sent); on a busy machine each round trip is also a wait for a CPU on both sides.
+ */
+export interface ScriptConnection {
+  /**
+   * Sends the statements of `text` in one round trip (PostgreSQL's simple query protocol) and
+   * answers the rows of each statement, in order (an empty list for those that return none).
+   * There are no parameters: values go in as `literal`s. After a failed statement the rest of
+   * the script is skipped, and an open transaction is aborted.
+   */
+  script(text: string): Promise<Array<Array<Record<string, unknown>>>>
+  /** `COPY … FROM STDIN` of rows in COPY's text format (see copyText). COPY stores rows several times faster than `INSERT … SELECT`. */
+  copyIn(copySql: string, rows: string): Promise<void>
+}
+
+/**
+ * A string as an SQL literal, for scripts: quotes doubled, and backslashes doubled in an
+ * E'' literal, so that it reads the same whatever standard_conforming_strings says. A NUL
+ * cannot travel in a script (the protocol ends the text there), so it is refused.
+ */
+export function sqlLiteral(value: string): string {
+  if (value.includes('\0')) throw new Error('assertion failed: a NUL character in an SQL literal')
+  const quoted = value.replaceAll("'", "''")
+  return value.includes('\\') ? ` E'${quoted.replaceAll('\\', '\\\\')}'` : `'${quoted}'`
 }
 
 /** A value in COPY's text format: backslash, tab, newline and carriage return escaped; null as \N. */
@@ -134,7 +163,7 @@ export function wrapPglite(
     db,
     dialect: 'pglite',
     url: null,
-    copyIn: null,
+    withConnection: null,
     async listen(channel, onPayload) {
       const unlisten = await pglite.listen(channel, onPayload)
       return async () => {
@@ -169,22 +198,37 @@ async function openPostgres(url: string, options: DatabaseOptions): Promise<Data
   const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) })
   const listeners = new Set<PgListener>()
   let closed = false
-  let copyIn: DatabaseHandle['copyIn'] = null
-  if (options.poolSize === 1) {
-    // With one connection, the client checked out is the one the running transaction holds.
-    let inUse: pg.PoolClient | null = null
-    pool.on('acquire', (client) => (inUse = client))
-    pool.on('release', () => (inUse = null))
-    copyIn = async (copySql, rows) => {
-      if (inUse === null) throw new Error('assertion failed: COPY outside a transaction')
-      await pipeline(Readable.from([rows]), inUse.query(copyFrom(copySql)))
+  const withConnection = async <T>(fn: (c: ScriptConnection) => Promise<T>): Promise<T> => {
+    const client = await pool.connect()
+    let broken: Error | undefined
+    // A connection that failed other than by a statement's error is not handed to the next caller.
+    const guarded = async <R>(work: Promise<R>): Promise<R> => {
+      try {
+        return await work
+      } catch (err) {
+        if (!(err instanceof pg.DatabaseError)) broken = err as Error
+        throw err
+      }
+    }
+    try {
+      return await fn({
+        async script(text) {
+          const r = (await guarded(client.query(text))) as unknown as pg.QueryResult | pg.QueryResult[]
+          return (Array.isArray(r) ? r : [r]).map((x) => x.rows ?? [])
+        },
+        async copyIn(copySql, rows) {
+          await guarded(pipeline(Readable.from([rows]), client.query(copyFrom(copySql))))
+        },
+      })
+    } finally {
+      client.release(broken)
     }
   }
   return {
     db,
     dialect: 'postgres',
     url,
-    copyIn,
+    withConnection,
     async listen(channel, onPayload) {
       const listener = new PgListener({ ...poolConfig, application_name: `${poolConfig.application_name}:listen` }, channel, onPayload)
       await listener.start()

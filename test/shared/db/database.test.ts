@@ -1,6 +1,6 @@
 import { sql } from 'kysely'
 import { expect, it } from 'vitest'
-import { LISTEN_RESUMED_PAYLOAD, copyText, openDatabase } from '../../../shared/db/database.ts'
+import { LISTEN_RESUMED_PAYLOAD, copyText, sqlLiteral } from '../../../shared/db/database.ts'
 import { waitFor } from '../../support/broker.ts'
 import { describeDatabases, describePostgres } from '../../support/database.ts'
 
@@ -11,6 +11,10 @@ describeDatabases('the database factory', (t) => {
              '\\x00ff'::bytea AS b, '{"a":1}'::jsonb AS j, 1.50::numeric AS x`.execute(t.db)
     expect(r.rows[0]).toEqual({ n: 9007199254740993n, d: '2026-10-01', t: new Date('2026-10-01T00:30:00Z'), b: Buffer.from([0, 255]), j: { a: 1 }, x: '1.50' })
     expect(Buffer.isBuffer(r.rows[0]!.b)).toBe(true)
+  })
+
+  it('gives scripts on a connection of its own on PostgreSQL only (PGlite is one connection)', () => {
+    expect(t.handle.withConnection === null).toBe(t.dialect === 'pglite')
   })
 
   it('delivers notifications sent in a committed transaction to listeners', async () => {
@@ -43,38 +47,56 @@ describePostgres('LISTEN on PostgreSQL', (t) => {
   })
 })
 
-describePostgres('COPY on a one-connection handle', (t) => {
-  it('stores awkward text exactly, inside the running transaction, and only there', async () => {
-    expect(t.handle.copyIn).toBeNull()
-    const one = await openDatabase({ databaseUrl: t.url, pgliteDir: null, pgliteFsync: false, poolSize: 1 })
-    try {
-      const copyIn = one.copyIn!
-      expect(copyIn).not.toBeNull()
-      await sql`CREATE TABLE copy_probe (a text, b text)`.execute(one.db)
-      const awkward = 'tab\there, new\nline, cr\r, back\\slash \\N, "quoted", é'
-      const row = (a: string | null, b: string | null): string => `${copyText(a)}\t${copyText(b)}\n`
-      await one.db.transaction().execute(async (trx) => {
-        await copyIn('COPY copy_probe (a, b) FROM STDIN', row(awkward, null) + row('plain', '\\N'))
-        const inside = await sql<{ n: number }>`SELECT count(*)::int AS n FROM copy_probe`.execute(trx)
-        expect(inside.rows[0]!.n).toBe(2)
-      })
-      const stored = await sql<{ a: string; b: string | null }>`SELECT a, b FROM copy_probe ORDER BY a DESC`.execute(one.db)
-      expect(stored.rows).toEqual([
-        { a: awkward, b: null },
-        { a: 'plain', b: '\\N' },
-      ])
-      // Rolled back with its transaction like any other statement.
-      await expect(
-        one.db.transaction().execute(async () => {
-          await copyIn('COPY copy_probe (a, b) FROM STDIN', row('rolled back', 'x'))
-          throw new Error('abort')
-        }),
-      ).rejects.toThrow('abort')
-      const after = await sql<{ n: number }>`SELECT count(*)::int AS n FROM copy_probe`.execute(one.db)
-      expect(after.rows[0]!.n).toBe(2)
-      await expect(copyIn('COPY copy_probe (a, b) FROM STDIN', row('outside', 'x'))).rejects.toThrow('COPY outside a transaction')
-    } finally {
-      await one.close()
+describePostgres('scripts and COPY on a connection of its own', (t) => {
+  const awkward = `tab\there, new\nline, cr\r, back\\slash \\N, 'single' "double", $1 $$ dollar, é ✓`
+
+  it('sends several statements in one round trip and answers the rows of each, in order', async () => {
+    const results = await t.handle.withConnection!((c) => c.script(`SELECT 1 AS a; SET LOCAL work_mem = '8MB'; SELECT ${sqlLiteral(awkward)} AS text, 2::int8 AS n UNION ALL SELECT ${sqlLiteral('x')}, 3`))
+    // The same type parsers as kysely's queries: int8 → bigint.
+    expect(results).toEqual([[{ a: 1 }], [], [{ text: awkward, n: 2n }, { text: 'x', n: 3n }]])
+  })
+
+  it('writes any text as a literal that reads back the same, and refuses a NUL', async () => {
+    for (const value of [awkward, '', "''", '\\', "\\'", 'E\'x\'', '{"a":"b\\"c"}']) {
+      const results = await t.handle.withConnection!((c) => c.script(`SELECT ${sqlLiteral(value)} AS v`))
+      expect(results).toEqual([[{ v: value }]])
     }
+    expect(() => sqlLiteral('a\0b')).toThrow('NUL')
+  })
+
+  it('stores awkward text by COPY inside the transaction of a script, and only when it commits', async () => {
+    await sql`CREATE TABLE copy_probe (a text, b text)`.execute(t.db)
+    const row = (a: string | null, b: string | null): string => `${copyText(a)}\t${copyText(b)}\n`
+    await t.handle.withConnection!(async (c) => {
+      await c.script('BEGIN')
+      await c.copyIn('COPY copy_probe (a, b) FROM STDIN', row(awkward, null) + row('plain', '\\N'))
+      const [inside] = await c.script('SELECT count(*)::int AS n FROM copy_probe')
+      expect(inside).toEqual([{ n: 2 }])
+      // Not visible to others before the commit.
+      const outside = await sql<{ n: number }>`SELECT count(*)::int AS n FROM copy_probe`.execute(t.db)
+      expect(outside.rows[0]!.n).toBe(0)
+      await c.script('COMMIT')
+    })
+    const stored = await sql<{ a: string; b: string | null }>`SELECT a, b FROM copy_probe ORDER BY a DESC`.execute(t.db)
+    expect(stored.rows).toEqual([
+      { a: awkward, b: null },
+      { a: 'plain', b: '\\N' },
+    ])
+    await t.handle.withConnection!(async (c) => {
+      await c.script('BEGIN')
+      await c.copyIn('COPY copy_probe (a, b) FROM STDIN', row('rolled back', 'x'))
+      await c.script('ROLLBACK')
+    })
+    const after = await sql<{ n: number }>`SELECT count(*)::int AS n FROM copy_probe`.execute(t.db)
+    expect(after.rows[0]!.n).toBe(2)
+  })
+
+  it('skips what follows a failed statement, and leaves the connection usable after a ROLLBACK', async () => {
+    await sql`CREATE TABLE script_probe (a int PRIMARY KEY)`.execute(t.db)
+    await t.handle.withConnection!(async (c) => {
+      await expect(c.script('BEGIN; INSERT INTO script_probe VALUES (1); INSERT INTO script_probe VALUES (1); COMMIT')).rejects.toThrow(/duplicate key/)
+      await c.script('ROLLBACK')
+      expect(await c.script('SELECT count(*)::int AS n FROM script_probe')).toEqual([[{ n: 0 }]])
+    })
   })
 })
