@@ -1,0 +1,134 @@
+import { sql } from 'kysely'
+import { expect, it } from 'vitest'
+import { COPY_READINGS_MIN } from '../../../services/metering/ingest-repository.ts'
+import { MeterTails, commitMessages, type CommitResult, type IngestContext } from '../../../services/metering/ingest-service.ts'
+import { validatePayload, type ValidatedMessage } from '../../../services/metering/ingest-validation.ts'
+import { dayOf } from '../../../shared/calendar.ts'
+import { DEFAULT_INGEST_LIMITS } from '../../../shared/config.ts'
+import { newId } from '../../../shared/ids.ts'
+import { describePostgres } from '../../support/database.ts'
+import { readingOwners, rollupsOf, seedHousehold, seedMeter, seedOccupancy } from '../../support/seed.ts'
+
+const TZ = 'Europe/Paris'
+const IMPORT = '1-0:1.8.0'
+const HOUR = 3_600_000
+const T0 = Date.parse('2026-10-02T08:00:00Z')
+/** The first household moves out and the second in at this instant. */
+const MOVE = Date.parse('2026-10-02T12:00:00Z')
+
+function message(meterId: string, readings: Array<[number, number]> | string): ValidatedMessage {
+  const body = typeof readings === 'string' ? readings : JSON.stringify({ readings: readings.map(([ts, wh]) => ({ ts: new Date(ts).toISOString(), values: { [IMPORT]: wh } })) })
+  return validatePayload({ meterId, commodity: 'electricity' }, Buffer.from(body), T0 + 30 * 86_400_000, DEFAULT_INGEST_LIMITS)
+}
+
+describePostgres('the ingest transaction, through kysely and as scripts', (t) => {
+  function context(scripted: boolean, tails = new MeterTails()): IngestContext {
+    return { dialect: 'postgres', dayOf: (ms) => dayOf(ms, TZ), tails, ...(scripted ? { withConnection: t.handle.withConnection } : {}) }
+  }
+
+  async function movingMeter(): Promise<{ meter: string; before: string; after: string }> {
+    const meter = await seedMeter(t.db)
+    const before = await seedHousehold(t.db)
+    const after = await seedHousehold(t.db)
+    await seedOccupancy(t.db, { meterId: meter, householdId: before, from: '2026-09-01T00:00:00Z', until: new Date(MOVE) })
+    await seedOccupancy(t.db, { meterId: meter, householdId: after, from: new Date(MOVE) })
+    return { meter, before, after }
+  }
+
+  /** What a commit did, with the meter's and households' ids replaced by their roles. */
+  function anonymous(result: CommitResult, ids: Record<string, string>): unknown {
+    let text = JSON.stringify(result, (_k, v: unknown) => (Buffer.isBuffer(v) || (v as { type?: string })?.type === 'Buffer' ? '<bytes>' : v))
+    for (const [role, id] of Object.entries(ids)) text = text.replaceAll(id, role)
+    return JSON.parse(text)
+  }
+
+  async function stored(meter: string, ids: Record<string, string>): Promise<unknown> {
+    const quarantine = await sql<{ reason: string; ts: Date | null }>`SELECT reason, ts FROM quarantine WHERE meter_id = ${meter} ORDER BY ts NULLS FIRST, reason`.execute(t.db)
+    return anonymous({ readings: await readingOwners(t.db, meter), rollups: await rollupsOf(t.db, meter), quarantine: quarantine.rows } as never, ids)
+  }
+
+  it('gives the same outcomes and stores the same rows either way', async () => {
+    const seen: unknown[] = []
+    for (const scripted of [false, true]) {
+      const { meter, before, after } = await movingMeter()
+      const ids = { meter, before, after }
+      const tails = new MeterTails()
+      const first = await commitMessages(
+        t.db,
+        [
+          message(meter, [
+            [T0 + HOUR, 110],
+            [T0 + 2 * HOUR, 120],
+            [T0 + 3 * HOUR, 130],
+          ]),
+          // A duplicate, a conflict and a regression against what the same group stored.
+          message(meter, [
+            [T0 + 2 * HOUR, 120],
+            [T0 + 3 * HOUR, 131],
+            [T0 + 4 * HOUR, 125],
+          ]),
+          message(meter, '{"readings": [ not json'),
+        ],
+        context(scripted, tails),
+      )
+      // A later group: the tails are known for in-order data; data before them needs the neighbours,
+      // and data after the move belongs to the next household.
+      const second = await commitMessages(
+        t.db,
+        [
+          message(meter, [
+            [T0, 100],
+            [T0 + 5 * HOUR, 150],
+          ]),
+        ],
+        context(scripted, tails),
+      )
+      // A new process (no tails): every neighbour comes from the database.
+      const third = await commitMessages(t.db, [message(meter, [[T0 + 5 * HOUR, 150], [T0 + 6 * HOUR, 140], [T0 - HOUR, 90]])], context(scripted))
+      seen.push({ first: anonymous(first, ids), second: anonymous(second, ids), third: anonymous(third, ids), stored: await stored(meter, ids) })
+    }
+    expect(seen[1]).toEqual(seen[0])
+    // And it is what the rules say, not merely the same twice.
+    const { stored: rows, first, third } = seen[0] as {
+      stored: { readings: Array<{ ts: string; householdId: string }>; quarantine: Array<{ reason: string }> }
+      first: { outcomes: Array<{ duplicates: number }> }
+      third: { outcomes: Array<{ duplicates: number; quarantined: Array<{ reason: string }> }> }
+    }
+    expect(rows.readings.map((r) => [r.ts, r.householdId])).toEqual([
+      ['2026-10-02T07:00:00.000Z', 'before'],
+      ['2026-10-02T08:00:00.000Z', 'before'],
+      ['2026-10-02T09:00:00.000Z', 'before'],
+      ['2026-10-02T10:00:00.000Z', 'before'],
+      ['2026-10-02T11:00:00.000Z', 'before'],
+      ['2026-10-02T13:00:00.000Z', 'after'],
+    ])
+    expect(rows.quarantine.map((q) => q.reason).sort()).toEqual(['conflict', 'index_regression', 'index_regression', 'malformed_json'])
+    expect(first.outcomes.map((o) => o.duplicates)).toEqual([0, 1, 0])
+    expect(third.outcomes[0]!.duplicates).toBe(1)
+  })
+
+  for (const size of [1, COPY_READINGS_MIN]) {
+    it(`leaves nothing of a group whose write fails (${size} datum${size > 1 ? 's, by COPY' : ''}), and the next group commits`, async () => {
+      const { meter } = await movingMeter()
+      const series = (from: number): Array<[number, number]> => Array.from({ length: size }, (_, i) => [T0 + (from + i) * HOUR, 100 + from + i])
+      // A datum of this meter fails its row's insert (by the statement or by COPY): the whole group must go.
+      const poison = newId('meter')
+      await sql.raw(`CREATE OR REPLACE FUNCTION test_poison() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN RAISE EXCEPTION 'injected write failure'; END $$`).execute(t.db)
+      await sql.raw(`CREATE TRIGGER test_poison AFTER INSERT ON readings FOR EACH ROW WHEN (NEW.meter_id = '${poison}') EXECUTE FUNCTION test_poison()`).execute(t.db)
+      try {
+        await expect(commitMessages(t.db, [message(meter, series(0)), message(poison, series(0))], context(true))).rejects.toThrow('injected write failure')
+      } finally {
+        await sql`DROP TRIGGER test_poison ON readings`.execute(t.db)
+      }
+      expect(await readingOwners(t.db, meter)).toEqual([])
+      expect(await rollupsOf(t.db, meter)).toEqual([])
+      const open = await sql<{ state: string }>`SELECT state FROM pg_stat_activity WHERE datname = current_database() AND state LIKE 'idle in transaction%'`.execute(t.db)
+      expect(open.rows).toEqual([])
+
+      const result = await commitMessages(t.db, [message(meter, series(0))], context(true))
+      expect(result.outcomes[0]!.stored).toHaveLength(size)
+      expect(await readingOwners(t.db, meter)).toHaveLength(size)
+    })
+  }
+})
