@@ -13,7 +13,7 @@ import type { QuarantineItem } from './ingest-validation.ts'
  *
  * A group's transaction reaches the database in one of two ways (GroupTransaction): through
  * kysely, a round trip per statement (PGlite, and callers outside the broker), or, on the
- * broker's ingest thread on PostgreSQL, as scripts (`scriptedGroup`): the opening, the lock
+ * broker's ingest thread on PostgreSQL, as scripts (`inScriptedTransaction`): the opening, the lock
  * and the reads in one round trip, the writes and the commit in another.
  */
 type Trx = Transaction<Database>
@@ -93,7 +93,7 @@ export async function inScriptedTransaction<T>(c: ScriptConnection, db: Kysely<D
   }
 }
 
-/** A compiled statement with its parameters written in as literals (every parameter here is a string: a JSON document). */
+/** A compiled statement with its parameters written in as literals (every parameter here is a string, a JSON document, and the ingest statements hold no other `$`). */
 function inlineParameters(q: CompiledQuery): string {
   let used = 0
   const text = q.sql.replace(/\$(\d+)/g, (_, n: string) => {
