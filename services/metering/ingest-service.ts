@@ -186,7 +186,7 @@ export async function commitMessages(db: Kysely<Database>, messages: ValidatedMe
   // DDL outside the data transaction: a partition created once serves every later batch.
   await ensureReadingsPartitions(db, months.months)
 
-  const resolve = (group: repo.GroupTransaction): Promise<GroupResult> => resolveGroup(group, messages, spans, ctx)
+  const resolve = (group: repo.GroupTransaction): Promise<CommitResult> => resolveGroup(group, messages, spans, ctx)
   const connect = ctx.withConnection ?? null
   const result =
     connect !== null ? await connect((c) => repo.inScriptedTransaction(c, db, resolve)) : await repo.inKyselyTransaction(db, ctx.dialect === 'postgres', resolve)
@@ -194,19 +194,16 @@ export async function commitMessages(db: Kysely<Database>, messages: ValidatedMe
   return { outcomes: result.outcomes, touched: mayCompleteDay(result.touched, ctx.tails, ctx.dayOf) }
 }
 
-interface GroupResult {
-  outcomes: MessageOutcome[]
-  /** Every rollup group written to (commitMessages keeps those whose day may have completed). */
-  touched: TouchedDay[]
-}
-
-/** Dedupe, conflicts, regressions, attribution and rollups of a group, inside its transaction. */
+/**
+ * Dedupe, conflicts, regressions, attribution and rollups of a group, inside its transaction.
+ * Its `touched` lists every rollup group written to; commitMessages keeps those whose day may have completed.
+ */
 async function resolveGroup(
   group: repo.GroupTransaction,
   messages: ValidatedMessage[],
   spans: Map<string, repo.MeterSpan>,
   ctx: IngestContext,
-): Promise<GroupResult> {
+): Promise<CommitResult> {
   const timelines = new Map<string, MeterTimeline>()
   const unknown: repo.MeterSpan[] = []
   for (const span of spans.values()) {

@@ -46,7 +46,8 @@ export interface DatabaseHandle {
    * PostgreSQL only (null on PGlite): runs `fn` with one connection of the pool to itself, on
    * which it can send several statements in one round trip and `COPY … FROM STDIN` (see
    * ScriptConnection). The connection is returned to the pool when `fn` settles; a transaction
-   * `fn` opened must be ended by it.
+   * `fn` opened should be ended by it, and if it is not, the connection is closed instead (which
+   * rolls the transaction back) so that no later caller inherits it.
    */
   withConnection: (<T>(fn: (c: ScriptConnection) => Promise<T>) => Promise<T>) | null
   close(): Promise<void>
@@ -61,7 +62,7 @@ export interface ScriptConnection {
   /**
    * Sends the statements of `text` in one round trip (PostgreSQL's simple query protocol) and
    * answers the rows of each statement, in order (an empty list for those that return none).
-   * There are no parameters: values go in as `literal`s. After a failed statement the rest of
+   * There are no parameters: values go in as `sqlLiteral`s. After a failed statement the rest of
    * the script is skipped, and an open transaction is aborted.
    */
   script(text: string): Promise<Array<Array<Record<string, unknown>>>>
@@ -221,6 +222,7 @@ async function openPostgres(url: string, options: DatabaseOptions): Promise<Data
         },
       })
     } finally {
+      if (broken === undefined && client.getTransactionStatus() !== 'I') broken = new Error('a transaction was left open on the connection')
       client.release(broken)
     }
   }

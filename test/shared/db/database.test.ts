@@ -91,6 +91,20 @@ describePostgres('scripts and COPY on a connection of its own', (t) => {
     expect(after.rows[0]!.n).toBe(2)
   })
 
+  it('closes a connection left inside a transaction rather than hand it to the next caller', async () => {
+    await sql`CREATE TABLE left_open (a int)`.execute(t.db)
+    await expect(
+      t.handle.withConnection!(async (c) => {
+        await c.script('BEGIN; INSERT INTO left_open VALUES (1)')
+        throw new Error('gave up mid-transaction')
+      }),
+    ).rejects.toThrow('gave up mid-transaction')
+    const idleInTransaction = async (): Promise<number> =>
+      (await sql<{ n: number }>`SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND state LIKE 'idle in transaction%'`.execute(t.db)).rows[0]!.n
+    await waitFor(async () => (await idleInTransaction()) === 0, 5_000, 'the abandoned transaction to end')
+    expect(await t.handle.withConnection!((c) => c.script('SELECT count(*)::int AS n FROM left_open'))).toEqual([[{ n: 0 }]])
+  })
+
   it('skips what follows a failed statement, and leaves the connection usable after a ROLLBACK', async () => {
     await sql`CREATE TABLE script_probe (a int PRIMARY KEY)`.execute(t.db)
     await t.handle.withConnection!(async (c) => {
