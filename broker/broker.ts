@@ -35,6 +35,13 @@ import { IngestThread } from './ingest-thread.ts'
  */
 export const INGEST_THREAD_COMMITS_IN_FLIGHT_MAX = 2
 
+/**
+ * Longest wait, as a coupled broker closes, for its clients' sessions and its emitter to be closed
+ * in the shared store (Redis). Past it, or at once when the store does not answer, the broker drops
+ * its connections to the store and its clients: a broker asked to stop during a Redis outage stops.
+ */
+export const COUPLING_CLOSE_MS_MAX = 5_000
+
 // MQTT 3.1.1 CONNACK return codes [MQTT-3.2.2.3]; numbers, not aedes' const enum.
 const CONNACK_IDENTIFIER_REJECTED = 2
 const CONNACK_SERVER_UNAVAILABLE = 3
@@ -48,7 +55,15 @@ export interface BrokerDeps {
   /** Counts every datum released to a recipient (access log and metershare_datums_released_total). */
   recorder: ReleaseRecorder
   /** Persistence and emitter for several brokers (Redis); in-memory when absent. Closed with the broker. */
-  aedesOptions?: { persistence?: unknown; mq?: unknown; close?: () => Promise<void> }
+  aedesOptions?: {
+    persistence?: unknown
+    mq?: unknown
+    close?: () => Promise<void>
+    /** Whether the shared store answers now. */
+    healthy?: () => boolean
+    /** Drops the store's connections at once, with the commands they hold. */
+    abandon?: () => void
+  }
   clock?: () => number
   /**
    * On PostgreSQL, group commits run on a thread of their own with their own connections
@@ -295,6 +310,29 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
   const wsServers: WebSocketServer[] = []
   let closing: Promise<void> | null = null
 
+  /**
+   * Everything acknowledged is committed by now. Closing a client's session and the emitter are
+   * commands to the shared store, which ioredis holds while Redis is away, for as long as it is.
+   */
+  async function closeAedes(): Promise<void> {
+    const closed = new Promise<void>((r) => aedes.close(() => r()))
+    const shared = deps.aedesOptions
+    if (shared?.healthy === undefined || shared.abandon === undefined) {
+      await closed
+      await shared?.close?.()
+      return
+    }
+    let timer: NodeJS.Timeout | undefined
+    const inTime = shared.healthy()
+      ? await Promise.race([closed.then(() => true), new Promise<boolean>((r) => (timer = setTimeout(() => r(false), COUPLING_CLOSE_MS_MAX)))])
+      : false
+    clearTimeout(timer)
+    if (inTime) return shared.close?.()
+    log.warn({ waitedMsMax: COUPLING_CLOSE_MS_MAX }, 'closing without Redis: the sessions of the clients still connected stay as they were')
+    shared.abandon()
+    for (const client of Object.values((aedes as unknown as { clients: Record<string, Client> }).clients)) (client.conn as Duplex).destroy()
+  }
+
   const broker: Broker = {
     aedes,
     ingest,
@@ -348,8 +386,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
         await ingest.close()
         await thread?.close()
         await Promise.all([...pendingDaily])
-        await new Promise<void>((r) => aedes.close(() => r()))
-        await deps.aedesOptions?.close?.()
+        await closeAedes()
         await Promise.all(stopped)
       })()
       return closing

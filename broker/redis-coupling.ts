@@ -15,6 +15,9 @@ const require = createRequire(import.meta.url)
 interface RedisConnection {
   on(event: 'error', listener: (err: Error) => void): unknown
   on(event: 'ready', listener: () => void): unknown
+  disconnect(): void
+  /** ioredis' connection state: 'ready' once it can run commands. */
+  readonly status: string
 }
 
 /** While Redis stays away, a use of it (sessions, messages) logs its failure once this often, not at every retry. */
@@ -48,8 +51,16 @@ interface AsyncRedisPersistence {
 export interface RedisCoupling {
   mq: unknown
   persistence: unknown
+  /**
+   * Whether all three connections (sessions, and the emitter's two) are up now. While one is down,
+   * the broker still stores and acknowledges readings, but a client connecting cannot have its
+   * session read and datums do not cross to the other brokers: /healthz says so.
+   */
+  healthy(): boolean
   /** Closes the persistence's Redis connections (aedes closes the emitter itself). */
   close(): Promise<void>
+  /** Drops all three connections at once, failing what they queued: for a broker stopping while Redis is away. */
+  abandon(): void
 }
 
 /** Longest wait at start for Redis to accept a connection and answer PING. */
@@ -126,10 +137,15 @@ export function redisCoupling(redisUrl: string): RedisCoupling {
   return {
     mq,
     persistence,
+    healthy: () => !closed && persistenceConn.status === 'ready' && subConn.status === 'ready' && pubConn.status === 'ready',
     async close() {
       if (closed) return
       closed = true
       await persistence.destroy()
+    },
+    abandon() {
+      closed = true
+      for (const conn of [persistenceConn, subConn, pubConn]) conn.disconnect()
     },
   }
 }

@@ -16,6 +16,7 @@ import { configureLogging, log } from '../shared/logger.ts'
 import { createMetrics, type Metrics } from '../shared/metrics.ts'
 import { generateSecret } from '../shared/secrets.ts'
 import { buildApi, type HealthReport } from '../services/api/app.ts'
+import { healthAnswer } from '../services/api/routes/operations-routes.ts'
 import { AccessLogRecorder } from '../services/consent/access-log-recorder.ts'
 import { startConsentSweeper } from '../services/consent/consent-lifecycle.ts'
 import { openReleaseView, type ReleaseView } from '../services/consent/release-view.ts'
@@ -93,26 +94,32 @@ async function startBrokerPart(
   db: DatabaseHandle,
   metrics: Metrics,
   parts: Parts,
-): Promise<{ broker: Broker; view: ReleaseView; recorder: AccessLogRecorder; mqttPort: number }> {
+): Promise<{ broker: Broker; view: ReleaseView; recorder: AccessLogRecorder; mqttPort: number; health: () => Promise<HealthReport> }> {
   // Before the broker's parts open: a REDIS_URL that names nothing ends the start at once.
   if (config.redisUrl !== null) await checkRedis(config.redisUrl)
   const view = await openReleaseView(db, { timeZone: config.timezone, metrics })
   parts.add('release view', () => view.close())
   const recorder = new AccessLogRecorder(db.db, { metrics })
   parts.add('access log', () => recorder.close())
+  const coupling = config.redisUrl !== null ? redisCoupling(config.redisUrl) : null
   const broker = await createBroker({
     config,
     db,
     metrics,
     policy: view,
     recorder,
-    ...(config.redisUrl !== null ? { aedesOptions: redisCoupling(config.redisUrl) } : {}),
+    ...(coupling !== null ? { aedesOptions: coupling } : {}),
   })
   parts.add('broker', () => broker.close())
   const address = await broker.listenTcp(config.mqtt.port, config.mqtt.host).catch((err: unknown) => {
     throw listenError(err, ENV_VARS.mqttPort, config.mqtt.port, config.mqtt.host)
   })
-  return { broker, view, recorder, mqttPort: address.port }
+  const health = async (): Promise<HealthReport> => ({
+    broker: !broker.aedes.closed,
+    database: await probeDatabase(db),
+    ...(coupling !== null ? { redis: coupling.healthy() } : {}),
+  })
+  return { broker, view, recorder, mqttPort: address.port, health }
 }
 
 /** A port we cannot listen on is a configuration problem: say which variable, not a stack trace. */
@@ -122,10 +129,6 @@ function listenError(err: unknown, variable: string, port: number, host: string)
   if (code === 'EACCES') return new ConfigError(`${variable}: not allowed to listen on port ${port} on ${host}`)
   if (code === 'EADDRNOTAVAIL') return new ConfigError(`${ENV_VARS.host}: ${host} is not an address of this machine`)
   return err
-}
-
-function brokerHealthy(broker: Broker | null): boolean {
-  return broker !== null && !broker.aedes.closed
 }
 
 async function listenHttp(server: HttpServer | FastifyInstance, port: number, host: string): Promise<number> {
@@ -194,14 +197,14 @@ export async function startSystem(configIn: Readonly<Config>, options: SystemOpt
       }
     }
 
-    const { broker, view, mqttPort } = await startBrokerPart(config, db, metrics, parts)
+    const { broker, view, mqttPort, health } = await startBrokerPart(config, db, metrics, parts)
 
     const api = await buildApi({
       config,
       db,
       metrics,
       clock,
-      health: async (): Promise<HealthReport> => ({ broker: brokerHealthy(broker), database: await probeDatabase(db) }),
+      health,
     })
     broker.attachWebSocket(api.server)
     parts.add('http', () => api.close())
@@ -336,13 +339,13 @@ export async function startBrokerProcess(config: Readonly<Config>): Promise<{ st
   try {
     const db = await openConfiguredDatabase(config, 'metershare:broker')
     parts.add('database', () => db.close())
-    const { broker } = await startBrokerPart(config, db, metrics, parts)
+    const { broker, health } = await startBrokerPart(config, db, metrics, parts)
     const http = createServer((req, res) => {
       const url = new URL(req.url ?? '/', 'http://localhost')
       if (url.pathname === '/healthz') {
-        void probeDatabase(db).then((database) => {
-          const report = { status: database && brokerHealthy(broker) ? 'ok' : 'unavailable', broker: brokerHealthy(broker), database }
-          res.writeHead(report.status === 'ok' ? 200 : 503, { 'content-type': 'application/json' }).end(JSON.stringify(report))
+        void health().then((report) => {
+          const { code, body } = healthAnswer(report)
+          res.writeHead(code, { 'content-type': 'application/json', 'cache-control': 'no-store' }).end(JSON.stringify(body))
         })
         return
       }

@@ -17,6 +17,8 @@ import { ROUTE_PLUGINS } from './routes/index.ts'
 export interface HealthReport {
   broker: boolean
   database: boolean
+  /** A broker coupled to others through Redis: whether Redis answers (absent when not coupled). */
+  redis?: boolean
 }
 
 /**

@@ -34,6 +34,7 @@ describe.skipIf(missing.length > 0)(`the production layout as processes${reasons
     'migrate, two brokers coupled through Redis, api and settlement',
     (t) => {
       let redis: ChildProcess | undefined
+      let redisPort: number
       const processes: CliProcess[] = []
       const clients: MqttClient[] = []
       let env: NodeJS.ProcessEnv
@@ -41,7 +42,7 @@ describe.skipIf(missing.length > 0)(`the production layout as processes${reasons
       const brokers: Array<{ process: CliProcess; mqttPort: number; http: string }> = []
 
       beforeAll(async () => {
-        const redisPort = await freePort()
+        redisPort = await freePort()
         redis = await startRedisServer(redisPort)
         const { DATABASE_URL: _url, METERSHARE_DATA_DIR: _dir, ...rest } = process.env
         env = {
@@ -93,10 +94,14 @@ describe.skipIf(missing.length > 0)(`the production layout as processes${reasons
           const apiPort = await freePort()
           await start('api', /"msg":"api running"/, { http: apiPort })
           api = `http://127.0.0.1:${apiPort}`
-          for (const base of [api, ...brokers.map((b) => b.http)]) {
-            const res = await fetch(`${base}/healthz`)
+          const apiHealth = await fetch(`${api}/healthz`)
+          expect(apiHealth.status).toBe(200)
+          expect(await apiHealth.json()).toEqual({ status: 'ok', broker: true, database: true })
+          // A broker coupled through Redis answers for its Redis too.
+          for (const b of brokers) {
+            const res = await fetch(`${b.http}/healthz`)
             expect(res.status).toBe(200)
-            expect(await res.json()).toEqual({ status: 'ok', broker: true, database: true })
+            expect(await res.json()).toEqual({ status: 'ok', broker: true, database: true, redis: true })
           }
         },
         4 * START_MS_MAX,
@@ -161,6 +166,29 @@ describe.skipIf(missing.length > 0)(`the production layout as processes${reasons
           expect(await call('GET', '/me/payouts', household.apiKey)).toEqual({ payouts: [], balanceMicros: String(share) })
           const invoice = await call<{ totalMicros: string }>('GET', `/recipient/invoices/${MONTH}`, app.apiKey)
           expect(invoice.totalMicros).toBe(String(PRICE_MICROS))
+        },
+        START_MS_MAX + 4 * CROSS_MS_MAX,
+      )
+
+      it(
+        "answers 503 at a broker's /healthz, naming Redis, while Redis is away, and 200 once it is back",
+        async () => {
+          const health = async (base: string): Promise<{ status: number; body: unknown }> => {
+            const res = await fetch(`${base}/healthz`)
+            return { status: res.status, body: await res.json() }
+          }
+          redis?.kill('SIGKILL')
+          for (const b of brokers) {
+            await waitFor(async () => (await health(b.http)).status === 503, CROSS_MS_MAX, 'a broker noticing Redis is gone')
+            expect(await health(b.http)).toEqual({ status: 503, body: { status: 'unavailable', broker: true, database: true, redis: false } })
+          }
+          // The API process does not use Redis.
+          expect(await health(api)).toEqual({ status: 200, body: { status: 'ok', broker: true, database: true } })
+          redis = await startRedisServer(redisPort)
+          for (const b of brokers) {
+            await waitFor(async () => (await health(b.http)).status === 200, CROSS_MS_MAX, 'a broker reconnecting to Redis')
+            expect(await health(b.http)).toEqual({ status: 200, body: { status: 'ok', broker: true, database: true, redis: true } })
+          }
         },
         START_MS_MAX + 4 * CROSS_MS_MAX,
       )

@@ -8,11 +8,11 @@ import { grantConsent } from '../../services/consent/consent-service.ts'
 import { openReleaseView, type ReleaseView } from '../../services/consent/release-view.ts'
 import { createParty } from '../../services/directory/directory-service.ts'
 import type { DatabaseHandle } from '../../shared/db/database.ts'
-import { egressTopic, meterReadingsTopic } from '../../shared/topics.ts'
+import { egressTopic, meterReadingsTopic, meterStatusTopic } from '../../shared/topics.ts'
 import { connectClient, connectMeter, endClient, publishAcked, startTestBroker, subscribeCollect, waitFor, type TestBroker } from '../support/broker.ts'
 import { describePostgres } from '../support/database.ts'
 import { freePort, hasCommand, skipReason, startRedisServer } from '../support/tools.ts'
-import { createTestHousehold, createTestMeter, createUtility, insertOccupancy } from '../support/world.ts'
+import { createTestHousehold, createTestMeter, createUtility, insertOccupancy, readingsOf } from '../support/world.ts'
 
 const Redis = createRequire(import.meta.url)('ioredis') as new (url: string) => {
   on(event: 'pmessage', listener: (pattern: string, channel: string) => void): unknown
@@ -108,6 +108,30 @@ describe.skipIf(!hasCommand('redis-server'))(`several brokers${skipReason('redis
       expect(live.messages.map((x) => (x.payload as { ts: string }).ts)).toEqual(['2026-10-02T10:00:00Z', '2026-10-02T10:05:00Z', '2026-10-02T10:10:00Z'])
       await new Promise((r) => setTimeout(r, 300))
       expect(otherLive.messages).toHaveLength(0)
+    })
+
+    it('stops, when asked, while Redis is away: what it acknowledged is stored and its clients are let go', async () => {
+      const utility = await createUtility(t.db)
+      const meter = await createTestMeter(t.db, utility.id)
+      const coupling = redisCoupling(redisUrl)
+      const broker = await startTestBroker(t.handle, { deps: { aedesOptions: coupling } })
+      const m = await connectMeter(broker.url, meter)
+      clients.push(m)
+      // A session with a subscription: ending it is a command to Redis.
+      await new Promise<void>((resolve, reject) => m.subscribe(meterStatusTopic(meter.id), { qos: 1 }, (err) => (err ? reject(err) : resolve())))
+      expect(coupling.healthy()).toBe(true)
+
+      const exited = new Promise((r) => redis.once('exit', r))
+      redis.kill('SIGKILL')
+      await exited
+      await waitFor(() => !coupling.healthy(), 10_000, 'the coupling noticing that Redis is gone')
+      await publishAcked(m, meterReadingsTopic(meter.id), JSON.stringify({ ts: '2026-10-03T10:00:00Z', values: { '1-0:1.8.0': 7 } }))
+      const letGo = new Promise<void>((r) => m.once('close', () => r()))
+      await broker.close()
+      await letGo
+      expect((await readingsOf(t.db, meter.id)).map((r) => r.ts.toISOString())).toEqual(['2026-10-03T10:00:00.000Z'])
+      // The suite's other brokers close after this, with Redis.
+      await startRedis()
     })
   })
 })

@@ -11,23 +11,32 @@ const healthSchema = z.object({
   status: z.enum(['ok', 'unavailable']),
   broker: z.boolean(),
   database: z.boolean(),
+  redis: z.boolean().optional().describe('Present when the broker is coupled to others through Redis: whether Redis answers'),
 })
+
+/** The answer of a /healthz (this API's, and a broker process's own): 200 when every part answers. */
+export function healthAnswer(report: HealthReport): { code: 200 | 503; body: z.infer<typeof healthSchema> } {
+  const ok = report.broker && report.database && report.redis !== false
+  return {
+    code: ok ? 200 : 503,
+    body: { status: ok ? 'ok' : 'unavailable', broker: report.broker, database: report.database, ...(report.redis !== undefined ? { redis: report.redis } : {}) },
+  }
+}
 
 export const operationsRoutes: RoutePlugin = async (app, { deps }) => {
   defineRoute(app, {
     method: 'GET',
     url: '/healthz',
     summary: 'Whether the broker and the database answer',
-    description: '200 when both answer, 503 with the same shape when either does not.',
+    description: '200 when both answer (and Redis, for a broker coupled to others through it), 503 with the same shape when one does not.',
     tags: ['operations'],
     auth: 'public',
     response: healthSchema,
-    extraResponses: { 503: { description: 'The broker or the database does not answer', response: healthSchema } },
+    extraResponses: { 503: { description: 'The broker, the database or the broker\'s Redis does not answer', response: healthSchema } },
     async handler({ reply }) {
-      const report = await checkHealth(deps.health)
-      const ok = report.broker && report.database
-      void reply.code(ok ? 200 : 503).header('cache-control', 'no-store')
-      return reply.send({ status: ok ? 'ok' : 'unavailable', broker: report.broker, database: report.database })
+      const { code, body } = healthAnswer(await checkHealth(deps.health))
+      void reply.code(code).header('cache-control', 'no-store')
+      return reply.send(body)
     },
   })
 
