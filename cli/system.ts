@@ -125,7 +125,12 @@ async function startBrokerPart(
 /** A port we cannot listen on is a configuration problem: say which variable, not a stack trace. */
 function listenError(err: unknown, variable: string, port: number, host: string): unknown {
   const code = (err as { code?: string }).code
-  if (code === 'EADDRINUSE') return new ConfigError(`${variable}: port ${port} on ${host} is already in use (another Metershare or MQTT broker?)`)
+  if (code === 'EADDRINUSE') {
+    const likely = variable === ENV_VARS.mqttPort ? 'another Metershare or MQTT broker?' : 'another Metershare or web server?'
+    return new ConfigError(`${variable}: port ${port} on ${host} is already in use (${likely})`)
+  }
+  // The name of METERSHARE_HOST is looked up as the port opens.
+  if (code === 'ENOTFOUND' || code === 'EAI_AGAIN' || code === 'EAI_NONAME') return new ConfigError(`${ENV_VARS.host}: ${host} is not a known host name`)
   if (code === 'EACCES') return new ConfigError(`${variable}: not allowed to listen on port ${port} on ${host}`)
   if (code === 'EADDRNOTAVAIL') return new ConfigError(`${ENV_VARS.host}: ${host} is not an address of this machine`)
   return err

@@ -123,12 +123,12 @@ describe('metershare up on a port that is taken', () => {
   }
 
   it('names the variable of the port it cannot listen on, and exits 2 without a stack trace', async () => {
-    for (const [variable, ports] of [
-      ['MQTT_PORT', { MQTT_PORT: String(port), HTTP_PORT: '0' }],
-      ['HTTP_PORT', { MQTT_PORT: '0', HTTP_PORT: String(port) }],
+    for (const [variable, ports, likely] of [
+      ['MQTT_PORT', { MQTT_PORT: String(port), HTTP_PORT: '0' }, 'another Metershare or MQTT broker?'],
+      ['HTTP_PORT', { MQTT_PORT: '0', HTTP_PORT: String(port) }, 'another Metershare or web server?'],
     ] as const) {
       const { code, stderr } = await upWith(ports)
-      expect(stderr).toBe(`metershare up: ${variable}: port ${port} on 127.0.0.1 is already in use (another Metershare or MQTT broker?)\n`)
+      expect(stderr).toBe(`metershare up: ${variable}: port ${port} on 127.0.0.1 is already in use (${likely})\n`)
       expect(code).toBe(2)
     }
   }, 120_000)
@@ -137,6 +137,13 @@ describe('metershare up on a port that is taken', () => {
     // 198.51.100.0/24 is reserved for documentation (RFC 5737): no machine has it.
     const { code, stderr } = await upWith({ MQTT_PORT: '0', HTTP_PORT: '0', METERSHARE_HOST: '198.51.100.7' })
     expect(stderr).toBe('metershare up: METERSHARE_HOST: 198.51.100.7 is not an address of this machine\n')
+    expect(code).toBe(2)
+  }, 60_000)
+
+  it('names METERSHARE_HOST when the host name is not known', async () => {
+    // .invalid is reserved (RFC 2606): no resolver knows a name in it.
+    const { code, stderr } = await upWith({ MQTT_PORT: '0', HTTP_PORT: '0', METERSHARE_HOST: 'metershare.invalid' })
+    expect(stderr).toBe('metershare up: METERSHARE_HOST: metershare.invalid is not a known host name\n')
     expect(code).toBe(2)
   }, 60_000)
 
