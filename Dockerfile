@@ -10,6 +10,9 @@ COPY shared ./shared
 COPY simulators ./simulators
 COPY cli ./cli
 COPY tsconfig.json ./
+# `up` (the default command) keeps its embedded database, demo credentials and log in ./data.
+RUN mkdir -p /app/data && chown node:node /app/data
+VOLUME ["/app/data"]
 USER node
 EXPOSE 1883 8080
 ENTRYPOINT ["node", "cli/metershare.mjs"]

@@ -8,6 +8,7 @@ import { createDayResolver } from '../shared/calendar.ts'
 import type { DatabaseHandle } from '../shared/db/database.ts'
 import { log as rootLog } from '../shared/logger.ts'
 import type { Metrics } from '../shared/metrics.ts'
+import { TrustedProxies } from '../shared/trusted-proxies.ts'
 import { meterReadingsTopic, meterStatusTopic, parseEgressFilter, parseTopic } from '../shared/topics.ts'
 import { authenticateMqtt } from '../services/directory/directory-service.ts'
 import { findMeter } from '../services/directory/directory-repository.ts'
@@ -19,6 +20,7 @@ import { AuthThrottle } from './auth-throttle.ts'
 import { Egress, egressMetaOf, type EgressPolicy, type ReleaseRecorder } from './egress.ts'
 import { EVERY_TOPIC, LocalEgressInterest } from './egress-interest.ts'
 import { guardPacketSize } from './frame-guard.ts'
+import { ClosedBeforeHeaderError, readProxyHeader } from './proxy-protocol.ts'
 import { IngestLanes } from './ingest-lanes.ts'
 import { IngestThread } from './ingest-thread.ts'
 
@@ -306,6 +308,9 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
   aedes.on('clientError', (client, err) => log.debug({ clientId: client.id, err: err.message }, 'client error'))
   aedes.on('connectionError', (client, err) => log.debug({ clientId: client?.id, err: err.message }, 'connection error'))
 
+  const proxies = new TrustedProxies(config.trustedProxies)
+  /** Connections from a trusted proxy whose PROXY header has not come yet. */
+  const awaitingHeader = new Set<net.Socket>()
   const servers: net.Server[] = []
   const wsServers: WebSocketServer[] = []
   let closing: Promise<void> | null = null
@@ -343,7 +348,24 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
       aedes.handle(conn, req)
     },
     listenTcp(port, host) {
-      const server = net.createServer((socket) => broker.handle(socket, socket.remoteAddress ?? 'unknown'))
+      const server = net.createServer((socket) => {
+        const peer = socket.remoteAddress ?? 'unknown'
+        if (!proxies.trusts(peer)) return broker.handle(socket, peer)
+        // A trusted load balancer opens with the meter's address (PROXY protocol).
+        awaitingHeader.add(socket)
+        readProxyHeader(socket, config.mqtt.connectTimeoutMs).then(
+          (header) => {
+            awaitingHeader.delete(socket)
+            broker.handle(socket, header.kind === 'proxied' ? header.source : peer)
+          },
+          (err: Error) => {
+            awaitingHeader.delete(socket)
+            if (err instanceof ClosedBeforeHeaderError) log.debug({ address: peer }, 'proxy connection closed before a PROXY header (a health check)')
+            else log.warn({ address: peer, reason: err.message }, 'connection closed: a trusted proxy sent no valid PROXY protocol header')
+            socket.destroy()
+          },
+        )
+      })
       // Sockets beyond this are refused by the kernel-facing side; CONNACK 3 covers the rest.
       server.maxConnections = config.mqtt.connectionsMax + 100
       servers.push(server)
@@ -371,7 +393,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
         wss.handleUpgrade(req, socket, head, (ws) => {
           const stream = createWebSocketStream(ws)
           stream.on('error', () => stream.destroy())
-          broker.handle(stream, req.socket.remoteAddress ?? 'unknown', req)
+          broker.handle(stream, proxies.clientOf(req.socket.remoteAddress, req.headers['x-forwarded-for']) ?? 'unknown', req)
         })
       })
     },
@@ -382,6 +404,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
       closing ??= (async () => {
         // Stop accepting; a server's close callback fires once its last connection is gone.
         const stopped = servers.map((s) => new Promise<void>((r) => s.close(() => r())))
+        for (const socket of awaitingHeader) socket.destroy()
         for (const wss of wsServers) wss.close()
         await ingest.close()
         await thread?.close()

@@ -1,5 +1,6 @@
 import { z } from 'zod'
 import { ConfigError } from './errors.ts'
+import { parseTrustedProxies } from './trusted-proxies.ts'
 
 /**
  * Configuration: environment variables are read once in an entry point (`readEnv`),
@@ -21,6 +22,7 @@ export const ENV_VARS = {
   pgliteFsync: 'METERSHARE_PGLITE_FSYNC',
   dbPoolSize: 'METERSHARE_DB_POOL_SIZE',
   payoutMinMicros: 'METERSHARE_PAYOUT_MIN_MICROS',
+  trustedProxies: 'METERSHARE_TRUSTED_PROXIES',
 } as const
 
 export type EnvKey = keyof typeof ENV_VARS
@@ -81,6 +83,17 @@ const envSchema = z.object({
     .regex(/^\d+$/, 'must be a non-negative integer of micro-euros')
     .transform((v) => BigInt(v))
     .default(5_000_000n),
+  trustedProxies: z
+    .string()
+    .transform((v, ctx) => {
+      try {
+        return parseTrustedProxies(v)
+      } catch (err) {
+        ctx.addIssue({ code: 'custom', message: (err as Error).message })
+        return z.NEVER
+      }
+    })
+    .default([]),
 })
 
 /** Limits of the MQTT side; every one is named with its unit. */
@@ -139,6 +152,8 @@ export interface Config {
   adminToken: string | null
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent'
   redisUrl: string | null
+  /** Load balancers whose forwarded client addresses are believed (METERSHARE_TRUSTED_PROXIES); empty: none. */
+  trustedProxies: readonly string[]
   db: { poolSize: number; pgliteFsync: boolean }
   mqtt: { port: number; host: string } & MqttLimits
   http: { port: number; host: string; bodyBytesMax: number; pageItemsMax: number }
@@ -207,6 +222,7 @@ export function envToConfig(raw: RawEnv, overrides: ConfigOverrides = {}): Reado
     adminToken: e.adminToken ?? null,
     logLevel: e.logLevel,
     redisUrl: e.redisUrl ?? null,
+    trustedProxies: e.trustedProxies,
     db: { poolSize: e.dbPoolSize, pgliteFsync: e.pgliteFsync },
     mqtt: { port: e.mqttPort, host: e.host, ...DEFAULT_MQTT_LIMITS, ...overrides.mqtt },
     http: { port: e.httpPort, host: e.host, bodyBytesMax: 1024 * 1024, pageItemsMax: 1_000, ...overrides.http },

@@ -2,6 +2,7 @@ import { fastify, LogController, type FastifyBaseLogger, type FastifyInstance } 
 import type { Config } from '../../shared/config.ts'
 import type { DatabaseHandle } from '../../shared/db/database.ts'
 import { log } from '../../shared/logger.ts'
+import { TrustedProxies } from '../../shared/trusted-proxies.ts'
 import type { Metrics } from '../../shared/metrics.ts'
 import type { AuthContext, SessionResolver } from './auth.ts'
 import { sessionResolver } from '../directory/session-service.ts'
@@ -68,7 +69,10 @@ const QUIET_ROUTES = new Set<string>(['/healthz', '/metrics'])
 
 export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
   const clock = deps.clock ?? (() => new Date())
+  // Behind a trusted load balancer, request.ip is the client's (X-Forwarded-For): sign-in throttles count by it.
+  const proxies = new TrustedProxies(deps.config.trustedProxies)
   const app = fastify({
+    trustProxy: proxies.none ? false : (address: string) => proxies.trusts(address),
     loggerInstance: log.api as FastifyBaseLogger,
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: deps.config.http.bodyBytesMax,

@@ -60,4 +60,27 @@ describe('docker-compose.yml', () => {
     expect(dockerfile).toMatch(/npm ci --omit=dev/)
     expect(dockerfile).toMatch(/ENTRYPOINT \["node", "cli\/metershare.mjs"\]/)
   })
+
+  it('lets the image run `up` as its unprivileged user: the data folder is theirs, and a volume', () => {
+    const dockerfile = readFileSync(path.join(ROOT, 'Dockerfile'), 'utf8')
+    const user = /^USER (\S+)$/m.exec(dockerfile)?.[1]
+    expect(user).toBe('node')
+    const chown = /^RUN mkdir -p \/app\/data && chown (\S+):\S+ \/app\/data$/m.exec(dockerfile)
+    expect(chown?.[1]).toBe(user)
+    expect(dockerfile.indexOf(chown![0])).toBeLessThan(dockerfile.indexOf(`USER ${user}`))
+    expect(dockerfile).toMatch(/^VOLUME \["\/app\/data"\]$/m)
+    expect(dockerfile).toMatch(/^WORKDIR \/app$/m)
+  })
+
+  it('names the load balancer as the trusted proxy, at the fixed address it has', () => {
+    const lb = compose.services.lb as unknown as { networks: { default: { ipv4_address: string } } }
+    const address = lb.networks.default.ipv4_address
+    for (const [name, s] of ours) expect(s.environment?.METERSHARE_TRUSTED_PROXIES, name).toBe(address)
+    const subnet = (compose as unknown as { networks: { default: { ipam: { config: Array<{ subnet: string }> } } } }).networks.default.ipam.config[0]!.subnet
+    expect(address.startsWith(subnet.split('.').slice(0, 3).join('.') + '.')).toBe(true)
+    const haproxy = compose.configs[compose.services.lb!.configs![0]!.source]!.content
+    expect(haproxy).toMatch(/server-template broker 2 broker:1883 send-proxy-v2 check port 8080/)
+    expect(haproxy).toMatch(/backend brokers_ws\n(\s+\S.*\n)*?\s+option forwardfor/)
+    expect(haproxy).toMatch(/backend api\n(\s+\S.*\n)*?\s+option forwardfor/)
+  })
 })

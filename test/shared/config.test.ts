@@ -33,6 +33,9 @@ describe('configuration', () => {
     [{ pgliteFsync: 'maybe' }, 'METERSHARE_PGLITE_FSYNC', null],
     [{ logLevel: 'loud' }, 'METERSHARE_LOG_LEVEL', null],
     [{ redisUrl: 'http://x' }, 'REDIS_URL', null],
+    [{ trustedProxies: '10.0.0.5, lb.internal' }, 'METERSHARE_TRUSTED_PROXIES', '"lb.internal" is not an IP address or a CIDR range (such as 10.0.0.5 or 172.30.0.0/24) (got "10.0.0.5, lb.internal")'],
+    [{ trustedProxies: '10.0.0.0/33' }, 'METERSHARE_TRUSTED_PROXIES', null],
+    [{ trustedProxies: '2001:db8::/129' }, 'METERSHARE_TRUSTED_PROXIES', null],
   ] as const)('names the bad variable %o in its error', (raw, name, sentence) => {
     expect(() => envToConfig(raw)).toThrow(ConfigError)
     expect(() => envToConfig(raw)).toThrow(new RegExp(`^${name}: `))
@@ -42,6 +45,11 @@ describe('configuration', () => {
   it('takes ports and pool sizes given as digits', () => {
     const c = envToConfig({ mqttPort: '0', httpPort: '65535', dbPoolSize: '200' })
     expect([c.mqtt.port, c.http.port, c.db.poolSize]).toEqual([0, 65535, 200])
+  })
+
+  it('reads the trusted proxies as a list, none by default', () => {
+    expect(envToConfig({}).trustedProxies).toEqual([])
+    expect(envToConfig({ trustedProxies: ' 172.30.0.10 ,2001:db8::/32,, ' }).trustedProxies).toEqual(['172.30.0.10', '2001:db8::/32'])
   })
 
   it('is frozen all the way down', () => {

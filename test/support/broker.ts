@@ -2,7 +2,7 @@ import type { AddressInfo } from 'node:net'
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt'
 import { createBroker, type Broker, type BrokerDeps } from '../../broker/broker.ts'
 import type { EgressMeta, EgressPolicy } from '../../broker/egress.ts'
-import { envToConfig, type Config, type ConfigOverrides } from '../../shared/config.ts'
+import { envToConfig, type Config, type ConfigOverrides, type RawEnv } from '../../shared/config.ts'
 import type { DatabaseHandle } from '../../shared/db/database.ts'
 import { createMetrics, type Metrics } from '../../shared/metrics.ts'
 import { AccessLogRecorder } from '../../services/consent/access-log-recorder.ts'
@@ -31,12 +31,14 @@ export async function startTestBroker(
   handle: DatabaseHandle,
   options: {
     overrides?: ConfigOverrides
+    /** Environment values beside the ports (METERSHARE_TRUSTED_PROXIES, …). */
+    env?: RawEnv
     timezone?: string
     policy?: EgressPolicy
     deps?: Partial<BrokerDeps>
   } = {},
 ): Promise<TestBroker> {
-  const config = envToConfig({ mqttPort: '0', httpPort: '0', host: '127.0.0.1', timezone: options.timezone ?? 'Europe/Paris', logLevel: 'silent' }, options.overrides)
+  const config = envToConfig({ mqttPort: '0', httpPort: '0', host: '127.0.0.1', timezone: options.timezone ?? 'Europe/Paris', logLevel: 'silent', ...options.env }, options.overrides)
   const metrics = createMetrics({ defaultMetrics: false })
   const recorder = new AccessLogRecorder(handle.db, { metrics })
   const broker = await createBroker({

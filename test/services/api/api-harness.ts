@@ -2,7 +2,7 @@ import type { FastifyInstance, InjectOptions, LightMyRequestResponse } from 'fas
 import { sql, type Kysely } from 'kysely'
 import { afterAll, beforeAll } from 'vitest'
 import { buildApi, type ApiDeps, type HealthReport } from '../../../services/api/app.ts'
-import { envToConfig, type ConfigOverrides } from '../../../shared/config.ts'
+import { envToConfig, type ConfigOverrides, type RawEnv } from '../../../shared/config.ts'
 import type { Database } from '../../../shared/db/schema.ts'
 import { createMetrics, type Metrics } from '../../../shared/metrics.ts'
 import type { TestDatabase } from '../../support/database.ts'
@@ -34,6 +34,8 @@ export interface TestApiOptions {
   health?: () => Promise<HealthReport>
   clock?: () => Date
   config?: ConfigOverrides
+  /** Environment values beside the admin token (METERSHARE_TRUSTED_PROXIES, …). */
+  env?: RawEnv
   extra?: Partial<ApiDeps>
 }
 
@@ -53,7 +55,7 @@ export function useApi(t: TestDatabase, options: TestApiOptions = {}): TestApi {
 
   beforeAll(async () => {
     app = await buildApi({
-      config: envToConfig({ adminToken: ADMIN_TOKEN }, options.config),
+      config: envToConfig({ adminToken: ADMIN_TOKEN, ...options.env }, options.config),
       db: t.handle,
       metrics,
       health: options.health ?? (async () => ({ broker: true, database: await databaseAnswers(t.db) })),

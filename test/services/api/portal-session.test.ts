@@ -298,6 +298,49 @@ describeDatabases('portal sign-in and sessions', (t) => {
   })
 })
 
+describeDatabases('portal sign-in behind a trusted load balancer (METERSHARE_TRUSTED_PROXIES)', (t) => {
+  const BALANCER = '10.0.0.5'
+  const api = useApi(t, { env: { trustedProxies: `${BALANCER}, 10.1.0.0/16` }, config: { portal: { signInFailuresMax: FAILURES_MAX } } })
+  let n = 0
+  let email: string
+
+  beforeEach(async () => {
+    email = `behind-lb-${++n}@example.org`
+    expect((await api.asOperator('POST', '/admin/households', { name: 'Durand', email, password: PASSWORD })).statusCode).toBe(201)
+  })
+
+  function signIn(from: string, forwardedFor: string | null, password: string, who = email): Promise<LightMyRequestResponse> {
+    return api.inject({
+      method: 'POST',
+      url: '/portal/session',
+      remoteAddress: from,
+      headers: forwardedFor === null ? {} : { 'x-forwarded-for': forwardedFor },
+      payload: { email: who, password },
+    })
+  }
+
+  it('counts failures by the client address the balancer forwards, so one client cannot lock out the others', async () => {
+    const client = `203.0.113.${n}`
+    for (let i = 0; i < FAILURES_MAX; i++) expect((await signIn(BALANCER, client, 'wrong', `nobody-${n}-${i}@example.org`)).statusCode).toBe(401)
+    expect((await signIn(BALANCER, client, PASSWORD)).statusCode).toBe(429)
+    // Another household behind the same balancer signs in.
+    expect((await signIn(BALANCER, `198.51.100.${n}`, PASSWORD)).statusCode).toBe(201)
+  })
+
+  it('walks past every trusted proxy in X-Forwarded-For to the client', async () => {
+    const client = `203.0.114.${n}`
+    for (let i = 0; i < FAILURES_MAX; i++) expect((await signIn(BALANCER, `${client}, 10.1.2.3`, 'wrong', `nobody-${n}-${i}@example.org`)).statusCode).toBe(401)
+    expect((await signIn(BALANCER, client, PASSWORD)).statusCode).toBe(429)
+    expect((await signIn(BALANCER, `198.51.101.${n}, 10.1.2.3`, PASSWORD)).statusCode).toBe(201)
+  })
+
+  it('ignores X-Forwarded-For from anyone else: a client cannot escape its count by claiming other addresses', async () => {
+    const direct = `192.0.2.${n}`
+    for (let i = 0; i < FAILURES_MAX; i++) expect((await signIn(direct, `203.0.115.${i}`, 'wrong', `nobody-${n}-${i}@example.org`)).statusCode).toBe(401)
+    expect((await signIn(direct, '203.0.115.99', PASSWORD)).statusCode).toBe(429)
+  })
+})
+
 describe('sign-in throttle', () => {
   const limits = { signInFailuresMax: 2, signInFailureWindowMs: 1_000, signInKeysTrackedMax: 3 }
 

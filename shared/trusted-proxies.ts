@@ -1,0 +1,72 @@
+import net from 'node:net'
+
+/**
+ * The load balancers in front of a process (METERSHARE_TRUSTED_PROXIES): addresses and CIDR
+ * ranges, IPv4 or IPv6. A connection from one of them carries its client's address: in
+ * `X-Forwarded-For` over HTTP and WebSocket, in a PROXY protocol header over MQTT's TCP. That
+ * address is the one throttles count failures by; a connection from anywhere else is taken as
+ * it comes, whatever it claims.
+ */
+export class TrustedProxies {
+  private readonly list = new net.BlockList()
+
+  /** `entries` as `parseTrustedProxies` checked them. */
+  constructor(readonly entries: readonly string[]) {
+    for (const entry of entries) {
+      const [address, bits] = entry.split('/') as [string, string | undefined]
+      const type = net.isIPv4(address) ? 'ipv4' : 'ipv6'
+      if (bits === undefined) this.list.addAddress(address, type)
+      else this.list.addSubnet(address, Number(bits), type)
+    }
+  }
+
+  get none(): boolean {
+    return this.entries.length === 0
+  }
+
+  /** Whether a peer's address (as a socket reports it; IPv4-mapped IPv6 counts as IPv4) is a trusted proxy. */
+  trusts(address: string | undefined): boolean {
+    if (address === undefined || this.none) return false
+    const plain = unmapIPv4(address)
+    const type = net.isIPv4(plain) ? 'ipv4' : net.isIPv6(plain) ? 'ipv6' : null
+    return type !== null && this.list.check(plain, type)
+  }
+
+  /**
+   * The client's address behind the proxies: walking `X-Forwarded-For` from its end (the entry
+   * the nearest proxy added) past every trusted proxy, the first address that is not one.
+   */
+  clientOf(peer: string | undefined, forwardedFor: string | string[] | undefined): string | undefined {
+    if (!this.trusts(peer) || forwardedFor === undefined) return peer
+    const hops = (Array.isArray(forwardedFor) ? forwardedFor.join(',') : forwardedFor).split(',').map((h) => h.trim())
+    let client = peer
+    for (let i = hops.length - 1; i >= 0; i--) {
+      const hop = hops[i]!
+      if (net.isIP(unmapIPv4(hop)) === 0) break
+      client = hop
+      if (!this.trusts(hop)) break
+    }
+    return client
+  }
+}
+
+/** Checks METERSHARE_TRUSTED_PROXIES: comma-separated addresses or CIDR ranges. Throws a sentence naming the bad entry. */
+export function parseTrustedProxies(text: string): string[] {
+  const entries = text
+    .split(',')
+    .map((e) => e.trim())
+    .filter((e) => e !== '')
+  for (const entry of entries) {
+    const [address, bits, extra] = entry.split('/')
+    const family = net.isIP(address ?? '')
+    const maxBits = family === 4 ? 32 : 128
+    if (family === 0 || extra !== undefined || (bits !== undefined && (!/^\d{1,3}$/.test(bits) || Number(bits) > maxBits))) {
+      throw new Error(`"${entry}" is not an IP address or a CIDR range (such as 10.0.0.5 or 172.30.0.0/24)`)
+    }
+  }
+  return entries
+}
+
+function unmapIPv4(address: string): string {
+  return address.startsWith('::ffff:') && net.isIPv4(address.slice(7)) ? address.slice(7) : address
+}

@@ -1,0 +1,27 @@
+import { describe, expect, it } from 'vitest'
+import { TrustedProxies } from '../../shared/trusted-proxies.ts'
+
+describe('trusted proxies', () => {
+  const proxies = new TrustedProxies(['172.30.0.10', '10.1.0.0/16', '2001:db8:1::/48'])
+
+  it('trusts the listed addresses and ranges, IPv4-mapped IPv6 as IPv4, and nothing else', () => {
+    for (const a of ['172.30.0.10', '::ffff:172.30.0.10', '10.1.255.3', '2001:db8:1:ffff::1']) expect(proxies.trusts(a), a).toBe(true)
+    for (const a of ['172.30.0.11', '10.2.0.1', '2001:db8:2::1', '::1', 'not an address', undefined]) expect(proxies.trusts(a), String(a)).toBe(false)
+    expect(new TrustedProxies([]).trusts('127.0.0.1')).toBe(false)
+  })
+
+  it('finds the client behind the trusted hops of X-Forwarded-For, from its end', () => {
+    expect(proxies.clientOf('172.30.0.10', '203.0.113.5')).toBe('203.0.113.5')
+    expect(proxies.clientOf('::ffff:172.30.0.10', '198.51.100.1, 203.0.113.5, 10.1.0.7')).toBe('203.0.113.5')
+    expect(proxies.clientOf('172.30.0.10', ['198.51.100.1', '203.0.113.5'])).toBe('203.0.113.5')
+    // Every hop trusted: the first of them.
+    expect(proxies.clientOf('172.30.0.10', '10.1.0.8, 10.1.0.7')).toBe('10.1.0.8')
+    // Garbage stops the walk at the last address that was forwarded by a trusted hop.
+    expect(proxies.clientOf('172.30.0.10', 'junk, 10.1.0.7')).toBe('10.1.0.7')
+    expect(proxies.clientOf('172.30.0.10', undefined)).toBe('172.30.0.10')
+  })
+
+  it('ignores X-Forwarded-For from a peer it does not trust', () => {
+    expect(proxies.clientOf('203.0.113.9', '198.51.100.1')).toBe('203.0.113.9')
+  })
+})
