@@ -13,6 +13,7 @@ export const SYSTEM_TOOLS: ReadonlyArray<{ command: string; pkg: string; needs: 
   { command: 'chromium', pkg: 'chromium', needs: 'the portal in a headless browser' },
   { command: 'strace', pkg: 'strace', needs: "PGlite's fsync on commit, seen in system calls" },
   { command: 'redis-server', pkg: 'redis-server', needs: 'two brokers sharing sessions' },
+  { command: 'haproxy', pkg: 'haproxy', needs: "docker-compose.yml's load balancer in front of the processes" },
 ]
 
 export function skipReason(command: string, pkg: string): string {
