@@ -24,7 +24,7 @@ export interface Metrics {
 
 export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metrics {
   const registry = new Registry()
-  if (options.defaultMetrics !== false) collectDefaultMetrics({ register: registry, prefix: 'metershare_process_' })
+  if (options.defaultMetrics !== false) collectDefaultMetrics({ register: registry, prefix: 'metershare_' })
   const registers = [registry]
   const metrics: Metrics = {
     registry,
