@@ -168,9 +168,11 @@ const commands: Record<string, Command> = {
   },
 }
 
+const HELP_FLAGS = new Set(['--help', '-h'])
+
 export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
   const [name, ...args] = argv
-  if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
+  if (name === undefined || HELP_FLAGS.has(name) || name === 'help') {
     process.stdout.write(USAGE)
     return name === undefined ? 1 : 0
   }
@@ -178,6 +180,11 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
   if (command === undefined) {
     process.stderr.write(`metershare: unknown command '${name}'\n\n${USAGE}`)
     return 2
+  }
+  // `simulate` has options enough for a usage of its own; the others are all in USAGE.
+  if (name !== 'simulate' && args.some((a) => HELP_FLAGS.has(a))) {
+    process.stdout.write(USAGE)
+    return 0
   }
   try {
     return await command(args, readEnv(env))

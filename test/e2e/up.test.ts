@@ -1,4 +1,4 @@
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
@@ -139,6 +139,16 @@ describe('metershare up on a port that is taken', () => {
     expect(stderr).toBe('metershare up: METERSHARE_HOST: 198.51.100.7 is not an address of this machine\n')
     expect(code).toBe(2)
   }, 60_000)
+
+  it('answers --help for every command with the usage, and nothing else', async () => {
+    for (const command of ['up', 'migrate', 'broker', 'api', 'settlement', 'settle', 'simulate']) {
+      const { code, stdout, stderr } = await runCli([command, '--help'], { ...process.env, METERSHARE_DATA_DIR: path.join(dataDir, 'never-made') })
+      expect(stderr, command).toBe('')
+      expect(code, command).toBe(0)
+      expect(stdout, command).toMatch(command === 'simulate' ? /^usage: metershare simulate / : /^usage: metershare <command> \[options\]\n/)
+    }
+    expect(existsSync(path.join(dataDir, 'never-made'))).toBe(false)
+  }, 120_000)
 
   it('names METERSHARE_HOST when the host name is not known', async () => {
     // .invalid is reserved (RFC 2606): no resolver knows a name in it.
