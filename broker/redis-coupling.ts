@@ -103,7 +103,10 @@ function describeRedisError(err: Error, redisUrl: string, timeoutMs: number): st
 }
 
 export function redisCoupling(redisUrl: string): RedisCoupling {
-  const MQEmitterRedis = require('mqemitter-redis') as (opts: { subConn: unknown; pubConn: unknown }) => { state: { on(event: 'error', listener: (err: Error) => void): unknown } }
+  const MQEmitterRedis = require('mqemitter-redis') as (opts: { subConn: unknown; pubConn: unknown }) => {
+    state: { on(event: 'error', listener: (err: Error) => void): unknown }
+    close(cb?: () => void): unknown
+  }
   // aedes 1.x needs the promise-based persistence (its setup() is async).
   const Base = require('aedes-persistence-redis/asyncPersistence.js') as new (opts: { conn: unknown }) => AsyncRedisPersistence
   const Redis = require('ioredis') as new (url: string, options?: Record<string, unknown>) => RedisConnection
@@ -145,6 +148,9 @@ export function redisCoupling(redisUrl: string): RedisCoupling {
     },
     abandon() {
       closed = true
+      // aedes closes its emitter last, and mqemitter-redis would QUIT connections that are gone, a
+      // promise nobody awaits rejecting with "Connection is closed": the emitter is done with here.
+      mq.close = (cb?: () => void) => void cb?.()
       for (const conn of [persistenceConn, subConn, pubConn]) conn.disconnect()
     },
   }
