@@ -92,6 +92,25 @@ export async function loggedMeterEnds(db: Db, consentId: string): Promise<Set<st
   return new Set(rows.map((r) => r.meter_id!))
 }
 
+/** Locks the household's row until the end of the transaction: its grants are checked and made one at a time. */
+export async function lockHousehold(trx: Db, householdId: string): Promise<void> {
+  await trx.selectFrom('households').select('id').where('id', '=', householdId).forUpdate().execute()
+}
+
+/** The household's consents to a recipient at a granularity that are in force at `at`. */
+export async function consentsInForce(db: Db, householdId: string, recipientId: string, granularity: ConsentRow['granularity'], at: Date): Promise<ConsentRow[]> {
+  return db
+    .selectFrom('consents')
+    .selectAll()
+    .where('household_id', '=', householdId)
+    .where('recipient_id', '=', recipientId)
+    .where('granularity', '=', granularity)
+    .where('status', '=', 'active')
+    .where('valid_until', '>', at)
+    .orderBy('id')
+    .execute()
+}
+
 export async function householdExists(db: Db, householdId: string): Promise<boolean> {
   return (await db.selectFrom('households').select('id').where('id', '=', householdId).executeTakeFirst()) !== undefined
 }

@@ -204,6 +204,39 @@ async function insertGranted(trx: Transaction<Database>, c: NewConsent): Promise
   return id
 }
 
+/**
+ * A datum released to a recipient is paid for once: a household cannot give the same recipient the
+ * same granularity of the same meter's data under two consents in force at once (each would bill it).
+ * To change the terms, the household revokes the consent in force, then grants anew.
+ */
+async function refuseOverlap(
+  trx: Transaction<Database>,
+  wanted: { householdId: string; recipientId: string; granularity: Granularity; allMeters: boolean; meterIds: readonly string[]; terms: Terms },
+  now: Date,
+): Promise<void> {
+  const inForce = await repo.consentsInForce(trx, wanted.householdId, wanted.recipientId, wanted.granularity, now)
+  if (inForce.length === 0) return
+  const metersOf = await repo.meterIdsOfConsents(
+    trx,
+    inForce.map((c) => c.id),
+  )
+  for (const c of inForce) {
+    const meters = metersOf.get(c.id) ?? []
+    const sharedMeter = wanted.allMeters || c.all_meters || meters.some((m) => wanted.meterIds.includes(m))
+    const sharedData = windowsOverlap(wanted.terms.dataFrom, wanted.terms.dataUntil, c.data_from, c.data_until)
+    if (sharedMeter && sharedData) {
+      throw new ConflictError(
+        `offerId: consent ${c.id} already gives this recipient the household's ${wanted.granularity} data of ${c.all_meters ? 'all its meters' : meters.join(', ')} until ${c.valid_until.toISOString()}; revoke it to grant other terms`,
+      )
+    }
+  }
+}
+
+/** Whether two data windows `[from, until)` (until null: open) share an instant. */
+function windowsOverlap(aFrom: Date, aUntil: Date | null, bFrom: Date, bUntil: Date | null): boolean {
+  return (aUntil === null || bFrom < aUntil) && (bUntil === null || aFrom < bUntil)
+}
+
 /** A household accepts an offer (`POST /me/consents`). */
 export async function grantConsent(db: Kysely<Database>, householdId: string, input: GrantInput, now: Date): Promise<{ id: string }> {
   if (typeof input.offerId !== 'string' || input.offerId === '') throw new InvalidInputError('offerId: required', 'offerId')
@@ -212,7 +245,9 @@ export async function grantConsent(db: Kysely<Database>, householdId: string, in
   const id = await db.transaction().execute(async (trx) => {
     const offer = await findOffer(trx, input.offerId)
     if (offer === undefined) throw new InvalidInputError('offerId: no such offer', 'offerId')
+    await repo.lockHousehold(trx, householdId)
     const meterIds = await resolveMeters(trx, householdId, asked, now)
+    await refuseOverlap(trx, { householdId, recipientId: offer.recipient_id, granularity: offer.granularity, allMeters: asked === undefined, meterIds, terms }, now)
     return insertGranted(trx, {
       kind: 'offer',
       householdId,

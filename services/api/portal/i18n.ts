@@ -297,7 +297,7 @@ const EN: Messages = {
     noMeter: 'You occupy no meter at the moment, so there is nothing to share.',
     failed: 'Not saved: {message}',
     noMeterChosen: 'choose at least one meter.',
-    alreadyAccepted: 'You have an active consent for this offer.',
+    alreadyAccepted: 'You have an active consent for this offer. Data a consent already shares with this recipient cannot be shared twice: accept again only for other meters, or revoke that consent above to choose other terms.',
   },
   accessLog: {
     title: 'Access log',
@@ -443,7 +443,7 @@ const FR: Messages = {
     noMeter: 'Vous n’occupez aucun compteur en ce moment : rien à partager.',
     failed: 'Non enregistré : {message}',
     noMeterChosen: 'choisissez au moins un compteur.',
-    alreadyAccepted: 'Vous avez un consentement actif pour cette offre.',
+    alreadyAccepted: 'Vous avez un consentement actif pour cette offre. Les données qu’un consentement partage déjà avec ce destinataire ne peuvent pas l’être deux fois : acceptez à nouveau seulement pour d’autres compteurs, ou révoquez ce consentement ci-dessus pour choisir d’autres conditions.',
   },
   accessLog: {
     title: 'Journal des accès',

@@ -12,7 +12,7 @@ import {
 } from '../../../services/consent/consent-service.ts'
 import { createOffer, listOffers, listOffersForHousehold } from '../../../services/consent/offer-service.ts'
 import { moveOut } from '../../../services/metering/occupancy-service.ts'
-import { InvalidInputError } from '../../../shared/errors.ts'
+import { ConflictError, InvalidInputError } from '../../../shared/errors.ts'
 import { describeDatabases } from '../../support/database.ts'
 import { offerInput, seedConsentWorld, seedOffer, type ConsentWorld } from './consent-world.ts'
 
@@ -179,11 +179,79 @@ describeDatabases('consent service', (t) => {
     const leapDay = new Date('2028-02-29T10:00:00Z')
     expect(addYearsUtc(leapDay, 3)).toEqual(new Date('2031-02-28T10:00:00Z'))
     await grantConsent(t.db, w.h1, { offerId, validUntil: addYearsUtc(NOW, 3) }, NOW)
-    await grantConsent(t.db, w.h1, { offerId, validUntil: addYearsUtc(leapDay, 3) }, leapDay)
+    await grantConsent(t.db, w.h2, { offerId, validUntil: addYearsUtc(leapDay, 3) }, leapDay)
     expect(await t.db.selectFrom('consents').select('valid_until').orderBy('valid_until').execute()).toEqual([
       { valid_until: addYearsUtc(NOW, 3) },
       { valid_until: new Date('2031-02-28T10:00:00Z') },
     ])
+  })
+
+  it('refuses a second consent that would give the same recipient the same data, so that no datum is billed twice', async () => {
+    const offerId = await seedOffer(t.db, w.appId)
+    const first = await grantConsent(t.db, w.h1, { offerId, validUntil: LATER(30 * DAY) }, NOW)
+    const refused = async (p: Promise<unknown>): Promise<string> => {
+      const err = await p.then(
+        () => null,
+        (e: unknown) => e,
+      )
+      expect(err).toBeInstanceOf(ConflictError)
+      return (err as ConflictError).message
+    }
+    // The same offer again, and another offer of the same recipient at the same granularity.
+    expect(await refused(grantConsent(t.db, w.h1, { offerId, validUntil: LATER(60 * DAY) }, LATER(1)))).toMatch(
+      new RegExp(`^offerId: consent ${first.id} already gives this recipient the household's load_curve data of all its meters until `),
+    )
+    const cheaper = await seedOffer(t.db, w.appId, { priceMicrosPerDatum: 50n })
+    await refused(grantConsent(t.db, w.h1, { offerId: cheaper, meterIds: [w.m2], validUntil: LATER(60 * DAY) }, LATER(1)))
+    expect(await t.db.selectFrom('consents').select('id').execute()).toEqual([{ id: first.id }])
+
+    // Other data: another granularity, another recipient, another household.
+    await grantConsent(t.db, w.h1, { offerId: await seedOffer(t.db, w.appId, { granularity: 'daily' }), validUntil: LATER(60 * DAY) }, LATER(1))
+    await grantConsent(t.db, w.h1, { offerId: await seedOffer(t.db, w.labId), validUntil: LATER(60 * DAY) }, LATER(1))
+    await grantConsent(t.db, w.h2, { offerId, validUntil: LATER(60 * DAY) }, LATER(1))
+
+    // Once the first is revoked, the household may grant other terms.
+    await revokeConsent(t.db, first.id, { role: 'household', householdId: w.h1 }, LATER(2))
+    const narrower = await grantConsent(t.db, w.h1, { offerId: cheaper, meterIds: [w.m1], validUntil: LATER(60 * DAY) }, LATER(3))
+    // Other meters, or another stretch of data, share nothing with it.
+    const onM2 = await grantConsent(t.db, w.h1, { offerId, meterIds: [w.m2], validUntil: LATER(60 * DAY) }, LATER(4))
+    await grantConsent(t.db, w.h1, { offerId, meterIds: [w.m1], dataFrom: new Date('2025-01-01T00:00:00Z'), dataUntil: LATER(3), validUntil: LATER(60 * DAY) }, LATER(4))
+    // All meters again: it shares a meter with both.
+    const overlapping = await refused(grantConsent(t.db, w.h1, { offerId, validUntil: LATER(60 * DAY) }, LATER(5)))
+    const named = /^offerId: consent (\S+) already gives this recipient the household's load_curve data of (\S+) until /.exec(overlapping)
+    expect([
+      [narrower.id, w.m1],
+      [onM2.id, w.m2],
+    ]).toContainEqual([named?.[1], named?.[2]])
+  })
+
+  it('refuses again once a consent has run out only when it is still in force', async () => {
+    const offerId = await seedOffer(t.db, w.appId)
+    await grantConsent(t.db, w.h1, { offerId, validUntil: LATER(DAY) }, NOW)
+    // Past its validity it no longer counts, whether or not the sweeper has marked it expired yet.
+    await grantConsent(t.db, w.h1, { offerId, validUntil: LATER(3 * DAY) }, LATER(DAY))
+    await expect(grantConsent(t.db, w.h1, { offerId, validUntil: LATER(4 * DAY) }, LATER(2 * DAY))).rejects.toBeInstanceOf(ConflictError)
+  })
+
+  it('lets only one of two grants of the same data made at the same time through', async () => {
+    // On PostgreSQL from two pools, as two API processes would (without the household's lock, both
+    // went through in 19 of 20 tries); PGlite is one connection.
+    const other = t.url !== null ? await t.openAnother() : t.handle
+    try {
+      for (const household of [w.h1, w.h2]) {
+        for (let i = 0; i < 3; i++) {
+          const offerId = await seedOffer(t.db, w.appId)
+          const results = await Promise.allSettled([t.db, other.db].map((db, k) => grantConsent(db, household, { offerId, validUntil: LATER((30 + k) * DAY) }, LATER(i))))
+          expect(results.map((r) => r.status).sort()).toEqual(['fulfilled', 'rejected'])
+          expect((results.find((r) => r.status === 'rejected') as PromiseRejectedResult).reason).toBeInstanceOf(ConflictError)
+          const granted = (results.find((r) => r.status === 'fulfilled') as PromiseFulfilledResult<{ id: string }>).value
+          await revokeConsent(t.db, granted.id, { role: 'household', householdId: household }, LATER(i + 1))
+        }
+      }
+      expect(await t.db.selectFrom('consents').select('id').execute()).toHaveLength(6)
+    } finally {
+      if (other !== t.handle) await other.close()
+    }
   })
 
   it('revokes at once: status, one log entry by the household, idempotent, and others cannot', async () => {
@@ -313,7 +381,11 @@ describeDatabases('consent service', (t) => {
   it('lists consents naming a recipient and the household’s log, page by page', async () => {
     const offerId = await seedOffer(t.db, w.appId)
     const ids: string[] = []
-    for (let i = 0; i < 3; i++) ids.push((await grantConsent(t.db, w.h1, { offerId, validUntil: LATER(DAY) }, LATER(i))).id)
+    // Three stretches of history: consents in force at once may not give the same data twice.
+    for (let i = 0; i < 3; i++) {
+      const dataFrom = new Date(Date.UTC(2025, i, 1))
+      ids.push((await grantConsent(t.db, w.h1, { offerId, validUntil: LATER(DAY), dataFrom, dataUntil: new Date(Date.UTC(2025, i + 1, 1)) }, LATER(i))).id)
+    }
     await grantConsent(t.db, w.h2, { offerId: await seedOffer(t.db, w.labId), validUntil: LATER(DAY) }, NOW)
     await revokeConsent(t.db, ids[1]!, { role: 'household', householdId: w.h1 }, LATER(10))
 
