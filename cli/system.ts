@@ -239,7 +239,7 @@ export async function startSystem(configIn: Readonly<Config>, options: SystemOpt
           partyId: r.partyId,
           apiKey: r.apiKey,
           ...(r.live !== undefined ? { mqttUrl: `mqtt://127.0.0.1:${mqttPort}`, topics: r.live } : {}),
-          ...(r.pull !== undefined ? { apiUrl: `http://127.0.0.1:${httpPort}`, pull: { granularity: r.pull, fromMs: world.fromMs } } : {}),
+          ...(r.pull !== undefined ? { apiUrl: `http://127.0.0.1:${httpPort}`, pull: { granularity: r.pull, fromMs: world.fromMs }, timeZone: config.timezone } : {}),
         })
         parts.add(`sample recipient ${r.name}`, () => recipient.stop())
       }

@@ -1,4 +1,5 @@
 import mqtt, { type MqttClient } from 'mqtt'
+import { startOfLocalDay } from './local-time.ts'
 
 /**
  * A sample recipient, as a utility or a third party would write one: it follows the egress
@@ -21,6 +22,8 @@ export interface SampleRecipientOptions {
   /** Pull: the HTTP API's base URL, the granularity and how far back the first pull starts. */
   apiUrl?: string
   pull?: { granularity: 'load_curve' | 'daily' | 'monthly'; fromMs: number; intervalMs?: number }
+  /** The deployment's calendar (METERSHARE_TIMEZONE): where a pulled day or month starts. */
+  timeZone?: string
   clientId?: string
   now?: () => number
 }
@@ -28,8 +31,9 @@ export interface SampleRecipientOptions {
 export interface SampleRecipientStats {
   /** Messages received over MQTT. */
   live: number
-  /** Datums the last complete pull found in the window. */
+  /** Datums received over HTTP, each time one is (the latest day or month of a meter comes again until it is over). */
   pulled: number
+  /** Windows walked to their end. */
   pulls: number
   errors: number
 }
@@ -37,6 +41,14 @@ export interface SampleRecipientStats {
 export interface SampleRecipient {
   stats(): SampleRecipientStats
   stop(): Promise<void>
+}
+
+type PulledDatum = { meterId: string } & ({ ts: string } | { day: string } | { month: string })
+
+/** Where the next pull of a meter starts, given a datum of it: after a reading, at the start of a day or month (it may grow). */
+export function nextFromMs(datum: PulledDatum, timeZone: string): number {
+  if ('ts' in datum) return Date.parse(datum.ts) + 1
+  return startOfLocalDay('day' in datum ? datum.day : `${datum.month}-01`, timeZone)
 }
 
 export function startSampleRecipient(options: SampleRecipientOptions): SampleRecipient {
@@ -62,31 +74,43 @@ export function startSampleRecipient(options: SampleRecipientOptions): SampleRec
 
   if (options.apiUrl !== undefined && options.pull !== undefined) {
     const { granularity, intervalMs = SAMPLE_RECIPIENT_PULL_INTERVAL_MS_DEFAULT } = options.pull
-    // Each pull walks the whole window again, as a recipient refreshing its copy would: history
-    // released since (a new consent reaching back, late data) shows up too.
+    const timeZone = options.timeZone ?? 'Europe/Paris'
+    // A recipient keeping a copy pulls what is new: from the start of the latest period it holds of
+    // each meter (a day or month may still grow; a load-curve reading is final), the earliest of
+    // them, so that a meter lagging behind the others is not skipped. Pulling everything again at
+    // each poll would be a release each time, in every household's access log.
+    let fromMs = options.pull.fromMs
+    const latestByMeter = new Map<string, number>()
+    /** A window being walked page by page, continued by the next poll when it is long. */
+    let walk: { toMs: number; cursor: string | null } | null = null
     const pullOnce = async (): Promise<void> => {
-      const toMs = now()
-      let cursor: string | null = null
-      let seen = 0
+      walk ??= { toMs: now(), cursor: null }
       for (let page = 0; page < SAMPLE_RECIPIENT_PAGES_PER_PULL_MAX && !stopped; page++) {
         const url = new URL('/data/readings', options.apiUrl)
-        url.searchParams.set('from', new Date(options.pull!.fromMs).toISOString())
-        url.searchParams.set('to', new Date(toMs).toISOString())
+        url.searchParams.set('from', new Date(fromMs).toISOString())
+        url.searchParams.set('to', new Date(walk.toMs).toISOString())
         url.searchParams.set('granularity', granularity)
         url.searchParams.set('limit', String(SAMPLE_RECIPIENT_PAGE_ITEMS))
-        if (cursor !== null) url.searchParams.set('cursor', cursor)
+        if (walk.cursor !== null) url.searchParams.set('cursor', walk.cursor)
         const res = await fetch(url, { headers: { authorization: `Bearer ${options.apiKey}` } })
         if (!res.ok) {
           stats.errors++
           return
         }
-        const body = (await res.json()) as { items: unknown[]; nextCursor: string | null }
-        seen += body.items.length
-        cursor = body.nextCursor
-        if (cursor === null) break
+        const body = (await res.json()) as { items: PulledDatum[]; nextCursor: string | null }
+        stats.pulled += body.items.length
+        for (const item of body.items) {
+          const next = nextFromMs(item, timeZone)
+          if (next > (latestByMeter.get(item.meterId) ?? -Infinity)) latestByMeter.set(item.meterId, next)
+        }
+        walk.cursor = body.nextCursor
+        if (walk.cursor === null) {
+          if (latestByMeter.size > 0) fromMs = Math.max(fromMs, Math.min(...latestByMeter.values()))
+          walk = null
+          stats.pulls++
+          return
+        }
       }
-      stats.pulled = seen
-      stats.pulls++
     }
     const tick = (): void => {
       pulling = pulling.then(pullOnce).catch(() => {

@@ -8,7 +8,7 @@ import { openReleaseView, type ReleaseView } from '../../services/consent/releas
 import { createParty } from '../../services/directory/directory-service.ts'
 import { envToConfig } from '../../shared/config.ts'
 import { meterReadingsTopic } from '../../shared/topics.ts'
-import { startSampleRecipient } from '../../simulators/sample-recipient.ts'
+import { nextFromMs, startSampleRecipient } from '../../simulators/sample-recipient.ts'
 import { connectMeter, endClient, publishAcked, startTestBroker, waitFor, type TestBroker } from '../support/broker.ts'
 import { useTestDatabase } from '../support/database.ts'
 import { createTestHousehold, createTestMeter, createUtility, insertOccupancy } from '../support/world.ts'
@@ -59,8 +59,28 @@ describe('the sample recipient', () => {
       await endClient(m)
       await waitFor(() => recipient.stats().live === 3 && recipient.stats().pulled === 3, 10_000, 'live and pulled datums')
       expect(recipient.stats()).toMatchObject({ live: 3, pulled: 3, errors: 0 })
+
+      // Later pulls ask only for what is new: each released datum is pulled once.
+      const pulls = recipient.stats().pulls
+      await waitFor(() => recipient.stats().pulls >= pulls + 3, 10_000, 'three more pulls')
+      expect(recipient.stats().pulled).toBe(3)
+      const again = await connectMeter(tb.url, meter)
+      await publishAcked(again, meterReadingsTopic(meter.id), JSON.stringify({ ts: '2026-10-02T04:00:00Z', values: { '1-0:1.8.0': 4 } }))
+      await endClient(again)
+      const after = recipient.stats().pulls
+      await waitFor(() => recipient.stats().pulls >= after + 3, 10_000, 'three pulls after the new reading')
+      expect(recipient.stats()).toMatchObject({ live: 4, pulled: 4, errors: 0 })
+      const released = await t.db.selectFrom('access_log').select((eb) => eb.fn.sum<string>('datums').as('n')).where('channel', '=', 'http').executeTakeFirst()
+      expect(Number(released?.n)).toBe(4)
     } finally {
       await recipient.stop()
     }
+  })
+
+  it('pulls a meter again from the start of its latest day or month, in the deployment\'s calendar, and after its latest reading', () => {
+    expect(nextFromMs({ meterId: 'm', ts: '2026-10-02T04:00:00Z' }, 'Europe/Paris')).toBe(Date.parse('2026-10-02T04:00:00.001Z'))
+    expect(nextFromMs({ meterId: 'm', day: '2026-10-02' }, 'Europe/Paris')).toBe(Date.parse('2026-10-01T22:00:00Z'))
+    expect(nextFromMs({ meterId: 'm', month: '2026-11' }, 'Europe/Paris')).toBe(Date.parse('2026-10-31T23:00:00Z'))
+    expect(nextFromMs({ meterId: 'm', day: '2026-10-02' }, 'America/New_York')).toBe(Date.parse('2026-10-02T04:00:00Z'))
   })
 })
