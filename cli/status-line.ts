@@ -32,14 +32,19 @@ export function startStatusLine(options: { metrics: Metrics; fleet: Fleet | null
     const rate = ((stored - lastStored) * 1000) / Math.max(1, now - lastAt)
     lastStored = stored
     lastAt = now
+    // The fleet's own count against its size; meters of anyone else (a mosquitto_pub, a real meter) beside it.
+    const fleetStats = fleet?.stats()
+    const others = fleetStats !== undefined ? Math.max(0, meters - fleetStats.connected) : 0
     const parts = [
-      `${fmt.format(meters)}${fleet !== null ? '/' + fmt.format(fleet.stats().meters) : ''} meters connected`,
+      fleetStats !== undefined
+        ? `${fmt.format(fleetStats.connected)}/${fmt.format(fleetStats.meters)} meters connected${others > 0 ? ` (+${fmt.format(others)} others)` : ''}`
+        : `${fmt.format(meters)} meters connected`,
       `${fmt.format(Math.round(rate))} readings/s`,
       `${fmt.format(stored)} stored`,
       `${fmt.format(quarantined)} quarantined`,
       `${fmt.format(released)} released`,
     ]
-    const simulated = fleet?.stats().simulatedMs
+    const simulated = fleetStats?.simulatedMs
     if (simulated !== undefined && simulated !== null) parts.push(`simulated ${formatMinuteUtc(simulated)}`)
     const line = parts.join(' · ')
     if (tty) {
