@@ -138,7 +138,9 @@ export interface Messages {
     estimateText: string
     chooseMeters: string
     validity: string
+    validityMonth: string
     validityMonths: string
+    validityYear: string
     validityYears: string
     shareFrom: string
     fromNow: string
@@ -284,8 +286,10 @@ const EN: Messages = {
     estimateText: 'about {amount} a month for the meters chosen (30 days of data)',
     chooseMeters: 'Meters to share',
     validity: 'Valid until',
+    validityMonth: '1 month ({date})',
     validityMonths: '{count} months ({date})',
-    validityYears: '{count} year(s) ({date})',
+    validityYear: '1 year ({date})',
+    validityYears: '{count} years ({date})',
     shareFrom: 'Share data stamped from',
     fromNow: 'now on',
     fromToday: 'the start of today',
@@ -430,8 +434,10 @@ const FR: Messages = {
     estimateText: 'environ {amount} par mois pour les compteurs choisis (30 jours de données)',
     chooseMeters: 'Compteurs à partager',
     validity: 'Valable jusqu’au',
+    validityMonth: '1 mois ({date})',
     validityMonths: '{count} mois ({date})',
-    validityYears: '{count} an(s) ({date})',
+    validityYear: '1 an ({date})',
+    validityYears: '{count} ans ({date})',
     shareFrom: 'Partager les données datées à partir',
     fromNow: 'de maintenant',
     fromToday: 'du début de la journée',

@@ -90,6 +90,8 @@ export interface Choice {
   kind: string
   count?: number
   at: Date
+  /** The option a form starts on (the first one otherwise). */
+  preselected?: boolean
 }
 
 export interface ConsentsModel {
@@ -130,10 +132,11 @@ export async function loadConsents(
   const meters = (await householdMeters(db, householdId, now)).filter((m) => m.occupiedNow)
   const tz = config.timezone
   const today = dayOf(now, tz)
+  // Shortest first; a year is what the form offers unless the household picks another.
   const validity: Choice[] = [
-    { value: addYearsUtc(now, 1).toISOString(), kind: 'years', count: 1, at: addYearsUtc(now, 1) },
     { value: addMonthsUtc(now, 1).toISOString(), kind: 'months', count: 1, at: addMonthsUtc(now, 1) },
     { value: addMonthsUtc(now, 6).toISOString(), kind: 'months', count: 6, at: addMonthsUtc(now, 6) },
+    { value: addYearsUtc(now, 1).toISOString(), kind: 'years', count: 1, at: addYearsUtc(now, 1), preselected: true },
     { value: addYearsUtc(now, 3).toISOString(), kind: 'years', count: 3, at: addYearsUtc(now, 3) },
   ]
   const dataFrom: Choice[] = [

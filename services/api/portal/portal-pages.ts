@@ -246,9 +246,9 @@ function choiceLabel(ctx: PageContext, c: Choice): string {
   const { t, f } = ctx
   switch (c.kind) {
     case 'years':
-      return fill(t.consents.validityYears, { count: String(c.count), date: f.date(c.at, ctx.timezone) })
+      return fill(c.count === 1 ? t.consents.validityYear : t.consents.validityYears, { count: String(c.count), date: f.date(c.at, ctx.timezone) })
     case 'months':
-      return fill(t.consents.validityMonths, { count: String(c.count), date: f.date(c.at, ctx.timezone) })
+      return fill(c.count === 1 ? t.consents.validityMonth : t.consents.validityMonths, { count: String(c.count), date: f.date(c.at, ctx.timezone) })
     case 'now':
       return t.consents.fromNow
     case 'today':
@@ -279,7 +279,7 @@ function offerCard(ctx: PageContext, model: ConsentsModel, offer: HouseholdOffer
       : html`<form class="grant" data-grant="${id}">
 <fieldset><legend>${t.consents.chooseMeters}</legend><ul class="plain">${meters}</ul></fieldset>
 <p><label for="valid-${id}">${t.consents.validity}</label>
-<select id="valid-${id}" name="validUntil">${model.validity.map((c) => html`<option value="${c.value}">${choiceLabel(ctx, c)}</option>`)}</select></p>
+<select id="valid-${id}" name="validUntil">${model.validity.map((c) => html`<option value="${c.value}"${c.preselected === true ? trusted(' selected') : ''}>${choiceLabel(ctx, c)}</option>`)}</select></p>
 <p><label for="from-${id}">${t.consents.shareFrom}</label>
 <select id="from-${id}" name="dataFrom">${model.dataFrom.map((c) => html`<option value="${c.value}">${choiceLabel(ctx, c)}</option>`)}</select></p>
 <p class="error" role="alert" data-error hidden></p>

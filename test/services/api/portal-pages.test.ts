@@ -159,6 +159,15 @@ describeDatabases('portal pages', (t) => {
     expect(html).toContain('about €2.90 a month for the meters chosen')
     expect(html).toContain(`<input type="checkbox" name="meterId" value="${meterId}" checked data-datums="720">`)
     expect(html).toContain('<dialog id="revoke-dialog"')
+    // Validity, shortest first, a year preselected, in words that agree with their number.
+    const validity = /<select id="valid-[^"]+" name="validUntil">([\s\S]*?)<\/select>/.exec(html)![1]!
+    const options = [...validity.matchAll(/<option value="[^"]+"( selected)?>([^(<]+) \(/g)].map((m) => [m[2]!.trim(), m[1] === ' selected'])
+    expect(options).toEqual([
+      ['1 month', false],
+      ['6 months', false],
+      ['1 year', true],
+      ['3 years', false],
+    ])
     // The supplier's legal basis is listed, free, and only the operator ends it.
     const legal = /<tr data-consent="cns_[0-9a-z]+" data-status="active">\s*<td>Grid <span class="tag">Legal basis<\/span><\/td>[\s\S]*?<\/tr>/.exec(html)
     expect(legal).not.toBeNull()
