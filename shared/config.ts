@@ -138,8 +138,10 @@ export interface PortalLimits {
   sessionTtlMs: number
   /** Sessions a household may hold at once; signing in again ends the oldest beyond this. */
   sessionsPerHouseholdMax: number
-  /** Failed sign-ins per email, and per address, within the window before further tries are refused. */
+  /** Failed sign-ins per email from one address, and per address, within the window before further tries are refused. */
   signInFailuresMax: number
+  /** Failed sign-ins per email from all addresses together within the window (guessing spread over many addresses). */
+  signInFailuresPerEmailMax: number
   signInFailureWindowMs: number
   /** Emails and addresses whose failures are remembered at once (the oldest are forgotten first). */
   signInKeysTrackedMax: number
@@ -194,6 +196,7 @@ export const DEFAULT_PORTAL_LIMITS: PortalLimits = {
   sessionTtlMs: 12 * 60 * 60 * 1000,
   sessionsPerHouseholdMax: 20,
   signInFailuresMax: 5,
+  signInFailuresPerEmailMax: 50,
   signInFailureWindowMs: 15 * 60 * 1000,
   signInKeysTrackedMax: 100_000,
 }

@@ -8,7 +8,7 @@ import { generateSecret, hashSecret, safeEqual, verifySecret } from '../../share
 import { authenticatePassword } from './directory-service.ts'
 import type { Principal } from './principal.ts'
 import * as repo from './session-repository.ts'
-import { addressKey, emailKey, type SignInThrottle } from './session-throttle.ts'
+import type { SignInThrottle } from './session-throttle.ts'
 
 /**
  * The household portal's sessions. Signing in with email and password opens a session whose
@@ -97,8 +97,8 @@ export interface SignInInput {
 }
 
 /**
- * Email and password to a new session. Failures are counted per email and per address;
- * past the limit the attempt is refused before the password is even checked (429), so that
+ * Email and password to a new session. Failures are counted per email and address, per address
+ * and per email (SignInThrottle.keysOf); past a limit the attempt is refused before the password is even checked (429), so that
  * guessing stays slow and costs us no scrypt work. A wrong email and a wrong password fail alike.
  */
 export async function signIn(
@@ -108,7 +108,7 @@ export async function signIn(
   limits: SessionLimits,
   throttle: SignInThrottle,
 ): Promise<OpenedSession> {
-  const keys = [emailKey(input.email), addressKey(input.address)]
+  const keys = throttle.keysOf(input.email, input.address)
   const wait = throttle.retryAfterMs(keys, now.getTime())
   if (wait > 0) throw new TooManyRequestsError('too many failed sign-ins: try again later', wait)
   const found = await authenticatePassword(db, input.email.trim(), input.password)
@@ -116,6 +116,7 @@ export async function signIn(
     throttle.recordFailure(keys, now.getTime())
     throw new UnauthenticatedError('email or password: no household with this email and password')
   }
+  // The right password from this address clears what this address got wrong for this email.
   throttle.forget(keys[0]!)
   return openSession(db, found.householdId, now, limits)
 }

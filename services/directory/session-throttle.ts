@@ -1,36 +1,57 @@
 import type { PortalLimits } from '../../shared/config.ts'
 
 /**
- * Failed sign-ins remembered per key (an email, an address) in a sliding window: once a
- * key has `signInFailuresMax` failures within `signInFailureWindowMs`, it must wait until
- * the oldest of them leaves the window. Held in memory by one API process (as the broker's
- * authentication throttle); at most `signInKeysTrackedMax` keys, the least recently failed
- * forgotten first. Pure apart from its own state: time comes in as an argument.
+ * Failed sign-ins remembered per key in a sliding window: once a key has its `max` failures
+ * within `signInFailureWindowMs`, it must wait until the oldest of them leaves the window. Held
+ * in memory by one API process (as the broker's authentication throttle); at most
+ * `signInKeysTrackedMax` keys, the least recently failed forgotten first. Pure apart from its
+ * own state: time comes in as an argument.
  */
-export type SignInThrottleLimits = Pick<PortalLimits, 'signInFailuresMax' | 'signInFailureWindowMs' | 'signInKeysTrackedMax'>
+export type SignInThrottleLimits = Pick<PortalLimits, 'signInFailuresMax' | 'signInFailuresPerEmailMax' | 'signInFailureWindowMs' | 'signInKeysTrackedMax'>
+
+/** A key and how many failures it may have within the window. */
+export interface ThrottleKey {
+  key: string
+  max: number
+}
 
 export class SignInThrottle {
-  /** Failure times (epoch ms) per key, oldest first, at most signInFailuresMax each. */
+  /** Failure times (epoch ms) per key, oldest first, at most its max each. */
   private readonly failures = new Map<string, number[]>()
 
   constructor(private readonly limits: SignInThrottleLimits) {}
 
+  /**
+   * The keys of a sign-in: an email from one address and an address may fail `signInFailuresMax`
+   * times; an email from everywhere `signInFailuresPerEmailMax` times. So someone guessing from one
+   * address cannot lock a household out of the portal from its own, while guessing spread over
+   * many addresses is still held back.
+   */
+  keysOf(email: string, address: string): ThrottleKey[] {
+    const e = email.trim().toLowerCase()
+    return [
+      { key: `email:${e} address:${address}`, max: this.limits.signInFailuresMax },
+      { key: `address:${address}`, max: this.limits.signInFailuresMax },
+      { key: `email:${e}`, max: this.limits.signInFailuresPerEmailMax },
+    ]
+  }
+
   /** How long the first throttled key must still wait, in ms; 0 when every key may try now. */
-  retryAfterMs(keys: readonly string[], nowMs: number): number {
+  retryAfterMs(keys: readonly ThrottleKey[], nowMs: number): number {
     let wait = 0
-    for (const key of keys) {
+    for (const { key, max } of keys) {
       const times = this.recent(key, nowMs)
-      if (times.length < this.limits.signInFailuresMax) continue
-      wait = Math.max(wait, times[0]! + this.limits.signInFailureWindowMs - nowMs)
+      if (times.length < max) continue
+      wait = Math.max(wait, times[times.length - max]! + this.limits.signInFailureWindowMs - nowMs)
     }
     return wait
   }
 
-  recordFailure(keys: readonly string[], nowMs: number): void {
-    for (const key of keys) {
+  recordFailure(keys: readonly ThrottleKey[], nowMs: number): void {
+    for (const { key, max } of keys) {
       const times = this.recent(key, nowMs)
       times.push(nowMs)
-      if (times.length > this.limits.signInFailuresMax) times.splice(0, times.length - this.limits.signInFailuresMax)
+      if (times.length > max) times.splice(0, times.length - max)
       // Re-inserted last: the map's order is the order of the latest failures.
       this.failures.delete(key)
       this.failures.set(key, times)
@@ -40,8 +61,8 @@ export class SignInThrottle {
     }
   }
 
-  forget(key: string): void {
-    this.failures.delete(key)
+  forget(key: ThrottleKey): void {
+    this.failures.delete(key.key)
   }
 
   /** Keys currently remembered. */
@@ -57,12 +78,4 @@ export class SignInThrottle {
     if (times.length === 0) this.failures.delete(key)
     return times
   }
-}
-
-export function emailKey(email: string): string {
-  return `email:${email.trim().toLowerCase()}`
-}
-
-export function addressKey(address: string): string {
-  return `address:${address}`
 }

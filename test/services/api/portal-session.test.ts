@@ -17,6 +17,7 @@ import { bearer, errorOf, useApi } from './api-harness.ts'
 const TTL_MS = 60 * 60_000
 const WINDOW_MS = 10 * 60_000
 const FAILURES_MAX = 3
+const FAILURES_PER_EMAIL_MAX = 6
 const SESSIONS_MAX = 3
 const PASSWORD = 'correct horse battery staple'
 
@@ -42,7 +43,9 @@ describeDatabases('portal sign-in and sessions', (t) => {
   const sessions: SessionResolver = { resolve: (token, now) => sessionResolver(t.db).resolve(token, now), csrfTokenValid }
   const api = useApi(t, {
     clock: () => clock,
-    config: { portal: { sessionTtlMs: TTL_MS, signInFailuresMax: FAILURES_MAX, signInFailureWindowMs: WINDOW_MS, sessionsPerHouseholdMax: SESSIONS_MAX } },
+    config: {
+      portal: { sessionTtlMs: TTL_MS, signInFailuresMax: FAILURES_MAX, signInFailuresPerEmailMax: FAILURES_PER_EMAIL_MAX, signInFailureWindowMs: WINDOW_MS, sessionsPerHouseholdMax: SESSIONS_MAX },
+    },
     extra: { sessions },
   })
   let household: Party
@@ -142,6 +145,16 @@ describeDatabases('portal sign-in and sessions', (t) => {
     expect(await t.db.selectFrom('sessions').selectAll().execute()).toEqual([])
     clock = new Date(clock.getTime() + WINDOW_MS)
     expect((await signIn()).statusCode).toBe(201)
+  })
+
+  it('does not let wrong passwords from one address lock the household out from its own, until guesses come from many', async () => {
+    const from = (remoteAddress: string, password: string) => api.inject({ method: 'POST', url: '/portal/session', remoteAddress, payload: { email, password } })
+    for (let i = 0; i < FAILURES_MAX; i++) expect((await from('203.0.113.1', 'wrong password')).statusCode).toBe(401)
+    expect((await from('203.0.113.1', PASSWORD)).statusCode).toBe(429)
+    expect((await from(address, PASSWORD)).statusCode).toBe(201)
+    // Spread over addresses, the email's own limit (FAILURES_PER_EMAIL_MAX in all) holds it for everyone.
+    for (let i = FAILURES_MAX; i < FAILURES_PER_EMAIL_MAX; i++) expect((await from(`203.0.113.${10 + i}`, 'wrong password')).statusCode).toBe(401)
+    expect((await from(address, PASSWORD)).statusCode).toBe(429)
   })
 
   it('counts failures per address too, across emails', async () => {
@@ -342,26 +355,50 @@ describeDatabases('portal sign-in behind a trusted load balancer (METERSHARE_TRU
 })
 
 describe('sign-in throttle', () => {
-  const limits = { signInFailuresMax: 2, signInFailureWindowMs: 1_000, signInKeysTrackedMax: 3 }
+  const limits = { signInFailuresMax: 2, signInFailuresPerEmailMax: 3, signInFailureWindowMs: 1_000, signInKeysTrackedMax: 3 }
+  const k = (key: string, max = 2) => ({ key, max })
 
   it('makes a key wait until its oldest failure in the window has left it', () => {
     const throttle = new SignInThrottle(limits)
-    throttle.recordFailure(['email:a', 'address:1'], 0)
-    expect(throttle.retryAfterMs(['email:b', 'address:1'], 50)).toBe(0)
-    throttle.recordFailure(['email:b', 'address:1'], 100)
-    expect(throttle.retryAfterMs(['email:c', 'address:1'], 200)).toBe(800)
-    expect(throttle.retryAfterMs(['email:c', 'address:2'], 200)).toBe(0)
-    expect(throttle.retryAfterMs(['email:c', 'address:1'], 999)).toBe(1)
-    expect(throttle.retryAfterMs(['email:c', 'address:1'], 1_000)).toBe(0)
+    throttle.recordFailure([k('email:a'), k('address:1')], 0)
+    expect(throttle.retryAfterMs([k('email:b'), k('address:1')], 50)).toBe(0)
+    throttle.recordFailure([k('email:b'), k('address:1')], 100)
+    expect(throttle.retryAfterMs([k('email:c'), k('address:1')], 200)).toBe(800)
+    expect(throttle.retryAfterMs([k('email:c'), k('address:2')], 200)).toBe(0)
+    expect(throttle.retryAfterMs([k('email:c'), k('address:1')], 999)).toBe(1)
+    expect(throttle.retryAfterMs([k('email:c'), k('address:1')], 1_000)).toBe(0)
+  })
+
+  it('holds each key to its own limit', () => {
+    const throttle = new SignInThrottle(limits)
+    throttle.recordFailure([k('a', 1), k('b', 3)], 0)
+    throttle.recordFailure([k('b', 3)], 10)
+    expect(throttle.retryAfterMs([k('a', 1)], 20)).toBe(980)
+    expect(throttle.retryAfterMs([k('b', 3)], 20)).toBe(0)
+    throttle.recordFailure([k('b', 3)], 30)
+    expect(throttle.retryAfterMs([k('b', 3)], 40)).toBe(960)
+  })
+
+  it('locks an email from the address that guesses it, and from everywhere only past the per-email limit', () => {
+    const throttle = new SignInThrottle(limits)
+    const guesser = throttle.keysOf('Someone@Example.org ', '203.0.113.1')
+    throttle.recordFailure(guesser, 0)
+    throttle.recordFailure(guesser, 10)
+    expect(throttle.retryAfterMs(throttle.keysOf('someone@example.org', '203.0.113.1'), 20)).toBe(980)
+    // The household, from its own address, is not locked out by that.
+    expect(throttle.retryAfterMs(throttle.keysOf('someone@example.org', '198.51.100.1'), 20)).toBe(0)
+    // A third failure from another address reaches the per-email limit (3): now everywhere waits.
+    throttle.recordFailure(throttle.keysOf('someone@example.org', '203.0.113.2'), 30)
+    expect(throttle.retryAfterMs(throttle.keysOf('someone@example.org', '198.51.100.1'), 40)).toBe(960)
   })
 
   it('forgets the least recently failed keys first beyond its limit', () => {
     const throttle = new SignInThrottle(limits)
-    throttle.recordFailure(['email:x'], 0)
-    throttle.recordFailure(['email:x'], 1)
-    expect(throttle.retryAfterMs(['email:x'], 2)).toBe(998)
-    throttle.recordFailure(['email:d', 'email:e', 'email:f'], 3)
+    throttle.recordFailure([k('email:x')], 0)
+    throttle.recordFailure([k('email:x')], 1)
+    expect(throttle.retryAfterMs([k('email:x')], 2)).toBe(998)
+    throttle.recordFailure([k('email:d'), k('email:e'), k('email:f')], 3)
     expect(throttle.size).toBe(3)
-    expect(throttle.retryAfterMs(['email:x'], 4)).toBe(0)
+    expect(throttle.retryAfterMs([k('email:x')], 4)).toBe(0)
   })
 })
