@@ -81,7 +81,7 @@ function parseV2(buf: Buffer): { header: ProxyHeader; length: number } | null {
   throw new ProxyHeaderError('malformed PROXY v2 header')
 }
 
-/** The socket ended before sending a byte: a proxy's plain TCP health check. */
+/** The socket ended or closed before sending a byte: a proxy's plain TCP health check, or the broker closing. */
 export class ClosedBeforeHeaderError extends Error {}
 
 /**
@@ -95,6 +95,7 @@ export function readProxyHeader(socket: Socket, timeoutMs: number): Promise<Prox
       clearTimeout(timer)
       socket.off('readable', onReadable)
       socket.off('end', onEnd)
+      socket.off('close', onEnd)
       socket.off('error', finish)
       if (err !== null) reject(err)
       else resolve(header!)
@@ -119,6 +120,8 @@ export function readProxyHeader(socket: Socket, timeoutMs: number): Promise<Prox
     const timer = setTimeout(() => finish(new ProxyHeaderError(`no PROXY protocol header within ${timeoutMs} ms`)), timeoutMs)
     socket.on('readable', onReadable)
     socket.once('end', onEnd)
+    // Destroyed without an end (the broker closing, a reset): settled too, and its timer with it.
+    socket.once('close', onEnd)
     socket.once('error', finish)
   })
 }

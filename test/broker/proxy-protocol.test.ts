@@ -2,7 +2,7 @@ import { createServer, type Server as HttpServer } from 'node:http'
 import net, { type AddressInfo } from 'node:net'
 import mqtt from 'mqtt'
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest'
-import { parseProxyHeader, PROXY_V1_HEADER_BYTES_MAX, PROXY_V2_ADDRESS_BYTES_MAX, ProxyHeaderError } from '../../broker/proxy-protocol.ts'
+import { ClosedBeforeHeaderError, parseProxyHeader, PROXY_V1_HEADER_BYTES_MAX, PROXY_V2_ADDRESS_BYTES_MAX, ProxyHeaderError, readProxyHeader } from '../../broker/proxy-protocol.ts'
 import { configureLogging } from '../../shared/logger.ts'
 import { meterReadingsTopic } from '../../shared/topics.ts'
 import { connectClient, connectMeter, endClient, publishAcked, startTestBroker, type TestBroker } from '../support/broker.ts'
@@ -72,6 +72,45 @@ describe('PROXY protocol headers', () => {
     badVersion[12] = 0x31
     expect(refused(badVersion)).toBe('malformed PROXY v2 header')
     expect(refused(v2('PROXY', '203.0.113.9', PROXY_V2_ADDRESS_BYTES_MAX))).toBe(`PROXY v2 addresses longer than ${PROXY_V2_ADDRESS_BYTES_MAX} bytes`)
+  })
+})
+
+describe('reading the header off a socket', () => {
+  /** A connected pair of sockets: what the first writes, the second reads. */
+  async function pair(): Promise<{ client: net.Socket; server: net.Socket; close(): void }> {
+    const listener = net.createServer()
+    await new Promise<void>((r) => listener.listen(0, '127.0.0.1', () => r()))
+    const accepted = new Promise<net.Socket>((r) => listener.once('connection', r))
+    const client = net.connect((listener.address() as AddressInfo).port, '127.0.0.1')
+    const server = await accepted
+    listener.close()
+    return { client, server, close: () => (client.destroy(), server.destroy()) }
+  }
+
+  it('hands back the bytes after the header, however the header is cut', async () => {
+    const { client, server, close } = await pair()
+    const header = readProxyHeader(server, 5_000)
+    const whole = Buffer.concat([v2('PROXY', '203.0.113.40'), Buffer.from('MQTT bytes')])
+    for (const [from, to] of [
+      [0, 5],
+      [5, 17],
+      [17, whole.length],
+    ] as const) {
+      client.write(whole.subarray(from, to))
+      await new Promise((r) => setTimeout(r, 20))
+    }
+    expect(await header).toEqual({ kind: 'proxied', source: '203.0.113.40' })
+    await waitFor(() => server.readableLength > 0, 2_000, 'the rest readable')
+    expect(server.read()?.toString()).toBe('MQTT bytes')
+    close()
+  })
+
+  it('gives up when the socket is destroyed before a header, rather than waiting out its time', async () => {
+    const { server, close } = await pair()
+    const header = readProxyHeader(server, 600_000)
+    server.destroy()
+    await expect(header).rejects.toBeInstanceOf(ClosedBeforeHeaderError)
+    close()
   })
 })
 
