@@ -207,7 +207,9 @@ async function insertGranted(trx: Transaction<Database>, c: NewConsent): Promise
 /**
  * A datum released to a recipient is paid for once: a household cannot give the same recipient the
  * same granularity of the same meter's data under two consents in force at once (each would bill it).
- * To change the terms, the household revokes the consent in force, then grants anew.
+ * To change the terms, the household revokes the consent in force, then grants anew. A legal basis
+ * in force counts here too (its recipient has the data already); the operator's grant of one is not
+ * checked, as it bills nothing.
  */
 async function refuseOverlap(
   trx: Transaction<Database>,
@@ -216,10 +218,7 @@ async function refuseOverlap(
 ): Promise<void> {
   const inForce = await repo.consentsInForce(trx, wanted.householdId, wanted.recipientId, wanted.granularity, now)
   if (inForce.length === 0) return
-  const metersOf = await repo.meterIdsOfConsents(
-    trx,
-    inForce.map((c) => c.id),
-  )
+  const metersOf = await repo.meterIdsOfConsents(trx, inForce.map((c) => c.id))
   for (const c of inForce) {
     const meters = metersOf.get(c.id) ?? []
     const sharedMeter = wanted.allMeters || c.all_meters || meters.some((m) => wanted.meterIds.includes(m))

@@ -98,8 +98,9 @@ export interface SignInInput {
 
 /**
  * Email and password to a new session. Failures are counted per email and address, per address
- * and per email (SignInThrottle.keysOf); past a limit the attempt is refused before the password is even checked (429), so that
- * guessing stays slow and costs us no scrypt work. A wrong email and a wrong password fail alike.
+ * and per email (SignInThrottle.keysOf); past a limit the attempt is refused before the password
+ * is even checked (429), so that guessing stays slow and costs us no scrypt work. A wrong email
+ * and a wrong password fail alike.
  */
 export async function signIn(
   db: Kysely<Database>,
