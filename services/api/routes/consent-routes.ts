@@ -292,11 +292,12 @@ export const consentRoutes: RoutePlugin = async (app, { deps }) => {
     method: 'POST',
     url: '/me/consents',
     summary: 'Accept an offer',
-    description: `For some of the meters the household occupies now, or all of them. Valid from now until \`validUntil\` (at most ${CONSENT_VALIDITY_YEARS_MAX} years); releases data stamped in [dataFrom, dataUntil), which may reach back in history.`,
+    description: `For some of the meters the household occupies now, or all of them. Valid from now until \`validUntil\` (at most ${CONSENT_VALIDITY_YEARS_MAX} years); releases data stamped in [dataFrom, dataUntil), which may reach back in history. 409 when a consent in force already gives the offer's recipient the same granularity of one of these meters' data over part of the same data window: the recipient would pay for it twice; revoke that consent first.`,
     tags: ['household'],
     auth: HOUSEHOLD,
     body: z.strictObject({ offerId: idString, meterIds: meterIdsInput, ...consentTerms }),
     status: 201,
+    errors: [409],
     response: z.object({ id: z.string() }),
     async handler({ body, principal }) {
       return grantConsent(db, principal.householdId, body, now())

@@ -122,6 +122,13 @@ describeDatabases('consent endpoints', (t) => {
     expect(errorOf(notMine)).toEqual({ code: 'INVALID_INPUT', message: 'meterIds[0]: not a meter this household occupies now' })
 
     const id = await created(await post('/me/consents', h0, { offerId, validUntil: '2026-06-01T00:00:00Z', dataFrom: '2026-01-01T00:00:00Z' }))
+    // The same offer again while it is in force: the recipient would pay twice for the same data.
+    const twice = await post('/me/consents', h0, { offerId, validUntil: '2026-07-01T00:00:00Z' })
+    expect(twice.statusCode).toBe(409)
+    expect(errorOf(twice)).toEqual({
+      code: 'CONFLICT',
+      message: `offerId: consent ${id} already gives this recipient the household's load_curve data of all its meters until 2026-06-01T00:00:00.000Z; revoke it to grant other terms`,
+    })
     const consents = (await get('/me/consents', h0)).json() as { items: Record<string, unknown>[]; nextCursor: null }
     expect(consents).toEqual({
       items: [
