@@ -36,6 +36,12 @@ import { createDemoWorld, demoFilePath, readDemoWorld, DEMO_PASSWORD, type DemoW
 export const CONSENT_SWEEP_INTERVAL_MS = 5_000
 /** How often completed months are (re-)settled when meters are real. */
 export const SETTLEMENT_INTERVAL_MS = 10 * 60_000
+/**
+ * A restarted demo's sample recipients pull again from this long before where the fleet resumes
+ * (their copies live in memory): what the last run pulled, give or take its last minutes, and not
+ * the whole history once more into every household's access log.
+ */
+export const DEMO_PULL_RESUME_LOOKBACK_MS = 24 * 60 * 60_000
 /** Simulated speed of the demo: a 30-day month in about two minutes. */
 export const DEMO_SPEED = 21_600
 /** How long a month's last simulated readings may take to arrive before the month is settled. */
@@ -239,7 +245,9 @@ export async function startSystem(configIn: Readonly<Config>, options: SystemOpt
           partyId: r.partyId,
           apiKey: r.apiKey,
           ...(r.live !== undefined ? { mqttUrl: `mqtt://127.0.0.1:${mqttPort}`, topics: r.live } : {}),
-          ...(r.pull !== undefined ? { apiUrl: `http://127.0.0.1:${httpPort}`, pull: { granularity: r.pull, fromMs: world.fromMs }, timeZone: config.timezone } : {}),
+          ...(r.pull !== undefined
+            ? { apiUrl: `http://127.0.0.1:${httpPort}`, pull: { granularity: r.pull, fromMs: Math.max(world.fromMs, resume.fromMs - DEMO_PULL_RESUME_LOOKBACK_MS) }, timeZone: config.timezone }
+            : {}),
         })
         parts.add(`sample recipient ${r.name}`, () => recipient.stop())
       }

@@ -1,5 +1,5 @@
 import mqtt, { type MqttClient } from 'mqtt'
-import { startOfLocalDay } from './local-time.ts'
+import { localDayOf, startOfLocalDay } from './local-time.ts'
 
 /**
  * A sample recipient, as a utility or a third party would write one: it follows the egress
@@ -51,6 +51,13 @@ export function nextFromMs(datum: PulledDatum, timeZone: string): number {
   return startOfLocalDay('day' in datum ? datum.day : `${datum.month}-01`, timeZone)
 }
 
+/** The start of the day or month (in `timeZone`) an instant falls in; the instant itself for the load curve. */
+export function periodStartMs(ms: number, granularity: 'load_curve' | 'daily' | 'monthly', timeZone: string): number {
+  if (granularity === 'load_curve') return ms
+  const day = localDayOf(ms, timeZone)
+  return startOfLocalDay(granularity === 'daily' ? day : `${day.slice(0, 7)}-01`, timeZone)
+}
+
 export function startSampleRecipient(options: SampleRecipientOptions): SampleRecipient {
   const now = options.now ?? Date.now
   const stats: SampleRecipientStats = { live: 0, pulled: 0, pulls: 0, errors: 0 }
@@ -79,7 +86,8 @@ export function startSampleRecipient(options: SampleRecipientOptions): SampleRec
     // each meter (a day or month may still grow; a load-curve reading is final), the earliest of
     // them, so that a meter lagging behind the others is not skipped. Pulling everything again at
     // each poll would be a release each time, in every household's access log.
-    let fromMs = options.pull.fromMs
+    // A day or month is selected by its start: begin at the start of the one `fromMs` falls in.
+    let fromMs = periodStartMs(options.pull.fromMs, granularity, timeZone)
     const latestByMeter = new Map<string, number>()
     /** A window being walked page by page, continued by the next poll when it is long. */
     let walk: { toMs: number; cursor: string | null } | null = null

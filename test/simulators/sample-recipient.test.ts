@@ -8,7 +8,7 @@ import { openReleaseView, type ReleaseView } from '../../services/consent/releas
 import { createParty } from '../../services/directory/directory-service.ts'
 import { envToConfig } from '../../shared/config.ts'
 import { meterReadingsTopic } from '../../shared/topics.ts'
-import { nextFromMs, startSampleRecipient } from '../../simulators/sample-recipient.ts'
+import { nextFromMs, periodStartMs, startSampleRecipient } from '../../simulators/sample-recipient.ts'
 import { connectMeter, endClient, publishAcked, startTestBroker, waitFor, type TestBroker } from '../support/broker.ts'
 import { useTestDatabase } from '../support/database.ts'
 import { createTestHousehold, createTestMeter, createUtility, insertOccupancy } from '../support/world.ts'
@@ -82,5 +82,11 @@ describe('the sample recipient', () => {
     expect(nextFromMs({ meterId: 'm', day: '2026-10-02' }, 'Europe/Paris')).toBe(Date.parse('2026-10-01T22:00:00Z'))
     expect(nextFromMs({ meterId: 'm', month: '2026-11' }, 'Europe/Paris')).toBe(Date.parse('2026-10-31T23:00:00Z'))
     expect(nextFromMs({ meterId: 'm', day: '2026-10-02' }, 'America/New_York')).toBe(Date.parse('2026-10-02T04:00:00Z'))
+    // A first pull begins at the start of the period its instant falls in.
+    const at = Date.parse('2026-10-15T21:30:00Z')
+    expect(periodStartMs(at, 'load_curve', 'Europe/Paris')).toBe(at)
+    expect(periodStartMs(at, 'daily', 'Europe/Paris')).toBe(Date.parse('2026-10-14T22:00:00Z'))
+    expect(periodStartMs(at, 'monthly', 'Europe/Paris')).toBe(Date.parse('2026-09-30T22:00:00Z'))
+    expect(periodStartMs(at, 'daily', 'America/New_York')).toBe(Date.parse('2026-10-15T04:00:00Z'))
   })
 })
