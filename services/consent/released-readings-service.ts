@@ -20,7 +20,7 @@ import { datumInstantMs, releasedTo, releaseWindows, type ReleaseWindow } from '
  * metershare_datums_released_total{channel="http"}.
  *
  * A meter the recipient holds no consent for yields no window: the answer is an empty page,
- * exactly as for a meter that does not exist.
+ * exactly as for a meter that does not exist. Days and months are released once over.
  */
 
 /** Groups (meter, household) read per page at most; a page may end early, with a cursor. */
@@ -92,6 +92,18 @@ function toReadingWindow(w: ReleaseWindow, granularity: Granularity, timezone: s
   return { meterId: w.meterId, householdId: w.householdId, from: new Date(fromMs), until: untilMs === null ? null : new Date(untilMs) }
 }
 
+/** Where the day or month under way at `nowMs` began; for the load curve, no bound (a reading is final when stored). */
+function currentPeriodStartMs(granularity: Granularity, nowMs: number, timeZone: string): number {
+  switch (granularity) {
+    case 'load_curve':
+      return Infinity
+    case 'daily':
+      return startOfDayMs(dayOf(nowMs, timeZone), timeZone)
+    case 'monthly':
+      return startOfDayMs(monthOf(nowMs, timeZone) + '-01', timeZone)
+  }
+}
+
 export async function listReleasedReadings(
   db: Kysely<Database>,
   recipientId: string,
@@ -106,6 +118,10 @@ export async function listReleasedReadings(
   // so that every recipient gets the same answer to the same bad input.
   await listReadings(db, { meterIds: [], windows: [], from: query.from, to: query.to, granularity: query.granularity, limit: query.limit }, { timezone: ctx.timezone })
   const nowMs = ctx.now.getTime()
+  // A day or month is released once it is over, as `daily/` publishes it and as settlement charges
+  // it: the one under way is left out (its start would lie in [from, to) otherwise).
+  const to = new Date(Math.min(query.to.getTime(), currentPeriodStartMs(query.granularity, nowMs, ctx.timezone)))
+  if (to.getTime() <= query.from.getTime()) return { items: [], nextCursor: null }
 
   const consents = await loadConsentFacts(db, { recipientId, statuses: ['active'] })
   const meterIds = [...new Set(consents.flatMap((c) => c.meterIds))].filter((m) => query.meterId === undefined || m === query.meterId)
@@ -153,7 +169,7 @@ export async function listReleasedReadings(
         householdId,
         windows: groupWindows,
         from: query.from,
-        to: query.to,
+        to,
         granularity: query.granularity,
         cursor: inner ?? undefined,
         limit: query.limit - items.length,

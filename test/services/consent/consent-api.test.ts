@@ -1,7 +1,7 @@
 import { beforeEach, describe, expect, it } from 'vitest'
 import { loadConsentFacts, loadOccupancyFacts, occupanciesByMeter } from '../../../services/consent/release-facts-repository.ts'
 import { datumInstantMs, releasedTo } from '../../../services/consent/release-rule.ts'
-import { dayOf } from '../../../shared/calendar.ts'
+import { addDays, dayOf } from '../../../shared/calendar.ts'
 import type { EgressDatum } from '../../../shared/wire.ts'
 import { describeDatabases } from '../../support/database.ts'
 import { readingSeries, seedReadings } from '../../support/seed.ts'
@@ -230,6 +230,8 @@ describeDatabases('consent endpoints', (t) => {
         for (const r of await t.db.selectFrom('daily_rollups').select(['meter_id', 'day', 'household_id']).execute()) {
           if (r.household_id === null) continue
           const atMs = datumInstantMs({ meterId: r.meter_id, granularity, day: r.day }, TZ)!
+          // A day is released once it is over.
+          if (datumInstantMs({ meterId: r.meter_id, granularity, day: addDays(r.day, 1) }, TZ)! > clock.getTime()) continue
           const datum = { meterId: r.meter_id, granularity, atMs, householdId: r.household_id }
           if (releasedTo(recipientId, datum, consents, occupancies.get(r.meter_id) ?? [], clock.getTime()) !== null) out.push(`${r.meter_id} ${r.day}`)
         }
@@ -280,7 +282,21 @@ describeDatabases('consent endpoints', (t) => {
         ['01-26', '01-27', '01-28', '01-29', '01-30', '01-31', '02-01', '02-02', '02-03', '02-04', '02-05'].map((d) => `${A} 2026-${d}`),
       )
       expect(keys.filter((k) => k.startsWith(B))[0]).toBe(`${B} 2026-02-03`)
+      // The day under way (02-10, with data until noon) comes once it is over.
+      expect(keys.filter((k) => k.startsWith(B)).at(-1)).toBe(`${B} 2026-02-09`)
+      expect(await t.db.selectFrom('daily_rollups').select('day').where('meter_id', '=', B).where('day', '=', '2026-02-10').execute()).toHaveLength(1)
       expect(items.every((d) => d.granularity === 'daily')).toBe(true)
+    })
+
+    it('releases a month once it is over', async () => {
+      await scene()
+      // h2 has lived at B since 02-03; data from the start of January (Paris), so February's start lies in it.
+      await created(await post('/me/consents', h2, { offerId: await offer(lab), validUntil: '2026-12-01T00:00:00Z', dataFrom: '2025-12-31T23:00:00Z' }))
+      const pull = async (): Promise<Array<string | null>> =>
+        (await pullAll(lab, `meterId=${B}&granularity=monthly&from=2025-12-31T23:00:00Z`)).map((d) => (d.granularity === 'monthly' ? d.month : null))
+      expect(await pull()).toEqual([])
+      clock = new Date('2026-03-01T12:00:00Z')
+      expect(await pull()).toEqual(['2026-02'])
     })
 
     it('narrows to one meter, and answers the same empty page for a meter without consent as for one that does not exist', async () => {
