@@ -1,5 +1,5 @@
 import mqtt, { type MqttClient } from 'mqtt'
-import { localDayOf, startOfLocalDay } from './local-time.ts'
+import { addDays, localDayOf, startOfLocalDay } from './local-time.ts'
 
 /**
  * A sample recipient, as a utility or a third party would write one: it follows the egress
@@ -31,7 +31,7 @@ export interface SampleRecipientOptions {
 export interface SampleRecipientStats {
   /** Messages received over MQTT. */
   live: number
-  /** Datums received over HTTP, each time one is (the latest day or month of a meter comes again until it is over). */
+  /** Datums received over HTTP. */
   pulled: number
   /** Windows walked to their end. */
   pulls: number
@@ -45,10 +45,12 @@ export interface SampleRecipient {
 
 type PulledDatum = { meterId: string } & ({ ts: string } | { day: string } | { month: string })
 
-/** Where the next pull of a meter starts, given a datum of it: after a reading, at the start of a day or month (it may grow). */
+/** Where the next pull of a meter starts, given a datum of it: just after it (the pull API lists a day or month once it is over). */
 export function nextFromMs(datum: PulledDatum, timeZone: string): number {
   if ('ts' in datum) return Date.parse(datum.ts) + 1
-  return startOfLocalDay('day' in datum ? datum.day : `${datum.month}-01`, timeZone)
+  if ('day' in datum) return startOfLocalDay(addDays(datum.day, 1), timeZone)
+  const [year, month] = datum.month.split('-').map(Number) as [number, number]
+  return startOfLocalDay(month === 12 ? `${year + 1}-01-01` : `${year}-${String(month + 1).padStart(2, '0')}-01`, timeZone)
 }
 
 /** The start of the day or month (in `timeZone`) an instant falls in; the instant itself for the load curve. */
@@ -82,10 +84,9 @@ export function startSampleRecipient(options: SampleRecipientOptions): SampleRec
   if (options.apiUrl !== undefined && options.pull !== undefined) {
     const { granularity, intervalMs = SAMPLE_RECIPIENT_PULL_INTERVAL_MS_DEFAULT } = options.pull
     const timeZone = options.timeZone ?? 'Europe/Paris'
-    // A recipient keeping a copy pulls what is new: from the start of the latest period it holds of
-    // each meter (a day or month may still grow; a load-curve reading is final), the earliest of
-    // them, so that a meter lagging behind the others is not skipped. Pulling everything again at
-    // each poll would be a release each time, in every household's access log.
+    // A recipient keeping a copy pulls what is new: from just after the latest datum it holds of each
+    // meter, the earliest of them, so that a meter lagging behind the others is not skipped. Pulling
+    // everything again at each poll would be a release each time, in every household's access log.
     // A day or month is selected by its start: begin at the start of the one `fromMs` falls in.
     let fromMs = periodStartMs(options.pull.fromMs, granularity, timeZone)
     const latestByMeter = new Map<string, number>()

@@ -77,11 +77,14 @@ describe('the sample recipient', () => {
     }
   })
 
-  it('pulls a meter again from the start of its latest day or month, in the deployment\'s calendar, and after its latest reading', () => {
+  it('pulls a meter next from just after its latest reading, day or month, in the deployment\'s calendar', () => {
     expect(nextFromMs({ meterId: 'm', ts: '2026-10-02T04:00:00Z' }, 'Europe/Paris')).toBe(Date.parse('2026-10-02T04:00:00.001Z'))
-    expect(nextFromMs({ meterId: 'm', day: '2026-10-02' }, 'Europe/Paris')).toBe(Date.parse('2026-10-01T22:00:00Z'))
-    expect(nextFromMs({ meterId: 'm', month: '2026-11' }, 'Europe/Paris')).toBe(Date.parse('2026-10-31T23:00:00Z'))
-    expect(nextFromMs({ meterId: 'm', day: '2026-10-02' }, 'America/New_York')).toBe(Date.parse('2026-10-02T04:00:00Z'))
+    expect(nextFromMs({ meterId: 'm', day: '2026-10-02' }, 'Europe/Paris')).toBe(Date.parse('2026-10-02T22:00:00Z'))
+    // The day the clocks go back is 25 hours long.
+    expect(nextFromMs({ meterId: 'm', day: '2026-10-25' }, 'Europe/Paris')).toBe(Date.parse('2026-10-25T23:00:00Z'))
+    expect(nextFromMs({ meterId: 'm', month: '2026-11' }, 'Europe/Paris')).toBe(Date.parse('2026-11-30T23:00:00Z'))
+    expect(nextFromMs({ meterId: 'm', month: '2026-12' }, 'Europe/Paris')).toBe(Date.parse('2026-12-31T23:00:00Z'))
+    expect(nextFromMs({ meterId: 'm', day: '2026-10-02' }, 'America/New_York')).toBe(Date.parse('2026-10-03T04:00:00Z'))
     // A first pull begins at the start of the period its instant falls in.
     const at = Date.parse('2026-10-15T21:30:00Z')
     expect(periodStartMs(at, 'load_curve', 'Europe/Paris')).toBe(at)
