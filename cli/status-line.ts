@@ -37,7 +37,7 @@ export function startStatusLine(options: { metrics: Metrics; fleet: Fleet | null
     const others = fleetStats !== undefined ? Math.max(0, meters - fleetStats.connected) : 0
     const parts = [
       fleetStats !== undefined
-        ? `${fmt.format(fleetStats.connected)}/${fmt.format(fleetStats.meters)} meters connected${others > 0 ? ` (+${fmt.format(others)} others)` : ''}`
+        ? `${fmt.format(fleetStats.connected)}/${fmt.format(fleetStats.meters)} meters connected${others > 0 ? ` (+${fmt.format(others)} ${others === 1 ? 'other' : 'others'})` : ''}`
         : `${fmt.format(meters)} meters connected`,
       `${fmt.format(Math.round(rate))} readings/s`,
       `${fmt.format(stored)} stored`,

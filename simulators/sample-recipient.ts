@@ -45,7 +45,11 @@ export interface SampleRecipient {
 
 type PulledDatum = { meterId: string } & ({ ts: string } | { day: string } | { month: string })
 
-/** Where the next pull of a meter starts, given a datum of it: just after it (the pull API lists a day or month once it is over). */
+/**
+ * Where the next pull of a meter starts, given a datum of it: just after it. The pull API lists a day
+ * or month once it is over and its meter has sent later data; late data changing it afterwards is
+ * not pulled again (a recipient following `daily/` gets it).
+ */
 export function nextFromMs(datum: PulledDatum, timeZone: string): number {
   if ('ts' in datum) return Date.parse(datum.ts) + 1
   if ('day' in datum) return startOfLocalDay(addDays(datum.day, 1), timeZone)

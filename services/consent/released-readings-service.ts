@@ -5,7 +5,7 @@ import type { Database } from '../../shared/db/schema.ts'
 import { InvalidInputError } from '../../shared/errors.ts'
 import type { Metrics } from '../../shared/metrics.ts'
 import { GRANULARITIES, type EgressDatum, type Granularity } from '../../shared/wire.ts'
-import { listReadings, type ReleaseWindow as ReadingWindow } from '../metering/reading-service.ts'
+import { latestReadingTimes, listReadings, type ReleaseWindow as ReadingWindow } from '../metering/reading-service.ts'
 import { addAccessCounts, type AccessCount } from './access-log-repository.ts'
 import { loadConsentFacts, loadOccupancyFacts, occupanciesByMeter } from './release-facts-repository.ts'
 import { datumInstantMs, releasedTo, releaseWindows, type ReleaseWindow } from './release-rule.ts'
@@ -20,7 +20,8 @@ import { datumInstantMs, releasedTo, releaseWindows, type ReleaseWindow } from '
  * metershare_datums_released_total{channel="http"}.
  *
  * A meter the recipient holds no consent for yields no window: the answer is an empty page,
- * exactly as for a meter that does not exist. Days and months are released once over.
+ * exactly as for a meter that does not exist. Days and months are released once over, and once
+ * their meter has sent data stamped after them.
  */
 
 /** Groups (meter, household) read per page at most; a page may end early, with a cursor. */
@@ -104,6 +105,18 @@ function currentPeriodStartMs(granularity: Granularity, nowMs: number, timeZone:
   }
 }
 
+/** Where a daily or monthly datum's day or month ends. */
+function periodEndMs(datum: EgressDatum, timeZone: string): number {
+  switch (datum.granularity) {
+    case 'load_curve':
+      return -Infinity
+    case 'daily':
+      return startOfDayMs(addDays(datum.day, 1), timeZone)
+    case 'monthly':
+      return startOfDayMs(addMonths(datum.month, 1) + '-01', timeZone)
+  }
+}
+
 export async function listReleasedReadings(
   db: Kysely<Database>,
   recipientId: string,
@@ -119,13 +132,16 @@ export async function listReleasedReadings(
   await listReadings(db, { meterIds: [], windows: [], from: query.from, to: query.to, granularity: query.granularity, limit: query.limit }, { timezone: ctx.timezone })
   const nowMs = ctx.now.getTime()
   // A day or month is released once it is over, as `daily/` publishes it and as settlement charges
-  // it: the one under way is left out (its start would lie in [from, to) otherwise).
+  // it: the one under way is left out (its start would lie in [from, to) otherwise), and so is one
+  // whose meter has sent nothing stamped after it yet (`daily/`'s rule: a meter replaying or
+  // catching up on past days is still filling them in).
   const to = new Date(Math.min(query.to.getTime(), currentPeriodStartMs(query.granularity, nowMs, ctx.timezone)))
   if (to.getTime() <= query.from.getTime()) return { items: [], nextCursor: null }
 
   const consents = await loadConsentFacts(db, { recipientId, statuses: ['active'] })
   const meterIds = [...new Set(consents.flatMap((c) => c.meterIds))].filter((m) => query.meterId === undefined || m === query.meterId)
   const occupancies = occupanciesByMeter(await loadOccupancyFacts(db, { meterIds }))
+  const latestByMeter = query.granularity === 'load_curve' ? null : await latestReadingTimes(db, meterIds)
   const windows = releaseWindows(recipientId, query.granularity, consents, occupancies, nowMs).filter(
     (w) => query.meterId === undefined || w.meterId === query.meterId,
   )
@@ -189,6 +205,7 @@ export async function listReleasedReadings(
         ctx.timezone,
       )
       if (atMs === null) continue
+      if (latestByMeter !== null && (latestByMeter.get(meterId) ?? -Infinity) < periodEndMs(datum, ctx.timezone)) continue
       const owner = releasedTo(recipientId, { meterId, granularity: datum.granularity, atMs, householdId }, consents, meterOccupancies, nowMs)
       if (owner !== householdId) continue
       items.push(datum)

@@ -265,13 +265,17 @@ export function estimateMicros(offer: HouseholdOffer, datums: bigint): bigint {
   return divideRoundHalfEven(offer.householdMicrosPer10000Datums * datums, BigInt(BPS_TOTAL))
 }
 
-function offerCard(ctx: PageContext, model: ConsentsModel, offer: HouseholdOffer, accepted: boolean): SafeHtml {
+/** `covered`: the meters an active consent for this offer already shares (null: none accepted). */
+function offerCard(ctx: PageContext, model: ConsentsModel, offer: HouseholdOffer, covered: ReadonlySet<string> | null): SafeHtml {
   const { t, f } = ctx
   const id = offer.id
   const perThousand = offer.priceMicrosPerDatum * 1000n
-  const datums = model.meters.reduce((sum, m) => sum + datumsPer30Days(offer.granularity, m.intervalMinutes), 0n)
+  // The estimate is of the meters ticked to begin with, as the page's script recomputes it on change.
+  const datums = model.meters.filter((m) => covered?.has(m.meterId) !== true).reduce((sum, m) => sum + datumsPer30Days(offer.granularity, m.intervalMinutes), 0n)
   const meters = model.meters.map(
-    (m) => html`<li><label><input type="checkbox" name="meterId" value="${m.meterId}" checked data-datums="${datumsPer30Days(offer.granularity, m.intervalMinutes).toString()}"> ${m.meterId} <span class="muted">(${t.consumption.commodity[m.commodity]}, ${m.intervalMinutes} min)</span></label></li>`,
+    // A meter already shared under this offer starts unticked: sharing it again would be refused.
+    (m) =>
+      html`<li><label><input type="checkbox" name="meterId" value="${m.meterId}"${covered?.has(m.meterId) === true ? '' : trusted(' checked')} data-datums="${datumsPer30Days(offer.granularity, m.intervalMinutes).toString()}"> ${m.meterId} <span class="muted">(${t.consumption.commodity[m.commodity]}, ${m.intervalMinutes} min)</span></label></li>`,
   )
   const form =
     model.meters.length === 0
@@ -293,14 +297,21 @@ function offerCard(ctx: PageContext, model: ConsentsModel, offer: HouseholdOffer
 <dt>${t.consents.yourShare}</dt><dd class="share">${fill(t.consents.shareText, { percent: f.percentOfBps(offer.householdBps), amount: f.exactMoney(offer.householdMicrosPer10000Datums, 10) })}</dd>
 <dt>${t.consents.estimate}</dt><dd class="estimate"><output data-estimate data-share-per-10000="${offer.householdMicrosPer10000Datums.toString()}" data-template="${t.consents.estimateText}">${fill(t.consents.estimateText, { amount: f.money(estimateMicros(offer, datums)) })}</output></dd>
 </dl>
-${accepted ? html`<p class="note">${t.consents.alreadyAccepted}</p>` : ''}
+${covered !== null ? html`<p class="note">${t.consents.alreadyAccepted}</p>` : ''}
 ${form}
 </article></li>`
 }
 
 export function consentsPage(ctx: PageContext, model: ConsentsModel, flash: 'granted' | 'revoked' | null): string {
   const { t } = ctx
-  const acceptedOffers = new Set(model.consents.filter((c) => c.status === 'active' && c.offerId !== null).map((c) => c.offerId))
+  // Per offer, the meters its active consents share ("all meters": every meter the household occupies).
+  const coveredByOffer = new Map<string, Set<string>>()
+  for (const c of model.consents) {
+    if (c.status !== 'active' || c.offerId === null) continue
+    const covered = coveredByOffer.get(c.offerId) ?? new Set<string>()
+    for (const m of c.allMeters ? model.meters.map((x) => x.meterId) : c.meterIds) covered.add(m)
+    coveredByOffer.set(c.offerId, covered)
+  }
   const table =
     model.consents.length === 0
       ? html`<p>${t.consents.none}</p>`
@@ -321,7 +332,7 @@ ${table}
 </section>
 <section aria-labelledby="offers-heading">
 <h2 id="offers-heading">${t.consents.offers}</h2>
-${model.offers.length === 0 ? html`<p>${t.consents.noOffers}</p>` : html`<ul class="offers plain">${model.offers.map((o) => offerCard(ctx, model, o, acceptedOffers.has(o.id)))}</ul>`}
+${model.offers.length === 0 ? html`<p>${t.consents.noOffers}</p>` : html`<ul class="offers plain">${model.offers.map((o) => offerCard(ctx, model, o, coveredByOffer.get(o.id) ?? null))}</ul>`}
 </section>
 <dialog id="revoke-dialog" aria-labelledby="revoke-title" aria-describedby="revoke-text">
 <form method="dialog">

@@ -147,6 +147,9 @@ describeDatabases('portal pages', (t) => {
   })
 
   it('lists consents and offers with the price and the household’s share before any grant', async () => {
+    // The household's consent already shares the meter under the first offer; this one it has not accepted.
+    const other = await party(t.db, 'third_party', 'Other app')
+    const fresh = await offer(t.db, { recipientId: other, granularity: 'load_curve', priceMicrosPerDatum: PRICE, householdBps: 5_000, operatorBps: 5_000, platformBps: 0 })
     const res = await page('/consents')
     expect(res.statusCode).toBe(200)
     const html = res.body
@@ -156,8 +159,15 @@ describeDatabases('portal pages', (t) => {
     expect(html).toContain('<dd class="share">50% of the price: €0.004027 per datum</dd>')
     // 30 days of hourly readings: 720 × 4,027 µ€ = 2.89944 EUR.
     expect(html).toContain(`data-share-per-10000="${PRICE * 5_000n}"`)
-    expect(html).toContain('about €2.90 a month for the meters chosen')
-    expect(html).toContain(`<input type="checkbox" name="meterId" value="${meterId}" checked data-datums="720">`)
+    const card = (offerId: string): string => new RegExp(`<article class="offer card" data-offer="${offerId}"[\\s\\S]*?</article>`).exec(html)![0]
+    const accepted = /<article class="offer card" data-offer="(off_[0-9a-z]+)"/.exec(html.replace(card(fresh), ''))![1]!
+    expect(card(fresh)).toContain('about €2.90 a month for the meters chosen')
+    expect(card(fresh)).toContain(`<input type="checkbox" name="meterId" value="${meterId}" checked data-datums="720">`)
+    expect(card(fresh)).not.toContain('You have an active consent for this offer.')
+    // Under the accepted offer the meter starts unticked (sharing it twice would be refused), and the estimate with it.
+    expect(card(accepted)).toContain('You have an active consent for this offer.')
+    expect(card(accepted)).toContain(`<input type="checkbox" name="meterId" value="${meterId}" data-datums="720">`)
+    expect(card(accepted)).toContain('about €0.00 a month for the meters chosen')
     expect(html).toContain('<dialog id="revoke-dialog"')
     // Validity, shortest first, a year preselected, in words that agree with their number.
     const validity = /<select id="valid-[^"]+" name="validUntil">([\s\S]*?)<\/select>/.exec(html)![1]!
