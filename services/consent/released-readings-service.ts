@@ -141,7 +141,8 @@ export async function listReleasedReadings(
   const consents = await loadConsentFacts(db, { recipientId, statuses: ['active'] })
   const meterIds = [...new Set(consents.flatMap((c) => c.meterIds))].filter((m) => query.meterId === undefined || m === query.meterId)
   const occupancies = occupanciesByMeter(await loadOccupancyFacts(db, { meterIds }))
-  const latestByMeter = query.granularity === 'load_curve' ? null : await latestReadingTimes(db, meterIds)
+  // The latest reading of each meter read on this page (one index probe per meter, when first read).
+  const latestByMeter = new Map<string, number>()
   const windows = releaseWindows(recipientId, query.granularity, consents, occupancies, nowMs).filter(
     (w) => query.meterId === undefined || w.meterId === query.meterId,
   )
@@ -193,6 +194,9 @@ export async function listReleasedReadings(
       { timezone: ctx.timezone },
     )
     const meterOccupancies = occupancies.get(meterId) ?? []
+    if (query.granularity !== 'load_curve' && page.items.length > 0 && !latestByMeter.has(meterId)) {
+      latestByMeter.set(meterId, (await latestReadingTimes(db, [meterId])).get(meterId) ?? -Infinity)
+    }
     for (const datum of page.items) {
       const atMs = datumInstantMs(
         {
@@ -205,7 +209,7 @@ export async function listReleasedReadings(
         ctx.timezone,
       )
       if (atMs === null) continue
-      if (latestByMeter !== null && (latestByMeter.get(meterId) ?? -Infinity) < periodEndMs(datum, ctx.timezone)) continue
+      if (datum.granularity !== 'load_curve' && latestByMeter.get(meterId)! < periodEndMs(datum, ctx.timezone)) continue
       const owner = releasedTo(recipientId, { meterId, granularity: datum.granularity, atMs, householdId }, consents, meterOccupancies, nowMs)
       if (owner !== householdId) continue
       items.push(datum)
