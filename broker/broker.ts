@@ -188,7 +188,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
 
   aedes.authenticate = (client, username, password, done) => {
     const address = addresses.get(client.conn as Duplex) ?? 'unknown'
-    const delay = throttle.delayMs(address)
+    const delay = throttle.delayMs(address, username)
     const answer = async (): Promise<void> => {
       if (aedes.connectedClients >= config.mqtt.connectionsMax) {
         log.warn({ connectionsMax: config.mqtt.connectionsMax }, 'connection refused: connection limit reached')
@@ -202,7 +202,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
         return done(authError('server unavailable', CONNACK_SERVER_UNAVAILABLE) as never, null)
       }
       if (principal === null) {
-        throttle.recordFailure(address)
+        throttle.recordFailure(address, username)
         metrics.mqttAuthFailures.inc()
         log.info({ clientId: client.id, username, address }, 'mqtt authentication failed')
         return done(authError('bad user name or password', CONNACK_BAD_CREDENTIALS) as never, null)
@@ -217,7 +217,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
           return done(authError('identifier rejected', CONNACK_IDENTIFIER_REJECTED) as never, null)
         }
       }
-      throttle.recordSuccess(address)
+      throttle.recordSuccess(address, username)
       principals.set(client, principal)
       done(null, true)
     }

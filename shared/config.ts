@@ -102,10 +102,14 @@ export interface MqttLimits {
   connectTimeoutMs: number
   keepaliveSecondsMax: number
   clientIdLengthMax: number
+  /** Failed connects of one user name from one address within the window before answers are delayed. */
+  authFailuresPerUsernameFree: number
+  /** Failed connects of all user names from one address within the window before answers are delayed. */
   authFailuresPerAddressFree: number
   authFailureWindowMs: number
   authDelayMsMax: number
-  authAddressesTrackedMax: number
+  /** (user name, address) and address keys the throttle remembers at most. */
+  authKeysTrackedMax: number
   drainTimeoutMs: number
 }
 
@@ -169,10 +173,11 @@ export const DEFAULT_MQTT_LIMITS: MqttLimits = {
   connectTimeoutMs: 30_000,
   keepaliveSecondsMax: 3_600,
   clientIdLengthMax: 64,
-  authFailuresPerAddressFree: 5,
+  authFailuresPerUsernameFree: 5,
+  authFailuresPerAddressFree: 50,
   authFailureWindowMs: 60_000,
   authDelayMsMax: 5_000,
-  authAddressesTrackedMax: 100_000,
+  authKeysTrackedMax: 200_000,
   drainTimeoutMs: 30_000,
 }
 

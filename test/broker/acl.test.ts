@@ -23,7 +23,7 @@ describe('who may connect, publish and subscribe', () => {
         householdOwns: () => false,
         householdMayFollow: (h, m) => h === household.id && m === meter.id,
       },
-      overrides: { mqtt: { authFailuresPerAddressFree: 3, authDelayMsMax: 2_000 } },
+      overrides: { mqtt: { authFailuresPerUsernameFree: 3, authDelayMsMax: 2_000 } },
     })
   })
   afterAll(async () => {
@@ -102,4 +102,20 @@ describe('who may connect, publish and subscribe', () => {
     await attempt()
     expect(await attempt()).toBeGreaterThanOrEqual(400)
   })
+
+  it('slows only the failing user name, and a success elsewhere from the address does not reset it', async () => {
+    const failure = async (): Promise<number> => {
+      const started = Date.now()
+      await expect(connectMeter(tb.url, { id: meter.id, secret: 'guess' })).rejects.toMatchObject({ code: 4 })
+      return Date.now() - started
+    }
+    // 3 free failures, then 100, 200, 400 and 800 ms: the next one waits 1,600 ms.
+    for (let i = 0; i < 7; i++) await failure()
+    // Another meter from the same address connects without that wait.
+    const started = Date.now()
+    clients.push(await connectMeter(tb.url, other))
+    expect(Date.now() - started).toBeLessThan(1_600)
+    // Its success does not forget the guesses at the first meter.
+    expect(await failure()).toBeGreaterThanOrEqual(1_600)
+  }, 20_000)
 })
