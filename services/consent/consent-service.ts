@@ -1,4 +1,5 @@
 import type { Kysely, Transaction } from 'kysely'
+import { formatTimestamp } from '../../shared/calendar.ts'
 import { CURSOR_NOT_RETURNED, cursorListing, isBigintText, isTimestampText, type CursorListing } from '../../shared/cursor.ts'
 import type { Database } from '../../shared/db/schema.ts'
 import type { ConsentEvent } from '../../shared/db/tables/consent-log.ts'
@@ -120,7 +121,7 @@ function validateTerms(input: { validUntil: Date; dataFrom?: Date | undefined; d
   const limit = validityLimit(now)
   if (input.validUntil.getTime() > limit.getTime()) {
     throw new InvalidInputError(
-      `validUntil: at most ${CONSENT_VALIDITY_YEARS_MAX} years ahead (${limit.toISOString()})`,
+      `validUntil: at most ${CONSENT_VALIDITY_YEARS_MAX} years ahead (${formatTimestamp(limit)})`,
       'validUntil',
     )
   }
@@ -129,7 +130,7 @@ function validateTerms(input: { validUntil: Date; dataFrom?: Date | undefined; d
   const dataFrom = input.dataFrom ?? now
   const dataUntil = input.dataUntil ?? null
   if (dataUntil !== null && dataUntil.getTime() <= dataFrom.getTime()) {
-    throw new InvalidInputError(`dataUntil: must be after dataFrom (${dataFrom.toISOString()})`, 'dataUntil')
+    throw new InvalidInputError(`dataUntil: must be after dataFrom (${formatTimestamp(dataFrom)})`, 'dataUntil')
   }
   return { validUntil: input.validUntil, dataFrom, dataUntil }
 }
@@ -225,7 +226,7 @@ async function refuseOverlap(
     const sharedData = windowsOverlap(wanted.terms.dataFrom, wanted.terms.dataUntil, c.data_from, c.data_until)
     if (sharedMeter && sharedData) {
       throw new ConflictError(
-        `offerId: consent ${c.id} already gives this recipient the household's ${wanted.granularity} data of ${c.all_meters ? 'all its meters' : meters.join(', ')} until ${c.valid_until.toISOString()}; revoke it to grant other terms`,
+        `offerId: consent ${c.id} already gives this recipient the household's ${wanted.granularity} data of ${c.all_meters ? 'all its meters' : meters.join(', ')} until ${formatTimestamp(c.valid_until)}; revoke it to grant other terms`,
       )
     }
   }

@@ -1,4 +1,5 @@
 import type { Kysely } from 'kysely'
+import { formatTimestamp } from '../../shared/calendar.ts'
 import type { Database } from '../../shared/db/schema.ts'
 import { ConflictError, ERROR_CODES, InvalidInputError, NotFoundError } from '../../shared/errors.ts'
 import { newId } from '../../shared/ids.ts'
@@ -96,7 +97,7 @@ export async function moveOut(db: Kysely<Database>, occupancyId: string, until: 
     const row = await repo.findOccupancy(trx, occupancyId)
     if (row === undefined) throw new NotFoundError(`occupancy ${occupancyId} not found`)
     if (until.getTime() <= row.valid_from.getTime()) {
-      throw new InvalidInputError(`until: must be after the occupancy's from (${row.valid_from.toISOString()})`, 'until')
+      throw new InvalidInputError(`until: must be after the occupancy's from (${formatTimestamp(row.valid_from)})`, 'until')
     }
     const previous = row.valid_until
     if (previous !== null && previous.getTime() === until.getTime()) return

@@ -1,4 +1,5 @@
 import type { Kysely } from 'kysely'
+import { formatTimestamp } from '../../shared/calendar.ts'
 import { cursorListing } from '../../shared/cursor.ts'
 import type { Database } from '../../shared/db/schema.ts'
 import { InvalidInputError, type QuarantineReason } from '../../shared/errors.ts'
@@ -68,9 +69,9 @@ export async function listQuarantine(
   return {
     items: page.map((r) => ({
       meterId: r.meterId,
-      receivedAt: r.receivedAt.toISOString(),
+      receivedAt: formatTimestamp(r.receivedAt),
       reason: r.reason,
-      ...(r.ts !== null ? { ts: r.ts.toISOString() } : {}),
+      ...(r.ts !== null ? { ts: formatTimestamp(r.ts) } : {}),
       payloadExcerpt: utf8.decode(r.excerpt),
     })),
     nextCursor: rows.length > query.limit && last !== undefined ? CURSOR.encode([last.receivedAtKey, last.id]) : null,

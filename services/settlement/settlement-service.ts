@@ -1,5 +1,5 @@
 import type { Kysely, Transaction } from 'kysely'
-import { addMonths, isMonth, monthBounds, monthOf } from '../../shared/calendar.ts'
+import { addMonths, formatTimestamp, isMonth, monthBounds, monthOf } from '../../shared/calendar.ts'
 import type { Config } from '../../shared/config.ts'
 import type { Database } from '../../shared/db/schema.ts'
 import { ConflictError, InvalidInputError, assert } from '../../shared/errors.ts'
@@ -121,7 +121,7 @@ export async function settleMonth(db: Kysely<Database>, month: string, ctx: Sett
   const now = ctx.clock()
   const { end } = monthBounds(month, ctx.timezone)
   if (now.getTime() < end.getTime()) {
-    throw new InvalidInputError(`month: ${month} is not over yet (it ends at ${end.toISOString()})`, 'month')
+    throw new InvalidInputError(`month: ${month} is not over yet (it ends at ${formatTimestamp(end)})`, 'month')
   }
   const started = performance.now()
   const summary = await withSettlementLock(db, (trx) => runMonth(trx, month, now, ctx))

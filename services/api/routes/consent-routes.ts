@@ -1,4 +1,5 @@
 import { z } from 'zod'
+import { formatTimestamp } from '../../../shared/calendar.ts'
 import { BPS_TOTAL } from '../../../shared/money.ts'
 import { GRANULARITIES } from '../../../shared/wire.ts'
 import { listAccessLog, type AccessLogEntry } from '../../consent/access-log-service.ts'
@@ -98,7 +99,7 @@ function offerToWire(o: Offer): z.output<typeof offerAnswer> {
     granularity: o.granularity,
     priceMicrosPerDatum: o.priceMicrosPerDatum.toString(),
     split: o.split,
-    createdAt: o.createdAt.toISOString(),
+    createdAt: formatTimestamp(o.createdAt),
   }
 }
 
@@ -136,13 +137,13 @@ function consentToWire(c: Consent): z.output<typeof consentAnswer> {
     granularity: c.granularity,
     allMeters: c.allMeters,
     meterIds: c.meterIds,
-    validFrom: c.validFrom.toISOString(),
-    validUntil: c.validUntil.toISOString(),
-    dataFrom: c.dataFrom.toISOString(),
-    dataUntil: c.dataUntil?.toISOString() ?? null,
+    validFrom: formatTimestamp(c.validFrom),
+    validUntil: formatTimestamp(c.validUntil),
+    dataFrom: formatTimestamp(c.dataFrom),
+    dataUntil: c.dataUntil === null ? null : formatTimestamp(c.dataUntil),
     status: c.status,
-    statusChangedAt: c.statusChangedAt.toISOString(),
-    revokedAt: c.revokedAt?.toISOString() ?? null,
+    statusChangedAt: formatTimestamp(c.statusChangedAt),
+    revokedAt: c.revokedAt === null ? null : formatTimestamp(c.revokedAt),
     priceMicrosPerDatum: c.priceMicrosPerDatum.toString(),
     householdBps: c.householdBps,
   }
@@ -344,7 +345,7 @@ export const consentRoutes: RoutePlugin = async (app, { deps }) => {
     async handler({ query, principal }) {
       const result = await listConsentLog(db, principal.householdId, query, now())
       return {
-        items: result.items.map((e) => ({ ...e, at: e.at.toISOString() })),
+        items: result.items.map((e) => ({ ...e, at: formatTimestamp(e.at) })),
         nextCursor: result.next,
       }
     },

@@ -1,6 +1,6 @@
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { z } from 'zod'
-import { isMonth } from '../../../shared/calendar.ts'
+import { formatTimestamp, isMonth } from '../../../shared/calendar.ts'
 import { ForbiddenError, InvalidInputError, MetershareError, NotFoundError, TooManyRequestsError } from '../../../shared/errors.ts'
 import { PASSWORD_LENGTH_MAX } from '../../directory/directory-service.ts'
 import { EMAIL_LENGTH_MAX, closeSession, csrfTokenOf, csrfTokenValid, resolveSession, signIn } from '../../directory/session-service.ts'
@@ -198,7 +198,7 @@ export const portalRoutes: RoutePlugin = async (app, { deps }) => {
         const maxAgeS = Math.ceil((session.expiresAt.getTime() - at.getTime()) / 1000)
         void reply.header('set-cookie', sessionCookie(request, session.token, maxAgeS))
         if (form) return reply.redirect('/', 303)
-        return { householdId: session.householdId, csrfToken: session.csrfToken, expiresAt: session.expiresAt.toISOString() }
+        return { householdId: session.householdId, csrfToken: session.csrfToken, expiresAt: formatTimestamp(session.expiresAt) }
       } catch (err) {
         if (err instanceof TooManyRequestsError) {
           request.log.warn({ address: request.ip }, 'portal sign-in throttled')

@@ -22,9 +22,9 @@ describeDatabases('GET /admin/quarantine', (t) => {
     const body = res.json() as { items: { meterId: string; receivedAt: string; reason: string; ts?: string; payloadExcerpt: string }[]; nextCursor: string | null }
     expect(body.nextCursor).toBeNull()
     expect(body.items.map((i) => [i.meterId, i.receivedAt, i.reason])).toEqual([
-      [w.meterId, '2026-10-01T00:01:00.000Z', 'malformed_json'],
-      [w.meterId, '2026-10-01T00:16:00.000Z', 'unknown_obis'],
-      [otherMeter, '2026-10-01T00:31:00.000Z', 'invalid_schema'],
+      [w.meterId, '2026-10-01T00:01:00Z', 'malformed_json'],
+      [w.meterId, '2026-10-01T00:16:00Z', 'unknown_obis'],
+      [otherMeter, '2026-10-01T00:31:00Z', 'invalid_schema'],
     ])
     expect(body.items[0]!.payloadExcerpt).toBe('{"ts": "2026-10-01T00:00:00Z", "values": ')
     expect(body.items[0]!.ts).toBeUndefined()

@@ -127,7 +127,7 @@ describeDatabases('consent endpoints', (t) => {
     expect(twice.statusCode).toBe(409)
     expect(errorOf(twice)).toEqual({
       code: 'CONFLICT',
-      message: `offerId: consent ${id} already gives this recipient the household's load_curve data of all its meters until 2026-06-01T00:00:00.000Z; revoke it to grant other terms`,
+      message: `offerId: consent ${id} already gives this recipient the household's load_curve data of all its meters until 2026-06-01T00:00:00Z; revoke it to grant other terms`,
     })
     const consents = (await get('/me/consents', h0)).json() as { items: Record<string, unknown>[]; nextCursor: null }
     expect(consents).toEqual({
@@ -139,9 +139,9 @@ describeDatabases('consent endpoints', (t) => {
           recipientName: 'Energy advice app',
           allMeters: true,
           meterIds: [A],
-          validFrom: '2026-01-25T12:00:00.000Z',
-          validUntil: '2026-06-01T00:00:00.000Z',
-          dataFrom: '2026-01-01T00:00:00.000Z',
+          validFrom: '2026-01-25T12:00:00Z',
+          validUntil: '2026-06-01T00:00:00Z',
+          dataFrom: '2026-01-01T00:00:00Z',
           dataUntil: null,
           status: 'active',
           priceMicrosPerDatum: '100',
@@ -161,8 +161,8 @@ describeDatabases('consent endpoints', (t) => {
     expect(revoked.body).toBe('')
     const log = (await get('/me/consent-log', h0)).json() as { items: Record<string, unknown>[] }
     expect(log.items.map((e) => [e.consentId, e.event, e.actor, e.at])).toEqual([
-      [id, 'granted', h0.id, '2026-01-25T12:00:00.000Z'],
-      [id, 'revoked', h0.id, '2026-01-26T08:00:00.000Z'],
+      [id, 'granted', h0.id, '2026-01-25T12:00:00Z'],
+      [id, 'revoked', h0.id, '2026-01-26T08:00:00Z'],
     ])
     expect(((await get('/me/consent-log', h1)).json() as { items: unknown[] }).items).toEqual([])
   })

@@ -45,12 +45,12 @@ describeDatabases('quarantine listing', (t) => {
       items: [
         {
           meterId: 'mtr-1',
-          receivedAt: '2026-10-01T00:00:01.000Z',
+          receivedAt: '2026-10-01T00:00:01Z',
           reason: 'future_timestamp',
-          ts: '2026-10-02T00:00:00.000Z',
+          ts: '2026-10-02T00:00:00Z',
           payloadExcerpt: '{"ts":"2026-10-02T00:00:00Z"}',
         },
-        { meterId: 'mtr-1', receivedAt: '2026-10-01T00:00:02.000Z', reason: 'malformed_json', payloadExcerpt: '{"ts":' },
+        { meterId: 'mtr-1', receivedAt: '2026-10-01T00:00:02Z', reason: 'malformed_json', payloadExcerpt: '{"ts":' },
       ],
       nextCursor: null,
     })
@@ -77,11 +77,11 @@ describeDatabases('quarantine listing', (t) => {
       await quarantine(t, { meterId, receivedAt: `2026-10-01T00:00:${s}Z` })
     }
     const meter = await listQuarantine(t.db, { meterId: 'mtr-1', limit: 10 })
-    expect(meter.items.map((i) => i.receivedAt)).toEqual(['2026-10-01T00:00:01.000Z', '2026-10-01T00:00:03.000Z', '2026-10-01T00:00:04.000Z'])
+    expect(meter.items.map((i) => i.receivedAt)).toEqual(['2026-10-01T00:00:01Z', '2026-10-01T00:00:03Z', '2026-10-01T00:00:04Z'])
     const range = await listQuarantine(t.db, { from: new Date('2026-10-01T00:00:02Z'), to: new Date('2026-10-01T00:00:04Z'), limit: 10 })
     expect(range.items.map((i) => [i.meterId, i.receivedAt])).toEqual([
-      ['mtr-2', '2026-10-01T00:00:02.000Z'],
-      ['mtr-1', '2026-10-01T00:00:03.000Z'],
+      ['mtr-2', '2026-10-01T00:00:02Z'],
+      ['mtr-1', '2026-10-01T00:00:03Z'],
     ])
   })
 
