@@ -1,6 +1,6 @@
 import path from 'node:path'
 import { parseArgs, type ParseArgsConfig } from 'node:util'
-import { dayOf, formatMinuteUtc } from '../shared/calendar.ts'
+import { dayOf } from '../shared/calendar.ts'
 import { envToConfig, readEnv, type Config, type RawEnv } from '../shared/config.ts'
 import { ensureDataDir } from '../shared/data-dir.ts'
 import { ConfigError, MetershareError } from '../shared/errors.ts'
@@ -82,7 +82,7 @@ const commands: Record<string, Command> = {
     ensureDataDir(config.dataDir)
     const tty = process.stdout.isTTY === true
     const { DEMO_PASSWORD, DEMO_SPEED, demoFilePath, logToFile, startSystem } = await import('./system.ts')
-    const { startStatusLine } = await import('./status-line.ts')
+    const { simulatorLine, startStatusLine } = await import('./status-line.ts')
     const logFile = tty ? logToFile(config) : null
     if (!tty) configureLogging({ level: config.logLevel })
     const demo = values['no-demo'] !== true
@@ -103,8 +103,8 @@ const commands: Record<string, Command> = {
     if (system.fleet !== null) {
       const { meters, fromMs } = system.fleet.stats()
       // Started again on the same data, the fleet goes on after what is stored.
-      const from = fromMs === system.world!.fromMs ? `from ${dayOf(fromMs, config.timezone)}` : `resuming at ${formatMinuteUtc(fromMs)}`
-      lines.push(`  Simulator  ${meters} meters ${from} at ${DEMO_SPEED}x (a month in about ${Math.round((30 * 86_400) / DEMO_SPEED / 60)} minutes), then in real time`)
+      const line = simulatorLine({ meters, fromMs, worldFromMs: system.world!.fromMs, nowMs: Date.now(), speed: DEMO_SPEED, firstDay: dayOf(fromMs, config.timezone) })
+      lines.push(`  Simulator  ${line}`)
     } else if (demo && system.world === null) {
       // Said here too: on a terminal the log goes to its file.
       lines.push(`  Simulator  none: the database is not empty and ${demoFilePath(config.dataDir)} is missing (a demo world is created on an empty database only)`)

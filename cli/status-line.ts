@@ -17,6 +17,18 @@ async function value(metric: { get(): Promise<{ values: Array<{ value: number; l
 
 const fmt = new Intl.NumberFormat('en-US')
 
+/**
+ * The banner's simulator line. A fleet started again goes on after what is stored: at the demo's
+ * speed while it has a backlog to replay (under a second of it at that speed counts as none), else in
+ * real time at once.
+ */
+export function simulatorLine(o: { meters: number; fromMs: number; worldFromMs: number; nowMs: number; speed: number; firstDay: string }): string {
+  const pace = `at ${o.speed}x (a month in about ${Math.round((30 * 86_400) / o.speed / 60)} minutes), then in real time`
+  if (o.fromMs === o.worldFromMs) return `${o.meters} meters from ${o.firstDay} ${pace}`
+  const replayMs = (o.nowMs - o.fromMs) / o.speed
+  return `${o.meters} meters resuming at ${formatMinuteUtc(o.fromMs)} ${replayMs < 1_000 ? 'in real time' : pace}`
+}
+
 export function startStatusLine(options: { metrics: Metrics; fleet: Fleet | null; out: NodeJS.WriteStream; tty: boolean }): { stop(): void } {
   const { metrics, fleet, out, tty } = options
   let lastStored = 0
