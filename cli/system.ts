@@ -1,6 +1,6 @@
 import { createWriteStream } from 'node:fs'
 import { createServer, type Server as HttpServer } from 'node:http'
-import type { AddressInfo } from 'node:net'
+import net, { type AddressInfo } from 'node:net'
 import path from 'node:path'
 import { sql } from 'kysely'
 import type { FastifyInstance } from 'fastify'
@@ -142,6 +142,24 @@ function listenError(err: unknown, variable: string, port: number, host: string)
   return err
 }
 
+/**
+ * Finds a bad `METERSHARE_HOST` (an unknown name, an address this machine does not have) before
+ * anything is created: by listening on a free port of it for a moment.
+ */
+async function checkListenHost(host: string): Promise<void> {
+  const server = net.createServer()
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject)
+      server.listen(0, host, () => resolve())
+    })
+  } catch (err) {
+    throw listenError(err, ENV_VARS.host, 0, host)
+  } finally {
+    await new Promise<void>((resolve) => server.close(() => resolve()))
+  }
+}
+
 async function listenHttp(server: HttpServer | FastifyInstance, port: number, host: string): Promise<number> {
   try {
     if ('listen' in server && 'inject' in server) {
@@ -190,6 +208,7 @@ export async function startSystem(configIn: Readonly<Config>, options: SystemOpt
   const parts = new Parts()
   const metrics = createMetrics()
   try {
+    await checkListenHost(config.mqtt.host)
     const db = await openAndMigrate(config, parts, 'up')
     let world: DemoWorld | null = null
     if (options.demo) {

@@ -111,12 +111,12 @@ describe('metershare up on a port that is taken', () => {
   })
 
   /** Runs `up` to its end; its exit code and what it printed on stderr. */
-  function upWith(env: { MQTT_PORT: string; HTTP_PORT: string; METERSHARE_HOST?: string }): Promise<{ code: number; stderr: string }> {
+  function upWith(env: { MQTT_PORT: string; HTTP_PORT: string; METERSHARE_HOST?: string }, dir = dataDir): Promise<{ code: number; stderr: string }> {
     return runCli(['up', '--no-demo', '--no-simulate'], {
       ...process.env,
       METERSHARE_HOST: '127.0.0.1',
       ...env,
-      METERSHARE_DATA_DIR: dataDir,
+      METERSHARE_DATA_DIR: dir,
       METERSHARE_ADMIN_TOKEN: ADMIN_TOKEN,
       METERSHARE_LOG_LEVEL: 'silent',
     })
@@ -140,9 +140,12 @@ describe('metershare up on a port that is taken', () => {
       // .invalid is reserved (RFC 2606): no resolver knows a name in it.
       ['metershare.invalid', 'is not a known host name'],
     ] as const) {
-      const { code, stderr } = await upWith({ MQTT_PORT: '0', HTTP_PORT: '0', METERSHARE_HOST: host })
+      const fresh = path.join(dataDir, 'bad-host')
+      const { code, stderr } = await upWith({ MQTT_PORT: '0', HTTP_PORT: '0', METERSHARE_HOST: host }, fresh)
       expect(stderr).toBe(`metershare up: METERSHARE_HOST: ${host} ${reason}\n`)
       expect(code).toBe(2)
+      // Found before the embedded database is created.
+      expect(existsSync(path.join(fresh, 'pglite'))).toBe(false)
     }
   }, 120_000)
 
