@@ -113,7 +113,9 @@ export interface Messages {
     granularity: string
     meters: string
     validUntil: string
-    dataFrom: string
+    dataWindow: string
+    dataSince: string
+    dataBetween: string
     status: string
     price: string
     action: string
@@ -261,7 +263,9 @@ const EN: Messages = {
     granularity: 'Granularity',
     meters: 'Meters',
     validUntil: 'Valid until',
-    dataFrom: 'Data from',
+    dataWindow: 'Data',
+    dataSince: 'from {from}',
+    dataBetween: '{from} to {until}',
     status: 'Status',
     price: 'Price per datum',
     action: 'Action',
@@ -409,7 +413,9 @@ const FR: Messages = {
     granularity: 'Granularité',
     meters: 'Compteurs',
     validUntil: 'Valable jusqu’au',
-    dataFrom: 'Données depuis',
+    dataWindow: 'Données',
+    dataSince: 'depuis le {from}',
+    dataBetween: 'du {from} au {until}',
     status: 'État',
     price: 'Prix par relevé',
     action: 'Action',

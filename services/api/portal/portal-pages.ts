@@ -235,7 +235,7 @@ function consentRow(ctx: PageContext, c: Consent): SafeHtml {
 <td>${t.granularities[c.granularity]}</td>
 <td>${consentMeters(ctx, c)}</td>
 <td>${f.date(c.validUntil, ctx.timezone)}</td>
-<td>${f.dateTime(c.dataFrom, ctx.timezone)}</td>
+<td>${c.dataUntil === null ? fill(t.consents.dataSince, { from: f.dateTime(c.dataFrom, ctx.timezone) }) : fill(t.consents.dataBetween, { from: f.dateTime(c.dataFrom, ctx.timezone), until: f.dateTime(c.dataUntil, ctx.timezone) })}</td>
 <td>${price}</td>
 <td><span class="status status-${c.status}">${t.consents.statuses[c.status]}</span></td>
 <td>${action}</td>
@@ -318,7 +318,7 @@ export function consentsPage(ctx: PageContext, model: ConsentsModel, flash: 'gra
       : html`<div class="scroll"><table id="consents">
 <caption class="visually-hidden">${t.consents.yours}</caption>
 <thead><tr><th scope="col">${t.consents.recipient}</th><th scope="col">${t.consents.purpose}</th><th scope="col">${t.consents.granularity}</th><th scope="col">${t.consents.meters}</th>
-<th scope="col">${t.consents.validUntil}</th><th scope="col">${t.consents.dataFrom}</th><th scope="col">${t.consents.price}</th><th scope="col">${t.consents.status}</th><th scope="col">${t.consents.action}</th></tr></thead>
+<th scope="col">${t.consents.validUntil}</th><th scope="col">${t.consents.dataWindow}</th><th scope="col">${t.consents.price}</th><th scope="col">${t.consents.status}</th><th scope="col">${t.consents.action}</th></tr></thead>
 <tbody>${model.consents.map((c) => consentRow(ctx, c))}</tbody>
 </table></div>
 ${model.nextCursor === null ? '' : html`<p><a href="${pageHref('/consents', { cursor: model.nextCursor })}">${t.accessLog.next}</a></p>`}`

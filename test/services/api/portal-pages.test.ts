@@ -46,7 +46,7 @@ describeDatabases('portal pages', (t) => {
     const offerId = await offer(db, { recipientId, granularity: 'load_curve', priceMicrosPerDatum: PRICE, householdBps: 5_000, operatorBps: 5_000, platformBps: 0 })
     await consent(db, { householdId, recipientId, offerId, granularity: 'load_curve', meterIds: [meterId], validFrom: paris('2026-09-01') })
     // The supplier's legal basis: monthly data, free.
-    await consent(db, { householdId, recipientId: operator, offerId: null, granularity: 'monthly', meterIds: [meterId], validFrom: paris('2026-09-01') })
+    await consent(db, { householdId, recipientId: operator, offerId: null, granularity: 'monthly', meterIds: [meterId], validFrom: paris('2026-09-01'), dataUntil: paris('2027-09-01') })
 
     // October: the 1st to the 3rd (72 readings), settled; then late readings of the 10th (24),
     // settled in November as an adjustment; November: the 1st and 2nd (48 readings).
@@ -182,6 +182,10 @@ describeDatabases('portal pages', (t) => {
     const legal = /<tr data-consent="cns_[0-9a-z]+" data-status="active">\s*<td>Grid <span class="tag">Legal basis<\/span><\/td>[\s\S]*?<\/tr>/.exec(html)
     expect(legal).not.toBeNull()
     expect(legal![0]).toContain('<td>free</td>')
+    // The data window: open-ended, or with its end.
+    expect(html).toContain('<th scope="col">Data</th>')
+    expect(html).toMatch(/<td>from 1 Sept 2026, 00:00<\/td>/)
+    expect(legal![0]).toContain('<td>1 Sept 2026, 00:00 to 1 Sept 2027, 00:00</td>')
     expect(legal![0]).not.toContain('<button')
     expect(html.match(/data-revoke=/g)).toHaveLength(1)
     expect(html).toMatch(/<meta name="csrf-token" content="[A-Za-z0-9_-]{43}">/)
