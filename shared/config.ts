@@ -1,5 +1,6 @@
 import { z } from 'zod'
 import { ConfigError } from './errors.ts'
+import { parsedUrl } from './connect-errors.ts'
 import { parseTrustedProxies } from './trusted-proxies.ts'
 
 /**
@@ -62,9 +63,20 @@ const timezone = z.string().refine(
   { message: 'not an IANA time zone' },
 )
 
-const databaseUrl = z
-  .string()
-  .refine((u) => /^postgres(ql)?:\/\//.test(u), { message: 'must start with postgres:// or postgresql://' })
+/** A server URL of one of the schemes: it must parse, with a host and a port in range when one is given. */
+function serverUrl(schemes: RegExp, schemeMessage: string) {
+  return z
+    .string()
+    .refine((u) => schemes.test(u), { message: schemeMessage })
+    .refine((u) => (parsedUrl(u)?.hostname ?? '') !== '', { message: 'not a valid URL with a host (scheme://user:password@host:port/…)', abort: true })
+}
+
+const databaseUrl = serverUrl(/^postgres(ql)?:\/\//, 'must start with postgres:// or postgresql://')
+
+/** A value as a message may show it: a URL's password replaced by `***`, parsed or not. */
+export function redactedValue(value: unknown): string {
+  return JSON.stringify(value)?.replace(/(\/\/[^/@:"]*:)[^@"]*@/, '$1***@') ?? 'undefined'
+}
 
 const envSchema = z.object({
   dataDir: z.string().default('./data'),
@@ -75,7 +87,7 @@ const envSchema = z.object({
   adminToken: z.string().min(16, 'must be at least 16 characters').optional(),
   timezone: timezone.default('Europe/Paris'),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
-  redisUrl: z.string().refine((u) => /^rediss?:\/\//.test(u), { message: 'must start with redis://' }).optional(),
+  redisUrl: serverUrl(/^rediss?:\/\//, 'must start with redis://').optional(),
   pgliteFsync: bool.default(true),
   dbPoolSize: wholeNumber(1, 200, 'a count of connections').default(10),
   payoutMinMicros: z
@@ -220,7 +232,9 @@ export function envToConfig(raw: RawEnv, overrides: ConfigOverrides = {}): Reado
     const issue = parsed.error.issues[0]!
     const key = issue.path[0] as EnvKey
     const name = ENV_VARS[key] ?? String(key)
-    throw new ConfigError(`${name}: ${issue.message} (got ${JSON.stringify(raw[key])})`)
+    // A secret is never shown, not even a wrong one: only its length.
+    const got = key === 'adminToken' ? `${String(raw[key]).length} characters` : redactedValue(raw[key])
+    throw new ConfigError(`${name}: ${issue.message} (got ${got})`)
   }
   const e = parsed.data
   const config: Config = {
