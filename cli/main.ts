@@ -47,8 +47,12 @@ export function serverEnv(values: { 'data-dir'?: string; 'mqtt-port'?: string; '
 
 /** Runs until SIGINT or SIGTERM, then stops in order; a second signal exits at once. */
 async function runUntilSignal(stop: () => Promise<void>): Promise<number> {
+  // Runs until a signal, whatever else holds the event loop: the settlement worker's timers do not,
+  // and it would otherwise end (exit 13) the moment its database connection dropped.
+  const keepAlive = setInterval(() => {}, 2 ** 31 - 1)
   await new Promise<void>((resolve) => {
     const onSignal = (signal: NodeJS.Signals): void => {
+      clearInterval(keepAlive)
       log.cli.info({ signal }, 'shutting down')
       process.off('SIGINT', onSignal)
       process.off('SIGTERM', onSignal)

@@ -18,6 +18,7 @@ import { generateSecret } from '../shared/secrets.ts'
 import { buildApi, type HealthReport } from '../services/api/app.ts'
 import { healthAnswer } from '../services/api/routes/operations-routes.ts'
 import { AccessLogRecorder } from '../services/consent/access-log-recorder.ts'
+import { countActiveConsents } from '../services/consent/consent-repository.ts'
 import { startConsentSweeper } from '../services/consent/consent-lifecycle.ts'
 import { openReleaseView, type ReleaseView } from '../services/consent/release-view.ts'
 import { latestReadingTimes } from '../services/metering/reading-service.ts'
@@ -400,16 +401,16 @@ export async function startBrokerProcess(config: Readonly<Config>): Promise<{ st
 /** `metershare api`: the HTTP API and the portal. */
 export async function startApiProcess(config: Readonly<Config>): Promise<{ stop(): Promise<void> }> {
   const parts = new Parts()
-  const metrics = createMetrics()
   try {
     const db = await openConfiguredDatabase(config, 'metershare:api')
     parts.add('database', () => db.close())
+    // The brokers are other processes: their own /healthz and /metrics answer for them.
+    const metrics = createMetrics({ broker: false, consentsActiveCount: () => countActiveConsents(db.db, new Date()) })
     const api = await buildApi({
       config,
       db,
       metrics,
-      // The brokers are other processes: their own /healthz answers for them.
-      health: async () => ({ broker: true, database: await probeDatabase(db) }),
+      health: async () => ({ database: await probeDatabase(db) }),
     })
     parts.add('http', () => api.close())
     await listenHttp(api, config.http.port, config.http.host)

@@ -22,54 +22,69 @@ export interface Metrics {
   httpRequestSeconds: Histogram<'method' | 'route' | 'status'>
 }
 
-export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metrics {
+export interface MetricsOptions {
+  defaultMetrics?: boolean
+  /**
+   * Whether this process runs a broker (default yes). The API alone (`metershare api`) exports none
+   * of the broker's metrics (stored, quarantined, connections, ingest): zeros there would read as
+   * an idle fleet. Each broker exports its own.
+   */
+  broker?: boolean
+  /** Counts the consents active now at each scrape, for a process without a release view of its own. */
+  consentsActiveCount?: () => Promise<number>
+}
+
+export function createMetrics(options: MetricsOptions = {}): Metrics {
   const registry = new Registry()
   if (options.defaultMetrics !== false) collectDefaultMetrics({ register: registry, prefix: 'metershare_' })
   const registers = [registry]
+  /** A broker's metric: kept out of the registry of a process without a broker. */
+  const brokerRegisters = options.broker === false ? [] : registers
+  const count = options.consentsActiveCount
   const metrics: Metrics = {
     registry,
-    readingsStored: new Counter({ name: 'metershare_readings_stored_total', help: 'Datums durably stored', registers }),
+    readingsStored: new Counter({ name: 'metershare_readings_stored_total', help: 'Datums durably stored', registers: brokerRegisters }),
     readingsQuarantined: new Counter({
       name: 'metershare_readings_quarantined_total',
       help: 'Payloads or datums acknowledged and kept in quarantine, by reason',
       labelNames: ['reason'],
-      registers,
+      registers: brokerRegisters,
     }),
     readingsDuplicate: new Counter({
       name: 'metershare_readings_duplicate_total',
       help: 'Datums received again with the same values (acknowledged, stored once)',
-      registers,
+      registers: brokerRegisters,
     }),
     mqttConnections: new Gauge({
       name: 'metershare_mqtt_connections',
       help: 'Authenticated MQTT connections, by role',
       labelNames: ['role'],
-      registers,
+      registers: brokerRegisters,
     }),
-    mqttAuthFailures: new Counter({ name: 'metershare_mqtt_auth_failures_total', help: 'Refused MQTT connections', registers }),
+    mqttAuthFailures: new Counter({ name: 'metershare_mqtt_auth_failures_total', help: 'Refused MQTT connections', registers: brokerRegisters }),
     ingestAckSeconds: new Histogram({
       name: 'metershare_ingest_ack_seconds',
       help: 'Time from receiving a meter publish to its PUBACK (the commit in between)',
       buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
-      registers,
+      registers: brokerRegisters,
     }),
     ingestBatchReadings: new Histogram({
       name: 'metershare_ingest_batch_readings',
       help: 'Datums per group commit',
       buckets: [1, 10, 50, 100, 500, 1000, 5000, 10000, 50000],
-      registers,
+      registers: brokerRegisters,
     }),
     ingestCommitSeconds: new Histogram({
       name: 'metershare_ingest_commit_seconds',
       help: 'Duration of one group-commit transaction',
       buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
-      registers,
+      registers: brokerRegisters,
     }),
-    ingestQueueReadings: new Gauge({ name: 'metershare_ingest_queue_readings', help: 'Datums waiting for commit', registers }),
+    ingestQueueReadings: new Gauge({ name: 'metershare_ingest_queue_readings', help: 'Datums waiting for commit', registers: brokerRegisters }),
     ingestCommitFailures: new Counter({
       name: 'metershare_ingest_commit_failures_total',
       help: 'Group commits that failed and were retried (nothing was acknowledged)',
-      registers,
+      registers: brokerRegisters,
     }),
     datumsReleased: new Counter({
       name: 'metershare_datums_released_total',
@@ -77,7 +92,18 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
       labelNames: ['channel'],
       registers,
     }),
-    consentsActive: new Gauge({ name: 'metershare_consents_active', help: 'Consents active now', registers }),
+    consentsActive: new Gauge({
+      name: 'metershare_consents_active',
+      help: 'Consents active now',
+      registers,
+      ...(count !== undefined
+        ? {
+            async collect(this: Gauge<never>) {
+              this.set(await count())
+            },
+          }
+        : {}),
+    }),
     httpRequestSeconds: new Histogram({
       name: 'metershare_http_request_seconds',
       help: 'HTTP request duration',

@@ -16,7 +16,8 @@ import { ROUTE_PLUGINS } from './routes/index.ts'
  */
 
 export interface HealthReport {
-  broker: boolean
+  /** Whether this process's broker runs (absent in the API alone: each broker answers for itself). */
+  broker?: boolean
   database: boolean
   /** A broker coupled to others through Redis: whether Redis answers (absent when not coupled). */
   redis?: boolean

@@ -195,3 +195,15 @@ export async function sweepCandidates(
     LIMIT ${limit}`.execute(db)
   return rows.map((r) => r.id)
 }
+
+/** Consents in force at `now`, as the release view counts them (`consentActiveAt`): begun, not yet ended nor revoked. */
+export async function countActiveConsents(db: Db, now: Date): Promise<number> {
+  const row = await db
+    .selectFrom('consents')
+    .select(sql<number>`count(*)::int`.as('n'))
+    .where('valid_from', '<=', now)
+    .where('valid_until', '>', now)
+    .where((eb) => eb.or([eb('revoked_at', 'is', null), eb('revoked_at', '>', now)]))
+    .executeTakeFirstOrThrow()
+  return row.n
+}

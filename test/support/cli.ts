@@ -15,10 +15,18 @@ export class CliProcess {
   private readonly child: ChildProcess
   output = ''
 
-  constructor(args: string[], env: NodeJS.ProcessEnv) {
+  constructor(
+    readonly args: string[],
+    env: NodeJS.ProcessEnv,
+  ) {
     this.child = spawn(process.execPath, [CLI, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] })
     this.child.stdout!.on('data', (d: Buffer) => (this.output += d.toString()))
     this.child.stderr!.on('data', (d: Buffer) => (this.output += d.toString()))
+  }
+
+  /** Null while it runs. */
+  get exitCode(): number | null {
+    return this.child.exitCode
   }
 
   get pid(): number | undefined {

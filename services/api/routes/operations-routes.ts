@@ -9,17 +9,22 @@ export const HEALTH_CHECK_TIMEOUT_MS = 2_000
 
 const healthSchema = z.object({
   status: z.enum(['ok', 'unavailable']),
-  broker: z.boolean(),
+  broker: z.boolean().optional().describe('Whether the broker answers; absent from `metershare api` alone, whose brokers are other processes with a /healthz of their own'),
   database: z.boolean(),
   redis: z.boolean().optional().describe('Present when the broker is coupled to others through Redis: whether Redis answers'),
 })
 
 /** The answer of a /healthz (this API's, and a broker process's own): 200 when every part answers. */
 export function healthAnswer(report: HealthReport): { code: 200 | 503; body: z.infer<typeof healthSchema> } {
-  const ok = report.broker && report.database && report.redis !== false
+  const ok = report.broker !== false && report.database && report.redis !== false
   return {
     code: ok ? 200 : 503,
-    body: { status: ok ? 'ok' : 'unavailable', broker: report.broker, database: report.database, ...(report.redis !== undefined ? { redis: report.redis } : {}) },
+    body: {
+      status: ok ? 'ok' : 'unavailable',
+      ...(report.broker !== undefined ? { broker: report.broker } : {}),
+      database: report.database,
+      ...(report.redis !== undefined ? { redis: report.redis } : {}),
+    },
   }
 }
 
