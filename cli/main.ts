@@ -1,7 +1,7 @@
 import path from 'node:path'
 import { parseArgs, type ParseArgsConfig } from 'node:util'
 import { dayOf } from '../shared/calendar.ts'
-import { envToConfig, readEnv, type Config, type RawEnv } from '../shared/config.ts'
+import { ENV_VARS, envToConfig, readEnv, type Config, type RawEnv } from '../shared/config.ts'
 import { ensureDataDir } from '../shared/data-dir.ts'
 import { ConfigError, MetershareError } from '../shared/errors.ts'
 import { configureLogging, log } from '../shared/logger.ts'
@@ -137,6 +137,12 @@ const commands: Record<string, Command> = {
     const config = envToConfig(serverEnv(values, env))
     configureLogging({ level: config.logLevel })
     requirePostgres(config, 'api')
+    if (config.adminToken === null) {
+      // Without it every /admin request would be refused, with nothing to say why.
+      throw new ConfigError(
+        `${ENV_VARS.adminToken}: \`metershare api\` needs the operator's bearer token (at least 16 characters; give every process of a layout the same one)`,
+      )
+    }
     const running = await (await import('./system.ts')).startApiProcess(config)
     log.cli.info({ httpPort: config.http.port }, 'api running')
     return runUntilSignal(running.stop)

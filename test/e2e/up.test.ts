@@ -149,6 +149,16 @@ describe('metershare up on a port that is taken', () => {
     }
   }, 120_000)
 
+  it('refuses to run the API alone without PostgreSQL or without an operator token, naming the variable', async () => {
+    const { METERSHARE_ADMIN_TOKEN: _token, DATABASE_URL: _url, ...env } = process.env
+    const alone = await runCli(['api'], { ...env, METERSHARE_DATA_DIR: dataDir })
+    expect(alone.stderr).toMatch(/^metershare api: DATABASE_URL: `metershare api` runs beside other processes and needs PostgreSQL/)
+    expect(alone.code).toBe(2)
+    const tokenless = await runCli(['api'], { ...env, DATABASE_URL: 'postgres://metershare@127.0.0.1:1/none' })
+    expect(tokenless.stderr).toBe("metershare api: METERSHARE_ADMIN_TOKEN: `metershare api` needs the operator's bearer token (at least 16 characters; give every process of a layout the same one)\n")
+    expect(tokenless.code).toBe(2)
+  }, 60_000)
+
   it('answers --help for every command with the usage, and nothing else', async () => {
     for (const command of ['up', 'migrate', 'broker', 'api', 'settlement', 'settle', 'simulate']) {
       const { code, stdout, stderr } = await runCli([command, '--help'], { ...process.env, METERSHARE_DATA_DIR: path.join(dataDir, 'never-made') })
