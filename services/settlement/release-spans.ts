@@ -93,12 +93,18 @@ function released(consent: ConsentFact, datum: RuleDatum, completeMs: number, oc
 /**
  * Spans of the consent's own granularity (the offer prices that granularity) in `month`,
  * for every meter it names. `occupanciesByMeter` holds all occupancies of those meters.
+ * `latestDataMs` gives the timestamp of a meter's latest stored datum (-Infinity when none): a
+ * daily or monthly datum is complete, and so deliverable, only once its meter has sent data
+ * stamped at or after the end of its day or month. That is when `daily/` publishes it and the
+ * pull API lists it; a day a meter never got past (it stopped for good, or is still catching up)
+ * is not charged, until data after it arrives and a later run counts it.
  */
 export function settlementSpans(
   consent: ConsentFact,
   calendar: MonthCalendar,
   occupanciesByMeter: ReadonlyMap<string, readonly OccupancyFact[]>,
   nowMs: number,
+  latestDataMs: (meterId: string) => number,
 ): CountSpan[] {
   const { days, dayStartsMs } = calendar
   const monthStartMs = dayStartsMs[0]!
@@ -123,14 +129,20 @@ export function settlementSpans(
           })
         }
         break
-      case 'daily':
+      case 'daily': {
+        // Days complete by the meter's data: those that end at or before its latest datum.
+        const latestMs = latestDataMs(meterId)
+        let completeDays = 0
+        while (completeDays < days.length && dayStartsMs[completeDays + 1]! <= latestMs) completeDays++
         for (const [first, last] of releasedDays(consent, meterId, occupancies, calendar, nowMs)) {
-          spans.push({ kind: 'daily', consentId, meterId, householdId, firstDay: days[first]!, lastDay: days[last]!, edges: [] })
+          if (first >= completeDays) break
+          spans.push({ kind: 'daily', consentId, meterId, householdId, firstDay: days[first]!, lastDay: days[Math.min(last, completeDays - 1)]!, edges: [] })
         }
         break
+      }
       case 'monthly': {
         const datum: RuleDatum = { meterId, granularity: 'monthly', atMs: monthStartMs, householdId: consent.householdId }
-        if (released(consent, datum, monthEndMs, occupancies, nowMs)) {
+        if (latestDataMs(meterId) >= monthEndMs && released(consent, datum, monthEndMs, occupancies, nowMs)) {
           spans.push({ kind: 'monthly', consentId, meterId, householdId, firstDay: days[0]!, lastDay: days[days.length - 1]!, edges: [] })
         }
         break

@@ -8,6 +8,7 @@ import { log } from '../../shared/logger.ts'
 import { HOUSEHOLD_ACCOUNT_PREFIX, PAYOUTS_ACCOUNT, householdAccount } from './ledger-account.ts'
 import { datumsPerConsent, planCounts, type RangeCount } from './count-plan.ts'
 import { monthCalendar, settlementSpans, type CountSpan } from './release-spans.ts'
+import { latestReadingTimes } from '../metering/reading-service.ts'
 import {
   payoutDue,
   postingDifferences,
@@ -216,8 +217,12 @@ async function readMonthInputs(trx: Transaction<Database>, month: string, now: D
 
   const calendar = monthCalendar(month, ctx.timezone)
   const nowMs = now.getTime()
+  const facts = consentRows.map((c) => repo.toConsentFact(c))
+  // Daily and monthly datums are complete once their meter has data after them (as daily/ and the pull API have it).
+  const latest = await latestReadingTimes(trx, [...new Set(facts.filter((c) => c.granularity !== 'load_curve').flatMap((c) => c.meterIds))])
+  const latestDataMs = (meterId: string): number => latest.get(meterId) ?? -Infinity
   const spans: CountSpan[] = []
-  for (const c of consentRows) spans.push(...settlementSpans(repo.toConsentFact(c), calendar, byMeter, nowMs))
+  for (const c of facts) spans.push(...settlementSpans(c, calendar, byMeter, nowMs, latestDataMs))
 
   const plan = planCounts(spans)
   const { ranges, pieces } = plan

@@ -15,6 +15,8 @@ const HOUR = 3_600_000
 const at = (day: string, hour = 0, minute = 0) => startOfDayMs(day, TZ) + hour * HOUR + minute * 60_000
 const OCT = monthCalendar('2026-10', TZ)
 const AFTER = at('2026-11-05')
+/** Every meter has data after the month: its days and the month are complete. */
+const COMPLETE = (): number => Infinity
 
 function fact(overrides: Partial<ConsentFact> = {}): ConsentFact {
   return {
@@ -45,17 +47,17 @@ function shape(spans: CountSpan[]) {
 
 describe('settlement spans', () => {
   it('covers the whole month in whole days when the consent covers it all', () => {
-    expect(shape(settlementSpans(fact(), OCT, occupancies(), AFTER))).toEqual([{ kind: 'load_curve', days: '2026-10-01..2026-10-31', edges: [] }])
-    expect(shape(settlementSpans(fact({ granularity: 'daily' }), OCT, occupancies(), AFTER))).toEqual([
+    expect(shape(settlementSpans(fact(), OCT, occupancies(), AFTER, COMPLETE))).toEqual([{ kind: 'load_curve', days: '2026-10-01..2026-10-31', edges: [] }])
+    expect(shape(settlementSpans(fact({ granularity: 'daily' }), OCT, occupancies(), AFTER, COMPLETE))).toEqual([
       { kind: 'daily', days: '2026-10-01..2026-10-31', edges: [] },
     ])
-    expect(shape(settlementSpans(fact({ granularity: 'monthly' }), OCT, occupancies(), AFTER))).toEqual([
+    expect(shape(settlementSpans(fact({ granularity: 'monthly' }), OCT, occupancies(), AFTER, COMPLETE))).toEqual([
       { kind: 'monthly', days: '2026-10-01..2026-10-31', edges: [] },
     ])
   })
 
   it('counts a day cut by the data window from its raw readings, and the rest from whole days', () => {
-    const spans = settlementSpans(fact({ dataFromMs: at('2026-10-10', 12, 30), dataUntilMs: at('2026-10-25', 2) }), OCT, occupancies(), AFTER)
+    const spans = settlementSpans(fact({ dataFromMs: at('2026-10-10', 12, 30), dataUntilMs: at('2026-10-25', 2) }), OCT, occupancies(), AFTER, COMPLETE)
     expect(shape(spans)).toEqual([
       {
         kind: 'load_curve',
@@ -66,27 +68,42 @@ describe('settlement spans', () => {
   })
 
   it('keeps a window inside one day as a single piece', () => {
-    const spans = settlementSpans(fact({ dataFromMs: at('2026-10-25', 1), dataUntilMs: at('2026-10-25', 4) }), OCT, occupancies(), AFTER)
+    const spans = settlementSpans(fact({ dataFromMs: at('2026-10-25', 1), dataUntilMs: at('2026-10-25', 4) }), OCT, occupancies(), AFTER, COMPLETE)
     expect(shape(spans)).toEqual([{ kind: 'load_curve', days: null, edges: ['2026-10-24T23:00:00.000Z..2026-10-25T02:00:00.000Z'] }])
   })
 
   it('stops at a revocation: no datum stamped after it, no daily datum of a day not complete before it', () => {
     const revoked = fact({ revokedAtMs: at('2026-10-20', 9) })
-    expect(shape(settlementSpans(revoked, OCT, occupancies(), AFTER))).toEqual([
+    expect(shape(settlementSpans(revoked, OCT, occupancies(), AFTER, COMPLETE))).toEqual([
       { kind: 'load_curve', days: '2026-10-01..2026-10-19', edges: ['2026-10-19T22:00:00.000Z..2026-10-20T07:00:00.000Z'] },
     ])
-    expect(shape(settlementSpans({ ...revoked, granularity: 'daily' }, OCT, occupancies(), AFTER))).toEqual([
+    expect(shape(settlementSpans({ ...revoked, granularity: 'daily' }, OCT, occupancies(), AFTER, COMPLETE))).toEqual([
       { kind: 'daily', days: '2026-10-01..2026-10-19', edges: [] },
     ])
     // A monthly datum is complete at the month's end, after the revocation: never released.
-    expect(settlementSpans({ ...revoked, granularity: 'monthly' }, OCT, occupancies(), AFTER)).toEqual([])
+    expect(settlementSpans({ ...revoked, granularity: 'monthly' }, OCT, occupancies(), AFTER, COMPLETE)).toEqual([])
   })
 
   it('charges history a consent reaches back to, once it has begun', () => {
     const later = fact({ validFromMs: at('2026-10-15'), dataFromMs: at('2026-10-01'), granularity: 'daily' })
-    expect(shape(settlementSpans(later, OCT, occupancies(), AFTER))).toEqual([{ kind: 'daily', days: '2026-10-01..2026-10-31', edges: [] }])
+    expect(shape(settlementSpans(later, OCT, occupancies(), AFTER, COMPLETE))).toEqual([{ kind: 'daily', days: '2026-10-01..2026-10-31', edges: [] }])
     // Run before the consent began: nothing released yet.
-    expect(settlementSpans(later, OCT, occupancies(), at('2026-10-14'))).toEqual([])
+    expect(settlementSpans(later, OCT, occupancies(), at('2026-10-14'), COMPLETE)).toEqual([])
+  })
+
+  it('charges a day or a month only once its meter has sent data stamped at or after its end, as daily/ and the pull API release it', () => {
+    const daily = fact({ granularity: 'daily' })
+    // The latest datum closes 14 October (stamped 15 October 00:00): the 15th is still filling in.
+    const upTo15th = (): number => at('2026-10-15')
+    expect(shape(settlementSpans(daily, OCT, occupancies(), AFTER, upTo15th))).toEqual([{ kind: 'daily', days: '2026-10-01..2026-10-14', edges: [] }])
+    expect(shape(settlementSpans(daily, OCT, occupancies(), AFTER, () => at('2026-10-15') - 1))).toEqual([{ kind: 'daily', days: '2026-10-01..2026-10-13', edges: [] }])
+    expect(settlementSpans(daily, OCT, occupancies(), AFTER, () => -Infinity)).toEqual([])
+    // The month: complete with a datum stamped at its end, not before.
+    const monthly = fact({ granularity: 'monthly' })
+    expect(settlementSpans(monthly, OCT, occupancies(), AFTER, () => at('2026-11-01') - 1)).toEqual([])
+    expect(shape(settlementSpans(monthly, OCT, occupancies(), AFTER, () => at('2026-11-01')))).toEqual([{ kind: 'monthly', days: '2026-10-01..2026-10-31', edges: [] }])
+    // The load curve is complete reading by reading.
+    expect(shape(settlementSpans(fact(), OCT, occupancies(), AFTER, () => -Infinity))).toEqual([{ kind: 'load_curve', days: '2026-10-01..2026-10-31', edges: [] }])
   })
 
   it('ends a meter at the move-out, for good, even if the household comes back', () => {
@@ -95,13 +112,13 @@ describe('settlement spans', () => {
       { meterId: 'm1', householdId: 'hh_b', fromMs: at('2026-10-12'), untilMs: at('2026-10-20') },
       { meterId: 'm1', householdId: 'hh_a', fromMs: at('2026-10-20'), untilMs: null },
     ]
-    expect(shape(settlementSpans(fact(), OCT, occupancies(moves), AFTER))).toEqual([{ kind: 'load_curve', days: '2026-10-01..2026-10-11', edges: [] }])
+    expect(shape(settlementSpans(fact(), OCT, occupancies(moves), AFTER, COMPLETE))).toEqual([{ kind: 'load_curve', days: '2026-10-01..2026-10-11', edges: [] }])
   })
 
   it('releases nothing of another household, nor of meters the consent does not name', () => {
     const other: OccupancyFact[] = [{ meterId: 'm1', householdId: 'hh_b', fromMs: at('2026-08-01'), untilMs: null }]
-    expect(settlementSpans(fact(), OCT, occupancies(other), AFTER)).toEqual([])
-    expect(settlementSpans(fact({ meterIds: [] }), OCT, occupancies(), AFTER)).toEqual([])
+    expect(settlementSpans(fact(), OCT, occupancies(other), AFTER, COMPLETE)).toEqual([])
+    expect(settlementSpans(fact({ meterIds: [] }), OCT, occupancies(), AFTER, COMPLETE)).toEqual([])
   })
 
   it('cuts days at local midnight across the clock change', () => {
@@ -158,16 +175,16 @@ describe('settlement spans against the rule asked datum by datum', () => {
         const occ = occupanciesOf(sc.moves)
         const map = new Map([['m1', occ]])
 
-        const daily = settlementSpans({ ...base, granularity: 'daily' }, OCT, map, sc.now)
+        const daily = settlementSpans({ ...base, granularity: 'daily' }, OCT, map, sc.now, COMPLETE)
         const days = new Set(daily.flatMap((s) => OCT.days.slice(OCT.days.indexOf(s.firstDay!), OCT.days.indexOf(s.lastDay!) + 1)))
         OCT.days.forEach((day, i) => {
           expect(days.has(day)).toBe(naiveReleased(base, { granularity: 'daily', atMs: OCT.dayStartsMs[i]! }, OCT.dayStartsMs[i + 1]!, occ, sc.now))
         })
 
-        const monthly = settlementSpans({ ...base, granularity: 'monthly' }, OCT, map, sc.now)
+        const monthly = settlementSpans({ ...base, granularity: 'monthly' }, OCT, map, sc.now, COMPLETE)
         expect(monthly.length === 1).toBe(naiveReleased(base, { granularity: 'monthly', atMs: MONTH_START }, MONTH_END, occ, sc.now))
 
-        const curve = settlementSpans(base, OCT, map, sc.now)
+        const curve = settlementSpans(base, OCT, map, sc.now, COMPLETE)
         const inSpans = (t: number) =>
           curve.some((s) => {
             const whole = s.firstDay !== null && t >= at(s.firstDay) && t < OCT.dayStartsMs[OCT.days.indexOf(s.lastDay!) + 1]!

@@ -48,6 +48,8 @@ async function october(t: TestDatabase) {
   await ingest(db, t.dialect, m1, 'electricity', m1Times)
   await ingest(db, t.dialect, m2, 'electricity', m2Times)
   await ingest(db, t.dialect, m3, 'gas', m3Times)
+  // The index at the end of October, which completes its last day (and the month) for daily and monthly data.
+  for (const [m, commodity] of [[m1, 'electricity'], [m2, 'electricity'], [m3, 'gas']] as const) await ingest(db, t.dialect, m, commodity, [paris('2026-11-01')])
 
   const offerA = await offer(db, {
     recipientId: r1,
@@ -222,6 +224,36 @@ describeDatabases('settlement runs', (t) => {
       platform: 73n,
       [`receivable:${w.r2}`]: -217n,
     })
+  })
+
+  it('charges a daily datum once its meter has data after its day, and the day a meter stopped in only when data after it comes', async () => {
+    const db = t.db
+    const grid = await party(db, 'utility', 'Grid')
+    const app = await party(db, 'third_party', 'App')
+    const h = await household(db, 'Carol')
+    const m = await meter(db, grid)
+    await occupy(db, m, h, paris('2026-09-01'))
+    const daily = await offer(db, { recipientId: app, granularity: 'daily', priceMicrosPerDatum: 10n, householdBps: 5_000, operatorBps: 5_000, platformBps: 0 })
+    const c = await consent(db, { householdId: h, recipientId: app, offerId: daily, granularity: 'daily', meterIds: [m], validFrom: paris('2026-09-01') })
+    // The meter stops on 10 October at noon: the 10th is still filling in, as far as anyone can tell.
+    await ingest(db, t.dialect, m, 'electricity', hourly(paris('2026-10-01'), paris('2026-10-10', 13)))
+    await settleMonth(db, '2026-10', ctxAt(paris('2026-11-02')))
+    // The line of the month's latest run.
+    const line = () =>
+      db
+        .selectFrom('settlement_lines as l')
+        .innerJoin('settlement_runs as r', 'r.id', 'l.run_id')
+        .select(['l.data_count', 'l.gross_micros'])
+        .where('l.consent_id', '=', c)
+        .orderBy('r.seq', 'desc')
+        .limit(1)
+        .executeTakeFirstOrThrow()
+    expect(await line()).toEqual({ data_count: 9n, gross_micros: 90n })
+    // It comes back and sends the rest of the 10th and midnight: the 10th is complete, and a later run charges it.
+    await ingest(db, t.dialect, m, 'electricity', hourly(paris('2026-10-10', 13), paris('2026-10-11', 1)))
+    const run = await settleMonth(db, '2026-10', ctxAt(paris('2026-11-03')))
+    expect(run.kind).toBe('adjustment')
+    expect(await line()).toEqual({ data_count: 10n, gross_micros: 100n })
   })
 
   it('does not settle a month before it is over, nor a malformed month', async () => {
