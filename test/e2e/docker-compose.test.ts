@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs'
+import { BlockList } from 'node:net'
 import path from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { parse } from 'yaml'
@@ -31,8 +32,10 @@ describe('docker-compose.yml', () => {
     for (const [name, s] of ours) {
       for (const key of Object.keys(s.environment ?? {})) expect(known.has(key), `${name}: ${key}`).toBe(true)
       expect(s.environment).toHaveProperty('DATABASE_URL')
-      expect(s.environment).toHaveProperty('REDIS_URL')
       expect(s.environment).toHaveProperty('METERSHARE_ADMIN_TOKEN')
+      // Only the brokers use Redis, and only they wait for it.
+      expect(s.environment?.REDIS_URL !== undefined, `${name}: REDIS_URL`).toBe(name === 'broker')
+      expect(s.depends_on?.redis !== undefined, `${name}: depends on redis`).toBe(name === 'broker')
     }
   })
 
@@ -76,8 +79,16 @@ describe('docker-compose.yml', () => {
     const lb = compose.services.lb as unknown as { networks: { default: { ipv4_address: string } } }
     const address = lb.networks.default.ipv4_address
     for (const [name, s] of ours) expect(s.environment?.METERSHARE_TRUSTED_PROXIES, name).toBe(address)
-    const subnet = (compose as unknown as { networks: { default: { ipam: { config: Array<{ subnet: string }> } } } }).networks.default.ipam.config[0]!.subnet
-    expect(address.startsWith(subnet.split('.').slice(0, 3).join('.') + '.')).toBe(true)
+    const { subnet, ip_range: range } = (compose as unknown as { networks: { default: { ipam: { config: Array<{ subnet: string; ip_range: string }> } } } }).networks.default.ipam.config[0]!
+    const within = (cidr: string): boolean => {
+      const list = new BlockList()
+      const [net, bits] = cidr.split('/')
+      list.addSubnet(net!, Number(bits))
+      return list.check(address)
+    }
+    // In the network, outside the range other containers get their addresses from.
+    expect(within(subnet)).toBe(true)
+    expect(within(range)).toBe(false)
     const haproxy = compose.configs[compose.services.lb!.configs![0]!.source]!.content
     expect(haproxy).toMatch(/server-template broker 2 broker:1883 send-proxy-v2 check port 8080/)
     expect(haproxy).toMatch(/backend brokers_ws\n(\s+\S.*\n)*?\s+option forwardfor/)
