@@ -48,10 +48,10 @@ export async function findInvoiceLines(db: Db, runId: string, month: string, rec
     .execute()
 }
 
-/** Sum of an account's entries in adjustment journals booked in a month. */
-export async function findAdjustmentsBookedIn(db: Db, postingMonth: string, accountId: string): Promise<bigint> {
-  const { rows } = await sql<{ amount: bigint }>`
-    SELECT coalesce(sum(e.amount_micros), 0)::bigint AS amount
+/** Sum of an account's entries in adjustment journals booked in a month; null when there are none. */
+export async function findAdjustmentsBookedIn(db: Db, postingMonth: string, accountId: string): Promise<bigint | null> {
+  const { rows } = await sql<{ amount: bigint | null }>`
+    SELECT sum(e.amount_micros)::bigint AS amount
     FROM ledger_entries e JOIN ledger_journals j ON j.id = e.journal_id
     WHERE e.account_id = ${accountId} AND j.kind = 'adjustment' AND j.posting_month = ${postingMonth}`.execute(db)
   return rows[0]!.amount
@@ -74,14 +74,17 @@ export async function findPayouts(db: Db, householdId: string): Promise<PayoutRo
   return db.selectFrom('payouts').select(['month', 'amount_micros', 'status']).where('household_id', '=', householdId).orderBy('month').execute()
 }
 
-/** Closed months in which a household has lines or adjustments, oldest first. */
+/**
+ * Months in which a household has a statement with something on it, oldest first: closed months
+ * with its lines, and months (closed or not yet) in which adjustments were booked for it.
+ */
 export async function findStatementMonths(db: Db, householdId: string): Promise<string[]> {
   const { rows } = await sql<{ month: string }>`
     SELECT r.month FROM settlement_runs r
-    WHERE r.seq = 1 AND (
-      EXISTS (SELECT 1 FROM settlement_lines l WHERE l.run_id = r.id AND l.household_id = ${householdId})
-      OR EXISTS (SELECT 1 FROM ledger_entries e JOIN ledger_journals j ON j.id = e.journal_id
-                 WHERE e.account_id = ${'household:' + householdId} AND j.posting_month = r.month AND j.kind = 'adjustment'))
-    ORDER BY r.month`.execute(db)
+    WHERE r.seq = 1 AND EXISTS (SELECT 1 FROM settlement_lines l WHERE l.run_id = r.id AND l.household_id = ${householdId})
+    UNION
+    SELECT j.posting_month FROM ledger_entries e JOIN ledger_journals j ON j.id = e.journal_id
+    WHERE e.account_id = ${'household:' + householdId} AND j.kind = 'adjustment'
+    ORDER BY 1`.execute(db)
   return rows.map((r) => r.month)
 }

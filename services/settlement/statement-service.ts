@@ -11,7 +11,9 @@ import { findClosingRun } from './settlement-repository.ts'
 /**
  * What households and recipients see of settlement. A month's statement (or invoice) shows
  * the lines of the run that closed the month, as they were then, and the adjustments that
- * later runs booked in that month for earlier months; it exists once the month is settled.
+ * later runs booked in that month for earlier months. It exists once the month is settled, or
+ * once an adjustment was booked in it: a month still open then shows those adjustments so far,
+ * and its lines once it is closed (the balance already counts them, so a statement says why).
  */
 
 export interface StatementLine {
@@ -68,16 +70,18 @@ function requireMonth(month: string): void {
   if (!isMonth(month)) throw new InvalidInputError('month: expected YYYY-MM', 'month')
 }
 
-async function requireClosingRun(db: Kysely<Database>, month: string): Promise<string> {
-  const run = await findClosingRun(db, month)
-  if (run === undefined) throw new NotFoundError(`month: ${month} has not been settled yet`)
-  return run.id
+/** The run that closed the month (null while open) and what was booked in it for the account; 404 when neither. */
+async function monthPostings(db: Kysely<Database>, month: string, accountId: string): Promise<{ runId: string | null; adjustmentsMicros: bigint }> {
+  const [run, adjustments] = await Promise.all([findClosingRun(db, month), repo.findAdjustmentsBookedIn(db, month, accountId)])
+  if (run === undefined && adjustments === null) throw new NotFoundError(`month: ${month} has not been settled yet`)
+  return { runId: run?.id ?? null, adjustmentsMicros: adjustments ?? 0n }
 }
 
 export async function householdStatement(db: Kysely<Database>, householdId: string, month: string): Promise<Statement> {
   requireMonth(month)
-  const runId = await requireClosingRun(db, month)
-  const lines = (await repo.findStatementLines(db, runId, month, householdId)).map((r) => ({
+  const { runId, adjustmentsMicros } = await monthPostings(db, month, householdAccount(householdId))
+  const rows = runId === null ? [] : await repo.findStatementLines(db, runId, month, householdId)
+  const lines = rows.map((r) => ({
     recipientId: r.recipient_id,
     offerId: r.offer_id,
     granularity: r.granularity,
@@ -85,15 +89,15 @@ export async function householdStatement(db: Kysely<Database>, householdId: stri
     grossMicros: r.gross,
     shareMicros: r.share,
   }))
-  const adjustmentsMicros = await repo.findAdjustmentsBookedIn(db, month, householdAccount(householdId))
   const totalMicros = lines.reduce((sum, l) => sum + l.shareMicros, 0n) + adjustmentsMicros
   return { month, lines, adjustmentsMicros, totalMicros }
 }
 
 export async function recipientInvoice(db: Kysely<Database>, recipientId: string, month: string): Promise<Invoice> {
   requireMonth(month)
-  const runId = await requireClosingRun(db, month)
-  const lines = (await repo.findInvoiceLines(db, runId, month, recipientId)).map((r) => ({
+  const posted = await monthPostings(db, month, receivableAccount(recipientId))
+  const rows = posted.runId === null ? [] : await repo.findInvoiceLines(db, posted.runId, month, recipientId)
+  const lines = rows.map((r) => ({
     consentId: r.consent_id,
     offerId: r.offer_id,
     granularity: r.granularity,
@@ -101,7 +105,7 @@ export async function recipientInvoice(db: Kysely<Database>, recipientId: string
     grossMicros: r.gross_micros,
   }))
   // A receivable goes negative by what its recipient owes.
-  const adjustmentsMicros = -(await repo.findAdjustmentsBookedIn(db, month, receivableAccount(recipientId)))
+  const adjustmentsMicros = -posted.adjustmentsMicros
   const totalMicros = lines.reduce((sum, l) => sum + l.grossMicros, 0n) + adjustmentsMicros
   return { month, lines, adjustmentsMicros, totalMicros }
 }

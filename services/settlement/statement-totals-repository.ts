@@ -12,9 +12,9 @@ export interface MonthTotalsRow {
 }
 
 /**
- * Per closed month in which the household has lines or adjustments (as findStatementMonths):
- * its shares in the closing run's lines, and what adjustment journals booked that month on
- * its account. The newest `monthsMax` months, newest first.
+ * Per month in which the household has lines or adjustments (as findStatementMonths): its
+ * shares in the closing run's lines (none while the month is open), and what adjustment
+ * journals booked that month on its account. The newest `monthsMax` months, newest first.
  */
 export async function findHouseholdMonthTotals(db: Db, householdId: string, accountId: string, monthsMax: number): Promise<MonthTotalsRow[]> {
   const { rows } = await sql<MonthTotalsRow>`
@@ -28,11 +28,11 @@ export async function findHouseholdMonthTotals(db: Db, householdId: string, acco
       SELECT j.posting_month AS month, sum(e.amount_micros)::bigint AS adjustments
       FROM ledger_entries e JOIN ledger_journals j ON j.id = e.journal_id
       WHERE e.account_id = ${accountId} AND j.kind = 'adjustment'
-      GROUP BY j.posting_month)
-    SELECT c.month, coalesce(s.shares, 0)::bigint AS shares, coalesce(a.adjustments, 0)::bigint AS adjustments
-    FROM closing c LEFT JOIN shares s ON s.month = c.month LEFT JOIN adjustments a ON a.month = c.month
-    WHERE s.month IS NOT NULL OR a.month IS NOT NULL
-    ORDER BY c.month DESC
+      GROUP BY j.posting_month),
+    months AS (SELECT month FROM shares UNION SELECT month FROM adjustments)
+    SELECT m.month, coalesce(s.shares, 0)::bigint AS shares, coalesce(a.adjustments, 0)::bigint AS adjustments
+    FROM months m LEFT JOIN shares s ON s.month = m.month LEFT JOIN adjustments a ON a.month = m.month
+    ORDER BY m.month DESC
     LIMIT ${monthsMax}`.execute(db)
   return rows
 }

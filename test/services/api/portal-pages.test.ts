@@ -50,7 +50,8 @@ describeDatabases('portal pages', (t) => {
 
     // October: the 1st to the 3rd (72 readings), settled; then late readings of the 10th (24),
     // settled in November as an adjustment; November: the 1st and 2nd (48 readings).
-    await ingest(db, t.dialect, meterId, 'electricity', hourly(paris('2026-10-01'), paris('2026-10-04')))
+    // Its midnight index of 1 November completes October (for the monthly legal basis) before the month is closed.
+    await ingest(db, t.dialect, meterId, 'electricity', [...hourly(paris('2026-10-01'), paris('2026-10-04')), paris('2026-11-01')])
     await settleMonth(db, '2026-10', ctxAt(paris('2026-11-01', 2)))
     await ingest(db, t.dialect, meterId, 'electricity', hourly(paris('2026-10-10'), paris('2026-10-11')))
     await settleMonth(db, '2026-10', ctxAt(paris('2026-11-15')))
@@ -128,8 +129,11 @@ describeDatabases('portal pages', (t) => {
       ),
     )
     expect(html).not.toContain('<Co>')
-    // The legal basis is named by its recipient, free of charge.
-    expect(html).toMatch(new RegExp(`<td>Grid</td>\\s*<td>Legal basis \\(free\\)</td>\\s*<td>Monthly totals</td>\\s*<td class="num">1</td>\\s*<td class="num">${escape(eur(0n))}</td>`))
+    // The legal basis is named by its recipient, free of charge: in October, which its meter's index of 1 November
+    // completed, not in November, which no reading has completed yet.
+    const legalBasis = new RegExp(`<td>Grid</td>\\s*<td>Legal basis \\(free\\)</td>\\s*<td>Monthly totals</td>\\s*<td class="num">1</td>\\s*<td class="num">${escape(eur(0n))}</td>`)
+    expect(html).not.toMatch(legalBasis)
+    expect((await page('/statements/2026-10')).body).toMatch(legalBasis)
     expect(html).toContain(`id="statement-adjustments">${eur(24n * SHARE)}</td>`)
     expect(html).toContain(`id="statement-total" data-micros="${72n * SHARE}">${eur(72n * SHARE)}</td>`)
     expect(html).toContain('href="/me/statements/2026-11?format=csv"')
