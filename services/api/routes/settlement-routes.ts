@@ -116,7 +116,7 @@ export const settlementRoutes: RoutePlugin = async (app, { deps }) => {
     url: '/me/statements/:month',
     summary: "The household's statement of a settled month",
     description:
-      'One line per (recipient, offer, granularity) as the month was closed; later corrections of earlier months appear as `adjustmentsMicros` of the month they were booked in. `?format=csv` or `Accept: text/csv` answers CSV (columns month, kind, recipientId, offerId, granularity, data, grossMicros, shareMicros; a row per line, then `adjustments` and `total` rows with their amount in shareMicros). 404 while the month is not settled.',
+      'One line per (recipient, offer, granularity) as the month was closed; later corrections of earlier months appear as `adjustmentsMicros` of the month they were booked in. `?format=csv` or `Accept: text/csv` answers CSV (columns month, kind, recipientId, offerId, granularity, data, grossMicros, shareMicros; a row per line, then `adjustments` and `total` rows with their amount in shareMicros). A month not settled yet answers 404, unless adjustments were booked in it already: then it shows them, without lines until the month is closed.',
     tags: ['household'],
     auth: HOUSEHOLD,
     params: z.strictObject({ month }),
@@ -169,7 +169,7 @@ export const settlementRoutes: RoutePlugin = async (app, { deps }) => {
     method: 'GET',
     url: '/recipient/invoices/:month',
     summary: 'What the recipient owes for a settled month',
-    description: 'One line per consent as the month was closed, and the adjustments booked in that month for earlier months. 404 while the month is not settled.',
+    description: 'One line per consent as the month was closed, and the adjustments booked in that month for earlier months. A month not settled yet answers 404, unless adjustments were booked in it already: then it shows them, without lines until the month is closed.',
     tags: ['recipient'],
     auth: RECIPIENT,
     params: z.strictObject({ month }),
