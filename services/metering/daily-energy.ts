@@ -6,8 +6,10 @@ import type { RegisterValues } from '../../shared/wire.ts'
  * Energy derived from cumulative indexes (Wh for electricity, dm³ for gas). Pure: no I/O,
  * no clock. A daily rollup group is one (meter, household, local day); its daily energy per
  * cumulative code is index_max(g) − index_max(p), p = the closest earlier group of the same
- * meter (any household, by first_ts) having that code, or index_max(g) − index_min(g) when
- * there is none.
+ * meter (by first_ts) having that code, when p belongs to the same household (or both to
+ * nobody); else index_max(g) − index_min(g). Energy measured across a change of owner (a
+ * move, or a stretch that fell outside every occupancy) belongs to neither side: a household
+ * moving in is never given what was used before it lived there, however long the gap.
  */
 
 export interface RollupGroup {
@@ -38,13 +40,20 @@ export interface IntervalEnergy {
   values: RegisterValues
 }
 
+/** A code's highest index in a group, and whose group it was. */
+export interface BaselineIndex {
+  value: number
+  householdId: string | null
+}
+
 /**
  * Daily energy of each group of one meter, given in first_ts order. `baseline` holds, per
- * code, index_max of the closest group before the first one given that has the code (the
- * groups may be a window of a longer history); codes absent from it have no predecessor.
+ * code, index_max of the closest group before the first one given that has the code, and that
+ * group's household (the groups may be a window of a longer history); codes absent from it have
+ * no predecessor.
  */
-export function dailyEnergies(groups: readonly RollupGroup[], baseline: Readonly<RegisterValues> = {}): GroupEnergy[] {
-  const last = new Map<string, number>(Object.entries(baseline))
+export function dailyEnergies(groups: readonly RollupGroup[], baseline: Readonly<Record<string, BaselineIndex>> = {}): GroupEnergy[] {
+  const last = new Map<string, BaselineIndex>(Object.entries(baseline))
   const out: GroupEnergy[] = []
   let previous: RollupGroup | undefined
   for (const g of groups) {
@@ -55,8 +64,9 @@ export function dailyEnergies(groups: readonly RollupGroup[], baseline: Readonly
     const values: RegisterValues = {}
     for (const [code, max] of Object.entries(g.indexMax)) {
       const before = last.get(code)
-      values[code] = max - (before ?? g.indexMin[code] ?? max)
-      last.set(code, max)
+      const from = before !== undefined && before.householdId === g.householdId ? before.value : (g.indexMin[code] ?? max)
+      values[code] = max - from
+      last.set(code, { value: max, householdId: g.householdId })
     }
     out.push({ meterId: g.meterId, householdId: g.householdId, day: g.day, values })
     previous = g

@@ -3,7 +3,7 @@ import { addDays, dayOf, startOfDayMs } from '../../shared/calendar.ts'
 import type { Database } from '../../shared/db/schema.ts'
 import { OBIS_REGISTERS } from '../../shared/obis.ts'
 import type { RegisterValues } from '../../shared/wire.ts'
-import type { RollupGroup } from './daily-energy.ts'
+import type { BaselineIndex, RollupGroup } from './daily-energy.ts'
 
 /**
  * Daily rollups (one row per meter, household, local day). The ingest transaction keeps
@@ -86,8 +86,8 @@ export interface RollupSpan {
 /** What daily energy needs for a span: its groups in first_ts order and the indexes before them. */
 export interface RollupContext {
   groups: RollupGroup[]
-  /** Per code present in the span, index_max of the closest earlier group having it. */
-  baseline: RegisterValues
+  /** Per code present in the span, index_max of the closest earlier group having it, and that group's household. */
+  baseline: Record<string, BaselineIndex>
 }
 
 /** One context per span, in the order given; every group of the meter (any household) is included. */
@@ -120,21 +120,21 @@ export async function loadRollupContexts(db: Kysely<Database>, spans: readonly R
       indexMax: r.index_max,
     })
   }
-  const baselines = await sql<{ i: number; code: string; value: number }>`
-    SELECT s.i::int AS i, c.code, b.value
+  const baselines = await sql<{ i: number; code: string; value: number; household_id: string | null }>`
+    SELECT s.i::int AS i, c.code, b.value, b.household_id
     FROM unnest(${meters}::text[], ${fromDays}::date[], ${toDays}::date[]) WITH ORDINALITY AS s(meter_id, from_day, to_day, i)
     CROSS JOIN LATERAL (
       SELECT DISTINCT jsonb_object_keys(g.index_max) AS code
       FROM daily_rollups g WHERE g.meter_id = s.meter_id AND g.day >= s.from_day AND g.day <= s.to_day
     ) AS c
     CROSS JOIN LATERAL (
-      SELECT p.index_max -> c.code AS value
+      SELECT p.index_max -> c.code AS value, p.household_id
       FROM daily_rollups p
       WHERE p.meter_id = s.meter_id AND p.day < s.from_day AND (p.index_max -> c.code) IS NOT NULL
       ORDER BY p.day DESC, p.first_ts DESC
       LIMIT 1
     ) AS b`.execute(db)
-  for (const r of baselines.rows) contexts[r.i - 1]!.baseline[r.code] = r.value
+  for (const r of baselines.rows) contexts[r.i - 1]!.baseline[r.code] = { value: r.value, householdId: r.household_id }
   return contexts
 }
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { dailyEnergies, intervalEnergies, monthlyEnergies, type GroupEnergy, type RollupGroup } from '../../../services/metering/daily-energy.ts'
+import { dailyEnergies, intervalEnergies, monthlyEnergies, type BaselineIndex, type GroupEnergy, type RollupGroup } from '../../../services/metering/daily-energy.ts'
 
 const IMPORT = '1-0:1.8.0'
 const EXPORT = '1-0:2.8.0'
@@ -10,7 +10,7 @@ function group(day: string, firstTs: string, householdId: string | null, min: Re
 }
 
 describe('dailyEnergies', () => {
-  const cases: { name: string; groups: RollupGroup[]; baseline?: Record<string, number>; expected: Record<string, number>[] }[] = [
+  const cases: { name: string; groups: RollupGroup[]; baseline?: Record<string, BaselineIndex>; expected: Record<string, number>[] }[] = [
     {
       name: 'a group with no predecessor counts from its own lowest index',
       groups: [group('2026-10-01', '2026-09-30T22:15:00Z', 'hh_a', { [IMPORT]: 1000 }, { [IMPORT]: 1240 })],
@@ -25,21 +25,38 @@ describe('dailyEnergies', () => {
       expected: [{ [IMPORT]: 240 }, { [IMPORT]: 260 }],
     },
     {
-      name: 'a move-out mid-day splits the day between the two households at the change',
+      name: 'a move-out mid-day splits the day at the change: what was measured across it belongs to neither household',
       groups: [
         group('2026-10-01', '2026-09-30T22:15:00Z', 'hh_a', { [IMPORT]: 1000 }, { [IMPORT]: 1240 }),
         group('2026-10-02', '2026-10-01T22:15:00Z', 'hh_a', { [IMPORT]: 1250 }, { [IMPORT]: 1300 }),
         group('2026-10-02', '2026-10-02T10:00:00Z', 'hh_b', { [IMPORT]: 1310 }, { [IMPORT]: 1420 }),
       ],
-      expected: [{ [IMPORT]: 240 }, { [IMPORT]: 60 }, { [IMPORT]: 120 }],
+      expected: [{ [IMPORT]: 240 }, { [IMPORT]: 60 }, { [IMPORT]: 110 }],
     },
     {
-      name: 'the predecessor may belong to nobody',
+      name: 'a predecessor that belongs to nobody is no baseline for a household, however recent',
       groups: [
         group('2026-10-01', '2026-09-30T22:15:00Z', null, { [IMPORT]: 1000 }, { [IMPORT]: 1100 }),
         group('2026-10-01', '2026-10-01T08:00:00Z', 'hh_a', { [IMPORT]: 1110 }, { [IMPORT]: 1200 }),
       ],
-      expected: [{ [IMPORT]: 100 }, { [IMPORT]: 100 }],
+      expected: [{ [IMPORT]: 100 }, { [IMPORT]: 90 }],
+    },
+    {
+      name: 'a household back after another one lived there does not count from its own earlier index',
+      groups: [
+        group('2026-09-01', '2026-08-31T22:15:00Z', 'hh_a', { [IMPORT]: 1000 }, { [IMPORT]: 1100 }),
+        group('2026-10-01', '2026-09-30T22:15:00Z', 'hh_b', { [IMPORT]: 5000 }, { [IMPORT]: 5100 }),
+        group('2026-11-01', '2026-10-31T23:15:00Z', 'hh_a', { [IMPORT]: 9000 }, { [IMPORT]: 9100 }),
+      ],
+      expected: [{ [IMPORT]: 100 }, { [IMPORT]: 100 }, { [IMPORT]: 100 }],
+    },
+    {
+      name: 'a gap in one household’s data is that household’s energy, counted on the day after it',
+      groups: [
+        group('2026-10-01', '2026-09-30T22:15:00Z', 'hh_a', { [IMPORT]: 1000 }, { [IMPORT]: 1100 }),
+        group('2026-10-09', '2026-10-08T22:15:00Z', 'hh_a', { [IMPORT]: 1900 }, { [IMPORT]: 2000 }),
+      ],
+      expected: [{ [IMPORT]: 100 }, { [IMPORT]: 900 }],
     },
     {
       name: 'a code missing from the previous group is counted from the closest group that has it',
@@ -69,8 +86,14 @@ describe('dailyEnergies', () => {
     {
       name: 'a baseline stands for the groups before the window given',
       groups: [group('2026-10-02', '2026-10-01T22:15:00Z', 'hh_a', { [IMPORT]: 1250, [EXPORT]: 5 }, { [IMPORT]: 1500, [EXPORT]: 9 })],
-      baseline: { [IMPORT]: 1240 },
+      baseline: { [IMPORT]: { value: 1240, householdId: 'hh_a' } },
       expected: [{ [IMPORT]: 260, [EXPORT]: 4 }],
+    },
+    {
+      name: "a baseline of another household's group is not one",
+      groups: [group('2026-10-02', '2026-10-01T22:15:00Z', 'hh_a', { [IMPORT]: 1250 }, { [IMPORT]: 1500 })],
+      baseline: { [IMPORT]: { value: 1240, householdId: 'hh_b' } },
+      expected: [{ [IMPORT]: 250 }],
     },
     {
       name: 'a group with only instantaneous registers has no energy',
