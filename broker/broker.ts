@@ -295,7 +295,10 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
   }
   aedes.on('clientReady', (client) => {
     const principal = principals.get(client)
-    if (principal === undefined) return
+    // aedes reports a client ready once its offline queue is read (a Redis round trip when coupled): a publish
+    // sent right behind the CONNECT may have been refused and the connection closed by then, its disconnect
+    // already reported. Counting it now would count it for good.
+    if (principal === undefined || client.closed) return
     counted.add(client)
     metrics.mqttConnections.labels(principal.role).inc()
   })
