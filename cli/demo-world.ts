@@ -133,7 +133,8 @@ export async function createDemoWorld(db: Kysely<Database>, options: { dataDir: 
 
   const recipients: DemoRecipient[] = [
     { partyId: advice.id, name: 'Watt Advice', apiKey: advice.apiKey, live: ['readings/+'] },
-    { partyId: lab.id, name: 'Lab Énergie', apiKey: lab.apiKey, live: ['daily/+'], pull: 'daily' },
+    // Pulls only: following daily/+ too would deliver each day twice, counted twice in the household's access log.
+    { partyId: lab.id, name: 'Lab Énergie', apiKey: lab.apiKey, pull: 'daily' },
     { partyId: utility.id, name: 'Réseau Démo', apiKey: utility.apiKey, pull: 'monthly' },
   ]
   const world: DemoWorld = { fromMs, utilityId: utility.id, thirdPartyIds: [advice.id, lab.id, charity.id], households, meters, recipients }

@@ -56,12 +56,15 @@ async function runUntilSignal(stop: () => Promise<void>): Promise<number> {
       log.cli.info({ signal }, 'shutting down')
       process.off('SIGINT', onSignal)
       process.off('SIGTERM', onSignal)
+      process.off('SIGHUP', onSignal)
       process.once('SIGINT', () => process.exit(130))
       process.once('SIGTERM', () => process.exit(143))
       resolve()
     }
     process.on('SIGINT', onSignal)
     process.on('SIGTERM', onSignal)
+    // The terminal closing (an SSH session ending) stops it in order too, its lock released.
+    process.on('SIGHUP', onSignal)
   })
   await stop()
   return 0

@@ -87,9 +87,11 @@ describe('metershare up (empty world)', () => {
     expect(res.status).toBe(200)
   }, 60_000)
 
-  it('stops cleanly on SIGTERM', async () => {
-    expect(await up.stop()).toBe(0)
+  it('stops cleanly on SIGHUP, as when its terminal closes, releasing the embedded database (SIGTERM: layout and demo tests)', async () => {
+    expect(existsSync(path.join(dataDir, 'pglite.lock'))).toBe(true)
+    expect(await up.stop('SIGHUP')).toBe(0)
     expect(up.output).toContain('stopped; everything acknowledged is stored')
+    expect(existsSync(path.join(dataDir, 'pglite.lock'))).toBe(false)
   }, 60_000)
 })
 

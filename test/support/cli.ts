@@ -44,11 +44,11 @@ export class CliProcess {
     }
   }
 
-  /** SIGTERM, then the exit code. */
-  async stop(): Promise<number | null> {
+  /** SIGTERM (or the signal given), then the exit code. */
+  async stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<number | null> {
     if (this.child.exitCode !== null) return this.child.exitCode
     const exited = new Promise<number | null>((r) => this.child.once('exit', (code) => r(code)))
-    this.child.kill('SIGTERM')
+    this.child.kill(signal)
     return exited
   }
 
