@@ -68,6 +68,9 @@ export const HTTP_PARAM_LENGTH_MAX = 128
 const DOCUMENTED_METHODS = new Set<string>(['GET', 'POST', 'PUT', 'PATCH', 'DELETE'])
 const QUIET_ROUTES = new Set<string>(['/healthz', '/metrics'])
 
+/** Methods whose requests carry no body. */
+const BODYLESS_METHODS = new Set(['GET', 'HEAD', 'DELETE', 'OPTIONS'])
+
 export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
   const clock = deps.clock ?? (() => new Date())
   // Behind a trusted load balancer, request.ip is the client's (X-Forwarded-For): sign-in throttles count by it.
@@ -83,6 +86,15 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
     frameworkErrors: (err, request, reply) => {
       sendError(err, request, reply)
     },
+  })
+
+  // A request that carries no body (DELETE, GET) may still say `Content-Type: application/json`, as many
+  // generic clients do on every request: that is no error. A POST or PATCH with an empty JSON body still is.
+  const json = app.getDefaultJsonParser('error', 'error')
+  app.removeContentTypeParser('application/json')
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
+    if (body === '' && BODYLESS_METHODS.has(request.method)) return done(null, undefined)
+    json(request, body as string, done)
   })
 
   const context: ApiContext = {

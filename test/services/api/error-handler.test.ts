@@ -35,6 +35,15 @@ describeDatabases('the error envelope', (t) => {
     expect(errorOf(res).code).toBe('INVALID_INPUT')
   })
 
+  it('takes a request without a body that says Content-Type: application/json, as generic clients send', async () => {
+    const headers = { ...OPERATOR, 'content-type': 'application/json' }
+    const gone = await api.inject({ method: 'DELETE', url: '/admin/consents/cns_unknown', headers, payload: '' })
+    expect(errorOf(gone)).toEqual({ code: 'NOT_FOUND', message: expect.stringMatching(/cns_unknown/) })
+    expect((await api.inject({ method: 'GET', url: '/admin/parties', headers, payload: '' })).statusCode).toBe(200)
+    // A body sent where none is read is still parsed, and refused when it is not JSON.
+    expect((await api.inject({ method: 'DELETE', url: '/admin/consents/cns_unknown', headers, payload: '{bad' })).statusCode).toBe(400)
+  })
+
   it('answers a body over bodyBytesMax with 413 in the same envelope, storing nothing', async () => {
     const payload = JSON.stringify({ kind: 'utility', name: 'x'.repeat(2000) })
     const res = await api.inject({ method: 'POST', url: '/admin/parties', headers: { ...OPERATOR, 'content-type': 'application/json' }, payload })
