@@ -5,6 +5,7 @@ import type { MqttClient } from 'mqtt'
 import { chromium, type Browser } from 'playwright-core'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { buildApi } from '../../services/api/app.ts'
+import { Formats } from '../../services/api/portal/i18n.ts'
 import { grantConsent } from '../../services/consent/consent-service.ts'
 import { createOffer } from '../../services/consent/offer-service.ts'
 import { openReleaseView, type ReleaseView } from '../../services/consent/release-view.ts'
@@ -172,15 +173,17 @@ describe.skipIf(BROWSER_PATH === null)(`the household portal in a browser${SKIP}
         // The statement of the month, line by line.
         await page.locator('#month-total ~ p a').click()
         await page.locator('#statement-total').waitFor()
-        expect(await page.locator('#statement-total').innerText()).toBe(total)
+        // There to the micro-euro, as settled: lines rounded one by one to the cent would not add up.
+        const exact = (micros: bigint): string => new Formats('en').exactMoney(micros, 6)
+        expect(await page.locator('#statement-total').innerText()).toBe(exact(statement.totalMicros))
         const line = page.locator('#statement tbody tr').first()
         expect(await line.locator('td').allInnerTexts()).toEqual([
           'Grid Utility',
           'network planning',
           'Load curve (every reading)',
           String(SETTLED_READINGS),
-          formatEurLocale(BigInt(SETTLED_READINGS) * SETTLED_PRICE, 'en-GB'),
-          total,
+          exact(BigInt(SETTLED_READINGS) * SETTLED_PRICE),
+          exact(statement.totalMicros),
         ])
 
         // Consents: the offer's price and the household's share are on the page before granting.

@@ -84,6 +84,7 @@ export interface Messages {
     earned: string
     paidOut: string
     notPaid: string
+    paidWith: string
   }
   statement: {
     title: string
@@ -234,6 +235,7 @@ const EN: Messages = {
     earned: 'Earned',
     paidOut: 'Paid out',
     notPaid: 'not yet',
+    paidWith: 'in the payout of {month}',
   },
   statement: {
     title: 'Statement for {month}',
@@ -384,6 +386,7 @@ const FR: Messages = {
     earned: 'Gagné',
     paidOut: 'Versé',
     notPaid: 'pas encore',
+    paidWith: 'dans le versement de {month}',
   },
   statement: {
     title: 'Relevé de {month}',

@@ -136,9 +136,16 @@ export function overviewPage(ctx: PageContext, model: OverviewModel): string {
     valueText: f.money(m.totalMicros),
   }))
   const maxMicros = model.months.reduce((max, m) => (m.totalMicros > max ? m.totalMicros : max), 0n)
+  // A payout pays the whole balance: a month without one of its own was paid with the next payout after it.
+  const paidWith = (month: string): string | undefined => model.payouts.map((p) => p.month).filter((p) => p > month).sort()[0]
+  const paidCell = (month: string): string => {
+    if (paid.has(month)) return f.money(paid.get(month)!)
+    const later = paidWith(month)
+    return later === undefined ? t.overview.notPaid : fill(t.overview.paidWith, { month: f.month(later) })
+  }
   const rows = [...model.months].reverse().map(
     (m) => html`<tr data-month="${m.month}"><th scope="row"><a href="/statements/${m.month}">${f.month(m.month)}</a></th>
-<td class="num">${f.money(m.totalMicros)}</td><td class="num">${paid.has(m.month) ? f.money(paid.get(m.month)!) : t.overview.notPaid}</td></tr>`,
+<td class="num">${f.money(m.totalMicros)}</td><td class="num">${paidCell(m.month)}</td></tr>`,
   )
   const chart =
     model.months.length === 0
@@ -188,14 +195,15 @@ ${next === undefined ? '' : html`<li><a href="/statements/${next}" rel="next">${
   if (s === null) {
     return layout(ctx, { title, section: 'overview', body: html`<h1>${title}</h1><p>${fill(t.statement.notSettled, { month: monthName })}</p>${monthNav}` })
   }
+  // Amounts to the micro-euro, as settled: lines rounded to the cent one by one would not add up to the total.
   const lines = s.lines.map(
     (l) => html`<tr>
 <td>${model.recipientNames.get(l.recipientId) ?? l.recipientId}</td>
 <td>${l.offerId === null ? t.statement.legalBasis : (model.offerPurposes.get(l.offerId) ?? l.offerId)}</td>
 <td>${t.granularities[l.granularity]}</td>
 <td class="num">${f.integer(l.data)}</td>
-<td class="num">${f.money(l.grossMicros)}</td>
-<td class="num">${f.money(l.shareMicros)}</td>
+<td class="num">${f.exactMoney(l.grossMicros, 6)}</td>
+<td class="num">${f.exactMoney(l.shareMicros, 6)}</td>
 </tr>`,
   )
   const body = html`<h1>${title}</h1>
@@ -206,8 +214,8 @@ ${monthNav}
 <th scope="col" class="num">${t.statement.data}</th><th scope="col" class="num">${t.statement.gross}</th><th scope="col" class="num">${t.statement.share}</th></tr></thead>
 <tbody>${s.lines.length === 0 ? html`<tr><td colspan="6">${t.statement.noLines}</td></tr>` : lines}</tbody>
 <tfoot>
-<tr><th scope="row" colspan="5">${t.statement.adjustments}</th><td class="num" id="statement-adjustments">${f.money(s.adjustmentsMicros)}</td></tr>
-<tr class="total"><th scope="row" colspan="5">${t.statement.total}</th><td class="num" id="statement-total" data-micros="${s.totalMicros.toString()}">${f.money(s.totalMicros)}</td></tr>
+<tr><th scope="row" colspan="5">${t.statement.adjustments}</th><td class="num" id="statement-adjustments">${f.exactMoney(s.adjustmentsMicros, 6)}</td></tr>
+<tr class="total"><th scope="row" colspan="5">${t.statement.total}</th><td class="num" id="statement-total" data-micros="${s.totalMicros.toString()}">${f.exactMoney(s.totalMicros, 6)}</td></tr>
 </tfoot>
 </table>
 <p><a href="/me/statements/${s.month}?format=csv" download="statement-${s.month}.csv" id="statement-csv">${t.statement.csv}</a></p>`

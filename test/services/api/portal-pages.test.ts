@@ -6,6 +6,7 @@ import { csrfTokenValid, sessionResolver } from '../../../services/directory/ses
 import { settleMonth } from '../../../services/settlement/settlement-service.ts'
 import { householdStatement } from '../../../services/settlement/statement-service.ts'
 import { householdMonthTotals } from '../../../services/settlement/statement-totals-service.ts'
+import { Formats } from '../../../services/api/portal/i18n.ts'
 import { formatEurLocale } from '../../../shared/money.ts'
 import { describeDatabases } from '../../support/database.ts'
 import { consent, ctxAt, hourly, ingest, meter, occupy, offer, paris, party } from '../settlement/settlement-fixtures.ts'
@@ -69,6 +70,7 @@ describeDatabases('portal pages', (t) => {
   }
 
   const eur = (micros: bigint) => formatEurLocale(micros, 'en-GB')
+  const exact = (micros: bigint) => new Formats('en').exactMoney(micros, 6)
 
   it('sums each month in one query to the totals of its statement', async () => {
     const totals = await householdMonthTotals(t.db, householdId, 12)
@@ -117,6 +119,18 @@ describeDatabases('portal pages', (t) => {
     ])
   })
 
+  it('says which payout paid a month that had none of its own', async () => {
+    // December closes with a minimum of 1 µ€: its payout pays the whole balance, October's and November's earnings.
+    await settleMonth(t.db, '2026-12', ctxAt(paris('2027-01-01', 2), 1n))
+    const html = (await page('/')).body
+    const rows = [...html.matchAll(/<tr data-month="([^"]+)"><th scope="row"><a href="\/statements\/[^"]+">[^<]+<\/a><\/th>\s*<td class="num">[^<]+<\/td><td class="num">([^<]+)<\/td>/g)]
+    expect(rows.map((r) => [r[1], r[2]])).toEqual([
+      ['2026-11', 'in the payout of December 2026'],
+      ['2026-10', 'in the payout of December 2026'],
+    ])
+    expect(html).toContain(`id="balance" data-micros="0">`)
+  })
+
   it('shows a month’s statement line by line, with its adjustments, total and CSV link', async () => {
     const res = await page('/statements/2026-11')
     expect(res.statusCode).toBe(200)
@@ -125,7 +139,7 @@ describeDatabases('portal pages', (t) => {
     // 48 readings at 8,054 µ€ = 386,592 µ€ gross, half of it the household's.
     expect(html).toMatch(
       new RegExp(
-        `<td>Watt &amp; &lt;Co&gt;</td>\\s*<td>settlement test</td>\\s*<td>Load curve \\(every reading\\)</td>\\s*<td class="num">48</td>\\s*<td class="num">${escape(eur(48n * PRICE))}</td>\\s*<td class="num">${escape(eur(48n * SHARE))}</td>`,
+        `<td>Watt &amp; &lt;Co&gt;</td>\\s*<td>settlement test</td>\\s*<td>Load curve \\(every reading\\)</td>\\s*<td class="num">48</td>\\s*<td class="num">${escape(exact(48n * PRICE))}</td>\\s*<td class="num">${escape(exact(48n * SHARE))}</td>`,
       ),
     )
     expect(html).not.toContain('<Co>')
@@ -134,8 +148,10 @@ describeDatabases('portal pages', (t) => {
     const legalBasis = new RegExp(`<td>Grid</td>\\s*<td>Legal basis \\(free\\)</td>\\s*<td>Monthly totals</td>\\s*<td class="num">1</td>\\s*<td class="num">${escape(eur(0n))}</td>`)
     expect(html).not.toMatch(legalBasis)
     expect((await page('/statements/2026-10')).body).toMatch(legalBasis)
-    expect(html).toContain(`id="statement-adjustments">${eur(24n * SHARE)}</td>`)
-    expect(html).toContain(`id="statement-total" data-micros="${72n * SHARE}">${eur(72n * SHARE)}</td>`)
+    // To the micro-euro, as settled: €0.193296 + €0.096648 = €0.289944 (to the cent, 0.19 + 0.10 ≠ 0.29).
+    expect(exact(72n * SHARE)).toBe('€0.289944')
+    expect(html).toContain(`id="statement-adjustments">${exact(24n * SHARE)}</td>`)
+    expect(html).toContain(`id="statement-total" data-micros="${72n * SHARE}">${exact(72n * SHARE)}</td>`)
     expect(html).toContain('href="/me/statements/2026-11?format=csv"')
     expect(html).toContain('href="/statements/2026-10" rel="prev"')
     const csv = await page('/me/statements/2026-11?format=csv')
