@@ -12,6 +12,7 @@ import { TrustedProxies } from '../shared/trusted-proxies.ts'
 import { meterReadingsTopic, meterStatusTopic, parseEgressFilter, parseTopic } from '../shared/topics.ts'
 import { authenticateMqtt } from '../services/directory/directory-service.ts'
 import { findMeter } from '../services/directory/directory-repository.ts'
+import { claimMqttSession } from '../services/directory/mqtt-session-repository.ts'
 import type { Principal } from '../services/directory/principal.ts'
 import { dailyDatumsToPublish } from '../services/metering/daily-publication.ts'
 import { MeterTails, commitMessages } from '../services/metering/ingest-service.ts'
@@ -214,6 +215,18 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
         const other = current !== undefined ? principals.get(current) : undefined
         if (squatting || (other !== undefined && principalKey(other) !== principalKey(principal))) {
           log.info({ clientId: client.id, username }, 'mqtt client id refused: taken by another principal')
+          return done(authError('identifier rejected', CONNACK_IDENTIFIER_REJECTED) as never, null)
+        }
+        // Nor one under which another principal's persistent session waits, offline.
+        let claimed: boolean
+        try {
+          claimed = await claimMqttSession(db.db, client.id, principalKey(principal), !client.clean, new Date(clock()))
+        } catch (err) {
+          log.error({ err }, 'mqtt session lookup failed')
+          return done(authError('server unavailable', CONNACK_SERVER_UNAVAILABLE) as never, null)
+        }
+        if (!claimed) {
+          log.info({ clientId: client.id, username }, "mqtt client id refused: another principal's persistent session")
           return done(authError('identifier rejected', CONNACK_IDENTIFIER_REJECTED) as never, null)
         }
       }

@@ -16,6 +16,7 @@ import type { PayoutsTable } from './tables/payouts.ts'
 import type { QuarantineTable } from './tables/quarantine.ts'
 import type { ReadingsTable } from './tables/readings.ts'
 import type { SessionsTable } from './tables/sessions.ts'
+import type { MqttSessionsTable } from './tables/mqtt-sessions.ts'
 import type { SettlementLinesTable } from './tables/settlement-lines.ts'
 import type { SettlementRunsTable } from './tables/settlement-runs.ts'
 
@@ -40,4 +41,5 @@ export interface Database {
   ledger_entries: LedgerEntriesTable
   payouts: PayoutsTable
   sessions: SessionsTable
+  mqtt_sessions: MqttSessionsTable
 }

@@ -1,4 +1,4 @@
-import type { MqttClient } from 'mqtt'
+import mqtt, { type MqttClient } from 'mqtt'
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest'
 import { meterReadingsTopic, meterStatusTopic } from '../../shared/topics.ts'
 import { connectClient, connectMeter, endClient, startTestBroker, subscribeCollect, type TestBroker } from '../support/broker.ts'
@@ -84,6 +84,30 @@ describe('who may connect, publish and subscribe', () => {
 
   it('refuses a recipient that takes a meter’s client id', async () => {
     await expect(connectClient(tb.url, { clientId: meter.id, username: recipient.id, password: recipient.apiKey })).rejects.toMatchObject({ code: 2 })
+  })
+
+  it("keeps a recipient's offline persistent session to it: another principal may neither take nor wipe it", async () => {
+    const rival = await createUtility(t.db)
+    const clientId = `app-session-${recipient.id}`
+    const own = { clientId, username: recipient.id, password: recipient.apiKey }
+    const first = await connectClient(tb.url, { ...own, clean: false })
+    expect(await grant(first, 'readings/+')).toBe(1)
+    await endClient(first)
+    // Offline now: the rival may not connect under its client id, persistent or clean (a clean connect would wipe it).
+    for (const clean of [false, true]) {
+      await expect(connectClient(tb.url, { clientId, username: rival.id, password: rival.apiKey, clean })).rejects.toMatchObject({ code: 2 })
+    }
+    // The owner finds its session where it left it.
+    const back = mqtt.connect(tb.url, { protocolVersion: 4, reconnectPeriod: 0, ...own, clean: false })
+    const connack = await new Promise<{ sessionPresent: boolean }>((resolve, reject) => {
+      back.once('connect', resolve)
+      back.once('error', reject)
+    })
+    expect(connack.sessionPresent).toBe(true)
+    await endClient(back)
+    // A clean connect by the owner ends the session, and frees the client id.
+    await endClient(await connectClient(tb.url, { ...own, clean: true }))
+    clients.push(await connectClient(tb.url, { clientId, username: rival.id, password: rival.apiKey, clean: true }))
   })
 
   it('refuses anonymous connections', async () => {

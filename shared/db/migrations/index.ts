@@ -3,6 +3,7 @@ import * as m0001 from './0001-foundation.ts'
 import * as m0002 from './0002-consents.ts'
 import * as m0003 from './0003-settlement.ts'
 import * as m0004 from './0004-sessions.ts'
+import * as m0005 from './0005-mqtt-sessions.ts'
 
 /** Every migration, in order. A static list: adding one means adding a line here. */
 export const migrations: Record<string, Migration> = {
@@ -10,4 +11,5 @@ export const migrations: Record<string, Migration> = {
   '0002-consents': m0002,
   '0003-settlement': m0003,
   '0004-sessions': m0004,
+  '0005-mqtt-sessions': m0005,
 }

@@ -164,6 +164,7 @@ export const SCHEMA: SchemaMap = {
     created_at: 'not null',
   },
   sessions: { id: 'not null', household_id: 'not null', token_hash: 'not null', created_at: 'not null', expires_at: 'not null' },
+  mqtt_sessions: { client_id: 'not null', principal: 'not null', created_at: 'not null' },
 }
 
 describeDatabases('table types', (t) => {
