@@ -1,6 +1,7 @@
 import { fastify, LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify'
 import type { Config } from '../../shared/config.ts'
 import type { DatabaseHandle } from '../../shared/db/database.ts'
+import { InvalidInputError } from '../../shared/errors.ts'
 import { log } from '../../shared/logger.ts'
 import { TrustedProxies } from '../../shared/trusted-proxies.ts'
 import type { Metrics } from '../../shared/metrics.ts'
@@ -68,6 +69,31 @@ export const HTTP_PARAM_LENGTH_MAX = 128
 const DOCUMENTED_METHODS = new Set<string>(['GET', 'POST', 'PUT', 'PATCH', 'DELETE'])
 const QUIET_ROUTES = new Set<string>(['/healthz', '/metrics'])
 
+/**
+ * The first number literal of a JSON text that parsing could round: every number this API takes
+ * is a whole one, and `999999999.99999999` or `1e3` would reach it as 1000000000 and 1000, or a
+ * 17-digit integer as its nearest double. Strings are skipped; null when there is none.
+ */
+export function inexactNumber(text: string): string | null {
+  const number = /-?\d+(\.\d+)?([eE][+-]?\d+)?/y
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i)
+    if (c === 0x22) {
+      // Skip a string, escapes and all.
+      for (i++; i < text.length && text.charCodeAt(i) !== 0x22; i++) if (text.charCodeAt(i) === 0x5c) i++
+      continue
+    }
+    if (c !== 0x2d && (c < 0x30 || c > 0x39)) continue
+    number.lastIndex = i
+    const m = number.exec(text)
+    if (m === null) continue
+    const literal = m[0]
+    if (m[1] !== undefined || m[2] !== undefined || literal.replace('-', '').length > 15) return literal
+    i += literal.length - 1
+  }
+  return null
+}
+
 /** Methods whose requests carry no body. */
 const BODYLESS_METHODS = new Set(['GET', 'HEAD', 'DELETE', 'OPTIONS'])
 
@@ -94,6 +120,13 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
   app.removeContentTypeParser('application/json')
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
     if (body === '' && BODYLESS_METHODS.has(request.method)) return done(null, undefined)
+    const inexact = inexactNumber(body as string)
+    if (inexact !== null) {
+      return done(
+        new InvalidInputError(`body: ${inexact} is not a whole number written out (no fraction, no exponent, at most 15 digits: JSON would round it); send amounts as strings`, 'body'),
+        undefined,
+      )
+    }
     json(request, body as string, done)
   })
 

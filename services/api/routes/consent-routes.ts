@@ -47,7 +47,7 @@ const MICROS_RE = /^(0|[1-9]\d{0,18})$/
 /** Micro-euros per datum, as a string of an integer (like amounts in answers) or a JSON integer. */
 const priceInput = z
   .union([z.string().max(20), z.number()])
-  .meta({ description: 'integer micro-euros per datum, at least 0: a string ("1250") or an integer', examples: ['1250'] })
+  .meta({ description: 'integer micro-euros per datum, at least 0: a string ("1250") or an integer written out (a fraction or an exponent is refused)', examples: ['1250'] })
   .transform((v, ctx) => {
     const text = typeof v === 'number' ? (Number.isSafeInteger(v) ? String(v) : '') : v
     if (!MICROS_RE.test(text) || BigInt(text) > PRICE_MICROS_PER_DATUM_MAX) {

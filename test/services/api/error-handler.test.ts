@@ -29,6 +29,21 @@ describeDatabases('the error envelope', (t) => {
     expect(await t.db.selectFrom('parties').select('id').execute()).toEqual([])
   })
 
+  it('refuses a number JSON parsing could round, which no field takes: a fraction, an exponent, over 15 digits', async () => {
+    const offer = (price: string) =>
+      `{"recipientId":"pty_x","purpose":"p","granularity":"daily","priceMicrosPerDatum":${price},"split":{"householdBps":10000,"operatorBps":0,"platformBps":0,"thirdParties":[]}}`
+    for (const literal of ['999999999.99999999', '1e3', '1000.0', '-2.5E-3', '1234567890123456']) {
+      const res = await api.inject({ method: 'POST', url: '/admin/offers', headers: { ...OPERATOR, 'content-type': 'application/json' }, payload: offer(literal) })
+      expect(res.statusCode, literal).toBe(400)
+      expect(errorOf(res)).toEqual({ code: 'INVALID_INPUT', message: expect.stringContaining(`body: ${literal} is not a whole number written out`) })
+    }
+    // Numbers inside strings are text, and whole numbers pass on to the route (which finds no such recipient).
+    const text = await api.inject({ method: 'POST', url: '/admin/parties', headers: { ...OPERATOR, 'content-type': 'application/json' }, payload: '{"kind":"utility","name":"Grid 1.5e3 \\" 2.5"}' })
+    expect(text.statusCode).toBe(201)
+    const whole = await api.inject({ method: 'POST', url: '/admin/offers', headers: { ...OPERATOR, 'content-type': 'application/json' }, payload: offer('1250') })
+    expect(errorOf(whole)).toEqual({ code: 'INVALID_INPUT', message: 'recipientId: no such party' })
+  })
+
   it('answers an empty JSON body with 400', async () => {
     const res = await api.inject({ method: 'POST', url: '/admin/parties', headers: { ...OPERATOR, 'content-type': 'application/json' }, payload: '' })
     expect(res.statusCode).toBe(400)
