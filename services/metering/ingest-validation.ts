@@ -133,7 +133,10 @@ export function validatePayload(
       const parsed = ingressReadingSchema.safeParse(item)
       const issue = parsed.success ? undefined : parsed.error.issues[0]
       const field = issue !== undefined && issue.path.length > 0 ? issue.path.join('.') : 'reading'
-      rejectReading(out, item, at, 'invalid_schema', `${field}: ${issue?.message ?? 'invalid reading'}`)
+      // Its time is kept when it can be read, as for the other reasons: the quarantine says which datum it was.
+      const ts = isPlainObject(item) && typeof item.ts === 'string' ? parseRfc3339Ms(item.ts) : null
+      const tsMs = ts !== null && ts >= TS_MIN_MS && ts < TS_MAX_MS ? ts : null
+      rejectReading(out, item, at, 'invalid_schema', `${field}: ${issue?.message ?? 'invalid reading'}`, tsMs)
       continue
     }
     const tsMs = parseRfc3339Ms(item.ts)

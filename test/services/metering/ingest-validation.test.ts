@@ -62,17 +62,21 @@ describe('ingest validation', () => {
     ])
   })
 
+  const T = Date.parse('2026-10-01T00:30:00Z')
   it.each([
-    ['{"ts":"2026-10-01T00:30:00Z","values":{"1-0:1.8.0":5},"x":1}', 'invalid_schema', 'x'],
-    ['{"readings":[{"ts":"2026-10-01T00:30:00Z"}]}', 'invalid_schema', 'readings[0].values'],
-    ['{"ts":"1999-12-31T23:59:59Z","values":{"1-0:1.8.0":5}}', 'invalid_schema', 'outside the years'],
-    ['{"ts":"2026-10-01T00:30:00+25:00","values":{"1-0:1.8.0":5}}', 'invalid_schema', 'RFC 3339'],
-    ['{"ts":"2026-10-01T00:30:00Z","values":{"1-0:1.8.0":5,"9-9:9.9.9":1,"8-8:8.8.8":2}}', 'unknown_obis', '9-9:9.9.9, 8-8:8.8.8'],
-  ])('rejects %s as %s, naming what is wrong', (payload, reason, detail) => {
+    ['{"ts":"2026-10-01T00:30:00Z","values":{"1-0:1.8.0":5},"x":1}', 'invalid_schema', 'x', T],
+    ['{"readings":[{"ts":"2026-10-01T00:30:00Z"}]}', 'invalid_schema', 'readings[0].values', T],
+    ['{"ts":"2026-10-01T00:30:00Z","values":{"1-0:1.8.0":1.5}}', 'invalid_schema', 'values.1-0:1.8.0', T],
+    ['{"ts":"1999-12-31T23:59:59Z","values":{"1-0:1.8.0":5}}', 'invalid_schema', 'outside the years', null],
+    ['{"ts":"2026-10-01T00:30:00+25:00","values":{"1-0:1.8.0":5}}', 'invalid_schema', 'RFC 3339', null],
+    ['{"ts":"2026-10-01T00:30:00+25:00","values":{"1-0:1.8.0":5.5}}', 'invalid_schema', 'values.1-0:1.8.0', null],
+    ['{"ts":"2026-10-01T00:30:00Z","values":{"1-0:1.8.0":5,"9-9:9.9.9":1,"8-8:8.8.8":2}}', 'unknown_obis', '9-9:9.9.9, 8-8:8.8.8', T],
+  ])('rejects %s as %s, naming what is wrong, with its time when it can be read', (payload, reason, detail, tsMs) => {
     const v = validate(payload)
     expect(v.datums).toEqual([])
     expect(v.rejects.map((r) => r.reason)).toEqual([reason])
     expect(v.rejects[0]!.detail).toContain(detail)
+    expect(v.rejects[0]!.tsMs).toBe(tsMs)
   })
 })
 
