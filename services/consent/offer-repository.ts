@@ -1,4 +1,4 @@
-import type { Insertable, Kysely, Selectable, Transaction } from 'kysely'
+import { sql, type Insertable, type Kysely, type Selectable, type Transaction } from 'kysely'
 import type { Database } from '../../shared/db/schema.ts'
 import type { OfferSharesTable } from '../../shared/db/tables/offer-shares.ts'
 import type { OffersTable } from '../../shared/db/tables/offers.ts'
@@ -22,6 +22,17 @@ export async function findOffer(db: Db, id: string): Promise<OfferRow | undefine
 export async function findOffers(db: Db, ids: readonly string[]): Promise<OfferRow[]> {
   if (ids.length === 0) return []
   return db.selectFrom('offers').selectAll().where('id', 'in', [...ids]).execute()
+}
+
+/** A page of offers, oldest first, after the (created_at as text, id) key given; each with its key. */
+export async function pageOfferRows(
+  db: Db,
+  options: { after: { createdAt: string; id: string } | null; limit: number; recipientId?: string | undefined },
+): Promise<(OfferRow & { created_key: string })[]> {
+  let q = db.selectFrom('offers').selectAll().select(sql<string>`created_at::text`.as('created_key'))
+  if (options.recipientId !== undefined) q = q.where('recipient_id', '=', options.recipientId)
+  if (options.after !== null) q = q.where(sql<boolean>`(created_at, id) > (${options.after.createdAt}::timestamptz, ${options.after.id})`)
+  return q.orderBy('created_at').orderBy('id').limit(options.limit).execute()
 }
 
 /** Every offer, oldest first. */

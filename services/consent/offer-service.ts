@@ -161,6 +161,17 @@ export async function listOffers(db: Kysely<Database>, filter: { recipientId?: s
   return toOffers(db, await repo.listOfferRows(db, filter))
 }
 
+/** A page of offers, oldest first, and the key of its last when there are more. */
+export async function listOffersPage(
+  db: Kysely<Database>,
+  options: { after: { createdAt: string; id: string } | null; limit: number; recipientId?: string | undefined },
+): Promise<{ items: Offer[]; next: { createdAt: string; id: string } | null }> {
+  const rows = await repo.pageOfferRows(db, { ...options, limit: options.limit + 1 })
+  const kept = rows.length > options.limit ? rows.slice(0, options.limit) : rows
+  const last = kept[kept.length - 1]
+  return { items: await toOffers(db, kept), next: rows.length > options.limit && last !== undefined ? { createdAt: last.created_key, id: last.id } : null }
+}
+
 export async function getOffer(db: Kysely<Database>, id: string): Promise<Offer | undefined> {
   const row = await repo.findOffer(db, id)
   return row === undefined ? undefined : (await toOffers(db, [row]))[0]

@@ -1,5 +1,6 @@
 import { z } from 'zod'
 import { formatTimestamp } from '../../../shared/calendar.ts'
+import { InvalidInputError } from '../../../shared/errors.ts'
 import { BPS_TOTAL } from '../../../shared/money.ts'
 import { GRANULARITIES } from '../../../shared/wire.ts'
 import { listAccessLog, type AccessLogEntry } from '../../consent/access-log-service.ts'
@@ -19,13 +20,14 @@ import {
   PRICE_MICROS_PER_DATUM_MAX,
   PURPOSE_LENGTH_MAX,
   createOffer,
-  listOffers,
+  listOffersPage,
   listOffersForHousehold,
   type Offer,
 } from '../../consent/offer-service.ts'
 import { listReleasedReadings } from '../../consent/released-readings-service.ts'
 import { defineRoute } from '../route.ts'
 import { microsOutput, nameString, pageAnswer, pageQueryShape, rfc3339Time, timeOutput } from '../validation.ts'
+import { afterKey, creationOrderCursor, nextCursor } from './directory-routes.ts'
 import { egressDatumSchema, readingsQueryShape } from './reading-routes.ts'
 import type { RoutePlugin } from './route-plugin.ts'
 
@@ -193,6 +195,8 @@ const consentTerms = {
 
 const DAY_RE = /^\d{4}-\d{2}-\d{2}$/
 
+const OFFERS_CURSOR = creationOrderCursor('offers')
+
 /** Earliest `from` when none is given: before any datum a meter may send. */
 const BEGINNING = new Date(Date.UTC(2000, 0, 1))
 
@@ -225,12 +229,14 @@ export const consentRoutes: RoutePlugin = async (app, { deps }) => {
   defineRoute(app, {
     method: 'GET',
     url: '/admin/offers',
-    summary: 'Every published offer',
+    summary: 'Published offers, oldest first',
     tags: ['operator'],
     auth: OPERATOR,
-    response: z.object({ items: z.array(offerAnswer) }),
-    async handler() {
-      return { items: (await listOffers(db)).map(offerToWire) }
+    query: z.strictObject({ recipientId: idString.optional(), ...page }),
+    response: pageAnswer(offerAnswer),
+    async handler({ query }) {
+      const result = await listOffersPage(db, { after: afterKey(OFFERS_CURSOR, query.cursor), limit: query.limit, recipientId: query.recipientId })
+      return { items: result.items.map(offerToWire), nextCursor: nextCursor(OFFERS_CURSOR, result.next) }
     },
   })
 
@@ -366,6 +372,9 @@ export const consentRoutes: RoutePlugin = async (app, { deps }) => {
     }),
     response: pageAnswer(accessLogAnswer),
     async handler({ query, principal }) {
+      if (query.from !== undefined && query.to !== undefined && query.to < query.from) {
+        throw new InvalidInputError(`to: ${query.to} is before from (${query.from})`, 'to')
+      }
       const result = await listAccessLog(db, principal.householdId, {
         fromDay: query.from,
         toDay: query.to,

@@ -67,7 +67,7 @@ const CREATED_AT_KEY_CHARS_MAX = 64
 const ID_KEY_CHARS_MAX = 128
 
 /** Keyed by (created_at as text, id); each listing its own. */
-function creationOrderCursor(listing: string): CursorListing<readonly ['string', 'string']> {
+export function creationOrderCursor(listing: string): CursorListing<readonly ['string', 'string']> {
   return cursorListing(listing, ['string', 'string'], {
     refusal: CURSOR_NOT_RETURNED,
     accepts: ([createdAt, id]) => createdAt.length <= CREATED_AT_KEY_CHARS_MAX && isTimestampText(createdAt) && id.length <= ID_KEY_CHARS_MAX,
@@ -78,13 +78,13 @@ const PARTIES_CURSOR = creationOrderCursor('parties')
 const HOUSEHOLDS_CURSOR = creationOrderCursor('households')
 const METERS_CURSOR = creationOrderCursor('meters')
 
-function afterKey(listing: CursorListing<readonly ['string', 'string']>, cursor: string | undefined): CreationKey | null {
+export function afterKey(listing: CursorListing<readonly ['string', 'string']>, cursor: string | undefined): CreationKey | null {
   if (cursor === undefined) return null
   const [createdAt, id] = listing.decode(cursor)
   return { createdAt, id }
 }
 
-function nextCursor(listing: CursorListing<readonly ['string', 'string']>, next: CreationKey | null): string | null {
+export function nextCursor(listing: CursorListing<readonly ['string', 'string']>, next: CreationKey | null): string | null {
   return next === null ? null : listing.encode([next.createdAt, next.id])
 }
 

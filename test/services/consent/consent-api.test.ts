@@ -100,7 +100,7 @@ describeDatabases('consent endpoints', (t) => {
       split: { householdBps: 5000, operatorBps: 0, platformBps: 0, thirdParties: [{ partyId: 'pty_nobody', bps: 5000 }] },
     })
     expect(errorOf(unknown).message).toMatch(/^split\.thirdParties\[0\]\.partyId: /)
-    expect((await api.asOperator('GET', '/admin/offers')).json()).toEqual({ items: [] })
+    expect((await api.asOperator('GET', '/admin/offers')).json()).toEqual({ items: [], nextCursor: null })
 
     const id = await offer(app, 'daily', '3')
     const listed = (await api.asOperator('GET', '/admin/offers')).json() as { items: unknown[] }
@@ -112,6 +112,14 @@ describeDatabases('consent endpoints', (t) => {
       expect.objectContaining({ id, householdBps: 6000, householdMicrosPerDatum: '1', householdMicrosPer10000Datums: '18000' }),
     ])
     expect((await get('/me/offers', app)).statusCode).toBe(403)
+    // Paged like every list, and filtered by recipient; a bad limit is refused, not ignored.
+    const second = await offer(app, 'monthly', '4')
+    const page1 = (await api.asOperator('GET', '/admin/offers?limit=1')).json() as { items: Array<{ id: string }>; nextCursor: string }
+    expect(page1.items.map((o) => o.id)).toEqual([id])
+    const page2 = (await api.asOperator('GET', `/admin/offers?limit=1&cursor=${encodeURIComponent(page1.nextCursor)}`)).json() as { items: Array<{ id: string }>; nextCursor: null }
+    expect(page2).toEqual({ items: [expect.objectContaining({ id: second })], nextCursor: null })
+    expect((await api.asOperator('GET', `/admin/offers?recipientId=${h0.id}`)).json()).toEqual({ items: [], nextCursor: null })
+    expect((await api.asOperator('GET', '/admin/offers?limit=abc')).statusCode).toBe(400)
   })
 
   it('lets a household grant, see, and revoke a consent, each step in its log, and the recipient see it', async () => {
@@ -268,6 +276,10 @@ describeDatabases('consent endpoints', (t) => {
       expect(log2.items.map(({ day, datums }) => ({ day, datums }))).toEqual(perDay(B))
       expect(log2.items.reduce((n, e) => n + e.datums, 0)).toBe(7 * 24 + 12)
       expect(((await get('/me/access-log', h1)).json() as { items: unknown[] }).items).toEqual([])
+      // A range backwards is refused, as for readings, not answered empty.
+      const backwards = await get('/me/access-log?from=2026-01-31&to=2026-01-01', h0)
+      expect(backwards.statusCode).toBe(400)
+      expect(errorOf(backwards)).toEqual({ code: 'INVALID_INPUT', message: 'to: 2026-01-01 is before from (2026-01-31)' })
       expect(await api.metrics.registry.getSingleMetricAsString('metershare_datums_released_total')).toContain(
         `metershare_datums_released_total{channel="http"} ${items.length}`,
       )
@@ -319,6 +331,10 @@ describeDatabases('consent endpoints', (t) => {
       expect(badTo[0]!.statusCode).toBe(400)
       expect(badTo[0]!.body).toBe(badTo[1]!.body)
       expect(((await get('/me/access-log', h1)).json() as { items: unknown[] }).items).toEqual([])
+      // A range backwards is refused, as for readings, not answered empty.
+      const backwards = await get('/me/access-log?from=2026-01-31&to=2026-01-01', h0)
+      expect(backwards.statusCode).toBe(400)
+      expect(errorOf(backwards)).toEqual({ code: 'INVALID_INPUT', message: 'to: 2026-01-01 is before from (2026-01-31)' })
     })
 
     it('stops releasing at once when the household revokes', async () => {
