@@ -189,6 +189,9 @@ export interface Messages {
     total: string
     chartDay: string
     chartMonth: string
+    chartDayGas: string
+    chartMonthGas: string
+    volume: string
     chartDescription: string
     none: string
     noMeter: string
@@ -340,6 +343,9 @@ const EN: Messages = {
     total: 'Total: {amount}',
     chartDay: 'Energy per interval on {day}',
     chartMonth: 'Energy per day in {month}',
+    chartDayGas: 'Gas volume per interval on {day}',
+    chartMonthGas: 'Gas volume per day in {month}',
+    volume: 'Volume',
     chartDescription: 'Bar chart; the figures are in the table below it.',
     none: 'No data for this period.',
     noMeter: 'You have no meter yet.',
@@ -491,6 +497,9 @@ const FR: Messages = {
     total: 'Total : {amount}',
     chartDay: 'Énergie par intervalle le {day}',
     chartMonth: 'Énergie par jour en {month}',
+    chartDayGas: 'Volume de gaz par intervalle le {day}',
+    chartMonthGas: 'Volume de gaz par jour en {month}',
+    volume: 'Volume',
     chartDescription: 'Histogramme ; les chiffres sont dans le tableau en dessous.',
     none: 'Aucune donnée sur cette période.',
     noMeter: 'Vous n’avez pas encore de compteur.',

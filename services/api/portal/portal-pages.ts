@@ -406,7 +406,11 @@ export function consumptionPage(ctx: PageContext, model: ConsumptionModel): stri
   })
   const max = model.points.reduce((m, p) => (p.value !== null && p.value > m ? p.value : m), 0)
   const isDay = model.view === 'day'
-  const chartTitle = isDay ? fill(t.consumption.chartDay, { day: f.day(model.day) }) : fill(t.consumption.chartMonth, { month: f.month(model.month) })
+  // A gas meter counts volume (m³), not energy.
+  const gas = meter.commodity === 'gas'
+  const chartTitle = isDay
+    ? fill(gas ? t.consumption.chartDayGas : t.consumption.chartDay, { day: f.day(model.day) })
+    : fill(gas ? t.consumption.chartMonthGas : t.consumption.chartMonth, { month: f.month(model.month) })
   const base = { meterId: meter.meterId, view: model.view }
   const previous = isDay ? pageHref('/consumption', { ...base, day: addDays(model.day, -1) }) : pageHref('/consumption', { ...base, month: addMonths(model.month, -1) })
   const next = isDay ? pageHref('/consumption', { ...base, day: addDays(model.day, 1) }) : pageHref('/consumption', { ...base, month: addMonths(model.month, 1) })
@@ -437,7 +441,7 @@ ${
 <figcaption id="consumption-total">${fill(t.consumption.total, { amount: f.energy(model.total, model.unit) })}</figcaption></figure>
 <details><summary>${t.consumption.asTable}</summary>
 <table id="consumption-table"><caption class="visually-hidden">${chartTitle}</caption>
-<thead><tr><th scope="col">${isDay ? t.consumption.time : t.consumption.day}</th><th scope="col" class="num">${t.consumption.energy}</th></tr></thead>
+<thead><tr><th scope="col">${isDay ? t.consumption.time : t.consumption.day}</th><th scope="col" class="num">${gas ? t.consumption.volume : t.consumption.energy}</th></tr></thead>
 <tbody>${rows}</tbody></table></details>`
     : html`<p>${t.consumption.none}</p>`
 }`

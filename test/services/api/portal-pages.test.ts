@@ -264,6 +264,20 @@ describeDatabases('portal pages', (t) => {
     expect(december.body).toContain('Energy per day in December 2026')
   })
 
+  it('speaks of gas volume, in m³, for a gas meter', async () => {
+    const gasMeter = await meter(t.db, await party(t.db, 'utility', 'Gas grid'), 'gas')
+    await occupy(t.db, gasMeter, householdId, paris('2026-09-01'))
+    await ingest(t.db, t.dialect, gasMeter, 'gas', hourly(paris('2026-11-01'), paris('2026-11-03')))
+    const month = (await page(`/consumption?meterId=${gasMeter}&view=month&month=2026-11`)).body
+    expect(month).toContain('<h2 id="curve-heading">Gas volume per day in November 2026</h2>')
+    expect(month).toMatch(/<th scope="col" class="num">Volume<\/th>/)
+    expect(month).toContain('m³')
+    const day = (await page(`/consumption?meterId=${gasMeter}&view=day&day=2026-11-02`)).body
+    expect(day).toContain('Gas volume per interval on 2 November 2026')
+    // Electricity stays energy.
+    expect((await page(`/consumption?meterId=${meterId}&view=month&month=2026-11`)).body).toContain('Energy per day in November 2026')
+  })
+
   it('speaks French when the browser asks for it, and remembers a language chosen', async () => {
     const fr = await page('/', { 'accept-language': 'fr-FR,fr;q=0.9,en;q=0.5' })
     expect(fr.body).toContain('<html lang="fr">')
