@@ -15,14 +15,26 @@ export const GRANULARITY_RANK: Readonly<Record<Granularity, number>> = { load_cu
 export type RegisterValues = Record<string, number>
 
 /** One reading as a meter sends it; `ts` is checked as RFC 3339 separately. */
-export const ingressReadingSchema = z
-  .object({
-    ts: z.string().max(64),
+const REGISTER_VALUE_MESSAGE = `must be a whole number from 0 to ${Number.MAX_SAFE_INTEGER}, in the register's base unit`
+
+export const ingressReadingSchema = z.strictObject(
+  {
+    ts: z.string({ error: 'must be an RFC 3339 timestamp string' }).max(64, 'must be an RFC 3339 timestamp of at most 64 characters'),
     values: z
-      .record(z.string().max(32), z.number().int().min(0).max(Number.MAX_SAFE_INTEGER))
+      .record(
+        z.string().max(32, 'an OBIS code has at most 32 characters'),
+        z.number({ error: REGISTER_VALUE_MESSAGE }).int(REGISTER_VALUE_MESSAGE).min(0, REGISTER_VALUE_MESSAGE).max(Number.MAX_SAFE_INTEGER, REGISTER_VALUE_MESSAGE),
+        { error: 'must be an object of OBIS code → value' },
+      )
       .refine((v) => Object.keys(v).length > 0, { message: 'must hold at least one register' }),
-  })
-  .strict()
+  },
+  {
+    error: (issue) =>
+      issue.code === 'unrecognized_keys'
+        ? `unexpected key${issue.keys.length > 1 ? 's' : ''} ${issue.keys.join(', ')}: a reading holds ts and values only`
+        : 'must be an object {"ts","values"}',
+  },
+)
 
 export type IngressReading = z.infer<typeof ingressReadingSchema>
 

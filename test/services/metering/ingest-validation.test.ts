@@ -66,7 +66,8 @@ describe('ingest validation', () => {
   it.each([
     ['{"ts":"2026-10-01T00:30:00Z","values":{"1-0:1.8.0":5},"x":1}', 'invalid_schema', 'x', T],
     ['{"readings":[{"ts":"2026-10-01T00:30:00Z"}]}', 'invalid_schema', 'readings[0].values', T],
-    ['{"ts":"2026-10-01T00:30:00Z","values":{"1-0:1.8.0":1.5}}', 'invalid_schema', 'values.1-0:1.8.0', T],
+    ['{"ts":"2026-10-01T00:30:00Z","values":{"1-0:1.8.0":1.5}}', 'invalid_schema', 'values.1-0:1.8.0: must be a whole number from 0 to 9007199254740991', T],
+    ['{"ts":"2026-10-01T00:30:00Z","values":{"1-0:1.8.0":5},"x":1,"y":2}', 'invalid_schema', 'unexpected keys x, y: a reading holds ts and values only', T],
     ['{"ts":"1999-12-31T23:59:59Z","values":{"1-0:1.8.0":5}}', 'invalid_schema', 'outside the years', null],
     ['{"ts":"2026-10-01T00:30:00+25:00","values":{"1-0:1.8.0":5}}', 'invalid_schema', 'RFC 3339', null],
     ['{"ts":"2026-10-01T00:30:00+25:00","values":{"1-0:1.8.0":5.5}}', 'invalid_schema', 'values.1-0:1.8.0', null],
