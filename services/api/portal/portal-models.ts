@@ -186,6 +186,8 @@ export interface ConsumptionModel {
   view: CurveView
   day: string
   month: string
+  /** Today, in METERSHARE_TIMEZONE: the pager goes no further. */
+  today: string
   points: CurvePoint[]
   unit: 'kWh' | 'm³'
   /** Sum of the known values. */
@@ -213,10 +215,11 @@ export async function loadConsumption(
   // the demo's simulated past), or today when it has none.
   const latest = askedDay === null && askedMonth === null && meter !== null ? await latestOwnedReadingTs(db, meter.meterId, householdId) : null
   const anchor = latest ?? now
-  const day = askedDay ?? dayOf(anchor, tz)
+  // A month asked for without a day: its first day, so the day field follows the month shown.
+  const day = askedDay ?? (askedMonth !== null ? `${askedMonth}-01` : dayOf(anchor, tz))
   const month = askedMonth ?? (view === 'day' ? day.slice(0, 7) : monthOf(anchor, tz))
   const unit = meter?.commodity === 'gas' ? 'm³' : 'kWh'
-  const model: ConsumptionModel = { meters, meter, view, day, month, points: [], unit, total: 0 }
+  const model: ConsumptionModel = { meters, meter, view, day, month, today: dayOf(now, tz), points: [], unit, total: 0 }
   if (meter === null) return model
   const code = energyCode(meter.commodity)
   const ctx = { timezone: tz }

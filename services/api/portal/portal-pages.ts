@@ -414,6 +414,8 @@ export function consumptionPage(ctx: PageContext, model: ConsumptionModel): stri
   const base = { meterId: meter.meterId, view: model.view }
   const previous = isDay ? pageHref('/consumption', { ...base, day: addDays(model.day, -1) }) : pageHref('/consumption', { ...base, month: addMonths(model.month, -1) })
   const next = isDay ? pageHref('/consumption', { ...base, day: addDays(model.day, 1) }) : pageHref('/consumption', { ...base, month: addMonths(model.month, 1) })
+  // No paging into days or months that have not begun.
+  const nextBegun = (isDay ? addDays(model.day, 1) : `${addMonths(model.month, 1)}-01`) <= model.today
   const known = model.points.some((p) => p.value !== null)
   const rows = model.points.map(
     (p) => html`<tr><th scope="row">${p.at === null ? f.day(p.key) : f.time(p.at, ctx.timezone)}</th><td class="num">${energy(p.value)}</td></tr>`,
@@ -433,7 +435,7 @@ export function consumptionPage(ctx: PageContext, model: ConsumptionModel): stri
 <p><label for="month">${t.consumption.month}</label> <input type="month" id="month" name="month" value="${model.month}" pattern="[0-9]{4}-[0-9]{2}"></p>
 <p><button type="submit">${t.consumption.show}</button></p>
 </form>
-<nav class="pager" aria-label="${t.consumption.view}"><ul><li><a href="${previous}" rel="prev">← ${t.consumption.previous}</a></li><li><a href="${next}" rel="next">${t.consumption.next} →</a></li></ul></nav>
+<nav class="pager" aria-label="${t.consumption.view}"><ul><li><a href="${previous}" rel="prev">← ${t.consumption.previous}</a></li>${nextBegun ? html`<li><a href="${next}" rel="next">${t.consumption.next} →</a></li>` : ''}</ul></nav>
 <h2 id="curve-heading">${chartTitle}</h2>
 ${
   known

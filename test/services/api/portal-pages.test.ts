@@ -259,9 +259,16 @@ describeDatabases('portal pages', (t) => {
     const day = await page('/consumption?view=day')
     expect(day.body).toContain('Energy per interval on 2 November 2026')
     expect([...day.body.matchAll(/<rect class="bar" data-key="[^"]+" data-value="10"/g)]).toHaveLength(24)
-    // A period asked for is shown as asked, even when it holds nothing.
+    // A period asked for is shown as asked, even when it holds nothing; the day field follows the month shown.
     const december = await page('/consumption?month=2026-12')
     expect(december.body).toContain('Energy per day in December 2026')
+    expect(december.body).toContain('<input type="date" id="day" name="day" value="2026-12-01">')
+    // Today is 2 December: the pager goes back, not into months or days that have not begun.
+    expect(december.body).toContain('rel="prev"')
+    expect(december.body).not.toContain('rel="next"')
+    expect((await page('/consumption?month=2026-11')).body).toContain('rel="next"')
+    expect((await page('/consumption?view=day&day=2026-12-02')).body).not.toContain('rel="next"')
+    expect((await page('/consumption?view=day&day=2026-12-01')).body).toContain('rel="next"')
   })
 
   it('speaks of gas volume, in m³, for a gas meter', async () => {
