@@ -114,12 +114,15 @@ describe('who may connect, publish and subscribe', () => {
     await expect(connectClient(tb.url, { clientId: 'anonymous' })).rejects.toMatchObject({ code: 4 })
   })
 
+  /** A connect of the meter with a wrong secret: refused with CONNACK 4, after how many ms. */
+  async function wrongSecretMs(): Promise<number> {
+    const started = Date.now()
+    await expect(connectMeter(tb.url, { id: meter.id, secret: 'guess' })).rejects.toMatchObject({ code: 4 })
+    return Date.now() - started
+  }
+
   it('slows down repeated failures from one address', async () => {
-    const attempt = async (): Promise<number> => {
-      const started = Date.now()
-      await expect(connectMeter(tb.url, { id: meter.id, secret: 'guess' })).rejects.toMatchObject({ code: 4 })
-      return Date.now() - started
-    }
+    const attempt = wrongSecretMs
     for (let i = 0; i < 3; i++) await attempt()
     // The 4th failure waits 100 ms, the 5th 200 ms, the 6th 400 ms before the CONNACK.
     await attempt()
@@ -128,11 +131,7 @@ describe('who may connect, publish and subscribe', () => {
   })
 
   it('slows only the failing user name, and a success elsewhere from the address does not reset it', async () => {
-    const failure = async (): Promise<number> => {
-      const started = Date.now()
-      await expect(connectMeter(tb.url, { id: meter.id, secret: 'guess' })).rejects.toMatchObject({ code: 4 })
-      return Date.now() - started
-    }
+    const failure = wrongSecretMs
     // 3 free failures, then 100, 200, 400 and 800 ms: the next one waits 1,600 ms.
     for (let i = 0; i < 7; i++) await failure()
     // Another meter from the same address connects without that wait.
