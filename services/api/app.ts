@@ -74,6 +74,9 @@ const QUIET_ROUTES = new Set<string>(['/healthz', '/metrics'])
  * is a whole one, and `999999999.99999999` or `1e3` would reach it as 1000000000 and 1000, or a
  * 17-digit integer as its nearest double. Strings are skipped; null when there is none.
  */
+/** Digits a JSON integer may have: every integer of up to 15 digits is exactly a double. */
+export const JSON_INTEGER_DIGITS_MAX = 15
+
 export function inexactNumber(text: string): string | null {
   const number = /-?\d+(\.\d+)?([eE][+-]?\d+)?/y
   for (let i = 0; i < text.length; i++) {
@@ -88,7 +91,7 @@ export function inexactNumber(text: string): string | null {
     const m = number.exec(text)
     if (m === null) continue
     const literal = m[0]
-    if (m[1] !== undefined || m[2] !== undefined || literal.replace('-', '').length > 15) return literal
+    if (m[1] !== undefined || m[2] !== undefined || literal.replace('-', '').length > JSON_INTEGER_DIGITS_MAX) return literal
     i += literal.length - 1
   }
   return null
@@ -123,7 +126,10 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
     const inexact = inexactNumber(body as string)
     if (inexact !== null) {
       return done(
-        new InvalidInputError(`body: ${inexact} is not a whole number written out (no fraction, no exponent, at most 15 digits: JSON would round it); send amounts as strings`, 'body'),
+        new InvalidInputError(
+          `body: ${inexact} is not a whole number written out (no fraction, no exponent, at most ${JSON_INTEGER_DIGITS_MAX} digits: JSON would round it); send amounts as strings`,
+          'body',
+        ),
         undefined,
       )
     }
