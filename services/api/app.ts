@@ -69,14 +69,14 @@ export const HTTP_PARAM_LENGTH_MAX = 128
 const DOCUMENTED_METHODS = new Set<string>(['GET', 'POST', 'PUT', 'PATCH', 'DELETE'])
 const QUIET_ROUTES = new Set<string>(['/healthz', '/metrics'])
 
+/** Digits a JSON integer may have: every integer of up to 15 digits is exactly a double. */
+export const JSON_INTEGER_DIGITS_MAX = 15
+
 /**
  * The first number literal of a JSON text that parsing could round: every number this API takes
  * is a whole one, and `999999999.99999999` or `1e3` would reach it as 1000000000 and 1000, or a
  * 17-digit integer as its nearest double. Strings are skipped; null when there is none.
  */
-/** Digits a JSON integer may have: every integer of up to 15 digits is exactly a double. */
-export const JSON_INTEGER_DIGITS_MAX = 15
-
 export function inexactNumber(text: string): string | null {
   const number = /-?\d+(\.\d+)?([eE][+-]?\d+)?/y
   for (let i = 0; i < text.length; i++) {
