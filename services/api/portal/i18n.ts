@@ -314,7 +314,8 @@ const EN: Messages = {
   },
   accessLog: {
     title: 'Access log',
-    intro: 'Who received how much of your data, per day, recipient, meter and channel.',
+    intro:
+      'Who received how much of your data, per day, recipient, meter and channel: each delivery, live or pulled. Your statements count something else: the data your consents made available to a recipient, which it pays for whether it fetched it or not.',
     caption: 'Datums released from {from} to {to}',
     day: 'Day',
     recipient: 'Recipient',
@@ -468,7 +469,8 @@ const FR: Messages = {
   },
   accessLog: {
     title: 'Journal des accès',
-    intro: 'Qui a reçu combien de vos données, par jour, destinataire, compteur et canal.',
+    intro:
+      'Qui a reçu combien de vos données, par jour, destinataire, compteur et canal : chaque envoi, en direct ou à la demande. Vos relevés comptent autre chose : les données que vos consentements ont mises à la disposition d’un destinataire, qu’il paie qu’il les ait lues ou non.',
     caption: 'Relevés transmis du {from} au {to}',
     day: 'Jour',
     recipient: 'Destinataire',

@@ -220,6 +220,8 @@ describeDatabases('portal pages', (t) => {
       ])
       .execute()
     const res = await page('/access-log')
+    // What it counts, and how that differs from a statement's data.
+    expect(res.body).toContain('each delivery, live or pulled. Your statements count something else: the data your consents made available to a recipient')
     expect(res.statusCode).toBe(200)
     const rows = [...res.body.matchAll(/<tr><td>([^<]+)<\/td><td>([^<]+)<\/td><td>([^<]+)<\/td><td>([^<]+)<\/td><td class="num">([^<]+)<\/td><\/tr>/g)]
     expect(rows.map((r) => r.slice(1))).toEqual([
