@@ -121,6 +121,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
   const interest = deps.aedesOptions?.mq === undefined ? new LocalEgressInterest() : null
   const egress = new Egress(aedes, log, interest ?? EVERY_TOPIC)
   skipFanOutOfMeterReadings(aedes, principals)
+  clearRefusedDeliveriesExactly(aedes)
 
   const thread =
     db.url !== null && deps.ingestThread !== false
@@ -448,6 +449,34 @@ function principalKey(p: Principal): string {
 }
 
 export type { PublishPacket }
+
+/** The packet identifier a refused delivery is marked with before it leaves a session's queue: no real one (1–65535). */
+const REFUSED_DELIVERY_MESSAGE_ID = 'refused' as unknown as number
+
+/**
+ * aedes queues a QoS 1 publish for every persistent session whose subscription matches, before it
+ * asks `authorizeForward`. When that refuses, aedes removes the queued copy by its packet
+ * identifier, which a refused delivery never got: the in-memory persistence then removes the first
+ * queued packet without one, which is a *released* delivery still on its way. Its update then fails,
+ * and the datum is lost to a connected persistent subscriber on a wildcard (a recipient following
+ * `readings/+` whose consent covers some of a household's meters). So a refused delivery is first
+ * marked with an identifier of its own (found by its broker counter, as aedes finds packets) and then
+ * removed by it; every persistence (memory, Redis) supports both steps.
+ */
+function clearRefusedDeliveriesExactly(aedes: Aedes): void {
+  type Persistence = {
+    outgoingUpdate(client: Client, packet: AedesPublishPacket): Promise<void>
+    outgoingClearMessageId(client: Client, packet: AedesPublishPacket): Promise<unknown>
+  }
+  const persistence = (aedes as unknown as { persistence: Persistence }).persistence
+  const clear = persistence.outgoingClearMessageId.bind(persistence)
+  persistence.outgoingClearMessageId = async (client, packet) => {
+    if (packet.messageId !== undefined && packet.messageId !== null) return clear(client, packet)
+    const marked = { ...packet, messageId: REFUSED_DELIVERY_MESSAGE_ID } as AedesPublishPacket
+    await persistence.outgoingUpdate(client, marked)
+    return clear(client, marked)
+  }
+}
 
 /**
  * Nobody may subscribe to a meter's readings topic (see `maySubscribe`): what a meter publishes

@@ -90,6 +90,36 @@ describeDatabases('egress after commit', (t) => {
     expect(live.messages.map((x) => (x.payload as { ts: string }).ts)).toEqual([iso(DAY_START)])
   })
 
+  it('delivers to a persistent QoS 1 session on a wildcard every datum it may see, once, among datums it may not', async () => {
+    // Two meters of one household; the recipient may see the first only. The second's datums are published
+    // (its household may follow them) and refused to the recipient, interleaved with the first's.
+    const second = await createTestMeter(t.db, utility.id)
+    await insertOccupancy(t.db, second.id, household.id, new Date(DAY_START - 86_400_000))
+    const own = await startTestBroker(t.handle, {
+      policy: { ...releaseAllOwned, releasedTo: (_r, datum) => (datum.meterId === meter.id ? (datum.householdId ?? null) : null) },
+    })
+    try {
+      const recipient = await connectClient(own.url, { clientId: 'recipient-persistent-mixed', username: utility.id, password: utility.apiKey, clean: false })
+      clients.push(recipient)
+      const live = await subscribeCollect(recipient, 'readings/+')
+      const [m1, m2] = [await connectMeter(own.url, meter), await connectMeter(own.url, second)]
+      clients.push(m1, m2)
+      const N = 200
+      const send = (m: MqttClient, meterId: string) =>
+        Promise.all(Array.from({ length: N }, (_, i) => publishAcked(m, meterReadingsTopic(meterId), JSON.stringify({ ts: iso(DAY_START + i * HALF_HOUR), values: { '1-0:1.8.0': 100 + i } }))))
+      await Promise.all([send(m1, meter.id), send(m2, second.id)])
+      await waitFor(() => live.messages.length >= N, 15_000, `every released datum (${live.messages.length} so far)`)
+      await new Promise((r) => setTimeout(r, 300))
+      const ts = live.messages.map((x) => (x.payload as { ts: string }).ts)
+      expect(live.messages.filter((x) => x.topic !== `readings/${meter.id}`)).toEqual([])
+      expect(ts.length).toBe(N)
+      expect(new Set(ts).size).toBe(N)
+    } finally {
+      for (const c of clients.splice(0)) await endClient(c)
+      await own.close()
+    }
+  })
+
   it('keeps publishing for a persistent session while it is offline, and stops when nobody is subscribed', async () => {
     const m = await connectMeter(tb.url, meter)
     clients.push(m)
