@@ -21,6 +21,8 @@ export interface ReadingsPiece {
   householdId: string
   fromMs: number
   untilMs: number
+  /** Only readings stored before this instant (epoch ms); null: all. */
+  storedBeforeMs: number | null
 }
 
 export interface RangeCount {
@@ -56,10 +58,10 @@ export function planCounts(spans: readonly CountSpan[]): CountPlan {
     plan.spanRange.push(r)
     plan.spanPieces.push(
       span.edges.map(([fromMs, untilMs]) => {
-        const key = `${span.meterId}\u0000${span.householdId}\u0000${fromMs}\u0000${untilMs}`
+        const key = `${span.meterId}\u0000${span.householdId}\u0000${fromMs}\u0000${untilMs}\u0000${span.storedBeforeMs}`
         let p = pieceIndex.get(key)
         if (p === undefined) {
-          p = plan.pieces.push({ meterId: span.meterId, householdId: span.householdId, fromMs, untilMs }) - 1
+          p = plan.pieces.push({ meterId: span.meterId, householdId: span.householdId, fromMs, untilMs, storedBeforeMs: span.storedBeforeMs }) - 1
           pieceIndex.set(key, p)
         }
         return p

@@ -33,6 +33,18 @@ export interface CountSpan {
   firstDay: string | null
   lastDay: string | null
   edges: Array<[number, number]>
+  /**
+   * Counts only datums stored before this instant (epoch ms): the end of a consent that has ended.
+   * A datum stored after it never reached the recipient. null: the consent is in force, so every
+   * stored datum was stored while it was.
+   */
+  storedBeforeMs: number | null
+}
+
+/** When a consent ended (revoked, or its validity over) if that is not after `nowMs`; else null. */
+export function consentEndedMs(consent: ConsentFact, nowMs: number): number | null {
+  const end = consent.revokedAtMs === null ? consent.validUntilMs : Math.min(consent.revokedAtMs, consent.validUntilMs)
+  return end <= nowMs ? end : null
 }
 
 /** A month's local days and where each starts, computed once per run. */
@@ -93,9 +105,9 @@ function released(consent: ConsentFact, datum: RuleDatum, completeMs: number, oc
 /**
  * Spans of the consent's own granularity (the offer prices that granularity) in `month`,
  * for every meter it names. `occupanciesByMeter` holds all occupancies of those meters.
- * `latestDataMs` gives the timestamp of a meter's latest stored datum (-Infinity when none): a
- * daily or monthly datum is complete, and so deliverable, only once its meter has sent data
- * stamped at or after the end of its day or month. That is when `daily/` publishes it and the
+ * `latestDataMs` gives the timestamp of a meter's latest stored datum (-Infinity when none), or of
+ * its latest stored before an instant: a daily or monthly datum is complete, and so deliverable,
+ * only once its meter has sent data stamped at or after the end of its day or month. That is when `daily/` publishes it and the
  * pull API lists it; a day a meter never got past (it stopped for good, or is still catching up)
  * is not charged, until data after it arrives and a later run counts it.
  */
@@ -104,8 +116,9 @@ export function settlementSpans(
   calendar: MonthCalendar,
   occupanciesByMeter: ReadonlyMap<string, readonly OccupancyFact[]>,
   nowMs: number,
-  latestDataMs: (meterId: string) => number,
+  latestDataMs: (meterId: string, storedBeforeMs: number | null) => number,
 ): CountSpan[] {
+  const storedBeforeMs = consentEndedMs(consent, nowMs)
   const { days, dayStartsMs } = calendar
   const monthStartMs = dayStartsMs[0]!
   const monthEndMs = dayStartsMs[days.length]!
@@ -117,6 +130,11 @@ export function settlementSpans(
     switch (consent.granularity) {
       case 'load_curve':
         for (const [fromMs, untilMs] of loadCurveStretches(consent, meterId, occupancies, monthStartMs, monthEndMs, nowMs)) {
+          if (storedBeforeMs !== null) {
+            // An ended consent: counted from the raw readings, by when they were stored (rollups do not say).
+            spans.push({ kind: 'load_curve', consentId, meterId, householdId, firstDay: null, lastDay: null, edges: [[fromMs, untilMs]], storedBeforeMs })
+            continue
+          }
           const { whole, edges } = cutByDays(calendar, fromMs, untilMs)
           spans.push({
             kind: 'load_curve',
@@ -126,24 +144,26 @@ export function settlementSpans(
             firstDay: whole === null ? null : days[whole[0]]!,
             lastDay: whole === null ? null : days[whole[1]]!,
             edges,
+            storedBeforeMs: null,
           })
         }
         break
       case 'daily': {
-        // Days complete by the meter's data: those that end at or before its latest datum.
-        const latestMs = latestDataMs(meterId)
+        // Days complete by the meter's data: those that end at or before its latest datum (stored while the
+        // consent was in force: a day completed after it ended never reached the recipient).
+        const latestMs = latestDataMs(meterId, storedBeforeMs)
         let completeDays = 0
         while (completeDays < days.length && dayStartsMs[completeDays + 1]! <= latestMs) completeDays++
         for (const [first, last] of releasedDays(consent, meterId, occupancies, calendar, nowMs)) {
           if (first >= completeDays) break
-          spans.push({ kind: 'daily', consentId, meterId, householdId, firstDay: days[first]!, lastDay: days[Math.min(last, completeDays - 1)]!, edges: [] })
+          spans.push({ kind: 'daily', consentId, meterId, householdId, firstDay: days[first]!, lastDay: days[Math.min(last, completeDays - 1)]!, edges: [], storedBeforeMs: null })
         }
         break
       }
       case 'monthly': {
         const datum: RuleDatum = { meterId, granularity: 'monthly', atMs: monthStartMs, householdId: consent.householdId }
-        if (latestDataMs(meterId) >= monthEndMs && released(consent, datum, monthEndMs, occupancies, nowMs)) {
-          spans.push({ kind: 'monthly', consentId, meterId, householdId, firstDay: days[0]!, lastDay: days[days.length - 1]!, edges: [] })
+        if (latestDataMs(meterId, storedBeforeMs) >= monthEndMs && released(consent, datum, monthEndMs, occupancies, nowMs)) {
+          spans.push({ kind: 'monthly', consentId, meterId, householdId, firstDay: days[0]!, lastDay: days[days.length - 1]!, edges: [], storedBeforeMs: null })
         }
         break
       }

@@ -193,15 +193,39 @@ export async function sumRollups(trx: Db, ranges: readonly RollupRange[]): Promi
   return out
 }
 
+/**
+ * Per (meter, instant): the timestamp of the meter's latest reading from `fromMs` on that was stored
+ * before the instant (epoch ms), or none. For consents that ended: what was complete while they were
+ * in force. Scans the meter's readings from `fromMs` (its key), not its history.
+ */
+export async function latestStoredBefore(trx: Db, pairs: readonly { meterId: string; beforeMs: number }[], fromMs: number): Promise<Map<string, number>> {
+  const out = new Map<string, number>()
+  if (pairs.length === 0) return out
+  const doc = JSON.stringify(pairs.map((p) => ({ m: p.meterId, b: new Date(p.beforeMs).toISOString() })))
+  const { rows } = await sql<{ m: string; b: Date; ts: Date | null }>`
+    SELECT e.m, e.b, (SELECT max(x.ts) FROM readings x WHERE x.meter_id = e.m AND x.ts >= ${new Date(fromMs).toISOString()}::timestamptz AND x.ingested_at < e.b) AS ts
+    FROM jsonb_to_recordset(${doc}::jsonb) AS e(m text, b timestamptz)`.execute(trx)
+  for (const r of rows) if (r.ts !== null) out.set(`${r.m}\u0000${r.b.getTime()}`, r.ts.getTime())
+  return out
+}
+
 /** For each piece, its raw readings (by the (meter_id, ts) key); answers by position. */
 export async function countRawReadings(trx: Db, pieces: readonly ReadingsPiece[]): Promise<bigint[]> {
   if (pieces.length === 0) return []
   const doc = JSON.stringify(
-    pieces.map((p, i) => ({ i, m: p.meterId, h: p.householdId, f: new Date(p.fromMs).toISOString(), u: new Date(p.untilMs).toISOString() })),
+    pieces.map((p, i) => ({
+      i,
+      m: p.meterId,
+      h: p.householdId,
+      f: new Date(p.fromMs).toISOString(),
+      u: new Date(p.untilMs).toISOString(),
+      s: p.storedBeforeMs === null ? null : new Date(p.storedBeforeMs).toISOString(),
+    })),
   )
   const { rows } = await sql<{ i: number; n: bigint }>`
-    SELECT e.i, (SELECT count(*) FROM readings x WHERE x.meter_id = e.m AND x.ts >= e.f AND x.ts < e.u AND x.household_id = e.h)::bigint AS n
-    FROM jsonb_to_recordset(${doc}::jsonb) AS e(i integer, m text, h text, f timestamptz, u timestamptz)`.execute(trx)
+    SELECT e.i, (SELECT count(*) FROM readings x WHERE x.meter_id = e.m AND x.ts >= e.f AND x.ts < e.u AND x.household_id = e.h
+                 AND (e.s IS NULL OR x.ingested_at < e.s))::bigint AS n
+    FROM jsonb_to_recordset(${doc}::jsonb) AS e(i integer, m text, h text, f timestamptz, u timestamptz, s timestamptz)`.execute(trx)
   const out = pieces.map(() => 0n)
   for (const r of rows) out[r.i] = r.n
   return out

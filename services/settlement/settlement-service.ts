@@ -7,7 +7,7 @@ import { newId } from '../../shared/ids.ts'
 import { log } from '../../shared/logger.ts'
 import { HOUSEHOLD_ACCOUNT_PREFIX, PAYOUTS_ACCOUNT, householdAccount } from './ledger-account.ts'
 import { datumsPerConsent, planCounts, type RangeCount } from './count-plan.ts'
-import { monthCalendar, settlementSpans, type CountSpan } from './release-spans.ts'
+import { consentEndedMs, monthCalendar, settlementSpans, type CountSpan } from './release-spans.ts'
 import { latestReadingTimes } from '../metering/reading-service.ts'
 import {
   payoutDue,
@@ -218,9 +218,17 @@ async function readMonthInputs(trx: Transaction<Database>, month: string, now: D
   const calendar = monthCalendar(month, ctx.timezone)
   const nowMs = now.getTime()
   const facts = consentRows.map((c) => repo.toConsentFact(c))
-  // Daily and monthly datums are complete once their meter has data after them (as daily/ and the pull API have it).
-  const latest = await latestReadingTimes(trx, [...new Set(facts.filter((c) => c.granularity !== 'load_curve').flatMap((c) => c.meterIds))])
-  const latestDataMs = (meterId: string): number => latest.get(meterId) ?? -Infinity
+  // Daily and monthly datums are complete once their meter has data after them (as daily/ and the pull API have it);
+  // for a consent that has ended, once it had such data stored before the end.
+  const coarse = facts.filter((c) => c.granularity !== 'load_curve')
+  const latest = await latestReadingTimes(trx, [...new Set(coarse.flatMap((c) => c.meterIds))])
+  const endedPairs = coarse.flatMap((c) => {
+    const ended = consentEndedMs(c, nowMs)
+    return ended === null ? [] : c.meterIds.map((meterId) => ({ meterId, beforeMs: ended }))
+  })
+  const latestBefore = await repo.latestStoredBefore(trx, endedPairs, start.getTime())
+  const latestDataMs = (meterId: string, storedBeforeMs: number | null): number =>
+    (storedBeforeMs === null ? latest.get(meterId) : latestBefore.get(`${meterId}\u0000${storedBeforeMs}`)) ?? -Infinity
   const spans: CountSpan[] = []
   for (const c of facts) spans.push(...settlementSpans(c, calendar, byMeter, nowMs, latestDataMs))
 

@@ -10,6 +10,7 @@ const span = (over: Partial<CountSpan>): CountSpan => ({
   firstDay: '2026-10-01',
   lastDay: '2026-10-31',
   edges: [],
+  storedBeforeMs: null,
   ...over,
 })
 
@@ -24,9 +25,12 @@ describe('count plan', () => {
     ]
     const plan = planCounts(spans)
     expect(plan.ranges).toHaveLength(2)
-    expect(plan.pieces).toEqual([{ meterId: 'm1', householdId: 'hh_a', fromMs: 1_000, untilMs: 2_000 }])
+    expect(plan.pieces).toEqual([{ meterId: 'm1', householdId: 'hh_a', fromMs: 1_000, untilMs: 2_000, storedBeforeMs: null }])
     expect(plan.spanRange).toEqual([0, 0, 0, 1, -1])
     expect(plan.spanPieces).toEqual([[], [], [], [0], [0]])
+    // A piece counted only up to a storage instant (an ended consent) is a piece of its own.
+    const bounded = planCounts([...spans, span({ consentId: 'cns_6', firstDay: null, lastDay: null, edges: [[1_000, 2_000]], storedBeforeMs: 5_000 })])
+    expect(bounded.pieces.map((p) => p.storedBeforeMs)).toEqual([null, 5_000])
 
     const counts = datumsPerConsent(
       spans,

@@ -74,9 +74,12 @@ describe('settlement spans', () => {
 
   it('stops at a revocation: no datum stamped after it, no daily datum of a day not complete before it', () => {
     const revoked = fact({ revokedAtMs: at('2026-10-20', 9) })
-    expect(shape(settlementSpans(revoked, OCT, occupancies(), AFTER, COMPLETE))).toEqual([
-      { kind: 'load_curve', days: '2026-10-01..2026-10-19', edges: ['2026-10-19T22:00:00.000Z..2026-10-20T07:00:00.000Z'] },
-    ])
+    // The load curve of an ended consent is counted from raw readings, those stored before its end only.
+    const curve = settlementSpans(revoked, OCT, occupancies(), AFTER, COMPLETE)
+    expect(shape(curve)).toEqual([{ kind: 'load_curve', days: null, edges: ['2026-09-30T22:00:00.000Z..2026-10-20T07:00:00.000Z'] }])
+    expect(curve.map((s) => s.storedBeforeMs)).toEqual([at('2026-10-20', 9)])
+    // In force at the run: everything stored counts, from the rollups.
+    expect(settlementSpans(fact(), OCT, occupancies(), AFTER, COMPLETE).map((s) => s.storedBeforeMs)).toEqual([null])
     expect(shape(settlementSpans({ ...revoked, granularity: 'daily' }, OCT, occupancies(), AFTER, COMPLETE))).toEqual([
       { kind: 'daily', days: '2026-10-01..2026-10-19', edges: [] },
     ])
@@ -89,6 +92,18 @@ describe('settlement spans', () => {
     expect(shape(settlementSpans(later, OCT, occupancies(), AFTER, COMPLETE))).toEqual([{ kind: 'daily', days: '2026-10-01..2026-10-31', edges: [] }])
     // Run before the consent began: nothing released yet.
     expect(settlementSpans(later, OCT, occupancies(), at('2026-10-14'), COMPLETE)).toEqual([])
+  })
+
+  it('charges an ended consent only the days complete by data stored before its end', () => {
+    const revoked = fact({ granularity: 'daily', revokedAtMs: at('2026-10-20', 9) })
+    const asked: Array<number | null> = []
+    const latest = (_m: string, before: number | null): number => {
+      asked.push(before)
+      // What was stored before the revocation reaches 10 October 00:00 only (the meter was behind).
+      return before === null ? Infinity : at('2026-10-10')
+    }
+    expect(shape(settlementSpans(revoked, OCT, occupancies(), AFTER, latest))).toEqual([{ kind: 'daily', days: '2026-10-01..2026-10-09', edges: [] }])
+    expect(asked).toEqual([at('2026-10-20', 9)])
   })
 
   it('charges a day or a month only once its meter has sent data stamped at or after its end, as daily/ and the pull API release it', () => {

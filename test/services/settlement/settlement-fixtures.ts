@@ -144,8 +144,20 @@ export function indexAt(ts: Date): number {
   return Math.floor(ts.getTime() / HOUR_MS) * 10
 }
 
-/** Stores readings through the ingest transaction, as the broker would. */
-export async function ingest(db: Kysely<Database>, dialect: DialectName, meterId: string, commodity: Commodity, times: readonly Date[]): Promise<void> {
+/**
+ * Stores readings through the ingest transaction, as the broker would, then dates their storage
+ * a minute after their timestamp, as a meter sending live: the tests' clocks are fictitious, and a
+ * consent that ended counts only what was stored before its end. `storedAt` gives another instant
+ * (data arriving late).
+ */
+export async function ingest(
+  db: Kysely<Database>,
+  dialect: DialectName,
+  meterId: string,
+  commodity: Commodity,
+  times: readonly Date[],
+  storedAt: Date | 'live' = 'live',
+): Promise<void> {
   const code = commodity === 'gas' ? OBIS_GAS_VOLUME : OBIS_IMPORT_ENERGY_TOTAL
   const dayOf = createDayResolver(TZ)
   for (let i = 0; i < times.length; i += DEFAULT_INGEST_LIMITS.batchReadingsMax) {
@@ -157,6 +169,9 @@ export async function ingest(db: Kysely<Database>, dialect: DialectName, meterId
     const result = await commitMessages(db, [message], { dialect, dayOf, tails: new MeterTails() })
     const quarantined = result.outcomes.flatMap((o) => o.quarantined)
     if (quarantined.length > 0) throw new Error(`test readings quarantined: ${quarantined[0]!.detail}`)
+    const stamps = batch.map((ts) => ts.toISOString())
+    const stored = storedAt === 'live' ? sql`ts + interval '1 minute'` : sql`${storedAt.toISOString()}::timestamptz`
+    await sql`UPDATE readings SET ingested_at = ${stored} WHERE meter_id = ${meterId} AND ts = ANY(${stamps}::timestamptz[])`.execute(db)
   }
 }
 

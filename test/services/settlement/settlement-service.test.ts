@@ -256,6 +256,24 @@ describeDatabases('settlement runs', (t) => {
     expect(await line()).toEqual({ data_count: 10n, gross_micros: 100n })
   })
 
+  it('charges a revoked consent only what was stored before the revocation: data arriving after it never reached the recipient', async () => {
+    const db = t.db
+    const grid = await party(db, 'utility', 'Grid')
+    const app = await party(db, 'third_party', 'App')
+    const h = await household(db, 'Dora')
+    const m = await meter(db, grid)
+    await occupy(db, m, h, paris('2026-08-01'))
+    const curve = await offer(db, { recipientId: app, granularity: 'load_curve', priceMicrosPerDatum: 333n, householdBps: 10_000, operatorBps: 0, platformBps: 0 })
+    const revokedAt = paris('2026-08-02')
+    const c = await consent(db, { householdId: h, recipientId: app, offerId: curve, granularity: 'load_curve', meterIds: [m], validFrom: paris('2026-08-01'), revokedAt })
+    // Six hours stored as measured; then ten more, of the same morning, stored a day after the revocation (a meter catching up).
+    await ingest(db, t.dialect, m, 'electricity', hourly(paris('2026-08-01'), paris('2026-08-01', 6)))
+    await ingest(db, t.dialect, m, 'electricity', hourly(paris('2026-08-01', 6), paris('2026-08-01', 16)), paris('2026-08-03'))
+    await settleMonth(db, '2026-08', ctxAt(paris('2026-09-02')))
+    const line = await db.selectFrom('settlement_lines').select(['data_count', 'gross_micros']).where('consent_id', '=', c).executeTakeFirstOrThrow()
+    expect(line).toEqual({ data_count: 6n, gross_micros: 6n * 333n })
+  })
+
   it('does not settle a month before it is over, nor a malformed month', async () => {
     await expect(settleMonth(t.db, '2026-10', ctxAt(paris('2026-10-31', 23, 59)))).rejects.toThrow(/month: 2026-10 is not over yet/)
     await expect(settleMonth(t.db, '2026-13', ctxAt(paris('2027-02-01')))).rejects.toBeInstanceOf(InvalidInputError)
