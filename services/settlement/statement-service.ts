@@ -30,6 +30,8 @@ export interface StatementLine {
 
 export interface Statement {
   month: string
+  /** Whether the month is closed; an open one shows only the adjustments booked in it so far. */
+  closed: boolean
   lines: StatementLine[]
   /** What runs booked this month for earlier months, for this household. */
   adjustmentsMicros: bigint
@@ -90,7 +92,7 @@ export async function householdStatement(db: Kysely<Database>, householdId: stri
     shareMicros: r.share,
   }))
   const totalMicros = lines.reduce((sum, l) => sum + l.shareMicros, 0n) + adjustmentsMicros
-  return { month, lines, adjustmentsMicros, totalMicros }
+  return { month, closed: runId !== null, lines, adjustmentsMicros, totalMicros }
 }
 
 export async function recipientInvoice(db: Kysely<Database>, recipientId: string, month: string): Promise<Invoice> {

@@ -7,6 +7,7 @@ type Db = Kysely<Database> | Transaction<Database>
 
 export interface MonthTotalsRow {
   month: string
+  closed: boolean
   shares: bigint
   adjustments: bigint
 }
@@ -30,7 +31,8 @@ export async function findHouseholdMonthTotals(db: Db, householdId: string, acco
       WHERE e.account_id = ${accountId} AND j.kind = 'adjustment'
       GROUP BY j.posting_month),
     months AS (SELECT month FROM shares UNION SELECT month FROM adjustments)
-    SELECT m.month, coalesce(s.shares, 0)::bigint AS shares, coalesce(a.adjustments, 0)::bigint AS adjustments
+    SELECT m.month, EXISTS (SELECT 1 FROM closing c WHERE c.month = m.month) AS closed,
+      coalesce(s.shares, 0)::bigint AS shares, coalesce(a.adjustments, 0)::bigint AS adjustments
     FROM months m LEFT JOIN shares s ON s.month = m.month LEFT JOIN adjustments a ON a.month = m.month
     ORDER BY m.month DESC
     LIMIT ${monthsMax}`.execute(db)

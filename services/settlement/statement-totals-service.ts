@@ -14,6 +14,8 @@ export const MONTH_TOTALS_MONTHS_MAX = 120
 
 export interface MonthTotal {
   month: string
+  /** Whether the month is closed (an open one has only adjustments booked in it so far). */
+  closed: boolean
   sharesMicros: bigint
   adjustmentsMicros: bigint
   totalMicros: bigint
@@ -26,6 +28,6 @@ export async function householdMonthTotals(db: Kysely<Database>, householdId: st
   }
   const rows = await findHouseholdMonthTotals(db, householdId, householdAccount(householdId), months)
   return rows
-    .map((r) => ({ month: r.month, sharesMicros: r.shares, adjustmentsMicros: r.adjustments, totalMicros: r.shares + r.adjustments }))
+    .map((r) => ({ month: r.month, closed: r.closed, sharesMicros: r.shares, adjustmentsMicros: r.adjustments, totalMicros: r.shares + r.adjustments }))
     .reverse()
 }

@@ -85,6 +85,7 @@ export interface Messages {
     paidOut: string
     notPaid: string
     paidWith: string
+    inProgress: string
   }
   statement: {
     title: string
@@ -99,6 +100,7 @@ export interface Messages {
     total: string
     csv: string
     noLines: string
+    openMonth: string
     notSettled: string
     previous: string
     next: string
@@ -239,6 +241,7 @@ const EN: Messages = {
     paidOut: 'Paid out',
     notPaid: 'not yet',
     paidWith: 'in the payout of {month}',
+    inProgress: 'in progress',
   },
   statement: {
     title: 'Statement for {month}',
@@ -253,6 +256,7 @@ const EN: Messages = {
     total: 'Total',
     csv: 'Download as CSV',
     noLines: 'None of your data was released this month.',
+    openMonth: '{month} is not settled yet: its lines come when it closes. Here is what later runs booked in it so far.',
     notSettled: '{month} has not been settled yet.',
     previous: 'Previous statement',
     next: 'Next statement',
@@ -394,6 +398,7 @@ const FR: Messages = {
     paidOut: 'Versé',
     notPaid: 'pas encore',
     paidWith: 'dans le versement de {month}',
+    inProgress: 'en cours',
   },
   statement: {
     title: 'Relevé de {month}',
@@ -408,6 +413,7 @@ const FR: Messages = {
     total: 'Total',
     csv: 'Télécharger en CSV',
     noLines: 'Aucune de vos données n’a été transmise ce mois-ci.',
+    openMonth: '{month} n’est pas encore réglé : ses lignes viendront à sa clôture. Voici ce que des calculs ultérieurs y ont déjà inscrit.',
     notSettled: '{month} n’a pas encore été réglé.',
     previous: 'Relevé précédent',
     next: 'Relevé suivant',

@@ -121,7 +121,8 @@ export function problemPage(ctx: PageContext, heading: string, detail?: string):
 
 export function overviewPage(ctx: PageContext, model: OverviewModel): string {
   const { t, f } = ctx
-  const last = model.months[model.months.length - 1]
+  // The last month settled; a month in progress (only adjustments booked in it so far) is in the table, marked.
+  const last = model.months.filter((m) => m.closed).at(-1)
   const paid = new Map(model.payouts.map((p) => [p.month, p.amountMicros]))
   const summary =
     last === undefined
@@ -144,7 +145,7 @@ export function overviewPage(ctx: PageContext, model: OverviewModel): string {
     return later === undefined ? t.overview.notPaid : fill(t.overview.paidWith, { month: f.month(later) })
   }
   const rows = [...model.months].reverse().map(
-    (m) => html`<tr data-month="${m.month}"><th scope="row"><a href="/statements/${m.month}">${f.month(m.month)}</a></th>
+    (m) => html`<tr data-month="${m.month}"><th scope="row"><a href="/statements/${m.month}">${f.month(m.month)}</a>${m.closed ? '' : html` <span class="muted">(${t.overview.inProgress})</span>`}</th>
 <td class="num">${f.money(m.totalMicros)}</td><td class="num">${paidCell(m.month)}</td></tr>`,
   )
   const chart =
@@ -212,7 +213,7 @@ ${monthNav}
 <caption>${fill(t.statement.caption, { month: monthName })}</caption>
 <thead><tr><th scope="col">${t.statement.recipient}</th><th scope="col">${t.statement.offer}</th><th scope="col">${t.statement.granularity}</th>
 <th scope="col" class="num">${t.statement.data}</th><th scope="col" class="num">${t.statement.gross}</th><th scope="col" class="num">${t.statement.share}</th></tr></thead>
-<tbody>${s.lines.length === 0 ? html`<tr><td colspan="6">${t.statement.noLines}</td></tr>` : lines}</tbody>
+<tbody>${s.lines.length === 0 ? html`<tr><td colspan="6">${s.closed ? t.statement.noLines : fill(t.statement.openMonth, { month: monthName })}</td></tr>` : lines}</tbody>
 <tfoot>
 <tr><th scope="row" colspan="5">${t.statement.adjustments}</th><td class="num" id="statement-adjustments">${f.exactMoney(s.adjustmentsMicros, 6)}</td></tr>
 <tr class="total"><th scope="row" colspan="5">${t.statement.total}</th><td class="num" id="statement-total" data-micros="${s.totalMicros.toString()}">${f.exactMoney(s.totalMicros, 6)}</td></tr>

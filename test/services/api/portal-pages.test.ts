@@ -119,6 +119,18 @@ describeDatabases('portal pages', (t) => {
     ])
   })
 
+  it('shows a month in progress that holds adjustments as in progress, not as the last settled one', async () => {
+    // Late readings of 20 November, settled on 5 December: an adjustment booked in December, which is still open.
+    await ingest(t.db, t.dialect, meterId, 'electricity', hourly(paris('2026-11-20'), paris('2026-11-21')), paris('2026-12-05'))
+    await settleMonth(t.db, '2026-11', ctxAt(paris('2026-12-05')))
+    const home = (await page('/')).body
+    expect(home).toMatch(/id="month-total" data-month="2026-11" data-micros="\d+"><span>November 2026<\/span>/)
+    expect(home).toMatch(/<tr data-month="2026-12"><th scope="row"><a href="\/statements\/2026-12">December 2026<\/a> <span class="muted">\(in progress\)<\/span><\/th>/)
+    const december = (await page('/statements/2026-12')).body
+    expect(december).toContain('December 2026 is not settled yet: its lines come when it closes.')
+    expect(december).toContain(`id="statement-adjustments">${exact(24n * SHARE)}</td>`)
+  })
+
   it('says which payout paid a month that had none of its own', async () => {
     // December closes with a minimum of 1 µ€: its payout pays the whole balance, October's and November's earnings.
     await settleMonth(t.db, '2026-12', ctxAt(paris('2027-01-01', 2), 1n))
