@@ -218,6 +218,15 @@ describe.skipIf(BROWSER_PATH === null)(`the household portal in a browser${SKIP}
         const consentId = granted[0]!.id
         const row = page.locator(`tr[data-consent="${consentId}"]`)
         expect(await row.getAttribute('data-status')).toBe('active')
+        // Granting the same again is refused (409), and said in the page's words, not the API's.
+        const again = page.locator(`article[data-offer="${liveOffer.id}"]`)
+        await again.getByRole('checkbox', { name: new RegExp(meter.id) }).check()
+        await again.getByRole('button', { name: 'Accept this offer' }).click()
+        expect(await again.getByRole('alert').innerText()).toBe(
+          'Not saved: you already give this recipient this data of one of these meters under a consent in force. Revoke that consent first to grant other terms, or untick the meter.',
+        )
+        // That refusal is the only failed request so far, and the browser's own line about it.
+        expect(failures.splice(0)).toEqual([`409 ${base}/me/consents`, 'Failed to load resource: the server responded with a status of 409 (Conflict)'])
 
         // A recipient subscribed over MQTT receives the meter's datums while the consent is active.
         const recipient = await connectClient(tb.url, { clientId: 'watt-advice', username: advice.id, password: advice.apiKey })

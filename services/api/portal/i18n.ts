@@ -157,6 +157,7 @@ export interface Messages {
     revoked: string
     noMeter: string
     failed: string
+    alreadyShared: string
     noMeterChosen: string
     alreadyAccepted: string
   }
@@ -313,6 +314,8 @@ const EN: Messages = {
     revoked: 'The consent is revoked: nothing more is sent under it.',
     noMeter: 'You occupy no meter at the moment, so there is nothing to share.',
     failed: 'Not saved: {message}',
+    alreadyShared:
+      'you already give this recipient this data of one of these meters under a consent in force. Revoke that consent first to grant other terms, or untick the meter.',
     noMeterChosen: 'choose at least one meter.',
     alreadyAccepted: 'You have an active consent for this offer. Data a consent already shares with this recipient cannot be shared twice: accept again only for other meters, or revoke that consent above to choose other terms.',
   },
@@ -470,6 +473,8 @@ const FR: Messages = {
     revoked: 'Le consentement est révoqué : plus rien n’est transmis à ce titre.',
     noMeter: 'Vous n’occupez aucun compteur en ce moment : rien à partager.',
     failed: 'Non enregistré : {message}',
+    alreadyShared:
+      'vous donnez déjà ces données d’un de ces compteurs à ce destinataire par un consentement en vigueur. Révoquez-le d’abord pour accorder d’autres conditions, ou décochez le compteur.',
     noMeterChosen: 'choisissez au moins un compteur.',
     alreadyAccepted: 'Vous avez un consentement actif pour cette offre. Les données qu’un consentement partage déjà avec ce destinataire ne peuvent pas l’être deux fois : acceptez à nouveau seulement pour d’autres compteurs, ou révoquez ce consentement ci-dessus pour choisir d’autres conditions.',
   },

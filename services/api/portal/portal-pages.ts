@@ -351,7 +351,7 @@ ${model.offers.length === 0 ? html`<p>${t.consents.noOffers}</p>` : html`<ul cla
 <p class="actions"><button type="submit" value="cancel" class="quiet" autofocus>${t.consents.cancel}</button> <button type="submit" value="confirm" class="danger" id="revoke-confirm">${t.consents.confirmRevoke}</button></p>
 </form>
 </dialog>
-<template id="messages" data-failed="${t.consents.failed}" data-no-meter="${t.consents.noMeterChosen}"></template>`
+<template id="messages" data-failed="${t.consents.failed}" data-no-meter="${t.consents.noMeterChosen}" data-conflict="${t.consents.alreadyShared}"></template>`
   return layout(ctx, { title: t.consents.title, section: 'consents', body })
 }
 

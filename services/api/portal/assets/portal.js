@@ -24,6 +24,9 @@
     return response
       .json()
       .then(function (body) {
+        // A consent in force already shares the data (409): said in the page's language, not the API's words.
+        var messages = document.getElementById('messages')
+        if (response.status === 409 && messages !== null && messages.hasAttribute('data-conflict')) return messages.getAttribute('data-conflict')
         return body && body.error && typeof body.error.message === 'string' ? body.error.message : String(response.status)
       })
       .catch(function () {
