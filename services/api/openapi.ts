@@ -190,12 +190,13 @@ function undocumentedOperation(route: RouteEntry): OpenApiOperation {
 }
 
 function successResponse(doc: RouteDoc, schemas: Record<string, JsonSchema>): OpenApiResponse {
-  if (doc.produces !== undefined) {
-    return { description: doc.produces.description, content: { [doc.produces.contentType]: { schema: { type: 'string' } } } }
-  }
+  // A route may answer JSON and, when asked, another media type (a statement as CSV): both are listed.
+  const other = doc.produces === undefined ? {} : { [doc.produces.contentType]: { schema: { type: 'string' } } }
+  if (doc.response === undefined && doc.produces !== undefined) return { description: doc.produces.description, content: other }
   const description = doc.status === 201 ? 'Created' : doc.status === 204 ? 'Done, no content' : 'OK'
   if (doc.response === undefined) return { description }
-  return { description, content: { 'application/json': { schema: toJsonSchema(doc.response, 'output', schemas) } } }
+  const answer = doc.produces === undefined ? description : `${description}; ${doc.produces.description}`
+  return { description: answer, content: { 'application/json': { schema: toJsonSchema(doc.response, 'output', schemas) }, ...other } }
 }
 
 function securityOf(doc: RouteDoc): Record<string, string[]>[] {

@@ -122,6 +122,7 @@ export const settlementRoutes: RoutePlugin = async (app, { deps }) => {
     params: z.strictObject({ month }),
     query: z.strictObject({ format: z.enum(['json', 'csv']).optional() }),
     response: statementAnswer,
+    produces: { contentType: 'text/csv', description: 'as CSV with `?format=csv` or `Accept: text/csv`' },
     errors: [404],
     async handler({ params, query, principal, request, reply }) {
       const statement = await householdStatement(db, principal.householdId, params.month)

@@ -167,6 +167,14 @@ describeDatabases('GET /docs/openapi.json and GET /docs', (t) => {
     }
   })
 
+  it('lists every media type a route answers: a statement as JSON, or CSV when asked', async () => {
+    const doc = await openApi()
+    const statement = doc.paths['/me/statements/{month}']!.get!
+    expect(Object.keys(statement.responses['200']!.content!)).toEqual(['application/json', 'text/csv'])
+    const metrics = doc.paths['/metrics']!.get!
+    expect(Object.keys(metrics.responses['200']!.content!)).toEqual([expect.stringMatching(/^text\/plain/)])
+  })
+
   it('serves a self-contained HTML page rendered from the document', async () => {
     const doc = await openApi()
     const res = await api.inject({ method: 'GET', url: '/docs' })
