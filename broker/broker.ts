@@ -450,8 +450,12 @@ function principalKey(p: Principal): string {
 
 export type { PublishPacket }
 
-/** The packet identifier a refused delivery is marked with before it leaves a session's queue: no real one (1–65535). */
-const REFUSED_DELIVERY_MESSAGE_ID = 'refused' as unknown as number
+/**
+ * The packet identifier a refused delivery is marked with before it leaves a session's queue: 0,
+ * which no real one is (1–65535) and which aedes treats as none when it reads a packet back (a
+ * Redis persistence shares one copy of a packet among sessions), so it can never go on the wire.
+ */
+const REFUSED_DELIVERY_MESSAGE_ID = 0
 
 /**
  * aedes queues a QoS 1 publish for every persistent session whose subscription matches, before it
@@ -471,7 +475,7 @@ function clearRefusedDeliveriesExactly(aedes: Aedes): void {
   const persistence = (aedes as unknown as { persistence: Persistence }).persistence
   const clear = persistence.outgoingClearMessageId.bind(persistence)
   persistence.outgoingClearMessageId = async (client, packet) => {
-    if (packet.messageId !== undefined && packet.messageId !== null) return clear(client, packet)
+    if (packet.messageId !== undefined && packet.messageId !== null && packet.messageId !== REFUSED_DELIVERY_MESSAGE_ID) return clear(client, packet)
     const marked = { ...packet, messageId: REFUSED_DELIVERY_MESSAGE_ID } as AedesPublishPacket
     await persistence.outgoingUpdate(client, marked)
     return clear(client, marked)
