@@ -102,7 +102,9 @@ async function generate(db: Kysely<Database>, households: number): Promise<{ dat
   }
   done()
 
-  const last = new Date(end.getTime() - INTERVAL_MINUTES * 60_000)
+  // Through the index of 1 December 00:00: it completes November's last day and the month (a daily or
+  // monthly datum is charged once its meter has data stamped at or after its end); it is December's datum.
+  const last = end
   await ensureReadingsPartitions(db, new Set([partitionMonthOf(start.getTime()), partitionMonthOf(last.getTime())]))
   const started = performance.now()
   for (let first = 1; first <= households; first += METERS_PER_INSERT) {
