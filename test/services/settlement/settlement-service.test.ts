@@ -84,6 +84,16 @@ async function october(t: TestDatabase) {
   return { u1, u2, r1, r2, tp, h1, h2, m1, m2, m3, m1Times, m2Times, m3Times, offerA, offerB, c1, c1From, c2Id, c2, c3, c4 }
 }
 
+/** A household living at one meter of a utility from `from`, and one offer of a third party to buy its data. */
+async function oneMeterOneOffer(t: TestDatabase, name: string, from: Date, terms: Omit<Parameters<typeof offer>[1], 'recipientId'>) {
+  const grid = await party(t.db, 'utility', 'Grid')
+  const app = await party(t.db, 'third_party', 'App')
+  const h = await household(t.db, name)
+  const m = await meter(t.db, grid)
+  await occupy(t.db, m, h, from)
+  return { app, h, m, offerId: await offer(t.db, { recipientId: app, ...terms }) }
+}
+
 describeDatabases('settlement runs', (t) => {
   it('counts, prices and splits each consent of a month as written out by hand', async () => {
     const w = await october(t)
@@ -228,12 +238,7 @@ describeDatabases('settlement runs', (t) => {
 
   it('charges a daily datum once its meter has data after its day, and the day a meter stopped in only when data after it comes', async () => {
     const db = t.db
-    const grid = await party(db, 'utility', 'Grid')
-    const app = await party(db, 'third_party', 'App')
-    const h = await household(db, 'Carol')
-    const m = await meter(db, grid)
-    await occupy(db, m, h, paris('2026-09-01'))
-    const daily = await offer(db, { recipientId: app, granularity: 'daily', priceMicrosPerDatum: 10n, householdBps: 5_000, operatorBps: 5_000, platformBps: 0 })
+    const { app, h, m, offerId: daily } = await oneMeterOneOffer(t, 'Carol', paris('2026-09-01'), { granularity: 'daily', priceMicrosPerDatum: 10n, householdBps: 5_000, operatorBps: 5_000, platformBps: 0 })
     const c = await consent(db, { householdId: h, recipientId: app, offerId: daily, granularity: 'daily', meterIds: [m], validFrom: paris('2026-09-01') })
     // The meter stops on 10 October at noon: the 10th is still filling in, as far as anyone can tell.
     await ingest(db, t.dialect, m, 'electricity', hourly(paris('2026-10-01'), paris('2026-10-10', 13)))
@@ -258,12 +263,7 @@ describeDatabases('settlement runs', (t) => {
 
   it('charges a revoked consent only what was stored before the revocation: data arriving after it never reached the recipient', async () => {
     const db = t.db
-    const grid = await party(db, 'utility', 'Grid')
-    const app = await party(db, 'third_party', 'App')
-    const h = await household(db, 'Dora')
-    const m = await meter(db, grid)
-    await occupy(db, m, h, paris('2026-08-01'))
-    const curve = await offer(db, { recipientId: app, granularity: 'load_curve', priceMicrosPerDatum: 333n, householdBps: 10_000, operatorBps: 0, platformBps: 0 })
+    const { app, h, m, offerId: curve } = await oneMeterOneOffer(t, 'Dora', paris('2026-08-01'), { granularity: 'load_curve', priceMicrosPerDatum: 333n, householdBps: 10_000, operatorBps: 0, platformBps: 0 })
     const revokedAt = paris('2026-08-02')
     const c = await consent(db, { householdId: h, recipientId: app, offerId: curve, granularity: 'load_curve', meterIds: [m], validFrom: paris('2026-08-01'), revokedAt })
     // Six hours stored as measured; then ten more, of the same morning, stored a day after the revocation (a meter catching up).
