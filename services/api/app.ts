@@ -73,25 +73,35 @@ const QUIET_ROUTES = new Set<string>(['/healthz', '/metrics'])
 export const JSON_INTEGER_DIGITS_MAX = 15
 
 /**
- * The first number literal of a JSON text that parsing could round: every number this API takes
- * is a whole one, and `999999999.99999999` or `1e3` would reach it as 1000000000 and 1000, or a
- * 17-digit integer as its nearest double. Strings are skipped; null when there is none.
+ * The first number literal of a JSON text that parsing could round, and the key it is the value of
+ * (null for an array element or a bare value): every number this API takes is a whole one, and
+ * `999999999.99999999` or `1e3` would reach it as 1000000000 and 1000, or a 17-digit integer as its
+ * nearest double. Strings are skipped; null when there is none.
  */
-export function inexactNumber(text: string): string | null {
+export function inexactNumber(text: string): { literal: string; key: string | null } | null {
   const number = /-?\d+(\.\d+)?([eE][+-]?\d+)?/y
+  let lastString: string | null = null
+  let key: string | null = null
   for (let i = 0; i < text.length; i++) {
     const c = text.charCodeAt(i)
     if (c === 0x22) {
-      // Skip a string, escapes and all.
+      // Skip a string, escapes and all; remember it, in case a colon makes it a key.
+      const start = i + 1
       for (i++; i < text.length && text.charCodeAt(i) !== 0x22; i++) if (text.charCodeAt(i) === 0x5c) i++
+      lastString = text.slice(start, i)
       continue
     }
+    if (c === 0x3a) {
+      key = lastString
+      continue
+    }
+    if (c === 0x2c || c === 0x5b || c === 0x7b) key = null
     if (c !== 0x2d && (c < 0x30 || c > 0x39)) continue
     number.lastIndex = i
     const m = number.exec(text)
     if (m === null) continue
     const literal = m[0]
-    if (m[1] !== undefined || m[2] !== undefined || literal.replace('-', '').length > JSON_INTEGER_DIGITS_MAX) return literal
+    if (m[1] !== undefined || m[2] !== undefined || literal.replace('-', '').length > JSON_INTEGER_DIGITS_MAX) return { literal, key }
     i += literal.length - 1
   }
   return null
@@ -125,10 +135,11 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
     if (body === '' && BODYLESS_METHODS.has(request.method)) return done(null, undefined)
     const inexact = inexactNumber(body as string)
     if (inexact !== null) {
+      const field = inexact.key ?? 'body'
       return done(
         new InvalidInputError(
-          `body: ${inexact} is not a whole number written out (no fraction, no exponent, at most ${JSON_INTEGER_DIGITS_MAX} digits: JSON would round it); send amounts as strings`,
-          'body',
+          `${field}: ${inexact.literal} is not a whole number written out (no fraction, no exponent, at most ${JSON_INTEGER_DIGITS_MAX} digits: JSON would round it); send amounts as strings`,
+          field,
         ),
         undefined,
       )

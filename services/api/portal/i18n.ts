@@ -46,7 +46,10 @@ export function chooseLanguage(input: { query: unknown; cookie: string | undefin
 
 /** Replaces `{name}` by its value (values are text; the page escapes them). */
 export function fill(template: string, values: Readonly<Record<string, string>>): string {
-  return template.replace(/\{(\w+)\}/g, (whole, name: string) => values[name] ?? whole)
+  // French elides "de" before a vowel: "relevé d’octobre", not "relevé de octobre".
+  return template
+    .replace(/\bde \{(\w+)\}/g, (whole, name: string) => (values[name] !== undefined && /^[aeiouyàâéèêîïôû]/i.test(values[name]) ? `d’{${name}}` : whole))
+    .replace(/\{(\w+)\}/g, (whole, name: string) => values[name] ?? whole)
 }
 
 export interface Messages {

@@ -35,8 +35,13 @@ describeDatabases('the error envelope', (t) => {
     for (const literal of ['999999999.99999999', '1e3', '1000.0', '-2.5E-3', '1234567890123456']) {
       const res = await api.inject({ method: 'POST', url: '/admin/offers', headers: { ...OPERATOR, 'content-type': 'application/json' }, payload: offer(literal) })
       expect(res.statusCode, literal).toBe(400)
-      expect(errorOf(res)).toEqual({ code: 'INVALID_INPUT', message: expect.stringContaining(`body: ${literal} is not a whole number written out`) })
+      expect(errorOf(res)).toEqual({ code: 'INVALID_INPUT', message: expect.stringContaining(`priceMicrosPerDatum: ${literal} is not a whole number written out`) })
     }
+    // Named by its key wherever it is; a bare value by the body.
+    const nested = await api.inject({ method: 'POST', url: '/admin/offers', headers: { ...OPERATOR, 'content-type': 'application/json' }, payload: offer('1').replace('"householdBps":10000', '"householdBps":1e4') })
+    expect(errorOf(nested).message).toMatch(/^householdBps: 1e4 is not a whole number written out/)
+    const bare = await api.inject({ method: 'POST', url: '/admin/offers', headers: { ...OPERATOR, 'content-type': 'application/json' }, payload: '[1.5]' })
+    expect(errorOf(bare).message).toMatch(/^body: 1\.5 is not a whole number written out/)
     // Numbers inside strings are text, and whole numbers pass on to the route (which finds no such recipient).
     const text = await api.inject({ method: 'POST', url: '/admin/parties', headers: { ...OPERATOR, 'content-type': 'application/json' }, payload: '{"kind":"utility","name":"Grid 1.5e3 \\" 2.5"}' })
     expect(text.statusCode).toBe(201)

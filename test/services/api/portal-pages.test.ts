@@ -305,6 +305,9 @@ describeDatabases('portal pages', (t) => {
     expect(fr.body).toContain('<h1>Vos gains</h1>')
     expect(fr.body).toContain(`${formatEurLocale(72n * SHARE, 'fr-FR')}</strong>`)
     expect(fr.body).toContain('novembre 2026')
+    // "de" elided before a vowel.
+    expect((await page('/statements/2026-10', { 'accept-language': 'fr' })).body).toContain('<h1>Relevé d’octobre 2026</h1>')
+    expect((await page('/statements/2026-11', { 'accept-language': 'fr' })).body).toContain('<h1>Relevé de novembre 2026</h1>')
     const chosen = await page('/consents?lang=en', { 'accept-language': 'fr' })
     expect(chosen.body).toContain('<html lang="en">')
     const set = String(chosen.headers['set-cookie'])
