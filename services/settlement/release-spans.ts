@@ -22,7 +22,8 @@ export type SpanKind = 'load_curve' | 'daily' | 'monthly'
  * A stretch of one meter's data of one household released by one consent, cut for counting:
  * the local days it covers whole (`firstDay`..`lastDay`, none when null), counted from the
  * daily rollups, and for the load curve the pieces of days it covers in part (`edges`,
- * [from, until) instants, at most two), counted from that day's raw readings. Daily: one
+ * [from, until) instants; for an ended consent also the whole days stored after its end),
+ * counted from the raw readings. Daily: one
  * datum per (meter, household, day) with data; monthly: one per (meter, household, month).
  */
 export interface CountSpan {
@@ -117,6 +118,7 @@ export function settlementSpans(
   occupanciesByMeter: ReadonlyMap<string, readonly OccupancyFact[]>,
   nowMs: number,
   latestDataMs: (meterId: string, storedBeforeMs: number | null) => number,
+  storedLateDays?: (meterId: string, householdId: string, storedBeforeMs: number) => ReadonlySet<string>,
 ): CountSpan[] {
   const storedBeforeMs = consentEndedMs(consent, nowMs)
   const { days, dayStartsMs } = calendar
@@ -131,8 +133,14 @@ export function settlementSpans(
       case 'load_curve':
         for (const [fromMs, untilMs] of loadCurveStretches(consent, meterId, occupancies, monthStartMs, monthEndMs, nowMs)) {
           if (storedBeforeMs !== null) {
-            // An ended consent: counted from the raw readings, by when they were stored (rollups do not say).
-            spans.push({ kind: 'load_curve', consentId, meterId, householdId, firstDay: null, lastDay: null, edges: [[fromMs, untilMs]], storedBeforeMs })
+            // An ended consent: what was stored after its end is not counted. The rollups do not say when a
+            // datum was stored, only when their day last changed: days that changed after the end (or all of
+            // them, when that is not known) are counted from the raw readings, by when those were stored.
+            if (storedLateDays === undefined) {
+              spans.push({ kind: 'load_curve', consentId, meterId, householdId, firstDay: null, lastDay: null, edges: [[fromMs, untilMs]], storedBeforeMs })
+            } else {
+              spans.push(...endedStretchSpans(calendar, consentId, meterId, householdId, fromMs, untilMs, storedBeforeMs, storedLateDays(meterId, householdId, storedBeforeMs)))
+            }
             continue
           }
           const { whole, edges } = cutByDays(calendar, fromMs, untilMs)
@@ -169,6 +177,41 @@ export function settlementSpans(
       }
     }
   }
+  return spans
+}
+
+/**
+ * An ended consent's stretch of load curve: its whole days that did not change after the end
+ * (`late` lacks them) from the rollups, in runs of consecutive days; the days that did, and the
+ * parts of days at its ends, from the raw readings stored before the end.
+ */
+function endedStretchSpans(
+  calendar: MonthCalendar,
+  consentId: string,
+  meterId: string,
+  householdId: string,
+  fromMs: number,
+  untilMs: number,
+  storedBeforeMs: number,
+  late: ReadonlySet<string>,
+): CountSpan[] {
+  const { days, dayStartsMs } = calendar
+  const { whole, edges } = cutByDays(calendar, fromMs, untilMs)
+  const spans: CountSpan[] = []
+  const raw: Array<[number, number]> = [...edges]
+  if (whole !== null) {
+    let runStart = -1
+    for (let i = whole[0]; i <= whole[1] + 1; i++) {
+      const onTime = i <= whole[1] && !late.has(days[i]!)
+      if (onTime && runStart < 0) runStart = i
+      if (!onTime && runStart >= 0) {
+        spans.push({ kind: 'load_curve', consentId, meterId, householdId, firstDay: days[runStart]!, lastDay: days[i - 1]!, edges: [], storedBeforeMs: null })
+        runStart = -1
+      }
+      if (i <= whole[1] && !onTime) raw.push([dayStartsMs[i]!, dayStartsMs[i + 1]!])
+    }
+  }
+  if (raw.length > 0) spans.push({ kind: 'load_curve', consentId, meterId, householdId, firstDay: null, lastDay: null, edges: raw, storedBeforeMs })
   return spans
 }
 

@@ -209,6 +209,37 @@ export async function latestStoredBefore(trx: Db, pairs: readonly { meterId: str
   return out
 }
 
+/**
+ * Per (meter, household, instant): the days in [firstDay, lastDay] whose rollup changed at or after
+ * the instant (its `updated_at`: the start of the last transaction that stored or re-attributed a
+ * datum of it). A day absent from the answer holds only datums stored before the instant.
+ */
+export async function daysChangedSince(
+  trx: Db,
+  keys: readonly { meterId: string; householdId: string; sinceMs: number }[],
+  firstDay: string,
+  lastDay: string,
+): Promise<Map<string, Set<string>>> {
+  const out = new Map<string, Set<string>>()
+  if (keys.length === 0) return out
+  const doc = JSON.stringify(keys.map((k) => ({ m: k.meterId, h: k.householdId, b: new Date(k.sinceMs).toISOString() })))
+  const { rows } = await sql<{ m: string; h: string; b: Date; day: string }>`
+    SELECT e.m, e.h, e.b, r.day::text AS day
+    FROM jsonb_to_recordset(${doc}::jsonb) AS e(m text, h text, b timestamptz)
+    JOIN daily_rollups r ON r.meter_id = e.m AND r.household_id = e.h AND r.day BETWEEN ${firstDay}::date AND ${lastDay}::date AND r.updated_at >= e.b`.execute(trx)
+  for (const r of rows) {
+    const key = changedDaysKey(r.m, r.h, r.b.getTime())
+    let set = out.get(key)
+    if (set === undefined) out.set(key, (set = new Set()))
+    set.add(r.day)
+  }
+  return out
+}
+
+export function changedDaysKey(meterId: string, householdId: string, sinceMs: number): string {
+  return `${meterId}\u0000${householdId}\u0000${sinceMs}`
+}
+
 /** For each piece, its raw readings (by the (meter_id, ts) key); answers by position. */
 export async function countRawReadings(trx: Db, pieces: readonly ReadingsPiece[]): Promise<bigint[]> {
   if (pieces.length === 0) return []

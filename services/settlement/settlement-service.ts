@@ -229,8 +229,17 @@ async function readMonthInputs(trx: Transaction<Database>, month: string, now: D
   const latestBefore = await repo.latestStoredBefore(trx, endedPairs, start.getTime())
   const latestDataMs = (meterId: string, storedBeforeMs: number | null): number =>
     (storedBeforeMs === null ? latest.get(meterId) : latestBefore.get(`${meterId}\u0000${storedBeforeMs}`)) ?? -Infinity
+  // An ended consent's load curve: which of its days changed after its end (counted from raw readings).
+  const changedKeys = facts.flatMap((c) => {
+    const ended = c.granularity === 'load_curve' ? consentEndedMs(c, nowMs) : null
+    return ended === null ? [] : c.meterIds.map((meterId) => ({ meterId, householdId: c.householdId, sinceMs: ended }))
+  })
+  const changed = await repo.daysChangedSince(trx, changedKeys, calendar.days[0]!, calendar.days[calendar.days.length - 1]!)
+  const noDays = new Set<string>()
+  const changedDays = (meterId: string, householdId: string, sinceMs: number): ReadonlySet<string> =>
+    changed.get(repo.changedDaysKey(meterId, householdId, sinceMs)) ?? noDays
   const spans: CountSpan[] = []
-  for (const c of facts) spans.push(...settlementSpans(c, calendar, byMeter, nowMs, latestDataMs))
+  for (const c of facts) spans.push(...settlementSpans(c, calendar, byMeter, nowMs, latestDataMs, changedDays))
 
   const plan = planCounts(spans)
   const { ranges, pieces } = plan

@@ -94,6 +94,25 @@ describe('settlement spans', () => {
     expect(settlementSpans(later, OCT, occupancies(), at('2026-10-14'), COMPLETE)).toEqual([])
   })
 
+  it("counts an ended consent's load curve from the rollups on days unchanged since its end, from raw readings on the others", () => {
+    const revoked = fact({ revokedAtMs: at('2026-10-20', 9) })
+    const changed = (m: string, h: string, since: number): ReadonlySet<string> => {
+      expect([m, h, since]).toEqual(['m1', 'hh_a', at('2026-10-20', 9)])
+      return new Set(['2026-10-05'])
+    }
+    const spans = settlementSpans(revoked, OCT, occupancies(), AFTER, COMPLETE, changed)
+    expect(spans.map((s) => ({ ...shape([s])[0], storedBeforeMs: s.storedBeforeMs }))).toEqual([
+      { kind: 'load_curve', days: '2026-10-01..2026-10-04', edges: [], storedBeforeMs: null },
+      { kind: 'load_curve', days: '2026-10-06..2026-10-19', edges: [], storedBeforeMs: null },
+      {
+        kind: 'load_curve',
+        days: null,
+        edges: ['2026-10-19T22:00:00.000Z..2026-10-20T07:00:00.000Z', '2026-10-04T22:00:00.000Z..2026-10-05T22:00:00.000Z'],
+        storedBeforeMs: at('2026-10-20', 9),
+      },
+    ])
+  })
+
   it('charges an ended consent only the days complete by data stored before its end', () => {
     const revoked = fact({ granularity: 'daily', revokedAtMs: at('2026-10-20', 9) })
     const asked: Array<number | null> = []

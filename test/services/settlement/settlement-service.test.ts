@@ -2,6 +2,7 @@ import { sql } from 'kysely'
 import { expect, it } from 'vitest'
 import { addDays, daysOfMonth, startOfDayMs } from '../../../shared/calendar.ts'
 import { InvalidInputError } from '../../../shared/errors.ts'
+import { daysChangedSince } from '../../../services/settlement/settlement-repository.ts'
 import { settleCompletedMonths, settleMonth } from '../../../services/settlement/settlement-service.ts'
 import { describeDatabases, type TestDatabase } from '../../support/database.ts'
 import {
@@ -272,6 +273,22 @@ describeDatabases('settlement runs', (t) => {
     await settleMonth(db, '2026-08', ctxAt(paris('2026-09-02')))
     const line = await db.selectFrom('settlement_lines').select(['data_count', 'gross_micros']).where('consent_id', '=', c).executeTakeFirstOrThrow()
     expect(line).toEqual({ data_count: 6n, gross_micros: 6n * 333n })
+  })
+
+  it('counts the days of a revoked consent stored in time from their rollups, and the others from raw readings', async () => {
+    const db = t.db
+    const { app, h, m, offerId: curve } = await oneMeterOneOffer(t, 'Emma', paris('2026-08-01'), { granularity: 'load_curve', priceMicrosPerDatum: 1n, householdBps: 10_000, operatorBps: 0, platformBps: 0 })
+    const c = await consent(db, { householdId: h, recipientId: app, offerId: curve, granularity: 'load_curve', meterIds: [m], validFrom: paris('2026-08-01'), revokedAt: paris('2026-08-10') })
+    // 1 to 3 August stored as measured; 5 August half stored in time, half a week after the revocation.
+    await ingest(db, t.dialect, m, 'electricity', hourly(paris('2026-08-01'), paris('2026-08-04')))
+    await ingest(db, t.dialect, m, 'electricity', hourly(paris('2026-08-05'), paris('2026-08-05', 12)))
+    await ingest(db, t.dialect, m, 'electricity', hourly(paris('2026-08-05', 12), paris('2026-08-06')), paris('2026-08-17'))
+    await settleMonth(db, '2026-08', ctxAt(paris('2026-09-02')))
+    const line = await db.selectFrom('settlement_lines').select('data_count').where('consent_id', '=', c).executeTakeFirstOrThrow()
+    expect(line.data_count).toBe(3n * 24n + 12n)
+    // Only 5 August changed after the revocation: the other days were counted from their rollups.
+    const changed = await daysChangedSince(db, [{ meterId: m, householdId: h, sinceMs: paris('2026-08-10').getTime() }], '2026-08-01', '2026-08-31')
+    expect([...changed.values()].map((days) => [...days])).toEqual([['2026-08-05']])
   })
 
   it('does not settle a month before it is over, nor a malformed month', async () => {
