@@ -177,11 +177,15 @@ async function loadOrProvision(
   seed: number,
   io: SimulateIo,
 ): Promise<MeterCredentials[]> {
-  const file = values.credentials
+  // With --api, the default file too: meters provisioned by an earlier run are reused, never
+  // provisioned again and overwritten (their secrets are shown once).
+  const file = values.credentials ?? (values.api !== undefined ? DEFAULT_CREDENTIALS_FILE : undefined)
   if (file !== undefined && existsSync(file)) {
     const all = await readCredentialsFile(file)
     if (meters !== undefined && meters > all.length) {
-      throw new UsageError(`--meters: ${file} holds ${all.length} meters, ${meters} asked for`)
+      throw new UsageError(
+        `--meters: ${file} holds ${all.length} meters, ${meters} asked for${values.api !== undefined ? ' (give another --credentials file to provision a new fleet)' : ''}`,
+      )
     }
     return meters === undefined ? all : all.slice(0, meters)
   }

@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process'
 import { EventEmitter } from 'node:events'
-import { mkdtempSync, rmSync } from 'node:fs'
+import { mkdtempSync, readFileSync, renameSync, rmSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { PassThrough } from 'node:stream'
@@ -136,5 +136,19 @@ describe('metershare simulate', () => {
     const m = memoryIo()
     expect(await runSimulateCommand(['--credentials', file, '--meters', '3'], {}, m.io)).toBe(2)
     expect(m.err()).toMatch(/--meters: .* holds 2 meters, 3 asked for/)
+  })
+
+  it('reuses the meters an earlier --api run saved in the default file, rather than provisioning and overwriting them', { timeout: 60_000 }, async () => {
+    const file = await credentialsFile()
+    const dir = path.dirname(file)
+    renameSync(file, path.join(dir, 'simulator-credentials.json'))
+    // Nothing answers at the API address: had it provisioned, it would say so.
+    const child = spawn(process.execPath, [CLI, 'simulate', '--api', 'http://127.0.0.1:1', '--admin-token', 'any-token-0123456789', '--meters', '3'], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] })
+    let err = ''
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()))
+    const code = await new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)))
+    expect(code).toBe(2)
+    expect(err).toMatch(/--meters: simulator-credentials\.json holds 2 meters, 3 asked for \(give another --credentials file to provision a new fleet\)/)
+    expect(readFileSync(path.join(dir, 'simulator-credentials.json'), 'utf8')).toContain('cli-e15')
   })
 })
