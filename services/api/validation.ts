@@ -68,7 +68,8 @@ export function fieldName(path: readonly PropertyKey[], location: InputLocation)
 export function parseInput<S extends z.ZodType>(schema: S, value: unknown, location: InputLocation): z.output<S> {
   const result = schema.safeParse(value, { error: issueMessage })
   if (result.success) return result.data
-  const issue = result.error.issues[0]!
+  // An unknown key first: a misspelt field (`untill`) is named as what it is, not by the required one it misses.
+  const issue = result.error.issues.find((i) => i.code === 'unrecognized_keys') ?? result.error.issues[0]!
   // An unknown key is reported under its own name, not under its parent's.
   const path = issue.code === 'unrecognized_keys' && issue.keys.length === 1 ? [...issue.path, issue.keys[0]!] : issue.path
   const field = fieldName(path, location)

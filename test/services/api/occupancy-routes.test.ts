@@ -94,6 +94,10 @@ describeDatabases('occupancy endpoints', (t) => {
       const first = (await api.asOperator('POST', '/admin/occupancies', { meterId: w.meterId, householdId: a!.id, from: '2026-01-01T00:00:00Z', until: '2026-02-01T00:00:00Z' })).json()
       await api.asOperator('POST', '/admin/occupancies', { meterId: w.meterId, householdId: b!.id, from: '2026-02-01T00:00:00Z' })
 
+      // A misspelt field is named as the unknown field it is (the docs' own example), not as the required one it misses.
+      const typo = await api.asOperator('PATCH', '/admin/occupancies/occ_nope', { untill: '2026-03-01T00:00:00Z' })
+      expect(typo.statusCode).toBe(400)
+      expect(errorOf(typo).message).toBe('untill: unknown field')
       const missing = await api.asOperator('PATCH', '/admin/occupancies/occ_nope', { until: '2026-03-01T00:00:00Z' })
       expect(missing.statusCode).toBe(404)
       expect(errorOf(missing).code).toBe('NOT_FOUND')
