@@ -1,9 +1,11 @@
+import { existsSync } from 'node:fs'
+import path from 'node:path'
 import { parseArgs } from 'node:util'
 import { isMonth } from '../shared/calendar.ts'
-import { envToConfig, type RawEnv } from '../shared/config.ts'
-import { openConfiguredDatabase } from '../shared/db/database.ts'
+import { ENV_VARS, envToConfig, type RawEnv } from '../shared/config.ts'
+import { openConfiguredDatabase, pgliteDirOf } from '../shared/db/database.ts'
 import { migrateToLatest } from '../shared/db/migrator.ts'
-import { InvalidInputError } from '../shared/errors.ts'
+import { ConfigError, InvalidInputError } from '../shared/errors.ts'
 import { configureLogging } from '../shared/logger.ts'
 import { formatEur, formatMicros } from '../shared/money.ts'
 import { settleMonth, settlementContext, type RunSummary, type SettlementProgress } from '../services/settlement/settlement-service.ts'
@@ -93,6 +95,11 @@ export async function settleCommand(args: string[], env: RawEnv, io: SettleOutpu
     io.err.write(`\r${progressLine(p)}\x1b[K`)
   }
 
+  // Settling reads what `up` stored: a data folder without an embedded database is a mistyped path, not
+  // an empty world to create and settle to zero.
+  if (config.databaseUrl === null && !existsSync(pgliteDirOf(config.dataDir))) {
+    throw new ConfigError(`${ENV_VARS.dataDir}: no embedded database in ${path.resolve(config.dataDir)} (start \`metershare up\` there first, or give --data-dir)`)
+  }
   const handle = await openConfiguredDatabase(config, 'metershare:settle')
   try {
     await migrateToLatest(handle.db)

@@ -1,4 +1,4 @@
-import { cpSync, mkdtempSync, rmSync } from 'node:fs'
+import { cpSync, existsSync, mkdtempSync, rmSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { afterAll, describe, expect, inject, it } from 'vitest'
@@ -40,6 +40,15 @@ describe('metershare settle', () => {
     const c = capture(false)
     await expect(settleCommand(['--month', '2025-13', '--data-dir', dataDir], {}, c.io)).rejects.toThrow(InvalidInputError)
     await expect(settleCommand(['--data-dir', dataDir], {}, c.io)).rejects.toThrow(/^--month: expected a month as YYYY-MM/)
+  })
+
+  it('refuses a data folder that holds no embedded database, rather than creating one and settling nothing', async () => {
+    const c = capture(false)
+    const mistyped = path.join(dataDir, 'no-such-folder')
+    await expect(settleCommand(['--month', '2025-01', '--data-dir', mistyped], {}, c.io)).rejects.toThrow(
+      `METERSHARE_DATA_DIR: no embedded database in ${mistyped} (start \`metershare up\` there first, or give --data-dir)`,
+    )
+    expect(existsSync(mistyped)).toBe(false)
   })
 
   it('draws a bar of the work done', () => {
