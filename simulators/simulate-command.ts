@@ -137,14 +137,29 @@ async function simulate(args: string[], env: SimulateEnv, io: SimulateIo): Promi
   const credentials = await loadOrProvision(values, env, meters, fromMs, seed, io)
   if (credentials.length === 0) throw new UsageError('--meters: nothing to simulate')
 
-  const fleet = startFleet({ mqttUrl, meters: credentials, from, days, speed, seed, faults, timeZone })
+  // The latest reason a meter could not connect, shown while some are not (a broker that is not there, a
+  // refused secret), rather than only "connected 0/3".
+  const connectError = { message: null as string | null }
+  const fleet = startFleet({
+    mqttUrl,
+    meters: credentials,
+    from,
+    days,
+    speed,
+    seed,
+    faults,
+    timeZone,
+    onMeterError: (_meterId, err) => {
+      connectError.message = connectErrorText(err)
+    },
+  })
   const started = Date.now()
   io.stdout.write(
     `simulating ${credentials.length} meters from ${formatLocal(fromMs, timeZone)} (${timeZone})` +
       `${days === undefined ? '' : ` for ${days} days`} at speed ${speedRaw} against ${mqttUrl}\n`,
   )
 
-  const progress = new ProgressLine(fleet, io, timeZone)
+  const progress = new ProgressLine(fleet, io, timeZone, connectError)
   let signals = 0
   let onSignal: (() => void) | undefined
   const interrupted = new Promise<string>((resolve) => {
@@ -223,6 +238,15 @@ async function loadOrProvision(
   }
 }
 
+/** Why a meter could not connect, in a few words: the socket's error, or the broker's refusal. */
+export function connectErrorText(err: Error): string {
+  const code = (err as { code?: unknown }).code
+  if (code === 4) return 'refused: bad user name or password (CONNACK 4)'
+  if (code === 5) return 'refused: not authorized (CONNACK 5)'
+  if (typeof code === 'number') return `refused: CONNACK ${code}`
+  return err.message.split('\n')[0]!
+}
+
 class ProgressLine {
   private readonly timer: NodeJS.Timeout
   private lastAcknowledged = 0
@@ -234,6 +258,7 @@ class ProgressLine {
     private readonly fleet: Fleet,
     private readonly io: SimulateIo,
     private readonly timeZone: string,
+    private readonly connectError: { message: string | null },
   ) {
     this.tty = io.stdout.isTTY === true
     this.timer = setInterval(() => this.print(), this.tty ? PROGRESS_TTY_MS : PROGRESS_LOG_MS)
@@ -249,7 +274,8 @@ class ProgressLine {
     const line =
       `${s.simulatedMs === null ? '—' : formatLocal(s.simulatedMs, this.timeZone)} | ${formatCount(Math.round(rate))} readings/s` +
       ` | acknowledged ${formatCount(s.acknowledged)} | buffered ${formatCount(s.buffered)}` +
-      ` | connected ${formatCount(s.connected)}/${formatCount(s.meters)}${faults > 0 ? ` | faults ${formatCount(faults)}` : ''}`
+      ` | connected ${formatCount(s.connected)}/${formatCount(s.meters)}${faults > 0 ? ` | faults ${formatCount(faults)}` : ''}` +
+      (s.connected < s.meters && this.connectError.message !== null ? ` | ${this.connectError.message}` : '')
     if (this.tty) {
       this.io.stdout.write('\r' + line.padEnd(this.width))
       this.width = line.length
@@ -275,7 +301,8 @@ function summary(s: FleetStats, timeZone: string, elapsedMs: number, complete: b
       `readings: generated ${formatCount(s.generated)}, acknowledged ${formatCount(s.acknowledged)}, buffered ${formatCount(s.buffered)}, dropped ${formatCount(s.dropped)}, failed ${formatCount(s.failed)}`,
       `messages: published ${formatCount(s.messagesPublished)} (${formatCount(s.batches)} batches), acknowledged ${formatCount(s.messagesAcknowledged)}`,
       `faults: ${faults.length === 0 ? 'none' : faults.join(', ')}`,
-      `connections: ${formatCount(s.connects)} connects, ${formatCount(s.disconnects)} disconnects, ${formatCount(s.rejected)} meters refused`,
+      `connections: ${formatCount(s.connects)} connects, ${formatCount(s.disconnects)} disconnects, ${formatCount(s.rejected)} meters refused` +
+        (s.rejected > 0 ? ' (CONNACK 4 or 5: the broker does not know their id or secret)' : ''),
       `elapsed ${formatDuration(elapsedMs)}, ${formatCount(Math.round((s.acknowledged * 1000) / Math.max(1, elapsedMs)))} readings/s on average`,
     ].join('\n') + '\n'
   )
