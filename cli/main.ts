@@ -26,7 +26,89 @@ options of up (also environment variables):
   --data-dir DIR     METERSHARE_DATA_DIR (default ./data)
   --mqtt-port PORT   MQTT_PORT (default 1883)
   --http-port PORT   HTTP_PORT (default 8080)
+
+metershare <command> --help gives a command's options and the variables it reads.
 `
+
+const DATA_DIR_FLAG = '  --data-dir DIR     METERSHARE_DATA_DIR (default ./data)'
+const MQTT_PORT_FLAG = '  --mqtt-port PORT   MQTT_PORT (default 1883)'
+const HTTP_PORT_FLAG = '  --http-port PORT   HTTP_PORT (default 8080)'
+
+const DATABASE_ENV = `  DATABASE_URL       postgres://…: PostgreSQL (unset: the embedded database under --data-dir)`
+
+/** `metershare <command> --help`: each command's own usage (simulate has its own, in the simulator). */
+const COMMAND_USAGE: Record<string, string> = {
+  up: `usage: metershare up [--no-demo] [--no-simulate] [--data-dir DIR] [--mqtt-port PORT] [--http-port PORT]
+
+Everything in one process: migrate, broker, services, HTTP API and portal, and a simulated fleet.
+On an empty database it creates a demo world and prints how to sign in. Ctrl-C stops it cleanly.
+
+  --no-demo          no demo world on an empty database
+  --no-simulate      no simulated fleet
+${DATA_DIR_FLAG}
+${MQTT_PORT_FLAG}
+${HTTP_PORT_FLAG}
+
+environment:
+${DATABASE_ENV}
+  METERSHARE_ADMIN_TOKEN  the operator's bearer token (generated and printed when unset)
+  METERSHARE_TIMEZONE     calendar of days and months (default Europe/Paris)
+  and the others of README's Configuration
+`,
+  migrate: `usage: metershare migrate [--data-dir DIR]
+
+Brings the database schema up to date, prints the migrations applied, and exits.
+
+${DATA_DIR_FLAG}
+
+environment:
+${DATABASE_ENV}
+`,
+  broker: `usage: metershare broker [--mqtt-port PORT] [--http-port PORT]
+
+The MQTT broker and ingest alone (TCP on --mqtt-port, WebSocket at /mqtt, /healthz and /metrics on
+--http-port), for the multi-process layout. Runs until SIGINT or SIGTERM.
+
+${MQTT_PORT_FLAG}
+${HTTP_PORT_FLAG}
+
+environment:
+  DATABASE_URL       required: the PostgreSQL server every component shares
+  REDIS_URL          couples several brokers (sessions and messages)
+  METERSHARE_TRUSTED_PROXIES  load balancers in front (addresses or CIDR ranges)
+`,
+  api: `usage: metershare api [--http-port PORT]
+
+The HTTP API, portal and documentation alone, for the multi-process layout. Runs until SIGINT or
+SIGTERM.
+
+${HTTP_PORT_FLAG}
+
+environment:
+  DATABASE_URL            required: the PostgreSQL server every component shares
+  METERSHARE_ADMIN_TOKEN  required: the operator's bearer token (16 characters or more)
+`,
+  settlement: `usage: metershare settlement
+
+The settlement worker alone, for the multi-process layout: settles each month once it is over,
+settles recent months again for late data, and ends consents whose validity is over. Runs until
+SIGINT or SIGTERM.
+
+environment:
+  DATABASE_URL       required: the PostgreSQL server every component shares
+  METERSHARE_PAYOUT_MIN_MICROS  minimum payout in micro-euros (default 5000000)
+`,
+  settle: `usage: metershare settle --month YYYY-MM [--data-dir DIR]
+
+Settles one month (idempotent: a second run posts only what changed since) and prints a summary.
+
+  --month YYYY-MM    the month to settle, in METERSHARE_TIMEZONE
+  --data-dir DIR     METERSHARE_DATA_DIR (default ./data): where \`up\` keeps the embedded database
+
+environment:
+${DATABASE_ENV}
+`,
+}
 
 type Command = (args: string[], env: RawEnv) => Promise<number>
 
@@ -194,9 +276,10 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
     process.stderr.write(`metershare: unknown command '${name}'\n\n${USAGE}`)
     return 2
   }
-  // `simulate` has options enough for a usage of its own; the others are all in USAGE.
-  if (name !== 'simulate' && args.some((a) => HELP_FLAGS.has(a))) {
-    process.stdout.write(USAGE)
+  // `simulate` answers --help itself, from its own options.
+  const usage = COMMAND_USAGE[name]
+  if (usage !== undefined && args.some((a) => HELP_FLAGS.has(a))) {
+    process.stdout.write(usage)
     return 0
   }
   try {
