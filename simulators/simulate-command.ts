@@ -156,7 +156,7 @@ async function simulate(args: string[], env: SimulateEnv, io: SimulateIo): Promi
   const started = Date.now()
   io.stdout.write(
     `simulating ${credentials.length} meters from ${formatLocal(fromMs, timeZone)} (${timeZone})` +
-      `${days === undefined ? '' : ` for ${days} days`} at speed ${speedRaw} against ${mqttUrl}\n`,
+      `${days === undefined ? '' : ` for ${days} day${days === 1 ? '' : 's'}`} at speed ${speedRaw} against ${mqttUrl}\n`,
   )
 
   const progress = new ProgressLine(fleet, io, timeZone, connectError)

@@ -84,7 +84,7 @@ describe('metershare simulate', () => {
     const run = runCli(['simulate', '--credentials', file, '--mqtt', broker.url, '--from', '2026-01-01', '--days', '1', '--speed', 'max', '--seed', '5'])
     expect(await run.code).toBe(0)
     await sub.until((m) => m.length === 96 + 24)
-    expect(run.stdout()).toContain('simulating 2 meters from 2026-01-01 00:00 (Europe/Paris) for 1 days at speed max')
+    expect(run.stdout()).toContain('simulating 2 meters from 2026-01-01 00:00 (Europe/Paris) for 1 day at speed max')
     expect(run.stdout()).toMatch(/^done: simulated 2026-01-01 00:00 → 2026-01-02 00:00 \(Europe\/Paris\), 2 meters$/m)
     expect(run.stdout()).toContain('readings: generated 120, acknowledged 120, buffered 0, dropped 0, failed 0')
     for (const m of sub.messages) contractReadings(m.text)
