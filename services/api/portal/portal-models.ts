@@ -207,6 +207,9 @@ export async function loadConsumption(
 ): Promise<ConsumptionModel> {
   const tz = config.timezone
   const meters = await householdMeters(db, householdId, now)
+  // A meter asked for by name is one of its own, or no page: another household's meter is not swapped
+  // silently for one's own, under the other's id in the address.
+  if (query.meterId !== undefined && !meters.some((m) => m.meterId === query.meterId)) throw new NotFoundError(`meterId: no meter ${query.meterId.slice(0, 100)} of this household`)
   const meter = meters.find((m) => m.meterId === query.meterId) ?? meters.find((m) => m.occupiedNow) ?? meters[0] ?? null
   const view: CurveView = query.view === 'day' ? 'day' : 'month'
   const askedDay = query.day !== undefined && isDay(query.day) ? query.day : null

@@ -299,6 +299,17 @@ describeDatabases('portal pages', (t) => {
     expect((await page(`/consumption?meterId=${meterId}&view=month&month=2026-11`)).body).toContain('Energy per day in November 2026')
   })
 
+  it("answers 404 for a meter that is not the household's, rather than show its own under that id", async () => {
+    const neighbours = await meter(t.db, await party(t.db, 'utility', 'Neighbour grid'), 'electricity')
+    for (const id of [neighbours, 'no-such-meter']) {
+      const r = await page(`/consumption?meterId=${id}&view=month&month=2026-11`)
+      expect(r.statusCode).toBe(404)
+      expect(r.body).toContain('This page does not exist.')
+      expect(r.body).not.toContain('Energy per day')
+    }
+    expect((await page('/consumption?view=month&month=2026-11')).statusCode).toBe(200)
+  })
+
   it('speaks French when the browser asks for it, and remembers a language chosen', async () => {
     const fr = await page('/', { 'accept-language': 'fr-FR,fr;q=0.9,en;q=0.5' })
     expect(fr.body).toContain('<html lang="fr">')
