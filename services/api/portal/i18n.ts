@@ -578,7 +578,7 @@ export class Formats {
   /** "1 October 2026" / "1 octobre 2026", of a calendar day (YYYY-MM-DD). */
   day(day: string): string {
     const [y, m, d] = day.split('-').map(Number) as [number, number, number]
-    return dateFormat(`day:${this.locale}`, this.locale, { day: 'numeric', month: 'long', year: 'numeric', timeZone: 'UTC' }).format(Date.UTC(y, m - 1, d))
+    return this.withOrdinalFirst(dateFormat(`day:${this.locale}`, this.locale, { day: 'numeric', month: 'long', year: 'numeric', timeZone: 'UTC' }), Date.UTC(y, m - 1, d))
   }
 
   /** A day of the month alone: "1". */
@@ -588,12 +588,21 @@ export class Formats {
 
   /** An instant as a date and time in the calendar's zone. */
   dateTime(instant: Date, timeZone: string): string {
-    return dateFormat(`dateTime:${this.locale}:${timeZone}`, this.locale, { dateStyle: 'medium', timeStyle: 'short', timeZone }).format(instant)
+    return this.withOrdinalFirst(dateFormat(`dateTime:${this.locale}:${timeZone}`, this.locale, { dateStyle: 'medium', timeStyle: 'short', timeZone }), instant)
   }
 
   /** An instant as a date in the calendar's zone. */
   date(instant: Date, timeZone: string): string {
-    return dateFormat(`date:${this.locale}:${timeZone}`, this.locale, { dateStyle: 'medium', timeZone }).format(instant)
+    return this.withOrdinalFirst(dateFormat(`date:${this.locale}:${timeZone}`, this.locale, { dateStyle: 'medium', timeZone }), instant)
+  }
+
+  /** French writes the first of a month as an ordinal, "1er octobre 2026", which Intl does not. */
+  private withOrdinalFirst(f: Intl.DateTimeFormat, at: Date | number): string {
+    if (this.language !== 'fr') return f.format(at)
+    return f
+      .formatToParts(at)
+      .map((p) => (p.type === 'day' && p.value === '1' ? '1er' : p.value))
+      .join('')
   }
 
   /** "13:30", in the calendar's zone. */

@@ -218,6 +218,11 @@ describeDatabases('portal pages', (t) => {
     expect(html).toContain('<th scope="col">Data</th>')
     expect(html).toMatch(/<td>from 1 Sept 2026, 00:00<\/td>/)
     expect(legal![0]).toContain('<td>1 Sept 2026, 00:00 to 1 Sept 2027, 00:00</td>')
+    // French writes the first of a month "1er".
+    const fr = (await page('/consents', { 'accept-language': 'fr' })).body
+    expect(fr).toContain('<td>du 1er sept. 2026, 00:00 au 1er sept. 2027, 00:00</td>')
+    expect(fr).toContain('<td>depuis le 1er sept. 2026, 00:00</td>')
+    expect(fr).not.toMatch(/[^0-9]1 sept\./)
     expect(legal![0]).not.toContain('<button')
     expect(html.match(/data-revoke=/g)).toHaveLength(1)
     expect(html).toMatch(/<meta name="csrf-token" content="[A-Za-z0-9_-]{43}">/)
