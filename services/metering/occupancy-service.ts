@@ -87,20 +87,29 @@ export async function createOccupancy(
 }
 
 /**
- * Ends an occupancy at `until` (a move-out; also moves an earlier move-out later, or earlier).
- * Readings between the old and the new end change owner.
+ * Ends an occupancy at `until` (a move-out; also moves an earlier move-out later, or earlier), or,
+ * with `until` null, cancels a move-out that has not happened yet. Readings between the old and the
+ * new end change owner. A move-out that has happened cannot be cancelled: it ended the household's
+ * consents for the meter, for good; a new occupancy from it records that the household stayed.
  */
-export async function moveOut(db: Kysely<Database>, occupancyId: string, until: Date, ctx: MeteringContext): Promise<void> {
-  if (!isValidDate(until)) throw new InvalidInputError('until: expected an RFC 3339 timestamp', 'until')
+export async function moveOut(db: Kysely<Database>, occupancyId: string, until: Date | null, ctx: MeteringContext, now: Date = new Date()): Promise<void> {
+  if (until !== null && !isValidDate(until)) throw new InvalidInputError('until: expected an RFC 3339 timestamp', 'until')
   await db.transaction().execute(async (trx) => {
     await repo.lockOccupancies(trx)
     const row = await repo.findOccupancy(trx, occupancyId)
     if (row === undefined) throw new NotFoundError(`occupancy ${occupancyId} not found`)
-    if (until.getTime() <= row.valid_from.getTime()) {
+    if (until !== null && until.getTime() <= row.valid_from.getTime()) {
       throw new InvalidInputError(`until: must be after the occupancy's from (${formatTimestamp(row.valid_from)})`, 'until')
     }
     const previous = row.valid_until
-    if (previous !== null && previous.getTime() === until.getTime()) return
+    if (previous === null ? until === null : until !== null && previous.getTime() === until.getTime()) return
+    if (until === null && previous !== null && previous.getTime() <= now.getTime()) {
+      throw new ConflictError(
+        `until: the move-out at ${formatTimestamp(previous)} has happened and ended the household's consents for meter ${row.meter_id}; ` +
+          `if the household stayed, register a new occupancy from ${formatTimestamp(previous)}`,
+        ERROR_CODES.CONFLICT,
+      )
+    }
     try {
       await repo.updateOccupancyUntil(trx, occupancyId, until)
     } catch (err) {
@@ -109,9 +118,9 @@ export async function moveOut(db: Kysely<Database>, occupancyId: string, until: 
       throw err
     }
     // The owner changes over [earlier end, later end); an open end is the latest of all.
-    const changedFrom = previous === null || until.getTime() < previous.getTime() ? until : previous
-    const changedTo = previous === null ? null : until.getTime() < previous.getTime() ? previous : until
-    await reattribute(trx, row.meter_id, changedFrom, changedTo, ctx)
+    // (Both null was answered above.)
+    const [earlier, later] = previous === null ? [until!, null] : until === null ? [previous, null] : until.getTime() < previous.getTime() ? [until, previous] : [previous, until]
+    await reattribute(trx, row.meter_id, earlier, later, ctx)
     await repo.notifyOccupancyChange(trx, { meterId: row.meter_id, householdId: row.household_id, occupancyId })
   })
 }

@@ -52,15 +52,16 @@ export const occupancyRoutes: RoutePlugin = async (app, { deps }) => {
     method: 'PATCH',
     url: '/admin/occupancies/:id',
     summary: 'Register a move-out',
-    description: 'Ends the occupancy at `until` (or moves an earlier move-out). Readings between the old and the new end change owner.',
+    description:
+      'Ends the occupancy at `until` (or moves an earlier move-out). Readings between the old and the new end change owner. `"until": null` cancels a move-out that has not happened yet; one that has happened ended the household\'s consents for the meter and answers 409 `CONFLICT`: register a new occupancy from it if the household stayed.',
     tags: ['operator'],
     auth: OPERATOR,
     params: z.strictObject({ id: idString }),
-    body: z.strictObject({ until: rfc3339Time }),
+    body: z.strictObject({ until: rfc3339Time.nullable().meta({ description: 'the move-out; null cancels one still to come' }) }),
     response: occupancyAnswer,
     errors: [404, 409],
     async handler({ params, body }) {
-      await moveOut(db, params.id, body.until, ctx)
+      await moveOut(db, params.id, body.until, ctx, app.apiContext.now())
       return toWire(await getOccupancy(db, params.id))
     },
   })

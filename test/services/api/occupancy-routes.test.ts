@@ -114,8 +114,32 @@ describeDatabases('occupancy endpoints', (t) => {
       expect(none.statusCode).toBe(400)
       expect(errorOf(none).message).toBe('until: required')
 
+      // A move-out that has happened is not undone: it ended the household's consents.
+      const reopen = await api.asOperator('PATCH', `/admin/occupancies/${first.id}`, { until: null })
+      expect(reopen.statusCode).toBe(409)
+      expect(errorOf(reopen)).toEqual({
+        code: 'CONFLICT',
+        message: `until: the move-out at 2026-02-01T00:00:00Z has happened and ended the household's consents for meter ${w.meterId}; if the household stayed, register a new occupancy from 2026-02-01T00:00:00Z`,
+      })
+
       const row = await t.db.selectFrom('occupancies').selectAll().where('id', '=', first.id).executeTakeFirstOrThrow()
       expect(row.valid_until?.toISOString()).toBe('2026-02-01T00:00:00.000Z')
+    })
+
+    it('cancels a move-out still to come with "until": null, unless another household moves in after it', async () => {
+      const w = await provision(api, 2)
+      const [a, b] = w.households
+      const { id } = (await api.asOperator('POST', '/admin/occupancies', { meterId: w.meterId, householdId: a!.id, from: '2026-01-01T00:00:00Z' })).json()
+      expect((await api.asOperator('PATCH', `/admin/occupancies/${id}`, { until: '2099-01-01T00:00:00Z' })).statusCode).toBe(200)
+      const cancelled = await api.asOperator('PATCH', `/admin/occupancies/${id}`, { until: null })
+      expect(cancelled.statusCode).toBe(200)
+      expect(cancelled.json().until).toBeNull()
+      // With the next household registered from the move-out, the move-out stands.
+      await api.asOperator('PATCH', `/admin/occupancies/${id}`, { until: '2099-01-01T00:00:00Z' })
+      expect((await api.asOperator('POST', '/admin/occupancies', { meterId: w.meterId, householdId: b!.id, from: '2099-01-01T00:00:00Z' })).statusCode).toBe(201)
+      const overlap = await api.asOperator('PATCH', `/admin/occupancies/${id}`, { until: null })
+      expect(overlap.statusCode).toBe(409)
+      expect(errorOf(overlap).code).toBe('OCCUPANCY_OVERLAP')
     })
 
     it('is for the operator only', async () => {

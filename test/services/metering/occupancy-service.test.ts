@@ -124,6 +124,34 @@ describeDatabases('occupancy service', (t) => {
     ])
   })
 
+  it('cancels a move-out still to come with until null, and refuses to undo one that has happened', async () => {
+    const meter = await seedMeter(t.db)
+    const h = await seedHousehold(t.db)
+    const occ = await seedOccupancy(t.db, { meterId: meter, householdId: h, from: '2026-09-01T00:00:00Z' })
+    await seedReadings(t.db, meter, readingSeries({ start: DAY_START, count: 72 }), ctx.timezone)
+    const now = new Date('2026-10-02T12:00:00Z')
+    // Announced for the 10th, then called off: the household stays, its data with it.
+    await moveOut(t.db, occ, new Date('2026-10-10T00:00:00Z'), ctx, now)
+    await moveOut(t.db, occ, null, ctx, now)
+    expect((await getOccupancy(t.db, occ)).until).toBeNull()
+    // Registered late, the 2nd at 06:30 is past: readings after it went to nobody, and the consents ended then.
+    await moveOut(t.db, occ, new Date('2026-10-02T06:30:00Z'), ctx, now)
+    expect((await readingOwners(t.db, meter)).filter((r) => r.householdId === null)[0]!.ts).toBe('2026-10-02T07:00:00.000Z')
+    const err = await caught(moveOut(t.db, occ, null, ctx, now))
+    expect(err).toBeInstanceOf(ConflictError)
+    expect((err as ConflictError).message).toBe(
+      `until: the move-out at 2026-10-02T06:30:00Z has happened and ended the household's consents for meter ${meter}; if the household stayed, register a new occupancy from 2026-10-02T06:30:00Z`,
+    )
+    expect((await getOccupancy(t.db, occ)).until).toEqual(new Date('2026-10-02T06:30:00Z'))
+    // The way back it names: the readings since return to the household.
+    await createOccupancy(t.db, { meterId: meter, householdId: h, from: new Date('2026-10-02T06:30:00Z'), until: null }, ctx)
+    expect((await readingOwners(t.db, meter)).every((r) => r.householdId === h)).toBe(true)
+    // Cancelling what is not there is no change.
+    const open = await seedOccupancy(t.db, { meterId: await seedMeter(t.db), householdId: h, from: '2026-09-01T00:00:00Z' })
+    await moveOut(t.db, open, null, ctx, now)
+    expect((await getOccupancy(t.db, open)).until).toBeNull()
+  })
+
   it('leaves the readings of other meters alone', async () => {
     const meter = await seedMeter(t.db)
     const other = await seedMeter(t.db)
