@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto'
 import { assert } from '../../shared/errors.ts'
-import { splitByWeights, type WeightedPart } from '../../shared/money.ts'
+import { MICROS_PER_CENT, splitByWeights, type WeightedPart } from '../../shared/money.ts'
 import type { Granularity } from '../../shared/wire.ts'
 import { PLATFORM_ACCOUNT, householdAccount, partyAccount, receivableAccount } from './ledger-account.ts'
 
@@ -189,7 +189,11 @@ export function settlementInputHash(month: string, consents: readonly ConsentTer
   return h.digest('hex')
 }
 
-/** The payout due on a balance: all of it once it reaches the minimum, else nothing (carried forward). */
+/**
+ * The payout due on a balance once it reaches the minimum, else nothing (carried forward). A bank
+ * transfer moves whole cents: the balance's fraction of a cent stays, carried forward with the rest.
+ */
 export function payoutDue(balanceMicros: bigint, payoutMinMicros: bigint): bigint {
-  return balanceMicros > 0n && balanceMicros >= payoutMinMicros ? balanceMicros : 0n
+  if (balanceMicros <= 0n || balanceMicros < payoutMinMicros) return 0n
+  return balanceMicros - (balanceMicros % MICROS_PER_CENT)
 }

@@ -43,12 +43,13 @@ describeDatabases('payouts', (t) => {
     expect(octRun).toMatchObject({ payouts: 0, payoutsMicros: 0n })
     expect(await householdPayouts(t.db, w.h)).toEqual({ payouts: [], balanceMicros: 3_000_115n })
 
-    // November: 720 × 4,027 = 2,899,440 µ€; the balance reaches 5,899,555 µ€ and is paid whole.
+    // November: 720 × 4,027 = 2,899,440 µ€; the balance reaches 5,899,555 µ€ and is paid in whole
+    // cents, as a transfer moves them: 5,890,000; the 9,555 µ€ left carry forward.
     const novRun = await settleMonth(t.db, '2026-11', ctxAt(paris('2026-12-01', 2)))
-    expect(novRun).toMatchObject({ payouts: 1, payoutsMicros: 5_899_555n, journals: 2 })
+    expect(novRun).toMatchObject({ payouts: 1, payoutsMicros: 5_890_000n, journals: 2 })
     expect(await householdPayouts(t.db, w.h)).toEqual({
-      payouts: [{ month: '2026-11', amountMicros: 5_899_555n, status: 'paid' }],
-      balanceMicros: 0n,
+      payouts: [{ month: '2026-11', amountMicros: 5_890_000n, status: 'paid' }],
+      balanceMicros: 9_555n,
     })
 
     // Idempotent: running again pays nothing more, and the database holds one payout per household and month.
@@ -69,7 +70,10 @@ describeDatabases('payouts', (t) => {
     const ctxMin = (at: Date) => ctxAt(at, 1_000_000n)
     await ingest(t.db, t.dialect, w.m1, 'electricity', hourly(paris('2026-10-01'), paris('2026-11-01')))
     const oct = await settleMonth(t.db, '2026-10', ctxMin(paris('2026-11-01', 1)))
-    expect(oct.payoutsMicros).toBe(745n * SHARE)
+    // Paid in whole cents; the fraction of a cent is carried forward.
+    const cents = (micros: bigint): bigint => micros - (micros % 10_000n)
+    expect(oct.payoutsMicros).toBe(cents(745n * SHARE))
+    const carried = 745n * SHARE - cents(745n * SHARE)
 
     // The household had in fact moved out on the 16th: from then on the data was nobody's.
     await moveOut(t.db, w.occupancy, paris('2026-10-16'), { timezone: TZ })
@@ -84,29 +88,30 @@ describeDatabases('payouts', (t) => {
     await ingest(t.db, t.dialect, m2, 'electricity', hourly(paris('2026-11-01'), paris('2026-11-11')))
     const nov = await settleMonth(t.db, '2026-11', ctxMin(paris('2026-12-01', 1)))
     expect(nov).toMatchObject({ kind: 'closing', payouts: 0 })
-    const novBalance = 240n * SHARE - taken
+    const novBalance = carried + 240n * SHARE - taken
     expect(novBalance).toBeLessThan(0n)
     expect(await householdPayouts(t.db, w.h)).toEqual({
-      payouts: [{ month: '2026-10', amountMicros: 745n * SHARE, status: 'paid' }],
+      payouts: [{ month: '2026-10', amountMicros: cents(745n * SHARE), status: 'paid' }],
       balanceMicros: novBalance,
     })
     const novStatement = await householdStatement(t.db, w.h, '2026-11')
     expect(novStatement.adjustmentsMicros).toBe(-taken)
-    expect(novStatement.totalMicros).toBe(novBalance)
+    // The month's own total; the balance also carries October's fraction of a cent.
+    expect(novStatement.totalMicros).toBe(240n * SHARE - taken)
 
     // December's earnings cover it: the payout is what is left after netting.
     await ingest(t.db, t.dialect, m2, 'electricity', hourly(paris('2026-12-01'), paris('2027-01-01')))
     const dec = await settleMonth(t.db, '2026-12', ctxMin(paris('2027-01-01', 1)))
-    expect(dec.payoutsMicros).toBe(novBalance + 744n * SHARE)
+    expect(dec.payoutsMicros).toBe(cents(novBalance + 744n * SHARE))
     const all = await householdPayouts(t.db, w.h)
     expect(all.payouts.map((p) => [p.month, p.amountMicros])).toEqual([
-      ['2026-10', 745n * SHARE],
-      ['2026-12', novBalance + 744n * SHARE],
+      ['2026-10', cents(745n * SHARE)],
+      ['2026-12', cents(novBalance + 744n * SHARE)],
     ])
-    expect(all.balanceMicros).toBe(0n)
-    // Everything earned, net of the correction, was paid: no more, no less.
+    expect(all.balanceMicros).toBe((novBalance + 744n * SHARE) % 10_000n)
+    // Everything earned, net of the correction, was paid or is carried: no more, no less.
     const { rows } = await sql<{ paid: bigint }>`SELECT sum(amount_micros)::bigint AS paid FROM payouts`.execute(t.db)
-    expect(rows[0]!.paid).toBe((15n * 24n + 240n + 744n) * SHARE)
+    expect(rows[0]!.paid + all.balanceMicros).toBe((15n * 24n + 240n + 744n) * SHARE)
     expect(await unbalancedJournals(t.db)).toEqual([])
   })
 })

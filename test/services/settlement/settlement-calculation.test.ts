@@ -119,7 +119,11 @@ describe('payouts', () => {
   it('pays the whole balance once it reaches the minimum, and never a balance below it or negative', () => {
     expect(payoutDue(4_999_999n, 5_000_000n)).toBe(0n)
     expect(payoutDue(5_000_000n, 5_000_000n)).toBe(5_000_000n)
-    expect(payoutDue(12_345_678n, 5_000_000n)).toBe(12_345_678n)
+    // Whole cents, as a transfer pays; the 5,678 µ€ left stay in the balance.
+    expect(payoutDue(12_345_678n, 5_000_000n)).toBe(12_340_000n)
+    expect(payoutDue(7_077_000n, 5_000_000n)).toBe(7_070_000n)
+    expect(payoutDue(5_009_999n, 5_000_000n)).toBe(5_000_000n)
+    expect(payoutDue(9_999n, 0n)).toBe(0n)
     expect(payoutDue(-1n, 0n)).toBe(0n)
     expect(payoutDue(0n, 0n)).toBe(0n)
   })
