@@ -161,8 +161,8 @@ export async function pageConsentLogRows(db: Db, householdId: string, afterId: b
 /**
  * Active consents that may need a lifecycle step now: past their validity, or naming a
  * meter whose move-out is not logged yet although the household's occupancy of it ended
- * (since the grant, or before it: a move-out entered after the fact) and does not hold
- * now. Driven by the two small sets, expiring consents and ended occupancies, so that a
+ * its consents (`consents_end_at`, else its end: since the grant, or before it) and does not
+ * hold now. Driven by the two small sets, expiring consents and ended occupancies, so that a
  * sweep stays cheap however many consents are active.
  */
 export async function sweepCandidates(
@@ -183,10 +183,10 @@ export async function sweepCandidates(
       FROM occupancies o
       JOIN consent_meters cm ON cm.meter_id = o.meter_id
       JOIN consents c ON c.id = cm.consent_id AND c.household_id = o.household_id
-      WHERE ${where} AND o.valid_until <= ${now}
+      WHERE ${where} AND COALESCE(o.consents_end_at, o.valid_until) <= ${now}
         AND NOT EXISTS (SELECT 1 FROM occupancies cur
                         WHERE cur.meter_id = o.meter_id AND cur.household_id = o.household_id
-                          AND cur.valid_from <= ${now} AND (cur.valid_until IS NULL OR cur.valid_until > ${now})
+                          AND cur.valid_from <= ${now} AND (cur.valid_until IS NULL OR COALESCE(cur.consents_end_at, cur.valid_until) > ${now})
                           AND cur.valid_from <= c.valid_from)
         AND NOT EXISTS (SELECT 1 FROM consent_log l
                         WHERE l.consent_id = c.id AND l.meter_id = cm.meter_id AND l.event = 'ended_by_move_out')

@@ -85,16 +85,32 @@ export interface OccupancyFactFilter {
 }
 
 /** Occupancies, ordered by meter and start. */
+/** The columns of an occupancy fact, from `occupancies o`. */
+export const OCCUPANCY_FACT_COLUMNS = sql`o.meter_id, o.household_id, ${epochMs('o.valid_from')} AS from_ms, ${epochMs('o.valid_until')} AS until_ms,
+  ${epochMs('COALESCE(o.consents_end_at, o.valid_until)')} AS consents_end_ms`
+
+export interface OccupancyFactRow {
+  meter_id: string
+  household_id: string
+  from_ms: number
+  until_ms: number | null
+  consents_end_ms: number | null
+}
+
+export function toOccupancyFact(r: OccupancyFactRow): OccupancyFact {
+  return { meterId: r.meter_id, householdId: r.household_id, fromMs: r.from_ms, untilMs: r.until_ms, consentsEndMs: r.consents_end_ms }
+}
+
 export async function loadOccupancyFacts(db: Db, filter: OccupancyFactFilter = {}): Promise<OccupancyFact[]> {
   if (filter.meterIds !== undefined && filter.meterIds.length === 0) return []
   const parts = [sql`TRUE`]
   if (filter.meterIds !== undefined) parts.push(sql`o.meter_id = ANY(${[...filter.meterIds]}::text[])`)
   if (filter.householdId !== undefined) parts.push(sql`o.household_id = ${filter.householdId}`)
-  const { rows } = await sql<{ meter_id: string; household_id: string; from_ms: number; until_ms: number | null }>`
-    SELECT o.meter_id, o.household_id, ${epochMs('o.valid_from')} AS from_ms, ${epochMs('o.valid_until')} AS until_ms
+  const { rows } = await sql<OccupancyFactRow>`
+    SELECT ${OCCUPANCY_FACT_COLUMNS}
     FROM occupancies o WHERE ${sql.join(parts, sql` AND `)}
     ORDER BY o.meter_id, o.valid_from`.execute(db)
-  return rows.map((r) => ({ meterId: r.meter_id, householdId: r.household_id, fromMs: r.from_ms, untilMs: r.until_ms }))
+  return rows.map(toOccupancyFact)
 }
 
 /** Groups occupancies by meter (keeping their order). */

@@ -26,6 +26,17 @@ export interface OccupancyFact {
   fromMs: number
   /** null: still there. */
   untilMs: number | null
+  /**
+   * When this end ends the household's consents for the meter: later than `untilMs` for a move-out
+   * registered after the fact (at its registration), earlier for one moved later after it had
+   * ended them. Absent: at `untilMs`.
+   */
+  consentsEndMs?: number | null | undefined
+}
+
+/** When an occupancy's end ends the household's consents for its meter; null while it has none. */
+export function consentsEndOf(o: OccupancyFact): number | null {
+  return o.untilMs === null ? null : (o.consentsEndMs ?? o.untilMs)
 }
 
 export interface ConsentFact {
@@ -102,19 +113,22 @@ export function inDataWindow(consent: ConsentFact, atMs: number): boolean {
 
 /**
  * When a consent stopped covering one of its meters because the household left it: the
- * first end of the household's occupancy of that meter in (valid_from, now]; valid_from
- * itself when the records say the household did not occupy the meter then (a move-out
- * entered after the fact); null while the meter is still covered. Occupancies of `meterId` only.
+ * first moment in (valid_from, now] an end of the household's occupancy of that meter ended its
+ * consents (`consentsEndOf`: the move-out, or its registration if later); valid_from itself when
+ * the records say the household did not occupy the meter then (a move-out registered before the
+ * grant, dated after it); null while the meter is still covered. Occupancies of `meterId` only.
  */
 export function meterEndedAtMs(consent: ConsentFact, meterId: string, occupanciesOfMeter: readonly OccupancyFact[], nowMs: number): number | null {
   let endedMs: number | null = null
   let occupiedNow = false
   for (const o of occupanciesOfMeter) {
     if (o.meterId !== meterId || o.householdId !== consent.householdId) continue
-    if (o.untilMs !== null && consent.validFromMs < o.untilMs && o.untilMs <= nowMs) {
-      if (endedMs === null || o.untilMs < endedMs) endedMs = o.untilMs
+    // A move-out ends the consents when it was registered, if that was after it (see `consentsEndOf`).
+    const endMs = consentsEndOf(o)
+    if (endMs !== null && consent.validFromMs < endMs && endMs <= nowMs) {
+      if (endedMs === null || endMs < endedMs) endedMs = endMs
     }
-    if (o.fromMs <= nowMs && (o.untilMs === null || nowMs < o.untilMs)) occupiedNow = true
+    if (o.fromMs <= nowMs && (endMs === null || nowMs < endMs)) occupiedNow = true
   }
   if (endedMs !== null) return endedMs
   return occupiedNow ? null : consent.validFromMs

@@ -19,16 +19,16 @@ export async function lockOccupancies(trx: Kysely<Database>): Promise<void> {
 
 export async function insertOccupancy(
   trx: Kysely<Database>,
-  row: { id: string; meterId: string; householdId: string; from: Date; until: Date | null },
+  row: { id: string; meterId: string; householdId: string; from: Date; until: Date | null; consentsEndAt: Date | null },
 ): Promise<void> {
   await trx
     .insertInto('occupancies')
-    .values({ id: row.id, meter_id: row.meterId, household_id: row.householdId, valid_from: row.from, valid_until: row.until })
+    .values({ id: row.id, meter_id: row.meterId, household_id: row.householdId, valid_from: row.from, valid_until: row.until, consents_end_at: row.consentsEndAt })
     .execute()
 }
 
-export async function updateOccupancyUntil(trx: Kysely<Database>, id: string, until: Date | null): Promise<void> {
-  await trx.updateTable('occupancies').set({ valid_until: until }).where('id', '=', id).execute()
+export async function updateOccupancyUntil(trx: Kysely<Database>, id: string, until: Date | null, consentsEndAt: Date | null): Promise<void> {
+  await trx.updateTable('occupancies').set({ valid_until: until, consents_end_at: consentsEndAt }).where('id', '=', id).execute()
 }
 
 export async function findOccupancy(db: Kysely<Database>, id: string): Promise<OccupancyRow | undefined> {

@@ -54,11 +54,25 @@ async function reattribute(trx: Kysely<Database>, meterId: string, from: Date, t
   await rebuildRollups(trx, meterId, from, to, ctx.timezone)
 }
 
+/**
+ * When an end registered at `now` ends the household's consents for the meter (`consents_end_at`):
+ * at the move-out, or at `now` when the move-out lies in the past (registered after the fact: what
+ * the consents released meanwhile stands). Consents already ended by an earlier end stay ended then.
+ * Without a clock (scripts, fixtures): null, at the move-out.
+ */
+function consentsEndAt(until: Date | null, now: Date | undefined, endedBefore: Date | null): Date | null {
+  if (now === undefined) return null
+  if (endedBefore !== null && endedBefore.getTime() <= now.getTime()) return endedBefore
+  if (until === null) return null
+  return until.getTime() < now.getTime() ? now : until
+}
+
 /** Registers a move-in (possibly in the past, possibly already ended). */
 export async function createOccupancy(
   db: Kysely<Database>,
   input: { meterId: string; householdId: string; from: Date; until: Date | null },
   ctx: MeteringContext,
+  now?: Date,
 ): Promise<{ id: string }> {
   const meterId = requireId(input.meterId, 'meterId')
   const householdId = requireId(input.householdId, 'householdId')
@@ -74,7 +88,7 @@ export async function createOccupancy(
     if (!(await repo.meterExists(trx, meterId))) throw new InvalidInputError('meterId: no such meter', 'meterId')
     if (!(await repo.householdExists(trx, householdId))) throw new InvalidInputError('householdId: no such household', 'householdId')
     try {
-      await repo.insertOccupancy(trx, { id, meterId, householdId, from: input.from, until })
+      await repo.insertOccupancy(trx, { id, meterId, householdId, from: input.from, until, consentsEndAt: consentsEndAt(until, now, null) })
     } catch (err) {
       if (pgCode(err) === EXCLUSION_VIOLATION) throw overlap('from', meterId)
       if (pgCode(err) === FOREIGN_KEY_VIOLATION) throw new InvalidInputError('meterId: no such meter or household', 'meterId')
@@ -92,7 +106,7 @@ export async function createOccupancy(
  * new end change owner. A move-out that has happened cannot be cancelled: it ended the household's
  * consents for the meter, for good; a new occupancy from it records that the household stayed.
  */
-export async function moveOut(db: Kysely<Database>, occupancyId: string, until: Date | null, ctx: MeteringContext, now: Date = new Date()): Promise<void> {
+export async function moveOut(db: Kysely<Database>, occupancyId: string, until: Date | null, ctx: MeteringContext, now?: Date): Promise<void> {
   if (until !== null && !isValidDate(until)) throw new InvalidInputError('until: expected an RFC 3339 timestamp', 'until')
   await db.transaction().execute(async (trx) => {
     await repo.lockOccupancies(trx)
@@ -103,7 +117,7 @@ export async function moveOut(db: Kysely<Database>, occupancyId: string, until: 
     }
     const previous = row.valid_until
     if (previous === null ? until === null : until !== null && previous.getTime() === until.getTime()) return
-    if (until === null && previous !== null && previous.getTime() <= now.getTime()) {
+    if (until === null && previous !== null && previous.getTime() <= (now ?? new Date()).getTime()) {
       throw new ConflictError(
         `until: the move-out at ${formatTimestamp(previous)} has happened and ended the household's consents for meter ${row.meter_id}; ` +
           `if the household stayed, register a new occupancy from ${formatTimestamp(previous)}`,
@@ -111,7 +125,7 @@ export async function moveOut(db: Kysely<Database>, occupancyId: string, until: 
       )
     }
     try {
-      await repo.updateOccupancyUntil(trx, occupancyId, until)
+      await repo.updateOccupancyUntil(trx, occupancyId, until, consentsEndAt(until, now, row.consents_end_at ?? previous))
     } catch (err) {
       if (pgCode(err) === EXCLUSION_VIOLATION) throw overlap('until', row.meter_id)
       if (pgCode(err) === CHECK_VIOLATION) throw new InvalidInputError('until: must be after from', 'until')

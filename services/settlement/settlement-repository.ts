@@ -4,6 +4,7 @@ import type { ConsentKind } from '../../shared/db/tables/consents.ts'
 import type { JournalKind } from '../../shared/db/tables/ledger-journals.ts'
 import type { SettlementRunsTable } from '../../shared/db/tables/settlement-runs.ts'
 import type { Granularity } from '../../shared/wire.ts'
+import { OCCUPANCY_FACT_COLUMNS, toOccupancyFact, type OccupancyFactRow } from '../consent/release-facts-repository.ts'
 import type { ConsentFact, OccupancyFact } from '../consent/release-rule.ts'
 import type { RangeCount, ReadingsPiece, RollupRange } from './count-plan.ts'
 import { parseAccount } from './ledger-account.ts'
@@ -124,15 +125,15 @@ export function toConsentFact(r: ConsentRow): ConsentFact {
 
 /** Every occupancy of the meters those consents name, by meter, in order of start. */
 export async function findMonthOccupancies(trx: Db, w: MonthWindow): Promise<Map<string, OccupancyFact[]>> {
-  const { rows } = await sql<{ meter_id: string; household_id: string; from_ms: number; until_ms: number | null }>`
-    SELECT o.meter_id, o.household_id, ${epochMs('o.valid_from')} AS from_ms, ${epochMs('o.valid_until')} AS until_ms FROM occupancies o
+  const { rows } = await sql<OccupancyFactRow>`
+    SELECT ${OCCUPANCY_FACT_COLUMNS} FROM occupancies o
     WHERE o.meter_id IN (SELECT cm.meter_id FROM consent_meters cm JOIN consents c ON c.id = cm.consent_id WHERE ${monthConsentsWhere(w)})
     ORDER BY o.meter_id, o.valid_from`.execute(trx)
   const byMeter = new Map<string, OccupancyFact[]>()
   for (const r of rows) {
     let list = byMeter.get(r.meter_id)
     if (list === undefined) byMeter.set(r.meter_id, (list = []))
-    list.push({ meterId: r.meter_id, householdId: r.household_id, fromMs: r.from_ms, untilMs: r.until_ms })
+    list.push(toOccupancyFact(r))
   }
   return byMeter
 }

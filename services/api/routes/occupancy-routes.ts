@@ -44,7 +44,7 @@ export const occupancyRoutes: RoutePlugin = async (app, { deps }) => {
     response: z.object({ id: z.string() }),
     errors: [409],
     async handler({ body }) {
-      return createOccupancy(db, { meterId: body.meterId, householdId: body.householdId, from: body.from, until: body.until ?? null }, ctx)
+      return createOccupancy(db, { meterId: body.meterId, householdId: body.householdId, from: body.from, until: body.until ?? null }, ctx, app.apiContext.now())
     },
   })
 

@@ -4,6 +4,7 @@ import * as m0002 from './0002-consents.ts'
 import * as m0003 from './0003-settlement.ts'
 import * as m0004 from './0004-sessions.ts'
 import * as m0005 from './0005-mqtt-sessions.ts'
+import * as m0006 from './0006-occupancy-consents-end.ts'
 
 /** Every migration, in order. A static list: adding one means adding a line here. */
 export const migrations: Record<string, Migration> = {
@@ -12,4 +13,5 @@ export const migrations: Record<string, Migration> = {
   '0003-settlement': m0003,
   '0004-sessions': m0004,
   '0005-mqtt-sessions': m0005,
+  '0006-occupancy-consents-end': m0006,
 }

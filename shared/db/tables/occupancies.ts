@@ -11,6 +11,12 @@ export interface OccupanciesTable {
   household_id: string
   valid_from: Date
   valid_until: Date | null
+  /**
+   * When the occupancy's end ends the household's consents for the meter: the move-out, or when it
+   * was registered if that was later (a move-out entered after the fact), and never later than a
+   * moment at which they had already ended. Null: at valid_until.
+   */
+  consents_end_at: ColumnType<Date | null, Date | null | undefined, Date | null>
   period: ColumnType<string, never, never>
   created_at: ColumnType<Date, Date | undefined, never>
 }

@@ -240,6 +240,20 @@ describe('the release rule', () => {
     expect(meterEndedAtMs({ ...BASE, dataUntilMs: null }, 'm1', OCC, T('2026-05-01T00:00:00Z'))).toBe(T('2026-04-01T00:00:00Z'))
     expect(meterEndedAtMs(BASE, 'm1', OCC, T(NOW))).toBeNull()
   })
+
+  it('dates a move-out registered after the fact at its registration, for consents granted before it', () => {
+    // Moved out on 1 April, registered on 20 May.
+    const late: OccupancyFact[] = [{ ...OCC[0]!, consentsEndMs: T('2026-05-20T00:00:00Z') }, OCC[1]!]
+    // Before the registration the consent still covered the meter, as the records then stood.
+    expect(meterEndedAtMs(BASE, 'm1', late, T('2026-05-01T00:00:00Z'))).toBeNull()
+    expect(meterEndedAtMs(BASE, 'm1', late, T('2026-06-01T00:00:00Z'))).toBe(T('2026-05-20T00:00:00Z'))
+    // A consent granted after the registration never covered it.
+    const grantedLater = { ...BASE, validFromMs: T('2026-05-25T00:00:00Z') }
+    expect(meterEndedAtMs(grantedLater, 'm1', late, T('2026-06-01T00:00:00Z'))).toBe(grantedLater.validFromMs)
+    // The data stays the owner's to the move-out: from 1 April it is h2's, whatever the consent.
+    expect(releasedTo('r1', { meterId: 'm1', granularity: 'load_curve', atMs: T('2026-04-02T00:00:00Z') }, [{ ...BASE, dataUntilMs: null }], late, T('2026-05-01T00:00:00Z'))).toBe(null)
+    expect(releasedTo('r1', { meterId: 'm1', granularity: 'load_curve', atMs: T('2026-03-02T00:00:00Z') }, [BASE], late, T('2026-05-01T00:00:00Z'))).toBe('h1')
+  })
 })
 
 describe('release windows', () => {

@@ -152,6 +152,27 @@ describeDatabases('occupancy service', (t) => {
     expect((await getOccupancy(t.db, open)).until).toBeNull()
   })
 
+  it("records when an end ends the household's consents: at a move-out registered in time, at the registration of a late one, never later once they ended", async () => {
+    const h = await seedHousehold(t.db)
+    const consentsEnd = async (id: string) => (await t.db.selectFrom('occupancies').select('consents_end_at').where('id', '=', id).executeTakeFirstOrThrow()).consents_end_at
+    const occ = await seedOccupancy(t.db, { meterId: await seedMeter(t.db), householdId: h, from: '2026-09-01T00:00:00Z' })
+    // Announced on 1 October for the 10th.
+    await moveOut(t.db, occ, new Date('2026-10-10T00:00:00Z'), ctx, new Date('2026-10-01T00:00:00Z'))
+    expect(await consentsEnd(occ)).toEqual(new Date('2026-10-10T00:00:00Z'))
+    // Moved later on 1 November, when the consents had ended on the 10th: they stay ended then.
+    await moveOut(t.db, occ, new Date('2026-10-20T00:00:00Z'), ctx, new Date('2026-11-01T00:00:00Z'))
+    expect(await consentsEnd(occ)).toEqual(new Date('2026-10-10T00:00:00Z'))
+    // Registered on 5 November for 28 October: the consents end on the 5th.
+    const late = await seedOccupancy(t.db, { meterId: await seedMeter(t.db), householdId: h, from: '2026-09-01T00:00:00Z' })
+    await moveOut(t.db, late, new Date('2026-10-28T00:00:00Z'), ctx, new Date('2026-11-05T00:00:00Z'))
+    expect(await consentsEnd(late)).toEqual(new Date('2026-11-05T00:00:00Z'))
+    // A whole stay registered afterwards, and one with no end yet.
+    const past = await createOccupancy(t.db, { meterId: await seedMeter(t.db), householdId: h, from: new Date('2026-09-01T00:00:00Z'), until: new Date('2026-10-01T00:00:00Z') }, ctx, new Date('2026-11-05T00:00:00Z'))
+    expect(await consentsEnd(past.id)).toEqual(new Date('2026-11-05T00:00:00Z'))
+    const open = await createOccupancy(t.db, { meterId: await seedMeter(t.db), householdId: h, from: new Date('2026-09-01T00:00:00Z'), until: null }, ctx, new Date('2026-11-05T00:00:00Z'))
+    expect(await consentsEnd(open.id)).toBeNull()
+  })
+
   it('leaves the readings of other meters alone', async () => {
     const meter = await seedMeter(t.db)
     const other = await seedMeter(t.db)

@@ -35,6 +35,7 @@ export const SCHEMA: SchemaMap = {
     household_id: 'not null',
     valid_from: 'not null',
     valid_until: 'null',
+    consents_end_at: 'null',
     period: 'not null',
     created_at: 'not null',
   },

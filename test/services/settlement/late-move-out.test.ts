@@ -1,0 +1,37 @@
+import { expect, it } from 'vitest'
+import { moveOut } from '../../../services/metering/occupancy-service.ts'
+import { settleMonth } from '../../../services/settlement/settlement-service.ts'
+import { recipientInvoice } from '../../../services/settlement/statement-service.ts'
+import { describeDatabases } from '../../support/database.ts'
+import { TZ, consent, ctxAt, household, hourly, ingest, meter, occupy, offer, paris, party, unbalancedJournals } from './settlement-fixtures.ts'
+
+/**
+ * A move-out registered after the fact ends the household's consents for the meter when it is
+ * registered: what they released meanwhile, of data the household owned, stays charged. Only the
+ * data that changes owner is credited back.
+ */
+
+const PRICE = 1_000n
+
+describeDatabases('late move-out', (t) => {
+  it('keeps charging the data a consent granted before the registration released, and credits back only what changed owner', async () => {
+    const operator = await party(t.db, 'utility', 'Grid')
+    const recipient = await party(t.db, 'third_party', 'Advice App')
+    const h = await household(t.db, 'Alice')
+    const m = await meter(t.db, operator)
+    const occupancy = await occupy(t.db, m, h, paris('2026-09-01'))
+    const offerId = await offer(t.db, { recipientId: recipient, granularity: 'load_curve', priceMicrosPerDatum: PRICE, householdBps: 5_000, operatorBps: 5_000, platformBps: 0 })
+    await ingest(t.db, t.dialect, m, 'electricity', hourly(paris('2026-10-01'), paris('2026-11-01')))
+    // Granted on 2 November over October's history, while the records said the household still lived there.
+    await consent(t.db, { householdId: h, recipientId: recipient, offerId, granularity: 'load_curve', meterIds: [m], validFrom: paris('2026-11-02'), dataFrom: paris('2026-10-01') })
+    await settleMonth(t.db, '2026-10', ctxAt(paris('2026-11-03')))
+    expect((await recipientInvoice(t.db, recipient, '2026-10')).lines.map((l) => l.data)).toEqual([745n])
+
+    // On 10 November the operator learns that the household left on 10 October.
+    await moveOut(t.db, occupancy, paris('2026-10-10'), { timezone: TZ }, paris('2026-11-10'))
+    await settleMonth(t.db, '2026-10', ctxAt(paris('2026-11-11')))
+    // 1–9 October (216 hours) were the household's and were released: still charged. The rest is nobody's.
+    expect((await recipientInvoice(t.db, recipient, '2026-11')).adjustmentsMicros).toBe(-(745n - 216n) * PRICE)
+    expect(await unbalancedJournals(t.db)).toEqual([])
+  })
+})
