@@ -23,6 +23,10 @@ const BASE_DELAY_MS = 100
 interface Failures {
   count: number
   firstAtMs: number
+  /** Attempts of this user name from this address not answered yet (its key only). */
+  pending: number
+  /** When the latest attempt delayed on this key is answered (epoch ms; its key only). */
+  nextAtMs: number
 }
 
 export class AuthThrottle {
@@ -33,36 +37,72 @@ export class AuthThrottle {
     private readonly now: () => number = Date.now,
   ) {}
 
-  /** How long to wait before answering this user name from this address, in ms. */
-  delayMs(address: string, username: string | undefined): number {
+  /**
+   * An attempt begins: how long to wait before answering it, in ms. Every attempt of this user
+   * name from this address not answered yet counts as a failure until it is answered, and delayed
+   * attempts are answered one after another: many connects sent at once for one meter meet the
+   * limit as they would sent one by one. (Not so for the address as a whole: a fleet behind one
+   * address reconnecting at once is no guess.) Call `recordFailure` or `recordSuccess` once answered.
+   */
+  begin(address: string, username: string | undefined): number {
+    const nowMs = this.now()
+    const [[userKey, userFree], [addressKey, addressFree]] = this.keysOf(address, username)
     let delay = 0
-    for (const [key, free] of this.keysOf(address, username)) {
-      const f = this.current(key)
-      if (f === undefined || f.count < free) continue
-      delay = Math.max(delay, Math.min(this.limits.authDelayMsMax, BASE_DELAY_MS * 2 ** Math.min(f.count - free, 20)))
+    const byAddress = this.current(addressKey)
+    if (byAddress !== undefined && byAddress.count >= addressFree) delay = this.delayFor(byAddress.count - addressFree)
+    const user = this.current(userKey) ?? this.track(userKey, 0)
+    const before = user.count + user.pending
+    user.pending++
+    if (before >= userFree) {
+      const at = Math.max(nowMs, user.nextAtMs) + this.delayFor(before - userFree)
+      user.nextAtMs = at
+      delay = Math.max(delay, at - nowMs)
     }
     return delay
   }
 
   recordFailure(address: string, username: string | undefined): void {
-    for (const [key] of this.keysOf(address, username)) {
-      const f = this.current(key)
-      if (f !== undefined) {
-        f.count++
-        continue
-      }
-      if (this.failures.size >= this.limits.authKeysTrackedMax) this.evictExpired()
-      if (this.failures.size >= this.limits.authKeysTrackedMax) {
-        // Still full: forget the oldest entry (Map keeps insertion order).
-        this.failures.delete(this.failures.keys().next().value!)
-      }
-      this.failures.set(key, { count: 1, firstAtMs: this.now() })
-    }
+    const [[userKey], [addressKey]] = this.keysOf(address, username)
+    const user = this.current(userKey) ?? this.track(userKey, 0)
+    user.pending = Math.max(0, user.pending - 1)
+    user.count++
+    const byAddress = this.current(addressKey)
+    if (byAddress !== undefined) byAddress.count++
+    else this.track(addressKey, 1)
   }
 
   /** A success forgets this user name's failures from this address, not the address's. */
   recordSuccess(address: string, username: string | undefined): void {
-    this.failures.delete(this.keysOf(address, username)[0]![0])
+    const userKey = this.keysOf(address, username)[0][0]
+    const user = this.current(userKey)
+    if (user !== undefined && user.pending > 1) {
+      // Other attempts of it are still waiting: they stay counted until answered.
+      user.pending--
+      user.count = 0
+      return
+    }
+    this.failures.delete(userKey)
+  }
+
+  /** An attempt answered without a verdict on its secret (the server busy or unavailable, its client id refused). */
+  recordNoVerdict(address: string, username: string | undefined): void {
+    const user = this.current(this.keysOf(address, username)[0][0])
+    if (user !== undefined) user.pending = Math.max(0, user.pending - 1)
+  }
+
+  private delayFor(beyondFree: number): number {
+    return Math.min(this.limits.authDelayMsMax, BASE_DELAY_MS * 2 ** Math.min(beyondFree, 20))
+  }
+
+  private track(key: string, count: number): Failures {
+    if (this.failures.size >= this.limits.authKeysTrackedMax) this.evictExpired()
+    if (this.failures.size >= this.limits.authKeysTrackedMax) {
+      // Still full: forget the oldest entry (Map keeps insertion order).
+      this.failures.delete(this.failures.keys().next().value!)
+    }
+    const f: Failures = { count, firstAtMs: this.now(), pending: 0, nextAtMs: 0 }
+    this.failures.set(key, f)
+    return f
   }
 
   /** Keys currently remembered. */
@@ -70,7 +110,7 @@ export class AuthThrottle {
     return this.failures.size
   }
 
-  private keysOf(address: string, username: string | undefined): [key: string, free: number][] {
+  private keysOf(address: string, username: string | undefined): [user: [key: string, free: number], address: [key: string, free: number]] {
     return [
       [`user:${username ?? ''} address:${address}`, this.limits.authFailuresPerUsernameFree],
       [`address:${address}`, this.limits.authFailuresPerAddressFree],

@@ -190,53 +190,54 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
 
   aedes.authenticate = (client, username, password, done) => {
     const address = addresses.get(client.conn as Duplex) ?? 'unknown'
-    const delay = throttle.delayMs(address, username)
+    const refuse = (message: string, code: number): void => done(authError(message, code) as never, null)
+    // MQTT's strings never hold U+0000 [MQTT-1.5.3-2]; PostgreSQL's text cannot either.
+    if (client.id.includes('\u0000')) return refuse('identifier rejected', CONNACK_IDENTIFIER_REJECTED)
+    if (username?.includes('\u0000') === true) return refuse('bad user name or password', CONNACK_BAD_CREDENTIALS)
+    const delay = throttle.begin(address, username)
     const answer = async (): Promise<void> => {
       if (aedes.connectedClients >= config.mqtt.connectionsMax) {
+        throttle.recordNoVerdict(address, username)
         log.warn({ connectionsMax: config.mqtt.connectionsMax }, 'connection refused: connection limit reached')
-        return done(authError('connection limit reached', CONNACK_SERVER_UNAVAILABLE) as never, null)
+        return refuse('connection limit reached', CONNACK_SERVER_UNAVAILABLE)
       }
-      let principal: Principal | null
-      try {
-        principal = await authenticateMqtt(db.db, { clientId: client.id, username, password })
-      } catch (err) {
-        log.error({ err }, 'authentication lookup failed')
-        return done(authError('server unavailable', CONNACK_SERVER_UNAVAILABLE) as never, null)
-      }
+      const principal = await authenticateMqtt(db.db, { clientId: client.id, username, password })
       if (principal === null) {
         throttle.recordFailure(address, username)
         metrics.mqttAuthFailures.inc()
         log.info({ clientId: client.id, username, address }, 'mqtt authentication failed')
-        return done(authError('bad user name or password', CONNACK_BAD_CREDENTIALS) as never, null)
+        return refuse('bad user name or password', CONNACK_BAD_CREDENTIALS)
       }
       if (principal.role !== 'meter') {
         // A recipient or household may not take a meter's client id, nor another principal's live session.
         const squatting = (await findMeter(db.db, client.id)) !== undefined
         const current = (aedes as unknown as { clients: Record<string, Client> }).clients[client.id]
         const other = current !== undefined ? principals.get(current) : undefined
-        if (squatting || (other !== undefined && principalKey(other) !== principalKey(principal))) {
-          log.info({ clientId: client.id, username }, 'mqtt client id refused: taken by another principal')
-          return done(authError('identifier rejected', CONNACK_IDENTIFIER_REJECTED) as never, null)
-        }
         // Nor one under which another principal's persistent session waits, offline.
-        let claimed: boolean
-        try {
-          claimed = await claimMqttSession(db.db, client.id, principalKey(principal), !client.clean, new Date(clock()))
-        } catch (err) {
-          log.error({ err }, 'mqtt session lookup failed')
-          return done(authError('server unavailable', CONNACK_SERVER_UNAVAILABLE) as never, null)
-        }
-        if (!claimed) {
-          log.info({ clientId: client.id, username }, "mqtt client id refused: another principal's persistent session")
-          return done(authError('identifier rejected', CONNACK_IDENTIFIER_REJECTED) as never, null)
+        const refused =
+          squatting ||
+          (other !== undefined && principalKey(other) !== principalKey(principal)) ||
+          !(await claimMqttSession(db.db, client.id, principalKey(principal), !client.clean, new Date(clock())))
+        if (refused) {
+          throttle.recordNoVerdict(address, username)
+          log.info({ clientId: client.id, username }, 'mqtt client id refused: taken by another principal or its persistent session')
+          return refuse('identifier rejected', CONNACK_IDENTIFIER_REJECTED)
         }
       }
       throttle.recordSuccess(address, username)
       principals.set(client, principal)
       done(null, true)
     }
-    if (delay > 0) setTimeout(() => void answer(), delay)
-    else void answer()
+    // Whatever fails in a lookup answers this connect, never the process.
+    const answered = (): void => {
+      answer().catch((err: unknown) => {
+        throttle.recordNoVerdict(address, username)
+        log.error({ err, clientId: client.id }, 'authentication lookup failed')
+        refuse('server unavailable', CONNACK_SERVER_UNAVAILABLE)
+      })
+    }
+    if (delay > 0) setTimeout(answered, delay)
+    else answered()
   }
 
   aedes.authorizePublish = (client, packet, callback) => {

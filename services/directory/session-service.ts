@@ -110,14 +110,16 @@ export async function signIn(
   throttle: SignInThrottle,
 ): Promise<OpenedSession> {
   const keys = throttle.keysOf(input.email, input.address)
-  const wait = throttle.retryAfterMs(keys, now.getTime())
+  const at = now.getTime()
+  const wait = throttle.retryAfterMs(keys, at)
   if (wait > 0) throw new TooManyRequestsError('too many failed sign-ins: try again later', wait)
+  // Counted as a failure before the password is checked, in the same turn as the check above: many
+  // attempts sent at once then meet the limit as one after another would, not all pass it together.
+  throttle.recordFailure(keys, at)
   const found = await authenticatePassword(db, input.email.trim(), input.password)
-  if (found === null) {
-    throttle.recordFailure(keys, now.getTime())
-    throw new UnauthenticatedError('email or password: no household with this email and password')
-  }
-  // The right password from this address clears what this address got wrong for this email.
+  if (found === null) throw new UnauthenticatedError('email or password: no household with this email and password')
+  // It was not one; and the right password from this address clears what this address got wrong for this email.
+  throttle.withdrawFailure(keys, at)
   throttle.forget(keys[0]!)
   return openSession(db, found.householdId, now, limits)
 }

@@ -61,6 +61,17 @@ export class SignInThrottle {
     }
   }
 
+  /** Takes back a failure recorded at `atMs` (an attempt counted before its outcome was known). */
+  withdrawFailure(keys: readonly ThrottleKey[], atMs: number): void {
+    for (const { key } of keys) {
+      const times = this.failures.get(key)
+      if (times === undefined) continue
+      const i = times.lastIndexOf(atMs)
+      if (i >= 0) times.splice(i, 1)
+      if (times.length === 0) this.failures.delete(key)
+    }
+  }
+
   forget(key: ThrottleKey): void {
     this.failures.delete(key.key)
   }

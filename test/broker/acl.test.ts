@@ -110,6 +110,28 @@ describe('who may connect, publish and subscribe', () => {
     clients.push(await connectClient(tb.url, { clientId, username: rival.id, password: rival.apiKey, clean: true }))
   })
 
+  it('refuses a client id or user name holding U+0000, and goes on serving', async () => {
+    // MQTT strings never hold it [MQTT-1.5.3-2]; a lookup of it in PostgreSQL would throw.
+    await expect(connectClient(tb.url, { clientId: 'x\u0000y', username: recipient.id, password: recipient.apiKey })).rejects.toMatchObject({ code: 2 })
+    await expect(connectClient(tb.url, { clientId: 'app-nul', username: `${recipient.id}\u0000`, password: recipient.apiKey })).rejects.toMatchObject({ code: 4 })
+    clients.push(await connectClient(tb.url, { clientId: 'app-after-nul', username: recipient.id, password: recipient.apiKey }))
+  })
+
+  it('answers guesses at one meter sent all at once one after another, the right secret among them too', async () => {
+    const started = Date.now()
+    const guesses = Array.from({ length: 7 }, (_, i) =>
+      connectMeter(tb.url, { id: meter.id, secret: i === 6 ? meter.secret : `guess-${i}` }).then(
+        (c) => (clients.push(c), Date.now() - started),
+        () => Date.now() - started,
+      ),
+    )
+    const answeredAfterMs = (await Promise.all(guesses)).sort((a, b) => a - b)
+    // 3 free, then 100, +200, +400 and +800 ms after the one before, in whatever order they came.
+    expect(answeredAfterMs.filter((ms) => ms < 100).length).toBeLessThanOrEqual(3)
+    expect(answeredAfterMs[6]).toBeGreaterThanOrEqual(1_500)
+    expect(clients).toHaveLength(1)
+  })
+
   it('refuses anonymous connections', async () => {
     await expect(connectClient(tb.url, { clientId: 'anonymous' })).rejects.toMatchObject({ code: 4 })
   })

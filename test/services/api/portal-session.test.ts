@@ -147,6 +147,20 @@ describeDatabases('portal sign-in and sessions', (t) => {
     expect((await signIn()).statusCode).toBe(201)
   })
 
+  it('holds guesses sent all at once to the limit, as one after another: the right password among them is refused too', async () => {
+    const guesses = Array.from({ length: 4 * FAILURES_MAX }, (_, i) => (i === 3 * FAILURES_MAX ? PASSWORD : `wrong password ${i}`))
+    const answers = await Promise.all(guesses.map((password) => signIn(password)))
+    const codes = answers.map((r) => r.statusCode)
+    expect(codes.filter((c) => c === 401)).toHaveLength(FAILURES_MAX)
+    expect(codes.filter((c) => c === 429)).toHaveLength(3 * FAILURES_MAX)
+    expect(await t.db.selectFrom('sessions').selectAll().execute()).toEqual([])
+    // A right password alone, in time, counts as no failure.
+    clock = new Date(clock.getTime() + WINDOW_MS + 1)
+    expect((await signIn()).statusCode).toBe(201)
+    expect((await signIn('wrong password')).statusCode).toBe(401)
+    for (let i = 0; i < FAILURES_MAX - 1; i++) expect((await signIn()).statusCode).toBe(201)
+  })
+
   it('does not let wrong passwords from one address lock the household out from its own, until guesses come from many', async () => {
     const from = (remoteAddress: string, password: string) => api.inject({ method: 'POST', url: '/portal/session', remoteAddress, payload: { email, password } })
     for (let i = 0; i < FAILURES_MAX; i++) expect((await from('203.0.113.1', 'wrong password')).statusCode).toBe(401)
