@@ -1,6 +1,7 @@
 import { z } from 'zod'
 import { parseRfc3339 } from '../../shared/calendar.ts'
 import { InvalidInputError } from '../../shared/errors.ts'
+import { hasUnstorableText } from '../../shared/text.ts'
 
 /**
  * Input validation at the HTTP boundary: one zod schema per part of a request, parsed
@@ -64,8 +65,27 @@ export function fieldName(path: readonly PropertyKey[], location: InputLocation)
   return name
 }
 
+/** The path of the first key or string value in `value` that PostgreSQL cannot store (see shared/text.ts). */
+function unstorableAt(value: unknown, path: PropertyKey[] = []): PropertyKey[] | null {
+  if (typeof value === 'string') return hasUnstorableText(value) ? path : null
+  if (typeof value !== 'object' || value === null) return null
+  for (const [key, item] of Object.entries(value)) {
+    const at = Array.isArray(value) ? [...path, Number(key)] : [...path, key]
+    if (!Array.isArray(value) && hasUnstorableText(key)) return at
+    const found = unstorableAt(item, at)
+    if (found !== null) return found
+  }
+  return null
+}
+
 /** Parses one part of a request or throws InvalidInputError naming the first bad field. */
 export function parseInput<S extends z.ZodType>(schema: S, value: unknown, location: InputLocation): z.output<S> {
+  // No field of ours holds U+0000 or half a UTF-16 pair; either would fail the statement storing or looking it up.
+  const unstorable = unstorableAt(value)
+  if (unstorable !== null) {
+    const field = fieldName(unstorable, location)
+    throw new InvalidInputError(`${field}: must not contain U+0000 or a lone UTF-16 surrogate`, field)
+  }
   const result = schema.safeParse(value, { error: issueMessage })
   if (result.success) return result.data
   // An unknown key first: a misspelt field (`untill`) is named as what it is, not by the required one it misses.

@@ -4,6 +4,7 @@ import { assert } from '../../shared/errors.ts'
 import type { Database } from '../../shared/db/schema.ts'
 import type { RegisterValues } from '../../shared/wire.ts'
 import type { QuarantineItem } from './ingest-validation.ts'
+import { storableText } from '../../shared/text.ts'
 
 /**
  * SQL of the ingest transaction. Rows travel as one JSON document per parameter, which works
@@ -290,7 +291,8 @@ function writeStatement(readings: NewReading[], rollups: RollupDelta[], quaranti
       t: q.tsMs === null ? null : new Date(q.tsMs).toISOString(),
       p: q.payload.toString('base64'),
       n: q.payloadBytes,
-      d: q.detail,
+      // The detail quotes what the meter sent (an unknown register's name, a field's).
+      d: storableText(q.detail),
     })),
   )
   return sql<CreatedRow>`

@@ -162,6 +162,10 @@ describeDatabases('ingest over MQTT', (t) => {
     ['invalid_schema', '{"readings":[]}'],
     ['unknown_obis', '{"ts":"2026-10-01T00:30:00Z","values":{"9-9:9.9.9":1}}'],
     ['unknown_obis', '{"ts":"2026-10-01T00:30:00Z","values":{"7-0:3.0.0":1}}'],
+    // Names PostgreSQL's text cannot hold, echoed in the detail: a U+0000, a lone surrogate.
+    ['unknown_obis', '{"ts":"2026-10-01T00:30:00Z","values":{"1-0:1.8.0\\u0000":1}}'],
+    ['unknown_obis', '{"ts":"2026-10-01T00:30:00Z","values":{"1-0:1.8.0\\ud800":1}}'],
+    ['invalid_schema', '{"ts":"2026-10-01T00:30:00Z","values":{"1-0:1.8.0":1},"x\\u0000\\udfff":1}'],
   ])('acknowledges bad data, quarantines it as %s and reports it on the status topic', async (reason, payload) => {
     client = await connectMeter(tb.url, meter)
     const status = await subscribeCollect(client, meterStatusTopic(meter.id))

@@ -22,6 +22,7 @@ import {
 import { defineRoute } from '../route.ts'
 import { timeOutput } from '../validation.ts'
 import type { RoutePlugin } from './route-plugin.ts'
+import { hasUnstorableText } from '../../../shared/text.ts'
 
 /**
  * The household portal: sign-in and sign-out (`/portal/session`), the pages (`/`,
@@ -70,7 +71,7 @@ function clearedSessionCookie(request: FastifyRequest): string {
 
 function queryParam(request: FastifyRequest, name: string): string | undefined {
   const value = (request.query as Record<string, unknown> | undefined)?.[name]
-  return typeof value === 'string' && value.length <= PAGE_PARAM_LENGTH_MAX ? value : undefined
+  return typeof value === 'string' && value.length <= PAGE_PARAM_LENGTH_MAX && !hasUnstorableText(value) ? value : undefined
 }
 
 function isForm(request: FastifyRequest): boolean {

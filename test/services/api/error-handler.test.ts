@@ -49,6 +49,23 @@ describeDatabases('the error envelope', (t) => {
     expect(errorOf(whole)).toEqual({ code: 'INVALID_INPUT', message: 'recipientId: no such party' })
   })
 
+  it('answers 400 naming the field for U+0000 or a lone surrogate anywhere in a request, which no field may hold', async () => {
+    const json = { ...OPERATOR, 'content-type': 'application/json' }
+    const cases: [string, string, string | undefined, string][] = [
+      ['POST', '/admin/parties', '{"kind":"utility","name":"a\\u0000b"}', 'name'],
+      ['POST', '/admin/parties', '{"kind":"utility","name":"a\\ud800b"}', 'name'],
+      ['POST', '/portal/session', '{"email":"a\\u0000b@x.test","password":"x"}', 'email'],
+      ['GET', '/admin/quarantine?meterId=m%00A', undefined, 'meterId'],
+      ['PATCH', '/admin/occupancies/occ_%00x', '{"until":null}', 'id'],
+    ]
+    for (const [method, url, payload, field] of cases) {
+      const res = await api.inject({ method: method as 'GET', url, headers: payload === undefined ? OPERATOR : json, payload })
+      expect(res.statusCode, url).toBe(400)
+      expect(errorOf(res), url).toEqual({ code: 'INVALID_INPUT', message: `${field}: must not contain U+0000 or a lone UTF-16 surrogate` })
+    }
+    expect(await t.db.selectFrom('parties').select('id').execute()).toEqual([])
+  })
+
   it('answers an empty JSON body with 400', async () => {
     const res = await api.inject({ method: 'POST', url: '/admin/parties', headers: { ...OPERATOR, 'content-type': 'application/json' }, payload: '' })
     expect(res.statusCode).toBe(400)
