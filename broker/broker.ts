@@ -264,7 +264,9 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
     const allowed = principal !== undefined && maySubscribe(principal, sub)
     if (!allowed) log.info({ clientId: client.id, role: principal?.role, topic: sub.topic }, 'subscription refused')
     else interest?.subscribed(client, sub.topic)
-    callback(null, allowed ? { ...sub, qos: Math.min(sub.qos, 1) as Subscription['qos'] } : null)
+    // Granted as asked: SUBACK answers with the QoS requested whatever is returned here, and what the
+    // broker publishes is QoS 1 at most, so a QoS 2 subscription receives QoS 1 [MQTT-3.8.4-6].
+    callback(null, allowed ? sub : null)
   }
 
   function maySubscribe(principal: Principal, sub: Subscription): boolean {

@@ -76,6 +76,22 @@ describeDatabases('egress after commit', (t) => {
     expect(live.messages[0]!.payload).toMatchObject({ meterId: meter.id, granularity: 'load_curve' })
   })
 
+  it('grants a QoS 2 subscription as asked and delivers at QoS 1, the QoS the broker publishes at', async () => {
+    const phone = await connectClient(tb.url, { clientId: 'phone-qos2', username: household.id, password: household.apiKey })
+    clients.push(phone)
+    const deliveredQos: number[] = []
+    phone.on('message', (_topic, _payload, packet) => deliveredQos.push(packet.qos))
+    const granted = await new Promise<number>((resolve, reject) =>
+      phone.subscribe(`readings/${meter.id}`, { qos: 2 }, (err, grants) => (err ? reject(err) : resolve(grants![0]!.qos))),
+    )
+    expect(granted).toBe(2)
+    const m = await connectMeter(tb.url, meter)
+    clients.push(m)
+    await publishAcked(m, meterReadingsTopic(meter.id), JSON.stringify({ ts: iso(DAY_START + HALF_HOUR), values: { '1-0:1.8.0': 5 } }))
+    await waitFor(() => deliveredQos.length === 1, 5_000, 'the live datum')
+    expect(deliveredQos).toEqual([1])
+  })
+
   it('publishes nothing for datums owned by nobody', async () => {
     const recipient = await connectClient(tb.url, { clientId: 'recipient-2', username: utility.id, password: utility.apiKey })
     clients.push(recipient)
