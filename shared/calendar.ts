@@ -170,8 +170,11 @@ export function parseRfc3339Ms(s: string): number | null {
     if (oh > 23 || om > 59) return null
     offsetMin = (m[9] === '-' ? -1 : 1) * (oh * 60 + om)
   }
-  // A leap second (:60) is read as the next second, as Date.parse does.
-  return Date.UTC(y, mo - 1, d, h, mi, sec, frac) - offsetMin * 60_000
+  const minuteMs = Date.UTC(y, mo - 1, d, h, mi) - offsetMin * 60_000
+  // Second 60 exists only as a leap second, at 23:59 UTC (RFC 3339 §5.7); it is read as the next
+  // second, as Date.parse does. Anywhere else it names a time that never was.
+  if (sec === 60 && (((minuteMs % 86_400_000) + 86_400_000) % 86_400_000) !== 86_340_000) return null
+  return minuteMs + sec * 1_000 + frac
 }
 
 /** RFC 3339 in UTC, milliseconds only when present: `2026-10-01T00:30:00Z`. Live and pulled data use it alike. */

@@ -49,6 +49,10 @@ describe('calendar', () => {
     for (const bad of ['2026-10-01T00:30:00', '2026-10-01', 'yesterday', '2026-13-01T00:00:00Z', '2026-10-01T25:00:00Z', '2026-02-30T00:00:00Z']) {
       expect(parseRfc3339(bad)).toBeNull()
     }
+    // Second 60 only as a leap second, at 23:59 UTC (in any offset), read as the next second; elsewhere it never was.
+    expect(parseRfc3339('2016-12-31T23:59:60Z')?.toISOString()).toBe('2017-01-01T00:00:00.000Z')
+    expect(parseRfc3339('2017-01-01T00:59:60+01:00')?.toISOString()).toBe('2017-01-01T00:00:00.000Z')
+    for (const bad of ['2026-11-16T09:00:60Z', '2016-12-31T23:59:60+01:00', '2026-10-01T00:00:61Z']) expect(parseRfc3339(bad), bad).toBeNull()
     expect(formatTimestamp(Date.parse('2026-10-01T00:30:00Z'))).toBe('2026-10-01T00:30:00Z')
     expect(formatTimestamp(Date.parse('2026-10-01T00:30:00.5Z'))).toBe('2026-10-01T00:30:00.500Z')
   })
