@@ -1,4 +1,4 @@
-import { startOfDayMs } from '../../shared/calendar.ts'
+import { addDays, addMonths, startOfDayMs } from '../../shared/calendar.ts'
 import { GRANULARITY_RANK, type Granularity } from '../../shared/wire.ts'
 
 /**
@@ -16,8 +16,9 @@ import { GRANULARITY_RANK, type Granularity } from '../../shared/wire.ts'
  *
  * A daily datum belongs to one (meter, household, local day) and stands for the start of its
  * day; a monthly datum likewise for the start of its month. Its owner is the household it
- * was attributed to (the group's household), so condition 1 holds by construction; only its
- * start instant is tested against the data window.
+ * was attributed to (the group's household), so condition 1 holds by construction. It is in
+ * the data window when its whole day or month is: an aggregate of readings outside the window
+ * would let them out.
  */
 
 export interface OccupancyFact {
@@ -62,6 +63,8 @@ export interface RuleDatum {
   atMs: number
   /** The household it was attributed to; for load-curve data it must also be the occupant at atMs. */
   householdId?: string | undefined
+  /** A daily or monthly datum: the end of its local day or month (`datumEndMs`). */
+  endMs?: number | undefined
 }
 
 /** A datum as a caller names it: a load-curve timestamp (epoch ms), a local day or a month. */
@@ -86,6 +89,18 @@ export function datumInstantMs(datum: DatumRef, timeZone: string): number | null
   }
 }
 
+/** The end of a daily or monthly datum's local day or month; null for a load-curve datum or an incomplete reference. */
+export function datumEndMs(datum: DatumRef, timeZone: string): number | null {
+  switch (datum.granularity) {
+    case 'load_curve':
+      return null
+    case 'daily':
+      return datum.day === undefined ? null : startOfDayMs(addDays(datum.day, 1), timeZone)
+    case 'monthly':
+      return datum.month === undefined ? null : startOfDayMs(addMonths(datum.month, 1) + '-01', timeZone)
+  }
+}
+
 /** Finer covers coarser. */
 export function granularityCovers(consented: Granularity, datum: Granularity): boolean {
   return GRANULARITY_RANK[consented] <= GRANULARITY_RANK[datum]
@@ -107,8 +122,9 @@ export function consentActiveAt(consent: ConsentFact, nowMs: number): boolean {
   )
 }
 
-export function inDataWindow(consent: ConsentFact, atMs: number): boolean {
-  return consent.dataFromMs <= atMs && (consent.dataUntilMs === null || atMs < consent.dataUntilMs)
+/** Whether a datum at `atMs` (a day or month from `atMs` to `endMs`) lies in the consent's data window. */
+export function inDataWindow(consent: ConsentFact, atMs: number, endMs?: number): boolean {
+  return consent.dataFromMs <= atMs && (consent.dataUntilMs === null || (endMs ?? atMs + 1) <= consent.dataUntilMs)
 }
 
 /**
@@ -159,7 +175,7 @@ export function consentReleases(
     consent.householdId === owner &&
     consentActiveAt(consent, nowMs) &&
     granularityCovers(consent.granularity, datum.granularity) &&
-    inDataWindow(consent, datum.atMs) &&
+    inDataWindow(consent, datum.atMs, datum.endMs) &&
     meterCovered(consent, datum.meterId, occupanciesOfMeter, nowMs)
   )
 }

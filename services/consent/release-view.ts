@@ -180,15 +180,26 @@ export class ReleaseView {
         this.dayStarts.set(day, atMs)
       }
     }
+    if (datum.granularity === 'load_curve') return { meterId: datum.meterId, granularity: datum.granularity, atMs, householdId: datum.householdId }
+    const endMs = this.periodEndMs(datum)
     // A daily or monthly datum published by another broker arrives without its owner. Taken from the
     // occupant at the period's start it would be wrong on a moving day: such a datum is withheld.
-    if (datum.householdId === undefined && datum.granularity !== 'load_curve' && !this.oneOccupantThroughout(datum, atMs)) return null
-    return { meterId: datum.meterId, granularity: datum.granularity, atMs, householdId: datum.householdId }
+    if (datum.householdId === undefined && !this.oneOccupantThroughout(datum, atMs, endMs)) return null
+    return { meterId: datum.meterId, granularity: datum.granularity, atMs, householdId: datum.householdId, endMs }
   }
 
-  private oneOccupantThroughout(datum: DatumRef, startMs: number): boolean {
+  /** The end of a daily or monthly datum's day or month: the start of the next, cached like the starts. */
+  private periodEndMs(datum: DatumRef): number {
     const next = datum.granularity === 'daily' ? addDays(datum.day!, 1) : addMonths(datum.month!, 1) + '-01'
+    const cached = this.dayStarts.get(next)
+    if (cached !== undefined) return cached
     const endMs = startOfDayMs(next, this.options.timeZone)
+    if (this.dayStarts.size >= DAY_START_CACHE_ENTRIES_MAX) this.dayStarts.clear()
+    this.dayStarts.set(next, endMs)
+    return endMs
+  }
+
+  private oneOccupantThroughout(datum: DatumRef, startMs: number, endMs: number): boolean {
     const overlapping = (this.occupancies.get(datum.meterId) ?? NO_OCCUPANCIES).filter(
       (o) => o.fromMs < endMs && (o.untilMs === null || o.untilMs > startMs),
     )

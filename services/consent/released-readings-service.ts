@@ -8,7 +8,7 @@ import { GRANULARITIES, type EgressDatum, type Granularity } from '../../shared/
 import { latestReadingTimes, listReadings, type ReleaseWindow as ReadingWindow } from '../metering/reading-service.ts'
 import { addAccessCounts, type AccessCount } from './access-log-repository.ts'
 import { loadConsentFacts, loadOccupancyFacts, occupanciesByMeter } from './release-facts-repository.ts'
-import { datumInstantMs, releasedTo, releaseWindows, type ReleaseWindow } from './release-rule.ts'
+import { datumEndMs, datumInstantMs, releasedTo, releaseWindows, type ReleaseWindow } from './release-rule.ts'
 
 /**
  * The pull API of recipients (`GET /data/readings`): exactly the data the release rule
@@ -105,17 +105,6 @@ function currentPeriodStartMs(granularity: Granularity, nowMs: number, timeZone:
   }
 }
 
-/** Where a daily or monthly datum's day or month ends. */
-function periodEndMs(datum: EgressDatum, timeZone: string): number {
-  switch (datum.granularity) {
-    case 'load_curve':
-      return -Infinity
-    case 'daily':
-      return startOfDayMs(addDays(datum.day, 1), timeZone)
-    case 'monthly':
-      return startOfDayMs(addMonths(datum.month, 1) + '-01', timeZone)
-  }
-}
 
 export async function listReleasedReadings(
   db: Kysely<Database>,
@@ -198,19 +187,18 @@ export async function listReleasedReadings(
       latestByMeter.set(meterId, (await latestReadingTimes(db, [meterId])).get(meterId) ?? -Infinity)
     }
     for (const datum of page.items) {
-      const atMs = datumInstantMs(
-        {
-          meterId,
-          granularity: datum.granularity,
-          ts: datum.granularity === 'load_curve' ? Date.parse(datum.ts) : undefined,
-          day: datum.granularity === 'daily' ? datum.day : undefined,
-          month: datum.granularity === 'monthly' ? datum.month : undefined,
-        },
-        ctx.timezone,
-      )
+      const ref = {
+        meterId,
+        granularity: datum.granularity,
+        ts: datum.granularity === 'load_curve' ? Date.parse(datum.ts) : undefined,
+        day: datum.granularity === 'daily' ? datum.day : undefined,
+        month: datum.granularity === 'monthly' ? datum.month : undefined,
+      }
+      const atMs = datumInstantMs(ref, ctx.timezone)
       if (atMs === null) continue
-      if (datum.granularity !== 'load_curve' && latestByMeter.get(meterId)! < periodEndMs(datum, ctx.timezone)) continue
-      const owner = releasedTo(recipientId, { meterId, granularity: datum.granularity, atMs, householdId }, consents, meterOccupancies, nowMs)
+      const endMs = datumEndMs(ref, ctx.timezone) ?? undefined
+      if (endMs !== undefined && latestByMeter.get(meterId)! < endMs) continue
+      const owner = releasedTo(recipientId, { meterId, granularity: datum.granularity, atMs, householdId, endMs }, consents, meterOccupancies, nowMs)
       if (owner !== householdId) continue
       items.push(datum)
       // Counted by the local day the datum belongs to (a month's datum: its first day), as live delivery counts.

@@ -169,7 +169,7 @@ export function settlementSpans(
         break
       }
       case 'monthly': {
-        const datum: RuleDatum = { meterId, granularity: 'monthly', atMs: monthStartMs, householdId: consent.householdId }
+        const datum: RuleDatum = { meterId, granularity: 'monthly', atMs: monthStartMs, householdId: consent.householdId, endMs: monthEndMs }
         if (latestDataMs(meterId, storedBeforeMs) >= monthEndMs && released(consent, datum, monthEndMs, occupancies, nowMs)) {
           spans.push({ kind: 'monthly', consentId, meterId, householdId, firstDay: days[0]!, lastDay: days[days.length - 1]!, edges: [], storedBeforeMs: null })
         }
@@ -278,8 +278,9 @@ function releasedDays(
   for (let i = 0; i < calendar.days.length; i++) {
     const atMs = starts[i]!
     const momentMs = releaseMomentMs(consent, starts[i + 1]!)
-    if (i === 0 || crossed(windowCuts, starts[i - 1]!, atMs) || crossed(momentCuts, releaseMomentMs(consent, atMs), momentMs)) {
-      const datum: RuleDatum = { meterId, granularity: 'daily', atMs, householdId: consent.householdId }
+    // The window holds the whole day [start, next start): the answer may change where a window cut falls in either.
+    if (i === 0 || crossed(windowCuts, starts[i - 1]!, starts[i + 1]!) || crossed(momentCuts, releaseMomentMs(consent, atMs), momentMs)) {
+      const datum: RuleDatum = { meterId, granularity: 'daily', atMs, householdId: consent.householdId, endMs: starts[i + 1]! }
       isReleased = released(consent, datum, starts[i + 1]!, occupancies, nowMs)
     }
     if (!isReleased) continue

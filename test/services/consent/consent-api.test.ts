@@ -1,6 +1,6 @@
 import { beforeEach, describe, expect, it } from 'vitest'
 import { loadConsentFacts, loadOccupancyFacts, occupanciesByMeter } from '../../../services/consent/release-facts-repository.ts'
-import { datumInstantMs, releasedTo } from '../../../services/consent/release-rule.ts'
+import { datumEndMs, datumInstantMs, releasedTo } from '../../../services/consent/release-rule.ts'
 import { addDays, dayOf } from '../../../shared/calendar.ts'
 import type { EgressDatum } from '../../../shared/wire.ts'
 import { describeDatabases } from '../../support/database.ts'
@@ -240,7 +240,7 @@ describeDatabases('consent endpoints', (t) => {
           const atMs = datumInstantMs({ meterId: r.meter_id, granularity, day: r.day }, TZ)!
           // A day is released once it is over.
           if (datumInstantMs({ meterId: r.meter_id, granularity, day: addDays(r.day, 1) }, TZ)! > clock.getTime()) continue
-          const datum = { meterId: r.meter_id, granularity, atMs, householdId: r.household_id }
+          const datum = { meterId: r.meter_id, granularity, atMs, householdId: r.household_id, endMs: datumEndMs({ meterId: r.meter_id, granularity, day: r.day }, TZ)! }
           if (releasedTo(recipientId, datum, consents, occupancies.get(r.meter_id) ?? [], clock.getTime()) !== null) out.push(`${r.meter_id} ${r.day}`)
         }
       }
@@ -285,14 +285,16 @@ describeDatabases('consent endpoints', (t) => {
       )
     })
 
-    it('returns exactly the released daily data, a day counting when its start lies in the window', async () => {
+    it('returns exactly the released daily data, a day counting when it lies in the window whole', async () => {
       await scene()
       const items = await pullAll(app, 'granularity=daily&limit=4')
       const keys = items.map(key).sort()
       expect(keys).toEqual(await releasedByRule(app.id, 'daily'))
       expect(keys.filter((k) => k.startsWith(A))).toEqual(
-        ['01-26', '01-27', '01-28', '01-29', '01-30', '01-31', '02-01', '02-02', '02-03', '02-04', '02-05'].map((d) => `${A} 2026-${d}`),
+        ['01-26', '01-27', '01-28', '01-29', '01-30', '01-31', '02-01', '02-02', '02-03', '02-04'].map((d) => `${A} 2026-${d}`),
       )
+      // The window runs from 01:00 on 25 January to 01:00 on 5 February, Paris time: neither day lies in it whole,
+      // and the 5th's total would let out the readings of that day after the window's end.
       expect(keys.filter((k) => k.startsWith(B))[0]).toBe(`${B} 2026-02-03`)
       // The day under way (02-10, with data until noon) comes once it is over.
       expect(keys.filter((k) => k.startsWith(B)).at(-1)).toBe(`${B} 2026-02-09`)

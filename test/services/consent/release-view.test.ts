@@ -34,6 +34,20 @@ describeDatabases('release view', (t) => {
     view = undefined
   })
 
+  it('releases a day or a month live only when its whole period lies in the data window', async () => {
+    const offerId = await seedOffer(t.db, w.appId, { granularity: 'daily' })
+    // Until 1 February 00:00Z, which is 01:00 in Paris: 1 February's day and month run past it.
+    await grantConsent(t.db, w.h1, { offerId, meterIds: [w.m1], validUntil: LATER(DAY), dataFrom: new Date('2026-01-01T00:00:00Z'), dataUntil: new Date('2026-02-01T00:00:00Z') }, NOW)
+    view = await openReleaseView(t.handle, { timeZone: TZ, clock: () => NOW_MS })
+    expect(view.releasedTo(w.appId, { meterId: w.m1, granularity: 'daily', day: '2026-01-31' }, NOW_MS)).toBe(w.h1)
+    expect(view.releasedTo(w.appId, { meterId: w.m1, granularity: 'daily', day: '2026-02-01' }, NOW_MS)).toBeNull()
+    expect(view.releasedTo(w.appId, { meterId: w.m1, granularity: 'monthly', month: '2026-02' }, NOW_MS)).toBeNull()
+    // January from 01:00 on the 1st: neither its first day nor the month lies in the window whole.
+    expect(view.releasedTo(w.appId, { meterId: w.m1, granularity: 'daily', day: '2026-01-01' }, NOW_MS)).toBeNull()
+    expect(view.releasedTo(w.appId, { meterId: w.m1, granularity: 'monthly', month: '2026-01' }, NOW_MS)).toBeNull()
+    expect(view.releasedTo(w.appId, { meterId: w.m1, granularity: 'daily', day: '2026-01-02' }, NOW_MS)).toBe(w.h1)
+  })
+
   it('decides from the database as it was at start: consents by meter and recipient, owners by occupancy', async () => {
     const offerId = await seedOffer(t.db, w.appId, { granularity: 'daily' })
     await grantConsent(t.db, w.h1, { offerId, meterIds: [w.m1], validUntil: LATER(DAY), dataFrom: new Date('2026-01-01T00:00:00Z') }, NOW)

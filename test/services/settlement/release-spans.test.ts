@@ -190,7 +190,8 @@ describe('settlement spans against the rule asked datum by datum', () => {
   function naiveReleased(c: ConsentFact, datum: { granularity: 'load_curve' | 'daily' | 'monthly'; atMs: number }, completeMs: number, occ: OccupancyFact[], nowMs: number): boolean {
     const moment = Math.max(completeMs, c.validFromMs)
     if (moment > nowMs) return false
-    const d = { meterId: 'm1', granularity: datum.granularity, atMs: datum.atMs, householdId: c.householdId }
+    // A day or month is in the data window whole: it ends when it is complete.
+    const d = { meterId: 'm1', granularity: datum.granularity, atMs: datum.atMs, householdId: c.householdId, endMs: datum.granularity === 'load_curve' ? undefined : completeMs }
     const owner = datumOwner(d, occ)
     return owner === c.householdId && consentReleases(c, d, owner, occ, moment)
   }
