@@ -228,6 +228,18 @@ describe.skipIf(BROWSER_PATH === null)(`the household portal in a browser${SKIP}
         // That refusal is the only failed request so far, and the browser's own line about it.
         expect(failures.splice(0)).toEqual([`409 ${base}/me/consents`, 'Failed to load resource: the server responded with a status of 409 (Conflict)'])
 
+        // The session ended meanwhile (signed out in another tab, or expired): a change leads to the sign-in page.
+        await t.db.deleteFrom('sessions').execute()
+        await again.getByRole('button', { name: 'Accept this offer' }).click()
+        await page.getByRole('heading', { level: 1, name: 'Sign in' }).waitFor()
+        expect(failures.splice(0)).toEqual([`401 ${base}/me/consents`, 'Failed to load resource: the server responded with a status of 401 (Unauthorized)'])
+        await page.getByLabel('Email').fill(EMAIL)
+        await page.getByLabel('Password').fill(PASSWORD)
+        await page.getByRole('button', { name: 'Sign in' }).click()
+        await page.getByRole('heading', { level: 1, name: 'Your earnings' }).waitFor()
+        await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Consents' }).click()
+        await again.waitFor()
+
         // A recipient subscribed over MQTT receives the meter's datums while the consent is active.
         const recipient = await connectClient(tb.url, { clientId: 'watt-advice', username: advice.id, password: advice.apiKey })
         clients.push(recipient)

@@ -206,7 +206,8 @@ export const portalRoutes: RoutePlugin = async (app, { deps }) => {
           void reply.header('retry-after', String(Math.ceil(err.retryAfterMs / 1000)))
         }
         if (!form || !(err instanceof MetershareError) || err.statusCode >= 500) throw err
-        const ctx = pageContext(request, reply, null)
+        // The form's page again, as at `/`: its links (the language switch) lead there, not to this POST's address.
+        const ctx = { ...pageContext(request, reply, null), path: '/' }
         const message =
           err instanceof TooManyRequestsError
             ? fill(ctx.t.signIn.throttled, { minutes: String(Math.ceil(err.retryAfterMs / 60_000)) })

@@ -311,6 +311,9 @@ describeDatabases('portal sign-in and sessions', (t) => {
       expect(res.body).toContain('Cette adresse et ce mot de passe ne correspondent à aucun foyer.')
       expect(res.body).toContain(`value="${email}"`)
       expect(res.headers['set-cookie']).toBeUndefined()
+      // Its language switch leads to the sign-in page, not to this POST's address (where a GET finds nothing).
+      expect(res.body).toContain('href="/?lang=en"')
+      expect(res.body).not.toContain('/portal/session?')
     })
 
     it('is the only route that takes URL-encoded bodies', async () => {

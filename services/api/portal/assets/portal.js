@@ -17,7 +17,14 @@
       headers['content-type'] = 'application/json'
       init.body = JSON.stringify(body)
     }
-    return fetch(url, init)
+    return fetch(url, init).then(function (response) {
+      // The session has ended (signed out elsewhere, or expired): to the sign-in page, not an API message.
+      if (response.status === 401) {
+        window.location.assign('/')
+        return new Promise(function () {})
+      }
+      return response
+    })
   }
 
   function errorMessage(response) {
