@@ -186,6 +186,16 @@ describe.skipIf(BROWSER_PATH === null)(`the household portal in a browser${SKIP}
           exact(statement.totalMicros),
         ])
 
+        // On a phone, 375 px wide, in French (longer words): nothing runs off the screen, wide tables scroll in their box.
+        const desktop = page.viewportSize()!
+        await page.setViewportSize({ width: 375, height: 700 })
+        for (const path of ['/', `/statements/${month}`, '/consents', '/access-log', '/consumption']) {
+          await page.goto(`${base}${path}?lang=fr`)
+          expect(await page.evaluate('document.documentElement.scrollWidth'), path).toBeLessThanOrEqual(375)
+        }
+        await page.setViewportSize(desktop)
+        await page.goto(`${base}/statements/${month}?lang=en`)
+
         // Consents: the offer's price and the household's share are on the page before granting.
         await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Consents' }).click()
         const card = page.locator(`article[data-offer="${liveOffer.id}"]`)

@@ -155,11 +155,11 @@ export function overviewPage(ctx: PageContext, model: OverviewModel): string {
 <h2 id="earnings-heading">${t.overview.chartTitle}</h2>
 <div class="chart-and-table">
 <figure class="chart-box">${barChart({ id: 'earnings-chart', title: t.overview.chartTitle, description: t.overview.chartDescription, bars, maxText: f.money(maxMicros) })}</figure>
-<table id="earnings-table">
+<div class="scroll"><table id="earnings-table">
 <caption>${t.overview.tableCaption}</caption>
 <thead><tr><th scope="col">${t.overview.month}</th><th scope="col" class="num">${t.overview.earned}</th><th scope="col" class="num">${t.overview.paidOut}</th></tr></thead>
 <tbody>${rows}</tbody>
-</table>
+</table></div>
 </div>
 </section>`
   const body = html`<h1>${t.overview.title}</h1>
@@ -209,7 +209,7 @@ ${next === undefined ? '' : html`<li><a href="/statements/${next}" rel="next">${
   )
   const body = html`<h1>${title}</h1>
 ${monthNav}
-<table id="statement">
+<div class="scroll"><table id="statement">
 <caption>${fill(t.statement.caption, { month: monthName })}</caption>
 <thead><tr><th scope="col">${t.statement.recipient}</th><th scope="col">${t.statement.offer}</th><th scope="col">${t.statement.granularity}</th>
 <th scope="col" class="num">${t.statement.data}</th><th scope="col" class="num">${t.statement.gross}</th><th scope="col" class="num">${t.statement.share}</th></tr></thead>
@@ -218,7 +218,7 @@ ${monthNav}
 <tr><th scope="row" colspan="5">${t.statement.adjustments}</th><td class="num" id="statement-adjustments">${f.exactMoney(s.adjustmentsMicros, 6)}</td></tr>
 <tr class="total"><th scope="row" colspan="5">${t.statement.total}</th><td class="num" id="statement-total" data-micros="${s.totalMicros.toString()}">${f.exactMoney(s.totalMicros, 6)}</td></tr>
 </tfoot>
-</table>
+</table></div>
 <p><a href="/me/statements/${s.month}?format=csv" download="statement-${s.month}.csv" id="statement-csv">${t.statement.csv}</a></p>`
   return layout(ctx, { title, section: 'overview', body })
 }
