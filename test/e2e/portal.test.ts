@@ -291,6 +291,8 @@ describe.skipIf(BROWSER_PATH === null)(`the household portal in a browser${SKIP}
         await page.keyboard.press('Enter')
         await page.waitForURL(`${base}/consents?done=revoked`)
         expect(await page.locator(`tr[data-consent="${consentId}"]`).getAttribute('data-status')).toBe('revoked')
+        // When, beside it.
+        expect(await page.locator(`tr[data-consent="${consentId}"] .status-at`).innerText()).toMatch(/^on \d{1,2} \w+ \d{4}, \d\d:\d\d$/)
         expect(await page.locator(`tr[data-consent="${consentId}"] button`).count()).toBe(0)
 
         // Delivery stops: the household still receives what the meter sends; the recipient nothing more.

@@ -133,6 +133,10 @@ export interface Messages {
     confirmRevoke: string
     cancel: string
     statuses: Readonly<Record<'active' | 'revoked' | 'expired' | 'ended_by_move_out', string>>
+    /** When the consent took its status: granted, or ended. */
+    statusAt: Readonly<Record<'active' | 'ended', string>>
+    /** The purpose of a supplier's legal basis (stored in English, as the API gives it). */
+    legalBasisPurpose: string
     legalBasis: string
     free: string
     offers: string
@@ -290,6 +294,8 @@ const EN: Messages = {
     confirmRevoke: 'Revoke',
     cancel: 'Cancel',
     statuses: { active: 'Active', revoked: 'Revoked', expired: 'Expired', ended_by_move_out: 'Ended by a move-out' },
+    statusAt: { active: 'granted {at}', ended: 'on {at}' },
+    legalBasisPurpose: 'billing of the energy supply',
     legalBasis: 'Legal basis',
     free: 'free',
     offers: 'Offers you may accept',
@@ -449,6 +455,8 @@ const FR: Messages = {
     confirmRevoke: 'Révoquer',
     cancel: 'Annuler',
     statuses: { active: 'Actif', revoked: 'Révoqué', expired: 'Expiré', ended_by_move_out: 'Clos par un déménagement' },
+    statusAt: { active: 'accordé le {at}', ended: 'le {at}' },
+    legalBasisPurpose: 'facturation de la fourniture d’énergie',
     legalBasis: 'Base légale',
     free: 'gratuit',
     offers: 'Offres que vous pouvez accepter',

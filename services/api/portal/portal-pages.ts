@@ -240,13 +240,17 @@ function consentRow(ctx: PageContext, c: Consent): SafeHtml {
     : ''
   return html`<tr data-consent="${c.id}" data-status="${c.status}">
 <td>${c.recipientName}${c.kind === 'legal_basis' ? html` <span class="tag">${t.consents.legalBasis}</span>` : ''}</td>
-<td>${c.purpose}</td>
+<td>${c.kind === 'legal_basis' ? t.consents.legalBasisPurpose : c.purpose}</td>
 <td>${t.granularities[c.granularity]}</td>
 <td>${consentMeters(ctx, c)}</td>
 <td>${f.date(c.validUntil, ctx.timezone)}</td>
 <td>${c.dataUntil === null ? fill(t.consents.dataSince, { from: f.dateTime(c.dataFrom, ctx.timezone) }) : fill(t.consents.dataBetween, { from: f.dateTime(c.dataFrom, ctx.timezone), until: f.dateTime(c.dataUntil, ctx.timezone) })}</td>
 <td>${price}</td>
-<td><span class="status status-${c.status}">${t.consents.statuses[c.status]}</span></td>
+<td><span class="status status-${c.status}">${t.consents.statuses[c.status]}</span><br><span class="muted status-at">${
+    c.status === 'active'
+      ? fill(t.consents.statusAt.active, { at: f.dateTime(c.validFrom, ctx.timezone) })
+      : fill(t.consents.statusAt.ended, { at: f.dateTime(c.statusChangedAt, ctx.timezone) })
+  }</span></td>
 <td>${action}</td>
 </tr>`
 }

@@ -221,10 +221,14 @@ describeDatabases('portal pages', (t) => {
     expect(html).toContain('<th scope="col">Data</th>')
     expect(html).toMatch(/<td>from 1 Sept 2026, 00:00<\/td>/)
     expect(legal![0]).toContain('<td>1 Sept 2026, 00:00 to 1 Sept 2027, 00:00</td>')
+    // Its status says since when.
+    expect(legal![0]).toMatch(/<span class="status status-active">Active<\/span><br><span class="muted status-at">granted \d{1,2} \w+ 2026, \d\d:\d\d<\/span>/)
     // French writes the first of a month "1er".
     const fr = (await page('/consents', { 'accept-language': 'fr' })).body
     expect(fr).toContain('<td>du 1er sept. 2026, 00:00 au 1er sept. 2027, 00:00</td>')
     expect(fr).toContain('<td>depuis le 1er sept. 2026, 00:00</td>')
+    // The supplier's legal basis gives its purpose in the page's language.
+    expect(fr).toContain('<td>facturation de la fourniture d’énergie</td>')
     expect(fr).not.toMatch(/[^0-9]1 sept\./)
     expect(legal![0]).not.toContain('<button')
     expect(html.match(/data-revoke=/g)).toHaveLength(1)
