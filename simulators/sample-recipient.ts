@@ -88,24 +88,57 @@ export function startSampleRecipient(options: SampleRecipientOptions): SampleRec
   if (options.apiUrl !== undefined && options.pull !== undefined) {
     const { granularity, intervalMs = SAMPLE_RECIPIENT_PULL_INTERVAL_MS_DEFAULT } = options.pull
     const timeZone = options.timeZone ?? 'Europe/Paris'
-    // A recipient keeping a copy pulls what is new: from just after the latest datum it holds of each
-    // meter, the earliest of them, so that a meter lagging behind the others is not skipped. Pulling
-    // everything again at each poll would be a release each time, in every household's access log.
-    // A day or month is selected by its start: begin at the start of the one `fromMs` falls in.
-    let fromMs = periodStartMs(options.pull.fromMs, granularity, timeZone)
+    // A recipient keeping a copy pulls what is new, meter by meter: from just after the latest datum it
+    // holds of each, the meters it holds none of from the start. One window over all meters from the
+    // earliest of them would pull again what it holds of the meters ahead, a release each time in
+    // their households' access logs; one from the latest would skip a meter lagging behind. Its meters
+    // are those its consents name. A day or month is selected by its start: begin at the start of the
+    // one `fromMs` falls in.
+    const startMs = periodStartMs(options.pull.fromMs, granularity, timeZone)
     const latestByMeter = new Map<string, number>()
-    /** A window being walked page by page, continued by the next poll when it is long. */
-    let walk: { toMs: number; cursor: string | null } | null = null
+    const authorization = { authorization: `Bearer ${options.apiKey}` }
+    /** A pull walked meter by meter and page by page, continued by the next poll when it is long. */
+    let walk: { toMs: number; meters: string[]; index: number; fromMs: number; cursor: string | null } | null = null
+    const consentedMeters = async (): Promise<string[] | null> => {
+      const meters = new Set<string>()
+      let cursor: string | null = null
+      do {
+        const url = new URL('/recipient/consents', options.apiUrl)
+        url.searchParams.set('limit', String(SAMPLE_RECIPIENT_PAGE_ITEMS))
+        if (cursor !== null) url.searchParams.set('cursor', cursor)
+        const res = await fetch(url, { headers: authorization })
+        if (!res.ok) return null
+        const body = (await res.json()) as { items: Array<{ meterIds: string[] }>; nextCursor: string | null }
+        for (const c of body.items) for (const m of c.meterIds) meters.add(m)
+        cursor = body.nextCursor
+      } while (cursor !== null)
+      return [...meters].sort()
+    }
     const pullOnce = async (): Promise<void> => {
-      walk ??= { toMs: now(), cursor: null }
+      if (walk === null) {
+        const meters = await consentedMeters()
+        if (meters === null) {
+          stats.errors++
+          return
+        }
+        walk = { toMs: now(), meters, index: 0, fromMs: 0, cursor: null }
+        if (meters.length > 0) walk.fromMs = latestByMeter.get(meters[0]!) ?? startMs
+      }
       for (let page = 0; page < SAMPLE_RECIPIENT_PAGES_PER_PULL_MAX && !stopped; page++) {
+        const meterId = walk.meters[walk.index]
+        if (meterId === undefined) {
+          walk = null
+          stats.pulls++
+          return
+        }
         const url = new URL('/data/readings', options.apiUrl)
-        url.searchParams.set('from', new Date(fromMs).toISOString())
+        url.searchParams.set('meterId', meterId)
+        url.searchParams.set('from', new Date(walk.fromMs).toISOString())
         url.searchParams.set('to', new Date(walk.toMs).toISOString())
         url.searchParams.set('granularity', granularity)
         url.searchParams.set('limit', String(SAMPLE_RECIPIENT_PAGE_ITEMS))
         if (walk.cursor !== null) url.searchParams.set('cursor', walk.cursor)
-        const res = await fetch(url, { headers: { authorization: `Bearer ${options.apiKey}` } })
+        const res = await fetch(url, { headers: authorization })
         if (!res.ok) {
           stats.errors++
           return
@@ -118,10 +151,9 @@ export function startSampleRecipient(options: SampleRecipientOptions): SampleRec
         }
         walk.cursor = body.nextCursor
         if (walk.cursor === null) {
-          if (latestByMeter.size > 0) fromMs = Math.max(fromMs, Math.min(...latestByMeter.values()))
-          walk = null
-          stats.pulls++
-          return
+          walk.index++
+          const following = walk.meters[walk.index]
+          if (following !== undefined) walk.fromMs = latestByMeter.get(following) ?? startMs
         }
       }
     }

@@ -77,6 +77,39 @@ describe('the sample recipient', () => {
     }
   })
 
+  it('pulls each meter from its own latest datum: a meter ahead is not pulled again, one behind or late is not skipped', async () => {
+    const utility = await createUtility(t.db)
+    const app = await createParty(t.db, { kind: 'third_party', name: 'Meter by meter' })
+    const household = await createTestHousehold(t.db)
+    const [ahead, behind, late] = [await createTestMeter(t.db, utility.id), await createTestMeter(t.db, utility.id), await createTestMeter(t.db, utility.id)]
+    for (const m of [ahead, behind, late]) await insertOccupancy(t.db, m.id, household.id, new Date('2026-09-01T00:00:00Z'))
+    const offer = await createOffer(t.db, { recipientId: app.id, purpose: 'p', granularity: 'load_curve', priceMicrosPerDatum: 1n, split: { householdBps: 10_000, operatorBps: 0, platformBps: 0, thirdParties: [] } })
+    await grantConsent(t.db, household.id, { offerId: offer.id, validUntil: new Date(Date.now() + 86_400_000), dataFrom: new Date('2026-10-01T00:00:00Z') }, new Date())
+    const publish = async (meter: typeof ahead, hours: number[]): Promise<void> => {
+      const c = await connectMeter(tb.url, meter)
+      const readings = hours.map((h) => ({ ts: `2026-10-02T${String(h).padStart(2, '0')}:00:00Z`, values: { '1-0:1.8.0': h } }))
+      await publishAcked(c, meterReadingsTopic(meter.id), JSON.stringify({ readings }))
+      await endClient(c)
+    }
+    await publish(ahead, [1, 2, 3, 4])
+    await publish(behind, [1])
+    const recipient = startSampleRecipient({ partyId: app.id, apiKey: app.apiKey, apiUrl, pull: { granularity: 'load_curve', fromMs: Date.parse('2026-10-01T00:00:00Z'), intervalMs: 100 } })
+    try {
+      await waitFor(() => recipient.stats().pulled === 5, 10_000, 'the first five datums')
+      // The one behind goes on, below the other's latest; the third meter sends its first datums only now.
+      await publish(behind, [2])
+      await publish(late, [1, 2])
+      const pulls = recipient.stats().pulls
+      await waitFor(() => recipient.stats().pulls >= pulls + 3, 10_000, 'three more pulls')
+      expect(recipient.stats()).toMatchObject({ pulled: 8, errors: 0 })
+      // Each datum released once over HTTP.
+      const released = await t.db.selectFrom('access_log').select((eb) => eb.fn.sum<string>('datums').as('n')).where('channel', '=', 'http').where('recipient_id', '=', app.id).executeTakeFirst()
+      expect(Number(released?.n)).toBe(8)
+    } finally {
+      await recipient.stop()
+    }
+  })
+
   it('pulls a meter next from just after its latest reading, day or month, in the deployment\'s calendar', () => {
     expect(nextFromMs({ meterId: 'm', ts: '2026-10-02T04:00:00Z' }, 'Europe/Paris')).toBe(Date.parse('2026-10-02T04:00:00.001Z'))
     expect(nextFromMs({ meterId: 'm', day: '2026-10-02' }, 'Europe/Paris')).toBe(Date.parse('2026-10-02T22:00:00Z'))
