@@ -227,6 +227,9 @@ describeDatabases('portal pages', (t) => {
     const fr = (await page('/consents', { 'accept-language': 'fr' })).body
     expect(fr).toContain('<td>du 1er sept. 2026, 00:00 au 1er sept. 2027, 00:00</td>')
     expect(fr).toContain('<td>depuis le 1er sept. 2026, 00:00</td>')
+    // French typography: a no-break space before ? : ; ! keeps them off the start of a line.
+    expect(fr).toContain('Révoquer ce consentement\u00a0?')
+    expect(fr).not.toMatch(/ [?:;!]/)
     // The supplier's legal basis gives its purpose in the page's language.
     expect(fr).toContain('<td>facturation de la fourniture d’énergie</td>')
     expect(fr).not.toMatch(/[^0-9]1 sept\./)
