@@ -2,7 +2,7 @@ import type { Kysely } from 'kysely'
 import { addDays, addMonths, dayBounds, dayOf, daysOfMonth, isDay, isMonth, monthBounds, monthOf } from '../../../shared/calendar.ts'
 import type { Config } from '../../../shared/config.ts'
 import type { Database } from '../../../shared/db/schema.ts'
-import { NotFoundError } from '../../../shared/errors.ts'
+import { InvalidInputError, NotFoundError } from '../../../shared/errors.ts'
 import { OBIS_GAS_VOLUME, OBIS_IMPORT_ENERGY_TOTAL, type Commodity } from '../../../shared/obis.ts'
 import type { Granularity } from '../../../shared/wire.ts'
 import { listAccessLog, type AccessLogEntry } from '../../consent/access-log-service.ts'
@@ -164,8 +164,13 @@ export async function loadAccessLog(
   config: Readonly<Config>,
 ): Promise<AccessLogModel> {
   const today = dayOf(now, config.timezone)
-  const toDay = query.to !== undefined && isDay(query.to) ? query.to : today
-  const fromDay = query.from !== undefined && isDay(query.from) && query.from <= toDay ? query.from : addDays(toDay, 1 - ACCESS_LOG_DEFAULT_DAYS)
+  // A day given that is no day, or a range that runs backwards, is said, not replaced silently by another.
+  for (const [field, value] of [['from', query.from], ['to', query.to]] as const) {
+    if (value !== undefined && value !== '' && !isDay(value)) throw new InvalidInputError(`${field}: expected a day as YYYY-MM-DD`, field)
+  }
+  const toDay = query.to !== undefined && query.to !== '' ? query.to : today
+  const fromDay = query.from !== undefined && query.from !== '' ? query.from : addDays(toDay, 1 - ACCESS_LOG_DEFAULT_DAYS)
+  if (fromDay > toDay) throw new InvalidInputError(`from: ${fromDay} is after to (${toDay})`, 'from')
   const page = await listAccessLog(db, householdId, { fromDay, toDay, cursor: query.cursor, limit: ACCESS_LOG_PAGE_ITEMS_MAX })
   return { items: page.items, nextCursor: page.next, fromDay, toDay, cursor: query.cursor }
 }

@@ -164,7 +164,8 @@ export const portalRoutes: RoutePlugin = async (app, { deps }) => {
           return typeof result === 'string' ? sendPage(reply, 200, result) : sendPage(reply, result.status, result.body)
         } catch (err) {
           if (err instanceof NotFoundError) return sendPage(reply, 404, problemPage(ctx, ctx.t.notFound))
-          if (err instanceof InvalidInputError) return sendPage(reply, 400, problemPage(ctx, ctx.t.badLink, err.message))
+          // The API's detail is in English: given on the English page only.
+          if (err instanceof InvalidInputError) return sendPage(reply, 400, problemPage(ctx, ctx.t.badLink, ctx.language === 'en' ? err.message : undefined))
           throw err
         }
       },

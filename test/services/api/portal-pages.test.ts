@@ -374,6 +374,25 @@ describeDatabases('portal pages', (t) => {
     expect(res.statusCode).toBe(400)
     expect(res.headers['content-type']).toContain('text/html')
     expect(res.body).toContain('cursor: not a cursor this API returned')
+    // In French the page says so in French, without the API's English detail.
+    const fr = await page('/access-log?cursor=not-a-cursor', { 'accept-language': 'fr' })
+    expect(fr.statusCode).toBe(400)
+    expect(fr.body).toContain('Ce lien n’est pas valable.')
+    expect(fr.body).not.toContain('not a cursor')
+  })
+
+  it('says so when the access log is asked for a day that is none, or a range that runs backwards', async () => {
+    for (const [url, detail] of [
+      ['/access-log?from=2026-10-10&to=2026-09-05', 'from: 2026-10-10 is after to (2026-09-05)'],
+      ['/access-log?from=yesterday', 'from: expected a day as YYYY-MM-DD'],
+      ['/access-log?to=2026-02-30', 'to: expected a day as YYYY-MM-DD'],
+    ]) {
+      const res = await page(url!)
+      expect(res.statusCode, url).toBe(400)
+      expect(res.body, url).toContain(detail)
+    }
+    // Empty fields, as the form sends them, take the defaults.
+    expect((await page('/access-log?from=&to=')).statusCode).toBe(200)
   })
 })
 
