@@ -613,6 +613,14 @@ export class Formats {
       .join('')
   }
 
+  /** "02:00 (GMT+2)": a time with its offset from UTC, for an hour a day has twice (the clocks going back). */
+  timeWithOffset(instant: Date, timeZone: string): string {
+    const offset = dateFormat(`offset:${this.locale}:${timeZone}`, this.locale, { timeZoneName: 'shortOffset', timeZone })
+      .formatToParts(instant)
+      .find((p) => p.type === 'timeZoneName')?.value
+    return offset === undefined ? this.time(instant, timeZone) : `${this.time(instant, timeZone)} (${offset})`
+  }
+
   /** "13:30", in the calendar's zone. */
   time(instant: Date, timeZone: string): string {
     return dateFormat(`time:${this.locale}:${timeZone}`, this.locale, { hour: '2-digit', minute: '2-digit', hourCycle: 'h23', timeZone }).format(instant)

@@ -1,4 +1,4 @@
-import { addDays, addMonths, dayBounds } from '../../../shared/calendar.ts'
+import { addDays, addMonths } from '../../../shared/calendar.ts'
 import { BPS_TOTAL, divideRoundHalfEven } from '../../../shared/money.ts'
 import type { Consent } from '../../consent/consent-service.ts'
 import type { HouseholdOffer } from '../../consent/offer-service.ts'
@@ -11,6 +11,7 @@ import {
   type Choice,
   type ConsentsModel,
   type ConsumptionModel,
+  type CurvePoint,
   type OverviewModel,
   type StatementModel,
 } from './portal-models.ts'
@@ -386,8 +387,8 @@ ${model.nextCursor === null ? '' : html`<p><a href="${pageHref('/access-log', { 
   return layout(ctx, { title: t.accessLog.title, section: 'access-log', body })
 }
 
-/** Ticks under a day's intervals: every three hours. */
-const DAY_TICK_EVERY_MS = 3 * 3_600_000
+/** Ticks under a day's intervals: every three hours of the clock. */
+const DAY_TICK_EVERY_HOURS = 3
 
 export function consumptionPage(ctx: PageContext, model: ConsumptionModel): string {
   const { t, f } = ctx
@@ -396,16 +397,21 @@ export function consumptionPage(ctx: PageContext, model: ConsumptionModel): stri
   }
   const meter = model.meter
   const energy = (v: number | null): string => (v === null ? '—' : f.energy(v, model.unit))
-  const dayStart = dayBounds(model.day, ctx.timezone).start.getTime()
-  const bars: ChartBar[] = model.points.map((p) => {
-    const label = p.at === null ? f.day(p.key) : `${f.day(model.day)} ${f.time(p.at, ctx.timezone)}`
+  // A day's times on the clock; on the day the clocks go back an hour comes twice, told apart by its offset.
+  const clock = model.points.map((p) => (p.at === null ? null : f.time(p.at, ctx.timezone)))
+  const twice = new Set(clock.filter((c, i) => c !== null && clock.indexOf(c) !== i))
+  const timeOf = (p: CurvePoint, i: number): string => (twice.has(clock[i]!) ? f.timeWithOffset(p.at!, ctx.timezone) : clock[i]!)
+  const bars: ChartBar[] = model.points.map((p, i) => {
+    const label = p.at === null ? f.day(p.key) : `${f.day(model.day)} ${timeOf(p, i)}`
+    // Ticks every few hours by the clock, once each (not by time elapsed, which a 23- or 25-hour day shifts).
+    const c = clock[i]
     const tick =
       p.at === null
         ? Number(p.key.slice(8, 10)) % 5 === 1
           ? f.dayOfMonth(p.key)
           : null
-        : (p.at.getTime() - dayStart) % DAY_TICK_EVERY_MS === 0
-          ? f.time(p.at, ctx.timezone)
+        : c !== null && c !== undefined && c.endsWith(':00') && Number(c.slice(0, 2)) % DAY_TICK_EVERY_HOURS === 0 && clock.indexOf(c) === i
+          ? c
           : null
     return { key: p.key, label, tick, value: BigInt(p.value ?? 0), valueText: energy(p.value) }
   })
@@ -423,7 +429,7 @@ export function consumptionPage(ctx: PageContext, model: ConsumptionModel): stri
   const nextBegun = (isDay ? addDays(model.day, 1) : `${addMonths(model.month, 1)}-01`) <= model.today
   const known = model.points.some((p) => p.value !== null)
   const rows = model.points.map(
-    (p) => html`<tr><th scope="row">${p.at === null ? f.day(p.key) : f.time(p.at, ctx.timezone)}</th><td class="num">${energy(p.value)}</td></tr>`,
+    (p, i) => html`<tr><th scope="row">${p.at === null ? f.day(p.key) : timeOf(p, i)}</th><td class="num">${energy(p.value)}</td></tr>`,
   )
   const body = html`<h1>${t.consumption.title}</h1>
 <form method="get" action="/consumption" class="filters">

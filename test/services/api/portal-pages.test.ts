@@ -300,6 +300,16 @@ describeDatabases('portal pages', (t) => {
     expect((await page('/consumption?view=day&day=2026-12-01')).body).toContain('rel="next"')
   })
 
+  it('tells apart the hour the clocks go back, and ticks the day by the clock', async () => {
+    await ingest(t.db, t.dialect, meterId, 'electricity', hourly(paris('2026-10-24'), paris('2026-10-26')))
+    const body = (await page(`/consumption?meterId=${meterId}&view=day&day=2026-10-25`)).body
+    const rows = [...body.matchAll(/<tr><th scope="row">([^<]+)<\/th>/g)].map((m) => m[1])
+    expect(rows).toHaveLength(25)
+    expect(rows.slice(1, 5)).toEqual(['01:00', '02:00 (GMT+2)', '02:00 (GMT+1)', '03:00'])
+    const ticks = [...body.matchAll(/<text class="tick"[^>]*>([^<]+)<\/text>/g)].map((m) => m[1])
+    expect(ticks).toEqual(['00:00', '03:00', '06:00', '09:00', '12:00', '15:00', '18:00', '21:00'])
+  })
+
   it('speaks of gas volume, in m³, for a gas meter', async () => {
     const gasMeter = await meter(t.db, await party(t.db, 'utility', 'Gas grid'), 'gas')
     await occupy(t.db, gasMeter, householdId, paris('2026-09-01'))
