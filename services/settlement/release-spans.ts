@@ -1,5 +1,5 @@
 import { addDays, daysOfMonth, startOfDayMs } from '../../shared/calendar.ts'
-import { consentReleases, datumOwner, type ConsentFact, type OccupancyFact, type RuleDatum } from '../consent/release-rule.ts'
+import { consentReleases, consentsEndOf, datumOwner, type ConsentFact, type OccupancyFact, type RuleDatum } from '../consent/release-rule.ts'
 
 /**
  * Which datums of a month a consent released, as spans that the database can count from
@@ -234,6 +234,8 @@ function loadCurveStretches(
   for (const o of occupancies) {
     cuts.add(o.fromMs)
     if (o.untilMs !== null) cuts.add(o.untilMs)
+    const consentsEndMs = consentsEndOf(o)
+    if (consentsEndMs !== null) cuts.add(consentsEndMs)
   }
   const points = [...cuts].filter((t) => t >= monthStartMs && t <= monthEndMs).sort((a, b) => a - b)
   const out: Array<[number, number]> = []
@@ -270,6 +272,8 @@ function releasedDays(
   for (const o of occupancies) {
     momentCuts.push(o.fromMs)
     if (o.untilMs !== null) momentCuts.push(o.untilMs)
+    const consentsEndMs = consentsEndOf(o)
+    if (consentsEndMs !== null) momentCuts.push(consentsEndMs)
   }
   const crossed = (cuts: readonly number[], from: number, to: number) => cuts.some((c) => from < c && c <= to)
   const starts = calendar.dayStartsMs

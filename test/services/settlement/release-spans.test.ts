@@ -177,6 +177,8 @@ describe('settlement spans against the rule asked datum by datum', () => {
     dataFor: fc.option(fc.integer({ min: 1, max: 60 * 24 * 4 }).map((q) => q * 15 * 60_000)),
     revokedAt: fc.option(instant),
     moves: fc.array(instant, { maxLength: 3 }),
+    // Moves registered late: each end ends the consents this long after it (0: in time).
+    registeredAfter: fc.array(fc.integer({ min: 0, max: 24 * 20 }).map((q) => q * 15 * 60_000), { minLength: 3, maxLength: 3 }),
     now: instant,
   })
 
@@ -207,7 +209,7 @@ describe('settlement spans against the rule asked datum by datum', () => {
           dataUntilMs: sc.dataFor === null ? null : sc.dataFrom + sc.dataFor,
           revokedAtMs,
         })
-        const occ = occupanciesOf(sc.moves)
+        const occ = occupanciesOf(sc.moves).map((o, i) => (o.untilMs === null ? o : { ...o, consentsEndMs: o.untilMs + sc.registeredAfter[i % 3]! }))
         const map = new Map([['m1', occ]])
 
         const daily = settlementSpans({ ...base, granularity: 'daily' }, OCT, map, sc.now, COMPLETE)
