@@ -226,7 +226,8 @@ async function refuseOverlap(
     const sharedData = windowsOverlap(wanted.terms.dataFrom, wanted.terms.dataUntil, c.data_from, c.data_until)
     if (sharedMeter && sharedData) {
       throw new ConflictError(
-        `offerId: consent ${c.id} already gives this recipient the household's ${wanted.granularity} data of ${c.all_meters ? 'all its meters' : meters.join(', ')} until ${formatTimestamp(c.valid_until)}; revoke it to grant other terms`,
+        `offerId: consent ${c.id} already gives this recipient the household's ${wanted.granularity} data of ${c.all_meters ? 'all its meters' : meters.join(', ')} ` +
+          `stamped from ${formatTimestamp(c.data_from)}${c.data_until === null ? '' : ` until ${formatTimestamp(c.data_until)}`}, in force until ${formatTimestamp(c.valid_until)}; revoke it to grant other terms`,
       )
     }
   }

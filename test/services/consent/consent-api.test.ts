@@ -135,7 +135,7 @@ describeDatabases('consent endpoints', (t) => {
     expect(twice.statusCode).toBe(409)
     expect(errorOf(twice)).toEqual({
       code: 'CONFLICT',
-      message: `offerId: consent ${id} already gives this recipient the household's load_curve data of all its meters until 2026-06-01T00:00:00Z; revoke it to grant other terms`,
+      message: `offerId: consent ${id} already gives this recipient the household's load_curve data of all its meters stamped from 2026-01-01T00:00:00Z, in force until 2026-06-01T00:00:00Z; revoke it to grant other terms`,
     })
     const consents = (await get('/me/consents', h0)).json() as { items: Record<string, unknown>[]; nextCursor: null }
     expect(consents).toEqual({

@@ -199,7 +199,7 @@ describeDatabases('consent service', (t) => {
     }
     // The same offer again, and another offer of the same recipient at the same granularity.
     expect(await refused(grantConsent(t.db, w.h1, { offerId, validUntil: LATER(60 * DAY) }, LATER(1)))).toMatch(
-      new RegExp(`^offerId: consent ${first.id} already gives this recipient the household's load_curve data of all its meters until `),
+      new RegExp(`^offerId: consent ${first.id} already gives this recipient the household's load_curve data of all its meters stamped from \\S+, in force until `),
     )
     const cheaper = await seedOffer(t.db, w.appId, { priceMicrosPerDatum: 50n })
     await refused(grantConsent(t.db, w.h1, { offerId: cheaper, meterIds: [w.m2], validUntil: LATER(60 * DAY) }, LATER(1)))
@@ -218,7 +218,7 @@ describeDatabases('consent service', (t) => {
     await grantConsent(t.db, w.h1, { offerId, meterIds: [w.m1], dataFrom: new Date('2025-01-01T00:00:00Z'), dataUntil: LATER(3), validUntil: LATER(60 * DAY) }, LATER(4))
     // All meters again: it shares a meter with both.
     const overlapping = await refused(grantConsent(t.db, w.h1, { offerId, validUntil: LATER(60 * DAY) }, LATER(5)))
-    const named = /^offerId: consent (\S+) already gives this recipient the household's load_curve data of (\S+) until /.exec(overlapping)
+    const named = /^offerId: consent (\S+) already gives this recipient the household's load_curve data of (\S+) stamped from /.exec(overlapping)
     expect([
       [narrower.id, w.m1],
       [onM2.id, w.m2],
