@@ -1,4 +1,4 @@
-import { createWriteStream } from 'node:fs'
+import { createWriteStream, existsSync } from 'node:fs'
 import { createServer, type Server as HttpServer } from 'node:http'
 import net, { type AddressInfo } from 'node:net'
 import path from 'node:path'
@@ -24,7 +24,7 @@ import { openReleaseView, type ReleaseView } from '../services/consent/release-v
 import { latestReadingTimes } from '../services/metering/reading-service.ts'
 import { settleCompletedMonths, settleMonth, settlementContext } from '../services/settlement/settlement-service.ts'
 import { startFleet, type Fleet } from '../simulators/fleet.ts'
-import { startSampleRecipient } from '../simulators/sample-recipient.ts'
+import { startSampleRecipient, type SampleRecipientOptions } from '../simulators/sample-recipient.ts'
 import { createDemoWorld, demoFilePath, readDemoWorld, DEMO_PASSWORD, type DemoWorld } from './demo-world.ts'
 
 /**
@@ -38,9 +38,9 @@ export const CONSENT_SWEEP_INTERVAL_MS = 5_000
 /** How often completed months are (re-)settled when meters are real. */
 export const SETTLEMENT_INTERVAL_MS = 10 * 60_000
 /**
- * A restarted demo's sample recipients pull again from this long before where the fleet resumes
- * (their copies live in memory): what the last run pulled, give or take its last minutes, and not
- * the whole history once more into every household's access log.
+ * A restarted demo's sample recipient with no progress file (a data folder from before they kept
+ * one) pulls again from this long before where the fleet resumes, not the whole history once more
+ * into every household's access log.
  */
 export const DEMO_PULL_RESUME_LOOKBACK_MS = 24 * 60 * 60_000
 /** Simulated speed of the demo: a 30-day month in about two minutes. */
@@ -265,9 +265,7 @@ export async function startSystem(configIn: Readonly<Config>, options: SystemOpt
           partyId: r.partyId,
           apiKey: r.apiKey,
           ...(r.live !== undefined ? { mqttUrl: `mqtt://127.0.0.1:${mqttPort}`, topics: r.live } : {}),
-          ...(r.pull !== undefined
-            ? { apiUrl: `http://127.0.0.1:${httpPort}`, pull: { granularity: r.pull, fromMs: Math.max(world.fromMs, resume.fromMs - DEMO_PULL_RESUME_LOOKBACK_MS) }, timeZone: config.timezone }
-            : {}),
+          ...(r.pull !== undefined ? { apiUrl: `http://127.0.0.1:${httpPort}`, pull: demoPull(config, world.fromMs, resume.fromMs, r.partyId, r.pull), timeZone: config.timezone } : {}),
         })
         parts.add(`sample recipient ${r.name}`, () => recipient.stop())
       }
@@ -339,6 +337,16 @@ function startDemoSettlement(db: DatabaseHandle, config: Readonly<Config>, fleet
     clearInterval(timer)
     await running
   })
+}
+
+/**
+ * A demo recipient's pulls: each meter from where its progress file (in the data folder) says it got
+ * to, the others from the world's start; without the file, from a day before the fleet resumes.
+ */
+function demoPull(config: Readonly<Config>, worldFromMs: number, resumeFromMs: number, partyId: string, granularity: NonNullable<SampleRecipientOptions['pull']>['granularity']): NonNullable<SampleRecipientOptions['pull']> {
+  const progressFile = path.join(config.dataDir, `sample-recipient-${partyId}.json`)
+  const fromMs = existsSync(progressFile) ? worldFromMs : Math.max(worldFromMs, resumeFromMs - DEMO_PULL_RESUME_LOOKBACK_MS)
+  return { granularity, fromMs, progressFile }
 }
 
 /** Settles months that are over, and re-settles recent ones for late data, on a timer. */

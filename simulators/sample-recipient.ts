@@ -1,3 +1,4 @@
+import { readFileSync, renameSync, writeFileSync } from 'node:fs'
 import mqtt, { type MqttClient } from 'mqtt'
 import { addDays, localDayOf, startOfLocalDay } from './local-time.ts'
 
@@ -21,7 +22,7 @@ export interface SampleRecipientOptions {
   topics?: string[]
   /** Pull: the HTTP API's base URL, the granularity and how far back the first pull starts. */
   apiUrl?: string
-  pull?: { granularity: 'load_curve' | 'daily' | 'monthly'; fromMs: number; intervalMs?: number }
+  pull?: { granularity: 'load_curve' | 'daily' | 'monthly'; fromMs: number; intervalMs?: number; progressFile?: string }
   /** The deployment's calendar (METERSHARE_TIMEZONE): where a pulled day or month starts. */
   timeZone?: string
   clientId?: string
@@ -95,7 +96,15 @@ export function startSampleRecipient(options: SampleRecipientOptions): SampleRec
     // are those its consents name. A day or month is selected by its start: begin at the start of the
     // one `fromMs` falls in.
     const startMs = periodStartMs(options.pull.fromMs, granularity, timeZone)
-    const latestByMeter = new Map<string, number>()
+    // Where each meter's next pull starts, kept in `progressFile` when given: started again, it goes on
+    // from there rather than pulling again what it holds.
+    const { progressFile } = options.pull
+    const latestByMeter = progressFile === undefined ? new Map<string, number>() : readProgress(progressFile)
+    const saveProgress = (): void => {
+      if (progressFile === undefined) return
+      writeFileSync(progressFile + '.tmp', JSON.stringify(Object.fromEntries(latestByMeter)) + '\n')
+      renameSync(progressFile + '.tmp', progressFile)
+    }
     const authorization = { authorization: `Bearer ${options.apiKey}` }
     /** A pull walked meter by meter and page by page, continued by the next poll when it is long. */
     let walk: { toMs: number; meters: string[]; index: number; fromMs: number; cursor: string | null } | null = null
@@ -149,6 +158,7 @@ export function startSampleRecipient(options: SampleRecipientOptions): SampleRec
           const next = nextFromMs(item, timeZone)
           if (next > (latestByMeter.get(item.meterId) ?? -Infinity)) latestByMeter.set(item.meterId, next)
         }
+        if (body.items.length > 0) saveProgress()
         walk.cursor = body.nextCursor
         if (walk.cursor === null) {
           walk.index++
@@ -175,5 +185,15 @@ export function startSampleRecipient(options: SampleRecipientOptions): SampleRec
       await pulling
       if (client !== null) await new Promise<void>((r) => client!.end(false, {}, () => r()))
     },
+  }
+}
+
+/** A progress file's meters and where their next pull starts; none when it is missing or unreadable. */
+function readProgress(file: string): Map<string, number> {
+  try {
+    const saved = JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>
+    return new Map(Object.entries(saved).filter((e): e is [string, number] => Number.isSafeInteger(e[1])))
+  } catch {
+    return new Map()
   }
 }

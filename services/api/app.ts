@@ -1,4 +1,4 @@
-import { fastify, LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify'
+import { fastify, LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
 import type { Config } from '../../shared/config.ts'
 import type { DatabaseHandle } from '../../shared/db/database.ts'
 import { InvalidInputError } from '../../shared/errors.ts'
@@ -53,6 +53,8 @@ export interface ApiContext {
   now: () => Date
   /** Every route registered, in registration order (filled by an onRoute hook). */
   routes: RouteEntry[]
+  /** The portal's page for an address no route serves, asked for by a browser (set by the portal's routes). */
+  notFoundPage?: (request: FastifyRequest, reply: FastifyReply) => Promise<FastifyReply>
 }
 
 declare module 'fastify' {

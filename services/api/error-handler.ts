@@ -80,6 +80,9 @@ export function sendError(err: unknown, request: FastifyRequest, reply: FastifyR
 export function installErrorHandling(app: FastifyInstance): void {
   app.setErrorHandler(async (err: unknown, request: FastifyRequest, reply: FastifyReply) => sendError(err, request, reply))
   app.setNotFoundHandler(async (request: FastifyRequest, reply: FastifyReply) => {
+    // A browser following a mistyped address gets a page it can go on from; programs, the envelope.
+    const page = app.apiContext.notFoundPage
+    if (page !== undefined && request.method === 'GET' && (request.headers.accept ?? '').includes('text/html')) return page(request, reply)
     const path = request.url.split('?')[0]!.slice(0, 200)
     return reply
       .code(404)

@@ -1,4 +1,7 @@
+import { mkdtempSync } from 'node:fs'
 import type { AddressInfo } from 'node:net'
+import os from 'node:os'
+import path from 'node:path'
 import type { FastifyInstance } from 'fastify'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { buildApi } from '../../services/api/app.ts'
@@ -107,6 +110,34 @@ describe('the sample recipient', () => {
       expect(Number(released?.n)).toBe(8)
     } finally {
       await recipient.stop()
+    }
+  })
+
+  it('goes on after a restart from where its progress file says, pulling nothing twice', async () => {
+    const utility = await createUtility(t.db)
+    const app = await createParty(t.db, { kind: 'third_party', name: 'Restarted' })
+    const household = await createTestHousehold(t.db)
+    const meter = await createTestMeter(t.db, utility.id)
+    await insertOccupancy(t.db, meter.id, household.id, new Date('2026-09-01T00:00:00Z'))
+    const offer = await createOffer(t.db, { recipientId: app.id, purpose: 'p', granularity: 'load_curve', priceMicrosPerDatum: 1n, split: { householdBps: 10_000, operatorBps: 0, platformBps: 0, thirdParties: [] } })
+    await grantConsent(t.db, household.id, { offerId: offer.id, validUntil: new Date(Date.now() + 86_400_000), dataFrom: new Date('2026-10-01T00:00:00Z') }, new Date())
+    const m = await connectMeter(tb.url, meter)
+    await publishAcked(m, meterReadingsTopic(meter.id), JSON.stringify({ readings: [1, 2, 3].map((h) => ({ ts: `2026-10-02T0${h}:00:00Z`, values: { '1-0:1.8.0': h } })) }))
+    const progressFile = path.join(mkdtempSync(path.join(os.tmpdir(), 'sample-recipient-')), 'progress.json')
+    const start = () => startSampleRecipient({ partyId: app.id, apiKey: app.apiKey, apiUrl, pull: { granularity: 'load_curve', fromMs: Date.parse('2026-10-01T00:00:00Z'), intervalMs: 100, progressFile } })
+    const first = start()
+    await waitFor(() => first.stats().pulled === 3, 10_000, 'the first pull')
+    await first.stop()
+    await publishAcked(m, meterReadingsTopic(meter.id), JSON.stringify({ ts: '2026-10-02T04:00:00Z', values: { '1-0:1.8.0': 4 } }))
+    await endClient(m)
+    const second = start()
+    try {
+      await waitFor(() => second.stats().pulls >= 2, 10_000, 'two pulls after the restart')
+      expect(second.stats()).toMatchObject({ pulled: 1, errors: 0 })
+      const released = await t.db.selectFrom('access_log').select((eb) => eb.fn.sum<string>('datums').as('n')).where('recipient_id', '=', app.id).executeTakeFirst()
+      expect(Number(released?.n)).toBe(4)
+    } finally {
+      await second.stop()
     }
   })
 

@@ -143,6 +143,11 @@ export const portalRoutes: RoutePlugin = async (app, { deps }) => {
     }
   }
 
+  app.apiContext.notFoundPage = async (request, reply) => {
+    const ctx = pageContext(request, reply, await pageSession(request, reply))
+    return sendPage(reply, 404, problemPage(ctx, ctx.t.notFound))
+  }
+
   /** A page for a signed-in household; signed out, `/` shows the sign-in form and the others send there. */
   function page(url: string, render: (ctx: PageContext, session: PageSession, request: FastifyRequest) => Promise<string | { status: number; body: string }>): void {
     defineRoute(app, {
