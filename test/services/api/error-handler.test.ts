@@ -110,6 +110,15 @@ describeDatabases('the error envelope', (t) => {
       expect(errorOf(res).code).toBe('NOT_FOUND')
       expect(errorOf(res).message).toBe(`no route ${method} ${url.split('?')[0]}`)
     }
+    // A browser following a mistyped address gets the portal's page, in its language; a program asking for JSON, the envelope.
+    const browser = { accept: 'text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8', 'accept-language': 'fr' }
+    const page = await api.inject({ method: 'GET', url: '/nope', headers: browser })
+    expect(page.statusCode).toBe(404)
+    expect(page.headers['content-type']).toMatch(/^text\/html/)
+    expect(page.body).toContain('Cette page n’existe pas.')
+    expect(page.body).toContain('<a href="/">')
+    const posted = await api.inject({ method: 'POST', url: '/nope', headers: browser })
+    expect(errorOf(posted).code).toBe('NOT_FOUND')
   })
 
   it('answers a bad URL with 400 in the envelope', async () => {
