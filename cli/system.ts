@@ -43,6 +43,8 @@ export const SETTLEMENT_INTERVAL_MS = 10 * 60_000
  * into every household's access log.
  */
 export const DEMO_PULL_RESUME_LOOKBACK_MS = 24 * 60 * 60_000
+/** Longest wait, in ms, for the demo's live recipient to subscribe before the fleet starts. */
+export const DEMO_RECIPIENTS_SUBSCRIBE_WAIT_MS = 5_000
 /** Simulated speed of the demo: a 30-day month in about two minutes. */
 export const DEMO_SPEED = 21_600
 /** How long a month's last simulated readings may take to arrive before the month is settled. */
@@ -248,6 +250,19 @@ export async function startSystem(configIn: Readonly<Config>, options: SystemOpt
     if (options.simulate && world !== null && world.meters.length > 0) {
       // A new world starts at its beginning (nothing stored); one started again goes on.
       const resume = await resumePoint(db, world)
+      // The sample recipients first: the live one subscribed before the fleet publishes, it receives
+      // (and its households' access logs count) what their statements bill from the first reading on.
+      const recipients = (world.recipients ?? []).map((r) => {
+        const recipient = startSampleRecipient({
+          partyId: r.partyId,
+          apiKey: r.apiKey,
+          ...(r.live !== undefined ? { mqttUrl: `mqtt://127.0.0.1:${mqttPort}`, topics: r.live } : {}),
+          ...(r.pull !== undefined ? { apiUrl: `http://127.0.0.1:${httpPort}`, pull: demoPull(config, world.fromMs, resume.fromMs, r.partyId, r.pull), timeZone: config.timezone } : {}),
+        })
+        parts.add(`sample recipient ${r.name}`, () => recipient.stop())
+        return recipient
+      })
+      await Promise.race([Promise.all(recipients.map((r) => r.subscribed)), new Promise((r) => setTimeout(r, DEMO_RECIPIENTS_SUBSCRIBE_WAIT_MS).unref())])
       fleet = startFleet({
         mqttUrl: `mqtt://127.0.0.1:${mqttPort}`,
         meters: world.meters,
@@ -260,15 +275,6 @@ export async function startSystem(configIn: Readonly<Config>, options: SystemOpt
         await fleet!.stop()
       })
       startDemoSettlement(db, config, fleet, world.fromMs, clock, parts)
-      for (const r of world.recipients ?? []) {
-        const recipient = startSampleRecipient({
-          partyId: r.partyId,
-          apiKey: r.apiKey,
-          ...(r.live !== undefined ? { mqttUrl: `mqtt://127.0.0.1:${mqttPort}`, topics: r.live } : {}),
-          ...(r.pull !== undefined ? { apiUrl: `http://127.0.0.1:${httpPort}`, pull: demoPull(config, world.fromMs, resume.fromMs, r.partyId, r.pull), timeZone: config.timezone } : {}),
-        })
-        parts.add(`sample recipient ${r.name}`, () => recipient.stop())
-      }
     } else {
       startPeriodicSettlement(db, config, clock, parts)
     }

@@ -41,6 +41,8 @@ export interface SampleRecipientStats {
 
 export interface SampleRecipient {
   stats(): SampleRecipientStats
+  /** Resolves once its live subscriptions are granted (at once when it follows nothing live). */
+  subscribed: Promise<void>
   stop(): Promise<void>
 }
 
@@ -72,6 +74,9 @@ export function startSampleRecipient(options: SampleRecipientOptions): SampleRec
   let timer: NodeJS.Timeout | null = null
   let pulling: Promise<void> = Promise.resolve()
   let stopped = false
+  let onSubscribed = (): void => {}
+  const subscribed = new Promise<void>((resolve) => (onSubscribed = resolve))
+  if (options.mqttUrl === undefined) onSubscribed()
 
   if (options.mqttUrl !== undefined) {
     client = mqtt.connect(options.mqttUrl, {
@@ -81,7 +86,7 @@ export function startSampleRecipient(options: SampleRecipientOptions): SampleRec
       password: options.apiKey,
       reconnectPeriod: 2_000,
     })
-    client.on('connect', () => client!.subscribe(options.topics ?? ['readings/+', 'daily/+'], { qos: 1 }))
+    client.on('connect', () => client!.subscribe(options.topics ?? ['readings/+', 'daily/+'], { qos: 1 }, (err) => (err ? stats.errors++ : onSubscribed())))
     client.on('message', () => stats.live++)
     client.on('error', () => stats.errors++)
   }
@@ -179,6 +184,7 @@ export function startSampleRecipient(options: SampleRecipientOptions): SampleRec
 
   return {
     stats: () => ({ ...stats }),
+    subscribed,
     async stop() {
       stopped = true
       if (timer !== null) clearInterval(timer)

@@ -55,7 +55,8 @@ describe('the sample recipient', () => {
       pull: { granularity: 'load_curve', fromMs: Date.parse('2026-10-01T00:00:00Z'), intervalMs: 200 },
     })
     try {
-      await new Promise((r) => setTimeout(r, 300))
+      // Subscribed before the meter publishes: it receives every datum live.
+      await recipient.subscribed
       const m = await connectMeter(tb.url, meter)
       const readings = [1, 2, 3].map((i) => ({ ts: `2026-10-02T0${i}:00:00Z`, values: { '1-0:1.8.0': i } }))
       await publishAcked(m, meterReadingsTopic(meter.id), JSON.stringify({ readings }))
