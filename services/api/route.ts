@@ -3,6 +3,7 @@ import type { z } from 'zod'
 import type { Principal, PrincipalRole } from '../directory/principal.ts'
 import { authHook, type AuthRequirement } from './auth.ts'
 import { parseInput } from './validation.ts'
+import { InvalidInputError } from '../../shared/errors.ts'
 
 /**
  * One way to declare a route: its zod schemas validate the request (before the handler
@@ -74,6 +75,11 @@ export interface RouteSpec<
   status?: number
   /** Returns the success body; `undefined` sends an empty answer. */
   handler(input: RouteInput<P, Q, B, A>): Promise<unknown>
+  /**
+   * Answers input its schemas refuse, instead of the error envelope, when it returns a reply (the
+   * portal's sign-in form answers with the form again); `undefined` leaves it to the envelope.
+   */
+  onInvalidInput?(err: InvalidInputError, request: FastifyRequest, reply: FastifyReply): FastifyReply | undefined
 }
 
 export function defineRoute<
@@ -104,13 +110,20 @@ export function defineRoute<
     config: { doc },
     onRequest: authHook(spec.auth, app.apiContext.auth),
     handler: async (request, reply) => {
-      const input: RouteInput<P, Q, B, A> = {
-        params: (spec.params === undefined ? undefined : parseInput(spec.params, request.params, 'params')) as Out<P>,
-        query: (spec.query === undefined ? undefined : parseInput(spec.query, request.query, 'query')) as Out<Q>,
-        body: (spec.body === undefined ? undefined : parseInput(spec.body, request.body ?? {}, 'body')) as Out<B>,
-        principal: (spec.auth === 'public' ? null : request.auth!.principal) as PrincipalFor<A>,
-        request,
-        reply,
+      let input: RouteInput<P, Q, B, A>
+      try {
+        input = {
+          params: (spec.params === undefined ? undefined : parseInput(spec.params, request.params, 'params')) as Out<P>,
+          query: (spec.query === undefined ? undefined : parseInput(spec.query, request.query, 'query')) as Out<Q>,
+          body: (spec.body === undefined ? undefined : parseInput(spec.body, request.body ?? {}, 'body')) as Out<B>,
+          principal: (spec.auth === 'public' ? null : request.auth!.principal) as PrincipalFor<A>,
+          request,
+          reply,
+        }
+      } catch (err) {
+        const answered = err instanceof InvalidInputError ? spec.onInvalidInput?.(err, request, reply) : undefined
+        if (answered !== undefined) return answered
+        throw err
       }
       const result = await spec.handler(input)
       if (reply.sent) return reply

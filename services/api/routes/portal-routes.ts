@@ -148,6 +148,11 @@ export const portalRoutes: RoutePlugin = async (app, { deps }) => {
     return sendPage(reply, 404, problemPage(ctx, ctx.t.notFound))
   }
 
+  /** The sign-in form's page answering its POST, as at `/`: its links (the language switch) lead there, not to the POST's address. */
+  function signInFormContext(request: FastifyRequest, reply: FastifyReply): PageContext {
+    return { ...pageContext(request, reply, null), path: '/' }
+  }
+
   /** A page for a signed-in household; signed out, `/` shows the sign-in form and the others send there. */
   function page(url: string, render: (ctx: PageContext, session: PageSession, request: FastifyRequest) => Promise<string | { status: number; body: string }>): void {
     defineRoute(app, {
@@ -195,6 +200,13 @@ export const portalRoutes: RoutePlugin = async (app, { deps }) => {
       expiresAt: timeOutput,
     }),
     errors: [401, 403, 429],
+    // The form posted with a field missing (the browser's own checks bypassed): the form again, saying so.
+    onInvalidInput(_err, request, reply) {
+      if (!isForm(request)) return undefined
+      const ctx = signInFormContext(request, reply)
+      const email = (request.body as Record<string, unknown> | undefined)?.email
+      return sendPage(reply, 400, signInPage(ctx, { email: typeof email === 'string' && !hasUnstorableText(email) ? email.slice(0, EMAIL_LENGTH_MAX) : '', error: ctx.t.signIn.invalid }))
+    },
     async handler({ body, request, reply }) {
       const form = isForm(request)
       try {
@@ -212,8 +224,7 @@ export const portalRoutes: RoutePlugin = async (app, { deps }) => {
           void reply.header('retry-after', String(Math.ceil(err.retryAfterMs / 1000)))
         }
         if (!form || !(err instanceof MetershareError) || err.statusCode >= 500) throw err
-        // The form's page again, as at `/`: its links (the language switch) lead there, not to this POST's address.
-        const ctx = { ...pageContext(request, reply, null), path: '/' }
+        const ctx = signInFormContext(request, reply)
         const message =
           err instanceof TooManyRequestsError
             ? fill(ctx.t.signIn.throttled, { minutes: String(Math.ceil(err.retryAfterMs / 60_000)) })

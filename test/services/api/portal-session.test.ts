@@ -316,6 +316,25 @@ describeDatabases('portal sign-in and sessions', (t) => {
       expect(res.body).not.toContain('/portal/session?')
     })
 
+    it('answers the form posted with a field missing or empty with the form again, saying so, not JSON', async () => {
+      for (const fields of [{ email: '', password: '' }, { email }, { email: 'ab', password: 'x' }]) {
+        const res = await api.inject({
+          method: 'POST',
+          url: '/portal/session',
+          remoteAddress: address,
+          headers: { 'content-type': 'application/x-www-form-urlencoded', 'accept-language': 'en' },
+          payload: new URLSearchParams(fields).toString(),
+        })
+        expect(res.statusCode).toBe(400)
+        expect(res.headers['content-type']).toMatch(/^text\/html/)
+        expect(res.body).toContain('Enter your email and your password.')
+        expect(res.body).toContain(`value="${fields.email}"`)
+      }
+      // As JSON the envelope names the field, as before.
+      const json = await api.inject({ method: 'POST', url: '/portal/session', remoteAddress: address, payload: { email: '' } })
+      expect(errorOf(json)).toEqual({ code: 'INVALID_INPUT', message: expect.stringMatching(/^email: /) })
+    })
+
     it('is the only route that takes URL-encoded bodies', async () => {
       const res = await api.inject({
         method: 'POST',
