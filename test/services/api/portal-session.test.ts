@@ -317,7 +317,7 @@ describeDatabases('portal sign-in and sessions', (t) => {
     })
 
     it('answers the form posted with a field missing or empty with the form again, saying so, not JSON', async () => {
-      for (const fields of [{ email: '', password: '' }, { email }, { email: 'ab', password: 'x' }]) {
+      for (const fields of [{ email: '', password: '' }, { email }, { email: 'ab', password: 'x' }] as Record<string, string>[]) {
         const res = await api.inject({
           method: 'POST',
           url: '/portal/session',
