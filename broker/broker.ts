@@ -226,6 +226,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
       }
       throttle.recordSuccess(address, username)
       principals.set(client, principal)
+      if (!client.clean) holdLive.hold(client)
       done(null, true)
     }
     // Whatever fails in a lookup answers this connect, never the process.
@@ -310,7 +311,9 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
     aedes.on('client', (client) => interest.connected(client))
     aedes.on('unsubscribe', (filters, client) => interest.unsubscribed(client, filters))
   }
+  const holdLive = holdLiveUntilQueueSent(aedes)
   aedes.on('clientReady', (client) => {
+    holdLive.release(client)
     const principal = principals.get(client)
     // aedes reports a client ready once its offline queue is read (a Redis round trip when coupled): a publish
     // sent right behind the CONNECT may have been refused and the connection closed by then, its disconnect
@@ -320,6 +323,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
     metrics.mqttConnections.labels(principal.role).inc()
   })
   aedes.on('clientDisconnect', (client) => {
+    holdLive.drop(client)
     const principal = principals.get(client)
     if (principal === undefined || !counted.has(client)) return
     counted.delete(client)
@@ -482,6 +486,53 @@ function clearRefusedDeliveriesExactly(aedes: Aedes): void {
     const marked = { ...packet, messageId: REFUSED_DELIVERY_MESSAGE_ID } as AedesPublishPacket
     await persistence.outgoingUpdate(client, marked)
     return clear(client, marked)
+  }
+}
+
+/** Live datums held for one persistent session while its queue is sent, at most; past it they wait in the queue for the next connect. */
+export const LIVE_DELIVERIES_HELD_MAX = 10_000
+
+type Deliver = (packet: AedesPublishPacket, done: () => void) => void
+
+/**
+ * Each topic is an ordered topic [MQTT-4.6.0-6], also across a reconnect: a persistent session's
+ * queued datums go out before the live ones that follow them. aedes restores a session's
+ * subscriptions before it sends CONNACK and reads its queue after: a datum published meanwhile
+ * would be written at once, ahead of the older ones queued. So from the CONNECT until aedes reports
+ * the client ready (its queue sent), its live deliveries are held:
+ * - one emitted before CONNACK is in the queue already (aedes enqueues a publish for every
+ *   persistent session before it emits it), which is read after CONNACK: it goes out from there,
+ *   once, in order;
+ * - one emitted after is kept, and delivered when the queue has gone out, in the order emitted.
+ * QoS 0 (nothing queued) passes through. A session that disconnects first keeps what is held in its
+ * queue, for the next connect.
+ */
+function holdLiveUntilQueueSent(aedes: Aedes): { hold(client: Client): void; release(client: Client): void; drop(client: Client): void } {
+  const held = new WeakMap<Client, { deliver: Deliver; connackSent: boolean; packets: AedesPublishPacket[] }>()
+  aedes.on('connackSent', (_connack, client) => {
+    const state = held.get(client)
+    if (state !== undefined) state.connackSent = true
+  })
+  return {
+    hold(client) {
+      const c = client as unknown as { deliverQoS: Deliver }
+      const state = { deliver: c.deliverQoS, connackSent: false, packets: [] as AedesPublishPacket[] }
+      held.set(client, state)
+      c.deliverQoS = (packet, done) => {
+        if (held.get(client) !== state || packet.qos === 0) return state.deliver(packet, done)
+        if (state.connackSent && state.packets.length < LIVE_DELIVERIES_HELD_MAX) state.packets.push(packet)
+        done()
+      }
+    },
+    release(client) {
+      const state = held.get(client)
+      if (state === undefined) return
+      held.delete(client)
+      for (const packet of state.packets) state.deliver(packet, () => {})
+    },
+    drop(client) {
+      held.delete(client)
+    },
   }
 }
 

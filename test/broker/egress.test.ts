@@ -1,4 +1,4 @@
-import type { MqttClient } from 'mqtt'
+import mqtt, { type MqttClient } from 'mqtt'
 import { afterAll, afterEach, beforeAll, beforeEach, expect, it } from 'vitest'
 import type { EgressPolicy } from '../../broker/egress.ts'
 import { meterReadingsTopic } from '../../shared/topics.ts'
@@ -133,6 +133,35 @@ describeDatabases('egress after commit', (t) => {
     } finally {
       for (const c of clients.splice(0)) await endClient(c)
       await own.close()
+    }
+  })
+
+  it('sends a persistent session its queued datums before the live ones that follow them, at reconnect', async () => {
+    const m = await connectMeter(tb.url, meter)
+    clients.push(m)
+    const datum = (i: number): string => JSON.stringify({ ts: iso(DAY_START + i * 60_000), values: { '1-0:1.8.0': 1_000 + i } })
+    const persistent = { clientId: 'recipient-ordered', username: utility.id, password: utility.apiKey, clean: false }
+    const first = await connectClient(tb.url, persistent)
+    await subscribeCollect(first, 'readings/+')
+    await endClient(first)
+    // Queued while it is away.
+    const QUEUED = 600
+    await publishAcked(m, meterReadingsTopic(meter.id), JSON.stringify({ readings: Array.from({ length: QUEUED }, (_, i) => JSON.parse(datum(i))) }))
+    // It comes back while the meter goes on publishing, one datum a message, several in flight.
+    const LIVE = 200
+    const received: string[] = []
+    const back = mqtt.connect(tb.url, { protocolVersion: 4, reconnectPeriod: 0, ...persistent })
+    try {
+      back.on('message', (_topic, payload) => received.push((JSON.parse(payload.toString('utf8')) as { ts: string }).ts))
+      for (let i = QUEUED; i < QUEUED + LIVE; i += 10) await Promise.all(Array.from({ length: 10 }, (_, k) => publishAcked(m, meterReadingsTopic(meter.id), datum(i + k))))
+      await waitFor(() => new Set(received).size === QUEUED + LIVE, 15_000, `every datum (${new Set(received).size} so far)`)
+      // Each datum's first delivery in the order published [MQTT-4.6.0-6]; a resent one may come again (QoS 1).
+      const firsts = received.filter((ts, i) => received.indexOf(ts) === i)
+      expect(firsts).toEqual([...firsts].sort())
+    } finally {
+      await endClient(back)
+      // A clean connect ends the session: no one follows readings/+ after this test.
+      await endClient(await connectClient(tb.url, { ...persistent, clean: true }))
     }
   })
 
