@@ -14,7 +14,7 @@ import { meterReadingsTopic } from '../../shared/topics.ts'
 import { nextFromMs, periodStartMs, startSampleRecipient } from '../../simulators/sample-recipient.ts'
 import { connectMeter, endClient, publishAcked, startTestBroker, waitFor, type TestBroker } from '../support/broker.ts'
 import { useTestDatabase } from '../support/database.ts'
-import { createTestHousehold, createTestMeter, createUtility, insertOccupancy } from '../support/world.ts'
+import { createTestHousehold, createTestMeter, createUtility, insertOccupancy, type TestMeter } from '../support/world.ts'
 
 describe('the sample recipient', () => {
   const t = useTestDatabase('pglite')
@@ -36,14 +36,25 @@ describe('the sample recipient', () => {
     await view.close()
   })
 
-  it('receives its consented datums live and pulls them over HTTP', async () => {
+  /** A third party `name` with a load-curve consent from 1 October over every meter of a household occupying `meters` meters. */
+  async function consentedWorld(name: string, meters: number) {
     const utility = await createUtility(t.db)
-    const app = await createParty(t.db, { kind: 'third_party', name: 'App' })
+    const app = await createParty(t.db, { kind: 'third_party', name })
     const household = await createTestHousehold(t.db)
-    const meter = await createTestMeter(t.db, utility.id)
-    await insertOccupancy(t.db, meter.id, household.id, new Date('2026-09-01T00:00:00Z'))
+    const list = []
+    for (let i = 0; i < meters; i++) {
+      const meter = await createTestMeter(t.db, utility.id)
+      await insertOccupancy(t.db, meter.id, household.id, new Date('2026-09-01T00:00:00Z'))
+      list.push(meter)
+    }
     const offer = await createOffer(t.db, { recipientId: app.id, purpose: 'p', granularity: 'load_curve', priceMicrosPerDatum: 1n, split: { householdBps: 10_000, operatorBps: 0, platformBps: 0, thirdParties: [] } })
     await grantConsent(t.db, household.id, { offerId: offer.id, validUntil: new Date(Date.now() + 86_400_000), dataFrom: new Date('2026-10-01T00:00:00Z') }, new Date())
+    return { app, household, meters: list }
+  }
+
+  it('receives its consented datums live and pulls them over HTTP', async () => {
+    const { app, meters } = await consentedWorld('App', 1)
+    const meter = meters[0]!
     await view.refresh()
 
     const recipient = startSampleRecipient({
@@ -82,14 +93,9 @@ describe('the sample recipient', () => {
   })
 
   it('pulls each meter from its own latest datum: a meter ahead is not pulled again, one behind or late is not skipped', async () => {
-    const utility = await createUtility(t.db)
-    const app = await createParty(t.db, { kind: 'third_party', name: 'Meter by meter' })
-    const household = await createTestHousehold(t.db)
-    const [ahead, behind, late] = [await createTestMeter(t.db, utility.id), await createTestMeter(t.db, utility.id), await createTestMeter(t.db, utility.id)]
-    for (const m of [ahead, behind, late]) await insertOccupancy(t.db, m.id, household.id, new Date('2026-09-01T00:00:00Z'))
-    const offer = await createOffer(t.db, { recipientId: app.id, purpose: 'p', granularity: 'load_curve', priceMicrosPerDatum: 1n, split: { householdBps: 10_000, operatorBps: 0, platformBps: 0, thirdParties: [] } })
-    await grantConsent(t.db, household.id, { offerId: offer.id, validUntil: new Date(Date.now() + 86_400_000), dataFrom: new Date('2026-10-01T00:00:00Z') }, new Date())
-    const publish = async (meter: typeof ahead, hours: number[]): Promise<void> => {
+    const { app, meters } = await consentedWorld('Meter by meter', 3)
+    const [ahead, behind, late] = meters as [TestMeter, TestMeter, TestMeter]
+    const publish = async (meter: TestMeter, hours: number[]): Promise<void> => {
       const c = await connectMeter(tb.url, meter)
       const readings = hours.map((h) => ({ ts: `2026-10-02T${String(h).padStart(2, '0')}:00:00Z`, values: { '1-0:1.8.0': h } }))
       await publishAcked(c, meterReadingsTopic(meter.id), JSON.stringify({ readings }))
@@ -115,13 +121,8 @@ describe('the sample recipient', () => {
   })
 
   it('goes on after a restart from where its progress file says, pulling nothing twice', async () => {
-    const utility = await createUtility(t.db)
-    const app = await createParty(t.db, { kind: 'third_party', name: 'Restarted' })
-    const household = await createTestHousehold(t.db)
-    const meter = await createTestMeter(t.db, utility.id)
-    await insertOccupancy(t.db, meter.id, household.id, new Date('2026-09-01T00:00:00Z'))
-    const offer = await createOffer(t.db, { recipientId: app.id, purpose: 'p', granularity: 'load_curve', priceMicrosPerDatum: 1n, split: { householdBps: 10_000, operatorBps: 0, platformBps: 0, thirdParties: [] } })
-    await grantConsent(t.db, household.id, { offerId: offer.id, validUntil: new Date(Date.now() + 86_400_000), dataFrom: new Date('2026-10-01T00:00:00Z') }, new Date())
+    const { app, meters } = await consentedWorld('Restarted', 1)
+    const meter = meters[0]!
     const m = await connectMeter(tb.url, meter)
     await publishAcked(m, meterReadingsTopic(meter.id), JSON.stringify({ readings: [1, 2, 3].map((h) => ({ ts: `2026-10-02T0${h}:00:00Z`, values: { '1-0:1.8.0': h } })) }))
     const progressFile = path.join(mkdtempSync(path.join(os.tmpdir(), 'sample-recipient-')), 'progress.json')
