@@ -311,7 +311,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
     aedes.on('client', (client) => interest.connected(client))
     aedes.on('unsubscribe', (filters, client) => interest.unsubscribed(client, filters))
   }
-  const holdLive = holdLiveUntilQueueSent(aedes)
+  const holdLive = holdLiveUntilQueueSent(aedes, config.mqtt.liveDeliveriesHeldMax)
   aedes.on('clientReady', (client) => {
     holdLive.release(client)
     const principal = principals.get(client)
@@ -489,9 +489,6 @@ function clearRefusedDeliveriesExactly(aedes: Aedes): void {
   }
 }
 
-/** Live datums held for one persistent session while its queue is sent, at most; past it they wait in the queue for the next connect. */
-export const LIVE_DELIVERIES_HELD_MAX = 10_000
-
 type Deliver = (packet: AedesPublishPacket, done: () => void) => void
 
 /**
@@ -504,10 +501,11 @@ type Deliver = (packet: AedesPublishPacket, done: () => void) => void
  *   persistent session before it emits it), which is read after CONNACK: it goes out from there,
  *   once, in order;
  * - one emitted after is kept, and delivered when the queue has gone out, in the order emitted.
- * QoS 0 (nothing queued) passes through. A session that disconnects first keeps what is held in its
- * queue, for the next connect.
+ * QoS 0 (nothing queued) passes through. A session that disconnects first, or whose queue takes so
+ * long to send that more than `liveDeliveriesHeldMax` datums come meanwhile (its connection is
+ * then closed), finds what was held in its queue at the next connect.
  */
-function holdLiveUntilQueueSent(aedes: Aedes): { hold(client: Client): void; release(client: Client): void; drop(client: Client): void } {
+function holdLiveUntilQueueSent(aedes: Aedes, heldMax: number): { hold(client: Client): void; release(client: Client): void; drop(client: Client): void } {
   const held = new WeakMap<Client, { deliver: Deliver; connackSent: boolean; packets: AedesPublishPacket[] }>()
   aedes.on('connackSent', (_connack, client) => {
     const state = held.get(client)
@@ -520,8 +518,14 @@ function holdLiveUntilQueueSent(aedes: Aedes): { hold(client: Client): void; rel
       held.set(client, state)
       c.deliverQoS = (packet, done) => {
         if (held.get(client) !== state || packet.qos === 0) return state.deliver(packet, done)
-        if (state.connackSent && state.packets.length < LIVE_DELIVERIES_HELD_MAX) state.packets.push(packet)
         done()
+        if (!state.connackSent) return
+        if (state.packets.length < heldMax) {
+          state.packets.push(packet)
+          return
+        }
+        held.delete(client)
+        client.close()
       }
     },
     release(client) {

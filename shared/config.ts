@@ -123,6 +123,12 @@ export interface MqttLimits {
   /** (user name, address) and address keys the throttle remembers at most. */
   authKeysTrackedMax: number
   drainTimeoutMs: number
+  /**
+   * Live datums held for one persistent session while its queue is sent at reconnect, at most
+   * (so that they follow it, in order); past it the connection is closed, and the client finds every
+   * datum in its queue, in order, when it connects again.
+   */
+  liveDeliveriesHeldMax: number
 }
 
 /** Limits of the ingest path; every one is named with its unit. */
@@ -191,6 +197,7 @@ export const DEFAULT_MQTT_LIMITS: MqttLimits = {
   authDelayMsMax: 5_000,
   authKeysTrackedMax: 200_000,
   drainTimeoutMs: 30_000,
+  liveDeliveriesHeldMax: 10_000,
 }
 
 export const DEFAULT_INGEST_LIMITS: IngestLimits = {

@@ -165,6 +165,40 @@ describeDatabases('egress after commit', (t) => {
     }
   })
 
+  it('closes a reconnecting persistent session that more live datums than it may hold overtake, and it finds them all in its queue, in order', async () => {
+    const own = await startTestBroker(t.handle, { policy: releaseAllOwned, overrides: { mqtt: { liveDeliveriesHeldMax: 3 } } })
+    const m = await connectMeter(own.url, meter)
+    const datum = (i: number): string => JSON.stringify({ ts: iso(DAY_START + i * 60_000), values: { '1-0:1.8.0': 1_000 + i } })
+    const persistent = { clientId: 'recipient-overtaken', username: utility.id, password: utility.apiKey, clean: false }
+    try {
+      const first = await connectClient(own.url, persistent)
+      await subscribeCollect(first, 'readings/+')
+      await endClient(first)
+      const QUEUED = 600
+      const LIVE = 200
+      await publishAcked(m, meterReadingsTopic(meter.id), JSON.stringify({ readings: Array.from({ length: QUEUED }, (_, i) => JSON.parse(datum(i))) }))
+      const received: string[] = []
+      let connects = 0
+      // A client that reconnects, as MQTT.js does when its connection is closed.
+      const back = mqtt.connect(own.url, { protocolVersion: 4, reconnectPeriod: 100, ...persistent })
+      back.on('connect', () => connects++)
+      back.on('message', (_topic, payload) => received.push((JSON.parse(payload.toString('utf8')) as { ts: string }).ts))
+      try {
+        for (let i = QUEUED; i < QUEUED + LIVE; i += 10) await Promise.all(Array.from({ length: 10 }, (_, k) => publishAcked(m, meterReadingsTopic(meter.id), datum(i + k))))
+        await waitFor(() => new Set(received).size === QUEUED + LIVE, 20_000, `every datum (${new Set(received).size} so far)`)
+        const firsts = received.filter((ts, i) => received.indexOf(ts) === i)
+        expect(firsts).toEqual([...firsts].sort())
+        expect(connects).toBeGreaterThan(1)
+      } finally {
+        await endClient(back)
+        await endClient(await connectClient(own.url, { ...persistent, clean: true }))
+      }
+    } finally {
+      await endClient(m)
+      await own.close()
+    }
+  })
+
   it('keeps publishing for a persistent session while it is offline, and stops when nobody is subscribed', async () => {
     const m = await connectMeter(tb.url, meter)
     clients.push(m)
