@@ -8,6 +8,17 @@ const DAY_RE = /^(\d{4})-(\d{2})-(\d{2})$/
 const MONTH_RE = /^(\d{4})-(\d{2})$/
 const MS_PER_DAY = 86_400_000
 
+/**
+ * `Date.UTC` for any year: `Date.UTC` reads years 0–99 as 1900–1999, so `0001-01-01` would become
+ * 1901. Month and day overflow as with `Date.UTC` (day 0 is the last day of the month before).
+ */
+export function utcMs(year: number, monthIndex: number, day = 1, hours = 0, minutes = 0, seconds = 0): number {
+  const d = new Date(0)
+  d.setUTCFullYear(year, monthIndex, day)
+  d.setUTCHours(hours, minutes, seconds, 0)
+  return d.getTime()
+}
+
 const formatters = new Map<string, Intl.DateTimeFormat>()
 
 function formatter(timeZone: string): Intl.DateTimeFormat {
@@ -38,7 +49,7 @@ function wallClock(ms: number, timeZone: string): { y: number; mo: number; d: nu
 /** Offset of the zone from UTC at an instant, in ms (Paris in summer: +7,200,000). */
 export function zoneOffsetMs(ms: number, timeZone: string): number {
   const w = wallClock(ms, timeZone)
-  const asUtc = Date.UTC(w.y, w.mo - 1, w.d, w.h, w.mi, w.s)
+  const asUtc = utcMs(w.y, w.mo - 1, w.d, w.h, w.mi, w.s)
   return asUtc - (ms - (((ms % 1000) + 1000) % 1000))
 }
 
@@ -53,7 +64,7 @@ function formatDay(y: number, mo: number, d: number): string {
 export function isDay(s: string): boolean {
   const m = DAY_RE.exec(s)
   if (m === null) return false
-  const t = Date.UTC(Number(m[1]), Number(m[2]) - 1, Number(m[3]))
+  const t = utcMs(Number(m[1]), Number(m[2]) - 1, Number(m[3]))
   return new Date(t).toISOString().slice(0, 10) === s
 }
 
@@ -77,7 +88,7 @@ export function monthOf(ts: Date | number, timeZone: string): string {
 export function startOfDayMs(day: string, timeZone: string): number {
   const m = DAY_RE.exec(day)
   if (m === null) throw new RangeError(`not a day: ${day}`)
-  const wall = Date.UTC(Number(m[1]), Number(m[2]) - 1, Number(m[3]))
+  const wall = utcMs(Number(m[1]), Number(m[2]) - 1, Number(m[3]))
   // Two passes settle the offset; a third catches a midnight that a DST jump skipped.
   let t = wall - zoneOffsetMs(wall, timeZone)
   t = wall - zoneOffsetMs(t, timeZone)
@@ -109,7 +120,7 @@ export function startOfDayMs(day: string, timeZone: string): number {
 export function addDays(day: string, days: number): string {
   const m = DAY_RE.exec(day)
   if (m === null) throw new RangeError(`not a day: ${day}`)
-  const t = Date.UTC(Number(m[1]), Number(m[2]) - 1, Number(m[3])) + days * MS_PER_DAY
+  const t = utcMs(Number(m[1]), Number(m[2]) - 1, Number(m[3])) + days * MS_PER_DAY
   return new Date(t).toISOString().slice(0, 10)
 }
 
@@ -161,7 +172,7 @@ export function parseRfc3339Ms(s: string): number | null {
   const mi = Number(m[5])
   const sec = Number(m[6])
   if (mo < 1 || mo > 12 || d < 1 || h > 23 || mi > 59 || sec > 60) return null
-  if (d > new Date(Date.UTC(y, mo, 0)).getUTCDate()) return null
+  if (d > new Date(utcMs(y, mo, 0)).getUTCDate()) return null
   const frac = m[7] === undefined ? 0 : Number(m[7].slice(0, 3).padEnd(3, '0'))
   let offsetMin = 0
   if (m[8] === undefined) {
@@ -170,7 +181,7 @@ export function parseRfc3339Ms(s: string): number | null {
     if (oh > 23 || om > 59) return null
     offsetMin = (m[9] === '-' ? -1 : 1) * (oh * 60 + om)
   }
-  const minuteMs = Date.UTC(y, mo - 1, d, h, mi) - offsetMin * 60_000
+  const minuteMs = utcMs(y, mo - 1, d, h, mi) - offsetMin * 60_000
   // Second 60 exists only as a leap second, at 23:59 UTC (RFC 3339 §5.7); it is read as the next
   // second, as Date.parse does. Anywhere else it names a time that never was.
   if (sec === 60 && (((minuteMs % 86_400_000) + 86_400_000) % 86_400_000) !== 86_340_000) return null

@@ -1,4 +1,6 @@
+import { utcMs } from './calendar.ts'
 import { assert, InvalidInputError } from './errors.ts'
+import { hasUnstorableText } from './text.ts'
 
 /**
  * Keyset cursors: the key of the last item of a page, as base64url JSON `[listing, ...key]`,
@@ -65,6 +67,8 @@ export function cursorListing<const P extends readonly CursorPart[]>(
       if (!Array.isArray(parsed) || parsed.length !== parts.length + 1 || parsed[0] !== listing) throw refused()
       const key = parsed.slice(1)
       if (!parts.every((part, i) => hasPart(key[i], part))) throw refused()
+      // Every key we encode is text PostgreSQL stored; one it cannot hold was forged, and would fail the query.
+      if (key.some((k) => typeof k === 'string' && hasUnstorableText(k))) throw refused()
       if (!accepts(key as CursorKey<P>)) throw refused()
       return key as CursorKey<P>
     },
@@ -81,7 +85,7 @@ export function isTimestampText(s: string): boolean {
   const m = TIMESTAMP_TEXT_RE.exec(s)
   if (m === null) return false
   const [mo, d, h, mi, sec] = [m[2], m[3], m[4], m[5], m[6]].map(Number) as [number, number, number, number, number]
-  return mo >= 1 && mo <= 12 && d >= 1 && d <= new Date(Date.UTC(Number(m[1]), mo, 0)).getUTCDate() && h <= 23 && mi <= 59 && sec <= 59
+  return mo >= 1 && mo <= 12 && d >= 1 && d <= new Date(utcMs(Number(m[1]), mo, 0)).getUTCDate() && h <= 23 && mi <= 59 && sec <= 59
 }
 
 const BIGINT_MAX = 9_223_372_036_854_775_807n

@@ -18,7 +18,7 @@ import type { Database } from './schema.ts'
  * The one place a database connection is made. PGlite (PostgreSQL in WebAssembly, files
  * under the data directory) by default; a PostgreSQL server when a URL is given. Both get
  * the same type parsers: int8 → bigint (money, counts), date → 'YYYY-MM-DD' string, bytea → Buffer,
- * numeric → string; timestamptz → Date and jsonb → object are already common.
+ * numeric → string, timestamptz → Date as pg reads it; jsonb → object is already common.
  */
 
 export type DialectName = 'pglite' | 'postgres'
@@ -89,7 +89,9 @@ export function copyText(value: string | null): string {
 
 const COPY_ESCAPES: Record<string, string> = { '\\': '\\\\', '\t': '\\t', '\n': '\\n', '\r': '\\r' }
 
-const OID = { bytea: 17, int8: 20, date: 1082, numeric: 1700 } as const
+const OID = { bytea: 17, int8: 20, date: 1082, timestamp: 1114, timestamptz: 1184, numeric: 1700 } as const
+
+const pgParser = pg.types.getTypeParser as (oid: number, format?: string) => (v: string) => unknown
 
 const PARSERS: Record<number, (value: string) => unknown> = {
   [OID.int8]: (v) => BigInt(v),
@@ -97,11 +99,14 @@ const PARSERS: Record<number, (value: string) => unknown> = {
   [OID.bytea]: (v) => Buffer.from(v.slice(2), 'hex'),
   [OID.date]: (v) => v,
   [OID.numeric]: (v) => v,
+  // pg's reading of timestamps on both: PGlite's own (`new Date(text)`) reads year 0001 as 2001.
+  [OID.timestamp]: pgParser(OID.timestamp),
+  [OID.timestamptz]: pgParser(OID.timestamptz),
 }
 
 const pgTypes = {
   getTypeParser(oid: number, format?: string): (value: string) => unknown {
-    return PARSERS[oid] ?? (pg.types.getTypeParser as (oid: number, format?: string) => (v: string) => unknown)(oid, format)
+    return PARSERS[oid] ?? pgParser(oid, format)
   },
 }
 

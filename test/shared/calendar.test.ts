@@ -53,6 +53,12 @@ describe('calendar', () => {
     expect(parseRfc3339('2016-12-31T23:59:60Z')?.toISOString()).toBe('2017-01-01T00:00:00.000Z')
     expect(parseRfc3339('2017-01-01T00:59:60+01:00')?.toISOString()).toBe('2017-01-01T00:00:00.000Z')
     for (const bad of ['2026-11-16T09:00:60Z', '2016-12-31T23:59:60+01:00', '2026-10-01T00:00:61Z']) expect(parseRfc3339(bad), bad).toBeNull()
+    // Years 0–99 are those years, not 1900–1999 (Date.UTC's reading of them).
+    expect(parseRfc3339('0001-01-01T00:00:00Z')?.toISOString()).toBe('0001-01-01T00:00:00.000Z')
+    expect(parseRfc3339('0099-03-01T01:00:00+01:00')?.toISOString()).toBe('0099-03-01T00:00:00.000Z')
+    expect(parseRfc3339('0004-02-29T00:00:00Z')?.toISOString()).toBe('0004-02-29T00:00:00.000Z')
+    expect(parseRfc3339('0001-02-29T00:00:00Z')).toBeNull()
+    expect(addDays('0001-12-31', 1)).toBe('0002-01-01')
     expect(formatTimestamp(Date.parse('2026-10-01T00:30:00Z'))).toBe('2026-10-01T00:30:00Z')
     expect(formatTimestamp(Date.parse('2026-10-01T00:30:00.5Z'))).toBe('2026-10-01T00:30:00.500Z')
   })

@@ -36,6 +36,9 @@ describe('cursorListing', () => {
       made(['pairs', 'a', null, 'c']),
       made(['pairs', null, 'b']),
       made(['pairs', 'a', 1]),
+      // A key PostgreSQL could not hold was never encoded: it would fail the query (500), not page.
+      made(['pairs', 'a\u0000b', 'c']),
+      made(['pairs', 'a', '\ud800']),
       made({ listing: 'pairs', key: ['a', 'b'] }),
       made('pairs'),
       'not a cursor',

@@ -13,6 +13,14 @@ describeDatabases('the database factory', (t) => {
     expect(Buffer.isBuffer(r.rows[0]!.b)).toBe(true)
   })
 
+  it('reads timestamps of any year as that year (PGlite by itself read 0001 as 2001)', async () => {
+    const r = await sql<{ a: Date; b: Date; c: Date }>`
+      SELECT TIMESTAMPTZ '0001-01-01T00:00:00Z' AS a, TIMESTAMPTZ '0099-03-01T12:00:00.5Z' AS b, TIMESTAMP '0050-06-01 00:00:00' AS c`.execute(t.db)
+    expect(r.rows[0]!.a.toISOString()).toBe('0001-01-01T00:00:00.000Z')
+    expect(r.rows[0]!.b.toISOString()).toBe('0099-03-01T12:00:00.500Z')
+    expect(r.rows[0]!.c.getFullYear()).toBe(50)
+  })
+
   it('gives scripts on a connection of its own on PostgreSQL only (PGlite is one connection)', () => {
     expect(t.handle.withConnection === null).toBe(t.dialect === 'pglite')
   })
