@@ -75,15 +75,27 @@ const QUIET_ROUTES = new Set<string>(['/healthz', '/metrics'])
 export const JSON_INTEGER_DIGITS_MAX = 15
 
 /**
- * The first number literal of a JSON text that parsing could round, and the key it is the value of
- * (null for an array element or a bare value): every number this API takes is a whole one, and
- * `999999999.99999999` or `1e3` would reach it as 1000000000 and 1000, or a 17-digit integer as its
- * nearest double. Strings are skipped; null when there is none.
+ * Levels of arrays and objects a JSON body may nest: ours nest three at most. Deeper input is
+ * refused before it is parsed, so that no walk over it can run out of stack.
  */
-export function inexactNumber(text: string): { literal: string; key: string | null } | null {
+export const JSON_NESTING_MAX = 32
+
+/**
+ * What makes a JSON text unfit before it is parsed, with the field it is in (`split.thirdParties[0].bps`;
+ * `body` for the whole, `body[0]` in a bare array): arrays and objects nested deeper than `nestingMax`, or a number literal that
+ * parsing could round. Every number this API takes is a whole one, and `999999999.99999999` or `1e3`
+ * would reach it as 1000000000 and 1000, or a 17-digit integer as its nearest double. Null when fit.
+ */
+export function jsonTextProblem(text: string, nestingMax: number): { field: string; message: string } | null {
   const number = /-?\d+(\.\d+)?([eE][+-]?\d+)?/y
-  let lastString: string | null = null
-  let key: string | null = null
+  // The containers open at this point of the text: each with its current key (objects) or index (arrays).
+  const open: Array<{ array: boolean; key: string; index: number }> = []
+  const here = (): string => {
+    let name = ''
+    for (const level of open) name += level.array ? `[${level.index}]` : name === '' ? level.key : `.${level.key}`
+    return name === '' || name.startsWith('[') ? `body${name}` : name
+  }
+  let lastString = ''
   for (let i = 0; i < text.length; i++) {
     const c = text.charCodeAt(i)
     if (c === 0x22) {
@@ -91,23 +103,31 @@ export function inexactNumber(text: string): { literal: string; key: string | nu
       const start = i + 1
       for (i++; i < text.length && text.charCodeAt(i) !== 0x22; i++) if (text.charCodeAt(i) === 0x5c) i++
       lastString = text.slice(start, i)
-      continue
+    } else if (c === 0x5b || c === 0x7b) {
+      if (open.length >= nestingMax) return { field: 'body', message: `arrays and objects nested deeper than ${nestingMax} levels` }
+      open.push({ array: c === 0x5b, key: '', index: 0 })
+    } else if (c === 0x5d || c === 0x7d) open.pop()
+    else if (c === 0x3a && open.length > 0) open[open.length - 1]!.key = lastString
+    else if (c === 0x2c && open.length > 0) open[open.length - 1]!.index++
+    else if (c === 0x2d || (c >= 0x30 && c <= 0x39)) {
+      number.lastIndex = i
+      const m = number.exec(text)
+      if (m === null) continue
+      const literal = m[0]
+      if (m[1] !== undefined || m[2] !== undefined || literal.replace('-', '').length > JSON_INTEGER_DIGITS_MAX) {
+        return {
+          field: here(),
+          message: `${literal} is not a whole number written out (no fraction, no exponent, at most ${JSON_INTEGER_DIGITS_MAX} digits: JSON would round it); send amounts as strings`,
+        }
+      }
+      i += literal.length - 1
     }
-    if (c === 0x3a) {
-      key = lastString
-      continue
-    }
-    if (c === 0x2c || c === 0x5b || c === 0x7b) key = null
-    if (c !== 0x2d && (c < 0x30 || c > 0x39)) continue
-    number.lastIndex = i
-    const m = number.exec(text)
-    if (m === null) continue
-    const literal = m[0]
-    if (m[1] !== undefined || m[2] !== undefined || literal.replace('-', '').length > JSON_INTEGER_DIGITS_MAX) return { literal, key }
-    i += literal.length - 1
   }
   return null
 }
+
+/** A key that fastify's JSON parser refuses (prototype poisoning). */
+const PROTOTYPE_KEY_RE = /"(__proto__|constructor)"\s*:/
 
 /** Methods whose requests carry no body. */
 const BODYLESS_METHODS = new Set(['GET', 'HEAD', 'DELETE', 'OPTIONS'])
@@ -135,18 +155,15 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
   app.removeContentTypeParser('application/json')
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
     if (body === '' && BODYLESS_METHODS.has(request.method)) return done(null, undefined)
-    const inexact = inexactNumber(body as string)
-    if (inexact !== null) {
-      const field = inexact.key ?? 'body'
-      return done(
-        new InvalidInputError(
-          `${field}: ${inexact.literal} is not a whole number written out (no fraction, no exponent, at most ${JSON_INTEGER_DIGITS_MAX} digits: JSON would round it); send amounts as strings`,
-          field,
-        ),
-        undefined,
-      )
-    }
-    json(request, body as string, done)
+    const problem = jsonTextProblem(body as string, JSON_NESTING_MAX)
+    if (problem !== null) return done(new InvalidInputError(`${problem.field}: ${problem.message}`, problem.field), undefined)
+    json(request, body as string, (err, parsed) => {
+      // fastify's parser refuses the keys that could reach an object's prototype; say which, not "not valid JSON".
+      if (err !== null && PROTOTYPE_KEY_RE.test(body as string)) {
+        return done(new InvalidInputError('body: the keys __proto__ and constructor.prototype are not taken', 'body'), undefined)
+      }
+      done(err, parsed)
+    })
   })
 
   const context: ApiContext = {

@@ -2,7 +2,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest, HTTPMethods } from 
 import type { z } from 'zod'
 import type { Principal, PrincipalRole } from '../directory/principal.ts'
 import { authHook, type AuthRequirement } from './auth.ts'
-import { parseInput } from './validation.ts'
+import { fieldName, parseInput } from './validation.ts'
 import { InvalidInputError } from '../../shared/errors.ts'
 
 /**
@@ -82,6 +82,13 @@ export interface RouteSpec<
   onInvalidInput?(err: InvalidInputError, request: FastifyRequest, reply: FastifyReply): FastifyReply | undefined
 }
 
+/** A documented route that takes no query parameters refuses any, by name, as the others refuse an unknown one. */
+function refuseAny(query: unknown, location: 'query'): undefined {
+  const keys = typeof query === 'object' && query !== null ? Object.keys(query) : []
+  if (keys.length > 0) throw new InvalidInputError(`${fieldName([keys[0]!], location)}: unknown field`, keys[0])
+  return undefined
+}
+
 export function defineRoute<
   const A extends AuthRequirement,
   P extends z.ZodType | undefined = undefined,
@@ -114,8 +121,9 @@ export function defineRoute<
       try {
         input = {
           params: (spec.params === undefined ? undefined : parseInput(spec.params, request.params, 'params')) as Out<P>,
-          query: (spec.query === undefined ? undefined : parseInput(spec.query, request.query, 'query')) as Out<Q>,
-          body: (spec.body === undefined ? undefined : parseInput(spec.body, request.body ?? {}, 'body')) as Out<B>,
+          query: (spec.query === undefined ? (spec.hidden === true ? undefined : refuseAny(request.query, 'query')) : parseInput(spec.query, request.query, 'query')) as Out<Q>,
+          // No body at all is an empty object (each required field is named); a JSON `null` is no object.
+          body: (spec.body === undefined ? undefined : parseInput(spec.body, request.body === undefined ? {} : request.body, 'body')) as Out<B>,
           principal: (spec.auth === 'public' ? null : request.auth!.principal) as PrincipalFor<A>,
           request,
           reply,

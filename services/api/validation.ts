@@ -65,14 +65,16 @@ export function fieldName(path: readonly PropertyKey[], location: InputLocation)
   return name
 }
 
-/** The path of the first key or string value in `value` that PostgreSQL cannot store (see shared/text.ts). */
-function unstorableAt(value: unknown, path: PropertyKey[] = []): PropertyKey[] | null {
-  if (typeof value === 'string') return hasUnstorableText(value) ? path : null
+/**
+ * The first key or string value in `value` that PostgreSQL cannot store (see shared/text.ts): the
+ * path of the value, or of the object whose key it is. JSON bodies nest JSON_NESTING_MAX levels at most.
+ */
+function unstorableAt(value: unknown, path: PropertyKey[] = []): { path: PropertyKey[]; inKey: boolean } | null {
+  if (typeof value === 'string') return hasUnstorableText(value) ? { path, inKey: false } : null
   if (typeof value !== 'object' || value === null) return null
   for (const [key, item] of Object.entries(value)) {
-    const at = Array.isArray(value) ? [...path, Number(key)] : [...path, key]
-    if (!Array.isArray(value) && hasUnstorableText(key)) return at
-    const found = unstorableAt(item, at)
+    if (!Array.isArray(value) && hasUnstorableText(key)) return { path, inKey: true }
+    const found = unstorableAt(item, Array.isArray(value) ? [...path, Number(key)] : [...path, key])
     if (found !== null) return found
   }
   return null
@@ -83,8 +85,9 @@ export function parseInput<S extends z.ZodType>(schema: S, value: unknown, locat
   // No field of ours holds U+0000 or half a UTF-16 pair; either would fail the statement storing or looking it up.
   const unstorable = unstorableAt(value)
   if (unstorable !== null) {
-    const field = fieldName(unstorable, location)
-    throw new InvalidInputError(`${field}: must not contain U+0000 or a lone UTF-16 surrogate`, field)
+    const field = fieldName(unstorable.path, location)
+    const what = unstorable.inKey ? 'a key of it must' : 'must'
+    throw new InvalidInputError(`${field}: ${what} not contain U+0000 or a lone UTF-16 surrogate`, field)
   }
   const result = schema.safeParse(value, { error: issueMessage })
   if (result.success) return result.data

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { buildApi } from '../../../services/api/app.ts'
+import { JSON_NESTING_MAX, buildApi } from '../../../services/api/app.ts'
 import { toErrorAnswer } from '../../../services/api/error-handler.ts'
 import { envToConfig } from '../../../shared/config.ts'
 import { openDatabase, type DatabaseHandle } from '../../../shared/db/database.ts'
@@ -21,12 +21,46 @@ describeDatabases('the error envelope', (t) => {
     }
   })
 
-  it('refuses a prototype-poisoning body as invalid JSON', async () => {
-    const payload = '{"kind":"utility","name":"X","__proto__":{"admin":true}}'
-    const res = await api.inject({ method: 'POST', url: '/admin/parties', headers: { ...OPERATOR, 'content-type': 'application/json' }, payload })
-    expect(res.statusCode).toBe(400)
-    expect(errorOf(res).code).toBe('INVALID_INPUT')
+  it('refuses a prototype-poisoning body, saying which keys it does not take', async () => {
+    for (const payload of ['{"kind":"utility","name":"X","__proto__":{"admin":true}}', '{"kind":"utility","name":"X","constructor":{"prototype":{"admin":true}}}']) {
+      const res = await api.inject({ method: 'POST', url: '/admin/parties', headers: { ...OPERATOR, 'content-type': 'application/json' }, payload })
+      expect(res.statusCode).toBe(400)
+      expect(errorOf(res)).toEqual({ code: 'INVALID_INPUT', message: 'body: the keys __proto__ and constructor.prototype are not taken' })
+    }
     expect(await t.db.selectFrom('parties').select('id').execute()).toEqual([])
+  })
+
+  it('refuses arrays and objects nested deeper than JSON_NESTING_MAX before any walk over them (a deep one overflowed the stack: 500)', async () => {
+    const json = { ...OPERATOR, 'content-type': 'application/json' }
+    // Within this harness's bodyBytesMax (1 KiB); 10,000 levels in 20 KB used to overflow the stack.
+    for (const payload of ['['.repeat(500) + ']'.repeat(500), '{"a":'.repeat(150) + '1' + '}'.repeat(150)]) {
+      for (const url of ['/admin/parties', '/portal/session']) {
+        const res = await api.inject({ method: 'POST', url, headers: url === '/portal/session' ? { 'content-type': 'application/json' } : json, payload })
+        expect(res.statusCode, url).toBe(400)
+        expect(errorOf(res)).toEqual({ code: 'INVALID_INPUT', message: `body: arrays and objects nested deeper than ${JSON_NESTING_MAX} levels` })
+      }
+    }
+    // At the limit, the body is read, and its schema speaks.
+    const atLimit = '{"kind":"utility","name":"X","x":' + '['.repeat(JSON_NESTING_MAX - 1) + ']'.repeat(JSON_NESTING_MAX - 1) + '}'
+    const res = await api.inject({ method: 'POST', url: '/admin/parties', headers: json, payload: atLimit })
+    expect(errorOf(res)).toEqual({ code: 'INVALID_INPUT', message: 'x: unknown field' })
+    // Brackets inside strings are text.
+    const text = await api.inject({ method: 'POST', url: '/admin/parties', headers: json, payload: JSON.stringify({ kind: 'utility', name: '['.repeat(100) }) })
+    expect(text.statusCode).toBe(201)
+  })
+
+  it('names a JSON null body as the body, not its first field', async () => {
+    const res = await api.inject({ method: 'POST', url: '/admin/parties', headers: { ...OPERATOR, 'content-type': 'application/json' }, payload: 'null' })
+    expect(errorOf(res)).toEqual({ code: 'INVALID_INPUT', message: 'body: expected an object' })
+  })
+
+  it('refuses query parameters on a route that takes none, by name', async () => {
+    for (const url of ['/metrics?foo=bar', '/healthz?x=1', '/admin/settlements?month=2026-10']) {
+      const method = url.startsWith('/admin') ? 'POST' : 'GET'
+      const res = await api.inject({ method, url, headers: { ...OPERATOR, 'content-type': 'application/json' }, payload: method === 'POST' ? '{"month":"2026-10"}' : undefined })
+      expect(res.statusCode, url).toBe(400)
+      expect(errorOf(res).message, url).toBe(`${new URL(url, 'http://x').searchParams.keys().next().value}: unknown field`)
+    }
   })
 
   it('refuses a number JSON parsing could round, which no field takes: a fraction, an exponent, over 15 digits', async () => {
@@ -37,11 +71,16 @@ describeDatabases('the error envelope', (t) => {
       expect(res.statusCode, literal).toBe(400)
       expect(errorOf(res)).toEqual({ code: 'INVALID_INPUT', message: expect.stringContaining(`priceMicrosPerDatum: ${literal} is not a whole number written out`) })
     }
-    // Named by its key wherever it is; a bare value by the body.
+    // Named by its whole path wherever it is; a bare value by the body.
     const nested = await api.inject({ method: 'POST', url: '/admin/offers', headers: { ...OPERATOR, 'content-type': 'application/json' }, payload: offer('1').replace('"householdBps":10000', '"householdBps":1e4') })
-    expect(errorOf(nested).message).toMatch(/^householdBps: 1e4 is not a whole number written out/)
+    expect(errorOf(nested).message).toMatch(/^split\.householdBps: 1e4 is not a whole number written out/)
+    const inArray = offer('1').replace('"thirdParties":[]', '"thirdParties":[{"partyId":"pty_a","bps":1},{"partyId":"pty_b","bps":500.0}]')
+    const deep = await api.inject({ method: 'POST', url: '/admin/offers', headers: { ...OPERATOR, 'content-type': 'application/json' }, payload: inArray })
+    expect(errorOf(deep).message).toMatch(/^split\.thirdParties\[1\]\.bps: 500\.0 is not a whole number written out/)
+    const element = await api.inject({ method: 'POST', url: '/admin/offers', headers: { ...OPERATOR, 'content-type': 'application/json' }, payload: offer('1').replace('"thirdParties":[]', '"thirdParties":[7, 1.5]') })
+    expect(errorOf(element).message).toMatch(/^split\.thirdParties\[1\]: 1\.5 is not a whole number written out/)
     const bare = await api.inject({ method: 'POST', url: '/admin/offers', headers: { ...OPERATOR, 'content-type': 'application/json' }, payload: '[1.5]' })
-    expect(errorOf(bare).message).toMatch(/^body: 1\.5 is not a whole number written out/)
+    expect(errorOf(bare).message).toMatch(/^body\[0\]: 1\.5 is not a whole number written out/)
     // Numbers inside strings are text, and whole numbers pass on to the route (which finds no such recipient).
     const text = await api.inject({ method: 'POST', url: '/admin/parties', headers: { ...OPERATOR, 'content-type': 'application/json' }, payload: '{"kind":"utility","name":"Grid 1.5e3 \\" 2.5"}' })
     expect(text.statusCode).toBe(201)
@@ -62,6 +101,11 @@ describeDatabases('the error envelope', (t) => {
       const res = await api.inject({ method: method as 'GET', url, headers: payload === undefined ? OPERATOR : json, payload })
       expect(res.statusCode, url).toBe(400)
       expect(errorOf(res), url).toEqual({ code: 'INVALID_INPUT', message: `${field}: must not contain U+0000 or a lone UTF-16 surrogate` })
+    }
+    // A key holding one is named by the object it is a key of.
+    for (const [payload, field] of [['{"kind":"utility","\\u0000":1}', 'body'], ['{"kind":"utility","name":"n","split":{"a\\ud800":1}}', 'split']]) {
+      const res = await api.inject({ method: 'POST', url: '/admin/parties', headers: json, payload })
+      expect(errorOf(res), payload).toEqual({ code: 'INVALID_INPUT', message: `${field}: a key of it must not contain U+0000 or a lone UTF-16 surrogate` })
     }
     expect(await t.db.selectFrom('parties').select('id').execute()).toEqual([])
   })
