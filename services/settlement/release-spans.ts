@@ -1,5 +1,5 @@
 import { addDays, daysOfMonth, startOfDayMs } from '../../shared/calendar.ts'
-import { consentReleases, consentsEndOf, datumOwner, type ConsentFact, type OccupancyFact, type RuleDatum } from '../consent/release-rule.ts'
+import { consentReleases, consentsEndOf, datumOwner, meterEndedAtMs, type ConsentFact, type OccupancyFact, type RuleDatum } from '../consent/release-rule.ts'
 
 /**
  * Which datums of a month a consent released, as spans that the database can count from
@@ -46,6 +46,17 @@ export interface CountSpan {
 export function consentEndedMs(consent: ConsentFact, nowMs: number): number | null {
   const end = consent.revokedAtMs === null ? consent.validUntilMs : Math.min(consent.revokedAtMs, consent.validUntilMs)
   return end <= nowMs ? end : null
+}
+
+/**
+ * When a consent stopped releasing one meter's data, if that is not after `nowMs`: its own end, or the
+ * household's move-out from the meter (`meterEndedAtMs`: when the move-out was registered, if after
+ * it), the earlier; else null. Data of the meter stored after it never reached the recipient.
+ */
+export function consentMeterEndedMs(consent: ConsentFact, meterId: string, occupanciesOfMeter: readonly OccupancyFact[], nowMs: number): number | null {
+  const ended = consentEndedMs(consent, nowMs)
+  const left = meterEndedAtMs(consent, meterId, occupanciesOfMeter, nowMs)
+  return ended === null ? left : left === null ? ended : Math.min(ended, left)
 }
 
 /** A month's local days and where each starts, computed once per run. */
@@ -120,13 +131,13 @@ export function settlementSpans(
   latestDataMs: (meterId: string, storedBeforeMs: number | null) => number,
   storedLateDays?: (meterId: string, householdId: string, storedBeforeMs: number) => ReadonlySet<string>,
 ): CountSpan[] {
-  const storedBeforeMs = consentEndedMs(consent, nowMs)
   const { days, dayStartsMs } = calendar
   const monthStartMs = dayStartsMs[0]!
   const monthEndMs = dayStartsMs[days.length]!
   const spans: CountSpan[] = []
   for (const meterId of consent.meterIds) {
     const occupancies = occupanciesByMeter.get(meterId) ?? []
+    const storedBeforeMs = consentMeterEndedMs(consent, meterId, occupancies, nowMs)
     const consentId = consent.id
     const householdId = consent.householdId
     switch (consent.granularity) {

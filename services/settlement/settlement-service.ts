@@ -7,7 +7,8 @@ import { newId } from '../../shared/ids.ts'
 import { log } from '../../shared/logger.ts'
 import { HOUSEHOLD_ACCOUNT_PREFIX, PAYOUTS_ACCOUNT, householdAccount } from './ledger-account.ts'
 import { datumsPerConsent, planCounts, type RangeCount } from './count-plan.ts'
-import { consentEndedMs, monthCalendar, settlementSpans, type CountSpan } from './release-spans.ts'
+import { consentMeterEndedMs, monthCalendar, settlementSpans, type CountSpan } from './release-spans.ts'
+import type { ConsentFact } from '../consent/release-rule.ts'
 import { latestReadingTimes } from '../metering/reading-service.ts'
 import {
   payoutDue,
@@ -222,18 +223,26 @@ async function readMonthInputs(trx: Transaction<Database>, month: string, now: D
   // for a consent that has ended, once it had such data stored before the end.
   const coarse = facts.filter((c) => c.granularity !== 'load_curve')
   const latest = await latestReadingTimes(trx, [...new Set(coarse.flatMap((c) => c.meterIds))])
-  const endedPairs = coarse.flatMap((c) => {
-    const ended = consentEndedMs(c, nowMs)
-    return ended === null ? [] : c.meterIds.map((meterId) => ({ meterId, beforeMs: ended }))
-  })
+  // When each consent stopped releasing each of its meters (its end, or the household's move-out), if it has.
+  const endedOf = (c: ConsentFact, meterId: string): number | null => consentMeterEndedMs(c, meterId, byMeter.get(meterId) ?? [], nowMs)
+  const endedPairs = coarse.flatMap((c) =>
+    c.meterIds.flatMap((meterId) => {
+      const ended = endedOf(c, meterId)
+      return ended === null ? [] : [{ meterId, beforeMs: ended }]
+    }),
+  )
   const latestBefore = await repo.latestStoredBefore(trx, endedPairs, start.getTime())
   const latestDataMs = (meterId: string, storedBeforeMs: number | null): number =>
     (storedBeforeMs === null ? latest.get(meterId) : latestBefore.get(`${meterId}\u0000${storedBeforeMs}`)) ?? -Infinity
   // An ended consent's load curve: which of its days changed after its end (counted from raw readings).
-  const changedKeys = facts.flatMap((c) => {
-    const ended = c.granularity === 'load_curve' ? consentEndedMs(c, nowMs) : null
-    return ended === null ? [] : c.meterIds.map((meterId) => ({ meterId, householdId: c.householdId, sinceMs: ended }))
-  })
+  const changedKeys = facts.flatMap((c) =>
+    c.granularity !== 'load_curve'
+      ? []
+      : c.meterIds.flatMap((meterId) => {
+          const ended = endedOf(c, meterId)
+          return ended === null ? [] : [{ meterId, householdId: c.householdId, sinceMs: ended }]
+        }),
+  )
   const changed = await repo.daysChangedSince(trx, changedKeys, calendar.days[0]!, calendar.days[calendar.days.length - 1]!)
   const noDays = new Set<string>()
   const changedDays = (meterId: string, householdId: string, sinceMs: number): ReadonlySet<string> =>

@@ -34,4 +34,28 @@ describeDatabases('late move-out', (t) => {
     expect((await recipientInvoice(t.db, recipient, '2026-11')).adjustmentsMicros).toBe(-(745n - 216n) * PRICE)
     expect(await unbalancedJournals(t.db)).toEqual([])
   })
+
+  it('charges a daily or monthly datum only if it was complete before the registration ended the consent (the recipient never got the others)', async () => {
+    const operator = await party(t.db, 'utility', 'Grid')
+    const recipient = await party(t.db, 'third_party', 'Advice App')
+    const h = await household(t.db, 'Alice')
+    const m = await meter(t.db, operator)
+    const occupancy = await occupy(t.db, m, h, paris('2026-09-01'))
+    const consentOf = async (granularity: 'daily' | 'monthly') => {
+      const offerId = await offer(t.db, { recipientId: recipient, granularity, priceMicrosPerDatum: PRICE, householdBps: 5_000, operatorBps: 5_000, platformBps: 0 })
+      await consent(t.db, { householdId: h, recipientId: recipient, offerId, granularity, meterIds: [m], validFrom: paris('2026-09-01'), dataFrom: paris('2026-10-01') })
+    }
+    await consentOf('daily')
+    await consentOf('monthly')
+    // Data until 15 October 11:00 comes live; the household leaves at noon; the move-out is registered on 10 November.
+    await ingest(t.db, t.dialect, m, 'electricity', hourly(paris('2026-10-01'), paris('2026-10-15', 11)))
+    await moveOut(t.db, occupancy, paris('2026-10-15', 12), { timezone: TZ }, paris('2026-11-10'))
+    // The rest of the month arrives after the registration: it completes the 15th and October, for no recipient.
+    await ingest(t.db, t.dialect, m, 'electricity', hourly(paris('2026-10-15', 11), paris('2026-11-02')), paris('2026-11-12'))
+    await settleMonth(t.db, '2026-10', ctxAt(paris('2026-11-13')))
+    const lines = (await recipientInvoice(t.db, recipient, '2026-10')).lines
+    // 1–14 October, complete while the consent held; not the 15th nor October as a whole.
+    expect(lines.map((l) => [l.granularity, l.data])).toEqual([['daily', 14n]])
+    expect(await unbalancedJournals(t.db)).toEqual([])
+  })
 })

@@ -146,7 +146,33 @@ describe('settlement spans', () => {
       { meterId: 'm1', householdId: 'hh_b', fromMs: at('2026-10-12'), untilMs: at('2026-10-20') },
       { meterId: 'm1', householdId: 'hh_a', fromMs: at('2026-10-20'), untilMs: null },
     ]
-    expect(shape(settlementSpans(fact(), OCT, occupancies(moves), AFTER, COMPLETE))).toEqual([{ kind: 'load_curve', days: '2026-10-01..2026-10-11', edges: [] }])
+    // What was stored after the move-out never reached the recipient: counted from raw readings stored before it.
+    const spans = settlementSpans(fact(), OCT, occupancies(moves), AFTER, COMPLETE)
+    expect(shape(spans)).toEqual([{ kind: 'load_curve', days: null, edges: ['2026-09-30T22:00:00.000Z..2026-10-11T22:00:00.000Z'] }])
+    expect(spans.map((s) => s.storedBeforeMs)).toEqual([at('2026-10-12')])
+  })
+
+  it('counts, for a consent a late-registered move-out ended, only what was stored and complete before the registration', () => {
+    // Moved out on 15 October at noon, registered on 29 November: the consents ended then, not before.
+    const registeredMs = at('2026-11-29', 14)
+    const moves: OccupancyFact[] = [
+      { meterId: 'm1', householdId: 'hh_a', fromMs: at('2026-08-01'), untilMs: at('2026-10-15', 12), consentsEndMs: registeredMs },
+      { meterId: 'm1', householdId: 'hh_b', fromMs: at('2026-10-15', 12), untilMs: null },
+    ]
+    const late = at('2026-12-05')
+    // The meter's data as stored by the registration reached 20 October; October's end came later.
+    const latest = (meterId: string, storedBeforeMs: number | null): number => {
+      expect(meterId).toBe('m1')
+      return storedBeforeMs === registeredMs ? at('2026-10-20') : at('2026-12-01')
+    }
+    expect(settlementSpans(fact({ granularity: 'monthly' }), OCT, occupancies(moves), late, latest)).toEqual([])
+    // Days complete by what was stored before the registration: to the 19th (its rollups, which are counted, end on the 15th).
+    expect(shape(settlementSpans(fact({ granularity: 'daily' }), OCT, occupancies(moves), late, latest))).toEqual([
+      { kind: 'daily', days: '2026-10-01..2026-10-19', edges: [] },
+    ])
+    const curve = settlementSpans(fact(), OCT, occupancies(moves), late, latest)
+    expect(shape(curve)).toEqual([{ kind: 'load_curve', days: null, edges: ['2026-09-30T22:00:00.000Z..2026-10-15T10:00:00.000Z'] }])
+    expect(curve.map((s) => s.storedBeforeMs)).toEqual([registeredMs])
   })
 
   it('releases nothing of another household, nor of meters the consent does not name', () => {
