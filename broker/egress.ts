@@ -59,7 +59,17 @@ export function egressMetaOf(payload: Buffer, granularity: Granularity): EgressM
   }
 }
 
+/**
+ * Daily datums remembered as last published, per (meter, household, day): a day is found complete
+ * after each commit that could complete it, and two commits of one meter close together both find
+ * it, with the same values. Published again only when its values changed (late data).
+ */
+export const DAILY_PUBLISHED_REMEMBERED_MAX = 50_000
+
 export class Egress {
+  /** The payload last published for each (meter, household, day), oldest first. */
+  private readonly lastDaily = new Map<string, string>()
+
   constructor(
     private readonly aedes: Aedes,
     private readonly log: Logger,
@@ -82,7 +92,13 @@ export class Egress {
     for (const d of datums) {
       if (!this.interest.wants('daily', d.meterId)) continue
       const body: DailyDatum = { meterId: d.meterId, day: d.day, granularity: 'daily', values: d.values }
-      const payload = Buffer.from(JSON.stringify(body))
+      const text = JSON.stringify(body)
+      const key = `${d.meterId}\u0000${d.householdId}\u0000${d.day}`
+      if (this.lastDaily.get(key) === text) continue
+      this.lastDaily.delete(key)
+      if (this.lastDaily.size >= DAILY_PUBLISHED_REMEMBERED_MAX) this.lastDaily.delete(this.lastDaily.keys().next().value!)
+      this.lastDaily.set(key, text)
+      const payload = Buffer.from(text)
       metaByPayload.set(payload, { meterId: d.meterId, granularity: 'daily', day: d.day, householdId: d.householdId })
       this.publish(egressTopic('daily', d.meterId), payload)
     }
