@@ -117,10 +117,13 @@ export async function moveOut(db: Kysely<Database>, occupancyId: string, until: 
     }
     const previous = row.valid_until
     if (previous === null ? until === null : until !== null && previous.getTime() === until.getTime()) return
-    if (until === null && previous !== null && previous.getTime() <= (now ?? new Date()).getTime()) {
+    // A move-out that has happened is not undone, neither cancelled nor moved into the future: it ended the
+    // household's consents for the meter. Its date may be corrected to another instant that has passed.
+    const nowMs = (now ?? new Date()).getTime()
+    if (previous !== null && previous.getTime() <= nowMs && (until === null || until.getTime() > nowMs)) {
       throw new ConflictError(
         `until: the move-out at ${formatTimestamp(previous)} has happened and ended the household's consents for meter ${row.meter_id}; ` +
-          `if the household stayed, register a new occupancy from ${formatTimestamp(previous)}`,
+          `it may be moved to another past instant, and if the household stayed, register a new occupancy from ${formatTimestamp(previous)}`,
         ERROR_CODES.CONFLICT,
       )
     }

@@ -53,7 +53,7 @@ export const occupancyRoutes: RoutePlugin = async (app, { deps }) => {
     url: '/admin/occupancies/:id',
     summary: 'Register a move-out',
     description:
-      'Ends the occupancy at `until` (or moves an earlier move-out). Readings between the old and the new end change owner. `"until": null` cancels a move-out that has not happened yet; one that has happened ended the household\'s consents for the meter and answers 409 `CONFLICT`: register a new occupancy from it if the household stayed.',
+      'Ends the occupancy at `until` (or moves an earlier move-out). Readings between the old and the new end change owner. `"until": null` cancels a move-out that has not happened yet. One that has happened ended the household\'s consents for the meter: it may be moved to another past instant, but cancelling it or moving it into the future answers 409 `CONFLICT`: register a new occupancy from it if the household stayed.',
     tags: ['operator'],
     auth: OPERATOR,
     params: z.strictObject({ id: idString }),

@@ -119,8 +119,12 @@ describeDatabases('occupancy endpoints', (t) => {
       expect(reopen.statusCode).toBe(409)
       expect(errorOf(reopen)).toEqual({
         code: 'CONFLICT',
-        message: `until: the move-out at 2026-02-01T00:00:00Z has happened and ended the household's consents for meter ${w.meterId}; if the household stayed, register a new occupancy from 2026-02-01T00:00:00Z`,
+        message: `until: the move-out at 2026-02-01T00:00:00Z has happened and ended the household's consents for meter ${w.meterId}; it may be moved to another past instant, and if the household stayed, register a new occupancy from 2026-02-01T00:00:00Z`,
       })
+      // Moved into the future, it would be undone all the same.
+      const later = await api.asOperator('PATCH', `/admin/occupancies/${first.id}`, { until: '2099-01-01T00:00:00Z' })
+      expect(later.statusCode).toBe(409)
+      expect(errorOf(later).code).toBe('CONFLICT')
 
       const row = await t.db.selectFrom('occupancies').selectAll().where('id', '=', first.id).executeTakeFirstOrThrow()
       expect(row.valid_until?.toISOString()).toBe('2026-02-01T00:00:00.000Z')

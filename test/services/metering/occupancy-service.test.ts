@@ -140,8 +140,12 @@ describeDatabases('occupancy service', (t) => {
     const err = await caught(moveOut(t.db, occ, null, ctx, now))
     expect(err).toBeInstanceOf(ConflictError)
     expect((err as ConflictError).message).toBe(
-      `until: the move-out at 2026-10-02T06:30:00Z has happened and ended the household's consents for meter ${meter}; if the household stayed, register a new occupancy from 2026-10-02T06:30:00Z`,
+      `until: the move-out at 2026-10-02T06:30:00Z has happened and ended the household's consents for meter ${meter}; it may be moved to another past instant, and if the household stayed, register a new occupancy from 2026-10-02T06:30:00Z`,
     )
+    // Nor moved into the future, which would undo it all the same; corrected to another past instant, it may.
+    expect(await caught(moveOut(t.db, occ, new Date('2026-10-20T00:00:00Z'), ctx, now))).toBeInstanceOf(ConflictError)
+    await moveOut(t.db, occ, new Date('2026-10-02T08:00:00Z'), ctx, now)
+    await moveOut(t.db, occ, new Date('2026-10-02T06:30:00Z'), ctx, now)
     expect((await getOccupancy(t.db, occ)).until).toEqual(new Date('2026-10-02T06:30:00Z'))
     // The way back it names: the readings since return to the household.
     await createOccupancy(t.db, { meterId: meter, householdId: h, from: new Date('2026-10-02T06:30:00Z'), until: null }, ctx)
