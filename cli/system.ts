@@ -238,6 +238,7 @@ export async function startSystem(configIn: Readonly<Config>, options: SystemOpt
       metrics,
       clock,
       health,
+      releaseChanged: (change) => view.apply(change),
     })
     broker.attachWebSocket(api.server)
     parts.add('http', () => api.close())

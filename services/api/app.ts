@@ -6,6 +6,7 @@ import { log } from '../../shared/logger.ts'
 import { TrustedProxies } from '../../shared/trusted-proxies.ts'
 import type { Metrics } from '../../shared/metrics.ts'
 import type { AuthContext, SessionResolver } from './auth.ts'
+import type { ReleaseChange } from '../consent/release-view.ts'
 import { sessionResolver } from '../directory/session-service.ts'
 import { installErrorHandling, sendError } from './error-handler.ts'
 import type { RouteDoc, RouteMethod } from './route.ts'
@@ -37,6 +38,12 @@ export interface ApiDeps {
   clock?: () => Date
   /** The portal's session cookie (`SESSION_COOKIE_NAME`); by default the sessions stored in `db`. */
   sessions?: SessionResolver
+  /**
+   * Resolves once this process's broker forwards by a change just committed (`metershare up`), so
+   * that once a revocation is answered no datum leaves for it. Absent when the brokers are other
+   * processes: they hear the change by NOTIFY, within milliseconds.
+   */
+  releaseChanged?: (change: ReleaseChange) => Promise<void>
 }
 
 /** A registered route, as the OpenAPI document sees it. */

@@ -52,6 +52,9 @@ type MeterConsents = ConsentFact[] | Map<string, ConsentFact[]>
 
 type Notice = { kind?: unknown; id?: unknown; meterId?: unknown }
 
+/** A change to the rule's facts: a consent, or the occupancies of one meter. */
+export type ReleaseChange = { kind: 'consent'; id: string } | { kind: 'occupancy'; meterId: string }
+
 export class ReleaseView {
   private consentsById = new Map<string, ConsentFact>()
   private consentsByMeter = new Map<string, MeterConsents>()
@@ -221,6 +224,19 @@ export class ReleaseView {
     this.options.metrics?.consentsActive.set(this.activeConsentsCount())
   }
 
+  /**
+   * Applies a change this process has just committed, without waiting for its notice: resolves once
+   * the view decides by it (a failed update reloads the whole view instead, and resolves after).
+   */
+  async apply(change: ReleaseChange): Promise<void> {
+    try {
+      await (change.kind === 'consent' ? this.reloadConsent(change.id) : this.reloadMeter(change.meterId))
+    } catch (err) {
+      log.consent.warn({ err, kind: change.kind }, 'release view update failed; reloading')
+      await this.refresh().catch(() => undefined)
+    }
+  }
+
   private onNotice(payload: string): void {
     let notice: Notice
     try {
@@ -228,18 +244,10 @@ export class ReleaseView {
     } catch {
       notice = {}
     }
-    const reload =
-      notice.kind === 'consent' && typeof notice.id === 'string'
-        ? this.reloadConsent(notice.id)
-        : notice.kind === 'occupancy' && typeof notice.meterId === 'string'
-          ? this.reloadMeter(notice.meterId)
-          : notice.kind === 'offer'
-            ? null
-            : this.refresh()
-    reload?.catch((err: unknown) => {
-      log.consent.warn({ err, kind: notice.kind }, 'release view update failed; reloading')
-      this.refresh().catch(() => undefined)
-    })
+    if (notice.kind === 'offer') return
+    if (notice.kind === 'consent' && typeof notice.id === 'string') void this.apply({ kind: 'consent', id: notice.id })
+    else if (notice.kind === 'occupancy' && typeof notice.meterId === 'string') void this.apply({ kind: 'occupancy', meterId: notice.meterId })
+    else this.refresh().catch((err: unknown) => log.consent.warn({ err }, 'release view refresh failed'))
   }
 
   private reloadConsent(id: string): Promise<void> {

@@ -258,7 +258,9 @@ export const consentRoutes: RoutePlugin = async (app, { deps }) => {
     status: 201,
     response: z.object({ id: z.string() }),
     async handler({ body }) {
-      return createLegalBasisConsent(db, body, now())
+      const created = await createLegalBasisConsent(db, body, now())
+      await deps.releaseChanged?.({ kind: 'consent', id: created.id })
+      return created
     },
   })
 
@@ -273,6 +275,7 @@ export const consentRoutes: RoutePlugin = async (app, { deps }) => {
     errors: [404, 409],
     async handler({ params }) {
       await revokeConsent(db, params.id, { role: 'operator' }, now())
+      await deps.releaseChanged?.({ kind: 'consent', id: params.id })
     },
   })
 
@@ -307,7 +310,9 @@ export const consentRoutes: RoutePlugin = async (app, { deps }) => {
     errors: [409],
     response: z.object({ id: z.string() }),
     async handler({ body, principal }) {
-      return grantConsent(db, principal.householdId, body, now())
+      const granted = await grantConsent(db, principal.householdId, body, now())
+      await deps.releaseChanged?.({ kind: 'consent', id: granted.id })
+      return granted
     },
   })
 
@@ -323,6 +328,8 @@ export const consentRoutes: RoutePlugin = async (app, { deps }) => {
     errors: [403, 404, 409],
     async handler({ params, principal }) {
       await revokeConsent(db, params.id, { role: 'household', householdId: principal.householdId }, now())
+      // Answered once this process's broker forwards nothing more under it.
+      await deps.releaseChanged?.({ kind: 'consent', id: params.id })
     },
   })
 

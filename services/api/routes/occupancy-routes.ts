@@ -44,7 +44,9 @@ export const occupancyRoutes: RoutePlugin = async (app, { deps }) => {
     response: z.object({ id: z.string() }),
     errors: [409],
     async handler({ body }) {
-      return createOccupancy(db, { meterId: body.meterId, householdId: body.householdId, from: body.from, until: body.until ?? null }, ctx, app.apiContext.now())
+      const created = await createOccupancy(db, { meterId: body.meterId, householdId: body.householdId, from: body.from, until: body.until ?? null }, ctx, app.apiContext.now())
+      await deps.releaseChanged?.({ kind: 'occupancy', meterId: body.meterId })
+      return created
     },
   })
 
@@ -62,7 +64,9 @@ export const occupancyRoutes: RoutePlugin = async (app, { deps }) => {
     errors: [404, 409],
     async handler({ params, body }) {
       await moveOut(db, params.id, body.until, ctx, app.apiContext.now())
-      return toWire(await getOccupancy(db, params.id))
+      const occupancy = await getOccupancy(db, params.id)
+      await deps.releaseChanged?.({ kind: 'occupancy', meterId: occupancy.meterId })
+      return toWire(occupancy)
     },
   })
 

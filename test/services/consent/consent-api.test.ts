@@ -1,6 +1,7 @@
 import { beforeEach, describe, expect, it } from 'vitest'
 import { loadConsentFacts, loadOccupancyFacts, occupanciesByMeter } from '../../../services/consent/release-facts-repository.ts'
 import { datumEndMs, datumInstantMs, releasedTo } from '../../../services/consent/release-rule.ts'
+import type { ReleaseChange } from '../../../services/consent/release-view.ts'
 import { addDays, dayOf } from '../../../shared/calendar.ts'
 import type { EgressDatum } from '../../../shared/wire.ts'
 import { describeDatabases } from '../../support/database.ts'
@@ -20,7 +21,13 @@ interface Party {
  */
 describeDatabases('consent endpoints', (t) => {
   let clock = new Date('2026-01-25T12:00:00Z')
-  const api: TestApi = useApi(t, { clock: () => clock })
+  // What this process's broker was told to apply (in `up`, its release view), each a little after it was asked.
+  const applied: ReleaseChange[] = []
+  const releaseChanged = async (change: ReleaseChange): Promise<void> => {
+    await new Promise((r) => setTimeout(r, 20))
+    applied.push(change)
+  }
+  const api: TestApi = useApi(t, { clock: () => clock, extra: { releaseChanged } })
 
   let utility: Party
   let app: Party
@@ -72,6 +79,7 @@ describeDatabases('consent endpoints', (t) => {
     for (const id of [A, B]) await created(await post('/admin/meters', 'operator', { operatorId: utility.id, commodity: 'electricity', intervalMinutes: 60, id }))
     await created(await post('/admin/occupancies', 'operator', { meterId: A, householdId: h0.id, from: '2026-01-01T00:00:00Z' }))
     occB1 = await created(await post('/admin/occupancies', 'operator', { meterId: B, householdId: h1.id, from: '2026-01-01T00:00:00Z' }))
+    expect(applied.at(-1)).toEqual({ kind: 'occupancy', meterId: B })
   })
 
   it('lets the operator publish offers, refusing a split that is not exactly 10,000 bps by its field', async () => {
@@ -130,6 +138,7 @@ describeDatabases('consent endpoints', (t) => {
     expect(errorOf(notMine)).toEqual({ code: 'INVALID_INPUT', message: 'meterIds[0]: not a meter this household occupies now' })
 
     const id = await created(await post('/me/consents', h0, { offerId, validUntil: '2026-06-01T00:00:00Z', dataFrom: '2026-01-01T00:00:00Z' }))
+    expect(applied.at(-1)).toEqual({ kind: 'consent', id })
     // The same offer again while it is in force: the recipient would pay twice for the same data.
     const twice = await post('/me/consents', h0, { offerId, validUntil: '2026-07-01T00:00:00Z' })
     expect(twice.statusCode).toBe(409)
@@ -167,6 +176,8 @@ describeDatabases('consent endpoints', (t) => {
     const revoked = await api.inject({ method: 'DELETE', url: `/me/consents/${id}`, headers: bearer(h0.apiKey) })
     expect(revoked.statusCode).toBe(204)
     expect(revoked.body).toBe('')
+    // Answered once the broker of this process forwards nothing more under it (a recipient got a datum after the 204).
+    expect(applied.at(-1)).toEqual({ kind: 'consent', id })
     const log = (await get('/me/consent-log', h0)).json() as { items: Record<string, unknown>[] }
     expect(log.items.map((e) => [e.consentId, e.event, e.actor, e.at])).toEqual([
       [id, 'granted', h0.id, '2026-01-25T12:00:00Z'],

@@ -167,6 +167,22 @@ describeDatabases('release view', (t) => {
     await expect.poll(() => view!.releasedTo(w.appId, loadCurve(w.m1), NOW_MS), { timeout: 5_000, interval: 10 }).toBeNull()
   })
 
+  it('applies a change its own process committed when told, without waiting for the notice', async () => {
+    view = await openReleaseView(t.handle, { timeZone: TZ, refreshIntervalMs: 3_600_000 })
+    const offerId = await seedOffer(t.db, w.appId)
+    const { id } = await grantConsent(t.db, w.h1, { offerId, validUntil: LATER(DAY), dataFrom: new Date('2026-01-01T00:00:00Z') }, NOW)
+    await view.apply({ kind: 'consent', id })
+    expect(view.releasedTo(w.appId, loadCurve(w.m1), NOW_MS)).toBe(w.h1)
+    // Revoked and moved out without a notice (as if it were still on its way): applying is enough.
+    await sql`UPDATE consents SET status = 'revoked', revoked_at = ${NOW}, status_changed_at = ${NOW} WHERE id = ${id}`.execute(t.db)
+    await view.apply({ kind: 'consent', id })
+    expect(view.releasedTo(w.appId, loadCurve(w.m1), NOW_MS)).toBeNull()
+    await sql`UPDATE occupancies SET valid_until = ${LATER(-DAY)}, consents_end_at = ${LATER(-DAY)} WHERE meter_id = ${w.m2}`.execute(t.db)
+    expect(view.householdMayFollow(w.h1, w.m2, NOW_MS)).toBe(true)
+    await view.apply({ kind: 'occupancy', meterId: w.m2 })
+    expect(view.householdMayFollow(w.h1, w.m2, NOW_MS)).toBe(false)
+  })
+
   it('stops listening when closed, and closing twice is harmless', async () => {
     const closed = await openReleaseView(t.handle, { timeZone: TZ })
     await closed.close()
