@@ -77,7 +77,18 @@ export function sendError(err: unknown, request: FastifyRequest, reply: FastifyR
   return reply.code(answer.status).type('application/json; charset=utf-8').send(answer.body)
 }
 
+/**
+ * Every 401 challenges (RFC 9110 §11.6.1): `Bearer`, with `error="invalid_token"` when credentials
+ * were sent and did not hold (RFC 6750 §3). The portal's sign-in form and its session answer so too.
+ */
+function challenge(request: FastifyRequest): string {
+  return request.headers.authorization === undefined ? 'Bearer' : 'Bearer error="invalid_token"'
+}
+
 export function installErrorHandling(app: FastifyInstance): void {
+  app.addHook('onSend', async (request, reply) => {
+    if (reply.statusCode === 401 && !reply.hasHeader('www-authenticate')) void reply.header('www-authenticate', challenge(request))
+  })
   app.setErrorHandler(async (err: unknown, request: FastifyRequest, reply: FastifyReply) => sendError(err, request, reply))
   app.setNotFoundHandler(async (request: FastifyRequest, reply: FastifyReply) => {
     // A browser following a mistyped address gets a page it can go on from; programs, the envelope.

@@ -81,6 +81,8 @@ describeDatabases('operator directory endpoints', (t) => {
         const res = await api.inject({ method: 'POST', url: '/admin/parties', headers, payload: { kind: 'utility', name: 'X' } })
         expect(res.statusCode).toBe(401)
         expect(errorOf(res).code).toBe('UNAUTHENTICATED')
+        // Every 401 challenges; credentials sent that did not hold are an invalid token (RFC 6750).
+        expect(res.headers['www-authenticate']).toBe('authorization' in headers ? 'Bearer error="invalid_token"' : 'Bearer')
       }
       expect(await t.db.selectFrom('parties').select('id').execute()).toEqual([])
     })
