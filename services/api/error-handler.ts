@@ -91,6 +91,17 @@ export function installErrorHandling(app: FastifyInstance): void {
   })
   app.setErrorHandler(async (err: unknown, request: FastifyRequest, reply: FastifyReply) => sendError(err, request, reply))
   app.setNotFoundHandler(async (request: FastifyRequest, reply: FastifyReply) => {
+    // An address served by other methods: 405 naming them (OPTIONS asks just that).
+    const allowed = allowedMethods(app.apiContext.routes, request.url.split('?')[0]!)
+    if (allowed.length > 0) {
+      const allow = [...allowed, 'OPTIONS'].join(', ')
+      if (request.method === 'OPTIONS') return reply.code(204).header('allow', allow).send()
+      return reply
+        .code(405)
+        .header('allow', allow)
+        .type('application/json; charset=utf-8')
+        .send(errorBody(ERROR_CODES.METHOD_NOT_ALLOWED, `${request.method} is not allowed here; allowed: ${allow}`))
+    }
     // A browser following a mistyped address gets a page it can go on from; programs, the envelope.
     const page = app.apiContext.notFoundPage
     if (page !== undefined && request.method === 'GET' && (request.headers.accept ?? '').includes('text/html')) return page(request, reply)
@@ -100,4 +111,19 @@ export function installErrorHandling(app: FastifyInstance): void {
       .type('application/json; charset=utf-8')
       .send(errorBody(ERROR_CODES.NOT_FOUND, `no route ${request.method} ${path}`))
   })
+}
+
+const METHOD_ORDER = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE']
+
+/** The methods the routes serve at a path (`/admin/occupancies/occ_1` matches `/admin/occupancies/:id`); HEAD with GET. */
+export function allowedMethods(routes: readonly { method: string; url: string }[], path: string): string[] {
+  const trimmed = path.length > 1 && path.endsWith('/') ? path.slice(0, -1) : path
+  const methods = new Set<string>()
+  for (const route of routes) {
+    const pattern = new RegExp(`^${route.url.split('/').map((part) => (part.startsWith(':') ? '[^/]+' : part.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'))).join('/')}$`)
+    if (!pattern.test(trimmed)) continue
+    methods.add(route.method)
+    if (route.method === 'GET') methods.add('HEAD')
+  }
+  return METHOD_ORDER.filter((m) => methods.has(m))
 }

@@ -58,6 +58,7 @@ const API_DESCRIPTION = [
   '',
   'Errors are `{"error":{"code":"SNAKE_CASE_CODE","message":"…"}}`: 400 invalid input (the message starts',
   'with the field), 401 missing or invalid credentials, 403 credentials of the wrong kind, 404 not found,',
+  '405 a method the address is not served by (`Allow` names those it is; OPTIONS answers 204 with it),',
   '409 conflict. Times are RFC 3339 with an offset; money is a string of integer micro-euros',
   '(`"1250000"` = 1.25 EUR); energy is integer Wh.',
 ].join('\n')

@@ -141,12 +141,30 @@ describeDatabases('the error envelope', (t) => {
     }
   })
 
-  it('answers unknown routes and unknown methods with 404 NOT_FOUND', async () => {
+  it('answers a method an address is not served by with 405 and Allow, and OPTIONS with the methods it is', async () => {
+    for (const [method, url, allow] of [
+      ['DELETE', '/admin/parties', 'GET, HEAD, POST, OPTIONS'],
+      ['POST', '/healthz', 'GET, HEAD, OPTIONS'],
+      ['PUT', '/admin/occupancies/occ_1?x=1', 'PATCH, OPTIONS'],
+      ['POST', '/me/consents/cns_1/', 'DELETE, OPTIONS'],
+      ['DELETE', '/statements/2026-10', 'GET, HEAD, OPTIONS'],
+    ] as const) {
+      const res = await api.inject({ method, url, headers: OPERATOR })
+      expect(res.statusCode, `${method} ${url}`).toBe(405)
+      expect(res.headers.allow).toBe(allow)
+      expect(errorOf(res)).toEqual({ code: 'METHOD_NOT_ALLOWED', message: `${method} is not allowed here; allowed: ${allow}` })
+    }
+    const options = await api.inject({ method: 'OPTIONS', url: '/me/consents' })
+    expect(options.statusCode).toBe(204)
+    expect(options.headers.allow).toBe('GET, HEAD, POST, OPTIONS')
+  })
+
+  it('answers unknown routes with 404 NOT_FOUND', async () => {
     for (const [method, url] of [
       ['GET', '/nope'],
       ['GET', '/admin'],
-      ['DELETE', '/admin/parties'],
-      ['POST', '/healthz'],
+      ['DELETE', '/nope'],
+      ['OPTIONS', '/nope'],
       ['GET', '/admin/parties/x/y?z=1'],
     ] as const) {
       const res = await api.inject({ method, url, headers: OPERATOR })
