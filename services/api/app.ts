@@ -8,7 +8,7 @@ import type { Metrics } from '../../shared/metrics.ts'
 import type { AuthContext, SessionResolver } from './auth.ts'
 import type { ReleaseChange } from '../consent/release-view.ts'
 import { sessionResolver } from '../directory/session-service.ts'
-import { installErrorHandling, sendError } from './error-handler.ts'
+import { HTTP_PARAM_LENGTH_MAX, answerClientError, installErrorHandling, sendError } from './error-handler.ts'
 import type { RouteDoc, RouteMethod } from './route.ts'
 import { ROUTE_PLUGINS } from './routes/index.ts'
 
@@ -72,8 +72,6 @@ declare module 'fastify' {
 
 /** Longest time to receive a whole request (headers and body), against slow senders. */
 export const HTTP_REQUEST_TIMEOUT_MS = 30_000
-/** Longest route parameter (meter ids are at most 64 characters). */
-export const HTTP_PARAM_LENGTH_MAX = 128
 
 const DOCUMENTED_METHODS = new Set<string>(['GET', 'POST', 'PUT', 'PATCH', 'DELETE'])
 const QUIET_ROUTES = new Set<string>(['/healthz', '/metrics'])
@@ -154,6 +152,7 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
     frameworkErrors: (err, request, reply) => {
       sendError(err, request, reply)
     },
+    clientErrorHandler: (err, socket) => answerClientError(err, socket, HTTP_REQUEST_TIMEOUT_MS),
   })
 
   // A request that carries no body (DELETE, GET) may still say `Content-Type: application/json`, as many

@@ -1,7 +1,12 @@
+import http from 'node:http'
+import type { Duplex } from 'node:stream'
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { ZodError } from 'zod'
 import { ERROR_CODES, MetershareError, type ErrorCode } from '../../shared/errors.ts'
 import { fieldName } from './validation.ts'
+
+/** Longest route parameter the router reads; ids are far shorter, and their schemas name a longer one (400). */
+export const HTTP_PARAM_LENGTH_MAX = 1024
 
 /**
  * Every error leaves as `{"error":{"code","message"}}`: our own MetershareErrors with their
@@ -27,6 +32,7 @@ const FASTIFY_ERRORS: Readonly<Record<string, { code: ErrorCode; message: string
   FST_ERR_CTP_INVALID_MEDIA_TYPE: { code: ERROR_CODES.UNSUPPORTED_MEDIA_TYPE, message: 'content-type: expected application/json' },
   FST_ERR_BAD_URL: { code: ERROR_CODES.INVALID_INPUT, message: 'url: not a valid URL' },
   FST_ERR_ASYNC_CONSTRAINT: { code: ERROR_CODES.INVALID_INPUT, message: 'url: not a valid URL' },
+  FST_ERR_MAX_PARAM_LENGTH: { code: ERROR_CODES.URI_TOO_LONG, message: `url: a path segment is over ${HTTP_PARAM_LENGTH_MAX} characters` },
 }
 
 /** Generic codes for client errors fastify raises that we have no specific wording for. */
@@ -126,4 +132,27 @@ export function allowedMethods(routes: readonly { method: string; url: string }[
     if (route.method === 'GET') methods.add('HEAD')
   }
   return METHOD_ORDER.filter((m) => methods.has(m))
+}
+
+/**
+ * Answers what Node's HTTP parser refuses before fastify sees a request (fastify's `clientErrorHandler`),
+ * in the envelope: headers over Node's limit (16 KiB, 431), a request slower than the request timeout
+ * (408), or bytes that are not HTTP (400). The connection is closed after.
+ */
+export function answerClientError(err: Error & { code?: string }, socket: Duplex, requestTimeoutMs: number): void {
+  if (err.code === 'ECONNRESET' || socket.destroyed) return
+  const [status, code, message]: [number, ErrorCode, string] =
+    err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+      ? [408, ERROR_CODES.REQUEST_TIMEOUT, `request: not received whole within ${requestTimeoutMs / 1000} s`]
+      : err.code === 'HPE_HEADER_OVERFLOW'
+        ? [431, ERROR_CODES.HEADERS_TOO_LARGE, `request: the request line and headers are over ${Math.round(http.maxHeaderSize / 1024)} KiB`]
+        : [400, ERROR_CODES.INVALID_INPUT, 'request: not valid HTTP']
+  if (!socket.writable) {
+    socket.destroy()
+    return
+  }
+  const body = JSON.stringify(errorBody(code, message))
+  socket.end(
+    `HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nConnection: close\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+  )
 }

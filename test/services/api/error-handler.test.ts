@@ -1,6 +1,7 @@
+import net, { type AddressInfo } from 'node:net'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { JSON_NESTING_MAX, buildApi } from '../../../services/api/app.ts'
-import { toErrorAnswer } from '../../../services/api/error-handler.ts'
+import { HTTP_PARAM_LENGTH_MAX, toErrorAnswer } from '../../../services/api/error-handler.ts'
 import { envToConfig } from '../../../shared/config.ts'
 import { openDatabase, type DatabaseHandle } from '../../../shared/db/database.ts'
 import { ConflictError, ERROR_CODES, NotFoundError } from '../../../shared/errors.ts'
@@ -187,6 +188,35 @@ describeDatabases('the error envelope', (t) => {
     const res = await api.inject({ method: 'GET', url: '/admin/%E0%A4%A', headers: OPERATOR })
     expect(res.statusCode).toBe(400)
     expect(errorOf(res)).toEqual({ code: 'INVALID_INPUT', message: 'url: not a valid URL' })
+  })
+
+  it('names a path parameter longer than its field takes, and answers 414 in the envelope past what the router reads', async () => {
+    const long = await api.inject({ method: 'PATCH', url: `/admin/occupancies/${'o'.repeat(129)}`, headers: { ...OPERATOR, 'content-type': 'application/json' }, payload: '{"until":null}' })
+    expect(long.statusCode).toBe(400)
+    expect(errorOf(long).message).toMatch(/^id: must be at most 128 characters long/)
+    const huge = await api.inject({ method: 'PATCH', url: `/admin/occupancies/${'o'.repeat(HTTP_PARAM_LENGTH_MAX + 1)}`, headers: OPERATOR })
+    expect(huge.statusCode).toBe(414)
+    expect(errorOf(huge)).toEqual({ code: 'URI_TOO_LONG', message: `url: a path segment is over ${HTTP_PARAM_LENGTH_MAX} characters` })
+  })
+
+  it('answers what the HTTP parser refuses in the envelope too: headers over its limit (431), bytes that are not HTTP (400)', async () => {
+    await api.app.listen({ port: 0, host: '127.0.0.1' })
+    const { port } = api.app.server.address() as AddressInfo
+    const raw = (request: string) =>
+      new Promise<string>((resolve, reject) => {
+        const socket = net.connect(port, '127.0.0.1', () => socket.write(request))
+        let answer = ''
+        socket.on('data', (chunk) => (answer += chunk.toString()))
+        socket.on('end', () => resolve(answer))
+        socket.on('error', reject)
+      })
+    const big = await raw(`GET /admin/parties?x=${'a'.repeat(17_000)} HTTP/1.1\r\nHost: x\r\n\r\n`)
+    expect(big).toMatch(/^HTTP\/1\.1 431 /)
+    expect(JSON.parse(big.slice(big.indexOf('\r\n\r\n') + 4))).toEqual({ error: { code: 'HEADERS_TOO_LARGE', message: 'request: the request line and headers are over 16 KiB' } })
+    const junk = await raw('HELLO\r\n\r\n')
+    expect(junk).toMatch(/^HTTP\/1\.1 400 /)
+    expect(junk).toContain('application/json; charset=utf-8')
+    expect(JSON.parse(junk.slice(junk.indexOf('\r\n\r\n') + 4))).toEqual({ error: { code: 'INVALID_INPUT', message: 'request: not valid HTTP' } })
   })
 })
 
