@@ -143,11 +143,12 @@ export function nameString(max: number) {
 export function pageQueryShape(pageItemsMax: number) {
   return {
     cursor: z.string().min(1).max(512).optional().meta({ description: 'the `nextCursor` of the previous page' }),
-    limit: z.coerce
-      .number()
-      .int()
-      .min(1)
-      .max(pageItemsMax)
+    // Digits only: `0x10`, `1e1` or ` 5` are no page size (Number() would take them).
+    limit: z
+      .string()
+      .regex(/^[0-9]{1,9}$/, 'expected a whole number')
+      .transform(Number)
+      .pipe(z.number().min(1).max(pageItemsMax))
       .default(Math.min(100, pageItemsMax))
       .meta({ description: `items per page, at most ${pageItemsMax}` }),
   }

@@ -255,7 +255,11 @@ describeDatabases('operator directory endpoints', (t) => {
       const cases: [string, string][] = [
         ['/admin/parties?limit=1001', 'limit: must be at most 1000'],
         ['/admin/parties?limit=0', 'limit: must be at least 1'],
-        ['/admin/parties?limit=ten', 'limit: expected a number'],
+        ['/admin/parties?limit=ten', 'limit: expected a whole number'],
+        // What Number() would read as a number is no page size either.
+        ['/admin/parties?limit=0x10', 'limit: expected a whole number'],
+        ['/admin/parties?limit=1e1', 'limit: expected a whole number'],
+        ['/admin/parties?limit=%205', 'limit: expected a whole number'],
         ['/admin/meters?cursor=bm90LWEtY3Vyc29y', 'cursor: not a cursor this API returned'],
         ['/admin/households?cursor=%7B%7D', 'cursor: not a cursor this API returned'],
         ['/admin/households?sort=name', 'sort: unknown field'],
