@@ -81,6 +81,16 @@ export class Parts {
   }
 }
 
+/**
+ * Closes an HTTP server that carries the broker's MQTT over WebSocket: the broker first stops intake,
+ * commits what it received and lets its clients go, WebSocket ones included. A server's close waits
+ * for every connection, and an upgraded one ends only when its MQTT client does.
+ */
+async function closeAfterBroker(broker: Broker, closeServer: () => Promise<void>): Promise<void> {
+  await broker.close()
+  await closeServer()
+}
+
 export async function probeDatabase(handle: DatabaseHandle): Promise<boolean> {
   const probe = sql`SELECT 1`.execute(handle.db).then(
     () => true,
@@ -241,7 +251,7 @@ export async function startSystem(configIn: Readonly<Config>, options: SystemOpt
       releaseChanged: (change) => view.apply(change),
     })
     broker.attachWebSocket(api.server)
-    parts.add('http', () => api.close())
+    parts.add('http', () => closeAfterBroker(broker, () => api.close()))
     const httpPort = await listenHttp(api, config.http.port, config.http.host)
 
     const sweeper = startConsentSweeper(db.db, { intervalMs: CONSENT_SWEEP_INTERVAL_MS, clock })
@@ -404,7 +414,7 @@ export async function startBrokerProcess(config: Readonly<Config>): Promise<{ st
       res.writeHead(404, { 'content-type': 'application/json' }).end(JSON.stringify({ error: { code: 'NOT_FOUND', message: `${url.pathname} not found` } }))
     })
     broker.attachWebSocket(http)
-    parts.add('http', () => new Promise<void>((r) => http.close(() => r())))
+    parts.add('http', () => closeAfterBroker(broker, () => new Promise<void>((r) => http.close(() => r()))))
     await listenHttp(http, config.http.port, config.http.host)
     return { stop: () => parts.stopAll() }
   } catch (err) {

@@ -17,6 +17,7 @@ describe('metershare up (empty world)', () => {
   let dataDir: string
   let http = ''
   let mqttUrl = ''
+  let meterCredentials: { id: string; secret: string } | undefined
 
   beforeAll(async () => {
     dataDir = mkdtempSync(path.join(os.tmpdir(), 'metershare-up-'))
@@ -62,6 +63,7 @@ describe('metershare up (empty world)', () => {
     const occ = await admin('POST', '/admin/occupancies', { meterId: meter.body.id, householdId: household.body.id, from: '2026-10-01T00:00:00Z' })
     expect(occ.status).toBe(201)
 
+    meterCredentials = { id: meter.body.id, secret: meter.body.secret }
     const client = await connectMeter(mqttUrl, { id: meter.body.id, secret: meter.body.secret })
     await publishAcked(client, `meters/${meter.body.id}/readings`, JSON.stringify({ ts: '2026-10-01T00:30:00Z', values: { '1-0:1.8.0': 1234567 } }))
     await endClient(client)
@@ -87,11 +89,19 @@ describe('metershare up (empty world)', () => {
     expect(res.status).toBe(200)
   }, 60_000)
 
-  it('stops cleanly on SIGHUP, as when its terminal closes, releasing the embedded database (SIGTERM: layout and demo tests)', async () => {
+  it('stops cleanly on SIGHUP, as when its terminal closes, releasing the embedded database, MQTT over WebSocket connected or not (SIGTERM: layout and demo tests)', async () => {
     expect(existsSync(path.join(dataDir, 'pglite.lock'))).toBe(true)
+    // A client on the HTTP port's WebSocket held the stop for as long as it stayed (the HTTP server waited for it
+    // before the broker let anyone go), and the broker took data meanwhile.
+    const ws = await connectMeter(http.replace(/^http/, 'ws') + '/mqtt', meterCredentials!)
+    const letGo = new Promise<void>((r) => ws.once('close', () => r()))
+    const started = Date.now()
     expect(await up.stop('SIGHUP')).toBe(0)
+    await letGo
+    expect(Date.now() - started).toBeLessThan(20_000)
     expect(up.output).toContain('stopped; everything acknowledged is stored')
     expect(existsSync(path.join(dataDir, 'pglite.lock'))).toBe(false)
+    await endClient(ws)
   }, 60_000)
 })
 
