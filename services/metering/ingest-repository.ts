@@ -114,6 +114,8 @@ export interface MeterSpan {
   meterId: string
   minTsMs: number
   maxTsMs: number
+  /** The cumulative registers its datums carry: the neighbours that matter are those holding them. */
+  codes: string[]
 }
 
 export interface StoredReading {
@@ -168,10 +170,12 @@ function occupancySpans(rows: OccupancyRow[]): OccupancySpan[] {
 }
 
 /**
- * For each meter: its stored readings inside the span, the nearest one before it and the
- * nearest one after it. Enough to tell duplicates, conflicts and index regressions apart.
- * A first pass looks within NEIGHBOUR_WINDOW_MS of the span; only meters with nothing there
- * are looked up without bound (new meters, long outages, catch-up behind newer data).
+ * For each meter: its stored readings inside the span and, for each cumulative register its datums
+ * carry, the nearest reading before the span and after it that holds the register (the nearest
+ * reading of all may not: a meter may send its power alone). Enough to tell duplicates, conflicts
+ * and index regressions apart. A first pass looks within NEIGHBOUR_WINDOW_MS of the span; only
+ * registers with nothing there are looked up without bound (new meters, long outages, catch-up
+ * behind newer data).
  */
 async function fetchNeighbourhood(trx: Trx, spans: MeterSpan[]): Promise<StoredReading[]> {
   const near = neighboursStatement(spans)
@@ -181,58 +185,84 @@ async function fetchNeighbourhood(trx: Trx, spans: MeterSpan[]): Promise<StoredR
   return neighbourReadings(nearRows, far === null ? [] : (await far.execute(trx)).rows)
 }
 
-type NeighbourRow = { meter_id: string; ts: Date; values: RegisterValues; side: 'before' | 'inside' | 'after' }
+type NeighbourRow = { meter_id: string; ts: Date; values: RegisterValues; side: 'before' | 'inside' | 'after'; code: string | null }
 type FarNeighbourRow = { meter_id: string; ts: Date; values: RegisterValues }
+
+/** One row per (span, register) for the lookups by register. */
+function registerDoc(spans: MeterSpan[], row: (s: MeterSpan, code: string) => Record<string, string | null> | null): string {
+  const rows: Record<string, string | null>[] = []
+  for (const s of spans) {
+    for (const code of s.codes) {
+      const r = row(s, code)
+      if (r !== null) rows.push(r)
+    }
+  }
+  return JSON.stringify(rows)
+}
 
 function neighboursStatement(spans: MeterSpan[]): RawBuilder<NeighbourRow> | null {
   if (spans.length === 0) return null
-  const doc = JSON.stringify(
-    spans.map((s) => ({
-      m: s.meterId,
-      lo: new Date(s.minTsMs).toISOString(),
-      hi: new Date(s.maxTsMs).toISOString(),
-      wlo: new Date(s.minTsMs - NEIGHBOUR_WINDOW_MS).toISOString(),
-      whi: new Date(s.maxTsMs + NEIGHBOUR_WINDOW_MS).toISOString(),
-    })),
-  )
+  const iso = (ms: number): string => new Date(ms).toISOString()
+  const inside = JSON.stringify(spans.map((s) => ({ m: s.meterId, lo: iso(s.minTsMs), hi: iso(s.maxTsMs) })))
+  const around = registerDoc(spans, (s, code) => ({
+    m: s.meterId,
+    c: code,
+    lo: iso(s.minTsMs),
+    hi: iso(s.maxTsMs),
+    wlo: iso(s.minTsMs - NEIGHBOUR_WINDOW_MS),
+    whi: iso(s.maxTsMs + NEIGHBOUR_WINDOW_MS),
+  }))
   return sql<NeighbourRow>`
-    SELECT s.m AS meter_id, r.ts, r.values, r.side
-    FROM jsonb_to_recordset(${doc}::jsonb) AS s(m text, lo timestamptz, hi timestamptz, wlo timestamptz, whi timestamptz)
+    SELECT s.m AS meter_id, r.ts, r.values, 'inside' AS side, NULL::text AS code
+    FROM jsonb_to_recordset(${inside}::jsonb) AS s(m text, lo timestamptz, hi timestamptz)
+    CROSS JOIN LATERAL (SELECT ts, values FROM readings WHERE meter_id = s.m AND ts >= s.lo AND ts <= s.hi) AS r
+    UNION ALL
+    SELECT s.m, r.ts, r.values, r.side, s.c
+    FROM jsonb_to_recordset(${around}::jsonb) AS s(m text, c text, lo timestamptz, hi timestamptz, wlo timestamptz, whi timestamptz)
     CROSS JOIN LATERAL (
-      (SELECT ts, values, 'before' AS side FROM readings WHERE meter_id = s.m AND ts >= s.wlo AND ts < s.lo ORDER BY ts DESC LIMIT 1)
+      (SELECT ts, values, 'before' AS side FROM readings WHERE meter_id = s.m AND ts >= s.wlo AND ts < s.lo AND (values -> s.c) IS NOT NULL ORDER BY ts DESC LIMIT 1)
       UNION ALL
-      (SELECT ts, values, 'inside' FROM readings WHERE meter_id = s.m AND ts >= s.lo AND ts <= s.hi)
-      UNION ALL
-      (SELECT ts, values, 'after' FROM readings WHERE meter_id = s.m AND ts > s.hi AND ts <= s.whi ORDER BY ts LIMIT 1)
+      (SELECT ts, values, 'after' FROM readings WHERE meter_id = s.m AND ts > s.hi AND ts <= s.whi AND (values -> s.c) IS NOT NULL ORDER BY ts LIMIT 1)
     ) AS r`
 }
 
-/** The second pass: meters with no neighbour on a side within the window, looked up without bound. */
+/** The second pass: registers with no neighbour on a side within the window, looked up without bound. */
 function farNeighboursStatement(spans: MeterSpan[], near: NeighbourRow[]): RawBuilder<FarNeighbourRow> | null {
-  const before = new Set(near.filter((r) => r.side === 'before').map((r) => r.meter_id))
-  const after = new Set(near.filter((r) => r.side === 'after').map((r) => r.meter_id))
-  const far = spans.filter((s) => !before.has(s.meterId) || !after.has(s.meterId))
-  if (far.length === 0) return null
-  const farDoc = JSON.stringify(
-    far.map((s) => ({
+  const found = new Set(near.filter((r) => r.side !== 'inside').map((r) => `${r.side}\u0000${r.meter_id}\u0000${r.code}`))
+  const missing = (side: 'before' | 'after', s: MeterSpan, code: string): boolean => !found.has(`${side}\u0000${s.meterId}\u0000${code}`)
+  const farDoc = registerDoc(spans, (s, code) => {
+    const before = missing('before', s, code)
+    const after = missing('after', s, code)
+    if (!before && !after) return null
+    return {
       m: s.meterId,
-      wlo: before.has(s.meterId) ? null : new Date(s.minTsMs - NEIGHBOUR_WINDOW_MS).toISOString(),
-      whi: after.has(s.meterId) ? null : new Date(s.maxTsMs + NEIGHBOUR_WINDOW_MS).toISOString(),
-    })),
-  )
+      c: code,
+      wlo: before ? new Date(s.minTsMs - NEIGHBOUR_WINDOW_MS).toISOString() : null,
+      whi: after ? new Date(s.maxTsMs + NEIGHBOUR_WINDOW_MS).toISOString() : null,
+    }
+  })
+  if (farDoc === '[]') return null
   return sql<FarNeighbourRow>`
     SELECT s.m AS meter_id, r.ts, r.values
-    FROM jsonb_to_recordset(${farDoc}::jsonb) AS s(m text, wlo timestamptz, whi timestamptz)
+    FROM jsonb_to_recordset(${farDoc}::jsonb) AS s(m text, c text, wlo timestamptz, whi timestamptz)
     CROSS JOIN LATERAL (
-      (SELECT ts, values FROM readings WHERE s.wlo IS NOT NULL AND meter_id = s.m AND ts < s.wlo ORDER BY ts DESC LIMIT 1)
+      (SELECT ts, values FROM readings WHERE s.wlo IS NOT NULL AND meter_id = s.m AND ts < s.wlo AND (values -> s.c) IS NOT NULL ORDER BY ts DESC LIMIT 1)
       UNION ALL
-      (SELECT ts, values FROM readings WHERE s.whi IS NOT NULL AND meter_id = s.m AND ts > s.whi ORDER BY ts LIMIT 1)
+      (SELECT ts, values FROM readings WHERE s.whi IS NOT NULL AND meter_id = s.m AND ts > s.whi AND (values -> s.c) IS NOT NULL ORDER BY ts LIMIT 1)
     ) AS r`
 }
 
+/** The readings found, each once (a reading may be the neighbour of several registers). */
 function neighbourReadings(near: NeighbourRow[], far: FarNeighbourRow[]): StoredReading[] {
-  const rows: StoredReading[] = near.map((r) => ({ meterId: r.meter_id, tsMs: r.ts.getTime(), values: r.values }))
-  for (const r of far) rows.push({ meterId: r.meter_id, tsMs: r.ts.getTime(), values: r.values })
+  const seen = new Set<string>()
+  const rows: StoredReading[] = []
+  for (const r of [...near, ...far]) {
+    const tsMs = r.ts.getTime()
+    const key = `${r.meter_id}\u0000${tsMs}`
+    if (seen.has(key)) continue
+    seen.add(key)
+    rows.push({ meterId: r.meter_id, tsMs, values: r.values })
+  }
   return rows
 }
 

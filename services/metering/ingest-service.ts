@@ -67,39 +67,72 @@ export interface IngestContext {
 }
 
 /**
- * The latest stored datum of each meter, as this process committed it. A batch whose datums
- * for a meter all come after its tail needs no neighbour lookup: in-order live data never
+ * The latest stored datum of each meter, as this process committed it, with the latest value of
+ * each cumulative register that datum lacks (a datum may carry only some registers). A batch whose
+ * datums for a meter all come after its tail needs no neighbour lookup: in-order live data never
  * reads the readings table. The tail can be stale only if another process stored data for
  * the same meter meanwhile (a meter moving between brokers); a duplicate key then fails the
  * commit, the caller clears the tails, and the retry looks the neighbours up.
  */
 export class MeterTails {
-  private readonly tails = new Map<string, { tsMs: number; values: RegisterValues }>()
+  private readonly tails = new Map<string, MeterTail>()
 
   constructor(private readonly entriesMax = 100_000) {}
 
-  get(meterId: string): { tsMs: number; values: RegisterValues } | undefined {
+  get(meterId: string): MeterTail | undefined {
     return this.tails.get(meterId)
   }
 
   advance(meterId: string, tsMs: number, values: RegisterValues): void {
     const known = this.tails.get(meterId)
     if (known !== undefined && known.tsMs >= tsMs) return
+    const older = known === undefined ? NO_ENTRIES : carriedOver(values, known)
     this.tails.delete(meterId)
     if (this.tails.size >= this.entriesMax) this.tails.delete(this.tails.keys().next().value!)
-    this.tails.set(meterId, { tsMs, values })
+    this.tails.set(meterId, { tsMs, values, older })
   }
 
-  /** Advances to the latest of a message's stored datums (one meter's). */
+  /** Advances through a message's stored datums (one meter's), in their order. */
   advanceTo(stored: readonly StoredDatum[]): void {
-    let last: StoredDatum | undefined
-    for (const s of stored) if (last === undefined || s.tsMs > last.tsMs) last = s
-    if (last !== undefined) this.advance(last.meterId, last.tsMs, last.values)
+    for (const s of stored) this.advance(s.meterId, s.tsMs, s.values)
   }
 
   clear(): void {
     this.tails.clear()
   }
+}
+
+/** A meter's latest stored datum, and before it the latest value of each cumulative register it lacks (newest first). */
+export interface MeterTail {
+  tsMs: number
+  values: RegisterValues
+  older: readonly Entry[]
+}
+
+const NO_ENTRIES: readonly Entry[] = []
+
+/** The latest value of each cumulative register `values` lacks, from a tail, as entries holding those registers only. */
+function carriedOver(values: RegisterValues, tail: MeterTail): readonly Entry[] {
+  // Usually every datum carries the same registers: nothing to carry, nothing allocated.
+  if (tail.older.length === 0 && coversCumulative(values, tail.values)) return NO_ENTRIES
+  const out: Entry[] = []
+  const kept = new Set<string>()
+  for (const e of [tail, ...tail.older]) {
+    let part: RegisterValues | null = null
+    for (const code in e.values) {
+      if (values[code] !== undefined || !isCumulative(code) || kept.has(code)) continue
+      kept.add(code)
+      ;(part ??= {})[code] = e.values[code]!
+    }
+    if (part !== null) out.push({ tsMs: e.tsMs, values: part })
+  }
+  return out
+}
+
+/** Whether `values` holds every cumulative register `earlier` holds. */
+function coversCumulative(values: RegisterValues, earlier: RegisterValues): boolean {
+  for (const code in earlier) if (values[code] === undefined && isCumulative(code)) return false
+  return true
 }
 
 interface Entry {
@@ -174,12 +207,13 @@ export async function commitMessages(db: Kysely<Database>, messages: ValidatedMe
   const months = new MonthSet()
   for (const m of messages) {
     for (const d of m.datums) {
-      const span = spans.get(m.meterId)
-      if (span === undefined) spans.set(m.meterId, { meterId: m.meterId, minTsMs: d.tsMs, maxTsMs: d.tsMs })
+      let span = spans.get(m.meterId)
+      if (span === undefined) spans.set(m.meterId, (span = { meterId: m.meterId, minTsMs: d.tsMs, maxTsMs: d.tsMs, codes: [] }))
       else {
         if (d.tsMs < span.minTsMs) span.minTsMs = d.tsMs
         if (d.tsMs > span.maxTsMs) span.maxTsMs = d.tsMs
       }
+      for (const code in d.values) if (isCumulative(code) && !span.codes.includes(code)) span.codes.push(code)
       months.add(d.tsMs)
     }
   }
@@ -210,8 +244,10 @@ async function resolveGroup(
     const timeline = new MeterTimeline()
     timelines.set(span.meterId, timeline)
     const tail = ctx.tails.get(span.meterId)
-    if (tail !== undefined && tail.tsMs < span.minTsMs) timeline.add({ tsMs: tail.tsMs, values: tail.values })
-    else unknown.push(span)
+    if (tail !== undefined && tail.tsMs < span.minTsMs) {
+      timeline.add({ tsMs: tail.tsMs, values: tail.values })
+      for (const e of tail.older) timeline.add(e)
+    } else unknown.push(span)
   }
   const { occupancies, neighbours } = await group.read([...spans.values()], unknown)
   for (const r of neighbours) timelines.get(r.meterId)!.add({ tsMs: r.tsMs, values: r.values })
