@@ -186,7 +186,7 @@ export const portalRoutes: RoutePlugin = async (app, { deps }) => {
     method: 'POST',
     url: '/portal/session',
     summary: 'Sign in to the household portal',
-    description: `Email and password, as JSON or from the sign-in form (URL-encoded, answered by a redirect to \`/\`). Sets the cookie \`${SESSION_COOKIE_NAME}\` (HttpOnly, SameSite=Strict, Secure over HTTPS) holding a random 256-bit token, of which only a salted hash is stored; the session ends ${config.portal.sessionTtlMs / 3_600_000} h after sign-in. Send the answer's \`csrfToken\` as \`${CSRF_HEADER_NAME}\` with every POST, PATCH or DELETE made with the cookie. After ${config.portal.signInFailuresMax} failures within ${config.portal.signInFailureWindowMs / 60_000} min for one email or one address, sign-ins are refused with 429 and Retry-After.`,
+    description: `Email and password, as JSON or from the sign-in form (URL-encoded, answered by a redirect to \`/\`). Sets the cookie \`${SESSION_COOKIE_NAME}\` (HttpOnly, SameSite=Strict, Secure over HTTPS) holding a random 256-bit token, of which only a salted hash is stored; the session ends ${config.portal.sessionTtlMs / 3_600_000} h after sign-in. Send the answer's \`csrfToken\` as \`${CSRF_HEADER_NAME}\` with every POST, PATCH or DELETE made with the cookie. After ${config.portal.signInFailuresMax} failures within ${config.portal.signInFailureWindowMs / 60_000} min for one email from one address, or from one address whatever the emails, and after ${config.portal.signInFailuresPerEmailMax} for one email from all addresses together, sign-ins are refused with 429 and Retry-After. The form (\`application/x-www-form-urlencoded\`, the same two fields) is answered 303 to \`/\` on success and with the form page again (HTML, 400, 401, 403 or 429) on failure.`,
     tags: ['portal'],
     auth: 'public',
     body: z.strictObject({
@@ -200,6 +200,7 @@ export const portalRoutes: RoutePlugin = async (app, { deps }) => {
       expiresAt: timeOutput,
     }),
     errors: [401, 403, 429],
+    extraResponses: { 303: { description: 'Signed in from the sign-in form: to `/`, with the session cookie set' } },
     // The form posted with a field missing (the browser's own checks bypassed): the form again, saying so.
     onInvalidInput(_err, request, reply) {
       if (!isForm(request)) return undefined
