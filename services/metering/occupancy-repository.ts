@@ -45,6 +45,20 @@ export async function listOccupancyRows(
   return q.orderBy('meter_id').orderBy('valid_from').execute()
 }
 
+/** A page of a meter's or household's occupancies, by meter and then move-in, after a key (`from_key`: valid_from as PostgreSQL prints it). */
+export async function pageOccupancyRows(
+  db: Kysely<Database>,
+  filter: { meterId?: string | undefined; householdId?: string | undefined },
+  after: { meterId: string; from: string; id: string } | null,
+  limit: number,
+): Promise<(OccupancyRow & { from_key: string })[]> {
+  let q = db.selectFrom('occupancies').selectAll().select(sql<string>`valid_from::text`.as('from_key'))
+  if (filter.meterId !== undefined) q = q.where('meter_id', '=', filter.meterId)
+  if (filter.householdId !== undefined) q = q.where('household_id', '=', filter.householdId)
+  if (after !== null) q = q.where(sql<boolean>`(meter_id, valid_from, id) > (${after.meterId}, ${after.from}::timestamptz, ${after.id})`)
+  return q.orderBy('meter_id').orderBy('valid_from').orderBy('id').limit(limit).execute()
+}
+
 export async function meterExists(db: Kysely<Database>, meterId: string): Promise<boolean> {
   return (await db.selectFrom('meters').select('id').where('id', '=', meterId).executeTakeFirst()) !== undefined
 }

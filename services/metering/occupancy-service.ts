@@ -149,6 +149,25 @@ export async function listOccupancies(
   return (await repo.listOccupancyRows(db, filter)).map(toOccupancy)
 }
 
+/** A page of occupancies (see listOccupancies), and the key of its last when there are more. */
+export async function listOccupanciesPage(
+  db: Kysely<Database>,
+  filter: { meterId?: string | undefined; householdId?: string | undefined },
+  options: { after: OccupancyKey | null; limit: number },
+): Promise<{ items: Occupancy[]; next: OccupancyKey | null }> {
+  const rows = await repo.pageOccupancyRows(db, filter, options.after, options.limit + 1)
+  const kept = rows.length > options.limit ? rows.slice(0, options.limit) : rows
+  const last = kept[kept.length - 1]
+  return { items: kept.map(toOccupancy), next: rows.length > options.limit && last !== undefined ? { meterId: last.meter_id, from: last.from_key, id: last.id } : null }
+}
+
+/** Where a page of occupancies ends: its last one's meter, move-in (as PostgreSQL prints it) and id. */
+export interface OccupancyKey {
+  meterId: string
+  from: string
+  id: string
+}
+
 export async function occupanciesOfHousehold(db: Kysely<Database>, householdId: string): Promise<Occupancy[]> {
   return listOccupancies(db, { householdId })
 }

@@ -21,7 +21,7 @@ import {
   PURPOSE_LENGTH_MAX,
   createOffer,
   listOffersPage,
-  listOffersForHousehold,
+  householdShare,
   type Offer,
 } from '../../consent/offer-service.ts'
 import { listReleasedReadings } from '../../consent/released-readings-service.ts'
@@ -196,6 +196,7 @@ const consentTerms = {
 const DAY_RE = /^\d{4}-\d{2}-\d{2}$/
 
 const OFFERS_CURSOR = creationOrderCursor('offers')
+const HOUSEHOLD_OFFERS_CURSOR = creationOrderCursor('household-offers')
 
 /** Earliest `from` when none is given: before any datum a meter may send. */
 const BEGINNING = new Date(Date.UTC(2000, 0, 1))
@@ -285,15 +286,21 @@ export const consentRoutes: RoutePlugin = async (app, { deps }) => {
     summary: 'Offers the household may accept, with its share',
     tags: ['household'],
     auth: HOUSEHOLD,
-    response: z.object({ items: z.array(householdOfferAnswer) }),
-    async handler() {
+    query: z.strictObject({ ...page }),
+    response: pageAnswer(householdOfferAnswer),
+    async handler({ query }) {
+      const result = await listOffersPage(db, { after: afterKey(HOUSEHOLD_OFFERS_CURSOR, query.cursor), limit: query.limit })
       return {
-        items: (await listOffersForHousehold(db)).map((o) => ({
-          ...offerToWire(o),
-          householdBps: o.householdBps,
-          householdMicrosPerDatum: o.householdMicrosPerDatum.toString(),
-          householdMicrosPer10000Datums: o.householdMicrosPer10000Datums.toString(),
-        })),
+        items: result.items.map((offer) => {
+          const o = { ...offer, ...householdShare(offer) }
+          return {
+            ...offerToWire(o),
+            householdBps: o.householdBps,
+            householdMicrosPerDatum: o.householdMicrosPerDatum.toString(),
+            householdMicrosPer10000Datums: o.householdMicrosPer10000Datums.toString(),
+          }
+        }),
+        nextCursor: nextCursor(HOUSEHOLD_OFFERS_CURSOR, result.next),
       }
     },
   })

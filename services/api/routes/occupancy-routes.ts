@@ -1,14 +1,21 @@
 import { z } from 'zod'
 import { formatTimestamp } from '../../../shared/calendar.ts'
-import { createOccupancy, getOccupancy, listOccupancies, moveOut, type Occupancy } from '../../metering/occupancy-service.ts'
+import { CURSOR_NOT_RETURNED, cursorListing, isTimestampText } from '../../../shared/cursor.ts'
+import { createOccupancy, getOccupancy, listOccupanciesPage, moveOut, type Occupancy } from '../../metering/occupancy-service.ts'
 import { defineRoute } from '../route.ts'
-import { rfc3339Time, timeOutput } from '../validation.ts'
+import { pageAnswer, pageQueryShape, rfc3339Time, timeOutput } from '../validation.ts'
 import type { RoutePlugin } from './route-plugin.ts'
 
 /** Move-ins and move-outs: which household owns a meter's data at each instant. */
 
 const OPERATOR = ['operator'] as const
 const idString = z.string().min(1).max(128)
+
+/** A page of occupancies ends at its last one's meter, move-in and id. */
+const OCCUPANCIES_CURSOR = cursorListing('occupancies', ['string', 'string', 'string'], {
+  refusal: CURSOR_NOT_RETURNED,
+  accepts: ([meterId, from, id]) => meterId.length <= 128 && from.length <= 64 && isTimestampText(from) && id.length <= 128,
+})
 
 const occupancyAnswer = z.object({
   id: z.string(),
@@ -77,12 +84,17 @@ export const occupancyRoutes: RoutePlugin = async (app, { deps }) => {
     tags: ['operator'],
     auth: OPERATOR,
     query: z
-      .strictObject({ meterId: idString.optional(), householdId: idString.optional() })
+      .strictObject({ meterId: idString.optional(), householdId: idString.optional(), ...pageQueryShape(deps.config.http.pageItemsMax) })
       .refine((q) => q.meterId !== undefined || q.householdId !== undefined, { message: 'meterId or householdId required', path: ['meterId'] }),
-    response: z.object({ items: z.array(occupancyAnswer) }),
+    response: pageAnswer(occupancyAnswer),
     async handler({ query }) {
-      const items = await listOccupancies(db, { meterId: query.meterId, householdId: query.householdId })
-      return { items: items.map(toWire) }
+      const after = query.cursor === undefined ? null : OCCUPANCIES_CURSOR.decode(query.cursor)
+      const page = await listOccupanciesPage(
+        db,
+        { meterId: query.meterId, householdId: query.householdId },
+        { after: after === null ? null : { meterId: after[0], from: after[1], id: after[2] }, limit: query.limit },
+      )
+      return { items: page.items.map(toWire), nextCursor: page.next === null ? null : OCCUPANCIES_CURSOR.encode([page.next.meterId, page.next.from, page.next.id]) }
     },
   })
 }

@@ -166,6 +166,14 @@ describeDatabases('occupancy endpoints', (t) => {
         [w.households[0]!.id, '2026-02-01T00:00:00Z'],
         [w.households[1]!.id, null],
       ])
+      expect(res.json().nextCursor).toBeNull()
+      // Paged like every list.
+      const first = (await api.asOperator('GET', `/admin/occupancies?meterId=${w.meterId}&limit=1`)).json() as { items: Array<{ householdId: string }>; nextCursor: string }
+      expect(first.items.map((o) => o.householdId)).toEqual([w.households[0]!.id])
+      const second = (await api.asOperator('GET', `/admin/occupancies?meterId=${w.meterId}&limit=1&cursor=${encodeURIComponent(first.nextCursor)}`)).json()
+      expect(second).toEqual({ items: [expect.objectContaining({ householdId: w.households[1]!.id })], nextCursor: null })
+      const forged = Buffer.from(JSON.stringify(['occupancies', w.meterId, 'yesterday', 'occ_x'])).toString('base64url')
+      expect(errorOf(await api.asOperator('GET', `/admin/occupancies?meterId=${w.meterId}&cursor=${forged}`)).message).toBe('cursor: not a cursor this API returned')
       const byHousehold = await api.asOperator('GET', `/admin/occupancies?householdId=${w.households[1]!.id}`)
       expect(byHousehold.json().items).toHaveLength(1)
       const unfiltered = await api.asOperator('GET', '/admin/occupancies')

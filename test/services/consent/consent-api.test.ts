@@ -128,6 +128,12 @@ describeDatabases('consent endpoints', (t) => {
     expect(page2).toEqual({ items: [expect.objectContaining({ id: second })], nextCursor: null })
     expect((await api.asOperator('GET', `/admin/offers?recipientId=${h0.id}`)).json()).toEqual({ items: [], nextCursor: null })
     expect((await api.asOperator('GET', '/admin/offers?limit=abc')).statusCode).toBe(400)
+    // A household's offers too; an operator's cursor is not one of its listing.
+    const mine1 = (await get('/me/offers?limit=1', h0)).json() as { items: Array<{ id: string; householdBps: number }>; nextCursor: string }
+    expect(mine1.items.map((o) => [o.id, o.householdBps])).toEqual([[id, 6000]])
+    const mine2 = (await get(`/me/offers?limit=1&cursor=${encodeURIComponent(mine1.nextCursor)}`, h0)).json() as { items: Array<{ id: string }>; nextCursor: null }
+    expect(mine2).toEqual({ items: [expect.objectContaining({ id: second, householdMicrosPer10000Datums: '24000' })], nextCursor: null })
+    expect(errorOf(await get(`/me/offers?cursor=${encodeURIComponent(page1.nextCursor)}`, h0)).message).toBe('cursor: not a cursor this API returned')
   })
 
   it('lets a household grant, see, and revoke a consent, each step in its log, and the recipient see it', async () => {
