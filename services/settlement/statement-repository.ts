@@ -48,6 +48,44 @@ export async function findInvoiceLines(db: Db, runId: string, month: string, rec
     .execute()
 }
 
+export interface AdjustmentLineRow {
+  /** The month the run corrected. */
+  for_month: string
+  consent_id: string
+  recipient_id: string
+  offer_id: string | null
+  granularity: Granularity
+  /** Changes from the consent's previous line of that month (negative when less was released). */
+  data: bigint
+  gross: bigint
+  share: bigint
+}
+
+/**
+ * What the runs booked in `postingMonth` for earlier months changed, consent by consent, for one
+ * recipient or one household: each line such a run wrote (runs write the lines whose state changed)
+ * less the consent's line before it in that month. Oldest corrected month first.
+ */
+export async function findAdjustmentLines(db: Db, postingMonth: string, who: { recipientId: string } | { householdId: string }): Promise<AdjustmentLineRow[]> {
+  const whose = 'recipientId' in who ? sql`l.recipient_id = ${who.recipientId}` : sql`l.household_id = ${who.householdId}`
+  const { rows } = await sql<AdjustmentLineRow>`
+    SELECT r.month AS for_month, l.consent_id, l.recipient_id, l.offer_id, l.granularity,
+      (l.data_count - coalesce(p.data_count, 0))::bigint AS data,
+      (l.gross_micros - coalesce(p.gross_micros, 0))::bigint AS gross,
+      (l.household_share_micros - coalesce(p.household_share_micros, 0))::bigint AS share
+    FROM settlement_runs r
+    JOIN settlement_lines l ON l.run_id = r.id
+    LEFT JOIN LATERAL (
+      SELECT pl.data_count, pl.gross_micros, pl.household_share_micros
+      FROM settlement_lines pl JOIN settlement_runs pr ON pr.id = pl.run_id
+      WHERE pl.month = r.month AND pl.consent_id = l.consent_id AND pr.seq < r.seq
+      ORDER BY pr.seq DESC LIMIT 1
+    ) p ON true
+    WHERE r.seq > 1 AND r.posting_month = ${postingMonth} AND ${whose}
+    ORDER BY r.month, r.seq, l.consent_id`.execute(db)
+  return rows.filter((r) => r.data !== 0n || r.gross !== 0n || r.share !== 0n)
+}
+
 /** Sum of an account's entries in adjustment journals booked in a month; null when there are none. */
 export async function findAdjustmentsBookedIn(db: Db, postingMonth: string, accountId: string): Promise<bigint | null> {
   const { rows } = await sql<{ amount: bigint | null }>`

@@ -28,6 +28,12 @@ export interface StatementLine {
   shareMicros: bigint
 }
 
+/** A change booked this month for an earlier one: a line's data and money less what it was before. */
+export interface StatementAdjustment extends StatementLine {
+  /** The earlier month it corrects. */
+  forMonth: string
+}
+
 export interface Statement {
   month: string
   /** Whether the month is closed; an open one shows only the adjustments booked in it so far. */
@@ -35,6 +41,8 @@ export interface Statement {
   lines: StatementLine[]
   /** What runs booked this month for earlier months, for this household. */
   adjustmentsMicros: bigint
+  /** The same, line by line: their shareMicros add up to adjustmentsMicros. */
+  adjustments: StatementAdjustment[]
   /** The shares plus the adjustments. */
   totalMicros: bigint
 }
@@ -47,11 +55,18 @@ export interface InvoiceLine {
   grossMicros: bigint
 }
 
+/** A change booked this month for an earlier one, consent by consent. */
+export interface InvoiceAdjustment extends InvoiceLine {
+  forMonth: string
+}
+
 export interface Invoice {
   month: string
   lines: InvoiceLine[]
   /** What later runs booked this month for earlier months: owed more (positive) or less. */
   adjustmentsMicros: bigint
+  /** The same, consent by consent: their grossMicros add up to adjustmentsMicros. */
+  adjustments: InvoiceAdjustment[]
   /** What the recipient owes for the month. */
   totalMicros: bigint
 }
@@ -92,7 +107,20 @@ export async function householdStatement(db: Kysely<Database>, householdId: stri
     shareMicros: r.share,
   }))
   const totalMicros = lines.reduce((sum, l) => sum + l.shareMicros, 0n) + adjustmentsMicros
-  return { month, closed: runId !== null, lines, adjustmentsMicros, totalMicros }
+  // A household's consent by consent, joined as its lines are: per earlier month, recipient, offer and granularity.
+  const adjustments = new Map<string, StatementAdjustment>()
+  for (const r of await repo.findAdjustmentLines(db, month, { householdId })) {
+    const key = JSON.stringify([r.for_month, r.recipient_id, r.offer_id, r.granularity])
+    const a = adjustments.get(key)
+    if (a === undefined) {
+      adjustments.set(key, { forMonth: r.for_month, recipientId: r.recipient_id, offerId: r.offer_id, granularity: r.granularity, data: r.data, grossMicros: r.gross, shareMicros: r.share })
+    } else {
+      a.data += r.data
+      a.grossMicros += r.gross
+      a.shareMicros += r.share
+    }
+  }
+  return { month, closed: runId !== null, lines, adjustmentsMicros, adjustments: [...adjustments.values()], totalMicros }
 }
 
 export async function recipientInvoice(db: Kysely<Database>, recipientId: string, month: string): Promise<Invoice> {
@@ -109,7 +137,15 @@ export async function recipientInvoice(db: Kysely<Database>, recipientId: string
   // A receivable goes negative by what its recipient owes.
   const adjustmentsMicros = -posted.adjustmentsMicros
   const totalMicros = lines.reduce((sum, l) => sum + l.grossMicros, 0n) + adjustmentsMicros
-  return { month, lines, adjustmentsMicros, totalMicros }
+  const adjustments = (await repo.findAdjustmentLines(db, month, { recipientId })).map((r) => ({
+    forMonth: r.for_month,
+    consentId: r.consent_id,
+    offerId: r.offer_id,
+    granularity: r.granularity,
+    data: r.data,
+    grossMicros: r.gross,
+  }))
+  return { month, lines, adjustmentsMicros, adjustments, totalMicros }
 }
 
 export async function householdPayouts(db: Kysely<Database>, householdId: string): Promise<PayoutList> {
@@ -129,14 +165,18 @@ function csvField(value: string): string {
 }
 
 /**
- * A statement as CSV (RFC 4180, CRLF): one row per line (`kind` = line), then one row for
- * the adjustments and one for the total, whose amount is in `shareMicros`. Amounts are
- * integers of micro-euros, as in the JSON.
+ * A statement as CSV (RFC 4180, CRLF): one row per line (`kind` = line), one per adjustment
+ * (`kind` = adjustment, `month` the month it corrects), then one row for the adjustments'
+ * sum and one for the total, whose amount is in `shareMicros`. Amounts are integers of
+ * micro-euros, as in the JSON.
  */
 export function statementCsv(statement: Statement): string {
   const rows: string[][] = [[...STATEMENT_CSV_COLUMNS]]
   for (const l of statement.lines) {
     rows.push([statement.month, 'line', l.recipientId, l.offerId ?? '', l.granularity, l.data.toString(), l.grossMicros.toString(), l.shareMicros.toString()])
+  }
+  for (const a of statement.adjustments) {
+    rows.push([a.forMonth, 'adjustment', a.recipientId, a.offerId ?? '', a.granularity, a.data.toString(), a.grossMicros.toString(), a.shareMicros.toString()])
   }
   rows.push([statement.month, 'adjustments', '', '', '', '', '', statement.adjustmentsMicros.toString()])
   rows.push([statement.month, 'total', '', '', '', '', '', statement.totalMicros.toString()])

@@ -22,34 +22,40 @@ const month = z
   .meta({ description: 'a calendar month in METERSHARE_TIMEZONE', examples: ['2026-10'] })
 const granularity = z.enum(GRANULARITIES)
 
+const statementLine = z.object({
+  recipientId: z.string(),
+  offerId: z.string().nullable().meta({ description: 'null for a legal-basis consent (free)' }),
+  granularity,
+  data: z.number().int().meta({ description: 'datums released in the month' }),
+  grossMicros: microsOutput,
+  shareMicros: microsOutput.meta({ description: "the household's part of grossMicros" }),
+})
+
+/** An adjustment is a line's change: the month it corrects, and its data and money less what they were. */
+const correction = { forMonth: z.string().meta({ description: 'the earlier month it corrects' }) }
+const changeOf = 'changes of a line of that month since it was last booked (negative when less was released)'
+
 const statementAnswer = z.object({
   month: z.string(),
-  lines: z.array(
-    z.object({
-      recipientId: z.string(),
-      offerId: z.string().nullable().meta({ description: 'null for a legal-basis consent (free)' }),
-      granularity,
-      data: z.number().int().meta({ description: 'datums released in the month' }),
-      grossMicros: microsOutput,
-      shareMicros: microsOutput.meta({ description: "the household's part of grossMicros" }),
-    }),
-  ),
+  lines: z.array(statementLine),
   adjustmentsMicros: microsOutput.meta({ description: 'what later runs booked this month for earlier months' }),
+  adjustments: z.array(statementLine.extend(correction)).meta({ description: `the adjustments line by line, ${changeOf}; their shareMicros add up to adjustmentsMicros` }),
   totalMicros: microsOutput.meta({ description: 'the shares plus the adjustments' }),
+})
+
+const invoiceLine = z.object({
+  consentId: z.string(),
+  offerId: z.string().nullable(),
+  granularity,
+  data: z.number().int(),
+  grossMicros: microsOutput,
 })
 
 const invoiceAnswer = z.object({
   month: z.string(),
-  lines: z.array(
-    z.object({
-      consentId: z.string(),
-      offerId: z.string().nullable(),
-      granularity,
-      data: z.number().int(),
-      grossMicros: microsOutput,
-    }),
-  ),
+  lines: z.array(invoiceLine),
   adjustmentsMicros: microsOutput.meta({ description: 'what later runs booked this month for earlier months (owed more when positive)' }),
+  adjustments: z.array(invoiceLine.extend(correction)).meta({ description: `the adjustments consent by consent, ${changeOf}; their grossMicros add up to adjustmentsMicros` }),
   totalMicros: microsOutput.meta({ description: 'what the recipient owes for the month' }),
 })
 
@@ -116,7 +122,7 @@ export const settlementRoutes: RoutePlugin = async (app, { deps }) => {
     url: '/me/statements/:month',
     summary: "The household's statement of a settled month",
     description:
-      'One line per (recipient, offer, granularity) as the month was closed; later corrections of earlier months appear as `adjustmentsMicros` of the month they were booked in. `?format=csv` or `Accept: text/csv` answers CSV (columns month, kind, recipientId, offerId, granularity, data, grossMicros, shareMicros; a row per line, then `adjustments` and `total` rows with their amount in shareMicros). A month not settled yet answers 404, unless adjustments were booked in it already: then it shows them, without lines until the month is closed.',
+      'One line per (recipient, offer, granularity) as the month was closed; later corrections of earlier months appear in the month they were booked in, as `adjustmentsMicros` and line by line in `adjustments`. `?format=csv` or `Accept: text/csv` answers CSV (columns month, kind, recipientId, offerId, granularity, data, grossMicros, shareMicros; a row per line, an `adjustment` row per adjustment with the month it corrects, then `adjustments` and `total` rows with their amount in shareMicros). A month not settled yet answers 404, unless adjustments were booked in it already: then it shows them, without lines until the month is closed.',
     tags: ['household'],
     auth: HOUSEHOLD,
     params: z.strictObject({ month }),
@@ -145,6 +151,15 @@ export const settlementRoutes: RoutePlugin = async (app, { deps }) => {
           shareMicros: l.shareMicros.toString(),
         })),
         adjustmentsMicros: statement.adjustmentsMicros.toString(),
+        adjustments: statement.adjustments.map((a) => ({
+          forMonth: a.forMonth,
+          recipientId: a.recipientId,
+          offerId: a.offerId,
+          granularity: a.granularity,
+          data: countToNumber(a.data),
+          grossMicros: a.grossMicros.toString(),
+          shareMicros: a.shareMicros.toString(),
+        })),
         totalMicros: statement.totalMicros.toString(),
       }
     },
@@ -170,7 +185,7 @@ export const settlementRoutes: RoutePlugin = async (app, { deps }) => {
     method: 'GET',
     url: '/recipient/invoices/:month',
     summary: 'What the recipient owes for a settled month',
-    description: 'One line per consent as the month was closed, and the adjustments booked in that month for earlier months. A month not settled yet answers 404, unless adjustments were booked in it already: then it shows them, without lines until the month is closed.',
+    description: 'One line per consent as the month was closed, and the adjustments booked in that month for earlier months, in all (`adjustmentsMicros`) and consent by consent (`adjustments`). A month not settled yet answers 404, unless adjustments were booked in it already: then it shows them, without lines until the month is closed.',
     tags: ['recipient'],
     auth: RECIPIENT,
     params: z.strictObject({ month }),
@@ -188,6 +203,14 @@ export const settlementRoutes: RoutePlugin = async (app, { deps }) => {
           grossMicros: l.grossMicros.toString(),
         })),
         adjustmentsMicros: invoice.adjustmentsMicros.toString(),
+        adjustments: invoice.adjustments.map((a) => ({
+          forMonth: a.forMonth,
+          consentId: a.consentId,
+          offerId: a.offerId,
+          granularity: a.granularity,
+          data: countToNumber(a.data),
+          grossMicros: a.grossMicros.toString(),
+        })),
         totalMicros: invoice.totalMicros.toString(),
       }
     },

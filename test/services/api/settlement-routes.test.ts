@@ -108,7 +108,7 @@ describeDatabases('settlement endpoints', (t) => {
 
     const statement = await api.inject({ method: 'GET', url: '/me/statements/2026-10', headers: bearer(w.alice.apiKey) })
     expect(statement.statusCode).toBe(200)
-    expect(statement.json()).toEqual({ month: '2026-10', lines: expectedLines, adjustmentsMicros: '0', totalMicros })
+    expect(statement.json()).toEqual({ month: '2026-10', lines: expectedLines, adjustmentsMicros: '0', adjustments: [], totalMicros })
 
     const csv = await api.inject({ method: 'GET', url: '/me/statements/2026-10?format=csv', headers: bearer(w.alice.apiKey) })
     expect(csv.statusCode).toBe(200)
@@ -135,6 +135,7 @@ describeDatabases('settlement endpoints', (t) => {
       month: '2026-10',
       lines: expect.arrayContaining([{ consentId: w.consentA.id, offerId: w.offerA.id, granularity: 'load_curve', data: nA, grossMicros: String(grossA) }, expect.objectContaining(bobLine)]),
       adjustmentsMicros: '0',
+      adjustments: [],
       totalMicros: String(grossA + 24_000),
     })
     const invoiceB = (await api.inject({ method: 'GET', url: '/recipient/invoices/2026-10', headers: bearer(w.supplier.apiKey) })).json()
@@ -164,8 +165,33 @@ describeDatabases('settlement endpoints', (t) => {
     const owed = String(w.lateTimes.length * 1_000)
     const statementOf = async (month: string) => api.inject({ method: 'GET', url: `/me/statements/${month}`, headers: bearer(w.alice.apiKey) })
     const invoiceOf = async (month: string) => api.inject({ method: 'GET', url: `/recipient/invoices/${month}`, headers: bearer(w.advice.apiKey) })
-    expect((await statementOf('2026-11')).json()).toEqual({ month: '2026-11', lines: [], adjustmentsMicros: late, totalMicros: late })
-    expect((await invoiceOf('2026-11')).json()).toEqual({ month: '2026-11', lines: [], adjustmentsMicros: owed, totalMicros: owed })
+    // Line by line too, as recipients and households reconcile them: October's line of the consent, grown by the late datums.
+    const n = w.lateTimes.length
+    const adjustment = { forMonth: '2026-10', offerId: w.offerA.id, granularity: 'load_curve', data: n, grossMicros: owed }
+    expect((await statementOf('2026-11')).json()).toEqual({
+      month: '2026-11',
+      lines: [],
+      adjustmentsMicros: late,
+      adjustments: [{ ...adjustment, recipientId: w.advice.id, shareMicros: late }],
+      totalMicros: late,
+    })
+    expect((await invoiceOf('2026-11')).json()).toEqual({
+      month: '2026-11',
+      lines: [],
+      adjustmentsMicros: owed,
+      adjustments: [{ ...adjustment, consentId: w.consentA.id }],
+      totalMicros: owed,
+    })
+    const csv = await api.inject({ method: 'GET', url: '/me/statements/2026-11?format=csv', headers: bearer(w.alice.apiKey) })
+    expect(csv.body).toBe(
+      [
+        'month,kind,recipientId,offerId,granularity,data,grossMicros,shareMicros',
+        `2026-10,adjustment,${w.advice.id},${w.offerA.id},load_curve,${n},${owed},${late}`,
+        `2026-11,adjustments,,,,,,${late}`,
+        `2026-11,total,,,,,,${late}`,
+        '',
+      ].join('\r\n'),
+    )
     const balance = (await api.inject({ method: 'GET', url: '/me/payouts', headers: bearer(w.alice.apiKey) })).json()
     expect(BigInt(balance.balanceMicros)).toBe(BigInt(closedOctober.totalMicros) + BigInt(late))
     const notYet = await statementOf('2026-12')
@@ -176,8 +202,8 @@ describeDatabases('settlement endpoints', (t) => {
     // Closed, November keeps them, with its own lines (none here).
     clock = paris('2026-12-02')
     expect((await api.asOperator('POST', '/admin/settlements', { month: '2026-11' })).statusCode).toBe(200)
-    expect((await statementOf('2026-11')).json()).toEqual({ month: '2026-11', lines: [], adjustmentsMicros: late, totalMicros: late })
-    expect((await invoiceOf('2026-11')).json()).toEqual({ month: '2026-11', lines: [], adjustmentsMicros: owed, totalMicros: owed })
+    expect((await statementOf('2026-11')).json()).toEqual(expect.objectContaining({ month: '2026-11', lines: [], adjustmentsMicros: late, totalMicros: late }))
+    expect((await invoiceOf('2026-11')).json()).toEqual(expect.objectContaining({ month: '2026-11', lines: [], adjustmentsMicros: owed, totalMicros: owed }))
   })
 
   it('refuses malformed months, months not over, and callers of the wrong kind', async () => {

@@ -1,7 +1,7 @@
 import { expect, it } from 'vitest'
 import { moveOut } from '../../../services/metering/occupancy-service.ts'
 import { settleMonth } from '../../../services/settlement/settlement-service.ts'
-import { recipientInvoice } from '../../../services/settlement/statement-service.ts'
+import { householdStatement, recipientInvoice } from '../../../services/settlement/statement-service.ts'
 import { describeDatabases } from '../../support/database.ts'
 import { TZ, consent, ctxAt, household, hourly, ingest, meter, occupy, offer, paris, party, unbalancedJournals } from './settlement-fixtures.ts'
 
@@ -31,7 +31,17 @@ describeDatabases('late move-out', (t) => {
     await moveOut(t.db, occupancy, paris('2026-10-10'), { timezone: TZ }, paris('2026-11-10'))
     await settleMonth(t.db, '2026-10', ctxAt(paris('2026-11-11')))
     // 1–9 October (216 hours) were the household's and were released: still charged. The rest is nobody's.
-    expect((await recipientInvoice(t.db, recipient, '2026-11')).adjustmentsMicros).toBe(-(745n - 216n) * PRICE)
+    const november = await recipientInvoice(t.db, recipient, '2026-11')
+    expect(november.adjustmentsMicros).toBe(-(745n - 216n) * PRICE)
+    // Consent by consent, as the recipient reconciles it: October's line, less 529 datums.
+    expect(november.adjustments).toEqual([
+      { forMonth: '2026-10', consentId: expect.stringMatching(/^cns_/), offerId, granularity: 'load_curve', data: -529n, grossMicros: -529n * PRICE },
+    ])
+    const statement = await householdStatement(t.db, h, '2026-11')
+    expect(statement.adjustments).toEqual([
+      { forMonth: '2026-10', recipientId: recipient, offerId, granularity: 'load_curve', data: -529n, grossMicros: -529n * PRICE, shareMicros: statement.adjustmentsMicros },
+    ])
+    expect(statement.adjustmentsMicros).toBe((-529n * PRICE) / 2n)
     expect(await unbalancedJournals(t.db)).toEqual([])
   })
 
