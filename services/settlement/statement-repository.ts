@@ -48,17 +48,11 @@ export async function findInvoiceLines(db: Db, runId: string, month: string, rec
     .execute()
 }
 
-export interface AdjustmentLineRow {
+/** A consent's line as a later run changed it: data, gross and share less what the line was before (negative when less was released). */
+export interface AdjustmentLineRow extends StatementLineRow {
   /** The month the run corrected. */
   for_month: string
   consent_id: string
-  recipient_id: string
-  offer_id: string | null
-  granularity: Granularity
-  /** Changes from the consent's previous line of that month (negative when less was released). */
-  data: bigint
-  gross: bigint
-  share: bigint
 }
 
 /**

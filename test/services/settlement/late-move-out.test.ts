@@ -14,12 +14,17 @@ import { TZ, consent, ctxAt, household, hourly, ingest, meter, occupy, offer, pa
 const PRICE = 1_000n
 
 describeDatabases('late move-out', (t) => {
-  it('keeps charging the data a consent granted before the registration released, and credits back only what changed owner', async () => {
+  /** A utility operating a meter, a recipient, and a household living at the meter since September. */
+  async function world() {
     const operator = await party(t.db, 'utility', 'Grid')
     const recipient = await party(t.db, 'third_party', 'Advice App')
     const h = await household(t.db, 'Alice')
     const m = await meter(t.db, operator)
-    const occupancy = await occupy(t.db, m, h, paris('2026-09-01'))
+    return { recipient, h, m, occupancy: await occupy(t.db, m, h, paris('2026-09-01')) }
+  }
+
+  it('keeps charging the data a consent granted before the registration released, and credits back only what changed owner', async () => {
+    const { recipient, h, m, occupancy } = await world()
     const offerId = await offer(t.db, { recipientId: recipient, granularity: 'load_curve', priceMicrosPerDatum: PRICE, householdBps: 5_000, operatorBps: 5_000, platformBps: 0 })
     await ingest(t.db, t.dialect, m, 'electricity', hourly(paris('2026-10-01'), paris('2026-11-01')))
     // Granted on 2 November over October's history, while the records said the household still lived there.
@@ -46,11 +51,7 @@ describeDatabases('late move-out', (t) => {
   })
 
   it('charges a daily or monthly datum only if it was complete before the registration ended the consent (the recipient never got the others)', async () => {
-    const operator = await party(t.db, 'utility', 'Grid')
-    const recipient = await party(t.db, 'third_party', 'Advice App')
-    const h = await household(t.db, 'Alice')
-    const m = await meter(t.db, operator)
-    const occupancy = await occupy(t.db, m, h, paris('2026-09-01'))
+    const { recipient, h, m, occupancy } = await world()
     const consentOf = async (granularity: 'daily' | 'monthly') => {
       const offerId = await offer(t.db, { recipientId: recipient, granularity, priceMicrosPerDatum: PRICE, householdBps: 5_000, operatorBps: 5_000, platformBps: 0 })
       await consent(t.db, { householdId: h, recipientId: recipient, offerId, granularity, meterIds: [m], validFrom: paris('2026-09-01'), dataFrom: paris('2026-10-01') })
