@@ -92,9 +92,14 @@ export class MeterTails {
     this.tails.set(meterId, { tsMs, values, older })
   }
 
-  /** Advances through a message's stored datums (one meter's), in their order. */
+  /** Advances through a message's stored datums (one meter's). */
   advanceTo(stored: readonly StoredDatum[]): void {
-    for (const s of stored) this.advance(s.meterId, s.tsMs, s.values)
+    let last: StoredDatum | undefined
+    for (const s of stored) if (last === undefined || s.tsMs > last.tsMs) last = s
+    if (last === undefined) return
+    // Usually the latest datum carries every register the others do: one step.
+    if (stored.every((s) => s === last || coversCumulative(last.values, s.values))) return this.advance(last.meterId, last.tsMs, last.values)
+    for (const s of [...stored].sort((a, b) => a.tsMs - b.tsMs)) this.advance(s.meterId, s.tsMs, s.values)
   }
 
   clear(): void {

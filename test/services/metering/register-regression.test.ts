@@ -37,13 +37,16 @@ describeDatabases('index regressions register by register', (t) => {
         tails: way.fresh ? new MeterTails() : shared,
         ...(way.scripted ? { withConnection: t.handle.withConnection } : {}),
       })
-      /** Commits one datum in a group of its own; what became of it. */
-      const send = async (ts: number, values: RegisterValues): Promise<string> => {
-        const body = Buffer.from(JSON.stringify({ ts: new Date(ts).toISOString(), values }))
+      /** Commits a message of these datums in a group of its own; what became of its last. */
+      const sendAll = async (datums: Array<[number, RegisterValues]>): Promise<string> => {
+        const body = Buffer.from(JSON.stringify({ readings: datums.map(([ts, values]) => ({ ts: new Date(ts).toISOString(), values })) }))
         const message = validatePayload({ meterId: meter, commodity: 'electricity' }, body, at('23:00', '2026-10-21'), DEFAULT_INGEST_LIMITS)
         const [outcome] = (await commitMessages(t.db, [message], context())).outcomes
-        return outcome!.stored.length === 1 ? 'stored' : `${outcome!.quarantined[0]!.reason}: ${outcome!.quarantined[0]!.detail}`
+        const last = datums[datums.length - 1]![0]
+        const refused = outcome!.quarantined.find((q) => q.tsMs === last)
+        return refused === undefined ? 'stored' : `${refused.reason}: ${refused.detail}`
       }
+      const send = (ts: number, values: RegisterValues): Promise<string> => sendAll([[ts, values]])
       expect(await send(at('00:00'), { [IMPORT]: 500 })).toBe('stored')
       expect(await send(at('01:00'), { [IMPORT]: 600 })).toBe('stored')
       expect(await send(at('02:00'), { [EXPORT]: 40 })).toBe('stored')
@@ -51,6 +54,9 @@ describeDatabases('index regressions register by register', (t) => {
       expect(await send(at('03:00'), { [IMPORT]: 100 })).toBe(`index_regression: ${IMPORT}: 100 is lower than 600 at 2026-10-20T01:00:00Z`)
       expect(await send(at('03:30'), { [EXPORT]: 30 })).toBe(`index_regression: ${EXPORT}: 30 is lower than 40 at 2026-10-20T02:00:00Z`)
       expect(await send(at('04:00'), { [IMPORT]: 700, [EXPORT]: 45 })).toBe('stored')
+      // A message whose last datum lacks the import: its earlier datum's import bounds the next message.
+      expect(await sendAll([[at('05:00'), { [IMPORT]: 800 }], [at('05:30'), { [POWER]: 3 }]])).toBe('stored')
+      expect(await send(at('06:00'), { [IMPORT]: 750 })).toBe(`index_regression: ${IMPORT}: 750 is lower than 800 at 2026-10-20T05:00:00Z`)
       // Later readings bound an earlier one the same way: 18:00 after power at 20:00, with 300 of the import stored the day after.
       expect(await send(at('10:00', '2026-10-21'), { [IMPORT]: 900 })).toBe('stored')
       expect(await send(at('20:00'), { [POWER]: 7 })).toBe('stored')
