@@ -8,6 +8,7 @@ import { createDayResolver } from '../shared/calendar.ts'
 import type { DatabaseHandle } from '../shared/db/database.ts'
 import { log as rootLog } from '../shared/logger.ts'
 import type { Metrics } from '../shared/metrics.ts'
+import type { Logger } from 'pino'
 import { TrustedProxies } from '../shared/trusted-proxies.ts'
 import { meterReadingsTopic, meterStatusTopic, parseEgressFilter, parseTopic } from '../shared/topics.ts'
 import { authenticateMqtt } from '../services/directory/directory-service.ts'
@@ -122,6 +123,8 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
   const egress = new Egress(aedes, log, interest ?? EVERY_TOPIC)
   skipFanOutOfMeterReadings(aedes, principals)
   clearRefusedDeliveriesExactly(aedes)
+  // Redis holds the queues of a coupled broker; in memory they are bounded here.
+  const offlineQueues = deps.aedesOptions?.persistence === undefined ? boundOfflineQueues(aedes, config.mqtt.offlineQueueDatumsMax, metrics, log) : null
 
   const thread =
     db.url !== null && deps.ingestThread !== false
@@ -314,6 +317,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
   const holdLive = holdLiveUntilQueueSent(aedes, config.mqtt.liveDeliveriesHeldMax)
   aedes.on('clientReady', (client) => {
     holdLive.release(client)
+    offlineQueues?.connected(client.id)
     const principal = principals.get(client)
     // aedes reports a client ready once its offline queue is read (a Redis round trip when coupled): a publish
     // sent right behind the CONNECT may have been refused and the connection closed by then, its disconnect
@@ -487,6 +491,37 @@ function clearRefusedDeliveriesExactly(aedes: Aedes): void {
     await persistence.outgoingUpdate(client, marked)
     return clear(client, marked)
   }
+}
+
+/**
+ * A persistent session's queue while it is offline holds at most `max` datums (aedes' in-memory
+ * persistence queues without bound: a recipient offline for a day would hold a day of the district
+ * in the broker's memory). Past it, newer datums are not queued for that session, as Mosquitto's
+ * max_queued_messages does; they stay in the pull API. The count starts again once the session has
+ * connected and its queue has been sent. A connected session is not counted: what it is sent leaves
+ * its queue at each PUBACK.
+ */
+function boundOfflineQueues(aedes: Aedes, max: number, metrics: Metrics, log: Logger): { connected(clientId: string): void } {
+  type Sub = { clientId: string }
+  const persistence = (aedes as unknown as { persistence: { outgoingEnqueueCombi(subs: Sub[], packet: AedesPublishPacket): Promise<void> } }).persistence
+  const enqueue = persistence.outgoingEnqueueCombi.bind(persistence)
+  const clients = (aedes as unknown as { clients: Record<string, Client | undefined> }).clients
+  const queued = new Map<string, number>()
+  persistence.outgoingEnqueueCombi = (subs, packet) => {
+    const kept = subs.filter((sub) => {
+      if (clients[sub.clientId] !== undefined) return true
+      const n = queued.get(sub.clientId) ?? 0
+      if (n >= max) {
+        metrics.mqttQueueDropped.inc()
+        return false
+      }
+      if (n + 1 === max) log.warn({ clientId: sub.clientId, offlineQueueDatumsMax: max }, 'offline persistent session queue full: newer datums are not queued for it (they are in the pull API)')
+      queued.set(sub.clientId, n + 1)
+      return true
+    })
+    return enqueue(kept, packet)
+  }
+  return { connected: (clientId) => void queued.delete(clientId) }
 }
 
 type Deliver = (packet: AedesPublishPacket, done: () => void) => void

@@ -129,6 +129,12 @@ export interface MqttLimits {
    * datum in its queue, in order, when it connects again.
    */
   liveDeliveriesHeldMax: number
+  /**
+   * Datums queued for one persistent session while it is offline, at most (in the broker's memory,
+   * without Redis): past it, newer datums are not queued for it, as Mosquitto's max_queued_messages;
+   * they are in the pull API. Counted again from its next connection.
+   */
+  offlineQueueDatumsMax: number
 }
 
 /** Limits of the ingest path; every one is named with its unit. */
@@ -198,6 +204,7 @@ export const DEFAULT_MQTT_LIMITS: MqttLimits = {
   authKeysTrackedMax: 200_000,
   drainTimeoutMs: 30_000,
   liveDeliveriesHeldMax: 10_000,
+  offlineQueueDatumsMax: 50_000,
 }
 
 export const DEFAULT_INGEST_LIMITS: IngestLimits = {

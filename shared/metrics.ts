@@ -12,6 +12,7 @@ export interface Metrics {
   readingsDuplicate: Counter<never>
   mqttConnections: Gauge<'role'>
   mqttAuthFailures: Counter<never>
+  mqttQueueDropped: Counter<never>
   ingestAckSeconds: Histogram<never>
   ingestBatchReadings: Histogram<never>
   ingestCommitSeconds: Histogram<never>
@@ -62,6 +63,11 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
       registers: brokerRegisters,
     }),
     mqttAuthFailures: new Counter({ name: 'metershare_mqtt_auth_failures_total', help: 'Refused MQTT connections', registers: brokerRegisters }),
+    mqttQueueDropped: new Counter({
+      name: 'metershare_mqtt_queue_dropped_total',
+      help: 'Datums not queued for an offline persistent session whose queue was full (offlineQueueDatumsMax); they are in the pull API',
+      registers: brokerRegisters,
+    }),
     ingestAckSeconds: new Histogram({
       name: 'metershare_ingest_ack_seconds',
       help: 'Time from receiving a meter publish to its PUBACK (the commit in between)',

@@ -199,6 +199,43 @@ describeDatabases('egress after commit', (t) => {
     }
   })
 
+  it('queues at most offlineQueueDatumsMax datums for an offline persistent session, the first ones, and counts again once it is back', async () => {
+    const own = await startTestBroker(t.handle, { policy: releaseAllOwned, overrides: { mqtt: { offlineQueueDatumsMax: 5 } } })
+    const m = await connectMeter(own.url, meter)
+    const datum = (i: number) => ({ ts: iso(DAY_START + i * 60_000), values: { '1-0:1.8.0': 1_000 + i } })
+    const persistent = { clientId: 'recipient-bounded', username: utility.id, password: utility.apiKey, clean: false }
+    try {
+      const first = await connectClient(own.url, persistent)
+      await subscribeCollect(first, 'readings/+')
+      await endClient(first)
+      // Offline: 8 datums, of which the first 5 are queued.
+      await publishAcked(m, meterReadingsTopic(meter.id), JSON.stringify({ readings: Array.from({ length: 8 }, (_, i) => datum(i)) }))
+      const dropped = async () => Number((await own.metrics.registry.getSingleMetricAsString('metershare_mqtt_queue_dropped_total')).trim().split(' ').pop())
+      expect(await dropped()).toBe(3)
+      const back = await connectClient(own.url, persistent)
+      const received: string[] = []
+      back.on('message', (_topic, payload) => received.push((JSON.parse(payload.toString('utf8')) as { ts: string }).ts))
+      await waitFor(() => received.length === 5, 5_000, `the queued datums (${received.length} so far)`)
+      expect(received).toEqual(Array.from({ length: 5 }, (_, i) => datum(i).ts))
+      // Online, nothing is counted; offline again, the count starts anew.
+      await publishAcked(m, meterReadingsTopic(meter.id), JSON.stringify({ readings: Array.from({ length: 8 }, (_, i) => datum(10 + i)) }))
+      await waitFor(() => received.length === 13, 5_000, `the live datums (${received.length} so far)`)
+      await endClient(back)
+      await publishAcked(m, meterReadingsTopic(meter.id), JSON.stringify({ readings: Array.from({ length: 6 }, (_, i) => datum(20 + i)) }))
+      expect(await dropped()).toBe(4)
+      const again = await connectClient(own.url, persistent)
+      const later: string[] = []
+      again.on('message', (_topic, payload) => later.push((JSON.parse(payload.toString('utf8')) as { ts: string }).ts))
+      await waitFor(() => later.length === 5, 5_000, `the second queue (${later.length} so far)`)
+      expect(later).toEqual(Array.from({ length: 5 }, (_, i) => datum(20 + i).ts))
+      await endClient(again)
+      await endClient(await connectClient(own.url, { ...persistent, clean: true }))
+    } finally {
+      await endClient(m)
+      await own.close()
+    }
+  })
+
   it('keeps publishing for a persistent session while it is offline, and stops when nobody is subscribed', async () => {
     const m = await connectMeter(tb.url, meter)
     clients.push(m)
