@@ -1,5 +1,5 @@
 import { z } from 'zod'
-import { parseRfc3339 } from '../../shared/calendar.ts'
+import { isDay, parseRfc3339 } from '../../shared/calendar.ts'
 import { InvalidInputError } from '../../shared/errors.ts'
 import { hasUnstorableText } from '../../shared/text.ts'
 
@@ -103,19 +103,42 @@ export function parseInput<S extends z.ZodType>(schema: S, value: unknown, locat
 const RFC3339_MESSAGE = 'expected an RFC 3339 time with an offset, e.g. 2026-10-01T00:00:00Z'
 const RFC3339_EXAMPLE = '2026-10-01T00:00:00Z'
 
+/**
+ * The instants and days the API takes: from the Unix epoch to the end of 2999. Earlier ones name
+ * no reading (meters' data starts in 2000), the local days of year 1 reach into year 0, which
+ * PostgreSQL does not have, and the day after 9999-12-31 has no YYYY-MM-DD.
+ */
+export const API_TIME_MIN = '1970-01-01T00:00:00Z'
+export const API_TIME_MAX = '2999-12-31T23:59:59Z'
+export const API_DAY_MIN = API_TIME_MIN.slice(0, 10)
+export const API_DAY_MAX = API_TIME_MAX.slice(0, 10)
+const API_TIME_MIN_MS = Date.parse(API_TIME_MIN)
+const API_TIME_MAX_MS = Date.parse(API_TIME_MAX) + 999
+const RANGE_MESSAGE = `expected a time from ${API_TIME_MIN} to ${API_TIME_MAX}`
+
+/** A time parsed from a request, or an issue saying what is wrong with it. */
+function apiTime(s: string, ctx: z.RefinementCtx): Date {
+  const date = parseRfc3339(s)
+  if (date === null || date.getTime() < API_TIME_MIN_MS || date.getTime() > API_TIME_MAX_MS) {
+    ctx.addIssue({ code: 'custom', message: date === null ? RFC3339_MESSAGE : RANGE_MESSAGE, input: s })
+    return z.NEVER as never
+  }
+  return date
+}
+
+/** A local day in a request: YYYY-MM-DD, from the first day of 1970 to the last of 2999. */
+export const dayInput = z
+  .string()
+  .regex(/^\d{4}-\d{2}-\d{2}$/, 'expected a day, YYYY-MM-DD')
+  .refine((d) => isDay(d), 'expected a day, YYYY-MM-DD')
+  .refine((d) => d >= API_DAY_MIN && d <= API_DAY_MAX, `expected a day from ${API_DAY_MIN} to ${API_DAY_MAX}`)
+
 /** An RFC 3339 time with an offset or Z, parsed to a Date. */
 export const rfc3339Time = z
   .string()
   .max(64)
   .meta({ format: 'date-time', examples: [RFC3339_EXAMPLE] })
-  .transform((s, ctx) => {
-    const date = parseRfc3339(s)
-    if (date === null) {
-      ctx.addIssue({ code: 'custom', message: RFC3339_MESSAGE, input: s })
-      return z.NEVER
-    }
-    return date
-  })
+  .transform((s, ctx) => apiTime(s, ctx))
 
 /**
  * The same in a query string, where an unencoded `+` of the offset arrives as a space
@@ -125,14 +148,7 @@ export const rfc3339QueryTime = z
   .string()
   .max(64)
   .meta({ format: 'date-time', examples: [RFC3339_EXAMPLE] })
-  .transform((s, ctx) => {
-    const date = parseRfc3339(s.replace(/ (\d{2}:\d{2})$/, '+$1'))
-    if (date === null) {
-      ctx.addIssue({ code: 'custom', message: RFC3339_MESSAGE, input: s })
-      return z.NEVER
-    }
-    return date
-  })
+  .transform((s, ctx) => apiTime(s.replace(/ (\d{2}:\d{2})$/, '+$1'), ctx))
 
 /** A non-empty trimmed name of at most `max` characters. */
 export function nameString(max: number) {

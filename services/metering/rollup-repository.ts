@@ -22,23 +22,24 @@ const CUMULATIVE_CODES: readonly string[] = [...OBIS_REGISTERS.values()].filter(
  * Run it in the transaction that changed the attribution.
  */
 export async function rebuildRollups(trx: Kysely<Database>, meterId: string, from: Date, to: Date | null, timezone: string): Promise<void> {
-  const firstDay = dayOf(from, timezone)
-  let lastDay: string
-  if (to === null) {
-    const start = new Date(startOfDayMs(firstDay, timezone))
-    const { rows } = await sql<{ last_ts: Date | null; last_day: string | null }>`
-      SELECT (SELECT max(ts) FROM readings WHERE meter_id = ${meterId} AND ts >= ${start}) AS last_ts,
-             (SELECT max(day) FROM daily_rollups WHERE meter_id = ${meterId} AND day >= ${firstDay}::date) AS last_day`.execute(trx)
-    const { last_ts: lastTs, last_day: lastRollupDay } = rows[0]!
-    const lastReadingDay = lastTs === null ? null : dayOf(lastTs, timezone)
-    if (lastReadingDay === null && lastRollupDay === null) return
-    const a = lastReadingDay ?? firstDay
-    const b = lastRollupDay ?? firstDay
-    lastDay = a > b ? a : b
-  } else {
-    if (to.getTime() <= from.getTime()) return
-    lastDay = dayOf(to.getTime() - 1, timezone)
-  }
+  if (to !== null && to.getTime() <= from.getTime()) return
+  // Only the days that hold readings or rollups: an occupancy may span decades (a move-out planned for
+  // 2099), and each day walked costs a calendar computation even where there is nothing to rebuild.
+  const askedFirst = dayOf(from, timezone)
+  const askedLast = to === null ? null : dayOf(to.getTime() - 1, timezone)
+  const start = new Date(startOfDayMs(askedFirst, timezone))
+  const end = askedLast === null ? null : new Date(startOfDayMs(addDays(askedLast, 1), timezone))
+  const { rows } = await sql<{ first_ts: Date | null; last_ts: Date | null; first_day: string | null; last_day: string | null }>`
+    SELECT (SELECT min(ts) FROM readings WHERE meter_id = ${meterId} AND ts >= ${start} AND (${end}::timestamptz IS NULL OR ts < ${end})) AS first_ts,
+           (SELECT max(ts) FROM readings WHERE meter_id = ${meterId} AND ts >= ${start} AND (${end}::timestamptz IS NULL OR ts < ${end})) AS last_ts,
+           (SELECT min(day) FROM daily_rollups WHERE meter_id = ${meterId} AND day >= ${askedFirst}::date AND (${askedLast}::date IS NULL OR day <= ${askedLast}::date)) AS first_day,
+           (SELECT max(day) FROM daily_rollups WHERE meter_id = ${meterId} AND day >= ${askedFirst}::date AND (${askedLast}::date IS NULL OR day <= ${askedLast}::date)) AS last_day`.execute(trx)
+  const extent = rows[0]!
+  const firsts = [extent.first_ts === null ? null : dayOf(extent.first_ts, timezone), extent.first_day].filter((d): d is string => d !== null)
+  const lasts = [extent.last_ts === null ? null : dayOf(extent.last_ts, timezone), extent.last_day].filter((d): d is string => d !== null)
+  if (firsts.length === 0 || lasts.length === 0) return
+  const firstDay = firsts.reduce((a, b) => (a < b ? a : b))
+  const lastDay = lasts.reduce((a, b) => (a > b ? a : b))
 
   for (let chunkFirst = firstDay; chunkFirst <= lastDay; chunkFirst = addDays(chunkFirst, REBUILD_DAYS_PER_STATEMENT)) {
     const days: string[] = []

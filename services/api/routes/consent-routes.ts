@@ -26,7 +26,7 @@ import {
 } from '../../consent/offer-service.ts'
 import { listReleasedReadings } from '../../consent/released-readings-service.ts'
 import { defineRoute } from '../route.ts'
-import { microsOutput, nameString, pageAnswer, pageQueryShape, rfc3339Time, timeOutput } from '../validation.ts'
+import { dayInput, microsOutput, nameString, pageAnswer, pageQueryShape, rfc3339Time, timeOutput } from '../validation.ts'
 import { afterKey, creationOrderCursor, nextCursor } from './directory-routes.ts'
 import { egressDatumSchema, readingsQueryShape } from './reading-routes.ts'
 import type { RoutePlugin } from './route-plugin.ts'
@@ -192,8 +192,6 @@ const consentTerms = {
   dataFrom: rfc3339Time.optional().meta({ description: 'release data stamped from then on; may lie in the past; default: now' }),
   dataUntil: rfc3339Time.optional().meta({ description: 'release data stamped before then; default: no end' }),
 }
-
-const DAY_RE = /^\d{4}-\d{2}-\d{2}$/
 
 const OFFERS_CURSOR = creationOrderCursor('offers')
 const HOUSEHOLD_OFFERS_CURSOR = creationOrderCursor('household-offers')
@@ -379,8 +377,8 @@ export const consentRoutes: RoutePlugin = async (app, { deps }) => {
     tags: ['household'],
     auth: HOUSEHOLD,
     query: z.strictObject({
-      from: z.string().regex(DAY_RE, 'expected a day, YYYY-MM-DD').optional().meta({ description: 'first day, YYYY-MM-DD' }),
-      to: z.string().regex(DAY_RE, 'expected a day, YYYY-MM-DD').optional().meta({ description: 'last day, YYYY-MM-DD (included)' }),
+      from: dayInput.optional().meta({ description: 'first day, YYYY-MM-DD' }),
+      to: dayInput.optional().meta({ description: 'last day, YYYY-MM-DD (included)' }),
       recipientId: idString.optional(),
       ...page,
     }),
