@@ -120,7 +120,8 @@ export async function householdStatement(db: Kysely<Database>, householdId: stri
       a.shareMicros += r.share
     }
   }
-  return { month, closed: runId !== null, lines, adjustmentsMicros, adjustments: [...adjustments.values()], totalMicros }
+  const changed = [...adjustments.values()].filter((a) => a.data !== 0n || a.grossMicros !== 0n || a.shareMicros !== 0n)
+  return { month, closed: runId !== null, lines, adjustmentsMicros, adjustments: changed, totalMicros }
 }
 
 export async function recipientInvoice(db: Kysely<Database>, recipientId: string, month: string): Promise<Invoice> {
@@ -137,15 +138,18 @@ export async function recipientInvoice(db: Kysely<Database>, recipientId: string
   // A receivable goes negative by what its recipient owes.
   const adjustmentsMicros = -posted.adjustmentsMicros
   const totalMicros = lines.reduce((sum, l) => sum + l.grossMicros, 0n) + adjustmentsMicros
-  const adjustments = (await repo.findAdjustmentLines(db, month, { recipientId })).map((r) => ({
-    forMonth: r.for_month,
-    consentId: r.consent_id,
-    offerId: r.offer_id,
-    granularity: r.granularity,
-    data: r.data,
-    grossMicros: r.gross,
-  }))
-  return { month, lines, adjustmentsMicros, adjustments, totalMicros }
+  // One per (earlier month, consent), however many runs changed it this month.
+  const adjustments = new Map<string, InvoiceAdjustment>()
+  for (const r of await repo.findAdjustmentLines(db, month, { recipientId })) {
+    const key = JSON.stringify([r.for_month, r.consent_id])
+    const a = adjustments.get(key)
+    if (a === undefined) adjustments.set(key, { forMonth: r.for_month, consentId: r.consent_id, offerId: r.offer_id, granularity: r.granularity, data: r.data, grossMicros: r.gross })
+    else {
+      a.data += r.data
+      a.grossMicros += r.gross
+    }
+  }
+  return { month, lines, adjustmentsMicros, adjustments: [...adjustments.values()].filter((a) => a.data !== 0n || a.grossMicros !== 0n), totalMicros }
 }
 
 export async function householdPayouts(db: Kysely<Database>, householdId: string): Promise<PayoutList> {

@@ -151,8 +151,12 @@ describeDatabases('settlement endpoints', (t) => {
     const again = (await api.asOperator('POST', '/admin/settlements', { month: '2026-10' })).json()
     expect(again).toEqual({ ...first, journals: 0 })
 
+    // The late day arrives in two halves, each settled: two runs booked in November for one consent's line.
+    clock = paris('2026-11-04')
+    await ingest(t.db, t.dialect, w.meter.id, 'electricity', w.lateTimes.slice(0, 12))
+    expect((await api.asOperator('POST', '/admin/settlements', { month: '2026-10' })).json().journals).toBe(1)
     clock = paris('2026-11-05')
-    await ingest(t.db, t.dialect, w.meter.id, 'electricity', w.lateTimes)
+    await ingest(t.db, t.dialect, w.meter.id, 'electricity', w.lateTimes.slice(12))
     const adjusted = (await api.asOperator('POST', '/admin/settlements', { month: '2026-10' })).json()
     expect(adjusted.journals).toBe(1)
     expect(adjusted.runId).not.toBe(first.runId)
@@ -165,7 +169,8 @@ describeDatabases('settlement endpoints', (t) => {
     const owed = String(w.lateTimes.length * 1_000)
     const statementOf = async (month: string) => api.inject({ method: 'GET', url: `/me/statements/${month}`, headers: bearer(w.alice.apiKey) })
     const invoiceOf = async (month: string) => api.inject({ method: 'GET', url: `/recipient/invoices/${month}`, headers: bearer(w.advice.apiKey) })
-    // Line by line too, as recipients and households reconcile them: October's line of the consent, grown by the late datums.
+    // Line by line too, as recipients and households reconcile them: October's line of the consent, grown by the late datums
+    // (one line for both runs).
     const n = w.lateTimes.length
     const adjustment = { forMonth: '2026-10', offerId: w.offerA.id, granularity: 'load_curve', data: n, grossMicros: owed }
     expect((await statementOf('2026-11')).json()).toEqual({
