@@ -127,14 +127,14 @@ export function serverEnv(values: { 'data-dir'?: string; 'mqtt-port'?: string; '
   return raw
 }
 
-/** Runs until SIGINT or SIGTERM, then stops in order; a second signal exits at once. */
-async function runUntilSignal(stop: () => Promise<void>): Promise<number> {
-  // Runs until a signal, whatever else holds the event loop: the settlement worker's timers do not,
-  // and it would otherwise end (exit 13) the moment its database connection dropped.
-  const keepAlive = setInterval(() => {}, 2 ** 31 - 1)
-  await new Promise<void>((resolve) => {
+/**
+ * From now on, SIGINT, SIGTERM or SIGHUP (the terminal closing, an SSH session ending) asks for a
+ * stop in order, and resolves; a second signal exits at once. Asked before a start is complete,
+ * the stop waits for it: `up` interrupted while it creates the demo world would leave half a world.
+ */
+function stopRequested(): Promise<void> {
+  return new Promise<void>((resolve) => {
     const onSignal = (signal: NodeJS.Signals): void => {
-      clearInterval(keepAlive)
       log.cli.info({ signal }, 'shutting down')
       process.off('SIGINT', onSignal)
       process.off('SIGTERM', onSignal)
@@ -145,9 +145,17 @@ async function runUntilSignal(stop: () => Promise<void>): Promise<number> {
     }
     process.on('SIGINT', onSignal)
     process.on('SIGTERM', onSignal)
-    // The terminal closing (an SSH session ending) stops it in order too, its lock released.
     process.on('SIGHUP', onSignal)
   })
+}
+
+/** Runs until a stop is asked (see stopRequested), then stops in order. */
+async function runUntilSignal(stop: () => Promise<void>, requested: Promise<void> = stopRequested()): Promise<number> {
+  // Runs until a signal, whatever else holds the event loop: the settlement worker's timers do not,
+  // and it would otherwise end (exit 13) the moment its database connection dropped.
+  const keepAlive = setInterval(() => {}, 2 ** 31 - 1)
+  await requested
+  clearInterval(keepAlive)
   await stop()
   return 0
 }
@@ -177,6 +185,8 @@ const commands: Record<string, Command> = {
     const demo = values['no-demo'] !== true
     const out = process.stdout
     out.write(`Metershare: starting on ${config.databaseUrl === null ? `the embedded database in ${path.resolve(config.dataDir)}` : 'PostgreSQL'}…\n`)
+    // Listening already: a signal during the start (the demo world being created) stops it once started.
+    const requested = stopRequested()
     const system = await startSystem(config, { demo, simulate: values['no-simulate'] !== true, interactive: tty })
     const host = config.http.host === '0.0.0.0' || config.http.host === '::' ? 'localhost' : config.http.host
     const lines = [
@@ -196,7 +206,9 @@ const commands: Record<string, Command> = {
       lines.push(`  Simulator  ${line}`)
     } else if (demo && system.world === null) {
       // Said here too: on a terminal the log goes to its file.
-      lines.push(`  Simulator  none: the database is not empty and ${demoFilePath(config.dataDir)} is missing (a demo world is created on an empty database only)`)
+      lines.push(
+        `  Simulator  none: the database is not empty and ${demoFilePath(config.dataDir)} is missing (a demo world is created on an empty database only: for the demo, start on an empty one)`,
+      )
     }
     if (logFile !== null) lines.push(`  Logs       ${logFile}`)
     out.write(`Metershare is running (Ctrl-C to stop)\n${lines.join('\n')}\n`)
@@ -206,7 +218,7 @@ const commands: Record<string, Command> = {
       out.write('Metershare: stopping…\n')
       await system.stop()
       out.write('Metershare: stopped; everything acknowledged is stored.\n')
-    })
+    }, requested)
   },
   async broker(args, env) {
     const { values } = parseArgs({ args, options: SERVER_OPTIONS, strict: true })

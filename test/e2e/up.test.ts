@@ -105,6 +105,38 @@ describe('metershare up (empty world)', () => {
   }, 60_000)
 })
 
+describe('metershare up interrupted while it creates the demo world', () => {
+  let dataDir: string
+
+  beforeAll(() => {
+    dataDir = mkdtempSync(path.join(os.tmpdir(), 'metershare-up-interrupted-'))
+  })
+
+  afterAll(() => {
+    rmSync(dataDir, { recursive: true, force: true })
+  })
+
+  it('finishes the world, then stops in order: started again, it runs the demo (it used to die halfway, leaving a world without its fleet for good)', async () => {
+    const env = { ...process.env, METERSHARE_DATA_DIR: dataDir, MQTT_PORT: '0', HTTP_PORT: '0', METERSHARE_HOST: '127.0.0.1', METERSHARE_LOG_LEVEL: 'info' }
+    const up = new CliProcess(['up', '--no-simulate'], env)
+    try {
+      await up.printed(/creating the demo world/, 90_000)
+      expect(await up.stop('SIGINT')).toBe(0)
+      expect(up.output).toContain('stopped; everything acknowledged is stored')
+      expect(existsSync(path.join(dataDir, 'demo-world.json'))).toBe(true)
+    } finally {
+      up.kill()
+    }
+    const again = new CliProcess(['up', '--no-simulate'], env)
+    try {
+      await again.printed(/Portal\s+\S+\s+sign in as demo01@/, 90_000)
+      expect(await again.stop('SIGTERM')).toBe(0)
+    } finally {
+      again.kill()
+    }
+  }, 200_000)
+})
+
 describe('metershare up on a port that is taken', () => {
   let taken: net.Server
   let port: number
