@@ -41,6 +41,9 @@ export function startStatusLine(options: { metrics: Metrics; fleet: Fleet | null
     const meters = await value(metrics.mqttConnections, { role: 'meter' })
     const released = await value(metrics.datumsReleased)
     const now = Date.now()
+    // Printed every STATUS_LOG_INTERVAL_MS without a terminal: the rate over that interval, not its last second.
+    const printing = tty || now - lastPrinted >= STATUS_LOG_INTERVAL_MS
+    if (!printing) return
     const rate = ((stored - lastStored) * 1000) / Math.max(1, now - lastAt)
     lastStored = stored
     lastAt = now
@@ -54,7 +57,8 @@ export function startStatusLine(options: { metrics: Metrics; fleet: Fleet | null
       `${fmt.format(Math.round(rate))} readings/s`,
       `${fmt.format(stored)} stored`,
       `${fmt.format(quarantined)} quarantined`,
-      `${fmt.format(released)} released`,
+      // Counted by this process: a restart starts them again.
+      `${fmt.format(released)} released this run`,
     ]
     const simulated = fleetStats?.simulatedMs
     if (simulated !== undefined && simulated !== null) parts.push(`simulated ${formatMinuteUtc(simulated)}`)
@@ -62,7 +66,7 @@ export function startStatusLine(options: { metrics: Metrics; fleet: Fleet | null
     if (tty) {
       out.write('\r' + line.padEnd(width) + '')
       width = line.length
-    } else if (now - lastPrinted >= STATUS_LOG_INTERVAL_MS) {
+    } else {
       lastPrinted = now
       out.write(line + '\n')
     }
