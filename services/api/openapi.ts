@@ -77,6 +77,7 @@ const ERROR_DESCRIPTIONS: Readonly<Record<number, string>> = {
   403: 'Credentials of the wrong kind for this endpoint',
   404: 'Not found',
   409: 'Conflict with existing data',
+  431: 'Request line and headers over 16 KiB',
   413: 'Body too large',
   415: 'Body is not JSON',
 }
@@ -146,7 +147,9 @@ function documentedOperation(route: RouteEntry, doc: RouteDoc, schemas: Record<s
     }
   }
   const errors = new Set<number>(doc.errors ?? [])
-  if (doc.params !== undefined || doc.query !== undefined || doc.body !== undefined) errors.add(400)
+  // Every operation refuses a query parameter it does not take, and a request line and headers over 16 KiB.
+  errors.add(400)
+  errors.add(431)
   if (doc.auth !== 'public') {
     errors.add(401)
     errors.add(403)
