@@ -129,7 +129,7 @@ describeDatabases('GET /docs/openapi.json and GET /docs', (t) => {
     const body = createParty.requestBody!.content['application/json'].schema as { properties: Record<string, { enum?: string[] }>; required: string[] }
     expect(body.properties.kind!.enum).toEqual(['utility', 'third_party'])
     expect(body.required.sort()).toEqual(['kind', 'name'])
-    expect(Object.keys(createParty.responses).sort()).toEqual(['201', '400', '401', '403', '413', '415'])
+    expect(Object.keys(createParty.responses).sort()).toEqual(['201', '400', '401', '403', '413', '415', '431'])
     expect(createParty.responses['400']!.content!['application/json']!.schema).toEqual({ $ref: '#/components/schemas/Error' })
     expect(createParty.security).toEqual([{ bearerAuth: [] }])
 
