@@ -140,7 +140,7 @@ describeDatabases('GET /docs/openapi.json and GET /docs', (t) => {
 
     const health = doc.paths['/healthz']!.get!
     expect(health.security).toEqual([])
-    expect(Object.keys(health.responses).sort()).toEqual(['200', '503'])
+    expect(Object.keys(health.responses).sort()).toEqual(['200', '400', '431', '503'])
   })
 
   it('documents answers that match what the routes really send', async () => {
