@@ -13,10 +13,20 @@ const MS_PER_DAY = 86_400_000
  * 1901. Month and day overflow as with `Date.UTC` (day 0 is the last day of the month before).
  */
 export function utcMs(year: number, monthIndex: number, day = 1, hours = 0, minutes = 0, seconds = 0): number {
+  // Date.UTC itself for the years it reads right: it allocates nothing, and every datum's timestamp comes here.
+  if (year >= 100) return Date.UTC(year, monthIndex, day, hours, minutes, seconds)
   const d = new Date(0)
   d.setUTCFullYear(year, monthIndex, day)
   d.setUTCHours(hours, minutes, seconds, 0)
   return d.getTime()
+}
+
+const DAYS_IN_MONTH = [31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31]
+
+/** Days in a month (1–12) of the proleptic Gregorian calendar. */
+export function daysInMonth(year: number, month: number): number {
+  const leap = year % 4 === 0 && (year % 100 !== 0 || year % 400 === 0)
+  return month === 2 && leap ? 29 : DAYS_IN_MONTH[month - 1]!
 }
 
 const formatters = new Map<string, Intl.DateTimeFormat>()
@@ -172,7 +182,7 @@ export function parseRfc3339Ms(s: string): number | null {
   const mi = Number(m[5])
   const sec = Number(m[6])
   if (mo < 1 || mo > 12 || d < 1 || h > 23 || mi > 59 || sec > 60) return null
-  if (d > new Date(utcMs(y, mo, 0)).getUTCDate()) return null
+  if (d > daysInMonth(y, mo)) return null
   const frac = m[7] === undefined ? 0 : Number(m[7].slice(0, 3).padEnd(3, '0'))
   let offsetMin = 0
   if (m[8] === undefined) {

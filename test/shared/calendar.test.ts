@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { addDays, addMonths, createDayResolver, dayBounds, dayOf, daysOfMonth, formatTimestamp, monthBounds, monthOf, parseRfc3339, startOfDayMs } from '../../shared/calendar.ts'
+import { addDays, addMonths, createDayResolver, dayBounds, dayOf, daysInMonth, daysOfMonth, formatTimestamp, monthBounds, monthOf, parseRfc3339, startOfDayMs } from '../../shared/calendar.ts'
 
 const PARIS = 'Europe/Paris'
 
@@ -59,6 +59,10 @@ describe('calendar', () => {
     expect(parseRfc3339('0004-02-29T00:00:00Z')?.toISOString()).toBe('0004-02-29T00:00:00.000Z')
     expect(parseRfc3339('0001-02-29T00:00:00Z')).toBeNull()
     expect(addDays('0001-12-31', 1)).toBe('0002-01-01')
+    // Month lengths of the Gregorian calendar, which the parser checks each day against.
+    expect([[2000, 2], [1900, 2], [2024, 2], [2026, 2], [2026, 4], [2026, 12], [4, 2], [100, 2]].map(([y, m]) => daysInMonth(y!, m!))).toEqual([29, 28, 29, 28, 30, 31, 29, 28])
+    expect(parseRfc3339('2000-02-29T00:00:00Z')).not.toBeNull()
+    expect(parseRfc3339('2100-02-29T00:00:00Z')).toBeNull()
     expect(formatTimestamp(Date.parse('2026-10-01T00:30:00Z'))).toBe('2026-10-01T00:30:00Z')
     expect(formatTimestamp(Date.parse('2026-10-01T00:30:00.5Z'))).toBe('2026-10-01T00:30:00.500Z')
   })
