@@ -162,7 +162,7 @@ export function pageQueryShape(pageItemsMax: number) {
     // Digits only: `0x10`, `1e1` or ` 5` are no page size (Number() would take them).
     limit: z
       .string()
-      .regex(/^[0-9]{1,9}$/, 'expected a whole number')
+      .regex(/^[0-9]+$/, 'expected a whole number')
       .transform(Number)
       .pipe(z.number().min(1).max(pageItemsMax))
       .default(Math.min(100, pageItemsMax))

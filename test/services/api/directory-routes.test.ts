@@ -260,6 +260,7 @@ describeDatabases('operator directory endpoints', (t) => {
         ['/admin/parties?limit=0x10', 'limit: expected a whole number'],
         ['/admin/parties?limit=1e1', 'limit: expected a whole number'],
         ['/admin/parties?limit=%205', 'limit: expected a whole number'],
+        ['/admin/parties?limit=9999999999999999999999', 'limit: must be at most 1000'],
         ['/admin/meters?cursor=bm90LWEtY3Vyc29y', 'cursor: not a cursor this API returned'],
         ['/admin/households?cursor=%7B%7D', 'cursor: not a cursor this API returned'],
         ['/admin/households?sort=name', 'sort: unknown field'],
