@@ -19,7 +19,7 @@ import { dailyDatumsToPublish } from '../services/metering/daily-publication.ts'
 import { MeterTails, commitMessages } from '../services/metering/ingest-service.ts'
 import { deferredMessage, validatePayload } from '../services/metering/ingest-validation.ts'
 import { AuthThrottle } from './auth-throttle.ts'
-import { Egress, egressMetaOf, type EgressPolicy, type ReleaseRecorder } from './egress.ts'
+import { Egress, egressMetaOf, type EgressMeta, type EgressPolicy, type ReleaseRecorder } from './egress.ts'
 import { EVERY_TOPIC, LocalEgressInterest } from './egress-interest.ts'
 import { guardPacketSize } from './frame-guard.ts'
 import { ClosedBeforeHeaderError, readProxyHeader } from './proxy-protocol.ts'
@@ -124,7 +124,15 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
   skipFanOutOfMeterReadings(aedes, principals)
   clearRefusedDeliveriesExactly(aedes)
   // Redis holds the queues of a coupled broker; in memory they are bounded here.
-  const offlineQueues = deps.aedesOptions?.persistence === undefined ? boundOfflineQueues(aedes, config.mqtt.offlineQueueDatumsMax, metrics, log) : null
+  // The principal of each persistent session, offline too: what it may not receive is not queued for it.
+  const sessionPrincipals = new Map<string, Principal>()
+  const offlineQueues =
+    deps.aedesOptions?.persistence === undefined
+      ? boundOfflineQueues(aedes, config.mqtt.offlineQueueDatumsMax, metrics, log, (clientId, packet) => {
+          const principal = sessionPrincipals.get(clientId)
+          return principal === undefined || mayReceive(principal, packet) !== false
+        })
+      : null
 
   const thread =
     db.url !== null && deps.ingestThread !== false
@@ -229,7 +237,10 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
       }
       throttle.recordSuccess(address, username)
       principals.set(client, principal)
-      if (!client.clean) holdLive.hold(client)
+      if (!client.clean) {
+        holdLive.hold(client)
+        sessionPrincipals.set(client.id, principal)
+      } else sessionPrincipals.delete(client.id)
       done(null, true)
     }
     // Whatever fails in a lookup answers this connect, never the process.
@@ -288,26 +299,35 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
     }
   }
 
-  aedes.authorizeForward = (client, packet: AedesPublishPacket) => {
-    const principal = principals.get(client)
-    if (principal === undefined) return null
-    if (principal.role === 'meter') return packet.topic === meterStatusTopic(principal.meterId) ? packet : null
+  /**
+   * Whether a principal may receive a packet now: a meter its own status, a recipient what the release
+   * rule releases to it (the owner, for its access log), a household its own load curve.
+   */
+  function mayReceive(principal: Principal, packet: AedesPublishPacket): { meta: EgressMeta; owner: string } | boolean {
+    if (principal.role === 'meter') return packet.topic === meterStatusTopic(principal.meterId)
     const topic = parseTopic(packet.topic)
-    if (topic === null || topic.kind !== 'egress') return null
+    if (topic === null || topic.kind !== 'egress') return false
     const granularity = topic.channel === 'readings' ? 'load_curve' : 'daily'
     const meta = egressMetaOf(packet.payload as Buffer, granularity)
-    if (meta === null || meta.meterId !== topic.meterId) return null
+    if (meta === null || meta.meterId !== topic.meterId) return false
     const now = clock()
     if (principal.role === 'recipient') {
       const owner = policy.releasedTo(principal.partyId, meta, now)
-      if (owner === null) return null
-      deps.recorder.record(principal.partyId, owner, meta.meterId, meta.day ?? dayOf(meta.ts!), 'mqtt', 1)
-      return packet
+      return owner === null ? false : { meta, owner }
     }
-    if (principal.role === 'household') {
-      return granularity === 'load_curve' && policy.householdOwns(principal.householdId, meta, now) ? packet : null
+    if (principal.role === 'household') return granularity === 'load_curve' && policy.householdOwns(principal.householdId, meta, now)
+    return false
+  }
+
+  aedes.authorizeForward = (client, packet: AedesPublishPacket) => {
+    const principal = principals.get(client)
+    if (principal === undefined) return null
+    const verdict = mayReceive(principal, packet)
+    if (verdict === false) return null
+    if (verdict !== true && principal.role === 'recipient') {
+      deps.recorder.record(principal.partyId, verdict.owner, verdict.meta.meterId, verdict.meta.day ?? dayOf(verdict.meta.ts!), 'mqtt', 1)
     }
-    return null
+    return packet
   }
 
   if (interest !== null) {
@@ -497,11 +517,17 @@ function clearRefusedDeliveriesExactly(aedes: Aedes): void {
  * A persistent session's queue while it is offline holds at most `max` datums (aedes' in-memory
  * persistence queues without bound: a recipient offline for a day would hold a day of the district
  * in the broker's memory). Past it, newer datums are not queued for that session, as Mosquitto's
- * max_queued_messages does; they stay in the pull API. The count starts again once the session has
- * connected and its queue has been sent. A connected session is not counted: what it is sent leaves
- * its queue at each PUBACK.
+ * max_queued_messages does; they stay in the pull API. Only what it may receive is queued and counted
+ * (`wouldReceive`). The count starts again once the session has connected and its queue has been
+ * sent. A connected session is not counted: what it is sent leaves its queue at each PUBACK.
  */
-function boundOfflineQueues(aedes: Aedes, max: number, metrics: Metrics, log: Logger): { connected(clientId: string): void } {
+function boundOfflineQueues(
+  aedes: Aedes,
+  max: number,
+  metrics: Metrics,
+  log: Logger,
+  wouldReceive: (clientId: string, packet: AedesPublishPacket) => boolean,
+): { connected(clientId: string): void } {
   type Sub = { clientId: string }
   const persistence = (aedes as unknown as { persistence: { outgoingEnqueueCombi(subs: Sub[], packet: AedesPublishPacket): Promise<void> } }).persistence
   const enqueue = persistence.outgoingEnqueueCombi.bind(persistence)
@@ -510,6 +536,9 @@ function boundOfflineQueues(aedes: Aedes, max: number, metrics: Metrics, log: Lo
   persistence.outgoingEnqueueCombi = (subs, packet) => {
     const kept = subs.filter((sub) => {
       if (clients[sub.clientId] !== undefined) return true
+      // A datum the rule would not release to it now is not kept for it (a `readings/+` subscriber would hold
+      // the whole district's); at its reconnect the rule is asked again for what was kept.
+      if (!wouldReceive(sub.clientId, packet)) return false
       const n = queued.get(sub.clientId) ?? 0
       if (n >= max) {
         metrics.mqttQueueDropped.inc()

@@ -199,16 +199,22 @@ describeDatabases('egress after commit', (t) => {
     }
   })
 
-  it('queues at most offlineQueueDatumsMax datums for an offline persistent session, the first ones, and counts again once it is back', async () => {
-    const own = await startTestBroker(t.handle, { policy: releaseAllOwned, overrides: { mqtt: { offlineQueueDatumsMax: 5 } } })
+  it('queues at most offlineQueueDatumsMax datums for an offline persistent session, the first it may receive, and counts again once it is back', async () => {
+    // Another household's meter, whose data this recipient may not receive: none of it is queued, nor counted.
+    const other = await createTestMeter(t.db, utility.id)
+    await insertOccupancy(t.db, other.id, (await createTestHousehold(t.db)).id, new Date(DAY_START - 86_400_000))
+    const onlyFirstMeter: EgressPolicy = { ...releaseAllOwned, releasedTo: (_r, d) => (d.meterId === meter.id ? (d.householdId ?? null) : null) }
+    const own = await startTestBroker(t.handle, { policy: onlyFirstMeter, overrides: { mqtt: { offlineQueueDatumsMax: 5 } } })
     const m = await connectMeter(own.url, meter)
+    const m2 = await connectMeter(own.url, other)
     const datum = (i: number) => ({ ts: iso(DAY_START + i * 60_000), values: { '1-0:1.8.0': 1_000 + i } })
     const persistent = { clientId: 'recipient-bounded', username: utility.id, password: utility.apiKey, clean: false }
     try {
       const first = await connectClient(own.url, persistent)
       await subscribeCollect(first, 'readings/+')
       await endClient(first)
-      // Offline: 8 datums, of which the first 5 are queued.
+      // Offline: 8 datums of the other meter, kept for nobody; then 8 of its own, of which the first 5 are queued.
+      await publishAcked(m2, meterReadingsTopic(other.id), JSON.stringify({ readings: Array.from({ length: 8 }, (_, i) => datum(i)) }))
       await publishAcked(m, meterReadingsTopic(meter.id), JSON.stringify({ readings: Array.from({ length: 8 }, (_, i) => datum(i)) }))
       const dropped = async () => Number((await own.metrics.registry.getSingleMetricAsString('metershare_mqtt_queue_dropped_total')).trim().split(' ').pop())
       expect(await dropped()).toBe(3)
@@ -232,6 +238,7 @@ describeDatabases('egress after commit', (t) => {
       await endClient(await connectClient(own.url, { ...persistent, clean: true }))
     } finally {
       await endClient(m)
+      await endClient(m2)
       await own.close()
     }
   })
