@@ -126,12 +126,17 @@ function apiTime(s: string, ctx: z.RefinementCtx): Date {
   return date
 }
 
+/** Why a day (YYYY-MM-DD) is outside the days the API takes, or null. */
+export function dayOutOfRange(day: string): string | null {
+  return day < API_DAY_MIN || day > API_DAY_MAX ? `expected a day from ${API_DAY_MIN} to ${API_DAY_MAX}` : null
+}
+
 /** A local day in a request: YYYY-MM-DD, from the first day of 1970 to the last of 2999. */
 export const dayInput = z
   .string()
   .regex(/^\d{4}-\d{2}-\d{2}$/, 'expected a day, YYYY-MM-DD')
   .refine((d) => isDay(d), 'expected a day, YYYY-MM-DD')
-  .refine((d) => d >= API_DAY_MIN && d <= API_DAY_MAX, `expected a day from ${API_DAY_MIN} to ${API_DAY_MAX}`)
+  .refine((d) => dayOutOfRange(d) === null, `expected a day from ${API_DAY_MIN} to ${API_DAY_MAX}`)
 
 /** An RFC 3339 time with an offset or Z, parsed to a Date. */
 export const rfc3339Time = z

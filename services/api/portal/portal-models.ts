@@ -6,7 +6,7 @@ import { InvalidInputError, NotFoundError } from '../../../shared/errors.ts'
 import { OBIS_GAS_VOLUME, OBIS_IMPORT_ENERGY_TOTAL, type Commodity } from '../../../shared/obis.ts'
 import type { Granularity } from '../../../shared/wire.ts'
 import { listAccessLog, type AccessLogEntry } from '../../consent/access-log-service.ts'
-import { API_DAY_MAX, API_DAY_MIN } from '../validation.ts'
+import { dayOutOfRange } from '../validation.ts'
 import { addYearsUtc, listHouseholdConsents, type Consent } from '../../consent/consent-service.ts'
 import { listOffers, listOffersForHousehold, type HouseholdOffer } from '../../consent/offer-service.ts'
 import { householdMeters, type HouseholdMeter } from '../../directory/household-meter-service.ts'
@@ -168,9 +168,8 @@ export async function loadAccessLog(
   // A day given that is no day, or a range that runs backwards, is said, not replaced silently by another.
   for (const [field, value] of [['from', query.from], ['to', query.to]] as const) {
     if (value !== undefined && value !== '' && !isDay(value)) throw new InvalidInputError(`${field}: expected a day as YYYY-MM-DD`, field)
-    if (value !== undefined && value !== '' && (value < API_DAY_MIN || value > API_DAY_MAX)) {
-      throw new InvalidInputError(`${field}: expected a day from ${API_DAY_MIN} to ${API_DAY_MAX}`, field)
-    }
+    const outside = value === undefined || value === '' ? null : dayOutOfRange(value)
+    if (outside !== null) throw new InvalidInputError(`${field}: ${outside}`, field)
   }
   const toDay = query.to !== undefined && query.to !== '' ? query.to : today
   const fromDay = query.from !== undefined && query.from !== '' ? query.from : addDays(toDay, 1 - ACCESS_LOG_DEFAULT_DAYS)
