@@ -307,20 +307,35 @@ export async function findLatestLines(trx: Db, month: string): Promise<Map<strin
   )
 }
 
-/** Balances of household accounts over journals posted up to a month, by household. */
-export async function findHouseholdBalances(trx: Db, upToPostingMonth: string): Promise<Map<string, bigint>> {
-  const { rows } = await sql<{ owner_id: string; balance: bigint }>`
-    SELECT a.owner_id, sum(e.amount_micros)::bigint AS balance
+export interface HouseholdBalance {
+  /** Over the journals posted up to a month. */
+  upTo: bigint
+  /** Over every journal posted so far (corrections booked in later months too). */
+  all: bigint
+}
+
+/** Balances of household accounts, by household: up to a posting month, and over everything posted. */
+export async function findHouseholdBalances(trx: Db, upToPostingMonth: string): Promise<Map<string, HouseholdBalance>> {
+  const { rows } = await sql<{ owner_id: string; up_to: bigint; all_months: bigint }>`
+    SELECT a.owner_id,
+      coalesce(sum(e.amount_micros) FILTER (WHERE j.posting_month <= ${upToPostingMonth}), 0)::bigint AS up_to,
+      sum(e.amount_micros)::bigint AS all_months
     FROM ledger_entries e
     JOIN ledger_accounts a ON a.id = e.account_id
     JOIN ledger_journals j ON j.id = e.journal_id
-    WHERE a.kind = 'household' AND j.posting_month <= ${upToPostingMonth}
+    WHERE a.kind = 'household'
     GROUP BY a.owner_id`.execute(trx)
-  return new Map(rows.map((r) => [r.owner_id, r.balance]))
+  return new Map(rows.map((r) => [r.owner_id, { upTo: r.up_to, all: r.all_months }]))
 }
 
-export async function insertRun(trx: Db, row: Omit<RunRow, 'created_at'>): Promise<void> {
-  await trx.insertInto('settlement_runs').values(row).execute()
+/** Whether a month after this one has been closed (its first run recorded). */
+export async function hasClosedMonthAfter(db: Db, month: string): Promise<boolean> {
+  const row = await db.selectFrom('settlement_runs').select('id').where('month', '>', month).where('seq', '=', 1).limit(1).executeTakeFirst()
+  return row !== undefined
+}
+
+export async function insertRun(trx: Db, row: Omit<RunRow, 'created_at'>): Promise<RunRow> {
+  return trx.insertInto('settlement_runs').values(row).returningAll().executeTakeFirstOrThrow()
 }
 
 /** Creates the accounts that do not exist yet. */

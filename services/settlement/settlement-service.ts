@@ -39,7 +39,9 @@ import * as repo from './settlement-repository.ts'
  *   one recipient (their splits may differ).
  * - Posting: the first run of a month closes it. It books one `settlement` journal in that
  *   month (one entry per account) and one `payout` journal paying every household whose
- *   balance over everything booked up to that month reached the minimum. A later run posts
+ *   balance reached the minimum: over everything booked up to that month, and never more than
+ *   it is owed now (a correction booked since is netted first). A month older than a closed one
+ *   is closed empty, and what it holds is booked as an adjustment (below). A later run posts
  *   only the differences between the month as recomputed and what the ledger holds for it,
  *   as one `adjustment` journal booked in the month of the run's clock and labelled with
  *   the month it corrects; a closed month's journals are never touched. A run whose input
@@ -285,6 +287,29 @@ async function readMonthInputs(trx: Transaction<Database>, month: string, now: D
   return { consents, counts }
 }
 
+/** What a run recorded earlier (or just now, with nothing to post) says of its month. */
+function recordedRun(run: repo.RunRow, kind: RunKind, watermark: Date): RunSummary {
+  return {
+    runId: run.id,
+    month: run.month,
+    kind,
+    seq: run.seq,
+    postingMonth: run.posting_month,
+    watermark,
+    inputHash: run.input_hash,
+    lines: run.lines,
+    dataCount: run.data_count,
+    grossMicros: run.gross_micros,
+    roles: { household: run.household_micros, operators: run.operators_micros, platform: run.platform_micros, thirdParties: run.third_parties_micros },
+    journals: 0,
+    adjustmentJournals: 0,
+    householdsPostedMicros: 0n,
+    payouts: 0,
+    payoutsMicros: 0n,
+    durationMs: 0,
+  }
+}
+
 function sumRoles(lines: readonly PricedLine[]): RoleTotals {
   const r: RoleTotals = { household: 0n, operators: 0n, platform: 0n, thirdParties: 0n }
   for (const l of lines) {
@@ -302,32 +327,33 @@ async function runMonth(trx: Transaction<Database>, month: string, now: Date, ct
   const { consents, counts } = await readMonthInputs(trx, month, now, ctx)
   const inputHash = settlementInputHash(month, consents, counts)
 
-  const latest = await repo.findLatestRun(trx, month)
-  if (latest !== undefined && latest.input_hash === inputHash) {
-    return {
-      runId: latest.id,
+  let latest = await repo.findLatestRun(trx, month)
+  if (latest !== undefined && latest.input_hash === inputHash) return recordedRun(latest, 'unchanged', watermark)
+  // A month older than a closed one (data backfilled, or months settled out of order) was passed by
+  // that closing: the books up to it are closed, and the payouts made. It is closed empty, in its own
+  // month, and what it holds is booked as an adjustment in the current month, as late data of any
+  // closed month is: never into books already closed, never paid out against them.
+  if (latest === undefined && (await repo.hasClosedMonthAfter(trx, month))) {
+    const empty = settlementInputHash(month, [], new Map())
+    latest = await repo.insertRun(trx, {
+      id: newId('run'),
       month,
-      kind: 'unchanged',
-      seq: latest.seq,
-      postingMonth: latest.posting_month,
+      seq: 1,
+      posting_month: month,
       watermark,
-      inputHash,
-      lines: latest.lines,
-      dataCount: latest.data_count,
-      grossMicros: latest.gross_micros,
-      roles: {
-        household: latest.household_micros,
-        operators: latest.operators_micros,
-        platform: latest.platform_micros,
-        thirdParties: latest.third_parties_micros,
-      },
+      input_hash: empty,
+      lines: 0,
+      data_count: 0n,
+      gross_micros: 0n,
+      household_micros: 0n,
+      operators_micros: 0n,
+      platform_micros: 0n,
+      third_parties_micros: 0n,
       journals: 0,
-      adjustmentJournals: 0,
-      householdsPostedMicros: 0n,
       payouts: 0,
-      payoutsMicros: 0n,
-      durationMs: 0,
-    }
+      started_at: now,
+    })
+    if (inputHash === empty) return recordedRun(latest, 'closing', watermark)
   }
 
   const lines: PricedLine[] = []
@@ -343,7 +369,7 @@ async function runMonth(trx: Transaction<Database>, month: string, now: Date, ct
   }
 
   const closing = latest === undefined
-  const seq = closing ? 1 : latest.seq + 1
+  const seq = latest === undefined ? 1 : latest.seq + 1
   const postingMonth = closing ? month : monthOf(now, ctx.timezone)
   assert(postingMonth >= month, 'a month is settled once it is over')
   if (!closing && (await repo.findClosingRun(trx, postingMonth)) !== undefined) {
@@ -389,17 +415,21 @@ async function runMonth(trx: Transaction<Database>, month: string, now: Date, ct
   // payout journal that moves those balances to the payouts account.
   const payouts: repo.NewPayout[] = []
   if (closing) {
+    // A household is paid what it was owed by the month's end, but never more than it is owed now:
+    // a correction booked since, in a later month (a late move-out's credit back), is netted first.
     const balances = await repo.findHouseholdBalances(trx, month)
     for (const [account, amount] of differences) {
       if (!account.startsWith(HOUSEHOLD_ACCOUNT_PREFIX)) continue
       const householdId = account.slice(HOUSEHOLD_ACCOUNT_PREFIX.length)
-      balances.set(householdId, (balances.get(householdId) ?? 0n) + amount)
+      const b = balances.get(householdId) ?? { upTo: 0n, all: 0n }
+      balances.set(householdId, { upTo: b.upTo + amount, all: b.all + amount })
     }
     const journalId = newId('journal')
     const entries = new Map<string, bigint>()
     let paid = 0n
     for (const householdId of [...balances.keys()].sort()) {
-      const amount = payoutDue(balances.get(householdId)!, ctx.payoutMinMicros)
+      const { upTo, all } = balances.get(householdId)!
+      const amount = payoutDue(upTo < all ? upTo : all, ctx.payoutMinMicros)
       if (amount === 0n) continue
       entries.set(householdAccount(householdId), -amount)
       paid += amount

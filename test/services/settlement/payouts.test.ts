@@ -5,7 +5,7 @@ import { settleMonth } from '../../../services/settlement/settlement-service.ts'
 import { householdPayouts, householdStatement } from '../../../services/settlement/statement-service.ts'
 import { newId } from '../../../shared/ids.ts'
 import { describeDatabases, type TestDatabase } from '../../support/database.ts'
-import { TZ, consent, ctxAt, household, hourly, ingest, meter, occupy, offer, paris, party, unbalancedJournals } from './settlement-fixtures.ts'
+import { TZ, consent, ctxAt, household, hourly, ingest, journalsBookedIn, meter, occupy, offer, paris, party, unbalancedJournals } from './settlement-fixtures.ts'
 
 /** 8,054 µ€ a datum, half to the household: 4,027 µ€ of household share per reading. */
 const PRICE = 8_054n
@@ -112,6 +112,68 @@ describeDatabases('payouts', (t) => {
     // Everything earned, net of the correction, was paid or is carried: no more, no less.
     const { rows } = await sql<{ paid: bigint }>`SELECT sum(amount_micros)::bigint AS paid FROM payouts`.execute(t.db)
     expect(rows[0]!.paid + all.balanceMicros).toBe((15n * 24n + 240n + 744n) * SHARE)
+    expect(await unbalancedJournals(t.db)).toEqual([])
+  })
+  it('never pays a household more than it is owed now: a correction booked after the month is netted first', async () => {
+    const w = await world(t)
+    // October on m1 (745 datums), under the 5 EUR minimum: carried forward.
+    await ingest(t.db, t.dialect, w.m1, 'electricity', hourly(paris('2026-10-01'), paris('2026-11-01')))
+    expect(await settleMonth(t.db, '2026-10', ctxAt(paris('2026-11-01', 2)))).toMatchObject({ kind: 'closing', payouts: 0 })
+    // From November the household earns on m2 too (720 datums).
+    const m2 = await meter(t.db, w.operator)
+    await occupy(t.db, m2, w.h, paris('2026-11-01'))
+    await consent(t.db, { householdId: w.h, recipientId: w.recipient, offerId: w.offerId, granularity: 'load_curve', meterIds: [m2], validFrom: paris('2026-11-01') })
+    await ingest(t.db, t.dialect, m2, 'electricity', hourly(paris('2026-11-01'), paris('2026-12-01')))
+
+    // On 1 December a move-out from m1 on 16 October is registered; the worker re-settles October
+    // (its correction is booked in December), then closes November.
+    await moveOut(t.db, w.occupancy, paris('2026-10-16'), { timezone: TZ })
+    const at = ctxAt(paris('2026-12-01', 2))
+    const taken = (745n - 15n * 24n) * SHARE
+    expect(await settleMonth(t.db, '2026-10', at)).toMatchObject({ kind: 'adjustment', postingMonth: '2026-12', householdsPostedMicros: -taken })
+    const nov = await settleMonth(t.db, '2026-11', at)
+    // Up to November it was owed 5,899,555 µ€, over the minimum; but December's correction leaves it
+    // 4,349,160 µ€ now, under it: nothing is paid (5,890,000 µ€ were, before the netting).
+    const owed = 745n * SHARE + 720n * SHARE - taken
+    expect(owed).toBe(4_349_160n)
+    expect(nov).toMatchObject({ kind: 'closing', payouts: 0, payoutsMicros: 0n })
+    expect(await householdPayouts(t.db, w.h)).toEqual({ payouts: [], balanceMicros: owed })
+
+    // December's closing, with a minimum of 1 EUR: paid what it is owed, in whole cents.
+    const dec = await settleMonth(t.db, '2026-12', ctxAt(paris('2027-01-01', 2), 1_000_000n))
+    expect(dec.payoutsMicros).toBe(4_340_000n)
+    expect(await householdPayouts(t.db, w.h)).toEqual({ payouts: [{ month: '2026-12', amountMicros: 4_340_000n, status: 'paid' }], balanceMicros: 9_160n })
+    expect(await unbalancedJournals(t.db)).toEqual([])
+  })
+
+  it('settles a month older than a closed one as an adjustment in the current month, never into closed books', async () => {
+    const w = await world(t)
+    await ingest(t.db, t.dialect, w.m1, 'electricity', hourly(paris('2026-10-01'), paris('2026-11-01')))
+    expect(await settleMonth(t.db, '2026-10', ctxAt(paris('2026-11-01', 2)))).toMatchObject({ kind: 'closing', seq: 1, payouts: 0 })
+
+    // September's data arrives (backfilled) after October was closed: 720 datums.
+    await ingest(t.db, t.dialect, w.m1, 'electricity', hourly(paris('2026-09-01'), paris('2026-10-01')))
+    const sep = await settleMonth(t.db, '2026-09', ctxAt(paris('2026-11-10')))
+    expect(sep).toMatchObject({ kind: 'adjustment', seq: 2, postingMonth: '2026-11', dataCount: 720n, householdsPostedMicros: 720n * SHARE, payouts: 0 })
+    // September is closed empty in its own month; nothing is booked there.
+    const runs = await t.db.selectFrom('settlement_runs').select(['seq', 'posting_month', 'lines', 'journals', 'payouts']).where('month', '=', '2026-09').orderBy('seq').execute()
+    expect(runs).toEqual([
+      { seq: 1, posting_month: '2026-09', lines: 0, journals: 0, payouts: 0 },
+      { seq: 2, posting_month: '2026-11', lines: 1, journals: 1, payouts: 0 },
+    ])
+    expect(await journalsBookedIn(t.db, '2026-09')).toEqual([])
+    expect(await settleMonth(t.db, '2026-09', ctxAt(paris('2026-11-11')))).toMatchObject({ kind: 'unchanged', seq: 2 })
+    // A month older still, without data, is closed empty and posts nothing.
+    expect(await settleMonth(t.db, '2026-08', ctxAt(paris('2026-11-11')))).toMatchObject({ kind: 'closing', seq: 1, journals: 0, payouts: 0 })
+
+    // November's statement shows it, and November's closing pays it with October's carried balance.
+    const statement = await householdStatement(t.db, w.h, '2026-11')
+    expect(statement.adjustments).toEqual([
+      { forMonth: '2026-09', recipientId: w.recipient, offerId: w.offerId, granularity: 'load_curve', data: 720n, grossMicros: 720n * PRICE, shareMicros: 720n * SHARE },
+    ])
+    const nov = await settleMonth(t.db, '2026-11', ctxAt(paris('2026-12-01', 2)))
+    expect(nov.payoutsMicros).toBe(5_890_000n)
+    expect(await householdPayouts(t.db, w.h)).toEqual({ payouts: [{ month: '2026-11', amountMicros: 5_890_000n, status: 'paid' }], balanceMicros: 9_555n })
     expect(await unbalancedJournals(t.db)).toEqual([])
   })
 })
