@@ -220,9 +220,14 @@ async function refuseOverlap(
   const inForce = await repo.consentsInForce(trx, wanted.householdId, wanted.recipientId, wanted.granularity, now)
   if (inForce.length === 0) return
   const metersOf = await repo.meterIdsOfConsents(trx, inForce.map((c) => c.id))
-  for (const c of inForce) {
-    const meters = metersOf.get(c.id) ?? []
-    const sharedMeter = wanted.allMeters || c.all_meters || meters.some((m) => wanted.meterIds.includes(m))
+  for (const listed of inForce) {
+    // What has happened to it may not be recorded yet (the sweep runs every few seconds): a move-out
+    // that ended it, or ended it for a meter, is taken into account now, as the release rule does.
+    const c = await repo.lockConsent(trx, listed.id)
+    if (c === undefined || (await settleConsent(trx, c, now)).status !== 'active') continue
+    const ended = await repo.loggedMeterEnds(trx, c.id)
+    const meters = (metersOf.get(c.id) ?? []).filter((m) => !ended.has(m))
+    const sharedMeter = meters.some((m) => wanted.meterIds.includes(m))
     const sharedData = windowsOverlap(wanted.terms.dataFrom, wanted.terms.dataUntil, c.data_from, c.data_until)
     if (sharedMeter && sharedData) {
       throw new ConflictError(

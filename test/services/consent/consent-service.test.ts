@@ -15,6 +15,7 @@ import { moveOut } from '../../../services/metering/occupancy-service.ts'
 import { ConflictError, InvalidInputError } from '../../../shared/errors.ts'
 import { describeDatabases } from '../../support/database.ts'
 import { offerInput, seedConsentWorld, seedOffer, type ConsentWorld } from './consent-world.ts'
+import { seedMeter, seedOccupancy } from '../../support/seed.ts'
 
 const NOW = new Date('2026-03-01T12:00:00Z')
 const LATER = (ms: number) => new Date(NOW.getTime() + ms)
@@ -223,6 +224,28 @@ describeDatabases('consent service', (t) => {
       [narrower.id, w.m1],
       [onM2.id, w.m2],
     ]).toContainEqual([named?.[1], named?.[2]])
+  })
+
+  it('does not refuse a grant over a consent a move-out has ended, before the sweep has recorded it', async () => {
+    const offerId = await seedOffer(t.db, w.appId)
+    const first = await grantConsent(t.db, w.h1, { offerId, validUntil: LATER(365 * DAY) }, NOW)
+    // The household moved from m1 and m2 to m4 a day later; no sweep has run since.
+    const occ = await t.db.selectFrom('occupancies').select('id').where('household_id', '=', w.h1).execute()
+    for (const o of occ) await moveOut(t.db, o.id, LATER(DAY), CTX)
+    const m4 = await seedMeter(t.db, { operatorId: w.operatorId })
+    await seedOccupancy(t.db, { meterId: m4, householdId: w.h1, from: LATER(DAY) })
+    const again = await grantConsent(t.db, w.h1, { offerId, validUntil: LATER(365 * DAY) }, LATER(DAY + 1_000))
+    // The ended consent was recorded as such on the way, as the sweep would have.
+    expect(await statusOf(first.id)).toEqual({ status: 'ended_by_move_out', status_changed_at: LATER(DAY), revoked_at: null })
+    expect((await logOf(first.id)).map((e) => [e.event, e.meter_id])).toEqual([
+      ['granted', null],
+      ['ended_by_move_out', w.m1],
+      ['ended_by_move_out', w.m2],
+    ])
+    // The new one is in force over m4: a second grant there is refused.
+    await expect(grantConsent(t.db, w.h1, { offerId, meterIds: [m4], validUntil: LATER(60 * DAY) }, LATER(DAY + 2_000))).rejects.toThrow(
+      new RegExp(`consent ${again.id} already gives this recipient`),
+    )
   })
 
   it('refuses again once a consent has run out only when it is still in force', async () => {
