@@ -12,7 +12,7 @@ import type { Logger } from 'pino'
 import { TrustedProxies } from '../shared/trusted-proxies.ts'
 import { meterReadingsTopic, meterStatusTopic, parseEgressFilter, parseTopic } from '../shared/topics.ts'
 import { authenticateMqtt } from '../services/directory/directory-service.ts'
-import { findMeter } from '../services/directory/directory-repository.ts'
+import { CREDENTIALS_CHANNEL, findMeter, type CredentialsNotice } from '../services/directory/directory-repository.ts'
 import { claimMqttSession } from '../services/directory/mqtt-session-repository.ts'
 import type { Principal } from '../services/directory/principal.ts'
 import { dailyDatumsToPublish } from '../services/metering/daily-publication.ts'
@@ -198,6 +198,23 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
       }
     },
   }))
+
+  // Renewed credentials (a leaked secret, a meter replaced): the connections the old ones opened are
+  // closed, on every broker; reconnecting needs the new ones.
+  const unlistenCredentials = await db.listen(CREDENTIALS_CHANNEL, (payload) => {
+    let notice: Partial<CredentialsNotice>
+    try {
+      notice = JSON.parse(payload) as Partial<CredentialsNotice>
+    } catch {
+      return
+    }
+    for (const client of Object.values((aedes as unknown as { clients: Record<string, Client> }).clients)) {
+      const principal = principals.get(client)
+      if (principal === undefined || ownerOf(principal) !== notice.ownerId) continue
+      log.info({ clientId: client.id, ownerId: notice.ownerId }, 'connection closed: its credentials were renewed')
+      client.close()
+    }
+  })
 
   aedes.authenticate = (client, username, password, done) => {
     const address = addresses.get(client.conn as Duplex) ?? 'unknown'
@@ -454,6 +471,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
         const stopped = servers.map((s) => new Promise<void>((r) => s.close(() => r())))
         for (const socket of awaitingHeader) socket.destroy()
         for (const wss of wsServers) wss.close()
+        await unlistenCredentials()
         await ingest.close()
         await thread?.close()
         await Promise.all([...pendingDaily])
@@ -464,6 +482,20 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
     },
   }
   return broker
+}
+
+/** The meter, party or household whose credentials a principal signed in with. */
+function ownerOf(p: Principal): string | null {
+  switch (p.role) {
+    case 'meter':
+      return p.meterId
+    case 'recipient':
+      return p.partyId
+    case 'household':
+      return p.householdId
+    case 'operator':
+      return null
+  }
 }
 
 function principalKey(p: Principal): string {

@@ -19,6 +19,41 @@ export async function insertMeter(db: Db, row: Insertable<MetersTable>): Promise
   await db.insertInto('meters').values(row).execute()
 }
 
+/** Channel on which a change of credentials is announced, so that every broker closes what the old ones opened. */
+export const CREDENTIALS_CHANNEL = 'metershare_credentials'
+
+/** Payload on CREDENTIALS_CHANNEL: whose credentials changed (a meter, party or household id). */
+export interface CredentialsNotice {
+  ownerId: string
+}
+
+/** Announces, at the commit of `trx`, that an owner's credentials changed. */
+export async function notifyCredentialsChanged(trx: Db, ownerId: string): Promise<void> {
+  const notice: CredentialsNotice = { ownerId }
+  await sql`SELECT pg_notify(${CREDENTIALS_CHANNEL}, ${JSON.stringify(notice)})`.execute(trx)
+}
+
+/** Replaces a stored hash; false when there is no such row. */
+export async function setMeterSecretHash(db: Db, id: string, hash: string): Promise<boolean> {
+  const r = await db.updateTable('meters').set({ secret_hash: hash }).where('id', '=', id).executeTakeFirst()
+  return r.numUpdatedRows > 0n
+}
+
+export async function setPartyKeyHash(db: Db, id: string, hash: string): Promise<boolean> {
+  const r = await db.updateTable('parties').set({ api_key_hash: hash }).where('id', '=', id).executeTakeFirst()
+  return r.numUpdatedRows > 0n
+}
+
+export async function setHouseholdKeyHash(db: Db, id: string, hash: string): Promise<boolean> {
+  const r = await db.updateTable('households').set({ api_key_hash: hash }).where('id', '=', id).executeTakeFirst()
+  return r.numUpdatedRows > 0n
+}
+
+export async function setHouseholdPasswordHash(db: Db, id: string, hash: string): Promise<boolean> {
+  const r = await db.updateTable('households').set({ password_hash: hash }).where('id', '=', id).executeTakeFirst()
+  return r.numUpdatedRows > 0n
+}
+
 export async function findParty(db: Db, id: string): Promise<Selectable<PartiesTable> | undefined> {
   return db.selectFrom('parties').selectAll().where('id', '=', id).executeTakeFirst()
 }

@@ -14,6 +14,7 @@ import {
   verifySecret,
 } from '../../shared/secrets.ts'
 import * as repo from './directory-repository.ts'
+import { deleteHouseholdSessions } from './session-repository.ts'
 import type { Principal } from './principal.ts'
 
 const RESERVED_ID_RE = new RegExp(`^(${ID_PREFIXES.party}|${ID_PREFIXES.household})_`)
@@ -44,9 +45,7 @@ export async function createHousehold(
   db: Kysely<Database>,
   input: { name: string; email: string; password: string },
 ): Promise<{ id: string; apiKey: string }> {
-  if (input.password.length < PASSWORD_LENGTH_MIN || input.password.length > PASSWORD_LENGTH_MAX) {
-    throw new InvalidInputError(`password: must be ${PASSWORD_LENGTH_MIN} to ${PASSWORD_LENGTH_MAX} characters`, 'password')
-  }
+  checkPasswordLength(input.password, 'password')
   const id = newId('household')
   const secret = generateSecret()
   try {
@@ -94,6 +93,55 @@ export async function createMeter(
     throw err
   }
   return { id, secret }
+}
+
+/**
+ * Credentials are renewed when they leaked or a device changed hands: the old ones are refused from
+ * the commit on, and every broker closes the MQTT connections they opened (CREDENTIALS_CHANNEL).
+ */
+export async function renewMeterSecret(db: Kysely<Database>, meterId: string): Promise<{ id: string; secret: string }> {
+  const secret = generateSecret()
+  await db.transaction().execute(async (trx) => {
+    if (!(await repo.setMeterSecretHash(trx, meterId, hashSecret(secret)))) throw new NotFoundError(`meter ${meterId} not found`)
+    await repo.notifyCredentialsChanged(trx, meterId)
+  })
+  return { id: meterId, secret }
+}
+
+/** A new API key for a party or a household (its bearer token and MQTT password); the old one stops working. */
+export async function renewApiKey(db: Kysely<Database>, kind: 'party' | 'household', ownerId: string): Promise<{ id: string; apiKey: string }> {
+  const secret = generateSecret()
+  await db.transaction().execute(async (trx) => {
+    const set = kind === 'party' ? repo.setPartyKeyHash : repo.setHouseholdKeyHash
+    if (!(await set(trx, ownerId, hashSecret(secret)))) throw new NotFoundError(`${kind} ${ownerId} not found`)
+    await repo.notifyCredentialsChanged(trx, ownerId)
+  })
+  return { id: ownerId, apiKey: formatApiKey(ownerId, secret) }
+}
+
+function checkPasswordLength(password: string, field: string): void {
+  if (password.length < PASSWORD_LENGTH_MIN || password.length > PASSWORD_LENGTH_MAX) {
+    throw new InvalidInputError(`${field}: must be ${PASSWORD_LENGTH_MIN} to ${PASSWORD_LENGTH_MAX} characters`, field)
+  }
+}
+
+/**
+ * Sets a household's portal password and ends all its portal sessions (whoever held one signs in
+ * again). With `current`, the household's own change: refused unless it is its password now. The
+ * operator's reset (a forgotten password) gives none.
+ */
+export async function setHouseholdPassword(db: Kysely<Database>, householdId: string, password: string, current?: string): Promise<void> {
+  checkPasswordLength(password, current === undefined ? 'password' : 'newPassword')
+  const household = await repo.findHousehold(db, householdId)
+  if (household === undefined) throw new NotFoundError(`household ${householdId} not found`)
+  if (current !== undefined && !(await verifyPassword(current, household.password_hash))) {
+    throw new InvalidInputError('currentPassword: not the password of this household', 'currentPassword')
+  }
+  const hash = await hashPassword(password)
+  await db.transaction().execute(async (trx) => {
+    await repo.setHouseholdPasswordHash(trx, householdId, hash)
+    await deleteHouseholdSessions(trx, householdId)
+  })
 }
 
 export async function requireMeter(db: Kysely<Database>, id: string) {

@@ -31,3 +31,9 @@ export async function deleteSessionsBeyond(db: Db, householdId: string, keep: nu
       SELECT id FROM sessions WHERE household_id = ${householdId} ORDER BY created_at DESC, id DESC LIMIT ${keep})`.execute(db)
   return Number(result.numAffectedRows ?? 0n)
 }
+
+/** Ends every portal session of a household. */
+export async function deleteHouseholdSessions(db: Db, householdId: string): Promise<number> {
+  const result = await db.deleteFrom('sessions').where('household_id', '=', householdId).executeTakeFirst()
+  return Number(result.numDeletedRows)
+}

@@ -1,7 +1,8 @@
 import mqtt, { type MqttClient } from 'mqtt'
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest'
 import { meterReadingsTopic, meterStatusTopic } from '../../shared/topics.ts'
-import { connectClient, connectMeter, endClient, startTestBroker, subscribeCollect, type TestBroker } from '../support/broker.ts'
+import { renewApiKey, renewMeterSecret } from '../../services/directory/directory-service.ts'
+import { connectClient, connectMeter, endClient, publishAcked, startTestBroker, subscribeCollect, type TestBroker } from '../support/broker.ts'
 import { useTestDatabase } from '../support/database.ts'
 import { createTestHousehold, createTestMeter, createUtility, insertOccupancy, type TestMeter } from '../support/world.ts'
 
@@ -45,6 +46,35 @@ describe('who may connect, publish and subscribe', () => {
     clients.push(client)
     return (await subscribeCollect(client, filter)).granted
   }
+
+  it('closes the connections that renewed credentials opened, and refuses the old ones after', async () => {
+    const closed = (c: MqttClient): Promise<void> => new Promise((resolve) => c.once('close', () => resolve()))
+    const m = await connectMeter(tb.url, meter)
+    const bystander = await connectMeter(tb.url, other)
+    const r = await connectClient(tb.url, { clientId: 'recipient-renewed', username: recipient.id, password: recipient.apiKey })
+    const h = await connectClient(tb.url, { clientId: 'household-renewed', username: household.id, password: household.apiKey })
+    clients.push(m, bystander, r, h)
+
+    const mClosed = closed(m)
+    const { secret } = await renewMeterSecret(t.db, meter.id)
+    await mClosed
+    await expect(connectMeter(tb.url, meter)).rejects.toThrow(/Bad username or password/i)
+    clients.push(await connectMeter(tb.url, { id: meter.id, secret }))
+
+    const rClosed = closed(r)
+    const hClosed = closed(h)
+    const party = await renewApiKey(t.db, 'party', recipient.id)
+    const home = await renewApiKey(t.db, 'household', household.id)
+    await Promise.all([rClosed, hClosed])
+    await expect(connectClient(tb.url, { clientId: 'recipient-renewed', username: recipient.id, password: recipient.apiKey })).rejects.toThrow(
+      /Bad username or password/i,
+    )
+    clients.push(await connectClient(tb.url, { clientId: 'recipient-renewed', username: recipient.id, password: party.apiKey }))
+    clients.push(await connectClient(tb.url, { clientId: 'household-renewed', username: household.id, password: home.apiKey }))
+    // Nobody else's connection was touched.
+    expect(bystander.connected).toBe(true)
+    await publishAcked(bystander, meterReadingsTopic(other.id), JSON.stringify({ ts: '2026-10-01T00:15:00Z', values: { '1-0:1.8.0': 1 } }))
+  })
 
   it('lets a meter subscribe to its own status topic only', async () => {
     const c = await connectMeter(tb.url, meter)

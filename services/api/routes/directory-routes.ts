@@ -12,6 +12,9 @@ import {
   listHouseholdsPage,
   listMetersPage,
   listPartiesPage,
+  renewApiKey,
+  renewMeterSecret,
+  setHouseholdPassword,
 } from '../../directory/directory-service.ts'
 import { defineRoute } from '../route.ts'
 import { nameString, pageAnswer, pageQueryShape, timeOutput } from '../validation.ts'
@@ -32,14 +35,16 @@ const createPartyBody = z.strictObject({
   name: nameString(NAME_LENGTH_MAX).meta({ examples: ['Enedis'] }),
 })
 
+const passwordString = z
+  .string()
+  .min(PASSWORD_LENGTH_MIN)
+  .max(PASSWORD_LENGTH_MAX)
+  .meta({ description: `${PASSWORD_LENGTH_MIN} to ${PASSWORD_LENGTH_MAX} characters; for the portal's sign-in`, examples: ['correct horse battery staple'] })
+
 const createHouseholdBody = z.strictObject({
   name: nameString(NAME_LENGTH_MAX).meta({ examples: ['Famille Dupont'] }),
   email: z.string().trim().max(EMAIL_LENGTH_MAX).pipe(z.email('expected an email address')).meta({ format: 'email', examples: ['dupont@example.org'] }),
-  password: z
-    .string()
-    .min(PASSWORD_LENGTH_MIN)
-    .max(PASSWORD_LENGTH_MAX)
-    .meta({ description: `${PASSWORD_LENGTH_MIN} to ${PASSWORD_LENGTH_MAX} characters; for the portal's sign-in`, examples: ['correct horse battery staple'] }),
+  password: passwordString,
 })
 
 const createMeterBody = z.strictObject({
@@ -62,6 +67,8 @@ const meterAnswer = z.object({
   id: z.string(),
   secret: z.string().meta({ description: "the meter's MQTT password, shown this once; stored only as a hash" }),
 })
+
+const idParams = z.strictObject({ id: z.string().min(1).max(128) })
 
 const CREATED_AT_KEY_CHARS_MAX = 64
 const ID_KEY_CHARS_MAX = 128
@@ -137,6 +144,95 @@ export const directoryRoutes: RoutePlugin = async (app, { deps }) => {
     errors: [409],
     async handler({ body }) {
       return createMeter(db, body)
+    },
+  })
+
+  defineRoute(app, {
+    method: 'POST',
+    url: '/admin/meters/:id/secret',
+    summary: "Renew a meter's secret",
+    description:
+      'Answers the new secret once. The old one is refused from now on, and the MQTT connection it opened is closed on every broker: the meter reconnects with the new one (a leaked secret, a meter replaced).',
+    tags: ['operator'],
+    auth: OPERATOR,
+    params: idParams,
+    response: meterAnswer,
+    errors: [404],
+    async handler({ params }) {
+      return renewMeterSecret(db, params.id)
+    },
+  })
+
+  defineRoute(app, {
+    method: 'POST',
+    url: '/admin/parties/:id/api-key',
+    summary: "Renew a party's API key",
+    description: 'Answers the new key once. The old one is refused from now on, over HTTP and MQTT, and the MQTT connections it opened are closed.',
+    tags: ['operator'],
+    auth: OPERATOR,
+    params: idParams,
+    response: credentialAnswer,
+    errors: [404],
+    async handler({ params }) {
+      return renewApiKey(db, 'party', params.id)
+    },
+  })
+
+  defineRoute(app, {
+    method: 'POST',
+    url: '/admin/households/:id/api-key',
+    summary: "Renew a household's API key",
+    description: 'Answers the new key once. The old one is refused from now on, over HTTP and MQTT, and the MQTT connections it opened are closed.',
+    tags: ['operator'],
+    auth: OPERATOR,
+    params: idParams,
+    response: credentialAnswer,
+    errors: [404],
+    async handler({ params }) {
+      return renewApiKey(db, 'household', params.id)
+    },
+  })
+
+  defineRoute(app, {
+    method: 'POST',
+    url: '/admin/households/:id/password',
+    summary: "Reset a household's portal password (forgotten)",
+    description: 'Ends all its portal sessions.',
+    tags: ['operator'],
+    auth: OPERATOR,
+    params: idParams,
+    body: z.strictObject({ password: passwordString }),
+    status: 204,
+    errors: [404],
+    async handler({ params, body }) {
+      await setHouseholdPassword(db, params.id, body.password)
+    },
+  })
+
+  defineRoute(app, {
+    method: 'POST',
+    url: '/me/password',
+    summary: "Change the household's portal password",
+    description: 'Needs the password in use. Ends all its portal sessions, this one too: sign in again with the new password.',
+    tags: ['household'],
+    auth: ['household'] as const,
+    body: z.strictObject({ currentPassword: z.string().min(1).max(PASSWORD_LENGTH_MAX), newPassword: passwordString }),
+    status: 204,
+    async handler({ principal, body }) {
+      await setHouseholdPassword(db, principal.householdId, body.newPassword, body.currentPassword)
+    },
+  })
+
+  defineRoute(app, {
+    method: 'POST',
+    url: '/me/api-key',
+    summary: "Renew the household's API key",
+    description: 'Answers the new key once. The old one is refused from now on, over HTTP and MQTT, and the MQTT connections it opened are closed.',
+    tags: ['household'],
+    auth: ['household'] as const,
+    response: credentialAnswer,
+    async handler({ principal }) {
+      return renewApiKey(db, 'household', principal.householdId)
     },
   })
 

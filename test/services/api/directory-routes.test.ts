@@ -281,4 +281,72 @@ describeDatabases('operator directory endpoints', (t) => {
       }
     })
   })
+  describe('renewing credentials', () => {
+    async function signIn(email: string, password: string): Promise<number> {
+      return (await api.inject({ method: 'POST', url: '/portal/session', remoteAddress: '192.0.2.77', payload: { email, password } })).statusCode
+    }
+    async function sessionsOf(householdId: string): Promise<number> {
+      return (await t.db.selectFrom('sessions').select('id').where('household_id', '=', householdId).execute()).length
+    }
+
+    it("renews a meter's secret once shown and hashed, refusing an unknown meter", async () => {
+      const utility = await createUtility()
+      const created = (await api.asOperator('POST', '/admin/meters', { operatorId: utility.id, commodity: 'electricity', intervalMinutes: 15 })).json()
+      const res = await api.asOperator('POST', `/admin/meters/${created.id}/secret`)
+      expect(res.statusCode, res.body).toBe(200)
+      const renewed = res.json() as { id: string; secret: string }
+      expect(renewed.id).toBe(created.id)
+      const row = await t.db.selectFrom('meters').select('secret_hash').where('id', '=', created.id).executeTakeFirstOrThrow()
+      expect([verifySecret(renewed.secret, row.secret_hash), verifySecret(created.secret, row.secret_hash)]).toEqual([true, false])
+      const unknown = await api.asOperator('POST', '/admin/meters/NO-SUCH-METER/secret')
+      expect([unknown.statusCode, errorOf(unknown).code]).toEqual([404, 'NOT_FOUND'])
+    })
+
+    it("renews a party's and a household's API key: the old one is refused at once, the new one works", async () => {
+      const party = await createUtility()
+      const household = await createHousehold('renew@example.org')
+      const partyRes = await api.asOperator('POST', `/admin/parties/${party.id}/api-key`)
+      const homeRes = await api.asOperator('POST', `/admin/households/${household.id}/api-key`)
+      expect([partyRes.statusCode, homeRes.statusCode]).toEqual([200, 200])
+      const get = async (url: string, key: string) => (await api.inject({ method: 'GET', url, headers: bearer(key) })).statusCode
+      expect(await get('/recipient/consents', party.apiKey)).toBe(401)
+      expect(await get('/recipient/consents', partyRes.json().apiKey)).toBe(200)
+      expect(await get('/me/payouts', household.apiKey)).toBe(401)
+      expect(await get('/me/payouts', homeRes.json().apiKey)).toBe(200)
+
+      // The household renews its own.
+      const own = await api.inject({ method: 'POST', url: '/me/api-key', headers: bearer(homeRes.json().apiKey) })
+      expect(own.statusCode, own.body).toBe(200)
+      expect(await get('/me/payouts', homeRes.json().apiKey)).toBe(401)
+      expect(await get('/me/payouts', own.json().apiKey)).toBe(200)
+      for (const url of [`/admin/parties/pty_0000000000000000/api-key`, `/admin/households/hh_0000000000000000/api-key`]) {
+        expect((await api.asOperator('POST', url)).statusCode).toBe(404)
+      }
+    })
+
+    it('changes a password with the one in use, ending every portal session; the operator resets a forgotten one', async () => {
+      const household = await createHousehold('password@example.org')
+      expect(await signIn('password@example.org', 'correct horse battery')).toBe(201)
+      expect(await sessionsOf(household.id)).toBe(1)
+      const change = (body: unknown) => api.inject({ method: 'POST', url: '/me/password', headers: bearer(household.apiKey), payload: body as object })
+
+      const wrong = await change({ currentPassword: 'not it at all', newPassword: 'a new long password' })
+      expect([wrong.statusCode, errorOf(wrong)]).toEqual([400, { code: 'INVALID_INPUT', message: 'currentPassword: not the password of this household' }])
+      const short = await change({ currentPassword: 'correct horse battery', newPassword: 'short' })
+      expect([short.statusCode, errorOf(short).message]).toEqual([400, expect.stringMatching(/^newPassword: /)])
+      expect(await sessionsOf(household.id)).toBe(1)
+
+      expect((await change({ currentPassword: 'correct horse battery', newPassword: 'a new long password' })).statusCode).toBe(204)
+      expect(await sessionsOf(household.id)).toBe(0)
+      expect(await signIn('password@example.org', 'correct horse battery')).toBe(401)
+      expect(await signIn('password@example.org', 'a new long password')).toBe(201)
+
+      const reset = await api.asOperator('POST', `/admin/households/${household.id}/password`, { password: 'reset by the operator' })
+      expect(reset.statusCode, reset.body).toBe(204)
+      expect(await sessionsOf(household.id)).toBe(0)
+      expect(await signIn('password@example.org', 'reset by the operator')).toBe(201)
+      const row = await t.db.selectFrom('households').select('password_hash').where('id', '=', household.id).executeTakeFirstOrThrow()
+      expect(await verifyPassword('reset by the operator', row.password_hash)).toBe(true)
+    })
+  })
 })
