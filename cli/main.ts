@@ -267,6 +267,8 @@ const commands: Record<string, Command> = {
     const handle = await openConfiguredDatabase(config, 'metershare:migrate')
     try {
       const applied = await migrateToLatest(handle.db)
+      const { pinTimezone } = await import('../shared/db/data-calendar.ts')
+      await pinTimezone(handle.db, config.timezone)
       process.stdout.write(applied.length === 0 ? 'schema is up to date\n' : applied.join('\n') + '\n')
     } finally {
       await handle.close()

@@ -12,6 +12,7 @@ import { ConfigError } from '../shared/errors.ts'
 import { monthBounds, monthOf, addMonths } from '../shared/calendar.ts'
 import { openConfiguredDatabase, type DatabaseHandle } from '../shared/db/database.ts'
 import { migrateToLatest } from '../shared/db/migrator.ts'
+import { pinTimezone } from '../shared/db/data-calendar.ts'
 import { configureLogging, log } from '../shared/logger.ts'
 import { createMetrics, type Metrics } from '../shared/metrics.ts'
 import { generateSecret } from '../shared/secrets.ts'
@@ -105,6 +106,7 @@ async function openAndMigrate(config: Readonly<Config>, parts: Parts, role: stri
   parts.add('database', () => db.close())
   const applied = await migrateToLatest(db.db)
   if (applied.length > 0) log.cli.info({ applied }, 'schema migrated')
+  await pinTimezone(db.db, config.timezone)
   return db
 }
 
@@ -397,6 +399,7 @@ export async function startBrokerProcess(config: Readonly<Config>): Promise<{ st
   try {
     const db = await openConfiguredDatabase(config, 'metershare:broker')
     parts.add('database', () => db.close())
+    await pinTimezone(db.db, config.timezone)
     const { broker, health } = await startBrokerPart(config, db, metrics, parts)
     const http = createServer((req, res) => {
       const url = new URL(req.url ?? '/', 'http://localhost')
@@ -429,6 +432,7 @@ export async function startApiProcess(config: Readonly<Config>): Promise<{ stop(
   try {
     const db = await openConfiguredDatabase(config, 'metershare:api')
     parts.add('database', () => db.close())
+    await pinTimezone(db.db, config.timezone)
     // The brokers are other processes: their own /healthz and /metrics answer for them.
     const metrics = createMetrics({ broker: false, consentsActiveCount: () => countActiveConsents(db.db, new Date()) })
     const api = await buildApi({
@@ -452,6 +456,7 @@ export async function startSettlementProcess(config: Readonly<Config>): Promise<
   try {
     const db = await openConfiguredDatabase(config, 'metershare:settlement')
     parts.add('database', () => db.close())
+    await pinTimezone(db.db, config.timezone)
     const clock = (): Date => new Date()
     const sweeper = startConsentSweeper(db.db, { intervalMs: CONSENT_SWEEP_INTERVAL_MS, clock })
     parts.add('consent sweeper', () => sweeper.stop())

@@ -13,6 +13,13 @@ import { ingressReadingSchema, type RegisterValues } from '../../shared/wire.ts'
 /** The earliest and latest timestamps a datum may carry (partitions exist for this span only). */
 export const TS_MIN_MS = Date.UTC(2000, 0, 1)
 export const TS_MAX_MS = Date.UTC(2100, 0, 1)
+/** The times a quarantine item keeps of a datum outside them (those the API shows: 1970 to 2999). */
+const QUARANTINE_TS_MIN_MS = Date.UTC(1970, 0, 1)
+const QUARANTINE_TS_MAX_MS = Date.UTC(3000, 0, 1)
+
+function quarantineTs(ms: number | null): number | null {
+  return ms !== null && ms >= QUARANTINE_TS_MIN_MS && ms < QUARANTINE_TS_MAX_MS ? ms : null
+}
 
 export interface CandidateDatum {
   tsMs: number
@@ -135,8 +142,7 @@ export function validatePayload(
       const field = issue !== undefined && issue.path.length > 0 ? issue.path.join('.') : 'reading'
       // Its time is kept when it can be read, as for the other reasons: the quarantine says which datum it was.
       const ts = isPlainObject(item) && typeof item.ts === 'string' ? parseRfc3339Ms(item.ts) : null
-      const tsMs = ts !== null && ts >= TS_MIN_MS && ts < TS_MAX_MS ? ts : null
-      rejectReading(out, item, at, 'invalid_schema', `${field}: ${issue?.message ?? 'invalid reading'}`, tsMs)
+      rejectReading(out, item, at, 'invalid_schema', `${field}: ${issue?.message ?? 'invalid reading'}`, quarantineTs(ts))
       continue
     }
     const tsMs = parseRfc3339Ms(item.ts)
@@ -145,7 +151,7 @@ export function validatePayload(
       continue
     }
     if (tsMs < TS_MIN_MS || tsMs >= TS_MAX_MS) {
-      rejectReading(out, item, at, 'invalid_schema', 'ts: outside the years 2000 to 2099')
+      rejectReading(out, item, at, 'invalid_schema', 'ts: outside the years 2000 to 2099', quarantineTs(tsMs))
       continue
     }
     let unknown: string[] | null = null

@@ -19,8 +19,10 @@ import type { SessionsTable } from './tables/sessions.ts'
 import type { MqttSessionsTable } from './tables/mqtt-sessions.ts'
 import type { SettlementLinesTable } from './tables/settlement-lines.ts'
 import type { SettlementRunsTable } from './tables/settlement-runs.ts'
+import type { SettingsTable } from './tables/settings.ts'
 
 export interface Database {
+  settings: SettingsTable
   parties: PartiesTable
   households: HouseholdsTable
   meters: MetersTable

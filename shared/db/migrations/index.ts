@@ -5,6 +5,7 @@ import * as m0003 from './0003-settlement.ts'
 import * as m0004 from './0004-sessions.ts'
 import * as m0005 from './0005-mqtt-sessions.ts'
 import * as m0006 from './0006-occupancy-consents-end.ts'
+import * as m0007 from './0007-settings.ts'
 
 /** Every migration, in order. A static list: adding one means adding a line here. */
 export const migrations: Record<string, Migration> = {
@@ -14,4 +15,5 @@ export const migrations: Record<string, Migration> = {
   '0004-sessions': m0004,
   '0005-mqtt-sessions': m0005,
   '0006-occupancy-consents-end': m0006,
+  '0007-settings': m0007,
 }
