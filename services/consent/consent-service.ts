@@ -251,6 +251,7 @@ export async function grantConsent(db: Kysely<Database>, householdId: string, in
   const id = await db.transaction().execute(async (trx) => {
     const offer = await findOffer(trx, input.offerId)
     if (offer === undefined) throw new InvalidInputError('offerId: no such offer', 'offerId')
+    if (offer.withdrawn_at !== null) throw new ConflictError(`offerId: offer ${offer.id} was withdrawn at ${formatTimestamp(offer.withdrawn_at)}; it takes no new consents`)
     await repo.lockHousehold(trx, householdId)
     const meterIds = await resolveMeters(trx, householdId, asked, now)
     await refuseOverlap(trx, { householdId, recipientId: offer.recipient_id, granularity: offer.granularity, allMeters: asked === undefined, meterIds, terms }, now)

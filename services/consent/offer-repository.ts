@@ -27,10 +27,11 @@ export async function findOffers(db: Db, ids: readonly string[]): Promise<OfferR
 /** A page of offers, oldest first, after the (created_at as text, id) key given; each with its key. */
 export async function pageOfferRows(
   db: Db,
-  options: { after: { createdAt: string; id: string } | null; limit: number; recipientId?: string | undefined },
+  options: { after: { createdAt: string; id: string } | null; limit: number; recipientId?: string | undefined; openOnly?: boolean | undefined },
 ): Promise<(OfferRow & { created_key: string })[]> {
   let q = db.selectFrom('offers').selectAll().select(sql<string>`created_at::text`.as('created_key'))
   if (options.recipientId !== undefined) q = q.where('recipient_id', '=', options.recipientId)
+  if (options.openOnly === true) q = q.where('withdrawn_at', 'is', null)
   if (options.after !== null) q = q.where(sql<boolean>`(created_at, id) > (${options.after.createdAt}::timestamptz, ${options.after.id})`)
   return q.orderBy('created_at').orderBy('id').limit(options.limit).execute()
 }
@@ -40,6 +41,12 @@ export async function listOfferRows(db: Db, filter: { recipientId?: string | und
   let q = db.selectFrom('offers').selectAll()
   if (filter.recipientId !== undefined) q = q.where('recipient_id', '=', filter.recipientId)
   return q.orderBy('created_at').orderBy('id').execute()
+}
+
+/** Withdraws an offer once; false when there is none, or it was withdrawn already. */
+export async function withdrawOfferRow(db: Db, id: string, at: Date): Promise<boolean> {
+  const r = await db.updateTable('offers').set({ withdrawn_at: at }).where('id', '=', id).where('withdrawn_at', 'is', null).executeTakeFirst()
+  return r.numUpdatedRows > 0n
 }
 
 export async function listOfferShareRows(db: Db, offerIds: readonly string[]): Promise<OfferShareRow[]> {

@@ -1,6 +1,6 @@
 import type { Kysely } from 'kysely'
 import type { Database } from '../../shared/db/schema.ts'
-import { InvalidInputError } from '../../shared/errors.ts'
+import { InvalidInputError, NotFoundError } from '../../shared/errors.ts'
 import { newId } from '../../shared/ids.ts'
 import { BPS_TOTAL } from '../../shared/money.ts'
 import { GRANULARITIES, type Granularity } from '../../shared/wire.ts'
@@ -43,6 +43,8 @@ export interface Offer {
   priceMicrosPerDatum: bigint
   split: OfferSplit
   createdAt: Date
+  /** When it stopped taking new consents; null while open. */
+  withdrawnAt: Date | null
 }
 
 /** An offer as a household sees it: with what its share means in money. */
@@ -154,6 +156,7 @@ async function toOffers(db: Kysely<Database>, rows: repo.OfferRow[]): Promise<Of
       thirdParties: sharesByOffer.get(r.id) ?? [],
     },
     createdAt: r.created_at,
+    withdrawnAt: r.withdrawn_at,
   }))
 }
 
@@ -164,7 +167,7 @@ export async function listOffers(db: Kysely<Database>, filter: { recipientId?: s
 /** A page of offers, oldest first, and the key of its last when there are more. */
 export async function listOffersPage(
   db: Kysely<Database>,
-  options: { after: { createdAt: string; id: string } | null; limit: number; recipientId?: string | undefined },
+  options: { after: { createdAt: string; id: string } | null; limit: number; recipientId?: string | undefined; openOnly?: boolean | undefined },
 ): Promise<{ items: Offer[]; next: { createdAt: string; id: string } | null }> {
   const rows = await repo.pageOfferRows(db, { ...options, limit: options.limit + 1 })
   const kept = rows.length > options.limit ? rows.slice(0, options.limit) : rows
@@ -187,7 +190,20 @@ export function householdShare(offer: Offer): Pick<HouseholdOffer, 'householdBps
   }
 }
 
-/** Offers a household may accept: every published offer, with its share. */
+/** Offers a household may accept: every offer published and not withdrawn, with its share. */
 export async function listOffersForHousehold(db: Kysely<Database>): Promise<HouseholdOffer[]> {
-  return (await listOffers(db)).map((o) => ({ ...o, ...householdShare(o) }))
+  return (await listOffers(db)).filter((o) => o.withdrawnAt === null).map((o) => ({ ...o, ...householdShare(o) }))
+}
+
+/**
+ * Withdraws an offer (operator): it takes no new consents from now on, and households no longer
+ * see it among the offers; the consents that accepted it keep its terms until they end. Withdrawing
+ * it again changes nothing.
+ */
+export async function withdrawOffer(db: Kysely<Database>, id: string, now: Date): Promise<void> {
+  await db.transaction().execute(async (trx) => {
+    const offer = await repo.findOffer(trx, id)
+    if (offer === undefined) throw new NotFoundError(`offer ${id} not found`)
+    if (await repo.withdrawOfferRow(trx, id, now)) await notifyChange(trx, { kind: 'offer', id, recipientId: offer.recipient_id })
+  })
 }

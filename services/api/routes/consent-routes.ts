@@ -21,6 +21,7 @@ import {
   PURPOSE_LENGTH_MAX,
   createOffer,
   listOffersPage,
+  withdrawOffer,
   householdShare,
   type Offer,
 } from '../../consent/offer-service.ts'
@@ -84,6 +85,7 @@ const offerAnswer = z.object({
     thirdParties: z.array(z.object({ partyId: z.string(), bps: z.number() })),
   }),
   createdAt: timeOutput,
+  withdrawnAt: timeOutput.nullable().meta({ description: 'when it stopped taking new consents; null while open' }),
 })
 
 const householdOfferAnswer = offerAnswer.extend({
@@ -102,6 +104,7 @@ function offerToWire(o: Offer): z.output<typeof offerAnswer> {
     priceMicrosPerDatum: o.priceMicrosPerDatum.toString(),
     split: o.split,
     createdAt: formatTimestamp(o.createdAt),
+    withdrawnAt: o.withdrawnAt === null ? null : formatTimestamp(o.withdrawnAt),
   }
 }
 
@@ -240,6 +243,22 @@ export const consentRoutes: RoutePlugin = async (app, { deps }) => {
   })
 
   defineRoute(app, {
+    method: 'DELETE',
+    url: '/admin/offers/:id',
+    summary: 'Withdraw an offer',
+    description:
+      'It takes no new consents from now on (a grant of it answers 409) and households no longer see it among the offers; the consents that accepted it keep its terms until they end. Withdrawing it again changes nothing. A new price is a new offer.',
+    tags: ['operator'],
+    auth: OPERATOR,
+    params: z.strictObject({ id: idString }),
+    status: 204,
+    errors: [404],
+    async handler({ params }) {
+      await withdrawOffer(db, params.id, now())
+    },
+  })
+
+  defineRoute(app, {
     method: 'POST',
     url: '/admin/legal-basis-consents',
     summary: "Record a supplier's legal basis",
@@ -287,7 +306,7 @@ export const consentRoutes: RoutePlugin = async (app, { deps }) => {
     query: z.strictObject({ ...page }),
     response: pageAnswer(householdOfferAnswer),
     async handler({ query }) {
-      const result = await listOffersPage(db, { after: afterKey(HOUSEHOLD_OFFERS_CURSOR, query.cursor), limit: query.limit })
+      const result = await listOffersPage(db, { after: afterKey(HOUSEHOLD_OFFERS_CURSOR, query.cursor), limit: query.limit, openOnly: true })
       return {
         items: result.items.map((offer) => {
           const o = { ...offer, ...householdShare(offer) }

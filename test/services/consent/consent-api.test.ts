@@ -82,6 +82,32 @@ describeDatabases('consent endpoints', (t) => {
     expect(applied.at(-1)).toEqual({ kind: 'occupancy', meterId: B })
   })
 
+  it('withdraws an offer: no new consents and no longer offered, the consents granted keep it, its terms never change', async () => {
+    const id = await offer(app)
+    const grant = (who: Party) => post('/me/consents', who, { offerId: id, validUntil: '2027-01-01T00:00:00Z' })
+    const kept = await created(await grant(h0))
+    const withdrawn = await api.asOperator('DELETE', `/admin/offers/${id}`)
+    expect(withdrawn.statusCode, withdrawn.body).toBe(204)
+
+    const listed = (await api.asOperator('GET', '/admin/offers')).json().items.find((o: { id: string }) => o.id === id)
+    expect(listed.withdrawnAt).toBe('2026-01-25T12:00:00Z')
+    expect((await get('/me/offers', h1)).json().items.map((o: { id: string }) => o.id)).not.toContain(id)
+    const refused = await grant(h1)
+    expect([refused.statusCode, errorOf(refused)]).toEqual([
+      409,
+      { code: 'CONFLICT', message: `offerId: offer ${id} was withdrawn at 2026-01-25T12:00:00Z; it takes no new consents` },
+    ])
+    expect((await get('/me/consents', h0)).json().items.find((c: { id: string }) => c.id === kept).status).toBe('active')
+
+    // Again: nothing changes; an unknown offer is a 404; the database refuses any other change of an offer.
+    clock = new Date('2026-01-26T12:00:00Z')
+    expect((await api.asOperator('DELETE', `/admin/offers/${id}`)).statusCode).toBe(204)
+    expect((await api.asOperator('GET', '/admin/offers')).json().items.find((o: { id: string }) => o.id === id).withdrawnAt).toBe('2026-01-25T12:00:00Z')
+    expect((await api.asOperator('DELETE', '/admin/offers/off_0000000000000000')).statusCode).toBe(404)
+    await expect(t.db.updateTable('offers').set({ withdrawn_at: new Date() }).where('id', '=', id).execute()).rejects.toThrow(/immutable/)
+    await expect(t.db.updateTable('offers').set({ household_bps: 1 } as never).where('id', '=', id).execute()).rejects.toThrow(/immutable/)
+  })
+
   it('lets the operator publish offers, refusing a split that is not exactly 10,000 bps by its field', async () => {
     const bad = await post('/admin/offers', 'operator', {
       recipientId: app.id,

@@ -72,6 +72,7 @@ export const SCHEMA: SchemaMap = {
     operator_bps: 'not null',
     platform_bps: 'not null',
     created_at: 'not null',
+    withdrawn_at: 'null',
   },
   offer_shares: { offer_id: 'not null', party_id: 'not null', bps: 'not null' },
   consents: {
