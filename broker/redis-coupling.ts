@@ -63,6 +63,13 @@ export interface RedisCoupling {
   abandon(): void
 }
 
+/**
+ * How much of a persistent session's queue a reconnect sends: all of it (LRANGE 0 -1). The
+ * persistence's default, 1,000, sent the first 1,001 and kept the rest in Redis for the next
+ * reconnect, after the live datums meanwhile: a session that stayed connected never had them.
+ */
+export const REDIS_SESSION_DELIVERY_ALL = -1
+
 /** Longest wait at start for Redis to accept a connection and answer PING. */
 export const REDIS_CONNECT_TIMEOUT_MS = 10_000
 
@@ -108,7 +115,7 @@ export function redisCoupling(redisUrl: string): RedisCoupling {
     close(cb?: () => void): unknown
   }
   // aedes 1.x needs the promise-based persistence (its setup() is async).
-  const Base = require('aedes-persistence-redis/asyncPersistence.js') as new (opts: { conn: unknown }) => AsyncRedisPersistence
+  const Base = require('aedes-persistence-redis/asyncPersistence.js') as new (opts: { conn: unknown; maxSessionDelivery: number }) => AsyncRedisPersistence
   const Redis = require('ioredis') as new (url: string, options?: Record<string, unknown>) => RedisConnection
 
   // aedes 1.2 pipes the retained stream; this persistence returns an async iterable.
@@ -123,7 +130,7 @@ export function redisCoupling(redisUrl: string): RedisCoupling {
   const persistenceConn = new Redis(redisUrl)
   persistenceConn.on('error', sessions.failed)
   persistenceConn.on('ready', sessions.ready)
-  const persistence = new RedisPersistence({ conn: persistenceConn })
+  const persistence = new RedisPersistence({ conn: persistenceConn, maxSessionDelivery: REDIS_SESSION_DELIVERY_ALL })
   // The subscriber connection sends nothing but (un)subscribe: no INFO ready check and no CLIENT
   // SETINFO, which ioredis 5.8.2-5.11 can send after a subscribe on a new connection and then fail
   // on ("Connection in subscriber mode", redis/ioredis#2037, fixed in 6.0). SUBSCRIBE needs no ready

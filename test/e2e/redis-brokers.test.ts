@@ -143,6 +143,37 @@ describe.skipIf(!hasCommand('redis-server'))(`several brokers${skipReason('redis
       expect(otherLive.messages).toHaveLength(0)
     })
 
+    it("sends a persistent session's whole queue at its reconnect, however long, in order", async () => {
+      const utility = await createUtility(t.db)
+      const app = await createParty(t.db, { kind: 'third_party', name: 'App' })
+      const household = await createTestHousehold(t.db)
+      const meter = await createTestMeter(t.db, utility.id)
+      await insertOccupancy(t.db, meter.id, household.id, new Date('2026-09-01T00:00:00Z'))
+      const offer = await createOffer(t.db, { recipientId: app.id, purpose: 'p', granularity: 'load_curve', priceMicrosPerDatum: 1n, split: { householdBps: 10_000, operatorBps: 0, platformBps: 0, thirdParties: [] } })
+      await grantConsent(t.db, household.id, { offerId: offer.id, validUntil: new Date(Date.now() + 86_400_000), dataFrom: new Date('2026-10-01T00:00:00Z') }, new Date())
+      for (const v of views) await v.refresh()
+
+      // The recipient subscribes on broker B with a persistent session, then goes away.
+      const first = await connectClient(brokers[1]!.url, { clientId: 'app-queued', username: app.id, password: app.apiKey, clean: false })
+      await subscribeCollect(first, `readings/${meter.id}`)
+      await endClient(first)
+      // 1,500 datums ingested on broker A meanwhile (more than the persistence's default of 1,000 a reconnect).
+      const m = await connectMeter(brokers[0]!.url, meter)
+      clients.push(m)
+      const start = Date.parse('2026-10-03T00:00:00Z')
+      const stamps = Array.from({ length: 1_500 }, (_, i) => new Date(start + i * 900_000).toISOString().replace('.000Z', 'Z'))
+      for (let i = 0; i < stamps.length; i += 500) {
+        const readings = stamps.slice(i, i + 500).map((ts, j) => ({ ts, values: { '1-0:1.8.0': i + j } }))
+        await publishAcked(m, meterReadingsTopic(meter.id), JSON.stringify({ readings }))
+      }
+      const received: string[] = []
+      const again = await connectClient(brokers[1]!.url, { clientId: 'app-queued', username: app.id, password: app.apiKey, clean: false })
+      clients.push(again)
+      again.on('message', (_topic, payload) => received.push((JSON.parse(payload.toString()) as { ts: string }).ts))
+      await waitFor(() => received.length >= stamps.length, 30_000, 'the whole queue at the reconnect')
+      expect(received).toEqual(stamps)
+    })
+
     it('stops, when asked, while Redis is away: what it acknowledged is stored and its clients are let go', async () => {
       const utility = await createUtility(t.db)
       const meter = await createTestMeter(t.db, utility.id)
