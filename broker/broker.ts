@@ -475,6 +475,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
         await ingest.close()
         await thread?.close()
         await Promise.all([...pendingDaily])
+        await egress.drained()
         await closeAedes()
         await Promise.all(stopped)
       })()

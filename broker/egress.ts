@@ -66,9 +66,15 @@ export function egressMetaOf(payload: Buffer, granularity: Granularity): EgressM
  */
 export const DAILY_PUBLISHED_REMEMBERED_MAX = 50_000
 
+/** Longest a stopping broker waits for its egress publications to be handed on (to Redis, with several brokers). */
+export const EGRESS_DRAIN_MS_MAX = 5_000
+
 export class Egress {
   /** The payload last published for each (meter, household, day), oldest first. */
   private readonly lastDaily = new Map<string, string>()
+  /** Publications not yet handed on, and who waits for there to be none. */
+  private inFlight = 0
+  private readonly idle: Array<() => void> = []
 
   constructor(
     private readonly aedes: Aedes,
@@ -117,8 +123,26 @@ export class Egress {
     }
   }
 
+  /**
+   * Resolves once every publication made so far has been handed on (at most EGRESS_DRAIN_MS_MAX): a
+   * stopping broker waits for it before it closes the emitter, or the datums it acknowledged last
+   * would never reach the subscribers of the other brokers.
+   */
+  drained(): Promise<void> {
+    if (this.inFlight === 0) return Promise.resolve()
+    return new Promise((resolve) => {
+      const timer = setTimeout(resolve, EGRESS_DRAIN_MS_MAX)
+      this.idle.push(() => {
+        clearTimeout(timer)
+        resolve()
+      })
+    })
+  }
+
   private publish(topic: string, payload: Buffer): void {
+    this.inFlight++
     this.aedes.publish({ cmd: 'publish', topic, payload, qos: 1, retain: false, dup: false }, (err) => {
+      if (--this.inFlight === 0) for (const wake of this.idle.splice(0)) wake()
       if (err) this.log.warn({ err, topic }, 'egress publish failed')
     })
   }

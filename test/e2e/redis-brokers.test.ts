@@ -174,6 +174,39 @@ describe.skipIf(!hasCommand('redis-server'))(`several brokers${skipReason('redis
       expect(received).toEqual(stamps)
     })
 
+    it('hands on every datum it acknowledged before it stops: the subscribers of the other brokers have them all', async () => {
+      const utility = await createUtility(t.db)
+      const app = await createParty(t.db, { kind: 'third_party', name: 'App' })
+      const household = await createTestHousehold(t.db)
+      const meter = await createTestMeter(t.db, utility.id)
+      await insertOccupancy(t.db, meter.id, household.id, new Date('2026-09-01T00:00:00Z'))
+      const offer = await createOffer(t.db, { recipientId: app.id, purpose: 'p', granularity: 'load_curve', priceMicrosPerDatum: 1n, split: { householdBps: 10_000, operatorBps: 0, platformBps: 0, thirdParties: [] } })
+      await grantConsent(t.db, household.id, { offerId: offer.id, validUntil: new Date(Date.now() + 86_400_000), dataFrom: new Date('2026-10-01T00:00:00Z') }, new Date())
+      const view = await openReleaseView(t.handle, { timeZone: 'Europe/Paris' })
+      for (const v of [...views, view]) await v.refresh()
+      const stopping = await startTestBroker(t.handle, { policy: view, deps: { aedesOptions: redisCoupling(redisUrl) } })
+      try {
+        // A persistent session: each datum is queued for it in Redis as it is published.
+        const onB = await connectClient(brokers[1]!.url, { clientId: 'app-live-b', username: app.id, password: app.apiKey, clean: false })
+        clients.push(onB)
+        const live = await subscribeCollect(onB, `readings/${meter.id}`)
+        const m = await connectMeter(stopping.url, meter)
+        const start = Date.parse('2026-10-05T00:00:00Z')
+        const batches = Array.from({ length: 4 }, (_, b) =>
+          JSON.stringify({ readings: Array.from({ length: 500 }, (_, i) => ({ ts: new Date(start + (b * 500 + i) * 900_000).toISOString(), values: { '1-0:1.8.0': b * 500 + i } })) }),
+        )
+        await Promise.all(batches.map((p) => publishAcked(m, meterReadingsTopic(meter.id), p)))
+        // Stopped at once after the last PUBACK, as a rolling deploy's SIGTERM would.
+        await stopping.close()
+        await endClient(m)
+        await waitFor(() => live.messages.length >= 2_000, 15_000, 'every acknowledged datum on the other broker')
+        expect(live.messages).toHaveLength(2_000)
+      } finally {
+        await stopping.close()
+        await view.close()
+      }
+    })
+
     it('stops, when asked, while Redis is away: what it acknowledged is stored and its clients are let go', async () => {
       const utility = await createUtility(t.db)
       const meter = await createTestMeter(t.db, utility.id)
