@@ -439,6 +439,9 @@ export function startFleet(options: FleetOptions): Fleet {
       connectTimeout: limits.connectTimeoutMs,
       keepalive: limits.keepaliveSeconds,
       resubscribe: true,
+      // A broker that cannot take it now (CONNACK 3: its database or Redis away, its connection limit)
+      // is tried again, as any real meter does; refused credentials (4, 5) end it below.
+      reconnectOnConnackError: true,
     })
     runner.client = client
     let subscribed = false

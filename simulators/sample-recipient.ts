@@ -85,10 +85,16 @@ export function startSampleRecipient(options: SampleRecipientOptions): SampleRec
       username: options.partyId,
       password: options.apiKey,
       reconnectPeriod: 2_000,
+      // CONNACK 3 (the broker cannot take it now) is tried again; refused credentials end it.
+      reconnectOnConnackError: true,
     })
     client.on('connect', () => client!.subscribe(options.topics ?? ['readings/+', 'daily/+'], { qos: 1 }, (err) => (err ? stats.errors++ : onSubscribed())))
     client.on('message', () => stats.live++)
-    client.on('error', () => stats.errors++)
+    client.on('error', (err) => {
+      stats.errors++
+      const code = (err as { code?: unknown }).code
+      if (code === 4 || code === 5) client!.end(true)
+    })
   }
 
   if (options.apiUrl !== undefined && options.pull !== undefined) {

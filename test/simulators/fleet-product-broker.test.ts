@@ -2,7 +2,7 @@ import { expect, it } from 'vitest'
 import type { MeterCredentials } from '../../simulators/credentials.ts'
 import type { FaultFlag } from '../../simulators/faults.ts'
 import { startFleet } from '../../simulators/fleet.ts'
-import { startTestBroker } from '../support/broker.ts'
+import { connectMeter, endClient, startTestBroker } from '../support/broker.ts'
 import { describeDatabases } from '../support/database.ts'
 import { createTestHousehold, createTestMeter, createUtility, insertOccupancy, quarantineOf, readingsOf } from '../support/world.ts'
 import { ManualClock, waitFor } from './support/test-broker.ts'
@@ -30,6 +30,38 @@ describeDatabases('a simulated fleet against the product’s broker: every genui
         expect(await readingsOf(t.db, m.meterId)).toHaveLength(m.intervalMinutes === 15 ? 96 : 24)
         expect(await quarantineOf(t.db, m.meterId)).toHaveLength(0)
       }
+    } finally {
+      await fleet.stop()
+      await tb.close()
+    }
+  })
+
+  it('tries again after CONNACK 3 (the broker cannot take it now), as a real meter does, and delivers everything', async () => {
+    const meters = [await world('electricity', 15)]
+    const blocker = await world('gas', 60)
+    const clock = new ManualClock(FROM_MS + 30 * HOUR)
+    const tb = await startTestBroker(t.handle, { deps: { clock: () => clock.now() }, overrides: { mqtt: { connectionsMax: 1 } } })
+    // The only connection the broker takes is held by another meter: the fleet's is answered CONNACK 3.
+    const held = await connectMeter(tb.url, { id: blocker.meterId, secret: blocker.secret })
+    const refusals: number[] = []
+    const fleet = startFleet({
+      mqttUrl: tb.url,
+      meters,
+      from: '2026-10-01',
+      days: 1,
+      speed: 'max',
+      clock,
+      tickMs: 10,
+      reconnectPeriodMs: 100,
+      onMeterError: (_id, err) => refusals.push((err as { code?: number }).code ?? -1),
+    })
+    try {
+      await waitFor(() => refusals.length >= 2, 10_000, 'two refusals')
+      expect(new Set(refusals)).toEqual(new Set([3]))
+      await endClient(held)
+      const final = await fleet.done
+      expect(final.acknowledged).toBe(96)
+      expect(await readingsOf(t.db, meters[0]!.meterId)).toHaveLength(96)
     } finally {
       await fleet.stop()
       await tb.close()
