@@ -33,25 +33,16 @@ export async function notifyCredentialsChanged(trx: Db, ownerId: string): Promis
   await sql`SELECT pg_notify(${CREDENTIALS_CHANNEL}, ${JSON.stringify(notice)})`.execute(trx)
 }
 
+/** The hashed credentials a row holds: a meter's secret, a party's or household's API key, a household's password. */
+export type CredentialColumn =
+  | { table: 'meters'; column: 'secret_hash' }
+  | { table: 'parties'; column: 'api_key_hash' }
+  | { table: 'households'; column: 'api_key_hash' | 'password_hash' }
+
 /** Replaces a stored hash; false when there is no such row. */
-export async function setMeterSecretHash(db: Db, id: string, hash: string): Promise<boolean> {
-  const r = await db.updateTable('meters').set({ secret_hash: hash }).where('id', '=', id).executeTakeFirst()
-  return r.numUpdatedRows > 0n
-}
-
-export async function setPartyKeyHash(db: Db, id: string, hash: string): Promise<boolean> {
-  const r = await db.updateTable('parties').set({ api_key_hash: hash }).where('id', '=', id).executeTakeFirst()
-  return r.numUpdatedRows > 0n
-}
-
-export async function setHouseholdKeyHash(db: Db, id: string, hash: string): Promise<boolean> {
-  const r = await db.updateTable('households').set({ api_key_hash: hash }).where('id', '=', id).executeTakeFirst()
-  return r.numUpdatedRows > 0n
-}
-
-export async function setHouseholdPasswordHash(db: Db, id: string, hash: string): Promise<boolean> {
-  const r = await db.updateTable('households').set({ password_hash: hash }).where('id', '=', id).executeTakeFirst()
-  return r.numUpdatedRows > 0n
+export async function setCredentialHash(db: Db, where: CredentialColumn, id: string, hash: string): Promise<boolean> {
+  const { rows } = await sql<{ id: string }>`UPDATE ${sql.table(where.table)} SET ${sql.ref(where.column)} = ${hash} WHERE id = ${id} RETURNING id`.execute(db)
+  return rows.length > 0
 }
 
 export async function findParty(db: Db, id: string): Promise<Selectable<PartiesTable> | undefined> {

@@ -102,7 +102,7 @@ export async function createMeter(
 export async function renewMeterSecret(db: Kysely<Database>, meterId: string): Promise<{ id: string; secret: string }> {
   const secret = generateSecret()
   await db.transaction().execute(async (trx) => {
-    if (!(await repo.setMeterSecretHash(trx, meterId, hashSecret(secret)))) throw new NotFoundError(`meter ${meterId} not found`)
+    if (!(await repo.setCredentialHash(trx, { table: 'meters', column: 'secret_hash' }, meterId, hashSecret(secret)))) throw new NotFoundError(`meter ${meterId} not found`)
     await repo.notifyCredentialsChanged(trx, meterId)
   })
   return { id: meterId, secret }
@@ -112,8 +112,8 @@ export async function renewMeterSecret(db: Kysely<Database>, meterId: string): P
 export async function renewApiKey(db: Kysely<Database>, kind: 'party' | 'household', ownerId: string): Promise<{ id: string; apiKey: string }> {
   const secret = generateSecret()
   await db.transaction().execute(async (trx) => {
-    const set = kind === 'party' ? repo.setPartyKeyHash : repo.setHouseholdKeyHash
-    if (!(await set(trx, ownerId, hashSecret(secret)))) throw new NotFoundError(`${kind} ${ownerId} not found`)
+    const where = kind === 'party' ? ({ table: 'parties', column: 'api_key_hash' } as const) : ({ table: 'households', column: 'api_key_hash' } as const)
+    if (!(await repo.setCredentialHash(trx, where, ownerId, hashSecret(secret)))) throw new NotFoundError(`${kind} ${ownerId} not found`)
     await repo.notifyCredentialsChanged(trx, ownerId)
   })
   return { id: ownerId, apiKey: formatApiKey(ownerId, secret) }
@@ -139,7 +139,7 @@ export async function setHouseholdPassword(db: Kysely<Database>, householdId: st
   }
   const hash = await hashPassword(password)
   await db.transaction().execute(async (trx) => {
-    await repo.setHouseholdPasswordHash(trx, householdId, hash)
+    await repo.setCredentialHash(trx, { table: 'households', column: 'password_hash' }, householdId, hash)
     await deleteHouseholdSessions(trx, householdId)
   })
 }

@@ -62,6 +62,19 @@ describe.skipIf(!hasCommand('redis-server'))(`several brokers${skipReason('redis
       redis?.kill('SIGTERM')
     })
 
+    /** A meter whose household consented to the party `app` receiving its load curve from October, the brokers' views told. */
+    async function consentedMeter(): Promise<{ app: { id: string; apiKey: string }; meter: { id: string; secret: string } }> {
+      const utility = await createUtility(t.db)
+      const app = await createParty(t.db, { kind: 'third_party', name: 'App' })
+      const household = await createTestHousehold(t.db)
+      const meter = await createTestMeter(t.db, utility.id)
+      await insertOccupancy(t.db, meter.id, household.id, new Date('2026-09-01T00:00:00Z'))
+      const offer = await createOffer(t.db, { recipientId: app.id, purpose: 'p', granularity: 'load_curve', priceMicrosPerDatum: 1n, split: { householdBps: 10_000, operatorBps: 0, platformBps: 0, thirdParties: [] } })
+      await grantConsent(t.db, household.id, { offerId: offer.id, validUntil: new Date(Date.now() + 86_400_000), dataFrom: new Date('2026-10-01T00:00:00Z') }, new Date())
+      for (const v of views) await v.refresh()
+      return { app, meter }
+    }
+
     it('counts a connection refused for its first publish out of the connections gauge again', async () => {
       // With Redis, aedes reports a client ready only once its offline queue was read from Redis; a publish already
       // sent behind the CONNECT is handled (refused, the connection closed) before that.
@@ -94,15 +107,8 @@ describe.skipIf(!hasCommand('redis-server'))(`several brokers${skipReason('redis
     })
 
     it('forwards a datum ingested on one broker to a consented recipient on the other, and only there, and again after Redis restarts', async () => {
-      const utility = await createUtility(t.db)
-      const app = await createParty(t.db, { kind: 'third_party', name: 'App' })
+      const { app, meter } = await consentedMeter()
       const other = await createParty(t.db, { kind: 'third_party', name: 'Other' })
-      const household = await createTestHousehold(t.db)
-      const meter = await createTestMeter(t.db, utility.id)
-      await insertOccupancy(t.db, meter.id, household.id, new Date('2026-09-01T00:00:00Z'))
-      const offer = await createOffer(t.db, { recipientId: app.id, purpose: 'p', granularity: 'load_curve', priceMicrosPerDatum: 1n, split: { householdBps: 10_000, operatorBps: 0, platformBps: 0, thirdParties: [] } })
-      await grantConsent(t.db, household.id, { offerId: offer.id, validUntil: new Date(Date.now() + 86_400_000), dataFrom: new Date('2026-10-01T00:00:00Z') }, new Date())
-      for (const v of views) await v.refresh()
 
       const onB = await connectClient(brokers[1]!.url, { clientId: 'app-on-b', username: app.id, password: app.apiKey })
       const otherOnB = await connectClient(brokers[1]!.url, { clientId: 'other-on-b', username: other.id, password: other.apiKey })
@@ -144,14 +150,7 @@ describe.skipIf(!hasCommand('redis-server'))(`several brokers${skipReason('redis
     })
 
     it("sends a persistent session's whole queue at its reconnect, however long, in order", async () => {
-      const utility = await createUtility(t.db)
-      const app = await createParty(t.db, { kind: 'third_party', name: 'App' })
-      const household = await createTestHousehold(t.db)
-      const meter = await createTestMeter(t.db, utility.id)
-      await insertOccupancy(t.db, meter.id, household.id, new Date('2026-09-01T00:00:00Z'))
-      const offer = await createOffer(t.db, { recipientId: app.id, purpose: 'p', granularity: 'load_curve', priceMicrosPerDatum: 1n, split: { householdBps: 10_000, operatorBps: 0, platformBps: 0, thirdParties: [] } })
-      await grantConsent(t.db, household.id, { offerId: offer.id, validUntil: new Date(Date.now() + 86_400_000), dataFrom: new Date('2026-10-01T00:00:00Z') }, new Date())
-      for (const v of views) await v.refresh()
+      const { app, meter } = await consentedMeter()
 
       // The recipient subscribes on broker B with a persistent session, then goes away.
       const first = await connectClient(brokers[1]!.url, { clientId: 'app-queued', username: app.id, password: app.apiKey, clean: false })
@@ -175,15 +174,8 @@ describe.skipIf(!hasCommand('redis-server'))(`several brokers${skipReason('redis
     })
 
     it('hands on every datum it acknowledged before it stops: the subscribers of the other brokers have them all', async () => {
-      const utility = await createUtility(t.db)
-      const app = await createParty(t.db, { kind: 'third_party', name: 'App' })
-      const household = await createTestHousehold(t.db)
-      const meter = await createTestMeter(t.db, utility.id)
-      await insertOccupancy(t.db, meter.id, household.id, new Date('2026-09-01T00:00:00Z'))
-      const offer = await createOffer(t.db, { recipientId: app.id, purpose: 'p', granularity: 'load_curve', priceMicrosPerDatum: 1n, split: { householdBps: 10_000, operatorBps: 0, platformBps: 0, thirdParties: [] } })
-      await grantConsent(t.db, household.id, { offerId: offer.id, validUntil: new Date(Date.now() + 86_400_000), dataFrom: new Date('2026-10-01T00:00:00Z') }, new Date())
+      const { app, meter } = await consentedMeter()
       const view = await openReleaseView(t.handle, { timeZone: 'Europe/Paris' })
-      for (const v of [...views, view]) await v.refresh()
       const stopping = await startTestBroker(t.handle, { policy: view, deps: { aedesOptions: redisCoupling(redisUrl) } })
       try {
         // A persistent session: each datum is queued for it in Redis as it is published.

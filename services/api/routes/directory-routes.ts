@@ -163,35 +163,26 @@ export const directoryRoutes: RoutePlugin = async (app, { deps }) => {
     },
   })
 
-  defineRoute(app, {
-    method: 'POST',
-    url: '/admin/parties/:id/api-key',
-    summary: "Renew a party's API key",
-    description: 'Answers the new key once. The old one is refused from now on, over HTTP and MQTT, and the MQTT connections it opened are closed.',
-    tags: ['operator'],
-    auth: OPERATOR,
-    params: idParams,
-    response: credentialAnswer,
-    errors: [404],
-    async handler({ params }) {
-      return renewApiKey(db, 'party', params.id)
-    },
-  })
-
-  defineRoute(app, {
-    method: 'POST',
-    url: '/admin/households/:id/api-key',
-    summary: "Renew a household's API key",
-    description: 'Answers the new key once. The old one is refused from now on, over HTTP and MQTT, and the MQTT connections it opened are closed.',
-    tags: ['operator'],
-    auth: OPERATOR,
-    params: idParams,
-    response: credentialAnswer,
-    errors: [404],
-    async handler({ params }) {
-      return renewApiKey(db, 'household', params.id)
-    },
-  })
+  const RENEW_KEY_DESCRIPTION = 'Answers the new key once. The old one is refused from now on, over HTTP and MQTT, and the MQTT connections it opened are closed.'
+  for (const [kind, path] of [
+    ['party', 'parties'],
+    ['household', 'households'],
+  ] as const) {
+    defineRoute(app, {
+      method: 'POST',
+      url: `/admin/${path}/:id/api-key`,
+      summary: `Renew a ${kind}'s API key`,
+      description: RENEW_KEY_DESCRIPTION,
+      tags: ['operator'],
+      auth: OPERATOR,
+      params: idParams,
+      response: credentialAnswer,
+      errors: [404],
+      async handler({ params }) {
+        return renewApiKey(db, kind, params.id)
+      },
+    })
+  }
 
   defineRoute(app, {
     method: 'POST',
@@ -227,7 +218,7 @@ export const directoryRoutes: RoutePlugin = async (app, { deps }) => {
     method: 'POST',
     url: '/me/api-key',
     summary: "Renew the household's API key",
-    description: 'Answers the new key once. The old one is refused from now on, over HTTP and MQTT, and the MQTT connections it opened are closed.',
+    description: RENEW_KEY_DESCRIPTION,
     tags: ['household'],
     auth: ['household'] as const,
     response: credentialAnswer,
