@@ -99,7 +99,7 @@ describeDatabases('consent service', (t) => {
     expect(await listOffers(t.db)).toEqual([])
   })
 
-  it('has the database refuse a split that does not sum to 10,000, and any change to an offer', async () => {
+  it('has the database refuse a split that does not sum to 10,000, and any change to an offer but its withdrawal', async () => {
     const insertBad = t.db.transaction().execute(async (trx) => {
       await trx
         .insertInto('offers')
@@ -119,7 +119,10 @@ describeDatabases('consent service', (t) => {
     await expect(insertBad).rejects.toThrow(/split sums to 9500/)
     expect(await listOffers(t.db)).toEqual([])
     const id = await seedOffer(t.db, w.appId)
-    await expect(sql`UPDATE offers SET price_micros_per_datum = 1 WHERE id = ${id}`.execute(t.db)).rejects.toThrow(/append-only/)
+    await expect(sql`UPDATE offers SET price_micros_per_datum = 1 WHERE id = ${id}`.execute(t.db)).rejects.toThrow(/offers are immutable/)
+    await expect(sql`UPDATE offers SET price_micros_per_datum = 1, withdrawn_at = now() WHERE id = ${id}`.execute(t.db)).rejects.toThrow(/offers are immutable/)
+    await sql`UPDATE offers SET withdrawn_at = now() WHERE id = ${id}`.execute(t.db)
+    await expect(sql`UPDATE offers SET withdrawn_at = NULL WHERE id = ${id}`.execute(t.db)).rejects.toThrow(/offers are immutable/)
   })
 
   it('grants a consent on chosen meters: row, meters, one log entry by the household, a change notice', async () => {
