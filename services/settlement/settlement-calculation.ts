@@ -129,6 +129,54 @@ export function priceLine(consent: ConsentTerms, counts: readonly MeterCount[]):
   }
 }
 
+/**
+ * The lines of a month, each consent's gross split once per (recipient, household, offer), as
+ * DESIGN.md has it: a household's consents that accepted the same offer of one recipient in the
+ * month (one revoked, then granted again) are priced and split together, as one gross, so that
+ * splitting it in pieces never rounds differently. Each keeps its own line (its datums, its gross)
+ * and its part of the household's share, by largest remainder over the lines' gross; the group's
+ * postings and role totals are carried by its first line. Consents under different offers (other
+ * terms, other basis points) are split each on their own. `consents` in a stable order (by id).
+ */
+export function priceMonth(consents: readonly ConsentTerms[], counts: ReadonlyMap<string, readonly MeterCount[]>): PricedLine[] {
+  const groups = new Map<string, ConsentTerms[]>()
+  for (const c of consents) {
+    if (!counts.has(c.id)) continue
+    const key = c.offer === null ? `consent\u0000${c.id}` : `${c.householdId}\u0000${c.recipientId}\u0000${c.offer.id}`
+    const group = groups.get(key)
+    if (group === undefined) groups.set(key, [c])
+    else group.push(c)
+  }
+  const lines: PricedLine[] = []
+  for (const group of groups.values()) {
+    const first = group[0]!
+    if (group.length === 1) {
+      lines.push(priceLine(first, counts.get(first.id)!))
+      continue
+    }
+    const together = priceLine(first, group.flatMap((c) => counts.get(c.id)!))
+    const own = group.map((c) => priceLine({ ...c, offer: null }, counts.get(c.id)!).data)
+    const price = first.offer!.priceMicrosPerDatum
+    const shares = splitByWeights(
+      together.householdShareMicros,
+      group.map((c, i) => ({ key: c.id, weight: own[i]! * price })),
+    )
+    const none: RoleTotals = { household: 0n, operators: 0n, platform: 0n, thirdParties: 0n }
+    group.forEach((c, i) => {
+      lines.push({
+        ...together,
+        consentId: c.id,
+        data: own[i]!,
+        grossMicros: own[i]! * price,
+        householdShareMicros: shares.get(c.id)!,
+        roles: i === 0 ? together.roles : none,
+        postings: i === 0 ? together.postings : new Map(),
+      })
+    })
+  }
+  return lines
+}
+
 /** The amounts of all lines per account: what the ledger must hold for the month. */
 export function postingsByAccount(lines: readonly PricedLine[]): Map<string, bigint> {
   const out = new Map<string, bigint>()

@@ -88,7 +88,8 @@ export async function findMonthConsents(trx: Db, w: MonthWindow): Promise<Consen
       array_agg(cm.meter_id ORDER BY cm.meter_id) AS meter_ids, array_agg(m.operator_id ORDER BY cm.meter_id) AS operator_ids
     FROM consents c LEFT JOIN consent_meters cm ON cm.consent_id = c.id LEFT JOIN meters m ON m.id = cm.meter_id
     WHERE ${monthConsentsWhere(w)}
-    GROUP BY c.id`.execute(trx)
+    GROUP BY c.id
+    ORDER BY c.id`.execute(trx)
   return rows
 }
 

@@ -14,7 +14,7 @@ import {
   payoutDue,
   postingDifferences,
   postingsByAccount,
-  priceLine,
+  priceMonth,
   sameLine,
   settlementInputHash,
   type ConsentTerms,
@@ -32,11 +32,11 @@ import * as repo from './settlement-repository.ts'
  * - Counting: which datums each consent released is decided by the release rule (see
  *   release-spans.ts); they are counted from the daily rollups, and from raw readings only
  *   on days a window boundary cuts.
- * - Pricing: a line is one consent in the month. Its gross (datums × the offer's integer
- *   price) is split once with the largest remainder (settlement-calculation.ts). A consent
- *   has one household, one recipient and one offer, so this is the split per (recipient,
- *   household, month) of DESIGN.md, per offer when one household accepted several offers of
- *   one recipient (their splits may differ).
+ * - Pricing: a line is one consent in the month, its gross datums × the offer's integer price.
+ *   The gross is split once per (recipient, household, offer) with the largest remainder
+ *   (settlement-calculation.ts `priceMonth`): the split per (recipient, household, month) of
+ *   DESIGN.md, per offer when one household accepted several offers of one recipient (their
+ *   splits may differ); a consent revoked and granted again is split with the first.
  * - Posting: the first run of a month closes it. It books one `settlement` journal in that
  *   month (one entry per account) and one `payout` journal paying every household whose
  *   balance reached the minimum: over everything booked up to that month, and never more than
@@ -356,11 +356,7 @@ async function runMonth(trx: Transaction<Database>, month: string, now: Date, ct
     if (inputHash === empty) return recordedRun(latest, 'closing', watermark)
   }
 
-  const lines: PricedLine[] = []
-  for (const c of consents) {
-    const meterCounts = counts.get(c.id)
-    if (meterCounts !== undefined) lines.push(priceLine(c, meterCounts))
-  }
+  const lines = priceMonth(consents, counts)
   const monthFigures = {
     lines: lines.length,
     dataCount: lines.reduce((s, l) => s + l.data, 0n),

@@ -120,7 +120,16 @@ async function expectedAccounts(t: TestDatabase, month: string, world: Awaited<R
     if (v === 0n) out.delete(account)
     else out.set(account, v)
   }
+  // Split once per (recipient, household, offer), as DESIGN.md has it: a consent revoked and granted
+  // again in the month is one gross with the first.
+  const groups = new Map<string, (typeof rows)[number]>()
   for (const line of rows) {
+    const key = `${line.household_id} ${line.recipient_id} ${line.offer_id}`
+    const g = groups.get(key)
+    if (g === undefined) groups.set(key, { ...line })
+    else g.data_count += line.data_count
+  }
+  for (const line of groups.values()) {
     const terms = world.offers.find((o) => o.id === line.offer_id)!
     const gross = line.data_count * terms.price
     const parts = [

@@ -6,8 +6,10 @@ import {
   postingDifferences,
   postingsByAccount,
   priceLine,
+  priceMonth,
   settlementInputHash,
   type ConsentTerms,
+  type MeterCount,
   type OfferTerms,
 } from '../../../services/settlement/settlement-calculation.ts'
 
@@ -20,6 +22,34 @@ const OFFER: OfferTerms = {
   thirdParties: [{ partyId: 'pty_charity', bps: 1_001 }],
 }
 const CONSENT: ConsentTerms = { id: 'cns_1', householdId: 'hh_a', recipientId: 'pty_r', granularity: 'load_curve', offer: OFFER }
+
+describe('pricing a month', () => {
+  const third = { id: 'off_thirds', priceMicrosPerDatum: 1n, householdBps: 3_333, operatorBps: 3_333, platformBps: 3_334, thirdParties: [] }
+  const consentOf = (id: string, offer: OfferTerms, householdId = 'hh_a'): ConsentTerms => ({ id, householdId, recipientId: 'pty_r', granularity: 'load_curve', offer })
+  const count = (data: bigint): MeterCount[] => [{ meterId: 'm1', operatorId: 'pty_grid', data }]
+
+  it("splits a household's consents to one offer of a recipient once, as one gross: no rounding in pieces", () => {
+    // Revoked and granted again in the month: 719 datums under each. Split apart, the household had
+    // 240 + 240 µ€ of 1,438; split once, 479 (exact 479.25), and the platform the remainder's unit.
+    const lines = priceMonth([consentOf('cns_1', third), consentOf('cns_2', third)], new Map([['cns_1', count(719n)], ['cns_2', count(719n)]]))
+    expect(lines.map((l) => [l.consentId, l.data, l.grossMicros, l.householdShareMicros])).toEqual([
+      ['cns_1', 719n, 719n, 240n],
+      ['cns_2', 719n, 719n, 239n],
+    ])
+    expect(Object.fromEntries(postingsByAccount(lines))).toEqual({ 'household:hh_a': 479n, 'party:pty_grid': 479n, platform: 480n, 'receivable:pty_r': -1_438n })
+    const roles = lines.reduce((r, l) => r + l.roles.household + l.roles.operators + l.roles.platform + l.roles.thirdParties, 0n)
+    expect(roles).toBe(1_438n)
+  })
+
+  it('splits consents under other offers, or of other households, each on its own', () => {
+    const other = { ...third, id: 'off_other' }
+    const consents = [consentOf('cns_1', third), consentOf('cns_2', other), consentOf('cns_3', third, 'hh_b')]
+    const counts = new Map(consents.map((c) => [c.id, count(719n)]))
+    const lines = priceMonth(consents, counts)
+    expect(lines.map((l) => l.householdShareMicros)).toEqual([240n, 240n, 240n])
+    expect(lines).toEqual(consents.map((c) => priceLine(c, counts.get(c.id)!)))
+  })
+})
 
 describe('pricing a line', () => {
   it('splits the gross once, as the offer says, among household, operator, platform and third parties', () => {
