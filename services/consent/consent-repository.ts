@@ -83,13 +83,25 @@ export async function meterIdsOfConsents(db: Db, consentIds: readonly string[]):
 
 /** Meters of a consent whose move-out is already in the log. */
 export async function loggedMeterEnds(db: Db, consentId: string): Promise<Set<string>> {
+  return (await loggedMeterEndsOf(db, [consentId])).get(consentId) ?? new Set()
+}
+
+/** The meters each consent's log says it ended for (move-outs), by consent. */
+export async function loggedMeterEndsOf(db: Db, consentIds: readonly string[]): Promise<Map<string, Set<string>>> {
+  const out = new Map<string, Set<string>>()
+  if (consentIds.length === 0) return out
   const rows = await db
     .selectFrom('consent_log')
-    .select('meter_id')
-    .where('consent_id', '=', consentId)
+    .select(['consent_id', 'meter_id'])
+    .where('consent_id', 'in', [...consentIds])
     .where('event', '=', 'ended_by_move_out')
     .execute()
-  return new Set(rows.map((r) => r.meter_id!))
+  for (const r of rows) {
+    const set = out.get(r.consent_id) ?? new Set<string>()
+    set.add(r.meter_id!)
+    out.set(r.consent_id, set)
+  }
+  return out
 }
 
 /** Locks the household's row until the end of the transaction: its grants are checked and made one at a time. */

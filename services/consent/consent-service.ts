@@ -76,6 +76,8 @@ export interface Consent {
   granularity: Granularity
   allMeters: boolean
   meterIds: string[]
+  /** Of `meterIds`, those it covers no more: the household moved out (as recorded in the consent log). */
+  endedMeterIds: string[]
   validFrom: Date
   validUntil: Date
   dataFrom: Date
@@ -362,6 +364,10 @@ async function toConsents(db: Kysely<Database>, rows: repo.ConsentRow[]): Promis
     db,
     rows.map((r) => r.id),
   )
+  const ended = await repo.loggedMeterEndsOf(
+    db,
+    rows.map((r) => r.id),
+  )
   const names = new Map((await findParties(db, [...new Set(rows.map((r) => r.recipient_id))])).map((p) => [p.id, p.name]))
   const offerIds = new Set(rows.flatMap((r) => (r.offer_id === null ? [] : [r.offer_id])))
   const offers = new Map((await findOffers(db, [...offerIds])).map((o) => [o.id, { price: o.price_micros_per_datum, householdBps: o.household_bps }]))
@@ -378,6 +384,7 @@ async function toConsents(db: Kysely<Database>, rows: repo.ConsentRow[]): Promis
       granularity: r.granularity,
       allMeters: r.all_meters,
       meterIds: meters.get(r.id) ?? [],
+      endedMeterIds: (meters.get(r.id) ?? []).filter((m) => ended.get(r.id)?.has(m) === true),
       validFrom: r.valid_from,
       validUntil: r.valid_until,
       dataFrom: r.data_from,

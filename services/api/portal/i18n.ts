@@ -126,6 +126,8 @@ export interface Messages {
     price: string
     action: string
     allMeters: string
+    /** A meter the consent covers no more (the household moved out). */
+    meterEnded: string
     revoke: string
     revokeLabel: string
     revokeTitle: string
@@ -287,6 +289,7 @@ const EN: Messages = {
     price: 'Price per datum',
     action: 'Action',
     allMeters: 'all: {meters}',
+    meterEnded: '{meter} (moved out)',
     revoke: 'Revoke',
     revokeLabel: 'Revoke the consent for {recipient}: {purpose}',
     revokeTitle: 'Revoke this consent?',
@@ -448,6 +451,7 @@ const FR: Messages = {
     price: 'Prix par relevé',
     action: 'Action',
     allMeters: 'tous : {meters}',
+    meterEnded: '{meter} (déménagé)',
     revoke: 'Révoquer',
     revokeLabel: 'Révoquer le consentement pour {recipient} : {purpose}',
     revokeTitle: 'Révoquer ce consentement ?',

@@ -225,7 +225,8 @@ ${monthNav}
 }
 
 function consentMeters(ctx: PageContext, c: Consent): string {
-  const list = c.meterIds.join(', ')
+  const ended = new Set(c.endedMeterIds)
+  const list = c.meterIds.map((m) => (ended.has(m) ? fill(ctx.t.consents.meterEnded, { meter: m }) : m)).join(', ')
   return c.allMeters ? fill(ctx.t.consents.allMeters, { meters: list }) : list
 }
 

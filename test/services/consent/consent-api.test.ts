@@ -108,6 +108,18 @@ describeDatabases('consent endpoints', (t) => {
     await expect(t.db.updateTable('offers').set({ household_bps: 1 } as never).where('id', '=', id).execute()).rejects.toThrow(/immutable/)
   })
 
+  it('says which meters of a consent a move-out has ended, to the household and to the recipient', async () => {
+    await created(await post('/admin/meters', 'operator', { operatorId: utility.id, commodity: 'electricity', intervalMinutes: 60, id: 'METER-C' }))
+    const occC = await created(await post('/admin/occupancies', 'operator', { meterId: 'METER-C', householdId: h0.id, from: '2026-01-01T00:00:00Z' }))
+    const id = await created(await post('/me/consents', h0, { offerId: await offer(app), validUntil: '2027-01-01T00:00:00Z' }))
+    const mine = async () => (await get('/me/consents', h0)).json().items.find((c: { id: string }) => c.id === id)
+    expect(await mine()).toMatchObject({ meterIds: [A, 'METER-C'], endedMeterIds: [], status: 'active' })
+    expect((await api.asOperator('PATCH', `/admin/occupancies/${occC}`, { until: '2026-01-25T12:00:00Z' })).statusCode).toBe(200)
+    expect(await mine()).toMatchObject({ meterIds: [A, 'METER-C'], endedMeterIds: ['METER-C'], status: 'active' })
+    const theirs = (await get('/recipient/consents', app)).json().items.find((c: { id: string }) => c.id === id)
+    expect(theirs).toMatchObject({ endedMeterIds: ['METER-C'] })
+  })
+
   it('lets the operator publish offers, refusing a split that is not exactly 10,000 bps by its field', async () => {
     const bad = await post('/admin/offers', 'operator', {
       recipientId: app.id,
