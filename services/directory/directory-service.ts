@@ -1,4 +1,5 @@
 import type { Kysely } from 'kysely'
+import { formatTimestamp } from '../../shared/calendar.ts'
 import { ConflictError, ERROR_CODES, InvalidInputError, NotFoundError } from '../../shared/errors.ts'
 import { ID_PREFIXES, METER_ID_RE, newId } from '../../shared/ids.ts'
 import type { Commodity } from '../../shared/obis.ts'
@@ -102,6 +103,8 @@ export async function createMeter(
 export async function renewMeterSecret(db: Kysely<Database>, meterId: string): Promise<{ id: string; secret: string }> {
   const secret = generateSecret()
   await db.transaction().execute(async (trx) => {
+    const meter = await repo.findMeter(trx, meterId)
+    if (meter?.retired_at != null) throw new ConflictError(`meter ${meterId} was taken out of service at ${formatTimestamp(meter.retired_at)}`)
     if (!(await repo.setCredentialHash(trx, { table: 'meters', column: 'secret_hash' }, meterId, hashSecret(secret)))) throw new NotFoundError(`meter ${meterId} not found`)
     await repo.notifyCredentialsChanged(trx, meterId)
   })
@@ -144,6 +147,21 @@ export async function setHouseholdPassword(db: Kysely<Database>, householdId: st
   })
 }
 
+/**
+ * Takes a meter out of service (replaced, removed): it may not connect from now on, and every broker
+ * closes its connection. Its id is never given to another meter; its data, occupancies and consents
+ * stay. Retiring it again changes nothing.
+ */
+export async function retireMeter(db: Kysely<Database>, meterId: string, now: Date): Promise<void> {
+  await db.transaction().execute(async (trx) => {
+    const meter = await repo.findMeter(trx, meterId)
+    if (meter === undefined) throw new NotFoundError(`meter ${meterId} not found`)
+    if (meter.retired_at !== null) return
+    await trx.updateTable('meters').set({ retired_at: now }).where('id', '=', meterId).execute()
+    await repo.notifyCredentialsChanged(trx, meterId)
+  })
+}
+
 export async function requireMeter(db: Kysely<Database>, id: string) {
   const meter = await repo.findMeter(db, id)
   if (meter === undefined) throw new NotFoundError(`meter ${id} not found`)
@@ -164,7 +182,7 @@ export async function authenticateMqtt(
   const secret = password.toString('utf8')
   const meter = await repo.findMeter(db, username)
   if (meter !== undefined) {
-    if (input.clientId !== username || !verifySecret(secret, meter.secret_hash)) return null
+    if (input.clientId !== username || !verifySecret(secret, meter.secret_hash) || meter.retired_at !== null) return null
     return {
       role: 'meter',
       meterId: meter.id,
@@ -236,6 +254,7 @@ export interface MeterSummary {
   commodity: Commodity
   intervalMinutes: 15 | 30 | 60
   createdAt: Date
+  retiredAt: Date | null
 }
 
 function toPage<R extends { id: string; created_key: string }, T>(rows: R[], limit: number, map: (row: R) => T): DirectoryPage<T> {
@@ -272,5 +291,6 @@ export async function listMetersPage(
     commodity: r.commodity,
     intervalMinutes: r.interval_minutes,
     createdAt: r.created_at,
+    retiredAt: r.retired_at,
   }))
 }

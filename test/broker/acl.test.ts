@@ -1,7 +1,7 @@
 import mqtt, { type MqttClient } from 'mqtt'
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest'
 import { meterReadingsTopic, meterStatusTopic } from '../../shared/topics.ts'
-import { renewApiKey, renewMeterSecret } from '../../services/directory/directory-service.ts'
+import { renewApiKey, renewMeterSecret, retireMeter } from '../../services/directory/directory-service.ts'
 import { connectClient, connectMeter, endClient, publishAcked, startTestBroker, subscribeCollect, type TestBroker } from '../support/broker.ts'
 import { useTestDatabase } from '../support/database.ts'
 import { createTestHousehold, createTestMeter, createUtility, insertOccupancy, type TestMeter } from '../support/world.ts'
@@ -74,6 +74,17 @@ describe('who may connect, publish and subscribe', () => {
     // Nobody else's connection was touched.
     expect(bystander.connected).toBe(true)
     await publishAcked(bystander, meterReadingsTopic(other.id), JSON.stringify({ ts: '2026-10-01T00:15:00Z', values: { '1-0:1.8.0': 1 } }))
+  })
+
+  it('closes the connection of a meter taken out of service, and refuses it after', async () => {
+    const m = await connectMeter(tb.url, meter)
+    const bystander = await connectMeter(tb.url, other)
+    clients.push(m, bystander)
+    const closed = new Promise<void>((resolve) => m.once('close', () => resolve()))
+    await retireMeter(t.db, meter.id, new Date())
+    await closed
+    await expect(connectMeter(tb.url, meter)).rejects.toThrow(/Bad username or password/i)
+    expect(bystander.connected).toBe(true)
   })
 
   it('lets a meter subscribe to its own status topic only', async () => {

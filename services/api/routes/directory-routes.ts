@@ -14,6 +14,7 @@ import {
   listPartiesPage,
   renewApiKey,
   renewMeterSecret,
+  retireMeter,
   setHouseholdPassword,
 } from '../../directory/directory-service.ts'
 import { defineRoute } from '../route.ts'
@@ -148,6 +149,22 @@ export const directoryRoutes: RoutePlugin = async (app, { deps }) => {
   })
 
   defineRoute(app, {
+    method: 'DELETE',
+    url: '/admin/meters/:id',
+    summary: 'Take a meter out of service',
+    description:
+      'A meter replaced or removed: it may not connect from now on (CONNACK 4), and its MQTT connection is closed on every broker. Its id is never given to another meter; its data, occupancies and consents stay. Again: nothing changes.',
+    tags: ['operator'],
+    auth: OPERATOR,
+    params: idParams,
+    status: 204,
+    errors: [404],
+    async handler({ params }) {
+      await retireMeter(db, params.id, app.apiContext.now())
+    },
+  })
+
+  defineRoute(app, {
     method: 'POST',
     url: '/admin/meters/:id/secret',
     summary: "Renew a meter's secret",
@@ -157,7 +174,7 @@ export const directoryRoutes: RoutePlugin = async (app, { deps }) => {
     auth: OPERATOR,
     params: idParams,
     response: meterAnswer,
-    errors: [404],
+    errors: [404, 409],
     async handler({ params }) {
       return renewMeterSecret(db, params.id)
     },
@@ -269,7 +286,14 @@ export const directoryRoutes: RoutePlugin = async (app, { deps }) => {
     auth: OPERATOR,
     query: z.strictObject({ operatorId: z.string().min(1).max(128).optional(), ...page }),
     response: pageAnswer(
-      z.object({ id: z.string(), operatorId: z.string(), commodity, intervalMinutes: z.literal([15, 30, 60]), createdAt: timeOutput }),
+      z.object({
+        id: z.string(),
+        operatorId: z.string(),
+        commodity,
+        intervalMinutes: z.literal([15, 30, 60]),
+        createdAt: timeOutput,
+        retiredAt: timeOutput.nullable().meta({ description: 'when it was taken out of service; null while in service' }),
+      }),
     ),
     async handler({ query }) {
       const result = await listMetersPage(db, { after: afterKey(METERS_CURSOR, query.cursor), limit: query.limit, operatorId: query.operatorId })
@@ -280,6 +304,7 @@ export const directoryRoutes: RoutePlugin = async (app, { deps }) => {
           commodity: m.commodity,
           intervalMinutes: m.intervalMinutes,
           createdAt: formatTimestamp(m.createdAt),
+          retiredAt: m.retiredAt === null ? null : formatTimestamp(m.retiredAt),
         })),
         nextCursor: nextCursor(METERS_CURSOR, result.next),
       }

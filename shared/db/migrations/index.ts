@@ -7,6 +7,7 @@ import * as m0005 from './0005-mqtt-sessions.ts'
 import * as m0006 from './0006-occupancy-consents-end.ts'
 import * as m0007 from './0007-settings.ts'
 import * as m0008 from './0008-offer-withdrawal.ts'
+import * as m0009 from './0009-meter-retirement.ts'
 
 /** Every migration, in order. A static list: adding one means adding a line here. */
 export const migrations: Record<string, Migration> = {
@@ -18,4 +19,5 @@ export const migrations: Record<string, Migration> = {
   '0006-occupancy-consents-end': m0006,
   '0007-settings': m0007,
   '0008-offer-withdrawal': m0008,
+  '0009-meter-retirement': m0009,
 }

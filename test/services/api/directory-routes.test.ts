@@ -240,7 +240,7 @@ describeDatabases('operator directory endpoints', (t) => {
       expect(thirdParties.items.map((p: { name: string }) => p.name)).toEqual(['Lab'])
       const meters = (await api.asOperator('GET', `/admin/meters?operatorId=${b.id}`)).json()
       expect(meters).toEqual({
-        items: [{ id: 'M-B', operatorId: b.id, commodity: 'electricity', intervalMinutes: 15, createdAt: expect.any(String) }],
+        items: [{ id: 'M-B', operatorId: b.id, commodity: 'electricity', intervalMinutes: 15, createdAt: expect.any(String), retiredAt: null }],
         nextCursor: null,
       })
     })
@@ -300,6 +300,21 @@ describeDatabases('operator directory endpoints', (t) => {
       expect([verifySecret(renewed.secret, row.secret_hash), verifySecret(created.secret, row.secret_hash)]).toEqual([true, false])
       const unknown = await api.asOperator('POST', '/admin/meters/NO-SUCH-METER/secret')
       expect([unknown.statusCode, errorOf(unknown).code]).toEqual([404, 'NOT_FOUND'])
+    })
+
+    it('takes a meter out of service: listed with when, its secret not renewed, its id never given again', async () => {
+      const utility = await createUtility()
+      const created = (await api.asOperator('POST', '/admin/meters', { operatorId: utility.id, commodity: 'gas', intervalMinutes: 60, id: 'GAZPAR-RETIRED' })).json()
+      expect((await api.asOperator('DELETE', '/admin/meters/GAZPAR-RETIRED')).statusCode).toBe(204)
+      const listed = (await api.asOperator('GET', `/admin/meters?operatorId=${utility.id}`)).json().items
+      expect(listed).toEqual([expect.objectContaining({ id: created.id, retiredAt: expect.stringMatching(/^\d{4}-\d\d-\d\dT/) })])
+      expect((await api.asOperator('DELETE', '/admin/meters/GAZPAR-RETIRED')).statusCode).toBe(204)
+      expect((await api.asOperator('GET', `/admin/meters?operatorId=${utility.id}`)).json().items[0].retiredAt).toBe(listed[0].retiredAt)
+      const renew = await api.asOperator('POST', '/admin/meters/GAZPAR-RETIRED/secret')
+      expect([renew.statusCode, errorOf(renew).message]).toEqual([409, expect.stringMatching(/^meter GAZPAR-RETIRED was taken out of service at /)])
+      const again = await api.asOperator('POST', '/admin/meters', { operatorId: utility.id, commodity: 'gas', intervalMinutes: 60, id: 'GAZPAR-RETIRED' })
+      expect([again.statusCode, errorOf(again).code]).toEqual([409, 'METER_EXISTS'])
+      expect((await api.asOperator('DELETE', '/admin/meters/NO-SUCH-METER')).statusCode).toBe(404)
     })
 
     it("renews a party's and a household's API key: the old one is refused at once, the new one works", async () => {

@@ -28,6 +28,7 @@ export const SCHEMA: SchemaMap = {
     interval_minutes: 'not null',
     secret_hash: 'not null',
     created_at: 'not null',
+    retired_at: 'null',
   },
   occupancies: {
     id: 'not null',
