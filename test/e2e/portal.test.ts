@@ -2,7 +2,7 @@ import { spawnSync } from 'node:child_process'
 import type { AddressInfo } from 'node:net'
 import type { FastifyInstance } from 'fastify'
 import type { MqttClient } from 'mqtt'
-import { chromium, type Browser } from 'playwright-core'
+import { chromium, type Browser, type Page } from 'playwright-core'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { buildApi } from '../../services/api/app.ts'
 import { Formats } from '../../services/api/portal/i18n.ts'
@@ -323,6 +323,57 @@ describe.skipIf(BROWSER_PATH === null)(`the household portal in a browser${SKIP}
         expect(failures).toEqual([])
       } finally {
         await context.close()
+      }
+    }, 120_000)
+
+    it('changes the password from the account page: wrong or mismatched refused in words, then every session ends and the new one signs in', async () => {
+      const email = `roux.${t.dialect}@example.org`
+      await createHousehold(t.db, { name: 'Famille Roux', email, password: 'first password one' })
+      const signIn = async (page: Page, password: string): Promise<void> => {
+        await page.goto(`${base}/`)
+        await page.getByLabel('Email').fill(email)
+        await page.getByLabel('Password').fill(password)
+        await page.getByRole('button', { name: 'Sign in' }).click()
+        await page.getByRole('heading', { level: 1, name: 'Your earnings' }).waitFor()
+      }
+      const context = await browser.newContext({ locale: 'en-GB' })
+      const elsewhere = await browser.newContext({ locale: 'en-GB' })
+      try {
+        const page = await context.newPage()
+        const failures: string[] = []
+        page.on('pageerror', (e) => failures.push(e.message))
+        const other = await elsewhere.newPage()
+        await signIn(page, 'first password one')
+        await signIn(other, 'first password one')
+
+        await page.getByRole('link', { name: 'Account' }).click()
+        await page.getByRole('heading', { level: 1, name: 'Your account' }).waitFor()
+        const change = async (current: string, next: string, again: string): Promise<void> => {
+          await page.getByLabel('Current password').fill(current)
+          await page.getByLabel('New password', { exact: true }).fill(next)
+          await page.getByLabel('New password again').fill(again)
+          await page.getByRole('button', { name: 'Change the password' }).click()
+        }
+        await change('not the password', 'second password two', 'second password two')
+        await page.getByRole('alert').filter({ hasText: 'This is not your current password.' }).waitFor()
+        await change('first password one', 'second password two', 'second password tw0')
+        await page.getByRole('alert').filter({ hasText: 'The two new passwords differ.' }).waitFor()
+        await change('first password one', 'second password two', 'second password two')
+        await page.locator('#sign-in-notice').filter({ hasText: 'Your password has been changed' }).waitFor()
+        expect(new URL(page.url()).search).toBe('?done=password')
+
+        // The other session has ended too; the old password no longer signs in, the new one does.
+        await other.goto(`${base}/consents`)
+        await other.getByRole('heading', { level: 1, name: 'Sign in' }).waitFor()
+        await other.getByLabel('Email').fill(email)
+        await other.getByLabel('Password').fill('first password one')
+        await other.getByRole('button', { name: 'Sign in' }).click()
+        await other.locator('#sign-in-error').waitFor()
+        await signIn(page, 'second password two')
+        expect(failures).toEqual([])
+      } finally {
+        await context.close()
+        await elsewhere.close()
       }
     }, 120_000)
   })

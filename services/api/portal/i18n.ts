@@ -58,7 +58,7 @@ export interface Messages {
   mainNav: string
   languageNav: string
   languageNames: Readonly<Record<Language, string>>
-  nav: { overview: string; consents: string; accessLog: string; consumption: string }
+  nav: { overview: string; consents: string; accessLog: string; consumption: string; account: string }
   signOut: string
   notFound: string
   badLink: string
@@ -72,6 +72,19 @@ export interface Messages {
     failed: string
     throttled: string
     invalid: string
+    /** After a password change: every session ended. */
+    passwordChanged: string
+  }
+  account: {
+    title: string
+    passwordHeading: string
+    current: string
+    new: string
+    confirm: string
+    rules: string
+    submit: string
+    mismatch: string
+    wrongCurrent: string
   }
   overview: {
     title: string
@@ -221,7 +234,7 @@ const EN: Messages = {
   mainNav: 'Main',
   languageNav: 'Language',
   languageNames: { en: 'English', fr: 'Français' },
-  nav: { overview: 'Earnings', consents: 'Consents', accessLog: 'Access log', consumption: 'Consumption' },
+  nav: { overview: 'Earnings', consents: 'Consents', accessLog: 'Access log', consumption: 'Consumption', account: 'Account' },
   signOut: 'Sign out',
   notFound: 'This page does not exist.',
   badLink: 'This link does not hold.',
@@ -235,6 +248,18 @@ const EN: Messages = {
     failed: 'This email and password do not match a household.',
     throttled: 'Too many failed attempts. Try again in {minutes} min.',
     invalid: 'Enter your email and your password.',
+    passwordChanged: 'Your password has been changed and every session signed out. Sign in with the new one.',
+  },
+  account: {
+    title: 'Your account',
+    passwordHeading: 'Change your password',
+    current: 'Current password',
+    new: 'New password',
+    confirm: 'New password again',
+    rules: '{min} to {max} characters. Every session, this one too, is signed out.',
+    submit: 'Change the password',
+    mismatch: 'The two new passwords differ.',
+    wrongCurrent: 'This is not your current password.',
   },
   overview: {
     title: 'Your earnings',
@@ -383,7 +408,7 @@ const FR: Messages = {
   mainNav: 'Navigation principale',
   languageNav: 'Langue',
   languageNames: { en: 'English', fr: 'Français' },
-  nav: { overview: 'Gains', consents: 'Consentements', accessLog: 'Journal des accès', consumption: 'Consommation' },
+  nav: { overview: 'Gains', consents: 'Consentements', accessLog: 'Journal des accès', consumption: 'Consommation', account: 'Compte' },
   signOut: 'Se déconnecter',
   notFound: 'Cette page n’existe pas.',
   badLink: 'Ce lien n’est pas valable.',
@@ -397,6 +422,18 @@ const FR: Messages = {
     failed: 'Cette adresse et ce mot de passe ne correspondent à aucun foyer.',
     throttled: 'Trop d’essais manqués. Réessayez dans {minutes} min.',
     invalid: 'Saisissez votre adresse e-mail et votre mot de passe.',
+    passwordChanged: 'Votre mot de passe a été changé et toutes les sessions fermées. Connectez-vous avec le nouveau.',
+  },
+  account: {
+    title: 'Votre compte',
+    passwordHeading: 'Changer de mot de passe',
+    current: 'Mot de passe actuel',
+    new: 'Nouveau mot de passe',
+    confirm: 'Nouveau mot de passe, à nouveau',
+    rules: 'De {min} à {max} caractères. Toutes les sessions, celle-ci comprise, seront fermées.',
+    submit: 'Changer le mot de passe',
+    mismatch: 'Les deux nouveaux mots de passe diffèrent.',
+    wrongCurrent: 'Ce n’est pas votre mot de passe actuel.',
   },
   overview: {
     title: 'Vos gains',

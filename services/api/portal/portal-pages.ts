@@ -42,13 +42,14 @@ export interface PageContext {
   assets: PortalAssetUrls
 }
 
-export type Section = 'overview' | 'consents' | 'access-log' | 'consumption'
+export type Section = 'overview' | 'consents' | 'access-log' | 'consumption' | 'account'
 
 const SECTIONS: readonly { section: Section; href: string; label: (t: Messages) => string }[] = [
   { section: 'overview', href: '/', label: (t) => t.nav.overview },
   { section: 'consents', href: '/consents', label: (t) => t.nav.consents },
   { section: 'access-log', href: '/access-log', label: (t) => t.nav.accessLog },
   { section: 'consumption', href: '/consumption', label: (t) => t.nav.consumption },
+  { section: 'account', href: '/account', label: (t) => t.nav.account },
 ]
 
 export function pageHref(path: string, query: Readonly<Record<string, string | undefined>>): string {
@@ -98,12 +99,13 @@ ${page.body}
   return doc.value
 }
 
-export function signInPage(ctx: PageContext, state: { email?: string; error?: string } = {}): string {
+export function signInPage(ctx: PageContext, state: { email?: string; error?: string; notice?: string } = {}): string {
   const { t } = ctx
   const error = state.error === undefined ? '' : html`<p class="error" role="alert" id="sign-in-error">${state.error}</p>`
+  const notice = state.notice === undefined ? '' : html`<p class="notice" role="status" id="sign-in-notice">${state.notice}</p>`
   const body = html`<h1>${t.signIn.title}</h1>
 <p>${t.signIn.intro}</p>
-${error}
+${notice}${error}
 <form method="post" action="/portal/session" class="sign-in"${state.error === undefined ? '' : trusted(' aria-describedby="sign-in-error"')}>
 <p><label for="email">${t.signIn.email}</label>
 <input id="email" name="email" type="email" autocomplete="username" required maxlength="254" value="${state.email ?? ''}"></p>
@@ -112,6 +114,25 @@ ${error}
 <p><button type="submit">${t.signIn.submit}</button></p>
 </form>`
   return layout(ctx, { title: t.signIn.title, section: null, body })
+}
+
+/** The household's account: its password (the API key stays an API matter). */
+export function accountPage(ctx: PageContext, limits: { passwordMin: number; passwordMax: number }): string {
+  const { t } = ctx
+  const body = html`<h1>${t.account.title}</h1>
+<h2 id="password-heading">${t.account.passwordHeading}</h2>
+<form id="password-form" class="password" aria-labelledby="password-heading" data-mismatch="${t.account.mismatch}" data-wrong-current="${t.account.wrongCurrent}">
+<p><label for="current-password">${t.account.current}</label>
+<input id="current-password" name="currentPassword" type="password" autocomplete="current-password" required maxlength="${String(limits.passwordMax)}"></p>
+<p><label for="new-password">${t.account.new}</label>
+<input id="new-password" name="newPassword" type="password" autocomplete="new-password" required minlength="${String(limits.passwordMin)}" maxlength="${String(limits.passwordMax)}" aria-describedby="password-rules"></p>
+<p><label for="confirm-password">${t.account.confirm}</label>
+<input id="confirm-password" name="confirmPassword" type="password" autocomplete="new-password" required minlength="${String(limits.passwordMin)}" maxlength="${String(limits.passwordMax)}"></p>
+<p id="password-rules" class="muted">${fill(t.account.rules, { min: String(limits.passwordMin), max: String(limits.passwordMax) })}</p>
+<p class="error" data-error hidden role="alert"></p>
+<p><button type="submit">${t.account.submit}</button></p>
+</form>`
+  return layout(ctx, { title: t.account.title, section: 'account', body })
 }
 
 /** A page that could not be shown: not found, or a link whose parameters do not hold (the detail says which). */

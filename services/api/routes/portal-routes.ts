@@ -2,7 +2,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify'
 import { z } from 'zod'
 import { formatTimestamp, isMonth } from '../../../shared/calendar.ts'
 import { ForbiddenError, InvalidInputError, MetershareError, NotFoundError, TooManyRequestsError } from '../../../shared/errors.ts'
-import { PASSWORD_LENGTH_MAX } from '../../directory/directory-service.ts'
+import { PASSWORD_LENGTH_MAX, PASSWORD_LENGTH_MIN } from '../../directory/directory-service.ts'
 import { EMAIL_LENGTH_MAX, closeSession, csrfTokenOf, csrfTokenValid, resolveSession, signIn } from '../../directory/session-service.ts'
 import { SignInThrottle } from '../../directory/session-throttle.ts'
 import { CREDENTIAL_LENGTH_MAX, CSRF_HEADER_NAME, SESSION_COOKIE_NAME, readCookie, sameOrigin } from '../auth.ts'
@@ -11,6 +11,7 @@ import { ASSET_MAX_AGE_S, PORTAL_ASSETS_PATH, loadPortalAssets } from '../portal
 import { loadAccessLog, loadConsents, loadConsumption, loadOverview, loadStatement } from '../portal/portal-models.ts'
 import {
   accessLogPage,
+  accountPage,
   consentsPage,
   consumptionPage,
   problemPage,
@@ -166,7 +167,11 @@ export const portalRoutes: RoutePlugin = async (app, { deps }) => {
         const session = await pageSession(request, reply)
         const ctx = pageContext(request, reply, session)
         if (session === null) {
-          if (url === '/') return sendPage(reply, 200, signInPage(ctx))
+          if (url === '/') {
+            // After a password change every session has ended: the form says why.
+            const notice = queryParam(request, 'done') === 'password' ? ctx.t.signIn.passwordChanged : undefined
+            return sendPage(reply, 200, signInPage(ctx, notice === undefined ? {} : { notice }))
+          }
           return reply.redirect('/', 303)
         }
         try {
@@ -296,6 +301,8 @@ export const portalRoutes: RoutePlugin = async (app, { deps }) => {
     const model = await loadConsents(db, session.householdId, queryParam(request, 'cursor'), now(), config)
     return consentsPage(ctx, model, flash)
   })
+
+  page('/account', async (ctx) => accountPage(ctx, { passwordMin: PASSWORD_LENGTH_MIN, passwordMax: PASSWORD_LENGTH_MAX }))
 
   page('/access-log', async (ctx, session, request) => {
     const model = await loadAccessLog(

@@ -143,6 +143,42 @@
     })
   })
 
+  // The password: changed through the household API; every session ends, this one too.
+  var passwordForm = document.getElementById('password-form')
+  if (passwordForm !== null) {
+    passwordForm.addEventListener('submit', function (event) {
+      event.preventDefault()
+      var fields = passwordForm.elements
+      var error = passwordForm.querySelector('[data-error]')
+      if (fields.newPassword.value !== fields.confirmPassword.value) {
+        error.textContent = passwordForm.getAttribute('data-mismatch')
+        error.hidden = false
+        fields.confirmPassword.focus()
+        return
+      }
+      var button = passwordForm.querySelector('button[type="submit"]')
+      button.disabled = true
+      send('POST', '/me/password', { currentPassword: fields.currentPassword.value, newPassword: fields.newPassword.value })
+        .then(function (response) {
+          if (response.status === 204) {
+            window.location.assign('/?done=password')
+            return
+          }
+          return errorMessage(response).then(function (message) {
+            // The one refusal a household can fix here, said in the page's language.
+            var wrong = response.status === 400 && message.indexOf('currentPassword:') === 0
+            showError(passwordForm, wrong ? passwordForm.getAttribute('data-wrong-current') : message)
+            if (wrong) fields.currentPassword.focus()
+            button.disabled = false
+          })
+        })
+        .catch(function (err) {
+          showError(passwordForm, String(err))
+          button.disabled = false
+        })
+    })
+  }
+
   var dialog = document.getElementById('revoke-dialog')
   var revoking = null
   document.querySelectorAll('button[data-revoke]').forEach(function (button) {
