@@ -1,25 +1,62 @@
 import { sql, type Kysely } from 'kysely'
+import { dayOf } from '../calendar.ts'
 import { ConfigError } from '../errors.ts'
 import type { Database } from './schema.ts'
 
 /** The settings key of the time zone that cuts the stored data's days and months. */
 export const TIMEZONE_SETTING = 'timezone'
 
+/** Stored days checked against a zone before it is recorded for data stored before zones were recorded. */
+export const ZONE_EVIDENCE_DAYS_MAX = 2_000
+/** Zones suggested when the stored days do not match the one asked for. */
+const ZONES_SUGGESTED_MAX = 3
+
 /**
  * Days and months are cut in `METERSHARE_TIMEZONE` as data is stored (daily rollups, daily datums
- * published, months settled); they cannot be cut again in another zone. The first process to start
- * on a database records its zone there; any process started later with another zone is refused
- * with a sentence naming both, rather than mixing two calendars in one set of books.
+ * published, months settled); they cannot be cut again in another zone. The first process to start on
+ * a database records its zone there; any process started later with another zone is refused with a
+ * sentence naming both, rather than mixing two calendars in one set of books.
+ *
+ * A database holding data from before zones were recorded is checked first: each stored day must be
+ * the local day, in the zone asked for, of its first reading. Otherwise the start is refused, naming
+ * zones that fit, rather than recording a zone the stored days contradict.
  */
 export async function pinTimezone(db: Kysely<Database>, timezone: string): Promise<void> {
   const { rows } = await sql<{ found: string | null }>`SELECT to_regclass('settings')::text AS found`.execute(db)
   if (rows[0]?.found == null) throw new ConfigError('DATABASE_URL: the database has not been migrated to this version: run `metershare migrate` first')
-  await sql`INSERT INTO settings (key, value) VALUES (${TIMEZONE_SETTING}, ${timezone}) ON CONFLICT (key) DO NOTHING`.execute(db)
-  const row = await db.selectFrom('settings').select('value').where('key', '=', TIMEZONE_SETTING).executeTakeFirstOrThrow()
-  if (row.value !== timezone) {
+  let recorded = await recordedTimezone(db)
+  if (recorded === undefined) {
+    await checkStoredDays(db, timezone)
+    await sql`INSERT INTO settings (key, value) VALUES (${TIMEZONE_SETTING}, ${timezone}) ON CONFLICT (key) DO NOTHING`.execute(db)
+    recorded = (await recordedTimezone(db))!
+  }
+  if (recorded !== timezone) {
     throw new ConfigError(
-      `METERSHARE_TIMEZONE: this database's days and months are cut in ${row.value} (got "${timezone}"); ` +
-        `its stored days, daily data and settled months cannot move to another calendar: start with METERSHARE_TIMEZONE=${row.value}`,
+      `METERSHARE_TIMEZONE: this database's days and months are cut in ${recorded} (got "${timezone}"); ` +
+        `its stored days, daily data and settled months cannot move to another calendar: start with METERSHARE_TIMEZONE=${recorded}`,
     )
   }
+}
+
+async function recordedTimezone(db: Kysely<Database>): Promise<string | undefined> {
+  return (await db.selectFrom('settings').select('value').where('key', '=', TIMEZONE_SETTING).executeTakeFirst())?.value
+}
+
+async function checkStoredDays(db: Kysely<Database>, timezone: string): Promise<void> {
+  const days = await db
+    .selectFrom('daily_rollups')
+    .select(['day', 'first_ts'])
+    .orderBy('day', 'desc')
+    .limit(ZONE_EVIDENCE_DAYS_MAX)
+    .execute()
+  const fits = (zone: string): boolean => days.every((d) => dayOf(d.first_ts, zone) === d.day)
+  if (fits(timezone)) return
+  const fitting = Intl.supportedValuesOf('timeZone').filter(fits).slice(0, ZONES_SUGGESTED_MAX)
+  const miss = days.find((d) => dayOf(d.first_ts, timezone) !== d.day)!
+  throw new ConfigError(
+    `METERSHARE_TIMEZONE: the days stored in this database were not cut in "${timezone}" ` +
+      `(day ${miss.day} begins with a reading at ${miss.first_ts.toISOString()}, on ${dayOf(miss.first_ts, timezone)} there)` +
+      (fitting.length > 0 ? `; they fit ${fitting.join(', ')}` : '') +
+      ': start with the zone the data was stored in',
+  )
 }

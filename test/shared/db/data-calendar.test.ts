@@ -7,6 +7,7 @@ import { pinTimezone } from '../../../shared/db/data-calendar.ts'
 import { ConfigError } from '../../../shared/errors.ts'
 import { runCli } from '../../support/cli.ts'
 import { describeDatabases } from '../../support/database.ts'
+import { seedMeter } from '../../support/seed.ts'
 
 describeDatabases('the calendar of the stored data', (t) => {
   it('is the zone of the first process to start, and a process in another zone is refused, naming both', async () => {
@@ -22,6 +23,29 @@ describeDatabases('the calendar of the stored data', (t) => {
       `METERSHARE_TIMEZONE: this database's days and months are cut in Europe/Paris (got "UTC"); its stored days, daily data and settled months cannot move to another calendar: start with METERSHARE_TIMEZONE=Europe/Paris`,
     )
     expect(await t.db.selectFrom('settings').select(['key', 'value']).execute()).toEqual([{ key: 'timezone', value: 'Europe/Paris' }])
+  })
+
+  it('checks data stored before zones were recorded against the zone asked for, and names zones that fit', async () => {
+    await sql`DELETE FROM settings`.execute(t.db)
+    await sql`DELETE FROM daily_rollups`.execute(t.db)
+    const meterId = await seedMeter(t.db)
+    // Stored in Paris: 1 October began with the reading at 00:15 local, 22:15Z the day before.
+    await t.db
+      .insertInto('daily_rollups')
+      .values({ meter_id: meterId, household_id: null, day: '2026-10-01', readings_count: 1, first_ts: new Date('2026-09-30T22:15:00Z'), last_ts: new Date('2026-09-30T22:15:00Z'), index_min: '{}', index_max: '{}' })
+      .execute()
+    const err = await pinTimezone(t.db, 'UTC').then(
+      () => null,
+      (e: unknown) => e,
+    )
+    expect(err).toBeInstanceOf(ConfigError)
+    expect((err as Error).message).toMatch(
+      /^METERSHARE_TIMEZONE: the days stored in this database were not cut in "UTC" \(day 2026-10-01 begins with a reading at 2026-09-30T22:15:00.000Z, on 2026-09-30 there\); they fit \S+, \S+, \S+: start with the zone the data was stored in$/,
+    )
+    expect(await t.db.selectFrom('settings').selectAll().execute()).toEqual([])
+    await pinTimezone(t.db, 'Europe/Paris')
+    expect(await t.db.selectFrom('settings').select('value').execute()).toEqual([{ value: 'Europe/Paris' }])
+    await sql`DELETE FROM daily_rollups`.execute(t.db)
   })
 })
 
