@@ -150,14 +150,14 @@ function stopRequested(): Promise<void> {
 }
 
 /** Runs until a stop is asked (see stopRequested), then stops in order. */
-async function runUntilSignal(stop: () => Promise<void>, requested: Promise<void> = stopRequested()): Promise<number> {
+async function runUntilSignal(stop: () => Promise<void>, requested: Promise<void> = stopRequested(), mustStop?: Promise<number>): Promise<number> {
   // Runs until a signal, whatever else holds the event loop: the settlement worker's timers do not,
   // and it would otherwise end (exit 13) the moment its database connection dropped.
   const keepAlive = setInterval(() => {}, 2 ** 31 - 1)
-  await requested
+  const code = await Promise.race([requested.then(() => 0), ...(mustStop === undefined ? [] : [mustStop])])
   clearInterval(keepAlive)
   await stop()
-  return 0
+  return code
 }
 
 function requirePostgres(config: Readonly<Config>, command: string): void {
@@ -227,7 +227,7 @@ const commands: Record<string, Command> = {
     requirePostgres(config, 'broker')
     const running = await (await import('./system.ts')).startBrokerProcess(config)
     log.cli.info({ mqttPort: config.mqtt.port, httpPort: config.http.port }, 'broker running')
-    return runUntilSignal(running.stop)
+    return runUntilSignal(running.stop, stopRequested(), running.mustStop)
   },
   async api(args, env) {
     const { values } = parseArgs({ args, options: SERVER_OPTIONS, strict: true })
@@ -242,7 +242,7 @@ const commands: Record<string, Command> = {
     }
     const running = await (await import('./system.ts')).startApiProcess(config)
     log.cli.info({ httpPort: config.http.port }, 'api running')
-    return runUntilSignal(running.stop)
+    return runUntilSignal(running.stop, stopRequested(), running.mustStop)
   },
   async settlement(args, env) {
     const { values } = parseArgs({ args, options: SERVER_OPTIONS, strict: true })
@@ -251,7 +251,7 @@ const commands: Record<string, Command> = {
     requirePostgres(config, 'settlement')
     const running = await (await import('./system.ts')).startSettlementProcess(config)
     log.cli.info('settlement running')
-    return runUntilSignal(running.stop)
+    return runUntilSignal(running.stop, stopRequested(), running.mustStop)
   },
   async simulate(args, env) {
     // Loaded on demand: the simulators speak MQTT and HTTP only and share no code with the product.
@@ -269,6 +269,7 @@ const commands: Record<string, Command> = {
       const applied = await migrateToLatest(handle.db)
       const { pinTimezone } = await import('../shared/db/data-calendar.ts')
       await pinTimezone(handle.db, config.timezone)
+      if (applied.length > 0) await (await import('../shared/db/migrator.ts')).announceSchema(handle.db)
       process.stdout.write(applied.length === 0 ? 'schema is up to date\n' : applied.join('\n') + '\n')
     } finally {
       await handle.close()

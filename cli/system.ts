@@ -8,10 +8,10 @@ import { createBroker, type Broker } from '../broker/broker.ts'
 import { checkRedis, redisCoupling } from '../broker/redis-coupling.ts'
 import { ENV_VARS, type Config } from '../shared/config.ts'
 import { ensureDataDir } from '../shared/data-dir.ts'
-import { ConfigError } from '../shared/errors.ts'
+import { ConfigError, SchemaTooNewError } from '../shared/errors.ts'
 import { monthBounds, monthOf, addMonths } from '../shared/calendar.ts'
 import { openConfiguredDatabase, type DatabaseHandle } from '../shared/db/database.ts'
-import { migrateToLatest } from '../shared/db/migrator.ts'
+import { SCHEMA_CHANNEL, migrateToLatest, requireSchemaCurrent } from '../shared/db/migrator.ts'
 import { pinTimezone } from '../shared/db/data-calendar.ts'
 import { configureLogging, log } from '../shared/logger.ts'
 import { createMetrics, type Metrics } from '../shared/metrics.ts'
@@ -393,13 +393,42 @@ function startPeriodicSettlement(db: DatabaseHandle, config: Readonly<Config>, c
 }
 
 /** `metershare broker`: MQTT on TCP, and an HTTP port for MQTT over WebSocket, /healthz and /metrics. */
-export async function startBrokerProcess(config: Readonly<Config>): Promise<{ stop(): Promise<void> }> {
+/** A process of the multi-process layout, running. */
+export interface RunningProcess {
+  stop(): Promise<void>
+  /** Resolves with an exit code when the process must stop by itself (its database migrated by a later version). */
+  mustStop: Promise<number>
+}
+
+/**
+ * A process that does not migrate stops when a later version migrates its database under it (a
+ * rolling upgrade run in the wrong order: migrate before stopping the old processes). Whatever it
+ * did next could bypass rules it does not know of (a meter retired, an offer withdrawn). Its
+ * supervisor sees exit 2, and a restart with the old version is refused at its start.
+ */
+async function watchSchema(db: DatabaseHandle, parts: Parts): Promise<{ mustStop: Promise<number> }> {
+  let resolve!: (code: number) => void
+  const mustStop = new Promise<number>((r) => (resolve = r))
+  const unlisten = await db.listen(SCHEMA_CHANNEL, () => {
+    requireSchemaCurrent(db.db).catch((err: unknown) => {
+      if (!(err instanceof SchemaTooNewError)) return
+      log.cli.fatal({ err }, 'the database was migrated by a later version of Metershare: stopping')
+      resolve(2)
+    })
+  })
+  parts.add('schema watch', unlisten)
+  return { mustStop }
+}
+
+export async function startBrokerProcess(config: Readonly<Config>): Promise<RunningProcess> {
   const parts = new Parts()
   const metrics = createMetrics()
   try {
     const db = await openConfiguredDatabase(config, 'metershare:broker')
     parts.add('database', () => db.close())
+    await requireSchemaCurrent(db.db)
     await pinTimezone(db.db, config.timezone)
+    const { mustStop } = await watchSchema(db, parts)
     const { broker, health } = await startBrokerPart(config, db, metrics, parts)
     const http = createServer((req, res) => {
       const url = new URL(req.url ?? '/', 'http://localhost')
@@ -419,7 +448,7 @@ export async function startBrokerProcess(config: Readonly<Config>): Promise<{ st
     broker.attachWebSocket(http)
     parts.add('http', () => closeAfterBroker(broker, () => new Promise<void>((r) => http.close(() => r()))))
     await listenHttp(http, config.http.port, config.http.host)
-    return { stop: () => parts.stopAll() }
+    return { stop: () => parts.stopAll(), mustStop }
   } catch (err) {
     await parts.stopAll()
     throw err
@@ -427,12 +456,14 @@ export async function startBrokerProcess(config: Readonly<Config>): Promise<{ st
 }
 
 /** `metershare api`: the HTTP API and the portal. */
-export async function startApiProcess(config: Readonly<Config>): Promise<{ stop(): Promise<void> }> {
+export async function startApiProcess(config: Readonly<Config>): Promise<RunningProcess> {
   const parts = new Parts()
   try {
     const db = await openConfiguredDatabase(config, 'metershare:api')
     parts.add('database', () => db.close())
+    await requireSchemaCurrent(db.db)
     await pinTimezone(db.db, config.timezone)
+    const { mustStop } = await watchSchema(db, parts)
     // The brokers are other processes: their own /healthz and /metrics answer for them.
     const metrics = createMetrics({ broker: false, consentsActiveCount: () => countActiveConsents(db.db, new Date()) })
     const api = await buildApi({
@@ -443,7 +474,7 @@ export async function startApiProcess(config: Readonly<Config>): Promise<{ stop(
     })
     parts.add('http', () => api.close())
     await listenHttp(api, config.http.port, config.http.host)
-    return { stop: () => parts.stopAll() }
+    return { stop: () => parts.stopAll(), mustStop }
   } catch (err) {
     await parts.stopAll()
     throw err
@@ -451,17 +482,19 @@ export async function startApiProcess(config: Readonly<Config>): Promise<{ stop(
 }
 
 /** `metershare settlement`: consent lifecycle and settlement of completed months. */
-export async function startSettlementProcess(config: Readonly<Config>): Promise<{ stop(): Promise<void> }> {
+export async function startSettlementProcess(config: Readonly<Config>): Promise<RunningProcess> {
   const parts = new Parts()
   try {
     const db = await openConfiguredDatabase(config, 'metershare:settlement')
     parts.add('database', () => db.close())
+    await requireSchemaCurrent(db.db)
     await pinTimezone(db.db, config.timezone)
+    const { mustStop } = await watchSchema(db, parts)
     const clock = (): Date => new Date()
     const sweeper = startConsentSweeper(db.db, { intervalMs: CONSENT_SWEEP_INTERVAL_MS, clock })
     parts.add('consent sweeper', () => sweeper.stop())
     startPeriodicSettlement(db, config, clock, parts)
-    return { stop: () => parts.stopAll() }
+    return { stop: () => parts.stopAll(), mustStop }
   } catch (err) {
     await parts.stopAll()
     throw err

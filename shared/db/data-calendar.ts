@@ -9,7 +9,7 @@ export const TIMEZONE_SETTING = 'timezone'
 /** Stored days checked against a zone before it is recorded for data stored before zones were recorded. */
 export const ZONE_EVIDENCE_DAYS_MAX = 2_000
 /** Zones suggested when the stored days do not match the one asked for. */
-const ZONES_SUGGESTED_MAX = 3
+const ZONES_SUGGESTED_MAX = 5
 
 /**
  * Days and months are cut in `METERSHARE_TIMEZONE` as data is stored (daily rollups, daily datums
@@ -45,17 +45,24 @@ async function recordedTimezone(db: Kysely<Database>): Promise<string | undefine
 async function checkStoredDays(db: Kysely<Database>, timezone: string): Promise<void> {
   const days = await db
     .selectFrom('daily_rollups')
-    .select(['day', 'first_ts'])
+    .select(['day', 'first_ts', 'last_ts'])
     .orderBy('day', 'desc')
     .limit(ZONE_EVIDENCE_DAYS_MAX)
     .execute()
-  const fits = (zone: string): boolean => days.every((d) => dayOf(d.first_ts, zone) === d.day)
-  if (fits(timezone)) return
-  const fitting = Intl.supportedValuesOf('timeZone').filter(fits).slice(0, ZONES_SUGGESTED_MAX)
-  const miss = days.find((d) => dayOf(d.first_ts, timezone) !== d.day)!
+  // A stored day's first and last readings both lie in it, in the zone that cut it (its first alone
+  // would fit every zone up to a day east of the true one).
+  const misfit = (zone: string) => {
+    for (const d of days) {
+      for (const ts of [d.first_ts, d.last_ts]) if (dayOf(ts, zone) !== d.day) return { day: d.day, ts }
+    }
+    return null
+  }
+  const miss = misfit(timezone)
+  if (miss === null) return
+  const fitting = Intl.supportedValuesOf('timeZone').filter((zone) => misfit(zone) === null).slice(0, ZONES_SUGGESTED_MAX)
   throw new ConfigError(
     `METERSHARE_TIMEZONE: the days stored in this database were not cut in "${timezone}" ` +
-      `(day ${miss.day} begins with a reading at ${miss.first_ts.toISOString()}, on ${dayOf(miss.first_ts, timezone)} there)` +
+      `(day ${miss.day} holds a reading at ${miss.ts.toISOString()}, on ${dayOf(miss.ts, timezone)} there)` +
       (fitting.length > 0 ? `; they fit ${fitting.join(', ')}` : '') +
       ': start with the zone the data was stored in',
   )

@@ -29,19 +29,27 @@ describeDatabases('the calendar of the stored data', (t) => {
     await sql`DELETE FROM settings`.execute(t.db)
     await sql`DELETE FROM daily_rollups`.execute(t.db)
     const meterId = await seedMeter(t.db)
-    // Stored in Paris: 1 October began with the reading at 00:15 local, 22:15Z the day before.
+    // Stored in Paris: 1 October from 00:15 local (22:15Z the day before) to 23:45 (21:45Z).
     await t.db
       .insertInto('daily_rollups')
-      .values({ meter_id: meterId, household_id: null, day: '2026-10-01', readings_count: 1, first_ts: new Date('2026-09-30T22:15:00Z'), last_ts: new Date('2026-09-30T22:15:00Z'), index_min: '{}', index_max: '{}' })
+      .values({ meter_id: meterId, household_id: null, day: '2026-10-01', readings_count: 96, first_ts: new Date('2026-09-30T22:15:00Z'), last_ts: new Date('2026-10-01T21:45:00Z'), index_min: '{}', index_max: '{}' })
       .execute()
-    const err = await pinTimezone(t.db, 'UTC').then(
-      () => null,
-      (e: unknown) => e,
+    const refusal = async (zone: string): Promise<string> => {
+      const err = await pinTimezone(t.db, zone).then(
+        () => null,
+        (e: unknown) => e,
+      )
+      expect(err).toBeInstanceOf(ConfigError)
+      return (err as Error).message
+    }
+    expect(await refusal('UTC')).toMatch(
+      /^METERSHARE_TIMEZONE: the days stored in this database were not cut in "UTC" \(day 2026-10-01 holds a reading at 2026-09-30T22:15:00.000Z, on 2026-09-30 there\); they fit (\S+, ){4}\S+: start with the zone the data was stored in$/,
     )
-    expect(err).toBeInstanceOf(ConfigError)
-    expect((err as Error).message).toMatch(
-      /^METERSHARE_TIMEZONE: the days stored in this database were not cut in "UTC" \(day 2026-10-01 begins with a reading at 2026-09-30T22:15:00.000Z, on 2026-09-30 there\); they fit \S+, \S+, \S+: start with the zone the data was stored in$/,
-    )
+    // A zone east of the true one fits the day's first reading, not its last.
+    expect(await refusal('Asia/Tokyo')).toContain('holds a reading at 2026-10-01T21:45:00.000Z, on 2026-10-02 there')
+    // The zones named all fit: a day of Paris is a day of each.
+    const named = /they fit (.*): start/.exec(await refusal('America/New_York'))![1]!.split(', ')
+    for (const zone of named) expect(['+02:00']).toContain(new Intl.DateTimeFormat('en', { timeZone: zone, timeZoneName: 'longOffset' }).format(new Date('2026-10-01T12:00:00Z')).slice(-6))
     expect(await t.db.selectFrom('settings').selectAll().execute()).toEqual([])
     await pinTimezone(t.db, 'Europe/Paris')
     expect(await t.db.selectFrom('settings').select('value').execute()).toEqual([{ value: 'Europe/Paris' }])
