@@ -15,7 +15,7 @@ import { SCHEMA_CHANNEL, migrateToLatest, requireSchemaCurrent } from '../shared
 import { pinTimezone } from '../shared/db/data-calendar.ts'
 import { configureLogging, log } from '../shared/logger.ts'
 import { createMetrics, type Metrics } from '../shared/metrics.ts'
-import { generateSecret } from '../shared/secrets.ts'
+import { generateSecret, verifySecret } from '../shared/secrets.ts'
 import { buildApi, type HealthReport } from '../services/api/app.ts'
 import { healthAnswer } from '../services/api/routes/operations-routes.ts'
 import { AccessLogRecorder } from '../services/consent/access-log-recorder.ts'
@@ -233,6 +233,7 @@ export async function startSystem(configIn: Readonly<Config>, options: SystemOpt
         world = await createDemoWorld(db.db, { dataDir: config.dataDir, timezone: config.timezone, now: clock() })
       } else {
         world = await readDemoWorld(config.dataDir)
+        if (world !== null) world = await demoMetersInService(db, world)
         if (world === null) {
           log.cli.warn(
             { file: demoFilePath(config.dataDir) },
@@ -317,6 +318,26 @@ export async function startSystem(configIn: Readonly<Config>, options: SystemOpt
  * reading, and the simulated clock from the earliest of those (a meter with none: the world's start).
  * Replaying the world from its start would only resend what is stored, for minutes.
  */
+/**
+ * The demo meters still in service with the credentials the data folder holds: one the operator has
+ * retired, or whose secret was renewed (the new one is not in the folder), is left out of the
+ * simulated fleet. It would only be refused at each start, and its latest reading, behind the
+ * others, would hold the whole fleet's replay back to it.
+ */
+export async function demoMetersInService(db: DatabaseHandle, world: DemoWorld): Promise<DemoWorld> {
+  const ids = world.meters.map((m) => m.meterId)
+  const rows = ids.length === 0 ? [] : await db.db.selectFrom('meters').select(['id', 'secret_hash', 'retired_at']).where('id', 'in', ids).execute()
+  const stored = new Map(rows.map((r) => [r.id, r]))
+  const inService = (m: DemoWorld['meters'][number]): boolean => {
+    const row = stored.get(m.meterId)
+    return row !== undefined && row.retired_at === null && verifySecret(m.secret, row.secret_hash)
+  }
+  const left = world.meters.filter((m) => !inService(m)).map((m) => m.meterId)
+  if (left.length === 0) return world
+  log.cli.warn({ meters: left }, 'demo meters retired, or whose secret was renewed, are left out of the simulated fleet')
+  return { ...world, meters: world.meters.filter(inService) }
+}
+
 export async function resumePoint(db: DatabaseHandle, world: DemoWorld): Promise<{ fromMs: number; after: Map<string, number> }> {
   const after = await latestReadingTimes(db.db, world.meters.map((m) => m.meterId))
   let fromMs: number | null = null
