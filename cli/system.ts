@@ -314,11 +314,6 @@ export async function startSystem(configIn: Readonly<Config>, options: SystemOpt
 }
 
 /**
- * Where a demo fleet started again on the same data goes on: each meter after its latest stored
- * reading, and the simulated clock from the earliest of those (a meter with none: the world's start).
- * Replaying the world from its start would only resend what is stored, for minutes.
- */
-/**
  * The demo meters still in service with the credentials the data folder holds: one the operator has
  * retired, or whose secret was renewed (the new one is not in the folder), is left out of the
  * simulated fleet. It would only be refused at each start, and its latest reading, behind the
@@ -338,6 +333,11 @@ export async function demoMetersInService(db: DatabaseHandle, world: DemoWorld):
   return { ...world, meters: world.meters.filter(inService) }
 }
 
+/**
+ * Where a demo fleet started again on the same data goes on: each meter after its latest stored
+ * reading, and the simulated clock from the earliest of those (a meter with none: the world's start).
+ * Replaying the world from its start would only resend what is stored, for minutes.
+ */
 export async function resumePoint(db: DatabaseHandle, world: DemoWorld): Promise<{ fromMs: number; after: Map<string, number> }> {
   const after = await latestReadingTimes(db.db, world.meters.map((m) => m.meterId))
   let fromMs: number | null = null
@@ -413,7 +413,6 @@ function startPeriodicSettlement(db: DatabaseHandle, config: Readonly<Config>, c
   })
 }
 
-/** `metershare broker`: MQTT on TCP, and an HTTP port for MQTT over WebSocket, /healthz and /metrics. */
 /** A process of the multi-process layout, running. */
 export interface RunningProcess {
   stop(): Promise<void>
@@ -441,6 +440,7 @@ async function watchSchema(db: DatabaseHandle, parts: Parts): Promise<{ mustStop
   return { mustStop }
 }
 
+/** `metershare broker`: MQTT on TCP, and an HTTP port for MQTT over WebSocket, /healthz and /metrics. */
 export async function startBrokerProcess(config: Readonly<Config>): Promise<RunningProcess> {
   const parts = new Parts()
   const metrics = createMetrics()
