@@ -218,7 +218,7 @@ const commands: Record<string, Command> = {
       out.write('Metershare: stopping…\n')
       await system.stop()
       out.write('Metershare: stopped; everything acknowledged is stored.\n')
-    }, requested)
+    }, requested, system.mustStop)
   },
   async broker(args, env) {
     const { values } = parseArgs({ args, options: SERVER_OPTIONS, strict: true })

@@ -213,6 +213,8 @@ export interface RunningSystem {
   mqttPort: number
   httpPort: number
   stop(): Promise<void>
+  /** Resolves with an exit code when it must stop by itself (its database migrated by a later version). */
+  mustStop: Promise<number>
 }
 
 /** Everything in one process (`metershare up`). */
@@ -225,6 +227,7 @@ export async function startSystem(configIn: Readonly<Config>, options: SystemOpt
   try {
     await checkListenHost(config.mqtt.host)
     const db = await openAndMigrate(config, parts, 'up')
+    const { mustStop } = await watchSchema(db, parts)
     let world: DemoWorld | null = null
     if (options.demo) {
       const empty = (await db.db.selectFrom('parties').select('id').limit(1).execute()).length === 0
@@ -306,6 +309,7 @@ export async function startSystem(configIn: Readonly<Config>, options: SystemOpt
       mqttPort,
       httpPort,
       stop: () => parts.stopAll(),
+      mustStop,
     }
   } catch (err) {
     await parts.stopAll()
@@ -421,7 +425,7 @@ export interface RunningProcess {
 }
 
 /**
- * A process that does not migrate stops when a later version migrates its database under it (a
+ * A process stops when a later version migrates its database under it (a
  * rolling upgrade run in the wrong order: migrate before stopping the old processes). Whatever it
  * did next could bypass rules it does not know of (a meter retired, an offer withdrawn). Its
  * supervisor sees exit 2, and a restart with the old version is refused at its start.

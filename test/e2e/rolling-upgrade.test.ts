@@ -45,4 +45,24 @@ describePostgres('processes of the layout and the schema under them', (t) => {
       await sql`INSERT INTO schema_migrations (name, timestamp) VALUES (${last.rows[0]!.name}, ${last.rows[0]!.timestamp})`.execute(t.db)
     }
   }, 180_000)
+
+  it('stops `metershare up` on PostgreSQL too, when a later version migrates its database', async () => {
+    const up = new CliProcess(['up', '--no-demo', '--no-simulate'], {
+      DATABASE_URL: t.url!,
+      METERSHARE_LOG_LEVEL: 'info',
+      MQTT_PORT: String(await freePort()),
+      HTTP_PORT: String(await freePort()),
+    })
+    try {
+      await up.printed(/Metershare is running/, 60_000)
+      await sql`INSERT INTO schema_migrations (name, timestamp) VALUES (${LATER}, ${new Date().toISOString()})`.execute(t.db)
+      await announceSchema(t.db)
+      await waitFor(() => up.exitCode !== null, 30_000, '`up` to stop')
+      expect(up.exitCode).toBe(2)
+      expect(up.output).toContain('the database was migrated by a later version of Metershare: stopping')
+    } finally {
+      up.kill()
+      await sql`DELETE FROM schema_migrations WHERE name = ${LATER}`.execute(t.db)
+    }
+  }, 120_000)
 })
