@@ -210,13 +210,21 @@ export function sameLine(a: LineState | undefined, b: LineState): boolean {
 }
 
 /**
- * Fingerprint of everything a month's money depends on: each consent's terms and offer,
- * and the datums it released per meter with that meter's operator. Equal hashes, equal
+ * The version of the pricing rules, part of every run's fingerprint: a month settled under other
+ * rules is recomputed by its next run, as soon as it is settled again, rather than when something
+ * else in it changes (then posting, for households whose data did not change, differences that are
+ * the rules'). v2: the gross split once per (recipient, household, offer), not per consent.
+ */
+export const PRICING_RULES_VERSION = 'metershare-settlement-v2'
+
+/**
+ * Fingerprint of everything a month's money depends on: the pricing rules, each consent's terms
+ * and offer, and the datums it released per meter with that meter's operator. Equal hashes, equal
  * lines and postings: a re-run with the same hash has nothing to post.
  */
 export function settlementInputHash(month: string, consents: readonly ConsentTerms[], counts: ReadonlyMap<string, readonly MeterCount[]>): string {
   const h = createHash('sha256')
-  h.update(`metershare-settlement-v1\n${month}\n`)
+  h.update(`${PRICING_RULES_VERSION}\n${month}\n`)
   for (const c of [...consents].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))) {
     const o = c.offer
     const meters = [...(counts.get(c.id) ?? [])].filter((m) => m.data > 0n).sort((a, b) => (a.meterId < b.meterId ? -1 : 1))
