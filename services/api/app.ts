@@ -137,6 +137,12 @@ const PROTOTYPE_KEY_RE = /"(__proto__|constructor)"\s*:/
 /** Methods whose requests carry no body. */
 const BODYLESS_METHODS = new Set(['GET', 'HEAD', 'DELETE', 'OPTIONS'])
 
+/** A documented route that declares no body (a POST that renews a key, say). */
+function takesNoBody(request: FastifyRequest): boolean {
+  const doc = (request.routeOptions.config as { doc?: RouteDoc } | undefined)?.doc
+  return doc !== undefined && doc.body === undefined
+}
+
 export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
   const clock = deps.clock ?? (() => new Date())
   // Behind a trusted load balancer, request.ip is the client's (X-Forwarded-For): sign-in throttles count by it.
@@ -155,12 +161,13 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
     clientErrorHandler: (err, socket) => answerClientError(err, socket, HTTP_REQUEST_TIMEOUT_MS),
   })
 
-  // A request that carries no body (DELETE, GET) may still say `Content-Type: application/json`, as many
-  // generic clients do on every request: that is no error. A POST or PATCH with an empty JSON body still is.
+  // A request that carries no body (DELETE, GET, a POST that takes none: renewing a key) may still say
+  // `Content-Type: application/json`, as many generic clients do on every request: that is no error.
+  // An empty JSON body where one is expected still is.
   const json = app.getDefaultJsonParser('error', 'error')
   app.removeContentTypeParser('application/json')
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
-    if (body === '' && BODYLESS_METHODS.has(request.method)) return done(null, undefined)
+    if (body === '' && (BODYLESS_METHODS.has(request.method) || takesNoBody(request))) return done(null, undefined)
     const problem = jsonTextProblem(body as string, JSON_NESTING_MAX)
     if (problem !== null) return done(new InvalidInputError(`${problem.field}: ${problem.message}`, problem.field), undefined)
     json(request, body as string, (err, parsed) => {

@@ -298,6 +298,12 @@ describeDatabases('operator directory endpoints', (t) => {
       expect(renewed.id).toBe(created.id)
       const row = await t.db.selectFrom('meters').select('secret_hash').where('id', '=', created.id).executeTakeFirstOrThrow()
       expect([verifySecret(renewed.secret, row.secret_hash), verifySecret(created.secret, row.secret_hash)]).toEqual([true, false])
+      // A client that says `Content-Type: application/json` on every request, with no body: no error.
+      const generic = await api.inject({ method: 'POST', url: `/admin/meters/${created.id}/secret`, headers: { ...OPERATOR, 'content-type': 'application/json' } })
+      expect(generic.statusCode, generic.body).toBe(200)
+      // Where a body is expected, an empty one still is.
+      const empty = await api.inject({ method: 'POST', url: '/admin/parties', headers: { ...OPERATOR, 'content-type': 'application/json' } })
+      expect([empty.statusCode, errorOf(empty).code]).toEqual([400, 'INVALID_INPUT'])
       const unknown = await api.asOperator('POST', '/admin/meters/NO-SUCH-METER/secret')
       expect([unknown.statusCode, errorOf(unknown).code]).toEqual([404, 'NOT_FOUND'])
     })
