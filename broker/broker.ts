@@ -14,7 +14,7 @@ import { meterReadingsTopic, meterStatusTopic, parseEgressFilter, parseTopic } f
 import { authenticateMqtt } from '../services/directory/directory-service.ts'
 import { CREDENTIALS_CHANNEL, findMeter, type CredentialsNotice } from '../services/directory/directory-repository.ts'
 import { claimMqttSession } from '../services/directory/mqtt-session-repository.ts'
-import type { Principal } from '../services/directory/principal.ts'
+import { principalKey, type Principal } from '../services/directory/principal.ts'
 import { dailyDatumsToPublish } from '../services/metering/daily-publication.ts'
 import { MeterTails, commitMessages } from '../services/metering/ingest-service.ts'
 import { deferredMessage, validatePayload } from '../services/metering/ingest-validation.ts'
@@ -210,8 +210,8 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
     }
     for (const client of Object.values((aedes as unknown as { clients: Record<string, Client> }).clients)) {
       const principal = principals.get(client)
-      if (principal === undefined || ownerOf(principal) !== notice.ownerId) continue
-      log.info({ clientId: client.id, ownerId: notice.ownerId }, 'connection closed: its credentials were renewed')
+      if (principal === undefined || principalKey(principal) !== notice.principal) continue
+      log.info({ clientId: client.id, principal: notice.principal }, 'connection closed: its credentials were renewed')
       client.close()
     }
   })
@@ -483,33 +483,6 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
     },
   }
   return broker
-}
-
-/** The meter, party or household whose credentials a principal signed in with. */
-function ownerOf(p: Principal): string | null {
-  switch (p.role) {
-    case 'meter':
-      return p.meterId
-    case 'recipient':
-      return p.partyId
-    case 'household':
-      return p.householdId
-    case 'operator':
-      return null
-  }
-}
-
-function principalKey(p: Principal): string {
-  switch (p.role) {
-    case 'meter':
-      return 'meter:' + p.meterId
-    case 'recipient':
-      return 'party:' + p.partyId
-    case 'household':
-      return 'household:' + p.householdId
-    case 'operator':
-      return 'operator'
-  }
 }
 
 export type { PublishPacket }

@@ -22,14 +22,14 @@ export async function insertMeter(db: Db, row: Insertable<MetersTable>): Promise
 /** Channel on which a change of credentials is announced, so that every broker closes what the old ones opened. */
 export const CREDENTIALS_CHANNEL = 'metershare_credentials'
 
-/** Payload on CREDENTIALS_CHANNEL: whose credentials changed (a meter, party or household id). */
+/** Payload on CREDENTIALS_CHANNEL: whose credentials changed, as its owner key (principal.ts). */
 export interface CredentialsNotice {
-  ownerId: string
+  principal: string
 }
 
 /** Announces, at the commit of `trx`, that an owner's credentials changed. */
-export async function notifyCredentialsChanged(trx: Db, ownerId: string): Promise<void> {
-  const notice: CredentialsNotice = { ownerId }
+export async function notifyCredentialsChanged(trx: Db, principal: string): Promise<void> {
+  const notice: CredentialsNotice = { principal }
   await sql`SELECT pg_notify(${CREDENTIALS_CHANNEL}, ${JSON.stringify(notice)})`.execute(trx)
 }
 
@@ -43,6 +43,12 @@ export type CredentialColumn =
 export async function setCredentialHash(db: Db, where: CredentialColumn, id: string, hash: string): Promise<boolean> {
   const { rows } = await sql<{ id: string }>`UPDATE ${sql.table(where.table)} SET ${sql.ref(where.column)} = ${hash} WHERE id = ${id} RETURNING id`.execute(db)
   return rows.length > 0
+}
+
+/** Takes a meter out of service at `at`; false when it was already. */
+export async function setMeterRetired(db: Db, id: string, at: Date): Promise<boolean> {
+  const r = await db.updateTable('meters').set({ retired_at: at }).where('id', '=', id).where('retired_at', 'is', null).executeTakeFirst()
+  return r.numUpdatedRows > 0n
 }
 
 export async function findParty(db: Db, id: string): Promise<Selectable<PartiesTable> | undefined> {

@@ -16,7 +16,7 @@ import {
 } from '../../shared/secrets.ts'
 import * as repo from './directory-repository.ts'
 import { deleteHouseholdSessions } from './session-repository.ts'
-import type { Principal } from './principal.ts'
+import { ownerKey, type Principal } from './principal.ts'
 
 const RESERVED_ID_RE = new RegExp(`^(${ID_PREFIXES.party}|${ID_PREFIXES.household})_`)
 
@@ -106,7 +106,7 @@ export async function renewMeterSecret(db: Kysely<Database>, meterId: string): P
     const meter = await repo.findMeter(trx, meterId)
     if (meter?.retired_at != null) throw new ConflictError(`meter ${meterId} was taken out of service at ${formatTimestamp(meter.retired_at)}`)
     if (!(await repo.setCredentialHash(trx, { table: 'meters', column: 'secret_hash' }, meterId, hashSecret(secret)))) throw new NotFoundError(`meter ${meterId} not found`)
-    await repo.notifyCredentialsChanged(trx, meterId)
+    await repo.notifyCredentialsChanged(trx, ownerKey('meter', meterId))
   })
   return { id: meterId, secret }
 }
@@ -117,7 +117,7 @@ export async function renewApiKey(db: Kysely<Database>, kind: 'party' | 'househo
   await db.transaction().execute(async (trx) => {
     const where = kind === 'party' ? ({ table: 'parties', column: 'api_key_hash' } as const) : ({ table: 'households', column: 'api_key_hash' } as const)
     if (!(await repo.setCredentialHash(trx, where, ownerId, hashSecret(secret)))) throw new NotFoundError(`${kind} ${ownerId} not found`)
-    await repo.notifyCredentialsChanged(trx, ownerId)
+    await repo.notifyCredentialsChanged(trx, ownerKey(kind, ownerId))
   })
   return { id: ownerId, apiKey: formatApiKey(ownerId, secret) }
 }
@@ -156,9 +156,7 @@ export async function retireMeter(db: Kysely<Database>, meterId: string, now: Da
   await db.transaction().execute(async (trx) => {
     const meter = await repo.findMeter(trx, meterId)
     if (meter === undefined) throw new NotFoundError(`meter ${meterId} not found`)
-    if (meter.retired_at !== null) return
-    await trx.updateTable('meters').set({ retired_at: now }).where('id', '=', meterId).execute()
-    await repo.notifyCredentialsChanged(trx, meterId)
+    if (await repo.setMeterRetired(trx, meterId, now)) await repo.notifyCredentialsChanged(trx, ownerKey('meter', meterId))
   })
 }
 

@@ -155,11 +155,12 @@ export function priceMonth(consents: readonly ConsentTerms[], counts: ReadonlyMa
       continue
     }
     const together = priceLine(first, group.flatMap((c) => counts.get(c.id)!))
-    const own = group.map((c) => priceLine({ ...c, offer: null }, counts.get(c.id)!).data)
+    const own = group.map((c) => counts.get(c.id)!.reduce((sum, m) => sum + m.data, 0n))
     const price = first.offer!.priceMicrosPerDatum
+    // By datums: one price, so in proportion to each line's gross.
     const shares = splitByWeights(
       together.householdShareMicros,
-      group.map((c, i) => ({ key: c.id, weight: own[i]! * price })),
+      group.map((c, i) => ({ key: c.id, weight: own[i]! })),
     )
     const none: RoleTotals = { household: 0n, operators: 0n, platform: 0n, thirdParties: 0n }
     group.forEach((c, i) => {

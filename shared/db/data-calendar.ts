@@ -22,8 +22,7 @@ const ZONES_SUGGESTED_MAX = 5
  * zones that fit, rather than recording a zone the stored days contradict.
  */
 export async function pinTimezone(db: Kysely<Database>, timezone: string): Promise<void> {
-  const { rows } = await sql<{ found: string | null }>`SELECT to_regclass('settings')::text AS found`.execute(db)
-  if (rows[0]?.found == null) throw new ConfigError('DATABASE_URL: the database has not been migrated to this version: run `metershare migrate` first')
+  // Its callers have migrated the schema, or checked it is this version's (requireSchemaCurrent).
   let recorded = await recordedTimezone(db)
   if (recorded === undefined) {
     await checkStoredDays(db, timezone)
