@@ -4,7 +4,7 @@ import type { Duplex } from 'node:stream'
 import { Aedes, type Client, type AedesPublishPacket, type Subscription, type PublishPacket } from 'aedes'
 import { WebSocketServer, createWebSocketStream } from 'ws'
 import type { Config } from '../shared/config.ts'
-import { createDayResolver } from '../shared/calendar.ts'
+import { createDatumDayResolver } from '../shared/calendar.ts'
 import type { DatabaseHandle } from '../shared/db/database.ts'
 import { log as rootLog } from '../shared/logger.ts'
 import type { Metrics } from '../shared/metrics.ts'
@@ -100,7 +100,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
   const limits = config.ingest
   const clock = deps.clock ?? Date.now
   const log = rootLog.broker
-  const dayOf = createDayResolver(config.timezone)
+  const datumDayOf = createDatumDayResolver(config.timezone)
   const principals = new WeakMap<Client, Principal>()
   const addresses = new WeakMap<Duplex, string>()
   const counted = new WeakSet<Client>()
@@ -164,7 +164,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
     commit: async (messages) => {
       if (thread !== null) return thread.commit(lane, messages, (meterId) => egress.interest.wants('readings', meterId))
       try {
-        return await commitMessages(db.db, messages, { dialect: db.dialect, dayOf, tails })
+        return await commitMessages(db.db, messages, { dialect: db.dialect, datumDayOf, tails })
       } catch (err) {
         // A tail may be stale (another process stored data for one of these meters): look neighbours up again.
         tails.clear()
@@ -342,7 +342,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
     const verdict = mayReceive(principal, packet)
     if (verdict === false) return null
     if (verdict !== true && principal.role === 'recipient') {
-      deps.recorder.record(principal.partyId, verdict.owner, verdict.meta.meterId, verdict.meta.day ?? dayOf(verdict.meta.ts!), 'mqtt', 1)
+      deps.recorder.record(principal.partyId, verdict.owner, verdict.meta.meterId, verdict.meta.day ?? datumDayOf(verdict.meta.ts!), 'mqtt', 1)
     }
     return packet
   }

@@ -1,5 +1,5 @@
 import { parentPort, workerData } from 'node:worker_threads'
-import { createDayResolver } from '../shared/calendar.ts'
+import { createDatumDayResolver } from '../shared/calendar.ts'
 import { openDatabase, type DatabaseHandle } from '../shared/db/database.ts'
 import { configureLogging } from '../shared/logger.ts'
 import { MeterTails, commitMessages } from '../services/metering/ingest-service.ts'
@@ -27,7 +27,7 @@ const lanes = await Promise.all(
     return { handle, previous: Promise.resolve() }
   }),
 )
-const dayOf = createDayResolver(data.timezone)
+const datumDayOf = createDatumDayResolver(data.timezone)
 // Lanes hold disjoint meters, so they can share the tails.
 const tails = new MeterTails()
 
@@ -45,7 +45,7 @@ async function commit(handle: DatabaseHandle, request: CommitRequest): Promise<v
   try {
     // What the broker handed over unread is validated here, as the broker would have (validatePayload is pure).
     const messages = sent.map((m) => validated(m, data.limits))
-    const result = await commitMessages(handle.db, messages, { dialect: handle.dialect, dayOf, tails, withConnection: handle.withConnection })
+    const result = await commitMessages(handle.db, messages, { dialect: handle.dialect, datumDayOf, tails, withConnection: handle.withConnection })
     parentPort!.postMessage({ id: request.id, result: compactResult(sent, messages, result, followed) } satisfies CommitReply)
   } catch (err) {
     tails.clear()

@@ -267,8 +267,8 @@ const commands: Record<string, Command> = {
     const handle = await openConfiguredDatabase(config, 'metershare:migrate')
     try {
       const applied = await migrateToLatest(handle.db)
-      const { pinTimezone } = await import('../shared/db/data-calendar.ts')
-      await pinTimezone(handle.db, config.timezone)
+      const { openDataCalendar } = await import('../services/metering/rollup-recut.ts')
+      await openDataCalendar(handle.db, config.timezone)
       if (applied.length > 0) await (await import('../shared/db/migrator.ts')).announceSchema(handle.db)
       process.stdout.write(applied.length === 0 ? 'schema is up to date\n' : applied.join('\n') + '\n')
     } finally {

@@ -4,7 +4,7 @@ import { parseArgs } from 'node:util'
 import { isMonth } from '../shared/calendar.ts'
 import { ENV_VARS, envToConfig, type RawEnv } from '../shared/config.ts'
 import { openConfiguredDatabase, pgliteDirOf } from '../shared/db/database.ts'
-import { pinTimezone } from '../shared/db/data-calendar.ts'
+import { openDataCalendar } from '../services/metering/rollup-recut.ts'
 import { migrateToLatest } from '../shared/db/migrator.ts'
 import { ConfigError, InvalidInputError } from '../shared/errors.ts'
 import { configureLogging } from '../shared/logger.ts'
@@ -104,7 +104,7 @@ export async function settleCommand(args: string[], env: RawEnv, io: SettleOutpu
   const handle = await openConfiguredDatabase(config, 'metershare:settle')
   try {
     await migrateToLatest(handle.db)
-    await pinTimezone(handle.db, config.timezone)
+    await openDataCalendar(handle.db, config.timezone)
     const summary = await settleMonth(handle.db, month, settlementContext(config, () => new Date(), onProgress))
     if (drawn) io.err.write('\n')
     drawn = false

@@ -12,7 +12,7 @@ import { ConfigError, SchemaTooNewError } from '../shared/errors.ts'
 import { monthBounds, monthOf, addMonths } from '../shared/calendar.ts'
 import { openConfiguredDatabase, type DatabaseHandle } from '../shared/db/database.ts'
 import { SCHEMA_CHANNEL, migrateToLatest, requireSchemaCurrent } from '../shared/db/migrator.ts'
-import { pinTimezone } from '../shared/db/data-calendar.ts'
+import { openDataCalendar } from '../services/metering/rollup-recut.ts'
 import { configureLogging, log } from '../shared/logger.ts'
 import { createMetrics, type Metrics } from '../shared/metrics.ts'
 import { generateSecret, verifySecret } from '../shared/secrets.ts'
@@ -106,7 +106,7 @@ async function openAndMigrate(config: Readonly<Config>, parts: Parts, role: stri
   parts.add('database', () => db.close())
   const applied = await migrateToLatest(db.db)
   if (applied.length > 0) log.cli.info({ applied }, 'schema migrated')
-  await pinTimezone(db.db, config.timezone)
+  await openDataCalendar(db.db, config.timezone)
   return db
 }
 
@@ -452,7 +452,7 @@ export async function startBrokerProcess(config: Readonly<Config>): Promise<Runn
     const db = await openConfiguredDatabase(config, 'metershare:broker')
     parts.add('database', () => db.close())
     await requireSchemaCurrent(db.db)
-    await pinTimezone(db.db, config.timezone)
+    await openDataCalendar(db.db, config.timezone)
     const { mustStop } = await watchSchema(db, parts)
     const { broker, health } = await startBrokerPart(config, db, metrics, parts)
     const http = createServer((req, res) => {
@@ -487,7 +487,7 @@ export async function startApiProcess(config: Readonly<Config>): Promise<Running
     const db = await openConfiguredDatabase(config, 'metershare:api')
     parts.add('database', () => db.close())
     await requireSchemaCurrent(db.db)
-    await pinTimezone(db.db, config.timezone)
+    await openDataCalendar(db.db, config.timezone)
     const { mustStop } = await watchSchema(db, parts)
     // The brokers are other processes: their own /healthz and /metrics answer for them.
     const metrics = createMetrics({ broker: false, consentsActiveCount: () => countActiveConsents(db.db, new Date()) })
@@ -513,7 +513,7 @@ export async function startSettlementProcess(config: Readonly<Config>): Promise<
     const db = await openConfiguredDatabase(config, 'metershare:settlement')
     parts.add('database', () => db.close())
     await requireSchemaCurrent(db.db)
-    await pinTimezone(db.db, config.timezone)
+    await openDataCalendar(db.db, config.timezone)
     const { mustStop } = await watchSchema(db, parts)
     const clock = (): Date => new Date()
     const sweeper = startConsentSweeper(db.db, { intervalMs: CONSENT_SWEEP_INTERVAL_MS, clock })

@@ -1,7 +1,10 @@
 /**
  * Days and months are cut in the configured time zone (`METERSHARE_TIMEZONE`); everything
- * else is UTC. A datum belongs to the instant it is stamped with: day D holds the datums
- * with `ts` in [D 00:00, D+1 00:00) local time, month M likewise. Pure: no clock.
+ * else is UTC. A datum's `ts` is the end of the interval it measures (CONTRACT.md), so a datum
+ * belongs to the day that interval lies in: day D holds the datums with `ts` in
+ * (D 00:00, D+1 00:00] local time, and the reading at midnight closes the day before it
+ * (`datumDayOf`); month M likewise. Who owns a datum, and whether a window holds it, is read
+ * at its instant (`[from, until)`). Pure: no clock.
  */
 
 const DAY_RE = /^(\d{4})-(\d{2})-(\d{2})$/
@@ -87,6 +90,24 @@ export function isMonth(s: string): boolean {
 export function dayOf(ts: Date | number, timeZone: string): string {
   const w = wallClock(typeof ts === 'number' ? ts : ts.getTime(), timeZone)
   return formatDay(w.y, w.mo, w.d)
+}
+
+/**
+ * The local day a datum stamped `ts` belongs to: the day of the interval ending at `ts`, so a
+ * reading at local midnight belongs to the day that ends there. Timestamps are whole
+ * milliseconds, so that is the day of the millisecond before.
+ */
+export function datumDayOf(ts: Date | number, timeZone: string): string {
+  return dayOf((typeof ts === 'number' ? ts : ts.getTime()) - 1, timeZone)
+}
+
+/**
+ * The first datum instant of a local day (epoch ms): its start plus a millisecond, the first
+ * timestamp `datumDayOf` gives to it. Day D's datums are those in [datumDayStartMs(D),
+ * datumDayStartMs(D+1)).
+ */
+export function datumDayStartMs(day: string, timeZone: string): number {
+  return startOfDayMs(day, timeZone) + 1
 }
 
 /** The local calendar month (YYYY-MM) an instant falls in. */
@@ -210,14 +231,14 @@ export function formatMinuteUtc(ts: Date | number): string {
 }
 
 /**
- * `dayOf` for hot paths: UTC offsets and DST changes fall on quarter hours, so every instant of
+ * `datumDayOf` for hot paths: UTC offsets and DST changes fall on quarter hours, so every instant of
  * one UTC quarter hour lies in the same local day. Memoised per quarter hour, bounded in size.
  */
-export function createDayResolver(timeZone: string, entriesMax = 50_000): (ms: number) => string {
+export function createDatumDayResolver(timeZone: string, entriesMax = 50_000): (ms: number) => string {
   const QUARTER_HOUR_MS = 900_000
   const cache = new Map<number, string>()
   return (ms: number): string => {
-    const key = Math.floor(ms / QUARTER_HOUR_MS)
+    const key = Math.floor((ms - 1) / QUARTER_HOUR_MS)
     let day = cache.get(key)
     if (day === undefined) {
       day = dayOf(key * QUARTER_HOUR_MS, timeZone)

@@ -1,5 +1,5 @@
 import type { Kysely } from 'kysely'
-import { addDays, addMonths, dayOf, monthOf, startOfDayMs } from '../../shared/calendar.ts'
+import { addDays, addMonths, datumDayOf, dayOf, monthOf, startOfDayMs } from '../../shared/calendar.ts'
 import { cursorListing } from '../../shared/cursor.ts'
 import type { Database } from '../../shared/db/schema.ts'
 import { InvalidInputError } from '../../shared/errors.ts'
@@ -202,7 +202,7 @@ export async function listReleasedReadings(
       if (owner !== householdId) continue
       items.push(datum)
       // Counted by the local day the datum belongs to (a month's datum: its first day), as live delivery counts.
-      const day = datum.granularity === 'load_curve' ? dayOf(atMs, ctx.timezone) : datum.granularity === 'daily' ? datum.day : datum.month + '-01'
+      const day = datum.granularity === 'load_curve' ? datumDayOf(atMs, ctx.timezone) : datum.granularity === 'daily' ? datum.day : datum.month + '-01'
       const countKey = key + '\u0000' + day
       const count = released.get(countKey)
       if (count === undefined) released.set(countKey, { recipientId, householdId, meterId, day, channel: 'http', datums: 1n })

@@ -3,15 +3,17 @@ import type { Database } from '../../shared/db/schema.ts'
 import type { DailyDatum } from '../../shared/wire.ts'
 import { dailyEnergies } from './daily-energy.ts'
 import type { MeteringContext } from './metering-context.ts'
-import { groupKeysBetween, loadRollupContexts, neighbourDays } from './rollup-repository.ts'
+import { groupKeysBetween, loadRollupContexts, neighbourDays, type NeighbourDays } from './rollup-repository.ts'
+import { addDays, datumDayOf, dayOf } from '../../shared/calendar.ts'
 
 /**
  * Which daily datums to publish after an ingest batch commits. A day of a meter is complete
- * once the meter has data on a later day. So:
- * - a batch that starts a meter's new latest day completes the day with data before it;
- * - a batch that touches an already complete day (late data) changes that day's energy and
- *   the energy of the next day with data (its predecessor's index moved): both are
- *   published again when complete.
+ * once the meter has a datum stamped at or after the day's end: the reading at midnight, which
+ * closes the day's last interval and belongs to it, or any later one. So:
+ * - a batch that stores a day's closing reading, or touches an already complete day (late data),
+ *   publishes that day, and the next day with data when complete (its predecessor's index moved);
+ * - a batch that starts a meter's new latest day completes the day with data before it, unless
+ *   that day held its closing reading already (it was published then).
  * Groups owned by nobody are never published; one datum per (meter, household, day).
  */
 
@@ -51,12 +53,15 @@ export async function dailyDatumsToPublish(
   for (const t of touched) pairs.set(pairKey(t.meterId, t.day), { meterId: t.meterId, day: t.day })
   const neighbours = await neighbourDays(db, [...pairs.values()])
 
+  // A meter's days through the one its latest datum closes or passes are complete.
+  const lastComplete = (n: NeighbourDays): string | null => (n.lastTs === null ? null : addDays(dayOf(n.lastTs, ctx.timezone), -1))
   const candidates = new Map<string, { meterId: string; day: string }>()
   const add = (meterId: string, day: string) => candidates.set(pairKey(meterId, day), { meterId, day })
   for (const n of neighbours) {
-    if (n.lastDay === null || n.day >= n.lastDay) continue
+    const through = lastComplete(n)
+    if (through === null || n.day > through) continue
     add(n.meterId, n.day)
-    if (n.nextDay !== null && n.nextDay < n.lastDay) add(n.meterId, n.nextDay)
+    if (n.nextDay !== null && n.nextDay <= through) add(n.meterId, n.nextDay)
   }
 
   // A created group completes the previous day with data only if that day was the meter's
@@ -73,8 +78,11 @@ export async function dailyDatumsToPublish(
   for (const n of neighbours) {
     const created = createdByMeter.get(n.meterId)
     if (created === undefined || n.prevDay === null || !created.some((c) => c.day === n.day)) continue
+    // Closed by its own midnight reading: complete before (published then) or touched now (above).
+    if (n.prevLastTs !== null && dayOf(n.prevLastTs, ctx.timezone) !== n.prevDay) continue
     const throughDay = created.reduce((max, c) => (c.day > max ? c.day : max), created[0]!.day)
-    if (n.lastDay !== null && n.lastDay > throughDay) continue
+    const latestDay = n.lastTs === null ? null : datumDayOf(n.lastTs, ctx.timezone)
+    if (latestDay !== null && latestDay > throughDay) continue
     const key = pairKey(n.meterId, n.prevDay)
     if (checked.has(key) || candidates.has(key)) continue
     checked.add(key)

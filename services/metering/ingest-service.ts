@@ -54,8 +54,8 @@ export interface CommitResult {
 
 export interface IngestContext {
   dialect: DialectName
-  /** Local day of an instant in the configured zone (a memoised `dayOf`). */
-  dayOf: (ms: number) => string
+  /** The local day a datum stamped at an instant belongs to, in the configured zone (a memoised `datumDayOf`). */
+  datumDayOf: (ms: number) => string
   /** Each meter's latest datum as this process stored it; spares the neighbour lookup for in-order data. */
   tails: MeterTails
   /**
@@ -230,7 +230,7 @@ export async function commitMessages(db: Kysely<Database>, messages: ValidatedMe
   const result =
     connect !== null ? await connect((c) => repo.inScriptedTransaction(c, db, resolve)) : await repo.inKyselyTransaction(db, ctx.dialect === 'postgres', resolve)
   for (const o of result.outcomes) ctx.tails.advanceTo(o.stored)
-  return { outcomes: result.outcomes, touched: mayCompleteDay(result.touched, ctx.tails, ctx.dayOf) }
+  return { outcomes: result.outcomes, touched: mayCompleteDay(result.touched, ctx.tails, ctx.datumDayOf) }
 }
 
 /**
@@ -283,7 +283,7 @@ async function resolveGroup(
       toInsert.push(stored)
       outcome.stored.push(stored)
       // The datums of a message mostly share a household and a day: their rollup is found once.
-      const day = ctx.dayOf(d.tsMs)
+      const day = ctx.datumDayOf(d.tsMs)
       if (rollup === null || rollup.day !== day || rollup.householdId !== stored.householdId) rollup = rollupOf(rollups, stored, day)
       addToRollup(rollup, stored)
     }
@@ -299,11 +299,17 @@ async function resolveGroup(
   return { outcomes, touched }
 }
 
-/** The groups of `touched` whose day may have completed, given the meters' tails once they are stored. */
-function mayCompleteDay(touched: readonly TouchedDay[], tails: MeterTails, dayOf: (ms: number) => string): TouchedDay[] {
+/**
+ * The groups of `touched` whose day may have completed, given the meters' tails once they are stored:
+ * a day is complete once its meter has a datum stamped at or after its end (the reading at midnight
+ * closes it), i.e. once the tail lies past the day's last datum instant.
+ */
+function mayCompleteDay(touched: readonly TouchedDay[], tails: MeterTails, datumDayOf: (ms: number) => string): TouchedDay[] {
   return touched.filter((g) => {
     const tail = tails.get(g.meterId)
-    return g.created || tail === undefined || dayOf(tail.tsMs) !== g.day
+    // The tail is the meter's latest datum: its day is g's or later. Its instant one millisecond on
+    // lies in a later day exactly when the tail closes g's day or lies beyond it.
+    return g.created || tail === undefined || datumDayOf(tail.tsMs + 1) !== g.day
   })
 }
 

@@ -1,5 +1,5 @@
 import { sql, type Kysely } from 'kysely'
-import { addDays, dayOf, startOfDayMs } from '../../shared/calendar.ts'
+import { addDays, datumDayOf, startOfDayMs } from '../../shared/calendar.ts'
 import type { Database } from '../../shared/db/schema.ts'
 import { OBIS_REGISTERS } from '../../shared/obis.ts'
 import type { RegisterValues } from '../../shared/wire.ts'
@@ -17,26 +17,27 @@ export const REBUILD_DAYS_PER_STATEMENT = 31
 const CUMULATIVE_CODES: readonly string[] = [...OBIS_REGISTERS.values()].filter((r) => r.kind === 'cumulative').map((r) => r.code)
 
 /**
- * Recomputes the rollups of every local day of `meterId` that meets [from, to) (to null =
- * open: through the meter's latest reading) from the readings as they are now attributed.
- * Run it in the transaction that changed the attribution.
+ * Recomputes the rollups of every local day of `meterId` holding a datum stamped in [from, to)
+ * (to null = open: through the meter's latest reading) from the readings as they are now
+ * attributed. Day D holds the datums stamped in (D 00:00, D+1 00:00] (`datumDayOf`). Run it in
+ * the transaction that changed the attribution.
  */
 export async function rebuildRollups(trx: Kysely<Database>, meterId: string, from: Date, to: Date | null, timezone: string): Promise<void> {
   if (to !== null && to.getTime() <= from.getTime()) return
   // Only the days that hold readings or rollups: an occupancy may span decades (a move-out planned for
   // 2099), and each day walked costs a calendar computation even where there is nothing to rebuild.
-  const askedFirst = dayOf(from, timezone)
-  const askedLast = to === null ? null : dayOf(to.getTime() - 1, timezone)
+  const askedFirst = datumDayOf(from, timezone)
+  const askedLast = to === null ? null : datumDayOf(to.getTime() - 1, timezone)
   const start = new Date(startOfDayMs(askedFirst, timezone))
   const end = askedLast === null ? null : new Date(startOfDayMs(addDays(askedLast, 1), timezone))
   const { rows } = await sql<{ first_ts: Date | null; last_ts: Date | null; first_day: string | null; last_day: string | null }>`
-    SELECT (SELECT min(ts) FROM readings WHERE meter_id = ${meterId} AND ts >= ${start} AND (${end}::timestamptz IS NULL OR ts < ${end})) AS first_ts,
-           (SELECT max(ts) FROM readings WHERE meter_id = ${meterId} AND ts >= ${start} AND (${end}::timestamptz IS NULL OR ts < ${end})) AS last_ts,
+    SELECT (SELECT min(ts) FROM readings WHERE meter_id = ${meterId} AND ts > ${start} AND (${end}::timestamptz IS NULL OR ts <= ${end})) AS first_ts,
+           (SELECT max(ts) FROM readings WHERE meter_id = ${meterId} AND ts > ${start} AND (${end}::timestamptz IS NULL OR ts <= ${end})) AS last_ts,
            (SELECT min(day) FROM daily_rollups WHERE meter_id = ${meterId} AND day >= ${askedFirst}::date AND (${askedLast}::date IS NULL OR day <= ${askedLast}::date)) AS first_day,
            (SELECT max(day) FROM daily_rollups WHERE meter_id = ${meterId} AND day >= ${askedFirst}::date AND (${askedLast}::date IS NULL OR day <= ${askedLast}::date)) AS last_day`.execute(trx)
   const extent = rows[0]!
-  const firsts = [extent.first_ts === null ? null : dayOf(extent.first_ts, timezone), extent.first_day].filter((d): d is string => d !== null)
-  const lasts = [extent.last_ts === null ? null : dayOf(extent.last_ts, timezone), extent.last_day].filter((d): d is string => d !== null)
+  const firsts = [extent.first_ts === null ? null : datumDayOf(extent.first_ts, timezone), extent.first_day].filter((d): d is string => d !== null)
+  const lasts = [extent.last_ts === null ? null : datumDayOf(extent.last_ts, timezone), extent.last_day].filter((d): d is string => d !== null)
   if (firsts.length === 0 || lasts.length === 0) return
   const firstDay = firsts.reduce((a, b) => (a < b ? a : b))
   const lastDay = lasts.reduce((a, b) => (a > b ? a : b))
@@ -56,8 +57,8 @@ export async function rebuildRollups(trx: Kysely<Database>, meterId: string, fro
         SELECT * FROM unnest(${days}::date[], ${starts}::timestamptz[], ${ends}::timestamptz[]) AS d(day, start_ts, end_ts)
       ), rd AS (
         SELECT r.household_id, d.day, r.ts, r.values
-        FROM d JOIN readings r ON r.meter_id = ${meterId} AND r.ts >= d.start_ts AND r.ts < d.end_ts
-        WHERE r.meter_id = ${meterId} AND r.ts >= ${chunkStart} AND r.ts < ${chunkEnd}
+        FROM d JOIN readings r ON r.meter_id = ${meterId} AND r.ts > d.start_ts AND r.ts <= d.end_ts
+        WHERE r.meter_id = ${meterId} AND r.ts > ${chunkStart} AND r.ts <= ${chunkEnd}
       ), g AS (
         SELECT household_id, day, count(*)::int AS n, min(ts) AS first_ts, max(ts) AS last_ts FROM rd GROUP BY household_id, day
       ), i AS (
@@ -139,19 +140,30 @@ export async function loadRollupContexts(db: Kysely<Database>, spans: readonly R
   return contexts
 }
 
-/** Per meter and day: the closest earlier and later days with data, and the meter's last day. */
-export async function neighbourDays(
-  db: Kysely<Database>,
-  pairs: readonly { meterId: string; day: string }[],
-): Promise<{ meterId: string; day: string; prevDay: string | null; nextDay: string | null; lastDay: string | null }[]> {
+export interface NeighbourDays {
+  meterId: string
+  day: string
+  /** The closest earlier day with data, and its latest datum's timestamp. */
+  prevDay: string | null
+  prevLastTs: Date | null
+  /** The closest later day with data. */
+  nextDay: string | null
+  /** The meter's latest datum's timestamp. */
+  lastTs: Date | null
+}
+
+/** Per meter and day: the closest earlier and later days with data, and the meter's latest datum. */
+export async function neighbourDays(db: Kysely<Database>, pairs: readonly { meterId: string; day: string }[]): Promise<NeighbourDays[]> {
   if (pairs.length === 0) return []
-  const { rows } = await sql<{ meter_id: string; day: string; prev_day: string | null; next_day: string | null; last_day: string | null }>`
-    SELECT t.meter_id, t.day,
-      (SELECT max(p.day) FROM daily_rollups p WHERE p.meter_id = t.meter_id AND p.day < t.day) AS prev_day,
+  const { rows } = await sql<{ meter_id: string; day: string; prev_day: string | null; prev_last_ts: Date | null; next_day: string | null; last_ts: Date | null }>`
+    SELECT t.meter_id, t.day, p.day AS prev_day, p.last_ts AS prev_last_ts,
       (SELECT min(n.day) FROM daily_rollups n WHERE n.meter_id = t.meter_id AND n.day > t.day) AS next_day,
-      (SELECT max(l.day) FROM daily_rollups l WHERE l.meter_id = t.meter_id) AS last_day
-    FROM unnest(${pairs.map((p) => p.meterId)}::text[], ${pairs.map((p) => p.day)}::date[]) AS t(meter_id, day)`.execute(db)
-  return rows.map((r) => ({ meterId: r.meter_id, day: r.day, prevDay: r.prev_day, nextDay: r.next_day, lastDay: r.last_day }))
+      (SELECT l.last_ts FROM daily_rollups l WHERE l.meter_id = t.meter_id ORDER BY l.day DESC, l.last_ts DESC LIMIT 1) AS last_ts
+    FROM unnest(${pairs.map((p) => p.meterId)}::text[], ${pairs.map((p) => p.day)}::date[]) AS t(meter_id, day)
+    LEFT JOIN LATERAL (
+      SELECT q.day, q.last_ts FROM daily_rollups q WHERE q.meter_id = t.meter_id AND q.day < t.day ORDER BY q.day DESC, q.last_ts DESC LIMIT 1
+    ) AS p ON TRUE`.execute(db)
+  return rows.map((r) => ({ meterId: r.meter_id, day: r.day, prevDay: r.prev_day, prevLastTs: r.prev_last_ts, nextDay: r.next_day, lastTs: r.last_ts }))
 }
 
 /** Per span, the groups (day, household) of the meter in (afterDay, throughDay], in the order given. */

@@ -1,4 +1,4 @@
-import { addDays, daysOfMonth, startOfDayMs } from '../../shared/calendar.ts'
+import { addDays, datumDayStartMs, daysOfMonth, startOfDayMs } from '../../shared/calendar.ts'
 import { consentReleases, consentsEndOf, datumOwner, meterEndedAtMs, type ConsentFact, type OccupancyFact, type RuleDatum } from '../consent/release-rule.ts'
 
 /**
@@ -63,32 +63,38 @@ export function consentMeterEndedMs(consent: ConsentFact, meterId: string, occup
 export interface MonthCalendar {
   month: string
   days: readonly string[]
-  /** Start of each day, then the end of the month (days.length + 1 instants). */
+  /** Start of each day, then the end of the month (days.length + 1 instants): the days as periods. */
   dayStartsMs: readonly number[]
+  /**
+   * The first datum instant of each day, then the month's end's (`datumDayStartMs`): a datum ends its
+   * interval, so day D holds the load-curve datums stamped in [datumStartsMs[D], datumStartsMs[D + 1]).
+   */
+  datumStartsMs: readonly number[]
 }
 
 export function monthCalendar(month: string, timeZone: string): MonthCalendar {
   const days = daysOfMonth(month)
   const dayStartsMs = days.map((d) => startOfDayMs(d, timeZone))
   dayStartsMs.push(startOfDayMs(addDays(days[days.length - 1]!, 1), timeZone))
-  return { month, days, dayStartsMs }
+  const datumStartsMs = [...days, addDays(days[days.length - 1]!, 1)].map((d) => datumDayStartMs(d, timeZone))
+  return { month, days, dayStartsMs, datumStartsMs }
 }
 
-/** Index of the day of the month an instant inside it falls in. */
+/** Index of the day of the month a datum instant inside it belongs to. */
 function dayIndexAt(calendar: MonthCalendar, ms: number): number {
   let lo = 0
   let hi = calendar.days.length - 1
   while (lo < hi) {
     const mid = (lo + hi + 1) >> 1
-    if (calendar.dayStartsMs[mid]! <= ms) lo = mid
+    if (calendar.datumStartsMs[mid]! <= ms) lo = mid
     else hi = mid - 1
   }
   return lo
 }
 
-/** Cuts [fromMs, untilMs) into the days it covers whole and the parts of days at its ends. */
+/** Cuts datum instants [fromMs, untilMs) into the days it covers whole and the parts of days at its ends. */
 function cutByDays(calendar: MonthCalendar, fromMs: number, untilMs: number): { whole: [number, number] | null; edges: Array<[number, number]> } {
-  const starts = calendar.dayStartsMs
+  const starts = calendar.datumStartsMs
   const first = dayIndexAt(calendar, fromMs)
   const last = dayIndexAt(calendar, untilMs - 1)
   const headCut = starts[first]! !== fromMs
@@ -131,7 +137,7 @@ export function settlementSpans(
   latestDataMs: (meterId: string, storedBeforeMs: number | null) => number,
   storedLateDays?: (meterId: string, householdId: string, storedBeforeMs: number) => ReadonlySet<string>,
 ): CountSpan[] {
-  const { days, dayStartsMs } = calendar
+  const { days, dayStartsMs, datumStartsMs } = calendar
   const monthStartMs = dayStartsMs[0]!
   const monthEndMs = dayStartsMs[days.length]!
   const spans: CountSpan[] = []
@@ -142,7 +148,8 @@ export function settlementSpans(
     const householdId = consent.householdId
     switch (consent.granularity) {
       case 'load_curve':
-        for (const [fromMs, untilMs] of loadCurveStretches(consent, meterId, occupancies, monthStartMs, monthEndMs, nowMs)) {
+        // The month's load curve: the datums stamped from its first datum instant to its end, inclusive.
+        for (const [fromMs, untilMs] of loadCurveStretches(consent, meterId, occupancies, datumStartsMs[0]!, datumStartsMs[days.length]!, nowMs)) {
           if (storedBeforeMs !== null) {
             // An ended consent: what was stored after its end is not counted. The rollups do not say when a
             // datum was stored, only when their day last changed: days that changed after the end (or all of
@@ -206,7 +213,7 @@ function endedStretchSpans(
   storedBeforeMs: number,
   late: ReadonlySet<string>,
 ): CountSpan[] {
-  const { days, dayStartsMs } = calendar
+  const { days, datumStartsMs } = calendar
   const { whole, edges } = cutByDays(calendar, fromMs, untilMs)
   const spans: CountSpan[] = []
   const raw: Array<[number, number]> = [...edges]
@@ -219,7 +226,7 @@ function endedStretchSpans(
         spans.push({ kind: 'load_curve', consentId, meterId, householdId, firstDay: days[runStart]!, lastDay: days[i - 1]!, edges: [], storedBeforeMs: null })
         runStart = -1
       }
-      if (i <= whole[1] && !onTime) raw.push([dayStartsMs[i]!, dayStartsMs[i + 1]!])
+      if (i <= whole[1] && !onTime) raw.push([datumStartsMs[i]!, datumStartsMs[i + 1]!])
     }
   }
   if (raw.length > 0) spans.push({ kind: 'load_curve', consentId, meterId, householdId, firstDay: null, lastDay: null, edges: raw, storedBeforeMs })

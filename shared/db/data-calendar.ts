@@ -1,10 +1,17 @@
 import { sql, type Kysely } from 'kysely'
-import { dayOf } from '../calendar.ts'
+import { datumDayOf, dayOf } from '../calendar.ts'
 import { ConfigError } from '../errors.ts'
 import type { Database } from './schema.ts'
 
 /** The settings key of the time zone that cuts the stored data's days and months. */
 export const TIMEZONE_SETTING = 'timezone'
+
+/**
+ * The settings key marking daily rollups still cut by the instant each datum is stamped with (before
+ * migration 0010): the reading at midnight in the day after it. The first process to start cuts them
+ * again (services/metering/rollup-recut.ts) and removes the mark.
+ */
+export const ROLLUPS_RECUT_SETTING = 'rollups_cut_by_instant'
 
 /** Stored days checked against a zone before it is recorded for data stored before zones were recorded. */
 export const ZONE_EVIDENCE_DAYS_MAX = 2_000
@@ -18,8 +25,8 @@ const ZONES_SUGGESTED_MAX = 5
  * sentence naming both, rather than mixing two calendars in one set of books.
  *
  * A database holding data from before zones were recorded is checked first: each stored day must be
- * the local day, in the zone asked for, of its first reading. Otherwise the start is refused, naming
- * zones that fit, rather than recording a zone the stored days contradict.
+ * the local day, in the zone asked for, of its first and last readings. Otherwise the start is refused,
+ * naming zones that fit, rather than recording a zone the stored days contradict.
  */
 export async function pinTimezone(db: Kysely<Database>, timezone: string): Promise<void> {
   // Its callers have migrated the schema, or checked it is this version's (requireSchemaCurrent).
@@ -42,6 +49,9 @@ async function recordedTimezone(db: Kysely<Database>): Promise<string | undefine
 }
 
 async function checkStoredDays(db: Kysely<Database>, timezone: string): Promise<void> {
+  // Rollups not yet cut again (migration 0010) put a datum in the day of its instant.
+  const cutByInstant = (await db.selectFrom('settings').select('key').where('key', '=', ROLLUPS_RECUT_SETTING).executeTakeFirst()) !== undefined
+  const dayOfDatum = cutByInstant ? dayOf : datumDayOf
   const days = await db
     .selectFrom('daily_rollups')
     .select(['day', 'first_ts', 'last_ts'])
@@ -52,7 +62,7 @@ async function checkStoredDays(db: Kysely<Database>, timezone: string): Promise<
   // would fit every zone up to a day east of the true one).
   const misfit = (zone: string) => {
     for (const d of days) {
-      for (const ts of [d.first_ts, d.last_ts]) if (dayOf(ts, zone) !== d.day) return { day: d.day, ts }
+      for (const ts of [d.first_ts, d.last_ts]) if (dayOfDatum(ts, zone) !== d.day) return { day: d.day, ts }
     }
     return null
   }
@@ -61,7 +71,7 @@ async function checkStoredDays(db: Kysely<Database>, timezone: string): Promise<
   const fitting = Intl.supportedValuesOf('timeZone').filter((zone) => misfit(zone) === null).slice(0, ZONES_SUGGESTED_MAX)
   throw new ConfigError(
     `METERSHARE_TIMEZONE: the days stored in this database were not cut in "${timezone}" ` +
-      `(day ${miss.day} holds a reading at ${miss.ts.toISOString()}, on ${dayOf(miss.ts, timezone)} there)` +
+      `(day ${miss.day} holds a reading at ${miss.ts.toISOString()}, on ${dayOfDatum(miss.ts, timezone)} there)` +
       (fitting.length > 0 ? `; they fit ${fitting.join(', ')}` : '') +
       ': start with the zone the data was stored in',
   )

@@ -108,7 +108,8 @@ describe.skipIf(BROWSER_PATH === null)(`the household portal in a browser${SKIP}
       const meter = await createMeter(db, { operatorId: grid.id, commodity: 'electricity', intervalMinutes: 30 })
       // Through the service, whose change notice reaches the broker's view as a move-in would.
       await createOccupancy(db, { meterId: meter.id, householdId: household.id, from: new Date(monthStart.getTime() - 7 * 86_400_000), until: null }, { timezone: TZ })
-      await seedReadings(db, meter.id, readingSeries({ start: monthStart, count: SETTLED_READINGS, stepMinutes: 30, stepWh: 25 }), TZ)
+      // Each reading ends its half hour: the month's first is stamped 00:30 on the 1st.
+      await seedReadings(db, meter.id, readingSeries({ start: new Date(monthStart.getTime() + 30 * 60_000), count: SETTLED_READINGS, stepMinutes: 30, stepWh: 25 }), TZ)
 
       // Last month's data went to the grid operator under an offer; the month is settled.
       const settledOffer = await createOffer(db, {

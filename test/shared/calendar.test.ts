@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { addDays, addMonths, createDayResolver, dayBounds, dayOf, daysInMonth, daysOfMonth, formatTimestamp, monthBounds, monthOf, parseRfc3339, startOfDayMs } from '../../shared/calendar.ts'
+import { addDays, addMonths, createDatumDayResolver, dayBounds, dayOf, datumDayOf, datumDayStartMs, daysInMonth, daysOfMonth, formatTimestamp, monthBounds, monthOf, parseRfc3339, startOfDayMs } from '../../shared/calendar.ts'
 
 const PARIS = 'Europe/Paris'
 
@@ -9,6 +9,18 @@ describe('calendar', () => {
     expect(dayOf(Date.parse('2026-09-30T22:00:00Z'), PARIS)).toBe('2026-10-01')
     expect(dayOf(Date.parse('2026-09-30T22:00:00Z'), 'UTC')).toBe('2026-09-30')
     expect(monthOf(Date.parse('2026-10-31T23:30:00Z'), PARIS)).toBe('2026-11')
+  })
+
+  it('gives a datum the day of the interval it ends: the reading at midnight closes the day before', () => {
+    // Paris midnight of 1 October 2026 is 22:00Z on 30 September.
+    expect(datumDayOf(Date.parse('2026-09-30T22:00:00Z'), PARIS)).toBe('2026-09-30')
+    expect(datumDayOf(Date.parse('2026-09-30T22:00:00.001Z'), PARIS)).toBe('2026-10-01')
+    expect(datumDayOf(Date.parse('2026-09-30T22:15:00Z'), PARIS)).toBe('2026-10-01')
+    expect(datumDayOf(Date.parse('2026-10-01T21:45:00Z'), PARIS)).toBe('2026-10-01')
+    expect(datumDayOf(Date.parse('2026-10-01T22:00:00Z'), PARIS)).toBe('2026-10-01')
+    expect(datumDayStartMs('2026-10-01', PARIS)).toBe(Date.parse('2026-09-30T22:00:00.001Z'))
+    // The last interval of October ends at midnight on 1 November: it is October's.
+    expect(datumDayOf(Date.parse('2026-10-31T23:00:00Z'), PARIS)).toBe('2026-10-31')
   })
 
   it('knows a 25-hour and a 23-hour day around daylight saving time', () => {
@@ -37,10 +49,11 @@ describe('calendar', () => {
   })
 
   it('resolves days from a memo that agrees with the plain function', () => {
-    const resolve = createDayResolver(PARIS)
+    const resolve = createDatumDayResolver(PARIS)
     for (let t = Date.parse('2026-10-24T00:00:00Z'); t < Date.parse('2026-10-27T00:00:00Z'); t += 7 * 60_000) {
-      expect(resolve(t)).toBe(dayOf(t, PARIS))
+      expect(resolve(t)).toBe(datumDayOf(t, PARIS))
     }
+    for (let t = Date.parse('2026-10-24T21:59:58Z'); t < Date.parse('2026-10-24T22:00:03Z'); t += 1) expect(resolve(t)).toBe(datumDayOf(t, PARIS))
   })
 
   it('parses RFC 3339 with an offset or Z only, and formats without zero milliseconds', () => {

@@ -1,5 +1,5 @@
 import type { Kysely } from 'kysely'
-import { addDays, addMonths, dayBounds, dayOf, daysOfMonth, isDay, isMonth, monthBounds, monthOf } from '../../../shared/calendar.ts'
+import { addDays, addMonths, datumDayOf, datumDayStartMs, dayBounds, dayOf, daysOfMonth, isDay, isMonth, monthBounds, monthOf } from '../../../shared/calendar.ts'
 import type { Config } from '../../../shared/config.ts'
 import type { Database } from '../../../shared/db/schema.ts'
 import { InvalidInputError, NotFoundError } from '../../../shared/errors.ts'
@@ -225,10 +225,11 @@ export async function loadConsumption(
   // No period asked for: where the household's data of this meter ends (a meter silent for a while,
   // the demo's simulated past), or today when it has none.
   const latest = askedDay === null && askedMonth === null && meter !== null ? await latestOwnedReadingTs(db, meter.meterId, householdId) : null
-  const anchor = latest ?? now
+  // The day its latest datum belongs to (a reading at midnight closes the day before), or today.
+  const anchorDay = latest !== null ? datumDayOf(latest, tz) : dayOf(now, tz)
   // A month asked for without a day: its first day, so the day field follows the month shown.
-  const day = askedDay ?? (askedMonth !== null ? `${askedMonth}-01` : dayOf(anchor, tz))
-  const month = askedMonth ?? (view === 'day' ? day.slice(0, 7) : monthOf(anchor, tz))
+  const day = askedDay ?? (askedMonth !== null ? `${askedMonth}-01` : anchorDay)
+  const month = askedMonth ?? (view === 'day' ? day.slice(0, 7) : anchorDay.slice(0, 7))
   const unit = meter?.commodity === 'gas' ? 'm³' : 'kWh'
   const model: ConsumptionModel = { meters, meter, view, day, month, today: dayOf(now, tz), points: [], unit, total: 0 }
   if (meter === null) return model
@@ -236,15 +237,17 @@ export async function loadConsumption(
   const ctx = { timezone: tz }
 
   if (view === 'day') {
-    const { start, end } = dayBounds(day, tz)
-    // One interval earlier, so that the day's first reading has a predecessor to subtract.
+    const { start } = dayBounds(day, tz)
+    // The day's datums end its intervals: stamped after its start, through its end (the reading at
+    // midnight closes it). From one interval earlier, so that its first one has a predecessor to subtract.
     const from = new Date(start.getTime() - meter.intervalMinutes * 60_000)
+    const to = new Date(datumDayStartMs(addDays(day, 1), tz))
     const readings: { ts: string; values: Record<string, number> }[] = []
     let cursor: string | undefined
     for (let i = 0; i < CURVE_PAGES_MAX; i++) {
       const page = await listReadings(
         db,
-        { meterIds: [meter.meterId], householdId, from, to: end, granularity: 'load_curve', cursor, limit: READINGS_PAGE_LIMIT_MAX },
+        { meterIds: [meter.meterId], householdId, from, to, granularity: 'load_curve', cursor, limit: READINGS_PAGE_LIMIT_MAX },
         ctx,
       )
       for (const item of page.items) if (item.granularity === 'load_curve') readings.push({ ts: item.ts, values: item.values })
@@ -253,7 +256,7 @@ export async function loadConsumption(
     }
     for (const e of intervalEnergies(readings)) {
       const at = new Date(e.ts)
-      if (at.getTime() < start.getTime()) continue
+      if (at.getTime() <= start.getTime()) continue
       const value = e.values[code] ?? null
       model.points.push({ key: e.ts, at, value })
       if (value !== null) model.total += value

@@ -1,4 +1,4 @@
-import { addDays, addMonths } from '../../../shared/calendar.ts'
+import { addDays, addMonths, dayOf } from '../../../shared/calendar.ts'
 import { BPS_TOTAL, divideRoundHalfEven } from '../../../shared/money.ts'
 import type { Consent } from '../../consent/consent-service.ts'
 import type { HouseholdOffer } from '../../consent/offer-service.ts'
@@ -411,6 +411,8 @@ ${model.nextCursor === null ? '' : html`<p><a href="${pageHref('/access-log', { 
 
 /** Ticks under a day's intervals: every three hours of the clock. */
 const DAY_TICK_EVERY_HOURS = 3
+/** The clock of the reading at midnight that closes a day, in the day's view (the end of its last interval). */
+const DAY_END_CLOCK = '24:00'
 
 export function consumptionPage(ctx: PageContext, model: ConsumptionModel): string {
   const { t, f } = ctx
@@ -419,8 +421,9 @@ export function consumptionPage(ctx: PageContext, model: ConsumptionModel): stri
   }
   const meter = model.meter
   const energy = (v: number | null): string => (v === null ? '—' : f.energy(v, model.unit))
-  // A day's times on the clock; on the day the clocks go back an hour comes twice, told apart by its offset.
-  const clock = model.points.map((p) => (p.at === null ? null : f.time(p.at, ctx.timezone)))
+  // A day's points are its intervals' ends, on the clock: the last, at the next midnight, is 24:00. On the
+  // day the clocks go back an hour comes twice, told apart by its offset.
+  const clock = model.points.map((p) => (p.at === null ? null : dayOf(p.at, ctx.timezone) !== model.day ? DAY_END_CLOCK : f.time(p.at, ctx.timezone)))
   const twice = new Set(clock.filter((c, i) => c !== null && clock.indexOf(c) !== i))
   const timeOf = (p: CurvePoint, i: number): string => (twice.has(clock[i]!) ? f.timeWithOffset(p.at!, ctx.timezone) : clock[i]!)
   const bars: ChartBar[] = model.points.map((p, i) => {

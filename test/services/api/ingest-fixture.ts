@@ -1,6 +1,6 @@
 import { MeterTails, commitMessages } from '../../../services/metering/ingest-service.ts'
 import { validatePayload } from '../../../services/metering/ingest-validation.ts'
-import { dayOf } from '../../../shared/calendar.ts'
+import { datumDayOf } from '../../../shared/calendar.ts'
 import { envToConfig } from '../../../shared/config.ts'
 import type { TestDatabase } from '../../support/database.ts'
 
@@ -9,5 +9,5 @@ export async function ingest(t: TestDatabase, meterId: string, payload: unknown,
   const config = envToConfig({})
   const bytes = Buffer.from(typeof payload === 'string' ? payload : JSON.stringify(payload), 'utf8')
   const message = validatePayload({ meterId, commodity: 'electricity' }, bytes, receivedAt.getTime(), config.ingest)
-  await commitMessages(t.db, [message], { dialect: t.dialect, dayOf: (ms) => dayOf(ms, config.timezone), tails: new MeterTails() })
+  await commitMessages(t.db, [message], { dialect: t.dialect, datumDayOf: (ms) => datumDayOf(ms, config.timezone), tails: new MeterTails() })
 }

@@ -9,7 +9,7 @@ import { householdMonthTotals } from '../../../services/settlement/statement-tot
 import { Formats } from '../../../services/api/portal/i18n.ts'
 import { formatEurLocale } from '../../../shared/money.ts'
 import { describeDatabases } from '../../support/database.ts'
-import { consent, ctxAt, hourly, ingest, meter, occupy, offer, paris, party } from '../settlement/settlement-fixtures.ts'
+import { consent, ctxAt, hourEnds, ingest, meter, occupy, offer, paris, party } from '../settlement/settlement-fixtures.ts'
 import { useApi } from './api-harness.ts'
 
 /**
@@ -49,14 +49,14 @@ describeDatabases('portal pages', (t) => {
     // The supplier's legal basis: monthly data, free.
     await consent(db, { householdId, recipientId: operator, offerId: null, granularity: 'monthly', meterIds: [meterId], validFrom: paris('2026-09-01'), dataUntil: paris('2027-09-01') })
 
-    // October: the 1st to the 3rd (72 readings), settled; then late readings of the 10th (24),
-    // settled in November as an adjustment; November: the 1st and 2nd (48 readings).
-    // Its midnight index of 1 November completes October (for the monthly legal basis) before the month is closed.
-    await ingest(db, t.dialect, meterId, 'electricity', [...hourly(paris('2026-10-01'), paris('2026-10-04')), paris('2026-11-01')])
+    // Each reading ends its hour. October: the 1st to the 3rd, 23:00 (71 readings), and the midnight index of
+    // 1 November, which closes October (completing it for the monthly legal basis) before the month is closed: 72,
+    // settled; then late readings of the 10th (24), settled in November as an adjustment; November: the 1st and 2nd (48).
+    await ingest(db, t.dialect, meterId, 'electricity', [...hourEnds(paris('2026-10-01'), paris('2026-10-03', 23)), paris('2026-11-01')])
     await settleMonth(db, '2026-10', ctxAt(paris('2026-11-01', 2)))
-    await ingest(db, t.dialect, meterId, 'electricity', hourly(paris('2026-10-10'), paris('2026-10-11')))
+    await ingest(db, t.dialect, meterId, 'electricity', hourEnds(paris('2026-10-10'), paris('2026-10-11')))
     await settleMonth(db, '2026-10', ctxAt(paris('2026-11-15')))
-    await ingest(db, t.dialect, meterId, 'electricity', hourly(paris('2026-11-01'), paris('2026-11-03')))
+    await ingest(db, t.dialect, meterId, 'electricity', hourEnds(paris('2026-11-01'), paris('2026-11-03')))
     await settleMonth(db, '2026-11', ctxAt(paris('2026-12-01', 2)))
 
     const res = await api.inject({ method: 'POST', url: '/portal/session', payload: { email: EMAIL, password: PASSWORD } })
@@ -121,7 +121,7 @@ describeDatabases('portal pages', (t) => {
 
   it('shows a month in progress that holds adjustments as in progress, not as the last settled one', async () => {
     // Late readings of 20 November, settled on 5 December: an adjustment booked in December, which is still open.
-    await ingest(t.db, t.dialect, meterId, 'electricity', hourly(paris('2026-11-20'), paris('2026-11-21')), paris('2026-12-05'))
+    await ingest(t.db, t.dialect, meterId, 'electricity', hourEnds(paris('2026-11-20'), paris('2026-11-21')), paris('2026-12-05'))
     await settleMonth(t.db, '2026-11', ctxAt(paris('2026-12-05')))
     const home = (await page('/')).body
     expect(home).toMatch(/id="month-total" data-month="2026-11" data-micros="\d+"><span>November 2026<\/span>/)
@@ -267,19 +267,21 @@ describeDatabases('portal pages', (t) => {
     const bars = [...day.body.matchAll(/<rect class="bar" data-key="([^"]+)" data-value="(\d+)"/g)]
     expect(bars).toHaveLength(24)
     expect(new Set(bars.map((b) => b[2]))).toEqual(new Set(['10']))
-    expect(bars[0]![1]).toBe(paris('2026-10-02').toISOString().replace('.000Z', 'Z'))
+    // The day's first interval ends at 01:00; its last, at midnight.
+    expect(bars[0]![1]).toBe(paris('2026-10-02', 1).toISOString().replace('.000Z', 'Z'))
+    expect(bars.at(-1)![1]).toBe(paris('2026-10-03').toISOString().replace('.000Z', 'Z'))
     expect(day.body).toContain('<figcaption id="consumption-total">Total: 0.240 kWh</figcaption>')
 
     const month = await page(`/consumption?meterId=${meterId}&view=month&month=2026-10`)
     const days = new Map([...month.body.matchAll(/<rect class="bar" data-key="([^"]+)" data-value="(\d+)"/g)].map((b) => [b[1], b[2]]))
     expect(days.size).toBe(31)
-    // The 1st has no earlier reading: 23 differences; the 2nd and 3rd 24 each; the 4th has no data.
-    expect([days.get('2026-10-01'), days.get('2026-10-02'), days.get('2026-10-03'), days.get('2026-10-04')]).toEqual(['230', '240', '240', '0'])
+    // The 1st has no earlier reading: 23 differences; the 2nd 24; the 3rd 23 (to 23:00); the 4th has no data.
+    expect([days.get('2026-10-01'), days.get('2026-10-02'), days.get('2026-10-03'), days.get('2026-10-04')]).toEqual(['230', '240', '230', '0'])
     expect(month.body).toContain('<th scope="row">4 October 2026</th><td class="num">—</td>')
   })
 
   it('opens the consumption where the household’s data ends when no period is asked for, not on an empty today', async () => {
-    // Today is 2 December; the data ends with the reading of 23:00 on 2 November.
+    // Today is 2 December; the data ends with the reading at midnight that closes 2 November.
     const month = await page('/consumption')
     expect(month.body).toContain('Energy per day in November 2026')
     const days = new Map([...month.body.matchAll(/<rect class="bar" data-key="([^"]+)" data-value="(\d+)"/g)].map((b) => [b[1], b[2]]))
@@ -301,19 +303,21 @@ describeDatabases('portal pages', (t) => {
   })
 
   it('tells apart the hour the clocks go back, and ticks the day by the clock', async () => {
-    await ingest(t.db, t.dialect, meterId, 'electricity', hourly(paris('2026-10-24'), paris('2026-10-26')))
+    await ingest(t.db, t.dialect, meterId, 'electricity', hourEnds(paris('2026-10-24'), paris('2026-10-26')))
     const body = (await page(`/consumption?meterId=${meterId}&view=day&day=2026-10-25`)).body
     const rows = [...body.matchAll(/<tr><th scope="row">([^<]+)<\/th>/g)].map((m) => m[1])
+    // Each row is an interval's end: from 01:00 to the next midnight, 25 of them.
     expect(rows).toHaveLength(25)
-    expect(rows.slice(1, 5)).toEqual(['01:00', '02:00 (GMT+2)', '02:00 (GMT+1)', '03:00'])
+    expect(rows.slice(0, 4)).toEqual(['01:00', '02:00 (GMT+2)', '02:00 (GMT+1)', '03:00'])
     const ticks = [...body.matchAll(/<text class="tick"[^>]*>([^<]+)<\/text>/g)].map((m) => m[1])
-    expect(ticks).toEqual(['00:00', '03:00', '06:00', '09:00', '12:00', '15:00', '18:00', '21:00'])
+    expect(ticks).toEqual(['03:00', '06:00', '09:00', '12:00', '15:00', '18:00', '21:00', '24:00'])
+    expect(rows.at(-1)).toBe('24:00')
   })
 
   it('speaks of gas volume, in m³, for a gas meter', async () => {
     const gasMeter = await meter(t.db, await party(t.db, 'utility', 'Gas grid'), 'gas')
     await occupy(t.db, gasMeter, householdId, paris('2026-09-01'))
-    await ingest(t.db, t.dialect, gasMeter, 'gas', hourly(paris('2026-11-01'), paris('2026-11-03')))
+    await ingest(t.db, t.dialect, gasMeter, 'gas', hourEnds(paris('2026-11-01'), paris('2026-11-03')))
     const month = (await page(`/consumption?meterId=${gasMeter}&view=month&month=2026-11`)).body
     expect(month).toContain('<h2 id="curve-heading">Gas volume per day in November 2026</h2>')
     expect(month).toMatch(/<th scope="col" class="num">Volume<\/th>/)

@@ -2,7 +2,7 @@ import { beforeEach, describe, expect, it } from 'vitest'
 import { loadConsentFacts, loadOccupancyFacts, occupanciesByMeter } from '../../../services/consent/release-facts-repository.ts'
 import { datumEndMs, datumInstantMs, releasedTo } from '../../../services/consent/release-rule.ts'
 import type { ReleaseChange } from '../../../services/consent/release-view.ts'
-import { addDays, dayOf } from '../../../shared/calendar.ts'
+import { addDays, datumDayOf } from '../../../shared/calendar.ts'
 import type { EgressDatum } from '../../../shared/wire.ts'
 import { describeDatabases } from '../../support/database.ts'
 import { readingSeries, seedReadings } from '../../support/seed.ts'
@@ -319,14 +319,16 @@ describeDatabases('consent endpoints', (t) => {
       // Counted per local day the datums belong to.
       const perDay = (meterId: string) => {
         const counts = new Map<string, number>()
-        for (const d of items) if (d.meterId === meterId && d.granularity === 'load_curve') counts.set(dayOf(Date.parse(d.ts), TZ), (counts.get(dayOf(Date.parse(d.ts), TZ)) ?? 0) + 1)
+        for (const d of items) if (d.meterId === meterId && d.granularity === 'load_curve') counts.set(datumDayOf(Date.parse(d.ts), TZ), (counts.get(datumDayOf(Date.parse(d.ts), TZ)) ?? 0) + 1)
         return [...counts].map(([day, datums]) => ({ day, datums }))
       }
       const log0 = (await get('/me/access-log?limit=100', h0)).json() as { items: { recipientId: string; meterId: string; channel: string; day: string; datums: number }[] }
       expect(log0.items.map(({ day, datums }) => ({ day, datums }))).toEqual(perDay(A))
       expect(log0.items.every((e) => e.recipientId === app.id && e.meterId === A && e.channel === 'http')).toBe(true)
       expect(log0.items.reduce((n, e) => n + e.datums, 0)).toBe(11 * 24)
-      expect(log0.items[0]).toMatchObject({ day: '2026-01-25', datums: 23, recipientName: 'Energy advice app' })
+      // The window runs from 01:00 Paris (00:00Z): each of its 11 days whole, 01:00 to the reading at midnight.
+      expect(log0.items[0]).toMatchObject({ day: '2026-01-25', datums: 24, recipientName: 'Energy advice app' })
+      expect(log0.items.map((e) => e.datums)).toEqual(Array(11).fill(24))
       const log2 = (await get('/me/access-log?limit=100', h2)).json() as { items: { meterId: string; day: string; datums: number }[] }
       expect(log2.items.map(({ day, datums }) => ({ day, datums }))).toEqual(perDay(B))
       expect(log2.items.reduce((n, e) => n + e.datums, 0)).toBe(7 * 24 + 12)

@@ -16,9 +16,12 @@ function day(n: number): string {
   return `2026-10-0${n}`
 }
 
-/** Hourly readings of local day n from hour `fromHour` to `toHour` (exclusive), index = 10 Wh per hour since Oct 1 00:00. */
+/**
+ * Hourly readings of the hours `fromHour` to `toHour` (exclusive) of local day n, each stamped at the
+ * end of its hour (the last of a whole day at the next midnight); index = 10 Wh per hour since Oct 1 00:00.
+ */
 function hours(n: number, fromHour = 0, toHour = 24) {
-  const start = midnight(n).getTime() + fromHour * HOUR
+  const start = midnight(n).getTime() + (fromHour + 1) * HOUR
   const first = (n - 1) * 24 + fromHour
   return readingSeries({ start: new Date(start), count: toHour - fromHour, firstIndex: first * 10 })
 }
@@ -31,32 +34,40 @@ describeDatabases('daily publication', (t) => {
     return { meter, h }
   }
 
-  it('publishes nothing for a meter’s first day and nothing while a day is still open', async () => {
-    const { meter } = await occupiedMeter()
+  it('publishes a day once the reading at its end arrives, nothing while it is open, and not again when the next begins', async () => {
+    const { meter, h } = await occupiedMeter()
     await seedReadings(t.db, meter, hours(1, 0, 12), ctx.timezone)
     expect(await dailyDatumsToPublish(t.db, [{ meterId: meter, day: day(1), created: true }], ctx)).toEqual([])
-    await seedReadings(t.db, meter, hours(1, 12), ctx.timezone)
+    await seedReadings(t.db, meter, hours(1, 12, 23), ctx.timezone)
     expect(await dailyDatumsToPublish(t.db, [{ meterId: meter, day: day(1), created: false }], ctx)).toEqual([])
+    // The reading at midnight ends the day's last hour: Oct 1 is complete, from 01:00 (10 Wh) to 24:00 (240 Wh).
+    await seedReadings(t.db, meter, hours(1, 23), ctx.timezone)
+    expect(await dailyDatumsToPublish(t.db, [{ meterId: meter, day: day(1), created: false }], ctx)).toEqual([
+      { meterId: meter, day: day(1), granularity: 'daily', values: { [IMPORT]: 230 }, householdId: h },
+    ])
+    await seedReadings(t.db, meter, hours(2, 0, 1), ctx.timezone)
+    expect(await dailyDatumsToPublish(t.db, [{ meterId: meter, day: day(2), created: true, householdId: h }], ctx)).toEqual([])
   })
 
-  it('publishes the previous day with data when a new day begins', async () => {
+  it('publishes the previous day with data when a new day begins, if it did not get its closing reading', async () => {
     const { meter, h } = await occupiedMeter()
-    await seedReadings(t.db, meter, hours(1), ctx.timezone)
-    // Oct 2 had no data: Oct 3 completes Oct 1.
+    // Oct 1 until 23:00 (the reading at midnight never came), Oct 2 without data: Oct 3 completes Oct 1.
+    await seedReadings(t.db, meter, hours(1, 0, 22), ctx.timezone)
     await seedReadings(t.db, meter, hours(3, 0, 1), ctx.timezone)
     expect(await dailyDatumsToPublish(t.db, [{ meterId: meter, day: day(3), created: true, householdId: h }], ctx)).toEqual([
-      { meterId: meter, day: day(1), granularity: 'daily', values: { [IMPORT]: 230 }, householdId: h },
+      { meterId: meter, day: day(1), granularity: 'daily', values: { [IMPORT]: 210 }, householdId: h },
     ])
     // More of Oct 3 completes nothing.
     await seedReadings(t.db, meter, hours(3, 1, 2), ctx.timezone)
     expect(await dailyDatumsToPublish(t.db, [{ meterId: meter, day: day(3), created: false }], ctx)).toEqual([])
   })
 
-  it('publishes every completed day when one batch spans several days', async () => {
+  it('publishes every day a batch completes when it spans several days', async () => {
     const { meter, h } = await occupiedMeter()
-    await seedReadings(t.db, meter, hours(1), ctx.timezone)
-    await seedReadings(t.db, meter, [...hours(2), ...hours(3, 0, 3)], ctx.timezone)
+    await seedReadings(t.db, meter, hours(1, 0, 20), ctx.timezone)
+    await seedReadings(t.db, meter, [...hours(1, 20), ...hours(2), ...hours(3, 0, 3)], ctx.timezone)
     const touched: TouchedGroup[] = [
+      { meterId: meter, day: day(1), created: false },
       { meterId: meter, day: day(2), created: true },
       { meterId: meter, day: day(3), created: true },
     ]
@@ -95,12 +106,13 @@ describeDatabases('daily publication', (t) => {
     const gone = new Date(midnight(2).getTime() + 20 * HOUR)
     await seedOccupancy(t.db, { meterId: meter, householdId: a, from: '2026-09-01T00:00:00Z', until: moveOut })
     await seedOccupancy(t.db, { meterId: meter, householdId: b, from: moveOut, until: gone })
-    await seedReadings(t.db, meter, [...hours(1), ...hours(2)], ctx.timezone)
-    await seedReadings(t.db, meter, hours(3, 0, 1), ctx.timezone)
-    const published = await dailyDatumsToPublish(t.db, [{ meterId: meter, day: day(3), created: true, householdId: null }], ctx)
+    await seedReadings(t.db, meter, hours(1), ctx.timezone)
+    // Oct 2 whole, closed by its reading at midnight (owned by nobody): a until 09:00 (its last reading), b from 10:00 to 19:00.
+    await seedReadings(t.db, meter, hours(2), ctx.timezone)
+    const published = await dailyDatumsToPublish(t.db, [{ meterId: meter, day: day(2), created: true, householdId: null }], ctx)
     expect(published.map((d) => [d.day, d.householdId, d.values[IMPORT]]).sort()).toEqual(
       [
-        [day(2), a, 100],
+        [day(2), a, 90],
         // From b's first reading: the hour measured across the move belongs to neither.
         [day(2), b, 90],
       ].sort(),
@@ -127,8 +139,9 @@ describeDatabases('daily publication', (t) => {
   it('handles several meters in one batch', async () => {
     const one = await occupiedMeter()
     const two = await occupiedMeter()
-    await seedReadings(t.db, one.meter, [...hours(1), ...hours(2, 0, 1)], ctx.timezone)
-    await seedReadings(t.db, two.meter, [...hours(1, 6), ...hours(2, 0, 2)], ctx.timezone)
+    // Neither got its reading at midnight: the first of Oct 2 completes Oct 1.
+    await seedReadings(t.db, one.meter, [...hours(1, 0, 23), ...hours(2, 0, 1)], ctx.timezone)
+    await seedReadings(t.db, two.meter, [...hours(1, 6, 23), ...hours(2, 0, 2)], ctx.timezone)
     const touched: TouchedGroup[] = [
       { meterId: one.meter, day: day(2), created: true },
       { meterId: two.meter, day: day(2), created: true },
@@ -137,8 +150,8 @@ describeDatabases('daily publication', (t) => {
     const published = await dailyDatumsToPublish(t.db, touched, ctx)
     expect(published.map((d) => [d.meterId, d.day, d.householdId, d.values[IMPORT]]).sort()).toEqual(
       [
-        [one.meter, day(1), one.h, 230],
-        [two.meter, day(1), two.h, 170],
+        [one.meter, day(1), one.h, 220],
+        [two.meter, day(1), two.h, 160],
       ].sort(),
     )
     expect(await dailyDatumsToPublish(t.db, [], ctx)).toEqual([])

@@ -3,7 +3,7 @@ import { expect, it } from 'vitest'
 import { COPY_READINGS_MIN } from '../../../services/metering/ingest-repository.ts'
 import { MeterTails, commitMessages, type CommitResult, type IngestContext } from '../../../services/metering/ingest-service.ts'
 import { validatePayload, type ValidatedMessage } from '../../../services/metering/ingest-validation.ts'
-import { dayOf } from '../../../shared/calendar.ts'
+import { datumDayOf } from '../../../shared/calendar.ts'
 import { DEFAULT_INGEST_LIMITS } from '../../../shared/config.ts'
 import { newId } from '../../../shared/ids.ts'
 import { describePostgres } from '../../support/database.ts'
@@ -23,7 +23,7 @@ function message(meterId: string, readings: Array<[number, number]> | string): V
 
 describePostgres('the ingest transaction, through kysely and as scripts', (t) => {
   function context(scripted: boolean, tails = new MeterTails()): IngestContext {
-    return { dialect: 'postgres', dayOf: (ms) => dayOf(ms, TZ), tails, ...(scripted ? { withConnection: t.handle.withConnection } : {}) }
+    return { dialect: 'postgres', datumDayOf: (ms) => datumDayOf(ms, TZ), tails, ...(scripted ? { withConnection: t.handle.withConnection } : {}) }
   }
 
   async function movingMeter(): Promise<{ meter: string; before: string; after: string }> {

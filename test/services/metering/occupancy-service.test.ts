@@ -48,15 +48,25 @@ describeDatabases('occupancy service', (t) => {
     expect(owners.filter((r) => r.householdId === a)).toHaveLength(12) // 22:00Z … 09:00Z
     expect(owners.filter((r) => r.householdId === b)).toHaveLength(12) // 10:00Z … 21:00Z
 
+    // The reading at local midnight ends an interval of 30 September: it is that day's.
     const rollups = await rollupsOf(t.db, meter)
     expect(rollups).toEqual([
       {
+        day: '2026-09-30',
+        householdId: a,
+        count: 1,
+        firstTs: '2026-09-30T22:00:00.000Z',
+        lastTs: '2026-09-30T22:00:00.000Z',
+        indexMin: { [IMPORT]: 10 },
+        indexMax: { [IMPORT]: 10 },
+      },
+      {
         day: '2026-10-01',
         householdId: a,
-        count: 12,
-        firstTs: '2026-09-30T22:00:00.000Z',
+        count: 11,
+        firstTs: '2026-09-30T23:00:00.000Z',
         lastTs: '2026-10-01T09:00:00.000Z',
-        indexMin: { [IMPORT]: 10 },
+        indexMin: { [IMPORT]: 20 },
         indexMax: { [IMPORT]: 120 },
       },
       {
@@ -75,7 +85,7 @@ describeDatabases('occupancy service', (t) => {
     const meter = await seedMeter(t.db)
     const h = await seedHousehold(t.db)
     await seedReadings(t.db, meter, readingSeries({ start: DAY_START, count: 48 }), ctx.timezone)
-    expect((await rollupsOf(t.db, meter)).map((r) => r.householdId)).toEqual([null, null])
+    expect((await rollupsOf(t.db, meter)).map((r) => r.householdId)).toEqual([null, null, null])
 
     const { id } = await createOccupancy(t.db, { meterId: meter, householdId: h, from: new Date('2026-10-01T12:00:00Z'), until: null }, ctx)
     expect(id).toMatch(/^occ_/)
@@ -86,9 +96,10 @@ describeDatabases('occupancy service', (t) => {
     expect(owners.filter((r) => r.householdId === h)).toHaveLength(34)
     const rollups = await rollupsOf(t.db, meter)
     expect(rollups.map((r) => [r.day, r.householdId, r.count])).toEqual([
-      ['2026-10-01', null, 14],
-      ['2026-10-01', h, 10],
-      ['2026-10-02', h, 24],
+      ['2026-09-30', null, 1],
+      ['2026-10-01', null, 13],
+      ['2026-10-01', h, 11],
+      ['2026-10-02', h, 23],
     ])
     expect(rollups.reduce((n, r) => n + r.count, 0)).toBe(48)
   })
@@ -105,10 +116,11 @@ describeDatabases('occupancy service', (t) => {
     expect(owners.filter((r) => r.householdId === h).at(-1)!.ts).toBe('2026-10-02T06:00:00.000Z')
     expect(owners.filter((r) => r.householdId === null)[0]!.ts).toBe('2026-10-02T07:00:00.000Z')
     expect((await rollupsOf(t.db, meter)).map((r) => [r.day, r.householdId, r.count])).toEqual([
+      ['2026-09-30', h, 1],
       ['2026-10-01', h, 24],
-      ['2026-10-02', h, 9],
-      ['2026-10-02', null, 15],
-      ['2026-10-03', null, 24],
+      ['2026-10-02', h, 8],
+      ['2026-10-02', null, 16],
+      ['2026-10-03', null, 23],
     ])
     expect((await getOccupancy(t.db, occ)).until).toEqual(new Date('2026-10-02T06:30:00Z'))
 
@@ -117,9 +129,10 @@ describeDatabases('occupancy service', (t) => {
     owners = await readingOwners(t.db, meter)
     expect(owners.filter((r) => r.householdId === h).at(-1)!.ts).toBe('2026-10-03T06:00:00.000Z')
     expect((await rollupsOf(t.db, meter)).map((r) => [r.day, r.householdId, r.count])).toEqual([
+      ['2026-09-30', h, 1],
       ['2026-10-01', h, 24],
       ['2026-10-02', h, 24],
-      ['2026-10-03', h, 9],
+      ['2026-10-03', h, 8],
       ['2026-10-03', null, 15],
     ])
   })
@@ -186,7 +199,7 @@ describeDatabases('occupancy service', (t) => {
     await createOccupancy(t.db, { meterId: meter, householdId: h, from: new Date(DAY_START), until: null }, ctx)
     expect((await readingOwners(t.db, meter)).every((r) => r.householdId === h)).toBe(true)
     expect((await readingOwners(t.db, other)).every((r) => r.householdId === null)).toBe(true)
-    expect((await rollupsOf(t.db, other)).map((r) => r.householdId)).toEqual([null])
+    expect((await rollupsOf(t.db, other)).map((r) => r.householdId)).toEqual([null, null])
   })
 
   it('refuses an overlapping occupancy and changes nothing', async () => {
@@ -361,7 +374,11 @@ describePostgres('occupancy service under concurrent ingest', (t) => {
       const owners = await readingOwners(t.db, meter)
       expect(owners).toHaveLength(3)
       expect(owners.every((r) => r.householdId === h)).toBe(true)
-      expect((await rollupsOf(t.db, meter)).map((r) => [r.householdId, r.count])).toEqual([[h, 3]])
+      // The first reading, at midnight, closes 30 September.
+      expect((await rollupsOf(t.db, meter)).map((r) => [r.day, r.householdId, r.count])).toEqual([
+        ['2026-09-30', h, 1],
+        ['2026-10-01', h, 2],
+      ])
     } finally {
       await ingest.close()
     }

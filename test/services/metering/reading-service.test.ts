@@ -30,6 +30,7 @@ interface World {
 /**
  * Meter 1: A until T, then B; hourly readings over 3 local days (Oct 1–3), index +10 Wh each.
  * Meter 2: A throughout; a reading every 6 hours from Sep 1 to mid-December, +100 Wh each.
+ * Both start at a local midnight: that first reading closes the day before (A's, with no energy of its own).
  */
 async function seedWorld(t: TestDatabase): Promise<World> {
   const m1 = await seedMeter(t.db, { id: 'mtr-1' })
@@ -106,25 +107,29 @@ describeDatabases('reading service', (t) => {
     const w = await seedWorld(t)
     const a = await listReadings(t.db, query({ householdId: w.a, meterIds: [w.m1], granularity: 'daily' }), ctx)
     expect(a.items).toEqual([
-      { meterId: w.m1, day: '2026-10-01', granularity: 'daily', values: { [IMPORT]: 230 } }, // no earlier group: max − min
-      { meterId: w.m1, day: '2026-10-02', granularity: 'daily', values: { [IMPORT]: 120 } }, // 22:00Z … 09:00Z
+      // The first reading, at midnight, closes 30 September: no earlier group, so max − min.
+      { meterId: w.m1, day: '2026-09-30', granularity: 'daily', values: { [IMPORT]: 0 } },
+      { meterId: w.m1, day: '2026-10-01', granularity: 'daily', values: { [IMPORT]: 240 } }, // 10 Wh at 00:00 … 250 Wh at 24:00
+      { meterId: w.m1, day: '2026-10-02', granularity: 'daily', values: { [IMPORT]: 110 } }, // from 250 to 360 Wh at 11:00 (09:00Z)
     ])
     const b = await listReadings(t.db, query({ householdId: w.b, meterIds: [w.m1], granularity: 'daily' }), ctx)
     expect(b.items).toEqual([
       // Counted from B's own first index: the hour from A's last reading to B's first belongs to neither.
-      { meterId: w.m1, day: '2026-10-02', granularity: 'daily', values: { [IMPORT]: 110 } },
-      { meterId: w.m1, day: '2026-10-03', granularity: 'daily', values: { [IMPORT]: 240 } },
+      { meterId: w.m1, day: '2026-10-02', granularity: 'daily', values: { [IMPORT]: 120 } }, // 370 Wh at 12:00 … 490 Wh at 24:00
+      { meterId: w.m1, day: '2026-10-03', granularity: 'daily', values: { [IMPORT]: 230 } },
     ])
   })
 
   it('sums a household’s daily energies into monthly energy', async () => {
     const w = await seedWorld(t)
     const a = await listReadings(t.db, query({ householdId: w.a, granularity: 'monthly' }), ctx)
-    // Meter 2: 4 readings a day of +100 Wh; September starts with no earlier group (max − min).
+    // Meter 2: 4 readings a day of +100 Wh, the 4th at midnight closing the day; September counts from the
+    // index at its start (the first reading, which closes 31 August). Meter 1's first reading closes September.
     expect(a.items).toEqual([
+      { meterId: w.m1, month: '2026-09', granularity: 'monthly', values: { [IMPORT]: 0 } },
       { meterId: w.m1, month: '2026-10', granularity: 'monthly', values: { [IMPORT]: 350 } },
-      { meterId: w.m2, month: '2026-09', granularity: 'monthly', values: { [IMPORT]: 30 * 400 - 100 } },
-      { meterId: w.m2, month: '2026-10', granularity: 'monthly', values: { [IMPORT]: 31 * 400 + 100 } }, // Oct 25 has 25 hours: 5 readings
+      { meterId: w.m2, month: '2026-09', granularity: 'monthly', values: { [IMPORT]: 30 * 400 } },
+      { meterId: w.m2, month: '2026-10', granularity: 'monthly', values: { [IMPORT]: 31 * 400 } }, // Oct 25 has 25 hours and 4 readings
       { meterId: w.m2, month: '2026-11', granularity: 'monthly', values: { [IMPORT]: 30 * 400 } },
       { meterId: w.m2, month: '2026-12', granularity: 'monthly', values: { [IMPORT]: 35 * 100 } },
     ])
@@ -132,7 +137,7 @@ describeDatabases('reading service', (t) => {
     const sum = (month: string) =>
       daily.items.filter((d) => d.granularity === 'daily' && d.day.startsWith(month)).reduce((n, d) => n + d.values[IMPORT]!, 0)
     expect(sum('2026-12')).toBe(35 * 100)
-    expect(sum('2026-10')).toBe(31 * 400 + 100)
+    expect(sum('2026-10')).toBe(31 * 400)
     const b = await listReadings(t.db, query({ householdId: w.b, granularity: 'monthly' }), ctx)
     expect(b.items).toEqual([{ meterId: w.m1, month: '2026-10', granularity: 'monthly', values: { [IMPORT]: 350 } }])
   })
@@ -143,11 +148,12 @@ describeDatabases('reading service', (t) => {
     await seedOccupancy(t.db, { meterId: m, householdId: h, from: OCT_1 })
     const oct24 = new Date('2026-10-23T22:00:00Z')
     const oct26 = new Date('2026-10-25T23:00:00Z')
-    await seedReadings(t.db, m, readingSeries({ start: oct24, count: 24 + 25 + 24 }), ctx.timezone)
-    expect((await rollupsOf(t.db, m)).map((r) => [r.day, r.count, r.firstTs])).toEqual([
-      ['2026-10-24', 24, '2026-10-23T22:00:00.000Z'],
-      ['2026-10-25', 25, '2026-10-24T22:00:00.000Z'],
-      ['2026-10-26', 24, '2026-10-25T23:00:00.000Z'],
+    // Each hour's reading at its end: from 01:00 on the 24th to midnight after the 26th.
+    await seedReadings(t.db, m, readingSeries({ start: new Date(oct24.getTime() + 3_600_000), count: 24 + 25 + 24 }), ctx.timezone)
+    expect((await rollupsOf(t.db, m)).map((r) => [r.day, r.count, r.firstTs, r.lastTs])).toEqual([
+      ['2026-10-24', 24, '2026-10-23T23:00:00.000Z', '2026-10-24T22:00:00.000Z'],
+      ['2026-10-25', 25, '2026-10-24T23:00:00.000Z', '2026-10-25T23:00:00.000Z'],
+      ['2026-10-26', 24, '2026-10-26T00:00:00.000Z', '2026-10-26T23:00:00.000Z'],
     ])
     const page = await listReadings(t.db, query({ householdId: h, granularity: 'daily' }), ctx)
     expect(page.items.map((d) => [d.granularity === 'daily' && d.day, d.values[IMPORT]])).toEqual([
@@ -235,9 +241,9 @@ describeDatabases('reading service', (t) => {
     expect(lc.items.at(-1)).toMatchObject({ ts: '2026-10-02T04:00:00Z' })
 
     const daily = await listReadings(t.db, query({ windows, granularity: 'daily' }), ctx)
-    expect(daily.items).toEqual([{ meterId: w.m1, day: '2026-10-01', granularity: 'daily', values: { [IMPORT]: 230 } }])
+    expect(daily.items).toEqual([{ meterId: w.m1, day: '2026-10-01', granularity: 'daily', values: { [IMPORT]: 240 } }])
     const monthly = await listReadings(t.db, query({ windows, granularity: 'monthly' }), ctx)
-    expect(monthly.items).toEqual([{ meterId: w.m1, month: '2026-10', granularity: 'monthly', values: { [IMPORT]: 230 } }])
+    expect(monthly.items).toEqual([{ meterId: w.m1, month: '2026-10', granularity: 'monthly', values: { [IMPORT]: 240 } }])
 
     // Two owners of one day under two consents: both datums, each its owner's share.
     const both: ReleaseWindow[] = [
@@ -247,10 +253,11 @@ describeDatabases('reading service', (t) => {
     const split = await listReadings(t.db, query({ windows: both, meterIds: [w.m1], granularity: 'daily' }), ctx)
     // (The day of the move: A's share and B's, in the order of their ids.)
     expect(split.items.map((d) => [d.granularity === 'daily' && d.day, d.values[IMPORT]]).sort()).toEqual([
-      ['2026-10-01', 230],
+      ['2026-09-30', 0],
+      ['2026-10-01', 240],
       ['2026-10-02', 110],
       ['2026-10-02', 120],
-      ['2026-10-03', 240],
+      ['2026-10-03', 230],
     ])
     const paged = await walk(t, query({ windows: both, meterIds: [w.m1], granularity: 'daily', limit: 1 }))
     expect(paged.items).toEqual(split.items)

@@ -1,7 +1,7 @@
 import { expect, it } from 'vitest'
 import { MeterTails, commitMessages, type IngestContext } from '../../../services/metering/ingest-service.ts'
 import { validatePayload } from '../../../services/metering/ingest-validation.ts'
-import { dayOf } from '../../../shared/calendar.ts'
+import { datumDayOf } from '../../../shared/calendar.ts'
 import { DEFAULT_INGEST_LIMITS } from '../../../shared/config.ts'
 import type { RegisterValues } from '../../../shared/wire.ts'
 import { describeDatabases } from '../../support/database.ts'
@@ -33,7 +33,7 @@ describeDatabases('index regressions register by register', (t) => {
       const shared = new MeterTails()
       const context = (): IngestContext => ({
         dialect: t.dialect,
-        dayOf: (ms) => dayOf(ms, TZ),
+        datumDayOf: (ms) => datumDayOf(ms, TZ),
         tails: way.fresh ? new MeterTails() : shared,
         ...(way.scripted ? { withConnection: t.handle.withConnection } : {}),
       })

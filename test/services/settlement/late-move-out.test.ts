@@ -26,18 +26,19 @@ describeDatabases('late move-out', (t) => {
   it('keeps charging the data a consent granted before the registration released, and credits back only what changed owner', async () => {
     const { recipient, h, m, occupancy } = await world()
     const offerId = await offer(t.db, { recipientId: recipient, granularity: 'load_curve', priceMicrosPerDatum: PRICE, householdBps: 5_000, operatorBps: 5_000, platformBps: 0 })
+    // October's datums: 01:00 on the 1st to 23:00 on the 31st (the reading at 00:00 on the 1st closes September).
     await ingest(t.db, t.dialect, m, 'electricity', hourly(paris('2026-10-01'), paris('2026-11-01')))
     // Granted on 2 November over October's history, while the records said the household still lived there.
     await consent(t.db, { householdId: h, recipientId: recipient, offerId, granularity: 'load_curve', meterIds: [m], validFrom: paris('2026-11-02'), dataFrom: paris('2026-10-01') })
     await settleMonth(t.db, '2026-10', ctxAt(paris('2026-11-03')))
-    expect((await recipientInvoice(t.db, recipient, '2026-10')).lines.map((l) => l.data)).toEqual([745n])
+    expect((await recipientInvoice(t.db, recipient, '2026-10')).lines.map((l) => l.data)).toEqual([744n])
 
     // On 10 November the operator learns that the household left on 10 October.
     await moveOut(t.db, occupancy, paris('2026-10-10'), { timezone: TZ }, paris('2026-11-10'))
     await settleMonth(t.db, '2026-10', ctxAt(paris('2026-11-11')))
-    // 1–9 October (216 hours) were the household's and were released: still charged. The rest is nobody's.
+    // 1–9 October (215 readings, to 23:00 on the 9th) were the household's and were released: still charged. The rest is nobody's.
     const november = await recipientInvoice(t.db, recipient, '2026-11')
-    expect(november.adjustmentsMicros).toBe(-(745n - 216n) * PRICE)
+    expect(november.adjustmentsMicros).toBe(-(744n - 215n) * PRICE)
     // Consent by consent, as the recipient reconciles it: October's line, less 529 datums.
     expect(november.adjustments).toEqual([
       { forMonth: '2026-10', consentId: expect.stringMatching(/^cns_/), offerId, granularity: 'load_curve', data: -529n, grossMicros: -529n * PRICE },

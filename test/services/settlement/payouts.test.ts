@@ -5,7 +5,7 @@ import { settleMonth } from '../../../services/settlement/settlement-service.ts'
 import { householdPayouts, householdStatement } from '../../../services/settlement/statement-service.ts'
 import { newId } from '../../../shared/ids.ts'
 import { describeDatabases, type TestDatabase } from '../../support/database.ts'
-import { TZ, consent, ctxAt, household, hourly, ingest, journalsBookedIn, meter, occupy, offer, paris, party, unbalancedJournals } from './settlement-fixtures.ts'
+import { TZ, consent, ctxAt, household, hourEnds, ingest, journalsBookedIn, meter, occupy, offer, paris, party, unbalancedJournals } from './settlement-fixtures.ts'
 
 /** 8,054 µ€ a datum, half to the household: 4,027 µ€ of household share per reading. */
 const PRICE = 8_054n
@@ -33,8 +33,8 @@ async function world(t: TestDatabase) {
 describeDatabases('payouts', (t) => {
   it('carries a balance below the minimum forward and pays it all once it reaches the minimum, once', async () => {
     const w = await world(t)
-    const oct = hourly(paris('2026-10-01'), paris('2026-11-01'))
-    const nov = hourly(paris('2026-11-01'), paris('2026-12-01'))
+    const oct = hourEnds(paris('2026-10-01'), paris('2026-11-01'))
+    const nov = hourEnds(paris('2026-11-01'), paris('2026-12-01'))
     expect([oct.length, nov.length]).toEqual([745, 720])
     await ingest(t.db, t.dialect, w.m1, 'electricity', [...oct, ...nov])
 
@@ -68,24 +68,26 @@ describeDatabases('payouts', (t) => {
   it('nets a negative balance left by a correction against later earnings and never pays it', async () => {
     const w = await world(t)
     const ctxMin = (at: Date) => ctxAt(at, 1_000_000n)
-    await ingest(t.db, t.dialect, w.m1, 'electricity', hourly(paris('2026-10-01'), paris('2026-11-01')))
+    await ingest(t.db, t.dialect, w.m1, 'electricity', hourEnds(paris('2026-10-01'), paris('2026-11-01')))
     const oct = await settleMonth(t.db, '2026-10', ctxMin(paris('2026-11-01', 1)))
     // Paid in whole cents; the fraction of a cent is carried forward.
     const cents = (micros: bigint): bigint => micros - (micros % 10_000n)
     expect(oct.payoutsMicros).toBe(cents(745n * SHARE))
     const carried = 745n * SHARE - cents(745n * SHARE)
 
-    // The household had in fact moved out on the 16th: from then on the data was nobody's.
+    // The household had in fact moved out on the 16th: from then on the data was nobody's, the reading stamped at
+    // the move-out (which closes the 15th) too. It keeps 01:00 on the 1st to 23:00 on the 15th.
     await moveOut(t.db, w.occupancy, paris('2026-10-16'), { timezone: TZ })
     const adjustment = await settleMonth(t.db, '2026-10', ctxMin(paris('2026-11-10')))
-    const taken = (745n - 15n * 24n) * SHARE
+    const kept = 15n * 24n - 1n
+    const taken = (745n - kept) * SHARE
     expect(adjustment).toMatchObject({ kind: 'adjustment', postingMonth: '2026-11', householdsPostedMicros: -taken })
 
     // It moved to another meter on November 1st and earns there, but not enough to cover the correction in November.
     const m2 = await meter(t.db, w.operator)
     await occupy(t.db, m2, w.h, paris('2026-11-01'))
     await consent(t.db, { householdId: w.h, recipientId: w.recipient, offerId: w.offerId, granularity: 'load_curve', meterIds: [m2], validFrom: paris('2026-11-01') })
-    await ingest(t.db, t.dialect, m2, 'electricity', hourly(paris('2026-11-01'), paris('2026-11-11')))
+    await ingest(t.db, t.dialect, m2, 'electricity', hourEnds(paris('2026-11-01'), paris('2026-11-11')))
     const nov = await settleMonth(t.db, '2026-11', ctxMin(paris('2026-12-01', 1)))
     expect(nov).toMatchObject({ kind: 'closing', payouts: 0 })
     const novBalance = carried + 240n * SHARE - taken
@@ -100,7 +102,7 @@ describeDatabases('payouts', (t) => {
     expect(novStatement.totalMicros).toBe(240n * SHARE - taken)
 
     // December's earnings cover it: the payout is what is left after netting.
-    await ingest(t.db, t.dialect, m2, 'electricity', hourly(paris('2026-12-01'), paris('2027-01-01')))
+    await ingest(t.db, t.dialect, m2, 'electricity', hourEnds(paris('2026-12-01'), paris('2027-01-01')))
     const dec = await settleMonth(t.db, '2026-12', ctxMin(paris('2027-01-01', 1)))
     expect(dec.payoutsMicros).toBe(cents(novBalance + 744n * SHARE))
     const all = await householdPayouts(t.db, w.h)
@@ -111,48 +113,49 @@ describeDatabases('payouts', (t) => {
     expect(all.balanceMicros).toBe((novBalance + 744n * SHARE) % 10_000n)
     // Everything earned, net of the correction, was paid or is carried: no more, no less.
     const { rows } = await sql<{ paid: bigint }>`SELECT sum(amount_micros)::bigint AS paid FROM payouts`.execute(t.db)
-    expect(rows[0]!.paid + all.balanceMicros).toBe((15n * 24n + 240n + 744n) * SHARE)
+    expect(rows[0]!.paid + all.balanceMicros).toBe((kept + 240n + 744n) * SHARE)
     expect(await unbalancedJournals(t.db)).toEqual([])
   })
   it('never pays a household more than it is owed now: a correction booked after the month is netted first', async () => {
     const w = await world(t)
     // October on m1 (745 datums), under the 5 EUR minimum: carried forward.
-    await ingest(t.db, t.dialect, w.m1, 'electricity', hourly(paris('2026-10-01'), paris('2026-11-01')))
+    await ingest(t.db, t.dialect, w.m1, 'electricity', hourEnds(paris('2026-10-01'), paris('2026-11-01')))
     expect(await settleMonth(t.db, '2026-10', ctxAt(paris('2026-11-01', 2)))).toMatchObject({ kind: 'closing', payouts: 0 })
     // From November the household earns on m2 too (720 datums).
     const m2 = await meter(t.db, w.operator)
     await occupy(t.db, m2, w.h, paris('2026-11-01'))
     await consent(t.db, { householdId: w.h, recipientId: w.recipient, offerId: w.offerId, granularity: 'load_curve', meterIds: [m2], validFrom: paris('2026-11-01') })
-    await ingest(t.db, t.dialect, m2, 'electricity', hourly(paris('2026-11-01'), paris('2026-12-01')))
+    await ingest(t.db, t.dialect, m2, 'electricity', hourEnds(paris('2026-11-01'), paris('2026-12-01')))
 
     // On 1 December a move-out from m1 on 16 October is registered; the worker re-settles October
     // (its correction is booked in December), then closes November.
     await moveOut(t.db, w.occupancy, paris('2026-10-16'), { timezone: TZ })
     const at = ctxAt(paris('2026-12-01', 2))
-    const taken = (745n - 15n * 24n) * SHARE
+    // It keeps 01:00 on the 1st to 23:00 on the 15th: the reading stamped at the move-out is nobody's.
+    const taken = (745n - (15n * 24n - 1n)) * SHARE
     expect(await settleMonth(t.db, '2026-10', at)).toMatchObject({ kind: 'adjustment', postingMonth: '2026-12', householdsPostedMicros: -taken })
     const nov = await settleMonth(t.db, '2026-11', at)
     // Up to November it was owed 5,899,555 µ€, over the minimum; but December's correction leaves it
-    // 4,349,160 µ€ now, under it: nothing is paid (5,890,000 µ€ were, before the netting).
+    // 4,345,133 µ€ now, under it: nothing is paid (5,890,000 µ€ were, before the netting).
     const owed = 745n * SHARE + 720n * SHARE - taken
-    expect(owed).toBe(4_349_160n)
+    expect(owed).toBe(4_345_133n)
     expect(nov).toMatchObject({ kind: 'closing', payouts: 0, payoutsMicros: 0n })
     expect(await householdPayouts(t.db, w.h)).toEqual({ payouts: [], balanceMicros: owed })
 
     // December's closing, with a minimum of 1 EUR: paid what it is owed, in whole cents.
     const dec = await settleMonth(t.db, '2026-12', ctxAt(paris('2027-01-01', 2), 1_000_000n))
     expect(dec.payoutsMicros).toBe(4_340_000n)
-    expect(await householdPayouts(t.db, w.h)).toEqual({ payouts: [{ month: '2026-12', amountMicros: 4_340_000n, status: 'paid' }], balanceMicros: 9_160n })
+    expect(await householdPayouts(t.db, w.h)).toEqual({ payouts: [{ month: '2026-12', amountMicros: 4_340_000n, status: 'paid' }], balanceMicros: 5_133n })
     expect(await unbalancedJournals(t.db)).toEqual([])
   })
 
   it('settles a month older than a closed one as an adjustment in the current month, never into closed books', async () => {
     const w = await world(t)
-    await ingest(t.db, t.dialect, w.m1, 'electricity', hourly(paris('2026-10-01'), paris('2026-11-01')))
+    await ingest(t.db, t.dialect, w.m1, 'electricity', hourEnds(paris('2026-10-01'), paris('2026-11-01')))
     expect(await settleMonth(t.db, '2026-10', ctxAt(paris('2026-11-01', 2)))).toMatchObject({ kind: 'closing', seq: 1, payouts: 0 })
 
     // September's data arrives (backfilled) after October was closed: 720 datums.
-    await ingest(t.db, t.dialect, w.m1, 'electricity', hourly(paris('2026-09-01'), paris('2026-10-01')))
+    await ingest(t.db, t.dialect, w.m1, 'electricity', hourEnds(paris('2026-09-01'), paris('2026-10-01')))
     const sep = await settleMonth(t.db, '2026-09', ctxAt(paris('2026-11-10')))
     expect(sep).toMatchObject({ kind: 'adjustment', seq: 2, postingMonth: '2026-11', dataCount: 720n, householdsPostedMicros: 720n * SHARE, payouts: 0 })
     // September is closed empty in its own month; nothing is booked there.

@@ -58,13 +58,22 @@ describe('settlement spans', () => {
 
   it('counts a day cut by the data window from its raw readings, and the rest from whole days', () => {
     const spans = settlementSpans(fact({ dataFromMs: at('2026-10-10', 12, 30), dataUntilMs: at('2026-10-25', 2) }), OCT, occupancies(), AFTER, COMPLETE)
+    // A day's datums end its intervals: stamped after its midnight, through the next (…00:00:00.001Z on).
     expect(shape(spans)).toEqual([
       {
         kind: 'load_curve',
         days: '2026-10-11..2026-10-24',
-        edges: [`${new Date(at('2026-10-10', 12, 30)).toISOString()}..2026-10-10T22:00:00.000Z`, `2026-10-24T22:00:00.000Z..2026-10-25T00:00:00.000Z`],
+        edges: [`${new Date(at('2026-10-10', 12, 30)).toISOString()}..2026-10-10T22:00:00.001Z`, `2026-10-24T22:00:00.001Z..2026-10-25T00:00:00.000Z`],
       },
     ])
+  })
+
+  it('charges the reading at a month\'s closing midnight in that month, and the one at its opening midnight in the month before', () => {
+    const spans = settlementSpans(fact({ dataFromMs: at('2026-10-01'), dataUntilMs: at('2026-10-01', 0, 15) }), OCT, occupancies(), AFTER, COMPLETE)
+    // The window holds the readings stamped 00:00 and 00:00:00.001–00:14:59.999 on 1 October: only the second piece is October's.
+    expect(shape(spans)).toEqual([{ kind: 'load_curve', days: null, edges: ['2026-09-30T22:00:00.001Z..2026-09-30T22:15:00.000Z'] }])
+    const closing = settlementSpans(fact({ dataFromMs: at('2026-11-01'), dataUntilMs: at('2026-11-01', 0, 15) }), OCT, occupancies(), AFTER, COMPLETE)
+    expect(shape(closing)).toEqual([{ kind: 'load_curve', days: null, edges: ['2026-10-31T23:00:00.000Z..2026-10-31T23:00:00.001Z'] }])
   })
 
   it('keeps a window inside one day as a single piece', () => {
@@ -76,7 +85,7 @@ describe('settlement spans', () => {
     const revoked = fact({ revokedAtMs: at('2026-10-20', 9) })
     // The load curve of an ended consent is counted from raw readings, those stored before its end only.
     const curve = settlementSpans(revoked, OCT, occupancies(), AFTER, COMPLETE)
-    expect(shape(curve)).toEqual([{ kind: 'load_curve', days: null, edges: ['2026-09-30T22:00:00.000Z..2026-10-20T07:00:00.000Z'] }])
+    expect(shape(curve)).toEqual([{ kind: 'load_curve', days: null, edges: ['2026-09-30T22:00:00.001Z..2026-10-20T07:00:00.000Z'] }])
     expect(curve.map((s) => s.storedBeforeMs)).toEqual([at('2026-10-20', 9)])
     // In force at the run: everything stored counts, from the rollups.
     expect(settlementSpans(fact(), OCT, occupancies(), AFTER, COMPLETE).map((s) => s.storedBeforeMs)).toEqual([null])
@@ -107,7 +116,7 @@ describe('settlement spans', () => {
       {
         kind: 'load_curve',
         days: null,
-        edges: ['2026-10-19T22:00:00.000Z..2026-10-20T07:00:00.000Z', '2026-10-04T22:00:00.000Z..2026-10-05T22:00:00.000Z'],
+        edges: ['2026-10-19T22:00:00.001Z..2026-10-20T07:00:00.000Z', '2026-10-04T22:00:00.001Z..2026-10-05T22:00:00.001Z'],
         storedBeforeMs: at('2026-10-20', 9),
       },
     ])
@@ -148,7 +157,7 @@ describe('settlement spans', () => {
     ]
     // What was stored after the move-out never reached the recipient: counted from raw readings stored before it.
     const spans = settlementSpans(fact(), OCT, occupancies(moves), AFTER, COMPLETE)
-    expect(shape(spans)).toEqual([{ kind: 'load_curve', days: null, edges: ['2026-09-30T22:00:00.000Z..2026-10-11T22:00:00.000Z'] }])
+    expect(shape(spans)).toEqual([{ kind: 'load_curve', days: null, edges: ['2026-09-30T22:00:00.001Z..2026-10-11T22:00:00.000Z'] }])
     expect(spans.map((s) => s.storedBeforeMs)).toEqual([at('2026-10-12')])
   })
 
@@ -171,7 +180,7 @@ describe('settlement spans', () => {
       { kind: 'daily', days: '2026-10-01..2026-10-19', edges: [] },
     ])
     const curve = settlementSpans(fact(), OCT, occupancies(moves), late, latest)
-    expect(shape(curve)).toEqual([{ kind: 'load_curve', days: null, edges: ['2026-09-30T22:00:00.000Z..2026-10-15T10:00:00.000Z'] }])
+    expect(shape(curve)).toEqual([{ kind: 'load_curve', days: null, edges: ['2026-09-30T22:00:00.001Z..2026-10-15T10:00:00.000Z'] }])
     expect(curve.map((s) => s.storedBeforeMs)).toEqual([registeredMs])
   })
 
@@ -250,10 +259,12 @@ describe('settlement spans against the rule asked datum by datum', () => {
         const curve = settlementSpans(base, OCT, map, sc.now, COMPLETE)
         const inSpans = (t: number) =>
           curve.some((s) => {
-            const whole = s.firstDay !== null && t >= at(s.firstDay) && t < OCT.dayStartsMs[OCT.days.indexOf(s.lastDay!) + 1]!
+            // A day's datums: stamped after its midnight, through the next.
+            const whole = s.firstDay !== null && t > at(s.firstDay) && t <= OCT.dayStartsMs[OCT.days.indexOf(s.lastDay!) + 1]!
             return whole || s.edges.some(([f, u]) => t >= f && t < u)
           })
-        for (let t = MONTH_START; t < MONTH_END; t += 15 * 60_000) {
+        // The month's datums: stamped after its first midnight, through its last.
+        for (let t = MONTH_START + 15 * 60_000; t <= MONTH_END; t += 15 * 60_000) {
           expect(inSpans(t)).toBe(naiveReleased(base, { granularity: 'load_curve', atMs: t }, t, occ, sc.now))
         }
       }),

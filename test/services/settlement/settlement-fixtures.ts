@@ -1,5 +1,5 @@
 import { sql, type Kysely } from 'kysely'
-import { createDayResolver, startOfDayMs } from '../../../shared/calendar.ts'
+import { createDatumDayResolver, startOfDayMs } from '../../../shared/calendar.ts'
 import { DEFAULT_INGEST_LIMITS, envToConfig, type Config } from '../../../shared/config.ts'
 import type { DialectName } from '../../../shared/db/database.ts'
 import type { Database } from '../../../shared/db/schema.ts'
@@ -139,6 +139,11 @@ export function hourly(from: Date, until: Date): Date[] {
   return out
 }
 
+/** The readings of each hour in [from, until), each stamped at its end: after `from`, through `until` (a day's last at its midnight). */
+export function hourEnds(from: Date, until: Date): Date[] {
+  return hourly(new Date(from.getTime() + HOUR_MS), new Date(until.getTime() + HOUR_MS))
+}
+
 /** A cumulative index that grows with time, so readings may arrive in any order. */
 export function indexAt(ts: Date): number {
   return Math.floor(ts.getTime() / HOUR_MS) * 10
@@ -159,14 +164,14 @@ export async function ingest(
   storedAt: Date | 'live' = 'live',
 ): Promise<void> {
   const code = commodity === 'gas' ? OBIS_GAS_VOLUME : OBIS_IMPORT_ENERGY_TOTAL
-  const dayOf = createDayResolver(TZ)
+  const datumDayOf = createDatumDayResolver(TZ)
   for (let i = 0; i < times.length; i += DEFAULT_INGEST_LIMITS.batchReadingsMax) {
     const batch = times.slice(i, i + DEFAULT_INGEST_LIMITS.batchReadingsMax)
     const payload = Buffer.from(JSON.stringify({ readings: batch.map((ts) => ({ ts: ts.toISOString(), values: { [code]: indexAt(ts) } })) }))
     const receivedAtMs = batch[batch.length - 1]!.getTime() + HOUR_MS
     const message = validatePayload({ meterId, commodity }, payload, receivedAtMs, DEFAULT_INGEST_LIMITS)
     if (message.rejects.length > 0) throw new Error(`test readings rejected: ${message.rejects[0]!.detail}`)
-    const result = await commitMessages(db, [message], { dialect, dayOf, tails: new MeterTails() })
+    const result = await commitMessages(db, [message], { dialect, datumDayOf, tails: new MeterTails() })
     const quarantined = result.outcomes.flatMap((o) => o.quarantined)
     if (quarantined.length > 0) throw new Error(`test readings quarantined: ${quarantined[0]!.detail}`)
     const stamps = batch.map((ts) => ts.toISOString())

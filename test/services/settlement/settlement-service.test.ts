@@ -100,11 +100,13 @@ describeDatabases('settlement runs', (t) => {
     const w = await october(t)
     const summary = await settleMonth(t.db, '2026-10', ctxAt(paris('2026-11-02')))
 
-    // Written out: load-curve readings of m1 stamped from the grant to the end of October.
+    // Written out: load-curve readings of m1 stamped from the grant to the end of October. A reading ends its
+    // interval: October's are stamped after its first midnight, through its last (1 November 00:00, ingested apart).
     const octStart = paris('2026-10-01').getTime()
     const novStart = paris('2026-11-01').getTime()
-    const n1 = BigInt(w.m1Times.filter((ts) => ts.getTime() >= w.c1From.getTime() && ts.getTime() < novStart).length)
-    expect(n1).toBe(BigInt(22 * 24 - 13 + 1)) // 10th 13:00 … 31st 23:00, and the 25-hour 25th
+    const inOctober = (times: Date[]) => [...times, paris('2026-11-01')].filter((ts) => ts.getTime() > octStart && ts.getTime() <= novStart)
+    const n1 = BigInt(inOctober(w.m1Times).filter((ts) => ts.getTime() >= w.c1From.getTime()).length)
+    expect(n1).toBe(BigInt(22 * 24 - 13 + 1 + 1)) // 10th 13:00 … 1 November 00:00, and the 25-hour 25th
     // Daily datums of m1: the day starts inside the window and the consent was active when the day was complete
     // (or, for history, when it began), before the revocation.
     const days = daysOfMonth('2026-10').filter((d) => {
@@ -112,8 +114,9 @@ describeDatabases('settlement runs', (t) => {
       return startOfDayMs(d, TZ) >= w.c2.dataFrom.getTime() && releasedAt < w.c2.revokedAt.getTime()
     })
     expect(days.length).toBe(19)
-    const n2m = BigInt(w.m2Times.filter((ts) => ts.getTime() >= octStart).length)
-    const n3m = BigInt(w.m3Times.length)
+    const n2m = BigInt(inOctober(w.m2Times).length)
+    const n3m = BigInt(inOctober(w.m3Times).length)
+    expect([n2m, n3m]).toEqual([BigInt(31 * 24 + 1), BigInt(31 * 24 + 1 - (4 * 24 + 6) + 1)]) // the 25-hour 25th; m3 from the 5th, 06:00
 
     const lines = await t.db.selectFrom('settlement_lines').selectAll().where('run_id', '=', summary.runId).orderBy('consent_id').execute()
     const byConsent = new Map(lines.map((l) => [l.consent_id, l]))
@@ -177,8 +180,8 @@ describeDatabases('settlement runs', (t) => {
     await settleMonth(t.db, '2026-10', ctxAt(paris('2026-11-02')))
     const closed = await journalsBookedIn(t.db, '2026-10')
 
-    // m3 sends the readings it had buffered from the 1st to the 5th, 06:00 (inclusive of the gap's end: none twice).
-    const late = hourly(paris('2026-10-01'), paris('2026-10-05', 6))
+    // m3 sends the readings it had buffered from the 1st, 01:00 to the 5th, 05:00 (the gap: none twice).
+    const late = hourly(paris('2026-10-01', 1), paris('2026-10-05', 6))
     await ingest(t.db, t.dialect, w.m3, 'gas', late)
     const run = await settleMonth(t.db, '2026-10', ctxAt(paris('2026-11-12')))
     expect(run).toMatchObject({ kind: 'adjustment', seq: 2, postingMonth: '2026-11', journals: 1, adjustmentJournals: 1 })
@@ -203,8 +206,9 @@ describeDatabases('settlement runs', (t) => {
       .where('l.consent_id', '=', w.c3)
       .orderBy('r.seq')
       .execute()
-    const n3 = BigInt(w.m3Times.length)
-    const n2 = BigInt(w.m2Times.length)
+    // October's: m2's hourly readings but the first (it closes 30 September), and each meter's closing one.
+    const n3 = BigInt(w.m3Times.length + 1)
+    const n2 = BigInt(w.m2Times.length - 1 + 1)
     expect(c3Lines).toEqual([
       { seq: 1, data_count: n2 + n3 },
       { seq: 2, data_count: n2 + n3 + BigInt(late.length) },
@@ -267,9 +271,10 @@ describeDatabases('settlement runs', (t) => {
     const { app, h, m, offerId: curve } = await oneMeterOneOffer(t, 'Dora', paris('2026-08-01'), { granularity: 'load_curve', priceMicrosPerDatum: 333n, householdBps: 10_000, operatorBps: 0, platformBps: 0 })
     const revokedAt = paris('2026-08-02')
     const c = await consent(db, { householdId: h, recipientId: app, offerId: curve, granularity: 'load_curve', meterIds: [m], validFrom: paris('2026-08-01'), revokedAt })
-    // Six hours stored as measured; then ten more, of the same morning, stored a day after the revocation (a meter catching up).
-    await ingest(db, t.dialect, m, 'electricity', hourly(paris('2026-08-01'), paris('2026-08-01', 6)))
-    await ingest(db, t.dialect, m, 'electricity', hourly(paris('2026-08-01', 6), paris('2026-08-01', 16)), paris('2026-08-03'))
+    // Six hours stored as measured (their readings at 01:00 … 06:00); then ten more, of the same morning, stored a day after the
+    // revocation (a meter catching up).
+    await ingest(db, t.dialect, m, 'electricity', hourly(paris('2026-08-01', 1), paris('2026-08-01', 7)))
+    await ingest(db, t.dialect, m, 'electricity', hourly(paris('2026-08-01', 7), paris('2026-08-01', 17)), paris('2026-08-03'))
     await settleMonth(db, '2026-08', ctxAt(paris('2026-09-02')))
     const line = await db.selectFrom('settlement_lines').select(['data_count', 'gross_micros']).where('consent_id', '=', c).executeTakeFirstOrThrow()
     expect(line).toEqual({ data_count: 6n, gross_micros: 6n * 333n })
@@ -279,10 +284,11 @@ describeDatabases('settlement runs', (t) => {
     const db = t.db
     const { app, h, m, offerId: curve } = await oneMeterOneOffer(t, 'Emma', paris('2026-08-01'), { granularity: 'load_curve', priceMicrosPerDatum: 1n, householdBps: 10_000, operatorBps: 0, platformBps: 0 })
     const c = await consent(db, { householdId: h, recipientId: app, offerId: curve, granularity: 'load_curve', meterIds: [m], validFrom: paris('2026-08-01'), revokedAt: paris('2026-08-10') })
-    // 1 to 3 August stored as measured; 5 August half stored in time, half a week after the revocation.
-    await ingest(db, t.dialect, m, 'electricity', hourly(paris('2026-08-01'), paris('2026-08-04')))
-    await ingest(db, t.dialect, m, 'electricity', hourly(paris('2026-08-05'), paris('2026-08-05', 12)))
-    await ingest(db, t.dialect, m, 'electricity', hourly(paris('2026-08-05', 12), paris('2026-08-06')), paris('2026-08-17'))
+    // 1 to 3 August stored as measured (each hour's reading at its end, the last at midnight); 5 August half stored
+    // in time, half a week after the revocation.
+    await ingest(db, t.dialect, m, 'electricity', hourly(paris('2026-08-01', 1), paris('2026-08-04', 1)))
+    await ingest(db, t.dialect, m, 'electricity', hourly(paris('2026-08-05', 1), paris('2026-08-05', 13)))
+    await ingest(db, t.dialect, m, 'electricity', hourly(paris('2026-08-05', 13), paris('2026-08-06', 1)), paris('2026-08-17'))
     await settleMonth(db, '2026-08', ctxAt(paris('2026-09-02')))
     const line = await db.selectFrom('settlement_lines').select('data_count').where('consent_id', '=', c).executeTakeFirstOrThrow()
     expect(line.data_count).toBe(3n * 24n + 12n)
