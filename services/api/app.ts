@@ -8,6 +8,7 @@ import type { Metrics } from '../../shared/metrics.ts'
 import type { AuthContext, SessionResolver } from './auth.ts'
 import type { ReleaseChange } from '../consent/release-view.ts'
 import { sessionResolver } from '../directory/session-service.ts'
+import { SignInThrottle } from '../directory/session-throttle.ts'
 import { HTTP_PARAM_LENGTH_MAX, answerClientError, installErrorHandling, sendError } from './error-handler.ts'
 import type { RouteDoc, RouteMethod } from './route.ts'
 import { ROUTE_PLUGINS } from './routes/index.ts'
@@ -60,6 +61,8 @@ export interface ApiContext {
   now: () => Date
   /** Every route registered, in registration order (filled by an onRoute hook). */
   routes: RouteEntry[]
+  /** Failed password checks (portal sign-ins, current passwords of password changes), for this process. */
+  passwordThrottle: SignInThrottle
   /** The portal's page for an address no route serves, asked for by a browser (set by the portal's routes). */
   notFoundPage?: (request: FastifyRequest, reply: FastifyReply) => Promise<FastifyReply>
 }
@@ -184,6 +187,7 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
     auth: { db: deps.db.db, adminToken: deps.config.adminToken, sessions: deps.sessions ?? sessionResolver(deps.db.db), clock },
     now: clock,
     routes: [],
+    passwordThrottle: new SignInThrottle(deps.config.portal),
   }
   app.decorate('apiContext', context)
   app.decorateRequest('auth', null)

@@ -2,7 +2,7 @@ import http from 'node:http'
 import type { Duplex } from 'node:stream'
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { ZodError } from 'zod'
-import { ERROR_CODES, MetershareError, type ErrorCode } from '../../shared/errors.ts'
+import { ERROR_CODES, MetershareError, TooManyRequestsError, type ErrorCode } from '../../shared/errors.ts'
 import { fieldName } from './validation.ts'
 
 /** Longest route parameter the router reads; ids are far shorter, and their schemas name a longer one (400). */
@@ -78,6 +78,7 @@ function clientMessage(err: Error): string {
 /** Answers an error in the envelope; also fastify's `frameworkErrors` (bad URLs, before routing). */
 export function sendError(err: unknown, request: FastifyRequest, reply: FastifyReply): FastifyReply {
   const answer = toErrorAnswer(err)
+  if (err instanceof TooManyRequestsError) void reply.header('retry-after', String(Math.ceil(err.retryAfterMs / 1000)))
   if (answer.status >= 500) request.log.error({ err }, 'request failed')
   else request.log.debug({ code: answer.body.error.code, status: answer.status }, 'request refused')
   return reply.code(answer.status).type('application/json; charset=utf-8').send(answer.body)

@@ -36,6 +36,20 @@ export class SignInThrottle {
     ]
   }
 
+  /**
+   * The keys of a password change's check of the current password (`POST /me/password`, by a session
+   * or an API key that may have been stolen): the same limits as a sign-in, per household from one
+   * address, per address, and per household from all addresses. So the check is no way round the
+   * sign-in's limits to guess the password.
+   */
+  currentPasswordKeysOf(householdId: string, address: string): ThrottleKey[] {
+    return [
+      { key: `household:${householdId} address:${address}`, max: this.limits.signInFailuresMax },
+      { key: `address:${address}`, max: this.limits.signInFailuresMax },
+      { key: `household:${householdId}`, max: this.limits.signInFailuresPerEmailMax },
+    ]
+  }
+
   /** How long the first throttled key must still wait, in ms; 0 when every key may try now. */
   retryAfterMs(keys: readonly ThrottleKey[], nowMs: number): number {
     let wait = 0

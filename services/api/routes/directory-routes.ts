@@ -2,6 +2,7 @@ import { z } from 'zod'
 import { formatTimestamp } from '../../../shared/calendar.ts'
 import { CURSOR_NOT_RETURNED, cursorListing, isTimestampText, type CursorListing } from '../../../shared/cursor.ts'
 import { METER_ID_RE } from '../../../shared/ids.ts'
+import { InvalidInputError, TooManyRequestsError } from '../../../shared/errors.ts'
 import type { CreationKey } from '../../directory/directory-repository.ts'
 import {
   PASSWORD_LENGTH_MAX,
@@ -221,13 +222,32 @@ export const directoryRoutes: RoutePlugin = async (app, { deps }) => {
     method: 'POST',
     url: '/me/password',
     summary: "Change the household's portal password",
-    description: 'Needs the password in use. Ends all its portal sessions, this one too: sign in again with the new password.',
+    description:
+      'Needs the password in use. Ends all its portal sessions, this one too: sign in again with the new password. ' +
+      'Wrong current passwords count as failed sign-ins do (per household from one address, per address, per household): past the limit, 429 with Retry-After.',
     tags: ['household'],
     auth: ['household'] as const,
     body: z.strictObject({ currentPassword: z.string().min(1).max(PASSWORD_LENGTH_MAX), newPassword: passwordString }),
     status: 204,
-    async handler({ principal, body }) {
-      await setHouseholdPassword(db, principal.householdId, body.newPassword, body.currentPassword)
+    errors: [429],
+    async handler({ principal, body, request }) {
+      const throttle = app.apiContext.passwordThrottle
+      const keys = throttle.currentPasswordKeysOf(principal.householdId, request.ip)
+      const at = app.apiContext.now().getTime()
+      const wait = throttle.retryAfterMs(keys, at)
+      if (wait > 0) {
+        request.log.warn({ householdId: principal.householdId, address: request.ip }, 'password change throttled')
+        throw new TooManyRequestsError('currentPassword: too many wrong passwords: try again later', wait)
+      }
+      // Counted before the check, as a sign-in is: attempts sent at once meet the limit one after another.
+      throttle.recordFailure(keys, at)
+      try {
+        await setHouseholdPassword(db, principal.householdId, body.newPassword, body.currentPassword)
+      } catch (err) {
+        if (!(err instanceof InvalidInputError && err.field === 'currentPassword')) throttle.withdrawFailure(keys, at)
+        throw err
+      }
+      throttle.withdrawFailure(keys, at)
     },
   })
 

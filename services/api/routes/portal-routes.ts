@@ -4,7 +4,6 @@ import { formatTimestamp, isMonth } from '../../../shared/calendar.ts'
 import { ForbiddenError, InvalidInputError, MetershareError, NotFoundError, TooManyRequestsError } from '../../../shared/errors.ts'
 import { PASSWORD_LENGTH_MAX, PASSWORD_LENGTH_MIN } from '../../directory/directory-service.ts'
 import { EMAIL_LENGTH_MAX, closeSession, csrfTokenOf, csrfTokenValid, resolveSession, signIn } from '../../directory/session-service.ts'
-import { SignInThrottle } from '../../directory/session-throttle.ts'
 import { CREDENTIAL_LENGTH_MAX, CSRF_HEADER_NAME, SESSION_COOKIE_NAME, readCookie, sameOrigin } from '../auth.ts'
 import { Formats, LANGUAGE_COOKIE_MAX_AGE_S, LANGUAGE_COOKIE_NAME, MESSAGES, chooseLanguage, fill, isLanguage } from '../portal/i18n.ts'
 import { ASSET_MAX_AGE_S, PORTAL_ASSETS_PATH, loadPortalAssets } from '../portal/portal-assets.ts'
@@ -95,7 +94,7 @@ export const portalRoutes: RoutePlugin = async (app, { deps }) => {
   const db = deps.db.db
   const config = deps.config
   const now = () => app.apiContext.now()
-  const throttle = new SignInThrottle(config.portal)
+  const throttle = app.apiContext.passwordThrottle
   const assets = loadPortalAssets()
 
   // Only the sign-in form posts URL-encoded; every other route keeps answering 415 to it.
@@ -137,7 +136,8 @@ export const portalRoutes: RoutePlugin = async (app, { deps }) => {
       t: MESSAGES[language],
       f: new Formats(language),
       timezone: config.timezone,
-      path: request.url.split('?')[0]!,
+      // One leading slash: `//host/…` or `/\host/…` in a link is another site's address to a browser.
+      path: request.url.split('?')[0]!.replace(/^[/\\]+/, '/'),
       query,
       csrfToken: session?.csrfToken ?? null,
       assets: assets.urls,

@@ -369,5 +369,22 @@ describeDatabases('operator directory endpoints', (t) => {
       const row = await t.db.selectFrom('households').select('password_hash').where('id', '=', household.id).executeTakeFirstOrThrow()
       expect(await verifyPassword('reset by the operator', row.password_hash)).toBe(true)
     })
+
+    it('counts wrong current passwords as failed sign-ins: a stolen key or session cannot guess the password faster', async () => {
+      const household = await createHousehold('guessed@example.org')
+      // From an address of its own: its failures are that address's, as a sign-in's are.
+      const change = (currentPassword: string) =>
+        api.inject({ method: 'POST', url: '/me/password', remoteAddress: '192.0.2.7', headers: bearer(household.apiKey), payload: { currentPassword, newPassword: 'a new long password' } })
+      const max = api.app.apiContext.deps.config.portal.signInFailuresMax
+      // Sent at once, as a guesser would: the limit holds all the same.
+      const answers = await Promise.all(Array.from({ length: max + 3 }, (_, i) => change(`guess number ${i}`)))
+      expect(answers.map((r) => r.statusCode).sort()).toEqual([...Array(max).fill(400), ...Array(3).fill(429)])
+      const throttled = answers.find((r) => r.statusCode === 429)!
+      expect(errorOf(throttled)).toEqual({ code: 'TOO_MANY_REQUESTS', message: 'currentPassword: too many wrong passwords: try again later' })
+      expect(Number(throttled.headers['retry-after'])).toBeGreaterThan(0)
+      // The right one too is refused until the window has passed, and the password is unchanged.
+      expect((await change('correct horse battery')).statusCode).toBe(429)
+      expect(await signIn('guessed@example.org', 'correct horse battery')).toBe(201)
+    })
   })
 })

@@ -339,6 +339,17 @@ describeDatabases('portal pages', (t) => {
     expect((await page('/consumption?view=month&month=2026-11')).statusCode).toBe(200)
   })
 
+  it('links only within the portal from a page at an address that begins with two slashes', async () => {
+    for (const url of ['//evil.example/path', '/\\evil.example/path', '///evil.example/path']) {
+      const r = await page(url, { accept: 'text/html' })
+      expect(r.statusCode).toBe(404)
+      const hrefs = [...r.body.matchAll(/href="([^"]*)"/g)].map((m) => m[1]!)
+      expect(hrefs.filter((h) => h.endsWith('?lang=fr'))).toEqual([url === '//evil.example/path' ? '/evil.example/path?lang=fr' : expect.stringMatching(/^\/[^/\\]/)])
+      // A browser reads `//host` and `/\host` as another site.
+      expect(hrefs.filter((h) => /^[/\\]{2}/.test(h) || /^[a-z]+:/i.test(h))).toEqual([])
+    }
+  })
+
   it('speaks French when the browser asks for it, and remembers a language chosen', async () => {
     const fr = await page('/', { 'accept-language': 'fr-FR,fr;q=0.9,en;q=0.5' })
     expect(fr.body).toContain('<html lang="fr">')
