@@ -154,6 +154,10 @@ export function validatePayload(
       rejectReading(out, item, at, 'invalid_schema', 'ts: outside the years 2000 to 2099', quarantineTs(tsMs))
       continue
     }
+    if (finerThanMillisecond(item.ts)) {
+      rejectReading(out, item, at, 'invalid_schema', 'ts: finer than a millisecond (datums are told apart to the millisecond)', quarantineTs(tsMs))
+      continue
+    }
     let unknown: string[] | null = null
     for (const code in item.values) if (obisRegister(code, meter.commodity) === undefined) (unknown ??= []).push(code)
     if (unknown !== null) {
@@ -222,4 +226,20 @@ export function isWellFormedReading(v: unknown): v is { ts: string; values: Regi
 
 function isPlainObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v)
+}
+
+/**
+ * Whether a timestamp (already read) has digits other than 0 past the millisecond. Times are kept to the
+ * millisecond, so two readings 100 ns apart would become one datum and the second a `conflict`: such a
+ * reading is refused instead, saying why.
+ */
+function finerThanMillisecond(ts: string): boolean {
+  const dot = ts.indexOf('.')
+  if (dot < 0) return false
+  for (let i = dot + 4; i < ts.length; i++) {
+    const c = ts.charCodeAt(i)
+    if (c < 0x30 || c > 0x39) return false
+    if (c !== 0x30) return true
+  }
+  return false
 }

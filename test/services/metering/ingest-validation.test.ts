@@ -73,6 +73,8 @@ describe('ingest validation', () => {
     ['{"ts":"1969-12-31T23:59:59Z","values":{"1-0:1.8.0":5}}', 'invalid_schema', 'outside the years 2000 to 2099', null],
     ['{"ts":"1999-12-31T23:59:59Z","values":{"1-0:1.8.0":5.5}}', 'invalid_schema', 'values.1-0:1.8.0', Date.UTC(1999, 11, 31, 23, 59, 59)],
     ['{"ts":"2026-10-01T00:30:00+25:00","values":{"1-0:1.8.0":5}}', 'invalid_schema', 'RFC 3339', null],
+    ['{"ts":"2026-10-01T00:30:00.0000001Z","values":{"1-0:1.8.0":5}}', 'invalid_schema', 'ts: finer than a millisecond', T],
+    ['{"ts":"2026-10-01T02:30:00.123400+02:00","values":{"1-0:1.8.0":5}}', 'invalid_schema', 'ts: finer than a millisecond', T + 123],
     ['{"ts":"2026-10-01T00:30:00+25:00","values":{"1-0:1.8.0":5.5}}', 'invalid_schema', 'values.1-0:1.8.0', null],
     ['{"ts":"2026-10-01T00:30:00Z","values":{"1-0:1.8.0":5,"9-9:9.9.9":1,"8-8:8.8.8":2}}', 'unknown_obis', '9-9:9.9.9, 8-8:8.8.8', T],
   ])('rejects %s as %s, naming what is wrong, with its time when it can be read', (payload, reason, detail, tsMs) => {
