@@ -51,8 +51,8 @@ export async function listQuarantine(
 ): Promise<{ items: QuarantineItem[]; nextCursor: string | null }> {
   checkDate(query.from, 'from')
   checkDate(query.to, 'to')
-  if (query.from !== undefined && query.to !== undefined && query.to.getTime() <= query.from.getTime()) {
-    throw new InvalidInputError('to: must be after from', 'to')
+  if (query.from !== undefined && query.to !== undefined && query.to.getTime() < query.from.getTime()) {
+    throw new InvalidInputError('to: must not be before from', 'to')
   }
   if (!Number.isInteger(query.limit) || query.limit < 1 || query.limit > QUARANTINE_PAGE_LIMIT_MAX) {
     throw new InvalidInputError(`limit: must be an integer from 1 to ${QUARANTINE_PAGE_LIMIT_MAX}`, 'limit')

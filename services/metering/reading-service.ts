@@ -97,7 +97,8 @@ function validate(query: ReadingsQuery): void {
   }
   if (!isValidDate(query.from)) throw new InvalidInputError('from: expected an RFC 3339 timestamp', 'from')
   if (!isValidDate(query.to)) throw new InvalidInputError('to: expected an RFC 3339 timestamp', 'to')
-  if (query.to.getTime() <= query.from.getTime()) throw new InvalidInputError('to: must be after from', 'to')
+  // [from, from) is empty, not wrong: answered with an empty page.
+  if (query.to.getTime() < query.from.getTime()) throw new InvalidInputError('to: must not be before from', 'to')
   if (!Number.isInteger(query.limit) || query.limit < 1 || query.limit > READINGS_PAGE_LIMIT_MAX) {
     throw new InvalidInputError(`limit: must be an integer from 1 to ${READINGS_PAGE_LIMIT_MAX}`, 'limit')
   }

@@ -29,7 +29,7 @@ import { listReleasedReadings } from '../../consent/released-readings-service.ts
 import { defineRoute } from '../route.ts'
 import { dayInput, microsOutput, nameString, pageAnswer, pageQueryShape, rfc3339Time, timeOutput } from '../validation.ts'
 import { afterKey, creationOrderCursor, nextCursor } from './directory-routes.ts'
-import { egressDatumSchema, readingsQueryShape } from './reading-routes.ts'
+import { egressDatumSchema, readingsQueryShape, readingsRange } from './reading-routes.ts'
 import type { RoutePlugin } from './route-plugin.ts'
 
 /**
@@ -200,9 +200,6 @@ const consentTerms = {
 
 const OFFERS_CURSOR = creationOrderCursor('offers')
 const HOUSEHOLD_OFFERS_CURSOR = creationOrderCursor('household-offers')
-
-/** Earliest `from` when none is given: before any datum a meter may send. */
-const BEGINNING = new Date(Date.UTC(2000, 0, 1))
 
 export const consentRoutes: RoutePlugin = async (app, { deps }) => {
   const db = deps.db.db
@@ -445,14 +442,13 @@ export const consentRoutes: RoutePlugin = async (app, { deps }) => {
     response: pageAnswer(egressDatumSchema),
     async handler({ query, principal }) {
       const at = now()
-      // Nothing is stored beyond the ingest's future tolerance, so "now" includes all of it.
-      const to = query.to ?? new Date(at.getTime() + deps.config.ingest.futureToleranceMs + 1)
+      const { from, to } = readingsRange(query, at, deps.config.ingest.futureToleranceMs)
       return listReleasedReadings(
         db,
         principal.partyId,
         {
           meterId: query.meterId,
-          from: query.from ?? BEGINNING,
+          from,
           to,
           granularity: query.granularity,
           cursor: query.cursor,

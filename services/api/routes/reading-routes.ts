@@ -38,6 +38,18 @@ export const readingsQueryShape = (pageItemsMax: number) => ({
 /** Earliest `from` when none is given: before any datum a meter may send. */
 const BEGINNING = new Date(Date.UTC(2000, 0, 1))
 
+/**
+ * The instants a readings query asks for, [from, to): `from` defaults to the beginning, `to` to now
+ * (nothing is stored beyond the ingest's future tolerance, so that includes all of it). A bound left
+ * out never contradicts the one given: `to` before the beginning, or `from` after now, asks for
+ * nothing, answered with an empty page, not a 400 naming a field the caller did not send.
+ */
+export function readingsRange(query: { from?: Date | undefined; to?: Date | undefined }, now: Date, futureToleranceMs: number): { from: Date; to: Date } {
+  const to = query.to ?? new Date(now.getTime() + futureToleranceMs + 1)
+  const from = query.from ?? new Date(Math.min(BEGINNING.getTime(), to.getTime()))
+  return { from, to: query.to === undefined && to.getTime() < from.getTime() ? from : to }
+}
+
 export const readingRoutes: RoutePlugin = async (app, { deps }) => {
   const db = deps.db.db
   const ctx = { timezone: deps.config.timezone }
@@ -59,14 +71,13 @@ export const readingRoutes: RoutePlugin = async (app, { deps }) => {
         const occupied = (await occupanciesOfHousehold(db, householdId)).some((o) => o.meterId === query.meterId)
         if (!occupied) throw new NotFoundError(`meter ${query.meterId} not found`)
       }
-      // Nothing is stored beyond the ingest's future tolerance, so "now" includes all of it.
-      const to = query.to ?? new Date(app.apiContext.now().getTime() + deps.config.ingest.futureToleranceMs + 1)
+      const { from, to } = readingsRange(query, app.apiContext.now(), deps.config.ingest.futureToleranceMs)
       return listReadings(
         db,
         {
           meterIds: query.meterId === undefined ? 'all-of-household' : [query.meterId],
           householdId,
-          from: query.from ?? BEGINNING,
+          from,
           to,
           granularity: query.granularity,
           cursor: query.cursor,

@@ -121,13 +121,29 @@ describeDatabases('GET /me/readings', (t) => {
     expect((await api.inject({ method: 'GET', url, headers: bearer(w.utility.apiKey) })).statusCode).toBe(403)
   })
 
+  it('answers an empty range with an empty page, and never a 400 naming a bound it was not sent', async () => {
+    for (const query of [
+      'from=2026-10-01T12:00:00Z&to=2026-10-01T12:00:00Z',
+      'to=2000-01-01T00:00:00Z',
+      'to=1990-06-01T00:00:00Z',
+      'from=2027-01-01T00:00:00Z',
+    ]) {
+      for (const granularity of ['load_curve', 'daily', 'monthly']) {
+        const res = await api.inject({ method: 'GET', url: `/me/readings?meterId=${w.meterId}&granularity=${granularity}&${query}`, headers: bearer(a.apiKey) })
+        expect([res.statusCode, res.json()], `${granularity} ${query}`).toEqual([200, { items: [], nextCursor: null }])
+      }
+    }
+    // The range just before is not empty.
+    expect((await all(a.apiKey, `meterId=${w.meterId}&from=2026-10-01T12:00:00Z&to=2026-10-01T12:00:00.001Z`)).length).toBe(1)
+  })
+
   it('refuses bad parameters, naming each one', async () => {
     const rfc = 'expected an RFC 3339 time with an offset, e.g. 2026-10-01T00:00:00Z'
     const cases: [string, string][] = [
       ['from=yesterday', `from: ${rfc}`],
       ['to=2026-10-02', `to: ${rfc}`],
       ['granularity=hourly', 'granularity: expected one of load_curve, daily, monthly'],
-      ['from=2026-10-02T00:00:00Z&to=2026-10-01T00:00:00Z', 'to: must be after from'],
+      ['from=2026-10-02T00:00:00Z&to=2026-10-01T00:00:00Z', 'to: must not be before from'],
       ['limit=1001', 'limit: must be at most 1000'],
       ['cursor=garbage', 'cursor: not a cursor of this listing'],
       ['meterIds=x', 'meterIds: unknown field'],

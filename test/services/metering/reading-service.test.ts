@@ -273,8 +273,10 @@ describeDatabases('reading service', (t) => {
     const base = query({ householdId: w.a, granularity: 'daily' })
     const daily = await listReadings(t.db, { ...base, limit: 1 }, ctx)
     expect(daily.nextCursor).not.toBeNull()
+    // [from, from) is empty, not wrong.
+    expect(await listReadings(t.db, { ...base, to: SEP_1 }, ctx)).toEqual({ items: [], nextCursor: null })
     const cases: [Partial<ReadingsQuery>, string][] = [
-      [{ to: SEP_1 }, 'to'],
+      [{ to: new Date(SEP_1.getTime() - 1) }, 'to'],
       [{ from: new Date('nope') }, 'from'],
       [{ limit: 0 }, 'limit'],
       [{ limit: 1001 }, 'limit'],
