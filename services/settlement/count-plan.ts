@@ -23,6 +23,8 @@ export interface ReadingsPiece {
   untilMs: number
   /** Only readings stored before this instant (epoch ms); null: all. */
   storedBeforeMs: number | null
+  /** Only readings stored at or after this instant (epoch ms); null: all. */
+  storedFromMs: number | null
 }
 
 export interface RangeCount {
@@ -58,10 +60,11 @@ export function planCounts(spans: readonly CountSpan[]): CountPlan {
     plan.spanRange.push(r)
     plan.spanPieces.push(
       span.edges.map(([fromMs, untilMs]) => {
-        const key = `${span.meterId}\u0000${span.householdId}\u0000${fromMs}\u0000${untilMs}\u0000${span.storedBeforeMs}`
+        const storedFromMs = span.storedFromMs ?? null
+        const key = `${span.meterId}\u0000${span.householdId}\u0000${fromMs}\u0000${untilMs}\u0000${span.storedBeforeMs}\u0000${storedFromMs}`
         let p = pieceIndex.get(key)
         if (p === undefined) {
-          p = plan.pieces.push({ meterId: span.meterId, householdId: span.householdId, fromMs, untilMs, storedBeforeMs: span.storedBeforeMs }) - 1
+          p = plan.pieces.push({ meterId: span.meterId, householdId: span.householdId, fromMs, untilMs, storedBeforeMs: span.storedBeforeMs, storedFromMs }) - 1
           pieceIndex.set(key, p)
         }
         return p

@@ -40,6 +40,52 @@ export interface CountSpan {
    * stored datum was stored while it was.
    */
   storedBeforeMs: number | null
+  /**
+   * Counts only datums stored at or after this instant (epoch ms), for `edges` only: where an earlier
+   * consent of the same recipient, household and offer released the same stretch until it ended, the
+   * datums stored before that end were charged under it (GroupCoverage). null: no such bound.
+   */
+  storedFromMs?: number | null
+}
+
+/**
+ * What the consents of one (recipient, household, offer) group charged before, in the month: a datum
+ * is charged to a recipient once under an offer, however often the household grants it again (a
+ * revoked consent and its re-grant reaching back over the same history buy one licence to it, not
+ * two). Filled by `settlementSpans` consent after consent, in the order of their grants.
+ */
+export interface GroupCoverage {
+  /** Per meter, the load-curve instants [fromMs, untilMs) released, each with the end before which its datums had to be stored (null: any). */
+  curve: Map<string, Array<{ fromMs: number; untilMs: number; storedBeforeMs: number | null }>>
+  /** Per meter, the indexes of the month's days whose daily datum was charged. */
+  days: Map<string, Set<number>>
+  /** Meters whose monthly datum was charged. */
+  months: Set<string>
+}
+
+export function emptyGroupCoverage(): GroupCoverage {
+  return { curve: new Map(), days: new Map(), months: new Set() }
+}
+
+/** [fromMs, untilMs) cut where earlier stretches begin or end: each piece with the earlier stretches covering it. */
+function piecesUnder(
+  fromMs: number,
+  untilMs: number,
+  earlier: readonly { fromMs: number; untilMs: number; storedBeforeMs: number | null }[],
+): Array<{ fromMs: number; untilMs: number; covering: Array<number | null> }> {
+  const cuts = new Set([fromMs, untilMs])
+  for (const e of earlier) for (const t of [e.fromMs, e.untilMs]) if (t > fromMs && t < untilMs) cuts.add(t)
+  const points = [...cuts].sort((a, b) => a - b)
+  const out: Array<{ fromMs: number; untilMs: number; covering: Array<number | null> }> = []
+  for (let i = 0; i + 1 < points.length; i++) {
+    const a = points[i]!
+    const b = points[i + 1]!
+    const covering = earlier.filter((e) => e.fromMs <= a && e.untilMs >= b).map((e) => e.storedBeforeMs)
+    const last = out[out.length - 1]
+    if (last !== undefined && last.covering.length === 0 && covering.length === 0) last.untilMs = b
+    else out.push({ fromMs: a, untilMs: b, covering })
+  }
+  return out
 }
 
 /** When a consent ended (revoked, or its validity over) if that is not after `nowMs`; else null. */
@@ -127,7 +173,8 @@ function released(consent: ConsentFact, datum: RuleDatum, completeMs: number, oc
  * its latest stored before an instant: a daily or monthly datum is complete, and so deliverable,
  * only once its meter has sent data stamped at or after the end of its day or month. That is when `daily/` publishes it and the
  * pull API lists it; a day a meter never got past (it stopped for good, or is still catching up)
- * is not charged, until data after it arrives and a later run counts it.
+ * is not charged, until data after it arrives and a later run counts it. With `group`, what earlier
+ * consents of its group charged is left out, and what this one charges is added to it.
  */
 export function settlementSpans(
   consent: ConsentFact,
@@ -136,6 +183,7 @@ export function settlementSpans(
   nowMs: number,
   latestDataMs: (meterId: string, storedBeforeMs: number | null) => number,
   storedLateDays?: (meterId: string, householdId: string, storedBeforeMs: number) => ReadonlySet<string>,
+  group?: GroupCoverage,
 ): CountSpan[] {
   const { days, dayStartsMs, datumStartsMs } = calendar
   const monthStartMs = dayStartsMs[0]!
@@ -147,9 +195,24 @@ export function settlementSpans(
     const consentId = consent.id
     const householdId = consent.householdId
     switch (consent.granularity) {
-      case 'load_curve':
+      case 'load_curve': {
         // The month's load curve: the datums stamped from its first datum instant to its end, inclusive.
-        for (const [fromMs, untilMs] of loadCurveStretches(consent, meterId, occupancies, datumStartsMs[0]!, datumStartsMs[days.length]!, nowMs)) {
+        const stretches = loadCurveStretches(consent, meterId, occupancies, datumStartsMs[0]!, datumStartsMs[days.length]!, nowMs)
+        const earlier = group?.curve.get(meterId) ?? []
+        const pieces = stretches.flatMap(([fromMs, untilMs]) => piecesUnder(fromMs, untilMs, earlier))
+        if (group !== undefined && stretches.length > 0) {
+          group.curve.set(meterId, [...earlier, ...stretches.map(([fromMs, untilMs]) => ({ fromMs, untilMs, storedBeforeMs }))])
+        }
+        for (const { fromMs, untilMs, covering } of pieces) {
+          if (covering.length > 0) {
+            // Released before by an earlier consent of the group: its datums stored before that one ended were
+            // charged under it (one in force charged them all); this one charges those stored since, from the raw readings.
+            if (covering.includes(null)) continue
+            const storedFromMs = Math.max(...(covering as number[]))
+            if (storedBeforeMs !== null && storedBeforeMs <= storedFromMs) continue
+            spans.push({ kind: 'load_curve', consentId, meterId, householdId, firstDay: null, lastDay: null, edges: [[fromMs, untilMs]], storedBeforeMs, storedFromMs })
+            continue
+          }
           if (storedBeforeMs !== null) {
             // An ended consent: what was stored after its end is not counted. The rollups do not say when a
             // datum was stored, only when their day last changed: days that changed after the end (or all of
@@ -174,22 +237,37 @@ export function settlementSpans(
           })
         }
         break
+      }
       case 'daily': {
         // Days complete by the meter's data: those that end at or before its latest datum (stored while the
         // consent was in force: a day completed after it ended never reached the recipient).
         const latestMs = latestDataMs(meterId, storedBeforeMs)
         let completeDays = 0
         while (completeDays < days.length && dayStartsMs[completeDays + 1]! <= latestMs) completeDays++
+        // Days charged by an earlier consent of the group are not charged again.
+        const charged = group?.days.get(meterId) ?? new Set<number>()
         for (const [first, last] of releasedDays(consent, meterId, occupancies, calendar, nowMs)) {
           if (first >= completeDays) break
-          spans.push({ kind: 'daily', consentId, meterId, householdId, firstDay: days[first]!, lastDay: days[Math.min(last, completeDays - 1)]!, edges: [], storedBeforeMs: null })
+          let runStart = -1
+          for (let i = first; i <= Math.min(last, completeDays - 1) + 1; i++) {
+            const free = i <= Math.min(last, completeDays - 1) && !charged.has(i)
+            if (free && runStart < 0) runStart = i
+            if (!free && runStart >= 0) {
+              spans.push({ kind: 'daily', consentId, meterId, householdId, firstDay: days[runStart]!, lastDay: days[i - 1]!, edges: [], storedBeforeMs: null })
+              for (let d = runStart; d < i; d++) charged.add(d)
+              runStart = -1
+            }
+          }
         }
+        if (group !== undefined && charged.size > 0) group.days.set(meterId, charged)
         break
       }
       case 'monthly': {
         const datum: RuleDatum = { meterId, granularity: 'monthly', atMs: monthStartMs, householdId: consent.householdId, endMs: monthEndMs }
+        if (group?.months.has(meterId) === true) break
         if (latestDataMs(meterId, storedBeforeMs) >= monthEndMs && released(consent, datum, monthEndMs, occupancies, nowMs)) {
           spans.push({ kind: 'monthly', consentId, meterId, householdId, firstDay: days[0]!, lastDay: days[days.length - 1]!, edges: [], storedBeforeMs: null })
+          group?.months.add(meterId)
         }
         break
       }

@@ -214,9 +214,11 @@ export function sameLine(a: LineState | undefined, b: LineState): boolean {
  * The version of the pricing rules, part of every run's fingerprint: a month settled under other
  * rules is recomputed by its next run, as soon as it is settled again, rather than when something
  * else in it changes (then posting, for households whose data did not change, differences that are
- * the rules'). v2: the gross split once per (recipient, household, offer), not per consent.
+ * the rules'). v2: the gross split once per (recipient, household, offer), not per consent. v3: a
+ * datum charged once per (recipient, household, offer), however many of its consents released it;
+ * months and load-curve datums cut by interval end (schema 0010).
  */
-export const PRICING_RULES_VERSION = 'metershare-settlement-v2'
+export const PRICING_RULES_VERSION = 'metershare-settlement-v3'
 
 /**
  * Fingerprint of everything a month's money depends on: the pricing rules, each consent's terms

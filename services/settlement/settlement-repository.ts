@@ -253,12 +253,13 @@ export async function countRawReadings(trx: Db, pieces: readonly ReadingsPiece[]
       f: new Date(p.fromMs).toISOString(),
       u: new Date(p.untilMs).toISOString(),
       s: p.storedBeforeMs === null ? null : new Date(p.storedBeforeMs).toISOString(),
+      a: p.storedFromMs === null ? null : new Date(p.storedFromMs).toISOString(),
     })),
   )
   const { rows } = await sql<{ i: number; n: bigint }>`
     SELECT e.i, (SELECT count(*) FROM readings x WHERE x.meter_id = e.m AND x.ts >= e.f AND x.ts < e.u AND x.household_id = e.h
-                 AND (e.s IS NULL OR x.ingested_at < e.s))::bigint AS n
-    FROM jsonb_to_recordset(${doc}::jsonb) AS e(i integer, m text, h text, f timestamptz, u timestamptz, s timestamptz)`.execute(trx)
+                 AND (e.s IS NULL OR x.ingested_at < e.s) AND (e.a IS NULL OR x.ingested_at >= e.a))::bigint AS n
+    FROM jsonb_to_recordset(${doc}::jsonb) AS e(i integer, m text, h text, f timestamptz, u timestamptz, s timestamptz, a timestamptz)`.execute(trx)
   const out = pieces.map(() => 0n)
   for (const r of rows) out[r.i] = r.n
   return out

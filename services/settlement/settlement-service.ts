@@ -7,7 +7,7 @@ import { newId } from '../../shared/ids.ts'
 import { log } from '../../shared/logger.ts'
 import { HOUSEHOLD_ACCOUNT_PREFIX, PAYOUTS_ACCOUNT, householdAccount } from './ledger-account.ts'
 import { datumsPerConsent, planCounts, type RangeCount } from './count-plan.ts'
-import { consentMeterEndedMs, monthCalendar, settlementSpans, type CountSpan } from './release-spans.ts'
+import { consentMeterEndedMs, emptyGroupCoverage, monthCalendar, settlementSpans, type CountSpan, type GroupCoverage } from './release-spans.ts'
 import type { ConsentFact } from '../consent/release-rule.ts'
 import { latestReadingTimes } from '../metering/reading-service.ts'
 import {
@@ -249,8 +249,22 @@ async function readMonthInputs(trx: Transaction<Database>, month: string, now: D
   const noDays = new Set<string>()
   const changedDays = (meterId: string, householdId: string, sinceMs: number): ReadonlySet<string> =>
     changed.get(repo.changedDaysKey(meterId, householdId, sinceMs)) ?? noDays
+  // A datum is charged to a recipient once under an offer: the consents of one (recipient, household,
+  // offer), taken in the order they were granted, leave out what an earlier one charged (a revoke and a
+  // re-grant reaching back over the same history do not charge it twice). A legal basis is free.
   const spans: CountSpan[] = []
-  for (const c of facts) spans.push(...settlementSpans(c, calendar, byMeter, nowMs, latestDataMs, changedDays))
+  const groups = new Map<string, GroupCoverage>()
+  const granted = consentRows.map((row, i) => ({ fact: facts[i]!, offerId: row.offer_id }))
+  granted.sort((x, y) => x.fact.validFromMs - y.fact.validFromMs || (x.fact.id < y.fact.id ? -1 : x.fact.id > y.fact.id ? 1 : 0))
+  for (const { fact, offerId } of granted) {
+    let group: GroupCoverage | undefined
+    if (offerId !== null) {
+      const key = JSON.stringify([fact.recipientId, fact.householdId, offerId])
+      group = groups.get(key)
+      if (group === undefined) groups.set(key, (group = emptyGroupCoverage()))
+    }
+    spans.push(...settlementSpans(fact, calendar, byMeter, nowMs, latestDataMs, changedDays, group))
+  }
 
   const plan = planCounts(spans)
   const { ranges, pieces } = plan

@@ -25,7 +25,7 @@ describe('count plan', () => {
     ]
     const plan = planCounts(spans)
     expect(plan.ranges).toHaveLength(2)
-    expect(plan.pieces).toEqual([{ meterId: 'm1', householdId: 'hh_a', fromMs: 1_000, untilMs: 2_000, storedBeforeMs: null }])
+    expect(plan.pieces).toEqual([{ meterId: 'm1', householdId: 'hh_a', fromMs: 1_000, untilMs: 2_000, storedBeforeMs: null, storedFromMs: null }])
     expect(plan.spanRange).toEqual([0, 0, 0, 1, -1])
     expect(plan.spanPieces).toEqual([[], [], [], [0], [0]])
     // A piece counted only up to a storage instant (an ended consent) is a piece of its own.

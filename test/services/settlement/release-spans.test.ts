@@ -2,7 +2,7 @@ import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
 import { startOfDayMs } from '../../../shared/calendar.ts'
 import { consentReleases, datumOwner, type ConsentFact, type OccupancyFact } from '../../../services/consent/release-rule.ts'
-import { monthCalendar, settlementSpans, type CountSpan } from '../../../services/settlement/release-spans.ts'
+import { emptyGroupCoverage, monthCalendar, settlementSpans, type CountSpan } from '../../../services/settlement/release-spans.ts'
 
 /**
  * Which datums of a month settlement charges for, from the release rule, cut into whole days
@@ -269,6 +269,67 @@ describe('settlement spans against the rule asked datum by datum', () => {
         }
       }),
       { numRuns: 300 },
+    )
+  })
+})
+
+describe('settlement spans of one recipient, household and offer', () => {
+  it('charge the history a revoked consent released once: its re-grant gets only what was stored after the end', () => {
+    const group = emptyGroupCoverage()
+    const first = fact({ id: 'cns_1', revokedAtMs: at('2026-10-20', 9) })
+    const again = fact({ id: 'cns_2', validFromMs: at('2026-10-21'), dataFromMs: at('2026-09-01') })
+    expect(shape(settlementSpans(first, OCT, occupancies(), AFTER, COMPLETE, undefined, group))).toEqual([
+      { kind: 'load_curve', days: null, edges: ['2026-09-30T22:00:00.001Z..2026-10-20T07:00:00.000Z'] },
+    ])
+    const spans = settlementSpans(again, OCT, occupancies(), AFTER, COMPLETE, undefined, group)
+    expect(spans.map((s) => ({ ...shape([s])[0], storedBeforeMs: s.storedBeforeMs, storedFromMs: s.storedFromMs ?? null }))).toEqual([
+      // What the first released: only the datums stored after it ended.
+      { kind: 'load_curve', days: null, edges: ['2026-09-30T22:00:00.001Z..2026-10-20T07:00:00.000Z'], storedBeforeMs: null, storedFromMs: at('2026-10-20', 9) },
+      { kind: 'load_curve', days: '2026-10-21..2026-10-31', edges: ['2026-10-20T07:00:00.000Z..2026-10-20T22:00:00.001Z'], storedBeforeMs: null, storedFromMs: null },
+    ])
+  })
+
+  it('charge a daily or monthly datum once', () => {
+    const group = emptyGroupCoverage()
+    const first = fact({ id: 'cns_1', granularity: 'daily', revokedAtMs: at('2026-10-20', 9) })
+    const again = fact({ id: 'cns_2', granularity: 'daily', validFromMs: at('2026-10-21'), dataFromMs: at('2026-09-01') })
+    expect(shape(settlementSpans(first, OCT, occupancies(), AFTER, COMPLETE, undefined, group))).toEqual([{ kind: 'daily', days: '2026-10-01..2026-10-19', edges: [] }])
+    expect(shape(settlementSpans(again, OCT, occupancies(), AFTER, COMPLETE, undefined, group))).toEqual([{ kind: 'daily', days: '2026-10-20..2026-10-31', edges: [] }])
+    const months = emptyGroupCoverage()
+    expect(settlementSpans(fact({ id: 'cns_3', granularity: 'monthly' }), OCT, occupancies(), AFTER, COMPLETE, undefined, months)).toHaveLength(1)
+    expect(settlementSpans(fact({ id: 'cns_4', granularity: 'monthly', validFromMs: at('2026-11-02') }), OCT, occupancies(), AFTER, COMPLETE, undefined, months)).toEqual([])
+  })
+
+  it('charge each datum released by any of them exactly once, whenever it was stored', () => {
+    const instant = fc.integer({ min: 0, max: 48 * 4 }).map((q) => at('2026-10-10') + q * 15 * 60_000)
+    const grantOf = fc.record({ validFrom: instant, revokedAfter: fc.option(fc.integer({ min: 1, max: 24 * 4 }).map((q) => q * 15 * 60_000)), dataFrom: instant })
+    fc.assert(
+      fc.property(fc.array(grantOf, { minLength: 2, maxLength: 4 }), fc.array(fc.integer({ min: 0, max: 96 * 4 }), { minLength: 20, maxLength: 20 }), (grants, storeDelays) => {
+        const consents = grants
+          .map((g, i) =>
+            fact({ id: `cns_${i}`, validFromMs: g.validFrom, revokedAtMs: g.revokedAfter === null ? null : g.validFrom + g.revokedAfter, dataFromMs: g.dataFrom }),
+          )
+          .sort((a, b) => a.validFromMs - b.validFromMs || (a.id < b.id ? -1 : 1))
+        const nowMs = at('2026-11-05')
+        const group = emptyGroupCoverage()
+        const grouped = consents.map((c) => settlementSpans(c, OCT, occupancies(), nowMs, COMPLETE, undefined, group))
+        const alone = consents.map((c) => settlementSpans(c, OCT, occupancies(), nowMs, COMPLETE))
+        const charges = (spans: CountSpan[], t: number, storedAt: number): boolean =>
+          spans.some((s) => {
+            const dayStart = (d: string) => OCT.datumStartsMs[OCT.days.indexOf(d)]!
+            if (s.firstDay !== null && t >= dayStart(s.firstDay) && t < OCT.datumStartsMs[OCT.days.indexOf(s.lastDay!) + 1]!) return true
+            return s.edges.some(([f, u]) => t >= f && t < u && (s.storedBeforeMs === null || storedAt < s.storedBeforeMs) && (s.storedFromMs == null || storedAt >= s.storedFromMs))
+          })
+        // Quarter-hours of the 9th to the 13th, each stored some time after it was measured.
+        for (let k = 0; k < 4 * 96; k++) {
+          const t = at('2026-10-09') + (k + 1) * 15 * 60_000
+          const storedAt = t + storeDelays[k % storeDelays.length]! * 15 * 60_000
+          const times = grouped.filter((spans) => charges(spans, t, storedAt)).length
+          expect(times).toBeLessThanOrEqual(1)
+          expect(times === 1).toBe(alone.some((spans) => charges(spans, t, storedAt)))
+        }
+      }),
+      { numRuns: 200 },
     )
   })
 })

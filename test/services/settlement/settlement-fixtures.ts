@@ -177,9 +177,9 @@ export async function ingest(
     const stamps = batch.map((ts) => ts.toISOString())
     const stored = storedAt === 'live' ? sql`ts + interval '1 minute'` : sql`${storedAt.toISOString()}::timestamptz`
     await sql`UPDATE readings SET ingested_at = ${stored} WHERE meter_id = ${meterId} AND ts = ANY(${stamps}::timestamptz[])`.execute(db)
-    // A day's rollup changed when its latest datum was stored.
+    // A day's rollup changed when its latest datum was stored (a datum's day: that of the interval it ends).
     await sql`UPDATE daily_rollups r SET updated_at = s.latest
-      FROM (SELECT household_id, (ts AT TIME ZONE ${TZ})::date AS day, max(ingested_at) AS latest FROM readings WHERE meter_id = ${meterId} GROUP BY 1, 2) s
+      FROM (SELECT household_id, ((ts - interval '1 millisecond') AT TIME ZONE ${TZ})::date AS day, max(ingested_at) AS latest FROM readings WHERE meter_id = ${meterId} GROUP BY 1, 2) s
       WHERE r.meter_id = ${meterId} AND r.household_id IS NOT DISTINCT FROM s.household_id AND r.day = s.day`.execute(db)
   }
 }

@@ -11,6 +11,7 @@ import {
   consent,
   ctxAt,
   household,
+  hourEnds,
   hourly,
   ingest,
   journalsBookedIn,
@@ -295,6 +296,27 @@ describeDatabases('settlement runs', (t) => {
     // Only 5 August changed after the revocation: the other days were counted from their rollups.
     const changed = await daysChangedSince(db, [{ meterId: m, householdId: h, sinceMs: paris('2026-08-10').getTime() }], '2026-08-01', '2026-08-31')
     expect([...changed.values()].map((days) => [...days])).toEqual([['2026-08-05']])
+  })
+
+  it('charges a datum once under an offer, however often the household revokes it and grants it again over the same history', async () => {
+    const db = t.db
+    const { app, h, m, offerId } = await oneMeterOneOffer(t, 'Fay', paris('2026-09-01'), { granularity: 'load_curve', priceMicrosPerDatum: 1_000n, householdBps: 5_000, operatorBps: 5_000, platformBps: 0 })
+    // 10 October, stored live.
+    await ingest(db, t.dialect, m, 'electricity', hourEnds(paris('2026-10-10'), paris('2026-10-11')))
+    const at = (minutes: number) => new Date(paris('2026-11-02', 10).getTime() + minutes * 60_000)
+    const grant = (validFrom: Date, revokedAt?: Date) =>
+      consent(db, { householdId: h, recipientId: app, offerId, granularity: 'load_curve', meterIds: [m], validFrom, dataFrom: paris('2026-10-01'), ...(revokedAt === undefined ? {} : { revokedAt }) })
+    // Granted over October's history and revoked a minute later, three times over, the last still in force.
+    const c1 = await grant(at(0), at(1))
+    const c2 = await grant(at(2), at(4))
+    const c3 = await grant(at(5))
+    // 12 October arrives while the second is in force: it is that one's to charge, once.
+    await ingest(db, t.dialect, m, 'electricity', hourEnds(paris('2026-10-12'), paris('2026-10-13')), at(3))
+    const run = await settleMonth(db, '2026-10', ctxAt(paris('2026-11-03')))
+    const lines = await db.selectFrom('settlement_lines').select(['consent_id', 'data_count']).where('run_id', '=', run.runId).execute()
+    const count = (c: string) => lines.find((l) => l.consent_id === c)?.data_count ?? 0n
+    expect([count(c1), count(c2), count(c3)]).toEqual([24n, 24n, 0n])
+    expect(run.grossMicros).toBe(48n * 1_000n)
   })
 
   it('does not settle a month before it is over, nor a malformed month', async () => {
