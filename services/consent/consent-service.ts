@@ -218,6 +218,8 @@ async function refuseOverlap(
   trx: Transaction<Database>,
   wanted: { householdId: string; recipientId: string; granularity: Granularity; allMeters: boolean; meterIds: readonly string[]; terms: Terms },
   now: Date,
+  /** The field the refusal names: the offer a household accepts, or the recipient of a legal basis. */
+  field: 'offerId' | 'recipientId' = 'offerId',
 ): Promise<void> {
   const inForce = await repo.consentsInForce(trx, wanted.householdId, wanted.recipientId, wanted.granularity, now)
   if (inForce.length === 0) return
@@ -233,7 +235,7 @@ async function refuseOverlap(
     const sharedData = windowsOverlap(wanted.terms.dataFrom, wanted.terms.dataUntil, c.data_from, c.data_until)
     if (sharedMeter && sharedData) {
       throw new ConflictError(
-        `offerId: consent ${c.id} already gives this recipient the household's ${wanted.granularity} data of ${c.all_meters ? 'all its meters' : meters.join(', ')} ` +
+        `${field}: consent ${c.id} already gives this recipient the household's ${wanted.granularity} data of ${c.all_meters ? 'all its meters' : meters.join(', ')} ` +
           `stamped from ${formatTimestamp(c.data_from)}${c.data_until === null ? '' : ` until ${formatTimestamp(c.data_until)}`}, in force until ${formatTimestamp(c.valid_until)}; revoke it to grant other terms`,
       )
     }
@@ -290,7 +292,10 @@ export async function createLegalBasisConsent(db: Kysely<Database>, input: Legal
     if (party === undefined) throw new InvalidInputError('recipientId: no such party', 'recipientId')
     if (party.kind !== 'utility') throw new InvalidInputError('recipientId: a legal basis is for a utility (the supplier)', 'recipientId')
     if (!(await repo.householdExists(trx, input.householdId))) throw new InvalidInputError('householdId: no such household', 'householdId')
+    await repo.lockHousehold(trx, input.householdId)
     const meterIds = await resolveMeters(trx, input.householdId, asked, now)
+    // The same data twice to one supplier is one legal basis, not two (a second would list and count as another).
+    await refuseOverlap(trx, { householdId: input.householdId, recipientId: input.recipientId, granularity: 'monthly', allMeters: asked === undefined, meterIds, terms }, now, 'recipientId')
     return insertGranted(trx, {
       kind: 'legal_basis',
       householdId: input.householdId,

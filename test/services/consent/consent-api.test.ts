@@ -235,8 +235,14 @@ describeDatabases('consent endpoints', (t) => {
     const id = await created(res)
     const [c] = ((await get('/me/consents', h0)).json() as { items: Record<string, unknown>[] }).items
     expect(c).toMatchObject({ id, kind: 'legal_basis', offerId: null, granularity: 'monthly', priceMicrosPerDatum: '0', householdBps: null })
+    // The same supply contract recorded twice is one legal basis: the second is refused while the first is in force.
+    const twice = await post('/admin/legal-basis-consents', 'operator', { recipientId: utility.id, householdId: h0.id, validUntil: '2027-06-01T00:00:00Z' })
+    expect([twice.statusCode, errorOf(twice).message]).toEqual([409, expect.stringMatching(new RegExp(`^recipientId: consent ${id} already gives this recipient the household's monthly data`))])
+    expect(((await get('/me/consents', h0)).json() as { items: unknown[] }).items).toHaveLength(1)
     expect((await api.inject({ method: 'DELETE', url: `/me/consents/${id}`, headers: bearer(h0.apiKey) })).statusCode).toBe(403)
     expect((await api.asOperator('DELETE', `/admin/consents/${id}`)).statusCode).toBe(204)
+    // Ended, it may be recorded anew.
+    await created(await post('/admin/legal-basis-consents', 'operator', { recipientId: utility.id, householdId: h0.id, validUntil: '2027-06-01T00:00:00Z' }))
     const third = await post('/admin/legal-basis-consents', 'operator', { recipientId: app.id, householdId: h0.id, validUntil: '2027-01-01T00:00:00Z' })
     expect(errorOf(third).message).toMatch(/^recipientId: /)
   })
