@@ -202,7 +202,7 @@ async function openPostgres(url: string, options: DatabaseOptions): Promise<Data
   const pool = new pg.Pool(poolConfig)
   pool.on('error', (err) => log.db.warn({ err }, 'idle database connection failed'))
   const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) })
-  const listeners = new Set<PgListener>()
+  const listener = new PgListener({ ...poolConfig, application_name: `${poolConfig.application_name}:listen` })
   let closed = false
   const withConnection = async <T>(fn: (c: ScriptConnection) => Promise<T>): Promise<T> => {
     const client = await pool.connect()
@@ -237,18 +237,13 @@ async function openPostgres(url: string, options: DatabaseOptions): Promise<Data
     url,
     withConnection,
     async listen(channel, onPayload) {
-      const listener = new PgListener({ ...poolConfig, application_name: `${poolConfig.application_name}:listen` }, channel, onPayload)
-      await listener.start()
-      listeners.add(listener)
-      return async () => {
-        if (listeners.delete(listener)) await listener.stop()
-      }
+      if (closed) throw new Error('the database handle is closed')
+      return listener.add(channel, onPayload)
     },
     async close() {
       if (closed) return
       closed = true
-      await Promise.all([...listeners].map((l) => l.stop()))
-      listeners.clear()
+      await listener.stop()
       await db.destroy()
     },
   }
@@ -260,67 +255,119 @@ export const LISTEN_RESUMED_PAYLOAD = '{"kind":"listen_resumed"}'
 export const LISTEN_RECONNECT_DELAY_MS_MAX = 5_000
 
 /**
- * LISTEN on a dedicated connection (a pool would recycle the session), re-opened with backoff
- * when it is lost. After a reconnection the listener hears LISTEN_RESUMED_PAYLOAD so that it can
- * reload what it may have missed.
+ * LISTEN on one dedicated connection per database handle, for every channel the process listens
+ * to (a pool would recycle the session; a connection per channel would hold several of the server's
+ * connections per process). Re-opened with backoff when it is lost, listening again on every
+ * channel; then each listener hears LISTEN_RESUMED_PAYLOAD so that it can reload what it may have
+ * missed. Closed when the last listener leaves.
  */
 class PgListener {
   private client: pg.Client | null = null
+  /** The channels LISTENed on the current connection. */
+  private listening = new Set<string>()
+  private connecting: Promise<void> | null = null
+  private readonly handlers = new Map<string, Set<(payload: string) => void>>()
   private stopped = false
   private attempts = 0
   private timer: NodeJS.Timeout | null = null
 
-  constructor(
-    private readonly config: pg.ClientConfig,
-    private readonly channel: string,
-    private readonly onPayload: (payload: string) => void,
-  ) {}
+  constructor(private readonly config: pg.ClientConfig) {}
 
-  async start(): Promise<void> {
-    await this.connect()
+  /** Listens on `channel` too; resolves, once the server listens, to the way to stop. */
+  async add(channel: string, onPayload: (payload: string) => void): Promise<() => Promise<void>> {
+    let set = this.handlers.get(channel)
+    if (set === undefined) this.handlers.set(channel, (set = new Set()))
+    const handlers = set
+    handlers.add(onPayload)
+    try {
+      this.stopped = false
+      await this.connected()
+      if (!this.listening.has(channel)) {
+        await this.client!.query(`LISTEN ${pg.escapeIdentifier(channel)}`)
+        this.listening.add(channel)
+      }
+    } catch (err) {
+      this.remove(channel, handlers, onPayload)
+      throw err
+    }
+    return async () => {
+      if (!handlers.has(onPayload)) return
+      this.remove(channel, handlers, onPayload)
+      if (this.handlers.size === 0) await this.stop()
+      else if (!this.handlers.has(channel) && this.listening.delete(channel)) {
+        await this.client?.query(`UNLISTEN ${pg.escapeIdentifier(channel)}`).catch(() => undefined)
+      }
+    }
   }
 
   async stop(): Promise<void> {
     this.stopped = true
+    this.handlers.clear()
     if (this.timer !== null) clearTimeout(this.timer)
+    this.timer = null
     const client = this.client
     this.client = null
+    this.listening = new Set()
     await client?.end().catch(() => undefined)
+  }
+
+  private remove(channel: string, handlers: Set<(payload: string) => void>, onPayload: (payload: string) => void): void {
+    handlers.delete(onPayload)
+    if (handlers.size === 0 && this.handlers.get(channel) === handlers) this.handlers.delete(channel)
+  }
+
+  /** The connection, opened (once, for concurrent callers) when there is none. */
+  private async connected(): Promise<void> {
+    if (this.client !== null) return
+    this.connecting ??= this.connect().finally(() => {
+      this.connecting = null
+    })
+    await this.connecting
   }
 
   private async connect(): Promise<void> {
     const client = new pg.Client(this.config)
     client.on('notification', (msg) => {
-      if (msg.channel === this.channel) this.onPayload(msg.payload ?? '')
+      for (const handler of [...(this.handlers.get(msg.channel) ?? [])]) handler(msg.payload ?? '')
     })
-    client.on('error', (err) => log.db.warn({ err, channel: this.channel }, 'listen connection failed'))
+    client.on('error', (err) => log.db.warn({ err, channels: [...this.listening] }, 'listen connection failed'))
     client.on('end', () => {
       if (this.client === client && !this.stopped) this.reconnectLater()
     })
+    const listening = new Set<string>()
     try {
       await client.connect()
-      await client.query(`LISTEN ${pg.escapeIdentifier(this.channel)}`)
+      for (const channel of this.handlers.keys()) {
+        await client.query(`LISTEN ${pg.escapeIdentifier(channel)}`)
+        listening.add(channel)
+      }
     } catch (err) {
       await client.end().catch(() => undefined)
       throw err
     }
+    if (this.stopped) {
+      await client.end().catch(() => undefined)
+      return
+    }
     this.client = client
+    this.listening = listening
   }
 
   private reconnectLater(): void {
     this.client = null
+    this.listening = new Set()
     const delay = Math.min(LISTEN_RECONNECT_DELAY_MS_MAX, 100 * 2 ** this.attempts++)
     this.timer = setTimeout(() => {
       this.timer = null
       if (this.stopped) return
-      this.connect().then(
+      this.connected().then(
         () => {
           this.attempts = 0
-          log.db.info({ channel: this.channel }, 'listen connection re-opened')
-          this.onPayload(LISTEN_RESUMED_PAYLOAD)
+          log.db.info({ channels: [...this.listening] }, 'listen connection re-opened')
+          for (const handlers of [...this.handlers.values()]) for (const handler of [...handlers]) handler(LISTEN_RESUMED_PAYLOAD)
         },
         (err: unknown) => {
-          log.db.warn({ err, channel: this.channel, attempts: this.attempts }, 'listen reconnection failed')
+          log.db.warn({ err, attempts: this.attempts }, 'listen reconnection failed')
           if (!this.stopped) this.reconnectLater()
         },
       )

@@ -55,6 +55,39 @@ describePostgres('LISTEN on PostgreSQL', (t) => {
   })
 })
 
+describePostgres('LISTEN on one connection for every channel', (t) => {
+  const listenConnections = async (): Promise<number> =>
+    (
+      await sql<{ n: number }>`SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND application_name LIKE '%:listen'`.execute(t.db)
+    ).rows[0]!.n
+
+  it('listens on several channels over one connection, re-opened for all of them, and closes it with the last listener', async () => {
+    const heard: string[] = []
+    const offA = await t.handle.listen('metershare_test_a', (p) => heard.push(`a:${p}`))
+    const offB = await t.handle.listen('metershare_test_b', (p) => heard.push(`b:${p}`))
+    const offB2 = await t.handle.listen('metershare_test_b', (p) => heard.push(`b2:${p}`))
+    try {
+      expect(await listenConnections()).toBe(1)
+      await sql`SELECT pg_notify('metershare_test_a', '1'), pg_notify('metershare_test_b', '2')`.execute(t.db)
+      await waitFor(() => heard.length === 3, 5_000, 'the notifications')
+      expect([...heard].sort()).toEqual(['a:1', 'b2:2', 'b:2'])
+      // Lost: every listener hears that it may have missed notices, then hears again.
+      await sql`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND application_name LIKE '%:listen'`.execute(t.db)
+      await waitFor(() => heard.filter((h) => h.endsWith(LISTEN_RESUMED_PAYLOAD)).length === 3, 10_000, 'the resumed notices')
+      expect(await listenConnections()).toBe(1)
+      await offB()
+      heard.length = 0
+      await sql`SELECT pg_notify('metershare_test_a', '3'), pg_notify('metershare_test_b', '4')`.execute(t.db)
+      await waitFor(() => heard.length === 2, 5_000, 'the notifications after')
+      expect([...heard].sort()).toEqual(['a:3', 'b2:4'])
+    } finally {
+      await offA()
+      await offB2()
+    }
+    await waitFor(async () => (await listenConnections()) === 0, 5_000, 'the listen connection closed')
+  })
+})
+
 describePostgres('scripts and COPY on a connection of its own', (t) => {
   const awkward = `tab\there, new\nline, cr\r, back\\slash \\N, 'single' "double", $1 $$ dollar, é ✓`
 
