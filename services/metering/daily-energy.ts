@@ -19,6 +19,8 @@ export interface RollupGroup {
   firstTs: Date
   indexMin: RegisterValues
   indexMax: RegisterValues
+  /** Whether the group is a daily datum (rollup-repository's isDailyDatum); absent: it is. */
+  datum?: boolean
 }
 
 export interface GroupEnergy {

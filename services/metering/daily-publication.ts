@@ -100,8 +100,10 @@ export async function dailyDatumsToPublish(
   const contexts = await loadRollupContexts(db, days.map((d) => ({ meterId: d.meterId, fromDay: d.day, toDay: d.day })))
   const out: PublishedDailyDatum[] = []
   for (const context of contexts) {
+    // A group that measures no interval is no day (isDailyDatum): nothing to publish.
+    const notDays = new Set(context.groups.filter((g) => g.datum === false).map((g) => JSON.stringify([g.householdId, g.day])))
     for (const e of dailyEnergies(context.groups, context.baseline)) {
-      if (e.householdId === null) continue
+      if (e.householdId === null || notDays.has(JSON.stringify([e.householdId, e.day]))) continue
       out.push({ meterId: e.meterId, day: e.day, granularity: 'daily', values: e.values, householdId: e.householdId })
     }
   }

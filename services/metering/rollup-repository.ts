@@ -1,4 +1,4 @@
-import { sql, type Kysely } from 'kysely'
+import { sql, type Kysely, type RawBuilder } from 'kysely'
 import { addDays, datumDayOf, startOfDayMs } from '../../shared/calendar.ts'
 import type { Database } from '../../shared/db/schema.ts'
 import { OBIS_REGISTERS } from '../../shared/obis.ts'
@@ -78,6 +78,24 @@ export async function rebuildRollups(trx: Kysely<Database>, meterId: string, fro
   }
 }
 
+/**
+ * Whether a rollup group (alias `g`, `r`…) is a daily datum. One that holds a single reading, its
+ * household's first since the meter's previous group (another household's, or none), measures no
+ * interval: it has no opening index, so no energy. That is the reading stamped at the midnight that
+ * closes the day before a household's first (a move-in at midnight) or before a meter's first reading.
+ * Such a group is no day of that household: not published, listed, nor charged as a daily or monthly
+ * datum (its reading is a load-curve datum all the same). The rule, in SQL, for every reader of days.
+ */
+export function isDailyDatum(alias: 'g' | 'r'): RawBuilder<boolean> {
+  const a = sql.raw(alias)
+  return sql<boolean>`(${a}.readings_count > 1 OR EXISTS (
+    SELECT 1 FROM (
+      SELECT p.household_id FROM daily_rollups p
+      WHERE p.meter_id = ${a}.meter_id AND (p.day, p.first_ts) < (${a}.day, ${a}.first_ts)
+      ORDER BY p.day DESC, p.first_ts DESC LIMIT 1
+    ) AS q WHERE q.household_id IS NOT DISTINCT FROM ${a}.household_id))`
+}
+
 /** A meter's days [fromDay, toDay] (inclusive) whose daily energies are wanted. */
 export interface RollupSpan {
   meterId: string
@@ -107,8 +125,9 @@ export async function loadRollupContexts(db: Kysely<Database>, spans: readonly R
     first_ts: Date
     index_min: RegisterValues
     index_max: RegisterValues
+    datum: boolean
   }>`
-    SELECT s.i::int AS i, g.meter_id, g.household_id, g.day, g.first_ts, g.index_min, g.index_max
+    SELECT s.i::int AS i, g.meter_id, g.household_id, g.day, g.first_ts, g.index_min, g.index_max, ${isDailyDatum('g')} AS datum
     FROM unnest(${meters}::text[], ${fromDays}::date[], ${toDays}::date[]) WITH ORDINALITY AS s(meter_id, from_day, to_day, i)
     JOIN daily_rollups g ON g.meter_id = s.meter_id AND g.day >= s.from_day AND g.day <= s.to_day
     ORDER BY s.i, g.first_ts`.execute(db)
@@ -120,6 +139,7 @@ export async function loadRollupContexts(db: Kysely<Database>, spans: readonly R
       firstTs: r.first_ts,
       indexMin: r.index_min,
       indexMax: r.index_max,
+      datum: r.datum,
     })
   }
   const baselines = await sql<{ i: number; code: string; value: number; household_id: string | null }>`
@@ -200,7 +220,7 @@ export interface RollupPageFilter {
 }
 
 function ownerFilter(f: RollupPageFilter) {
-  const parts = [sql`g.household_id IS NOT NULL`]
+  const parts = [sql`g.household_id IS NOT NULL`, isDailyDatum('g')]
   if (f.householdId !== undefined) parts.push(sql`g.household_id = ${f.householdId}`)
   if (f.windows !== undefined) {
     parts.push(sql`EXISTS (

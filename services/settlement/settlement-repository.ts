@@ -6,6 +6,7 @@ import type { SettlementRunsTable } from '../../shared/db/tables/settlement-runs
 import type { Granularity } from '../../shared/wire.ts'
 import { OCCUPANCY_FACT_COLUMNS, toOccupancyFact, type OccupancyFactRow } from '../consent/release-facts-repository.ts'
 import type { ConsentFact, OccupancyFact } from '../consent/release-rule.ts'
+import { isDailyDatum } from '../metering/rollup-repository.ts'
 import type { RangeCount, ReadingsPiece, RollupRange } from './count-plan.ts'
 import { parseAccount } from './ledger-account.ts'
 import type { LineState } from './settlement-calculation.ts'
@@ -170,10 +171,10 @@ export function pairKey(meterId: string, householdId: string): string {
  */
 export async function findMonthRollupTotals(trx: Db, firstDay: string, lastDay: string): Promise<Map<string, RangeCount>> {
   const { rows } = await sql<{ meter_id: string; household_id: string; readings: bigint; days: bigint }>`
-    SELECT meter_id, household_id, sum(readings_count)::bigint AS readings, count(*)::bigint AS days
-    FROM daily_rollups
-    WHERE day BETWEEN ${firstDay}::date AND ${lastDay}::date AND household_id IS NOT NULL
-    GROUP BY meter_id, household_id`.execute(trx)
+    SELECT r.meter_id, r.household_id, sum(r.readings_count)::bigint AS readings, (count(*) FILTER (WHERE ${isDailyDatum('r')}))::bigint AS days
+    FROM daily_rollups r
+    WHERE r.day BETWEEN ${firstDay}::date AND ${lastDay}::date AND r.household_id IS NOT NULL
+    GROUP BY r.meter_id, r.household_id`.execute(trx)
   return new Map(rows.map((r) => [pairKey(r.meter_id, r.household_id), { readings: r.readings, days: r.days }]))
 }
 
@@ -188,7 +189,7 @@ export async function sumRollups(trx: Db, ranges: readonly RollupRange[]): Promi
     SELECT g.i, a.readings, a.days
     FROM jsonb_to_recordset(${doc}::jsonb) AS g(i integer, m text, h text, d0 date, d1 date)
     CROSS JOIN LATERAL (
-      SELECT coalesce(sum(r.readings_count), 0)::bigint AS readings, count(*)::bigint AS days
+      SELECT coalesce(sum(r.readings_count), 0)::bigint AS readings, (count(*) FILTER (WHERE ${isDailyDatum('r')}))::bigint AS days
       FROM daily_rollups r WHERE r.meter_id = g.m AND r.household_id = g.h AND r.day BETWEEN g.d0 AND g.d1) AS a`.execute(trx)
   const out = ranges.map(() => ({ readings: 0n, days: 0n }))
   for (const r of rows) out[r.i] = { readings: r.readings, days: r.days }

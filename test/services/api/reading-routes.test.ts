@@ -81,13 +81,12 @@ describeDatabases('GET /me/readings', (t) => {
   it('answers daily and monthly energy of its own days and months', async () => {
     const daily = await all(a.apiKey, `meterId=${w.meterId}&granularity=daily`)
     expect(daily).toEqual([{ meterId: w.meterId, day: '2026-10-01', granularity: 'daily', values: { '1-0:1.8.0': 11_000 } }])
-    // B's first reading, stamped at its move-in, ends A's last interval: it closes 1 October (B's, with no energy of
-    // its own: nothing before it is B's), and B's 2 October counts from it, through the reading at midnight.
+    // B's first reading, stamped at its move-in, ends A's last interval: it closes 1 October, B's alone, with no index
+    // of B's before it: it measures nothing, and 1 October is no day of B's. B's 2 October counts from it, through midnight.
     const theirDays = (await all(b.apiKey, `meterId=${w.meterId}&granularity=daily`)) as { day: string; values: Record<string, number> }[]
-    expect(theirDays.map((d) => [d.day, d.values['1-0:1.8.0']])).toEqual([
-      ['2026-10-01', 0],
-      ['2026-10-02', 12_000],
-    ])
+    expect(theirDays.map((d) => [d.day, d.values['1-0:1.8.0']])).toEqual([['2026-10-02', 12_000]])
+    const theirMonths = (await all(b.apiKey, `meterId=${w.meterId}&granularity=monthly`)) as { month: string }[]
+    expect(theirMonths.map((m) => m.month)).toEqual(['2026-10'])
     const monthly = await all(a.apiKey, `meterId=${w.meterId}&granularity=monthly`)
     expect(monthly).toEqual([{ meterId: w.meterId, month: '2026-10', granularity: 'monthly', values: { '1-0:1.8.0': 11_000 } }])
   })

@@ -136,6 +136,26 @@ describeDatabases('daily publication', (t) => {
     expect(await dailyDatumsToPublish(t.db, [{ meterId: meter, day: day(2), created: true, householdId: b }], ctx)).toEqual([])
   })
 
+  it('publishes no day for a reading alone at the midnight before a meter\'s first day or a household\'s move-in: it measures nothing', async () => {
+    const { meter, h } = await occupiedMeter()
+    // The meter's first reading, at midnight on 1 October (index 0), closes 30 September; then 1 October whole.
+    await seedReadings(t.db, meter, [{ ts: midnight(1), values: { [IMPORT]: 0 } }, ...hours(1)], ctx.timezone)
+    expect(await dailyDatumsToPublish(t.db, [{ meterId: meter, day: '2026-09-30', created: true }, { meterId: meter, day: day(1), created: true }], ctx)).toEqual([
+      { meterId: meter, day: day(1), granularity: 'daily', values: { [IMPORT]: 240 } , householdId: h },
+    ])
+
+    // A moves out and B in at midnight on 2 October: the reading stamped then is B's, alone in B's 1 October.
+    const other = await seedMeter(t.db)
+    const a = await seedHousehold(t.db)
+    const b = await seedHousehold(t.db)
+    await seedOccupancy(t.db, { meterId: other, householdId: a, from: '2026-09-01T00:00:00Z', until: midnight(2) })
+    await seedOccupancy(t.db, { meterId: other, householdId: b, from: midnight(2) })
+    await seedReadings(t.db, other, [...hours(1), ...hours(2, 0, 1)], ctx.timezone)
+    const published = await dailyDatumsToPublish(t.db, [{ meterId: other, day: day(1), created: true }, { meterId: other, day: day(2), created: true }], ctx)
+    // A's 1 October, 01:00 to 23:00 (10 … 230 Wh); the hour ending at the move is measured across it: neither's.
+    expect(published.map((d) => [d.day, d.householdId, d.values[IMPORT]])).toEqual([[day(1), a, 220]])
+  })
+
   it('handles several meters in one batch', async () => {
     const one = await occupiedMeter()
     const two = await occupiedMeter()

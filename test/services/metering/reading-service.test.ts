@@ -107,8 +107,8 @@ describeDatabases('reading service', (t) => {
     const w = await seedWorld(t)
     const a = await listReadings(t.db, query({ householdId: w.a, meterIds: [w.m1], granularity: 'daily' }), ctx)
     expect(a.items).toEqual([
-      // The first reading, at midnight, closes 30 September: no earlier group, so max − min.
-      { meterId: w.m1, day: '2026-09-30', granularity: 'daily', values: { [IMPORT]: 0 } },
+      // The first reading, at midnight, closes 30 September: alone, with no index before it, it measures no
+      // interval, so 30 September is no day of A's (the reading is a load-curve datum all the same).
       { meterId: w.m1, day: '2026-10-01', granularity: 'daily', values: { [IMPORT]: 240 } }, // 10 Wh at 00:00 … 250 Wh at 24:00
       { meterId: w.m1, day: '2026-10-02', granularity: 'daily', values: { [IMPORT]: 110 } }, // from 250 to 360 Wh at 11:00 (09:00Z)
     ])
@@ -124,9 +124,9 @@ describeDatabases('reading service', (t) => {
     const w = await seedWorld(t)
     const a = await listReadings(t.db, query({ householdId: w.a, granularity: 'monthly' }), ctx)
     // Meter 2: 4 readings a day of +100 Wh, the 4th at midnight closing the day; September counts from the
-    // index at its start (the first reading, which closes 31 August). Meter 1's first reading closes September.
+    // index at its start (the first reading, which closes 31 August, no day of its own). Meter 1's first
+    // reading closes September: no month of A's there either.
     expect(a.items).toEqual([
-      { meterId: w.m1, month: '2026-09', granularity: 'monthly', values: { [IMPORT]: 0 } },
       { meterId: w.m1, month: '2026-10', granularity: 'monthly', values: { [IMPORT]: 350 } },
       { meterId: w.m2, month: '2026-09', granularity: 'monthly', values: { [IMPORT]: 30 * 400 } },
       { meterId: w.m2, month: '2026-10', granularity: 'monthly', values: { [IMPORT]: 31 * 400 } }, // Oct 25 has 25 hours and 4 readings
@@ -253,7 +253,6 @@ describeDatabases('reading service', (t) => {
     const split = await listReadings(t.db, query({ windows: both, meterIds: [w.m1], granularity: 'daily' }), ctx)
     // (The day of the move: A's share and B's, in the order of their ids.)
     expect(split.items.map((d) => [d.granularity === 'daily' && d.day, d.values[IMPORT]]).sort()).toEqual([
-      ['2026-09-30', 0],
       ['2026-10-01', 240],
       ['2026-10-02', 110],
       ['2026-10-02', 120],

@@ -319,6 +319,23 @@ describeDatabases('settlement runs', (t) => {
     expect(run.grossMicros).toBe(48n * 1_000n)
   })
 
+  it('charges no day nor month for the reading alone that closes the day before a move-in: it measures nothing', async () => {
+    const db = t.db
+    // Moving in at midnight on 1 November; its consents reach back over October, where only that reading is its.
+    const { app, h, m, offerId: daily } = await oneMeterOneOffer(t, 'Gus', paris('2026-11-01'), { granularity: 'daily', priceMicrosPerDatum: 10n, householdBps: 5_000, operatorBps: 5_000, platformBps: 0 })
+    const monthly = await offer(db, { recipientId: app, granularity: 'monthly', priceMicrosPerDatum: 100n, householdBps: 5_000, operatorBps: 5_000, platformBps: 0 })
+    const cDaily = await consent(db, { householdId: h, recipientId: app, offerId: daily, granularity: 'daily', meterIds: [m], validFrom: paris('2026-11-01'), dataFrom: paris('2026-10-01') })
+    const cMonthly = await consent(db, { householdId: h, recipientId: app, offerId: monthly, granularity: 'monthly', meterIds: [m], validFrom: paris('2026-11-01'), dataFrom: paris('2026-10-01') })
+    await ingest(db, t.dialect, m, 'electricity', hourly(paris('2026-10-31', 20), paris('2026-11-03')))
+    const oct = await settleMonth(db, '2026-10', ctxAt(paris('2026-12-02')))
+    expect(oct.dataCount).toBe(0n)
+    const nov = await settleMonth(db, '2026-11', ctxAt(paris('2026-12-02')))
+    const lines = await db.selectFrom('settlement_lines').select(['consent_id', 'data_count']).where('run_id', '=', nov.runId).orderBy('consent_id').execute()
+    // November: its 1st (the meter's data reaches 2 November 23:00, past the 1st's end); the 2nd and the month are not complete.
+    expect(Object.fromEntries(lines.map((l) => [l.consent_id, l.data_count]))).toEqual({ [cDaily]: 1n })
+    expect(lines.some((l) => l.consent_id === cMonthly)).toBe(false)
+  })
+
   it('does not settle a month before it is over, nor a malformed month', async () => {
     await expect(settleMonth(t.db, '2026-10', ctxAt(paris('2026-10-31', 23, 59)))).rejects.toThrow(/month: 2026-10 is not over yet/)
     await expect(settleMonth(t.db, '2026-13', ctxAt(paris('2027-02-01')))).rejects.toBeInstanceOf(InvalidInputError)
