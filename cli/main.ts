@@ -267,10 +267,25 @@ const commands: Record<string, Command> = {
     const handle = await openConfiguredDatabase(config, 'metershare:migrate')
     try {
       const applied = await migrateToLatest(handle.db)
-      const { openDataCalendar } = await import('../services/metering/rollup-recut.ts')
-      await openDataCalendar(handle.db, config.timezone)
+      // Said at once: processes of an earlier version stop on the notice, before anything is cut again by new rules.
+      const noticeAt = new Date()
       if (applied.length > 0) await (await import('../shared/db/migrator.ts')).announceSchema(handle.db)
       process.stdout.write(applied.length === 0 ? 'schema is up to date\n' : applied.join('\n') + '\n')
+      const { openDataCalendar, recutPending, SCHEMA_NOTICE_GRACE_MS } = await import('../services/metering/rollup-recut.ts')
+      if (applied.length > 0 && (await recutPending(handle.db))) {
+        // What an earlier version still holds is committed as it stops: given the time to, before the cut.
+        process.stdout.write(`waiting ${SCHEMA_NOTICE_GRACE_MS / 1000} s for processes of earlier versions to stop\n`)
+        await new Promise((r) => setTimeout(r, SCHEMA_NOTICE_GRACE_MS))
+      }
+      await openDataCalendar(handle.db, config.timezone, {
+        storedSince: noticeAt,
+        onProgress: (p) => {
+          if (p.phase === 'waiting') process.stdout.write('another process is cutting the daily rollups again: waiting for it\n')
+          else if (p.phase === 'cutting' && p.done === 0) process.stdout.write(`cutting the daily rollups of ${p.meters.toLocaleString('en')} meters again by interval end\n`)
+          else if (p.phase === 'cutting') process.stdout.write(`… ${p.done.toLocaleString('en')} of ${p.meters.toLocaleString('en')} meters\n`)
+          else if (p.phase === 'done') process.stdout.write(`daily rollups cut again in ${((p.ms ?? 0) / 1000).toFixed(1)} s\n`)
+        },
+      })
     } finally {
       await handle.close()
     }

@@ -1,6 +1,6 @@
 import { sql } from 'kysely'
 import { expect, it } from 'vitest'
-import { openDataCalendar } from '../../../services/metering/rollup-recut.ts'
+import { openDataCalendar, type RecutProgress } from '../../../services/metering/rollup-recut.ts'
 import { ROLLUPS_RECUT_SETTING } from '../../../shared/db/data-calendar.ts'
 import { up as markRollupsForRecut } from '../../../shared/db/migrations/0010-rollups-by-interval-end.ts'
 import { ConfigError } from '../../../shared/errors.ts'
@@ -60,6 +60,22 @@ describeDatabases('daily rollups cut again by interval end', (t) => {
     const before = await t.db.selectFrom('daily_rollups').select(['day', 'updated_at']).where('meter_id', '=', meterId).orderBy('day').execute()
     await openDataCalendar(t.db, TZ)
     expect(await t.db.selectFrom('daily_rollups').select(['day', 'updated_at']).where('meter_id', '=', meterId).orderBy('day').execute()).toEqual(before)
+    await sql`DELETE FROM daily_rollups`.execute(t.db)
+  })
+
+  it('cuts again the meters that took readings since the schema notice, until a pass finds none', async () => {
+    const notice = new Date(Date.now() - 60_000)
+    const { meterId } = await storedBefore()
+    // Stored after the notice, as by a broker of the earlier version still running.
+    await sql`UPDATE readings SET ingested_at = now() WHERE meter_id = ${meterId}`.execute(t.db)
+    const progress: RecutProgress[] = []
+    await openDataCalendar(t.db, TZ, { storedSince: notice, onProgress: (p) => progress.push(p) })
+    expect(progress.filter((p) => p.phase === 'cutting').map((p) => p.meters)).toEqual([1, 1])
+    expect(progress.at(-1)).toMatchObject({ phase: 'done', meters: 1, done: 1 })
+    expect((await rollupsOf(t.db, meterId)).map((r) => [r.day, r.count])).toEqual([
+      ['2026-09-30', 1],
+      ['2026-10-01', 24],
+    ])
     await sql`DELETE FROM daily_rollups`.execute(t.db)
   })
 })
