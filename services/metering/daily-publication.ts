@@ -1,10 +1,10 @@
 import type { Kysely } from 'kysely'
+import { addDays, datumDayOf, dayOf } from '../../shared/calendar.ts'
 import type { Database } from '../../shared/db/schema.ts'
 import type { DailyDatum } from '../../shared/wire.ts'
 import { dailyEnergies } from './daily-energy.ts'
 import type { MeteringContext } from './metering-context.ts'
 import { groupKeysBetween, loadRollupContexts, neighbourDays, type NeighbourDays } from './rollup-repository.ts'
-import { addDays, datumDayOf, dayOf } from '../../shared/calendar.ts'
 
 /**
  * Which daily datums to publish after an ingest batch commits. A day of a meter is complete
