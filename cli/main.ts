@@ -281,7 +281,8 @@ const commands: Record<string, Command> = {
         storedSince: noticeAt,
         onProgress: (p) => {
           if (p.phase === 'waiting') process.stdout.write('another process is cutting the daily rollups again: waiting for it\n')
-          else if (p.phase === 'cutting' && p.done === 0) process.stdout.write(`cutting the daily rollups of ${p.meters.toLocaleString('en')} meters again by interval end\n`)
+          else if (p.phase === 'cutting' && p.done === 0 && p.pass === 1) process.stdout.write(`cutting the daily rollups of ${p.meters.toLocaleString('en')} meters again by interval end\n`)
+          else if (p.phase === 'cutting' && p.done === 0) process.stdout.write(`… once more for the ${p.meters.toLocaleString('en')} meters that took readings meanwhile (pass ${p.pass})\n`)
           else if (p.phase === 'cutting') process.stdout.write(`… ${p.done.toLocaleString('en')} of ${p.meters.toLocaleString('en')} meters\n`)
           else if (p.phase === 'done') process.stdout.write(`daily rollups cut again in ${((p.ms ?? 0) / 1000).toFixed(1)} s\n`)
         },

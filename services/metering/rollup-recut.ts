@@ -22,6 +22,8 @@ const PROGRESS_EVERY_METERS = 500
 
 export interface RecutProgress {
   phase: 'waiting' | 'cutting' | 'done'
+  /** 1 for every meter; from 2, the meters that took readings since the previous pass began (or the notice). */
+  pass: number
   meters: number
   done: number
   ms?: number
@@ -56,7 +58,7 @@ export async function openDataCalendar(
     const { rows } = await sql<{ locked: boolean }>`SELECT pg_try_advisory_lock(${LOCK_CLASS}::int, ${LOCK_OBJECT}::int) AS locked`.execute(conn)
     if (rows[0]?.locked !== true) {
       log.metering.info('another process is cutting the daily rollups again: waiting for it')
-      onProgress?.({ phase: 'waiting', meters: 0, done: 0 })
+      onProgress?.({ phase: 'waiting', pass: 0, meters: 0, done: 0 })
       await sql`SELECT pg_advisory_lock(${LOCK_CLASS}::int, ${LOCK_OBJECT}::int)`.execute(conn)
     }
     try {
@@ -69,7 +71,7 @@ export async function openDataCalendar(
         const clock = (await sql<{ now: Date }>`SELECT clock_timestamp() AS now`.execute(conn)).rows[0]!.now
         const passStart = pass === 1 && options.storedSince !== undefined && options.storedSince < clock ? options.storedSince : clock
         for (let i = 0; i < meters.length; i++) {
-          if (i % PROGRESS_EVERY_METERS === 0) onProgress?.({ phase: 'cutting', meters: meters.length, done: i })
+          if (i % PROGRESS_EVERY_METERS === 0) onProgress?.({ phase: 'cutting', pass, meters: meters.length, done: i })
           await conn.transaction().execute((trx) => rebuildRollups(trx, meters[i]!, HISTORY_START, null, timezone))
         }
         // Readings stored meanwhile by a process that did not know the rule yet: their meters once more.
@@ -84,7 +86,7 @@ export async function openDataCalendar(
       await sql`DELETE FROM settings WHERE key = ${ROLLUPS_RECUT_SETTING}`.execute(conn)
       const ms = Math.round(performance.now() - started)
       log.metering.info({ meters: total, ms }, 'daily rollups cut again')
-      onProgress?.({ phase: 'done', meters: total, done: total, ms })
+      onProgress?.({ phase: 'done', pass: 0, meters: total, done: total, ms })
     } finally {
       await sql`SELECT pg_advisory_unlock(${LOCK_CLASS}::int, ${LOCK_OBJECT}::int)`.execute(conn)
     }

@@ -70,7 +70,10 @@ describeDatabases('daily rollups cut again by interval end', (t) => {
     await sql`UPDATE readings SET ingested_at = now() WHERE meter_id = ${meterId}`.execute(t.db)
     const progress: RecutProgress[] = []
     await openDataCalendar(t.db, TZ, { storedSince: notice, onProgress: (p) => progress.push(p) })
-    expect(progress.filter((p) => p.phase === 'cutting').map((p) => p.meters)).toEqual([1, 1])
+    expect(progress.filter((p) => p.phase === 'cutting').map((p) => [p.pass, p.meters])).toEqual([
+      [1, 1],
+      [2, 1],
+    ])
     expect(progress.at(-1)).toMatchObject({ phase: 'done', meters: 1, done: 1 })
     expect((await rollupsOf(t.db, meterId)).map((r) => [r.day, r.count])).toEqual([
       ['2026-09-30', 1],
