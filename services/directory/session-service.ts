@@ -2,7 +2,7 @@ import { createHmac } from 'node:crypto'
 import type { Kysely } from 'kysely'
 import type { PortalLimits } from '../../shared/config.ts'
 import type { Database } from '../../shared/db/schema.ts'
-import { TooManyRequestsError, UnauthenticatedError } from '../../shared/errors.ts'
+import { UnauthenticatedError } from '../../shared/errors.ts'
 import { newId } from '../../shared/ids.ts'
 import { generateSecret, hashSecret, safeEqual, verifySecret } from '../../shared/secrets.ts'
 import { authenticatePassword } from './directory-service.ts'
@@ -110,16 +110,11 @@ export async function signIn(
   throttle: SignInThrottle,
 ): Promise<OpenedSession> {
   const keys = throttle.keysOf(input.email, input.address)
-  const at = now.getTime()
-  const wait = throttle.retryAfterMs(keys, at)
-  if (wait > 0) throw new TooManyRequestsError('too many failed sign-ins: try again later', wait)
-  // Counted as a failure before the password is checked, in the same turn as the check above: many
-  // attempts sent at once then meet the limit as one after another would, not all pass it together.
-  throttle.recordFailure(keys, at)
+  const passed = throttle.begin(keys, now.getTime(), 'too many failed sign-ins: try again later')
   const found = await authenticatePassword(db, input.email.trim(), input.password)
   if (found === null) throw new UnauthenticatedError('email or password: no household with this email and password')
   // It was not one; and the right password from this address clears what this address got wrong for this email.
-  throttle.withdrawFailure(keys, at)
+  passed()
   throttle.forget(keys[0]!)
   return openSession(db, found.householdId, now, limits)
 }

@@ -1,4 +1,5 @@
 import type { PortalLimits } from '../../shared/config.ts'
+import { TooManyRequestsError } from '../../shared/errors.ts'
 
 /**
  * Failed sign-ins remembered per key in a sliding window: once a key has its `max` failures
@@ -48,6 +49,19 @@ export class SignInThrottle {
       { key: `address:${address}`, max: this.limits.signInFailuresMax },
       { key: `household:${householdId}`, max: this.limits.signInFailuresPerEmailMax },
     ]
+  }
+
+  /**
+   * The start of a password check under the limits: refused (TooManyRequestsError, `refusal` its
+   * message) while a key must wait; else counted as a failure before the check runs, in the same turn,
+   * so that attempts sent at once meet the limit one after another rather than all pass it together.
+   * Returns the way to take the failure back once the check has passed (or failed for another reason).
+   */
+  begin(keys: readonly ThrottleKey[], nowMs: number, refusal: string): () => void {
+    const wait = this.retryAfterMs(keys, nowMs)
+    if (wait > 0) throw new TooManyRequestsError(refusal, wait)
+    this.recordFailure(keys, nowMs)
+    return () => this.withdrawFailure(keys, nowMs)
   }
 
   /** How long the first throttled key must still wait, in ms; 0 when every key may try now. */

@@ -2,7 +2,7 @@ import { z } from 'zod'
 import { formatTimestamp } from '../../../shared/calendar.ts'
 import { CURSOR_NOT_RETURNED, cursorListing, isTimestampText, type CursorListing } from '../../../shared/cursor.ts'
 import { METER_ID_RE } from '../../../shared/ids.ts'
-import { InvalidInputError, TooManyRequestsError } from '../../../shared/errors.ts'
+import { InvalidInputError } from '../../../shared/errors.ts'
 import type { CreationKey } from '../../directory/directory-repository.ts'
 import {
   PASSWORD_LENGTH_MAX,
@@ -233,21 +233,21 @@ export const directoryRoutes: RoutePlugin = async (app, { deps }) => {
     async handler({ principal, body, request }) {
       const throttle = app.apiContext.passwordThrottle
       const keys = throttle.currentPasswordKeysOf(principal.householdId, request.ip)
-      const at = app.apiContext.now().getTime()
-      const wait = throttle.retryAfterMs(keys, at)
-      if (wait > 0) {
+      let passed: () => void
+      try {
+        passed = throttle.begin(keys, app.apiContext.now().getTime(), 'currentPassword: too many wrong passwords: try again later')
+      } catch (err) {
         request.log.warn({ householdId: principal.householdId, address: request.ip }, 'password change throttled')
-        throw new TooManyRequestsError('currentPassword: too many wrong passwords: try again later', wait)
+        throw err
       }
-      // Counted before the check, as a sign-in is: attempts sent at once meet the limit one after another.
-      throttle.recordFailure(keys, at)
       try {
         await setHouseholdPassword(db, principal.householdId, body.newPassword, body.currentPassword)
       } catch (err) {
-        if (!(err instanceof InvalidInputError && err.field === 'currentPassword')) throttle.withdrawFailure(keys, at)
+        // Only a wrong current password counts.
+        if (!(err instanceof InvalidInputError && err.field === 'currentPassword')) passed()
         throw err
       }
-      throttle.withdrawFailure(keys, at)
+      passed()
     },
   })
 
