@@ -1,3 +1,5 @@
+import { throttleAddressOf } from '../shared/trusted-proxies.ts'
+
 /**
  * Slows down repeated MQTT authentication failures. Failures are counted per key within
  * `authFailureWindowMs` (from a key's first failure): one user name from one address, and every
@@ -6,7 +8,7 @@
  * keys. A success forgets only its own user name's key: someone guessing secrets from an address
  * cannot reset that address by connecting a meter of their own in between, and one meter with a
  * wrong secret behind a shared address (a carrier's NAT) does not slow the others until the
- * address as a whole fails often. Bounded in memory: at most `authKeysTrackedMax` keys.
+ * address as a whole fails often. An IPv6 address counts as its /64 (`throttleAddressOf`). Bounded in memory: at most `authKeysTrackedMax` keys.
  */
 export interface AuthThrottleLimits {
   /** Failures of one user name from one address within the window before answers are delayed. */
@@ -111,9 +113,10 @@ export class AuthThrottle {
   }
 
   private keysOf(address: string, username: string | undefined): [user: [key: string, free: number], address: [key: string, free: number]] {
+    const client = throttleAddressOf(address)
     return [
-      [`user:${username ?? ''} address:${address}`, this.limits.authFailuresPerUsernameFree],
-      [`address:${address}`, this.limits.authFailuresPerAddressFree],
+      [`user:${username ?? ''} address:${client}`, this.limits.authFailuresPerUsernameFree],
+      [`address:${client}`, this.limits.authFailuresPerAddressFree],
     ]
   }
 

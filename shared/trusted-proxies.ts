@@ -70,3 +70,41 @@ export function parseTrustedProxies(text: string): string[] {
 function unmapIPv4(address: string): string {
   return address.startsWith('::ffff:') && net.isIPv4(address.slice(7)) ? address.slice(7) : address
 }
+
+/** Bits of an IPv6 client address that the throttles count as one client: the /64 a site is given. */
+export const THROTTLE_IPV6_PREFIX_BITS = 64
+
+/**
+ * The address that the sign-in throttles count a client's failures by. An IPv4 address (IPv4-mapped
+ * IPv6 included) is itself. An IPv6 address counts as its /64 (`2001:db8:1:2::/64`): one host or home
+ * is given a /64 and may use any of its 2^64 addresses, so counting by the exact address would let
+ * it take a fresh one for every guess. Anything else (`unknown`) is taken as it is.
+ */
+export function throttleAddressOf(address: string): string {
+  const plain = unmapIPv4(address)
+  if (net.isIPv4(plain)) return plain
+  const groups = ipv6Groups(plain)
+  if (groups === null) return address
+  const prefix = groups.slice(0, THROTTLE_IPV6_PREFIX_BITS / 16).map((g) => g.toString(16))
+  return `${prefix.join(':')}::/${THROTTLE_IPV6_PREFIX_BITS}`
+}
+
+/** The eight 16-bit groups of an IPv6 address (a zone `%eth0` left out), or null when it is not one. */
+function ipv6Groups(address: string): number[] | null {
+  const bare = address.split('%')[0]!
+  if (!net.isIPv6(bare)) return null
+  let text = bare
+  const lastColon = text.lastIndexOf(':')
+  const tail = text.slice(lastColon + 1)
+  if (net.isIPv4(tail)) {
+    // An embedded IPv4 address is the last two groups.
+    const [a, b, c, d] = tail.split('.').map(Number) as [number, number, number, number]
+    text = `${text.slice(0, lastColon + 1)}${((a << 8) | b).toString(16)}:${((c << 8) | d).toString(16)}`
+  }
+  const [head, rest] = text.split('::') as [string, string | undefined]
+  const parse = (part: string): number[] => (part === '' ? [] : part.split(':').map((g) => parseInt(g, 16)))
+  const front = parse(head)
+  if (rest === undefined) return front
+  const back = parse(rest)
+  return [...front, ...Array<number>(8 - front.length - back.length).fill(0), ...back]
+}

@@ -1,5 +1,6 @@
 import type { PortalLimits } from '../../shared/config.ts'
 import { TooManyRequestsError } from '../../shared/errors.ts'
+import { throttleAddressOf } from '../../shared/trusted-proxies.ts'
 
 /**
  * Failed sign-ins remembered per key in a sliding window: once a key has its `max` failures
@@ -26,13 +27,14 @@ export class SignInThrottle {
    * The keys of a sign-in: an email from one address and an address may fail `signInFailuresMax`
    * times; an email from everywhere `signInFailuresPerEmailMax` times. So someone guessing from one
    * address cannot lock a household out of the portal from its own, while guessing spread over
-   * many addresses is still held back.
+   * many addresses is still held back. An IPv6 address counts as its /64 (`throttleAddressOf`).
    */
   keysOf(email: string, address: string): ThrottleKey[] {
     const e = email.trim().toLowerCase()
+    const client = throttleAddressOf(address)
     return [
-      { key: `email:${e} address:${address}`, max: this.limits.signInFailuresMax },
-      { key: `address:${address}`, max: this.limits.signInFailuresMax },
+      { key: `email:${e} address:${client}`, max: this.limits.signInFailuresMax },
+      { key: `address:${client}`, max: this.limits.signInFailuresMax },
       { key: `email:${e}`, max: this.limits.signInFailuresPerEmailMax },
     ]
   }
@@ -44,9 +46,10 @@ export class SignInThrottle {
    * sign-in's limits to guess the password.
    */
   currentPasswordKeysOf(householdId: string, address: string): ThrottleKey[] {
+    const client = throttleAddressOf(address)
     return [
-      { key: `household:${householdId} address:${address}`, max: this.limits.signInFailuresMax },
-      { key: `address:${address}`, max: this.limits.signInFailuresMax },
+      { key: `household:${householdId} address:${client}`, max: this.limits.signInFailuresMax },
+      { key: `address:${client}`, max: this.limits.signInFailuresMax },
       { key: `household:${householdId}`, max: this.limits.signInFailuresPerEmailMax },
     ]
   }

@@ -60,6 +60,18 @@ describe('MQTT authentication throttle', () => {
     expect(t.begin('10.0.0.2', 'e')).toBe(0)
   })
 
+  it('counts the addresses of one IPv6 /64 as one address', () => {
+    const { t, clock } = throttle()
+    // A fresh address of the same /64 for every guess: still one user name from one address.
+    const delays: number[] = []
+    for (let i = 1; i <= 4; i++) {
+      delays.push(attempt(t, `2001:db8:1:2::${i}`, 'm1'))
+      clock.now += delays.at(-1)!
+    }
+    expect(delays).toEqual([0, 0, 100, 200])
+    expect(t.begin('2001:db8:1:3::1', 'm1')).toBe(0)
+  })
+
   it('forgets a user name on its success, but not the address', () => {
     const { t, clock } = throttle()
     for (let i = 0; i < 4; i++) attempt(t, '10.0.0.1', 'm1')

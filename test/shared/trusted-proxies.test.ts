@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { TrustedProxies } from '../../shared/trusted-proxies.ts'
+import { TrustedProxies, throttleAddressOf } from '../../shared/trusted-proxies.ts'
 
 describe('trusted proxies', () => {
   const proxies = new TrustedProxies(['172.30.0.10', '10.1.0.0/16', '2001:db8:1::/48'])
@@ -23,5 +23,26 @@ describe('trusted proxies', () => {
 
   it('ignores X-Forwarded-For from a peer it does not trust', () => {
     expect(proxies.clientOf('203.0.113.9', '198.51.100.1')).toBe('203.0.113.9')
+  })
+})
+
+describe('the address a throttle counts a client by', () => {
+  it('is an IPv4 address itself, IPv4-mapped IPv6 included', () => {
+    expect(throttleAddressOf('203.0.113.7')).toBe('203.0.113.7')
+    expect(throttleAddressOf('::ffff:203.0.113.7')).toBe('203.0.113.7')
+  })
+
+  it('is the /64 of an IPv6 address, however it is written', () => {
+    const net = '2001:db8:1:2::/64'
+    for (const a of ['2001:db8:1:2::1', '2001:0db8:0001:0002:ffff:ffff:ffff:ffff', '2001:DB8:1:2:0:0:0:9', '2001:db8:1:2::a%eth0', '2001:db8:1:2::1.2.3.4']) {
+      expect(throttleAddressOf(a), a).toBe(net)
+    }
+    expect(throttleAddressOf('2001:db8:1:3::1')).toBe('2001:db8:1:3::/64')
+    expect(throttleAddressOf('::1')).toBe('0:0:0:0::/64')
+    expect(throttleAddressOf('fe80::1')).toBe('fe80:0:0:0::/64')
+  })
+
+  it('takes anything else as it comes', () => {
+    expect(throttleAddressOf('unknown')).toBe('unknown')
   })
 })

@@ -171,6 +171,14 @@ describeDatabases('portal sign-in and sessions', (t) => {
     expect((await from(address, PASSWORD)).statusCode).toBe(429)
   })
 
+  it('counts the addresses of one IPv6 /64 as one address', async () => {
+    const from = (remoteAddress: string, password: string) => api.inject({ method: 'POST', url: '/portal/session', remoteAddress, payload: { email, password } })
+    // A fresh address of the same /64 for every guess.
+    for (let i = 0; i < FAILURES_MAX; i++) expect((await from(`2001:db8:1:2::${i + 1}`, 'wrong password')).statusCode).toBe(401)
+    expect((await from('2001:db8:1:2::ffff', PASSWORD)).statusCode).toBe(429)
+    expect((await from('2001:db8:1:3::1', PASSWORD)).statusCode).toBe(201)
+  })
+
   it('counts failures per address too, across emails', async () => {
     for (let i = 0; i < FAILURES_MAX; i++) expect((await signIn('wrong password', `other-${i}@example.org`)).statusCode).toBe(401)
     expect((await signIn()).statusCode).toBe(429)
