@@ -229,12 +229,18 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
         log.warn({ connectionsMax: config.mqtt.connectionsMax }, 'connection refused: connection limit reached')
         return refuse('connection limit reached', CONNACK_SERVER_UNAVAILABLE)
       }
-      const principal = await authenticateMqtt(db.db, { clientId: client.id, username, password })
+      const principal = await authenticateMqtt(db.db, { username, password })
       if (principal === null) {
         throttle.recordFailure(address, username)
         metrics.mqttAuthFailures.inc()
         log.info({ clientId: client.id, username, address }, 'mqtt authentication failed')
         return refuse('bad user name or password', CONNACK_BAD_CREDENTIALS)
+      }
+      if (principal.role === 'meter' && client.id !== principal.meterId) {
+        // The right secret under another client id: the identifier is what is wrong (client id = username = the meter id).
+        throttle.recordNoVerdict(address, username)
+        log.info({ clientId: client.id, username }, 'mqtt client id refused: a meter connects with its own id as client id')
+        return refuse('identifier rejected', CONNACK_IDENTIFIER_REJECTED)
       }
       if (principal.role !== 'meter') {
         // A recipient or household may not take a meter's client id, nor another principal's live session.

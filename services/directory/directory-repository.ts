@@ -55,6 +55,13 @@ export async function findParty(db: Db, id: string): Promise<Selectable<PartiesT
   return db.selectFrom('parties').selectAll().where('id', '=', id).executeTakeFirst()
 }
 
+/** The names of these parties, by id (an id that is no party is left out). */
+export async function partyNames(db: Db, ids: readonly string[]): Promise<Map<string, string>> {
+  if (ids.length === 0) return new Map()
+  const rows = await db.selectFrom('parties').select(['id', 'name']).where('id', 'in', [...new Set(ids)]).execute()
+  return new Map(rows.map((r) => [r.id, r.name]))
+}
+
 export async function findHousehold(db: Db, id: string): Promise<Selectable<HouseholdsTable> | undefined> {
   return db.selectFrom('households').selectAll().where('id', '=', id).executeTakeFirst()
 }

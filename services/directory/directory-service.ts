@@ -112,6 +112,11 @@ export async function renewMeterSecret(db: Kysely<Database>, meterId: string): P
 }
 
 /** A new API key for a party or a household (its bearer token and MQTT password); the old one stops working. */
+/** The names of these parties, by id (an id that is no party is left out). */
+export async function partyNamesOf(db: Kysely<Database>, ids: readonly string[]): Promise<Map<string, string>> {
+  return repo.partyNames(db, ids)
+}
+
 export async function renewApiKey(db: Kysely<Database>, kind: 'party' | 'household', ownerId: string): Promise<{ id: string; apiKey: string }> {
   const secret = generateSecret()
   await db.transaction().execute(async (trx) => {
@@ -167,20 +172,18 @@ export async function requireMeter(db: Kysely<Database>, id: string) {
 }
 
 /**
- * MQTT credentials: a meter connects with client id = username = its id and its secret;
- * a recipient with its party id and API key; a household with its id and API key.
- * Null when the credentials are not valid (the caller answers CONNACK 4).
+ * MQTT credentials: a meter connects with its id as username and its secret; a recipient with
+ * its party id and API key; a household with its id and API key. Null when the credentials are
+ * not valid (the caller answers CONNACK 4). The client id is the caller's to check: a meter's must
+ * be its id (CONNACK 2 otherwise, as for any identifier refused).
  */
-export async function authenticateMqtt(
-  db: Kysely<Database>,
-  input: { clientId: string; username: string | undefined; password: Buffer | undefined },
-): Promise<Principal | null> {
+export async function authenticateMqtt(db: Kysely<Database>, input: { username: string | undefined; password: Buffer | undefined }): Promise<Principal | null> {
   const { username, password } = input
   if (username === undefined || password === undefined || username === '') return null
   const secret = password.toString('utf8')
   const meter = await repo.findMeter(db, username)
   if (meter !== undefined) {
-    if (input.clientId !== username || !verifySecret(secret, meter.secret_hash) || meter.retired_at !== null) return null
+    if (!verifySecret(secret, meter.secret_hash) || meter.retired_at !== null) return null
     return {
       role: 'meter',
       meterId: meter.id,

@@ -123,6 +123,13 @@ describe('who may connect, publish and subscribe', () => {
     expect(await t.db.selectFrom('readings').select('meter_id').execute()).toEqual([])
   })
 
+  it('refuses a meter under another client id with CONNACK 2 when its secret holds, 4 when it does not', async () => {
+    for (const clientId of [`${meter.id}-2`, 'other']) {
+      await expect(connectClient(tb.url, { clientId, username: meter.id, password: meter.secret })).rejects.toMatchObject({ code: 2 })
+      await expect(connectClient(tb.url, { clientId, username: meter.id, password: `${meter.secret}x` })).rejects.toMatchObject({ code: 4 })
+    }
+  })
+
   it('refuses a recipient that takes a meter’s client id', async () => {
     await expect(connectClient(tb.url, { clientId: meter.id, username: recipient.id, password: recipient.apiKey })).rejects.toMatchObject({ code: 2 })
   })

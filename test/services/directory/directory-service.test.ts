@@ -28,41 +28,35 @@ describeDatabases('directory', (t) => {
   describe('MQTT authentication', () => {
     it('lets a meter in with client id = username = its id and its secret', async () => {
       const w = await world()
-      const principal = await authenticateMqtt(t.db, { clientId: 'LINKY-42', username: 'LINKY-42', password: pw(w.meter.secret) })
+      const principal = await authenticateMqtt(t.db, { username: 'LINKY-42', password: pw(w.meter.secret) })
       expect(principal).toEqual({ role: 'meter', meterId: 'LINKY-42', commodity: 'electricity', intervalMinutes: 30, operatorId: w.utility.id })
-    })
-
-    it('refuses a meter whose client id is not its username', async () => {
-      const w = await world()
-      expect(await authenticateMqtt(t.db, { clientId: 'LINKY-43', username: 'LINKY-42', password: pw(w.meter.secret) })).toBeNull()
-      expect(await authenticateMqtt(t.db, { clientId: '', username: 'LINKY-42', password: pw(w.meter.secret) })).toBeNull()
     })
 
     it('refuses a wrong, truncated, missing or empty secret, and an unknown meter', async () => {
       const w = await world()
       for (const password of [w.meter.secret + 'x', w.meter.secret.slice(0, -1), '', undefined]) {
-        expect(await authenticateMqtt(t.db, { clientId: 'LINKY-42', username: 'LINKY-42', password: pw(password) })).toBeNull()
+        expect(await authenticateMqtt(t.db, { username: 'LINKY-42', password: pw(password) })).toBeNull()
       }
-      expect(await authenticateMqtt(t.db, { clientId: 'LINKY-99', username: 'LINKY-99', password: pw(w.meter.secret) })).toBeNull()
-      expect(await authenticateMqtt(t.db, { clientId: 'LINKY-42', username: undefined, password: pw(w.meter.secret) })).toBeNull()
-      expect(await authenticateMqtt(t.db, { clientId: '', username: '', password: pw(w.meter.secret) })).toBeNull()
+      expect(await authenticateMqtt(t.db, { username: 'LINKY-99', password: pw(w.meter.secret) })).toBeNull()
+      expect(await authenticateMqtt(t.db, { username: undefined, password: pw(w.meter.secret) })).toBeNull()
+      expect(await authenticateMqtt(t.db, { username: '', password: pw(w.meter.secret) })).toBeNull()
     })
 
     it("refuses one meter's secret for another meter", async () => {
       const w = await world()
       const other = await createMeter(t.db, { operatorId: w.utility.id, commodity: 'gas', intervalMinutes: 60, id: 'GAZPAR-1' })
-      expect(await authenticateMqtt(t.db, { clientId: 'GAZPAR-1', username: 'GAZPAR-1', password: pw(w.meter.secret) })).toBeNull()
-      expect(await authenticateMqtt(t.db, { clientId: 'GAZPAR-1', username: 'GAZPAR-1', password: pw(other.secret) })).toMatchObject({ role: 'meter', commodity: 'gas' })
+      expect(await authenticateMqtt(t.db, { username: 'GAZPAR-1', password: pw(w.meter.secret) })).toBeNull()
+      expect(await authenticateMqtt(t.db, { username: 'GAZPAR-1', password: pw(other.secret) })).toMatchObject({ role: 'meter', commodity: 'gas' })
     })
 
     it('lets a party in with its id and API key, with any client id', async () => {
       const w = await world()
-      expect(await authenticateMqtt(t.db, { clientId: 'dashboard-7', username: w.lab.id, password: pw(w.lab.apiKey) })).toEqual({
+      expect(await authenticateMqtt(t.db, { username: w.lab.id, password: pw(w.lab.apiKey) })).toEqual({
         role: 'recipient',
         partyId: w.lab.id,
         partyKind: 'third_party',
       })
-      expect(await authenticateMqtt(t.db, { clientId: 'x', username: w.utility.id, password: pw(w.utility.apiKey) })).toEqual({
+      expect(await authenticateMqtt(t.db, { username: w.utility.id, password: pw(w.utility.apiKey) })).toEqual({
         role: 'recipient',
         partyId: w.utility.id,
         partyKind: 'utility',
@@ -71,19 +65,19 @@ describeDatabases('directory', (t) => {
 
     it("refuses a party key under another username, and another party's secret under its id", async () => {
       const w = await world()
-      expect(await authenticateMqtt(t.db, { clientId: 'x', username: w.utility.id, password: pw(w.lab.apiKey) })).toBeNull()
+      expect(await authenticateMqtt(t.db, { username: w.utility.id, password: pw(w.lab.apiKey) })).toBeNull()
       const forged = formatApiKey(w.utility.id, parseApiKey(w.lab.apiKey)!.secret)
-      expect(await authenticateMqtt(t.db, { clientId: 'x', username: w.utility.id, password: pw(forged) })).toBeNull()
-      expect(await authenticateMqtt(t.db, { clientId: 'x', username: w.lab.id, password: pw(parseApiKey(w.lab.apiKey)!.secret) })).toBeNull()
+      expect(await authenticateMqtt(t.db, { username: w.utility.id, password: pw(forged) })).toBeNull()
+      expect(await authenticateMqtt(t.db, { username: w.lab.id, password: pw(parseApiKey(w.lab.apiKey)!.secret) })).toBeNull()
     })
 
     it('lets a household in with its id and API key', async () => {
       const w = await world()
-      expect(await authenticateMqtt(t.db, { clientId: 'phone', username: w.household.id, password: pw(w.household.apiKey) })).toEqual({
+      expect(await authenticateMqtt(t.db, { username: w.household.id, password: pw(w.household.apiKey) })).toEqual({
         role: 'household',
         householdId: w.household.id,
       })
-      expect(await authenticateMqtt(t.db, { clientId: 'phone', username: w.household.id, password: pw('correct horse battery') })).toBeNull()
+      expect(await authenticateMqtt(t.db, { username: w.household.id, password: pw('correct horse battery') })).toBeNull()
     })
   })
 
