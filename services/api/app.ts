@@ -200,6 +200,14 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
     }
   })
 
+  // Answers name households, readings, money and keys: kept out of every cache (a browser's, a proxy's)
+  // unless a route says otherwise (the portal's static assets), and never sniffed as another type.
+  app.addHook('onSend', async (_request, reply, payload) => {
+    if (!reply.hasHeader('cache-control')) void reply.header('cache-control', 'no-store')
+    if (!reply.hasHeader('x-content-type-options')) void reply.header('x-content-type-options', 'nosniff')
+    return payload
+  })
+
   app.addHook('onResponse', async (request, reply) => {
     const route = request.is404 ? 'unmatched' : (request.routeOptions.url ?? 'unmatched')
     const status = reply.statusCode

@@ -4,7 +4,7 @@ import { CURSOR_NOT_RETURNED, cursorListing, isBigintText, isTimestampText, type
 import type { Database } from '../../shared/db/schema.ts'
 import type { ConsentEvent } from '../../shared/db/tables/consent-log.ts'
 import type { ConsentKind, ConsentStatus } from '../../shared/db/tables/consents.ts'
-import { ConflictError, ForbiddenError, InvalidInputError, NotFoundError } from '../../shared/errors.ts'
+import { ConflictError, ERROR_CODES, ForbiddenError, InvalidInputError, NotFoundError } from '../../shared/errors.ts'
 import { newId } from '../../shared/ids.ts'
 import type { Granularity } from '../../shared/wire.ts'
 import { notifyChange } from './change-notice-repository.ts'
@@ -237,6 +237,7 @@ async function refuseOverlap(
       throw new ConflictError(
         `${field}: consent ${c.id} already gives this recipient the household's ${wanted.granularity} data of ${c.all_meters ? 'all its meters' : meters.join(', ')} ` +
           `stamped from ${formatTimestamp(c.data_from)}${c.data_until === null ? '' : ` until ${formatTimestamp(c.data_until)}`}, in force until ${formatTimestamp(c.valid_until)}; revoke it to grant other terms`,
+        ERROR_CODES.CONSENT_OVERLAP,
       )
     }
   }
@@ -255,7 +256,7 @@ export async function grantConsent(db: Kysely<Database>, householdId: string, in
   const id = await db.transaction().execute(async (trx) => {
     const offer = await findOffer(trx, input.offerId)
     if (offer === undefined) throw new InvalidInputError('offerId: no such offer', 'offerId')
-    if (offer.withdrawn_at !== null) throw new ConflictError(`offerId: offer ${offer.id} was withdrawn at ${formatTimestamp(offer.withdrawn_at)}; it takes no new consents`)
+    if (offer.withdrawn_at !== null) throw new ConflictError(`offerId: offer ${offer.id} was withdrawn at ${formatTimestamp(offer.withdrawn_at)}; it takes no new consents`, ERROR_CODES.OFFER_WITHDRAWN)
     await repo.lockHousehold(trx, householdId)
     const meterIds = await resolveMeters(trx, householdId, asked, now)
     await refuseOverlap(trx, { householdId, recipientId: offer.recipient_id, granularity: offer.granularity, allMeters: asked === undefined, meterIds, terms }, now)

@@ -2,10 +2,10 @@ import { createHmac } from 'node:crypto'
 import type { Kysely } from 'kysely'
 import type { PortalLimits } from '../../shared/config.ts'
 import type { Database } from '../../shared/db/schema.ts'
-import { UnauthenticatedError } from '../../shared/errors.ts'
+import { InvalidInputError, UnauthenticatedError } from '../../shared/errors.ts'
 import { newId } from '../../shared/ids.ts'
 import { generateSecret, hashSecret, safeEqual, verifySecret } from '../../shared/secrets.ts'
-import { authenticatePassword } from './directory-service.ts'
+import { authenticatePassword, setHouseholdPassword } from './directory-service.ts'
 import type { Principal } from './principal.ts'
 import * as repo from './session-repository.ts'
 import type { SignInThrottle } from './session-throttle.ts'
@@ -117,6 +117,30 @@ export async function signIn(
   passed()
   throttle.forget(keys[0]!)
   return openSession(db, found.householdId, now, limits)
+}
+
+/**
+ * Changes a household's password given the one in use, under the sign-in's limits (`/me/password`
+ * and the portal's account form): a wrong current password counts as a failed sign-in, per household
+ * from this address, per address and per household, and past them the change is refused
+ * (TooManyRequestsError) before any check. Every session of the household ends.
+ */
+export async function changePassword(
+  db: Kysely<Database>,
+  input: { householdId: string; address: string; currentPassword: string; newPassword: string },
+  now: Date,
+  throttle: SignInThrottle,
+): Promise<void> {
+  const keys = throttle.currentPasswordKeysOf(input.householdId, input.address)
+  const passed = throttle.begin(keys, now.getTime(), 'currentPassword: too many wrong passwords: try again later')
+  try {
+    await setHouseholdPassword(db, input.householdId, input.newPassword, input.currentPassword)
+  } catch (err) {
+    // Only a wrong current password counts.
+    if (!(err instanceof InvalidInputError && err.field === 'currentPassword')) passed()
+    throw err
+  }
+  passed()
 }
 
 /** The API's view of sessions (`ApiDeps.sessions`): the household behind a cookie, and its CSRF check. */

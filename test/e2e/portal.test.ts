@@ -208,7 +208,7 @@ describe.skipIf(BROWSER_PATH === null)(`the household portal in a browser${SKIP}
         expect(await estimate.innerText()).toBe('about €2.02 a month for the meters chosen (30 days of data)')
         // Every control of the page has a name a screen reader can say.
         // (A string: the browser's DOM is not in this program's types.)
-        const unnamed = await page.evaluate(`[...document.querySelectorAll('input, select, button')]
+        const unnamed = await page.evaluate(`[...document.querySelectorAll('input:not([type=hidden]), select, button')]
           .filter((el) => (el.labels === null || el.labels.length === 0) && !el.getAttribute('aria-label') && el.textContent.trim() === '')
           .map((el) => el.outerHTML)`)
         expect(unnamed).toEqual([])
@@ -327,8 +327,11 @@ describe.skipIf(BROWSER_PATH === null)(`the household portal in a browser${SKIP}
       }
     }, 120_000)
 
-    it('changes the password from the account page: wrong or mismatched refused in words, then every session ends and the new one signs in', async () => {
-      const email = `roux.${t.dialect}@example.org`
+    it.each([
+      ['with script', true],
+      ['without script', false],
+    ])('changes the password from the account page %s: wrong or mismatched refused in words, then every session ends and the new one signs in; signs out', async (label, script) => {
+      const email = `roux.${t.dialect}.${script ? 'js' : 'nojs'}@example.org`
       await createHousehold(t.db, { name: 'Famille Roux', email, password: 'first password one' })
       const signIn = async (page: Page, password: string): Promise<void> => {
         await page.goto(`${base}/`)
@@ -337,12 +340,15 @@ describe.skipIf(BROWSER_PATH === null)(`the household portal in a browser${SKIP}
         await page.getByRole('button', { name: 'Sign in' }).click()
         await page.getByRole('heading', { level: 1, name: 'Your earnings' }).waitFor()
       }
-      const context = await browser.newContext({ locale: 'en-GB' })
+      const context = await browser.newContext({ locale: 'en-GB', javaScriptEnabled: script })
       const elsewhere = await browser.newContext({ locale: 'en-GB' })
       try {
         const page = await context.newPage()
         const failures: string[] = []
         page.on('pageerror', (e) => failures.push(e.message))
+        // No password ever travels in an address (a form without script would be sent as a GET otherwise).
+        const addresses: string[] = []
+        page.on('request', (r) => addresses.push(r.url()))
         const other = await elsewhere.newPage()
         await signIn(page, 'first password one')
         await signIn(other, 'first password one')
@@ -371,6 +377,20 @@ describe.skipIf(BROWSER_PATH === null)(`the household portal in a browser${SKIP}
         await other.getByRole('button', { name: 'Sign in' }).click()
         await other.locator('#sign-in-error').waitFor()
         await signIn(page, 'second password two')
+        expect(addresses.filter((a) => a.includes('password=') || a.includes('Password='))).toEqual([])
+
+        // The pages fit a 320 px wide screen (WCAG 1.4.10), offers and the consumption's meter list included.
+        await page.setViewportSize({ width: 320, height: 640 })
+        for (const path of ['/consents', '/consumption', '/account', '/']) {
+          await page.goto(`${base}${path}`)
+          expect(await page.evaluate('document.documentElement.scrollWidth'), `${label} ${path}`).toBeLessThanOrEqual(320)
+        }
+
+        await page.getByRole('button', { name: 'Sign out' }).click()
+        await page.getByRole('heading', { level: 1, name: 'Sign in' }).waitFor()
+        expect((await context.cookies()).find((c) => c.name === 'metershare_session')).toBeUndefined()
+        await page.goto(`${base}/consents`)
+        await page.getByRole('heading', { level: 1, name: 'Sign in' }).waitFor()
         expect(failures).toEqual([])
       } finally {
         await context.close()

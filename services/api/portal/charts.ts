@@ -33,6 +33,9 @@ const HEIGHT = 240
 const MARGIN = { top: 24, right: 8, bottom: 28, left: 8 }
 const PLOT_WIDTH = WIDTH - MARGIN.left - MARGIN.right
 const PLOT_HEIGHT = HEIGHT - MARGIN.top - MARGIN.bottom
+/** A tick centred nearer an edge than this (in drawing units) would be cut: it is aligned to the edge instead. */
+const TICK_EDGE = 24
+const EDGE_INSET = 2
 /** Share of each slot left empty between bars, in percent. */
 const GAP_PERCENT = 20
 
@@ -63,9 +66,13 @@ export function barChart(options: BarChartOptions): SafeHtml {
     const y = b.value >= 0n ? zeroY - h : zeroY
     return html`<rect class="${b.value < 0n ? 'bar negative' : 'bar'}" data-key="${b.key}" data-value="${b.value.toString()}" x="${px(x)}" y="${px(y)}" width="${px(barWidth)}" height="${px(h)}"><title>${b.label}: ${b.valueText}</title></rect>`
   })
-  const ticks = bars.map((b, i) =>
-    b.tick === null ? '' : html`<text class="tick" x="${px(MARGIN.left + i * slot + slot / 2)}" y="${HEIGHT - 10}" text-anchor="middle">${b.tick}</text>`,
-  )
+  const ticks = bars.map((b, i) => {
+    if (b.tick === null) return ''
+    // Centred under its bar, but kept inside the drawing at either end (24:00 under a day's last bar).
+    const x = MARGIN.left + i * slot + slot / 2
+    const [at, anchor] = x < TICK_EDGE ? [EDGE_INSET, 'start'] : x > WIDTH - TICK_EDGE ? [WIDTH - EDGE_INSET, 'end'] : [x, 'middle']
+    return html`<text class="tick" x="${px(at)}" y="${HEIGHT - 10}" text-anchor="${anchor}">${b.tick}</text>`
+  })
   return html`<svg class="chart" id="${id}" viewBox="0 0 ${WIDTH} ${HEIGHT}" role="img" aria-labelledby="${id}-title ${id}-desc" preserveAspectRatio="xMidYMid meet">
 <title id="${id}-title">${options.title}</title>
 <desc id="${id}-desc">${options.description}</desc>

@@ -63,6 +63,8 @@ export interface Messages {
   notFound: string
   badLink: string
   needsScript: string
+  /** A form posted from elsewhere, or without the session's CSRF token. */
+  formOrigin: string
   signIn: {
     title: string
     intro: string
@@ -85,6 +87,7 @@ export interface Messages {
     submit: string
     mismatch: string
     wrongCurrent: string
+    length: string
   }
   overview: {
     title: string
@@ -153,6 +156,8 @@ export interface Messages {
     /** The purpose of a supplier's legal basis (stored in English, as the API gives it). */
     legalBasisPurpose: string
     legalBasis: string
+    /** Why a legal basis has no Revoke button. */
+    legalBasisNotRevocable: string
     free: string
     offers: string
     noOffers: string
@@ -161,6 +166,9 @@ export interface Messages {
     per1000: string
     yourShare: string
     shareText: string
+    /** How the price is shared among those paid. */
+    split: string
+    splitParts: Readonly<Record<'household' | 'operator' | 'platform', string>>
     estimate: string
     estimateText: string
     chooseMeters: string
@@ -180,6 +188,8 @@ export interface Messages {
     noMeter: string
     failed: string
     alreadyShared: string
+    /** The offer was withdrawn while the page was open. */
+    withdrawn: string
     noMeterChosen: string
     alreadyAccepted: string
   }
@@ -238,7 +248,8 @@ const EN: Messages = {
   signOut: 'Sign out',
   notFound: 'This page does not exist.',
   badLink: 'This link does not hold.',
-  needsScript: 'Granting, revoking and signing out need JavaScript, which is turned off in this browser.',
+  needsScript: 'Granting and revoking need JavaScript, which is turned off in this browser.',
+  formOrigin: 'This form was not sent from your portal page: open the page again and send it from there.',
   signIn: {
     title: 'Sign in',
     intro: 'Your household’s portal: what your meter data earns you, who receives it, and your consents.',
@@ -260,6 +271,7 @@ const EN: Messages = {
     submit: 'Change the password',
     mismatch: 'The two new passwords differ.',
     wrongCurrent: 'This is not your current password.',
+    length: 'The new password needs {min} to {max} characters.',
   },
   overview: {
     title: 'Your earnings',
@@ -325,6 +337,7 @@ const EN: Messages = {
     statusAt: { active: 'granted {at}', ended: 'on {at}' },
     legalBasisPurpose: 'billing of the energy supply',
     legalBasis: 'Legal basis',
+    legalBasisNotRevocable: 'Your supplier needs this data by law to bill you: it ends with your supply contract, not here.',
     free: 'free',
     offers: 'Offers you may accept',
     noOffers: 'No offer is open at the moment.',
@@ -333,6 +346,8 @@ const EN: Messages = {
     per1000: '{amount} per 1,000 datums',
     yourShare: 'Your share',
     shareText: '{percent} of the price: {amount} per datum',
+    split: 'Price shared',
+    splitParts: { household: 'you', operator: 'the meter’s operator', platform: 'Metershare' },
     estimate: 'Estimate',
     estimateText: 'about {amount} a month for the meters chosen (30 days of data)',
     chooseMeters: 'Meters to share',
@@ -354,6 +369,7 @@ const EN: Messages = {
     alreadyShared:
       'you already give this recipient this data of one of these meters under a consent in force. Revoke that consent first to grant other terms, or untick the meter.',
     noMeterChosen: 'choose at least one meter.',
+    withdrawn: 'this offer has just been withdrawn and takes no new consents. Reload the page to see the offers open now.',
     alreadyAccepted: 'You have an active consent for this offer. Data a consent already shares with this recipient cannot be shared twice: accept again only for other meters, or revoke that consent above to choose other terms.',
   },
   accessLog: {
@@ -412,7 +428,8 @@ const FR: Messages = {
   signOut: 'Se déconnecter',
   notFound: 'Cette page n’existe pas.',
   badLink: 'Ce lien n’est pas valable.',
-  needsScript: 'Accorder, révoquer et se déconnecter demandent JavaScript, désactivé dans ce navigateur.',
+  needsScript: 'Accorder et révoquer demandent JavaScript, désactivé dans ce navigateur.',
+  formOrigin: 'Ce formulaire n’a pas été envoyé depuis votre page du portail : rouvrez la page et envoyez-le de là.',
   signIn: {
     title: 'Connexion',
     intro: 'Le portail de votre foyer : ce que rapportent les données de votre compteur, qui les reçoit, et vos consentements.',
@@ -434,6 +451,7 @@ const FR: Messages = {
     submit: 'Changer le mot de passe',
     mismatch: 'Les deux nouveaux mots de passe diffèrent.',
     wrongCurrent: 'Ce n’est pas votre mot de passe actuel.',
+    length: 'Le nouveau mot de passe doit compter de {min} à {max} caractères.',
   },
   overview: {
     title: 'Vos gains',
@@ -499,6 +517,7 @@ const FR: Messages = {
     statusAt: { active: 'accordé le {at}', ended: 'le {at}' },
     legalBasisPurpose: 'facturation de la fourniture d’énergie',
     legalBasis: 'Base légale',
+    legalBasisNotRevocable: 'Votre fournisseur a besoin de ces données par la loi pour vous facturer : elles cessent avec votre contrat de fourniture, pas ici.',
     free: 'gratuit',
     offers: 'Offres que vous pouvez accepter',
     noOffers: 'Aucune offre n’est ouverte pour le moment.',
@@ -507,6 +526,8 @@ const FR: Messages = {
     per1000: '{amount} pour 1 000 relevés',
     yourShare: 'Votre part',
     shareText: '{percent} du prix : {amount} par relevé',
+    split: 'Partage du prix',
+    splitParts: { household: 'vous', operator: 'le gestionnaire du compteur', platform: 'Metershare' },
     estimate: 'Estimation',
     estimateText: 'environ {amount} par mois pour les compteurs choisis (30 jours de données)',
     chooseMeters: 'Compteurs à partager',
@@ -528,6 +549,7 @@ const FR: Messages = {
     alreadyShared:
       'vous donnez déjà ces données d’un de ces compteurs à ce destinataire par un consentement en vigueur. Révoquez-le d’abord pour accorder d’autres conditions, ou décochez le compteur.',
     noMeterChosen: 'choisissez au moins un compteur.',
+    withdrawn: 'cette offre vient d’être retirée et n’accepte plus de consentement. Rechargez la page pour voir les offres ouvertes.',
     alreadyAccepted: 'Vous avez un consentement actif pour cette offre. Les données qu’un consentement partage déjà avec ce destinataire ne peuvent pas l’être deux fois : acceptez à nouveau seulement pour d’autres compteurs, ou révoquez ce consentement ci-dessus pour choisir d’autres conditions.',
   },
   accessLog: {

@@ -6,9 +6,10 @@ import { InvalidInputError, NotFoundError } from '../../../shared/errors.ts'
 import { OBIS_GAS_VOLUME, OBIS_IMPORT_ENERGY_TOTAL, type Commodity } from '../../../shared/obis.ts'
 import type { Granularity } from '../../../shared/wire.ts'
 import { listAccessLog, type AccessLogEntry } from '../../consent/access-log-service.ts'
-import { dayOutOfRange } from '../validation.ts'
+import { API_DAY_MAX, API_DAY_MIN, dayOutOfRange } from '../validation.ts'
 import { addYearsUtc, listHouseholdConsents, type Consent } from '../../consent/consent-service.ts'
 import { listOffers, listOffersForHousehold, type HouseholdOffer } from '../../consent/offer-service.ts'
+import { partyNamesOf } from '../../directory/directory-service.ts'
 import { householdMeters, type HouseholdMeter } from '../../directory/household-meter-service.ts'
 import { intervalEnergies } from '../../metering/daily-energy.ts'
 import { READINGS_PAGE_LIMIT_MAX, latestOwnedReadingTs, listReadings } from '../../metering/reading-service.ts'
@@ -103,6 +104,8 @@ export interface ConsentsModel {
   meters: HouseholdMeter[]
   validity: Choice[]
   dataFrom: Choice[]
+  /** The names of the third parties the offers' splits pay, by id. */
+  partyNames: ReadonlyMap<string, string>
 }
 
 /** Datums one meter produces in 30 days at a granularity. */
@@ -140,13 +143,15 @@ export async function loadConsents(
     { value: addYearsUtc(now, 1).toISOString(), kind: 'years', count: 1, at: addYearsUtc(now, 1), preselected: true },
     { value: addYearsUtc(now, 3).toISOString(), kind: 'years', count: 3, at: addYearsUtc(now, 3) },
   ]
+  // "From now on" is the moment of the grant (dataFrom left out), not of this page: it may stay open a while.
   const dataFrom: Choice[] = [
-    { value: now.toISOString(), kind: 'now', at: now },
+    { value: '', kind: 'now', at: now },
     { value: dayBounds(today, tz).start.toISOString(), kind: 'today', at: dayBounds(today, tz).start },
     { value: monthBounds(monthOf(now, tz), tz).start.toISOString(), kind: 'month', at: monthBounds(monthOf(now, tz), tz).start },
     { value: monthBounds(addMonths(monthOf(now, tz), -12), tz).start.toISOString(), kind: 'year', at: monthBounds(addMonths(monthOf(now, tz), -12), tz).start },
   ]
-  return { consents: page.items, nextCursor: page.next, offers, meters, validity, dataFrom }
+  const partyNames = await partyNamesOf(db, offers.flatMap((o) => o.split.thirdParties.map((p) => p.partyId)))
+  return { consents: page.items, nextCursor: page.next, offers, meters, validity, dataFrom, partyNames }
 }
 
 export interface AccessLogModel {
@@ -155,6 +160,30 @@ export interface AccessLogModel {
   fromDay: string
   toDay: string
   cursor: string | undefined
+}
+
+/**
+ * A day asked for in a page's address (YYYY-MM-DD, within the days the API takes), or null when none
+ * is given. One that does not hold is said (InvalidInputError: the "link does not hold" page), never
+ * replaced silently by another day.
+ */
+function askedDayOf(field: string, value: string | undefined): string | null {
+  if (value === undefined || value === '') return null
+  if (!isDay(value)) throw new InvalidInputError(`${field}: expected a day as YYYY-MM-DD`, field)
+  const outside = dayOutOfRange(value)
+  if (outside !== null) throw new InvalidInputError(`${field}: ${outside}`, field)
+  return value
+}
+
+/** A month asked for in a page's address (YYYY-MM, its days within the days the API takes), or null when none is given. */
+function askedMonthOf(field: string, value: string | undefined): string | null {
+  if (value === undefined || value === '') return null
+  if (!isMonth(value)) throw new InvalidInputError(`${field}: expected a month as YYYY-MM`, field)
+  // The API's days run from a first of January to a 31 December: a month's first day tells.
+  if (dayOutOfRange(`${value}-01`) !== null) {
+    throw new InvalidInputError(`${field}: expected a month from ${API_DAY_MIN.slice(0, 7)} to ${API_DAY_MAX.slice(0, 7)}`, field)
+  }
+  return value
 }
 
 export async function loadAccessLog(
@@ -166,11 +195,7 @@ export async function loadAccessLog(
 ): Promise<AccessLogModel> {
   const today = dayOf(now, config.timezone)
   // A day given that is no day, or a range that runs backwards, is said, not replaced silently by another.
-  for (const [field, value] of [['from', query.from], ['to', query.to]] as const) {
-    if (value !== undefined && value !== '' && !isDay(value)) throw new InvalidInputError(`${field}: expected a day as YYYY-MM-DD`, field)
-    const outside = value === undefined || value === '' ? null : dayOutOfRange(value)
-    if (outside !== null) throw new InvalidInputError(`${field}: ${outside}`, field)
-  }
+  for (const [field, value] of [['from', query.from], ['to', query.to]] as const) askedDayOf(field, value)
   const toDay = query.to !== undefined && query.to !== '' ? query.to : today
   const fromDay = query.from !== undefined && query.from !== '' ? query.from : addDays(toDay, 1 - ACCESS_LOG_DEFAULT_DAYS)
   if (fromDay > toDay) throw new InvalidInputError(`from: ${fromDay} is after to (${toDay})`, 'from')
@@ -218,10 +243,17 @@ export async function loadConsumption(
   // A meter asked for by name is one of its own, or no page: another household's meter is not swapped
   // silently for one's own, under the other's id in the address.
   if (query.meterId !== undefined && !meters.some((m) => m.meterId === query.meterId)) throw new NotFoundError(`meterId: no meter ${query.meterId.slice(0, 100)} of this household`)
-  const meter = meters.find((m) => m.meterId === query.meterId) ?? meters.find((m) => m.occupiedNow) ?? meters[0] ?? null
+  // None asked for: an electricity meter occupied now before a gas one.
+  const meter =
+    meters.find((m) => m.meterId === query.meterId) ??
+    meters.find((m) => m.occupiedNow && m.commodity === 'electricity') ??
+    meters.find((m) => m.occupiedNow) ??
+    meters[0] ??
+    null
   const view: CurveView = query.view === 'day' ? 'day' : 'month'
-  const askedDay = query.day !== undefined && isDay(query.day) ? query.day : null
-  const askedMonth = query.month !== undefined && isMonth(query.month) ? query.month : null
+  // The period asked for, in the view's field; the other field is only the form's (and is ignored).
+  const askedDay = view === 'day' ? askedDayOf('day', query.day) : null
+  const askedMonth = view === 'month' ? askedMonthOf('month', query.month) : null
   // No period asked for: where the household's data of this meter ends (a meter silent for a while,
   // the demo's simulated past), or today when it has none.
   const latest = askedDay === null && askedMonth === null && meter !== null ? await latestOwnedReadingTs(db, meter.meterId, householdId) : null

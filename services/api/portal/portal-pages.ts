@@ -88,7 +88,11 @@ ${signedIn ? html`<meta name="csrf-token" content="${ctx.csrfToken}">` : ''}
 <p class="brand"><a href="/">${t.appName}</a></p>
 ${nav}
 <nav class="languages" aria-label="${t.languageNav}"><ul>${languageLinks}</ul></nav>
-${signedIn ? html`<button type="button" id="sign-out" class="quiet">${t.signOut}</button>` : ''}
+${
+  signedIn
+    ? html`<form method="post" action="/portal/sign-out" class="sign-out"><input type="hidden" name="csrfToken" value="${ctx.csrfToken}"><button type="submit" id="sign-out" class="quiet">${t.signOut}</button></form>`
+    : ''
+}
 </header>
 <main id="main" tabindex="-1">
 ${page.body}
@@ -116,20 +120,41 @@ ${notice}${error}
   return layout(ctx, { title: t.signIn.title, section: null, body })
 }
 
-/** The household's account: its password (the API key stays an API matter). */
-export function accountPage(ctx: PageContext, limits: { passwordMin: number; passwordMax: number }): string {
+/** A field of the account's password form. */
+export type PasswordField = 'currentPassword' | 'newPassword' | 'confirmPassword'
+
+/** The account form's answer to a change refused: what to say, and the field it is about (null: the form as a whole). */
+export interface PasswordFormError {
+  field: PasswordField | null
+  message: string
+}
+
+/**
+ * The household's account: its password (the API key stays an API matter). A plain form posted to
+ * `/account/password` with the session's CSRF token, so it works without script; a refusal comes
+ * back on this page, tied to its field (`aria-invalid`, `aria-describedby`) and focused.
+ */
+export function accountPage(ctx: PageContext, limits: { passwordMin: number; passwordMax: number }, error: PasswordFormError | null = null): string {
   const { t } = ctx
+  const field = (name: PasswordField, id: string, autocomplete: string, length: SafeHtml, describedBy: string[]): SafeHtml => {
+    const invalid = error !== null && error.field === name
+    const ids = invalid ? ['password-error', ...describedBy] : describedBy
+    return html`<input id="${id}" name="${name}" type="password" autocomplete="${autocomplete}" required ${length}${ids.length === 0 ? '' : html` aria-describedby="${ids.join(' ')}"`}${invalid ? trusted(' aria-invalid="true" autofocus') : ''}>`
+  }
+  const max = trusted(`maxlength="${limits.passwordMax}"`)
+  const bounded = trusted(`minlength="${limits.passwordMin}" maxlength="${limits.passwordMax}"`)
   const body = html`<h1>${t.account.title}</h1>
 <h2 id="password-heading">${t.account.passwordHeading}</h2>
-<form id="password-form" class="password" aria-labelledby="password-heading" data-mismatch="${t.account.mismatch}" data-wrong-current="${t.account.wrongCurrent}">
+<form method="post" action="/account/password" id="password-form" class="password" aria-labelledby="password-heading">
+<input type="hidden" name="csrfToken" value="${ctx.csrfToken ?? ''}">
+${error === null ? '' : html`<p class="error" id="password-error" role="alert">${error.message}</p>`}
 <p><label for="current-password">${t.account.current}</label>
-<input id="current-password" name="currentPassword" type="password" autocomplete="current-password" required maxlength="${String(limits.passwordMax)}"></p>
+${field('currentPassword', 'current-password', 'current-password', max, [])}</p>
 <p><label for="new-password">${t.account.new}</label>
-<input id="new-password" name="newPassword" type="password" autocomplete="new-password" required minlength="${String(limits.passwordMin)}" maxlength="${String(limits.passwordMax)}" aria-describedby="password-rules"></p>
+${field('newPassword', 'new-password', 'new-password', bounded, ['password-rules'])}</p>
 <p><label for="confirm-password">${t.account.confirm}</label>
-<input id="confirm-password" name="confirmPassword" type="password" autocomplete="new-password" required minlength="${String(limits.passwordMin)}" maxlength="${String(limits.passwordMax)}"></p>
+${field('confirmPassword', 'confirm-password', 'new-password', bounded, [])}</p>
 <p id="password-rules" class="muted">${fill(t.account.rules, { min: String(limits.passwordMin), max: String(limits.passwordMax) })}</p>
-<p class="error" data-error hidden role="alert"></p>
 <p><button type="submit">${t.account.submit}</button></p>
 </form>`
   return layout(ctx, { title: t.account.title, section: 'account', body })
@@ -260,7 +285,9 @@ function consentRow(ctx: PageContext, c: Consent): SafeHtml {
   const revocable = c.status === 'active' && c.kind === 'offer'
   const action = revocable
     ? html`<button type="button" class="danger" data-revoke="${c.id}" data-recipient="${c.recipientName}" aria-label="${fill(t.consents.revokeLabel, { recipient: c.recipientName, purpose: c.purpose })}">${t.consents.revoke}</button>`
-    : ''
+    : c.status === 'active' && c.kind === 'legal_basis'
+      ? html`<span class="muted">${t.consents.legalBasisNotRevocable}</span>`
+      : ''
   return html`<tr data-consent="${c.id}" data-status="${c.status}">
 <td>${c.recipientName}${c.kind === 'legal_basis' ? html` <span class="tag">${t.consents.legalBasis}</span>` : ''}</td>
 <td>${c.kind === 'legal_basis' ? t.consents.legalBasisPurpose : c.purpose}</td>
@@ -301,6 +328,22 @@ export function estimateMicros(offer: HouseholdOffer, datums: bigint): bigint {
   return divideRoundHalfEven(offer.householdMicrosPer10000Datums * datums, BigInt(BPS_TOTAL))
 }
 
+/** Who is paid what part of the price, the household first; parts of 0 left out. */
+function splitText(ctx: PageContext, offer: HouseholdOffer, partyNames: ReadonlyMap<string, string>): string {
+  const { t, f } = ctx
+  const { split } = offer
+  const parts: [string, number][] = [
+    [t.consents.splitParts.household, split.householdBps],
+    [t.consents.splitParts.operator, split.operatorBps],
+    [t.consents.splitParts.platform, split.platformBps],
+    ...split.thirdParties.map((p): [string, number] => [partyNames.get(p.partyId) ?? p.partyId, p.bps]),
+  ]
+  return parts
+    .filter(([, bps]) => bps > 0)
+    .map(([who, bps]) => `${who} ${f.percentOfBps(bps)}`)
+    .join(' · ')
+}
+
 /** `covered`: the meters an active consent for this offer already shares (null: none accepted). */
 function offerCard(ctx: PageContext, model: ConsentsModel, offer: HouseholdOffer, covered: ReadonlySet<string> | null): SafeHtml {
   const { t, f } = ctx
@@ -331,6 +374,7 @@ function offerCard(ctx: PageContext, model: ConsentsModel, offer: HouseholdOffer
 <dt>${t.consents.granularity}</dt><dd>${t.granularities[offer.granularity]}</dd>
 <dt>${t.consents.offerPrice}</dt><dd class="price">${fill(t.consents.pricePerDatum, { amount: f.exactMoney(offer.priceMicrosPerDatum, 6) })} · ${fill(t.consents.per1000, { amount: f.money(perThousand) })}</dd>
 <dt>${t.consents.yourShare}</dt><dd class="share">${fill(t.consents.shareText, { percent: f.percentOfBps(offer.householdBps), amount: f.exactMoney(offer.householdMicrosPer10000Datums, 10) })}</dd>
+<dt>${t.consents.split}</dt><dd class="split">${splitText(ctx, offer, model.partyNames)}</dd>
 <dt>${t.consents.estimate}</dt><dd class="estimate"><output data-estimate data-share-per-10000="${offer.householdMicrosPer10000Datums.toString()}" data-template="${t.consents.estimateText}">${fill(t.consents.estimateText, { amount: f.money(estimateMicros(offer, datums)) })}</output></dd>
 </dl>
 ${covered !== null ? html`<p class="note">${t.consents.alreadyAccepted}</p>` : ''}
@@ -378,7 +422,7 @@ ${model.offers.length === 0 ? html`<p>${t.consents.noOffers}</p>` : html`<ul cla
 <p class="actions"><button type="submit" value="cancel" class="quiet" autofocus>${t.consents.cancel}</button> <button type="submit" value="confirm" class="danger" id="revoke-confirm">${t.consents.confirmRevoke}</button></p>
 </form>
 </dialog>
-<template id="messages" data-failed="${t.consents.failed}" data-no-meter="${t.consents.noMeterChosen}" data-conflict="${t.consents.alreadyShared}"></template>`
+<template id="messages" data-failed="${t.consents.failed}" data-no-meter="${t.consents.noMeterChosen}" data-conflict="${t.consents.alreadyShared}" data-withdrawn="${t.consents.withdrawn}"></template>`
   return layout(ctx, { title: t.consents.title, section: 'consents', body })
 }
 

@@ -2,7 +2,7 @@ import { z } from 'zod'
 import { formatTimestamp } from '../../../shared/calendar.ts'
 import { CURSOR_NOT_RETURNED, cursorListing, isTimestampText, type CursorListing } from '../../../shared/cursor.ts'
 import { METER_ID_RE } from '../../../shared/ids.ts'
-import { InvalidInputError } from '../../../shared/errors.ts'
+import { TooManyRequestsError } from '../../../shared/errors.ts'
 import type { CreationKey } from '../../directory/directory-repository.ts'
 import {
   PASSWORD_LENGTH_MAX,
@@ -18,6 +18,7 @@ import {
   retireMeter,
   setHouseholdPassword,
 } from '../../directory/directory-service.ts'
+import { changePassword } from '../../directory/session-service.ts'
 import { defineRoute } from '../route.ts'
 import { nameString, pageAnswer, pageQueryShape, timeOutput } from '../validation.ts'
 import type { RoutePlugin } from './route-plugin.ts'
@@ -231,23 +232,12 @@ export const directoryRoutes: RoutePlugin = async (app, { deps }) => {
     status: 204,
     errors: [429],
     async handler({ principal, body, request }) {
-      const throttle = app.apiContext.passwordThrottle
-      const keys = throttle.currentPasswordKeysOf(principal.householdId, request.ip)
-      let passed: () => void
       try {
-        passed = throttle.begin(keys, app.apiContext.now().getTime(), 'currentPassword: too many wrong passwords: try again later')
+        await changePassword(db, { householdId: principal.householdId, address: request.ip, ...body }, app.apiContext.now(), app.apiContext.passwordThrottle)
       } catch (err) {
-        request.log.warn({ householdId: principal.householdId, address: request.ip }, 'password change throttled')
+        if (err instanceof TooManyRequestsError) request.log.warn({ householdId: principal.householdId, address: request.ip }, 'password change throttled')
         throw err
       }
-      try {
-        await setHouseholdPassword(db, principal.householdId, body.newPassword, body.currentPassword)
-      } catch (err) {
-        // Only a wrong current password counts.
-        if (!(err instanceof InvalidInputError && err.field === 'currentPassword')) passed()
-        throw err
-      }
-      passed()
     },
   })
 

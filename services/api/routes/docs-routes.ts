@@ -32,7 +32,8 @@ export const docsRoutes: RoutePlugin = async (app) => {
       page ??= renderDocsPage(openApi())
       return reply
         .type('text/html; charset=utf-8')
-        .header('content-security-policy', "default-src 'none'; style-src 'unsafe-inline'; img-src data:")
+        .header('content-security-policy', "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'none'")
+        .header('x-frame-options', 'DENY')
         .send(page)
     },
   })

@@ -3,7 +3,7 @@ import { z } from 'zod'
 import { formatTimestamp, isMonth } from '../../../shared/calendar.ts'
 import { ForbiddenError, InvalidInputError, MetershareError, NotFoundError, TooManyRequestsError } from '../../../shared/errors.ts'
 import { PASSWORD_LENGTH_MAX, PASSWORD_LENGTH_MIN } from '../../directory/directory-service.ts'
-import { EMAIL_LENGTH_MAX, closeSession, csrfTokenOf, csrfTokenValid, resolveSession, signIn } from '../../directory/session-service.ts'
+import { EMAIL_LENGTH_MAX, changePassword, closeSession, csrfTokenOf, csrfTokenValid, resolveSession, signIn } from '../../directory/session-service.ts'
 import { CREDENTIAL_LENGTH_MAX, CSRF_HEADER_NAME, SESSION_COOKIE_NAME, readCookie, sameOrigin } from '../auth.ts'
 import { Formats, LANGUAGE_COOKIE_MAX_AGE_S, LANGUAGE_COOKIE_NAME, MESSAGES, chooseLanguage, fill, isLanguage } from '../portal/i18n.ts'
 import { ASSET_MAX_AGE_S, PORTAL_ASSETS_PATH, loadPortalAssets } from '../portal/portal-assets.ts'
@@ -18,6 +18,7 @@ import {
   signInPage,
   statementPage,
   type PageContext,
+  type PasswordField,
 } from '../portal/portal-pages.ts'
 import { defineRoute } from '../route.ts'
 import { timeOutput } from '../validation.ts'
@@ -26,14 +27,18 @@ import { hasUnstorableText } from '../../../shared/text.ts'
 
 /**
  * The household portal: sign-in and sign-out (`/portal/session`), the pages (`/`,
- * `/statements/{month}`, `/consents`, `/access-log`, `/consumption`) rendered on the server
- * from the same services as the household's JSON endpoints, and their two static assets.
- * Changes made from the pages (grant, revoke) go through those JSON endpoints, with the
- * session cookie and its CSRF token.
+ * `/statements/{month}`, `/consents`, `/access-log`, `/consumption`, `/account`) rendered on the
+ * server from the same services as the household's JSON endpoints, and their static assets.
+ * Signing in, signing out and changing the password are plain forms, which work without script;
+ * grant and revoke go through the JSON endpoints from the page's script. Every change made with
+ * the session cookie carries its CSRF token.
  */
 
-/** Largest sign-in form body (an email and a password, URL-encoded). */
-export const SIGN_IN_FORM_BYTES_MAX = 4 * 1024
+/**
+ * Largest body of a portal form (URL-encoded): the sign-in's email and password, or the account's
+ * three passwords of up to PASSWORD_LENGTH_MAX characters, each of which may take 9 bytes encoded.
+ */
+export const PORTAL_FORM_BYTES_MAX = 8 * 1024
 /** Longest query parameter a page looks at. */
 const PAGE_PARAM_LENGTH_MAX = 512
 
@@ -50,6 +55,8 @@ const PAGE_CSP = [
 
 interface PageSession {
   householdId: string
+  /** The cookie's value. */
+  token: string
   csrfToken: string
 }
 
@@ -84,6 +91,8 @@ function sendPage(reply: FastifyReply, status: number, body: string): FastifyRep
     .type('text/html; charset=utf-8')
     .header('cache-control', 'no-store')
     .header('content-security-policy', PAGE_CSP)
+    // For browsers that predate CSP's frame-ancestors.
+    .header('x-frame-options', 'DENY')
     .header('x-content-type-options', 'nosniff')
     .header('referrer-policy', 'same-origin')
     .header('vary', 'Cookie, Accept-Language')
@@ -97,8 +106,8 @@ export const portalRoutes: RoutePlugin = async (app, { deps }) => {
   const throttle = app.apiContext.passwordThrottle
   const assets = loadPortalAssets()
 
-  // Only the sign-in form posts URL-encoded; every other route keeps answering 415 to it.
-  app.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string', bodyLimit: SIGN_IN_FORM_BYTES_MAX }, (_request, body, done) => {
+  // Only the portal's forms (sign-in, sign-out, the password) post URL-encoded; every other route keeps answering 415 to it.
+  app.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string', bodyLimit: PORTAL_FORM_BYTES_MAX }, (_request, body, done) => {
     const fields: Record<string, string> = {}
     for (const [key, value] of new URLSearchParams(body as string)) fields[key] = value
     done(null, fields)
@@ -113,7 +122,12 @@ export const portalRoutes: RoutePlugin = async (app, { deps }) => {
       void reply.header('set-cookie', clearedSessionCookie(request))
       return null
     }
-    return { householdId: session.householdId, csrfToken: csrfTokenOf(token) }
+    return { householdId: session.householdId, token, csrfToken: csrfTokenOf(token) }
+  }
+
+  /** Whether a form posted with a session comes from the portal: from its origin, with the session's CSRF token among its fields. */
+  function formFromPortal(request: FastifyRequest, session: PageSession, csrfToken: string | undefined): boolean {
+    return sameOrigin(request) && csrfTokenValid(session.token, csrfToken)
   }
 
   function pageContext(request: FastifyRequest, reply: FastifyReply, session: PageSession | null): PageContext {
@@ -237,7 +251,7 @@ export const portalRoutes: RoutePlugin = async (app, { deps }) => {
             : err instanceof InvalidInputError
               ? ctx.t.signIn.invalid
               : err instanceof ForbiddenError
-                ? err.message
+                ? ctx.t.formOrigin
                 : ctx.t.signIn.failed
         return sendPage(reply, err.statusCode, signInPage(ctx, { email: body.email, error: message }))
       }
@@ -264,6 +278,69 @@ export const portalRoutes: RoutePlugin = async (app, { deps }) => {
         await closeSession(db, token)
       }
       void reply.header('set-cookie', clearedSessionCookie(request))
+    },
+  })
+
+  /** The fields of a form posted with a session: its CSRF token, and the form's own. */
+  const formField = z.string().max(PORTAL_FORM_BYTES_MAX).optional()
+
+  defineRoute(app, {
+    method: 'POST',
+    url: '/portal/sign-out',
+    summary: "Sign out from the portal's pages (a form)",
+    tags: ['portal'],
+    auth: 'public',
+    hidden: true,
+    body: z.object({ csrfToken: formField }),
+    async handler({ body, request, reply }) {
+      const session = await pageSession(request, reply)
+      if (session !== null) {
+        if (!formFromPortal(request, session, body.csrfToken)) {
+          const ctx = pageContext(request, reply, session)
+          return sendPage(reply, 403, problemPage(ctx, ctx.t.formOrigin))
+        }
+        await closeSession(db, session.token)
+      }
+      void reply.header('set-cookie', clearedSessionCookie(request))
+      return reply.redirect('/', 303)
+    },
+  })
+
+  defineRoute(app, {
+    method: 'POST',
+    url: '/account/password',
+    summary: "Change the password from the portal's account page (a form)",
+    tags: ['portal'],
+    auth: 'public',
+    hidden: true,
+    body: z.object({ csrfToken: formField, currentPassword: formField, newPassword: formField, confirmPassword: formField }),
+    async handler({ body, request, reply }) {
+      const session = await pageSession(request, reply)
+      const ctx = pageContext(request, reply, session)
+      if (session === null) return reply.redirect('/', 303)
+      if (!formFromPortal(request, session, body.csrfToken)) return sendPage(reply, 403, problemPage(ctx, ctx.t.formOrigin))
+      const refuse = (status: number, field: PasswordField | null, message: string) =>
+        sendPage(reply, status, accountPage(ctx, { passwordMin: PASSWORD_LENGTH_MIN, passwordMax: PASSWORD_LENGTH_MAX }, { field, message }))
+      const newPassword = body.newPassword ?? ''
+      if (newPassword !== (body.confirmPassword ?? '')) return refuse(400, 'confirmPassword', ctx.t.account.mismatch)
+      try {
+        await changePassword(db, { householdId: session.householdId, address: request.ip, currentPassword: body.currentPassword ?? '', newPassword }, now(), throttle)
+      } catch (err) {
+        if (err instanceof TooManyRequestsError) {
+          request.log.warn({ householdId: session.householdId, address: request.ip }, 'password change throttled')
+          void reply.header('retry-after', String(Math.ceil(err.retryAfterMs / 1000)))
+          return refuse(429, null, fill(ctx.t.signIn.throttled, { minutes: String(Math.ceil(err.retryAfterMs / 60_000)) }))
+        }
+        if (err instanceof InvalidInputError && err.field === 'currentPassword') return refuse(400, 'currentPassword', ctx.t.account.wrongCurrent)
+        if (err instanceof InvalidInputError && err.field === 'newPassword') {
+          return refuse(400, 'newPassword', fill(ctx.t.account.length, { min: String(PASSWORD_LENGTH_MIN), max: String(PASSWORD_LENGTH_MAX) }))
+        }
+        throw err
+      }
+      request.log.info({ householdId: session.householdId }, 'portal password changed')
+      // Every session has ended, this one too: to the sign-in form, which says why.
+      void reply.header('set-cookie', clearedSessionCookie(request))
+      return reply.redirect('/?done=password', 303)
     },
   })
 

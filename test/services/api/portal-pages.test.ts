@@ -192,6 +192,8 @@ describeDatabases('portal pages', (t) => {
     expect(html).toContain(`data-recipient="Watt &amp; &lt;Co&gt;" aria-label="Revoke the consent for Watt &amp; &lt;Co&gt;: settlement test">Revoke</button>`)
     expect(html).toContain('<dd class="price">€0.008054 per datum · €8.05 per 1,000 datums</dd>')
     expect(html).toContain('<dd class="share">50% of the price: €0.004027 per datum</dd>')
+    // Who else is paid, before any grant; a part of 0 left out.
+    expect(html).toContain('<dt>Price shared</dt><dd class="split">you 50% · the meter’s operator 50%</dd>')
     // 30 days of hourly readings: 720 × 4,027 µ€ = 2.89944 EUR.
     expect(html).toContain(`data-share-per-10000="${PRICE * 5_000n}"`)
     const card = (offerId: string): string => new RegExp(`<article class="offer card" data-offer="${offerId}"[\\s\\S]*?</article>`).exec(html)![0]
@@ -234,6 +236,7 @@ describeDatabases('portal pages', (t) => {
     expect(fr).toContain('<td>facturation de la fourniture d’énergie</td>')
     expect(fr).not.toMatch(/[^0-9]1 sept\./)
     expect(legal![0]).not.toContain('<button')
+    expect(legal![0]).toContain('<span class="muted">Your supplier needs this data by law to bill you: it ends with your supply contract, not here.</span>')
     expect(html.match(/data-revoke=/g)).toHaveLength(1)
     expect(html).toMatch(/<meta name="csrf-token" content="[A-Za-z0-9_-]{43}">/)
   })
@@ -418,6 +421,36 @@ describeDatabases('portal pages', (t) => {
     }
     // Empty fields, as the form sends them, take the defaults.
     expect((await page('/access-log?from=&to=')).statusCode).toBe(200)
+  })
+
+  it('says so when the consumption is asked for a day or month that is none, or out of range, rather than show another', async () => {
+    for (const [url, detail] of [
+      ['/consumption?view=day&day=2026-02-30', 'day: expected a day as YYYY-MM-DD'],
+      ['/consumption?view=day&day=9999-12-31', 'day: expected a day from 1970-01-01 to 2999-12-31'],
+      ['/consumption?view=day&day=0001-01-01', 'day: expected a day from 1970-01-01 to 2999-12-31'],
+      ['/consumption?view=month&month=9999-12', 'month: expected a month from 1970-01 to 2999-12'],
+      ['/consumption?view=month&month=2026-13', 'month: expected a month as YYYY-MM'],
+    ]) {
+      const res = await page(url!)
+      expect(res.statusCode, url).toBe(400)
+      expect(res.headers['content-type'], url).toMatch(/^text\/html/)
+      expect(res.body, url).toContain(detail)
+    }
+    // The other view's field, as the form sends it along, is not looked at; the last days of the range are shown.
+    expect((await page('/consumption?view=day&day=2026-11-02&month=')).statusCode).toBe(200)
+    expect((await page('/consumption?view=month&month=2026-11&day=not-a-day')).statusCode).toBe(200)
+    expect((await page('/consumption?view=month&month=2999-12')).statusCode).toBe(200)
+  })
+
+  it('keeps private answers out of caches, pages and JSON alike, and pages out of frames', async () => {
+    const json = await api.inject({ method: 'GET', url: '/me/payouts', headers: { cookie } })
+    expect([json.statusCode, json.headers['cache-control'], json.headers['x-content-type-options']]).toEqual([200, 'no-store', 'nosniff'])
+    const csv = await api.inject({ method: 'GET', url: '/me/statements/2026-10?format=csv', headers: { cookie } })
+    expect([csv.statusCode, csv.headers['cache-control']]).toEqual([200, 'no-store'])
+    const html = await page('/')
+    expect([html.headers['cache-control'], html.headers['x-frame-options']]).toEqual(['no-store', 'DENY'])
+    const docs = await api.inject({ method: 'GET', url: '/docs' })
+    expect(docs.headers['content-security-policy']).toContain("frame-ancestors 'none'")
   })
 })
 

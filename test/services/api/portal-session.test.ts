@@ -343,7 +343,20 @@ describeDatabases('portal sign-in and sessions', (t) => {
       expect(errorOf(json)).toEqual({ code: 'INVALID_INPUT', message: expect.stringMatching(/^email: /) })
     })
 
-    it('is the only route that takes URL-encoded bodies', async () => {
+    it('refuses a sign-in form posted from another origin in the page’s language', async () => {
+      const res = await api.inject({
+        method: 'POST',
+        url: '/portal/session',
+        remoteAddress: address,
+        headers: { 'content-type': 'application/x-www-form-urlencoded', 'accept-language': 'fr', origin: 'https://elsewhere.example' },
+        payload: new URLSearchParams({ email, password: PASSWORD }).toString(),
+      })
+      expect(res.statusCode).toBe(403)
+      expect(res.body).toContain('Ce formulaire n’a pas été envoyé depuis votre page du portail')
+      expect(res.headers['set-cookie']).toBeUndefined()
+    })
+
+    it('is the only route outside the pages’ forms that takes URL-encoded bodies', async () => {
       const res = await api.inject({
         method: 'POST',
         url: '/admin/households',
@@ -351,6 +364,75 @@ describeDatabases('portal sign-in and sessions', (t) => {
         payload: 'name=x&email=x@example.org&password=xxxxxxxxxx',
       })
       expect(res.statusCode).toBe(415)
+    })
+  })
+  describe('the forms of the pages, which work without script', () => {
+    const FORM = { 'content-type': 'application/x-www-form-urlencoded', 'accept-language': 'en' }
+    const post = (url: string, cookie: string, fields: Record<string, string>, headers: Record<string, string> = {}) =>
+      api.inject({ method: 'POST', url, remoteAddress: address, headers: { ...FORM, cookie, ...headers }, payload: new URLSearchParams(fields).toString() })
+    const stillIn = async (cookie: string) => (await api.inject({ method: 'GET', url: '/me/payouts', headers: { cookie } })).statusCode === 200
+
+    it('signs out with the session’s CSRF token from the portal: the session ends, the cookie is cleared, back to the sign-in page', async () => {
+      const s = await session()
+      for (const refused of [
+        await post('/portal/sign-out', s.cookie, {}),
+        await post('/portal/sign-out', s.cookie, { csrfToken: (await session()).csrf }),
+        await post('/portal/sign-out', s.cookie, { csrfToken: s.csrf }, { origin: 'https://elsewhere.example' }),
+      ]) {
+        expect(refused.statusCode).toBe(403)
+        expect(refused.headers['content-type']).toMatch(/^text\/html/)
+        expect(refused.body).toContain('This form was not sent from your portal page')
+      }
+      expect(await stillIn(s.cookie)).toBe(true)
+      const out = await post('/portal/sign-out', s.cookie, { csrfToken: s.csrf })
+      expect([out.statusCode, out.headers.location]).toEqual([303, '/'])
+      expect(cookieValue(setCookies(out).get('metershare_session')!)).toBe('')
+      expect(await stillIn(s.cookie)).toBe(false)
+      // Signed out already: nothing to refuse, back to the sign-in page.
+      expect((await post('/portal/sign-out', s.cookie, {})).statusCode).toBe(303)
+    })
+
+    it('changes the password: each refusal on the account page, tied to its field; then every session ends and the new one signs in', async () => {
+      const s = await session()
+      const other = await session()
+      const change = (currentPassword: string, newPassword: string, confirmPassword: string, csrfToken = s.csrf) =>
+        post('/account/password', s.cookie, { csrfToken, currentPassword, newPassword, confirmPassword })
+
+      const mismatch = await change(PASSWORD, 'second password two', 'second password tw0')
+      expect(mismatch.statusCode).toBe(400)
+      expect(mismatch.body).toContain('<p class="error" id="password-error" role="alert">The two new passwords differ.</p>')
+      expect(mismatch.body).toMatch(/<input id="confirm-password"[^>]* aria-describedby="password-error" aria-invalid="true" autofocus>/)
+      const short = await change(PASSWORD, 'short', 'short')
+      expect([short.statusCode, short.body.includes('The new password needs 8 to 256 characters.')]).toEqual([400, true])
+      expect(short.body).toMatch(/<input id="new-password"[^>]* aria-describedby="password-error password-rules" aria-invalid="true" autofocus>/)
+      const wrong = await change('not the password', 'second password two', 'second password two')
+      expect([wrong.statusCode, wrong.body.includes('This is not your current password.')]).toEqual([400, true])
+      expect((await change(PASSWORD, 'second password two', 'second password two', other.csrf)).statusCode).toBe(403)
+      expect(await stillIn(s.cookie)).toBe(true)
+
+      const done = await change(PASSWORD, 'second password two', 'second password two')
+      expect([done.statusCode, done.headers.location]).toEqual([303, '/?done=password'])
+      expect(cookieValue(setCookies(done).get('metershare_session')!)).toBe('')
+      expect([await stillIn(s.cookie), await stillIn(other.cookie)]).toEqual([false, false])
+      expect((await signIn(PASSWORD)).statusCode).toBe(401)
+      expect((await signIn('second password two')).statusCode).toBe(201)
+    })
+
+    it('counts wrong current passwords as failed sign-ins: past the limit 429 with Retry-After, the right one refused too', async () => {
+      const s = await session()
+      const change = (currentPassword: string) =>
+        post('/account/password', s.cookie, { csrfToken: s.csrf, currentPassword, newPassword: 'second password two', confirmPassword: 'second password two' })
+      for (let i = 0; i < FAILURES_MAX; i++) expect((await change('not the password')).statusCode).toBe(400)
+      const held = await change(PASSWORD)
+      expect(held.statusCode).toBe(429)
+      expect(Number(held.headers['retry-after'])).toBeGreaterThan(0)
+      expect(held.body).toContain('Too many failed attempts.')
+      expect(await stillIn(s.cookie)).toBe(true)
+    })
+
+    it('sends a signed-out form to the sign-in page', async () => {
+      const res = await post('/account/password', 'metershare_session=ses_0000000000000000.x', { currentPassword: PASSWORD })
+      expect([res.statusCode, res.headers.location]).toEqual([303, '/'])
     })
   })
 })

@@ -95,7 +95,7 @@ describeDatabases('consent endpoints', (t) => {
     const refused = await grant(h1)
     expect([refused.statusCode, errorOf(refused)]).toEqual([
       409,
-      { code: 'CONFLICT', message: `offerId: offer ${id} was withdrawn at 2026-01-25T12:00:00Z; it takes no new consents` },
+      { code: 'OFFER_WITHDRAWN', message: `offerId: offer ${id} was withdrawn at 2026-01-25T12:00:00Z; it takes no new consents` },
     ])
     expect((await get('/me/consents', h0)).json().items.find((c: { id: string }) => c.id === kept).status).toBe('active')
 
@@ -187,7 +187,7 @@ describeDatabases('consent endpoints', (t) => {
     const twice = await post('/me/consents', h0, { offerId, validUntil: '2026-07-01T00:00:00Z' })
     expect(twice.statusCode).toBe(409)
     expect(errorOf(twice)).toEqual({
-      code: 'CONFLICT',
+      code: 'CONSENT_OVERLAP',
       message: `offerId: consent ${id} already gives this recipient the household's load_curve data of all its meters stamped from 2026-01-01T00:00:00Z, in force until 2026-06-01T00:00:00Z; revoke it to grant other terms`,
     })
     const consents = (await get('/me/consents', h0)).json() as { items: Record<string, unknown>[]; nextCursor: null }

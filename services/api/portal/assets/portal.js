@@ -1,6 +1,7 @@
-// The household portal's only script: grant and revoke consents and sign out through the
-// household API (with the session's CSRF token), and keep the earnings estimate of each
-// offer in step with the meters chosen. Money is integer micro-euros in BigInt: no float.
+// The household portal's only script: grant and revoke consents through the household API
+// (with the session's CSRF token), and keep the earnings estimate of each offer in step with
+// the meters chosen. Money is integer micro-euros in BigInt: no float. Signing out and the
+// password are plain forms, which need no script.
 ;(function () {
   'use strict'
 
@@ -31,9 +32,12 @@
     return response
       .json()
       .then(function (body) {
-        // A consent in force already shares the data (409): said in the page's language, not the API's words.
+        // The refusals a household can act on, said in the page's language, not the API's words: a
+        // consent in force already shares the data, or the offer was withdrawn meanwhile.
         var messages = document.getElementById('messages')
-        if (response.status === 409 && messages !== null && messages.hasAttribute('data-conflict')) return messages.getAttribute('data-conflict')
+        var code = body && body.error ? body.error.code : ''
+        var known = { CONSENT_OVERLAP: 'data-conflict', OFFER_WITHDRAWN: 'data-withdrawn' }[code]
+        if (known !== undefined && messages !== null && messages.hasAttribute(known)) return messages.getAttribute(known)
         return body && body.error && typeof body.error.message === 'string' ? body.error.message : String(response.status)
       })
       .catch(function () {
@@ -78,16 +82,6 @@
     el.hidden = false
   }
 
-  var signOut = document.getElementById('sign-out')
-  if (signOut !== null) {
-    signOut.addEventListener('click', function () {
-      signOut.disabled = true
-      send('DELETE', '/portal/session').finally(function () {
-        window.location.assign('/')
-      })
-    })
-  }
-
   function updateEstimate(form) {
     var card = form.closest('[data-offer]')
     var output = card === null ? null : card.querySelector('[data-estimate]')
@@ -119,8 +113,9 @@
       var body = {
         offerId: form.getAttribute('data-grant'),
         validUntil: form.elements.validUntil.value,
-        dataFrom: form.elements.dataFrom.value,
       }
+      // An empty choice is "from now on": the moment of the grant, left to the server.
+      if (form.elements.dataFrom.value !== '') body.dataFrom = form.elements.dataFrom.value
       // Every meter ticked means "all my meters"; otherwise the ones chosen.
       if (chosen.length < boxes.length) body.meterIds = chosen
       var button = form.querySelector('button[type="submit"]')
@@ -142,42 +137,6 @@
         })
     })
   })
-
-  // The password: changed through the household API; every session ends, this one too.
-  var passwordForm = document.getElementById('password-form')
-  if (passwordForm !== null) {
-    passwordForm.addEventListener('submit', function (event) {
-      event.preventDefault()
-      var fields = passwordForm.elements
-      var error = passwordForm.querySelector('[data-error]')
-      if (fields.newPassword.value !== fields.confirmPassword.value) {
-        error.textContent = passwordForm.getAttribute('data-mismatch')
-        error.hidden = false
-        fields.confirmPassword.focus()
-        return
-      }
-      var button = passwordForm.querySelector('button[type="submit"]')
-      button.disabled = true
-      send('POST', '/me/password', { currentPassword: fields.currentPassword.value, newPassword: fields.newPassword.value })
-        .then(function (response) {
-          if (response.status === 204) {
-            window.location.assign('/?done=password')
-            return
-          }
-          return errorMessage(response).then(function (message) {
-            // The one refusal a household can fix here, said in the page's language.
-            var wrong = response.status === 400 && message.indexOf('currentPassword:') === 0
-            showError(passwordForm, wrong ? passwordForm.getAttribute('data-wrong-current') : message)
-            if (wrong) fields.currentPassword.focus()
-            button.disabled = false
-          })
-        })
-        .catch(function (err) {
-          showError(passwordForm, String(err))
-          button.disabled = false
-        })
-    })
-  }
 
   var dialog = document.getElementById('revoke-dialog')
   var revoking = null
