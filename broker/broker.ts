@@ -120,7 +120,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
   })
   // Coupled brokers cannot see each other's subscribers: they publish everything.
   const interest = deps.aedesOptions?.mq === undefined ? new LocalEgressInterest() : null
-  const egress = new Egress(aedes, log, interest ?? EVERY_TOPIC)
+  const egress = new Egress(aedes, log, interest ?? EVERY_TOPIC, metrics)
   skipFanOutOfMeterReadings(aedes, principals)
   clearRefusedDeliveriesExactly(aedes)
   // Redis holds the queues of a coupled broker; in memory they are bounded here.

@@ -69,18 +69,76 @@ export const DAILY_PUBLISHED_REMEMBERED_MAX = 50_000
 /** Longest a stopping broker waits for its egress publications to be handed on (to Redis, with several brokers). */
 export const EGRESS_DRAIN_MS_MAX = 5_000
 
+/**
+ * Egress publications handed to aedes at once; the others wait in this class's queue, in order.
+ * Below aedes' emitter concurrency (100), whose overflow queue is an array taken from with `shift()`,
+ * a cost that grows with its length, and which it completes recursively: with 100,000 queued in a
+ * catch-up storm, forwarding fell to ~100 datums/s and stalled the event loop, and when the last
+ * subscriber left, the publications completing at once overflowed the stack and killed the process.
+ */
+export const EGRESS_PUBLISHES_IN_FLIGHT_MAX = 64
+/**
+ * Egress publications waiting to be handed to aedes, at most. Past it the oldest waiting is not
+ * published live (`metershare_egress_dropped_total` counts them, the log says so once a minute): the
+ * datum is stored, and recipients find it in the pull API. So a storm that stores faster than the
+ * subscribers take grows no queue without bound, and never slows the meters' acknowledgements.
+ */
+export const EGRESS_QUEUE_MAX = 200_000
+const EGRESS_DROP_LOG_INTERVAL_MS = 60_000
+
+/** A FIFO of pending publications: amortised O(1) at both ends (an array with a moving head, compacted as it empties). */
+class PublicationQueue {
+  private items: Array<{ topic: string; payload: Buffer } | undefined> = []
+  private head = 0
+
+  get length(): number {
+    return this.items.length - this.head
+  }
+
+  push(item: { topic: string; payload: Buffer }): void {
+    this.items.push(item)
+  }
+
+  shift(): { topic: string; payload: Buffer } | undefined {
+    if (this.head === this.items.length) return undefined
+    const item = this.items[this.head]
+    this.items[this.head++] = undefined
+    if (this.head === this.items.length) {
+      this.items = []
+      this.head = 0
+    } else if (this.head >= 1_024 && this.head * 2 >= this.items.length) {
+      this.items = this.items.slice(this.head)
+      this.head = 0
+    }
+    return item
+  }
+}
+
+/** What the egress reports to /metrics. */
+export interface EgressMetrics {
+  egressQueued: { set(value: number): void }
+  egressDropped: { inc(value?: number): void }
+}
+
 export class Egress {
   /** The payload last published for each (meter, household, day), oldest first. */
   private readonly lastDaily = new Map<string, string>()
-  /** Publications not yet handed on, and who waits for there to be none. */
+  /** Publications handed to aedes and not completed, those waiting for their turn, and who waits for there to be none. */
   private inFlight = 0
+  private readonly waiting = new PublicationQueue()
+  private pumping = false
   private readonly idle: Array<() => void> = []
+  private dropped = 0
+  private lastDropLogMs = -Infinity
 
   constructor(
     private readonly aedes: Aedes,
     private readonly log: Logger,
     /** Whether anyone could receive a topic; datums nobody subscribes to are not published. */
     readonly interest: EgressInterest,
+    private readonly metrics: EgressMetrics | null = null,
+    /** EGRESS_QUEUE_MAX, but for tests. */
+    private readonly queueMax = EGRESS_QUEUE_MAX,
   ) {}
 
   publishReadings(stored: StoredDatum[]): void {
@@ -129,7 +187,7 @@ export class Egress {
    * would never reach the subscribers of the other brokers.
    */
   drained(): Promise<void> {
-    if (this.inFlight === 0) return Promise.resolve()
+    if (this.inFlight === 0 && this.waiting.length === 0) return Promise.resolve()
     return new Promise((resolve) => {
       const timer = setTimeout(resolve, EGRESS_DRAIN_MS_MAX)
       this.idle.push(() => {
@@ -139,11 +197,55 @@ export class Egress {
     })
   }
 
+  /** Publications waiting for their turn (not yet handed to aedes). */
+  get queued(): number {
+    return this.waiting.length
+  }
+
   private publish(topic: string, payload: Buffer): void {
-    this.inFlight++
-    this.aedes.publish({ cmd: 'publish', topic, payload, qos: 1, retain: false, dup: false }, (err) => {
-      if (--this.inFlight === 0) for (const wake of this.idle.splice(0)) wake()
-      if (err) this.log.warn({ err, topic }, 'egress publish failed')
-    })
+    if (this.waiting.length >= this.queueMax) {
+      this.waiting.shift()
+      this.noteDropped()
+    }
+    this.waiting.push({ topic, payload })
+    this.pump()
+  }
+
+  /**
+   * Hands waiting publications to aedes while fewer than EGRESS_PUBLISHES_IN_FLIGHT_MAX are in flight.
+   * A loop, not a recursion: a publication nobody receives completes within `aedes.publish`, and its
+   * completion then only counts down, for this loop to go on.
+   */
+  private pump(): void {
+    if (this.pumping) return
+    this.pumping = true
+    try {
+      while (this.inFlight < EGRESS_PUBLISHES_IN_FLIGHT_MAX) {
+        const next = this.waiting.shift()
+        if (next === undefined) break
+        this.inFlight++
+        this.aedes.publish({ cmd: 'publish', topic: next.topic, payload: next.payload, qos: 1, retain: false, dup: false }, (err) => {
+          this.inFlight--
+          if (err) this.log.warn({ err, topic: next.topic }, 'egress publish failed')
+          if (this.inFlight === 0 && this.waiting.length === 0) for (const wake of this.idle.splice(0)) wake()
+          else this.pump()
+        })
+      }
+    } finally {
+      this.pumping = false
+      this.metrics?.egressQueued.set(this.waiting.length)
+    }
+  }
+
+  private noteDropped(): void {
+    this.dropped++
+    this.metrics?.egressDropped.inc()
+    const now = Date.now()
+    if (now - this.lastDropLogMs < EGRESS_DROP_LOG_INTERVAL_MS) return
+    this.lastDropLogMs = now
+    this.log.warn(
+      { dropped: this.dropped, egressQueueMax: this.queueMax },
+      'egress queue full: the oldest datums waiting are not published live (they are stored, and in the pull API)',
+    )
   }
 }

@@ -13,6 +13,8 @@ export interface Metrics {
   mqttConnections: Gauge<'role'>
   mqttAuthFailures: Counter<never>
   mqttQueueDropped: Counter<never>
+  egressQueued: Gauge<never>
+  egressDropped: Counter<never>
   ingestAckSeconds: Histogram<never>
   ingestBatchReadings: Histogram<never>
   ingestCommitSeconds: Histogram<never>
@@ -66,6 +68,16 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
     mqttQueueDropped: new Counter({
       name: 'metershare_mqtt_queue_dropped_total',
       help: 'Datums not queued for an offline persistent session whose queue was full (offlineQueueDatumsMax); they are in the pull API',
+      registers: brokerRegisters,
+    }),
+    egressQueued: new Gauge({
+      name: 'metershare_egress_queued',
+      help: 'Egress datums stored and waiting to be published live (at most EGRESS_QUEUE_MAX)',
+      registers: brokerRegisters,
+    }),
+    egressDropped: new Counter({
+      name: 'metershare_egress_dropped_total',
+      help: 'Egress datums not published live because the egress queue was full (EGRESS_QUEUE_MAX); they are stored, and in the pull API',
       registers: brokerRegisters,
     }),
     ingestAckSeconds: new Histogram({
