@@ -48,6 +48,8 @@ export const COUPLING_CLOSE_MS_MAX = 5_000
 
 // MQTT 3.1.1 CONNACK return codes [MQTT-3.2.2.3]; numbers, not aedes' const enum.
 const CONNACK_IDENTIFIER_REJECTED = 2
+/** Connections the kernel may hold for MQTT's TCP listener before they are accepted (capped by net.core.somaxconn). */
+export const MQTT_LISTEN_BACKLOG = 4_096
 const CONNACK_SERVER_UNAVAILABLE = 3
 const CONNACK_BAD_CREDENTIALS = 4
 
@@ -224,6 +226,11 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
     if (username?.includes('\u0000') === true) return refuse('bad user name or password', CONNACK_BAD_CREDENTIALS)
     const delay = throttle.begin(address, username)
     const answer = async (): Promise<void> => {
+      // A client that gave up while its connect waited (a storm, a slowed answer) costs no lookup.
+      if ((client.conn as Duplex).destroyed) {
+        throttle.recordNoVerdict(address, username)
+        return refuse('client gone before it was answered', CONNACK_SERVER_UNAVAILABLE)
+      }
       if (aedes.connectedClients >= config.mqtt.connectionsMax) {
         throttle.recordNoVerdict(address, username)
         log.warn({ connectionsMax: config.mqtt.connectionsMax }, 'connection refused: connection limit reached')
@@ -442,7 +449,9 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
       servers.push(server)
       return new Promise((resolve, reject) => {
         server.once('error', reject)
-        server.listen(port, host, () => {
+        // A catch-up storm is every meter connecting at once: Node's default backlog of 511 overflowed
+        // (the kernel caps it at net.core.somaxconn).
+        server.listen({ port, host, backlog: MQTT_LISTEN_BACKLOG }, () => {
           server.off('error', reject)
           resolve(server.address() as AddressInfo)
         })
