@@ -1,5 +1,5 @@
 import { z } from 'zod'
-import { isDay, parseRfc3339 } from '../../shared/calendar.ts'
+import { dayOf, isDay, parseRfc3339 } from '../../shared/calendar.ts'
 import { InvalidInputError } from '../../shared/errors.ts'
 import { hasUnstorableText } from '../../shared/text.ts'
 
@@ -154,6 +154,35 @@ export const rfc3339QueryTime = z
   .max(64)
   .meta({ format: 'date-time', examples: [RFC3339_EXAMPLE] })
   .transform((s, ctx) => apiTime(s.replace(/ (\d{2}:\d{2})$/, '+$1'), ctx))
+
+/**
+ * A local day in a query: YYYY-MM-DD, or an RFC 3339 time standing for the local day (in `timezone`)
+ * it falls in, since the contract gives every time as RFC 3339 (`from=2026-10-01T00:00:00Z`).
+ */
+export function queryDayInput(timezone: string) {
+  return z
+    .string()
+    .max(64)
+    .meta({ description: 'a day, YYYY-MM-DD, or an RFC 3339 time: the local day it falls in', examples: ['2026-10-01'] })
+    .transform((s, ctx) => {
+      if (/^\d{4}-\d{2}-\d{2}$/.test(s)) {
+        const day = dayInput.safeParse(s)
+        if (!day.success) ctx.addIssue({ code: 'custom', message: day.error.issues[0]!.message, input: s })
+        return day.success ? day.data : (z.NEVER as never)
+      }
+      const time = parseRfc3339(s.replace(/ (\d{2}:\d{2})$/, '+$1'))
+      if (time === null) {
+        ctx.addIssue({ code: 'custom', message: `expected a day, YYYY-MM-DD, or an RFC 3339 time (${RFC3339_EXAMPLE})`, input: s })
+        return z.NEVER as never
+      }
+      const day = dayOf(time, timezone)
+      if (dayOutOfRange(day) !== null) {
+        ctx.addIssue({ code: 'custom', message: RANGE_MESSAGE, input: s })
+        return z.NEVER as never
+      }
+      return day
+    })
+}
 
 /** A non-empty trimmed name of at most `max` characters. */
 export function nameString(max: number) {

@@ -27,7 +27,7 @@ import {
 } from '../../consent/offer-service.ts'
 import { listReleasedReadings } from '../../consent/released-readings-service.ts'
 import { defineRoute } from '../route.ts'
-import { dayInput, microsOutput, nameString, pageAnswer, pageQueryShape, rfc3339Time, timeOutput } from '../validation.ts'
+import { queryDayInput, microsOutput, nameString, pageAnswer, pageQueryShape, rfc3339Time, timeOutput } from '../validation.ts'
 import { afterKey, creationOrderCursor, nextCursor } from './directory-routes.ts'
 import { egressDatumSchema, readingsQueryShape, readingsRange } from './reading-routes.ts'
 import type { RoutePlugin } from './route-plugin.ts'
@@ -395,8 +395,8 @@ export const consentRoutes: RoutePlugin = async (app, { deps }) => {
     tags: ['household'],
     auth: HOUSEHOLD,
     query: z.strictObject({
-      from: dayInput.optional().meta({ description: 'first day, YYYY-MM-DD' }),
-      to: dayInput.optional().meta({ description: 'last day, YYYY-MM-DD (included)' }),
+      from: queryDayInput(deps.config.timezone).optional().meta({ description: 'first day, YYYY-MM-DD (or a time: the local day it falls in)' }),
+      to: queryDayInput(deps.config.timezone).optional().meta({ description: 'last day, YYYY-MM-DD, included (or a time: the local day it falls in)' }),
       recipientId: idString.optional(),
       ...page,
     }),

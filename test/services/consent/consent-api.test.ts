@@ -339,6 +339,13 @@ describeDatabases('consent endpoints', (t) => {
       expect(log2.items.map(({ day, datums }) => ({ day, datums }))).toEqual(perDay(B))
       expect(log2.items.reduce((n, e) => n + e.datums, 0)).toBe(7 * 24 + 12)
       expect(((await get('/me/access-log', h1)).json() as { items: unknown[] }).items).toEqual([])
+      // Days as RFC 3339 times stand for the local days they fall in: 23:00Z on 25 January is the 26th in Paris.
+      const byTime = (await get(`/me/access-log?limit=100&from=${encodeURIComponent('2026-01-25T23:00:00Z')}&to=2026-01-27T12:00:00%2B01:00`, h0)).json() as { items: { day: string }[] }
+      expect(byTime.items.map((e) => e.day)).toEqual(['2026-01-26', '2026-01-27'])
+      expect(errorOf(await get('/me/access-log?from=yesterday', h0))).toEqual({
+        code: 'INVALID_INPUT',
+        message: 'from: expected a day, YYYY-MM-DD, or an RFC 3339 time (2026-10-01T00:00:00Z)',
+      })
       // A range backwards is refused, as for readings, not answered empty.
       const backwards = await get('/me/access-log?from=2026-01-31&to=2026-01-01', h0)
       expect(backwards.statusCode).toBe(400)
