@@ -17,6 +17,8 @@ export interface ConsentFactFilter {
   householdId?: string | undefined
   /** Default: every status (a revoked consent's fact carries its revocation time). */
   statuses?: readonly ConsentStatus[] | undefined
+  /** Only the consents that name one of these meters (each with all its meters). */
+  meterIds?: readonly string[] | undefined
 }
 
 interface ConsentFactRow {
@@ -38,7 +40,11 @@ function epochMs(column: string) {
 
 export async function loadConsentFacts(db: Db, filter: ConsentFactFilter = {}): Promise<ConsentFact[]> {
   if (filter.ids !== undefined && filter.ids.length === 0) return []
+  if (filter.meterIds !== undefined && filter.meterIds.length === 0) return []
   const parts = [sql`TRUE`]
+  if (filter.meterIds !== undefined) {
+    parts.push(sql`EXISTS (SELECT 1 FROM consent_meters x WHERE x.consent_id = c.id AND x.meter_id = ANY(${[...filter.meterIds]}::text[]))`)
+  }
   if (filter.ids !== undefined) parts.push(sql`c.id = ANY(${[...filter.ids]}::text[])`)
   if (filter.recipientId !== undefined) parts.push(sql`c.recipient_id = ${filter.recipientId}`)
   if (filter.householdId !== undefined) parts.push(sql`c.household_id = ${filter.householdId}`)
@@ -77,6 +83,29 @@ export async function loadConsentFacts(db: Db, filter: ConsentFactFilter = {}): 
     dataUntilMs: r.data_until_ms,
     revokedAtMs: r.revoked_at_ms,
   }))
+}
+
+/**
+ * The meters a recipient's consents in force name, in byte order of their ids (as JavaScript
+ * compares strings): at most `limit` of them, from `fromMeterId` on (`afterMeterId`: after it), or
+ * only `meterId`. The pull API reads a page's worth of meters at a time, not every consent of the
+ * recipient.
+ */
+export async function consentedMeterSlice(
+  db: Db,
+  recipientId: string,
+  slice: { fromMeterId?: string | undefined; afterMeterId?: string | undefined; meterId: string | undefined; limit: number },
+): Promise<string[]> {
+  const { rows } = await sql<{ meter_id: string }>`
+    SELECT DISTINCT cm.meter_id COLLATE "C" AS meter_id
+    FROM consent_meters cm JOIN consents c ON c.id = cm.consent_id
+    WHERE c.recipient_id = ${recipientId} AND c.status = 'active'
+      ${slice.meterId === undefined ? sql`` : sql`AND cm.meter_id = ${slice.meterId}`}
+      ${slice.fromMeterId === undefined ? sql`` : sql`AND cm.meter_id COLLATE "C" >= ${slice.fromMeterId}`}
+      ${slice.afterMeterId === undefined ? sql`` : sql`AND cm.meter_id COLLATE "C" > ${slice.afterMeterId}`}
+    ORDER BY 1
+    LIMIT ${slice.limit}`.execute(db)
+  return rows.map((r) => r.meter_id)
 }
 
 export interface OccupancyFactFilter {

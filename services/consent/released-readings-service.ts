@@ -7,7 +7,7 @@ import type { Metrics } from '../../shared/metrics.ts'
 import { GRANULARITIES, type EgressDatum, type Granularity } from '../../shared/wire.ts'
 import { latestReadingTimes, listReadings, type ReleaseWindow as ReadingWindow } from '../metering/reading-service.ts'
 import { addAccessCounts, type AccessCount } from './access-log-repository.ts'
-import { loadConsentFacts, loadOccupancyFacts, occupanciesByMeter } from './release-facts-repository.ts'
+import { consentedMeterSlice, loadConsentFacts, loadOccupancyFacts, occupanciesByMeter } from './release-facts-repository.ts'
 import { datumEndMs, datumInstantMs, releasedTo, releaseWindows, type ReleaseWindow } from './release-rule.ts'
 
 /**
@@ -41,6 +41,8 @@ export interface ReleasedReadingsContext {
   timezone: string
   now: Date
   metrics?: Metrics | undefined
+  /** PULL_GROUPS_PER_PAGE_MAX, but for tests. */
+  groupsPerPageMax?: number | undefined
 }
 
 export interface ReleasedReadingsPage {
@@ -67,6 +69,9 @@ function decodePosition(cursor: string, granularity: Granularity): Position {
   if (madeFor !== granularity) throw new InvalidInputError('cursor: made for another granularity', 'cursor')
   return { meterId, householdId, inner }
 }
+
+/** A household id above every real one (ids are ASCII): a position after all of a meter's groups. */
+const AFTER_EVERY_HOUSEHOLD = '\u{10ffff}'
 
 function groupKey(meterId: string, householdId: string): string {
   return meterId + '\u0000' + householdId
@@ -127,14 +132,27 @@ export async function listReleasedReadings(
   const to = new Date(Math.min(query.to.getTime(), currentPeriodStartMs(query.granularity, nowMs, ctx.timezone)))
   if (to.getTime() <= query.from.getTime()) return { items: [], nextCursor: null }
 
-  const consents = await loadConsentFacts(db, { recipientId, statuses: ['active'] })
-  const meterIds = [...new Set(consents.flatMap((c) => c.meterIds))].filter((m) => query.meterId === undefined || m === query.meterId)
+  // This page's meters: from the cursor's on, at most as many as a page reads groups (each meter has
+  // one at least), with the consents and occupancies that decide them: not every consent of a
+  // recipient that may see a district, on every page.
+  const groupsMax = ctx.groupsPerPageMax ?? PULL_GROUPS_PER_PAGE_MAX
+  const pastMeter = start !== null && start.householdId === AFTER_EVERY_HOUSEHOLD
+  // One meter more than a page reads tells whether any lie beyond it.
+  const meterIds = await consentedMeterSlice(db, recipientId, {
+    fromMeterId: start === null || pastMeter ? undefined : start.meterId,
+    afterMeterId: pastMeter ? start.meterId : undefined,
+    meterId: query.meterId,
+    limit: groupsMax + 1,
+  })
+  const sliceEnds = meterIds.length <= groupsMax
+  if (!sliceEnds) meterIds.pop()
+  const consents = await loadConsentFacts(db, { recipientId, statuses: ['active'], meterIds })
   const occupancies = occupanciesByMeter(await loadOccupancyFacts(db, { meterIds }))
+  const inSlice = new Set(meterIds)
   // The latest reading of each meter read on this page (one index probe per meter, when first read).
   const latestByMeter = new Map<string, number>()
-  const windows = releaseWindows(recipientId, query.granularity, consents, occupancies, nowMs).filter(
-    (w) => query.meterId === undefined || w.meterId === query.meterId,
-  )
+  // A consent of the slice may name meters beyond it: those are another page's.
+  const windows = releaseWindows(recipientId, query.granularity, consents, occupancies, nowMs).filter((w) => inSlice.has(w.meterId))
 
   const groups = new Map<string, ReadingWindow[]>()
   for (const w of windows) {
@@ -163,7 +181,7 @@ export async function listReleasedReadings(
     const key = keys[index]!
     const groupWindows = groups.get(key)!
     const { meterId, householdId } = groupWindows[0]!
-    if (items.length >= query.limit || groupsRead >= PULL_GROUPS_PER_PAGE_MAX) {
+    if (items.length >= query.limit || groupsRead >= groupsMax) {
       nextCursor = encodePosition(query.granularity, { meterId, householdId, inner })
       break
     }
@@ -213,6 +231,10 @@ export async function listReleasedReadings(
       break
     }
     inner = null
+  }
+  // Every group of the slice read, and meters beyond it: the next page starts after its last meter.
+  if (nextCursor === null && !sliceEnds && index === keys.length) {
+    nextCursor = encodePosition(query.granularity, { meterId: meterIds.at(-1)!, householdId: AFTER_EVERY_HOUSEHOLD, inner: null })
   }
 
   if (released.size > 0) {

@@ -1,5 +1,6 @@
 import { beforeEach, describe, expect, it } from 'vitest'
 import { loadConsentFacts, loadOccupancyFacts, occupanciesByMeter } from '../../../services/consent/release-facts-repository.ts'
+import { listReleasedReadings } from '../../../services/consent/released-readings-service.ts'
 import { datumEndMs, datumInstantMs, releasedTo } from '../../../services/consent/release-rule.ts'
 import type { ReleaseChange } from '../../../services/consent/release-view.ts'
 import { addDays, datumDayOf } from '../../../shared/calendar.ts'
@@ -353,6 +354,36 @@ describeDatabases('consent endpoints', (t) => {
       expect(await api.metrics.registry.getSingleMetricAsString('metershare_datums_released_total')).toContain(
         `metershare_datums_released_total{channel="http"} ${items.length}`,
       )
+    })
+
+    it('reads a page’s worth of meters at a time: one meter a page gives the same data, in the same order, as a page for all', async () => {
+      await scene()
+      for (const granularity of ['load_curve', 'daily'] as const) {
+        const pull = async (groupsPerPageMax: number | undefined, limit: number): Promise<{ items: EgressDatum[]; pages: number }> => {
+          const items: EgressDatum[] = []
+          let cursor: string | undefined
+          for (let pages = 1; pages < 1_000; pages++) {
+            const page = await listReleasedReadings(
+              t.db,
+              app.id,
+              { from: new Date('2026-01-01T00:00:00Z'), to: clock, granularity, cursor, limit },
+              { timezone: TZ, now: clock, groupsPerPageMax },
+            )
+            items.push(...page.items)
+            if (page.nextCursor === null) return { items, pages }
+            cursor = page.nextCursor
+          }
+          throw new Error('too many pages')
+        }
+        const whole = await pull(undefined, 1_000)
+        const sliced = await pull(1, 1_000)
+        expect(whole.items.map(key).sort()).toEqual(await releasedByRule(app.id, granularity))
+        expect(sliced.items).toEqual(whole.items)
+        // Two meters: each its own page, and no page more (the last meter's slice ends the listing).
+        expect([whole.pages, sliced.pages]).toEqual([1, 2])
+        // Pages cut inside a meter as well.
+        expect((await pull(1, 7)).items).toEqual(whole.items)
+      }
     })
 
     it('returns exactly the released daily data, a day counting when it lies in the window whole', async () => {
