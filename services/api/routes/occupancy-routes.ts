@@ -80,12 +80,11 @@ export const occupancyRoutes: RoutePlugin = async (app, { deps }) => {
   defineRoute(app, {
     method: 'GET',
     url: '/admin/occupancies',
-    summary: "A meter's or a household's occupancies",
+    summary: "Occupancies: a meter's, a household's, or all of them",
+    description: 'In (meter, move-in) order, paginated; `meterId` and `householdId` narrow the list.',
     tags: ['operator'],
     auth: OPERATOR,
-    query: z
-      .strictObject({ meterId: idString.optional(), householdId: idString.optional(), ...pageQueryShape(deps.config.http.pageItemsMax) })
-      .refine((q) => q.meterId !== undefined || q.householdId !== undefined, { message: 'meterId or householdId required', path: ['meterId'] }),
+    query: z.strictObject({ meterId: idString.optional(), householdId: idString.optional(), ...pageQueryShape(deps.config.http.pageItemsMax) }),
     response: pageAnswer(occupancyAnswer),
     async handler({ query }) {
       const after = query.cursor === undefined ? null : OCCUPANCIES_CURSOR.decode(query.cursor)
