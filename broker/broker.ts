@@ -19,7 +19,7 @@ import { dailyDatumsToPublish } from '../services/metering/daily-publication.ts'
 import { MeterTails, commitMessages } from '../services/metering/ingest-service.ts'
 import { deferredMessage, validatePayload } from '../services/metering/ingest-validation.ts'
 import { AuthThrottle } from './auth-throttle.ts'
-import { Egress, egressMetaOf, type EgressMeta, type EgressPolicy, type ReleaseRecorder } from './egress.ts'
+import { AEDES_EMITTER_CONCURRENCY, Egress, egressMetaOf, type EgressMeta, type EgressPolicy, type ReleaseRecorder } from './egress.ts'
 import { EVERY_TOPIC, LocalEgressInterest } from './egress-interest.ts'
 import { guardPacketSize } from './frame-guard.ts'
 import { ClosedBeforeHeaderError, readProxyHeader } from './proxy-protocol.ts'
@@ -119,6 +119,8 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
     drainTimeout: config.mqtt.drainTimeoutMs,
     // $SYS is closed to clients (authorizeSubscribe refuses it); keep its chatter rare.
     heartbeatInterval: 60_000,
+    // Above what the egress hands over at once, so that the emitter never queues (see broker/egress.ts).
+    concurrency: AEDES_EMITTER_CONCURRENCY,
   })
   // Coupled brokers cannot see each other's subscribers: they publish everything.
   const interest = deps.aedesOptions?.mq === undefined ? new LocalEgressInterest() : null
@@ -491,6 +493,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
         await thread?.close()
         await Promise.all([...pendingDaily])
         await egress.drained()
+        egress.close()
         await closeAedes()
         await Promise.all(stopped)
       })()

@@ -70,13 +70,18 @@ export const DAILY_PUBLISHED_REMEMBERED_MAX = 50_000
 export const EGRESS_DRAIN_MS_MAX = 5_000
 
 /**
- * Egress publications handed to aedes at once; the others wait in this class's queue, in order.
- * Below aedes' emitter concurrency (100), whose overflow queue is an array taken from with `shift()`,
- * a cost that grows with its length, and which it completes recursively: with 100,000 queued in a
- * catch-up storm, forwarding fell to ~100 datums/s and stalled the event loop, and when the last
- * subscriber left, the publications completing at once overflowed the stack and killed the process.
+ * Egress publications handed to aedes at once; the others wait in this class's queue, in order. Below
+ * the emitter's concurrency (AEDES_EMITTER_CONCURRENCY), past which mqemitter queues publications in
+ * an array taken from with `shift()`, a cost that grows with its length, and completes them
+ * recursively: with every datum of a catch-up storm handed over at once (100,000 queued), forwarding
+ * fell to ~100 datums/s and stalled the event loop, and when the last subscriber left, the
+ * publications completing at once overflowed the stack and killed the process. High enough to keep
+ * the hand-over as quick as before (with 64, a persistent session reconnecting just after a burst met
+ * datums of it still being handed on, and was sent some twice).
  */
-export const EGRESS_PUBLISHES_IN_FLIGHT_MAX = 64
+export const EGRESS_PUBLISHES_IN_FLIGHT_MAX = 512
+/** The broker's emitter runs this many publications at once (aedes' `concurrency`, 100 by default). */
+export const AEDES_EMITTER_CONCURRENCY = 1_024
 /**
  * Egress publications waiting to be handed to aedes, at most. Past it the oldest waiting is not
  * published live (`metershare_egress_dropped_total` counts them, the log says so once a minute): the
@@ -127,6 +132,7 @@ export class Egress {
   private inFlight = 0
   private readonly waiting = new PublicationQueue()
   private pumping = false
+  private closed = false
   private readonly idle: Array<() => void> = []
   private dropped = 0
   private lastDropLogMs = -Infinity
@@ -202,7 +208,29 @@ export class Egress {
     return this.waiting.length
   }
 
+  /**
+   * Publishes nothing more (the broker is closing aedes): what still waits is counted as dropped and
+   * logged once, rather than handed, one by one, to a closed emitter.
+   */
+  close(): void {
+    if (this.closed) return
+    this.closed = true
+    const left = this.waiting.length
+    while (this.waiting.shift() !== undefined);
+    this.metrics?.egressQueued.set(0)
+    if (left > 0) {
+      this.dropped += left
+      this.metrics?.egressDropped.inc(left)
+      this.log.warn({ notPublished: left }, 'broker closing: egress datums still waiting are not published live (they are stored, and in the pull API)')
+    }
+  }
+
   private publish(topic: string, payload: Buffer): void {
+    if (this.closed) {
+      this.dropped++
+      this.metrics?.egressDropped.inc()
+      return
+    }
     if (this.waiting.length >= this.queueMax) {
       this.waiting.shift()
       this.noteDropped()
@@ -226,7 +254,7 @@ export class Egress {
         this.inFlight++
         this.aedes.publish({ cmd: 'publish', topic: next.topic, payload: next.payload, qos: 1, retain: false, dup: false }, (err) => {
           this.inFlight--
-          if (err) this.log.warn({ err, topic: next.topic }, 'egress publish failed')
+          if (err && !this.closed) this.log.warn({ err, topic: next.topic }, 'egress publish failed')
           if (this.inFlight === 0 && this.waiting.length === 0) for (const wake of this.idle.splice(0)) wake()
           else this.pump()
         })

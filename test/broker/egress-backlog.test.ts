@@ -4,7 +4,7 @@ import mqttPacket from 'mqtt-packet'
 import pino from 'pino'
 import { afterEach, describe, expect, it } from 'vitest'
 import { EVERY_TOPIC } from '../../broker/egress-interest.ts'
-import { EGRESS_PUBLISHES_IN_FLIGHT_MAX, Egress } from '../../broker/egress.ts'
+import { AEDES_EMITTER_CONCURRENCY, EGRESS_PUBLISHES_IN_FLIGHT_MAX, Egress } from '../../broker/egress.ts'
 import type { StoredDatum } from '../../services/metering/ingest-service.ts'
 import { waitFor } from '../support/broker.ts'
 
@@ -35,14 +35,16 @@ interface Setup {
 
 const open: Setup[] = []
 
-async function setup(queueMax?: number): Promise<Setup> {
-  const aedes = await Aedes.createBroker()
+async function setup(queueMax?: number): Promise<Setup & { warnings: string[] }> {
+  const aedes = await Aedes.createBroker({ concurrency: AEDES_EMITTER_CONCURRENCY })
   const server = net.createServer((socket) => aedes.handle(socket))
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
   const counts = { queued: 0, dropped: 0 }
-  const metrics = { egressQueued: { set: (v: number) => void (counts.queued = v) }, egressDropped: { inc: () => void counts.dropped++ } }
-  const egress = new Egress(aedes, pino({ level: 'silent' }), EVERY_TOPIC, metrics, queueMax)
-  const s = { aedes, server, egress, counts }
+  const metrics = { egressQueued: { set: (v: number) => void (counts.queued = v) }, egressDropped: { inc: (n = 1) => void (counts.dropped += n) } }
+  const warnings: string[] = []
+  const log = pino({ level: 'warn' }, { write: (line: string) => void warnings.push(JSON.parse(line).msg as string) })
+  const egress = new Egress(aedes, log, EVERY_TOPIC, metrics, queueMax)
+  const s = { aedes, server, egress, counts, warnings }
   open.push(s)
   return s
 }
@@ -110,6 +112,22 @@ describe('egress under a backlog', () => {
     subscriber.destroy()
     await egress.drained()
     expect(egress.queued).toBe(0)
+  }, 60_000)
+
+  it('publishes nothing more once closed: what waits is counted and logged once, not handed to the closed emitter', async () => {
+    const { aedes, server, egress, counts, warnings } = await setup()
+    await stalledSubscriber(server)
+    egress.publishReadings(stored(30_000))
+    await waitFor(() => egress.queued > 10_000)
+    const left = egress.queued
+    egress.close()
+    expect([egress.queued, counts.queued, counts.dropped]).toEqual([0, 0, left])
+    egress.publishReadings(stored(10))
+    expect([egress.queued, counts.dropped]).toEqual([0, left + 10])
+    // The broker closes aedes next: its publications in flight fail, quietly.
+    await new Promise<void>((r) => aedes.close(() => r()))
+    await new Promise((r) => setTimeout(r, 100))
+    expect(warnings).toEqual(['broker closing: egress datums still waiting are not published live (they are stored, and in the pull API)'])
   }, 60_000)
 
   it('delivers in publication order to a subscriber that keeps up', async () => {
