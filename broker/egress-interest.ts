@@ -1,7 +1,18 @@
-import { parseEgressFilter, type EgressChannel } from '../shared/topics.ts'
+import { parseEgressFilter, parseTopic, type EgressChannel } from '../shared/topics.ts'
+
+/** What the egress publishes: datums on the egress channels, and a meter's rejected data on its status topic. */
+export type InterestChannel = EgressChannel | 'status'
+
+/** The channel and meter (null: every meter) of a filter someone may subscribe to, or null for none of ours. */
+function parseInterestFilter(filter: string): { channel: InterestChannel; meterId: string | null } | null {
+  const egress = parseEgressFilter(filter)
+  if (egress !== null) return egress
+  const topic = parseTopic(filter)
+  return topic?.kind === 'meter_status' && !topic.meterId.includes('+') && !topic.meterId.includes('#') ? { channel: 'status', meterId: topic.meterId } : null
+}
 
 /**
- * Which egress topics someone on this broker subscribes to, so that a datum nobody can receive
+ * Which egress topics someone on this broker subscribes to (and meters' status topics), so that a datum nobody can receive
  * is not encoded and published at all (publishing costs the broker's event loop about as much
  * as ingesting). Counted from the subscriptions it authorises, so interest is known before a
  * subscription exists; removed on unsubscribe (aedes reports the end of a clean session's
@@ -12,7 +23,7 @@ import { parseEgressFilter, type EgressChannel } from '../shared/topics.ts'
  * subscriber may sit on another broker (`EVERY_TOPIC`).
  */
 export interface EgressInterest {
-  wants(channel: EgressChannel, meterId: string): boolean
+  wants(channel: InterestChannel, meterId: string): boolean
 }
 
 export const EVERY_TOPIC: EgressInterest = { wants: () => true }
@@ -31,17 +42,17 @@ interface Session {
 export class LocalEgressInterest implements EgressInterest {
   private readonly sessions = new Map<string, Session>()
   /** Subscriptions to `{channel}/+`, per channel. */
-  private readonly wildcard = new Map<EgressChannel, number>()
+  private readonly wildcard = new Map<InterestChannel, number>()
   /** Subscriptions to `{channel}/{meterId}`, per topic. */
   private readonly exact = new Map<string, number>()
 
-  wants(channel: EgressChannel, meterId: string): boolean {
+  wants(channel: InterestChannel, meterId: string): boolean {
     return (this.wildcard.get(channel) ?? 0) > 0 || (this.exact.get(`${channel}/${meterId}`) ?? 0) > 0
   }
 
   /** A subscription was authorised (it may still fail; counting it anyway only publishes more). */
   subscribed(client: SubscriberSession, filter: string): void {
-    if (parseEgressFilter(filter) === null) return
+    if (parseInterestFilter(filter) === null) return
     let session = this.sessions.get(client.id)
     if (session === undefined) {
       session = { owner: client, filters: new Set() }
@@ -78,7 +89,7 @@ export class LocalEgressInterest implements EgressInterest {
   }
 
   private count(filter: string, delta: 1 | -1): void {
-    const f = parseEgressFilter(filter)!
+    const f = parseInterestFilter(filter)!
     if (f.meterId === null) this.wildcard.set(f.channel, (this.wildcard.get(f.channel) ?? 0) + delta)
     else {
       const key = `${f.channel}/${f.meterId}`

@@ -176,6 +176,8 @@ export class Egress {
 
   publishStatus(items: QuarantineItem[]): void {
     for (const q of items) {
+      // Said to the meter only if it listens (a meter flushing bad data would otherwise fill the queue).
+      if (!this.interest.wants('status', q.meterId)) continue
       const body: MeterStatusMessage = {
         status: 'quarantined',
         reason: q.reason,

@@ -9,10 +9,21 @@ describe('which egress topics have a subscriber on this broker', () => {
     expect(interest.wants('readings', 'm1')).toBe(false)
     const a = client('a')
     interest.subscribed(a, 'readings/m1')
-    interest.subscribed(a, 'meters/m1/status')
+    interest.subscribed(a, 'meters/m1/readings')
     expect([interest.wants('readings', 'm1'), interest.wants('readings', 'm2'), interest.wants('daily', 'm1')]).toEqual([true, false, false])
     interest.subscribed(client('b'), 'daily/+')
     expect([interest.wants('daily', 'm1'), interest.wants('daily', 'm2'), interest.wants('readings', 'm2')]).toEqual([true, true, false])
+  })
+
+  it('knows which meters listen to their status topic, so that what nobody hears is not published', () => {
+    const interest = new LocalEgressInterest()
+    const meter = client('m1')
+    expect(interest.wants('status', 'm1')).toBe(false)
+    interest.subscribed(meter, 'meters/m1/status')
+    interest.subscribed(client('x'), 'meters/+/status')
+    expect([interest.wants('status', 'm1'), interest.wants('status', 'm2'), interest.wants('readings', 'm1')]).toEqual([true, false, false])
+    interest.unsubscribed(meter, ['meters/m1/status'])
+    expect(interest.wants('status', 'm1')).toBe(false)
   })
 
   it('keeps a topic wanted while any session holds it; the same filter twice counts once', () => {
