@@ -91,20 +91,30 @@ export const AEDES_EMITTER_CONCURRENCY = 1_024
 export const EGRESS_QUEUE_MAX = 200_000
 const EGRESS_DROP_LOG_INTERVAL_MS = 60_000
 
+interface Publication {
+  topic: string
+  payload: Buffer
+}
+
 /** A FIFO of pending publications: amortised O(1) at both ends (an array with a moving head, compacted as it empties). */
 class PublicationQueue {
-  private items: Array<{ topic: string; payload: Buffer } | undefined> = []
+  private items: Array<Publication | undefined> = []
   private head = 0
 
   get length(): number {
     return this.items.length - this.head
   }
 
-  push(item: { topic: string; payload: Buffer }): void {
+  push(item: Publication): void {
     this.items.push(item)
   }
 
-  shift(): { topic: string; payload: Buffer } | undefined {
+  clear(): void {
+    this.items = []
+    this.head = 0
+  }
+
+  shift(): Publication | undefined {
     if (this.head === this.items.length) return undefined
     const item = this.items[this.head]
     this.items[this.head++] = undefined
@@ -218,24 +228,20 @@ export class Egress {
     if (this.closed) return
     this.closed = true
     const left = this.waiting.length
-    while (this.waiting.shift() !== undefined);
+    this.waiting.clear()
     this.metrics?.egressQueued.set(0)
     if (left > 0) {
-      this.dropped += left
-      this.metrics?.egressDropped.inc(left)
+      this.countDropped(left)
       this.log.warn({ notPublished: left }, 'broker closing: egress datums still waiting are not published live (they are stored, and in the pull API)')
     }
   }
 
   private publish(topic: string, payload: Buffer): void {
-    if (this.closed) {
-      this.dropped++
-      this.metrics?.egressDropped.inc()
-      return
-    }
+    if (this.closed) return this.countDropped(1)
     if (this.waiting.length >= this.queueMax) {
       this.waiting.shift()
-      this.noteDropped()
+      this.countDropped(1)
+      this.logDropped()
     }
     this.waiting.push({ topic, payload })
     this.pump()
@@ -267,9 +273,12 @@ export class Egress {
     }
   }
 
-  private noteDropped(): void {
-    this.dropped++
-    this.metrics?.egressDropped.inc()
+  private countDropped(n: number): void {
+    this.dropped += n
+    this.metrics?.egressDropped.inc(n)
+  }
+
+  private logDropped(): void {
     const now = Date.now()
     if (now - this.lastDropLogMs < EGRESS_DROP_LOG_INTERVAL_MS) return
     this.lastDropLogMs = now

@@ -75,10 +75,15 @@ function clientMessage(err: Error): string {
   return message.length > 300 ? message.slice(0, 300) : message
 }
 
+/** A 429's `Retry-After`, in whole seconds: on the JSON envelope and on the portal's pages alike. */
+export function setRetryAfter(reply: FastifyReply, err: TooManyRequestsError): void {
+  void reply.header('retry-after', String(Math.ceil(err.retryAfterMs / 1000)))
+}
+
 /** Answers an error in the envelope; also fastify's `frameworkErrors` (bad URLs, before routing). */
 export function sendError(err: unknown, request: FastifyRequest, reply: FastifyReply): FastifyReply {
   const answer = toErrorAnswer(err)
-  if (err instanceof TooManyRequestsError) void reply.header('retry-after', String(Math.ceil(err.retryAfterMs / 1000)))
+  if (err instanceof TooManyRequestsError) setRetryAfter(reply, err)
   if (answer.status >= 500) request.log.error({ err }, 'request failed')
   else request.log.debug({ code: answer.body.error.code, status: answer.status }, 'request refused')
   return reply.code(answer.status).type('application/json; charset=utf-8').send(answer.body)

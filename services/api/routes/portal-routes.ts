@@ -20,6 +20,7 @@ import {
   type PageContext,
   type PasswordField,
 } from '../portal/portal-pages.ts'
+import { setRetryAfter } from '../error-handler.ts'
 import { defineRoute } from '../route.ts'
 import { timeOutput } from '../validation.ts'
 import type { RoutePlugin } from './route-plugin.ts'
@@ -97,6 +98,11 @@ function sendPage(reply: FastifyReply, status: number, body: string): FastifyRep
     .header('referrer-policy', 'same-origin')
     .header('vary', 'Cookie, Accept-Language')
     .send(body)
+}
+
+/** A page's words for a 429: how many minutes until the next try. */
+function throttledText(ctx: PageContext, err: TooManyRequestsError): string {
+  return fill(ctx.t.signIn.throttled, { minutes: String(Math.ceil(err.retryAfterMs / 60_000)) })
 }
 
 export const portalRoutes: RoutePlugin = async (app, { deps }) => {
@@ -241,13 +247,13 @@ export const portalRoutes: RoutePlugin = async (app, { deps }) => {
       } catch (err) {
         if (err instanceof TooManyRequestsError) {
           request.log.warn({ address: request.ip }, 'portal sign-in throttled')
-          void reply.header('retry-after', String(Math.ceil(err.retryAfterMs / 1000)))
+          setRetryAfter(reply, err)
         }
         if (!form || !(err instanceof MetershareError) || err.statusCode >= 500) throw err
         const ctx = signInFormContext(request, reply)
         const message =
           err instanceof TooManyRequestsError
-            ? fill(ctx.t.signIn.throttled, { minutes: String(Math.ceil(err.retryAfterMs / 60_000)) })
+            ? throttledText(ctx, err)
             : err instanceof InvalidInputError
               ? ctx.t.signIn.invalid
               : err instanceof ForbiddenError
@@ -328,8 +334,8 @@ export const portalRoutes: RoutePlugin = async (app, { deps }) => {
       } catch (err) {
         if (err instanceof TooManyRequestsError) {
           request.log.warn({ householdId: session.householdId, address: request.ip }, 'password change throttled')
-          void reply.header('retry-after', String(Math.ceil(err.retryAfterMs / 1000)))
-          return refuse(429, null, fill(ctx.t.signIn.throttled, { minutes: String(Math.ceil(err.retryAfterMs / 60_000)) }))
+          setRetryAfter(reply, err)
+          return refuse(429, null, throttledText(ctx, err))
         }
         if (err instanceof InvalidInputError && err.field === 'currentPassword') return refuse(400, 'currentPassword', ctx.t.account.wrongCurrent)
         if (err instanceof InvalidInputError && err.field === 'newPassword') {
