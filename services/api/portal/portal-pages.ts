@@ -107,14 +107,16 @@ export function signInPage(ctx: PageContext, state: { email?: string; error?: st
   const { t } = ctx
   const error = state.error === undefined ? '' : html`<p class="error" role="alert" id="sign-in-error">${state.error}</p>`
   const notice = state.notice === undefined ? '' : html`<p class="notice" role="status" id="sign-in-notice">${state.notice}</p>`
+  // A refused sign-in marks both fields, says why in their description, and puts the cursor back in the password.
+  const invalid = state.error === undefined ? '' : trusted(' aria-invalid="true" aria-describedby="sign-in-error"')
   const body = html`<h1>${t.signIn.title}</h1>
 <p>${t.signIn.intro}</p>
 ${notice}${error}
 <form method="post" action="/portal/session" class="sign-in"${state.error === undefined ? '' : trusted(' aria-describedby="sign-in-error"')}>
 <p><label for="email">${t.signIn.email}</label>
-<input id="email" name="email" type="email" autocomplete="username" required maxlength="254" value="${state.email ?? ''}"></p>
+<input id="email" name="email" type="email" autocomplete="username" required maxlength="254" value="${state.email ?? ''}"${invalid}></p>
 <p><label for="password">${t.signIn.password}</label>
-<input id="password" name="password" type="password" autocomplete="current-password" required maxlength="256"></p>
+<input id="password" name="password" type="password" autocomplete="current-password" required maxlength="256"${invalid}${state.error === undefined ? '' : trusted(' autofocus')}></p>
 <p><button type="submit">${t.signIn.submit}</button></p>
 </form>`
   return layout(ctx, { title: t.signIn.title, section: null, body })

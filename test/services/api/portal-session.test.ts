@@ -316,6 +316,9 @@ describeDatabases('portal sign-in and sessions', (t) => {
       expect(res.headers['content-type']).toMatch(/^text\/html/)
       expect(res.body).toContain('<html lang="fr">')
       expect(res.body).toContain('role="alert"')
+      // Both fields marked and described by the error; the cursor back in the password.
+      expect(res.body).toMatch(/<input id="email"[^>]* aria-invalid="true" aria-describedby="sign-in-error">/)
+      expect(res.body).toMatch(/<input id="password"[^>]* aria-invalid="true" aria-describedby="sign-in-error" autofocus>/)
       expect(res.body).toContain('Cette adresse et ce mot de passe ne correspondent à aucun foyer.')
       expect(res.body).toContain(`value="${email}"`)
       expect(res.headers['set-cookie']).toBeUndefined()
