@@ -103,7 +103,7 @@ ${page.body}
   return doc.value
 }
 
-export function signInPage(ctx: PageContext, state: { email?: string; error?: string; notice?: string } = {}): string {
+export function signInPage(ctx: PageContext, state: { email?: string; error?: string; notice?: string; next?: string | undefined } = {}): string {
   const { t } = ctx
   const error = state.error === undefined ? '' : html`<p class="error" role="alert" id="sign-in-error">${state.error}</p>`
   const notice = state.notice === undefined ? '' : html`<p class="notice" role="status" id="sign-in-notice">${state.notice}</p>`
@@ -113,6 +113,7 @@ export function signInPage(ctx: PageContext, state: { email?: string; error?: st
 <p>${t.signIn.intro}</p>
 ${notice}${error}
 <form method="post" action="/portal/session" class="sign-in"${state.error === undefined ? '' : trusted(' aria-describedby="sign-in-error"')}>
+${state.next === undefined ? '' : html`<input type="hidden" name="next" value="${state.next}">`}
 <p><label for="email">${t.signIn.email}</label>
 <input id="email" name="email" type="email" autocomplete="username" required maxlength="254" value="${state.email ?? ''}"${invalid}></p>
 <p><label for="password">${t.signIn.password}</label>

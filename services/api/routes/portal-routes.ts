@@ -100,6 +100,16 @@ function sendPage(reply: FastifyReply, status: number, body: string): FastifyRep
     .send(body)
 }
 
+/**
+ * Where a sign-in returns to: a portal page the household was sent away from while signed out
+ * (`/consents`, `/statements/2026-10`, …, with its query), never another site or an API address.
+ */
+const RETURN_PATH_RE = /^\/(?:consents|access-log|consumption|account|statements\/\d{4}-\d{2})(?:\?[A-Za-z0-9_.~%=&+-]*)?$/
+
+export function returnPathOf(next: unknown): string | undefined {
+  return typeof next === 'string' && next.length <= PAGE_PARAM_LENGTH_MAX && RETURN_PATH_RE.test(next) ? next : undefined
+}
+
 /** A page's words for a 429: how many minutes until the next try. */
 function throttledText(ctx: PageContext, err: TooManyRequestsError): string {
   return fill(ctx.t.signIn.throttled, { minutes: String(Math.ceil(err.retryAfterMs / 60_000)) })
@@ -190,9 +200,11 @@ export const portalRoutes: RoutePlugin = async (app, { deps }) => {
           if (url === '/') {
             // After a password change every session has ended: the form says why.
             const notice = queryParam(request, 'done') === 'password' ? ctx.t.signIn.passwordChanged : undefined
-            return sendPage(reply, 200, signInPage(ctx, notice === undefined ? {} : { notice }))
+            return sendPage(reply, 200, signInPage(ctx, { ...(notice === undefined ? {} : { notice }), next: returnPathOf(queryParam(request, 'next')) }))
           }
-          return reply.redirect('/', 303)
+          // Back here once signed in.
+          const back = returnPathOf(request.url.replace(/^[/\\]+/, '/'))
+          return reply.redirect(back === undefined ? '/' : `/?${new URLSearchParams({ next: back }).toString()}`, 303)
         }
         try {
           const result = await render(ctx, session, request)
@@ -211,12 +223,13 @@ export const portalRoutes: RoutePlugin = async (app, { deps }) => {
     method: 'POST',
     url: '/portal/session',
     summary: 'Sign in to the household portal',
-    description: `Email and password, as JSON or from the sign-in form (URL-encoded, answered by a redirect to \`/\`). Sets the cookie \`${SESSION_COOKIE_NAME}\` (HttpOnly, SameSite=Strict, Secure over HTTPS) holding a random 256-bit token, of which only a salted hash is stored; the session ends ${config.portal.sessionTtlMs / 3_600_000} h after sign-in. Send the answer's \`csrfToken\` as \`${CSRF_HEADER_NAME}\` with every POST, PATCH or DELETE made with the cookie. After ${config.portal.signInFailuresMax} failures within ${config.portal.signInFailureWindowMs / 60_000} min for one email from one address, or from one address whatever the emails, and after ${config.portal.signInFailuresPerEmailMax} for one email from all addresses together, sign-ins are refused with 429 and Retry-After. The form (\`application/x-www-form-urlencoded\`, the same two fields) is answered 303 to \`/\` on success and with the form page again (HTML, 400, 401, 403 or 429) on failure.`,
+    description: `Email and password, as JSON or from the sign-in form (URL-encoded, answered by a redirect to \`/\`). Sets the cookie \`${SESSION_COOKIE_NAME}\` (HttpOnly, SameSite=Strict, Secure over HTTPS) holding a random 256-bit token, of which only a salted hash is stored; the session ends ${config.portal.sessionTtlMs / 3_600_000} h after sign-in. Send the answer's \`csrfToken\` as \`${CSRF_HEADER_NAME}\` with every POST, PATCH or DELETE made with the cookie. After ${config.portal.signInFailuresMax} failures within ${config.portal.signInFailureWindowMs / 60_000} min for one email from one address, or from one address whatever the emails, and after ${config.portal.signInFailuresPerEmailMax} for one email from all addresses together, sign-ins are refused with 429 and Retry-After. The form (\`application/x-www-form-urlencoded\`, the same two fields, and \`next\`: the portal page a signed-out visit was sent away from) is answered 303 to that page, or to \`/\`, on success, and with the form page again (HTML, 400, 401, 403 or 429) on failure.`,
     tags: ['portal'],
     auth: 'public',
     body: z.strictObject({
       email: z.string().min(3).max(EMAIL_LENGTH_MAX),
       password: z.string().min(1).max(PASSWORD_LENGTH_MAX),
+      next: z.string().max(PAGE_PARAM_LENGTH_MAX).optional().meta({ description: 'the form only: the portal page to return to once signed in' }),
     }),
     status: 201,
     response: z.object({
@@ -231,7 +244,8 @@ export const portalRoutes: RoutePlugin = async (app, { deps }) => {
       if (!isForm(request)) return undefined
       const ctx = signInFormContext(request, reply)
       const email = (request.body as Record<string, unknown> | undefined)?.email
-      return sendPage(reply, 400, signInPage(ctx, { email: typeof email === 'string' && !hasUnstorableText(email) ? email.slice(0, EMAIL_LENGTH_MAX) : '', error: ctx.t.signIn.invalid }))
+      const next = returnPathOf((request.body as Record<string, unknown> | undefined)?.next)
+      return sendPage(reply, 400, signInPage(ctx, { email: typeof email === 'string' && !hasUnstorableText(email) ? email.slice(0, EMAIL_LENGTH_MAX) : '', error: ctx.t.signIn.invalid, next }))
     },
     async handler({ body, request, reply }) {
       const form = isForm(request)
@@ -242,7 +256,7 @@ export const portalRoutes: RoutePlugin = async (app, { deps }) => {
         request.log.info({ householdId: session.householdId }, 'portal sign-in')
         const maxAgeS = Math.ceil((session.expiresAt.getTime() - at.getTime()) / 1000)
         void reply.header('set-cookie', sessionCookie(request, session.token, maxAgeS))
-        if (form) return reply.redirect('/', 303)
+        if (form) return reply.redirect(returnPathOf(body.next) ?? '/', 303)
         return { householdId: session.householdId, csrfToken: session.csrfToken, expiresAt: formatTimestamp(session.expiresAt) }
       } catch (err) {
         if (err instanceof TooManyRequestsError) {
@@ -259,7 +273,7 @@ export const portalRoutes: RoutePlugin = async (app, { deps }) => {
               : err instanceof ForbiddenError
                 ? ctx.t.formOrigin
                 : ctx.t.signIn.failed
-        return sendPage(reply, err.statusCode, signInPage(ctx, { email: body.email, error: message }))
+        return sendPage(reply, err.statusCode, signInPage(ctx, { email: body.email, error: message, next: returnPathOf(body.next) }))
       }
     },
   })

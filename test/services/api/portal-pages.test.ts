@@ -370,17 +370,39 @@ describeDatabases('portal pages', (t) => {
     expect(remembered.body).toContain('<html lang="en">')
   })
 
-  it('shows the sign-in form signed out, and sends other pages there', async () => {
+  it('shows the sign-in form signed out, and sends other pages there, to come back once signed in', async () => {
     const signIn = await api.inject({ method: 'GET', url: '/', headers: { 'accept-language': 'en' } })
     expect(signIn.statusCode).toBe(200)
     expect(signIn.body).toContain('<form method="post" action="/portal/session" class="sign-in">')
     expect(signIn.body).toContain('<label for="email">Email</label>')
     expect(signIn.body).not.toContain('csrf-token')
-    for (const url of ['/consents', '/statements/2026-10', '/access-log', '/consumption']) {
+    expect(signIn.body).not.toContain('name="next"')
+    for (const url of ['/consents', '/statements/2026-10', '/access-log?from=2026-10-01', '/consumption?view=day&day=2026-10-25']) {
       const res = await api.inject({ method: 'GET', url })
       expect(res.statusCode, url).toBe(303)
-      expect(res.headers.location).toBe('/')
+      expect(res.headers.location, url).toBe(`/?next=${encodeURIComponent(url)}`)
+      const form = await api.inject({ method: 'GET', url: res.headers.location as string })
+      expect(form.body, url).toContain(`<input type="hidden" name="next" value="${url.replaceAll('&', '&amp;')}">`)
     }
+    // Only a portal page is a place to come back to: not another site, nor an API address.
+    for (const next of ['//evil.example/consents', '/\\evil.example', 'https://evil.example/', '/me/payouts', '/consents#x']) {
+      const form = await api.inject({ method: 'GET', url: `/?next=${encodeURIComponent(next)}` })
+      expect(form.body, next).not.toContain('name="next"')
+    }
+    const signedIn = await api.inject({
+      method: 'POST',
+      url: '/portal/session',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      payload: new URLSearchParams({ email: EMAIL, password: PASSWORD, next: '/consumption?view=day&day=2026-10-25' }).toString(),
+    })
+    expect([signedIn.statusCode, signedIn.headers.location]).toEqual([303, '/consumption?view=day&day=2026-10-25'])
+    const elsewhere = await api.inject({
+      method: 'POST',
+      url: '/portal/session',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      payload: new URLSearchParams({ email: EMAIL, password: PASSWORD, next: '//evil.example/consents' }).toString(),
+    })
+    expect([elsewhere.statusCode, elsewhere.headers.location]).toEqual([303, '/'])
   })
 
   it('serves its stylesheet and script under content-hashed names, cached for good', async () => {
