@@ -145,6 +145,11 @@ export const rfc3339Time = z
   .meta({ format: 'date-time', examples: [RFC3339_EXAMPLE] })
   .transform((s, ctx) => apiTime(s, ctx))
 
+/** A time from a query string with the `+` of its offset given back (sent unencoded, it arrives as a space). */
+function queryTimeText(s: string): string {
+  return s.replace(/ (\d{2}:\d{2})$/, '+$1')
+}
+
 /**
  * The same in a query string, where an unencoded `+` of the offset arrives as a space
  * (`from=2026-10-01T00:00:00+02:00` typed by hand): that space is read as the `+` it was.
@@ -153,7 +158,7 @@ export const rfc3339QueryTime = z
   .string()
   .max(64)
   .meta({ format: 'date-time', examples: [RFC3339_EXAMPLE] })
-  .transform((s, ctx) => apiTime(s.replace(/ (\d{2}:\d{2})$/, '+$1'), ctx))
+  .transform((s, ctx) => apiTime(queryTimeText(s), ctx))
 
 /**
  * A local day in a query: YYYY-MM-DD, or an RFC 3339 time standing for the local day (in `timezone`)
@@ -170,7 +175,7 @@ export function queryDayInput(timezone: string) {
         if (!day.success) ctx.addIssue({ code: 'custom', message: day.error.issues[0]!.message, input: s })
         return day.success ? day.data : (z.NEVER as never)
       }
-      const time = parseRfc3339(s.replace(/ (\d{2}:\d{2})$/, '+$1'))
+      const time = parseRfc3339(queryTimeText(s))
       if (time === null) {
         ctx.addIssue({ code: 'custom', message: `expected a day, YYYY-MM-DD, or an RFC 3339 time (${RFC3339_EXAMPLE})`, input: s })
         return z.NEVER as never
