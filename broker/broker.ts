@@ -5,7 +5,7 @@ import { Aedes, type Client, type AedesPublishPacket, type Subscription, type Pu
 import { WebSocketServer, createWebSocketStream } from 'ws'
 import type { Config } from '../shared/config.ts'
 import { createDatumDayResolver } from '../shared/calendar.ts'
-import type { DatabaseHandle } from '../shared/db/database.ts'
+import { probeDatabase, type DatabaseHandle } from '../shared/db/database.ts'
 import { log as rootLog } from '../shared/logger.ts'
 import type { Metrics } from '../shared/metrics.ts'
 import type { Logger } from 'pino'
@@ -89,9 +89,23 @@ export interface Broker {
   /** MQTT over WebSocket at `path` of an HTTP server. */
   attachWebSocket(server: HttpServer, path?: string): void
   principalOf(client: Client): Principal | undefined
+  /**
+   * Whether the database answers, for /healthz: a group committed within COMMIT_PROVES_DATABASE_MS
+   * says so at once; otherwise a probe does (probeDatabase).
+   */
+  databaseAnswers(): Promise<boolean>
   /** Stops intake, commits and acknowledges what was received, then disconnects everyone. */
   close(): Promise<void>
 }
+
+/**
+ * How long, in ms, a committed group stands as proof that the database answers. In a catch-up storm
+ * the event loop can be held up past the probe's deadline (HEALTH_PROBE_TIMEOUT_MS): the probe's
+ * timer then fires before its answer is read, and /healthz said "database": false (503) for
+ * 4–14 s while groups were committing by the thousand, enough for a load balancer to take every
+ * broker out of service in the middle of the storm. A commit is the database answering.
+ */
+export const COMMIT_PROVES_DATABASE_MS = 5_000
 
 function authError(message: string, returnCode: number): Error & { returnCode: number } {
   return Object.assign(new Error(message), { returnCode })
@@ -157,6 +171,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
   // where the lane's next group can wait while one commits. In-process (PGlite, one connection), one lane
   // and one group at a time.
   const laneCount = thread !== null ? limits.commitLanes : 1
+  let lastCommitAt = Number.NEGATIVE_INFINITY
   const ingest = new IngestLanes(laneCount, (lane) => ({
     limits: {
       ...limits,
@@ -176,6 +191,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
       }
     },
     onCommitted: (_messages, result) => {
+      lastCommitAt = clock()
       let stored = 0
       for (const o of result.outcomes) {
         stored += o.storedCount ?? o.stored.length
@@ -422,6 +438,9 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
     aedes,
     ingest,
     ingestThread: thread,
+    async databaseAnswers() {
+      return clock() - lastCommitAt <= COMMIT_PROVES_DATABASE_MS || probeDatabase(db)
+    },
     handle(conn, address, req) {
       addresses.set(conn, address)
       guardPacketSize(conn, limits.packetBytesMax, (reason) => log.warn({ address, reason }, 'connection closed: packet too large'))

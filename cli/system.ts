@@ -2,7 +2,6 @@ import { createWriteStream, existsSync } from 'node:fs'
 import { createServer, type Server as HttpServer } from 'node:http'
 import net, { type AddressInfo } from 'node:net'
 import path from 'node:path'
-import { sql } from 'kysely'
 import type { FastifyInstance } from 'fastify'
 import { createBroker, type Broker } from '../broker/broker.ts'
 import { checkRedis, redisCoupling } from '../broker/redis-coupling.ts'
@@ -10,7 +9,7 @@ import { ENV_VARS, type Config } from '../shared/config.ts'
 import { ensureDataDir } from '../shared/data-dir.ts'
 import { ConfigError, SchemaTooNewError } from '../shared/errors.ts'
 import { monthBounds, monthOf, addMonths } from '../shared/calendar.ts'
-import { openConfiguredDatabase, type DatabaseHandle } from '../shared/db/database.ts'
+import { openConfiguredDatabase, probeDatabase, type DatabaseHandle } from '../shared/db/database.ts'
 import { SCHEMA_CHANNEL, migrateToLatest, requireSchemaCurrent } from '../shared/db/migrator.ts'
 import { openDataCalendar } from '../services/metering/rollup-recut.ts'
 import { configureLogging, log } from '../shared/logger.ts'
@@ -50,9 +49,6 @@ export const DEMO_RECIPIENTS_SUBSCRIBE_WAIT_MS = 5_000
 export const DEMO_SPEED = 21_600
 /** How long a month's last simulated readings may take to arrive before the month is settled. */
 export const DEMO_SETTLE_GRACE_MS = 5_000
-/** Health probe of the database. */
-export const HEALTH_PROBE_TIMEOUT_MS = 2_000
-
 export interface Part {
   name: string
   stop(): Promise<void>
@@ -92,15 +88,6 @@ async function closeAfterBroker(broker: Broker, closeServer: () => Promise<void>
   await closeServer()
 }
 
-export async function probeDatabase(handle: DatabaseHandle): Promise<boolean> {
-  const probe = sql`SELECT 1`.execute(handle.db).then(
-    () => true,
-    () => false,
-  )
-  const timeout = new Promise<boolean>((r) => setTimeout(() => r(false), HEALTH_PROBE_TIMEOUT_MS).unref())
-  return Promise.race([probe, timeout])
-}
-
 async function openAndMigrate(config: Readonly<Config>, parts: Parts, role: string): Promise<DatabaseHandle> {
   const db = await openConfiguredDatabase(config, `metershare:${role}`)
   parts.add('database', () => db.close())
@@ -137,7 +124,7 @@ async function startBrokerPart(
   })
   const health = async (): Promise<HealthReport> => ({
     broker: !broker.aedes.closed,
-    database: await probeDatabase(db),
+    database: await broker.databaseAnswers(),
     ...(coupling !== null ? { redis: coupling.healthy() } : {}),
   })
   return { broker, view, recorder, mqttPort: address.port, health }

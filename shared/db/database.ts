@@ -393,3 +393,16 @@ export async function openConfiguredDatabase(
     ...(applicationName !== undefined ? { applicationName } : {}),
   })
 }
+
+/** Longest wait, in ms, for the health probe of the database (`SELECT 1`); slower counts as down. */
+export const HEALTH_PROBE_TIMEOUT_MS = 2_000
+
+/** Whether the database answers a `SELECT 1` within HEALTH_PROBE_TIMEOUT_MS (the /healthz probe). */
+export async function probeDatabase(handle: DatabaseHandle): Promise<boolean> {
+  const probe = sql`SELECT 1`.execute(handle.db).then(
+    () => true,
+    () => false,
+  )
+  const timeout = new Promise<boolean>((r) => setTimeout(() => r(false), HEALTH_PROBE_TIMEOUT_MS).unref())
+  return Promise.race([probe, timeout])
+}

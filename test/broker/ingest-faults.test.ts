@@ -6,6 +6,8 @@ import { meterReadingsTopic } from '../../shared/topics.ts'
 import { connectMeter, endClient, publishAcked, startTestBroker, waitFor, type TestBroker } from '../support/broker.ts'
 import { laneOf } from '../../broker/ingest-lanes.ts'
 import { INGEST_THREAD_YOUNG_GENERATION_MB } from '../../broker/ingest-thread.ts'
+import { COMMIT_PROVES_DATABASE_MS } from '../../broker/broker.ts'
+import { HEALTH_PROBE_TIMEOUT_MS } from '../../shared/db/database.ts'
 import { describeDatabases, describePostgres } from '../support/database.ts'
 import { createTestHousehold, createTestMeter, createUtility, insertOccupancy, readingsOf, type TestMeter } from '../support/world.ts'
 
@@ -166,6 +168,40 @@ describeDatabases('ingest when the database fails or is slow', (t) => {
       expect(stored.map((r) => r.values['1-0:1.8.0'])).toEqual(Array.from({ length: perMeter }, (_, i) => 100 + i))
     }
   })
+
+  it('reports the database up from a recent commit when a probe could not answer in time, and probes once that is old', async () => {
+    // The broker's own connections: one, held below as a storm's starved event loop would hold the probe.
+    const handle = t.dialect === 'pglite' ? t.handle : await t.openAnother({ poolSize: 1 })
+    let offsetMs = 0
+    let holding: Promise<void> | undefined
+    let release = (): void => {}
+    try {
+      tb = await startTestBroker(handle, { deps: { clock: () => Date.now() + offsetMs } })
+      const client = await connectMeter(tb.url, meter)
+      clients.push(client)
+      await publishAcked(client, meterReadingsTopic(meter.id), reading(T0 + 900_000, 7))
+      await new Promise<void>((held) => {
+        holding = handle.db.transaction().execute(async () => {
+          held()
+          await new Promise<void>((r) => (release = r))
+        })
+      })
+      expect(await tb.broker.databaseAnswers()).toBe(true)
+      offsetMs = COMMIT_PROVES_DATABASE_MS + 1
+      expect(await tb.broker.databaseAnswers()).toBe(false)
+      release()
+      await holding
+      expect(await tb.broker.databaseAnswers()).toBe(true)
+    } finally {
+      release()
+      await holding
+      if (handle !== t.handle) {
+        await tb?.close()
+        tb = undefined
+        await handle.close()
+      }
+    }
+  }, HEALTH_PROBE_TIMEOUT_MS + 30_000)
 })
 
 describePostgres('ingest when its database connections are cut', (t) => {

@@ -22,8 +22,8 @@ export interface TestDatabase {
   readonly url: string | null
   /** PGlite's data folder of this file, null on PostgreSQL. */
   readonly pgliteDir: string | null
-  /** Opens another handle on the same database (PostgreSQL only: PGlite is one connection). */
-  openAnother(): Promise<DatabaseHandle>
+  /** Opens another handle on the same database (PostgreSQL only: PGlite is one connection), of 5 connections unless told. */
+  openAnother(options?: { poolSize?: number }): Promise<DatabaseHandle>
 }
 
 let fileCounter = 0
@@ -99,9 +99,9 @@ export function useTestDatabase(dialect: DialectName, options: { resetEach?: boo
     get pgliteDir() {
       return dir
     },
-    async openAnother() {
+    async openAnother(options = {}) {
       if (url === null) throw new Error('openAnother needs PostgreSQL')
-      return openDatabase({ databaseUrl: url, pgliteDir: null, pgliteFsync: false, poolSize: 5 })
+      return openDatabase({ databaseUrl: url, pgliteDir: null, pgliteFsync: false, poolSize: options.poolSize ?? 5 })
     },
   }
 }
