@@ -21,6 +21,8 @@ export interface RollupGroup {
   indexMax: RegisterValues
   /** Whether the group is a daily datum (rollup-repository's isDailyDatum); absent: it is. */
   datum?: boolean
+  /** Whether its energy is final, so that it may be released to recipients (rollup-repository's isFinalDay); absent: it is. */
+  final?: boolean
 }
 
 export interface GroupEnergy {

@@ -97,11 +97,12 @@ export async function dailyDatumsToPublish(
   })
 
   const days = [...candidates.values()].sort((a, b) => compareKeys([a.meterId, a.day], [b.meterId, b.day]))
-  const contexts = await loadRollupContexts(db, days.map((d) => ({ meterId: d.meterId, fromDay: d.day, toDay: d.day })))
+  const contexts = await loadRollupContexts(db, days.map((d) => ({ meterId: d.meterId, fromDay: d.day, toDay: d.day })), ctx.timezone)
   const out: PublishedDailyDatum[] = []
   for (const context of contexts) {
-    // A group that measures no interval is no day (isDailyDatum): nothing to publish.
-    const notDays = new Set(context.groups.filter((g) => g.datum === false).map((g) => JSON.stringify([g.householdId, g.day])))
+    // A group that measures no interval is no day (isDailyDatum), and one whose energy a late datum
+    // could still change is not final (isFinalDay): nothing to publish.
+    const notDays = new Set(context.groups.filter((g) => g.datum === false || g.final === false).map((g) => JSON.stringify([g.householdId, g.day])))
     for (const e of dailyEnergies(context.groups, context.baseline)) {
       if (e.householdId === null || notDays.has(JSON.stringify([e.householdId, e.day]))) continue
       out.push({ meterId: e.meterId, day: e.day, granularity: 'daily', values: e.values, householdId: e.householdId })

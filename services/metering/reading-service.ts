@@ -217,7 +217,7 @@ function rollupFilter(scope: MeterScope, fromDay: string, toDay: string, ctx: Me
   if (fromDay > toDay) return null
   const windows = dayWindows(scope, ctx)
   if (windows !== undefined && windows.length === 0) return null
-  return { meterId: scope.meterId, fromDay, toDay, householdId: scope.householdId, windows }
+  return { timezone: ctx.timezone, meterId: scope.meterId, fromDay, toDay, householdId: scope.householdId, windows }
 }
 
 /** The daily energy of each group of a meter in [fromDay, toDay], by household and day. */
@@ -226,8 +226,9 @@ async function dailyEnergiesOf(
   meterId: string,
   fromDay: string,
   toDay: string,
+  timezone: string,
 ): Promise<(householdId: string, day: string) => RegisterValues> {
-  const [context] = await loadRollupContexts(db, [{ meterId, fromDay, toDay }])
+  const [context] = await loadRollupContexts(db, [{ meterId, fromDay, toDay }], timezone)
   const byGroup = new Map<string, RegisterValues>()
   for (const e of dailyEnergies(context!.groups, context!.baseline)) byGroup.set(groupKey(e.householdId, e.day), e.values)
   return (householdId, day) => {
@@ -253,7 +254,7 @@ async function dailyPage(
   if (filter === null) return { items: [] }
   const rows = await pageDailyGroups(db, filter, after === null ? null : { day: after[1]!, householdId: after[2]! }, limit)
   if (rows.length === 0) return { items: [] }
-  const energyOf = await dailyEnergiesOf(db, scope.meterId, rows[0]!.day, rows[rows.length - 1]!.day)
+  const energyOf = await dailyEnergiesOf(db, scope.meterId, rows[0]!.day, rows[rows.length - 1]!.day, ctx.timezone)
   return {
     items: rows.map((r) => {
       const datum: DailyDatum = { meterId: scope.meterId, day: r.day, granularity: 'daily', values: energyOf(r.householdId, r.day) }
@@ -277,7 +278,7 @@ async function monthlyPage(
   const rows = await pageMonthlyGroups(db, filter, after === null ? null : { month: after[1]!, householdId: after[2]! }, limit)
   if (rows.length === 0) return { items: [] }
   const days = rows.flatMap((r) => r.days).sort()
-  const energyOf = await dailyEnergiesOf(db, scope.meterId, days[0]!, days[days.length - 1]!)
+  const energyOf = await dailyEnergiesOf(db, scope.meterId, days[0]!, days[days.length - 1]!, ctx.timezone)
   return {
     items: rows.map((r) => {
       const daily = r.days.map((day): GroupEnergy => ({ meterId: scope.meterId, householdId: r.householdId, day, values: energyOf(r.householdId, day) }))

@@ -96,6 +96,56 @@ export function isDailyDatum(alias: 'g' | 'r'): RawBuilder<boolean> {
     ) AS q WHERE q.household_id IS NOT DISTINCT FROM ${a}.household_id))`
 }
 
+/**
+ * Whether a rollup group's daily energy is final: no datum its household could still send changes
+ * it. A day's energy is its closing index less its opening one; while either is not the day's own
+ * boundary reading, every late datum that moves it changes the day, and a recipient of daily data
+ * that watched the day change (live on `daily/`, or pulling it again) would read each interval's
+ * energy in the differences: a load curve it was never granted. So a day is released to recipients
+ * (published, listed, charged) only once both ends are fixed, with the meter's interval `iv`:
+ * - closing: its latest datum is the day's last (`last_ts + iv` passes the day's end: the reading at
+ *   midnight), or the household's last before its move-out (`last_ts + iv` reaches `valid_until`);
+ * - opening: the group before it (the meter's previous one) is the household's and holds the reading
+ *   at the day's start; or, for the household's first group (after another's, or the meter's first
+ *   data), its first datum is the household's first possible (`first_ts - iv` is before `valid_from`).
+ * A day with a boundary reading missing for good (lost, or after days without data) is never
+ * released: its value would reveal part of another day, or change. The household sees its own days
+ * as they grow (not through this rule). Cumulative indexes only grow (ingest quarantines
+ * regressions), so a day's highest index is its latest datum's.
+ */
+export function isFinalDay(alias: 'g' | 'r', timezone: string): RawBuilder<boolean> {
+  const a = sql.raw(alias)
+  return sql<boolean>`EXISTS (
+    SELECT 1 FROM meters m
+    CROSS JOIN LATERAL (
+      SELECT make_interval(mins => m.interval_minutes) AS iv,
+        (${a}.day::timestamp AT TIME ZONE ${timezone}::text) AS day_start, ((${a}.day + 1)::timestamp AT TIME ZONE ${timezone}::text) AS day_end
+    ) AS k
+    LEFT JOIN LATERAL (
+      SELECT p.household_id, p.last_ts FROM daily_rollups p
+      WHERE p.meter_id = ${a}.meter_id AND (p.day, p.first_ts) < (${a}.day, ${a}.first_ts)
+      ORDER BY p.day DESC, p.first_ts DESC LIMIT 1
+    ) AS p ON TRUE
+    WHERE m.id = ${a}.meter_id
+      AND (${a}.last_ts + k.iv > k.day_end OR EXISTS (
+        SELECT 1 FROM occupancies o
+        WHERE o.meter_id = ${a}.meter_id AND o.household_id = ${a}.household_id
+          AND o.valid_from <= ${a}.last_ts AND o.valid_until > ${a}.last_ts AND ${a}.last_ts + k.iv >= o.valid_until))
+      AND CASE WHEN p.household_id IS NOT DISTINCT FROM ${a}.household_id AND p.last_ts IS NOT NULL
+        THEN p.last_ts + k.iv > k.day_start
+        ELSE EXISTS (
+          SELECT 1 FROM occupancies o
+          WHERE o.meter_id = ${a}.meter_id AND o.household_id = ${a}.household_id
+            AND o.valid_from <= ${a}.first_ts AND (o.valid_until IS NULL OR o.valid_until > ${a}.first_ts)
+            AND ${a}.first_ts - k.iv < o.valid_from)
+      END)`
+}
+
+/** A group released to recipients as a day: a daily datum (isDailyDatum) whose energy is final (isFinalDay). */
+export function isReleasableDay(alias: 'g' | 'r', timezone: string): RawBuilder<boolean> {
+  return sql<boolean>`(${isDailyDatum(alias)} AND ${isFinalDay(alias, timezone)})`
+}
+
 /** A meter's days [fromDay, toDay] (inclusive) whose daily energies are wanted. */
 export interface RollupSpan {
   meterId: string
@@ -111,7 +161,7 @@ export interface RollupContext {
 }
 
 /** One context per span, in the order given; every group of the meter (any household) is included. */
-export async function loadRollupContexts(db: Kysely<Database>, spans: readonly RollupSpan[]): Promise<RollupContext[]> {
+export async function loadRollupContexts(db: Kysely<Database>, spans: readonly RollupSpan[], timezone: string): Promise<RollupContext[]> {
   const contexts: RollupContext[] = spans.map(() => ({ groups: [], baseline: {} }))
   if (spans.length === 0) return contexts
   const meters = spans.map((s) => s.meterId)
@@ -126,8 +176,10 @@ export async function loadRollupContexts(db: Kysely<Database>, spans: readonly R
     index_min: RegisterValues
     index_max: RegisterValues
     datum: boolean
+    final: boolean
   }>`
-    SELECT s.i::int AS i, g.meter_id, g.household_id, g.day, g.first_ts, g.index_min, g.index_max, ${isDailyDatum('g')} AS datum
+    SELECT s.i::int AS i, g.meter_id, g.household_id, g.day, g.first_ts, g.index_min, g.index_max, ${isDailyDatum('g')} AS datum,
+      ${isFinalDay('g', timezone)} AS final
     FROM unnest(${meters}::text[], ${fromDays}::date[], ${toDays}::date[]) WITH ORDINALITY AS s(meter_id, from_day, to_day, i)
     JOIN daily_rollups g ON g.meter_id = s.meter_id AND g.day >= s.from_day AND g.day <= s.to_day
     ORDER BY s.i, g.first_ts`.execute(db)
@@ -140,6 +192,7 @@ export async function loadRollupContexts(db: Kysely<Database>, spans: readonly R
       indexMin: r.index_min,
       indexMax: r.index_max,
       datum: r.datum,
+      final: r.final,
     })
   }
   const baselines = await sql<{ i: number; code: string; value: number; household_id: string | null }>`
@@ -212,6 +265,8 @@ export interface DayWindow {
 }
 
 export interface RollupPageFilter {
+  /** The calendar of the days (for the release of recipients' days: isFinalDay). */
+  timezone: string
   meterId: string
   fromDay: string
   toDay: string
@@ -220,7 +275,8 @@ export interface RollupPageFilter {
 }
 
 function ownerFilter(f: RollupPageFilter) {
-  const parts = [sql`g.household_id IS NOT NULL`, isDailyDatum('g')]
+  // A household sees its own days as they grow; a recipient only days whose energy is final.
+  const parts = [sql`g.household_id IS NOT NULL`, f.windows === undefined ? isDailyDatum('g') : isReleasableDay('g', f.timezone)]
   if (f.householdId !== undefined) parts.push(sql`g.household_id = ${f.householdId}`)
   if (f.windows !== undefined) {
     parts.push(sql`EXISTS (

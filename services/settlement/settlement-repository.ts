@@ -6,7 +6,7 @@ import type { SettlementRunsTable } from '../../shared/db/tables/settlement-runs
 import type { Granularity } from '../../shared/wire.ts'
 import { OCCUPANCY_FACT_COLUMNS, toOccupancyFact, type OccupancyFactRow } from '../consent/release-facts-repository.ts'
 import type { ConsentFact, OccupancyFact } from '../consent/release-rule.ts'
-import { isDailyDatum } from '../metering/rollup-repository.ts'
+import { isReleasableDay } from '../metering/rollup-repository.ts'
 import type { RangeCount, ReadingsPiece, RollupRange } from './count-plan.ts'
 import { parseAccount } from './ledger-account.ts'
 import type { LineState } from './settlement-calculation.ts'
@@ -169,9 +169,9 @@ export function pairKey(meterId: string, householdId: string): string {
  * Per (meter, household) with data in [firstDay, lastDay] (a whole month): the datums
  * (Σ readings_count) and the days with data, in one pass over those days' rollups.
  */
-export async function findMonthRollupTotals(trx: Db, firstDay: string, lastDay: string): Promise<Map<string, RangeCount>> {
+export async function findMonthRollupTotals(trx: Db, firstDay: string, lastDay: string, timezone: string): Promise<Map<string, RangeCount>> {
   const { rows } = await sql<{ meter_id: string; household_id: string; readings: bigint; days: bigint }>`
-    SELECT r.meter_id, r.household_id, sum(r.readings_count)::bigint AS readings, (count(*) FILTER (WHERE ${isDailyDatum('r')}))::bigint AS days
+    SELECT r.meter_id, r.household_id, sum(r.readings_count)::bigint AS readings, (count(*) FILTER (WHERE ${isReleasableDay('r', timezone)}))::bigint AS days
     FROM daily_rollups r
     WHERE r.day BETWEEN ${firstDay}::date AND ${lastDay}::date AND r.household_id IS NOT NULL
     GROUP BY r.meter_id, r.household_id`.execute(trx)
@@ -182,14 +182,14 @@ export async function findMonthRollupTotals(trx: Db, firstDay: string, lastDay: 
  * For each range, from the daily rollups: the datums (Σ readings_count) and the days with
  * data. One index range scan per range; answers by position in `ranges`.
  */
-export async function sumRollups(trx: Db, ranges: readonly RollupRange[]): Promise<RangeCount[]> {
+export async function sumRollups(trx: Db, ranges: readonly RollupRange[], timezone: string): Promise<RangeCount[]> {
   if (ranges.length === 0) return []
   const doc = JSON.stringify(ranges.map((r, i) => ({ i, m: r.meterId, h: r.householdId, d0: r.firstDay, d1: r.lastDay })))
   const { rows } = await sql<{ i: number; readings: bigint; days: bigint }>`
     SELECT g.i, a.readings, a.days
     FROM jsonb_to_recordset(${doc}::jsonb) AS g(i integer, m text, h text, d0 date, d1 date)
     CROSS JOIN LATERAL (
-      SELECT coalesce(sum(r.readings_count), 0)::bigint AS readings, (count(*) FILTER (WHERE ${isDailyDatum('r')}))::bigint AS days
+      SELECT coalesce(sum(r.readings_count), 0)::bigint AS readings, (count(*) FILTER (WHERE ${isReleasableDay('r', timezone)}))::bigint AS days
       FROM daily_rollups r WHERE r.meter_id = g.m AND r.household_id = g.h AND r.day BETWEEN g.d0 AND g.d1) AS a`.execute(trx)
   const out = ranges.map(() => ({ readings: 0n, days: 0n }))
   for (const r of rows) out[r.i] = { readings: r.readings, days: r.days }

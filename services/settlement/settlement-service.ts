@@ -276,13 +276,13 @@ async function readMonthInputs(trx: Transaction<Database>, month: string, now: D
   const total = 1 + partial.length + pieces.length
   ctx.onProgress?.({ phase: 'counting', done: 0, total })
   const monthTotals: Map<string, RangeCount> =
-    partial.length === ranges.length ? new Map() : await repo.findMonthRollupTotals(trx, firstDay, lastDay)
+    partial.length === ranges.length ? new Map() : await repo.findMonthRollupTotals(trx, firstDay, lastDay, ctx.timezone)
   const none: RangeCount = { readings: 0n, days: 0n }
   const rangeCounts = ranges.map((r) => monthTotals.get(repo.pairKey(r.meterId, r.householdId)) ?? none)
   for (let i = 0; i < partial.length; i += COUNT_RANGES_PER_STATEMENT_MAX) {
     ctx.onProgress?.({ phase: 'counting', done: 1 + i, total })
     const batch = partial.slice(i, i + COUNT_RANGES_PER_STATEMENT_MAX)
-    const found = await repo.sumRollups(trx, batch.map((k) => ranges[k]!))
+    const found = await repo.sumRollups(trx, batch.map((k) => ranges[k]!), ctx.timezone)
     batch.forEach((k, j) => (rangeCounts[k] = found[j]!))
   }
   const pieceCounts: bigint[] = []

@@ -27,10 +27,12 @@ function hours(n: number, fromHour = 0, toHour = 24) {
 }
 
 describeDatabases('daily publication', (t) => {
+  /** A meter occupied since September whose reading at midnight on 1 October (index 0) opens that day. */
   async function occupiedMeter(): Promise<{ meter: string; h: string }> {
     const meter = await seedMeter(t.db)
     const h = await seedHousehold(t.db)
     await seedOccupancy(t.db, { meterId: meter, householdId: h, from: '2026-09-01T00:00:00Z' })
+    await seedReadings(t.db, meter, [{ ts: midnight(1), values: { [IMPORT]: 0 } }], ctx.timezone)
     return { meter, h }
   }
 
@@ -40,26 +42,50 @@ describeDatabases('daily publication', (t) => {
     expect(await dailyDatumsToPublish(t.db, [{ meterId: meter, day: day(1), created: true }], ctx)).toEqual([])
     await seedReadings(t.db, meter, hours(1, 12, 23), ctx.timezone)
     expect(await dailyDatumsToPublish(t.db, [{ meterId: meter, day: day(1), created: false }], ctx)).toEqual([])
-    // The reading at midnight ends the day's last hour: Oct 1 is complete, from 01:00 (10 Wh) to 24:00 (240 Wh).
+    // The reading at midnight ends the day's last hour: Oct 1 is complete, from 00:00 (0 Wh) to 24:00 (240 Wh).
     await seedReadings(t.db, meter, hours(1, 23), ctx.timezone)
     expect(await dailyDatumsToPublish(t.db, [{ meterId: meter, day: day(1), created: false }], ctx)).toEqual([
-      { meterId: meter, day: day(1), granularity: 'daily', values: { [IMPORT]: 230 }, householdId: h },
+      { meterId: meter, day: day(1), granularity: 'daily', values: { [IMPORT]: 240 }, householdId: h },
     ])
     await seedReadings(t.db, meter, hours(2, 0, 1), ctx.timezone)
     expect(await dailyDatumsToPublish(t.db, [{ meterId: meter, day: day(2), created: true, householdId: h }], ctx)).toEqual([])
   })
 
-  it('publishes the previous day with data when a new day begins, if it did not get its closing reading', async () => {
+  it('withholds a day whose reading at midnight has not come, though later days have data: its energy could still change', async () => {
     const { meter, h } = await occupiedMeter()
-    // Oct 1 until 23:00 (the reading at midnight never came), Oct 2 without data: Oct 3 completes Oct 1.
+    // Oct 1 until 22:00, Oct 2 without data, then Oct 3 begins: Oct 1 is complete, but its last two hours could still come.
     await seedReadings(t.db, meter, hours(1, 0, 22), ctx.timezone)
     await seedReadings(t.db, meter, hours(3, 0, 1), ctx.timezone)
-    expect(await dailyDatumsToPublish(t.db, [{ meterId: meter, day: day(3), created: true, householdId: h }], ctx)).toEqual([
-      { meterId: meter, day: day(1), granularity: 'daily', values: { [IMPORT]: 210 }, householdId: h },
+    expect(await dailyDatumsToPublish(t.db, [{ meterId: meter, day: day(3), created: true, householdId: h }], ctx)).toEqual([])
+    // One of them comes: published, Oct 1 would read 230 Wh, and 240 at the next: the difference is an hour's energy.
+    await seedReadings(t.db, meter, hours(1, 22, 23), ctx.timezone)
+    expect(await dailyDatumsToPublish(t.db, [{ meterId: meter, day: day(1), created: false }], ctx)).toEqual([])
+    // The reading at midnight fixes Oct 1. Oct 3 stays withheld: Oct 2 has no reading at its end, Oct 3's opening.
+    await seedReadings(t.db, meter, hours(1, 23), ctx.timezone)
+    expect(await dailyDatumsToPublish(t.db, [{ meterId: meter, day: day(1), created: false }], ctx)).toEqual([
+      { meterId: meter, day: day(1), granularity: 'daily', values: { [IMPORT]: 240 }, householdId: h },
     ])
-    // More of Oct 3 completes nothing.
-    await seedReadings(t.db, meter, hours(3, 1, 2), ctx.timezone)
+    await seedReadings(t.db, meter, hours(3, 1), ctx.timezone)
     expect(await dailyDatumsToPublish(t.db, [{ meterId: meter, day: day(3), created: false }], ctx)).toEqual([])
+  })
+
+  it('publishes a backfilled day once, final, when a later reading came first: its changes would give away the load curve', async () => {
+    const { meter, h } = await occupiedMeter()
+    // A meter back online sends its latest reading first (Oct 3, 01:00), then its backlog one reading at a time.
+    await seedReadings(t.db, meter, hours(3, 0, 1), ctx.timezone)
+    const published: [string, number | undefined][] = []
+    for (const [n, r] of [...hours(1).map((r) => [1, r] as const), ...hours(2).map((r) => [2, r] as const)]) {
+      await seedReadings(t.db, meter, [r], ctx.timezone)
+      for (const d of await dailyDatumsToPublish(t.db, [{ meterId: meter, day: day(n), created: false }], ctx)) {
+        expect(d.householdId).toBe(h)
+        published.push([d.day, d.values[IMPORT]])
+      }
+    }
+    // Each day once its reading at midnight is in, and Oct 2 again at most when Oct 1's end fixed its opening: never a value between.
+    expect(published).toEqual([
+      [day(1), 240],
+      [day(2), 240],
+    ])
   })
 
   it('publishes every day a batch completes when it spans several days', async () => {
@@ -72,14 +98,17 @@ describeDatabases('daily publication', (t) => {
       { meterId: meter, day: day(3), created: true },
     ]
     expect(await dailyDatumsToPublish(t.db, touched, ctx)).toEqual([
-      { meterId: meter, day: day(1), granularity: 'daily', values: { [IMPORT]: 230 }, householdId: h },
+      { meterId: meter, day: day(1), granularity: 'daily', values: { [IMPORT]: 240 }, householdId: h },
       { meterId: meter, day: day(2), granularity: 'daily', values: { [IMPORT]: 240 }, householdId: h },
     ])
   })
 
-  it('republishes a complete day that receives late data, and the next day whose energy it moved', async () => {
+  it('publishes a day when its late closing reading comes, and the next day, whose opening index it is', async () => {
     const { meter, h } = await occupiedMeter()
     await seedReadings(t.db, meter, [...hours(1), ...hours(2, 0, 12), ...hours(3), ...hours(4, 0, 1)], ctx.timezone)
+    const touched: TouchedGroup[] = [1, 2, 3, 4].map((n) => ({ meterId: meter, day: day(n), created: true }))
+    // Oct 2 lacks its evening, and Oct 3 its opening index: only Oct 1 is final.
+    expect((await dailyDatumsToPublish(t.db, touched, ctx)).map((d) => d.day)).toEqual([day(1)])
     // The evening of Oct 2 arrives late.
     await seedReadings(t.db, meter, hours(2, 12), ctx.timezone)
     expect(await dailyDatumsToPublish(t.db, [{ meterId: meter, day: day(2), created: false }], ctx)).toEqual([
@@ -139,7 +168,7 @@ describeDatabases('daily publication', (t) => {
   it('publishes no day for a reading alone at the midnight before a meter\'s first day or a household\'s move-in: it measures nothing', async () => {
     const { meter, h } = await occupiedMeter()
     // The meter's first reading, at midnight on 1 October (index 0), closes 30 September; then 1 October whole.
-    await seedReadings(t.db, meter, [{ ts: midnight(1), values: { [IMPORT]: 0 } }, ...hours(1)], ctx.timezone)
+    await seedReadings(t.db, meter, hours(1), ctx.timezone)
     expect(await dailyDatumsToPublish(t.db, [{ meterId: meter, day: '2026-09-30', created: true }, { meterId: meter, day: day(1), created: true }], ctx)).toEqual([
       { meterId: meter, day: day(1), granularity: 'daily', values: { [IMPORT]: 240 } , householdId: h },
     ])
@@ -150,28 +179,30 @@ describeDatabases('daily publication', (t) => {
     const b = await seedHousehold(t.db)
     await seedOccupancy(t.db, { meterId: other, householdId: a, from: '2026-09-01T00:00:00Z', until: midnight(2) })
     await seedOccupancy(t.db, { meterId: other, householdId: b, from: midnight(2) })
-    await seedReadings(t.db, other, [...hours(1), ...hours(2, 0, 1)], ctx.timezone)
+    await seedReadings(t.db, other, [{ ts: midnight(1), values: { [IMPORT]: 0 } }, ...hours(1), ...hours(2, 0, 1)], ctx.timezone)
     const published = await dailyDatumsToPublish(t.db, [{ meterId: other, day: day(1), created: true }, { meterId: other, day: day(2), created: true }], ctx)
-    // A's 1 October, 01:00 to 23:00 (10 … 230 Wh); the hour ending at the move is measured across it: neither's.
-    expect(published.map((d) => [d.day, d.householdId, d.values[IMPORT]])).toEqual([[day(1), a, 220]])
+    // A's 1 October, 00:00 to 23:00 (0 … 230 Wh); the hour ending at the move is measured across it: neither's.
+    expect(published.map((d) => [d.day, d.householdId, d.values[IMPORT]])).toEqual([[day(1), a, 230]])
   })
 
   it('handles several meters in one batch', async () => {
     const one = await occupiedMeter()
     const two = await occupiedMeter()
-    // Neither got its reading at midnight: the first of Oct 2 completes Oct 1.
-    await seedReadings(t.db, one.meter, [...hours(1, 0, 23), ...hours(2, 0, 1)], ctx.timezone)
-    await seedReadings(t.db, two.meter, [...hours(1, 6, 23), ...hours(2, 0, 2)], ctx.timezone)
-    const touched: TouchedGroup[] = [
-      { meterId: one.meter, day: day(2), created: true },
-      { meterId: two.meter, day: day(2), created: true },
-      { meterId: two.meter, day: day(2), created: false },
-    ]
+    const three = await occupiedMeter()
+    // One batch stores Oct 1 and the start of Oct 2 of each; the third did not get its reading at midnight.
+    await seedReadings(t.db, one.meter, [...hours(1), ...hours(2, 0, 1)], ctx.timezone)
+    await seedReadings(t.db, two.meter, [...hours(1, 6), ...hours(2, 0, 2)], ctx.timezone)
+    await seedReadings(t.db, three.meter, [...hours(1, 0, 23), ...hours(2, 1, 2)], ctx.timezone)
+    const touched: TouchedGroup[] = [one, two, three].flatMap(({ meter }) => [
+      { meterId: meter, day: day(1), created: true },
+      { meterId: meter, day: day(2), created: true },
+    ])
     const published = await dailyDatumsToPublish(t.db, touched, ctx)
     expect(published.map((d) => [d.meterId, d.day, d.householdId, d.values[IMPORT]]).sort()).toEqual(
       [
-        [one.meter, day(1), one.h, 220],
-        [two.meter, day(1), two.h, 160],
+        [one.meter, day(1), one.h, 240],
+        // 06:00 to 24:00 missing in between changes nothing: the day runs from its opening index to its closing one.
+        [two.meter, day(1), two.h, 240],
       ].sort(),
     )
     expect(await dailyDatumsToPublish(t.db, [], ctx)).toEqual([])
