@@ -104,9 +104,14 @@ export async function loggedMeterEndsOf(db: Db, consentIds: readonly string[]): 
   return out
 }
 
-/** Locks the household's row until the end of the transaction: its grants are checked and made one at a time. */
+/**
+ * Locks the household's row until the end of the transaction: its grants are checked and made one at a
+ * time. FOR NO KEY UPDATE, not FOR UPDATE: a revocation or the sweep holding a consent of the household
+ * inserts into consent_log, whose foreign key takes a KEY SHARE lock on this row; FOR UPDATE would make
+ * it wait for the grant, which waits for that consent's lock (refuseOverlap): a deadlock.
+ */
 export async function lockHousehold(trx: Db, householdId: string): Promise<void> {
-  await trx.selectFrom('households').select('id').where('id', '=', householdId).forUpdate().execute()
+  await trx.selectFrom('households').select('id').where('id', '=', householdId).forNoKeyUpdate().execute()
 }
 
 /** The household's consents to a recipient at a granularity that are in force at `at`. */

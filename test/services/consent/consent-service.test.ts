@@ -13,7 +13,8 @@ import {
 import { createOffer, listOffers, listOffersForHousehold } from '../../../services/consent/offer-service.ts'
 import { moveOut } from '../../../services/metering/occupancy-service.ts'
 import { ConflictError, InvalidInputError } from '../../../shared/errors.ts'
-import { describeDatabases } from '../../support/database.ts'
+import { lockConsent } from '../../../services/consent/consent-repository.ts'
+import { describeDatabases, describePostgres } from '../../support/database.ts'
 import { offerInput, seedConsentWorld, seedOffer, type ConsentWorld } from './consent-world.ts'
 import { seedMeter, seedOccupancy } from '../../support/seed.ts'
 
@@ -438,5 +439,81 @@ describeDatabases('consent service', (t) => {
     expect(await fieldOf(grantConsent(t.db, w.h1, { offerId, meterIds: [w.m1], validUntil: LATER(3 * DAY) }, LATER(2 * DAY)))).toBe('meterIds[0]')
     const { id } = await grantConsent(t.db, w.h1, { offerId, validUntil: LATER(3 * DAY) }, LATER(2 * DAY))
     expect((await listHouseholdConsents(t.db, w.h1, { limit: 10 }, LATER(2 * DAY))).items.find((c) => c.id === id)!.meterIds).toEqual([w.m2])
+  })
+})
+
+describePostgres('consent service, locks between a household’s grant and another of its consents', (t) => {
+  let w: ConsentWorld
+
+  beforeEach(async () => {
+    w = await seedConsentWorld(t.db)
+  })
+
+  /** Until `n` backends of this database wait for a lock (a row's, here). */
+  async function untilWaitingForLocks(n: number, settled: () => boolean): Promise<void> {
+    for (;;) {
+      const { rows } = await sql<{ n: number }>`SELECT count(*)::int AS n FROM pg_stat_activity
+        WHERE datname = current_database() AND wait_event_type = 'Lock'`.execute(t.db)
+      if (rows[0]!.n >= n || settled()) return
+      await new Promise((resolve) => setTimeout(resolve, 10))
+    }
+  }
+
+  /**
+   * The race the concurrency tester found, made certain: another transaction holds consent C's lock;
+   * `end` (a revocation or the sweep) queues for it first, then a grant of the same data locks the
+   * household and queues for C too (refuseOverlap). Once C is released, `end` writes consent_log,
+   * whose foreign key needs a KEY SHARE lock on the household's row: with the grant holding that row
+   * FOR UPDATE, PostgreSQL found a deadlock and one of them failed (a 500).
+   */
+  async function endWhileGranting(end: (consentId: string) => Promise<unknown>): Promise<{ consentId: string; ended: PromiseSettledResult<unknown>; granted: PromiseSettledResult<{ id: string }> }> {
+    const first = await seedOffer(t.db, w.appId)
+    const second = await seedOffer(t.db, w.appId, { purpose: 'other advice' })
+    const { id: consentId } = await grantConsent(t.db, w.h1, { offerId: first, validUntil: LATER(DAY) }, NOW)
+    const other = await t.openAnother()
+    try {
+      let release!: () => void
+      const released = new Promise<void>((resolve) => (release = resolve))
+      let locked!: () => void
+      const isLocked = new Promise<void>((resolve) => (locked = resolve))
+      const holder = other.db.transaction().execute(async (trx) => {
+        await lockConsent(trx, consentId)
+        locked()
+        await released
+      })
+      await isLocked
+      let settled = 0
+      const count = <T>(p: Promise<T>): Promise<PromiseSettledResult<T>> => {
+        const outcome = Promise.allSettled([p]).then(([r]) => r!)
+        void outcome.then(() => settled++)
+        return outcome
+      }
+      const ended = count(end(consentId))
+      await untilWaitingForLocks(1, () => settled > 0)
+      const granted = count(grantConsent(t.db, w.h1, { offerId: second, validUntil: LATER(2 * DAY) }, NOW))
+      await untilWaitingForLocks(2, () => settled > 0)
+      release()
+      await holder
+      return { consentId, ended: await ended, granted: await granted }
+    } finally {
+      await other.close()
+    }
+  }
+
+  it('lets a revocation and a grant of the same data meet without a deadlock, and the revocation holds', async () => {
+    const { consentId, ended, granted } = await endWhileGranting((id) => revokeConsent(t.db, id, { role: 'household', householdId: w.h1 }, NOW))
+    expect(ended).toEqual({ status: 'fulfilled', value: undefined })
+    // The revocation went first, so the grant no longer overlaps anything.
+    expect(granted).toMatchObject({ status: 'fulfilled' })
+    const statuses = await t.db.selectFrom('consents').select(['id', 'status']).where('household_id', '=', w.h1).execute()
+    expect(statuses).toContainEqual({ id: consentId, status: 'revoked' })
+    expect(statuses.filter((c) => c.status === 'active')).toHaveLength(1)
+  })
+
+  it('lets the sweep end a consent while a grant of the same data waits for it, without a deadlock', async () => {
+    const { consentId, ended, granted } = await endWhileGranting((id) => sweepConsents(t.db, LATER(DAY), { consentId: id }))
+    expect(ended).toEqual({ status: 'fulfilled', value: { expired: 1, endedByMoveOut: 0, meterEnds: 0 } })
+    if (granted.status === 'rejected') expect(granted.reason).toBeInstanceOf(ConflictError)
+    expect((await t.db.selectFrom('consents').select('status').where('id', '=', consentId).executeTakeFirstOrThrow()).status).toBe('expired')
   })
 })
