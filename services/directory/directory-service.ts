@@ -216,15 +216,18 @@ async function principalForKey(db: Kysely<Database>, ownerId: string, secret: st
   return null
 }
 
-/** Portal sign-in. Null on any mismatch, without telling which part was wrong. */
-export async function authenticatePassword(db: Kysely<Database>, email: string, password: string): Promise<{ householdId: string } | null> {
+/**
+ * Portal sign-in. Null on any mismatch, without telling which part was wrong; else the household and
+ * the hash the password was verified against (a session opens only while it is still the one).
+ */
+export async function authenticatePassword(db: Kysely<Database>, email: string, password: string): Promise<{ householdId: string; passwordHash: string } | null> {
   const household = await repo.findHouseholdByEmail(db, email)
   if (household === undefined) {
     // Spend the same time as a real check so that timing does not reveal which emails exist.
     await verifyPassword(password, DUMMY_PASSWORD_HASH)
     return null
   }
-  return (await verifyPassword(password, household.password_hash)) ? { householdId: household.id } : null
+  return (await verifyPassword(password, household.password_hash)) ? { householdId: household.id, passwordHash: household.password_hash } : null
 }
 
 const DUMMY_PASSWORD_HASH = 'scrypt$16384$8$1$AAAAAAAAAAAAAAAAAAAAAA$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA'

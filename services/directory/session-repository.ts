@@ -6,6 +6,17 @@ import type { SessionsTable } from '../../shared/db/tables/sessions.ts'
 
 type Db = Kysely<Database> | Transaction<Database>
 
+/**
+ * Whether the household's password is still the one whose hash a sign-in verified; if so, the row is
+ * held FOR SHARE until the end of the transaction, so a password change (an UPDATE of the row) waits
+ * for the session to be committed and then ends it with the others. A change already under way makes
+ * this wait for its commit and then read the new hash.
+ */
+export async function holdPasswordHash(db: Db, householdId: string, passwordHash: string): Promise<boolean> {
+  const row = await db.selectFrom('households').select('id').where('id', '=', householdId).where('password_hash', '=', passwordHash).forShare().executeTakeFirst()
+  return row !== undefined
+}
+
 export async function insertSession(db: Db, row: Insertable<SessionsTable>): Promise<void> {
   await db.insertInto('sessions').values(row).execute()
 }

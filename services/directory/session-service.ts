@@ -55,12 +55,26 @@ export function csrfTokenValid(sessionToken: string, candidate: string | undefin
   return safeEqual(candidate, csrfTokenOf(sessionToken))
 }
 
-/** Opens a session for a household that has proved who it is; ends expired and surplus sessions. */
-export async function openSession(db: Kysely<Database>, householdId: string, now: Date, limits: SessionLimits): Promise<OpenedSession> {
+const SIGN_IN_REFUSAL = 'email or password: no household with this email and password'
+
+/**
+ * Opens a session for a household that has proved who it is with its password; ends expired and
+ * surplus sessions. Opened only while the password is still the one verified (`passwordHash`): a
+ * change made between the check and now ended every session, and this one would outlive it; the
+ * sign-in is then refused as a wrong password is.
+ */
+export async function openSession(
+  db: Kysely<Database>,
+  proof: { householdId: string; passwordHash: string },
+  now: Date,
+  limits: SessionLimits,
+): Promise<OpenedSession> {
+  const { householdId } = proof
   const id = newId('session')
   const secret = generateSecret()
   const expiresAt = new Date(now.getTime() + limits.sessionTtlMs)
   await db.transaction().execute(async (trx) => {
+    if (!(await repo.holdPasswordHash(trx, householdId, proof.passwordHash))) throw new UnauthenticatedError(SIGN_IN_REFUSAL)
     await repo.deleteExpiredSessions(trx, now)
     await repo.insertSession(trx, { id, household_id: householdId, token_hash: hashSecret(secret), created_at: now, expires_at: expiresAt })
     await repo.deleteSessionsBeyond(trx, householdId, limits.sessionsPerHouseholdMax)
@@ -112,11 +126,19 @@ export async function signIn(
   const keys = throttle.keysOf(input.email, input.address)
   const passed = throttle.begin(keys, now.getTime(), 'too many failed sign-ins: try again later')
   const found = await authenticatePassword(db, input.email.trim(), input.password)
-  if (found === null) throw new UnauthenticatedError('email or password: no household with this email and password')
+  if (found === null) throw new UnauthenticatedError(SIGN_IN_REFUSAL)
+  let session: OpenedSession
+  try {
+    session = await openSession(db, found, now, limits)
+  } catch (err) {
+    // A password changed since the check counts as the wrong password it now is; nothing else does.
+    if (!(err instanceof UnauthenticatedError)) passed()
+    throw err
+  }
   // It was not one; and the right password from this address clears what this address got wrong for this email.
   passed()
   throttle.forget(keys[0]!)
-  return openSession(db, found.householdId, now, limits)
+  return session
 }
 
 /**

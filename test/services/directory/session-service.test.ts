@@ -1,0 +1,89 @@
+import { sql } from 'kysely'
+import { beforeEach, expect, it } from 'vitest'
+import { authenticatePassword, setHouseholdPassword } from '../../../services/directory/directory-service.ts'
+import { setCredentialHash } from '../../../services/directory/directory-repository.ts'
+import { deleteHouseholdSessions } from '../../../services/directory/session-repository.ts'
+import { openSession, resolveSession, signIn } from '../../../services/directory/session-service.ts'
+import { SignInThrottle } from '../../../services/directory/session-throttle.ts'
+import { DEFAULT_PORTAL_LIMITS } from '../../../shared/config.ts'
+import { UnauthenticatedError } from '../../../shared/errors.ts'
+import { hashPassword } from '../../../shared/secrets.ts'
+import { describeDatabases, describePostgres, type TestDatabase } from '../../support/database.ts'
+import { createTestHousehold } from '../../support/world.ts'
+
+/**
+ * A sign-in checks the password, then opens a session in a step of its own; a password change ends
+ * every session. A change made between the two steps must not leave the old password's session open
+ * (concurrency tester: a sign-in with the old password overlapping a change kept a working session).
+ */
+
+const NOW = new Date('2026-10-10T10:00:00Z')
+const NEW_PASSWORD = 'a new long password'
+
+async function sessionsOf(t: TestDatabase, householdId: string): Promise<number> {
+  return (await t.db.selectFrom('sessions').select('id').where('household_id', '=', householdId).execute()).length
+}
+
+describeDatabases('portal sessions and password changes', (t) => {
+  let household: Awaited<ReturnType<typeof createTestHousehold>>
+
+  beforeEach(async () => {
+    household = await createTestHousehold(t.db)
+  })
+
+  it('opens no session for a password that was changed after it was checked, and refuses it as a wrong one', async () => {
+    const checked = await authenticatePassword(t.db, household.email, household.password)
+    expect(checked).toMatchObject({ householdId: household.id })
+    await setHouseholdPassword(t.db, household.id, NEW_PASSWORD, household.password)
+    await expect(openSession(t.db, checked!, NOW, DEFAULT_PORTAL_LIMITS)).rejects.toThrow(UnauthenticatedError)
+    expect(await sessionsOf(t, household.id)).toBe(0)
+
+    const again = await authenticatePassword(t.db, household.email, NEW_PASSWORD)
+    const opened = await openSession(t.db, again!, NOW, DEFAULT_PORTAL_LIMITS)
+    expect(await resolveSession(t.db, opened.token, NOW)).toMatchObject({ householdId: household.id })
+  })
+})
+
+describePostgres('portal sessions and password changes, at once', (t) => {
+  it('refuses a sign-in with the old password while a change is being committed, and leaves no session', async () => {
+    const household = await createTestHousehold(t.db)
+    const newHash = await hashPassword(NEW_PASSWORD)
+    const other = await t.openAnother()
+    try {
+      let release!: () => void
+      const released = new Promise<void>((resolve) => (release = resolve))
+      let changed!: () => void
+      const isChanged = new Promise<void>((resolve) => (changed = resolve))
+      // A password change as setHouseholdPassword writes it, its commit held back: the new hash and
+      // the end of every session are written, not yet committed, when the sign-in checks the old one.
+      const change = other.db.transaction().execute(async (trx) => {
+        await setCredentialHash(trx, { table: 'households', column: 'password_hash' }, household.id, newHash)
+        await deleteHouseholdSessions(trx, household.id)
+        changed()
+        await released
+      })
+      await isChanged
+      let settled = false
+      const throttle = new SignInThrottle(DEFAULT_PORTAL_LIMITS)
+      const signingIn = Promise.allSettled([signIn(t.db, { email: household.email, password: household.password, address: '192.0.2.1' }, NOW, DEFAULT_PORTAL_LIMITS, throttle)])
+      void signingIn.then(() => (settled = true))
+      // Until the sign-in waits for the change's lock on the household (or, unguarded, has finished).
+      for (;;) {
+        const { rows } = await sql<{ n: number }>`SELECT count(*)::int AS n FROM pg_stat_activity
+          WHERE datname = current_database() AND wait_event_type = 'Lock'`.execute(other.db)
+        if (rows[0]!.n > 0 || settled) break
+        await new Promise((resolve) => setTimeout(resolve, 10))
+      }
+      release()
+      await change
+      const [outcome] = await signingIn
+      expect(outcome).toMatchObject({ status: 'rejected', reason: expect.any(UnauthenticatedError) })
+      expect(await sessionsOf(t, household.id)).toBe(0)
+      // The new password signs in.
+      await signIn(t.db, { email: household.email, password: NEW_PASSWORD, address: '192.0.2.1' }, NOW, DEFAULT_PORTAL_LIMITS, throttle)
+      expect(await sessionsOf(t, household.id)).toBe(1)
+    } finally {
+      await other.close()
+    }
+  })
+})
