@@ -83,6 +83,16 @@ export async function authenticateRequest(request: FastifyRequest, ctx: AuthCont
   return { principal, via: 'session' }
 }
 
+/**
+ * The API key an authenticated request was let in with (its bearer token); undefined when it came with
+ * the operator's token or a session. A change of that key compares against it when it is written.
+ */
+export function presentedApiKeyOf(request: FastifyRequest): string | undefined {
+  if (request.auth?.via !== 'bearer' || request.auth.principal.role === 'operator') return undefined
+  const match = BEARER_RE.exec(request.headers.authorization ?? '')
+  return match === null ? undefined : match[1]
+}
+
 /** Who may call a route: nobody in particular, or one of these roles. */
 export type AuthRequirement = 'public' | readonly PrincipalRole[]
 

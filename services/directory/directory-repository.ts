@@ -39,9 +39,14 @@ export type CredentialColumn =
   | { table: 'parties'; column: 'api_key_hash' }
   | { table: 'households'; column: 'api_key_hash' | 'password_hash' }
 
-/** Replaces a stored hash; false when there is no such row. */
-export async function setCredentialHash(db: Db, where: CredentialColumn, id: string, hash: string): Promise<boolean> {
-  const { rows } = await sql<{ id: string }>`UPDATE ${sql.table(where.table)} SET ${sql.ref(where.column)} = ${hash} WHERE id = ${id} RETURNING id`.execute(db)
+/**
+ * Replaces a stored hash; false when there is no such row, or, given `expected`, when the stored hash
+ * is no longer that one (compare-and-swap: a change made since the caller proved it knew the old
+ * credential wins, and this one is refused rather than silently undoing it).
+ */
+export async function setCredentialHash(db: Db, where: CredentialColumn, id: string, hash: string, expected?: string): Promise<boolean> {
+  const unchanged = expected === undefined ? sql`` : sql` AND ${sql.ref(where.column)} = ${expected}`
+  const { rows } = await sql<{ id: string }>`UPDATE ${sql.table(where.table)} SET ${sql.ref(where.column)} = ${hash} WHERE id = ${id}${unchanged} RETURNING id`.execute(db)
   return rows.length > 0
 }
 

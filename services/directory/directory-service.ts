@@ -1,6 +1,6 @@
 import type { Kysely } from 'kysely'
 import { formatTimestamp } from '../../shared/calendar.ts'
-import { ConflictError, ERROR_CODES, InvalidInputError, NotFoundError } from '../../shared/errors.ts'
+import { ConflictError, ERROR_CODES, InvalidInputError, NotFoundError, UnauthenticatedError } from '../../shared/errors.ts'
 import { ID_PREFIXES, METER_ID_RE, newId } from '../../shared/ids.ts'
 import type { Commodity } from '../../shared/obis.ts'
 import type { Database } from '../../shared/db/schema.ts'
@@ -117,15 +117,40 @@ export async function partyNamesOf(db: Kysely<Database>, ids: readonly string[])
   return repo.partyNames(db, ids)
 }
 
-export async function renewApiKey(db: Kysely<Database>, kind: 'party' | 'household', ownerId: string): Promise<{ id: string; apiKey: string }> {
+/**
+ * With `presented`, the owner renews the key it called with (`POST /me/api-key` with a bearer key):
+ * renewed only if that key is still the one in force when the new one is written. Of renewals made at
+ * once with one key, one answers the new key and the others are refused (UnauthenticatedError) as any
+ * key that no longer holds is, rather than each answering a key that a later one ended at once.
+ */
+export async function renewApiKey(
+  db: Kysely<Database>,
+  kind: 'party' | 'household',
+  ownerId: string,
+  presented?: string,
+): Promise<{ id: string; apiKey: string }> {
   const secret = generateSecret()
   await db.transaction().execute(async (trx) => {
     const where = kind === 'party' ? ({ table: 'parties', column: 'api_key_hash' } as const) : ({ table: 'households', column: 'api_key_hash' } as const)
-    if (!(await repo.setCredentialHash(trx, where, ownerId, hashSecret(secret)))) throw new NotFoundError(`${kind} ${ownerId} not found`)
+    let expected: string | undefined
+    if (presented !== undefined) {
+      const key = parseApiKey(presented)
+      const owner = kind === 'party' ? await repo.findParty(trx, ownerId) : await repo.findHousehold(trx, ownerId)
+      if (key === null || key.ownerId !== ownerId || owner === undefined || !verifySecret(key.secret, owner.api_key_hash)) throw new UnauthenticatedError(STALE_KEY)
+      expected = owner.api_key_hash
+    }
+    if (!(await repo.setCredentialHash(trx, where, ownerId, hashSecret(secret), expected))) {
+      if (expected !== undefined) throw new UnauthenticatedError(STALE_KEY)
+      throw new NotFoundError(`${kind} ${ownerId} not found`)
+    }
     await repo.notifyCredentialsChanged(trx, ownerKey(kind, ownerId))
   })
   return { id: ownerId, apiKey: formatApiKey(ownerId, secret) }
 }
+
+const STALE_KEY = 'invalid bearer token: the key was renewed meanwhile'
+
+const WRONG_CURRENT_PASSWORD = 'currentPassword: not the password of this household'
 
 function checkPasswordLength(password: string, field: string): void {
   if (password.length < PASSWORD_LENGTH_MIN || password.length > PASSWORD_LENGTH_MAX) {
@@ -143,11 +168,17 @@ export async function setHouseholdPassword(db: Kysely<Database>, householdId: st
   const household = await repo.findHousehold(db, householdId)
   if (household === undefined) throw new NotFoundError(`household ${householdId} not found`)
   if (current !== undefined && !(await verifyPassword(current, household.password_hash))) {
-    throw new InvalidInputError('currentPassword: not the password of this household', 'currentPassword')
+    throw new InvalidInputError(WRONG_CURRENT_PASSWORD, 'currentPassword')
   }
   const hash = await hashPassword(password)
   await db.transaction().execute(async (trx) => {
-    await repo.setCredentialHash(trx, { table: 'households', column: 'password_hash' }, householdId, hash)
+    // The household's own change replaces only the password it proved it knew: of changes made at once
+    // with it, one goes through and the others find it is no longer the password.
+    const proved = current === undefined ? undefined : household.password_hash
+    if (!(await repo.setCredentialHash(trx, { table: 'households', column: 'password_hash' }, householdId, hash, proved))) {
+      if (proved === undefined) throw new NotFoundError(`household ${householdId} not found`)
+      throw new InvalidInputError(WRONG_CURRENT_PASSWORD, 'currentPassword')
+    }
     await deleteHouseholdSessions(trx, householdId)
   })
 }

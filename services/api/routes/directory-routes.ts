@@ -19,6 +19,7 @@ import {
   setHouseholdPassword,
 } from '../../directory/directory-service.ts'
 import { changePassword } from '../../directory/session-service.ts'
+import { presentedApiKeyOf } from '../auth.ts'
 import { defineRoute } from '../route.ts'
 import { nameString, pageAnswer, pageQueryShape, timeOutput } from '../validation.ts'
 import type { RoutePlugin } from './route-plugin.ts'
@@ -245,12 +246,14 @@ export const directoryRoutes: RoutePlugin = async (app, { deps }) => {
     method: 'POST',
     url: '/me/api-key',
     summary: "Renew the household's API key",
-    description: RENEW_KEY_DESCRIPTION,
+    description:
+      RENEW_KEY_DESCRIPTION +
+      ' Called with the API key, it renews that key only if it is still the one in force: of renewals sent at once with one key, one answers the new key and the others 401.',
     tags: ['household'],
     auth: ['household'] as const,
     response: credentialAnswer,
-    async handler({ principal }) {
-      return renewApiKey(db, 'household', principal.householdId)
+    async handler({ principal, request }) {
+      return renewApiKey(db, 'household', principal.householdId, presentedApiKeyOf(request))
     },
   })
 

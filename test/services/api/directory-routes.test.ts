@@ -370,6 +370,40 @@ describeDatabases('operator directory endpoints', (t) => {
       expect(await verifyPassword('reset by the operator', row.password_hash)).toBe(true)
     })
 
+    it('lets one of password changes sent at once through, and refuses the others as a wrong current password: only its password works', async () => {
+      const household = await createHousehold('at-once@example.org')
+      // An address of its own: the refused changes count as wrong passwords from it.
+      const remoteAddress = '192.0.2.8'
+      const wanted = ['first new password', 'second new password', 'third new password']
+      const answers = await Promise.all(
+        wanted.map((newPassword) =>
+          api.inject({ method: 'POST', url: '/me/password', remoteAddress, headers: bearer(household.apiKey), payload: { currentPassword: 'correct horse battery', newPassword } }),
+        ),
+      )
+      expect(answers.map((r) => r.statusCode).sort()).toEqual([204, 400, 400])
+      for (const refused of answers.filter((r) => r.statusCode === 400)) {
+        expect(errorOf(refused)).toEqual({ code: 'INVALID_INPUT', message: 'currentPassword: not the password of this household' })
+      }
+      const signInFrom = async (password: string) =>
+        (await api.inject({ method: 'POST', url: '/portal/session', remoteAddress, payload: { email: 'at-once@example.org', password } })).statusCode
+      const kept = wanted[answers.findIndex((r) => r.statusCode === 204)]!
+      expect(await signInFrom(kept)).toBe(201)
+      for (const other of wanted.filter((p) => p !== kept)) expect(await signInFrom(other)).toBe(401)
+    })
+
+    it('renews a key once of renewals sent at once with it, refusing the others with 401: the key answered is the one in force', async () => {
+      const household = await createHousehold('keys-at-once@example.org')
+      const answers = await Promise.all(Array.from({ length: 3 }, () => api.inject({ method: 'POST', url: '/me/api-key', headers: bearer(household.apiKey) })))
+      expect(answers.map((r) => r.statusCode).sort()).toEqual([200, 401, 401])
+      for (const refused of answers.filter((r) => r.statusCode === 401)) expect(errorOf(refused).code).toBe('UNAUTHENTICATED')
+      const renewed = answers.find((r) => r.statusCode === 200)!.json() as { apiKey: string }
+      const get = async (apiKey: string) => (await api.inject({ method: 'GET', url: '/me/payouts', headers: bearer(apiKey) })).statusCode
+      expect(await get(renewed.apiKey)).toBe(200)
+      expect(await get(household.apiKey)).toBe(401)
+      // The operator's renewal needs no key of the household's.
+      expect((await api.asOperator('POST', `/admin/households/${household.id}/api-key`)).statusCode).toBe(200)
+    })
+
     it('counts wrong current passwords as failed sign-ins: a stolen key or session cannot guess the password faster', async () => {
       const household = await createHousehold('guessed@example.org')
       // From an address of its own: its failures are that address's, as a sign-in's are.
