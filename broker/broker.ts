@@ -10,7 +10,7 @@ import { log as rootLog } from '../shared/logger.ts'
 import type { Metrics } from '../shared/metrics.ts'
 import type { Logger } from 'pino'
 import { TrustedProxies } from '../shared/trusted-proxies.ts'
-import { meterReadingsTopic, meterStatusTopic, parseEgressFilter, parseTopic } from '../shared/topics.ts'
+import { TOPIC_FILTER_BYTES_MAX, hasNullCharacter, meterReadingsTopic, meterStatusTopic, parseEgressFilter, parseTopic } from '../shared/topics.ts'
 import { authenticateMqtt } from '../services/directory/directory-service.ts'
 import { CREDENTIALS_CHANNEL, findMeter, type CredentialsNotice } from '../services/directory/directory-repository.ts'
 import { claimMqttSession } from '../services/directory/mqtt-session-repository.ts'
@@ -324,8 +324,13 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
 
   aedes.authorizeSubscribe = (client, sub, callback) => {
     const principal = principals.get(client)
+    // [MQTT-1.5.3-2] A packet with U+0000 in a string closes the connection (as aedes does for a malformed filter).
+    if (hasNullCharacter(sub.topic)) {
+      log.warn({ clientId: client.id, role: principal?.role, topic: sub.topic.slice(0, TOPIC_FILTER_BYTES_MAX) }, 'subscription with U+0000: disconnecting')
+      return callback(new Error('a topic filter may not contain U+0000'), null)
+    }
     const allowed = principal !== undefined && maySubscribe(principal, sub)
-    if (!allowed) log.info({ clientId: client.id, role: principal?.role, topic: sub.topic }, 'subscription refused')
+    if (!allowed) log.info({ clientId: client.id, role: principal?.role, topic: sub.topic.slice(0, TOPIC_FILTER_BYTES_MAX) }, 'subscription refused')
     else interest?.subscribed(client, sub.topic)
     // Granted as asked: SUBACK answers with the QoS requested whatever is returned here, and what the
     // broker publishes is QoS 1 at most, so a QoS 2 subscription receives QoS 1 [MQTT-3.8.4-6].

@@ -42,10 +42,23 @@ export function parseTopic(topic: string): ParsedTopic | null {
 }
 
 /**
+ * Longest topic filter a client may subscribe to, in UTF-8 bytes: over three times the longest of ours
+ * (`meters/{id}/status` with a 64-character meter id is 78), so that no subscription holds more.
+ */
+export const TOPIC_FILTER_BYTES_MAX = 256
+
+/** [MQTT-4.7.3-2] Topic names and filters must not include U+0000 (a protocol error: the connection is closed). */
+export function hasNullCharacter(topic: string): boolean {
+  return topic.includes('\u0000')
+}
+
+/**
  * Parses an egress subscription filter: `readings/{id}`, `readings/+`, `daily/{id}`, `daily/+`.
- * `meterId` is null for the `+` wildcard. Any other filter (including `#`) is not ours.
+ * `meterId` is null for the `+` wildcard. Any other filter (including `#`, one over
+ * TOPIC_FILTER_BYTES_MAX or with U+0000) is not ours.
  */
 export function parseEgressFilter(filter: string): { channel: EgressChannel; meterId: string | null } | null {
+  if (Buffer.byteLength(filter, 'utf8') > TOPIC_FILTER_BYTES_MAX || hasNullCharacter(filter)) return null
   const parts = filter.split('/')
   if (parts.length !== 2) return null
   const [channel, level] = parts as [string, string]

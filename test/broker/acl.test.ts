@@ -1,6 +1,7 @@
 import mqtt, { type MqttClient } from 'mqtt'
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest'
-import { meterReadingsTopic, meterStatusTopic } from '../../shared/topics.ts'
+import { METER_ID_LENGTH_MAX } from '../../shared/ids.ts'
+import { TOPIC_FILTER_BYTES_MAX, meterReadingsTopic, meterStatusTopic } from '../../shared/topics.ts'
 import { renewApiKey, renewMeterSecret, retireMeter } from '../../services/directory/directory-service.ts'
 import { connectClient, connectMeter, endClient, publishAcked, startTestBroker, subscribeCollect, type TestBroker } from '../support/broker.ts'
 import { useTestDatabase } from '../support/database.ts'
@@ -87,6 +88,17 @@ describe('who may connect, publish and subscribe', () => {
     expect(bystander.connected).toBe(true)
   })
 
+  /** Whether the broker answers a SUBSCRIBE by closing the connection, or else the SUBACK's code. */
+  function closedOrGranted(client: MqttClient, filter: string): Promise<'closed' | number> {
+    return new Promise((resolve) => {
+      client.once('close', () => resolve('closed'))
+      client.subscribe(filter, { qos: 1 }, (err, grants) => {
+        const granted = (err as { packet?: { granted?: number[] } } | null)?.packet?.granted?.[0] ?? grants?.[0]?.qos
+        if (granted !== undefined) resolve(granted)
+      })
+    })
+  }
+
   it('lets a meter subscribe to its own status topic only', async () => {
     const c = await connectMeter(tb.url, meter)
     expect(await grant(c, meterStatusTopic(meter.id))).toBe(1)
@@ -103,6 +115,24 @@ describe('who may connect, publish and subscribe', () => {
     for (const no of ['#', 'readings/#', '+/+', 'meters/+/readings', meterReadingsTopic(meter.id), meterStatusTopic(meter.id), '$SYS/#', 'daily']) {
       expect(await grant(c, no)).toBe(SUBACK_FAILURE)
     }
+  })
+
+  it(`refuses a filter over ${TOPIC_FILTER_BYTES_MAX} bytes with SUBACK 0x80, and closes the connection of one holding U+0000`, async () => {
+    const c = await connectClient(tb.url, { clientId: 'recipient-odd-filters', username: recipient.id, password: recipient.apiKey })
+    const longest = `daily/${'M'.repeat(METER_ID_LENGTH_MAX)}`
+    expect(await grant(c, longest)).toBe(1)
+    for (const tooLong of [`readings/${'x'.repeat(TOPIC_FILTER_BYTES_MAX)}`, `readings/${'x'.repeat(60_000)}`, `daily/${'é'.repeat(TOPIC_FILTER_BYTES_MAX / 2)}`]) {
+      expect(await grant(c, tooLong)).toBe(SUBACK_FAILURE)
+    }
+    expect(c.connected).toBe(true)
+    // [MQTT-4.7.3-2], [MQTT-1.5.3-2]: not a filter at all; the server closes the connection.
+    expect(await closedOrGranted(c, `readings/${meter.id}\u0000`)).toBe('closed')
+    const h = await connectClient(tb.url, { clientId: 'household-nul', username: household.id, password: household.apiKey })
+    clients.push(h)
+    expect(await closedOrGranted(h, `readings/\u0000${meter.id}`)).toBe('closed')
+    // The broker goes on serving.
+    const again = await connectClient(tb.url, { clientId: 'recipient-after-nul', username: recipient.id, password: recipient.apiKey })
+    expect(await grant(again, 'readings/+')).toBe(1)
   })
 
   it('lets a household follow the readings of a meter it occupies only', async () => {
