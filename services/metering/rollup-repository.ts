@@ -86,7 +86,7 @@ export async function rebuildRollups(trx: Kysely<Database>, meterId: string, fro
  * Such a group is no day of that household: not published, listed, nor charged as a daily or monthly
  * datum (its reading is a load-curve datum all the same). The rule, in SQL, for every reader of days.
  */
-export function isDailyDatum(alias: 'g' | 'r'): RawBuilder<boolean> {
+export function isDailyDatum(alias: 'g' | 'r' | 'q'): RawBuilder<boolean> {
   const a = sql.raw(alias)
   return sql<boolean>`(${a}.readings_count > 1 OR EXISTS (
     SELECT 1 FROM (
@@ -113,7 +113,7 @@ export function isDailyDatum(alias: 'g' | 'r'): RawBuilder<boolean> {
  * as they grow (not through this rule). Cumulative indexes only grow (ingest quarantines
  * regressions), so a day's highest index is its latest datum's.
  */
-export function isFinalDay(alias: 'g' | 'r', timezone: string): RawBuilder<boolean> {
+export function isFinalDay(alias: 'g' | 'r' | 'q', timezone: string): RawBuilder<boolean> {
   const a = sql.raw(alias)
   return sql<boolean>`EXISTS (
     SELECT 1 FROM meters m
@@ -144,6 +144,32 @@ export function isFinalDay(alias: 'g' | 'r', timezone: string): RawBuilder<boole
 /** A group released to recipients as a day: a daily datum (isDailyDatum) whose energy is final (isFinalDay). */
 export function isReleasableDay(alias: 'g' | 'r', timezone: string): RawBuilder<boolean> {
   return sql<boolean>`(${isDailyDatum(alias)} AND ${isFinalDay(alias, timezone)})`
+}
+
+/**
+ * Whether a household's month of a meter (its daily datums in the month of `monthStart`, a first day)
+ * is final, as isFinalDay is for a day: every one of its days is, they follow one another without a
+ * gap, and they run from the month's first day (or the household's move-in) to its last (or the
+ * household's move-out). A month's total is the sum of its days: released while a day could still
+ * join it or change, a recipient of monthly data reading it again would have each day's energy.
+ */
+export function isFinalMonth(meterId: RawBuilder<unknown>, householdId: RawBuilder<unknown>, monthStart: RawBuilder<unknown>, timezone: string): RawBuilder<boolean> {
+  const tz = sql`${timezone}::text`
+  return sql<boolean>`EXISTS (
+    SELECT 1 FROM (
+      SELECT min(q.day) AS first_day, max(q.day) AS last_day, count(*) AS days, bool_and(${isFinalDay('q', timezone)}) AS final
+      FROM daily_rollups q
+      WHERE q.meter_id = ${meterId} AND q.household_id = ${householdId}
+        AND q.day >= ${monthStart}::date AND q.day < (${monthStart}::date + interval '1 month')::date AND ${isDailyDatum('q')}
+    ) AS s
+    WHERE s.final AND s.last_day - s.first_day + 1 = s.days
+      AND (s.first_day = ${monthStart}::date OR EXISTS (
+        SELECT 1 FROM occupancies o WHERE o.meter_id = ${meterId} AND o.household_id = ${householdId}
+          AND o.valid_from > (${monthStart}::date::timestamp AT TIME ZONE ${tz}) AND o.valid_from <= ((s.first_day + 1)::timestamp AT TIME ZONE ${tz})))
+      AND (s.last_day = (${monthStart}::date + interval '1 month' - interval '1 day')::date OR EXISTS (
+        SELECT 1 FROM occupancies o WHERE o.meter_id = ${meterId} AND o.household_id = ${householdId}
+          AND o.valid_until > (s.last_day::timestamp AT TIME ZONE ${tz}) AND o.valid_until <= ((s.last_day + 1)::timestamp AT TIME ZONE ${tz})))
+  )`
 }
 
 /** A meter's days [fromDay, toDay] (inclusive) whose daily energies are wanted. */
@@ -322,6 +348,7 @@ export async function pageMonthlyGroups(
       GROUP BY 1, 2
     ) AS m
     WHERE ${afterCondition}
+      AND ${filter.windows === undefined ? sql`TRUE` : isFinalMonth(sql`${filter.meterId}::text`, sql`m.household_id`, sql`(m.month || '-01')`, filter.timezone)}
     ORDER BY m.month, m.household_id
     LIMIT ${limit}`.execute(db)
   return rows.map((r) => ({ month: r.month, householdId: r.household_id, days: r.days }))

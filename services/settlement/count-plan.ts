@@ -27,6 +27,11 @@ export interface ReadingsPiece {
   storedFromMs: number | null
 }
 
+/** Key of a (meter, household) pair in maps. */
+export function pairKey(meterId: string, householdId: string): string {
+  return meterId + '\u0000' + householdId
+}
+
 export interface RangeCount {
   /** Σ readings_count of the range's rollups. */
   readings: bigint
@@ -77,7 +82,8 @@ export function planCounts(spans: readonly CountSpan[]): CountPlan {
 /**
  * Datums per consent and meter, from the counts of the plan's ranges and pieces: a load
  * curve counts readings, a daily span one datum per day with data, a monthly span one datum
- * if the month has data. Consents and meters without datums are left out.
+ * if the month has data and is final (`finalMonths`, by pairKey).
+ * Consents and meters without datums are left out.
  */
 export function datumsPerConsent(
   spans: readonly CountSpan[],
@@ -85,6 +91,7 @@ export function datumsPerConsent(
   rangeCounts: readonly RangeCount[],
   pieceCounts: readonly bigint[],
   operators: ReadonlyMap<string, string>,
+  finalMonths: ReadonlySet<string>,
 ): Map<string, MeterCount[]> {
   const none: RangeCount = { readings: 0n, days: 0n }
   const out = new Map<string, MeterCount[]>()
@@ -94,7 +101,7 @@ export function datumsPerConsent(
     let n: bigint
     if (span.kind === 'load_curve') n = plan.spanPieces[s]!.reduce((acc, p) => acc + pieceCounts[p]!, range.readings)
     else if (span.kind === 'daily') n = range.days
-    else n = range.days > 0n ? 1n : 0n
+    else n = range.days > 0n && finalMonths.has(pairKey(span.meterId, span.householdId)) ? 1n : 0n
     if (n === 0n) return
     let list = out.get(span.consentId)
     if (list === undefined) out.set(span.consentId, (list = []))

@@ -6,8 +6,8 @@ import type { SettlementRunsTable } from '../../shared/db/tables/settlement-runs
 import type { Granularity } from '../../shared/wire.ts'
 import { OCCUPANCY_FACT_COLUMNS, toOccupancyFact, type OccupancyFactRow } from '../consent/release-facts-repository.ts'
 import type { ConsentFact, OccupancyFact } from '../consent/release-rule.ts'
-import { isReleasableDay } from '../metering/rollup-repository.ts'
-import type { RangeCount, ReadingsPiece, RollupRange } from './count-plan.ts'
+import { isFinalMonth, isReleasableDay } from '../metering/rollup-repository.ts'
+import { pairKey, type RangeCount, type ReadingsPiece, type RollupRange } from './count-plan.ts'
 import { parseAccount } from './ledger-account.ts'
 import type { LineState } from './settlement-calculation.ts'
 
@@ -160,10 +160,7 @@ export async function findMonthOffers(trx: Db, w: MonthWindow): Promise<OfferRow
   return rows
 }
 
-/** Key of a (meter, household) pair in maps. */
-export function pairKey(meterId: string, householdId: string): string {
-  return meterId + '\u0000' + householdId
-}
+export { pairKey }
 
 /**
  * Per (meter, household) with data in [firstDay, lastDay] (a whole month): the datums
@@ -176,6 +173,15 @@ export async function findMonthRollupTotals(trx: Db, firstDay: string, lastDay: 
     WHERE r.day BETWEEN ${firstDay}::date AND ${lastDay}::date AND r.household_id IS NOT NULL
     GROUP BY r.meter_id, r.household_id`.execute(trx)
   return new Map(rows.map((r) => [pairKey(r.meter_id, r.household_id), { readings: r.readings, days: r.days }]))
+}
+
+/** Of these (meter, household) pairs, those whose month of `monthStart` (its first day) is final (isFinalMonth), as pairKey. */
+export async function findFinalMonths(trx: Db, pairs: readonly { meterId: string; householdId: string }[], monthStart: string, timezone: string): Promise<Set<string>> {
+  if (pairs.length === 0) return new Set()
+  const { rows } = await sql<{ m: string; h: string }>`
+    SELECT p.m, p.h FROM unnest(${pairs.map((p) => p.meterId)}::text[], ${pairs.map((p) => p.householdId)}::text[]) AS p(m, h)
+    WHERE ${isFinalMonth(sql`p.m`, sql`p.h`, sql`${monthStart}`, timezone)}`.execute(trx)
+  return new Set(rows.map((r) => pairKey(r.m, r.h)))
 }
 
 /**

@@ -291,7 +291,9 @@ async function readMonthInputs(trx: Transaction<Database>, month: string, now: D
     pieceCounts.push(...(await repo.countRawReadings(trx, pieces.slice(i, i + COUNT_RANGES_PER_STATEMENT_MAX))))
   }
   ctx.onProgress?.({ phase: 'counting', done: total, total })
-  const counts = datumsPerConsent(spans, plan, rangeCounts, pieceCounts, operators)
+  const monthlyPairs = spans.filter((s) => s.kind === 'monthly').map((s) => ({ meterId: s.meterId, householdId: s.householdId }))
+  const finalMonths = await repo.findFinalMonths(trx, monthlyPairs, firstDay, ctx.timezone)
+  const counts = datumsPerConsent(spans, plan, rangeCounts, pieceCounts, operators, finalMonths)
 
   const consents: ConsentTerms[] = consentRows.map((c) => {
     const offer = c.offer_id === null ? null : offers.get(c.offer_id)

@@ -413,7 +413,12 @@ describeDatabases('consent endpoints', (t) => {
       // February is over by the clock, but B has sent nothing stamped after it: it may be catching up.
       clock = new Date('2026-03-01T12:00:00Z')
       expect(await pull()).toEqual([])
-      await seedReadings(t.db, B, readingSeries({ start: '2026-03-01T00:00:00Z', count: 1, firstIndex: 10_000_000 }), TZ)
+      // B sends March's first reading before its backlog: February is complete, but 18 of its days are
+      // missing. Its total would grow as they come, and give a monthly recipient each day's energy.
+      await seedReadings(t.db, B, readingSeries({ start: '2026-03-01T00:00:00Z', count: 1, firstIndex: 9_600 }), TZ)
+      expect(await pull()).toEqual([])
+      // The backlog, through the reading at midnight (Paris) that closes February: every day of h2's month is final.
+      await seedReadings(t.db, B, readingSeries({ start: '2026-02-10T12:00:00Z', count: 444, firstIndex: 5_160 }), TZ)
       expect(await pull()).toEqual(['2026-02'])
     })
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { datumsPerConsent, planCounts } from '../../../services/settlement/count-plan.ts'
+import { datumsPerConsent, pairKey, planCounts } from '../../../services/settlement/count-plan.ts'
 import type { CountSpan } from '../../../services/settlement/release-spans.ts'
 
 const span = (over: Partial<CountSpan>): CountSpan => ({
@@ -41,6 +41,7 @@ describe('count plan', () => {
       ],
       [7n],
       new Map([['m1', 'pty_grid']]),
+      new Set([pairKey('m1', 'hh_a')]),
     )
     expect(Object.fromEntries([...counts].map(([c, list]) => [c, list.map((m) => m.data)]))).toEqual({
       cns_1: [1_440n],
@@ -49,11 +50,15 @@ describe('count plan', () => {
       cns_4: [967n],
       cns_5: [7n],
     })
+    // A month that is not final (a day of it could still come or change) is no monthly datum yet.
+    const notFinal = datumsPerConsent(spans, plan, [{ readings: 1_440n, days: 30n }, { readings: 960n, days: 20n }], [7n], new Map([['m1', 'pty_grid']]), new Set())
+    expect(notFinal.get('cns_3')).toBeUndefined()
+    expect(notFinal.get('cns_2')).toEqual([{ meterId: 'm1', operatorId: 'pty_grid', data: 30n }])
   })
 
   it('leaves out consents that released nothing, and a month without data has no monthly datum', () => {
     const spans = [span({ kind: 'monthly' }), span({ consentId: 'cns_2' })]
-    const counts = datumsPerConsent(spans, planCounts(spans), [{ readings: 0n, days: 0n }], [], new Map([['m1', 'pty_grid']]))
+    const counts = datumsPerConsent(spans, planCounts(spans), [{ readings: 0n, days: 0n }], [], new Map([['m1', 'pty_grid']]), new Set([pairKey('m1', 'hh_a')]))
     expect(counts.size).toBe(0)
   })
 })
