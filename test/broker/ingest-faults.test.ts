@@ -247,6 +247,54 @@ describePostgres('ingest when its database connections are cut', (t) => {
     expect((await tb.metrics.ingestCommitFailures.get()).values[0]!.value).toBe(2)
   })
 
+  it('acknowledges what it commits while it closes, though the meter publishes again meanwhile', async () => {
+    const utility = await createUtility(t.db)
+    const meter = await createTestMeter(t.db, utility.id)
+    await insertOccupancy(t.db, meter.id, (await createTestHousehold(t.db)).id, new Date(T0))
+    tb = await startTestBroker(t.handle)
+    // Each group's commit waits for an advisory lock this test holds on a connection of its own.
+    await sql.raw(`CREATE FUNCTION test_fault() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN PERFORM pg_advisory_lock(4242); PERFORM pg_advisory_unlock(4242); RETURN NULL; END $$`).execute(t.db)
+    await sql`CREATE TRIGGER test_fault AFTER INSERT ON readings FOR EACH STATEMENT EXECUTE FUNCTION test_fault()`.execute(t.db)
+    const holder = await t.openAnother({ poolSize: 1 })
+    let release = (): void => {}
+    let locked = (): void => {}
+    const isLocked = new Promise<void>((r) => (locked = r))
+    const holding = holder.db.connection().execute(async (conn) => {
+      await sql`SELECT pg_advisory_lock(4242)`.execute(conn)
+      locked()
+      await new Promise<void>((r) => (release = r))
+      await sql`SELECT pg_advisory_unlock(4242)`.execute(conn)
+    })
+    try {
+      await isLocked
+      client = await connectMeter(tb.url, meter)
+      const first = publishAcked(client, meterReadingsTopic(meter.id), reading(T0 + 900_000, 100))
+      await waitFor(async () => {
+        const { rows } = await sql<{ n: number }>`SELECT count(*)::int AS n FROM pg_stat_activity
+          WHERE datname = current_database() AND application_name LIKE 'metershare:ingest:%' AND wait_event = 'advisory'`.execute(t.db)
+        return rows[0]!.n > 0 ? true : undefined
+      }, 10_000, 'a group commit waiting for the lock')
+      // A SIGTERM: intake stops, what was received is committed. The meter, unaware, publishes again.
+      const closed = tb.broker.close()
+      await new Promise((r) => setTimeout(r, 300))
+      client.publish(meterReadingsTopic(meter.id), reading(T0 + 1_800_000, 101), { qos: 1 })
+      await new Promise((r) => setTimeout(r, 300))
+      release()
+      // The first was committed: its PUBACK reaches the meter (the second's error had disconnected it first).
+      await first
+      await closed
+      expect((await readingsOf(t.db, meter.id)).map((r) => r.values['1-0:1.8.0'])).toEqual([100])
+    } finally {
+      // The second publish is never acknowledged: a graceful end would wait for it.
+      await new Promise<void>((r) => (client === undefined ? r() : client.end(true, {}, () => r())))
+      client = undefined
+      release()
+      await holding
+      await holder.close()
+    }
+  })
+
   it('acknowledges a publish whose ingest thread died mid-commit only once a new thread has stored it, once', async () => {
     const utility = await createUtility(t.db)
     const meter = await createTestMeter(t.db, utility.id)

@@ -1,3 +1,4 @@
+import net from 'node:net'
 import type { MqttClient } from 'mqtt'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { connectMeter, endClient, startTestBroker, type TestBroker } from '../support/broker.ts'
@@ -28,4 +29,19 @@ describe('broker limits', () => {
       for (const c of clients) await endClient(c)
     }
   })
+
+  it('closes, letting go of a connection that has not finished its CONNECT', async () => {
+    const other = await startTestBroker(t.handle)
+    const socket = net.connect(other.port, '127.0.0.1')
+    await new Promise<void>((r) => socket.once('connect', () => r()))
+    const gone = new Promise<void>((r) => socket.once('close', () => r()))
+    socket.on('error', () => {})
+    // The first two bytes of a CONNECT: aedes knows no client here, and the listener's close waited
+    // for this socket until aedes' connect timeout (30 s), or for ever once a CONNECT waited for its CONNACK.
+    socket.write(Buffer.from([0x10, 0x20]))
+    await new Promise((r) => setTimeout(r, 100))
+    await other.close()
+    await gone
+    expect(socket.destroyed).toBe(true)
+  }, 20_000)
 })
