@@ -8,7 +8,7 @@ import { laneOf } from '../../broker/ingest-lanes.ts'
 import { INGEST_THREAD_YOUNG_GENERATION_MB } from '../../broker/ingest-thread.ts'
 import { COMMIT_PROVES_DATABASE_MS } from '../../broker/broker.ts'
 import { HEALTH_PROBE_TIMEOUT_MS } from '../../shared/db/database.ts'
-import { describeDatabases, describePostgres } from '../support/database.ts'
+import { describeDatabases, describePostgres, holdConnection, type HeldConnection } from '../support/database.ts'
 import { createTestHousehold, createTestMeter, createUtility, insertOccupancy, readingsOf, type TestMeter } from '../support/world.ts'
 
 const T0 = Date.parse('2026-10-01T00:00:00Z')
@@ -173,28 +173,22 @@ describeDatabases('ingest when the database fails or is slow', (t) => {
     // The broker's own connections: one, held below as a storm's starved event loop would hold the probe.
     const handle = t.dialect === 'pglite' ? t.handle : await t.openAnother({ poolSize: 1 })
     let offsetMs = 0
-    let holding: Promise<void> | undefined
-    let release = (): void => {}
+    let held: HeldConnection | undefined
     try {
       tb = await startTestBroker(handle, { deps: { clock: () => Date.now() + offsetMs } })
       const client = await connectMeter(tb.url, meter)
       clients.push(client)
       await publishAcked(client, meterReadingsTopic(meter.id), reading(T0 + 900_000, 7))
-      await new Promise<void>((held) => {
-        holding = handle.db.transaction().execute(async () => {
-          held()
-          await new Promise<void>((r) => (release = r))
-        })
-      })
+      held = await holdConnection(handle.db, 'transaction')
       expect(await tb.broker.databaseAnswers()).toBe(true)
       offsetMs = COMMIT_PROVES_DATABASE_MS + 1
       expect(await tb.broker.databaseAnswers()).toBe(false)
-      release()
-      await holding
+      held.release()
+      await held.done
       expect(await tb.broker.databaseAnswers()).toBe(true)
     } finally {
-      release()
-      await holding
+      held?.release()
+      await held?.done
       if (handle !== t.handle) {
         await tb?.close()
         tb = undefined
@@ -256,18 +250,14 @@ describePostgres('ingest when its database connections are cut', (t) => {
     await sql.raw(`CREATE FUNCTION test_fault() RETURNS trigger LANGUAGE plpgsql AS $$
       BEGIN PERFORM pg_advisory_lock(4242); PERFORM pg_advisory_unlock(4242); RETURN NULL; END $$`).execute(t.db)
     await sql`CREATE TRIGGER test_fault AFTER INSERT ON readings FOR EACH STATEMENT EXECUTE FUNCTION test_fault()`.execute(t.db)
-    const holder = await t.openAnother({ poolSize: 1 })
-    let release = (): void => {}
-    let locked = (): void => {}
-    const isLocked = new Promise<void>((r) => (locked = r))
-    const holding = holder.db.connection().execute(async (conn) => {
-      await sql`SELECT pg_advisory_lock(4242)`.execute(conn)
-      locked()
-      await new Promise<void>((r) => (release = r))
-      await sql`SELECT pg_advisory_unlock(4242)`.execute(conn)
-    })
+    const other = await t.openAnother({ poolSize: 1 })
+    const lock = await holdConnection(
+      other.db,
+      'session',
+      (conn) => sql`SELECT pg_advisory_lock(4242)`.execute(conn),
+      (conn) => sql`SELECT pg_advisory_unlock(4242)`.execute(conn),
+    )
     try {
-      await isLocked
       client = await connectMeter(tb.url, meter)
       const first = publishAcked(client, meterReadingsTopic(meter.id), reading(T0 + 900_000, 100))
       await waitFor(async () => {
@@ -280,7 +270,7 @@ describePostgres('ingest when its database connections are cut', (t) => {
       await new Promise((r) => setTimeout(r, 300))
       client.publish(meterReadingsTopic(meter.id), reading(T0 + 1_800_000, 101), { qos: 1 })
       await new Promise((r) => setTimeout(r, 300))
-      release()
+      lock.release()
       // The first was committed: its PUBACK reaches the meter (the second's error had disconnected it first).
       await first
       await closed
@@ -289,9 +279,9 @@ describePostgres('ingest when its database connections are cut', (t) => {
       // The second publish is never acknowledged: a graceful end would wait for it.
       await new Promise<void>((r) => (client === undefined ? r() : client.end(true, {}, () => r())))
       client = undefined
-      release()
-      await holding
-      await holder.close()
+      lock.release()
+      await lock.done
+      await other.close()
     }
   })
 

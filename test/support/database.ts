@@ -1,10 +1,11 @@
 import { cpSync, mkdtempSync, rmSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
-import { sql } from 'kysely'
+import { sql, type Kysely } from 'kysely'
 import pg from 'pg'
 import { afterAll, beforeAll, beforeEach, describe, inject } from 'vitest'
 import { openDatabase, type DatabaseHandle, type DialectName } from '../../shared/db/database.ts'
+import type { Database } from '../../shared/db/schema.ts'
 import { PG_SKIP_REASON, adminUrl, databaseUrl, pgAvailable } from './postgres.ts'
 
 /**
@@ -156,4 +157,39 @@ function unavailable(dialect: DialectName): TestDatabase {
     pgliteDir: null,
     openAnother: fail,
   }
+}
+
+/** A connection held by holdConnection. */
+export interface HeldConnection {
+  /** Lets the connection go: `then` runs, and the transaction (if one) commits. */
+  release(): void
+  /** Settles once the connection is given back, as `hold` and `then` did. */
+  done: Promise<void>
+}
+
+/**
+ * Takes a connection of `db` (in a transaction, or as it is) and keeps it, and whatever `hold` took
+ * there (locks, writes not yet committed), until `release()`; answers once `hold` has run. For tests
+ * of what waits behind it: on PGlite, its one connection itself.
+ */
+export async function holdConnection(
+  db: Kysely<Database>,
+  mode: 'transaction' | 'session',
+  hold: (conn: Kysely<Database>) => Promise<unknown> = async () => {},
+  then: (conn: Kysely<Database>) => Promise<unknown> = async () => {},
+): Promise<HeldConnection> {
+  let release = (): void => {}
+  const released = new Promise<void>((r) => (release = r))
+  let held = (): void => {}
+  const isHeld = new Promise<void>((r) => (held = r))
+  const body = async (conn: Kysely<Database>): Promise<void> => {
+    await hold(conn)
+    held()
+    await released
+    await then(conn)
+  }
+  const done = mode === 'transaction' ? db.transaction().execute(body) : db.connection().execute(body)
+  // A hold that fails never answers `isHeld`: its failure does.
+  await Promise.race([isHeld, done])
+  return { release, done }
 }

@@ -14,7 +14,7 @@ import { createOffer, listOffers, listOffersForHousehold } from '../../../servic
 import { moveOut } from '../../../services/metering/occupancy-service.ts'
 import { ConflictError, InvalidInputError } from '../../../shared/errors.ts'
 import { lockConsent } from '../../../services/consent/consent-repository.ts'
-import { describeDatabases, describePostgres } from '../../support/database.ts'
+import { describeDatabases, describePostgres, holdConnection } from '../../support/database.ts'
 import { offerInput, seedConsentWorld, seedOffer, type ConsentWorld } from './consent-world.ts'
 import { seedMeter, seedOccupancy } from '../../support/seed.ts'
 
@@ -472,16 +472,7 @@ describePostgres('consent service, locks between a household’s grant and anoth
     const { id: consentId } = await grantConsent(t.db, w.h1, { offerId: first, validUntil: LATER(DAY) }, NOW)
     const other = await t.openAnother()
     try {
-      let release!: () => void
-      const released = new Promise<void>((resolve) => (release = resolve))
-      let locked!: () => void
-      const isLocked = new Promise<void>((resolve) => (locked = resolve))
-      const holder = other.db.transaction().execute(async (trx) => {
-        await lockConsent(trx, consentId)
-        locked()
-        await released
-      })
-      await isLocked
+      const holder = await holdConnection(other.db, 'transaction', (trx) => lockConsent(trx, consentId))
       let settled = 0
       const count = <T>(p: Promise<T>): Promise<PromiseSettledResult<T>> => {
         const outcome = Promise.allSettled([p]).then(([r]) => r!)
@@ -492,8 +483,8 @@ describePostgres('consent service, locks between a household’s grant and anoth
       await untilWaitingForLocks(1, () => settled > 0)
       const granted = count(grantConsent(t.db, w.h1, { offerId: second, validUntil: LATER(2 * DAY) }, NOW))
       await untilWaitingForLocks(2, () => settled > 0)
-      release()
-      await holder
+      holder.release()
+      await holder.done
       return { consentId, ended: await ended, granted: await granted }
     } finally {
       await other.close()

@@ -8,7 +8,7 @@ import { SignInThrottle } from '../../../services/directory/session-throttle.ts'
 import { DEFAULT_PORTAL_LIMITS } from '../../../shared/config.ts'
 import { UnauthenticatedError } from '../../../shared/errors.ts'
 import { hashPassword } from '../../../shared/secrets.ts'
-import { describeDatabases, describePostgres, type TestDatabase } from '../../support/database.ts'
+import { describeDatabases, describePostgres, holdConnection, type TestDatabase } from '../../support/database.ts'
 import { createTestHousehold } from '../../support/world.ts'
 
 /**
@@ -50,19 +50,12 @@ describePostgres('portal sessions and password changes, at once', (t) => {
     const newHash = await hashPassword(NEW_PASSWORD)
     const other = await t.openAnother()
     try {
-      let release!: () => void
-      const released = new Promise<void>((resolve) => (release = resolve))
-      let changed!: () => void
-      const isChanged = new Promise<void>((resolve) => (changed = resolve))
       // A password change as setHouseholdPassword writes it, its commit held back: the new hash and
       // the end of every session are written, not yet committed, when the sign-in checks the old one.
-      const change = other.db.transaction().execute(async (trx) => {
+      const change = await holdConnection(other.db, 'transaction', async (trx) => {
         await setCredentialHash(trx, { table: 'households', column: 'password_hash' }, household.id, newHash)
         await deleteHouseholdSessions(trx, household.id)
-        changed()
-        await released
       })
-      await isChanged
       let settled = false
       const throttle = new SignInThrottle(DEFAULT_PORTAL_LIMITS)
       const signingIn = Promise.allSettled([signIn(t.db, { email: household.email, password: household.password, address: '192.0.2.1' }, NOW, DEFAULT_PORTAL_LIMITS, throttle)])
@@ -74,8 +67,8 @@ describePostgres('portal sessions and password changes, at once', (t) => {
         if (rows[0]!.n > 0 || settled) break
         await new Promise((resolve) => setTimeout(resolve, 10))
       }
-      release()
-      await change
+      change.release()
+      await change.done
       const [outcome] = await signingIn
       expect(outcome).toMatchObject({ status: 'rejected', reason: expect.any(UnauthenticatedError) })
       expect(await sessionsOf(t, household.id)).toBe(0)

@@ -2,7 +2,7 @@ import { sql } from 'kysely'
 import { expect, it } from 'vitest'
 import { newId } from '../../../shared/ids.ts'
 import { settleMonth } from '../../../services/settlement/settlement-service.ts'
-import { describePostgres } from '../../support/database.ts'
+import { describePostgres, holdConnection } from '../../support/database.ts'
 
 /** The advisory lock key settlement-repository takes (class 'mset', object 1). */
 const SETTLEMENT_LOCK_CLASS = 0x6d73_6574
@@ -40,18 +40,13 @@ describePostgres('concurrent settlement runs', (t) => {
   it('wait for the run in progress: the lock is held until its transaction has committed', async () => {
     const other = await t.openAnother()
     try {
-      let release!: () => void
-      const released = new Promise<void>((resolve) => (release = resolve))
-      let acquired!: () => void
-      const isHeld = new Promise<void>((resolve) => (acquired = resolve))
       // Another process holds the settlement lock, as a run in progress does.
-      const holder = other.db.connection().execute(async (conn) => {
-        await sql`SELECT pg_advisory_lock(${SETTLEMENT_LOCK_CLASS}::int, 1)`.execute(conn)
-        acquired()
-        await released
-        await sql`SELECT pg_advisory_unlock(${SETTLEMENT_LOCK_CLASS}::int, 1)`.execute(conn)
-      })
-      await isHeld
+      const holder = await holdConnection(
+        other.db,
+        'session',
+        (conn) => sql`SELECT pg_advisory_lock(${SETTLEMENT_LOCK_CLASS}::int, 1)`.execute(conn),
+        (conn) => sql`SELECT pg_advisory_unlock(${SETTLEMENT_LOCK_CLASS}::int, 1)`.execute(conn),
+      )
       let finished = false
       const run = settleMonth(t.db, '2026-10', ctxAt(paris('2026-11-02'))).then((r) => {
         finished = true
@@ -67,8 +62,8 @@ describePostgres('concurrent settlement runs', (t) => {
       }
       expect(finished).toBe(false)
       expect(await t.db.selectFrom('settlement_runs').select('id').execute()).toEqual([])
-      release()
-      await holder
+      holder.release()
+      await holder.done
       expect((await run).kind).toBe('closing')
     } finally {
       await other.close()
