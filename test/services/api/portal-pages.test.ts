@@ -46,8 +46,19 @@ describeDatabases('portal pages', (t) => {
     await occupy(db, meterId, householdId, paris('2026-09-01'))
     const offerId = await offer(db, { recipientId, granularity: 'load_curve', priceMicrosPerDatum: PRICE, householdBps: 5_000, operatorBps: 5_000, platformBps: 0 })
     await consent(db, { householdId, recipientId, offerId, granularity: 'load_curve', meterIds: [meterId], validFrom: paris('2026-09-01') })
-    // The supplier's legal basis: monthly data, free.
-    await consent(db, { householdId, recipientId: operator, offerId: null, granularity: 'monthly', meterIds: [meterId], validFrom: paris('2026-09-01'), dataUntil: paris('2027-09-01') })
+    // The supplier's legal basis: monthly data, free, of a second meter too, whose October is whole.
+    const wholeMonthMeter = await meter(db, operator, 'gas')
+    await occupy(db, wholeMonthMeter, householdId, paris('2026-09-01'))
+    await consent(db, {
+      householdId,
+      recipientId: operator,
+      offerId: null,
+      granularity: 'monthly',
+      meterIds: [meterId, wholeMonthMeter],
+      validFrom: paris('2026-09-01'),
+      dataUntil: paris('2027-09-01'),
+    })
+    await ingest(db, t.dialect, wholeMonthMeter, 'gas', [paris('2026-10-01'), ...hourEnds(paris('2026-10-01'), paris('2026-11-01'))])
 
     // Each reading ends its hour. October: the 1st to the 3rd, 23:00 (71 readings), and the midnight index of
     // 1 November, which closes October (completing it for the monthly legal basis) before the month is closed: 72,
@@ -158,8 +169,9 @@ describeDatabases('portal pages', (t) => {
       ),
     )
     expect(html).not.toContain('<Co>')
-    // The legal basis is named by its recipient, free of charge: in October, which its meter's index of 1 November
-    // completed, not in November, which no reading has completed yet.
+    // The legal basis is named by its recipient, free of charge: in October, whole for the second meter from its
+    // index of 1 October to that of 1 November (the first meter's October, with gaps, is not final: no datum),
+    // not in November, which no reading has completed yet.
     const legalBasis = new RegExp(`<td>Grid</td>\\s*<td>Legal basis \\(free\\)</td>\\s*<td>Monthly totals</td>\\s*<td class="num">1</td>\\s*<td class="num">${escape(eur(0n))}</td>`)
     expect(html).not.toMatch(legalBasis)
     expect((await page('/statements/2026-10')).body).toMatch(legalBasis)
@@ -194,17 +206,18 @@ describeDatabases('portal pages', (t) => {
     expect(html).toContain('<dd class="share">50% of the price: €0.004027 per datum</dd>')
     // Who else is paid, before any grant; a part of 0 left out.
     expect(html).toContain('<dt>Price shared</dt><dd class="split">you 50% · the meter’s operator 50%</dd>')
-    // 30 days of hourly readings: 720 × 4,027 µ€ = 2.89944 EUR.
+    // 30 days of hourly readings of each of the two meters: 2 × 720 × 4,027 µ€ = 5.79888 EUR.
     expect(html).toContain(`data-share-per-10000="${PRICE * 5_000n}"`)
     const card = (offerId: string): string => new RegExp(`<article class="offer card" data-offer="${offerId}"[\\s\\S]*?</article>`).exec(html)![0]
     const accepted = /<article class="offer card" data-offer="(off_[0-9a-z]+)"/.exec(html.replace(card(fresh), ''))![1]!
-    expect(card(fresh)).toContain('about €2.90 a month for the meters chosen')
+    expect(card(fresh)).toContain('about €5.80 a month for the meters chosen')
     expect(card(fresh)).toContain(`<input type="checkbox" name="meterId" value="${meterId}" checked data-datums="720">`)
     expect(card(fresh)).not.toContain('You have an active consent for this offer.')
-    // Under the accepted offer the meter starts unticked (sharing it twice would be refused), and the estimate with it.
+    // Under the accepted offer the meter it shares starts unticked (sharing it twice would be refused), and the
+    // estimate is the other meter's alone.
     expect(card(accepted)).toContain('You have an active consent for this offer.')
     expect(card(accepted)).toContain(`<input type="checkbox" name="meterId" value="${meterId}" data-datums="720">`)
-    expect(card(accepted)).toContain('about €0.00 a month for the meters chosen')
+    expect(card(accepted)).toContain('about €2.90 a month for the meters chosen')
     expect(html).toContain('<dialog id="revoke-dialog"')
     // Validity, shortest first, a year preselected, in words that agree with their number.
     const validity = /<select id="valid-[^"]+" name="validUntil">([\s\S]*?)<\/select>/.exec(html)![1]!
