@@ -312,16 +312,16 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
     }
     // Readings are never retained: the datum lives in the database, not in the broker.
     packet.retain = false
-    const receivedAt = performance.now()
-    const payload = Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload)
-    // On PostgreSQL the ingest thread validates: a publish in flight holds only its bytes, and of its
-    // datums this event loop gets back only the values someone follows.
-    const message = thread !== null ? deferredMessage(principal, payload, clock()) : validatePayload(principal, payload, clock(), limits)
     // Once the broker is closing, intake has stopped: a publish is neither acknowledged nor refused
     // (the meter resends it after the restart). Refused, its error would disconnect the meter at once,
     // and the PUBACKs of its earlier publishes still being committed would be lost with the connection:
     // stored, never acknowledged (902 and 4,230 datums at a SIGTERM under load, crash tester).
     if (closing !== null) return
+    const receivedAt = performance.now()
+    const payload = Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload)
+    // On PostgreSQL the ingest thread validates: a publish in flight holds only its bytes, and of its
+    // datums this event loop gets back only the values someone follows.
+    const message = thread !== null ? deferredMessage(principal, payload, clock()) : validatePayload(principal, payload, clock(), limits)
     // aedes writes the PUBACK once told; an error instead (not committed) disconnects the meter, which
     // resends on reconnect. The ingest queue records the acknowledgement's latency.
     ingest.enqueue(principal.meterId, message, callback, receivedAt)

@@ -226,9 +226,9 @@ async function dailyEnergiesOf(
   meterId: string,
   fromDay: string,
   toDay: string,
-  timezone: string,
 ): Promise<(householdId: string, day: string) => RegisterValues> {
-  const [context] = await loadRollupContexts(db, [{ meterId, fromDay, toDay }], timezone)
+  // The page chose its days (rollupFilter): their values only.
+  const [context] = await loadRollupContexts(db, [{ meterId, fromDay, toDay }], null)
   const byGroup = new Map<string, RegisterValues>()
   for (const e of dailyEnergies(context!.groups, context!.baseline)) byGroup.set(groupKey(e.householdId, e.day), e.values)
   return (householdId, day) => {
@@ -254,7 +254,7 @@ async function dailyPage(
   if (filter === null) return { items: [] }
   const rows = await pageDailyGroups(db, filter, after === null ? null : { day: after[1]!, householdId: after[2]! }, limit)
   if (rows.length === 0) return { items: [] }
-  const energyOf = await dailyEnergiesOf(db, scope.meterId, rows[0]!.day, rows[rows.length - 1]!.day, ctx.timezone)
+  const energyOf = await dailyEnergiesOf(db, scope.meterId, rows[0]!.day, rows[rows.length - 1]!.day)
   return {
     items: rows.map((r) => {
       const datum: DailyDatum = { meterId: scope.meterId, day: r.day, granularity: 'daily', values: energyOf(r.householdId, r.day) }
@@ -278,7 +278,7 @@ async function monthlyPage(
   const rows = await pageMonthlyGroups(db, filter, after === null ? null : { month: after[1]!, householdId: after[2]! }, limit)
   if (rows.length === 0) return { items: [] }
   const days = rows.flatMap((r) => r.days).sort()
-  const energyOf = await dailyEnergiesOf(db, scope.meterId, days[0]!, days[days.length - 1]!, ctx.timezone)
+  const energyOf = await dailyEnergiesOf(db, scope.meterId, days[0]!, days[days.length - 1]!)
   return {
     items: rows.map((r) => {
       const daily = r.days.map((day): GroupEnergy => ({ meterId: scope.meterId, householdId: r.householdId, day, values: energyOf(r.householdId, day) }))

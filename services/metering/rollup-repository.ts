@@ -186,8 +186,12 @@ export interface RollupContext {
   baseline: Record<string, BaselineIndex>
 }
 
-/** One context per span, in the order given; every group of the meter (any household) is included. */
-export async function loadRollupContexts(db: Kysely<Database>, spans: readonly RollupSpan[], timezone: string): Promise<RollupContext[]> {
+/**
+ * One context per span, in the order given; every group of the meter (any household) is included.
+ * `finalIn`: the calendar in which to tell whether each group is final (isFinalDay, for what is
+ * released to recipients); null when the caller selected its groups already (`final` left out).
+ */
+export async function loadRollupContexts(db: Kysely<Database>, spans: readonly RollupSpan[], finalIn: string | null): Promise<RollupContext[]> {
   const contexts: RollupContext[] = spans.map(() => ({ groups: [], baseline: {} }))
   if (spans.length === 0) return contexts
   const meters = spans.map((s) => s.meterId)
@@ -202,10 +206,10 @@ export async function loadRollupContexts(db: Kysely<Database>, spans: readonly R
     index_min: RegisterValues
     index_max: RegisterValues
     datum: boolean
-    final: boolean
+    final: boolean | null
   }>`
     SELECT s.i::int AS i, g.meter_id, g.household_id, g.day, g.first_ts, g.index_min, g.index_max, ${isDailyDatum('g')} AS datum,
-      ${isFinalDay('g', timezone)} AS final
+      ${finalIn === null ? sql`NULL::boolean` : isFinalDay('g', finalIn)} AS final
     FROM unnest(${meters}::text[], ${fromDays}::date[], ${toDays}::date[]) WITH ORDINALITY AS s(meter_id, from_day, to_day, i)
     JOIN daily_rollups g ON g.meter_id = s.meter_id AND g.day >= s.from_day AND g.day <= s.to_day
     ORDER BY s.i, g.first_ts`.execute(db)
@@ -218,7 +222,7 @@ export async function loadRollupContexts(db: Kysely<Database>, spans: readonly R
       indexMin: r.index_min,
       indexMax: r.index_max,
       datum: r.datum,
-      final: r.final,
+      ...(r.final === null ? {} : { final: r.final }),
     })
   }
   const baselines = await sql<{ i: number; code: string; value: number; household_id: string | null }>`
