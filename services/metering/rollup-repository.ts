@@ -86,7 +86,7 @@ export async function rebuildRollups(trx: Kysely<Database>, meterId: string, fro
  * Such a group is no day of that household: not published, listed, nor charged as a daily or monthly
  * datum (its reading is a load-curve datum all the same). The rule, in SQL, for every reader of days.
  */
-export function isDailyDatum(alias: 'g' | 'r' | 'q'): RawBuilder<boolean> {
+export function isDailyDatum(alias: 'g' | 'r' | 'q' | 'w'): RawBuilder<boolean> {
   const a = sql.raw(alias)
   return sql<boolean>`(${a}.readings_count > 1 OR EXISTS (
     SELECT 1 FROM (
@@ -117,28 +117,43 @@ export function isFinalDay(alias: 'g' | 'r' | 'q', timezone: string): RawBuilder
   const a = sql.raw(alias)
   return sql<boolean>`EXISTS (
     SELECT 1 FROM meters m
-    CROSS JOIN LATERAL (
-      SELECT make_interval(mins => m.interval_minutes) AS iv,
-        (${a}.day::timestamp AT TIME ZONE ${timezone}::text) AS day_start, ((${a}.day + 1)::timestamp AT TIME ZONE ${timezone}::text) AS day_end
-    ) AS k
     LEFT JOIN LATERAL (
       SELECT p.household_id, p.last_ts FROM daily_rollups p
       WHERE p.meter_id = ${a}.meter_id AND (p.day, p.first_ts) < (${a}.day, ${a}.first_ts)
       ORDER BY p.day DESC, p.first_ts DESC LIMIT 1
     ) AS p ON TRUE
-    WHERE m.id = ${a}.meter_id
-      AND (${a}.last_ts + k.iv > k.day_end OR EXISTS (
+    WHERE m.id = ${a}.meter_id AND ${finalDayRule(alias, sql`p.household_id`, sql`p.last_ts`, sql`m.interval_minutes`, timezone)})`
+}
+
+/**
+ * isFinalDay's rule for group `alias`, given the household and last_ts of the group before it (the
+ * meter's previous, any household's; null when none) and the meter's interval in minutes: by a lookup
+ * per group (isFinalDay), or from a window over the meter's groups in order (lag), as a month's count
+ * does for every group at once.
+ */
+export function finalDayRule(
+  alias: string,
+  previousHousehold: RawBuilder<unknown>,
+  previousLastTs: RawBuilder<unknown>,
+  intervalMinutes: RawBuilder<unknown>,
+  timezone: string,
+): RawBuilder<boolean> {
+  const a = sql.raw(alias)
+  const iv = sql`(${intervalMinutes} * interval '1 minute')`
+  const dayStart = sql`(${a}.day::timestamp AT TIME ZONE ${timezone}::text)`
+  const dayEnd = sql`((${a}.day + 1)::timestamp AT TIME ZONE ${timezone}::text)`
+  return sql<boolean>`((${a}.last_ts + ${iv} > ${dayEnd} OR EXISTS (
+      SELECT 1 FROM occupancies o
+      WHERE o.meter_id = ${a}.meter_id AND o.household_id = ${a}.household_id
+        AND o.valid_from <= ${a}.last_ts AND o.valid_until > ${a}.last_ts AND ${a}.last_ts + ${iv} >= o.valid_until))
+    AND CASE WHEN ${previousHousehold} IS NOT DISTINCT FROM ${a}.household_id AND ${previousLastTs} IS NOT NULL
+      THEN ${previousLastTs} + ${iv} > ${dayStart}
+      ELSE EXISTS (
         SELECT 1 FROM occupancies o
         WHERE o.meter_id = ${a}.meter_id AND o.household_id = ${a}.household_id
-          AND o.valid_from <= ${a}.last_ts AND o.valid_until > ${a}.last_ts AND ${a}.last_ts + k.iv >= o.valid_until))
-      AND CASE WHEN p.household_id IS NOT DISTINCT FROM ${a}.household_id AND p.last_ts IS NOT NULL
-        THEN p.last_ts + k.iv > k.day_start
-        ELSE EXISTS (
-          SELECT 1 FROM occupancies o
-          WHERE o.meter_id = ${a}.meter_id AND o.household_id = ${a}.household_id
-            AND o.valid_from <= ${a}.first_ts AND (o.valid_until IS NULL OR o.valid_until > ${a}.first_ts)
-            AND ${a}.first_ts - k.iv < o.valid_from)
-      END)`
+          AND o.valid_from <= ${a}.first_ts AND (o.valid_until IS NULL OR o.valid_until > ${a}.first_ts)
+          AND ${a}.first_ts - ${iv} < o.valid_from)
+    END)`
 }
 
 /** A group released to recipients as a day: a daily datum (isDailyDatum) whose energy is final (isFinalDay). */
@@ -154,7 +169,6 @@ export function isReleasableDay(alias: 'g' | 'r', timezone: string): RawBuilder<
  * join it or change, a recipient of monthly data reading it again would have each day's energy.
  */
 export function isFinalMonth(meterId: RawBuilder<unknown>, householdId: RawBuilder<unknown>, monthStart: RawBuilder<unknown>, timezone: string): RawBuilder<boolean> {
-  const tz = sql`${timezone}::text`
   return sql<boolean>`EXISTS (
     SELECT 1 FROM (
       SELECT min(q.day) AS first_day, max(q.day) AS last_day, count(*) AS days, bool_and(${isFinalDay('q', timezone)}) AS final
@@ -162,14 +176,28 @@ export function isFinalMonth(meterId: RawBuilder<unknown>, householdId: RawBuild
       WHERE q.meter_id = ${meterId} AND q.household_id = ${householdId}
         AND q.day >= ${monthStart}::date AND q.day < (${monthStart}::date + interval '1 month')::date AND ${isDailyDatum('q')}
     ) AS s
-    WHERE s.final AND s.last_day - s.first_day + 1 = s.days
-      AND (s.first_day = ${monthStart}::date OR EXISTS (
-        SELECT 1 FROM occupancies o WHERE o.meter_id = ${meterId} AND o.household_id = ${householdId}
-          AND o.valid_from > (${monthStart}::date::timestamp AT TIME ZONE ${tz}) AND o.valid_from <= ((s.first_day + 1)::timestamp AT TIME ZONE ${tz})))
-      AND (s.last_day = (${monthStart}::date + interval '1 month' - interval '1 day')::date OR EXISTS (
-        SELECT 1 FROM occupancies o WHERE o.meter_id = ${meterId} AND o.household_id = ${householdId}
-          AND o.valid_until > (s.last_day::timestamp AT TIME ZONE ${tz}) AND o.valid_until <= ((s.last_day + 1)::timestamp AT TIME ZONE ${tz})))
-  )`
+    WHERE ${finalMonthRule({ firstDay: sql`s.first_day`, lastDay: sql`s.last_day`, days: sql`s.days`, final: sql`s.final` }, meterId, householdId, monthStart, timezone)})`
+}
+
+/**
+ * isFinalMonth's rule, given a household's daily datums of a meter in the month of `monthStart`: their
+ * first and last day, their number, and whether every one is final (isFinalDay).
+ */
+export function finalMonthRule(
+  s: { firstDay: RawBuilder<unknown>; lastDay: RawBuilder<unknown>; days: RawBuilder<unknown>; final: RawBuilder<unknown> },
+  meterId: RawBuilder<unknown>,
+  householdId: RawBuilder<unknown>,
+  monthStart: RawBuilder<unknown>,
+  timezone: string,
+): RawBuilder<boolean> {
+  const tz = sql`${timezone}::text`
+  return sql<boolean>`(${s.final} AND ${s.lastDay} - ${s.firstDay} + 1 = ${s.days}
+    AND (${s.firstDay} = ${monthStart}::date OR EXISTS (
+      SELECT 1 FROM occupancies o WHERE o.meter_id = ${meterId} AND o.household_id = ${householdId}
+        AND o.valid_from > (${monthStart}::date::timestamp AT TIME ZONE ${tz}) AND o.valid_from <= ((${s.firstDay} + 1)::timestamp AT TIME ZONE ${tz})))
+    AND (${s.lastDay} = (${monthStart}::date + interval '1 month' - interval '1 day')::date OR EXISTS (
+      SELECT 1 FROM occupancies o WHERE o.meter_id = ${meterId} AND o.household_id = ${householdId}
+        AND o.valid_until > (${s.lastDay}::timestamp AT TIME ZONE ${tz}) AND o.valid_until <= ((${s.lastDay} + 1)::timestamp AT TIME ZONE ${tz}))))`
 }
 
 /** A meter's days [fromDay, toDay] (inclusive) whose daily energies are wanted. */

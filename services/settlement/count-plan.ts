@@ -37,6 +37,8 @@ export interface RangeCount {
   readings: bigint
   /** Rollups (days with data) in the range. */
   days: bigint
+  /** Whether the household's month is final (isFinalMonth), when counted with the whole month (findMonthRollupTotals). */
+  monthFinal?: boolean
 }
 
 export interface CountPlan {

@@ -291,8 +291,17 @@ async function readMonthInputs(trx: Transaction<Database>, month: string, now: D
     pieceCounts.push(...(await repo.countRawReadings(trx, pieces.slice(i, i + COUNT_RANGES_PER_STATEMENT_MAX))))
   }
   ctx.onProgress?.({ phase: 'counting', done: total, total })
-  const monthlyPairs = spans.filter((s) => s.kind === 'monthly').map((s) => ({ meterId: s.meterId, householdId: s.householdId }))
-  const finalMonths = await repo.findFinalMonths(trx, monthlyPairs, firstDay, ctx.timezone)
+  // Whether a month is final came with the month's totals; the pairs they did not cover are asked.
+  const finalMonths = new Set<string>()
+  const unknown: { meterId: string; householdId: string }[] = []
+  for (const s of spans) {
+    if (s.kind !== 'monthly') continue
+    const key = repo.pairKey(s.meterId, s.householdId)
+    const known = monthTotals.get(key)
+    if (known?.monthFinal === true) finalMonths.add(key)
+    else if (known === undefined && monthTotals.size === 0) unknown.push({ meterId: s.meterId, householdId: s.householdId })
+  }
+  for (const key of await repo.findFinalMonths(trx, unknown, firstDay, ctx.timezone)) finalMonths.add(key)
   const counts = datumsPerConsent(spans, plan, rangeCounts, pieceCounts, operators, finalMonths)
 
   const consents: ConsentTerms[] = consentRows.map((c) => {

@@ -119,10 +119,13 @@ async function generate(db: Kysely<Database>, households: number): Promise<{ dat
   }
   process.stdout.write('\n')
   done = step('daily rollups from the readings')
+  // Cut as ingest and rebuildRollups cut them: day D holds the datums stamped in (D 00:00, D+1 00:00],
+  // so the reading at 1 November 00:00 closes 31 October (and opens November), that at 1 December
+  // closes 30 November. Cut by the instant's own day, each day lacked its closing reading and none was final.
   await sql`INSERT INTO daily_rollups (meter_id, household_id, day, readings_count, first_ts, last_ts, index_min, index_max)
-    SELECT meter_id, household_id, (ts AT TIME ZONE ${TIMEZONE})::date, count(*), min(ts), max(ts),
+    SELECT meter_id, household_id, ((ts - interval '1 microsecond') AT TIME ZONE ${TIMEZONE})::date, count(*), min(ts), max(ts),
       jsonb_build_object('1-0:1.8.0', min((values->>'1-0:1.8.0')::bigint)), jsonb_build_object('1-0:1.8.0', max((values->>'1-0:1.8.0')::bigint))
-    FROM readings WHERE ts >= ${start} AND ts < ${end}
+    FROM readings WHERE ts >= ${start} AND ts <= ${end}
     GROUP BY 1, 2, 3`.execute(db)
   done()
   done = step('vacuum analyze')
