@@ -275,8 +275,8 @@ async function readMonthInputs(trx: Transaction<Database>, month: string, now: D
   const partial = ranges.map((_, i) => i).filter((i) => ranges[i]!.firstDay !== firstDay || ranges[i]!.lastDay !== lastDay)
   const total = 1 + partial.length + pieces.length
   ctx.onProgress?.({ phase: 'counting', done: 0, total })
-  const monthTotals: Map<string, RangeCount> =
-    partial.length === ranges.length ? new Map() : await repo.findMonthRollupTotals(trx, firstDay, lastDay, ctx.timezone)
+  const wholeMonthCounted = partial.length < ranges.length
+  const monthTotals: Map<string, RangeCount> = wholeMonthCounted ? await repo.findMonthRollupTotals(trx, firstDay, lastDay, ctx.timezone) : new Map()
   const none: RangeCount = { readings: 0n, days: 0n }
   const rangeCounts = ranges.map((r) => monthTotals.get(repo.pairKey(r.meterId, r.householdId)) ?? none)
   for (let i = 0; i < partial.length; i += COUNT_RANGES_PER_STATEMENT_MAX) {
@@ -291,15 +291,15 @@ async function readMonthInputs(trx: Transaction<Database>, month: string, now: D
     pieceCounts.push(...(await repo.countRawReadings(trx, pieces.slice(i, i + COUNT_RANGES_PER_STATEMENT_MAX))))
   }
   ctx.onProgress?.({ phase: 'counting', done: total, total })
-  // Whether a month is final came with the month's totals; the pairs they did not cover are asked.
+  // Whether a month is final came with the month's totals (a pair absent from them has no data in it);
+  // without them, the monthly pairs are asked.
   const finalMonths = new Set<string>()
   const unknown: { meterId: string; householdId: string }[] = []
   for (const s of spans) {
     if (s.kind !== 'monthly') continue
     const key = repo.pairKey(s.meterId, s.householdId)
-    const known = monthTotals.get(key)
-    if (known?.monthFinal === true) finalMonths.add(key)
-    else if (known === undefined && monthTotals.size === 0) unknown.push({ meterId: s.meterId, householdId: s.householdId })
+    if (!wholeMonthCounted) unknown.push({ meterId: s.meterId, householdId: s.householdId })
+    else if (monthTotals.get(key)?.monthFinal === true) finalMonths.add(key)
   }
   for (const key of await repo.findFinalMonths(trx, unknown, firstDay, ctx.timezone)) finalMonths.add(key)
   const counts = datumsPerConsent(spans, plan, rangeCounts, pieceCounts, operators, finalMonths)
