@@ -1,4 +1,5 @@
 import { sql } from 'kysely'
+import pg from 'pg'
 import { expect, it } from 'vitest'
 import { LISTEN_RESUMED_PAYLOAD, copyText, sqlLiteral } from '../../../shared/db/database.ts'
 import { waitFor } from '../../support/broker.ts'
@@ -36,6 +37,22 @@ describeDatabases('the database factory', (t) => {
     } finally {
       await unlisten()
     }
+  })
+})
+
+describePostgres('sessions on PostgreSQL', (t) => {
+  it('run with JIT off, on the pool and on a connection of its own (the server compiled a month count for 600 ms)', async () => {
+    // The test means something only where the server has JIT on (PostgreSQL's default), as a plain client sees.
+    const plain = new pg.Client({ connectionString: t.url! })
+    await plain.connect()
+    try {
+      expect((await plain.query<{ jit: string }>('SHOW jit')).rows[0]!.jit).toBe('on')
+    } finally {
+      await plain.end()
+    }
+    expect((await sql<{ jit: string }>`SHOW jit`.execute(t.db)).rows[0]!.jit).toBe('off')
+    const own = await t.handle.withConnection!((c) => c.script('SHOW jit'))
+    expect(own).toEqual([[{ jit: 'off' }]])
   })
 })
 
