@@ -52,6 +52,7 @@ const CONNACK_IDENTIFIER_REJECTED = 2
 export const MQTT_LISTEN_BACKLOG = 4_096
 const CONNACK_SERVER_UNAVAILABLE = 3
 const CONNACK_BAD_CREDENTIALS = 4
+const CONNACK_NOT_AUTHORIZED = 5
 
 export interface BrokerDeps {
   config: Readonly<Config>
@@ -273,14 +274,25 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
         const current = (aedes as unknown as { clients: Record<string, Client> }).clients[client.id]
         const other = current !== undefined ? principals.get(current) : undefined
         // Nor one under which another principal's persistent session waits, offline.
-        const refused =
-          squatting ||
-          (other !== undefined && principalKey(other) !== principalKey(principal)) ||
-          !(await claimMqttSession(db.db, client.id, principalKey(principal), !client.clean, new Date(clock())))
-        if (refused) {
+        const claim =
+          squatting || (other !== undefined && principalKey(other) !== principalKey(principal))
+            ? 'taken'
+            : await claimMqttSession(db.db, client.id, principalKey(principal), !client.clean, new Date(clock()), config.mqtt.persistentSessionsPerPrincipalMax)
+        if (claim === 'taken') {
           throttle.recordNoVerdict(address, username)
           log.info({ clientId: client.id, username }, 'mqtt client id refused: taken by another principal or its persistent session')
           return refuse('identifier rejected', CONNACK_IDENTIFIER_REJECTED)
+        }
+        if (claim === 'full') {
+          // 5 (not authorized): the credentials hold and the client id is free, but this principal may not
+          // open one more persistent session. Not 2, which says the id itself is refused (a clean connect
+          // under it is let in), nor 3, which says the server is unavailable and invites retrying at once.
+          throttle.recordNoVerdict(address, username)
+          log.warn(
+            { clientId: client.id, username, persistentSessionsPerPrincipalMax: config.mqtt.persistentSessionsPerPrincipalMax },
+            'persistent session refused: its principal holds as many as it may (end one with a clean connect under its client id)',
+          )
+          return refuse('not authorized', CONNACK_NOT_AUTHORIZED)
         }
       }
       throttle.recordSuccess(address, username)

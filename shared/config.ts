@@ -135,6 +135,14 @@ export interface MqttLimits {
    * they are in the pull API. Counted again from its next connection.
    */
   offlineQueueDatumsMax: number
+  /**
+   * Persistent sessions (clean session 0) one recipient or household may hold at once, connected or
+   * offline, on every broker together (counted in the database): each may queue
+   * offlineQueueDatumsMax datums in a broker's memory. A persistent connect under a new client id
+   * beyond it is refused (CONNACK 5); one to a session of its own is always let in, and a clean
+   * connect under a session's client id ends that session.
+   */
+  persistentSessionsPerPrincipalMax: number
 }
 
 /** Limits of the ingest path; every one is named with its unit. */
@@ -205,6 +213,7 @@ export const DEFAULT_MQTT_LIMITS: MqttLimits = {
   drainTimeoutMs: 30_000,
   liveDeliveriesHeldMax: 10_000,
   offlineQueueDatumsMax: 50_000,
+  persistentSessionsPerPrincipalMax: 4,
 }
 
 export const DEFAULT_INGEST_LIMITS: IngestLimits = {

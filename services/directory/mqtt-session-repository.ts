@@ -1,4 +1,4 @@
-import type { Kysely } from 'kysely'
+import { sql, type Kysely } from 'kysely'
 import type { Database } from '../../shared/db/schema.ts'
 
 /**
@@ -9,23 +9,55 @@ import type { Database } from '../../shared/db/schema.ts'
  */
 
 /**
- * Claims `clientId` for `principal` as it connects: false when another principal holds a
- * persistent session under it. A persistent connect (`persistent`, clean session 0) records the
- * claim; a clean one by the owner releases it (MQTT discards the stored session then).
+ * What a connect's claim on its client id comes to: `claimed` (it may connect), `taken` (another
+ * principal's persistent session waits under that id), `full` (a persistent session under a new
+ * client id while the principal holds `sessionsMax` already, on whatever broker).
  */
-export async function claimMqttSession(db: Kysely<Database>, clientId: string, principal: string, persistent: boolean, now: Date): Promise<boolean> {
-  if (persistent) {
-    const inserted = await db
+export type MqttSessionClaim = 'claimed' | 'taken' | 'full'
+
+// One advisory lock per principal while its sessions are counted and one is added, on PostgreSQL
+// and PGlite alike: two connects of one principal on two brokers would otherwise both count
+// sessionsMax - 1 and both insert.
+const LOCK_CLASS = 0x6d71_7373 // 'mqss'
+
+/**
+ * Claims `clientId` for `principal` as it connects. A persistent connect (`persistent`, clean
+ * session 0) records the claim, unless the principal holds `sessionsMax` persistent sessions under
+ * other client ids already; its own session under `clientId` it may always take up again. A clean
+ * connect by the owner releases the claim (MQTT discards the stored session then).
+ */
+export async function claimMqttSession(
+  db: Kysely<Database>,
+  clientId: string,
+  principal: string,
+  persistent: boolean,
+  now: Date,
+  sessionsMax: number,
+): Promise<MqttSessionClaim> {
+  const held = await db.selectFrom('mqtt_sessions').select('principal').where('client_id', '=', clientId).executeTakeFirst()
+  if (held !== undefined && held.principal !== principal) return 'taken'
+  if (!persistent) {
+    if (held !== undefined) await db.deleteFrom('mqtt_sessions').where('client_id', '=', clientId).where('principal', '=', principal).execute()
+    return 'claimed'
+  }
+  if (held !== undefined) return 'claimed'
+  return db.transaction().execute(async (trx) => {
+    await sql`SELECT pg_advisory_xact_lock(${LOCK_CLASS}::int, hashtext(${principal}))`.execute(trx)
+    const { count } = await trx
+      .selectFrom('mqtt_sessions')
+      .select((eb) => eb.fn.countAll<string>().as('count'))
+      .where('principal', '=', principal)
+      .executeTakeFirstOrThrow()
+    if (Number(count) >= sessionsMax) return 'full'
+    const inserted = await trx
       .insertInto('mqtt_sessions')
       .values({ client_id: clientId, principal, created_at: now })
       .onConflict((oc) => oc.column('client_id').doNothing())
       .returning('principal')
       .executeTakeFirst()
-    if (inserted !== undefined) return true
-  }
-  const held = await db.selectFrom('mqtt_sessions').select('principal').where('client_id', '=', clientId).executeTakeFirst()
-  if (held === undefined) return true
-  if (held.principal !== principal) return false
-  if (!persistent) await db.deleteFrom('mqtt_sessions').where('client_id', '=', clientId).where('principal', '=', principal).execute()
-  return true
+    if (inserted !== undefined) return 'claimed'
+    // Claimed meanwhile by a connect on another broker: by this principal (its own) or another.
+    const owner = await trx.selectFrom('mqtt_sessions').select('principal').where('client_id', '=', clientId).executeTakeFirst()
+    return owner?.principal === principal ? 'claimed' : 'taken'
+  })
 }
