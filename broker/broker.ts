@@ -13,7 +13,7 @@ import { TrustedProxies } from '../shared/trusted-proxies.ts'
 import { TOPIC_FILTER_BYTES_MAX, hasNullCharacter, meterReadingsTopic, meterStatusTopic, parseEgressFilter, parseTopic } from '../shared/topics.ts'
 import { authenticateMqtt } from '../services/directory/directory-service.ts'
 import { CREDENTIALS_CHANNEL, findMeter, type CredentialsNotice } from '../services/directory/directory-repository.ts'
-import { claimMqttSession } from '../services/directory/mqtt-session-repository.ts'
+import { claimMqttSession, expireMqttSessions, recordConnectedMqttSessions, touchMqttSessions } from '../services/directory/mqtt-session-repository.ts'
 import { principalKey, type Principal } from '../services/directory/principal.ts'
 import { dailyDatumsToPublish } from '../services/metering/daily-publication.ts'
 import { MeterTails, commitMessages } from '../services/metering/ingest-service.ts'
@@ -25,6 +25,7 @@ import { guardPacketSize } from './frame-guard.ts'
 import { ClosedBeforeHeaderError, readProxyHeader } from './proxy-protocol.ts'
 import { IngestLanes } from './ingest-lanes.ts'
 import { IngestThread } from './ingest-thread.ts'
+import { MemoryPersistence } from './memory-persistence.ts'
 
 /**
  * The MQTT broker: aedes with our authentication, ACL, ingest and egress hooks, on TCP and
@@ -125,8 +126,10 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
   const pendingDaily = new Set<Promise<void>>()
   const tails = new MeterTails()
 
+  // Without a shared store, sessions live in this broker's memory, where an expired one is dropped whole.
+  const memory = deps.aedesOptions?.persistence === undefined ? new MemoryPersistence() : null
   const aedes = await Aedes.createBroker({
-    ...(deps.aedesOptions?.persistence !== undefined ? { persistence: deps.aedesOptions.persistence } : {}),
+    persistence: deps.aedesOptions?.persistence ?? memory,
     ...(deps.aedesOptions?.mq !== undefined ? { mq: deps.aedesOptions.mq } : {}),
     connectTimeout: config.mqtt.connectTimeoutMs,
     keepaliveLimit: config.mqtt.keepaliveSecondsMax,
@@ -146,7 +149,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
   // The principal of each persistent session, offline too: what it may not receive is not queued for it.
   const sessionPrincipals = new Map<string, Principal>()
   const offlineQueues =
-    deps.aedesOptions?.persistence === undefined
+    memory !== null
       ? boundOfflineQueues(aedes, config.mqtt.offlineQueueDatumsMax, metrics, log, (clientId, packet) => {
           const principal = sessionPrincipals.get(clientId)
           return principal === undefined || mayReceive(principal, packet) !== false
@@ -297,6 +300,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
       }
       throttle.recordSuccess(address, username)
       principals.set(client, principal)
+      offlineSince.delete(client.id)
       if (!client.clean) {
         holdLive.hold(client)
         sessionPrincipals.set(client.id, principal)
@@ -419,12 +423,81 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
   aedes.on('clientDisconnect', (client) => {
     holdLive.drop(client)
     const principal = principals.get(client)
+    // A connection taken over ends before its successor registers: the sweep skips a session connected again.
+    if (principal !== undefined && principal.role !== 'meter' && !client.clean) {
+      if (memory !== null) offlineSince.set(client.id, clock())
+      const p = touchMqttSessions(db.db, [client.id], new Date(clock()))
+        .catch((err: unknown) => log.error({ err, clientId: client.id }, 'recording a persistent session as offline failed'))
+        .finally(() => pendingTouches.delete(p))
+      pendingTouches.add(p)
+    }
     if (principal === undefined || !counted.has(client)) return
     counted.delete(client)
     metrics.mqttConnections.labels(principal.role).dec()
   })
   aedes.on('clientError', (client, err) => log.debug({ clientId: client.id, err: err.message }, 'client error'))
   aedes.on('connectionError', (client, err) => log.debug({ clientId: client?.id, err: err.message }, 'connection error'))
+
+  /**
+   * Persistent sessions of recipients and households left offline longer than
+   * persistentSessionOfflineMsMax expire, as Mosquitto's persistent_client_expiration: each one holds
+   * its subscriptions and up to offlineQueueDatumsMax datums, which would otherwise stay for ever.
+   * Every sweep records the sessions connected here as seen (so that no broker takes them for
+   * offline), then ends the claims last seen before the cutoff, on whatever broker (one restarted
+   * without Redis left its claims behind), and drops their sessions: in this broker's memory, or in
+   * Redis. A broker alone also drops the sessions it has held offline that long, whatever their claim
+   * says.
+   */
+  const offlineSince = new Map<string, number>()
+  const pendingTouches = new Set<Promise<void>>()
+  let sweeping: Promise<void> | null = null
+  const sweepTimer = setInterval(() => {
+    sweeping ??= expireSessions()
+      .catch((err: unknown) => log.error({ err }, 'persistent session expiry failed'))
+      .finally(() => (sweeping = null))
+  }, config.mqtt.persistentSessionSweepIntervalMs)
+  sweepTimer.unref()
+
+  async function expireSessions(): Promise<void> {
+    const clients = (aedes as unknown as { clients: Record<string, Client | undefined> }).clients
+    const now = clock()
+    const cutoff = now - config.mqtt.persistentSessionOfflineMsMax
+    const connected: { clientId: string; principal: string }[] = []
+    for (const client of Object.values(clients)) {
+      const principal = client === undefined ? undefined : principals.get(client)
+      if (principal !== undefined && principal.role !== 'meter' && !client!.clean) connected.push({ clientId: client!.id, principal: principalKey(principal) })
+    }
+    await recordConnectedMqttSessions(db.db, connected, new Date(now))
+    const expired = new Set(
+      await expireMqttSessions(
+        db.db,
+        new Date(cutoff),
+        connected.map((s) => s.clientId),
+      ),
+    )
+    for (const [clientId, since] of offlineSince) if (since <= cutoff) expired.add(clientId)
+    let dropped = 0
+    for (const clientId of expired) {
+      if (closing !== null) return
+      offlineSince.delete(clientId)
+      // Connected here meanwhile: it is no longer offline.
+      if (clients[clientId] !== undefined) continue
+      await dropSession(clientId)
+      dropped++
+    }
+    if (dropped > 0) log.info({ sessions: dropped, persistentSessionOfflineMsMax: config.mqtt.persistentSessionOfflineMsMax }, 'persistent sessions expired: offline too long')
+  }
+
+  async function dropSession(clientId: string): Promise<void> {
+    sessionPrincipals.delete(clientId)
+    offlineQueues?.connected(clientId)
+    interest?.ended(clientId)
+    if (memory !== null) return memory.dropSession(clientId)
+    // Redis: removing its last subscription removes its queue too (aedes-persistence-redis).
+    const shared = (aedes as unknown as { persistence: { cleanSubscriptions(c: { id: string }): Promise<void>; delWill(c: { id: string }): Promise<unknown> } }).persistence
+    await shared.cleanSubscriptions({ id: clientId })
+    await shared.delWill({ id: clientId })
+  }
 
   const proxies = new TrustedProxies(config.trustedProxies)
   /** Connections from a trusted proxy whose PROXY header has not come yet. */
@@ -533,6 +606,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
         const stopped = servers.map((s) => new Promise<void>((r) => s.close(() => r())))
         for (const socket of awaitingHeader) socket.destroy()
         for (const wss of wsServers) wss.close()
+        clearInterval(sweepTimer)
         await unlistenCredentials()
         await ingest.close()
         await thread?.close()
@@ -540,6 +614,8 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
         await egress.drained()
         egress.close()
         await closeAedes()
+        await sweeping
+        await Promise.all([...pendingTouches])
         // aedes closes the clients it knows; a connection whose CONNECT is partial, or waits for its
         // CONNACK, is none of them, and the listener's close waits for it: a SIGTERM hung for 12 min
         // behind a meter that got no CONNACK, and 30 s (aedes' connect timeout) behind two bytes.

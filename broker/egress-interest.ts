@@ -81,6 +81,11 @@ export class LocalEgressInterest implements EgressInterest {
     }
   }
 
+  /** A persistent session expired while offline: its subscriptions are gone. */
+  ended(clientId: string): void {
+    this.forget(clientId)
+  }
+
   private forget(clientId: string): void {
     const session = this.sessions.get(clientId)
     if (session === undefined) return

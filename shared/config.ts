@@ -143,6 +143,14 @@ export interface MqttLimits {
    * connect under a session's client id ends that session.
    */
   persistentSessionsPerPrincipalMax: number
+  /**
+   * A persistent session of a recipient or household offline longer than this expires: its
+   * subscriptions, its queue and its claim on its client id are dropped, as Mosquitto's
+   * persistent_client_expiration (a reconnect after finds no session: CONNACK session present 0).
+   */
+  persistentSessionOfflineMsMax: number
+  /** How often each broker looks for expired persistent sessions, and records its connected ones as seen. */
+  persistentSessionSweepIntervalMs: number
 }
 
 /** Limits of the ingest path; every one is named with its unit. */
@@ -214,6 +222,8 @@ export const DEFAULT_MQTT_LIMITS: MqttLimits = {
   liveDeliveriesHeldMax: 10_000,
   offlineQueueDatumsMax: 50_000,
   persistentSessionsPerPrincipalMax: 4,
+  persistentSessionOfflineMsMax: 7 * 24 * 60 * 60 * 1000,
+  persistentSessionSweepIntervalMs: 60 * 60 * 1000,
 }
 
 export const DEFAULT_INGEST_LIMITS: IngestLimits = {

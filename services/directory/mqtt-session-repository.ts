@@ -40,7 +40,10 @@ export async function claimMqttSession(
     if (held !== undefined) await db.deleteFrom('mqtt_sessions').where('client_id', '=', clientId).where('principal', '=', principal).execute()
     return 'claimed'
   }
-  if (held !== undefined) return 'claimed'
+  if (held !== undefined) {
+    await touchMqttSessions(db, [clientId], now)
+    return 'claimed'
+  }
   return db.transaction().execute(async (trx) => {
     await sql`SELECT pg_advisory_xact_lock(${LOCK_CLASS}::int, hashtext(${principal}))`.execute(trx)
     const { count } = await trx
@@ -51,7 +54,7 @@ export async function claimMqttSession(
     if (Number(count) >= sessionsMax) return 'full'
     const inserted = await trx
       .insertInto('mqtt_sessions')
-      .values({ client_id: clientId, principal, created_at: now })
+      .values({ client_id: clientId, principal, created_at: now, seen_at: now })
       .onConflict((oc) => oc.column('client_id').doNothing())
       .returning('principal')
       .executeTakeFirst()
@@ -60,4 +63,39 @@ export async function claimMqttSession(
     const owner = await trx.selectFrom('mqtt_sessions').select('principal').where('client_id', '=', clientId).executeTakeFirst()
     return owner?.principal === principal ? 'claimed' : 'taken'
   })
+}
+
+/**
+ * Records the sessions connected here as seen `now`, and claims again any whose claim is gone (ended
+ * by a sweep as the session reconnected): it is its owner's, connected.
+ */
+export async function recordConnectedMqttSessions(db: Kysely<Database>, sessions: ReadonlyArray<{ clientId: string; principal: string }>, now: Date): Promise<void> {
+  if (sessions.length === 0) return
+  await sql`INSERT INTO mqtt_sessions (client_id, principal, created_at, seen_at)
+    SELECT s.client_id, s.principal, ${now}, ${now} FROM unnest(${sessions.map((s) => s.clientId)}::text[], ${sessions.map((s) => s.principal)}::text[]) AS s (client_id, principal)
+    ON CONFLICT (client_id) DO UPDATE SET seen_at = excluded.seen_at WHERE mqtt_sessions.principal = excluded.principal`.execute(db)
+}
+
+/** Records the sessions as seen `now` (just disconnected, or taken up again). */
+export async function touchMqttSessions(db: Kysely<Database>, clientIds: readonly string[], now: Date): Promise<void> {
+  if (clientIds.length === 0) return
+  await db
+    .updateTable('mqtt_sessions')
+    .set({ seen_at: now })
+    .where(sql<boolean>`client_id = ANY(${[...clientIds]}::text[])`)
+    .execute()
+}
+
+/**
+ * Ends the claims of the sessions last seen before `cutoff`, but those in `connected` (connected
+ * here, whatever their row says), and answers their client ids: their sessions are to be dropped.
+ */
+export async function expireMqttSessions(db: Kysely<Database>, cutoff: Date, connected: readonly string[]): Promise<string[]> {
+  const rows = await db
+    .deleteFrom('mqtt_sessions')
+    .where('seen_at', '<', cutoff)
+    .where(sql<boolean>`NOT (client_id = ANY(${[...connected]}::text[]))`)
+    .returning('client_id')
+    .execute()
+  return rows.map((r) => r.client_id)
 }

@@ -1,11 +1,21 @@
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt'
 import { afterAll, afterEach, beforeAll, beforeEach, expect, it } from 'vitest'
-import { connectClient, endClient, startTestBroker, subscribeCollect, type TestBroker } from '../support/broker.ts'
+import type { EgressPolicy } from '../../broker/egress.ts'
+import type { MemoryPersistence } from '../../broker/memory-persistence.ts'
+import { meterReadingsTopic } from '../../shared/topics.ts'
+import { connectClient, connectMeter, endClient, publishAcked, startTestBroker, subscribeCollect, waitFor, type TestBroker } from '../support/broker.ts'
 import { describeDatabases } from '../support/database.ts'
-import { createTestHousehold, createUtility } from '../support/world.ts'
+import { createTestHousehold, createTestMeter, createUtility, insertOccupancy, type TestMeter } from '../support/world.ts'
 
 const CONNACK_NOT_AUTHORIZED = 5
 const SESSIONS_MAX = 2
+
+/** Everything owned is released to every recipient: sessions, not the consent rule, are under test. */
+const releaseAllOwned: EgressPolicy = {
+  releasedTo: (_r, datum) => datum.householdId ?? null,
+  householdOwns: (h, datum) => datum.householdId === h,
+  householdMayFollow: () => true,
+}
 
 /** Connects and resolves with CONNACK's session present flag. */
 function connectSession(url: string, options: IClientOptions): Promise<{ client: MqttClient; sessionPresent: boolean }> {
@@ -78,5 +88,85 @@ describeDatabases('persistent sessions of recipients and households', (t) => {
     expect(outcomes.filter((o) => o === 'connected')).toHaveLength(SESSIONS_MAX)
     expect(outcomes.filter((o) => o === CONNACK_NOT_AUTHORIZED)).toHaveLength(6 - SESSIONS_MAX)
     expect(await t.db.selectFrom('mqtt_sessions').select('client_id').execute()).toHaveLength(SESSIONS_MAX)
+  })
+})
+
+describeDatabases('expiry of persistent sessions left offline', (t) => {
+  const OFFLINE_MS_MAX = 7 * 86_400_000
+  let now = Date.parse('2026-11-01T00:00:00Z')
+  let tb: TestBroker
+  let meter: TestMeter
+  let utility: { id: string; apiKey: string }
+  let household: { id: string; apiKey: string }
+  const clients: MqttClient[] = []
+
+  beforeAll(async () => {
+    tb = await startTestBroker(t.handle, {
+      policy: releaseAllOwned,
+      // The clock jumps; the sweep looks often.
+      overrides: { mqtt: { persistentSessionOfflineMsMax: OFFLINE_MS_MAX, persistentSessionSweepIntervalMs: 50 } },
+      deps: { clock: () => now },
+    })
+  })
+  afterAll(async () => {
+    await tb.close()
+  })
+  beforeEach(async () => {
+    utility = await createUtility(t.db)
+    household = await createTestHousehold(t.db)
+    meter = await createTestMeter(t.db, utility.id)
+    await insertOccupancy(t.db, meter.id, household.id, new Date('2026-01-01T00:00:00Z'))
+  })
+  afterEach(async () => {
+    for (const c of clients.splice(0)) await endClient(c)
+  })
+
+  const claims = async (): Promise<string[]> => (await t.db.selectFrom('mqtt_sessions').select('client_id').orderBy('client_id').execute()).map((r) => r.client_id)
+  const queued = (clientId: string): number => (tb.broker.aedes as unknown as { persistence: MemoryPersistence }).persistence.outgoingCount(clientId)
+
+  it('drops the queue, the subscriptions and the claim of a session offline longer than persistentSessionOfflineMsMax, not those of one connected', async () => {
+    const away = { clientId: 'app-away', username: utility.id, password: utility.apiKey, clean: false }
+    const first = await connectClient(tb.url, away)
+    expect((await subscribeCollect(first, 'readings/+')).granted).toBe(1)
+    await endClient(first)
+    const here = await connectClient(tb.url, { clientId: 'home-here', username: household.id, password: household.apiKey, clean: false })
+    clients.push(here)
+    const live = await subscribeCollect(here, `readings/${meter.id}`)
+    const m = await connectMeter(tb.url, meter)
+    clients.push(m)
+    const readings = Array.from({ length: 3 }, (_, i) => ({ ts: new Date(Date.parse('2026-10-01T00:00:00Z') + i * 900_000).toISOString(), values: { '1-0:1.8.0': 1_000 + i } }))
+    await publishAcked(m, meterReadingsTopic(meter.id), JSON.stringify({ readings }))
+    await waitFor(() => queued('app-away') === 3, 5_000, 'the datums queued for the offline session')
+
+    // A day short of the limit: kept.
+    now += OFFLINE_MS_MAX - 86_400_000
+    await new Promise((r) => setTimeout(r, 300))
+    expect(await claims()).toEqual(['app-away', 'home-here'])
+    expect(queued('app-away')).toBe(3)
+    // Past it: gone, queue and all; the session connected throughout stays.
+    now += 2 * 86_400_000
+    await waitFor(async () => (await claims()).length === 1, 5_000, 'the offline claim ended')
+    expect(await claims()).toEqual(['home-here'])
+    expect(queued('app-away')).toBe(0)
+    await waitFor(() => live.messages.length === 3, 5_000, 'the connected session served')
+
+    // Coming back finds no session (session present 0), and nothing queued.
+    const back = await connectSession(tb.url, away)
+    clients.push(back.client)
+    expect(back.sessionPresent).toBe(false)
+    expect(await claims()).toEqual(['app-away', 'home-here'])
+  })
+
+  it('ends claims whose session no broker holds any more (a broker restarted without Redis), once as old', async () => {
+    const seen = (ms: number) => new Date(now - ms)
+    await t.db
+      .insertInto('mqtt_sessions')
+      .values([
+        { client_id: 'app-left-behind', principal: `party:${utility.id}`, created_at: seen(OFFLINE_MS_MAX + 1_000), seen_at: seen(OFFLINE_MS_MAX + 1_000) },
+        { client_id: 'app-recent', principal: `party:${utility.id}`, created_at: seen(OFFLINE_MS_MAX + 1_000), seen_at: seen(60_000) },
+      ])
+      .execute()
+    await waitFor(async () => (await claims()).length === 1, 5_000, 'the old claim ended')
+    expect(await claims()).toEqual(['app-recent'])
   })
 })

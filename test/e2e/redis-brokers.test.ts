@@ -1,7 +1,7 @@
 import type { ChildProcess } from 'node:child_process'
 import { createRequire } from 'node:module'
 import net from 'node:net'
-import type { MqttClient } from 'mqtt'
+import mqtt, { type MqttClient } from 'mqtt'
 import { generate } from 'mqtt-packet'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { redisCoupling } from '../../broker/redis-coupling.ts'
@@ -221,6 +221,48 @@ describe.skipIf(!hasCommand('redis-server'))(`several brokers${skipReason('redis
       expect((await readingsOf(t.db, meter.id)).map((r) => r.ts.toISOString())).toEqual(['2026-10-03T10:00:00.000Z'])
       // The suite's other brokers close after this, with Redis.
       await startRedis()
+    })
+
+    // Last: its broker's clock runs days ahead, so it takes every session of the suite left offline for expired.
+    it('expires a persistent session left offline in Redis longer than persistentSessionOfflineMsMax, from another broker: its queue and subscriptions go', async () => {
+      const OFFLINE_MS_MAX = 7 * 86_400_000
+      const { app, meter } = await consentedMeter()
+      let now = Date.now()
+      const view = await openReleaseView(t.handle, { timeZone: 'Europe/Paris' })
+      const sweeper = await startTestBroker(t.handle, {
+        policy: view,
+        overrides: { mqtt: { persistentSessionOfflineMsMax: OFFLINE_MS_MAX, persistentSessionSweepIntervalMs: 50 } },
+        deps: { aedesOptions: redisCoupling(redisUrl), clock: () => now },
+      })
+      const redisClient = new Redis(redisUrl) as unknown as { llen(key: string): Promise<number>; exists(key: string): Promise<number>; disconnect(): void }
+      try {
+        const session = { clientId: 'app-expiring', username: app.id, password: app.apiKey, clean: false }
+        const first = await connectClient(brokers[1]!.url, session)
+        await subscribeCollect(first, `readings/${meter.id}`)
+        await endClient(first)
+        const m = await connectMeter(brokers[0]!.url, meter)
+        clients.push(m)
+        const readings = Array.from({ length: 3 }, (_, i) => ({ ts: new Date(Date.parse('2026-10-06T00:00:00Z') + i * 900_000).toISOString(), values: { '1-0:1.8.0': i } }))
+        await publishAcked(m, meterReadingsTopic(meter.id), JSON.stringify({ readings }))
+        await waitFor(async () => (await redisClient.llen('outgoing:app-expiring')) === 3, 5_000, 'the datums queued in Redis')
+
+        now += OFFLINE_MS_MAX + 60_000
+        await waitFor(async () => (await t.db.selectFrom('mqtt_sessions').select('client_id').where('client_id', '=', 'app-expiring').execute()).length === 0, 5_000, 'the claim ended')
+        await waitFor(async () => (await redisClient.llen('outgoing:app-expiring')) === 0, 5_000, 'the queue dropped from Redis')
+        expect(await redisClient.exists('client:app-expiring')).toBe(0)
+        // Back on the broker that held it: no session.
+        const back = await new Promise<{ client: MqttClient; sessionPresent: boolean }>((resolve, reject) => {
+          const c = mqtt.connect(brokers[1]!.url, { protocolVersion: 4, reconnectPeriod: 0, ...session })
+          c.once('connect', (connack) => resolve({ client: c, sessionPresent: connack.sessionPresent }))
+          c.once('error', reject)
+        })
+        clients.push(back.client)
+        expect(back.sessionPresent).toBe(false)
+      } finally {
+        redisClient.disconnect()
+        await sweeper.close()
+        await view.close()
+      }
     })
   })
 })

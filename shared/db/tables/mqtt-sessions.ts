@@ -5,4 +5,6 @@ export interface MqttSessionsTable {
   client_id: string
   principal: string
   created_at: ColumnType<Date, Date, never>
+  /** When the session was last known connected (connect, disconnect, each sweep while connected): it expires once this is persistentSessionOfflineMsMax old. */
+  seen_at: Date
 }

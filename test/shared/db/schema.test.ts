@@ -167,7 +167,7 @@ export const SCHEMA: SchemaMap = {
     created_at: 'not null',
   },
   sessions: { id: 'not null', household_id: 'not null', token_hash: 'not null', created_at: 'not null', expires_at: 'not null' },
-  mqtt_sessions: { client_id: 'not null', principal: 'not null', created_at: 'not null' },
+  mqtt_sessions: { client_id: 'not null', principal: 'not null', created_at: 'not null', seen_at: 'not null' },
   settings: { key: 'not null', value: 'not null', set_at: 'not null' },
 }
 
