@@ -4,8 +4,8 @@ import { Readable } from 'node:stream'
 /**
  * The broker's sessions in its own memory (no Redis): aedes' in-memory persistence, whose queues
  * of outgoing messages are kept here instead, so that a whole session can be dropped at once when
- * it expires (persistentSessionOfflineMsMax). The persistence keeps its queues in a private field,
- * which nothing but a message's PUBACK ever empties, one message at a time.
+ * it expires (persistentSessionOfflineMsMax) or a clean session replaces it. The persistence keeps its
+ * queues in a private field, which nothing but a message's PUBACK ever empties, one message at a time.
  */
 const require = createRequire(import.meta.url)
 
@@ -83,7 +83,14 @@ export class MemoryPersistence extends Base {
     return undefined
   }
 
-  outgoingStream(client: ClientRef): Readable {
+  outgoingStream(client: ClientRef & { clean?: boolean }): Readable {
+    // A clean session starts without the stored one's messages [MQTT-3.1.2-6]: aedes would read them
+    // and clear them one by one, asking authorizeForward for each (which counted every one as released
+    // in the access log), in a loop that held the event loop 5.3 s for a queue of 50,000. Dropped whole.
+    if (client.clean === true) {
+      this.#outgoing.delete(client.id)
+      return Readable.from([])
+    }
     // A copy: the queue changes while it is sent.
     return Readable.from([...(this.#outgoing.get(client.id) ?? [])])
   }

@@ -157,6 +157,28 @@ describeDatabases('expiry of persistent sessions left offline', (t) => {
     expect(await claims()).toEqual(['app-away', 'home-here'])
   })
 
+  it('discards the queue of a persistent session that a clean connect replaces, at once, recording none of it as released', async () => {
+    const first = await connectClient(tb.url, { clientId: 'app-replaced', username: utility.id, password: utility.apiKey, clean: false })
+    expect((await subscribeCollect(first, 'readings/+')).granted).toBe(1)
+    await endClient(first)
+    const m = await connectMeter(tb.url, meter)
+    clients.push(m)
+    const readings = Array.from({ length: 3 }, (_, i) => ({ ts: new Date(Date.parse('2026-10-02T00:00:00Z') + i * 900_000).toISOString(), values: { '1-0:1.8.0': 2_000 + i } }))
+    await publishAcked(m, meterReadingsTopic(meter.id), JSON.stringify({ readings }))
+    await waitFor(() => queued('app-replaced') === 3, 5_000, 'the datums queued for the offline session')
+
+    const received: string[] = []
+    const fresh = await connectClient(tb.url, { clientId: 'app-replaced', username: utility.id, password: utility.apiKey, clean: true })
+    clients.push(fresh)
+    fresh.on('message', (topic) => received.push(topic))
+    await waitFor(() => queued('app-replaced') === 0, 5_000, 'the queue discarded')
+    await new Promise((r) => setTimeout(r, 200))
+    await tb.recorder.flush()
+    expect(received).toEqual([])
+    // Nothing was sent to it: nothing is in its access log.
+    expect(await t.db.selectFrom('access_log').select('datums').execute()).toEqual([])
+  })
+
   it('ends claims whose session no broker holds any more (a broker restarted without Redis), once as old', async () => {
     const seen = (ms: number) => new Date(now - ms)
     await t.db
