@@ -221,7 +221,9 @@ export const DEFAULT_MQTT_LIMITS: MqttLimits = {
   drainTimeoutMs: 30_000,
   liveDeliveriesHeldMax: 10_000,
   offlineQueueDatumsMax: 50_000,
-  persistentSessionsPerPrincipalMax: 4,
+  // Generous: CONTRACT.md lets a recipient connect with "any unique client id". At worst 32 full queues,
+  // ~350 MB of a broker's memory for one principal, where there was no bound.
+  persistentSessionsPerPrincipalMax: 32,
   persistentSessionOfflineMsMax: 7 * 24 * 60 * 60 * 1000,
   persistentSessionSweepIntervalMs: 60 * 60 * 1000,
 }
