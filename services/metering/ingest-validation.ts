@@ -130,10 +130,21 @@ export function validatePayload(
   }
 
   const single = readings.length === 1 && !(isPlainObject(doc) && 'readings' in doc)
+  // Checked once, and only when a batch element is to be quarantined: that copies the element with
+  // JSON.stringify, which recurses once per level, and 20 KB of brackets overflowed the stack.
+  let nestingChecked = single
   for (let i = 0; i < readings.length; i++) {
     const item = readings[i]
     // A batch keeps each reading's own bytes; a single reading keeps the payload as sent.
     const at = single ? null : i
+    if (!nestingChecked && !isWellFormedReading(item)) {
+      nestingChecked = true
+      if (nestsDeeperThan(payload, PAYLOAD_NESTING_MAX)) {
+        out.datums.length = 0
+        out.rejects.length = 0
+        return rejectWhole(out, 'invalid_schema', `readings: arrays and objects nested deeper than ${PAYLOAD_NESTING_MAX} levels`)
+      }
+    }
 
     // The common case is checked by hand; zod is asked only to explain what is wrong.
     if (!isWellFormedReading(item)) {
@@ -193,6 +204,27 @@ export function datumBytes(message: ValidatedMessage, datum: CandidateDatum): Bu
   // The payload parsed when it was validated: parsing it again gives the same element.
   const batch = JSON.parse(utf8.decode(message.payload)) as { readings: unknown[] }
   return Buffer.from(JSON.stringify(batch.readings[datum.index]))
+}
+
+/**
+ * Levels of arrays and objects a payload may nest before it is refused whole: a batch nests four
+ * (`{"readings":[{"values":{…}}]}`), and the HTTP API takes as many (JSON_NESTING_MAX).
+ */
+export const PAYLOAD_NESTING_MAX = 32
+
+/** Whether JSON text (already parsed, so well formed) nests arrays and objects deeper than `max` levels. */
+function nestsDeeperThan(json: Buffer, max: number): boolean {
+  let depth = 0
+  for (let i = 0; i < json.length; i++) {
+    const c = json[i]!
+    if (c === 0x22) {
+      // Skip a string, escapes and all (no byte of a multi-byte UTF-8 character is ASCII).
+      for (i++; i < json.length && json[i] !== 0x22; i++) if (json[i] === 0x5c) i++
+    } else if (c === 0x5b || c === 0x7b) {
+      if (++depth > max) return true
+    } else if (c === 0x5d || c === 0x7d) depth--
+  }
+  return false
 }
 
 const VALUES_CODE_LENGTH_MAX = 32

@@ -62,6 +62,27 @@ describe('ingest validation', () => {
     ])
   })
 
+  it('quarantines a batch nested deeper than a reading can be, whole, instead of running out of stack', () => {
+    // 20 KB of brackets inside a batch: copying the element for its quarantine recursed once per level.
+    const deep = (n: number, open: string, close: string): string => open.repeat(n) + '1' + close.repeat(n)
+    for (const payload of [
+      `{"readings":[${deep(10_000, '[', ']')}]}`,
+      `{"readings":[{"ts":"2026-10-01T00:30:00Z","values":{"1-0:1.8.0":5}},{"ts":"2026-10-01T00:45:00Z","values":{"1-0:1.8.0":${deep(40_000, '{"a":', '}')}}}]}`,
+      `{"readings":[{"ts":"2026-10-01T00:30:00Z","values":{"1-0:1.8.0":5},"x":${deep(120_000, '[', ']')}}]}`,
+    ]) {
+      expect(payload.length).toBeLessThanOrEqual(DEFAULT_INGEST_LIMITS.payloadBytesMax)
+      const v = validate(payload)
+      expect(v.datums).toEqual([])
+      expect(v.rejects).toHaveLength(1)
+      expect(v.rejects[0]).toMatchObject({ reason: 'invalid_schema', tsMs: null, payloadBytes: payload.length })
+      expect(v.rejects[0]!.payload.toString()).toBe(payload)
+      expect(v.rejects[0]!.detail).toMatch(/nested deeper than \d+ levels/)
+    }
+    // A single reading keeps its payload as sent, however deep what it holds.
+    const single = validate(`{"ts":"2026-10-01T00:30:00Z","values":${deep(10_000, '[', ']')}}`)
+    expect(single.rejects.map((r) => r.reason)).toEqual(['invalid_schema'])
+  })
+
   const T = Date.parse('2026-10-01T00:30:00Z')
   it.each([
     ['{"ts":"2026-10-01T00:30:00Z","values":{"1-0:1.8.0":5},"x":1}', 'invalid_schema', 'x', T],
