@@ -79,13 +79,19 @@ export function cursorListing<const P extends readonly CursorPart[]>(
  * A timestamptz as PostgreSQL prints it (`created_at::text`, e.g. `2026-10-01 00:30:00.123456+00`),
  * checked before it goes back into a query: a forged key must be a 400, not a failing cast.
  */
-const TIMESTAMP_TEXT_RE = /^(\d{4})-(\d{2})-(\d{2})[ T](\d{2}):(\d{2}):(\d{2})(\.\d{1,6})?(Z|[+-]\d{2}(:?\d{2}){0,2})?$/
+const TIMESTAMP_TEXT_RE = /^(\d{4})-(\d{2})-(\d{2})[ T](\d{2}):(\d{2}):(\d{2})(\.\d{1,6})?(?:Z|[+-](\d{2})(?::(\d{2})(?::(\d{2}))?)?)?$/
+
+/** PostgreSQL's widest UTC offset, 15:59:59 (`time zone displacement out of range` beyond). */
+const OFFSET_HOURS_MAX = 15
 
 export function isTimestampText(s: string): boolean {
   const m = TIMESTAMP_TEXT_RE.exec(s)
   if (m === null) return false
-  const [mo, d, h, mi, sec] = [m[2], m[3], m[4], m[5], m[6]].map(Number) as [number, number, number, number, number]
-  return mo >= 1 && mo <= 12 && d >= 1 && d <= new Date(utcMs(Number(m[1]), mo, 0)).getUTCDate() && h <= 23 && mi <= 59 && sec <= 59
+  const [y, mo, d, h, mi, sec] = [m[1], m[2], m[3], m[4], m[5], m[6]].map(Number) as [number, number, number, number, number, number]
+  const [oh, om, os] = [m[8], m[9], m[10]].map((x) => (x === undefined ? 0 : Number(x))) as [number, number, number]
+  // Year 0 does not exist for PostgreSQL (1 BC precedes AD 1): its cast fails.
+  const date = y >= 1 && mo >= 1 && mo <= 12 && d >= 1 && d <= new Date(utcMs(y, mo, 0)).getUTCDate()
+  return date && h <= 23 && mi <= 59 && sec <= 59 && oh <= OFFSET_HOURS_MAX && om <= 59 && os <= 59
 }
 
 const BIGINT_MAX = 9_223_372_036_854_775_807n

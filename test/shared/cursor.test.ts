@@ -73,6 +73,11 @@ describe('cursor key checks', () => {
   it('accept the timestamps PostgreSQL prints and refuse anything a cast would fail on', () => {
     for (const ok of ['2026-10-01 00:30:00+00', '2026-10-01 00:30:00.123456+02', '2026-10-01T00:30:00Z', '2026-02-28 23:59:59-05:30']) expect(isTimestampText(ok)).toBe(true)
     for (const bad of ['x', '2026-02-30 00:00:00+00', '2026-10-01 24:00:00+00', '2026-10-01', "2026-10-01 00:00:00+00'; --"]) expect(isTimestampText(bad)).toBe(false)
+    // What PostgreSQL's cast refuses: year 0, offsets beyond 15:59:59, minutes or seconds of 60 in an offset.
+    for (const ok of ['0001-01-01 00:00:00+00', '9999-12-31 23:59:59-15:59:59', '2026-10-01 00:30:00+15:59', '2026-10-01 00:30:00+05:30:15']) expect(isTimestampText(ok), ok).toBe(true)
+    for (const bad of ['0000-01-01 00:00:00+00', '2026-10-01 00:30:00+16', '2026-10-01 00:30:00+99', '2026-10-01 00:30:00+00:60', '2026-10-01 00:30:00+00:00:60', '2026-10-01 00:30:00+155959']) {
+      expect(isTimestampText(bad), bad).toBe(false)
+    }
     expect(isBigintText('9223372036854775807')).toBe(true)
     expect(isBigintText('9223372036854775808')).toBe(false)
     expect(isBigintText('-1')).toBe(false)
