@@ -67,8 +67,16 @@ export function parseTrustedProxies(text: string): string[] {
   return entries
 }
 
+/**
+ * An IPv4-mapped IPv6 address as the IPv4 address it is, however it is written: a socket says
+ * `::ffff:203.0.113.7`, a PROXY v2 header gives its eight groups (`0:0:0:0:0:ffff:cb00:7107`).
+ */
 function unmapIPv4(address: string): string {
-  return address.startsWith('::ffff:') && net.isIPv4(address.slice(7)) ? address.slice(7) : address
+  if (address.startsWith('::ffff:') && net.isIPv4(address.slice(7))) return address.slice(7)
+  if (!address.includes(':')) return address
+  const g = ipv6Groups(address)
+  if (g === null || g[0] !== 0 || g[1] !== 0 || g[2] !== 0 || g[3] !== 0 || g[4] !== 0 || g[5] !== 0xffff) return address
+  return `${g[6]! >> 8}.${g[6]! & 0xff}.${g[7]! >> 8}.${g[7]! & 0xff}`
 }
 
 /** Bits of an IPv6 client address that the throttles count as one client: the /64 a site is given. */

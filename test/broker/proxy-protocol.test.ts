@@ -4,6 +4,7 @@ import mqtt from 'mqtt'
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest'
 import { ClosedBeforeHeaderError, parseProxyHeader, PROXY_V1_HEADER_BYTES_MAX, PROXY_V2_ADDRESS_BYTES_MAX, ProxyHeaderError, readProxyHeader } from '../../broker/proxy-protocol.ts'
 import { configureLogging } from '../../shared/logger.ts'
+import { throttleAddressOf } from '../../shared/trusted-proxies.ts'
 import { meterReadingsTopic } from '../../shared/topics.ts'
 import { connectClient, connectMeter, endClient, publishAcked, startTestBroker, type TestBroker } from '../support/broker.ts'
 import { useTestDatabase } from '../support/database.ts'
@@ -44,6 +45,14 @@ describe('PROXY protocol headers', () => {
     expect(parseProxyHeader(v2('PROXY', '2001:db8:0:0:0:0:0:7'))?.header).toEqual({ kind: 'proxied', source: '2001:db8:0:0:0:0:0:7' })
     expect(parseProxyHeader(v2('LOCAL', null))).toEqual({ header: { kind: 'local' }, length: 16 })
     expect(parseProxyHeader(v2('PROXY', null))?.header).toEqual({ kind: 'local' })
+  })
+
+  it('names an IPv4 client behind a dual-stack proxy by one throttle address, in version 1 or 2', () => {
+    // Version 2 carries an IPv4-mapped address as eight groups; version 1 as ::ffff:a.b.c.d.
+    const viaV2 = (parseProxyHeader(v2('PROXY', '0:0:0:0:0:ffff:cb00:7109'))!.header as { source: string }).source
+    const viaV1 = (parseProxyHeader(v1('PROXY TCP6 ::ffff:203.0.113.9 ::1 51234 1883'))!.header as { source: string }).source
+    expect(throttleAddressOf(viaV2)).toBe('203.0.113.9')
+    expect(throttleAddressOf(viaV1)).toBe('203.0.113.9')
   })
 
   it('asks for more bytes while a header is incomplete, at every cut', () => {

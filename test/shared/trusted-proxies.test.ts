@@ -1,3 +1,4 @@
+import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
 import { TrustedProxies, throttleAddressOf } from '../../shared/trusted-proxies.ts'
 
@@ -30,6 +31,18 @@ describe('the address a throttle counts a client by', () => {
   it('is an IPv4 address itself, IPv4-mapped IPv6 included', () => {
     expect(throttleAddressOf('203.0.113.7')).toBe('203.0.113.7')
     expect(throttleAddressOf('::ffff:203.0.113.7')).toBe('203.0.113.7')
+    // However the mapped address is written: PROXY v2 names it by its eight groups (0:0:0:0:0:ffff:cb00:7107).
+    for (const a of ['0:0:0:0:0:ffff:cb00:7107', '::ffff:cb00:7107', '::FFFF:CB00:7107', '0000:0000:0000:0000:0000:ffff:203.0.113.7']) expect(throttleAddressOf(a), a).toBe('203.0.113.7')
+    expect(new TrustedProxies(['172.30.0.10']).trusts('0:0:0:0:0:ffff:ac1e:a')).toBe(true)
+    fc.assert(
+      fc.property(fc.ipV4(), (ip) => {
+        const [a, b, c, d] = ip.split('.').map(Number) as [number, number, number, number]
+        const groups = `0:0:0:0:0:ffff:${((a << 8) | b).toString(16)}:${((c << 8) | d).toString(16)}`
+        expect(throttleAddressOf(groups)).toBe(ip)
+        expect(throttleAddressOf(`::ffff:${ip}`)).toBe(ip)
+      }),
+      { numRuns: 500 },
+    )
   })
 
   it('is the /64 of an IPv6 address, however it is written', () => {
