@@ -184,7 +184,7 @@ export function daysOfMonth(month: string): string[] {
   return days
 }
 
-const RFC3339_RE = /^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(?:([Zz])|([+-])(\d{2}):(\d{2}))$/
+const RFC3339_RE = /^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(?:([Zz])|([+-])(\d{2}):(\d{2}))$/
 
 /** Parses an RFC 3339 timestamp that carries an offset or Z; null when it is not one. */
 export function parseRfc3339(s: string): Date | null {

@@ -1,5 +1,6 @@
+import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
-import { addDays, addMonths, createDatumDayResolver, dayBounds, dayOf, datumDayOf, datumDayStartMs, daysInMonth, daysOfMonth, formatTimestamp, monthBounds, monthOf, parseRfc3339, startOfDayMs } from '../../shared/calendar.ts'
+import { addDays, addMonths, createDatumDayResolver, dayBounds, dayOf, datumDayOf, datumDayStartMs, daysInMonth, daysOfMonth, formatTimestamp, monthBounds, monthOf, parseRfc3339, parseRfc3339Ms, startOfDayMs } from '../../shared/calendar.ts'
 
 const PARIS = 'Europe/Paris'
 
@@ -79,4 +80,104 @@ describe('calendar', () => {
     expect(formatTimestamp(Date.parse('2026-10-01T00:30:00Z'))).toBe('2026-10-01T00:30:00Z')
     expect(formatTimestamp(Date.parse('2026-10-01T00:30:00.5Z'))).toBe('2026-10-01T00:30:00.500Z')
   })
+
+  it('reads any number of fraction digits, as RFC 3339 allows (time-secfrac = "." 1*DIGIT), to the millisecond', () => {
+    expect(parseRfc3339Ms('2026-10-01T00:30:00.1234567891Z')).toBe(Date.parse('2026-10-01T00:30:00.123Z'))
+    expect(parseRfc3339Ms('2026-10-01T00:30:00.000000000000000000Z')).toBe(Date.parse('2026-10-01T00:30:00Z'))
+  })
+
+  it('accepts exactly the timestamps of the RFC 3339 grammar, at the instant a reference reading of it gives', () => {
+    fc.assert(
+      fc.property(fc.oneof({ weight: 9, arbitrary: rfc3339Like }, { weight: 1, arbitrary: fc.string({ maxLength: 40 }) }), (s) => {
+        expect(parseRfc3339Ms(s), s).toBe(referenceRfc3339Ms(s))
+      }),
+      { numRuns: 5_000 },
+    )
+  })
 })
+
+/**
+ * RFC 3339 §5.6 read field by field, written from the grammar alone: `T` and `Z` in either case and
+ * a space for `T` (the note of §5.6), second 60 only at 23:59 UTC (a leap second, read as the next).
+ */
+function referenceRfc3339Ms(s: string): number | null {
+  let i = 0
+  const digits = (n: number): number | null => {
+    let v = 0
+    for (let k = 0; k < n; k++, i++) {
+      const c = s.charCodeAt(i)
+      if (!(c >= 48 && c <= 57)) return null
+      v = v * 10 + (c - 48)
+    }
+    return v
+  }
+  const take = (chars: string): boolean => (i < s.length && chars.includes(s[i]!) ? (i++, true) : false)
+  const y = digits(4)
+  if (y === null || !take('-')) return null
+  const mo = digits(2)
+  if (mo === null || !take('-')) return null
+  const d = digits(2)
+  if (d === null || !take('Tt ')) return null
+  const h = digits(2)
+  if (h === null || !take(':')) return null
+  const mi = digits(2)
+  if (mi === null || !take(':')) return null
+  const sec = digits(2)
+  if (sec === null) return null
+  let frac = 0
+  if (take('.')) {
+    const start = i
+    while (i < s.length && s.charCodeAt(i) >= 48 && s.charCodeAt(i) <= 57) i++
+    if (i === start) return null
+    frac = Number(s.slice(start, Math.min(i, start + 3)).padEnd(3, '0'))
+  }
+  let offsetMin = 0
+  if (!take('Zz')) {
+    const sign = s[i++]
+    if (sign !== '+' && sign !== '-') return null
+    const oh = digits(2)
+    if (oh === null || !take(':')) return null
+    const om = digits(2)
+    if (om === null || oh > 23 || om > 59) return null
+    offsetMin = (sign === '-' ? -1 : 1) * (oh * 60 + om)
+  }
+  if (i !== s.length) return null
+  const leap = y % 4 === 0 && (y % 100 !== 0 || y % 400 === 0)
+  const monthDays = [31, leap ? 29 : 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31]
+  if (mo < 1 || mo > 12 || d < 1 || d > monthDays[mo - 1]! || h > 23 || mi > 59 || sec > 60) return null
+  // Days since 1970-01-01 of the proleptic Gregorian calendar (civil-from-days, inverted).
+  const yy = mo <= 2 ? y - 1 : y
+  const era = Math.floor(yy / 400)
+  const yearOfEra = yy - era * 400
+  const dayOfYear = Math.floor((153 * (mo + (mo > 2 ? -3 : 9)) + 2) / 5) + d - 1
+  const days = era * 146_097 + yearOfEra * 365 + Math.floor(yearOfEra / 4) - Math.floor(yearOfEra / 100) + dayOfYear - 719_468
+  const minuteMs = (days * 1440 + h * 60 + mi - offsetMin) * 60_000
+  if (sec === 60 && ((minuteMs % 86_400_000) + 86_400_000) % 86_400_000 !== 86_340_000) return null
+  return minuteMs + sec * 1000 + frac
+}
+
+const digitString = (n: number): fc.Arbitrary<string> => fc.stringMatching(new RegExp(`^\\d{${n}}$`))
+const field = (n: number, ...edges: string[]): fc.Arbitrary<string> =>
+  fc.oneof({ weight: 12, arbitrary: digitString(n) }, { weight: 6, arbitrary: fc.constantFrom(...edges) }, { weight: 1, arbitrary: fc.string({ maxLength: n + 1 }) })
+/** Strings near RFC 3339 timestamps: every field at and past its bounds, separators right and wrong. */
+const rfc3339Like = fc
+  .tuple(
+    field(4, '0000', '0001', '0099', '1900', '2000', '2100', '9999'),
+    fc.constantFrom('-', '-', '-', '-', '/'),
+    field(2, '00', '01', '02', '12', '13'),
+    fc.constantFrom('-', '-', '-', '-', '_'),
+    field(2, '00', '01', '28', '29', '30', '31', '32'),
+    fc.constantFrom('T', 'T', 'T', 't', ' ', 'x', ''),
+    field(2, '00', '23', '24'),
+    fc.constantFrom(':', ':', ':', ':', ''),
+    field(2, '00', '59', '60'),
+    fc.constantFrom(':', ':', ':', ':', ''),
+    field(2, '00', '59', '60', '61'),
+    fc.oneof(fc.constant(''), fc.constant('.'), fc.integer({ min: 1, max: 14 }).chain(digitString).map((f) => '.' + f)),
+    fc.oneof(
+      fc.constantFrom('Z', 'z', '', 'UTC', '+00:00', '-00:00', '+23:59', '+24:00', '+00:60', '+0100', '+01'),
+      fc.tuple(fc.constantFrom('+', '-'), digitString(2), fc.constantFrom(':', ':', ':', ':', ''), digitString(2)).map((a) => a.join('')),
+    ),
+    fc.constantFrom('', '', '', '', '', '', '\n', ' ', 'Z'),
+  )
+  .map((parts) => parts.join(''))
