@@ -119,9 +119,19 @@ export interface RunSummary {
   durationMs: number
 }
 
+/**
+ * The months that may be settled: those of the API's times (1970 to 2999). Beyond them the month's
+ * bounds leave what the calendar and the database hold (year 0 in a zone east of UTC, year 10000).
+ */
+export const SETTLEMENT_MONTH_MIN = '1970-01'
+export const SETTLEMENT_MONTH_MAX = '2999-12'
+
 /** Settles a month that is over; idempotent. */
 export async function settleMonth(db: Kysely<Database>, month: string, ctx: SettlementContext): Promise<RunSummary> {
   if (!isMonth(month)) throw new InvalidInputError('month: expected YYYY-MM', 'month')
+  if (month < SETTLEMENT_MONTH_MIN || month > SETTLEMENT_MONTH_MAX) {
+    throw new InvalidInputError(`month: expected a month from ${SETTLEMENT_MONTH_MIN} to ${SETTLEMENT_MONTH_MAX}`, 'month')
+  }
   const now = ctx.clock()
   const { end } = monthBounds(month, ctx.timezone)
   if (now.getTime() < end.getTime()) {

@@ -220,6 +220,12 @@ describeDatabases('settlement endpoints', (t) => {
     const malformed = await api.asOperator('POST', '/admin/settlements', { month: '2026-13' })
     expect(malformed.statusCode).toBe(400)
     expect(errorOf(malformed).message).toBe('month: expected a month as YYYY-MM')
+    // Months whose bounds the database or the calendar cannot hold (year 0, the month after 9999-12): a 400, not a 500.
+    for (const m of ['0000-01', '0001-01', '1969-12', '9999-12']) {
+      const outside = await api.asOperator('POST', '/admin/settlements', { month: m })
+      expect(outside.statusCode, m).toBe(400)
+      expect(errorOf(outside).message).toBe('month: expected a month from 1970-01 to 2999-12')
+    }
     expect((await api.asOperator('POST', '/admin/settlements', {})).statusCode).toBe(400)
     expect((await api.inject({ method: 'GET', url: '/me/statements/october', headers: bearer(w.alice.apiKey) })).statusCode).toBe(400)
     expect((await api.inject({ method: 'GET', url: '/me/statements/2026-10?format=pdf', headers: bearer(w.alice.apiKey) })).statusCode).toBe(400)
