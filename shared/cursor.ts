@@ -1,4 +1,4 @@
-import { utcMs } from './calendar.ts'
+import { isDay, utcMs } from './calendar.ts'
 import { assert, InvalidInputError } from './errors.ts'
 import { hasUnstorableText } from './text.ts'
 
@@ -92,6 +92,14 @@ export function isTimestampText(s: string): boolean {
   // Year 0 does not exist for PostgreSQL (1 BC precedes AD 1): its cast fails.
   const date = y >= 1 && mo >= 1 && mo <= 12 && d >= 1 && d <= new Date(utcMs(y, mo, 0)).getUTCDate()
   return date && h <= 23 && mi <= 59 && sec <= 59 && oh <= OFFSET_HOURS_MAX && om <= 59 && os <= 59
+}
+
+/**
+ * A day in a key (YYYY-MM-DD), from 1970 to 2999 as the API's days: every day a listing keys by is
+ * one of them, and one of year 0 is no date to the database.
+ */
+export function isDayKeyText(s: string): boolean {
+  return isDay(s) && s >= '1970-01-01' && s <= '2999-12-31'
 }
 
 const BIGINT_MAX = 9_223_372_036_854_775_807n

@@ -1,6 +1,6 @@
 import type { Kysely } from 'kysely'
 import { isDay } from '../../shared/calendar.ts'
-import { CURSOR_NOT_RETURNED, cursorListing } from '../../shared/cursor.ts'
+import { CURSOR_NOT_RETURNED, cursorListing, isDayKeyText } from '../../shared/cursor.ts'
 import type { Database } from '../../shared/db/schema.ts'
 import type { ReleaseChannel } from '../../shared/db/tables/access-log.ts'
 import { InvalidInputError } from '../../shared/errors.ts'
@@ -34,7 +34,7 @@ const KEY_PART_CHARS_MAX = 128
 /** Keyed by (day, recipientId, meterId, channel). */
 const CURSOR = cursorListing('access_log', ['string', 'string', 'string', 'string'], {
   refusal: CURSOR_NOT_RETURNED,
-  accepts: (key) => key.every((part) => part.length <= KEY_PART_CHARS_MAX) && isDay(key[0]),
+  accepts: (key) => key.every((part) => part.length <= KEY_PART_CHARS_MAX) && isDayKeyText(key[0]),
 })
 
 export async function listAccessLog(

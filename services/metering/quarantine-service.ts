@@ -1,10 +1,10 @@
 import type { Kysely } from 'kysely'
 import { formatTimestamp } from '../../shared/calendar.ts'
-import { cursorListing } from '../../shared/cursor.ts'
+import { cursorListing, isBigintText } from '../../shared/cursor.ts'
 import type { Database } from '../../shared/db/schema.ts'
 import { InvalidInputError, type QuarantineReason } from '../../shared/errors.ts'
 import { pageQuarantine } from './quarantine-repository.ts'
-import { TS_KEY_RE } from './ts-key.ts'
+import { isTsKey } from './ts-key.ts'
 
 /** What the operator sees of quarantined input (`GET /admin/quarantine`). */
 
@@ -14,7 +14,7 @@ export const QUARANTINE_EXCERPT_BYTES_MAX = 4096
 
 /** Keyed by (received_at as `exactTsKey`, id). */
 const CURSOR = cursorListing('quarantine', ['string', 'string'], {
-  accepts: ([receivedAtKey, id]) => TS_KEY_RE.test(receivedAtKey) && /^\d{1,19}$/.test(id),
+  accepts: ([receivedAtKey, id]) => isTsKey(receivedAtKey) && isBigintText(id),
 })
 
 export interface QuarantineItem {

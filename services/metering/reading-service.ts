@@ -1,6 +1,6 @@
 import type { Kysely } from 'kysely'
-import { formatTimestamp, isDay, isMonth } from '../../shared/calendar.ts'
-import { cursorListing, type CursorListing } from '../../shared/cursor.ts'
+import { formatTimestamp, isMonth } from '../../shared/calendar.ts'
+import { cursorListing, isDayKeyText, type CursorListing } from '../../shared/cursor.ts'
 import type { Database } from '../../shared/db/schema.ts'
 import { assert, InvalidInputError } from '../../shared/errors.ts'
 import {
@@ -25,7 +25,7 @@ import {
 import type { MeteringContext } from './metering-context.ts'
 import { metersOfHousehold, pageReadings, type InstantWindow } from './reading-repository.ts'
 import { loadRollupContexts, pageDailyGroups, pageMonthlyGroups, type DayWindow, type RollupPageFilter } from './rollup-repository.ts'
-import { TS_KEY_RE } from './ts-key.ts'
+import { isTsKey } from './ts-key.ts'
 
 /** Where stored data ends: per meter (a simulated fleet resuming), or of one meter for its household (the portal's default period). */
 export { latestOwnedReadingTs, latestReadingTimes } from './reading-repository.ts'
@@ -81,8 +81,8 @@ interface MeterPage {
 
 /** Keyed by (meterId, ts as `exactTsKey`) and (meterId, day | month, householdId). */
 const CURSOR: Readonly<Record<Granularity, CursorListing<readonly 'string'[]>>> = {
-  load_curve: cursorListing('readings.load_curve', ['string', 'string'], { accepts: ([m, ts]) => m !== '' && TS_KEY_RE.test(ts) }),
-  daily: cursorListing('readings.daily', ['string', 'string', 'string'], { accepts: ([m, day, h]) => m !== '' && isDay(day) && h !== '' }),
+  load_curve: cursorListing('readings.load_curve', ['string', 'string'], { accepts: ([m, ts]) => m !== '' && isTsKey(ts) }),
+  daily: cursorListing('readings.daily', ['string', 'string', 'string'], { accepts: ([m, day, h]) => m !== '' && isDayKeyText(day) && h !== '' }),
   monthly: cursorListing('readings.monthly', ['string', 'string', 'string'], { accepts: ([m, month, h]) => m !== '' && isMonth(month) && h !== '' }),
 }
 

@@ -1,4 +1,5 @@
 import { sql, type RawBuilder } from 'kysely'
+import { isTimestampText } from '../../shared/cursor.ts'
 
 /**
  * A timestamptz as exact UTC text (microseconds), for keys: a Date keeps only milliseconds,
@@ -10,3 +11,8 @@ export function exactTsKey(column: RawBuilder<unknown>): RawBuilder<string> {
 
 /** The text `exactTsKey` yields. */
 export const TS_KEY_RE = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$/
+
+/** Whether a cursor's key is text `exactTsKey` yields and a time the database reads back (not `2026-13-45T99:…`). */
+export function isTsKey(s: string): boolean {
+  return TS_KEY_RE.test(s) && isTimestampText(s)
+}

@@ -1,7 +1,8 @@
 import fc from 'fast-check'
 import { sql } from 'kysely'
 import { expect, it } from 'vitest'
-import { isTimestampText } from '../../../shared/cursor.ts'
+import { isDayKeyText, isTimestampText } from '../../../shared/cursor.ts'
+import { isTsKey } from '../../../services/metering/ts-key.ts'
 import { describeDatabases } from '../../support/database.ts'
 
 /** Texts near the timestamps PostgreSQL prints: every field at and past its bounds, and the offset forms. */
@@ -38,4 +39,24 @@ describeDatabases('cursor keys', (t) => {
       { numRuns: 150 },
     )
   })
+
+  it('takes a time key (exactTsKey) or a day key only when the database reads it', async () => {
+    const tsKey = fc
+      .tuple(near(4, '0000', '0001', '2026', '9999'), near(2, '00', '01', '12', '13'), near(2, '00', '01', '29', '31', '32'), near(2, '00', '23', '24'), near(2, '00', '59', '60'), near(2, '00', '59', '60'), digits(6))
+      .map(([y, mo, d, h, mi, s, us]) => `${y}-${mo}-${d}T${h}:${mi}:${s}.${us}Z`)
+    const dayKey = fc.tuple(near(4, '0000', '0001', '1969', '1970', '2026', '2999', '3000', '9999'), near(2, '00', '01', '02', '12', '13'), near(2, '00', '01', '28', '29', '30', '31', '32')).map((p) => p.join('-'))
+    await fc.assert(
+      fc.asyncProperty(fc.oneof(tsKey.map((k) => ['ts', k] as const), dayKey.map((k) => ['day', k] as const)), async ([kind, text]) => {
+        fc.pre(kind === 'ts' ? isTsKey(text) : isDayKeyText(text))
+        const cast = kind === 'ts' ? sql`SELECT ${text}::timestamptz AS t` : sql`SELECT ${text}::date AS d`
+        const failure = await cast.execute(t.db).then(
+          () => null,
+          (err: unknown) => (err as Error).message,
+        )
+        expect(failure, text).toBeNull()
+      }),
+      { numRuns: 150 },
+    )
+  })
 })
+
