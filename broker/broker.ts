@@ -337,7 +337,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
     const payload = Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload)
     // On PostgreSQL the ingest thread validates: a publish in flight holds only its bytes, and of its
     // datums this event loop gets back only the values someone follows.
-    const message = thread !== null ? deferredMessage(principal, payload, clock()) : validatePayload(principal, payload, clock(), limits)
+    const message = thread !== null ? deferredMessage(principal, payload, clock(), limits) : validatePayload(principal, payload, clock(), limits)
     // aedes writes the PUBACK once told; an error instead (not committed) disconnects the meter, which
     // resends on reconnect. The ingest queue records the acknowledgement's latency.
     ingest.enqueue(principal.meterId, message, callback, receivedAt)

@@ -67,11 +67,18 @@ export interface DeferredParse {
 
 const TS_KEY = Buffer.from('"ts"')
 
-/** A message to validate later, where it is committed (see `ValidatedMessage.deferred`). */
-export function deferredMessage(meter: MeterIdentity, payload: Buffer, receivedAtMs: number): ValidatedMessage {
+/**
+ * A message to validate later, where it is committed (see `ValidatedMessage.deferred`). Its estimate
+ * is bounded as validation bounds what comes out: a payload over `payloadBytesMax` is one quarantine
+ * item, and a batch of more than `batchReadingsMax` readings another.
+ */
+export function deferredMessage(meter: MeterIdentity, payload: Buffer, receivedAtMs: number, limits: Pick<ValidationLimits, 'payloadBytesMax' | 'batchReadingsMax'>): ValidatedMessage {
   let readings = 0
-  for (let at = payload.indexOf(TS_KEY); at !== -1; at = payload.indexOf(TS_KEY, at + TS_KEY.length)) readings++
-  return { meterId: meter.meterId, receivedAtMs, payload, datums: [], rejects: [], deferred: { commodity: meter.commodity, readingsEstimate: Math.max(1, readings) } }
+  if (payload.length <= limits.payloadBytesMax) {
+    for (let at = payload.indexOf(TS_KEY); at !== -1 && readings <= limits.batchReadingsMax; at = payload.indexOf(TS_KEY, at + TS_KEY.length)) readings++
+  }
+  const readingsEstimate = readings > limits.batchReadingsMax ? 1 : Math.max(1, readings)
+  return { meterId: meter.meterId, receivedAtMs, payload, datums: [], rejects: [], deferred: { commodity: meter.commodity, readingsEstimate } }
 }
 
 /** The message as validated: itself when it was, else `validatePayload` of its bytes, as received. */

@@ -74,7 +74,7 @@ describe('the ingest thread protocol', () => {
   it('carries deferred messages unread, and brings back the values of stored datums only for followed meters', () => {
     const { messages: validatedHere } = messagesFromOneChunk()
     // The same payloads, handed over unread as a broker on PostgreSQL does.
-    const deferred = validatedHere.map((m) => deferredMessage({ meterId: m.meterId, commodity: 'electricity' }, m.payload, m.receivedAtMs))
+    const deferred = validatedHere.map((m) => deferredMessage({ meterId: m.meterId, commodity: 'electricity' }, m.payload, m.receivedAtMs, DEFAULT_INGEST_LIMITS))
     expect(deferred.map((m) => [m.datums.length, m.rejects.length, m.deferred!.readingsEstimate])).toEqual([
       [0, 0, 3],
       [0, 0, 1],

@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest'
 import { DEFAULT_INGEST_LIMITS } from '../../../shared/config.ts'
 import { parseRfc3339Ms } from '../../../shared/calendar.ts'
 import { ingressReadingSchema } from '../../../shared/wire.ts'
-import { datumBytes, isWellFormedReading, validatePayload } from '../../../services/metering/ingest-validation.ts'
+import { datumBytes, deferredMessage, isWellFormedReading, validatePayload } from '../../../services/metering/ingest-validation.ts'
 
 const NOW = Date.parse('2026-11-01T00:00:00Z')
 const meter = { meterId: 'm1', commodity: 'electricity' as const }
@@ -81,6 +81,23 @@ describe('ingest validation', () => {
     // A single reading keeps its payload as sent, however deep what it holds.
     const single = validate(`{"ts":"2026-10-01T00:30:00Z","values":${deep(10_000, '[', ']')}}`)
     expect(single.rejects.map((r) => r.reason)).toEqual(['invalid_schema'])
+  })
+
+  it('estimates a deferred message no larger than what validating it can give', () => {
+    const estimate = (payload: string): number => deferredMessage(meter, Buffer.from(payload), NOW, DEFAULT_INGEST_LIMITS).deferred!.readingsEstimate
+    // "ts" keys alone, as many as fit: not 65,536 readings, since validation would refuse the batch whole.
+    expect(estimate('"ts"'.repeat(DEFAULT_INGEST_LIMITS.payloadBytesMax / 4))).toBe(1)
+    expect(estimate('"ts"'.repeat(DEFAULT_INGEST_LIMITS.payloadBytesMax / 4 + 1))).toBe(1)
+    fc.assert(
+      fc.property(fc.integer({ min: 1, max: 1_200 }), fc.boolean(), (n, extraTs) => {
+        const readings = Array.from({ length: n }, (_, i) => ({ ts: new Date(NOW - (i + 1) * 900_000).toISOString(), values: { '1-0:1.8.0': i } }))
+        const payload = JSON.stringify({ readings }) + (extraTs ? ' "ts"'.repeat(3) : '')
+        const v = validate(payload)
+        expect(estimate(payload)).toBeLessThanOrEqual(DEFAULT_INGEST_LIMITS.batchReadingsMax)
+        if (!extraTs) expect(estimate(payload)).toBe(v.datums.length + v.rejects.length)
+      }),
+      { numRuns: 40 },
+    )
   })
 
   const T = Date.parse('2026-10-01T00:30:00Z')
