@@ -194,6 +194,18 @@ describeDatabases('ingest over MQTT', (t) => {
     expect(JSON.parse(q[0]!.payload.toString())).toEqual(readings[1])
   })
 
+  it('acknowledges a batch nested 120,000 levels deep and quarantines it whole, the broker and the meter still up', async () => {
+    client = await connectMeter(tb.url, meter)
+    // Under 256 KiB; copying such an element for its quarantine overflowed the stack (the broker's on PGlite, the ingest thread's on PostgreSQL).
+    const deep = `{"readings":[{"ts":"${iso(T0 + 900_000)}","values":{"1-0:1.8.0":1}},${'['.repeat(120_000)}${']'.repeat(120_000)}]}`
+    await publishAcked(client, meterReadingsTopic(meter.id), deep)
+    expect((await quarantineOf(t.db, meter.id)).map((r) => r.reason)).toEqual(['invalid_schema'])
+    expect(await readingsOf(t.db, meter.id)).toEqual([])
+    await publishAcked(client, meterReadingsTopic(meter.id), reading(T0 + 1_800_000, 5))
+    expect(await readingsOf(t.db, meter.id)).toHaveLength(1)
+    expect(client.connected).toBe(true)
+  })
+
   it('quarantines a payload over 256 KiB as too_large, keeping its first 4 KiB', async () => {
     client = await connectMeter(tb.url, meter)
     const big = Buffer.alloc(300 * 1024, 0x61)
