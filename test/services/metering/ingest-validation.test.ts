@@ -100,6 +100,34 @@ describe('ingest validation', () => {
     )
   })
 
+  it('turns any payload into datums and quarantine items without throwing, every reading of a batch accounted for', () => {
+    const code = fc.oneof(fc.constantFrom('1-0:1.8.0', '1-0:2.8.3', '1-0:1.7.0', '7-0:3.0.0', '__proto__', ''), fc.string({ maxLength: 34 }))
+    const value = fc.oneof(fc.nat(), fc.constantFrom(-0, Number.MAX_SAFE_INTEGER + 1, 0.5, -1), fc.anything({ maxDepth: 2 }))
+    const ts = fc.oneof(fc.date({ min: new Date('1969-01-01'), max: new Date('3001-01-01'), noInvalidDate: true }).map((d) => d.toISOString()), fc.string({ maxLength: 66 }))
+    const reading = fc.oneof({ weight: 4, arbitrary: fc.record({ ts, values: fc.dictionary(code, value, { maxKeys: 3 }) }) }, { weight: 1, arbitrary: fc.anything({ maxDepth: 3 }) })
+    // Elements as JSON text: one nested 20,000 deep is more than JSON.stringify can write.
+    const deep = fc.tuple(fc.integer({ min: 0, max: 20_000 }), fc.constantFrom('[', '{"a":')).map(([n, open]) => open.repeat(n) + '1' + (open === '[' ? ']' : '}').repeat(n))
+    const element = fc.oneof({ weight: 8, arbitrary: reading.map((r) => JSON.stringify(r) ?? 'null') }, { weight: 1, arbitrary: deep })
+    const batch = fc.array(element, { minLength: 1, maxLength: 6 })
+    const payload = fc.oneof(
+      batch.map((readings) => ({ readings, text: `{"readings":[${readings.join(',')}]}` })),
+      reading.map((r) => ({ readings: null, text: JSON.stringify(r) ?? 'null' })),
+      fc.uint8Array({ maxLength: 64 }).map((a) => ({ readings: null, text: Buffer.from(a).toString('latin1') })),
+    )
+    fc.assert(
+      fc.property(payload, ({ readings, text }) => {
+        const v = validate(text)
+        expect(v.datums.length + v.rejects.length).toBeGreaterThan(0)
+        for (const d of v.datums) expect(d.tsMs).toBeLessThanOrEqual(NOW + DEFAULT_INGEST_LIMITS.futureToleranceMs)
+        // A batch is split reading by reading, unless it is refused whole (one item, without a position).
+        if (readings !== null && !(v.rejects.length === 1 && !v.rejects[0]!.detail.startsWith('readings['))) {
+          expect(v.datums.length + v.rejects.length).toBe(readings.length)
+        }
+      }),
+      { numRuns: 300 },
+    )
+  })
+
   const T = Date.parse('2026-10-01T00:30:00Z')
   it.each([
     ['{"ts":"2026-10-01T00:30:00Z","values":{"1-0:1.8.0":5},"x":1}', 'invalid_schema', 'x', T],
