@@ -122,21 +122,7 @@ export function isFinalDay(alias: 'g' | 'r' | 'q', timezone: string): RawBuilder
       WHERE p.meter_id = ${a}.meter_id AND (p.day, p.first_ts) < (${a}.day, ${a}.first_ts)
       ORDER BY p.day DESC, p.first_ts DESC LIMIT 1
     ) AS p ON TRUE
-    WHERE m.id = ${a}.meter_id AND ${finalDayRule(alias, sql`p.household_id`, sql`p.last_ts`, sql`m.interval_minutes`, dayBoundsOf(a, timezone))})`
-}
-
-/** The instants a group's day starts and ends (its midnights in `timezone`), from the group's own `day`. */
-export function dayBoundsOf(alias: RawBuilder<unknown>, timezone: string): DayBounds {
-  return {
-    start: sql`(${alias}.day::timestamp AT TIME ZONE ${timezone}::text)`,
-    end: sql`((${alias}.day + 1)::timestamp AT TIME ZONE ${timezone}::text)`,
-  }
-}
-
-/** SQL expressions for the instants a day starts and ends. */
-export interface DayBounds {
-  start: RawBuilder<unknown>
-  end: RawBuilder<unknown>
+    WHERE m.id = ${a}.meter_id AND ${finalDayRule(alias, sql`p.household_id`, sql`p.last_ts`, sql`m.interval_minutes`, timezone)})`
 }
 
 /**
@@ -150,12 +136,12 @@ export function finalDayRule(
   previousHousehold: RawBuilder<unknown>,
   previousLastTs: RawBuilder<unknown>,
   intervalMinutes: RawBuilder<unknown>,
-  day: DayBounds,
+  timezone: string,
 ): RawBuilder<boolean> {
   const a = sql.raw(alias)
   const iv = sql`(${intervalMinutes} * interval '1 minute')`
-  const dayStart = day.start
-  const dayEnd = day.end
+  const dayStart = sql`(${a}.day::timestamp AT TIME ZONE ${timezone}::text)`
+  const dayEnd = sql`((${a}.day + 1)::timestamp AT TIME ZONE ${timezone}::text)`
   return sql<boolean>`((${a}.last_ts + ${iv} > ${dayEnd} OR EXISTS (
       SELECT 1 FROM occupancies o
       WHERE o.meter_id = ${a}.meter_id AND o.household_id = ${a}.household_id

@@ -6,7 +6,7 @@ import type { SettlementRunsTable } from '../../shared/db/tables/settlement-runs
 import type { Granularity } from '../../shared/wire.ts'
 import { OCCUPANCY_FACT_COLUMNS, toOccupancyFact, type OccupancyFactRow } from '../consent/release-facts-repository.ts'
 import type { ConsentFact, OccupancyFact } from '../consent/release-rule.ts'
-import { dayBoundsOf, finalDayRule, finalMonthRule, isDailyDatum, isFinalMonth, isReleasableDay } from '../metering/rollup-repository.ts'
+import { finalDayRule, finalMonthRule, isDailyDatum, isFinalMonth, isReleasableDay } from '../metering/rollup-repository.ts'
 import { pairKey, type RangeCount, type ReadingsPiece, type RollupRange } from './count-plan.ts'
 import { parseAccount } from './ledger-account.ts'
 import type { LineState } from './settlement-calculation.ts'
@@ -170,30 +170,20 @@ export { pairKey }
  * predecessor lies before that day has none here, which decides alike: its opening is not the
  * previous day's closing reading either way.
  */
-export async function findMonthRollupTotals(trx: Db, days: readonly string[], timezone: string): Promise<Map<string, RangeCount>> {
-  const firstDay = days[0]!
-  const lastDay = days[days.length - 1]!
-  const dayBounds = dayBoundsOf(sql`g`, timezone)
+export async function findMonthRollupTotals(trx: Db, firstDay: string, lastDay: string, timezone: string): Promise<Map<string, RangeCount>> {
   const { rows } = await sql<{ meter_id: string; household_id: string; readings: bigint; days: bigint; month_final: boolean }>`
     WITH w AS (
       SELECT r.meter_id, r.household_id, r.day, r.readings_count, r.first_ts, r.last_ts,
         lag(r.household_id) OVER o AS previous_household, lag(r.last_ts) OVER o AS previous_last_ts
       FROM daily_rollups r
       WHERE r.day BETWEEN ${firstDay}::date - 1 AND ${lastDay}::date
-      -- A meter's groups only need to be together and in order: "C" sorts its ids bytewise, a third faster.
-      WINDOW o AS (PARTITION BY r.meter_id COLLATE "C" ORDER BY r.day, r.first_ts)
-    ), d AS (
-      -- Each day's midnights, computed once a day rather than once a group (as dayBoundsOf does).
-      SELECT g.day, ${dayBounds.start} AS day_start, ${dayBounds.end} AS day_end
-      -- The days as an array: the planner knows their number (of generate_series it guesses 1,000, and
-      -- then hashes the month's groups, 300,000 at district size, instead of these 30).
-      FROM unnest(${days}::date[]) AS g(day)
+      WINDOW o AS (PARTITION BY r.meter_id ORDER BY r.day, r.first_ts)
     ), f AS MATERIALIZED (
       -- Materialized: inlined, each FILTER below would evaluate the two rules again.
       SELECT w.meter_id, w.household_id, w.day, w.readings_count, ${isDailyDatum('w')} AS datum,
-        ${finalDayRule('w', sql`w.previous_household`, sql`w.previous_last_ts`, sql`m.interval_minutes`, { start: sql`d.day_start`, end: sql`d.day_end` })} AS final
-      FROM w JOIN meters m ON m.id = w.meter_id JOIN d ON d.day = w.day
-      WHERE w.household_id IS NOT NULL
+        ${finalDayRule('w', sql`w.previous_household`, sql`w.previous_last_ts`, sql`m.interval_minutes`, timezone)} AS final
+      FROM w JOIN meters m ON m.id = w.meter_id
+      WHERE w.day >= ${firstDay}::date AND w.household_id IS NOT NULL
     ), t AS (
       SELECT f.meter_id, f.household_id, sum(f.readings_count)::bigint AS readings,
         (count(*) FILTER (WHERE f.datum AND f.final))::bigint AS days,

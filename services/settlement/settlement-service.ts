@@ -286,7 +286,7 @@ async function readMonthInputs(trx: Transaction<Database>, month: string, now: D
   const total = 1 + partial.length + pieces.length
   ctx.onProgress?.({ phase: 'counting', done: 0, total })
   const wholeMonthCounted = partial.length < ranges.length
-  const monthTotals: Map<string, RangeCount> = wholeMonthCounted ? await repo.findMonthRollupTotals(trx, calendar.days, ctx.timezone) : new Map()
+  const monthTotals: Map<string, RangeCount> = wholeMonthCounted ? await repo.findMonthRollupTotals(trx, firstDay, lastDay, ctx.timezone) : new Map()
   const none: RangeCount = { readings: 0n, days: 0n }
   const rangeCounts = ranges.map((r) => monthTotals.get(repo.pairKey(r.meterId, r.householdId)) ?? none)
   for (let i = 0; i < partial.length; i += COUNT_RANGES_PER_STATEMENT_MAX) {
