@@ -1,11 +1,8 @@
 import mqtt from 'mqtt'
-import { createBroker } from '../../broker/broker.ts'
-import { envToConfig } from '../../shared/config.ts'
 import { openDatabase } from '../../shared/db/database.ts'
 import { migrateToLatest } from '../../shared/db/migrator.ts'
-import { createMetrics } from '../../shared/metrics.ts'
 import { configureLogging } from '../../shared/logger.ts'
-import { AccessLogRecorder } from '../../services/consent/access-log-recorder.ts'
+import { connectClient, startTestBroker } from '../support/broker.ts'
 import { createTestHousehold, createTestMeter, createUtility, insertOccupancy } from '../support/world.ts'
 
 /**
@@ -21,28 +18,15 @@ const clean = (process.argv[3] ?? 'clean') === 'clean'
 configureLogging({ level: 'warn' })
 const handle = await openDatabase({ databaseUrl: null, pgliteDir: null, pgliteFsync: false, poolSize: 1 })
 await migrateToLatest(handle.db)
-const config = envToConfig({ mqttPort: '0', httpPort: '0', host: '127.0.0.1', logLevel: 'warn' })
-const metrics = createMetrics({ defaultMetrics: false })
-const recorder = new AccessLogRecorder(handle.db, { metrics })
-const broker = await createBroker({
-  config,
-  db: handle,
-  metrics,
-  recorder,
+const tb = await startTestBroker(handle, {
   policy: { releasedTo: (_r, d) => d.householdId ?? null, householdOwns: () => true, householdMayFollow: () => true },
 })
-const { port } = await broker.listenTcp(0, '127.0.0.1')
-const url = `mqtt://127.0.0.1:${port}`
+const { broker, recorder, url } = tb
 const utility = await createUtility(handle.db)
 const meter = await createTestMeter(handle.db, utility.id)
 const household = await createTestHousehold(handle.db)
 await insertOccupancy(handle.db, meter.id, household.id, new Date('2020-01-01T00:00:00Z'))
-const connect = (opts: mqtt.IClientOptions) =>
-  new Promise<mqtt.MqttClient>((resolve, reject) => {
-    const c = mqtt.connect(url, { protocolVersion: 4, reconnectPeriod: 0, ...opts })
-    c.once('connect', () => resolve(c))
-    c.once('error', reject)
-  })
+const connect = (opts: mqtt.IClientOptions) => connectClient(url, opts)
 const session = { clientId: 'app-full', username: utility.id, password: utility.apiKey }
 const r = await connect({ ...session, clean: false })
 await new Promise((res) => r.subscribe('readings/+', { qos: 1 }, res))
@@ -80,6 +64,5 @@ const logged = await handle.db.selectFrom('access_log').select((eb) => eb.fn.sum
 console.log(JSON.stringify({ clean, connackMs: Math.round(connackMs), queueGoneMs: Math.round(doneMs), eventLoopMaxGapMs: Math.round(maxGap), received, left: queued(), accessLog: logged }))
 c.end(true)
 m.end(true)
-await broker.close()
-await recorder.close()
+await tb.close()
 await handle.close()
