@@ -4,7 +4,7 @@ import net from 'node:net'
 import mqtt, { type MqttClient } from 'mqtt'
 import { generate } from 'mqtt-packet'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { redisCoupling } from '../../broker/redis-coupling.ts'
+import { redisCoupling, type RedisCoupling } from '../../broker/redis-coupling.ts'
 import { createOffer } from '../../services/consent/offer-service.ts'
 import { grantConsent } from '../../services/consent/consent-service.ts'
 import { openReleaseView, type ReleaseView } from '../../services/consent/release-view.ts'
@@ -32,6 +32,7 @@ describe.skipIf(!hasCommand('redis-server'))(`several brokers${skipReason('redis
     const views: ReleaseView[] = []
     const handles: DatabaseHandle[] = []
     const clients: MqttClient[] = []
+    const couplings: RedisCoupling[] = []
     let watcher: InstanceType<typeof Redis> | null = null
 
     let redisPort: number
@@ -49,7 +50,9 @@ describe.skipIf(!hasCommand('redis-server'))(`several brokers${skipReason('redis
         if (i > 0) handles.push(handle)
         const view = await openReleaseView(handle, { timeZone: 'Europe/Paris' })
         views.push(view)
-        brokers.push(await startTestBroker(handle, { policy: view, deps: { aedesOptions: redisCoupling(redisUrl) } }))
+        const coupling = redisCoupling(redisUrl)
+        couplings.push(coupling)
+        brokers.push(await startTestBroker(handle, { policy: view, deps: { aedesOptions: coupling } }))
       }
     })
 
@@ -142,9 +145,20 @@ describe.skipIf(!hasCommand('redis-server'))(`several brokers${skipReason('redis
       expect(brokers.map((b) => b.broker.aedes.closed)).toEqual([false, false])
       await publishAcked(m, meterReadingsTopic(meter.id), JSON.stringify({ ts: '2026-10-02T10:05:00Z', values: { '1-0:1.8.0': 43 } }))
       await startRedis()
+      // Redis' pub/sub keeps nothing: the datum sent meanwhile, held by ioredis until its broker is back,
+      // reaches the other broker live only if that one subscribed again first (it failed once in a full
+      // run, the two reconnections racing); it is stored, and pulled, either way. Once both are back,
+      // what is published crosses, after it in order.
+      await waitFor(() => couplings.every((c) => c.healthy()), 15_000, 'both brokers coupled to Redis again')
       await publishAcked(m, meterReadingsTopic(meter.id), JSON.stringify({ ts: '2026-10-02T10:10:00Z', values: { '1-0:1.8.0': 44 } }))
-      await waitFor(() => live.messages.length === 3, 15_000, 'both datums on the other broker once Redis is back')
-      expect(live.messages.map((x) => (x.payload as { ts: string }).ts)).toEqual(['2026-10-02T10:00:00Z', '2026-10-02T10:05:00Z', '2026-10-02T10:10:00Z'])
+      const tsOf = (x: { payload: unknown }): string => (x.payload as { ts: string }).ts
+      await waitFor(() => live.messages.some((x) => tsOf(x) === '2026-10-02T10:10:00Z'), 15_000, 'the next datum on the other broker once Redis is back')
+      expect([
+        ['2026-10-02T10:00:00Z', '2026-10-02T10:05:00Z', '2026-10-02T10:10:00Z'],
+        ['2026-10-02T10:00:00Z', '2026-10-02T10:10:00Z'],
+      ]).toContainEqual(live.messages.map(tsOf))
+      const stored = await t.db.selectFrom('readings').select('ts').where('meter_id', '=', meter.id).orderBy('ts').execute()
+      expect(stored.map((r) => r.ts.toISOString())).toEqual(['2026-10-02T10:00:00.000Z', '2026-10-02T10:05:00.000Z', '2026-10-02T10:10:00.000Z'])
       await new Promise((r) => setTimeout(r, 300))
       expect(otherLive.messages).toHaveLength(0)
     })
