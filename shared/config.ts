@@ -176,6 +176,21 @@ export interface IngestLimits {
   commitAttemptsMax: number
 }
 
+/** Limits of the HTTP API's port; every one is named with its unit. */
+export interface HttpLimits {
+  /** Bytes a request body may have (413 beyond). */
+  bodyBytesMax: number
+  /** Items a page of a list may hold, whatever `limit` asks. */
+  pageItemsMax: number
+  /**
+   * Connections the HTTP port holds at once (idle, keep-alive, or upgraded to MQTT over WebSocket),
+   * at most: past it, a new one is closed as it is accepted. Each holds a file descriptor, and
+   * `metershare up` serves MQTT from the same process: with no bound, ~20,000 connections that never
+   * sent a byte (each held 60 s, and opened again) took every descriptor, and /healthz and MQTT connects failed.
+   */
+  connectionsMax: number
+}
+
 /** Limits of the household portal's sign-in and sessions; every one is named with its unit. */
 export interface PortalLimits {
   /** A session ends this long after sign-in, used or not. */
@@ -202,7 +217,7 @@ export interface Config {
   trustedProxies: readonly string[]
   db: { poolSize: number; pgliteFsync: boolean }
   mqtt: { port: number; host: string } & MqttLimits
-  http: { port: number; host: string; bodyBytesMax: number; pageItemsMax: number }
+  http: { port: number; host: string } & HttpLimits
   ingest: IngestLimits
   settlement: { payoutMinMicros: bigint }
   portal: PortalLimits
@@ -244,6 +259,13 @@ export const DEFAULT_INGEST_LIMITS: IngestLimits = {
   commitAttemptsMax: 8,
 }
 
+// With the MQTT listener's connectionsMax + 100, well within the 65,536 descriptors docker-compose.yml gives a process.
+export const DEFAULT_HTTP_LIMITS: HttpLimits = {
+  bodyBytesMax: 1024 * 1024,
+  pageItemsMax: 1_000,
+  connectionsMax: 10_000,
+}
+
 export const DEFAULT_PORTAL_LIMITS: PortalLimits = {
   sessionTtlMs: 12 * 60 * 60 * 1000,
   sessionsPerHouseholdMax: 20,
@@ -282,7 +304,7 @@ export function envToConfig(raw: RawEnv, overrides: ConfigOverrides = {}): Reado
     trustedProxies: e.trustedProxies,
     db: { poolSize: e.dbPoolSize, pgliteFsync: e.pgliteFsync },
     mqtt: { port: e.mqttPort, host: e.host, ...DEFAULT_MQTT_LIMITS, ...overrides.mqtt },
-    http: { port: e.httpPort, host: e.host, bodyBytesMax: 1024 * 1024, pageItemsMax: 1_000, ...overrides.http },
+    http: { port: e.httpPort, host: e.host, ...DEFAULT_HTTP_LIMITS, ...overrides.http },
     ingest: { ...DEFAULT_INGEST_LIMITS, ...overrides.ingest },
     settlement: { payoutMinMicros: e.payoutMinMicros },
     portal: { ...DEFAULT_PORTAL_LIMITS, ...overrides.portal },

@@ -76,6 +76,18 @@ declare module 'fastify' {
 /** Longest time to receive a whole request (headers and body), against slow senders. */
 export const HTTP_REQUEST_TIMEOUT_MS = 30_000
 
+/** Logs connections refused for the bound at most once a minute (each refusal would be a line otherwise). */
+let droppedSince = 0
+let droppedLoggedAt = 0
+function droppedConnectionsLog(address: string | undefined, connectionsMax: number): void {
+  droppedSince++
+  const now = Date.now()
+  if (now - droppedLoggedAt < 60_000) return
+  log.api.warn({ refused: droppedSince, lastAddress: address, connectionsMax }, 'HTTP connections refused: the port holds connectionsMax already')
+  droppedLoggedAt = now
+  droppedSince = 0
+}
+
 const DOCUMENTED_METHODS = new Set<string>(['GET', 'POST', 'PUT', 'PATCH', 'DELETE'])
 const QUIET_ROUTES = new Set<string>(['/healthz', '/metrics'])
 
@@ -162,6 +174,13 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
       sendError(err, request, reply)
     },
     clientErrorHandler: (err, socket) => answerClientError(err, socket, HTTP_REQUEST_TIMEOUT_MS),
+  })
+
+  // Every connection holds a file descriptor until it is closed (an idle one 60 s, one upgraded to MQTT
+  // over WebSocket as long as its client stays): past the bound, Node closes a new one as it accepts it.
+  app.server.maxConnections = deps.config.http.connectionsMax
+  app.server.on('drop', (data?: { remoteAddress?: string }) => {
+    droppedConnectionsLog(data?.remoteAddress, deps.config.http.connectionsMax)
   })
 
   // A request that carries no body (DELETE, GET, a POST that takes none: renewing a key) may still say
