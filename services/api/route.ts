@@ -115,6 +115,8 @@ export function defineRoute<
     method: spec.method as HTTPMethods,
     url: spec.url,
     config: { doc },
+    // A body sent without credentials is read and parsed before anyone is known: kept small.
+    ...(spec.auth === 'public' ? { bodyLimit: app.apiContext.deps.config.http.publicBodyBytesMax } : {}),
     onRequest: authHook(spec.auth, app.apiContext.auth),
     handler: async (request, reply) => {
       let input: RouteInput<P, Q, B, A>
