@@ -76,16 +76,21 @@ declare module 'fastify' {
 /** Longest time to receive a whole request (headers and body), against slow senders. */
 export const HTTP_REQUEST_TIMEOUT_MS = 30_000
 
-/** Logs connections refused for the bound at most once a minute (each refusal would be a line otherwise). */
-let droppedSince = 0
-let droppedLoggedAt = 0
-function droppedConnectionsLog(address: string | undefined, connectionsMax: number): void {
-  droppedSince++
-  const now = Date.now()
-  if (now - droppedLoggedAt < 60_000) return
-  log.api.warn({ refused: droppedSince, lastAddress: address, connectionsMax }, 'HTTP connections refused: the port holds connectionsMax already')
-  droppedLoggedAt = now
-  droppedSince = 0
+/** How often, at most, connections refused for the bound are logged (each refusal would be a line otherwise). */
+const DROPPED_CONNECTIONS_LOG_INTERVAL_MS = 60_000
+
+/** A server's log of the connections it refused for the bound, one line a DROPPED_CONNECTIONS_LOG_INTERVAL_MS at most. */
+function droppedConnectionsLog(connectionsMax: number): (address: string | undefined) => void {
+  let refused = 0
+  let loggedAt = Number.NEGATIVE_INFINITY
+  return (address) => {
+    refused++
+    const now = Date.now()
+    if (now - loggedAt < DROPPED_CONNECTIONS_LOG_INTERVAL_MS) return
+    log.api.warn({ refused, lastAddress: address, connectionsMax }, 'HTTP connections refused: the port holds connectionsMax already')
+    loggedAt = now
+    refused = 0
+  }
 }
 
 const DOCUMENTED_METHODS = new Set<string>(['GET', 'POST', 'PUT', 'PATCH', 'DELETE'])
@@ -179,9 +184,8 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
   // Every connection holds a file descriptor until it is closed (an idle one 60 s, one upgraded to MQTT
   // over WebSocket as long as its client stays): past the bound, Node closes a new one as it accepts it.
   app.server.maxConnections = deps.config.http.connectionsMax
-  app.server.on('drop', (data?: { remoteAddress?: string }) => {
-    droppedConnectionsLog(data?.remoteAddress, deps.config.http.connectionsMax)
-  })
+  const dropped = droppedConnectionsLog(deps.config.http.connectionsMax)
+  app.server.on('drop', (data?: { remoteAddress?: string }) => dropped(data?.remoteAddress))
 
   // A request that carries no body (DELETE, GET, a POST that takes none: renewing a key) may still say
   // `Content-Type: application/json`, as many generic clients do on every request: that is no error.
