@@ -59,6 +59,15 @@ function wallClock(ms: number, timeZone: string): { y: number; mo: number; d: nu
   return { y: get('year'), mo: get('month'), d: get('day'), h: get('hour'), mi: get('minute'), s: get('second') }
 }
 
+/**
+ * The days the system's interfaces take, from the Unix epoch to the end of 2999: the API's times and
+ * days (services/api/validation.ts), the days in listing cursors, the months settlement takes. Earlier
+ * ones name no reading, the local days of year 1 reach into year 0, which PostgreSQL does not have,
+ * and the day after 9999-12-31 has no YYYY-MM-DD.
+ */
+export const INTERFACE_DAY_MIN = '1970-01-01'
+export const INTERFACE_DAY_MAX = '2999-12-31'
+
 /** Offset of the zone from UTC at an instant, in ms (Paris in summer: +7,200,000). */
 export function zoneOffsetMs(ms: number, timeZone: string): number {
   const w = wallClock(ms, timeZone)

@@ -1,4 +1,4 @@
-import { isDay, utcMs } from './calendar.ts'
+import { INTERFACE_DAY_MAX, INTERFACE_DAY_MIN, isDay, utcMs } from './calendar.ts'
 import { assert, InvalidInputError } from './errors.ts'
 import { hasUnstorableText } from './text.ts'
 
@@ -95,11 +95,11 @@ export function isTimestampText(s: string): boolean {
 }
 
 /**
- * A day in a key (YYYY-MM-DD), from 1970 to 2999 as the API's days: every day a listing keys by is
- * one of them, and one of year 0 is no date to the database.
+ * A day in a key (YYYY-MM-DD), one of the days the interfaces take (INTERFACE_DAY_MIN to _MAX): every
+ * day a listing keys by is one of them, and one of year 0 is no date to the database.
  */
 export function isDayKeyText(s: string): boolean {
-  return isDay(s) && s >= '1970-01-01' && s <= '2999-12-31'
+  return isDay(s) && s >= INTERFACE_DAY_MIN && s <= INTERFACE_DAY_MAX
 }
 
 const BIGINT_MAX = 9_223_372_036_854_775_807n

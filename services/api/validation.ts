@@ -1,5 +1,5 @@
 import { z } from 'zod'
-import { dayOf, isDay, parseRfc3339 } from '../../shared/calendar.ts'
+import { INTERFACE_DAY_MAX, INTERFACE_DAY_MIN, dayOf, isDay, parseRfc3339 } from '../../shared/calendar.ts'
 import { InvalidInputError } from '../../shared/errors.ts'
 import { hasUnstorableText } from '../../shared/text.ts'
 
@@ -103,13 +103,9 @@ export function parseInput<S extends z.ZodType>(schema: S, value: unknown, locat
 const RFC3339_MESSAGE = 'expected an RFC 3339 time with an offset, e.g. 2026-10-01T00:00:00Z'
 const RFC3339_EXAMPLE = '2026-10-01T00:00:00Z'
 
-/**
- * The instants and days the API takes: from the Unix epoch to the end of 2999. Earlier ones name
- * no reading (meters' data starts in 2000), the local days of year 1 reach into year 0, which
- * PostgreSQL does not have, and the day after 9999-12-31 has no YYYY-MM-DD.
- */
-export const API_TIME_MIN = '1970-01-01T00:00:00Z'
-export const API_TIME_MAX = '2999-12-31T23:59:59Z'
+/** The instants and days the API takes: those of INTERFACE_DAY_MIN to INTERFACE_DAY_MAX (meters' data starts in 2000). */
+export const API_TIME_MIN = `${INTERFACE_DAY_MIN}T00:00:00Z`
+export const API_TIME_MAX = `${INTERFACE_DAY_MAX}T23:59:59Z`
 export const API_DAY_MIN = API_TIME_MIN.slice(0, 10)
 export const API_DAY_MAX = API_TIME_MAX.slice(0, 10)
 const API_TIME_MIN_MS = Date.parse(API_TIME_MIN)

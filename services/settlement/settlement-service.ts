@@ -1,5 +1,5 @@
 import type { Kysely, Transaction } from 'kysely'
-import { addMonths, formatTimestamp, isMonth, monthBounds, monthOf } from '../../shared/calendar.ts'
+import { INTERFACE_DAY_MAX, INTERFACE_DAY_MIN, addMonths, formatTimestamp, isMonth, monthBounds, monthOf } from '../../shared/calendar.ts'
 import type { Config } from '../../shared/config.ts'
 import type { Database } from '../../shared/db/schema.ts'
 import { ConflictError, InvalidInputError, assert } from '../../shared/errors.ts'
@@ -120,11 +120,11 @@ export interface RunSummary {
 }
 
 /**
- * The months that may be settled: those of the API's times (1970 to 2999). Beyond them the month's
+ * The months that may be settled: those of the interfaces' days (1970 to 2999). Beyond them the month's
  * bounds leave what the calendar and the database hold (year 0 in a zone east of UTC, year 10000).
  */
-export const SETTLEMENT_MONTH_MIN = '1970-01'
-export const SETTLEMENT_MONTH_MAX = '2999-12'
+export const SETTLEMENT_MONTH_MIN = INTERFACE_DAY_MIN.slice(0, 7)
+export const SETTLEMENT_MONTH_MAX = INTERFACE_DAY_MAX.slice(0, 7)
 
 /** Settles a month that is over; idempotent. */
 export async function settleMonth(db: Kysely<Database>, month: string, ctx: SettlementContext): Promise<RunSummary> {
