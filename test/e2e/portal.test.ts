@@ -14,7 +14,7 @@ import { createOccupancy } from '../../services/metering/occupancy-service.ts'
 import { sessionResolver } from '../../services/directory/session-service.ts'
 import { settleMonth, settlementContext } from '../../services/settlement/settlement-service.ts'
 import { householdStatement } from '../../services/settlement/statement-service.ts'
-import { addMonths, monthBounds, monthOf } from '../../shared/calendar.ts'
+import { addMonths, formatTimestamp, monthBounds, monthOf } from '../../shared/calendar.ts'
 import { envToConfig } from '../../shared/config.ts'
 import { createMetrics } from '../../shared/metrics.ts'
 import { formatEurLocale } from '../../shared/money.ts'
@@ -264,11 +264,14 @@ describe.skipIf(BROWSER_PATH === null)(`the household portal in a browser${SKIP}
         clients.push(device)
         await waitFor(() => view.activeConsentsCount() === 2, 10_000, 'the broker’s view to hold the new consent')
         let index = 100_000
+        let lastMs = 0
         const publishNow = async (): Promise<string> => {
           index += 25
-          const ts = new Date().toISOString()
-          await publishAcked(device, meterReadingsTopic(meter.id), JSON.stringify({ ts, values: { '1-0:1.8.0': index } }))
-          return ts
+          // Each datum an instant of its own (a second at the same instant with other values would be a conflict).
+          lastMs = Math.max(Date.now(), lastMs + 1)
+          await publishAcked(device, meterReadingsTopic(meter.id), JSON.stringify({ ts: new Date(lastMs).toISOString(), values: { '1-0:1.8.0': index } }))
+          // As the datum carries it: without the fraction when it is .000 (one datum in a thousand).
+          return formatTimestamp(lastMs)
         }
         const first = await publishNow()
         await waitFor(() => received.messages.some((m) => (m.payload as { ts: string }).ts === first), 10_000, 'the datum at the recipient')
