@@ -21,6 +21,31 @@ function quarantineTs(ms: number | null): number | null {
   return ms !== null && ms >= QUARANTINE_TS_MIN_MS && ms < QUARANTINE_TS_MAX_MS ? ms : null
 }
 
+/**
+ * A quarantine item's detail is a sentence for people, stored with the item and published on the
+ * meter's status topic: at most this many characters (UTF-16 code units), the rest said in a count.
+ * The payload itself is kept whole beside it; without a bound, a reading with 50,000 unknown keys, or
+ * one key of 500 KB, was written out again in full in the detail.
+ */
+export const QUARANTINE_DETAIL_CHARS_MAX = 1_024
+/** Unknown OBIS codes a detail names, at most; the others are counted. */
+export const QUARANTINE_DETAIL_CODES_MAX = 10
+
+function boundedDetail(detail: string): string {
+  if (detail.length <= QUARANTINE_DETAIL_CHARS_MAX) return detail
+  let cut = QUARANTINE_DETAIL_CHARS_MAX - 40
+  // Not between the two halves of a surrogate pair.
+  if (cut > 0 && detail.charCodeAt(cut - 1) >= 0xd800 && detail.charCodeAt(cut - 1) <= 0xdbff) cut--
+  return `${detail.slice(0, cut)}… (${detail.length - cut} more characters)`
+}
+
+function unknownCodesDetail(codes: readonly string[], meter: { commodity: Commodity }): string {
+  const what = `${meter.commodity === 'electricity' ? 'an' : 'a'} ${meter.commodity} meter`
+  const named = codes.slice(0, QUARANTINE_DETAIL_CODES_MAX).join(', ')
+  const more = codes.length > QUARANTINE_DETAIL_CODES_MAX ? ` and ${codes.length - QUARANTINE_DETAIL_CODES_MAX} more` : ''
+  return `values: unknown OBIS code${codes.length > 1 ? 's' : ''} ${named}${more} for ${what}`
+}
+
 export interface CandidateDatum {
   tsMs: number
   values: RegisterValues
@@ -179,8 +204,7 @@ export function validatePayload(
     let unknown: string[] | null = null
     for (const code in item.values) if (obisRegister(code, meter.commodity) === undefined) (unknown ??= []).push(code)
     if (unknown !== null) {
-      const what = `${meter.commodity === 'electricity' ? 'an' : 'a'} ${meter.commodity} meter`
-      rejectReading(out, item, at, 'unknown_obis', `values: unknown OBIS code${unknown.length > 1 ? 's' : ''} ${unknown.join(', ')} for ${what}`, tsMs)
+      rejectReading(out, item, at, 'unknown_obis', unknownCodesDetail(unknown, meter), tsMs)
       continue
     }
     if (tsMs > receivedAtMs + limits.futureToleranceMs) {
@@ -194,7 +218,7 @@ export function validatePayload(
 
 /** The whole payload to quarantine (or the excerpt kept of it). */
 function rejectWhole(out: ValidatedMessage, reason: QuarantineReason, detail: string, kept: Buffer = out.payload): ValidatedMessage {
-  out.rejects.push({ meterId: out.meterId, receivedAtMs: out.receivedAtMs, reason, tsMs: null, payload: kept, payloadBytes: out.payload.length, detail })
+  out.rejects.push({ meterId: out.meterId, receivedAtMs: out.receivedAtMs, reason, tsMs: null, payload: kept, payloadBytes: out.payload.length, detail: boundedDetail(detail) })
   return out
 }
 
@@ -202,7 +226,7 @@ function rejectWhole(out: ValidatedMessage, reason: QuarantineReason, detail: st
 function rejectReading(out: ValidatedMessage, item: unknown, at: number | null, reason: QuarantineReason, detail: string, tsMs: number | null = null): void {
   const kept = at === null ? out.payload : Buffer.from(JSON.stringify(item) ?? 'null')
   const where = at === null ? '' : `readings[${at}].`
-  out.rejects.push({ meterId: out.meterId, receivedAtMs: out.receivedAtMs, reason, tsMs, payload: kept, payloadBytes: kept.length, detail: where + detail })
+  out.rejects.push({ meterId: out.meterId, receivedAtMs: out.receivedAtMs, reason, tsMs, payload: kept, payloadBytes: kept.length, detail: boundedDetail(where + detail) })
 }
 
 /** The bytes a quarantined datum came from. */

@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest'
 import { DEFAULT_INGEST_LIMITS } from '../../../shared/config.ts'
 import { parseRfc3339Ms } from '../../../shared/calendar.ts'
 import { ingressReadingSchema } from '../../../shared/wire.ts'
-import { datumBytes, deferredMessage, isWellFormedReading, validatePayload } from '../../../services/metering/ingest-validation.ts'
+import { QUARANTINE_DETAIL_CHARS_MAX, QUARANTINE_DETAIL_CODES_MAX, datumBytes, deferredMessage, isWellFormedReading, validatePayload } from '../../../services/metering/ingest-validation.ts'
 
 const NOW = Date.parse('2026-11-01T00:00:00Z')
 const meter = { meterId: 'm1', commodity: 'electricity' as const }
@@ -36,6 +36,27 @@ describe('ingest validation', () => {
     const m = validate('{"ts":"2026-10-01T00:30:00Z","values":{"__proto__":5,"1-0:1.8.0":3}}')
     expect(m.datums).toEqual([])
     expect(m.rejects.map((r) => [r.reason, r.detail])).toEqual([['unknown_obis', 'values: unknown OBIS code __proto__ for an electricity meter']])
+  })
+
+  it('bounds a quarantine detail: ten unknown codes named and the rest counted, and a detail naming a 100 KB key cut, while the payload is kept whole', () => {
+    const codes = Array.from({ length: 50 }, (_, i) => `9-9:${i}.8.0`)
+    const many = validate(JSON.stringify({ ts: '2026-10-01T00:30:00Z', values: Object.fromEntries(codes.map((c) => [c, 1])) }))
+    expect(many.rejects.map((r) => [r.reason, r.detail])).toEqual([
+      ['unknown_obis', `values: unknown OBIS codes ${codes.slice(0, QUARANTINE_DETAIL_CODES_MAX).join(', ')} and 40 more for an electricity meter`],
+    ])
+    const key = 'k'.repeat(100_000)
+    const payload = JSON.stringify({ readings: [{ ts: '2026-10-01T00:30:00Z', values: { [key]: 'five' } }, { ts: '2026-10-01T00:45:00Z', values: { [key]: 5 } }] })
+    const long = validate(payload)
+    expect(long.rejects.map((r) => r.reason)).toEqual(['invalid_schema', 'invalid_schema'])
+    for (const r of long.rejects) {
+      expect(r.detail.length).toBeLessThanOrEqual(QUARANTINE_DETAIL_CHARS_MAX)
+      expect(r.detail).toMatch(/^readings\[\d\]\.values.*kkkk… \(\d+ more characters\)$/)
+      expect(r.payload.toString()).toContain(key)
+    }
+    // A cut never splits a surrogate pair.
+    const emoji = validate(JSON.stringify({ ts: '2026-10-01T00:30:00Z', values: { ['😀'.repeat(1_000)]: 5 } }))
+    expect(emoji.rejects[0]!.detail).not.toMatch(/[\ud800-\udbff](?![\udc00-\udfff])/)
+    expect(emoji.rejects[0]!.detail.length).toBeLessThanOrEqual(QUARANTINE_DETAIL_CHARS_MAX)
   })
 
   it('parses RFC 3339 exactly as Date.parse does for valid stamps, to the millisecond', () => {
