@@ -1,8 +1,7 @@
-import { spawnSync } from 'node:child_process'
 import type { AddressInfo } from 'node:net'
 import type { FastifyInstance } from 'fastify'
 import type { MqttClient } from 'mqtt'
-import { chromium, type Browser, type Page } from 'playwright-core'
+import type { Browser, Page } from 'playwright-core'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { buildApi } from '../../services/api/app.ts'
 import { Formats } from '../../services/api/portal/i18n.ts'
@@ -22,7 +21,7 @@ import { meterReadingsTopic } from '../../shared/topics.ts'
 import { connectClient, connectMeter, endClient, publishAcked, startTestBroker, subscribeCollect, waitFor, type TestBroker } from '../support/broker.ts'
 import { describeDatabases } from '../support/database.ts'
 import { readingSeries, seedReadings } from '../support/seed.ts'
-import { hasCommand } from '../support/tools.ts'
+import { BROWSER_PATH, BROWSER_SKIP, launchChromium } from '../support/browser.ts'
 
 /**
  * The household portal in headless Chromium, against the real API (listening on a port) and
@@ -44,23 +43,11 @@ const LIVE_PRICE = 2_000n
 /** Three days of half-hourly readings in the settled month. */
 const SETTLED_READINGS = 3 * 48
 
-/** Chromium as Debian installs it, as an absolute path for Playwright (never downloaded). */
-function chromiumPath(): string | null {
-  for (const command of ['chromium', 'chromium-browser']) {
-    if (!hasCommand(command)) continue
-    const found = spawnSync('sh', ['-c', `command -v ${command}`], { encoding: 'utf8' }).stdout.trim()
-    if (found !== '') return found
-  }
-  return null
-}
-const BROWSER_PATH = chromiumPath()
-const SKIP = BROWSER_PATH === null ? ' (skipped: chromium not found on PATH; apt-get install chromium)' : ''
-
-describe.skipIf(BROWSER_PATH === null)(`the household portal in a browser${SKIP}`, () => {
+describe.skipIf(BROWSER_PATH === null)(`the household portal in a browser${BROWSER_SKIP}`, () => {
   let browser: Browser
 
   beforeAll(async () => {
-    browser = await chromium.launch({ executablePath: BROWSER_PATH!, args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking'] })
+    browser = await launchChromium()
   })
   afterAll(async () => {
     await browser?.close()
