@@ -205,8 +205,8 @@ export function overviewPage(ctx: PageContext, model: OverviewModel): string {
 <h2 id="earnings-heading">${t.overview.chartTitle}</h2>
 <div class="chart-and-table">
 <figure class="chart-box">${barChart({ id: 'earnings-chart', title: t.overview.chartTitle, description: t.overview.chartDescription, bars, maxText: f.money(maxMicros) })}</figure>
-<div class="scroll"><table id="earnings-table">
-<caption>${t.overview.tableCaption}</caption>
+<div class="scroll" role="region" tabindex="0" aria-labelledby="earnings-table-caption"><table id="earnings-table">
+<caption id="earnings-table-caption">${t.overview.tableCaption}</caption>
 <thead><tr><th scope="col">${t.overview.month}</th><th scope="col" class="num">${t.overview.earned}</th><th scope="col" class="num">${t.overview.paidOut}</th></tr></thead>
 <tbody>${rows}</tbody>
 </table></div>
@@ -259,8 +259,8 @@ ${next === undefined ? '' : html`<li><a href="/statements/${next}" rel="next">${
   )
   const body = html`<h1>${title}</h1>
 ${monthNav}
-<div class="scroll"><table id="statement">
-<caption>${fill(t.statement.caption, { month: monthName })}</caption>
+<div class="scroll" role="region" tabindex="0" aria-labelledby="statement-caption"><table id="statement">
+<caption id="statement-caption">${fill(t.statement.caption, { month: monthName })}</caption>
 <thead><tr><th scope="col">${t.statement.recipient}</th><th scope="col">${t.statement.offer}</th><th scope="col">${t.statement.granularity}</th>
 <th scope="col" class="num">${t.statement.data}</th><th scope="col" class="num">${t.statement.gross}</th><th scope="col" class="num">${t.statement.share}</th></tr></thead>
 <tbody>${s.lines.length === 0 ? html`<tr><td colspan="6">${s.closed ? t.statement.noLines : fill(t.statement.openMonth, { month: monthName })}</td></tr>` : lines}</tbody>
@@ -398,8 +398,8 @@ export function consentsPage(ctx: PageContext, model: ConsentsModel, flash: 'gra
   const table =
     model.consents.length === 0
       ? html`<p>${t.consents.none}</p>`
-      : html`<div class="scroll"><table id="consents">
-<caption class="visually-hidden">${t.consents.yours}</caption>
+      : html`<div class="scroll" role="region" tabindex="0" aria-labelledby="consents-caption"><table id="consents">
+<caption id="consents-caption" class="visually-hidden">${t.consents.yours}</caption>
 <thead><tr><th scope="col">${t.consents.recipient}</th><th scope="col">${t.consents.purpose}</th><th scope="col">${t.consents.granularity}</th><th scope="col">${t.consents.meters}</th>
 <th scope="col">${t.consents.validUntil}</th><th scope="col">${t.consents.dataWindow}</th><th scope="col">${t.consents.price}</th><th scope="col">${t.consents.status}</th><th scope="col">${t.consents.action}</th></tr></thead>
 <tbody>${model.consents.map((c) => consentRow(ctx, c))}</tbody>
@@ -445,8 +445,8 @@ export function accessLogPage(ctx: PageContext, model: AccessLogModel): string {
 ${
   model.items.length === 0
     ? html`<p>${t.accessLog.none}</p>`
-    : html`<div class="scroll"><table id="access-log">
-<caption>${fill(t.accessLog.caption, { from: f.day(model.fromDay), to: f.day(model.toDay) })}</caption>
+    : html`<div class="scroll" role="region" tabindex="0" aria-labelledby="access-log-caption"><table id="access-log">
+<caption id="access-log-caption">${fill(t.accessLog.caption, { from: f.day(model.fromDay), to: f.day(model.toDay) })}</caption>
 <thead><tr><th scope="col">${t.accessLog.day}</th><th scope="col">${t.accessLog.recipient}</th><th scope="col">${t.accessLog.meter}</th><th scope="col">${t.accessLog.channel}</th><th scope="col" class="num">${t.accessLog.datums}</th></tr></thead>
 <tbody>${rows}</tbody>
 <tfoot><tr><th scope="row" colspan="4">${t.accessLog.total}</th><td class="num">${f.integer(total)}</td></tr></tfoot>
