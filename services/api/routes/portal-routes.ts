@@ -336,7 +336,8 @@ export const portalRoutes: RoutePlugin = async (app, { deps }) => {
     body: z.object({ csrfToken: formField, currentPassword: formField, newPassword: formField, confirmPassword: formField }),
     async handler({ body, request, reply }) {
       const session = await pageSession(request, reply)
-      const ctx = pageContext(request, reply, session)
+      // The page answering a refusal is the account page: its links (the language switch) lead there, not to this address (no page).
+      const ctx = { ...pageContext(request, reply, session), path: '/account' }
       if (session === null) return reply.redirect('/', 303)
       if (!formFromPortal(request, session, body.csrfToken)) return sendPage(reply, 403, problemPage(ctx, ctx.t.formOrigin))
       const refuse = (status: number, field: PasswordField | null, message: string) =>
