@@ -3,7 +3,7 @@ import { createRequire } from 'node:module'
 import type { AddressInfo } from 'node:net'
 import type { AxeResults } from 'axe-core'
 import type { FastifyInstance } from 'fastify'
-import type { Browser, BrowserContext, Page } from 'playwright-core'
+import type { Browser, BrowserContext, Page, Route } from 'playwright-core'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { buildApi } from '../../services/api/app.ts'
 import { grantConsent, revokeConsent } from '../../services/consent/consent-service.ts'
@@ -22,7 +22,7 @@ import { readingSeries, seedReadings } from '../support/seed.ts'
 /**
  * The household portal against WCAG 2.1 AA as axe-core checks it, in headless Chromium: every
  * page (sign-in, refused sign-in, earnings, a statement, consents with an offer, an active and a
- * revoked consent, a grant refused, the revoke dialog open, the access log, the consumption chart
+ * revoked consent, a grant refused, the revoke dialog open and a revocation refused, the access log, the consumption chart
  * and its table, the account page and a refused change, a page not found), in English and
  * French, with script and without, 1280 and 320 px wide. A violation fails the test with its
  * rule, impact, page and elements.
@@ -225,11 +225,24 @@ describe.skipIf(BROWSER_PATH === null)(`the household portal against WCAG 2.1 AA
                   await card.locator('input[name=meterId]').first().uncheck()
                   await card.locator('button[type=submit]').click()
                   await card.locator('[data-error]:not([hidden])').waitFor()
+                  // The error is tied to the boxes it is about.
+                  const errorId = await card.locator('[data-error]').getAttribute('id')
+                  expect([await card.locator('fieldset').getAttribute('aria-describedby'), await card.locator('input[name=meterId]').first().getAttribute('aria-invalid')]).toEqual([errorId, 'true'])
                   await check('consents, grant refused')
                   await page.locator('button[data-revoke]').first().click()
                   await page.locator('#revoke-dialog[open]').waitFor()
                   await check('consents, revoke dialog')
+                  // A refusal is said in the dialog, which stays open with the focus on its button.
+                  const refuse = (route: Route) =>
+                    route.fulfill({ status: 409, contentType: 'application/json', body: JSON.stringify({ error: { code: 'CONFLICT', message: 'consent: already ended' } }) })
+                  await page.route('**/me/consents/*', refuse)
+                  await page.locator('#revoke-confirm').click()
+                  await page.locator('#revoke-error:not([hidden])').waitFor()
+                  expect(await page.evaluate('document.activeElement?.id')).toBe('revoke-confirm')
+                  await check('consents, revoke refused')
+                  await page.unroute('**/me/consents/*', refuse)
                   await page.keyboard.press('Escape')
+                  await page.locator('#revoke-dialog[open]').waitFor({ state: 'detached' })
                 }
                 await go('/access-log', 'access log')
                 await go('/consumption', 'consumption, month')

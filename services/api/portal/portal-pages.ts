@@ -368,7 +368,7 @@ function offerCard(ctx: PageContext, model: ConsentsModel, offer: HouseholdOffer
 <select id="valid-${id}" name="validUntil">${model.validity.map((c) => html`<option value="${c.value}"${c.preselected === true ? trusted(' selected') : ''}>${choiceLabel(ctx, c)}</option>`)}</select></p>
 <p><label for="from-${id}">${t.consents.shareFrom}</label>
 <select id="from-${id}" name="dataFrom">${model.dataFrom.map((c) => html`<option value="${c.value}">${choiceLabel(ctx, c)}</option>`)}</select></p>
-<p class="error" role="alert" data-error hidden></p>
+<p class="error" role="alert" id="grant-error-${id}" data-error hidden></p>
 <p><button type="submit">${t.consents.accept}</button></p>
 </form>`
   return html`<li><article class="offer card" data-offer="${id}" aria-labelledby="offer-${id}-title">
@@ -421,7 +421,7 @@ ${model.offers.length === 0 ? html`<p>${t.consents.noOffers}</p>` : html`<ul cla
 <form method="dialog">
 <h2 id="revoke-title">${t.consents.revokeTitle}</h2>
 <p id="revoke-text" data-template="${t.consents.revokeText}"></p>
-<p class="error" role="alert" data-error hidden></p>
+<p class="error" role="alert" id="revoke-error" data-error hidden></p>
 <p class="actions"><button type="submit" value="cancel" class="quiet" autofocus>${t.consents.cancel}</button> <button type="submit" value="confirm" class="danger" id="revoke-confirm">${t.consents.confirmRevoke}</button></p>
 </form>
 </dialog>

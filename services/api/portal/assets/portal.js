@@ -75,11 +75,38 @@
     return messages === null ? message : fill(messages.getAttribute('data-failed'), { message: message })
   }
 
+  // An error is a role=alert paragraph, empty and hidden until then: shown, it is announced.
   function showError(container, message) {
     var el = container.querySelector('[data-error]')
     if (el === null) return
     el.textContent = failedText(message)
     el.hidden = false
+  }
+
+  function hideError(container) {
+    var el = container.querySelector('[data-error]')
+    if (el !== null) el.hidden = true
+  }
+
+  // No meter ticked: the boxes are marked invalid, and their group described by the error, until one is ticked.
+  function markMeters(form, invalid) {
+    var fieldset = form.querySelector('fieldset')
+    var error = form.querySelector('[data-error]')
+    if (fieldset !== null && error !== null) {
+      if (invalid) fieldset.setAttribute('aria-describedby', error.id)
+      else fieldset.removeAttribute('aria-describedby')
+    }
+    form.querySelectorAll('input[name="meterId"]').forEach(function (box) {
+      if (invalid) box.setAttribute('aria-invalid', 'true')
+      else box.removeAttribute('aria-invalid')
+    })
+  }
+
+  // A button disabled while focused loses the focus: given back once enabled, so the keyboard is where it was.
+  function enable(button) {
+    var hadFocus = document.activeElement === button || document.activeElement === document.body || document.activeElement === null
+    button.disabled = false
+    if (hadFocus) button.focus()
   }
 
   function updateEstimate(form) {
@@ -96,7 +123,9 @@
 
   document.querySelectorAll('form[data-grant]').forEach(function (form) {
     form.addEventListener('change', function (event) {
-      if (event.target.name === 'meterId') updateEstimate(form)
+      if (event.target.name !== 'meterId') return
+      updateEstimate(form)
+      markMeters(form, false)
     })
     form.addEventListener('submit', function (event) {
       event.preventDefault()
@@ -105,8 +134,10 @@
       boxes.forEach(function (box) {
         if (box.checked) chosen.push(box.value)
       })
+      hideError(form)
       if (chosen.length === 0) {
         var messages = document.getElementById('messages')
+        markMeters(form, true)
         showError(form, messages === null ? '' : messages.getAttribute('data-no-meter'))
         return
       }
@@ -128,43 +159,62 @@
           }
           return errorMessage(response).then(function (message) {
             showError(form, message)
-            button.disabled = false
+            enable(button)
           })
         })
         .catch(function (err) {
           showError(form, String(err))
-          button.disabled = false
+          enable(button)
         })
     })
   })
 
+  // Revoking asks first, in a modal dialog (opened on Cancel; Escape cancels too). Confirmed, the dialog
+  // stays open until the API answers: a refusal is shown and announced in it, where the focus is.
   var dialog = document.getElementById('revoke-dialog')
   var revoking = null
+  var opener = null
   document.querySelectorAll('button[data-revoke]').forEach(function (button) {
     button.addEventListener('click', function () {
       if (dialog === null) return
       revoking = button.getAttribute('data-revoke')
+      opener = button
       var text = document.getElementById('revoke-text')
       text.textContent = fill(text.getAttribute('data-template'), { recipient: button.getAttribute('data-recipient') })
+      hideError(dialog)
       dialog.returnValue = ''
       dialog.showModal()
     })
   })
   if (dialog !== null) {
-    dialog.addEventListener('close', function () {
-      var id = revoking
-      revoking = null
-      if (dialog.returnValue !== 'confirm' || id === null) return
-      send('DELETE', '/me/consents/' + encodeURIComponent(id)).then(function (response) {
-        if (response.status === 204) {
-          window.location.assign('/consents?done=revoked')
-          return
-        }
-        return errorMessage(response).then(function (message) {
-          var status = document.getElementById('status')
-          status.textContent = failedText(message)
+    var confirmButton = document.getElementById('revoke-confirm')
+    dialog.querySelector('form').addEventListener('submit', function (event) {
+      if (event.submitter !== confirmButton || revoking === null) return
+      event.preventDefault()
+      if (confirmButton.disabled) return
+      confirmButton.disabled = true
+      hideError(dialog)
+      send('DELETE', '/me/consents/' + encodeURIComponent(revoking))
+        .then(function (response) {
+          if (response.status === 204) {
+            window.location.assign('/consents?done=revoked')
+            return
+          }
+          return errorMessage(response).then(function (message) {
+            showError(dialog, message)
+            enable(confirmButton)
+          })
         })
-      })
+        .catch(function (err) {
+          showError(dialog, String(err))
+          enable(confirmButton)
+        })
+    })
+    dialog.addEventListener('close', function () {
+      revoking = null
+      // Back on the button that opened it (browsers differ in where the focus goes otherwise).
+      if (opener !== null && document.activeElement !== opener) opener.focus()
+      opener = null
     })
   }
 })()
