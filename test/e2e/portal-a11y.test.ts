@@ -220,6 +220,8 @@ describe.skipIf(BROWSER_PATH === null)(`the household portal against WCAG 2.1 AA
                 expect(await page.locator('tr[data-status="revoked"]').count()).toBe(1)
                 expect(await page.locator('tr[data-status="active"]').count()).toBe(1)
                 expect(await page.locator('article[data-offer]').count()).toBeGreaterThan(0)
+                // Grant and revoke need the script: without it their buttons are disabled, not silently useless.
+                expect([await page.locator('button[data-needs-script]').count(), await page.locator('button[data-needs-script]:disabled').count() === 0]).toEqual([3, script])
                 if (script) {
                   const card = page.locator('article[data-offer]').filter({ has: page.locator('form[data-grant]') }).first()
                   await card.locator('input[name=meterId]').first().uncheck()

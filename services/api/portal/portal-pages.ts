@@ -287,7 +287,7 @@ function consentRow(ctx: PageContext, c: Consent): SafeHtml {
       : html`${f.exactMoney(c.priceMicrosPerDatum, 6)}${c.householdBps === null ? '' : html` <span class="muted">(${t.consents.yourShare.toLowerCase()} ${f.percentOfBps(c.householdBps)})</span>`}`
   const revocable = c.status === 'active' && c.kind === 'offer'
   const action = revocable
-    ? html`<button type="button" class="danger" data-revoke="${c.id}" data-recipient="${c.recipientName}" aria-label="${fill(t.consents.revokeLabel, { recipient: c.recipientName, purpose: c.purpose })}">${t.consents.revoke}</button>`
+    ? html`<button type="button" class="danger" disabled data-needs-script data-revoke="${c.id}" data-recipient="${c.recipientName}" aria-label="${fill(t.consents.revokeLabel, { recipient: c.recipientName, purpose: c.purpose })}">${t.consents.revoke}</button>`
     : c.status === 'active' && c.kind === 'legal_basis'
       ? html`<span class="muted">${t.consents.legalBasisNotRevocable}</span>`
       : ''
@@ -369,7 +369,7 @@ function offerCard(ctx: PageContext, model: ConsentsModel, offer: HouseholdOffer
 <p><label for="from-${id}">${t.consents.shareFrom}</label>
 <select id="from-${id}" name="dataFrom">${model.dataFrom.map((c) => html`<option value="${c.value}">${choiceLabel(ctx, c)}</option>`)}</select></p>
 <p class="error" role="alert" id="grant-error-${id}" data-error hidden></p>
-<p><button type="submit">${t.consents.accept}</button></p>
+<p><button type="submit" disabled data-needs-script>${t.consents.accept}</button></p>
 </form>`
   return html`<li><article class="offer card" data-offer="${id}" aria-labelledby="offer-${id}-title">
 <h3 id="offer-${id}-title">${offer.recipientName}: ${offer.purpose}</h3>
@@ -385,6 +385,11 @@ ${form}
 </article></li>`
 }
 
+/**
+ * Granting and revoking go through the page's script: their buttons are disabled in the page as sent and
+ * enabled by the script, so that without it they say they cannot be used (and the page says why) rather
+ * than do nothing, or send a grant's form as a GET to this page.
+ */
 export function consentsPage(ctx: PageContext, model: ConsentsModel, flash: 'granted' | 'revoked' | null): string {
   const { t } = ctx
   // Per offer, the meters its active consents share ("all meters": every meter the household occupies).

@@ -121,6 +121,11 @@
     output.textContent = fill(output.getAttribute('data-template'), { amount: formatMicros(divideRoundHalfEven(share * datums, BPS_TOTAL)) })
   }
 
+  // Sent disabled (without script they could do nothing): usable now.
+  document.querySelectorAll('button[data-needs-script]').forEach(function (button) {
+    button.disabled = false
+  })
+
   document.querySelectorAll('form[data-grant]').forEach(function (form) {
     form.addEventListener('change', function (event) {
       if (event.target.name !== 'meterId') return
