@@ -215,11 +215,12 @@
           enable(confirmButton)
         })
     })
+    // The close event comes after the dialog has closed, as a task of its own: by then it may have been opened
+    // again (a key pressed at once), whose consent is the one to revoke. So `revoking` is left to the next opening.
     dialog.addEventListener('close', function () {
-      revoking = null
+      if (dialog.open) return
       // Back on the button that opened it (browsers differ in where the focus goes otherwise).
       if (opener !== null && document.activeElement !== opener) opener.focus()
-      opener = null
     })
   }
 })()
