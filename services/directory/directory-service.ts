@@ -158,6 +158,13 @@ function checkPasswordLength(password: string, field: string): void {
   }
 }
 
+/** A household's sign-in email (the portal's account page names the account to password managers). */
+export async function householdEmail(db: Kysely<Database>, householdId: string): Promise<string> {
+  const household = await repo.findHousehold(db, householdId)
+  if (household === undefined) throw new NotFoundError(`household ${householdId} not found`)
+  return household.email
+}
+
 /**
  * Sets a household's portal password and ends all its portal sessions (whoever held one signs in
  * again). With `current`, the household's own change: refused unless it is its password now. The

@@ -175,6 +175,10 @@ describe.skipIf(BROWSER_PATH === null)(`the household portal against WCAG 2.1 AA
                 contexts.push(context)
                 const page = await context.newPage()
                 page.on('pageerror', (e) => failures.push(e.message))
+                // Chromium's own advice on forms ("[DOM] Password forms should have (optionally hidden) username fields…").
+                page.on('console', (m) => {
+                  if (m.text().startsWith('[DOM]')) failures.push(`${page.url()}: ${m.text()}`)
+                })
                 return page
               }
               try {

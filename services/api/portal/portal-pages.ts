@@ -135,9 +135,11 @@ export interface PasswordFormError {
 /**
  * The household's account: its password (the API key stays an API matter). A plain form posted to
  * `/account/password` with the session's CSRF token, so it works without script; a refusal comes
- * back on this page, tied to its field (`aria-invalid`, `aria-describedby`) and focused.
+ * back on this page, tied to its field (`aria-invalid`, `aria-describedby`) and focused. The account's email is
+ * in the form, hidden and without a name (never sent), so that a password manager knows whose password changes.
  */
-export function accountPage(ctx: PageContext, limits: { passwordMin: number; passwordMax: number }, error: PasswordFormError | null = null): string {
+export function accountPage(ctx: PageContext, account: { email: string; passwordMin: number; passwordMax: number }, error: PasswordFormError | null = null): string {
+  const limits = account
   const { t } = ctx
   const field = (name: PasswordField, id: string, autocomplete: string, length: SafeHtml, describedBy: string[]): SafeHtml => {
     const invalid = error !== null && error.field === name
@@ -150,6 +152,7 @@ export function accountPage(ctx: PageContext, limits: { passwordMin: number; pas
 <h2 id="password-heading">${t.account.passwordHeading}</h2>
 <form method="post" action="/account/password" id="password-form" class="password" aria-labelledby="password-heading">
 <input type="hidden" name="csrfToken" value="${ctx.csrfToken ?? ''}">
+<input type="email" autocomplete="username" value="${account.email}" hidden readonly>
 ${error === null ? '' : html`<p class="error" id="password-error" role="alert">${error.message}</p>`}
 <p><label for="current-password">${t.account.current}</label>
 ${field('currentPassword', 'current-password', 'current-password', max, [])}</p>

@@ -2,7 +2,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify'
 import { z } from 'zod'
 import { formatTimestamp, isMonth } from '../../../shared/calendar.ts'
 import { ForbiddenError, InvalidInputError, MetershareError, NotFoundError, TooManyRequestsError } from '../../../shared/errors.ts'
-import { PASSWORD_LENGTH_MAX, PASSWORD_LENGTH_MIN } from '../../directory/directory-service.ts'
+import { PASSWORD_LENGTH_MAX, PASSWORD_LENGTH_MIN, householdEmail } from '../../directory/directory-service.ts'
 import { EMAIL_LENGTH_MAX, changePassword, closeSession, csrfTokenOf, csrfTokenValid, resolveSession, signIn } from '../../directory/session-service.ts'
 import { CREDENTIAL_LENGTH_MAX, CSRF_HEADER_NAME, SESSION_COOKIE_NAME, readCookie, sameOrigin } from '../auth.ts'
 import { Formats, LANGUAGE_COOKIE_MAX_AGE_S, LANGUAGE_COOKIE_NAME, MESSAGES, chooseLanguage, fill, isLanguage } from '../portal/i18n.ts'
@@ -301,6 +301,11 @@ export const portalRoutes: RoutePlugin = async (app, { deps }) => {
     },
   })
 
+  /** What the account page shows of the household: its email, and the bounds of a password. */
+  async function accountOf(session: PageSession): Promise<{ email: string; passwordMin: number; passwordMax: number }> {
+    return { email: await householdEmail(db, session.householdId), passwordMin: PASSWORD_LENGTH_MIN, passwordMax: PASSWORD_LENGTH_MAX }
+  }
+
   /** The fields of a form posted with a session: its CSRF token, and the form's own. */
   const formField = z.string().max(PORTAL_FORM_BYTES_MAX).optional()
 
@@ -340,8 +345,8 @@ export const portalRoutes: RoutePlugin = async (app, { deps }) => {
       const ctx = { ...pageContext(request, reply, session), path: '/account' }
       if (session === null) return reply.redirect('/', 303)
       if (!formFromPortal(request, session, body.csrfToken)) return sendPage(reply, 403, problemPage(ctx, ctx.t.formOrigin))
-      const refuse = (status: number, field: PasswordField | null, message: string) =>
-        sendPage(reply, status, accountPage(ctx, { passwordMin: PASSWORD_LENGTH_MIN, passwordMax: PASSWORD_LENGTH_MAX }, { field, message }))
+      const refuse = async (status: number, field: PasswordField | null, message: string) =>
+        sendPage(reply, status, accountPage(ctx, await accountOf(session), { field, message }))
       const newPassword = body.newPassword ?? ''
       if (newPassword !== (body.confirmPassword ?? '')) return refuse(400, 'confirmPassword', ctx.t.account.mismatch)
       try {
@@ -400,7 +405,7 @@ export const portalRoutes: RoutePlugin = async (app, { deps }) => {
     return consentsPage(ctx, model, flash)
   })
 
-  page('/account', async (ctx) => accountPage(ctx, { passwordMin: PASSWORD_LENGTH_MIN, passwordMax: PASSWORD_LENGTH_MAX }))
+  page('/account', async (ctx, session) => accountPage(ctx, await accountOf(session)))
 
   page('/access-log', async (ctx, session, request) => {
     const model = await loadAccessLog(

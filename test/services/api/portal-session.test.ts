@@ -407,6 +407,8 @@ describeDatabases('portal sign-in and sessions', (t) => {
       expect(mismatch.body).toMatch(/<input id="confirm-password"[^>]* aria-describedby="password-error" aria-invalid="true" autofocus>/)
       // The language switch of the refusal leads to the account page, not to the form's address (no page there).
       expect(mismatch.body).toContain('<a href="/account?lang=fr" lang="fr" hreflang="fr">')
+      // Whose password it is, for a password manager: the email, hidden and never sent.
+      expect(mismatch.body).toMatch(/<input type="email" autocomplete="username" value="[^"]+@[^"]+" hidden readonly>/)
       const short = await change(PASSWORD, 'short', 'short')
       expect([short.statusCode, short.body.includes('The new password needs 8 to 256 characters.')]).toEqual([400, true])
       expect(short.body).toMatch(/<input id="new-password"[^>]* aria-describedby="password-error password-rules" aria-invalid="true" autofocus>/)
