@@ -52,6 +52,10 @@ const SECTIONS: readonly { section: Section; href: string; label: (t: Messages) 
   { section: 'account', href: '/account', label: (t) => t.nav.account },
 ]
 
+/** The arrows of the pagers' links, for the eye only: a screen reader would read "leftwards arrow". */
+const BACK = trusted('<span aria-hidden="true">←</span>')
+const ON = trusted('<span aria-hidden="true">→</span>')
+
 export function pageHref(path: string, query: Readonly<Record<string, string | undefined>>): string {
   const params = new URLSearchParams()
   for (const [k, v] of Object.entries(query)) if (v !== undefined && v !== '') params.set(k, v)
@@ -241,8 +245,8 @@ export function statementPage(ctx: PageContext, model: StatementModel): string {
     previous === undefined && next === undefined
       ? ''
       : html`<nav class="pager" aria-label="${t.statement.otherMonths}"><ul>
-${previous === undefined ? '' : html`<li><a href="/statements/${previous}" rel="prev">← ${t.statement.previous} (${f.month(previous)})</a></li>`}
-${next === undefined ? '' : html`<li><a href="/statements/${next}" rel="next">${t.statement.next} (${f.month(next)}) →</a></li>`}
+${previous === undefined ? '' : html`<li><a href="/statements/${previous}" rel="prev">${BACK} ${t.statement.previous} (${f.month(previous)})</a></li>`}
+${next === undefined ? '' : html`<li><a href="/statements/${next}" rel="next">${t.statement.next} (${f.month(next)}) ${ON}</a></li>`}
 </ul></nav>`
   const title = fill(t.statement.title, { month: monthName })
   const s = model.statement
@@ -505,6 +509,9 @@ export function consumptionPage(ctx: PageContext, model: ConsumptionModel): stri
   const base = { meterId: meter.meterId, view: model.view }
   const previous = isDay ? pageHref('/consumption', { ...base, day: addDays(model.day, -1) }) : pageHref('/consumption', { ...base, month: addMonths(model.month, -1) })
   const next = isDay ? pageHref('/consumption', { ...base, day: addDays(model.day, 1) }) : pageHref('/consumption', { ...base, month: addMonths(model.month, 1) })
+  // Which day or month a link leads to, in its text: "Previous" alone says nothing in a list of the page's links.
+  const previousName = isDay ? f.day(addDays(model.day, -1)) : f.month(addMonths(model.month, -1))
+  const nextName = isDay ? f.day(addDays(model.day, 1)) : f.month(addMonths(model.month, 1))
   // No paging into days or months that have not begun.
   const nextBegun = (isDay ? addDays(model.day, 1) : `${addMonths(model.month, 1)}-01`) <= model.today
   const known = model.points.some((p) => p.value !== null)
@@ -526,7 +533,7 @@ export function consumptionPage(ctx: PageContext, model: ConsumptionModel): stri
 <p><label for="month">${t.consumption.month}</label> <input type="month" id="month" name="month" value="${model.month}" pattern="[0-9]{4}-[0-9]{2}"></p>
 <p><button type="submit">${t.consumption.show}</button></p>
 </form>
-<nav class="pager" aria-label="${t.consumption.view}"><ul><li><a href="${previous}" rel="prev">← ${t.consumption.previous}</a></li>${nextBegun ? html`<li><a href="${next}" rel="next">${t.consumption.next} →</a></li>` : ''}</ul></nav>
+<nav class="pager" aria-label="${t.consumption.view}"><ul><li><a href="${previous}" rel="prev">${BACK} ${t.consumption.previous} (${previousName})</a></li>${nextBegun ? html`<li><a href="${next}" rel="next">${t.consumption.next} (${nextName}) ${ON}</a></li>` : ''}</ul></nav>
 <h2 id="curve-heading">${chartTitle}</h2>
 ${
   known

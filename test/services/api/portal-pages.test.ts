@@ -311,11 +311,12 @@ describeDatabases('portal pages', (t) => {
     expect(december.body).toContain('Energy per day in December 2026')
     expect(december.body).toContain('<input type="date" id="day" name="day" value="2026-12-01">')
     // Today is 2 December: the pager goes back, not into months or days that have not begun.
-    expect(december.body).toContain('rel="prev"')
+    // Each link names the month or day it leads to; its arrow is hidden from screen readers.
+    expect(december.body).toContain('rel="prev"><span aria-hidden="true">←</span> Previous (November 2026)</a>')
     expect(december.body).not.toContain('rel="next"')
-    expect((await page('/consumption?month=2026-11')).body).toContain('rel="next"')
+    expect((await page('/consumption?month=2026-11')).body).toContain('rel="next">Next (December 2026) <span aria-hidden="true">→</span></a>')
     expect((await page('/consumption?view=day&day=2026-12-02')).body).not.toContain('rel="next"')
-    expect((await page('/consumption?view=day&day=2026-12-01')).body).toContain('rel="next"')
+    expect((await page('/consumption?view=day&day=2026-12-01')).body).toContain('rel="next">Next (2 December 2026) <span aria-hidden="true">→</span></a>')
   })
 
   it('tells apart the hour the clocks go back, and ticks the day by the clock', async () => {
