@@ -25,7 +25,10 @@ import { readingSeries, seedReadings } from '../support/seed.ts'
  * revoked consent, a grant refused, the revoke dialog open and a revocation refused, the access log, the consumption chart
  * and its table, the account page and a refused change, a page not found), in English and
  * French, with script and without, 1280 and 320 px wide. A violation fails the test with its
- * rule, impact, page and elements.
+ * rule, impact, page and elements. Besides axe: `lang` on each page, the charts' text alternatives,
+ * nothing wider than a 320 px screen (even with WCAG 1.4.12's text spacing), Chromium's own advice
+ * on forms, and, last, sign-in, grant and revoke with the keyboard alone, with the focus shown on
+ * every control of every page.
  *
  * On both databases: the pages are server-rendered from what each database answers (dates,
  * amounts, empty or not), and the same world on PostgreSQL and PGlite must read the same.
@@ -38,6 +41,10 @@ const PASSWORD = 'correct horse battery staple'
 const AXE_TAGS = ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa']
 const AXE_SOURCE = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8')
 const WIDTHS = [1280, 320] as const
+/** The narrow width, at which nothing may run off the screen sideways (WCAG 1.4.10), even with text spaced out (1.4.12). */
+const NARROW = 320
+/** WCAG 1.4.12's spacing, which a reader's own style may set. */
+const TEXT_SPACING = '* { line-height: 1.5 !important; letter-spacing: .12em !important; word-spacing: .16em !important } p { margin-bottom: 2em !important }'
 const LANGUAGES = [
   { lang: 'en', locale: 'en-GB' },
   { lang: 'fr', locale: 'fr-FR' },
@@ -201,6 +208,13 @@ describe.skipIf(BROWSER_PATH === null)(`the household portal against WCAG 2.1 AA
                   found.push(...describeViolations(where, await axeOn(checker)))
                   const declared = await checker.getAttribute('html', 'lang')
                   if (declared !== lang) found.push(`${where}: <html lang="${declared}"> on a page in ${lang}`)
+                  if (width === NARROW) {
+                    const wide = (await checker.evaluate('document.documentElement.scrollWidth')) as number
+                    if (wide > width) found.push(`${where}: ${wide} px wide on a ${width} px screen`)
+                    await checker.addStyleTag({ content: TEXT_SPACING })
+                    const spaced = (await checker.evaluate('document.documentElement.scrollWidth')) as number
+                    if (spaced > width) found.push(`${where}: ${spaced} px wide on a ${width} px screen with text spaced out`)
+                  }
                 }
                 const go = async (path: string, where: string): Promise<void> => {
                   await page.goto(`${base}${path}`)
