@@ -17,6 +17,7 @@ import { claimMqttSession, expireMqttSessions, recordConnectedMqttSessions, touc
 import { principalKey, type Principal } from '../services/directory/principal.ts'
 import { dailyDatumsToPublish } from '../services/metering/daily-publication.ts'
 import { MeterTails, commitMessages } from '../services/metering/ingest-service.ts'
+import { freeBytesOf, StorageAlarm, StorageFullError } from '../shared/db/storage.ts'
 import { deferredMessage, validatePayload } from '../services/metering/ingest-validation.ts'
 import { AuthThrottle } from './auth-throttle.ts'
 import { AEDES_EMITTER_CONCURRENCY, Egress, egressMetaOf, type EgressMeta, type EgressPolicy, type ReleaseRecorder } from './egress.ts'
@@ -96,6 +97,8 @@ export interface Broker {
    * says so at once; otherwise a probe does (probeDatabase).
    */
   databaseAnswers(): Promise<boolean>
+  /** Whether ingest is held because the database's disk is full (storage.ts), for /healthz. */
+  storageFull(): boolean
   /** Stops intake, commits and acknowledges what was received, then disconnects everyone. */
   close(): Promise<void>
 }
@@ -176,6 +179,8 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
   // and one group at a time.
   const laneCount = thread !== null ? limits.commitLanes : 1
   let lastCommitAt = Number.NEGATIVE_INFINITY
+  const storage = new StorageAlarm(rootLog.ingest, (full) => metrics.storageFull.set(full ? 1 : 0))
+  const pgliteDir = db.pgliteDir
   const ingest = new IngestLanes(laneCount, (lane) => ({
     limits: {
       ...limits,
@@ -184,8 +189,14 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
     },
     metrics,
     log: rootLog.ingest,
+    storage,
     commit: async (messages) => {
       if (thread !== null) return thread.commit(lane, messages, (meterId) => egress.interest.wants('readings', meterId))
+      // PGlite: not even tried below the reserve (a WAL that cannot grow hangs PGlite, see storage.ts).
+      if (pgliteDir !== undefined) {
+        const free = await freeBytesOf(pgliteDir)
+        if (free < limits.storageFreeBytesMin) throw new StorageFullError(pgliteDir, free, limits.storageFreeBytesMin)
+      }
       try {
         return await commitMessages(db.db, messages, { dialect: db.dialect, datumDayOf, tails })
       } catch (err) {
@@ -535,6 +546,9 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
     aedes,
     ingest,
     ingestThread: thread,
+    storageFull() {
+      return storage.full
+    },
     async databaseAnswers() {
       return clock() - lastCommitAt <= COMMIT_PROVES_DATABASE_MS || probeDatabase(db)
     },

@@ -3,6 +3,7 @@ import type { IngestLimits } from '../shared/config.ts'
 import type { Metrics } from '../shared/metrics.ts'
 import type { CommitResult, MessageOutcome } from '../services/metering/ingest-service.ts'
 import type { ValidatedMessage } from '../services/metering/ingest-validation.ts'
+import { isDiskFull, type StorageAlarm } from '../shared/db/storage.ts'
 
 /**
  * The ordered ingest queue with group commit. Messages from every client go into one FIFO;
@@ -75,6 +76,8 @@ export interface IngestQueueOptions {
   onCommitted: (messages: ValidatedMessage[], result: CommitResult) => void
   metrics: Metrics
   log: Logger
+  /** Told when a commit fails for lack of space and when one succeeds again (shared by a broker's lanes). */
+  storage?: StorageAlarm
 }
 
 export class IngestQueue {
@@ -254,21 +257,44 @@ export class IngestQueue {
     }
   }
 
+  /**
+   * A group that fails for lack of space (SQLSTATE 53100, or StorageFullError on PGlite) is retried
+   * every `commitRetryDelayMsMax` for as long as the disk stays full, without counting against
+   * `commitAttemptsMax` and without answering its publishers: no PUBACK (nothing is durable), and no
+   * error either, which would cut the meters off to reconnect and resend into the same full disk,
+   * every few seconds, for as long as it lasts. aedes reads no further from a held meter, so what it
+   * sends meanwhile waits in its socket (TCP backpressure); a meter that gives up on its keep-alive
+   * resends on its next connection and the datum is stored once. Once the queue is closing, a
+   * disk-full failure counts as any other, so a stop is not held forever.
+   */
   private async commitWithRetry(batch: Job[], weight: number): Promise<{ result: CommitResult } | { error: Error }> {
     const messages = batch.map((j) => j.message)
     const { commitAttemptsMax, commitRetryDelayMsMax } = this.opts.limits
+    let held = false
     for (let attempt = 1; ; attempt++) {
       const started = process.hrtime.bigint()
       try {
         const result = await this.opts.commit(messages)
         this.opts.metrics.ingestCommitSeconds.observe(Number(process.hrtime.bigint() - started) / 1e9)
         this.opts.metrics.ingestBatchReadings.observe(weight)
+        if (held) this.opts.storage?.release()
         return { result }
       } catch (err) {
         this.opts.metrics.ingestCommitFailures.inc()
+        if (!this.closed && isDiskFull(err)) {
+          // Logged by the alarm: once, then at most once a minute, not once per attempt of every group.
+          this.opts.storage?.raise(err, !held, this.pendingReadings + weight, commitRetryDelayMsMax)
+          held = true
+          attempt = 0
+          await sleep(commitRetryDelayMsMax)
+          continue
+        }
         const last = attempt >= commitAttemptsMax
         this.opts.log.warn({ err, attempt, messages: batch.length, willRetry: !last }, 'ingest commit failed')
-        if (last) return { error: err as Error }
+        if (last) {
+          if (held) this.opts.storage?.release()
+          return { error: err as Error }
+        }
         await sleep(Math.min(commitRetryDelayMsMax, 10 * 2 ** attempt))
       }
     }

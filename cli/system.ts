@@ -126,6 +126,7 @@ async function startBrokerPart(
     broker: !broker.aedes.closed,
     database: await broker.databaseAnswers(),
     ...(coupling !== null ? { redis: coupling.healthy() } : {}),
+    storage: !broker.storageFull(),
   })
   return { broker, view, recorder, mqttPort: address.port, health }
 }

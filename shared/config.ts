@@ -174,6 +174,12 @@ export interface IngestLimits {
   commitLanes: number
   commitRetryDelayMsMax: number
   commitAttemptsMax: number
+  /**
+   * PGlite: bytes that must stay free on the disk of the data folder for ingest to commit; below it a
+   * group is held unacknowledged and retried (storage.ts). PGlite 0.5.17 hangs, event loop blocked,
+   * when its write-ahead log cannot start a new 16 MiB segment; the reserve keeps that from happening.
+   */
+  storageFreeBytesMin: number
 }
 
 /** Limits of the HTTP API's port; every one is named with its unit. */
@@ -267,6 +273,9 @@ export const DEFAULT_INGEST_LIMITS: IngestLimits = {
   commitLanes: 2,
   commitRetryDelayMsMax: 2_000,
   commitAttemptsMax: 8,
+  // Four WAL segments: one commit of a full group (10,000 readings, ~5 MiB of data and WAL) and the
+  // segment the next one may start, twice over.
+  storageFreeBytesMin: 64 * 1024 * 1024,
 }
 
 // With the MQTT listener's connectionsMax + 100, well within the 65,536 descriptors docker-compose.yml gives a process.

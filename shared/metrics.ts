@@ -20,6 +20,7 @@ export interface Metrics {
   ingestCommitSeconds: Histogram<never>
   ingestQueueReadings: Gauge<never>
   ingestCommitFailures: Counter<never>
+  storageFull: Gauge<never>
   datumsReleased: Counter<'channel'>
   consentsActive: Gauge<never>
   httpRequestSeconds: Histogram<'method' | 'route' | 'status'>
@@ -102,6 +103,11 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
     ingestCommitFailures: new Counter({
       name: 'metershare_ingest_commit_failures_total',
       help: 'Group commits that failed and were retried (nothing was acknowledged)',
+      registers: brokerRegisters,
+    }),
+    storageFull: new Gauge({
+      name: 'metershare_storage_full',
+      help: "1 while ingest is held because the database's disk is full (publishes wait unacknowledged and are retried), else 0",
       registers: brokerRegisters,
     }),
     datumsReleased: new Counter({

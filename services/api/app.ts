@@ -24,6 +24,8 @@ export interface HealthReport {
   database: boolean
   /** A broker coupled to others through Redis: whether Redis answers (absent when not coupled). */
   redis?: boolean
+  /** A broker: false while its ingest is held because the database's disk is full (absent without a broker). */
+  storage?: boolean
 }
 
 /**

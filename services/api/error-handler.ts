@@ -4,6 +4,7 @@ import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from
 import { ZodError } from 'zod'
 import { ERROR_CODES, MetershareError, TooManyRequestsError, type ErrorCode } from '../../shared/errors.ts'
 import { fieldName } from './validation.ts'
+import { diskFullDetail, isDiskFull } from '../../shared/db/storage.ts'
 
 /** Longest route parameter the router reads; ids are far shorter, and their schemas name a longer one (400). */
 export const HTTP_PARAM_LENGTH_MAX = 1024
@@ -62,12 +63,19 @@ export function toErrorAnswer(err: unknown): { status: number; body: ErrorBody }
     const status = (err as FastifyError).statusCode ?? 400
     return { status, body: errorBody(known.code, known.message) }
   }
+  // Nothing was written (the transaction rolled back): the client may retry once space is freed.
+  if (isDiskFull(err)) return { status: 503, body: errorBody(ERROR_CODES.STORAGE_FULL, STORAGE_FULL_MESSAGE) }
   const status = (err as Partial<FastifyError> | null)?.statusCode
   if (typeof status === 'number' && status >= 400 && status < 500) {
     return { status, body: errorBody(CODE_BY_STATUS[status] ?? ERROR_CODES.INVALID_INPUT, clientMessage(err as Error)) }
   }
   return { status: 500, body: errorBody(ERROR_CODES.INTERNAL, 'internal error') }
 }
+
+export const STORAGE_FULL_MESSAGE = "the database's disk is full: nothing was written; try again later"
+
+/** Seconds a client is asked to wait (`Retry-After`) before trying a write again on a full disk. */
+export const STORAGE_FULL_RETRY_AFTER_S = 60
 
 /** fastify's messages for 4xx are about the request; keep them but never with a stack. */
 function clientMessage(err: Error): string {
@@ -84,7 +92,11 @@ export function setRetryAfter(reply: FastifyReply, err: TooManyRequestsError): v
 export function sendError(err: unknown, request: FastifyRequest, reply: FastifyReply): FastifyReply {
   const answer = toErrorAnswer(err)
   if (err instanceof TooManyRequestsError) setRetryAfter(reply, err)
-  if (answer.status >= 500) request.log.error({ err }, 'request failed')
+  if (answer.body.error.code === ERROR_CODES.STORAGE_FULL) {
+    void reply.header('retry-after', String(STORAGE_FULL_RETRY_AFTER_S))
+    // One line an operator reads, not the statement and its parameters.
+    request.log.warn({ detail: diskFullDetail(err) }, "request refused: the database's disk is full (no space left on device)")
+  } else if (answer.status >= 500) request.log.error({ err }, 'request failed')
   else request.log.debug({ code: answer.body.error.code, status: answer.status }, 'request refused')
   return reply.code(answer.status).type('application/json; charset=utf-8').send(answer.body)
 }

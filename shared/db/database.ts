@@ -13,6 +13,7 @@ import { lockDataDir } from './data-dir-lock.ts'
 import { checkPostgres } from './postgres-check.ts'
 import { DurableNodeFS, syncFolderTree } from './pglite-durable-fs.ts'
 import type { Database } from './schema.ts'
+import { freeBytesOf, isDiskFull, StorageFullError } from './storage.ts'
 
 /**
  * The one place a database connection is made. PGlite (PostgreSQL in WebAssembly, files
@@ -50,6 +51,8 @@ export interface DatabaseHandle {
    * rolls the transaction back) so that no later caller inherits it.
    */
   withConnection: (<T>(fn: (c: ScriptConnection) => Promise<T>) => Promise<T>) | null
+  /** PGlite's data folder on disk, whose free space ingest watches (storage.ts); absent on PostgreSQL and in memory. */
+  pgliteDir?: string
   close(): Promise<void>
 }
 
@@ -136,13 +139,32 @@ export async function openDatabase(options: DatabaseOptions): Promise<DatabaseHa
   if (options.pgliteDir === null) return wrapPglite(await openPglite(null, options.pgliteFsync))
   const unlock = lockDataDir(options.pgliteDir)
   try {
-    const pglite = await openPglite(options.pgliteDir, options.pgliteFsync)
-    return wrapPglite(pglite, { checkpointIntervalMs: PGLITE_CHECKPOINT_INTERVAL_MS, onClosed: unlock })
+    const pglite = await openPglite(options.pgliteDir, options.pgliteFsync).catch(async (err: unknown) => {
+      throw await diskFullAtOpen(options.pgliteDir!, err)
+    })
+    return { ...wrapPglite(pglite, { checkpointIntervalMs: PGLITE_CHECKPOINT_INTERVAL_MS, onClosed: unlock }), pgliteDir: options.pgliteDir }
   } catch (err) {
     unlock()
     throw err
   }
 }
+
+/**
+ * PGlite failing to open (a new cluster's initdb, or the crash recovery of a folder that filled up)
+ * says only "PGlite failed to initialize properly". On a full disk, say that, and where.
+ */
+async function diskFullAtOpen(dir: string, err: unknown): Promise<unknown> {
+  const free = await freeBytesOf(dir).catch(() => null)
+  if (!isDiskFull(err) && (free === null || free >= PGLITE_OPEN_FREE_BYTES_MIN)) return err
+  return new StorageFullError(dir, free ?? 0, PGLITE_OPEN_FREE_BYTES_MIN, 'the embedded database may need to open', { cause: err })
+}
+
+/**
+ * Bytes free, at least, that opening PGlite may need: crash recovery ends with a checkpoint and may
+ * start a new 16 MiB WAL segment; a new cluster takes ~40 MiB. With less, the failure is named as a
+ * full disk rather than PGlite's "failed to initialize properly".
+ */
+export const PGLITE_OPEN_FREE_BYTES_MIN = 48 * 1024 * 1024
 
 /**
  * PGlite runs PostgreSQL in single-user mode, which has no checkpointer: without an explicit

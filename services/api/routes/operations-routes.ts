@@ -12,11 +12,15 @@ const healthSchema = z.object({
   broker: z.boolean().optional().describe('Whether the broker answers; absent from `metershare api` alone, whose brokers are other processes with a /healthz of their own'),
   database: z.boolean(),
   redis: z.boolean().optional().describe('Present when the broker is coupled to others through Redis: whether Redis answers'),
+  storage: z
+    .boolean()
+    .optional()
+    .describe("Present with a broker: false while the database's disk is full and ingest holds meters' publishes unacknowledged (they are stored once space is freed)"),
 })
 
 /** The answer of a /healthz (this API's, and a broker process's own): 200 when every part answers. */
 export function healthAnswer(report: HealthReport): { code: 200 | 503; body: z.infer<typeof healthSchema> } {
-  const ok = report.broker !== false && report.database && report.redis !== false
+  const ok = report.broker !== false && report.database && report.redis !== false && report.storage !== false
   return {
     code: ok ? 200 : 503,
     body: {
@@ -24,6 +28,7 @@ export function healthAnswer(report: HealthReport): { code: 200 | 503; body: z.i
       ...(report.broker !== undefined ? { broker: report.broker } : {}),
       database: report.database,
       ...(report.redis !== undefined ? { redis: report.redis } : {}),
+      ...(report.storage !== undefined ? { storage: report.storage } : {}),
     },
   }
 }
@@ -37,7 +42,9 @@ export const operationsRoutes: RoutePlugin = async (app, { deps }) => {
     tags: ['operations'],
     auth: 'public',
     response: healthSchema,
-    extraResponses: { 503: { description: 'The broker, the database or the broker\'s Redis does not answer', response: healthSchema } },
+    extraResponses: {
+      503: { description: "The broker, the database or the broker's Redis does not answer, or the database's disk is full", response: healthSchema },
+    },
     async handler({ reply }) {
       const { code, body } = healthAnswer(await checkHealth(deps.health))
       void reply.code(code).header('cache-control', 'no-store')

@@ -1,0 +1,122 @@
+import { statfs } from 'node:fs/promises'
+import type { Logger } from 'pino'
+import { ERROR_CODES, MetershareError } from '../errors.ts'
+
+/**
+ * A full disk under the database. PostgreSQL (server or PGlite) answers a write it cannot make
+ * room for with SQLSTATE 53100 `disk_full` ("could not extend file …: No space left on device")
+ * and rolls the transaction back: nothing is lost, nothing is half-written, and the same write
+ * succeeds once space is back. Ingest therefore holds such a group, unacknowledged, and retries it
+ * (`IngestQueue`), instead of giving up after `commitAttemptsMax` attempts and cutting its meters off.
+ *
+ * PGlite needs more than that: when its write-ahead log cannot grow (a new 16 MiB segment), the
+ * error is raised inside a critical section, PostgreSQL PANICs, and PGlite 0.5.17 then spins in
+ * WebAssembly with the event loop blocked (no /healthz, SIGTERM ignored; measured). So on PGlite,
+ * ingest stops before the disk is that full: below `storageFreeBytesMin` free in the data folder a
+ * group is not even tried (`StorageFullError`), and the start refuses to open the folder.
+ */
+
+/** PostgreSQL's SQLSTATE for "could not extend file …: No space left on device". */
+export const DISK_FULL_SQLSTATE = '53100'
+
+/** MiB, for messages. */
+const MIB = 1024 * 1024
+
+/** The data folder's disk has less free than PGlite needs (ingest held, or a start refused). */
+export class StorageFullError extends MetershareError {
+  constructor(
+    readonly dir: string,
+    readonly freeBytes: number,
+    readonly reserveBytes: number,
+    what = 'the embedded database keeps in reserve',
+    options?: ErrorOptions,
+  ) {
+    super(ERROR_CODES.STORAGE_FULL, 503, `no space left on the device of ${dir}: ${formatMiB(freeBytes)} free, below the ${formatMiB(reserveBytes)} ${what}`, options)
+  }
+}
+
+/** Whether an error says the database's disk is full (SQLSTATE 53100, ENOSPC, or PostgreSQL's own wording). */
+export function isDiskFull(err: unknown): boolean {
+  if (err === null || typeof err !== 'object') return false
+  const { code, message } = err as { code?: unknown; message?: unknown }
+  if (code === DISK_FULL_SQLSTATE || code === 'ENOSPC' || code === ERROR_CODES.STORAGE_FULL) return true
+  return typeof message === 'string' && /no space left on device/i.test(message)
+}
+
+/** Bytes an unprivileged process may still write on the file system holding `dir`. */
+export async function freeBytesOf(dir: string): Promise<number> {
+  const s = await statfs(dir)
+  return s.bavail * s.bsize
+}
+
+export function formatMiB(bytes: number): string {
+  return `${(bytes / MIB).toFixed(1)} MiB`
+}
+
+/** The first line of an error's message, without a query or a stack: what an operator reads. */
+export function diskFullDetail(err: unknown): string {
+  const message = (err as { message?: unknown } | null)?.message
+  return typeof message === 'string' ? message.split('\n')[0]!.slice(0, 500) : String(err)
+}
+
+/**
+ * Whether ingest is held for lack of space, shared by a broker's lanes, /healthz and /metrics, and
+ * said in the log once when it starts, at most every `remindMs` while it lasts, and once when it ends
+ * (not at every retry of every group: a full disk lasts until someone frees space).
+ */
+export class StorageAlarm {
+  private since: number | null = null
+  private lastSaidAt = 0
+  private retries = 0
+  /** Groups being held for lack of space (a broker's lanes each hold one or two). */
+  private held = 0
+
+  constructor(
+    private readonly log: Logger,
+    private readonly onChange: (full: boolean) => void = () => {},
+    private readonly remindMs = 60_000,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  get full(): boolean {
+    return this.since !== null
+  }
+
+  /**
+   * A group could not be committed for lack of space (`first`: its first such failure); `heldReadings`
+   * wait unacknowledged.
+   */
+  raise(err: unknown, first: boolean, heldReadings: number, retryMs: number): void {
+    const t = this.now()
+    if (first) this.held++
+    else this.retries++
+    if (this.since === null) {
+      this.since = t
+      this.lastSaidAt = t
+      this.retries = 0
+      this.onChange(true)
+      this.log.error(
+        { detail: diskFullDetail(err), heldReadings, retryMs },
+        `database storage full (no space left on device): ingest holds publishes unacknowledged and retries every ${retryMs} ms; free space on the database's disk`,
+      )
+      return
+    }
+    if (t - this.lastSaidAt >= this.remindMs) {
+      this.lastSaidAt = t
+      this.log.error(
+        { detail: diskFullDetail(err), heldReadings, fullForMs: t - this.since, retries: this.retries },
+        'database storage still full (no space left on device): ingest still held',
+      )
+    }
+  }
+
+  /** A group held for lack of space was committed (or given up at a stop): once none is held, ingest has resumed. */
+  release(): void {
+    if (this.held > 0) this.held--
+    if (this.held > 0 || this.since === null) return
+    const fullForMs = this.now() - this.since
+    this.since = null
+    this.onChange(false)
+    this.log.warn({ fullForMs, retries: this.retries }, 'database storage available again: ingest resumed')
+  }
+}
