@@ -517,8 +517,52 @@ export async function startSettlementProcess(config: Readonly<Config>): Promise<
 /** Logs go to a file while the terminal shows the status line. */
 export function logToFile(config: Readonly<Config>): string {
   const file = path.join(ensureDataDir(config.dataDir), 'metershare.log')
-  configureLogging({ level: config.logLevel, target: createWriteStream(file, { flags: 'a' }) })
+  configureLogging({ level: config.logLevel, target: new LogFile(file) })
   return file
+}
+
+/** How long, in ms, log lines are dropped after the log file failed (a full disk) before it is opened again. */
+export const LOG_FILE_RETRY_MS = 10_000
+
+/**
+ * The log file, which lives in the data folder, on the disk that may be full. A write stream's
+ * error with no listener ends the process ("Unhandled 'error' event", ENOSPC): here it is said once
+ * on the terminal, lines are dropped meanwhile, and the file is opened again every LOG_FILE_RETRY_MS
+ * (the first line then says how many were lost).
+ */
+class LogFile {
+  private stream: ReturnType<typeof createWriteStream> | null = null
+  private failedAt = 0
+  private dropped = 0
+
+  constructor(private readonly file: string) {
+    this.open()
+  }
+
+  write(line: string): void {
+    if (this.stream === null) {
+      if (Date.now() - this.failedAt < LOG_FILE_RETRY_MS) {
+        this.dropped++
+        return
+      }
+      this.open()
+      if (this.dropped > 0) this.stream!.write(`${JSON.stringify({ level: 40, time: Date.now(), msg: `${this.dropped} log lines were dropped: the log file could not be written` })}\n`)
+      this.dropped = 0
+    }
+    this.stream!.write(line)
+  }
+
+  private open(): void {
+    const stream = createWriteStream(this.file, { flags: 'a' })
+    stream.on('error', (err: NodeJS.ErrnoException) => {
+      if (this.stream !== stream) return
+      this.stream = null
+      this.failedAt = Date.now()
+      stream.destroy()
+      process.stderr.write(`\nmetershare: cannot write the log file ${this.file} (${err.code ?? err.message}); log lines are dropped until it can be written again\n`)
+    })
+    this.stream = stream
+  }
 }
 
 export { DEMO_PASSWORD, demoFilePath }
