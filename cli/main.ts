@@ -4,6 +4,7 @@ import { dayOf } from '../shared/calendar.ts'
 import { ENV_VARS, envToConfig, readEnv, type Config, type RawEnv } from '../shared/config.ts'
 import { ensureDataDir } from '../shared/data-dir.ts'
 import { ConfigError, MetershareError } from '../shared/errors.ts'
+import { diskFullDetail, isDiskFull } from '../shared/db/storage.ts'
 import { configureLogging, log } from '../shared/logger.ts'
 
 // Each command loads what it needs when it runs: `simulate` never loads the database or the broker.
@@ -319,6 +320,12 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
     if (err instanceof MetershareError || (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
       process.stderr.write(`metershare ${name}: ${(err as Error).message}\n`)
       return 2
+    }
+    if (isDiskFull(err)) {
+      // A failed statement rolled its transaction back (a migration is one transaction): nothing half-done.
+      log.cli.fatal({ detail: diskFullDetail(err) }, "command failed: the database's disk is full")
+      process.stderr.write(`metershare ${name}: the database's disk is full (no space left on device): ${diskFullDetail(err)}; free space and run it again\n`)
+      return 1
     }
     log.cli.fatal({ err }, 'command failed')
     process.stderr.write(`metershare ${name}: ${(err as Error).stack ?? String(err)}\n`)
