@@ -1,4 +1,5 @@
 import net, { type AddressInfo } from 'node:net'
+import { sql } from 'kysely'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { JSON_NESTING_MAX, buildApi } from '../../../services/api/app.ts'
 import { HTTP_PARAM_LENGTH_MAX, toErrorAnswer } from '../../../services/api/error-handler.ts'
@@ -12,6 +13,22 @@ import { ADMIN_TOKEN, OPERATOR, UNREACHABLE_DATABASE_URL, errorOf, useApi } from
 
 describeDatabases('the error envelope', (t) => {
   const api = useApi(t, { config: { http: { bodyBytesMax: 1024 } } })
+
+  it("answers a write on a full disk (SQLSTATE 53100) with 503 STORAGE_FULL and Retry-After, not 500", async () => {
+    // What PostgreSQL raises when a table cannot grow: "could not extend file …: No space left on device".
+    await sql.raw(`CREATE FUNCTION test_disk_full() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN RAISE EXCEPTION 'could not extend file "base/5/1234": No space left on device' USING ERRCODE = 'disk_full'; END $$`).execute(t.db)
+    await sql`CREATE TRIGGER test_disk_full BEFORE INSERT ON parties FOR EACH ROW EXECUTE FUNCTION test_disk_full()`.execute(t.db)
+    try {
+      const res = await api.inject({ method: 'POST', url: '/admin/parties', headers: { ...OPERATOR, 'content-type': 'application/json' }, payload: { kind: 'utility', name: 'U' } })
+      expect(res.statusCode).toBe(503)
+      expect(res.headers['retry-after']).toBe('60')
+      expect(res.json()).toEqual({ error: { code: 'STORAGE_FULL', message: "the database's disk is full: nothing was written; try again later" } })
+    } finally {
+      await sql`DROP TRIGGER test_disk_full ON parties`.execute(t.db)
+      await sql`DROP FUNCTION test_disk_full()`.execute(t.db)
+    }
+  })
 
   it('answers malformed JSON with 400 INVALID_INPUT naming the body', async () => {
     for (const payload of ['{"kind": "utility",', '{bad json}', 'null x']) {
