@@ -5,6 +5,8 @@ import type { CommitResult, MessageOutcome } from '../../services/metering/inges
 import type { CandidateDatum, ValidatedMessage } from '../../services/metering/ingest-validation.ts'
 import { DEFAULT_INGEST_LIMITS } from '../../shared/config.ts'
 import { createMetrics } from '../../shared/metrics.ts'
+import { DISK_FULL_SQLSTATE, StorageAlarm } from '../../shared/db/storage.ts'
+import { waitFor } from '../support/tools.ts'
 
 /**
  * The queue's pacing, with a committer the test holds: which groups are handed over, and when.
@@ -163,5 +165,59 @@ describe('ingest queue answers', () => {
     groups[0]!.finish()
     await queue.drain()
     expect(answered).toEqual(['a', 'b', 'c'])
+  })
+})
+
+describe('ingest queue on a full disk', () => {
+  /** A committer failing with SQLSTATE 53100 (disk_full) `failures` times, then storing. */
+  function fullDisk(failures: number, opts: { commitAttemptsMax?: number } = {}) {
+    let attempts = 0
+    const lines: Array<{ level: number; msg: string }> = []
+    const log = pino({ level: 'info' }, { write: (line: string) => lines.push(JSON.parse(line) as { level: number; msg: string }) })
+    const metrics = createMetrics()
+    const storage = new StorageAlarm(log, (full) => metrics.storageFull.set(full ? 1 : 0))
+    const queue = new IngestQueue({
+      limits: { ...DEFAULT_INGEST_LIMITS, flushIntervalMs: 1, commitsInFlightMax: 1, commitRetryDelayMsMax: 5, commitAttemptsMax: opts.commitAttemptsMax ?? 3 },
+      commit: async (messages) => {
+        if (++attempts <= failures) throw Object.assign(new Error('could not extend file "base/5/1": No space left on device'), { code: DISK_FULL_SQLSTATE })
+        return { outcomes: messages.map(() => ({ stored: [], quarantined: [], duplicates: 0 })), touched: [] }
+      },
+      onCommitted: () => undefined,
+      metrics,
+      log,
+      storage,
+    })
+    return { queue, lines, metrics, storage, attempts: () => attempts }
+  }
+
+  it('holds a group past commitAttemptsMax without answering, says so once, and answers once it commits', async () => {
+    const { queue, lines, metrics, storage, attempts } = fullDisk(20, { commitAttemptsMax: 3 })
+    let answer: { err: Error | null } | undefined
+    queue.enqueue('a', numbered('a', 1), (err) => (answer = { err }))
+    await waitFor(() => attempts() >= 6, 5_000, 'retries past commitAttemptsMax')
+    // Held: neither acknowledged nor refused (a refusal would disconnect the meter).
+    expect(answer).toBeUndefined()
+    expect(storage.full).toBe(true)
+    expect((await metrics.storageFull.get()).values[0]!.value).toBe(1)
+    await waitFor(() => answer !== undefined, 5_000, 'the answer once space is back')
+    expect(answer!.err).toBeNull()
+    expect(attempts()).toBe(21)
+    expect(storage.full).toBe(false)
+    expect((await metrics.storageFull.get()).values[0]!.value).toBe(0)
+    // One line when it starts, one when it ends: not one per attempt.
+    expect(lines.map((l) => l.msg)).toEqual([
+      expect.stringMatching(/^database storage full \(no space left on device\)/),
+      'database storage available again: ingest resumed',
+    ])
+  })
+
+  it('gives a held group up after commitAttemptsMax once the queue is closing', async () => {
+    const { queue, attempts } = fullDisk(Number.POSITIVE_INFINITY, { commitAttemptsMax: 3 })
+    let answer: { err: Error | null } | undefined
+    queue.enqueue('a', numbered('a', 1), (err) => (answer = { err }))
+    await waitFor(() => attempts() >= 5, 5_000, 'retries past commitAttemptsMax')
+    expect(answer).toBeUndefined()
+    await queue.close()
+    expect(answer!.err?.message).toMatch(/No space left on device/)
   })
 })
