@@ -7,6 +7,7 @@ import { openDatabase } from '../../shared/db/database.ts'
 import { migrateToLatest } from '../../shared/db/migrator.ts'
 import { PG_SKIP_REASON, PG_TEMPLATE_DB, adminUrl, pgAvailable } from './postgres.ts'
 import { SYSTEM_TOOLS, hasCommand } from './tools.ts'
+import { tmpfsSkipReason } from './tmpfs.ts'
 import pg from 'pg'
 
 declare module 'vitest' {
@@ -91,6 +92,8 @@ function reportSkips(): void {
   for (const t of SYSTEM_TOOLS) {
     if (!hasCommand(t.command) && !(t.command === 'chromium' && hasCommand('chromium-browser'))) lines.push(`${t.needs}: ${t.command} not found (apt-get install ${t.pkg})`)
   }
+  const tmpfs = tmpfsSkipReason()
+  if (tmpfs !== '') lines.push(`a database's disk filling up (test/broker/disk-full.test.ts): ${tmpfs.replace(/^ \(skipped: (.*)\)$/, '$1')}; run as root where mount -t tmpfs is permitted`)
   if (lines.length === 0) return
   process.stderr.write(`\nSkipped in this run, with the reason:\n${lines.map((l) => `  - ${l}`).join('\n')}\n\n`)
 }

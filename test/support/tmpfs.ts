@@ -33,7 +33,10 @@ export function tmpfsSkipReason(): string {
   const probe = mkdtempSync(path.join(os.tmpdir(), 'metershare-tmpfs-probe-'))
   try {
     const mounted = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', probe], { encoding: 'utf8' })
-    if (mounted.status !== 0) return (checked = ` (skipped: mounting a tmpfs failed: ${(mounted.stderr || mounted.error?.message || 'mount failed').trim()})`)
+    if (mounted.status !== 0) {
+      const why = (mounted.stderr || mounted.error?.message || 'mount failed').trim().split('\n')[0]!
+      return (checked = ` (skipped: mounting a tmpfs failed: ${why})`)
+    }
     spawnSync('umount', [probe])
     return (checked = '')
   } finally {
