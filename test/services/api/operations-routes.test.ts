@@ -80,6 +80,15 @@ describe('GET /healthz when a component does not answer', () => {
     expect(res.json()).toEqual({ status: 'unavailable', broker: false, database: true })
   })
 
+  it("answers 503 naming the storage while the broker's ingest is held on a full disk", async () => {
+    const full = await healthWith(async () => ({ broker: true, database: true, storage: false }))
+    expect(full.statusCode).toBe(503)
+    expect(full.json()).toEqual({ status: 'unavailable', broker: true, database: true, storage: false })
+    const fine = await healthWith(async () => ({ broker: true, database: true, storage: true }))
+    expect(fine.statusCode).toBe(200)
+    expect(fine.json()).toEqual({ status: 'ok', broker: true, database: true, storage: true })
+  })
+
   it('answers 503 when the check itself fails or never returns', async () => {
     const failing = await healthWith(async () => {
       throw new Error('broker unreachable')
