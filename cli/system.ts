@@ -243,6 +243,8 @@ export async function startSystem(configIn: Readonly<Config>, options: SystemOpt
       clock,
       health,
       releaseChanged: (change) => view.apply(change),
+      // PGlite below its reserve: what is left is kept for its write-ahead log (storage.ts).
+      ...(db.dialect === 'pglite' ? { writesRefused: () => broker.storageFull() } : {}),
     })
     broker.attachWebSocket(api.server)
     parts.add('http', () => closeAfterBroker(broker, () => api.close()))

@@ -1,7 +1,7 @@
 import { fastify, LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
 import type { Config } from '../../shared/config.ts'
 import type { DatabaseHandle } from '../../shared/db/database.ts'
-import { InvalidInputError } from '../../shared/errors.ts'
+import { ERROR_CODES, InvalidInputError, MetershareError } from '../../shared/errors.ts'
 import { log } from '../../shared/logger.ts'
 import { TrustedProxies } from '../../shared/trusted-proxies.ts'
 import type { Metrics } from '../../shared/metrics.ts'
@@ -47,6 +47,12 @@ export interface ApiDeps {
    * processes: they hear the change by NOTIFY, within milliseconds.
    */
   releaseChanged?: (change: ReleaseChange) => Promise<void>
+  /**
+   * Whether writes are refused (503 STORAGE_FULL) before they reach the database: `up` on PGlite while
+   * its ingest is held below the free-space reserve (storage.ts), so that what is left stays for the
+   * write-ahead log, which PGlite cannot run out of without hanging. Reads are still answered.
+   */
+  writesRefused?: () => boolean
 }
 
 /** A registered route, as the OpenAPI document sees it. */
@@ -97,6 +103,9 @@ function droppedConnectionsLog(connectionsMax: number): (address: string | undef
 
 const DOCUMENTED_METHODS = new Set<string>(['GET', 'POST', 'PUT', 'PATCH', 'DELETE'])
 const QUIET_ROUTES = new Set<string>(['/healthz', '/metrics'])
+
+/** Methods that may write (refused while `writesRefused`). */
+const WRITE_METHODS = new Set<string>(['POST', 'PUT', 'PATCH', 'DELETE'])
 
 /** Digits a JSON integer may have: every integer of up to 15 digits is exactly a double. */
 export const JSON_INTEGER_DIGITS_MAX = 15
@@ -243,6 +252,15 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
     if (QUIET_ROUTES.has(route)) request.log.debug(fields, 'request served')
     else request.log.info(fields, 'request served')
   })
+
+  const writesRefused = deps.writesRefused
+  if (writesRefused !== undefined) {
+    app.addHook('onRequest', async (request) => {
+      if (WRITE_METHODS.has(request.method) && writesRefused()) {
+        throw new MetershareError(ERROR_CODES.STORAGE_FULL, 503, 'writes refused: the embedded database is below its free-space reserve')
+      }
+    })
+  }
 
   // JSON only: anything else is answered 415 rather than handed to a route as a string.
   app.removeContentTypeParser(['text/plain'])

@@ -284,6 +284,22 @@ describe('internal failures', () => {
   })
 })
 
+describeDatabases('writes while the embedded database is below its free-space reserve', (t) => {
+  let refused = true
+  const api = useApi(t, { extra: { writesRefused: () => refused } })
+
+  it('refuses writes with 503 STORAGE_FULL before they reach the database, and still answers reads', async () => {
+    const res = await api.inject({ method: 'POST', url: '/admin/parties', headers: { ...OPERATOR, 'content-type': 'application/json' }, payload: { kind: 'utility', name: 'U' } })
+    expect(res.statusCode).toBe(503)
+    expect(res.headers['retry-after']).toBe('60')
+    expect(res.json().error.code).toBe('STORAGE_FULL')
+    expect(await t.db.selectFrom('parties').select('id').execute()).toEqual([])
+    expect((await api.inject({ method: 'GET', url: '/admin/parties', headers: OPERATOR })).statusCode).toBe(200)
+    refused = false
+    expect((await api.inject({ method: 'POST', url: '/admin/parties', headers: { ...OPERATOR, 'content-type': 'application/json' }, payload: { kind: 'utility', name: 'U' } })).statusCode).toBe(201)
+  })
+})
+
 describe('toErrorAnswer', () => {
   it('keeps the code and status of our own errors', () => {
     expect(toErrorAnswer(new ConflictError('meterId: overlaps', ERROR_CODES.OCCUPANCY_OVERLAP))).toEqual({
