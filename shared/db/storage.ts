@@ -13,7 +13,8 @@ import { ERROR_CODES, MetershareError } from '../errors.ts'
  * error is raised inside a critical section, PostgreSQL PANICs, and PGlite 0.5.17 then spins in
  * WebAssembly with the event loop blocked (no /healthz, SIGTERM ignored; measured). So on PGlite,
  * ingest stops before the disk is that full: below `storageFreeBytesMin` free in the data folder a
- * group is not even tried (`StorageFullError`), and the start refuses to open the folder.
+ * group is not even tried (`StorageFullError`), `up` refuses the API's writes meanwhile, and PGlite
+ * failing to open on a full disk is said as such (database.ts, `diskFullAtOpen`).
  */
 
 /** PostgreSQL's SQLSTATE for "could not extend file …: No space left on device". */
