@@ -1,21 +1,17 @@
 import { readFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
-import type { AddressInfo } from 'node:net'
 import type { AxeResults } from 'axe-core'
 import type { FastifyInstance } from 'fastify'
 import type { Browser, BrowserContext, Page, Route } from 'playwright-core'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { buildApi } from '../../services/api/app.ts'
 import { grantConsent, revokeConsent } from '../../services/consent/consent-service.ts'
 import { createOffer } from '../../services/consent/offer-service.ts'
 import { createHousehold, createMeter, createParty } from '../../services/directory/directory-service.ts'
-import { sessionResolver } from '../../services/directory/session-service.ts'
 import { createOccupancy } from '../../services/metering/occupancy-service.ts'
 import { settleMonth, settlementContext } from '../../services/settlement/settlement-service.ts'
 import { addMonths, dayOf, monthBounds, monthOf } from '../../shared/calendar.ts'
 import { envToConfig } from '../../shared/config.ts'
-import { createMetrics } from '../../shared/metrics.ts'
-import { BROWSER_PATH, BROWSER_SKIP, launchChromium } from '../support/browser.ts'
+import { BROWSER_PATH, BROWSER_SKIP, launchChromium, startPortalApi } from '../support/browser.ts'
 import { describeDatabases } from '../support/database.ts'
 import { readingSeries, seedReadings } from '../support/seed.ts'
 
@@ -129,16 +125,8 @@ describe.skipIf(BROWSER_PATH === null)(`the household portal against WCAG 2.1 AA
       let advisoryId: string
 
       beforeAll(async () => {
-        api = await buildApi({
-          // Eight refused sign-ins from one address, one per browser set-up: not throttled.
-          config: envToConfig({ adminToken: 'a11y-admin-token-0123456789abcdef', timezone: TZ }, { portal: { signInFailuresMax: 100 } }),
-          db: t.handle,
-          metrics: createMetrics({ defaultMetrics: false }),
-          health: async () => ({ broker: true, database: true }),
-          sessions: sessionResolver(t.db),
-        })
-        await api.listen({ port: 0, host: '127.0.0.1' })
-        base = `http://127.0.0.1:${(api.server.address() as AddressInfo).port}`
+        // Eight refused sign-ins from one address, one per browser set-up: not throttled.
+        ;({ api, base } = await startPortalApi(t.handle, envToConfig({ adminToken: 'a11y-admin-token-0123456789abcdef', timezone: TZ }, { portal: { signInFailuresMax: 100 } })))
 
         // A household at a half-hourly meter with a settled month of earnings, a consent in force, a
         // revoked one, an offer open to it and an access log.

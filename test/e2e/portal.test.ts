@@ -1,27 +1,23 @@
-import type { AddressInfo } from 'node:net'
 import type { FastifyInstance } from 'fastify'
 import type { MqttClient } from 'mqtt'
 import type { Browser, Page } from 'playwright-core'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
-import { buildApi } from '../../services/api/app.ts'
 import { Formats } from '../../services/api/portal/i18n.ts'
 import { grantConsent } from '../../services/consent/consent-service.ts'
 import { createOffer } from '../../services/consent/offer-service.ts'
 import { openReleaseView, type ReleaseView } from '../../services/consent/release-view.ts'
 import { createHousehold, createMeter, createParty } from '../../services/directory/directory-service.ts'
 import { createOccupancy } from '../../services/metering/occupancy-service.ts'
-import { sessionResolver } from '../../services/directory/session-service.ts'
 import { settleMonth, settlementContext } from '../../services/settlement/settlement-service.ts'
 import { householdStatement } from '../../services/settlement/statement-service.ts'
 import { addMonths, formatTimestamp, monthBounds, monthOf } from '../../shared/calendar.ts'
 import { envToConfig } from '../../shared/config.ts'
-import { createMetrics } from '../../shared/metrics.ts'
 import { formatEurLocale } from '../../shared/money.ts'
 import { meterReadingsTopic } from '../../shared/topics.ts'
 import { connectClient, connectMeter, endClient, publishAcked, startTestBroker, subscribeCollect, waitFor, type TestBroker } from '../support/broker.ts'
 import { describeDatabases } from '../support/database.ts'
 import { readingSeries, seedReadings } from '../support/seed.ts'
-import { BROWSER_PATH, BROWSER_SKIP, launchChromium } from '../support/browser.ts'
+import { BROWSER_PATH, BROWSER_SKIP, launchChromium, startPortalApi } from '../support/browser.ts'
 
 /**
  * The household portal in headless Chromium, against the real API (listening on a port) and
@@ -63,15 +59,7 @@ describe.skipIf(BROWSER_PATH === null)(`the household portal in a browser${BROWS
     beforeAll(async () => {
       view = await openReleaseView(t.handle, { timeZone: TZ })
       tb = await startTestBroker(t.handle, { policy: view, timezone: TZ })
-      api = await buildApi({
-        config: envToConfig({ adminToken: ADMIN_TOKEN, timezone: TZ }),
-        db: t.handle,
-        metrics: createMetrics({ defaultMetrics: false }),
-        health: async () => ({ broker: true, database: true }),
-        sessions: sessionResolver(t.db),
-      })
-      await api.listen({ port: 0, host: '127.0.0.1' })
-      base = `http://127.0.0.1:${(api.server.address() as AddressInfo).port}`
+      ;({ api, base } = await startPortalApi(t.handle, envToConfig({ adminToken: ADMIN_TOKEN, timezone: TZ })))
     })
     afterAll(async () => {
       await api?.close()

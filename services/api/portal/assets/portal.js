@@ -109,6 +109,26 @@
     if (hadFocus) button.focus()
   }
 
+  // A change through the API: on `okStatus`, on to the page that says it is done; otherwise the refusal is
+  // shown (and announced) in `container`, and `button`, disabled meanwhile, is usable again.
+  function change(method, url, body, okStatus, doneUrl, container, button) {
+    send(method, url, body)
+      .then(function (response) {
+        if (response.status === okStatus) {
+          window.location.assign(doneUrl)
+          return
+        }
+        return errorMessage(response).then(function (message) {
+          showError(container, message)
+          enable(button)
+        })
+      })
+      .catch(function (err) {
+        showError(container, String(err))
+        enable(button)
+      })
+  }
+
   function updateEstimate(form) {
     var card = form.closest('[data-offer]')
     var output = card === null ? null : card.querySelector('[data-estimate]')
@@ -156,21 +176,7 @@
       if (chosen.length < boxes.length) body.meterIds = chosen
       var button = form.querySelector('button[type="submit"]')
       button.disabled = true
-      send('POST', '/me/consents', body)
-        .then(function (response) {
-          if (response.status === 201) {
-            window.location.assign('/consents?done=granted')
-            return
-          }
-          return errorMessage(response).then(function (message) {
-            showError(form, message)
-            enable(button)
-          })
-        })
-        .catch(function (err) {
-          showError(form, String(err))
-          enable(button)
-        })
+      change('POST', '/me/consents', body, 201, '/consents?done=granted', form, button)
     })
   })
 
@@ -199,21 +205,7 @@
       if (confirmButton.disabled) return
       confirmButton.disabled = true
       hideError(dialog)
-      send('DELETE', '/me/consents/' + encodeURIComponent(revoking))
-        .then(function (response) {
-          if (response.status === 204) {
-            window.location.assign('/consents?done=revoked')
-            return
-          }
-          return errorMessage(response).then(function (message) {
-            showError(dialog, message)
-            enable(confirmButton)
-          })
-        })
-        .catch(function (err) {
-          showError(dialog, String(err))
-          enable(confirmButton)
-        })
+      change('DELETE', '/me/consents/' + encodeURIComponent(revoking), undefined, 204, '/consents?done=revoked', dialog, confirmButton)
     })
     // The close event comes after the dialog has closed, as a task of its own: by then it may have been opened
     // again (a key pressed at once), whose consent is the one to revoke. So `revoking` is left to the next opening.
