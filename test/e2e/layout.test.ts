@@ -103,7 +103,7 @@ describe.skipIf(missing.length > 0)(`the production layout as processes${reasons
           for (const b of brokers) {
             const res = await fetch(`${b.http}/healthz`)
             expect(res.status).toBe(200)
-            expect(await res.json()).toEqual({ status: 'ok', broker: true, database: true, redis: true })
+            expect(await res.json()).toEqual({ status: 'ok', broker: true, database: true, redis: true, storage: true })
           }
         },
         4 * START_MS_MAX,
@@ -191,14 +191,14 @@ describe.skipIf(missing.length > 0)(`the production layout as processes${reasons
           redis?.kill('SIGKILL')
           for (const b of brokers) {
             await waitFor(async () => (await health(b.http)).status === 503, CROSS_MS_MAX, 'a broker noticing Redis is gone')
-            expect(await health(b.http)).toEqual({ status: 503, body: { status: 'unavailable', broker: true, database: true, redis: false } })
+            expect(await health(b.http)).toEqual({ status: 503, body: { status: 'unavailable', broker: true, database: true, redis: false, storage: true } })
           }
           // The API process does not use Redis.
           expect(await health(api)).toEqual({ status: 200, body: { status: 'ok', database: true } })
           redis = await startRedisServer(redisPort)
           for (const b of brokers) {
             await waitFor(async () => (await health(b.http)).status === 200, CROSS_MS_MAX, 'a broker reconnecting to Redis')
-            expect(await health(b.http)).toEqual({ status: 200, body: { status: 'ok', broker: true, database: true, redis: true } })
+            expect(await health(b.http)).toEqual({ status: 200, body: { status: 'ok', broker: true, database: true, redis: true, storage: true } })
           }
         },
         START_MS_MAX + 4 * CROSS_MS_MAX,
