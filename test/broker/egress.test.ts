@@ -167,6 +167,14 @@ describeDatabases('egress after commit', (t) => {
 
   it('closes a reconnecting persistent session that more live datums than it may hold overtake, and it finds them all in its queue, in order', async () => {
     const own = await startTestBroker(t.handle, { policy: releaseAllOwned, overrides: { mqtt: { liveDeliveriesHeldMax: 3 } } })
+    // The queue is sent slowly, 3 ms a datum (600 take 1.8 s): the live datums published meanwhile overtake it
+    // however fast the machine sends a queue (on a fast one, all 600 had gone before the first live commit).
+    const persistence = (own.broker.aedes as unknown as { persistence: { outgoingUpdate(client: unknown, packet: unknown): Promise<void> } }).persistence
+    const update = persistence.outgoingUpdate.bind(persistence)
+    persistence.outgoingUpdate = async (client, packet) => {
+      await new Promise((r) => setTimeout(r, 3))
+      return update(client, packet)
+    }
     const m = await connectMeter(own.url, meter)
     const datum = (i: number): string => JSON.stringify({ ts: iso(DAY_START + i * 60_000), values: { '1-0:1.8.0': 1_000 + i } })
     const persistent = { clientId: 'recipient-overtaken', username: utility.id, password: utility.apiKey, clean: false }
