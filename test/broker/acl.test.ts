@@ -3,7 +3,7 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import { METER_ID_LENGTH_MAX } from '../../shared/ids.ts'
 import { TOPIC_FILTER_BYTES_MAX, meterReadingsTopic, meterStatusTopic } from '../../shared/topics.ts'
 import { renewApiKey, renewMeterSecret, retireMeter } from '../../services/directory/directory-service.ts'
-import { connectClient, connectMeter, endClient, publishAcked, startTestBroker, subscribeCollect, type TestBroker } from '../support/broker.ts'
+import { connectClient, connectMeter, endClient, publishAcked, startTestBroker, subscribeGranted, type TestBroker } from '../support/broker.ts'
 import { useTestDatabase } from '../support/database.ts'
 import { createTestHousehold, createTestMeter, createUtility, insertOccupancy, type TestMeter } from '../support/world.ts'
 
@@ -45,7 +45,7 @@ describe('who may connect, publish and subscribe', () => {
 
   async function grant(client: MqttClient, filter: string): Promise<number> {
     clients.push(client)
-    return (await subscribeCollect(client, filter)).granted
+    return subscribeGranted(client, filter)
   }
 
   it('closes the connections that renewed credentials opened, and refuses the old ones after', async () => {

@@ -120,8 +120,13 @@ export async function subscribeCollect(client: MqttClient, filter: string): Prom
     }
     messages.push({ topic, payload: body })
   })
+  return { messages, granted: await subscribeGranted(client, filter) }
+}
+
+/** Subscribes at QoS 1 and resolves on the SUBACK with what it grants: a QoS, or 0x80 (refused). */
+export function subscribeGranted(client: MqttClient, filter: string): Promise<number> {
   // MQTT.js turns a SUBACK failure (0x80) into an error carrying the SUBACK packet.
-  const granted = await new Promise<number>((resolve, reject) =>
+  return new Promise<number>((resolve, reject) =>
     client.subscribe(filter, { qos: 1 }, (err, grants) => {
       const suback = (err as { packet?: { granted?: number[] } } | null)?.packet?.granted
       if (suback !== undefined) return resolve(suback[0]!)
@@ -129,7 +134,6 @@ export async function subscribeCollect(client: MqttClient, filter: string): Prom
       resolve(grants![0]!.qos)
     }),
   )
-  return { messages, granted }
 }
 
 export { waitFor } from './tools.ts'
