@@ -54,10 +54,13 @@ export function formatMiB(bytes: number): string {
   return `${(bytes / MIB).toFixed(1)} MiB`
 }
 
+/** Characters of an error's first line that a disk-full log line or CLI message keeps. */
+export const DISK_FULL_DETAIL_CHARS_MAX = 500
+
 /** The first line of an error's message, without a query or a stack: what an operator reads. */
 export function diskFullDetail(err: unknown): string {
   const message = (err as { message?: unknown } | null)?.message
-  return typeof message === 'string' ? message.split('\n')[0]!.slice(0, 500) : String(err)
+  return typeof message === 'string' ? message.split('\n')[0]!.slice(0, DISK_FULL_DETAIL_CHARS_MAX) : String(err)
 }
 
 /**

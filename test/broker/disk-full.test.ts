@@ -10,6 +10,7 @@ import { meterReadingsTopic } from '../../shared/topics.ts'
 import { connectMeter, startTestBroker, waitFor, type TestBroker } from '../support/broker.ts'
 import { mountSmallDisk, postgresBinDir, startPrivateCluster, tmpfsSkipReason, type PrivateCluster, type SmallDisk } from '../support/tmpfs.ts'
 import { createTestMeter, createUtility, type TestMeter } from '../support/world.ts'
+import { formatTimestamp } from '../../shared/calendar.ts'
 
 /**
  * The database's disk fills while meters publish, for real: a tmpfs of its own under the database,
@@ -31,7 +32,6 @@ const IN_FLIGHT_PER_METER = 8
 /** How long the disk stays full with the meters held: longer than a failed commit's retries took to cut them off. */
 const HOLD_MS = 4_000
 
-const iso = (ms: number): string => new Date(ms).toISOString().replace('.000Z', 'Z')
 
 interface Publisher {
   meter: TestMeter
@@ -47,7 +47,7 @@ interface Publisher {
 function batchOf(message: number): string {
   const readings = Array.from({ length: DATUMS_PER_MESSAGE }, (_, k) => {
     const n = message * DATUMS_PER_MESSAGE + k
-    return { ts: iso(T0 + n * 900_000), values: { '1-0:1.8.0': 1_000 + n } }
+    return { ts: formatTimestamp(T0 + n * 900_000), values: { '1-0:1.8.0': 1_000 + n } }
   })
   return JSON.stringify({ readings })
 }

@@ -5,11 +5,11 @@ import { meterReadingsTopic } from '../../shared/topics.ts'
 import { connectClient, connectMeter, endClient, publishAcked, startTestBroker, subscribeCollect, waitFor, type TestBroker } from '../support/broker.ts'
 import { describeDatabases } from '../support/database.ts'
 import { createTestHousehold, createTestMeter, createUtility, insertOccupancy, type TestMeter } from '../support/world.ts'
+import { formatTimestamp } from '../../shared/calendar.ts'
 
 // Paris: 2026-10-01 starts at 2026-09-30T22:00Z.
 const DAY_START = Date.parse('2026-09-30T22:00:00Z')
 const HALF_HOUR = 1_800_000
-const iso = (ms: number): string => new Date(ms).toISOString().replace('.000Z', 'Z')
 
 /** Everything owned is released to every recipient: the broker's egress, not the consent rule, is under test. */
 const releaseAllOwned: EgressPolicy = {
@@ -50,7 +50,7 @@ describeDatabases('egress after commit', (t) => {
     clients.push(m)
     // The day before (for the first delta), the whole day at 30 minutes, then the next day's first reading.
     const readings = Array.from({ length: 48 * 2 + 1 }, (_, i) => ({
-      ts: iso(DAY_START - 86_400_000 + i * HALF_HOUR),
+      ts: formatTimestamp(DAY_START - 86_400_000 + i * HALF_HOUR),
       values: { '1-0:1.8.0': 10_000 + i * 100, '1-0:1.7.0': 200 },
     }))
     await publishAcked(m, meterReadingsTopic(meter.id), JSON.stringify({ readings }))
@@ -71,7 +71,7 @@ describeDatabases('egress after commit', (t) => {
     const live = await subscribeCollect(phone, `readings/${meter.id}`)
     const m = await connectMeter(tb.url, meter)
     clients.push(m)
-    await publishAcked(m, meterReadingsTopic(meter.id), JSON.stringify({ ts: iso(DAY_START + HALF_HOUR), values: { '1-0:1.8.0': 5 } }))
+    await publishAcked(m, meterReadingsTopic(meter.id), JSON.stringify({ ts: formatTimestamp(DAY_START + HALF_HOUR), values: { '1-0:1.8.0': 5 } }))
     await waitFor(() => live.messages.length === 1, 5_000, 'the live datum')
     expect(live.messages[0]!.payload).toMatchObject({ meterId: meter.id, granularity: 'load_curve' })
   })
@@ -87,7 +87,7 @@ describeDatabases('egress after commit', (t) => {
     expect(granted).toBe(2)
     const m = await connectMeter(tb.url, meter)
     clients.push(m)
-    await publishAcked(m, meterReadingsTopic(meter.id), JSON.stringify({ ts: iso(DAY_START + HALF_HOUR), values: { '1-0:1.8.0': 5 } }))
+    await publishAcked(m, meterReadingsTopic(meter.id), JSON.stringify({ ts: formatTimestamp(DAY_START + HALF_HOUR), values: { '1-0:1.8.0': 5 } }))
     await waitFor(() => deliveredQos.length === 1, 5_000, 'the live datum')
     expect(deliveredQos).toEqual([1])
   })
@@ -99,11 +99,11 @@ describeDatabases('egress after commit', (t) => {
     const m = await connectMeter(tb.url, meter)
     clients.push(m)
     const before = DAY_START - 3 * 86_400_000
-    await publishAcked(m, meterReadingsTopic(meter.id), JSON.stringify({ ts: iso(before), values: { '1-0:1.8.0': 1 } }))
-    await publishAcked(m, meterReadingsTopic(meter.id), JSON.stringify({ ts: iso(DAY_START), values: { '1-0:1.8.0': 2 } }))
+    await publishAcked(m, meterReadingsTopic(meter.id), JSON.stringify({ ts: formatTimestamp(before), values: { '1-0:1.8.0': 1 } }))
+    await publishAcked(m, meterReadingsTopic(meter.id), JSON.stringify({ ts: formatTimestamp(DAY_START), values: { '1-0:1.8.0': 2 } }))
     await waitFor(() => live.messages.length === 1, 5_000, 'the owned datum')
     await new Promise((r) => setTimeout(r, 200))
-    expect(live.messages.map((x) => (x.payload as { ts: string }).ts)).toEqual([iso(DAY_START)])
+    expect(live.messages.map((x) => (x.payload as { ts: string }).ts)).toEqual([formatTimestamp(DAY_START)])
   })
 
   it('delivers to a persistent QoS 1 session on a wildcard every datum it may see, once, among datums it may not', async () => {
@@ -122,7 +122,7 @@ describeDatabases('egress after commit', (t) => {
       clients.push(m1, m2)
       const N = 200
       const send = (m: MqttClient, meterId: string) =>
-        Promise.all(Array.from({ length: N }, (_, i) => publishAcked(m, meterReadingsTopic(meterId), JSON.stringify({ ts: iso(DAY_START + i * HALF_HOUR), values: { '1-0:1.8.0': 100 + i } }))))
+        Promise.all(Array.from({ length: N }, (_, i) => publishAcked(m, meterReadingsTopic(meterId), JSON.stringify({ ts: formatTimestamp(DAY_START + i * HALF_HOUR), values: { '1-0:1.8.0': 100 + i } }))))
       await Promise.all([send(m1, meter.id), send(m2, second.id)])
       await waitFor(() => live.messages.length >= N, 15_000, `every released datum (${live.messages.length} so far)`)
       await new Promise((r) => setTimeout(r, 300))
@@ -139,7 +139,7 @@ describeDatabases('egress after commit', (t) => {
   it('sends a persistent session its queued datums before the live ones that follow them, at reconnect', async () => {
     const m = await connectMeter(tb.url, meter)
     clients.push(m)
-    const datum = (i: number): string => JSON.stringify({ ts: iso(DAY_START + i * 60_000), values: { '1-0:1.8.0': 1_000 + i } })
+    const datum = (i: number): string => JSON.stringify({ ts: formatTimestamp(DAY_START + i * 60_000), values: { '1-0:1.8.0': 1_000 + i } })
     const persistent = { clientId: 'recipient-ordered', username: utility.id, password: utility.apiKey, clean: false }
     const first = await connectClient(tb.url, persistent)
     await subscribeCollect(first, 'readings/+')
@@ -176,7 +176,7 @@ describeDatabases('egress after commit', (t) => {
       return update(client, packet)
     }
     const m = await connectMeter(own.url, meter)
-    const datum = (i: number): string => JSON.stringify({ ts: iso(DAY_START + i * 60_000), values: { '1-0:1.8.0': 1_000 + i } })
+    const datum = (i: number): string => JSON.stringify({ ts: formatTimestamp(DAY_START + i * 60_000), values: { '1-0:1.8.0': 1_000 + i } })
     const persistent = { clientId: 'recipient-overtaken', username: utility.id, password: utility.apiKey, clean: false }
     try {
       const first = await connectClient(own.url, persistent)
@@ -215,7 +215,7 @@ describeDatabases('egress after commit', (t) => {
     const own = await startTestBroker(t.handle, { policy: onlyFirstMeter, overrides: { mqtt: { offlineQueueDatumsMax: 5 } } })
     const m = await connectMeter(own.url, meter)
     const m2 = await connectMeter(own.url, other)
-    const datum = (i: number) => ({ ts: iso(DAY_START + i * 60_000), values: { '1-0:1.8.0': 1_000 + i } })
+    const datum = (i: number) => ({ ts: formatTimestamp(DAY_START + i * 60_000), values: { '1-0:1.8.0': 1_000 + i } })
     const persistent = { clientId: 'recipient-bounded', username: utility.id, password: utility.apiKey, clean: false }
     try {
       const first = await connectClient(own.url, persistent)
@@ -255,7 +255,7 @@ describeDatabases('egress after commit', (t) => {
     const m = await connectMeter(tb.url, meter)
     clients.push(m)
     const publish = (i: number): Promise<void> =>
-      publishAcked(m, meterReadingsTopic(meter.id), JSON.stringify({ ts: iso(DAY_START + i * HALF_HOUR), values: { '1-0:1.8.0': 100 + i } }))
+      publishAcked(m, meterReadingsTopic(meter.id), JSON.stringify({ ts: formatTimestamp(DAY_START + i * HALF_HOUR), values: { '1-0:1.8.0': 100 + i } }))
     const tsOf = (x: { payload: unknown }): string => (x.payload as { ts: string }).ts
 
     // A persistent session subscribes, goes away, and gets what was stored meanwhile when it is back.
@@ -269,7 +269,7 @@ describeDatabases('egress after commit', (t) => {
     const queued: Array<{ topic: string; payload: unknown }> = []
     back.on('message', (topic, payload) => queued.push({ topic, payload: JSON.parse(payload.toString('utf8')) }))
     await waitFor(() => queued.length === 1, 5_000, 'the datum queued while offline')
-    expect(tsOf(queued[0]!)).toBe(iso(DAY_START + HALF_HOUR))
+    expect(tsOf(queued[0]!)).toBe(formatTimestamp(DAY_START + HALF_HOUR))
     await new Promise<void>((resolve, reject) => back.unsubscribe('readings/+', (err) => (err ? reject(err) : resolve())))
 
     // A clean session's subscription ends with its connection; an unsubscribed one with UNSUBSCRIBE.
@@ -287,7 +287,7 @@ describeDatabases('egress after commit', (t) => {
       const live = await subscribeCollect(again, 'readings/+')
       await publish(3)
       await waitFor(() => live.messages.length === 1, 5_000, 'the datum after subscribing again')
-      expect(live.messages.map(tsOf)).toEqual([iso(DAY_START + 3 * HALF_HOUR)])
+      expect(live.messages.map(tsOf)).toEqual([formatTimestamp(DAY_START + 3 * HALF_HOUR)])
       expect(published.filter((topic) => topic.startsWith('readings/'))).toEqual([`readings/${meter.id}`])
     } finally {
       tb.broker.aedes.off('publish', onPublish)

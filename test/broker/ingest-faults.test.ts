@@ -10,10 +10,10 @@ import { COMMIT_PROVES_DATABASE_MS } from '../../broker/broker.ts'
 import { HEALTH_PROBE_TIMEOUT_MS } from '../../shared/db/database.ts'
 import { describeDatabases, describePostgres, holdConnection, type HeldConnection } from '../support/database.ts'
 import { createTestHousehold, createTestMeter, createUtility, insertOccupancy, readingsOf, type TestMeter } from '../support/world.ts'
+import { formatTimestamp } from '../../shared/calendar.ts'
 
 const T0 = Date.parse('2026-10-01T00:00:00Z')
-const iso = (ms: number): string => new Date(ms).toISOString().replace('.000Z', 'Z')
-const reading = (ms: number, index: number): string => JSON.stringify({ ts: iso(ms), values: { '1-0:1.8.0': index } })
+const reading = (ms: number, index: number): string => JSON.stringify({ ts: formatTimestamp(ms), values: { '1-0:1.8.0': index } })
 
 /** Removes the trigger (and its function) a test put on readings to fail or slow its commits. */
 async function dropInjectedFault(db: Kysely<Database>): Promise<void> {
@@ -222,7 +222,7 @@ describePostgres('ingest when its database connections are cut', (t) => {
     client = await connectMeter(tb.url, meter)
     // One reading (the group's INSERT statement), then a batch large enough for COPY.
     const batch = JSON.stringify({
-      readings: Array.from({ length: 48 }, (_, i) => ({ ts: iso(T0 + (i + 2) * 900_000), values: { '1-0:1.8.0': 200 + i } })),
+      readings: Array.from({ length: 48 }, (_, i) => ({ ts: formatTimestamp(T0 + (i + 2) * 900_000), values: { '1-0:1.8.0': 200 + i } })),
     })
     for (const payload of [reading(T0 + 900_000, 100), batch]) {
       let acked = false

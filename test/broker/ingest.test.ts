@@ -24,10 +24,10 @@ import {
   readingsOf,
   type TestMeter,
 } from '../support/world.ts'
+import { formatTimestamp } from '../../shared/calendar.ts'
 
 const T0 = Date.parse('2026-10-01T00:00:00Z')
-const iso = (ms: number): string => new Date(ms).toISOString().replace('.000Z', 'Z')
-const reading = (ms: number, index: number): string => JSON.stringify({ ts: iso(ms), values: { '1-0:1.8.0': index } })
+const reading = (ms: number, index: number): string => JSON.stringify({ ts: formatTimestamp(ms), values: { '1-0:1.8.0': index } })
 
 describeDatabases('ingest over MQTT', (t) => {
   let tb: TestBroker
@@ -70,7 +70,7 @@ describeDatabases('ingest over MQTT', (t) => {
 
   it('stores a batch of readings in one message', async () => {
     client = await connectMeter(tb.url, meter)
-    const readings = Array.from({ length: 48 }, (_, i) => ({ ts: iso(T0 + (i + 1) * 1_800_000), values: { '1-0:1.8.0': 1000 + i * 10 } }))
+    const readings = Array.from({ length: 48 }, (_, i) => ({ ts: formatTimestamp(T0 + (i + 1) * 1_800_000), values: { '1-0:1.8.0': 1000 + i * 10 } }))
     await publishAcked(client, meterReadingsTopic(meter.id), JSON.stringify({ readings }))
     expect(await readingsOf(t.db, meter.id)).toHaveLength(48)
   })
@@ -78,7 +78,7 @@ describeDatabases('ingest over MQTT', (t) => {
   it('stores the same rows whether a group is inserted by its statement or, from COPY_READINGS_MIN datums, by COPY', async () => {
     client = await connectMeter(tb.url, meter)
     // Registers grow with time; the first datum of each batch falls before the occupancy: nobody's.
-    const datum = (ms: number, k: number) => ({ ts: iso(ms), values: { '1-0:1.8.0': 1000 + k * 7, '1-0:2.8.0': 20 + k, '1-0:1.7.0': 350 - k } })
+    const datum = (ms: number, k: number) => ({ ts: formatTimestamp(ms), values: { '1-0:1.8.0': 1000 + k * 7, '1-0:2.8.0': 20 + k, '1-0:1.7.0': 350 - k } })
     const small = { readings: [datum(T0 - 86_400_000, 0), datum(T0 + 900_000, 2), datum(T0 + 1_800_000, 3)] }
     const large = {
       readings: [datum(T0 - 86_400_000 + 900_000, 1), ...Array.from({ length: COPY_READINGS_MIN + 5 }, (_, i) => datum(T0 + (3 + i) * 900_000, 4 + i))],
@@ -87,7 +87,7 @@ describeDatabases('ingest over MQTT', (t) => {
     await publishAcked(client, meterReadingsTopic(meter.id), JSON.stringify(large))
     const rows = await readingsOf(t.db, meter.id)
     const sent = [...small.readings, ...large.readings].sort((a, b) => a.ts.localeCompare(b.ts))
-    expect(rows.map((r) => ({ ts: iso(r.ts.getTime()), household: r.household_id, values: r.values }))).toEqual(
+    expect(rows.map((r) => ({ ts: formatTimestamp(r.ts.getTime()), household: r.household_id, values: r.values }))).toEqual(
       sent.map((d) => ({ ts: d.ts, household: Date.parse(d.ts) < T0 ? null : householdId, values: d.values })),
     )
     const counted = await t.db.selectFrom('daily_rollups').select((eb) => eb.fn.sum<number>('readings_count').as('n')).where('meter_id', '=', meter.id).executeTakeFirstOrThrow()
@@ -145,9 +145,9 @@ describeDatabases('ingest over MQTT', (t) => {
     expect(rows.map((r) => r.values)).toEqual([{ '1-0:1.8.0': 500 }])
     const q = await quarantineOf(t.db, meter.id)
     expect(q.map((r) => r.reason)).toEqual(['conflict'])
-    expect(JSON.parse(q[0]!.payload.toString('utf8'))).toEqual({ ts: iso(T0 + 900_000), values: { '1-0:1.8.0': 501 } })
+    expect(JSON.parse(q[0]!.payload.toString('utf8'))).toEqual({ ts: formatTimestamp(T0 + 900_000), values: { '1-0:1.8.0': 501 } })
     await waitFor(() => status.messages.length > 0, 5_000, 'status message')
-    expect(status.messages[0]).toMatchObject({ topic: meterStatusTopic(meter.id), payload: { status: 'quarantined', reason: 'conflict', ts: iso(T0 + 900_000) } })
+    expect(status.messages[0]).toMatchObject({ topic: meterStatusTopic(meter.id), payload: { status: 'quarantined', reason: 'conflict', ts: formatTimestamp(T0 + 900_000) } })
   })
 
   it.each([
@@ -183,9 +183,9 @@ describeDatabases('ingest over MQTT', (t) => {
   it('stores the good readings of a batch and quarantines only the bad one', async () => {
     client = await connectMeter(tb.url, meter)
     const readings = [
-      { ts: iso(T0 + 900_000), values: { '1-0:1.8.0': 10 } },
-      { ts: iso(T0 + 1_800_000), values: { 'bogus': 11 } },
-      { ts: iso(T0 + 2_700_000), values: { '1-0:1.8.0': 12 } },
+      { ts: formatTimestamp(T0 + 900_000), values: { '1-0:1.8.0': 10 } },
+      { ts: formatTimestamp(T0 + 1_800_000), values: { 'bogus': 11 } },
+      { ts: formatTimestamp(T0 + 2_700_000), values: { '1-0:1.8.0': 12 } },
     ]
     await publishAcked(client, meterReadingsTopic(meter.id), JSON.stringify({ readings }))
     expect((await readingsOf(t.db, meter.id)).map((r) => r.ts.getTime())).toEqual([T0 + 900_000, T0 + 2_700_000])
@@ -197,7 +197,7 @@ describeDatabases('ingest over MQTT', (t) => {
   it('acknowledges a batch nested 120,000 levels deep and quarantines it whole, the broker and the meter still up', async () => {
     client = await connectMeter(tb.url, meter)
     // Under 256 KiB; copying such an element for its quarantine overflowed the stack (the broker's on PGlite, the ingest thread's on PostgreSQL).
-    const deep = `{"readings":[{"ts":"${iso(T0 + 900_000)}","values":{"1-0:1.8.0":1}},${'['.repeat(120_000)}${']'.repeat(120_000)}]}`
+    const deep = `{"readings":[{"ts":"${formatTimestamp(T0 + 900_000)}","values":{"1-0:1.8.0":1}},${'['.repeat(120_000)}${']'.repeat(120_000)}]}`
     await publishAcked(client, meterReadingsTopic(meter.id), deep)
     expect((await quarantineOf(t.db, meter.id)).map((r) => r.reason)).toEqual(['invalid_schema'])
     expect(await readingsOf(t.db, meter.id)).toEqual([])
@@ -277,7 +277,7 @@ describeDatabases('ingest over MQTT', (t) => {
     await insertOccupancy(t.db, m2.id, a, new Date(T0), new Date(move))
     await insertOccupancy(t.db, m2.id, b, new Date(move))
     client = await connectMeter(tb.url, m2)
-    const readings = [move - 1_800_000, move, move + 1_800_000].map((ms, i) => ({ ts: iso(ms), values: { '1-0:1.8.0': 100 + i } }))
+    const readings = [move - 1_800_000, move, move + 1_800_000].map((ms, i) => ({ ts: formatTimestamp(ms), values: { '1-0:1.8.0': 100 + i } }))
     await publishAcked(client, meterReadingsTopic(m2.id), JSON.stringify({ readings }))
     expect((await readingsOf(t.db, m2.id)).map((r) => r.household_id)).toEqual([a, b, b])
     const rollups = await t.db.selectFrom('daily_rollups').select(['household_id', 'readings_count']).where('meter_id', '=', m2.id).orderBy('first_ts').execute()

@@ -13,6 +13,7 @@ import { hasCommand, skipReason } from '../support/tools.ts'
 import { createTestHousehold, createTestMeter, createUtility, insertOccupancy, type TestMeter } from '../support/world.ts'
 import type { FastifyInstance } from 'fastify'
 import { envToConfig } from '../../shared/config.ts'
+import { formatTimestamp } from '../../shared/calendar.ts'
 
 /**
  * Live delivery and pull under real consents: a broker whose forwarding asks the consent
@@ -22,7 +23,6 @@ const ADMIN = 'e2e-admin-token-abcdefghijkl'
 const MOVE_IN = new Date('2026-09-01T00:00:00Z')
 const DATA_FROM = new Date('2026-10-01T00:00:00Z')
 const T0 = Date.parse('2026-10-05T00:00:00Z')
-const iso = (ms: number): string => new Date(ms).toISOString().replace('.000Z', 'Z')
 
 interface World {
   a: { id: string; apiKey: string }
@@ -89,7 +89,7 @@ describeDatabases('delivery under consents', (t) => {
     const sent = new Map<string, string[]>()
     for (const h of world.households) {
       const m = await connectMeter(tb.url, h.meter)
-      const readings = Array.from({ length: count }, (_, i) => ({ ts: iso(fromMs + i * 900_000), values: { '1-0:1.8.0': Math.floor(fromMs / 1000) + i } }))
+      const readings = Array.from({ length: count }, (_, i) => ({ ts: formatTimestamp(fromMs + i * 900_000), values: { '1-0:1.8.0': Math.floor(fromMs / 1000) + i } }))
       await publishAcked(m, meterReadingsTopic(h.meter.id), JSON.stringify({ readings }))
       await endClient(m)
       sent.set(h.meter.id, readings.map((r) => r.ts))
@@ -109,8 +109,8 @@ describeDatabases('delivery under consents', (t) => {
 
     const [h0, h1, h2, h3] = world.households
     await publishAll(T0, 4)
-    const expectA = [h0!, h1!].flatMap((h) => [0, 1, 2, 3].map((i) => key(h.meter.id, iso(T0 + i * 900_000))))
-    const expectB = [h1!, h2!].flatMap((h) => [0, 1, 2, 3].map((i) => key(h.meter.id, iso(T0 + i * 900_000))))
+    const expectA = [h0!, h1!].flatMap((h) => [0, 1, 2, 3].map((i) => key(h.meter.id, formatTimestamp(T0 + i * 900_000))))
+    const expectB = [h1!, h2!].flatMap((h) => [0, 1, 2, 3].map((i) => key(h.meter.id, formatTimestamp(T0 + i * 900_000))))
     const got = (live: { messages: Array<{ payload: unknown }> }): string[] =>
       live.messages.map((m) => { const p = m.payload as { meterId: string; ts: string }; return key(p.meterId, p.ts) }).sort()
     await waitFor(() => liveA.messages.length >= expectA.length && liveB.messages.length >= expectB.length, 10_000, 'the first deliveries')
@@ -125,7 +125,7 @@ describeDatabases('delivery under consents', (t) => {
     do {
       const res = await api.inject({
         method: 'GET',
-        url: `/data/readings?from=${iso(T0)}&to=${iso(T0 + 3_600_000)}&granularity=load_curve${cursor !== null ? `&cursor=${cursor}` : ''}`,
+        url: `/data/readings?from=${formatTimestamp(T0)}&to=${formatTimestamp(T0 + 3_600_000)}&granularity=load_curve${cursor !== null ? `&cursor=${cursor}` : ''}`,
         headers: { authorization: `Bearer ${world.a.apiKey}` },
       })
       expect(res.statusCode).toBe(200)
@@ -145,7 +145,7 @@ describeDatabases('delivery under consents', (t) => {
     await waitFor(() => liveB.messages.length >= beforeB + 4 && liveA.messages.length >= beforeA + 2, 10_000, 'the second deliveries')
     await new Promise((r) => setTimeout(r, 200))
     const newA = got({ messages: liveA.messages.slice(beforeA) })
-    expect(newA).toEqual([0, 1].map((i) => key(h0!.meter.id, iso(T0 + 3_600_000 + i * 900_000))).sort())
+    expect(newA).toEqual([0, 1].map((i) => key(h0!.meter.id, formatTimestamp(T0 + 3_600_000 + i * 900_000))).sort())
 
     // The access log counts what was delivered live and pulled.
     await tb.recorder.flush()
@@ -217,14 +217,14 @@ describePostgres('consent changes made by another process', (t) => {
       // Revoked elsewhere: one second later nothing of household 0 is forwarded any more.
       await revokeConsent(other.db, world.consents.h0a, { role: 'household', householdId: h0!.id }, new Date())
       await new Promise((r) => setTimeout(r, 1_000))
-      await publishAcked(m0, meterReadingsTopic(h0!.meter.id), JSON.stringify({ ts: iso(T0), values: { '1-0:1.8.0': 1 } }))
+      await publishAcked(m0, meterReadingsTopic(h0!.meter.id), JSON.stringify({ ts: formatTimestamp(T0), values: { '1-0:1.8.0': 1 } }))
       // Granted elsewhere: household 3's data flows within one second.
       const offers = await other.db.selectFrom('offers').select('id').where('recipient_id', '=', world.a.id).execute()
       const granted = Date.now()
       await grantConsent(other.db, h3!.id, { offerId: offers[0]!.id, validUntil: new Date(Date.now() + 86_400_000), dataFrom: DATA_FROM }, new Date())
       let i = 0
       await waitFor(async () => {
-        await publishAcked(m3, meterReadingsTopic(h3!.meter.id), JSON.stringify({ ts: iso(T0 + ++i * 60_000), values: { '1-0:1.8.0': i } }))
+        await publishAcked(m3, meterReadingsTopic(h3!.meter.id), JSON.stringify({ ts: formatTimestamp(T0 + ++i * 60_000), values: { '1-0:1.8.0': i } }))
         return live.messages.some((m) => (m.payload as { meterId: string }).meterId === h3!.meter.id)
       }, 5_000, 'the grant to reach the broker')
       expect(Date.now() - granted).toBeLessThan(1_000 + 500)

@@ -143,15 +143,14 @@ export interface PasswordFormError {
  * in the form, hidden and without a name (never sent), so that a password manager knows whose password changes.
  */
 export function accountPage(ctx: PageContext, account: { email: string; passwordMin: number; passwordMax: number }, error: PasswordFormError | null = null): string {
-  const limits = account
   const { t } = ctx
   const field = (name: PasswordField, id: string, autocomplete: string, length: SafeHtml, describedBy: string[]): SafeHtml => {
     const invalid = error !== null && error.field === name
     const ids = invalid ? ['password-error', ...describedBy] : describedBy
     return html`<input id="${id}" name="${name}" type="password" autocomplete="${autocomplete}" required ${length}${ids.length === 0 ? '' : html` aria-describedby="${ids.join(' ')}"`}${invalid ? trusted(' aria-invalid="true" autofocus') : ''}>`
   }
-  const max = trusted(`maxlength="${limits.passwordMax}"`)
-  const bounded = trusted(`minlength="${limits.passwordMin}" maxlength="${limits.passwordMax}"`)
+  const max = trusted(`maxlength="${account.passwordMax}"`)
+  const bounded = trusted(`minlength="${account.passwordMin}" maxlength="${account.passwordMax}"`)
   const body = html`<h1>${t.account.title}</h1>
 <h2 id="password-heading">${t.account.passwordHeading}</h2>
 <form method="post" action="/account/password" id="password-form" class="password" aria-labelledby="password-heading">
@@ -164,7 +163,7 @@ ${field('currentPassword', 'current-password', 'current-password', max, [])}</p>
 ${field('newPassword', 'new-password', 'new-password', bounded, ['password-rules'])}</p>
 <p><label for="confirm-password">${t.account.confirm}</label>
 ${field('confirmPassword', 'confirm-password', 'new-password', bounded, [])}</p>
-<p id="password-rules" class="muted">${fill(t.account.rules, { min: String(limits.passwordMin), max: String(limits.passwordMax) })}</p>
+<p id="password-rules" class="muted">${fill(t.account.rules, { min: String(account.passwordMin), max: String(account.passwordMax) })}</p>
 <p><button type="submit">${t.account.submit}</button></p>
 </form>`
   return layout(ctx, { title: t.account.title, section: 'account', body })
