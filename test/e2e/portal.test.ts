@@ -305,6 +305,69 @@ describe.skipIf(BROWSER_PATH === null)(`the household portal in a browser${BROWS
       }
     }, 120_000)
 
+    it('grants and revokes without script: the grant’s form is posted as it is, Revoke leads to a page that asks first; the broker follows', async () => {
+      const db = t.db
+      const email = `lefebvre.${t.dialect}@example.org`
+      const grid = await createParty(db, { kind: 'utility', name: 'Grid of the Plain' })
+      const lab = await createParty(db, { kind: 'third_party', name: 'Heat Lab' })
+      const household = await createHousehold(db, { name: 'Famille Lefebvre', email, password: PASSWORD })
+      const meter = await createMeter(db, { operatorId: grid.id, commodity: 'electricity', intervalMinutes: 15 })
+      await createOccupancy(db, { meterId: meter.id, householdId: household.id, from: new Date(Date.now() - 86_400_000), until: null }, { timezone: TZ })
+      const offer = await createOffer(db, {
+        recipientId: lab.id,
+        purpose: 'heat pump sizing',
+        granularity: 'daily',
+        priceMicrosPerDatum: 5_000n,
+        split: { householdBps: 8_000, operatorBps: 1_000, platformBps: 1_000, thirdParties: [] },
+      })
+      const consentsBefore = view.activeConsentsCount()
+      const context = await browser.newContext({ locale: 'en-GB', javaScriptEnabled: false })
+      try {
+        const page = await context.newPage()
+        await page.goto(`${base}/`)
+        await page.getByLabel('Email').fill(email)
+        await page.getByLabel('Password').fill(PASSWORD)
+        await page.getByRole('button', { name: 'Sign in' }).click()
+        await page.getByRole('heading', { level: 1, name: 'Your earnings' }).waitFor()
+        await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Consents' }).click()
+        const card = page.locator(`article[data-offer="${offer.id}"]`)
+        // Nothing ticked: the server answers with the page, the refusal under the form, the choices as sent.
+        await card.getByRole('checkbox', { name: new RegExp(meter.id) }).uncheck()
+        const shortest = await card.getByLabel('Valid until').locator('option').first().innerText()
+        await card.getByLabel('Valid until').selectOption({ index: 0 })
+        await card.getByRole('button', { name: 'Accept this offer' }).click()
+        await card.getByRole('alert').filter({ hasText: 'Not saved: choose at least one meter.' }).waitFor()
+        expect(await card.getByRole('checkbox', { name: new RegExp(meter.id) }).getAttribute('aria-invalid')).toBe('true')
+        expect(await card.getByLabel('Valid until').locator('option:checked').innerText()).toBe(shortest)
+        await card.getByRole('checkbox', { name: new RegExp(meter.id) }).check()
+        await card.getByRole('button', { name: 'Accept this offer' }).click()
+        await page.waitForURL(`${base}/consents?done=granted`)
+        expect(await page.locator('#status').innerText()).toBe('The consent is granted.')
+        const [granted] = await db.selectFrom('consents').select(['id', 'status', 'all_meters', 'valid_until']).where('offer_id', '=', offer.id).execute()
+        expect([granted!.status, granted!.all_meters]).toEqual(['active', true])
+        // The shortest validity chosen above: a month.
+        expect(granted!.valid_until!.getTime() - Date.now()).toBeLessThan(32 * 86_400_000)
+        await waitFor(() => view.activeConsentsCount() === consentsBefore + 1, 10_000, 'the broker’s view to hold the new consent')
+
+        // Revoke: a page asks first; Cancel leads back with nothing changed.
+        const row = page.locator(`tr[data-consent="${granted!.id}"]`)
+        await row.getByRole('button', { name: /^Revoke the consent for Heat Lab/ }).click()
+        await page.getByRole('heading', { level: 1, name: 'Revoke this consent?' }).waitFor()
+        expect(await page.locator('#revoke-text').innerText()).toBe('Heat Lab will receive nothing more under it, from now on.')
+        await page.getByRole('link', { name: 'Cancel' }).click()
+        await row.waitFor()
+        expect(await row.getAttribute('data-status')).toBe('active')
+        await row.getByRole('button', { name: /^Revoke the consent for Heat Lab/ }).click()
+        await page.getByRole('button', { name: 'Revoke' }).click()
+        await page.waitForURL(`${base}/consents?done=revoked`)
+        expect(await page.locator('#status').innerText()).toBe('The consent is revoked: nothing more is sent under it.')
+        expect(await row.getAttribute('data-status')).toBe('revoked')
+        await waitFor(() => view.activeConsentsCount() === consentsBefore, 10_000, 'the broker’s view to drop the revoked consent')
+      } finally {
+        await context.close()
+      }
+    }, 120_000)
+
     it.each([
       ['with script', true],
       ['without script', false],

@@ -62,7 +62,6 @@ export interface Messages {
   signOut: string
   notFound: string
   badLink: string
-  needsScript: string
   /** A form posted from elsewhere, or without the session's CSRF token. */
   formOrigin: string
   signIn: {
@@ -191,6 +190,10 @@ export interface Messages {
     /** The offer was withdrawn while the page was open. */
     withdrawn: string
     noMeterChosen: string
+    /** A revocation of a consent that has ended meanwhile (expired, or by a move-out). */
+    alreadyEnded: string
+    /** Any other refusal, on a page whose language is not the API's. */
+    refused: string
     alreadyAccepted: string
   }
   accessLog: {
@@ -248,7 +251,6 @@ const EN: Messages = {
   signOut: 'Sign out',
   notFound: 'This page does not exist.',
   badLink: 'This link does not hold.',
-  needsScript: 'Granting and revoking need JavaScript, which is turned off in this browser.',
   formOrigin: 'This form was not sent from your portal page: open the page again and send it from there.',
   signIn: {
     title: 'Sign in',
@@ -370,6 +372,8 @@ const EN: Messages = {
       'you already give this recipient this data of one of these meters under a consent in force. Revoke that consent first to grant other terms, or untick the meter.',
     noMeterChosen: 'choose at least one meter.',
     withdrawn: 'this offer has just been withdrawn and takes no new consents. Reload the page to see the offers open now.',
+    alreadyEnded: 'this consent has already ended.',
+    refused: 'the change was refused. Reload the page and try again.',
     alreadyAccepted: 'You have an active consent for this offer. Data a consent already shares with this recipient cannot be shared twice: accept again only for other meters, or revoke that consent above to choose other terms.',
   },
   accessLog: {
@@ -428,7 +432,6 @@ const FR: Messages = {
   signOut: 'Se déconnecter',
   notFound: 'Cette page n’existe pas.',
   badLink: 'Ce lien n’est pas valable.',
-  needsScript: 'Accorder et révoquer demandent JavaScript, désactivé dans ce navigateur.',
   formOrigin: 'Ce formulaire n’a pas été envoyé depuis votre page du portail : rouvrez la page et envoyez-le de là.',
   signIn: {
     title: 'Connexion',
@@ -550,6 +553,8 @@ const FR: Messages = {
       'vous donnez déjà ces données d’un de ces compteurs à ce destinataire par un consentement en vigueur. Révoquez-le d’abord pour accorder d’autres conditions, ou décochez le compteur.',
     noMeterChosen: 'choisissez au moins un compteur.',
     withdrawn: 'cette offre vient d’être retirée et n’accepte plus de consentement. Rechargez la page pour voir les offres ouvertes.',
+    alreadyEnded: 'ce consentement a déjà pris fin.',
+    refused: 'la modification a été refusée. Rechargez la page et réessayez.',
     alreadyAccepted: 'Vous avez un consentement actif pour cette offre. Les données qu’un consentement partage déjà avec ce destinataire ne peuvent pas l’être deux fois : acceptez à nouveau seulement pour d’autres compteurs, ou révoquez ce consentement ci-dessus pour choisir d’autres conditions.',
   },
   accessLog: {

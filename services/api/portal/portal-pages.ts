@@ -293,7 +293,7 @@ function consentRow(ctx: PageContext, c: Consent): SafeHtml {
       : html`${f.exactMoney(c.priceMicrosPerDatum, 6)}${c.householdBps === null ? '' : html` <span class="muted">(${t.consents.yourShare.toLowerCase()} ${f.percentOfBps(c.householdBps)})</span>`}`
   const revocable = c.status === 'active' && c.kind === 'offer'
   const action = revocable
-    ? html`<button type="button" class="danger" disabled data-needs-script data-revoke="${c.id}" data-recipient="${c.recipientName}" aria-label="${fill(t.consents.revokeLabel, { recipient: c.recipientName, purpose: c.purpose })}">${t.consents.revoke}</button>`
+    ? html`<form method="get" action="${revokeHref(c.id)}" class="revoke"><button type="submit" class="danger" data-revoke="${c.id}" data-recipient="${c.recipientName}" aria-label="${fill(t.consents.revokeLabel, { recipient: c.recipientName, purpose: c.purpose })}">${t.consents.revoke}</button></form>`
     : c.status === 'active' && c.kind === 'legal_basis'
       ? html`<span class="muted">${t.consents.legalBasisNotRevocable}</span>`
       : ''
@@ -353,29 +353,53 @@ function splitText(ctx: PageContext, offer: HouseholdOffer, partyNames: Readonly
     .join(' · ')
 }
 
+/** The address of a consent's revocation: without script, a page that asks first; with it, a dialog. */
+export function revokeHref(consentId: string): string {
+  return `/consents/${encodeURIComponent(consentId)}/revoke`
+}
+
+/**
+ * A grant's form refused, shown again in its offer's card as it was sent: the choices kept, the
+ * refusal said (and announced) under them; `noMeter` marks the boxes.
+ */
+export interface GrantRefusal {
+  offerId: string
+  message: string
+  noMeter: boolean
+  meterIds: readonly string[]
+  validUntil: string
+  dataFrom: string
+}
+
 /** `covered`: the meters an active consent for this offer already shares (null: none accepted). */
-function offerCard(ctx: PageContext, model: ConsentsModel, offer: HouseholdOffer, covered: ReadonlySet<string> | null): SafeHtml {
+function offerCard(ctx: PageContext, model: ConsentsModel, offer: HouseholdOffer, covered: ReadonlySet<string> | null, refusal: GrantRefusal | null): SafeHtml {
   const { t, f } = ctx
   const id = offer.id
   const perThousand = offer.priceMicrosPerDatum * 1000n
+  // A meter already shared under this offer starts unticked: sharing it again would be refused. A refused form keeps what was sent.
+  const ticked = (meterId: string): boolean => (refusal === null ? covered?.has(meterId) !== true : refusal.meterIds.includes(meterId))
   // The estimate is of the meters ticked to begin with, as the page's script recomputes it on change.
-  const datums = model.meters.filter((m) => covered?.has(m.meterId) !== true).reduce((sum, m) => sum + datumsPer30Days(offer.granularity, m.intervalMinutes), 0n)
+  const datums = model.meters.filter((m) => ticked(m.meterId)).reduce((sum, m) => sum + datumsPer30Days(offer.granularity, m.intervalMinutes), 0n)
+  const errorId = `grant-error-${id}`
+  const invalid = refusal?.noMeter === true ? trusted(' aria-invalid="true"') : ''
   const meters = model.meters.map(
-    // A meter already shared under this offer starts unticked: sharing it again would be refused.
     (m) =>
-      html`<li><label><input type="checkbox" name="meterId" value="${m.meterId}"${covered?.has(m.meterId) === true ? '' : trusted(' checked')} data-datums="${datumsPer30Days(offer.granularity, m.intervalMinutes).toString()}"> ${m.meterId} <span class="muted">(${t.consumption.commodity[m.commodity]}, ${m.intervalMinutes} min)</span></label></li>`,
+      html`<li><label><input type="checkbox" name="meterId" value="${m.meterId}"${ticked(m.meterId) ? trusted(' checked') : ''}${invalid} data-datums="${datumsPer30Days(offer.granularity, m.intervalMinutes).toString()}"> ${m.meterId} <span class="muted">(${t.consumption.commodity[m.commodity]}, ${m.intervalMinutes} min)</span></label></li>`,
   )
+  const selected = (c: Choice, sent: string | undefined): boolean => (sent === undefined ? c.preselected === true : c.value === sent)
+  // Without script the form is sent as it is (to /consents, with the session's CSRF token); with it, the script sends it to the API.
   const form =
     model.meters.length === 0
       ? html`<p>${t.consents.noMeter}</p>`
-      : html`<form class="grant" data-grant="${id}">
-<fieldset><legend>${t.consents.chooseMeters}</legend><ul class="plain">${meters}</ul></fieldset>
+      : html`<form class="grant" data-grant="${id}" method="post" action="/consents">
+<input type="hidden" name="csrfToken" value="${ctx.csrfToken ?? ''}"><input type="hidden" name="offerId" value="${id}">
+<fieldset${refusal?.noMeter === true ? html` aria-describedby="${errorId}"` : ''}><legend>${t.consents.chooseMeters}</legend><ul class="plain">${meters}</ul></fieldset>
 <p><label for="valid-${id}">${t.consents.validity}</label>
-<select id="valid-${id}" name="validUntil">${model.validity.map((c) => html`<option value="${c.value}"${c.preselected === true ? trusted(' selected') : ''}>${choiceLabel(ctx, c)}</option>`)}</select></p>
+<select id="valid-${id}" name="validUntil">${model.validity.map((c) => html`<option value="${c.value}"${selected(c, refusal?.validUntil) ? trusted(' selected') : ''}>${choiceLabel(ctx, c)}</option>`)}</select></p>
 <p><label for="from-${id}">${t.consents.shareFrom}</label>
-<select id="from-${id}" name="dataFrom">${model.dataFrom.map((c) => html`<option value="${c.value}">${choiceLabel(ctx, c)}</option>`)}</select></p>
-<p class="error" role="alert" id="grant-error-${id}" data-error hidden></p>
-<p><button type="submit" disabled data-needs-script>${t.consents.accept}</button></p>
+<select id="from-${id}" name="dataFrom">${model.dataFrom.map((c) => html`<option value="${c.value}"${refusal !== null && c.value === refusal.dataFrom ? trusted(' selected') : ''}>${choiceLabel(ctx, c)}</option>`)}</select></p>
+${refusal === null ? html`<p class="error" role="alert" id="${errorId}" data-error hidden></p>` : html`<p class="error" role="alert" id="${errorId}" data-error>${fill(t.consents.failed, { message: refusal.message })}</p>`}
+<p><button type="submit">${t.consents.accept}</button></p>
 </form>`
   return html`<li><article class="offer card" data-offer="${id}" aria-labelledby="offer-${id}-title">
 <h3 id="offer-${id}-title">${offer.recipientName}: ${offer.purpose}</h3>
@@ -392,11 +416,11 @@ ${form}
 }
 
 /**
- * Granting and revoking go through the page's script: their buttons are disabled in the page as sent and
- * enabled by the script, so that without it they say they cannot be used (and the page says why) rather
- * than do nothing, or send a grant's form as a GET to this page.
+ * Granting and revoking work with or without script. Without it, a grant's form is posted to
+ * `/consents` and a Revoke button leads to a page that asks first (revokePage); with it, the page's
+ * script sends them to the API and asks in a dialog. `refusal`: a grant's form refused, shown again.
  */
-export function consentsPage(ctx: PageContext, model: ConsentsModel, flash: 'granted' | 'revoked' | null): string {
+export function consentsPage(ctx: PageContext, model: ConsentsModel, flash: 'granted' | 'revoked' | null, refusal: GrantRefusal | null = null): string {
   const { t } = ctx
   // Per offer, the meters its active consents share ("all meters": every meter the household occupies).
   const coveredByOffer = new Map<string, Set<string>>()
@@ -419,14 +443,13 @@ ${model.nextCursor === null ? '' : html`<p><a href="${pageHref('/consents', { cu
   const flashText = flash === 'granted' ? t.consents.granted : flash === 'revoked' ? t.consents.revoked : ''
   const body = html`<h1>${t.consents.title}</h1>
 <p id="status" role="status" class="${flash === null ? 'status-line' : 'status-line done'}">${flashText}</p>
-<noscript><p class="note">${t.needsScript}</p></noscript>
 <section aria-labelledby="yours-heading">
 <h2 id="yours-heading">${t.consents.yours}</h2>
 ${table}
 </section>
 <section aria-labelledby="offers-heading">
 <h2 id="offers-heading">${t.consents.offers}</h2>
-${model.offers.length === 0 ? html`<p>${t.consents.noOffers}</p>` : html`<ul class="offers plain">${model.offers.map((o) => offerCard(ctx, model, o, coveredByOffer.get(o.id) ?? null))}</ul>`}
+${model.offers.length === 0 ? html`<p>${t.consents.noOffers}</p>` : html`<ul class="offers plain">${model.offers.map((o) => offerCard(ctx, model, o, coveredByOffer.get(o.id) ?? null, refusal?.offerId === o.id ? refusal : null))}</ul>`}
 </section>
 <dialog id="revoke-dialog" aria-labelledby="revoke-title" aria-describedby="revoke-text">
 <form method="dialog">
@@ -436,8 +459,32 @@ ${model.offers.length === 0 ? html`<p>${t.consents.noOffers}</p>` : html`<ul cla
 <p class="actions"><button type="submit" value="cancel" class="quiet" autofocus>${t.consents.cancel}</button> <button type="submit" value="confirm" class="danger" id="revoke-confirm">${t.consents.confirmRevoke}</button></p>
 </form>
 </dialog>
-<template id="messages" data-failed="${t.consents.failed}" data-no-meter="${t.consents.noMeterChosen}" data-conflict="${t.consents.alreadyShared}" data-withdrawn="${t.consents.withdrawn}"></template>`
+<template id="messages" data-failed="${t.consents.failed}" data-no-meter="${t.consents.noMeterChosen}" data-conflict="${t.consents.alreadyShared}" data-withdrawn="${t.consents.withdrawn}" data-ended="${t.consents.alreadyEnded}"${ctx.language === 'en' ? '' : html` data-refused="${t.consents.refused}"`}></template>`
   return layout(ctx, { title: t.consents.title, section: 'consents', body })
+}
+
+/**
+ * Without script, Revoke leads here: the question the dialog asks, and a form that revokes (posted
+ * with the session's CSRF token) or a way back. `error`: why it cannot be, said under the question. A
+ * consent that can no longer be revoked (it has ended, or is a legal basis) gets only the way back.
+ */
+export function revokePage(ctx: PageContext, consent: Consent, error: string | null = null): string {
+  const { t } = ctx
+  const revocable = consent.status === 'active' && consent.kind === 'offer'
+  const back = html`<a href="/consents" class="button quiet">${revocable ? t.consents.cancel : t.nav.consents}</a>`
+  const body = html`<h1 id="revoke-title">${t.consents.revokeTitle}</h1>
+<p id="revoke-text">${fill(t.consents.revokeText, { recipient: consent.recipientName })}</p>
+<p class="muted">${consent.kind === 'legal_basis' ? t.consents.legalBasisPurpose : consent.purpose} · ${t.granularities[consent.granularity]} · ${consentMeters(ctx, consent)}</p>
+${error === null ? '' : html`<p class="error" role="alert" id="revoke-error">${error}</p>`}
+${
+  revocable
+    ? html`<form method="post" action="${revokeHref(consent.id)}" aria-labelledby="revoke-title">
+<input type="hidden" name="csrfToken" value="${ctx.csrfToken ?? ''}">
+<p class="actions">${back} <button type="submit" class="danger" id="revoke-confirm">${t.consents.confirmRevoke}</button></p>
+</form>`
+    : html`<p>${back}</p>`
+}`
+  return layout(ctx, { title: t.consents.revokeTitle, section: 'consents', body })
 }
 
 export function accessLogPage(ctx: PageContext, model: AccessLogModel): string {

@@ -198,6 +198,9 @@ const consentTerms = {
   dataUntil: rfc3339Time.optional().meta({ description: 'release data stamped before then; default: no end' }),
 }
 
+/** A household's acceptance of an offer (`POST /me/consents`, and the portal's form without script). */
+export const householdGrantBody = z.strictObject({ offerId: idString, meterIds: meterIdsInput, ...consentTerms })
+
 const OFFERS_CURSOR = creationOrderCursor('offers')
 const HOUSEHOLD_OFFERS_CURSOR = creationOrderCursor('household-offers')
 
@@ -328,7 +331,7 @@ export const consentRoutes: RoutePlugin = async (app, { deps }) => {
     description: `For some of the meters the household occupies now, or all of them. Valid from now until \`validUntil\` (at most ${CONSENT_VALIDITY_YEARS_MAX} years); releases data stamped in [dataFrom, dataUntil), which may reach back in history. 409 when a consent in force already gives the offer's recipient the same granularity of one of these meters' data over part of the same data window: the recipient would pay for it twice; revoke that consent first.`,
     tags: ['household'],
     auth: HOUSEHOLD,
-    body: z.strictObject({ offerId: idString, meterIds: meterIdsInput, ...consentTerms }),
+    body: householdGrantBody,
     status: 201,
     errors: [409],
     response: z.object({ id: z.string() }),

@@ -12,17 +12,22 @@ import {
   accessLogPage,
   accountPage,
   consentsPage,
+  revokePage,
   consumptionPage,
   problemPage,
   overviewPage,
   signInPage,
   statementPage,
+  type GrantRefusal,
   type PageContext,
   type PasswordField,
 } from '../portal/portal-pages.ts'
+import { getHouseholdConsent, grantConsent, revokeConsent } from '../../consent/consent-service.ts'
+import { householdMeters } from '../../directory/household-meter-service.ts'
+import { householdGrantBody } from './consent-routes.ts'
 import { setRetryAfter } from '../error-handler.ts'
 import { defineRoute } from '../route.ts'
-import { timeOutput } from '../validation.ts'
+import { parseInput, timeOutput } from '../validation.ts'
 import type { RoutePlugin } from './route-plugin.ts'
 import { hasUnstorableText } from '../../../shared/text.ts'
 
@@ -30,9 +35,10 @@ import { hasUnstorableText } from '../../../shared/text.ts'
  * The household portal: sign-in and sign-out (`/portal/session`), the pages (`/`,
  * `/statements/{month}`, `/consents`, `/access-log`, `/consumption`, `/account`) rendered on the
  * server from the same services as the household's JSON endpoints, and their static assets.
- * Signing in, signing out and changing the password are plain forms, which work without script;
- * grant and revoke go through the JSON endpoints from the page's script. Every change made with
- * the session cookie carries its CSRF token.
+ * Signing in, signing out, changing the password, granting (`POST /consents`) and revoking
+ * (`/consents/{id}/revoke`, which asks first) are plain forms, which work without script; with it,
+ * the page's script sends grants and revocations to the JSON endpoints instead. Every change made
+ * with the session cookie carries its CSRF token.
  */
 
 /**
@@ -122,10 +128,14 @@ export const portalRoutes: RoutePlugin = async (app, { deps }) => {
   const throttle = app.apiContext.passwordThrottle
   const assets = loadPortalAssets()
 
-  // Only the portal's forms (sign-in, sign-out, the password) post URL-encoded; every other route keeps answering 415 to it.
+  // Only the portal's forms (sign-in, sign-out, the password, a grant, a revocation) post URL-encoded; every other
+  // route keeps answering 415 to it. A field sent more than once (a grant's ticked meters) is a list.
   app.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string', bodyLimit: PORTAL_FORM_BYTES_MAX }, (_request, body, done) => {
-    const fields: Record<string, string> = {}
-    for (const [key, value] of new URLSearchParams(body as string)) fields[key] = value
+    const fields: Record<string, string | string[]> = {}
+    for (const [key, value] of new URLSearchParams(body as string)) {
+      const before = fields[key]
+      fields[key] = before === undefined ? value : Array.isArray(before) ? [...before, value] : [before, value]
+    }
     done(null, fields)
   })
 
@@ -367,6 +377,122 @@ export const portalRoutes: RoutePlugin = async (app, { deps }) => {
       // Every session has ended, this one too: to the sign-in form, which says why.
       void reply.header('set-cookie', clearedSessionCookie(request))
       return reply.redirect('/?done=password', 303)
+    },
+  })
+
+  /**
+   * A refusal of a grant or a revocation, in the page's words: the ones a household can act on said in
+   * its language; any other the API's message on the English page, a general refusal on the others.
+   */
+  function refusalText(ctx: PageContext, err: MetershareError): string {
+    switch (err.code) {
+      case 'CONSENT_OVERLAP':
+        return ctx.t.consents.alreadyShared
+      case 'OFFER_WITHDRAWN':
+        return ctx.t.consents.withdrawn
+      case 'CONFLICT':
+        return ctx.t.consents.alreadyEnded
+      default:
+        return err instanceof ForbiddenError ? ctx.t.consents.legalBasisNotRevocable : ctx.language === 'en' ? err.message : ctx.t.consents.refused
+    }
+  }
+
+  defineRoute(app, {
+    method: 'POST',
+    url: '/consents',
+    summary: "Accept an offer from the portal's consents page (a form, without script)",
+    tags: ['portal'],
+    auth: 'public',
+    hidden: true,
+    body: z.object({
+      csrfToken: formField,
+      offerId: formField,
+      meterId: z.union([formField, z.array(z.string().max(PORTAL_FORM_BYTES_MAX))]),
+      validUntil: formField,
+      dataFrom: formField,
+    }),
+    async handler({ body, request, reply }) {
+      const session = await pageSession(request, reply)
+      // A refusal answers with the consents page: its links (the language switch) lead there.
+      const ctx = { ...pageContext(request, reply, session), path: '/consents' }
+      if (session === null) return reply.redirect(`/?${new URLSearchParams({ next: '/consents' }).toString()}`, 303)
+      if (!formFromPortal(request, session, body.csrfToken)) return sendPage(reply, 403, problemPage(ctx, ctx.t.formOrigin))
+      const chosen = body.meterId === undefined ? [] : typeof body.meterId === 'string' ? [body.meterId] : body.meterId
+      const sent: Omit<GrantRefusal, 'message' | 'noMeter'> = { offerId: body.offerId ?? '', meterIds: chosen, validUntil: body.validUntil ?? '', dataFrom: body.dataFrom ?? '' }
+      const refuse = async (status: number, message: string, noMeter = false) =>
+        sendPage(reply, status, consentsPage(ctx, await loadConsents(db, session.householdId, undefined, now(), config), null, { ...sent, message, noMeter }))
+      if (chosen.length === 0) return refuse(400, ctx.t.consents.noMeterChosen, true)
+      try {
+        // As the script sends it: every meter the household occupies ticked means all of them (those it will occupy too).
+        const occupied = (await householdMeters(db, session.householdId, now())).filter((m) => m.occupiedNow).map((m) => m.meterId)
+        const all = occupied.length > 0 && occupied.every((m) => chosen.includes(m)) && chosen.every((m) => occupied.includes(m))
+        const input = parseInput(
+          householdGrantBody,
+          { offerId: sent.offerId, ...(all ? {} : { meterIds: chosen }), validUntil: sent.validUntil, ...(sent.dataFrom === '' ? {} : { dataFrom: sent.dataFrom }) },
+          'body',
+        )
+        const granted = await grantConsent(db, session.householdId, input, now())
+        await deps.releaseChanged?.({ kind: 'consent', id: granted.id })
+        request.log.info({ householdId: session.householdId, consentId: granted.id }, 'portal consent granted')
+        return reply.redirect('/consents?done=granted', 303)
+      } catch (err) {
+        if (!(err instanceof MetershareError) || err.statusCode >= 500) throw err
+        return refuse(err.statusCode, refusalText(ctx, err))
+      }
+    },
+  })
+
+  /** A consent of this household to revoke; answers 404 (the not-found page) for any other. */
+  async function consentToRevoke(session: PageSession, request: FastifyRequest) {
+    const id = (request.params as { id?: unknown }).id
+    if (typeof id !== 'string' || id.length > PAGE_PARAM_LENGTH_MAX) throw new NotFoundError('consent not found')
+    return getHouseholdConsent(db, session.householdId, id)
+  }
+
+  /** What stops a consent from being revoked (it has ended, or is a legal basis), as a sentence in the page's words; null when nothing does. */
+  function notRevocable(ctx: PageContext, consent: { status: string; kind: string }): string | null {
+    if (consent.kind === 'legal_basis') return ctx.t.consents.legalBasisNotRevocable
+    if (consent.status === 'active') return null
+    const text = ctx.t.consents.alreadyEnded
+    return text.charAt(0).toLocaleUpperCase(ctx.language) + text.slice(1)
+  }
+
+  page('/consents/:id/revoke', async (ctx, session, request) => {
+    const consent = await consentToRevoke(session, request)
+    const blocked = notRevocable(ctx, consent)
+    return revokePage(ctx, consent, blocked)
+  })
+
+  defineRoute(app, {
+    method: 'POST',
+    url: '/consents/:id/revoke',
+    summary: "Revoke a consent from the portal's page that asks first (a form, without script)",
+    tags: ['portal'],
+    auth: 'public',
+    hidden: true,
+    body: z.object({ csrfToken: formField }),
+    async handler({ body, request, reply }) {
+      const session = await pageSession(request, reply)
+      const ctx = pageContext(request, reply, session)
+      if (session === null) return reply.redirect(`/?${new URLSearchParams({ next: '/consents' }).toString()}`, 303)
+      if (!formFromPortal(request, session, body.csrfToken)) return sendPage(reply, 403, problemPage(ctx, ctx.t.formOrigin))
+      try {
+        const consent = await consentToRevoke(session, request)
+        try {
+          await revokeConsent(db, consent.id, { role: 'household', householdId: session.householdId }, now())
+        } catch (err) {
+          if (!(err instanceof MetershareError) || err.statusCode >= 500 || err instanceof NotFoundError) throw err
+          const refused = fill(ctx.t.consents.failed, { message: refusalText(ctx, err) })
+          return sendPage(reply, err.statusCode, revokePage(ctx, await getHouseholdConsent(db, session.householdId, consent.id), refused))
+        }
+        // Answered once this process's broker forwards nothing more under it, as the API does.
+        await deps.releaseChanged?.({ kind: 'consent', id: consent.id })
+        request.log.info({ householdId: session.householdId, consentId: consent.id }, 'portal consent revoked')
+        return reply.redirect('/consents?done=revoked', 303)
+      } catch (err) {
+        if (err instanceof NotFoundError) return sendPage(reply, 404, problemPage(ctx, ctx.t.notFound))
+        throw err
+      }
     },
   })
 

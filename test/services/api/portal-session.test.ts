@@ -440,6 +440,117 @@ describeDatabases('portal sign-in and sessions', (t) => {
     it('sends a signed-out form to the sign-in page', async () => {
       const res = await post('/account/password', 'metershare_session=ses_0000000000000000.x', { currentPassword: PASSWORD })
       expect([res.statusCode, res.headers.location]).toEqual([303, '/'])
+      const grant = await post('/consents', 'metershare_session=ses_0000000000000000.x', { offerId })
+      expect([grant.statusCode, grant.headers.location]).toEqual([303, '/?next=%2Fconsents'])
+    })
+
+    /** A grant's form as the consents page sends it without script; `meterId` once per ticked box. */
+    const grantForm = (s: { cookie: string; csrf: string }, meterIds: string[], extra: Record<string, string> = {}, headers: Record<string, string> = {}) => {
+      const fields = new URLSearchParams({ csrfToken: s.csrf, offerId, validUntil: '2027-10-01T00:00:00Z', dataFrom: '', ...extra })
+      for (const m of meterIds) fields.append('meterId', m)
+      return api.inject({ method: 'POST', url: '/consents', remoteAddress: address, headers: { ...FORM, cookie: s.cookie, ...headers }, payload: fields.toString() })
+    }
+    const consentsOf = async (cookie: string) => (await api.inject({ method: 'GET', url: '/me/consents', headers: { cookie } })).json().items as { id: string; status: string; allMeters: boolean; meterIds: string[] }[]
+
+    it('grants an offer from the consents page’s form, as the script would: every meter ticked is all of them, some are those', async () => {
+      const s = await session()
+      const page = await api.inject({ method: 'GET', url: '/consents', headers: { cookie: s.cookie, 'accept-language': 'en' } })
+      expect(page.statusCode).toBe(200)
+      // The form is sent to the server as it is, with the session's token, and its button works without script.
+      expect(page.body).toContain(`<form class="grant" data-grant="${offerId}" method="post" action="/consents">`)
+      expect(page.body).toContain(`<input type="hidden" name="csrfToken" value="${s.csrf}"><input type="hidden" name="offerId" value="${offerId}">`)
+      expect(page.body).toContain('<p><button type="submit">Accept this offer</button></p>')
+      expect(page.body).not.toMatch(/<button[^>]* disabled/)
+      expect(page.body).not.toContain('<noscript>')
+
+      for (const refused of [
+        await grantForm({ ...s, csrf: (await session()).csrf }, [`M-${emailCounter}`]),
+        await grantForm(s, [`M-${emailCounter}`], {}, { origin: 'https://elsewhere.example' }),
+      ]) {
+        expect(refused.statusCode).toBe(403)
+        expect(refused.body).toContain('This form was not sent from your portal page')
+      }
+      expect(await consentsOf(s.cookie)).toEqual([])
+
+      const done = await grantForm(s, [`M-${emailCounter}`])
+      expect([done.statusCode, done.headers.location]).toEqual([303, '/consents?done=granted'])
+      expect((await consentsOf(s.cookie)).map((c) => [c.status, c.allMeters, c.meterIds])).toEqual([['active', true, [`M-${emailCounter}`]]])
+
+      // With a second meter, only one ticked: that one, not all.
+      await api.asOperator('POST', '/admin/meters', { operatorId: (await api.asOperator('POST', '/admin/parties', { kind: 'utility', name: 'Gas grid' })).json().id, commodity: 'gas', intervalMinutes: 60, id: `G-${emailCounter}` })
+      await api.asOperator('POST', '/admin/occupancies', { meterId: `G-${emailCounter}`, householdId: household.id, from: '2026-01-01T00:00:00Z' })
+      const other = (await api.asOperator('POST', '/admin/offers', { recipientId: (await api.asOperator('POST', '/admin/parties', { kind: 'third_party', name: 'Lab' })).json().id, purpose: 'research', granularity: 'monthly', priceMicrosPerDatum: '1000', split: { householdBps: 9000, operatorBps: 1000, platformBps: 0 } })).json().id
+      const one = await grantForm(s, [`G-${emailCounter}`], { offerId: other })
+      expect([one.statusCode, one.headers.location]).toEqual([303, '/consents?done=granted'])
+      expect((await consentsOf(s.cookie)).filter((c) => c.meterIds.includes(`G-${emailCounter}`)).map((c) => [c.allMeters, c.meterIds])).toEqual([[false, [`G-${emailCounter}`]]])
+    })
+
+    it('refuses a grant on the consents page, in its language, with the form as it was sent', async () => {
+      const s = await session()
+      const none = await grantForm(s, [], { validUntil: '2027-04-10T10:00:00Z' })
+      expect(none.statusCode).toBe(400)
+      expect(none.body).toContain(`<p class="error" role="alert" id="grant-error-${offerId}" data-error>Not saved: choose at least one meter.</p>`)
+      expect(none.body).toContain(`<fieldset aria-describedby="grant-error-${offerId}">`)
+      expect(none.body).toMatch(new RegExp(`<input type="checkbox" name="meterId" value="M-${emailCounter}" aria-invalid="true"`))
+      // The language switch leads to the consents page, not to the form's address.
+      expect(none.body).toContain('<a href="/consents?lang=fr" lang="fr" hreflang="fr">')
+
+      expect((await grantForm(s, [`M-${emailCounter}`])).statusCode).toBe(303)
+      const twice = await grantForm(s, [`M-${emailCounter}`], {}, { 'accept-language': 'fr' })
+      expect(twice.statusCode).toBe(409)
+      expect(twice.body).toMatch(/Non enregistré\s:\svous donnez déjà ces données/)
+      // The box stays ticked as sent (a first visit would leave a shared meter unticked).
+      expect(twice.body).toMatch(new RegExp(`<input type="checkbox" name="meterId" value="M-${emailCounter}" checked`))
+
+      // Input the page never offers: the API's words on the English page, a general refusal on the French one.
+      const en = await grantForm(s, [`M-${emailCounter}`], { validUntil: 'soon' })
+      expect(en.statusCode).toBe(400)
+      expect(en.body).toMatch(/Not saved: validUntil: [^<]+/)
+      const fr = await grantForm(s, [`M-${emailCounter}`], { validUntil: 'soon' }, { 'accept-language': 'fr' })
+      expect(fr.statusCode).toBe(400)
+      expect(fr.body).toMatch(/Non enregistré\s:\sla modification a été refusée\. Rechargez la page et réessayez\./)
+      expect((await consentsOf(s.cookie)).length).toBe(1)
+    })
+
+    it('revokes from the page that asks first, with the session’s CSRF token; an ended consent, another household’s or none cannot be', async () => {
+      const s = await session()
+      expect((await grantForm(s, [`M-${emailCounter}`])).statusCode).toBe(303)
+      const [consent] = await consentsOf(s.cookie)
+      const page = await api.inject({ method: 'GET', url: '/consents', headers: { cookie: s.cookie, 'accept-language': 'en' } })
+      // Without script, Revoke leads to the page that asks; the script opens a dialog instead.
+      expect(page.body).toContain(`<form method="get" action="/consents/${consent!.id}/revoke" class="revoke"><button type="submit" class="danger" data-revoke="${consent!.id}"`)
+
+      const ask = await api.inject({ method: 'GET', url: `/consents/${consent!.id}/revoke`, headers: { cookie: s.cookie, 'accept-language': 'en' } })
+      expect(ask.statusCode).toBe(200)
+      expect(ask.body).toContain('<h1 id="revoke-title">Revoke this consent?</h1>')
+      expect(ask.body).toContain('Advice app will receive nothing more under it, from now on.')
+      expect(ask.body).toContain(`<form method="post" action="/consents/${consent!.id}/revoke" aria-labelledby="revoke-title">`)
+      expect(ask.body).toContain('<a href="/consents" class="button quiet">Cancel</a>')
+
+      const revoke = (csrfToken: string, headers: Record<string, string> = {}) => post(`/consents/${consent!.id}/revoke`, s.cookie, { csrfToken }, headers)
+      expect((await revoke((await session()).csrf)).statusCode).toBe(403)
+      expect((await revoke(s.csrf, { origin: 'https://elsewhere.example' })).statusCode).toBe(403)
+      expect((await consentsOf(s.cookie))[0]!.status).toBe('active')
+
+      const done = await revoke(s.csrf)
+      expect([done.statusCode, done.headers.location]).toEqual([303, '/consents?done=revoked'])
+      expect((await consentsOf(s.cookie))[0]!.status).toBe('revoked')
+      const ended = await api.inject({ method: 'GET', url: `/consents/${consent!.id}/revoke`, headers: { cookie: s.cookie, 'accept-language': 'fr' } })
+      expect(ended.statusCode).toBe(200)
+      expect(ended.body).toContain('<p class="error" role="alert" id="revoke-error">Ce consentement a déjà pris fin.</p>')
+      expect(ended.body).not.toContain(`<form method="post" action="/consents/${consent!.id}/revoke"`)
+      // Revoking twice is harmless, as in the API.
+      expect((await revoke(s.csrf)).statusCode).toBe(303)
+
+      // Another household's consent is no page of this one, nor is a consent that does not exist.
+      email = `portal-${++emailCounter}@example.org`
+      expect((await api.asOperator('POST', '/admin/households', { name: 'Bernard', email, password: PASSWORD })).statusCode).toBe(201)
+      const stranger = await session()
+      for (const id of [consent!.id, 'con_nothing']) {
+        expect((await api.inject({ method: 'GET', url: `/consents/${id}/revoke`, headers: { cookie: stranger.cookie } })).statusCode).toBe(404)
+        expect((await post(`/consents/${id}/revoke`, stranger.cookie, { csrfToken: stranger.csrf })).statusCode).toBe(404)
+      }
+      expect((await consentsOf(s.cookie))[0]!.status).toBe('revoked')
     })
   })
 })

@@ -1,7 +1,8 @@
 // The household portal's only script: grant and revoke consents through the household API
-// (with the session's CSRF token), and keep the earnings estimate of each offer in step with
-// the meters chosen. Money is integer micro-euros in BigInt: no float. Signing out and the
-// password are plain forms, which need no script.
+// (with the session's CSRF token) without leaving the page, asking in a dialog before a
+// revocation, and keep the earnings estimate of each offer in step with the meters chosen.
+// Money is integer micro-euros in BigInt: no float. Without it every form still works: a
+// grant is posted to /consents, and Revoke leads to a page that asks first.
 ;(function () {
   'use strict'
 
@@ -33,11 +34,14 @@
       .json()
       .then(function (body) {
         // The refusals a household can act on, said in the page's language, not the API's words: a
-        // consent in force already shares the data, or the offer was withdrawn meanwhile.
+        // consent in force already shares the data, the offer was withdrawn meanwhile, or the consent
+        // to revoke has ended. Any other is the API's message on the English page, and a general
+        // refusal (data-refused) on the others, as the server says it without script.
         var messages = document.getElementById('messages')
         var code = body && body.error ? body.error.code : ''
-        var known = { CONSENT_OVERLAP: 'data-conflict', OFFER_WITHDRAWN: 'data-withdrawn' }[code]
+        var known = { CONSENT_OVERLAP: 'data-conflict', OFFER_WITHDRAWN: 'data-withdrawn', CONFLICT: 'data-ended' }[code]
         if (known !== undefined && messages !== null && messages.hasAttribute(known)) return messages.getAttribute(known)
+        if (messages !== null && messages.hasAttribute('data-refused')) return messages.getAttribute('data-refused')
         return body && body.error && typeof body.error.message === 'string' ? body.error.message : String(response.status)
       })
       .catch(function () {
@@ -141,11 +145,6 @@
     output.textContent = fill(output.getAttribute('data-template'), { amount: formatMicros(divideRoundHalfEven(share * datums, BPS_TOTAL)) })
   }
 
-  // Sent disabled (without script they could do nothing): usable now.
-  document.querySelectorAll('button[data-needs-script]').forEach(function (button) {
-    button.disabled = false
-  })
-
   document.querySelectorAll('form[data-grant]').forEach(function (form) {
     form.addEventListener('change', function (event) {
       if (event.target.name !== 'meterId') return
@@ -180,14 +179,16 @@
     })
   })
 
-  // Revoking asks first, in a modal dialog (opened on Cancel; Escape cancels too). Confirmed, the dialog
-  // stays open until the API answers: a refusal is shown and announced in it, where the focus is.
+  // Revoking asks first, in a modal dialog (opened on Cancel; Escape cancels too), instead of the page
+  // the button leads to without script. Confirmed, the dialog stays open until the API answers: a
+  // refusal is shown and announced in it, where the focus is.
   var dialog = document.getElementById('revoke-dialog')
   var revoking = null
   var opener = null
   document.querySelectorAll('button[data-revoke]').forEach(function (button) {
-    button.addEventListener('click', function () {
-      if (dialog === null) return
+    button.addEventListener('click', function (event) {
+      if (dialog === null || typeof dialog.showModal !== 'function') return
+      event.preventDefault()
       revoking = button.getAttribute('data-revoke')
       opener = button
       var text = document.getElementById('revoke-text')
