@@ -277,6 +277,8 @@ export const consentRoutes: RoutePlugin = async (app, { deps }) => {
     }),
     status: 201,
     response: z.object({ id: z.string() }),
+    // CONSENT_OVERLAP: the same supplier already holds a legal basis for this household in force.
+    errors: [409],
     async handler({ body }) {
       const created = await createLegalBasisConsent(db, body, now())
       await deps.releaseChanged?.({ kind: 'consent', id: created.id })

@@ -239,6 +239,9 @@ describeDatabases('consent endpoints', (t) => {
     // The same supply contract recorded twice is one legal basis: the second is refused while the first is in force.
     const twice = await post('/admin/legal-basis-consents', 'operator', { recipientId: utility.id, householdId: h0.id, validUntil: '2027-06-01T00:00:00Z' })
     expect([twice.statusCode, errorOf(twice).message]).toEqual([409, expect.stringMatching(new RegExp(`^recipientId: consent ${id} already gives this recipient the household's monthly data`))])
+    // The OpenAPI document says so too.
+    const doc = (await api.inject({ method: 'GET', url: '/docs/openapi.json' })).json() as { paths: Record<string, Record<string, { responses: Record<string, unknown> }>> }
+    expect(Object.keys(doc.paths['/admin/legal-basis-consents']!.post!.responses)).toContain('409')
     expect(((await get('/me/consents', h0)).json() as { items: unknown[] }).items).toHaveLength(1)
     expect((await api.inject({ method: 'DELETE', url: `/me/consents/${id}`, headers: bearer(h0.apiKey) })).statusCode).toBe(403)
     expect((await api.asOperator('DELETE', `/admin/consents/${id}`)).statusCode).toBe(204)
