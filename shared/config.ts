@@ -205,6 +205,8 @@ export interface HttpLimits {
    * sent a byte (each held 60 s, and opened again) took every descriptor, and /healthz and MQTT connects failed.
    */
   connectionsMax: number
+  /** A request (its headers and body) not received whole within this is answered 408 and its connection closed: against slow senders. */
+  requestTimeoutMs: number
 }
 
 /** Limits of the household portal's sign-in and sessions; every one is named with its unit. */
@@ -285,6 +287,7 @@ export const DEFAULT_HTTP_LIMITS: HttpLimits = {
   publicBodyBytesMax: 8 * 1024,
   pageItemsMax: 1_000,
   connectionsMax: 10_000,
+  requestTimeoutMs: 30_000,
 }
 
 export const DEFAULT_PORTAL_LIMITS: PortalLimits = {

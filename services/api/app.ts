@@ -81,8 +81,11 @@ declare module 'fastify' {
   }
 }
 
-/** Longest time to receive a whole request (headers and body), against slow senders. */
-export const HTTP_REQUEST_TIMEOUT_MS = 30_000
+/**
+ * How often Node looks for requests past `http.requestTimeoutMs`: a 408 comes at most this late.
+ * Node's default, 30 s, answered a request that stopped halfway 60 to 84 s after it began, not 30.
+ */
+export const HTTP_TIMEOUT_CHECK_INTERVAL_MS = 1_000
 
 /** How often, at most, connections refused for the bound are logged (each refusal would be a line otherwise). */
 const DROPPED_CONNECTIONS_LOG_INTERVAL_MS = 60_000
@@ -183,13 +186,16 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
     loggerInstance: log.api as FastifyBaseLogger,
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: deps.config.http.bodyBytesMax,
-    requestTimeout: HTTP_REQUEST_TIMEOUT_MS,
+    // Given to the server as it is created: Node's checks read the timeout of that moment (set after, as
+    // fastify's own option does, it was not applied before a 60 s bound), and their interval is fixed then.
+    http: { requestTimeout: deps.config.http.requestTimeoutMs, connectionsCheckingInterval: HTTP_TIMEOUT_CHECK_INTERVAL_MS },
+    requestTimeout: deps.config.http.requestTimeoutMs,
     requestIdHeader: false,
     routerOptions: { ignoreTrailingSlash: true, maxParamLength: HTTP_PARAM_LENGTH_MAX },
     frameworkErrors: (err, request, reply) => {
       sendError(err, request, reply)
     },
-    clientErrorHandler: (err, socket) => answerClientError(err, socket, HTTP_REQUEST_TIMEOUT_MS),
+    clientErrorHandler: (err, socket) => answerClientError(err, socket, deps.config.http.requestTimeoutMs),
   })
 
   // Every connection holds a file descriptor until it is closed (an idle one 60 s, one upgraded to MQTT
