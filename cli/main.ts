@@ -36,6 +36,13 @@ const MQTT_PORT_FLAG = '  --mqtt-port PORT   MQTT_PORT (default 1883)'
 const HTTP_PORT_FLAG = '  --http-port PORT   HTTP_PORT (default 8080)'
 
 const DATABASE_ENV = `  DATABASE_URL       postgres://…: PostgreSQL (unset: the embedded database under --data-dir)`
+const TIMEZONE_ENV = `  METERSHARE_TIMEZONE     calendar of days and months, fixed at the database's first start (default Europe/Paris)`
+const PAYOUT_ENV = `  METERSHARE_PAYOUT_MIN_MICROS  minimum payout in micro-euros (default 5000000)`
+const FSYNC_ENV = `  METERSHARE_PGLITE_FSYNC  on | off: fsync of the embedded database (default on)`
+const HOST_ENV = `  METERSHARE_HOST         address to listen on (default 0.0.0.0)`
+const PROXIES_ENV = `  METERSHARE_TRUSTED_PROXIES  load balancers in front (addresses or CIDR ranges)`
+const POOL_ENV = `  METERSHARE_DB_POOL_SIZE PostgreSQL connections of the process (default 10)`
+const LOG_ENV = `  METERSHARE_LOG_LEVEL    fatal, error, warn, info, debug, trace or silent (default info)`
 
 /** `metershare <command> --help`: each command's own usage (simulate has its own, in the simulator). */
 const COMMAND_USAGE: Record<string, string> = {
@@ -64,6 +71,10 @@ ${DATA_DIR_FLAG}
 
 environment:
 ${DATABASE_ENV}
+${TIMEZONE_ENV}
+${FSYNC_ENV}
+${POOL_ENV}
+${LOG_ENV}
 `,
   broker: `usage: metershare broker [--mqtt-port PORT] [--http-port PORT]
 
@@ -76,7 +87,11 @@ ${HTTP_PORT_FLAG}
 environment:
   DATABASE_URL       required: the PostgreSQL server every component shares
   REDIS_URL          couples several brokers (sessions and messages)
-  METERSHARE_TRUSTED_PROXIES  load balancers in front (addresses or CIDR ranges)
+${PROXIES_ENV}
+${HOST_ENV}
+${TIMEZONE_ENV}
+${POOL_ENV}
+${LOG_ENV}
 `,
   api: `usage: metershare api [--http-port PORT]
 
@@ -88,6 +103,12 @@ ${HTTP_PORT_FLAG}
 environment:
   DATABASE_URL            required: the PostgreSQL server every component shares
   METERSHARE_ADMIN_TOKEN  required: the operator's bearer token (16 characters or more)
+${PROXIES_ENV}
+${HOST_ENV}
+${TIMEZONE_ENV}
+  METERSHARE_PAYOUT_MIN_MICROS  minimum payout in micro-euros, for POST /admin/settlements (default 5000000)
+${POOL_ENV}
+${LOG_ENV}
 `,
   settlement: `usage: metershare settlement
 
@@ -97,7 +118,10 @@ SIGINT or SIGTERM.
 
 environment:
   DATABASE_URL       required: the PostgreSQL server every component shares
-  METERSHARE_PAYOUT_MIN_MICROS  minimum payout in micro-euros (default 5000000)
+${PAYOUT_ENV}
+${TIMEZONE_ENV}
+${POOL_ENV}
+${LOG_ENV}
 `,
   settle: `usage: metershare settle --month YYYY-MM [--data-dir DIR]
 
@@ -108,6 +132,11 @@ Settles one month (idempotent: a second run posts only what changed since) and p
 
 environment:
 ${DATABASE_ENV}
+${PAYOUT_ENV}
+${TIMEZONE_ENV}
+${FSYNC_ENV}
+${POOL_ENV}
+  METERSHARE_LOG_LEVEL    fatal, error, warn, info, debug, trace or silent (default warn here)
 `,
 }
 

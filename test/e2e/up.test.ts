@@ -216,6 +216,18 @@ describe('metershare up on a port that is taken', () => {
     const api = await runCli(['api', '--help'], process.env)
     expect(api.stdout).toContain('METERSHARE_ADMIN_TOKEN  required')
     expect(api.stdout).not.toContain('--mqtt-port')
+    // "metershare <command> --help gives a command's options and the variables it reads": all of them.
+    const reads: Record<string, string[]> = {
+      migrate: ['DATABASE_URL', 'METERSHARE_DATA_DIR', 'METERSHARE_TIMEZONE', 'METERSHARE_PGLITE_FSYNC', 'METERSHARE_DB_POOL_SIZE', 'METERSHARE_LOG_LEVEL'],
+      broker: ['DATABASE_URL', 'REDIS_URL', 'METERSHARE_TRUSTED_PROXIES', 'MQTT_PORT', 'HTTP_PORT', 'METERSHARE_HOST', 'METERSHARE_TIMEZONE', 'METERSHARE_DB_POOL_SIZE', 'METERSHARE_LOG_LEVEL'],
+      api: ['DATABASE_URL', 'METERSHARE_ADMIN_TOKEN', 'METERSHARE_TRUSTED_PROXIES', 'HTTP_PORT', 'METERSHARE_HOST', 'METERSHARE_TIMEZONE', 'METERSHARE_PAYOUT_MIN_MICROS', 'METERSHARE_DB_POOL_SIZE', 'METERSHARE_LOG_LEVEL'],
+      settlement: ['DATABASE_URL', 'METERSHARE_PAYOUT_MIN_MICROS', 'METERSHARE_TIMEZONE', 'METERSHARE_DB_POOL_SIZE', 'METERSHARE_LOG_LEVEL'],
+      settle: ['DATABASE_URL', 'METERSHARE_DATA_DIR', 'METERSHARE_PAYOUT_MIN_MICROS', 'METERSHARE_TIMEZONE', 'METERSHARE_PGLITE_FSYNC', 'METERSHARE_DB_POOL_SIZE', 'METERSHARE_LOG_LEVEL'],
+    }
+    for (const [command, names] of Object.entries(reads)) {
+      const { stdout } = await runCli([command, '--help'], process.env)
+      for (const name of names) expect(stdout, `${command} --help: ${name}`).toContain(name)
+    }
     const general = await runCli(['--help'], process.env)
     expect(general.stdout).toMatch(/^usage: metershare <command> \[options\]\n/)
     expect(existsSync(path.join(dataDir, 'never-made'))).toBe(false)
