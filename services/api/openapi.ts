@@ -80,6 +80,8 @@ const ERROR_DESCRIPTIONS: Readonly<Record<number, string>> = {
   431: 'Request line and headers over 16 KiB',
   413: 'Body too large',
   415: 'Body is not JSON',
+  429: 'Too many failed sign-ins; retry after Retry-After seconds',
+  503: "Storage full: the database's disk is full, nothing was written; retry after Retry-After seconds",
 }
 
 const ERROR_REF = { $ref: '#/components/schemas/Error' }
@@ -158,6 +160,8 @@ function documentedOperation(route: RouteEntry, doc: RouteDoc, schemas: Record<s
     errors.add(413)
     errors.add(415)
   }
+  // A write is refused with 503 STORAGE_FULL while the database's disk is full; reads are answered.
+  if (route.method !== 'GET') errors.add(503)
   for (const status of [...errors].sort((a, b) => a - b)) {
     if (String(status) in responses) continue
     responses[String(status)] = {
