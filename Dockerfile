@@ -10,7 +10,8 @@ COPY shared ./shared
 COPY simulators ./simulators
 COPY cli ./cli
 COPY tsconfig.json ./
-# `up` (the default command) keeps its embedded database, demo credentials and log in ./data.
+# `up` (the default command) keeps its embedded database and demo credentials in ./data (its log goes
+# to standard output, unless it runs on a terminal: `docker run -it`).
 RUN mkdir -p /app/data && chown node:node /app/data
 VOLUME ["/app/data"]
 USER node
