@@ -2,7 +2,8 @@ import { addDays, formatDay, weekday } from './local-time.ts'
 
 /**
  * Day types of the BDEW profiles, with French public holidays: `SA` Saturday, `FT` Sunday
- * or public holiday, `WT` working day. A holiday falling on a Saturday counts as `FT`.
+ * or public holiday, `WT` working day. A holiday falling on a Saturday counts as `FT`. As BDEW
+ * applies its profiles, 24 and 31 December count as `SA` unless they fall on a Sunday.
  */
 export type DayType = 'SA' | 'FT' | 'WT'
 
@@ -57,9 +58,12 @@ export function isFrenchPublicHoliday(day: string): boolean {
   return frenchPublicHolidays(Number(day.slice(0, 4))).has(day)
 }
 
+/** Christmas Eve and New Year's Eve, which BDEW's profiles treat as Saturdays. */
+const SATURDAY_LIKE_MONTH_DAYS: ReadonlySet<string> = new Set(['12-24', '12-31'])
+
 export function dayType(day: string): DayType {
   const wd = weekday(day)
   if (wd === 0 || isFrenchPublicHoliday(day)) return 'FT'
-  if (wd === 6) return 'SA'
+  if (wd === 6 || SATURDAY_LIKE_MONTH_DAYS.has(day.slice(5))) return 'SA'
   return 'WT'
 }

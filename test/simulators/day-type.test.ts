@@ -45,12 +45,24 @@ describe('day types of the load profiles, with French public holidays', () => {
     expect(dayType('2026-11-12')).toBe('WT')
   })
 
+  it('counts Christmas Eve and New Year\'s Eve as SA, as BDEW does, unless they fall on a Sunday', () => {
+    // 2026: a Thursday each; 2025: Wednesdays; 2028: Sundays, which stay FT.
+    expect(dayType('2026-12-24')).toBe('SA')
+    expect(dayType('2026-12-31')).toBe('SA')
+    expect(dayType('2025-12-24')).toBe('SA')
+    expect(dayType('2025-12-31')).toBe('SA')
+    expect(dayType('2028-12-24')).toBe('FT')
+    expect(dayType('2028-12-31')).toBe('FT')
+    expect(dayType('2026-12-23')).toBe('WT')
+    expect(dayType('2027-01-01')).toBe('FT')
+  })
+
   it('counts the day types of a whole year', () => {
     const counts = { SA: 0, FT: 0, WT: 0 }
     for (let d = '2026-01-01'; d < '2027-01-01'; d = addDays(d, 1)) counts[dayType(d)]++
     // 2026: 52 Saturdays (15 August among them, a holiday), 52 Sundays (1 November among them),
-    // so 10 holidays fall outside Sundays.
-    expect(counts).toEqual({ SA: 51, FT: 52 + 10, WT: 365 - 51 - 62 })
+    // so 10 holidays fall outside Sundays; 24 and 31 December, Thursdays, count as Saturdays.
+    expect(counts).toEqual({ SA: 51 + 2, FT: 52 + 10, WT: 365 - 53 - 62 })
   })
 
   it('does calendar arithmetic on plain days', () => {
