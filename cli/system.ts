@@ -275,6 +275,8 @@ export async function startSystem(configIn: Readonly<Config>, options: SystemOpt
         meters: world.meters,
         from: resume.fromMs,
         resumeAfter: resume.after,
+        // The households move in at the world's start: their first day opens with the index there.
+        openingReading: true,
         speed: DEMO_SPEED,
         timeZone: config.timezone,
       })

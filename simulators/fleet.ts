@@ -62,6 +62,13 @@ export interface FleetOptions {
    * registers are a function of time, so its index carries on). Meters absent start at `from`.
    */
   resumeAfter?: ReadonlyMap<string, number>
+  /**
+   * Also send each meter's index at `from` (at the first end of an interval at or after it) before
+   * its first interval's reading: the reading that opens the first day of a household moving in at
+   * `from`, without which that day, and its month, have no opening index and are never released
+   * as daily or monthly data. Meters resuming go on after their last interval as before.
+   */
+  openingReading?: boolean
   /** Simulated ms per real ms (8640: a 30-day month in 5 minutes), or 'max'. */
   speed: number | 'max'
   /** Seed of meters whose credentials carry none (default 1). */
@@ -273,7 +280,7 @@ export function startFleet(options: FleetOptions): Fleet {
       this.model = new MeterModel(resolveMeter(credentials, fleetSeed), calendar)
       this.intervalMs = credentials.intervalMinutes * MINUTE_MS
       this.faultRng = new Rng(hash32(this.model.meter.seed, 'faults'))
-      this.nextEndMs = Math.ceil(fromMs / this.intervalMs) * this.intervalMs + this.intervalMs
+      this.nextEndMs = Math.ceil(fromMs / this.intervalMs) * this.intervalMs + (options.openingReading === true ? 0 : this.intervalMs)
       const after = options.resumeAfter?.get(credentials.meterId)
       if (after !== undefined) this.nextEndMs = Math.max(this.nextEndMs, Math.floor(after / this.intervalMs) * this.intervalMs + this.intervalMs)
     }

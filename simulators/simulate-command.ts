@@ -134,7 +134,7 @@ async function simulate(args: string[], env: SimulateEnv, io: SimulateIo): Promi
   const mqttUrl = values.mqtt ?? 'mqtt://localhost:1883'
   if (!/^(mqtts?|wss?|tcp|ssl):\/\//.test(mqttUrl)) throw new UsageError(`--mqtt: '${mqttUrl}' is not an mqtt://, mqtts:// or ws:// URL`)
 
-  const credentials = await loadOrProvision(values, env, meters, fromMs, seed, io)
+  const { credentials, provisioned } = await loadOrProvision(values, env, meters, fromMs, seed, io)
   if (credentials.length === 0) throw new UsageError('--meters: nothing to simulate')
 
   // The latest reason a meter could not connect, shown while some are not (a broker that is not there, a
@@ -149,6 +149,8 @@ async function simulate(args: string[], env: SimulateEnv, io: SimulateIo): Promi
     seed,
     faults,
     timeZone,
+    // Meters provisioned now have their households moving in at --from: the index there opens their first day.
+    openingReading: provisioned,
     onMeterError: (_meterId, err) => {
       connectError.message = connectErrorText(err)
     },
@@ -191,7 +193,7 @@ async function loadOrProvision(
   fromMs: number,
   seed: number,
   io: SimulateIo,
-): Promise<MeterCredentials[]> {
+): Promise<{ credentials: MeterCredentials[]; provisioned: boolean }> {
   // With --api, the default file too: meters provisioned by an earlier run are reused, never
   // provisioned again and overwritten (their secrets are shown once).
   const file = values.credentials ?? (values.api !== undefined ? DEFAULT_CREDENTIALS_FILE : undefined)
@@ -202,7 +204,7 @@ async function loadOrProvision(
         `--meters: ${file} holds ${all.length} meters, ${meters} asked for${values.api !== undefined ? ' (give another --credentials file to provision a new fleet)' : ''}`,
       )
     }
-    return meters === undefined ? all : all.slice(0, meters)
+    return { credentials: meters === undefined ? all : all.slice(0, meters), provisioned: false }
   }
   if (values.api === undefined) {
     throw new UsageError(
@@ -228,7 +230,7 @@ async function loadOrProvision(
     if (io.stdout.isTTY === true) io.stdout.write('\n')
     await writeCredentialsFile(target, result.credentials)
     io.stdout.write(`credentials of ${result.credentials.length} meters saved to ${target} (reuse them with --credentials ${target})\n`)
-    return result.credentials
+    return { credentials: result.credentials, provisioned: true }
   } catch (err) {
     if (err instanceof ProvisionError && err.partial.length > 0) {
       await writeCredentialsFile(target, err.partial)

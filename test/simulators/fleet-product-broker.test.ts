@@ -6,6 +6,12 @@ import { connectMeter, endClient, startTestBroker } from '../support/broker.ts'
 import { describeDatabases } from '../support/database.ts'
 import { createTestHousehold, createTestMeter, createUtility, insertOccupancy, quarantineOf, readingsOf } from '../support/world.ts'
 import { ManualClock, waitFor } from './support/test-broker.ts'
+import { MeterModel, resolveMeter } from '../../simulators/meter-model.ts'
+import { ModelCalendar } from '../../simulators/model-calendar.ts'
+import { createParty } from '../../services/directory/directory-service.ts'
+import { createOffer } from '../../services/consent/offer-service.ts'
+import { grantConsent } from '../../services/consent/consent-service.ts'
+import { listReleasedReadings } from '../../services/consent/released-readings-service.ts'
 
 const FROM_MS = Date.parse('2026-09-30T22:00:00Z')
 const HOUR = 3_600_000
@@ -30,6 +36,42 @@ describeDatabases('a simulated fleet against the product’s broker: every genui
         expect(await readingsOf(t.db, m.meterId)).toHaveLength(m.intervalMinutes === 15 ? 96 : 24)
         expect(await quarantineOf(t.db, m.meterId)).toHaveLength(0)
       }
+    } finally {
+      await fleet.stop()
+      await tb.close()
+    }
+  })
+
+  it('with the opening reading at the move-in, releases the household’s first day, 00:00 to 24:00, to a recipient of daily data', async () => {
+    const utility = await createUtility(t.db)
+    const meterRow = await createTestMeter(t.db, utility.id, { commodity: 'electricity', intervalMinutes: 30 })
+    const household = await createTestHousehold(t.db)
+    await insertOccupancy(t.db, meterRow.id, household.id, new Date(FROM_MS))
+    const lab = await createParty(t.db, { kind: 'third_party', name: 'Lab' })
+    const offer = await createOffer(t.db, {
+      recipientId: lab.id,
+      purpose: 'research',
+      granularity: 'daily',
+      priceMicrosPerDatum: 40_000n,
+      split: { householdBps: 7_000, operatorBps: 1_000, platformBps: 2_000, thirdParties: [] },
+    })
+    const clock = new ManualClock(FROM_MS + 30 * HOUR)
+    await grantConsent(t.db, household.id, { offerId: offer.id, validUntil: new Date(FROM_MS + 365 * 24 * HOUR), dataFrom: new Date(FROM_MS) }, new Date(clock.now()))
+    const m: MeterCredentials = { meterId: meterRow.id, secret: meterRow.secret, commodity: 'electricity', intervalMinutes: 30, persons: 2 }
+    const tb = await startTestBroker(t.handle, { deps: { clock: () => clock.now() } })
+    const fleet = startFleet({ mqttUrl: tb.url, meters: [m], from: '2026-10-01', days: 1, speed: 'max', clock, tickMs: 10, openingReading: true })
+    try {
+      await fleet.done
+      expect(await readingsOf(t.db, m.meterId)).toHaveLength(1 + 48)
+      const page = await listReleasedReadings(
+        t.db,
+        lab.id,
+        { from: new Date(FROM_MS), to: new Date(FROM_MS + 2 * 24 * HOUR), granularity: 'daily', limit: 10 },
+        { timezone: 'Europe/Paris', now: new Date(clock.now()) },
+      )
+      const model = new MeterModel(resolveMeter(m, 1), new ModelCalendar('Europe/Paris'))
+      const dayWh = model.registersAt(FROM_MS + 24 * HOUR)['1-0:1.8.0']! - model.registersAt(FROM_MS)['1-0:1.8.0']!
+      expect(page.items).toEqual([{ meterId: m.meterId, day: '2026-10-01', granularity: 'daily', values: { '1-0:1.8.0': dayWh } }])
     } finally {
       await fleet.stop()
       await tb.close()

@@ -189,6 +189,29 @@ describe('meter fleet against a real MQTT broker', () => {
     }
   })
 
+  it('with openingReading, sends first each meter’s index at from, which opens a household’s first day; a meter resuming goes on as before', async () => {
+    const meters = [meter('sim-open15', 'electricity', 15, { pv: true, power: true }), meter('sim-opengas', 'gas', 60), meter('sim-openres', 'electricity', 30)]
+    const { sub, url } = await setup(meters)
+    const clock = new ManualClock('2026-10-02T06:00:00Z')
+    const resumeAfter = new Map([['sim-openres', FROM_MS + 2 * HOUR]])
+    const fleet = start({ mqttUrl: url, meters, from: FROM_DAY, days: 1, speed: 'max', clock, resumeAfter, openingReading: true })
+    const final = await fleet.done
+    await sub.until((m) => m.length === 97 + 25 + 44)
+    expect(final).toMatchObject({ generated: 97 + 25 + 44, acknowledged: 97 + 25 + 44, done: true })
+    const byMeter = readingsByMeter(sub.messages)
+    for (const [m, firstMs, count] of [
+      [meters[0]!, FROM_MS, 97],
+      [meters[1]!, FROM_MS, 25],
+      [meters[2]!, FROM_MS + 2 * HOUR + 30 * MIN, 44],
+    ] as const) {
+      const got = byMeter.get(m.meterId)!
+      expect(got).toHaveLength(count)
+      expect(Date.parse(got[0]!.ts)).toBe(firstMs)
+      expect(Date.parse(got[count - 1]!.ts)).toBe(FROM_MS + DAY)
+      for (const r of got) expect(encodeReading(r)).toBe(encodeReading(expectedModel(m).readingAt(Date.parse(r.ts))))
+    }
+  })
+
   it('buffers readings while the network is cut and catches up in batches when it is back, losing nothing', async () => {
     const meters = [meter('sim-off15', 'electricity', 15, { power: true }), meter('sim-offgas', 'gas', 60)]
     const { sub, url, proxy } = await setup(meters, { proxy: true })
