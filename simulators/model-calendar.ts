@@ -1,5 +1,5 @@
 import { dayType, type DayType } from './day-type.ts'
-import { DYNAMIC_PROFILES, DYNAMISATION_SCALE, dynamisationFactorE4, loadProfile, type ProfileName } from './load-profile.ts'
+import { DYNAMIC_PROFILES, DYNAMISATION_SCALE, dynamisationFactorE4, loadProfile, QUARTER_HOURS_PER_DAY, type LoadProfile, type ProfileName } from './load-profile.ts'
 import {
   assertTimeZone,
   dayFromNumber,
@@ -109,7 +109,12 @@ export class ModelCalendar {
     return d
   }
 
-  /** Σ over the days before `index` of the profile's day sum × dynamisation (thousandths × 1e-4). */
+  /**
+   * Σ over the days before `index` of the profile's values of the day's quarter-hours ×
+   * dynamisation (thousandths × 1e-4). The values are those of the local quarter-hours the day
+   * has, as BDEW applies its profiles in legal time: the day the clocks go forward lacks the
+   * skipped hour's values (02:00–03:00 in Europe), the day they go back has that hour's twice.
+   */
   profilePrefix(profile: ProfileName, index: number): number {
     let prefix = this.profilePrefixes.get(profile)
     if (prefix === undefined) {
@@ -118,11 +123,21 @@ export class ModelCalendar {
     }
     const p = loadProfile(profile)
     while (prefix.length <= index) {
-      const d = dayFacts(prefix.length - 1)
+      const d = this.dayByIndex(prefix.length - 1)
       const factor = DYNAMIC_PROFILES.has(profile) ? d.dynamisationE4 : DYNAMISATION_SCALE
-      prefix.push(prefix[prefix.length - 1]! + p.daySum(d.month, d.type) * factor)
+      prefix.push(prefix[prefix.length - 1]! + this.profileDaySum(p, d) * factor)
     }
     return prefix[index]!
+  }
+
+  /** The profile's values summed over the day's quarter-hours, in thousandths. */
+  private profileDaySum(p: LoadProfile, d: ModelDay): number {
+    // 96 quarter-hours are the profile's 96 rows in order: a clock change makes a day shorter or longer.
+    if (d.rows.length === QUARTER_HOURS_PER_DAY) return p.daySum(d.month, d.type)
+    const column = p.column(d.month, d.type)
+    let sum = 0
+    for (const row of d.rows) sum += column[row]!
+    return sum
   }
 
   /** Σ over the days before `index` of the gas day weights. */

@@ -77,7 +77,10 @@ describe('meter model', () => {
     const raw = rawProfile('bdew-h25.csv')
     let exact = 0n
     for (let d = '2026-01-01'; d < '2027-01-01'; d = addDays(d, 1)) {
-      const sum = raw.get(`${Number(d.slice(5, 7))}-${dayType(d)}`)!.reduce((a, b) => a + b, 0n)
+      const column = raw.get(`${Number(d.slice(5, 7))}-${dayType(d)}`)!
+      // Paris changes clocks at 02:00 on 29 March (no 02:00–03:00) and 25 October (02:00–03:00 twice).
+      const hourTimes = d === '2026-03-29' ? 0n : d === '2026-10-25' ? 2n : 1n
+      const sum = column.reduce((a, b) => a + b, 0n) + (hourTimes - 1n) * column.slice(8, 12).reduce((a, b) => a + b, 0n)
       exact += sum * BigInt(dynamisationFactorE4(dayOfYear(d))) * 3500n
     }
     // Each index is the floor of the exact cumulative energy: the difference of two floors is within 1 Wh.
@@ -128,7 +131,7 @@ describe('meter model', () => {
     expect(fresh.readingAt(later)).toEqual(walked.readingAt(later))
   })
 
-  it('follows the clocks across daylight saving time changes without losing a quarter-hour', () => {
+  it('follows the clocks across daylight saving time changes, as BDEW applies its profiles in legal time', () => {
     const m = model({ commodity: 'electricity', annualKwh: 3500 })
     const spring = startOfLocalDay('2026-03-29', TZ)
     const springEnd = startOfLocalDay('2026-03-30', TZ)
@@ -137,15 +140,25 @@ describe('meter model', () => {
     expect((springEnd - spring) / QH).toBe(92)
     expect((autumnEnd - autumn) / QH).toBe(100)
     const raw = rawProfile('bdew-h25.csv')
-    for (const [day, s, e] of [
-      ['2026-03-29', spring, springEnd],
-      ['2026-10-25', autumn, autumnEnd],
+    // Rows 8–11 are 02:00–03:00: skipped on the short day, twice on the long one.
+    for (const [day, s, e, hourTimes] of [
+      ['2026-03-29', spring, springEnd, 0n],
+      ['2026-10-25', autumn, autumnEnd, 2n],
     ] as const) {
-      const sum = raw.get(`${Number(day.slice(5, 7))}-FT`)!.reduce((a, b) => a + b, 0n)
+      const column = raw.get(`${Number(day.slice(5, 7))}-FT`)!
+      const sum = column.reduce((a, b) => a + b, 0n) + (hourTimes - 1n) * column.slice(8, 12).reduce((a, b) => a + b, 0n)
       const exactWh = Number((sum * BigInt(dynamisationFactorE4(dayOfYear(day))) * 3500n) / 10_000_000_000n)
       const dayWh = m.registersAt(e)[IMPORT]! - m.registersAt(s)[IMPORT]!
-      // A short or long day still carries its profile day's energy.
-      expect(Math.abs(dayWh - exactWh)).toBeLessThanOrEqual(1)
+      expect(Math.abs(dayWh - exactWh), day).toBeLessThanOrEqual(1)
+      // Every quarter-hour of the day carries its row's energy: the repeated hour twice its own, not the day's spread thinner.
+      const at = (k: number): number => m.registersAt(s + (k + 1) * QH)[IMPORT]! - m.registersAt(s + k * QH)[IMPORT]!
+      const perWh = (row: number): number => Number((column[row]! * BigInt(dynamisationFactorE4(dayOfYear(day))) * 3500n) / 10_000_000_000n)
+      let quarterHours = 0
+      for (let k = 0; k < (e - s) / QH; k++) quarterHours += at(k)
+      expect(quarterHours).toBe(dayWh)
+      // The first quarter-hour (00:00–00:15) is within the ±15 % jitter of its row's value.
+      expect(at(0)).toBeGreaterThanOrEqual(Math.floor(perWh(0) * 0.8))
+      expect(at(0)).toBeLessThanOrEqual(Math.ceil(perWh(0) * 1.2))
     }
   })
 
