@@ -124,6 +124,14 @@ export function zoneOffsetMs(ms: number, timeZone: string): number {
 }
 
 /**
+ * The zone's standard offset from UTC, ms: the smaller of its offsets in mid-January and
+ * mid-July 2025 (daylight saving time adds to it, in either hemisphere).
+ */
+export function standardOffsetMs(timeZone: string): number {
+  return Math.min(zoneOffsetMs(Date.UTC(2025, 0, 15, 12), timeZone), zoneOffsetMs(Date.UTC(2025, 6, 15, 12), timeZone))
+}
+
+/**
  * The first instant of a local day. Where midnight does not exist (a DST jump at 00:00),
  * the day starts at the first quarter-hour that belongs to it.
  */

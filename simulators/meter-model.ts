@@ -285,10 +285,10 @@ export class MeterModel {
     const generationScale = this.meter.pvPeakW * day.sunPermille
     const loadScale = this.meter.annualKwh * day.dynamisationE4
     const rows = day.rows
-    const utc = day.utcQuarterHours
+    const sunQuarterHours = day.sunQuarterHours
     let sum = 0
     for (let k = 0; k < rows.length; k++) {
-      const perKwp = sun[utc[k]!]!
+      const perKwp = sun[sunQuarterHours[k]!]!
       if (perKwp !== 0) {
         const generated = floorDivUnchecked(perKwp * generationScale, 1_000_000)
         const consumed = floorDivUnchecked(load[rows[k]!]! * loadScale, PROFILE_UNITS_PER_MWH)

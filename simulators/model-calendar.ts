@@ -8,10 +8,12 @@ import {
   localDayOf,
   QUARTER_HOUR_MS,
   DAY_MS,
+  standardOffsetMs,
   startOfLocalDay,
   wallClock,
   zoneOffsetMs,
 } from './local-time.ts'
+import { sunQuarterHourShift } from './solar-model.ts'
 import { gasDayWeight, sunPermille } from './weather-model.ts'
 
 /**
@@ -46,8 +48,8 @@ export interface ModelDay extends DayFacts {
   readonly endMs: number
   /** Local profile row (0–95) of each quarter-hour of the day: 92, 96 or 100 of them. */
   readonly rows: Uint8Array
-  /** UTC quarter-hour of the day (0–95) of each quarter-hour, for the sun. */
-  readonly utcQuarterHours: Uint8Array
+  /** Quarter-hour of the sun's day (0–95, solar-model.ts) of each quarter-hour. */
+  readonly sunQuarterHours: Uint8Array
 }
 
 export function dayFacts(index: number): DayFacts {
@@ -70,6 +72,8 @@ export function dayFacts(index: number): DayFacts {
 export class ModelCalendar {
   readonly timeZone: string
   readonly epochMs: number
+  /** Added to a UTC quarter-hour of the day to read the sun's table (solar-model.ts). */
+  readonly sunShift: number
   private readonly days = new Map<number, ModelDay>()
   private last: ModelDay | undefined
   private readonly profilePrefixes = new Map<ProfileName, number[]>()
@@ -80,6 +84,7 @@ export class ModelCalendar {
     assertTimeZone(timeZone)
     this.timeZone = timeZone
     this.epochMs = startOfLocalDay(MODEL_EPOCH_DAY, timeZone)
+    this.sunShift = sunQuarterHourShift(timeZone, standardOffsetMs(timeZone))
   }
 
   dayByIndex(index: number): ModelDay {
@@ -171,7 +176,7 @@ export class ModelCalendar {
     const endMs = steady ? wallStart + DAY_MS - offset : startOfLocalDay(dayFromNumber(EPOCH_DAY_NUMBER + index + 1), this.timeZone)
     const n = (endMs - startMs) / QUARTER_HOUR_MS
     const rows = new Uint8Array(n)
-    const utc = new Uint8Array(n)
+    const sun = new Uint8Array(n)
     for (let k = 0; k < n; k++) {
       const t = startMs + k * QUARTER_HOUR_MS
       if (steady) {
@@ -180,8 +185,8 @@ export class ModelCalendar {
         const w = wallClock(t, this.timeZone)
         rows[k] = w.hour * 4 + Math.floor(w.minute / 15)
       }
-      utc[k] = Math.floor((t - Math.floor(t / DAY_MS) * DAY_MS) / QUARTER_HOUR_MS)
+      sun[k] = (Math.floor((t - Math.floor(t / DAY_MS) * DAY_MS) / QUARTER_HOUR_MS) + this.sunShift) % QUARTER_HOURS_PER_DAY
     }
-    return { ...facts, startMs, endMs, rows, utcQuarterHours: utc }
+    return { ...facts, startMs, endMs, rows, sunQuarterHours: sun }
   }
 }

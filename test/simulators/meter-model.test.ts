@@ -177,6 +177,36 @@ describe('meter model', () => {
     expect(june).toBeGreaterThan(0)
   })
 
+  it('exports in local daylight whatever the zone: the sun peaks at 12:00 standard time, and in Paris at 12:00 UTC (its 11:51)', () => {
+    const hoursOfExport = (tz: string, day: string): { first: number; last: number; centre: number } => {
+      const m = new MeterModel(resolveMeter({ meterId: 'm-test', intervalMinutes: 15, commodity: 'electricity', pv: true, annualKwh: 100, pvPeakW: 5000 }, 1), new ModelCalendar(tz))
+      const start = startOfLocalDay(day, tz)
+      const end = startOfLocalDay(addDays(day, 1), tz)
+      const byQuarter: number[] = []
+      for (let t = start; t < end; t += QH) byQuarter.push(m.registersAt(t + QH)[EXPORT]! - m.registersAt(t)[EXPORT]!)
+      const exporting = byQuarter.flatMap((e, k) => (e > 0 ? [k] : []))
+      const total = byQuarter.reduce((a, b) => a + b, 0)
+      // The export's centre of mass, in hours of the local clock (a quarter-hour counts at its middle).
+      const centre = byQuarter.reduce((sum, e, k) => sum + e * (k + 0.5), 0) / total / 4
+      return { first: exporting[0]! / 4, last: exporting[exporting.length - 1]! / 4, centre }
+    }
+    // 15 January, no daylight saving time in any of these zones: 8.5 h of sun around solar noon, the
+    // export centred on it (but for the household's small load).
+    for (const [tz, noon] of [
+      ['Europe/Paris', 13],
+      ['Europe/London', 12],
+      ['America/New_York', 12],
+      ['America/Los_Angeles', 12],
+      ['Asia/Tokyo', 12],
+      ['Asia/Kolkata', 12],
+    ] as const) {
+      const { first, last, centre } = hoursOfExport(tz, '2026-01-15')
+      expect(first, tz).toBeGreaterThanOrEqual(noon - 4.25)
+      expect(last, tz).toBeLessThan(noon + 4.25)
+      expect(Math.abs(centre - noon), tz).toBeLessThan(0.25)
+    }
+  })
+
   it('generates about 1,100 kWh a year per kWp, the Paris area’s specific yield', () => {
     // A household that uses almost nothing exports almost all it generates.
     const m = model({ commodity: 'electricity', pv: true, annualKwh: 100, pvPeakW: 1000 })
