@@ -1,5 +1,6 @@
 import { floorDiv } from './integer.ts'
-import { daysInMonth } from './local-time.ts'
+import { QUARTER_HOURS_PER_DAY } from './load-profile.ts'
+import { daysInMonth, QUARTER_HOUR_MS } from './local-time.ts'
 
 /**
  * A simple photovoltaic generation model: a month's typical specific yield spread over its
@@ -16,8 +17,6 @@ export const DAYLIGHT_QUARTER_HOURS: readonly number[] = [34, 40, 48, 54, 60, 64
 
 /** Solar noon in the Paris area is close to 12:00 UTC (11:51): quarter-hour boundary 48. */
 const SOLAR_NOON_QUARTER_HOUR = 48
-const QUARTER_HOURS_PER_DAY = 96
-const QUARTER_HOUR_MS = 15 * 60_000
 
 /** The zone whose climate the model is, where the sun keeps the Paris area's solar noon. */
 export const SOLAR_HOME_ZONE = 'Europe/Paris'
