@@ -6,6 +6,7 @@ import type { FastifyInstance } from 'fastify'
 import { createBroker, type Broker } from '../broker/broker.ts'
 import { checkRedis, redisCoupling } from '../broker/redis-coupling.ts'
 import { ENV_VARS, type Config } from '../shared/config.ts'
+import type { RegisterValues } from '../shared/wire.ts'
 import { ensureDataDir } from '../shared/data-dir.ts'
 import { ConfigError, SchemaTooNewError } from '../shared/errors.ts'
 import { monthBounds, monthOf, addMonths } from '../shared/calendar.ts'
@@ -21,7 +22,7 @@ import { AccessLogRecorder } from '../services/consent/access-log-recorder.ts'
 import { countActiveConsents } from '../services/consent/consent-repository.ts'
 import { startConsentSweeper } from '../services/consent/consent-lifecycle.ts'
 import { openReleaseView, type ReleaseView } from '../services/consent/release-view.ts'
-import { latestReadingTimes } from '../services/metering/reading-service.ts'
+import { latestReadings } from '../services/metering/reading-service.ts'
 import { settleCompletedMonths, settleMonth, settlementContext } from '../services/settlement/settlement-service.ts'
 import { startFleet, type Fleet } from '../simulators/fleet.ts'
 import { startSampleRecipient, type SampleRecipientOptions } from '../simulators/sample-recipient.ts'
@@ -275,6 +276,7 @@ export async function startSystem(configIn: Readonly<Config>, options: SystemOpt
         meters: world.meters,
         from: resume.fromMs,
         resumeAfter: resume.after,
+        resumeRegisters: resume.registers,
         // The households move in at the world's start: their first day opens with the index there.
         openingReading: true,
         speed: DEMO_SPEED,
@@ -331,17 +333,20 @@ export async function demoMetersInService(db: DatabaseHandle, world: DemoWorld):
 
 /**
  * Where a demo fleet started again on the same data goes on: each meter after its latest stored
- * reading, and the simulated clock from the earliest of those (a meter with none: the world's start).
- * Replaying the world from its start would only resend what is stored, for minutes.
+ * reading, its registers carrying on from that reading's, and the simulated clock from the earliest
+ * of those (a meter with none: the world's start). Replaying the world from its start would only
+ * resend what is stored, for minutes.
  */
-export async function resumePoint(db: DatabaseHandle, world: DemoWorld): Promise<{ fromMs: number; after: Map<string, number> }> {
-  const after = await latestReadingTimes(db.db, world.meters.map((m) => m.meterId))
+export async function resumePoint(db: DatabaseHandle, world: DemoWorld): Promise<{ fromMs: number; after: Map<string, number>; registers: Map<string, RegisterValues> }> {
+  const latest = await latestReadings(db.db, world.meters.map((m) => m.meterId))
+  const after = new Map([...latest].map(([meterId, r]) => [meterId, r.ts]))
+  const registers = new Map([...latest].map(([meterId, r]) => [meterId, r.values]))
   let fromMs: number | null = null
   for (const m of world.meters) {
     const last = after.get(m.meterId) ?? world.fromMs
     fromMs = fromMs === null ? last : Math.min(fromMs, last)
   }
-  return { fromMs: Math.max(world.fromMs, fromMs ?? world.fromMs), after }
+  return { fromMs: Math.max(world.fromMs, fromMs ?? world.fromMs), after, registers }
 }
 
 /** Settles each simulated month once the simulator's clock has passed its end and its readings are in. */

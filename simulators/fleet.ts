@@ -12,15 +12,17 @@ import {
   type FaultKind,
   type FaultRates,
 } from './faults.ts'
-import { addDays, assertTimeZone, DAY_MS, isDay, MINUTE_MS, parseInstant } from './local-time.ts'
+import { addDays, assertTimeZone, DAY_MS, isDay, MINUTE_MS, parseInstant, QUARTER_HOUR_MS } from './local-time.ts'
 import { MeterModel, resolveMeter } from './meter-model.ts'
 import {
   BATCH_READINGS_MAX,
+  CUMULATIVE_REGISTERS,
   encodeBatch,
   encodeReading,
   meterReadingsTopic,
   meterStatusTopic,
   PAYLOAD_BYTES_MAX,
+  type RegisterValues,
   type SimReading,
 } from './meter-payload.ts'
 import { ModelCalendar } from './model-calendar.ts'
@@ -62,6 +64,13 @@ export interface FleetOptions {
    * registers are a function of time, so its index carries on). Meters absent start at `from`.
    */
   resumeAfter?: ReadonlyMap<string, number>
+  /**
+   * Per meter id, the registers of that last delivered reading. Where a cumulative one differs from
+   * the model's at that instant (stored by an earlier version of the model, or tampered with), the
+   * meter's indexes carry on from the stored value: the difference is added to every later reading,
+   * so they never go back (which would be quarantined as index_regression) nor jump.
+   */
+  resumeRegisters?: ReadonlyMap<string, RegisterValues>
   /**
    * Also send each meter's index at `from` (at the first end of an interval at or after it) before
    * its first interval's reading: the reading that opens the first day of a household moving in at
@@ -274,6 +283,8 @@ export function startFleet(options: FleetOptions): Fleet {
     readonly pending = new Set<{ readings: number }>()
     /** Set on reconnect: everything buffered goes out in batches. */
     catchingUp = false
+    /** Added to the model's cumulative registers, by code (resumeRegisters); empty when they agree. */
+    readonly offsets: [string, number][] = []
 
     constructor(credentials: MeterCredentials) {
       this.credentials = credentials
@@ -283,6 +294,15 @@ export function startFleet(options: FleetOptions): Fleet {
       this.nextEndMs = Math.ceil(fromMs / this.intervalMs) * this.intervalMs + (options.openingReading === true ? 0 : this.intervalMs)
       const after = options.resumeAfter?.get(credentials.meterId)
       if (after !== undefined) this.nextEndMs = Math.max(this.nextEndMs, Math.floor(after / this.intervalMs) * this.intervalMs + this.intervalMs)
+      const stored = options.resumeRegisters?.get(credentials.meterId)
+      // The model's registers are defined on quarter-hours; a stored instant off that grid (a skewed clock) is not compared.
+      if (after !== undefined && stored !== undefined && after % QUARTER_HOUR_MS === 0) {
+        const model = this.model.registersAt(after)
+        for (const [code, value] of Object.entries(stored)) {
+          const own = model[code]
+          if (CUMULATIVE_REGISTERS.has(code) && own !== undefined && Number.isSafeInteger(value) && value !== own) this.offsets.push([code, value - own])
+        }
+      }
     }
 
     get finished(): boolean {
@@ -313,6 +333,7 @@ export function startFleet(options: FleetOptions): Fleet {
 
     private produceOne(end: number): void {
       const reading = this.model.readingAt(end)
+      for (const [code, offset] of this.offsets) reading.values[code]! += offset
       stats.generated++
       const ctx: FaultContext = { nowMs: clock.now(), intervalMs: this.intervalMs, skewMs, tooLargePayloadBytes }
       const plan = planFaults(reading, faults, this.faultRng, ctx)

@@ -8,6 +8,8 @@ export const OBIS_EXPORT_ENERGY = '1-0:2.8.0'
 export const OBIS_IMPORT_POWER = '1-0:1.7.0'
 export const OBIS_EXPORT_POWER = '1-0:2.7.0'
 export const OBIS_GAS_VOLUME = '7-0:3.0.0'
+/** The registers that count up (indexes), as opposed to instantaneous power. */
+export const CUMULATIVE_REGISTERS: ReadonlySet<string> = new Set([OBIS_IMPORT_ENERGY, OBIS_EXPORT_ENERGY, OBIS_GAS_VOLUME])
 
 /** A payload the contract accepts: at most 256 KiB. */
 export const PAYLOAD_BYTES_MAX = 256 * 1024

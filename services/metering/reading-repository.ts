@@ -80,6 +80,17 @@ export async function latestReadingTimes(db: Kysely<Database>, meterIds: readonl
   return latest
 }
 
+/** Per meter of `meterIds` that has any: its latest reading's instant (epoch ms) and register values. */
+export async function latestReadings(db: Kysely<Database>, meterIds: readonly string[]): Promise<Map<string, { ts: number; values: RegisterValues }>> {
+  if (meterIds.length === 0) return new Map()
+  // One backward index probe per meter, as latestReadingTimes.
+  const { rows } = await sql<{ id: string; ts: Date; values: RegisterValues }>`
+    SELECT m.id, r.ts, r.values FROM meters m
+    CROSS JOIN LATERAL (SELECT ts, values FROM readings WHERE meter_id = m.id ORDER BY ts DESC LIMIT 1) AS r
+    WHERE m.id = ANY(${[...meterIds]}::text[])`.execute(db)
+  return new Map(rows.map((r) => [r.id, { ts: r.ts.getTime(), values: r.values }]))
+}
+
 /** The latest reading of a meter that a household owns, or null when it owns none. */
 export async function latestOwnedReadingTs(db: Kysely<Database>, meterId: string, householdId: string): Promise<Date | null> {
   const row = await db

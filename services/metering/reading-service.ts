@@ -28,7 +28,7 @@ import { loadRollupContexts, pageDailyGroups, pageMonthlyGroups, type DayWindow,
 import { isTsKey } from './ts-key.ts'
 
 /** Where stored data ends: per meter (a simulated fleet resuming), or of one meter for its household (the portal's default period). */
-export { latestOwnedReadingTs, latestReadingTimes } from './reading-repository.ts'
+export { latestOwnedReadingTs, latestReadings, latestReadingTimes } from './reading-repository.ts'
 
 /**
  * Stored data as the egress payloads show it: load-curve datums exactly as the meter sent

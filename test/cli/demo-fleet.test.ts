@@ -23,7 +23,11 @@ describeDatabases('the demo fleet started again', (t) => {
       await renewMeterSecret(t.db, renewed!.meterId)
       const kept = await demoMetersInService(t.handle, world)
       expect(kept.meters.map((m) => m.meterId)).toEqual(others.map((m) => m.meterId))
-      expect((await resumePoint(t.handle, kept)).fromMs).toBe(Date.parse('2026-11-01T00:00:00Z'))
+      const resume = await resumePoint(t.handle, kept)
+      expect(resume.fromMs).toBe(Date.parse('2026-11-01T00:00:00Z'))
+      // Each meter's registers as last stored: the fleet carries its indexes on from them.
+      expect(resume.registers.get(others[0]!.meterId)).toEqual({ '1-0:1.8.0': 1 })
+      expect(resume.after.get(others[0]!.meterId)).toBe(Date.parse('2026-11-01T00:00:00Z'))
       expect(await demoMetersInService(t.handle, kept)).toBe(kept)
     } finally {
       rmSync(dataDir, { recursive: true, force: true })

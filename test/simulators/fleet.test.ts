@@ -189,6 +189,39 @@ describe('meter fleet against a real MQTT broker', () => {
     }
   })
 
+  it('carries each meter’s stored indexes on where they differ from the model’s (an earlier model): never back, never a jump', async () => {
+    const meters = [meter('sim-ahead', 'electricity', 15, { pv: true, power: true }), meter('sim-behind', 'gas', 60), meter('sim-same', 'electricity', 30)]
+    const { sub, url } = await setup(meters)
+    const clock = new ManualClock('2026-10-02T06:00:00Z')
+    const after = FROM_MS + 4 * HOUR
+    const model = (m: (typeof meters)[number]) => expectedModel(m).registersAt(after)
+    // Stored by another version of the model: import 5 kWh ahead and export 300 Wh behind; the gas 123 dm³ behind; the third as the model has it.
+    const ahead = model(meters[0]!)
+    const registers = new Map([
+      ['sim-ahead', { '1-0:1.8.0': ahead['1-0:1.8.0']! + 5_000, '1-0:2.8.0': ahead['1-0:2.8.0']! - 300 }],
+      ['sim-behind', { '7-0:3.0.0': model(meters[1]!)['7-0:3.0.0']! - 123 }],
+      ['sim-same', model(meters[2]!)],
+    ])
+    const resumeAfter = new Map(meters.map((m) => [m.meterId, after]))
+    const fleet = start({ mqttUrl: url, meters, from: FROM_DAY, days: 1, speed: 'max', clock, resumeAfter, resumeRegisters: registers })
+    await fleet.done
+    await sub.until((m) => m.length === 80 + 20 + 40)
+    const byMeter = readingsByMeter(sub.messages)
+    const offsets: Record<string, Record<string, number>> = { 'sim-ahead': { '1-0:1.8.0': 5_000, '1-0:2.8.0': -300 }, 'sim-behind': { '7-0:3.0.0': -123 }, 'sim-same': {} }
+    for (const m of meters) {
+      const got = byMeter.get(m.meterId)!
+      expect(got.length).toBe({ 'sim-ahead': 80, 'sim-behind': 20, 'sim-same': 40 }[m.meterId])
+      for (const r of got) {
+        const want = expectedModel(m).readingAt(Date.parse(r.ts))
+        for (const [code, offset] of Object.entries(offsets[m.meterId]!)) want.values[code]! += offset
+        // Power is the interval's energy: unchanged by a constant offset.
+        expect(encodeReading(r)).toBe(encodeReading(want))
+      }
+      // The first reading goes on from the stored one: not below it.
+      for (const [code, value] of Object.entries(registers.get(m.meterId)!)) expect(got[0]!.values[code]!).toBeGreaterThanOrEqual(value)
+    }
+  })
+
   it('with openingReading, sends first each meter’s index at from, which opens a household’s first day; a meter resuming goes on as before', async () => {
     const meters = [meter('sim-open15', 'electricity', 15, { pv: true, power: true }), meter('sim-opengas', 'gas', 60), meter('sim-openres', 'electricity', 30)]
     const { sub, url } = await setup(meters)
