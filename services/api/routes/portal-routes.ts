@@ -319,6 +319,45 @@ export const portalRoutes: RoutePlugin = async (app, { deps }) => {
   /** The fields of a form posted with a session: its CSRF token, and the form's own. */
   const formField = z.string().max(PORTAL_FORM_BYTES_MAX).optional()
 
+  interface SessionForm<F> {
+    body: F & { csrfToken?: string | undefined }
+    session: PageSession
+    ctx: PageContext
+    request: FastifyRequest
+    reply: FastifyReply
+  }
+
+  /**
+   * A form posted from a signed-in portal page (hidden from the API's description): signed out, it is
+   * sent to `signedOut` (the sign-in page); not from the portal (another origin, or without the
+   * session's CSRF token), refused with 403 in words. `page`: the page that answers a refusal, whose
+   * links (the language switch) lead there rather than to the form's address.
+   */
+  function sessionForm<const S extends z.ZodRawShape>(
+    spec: { url: string; summary: string; fields: S; signedOut: string; page?: string },
+    handle: (form: SessionForm<z.output<z.ZodObject<S>>>) => Promise<unknown>,
+  ): void {
+    defineRoute(app, {
+      method: 'POST',
+      url: spec.url,
+      summary: spec.summary,
+      tags: ['portal'],
+      auth: 'public',
+      hidden: true,
+      body: z.object({ csrfToken: formField, ...spec.fields }),
+      async handler({ body, request, reply }) {
+        const session = await pageSession(request, reply)
+        const own = pageContext(request, reply, session)
+        const ctx = spec.page === undefined ? own : { ...own, path: spec.page }
+        if (session === null) return reply.redirect(spec.signedOut, 303)
+        // The generic object's output type is beyond TypeScript here; the schema above makes it so.
+        const form = body as SessionForm<z.output<z.ZodObject<S>>>['body']
+        if (!formFromPortal(request, session, form.csrfToken)) return sendPage(reply, 403, problemPage(ctx, ctx.t.formOrigin))
+        return handle({ body: form, session, ctx, request, reply })
+      },
+    })
+  }
+
   defineRoute(app, {
     method: 'POST',
     url: '/portal/sign-out',
@@ -341,20 +380,15 @@ export const portalRoutes: RoutePlugin = async (app, { deps }) => {
     },
   })
 
-  defineRoute(app, {
-    method: 'POST',
-    url: '/account/password',
-    summary: "Change the password from the portal's account page (a form)",
-    tags: ['portal'],
-    auth: 'public',
-    hidden: true,
-    body: z.object({ csrfToken: formField, currentPassword: formField, newPassword: formField, confirmPassword: formField }),
-    async handler({ body, request, reply }) {
-      const session = await pageSession(request, reply)
-      // The page answering a refusal is the account page: its links (the language switch) lead there, not to this address (no page).
-      const ctx = { ...pageContext(request, reply, session), path: '/account' }
-      if (session === null) return reply.redirect('/', 303)
-      if (!formFromPortal(request, session, body.csrfToken)) return sendPage(reply, 403, problemPage(ctx, ctx.t.formOrigin))
+  sessionForm(
+    {
+      url: '/account/password',
+      summary: "Change the password from the portal's account page (a form)",
+      fields: { currentPassword: formField, newPassword: formField, confirmPassword: formField },
+      signedOut: '/',
+      page: '/account',
+    },
+    async ({ body, session, ctx, request, reply }) => {
       const refuse = async (status: number, field: PasswordField | null, message: string) =>
         sendPage(reply, status, accountPage(ctx, await accountOf(session), { field, message }))
       const newPassword = body.newPassword ?? ''
@@ -378,7 +412,7 @@ export const portalRoutes: RoutePlugin = async (app, { deps }) => {
       void reply.header('set-cookie', clearedSessionCookie(request))
       return reply.redirect('/?done=password', 303)
     },
-  })
+  )
 
   /**
    * A refusal of a grant or a revocation, in the page's words: the ones a household can act on said in
@@ -397,26 +431,23 @@ export const portalRoutes: RoutePlugin = async (app, { deps }) => {
     }
   }
 
-  defineRoute(app, {
-    method: 'POST',
-    url: '/consents',
-    summary: "Accept an offer from the portal's consents page (a form, without script)",
-    tags: ['portal'],
-    auth: 'public',
-    hidden: true,
-    body: z.object({
-      csrfToken: formField,
-      offerId: formField,
-      meterId: z.union([formField, z.array(z.string().max(PORTAL_FORM_BYTES_MAX))]),
-      validUntil: formField,
-      dataFrom: formField,
-    }),
-    async handler({ body, request, reply }) {
-      const session = await pageSession(request, reply)
-      // A refusal answers with the consents page: its links (the language switch) lead there.
-      const ctx = { ...pageContext(request, reply, session), path: '/consents' }
-      if (session === null) return reply.redirect(`/?${new URLSearchParams({ next: '/consents' }).toString()}`, 303)
-      if (!formFromPortal(request, session, body.csrfToken)) return sendPage(reply, 403, problemPage(ctx, ctx.t.formOrigin))
+  /** Signed out, a consent's form leads to the sign-in page, which returns to the consents page. */
+  const CONSENTS_SIGNED_OUT = `/?${new URLSearchParams({ next: '/consents' }).toString()}`
+
+  sessionForm(
+    {
+      url: '/consents',
+      summary: "Accept an offer from the portal's consents page (a form, without script)",
+      fields: {
+        offerId: formField,
+        meterId: z.union([formField, z.array(z.string().max(PORTAL_FORM_BYTES_MAX))]),
+        validUntil: formField,
+        dataFrom: formField,
+      },
+      signedOut: CONSENTS_SIGNED_OUT,
+      page: '/consents',
+    },
+    async ({ body, session, ctx, request, reply }) => {
       const chosen = body.meterId === undefined ? [] : typeof body.meterId === 'string' ? [body.meterId] : body.meterId
       const sent: Omit<GrantRefusal, 'message' | 'noMeter'> = { offerId: body.offerId ?? '', meterIds: chosen, validUntil: body.validUntil ?? '', dataFrom: body.dataFrom ?? '' }
       const refuse = async (status: number, message: string, noMeter = false) =>
@@ -440,7 +471,7 @@ export const portalRoutes: RoutePlugin = async (app, { deps }) => {
         return refuse(err.statusCode, refusalText(ctx, err))
       }
     },
-  })
+  )
 
   /** A consent of this household to revoke; answers 404 (the not-found page) for any other. */
   async function consentToRevoke(session: PageSession, request: FastifyRequest) {
@@ -463,19 +494,14 @@ export const portalRoutes: RoutePlugin = async (app, { deps }) => {
     return revokePage(ctx, consent, blocked)
   })
 
-  defineRoute(app, {
-    method: 'POST',
-    url: '/consents/:id/revoke',
-    summary: "Revoke a consent from the portal's page that asks first (a form, without script)",
-    tags: ['portal'],
-    auth: 'public',
-    hidden: true,
-    body: z.object({ csrfToken: formField }),
-    async handler({ body, request, reply }) {
-      const session = await pageSession(request, reply)
-      const ctx = pageContext(request, reply, session)
-      if (session === null) return reply.redirect(`/?${new URLSearchParams({ next: '/consents' }).toString()}`, 303)
-      if (!formFromPortal(request, session, body.csrfToken)) return sendPage(reply, 403, problemPage(ctx, ctx.t.formOrigin))
+  sessionForm(
+    {
+      url: '/consents/:id/revoke',
+      summary: "Revoke a consent from the portal's page that asks first (a form, without script)",
+      fields: {},
+      signedOut: CONSENTS_SIGNED_OUT,
+    },
+    async ({ session, ctx, request, reply }) => {
       try {
         const consent = await consentToRevoke(session, request)
         try {
@@ -494,7 +520,7 @@ export const portalRoutes: RoutePlugin = async (app, { deps }) => {
         throw err
       }
     },
-  })
+  )
 
   defineRoute(app, {
     method: 'GET',
