@@ -14,6 +14,8 @@ export const SYSTEM_TOOLS: ReadonlyArray<{ command: string; pkg: string; needs: 
   { command: 'strace', pkg: 'strace', needs: "PGlite's fsync on commit, seen in system calls" },
   { command: 'redis-server', pkg: 'redis-server', needs: 'two brokers sharing sessions' },
   { command: 'haproxy', pkg: 'haproxy', needs: "docker-compose.yml's load balancer in front of the processes" },
+  { command: 'pg_dump', pkg: 'postgresql-client', needs: 'a backup of a running system, restored and compared' },
+  { command: 'pg_restore', pkg: 'postgresql-client', needs: 'a backup of a running system, restored and compared' },
 ]
 
 export function skipReason(command: string, pkg: string): string {
