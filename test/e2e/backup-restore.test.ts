@@ -192,7 +192,6 @@ describe.skipIf(missing.length > 0)(`a backup of a running system on PostgreSQL$
           expect(statSync(dump).size).toBeGreaterThan(0)
           // The writer wrote while pg_dump ran.
           expect(after.acked2).toBeGreaterThan(before.acked2)
-          expect(late2.length).toBeGreaterThan(after.acked2)
 
           await query(adminUrl(), `CREATE DATABASE ${restoredName}`)
           const restored = await run('pg_restore', ['--no-owner', '-d', restoredUrl, dump], { timeoutMs: TOOL_MS_MAX })
