@@ -18,6 +18,7 @@ import { principalKey, type Principal } from '../services/directory/principal.ts
 import { dailyDatumsToPublish } from '../services/metering/daily-publication.ts'
 import { MeterTails, commitMessages } from '../services/metering/ingest-service.ts'
 import { freeBytesOf, StorageAlarm, StorageFullError } from '../shared/db/storage.ts'
+import { PARTITION_AHEAD_LOCK_WAIT_MS, PARTITIONS_AHEAD_INTERVAL_MS, prepareReadingsPartitions } from '../shared/db/partitions.ts'
 import { deferredMessage, validatePayload } from '../services/metering/ingest-validation.ts'
 import { AuthThrottle } from './auth-throttle.ts'
 import { AEDES_EMITTER_CONCURRENCY, Egress, egressMetaOf, type EgressMeta, type EgressPolicy, type ReleaseRecorder } from './egress.ts'
@@ -469,6 +470,22 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
   }, config.mqtt.persistentSessionSweepIntervalMs)
   sweepTimer.unref()
 
+  // This UTC month's and the next one's partitions of readings, made before their first datum: made
+  // by that datum, a partition would wait for a running pg_dump, and ingest and every reading query
+  // behind it, until the dump ends (docs/operations.md).
+  let preparing: Promise<void> | null = null
+  const preparePartitions = (): void => {
+    preparing ??= prepareReadingsPartitions(db.db, clock())
+      .then((left) => {
+        if (left.length > 0) log.info({ months: left, lockWaitMs: PARTITION_AHEAD_LOCK_WAIT_MS }, 'readings partitions not created ahead: the table is locked (a pg_dump?), trying again later')
+      })
+      .catch((err: unknown) => log.error({ err }, 'creating readings partitions ahead failed'))
+      .finally(() => (preparing = null))
+  }
+  preparePartitions()
+  const partitionsTimer = setInterval(preparePartitions, PARTITIONS_AHEAD_INTERVAL_MS)
+  partitionsTimer.unref()
+
   async function expireSessions(): Promise<void> {
     const clients = (aedes as unknown as { clients: Record<string, Client | undefined> }).clients
     const now = clock()
@@ -621,6 +638,8 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
         for (const socket of awaitingHeader) socket.destroy()
         for (const wss of wsServers) wss.close()
         clearInterval(sweepTimer)
+        clearInterval(partitionsTimer)
+        await preparing
         await unlistenCredentials()
         await ingest.close()
         await thread?.close()
