@@ -202,7 +202,7 @@ describe.skipIf(missing.length > 0)(`a backup of a running system on PostgreSQL$
           for (const [what, text] of Object.entries(STRUCTURE)) {
             expect({ what, rows: await query(restoredUrl, text) }).toEqual({ what, rows: await query(t.url!, text) })
           }
-          expect((await query<{ relname: string }>(restoredUrl, STRUCTURE.partitions!)).map((r) => r.relname)).toEqual(['readings_y2026m10', 'readings_y2026m11'])
+          expect((await query<{ relname: string }>(restoredUrl, STRUCTURE.partitions!)).map((r) => r.relname)).toEqual(expect.arrayContaining(['readings_y2026m10', 'readings_y2026m11']))
           // Each identity sequence is past the rows restored, so the next insert finds its number free.
           const identities = await query<{ tbl: string; col: string; seq: string }>(
             restoredUrl,
