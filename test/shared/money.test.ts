@@ -122,6 +122,22 @@ describe('splitLargestRemainder', () => {
     ).toThrow(/duplicate/)
     expect(() => splitLargestRemainder(10n, [{ key: 'a', bps: 10_000.5 }])).toThrow(/integer/)
   })
+
+  it('refuses fractional or negative basis points even when they sum to 10,000', () => {
+    expect(() =>
+      splitLargestRemainder(10n, [
+        { key: 'a', bps: 0.5 },
+        { key: 'b', bps: 9_999.5 },
+      ]),
+    ).toThrow(/bps of a must be an integer/)
+    expect(() =>
+      splitLargestRemainder(10n, [
+        { key: 'a', bps: -1 },
+        { key: 'b', bps: 5_001 },
+        { key: 'c', bps: 5_000 },
+      ]),
+    ).toThrow(/bps of a must be an integer/)
+  })
 })
 
 describe('splitByWeights', () => {
@@ -151,6 +167,15 @@ describe('splitByWeights', () => {
     expect([...splitByWeights(0n, [{ key: 'a', weight: 0n }])]).toEqual([['a', 0n]])
     expect(() => splitByWeights(1n, [{ key: 'a', weight: 0n }])).toThrow(/positive weight/)
   })
+
+  it('refuses a negative weight, even when the weights still sum to a positive one', () => {
+    expect(() =>
+      splitByWeights(10n, [
+        { key: 'a', weight: -1n },
+        { key: 'b', weight: 2n },
+      ]),
+    ).toThrow(/negative weight for a/)
+  })
 })
 
 describe('amounts as strings', () => {
@@ -158,10 +183,19 @@ describe('amounts as strings', () => {
     expect(parseMicros('1250000')).toBe(1_250_000n)
     expect(parseMicros('-3')).toBe(-3n)
     expect(parseMicros('0')).toBe(0n)
+    // MICROS_STRING_LENGTH_MAX characters are taken, one more is not.
+    expect(parseMicros('-' + '9'.repeat(30))).toBe(-(10n ** 30n - 1n))
+    expect(() => parseMicros('-1' + '0'.repeat(30))).toThrow(InvalidInputError)
     for (const bad of ['', '1.5', '01', '-0', '1e6', ' 1', '+1', '9'.repeat(40)]) {
       expect(() => parseMicros(bad, 'priceMicrosPerDatum')).toThrow(InvalidInputError)
       expect(() => parseMicros(bad, 'priceMicrosPerDatum')).toThrow(/^priceMicrosPerDatum:/)
     }
+  })
+
+  it('names amountMicros when no field is given, and refuses a number that is not a string', () => {
+    expect(() => parseMicros('1.5')).toThrow(/^amountMicros:/)
+    // A JSON number that slipped past the schema: a regular expression would coerce it to text.
+    expect(() => parseMicros(1_250_000 as unknown as string)).toThrow(InvalidInputError)
   })
 
   it('formats and parses back any amount unchanged', () => {
@@ -187,6 +221,11 @@ describe('euros for display', () => {
     expect(formatEur(-5_000n)).toBe('0.00')
     expect(formatEur(-1_250_000n)).toBe('-1.25')
     expect(formatEur(123_456_789_012_345_678n)).toBe('123456789012.35')
+  })
+
+  it('divides only by a positive denominator', () => {
+    expect(() => divideRoundHalfEven(5n, 0n)).toThrow(/positive denominator/)
+    expect(() => divideRoundHalfEven(5n, -2n)).toThrow(/positive denominator/)
   })
 
   it('rounds like exact arithmetic on the decimal value', () => {
