@@ -7,6 +7,7 @@ import {
   postingsByAccount,
   priceLine,
   priceMonth,
+  sameLine,
   settlementInputHash,
   type ConsentTerms,
   type MeterCount,
@@ -39,6 +40,31 @@ describe('pricing a month', () => {
     expect(Object.fromEntries(postingsByAccount(lines))).toEqual({ 'household:hh_a': 479n, 'party:pty_grid': 479n, platform: 480n, 'receivable:pty_r': -1_438n })
     const roles = lines.reduce((r, l) => r + l.roles.household + l.roles.operators + l.roles.platform + l.roles.thirdParties, 0n)
     expect(roles).toBe(1_438n)
+  })
+
+  it("prices each line of a group at the offer's price and posts the group's split once, whatever the group's size", () => {
+    const priced = { ...third, priceMicrosPerDatum: 7n }
+    const consents = [consentOf('cns_1', priced), consentOf('cns_2', priced), consentOf('cns_3', priced)]
+    const lines = priceMonth(consents, new Map([['cns_1', count(3n)], ['cns_2', count(5n)], ['cns_3', count(2n)]]))
+    expect(lines.map((l) => [l.consentId, l.data, l.grossMicros])).toEqual([
+      ['cns_1', 3n, 21n],
+      ['cns_2', 5n, 35n],
+      ['cns_3', 2n, 14n],
+    ])
+    const gross = 70n
+    expect(lines.reduce((s, l) => s + l.householdShareMicros, 0n)).toBe(lines[0]!.roles.household)
+    expect(postingsByAccount(lines).get('receivable:pty_r')).toBe(-gross)
+    expect(lines.reduce((r, l) => r + l.roles.household + l.roles.operators + l.roles.platform + l.roles.thirdParties, 0n)).toBe(gross)
+  })
+
+  it('gives each legal-basis consent its own free line, and none to a consent that released nothing', () => {
+    const legal = (id: string): ConsentTerms => ({ ...consentOf(id, third), offer: null })
+    const lines = priceMonth([legal('cns_1'), legal('cns_2'), consentOf('cns_3', third)], new Map([['cns_1', count(4n)], ['cns_2', count(6n)]]))
+    expect(lines.map((l) => [l.consentId, l.data, l.grossMicros, l.offerId])).toEqual([
+      ['cns_1', 4n, 0n, null],
+      ['cns_2', 6n, 0n, null],
+    ])
+    expect(postingsByAccount(lines).size).toBe(0)
   })
 
   it('splits consents under other offers, or of other households, each on its own', () => {
@@ -94,6 +120,20 @@ describe('pricing a line', () => {
     )
   })
 
+  it('refuses a negative count of datums', () => {
+    expect(() => priceLine(CONSENT, [{ meterId: 'm1', operatorId: 'pty_grid', data: -1n }])).toThrow(/negative count/)
+  })
+
+  it("gives a unit left between operators' equal remainders to the operator first by party id, whatever the meters' order", () => {
+    // 2 µ€: the household's 5,000 bps is exactly 1; each operator's exact share is 0.5.
+    const offer = { ...OFFER, priceMicrosPerDatum: 1n, householdBps: 5_000, operatorBps: 5_000, platformBps: 0, thirdParties: [] }
+    const line = priceLine({ ...CONSENT, offer }, [
+      { meterId: 'm1', operatorId: 'pty_z', data: 1n },
+      { meterId: 'm2', operatorId: 'pty_a', data: 1n },
+    ])
+    expect(Object.fromEntries(line.postings)).toEqual({ 'household:hh_a': 1n, 'party:pty_a': 1n, 'receivable:pty_r': -2n })
+  })
+
   it('counts a legal-basis consent and charges nothing for it', () => {
     const line = priceLine({ ...CONSENT, offer: null, granularity: 'monthly' }, [{ meterId: 'm1', operatorId: 'pty_grid', data: 1n }])
     expect(line).toMatchObject({ data: 1n, grossMicros: 0n, householdShareMicros: 0n, offerId: null })
@@ -124,9 +164,53 @@ describe('posting differences', () => {
     // Lines that vanished are reversed whole.
     expect(Object.fromEntries(postingDifferences(new Map(), before))).toEqual(Object.fromEntries([...before].map(([k, v]) => [k, -v])))
   })
+
+  it('lists the accounts in one order, whatever the order of the inputs', () => {
+    const target = new Map([
+      ['platform', 3n],
+      ['household:hh_b', 4n],
+      ['receivable:pty_r', -10n],
+      ['household:hh_a', 3n],
+    ])
+    expect([...postingDifferences(target, new Map()).keys()]).toEqual(['household:hh_a', 'household:hh_b', 'platform', 'receivable:pty_r'])
+  })
+
+  it('refuses sides that do not balance', () => {
+    expect(() => postingDifferences(new Map([['platform', 1n]]), new Map())).toThrow(/do not balance/)
+  })
 })
 
 describe('input hash', () => {
+  const twoMeters = new Map([['cns_1', [{ meterId: 'm1', operatorId: 'pty_grid', data: 5n }, { meterId: 'm2', operatorId: 'pty_grid', data: 7n }]]])
+
+  it('is the same for every order of the consents', () => {
+    const ids = ['cns_3', 'cns_1', 'cns_4', 'cns_2']
+    const consents = ids.map((id, i) => ({ ...CONSENT, id, householdId: `hh_${i}` }))
+    const counts = new Map(ids.map((id, i) => [id, [{ meterId: `m${i}`, operatorId: 'pty_grid', data: BigInt(i + 1) }]]))
+    const h = settlementInputHash('2026-10', consents, counts)
+    const permutations = (list: ConsentTerms[]): ConsentTerms[][] =>
+      list.length <= 1 ? [list] : list.flatMap((c, i) => permutations([...list.slice(0, i), ...list.slice(i + 1)]).map((rest) => [c, ...rest]))
+    for (const order of permutations(consents)) expect(settlementInputHash('2026-10', order, counts)).toBe(h)
+  })
+
+  it("is the same whatever the order of a consent's meters, and for a meter that released nothing", () => {
+    const h = settlementInputHash('2026-10', [CONSENT], twoMeters)
+    expect(settlementInputHash('2026-10', [CONSENT], new Map([['cns_1', [...twoMeters.get('cns_1')!].reverse()]]))).toBe(h)
+    const withIdle = new Map([['cns_1', [...twoMeters.get('cns_1')!, { meterId: 'm0', operatorId: 'pty_grid', data: 0n }]]])
+    expect(settlementInputHash('2026-10', [CONSENT], withIdle)).toBe(h)
+  })
+
+  it("changes with a legal-basis consent's data, a third party's share and a field's boundary", () => {
+    const legal = { ...CONSENT, offer: null }
+    expect(settlementInputHash('2026-10', [legal], twoMeters)).not.toBe(settlementInputHash('2026-10', [legal], new Map([['cns_1', [{ meterId: 'm1', operatorId: 'pty_grid', data: 6n }]]])))
+    const h = settlementInputHash('2026-10', [CONSENT], twoMeters)
+    expect(settlementInputHash('2026-10', [{ ...CONSENT, offer: { ...OFFER, thirdParties: [{ partyId: 'pty_charity', bps: 1_002 }] } }], twoMeters)).not.toBe(h)
+    // The same characters cut into other fields: price 1,003 and 4,000 bps against price 100 and 34,000.
+    expect(settlementInputHash('2026-10', [{ ...CONSENT, offer: { ...OFFER, priceMicrosPerDatum: 100n, householdBps: 34_000 } }], twoMeters)).not.toBe(h)
+    const shifted = { ...CONSENT, id: 'cns_1h', householdId: 'h_a' }
+    expect(settlementInputHash('2026-10', [shifted], new Map([['cns_1h', twoMeters.get('cns_1')!]]))).not.toBe(h)
+  })
+
   it('is the same for the same inputs in any order, and changes with any count, term or operator', () => {
     const a = { ...CONSENT }
     const b: ConsentTerms = { ...CONSENT, id: 'cns_2', householdId: 'hh_b' }
@@ -142,6 +226,17 @@ describe('input hash', () => {
     expect(settlementInputHash('2026-10', [a, { ...b, offer: { ...OFFER, priceMicrosPerDatum: 1_004n } }], counts)).not.toBe(h)
     // A consent without data does not change the month.
     expect(settlementInputHash('2026-10', [a, b, { ...CONSENT, id: 'cns_3' }], counts)).toBe(h)
+  })
+})
+
+describe('line state', () => {
+  it('is the same only when the datums, the gross and the household share all are', () => {
+    const state = { data: 3n, grossMicros: 30n, householdShareMicros: 12n }
+    expect(sameLine({ ...state }, state)).toBe(true)
+    expect(sameLine(undefined, state)).toBe(false)
+    expect(sameLine({ ...state, data: 4n }, state)).toBe(false)
+    expect(sameLine({ ...state, grossMicros: 31n }, state)).toBe(false)
+    expect(sameLine({ ...state, householdShareMicros: 11n }, state)).toBe(false)
   })
 })
 
