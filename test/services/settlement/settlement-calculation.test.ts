@@ -183,16 +183,6 @@ describe('posting differences', () => {
 describe('input hash', () => {
   const twoMeters = new Map([['cns_1', [{ meterId: 'm1', operatorId: 'pty_grid', data: 5n }, { meterId: 'm2', operatorId: 'pty_grid', data: 7n }]]])
 
-  it('is the same for every order of the consents', () => {
-    const ids = ['cns_3', 'cns_1', 'cns_4', 'cns_2']
-    const consents = ids.map((id, i) => ({ ...CONSENT, id, householdId: `hh_${i}` }))
-    const counts = new Map(ids.map((id, i) => [id, [{ meterId: `m${i}`, operatorId: 'pty_grid', data: BigInt(i + 1) }]]))
-    const h = settlementInputHash('2026-10', consents, counts)
-    const permutations = (list: ConsentTerms[]): ConsentTerms[][] =>
-      list.length <= 1 ? [list] : list.flatMap((c, i) => permutations([...list.slice(0, i), ...list.slice(i + 1)]).map((rest) => [c, ...rest]))
-    for (const order of permutations(consents)) expect(settlementInputHash('2026-10', order, counts)).toBe(h)
-  })
-
   it("is the same whatever the order of a consent's meters, and for a meter that released nothing", () => {
     const h = settlementInputHash('2026-10', [CONSENT], twoMeters)
     expect(settlementInputHash('2026-10', [CONSENT], new Map([['cns_1', [...twoMeters.get('cns_1')!].reverse()]]))).toBe(h)
