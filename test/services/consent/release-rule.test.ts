@@ -1,6 +1,9 @@
 import { describe, expect, it } from 'vitest'
 import {
+  consentActiveAt,
+  datumEndMs,
   datumInstantMs,
+  datumOwner,
   granularityCovers,
   meterEndedAtMs,
   releasedTo,
@@ -256,6 +259,50 @@ describe('the release rule', () => {
   })
 })
 
+describe('the release rule at its edges', () => {
+  it('is active from the instant of valid_from', () => {
+    expect(consentActiveAt(BASE, BASE.validFromMs)).toBe(true)
+    expect(consentActiveAt(BASE, BASE.validFromMs - 1)).toBe(false)
+  })
+
+  it('ends a daily datum with its local day and a monthly one with its month; a load-curve or incomplete one has no end', () => {
+    expect(datumEndMs({ meterId: 'm', granularity: 'daily', day: '2026-10-24' }, TZ)).toBe(T('2026-10-24T22:00:00Z'))
+    // The day of the clock change has 25 hours.
+    expect(datumEndMs({ meterId: 'm', granularity: 'daily', day: '2026-10-25' }, TZ)).toBe(T('2026-10-25T23:00:00Z'))
+    expect(datumEndMs({ meterId: 'm', granularity: 'monthly', month: '2026-12' }, TZ)).toBe(T('2026-12-31T23:00:00Z'))
+    expect(datumEndMs({ meterId: 'm', granularity: 'load_curve', ts: 5 }, TZ)).toBeNull()
+    expect(datumEndMs({ meterId: 'm', granularity: 'daily' }, TZ)).toBeNull()
+    expect(datumEndMs({ meterId: 'm', granularity: 'monthly' }, TZ)).toBeNull()
+    expect(datumInstantMs({ meterId: 'm', granularity: 'monthly' }, TZ)).toBeNull()
+  })
+
+  it('gives a daily datum to the household it was attributed to, even where another occupied the meter at its start', () => {
+    // h2 moves in on 1 April at midnight UTC, 02:00 in Paris: at the start of that Paris day h1 was still there.
+    const day = datum('2026-03-31T22:00:00Z', 'daily', { householdId: 'h2' })
+    expect(datumOwner(day, OCC)).toBe('h2')
+    expect(datumOwner({ ...day, granularity: 'load_curve' }, OCC)).toBeNull()
+    expect(datumOwner({ ...day, granularity: 'load_curve', householdId: 'h1' }, OCC)).toBe('h1')
+    expect(datumOwner({ ...day, granularity: 'load_curve', householdId: undefined }, OCC)).toBe('h1')
+  })
+
+  it('dates a move-out by the household’s own occupancies of that meter, the earliest end after the grant, up to now included', () => {
+    const back: OccupancyFact[] = [
+      { meterId: 'm1', householdId: 'h1', fromMs: T('2026-01-01T00:00:00Z'), untilMs: T('2026-05-01T00:00:00Z') },
+      { meterId: 'm1', householdId: 'h1', fromMs: T('2026-06-01T00:00:00Z'), untilMs: T('2026-07-01T00:00:00Z') },
+    ]
+    const consent = { ...BASE, dataUntilMs: null }
+    // Listed latest first: the earliest end is the one.
+    expect(meterEndedAtMs(consent, 'm1', [...back].reverse(), T('2026-08-01T00:00:00Z'))).toBe(T('2026-05-01T00:00:00Z'))
+    // An end at now has ended it; one at valid_from itself came before the grant.
+    expect(meterEndedAtMs(consent, 'm1', back, T('2026-05-01T00:00:00Z'))).toBe(T('2026-05-01T00:00:00Z'))
+    expect(meterEndedAtMs({ ...consent, validFromMs: T('2026-05-01T00:00:00Z') }, 'm1', back, T('2026-05-15T00:00:00Z'))).toBe(T('2026-05-01T00:00:00Z'))
+    expect(meterEndedAtMs({ ...consent, validFromMs: T('2026-05-01T00:00:00Z') }, 'm1', back, T('2026-06-01T00:00:00Z'))).toBeNull()
+    // Another meter's end is not this meter's.
+    const elsewhere: OccupancyFact[] = [{ ...back[0]!, untilMs: null }, { meterId: 'm2', householdId: 'h1', fromMs: T('2025-01-01T00:00:00Z'), untilMs: T('2026-03-01T00:00:00Z') }]
+    expect(meterEndedAtMs(consent, 'm1', elsewhere, T(NOW))).toBeNull()
+  })
+})
+
 describe('release windows', () => {
   const byMeter = new Map([
     ['m1', OCC],
@@ -284,6 +331,33 @@ describe('release windows', () => {
       { meterId: 'm1', householdId: 'h1', fromMs: BASE.dataFromMs, untilMs: BASE.dataUntilMs },
     ])
     expect(releaseWindows('r1', 'daily', consents, byMeter, T('2026-04-01T00:00:00Z'))).toEqual([])
+  })
+
+  it("leave out other recipients' consents, give daily data the whole data window, and list meters in order", () => {
+    const consents: ConsentFact[] = [
+      { ...BASE, id: 'c1', granularity: 'daily', meterIds: ['m2', 'm1'], dataFromMs: T('2025-06-01T00:00:00Z'), dataUntilMs: null },
+      { ...BASE, id: 'c2', recipientId: 'r2', meterIds: ['m2'], dataFromMs: T('2024-01-01T00:00:00Z') },
+    ]
+    expect(releaseWindows('r1', 'daily', consents, byMeter, T(NOW))).toEqual([
+      { meterId: 'm1', householdId: 'h1', fromMs: T('2025-06-01T00:00:00Z'), untilMs: null },
+      { meterId: 'm2', householdId: 'h1', fromMs: T('2025-06-01T00:00:00Z'), untilMs: null },
+    ])
+  })
+
+  it('merge touching and overlapping spans, an open-ended one taking all after it, and leave out an empty cut', () => {
+    const window = (id: string, from: string, until: string | null): ConsentFact => ({ ...BASE, id, meterIds: ['m2'], dataFromMs: T(from), dataUntilMs: until === null ? null : T(until) })
+    const windows = (consents: ConsentFact[]) => releaseWindows('r1', 'load_curve', consents, byMeter, T(NOW)).map((w) => [new Date(w.fromMs).toISOString().slice(0, 10), w.untilMs === null ? null : new Date(w.untilMs).toISOString().slice(0, 10)])
+    expect(windows([window('a', '2026-01-01', '2026-02-01'), window('b', '2026-02-01', '2026-03-01')])).toEqual([['2026-01-01', '2026-03-01']])
+    expect(windows([window('a', '2026-01-01', '2026-03-01'), window('b', '2026-02-01', '2026-02-15')])).toEqual([['2026-01-01', '2026-03-01']])
+    expect(windows([window('a', '2026-01-01', '2026-02-01'), window('b', '2026-01-15', null)])).toEqual([['2026-01-01', null]])
+    expect(windows([window('a', '2026-01-01', null), window('b', '2026-03-01', '2026-04-01')])).toEqual([['2026-01-01', null]])
+    expect(windows([window('a', '2026-01-01', '2026-02-01'), window('b', '2026-02-02', '2026-03-01')])).toEqual([
+      ['2026-01-01', '2026-02-01'],
+      ['2026-02-02', '2026-03-01'],
+    ])
+    // A data window that ends where the occupancy begins releases no load curve of it.
+    const before = { ...BASE, meterIds: ['m1'], dataFromMs: T('2025-06-01T00:00:00Z'), dataUntilMs: T('2026-01-01T00:00:00Z') }
+    expect(releaseWindows('r1', 'load_curve', [before], byMeter, T(NOW))).toEqual([])
   })
 
   it('agree with the rule at every five minutes of a year', () => {
