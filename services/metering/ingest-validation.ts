@@ -161,7 +161,7 @@ export function validatePayload(
     return rejectWhole(out, 'invalid_schema', 'expected a reading object or {"readings":[…]}')
   }
 
-  const single = readings.length === 1 && !(isPlainObject(doc) && 'readings' in doc)
+  const single = !(isPlainObject(doc) && 'readings' in doc)
   // Checked once, and only when a batch element is to be quarantined: that copies the element with
   // JSON.stringify, which recurses once per level, and 20 KB of brackets overflowed the stack.
   let nestingChecked = single

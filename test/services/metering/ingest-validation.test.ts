@@ -3,7 +3,17 @@ import { describe, expect, it } from 'vitest'
 import { DEFAULT_INGEST_LIMITS } from '../../../shared/config.ts'
 import { parseRfc3339Ms } from '../../../shared/calendar.ts'
 import { ingressReadingSchema } from '../../../shared/wire.ts'
-import { QUARANTINE_DETAIL_CHARS_MAX, QUARANTINE_DETAIL_CODES_MAX, datumBytes, deferredMessage, isWellFormedReading, validatePayload } from '../../../services/metering/ingest-validation.ts'
+import {
+  PAYLOAD_NESTING_MAX,
+  QUARANTINE_DETAIL_CHARS_MAX,
+  QUARANTINE_DETAIL_CODES_MAX,
+  TS_MIN_MS,
+  datumBytes,
+  deferredMessage,
+  isWellFormedReading,
+  validated,
+  validatePayload,
+} from '../../../services/metering/ingest-validation.ts'
 
 const NOW = Date.parse('2026-11-01T00:00:00Z')
 const meter = { meterId: 'm1', commodity: 'electricity' as const }
@@ -147,6 +157,150 @@ describe('ingest validation', () => {
       }),
       { numRuns: 300 },
     )
+  })
+
+  // Small limits, so that a test can stand on each side of one.
+  const SMALL = { ...DEFAULT_INGEST_LIMITS, payloadBytesMax: 120, batchReadingsMax: 3, quarantineExcerptBytes: 10 }
+  const reading = (ts = '2026-10-01T00:30:00Z') => ({ ts, values: { '1-0:1.8.0': 5 } })
+
+  it('takes a payload of payloadBytesMax bytes, and quarantines a longer one whole, keeping an excerpt', () => {
+    const fits = JSON.stringify(reading()).padEnd(SMALL.payloadBytesMax, ' ')
+    expect(validatePayload(meter, Buffer.from(fits), NOW, SMALL).datums).toHaveLength(1)
+    const v = validatePayload(meter, Buffer.from(fits + ' '), NOW, SMALL)
+    expect(v.datums).toEqual([])
+    expect(v.rejects.map((r) => [r.reason, r.tsMs, r.payload.toString(), r.payloadBytes])).toEqual([['too_large', null, fits.slice(0, 10), 121]])
+    expect(v.rejects[0]!.detail).toBe('payload of 121 bytes exceeds payloadBytesMax 120; first 10 bytes kept')
+  })
+
+  it('quarantines whole what is not UTF-8, not JSON, or not a reading or a batch', () => {
+    const whole = (payload: Buffer | string, limits = DEFAULT_INGEST_LIMITS) => {
+      const v = validatePayload(meter, Buffer.isBuffer(payload) ? payload : Buffer.from(payload), NOW, limits)
+      expect(v.datums).toEqual([])
+      expect(v.rejects).toHaveLength(1)
+      expect(v.rejects[0]!.payload.toString('latin1')).toBe(Buffer.from(payload).toString('latin1'))
+      return [v.rejects[0]!.reason, v.rejects[0]!.detail]
+    }
+    // A lone continuation byte inside a string: JSON.parse would take its replacement character.
+    expect(whole(Buffer.from([0x22, 0x80, 0x22]))).toEqual(['malformed_json', 'payload is not valid UTF-8'])
+    expect(whole('{"ts":')[0]).toBe('malformed_json')
+    expect(whole('{"ts":')[1]).toMatch(/^not JSON: /)
+    expect(whole('[1]')).toEqual(['invalid_schema', 'expected a reading object or {"readings":[…]}'])
+    expect(whole('5')).toEqual(['invalid_schema', 'expected a reading object or {"readings":[…]}'])
+    expect(whole('{"readings":[],"meter":"m2"}')).toEqual(['invalid_schema', 'batch: unexpected key meter'])
+    expect(whole('{"readings":{}}')).toEqual(['invalid_schema', 'readings: expected an array'])
+    expect(whole('{"readings":[]}')).toEqual(['invalid_schema', 'readings: must hold at least one reading'])
+    const four = JSON.stringify({ readings: [1, 2, 3, 4] })
+    expect(whole(four, SMALL)).toEqual(['invalid_schema', 'readings: 4 readings exceed batchReadingsMax 3'])
+    const three = JSON.stringify({ readings: [reading(), reading('2026-10-01T00:45:00Z'), reading('2026-10-01T01:00:00Z')] })
+    expect(validatePayload(meter, Buffer.from(three), NOW, { ...SMALL, payloadBytesMax: 1_000 }).datums).toHaveLength(3)
+  })
+
+  it('keeps for quarantine a single reading as sent and a batch element as its own JSON', () => {
+    const sent = '{"ts":"2026-10-01T00:30:00Z",  "values":{"1-0:1.8.0":-5}}'
+    const single = validate(sent)
+    expect(single.rejects.map((r) => [r.payload.toString(), r.payloadBytes])).toEqual([[sent, sent.length]])
+    const batch = validate(`{"readings":[${sent}]}`)
+    const own = JSON.stringify(JSON.parse(sent))
+    expect(batch.rejects.map((r) => [r.payload.toString(), r.payloadBytes, r.detail.slice(0, 12)])).toEqual([[own, own.length, 'readings[0].']])
+  })
+
+  it('takes readings from the first millisecond of 2000 to futureToleranceMs ahead of the clock, and no later', () => {
+    const at = (ms: number) => validate(JSON.stringify(reading(new Date(ms).toISOString())))
+    expect(at(TS_MIN_MS).datums.map((d) => d.tsMs)).toEqual([TS_MIN_MS])
+    const limit = NOW + DEFAULT_INGEST_LIMITS.futureToleranceMs
+    expect(at(limit).datums.map((d) => d.tsMs)).toEqual([limit])
+    expect(at(limit + 1).rejects.map((r) => [r.reason, r.tsMs, r.detail])).toEqual([
+      ['future_timestamp', limit + 1, `ts: ${new Date(limit + 1).toISOString()} is more than 300000 ms ahead of the broker's clock`],
+    ])
+  })
+
+  it('takes digits past the millisecond when they are zeros, before Z or an offset', () => {
+    for (const ts of ['2026-10-01T00:30:00.1230Z', '2026-10-01T00:30:00.123000+00:00', '2026-10-01T00:30:00.5Z', '2026-10-01T00:30:00Z']) {
+      expect(validate(JSON.stringify(reading(ts))).datums).toHaveLength(1)
+    }
+  })
+
+  it('keeps the time of a quarantined reading from 1970 to the end of 2999 only', () => {
+    const tsOf = (ts: string) => validate(JSON.stringify(reading(ts))).rejects[0]!.tsMs
+    expect(tsOf('1970-01-01T00:00:00Z')).toBe(0)
+    expect(tsOf('2999-12-31T23:59:59.999Z')).toBe(Date.UTC(3000, 0, 1) - 1)
+    expect(tsOf('3000-01-01T00:00:00Z')).toBe(null)
+    // A time that is not a string is not read, even one that would read as a timestamp once made text.
+    expect(validate(JSON.stringify({ ts: ['2026-10-01T00:30:00Z'], values: { '1-0:1.8.0': 5 } })).rejects.map((r) => [r.reason, r.tsMs, r.detail])).toEqual([
+      ['invalid_schema', null, 'ts: must be an RFC 3339 timestamp string'],
+    ])
+  })
+
+  it('names one unknown code in the singular, a gas meter with "a", and ten codes without a count', () => {
+    const gas = validatePayload({ meterId: 'g1', commodity: 'gas' }, Buffer.from(JSON.stringify({ ts: '2026-10-01T00:30:00Z', values: { '1-0:1.8.0': 5 } })), NOW, DEFAULT_INGEST_LIMITS)
+    expect(gas.rejects.map((r) => r.detail)).toEqual(['values: unknown OBIS code 1-0:1.8.0 for a gas meter'])
+    const codes = Array.from({ length: QUARANTINE_DETAIL_CODES_MAX }, (_, i) => `9-9:${i}.8.0`)
+    const ten = validate(JSON.stringify({ ts: '2026-10-01T00:30:00Z', values: Object.fromEntries(codes.map((c) => [c, 1])) }))
+    expect(ten.rejects.map((r) => r.detail)).toEqual([`values: unknown OBIS codes ${codes.join(', ')} for an electricity meter`])
+  })
+
+  it('keeps a detail of QUARANTINE_DETAIL_CHARS_MAX characters whole, and cuts a longer one before a split surrogate pair, counting the rest', () => {
+    // A register code too long for the schema is named in full: "values.<code>: must be …".
+    const detailOf = (code: string) => validate(JSON.stringify({ ts: '2026-10-01T00:30:00Z', values: { [code]: 1 } })).rejects[0]!.detail
+    const around = detailOf('c'.repeat(33)).length - 33
+    const exact = detailOf('c'.repeat(QUARANTINE_DETAIL_CHARS_MAX - around))
+    expect(exact.length).toBe(QUARANTINE_DETAIL_CHARS_MAX)
+    expect(exact.endsWith(' value')).toBe(true)
+    const cut = QUARANTINE_DETAIL_CHARS_MAX - 40
+    expect(detailOf('c'.repeat(QUARANTINE_DETAIL_CHARS_MAX - around + 1))).toBe(`values.${'c'.repeat(cut - 7)}… (${QUARANTINE_DETAIL_CHARS_MAX + 1 - cut} more characters)`)
+    // A surrogate pair astride the cut: its first half would be the last character kept.
+    const astride = 'c'.repeat(cut - 8) + '😀' + 'c'.repeat(QUARANTINE_DETAIL_CHARS_MAX)
+    expect(detailOf(astride)).toBe(`values.${'c'.repeat(cut - 8)}… (${around + astride.length - (cut - 1)} more characters)`)
+    const before = 'c'.repeat(cut - 9) + '😀' + 'c'.repeat(QUARANTINE_DETAIL_CHARS_MAX)
+    expect(detailOf(before)).toBe(`values.${'c'.repeat(cut - 9)}😀… (${around + before.length - cut} more characters)`)
+  })
+
+  it('counts the nesting of a batch by its brackets, not by brackets inside strings', () => {
+    const nested = (n: number) => '['.repeat(n) + '1' + ']'.repeat(n)
+    // The batch's object and array are two levels: an element nested PAYLOAD_NESTING_MAX - 2 deep fits.
+    const fits = validate(`{"readings":[${nested(PAYLOAD_NESTING_MAX - 2)},${JSON.stringify(reading())}]}`)
+    expect(fits.rejects.map((r) => r.detail.slice(0, 12))).toEqual(['readings[0].'])
+    expect(fits.datums).toHaveLength(1)
+    const deeper = validate(`{"readings":[${nested(PAYLOAD_NESTING_MAX - 1)},${JSON.stringify(reading())}]}`)
+    expect(deeper.datums).toEqual([])
+    expect(deeper.rejects.map((r) => r.detail)).toEqual([`readings: arrays and objects nested deeper than ${PAYLOAD_NESTING_MAX} levels`])
+    // Brackets and escaped quotes inside strings are text.
+    const text = JSON.stringify({ readings: [{ ts: '[[[[\\"{{{{'.repeat(20), values: { '1-0:1.8.0': 5 } }, { note: '"]]]]' + '['.repeat(100) }, reading()] })
+    const v = validate(text)
+    expect(v.datums).toHaveLength(1)
+    expect(v.rejects.map((r) => r.detail.slice(0, 12))).toEqual(['readings[0].', 'readings[1].'])
+  })
+
+  it('checks by hand the bounds the wire schema sets: a 64-character ts and a 32-character code, a zero register', () => {
+    const cases = [
+      { ts: 'x'.repeat(64), values: { '1-0:1.8.0': 0 } },
+      { ts: 'x'.repeat(65), values: { '1-0:1.8.0': 0 } },
+      { ts: '2026-10-01T00:30:00Z', values: { ['c'.repeat(32)]: 1 } },
+      { ts: '2026-10-01T00:30:00Z', values: { ['c'.repeat(33)]: 1 } },
+      { ts: 5, values: { '1-0:1.8.0': 1 } },
+      { ts: '2026-10-01T00:30:00Z', values: { '1-0:1.8.0': -1 } },
+    ]
+    expect(cases.map((c) => isWellFormedReading(c))).toEqual([true, false, true, false, false, false])
+    for (const c of cases) expect(isWellFormedReading(c)).toBe(ingressReadingSchema.safeParse(c).success)
+  })
+
+  it('validates a deferred message where it is committed as the broker would have, and a validated one is itself', () => {
+    const payload = Buffer.from(JSON.stringify({ readings: [reading(), { ts: '2026-10-01T00:45:00Z', values: { '9-9:9.9.9': 1 } }] }))
+    const deferred = deferredMessage(meter, payload, NOW, DEFAULT_INGEST_LIMITS)
+    expect(deferred.datums).toEqual([])
+    expect(deferred.rejects).toEqual([])
+    const now = validated(deferred, DEFAULT_INGEST_LIMITS)
+    expect(now).toEqual(validatePayload(meter, payload, NOW, DEFAULT_INGEST_LIMITS))
+    expect(validated(now, DEFAULT_INGEST_LIMITS)).toBe(now)
+  })
+
+  it('estimates a deferred message at its count of "ts" up to batchReadingsMax, and at one beyond it or over payloadBytesMax', () => {
+    const estimate = (payload: string) => deferredMessage(meter, Buffer.from(payload), NOW, SMALL).deferred!.readingsEstimate
+    expect(estimate('"ts"'.repeat(3))).toBe(3)
+    expect(estimate('"ts"'.repeat(4))).toBe(1)
+    expect(estimate('"ts"'.repeat(2).padEnd(SMALL.payloadBytesMax, ' '))).toBe(2)
+    expect(estimate('"ts"'.repeat(2).padEnd(SMALL.payloadBytesMax + 1, ' '))).toBe(1)
+    expect(estimate('{}')).toBe(1)
   })
 
   const T = Date.parse('2026-10-01T00:30:00Z')
