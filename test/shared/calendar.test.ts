@@ -1,6 +1,27 @@
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
-import { addDays, addMonths, createDatumDayResolver, dayBounds, dayOf, datumDayOf, datumDayStartMs, daysInMonth, daysOfMonth, formatTimestamp, monthBounds, monthOf, parseRfc3339, parseRfc3339Ms, startOfDayMs } from '../../shared/calendar.ts'
+import {
+  addDays,
+  addMonths,
+  createDatumDayResolver,
+  dayBounds,
+  dayOf,
+  datumDayOf,
+  datumDayStartMs,
+  daysInMonth,
+  daysOfMonth,
+  formatMinuteUtc,
+  formatTimestamp,
+  isDay,
+  isMonth,
+  monthBounds,
+  monthOf,
+  parseRfc3339,
+  parseRfc3339Ms,
+  startOfDayMs,
+  utcMs,
+  zoneOffsetMs,
+} from '../../shared/calendar.ts'
 
 const PARIS = 'Europe/Paris'
 
@@ -39,6 +60,39 @@ describe('calendar', () => {
     expect(dayOf(start - 1000, 'America/Santiago')).toBe('2024-09-07')
   })
 
+  it('starts a day whose midnight comes twice at the first one', () => {
+    // Havana set its clocks back from 01:00 to 00:00 on 2025-11-02: 00:00 came at 04:00Z, then at 05:00Z.
+    expect(new Date(startOfDayMs('2025-11-02', 'America/Havana')).toISOString()).toBe('2025-11-02T04:00:00.000Z')
+    const day = dayBounds('2025-11-02', 'America/Havana')
+    expect(day.end.getTime() - day.start.getTime()).toBe(25 * 3_600_000)
+  })
+
+  it('reads the offset of a zone at an instant that is not a whole second, before 1970 too', () => {
+    expect(zoneOffsetMs(Date.UTC(2026, 6, 1, 12, 0, 0, 123), PARIS)).toBe(7_200_000)
+    expect(zoneOffsetMs(Date.UTC(2026, 0, 1, 12, 0, 0, 999), PARIS)).toBe(3_600_000)
+    expect(zoneOffsetMs(-1, 'UTC')).toBe(0)
+    expect(zoneOffsetMs(Date.UTC(1969, 6, 1, 0, 0, 0, 1), 'UTC')).toBe(0)
+  })
+
+  it('writes and takes years before 1000 with four digits, and years before 100 as themselves', () => {
+    expect(dayOf(utcMs(999, 0, 1), 'UTC')).toBe('0999-01-01')
+    expect(new Date(utcMs(99, 0, 1)).getUTCFullYear()).toBe(99)
+    expect(addMonths('0999-12', 1)).toBe('1000-01')
+    expect(addMonths('1000-01', -1)).toBe('0999-12')
+    expect(addMonths('0999-01', 1)).toBe('0999-02')
+  })
+
+  it('takes only whole days and months, and says what it refuses', () => {
+    expect(['2026-10-01', '2028-02-29'].map(isDay)).toEqual([true, true])
+    expect(['2026-02-29', '2026-13-01', '2026-10-1', 'x2026-10-01', '2026-10-01x', '2026-10-00'].map(isDay)).toEqual([false, false, false, false, false, false])
+    expect(['2026-01', '2026-12'].map(isMonth)).toEqual([true, true])
+    expect(['2026-00', '2026-13', 'x2026-01', '2026-01x', '2026-1'].map(isMonth)).toEqual([false, false, false, false, false])
+    expect(() => startOfDayMs('2026-10-01x', PARIS)).toThrow(/^not a day: 2026-10-01x$/)
+    expect(() => addDays('x2026-10-01', 1)).toThrow(/^not a day: x2026-10-01$/)
+    expect(() => addMonths('2026-10x', 1)).toThrow(/^not a month: 2026-10x$/)
+    expect(() => monthBounds('2026-13', PARIS)).toThrow(/^not a month: 2026-13$/)
+  })
+
   it('bounds months and does calendar arithmetic', () => {
     const m = monthBounds('2026-10', PARIS)
     expect(m.start.toISOString()).toBe('2026-09-30T22:00:00.000Z')
@@ -55,6 +109,23 @@ describe('calendar', () => {
       expect(resolve(t)).toBe(datumDayOf(t, PARIS))
     }
     for (let t = Date.parse('2026-10-24T21:59:58Z'); t < Date.parse('2026-10-24T22:00:03Z'); t += 1) expect(resolve(t)).toBe(datumDayOf(t, PARIS))
+  })
+
+  it('reads offsets on both sides of UTC, minutes included, and each field at its bounds', () => {
+    expect(parseRfc3339Ms('2026-10-01T00:30:00-01:30')).toBe(Date.UTC(2026, 9, 1, 2, 0))
+    expect(parseRfc3339Ms('2026-10-01T00:30:00+01:30')).toBe(Date.UTC(2026, 8, 30, 23, 0))
+    expect(parseRfc3339Ms('2026-10-01T00:30:00+23:59')).toBe(Date.UTC(2026, 8, 30, 0, 31))
+    expect(parseRfc3339Ms('2026-10-01T00:30:00+00:60')).toBeNull()
+    expect(parseRfc3339Ms('2026-10-00T00:30:00Z')).toBeNull()
+    expect(parseRfc3339Ms('2026-10-01T00:30:00.5Z')).toBe(Date.UTC(2026, 9, 1, 0, 30, 0, 500))
+    expect(parseRfc3339Ms('2026-10-01T00:30:00.05Z')).toBe(Date.UTC(2026, 9, 1, 0, 30, 0, 50))
+    expect(parseRfc3339Ms('x2026-10-01T00:30:00Z')).toBeNull()
+    expect(parseRfc3339Ms('2026-10-01T00:30:00Zx')).toBeNull()
+  })
+
+  it('writes an instant to the minute for people', () => {
+    expect(formatMinuteUtc(Date.UTC(2026, 9, 1, 0, 30, 59, 999))).toBe('2026-10-01 00:30Z')
+    expect(formatMinuteUtc(new Date(Date.UTC(2026, 9, 1, 0, 30)))).toBe('2026-10-01 00:30Z')
   })
 
   it('parses RFC 3339 with an offset or Z only, and formats without zero milliseconds', () => {
