@@ -114,6 +114,9 @@ describe('dailyEnergies', () => {
     const a = group('2026-10-02', '2026-10-01T22:15:00Z', 'hh_a', { [IMPORT]: 1 }, { [IMPORT]: 2 })
     const b = group('2026-10-01', '2026-09-30T22:15:00Z', 'hh_a', { [IMPORT]: 0 }, { [IMPORT]: 1 })
     expect(() => dailyEnergies([a, b])).toThrow(/first_ts/)
+    // Two groups cannot start at one reading: a meter's readings have distinct timestamps.
+    const c = group('2026-10-02', '2026-10-01T22:15:00Z', 'hh_b', { [IMPORT]: 1 }, { [IMPORT]: 2 })
+    expect(() => dailyEnergies([a, c])).toThrow(/first_ts/)
   })
 
   it('refuses groups of two meters', () => {
