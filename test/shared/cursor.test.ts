@@ -1,6 +1,6 @@
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
-import { CURSOR_CHARS_MAX, CURSOR_NOT_OF_LISTING, CURSOR_NOT_RETURNED, cursorListing, isBigintText, isTimestampText } from '../../shared/cursor.ts'
+import { CURSOR_CHARS_MAX, CURSOR_NOT_OF_LISTING, CURSOR_NOT_RETURNED, cursorListing, isBigintText, isDayKeyText, isTimestampText } from '../../shared/cursor.ts'
 import { InvalidInputError } from '../../shared/errors.ts'
 
 const made = (value: unknown) => Buffer.from(JSON.stringify(value), 'utf8').toString('base64url')
@@ -81,5 +81,30 @@ describe('cursor key checks', () => {
     expect(isBigintText('9223372036854775807')).toBe(true)
     expect(isBigintText('9223372036854775808')).toBe(false)
     expect(isBigintText('-1')).toBe(false)
+  })
+
+  it('refuses text around a timestamp or a number, which a cast would fail on', () => {
+    for (const bad of ['x2026-10-01 00:30:00+00', '2026-10-01 00:30:00+00x']) expect(isTimestampText(bad), bad).toBe(false)
+    for (const bad of ['1x', 'x1', '']) expect(isBigintText(bad), bad).toBe(false)
+  })
+
+  it('take days in keys from INTERFACE_DAY_MIN to INTERFACE_DAY_MAX', () => {
+    expect(['1970-01-01', '2999-12-31', '2026-10-01'].map(isDayKeyText)).toEqual([true, true, true])
+    expect(['1969-12-31', '3000-01-01', '0000-01-01', '2026-02-30'].map(isDayKeyText)).toEqual([false, false, false, false])
+  })
+})
+
+describe('cursor listings, misused', () => {
+  it('refuse a cursor with characters around its base64url, which decoding would skip', () => {
+    const pairs = cursorListing('pairs', ['string', 'string?'])
+    const cursor = pairs.encode(['a', null])
+    for (const bad of [`!${cursor}`, `${cursor}!`, `${cursor}=`]) expect(refusal(() => pairs.decode(bad)), bad).toEqual({ message: CURSOR_NOT_OF_LISTING, field: 'cursor' })
+  })
+
+  it('assert that a key has its parts and that a refusal names the field', () => {
+    const pairs = cursorListing('pairs', ['string', 'string?'])
+    expect(() => pairs.encode(['a'] as unknown as [string, string | null])).toThrow(/a pairs cursor has 2 parts/)
+    expect(() => cursorListing('x', ['string'], { refusal: 'not a cursor' })).toThrow(/names the field/)
+    expect(CURSOR_NOT_OF_LISTING).toBe('cursor: not a cursor of this listing')
   })
 })
