@@ -24,7 +24,10 @@ describe('count plan', () => {
       span({ consentId: 'cns_5', firstDay: null, lastDay: null, edges: [[1_000, 2_000]] }),
     ]
     const plan = planCounts(spans)
-    expect(plan.ranges).toHaveLength(2)
+    expect(plan.ranges).toEqual([
+      { meterId: 'm1', householdId: 'hh_a', firstDay: '2026-10-01', lastDay: '2026-10-31' },
+      { meterId: 'm1', householdId: 'hh_a', firstDay: '2026-10-11', lastDay: '2026-10-31' },
+    ])
     expect(plan.pieces).toEqual([{ meterId: 'm1', householdId: 'hh_a', fromMs: 1_000, untilMs: 2_000, storedBeforeMs: null, storedFromMs: null }])
     expect(plan.spanRange).toEqual([0, 0, 0, 1, -1])
     expect(plan.spanPieces).toEqual([[], [], [], [0], [0]])
@@ -54,6 +57,20 @@ describe('count plan', () => {
     const notFinal = datumsPerConsent(spans, plan, [{ readings: 1_440n, days: 30n }, { readings: 960n, days: 20n }], [7n], new Map([['m1', 'pty_grid']]), new Set())
     expect(notFinal.get('cns_3')).toBeUndefined()
     expect(notFinal.get('cns_2')).toEqual([{ meterId: 'm1', operatorId: 'pty_grid', data: 30n }])
+  })
+
+  it("adds up a consent's spans per meter: one entry for each meter, in the order met", () => {
+    const spans = [
+      span({ firstDay: '2026-10-01', lastDay: '2026-10-10' }),
+      span({ meterId: 'm2', firstDay: null, lastDay: null, edges: [[1_000, 2_000]] }),
+      span({ firstDay: '2026-10-20', lastDay: '2026-10-31' }),
+    ]
+    const plan = planCounts(spans)
+    const counts = datumsPerConsent(spans, plan, [{ readings: 10n, days: 10n }, { readings: 12n, days: 12n }], [5n], new Map([['m1', 'pty_grid'], ['m2', 'pty_gas']]), new Set())
+    expect(counts.get('cns_1')).toEqual([
+      { meterId: 'm1', operatorId: 'pty_grid', data: 22n },
+      { meterId: 'm2', operatorId: 'pty_gas', data: 5n },
+    ])
   })
 
   it('leaves out consents that released nothing, and a month without data has no monthly datum', () => {
