@@ -129,7 +129,9 @@ export function startOfDayMs(day: string, timeZone: string): number {
   const m = DAY_RE.exec(day)
   if (m === null) throw new RangeError(`not a day: ${day}`)
   const wall = utcMs(Number(m[1]), Number(m[2]) - 1, Number(m[3]))
-  // Two passes settle the offset; a third catches a midnight that a DST jump skipped.
+  // Two passes settle the offset; a third catches a midnight that a DST jump skipped. Offsets and
+  // their changes fall on whole seconds, so t does, and the searches below step by whole seconds to
+  // land on the change itself (halving to within a second had left up to 999 ms of the day to the one before).
   let t = wall - zoneOffsetMs(wall, timeZone)
   t = wall - zoneOffsetMs(t, timeZone)
   if (dayOf(t, timeZone) !== day) {
@@ -137,7 +139,7 @@ export function startOfDayMs(day: string, timeZone: string): number {
     let lo = t
     let hi = t + 3 * 3_600_000
     while (hi - lo > 1000) {
-      const mid = lo + Math.floor((hi - lo) / 2)
+      const mid = lo + Math.floor((hi - lo) / 2000) * 1000
       if (dayOf(mid, timeZone) === day) hi = mid
       else lo = mid
     }
@@ -147,7 +149,7 @@ export function startOfDayMs(day: string, timeZone: string): number {
     let lo = t - 3 * 3_600_000
     let hi = t
     while (hi - lo > 1000) {
-      const mid = lo + Math.floor((hi - lo) / 2)
+      const mid = lo + Math.floor((hi - lo) / 2000) * 1000
       if (dayOf(mid, timeZone) === day) hi = mid
       else lo = mid
     }

@@ -60,6 +60,19 @@ describe('calendar', () => {
     expect(dayOf(start - 1000, 'America/Santiago')).toBe('2024-09-07')
   })
 
+  it('starts a day whose midnight was skipped or came twice at the very millisecond of the change', () => {
+    // The clocks change on a whole second; a search to the nearest second had left 438 ms of the day to the one before.
+    expect(new Date(startOfDayMs('2024-09-08', 'America/Santiago')).toISOString()).toBe('2024-09-08T04:00:00.000Z')
+    expect(new Date(startOfDayMs('2026-03-08', 'America/Havana')).toISOString()).toBe('2026-03-08T05:00:00.000Z')
+    // Amman set its clocks back from 01:00 to 00:00 on 2021-10-29: the day began at the first midnight, 21:00Z.
+    expect(new Date(startOfDayMs('2021-10-29', 'Asia/Amman')).toISOString()).toBe('2021-10-28T21:00:00.000Z')
+    for (const [day, zone] of [['2024-09-08', 'America/Santiago'], ['2021-10-29', 'Asia/Amman']] as const) {
+      const start = startOfDayMs(day, zone)
+      expect(dayOf(start, zone)).toBe(day)
+      expect(dayOf(start - 1, zone)).toBe(addDays(day, -1))
+    }
+  })
+
   it('starts a day whose midnight comes twice at the first one', () => {
     // Havana set its clocks back from 01:00 to 00:00 on 2025-11-02: 00:00 came at 04:00Z, then at 05:00Z.
     expect(new Date(startOfDayMs('2025-11-02', 'America/Havana')).toISOString()).toBe('2025-11-02T04:00:00.000Z')
