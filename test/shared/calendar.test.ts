@@ -130,6 +130,8 @@ describe('calendar', () => {
     expect(parseRfc3339Ms('2026-10-01T00:30:00+23:59')).toBe(Date.UTC(2026, 8, 30, 0, 31))
     expect(parseRfc3339Ms('2026-10-01T00:30:00+00:60')).toBeNull()
     expect(parseRfc3339Ms('2026-10-00T00:30:00Z')).toBeNull()
+    expect(parseRfc3339Ms('2026-00-10T00:30:00Z')).toBeNull()
+    expect(parseRfc3339Ms('2026-10-01T00:60:00Z')).toBeNull()
     expect(parseRfc3339Ms('2026-10-01T00:30:00.5Z')).toBe(Date.UTC(2026, 9, 1, 0, 30, 0, 500))
     expect(parseRfc3339Ms('2026-10-01T00:30:00.05Z')).toBe(Date.UTC(2026, 9, 1, 0, 30, 0, 50))
     expect(parseRfc3339Ms('x2026-10-01T00:30:00Z')).toBeNull()
