@@ -283,6 +283,8 @@ describe('the release rule at its edges', () => {
     expect(datumOwner({ ...day, granularity: 'load_curve' }, OCC)).toBeNull()
     expect(datumOwner({ ...day, granularity: 'load_curve', householdId: 'h1' }, OCC)).toBe('h1')
     expect(datumOwner({ ...day, granularity: 'load_curve', householdId: undefined }, OCC)).toBe('h1')
+    // A daily datum named without its household is the occupant's at its start.
+    expect(datumOwner({ ...day, householdId: undefined }, OCC)).toBe('h1')
   })
 
   it('dates a move-out by the household’s own occupancies of that meter, the earliest end after the grant, up to now included', () => {
@@ -291,7 +293,8 @@ describe('the release rule at its edges', () => {
       { meterId: 'm1', householdId: 'h1', fromMs: T('2026-06-01T00:00:00Z'), untilMs: T('2026-07-01T00:00:00Z') },
     ]
     const consent = { ...BASE, dataUntilMs: null }
-    // Listed latest first: the earliest end is the one.
+    // The earliest end is the one, in whatever order the occupancies are listed.
+    expect(meterEndedAtMs(consent, 'm1', back, T('2026-08-01T00:00:00Z'))).toBe(T('2026-05-01T00:00:00Z'))
     expect(meterEndedAtMs(consent, 'm1', [...back].reverse(), T('2026-08-01T00:00:00Z'))).toBe(T('2026-05-01T00:00:00Z'))
     // An end at now has ended it; one at valid_from itself came before the grant.
     expect(meterEndedAtMs(consent, 'm1', back, T('2026-05-01T00:00:00Z'))).toBe(T('2026-05-01T00:00:00Z'))
