@@ -218,6 +218,9 @@ describe('ingest validation', () => {
     for (const ts of ['2026-10-01T00:30:00.1230Z', '2026-10-01T00:30:00.123000+00:00', '2026-10-01T00:30:00.5Z', '2026-10-01T00:30:00Z']) {
       expect(validate(JSON.stringify(reading(ts))).datums).toHaveLength(1)
     }
+    expect(validate(JSON.stringify(reading('2026-10-01T00:30:00.1239Z'))).rejects.map((r) => r.detail)).toEqual([
+      'ts: finer than a millisecond (datums are told apart to the millisecond)',
+    ])
   })
 
   it('keeps the time of a quarantined reading from 1970 to the end of 2999 only', () => {
@@ -251,6 +254,11 @@ describe('ingest validation', () => {
     // A surrogate pair astride the cut: its first half would be the last character kept.
     const astride = 'c'.repeat(cut - 8) + '😀' + 'c'.repeat(QUARANTINE_DETAIL_CHARS_MAX)
     expect(detailOf(astride)).toBe(`values.${'c'.repeat(cut - 8)}… (${around + astride.length - (cut - 1)} more characters)`)
+    // The first and the last high surrogates, U+10000 and U+10FC00, are cut around as well.
+    for (const pair of ['\u{10000}', '\u{10FC00}']) {
+      const edge = 'c'.repeat(cut - 8) + pair + 'c'.repeat(QUARANTINE_DETAIL_CHARS_MAX)
+      expect(detailOf(edge)).toBe(`values.${'c'.repeat(cut - 8)}… (${around + edge.length - (cut - 1)} more characters)`)
+    }
     const before = 'c'.repeat(cut - 9) + '😀' + 'c'.repeat(QUARANTINE_DETAIL_CHARS_MAX)
     expect(detailOf(before)).toBe(`values.${'c'.repeat(cut - 9)}😀… (${around + before.length - cut} more characters)`)
   })
@@ -264,6 +272,10 @@ describe('ingest validation', () => {
     const deeper = validate(`{"readings":[${nested(PAYLOAD_NESTING_MAX - 1)},${JSON.stringify(reading())}]}`)
     expect(deeper.datums).toEqual([])
     expect(deeper.rejects.map((r) => r.detail)).toEqual([`readings: arrays and objects nested deeper than ${PAYLOAD_NESTING_MAX} levels`])
+    // Closed objects and arrays are left: forty readings side by side nest no deeper than one.
+    const wide = validate(JSON.stringify({ readings: [5, ...Array.from({ length: 40 }, (_, i) => reading(new Date(NOW - (i + 1) * 900_000).toISOString()))] }))
+    expect(wide.datums).toHaveLength(40)
+    expect(wide.rejects.map((r) => r.detail)).toEqual(['readings[0].reading: must be an object {"ts","values"}'])
     // Brackets and escaped quotes inside strings are text.
     const text = JSON.stringify({ readings: [{ ts: '[[[[\\"{{{{'.repeat(20), values: { '1-0:1.8.0': 5 } }, { note: '"]]]]' + '['.repeat(100) }, reading()] })
     const v = validate(text)
