@@ -1,5 +1,5 @@
 import { expect, it } from 'vitest'
-import { moveOut } from '../../../services/metering/occupancy-service.ts'
+import { createOccupancy, moveOut } from '../../../services/metering/occupancy-service.ts'
 import { settleMonth } from '../../../services/settlement/settlement-service.ts'
 import { householdStatement, recipientInvoice } from '../../../services/settlement/statement-service.ts'
 import { describeDatabases } from '../../support/database.ts'
@@ -48,7 +48,23 @@ describeDatabases('late move-out', (t) => {
       { forMonth: '2026-10', recipientId: recipient, offerId, granularity: 'load_curve', data: -529n, grossMicros: -529n * PRICE, shareMicros: statement.adjustmentsMicros },
     ])
     expect(statement.adjustmentsMicros).toBe((-529n * PRICE) / 2n)
+    // November is open: its statement shows the adjustments booked in it so far, and no lines yet.
+    expect(statement).toMatchObject({ closed: false, lines: [] })
+    expect((await householdStatement(t.db, h, '2026-10')).closed).toBe(true)
     expect(await unbalancedJournals(t.db)).toEqual([])
+
+    // The move-out was a mistake: the household stayed. Registered so, October is as it was, and November's
+    // adjustments cancel out, line by line.
+    await createOccupancy(t.db, { meterId: m, householdId: h, from: paris('2026-10-10'), until: null }, { timezone: TZ }, paris('2026-11-12'))
+    await settleMonth(t.db, '2026-10', ctxAt(paris('2026-11-12', 1)))
+    const undone = await householdStatement(t.db, h, '2026-11')
+    expect(undone).toMatchObject({ adjustmentsMicros: 0n, adjustments: [], totalMicros: 0n })
+    expect(await recipientInvoice(t.db, recipient, '2026-11')).toMatchObject({ adjustmentsMicros: 0n, adjustments: [], totalMicros: 0n })
+  })
+
+  it('takes a month as YYYY-MM only', async () => {
+    await expect(householdStatement(t.db, 'hh_x', '2026-13')).rejects.toThrow(/^month: expected YYYY-MM$/)
+    await expect(recipientInvoice(t.db, 'pty_x', '2026-1')).rejects.toMatchObject({ field: 'month' })
   })
 
   it('charges a daily or monthly datum only if it was complete before the registration ended the consent (the recipient never got the others)', async () => {
