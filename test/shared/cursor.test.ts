@@ -85,6 +85,8 @@ describe('cursor key checks', () => {
 
   it('refuses text around a timestamp or a number, which a cast would fail on', () => {
     for (const bad of ['x2026-10-01 00:30:00+00', '2026-10-01 00:30:00+00x']) expect(isTimestampText(bad), bad).toBe(false)
+    // Without an offset the cast reads it in the session's zone: taken.
+    expect(isTimestampText('2026-10-01 00:30:00')).toBe(true)
     for (const bad of ['1x', 'x1', '']) expect(isBigintText(bad), bad).toBe(false)
   })
 
