@@ -5,7 +5,7 @@ import type { MqttClient } from 'mqtt'
 import { afterAll, describe, expect, it } from 'vitest'
 import { meterReadingsTopic } from '../../shared/topics.ts'
 import { connectMeter, endClient, publishAcked } from '../support/broker.ts'
-import { CliProcess } from '../support/cli.ts'
+import { CliProcess, callApi } from '../support/cli.ts'
 
 /**
  * The backup of docs/operations.md on the embedded database: the data folder of a stopped
@@ -36,23 +36,13 @@ describe('a backup of the embedded database: the data folder of a stopped system
     return { process: p, http: (await p.printed(/HTTP API\s+(http:\/\/\S+)/, START_MS_MAX))[1]!, mqtt: (await p.printed(/MQTT\s+(mqtt:\/\/\S+)/, START_MS_MAX))[1]! }
   }
 
-  async function call<T>(base: string, method: string, route: string, token: string, body?: unknown): Promise<T> {
-    const res = await fetch(base + route, {
-      method,
-      headers: { authorization: `Bearer ${token}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
-      ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
-    })
-    const text = await res.text()
-    if (!res.ok) throw new Error(`${method} ${route}: ${res.status} ${text}`)
-    return (text === '' ? undefined : JSON.parse(text)) as T
-  }
 
   it(
     'starts from a copy of the folder of a stopped system and serves the same payouts, statements, consents, readings and quarantine, then carries on',
     async () => {
       const original = path.join(dir, 'data')
       const source = await up(original)
-      const admin = <T>(method: string, route: string, body?: unknown): Promise<T> => call<T>(source.http, method, route, ADMIN, body)
+      const admin = <T>(method: string, route: string, body?: unknown): Promise<T> => callApi<T>(source.http, method, route, ADMIN, body)
       const utility = await admin<{ id: string }>('POST', '/admin/parties', { kind: 'utility', name: 'Copy grid' })
       const app = await admin<{ id: string; apiKey: string }>('POST', '/admin/parties', { kind: 'third_party', name: 'Copy app' })
       const household = await admin<{ id: string; apiKey: string }>('POST', '/admin/households', { name: 'Copy', email: 'copy@metershare.test', password: 'copy-password-123' })
@@ -65,7 +55,7 @@ describe('a backup of the embedded database: the data folder of a stopped system
         priceMicrosPerDatum: '10000',
         split: { householdBps: 7000, operatorBps: 1000, platformBps: 2000, thirdParties: [] },
       })
-      await call(source.http, 'POST', '/me/consents', household.apiKey, { offerId: offer.id, validUntil: '2027-12-01T00:00:00Z', dataFrom: `${MONTH}-01T00:00:00Z` })
+      await callApi(source.http, 'POST', '/me/consents', household.apiKey, { offerId: offer.id, validUntil: '2027-12-01T00:00:00Z', dataFrom: `${MONTH}-01T00:00:00Z` })
       const start = Date.parse(`${MONTH}-01T00:00:00Z`)
       const ts = (i: number): string => new Date(start + i * HOUR_MS).toISOString().replace('.000Z', 'Z')
       const october = Array.from({ length: 31 * 24 }, (_, i) => ({ ts: ts(i + 1), values: { '1-0:1.8.0': 1_000 + (i + 1) * 400 } }))
@@ -86,7 +76,7 @@ describe('a backup of the embedded database: the data folder of a stopped system
         [`/recipient/invoices/${MONTH}`, app.apiKey],
         [`/admin/quarantine?meterId=${meter.id}`, ADMIN],
       ]
-      const answers = async (base: string): Promise<unknown[]> => Promise.all(routes.map(async ([route, token]) => ({ route, body: await call(base, 'GET', route, token) })))
+      const answers = async (base: string): Promise<unknown[]> => Promise.all(routes.map(async ([route, token]) => ({ route, body: await callApi(base, 'GET', route, token) })))
       const before = await answers(source.http)
       expect((before[0] as { body: { payouts: unknown[] } }).body.payouts).toHaveLength(1)
 
@@ -103,7 +93,7 @@ describe('a backup of the embedded database: the data folder of a stopped system
       clients.push(again)
       const next = { ts: ts(31 * 24 + 1), values: { '1-0:1.8.0': 1_000 + (31 * 24 + 1) * 400 } }
       await publishAcked(again, meterReadingsTopic(meter.id), JSON.stringify(next))
-      const shown = await call<{ items: unknown[] }>(restored.http, 'GET', `/me/readings?meterId=${meter.id}&from=2026-11-01T00:30:00Z&to=2026-11-02T00:00:00Z&granularity=load_curve`, household.apiKey)
+      const shown = await callApi<{ items: unknown[] }>(restored.http, 'GET', `/me/readings?meterId=${meter.id}&from=2026-11-01T00:30:00Z&to=2026-11-02T00:00:00Z&granularity=load_curve`, household.apiKey)
       expect(shown.items).toEqual([{ meterId: meter.id, ts: next.ts, granularity: 'load_curve', values: next.values }])
     },
     3 * START_MS_MAX,

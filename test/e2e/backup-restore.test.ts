@@ -6,7 +6,7 @@ import pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { meterReadingsTopic } from '../../shared/topics.ts'
 import { connectMeter, endClient, publishAcked, waitFor } from '../support/broker.ts'
-import { CliProcess, runCli } from '../support/cli.ts'
+import { CliProcess, callApi, runCli } from '../support/cli.ts'
 import { describePostgres } from '../support/database.ts'
 import { adminUrl, databaseUrl } from '../support/postgres.ts'
 import { hasCommand, run, skipReason } from '../support/tools.ts'
@@ -97,22 +97,12 @@ describe.skipIf(missing.length > 0)(`a backup of a running system on PostgreSQL$
         return { http: (await p.printed(/HTTP API\s+(http:\/\/\S+)/, START_MS_MAX))[1]!, mqtt: (await p.printed(/MQTT\s+(mqtt:\/\/\S+)/, START_MS_MAX))[1]! }
       }
 
-      async function call<T>(base: string, method: string, route: string, token: string, body?: unknown): Promise<T> {
-        const res = await fetch(base + route, {
-          method,
-          headers: { authorization: `Bearer ${token}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
-          ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
-        })
-        const text = await res.text()
-        if (!res.ok) throw new Error(`${method} ${route}: ${res.status} ${text}`)
-        return (text === '' ? undefined : JSON.parse(text)) as T
-      }
 
       it(
         'restores partitions, indexes, sequences, triggers and the migrations table, a consistent snapshot of the data, and a system on it serves the same',
         async () => {
           const source = await up(t.url!)
-          const admin = <T>(method: string, route: string, body?: unknown): Promise<T> => call<T>(source.http, method, route, ADMIN, body)
+          const admin = <T>(method: string, route: string, body?: unknown): Promise<T> => callApi<T>(source.http, method, route, ADMIN, body)
 
           // A world provisioned over the API: two households, a meter each, both consenting to one offer.
           const utility = await admin<{ id: string }>('POST', '/admin/parties', { kind: 'utility', name: 'Backup grid' })
@@ -130,7 +120,7 @@ describe.skipIf(missing.length > 0)(`a backup of a running system on PostgreSQL$
             const h = await admin<{ id: string; apiKey: string }>('POST', '/admin/households', { name: `Backup ${n}`, email: `backup${n}@metershare.test`, password: 'backup-password-123' })
             const m = await admin<{ id: string; secret: string }>('POST', '/admin/meters', { operatorId: utility.id, commodity: 'electricity', intervalMinutes: 60 })
             await admin('POST', '/admin/occupancies', { meterId: m.id, householdId: h.id, from: `${MONTH}-01T00:00:00Z` })
-            await call(source.http, 'POST', '/me/consents', h.apiKey, { offerId: offer.id, validUntil: '2027-12-01T00:00:00Z', dataFrom: `${MONTH}-01T00:00:00Z` })
+            await callApi(source.http, 'POST', '/me/consents', h.apiKey, { offerId: offer.id, validUntil: '2027-12-01T00:00:00Z', dataFrom: `${MONTH}-01T00:00:00Z` })
             households.push(h)
             meters.push(m)
           }
@@ -149,7 +139,7 @@ describe.skipIf(missing.length > 0)(`a backup of a running system on PostgreSQL$
           await publishAcked(c2, meterReadingsTopic(m2.id), '{"ts": not json')
           await admin('POST', '/admin/settlements', { month: MONTH })
           // 744 datums at 7,000 µ€ each: past the minimum payout.
-          expect((await call<{ payouts: unknown[] }>(source.http, 'GET', '/me/payouts', h1.apiKey)).payouts).toHaveLength(1)
+          expect((await callApi<{ payouts: unknown[] }>(source.http, 'GET', '/me/payouts', h1.apiKey)).payouts).toHaveLength(1)
 
           // The writer: the second meter's late October, one datum a publish, settlement re-running the month
           // (each run posts adjustments), and the first meter's November.
@@ -264,13 +254,13 @@ describe.skipIf(missing.length > 0)(`a backup of a running system on PostgreSQL$
           // (the first meter's October days; its November went on after the dump).
           const copy = await up(restoredUrl)
           for (const route of ['/me/payouts', `/me/statements/${MONTH}`, '/me/consents', '/me/consent-log', `/me/readings?meterId=${m1.id}&from=${MONTH}-01T00:00:00Z&to=${MONTH}-30T00:00:00Z&granularity=daily`]) {
-            expect({ route, body: await call(copy.http, 'GET', route, h1.apiKey) }).toEqual({ route, body: await call(source.http, 'GET', route, h1.apiKey) })
+            expect({ route, body: await callApi(copy.http, 'GET', route, h1.apiKey) }).toEqual({ route, body: await callApi(source.http, 'GET', route, h1.apiKey) })
           }
-          expect(await call(copy.http, 'GET', '/recipient/consents', app.apiKey)).toEqual(await call(source.http, 'GET', '/recipient/consents', app.apiKey))
+          expect(await callApi(copy.http, 'GET', '/recipient/consents', app.apiKey)).toEqual(await callApi(source.http, 'GET', '/recipient/consents', app.apiKey))
           // The second meter's datums, page by page: the restored ones.
           let served = 0
           for (let cursor: string | null = ''; cursor !== null; ) {
-            const page: { items: unknown[]; nextCursor: string | null } = await call(
+            const page: { items: unknown[]; nextCursor: string | null } = await callApi(
               copy.http,
               'GET',
               `/me/readings?meterId=${m2.id}&from=${MONTH}-01T00:00:00Z&to=2026-11-01T00:00:00Z&granularity=load_curve${cursor === '' ? '' : `&cursor=${encodeURIComponent(cursor)}`}`,
@@ -288,9 +278,9 @@ describe.skipIf(missing.length > 0)(`a backup of a running system on PostgreSQL$
           await publishAcked(c2copy, meterReadingsTopic(m2.id), JSON.stringify(late2[k2]))
           await publishAcked(c2copy, meterReadingsTopic(m2.id), '{"ts": not json either')
           expect(await tsOf(m2.id)).toHaveLength(EARLY_READINGS + k2 + 1)
-          const quarantined = await call<{ items: unknown[] }>(copy.http, 'GET', `/admin/quarantine?meterId=${m2.id}`, ADMIN)
+          const quarantined = await callApi<{ items: unknown[] }>(copy.http, 'GET', `/admin/quarantine?meterId=${m2.id}`, ADMIN)
           expect(quarantined.items).toHaveLength(2)
-          await call(copy.http, 'POST', '/admin/settlements', ADMIN, { month: MONTH })
+          await callApi(copy.http, 'POST', '/admin/settlements', ADMIN, { month: MONTH })
           await expect(query(restoredUrl, 'UPDATE ledger_entries SET amount_micros = amount_micros + 1')).rejects.toThrow()
         },
         2 * START_MS_MAX + 2 * TOOL_MS_MAX,

@@ -4,7 +4,7 @@ import { sql } from 'kysely'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { meterReadingsTopic } from '../../shared/topics.ts'
 import { connectClient, endClient, subscribeCollect, waitFor } from '../support/broker.ts'
-import { CliProcess, runCli } from '../support/cli.ts'
+import { CliProcess, callApi, runCli } from '../support/cli.ts'
 import { describePostgres } from '../support/database.ts'
 import { freePort, hasCommand, run, skipReason, startRedisServer } from '../support/tools.ts'
 
@@ -69,16 +69,7 @@ describe.skipIf(missing.length > 0)(`the production layout as processes${reasons
         return p
       }
 
-      async function call<T>(method: string, path: string, token: string, body?: unknown): Promise<T> {
-        const res = await fetch(api + path, {
-          method,
-          headers: { authorization: `Bearer ${token}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
-          ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
-        })
-        const text = await res.text()
-        if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${text}`)
-        return (text === '' ? undefined : JSON.parse(text)) as T
-      }
+      const call = <T>(method: string, route: string, token: string, body?: unknown): Promise<T> => callApi<T>(api, method, route, token, body)
 
       it(
         'migrates, then runs two brokers, the API and (later) the settlement worker, each healthy on its own port',

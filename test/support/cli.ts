@@ -56,3 +56,15 @@ export class CliProcess {
     if (this.child.exitCode === null) this.child.kill('SIGKILL')
   }
 }
+
+/** A JSON call to a running process's HTTP API with a bearer token: the parsed answer, or an error naming the status and body. */
+export async function callApi<T>(base: string, method: string, route: string, token: string, body?: unknown): Promise<T> {
+  const res = await fetch(base + route, {
+    method,
+    headers: { authorization: `Bearer ${token}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
+    ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+  })
+  const text = await res.text()
+  if (!res.ok) throw new Error(`${method} ${route}: ${res.status} ${text}`)
+  return (text === '' ? undefined : JSON.parse(text)) as T
+}
