@@ -502,23 +502,21 @@ export const portalRoutes: RoutePlugin = async (app, { deps }) => {
       signedOut: CONSENTS_SIGNED_OUT,
     },
     async ({ session, ctx, request, reply }) => {
+      let consentId: string | undefined
       try {
-        const consent = await consentToRevoke(session, request)
-        try {
-          await revokeConsent(db, consent.id, { role: 'household', householdId: session.householdId }, now())
-        } catch (err) {
-          if (!(err instanceof MetershareError) || err.statusCode >= 500 || err instanceof NotFoundError) throw err
-          const refused = fill(ctx.t.consents.failed, { message: refusalText(ctx, err) })
-          return sendPage(reply, err.statusCode, revokePage(ctx, await getHouseholdConsent(db, session.householdId, consent.id), refused))
-        }
-        // Answered once this process's broker forwards nothing more under it, as the API does.
-        await deps.releaseChanged?.({ kind: 'consent', id: consent.id })
-        request.log.info({ householdId: session.householdId, consentId: consent.id }, 'portal consent revoked')
-        return reply.redirect('/consents?done=revoked', 303)
+        consentId = (await consentToRevoke(session, request)).id
+        await revokeConsent(db, consentId, { role: 'household', householdId: session.householdId }, now())
       } catch (err) {
         if (err instanceof NotFoundError) return sendPage(reply, 404, problemPage(ctx, ctx.t.notFound))
-        throw err
+        if (!(err instanceof MetershareError) || err.statusCode >= 500 || consentId === undefined) throw err
+        // Refused (it has ended meanwhile, or is a legal basis): the page that asked, as the consent is now, saying why.
+        const refused = fill(ctx.t.consents.failed, { message: refusalText(ctx, err) })
+        return sendPage(reply, err.statusCode, revokePage(ctx, await getHouseholdConsent(db, session.householdId, consentId), refused))
       }
+      // Answered once this process's broker forwards nothing more under it, as the API does.
+      await deps.releaseChanged?.({ kind: 'consent', id: consentId })
+      request.log.info({ householdId: session.householdId, consentId }, 'portal consent revoked')
+      return reply.redirect('/consents?done=revoked', 303)
     },
   )
 
