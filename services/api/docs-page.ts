@@ -1,14 +1,11 @@
 import type { JsonSchema, OpenApiDocument, OpenApiOperation, OpenApiResponse } from './openapi.ts'
+import { escapeHtml } from './portal/html.ts'
 
 /**
  * The human documentation at `/docs`: one self-contained HTML page (inline style, no
  * script, no external asset) rendered from the OpenAPI document, so it never drifts
  * from what the routes validate.
  */
-
-export function escapeHtml(s: string): string {
-  return s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`)
-}
 
 /** Inline `code` spans of our short descriptions; everything else stays text. */
 function prose(s: string): string {

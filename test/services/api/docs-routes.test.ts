@@ -188,10 +188,10 @@ describeDatabases('GET /docs/openapi.json and GET /docs', (t) => {
     const html = res.body
     expect(html).toMatch(/^<!doctype html>/)
     for (const { method, path } of operations(doc)) {
-      expect(html, `${method} ${path}`).toContain(`<span class="m m-${method}">${method.toUpperCase()}</span> <code>${path.replace(/&/g, '&#38;')}</code>`)
+      expect(html, `${method} ${path}`).toContain(`<span class="m m-${method}">${method.toUpperCase()}</span> <code>${path.replace(/&/g, '&amp;')}</code>`)
     }
     expect(html).toContain('kind: expected one of utility, third_party')
-    expect(html).toContain('<code>&#34;utility&#34;</code> | <code>&#34;third_party&#34;</code>')
+    expect(html).toContain('<code>&quot;utility&quot;</code> | <code>&quot;third_party&quot;</code>')
     expect(html).not.toMatch(/<script|<img|<iframe|\bsrc=|url\(/i)
     for (const link of html.match(/<link[^>]*>/g) ?? []) expect(link).toMatch(/href="data:/)
     expect(html).not.toMatch(/https?:\/\//)
