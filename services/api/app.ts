@@ -104,6 +104,12 @@ function droppedConnectionsLog(connectionsMax: number): (address: string | undef
   }
 }
 
+/**
+ * How long a browser that got an answer over HTTPS keeps to HTTPS for this host (Strict-Transport-Security):
+ * a year, the figure browsers' preload lists ask for. Subdomains are not named: they are the operator's, not ours.
+ */
+export const HSTS_MAX_AGE_S = 31_536_000
+
 const DOCUMENTED_METHODS = new Set<string>(['GET', 'POST', 'PUT', 'PATCH', 'DELETE'])
 const QUIET_ROUTES = new Set<string>(['/healthz', '/metrics'])
 
@@ -179,7 +185,8 @@ function takesNoBody(request: FastifyRequest): boolean {
 
 export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
   const clock = deps.clock ?? (() => new Date())
-  // Behind a trusted load balancer, request.ip is the client's (X-Forwarded-For): sign-in throttles count by it.
+  // Behind a trusted load balancer, request.ip is the client's (X-Forwarded-For): sign-in throttles count by it;
+  // request.protocol is the scheme it was reached by (X-Forwarded-Proto): the session cookie is Secure over HTTPS.
   const proxies = new TrustedProxies(deps.config.trustedProxies)
   const app = fastify({
     trustProxy: proxies.none ? false : (address: string) => proxies.trusts(address),
@@ -242,9 +249,14 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
 
   // Answers name households, readings, money and keys: kept out of every cache (a browser's, a proxy's)
   // unless a route says otherwise (the portal's static assets), and never sniffed as another type.
-  app.addHook('onSend', async (_request, reply, payload) => {
+  app.addHook('onSend', async (request, reply, payload) => {
     if (!reply.hasHeader('cache-control')) void reply.header('cache-control', 'no-store')
     if (!reply.hasHeader('x-content-type-options')) void reply.header('x-content-type-options', 'nosniff')
+    // Over HTTPS (here, or at a trusted balancer that says so in X-Forwarded-Proto), a browser is told
+    // never to come back over plain HTTP, where a session cookie or a password could be read on the way.
+    if (request.protocol === 'https' && !reply.hasHeader('strict-transport-security')) {
+      void reply.header('strict-transport-security', `max-age=${HSTS_MAX_AGE_S}`)
+    }
     return payload
   })
 

@@ -1,9 +1,9 @@
-import type { FastifyRequest, LightMyRequestResponse } from 'fastify'
+import type { LightMyRequestResponse } from 'fastify'
 import { beforeEach, describe, expect, it } from 'vitest'
 import type { SessionResolver } from '../../../services/api/auth.ts'
-import { sessionCookie } from '../../../services/api/routes/portal-routes.ts'
 import { csrfTokenOf, csrfTokenValid, sessionResolver } from '../../../services/directory/session-service.ts'
 import { SignInThrottle } from '../../../services/directory/session-throttle.ts'
+import { HSTS_MAX_AGE_S } from '../../../services/api/app.ts'
 import { verifySecret } from '../../../shared/secrets.ts'
 import { describeDatabases } from '../../support/database.ts'
 import { bearer, errorOf, useApi } from './api-harness.ts'
@@ -111,11 +111,6 @@ describeDatabases('portal sign-in and sessions', (t) => {
     expect(verifySecret(secret, rows[0]!.token_hash)).toBe(true)
     expect(body.csrfToken).toBe(csrfTokenOf(token))
     expect(body.csrfToken).not.toContain(secret)
-  })
-
-  it('marks the cookie Secure when the request came over HTTPS', () => {
-    const cookie = sessionCookie({ protocol: 'https' } as FastifyRequest, 'ses_x.y', 60)
-    expect(cookie.split('; ')).toEqual(expect.arrayContaining(['Secure', 'HttpOnly', 'SameSite=Strict']))
   })
 
   it('refuses a wrong password and an unknown email alike, with 401 and no cookie', async () => {
@@ -589,6 +584,43 @@ describeDatabases('portal sign-in behind a trusted load balancer (METERSHARE_TRU
     for (let i = 0; i < FAILURES_MAX; i++) expect((await signIn(BALANCER, `${client}, 10.1.2.3`, 'wrong', `nobody-${n}-${i}@example.org`)).statusCode).toBe(401)
     expect((await signIn(BALANCER, client, PASSWORD)).statusCode).toBe(429)
     expect((await signIn(BALANCER, `198.51.101.${n}, 10.1.2.3`, PASSWORD)).statusCode).toBe(201)
+  })
+
+  /** A sign-in, as the portal's own page posts it on https://portal.example.org, reaching the API from `from`. */
+  function signInOverHttps(from: string, forwardedProto: string | null): Promise<LightMyRequestResponse> {
+    return api.inject({
+      method: 'POST',
+      url: '/portal/session',
+      remoteAddress: from,
+      headers: { host: 'portal.example.org', origin: 'https://portal.example.org', 'x-forwarded-for': `203.0.116.${n}`, ...(forwardedProto === null ? {} : { 'x-forwarded-proto': forwardedProto }) },
+      payload: { email, password: PASSWORD },
+    })
+  }
+
+  it('knows from the balancer that the client came over HTTPS: the cookie is Secure, and the answer asks the browser to keep to HTTPS', async () => {
+    const res = await signInOverHttps(BALANCER, 'https')
+    // The page's https origin is the portal's own.
+    expect(res.statusCode, res.body).toBe(201)
+    const cookie = res.headers['set-cookie'] as string
+    expect(cookie.split('; ')).toEqual(expect.arrayContaining(['Secure', 'HttpOnly', 'SameSite=Strict']))
+    expect(res.headers['strict-transport-security']).toBe(`max-age=${HSTS_MAX_AGE_S}`)
+    // Signing out clears the cookie with the same attributes, or a browser would keep the Secure one.
+    const out = await api.inject({
+      method: 'DELETE',
+      url: '/portal/session',
+      remoteAddress: BALANCER,
+      headers: { host: 'portal.example.org', origin: 'https://portal.example.org', 'x-forwarded-proto': 'https', 'x-csrf-token': res.json().csrfToken, cookie: cookie.slice(0, cookie.indexOf(';')) },
+    })
+    expect(out.statusCode, out.body).toBe(204)
+    expect((out.headers['set-cookie'] as string).split('; ')).toEqual(expect.arrayContaining(['Max-Age=0', 'Secure']))
+  })
+
+  it('takes plain HTTP for what it is, and X-Forwarded-Proto only from the balancer', async () => {
+    for (const res of [await signInOverHttps(BALANCER, 'http'), await signInOverHttps(BALANCER, null), await signInOverHttps('192.0.2.200', 'https')]) {
+      expect(res.statusCode, res.body).toBe(201)
+      expect(res.headers['set-cookie']).not.toContain('Secure')
+      expect(res.headers['strict-transport-security']).toBeUndefined()
+    }
   })
 
   it('ignores X-Forwarded-For from anyone else: a client cannot escape its count by claiming other addresses', async () => {
