@@ -48,13 +48,29 @@ describe('docker-compose.yml', () => {
     }
   })
 
-  it('puts brokers and the API behind one load balancer: MQTT on 1883, HTTP and /mqtt on 8080', () => {
+  it('puts brokers and the API behind one load balancer, the only service published, and only over TLS: MQTT on 8883, HTTPS and /mqtt on 443, 80 a redirect', () => {
+    for (const [name, s] of Object.entries(compose.services)) if (name !== 'lb') expect(s.ports, name).toBeUndefined()
     const lb = compose.services.lb!
-    expect(lb.ports).toEqual(expect.arrayContaining(['1883:1883', '8080:8080']))
+    // Plaintext MQTT (1883) and HTTP (8080) stay inside the compose network.
+    expect([...lb.ports!].sort()).toEqual(['443:443', '80:80', '8883:8883'])
     const haproxy = compose.configs[lb.configs![0]!.source]!.content
-    expect(haproxy).toMatch(/bind :1883[\s\S]*mode tcp[\s\S]*broker:1883/)
-    expect(haproxy).toMatch(/acl is_mqtt path \/mqtt[\s\S]*use_backend brokers_ws if is_mqtt/)
+    const frontends = haproxy.split(/\n(?=\s*frontend )/).slice(1).map((f) => f.split(/\n(?=\s*(?:backend|resolvers) )/)[0]!)
+    const binds = frontends.map((f) => /bind (\S+)(.*)/.exec(f)!.slice(1).join('').trim())
+    expect(binds.sort()).toEqual([':443 ssl crt /usr/local/etc/haproxy/certs/', ':80', ':8883 ssl crt /usr/local/etc/haproxy/certs/'])
+    expect(haproxy).toMatch(/bind :8883 ssl .*\n\s+mode tcp\n\s+default_backend brokers_mqtt/)
+    expect(haproxy).toMatch(/backend brokers_mqtt\n[\s\S]*server-template broker 2 broker:1883/)
+    const https = frontends.find((f) => f.includes('bind :443'))!
+    expect(https).toMatch(/http-request set-header X-Forwarded-Proto https/)
+    expect(https).toMatch(/acl is_mqtt path \/mqtt\n\s+use_backend brokers_ws if is_mqtt\n\s+default_backend api/)
+    // Port 80 serves nothing: it only redirects.
+    const plain = frontends.find((f) => f.includes('bind :80'))!
+    expect(plain).toMatch(/http-request redirect scheme https/)
+    expect(plain).not.toMatch(/backend/)
+    expect(haproxy).toMatch(/ssl-default-bind-options ssl-min-ver TLSv1\.2/)
     expect(haproxy).toMatch(/server api api:8080/)
+    // The certificates come from the operator's folder, mounted read-only where the configuration reads them.
+    const volumes = (lb as unknown as { volumes: string[] }).volumes
+    expect(volumes).toEqual([expect.stringMatching(/^\$\{METERSHARE_TLS_DIR:\?[^}]+\}:\/usr\/local\/etc\/haproxy\/certs:ro$/)])
   })
 
   it('builds an image holding every folder the command imports', () => {

@@ -14,6 +14,7 @@ export const SYSTEM_TOOLS: ReadonlyArray<{ command: string; pkg: string; needs: 
   { command: 'strace', pkg: 'strace', needs: "PGlite's fsync on commit, seen in system calls" },
   { command: 'redis-server', pkg: 'redis-server', needs: 'two brokers sharing sessions' },
   { command: 'haproxy', pkg: 'haproxy', needs: "docker-compose.yml's load balancer in front of the processes" },
+  { command: 'openssl', pkg: 'openssl', needs: 'a throwaway certificate authority for the TLS tests, and TLS versions tried by hand' },
   { command: 'pg_dump', pkg: 'postgresql-client', needs: 'a backup of a running system, restored and compared' },
   { command: 'pg_restore', pkg: 'postgresql-client', needs: 'a backup of a running system, restored and compared' },
 ]
@@ -22,17 +23,18 @@ export function skipReason(command: string, pkg: string): string {
   return hasCommand(command) ? '' : ` (skipped: ${command} not found; apt-get install ${pkg})`
 }
 
-/** Runs a command to its end (killed after `timeoutMs`): its exit code and what it printed. */
+/** Runs a command to its end (killed after `timeoutMs`): its exit code and what it printed. Its standard input is `input`, then closed. */
 export function run(
   command: string,
   args: string[],
-  options: { timeoutMs?: number; env?: NodeJS.ProcessEnv } = {},
+  options: { timeoutMs?: number; env?: NodeJS.ProcessEnv; input?: string } = {},
 ): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    execFile(command, args, { timeout: options.timeoutMs ?? 15_000, ...(options.env !== undefined ? { env: options.env } : {}) }, (err, stdout, stderr) => {
+    const child = execFile(command, args, { timeout: options.timeoutMs ?? 15_000, ...(options.env !== undefined ? { env: options.env } : {}) }, (err, stdout, stderr) => {
       const code = err === null ? 0 : typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : 1
       resolve({ code, stdout, stderr })
     })
+    child.stdin?.end(options.input ?? '')
   })
 }
 
