@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs'
 import http from 'node:http'
+import net from 'node:net'
 import https from 'node:https'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
@@ -32,6 +33,8 @@ const ROOT = path.resolve(import.meta.dirname, '../..')
 const ADMIN = 'lb-e2e-admin-token-0123456789ab'
 const START_MS_MAX = 60_000
 const BALANCER = '127.0.0.2'
+/** The compose file's `timeout client`: how long a client has to finish its TLS handshake. */
+const HANDSHAKE_MS_MAX = 30_000
 const CLIENT = '127.0.0.1'
 
 interface Ports {
@@ -230,7 +233,7 @@ describe.skipIf(!tools.every(hasCommand))(`the load balancer of docker-compose.y
             const r = await handshake(oldPort, 'tls1_1')
             return r.code === 0 ? r : undefined
           }, 10_000, 'a TLS 1.1 handshake with openssl s_server')
-          expect(control.stdout).toMatch(/Protocol\s*: TLSv1\.1/)
+          expect(control.stdout).toMatch(/Protocol\s*: TLSv1\.1\n/)
         } finally {
           old.kill('SIGKILL')
         }
@@ -239,12 +242,13 @@ describe.skipIf(!tools.every(hasCommand))(`the load balancer of docker-compose.y
           expect((await handshake(port, 'tls1_1')).code, `TLS 1.1 on ${port}`).not.toBe(0)
           const v12 = await handshake(port, 'tls1_2')
           expect(v12.code, `TLS 1.2 on ${port}`).toBe(0)
-          expect(v12.stdout).toMatch(/Protocol\s*: TLSv1\.2/)
           // Forward secrecy: an ephemeral key exchange.
-          expect(v12.stdout).toMatch(/Cipher\s*: ECDHE-/)
+          expect(v12.stdout).toMatch(/Protocol\s*: TLSv1\.2\n/)
+          expect(v12.stdout).toMatch(/^New, TLSv1\.2, Cipher is ECDHE-/m)
           const v13 = await handshake(port, 'tls1_3')
           expect(v13.code, `TLS 1.3 on ${port}`).toBe(0)
-          expect(v13.stdout).toMatch(/Protocol\s*: TLSv1\.3/)
+          // (Its session details come later, with the session ticket: the line of the handshake is the one to read.)
+          expect(v13.stdout).toMatch(/^New, TLSv1\.3, Cipher is TLS_/m)
         }
       })
 
@@ -300,6 +304,32 @@ describe.skipIf(!tools.every(hasCommand))(`the load balancer of docker-compose.y
         expect(status).toBe(429)
         expect(await loggedAddresses(api, 'portal sign-in throttled', 1)).toEqual([CLIENT])
       })
+
+      it('closes a connection that does not finish its TLS handshake in time, and keeps a meter that is idle far longer', async () => {
+        const { meter: overTls } = await occupiedMeter()
+        const { meter: overWss } = await occupiedMeter()
+        // A keepalive of an hour (the broker's most): no PINGREQ, the connections carry nothing until the publish below.
+        const m1 = await connectMeter(mqttsUrl, overTls, { ca: ca.ca, keepalive: 3_600 })
+        const m2 = await connectMeter(`${httpsBase.replace('https', 'wss')}/mqtt`, overWss, { ca: ca.ca, keepalive: 3_600 })
+        clients.push(m1, m2)
+        const openedAt = Date.now()
+        /** A TCP connection that sends nothing: when the balancer closed it, in ms after it opened. */
+        const silent = (port: number): Promise<number> =>
+          new Promise((resolve) => {
+            const socket = net.connect(port, CLIENT)
+            socket.on('error', () => {})
+            socket.on('close', () => resolve(Date.now() - openedAt))
+          })
+        const closedAfterMs = await Promise.all([silent(ports.lbMqtts), silent(ports.lbHttps)])
+        // The compose file's `timeout client 30s`, give or take the timer's granularity.
+        for (const ms of closedAfterMs) expect(ms).toBeGreaterThanOrEqual(HANDSHAKE_MS_MAX - 1_000)
+        // The meters, idle as long, are still connected and publish.
+        expect(Date.now() - openedAt).toBeGreaterThan(HANDSHAKE_MS_MAX)
+        await publishAcked(m1, meterReadingsTopic(overTls.id), JSON.stringify({ ts: '2026-10-02T13:00:00Z', values: { '1-0:1.8.0': 1 } }))
+        await publishAcked(m2, meterReadingsTopic(overWss.id), JSON.stringify({ ts: '2026-10-02T13:00:00Z', values: { '1-0:1.8.0': 2 } }))
+        expect(await readingsOf(t.db, overTls.id)).toHaveLength(1)
+        expect(await readingsOf(t.db, overWss.id)).toHaveLength(1)
+      }, 3 * HANDSHAKE_MS_MAX)
 
       // Last: it reloads HAProxy.
       it('takes a renewed certificate on a reload, and the meters connected before stay connected', async () => {

@@ -34,6 +34,8 @@ export function run(
       const code = err === null ? 0 : typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : 1
       resolve({ code, stdout, stderr })
     })
+    // A command that exits before reading its input closes the pipe: that is its business, not an error here.
+    child.stdin?.on('error', () => {})
     child.stdin?.end(options.input ?? '')
   })
 }
