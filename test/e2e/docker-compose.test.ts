@@ -73,6 +73,19 @@ describe('docker-compose.yml', () => {
     expect(volumes).toEqual([expect.stringMatching(/^\$\{METERSHARE_TLS_DIR:\?[^}]+\}:\/usr\/local\/etc\/haproxy\/certs:ro$/)])
   })
 
+  it("gives the one-host recipe of docs/operations.md the compose file's TLS settings and timeouts", () => {
+    const haproxy = compose.configs[compose.services.lb!.configs![0]!.source]!.content
+    const recipe = /# \/etc\/haproxy\/haproxy\.cfg\n([\s\S]*?)```/.exec(readFileSync(path.join(ROOT, 'docs/operations.md'), 'utf8'))![1]!
+    const settings = (text: string): string[] =>
+      text
+        .split('\n')
+        .map((l) => l.trim())
+        .filter((l) => /^(ssl-default-bind-|timeout (client|http-request|tunnel) )/.test(l) || /^http-request (set|del)-header|^bind :\d+( ssl)?/.test(l))
+        .map((l) => l.replace(/ crt \S+$/, ''))
+        .sort()
+    expect(settings(recipe)).toEqual(settings(haproxy))
+  })
+
   it('builds an image holding every folder the command imports', () => {
     const dockerfile = readFileSync(path.join(ROOT, 'Dockerfile'), 'utf8')
     for (const folder of ['broker', 'services', 'shared', 'simulators', 'cli']) expect(dockerfile).toContain(`COPY ${folder} ./${folder}`)
