@@ -18,6 +18,7 @@ import { principalKey, type Principal } from '../services/directory/principal.ts
 import { dailyDatumsToPublish } from '../services/metering/daily-publication.ts'
 import { MeterTails, commitMessages } from '../services/metering/ingest-service.ts'
 import { freeBytesOf, StorageAlarm, StorageFullError } from '../shared/db/storage.ts'
+import { DatabaseAlarm, logDatabaseFailure } from '../shared/db/unreachable.ts'
 import { PARTITION_AHEAD_LOCK_WAIT_MS, PARTITIONS_AHEAD_INTERVAL_MS, prepareReadingsPartitions } from '../shared/db/partitions.ts'
 import { deferredMessage, validatePayload } from '../services/metering/ingest-validation.ts'
 import { AuthThrottle } from './auth-throttle.ts'
@@ -181,6 +182,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
   const laneCount = thread !== null ? limits.commitLanes : 1
   let lastCommitAt = Number.NEGATIVE_INFINITY
   const storage = new StorageAlarm(rootLog.ingest, (full) => metrics.storageFull.set(full ? 1 : 0))
+  const database = new DatabaseAlarm(rootLog.ingest, (down) => metrics.databaseUnreachable.set(down ? 1 : 0))
   const pgliteDir = db.pgliteDir
   const ingest = new IngestLanes(laneCount, (lane) => ({
     limits: {
@@ -191,6 +193,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
     metrics,
     log: rootLog.ingest,
     storage,
+    database,
     commit: async (messages) => {
       if (thread !== null) return thread.commit(lane, messages, (meterId) => egress.interest.wants('readings', meterId))
       // PGlite: not even tried below the reserve (a WAL that cannot grow hangs PGlite, see storage.ts).
@@ -323,7 +326,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
     const answered = (): void => {
       answer().catch((err: unknown) => {
         throttle.recordNoVerdict(address, username)
-        log.error({ err, clientId: client.id }, 'authentication lookup failed')
+        logDatabaseFailure(log, 'error', err, { clientId: client.id }, 'authentication lookup failed')
         refuse('server unavailable', CONNACK_SERVER_UNAVAILABLE)
       })
     }
@@ -439,7 +442,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
     if (principal !== undefined && principal.role !== 'meter' && !client.clean) {
       if (memory !== null) offlineSince.set(client.id, clock())
       const p = touchMqttSessions(db.db, [client.id], new Date(clock()))
-        .catch((err: unknown) => log.error({ err, clientId: client.id }, 'recording a persistent session as offline failed'))
+        .catch((err: unknown) => logDatabaseFailure(log, 'error', err, { clientId: client.id }, 'recording a persistent session as offline failed'))
         .finally(() => pendingTouches.delete(p))
       pendingTouches.add(p)
     }
@@ -465,7 +468,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
   let sweeping: Promise<void> | null = null
   const sweepTimer = setInterval(() => {
     sweeping ??= expireSessions()
-      .catch((err: unknown) => log.error({ err }, 'persistent session expiry failed'))
+      .catch((err: unknown) => logDatabaseFailure(log, 'error', err, {}, 'persistent session expiry failed'))
       .finally(() => (sweeping = null))
   }, config.mqtt.persistentSessionSweepIntervalMs)
   sweepTimer.unref()
@@ -479,7 +482,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
       .then((left) => {
         if (left.length > 0) log.info({ months: left, lockWaitMs: PARTITION_AHEAD_LOCK_WAIT_MS }, 'readings partitions not created ahead: the table is locked (a pg_dump?), trying again later')
       })
-      .catch((err: unknown) => log.error({ err }, 'creating readings partitions ahead failed'))
+      .catch((err: unknown) => logDatabaseFailure(log, 'error', err, {}, 'creating readings partitions ahead failed'))
       .finally(() => (preparing = null))
   }
   preparePartitions()
@@ -567,6 +570,8 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
       return storage.full
     },
     async databaseAnswers() {
+      // Ingest held for want of the server: a commit before it proves nothing; only a probe says it is back.
+      if (database.down) return probeDatabase(db)
       return clock() - lastCommitAt <= COMMIT_PROVES_DATABASE_MS || probeDatabase(db)
     },
     handle(conn, address, req) {

@@ -3,7 +3,9 @@ import type { IngestLimits } from '../shared/config.ts'
 import type { Metrics } from '../shared/metrics.ts'
 import type { CommitResult, MessageOutcome } from '../services/metering/ingest-service.ts'
 import type { ValidatedMessage } from '../services/metering/ingest-validation.ts'
+import type { HoldAlarm } from '../shared/db/hold-alarm.ts'
 import { isDiskFull, type StorageAlarm } from '../shared/db/storage.ts'
+import { isDatabaseUnreachable, type DatabaseAlarm } from '../shared/db/unreachable.ts'
 
 /**
  * The ordered ingest queue with group commit. Messages from every client go into one FIFO;
@@ -78,6 +80,8 @@ export interface IngestQueueOptions {
   log: Logger
   /** Told when a commit fails for lack of space and when one succeeds again (shared by a broker's lanes). */
   storage?: StorageAlarm
+  /** Told when a commit fails for want of the database server and when one succeeds again (shared by a broker's lanes). */
+  database?: DatabaseAlarm
 }
 
 export class IngestQueue {
@@ -258,43 +262,46 @@ export class IngestQueue {
   }
 
   /**
-   * A group that fails for lack of space (SQLSTATE 53100, or StorageFullError on PGlite) is retried
-   * every `commitRetryDelayMsMax` for as long as the disk stays full, without counting against
+   * A group that fails for a cause no number of attempts cures, only time (a full disk: SQLSTATE 53100,
+   * or StorageFullError on PGlite; a database server stopped, crashed or restarting: unreachable.ts),
+   * is retried every `commitRetryDelayMsMax` for as long as the cause lasts, without counting against
    * `commitAttemptsMax` and without answering its publishers: no PUBACK (nothing is durable), and no
-   * error either, which would cut the meters off to reconnect and resend into the same full disk,
-   * every few seconds, for as long as it lasts. aedes reads no further from a held meter, so what it
-   * sends meanwhile waits in its socket (TCP backpressure); a meter that gives up on its keep-alive
-   * resends on its next connection and the datum is stored once. Once the queue is closing, a
-   * disk-full failure counts as any other, so a stop is not held forever.
+   * error either, which would cut the meters off to reconnect and resend into the same full disk or
+   * absent server (whose sign-ins fail too), every few seconds, for as long as it lasts. aedes reads
+   * no further from a held meter, so what it sends meanwhile waits in its socket (TCP backpressure);
+   * a meter that gives up on its keep-alive resends on its next connection and the datum is stored
+   * once. Once the queue is closing, such a failure counts as any other, so a stop is not held forever.
    */
   private async commitWithRetry(batch: Job[], weight: number): Promise<{ result: CommitResult } | { error: Error }> {
     const messages = batch.map((j) => j.message)
     const { commitAttemptsMax, commitRetryDelayMsMax } = this.opts.limits
-    let held = false
+    /** The alarm this group is held under, if any. */
+    let heldBy: HoldAlarm | undefined
     for (let attempt = 1; ; attempt++) {
       const started = process.hrtime.bigint()
       try {
         const result = await this.opts.commit(messages)
         this.opts.metrics.ingestCommitSeconds.observe(Number(process.hrtime.bigint() - started) / 1e9)
         this.opts.metrics.ingestBatchReadings.observe(weight)
-        if (held) this.opts.storage?.release()
+        heldBy?.release()
         return { result }
       } catch (err) {
         this.opts.metrics.ingestCommitFailures.inc()
-        if (!this.closed && isDiskFull(err)) {
+        const alarm = this.closed ? undefined : isDiskFull(err) ? this.opts.storage : isDatabaseUnreachable(err) ? this.opts.database : undefined
+        if (alarm !== undefined) {
           // Logged by the alarm: once, then at most once a minute, not once per attempt of every group.
-          this.opts.storage?.raise(err, !held, this.pendingReadings + weight, commitRetryDelayMsMax)
-          held = true
+          if (heldBy !== alarm) heldBy?.release()
+          alarm.raise(err, heldBy !== alarm, this.pendingReadings + weight, commitRetryDelayMsMax)
+          heldBy = alarm
           attempt = 0
           await sleep(commitRetryDelayMsMax)
           continue
         }
+        heldBy?.release()
+        heldBy = undefined
         const last = attempt >= commitAttemptsMax
         this.opts.log.warn({ err, attempt, messages: batch.length, willRetry: !last }, 'ingest commit failed')
-        if (last) {
-          if (held) this.opts.storage?.release()
-          return { error: err as Error }
-        }
+        if (last) return { error: err as Error }
         await sleep(Math.min(commitRetryDelayMsMax, 10 * 2 ** attempt))
       }
     }

@@ -64,6 +64,7 @@ export function startStatusLine(options: { metrics: Metrics; fleet: Fleet | null
     if (simulated !== undefined && simulated !== null) parts.push(`simulated ${formatMinuteUtc(simulated)}`)
     // First, where the eye lands: nothing is being stored, and why (the log says more).
     if ((await value(metrics.storageFull)) > 0) parts.unshift('DISK FULL: readings held, not acknowledged (see the log)')
+    if ((await value(metrics.databaseUnreachable)) > 0) parts.unshift('DATABASE UNREACHABLE: readings held, not acknowledged (see the log)')
     const line = parts.join(' · ')
     if (tty) {
       out.write('\r' + line.padEnd(width) + '')

@@ -1,3 +1,4 @@
+import { logDatabaseFailure } from '../shared/db/unreachable.ts'
 import { createWriteStream, existsSync } from 'node:fs'
 import { createServer, type Server as HttpServer } from 'node:http'
 import net, { type AddressInfo } from 'node:net'
@@ -123,6 +124,7 @@ async function startBrokerPart(
   const address = await broker.listenTcp(config.mqtt.port, config.mqtt.host).catch((err: unknown) => {
     throw listenError(err, ENV_VARS.mqttPort, config.mqtt.port, config.mqtt.host)
   })
+  metrics.checkDatabaseWith(() => broker.databaseAnswers())
   const health = async (): Promise<HealthReport> => ({
     broker: !broker.aedes.closed,
     database: await broker.databaseAnswers(),
@@ -401,7 +403,7 @@ function startPeriodicSettlement(db: DatabaseHandle, config: Readonly<Config>, c
         const posted = runs.filter((r) => r.journals > 0)
         if (posted.length > 0) log.settlement.info({ months: posted.map((r) => r.month) }, 'completed months settled')
       } catch (err) {
-        log.settlement.error({ err }, 'periodic settlement failed')
+        logDatabaseFailure(log.settlement, 'error', err, {}, 'periodic settlement failed')
       }
     })
   }
@@ -488,6 +490,7 @@ export async function startApiProcess(config: Readonly<Config>): Promise<Running
     const { mustStop } = await watchSchema(db, parts)
     // The brokers are other processes: their own /healthz and /metrics answer for them.
     const metrics = createMetrics({ broker: false, consentsActiveCount: () => countActiveConsents(db.db, new Date()) })
+    metrics.checkDatabaseWith(() => probeDatabase(db))
     const api = await buildApi({
       config,
       db,

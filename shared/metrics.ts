@@ -21,6 +21,11 @@ export interface Metrics {
   ingestQueueReadings: Gauge<never>
   ingestCommitFailures: Counter<never>
   storageFull: Gauge<never>
+  databaseUnreachable: Gauge<never>
+  /** 1 when the database answers at a scrape, by the check /healthz makes (set by `checkDatabaseWith`). */
+  databaseUp: Gauge<never>
+  /** Names the check behind `metershare_database_up` (once the process has its database). */
+  checkDatabaseWith(check: () => Promise<boolean>): void
   datumsReleased: Counter<'channel'>
   consentsActive: Gauge<never>
   httpRequestSeconds: Histogram<'method' | 'route' | 'status'>
@@ -45,6 +50,7 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
   /** A broker's metric: kept out of the registry of a process without a broker. */
   const brokerRegisters = options.broker === false ? [] : registers
   const count = options.consentsActiveCount
+  let databaseCheck: (() => Promise<boolean>) | null = null
   const metrics: Metrics = {
     registry,
     readingsStored: new Counter({ name: 'metershare_readings_stored_total', help: 'Datums durably stored', registers: brokerRegisters }),
@@ -110,6 +116,22 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
       help: "1 while ingest is held because the database's disk is full (publishes wait unacknowledged and are retried), else 0",
       registers: brokerRegisters,
     }),
+    databaseUnreachable: new Gauge({
+      name: 'metershare_database_unreachable',
+      help: '1 while ingest is held because the database server cannot be reached (publishes wait unacknowledged and are retried), else 0',
+      registers: brokerRegisters,
+    }),
+    databaseUp: new Gauge({
+      name: 'metershare_database_up',
+      help: 'Whether the database answered at this scrape (the check of /healthz): 1 or 0',
+      registers,
+      async collect(this: Gauge<never>) {
+        if (databaseCheck !== null) this.set((await databaseCheck().catch(() => false)) ? 1 : 0)
+      },
+    }),
+    checkDatabaseWith(check) {
+      databaseCheck = check
+    },
     datumsReleased: new Counter({
       name: 'metershare_datums_released_total',
       help: 'Datums released to recipients, by channel (mqtt live, http pulled)',
@@ -123,7 +145,9 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
       ...(count !== undefined
         ? {
             async collect(this: Gauge<never>) {
-              this.set(await count())
+              // The database away: the last count stays, and metershare_database_up says why (a scrape must not fail).
+              const n = await count().catch(() => null)
+              if (n !== null) this.set(n)
             },
           }
         : {}),

@@ -5,6 +5,7 @@ import { ZodError } from 'zod'
 import { ERROR_CODES, MetershareError, TooManyRequestsError, type ErrorCode } from '../../shared/errors.ts'
 import { fieldName } from './validation.ts'
 import { diskFullDetail, isDiskFull } from '../../shared/db/storage.ts'
+import { DATABASE_UNAVAILABLE_MESSAGE, DATABASE_UNAVAILABLE_RETRY_AFTER_S, isDatabaseUnreachable, logDatabaseFailure } from '../../shared/db/unreachable.ts'
 
 /** Longest route parameter the router reads; ids are far shorter, and their schemas name a longer one (400). */
 export const HTTP_PARAM_LENGTH_MAX = 1024
@@ -65,6 +66,8 @@ export function toErrorAnswer(err: unknown): { status: number; body: ErrorBody }
   }
   // Nothing was written (the transaction rolled back): the client may retry once space is freed.
   if (isDiskFull(err)) return { status: 503, body: errorBody(ERROR_CODES.STORAGE_FULL, STORAGE_FULL_MESSAGE) }
+  // The server stopped, crashed or restarting: the request may be made again once it is back.
+  if (isDatabaseUnreachable(err)) return { status: 503, body: errorBody(ERROR_CODES.DATABASE_UNAVAILABLE, DATABASE_UNAVAILABLE_MESSAGE) }
   const status = (err as Partial<FastifyError> | null)?.statusCode
   if (typeof status === 'number' && status >= 400 && status < 500) {
     return { status, body: errorBody(CODE_BY_STATUS[status] ?? ERROR_CODES.INVALID_INPUT, clientMessage(err as Error)) }
@@ -96,6 +99,10 @@ export function sendError(err: unknown, request: FastifyRequest, reply: FastifyR
     void reply.header('retry-after', String(STORAGE_FULL_RETRY_AFTER_S))
     // One line an operator reads, not the statement and its parameters.
     request.log.warn({ detail: diskFullDetail(err) }, "request refused: the database's disk is full (no space left on device)")
+  } else if (answer.body.error.code === ERROR_CODES.DATABASE_UNAVAILABLE) {
+    void reply.header('retry-after', String(DATABASE_UNAVAILABLE_RETRY_AFTER_S))
+    // Once a minute, not at every request of every client while the server is away.
+    logDatabaseFailure(request.log, 'warn', err, {}, 'request refused: the database cannot be reached')
   } else if (answer.status >= 500) request.log.error({ err }, 'request failed')
   else request.log.debug({ code: answer.body.error.code, status: answer.status }, 'request refused')
   return reply.code(answer.status).type('application/json; charset=utf-8').send(answer.body)

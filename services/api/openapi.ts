@@ -81,8 +81,10 @@ const ERROR_DESCRIPTIONS: Readonly<Record<number, string>> = {
   413: 'Body too large',
   415: 'Body is not JSON',
   429: 'Too many failed sign-ins; retry after Retry-After seconds',
-  503: "Storage full: the database's disk is full, nothing was written; retry after Retry-After seconds",
+  503: "Storage full: the database's disk is full, nothing was written (STORAGE_FULL); or the database server cannot be reached (DATABASE_UNAVAILABLE); retry after Retry-After seconds",
 }
+
+const DATABASE_UNAVAILABLE_DESCRIPTION = 'The database server cannot be reached (DATABASE_UNAVAILABLE); retry after Retry-After seconds'
 
 const ERROR_REF = { $ref: '#/components/schemas/Error' }
 
@@ -160,12 +162,13 @@ function documentedOperation(route: RouteEntry, doc: RouteDoc, schemas: Record<s
     errors.add(413)
     errors.add(415)
   }
-  // A write is refused with 503 STORAGE_FULL while the database's disk is full; reads are answered.
-  if (route.method !== 'GET') errors.add(503)
+  // Any request is answered 503 DATABASE_UNAVAILABLE while the database server cannot be reached; a write
+  // is refused with 503 STORAGE_FULL while the database's disk is full (reads are answered then).
+  errors.add(503)
   for (const status of [...errors].sort((a, b) => a - b)) {
     if (String(status) in responses) continue
     responses[String(status)] = {
-      description: ERROR_DESCRIPTIONS[status] ?? 'Error',
+      description: status === 503 && route.method === 'GET' ? DATABASE_UNAVAILABLE_DESCRIPTION : (ERROR_DESCRIPTIONS[status] ?? 'Error'),
       content: { 'application/json': { schema: ERROR_REF } },
     }
   }

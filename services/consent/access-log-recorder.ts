@@ -1,3 +1,4 @@
+import { logDatabaseFailure } from '../../shared/db/unreachable.ts'
 import type { Kysely } from 'kysely'
 import type { Database } from '../../shared/db/schema.ts'
 import type { ReleaseChannel } from '../../shared/db/tables/access-log.ts'
@@ -94,7 +95,7 @@ export class AccessLogRecorder {
     } catch (err) {
       // Keep the counts: the next flush writes them with whatever came since.
       for (const [key, datums] of batch) this.pending.set(key, (this.pending.get(key) ?? 0n) + datums)
-      log.consent.warn({ err, keys: batch.size }, 'access log flush failed')
+      logDatabaseFailure(log.consent, 'warn', err, { keys: batch.size }, 'access log flush failed')
       throw err
     }
   }

@@ -1,3 +1,4 @@
+import { logDatabaseFailure } from '../../shared/db/unreachable.ts'
 import type { Kysely, Transaction } from 'kysely'
 import type { Database } from '../../shared/db/schema.ts'
 import type { ConsentStatus } from '../../shared/db/tables/consents.ts'
@@ -166,7 +167,7 @@ export function startConsentSweeper(
       (r) => {
         if (r.expired + r.endedByMoveOut + r.meterEnds > 0) log.consent.info(r, 'consent lifecycle swept')
       },
-      (err: unknown) => log.consent.warn({ err }, 'consent sweep failed'),
+      (err: unknown) => logDatabaseFailure(log.consent, 'warn', err, {}, 'consent sweep failed'),
     )
   }, options.intervalMs)
   timer.unref()

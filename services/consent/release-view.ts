@@ -1,3 +1,4 @@
+import { logDatabaseFailure } from '../../shared/db/unreachable.ts'
 import { addDays, addMonths, startOfDayMs } from '../../shared/calendar.ts'
 import type { DatabaseHandle } from '../../shared/db/database.ts'
 import { log } from '../../shared/logger.ts'
@@ -84,7 +85,7 @@ export class ReleaseView {
       throw err
     }
     view.timer = setInterval(() => {
-      view.refresh().catch((err: unknown) => log.consent.warn({ err }, 'release view refresh failed'))
+      view.refresh().catch((err: unknown) => logDatabaseFailure(log.consent, 'warn', err, {}, 'release view refresh failed'))
     }, options.refreshIntervalMs ?? RELEASE_VIEW_REFRESH_INTERVAL_MS)
     view.timer.unref()
     return view
@@ -247,7 +248,7 @@ export class ReleaseView {
     if (notice.kind === 'offer') return
     if (notice.kind === 'consent' && typeof notice.id === 'string') void this.apply({ kind: 'consent', id: notice.id })
     else if (notice.kind === 'occupancy' && typeof notice.meterId === 'string') void this.apply({ kind: 'occupancy', meterId: notice.meterId })
-    else this.refresh().catch((err: unknown) => log.consent.warn({ err }, 'release view refresh failed'))
+    else this.refresh().catch((err: unknown) => logDatabaseFailure(log.consent, 'warn', err, {}, 'release view refresh failed'))
   }
 
   private reloadConsent(id: string): Promise<void> {

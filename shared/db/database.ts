@@ -14,6 +14,7 @@ import { checkPostgres } from './postgres-check.ts'
 import { DurableNodeFS, syncFolderTree } from './pglite-durable-fs.ts'
 import type { Database } from './schema.ts'
 import { freeBytesOf, isDiskFull, StorageFullError } from './storage.ts'
+import { logDatabaseFailure } from './unreachable.ts'
 
 /**
  * The one place a database connection is made. PGlite (PostgreSQL in WebAssembly, files
@@ -230,7 +231,7 @@ async function openPostgres(url: string, options: DatabaseOptions): Promise<Data
     options: SESSION_OPTIONS,
   }
   const pool = new pg.Pool(poolConfig)
-  pool.on('error', (err) => log.db.warn({ err }, 'idle database connection failed'))
+  pool.on('error', (err) => logDatabaseFailure(log.db, 'warn', err, {}, 'idle database connection failed'))
   const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) })
   const listener = new PgListener({ ...poolConfig, application_name: `${poolConfig.application_name}:listen` })
   let closed = false
@@ -360,7 +361,7 @@ class PgListener {
     client.on('notification', (msg) => {
       for (const handler of [...(this.handlers.get(msg.channel) ?? [])]) handler(msg.payload ?? '')
     })
-    client.on('error', (err) => log.db.warn({ err, channels: [...this.listening] }, 'listen connection failed'))
+    client.on('error', (err) => logDatabaseFailure(log.db, 'warn', err, { channels: [...this.listening] }, 'listen connection failed'))
     client.on('end', () => {
       if (this.client === client && !this.stopped) this.reconnectLater()
     })
@@ -397,7 +398,7 @@ class PgListener {
           for (const handlers of [...this.handlers.values()]) for (const handler of [...handlers]) handler(LISTEN_RESUMED_PAYLOAD)
         },
         (err: unknown) => {
-          log.db.warn({ err, attempts: this.attempts }, 'listen reconnection failed')
+          logDatabaseFailure(log.db, 'warn', err, { attempts: this.attempts }, 'listen reconnection failed')
           if (!this.stopped) this.reconnectLater()
         },
       )

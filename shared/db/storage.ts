@@ -1,6 +1,7 @@
 import { statfs } from 'node:fs/promises'
 import type { Logger } from 'pino'
 import { ERROR_CODES, MetershareError } from '../errors.ts'
+import { HOLD_REMIND_MS, HoldAlarm } from './hold-alarm.ts'
 
 /**
  * A full disk under the database. PostgreSQL (server or PGlite) answers a write it cannot make
@@ -68,59 +69,25 @@ export function diskFullDetail(err: unknown): string {
  * said in the log once when it starts, at most every `remindMs` while it lasts, and once when it ends
  * (not at every retry of every group: a full disk lasts until someone frees space).
  */
-export class StorageAlarm {
-  private since: number | null = null
-  private lastSaidAt = 0
-  private retries = 0
-  /** Groups being held for lack of space (a broker's lanes each hold one or two). */
-  private held = 0
-
-  constructor(
-    private readonly log: Logger,
-    private readonly onChange: (full: boolean) => void = () => {},
-    private readonly remindMs = 60_000,
-    private readonly now: () => number = Date.now,
-  ) {}
+export class StorageAlarm extends HoldAlarm {
+  constructor(log: Logger, onChange: (full: boolean) => void = () => {}, remindMs = HOLD_REMIND_MS, now: () => number = Date.now) {
+    super(
+      log,
+      {
+        started: (retryMs) =>
+          `database storage full (no space left on device): ingest holds publishes unacknowledged and retries every ${retryMs} ms; free space on the database's disk`,
+        lasting: 'database storage still full (no space left on device): ingest still held',
+        ended: 'database storage available again: ingest resumed',
+        detail: diskFullDetail,
+        forMs: 'fullForMs',
+      },
+      onChange,
+      remindMs,
+      now,
+    )
+  }
 
   get full(): boolean {
-    return this.since !== null
-  }
-
-  /**
-   * A group could not be committed for lack of space (`first`: its first such failure); `heldReadings`
-   * wait unacknowledged.
-   */
-  raise(err: unknown, first: boolean, heldReadings: number, retryMs: number): void {
-    const t = this.now()
-    if (first) this.held++
-    else this.retries++
-    if (this.since === null) {
-      this.since = t
-      this.lastSaidAt = t
-      this.retries = 0
-      this.onChange(true)
-      this.log.error(
-        { detail: diskFullDetail(err), heldReadings, retryMs },
-        `database storage full (no space left on device): ingest holds publishes unacknowledged and retries every ${retryMs} ms; free space on the database's disk`,
-      )
-      return
-    }
-    if (t - this.lastSaidAt >= this.remindMs) {
-      this.lastSaidAt = t
-      this.log.error(
-        { detail: diskFullDetail(err), heldReadings, fullForMs: t - this.since, retries: this.retries },
-        'database storage still full (no space left on device): ingest still held',
-      )
-    }
-  }
-
-  /** A group held for lack of space was committed (or given up at a stop): once none is held, ingest has resumed. */
-  release(): void {
-    if (this.held > 0) this.held--
-    if (this.held > 0 || this.since === null) return
-    const fullForMs = this.now() - this.since
-    this.since = null
-    this.onChange(false)
-    this.log.warn({ fullForMs, retries: this.retries }, 'database storage available again: ingest resumed')
+    return this.active
   }
 }

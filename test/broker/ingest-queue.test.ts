@@ -6,6 +6,7 @@ import type { CandidateDatum, ValidatedMessage } from '../../services/metering/i
 import { DEFAULT_INGEST_LIMITS } from '../../shared/config.ts'
 import { createMetrics } from '../../shared/metrics.ts'
 import { DISK_FULL_SQLSTATE, StorageAlarm } from '../../shared/db/storage.ts'
+import { DatabaseAlarm } from '../../shared/db/unreachable.ts'
 import { waitFor } from '../support/tools.ts'
 
 /**
@@ -219,5 +220,64 @@ describe('ingest queue on a full disk', () => {
     expect(answer).toBeUndefined()
     await queue.close()
     expect(answer!.err?.message).toMatch(/No space left on device/)
+  })
+})
+
+describe('ingest queue while the database server is away', () => {
+  it('holds a group past commitAttemptsMax without answering while the server cannot be reached, says so once, and answers once it commits', async () => {
+    // Stopped (57P01 under a statement), refusing connections, then starting up (57P03).
+    const failures = [
+      Object.assign(new Error('terminating connection due to administrator command'), { code: '57P01' }),
+      ...Array.from({ length: 6 }, () => Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:5432'), { code: 'ECONNREFUSED' })),
+      Object.assign(new Error('the database system is starting up'), { code: '57P03' }),
+    ]
+    let attempts = 0
+    const lines: Array<{ level: number; msg: string }> = []
+    const log = pino({ level: 'info' }, { write: (line: string) => lines.push(JSON.parse(line) as { level: number; msg: string }) })
+    const metrics = createMetrics()
+    const database = new DatabaseAlarm(log, (down) => metrics.databaseUnreachable.set(down ? 1 : 0))
+    const queue = new IngestQueue({
+      limits: { ...DEFAULT_INGEST_LIMITS, flushIntervalMs: 1, commitsInFlightMax: 1, commitRetryDelayMsMax: 5, commitAttemptsMax: 3 },
+      commit: async (messages) => {
+        const failure = failures[attempts++]
+        if (failure !== undefined) throw failure
+        return { outcomes: messages.map(() => ({ stored: [], quarantined: [], duplicates: 0 })), touched: [] }
+      },
+      onCommitted: () => undefined,
+      metrics,
+      log,
+      database,
+    })
+    let answer: { err: Error | null } | undefined
+    queue.enqueue('a', numbered('a', 1), (err) => (answer = { err }))
+    await waitFor(() => attempts >= 5, 5_000, 'retries past commitAttemptsMax')
+    // Held: neither acknowledged nor refused (a refusal would disconnect the meter into CONNACK 3).
+    expect(answer).toBeUndefined()
+    expect(database.down).toBe(true)
+    expect((await metrics.databaseUnreachable.get()).values[0]!.value).toBe(1)
+    await waitFor(() => answer !== undefined, 5_000, 'the answer once the server is back')
+    expect(answer!.err).toBeNull()
+    expect(attempts).toBe(failures.length + 1)
+    expect(database.down).toBe(false)
+    expect((await metrics.databaseUnreachable.get()).values[0]!.value).toBe(0)
+    expect(lines.map((l) => l.msg)).toEqual([expect.stringMatching(/^database unreachable: ingest holds publishes unacknowledged/), 'database reachable again: ingest resumed'])
+  })
+
+  it('gives up as before on an error the server itself answers (the meter is disconnected and resends)', async () => {
+    let attempts = 0
+    const queue = new IngestQueue({
+      limits: { ...DEFAULT_INGEST_LIMITS, flushIntervalMs: 1, commitsInFlightMax: 1, commitRetryDelayMsMax: 5, commitAttemptsMax: 3 },
+      commit: async () => {
+        attempts++
+        throw Object.assign(new Error('injected'), { code: 'P0001' })
+      },
+      onCommitted: () => undefined,
+      metrics: createMetrics(),
+      log: pino({ level: 'silent' }),
+      database: new DatabaseAlarm(pino({ level: 'silent' })),
+    })
+    const answer = await new Promise<Error | null>((resolve) => queue.enqueue('a', numbered('a', 1), (err) => resolve(err)))
+    expect(answer?.message).toBe('injected')
+    expect(attempts).toBe(3)
   })
 })

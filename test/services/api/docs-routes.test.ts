@@ -129,10 +129,11 @@ describeDatabases('GET /docs/openapi.json and GET /docs', (t) => {
     const body = createParty.requestBody!.content['application/json'].schema as { properties: Record<string, { enum?: string[] }>; required: string[] }
     expect(body.properties.kind!.enum).toEqual(['utility', 'third_party'])
     expect(body.required.sort()).toEqual(['kind', 'name'])
-    // 503 STORAGE_FULL: any write, when the database's disk is full (docs/http-api.md, Errors).
+    // 503 STORAGE_FULL: any write, when the database's disk is full; 503 DATABASE_UNAVAILABLE: any request,
+    // while the database server cannot be reached (docs/http-api.md, Errors).
     expect(Object.keys(createParty.responses).sort()).toEqual(['201', '400', '401', '403', '413', '415', '431', '503'])
-    expect(createParty.responses['503']!.description).toMatch(/^Storage full/)
-    expect(Object.keys(doc.paths['/admin/parties']!.get!.responses)).not.toContain('503')
+    expect(createParty.responses['503']!.description).toMatch(/^Storage full.*DATABASE_UNAVAILABLE/)
+    expect(doc.paths['/admin/parties']!.get!.responses['503']!.description).toMatch(/^The database server cannot be reached \(DATABASE_UNAVAILABLE\)/)
     expect(doc.paths['/portal/session']!.post!.responses['429']!.description).toMatch(/^Too many failed sign-ins/)
     expect(createParty.responses['400']!.content!['application/json']!.schema).toEqual({ $ref: '#/components/schemas/Error' })
     expect(createParty.security).toEqual([{ bearerAuth: [] }])

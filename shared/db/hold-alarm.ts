@@ -1,0 +1,70 @@
+import type { Logger } from 'pino'
+
+/** How often, in ms, a hold that lasts is said again in the log. */
+export const HOLD_REMIND_MS = 60_000
+
+/** What a hold says in the log, once as it starts, every HOLD_REMIND_MS while it lasts, and as it ends. */
+export interface HoldTexts {
+  started: (retryMs: number) => string
+  lasting: string
+  ended: string
+  /** The error's first line, as an operator reads it (never a query or its parameters). */
+  detail: (err: unknown) => string
+  /** The field naming how long it lasted (`fullForMs`, `downForMs`). */
+  forMs: string
+}
+
+/**
+ * Ingest held for a cause that outlasts any number of retries (a full disk, a database server that
+ * is away): shared by a broker's lanes, /healthz and /metrics, and said in the log once when it
+ * starts, at most every `remindMs` while it lasts, and once when it ends, not at every retry of
+ * every group.
+ */
+export class HoldAlarm {
+  private since: number | null = null
+  private lastSaidAt = 0
+  private retries = 0
+  /** Groups being held (a broker's lanes each hold one or two). */
+  private held = 0
+
+  constructor(
+    private readonly log: Logger,
+    private readonly texts: HoldTexts,
+    private readonly onChange: (active: boolean) => void = () => {},
+    private readonly remindMs = HOLD_REMIND_MS,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  get active(): boolean {
+    return this.since !== null
+  }
+
+  /** A group could not be committed for this cause (`first`: its first such failure); `heldReadings` wait unacknowledged. */
+  raise(err: unknown, first: boolean, heldReadings: number, retryMs: number): void {
+    const t = this.now()
+    if (first) this.held++
+    else this.retries++
+    if (this.since === null) {
+      this.since = t
+      this.lastSaidAt = t
+      this.retries = 0
+      this.onChange(true)
+      this.log.error({ detail: this.texts.detail(err), heldReadings, retryMs }, this.texts.started(retryMs))
+      return
+    }
+    if (t - this.lastSaidAt >= this.remindMs) {
+      this.lastSaidAt = t
+      this.log.error({ detail: this.texts.detail(err), heldReadings, [this.texts.forMs]: t - this.since, retries: this.retries }, this.texts.lasting)
+    }
+  }
+
+  /** A held group was committed, or given up at a stop, or failed for another cause: once none is held, ingest has resumed. */
+  release(): void {
+    if (this.held > 0) this.held--
+    if (this.held > 0 || this.since === null) return
+    const lastedMs = this.now() - this.since
+    this.since = null
+    this.onChange(false)
+    this.log.warn({ [this.texts.forMs]: lastedMs, retries: this.retries }, this.texts.ended)
+  }
+}
