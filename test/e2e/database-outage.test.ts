@@ -1,0 +1,162 @@
+import type { MqttClient } from 'mqtt'
+import { afterAll, beforeAll, expect, it } from 'vitest'
+import { connectMeter, endClient, waitFor } from '../support/broker.ts'
+import { CliProcess, callApi, runCli } from '../support/cli.ts'
+import { describePrivatePostgres, queryOnce } from '../support/private-postgres.ts'
+
+/**
+ * `metershare up --no-demo --no-simulate` on PostgreSQL while the server goes away (`pg_ctl stop -m
+ * fast`) and comes back, as an operator and a meter see it: /healthz, /metrics, the HTTP API, the
+ * log and the status line, a meter's publish, and a process started meanwhile.
+ */
+const ADMIN = 'outage-e2e-admin-token-0123456789'
+const START_MS_MAX = 90_000
+const RECOVERY_MS_MAX = 60_000
+/** How long the server stays away (at least: the checks below take what they take). */
+const OUTAGE_MS = 12_000
+
+type LogLine = { msg?: string; level?: number }
+
+describePrivatePostgres('metershare up while its database server goes away and comes back', (server) => {
+  let up: CliProcess
+  let http = ''
+  let mqttUrl = ''
+  let url = ''
+  let meter: { id: string; secret: string }
+  const clients: MqttClient[] = []
+
+  beforeAll(async () => {
+    await queryOnce(server().url, 'CREATE DATABASE metershare')
+    url = server().url.replace(/\/postgres$/, '/metershare')
+    const { DATABASE_URL: _url, METERSHARE_DATA_DIR: _dir, ...rest } = process.env
+    up = new CliProcess(['up', '--no-demo', '--no-simulate'], {
+      ...rest,
+      DATABASE_URL: url,
+      MQTT_PORT: '0',
+      HTTP_PORT: '0',
+      METERSHARE_HOST: '127.0.0.1',
+      METERSHARE_ADMIN_TOKEN: ADMIN,
+      METERSHARE_LOG_LEVEL: 'info',
+    })
+    http = (await up.printed(/HTTP API\s+(http:\/\/\S+)/, START_MS_MAX))[1]!
+    mqttUrl = (await up.printed(/MQTT\s+(mqtt:\/\/\S+)/, START_MS_MAX))[1]!
+    const utility = await callApi<{ id: string }>(http, 'POST', '/admin/parties', ADMIN, { kind: 'utility', name: 'Grid' })
+    const household = await callApi<{ id: string }>(http, 'POST', '/admin/households', ADMIN, { name: 'Doe', email: 'doe@example.test', password: 'long enough password' })
+    meter = await callApi<{ id: string; secret: string }>(http, 'POST', '/admin/meters', ADMIN, { operatorId: utility.id, commodity: 'electricity', intervalMinutes: 30 })
+    await callApi(http, 'POST', '/admin/occupancies', ADMIN, { meterId: meter.id, householdId: household.id, from: '2026-10-01T00:00:00Z' })
+  }, START_MS_MAX + 30_000)
+
+  afterAll(async () => {
+    for (const c of clients) await endClient(c)
+    await up?.stop()
+  })
+
+  /** The JSON log lines printed after `from` (an offset in the output). */
+  const logSince = (from: number): LogLine[] =>
+    up.output
+      .slice(from)
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
+      .map((l) => JSON.parse(l) as LogLine)
+
+  const timed = async <T>(f: () => Promise<T>): Promise<{ value: T; ms: number }> => {
+    const t = Date.now()
+    const value = await f()
+    return { value, ms: Date.now() - t }
+  }
+
+  it('says the database is down on /healthz, /metrics, the API and the log, once each, holds the meter, and is back by itself', async () => {
+    const client = await connectMeter(mqttUrl, meter, { clean: false, reconnectPeriod: 300 })
+    clients.push(client)
+    let acked = 0
+    const publish = (n: number): void => {
+      client.publish(`meters/${meter.id}/readings`, JSON.stringify({ ts: `2026-10-01T${String(n).padStart(2, '0')}:00:00Z`, values: { '1-0:1.8.0': 1_000 + n } }), { qos: 1 }, (err) => {
+        if (!err) acked++
+      })
+    }
+    publish(1)
+    await waitFor(() => acked === 1, 10_000, 'the first reading acknowledged')
+    const from = up.output.length
+
+    await server().stop('fast')
+    const stoppedAt = Date.now()
+    publish(2)
+    // The broker's check trusts a commit of the last 5 s; then a probe says the database is away.
+    const health = await waitFor(async () => {
+      const res = await fetch(http + '/healthz')
+      return res.status === 503 ? { status: res.status, body: (await res.json()) as unknown } : undefined
+    }, 30_000, '/healthz 503')
+    expect(health.body).toEqual({ status: 'unavailable', broker: true, database: false, storage: true })
+    const healthMs = Date.now() - stoppedAt
+
+    // The API: a clear 503 in the contract's error format, at once (the connection is refused), for reads and writes.
+    const answers = []
+    for (const [method, route, body] of [
+      ['GET', '/admin/quarantine', undefined],
+      ['POST', '/admin/parties', { kind: 'utility', name: 'During' }],
+      ['GET', '/admin/quarantine', undefined],
+      ['GET', '/admin/quarantine', undefined],
+    ] as const) {
+      answers.push(
+        await timed(async () => {
+          const res = await fetch(http + route, {
+            method,
+            headers: { authorization: `Bearer ${ADMIN}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
+            ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+          })
+          return { status: res.status, retryAfter: res.headers.get('retry-after'), body: (await res.json()) as unknown }
+        }),
+      )
+    }
+    for (const a of answers) {
+      expect(a.value).toEqual({
+        status: 503,
+        retryAfter: '5',
+        body: { error: { code: 'DATABASE_UNAVAILABLE', message: 'the database cannot be reached now: try again later' } },
+      })
+    }
+
+    const metrics = await (await fetch(http + '/metrics')).text()
+    expect(metrics).toMatch(/^metershare_database_up 0$/m)
+    expect(metrics).toMatch(/^metershare_database_unreachable 1$/m)
+
+    // A meter connecting now cannot be signed in: CONNACK 3, server unavailable (it tries again later).
+    await expect(connectMeter(mqttUrl, meter, { clientId: meter.id })).rejects.toThrow(/Server unavailable/)
+    // A process started now stops at once, naming DATABASE_URL and the cause (exit 2): its supervisor restarts it.
+    const migrate = await runCli(['migrate'], { ...process.env, DATABASE_URL: url })
+    expect(migrate.code).toBe(2)
+    expect(migrate.stderr).toContain(`DATABASE_URL: nothing accepts connections at 127.0.0.1:${server().port}: is PostgreSQL running there?`)
+
+    // The status line (every 10 s without a terminal) leads with it.
+    await up.printed(/DATABASE UNREACHABLE: readings held, not acknowledged \(see the log\)/, 15_000)
+    const left = OUTAGE_MS - (Date.now() - stoppedAt)
+    if (left > 0) await new Promise((r) => setTimeout(r, left))
+    expect(acked).toBe(1)
+    const outageLog = logSince(from)
+
+    const startedAt = Date.now()
+    await server().start()
+    await waitFor(() => acked === 2, RECOVERY_MS_MAX, 'the held reading acknowledged')
+    const ackMs = Date.now() - startedAt
+    await waitFor(async () => (await fetch(http + '/healthz')).status === 200, RECOVERY_MS_MAX, '/healthz 200 again')
+    const healthyMs = Date.now() - startedAt
+    const quarantine = await callApi<{ items: unknown[] }>(http, 'GET', '/admin/quarantine', ADMIN)
+    expect(quarantine.items).toEqual([])
+    const after = await (await fetch(http + '/metrics')).text()
+    expect(after).toMatch(/^metershare_database_up 1$/m)
+    expect(after).toMatch(/^metershare_database_unreachable 0$/m)
+    expect(client.connected).toBe(true)
+
+    // Said once each, not at every request, retry or sweep.
+    const said = (msg: string | RegExp): number => outageLog.filter((l) => (typeof msg === 'string' ? l.msg === msg : msg.test(l.msg ?? ''))).length
+    expect(said('request refused: the database cannot be reached')).toBe(1)
+    expect(said(/^database unreachable: ingest holds publishes unacknowledged/)).toBe(1)
+    expect(said('authentication lookup failed')).toBe(1)
+    await waitFor(() => logSince(from).some((l) => l.msg === 'database reachable again: ingest resumed'), 10_000, 'the end of the hold in the log')
+    console.info(
+      `database stopped ${Date.now() - stoppedAt - (Date.now() - startedAt)} ms: /healthz 503 after ${healthMs} ms, API 503 in ${answers.map((a) => a.ms).join(', ')} ms, ` +
+        `${outageLog.length} log lines during the outage (${[...new Set(outageLog.map((l) => l.msg))].join(' | ')}); ` +
+        `after pg_ctl start: held reading acknowledged in ${ackMs} ms, /healthz 200 in ${healthyMs} ms`,
+    )
+  }, START_MS_MAX + RECOVERY_MS_MAX * 2)
+})
