@@ -24,8 +24,11 @@ import { isDatabaseUnreachable, type DatabaseAlarm } from '../shared/db/unreacha
  *
  * Bounds: a client has at most `inflightPerClientMax` messages admitted to the FIFO (the
  * rest wait in its own line, so one flooding client cannot fill a batch), and the FIFO
- * holds at most `queueReadingsMax` datums. aedes reads no further from a client's socket
- * until its pending publishes are answered, so waiting here is TCP backpressure.
+ * holds at most `queueReadingsMax` datums. A client's own line is not bounded here: aedes reads on
+ * from a client whose publishes wait (each TCP segment that arrives lets it read one more chunk), so
+ * what bounds it is the client's window of publishes in flight (measured with the database server
+ * stopped: 4 meters publishing every 50 ms had ~196 publishes each waiting after 10 s;
+ * docs/operations.md, "If the database goes away").
  */
 
 type Job = {
@@ -267,10 +270,9 @@ export class IngestQueue {
    * is retried every `commitRetryDelayMsMax` for as long as the cause lasts, without counting against
    * `commitAttemptsMax` and without answering its publishers: no PUBACK (nothing is durable), and no
    * error either, which would cut the meters off to reconnect and resend into the same full disk or
-   * absent server (whose sign-ins fail too), every few seconds, for as long as it lasts. aedes reads
-   * no further from a held meter, so what it sends meanwhile waits in its socket (TCP backpressure);
-   * a meter that gives up on its keep-alive resends on its next connection and the datum is stored
-   * once. Once the queue is closing, such a failure counts as any other, so a stop is not held forever.
+   * absent server (whose sign-ins fail too), every few seconds, for as long as it lasts. What a held
+   * meter sends meanwhile waits in its line, unacknowledged (its keep-alive is still answered); a
+   * meter that gives up on its own resends on its next connection and the datum is stored once. Once the queue is closing, such a failure counts as any other, so a stop is not held forever.
    */
   private async commitWithRetry(batch: Job[], weight: number): Promise<{ result: CommitResult } | { error: Error }> {
     const messages = batch.map((j) => j.message)
