@@ -243,8 +243,8 @@ describe('internal failures', () => {
   let app: Awaited<ReturnType<typeof buildApi>>
 
   beforeAll(async () => {
-    // A database server that does not answer: every query fails, as on a lost server.
-    handle = await openDatabase({ databaseUrl: UNREACHABLE_DATABASE_URL, pgliteDir: null, pgliteFsync: false, poolSize: 1 })
+    // A database that answers, without the schema: every query fails with an error of ours to fix.
+    handle = await openDatabase({ databaseUrl: null, pgliteDir: null, pgliteFsync: false, poolSize: 1 })
     configureLogging({ level: 'info', target: { write: (line: string) => lines.push(line) } })
     app = await buildApi({
       config: envToConfig({ adminToken: ADMIN_TOKEN }),
@@ -281,6 +281,48 @@ describe('internal failures', () => {
     expect(text).not.toContain(ADMIN_TOKEN)
     expect(text).not.toContain('some-api-key-secret')
     expect(text).not.toContain('s3cr3t-session')
+  })
+})
+
+describe('a database server that cannot be reached', () => {
+  let handle: DatabaseHandle
+  const lines: string[] = []
+  let app: Awaited<ReturnType<typeof buildApi>>
+
+  beforeAll(async () => {
+    // Nothing listens there: every connection is refused, as while the server is stopped.
+    handle = await openDatabase({ databaseUrl: UNREACHABLE_DATABASE_URL, pgliteDir: null, pgliteFsync: false, poolSize: 1 })
+    configureLogging({ level: 'info', target: { write: (line: string) => lines.push(line) } })
+    app = await buildApi({
+      config: envToConfig({ adminToken: ADMIN_TOKEN }),
+      db: handle,
+      metrics: createMetrics({ defaultMetrics: false }),
+      health: async () => ({ broker: true, database: false }),
+    })
+  })
+
+  afterAll(async () => {
+    await app.close()
+    await handle.close()
+    configureLogging({ level: 'silent', target: process.stdout })
+  })
+
+  it('answers reads and writes 503 DATABASE_UNAVAILABLE with Retry-After, and logs it once, not per request', async () => {
+    for (const [method, url] of [
+      ['POST', '/admin/parties'],
+      ['GET', '/admin/quarantine'],
+      ['POST', '/admin/parties'],
+    ] as const) {
+      const res = await app.inject({ method, url, headers: OPERATOR, ...(method === 'POST' ? { payload: { kind: 'utility', name: 'X' } } : {}) })
+      expect(res.statusCode).toBe(503)
+      expect(res.headers['retry-after']).toBe('5')
+      expect(errorOf(res)).toEqual({ code: 'DATABASE_UNAVAILABLE', message: 'the database cannot be reached now: try again later' })
+    }
+    const logged = lines.map((l) => JSON.parse(l) as { msg: string; level: number; databaseUnreachable?: boolean })
+    expect(logged.filter((l) => l.msg === 'request refused: the database cannot be reached')).toEqual([
+      expect.objectContaining({ level: 40, databaseUnreachable: true }),
+    ])
+    expect(logged.filter((l) => l.msg === 'request failed')).toEqual([])
   })
 })
 
