@@ -8,6 +8,7 @@ import { migrateToLatest } from '../../shared/db/migrator.ts'
 import { PG_SKIP_REASON, PG_TEMPLATE_DB, adminUrl, pgAvailable } from './postgres.ts'
 import { SYSTEM_TOOLS, hasCommand } from './tools.ts'
 import { tmpfsSkipReason } from './tmpfs.ts'
+import { privatePostgresSkipReason } from './private-postgres.ts'
 import pg from 'pg'
 
 declare module 'vitest' {
@@ -94,6 +95,8 @@ function reportSkips(): void {
   }
   const tmpfs = tmpfsSkipReason()
   if (tmpfs !== '') lines.push(`a database's disk filling up (test/broker/disk-full.test.ts): ${tmpfs.replace(/^ \(skipped: (.*)\)$/, '$1')}; run as root where mount -t tmpfs is permitted`)
+  const privatePg = privatePostgresSkipReason()
+  if (privatePg !== '') lines.push(`the database server stopped and crashed under load (test/broker/database-outage.test.ts, test/e2e/database-outage.test.ts): ${privatePg.replace(/^skipped: /, '')}`)
   if (lines.length === 0) return
   process.stderr.write(`\nSkipped in this run, with the reason:\n${lines.map((l) => `  - ${l}`).join('\n')}\n\n`)
 }
