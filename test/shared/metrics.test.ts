@@ -13,4 +13,23 @@ describe('metrics', () => {
     }
     expect([...names].filter((n) => !n.startsWith('metershare_') || n.startsWith('metershare_process_process_') || n.startsWith('metershare_process_nodejs_'))).toEqual([])
   })
+  it('is scraped whole while the database cannot be reached: metershare_database_up 0, the consents counted last kept', async () => {
+    let reachable = true
+    const metrics = createMetrics({
+      defaultMetrics: false,
+      broker: false,
+      consentsActiveCount: async () => {
+        if (!reachable) throw Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:5432'), { code: 'ECONNREFUSED' })
+        return 7
+      },
+    })
+    metrics.checkDatabaseWith(async () => reachable)
+    const before = await metrics.registry.metrics()
+    expect(before).toMatch(/^metershare_consents_active 7$/m)
+    expect(before).toMatch(/^metershare_database_up 1$/m)
+    reachable = false
+    const text = await metrics.registry.metrics()
+    expect(text).toMatch(/^metershare_database_up 0$/m)
+    expect(text).toMatch(/^metershare_consents_active 7$/m)
+  })
 })
