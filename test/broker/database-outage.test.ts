@@ -110,6 +110,8 @@ describePrivatePostgres('ingest while the database server goes away and comes ba
     const stoppedAt = Date.now()
     // What was committed before the stop may still be answered for a moment; then nothing is.
     await waitFor(async () => (await tb!.metrics.databaseUnreachable.get()).values[0]?.value === 1, 10_000, 'ingest held')
+    // PUBACKs of groups committed before the stop may still be on their way for a moment.
+    await new Promise((r) => setTimeout(r, 1_000))
     const ackedWhenHeld = ackedTotal(meters)
     let pendingMax = 0
     let heapMaxBytes = 0
