@@ -159,4 +159,26 @@ describePrivatePostgres('metershare up while its database server goes away and c
         `after pg_ctl start: held reading acknowledged in ${ackMs} ms, /healthz 200 in ${healthyMs} ms`,
     )
   }, START_MS_MAX + RECOVERY_MS_MAX * 2)
+
+  it('stops on SIGTERM while the server is away, in seconds, having acknowledged nothing it could not store', async () => {
+    const client = await connectMeter(mqttUrl, meter, { clean: false, reconnectPeriod: 0 })
+    clients.push(client)
+    let acked = 0
+    const publish = (hour: number): void => {
+      client.publish(`meters/${meter.id}/readings`, JSON.stringify({ ts: `2026-10-02T${String(hour).padStart(2, '0')}:00:00Z`, values: { '1-0:1.8.0': 2_000 + hour } }), { qos: 1 }, (err) => {
+        if (!err) acked++
+      })
+    }
+    publish(1)
+    await waitFor(() => acked === 1, 10_000, 'a reading acknowledged')
+    await server().stop('fast')
+    publish(2)
+    await waitFor(async () => /^metershare_database_unreachable 1$/m.test(await (await fetch(http + '/metrics')).text()), 30_000, 'ingest held')
+    // Closing, ingest gives a held group up after commitAttemptsMax tries (~2.5 s) rather than waiting for the server.
+    const { value: code, ms } = await timed(() => up.stop())
+    expect(code).toBe(0)
+    expect(acked).toBe(1)
+    expect(up.output).toContain('Metershare: stopped; everything acknowledged is stored.')
+    console.info(`SIGTERM with the database away: exit ${code} after ${ms} ms`)
+  }, RECOVERY_MS_MAX)
 })
