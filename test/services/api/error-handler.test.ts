@@ -237,14 +237,14 @@ describeDatabases('the error envelope', (t) => {
   })
 })
 
-describe('internal failures', () => {
+/** An API over a database every query of which fails (`databaseUrl`: a server; null: PGlite without the schema), its log lines kept. */
+function useFailingApi(databaseUrl: string | null): { lines: string[]; app: () => Awaited<ReturnType<typeof buildApi>> } {
   let handle: DatabaseHandle
   const lines: string[] = []
   let app: Awaited<ReturnType<typeof buildApi>>
 
   beforeAll(async () => {
-    // A database that answers, without the schema: every query fails with an error of ours to fix.
-    handle = await openDatabase({ databaseUrl: null, pgliteDir: null, pgliteFsync: false, poolSize: 1 })
+    handle = await openDatabase({ databaseUrl, pgliteDir: null, pgliteFsync: false, poolSize: 1 })
     configureLogging({ level: 'info', target: { write: (line: string) => lines.push(line) } })
     app = await buildApi({
       config: envToConfig({ adminToken: ADMIN_TOKEN }),
@@ -259,9 +259,15 @@ describe('internal failures', () => {
     await handle.close()
     configureLogging({ level: 'silent', target: process.stdout })
   })
+  return { lines, app: () => app }
+}
+
+describe('internal failures', () => {
+  // A database that answers, without the schema: every query fails with an error of ours to fix.
+  const { lines, app } = useFailingApi(null)
 
   it('answers 500 INTERNAL with a constant message, logs the error, and never shows a stack', async () => {
-    const res = await app.inject({ method: 'POST', url: '/admin/parties', headers: OPERATOR, payload: { kind: 'utility', name: 'X' } })
+    const res = await app().inject({ method: 'POST', url: '/admin/parties', headers: OPERATOR, payload: { kind: 'utility', name: 'X' } })
     expect(res.statusCode).toBe(500)
     expect(errorOf(res)).toEqual({ code: 'INTERNAL', message: 'internal error' })
     expect(res.body).not.toMatch(/at .*\.ts|stack|Error:/)
@@ -273,8 +279,8 @@ describe('internal failures', () => {
 
   it('keeps the operator token and API keys out of the log', async () => {
     lines.length = 0
-    await app.inject({ method: 'GET', url: '/admin/parties', headers: { ...OPERATOR, cookie: 'metershare_session=s3cr3t-session' } })
-    await app.inject({ method: 'GET', url: '/admin/parties', headers: { authorization: 'Bearer pty_x.some-api-key-secret' } })
+    await app().inject({ method: 'GET', url: '/admin/parties', headers: { ...OPERATOR, cookie: 'metershare_session=s3cr3t-session' } })
+    await app().inject({ method: 'GET', url: '/admin/parties', headers: { authorization: 'Bearer pty_x.some-api-key-secret' } })
     const served = lines.map((l) => JSON.parse(l) as { msg: string; route?: string; status?: number })
     expect(served.filter((l) => l.msg === 'request served').map((l) => l.route)).toEqual(['/admin/parties', '/admin/parties'])
     const text = lines.join('\n')
@@ -285,27 +291,8 @@ describe('internal failures', () => {
 })
 
 describe('a database server that cannot be reached', () => {
-  let handle: DatabaseHandle
-  const lines: string[] = []
-  let app: Awaited<ReturnType<typeof buildApi>>
-
-  beforeAll(async () => {
-    // Nothing listens there: every connection is refused, as while the server is stopped.
-    handle = await openDatabase({ databaseUrl: UNREACHABLE_DATABASE_URL, pgliteDir: null, pgliteFsync: false, poolSize: 1 })
-    configureLogging({ level: 'info', target: { write: (line: string) => lines.push(line) } })
-    app = await buildApi({
-      config: envToConfig({ adminToken: ADMIN_TOKEN }),
-      db: handle,
-      metrics: createMetrics({ defaultMetrics: false }),
-      health: async () => ({ broker: true, database: false }),
-    })
-  })
-
-  afterAll(async () => {
-    await app.close()
-    await handle.close()
-    configureLogging({ level: 'silent', target: process.stdout })
-  })
+  // Nothing listens there: every connection is refused, as while the server is stopped.
+  const { lines, app } = useFailingApi(UNREACHABLE_DATABASE_URL)
 
   it('answers reads and writes 503 DATABASE_UNAVAILABLE with Retry-After, and logs it once, not per request', async () => {
     for (const [method, url] of [
@@ -313,7 +300,7 @@ describe('a database server that cannot be reached', () => {
       ['GET', '/admin/quarantine'],
       ['POST', '/admin/parties'],
     ] as const) {
-      const res = await app.inject({ method, url, headers: OPERATOR, ...(method === 'POST' ? { payload: { kind: 'utility', name: 'X' } } : {}) })
+      const res = await app().inject({ method, url, headers: OPERATOR, ...(method === 'POST' ? { payload: { kind: 'utility', name: 'X' } } : {}) })
       expect(res.statusCode).toBe(503)
       expect(res.headers['retry-after']).toBe('5')
       expect(errorOf(res)).toEqual({ code: 'DATABASE_UNAVAILABLE', message: 'the database cannot be reached now: try again later' })
