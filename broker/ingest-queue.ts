@@ -24,11 +24,12 @@ import { isDatabaseUnreachable, type DatabaseAlarm } from '../shared/db/unreacha
  *
  * Bounds: a client has at most `inflightPerClientMax` messages admitted to the FIFO (the
  * rest wait in its own line, so one flooding client cannot fill a batch), and the FIFO
- * holds at most `queueReadingsMax` datums. A client's own line is not bounded here: aedes reads on
- * from a client whose publishes wait (each TCP segment that arrives lets it read one more chunk), so
- * what bounds it is the client's window of publishes in flight (measured with the database server
- * stopped: 4 meters publishing every 50 ms had ~196 publishes each waiting after 10 s;
- * docs/operations.md, "If the database goes away").
+ * holds at most `queueReadingsMax` datums. A client's own line holds at most
+ * `publishesWaitingPerClientMax`, past which its publish is refused (which disconnects it): aedes
+ * reads on from a client whose publishes wait (each TCP segment that arrives lets it read one more
+ * chunk), so while commits are held nothing else bounds it but the client's own window (measured
+ * with the database server stopped: 4 meters publishing every 50 ms had ~200 publishes each in
+ * flight after 10 s; docs/operations.md, "If the database goes away").
  */
 
 type Job = {
@@ -53,12 +54,22 @@ export type IngestCallback = (err: Error | null, outcome?: MessageOutcome) => vo
 interface ClientLine {
   admitted: number
   waiting: Job[]
+  /** A publish of it was refused for a full line (said once). */
+  refused?: boolean
 }
 
 export class IngestClosedError extends Error {
   readonly code = 'INGEST_CLOSED'
   constructor() {
     super('the ingest queue is closed')
+  }
+}
+
+/** A client's line of publishes waiting for admission is full (`publishesWaitingPerClientMax`): refused, which disconnects it. */
+export class IngestBacklogError extends Error {
+  readonly code = 'INGEST_BACKLOG'
+  constructor(max: number) {
+    super(`more than ${max} publishes of this client wait for their commit`)
   }
 }
 
@@ -69,6 +80,7 @@ export interface IngestQueueOptions {
     | 'flushIntervalMs'
     | 'pipelineReadingsMin'
     | 'inflightPerClientMax'
+    | 'publishesWaitingPerClientMax'
     | 'queueReadingsMax'
     | 'commitAttemptsMax'
     | 'commitRetryDelayMsMax'
@@ -120,7 +132,12 @@ export class IngestQueue {
       this.lines.set(clientKey, line)
     }
     if (line.waiting.length === 0 && this.canAdmit(line, job)) this.admit(line, job)
-    else {
+    else if (line.waiting.length >= this.opts.limits.publishesWaitingPerClientMax) {
+      // Said once per line: the refusal disconnects the client, but aedes may read a few more publishes first.
+      if (!line.refused) this.opts.log.warn({ clientKey, publishesWaitingPerClientMax: this.opts.limits.publishesWaitingPerClientMax }, 'publish refused: too many of its client wait for their commit (disconnecting it)')
+      line.refused = true
+      return done(new IngestBacklogError(this.opts.limits.publishesWaitingPerClientMax))
+    } else {
       line.waiting.push(job)
       this.blocked.add(clientKey)
     }

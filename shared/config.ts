@@ -166,6 +166,14 @@ export interface IngestLimits {
   /** Readings that must wait before a second group is handed to the ingest thread while one commits. */
   pipelineReadingsMin: number
   inflightPerClientMax: number
+  /**
+   * Publishes of one client waiting for admission to the FIFO (beyond its `inflightPerClientMax`), at
+   * most: past it, its next publish is refused and the client disconnected (what it sent before is
+   * still committed; it resends what was not acknowledged). aedes reads on from a client whose
+   * publishes wait, so while commits are held (the database server away, its disk full) nothing else
+   * bounds what one client makes the broker hold: MQTT.js, for one, sends without a window.
+   */
+  publishesWaitingPerClientMax: number
   queueReadingsMax: number
   /**
    * PostgreSQL: group commits running at once, each on its own connection of the ingest thread
@@ -271,6 +279,9 @@ export const DEFAULT_INGEST_LIMITS: IngestLimits = {
   flushIntervalMs: 15,
   pipelineReadingsMin: 2_500,
   inflightPerClientMax: 256,
+  // Far above any meter's window (the simulator's 4, Mosquitto's clients' 20): ~1.3 MB of a broker's memory
+  // per client at ~1 KB a publish held, where a client sending without a window had no bound.
+  publishesWaitingPerClientMax: 1_024,
   queueReadingsMax: 200_000,
   commitLanes: 2,
   commitRetryDelayMsMax: 2_000,

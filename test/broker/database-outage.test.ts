@@ -35,9 +35,9 @@ interface PublishingMeter {
   stop(): void
 }
 
-async function startPublishing(url: string, meter: TestMeter): Promise<PublishingMeter> {
+async function startPublishing(url: string, meter: TestMeter, options: { reconnectOnConnackError?: boolean } = {}): Promise<PublishingMeter> {
   // A device's session: what is in flight is resent on the next connection (MQTT.js keeps it).
-  const client = await connectMeter(url, meter, { clean: false, reconnectPeriod: 300 })
+  const client = await connectMeter(url, meter, { clean: false, reconnectPeriod: 300, ...options })
   const m: PublishingMeter = { meter, client, acked: new Set(), sent: 0, closes: 0, stop: () => clearInterval(timer) }
   client.on('close', () => m.closes++)
   const timer = setInterval(() => {
@@ -146,6 +146,28 @@ describePrivatePostgres('ingest while the database server goes away and comes ba
       `database stopped ${OUTAGE_MS} ms under ${METERS} meters: ${sentInOutage} publishes held unacknowledged, at most ${pendingMax} readings waiting in the ingest queue, ` +
         `heap +${((heapMaxBytes - heapBefore) / 1024 / 1024).toFixed(1)} MB at most; first acknowledgement ${resumedMs} ms after pg_ctl start returned`,
     )
+  }, 120_000)
+
+  it('disconnects a meter that sends past publishesWaitingPerClientMax while held, and stores its every reading once after it resends', async () => {
+    const waitingMax = 20
+    tb = await startTestBroker(handle, { overrides: { ingest: { inflightPerClientMax: 10, publishesWaitingPerClientMax: waitingMax } } })
+    const broker = tb.broker
+    // A meter without a window of its own, that keeps trying after a CONNACK 3 as a device should.
+    for (const m of await meterWorld(1)) meters.push(await startPublishing(tb.url, m, { reconnectOnConnackError: true }))
+    await waitFor(() => meters[0]!.acked.size >= 10, 10_000, 'the meter publishing')
+    await server().stop('fast')
+    let pendingMax = 0
+    const stoppedAt = Date.now()
+    while (Date.now() - stoppedAt < OUTAGE_MS / 2) {
+      pendingMax = Math.max(pendingMax, broker.ingest.pendingReadings)
+      await new Promise((r) => setTimeout(r, 50))
+    }
+    // Cut off once its line was full; what the broker held of it stayed within the bound.
+    expect(meters[0]!.closes).toBeGreaterThanOrEqual(1)
+    expect(pendingMax).toBeLessThanOrEqual(10 + waitingMax)
+    await server().start()
+    await finish()
+    await expectStoredOnce()
   }, 120_000)
 
   it('keeps every datum it acknowledged before the server crashed, and stores each once after crash recovery', async () => {

@@ -1,6 +1,6 @@
 import { pino } from 'pino'
 import { describe, expect, it } from 'vitest'
-import { IngestClosedError, IngestQueue } from '../../broker/ingest-queue.ts'
+import { IngestBacklogError, IngestClosedError, IngestQueue } from '../../broker/ingest-queue.ts'
 import type { CommitResult, MessageOutcome } from '../../services/metering/ingest-service.ts'
 import type { CandidateDatum, ValidatedMessage } from '../../services/metering/ingest-validation.ts'
 import { DEFAULT_INGEST_LIMITS } from '../../shared/config.ts'
@@ -27,7 +27,7 @@ function numbered(meterId: string, seq: number): ValidatedMessage {
   return { meterId, receivedAtMs: 0, payload: Buffer.alloc(0), datums, rejects: [] }
 }
 
-function harness(limits: { flushReadingsMax: number; pipelineReadingsMin: number; inflightPerClientMax?: number }) {
+function harness(limits: { flushReadingsMax: number; pipelineReadingsMin: number; inflightPerClientMax?: number; publishesWaitingPerClientMax?: number }) {
   const groups: Array<{ meters: string[]; startedAt: number; finish: () => void }> = []
   const queue = new IngestQueue({
     limits: { ...DEFAULT_INGEST_LIMITS, flushIntervalMs: WAIT_MS, commitsInFlightMax: 2, ...limits },
@@ -149,6 +149,26 @@ describe('ingest queue answers', () => {
       await turn()
     }
     expect(answers).toEqual(Array.from({ length: COUNT }, (_, i) => i))
+    await queue.drain()
+  })
+
+  it("refuses a client's publish past publishesWaitingPerClientMax waiting, and only that client's, keeping what it sent before", async () => {
+    // Commits held (as while the database server is away): nothing is answered meanwhile.
+    const { queue, groups } = harness({ flushReadingsMax: 100, pipelineReadingsMin: 50, inflightPerClientMax: 2, publishesWaitingPerClientMax: 3 })
+    const told = new Map<string, Array<Error | null>>()
+    const send = (client: string, seq: number): void =>
+      queue.enqueue(client, numbered(client, seq), (err) => told.set(`${client}${seq}`, [...(told.get(`${client}${seq}`) ?? []), err]))
+    for (let seq = 0; seq < 7; seq++) send('a', seq)
+    send('b', 0)
+    // Two admitted, three waiting: the sixth and seventh are refused at once.
+    expect([...told.keys()]).toEqual(['a5', 'a6'])
+    expect(told.get('a5')![0]).toBeInstanceOf(IngestBacklogError)
+    expect((told.get('a5')![0] as IngestBacklogError).code).toBe('INGEST_BACKLOG')
+    for (let round = 0; told.size < 8 && round < 50; round++) {
+      for (const g of groups.splice(0)) g.finish()
+      await sleep(WAIT_MS)
+    }
+    expect([...told.entries()].filter(([, errs]) => errs[0] === null).map(([k]) => k).sort()).toEqual(['a0', 'a1', 'a2', 'a3', 'a4', 'b0'])
     await queue.drain()
   })
 
