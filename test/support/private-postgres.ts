@@ -62,9 +62,9 @@ export async function privatePostgres(): Promise<PrivatePostgres> {
   }
   const pgCmd = async (bin: string, args: string[]): Promise<{ code: number; stdout: string; stderr: string }> => {
     const command = path.join(PG_BIN_DIR, bin)
-    return asRoot
-      ? run('runuser', ['-u', 'postgres', '--', command, ...args], { timeoutMs: PG_CTL_TIMEOUT_S * 1000 + 5_000 })
-      : run(command, args, { timeoutMs: PG_CTL_TIMEOUT_S * 1000 + 5_000 })
+    // From its own folder: the postgres user may not enter the clone's (a root-only home, in CI).
+    const options = { timeoutMs: PG_CTL_TIMEOUT_S * 1000 + 5_000, cwd: base }
+    return asRoot ? run('runuser', ['-u', 'postgres', '--', command, ...args], options) : run(command, args, options)
   }
   const started = Date.now()
   const init = await pgCmd('initdb', ['-D', dir, '-U', 'postgres', '--auth=trust', '--no-sync', '-E', 'UTF8', '--locale=C'])

@@ -27,16 +27,17 @@ export function skipReason(command: string, pkg: string): string {
 export function run(
   command: string,
   args: string[],
-  options: { timeoutMs?: number; env?: NodeJS.ProcessEnv; input?: string } = {},
+  options: { timeoutMs?: number; env?: NodeJS.ProcessEnv; cwd?: string; input?: string } = {},
 ): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    const child = execFile(command, args, { timeout: options.timeoutMs ?? 15_000, ...(options.env !== undefined ? { env: options.env } : {}) }, (err, stdout, stderr) => {
+    const { timeoutMs, input, ...rest } = options
+    const child = execFile(command, args, { timeout: timeoutMs ?? 15_000, ...rest }, (err, stdout, stderr) => {
       const code = err === null ? 0 : typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : 1
       resolve({ code, stdout, stderr })
     })
     // A command that exits before reading its input closes the pipe: that is its business, not an error here.
     child.stdin?.on('error', () => {})
-    child.stdin?.end(options.input ?? '')
+    child.stdin?.end(input ?? '')
   })
 }
 
