@@ -316,7 +316,8 @@ export class IngestQueue {
           await sleep(commitRetryDelayMsMax)
           continue
         }
-        heldBy?.release()
+        // Closing: given up (the cause may last); otherwise the cause is over, and this is another failure.
+        heldBy?.release(this.closed)
         heldBy = undefined
         const last = attempt >= commitAttemptsMax
         this.opts.log.warn({ err, attempt, messages: batch.length, willRetry: !last }, 'ingest commit failed')

@@ -8,6 +8,8 @@ export interface HoldTexts {
   started: (retryMs: number) => string
   lasting: string
   ended: string
+  /** Said instead of `ended` when ingest closes with groups still held for the cause. */
+  givenUp: string
   /** The error's first line, as an operator reads it (never a query or its parameters). */
   detail: (err: unknown) => string
   /** The field naming how long it lasted (`fullForMs`, `downForMs`). */
@@ -58,13 +60,16 @@ export class HoldAlarm {
     }
   }
 
-  /** A held group was committed, or given up at a stop, or failed for another cause: once none is held, ingest has resumed. */
-  release(): void {
+  /**
+   * A held group was committed, or failed for another cause (once none is held, ingest has resumed),
+   * or was given up as ingest closes (`givenUp`: the cause may well last).
+   */
+  release(givenUp = false): void {
     if (this.held > 0) this.held--
     if (this.held > 0 || this.since === null) return
     const lastedMs = this.now() - this.since
     this.since = null
     this.onChange(false)
-    this.log.warn({ [this.texts.forMs]: lastedMs, retries: this.retries }, this.texts.ended)
+    this.log.warn({ [this.texts.forMs]: lastedMs, retries: this.retries }, givenUp ? this.texts.givenUp : this.texts.ended)
   }
 }

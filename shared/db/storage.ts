@@ -78,6 +78,7 @@ export class StorageAlarm extends HoldAlarm {
           `database storage full (no space left on device): ingest holds publishes unacknowledged and retries every ${retryMs} ms; free space on the database's disk`,
         lasting: 'database storage still full (no space left on device): ingest still held',
         ended: 'database storage available again: ingest resumed',
+        givenUp: 'ingest closing with publishes held for lack of space: they are not acknowledged (their meters send them again)',
         detail: diskFullDetail,
         forMs: 'fullForMs',
       },

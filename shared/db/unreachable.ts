@@ -53,6 +53,7 @@ export class DatabaseAlarm extends HoldAlarm {
         started: (retryMs) => `database unreachable: ingest holds publishes unacknowledged and retries every ${retryMs} ms until the server is back`,
         lasting: 'database still unreachable: ingest still held',
         ended: 'database reachable again: ingest resumed',
+        givenUp: 'ingest closing with publishes held for the database: they are not acknowledged (their meters send them again)',
         detail: diskFullDetail,
         forMs: 'downForMs',
       },

@@ -233,13 +233,20 @@ describe('ingest queue on a full disk', () => {
   })
 
   it('gives a held group up after commitAttemptsMax once the queue is closing', async () => {
-    const { queue, attempts } = fullDisk(Number.POSITIVE_INFINITY, { commitAttemptsMax: 3 })
+    const { queue, attempts, lines, storage } = fullDisk(Number.POSITIVE_INFINITY, { commitAttemptsMax: 3 })
     let answer: { err: Error | null } | undefined
     queue.enqueue('a', numbered('a', 1), (err) => (answer = { err }))
     await waitFor(() => attempts() >= 5, 5_000, 'retries past commitAttemptsMax')
     expect(answer).toBeUndefined()
     await queue.close()
     expect(answer!.err?.message).toMatch(/No space left on device/)
+    expect(storage.full).toBe(false)
+    // Not "available again": the disk is still full, ingest gave up as it closed.
+    expect(lines.map((l) => l.msg).filter((m) => !m.startsWith('ingest commit failed'))).toEqual([
+      expect.stringMatching(/^database storage full \(no space left on device\)/),
+      'ingest closing with publishes held for lack of space: they are not acknowledged (their meters send them again)',
+      'group not committed: its publishers are answered with the error',
+    ])
   })
 })
 

@@ -179,6 +179,10 @@ describePrivatePostgres('metershare up while its database server goes away and c
     expect(code).toBe(0)
     expect(acked()).toBe(1)
     expect(up.output).toContain('Metershare: stopped; everything acknowledged is stored.')
+    // Said as it is: given up at the stop, not "reachable again".
+    const lines = logSince(0).map((l) => l.msg)
+    expect(lines).toContain('ingest closing with publishes held for the database: they are not acknowledged (their meters send them again)')
+    expect(lines.filter((m) => m === 'database reachable again: ingest resumed')).toHaveLength(1)
     console.info(`SIGTERM with the database away: exit ${code} after ${ms} ms`)
   }, RECOVERY_MS_MAX)
 })
