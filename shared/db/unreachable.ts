@@ -13,12 +13,13 @@ import { diskFullDetail } from './storage.ts'
  */
 
 /**
- * SQLSTATEs of a server going away or not yet back: class 08 (connection exception), 57P01
- * admin_shutdown (`pg_ctl stop -m fast`, and `pg_terminate_backend`), 57P02 crash_shutdown (a
- * sibling backend crashed, or `-m immediate`), 57P03 cannot_connect_now (shutting down, starting up,
- * in recovery), 53300 too_many_connections (every process reconnecting at once after it).
+ * SQLSTATEs of a server going away or not yet back: class 08 (connection exception) but 08P01
+ * protocol_violation (a malformed request, which would fail again at every try and hold its lane for
+ * good), 57P01 admin_shutdown (`pg_ctl stop -m fast`, and `pg_terminate_backend`), 57P02
+ * crash_shutdown (a sibling backend crashed, or `-m immediate`), 57P03 cannot_connect_now (shutting
+ * down, starting up, in recovery), 53300 too_many_connections (every process reconnecting at once).
  */
-const UNREACHABLE_SQLSTATES = new Set(['57P01', '57P02', '57P03', '53300'])
+const UNREACHABLE_SQLSTATES = new Set(['08000', '08001', '08003', '08004', '08006', '08007', '57P01', '57P02', '57P03', '53300'])
 
 /** Node's errors of a connection refused, cut or not answered. */
 const UNREACHABLE_NODE_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN'])
@@ -30,7 +31,7 @@ const UNREACHABLE_MESSAGE = /^(Connection terminated|Client has encountered a co
 export function isDatabaseUnreachable(err: unknown): boolean {
   if (err === null || typeof err !== 'object') return false
   const { code, message } = err as { code?: unknown; message?: unknown }
-  if (typeof code === 'string' && (UNREACHABLE_SQLSTATES.has(code) || code.startsWith('08') || UNREACHABLE_NODE_CODES.has(code))) return true
+  if (typeof code === 'string' && (UNREACHABLE_SQLSTATES.has(code) || UNREACHABLE_NODE_CODES.has(code))) return true
   return typeof message === 'string' && UNREACHABLE_MESSAGE.test(message)
 }
 
