@@ -582,7 +582,10 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
       aedes.handle(conn, req)
     },
     listenTcp(port, host) {
-      const server = net.createServer((socket) => {
+      // TCP_NODELAY: a PUBACK is 4 bytes, written when its group commits. With Nagle's algorithm on, a
+      // meter's PUBACK from one group would wait for the TCP ACK of its PUBACK from the group before,
+      // which the meter's stack may delay up to 40 ms (Linux), or until the meter next sends.
+      const server = net.createServer({ noDelay: true }, (socket) => {
         const peer = socket.remoteAddress ?? 'unknown'
         if (!proxies.trusts(peer)) return broker.handle(socket, peer)
         // A trusted load balancer opens with the meter's address (PROXY protocol).
