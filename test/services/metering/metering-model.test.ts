@@ -303,8 +303,11 @@ interface MoveOutStep {
 }
 
 const MOVE_SLOTS = SPAN_MS / MOVE_STEP_MS
+/** Hours from START_MS to the local midnights of the span (2026-10-25 has 25 hours). */
+const MIDNIGHT_HOURS = [0, 24, 48, 73, 97]
+const HALF_HOUR = 30 * MINUTE
 /** Local midnights of the span, as move slots, so that moves at midnight are frequent. */
-const MIDNIGHT_SLOTS = [0, 24, 48, 73, 97].map((h) => (h * HOUR) / MOVE_STEP_MS)
+const MIDNIGHT_SLOTS = MIDNIGHT_HOURS.map((h) => (h * HOUR) / MOVE_STEP_MS)
 
 const moveSlot = fc.oneof(fc.constantFrom(...MIDNIGHT_SLOTS), fc.integer({ min: 0, max: MOVE_SLOTS }))
 
@@ -313,7 +316,8 @@ const ingestStep: fc.Arbitrary<IngestStep> = fc.record({
   messages: fc.array(
     fc.record({
       meter: fc.nat(1),
-      start: fc.nat(200),
+      // In half hours from START_MS; often at a local midnight, so that a day's boundary readings come late or alone.
+      start: fc.oneof(fc.integer({ min: 0, max: SPAN_MS / HALF_HOUR }), fc.constantFrom(...MIDNIGHT_HOURS.map((h) => 2 * h)), fc.constantFrom(...MIDNIGHT_HOURS.map((h) => 2 * h - 1))),
       // Short messages, and long ones that cover days whole (40 datums or more: PostgreSQL's COPY path).
       length: fc.oneof(fc.integer({ min: 1, max: 14 }), fc.integer({ min: 24, max: 80 })),
       stride: fc.constantFrom(1, 1, 1, 2),
@@ -424,7 +428,7 @@ describeDatabases('metering against a model of the documents', (t) => {
           const ticks = SPAN_MS / meter.intervalMs
           const datums: Datum[] = []
           for (let i = 0; i < spec.length; i++) {
-            const tick = spec.start % (ticks + 1) + i * spec.stride
+            const tick = Math.floor((Math.max(spec.start, 0) * HALF_HOUR) / meter.intervalMs) + i * spec.stride
             if (tick > ticks) break
             datums.push({ tsMs: START_MS + tick * meter.intervalMs, values: trueValues(meter, h.seeds[spec.meter]!, tick) })
           }
