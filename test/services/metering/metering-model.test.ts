@@ -263,6 +263,25 @@ class Model {
     return closing && (openingMidnight || firstPossible)
   }
 
+  /**
+   * README "Daily and monthly data": a household's month of a meter is final once every one of its
+   * days is, without a gap from its first day (or the move-in) to its last (or the move-out). `days`
+   * are the household's days of one meter and month, in order.
+   */
+  isFinalMonth(days: readonly ModelGroup[]): boolean {
+    if (days.length === 0 || !days.every((g) => this.isFinal(g))) return false
+    for (let i = 1; i < days.length; i++) if (days[i]!.day !== nextDay(days[i - 1]!.day)) return false
+    const first = days[0]!
+    const last = days[days.length - 1]!
+    const month = first.day.slice(0, 7)
+    const stays = this.occupancies.filter((o) => o.meterId === first.meterId && o.householdId === first.householdId)
+    const lies = (ms: number, day: string) => dayStartMs(day) <= ms && ms < dayStartMs(nextDay(day))
+    const opens = first.day === `${month}-01` || stays.some((o) => lies(o.fromMs, first.day))
+    // A move-out at the midnight closing its last day ends it too (the reading at that midnight is the next occupant's).
+    const closes = nextDay(last.day).slice(0, 7) !== month || stays.some((o) => o.untilMs !== null && (lies(o.untilMs, last.day) || o.untilMs === dayStartMs(nextDay(last.day))))
+    return opens && closes
+  }
+
   /** README "Time": a day is complete once its meter has sent a datum stamped at or after its end. */
   isComplete(g: ModelGroup): boolean {
     const end = dayStartMs(nextDay(g.day))
@@ -405,7 +424,7 @@ function dayKey(meterId: string, day: string, values: RegisterValues): string {
 }
 
 /** Totals over the histories run (printed with METERSHARE_MODEL_STATS=1): how much each check had to bite on. */
-const STATS = { runs: 0, published: 0, quarantined: 0, occupancies: 0, groups: 0, final: 0 }
+const STATS = { runs: 0, published: 0, quarantined: 0, occupancies: 0, groups: 0, final: 0, finalMonths: 0 }
 
 describeDatabases('metering against a model of the documents', (t) => {
   /**
@@ -588,6 +607,15 @@ describeDatabases('metering against a model of the documents', (t) => {
       const windows = meters.map((m) => ({ meterId: m.id, householdId, from: new Date(0), until: null }))
       const releasable = days.filter((g) => model.isFinal(g))
       expect(await list('daily', windows), `the days a recipient of household ${householdId}'s data may pull`).toEqual(releasable.map(asDaily))
+      const finalMonths = [...months.entries()]
+        .filter(([k]) => {
+          const [meterId, month] = JSON.parse(k) as [string, string]
+          return model.isFinalMonth(days.filter((g) => g.meterId === meterId && g.day.startsWith(month)))
+        })
+        .sort((a, b) => (a[0] < b[0] ? -1 : 1))
+        .map(([, m]) => m)
+      STATS.finalMonths += finalMonths.length
+      expect(await list('monthly', windows), `the months a recipient of household ${householdId}'s data may pull`).toEqual(finalMonths)
     }
   }
 
