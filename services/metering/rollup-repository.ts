@@ -181,7 +181,10 @@ export function isFinalMonth(meterId: RawBuilder<unknown>, householdId: RawBuild
 
 /**
  * isFinalMonth's rule, given a household's daily datums of a meter in the month of `monthStart`: their
- * first and last day, their number, and whether every one is final (isFinalDay).
+ * first and last day, their number, and whether every one is final (isFinalDay). A first day after the
+ * month's first is the move-in's only if the household could have no day before it: it moved in on
+ * that day, or less than an interval before it (its first reading possible is the lone midnight one,
+ * which is no day). A move-in days earlier leaves days still to come, that would change the total.
  */
 export function finalMonthRule(
   s: { firstDay: RawBuilder<unknown>; lastDay: RawBuilder<unknown>; days: RawBuilder<unknown>; final: RawBuilder<unknown> },
@@ -193,8 +196,9 @@ export function finalMonthRule(
   const tz = sql`${timezone}::text`
   return sql<boolean>`(${s.final} AND ${s.lastDay} - ${s.firstDay} + 1 = ${s.days}
     AND (${s.firstDay} = ${monthStart}::date OR EXISTS (
-      SELECT 1 FROM occupancies o WHERE o.meter_id = ${meterId} AND o.household_id = ${householdId}
-        AND o.valid_from > (${monthStart}::date::timestamp AT TIME ZONE ${tz}) AND o.valid_from <= ((${s.firstDay} + 1)::timestamp AT TIME ZONE ${tz})))
+      SELECT 1 FROM occupancies o JOIN meters om ON om.id = o.meter_id WHERE o.meter_id = ${meterId} AND o.household_id = ${householdId}
+        AND o.valid_from > (${s.firstDay}::timestamp AT TIME ZONE ${tz}) - om.interval_minutes * interval '1 minute'
+        AND o.valid_from <= ((${s.firstDay} + 1)::timestamp AT TIME ZONE ${tz})))
     AND (${s.lastDay} = (${monthStart}::date + interval '1 month' - interval '1 day')::date OR EXISTS (
       SELECT 1 FROM occupancies o WHERE o.meter_id = ${meterId} AND o.household_id = ${householdId}
         AND o.valid_until > (${s.lastDay}::timestamp AT TIME ZONE ${tz}) AND o.valid_until <= ((${s.lastDay} + 1)::timestamp AT TIME ZONE ${tz}))))`

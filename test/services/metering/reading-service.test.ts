@@ -273,6 +273,26 @@ describeDatabases('reading service', (t) => {
     expect((await listReadings(t.db, query({ windows: [], granularity: 'load_curve' }), ctx)).items).toEqual([])
   })
 
+  it('releases no month whose days between the move-in and its first day are still missing', async () => {
+    // Hourly; the household moved in at Sep 10 00:00 local and out at Sep 13 00:00, and the meter has sent only Sep 12 so far.
+    const meter = await seedMeter(t.db)
+    const h = await seedHousehold(t.db)
+    await seedOccupancy(t.db, { meterId: meter, householdId: h, from: '2026-09-09T22:00:00Z', until: '2026-09-12T22:00:00Z' })
+    await seedReadings(t.db, meter, readingSeries({ start: '2026-09-11T22:00:00Z', count: 25, firstIndex: 1000 }), ctx.timezone)
+    const windows: ReleaseWindow[] = [{ meterId: meter, householdId: h, from: SEP_1, until: null }]
+    // Sep 12 is final (its midnight reading opens it, the last before the move-out closes it), but
+    // Sep 10 and 11 may still come: September's total would change after its release.
+    const daily = await listReadings(t.db, query({ windows, granularity: 'daily' }), ctx)
+    expect(daily.items).toEqual([{ meterId: meter, day: '2026-09-12', granularity: 'daily', values: { [IMPORT]: 230 } }])
+    expect((await listReadings(t.db, query({ windows, granularity: 'monthly' }), ctx)).items).toEqual([])
+
+    // They come: the month runs from the move-in without a gap, and is released whole.
+    await seedReadings(t.db, meter, readingSeries({ start: '2026-09-09T22:00:00Z', count: 48, firstIndex: 510 }), ctx.timezone)
+    expect((await listReadings(t.db, query({ windows, granularity: 'monthly' }), ctx)).items).toEqual([
+      { meterId: meter, month: '2026-09', granularity: 'monthly', values: { [IMPORT]: 1240 - 520 } },
+    ])
+  })
+
   it('refuses bad input naming the field', async () => {
     const w = await seedWorld(t)
     const base = query({ householdId: w.a, granularity: 'daily' })
