@@ -8,7 +8,11 @@ import { createOccupancy, moveOut } from '../../../services/metering/occupancy-s
 import { listReadings, type ReleaseWindow } from '../../../services/metering/reading-service.ts'
 import { datumDayOf } from '../../../shared/calendar.ts'
 import { DEFAULT_INGEST_LIMITS } from '../../../shared/config.ts'
-import type { Granularity, RegisterValues } from '../../../shared/wire.ts'
+import type { EgressDatum, Granularity, RegisterValues } from '../../../shared/wire.ts'
+import { grantConsent } from '../../../services/consent/consent-service.ts'
+import { createOffer } from '../../../services/consent/offer-service.ts'
+import { listReleasedReadings } from '../../../services/consent/released-readings-service.ts'
+import { offerInput, seedParty } from '../consent/consent-world.ts'
 import { describeDatabases } from '../../support/database.ts'
 import type { MqttClient } from 'mqtt'
 import type { EgressPolicy } from '../../../broker/egress.ts'
@@ -52,6 +56,11 @@ const NUM_RUNS = Number(process.env.METERSHARE_MODEL_RUNS ?? '') || 60
 /** Histories through a real broker on a socket, per database (slower: a broker per history, MQTT round trips). */
 const BROKER_NUM_RUNS = Number(process.env.METERSHARE_MODEL_BROKER_RUNS ?? '') || 20
 const LIST_LIMIT = 1000
+/** Listings ask for [from, to), which selects a day or a month when its start lies in it: the whole of October and November. */
+const LISTED_FROM = new Date('2026-10-01T00:00:00+02:00')
+const LISTED_TO = new Date('2026-12-01T00:00:00+01:00')
+/** When a recipient is granted data and pulls it: after the data, the days over. */
+const PULL_NOW = new Date(RECEIVED_AT_MS)
 
 // ---------------------------------------------------------------------------------------------
 // The oracle: calendar, attribution, bad input, rollups, days and their energy, from the documents.
@@ -76,6 +85,11 @@ function dayStartMs(day: string): number {
     if (localDate(ms) === day) return ms
   }
   throw new Error(`no local midnight found for ${day}`)
+}
+
+/** A timestamp as the egress payloads write it (CONTRACT.md: `2026-10-01T00:30:00Z`). */
+function formatTs(ms: number): string {
+  return new Date(ms).toISOString().replace('.000Z', 'Z')
 }
 
 function nextDay(day: string): string {
@@ -276,7 +290,10 @@ class Model {
     const month = first.day.slice(0, 7)
     const stays = this.occupancies.filter((o) => o.meterId === first.meterId && o.householdId === first.householdId)
     const lies = (ms: number, day: string) => dayStartMs(day) <= ms && ms < dayStartMs(nextDay(day))
-    const opens = first.day === `${month}-01` || stays.some((o) => lies(o.fromMs, first.day))
+    // The move-in opens the month at its first day when no day of the household's could come before it:
+    // it moved in that day, or less than an interval before (its first reading, at the midnight, is no day).
+    const interval = this.meter(first.meterId).intervalMs
+    const opens = first.day === `${month}-01` || stays.some((o) => dayStartMs(first.day) - interval < o.fromMs && o.fromMs <= dayStartMs(nextDay(first.day)))
     // A move-out at the midnight closing its last day ends it too (the reading at that midnight is the next occupant's).
     const closes = nextDay(last.day).slice(0, 7) !== month || stays.some((o) => o.untilMs !== null && (lies(o.untilMs, last.day) || o.untilMs === dayStartMs(nextDay(last.day))))
     return opens && closes
@@ -577,8 +594,7 @@ describeDatabases('metering against a model of the documents', (t) => {
   /** What a household's GET /me/readings lists, and what a recipient released everything may pull. */
   async function compareListings(model: Model, meters: readonly ModelMeter[], households: readonly string[]): Promise<void> {
     const ctx = { timezone: TZ }
-    // [from, to) selects a day or a month when its start lies in it: the whole of October and November.
-    const span = { from: new Date('2026-10-01T00:00:00+02:00'), to: new Date('2026-12-01T00:00:00+01:00') }
+    const span = { from: LISTED_FROM, to: LISTED_TO }
     const groups = meters.flatMap((m) => model.groups(m.id))
     for (const householdId of households) {
       const list = async (granularity: Granularity, windows?: ReleaseWindow[]) =>
@@ -586,7 +602,7 @@ describeDatabases('metering against a model of the documents', (t) => {
       const ownReadings = meters
         .slice()
         .sort((a, b) => (a.id < b.id ? -1 : 1))
-        .flatMap((m) => model.readings(m.id).filter((r) => r.householdId === householdId).map((r) => ({ meterId: m.id, ts: new Date(r.tsMs).toISOString().replace('.000Z', 'Z'), granularity: 'load_curve', values: r.values })))
+        .flatMap((m) => model.readings(m.id).filter((r) => r.householdId === householdId).map((r) => ({ meterId: m.id, ts: formatTs(r.tsMs), granularity: 'load_curve', values: r.values })))
       expect(await list('load_curve'), `the load curve household ${householdId} sees`).toEqual(ownReadings)
 
       const days = groups.filter((g) => g.householdId === householdId && model.isDay(g))
@@ -616,6 +632,47 @@ describeDatabases('metering against a model of the documents', (t) => {
         .map(([, m]) => m)
       STATS.finalMonths += finalMonths.length
       expect(await list('monthly', windows), `the months a recipient of household ${householdId}'s data may pull`).toEqual(finalMonths)
+    }
+    await compareReleased(model, meters, households)
+  }
+
+  /**
+   * The release rule end to end (DESIGN.md, README "Consents"): each household still in a meter at
+   * PULL_NOW grants a recipient load-curve data (which covers the daily) of all its meters, history
+   * included, and the recipient pulls (`GET /data/readings`'s service): the household's readings of
+   * those meters, and its days that are complete, final and over.
+   */
+  async function compareReleased(model: Model, meters: readonly ModelMeter[], households: readonly string[]): Promise<void> {
+    const recipientId = await seedParty(t.db, 'third_party', 'Model recipient')
+    const offerId = (await createOffer(t.db, offerInput(recipientId, { granularity: 'load_curve' }))).id
+    const expected: Record<'load_curve' | 'daily', EgressDatum[]> = { load_curve: [], daily: [] }
+    for (const householdId of households) {
+      const occupied = meters.filter((m) => model.occupancyAt(m.id, PULL_NOW.getTime())?.householdId === householdId)
+      if (occupied.length === 0) continue
+      await grantConsent(t.db, householdId, { offerId, validUntil: new Date(PULL_NOW.getTime() + 365 * 86_400_000), dataFrom: LISTED_FROM }, PULL_NOW)
+      for (const m of occupied) {
+        for (const r of model.readings(m.id)) {
+          if (r.householdId === householdId) expected.load_curve.push({ meterId: m.id, ts: formatTs(r.tsMs), granularity: 'load_curve', values: r.values })
+        }
+        for (const g of model.groups(m.id)) {
+          const over = dayStartMs(nextDay(g.day)) <= PULL_NOW.getTime()
+          if (g.householdId === householdId && model.isDay(g) && model.isFinal(g) && model.isComplete(g) && over) {
+            expected.daily.push({ meterId: m.id, day: g.day, granularity: 'daily', values: g.energy })
+          }
+        }
+      }
+    }
+    for (const granularity of ['load_curve', 'daily'] as const) {
+      const items: EgressDatum[] = []
+      let cursor: string | undefined
+      do {
+        const page = await listReleasedReadings(t.db, recipientId, { from: LISTED_FROM, to: LISTED_TO, granularity, cursor, limit: LIST_LIMIT }, { timezone: TZ, now: PULL_NOW })
+        items.push(...page.items)
+        cursor = page.nextCursor ?? undefined
+      } while (cursor !== undefined)
+      const order = (d: EgressDatum) => JSON.stringify([d.meterId, d.granularity === 'load_curve' ? d.ts : d.granularity === 'daily' ? d.day : d.month])
+      const sorted = expected[granularity].sort((a, b) => (order(a) < order(b) ? -1 : 1))
+      expect(items, `the ${granularity} data released to a recipient of every household still in its meters`).toEqual(sorted)
     }
   }
 
