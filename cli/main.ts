@@ -4,7 +4,8 @@ import { dayOf } from '../shared/calendar.ts'
 import { ENV_VARS, envToConfig, readEnv, type Config, type RawEnv } from '../shared/config.ts'
 import { ensureDataDir } from '../shared/data-dir.ts'
 import { ConfigError, MetershareError } from '../shared/errors.ts'
-import { diskFullDetail, isDiskFull } from '../shared/db/storage.ts'
+import { errorDetail } from '../shared/db/hold-alarm.ts'
+import { isDiskFull } from '../shared/db/storage.ts'
 import { configureLogging, log } from '../shared/logger.ts'
 
 // Each command loads what it needs when it runs: `simulate` never loads the database or the broker.
@@ -352,8 +353,8 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
     }
     if (isDiskFull(err)) {
       // A failed statement rolled its transaction back (a migration is one transaction): nothing half-done.
-      log.cli.fatal({ detail: diskFullDetail(err) }, "command failed: the database's disk is full")
-      process.stderr.write(`metershare ${name}: the database's disk is full (no space left on device): ${diskFullDetail(err)}; free space and run it again\n`)
+      log.cli.fatal({ detail: errorDetail(err) }, "command failed: the database's disk is full")
+      process.stderr.write(`metershare ${name}: the database's disk is full (no space left on device): ${errorDetail(err)}; free space and run it again\n`)
       return 1
     }
     log.cli.fatal({ err }, 'command failed')

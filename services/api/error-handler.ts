@@ -4,7 +4,8 @@ import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from
 import { ZodError } from 'zod'
 import { ERROR_CODES, MetershareError, TooManyRequestsError, type ErrorCode } from '../../shared/errors.ts'
 import { fieldName } from './validation.ts'
-import { diskFullDetail, isDiskFull } from '../../shared/db/storage.ts'
+import { errorDetail } from '../../shared/db/hold-alarm.ts'
+import { isDiskFull } from '../../shared/db/storage.ts'
 import { DATABASE_UNAVAILABLE_MESSAGE, DATABASE_UNAVAILABLE_RETRY_AFTER_S, isDatabaseUnreachable, logDatabaseFailure } from '../../shared/db/unreachable.ts'
 
 /** Longest route parameter the router reads; ids are far shorter, and their schemas name a longer one (400). */
@@ -98,7 +99,7 @@ export function sendError(err: unknown, request: FastifyRequest, reply: FastifyR
   if (answer.body.error.code === ERROR_CODES.STORAGE_FULL) {
     void reply.header('retry-after', String(STORAGE_FULL_RETRY_AFTER_S))
     // One line an operator reads, not the statement and its parameters.
-    request.log.warn({ detail: diskFullDetail(err) }, "request refused: the database's disk is full (no space left on device)")
+    request.log.warn({ detail: errorDetail(err) }, "request refused: the database's disk is full (no space left on device)")
   } else if (answer.body.error.code === ERROR_CODES.DATABASE_UNAVAILABLE) {
     void reply.header('retry-after', String(DATABASE_UNAVAILABLE_RETRY_AFTER_S))
     // Once a minute, not at every request of every client while the server is away.

@@ -3,6 +3,15 @@ import type { Logger } from 'pino'
 /** How often, in ms, a hold that lasts is said again in the log. */
 export const HOLD_REMIND_MS = 60_000
 
+/** Characters of an error's first line kept for the log (errorDetail). */
+export const ERROR_DETAIL_CHARS_MAX = 500
+
+/** The first line of an error's message, without a query or a stack: what an operator reads. */
+export function errorDetail(err: unknown): string {
+  const message = (err as { message?: unknown } | null)?.message
+  return typeof message === 'string' ? message.split('\n')[0]!.slice(0, ERROR_DETAIL_CHARS_MAX) : String(err)
+}
+
 /** What a hold says in the log, once as it starts, every HOLD_REMIND_MS while it lasts, and as it ends. */
 export interface HoldTexts {
   started: (retryMs: number) => string
@@ -10,8 +19,6 @@ export interface HoldTexts {
   ended: string
   /** Said instead of `ended` when ingest closes with groups still held for the cause. */
   givenUp: string
-  /** The error's first line, as an operator reads it (never a query or its parameters). */
-  detail: (err: unknown) => string
   /** The field naming how long it lasted (`fullForMs`, `downForMs`). */
   forMs: string
 }
@@ -51,12 +58,12 @@ export class HoldAlarm {
       this.lastSaidAt = t
       this.retries = 0
       this.onChange(true)
-      this.log.error({ detail: this.texts.detail(err), heldReadings, retryMs }, this.texts.started(retryMs))
+      this.log.error({ detail: errorDetail(err), heldReadings, retryMs }, this.texts.started(retryMs))
       return
     }
     if (t - this.lastSaidAt >= this.remindMs) {
       this.lastSaidAt = t
-      this.log.error({ detail: this.texts.detail(err), heldReadings, [this.texts.forMs]: t - this.since, retries: this.retries }, this.texts.lasting)
+      this.log.error({ detail: errorDetail(err), heldReadings, [this.texts.forMs]: t - this.since, retries: this.retries }, this.texts.lasting)
     }
   }
 

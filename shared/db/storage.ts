@@ -55,15 +55,6 @@ export function formatMiB(bytes: number): string {
   return `${(bytes / MIB).toFixed(1)} MiB`
 }
 
-/** Characters of an error's first line that a disk-full log line or CLI message keeps. */
-export const DISK_FULL_DETAIL_CHARS_MAX = 500
-
-/** The first line of an error's message, without a query or a stack: what an operator reads. */
-export function diskFullDetail(err: unknown): string {
-  const message = (err as { message?: unknown } | null)?.message
-  return typeof message === 'string' ? message.split('\n')[0]!.slice(0, DISK_FULL_DETAIL_CHARS_MAX) : String(err)
-}
-
 /**
  * Whether ingest is held for lack of space, shared by a broker's lanes, /healthz and /metrics, and
  * said in the log once when it starts, at most every `remindMs` while it lasts, and once when it ends
@@ -79,7 +70,6 @@ export class StorageAlarm extends HoldAlarm {
         lasting: 'database storage still full (no space left on device): ingest still held',
         ended: 'database storage available again: ingest resumed',
         givenUp: 'ingest closing with publishes held for lack of space: they are not acknowledged (their meters send them again)',
-        detail: diskFullDetail,
         forMs: 'fullForMs',
       },
       onChange,

@@ -1,6 +1,5 @@
 import type { Logger } from 'pino'
-import { HOLD_REMIND_MS, HoldAlarm } from './hold-alarm.ts'
-import { diskFullDetail } from './storage.ts'
+import { errorDetail, HOLD_REMIND_MS, HoldAlarm } from './hold-alarm.ts'
 
 /**
  * The database server gone away: stopped (`pg_ctl stop`, a restart, a failover), crashed, starting
@@ -55,7 +54,6 @@ export class DatabaseAlarm extends HoldAlarm {
         lasting: 'database still unreachable: ingest still held',
         ended: 'database reachable again: ingest resumed',
         givenUp: 'ingest closing with publishes held for the database: they are not acknowledged (their meters send them again)',
-        detail: diskFullDetail,
         forMs: 'downForMs',
       },
       onChange,
@@ -98,5 +96,5 @@ export function logDatabaseFailure(
   }
   said.set(msg, { at: t, quiet: 0 })
   const code = (err as { code?: unknown }).code
-  logger[level]({ ...fields, databaseUnreachable: true, detail: diskFullDetail(err), ...(typeof code === 'string' ? { code } : {}), ...(last !== undefined ? { keptQuiet: last.quiet } : {}) }, msg)
+  logger[level]({ ...fields, databaseUnreachable: true, detail: errorDetail(err), ...(typeof code === 'string' ? { code } : {}), ...(last !== undefined ? { keptQuiet: last.quiet } : {}) }, msg)
 }
