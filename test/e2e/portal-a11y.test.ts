@@ -27,7 +27,10 @@ import { readingSeries, seedReadings } from '../support/seed.ts'
  * every control of every page.
  *
  * On both databases: the pages are server-rendered from what each database answers (dates,
- * amounts, empty or not), and the same world on PostgreSQL and PGlite must read the same.
+ * amounts, empty or not), and the same world on PostgreSQL and PGlite must read the same. The
+ * whole matrix runs on PGlite; on PostgreSQL, every page in one of its eight set-ups (English, with
+ * script, wide) and the keyboard walk: the other seven differ from it only in the browser, which
+ * PGlite's run already covers (and each set-up takes 10-30 s of a CI's two cores).
  */
 
 const TZ = 'Europe/Paris'
@@ -160,6 +163,7 @@ describe.skipIf(BROWSER_PATH === null)(`the household portal against WCAG 2.1 AA
       for (const { lang, locale } of LANGUAGES) {
         for (const script of [true, false]) {
           for (const width of WIDTHS) {
+            if (t.dialect === 'postgres' && !(lang === LANGUAGES[0]!.lang && script && width === WIDTHS[0])) continue
             it(`has no violation in ${lang}, ${script ? 'with' : 'without'} script, ${width} px wide`, async () => {
               const found: string[] = []
               const failures: string[] = []
