@@ -474,6 +474,9 @@ export function startFleet(options: FleetOptions): Fleet {
     runner.client = client
     let subscribed = false
     client.on('connect', () => {
+      // TCP_NODELAY (MQTT.js leaves Nagle on): a meter's next publish, written as a PUBACK frees its slot,
+      // would otherwise wait for the broker's TCP ACK of the one before, which it delays until its PUBACK.
+      ;(client.stream as { setNoDelay?: (on: boolean) => void }).setNoDelay?.(true)
       if (runner.everConnected && runner.bufferedReadings > 0) runner.catchingUp = true
       runner.connected = true
       runner.everConnected = true

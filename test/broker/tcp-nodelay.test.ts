@@ -1,15 +1,19 @@
 import { spawn } from 'node:child_process'
 import net from 'node:net'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { startFleet } from '../../simulators/fleet.ts'
 import { startTestBroker, type TestBroker } from '../support/broker.ts'
 import { useTestDatabase } from '../support/database.ts'
 import { hasCommand, skipReason, waitFor } from '../support/tools.ts'
+import { createTestHousehold, createTestMeter, createUtility, insertOccupancy } from '../support/world.ts'
 
 /**
  * The broker's MQTT sockets send without Nagle's algorithm: a PUBACK (4 bytes) leaves when its group
  * commits, not once the meter's stack has acknowledged the PUBACK before it (a delayed ACK is up to
- * 40 ms on Linux). Seen where it is decided, in the system calls: strace attached to this process
- * while a client connects must show TCP_NODELAY set on the socket the listener accepted.
+ * 40 ms on Linux). So do the simulator's meters, whose next publish leaves as a PUBACK frees its
+ * slot. Seen where it is decided, in the system calls: strace attached to this process while a
+ * client connects must show TCP_NODELAY set on the socket the listener accepted, and on the one a
+ * simulated meter connected.
  */
 
 const STRACE_ATTACH_MS_MAX = 10_000
@@ -59,5 +63,25 @@ describe.skipIf(!hasCommand('strace'))(`the broker's TCP sockets${skipReason('st
     expect(accepted.length, lines.join('\n')).toBeGreaterThan(0)
     const noDelay = accepted.filter((fd) => lines.some((l) => l.includes(`setsockopt(${fd}, SOL_TCP, TCP_NODELAY, [1], 4) = 0`)))
     expect(noDelay, lines.join('\n')).toEqual(accepted)
+  })
+
+  it("turns Nagle off on a simulated meter's connection", async () => {
+    const utility = await createUtility(t.db)
+    const m = await createTestMeter(t.db, utility.id, { commodity: 'electricity', intervalMinutes: 60 })
+    await insertOccupancy(t.db, m.id, (await createTestHousehold(t.db)).id, new Date('2026-09-30T22:00:00Z'))
+    const meter = { meterId: m.id, secret: m.secret, commodity: 'electricity' as const, intervalMinutes: 60 as const, pv: false, power: false }
+    let fleet: ReturnType<typeof startFleet> | undefined
+    const lines = await traceWhile('connect,setsockopt', async () => {
+      fleet = startFleet({ mqttUrl: tb.url, meters: [meter], from: '2026-10-01', days: 1, speed: 'max', tickMs: 10 })
+      await fleet.done
+    })
+    await fleet?.stop()
+    const connected = lines.flatMap((l) => {
+      const m = new RegExp(`connect\\((\\d+), \\{sa_family=AF_INET, sin_port=htons\\(${tb.port}\\)`).exec(l)
+      return m !== null ? [m[1]!] : []
+    })
+    expect(connected.length, lines.join('\n')).toBeGreaterThan(0)
+    const noDelay = connected.filter((fd) => lines.some((l) => l.includes(`setsockopt(${fd}, SOL_TCP, TCP_NODELAY, [1], 4) = 0`)))
+    expect(noDelay, lines.join('\n')).toEqual(connected)
   })
 })
