@@ -1,7 +1,7 @@
-import { logDatabaseFailure } from '../../shared/db/unreachable.ts'
 import type { Kysely } from 'kysely'
 import type { Database } from '../../shared/db/schema.ts'
 import type { ReleaseChannel } from '../../shared/db/tables/access-log.ts'
+import { logDatabaseFailure } from '../../shared/db/unreachable.ts'
 import { log } from '../../shared/logger.ts'
 import type { Metrics } from '../../shared/metrics.ts'
 import { addAccessCounts, existingReferences, type AccessCount } from './access-log-repository.ts'

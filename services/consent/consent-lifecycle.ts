@@ -1,7 +1,7 @@
-import { logDatabaseFailure } from '../../shared/db/unreachable.ts'
 import type { Kysely, Transaction } from 'kysely'
 import type { Database } from '../../shared/db/schema.ts'
 import type { ConsentStatus } from '../../shared/db/tables/consents.ts'
+import { logDatabaseFailure } from '../../shared/db/unreachable.ts'
 import { log } from '../../shared/logger.ts'
 import { notifyChange } from './change-notice-repository.ts'
 import * as repo from './consent-repository.ts'

@@ -1,6 +1,6 @@
-import { logDatabaseFailure } from '../../shared/db/unreachable.ts'
 import { addDays, addMonths, startOfDayMs } from '../../shared/calendar.ts'
 import type { DatabaseHandle } from '../../shared/db/database.ts'
+import { logDatabaseFailure } from '../../shared/db/unreachable.ts'
 import { log } from '../../shared/logger.ts'
 import type { Metrics } from '../../shared/metrics.ts'
 import { CHANGES_CHANNEL } from '../metering/occupancy-repository.ts'
