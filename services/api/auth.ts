@@ -136,13 +136,19 @@ export function readCookie(header: string | undefined, name: string): string | u
   return undefined
 }
 
-/** An unsafe request a browser sent from our own origin (or a program that sent no Origin). */
+/**
+ * An unsafe request a browser sent from our own origin (or a program that sent no Origin). An origin
+ * is scheme and host: a page served over plain HTTP on our host name (which anyone on the path can
+ * write) is not the portal served over HTTPS. The scheme is the one the request came by, which a
+ * trusted load balancer states in `X-Forwarded-Proto` (`request.protocol`).
+ */
 export function sameOrigin(request: FastifyRequest): boolean {
   const origin = request.headers.origin
   // Browsers send Origin on every cross-site unsafe request; programs without it are not browsers.
   if (origin === undefined) return true
   try {
-    return new URL(origin).host === request.headers.host
+    const url = new URL(origin)
+    return url.protocol === `${request.protocol}:` && url.host === request.headers.host
   } catch {
     return false
   }

@@ -93,6 +93,10 @@ describeDatabases('authentication', (t) => {
     const foreign = await api.inject({ method: 'POST', url: '/admin/parties', headers: { ...own, origin: 'https://evil.example', [CSRF_HEADER_NAME]: 'csrf-1' }, payload: body })
     expect(foreign.statusCode).toBe(403)
     expect(errorOf(foreign).message).toBe('origin: a session may change data only from the portal itself')
+    // The same host by the other scheme is another origin (this request came over plain HTTP).
+    const otherScheme = await api.inject({ method: 'POST', url: '/admin/parties', headers: { ...own, origin: 'https://metershare.local', [CSRF_HEADER_NAME]: 'csrf-1' }, payload: body })
+    expect(otherScheme.statusCode).toBe(403)
+    expect(errorOf(otherScheme).message).toBe('origin: a session may change data only from the portal itself')
     for (const csrf of [undefined, 'csrf-2']) {
       const res = await api.inject({ method: 'POST', url: '/admin/parties', headers: csrf === undefined ? own : { ...own, [CSRF_HEADER_NAME]: csrf }, payload: body })
       expect(res.statusCode).toBe(403)

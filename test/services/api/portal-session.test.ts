@@ -587,12 +587,12 @@ describeDatabases('portal sign-in behind a trusted load balancer (METERSHARE_TRU
   })
 
   /** A sign-in, as the portal's own page posts it on https://portal.example.org, reaching the API from `from`. */
-  function signInOverHttps(from: string, forwardedProto: string | null): Promise<LightMyRequestResponse> {
+  function signInOverHttps(from: string, forwardedProto: string | null, origin = 'https://portal.example.org'): Promise<LightMyRequestResponse> {
     return api.inject({
       method: 'POST',
       url: '/portal/session',
       remoteAddress: from,
-      headers: { host: 'portal.example.org', origin: 'https://portal.example.org', 'x-forwarded-for': `203.0.116.${n}`, ...(forwardedProto === null ? {} : { 'x-forwarded-proto': forwardedProto }) },
+      headers: { host: 'portal.example.org', origin, 'x-forwarded-for': `203.0.116.${n}`, ...(forwardedProto === null ? {} : { 'x-forwarded-proto': forwardedProto }) },
       payload: { email, password: PASSWORD },
     })
   }
@@ -616,10 +616,16 @@ describeDatabases('portal sign-in behind a trusted load balancer (METERSHARE_TRU
   })
 
   it('takes plain HTTP for what it is, and X-Forwarded-Proto only from the balancer', async () => {
-    for (const res of [await signInOverHttps(BALANCER, 'http'), await signInOverHttps(BALANCER, null), await signInOverHttps('192.0.2.200', 'https')]) {
+    const cameByHttp: [string, string | null][] = [[BALANCER, 'http'], [BALANCER, null], ['192.0.2.200', 'https']]
+    for (const [from, proto] of cameByHttp) {
+      const res = await signInOverHttps(from, proto, 'http://portal.example.org')
       expect(res.statusCode, res.body).toBe(201)
       expect(res.headers['set-cookie']).not.toContain('Secure')
       expect(res.headers['strict-transport-security']).toBeUndefined()
+      // A page served over HTTPS is another origin than the plain HTTP this request came by.
+      const crossScheme = await signInOverHttps(from, proto)
+      expect(crossScheme.statusCode, crossScheme.body).toBe(403)
+      expect(crossScheme.headers['set-cookie']).toBeUndefined()
     }
   })
 
