@@ -6,6 +6,7 @@ import https from 'node:https'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import tls from 'node:tls'
+import { setTimeout as sleep } from 'node:timers/promises'
 import type { MqttClient } from 'mqtt'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { parse } from 'yaml'
@@ -48,6 +49,8 @@ interface Ports {
 
 /** Where the compose file mounts METERSHARE_TLS_DIR in the load balancer. */
 const CERT_DIR_IN_IMAGE = '/usr/local/etc/haproxy/certs/'
+/** How long the worker a reload replaced may serve its connections on, in the test (the compose file: 15 minutes). */
+const HARD_STOP_AFTER_MS_IN_TEST = 4_000
 
 /** The compose file's HAProxy configuration, its Docker names replaced by local addresses and its certificates by `certDir`'s. */
 function haproxyConfig(ports: Ports, certDir: string): string {
@@ -61,6 +64,7 @@ function haproxyConfig(ports: Ports, certDir: string): string {
   const config = text
     .replace(/^\s*resolvers docker\n\s*nameserver .*\n/m, '')
     .replace(/maxconn \d+/, 'maxconn 1000')
+    .replace(/hard-stop-after \S+/, `hard-stop-after ${HARD_STOP_AFTER_MS_IN_TEST}ms`)
     .replaceAll(CERT_DIR_IN_IMAGE, `${certDir}/`)
     .replace('bind :8883 ', `bind ${CLIENT}:${ports.lbMqtts} `)
     .replace('bind :443 ', `bind ${CLIENT}:${ports.lbHttps} `)
@@ -69,7 +73,7 @@ function haproxyConfig(ports: Ports, certDir: string): string {
       return `server ${name}1 127.0.0.1:${upstream[target]} ${options.replace('check port 8080', `check port ${ports.brokerHttp}`)} source ${BALANCER}`
     })
     .replace(/server (\w+) (\w+:\d+) (.*) resolvers docker init-addr none/g, (_m, name: string, target: string, options: string) => `server ${name} 127.0.0.1:${upstream[target]} ${options} source ${BALANCER}`)
-  if (/resolvers|broker:|api:|bind :|\/usr\/local/.test(config)) throw new Error(`the compose file's HAProxy configuration changed shape; adapt this test:\n${config}`)
+  if (/resolvers|broker:|api:|bind :|\/usr\/local/.test(config) || !config.includes(`hard-stop-after ${HARD_STOP_AFTER_MS_IN_TEST}ms`)) throw new Error(`the compose file's HAProxy configuration changed shape; adapt this test:\n${config}`)
   return config
 }
 
@@ -332,9 +336,9 @@ describe.skipIf(!tools.every(hasCommand))(`the load balancer of docker-compose.y
       }, 3 * HANDSHAKE_MS_MAX)
 
       // Last: it reloads HAProxy.
-      it('takes a renewed certificate on a reload, and the meters connected before stay connected', async () => {
+      it('takes a renewed certificate on a reload; the meters connected before stay connected, until the old worker closes them (hard-stop-after) and they come back through the new one', async () => {
         const meter = await createTestMeter(t.db, (await createUtility(t.db)).id)
-        const m = await connectMeter(mqttsUrl, meter, { ca: ca.ca })
+        const m = await connectMeter(mqttsUrl, meter, { ca: ca.ca, reconnectPeriod: 500 })
         clients.push(m)
         const first = await servedSerial(ports.lbMqtts, ca.ca)
 
@@ -349,10 +353,18 @@ describe.skipIf(!tools.every(hasCommand))(`the load balancer of docker-compose.y
         expect(said).toMatch(/Reloading HAProxy/)
 
         // The meter's connection, opened before the reload, is served on by the worker that took it.
+        const closed = new Promise<number>((resolve) => m.once('close', () => resolve(Date.now())))
         await publishAcked(m, meterReadingsTopic(meter.id), JSON.stringify({ ts: '2026-10-02T12:00:00Z', values: { '1-0:1.8.0': 9 } }))
         expect(m.connected).toBe(true)
         expect(await readingsOf(t.db, meter.id)).toHaveLength(1)
-      })
+
+        // Then that worker's time is up: it closes the connection, and the meter comes back through the new worker.
+        const closedAt = await Promise.race([closed, sleep(5 * HARD_STOP_AFTER_MS_IN_TEST).then(() => null)])
+        expect(closedAt, 'the old worker still holds the connection opened before the reload').not.toBeNull()
+        await waitFor(() => m.connected, START_MS_MAX, 'the meter reconnected through the new worker')
+        await publishAcked(m, meterReadingsTopic(meter.id), JSON.stringify({ ts: '2026-10-02T12:15:00Z', values: { '1-0:1.8.0': 10 } }))
+        expect(await readingsOf(t.db, meter.id)).toHaveLength(2)
+      }, 10 * HARD_STOP_AFTER_MS_IN_TEST)
     },
     { resetEach: false },
   )
