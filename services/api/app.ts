@@ -73,6 +73,11 @@ export interface ApiContext {
   passwordThrottle: SignInThrottle
   /** The portal's page for an address no route serves, asked for by a browser (set by the portal's routes). */
   notFoundPage?: (request: FastifyRequest, reply: FastifyReply) => Promise<FastifyReply>
+  /**
+   * The portal's page for a request of a browser's that failed on our side (500, or 503 while the
+   * database is away or its disk full), rendered without the database (set by the portal's routes).
+   */
+  failurePage?: (request: FastifyRequest, reply: FastifyReply, status: number) => FastifyReply
 }
 
 declare module 'fastify' {

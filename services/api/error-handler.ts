@@ -106,7 +106,15 @@ export function sendError(err: unknown, request: FastifyRequest, reply: FastifyR
     logDatabaseFailure(request.log, 'warn', err, {}, 'request refused: the database cannot be reached')
   } else if (answer.status >= 500) request.log.error({ err }, 'request failed')
   else request.log.debug({ code: answer.body.error.code, status: answer.status }, 'request refused')
+  // A browser that opened a page or posted a form gets a page saying so; programs, the envelope.
+  const page = request.server.apiContext?.failurePage
+  if (answer.status >= 500 && page !== undefined && wantsPage(request)) return page(request, reply, answer.status)
   return reply.code(answer.status).type('application/json; charset=utf-8').send(answer.body)
+}
+
+/** A browser's navigation (a link followed, a form posted): it asks for HTML; `fetch` and programs do not. */
+export function wantsPage(request: FastifyRequest): boolean {
+  return (request.method === 'GET' || request.method === 'POST') && (request.headers.accept ?? '').includes('text/html')
 }
 
 /**
@@ -136,7 +144,7 @@ export function installErrorHandling(app: FastifyInstance): void {
     }
     // A browser following a mistyped address gets a page it can go on from; programs, the envelope.
     const page = app.apiContext.notFoundPage
-    if (page !== undefined && request.method === 'GET' && (request.headers.accept ?? '').includes('text/html')) return page(request, reply)
+    if (page !== undefined && request.method === 'GET' && wantsPage(request)) return page(request, reply)
     const path = request.url.split('?')[0]!.slice(0, 200)
     return reply
       .code(404)

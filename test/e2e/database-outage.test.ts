@@ -1,6 +1,7 @@
 import type { MqttClient } from 'mqtt'
 import { afterAll, beforeAll, expect, it } from 'vitest'
 import { connectMeter, endClient, waitFor } from '../support/broker.ts'
+import { BROWSER_PATH, BROWSER_SKIP, launchChromium } from '../support/browser.ts'
 import { CliProcess, callApi, runCli } from '../support/cli.ts'
 import { describePrivatePostgres, queryOnce } from '../support/private-postgres.ts'
 
@@ -166,6 +167,47 @@ describePrivatePostgres('metershare up while its database server goes away and c
         `after pg_ctl start: held reading acknowledged in ${ackMs} ms, /healthz 200 in ${healthyMs} ms`,
     )
   }, START_MS_MAX + RECOVERY_MS_MAX * 2)
+
+  it.skipIf(BROWSER_PATH === null)(`shows a browser a page saying so, in its language, and the portal again once the server is back${BROWSER_SKIP}`, async () => {
+    const browser = await launchChromium()
+    try {
+      const signedIn = await (await browser.newContext({ locale: 'en-GB' })).newPage()
+      await signedIn.goto(http + '/')
+      await signedIn.getByLabel('Email').fill('doe@example.test')
+      await signedIn.getByLabel('Password').fill('long enough password')
+      await signedIn.getByRole('button', { name: 'Sign in' }).click()
+      await signedIn.getByRole('heading', { level: 1, name: 'Your earnings' }).waitFor()
+      const signingIn = await (await browser.newContext({ locale: 'fr-FR' })).newPage()
+      await signingIn.goto(http + '/')
+
+      await server().stop('fast')
+      // A page followed, signed in: a page (not the API's JSON) saying what happened, with Retry-After.
+      const consents = await signedIn.goto(http + '/consents')
+      expect(consents?.status()).toBe(503)
+      expect(consents?.headers()['content-type']).toMatch(/^text\/html/)
+      expect(consents?.headers()['retry-after']).toBe('5')
+      await signedIn.getByRole('heading', { level: 1, name: 'Metershare is unavailable for a moment.' }).waitFor()
+      await signedIn.getByText('Nothing was changed: try again in a minute.').waitFor()
+      // A form posted (the sign-in, in French): the same, in the page's language.
+      await signingIn.getByLabel('E-mail').fill('doe@example.test')
+      await signingIn.getByLabel('Mot de passe').fill('long enough password')
+      const [posted] = await Promise.all([signingIn.waitForResponse((r) => r.url() === `${http}/portal/session`), signingIn.getByRole('button', { name: 'Se connecter' }).click()])
+      expect(posted.status()).toBe(503)
+      await signingIn.getByRole('heading', { level: 1, name: 'Metershare est momentanément indisponible.' }).waitFor()
+      // Programs still get the contract's envelope.
+      const api = await fetch(http + '/me/payouts', { headers: { cookie: (await signedIn.context().cookies()).map((c) => `${c.name}=${c.value}`).join('; ') } })
+      expect(api.status).toBe(503)
+      expect(((await api.json()) as { error: { code: string } }).error.code).toBe('DATABASE_UNAVAILABLE')
+
+      await server().start()
+      await waitFor(async () => (await fetch(http + '/healthz')).status === 200, RECOVERY_MS_MAX, '/healthz 200 again')
+      // Still signed in: the session outlived the outage.
+      await signedIn.goto(http + '/consents')
+      await signedIn.getByRole('heading', { level: 1, name: 'Consents' }).waitFor()
+    } finally {
+      await browser.close()
+    }
+  }, START_MS_MAX + RECOVERY_MS_MAX)
 
   it('stops on SIGTERM while the server is away, in seconds, having acknowledged nothing it could not store', async () => {
     const { publish, acked } = await publishingMeter('2026-10-02', 0)

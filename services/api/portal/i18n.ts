@@ -62,6 +62,10 @@ export interface Messages {
   signOut: string
   notFound: string
   badLink: string
+  /** A request that failed because the database is away or full (503): nothing was changed. */
+  unavailable: { heading: string; detail: string }
+  /** A request that failed on our side otherwise (500). */
+  failed: { heading: string; detail: string }
   /** A form posted from elsewhere, or without the session's CSRF token. */
   formOrigin: string
   signIn: {
@@ -251,6 +255,8 @@ const EN: Messages = {
   signOut: 'Sign out',
   notFound: 'This page does not exist.',
   badLink: 'This link does not hold.',
+  unavailable: { heading: 'Metershare is unavailable for a moment.', detail: 'Your data cannot be reached just now. Nothing was changed: try again in a minute.' },
+  failed: { heading: 'Something went wrong on our side.', detail: 'Try again. If it happens again, tell the operator of your meter.' },
   formOrigin: 'This form was not sent from your portal page: open the page again and send it from there.',
   signIn: {
     title: 'Sign in',
@@ -432,6 +438,8 @@ const FR: Messages = {
   signOut: 'Se déconnecter',
   notFound: 'Cette page n’existe pas.',
   badLink: 'Ce lien n’est pas valable.',
+  unavailable: { heading: 'Metershare est momentanément indisponible.', detail: 'Vos données ne sont pas accessibles pour l’instant. Rien n’a été modifié : réessayez dans une minute.' },
+  failed: { heading: 'Une erreur s’est produite de notre côté.', detail: 'Réessayez. Si elle se reproduit, prévenez l’exploitant de votre compteur.' },
   formOrigin: 'Ce formulaire n’a pas été envoyé depuis votre page du portail : rouvrez la page et envoyez-le de là.',
   signIn: {
     title: 'Connexion',

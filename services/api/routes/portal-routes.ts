@@ -189,6 +189,13 @@ export const portalRoutes: RoutePlugin = async (app, { deps }) => {
     return sendPage(reply, 404, problemPage(ctx, ctx.t.notFound))
   }
 
+  // Rendered without a session: reading it needs the database, which may be what failed.
+  app.apiContext.failurePage = (request, reply, status) => {
+    const ctx = pageContext(request, reply, null)
+    const words = status === 503 ? ctx.t.unavailable : ctx.t.failed
+    return sendPage(reply, status, problemPage(ctx, words.heading, words.detail))
+  }
+
   /** The sign-in form's page answering its POST, as at `/`: its links (the language switch) lead there, not to the POST's address. */
   function signInFormContext(request: FastifyRequest, reply: FastifyReply): PageContext {
     return { ...pageContext(request, reply, null), path: '/' }
