@@ -424,6 +424,32 @@ async function pageConsents(
   }
 }
 
+/**
+ * The household's consent in force that these very terms granted already, if any: the same offer,
+ * meters (or "all"), end of validity and data window, where "from now on" (no `dataFrom`) matches
+ * whatever moment the first grant took. A form posted twice (a double click, a resubmission after
+ * a lost answer) finds the consent its first post made; its `validUntil` comes from the page that
+ * rendered the form, to the millisecond, so another form's terms do not match by chance.
+ */
+export async function grantInForce(db: Kysely<Database>, householdId: string, input: GrantInput): Promise<string | null> {
+  let candidates = db
+    .selectFrom('consents')
+    .select(['id', 'all_meters'])
+    .where('household_id', '=', householdId)
+    .where('offer_id', '=', input.offerId)
+    .where('status', '=', 'active')
+    .where('valid_until', '=', input.validUntil)
+  candidates = input.dataFrom === undefined ? candidates : candidates.where('data_from', '=', input.dataFrom)
+  candidates = input.dataUntil === undefined ? candidates.where('data_until', 'is', null) : candidates.where('data_until', '=', input.dataUntil)
+  const rows = await candidates.execute()
+  const asked = input.meterIds === undefined ? null : [...new Set(input.meterIds)].sort()
+  const metersOf = asked === null ? new Map<string, string[]>() : await repo.meterIdsOfConsents(db, rows.map((r) => r.id))
+  for (const row of rows) {
+    if (asked === null ? row.all_meters : !row.all_meters && (metersOf.get(row.id) ?? []).join('\n') === asked.join('\n')) return row.id
+  }
+  return null
+}
+
 /** A household's consents in grant order, with steps due at `now` taken first. */
 export async function listHouseholdConsents(
   db: Kysely<Database>,

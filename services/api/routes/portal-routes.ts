@@ -1,7 +1,7 @@
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { z } from 'zod'
 import { formatTimestamp, isMonth } from '../../../shared/calendar.ts'
-import { ForbiddenError, InvalidInputError, MetershareError, NotFoundError, TooManyRequestsError } from '../../../shared/errors.ts'
+import { ConflictError, ERROR_CODES, ForbiddenError, InvalidInputError, MetershareError, NotFoundError, TooManyRequestsError } from '../../../shared/errors.ts'
 import { PASSWORD_LENGTH_MAX, PASSWORD_LENGTH_MIN, householdEmail } from '../../directory/directory-service.ts'
 import { EMAIL_LENGTH_MAX, changePassword, closeSession, csrfTokenOf, csrfTokenValid, resolveSession, signIn } from '../../directory/session-service.ts'
 import { CREDENTIAL_LENGTH_MAX, CSRF_HEADER_NAME, SESSION_COOKIE_NAME, readCookie, sameOrigin } from '../auth.ts'
@@ -22,7 +22,7 @@ import {
   type PageContext,
   type PasswordField,
 } from '../portal/portal-pages.ts'
-import { getHouseholdConsent, grantConsent, revokeConsent } from '../../consent/consent-service.ts'
+import { getHouseholdConsent, grantConsent, grantInForce, revokeConsent } from '../../consent/consent-service.ts'
 import { householdMeters } from '../../directory/household-meter-service.ts'
 import { householdGrantBody } from './consent-routes.ts'
 import { setRetryAfter } from '../error-handler.ts'
@@ -469,9 +469,14 @@ export const portalRoutes: RoutePlugin = async (app, { deps }) => {
           { offerId: sent.offerId, ...(all ? {} : { meterIds: chosen }), validUntil: sent.validUntil, ...(sent.dataFrom === '' ? {} : { dataFrom: sent.dataFrom }) },
           'body',
         )
-        const granted = await grantConsent(db, session.householdId, input, now())
-        await deps.releaseChanged?.({ kind: 'consent', id: granted.id })
-        request.log.info({ householdId: session.householdId, consentId: granted.id }, 'portal consent granted')
+        try {
+          const granted = await grantConsent(db, session.householdId, input, now())
+          await deps.releaseChanged?.({ kind: 'consent', id: granted.id })
+          request.log.info({ householdId: session.householdId, consentId: granted.id }, 'portal consent granted')
+        } catch (err) {
+          // The same form posted again (its first answer lost, or a double click): it is done already.
+          if (!(err instanceof ConflictError && err.code === ERROR_CODES.CONSENT_OVERLAP) || (await grantInForce(db, session.householdId, input)) === null) throw err
+        }
         return reply.redirect('/consents?done=granted', 303)
       } catch (err) {
         if (!(err instanceof MetershareError) || err.statusCode >= 500) throw err

@@ -478,6 +478,14 @@ describeDatabases('portal sign-in and sessions', (t) => {
       const one = await grantForm(s, [`G-${emailCounter}`], { offerId: other })
       expect([one.statusCode, one.headers.location]).toEqual([303, '/consents?done=granted'])
       expect((await consentsOf(s.cookie)).filter((c) => c.meterIds.includes(`G-${emailCounter}`)).map((c) => [c.allMeters, c.meterIds])).toEqual([[false, [`G-${emailCounter}`]]])
+      // Posted again, as it was: done already (those meters, not all of them).
+      const resent = await grantForm(s, [`G-${emailCounter}`], { offerId: other })
+      expect([resent.statusCode, resent.headers.location]).toEqual([303, '/consents?done=granted'])
+      expect((await consentsOf(s.cookie)).length).toBe(2)
+      // All meters now, under that offer: overlaps the consent for one of them, and is not it.
+      const all = await grantForm(s, [`M-${emailCounter}`, `G-${emailCounter}`], { offerId: other })
+      expect(all.statusCode).toBe(409)
+      expect((await consentsOf(s.cookie)).length).toBe(2)
     })
 
     it('refuses a grant on the consents page, in its language, with the form as it was sent', async () => {
@@ -491,7 +499,12 @@ describeDatabases('portal sign-in and sessions', (t) => {
       expect(none.body).toContain('<a href="/consents?lang=fr" lang="fr" hreflang="fr">')
 
       expect((await grantForm(s, [`M-${emailCounter}`])).statusCode).toBe(303)
-      const twice = await grantForm(s, [`M-${emailCounter}`], {}, { 'accept-language': 'fr' })
+      // The same form posted again (a double click, its first answer lost): done already, granted once.
+      const again = await grantForm(s, [`M-${emailCounter}`])
+      expect([again.statusCode, again.headers.location]).toEqual([303, '/consents?done=granted'])
+      expect((await consentsOf(s.cookie)).length).toBe(1)
+      // Other terms for the same data: refused, saying why.
+      const twice = await grantForm(s, [`M-${emailCounter}`], { validUntil: '2027-09-01T00:00:00Z' }, { 'accept-language': 'fr' })
       expect(twice.statusCode).toBe(409)
       expect(twice.body).toMatch(/Non enregistré\s:\svous donnez déjà ces données/)
       // The box stays ticked as sent (a first visit would leave a shared meter unticked).
