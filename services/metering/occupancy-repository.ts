@@ -59,6 +59,12 @@ export async function pageOccupancyRows(
   return q.orderBy('meter_id').orderBy('valid_from').orderBy('id').limit(limit).execute()
 }
 
+/** Whether one of the household's occupancies of the meter starts at `at`. */
+export async function occupancyStartsAt(db: Kysely<Database>, meterId: string, householdId: string, at: Date): Promise<boolean> {
+  const row = await db.selectFrom('occupancies').select('id').where('meter_id', '=', meterId).where('household_id', '=', householdId).where('valid_from', '=', at).executeTakeFirst()
+  return row !== undefined
+}
+
 export async function meterExists(db: Kysely<Database>, meterId: string): Promise<boolean> {
   return (await db.selectFrom('meters').select('id').where('id', '=', meterId).executeTakeFirst()) !== undefined
 }

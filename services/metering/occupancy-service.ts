@@ -58,7 +58,9 @@ async function reattribute(trx: Kysely<Database>, meterId: string, from: Date, t
  * When an end registered at `now` ends the household's consents for the meter (`consents_end_at`):
  * at the move-out, or at `now` when the move-out lies in the past (registered after the fact: what
  * the consents released meanwhile stands). Consents already ended by an earlier end stay ended then.
- * Without a clock (scripts, fixtures): null, at the move-out.
+ * Without a clock (scripts, fixtures): null, at the move-out. (An end where the household's next
+ * occupancy of the meter begins is no move-out: createOccupancy dates it at itself, so that it ends
+ * none of the consents granted since.)
  */
 function consentsEndAt(until: Date | null, now: Date | undefined, endedBefore: Date | null): Date | null {
   if (now === undefined) return null
@@ -87,8 +89,10 @@ export async function createOccupancy(
     await repo.lockOccupancies(trx)
     if (!(await repo.meterExists(trx, meterId))) throw new InvalidInputError('meterId: no such meter', 'meterId')
     if (!(await repo.householdExists(trx, householdId))) throw new InvalidInputError('householdId: no such household', 'householdId')
+    // An earlier stay found out late, up to the household's registered move-in: it did not move out then.
+    const stayed = until !== null && (await repo.occupancyStartsAt(trx, meterId, householdId, until))
     try {
-      await repo.insertOccupancy(trx, { id, meterId, householdId, from: input.from, until, consentsEndAt: consentsEndAt(until, now, null) })
+      await repo.insertOccupancy(trx, { id, meterId, householdId, from: input.from, until, consentsEndAt: stayed ? until : consentsEndAt(until, now, null) })
     } catch (err) {
       if (pgCode(err) === EXCLUSION_VIOLATION) throw overlap('from', meterId)
       if (pgCode(err) === FOREIGN_KEY_VIOLATION) throw new InvalidInputError('meterId: no such meter or household', 'meterId')

@@ -38,7 +38,7 @@ export const occupancyRoutes: RoutePlugin = async (app, { deps }) => {
     url: '/admin/occupancies',
     summary: 'Register a move-in',
     description:
-      'The household owns the data the meter stamps in [from, until). Both may lie in the past: readings already stored in that period change owner. 409 `OCCUPANCY_OVERLAP` when another household occupies the meter during part of it.',
+      'The household owns the data the meter stamps in [from, until). Both may lie in the past: readings already stored in that period change owner. An `until` in the past ends the household\'s consents for the meter at the registration, as a late move-out does, unless another occupancy of the household begins there (its move-in was earlier than registered). 409 `OCCUPANCY_OVERLAP` when another household occupies the meter during part of it.',
     tags: ['operator'],
     auth: OPERATOR,
     body: z.strictObject({

@@ -188,6 +188,12 @@ describeDatabases('occupancy service', (t) => {
     expect(await consentsEnd(past.id)).toEqual(new Date('2026-11-05T00:00:00Z'))
     const open = await createOccupancy(t.db, { meterId: await seedMeter(t.db), householdId: h, from: new Date('2026-09-01T00:00:00Z'), until: null }, ctx, new Date('2026-11-05T00:00:00Z'))
     expect(await consentsEnd(open.id)).toBeNull()
+    // An earlier stay found out on 5 November, up to the move-in registered for the household on 1 October:
+    // it did not move out then, and the consents it granted since stand (dated at the move-in, which they follow).
+    const stayedAt = await seedMeter(t.db)
+    await createOccupancy(t.db, { meterId: stayedAt, householdId: h, from: new Date('2026-10-01T00:00:00Z'), until: null }, ctx, new Date('2026-10-01T00:00:00Z'))
+    const earlier = await createOccupancy(t.db, { meterId: stayedAt, householdId: h, from: new Date('2026-09-01T00:00:00Z'), until: new Date('2026-10-01T00:00:00Z') }, ctx, new Date('2026-11-05T00:00:00Z'))
+    expect(await consentsEnd(earlier.id)).toEqual(new Date('2026-10-01T00:00:00Z'))
   })
 
   it('leaves the readings of other meters alone', async () => {
