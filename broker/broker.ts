@@ -16,6 +16,7 @@ import { CREDENTIALS_CHANNEL, findMeter, type CredentialsNotice } from '../servi
 import { claimMqttSession, expireMqttSessions, recordConnectedMqttSessions, touchMqttSessions } from '../services/directory/mqtt-session-repository.ts'
 import { principalKey, type Principal } from '../services/directory/principal.ts'
 import { dailyDatumsToPublish } from '../services/metering/daily-publication.ts'
+import { DAILY_DUE_CHANNEL, DAILY_DUE_TAKEN_PER_QUERY_MAX, takeDueDays } from '../services/metering/daily-publication-repository.ts'
 import { MeterTails, commitMessages } from '../services/metering/ingest-service.ts'
 import { freeBytesOf, StorageAlarm, StorageFullError } from '../shared/db/storage.ts'
 import { DatabaseAlarm, logDatabaseFailure } from '../shared/db/unreachable.ts'
@@ -539,6 +540,35 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
   const wsServers: WebSocketServer[] = []
   let closing: Promise<void> | null = null
 
+  // Days an occupancy change made due on daily/ (a late move-in or move-out): one broker takes each and
+  // publishes it, once the release view decides by that change. Taken at start too: rows recorded while
+  // no broker ran wait for one.
+  let takingDue: Promise<void> | null = null
+  let takeDueAgain = false
+  const publishDueDays = (): void => {
+    if (takingDue !== null) {
+      takeDueAgain = true
+      return
+    }
+    takingDue = (async () => {
+      do {
+        takeDueAgain = false
+        for (;;) {
+          if (closing !== null) return
+          const due = await takeDueDays(db.db, DAILY_DUE_TAKEN_PER_QUERY_MAX)
+          if (due.length === 0) break
+          await policy.settled?.()
+          egress.publishDaily(due)
+          if (due.length < DAILY_DUE_TAKEN_PER_QUERY_MAX) break
+        }
+      } while (takeDueAgain)
+    })()
+      .catch((err: unknown) => logDatabaseFailure(log, 'error', err, {}, 'publishing the days an occupancy change made due failed'))
+      .finally(() => (takingDue = null))
+  }
+  const unlistenDueDays = await db.listen(DAILY_DUE_CHANNEL, publishDueDays)
+  publishDueDays()
+
   /**
    * Everything acknowledged is committed by now. Closing a client's session and the emitter are
    * commands to the shared store, which ioredis holds while Redis is away, for as long as it is.
@@ -649,6 +679,8 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
         clearInterval(partitionsTimer)
         await preparing
         await unlistenCredentials()
+        await unlistenDueDays()
+        await takingDue
         await ingest.close()
         await thread?.close()
         await Promise.all([...pendingDaily])

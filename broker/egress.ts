@@ -32,6 +32,8 @@ export interface EgressPolicy {
   releasedTo(recipientPartyId: string, datum: EgressMeta, nowMs: number): string | null
   householdOwns(householdId: string, datum: EgressMeta, nowMs: number): boolean
   householdMayFollow(householdId: string, meterId: string, nowMs: number): boolean
+  /** Resolves once every change to the facts heard so far decides (the release view's queue); absent: at once. */
+  settled?(): Promise<void>
 }
 
 /** Counts what was released, per recipient, household, meter, day and channel. */

@@ -4,7 +4,7 @@ import type { Database } from '../../shared/db/schema.ts'
 import type { DailyDatum } from '../../shared/wire.ts'
 import { dailyEnergies } from './daily-energy.ts'
 import type { MeteringContext } from './metering-context.ts'
-import { groupKeysBetween, loadRollupContexts, neighbourDays, type NeighbourDays } from './rollup-repository.ts'
+import { groupKeysBetween, loadRollupContexts, neighbourDays, type NeighbourDays, type RollupContext } from './rollup-repository.ts'
 
 /**
  * Which daily datums to publish after an ingest batch commits. A day of a meter is complete
@@ -97,11 +97,18 @@ export async function dailyDatumsToPublish(
   })
 
   const days = [...candidates.values()].sort((a, b) => compareKeys([a.meterId, a.day], [b.meterId, b.day]))
-  const contexts = await loadRollupContexts(db, days.map((d) => ({ meterId: d.meterId, fromDay: d.day, toDay: d.day })), ctx.timezone)
+  return releasedDaysOf(await loadRollupContexts(db, days.map((d) => ({ meterId: d.meterId, fromDay: d.day, toDay: d.day })), ctx.timezone))
+}
+
+/**
+ * The days of the contexts' groups that are released to recipients as days: owned, a daily datum
+ * (isDailyDatum: a group that measures no interval is no day) and final (isFinalDay: one whose energy
+ * a late datum could still change is not), sorted by meter, day and household. The caller has cut the
+ * spans to complete days.
+ */
+function releasedDaysOf(contexts: readonly RollupContext[]): PublishedDailyDatum[] {
   const out: PublishedDailyDatum[] = []
   for (const context of contexts) {
-    // A group that measures no interval is no day (isDailyDatum), and one whose energy a late datum
-    // could still change is not final (isFinalDay): nothing to publish.
     const notDays = new Set(context.groups.filter((g) => g.datum === false || g.final === false).map((g) => JSON.stringify([g.householdId, g.day])))
     for (const e of dailyEnergies(context.groups, context.baseline)) {
       if (e.householdId === null || notDays.has(JSON.stringify([e.householdId, e.day]))) continue
@@ -110,4 +117,29 @@ export async function dailyDatumsToPublish(
   }
   out.sort((a, b) => compareKeys([a.meterId, a.day, a.householdId], [b.meterId, b.day, b.householdId]))
   return out
+}
+
+/**
+ * The days of one meter in [fromDay, toDay] published on `daily/` as things stand: complete (the
+ * meter has a datum stamped at or after the day's end) and released as days (releasedDaysOf). Run in
+ * an occupancy change's transaction before and after it, to find the days the change made due.
+ */
+export async function publishedDaysBetween(db: Kysely<Database>, meterId: string, fromDay: string, toDay: string, ctx: MeteringContext): Promise<PublishedDailyDatum[]> {
+  const [latest] = await neighbourDays(db, [{ meterId, day: fromDay }])
+  if (latest === undefined || latest.lastTs === null) return []
+  const through = addDays(dayOf(latest.lastTs, ctx.timezone), -1)
+  const last = toDay < through ? toDay : through
+  if (last < fromDay) return []
+  return releasedDaysOf(await loadRollupContexts(db, [{ meterId, fromDay, toDay: last }], ctx.timezone))
+}
+
+/**
+ * What an occupancy change makes due on `daily/`: the days published after it (`after`) that were not
+ * published, for the same household with the same values, before it (`before`). A day that changed
+ * owner is due for its new owner; one whose owner and energy stand is not published again.
+ */
+export function newlyPublishedDays(before: readonly PublishedDailyDatum[], after: readonly PublishedDailyDatum[]): PublishedDailyDatum[] {
+  const key = (d: PublishedDailyDatum): string => JSON.stringify([d.meterId, d.householdId, d.day, Object.entries(d.values).sort(([a], [b]) => (a < b ? -1 : 1))])
+  const was = new Set(before.map(key))
+  return after.filter((d) => !was.has(key(d)))
 }

@@ -1,18 +1,21 @@
 import type { Kysely } from 'kysely'
-import { formatTimestamp } from '../../shared/calendar.ts'
+import { datumDayOf, formatTimestamp } from '../../shared/calendar.ts'
 import type { Database } from '../../shared/db/schema.ts'
 import { ConflictError, ERROR_CODES, InvalidInputError, NotFoundError } from '../../shared/errors.ts'
 import { newId } from '../../shared/ids.ts'
 import type { MeteringContext } from './metering-context.ts'
 import * as repo from './occupancy-repository.ts'
 import { reattributeReadings } from './reading-repository.ts'
-import { rebuildRollups } from './rollup-repository.ts'
+import { newlyPublishedDays, publishedDaysBetween } from './daily-publication.ts'
+import { notifyDueDays, recordDueDays } from './daily-publication-repository.ts'
+import { neighbourDays, rebuildRollups } from './rollup-repository.ts'
 
 /**
  * Move-ins and move-outs. A change re-attributes, in its own transaction, every reading of
  * the meter in the range whose occupant changed, and rebuilds the daily rollups of the days
  * it touches, so that data recorded before the change was registered (a late move-in, a
- * late move-out) ends up with the household that really lived there.
+ * late move-out) ends up with the household that really lived there; the days that this makes
+ * due on `daily/` are recorded for a broker to publish.
  */
 
 export interface Occupancy {
@@ -49,10 +52,40 @@ function overlap(field: 'from' | 'until', meterId: string): ConflictError {
   return new ConflictError(`${field}: the period overlaps another occupancy of meter ${meterId}`, ERROR_CODES.OCCUPANCY_OVERLAP)
 }
 
-async function reattribute(trx: Kysely<Database>, meterId: string, from: Date, to: Date | null, ctx: MeteringContext): Promise<void> {
+/**
+ * Re-attributes the meter's readings over [from, to) (to null: open) after `write` has changed the
+ * occupancy, and rebuilds their daily rollups. The days that are published on `daily/` after it and
+ * were not before (given to a household, or their energy changed) are recorded as due, for a broker
+ * to publish once the change commits: a late move-in gives a household days that are complete and
+ * final already, which no ingest would publish. `write` runs after the days published before are
+ * read, as they depend on the occupancies. Announces the change.
+ */
+async function reattribute(
+  trx: Kysely<Database>,
+  change: { meterId: string; householdId: string; occupancyId: string },
+  from: Date,
+  to: Date | null,
+  ctx: MeteringContext,
+  write: () => Promise<void>,
+): Promise<void> {
+  const meterId = change.meterId
+  const fromDay = datumDayOf(from, ctx.timezone)
+  // The days holding the datums that change owner, and the next day with data: its opening reading may be one of them.
+  const lastDay = to === null ? null : datumDayOf(to.getTime() - 1, ctx.timezone)
+  const toDay = lastDay === null ? LAST_DAY : ((await neighbourDays(trx, [{ meterId, day: lastDay }]))[0]?.nextDay ?? lastDay)
+  const before = await publishedDaysBetween(trx, meterId, fromDay, toDay, ctx)
+  await write()
   await reattributeReadings(trx, meterId, from, to)
   await rebuildRollups(trx, meterId, from, to, ctx.timezone)
+  const due = newlyPublishedDays(before, await publishedDaysBetween(trx, meterId, fromDay, toDay, ctx))
+  await recordDueDays(trx, due)
+  // Heard in this order once committed: the release views take the change before a broker publishes the days it made due.
+  await repo.notifyOccupancyChange(trx, change)
+  if (due.length > 0) await notifyDueDays(trx, meterId)
 }
+
+/** The last day PostgreSQL's `date` holds in four digits: "through the meter's latest data". */
+const LAST_DAY = '9999-12-31'
 
 /**
  * When an end registered at `now` ends the household's consents for the meter (`consents_end_at`):
@@ -91,15 +124,15 @@ export async function createOccupancy(
     if (!(await repo.householdExists(trx, householdId))) throw new InvalidInputError('householdId: no such household', 'householdId')
     // An earlier stay found out late, up to the household's registered move-in: it did not move out then.
     const stayed = until !== null && (await repo.occupancyStartsAt(trx, meterId, householdId, until))
-    try {
-      await repo.insertOccupancy(trx, { id, meterId, householdId, from: input.from, until, consentsEndAt: stayed ? until : consentsEndAt(until, now, null) })
-    } catch (err) {
-      if (pgCode(err) === EXCLUSION_VIOLATION) throw overlap('from', meterId)
-      if (pgCode(err) === FOREIGN_KEY_VIOLATION) throw new InvalidInputError('meterId: no such meter or household', 'meterId')
-      throw err
-    }
-    await reattribute(trx, meterId, input.from, until, ctx)
-    await repo.notifyOccupancyChange(trx, { meterId, householdId, occupancyId: id })
+    await reattribute(trx, { meterId, householdId, occupancyId: id }, input.from, until, ctx, async () => {
+      try {
+        await repo.insertOccupancy(trx, { id, meterId, householdId, from: input.from, until, consentsEndAt: stayed ? until : consentsEndAt(until, now, null) })
+      } catch (err) {
+        if (pgCode(err) === EXCLUSION_VIOLATION) throw overlap('from', meterId)
+        if (pgCode(err) === FOREIGN_KEY_VIOLATION) throw new InvalidInputError('meterId: no such meter or household', 'meterId')
+        throw err
+      }
+    })
   })
   return { id }
 }
@@ -131,18 +164,18 @@ export async function moveOut(db: Kysely<Database>, occupancyId: string, until: 
         ERROR_CODES.CONFLICT,
       )
     }
-    try {
-      await repo.updateOccupancyUntil(trx, occupancyId, until, consentsEndAt(until, now, row.consents_end_at ?? previous))
-    } catch (err) {
-      if (pgCode(err) === EXCLUSION_VIOLATION) throw overlap('until', row.meter_id)
-      if (pgCode(err) === CHECK_VIOLATION) throw new InvalidInputError('until: must be after from', 'until')
-      throw err
-    }
     // The owner changes over [earlier end, later end); an open end is the latest of all.
     // (Both null was answered above.)
     const [earlier, later] = previous === null ? [until!, null] : until === null ? [previous, null] : until.getTime() < previous.getTime() ? [until, previous] : [previous, until]
-    await reattribute(trx, row.meter_id, earlier, later, ctx)
-    await repo.notifyOccupancyChange(trx, { meterId: row.meter_id, householdId: row.household_id, occupancyId })
+    await reattribute(trx, { meterId: row.meter_id, householdId: row.household_id, occupancyId }, earlier, later, ctx, async () => {
+      try {
+        await repo.updateOccupancyUntil(trx, occupancyId, until, consentsEndAt(until, now, row.consents_end_at ?? previous))
+      } catch (err) {
+        if (pgCode(err) === EXCLUSION_VIOLATION) throw overlap('until', row.meter_id)
+        if (pgCode(err) === CHECK_VIOLATION) throw new InvalidInputError('until: must be after from', 'until')
+        throw err
+      }
+    })
   })
 }
 

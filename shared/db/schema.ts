@@ -2,6 +2,7 @@ import type { AccessLogTable } from './tables/access-log.ts'
 import type { ConsentLogTable } from './tables/consent-log.ts'
 import type { ConsentMetersTable } from './tables/consent-meters.ts'
 import type { ConsentsTable } from './tables/consents.ts'
+import type { DailyPublicationsDueTable } from './tables/daily-publications-due.ts'
 import type { DailyRollupsTable } from './tables/daily-rollups.ts'
 import type { HouseholdsTable } from './tables/households.ts'
 import type { LedgerAccountsTable } from './tables/ledger-accounts.ts'
@@ -30,6 +31,7 @@ export interface Database {
   readings: ReadingsTable
   quarantine: QuarantineTable
   daily_rollups: DailyRollupsTable
+  daily_publications_due: DailyPublicationsDueTable
   offers: OffersTable
   offer_shares: OfferSharesTable
   consents: ConsentsTable

@@ -1,3 +1,4 @@
+import { isDeepStrictEqual } from 'node:util'
 import fc from 'fast-check'
 import { sql } from 'kysely'
 import type { MqttClient } from 'mqtt'
@@ -7,6 +8,7 @@ import { grantConsent } from '../../../services/consent/consent-service.ts'
 import { createOffer } from '../../../services/consent/offer-service.ts'
 import { listReleasedReadings } from '../../../services/consent/released-readings-service.ts'
 import { dailyDatumsToPublish } from '../../../services/metering/daily-publication.ts'
+import { takeDueDays } from '../../../services/metering/daily-publication-repository.ts'
 import { MeterTails, commitMessages, type CommitResult } from '../../../services/metering/ingest-service.ts'
 import { validatePayload, type ValidatedMessage } from '../../../services/metering/ingest-validation.ts'
 import { createOccupancy, moveOut } from '../../../services/metering/occupancy-service.ts'
@@ -419,6 +421,8 @@ interface Driver {
   meters(intervals: readonly [number, number]): Promise<ModelMeter[]>
   /** Commits a step's messages (one group commit, or one publish each) and checks its daily publication. */
   ingest(sent: readonly Sent[], expected: Publication): Promise<void>
+  /** Checks the daily publication that a move (an occupancy step) made due. */
+  moved(expected: Publication): Promise<void>
   /** The model's publishable days at the end of a step, whatever the step. */
   stepDone(publishable: ReadonlyMap<string, RegisterValues>): void
   finish(): Promise<void>
@@ -442,7 +446,7 @@ function dayKey(meterId: string, day: string, values: RegisterValues): string {
 }
 
 /** Totals over the histories run (printed with METERSHARE_MODEL_STATS=1): how much each check had to bite on. */
-const STATS = { runs: 0, published: 0, quarantined: 0, occupancies: 0, groups: 0, final: 0, finalMonths: 0, releasedDays: 0 }
+const STATS = { runs: 0, published: 0, publishedAfterMoves: 0, quarantined: 0, occupancies: 0, groups: 0, final: 0, finalMonths: 0, releasedDays: 0 }
 
 describeDatabases('metering against a model of the documents', (t) => {
   /**
@@ -455,8 +459,11 @@ describeDatabases('metering against a model of the documents', (t) => {
     const model = new Model(meters)
     const ctx = { timezone: TZ }
 
+    /** The publishable days before a move step. */
+    let before: Map<string, RegisterValues> | null = null
     for (const [index, step] of h.steps.entries()) {
       const where = `step ${index} (${JSON.stringify(step)})`
+      before = null
       if (step.kind === 'ingest') {
         const before = model.publishable()
         const sent: Sent[] = []
@@ -490,6 +497,7 @@ describeDatabases('metering against a model of the documents', (t) => {
         }
         await driver.ingest(sent, { where, now, newly })
       } else if (step.kind === 'occupy') {
+        before = model.publishable()
         const meter = meters[step.meter]!
         const fromMs = START_MS + step.from * MOVE_STEP_MS
         const untilMs = step.until === null ? null : START_MS + step.until * MOVE_STEP_MS
@@ -510,6 +518,7 @@ describeDatabases('metering against a model of the documents', (t) => {
         }
       } else {
         if (model.occupancies.length === 0) continue
+        before = model.publishable()
         const o = model.occupancies[step.occupancy % model.occupancies.length]!
         const untilMs = step.until === null ? null : START_MS + step.until * MOVE_STEP_MS
         const refused = model.refusesMoveOut(o, untilMs)
@@ -522,6 +531,12 @@ describeDatabases('metering against a model of the documents', (t) => {
           if (outcome !== null) throw outcome
           o.untilMs = untilMs
         }
+      }
+      if (before !== null) {
+        // A move, refused or not: the days it made publishable, given to a household or changed, are published after it.
+        const now = model.publishable()
+        const newly = new Map([...now].filter(([k, values]) => !isDeepStrictEqual(before!.get(k), values)))
+        await driver.moved({ where, now, newly })
       }
       await compareStored(model, meters, where)
       driver.stepDone(model.publishable())
@@ -708,6 +723,13 @@ describeDatabases('metering against a model of the documents', (t) => {
         // Every day this step made publishable is published by it.
         for (const [k, values] of expected.newly) expect(published.get(k), `${expected.where}: ${k} became publishable but was not published`).toEqual(values)
       },
+      async moved(expected) {
+        // What the move recorded for a broker to publish: exactly the days it made publishable.
+        const due = await takeDueDays(t.db, 100_000)
+        const recorded = new Map(due.map((d) => [key(d.meterId, d.householdId, d.day), d.values]))
+        STATS.publishedAfterMoves += recorded.size
+        expect(recorded, `${expected.where}: the days the move recorded as due on daily/`).toEqual(new Map(expected.newly))
+      },
       stepDone() {},
       async finish() {},
     }
@@ -753,6 +775,10 @@ describeDatabases('metering against a model of the documents', (t) => {
           await Promise.all(sent.map((m) => publishAcked(clients.get(m.meter.id)!, meterReadingsTopic(m.meter.id), payloadOf(m.datums))))
           const wanted = [...expected.newly].map(toDayKey)
           await waitFor(() => wanted.every((w) => received([...clients.keys()]).includes(w)), 10_000, `${expected.where}: the days that became publishable, on daily/+ (${wanted.join(' ')})`)
+        },
+        async moved(expected) {
+          const wanted = [...expected.newly].map(toDayKey)
+          await waitFor(() => wanted.every((w) => received([...clients.keys()]).includes(w)), 10_000, `${expected.where}: the days the move made publishable, on daily/+ (${wanted.join(' ')})`)
         },
         stepDone(publishable) {
           for (const entry of publishable) allowed.add(toDayKey(entry))

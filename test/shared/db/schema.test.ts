@@ -63,6 +63,7 @@ export const SCHEMA: SchemaMap = {
     index_max: 'not null',
     updated_at: 'not null',
   },
+  daily_publications_due: { id: 'not null', meter_id: 'not null', household_id: 'not null', day: 'not null', values: 'not null', created_at: 'not null' },
   offers: {
     id: 'not null',
     recipient_id: 'not null',
