@@ -19,6 +19,7 @@ import { dailyDatumsToPublish } from '../services/metering/daily-publication.ts'
 import { DAILY_DUE_CHANNEL, DAILY_DUE_TAKEN_PER_QUERY_MAX, takeDueDays } from '../services/metering/daily-publication-repository.ts'
 import { MeterTails, commitMessages } from '../services/metering/ingest-service.ts'
 import { freeBytesOf, StorageAlarm, StorageFullError } from '../shared/db/storage.ts'
+import { DEFAULT_SERVER_WAIT_LIMITS } from '../shared/db/server-watch.ts'
 import { DatabaseAlarm, logDatabaseFailure } from '../shared/db/unreachable.ts'
 import { PARTITION_AHEAD_LOCK_WAIT_MS, PARTITIONS_AHEAD_INTERVAL_MS, prepareReadingsPartitions } from '../shared/db/partitions.ts'
 import { deferredMessage, validatePayload } from '../services/metering/ingest-validation.ts'
@@ -167,6 +168,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
       ? new IngestThread(
           {
             databaseUrl: db.url,
+            serverWait: db.serverWait ?? DEFAULT_SERVER_WAIT_LIMITS,
             timezone: config.timezone,
             logLevel: config.logLevel,
             lanes: limits.commitLanes,

@@ -289,7 +289,7 @@ export class IngestQueue {
    * error either, which would cut the meters off to reconnect and resend into the same full disk or
    * absent server (whose sign-ins fail too), every few seconds, for as long as it lasts. What a held
    * meter sends meanwhile waits in its line, unacknowledged (its keep-alive is still answered); a
-   * meter that gives up on its own resends on its next connection and the datum is stored once. Once the queue is closing, such a failure counts as any other, so a stop is not held forever.
+   * meter that gives up on its own resends on its next connection and the datum is stored once. Once the queue is closing, a full disk counts as any other failure, so a stop is not held forever, and an unreachable server ends the group's tries at once.
    */
   private async commitWithRetry(batch: Job[], weight: number): Promise<{ result: CommitResult } | { error: Error }> {
     const messages = batch.map((j) => j.message)
@@ -314,12 +314,16 @@ export class IngestQueue {
           heldBy = alarm
           attempt = 0
           await sleep(commitRetryDelayMsMax)
-          continue
+          // Closing meanwhile: a server that cannot be reached is not tried again (below).
+          if (!(this.closed && alarm === this.opts.database)) continue
         }
         // Closing: given up (the cause may last); otherwise the cause is over, and this is another failure.
         heldBy?.release(this.closed)
         heldBy = undefined
-        const last = attempt >= commitAttemptsMax
+        // Closing, a server that cannot be reached is not tried again: each try can wait a connection's
+        // opening (connectTimeoutMs, server-watch.ts) on a server that does not answer, and 8 of them
+        // would outlast a supervisor's stop timeout (Docker's 10 s). Its meters resend to the next process.
+        const last = attempt >= commitAttemptsMax || (this.closed && isDatabaseUnreachable(err))
         this.opts.log.warn({ err, attempt, messages: batch.length, willRetry: !last }, 'ingest commit failed')
         if (last) return { error: err as Error }
         await sleep(Math.min(commitRetryDelayMsMax, 10 * 2 ** attempt))

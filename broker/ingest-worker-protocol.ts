@@ -1,10 +1,13 @@
 import type { CommitResult, MessageOutcome, StoredDatum } from '../services/metering/ingest-service.ts'
+import type { ServerWaitLimits } from '../shared/db/server-watch.ts'
 import type { Commodity } from '../shared/obis.ts'
 import type { QuarantineItem, ValidatedMessage, ValidationLimits } from '../services/metering/ingest-validation.ts'
 
 /** Messages between the broker and its ingest thread (structured clone turns Buffers into Uint8Arrays). */
 export interface IngestWorkerData {
   databaseUrl: string
+  /** The waits of the lanes' connections, as the broker's own handle's. */
+  serverWait: Readonly<ServerWaitLimits>
   timezone: string
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent'
   /** Commit lanes: one connection each; a lane's groups commit in order, lanes side by side. */

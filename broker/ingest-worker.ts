@@ -22,6 +22,7 @@ const lanes = await Promise.all(
       pgliteDir: null,
       pgliteFsync: false,
       poolSize: 1,
+      serverWait: data.serverWait,
       applicationName: `metershare:ingest:${i + 1}`,
     })
     return { handle, previous: Promise.resolve() }

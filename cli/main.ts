@@ -42,7 +42,9 @@ const PAYOUT_ENV = `  METERSHARE_PAYOUT_MIN_MICROS  minimum payout in micro-euro
 const FSYNC_ENV = `  METERSHARE_PGLITE_FSYNC  on | off: fsync of the embedded database (default on)`
 const HOST_ENV = `  METERSHARE_HOST         address to listen on (default 0.0.0.0)`
 const PROXIES_ENV = `  METERSHARE_TRUSTED_PROXIES  load balancers in front (addresses or CIDR ranges)`
-const POOL_ENV = `  METERSHARE_DB_POOL_SIZE PostgreSQL connections of the process (default 10)`
+const POOL_ENV = `  METERSHARE_DB_POOL_SIZE PostgreSQL connections of the process (default 10)
+  METERSHARE_DB_CONNECT_TIMEOUT_MS  longest wait to open a PostgreSQL connection (default 5000)
+  METERSHARE_DB_ANSWER_WAIT_MS      silence in a statement before the server is checked (default 5000)`
 const LOG_ENV = `  METERSHARE_LOG_LEVEL    fatal, error, warn, info, debug, trace or silent (default info)`
 
 /** `metershare <command> --help`: each command's own usage (simulate has its own, in the simulator). */

@@ -1,4 +1,5 @@
 import { z } from 'zod'
+import { DEFAULT_SERVER_WAIT_LIMITS, type ServerWaitLimits } from './db/server-watch.ts'
 import { ConfigError } from './errors.ts'
 import { parsedUrl } from './connect-errors.ts'
 import { parseTrustedProxies } from './trusted-proxies.ts'
@@ -22,6 +23,8 @@ export const ENV_VARS = {
   redisUrl: 'REDIS_URL',
   pgliteFsync: 'METERSHARE_PGLITE_FSYNC',
   dbPoolSize: 'METERSHARE_DB_POOL_SIZE',
+  dbConnectTimeoutMs: 'METERSHARE_DB_CONNECT_TIMEOUT_MS',
+  dbAnswerWaitMs: 'METERSHARE_DB_ANSWER_WAIT_MS',
   payoutMinMicros: 'METERSHARE_PAYOUT_MIN_MICROS',
   trustedProxies: 'METERSHARE_TRUSTED_PROXIES',
 } as const
@@ -90,6 +93,8 @@ const envSchema = z.object({
   redisUrl: serverUrl(/^rediss?:\/\//, 'must start with redis://').optional(),
   pgliteFsync: bool.default(true),
   dbPoolSize: wholeNumber(1, 200, 'a count of connections').default(10),
+  dbConnectTimeoutMs: wholeNumber(100, 600_000, 'milliseconds').default(DEFAULT_SERVER_WAIT_LIMITS.connectTimeoutMs),
+  dbAnswerWaitMs: wholeNumber(100, 600_000, 'milliseconds').default(DEFAULT_SERVER_WAIT_LIMITS.answerWaitMs),
   payoutMinMicros: z
     .string()
     .regex(/^\d+$/, 'must be a non-negative integer of micro-euros')
@@ -241,7 +246,8 @@ export interface Config {
   redisUrl: string | null
   /** Load balancers whose forwarded client addresses are believed (METERSHARE_TRUSTED_PROXIES); empty: none. */
   trustedProxies: readonly string[]
-  db: { poolSize: number; pgliteFsync: boolean }
+  /** `serverWait`: how long a PostgreSQL server may take to answer before it counts as unreachable (server-watch.ts). */
+  db: { poolSize: number; pgliteFsync: boolean; serverWait: Readonly<ServerWaitLimits> }
   mqtt: { port: number; host: string } & MqttLimits
   http: { port: number; host: string } & HttpLimits
   ingest: IngestLimits
@@ -337,7 +343,7 @@ export function envToConfig(raw: RawEnv, overrides: ConfigOverrides = {}): Reado
     logLevel: e.logLevel,
     redisUrl: e.redisUrl ?? null,
     trustedProxies: e.trustedProxies,
-    db: { poolSize: e.dbPoolSize, pgliteFsync: e.pgliteFsync },
+    db: { poolSize: e.dbPoolSize, pgliteFsync: e.pgliteFsync, serverWait: { connectTimeoutMs: e.dbConnectTimeoutMs, answerWaitMs: e.dbAnswerWaitMs } },
     mqtt: { port: e.mqttPort, host: e.host, ...DEFAULT_MQTT_LIMITS, ...overrides.mqtt },
     http: { port: e.httpPort, host: e.host, ...DEFAULT_HTTP_LIMITS, ...overrides.http },
     ingest: { ...DEFAULT_INGEST_LIMITS, ...overrides.ingest },

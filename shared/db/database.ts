@@ -13,6 +13,7 @@ import { lockDataDir } from './data-dir-lock.ts'
 import { checkPostgres } from './postgres-check.ts'
 import { DurableNodeFS, syncFolderTree } from './pglite-durable-fs.ts'
 import type { Database } from './schema.ts'
+import { DEFAULT_SERVER_WAIT_LIMITS, ServerWatch, type ServerWaitLimits } from './server-watch.ts'
 import { freeBytesOf, isDiskFull, StorageFullError } from './storage.ts'
 import { logDatabaseFailure } from './unreachable.ts'
 
@@ -35,6 +36,8 @@ export interface DatabaseOptions {
   poolSize: number
   /** Name shown in pg_stat_activity. */
   applicationName?: string
+  /** How long a PostgreSQL server may take to answer before it counts as unreachable (server-watch.ts); DEFAULT_SERVER_WAIT_LIMITS when absent. */
+  serverWait?: Readonly<ServerWaitLimits>
 }
 
 export interface DatabaseHandle {
@@ -42,6 +45,8 @@ export interface DatabaseHandle {
   dialect: DialectName
   /** The server's URL on PostgreSQL (other threads and processes connect with it); null on PGlite. */
   url: string | null
+  /** The waits its connections to the server are bounded by (other threads connect with them too); null on PGlite. */
+  serverWait: Readonly<ServerWaitLimits> | null
   /** Subscribe to a NOTIFY channel; resolves to an unsubscribe function. */
   listen(channel: string, onPayload: (payload: string) => void): Promise<() => Promise<void>>
   /**
@@ -192,6 +197,7 @@ export function wrapPglite(
     db,
     dialect: 'pglite',
     url: null,
+    serverWait: null,
     withConnection: null,
     async listen(channel, onPayload) {
       const unlisten = await pglite.listen(channel, onPayload)
@@ -230,10 +236,14 @@ async function openPostgres(url: string, options: DatabaseOptions): Promise<Data
     // nothing. A `DATABASE_URL` with its own `options` parameter replaces this one.
     options: SESSION_OPTIONS,
   }
-  const pool = new pg.Pool(poolConfig)
+  const serverWait = options.serverWait ?? DEFAULT_SERVER_WAIT_LIMITS
+  const watch = new ServerWatch(poolConfig, serverWait, log.db)
+  // No connectionTimeoutMillis on the pool itself: there it would also bound the wait for a free
+  // connection, and refuse work under load. The connections bound their own opening (watch.Client).
+  const pool = new pg.Pool({ ...poolConfig, Client: watch.Client })
   pool.on('error', (err) => logDatabaseFailure(log.db, 'warn', err, {}, 'idle database connection failed'))
   const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) })
-  const listener = new PgListener({ ...poolConfig, application_name: `${poolConfig.application_name}:listen` })
+  const listener = new PgListener({ ...poolConfig, application_name: `${poolConfig.application_name}:listen` }, watch.Client)
   let closed = false
   const withConnection = async <T>(fn: (c: ScriptConnection) => Promise<T>): Promise<T> => {
     const client = await pool.connect()
@@ -266,6 +276,7 @@ async function openPostgres(url: string, options: DatabaseOptions): Promise<Data
     db,
     dialect: 'postgres',
     url,
+    serverWait,
     withConnection,
     async listen(channel, onPayload) {
       if (closed) throw new Error('the database handle is closed')
@@ -274,8 +285,13 @@ async function openPostgres(url: string, options: DatabaseOptions): Promise<Data
     async close() {
       if (closed) return
       closed = true
-      await listener.stop()
-      await db.destroy()
+      watch.closing()
+      try {
+        await listener.stop()
+        await db.destroy()
+      } finally {
+        watch.stop()
+      }
     },
   }
 }
@@ -302,7 +318,10 @@ class PgListener {
   private attempts = 0
   private timer: NodeJS.Timeout | null = null
 
-  constructor(private readonly config: pg.ClientConfig) {}
+  constructor(
+    private readonly config: pg.ClientConfig,
+    private readonly Client: typeof pg.Client,
+  ) {}
 
   /** Listens on `channel` too; resolves, once the server listens, to the way to stop. */
   async add(channel: string, onPayload: (payload: string) => void): Promise<() => Promise<void>> {
@@ -357,7 +376,7 @@ class PgListener {
   }
 
   private async connect(): Promise<void> {
-    const client = new pg.Client(this.config)
+    const client = new this.Client(this.config)
     client.on('notification', (msg) => {
       for (const handler of [...(this.handlers.get(msg.channel) ?? [])]) handler(msg.payload ?? '')
     })
@@ -409,7 +428,7 @@ class PgListener {
 
 /** The database a running system uses, from its config. */
 export async function openConfiguredDatabase(
-  config: { databaseUrl: string | null; dataDir: string; db: { poolSize: number; pgliteFsync: boolean } },
+  config: { databaseUrl: string | null; dataDir: string; db: { poolSize: number; pgliteFsync: boolean; serverWait?: Readonly<ServerWaitLimits> } },
   applicationName?: string,
 ): Promise<DatabaseHandle> {
   // A process starting: a wrong DATABASE_URL or an absent server is said in one sentence (a pool
@@ -421,6 +440,7 @@ export async function openConfiguredDatabase(
     pgliteDir: pgliteDirOf(config.dataDir),
     pgliteFsync: config.db.pgliteFsync,
     poolSize: config.db.poolSize,
+    ...(config.db.serverWait !== undefined ? { serverWait: config.db.serverWait } : {}),
     ...(applicationName !== undefined ? { applicationName } : {}),
   })
 }

@@ -23,8 +23,11 @@ const UNREACHABLE_SQLSTATES = new Set(['08000', '08001', '08003', '08004', '0800
 /** Node's errors of a connection refused, cut or not answered. */
 const UNREACHABLE_NODE_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN'])
 
-/** node-postgres' own words for a connection that ended under a query, or a pool that could not open one in time. */
-const UNREACHABLE_MESSAGE = /^(Connection terminated|Client has encountered a connection error|timeout exceeded when trying to connect|Client was closed and is not queryable)/
+/**
+ * node-postgres' own words for a connection that ended under a query, a connection not opened within
+ * its connectionTimeoutMillis (`timeout expired`), or a pool that could not open one in time.
+ */
+const UNREACHABLE_MESSAGE = /^(Connection terminated|Client has encountered a connection error|timeout expired$|timeout exceeded when trying to connect|Client was closed and is not queryable)/
 
 /** Whether an error says the database server cannot be reached now (rather than refusing what was asked). */
 export function isDatabaseUnreachable(err: unknown): boolean {

@@ -148,6 +148,52 @@ describePrivatePostgres('ingest while the database server goes away and comes ba
     )
   }, 120_000)
 
+  it('holds the meters’ publishes unacknowledged while the server does not answer (SIGSTOP), and stores each once when it answers again', async () => {
+    // The broker's own handle, with short waits (its ingest thread's lanes take them too).
+    const waits = { connectTimeoutMs: 1_000, answerWaitMs: 1_000 }
+    const brokerHandle = await openDatabase({ databaseUrl: server().url, pgliteDir: null, pgliteFsync: false, poolSize: 5, serverWait: waits })
+    try {
+      tb = await startTestBroker(brokerHandle)
+      const broker = tb.broker
+      for (const m of await meterWorld(METERS)) meters.push(await startPublishing(tb.url, m))
+      await waitFor(() => meters.every((m) => m.acked.size >= 10), 10_000, 'meters publishing')
+
+      // Commits in flight as it freezes: their connections wait for answers that do not come.
+      server().freeze()
+      const frozenAt = Date.now()
+      await waitFor(async () => (await tb!.metrics.databaseUnreachable.get()).values[0]?.value === 1, 30_000, 'ingest held')
+      const heldMs = Date.now() - frozenAt
+      await new Promise((r) => setTimeout(r, 1_000))
+      const ackedWhenHeld = ackedTotal(meters)
+      while (Date.now() - frozenAt < OUTAGE_MS / 2) await new Promise((r) => setTimeout(r, 200))
+      expect(ackedTotal(meters)).toBe(ackedWhenHeld)
+      expect(meters.map((m) => m.closes)).toEqual(meters.map(() => 0))
+      expect(await broker.databaseAnswers()).toBe(false)
+      const sentMeanwhile = meters.reduce((n, m) => n + m.sent, 0) - ackedWhenHeld
+
+      const thawedAt = Date.now()
+      server().thaw()
+      await waitFor(() => ackedTotal(meters) > ackedWhenHeld, RECOVERY_MS_MAX, 'acknowledgements again')
+      const resumedMs = Date.now() - thawedAt
+      await finish()
+      await expectStoredOnce()
+      expect(meters.map((m) => m.closes)).toEqual(meters.map(() => 0))
+      expect((await tb.metrics.databaseUnreachable.get()).values[0]!.value).toBe(0)
+      console.info(
+        `database frozen (SIGSTOP) ${OUTAGE_MS / 2} ms under ${METERS} meters: ingest held ${heldMs} ms after the freeze, ${sentMeanwhile} publishes held unacknowledged; ` +
+          `first acknowledgement ${resumedMs} ms after SIGCONT`,
+      )
+    } finally {
+      server().thaw()
+      for (const m of meters) m.stop()
+      for (const m of meters) await endClient(m.client)
+      meters = []
+      await tb?.close()
+      tb = undefined
+      await brokerHandle.close()
+    }
+  }, 120_000)
+
   it('disconnects a meter that sends past publishesWaitingPerClientMax while held, and stores its every reading once after it resends', async () => {
     const waitingMax = 20
     tb = await startTestBroker(handle, { overrides: { ingest: { inflightPerClientMax: 10, publishesWaitingPerClientMax: waitingMax } } })

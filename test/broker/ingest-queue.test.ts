@@ -307,4 +307,31 @@ describe('ingest queue while the database server is away', () => {
     expect(answer?.message).toBe('injected')
     expect(attempts).toBe(3)
   })
+
+  it('gives a group held for the server up once the queue is closing, without commitAttemptsMax more tries', async () => {
+    // A server that does not answer: each try waits out a connection's opening (server-watch.ts).
+    let attempts = 0
+    const lines: Array<{ level: number; msg: string }> = []
+    const log = pino({ level: 'info' }, { write: (line: string) => lines.push(JSON.parse(line) as { level: number; msg: string }) })
+    const queue = new IngestQueue({
+      limits: { ...DEFAULT_INGEST_LIMITS, flushIntervalMs: 1, commitsInFlightMax: 1, commitRetryDelayMsMax: 5, commitAttemptsMax: 8 },
+      commit: async () => {
+        attempts++
+        throw new Error('timeout expired')
+      },
+      onCommitted: () => undefined,
+      metrics: createMetrics(),
+      log,
+      database: new DatabaseAlarm(log),
+    })
+    let answer: { err: Error | null } | undefined
+    queue.enqueue('a', numbered('a', 1), (err) => (answer = { err }))
+    await waitFor(() => attempts >= 3, 5_000, 'held')
+    expect(answer).toBeUndefined()
+    const closedAt = attempts
+    await queue.close()
+    expect(answer!.err?.message).toBe('timeout expired')
+    expect(attempts).toBeLessThanOrEqual(closedAt + 1)
+    expect(lines.map((l) => l.msg)).toContain('ingest closing with publishes held for the database: they are not acknowledged (their meters send them again)')
+  })
 })

@@ -1,9 +1,9 @@
-import type { MqttClient } from 'mqtt'
 import { afterAll, beforeAll, expect, it } from 'vitest'
 import { connectMeter, endClient, waitFor } from '../support/broker.ts'
 import { BROWSER_PATH, BROWSER_SKIP, launchChromium } from '../support/browser.ts'
-import { CliProcess, callApi, runCli } from '../support/cli.ts'
-import { describePrivatePostgres, queryOnce } from '../support/private-postgres.ts'
+import { callApi, runCli } from '../support/cli.ts'
+import { describePrivatePostgres } from '../support/private-postgres.ts'
+import { DATABASE_UNAVAILABLE_ANSWER, UP_START_MS_MAX, adminRequestsTimed, logSince as logOf, publishingMeter as meterOf, startUpOnServer, timed, type UpOnServer } from '../support/up-outage.ts'
 
 /**
  * `metershare up --no-demo --no-simulate` on PostgreSQL while the server goes away (`pg_ctl stop -m
@@ -11,74 +11,30 @@ import { describePrivatePostgres, queryOnce } from '../support/private-postgres.
  * log and the status line, a meter's publish, and a process started meanwhile.
  */
 const ADMIN = 'outage-e2e-admin-token-0123456789'
-const START_MS_MAX = 90_000
 const RECOVERY_MS_MAX = 60_000
 /** How long the server stays away (at least: the checks below take what they take). */
 const OUTAGE_MS = 12_000
 
-type LogLine = { msg?: string; level?: number }
-
 describePrivatePostgres('metershare up while its database server goes away and comes back', (server) => {
-  let up: CliProcess
+  let s: UpOnServer
+  let up: UpOnServer['up']
   let http = ''
   let mqttUrl = ''
   let url = ''
   let meter: { id: string; secret: string }
-  const clients: MqttClient[] = []
 
   beforeAll(async () => {
-    await queryOnce(server().url, 'CREATE DATABASE metershare')
-    url = server().url.replace(/\/postgres$/, '/metershare')
-    const { DATABASE_URL: _url, METERSHARE_DATA_DIR: _dir, ...rest } = process.env
-    up = new CliProcess(['up', '--no-demo', '--no-simulate'], {
-      ...rest,
-      DATABASE_URL: url,
-      MQTT_PORT: '0',
-      HTTP_PORT: '0',
-      METERSHARE_HOST: '127.0.0.1',
-      METERSHARE_ADMIN_TOKEN: ADMIN,
-      METERSHARE_LOG_LEVEL: 'info',
-    })
-    http = (await up.printed(/HTTP API\s+(http:\/\/\S+)/, START_MS_MAX))[1]!
-    mqttUrl = (await up.printed(/MQTT\s+(mqtt:\/\/\S+)/, START_MS_MAX))[1]!
-    const utility = await callApi<{ id: string }>(http, 'POST', '/admin/parties', ADMIN, { kind: 'utility', name: 'Grid' })
-    const household = await callApi<{ id: string }>(http, 'POST', '/admin/households', ADMIN, { name: 'Doe', email: 'doe@example.test', password: 'long enough password' })
-    meter = await callApi<{ id: string; secret: string }>(http, 'POST', '/admin/meters', ADMIN, { operatorId: utility.id, commodity: 'electricity', intervalMinutes: 30 })
-    await callApi(http, 'POST', '/admin/occupancies', ADMIN, { meterId: meter.id, householdId: household.id, from: '2026-10-01T00:00:00Z' })
-  }, START_MS_MAX + 30_000)
+    s = await startUpOnServer(server().url, ADMIN)
+    ;({ up, http, mqttUrl, url, meter } = s)
+  }, UP_START_MS_MAX + 30_000)
 
   afterAll(async () => {
-    for (const c of clients) await endClient(c)
+    for (const c of s?.clients ?? []) await endClient(c)
     await up?.stop()
   })
 
-  /** The JSON log lines printed after `from` (an offset in the output). */
-  const logSince = (from: number): LogLine[] =>
-    up.output
-      .slice(from)
-      .split('\n')
-      .filter((l) => l.startsWith('{'))
-      .map((l) => JSON.parse(l) as LogLine)
-
-  const timed = async <T>(f: () => Promise<T>): Promise<{ value: T; ms: number }> => {
-    const t = Date.now()
-    const value = await f()
-    return { value, ms: Date.now() - t }
-  }
-
-  /** The meter connected with a session (what is in flight is resent on reconnect), publishing the hours of `day` QoS 1. */
-  async function publishingMeter(day: string, reconnectPeriod: number): Promise<{ client: MqttClient; publish(hour: number): void; acked(): number }> {
-    const client = await connectMeter(mqttUrl, meter, { clean: false, reconnectPeriod })
-    clients.push(client)
-    let acked = 0
-    const publish = (hour: number): void => {
-      const payload = JSON.stringify({ ts: `${day}T${String(hour).padStart(2, '0')}:00:00Z`, values: { '1-0:1.8.0': Date.parse(day) / 3_600_000 + hour } })
-      client.publish(`meters/${meter.id}/readings`, payload, { qos: 1 }, (err) => {
-        if (!err) acked++
-      })
-    }
-    return { client, publish, acked: () => acked }
-  }
+  const logSince = (from: number) => logOf(up, from)
+  const publishingMeter = (day: string, reconnectPeriod: number) => meterOf(s, day, reconnectPeriod)
 
   it('says the database is down on /healthz, /metrics, the API and the log, once each, holds the meter, and is back by itself', async () => {
     const { client, publish, acked } = await publishingMeter('2026-10-01', 300)
@@ -98,30 +54,9 @@ describePrivatePostgres('metershare up while its database server goes away and c
     const healthMs = Date.now() - stoppedAt
 
     // The API: a clear 503 in the contract's error format, at once (the connection is refused), for reads and writes.
-    const answers = []
-    for (const [method, route, body] of [
-      ['GET', '/admin/quarantine', undefined],
-      ['POST', '/admin/parties', { kind: 'utility', name: 'During' }],
-      ['GET', '/admin/quarantine', undefined],
-      ['GET', '/admin/quarantine', undefined],
-    ] as const) {
-      answers.push(
-        await timed(async () => {
-          const res = await fetch(http + route, {
-            method,
-            headers: { authorization: `Bearer ${ADMIN}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
-            ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
-          })
-          return { status: res.status, retryAfter: res.headers.get('retry-after'), body: (await res.json()) as unknown }
-        }),
-      )
-    }
+    const answers = await adminRequestsTimed(http, ADMIN, RECOVERY_MS_MAX)
     for (const a of answers) {
-      expect(a.value).toEqual({
-        status: 503,
-        retryAfter: '5',
-        body: { error: { code: 'DATABASE_UNAVAILABLE', message: 'the database cannot be reached now: try again later' } },
-      })
+      expect(a.value).toEqual(DATABASE_UNAVAILABLE_ANSWER)
     }
 
     const metrics = await (await fetch(http + '/metrics')).text()
@@ -166,7 +101,7 @@ describePrivatePostgres('metershare up while its database server goes away and c
         `${outageLog.length} log lines during the outage (${[...new Set(outageLog.map((l) => l.msg))].join(' | ')}); ` +
         `after pg_ctl start: held reading acknowledged in ${ackMs} ms, /healthz 200 in ${healthyMs} ms`,
     )
-  }, START_MS_MAX + RECOVERY_MS_MAX * 2)
+  }, UP_START_MS_MAX + RECOVERY_MS_MAX * 2)
 
   it.skipIf(BROWSER_PATH === null)(`shows a browser a page saying so, in its language, and the portal again once the server is back${BROWSER_SKIP}`, async () => {
     const browser = await launchChromium()
@@ -207,7 +142,7 @@ describePrivatePostgres('metershare up while its database server goes away and c
     } finally {
       await browser.close()
     }
-  }, START_MS_MAX + RECOVERY_MS_MAX)
+  }, UP_START_MS_MAX + RECOVERY_MS_MAX)
 
   it('stops on SIGTERM while the server is away, in seconds, having acknowledged nothing it could not store', async () => {
     const { publish, acked } = await publishingMeter('2026-10-02', 0)
@@ -216,7 +151,7 @@ describePrivatePostgres('metershare up while its database server goes away and c
     await server().stop('fast')
     publish(2)
     await waitFor(async () => /^metershare_database_unreachable 1$/m.test(await (await fetch(http + '/metrics')).text()), 30_000, 'ingest held')
-    // Closing, ingest gives a held group up after commitAttemptsMax tries (~2.5 s) rather than waiting for the server.
+    // Closing, ingest gives a group held for the server up at its next turn, without trying it again, rather than waiting for the server.
     const { value: code, ms } = await timed(() => up.stop())
     expect(code).toBe(0)
     expect(acked()).toBe(1)

@@ -26,6 +26,8 @@ describe('configuration', () => {
     [{ httpPort: '1.5' }, 'HTTP_PORT', 'must be a port, a whole number from 0 to 65535 (got "1.5")'],
     [{ httpPort: '70000' }, 'HTTP_PORT', 'must be a port, a whole number from 0 to 65535 (got "70000")'],
     [{ dbPoolSize: '0' }, 'METERSHARE_DB_POOL_SIZE', 'must be a count of connections, a whole number from 1 to 200 (got "0")'],
+    [{ dbConnectTimeoutMs: '50' }, 'METERSHARE_DB_CONNECT_TIMEOUT_MS', 'must be milliseconds, a whole number from 100 to 600000 (got "50")'],
+    [{ dbAnswerWaitMs: '5s' }, 'METERSHARE_DB_ANSWER_WAIT_MS', 'must be milliseconds, a whole number from 100 to 600000 (got "5s")'],
     [{ timezone: 'Mars/Olympus' }, 'METERSHARE_TIMEZONE', null],
     [{ databaseUrl: 'mysql://x' }, 'DATABASE_URL', null],
     // A secret is never shown, nor a password in a URL, parsed or not.
@@ -51,6 +53,11 @@ describe('configuration', () => {
   it('takes ports and pool sizes given as digits', () => {
     const c = envToConfig({ mqttPort: '0', httpPort: '65535', dbPoolSize: '200' })
     expect([c.mqtt.port, c.http.port, c.db.poolSize]).toEqual([0, 65535, 200])
+  })
+
+  it('bounds the waits on a PostgreSQL server, 5 s each unless set', () => {
+    expect(envToConfig({}).db.serverWait).toEqual({ connectTimeoutMs: 5_000, answerWaitMs: 5_000 })
+    expect(envToConfig({ dbConnectTimeoutMs: '1000', dbAnswerWaitMs: '30000' }).db.serverWait).toEqual({ connectTimeoutMs: 1_000, answerWaitMs: 30_000 })
   })
 
   it('reads the trusted proxies as a list, none by default', () => {

@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process'
-import { chmodSync, chownSync, existsSync, mkdtempSync, rmSync } from 'node:fs'
+import { chmodSync, chownSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import pg from 'pg'
@@ -39,6 +39,14 @@ export interface PrivatePostgres {
   /** Starts it again (crash recovery first after an immediate stop); resolves once it accepts connections. */
   start(): Promise<void>
   readonly running: boolean
+  /**
+   * A server that stops answering without closing anything (a frozen host): SIGSTOP to the postmaster,
+   * then to every process it started. Its kernel still accepts connections and acknowledges what is sent;
+   * nothing answers. `thaw` (SIGCONT) undoes it.
+   */
+  freeze(): void
+  thaw(): void
+  readonly frozen: boolean
   /** Stops it (immediate) and removes its folder. */
   destroy(): Promise<void>
 }
@@ -79,6 +87,11 @@ export async function privatePostgres(): Promise<PrivatePostgres> {
     running = true
   }
   await start()
+  let frozen: number[] = []
+  const thaw = (): void => {
+    for (const pid of frozen.reverse()) signal(pid, 'SIGCONT')
+    frozen = []
+  }
   return {
     url: `postgres://postgres@127.0.0.1:${port}/postgres`,
     port,
@@ -93,11 +106,48 @@ export async function privatePostgres(): Promise<PrivatePostgres> {
       running = false
     },
     start,
+    freeze() {
+      if (frozen.length > 0) return
+      // The postmaster first: it starts no process while the others are listed and stopped.
+      const postmaster = Number(readFileSync(path.join(dir, 'postmaster.pid'), 'utf8').split('\n')[0])
+      signal(postmaster, 'SIGSTOP')
+      frozen = [postmaster, ...childrenOf(postmaster)]
+      for (const pid of frozen.slice(1)) signal(pid, 'SIGSTOP')
+    },
+    thaw,
+    get frozen() {
+      return frozen.length > 0
+    },
     async destroy() {
+      thaw()
       if (running) await pgCmd('pg_ctl', ['-D', dir, '-m', 'immediate', '-w', 'stop'])
       running = false
       rmSync(base, { recursive: true, force: true })
     },
+  }
+}
+
+/** The processes whose parent is `pid` (from /proc). */
+function childrenOf(pid: number): number[] {
+  const children: number[] = []
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8')
+      // pid (comm) state ppid …: comm may hold spaces and parentheses, so read after the last ')'.
+      if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === pid) children.push(Number(entry))
+    } catch {
+      // It ended meanwhile.
+    }
+  }
+  return children
+}
+
+function signal(pid: number, sig: 'SIGSTOP' | 'SIGCONT'): void {
+  try {
+    process.kill(pid, sig)
+  } catch (err) {
+    if ((err as { code?: string }).code !== 'ESRCH') throw err
   }
 }
 

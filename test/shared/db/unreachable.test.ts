@@ -1,5 +1,6 @@
 import { pino } from 'pino'
 import { describe, expect, it } from 'vitest'
+import { ServerNotAnsweringError } from '../../../shared/db/server-watch.ts'
 import { isDatabaseUnreachable, logDatabaseFailure } from '../../../shared/db/unreachable.ts'
 
 const withCode = (code: string, message = 'x'): Error => Object.assign(new Error(message), { code })
@@ -16,11 +17,14 @@ describe('a database server that cannot be reached', () => {
       withCode('53300', 'sorry, too many clients already'),
       new Error('Connection terminated unexpectedly'),
       new Error('timeout exceeded when trying to connect'),
+      // A connection not opened within its connectionTimeoutMillis; one closed by the server watch.
+      new Error('timeout expired'),
+      new ServerNotAnsweringError({ connectTimeoutMs: 5_000, answerWaitMs: 5_000 }),
     ]) {
       expect(isDatabaseUnreachable(err), err.message).toBe(true)
     }
     // What would fail again at every try: held for good, it would stop its lane.
-    for (const err of [withCode('08P01', 'bind message supplies 3 parameters'), withCode('53100', 'No space left on device'), withCode('23505'), withCode('P0001'), new Error('x'), null, 'ECONNREFUSED']) {
+    for (const err of [withCode('08P01', 'bind message supplies 3 parameters'), withCode('53100', 'No space left on device'), withCode('23505'), withCode('P0001'), new Error('x'), new Error('timeout expired: x'), null, 'ECONNREFUSED']) {
       expect(isDatabaseUnreachable(err), String(err)).toBe(false)
     }
   })
