@@ -1,7 +1,7 @@
 import { sql } from 'kysely'
 import pg from 'pg'
 import { expect, it } from 'vitest'
-import { LISTEN_RESUMED_PAYLOAD, copyText, sqlLiteral } from '../../../shared/db/database.ts'
+import { LISTEN_RESUMED_PAYLOAD, copyText, openDatabase, sqlLiteral } from '../../../shared/db/database.ts'
 import { waitFor } from '../../support/broker.ts'
 import { describeDatabases, describePostgres } from '../../support/database.ts'
 
@@ -53,6 +53,21 @@ describePostgres('sessions on PostgreSQL', (t) => {
     expect((await sql<{ jit: string }>`SHOW jit`.execute(t.db)).rows[0]!.jit).toBe('off')
     const own = await t.handle.withConnection!((c) => c.script('SHOW jit'))
     expect(own).toEqual([[{ jit: 'off' }]])
+  })
+})
+
+describePostgres('a long statement on PostgreSQL', (t) => {
+  it('is never cut for its length while the server answers: the check finds it alive (server-watch.ts)', async () => {
+    // Waits far shorter than the statement: it goes 2 s without a word from the server, checked about every 0.3 s.
+    const handle = await openDatabase({ databaseUrl: t.url!, pgliteDir: null, pgliteFsync: false, poolSize: 2, serverWait: { connectTimeoutMs: 1_000, answerWaitMs: 300 } })
+    try {
+      const slept = await sql<{ n: number }>`SELECT 1 AS n FROM pg_sleep(2)`.execute(handle.db)
+      expect(slept.rows).toEqual([{ n: 1 }])
+      const own = await handle.withConnection!((c) => c.script('BEGIN; SELECT pg_sleep(1.5); COMMIT'))
+      expect(own).toHaveLength(3)
+    } finally {
+      await handle.close()
+    }
   })
 })
 
