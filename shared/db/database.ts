@@ -221,8 +221,20 @@ export function wrapPglite(
   }
 }
 
+/**
+ * TCP keep-alive of the server's side of our sessions: idle seconds before the first probe, seconds
+ * between probes, probes unanswered before the server drops the session. A session whose client
+ * vanished behind a network that dropped packets (its connection closed here by the server watch,
+ * the close lost on the way) would otherwise stay for the kernel's default, over two hours, holding
+ * what its transaction held: the `SHARE` lock of an ingest group on `occupancies` blocks every
+ * occupancy write. With these it is dropped within a minute of the network's return (at once when
+ * our kernel answers the first probe) or of its loss.
+ */
+export const SERVER_KEEPALIVE = { idleS: 30, intervalS: 10, count: 3 } as const
+
 /** Settings of every session Metershare opens on PostgreSQL (the startup packet's `options`). */
-export const SESSION_OPTIONS = '-c jit=off'
+export const SESSION_OPTIONS =
+  `-c jit=off -c tcp_keepalives_idle=${SERVER_KEEPALIVE.idleS} ` + `-c tcp_keepalives_interval=${SERVER_KEEPALIVE.intervalS} -c tcp_keepalives_count=${SERVER_KEEPALIVE.count}`
 
 async function openPostgres(url: string, options: DatabaseOptions): Promise<DatabaseHandle> {
   const poolConfig = {
@@ -233,7 +245,8 @@ async function openPostgres(url: string, options: DatabaseOptions): Promise<Data
     // PostgreSQL's JIT compiles a statement whose estimated cost passes jit_above_cost. Ours are
     // index-driven, but a correlated subquery per row (the release rule's finality, the pull's windows)
     // inflates their estimates past it: a month's counts spent 600 of their 1,770 ms compiling, for
-    // nothing. A `DATABASE_URL` with its own `options` parameter replaces this one.
+    // nothing. The server's keep-alive: SERVER_KEEPALIVE. A `DATABASE_URL` with its own `options`
+    // parameter replaces these.
     options: SESSION_OPTIONS,
   }
   const serverWait = options.serverWait ?? DEFAULT_SERVER_WAIT_LIMITS

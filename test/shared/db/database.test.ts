@@ -54,6 +54,13 @@ describePostgres('sessions on PostgreSQL', (t) => {
     const own = await t.handle.withConnection!((c) => c.script('SHOW jit'))
     expect(own).toEqual([[{ jit: 'off' }]])
   })
+
+  it('have the server probe them with TCP keep-alive within a minute, so that a session whose client vanished does not hold its locks for hours', async () => {
+    const keepalive = "SELECT current_setting('tcp_keepalives_idle') AS idle, current_setting('tcp_keepalives_interval') AS every, current_setting('tcp_keepalives_count') AS n"
+    const expected = { idle: '30', every: '10', n: '3' }
+    expect((await sql<typeof expected>`${sql.raw(keepalive)}`.execute(t.db)).rows).toEqual([expected])
+    expect(await t.handle.withConnection!((c) => c.script(keepalive))).toEqual([[expected]])
+  })
 })
 
 describePostgres('a long statement on PostgreSQL', (t) => {
