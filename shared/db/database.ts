@@ -298,7 +298,6 @@ async function openPostgres(url: string, options: DatabaseOptions): Promise<Data
     async close() {
       if (closed) return
       closed = true
-      watch.closing()
       try {
         await listener.stop()
         await db.destroy()

@@ -36,9 +36,9 @@ export const DEFAULT_SERVER_WAIT_LIMITS: Readonly<ServerWaitLimits> = Object.fre
 export const TCP_KEEPALIVE_IDLE_MS = 30_000
 
 /**
- * Longest wait, in ms, for the server to close a connection the handle ends as it closes: the
- * Terminate message is sent by then, and a server that answers closes at once. Past it the
- * connection is closed here, so that a stop is not held by a server that does not answer.
+ * Longest wait, in ms, for the server to close a connection that was ended (a pool's, or all of them
+ * as a handle closes): the Terminate message is sent by then, and a server that answers closes at
+ * once. Past it the connection is closed here, so that a stop is not held by a server that does not answer.
  */
 export const ENDING_WAIT_MS_MAX = 1_000
 
@@ -74,7 +74,8 @@ interface ClientInternals {
 interface Watched {
   /** Since when the connection has waited, in the middle of a statement, without a word from the server; null when not waiting. */
   quietSince: number | null
-  ending: boolean
+  /** Since when it has been ended (Terminate sent), waiting for the server to close it; null before. */
+  endingSince: number | null
 }
 
 /** The error a watched connection is closed with when the server did not answer (ETIMEDOUT: unreachable.ts counts it as unreachable). */
@@ -90,7 +91,6 @@ export class ServerWatch {
   private readonly clients = new Map<pg.Client, Watched>()
   private readonly timer: NodeJS.Timeout
   private checking = false
-  private closingSince: number | null = null
   /** The pg.Client class of the handle's pool and listener: bounded connect, keep-alive, watched. */
   readonly Client: typeof pg.Client
 
@@ -106,6 +106,14 @@ export class ServerWatch {
         super({ ...(typeof c === 'string' ? { connectionString: c } : c), ...watch.socketOptions() })
         watch.track(this)
       }
+
+      override end(): Promise<void>
+      override end(callback: (err: Error) => void): void
+      override end(callback?: (err: Error) => void): Promise<void> | void {
+        const watched = watch.clients.get(this)
+        if (watched !== undefined) watched.endingSince ??= watch.now()
+        return callback === undefined ? super.end() : super.end(callback)
+      }
     }
     this.timer = setInterval(() => this.look(), Math.min(WATCH_TICK_MS_MAX, Math.max(50, Math.floor(limits.answerWaitMs / 4))))
     this.timer.unref()
@@ -116,14 +124,6 @@ export class ServerWatch {
     return { connectionTimeoutMillis: this.limits.connectTimeoutMs, keepAlive: true, keepAliveInitialDelayMillis: TCP_KEEPALIVE_IDLE_MS }
   }
 
-  /**
-   * The handle is closing: connections are ended (a Terminate, then the server's close), which a
-   * server that does not answer never does; those still not ended after ENDING_WAIT_MS_MAX are closed.
-   */
-  closing(): void {
-    this.closingSince ??= this.now()
-  }
-
   stop(): void {
     clearInterval(this.timer)
     for (const client of this.clients.keys()) destroy(client)
@@ -131,7 +131,7 @@ export class ServerWatch {
   }
 
   private track(client: pg.Client): void {
-    const watched: Watched = { quietSince: null, ending: false }
+    const watched: Watched = { quietSince: null, endingSince: null }
     this.clients.set(client, watched)
     const heard = (): void => {
       if (watched.quietSince !== null) watched.quietSince = this.now()
@@ -141,22 +141,18 @@ export class ServerWatch {
     // for the error it is closed with here. Its statements are told by node-postgres all the same.
     client.on('error', () => undefined)
     client.once('end', () => this.clients.delete(client))
-    const end = client.end.bind(client) as () => Promise<void>
-    client.end = ((...args: unknown[]) => {
-      watched.ending = true
-      return (end as (...a: unknown[]) => Promise<void> | void)(...args)
-    }) as typeof client.end
   }
 
   private look(): void {
     const t = this.now()
     let quiet = false
     for (const [client, watched] of this.clients) {
-      const waiting = (client as unknown as ClientInternals).readyForQuery === false && !watched.ending
+      const waiting = (client as unknown as ClientInternals).readyForQuery === false && watched.endingSince === null
       if (!waiting) watched.quietSince = null
       else watched.quietSince ??= t
       if (watched.quietSince !== null && t - watched.quietSince >= this.limits.answerWaitMs) quiet = true
-      if (watched.ending && this.closingSince !== null && t - this.closingSince >= ENDING_WAIT_MS_MAX) destroy(client)
+      // Ended, and not closed by a server that does not answer (a stop would wait for it for ever).
+      if (watched.endingSince !== null && t - watched.endingSince >= ENDING_WAIT_MS_MAX) destroy(client)
     }
     if (quiet && !this.checking) {
       this.checking = true
