@@ -233,8 +233,12 @@ export function wrapPglite(
 export const SERVER_KEEPALIVE = { idleS: 30, intervalS: 10, count: 3 } as const
 
 /** Settings of every session Metershare opens on PostgreSQL (the startup packet's `options`). */
-export const SESSION_OPTIONS =
-  `-c jit=off -c tcp_keepalives_idle=${SERVER_KEEPALIVE.idleS} ` + `-c tcp_keepalives_interval=${SERVER_KEEPALIVE.intervalS} -c tcp_keepalives_count=${SERVER_KEEPALIVE.count}`
+export const SESSION_OPTIONS = [
+  '-c jit=off',
+  `-c tcp_keepalives_idle=${SERVER_KEEPALIVE.idleS}`,
+  `-c tcp_keepalives_interval=${SERVER_KEEPALIVE.intervalS}`,
+  `-c tcp_keepalives_count=${SERVER_KEEPALIVE.count}`,
+].join(' ')
 
 async function openPostgres(url: string, options: DatabaseOptions): Promise<DatabaseHandle> {
   const poolConfig = {
