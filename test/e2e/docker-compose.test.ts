@@ -4,6 +4,7 @@ import path from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { parse } from 'yaml'
 import { ENV_VARS } from '../../shared/config.ts'
+import { DEFAULT_SERVER_WAIT_LIMITS } from '../../shared/db/server-watch.ts'
 
 /**
  * There is no Docker engine here, so the production layout is checked as data: every
@@ -12,7 +13,7 @@ import { ENV_VARS } from '../../shared/config.ts'
  */
 const ROOT = path.resolve(import.meta.dirname, '../..')
 const compose = parse(readFileSync(path.join(ROOT, 'docker-compose.yml'), 'utf8'), { merge: true }) as {
-  services: Record<string, { image?: string; build?: unknown; command?: string[]; environment?: Record<string, string>; depends_on?: Record<string, { condition: string }>; ports?: string[]; configs?: Array<{ source: string }> }>
+  services: Record<string, { image?: string; build?: unknown; command?: string[]; stop_grace_period?: string; environment?: Record<string, string>; depends_on?: Record<string, { condition: string }>; ports?: string[]; configs?: Array<{ source: string }> }>
   configs: Record<string, { content: string }>
   volumes: Record<string, unknown>
 }
@@ -36,6 +37,16 @@ describe('docker-compose.yml', () => {
       // Only the brokers use Redis, and only they wait for it.
       expect(s.environment?.REDIS_URL !== undefined, `${name}: REDIS_URL`).toBe(name === 'broker')
       expect(s.depends_on?.redis !== undefined, `${name}: depends on redis`).toBe(name === 'broker')
+    }
+  })
+
+  it("gives each process the time to stop against a database that stopped answering, past Docker's default 10 s", () => {
+    // A stop then waits for a statement's answer wait and a connection's opening, each (measured: 10-15 s).
+    const { answerWaitMs, connectTimeoutMs } = DEFAULT_SERVER_WAIT_LIMITS
+    for (const [name, s] of ours) {
+      const grace = /^(\d+)s$/.exec(s.stop_grace_period ?? '')
+      expect(grace, `${name}: stop_grace_period in seconds`).not.toBeNull()
+      expect(Number(grace![1]) * 1000, name).toBeGreaterThanOrEqual(2 * (answerWaitMs + connectTimeoutMs))
     }
   })
 
