@@ -1,9 +1,10 @@
 import { describe, expect, it } from 'vitest'
 import { openConfiguredDatabase } from '../../../shared/db/database.ts'
-import { checkPostgres } from '../../../shared/db/postgres-check.ts'
+import { POSTGRES_CONNECT_TIMEOUT_MS, checkPostgres } from '../../../shared/db/postgres-check.ts'
 import { ServiceUnavailableError } from '../../../shared/errors.ts'
 import { describePostgres } from '../../support/database.ts'
 import { runCli } from '../../support/cli.ts'
+import { describePrivatePostgres } from '../../support/private-postgres.ts'
 import { freePort } from '../../support/tools.ts'
 
 /** What the start of a process says when DATABASE_URL is wrong or the server is not there: real connections each time. */
@@ -71,3 +72,21 @@ describePostgres(
   },
   { resetEach: false },
 )
+
+describePrivatePostgres('connecting at start to a PostgreSQL server that does not answer', (server) => {
+  it('stops a command with exit 2 within its connect timeout, naming DATABASE_URL, rather than waiting for ever', async () => {
+    const { DATABASE_URL: _url, ...env } = process.env
+    server().freeze()
+    try {
+      const started = Date.now()
+      const r = await runCli(['migrate'], { ...env, DATABASE_URL: server().url })
+      const ms = Date.now() - started
+      expect(r.code).toBe(2)
+      expect(r.stderr).toMatch(/^metershare migrate: DATABASE_URL: /)
+      // The connect timeout, and the closing of the connection it gave up; a busy machine may add some.
+      expect(ms).toBeLessThan(3 * POSTGRES_CONNECT_TIMEOUT_MS)
+    } finally {
+      server().thaw()
+    }
+  }, 5 * POSTGRES_CONNECT_TIMEOUT_MS)
+})
