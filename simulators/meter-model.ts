@@ -24,8 +24,10 @@ import { GAS_HOUR_WEIGHTS, GAS_WEIGHT_PER_YEAR } from './weather-model.ts'
  * (fractions carry over: each index is the floor of an exact cumulative sum).
  *
  * - Electricity, household: BDEW H25, dynamised, scaled to the household's annual kWh.
- * - Electricity with photovoltaics: import follows P25 (BDEW's net draw of PV households);
- *   export is generation minus the household's own load (H25) when generation exceeds it.
+ * - Electricity with photovoltaics: import follows P25 (BDEW's net draw of PV households), scaled
+ *   to the household's grid draw: its annual kWh less what it uses of its own generation (over the
+ *   model's first year); export is generation minus the household's own load (H25) when generation
+ *   exceeds it. So import + generation − export is the annual consumption.
  * - Gas: hot water and cooking plus heating degree-days, spread over the day by hour.
  * Within a day, quarter-hours get a seeded ±15 % jitter that moves energy between them
  * without changing the day's total.
@@ -146,6 +148,9 @@ const PROFILE_UNITS_PER_MWH = PROFILE_UNITS_PER_WH / 1000
 /** Export days accumulated between checkpoints. */
 const EXPORT_CHECKPOINT_DAYS = 32
 
+/** Days of the model's first year (MODEL_EPOCH_DAY's 2024, a leap year), over which a PV household's self-consumption is summed. */
+const SELF_CONSUMPTION_YEAR_DAYS = 366
+
 interface DayState {
   index: number
   importStartWh: number
@@ -167,11 +172,26 @@ export class MeterModel {
   /** Two days: a reading's interval may start on the day before its end. */
   private recent: DayState[] = []
   private readonly exportCheckpoints: number[] = [0]
+  /** The annual kWh the import profile is scaled to (its grid draw); found on first use with photovoltaics. */
+  private importAnnualKwhFound: number | null = null
 
   constructor(meter: ResolvedMeter, calendar: ModelCalendar) {
     this.meter = meter
     this.calendar = calendar
     this.profile = meter.pv ? 'P25' : 'H25'
+  }
+
+  /**
+   * The household's grid draw a year, kWh: its consumption, less, with photovoltaics, what it uses of
+   * its own generation in a year (P25 is a profile of the grid draw, not of the consumption).
+   */
+  private get importAnnualKwh(): number {
+    if (this.importAnnualKwhFound === null) {
+      let selfConsumedMwh = 0
+      if (this.meter.pv) for (let i = 0; i < SELF_CONSUMPTION_YEAR_DAYS; i++) selfConsumedMwh += this.pvOfDay(this.calendar.dayByIndex(i), null).selfConsumedMwh
+      this.importAnnualKwhFound = Math.max(0, this.meter.annualKwh - Math.round(selfConsumedMwh / 1_000_000))
+    }
+    return this.importAnnualKwhFound
   }
 
   get intervalMs(): number {
@@ -219,7 +239,7 @@ export class MeterModel {
   }
 
   private importStartWh(index: number): number {
-    return this.meter.epochImportWh + mulDivFloor(this.meter.annualKwh, this.calendar.profilePrefix(this.profile, index), PROFILE_UNITS_PER_WH)
+    return this.meter.epochImportWh + mulDivFloor(this.importAnnualKwh, this.calendar.profilePrefix(this.profile, index), PROFILE_UNITS_PER_WH)
   }
 
   private gasStartDm3(index: number): number {
@@ -274,11 +294,17 @@ export class MeterModel {
     }
   }
 
-  /**
-   * Export of a day, mWh: in each quarter-hour, what generation has beyond the household's own
-   * load (H25, dynamised). With `out`, also the running total after each quarter-hour.
-   */
+  /** Export of a day, mWh (pvOfDay). With `out`, also the running total after each quarter-hour. */
   private exportOfDay(day: ModelDay, out: Float64Array | null): number {
+    return this.pvOfDay(day, out).exportedMwh
+  }
+
+  /**
+   * A day's generation split, mWh: in each quarter-hour, what generation has beyond the household's
+   * own load (H25, dynamised) is exported, and the rest of it used at home. With `out`, the running
+   * export after each quarter-hour.
+   */
+  private pvOfDay(day: ModelDay, out: Float64Array | null): { exportedMwh: number; selfConsumedMwh: number } {
     const load = loadProfile('H25').column(day.month, day.type)
     const sun = solarColumnMwhPerKwp(day.month)
     // Bounded by the validated inputs: 3e5 mWh/kWp × 3e4 W × 1,600 ‰ and 65,554 × 5e4 kWh × 1.3e4 stay below 2^53.
@@ -287,16 +313,20 @@ export class MeterModel {
     const rows = day.rows
     const sunQuarterHours = day.sunQuarterHours
     let sum = 0
+    let selfConsumed = 0
     for (let k = 0; k < rows.length; k++) {
       const perKwp = sun[sunQuarterHours[k]!]!
       if (perKwp !== 0) {
         const generated = floorDivUnchecked(perKwp * generationScale, 1_000_000)
         const consumed = floorDivUnchecked(load[rows[k]!]! * loadScale, PROFILE_UNITS_PER_MWH)
-        if (generated > consumed) sum += generated - consumed
+        if (generated > consumed) {
+          sum += generated - consumed
+          selfConsumed += consumed
+        } else selfConsumed += generated
       }
       if (out !== null) out[k + 1] = sum
     }
-    return sum
+    return { exportedMwh: sum, selfConsumedMwh: selfConsumed }
   }
 
   /** Export since the epoch up to the start of day `index`, mWh (checkpoints every 32 days). */

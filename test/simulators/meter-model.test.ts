@@ -215,6 +215,21 @@ describe('meter model', () => {
     expect(year).toBeLessThan(1_200_000)
   })
 
+  it('balances a household with photovoltaics: import, plus generation, less export, is its consumption', () => {
+    const yearOf = (spec: { annualKwh: number; pvPeakW: number }): { imported: number; exported: number } => {
+      const m = model({ commodity: 'electricity', pv: true, ...spec })
+      const [a, b] = [m.registersAt(startOfLocalDay('2026-01-01', TZ)), m.registersAt(startOfLocalDay('2027-01-01', TZ))]
+      return { imported: b[IMPORT]! - a[IMPORT]!, exported: b[EXPORT]! - a[EXPORT]! }
+    }
+    const household = yearOf({ annualKwh: 3500, pvPeakW: 5000 })
+    // Its generation: what the same panels export for a household that uses almost nothing (100 kWh a year, at most).
+    const generated = yearOf({ annualKwh: 100, pvPeakW: 5000 }).exported + 50_000
+    const consumed = household.imported + generated - household.exported
+    expect(Math.abs(consumed - 3_500_000), JSON.stringify({ ...household, generated, consumed })).toBeLessThan(3_500_000 * 0.04)
+    // And it draws from the grid less than the same household without panels.
+    expect(household.imported).toBeLessThan(3_500_000 * 0.85)
+  })
+
   it('burns more gas in winter than in summer, and about its annual volume in a year', () => {
     const m = model({ commodity: 'gas', annualGasM3: 1200, intervalMinutes: 60 })
     const vol = (from: string, to: string): number => m.registersAt(startOfLocalDay(to, TZ))[GAS]! - m.registersAt(startOfLocalDay(from, TZ))[GAS]!
