@@ -148,6 +148,8 @@ const PROFILE_UNITS_PER_MWH = PROFILE_UNITS_PER_WH / 1000
 /** Export days accumulated between checkpoints. */
 const EXPORT_CHECKPOINT_DAYS = 32
 
+const MWH_PER_KWH = 1_000_000
+
 /** Days of the model's first year (MODEL_EPOCH_DAY's 2024, a leap year), over which a PV household's self-consumption is summed. */
 const SELF_CONSUMPTION_YEAR_DAYS = 366
 
@@ -189,7 +191,7 @@ export class MeterModel {
     if (this.importAnnualKwhFound === null) {
       let selfConsumedMwh = 0
       if (this.meter.pv) for (let i = 0; i < SELF_CONSUMPTION_YEAR_DAYS; i++) selfConsumedMwh += this.pvOfDay(this.calendar.dayByIndex(i), null).selfConsumedMwh
-      this.importAnnualKwhFound = Math.max(0, this.meter.annualKwh - Math.round(selfConsumedMwh / 1_000_000))
+      this.importAnnualKwhFound = Math.max(0, this.meter.annualKwh - floorDiv(selfConsumedMwh, MWH_PER_KWH))
     }
     return this.importAnnualKwhFound
   }

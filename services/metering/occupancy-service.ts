@@ -52,6 +52,9 @@ function overlap(field: 'from' | 'until', meterId: string): ConflictError {
   return new ConflictError(`${field}: the period overlaps another occupancy of meter ${meterId}`, ERROR_CODES.OCCUPANCY_OVERLAP)
 }
 
+/** The last day PostgreSQL's `date` holds in four digits: "through the meter's latest data". */
+const LAST_DAY = '9999-12-31'
+
 /**
  * Re-attributes the meter's readings over [from, to) (to null: open) after `write` has changed the
  * occupancy, and rebuilds their daily rollups. The days that are published on `daily/` after it and
@@ -83,9 +86,6 @@ async function reattribute(
   await repo.notifyOccupancyChange(trx, change)
   if (due.length > 0) await notifyDueDays(trx, meterId)
 }
-
-/** The last day PostgreSQL's `date` holds in four digits: "through the meter's latest data". */
-const LAST_DAY = '9999-12-31'
 
 /**
  * When an end registered at `now` ends the household's consents for the meter (`consents_end_at`):
