@@ -24,7 +24,7 @@ import { DatabaseAlarm, logDatabaseFailure } from '../shared/db/unreachable.ts'
 import { PARTITION_AHEAD_LOCK_WAIT_MS, PARTITIONS_AHEAD_INTERVAL_MS, prepareReadingsPartitions } from '../shared/db/partitions.ts'
 import { deferredMessage, validatePayload } from '../services/metering/ingest-validation.ts'
 import { AuthThrottle } from './auth-throttle.ts'
-import { AEDES_EMITTER_CONCURRENCY, Egress, egressMetaOf, type EgressMeta, type EgressPolicy, type ReleaseRecorder } from './egress.ts'
+import { AEDES_EMITTER_CONCURRENCY, carryEgressMetaThrough, Egress, egressMetaOf, type EgressMeta, type EgressPolicy, type ReleaseRecorder } from './egress.ts'
 import { EVERY_TOPIC, LocalEgressInterest } from './egress-interest.ts'
 import { guardPacketSize } from './frame-guard.ts'
 import { ClosedBeforeHeaderError, readProxyHeader } from './proxy-protocol.ts'
@@ -147,6 +147,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
     // Above what the egress hands over at once, so that the emitter never queues (see broker/egress.ts).
     concurrency: AEDES_EMITTER_CONCURRENCY,
   })
+  if (deps.aedesOptions?.mq !== undefined) carryEgressMetaThrough(deps.aedesOptions.mq)
   // Coupled brokers cannot see each other's subscribers: they publish everything.
   const interest = deps.aedesOptions?.mq === undefined ? new LocalEgressInterest() : null
   const egress = new Egress(aedes, log, interest ?? EVERY_TOPIC, metrics)

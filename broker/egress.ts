@@ -61,6 +61,45 @@ export function egressMetaOf(payload: Buffer, granularity: Granularity): EgressM
   }
 }
 
+/** The field under which a datum's description crosses to the other brokers beside its publication; never sent to a client. */
+const EGRESS_META_FIELD = 'metershareEgressMeta'
+
+type EmittedMessage = { payload?: unknown; [EGRESS_META_FIELD]?: EgressMeta }
+
+interface CoupledEmitter {
+  emit(msg: EmittedMessage, done?: (err?: Error) => void): unknown
+  /** mqemitter-redis: delivers a publication that came from Redis to this process's listeners. */
+  _emit?(msg: EmittedMessage, done?: (err?: Error) => void): unknown
+}
+
+/**
+ * Coupled brokers hear every publication, their own too, back from Redis as a payload decoded anew,
+ * so the description noted beside the payload in the publishing process was lost on the way: a
+ * daily datum then reached the subscribers of every broker without its owner, which each broker took
+ * from its own release view. That view may not have heard yet of the occupancy change that made the
+ * day due (each hears it from PostgreSQL on its own), and withheld the day from its subscribers for
+ * good. The description now travels with the publication (Redis is ours: its word is trusted) and is
+ * noted beside the decoded payload, as for a datum published here.
+ */
+export function carryEgressMetaThrough(mq: unknown): void {
+  const emitter = mq as CoupledEmitter
+  if (typeof emitter._emit !== 'function') return
+  const emit = emitter.emit.bind(emitter)
+  const deliver = emitter._emit.bind(emitter)
+  emitter.emit = (msg, done) => {
+    const meta = Buffer.isBuffer(msg.payload) ? metaByPayload.get(msg.payload) : undefined
+    return emit(meta === undefined ? msg : { ...msg, [EGRESS_META_FIELD]: meta }, done)
+  }
+  emitter._emit = (msg, done) => {
+    const carried = msg[EGRESS_META_FIELD]
+    if (carried !== undefined) {
+      delete msg[EGRESS_META_FIELD]
+      if (Buffer.isBuffer(msg.payload)) metaByPayload.set(msg.payload, carried)
+    }
+    return deliver(msg, done)
+  }
+}
+
 /**
  * Daily datums remembered as last published, per (meter, household, day): a day is found complete
  * after each commit that could complete it, and two commits of one meter close together both find

@@ -186,8 +186,9 @@ export class ReleaseView {
     }
     if (datum.granularity === 'load_curve') return { meterId: datum.meterId, granularity: datum.granularity, atMs, householdId: datum.householdId }
     const endMs = this.periodEndMs(datum)
-    // A daily or monthly datum published by another broker arrives without its owner. Taken from the
-    // occupant at the period's start it would be wrong on a moving day: such a datum is withheld.
+    // A daily or monthly datum read back from its payload alone (a persistent session's queue kept in
+    // Redis) comes without its owner. Taken from the occupant at the period's start it would be wrong on
+    // a moving day: such a datum is withheld.
     if (datum.householdId === undefined && !this.oneOccupantThroughout(datum, atMs, endMs)) return null
     return { meterId: datum.meterId, granularity: datum.granularity, atMs, householdId: datum.householdId, endMs }
   }

@@ -236,6 +236,37 @@ describe.skipIf(!hasCommand('redis-server'))(`days a late move gives, with sever
       redis?.kill('SIGTERM')
     })
 
+    // First: the next test leaves the second broker's release view closed.
+    it("releases a moving day's part to the new household's recipient on every broker, its owner carried with it", async () => {
+      const utility = await createUtility(t.db)
+      const app = await createParty(t.db, { kind: 'third_party', name: 'App of the new household' })
+      const leaving = await createTestHousehold(t.db)
+      const arriving = await createTestHousehold(t.db)
+      const meter = await createTestMeter(t.db, utility.id, { intervalMinutes: 60 })
+      // A move on 2 October at noon, registered in advance.
+      nowMs = paris(0, 0, 5)
+      await createOccupancy(t.db, { meterId: meter.id, householdId: leaving.id, from: new Date(T0), until: new Date(paris(1, 12)) }, { timezone: TZ }, new Date(nowMs))
+      await createOccupancy(t.db, { meterId: meter.id, householdId: arriving.id, from: new Date(paris(1, 12)), until: null }, { timezone: TZ }, new Date(nowMs))
+      nowMs = paris(1, 13)
+      const split = { householdBps: 10_000, operatorBps: 0, platformBps: 0, thirdParties: [] }
+      const offer = await createOffer(t.db, { recipientId: app.id, purpose: 'p', granularity: 'daily', priceMicrosPerDatum: 1n, split })
+      await grantConsent(t.db, arriving.id, { offerId: offer.id, validUntil: new Date(nowMs + 365 * 24 * HOUR_MS), dataFrom: new Date(T0) }, new Date(nowMs))
+      for (const v of views) await v.refresh()
+      const live: Array<Awaited<ReturnType<typeof subscribeCollect>>> = []
+      for (const [i, b] of brokers.entries()) {
+        const c = await connectClient(b.url, { clientId: `mover-app-${i}`, username: app.id, password: app.apiKey })
+        clients.push(c)
+        live.push(await subscribeCollect(c, 'daily/+'))
+      }
+      // The meter sends the two days to the first broker. The 2nd is the arriving household's from noon:
+      // the second broker, which cannot tell whose a moving day is from its payload alone, withheld it.
+      nowMs = paris(2, 0, 30)
+      await send(brokers[0]!.url, meter, 0, 48)
+      await waitFor(() => live.every((l) => l.messages.length >= 1), 10_000, "the arriving household's part of the 2nd on both brokers")
+      await new Promise((r) => setTimeout(r, 300))
+      for (const l of live) expect(days(l)).toEqual([{ day: '2026-10-02', energy: indexAt(48) - indexAt(36) }])
+    })
+
     it('publishes each day once, whichever broker takes it, to recipients on every broker', async () => {
       const utility = await createUtility(t.db)
       const app = await createParty(t.db, { kind: 'third_party', name: 'App' })
@@ -247,6 +278,10 @@ describe.skipIf(!hasCommand('redis-server'))(`days a late move gives, with sever
       const offer = await createOffer(t.db, { recipientId: app.id, purpose: 'p', granularity: 'daily', priceMicrosPerDatum: 1n, split })
       await grantConsent(t.db, household.id, { offerId: offer.id, validUntil: new Date(nowMs + 365 * 24 * HOUR_MS), dataFrom: new Date(T0) }, new Date(nowMs))
       for (const v of views) await v.refresh()
+      // The second broker's release view hears nothing more from here: as one that has not yet heard of
+      // the change when the days reach it (each broker hears it from PostgreSQL on its own). The days'
+      // owner travels with them through Redis, so it releases them all the same.
+      await views[1]!.close()
       // The recipient follows on each broker (two sessions of its own); the meter sends to the first.
       const live: Array<Awaited<ReturnType<typeof subscribeCollect>>> = []
       for (const [i, b] of brokers.entries()) {
