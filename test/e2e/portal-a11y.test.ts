@@ -163,6 +163,9 @@ describe.skipIf(BROWSER_PATH === null)(`the household portal against WCAG 2.1 AA
       for (const { lang, locale } of LANGUAGES) {
         for (const script of [true, false]) {
           for (const width of WIDTHS) {
+            // Every pair of language, script and width once (four runs of the eight, as a pairwise test
+            // plan does): French text at the narrow width, a page without script at it, and so on.
+            if ((lang === LANGUAGES[0]!.lang) !== (script === (width === WIDTHS[0]))) continue
             if (t.dialect === 'postgres' && !(lang === LANGUAGES[0]!.lang && script && width === WIDTHS[0])) continue
             it(`has no violation in ${lang}, ${script ? 'with' : 'without'} script, ${width} px wide`, async () => {
               const found: string[] = []

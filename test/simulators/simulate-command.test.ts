@@ -99,11 +99,12 @@ describe('metershare simulate', () => {
     const wrong = path.join(dir, 'wrong.json')
     await writeCredentialsFile(wrong, meters.map((m) => ({ ...m, secret: 'not-its-secret' })))
     const refused = runCli(['simulate', '--credentials', wrong, '--mqtt', broker.url, '--from', '2026-01-01', '--days', '1', '--speed', 'max'])
-    expect(await refused.code).toBe(1)
-    expect(refused.stdout()).toContain('2 meters refused (CONNACK 4 or 5: the broker does not know their id or secret)')
-    // Nothing listening: the progress line gives the socket's error while no meter is connected.
+    // Nothing listening: the progress line gives the socket's error while no meter is connected. Run
+    // beside the first, each a process of its own.
     const file = await credentialsFile()
     const nowhere = runCli(['simulate', '--credentials', file, '--mqtt', 'mqtt://127.0.0.1:1', '--from', '2026-01-01', '--days', '1', '--speed', 'max'])
+    expect(await refused.code).toBe(1)
+    expect(refused.stdout()).toContain('2 meters refused (CONNACK 4 or 5: the broker does not know their id or secret)')
     const deadline = Date.now() + 30_000
     while (!/connected 0\/2 \| connect ECONNREFUSED 127\.0\.0\.1:1/.test(nowhere.stdout()) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200))
     expect(nowhere.stdout()).toMatch(/connected 0\/2 \| connect ECONNREFUSED 127\.0\.0\.1:1/)
