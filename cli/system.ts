@@ -149,21 +149,33 @@ function listenError(err: unknown, variable: string, port: number, host: string)
 }
 
 /**
- * Finds a bad `METERSHARE_HOST` (an unknown name, an address this machine does not have) before
- * anything is created: by listening on a free port of it for a moment.
+ * Finds a bad `METERSHARE_HOST` (an unknown name, an address this machine does not have), and a
+ * port another process holds, before anything is created: by listening on a free port of the host,
+ * then on each port asked for, for a moment. So the sentence comes at once, not after the database
+ * has opened and migrated (seconds on the embedded one). A port taken between this check and the
+ * real listen is still named, later.
  */
-async function checkListenHost(host: string): Promise<void> {
-  const server = net.createServer()
-  try {
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject)
-      server.listen(0, host, () => resolve())
-    })
-  } catch (err) {
-    throw listenError(err, ENV_VARS.host, 0, host)
-  } finally {
-    await new Promise<void>((resolve) => server.close(() => resolve()))
+async function checkListen(host: string, ports: ReadonlyArray<{ variable: string; port: number }>): Promise<void> {
+  const tryListen = async (variable: string, port: number): Promise<void> => {
+    const server = net.createServer()
+    try {
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject)
+        server.listen(port, host, () => resolve())
+      })
+    } catch (err) {
+      throw listenError(err, variable, port, host)
+    } finally {
+      await new Promise<void>((resolve) => server.close(() => resolve()))
+    }
   }
+  await tryListen(ENV_VARS.host, 0)
+  for (const { variable, port } of ports) if (port !== 0) await tryListen(variable, port)
+}
+
+/** The ports a process listens on, by the variable that sets each: the broker's MQTT port, and the HTTP port. */
+function listenPorts(config: Readonly<Config>, withMqtt: boolean): Array<{ variable: string; port: number }> {
+  return [...(withMqtt ? [{ variable: ENV_VARS.mqttPort, port: config.mqtt.port }] : []), { variable: ENV_VARS.httpPort, port: config.http.port }]
 }
 
 async function listenHttp(server: HttpServer | FastifyInstance, port: number, host: string): Promise<number> {
@@ -216,7 +228,7 @@ export async function startSystem(configIn: Readonly<Config>, options: SystemOpt
   const parts = new Parts()
   const metrics = createMetrics()
   try {
-    await checkListenHost(config.mqtt.host)
+    await checkListen(config.mqtt.host, listenPorts(config, true))
     const db = await openAndMigrate(config, parts, 'up')
     const { mustStop } = await watchSchema(db, parts)
     let world: DemoWorld | null = null
@@ -448,6 +460,7 @@ export async function startBrokerProcess(config: Readonly<Config>): Promise<Runn
   const parts = new Parts()
   const metrics = createMetrics()
   try {
+    await checkListen(config.mqtt.host, listenPorts(config, true))
     const db = await openConfiguredDatabase(config, 'metershare:broker')
     parts.add('database', () => db.close())
     await requireSchemaCurrent(db.db)
@@ -483,6 +496,7 @@ export async function startBrokerProcess(config: Readonly<Config>): Promise<Runn
 export async function startApiProcess(config: Readonly<Config>): Promise<RunningProcess> {
   const parts = new Parts()
   try {
+    await checkListen(config.http.host, listenPorts(config, false))
     const db = await openConfiguredDatabase(config, 'metershare:api')
     parts.add('database', () => db.close())
     await requireSchemaCurrent(db.db)

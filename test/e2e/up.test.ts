@@ -171,9 +171,12 @@ describe('metershare up on a port that is taken', () => {
       ['MQTT_PORT', { MQTT_PORT: String(port), HTTP_PORT: '0' }, 'another Metershare or MQTT broker?'],
       ['HTTP_PORT', { MQTT_PORT: '0', HTTP_PORT: String(port) }, 'another Metershare or web server?'],
     ] as const) {
-      const { code, stderr } = await upWith(ports)
+      const fresh = path.join(dataDir, `port-taken-${variable}`)
+      const { code, stderr } = await upWith(ports, fresh)
       expect(stderr).toBe(`metershare up: ${variable}: port ${port} on 127.0.0.1 is already in use (${likely})\n`)
       expect(code).toBe(2)
+      // Found before the embedded database is created (seconds), not once it has opened.
+      expect(existsSync(path.join(fresh, 'pglite'))).toBe(false)
     }
   }, 120_000)
 
