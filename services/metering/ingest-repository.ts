@@ -61,14 +61,20 @@ export async function inKyselyTransaction<T>(db: Kysely<Database>, withLock: boo
 export async function inScriptedTransaction<T>(c: ScriptConnection, db: Kysely<Database>, fn: (group: GroupTransaction) => Promise<T>): Promise<T> {
   const inline = (q: RawBuilder<unknown>): string => inlineParameters(q.compile(db))
   let open = false
+  let xid: string | null = null
+  /** What the script that ends in COMMIT failed with: the transaction may have committed all the same. */
+  let commitFailed: { cause: unknown } | null = null
   try {
     const result = await fn({
       async read(spans, unknown) {
         const occupancies = occupanciesStatement(spans)
         const near = neighboursStatement(unknown)
         open = true
-        const results = await c.script(['BEGIN', LOCK_OCCUPANCIES_SQL, ...[occupancies, near].flatMap((q) => (q === null ? [] : [inline(q)]))].join(';\n'))
-        const occupancyRows = (occupancies === null ? [] : results[2]!) as OccupancyRow[]
+        const results = await c.script(
+          ['BEGIN', LOCK_OCCUPANCIES_SQL, 'SELECT pg_current_xact_id()::text AS xid', ...[occupancies, near].flatMap((q) => (q === null ? [] : [inline(q)]))].join(';\n'),
+        )
+        xid = (results[2]![0] as { xid: string }).xid
+        const occupancyRows = (occupancies === null ? [] : results[3]!) as OccupancyRow[]
         const nearRows = (near === null ? [] : results.at(-1)!) as NeighbourRow[]
         const far = farNeighboursStatement(unknown, nearRows)
         const farRows = far === null ? [] : ((await c.script(inline(far)))[0] as FarNeighbourRow[])
@@ -78,11 +84,26 @@ export async function inScriptedTransaction<T>(c: ScriptConnection, db: Kysely<D
         assert(open, 'a group reads before it writes')
         const copied = readings.length >= COPY_READINGS_MIN
         if (copied) await copyReadings(c, readings)
-        const [created] = await c.script(`${inline(writeStatement(copied ? [] : readings, rollups, quarantine))};\nCOMMIT`)
+        let created: CreatedRow[]
+        try {
+          created = (await c.script(`${inline(writeStatement(copied ? [] : readings, rollups, quarantine))};\nCOMMIT`))[0] as CreatedRow[]
+        } catch (cause) {
+          // Its answer lost (the connection broke as the server committed), the writes may be in: the
+          // group is resolved to the end, each rollup group taken as created (the day-completion check
+          // then looks at each), and the server is asked below.
+          commitFailed = { cause }
+          return rollups.map((d) => ({ meterId: d.meterId, householdId: d.householdId, day: d.day }))
+        }
         open = false
-        return createdRollups(created as CreatedRow[])
+        return createdRollups(created)
       },
     })
+    if (commitFailed !== null) {
+      // Aborted by a statement's error, the transaction waits for ROLLBACK; a broken connection takes none.
+      await c.script('ROLLBACK').catch(() => undefined)
+      open = false
+      throw new CommitOutcomeUnknownError(xid!, result, (commitFailed as { cause: unknown }).cause)
+    }
     if (open) {
       await c.script('COMMIT')
       open = false
@@ -91,6 +112,32 @@ export async function inScriptedTransaction<T>(c: ScriptConnection, db: Kysely<D
   } catch (err) {
     if (open) await c.script('ROLLBACK').catch(() => undefined)
     throw err
+  }
+}
+
+/**
+ * A group's script ending in COMMIT failed: by a statement's error (nothing committed), or with its
+ * answer lost, the server having committed or not. `committed` asks the server, by the transaction's
+ * id, on a connection of its own; the group's `result` stands if it did.
+ */
+export class CommitOutcomeUnknownError<T> extends Error {
+  constructor(
+    readonly xid: string,
+    readonly result: T,
+    cause: unknown,
+  ) {
+    super((cause as { message?: string } | null)?.message ?? String(cause), { cause })
+  }
+
+  /** Whether the group's transaction committed; null when the server cannot say now (unreachable, the transaction still running, or too old to be known). */
+  async committed(db: Kysely<Database>): Promise<boolean | null> {
+    try {
+      const { rows } = await sql<{ status: string | null }>`SELECT pg_xact_status(${this.xid}::xid8) AS status`.execute(db)
+      const status = rows[0]?.status ?? null
+      return status === 'committed' ? true : status === 'aborted' ? false : null
+    } catch {
+      return null
+    }
   }
 }
 

@@ -227,10 +227,31 @@ export async function commitMessages(db: Kysely<Database>, messages: ValidatedMe
 
   const resolve = (group: repo.GroupTransaction): Promise<CommitResult> => resolveGroup(group, messages, spans, ctx)
   const connect = ctx.withConnection ?? null
-  const result =
-    connect !== null ? await connect((c) => repo.inScriptedTransaction(c, db, resolve)) : await repo.inKyselyTransaction(db, ctx.dialect === 'postgres', resolve)
+  const result = connect !== null ? await scriptedCommit(db, connect, resolve) : await repo.inKyselyTransaction(db, ctx.dialect === 'postgres', resolve)
   for (const o of result.outcomes) ctx.tails.advanceTo(o.stored)
   return { outcomes: result.outcomes, touched: mayCompleteDay(result.touched, ctx.tails, ctx.datumDayOf) }
+}
+
+/**
+ * The group's transaction as scripts on a connection. When the script ending in COMMIT fails, the
+ * server is asked, on another connection, whether the transaction committed: one whose answer was
+ * lost with its connection (the server committed, then the connection broke) is the group's
+ * success. Retried instead, its datums, stored by then, would be taken for duplicates (acknowledged,
+ * but not forwarded live) and its quarantined items recorded twice. Any other failure is thrown, for
+ * the caller to retry.
+ */
+async function scriptedCommit(
+  db: Kysely<Database>,
+  connect: NonNullable<IngestContext['withConnection']>,
+  resolve: (group: repo.GroupTransaction) => Promise<CommitResult>,
+): Promise<CommitResult> {
+  try {
+    return await connect((c) => repo.inScriptedTransaction(c, db, resolve))
+  } catch (err) {
+    if (!(err instanceof repo.CommitOutcomeUnknownError)) throw err
+    if ((await err.committed(db)) === true) return err.result as CommitResult
+    throw err.cause
+  }
 }
 
 /**

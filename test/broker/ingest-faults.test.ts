@@ -2,12 +2,13 @@ import { sql, type Kysely } from 'kysely'
 import type { MqttClient } from 'mqtt'
 import { afterEach, beforeEach, expect, it } from 'vitest'
 import type { Database } from '../../shared/db/schema.ts'
-import { meterReadingsTopic } from '../../shared/topics.ts'
-import { connectMeter, endClient, publishAcked, startTestBroker, waitFor, type TestBroker } from '../support/broker.ts'
+import { egressTopic, meterReadingsTopic } from '../../shared/topics.ts'
+import { connectClient, connectMeter, endClient, ownerOnlyPolicy, publishAcked, startTestBroker, subscribeCollect, waitFor, type TestBroker } from '../support/broker.ts'
+import { startCommitAnswerCutter } from '../support/commit-answer-cutter.ts'
 import { laneOf } from '../../broker/ingest-lanes.ts'
 import { INGEST_THREAD_YOUNG_GENERATION_MB } from '../../broker/ingest-thread.ts'
 import { COMMIT_PROVES_DATABASE_MS } from '../../broker/broker.ts'
-import { HEALTH_PROBE_TIMEOUT_MS } from '../../shared/db/database.ts'
+import { HEALTH_PROBE_TIMEOUT_MS, openDatabase } from '../../shared/db/database.ts'
 import { describeDatabases, describePostgres, holdConnection, type HeldConnection } from '../support/database.ts'
 import { createTestHousehold, createTestMeter, createUtility, insertOccupancy, readingsOf, type TestMeter } from '../support/world.ts'
 import { formatTimestamp } from '../../shared/calendar.ts'
@@ -239,6 +240,39 @@ describePostgres('ingest when its database connections are cut', (t) => {
     const rows = await readingsOf(t.db, meter.id)
     expect(rows.map((r) => r.values['1-0:1.8.0'])).toEqual([100, ...Array.from({ length: 48 }, (_, i) => 200 + i)])
     expect((await tb.metrics.ingestCommitFailures.get()).values[0]!.value).toBe(2)
+  })
+
+  it("takes a commit whose answer was lost for what the server says it was: stored, forwarded live and its quarantine recorded once", async () => {
+    const utility = await createUtility(t.db)
+    const meter = await createTestMeter(t.db, utility.id)
+    const household = await createTestHousehold(t.db)
+    await insertOccupancy(t.db, meter.id, household.id, new Date(T0))
+    const cutter = await startCommitAnswerCutter(t.handle.url!)
+    const handle = await openDatabase({ databaseUrl: cutter.url, pgliteDir: null, pgliteFsync: false, poolSize: 2 })
+    try {
+      tb = await startTestBroker(handle, { overrides: { ingest: { commitRetryDelayMsMax: 20 } }, policy: { ...ownerOnlyPolicy, householdMayFollow: () => true } })
+      const follower = await connectClient(tb.url, { clientId: 'follower', username: household.id, password: household.apiKey })
+      const live = await subscribeCollect(follower, egressTopic('readings', meter.id))
+      client = await connectMeter(tb.url, meter)
+      // The ingest thread's next COMMIT: the server commits it, and the thread never hears so.
+      cutter.arm('metershare:ingest:')
+      const batch = { readings: [{ ts: formatTimestamp(T0 + 900_000), values: { '1-0:1.8.0': 100 } }, { ts: formatTimestamp(T0 + 1_800_000), values: { '9-9:9.9.9': 1 } }] }
+      await publishAcked(client, meterReadingsTopic(meter.id), JSON.stringify(batch))
+      expect(cutter.cut).toBe(1)
+      expect((await readingsOf(t.db, meter.id)).map((r) => r.values['1-0:1.8.0'])).toEqual([100])
+      const quarantined = await t.db.selectFrom('quarantine').select('reason').where('meter_id', '=', meter.id).execute()
+      expect(quarantined.map((q) => q.reason)).toEqual(['unknown_obis'])
+      await waitFor(() => live.messages.length >= 1, 5_000, 'the datum forwarded live')
+      expect(live.messages.map((m) => (m.payload as { values: Record<string, number> }).values)).toEqual([{ '1-0:1.8.0': 100 }])
+      await endClient(follower)
+    } finally {
+      await endClient(client!)
+      client = undefined
+      await tb?.close()
+      tb = undefined
+      await handle.close()
+      await cutter.close()
+    }
   })
 
   it('acknowledges what it commits while it closes, though the meter publishes again meanwhile', async () => {
