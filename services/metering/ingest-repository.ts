@@ -63,7 +63,7 @@ export async function inScriptedTransaction<T>(c: ScriptConnection, db: Kysely<D
   let open = false
   let xid: string | null = null
   /** What the script that ends in COMMIT failed with: the transaction may have committed all the same. */
-  let commitFailed: { cause: unknown } | null = null
+  let commitFailed = null as { cause: unknown } | null
   try {
     const result = await fn({
       async read(spans, unknown) {
@@ -84,9 +84,10 @@ export async function inScriptedTransaction<T>(c: ScriptConnection, db: Kysely<D
         assert(open, 'a group reads before it writes')
         const copied = readings.length >= COPY_READINGS_MIN
         if (copied) await copyReadings(c, readings)
+        const script = `${inline(writeStatement(copied ? [] : readings, rollups, quarantine))};\nCOMMIT`
         let created: CreatedRow[]
         try {
-          created = (await c.script(`${inline(writeStatement(copied ? [] : readings, rollups, quarantine))};\nCOMMIT`))[0] as CreatedRow[]
+          created = (await c.script(script))[0] as CreatedRow[]
         } catch (cause) {
           // Its answer lost (the connection broke as the server committed), the writes may be in: the
           // group is resolved to the end, each rollup group taken as created (the day-completion check
@@ -102,7 +103,7 @@ export async function inScriptedTransaction<T>(c: ScriptConnection, db: Kysely<D
       // Aborted by a statement's error, the transaction waits for ROLLBACK; a broken connection takes none.
       await c.script('ROLLBACK').catch(() => undefined)
       open = false
-      throw new CommitOutcomeUnknownError(xid!, result, (commitFailed as { cause: unknown }).cause)
+      throw new CommitOutcomeUnknownError(xid!, result, commitFailed.cause)
     }
     if (open) {
       await c.script('COMMIT')
