@@ -14,7 +14,7 @@ import { BENCH_OPTIONS, BenchHarness, DEFAULT_BENCH_DATABASE_URL, cleanUpOnSigna
 import { commandVersion, describeMachine, packageVersion } from './support/machine.ts'
 import { MOSQUITTO_BIN, MOSQUITTO_SUB_BIN, startCountingSubscriber, startMosquitto, type CountingSubscriber } from './support/mosquitto.ts'
 import { NodeChild, cpuMsBetween, cpuMsByPid, descriptorsOf, sampleMachine, sampleProcess } from './support/processes.ts'
-import { counted, fmtFixed, fmtInt, fmtMb, fmtMs, fmtPercent, formatTable, mark, percentile } from './support/report.ts'
+import { bucketPercentile, counted, fmtFixed, fmtInt, fmtMb, fmtMs, fmtPercent, formatTable, mark, percentile } from './support/report.ts'
 
 /**
  * `npm run bench:ingest`: durable MQTT ingest against a bare aedes broker and Mosquitto, on
@@ -384,9 +384,11 @@ async function runLoad(bench: Bench, spec: LoadSpec): Promise<LoadFigures> {
     await generators[0]!.next('window-start', runTimeoutMs)
     const s0 = sample()
     const from = (await server.mark?.()) ?? null
+    const ingestFrom = (await server.ingest?.()) ?? null
     await generators[0]!.next('window-end', runTimeoutMs)
     const s1 = sample()
     const to = (await server.mark?.()) ?? null
+    const ingestTo = (await server.ingest?.()) ?? null
     const results = await Promise.all(generators.map((g) => g.next<GeneratorResult>('result', LOAD.drainTimeoutMs + 60_000)))
 
     const wallMs = s1.at - s0.at
@@ -446,6 +448,17 @@ async function runLoad(bench: Bench, spec: LoadSpec): Promise<LoadFigures> {
         `group commits: ${fmtInt(figures.commits)}, mean ${fmtInt(figures.meanBatchReadings)} readings in ${fmtFixed(figures.meanCommitMs, 1)} ms` +
           (figures.commitFailures > 0 ? `, ${figures.commitFailures} failed and retried` : ''),
       )
+      if (ingestFrom !== null && ingestTo !== null) {
+        // The broker's own histograms over the window: what of the PUBACK latency the broker holds (receipt to PUBACK), the rest being the sockets and the generator.
+        const bound = (buckets: 'ackBuckets' | 'commitBuckets', p: number): string => {
+          const le = bucketPercentile(ingestFrom[buckets], ingestTo[buckets], p)
+          return Number.isNaN(le) ? '–' : Number.isFinite(le) ? `≤ ${fmtInt(le * 1000)} ms` : 'beyond the last bucket'
+        }
+        notes.push(
+          `broker's side over the window (metrics buckets): receipt to PUBACK p50 ${bound('ackBuckets', 50)}, p99 ${bound('ackBuckets', 99)}; ` +
+            `group commit p50 ${bound('commitBuckets', 50)}, p99 ${bound('commitBuckets', 99)}`,
+        )
+      }
     } else if (unacked > 0) notes.push(`${unacked} publishes unacknowledged at the end`)
 
     const end = sampleProcess(server.pid)

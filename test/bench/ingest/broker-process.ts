@@ -67,7 +67,14 @@ export interface IngestFigures {
   meanBatchReadings: number
   meanCommitMs: number
   commitFailures: number
+  /** metershare_ingest_commit_seconds so far: each group commit's transaction. */
+  commitBuckets: HistogramBuckets
+  /** metershare_ingest_ack_seconds so far: from the broker's receipt of a publish to its PUBACK, the broker's side of the latency. */
+  ackBuckets: HistogramBuckets
 }
+
+/** Cumulative counts of a histogram, bucket by bucket in ascending order of their upper bound (seconds). */
+export type HistogramBuckets = Array<{ le: number; count: number }>
 
 reportFailures()
 
@@ -230,7 +237,7 @@ async function count(): Promise<BrokerCounts> {
 }
 
 async function ingestFigures(): Promise<IngestFigures> {
-  if (metrics === null) return { commits: 0, meanBatchReadings: 0, meanCommitMs: 0, commitFailures: 0 }
+  if (metrics === null) return { commits: 0, meanBatchReadings: 0, meanCommitMs: 0, commitFailures: 0, commitBuckets: [], ackBuckets: [] }
   const batch = await sumCount(metrics.ingestBatchReadings)
   const commit = await sumCount(metrics.ingestCommitSeconds)
   const failures = (await metrics.ingestCommitFailures.get()).values[0]?.value ?? 0
@@ -239,7 +246,15 @@ async function ingestFigures(): Promise<IngestFigures> {
     meanBatchReadings: batch.count === 0 ? 0 : batch.sum / batch.count,
     meanCommitMs: commit.count === 0 ? 0 : (commit.sum * 1000) / commit.count,
     commitFailures: failures,
+    commitBuckets: await cumulativeBuckets(metrics.ingestCommitSeconds),
+    ackBuckets: await cumulativeBuckets(metrics.ingestAckSeconds),
   }
+}
+
+/** A histogram's cumulative bucket counts so far, by upper bound in seconds (the last one +Inf). */
+async function cumulativeBuckets(h: Histogram): Promise<HistogramBuckets> {
+  const values = (await h.get()).values.filter((v) => v.metricName?.endsWith('_bucket'))
+  return values.map((v) => ({ le: v.labels.le === '+Inf' ? Number.POSITIVE_INFINITY : Number(v.labels.le), count: v.value }))
 }
 
 async function sumCount(h: Histogram): Promise<{ sum: number; count: number }> {

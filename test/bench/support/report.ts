@@ -9,6 +9,19 @@ export function percentile(sorted: ArrayLike<number>, p: number): number {
   return sorted[Math.min(sorted.length, Math.max(1, rank)) - 1]!
 }
 
+/**
+ * The upper bound (seconds) of the histogram bucket holding the p-th percentile (0–100) of what was
+ * observed between two readings of its cumulative counts (`from` may be empty: since the start).
+ * A histogram knows no more than that; NaN when nothing was observed.
+ */
+export function bucketPercentile(from: ReadonlyArray<{ le: number; count: number }>, to: ReadonlyArray<{ le: number; count: number }>, p: number): number {
+  const counts = to.map((b, i) => ({ le: b.le, count: b.count - (from[i]?.count ?? 0) }))
+  const total = counts.at(-1)?.count ?? 0
+  if (total === 0) return Number.NaN
+  const rank = Math.max(1, Math.ceil((p / 100) * total))
+  return counts.find((b) => b.count >= rank)!.le
+}
+
 export function sortedCopy(values: Uint32Array): Uint32Array {
   return values.slice().sort()
 }
