@@ -43,6 +43,16 @@ export interface ReleaseRecorder {
 
 const metaByPayload = new WeakMap<Buffer, EgressMeta>()
 
+/** The description noted beside this payload in this process, if any (not parsed from it). */
+export function notedEgressMeta(payload: unknown): EgressMeta | undefined {
+  return Buffer.isBuffer(payload) ? metaByPayload.get(payload) : undefined
+}
+
+/** Notes a datum's description beside a payload that came back from Redis decoded anew. */
+export function noteEgressMeta(payload: unknown, meta: EgressMeta): void {
+  if (Buffer.isBuffer(payload)) metaByPayload.set(payload, meta)
+}
+
 /** The datum a payload describes: from this process's own note, or parsed from the payload. */
 export function egressMetaOf(payload: Buffer, granularity: Granularity): EgressMeta | null {
   const known = metaByPayload.get(payload)
@@ -87,14 +97,14 @@ export function carryEgressMetaThrough(mq: unknown): void {
   const emit = emitter.emit.bind(emitter)
   const deliver = emitter._emit.bind(emitter)
   emitter.emit = (msg, done) => {
-    const meta = Buffer.isBuffer(msg.payload) ? metaByPayload.get(msg.payload) : undefined
+    const meta = notedEgressMeta(msg.payload)
     return emit(meta === undefined ? msg : { ...msg, [EGRESS_META_FIELD]: meta }, done)
   }
   emitter._emit = (msg, done) => {
     const carried = msg[EGRESS_META_FIELD]
     if (carried !== undefined) {
       delete msg[EGRESS_META_FIELD]
-      if (Buffer.isBuffer(msg.payload)) metaByPayload.set(msg.payload, carried)
+      noteEgressMeta(msg.payload, carried)
     }
     return deliver(msg, done)
   }

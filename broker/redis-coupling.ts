@@ -1,8 +1,11 @@
 import { createRequire } from 'node:module'
 import { Readable } from 'node:stream'
 import { hostAndPort, networkCause } from '../shared/connect-errors.ts'
+import { DEFAULT_MQTT_LIMITS } from '../shared/config.ts'
 import { ServiceUnavailableError } from '../shared/errors.ts'
 import { log } from '../shared/logger.ts'
+import { parseTopic } from '../shared/topics.ts'
+import { noteEgressMeta, notedEgressMeta, type EgressMeta } from './egress.ts'
 
 /**
  * Several brokers behind a TCP load balancer share sessions and messages through Redis:
@@ -15,6 +18,8 @@ const require = createRequire(import.meta.url)
 interface RedisConnection {
   on(event: 'error', listener: (err: Error) => void): unknown
   on(event: 'ready', listener: () => void): unknown
+  set(key: string, value: string, unit: 'PX', ttlMs: number): Promise<unknown>
+  get(key: string): Promise<string | null>
   disconnect(): void
   /** ioredis' connection state: 'ready' once it can run commands. */
   readonly status: string
@@ -43,9 +48,32 @@ function failureLog(what: string): { failed(err: Error): void; ready(): void } {
   }
 }
 
+/** A publication as aedes queues it for a session (aedes-packet). */
+interface QueuedPacket {
+  brokerId: string
+  brokerCounter: number
+  topic: string
+  payload: unknown
+}
+
 interface AsyncRedisPersistence {
   createRetainedStreamCombi(patterns: string[]): AsyncIterable<unknown>
+  outgoingEnqueueCombi(subs: ReadonlyArray<{ clientId: string }>, packet: QueuedPacket): Promise<void>
+  outgoingStream(client: { id: string }): AsyncIterable<QueuedPacket>
   destroy(): Promise<void>
+}
+
+export interface RedisCouplingOptions {
+  /**
+   * How long the owner of a daily datum queued for an offline persistent session is kept in Redis
+   * beside it, in ms: as long as such a session lives offline (persistentSessionOfflineMsMax).
+   */
+  queuedDailyOwnerTtlMs?: number
+}
+
+/** Where the description of a queued publication is kept, beside the persistence's `packet:{brokerId}:{brokerCounter}`. */
+function queuedMetaKey(packet: QueuedPacket): string {
+  return `metershare:egress-meta:${packet.brokerId}:${packet.brokerCounter}`
 }
 
 export interface RedisCoupling {
@@ -109,7 +137,8 @@ function describeRedisError(err: Error, redisUrl: string, timeoutMs: number): st
   return networkCause(typeof code === 'string' ? code : undefined, message, 'REDIS_URL', where, 'Redis', timeoutMs) ?? `REDIS_URL: cannot connect to Redis at ${where}: ${message}`
 }
 
-export function redisCoupling(redisUrl: string): RedisCoupling {
+export function redisCoupling(redisUrl: string, options: RedisCouplingOptions = {}): RedisCoupling {
+  const ownerTtlMs = options.queuedDailyOwnerTtlMs ?? DEFAULT_MQTT_LIMITS.persistentSessionOfflineMsMax
   const MQEmitterRedis = require('mqemitter-redis') as (opts: { subConn: unknown; pubConn: unknown }) => {
     state: { on(event: 'error', listener: (err: Error) => void): unknown }
     close(cb?: () => void): unknown
@@ -122,6 +151,35 @@ export function redisCoupling(redisUrl: string): RedisCoupling {
   class RedisPersistence extends Base {
     override createRetainedStreamCombi(patterns: string[]): AsyncIterable<unknown> {
       return Readable.from(super.createRetainedStreamCombi(patterns))
+    }
+
+    /**
+     * A publication queued for offline sessions is stored as aedes' packet fields only, and read back
+     * at the reconnect as a payload decoded anew: the description noted beside the payload (egress.ts)
+     * is lost on the way. For a daily datum it says whose part of a moving day it is, which nothing
+     * else can tell (the release view knows only who owned the meter when), so a moving day's part
+     * queued for a recipient was withheld at its reconnect. The description of each daily datum queued
+     * is kept beside the packet, set before the packet joins any queue (one connection: Redis runs the
+     * SET first). Interval readings need none: the view decides their owner from `ts` at the reconnect.
+     */
+    override async outgoingEnqueueCombi(subs: ReadonlyArray<{ clientId: string }>, packet: QueuedPacket): Promise<void> {
+      const meta = subs.length === 0 ? undefined : notedEgressMeta(packet.payload)
+      const kept = meta?.granularity === 'daily' && meta.householdId !== undefined ? persistenceConn.set(queuedMetaKey(packet), JSON.stringify(meta), 'PX', ownerTtlMs) : null
+      await super.outgoingEnqueueCombi(subs, packet)
+      await kept
+    }
+
+    override outgoingStream(client: { id: string }): AsyncIterable<QueuedPacket> {
+      const queued = super.outgoingStream(client)
+      return (async function* () {
+        for await (const packet of queued) {
+          if (parseTopic(packet.topic)?.channel === 'daily' && notedEgressMeta(packet.payload) === undefined) {
+            const kept = await persistenceConn.get(queuedMetaKey(packet))
+            if (kept !== null) noteEgressMeta(packet.payload, JSON.parse(kept) as EgressMeta)
+          }
+          yield packet
+        }
+      })()
     }
   }
   // Redis going away is not the broker's end: ioredis reconnects (backing off up to 2 s a try) and

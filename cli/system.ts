@@ -111,7 +111,7 @@ async function startBrokerPart(
   parts.add('release view', () => view.close())
   const recorder = new AccessLogRecorder(db.db, { metrics })
   parts.add('access log', () => recorder.close())
-  const coupling = config.redisUrl !== null ? redisCoupling(config.redisUrl) : null
+  const coupling = config.redisUrl !== null ? redisCoupling(config.redisUrl, { queuedDailyOwnerTtlMs: config.mqtt.persistentSessionOfflineMsMax }) : null
   const broker = await createBroker({
     config,
     db,

@@ -1,5 +1,6 @@
 import type { ChildProcess } from 'node:child_process'
 import type { FastifyInstance } from 'fastify'
+import { createRequire } from 'node:module'
 import type { MqttClient } from 'mqtt'
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest'
 import { redisCoupling } from '../../broker/redis-coupling.ts'
@@ -48,6 +49,13 @@ function paris(days: number, hours = 0, minutes = 0): number {
 /** Day `d` of October runs from reading 24(d-1) (its opening midnight) to reading 24d. */
 function dayOf(d: number): { day: string; energy: number } {
   return { day: `2026-10-${String(d).padStart(2, '0')}`, energy: indexAt(24 * d) - indexAt(24 * (d - 1)) }
+}
+
+const Redis = createRequire(import.meta.url)('ioredis') as new (url: string) => {
+  llen(key: string): Promise<number>
+  keys(pattern: string): Promise<string[]>
+  pttl(key: string): Promise<number>
+  disconnect(): void
 }
 
 type Daily = { meterId: string; day: string; granularity: string; values: Record<string, number> }
@@ -217,8 +225,11 @@ describe.skipIf(!hasCommand('redis-server'))(`days a late move gives, with sever
     const handles: DatabaseHandle[] = []
     const clients: MqttClient[] = []
 
+    let redisPort = 0
+
     beforeAll(async () => {
       const port = await freePort()
+      redisPort = port
       redis = await startRedisServer(port)
       for (let i = 0; i < 2; i++) {
         const handle = await t.openAnother()
@@ -265,6 +276,49 @@ describe.skipIf(!hasCommand('redis-server'))(`days a late move gives, with sever
       await waitFor(() => live.every((l) => l.messages.length >= 1), 10_000, "the arriving household's part of the 2nd on both brokers")
       await new Promise((r) => setTimeout(r, 300))
       for (const l of live) expect(days(l)).toEqual([{ day: '2026-10-02', energy: indexAt(48) - indexAt(36) }])
+    })
+
+    it("sends a moving day's part queued for a persistent session while it was away, its owner kept with it in Redis", async () => {
+      const utility = await createUtility(t.db)
+      const app = await createParty(t.db, { kind: 'third_party', name: 'App that was away' })
+      const leaving = await createTestHousehold(t.db)
+      const arriving = await createTestHousehold(t.db)
+      const meter = await createTestMeter(t.db, utility.id, { intervalMinutes: 60 })
+      nowMs = paris(0, 0, 5)
+      await createOccupancy(t.db, { meterId: meter.id, householdId: leaving.id, from: new Date(T0), until: new Date(paris(1, 12)) }, { timezone: TZ }, new Date(nowMs))
+      await createOccupancy(t.db, { meterId: meter.id, householdId: arriving.id, from: new Date(paris(1, 12)), until: null }, { timezone: TZ }, new Date(nowMs))
+      nowMs = paris(1, 13)
+      const split = { householdBps: 10_000, operatorBps: 0, platformBps: 0, thirdParties: [] }
+      const offer = await createOffer(t.db, { recipientId: app.id, purpose: 'p', granularity: 'daily', priceMicrosPerDatum: 1n, split })
+      await grantConsent(t.db, arriving.id, { offerId: offer.id, validUntil: new Date(nowMs + 365 * 24 * HOUR_MS), dataFrom: new Date(T0) }, new Date(nowMs))
+      for (const v of views) await v.refresh()
+      // The recipient subscribes on the second broker with a persistent session, and goes away.
+      const session = { clientId: 'away-app', username: app.id, password: app.apiKey, clean: false }
+      const first = await connectClient(brokers[1]!.url, session)
+      await subscribeCollect(first, 'daily/+')
+      await endClient(first)
+      // Meanwhile the meter sends the two days to the first broker. With Redis every datum of the topic
+      // is queued for the session (the rule is asked at its reconnect): the 1st, and the 2nd's two parts,
+      // payloads that come back from Redis decoded anew.
+      nowMs = paris(2, 0, 30)
+      await send(brokers[0]!.url, meter, 0, 48)
+      const redisClient = new Redis(`redis://127.0.0.1:${redisPort}`)
+      try {
+        await waitFor(async () => (await redisClient.llen('outgoing:away-app')) === 3, 10_000, 'the three daily datums queued in Redis for the session')
+        // Each one's owner beside it, for as long as an offline session lives (7 days by default), no longer.
+        const kept = await redisClient.keys('metershare:egress-meta:*')
+        expect(kept).toHaveLength(3)
+        for (const key of kept) expect(await redisClient.pttl(key)).toSatisfy((ms: number) => ms > 0 && ms <= 7 * 24 * HOUR_MS)
+      } finally {
+        redisClient.disconnect()
+      }
+      const received: Daily[] = []
+      const back = await connectClient(brokers[1]!.url, session)
+      clients.push(back)
+      back.on('message', (_topic, payload) => received.push(JSON.parse(payload.toString('utf8')) as Daily))
+      await waitFor(() => received.length >= 1, 10_000, "the arriving household's part of the 2nd at the reconnect")
+      await new Promise((r) => setTimeout(r, 300))
+      expect(received.map((p) => ({ day: p.day, energy: p.values[IMPORT] }))).toEqual([{ day: '2026-10-02', energy: indexAt(48) - indexAt(36) }])
     })
 
     it('publishes each day once, whichever broker takes it, to recipients on every broker', async () => {
