@@ -26,6 +26,8 @@ export class IngestThread {
   private ready: Promise<void>
   private nextId = 1
   private readonly pending = new Map<number, { messages: ValidatedMessage[]; followed: boolean[]; resolve: (r: CommitResult) => void; reject: (e: Error) => void }>()
+  /** Groups (the queue's array of messages, the same at each attempt) whose commit outcome the thread could not learn: the transaction to ask about. */
+  private readonly unresolved = new WeakMap<ValidatedMessage[], string>()
   private closing = false
 
   constructor(
@@ -57,7 +59,7 @@ export class IngestThread {
           const id = this.nextId++
           const followed = messages.map((m) => m.deferred !== undefined && follows(m.meterId))
           this.pending.set(id, { messages, followed, resolve, reject })
-          const { request, transfer } = packCommit(id, lane, messages, followed)
+          const { request, transfer } = packCommit(id, lane, messages, followed, this.unresolved.get(messages))
           this.current.postMessage(request, transfer)
         }),
     )
@@ -108,6 +110,8 @@ export class IngestThread {
     const p = this.pending.get(reply.id)
     if (p === undefined) return
     this.pending.delete(reply.id)
+    if ('error' in reply && reply.error.unresolvedXid !== undefined) this.unresolved.set(p.messages, reply.error.unresolvedXid)
+    else this.unresolved.delete(p.messages)
     if ('result' in reply) p.resolve(expandResult(p.messages, reply.result, p.followed))
     else p.reject(Object.assign(new Error(reply.error.message), { code: reply.error.code }))
   }

@@ -26,6 +26,8 @@ export interface CommitRequest {
   lane: number
   messages: PackedMessage[]
   payloads: Uint8Array
+  /** Another attempt of a group whose commit outcome the thread could not learn: that transaction's id (its reply's `unresolvedXid`). */
+  retryOf?: string
 }
 
 /**
@@ -39,7 +41,10 @@ export type PackedMessage = { meterId: string; receivedAtMs: number; payloadEnd:
   | { commodity: Commodity; followed: boolean }
 )
 
-export type CommitReply = { id: number; result: CompactResult } | { id: number; error: { message: string; code: string | undefined } }
+export type CommitReply =
+  | { id: number; result: CompactResult }
+  /** `unresolvedXid`: the group's commit outcome is unknown; its next attempt names it (`retryOf`) to have it asked first. */
+  | { id: number; error: { message: string; code: string | undefined; unresolvedXid?: string } }
 
 /**
  * What became of a group, without what the broker already holds or nobody needs. Cloning one
@@ -147,7 +152,13 @@ function item(q: QuarantineItem): QuarantineItem {
 }
 
 /** The request for a group, and what to transfer with it; `followed` per deferred message as in `PackedMessage`. */
-export function packCommit(id: number, lane: number, messages: ValidatedMessage[], followed: readonly boolean[] = []): { request: CommitRequest; transfer: ArrayBuffer[] } {
+export function packCommit(
+  id: number,
+  lane: number,
+  messages: ValidatedMessage[],
+  followed: readonly boolean[] = [],
+  retryOf?: string,
+): { request: CommitRequest; transfer: ArrayBuffer[] } {
   let total = 0
   for (const m of messages) total += m.payload.length
   // Not from Buffer's shared pool: the whole ArrayBuffer is handed to the other thread.
@@ -161,7 +172,8 @@ export function packCommit(id: number, lane: number, messages: ValidatedMessage[
       ? { meterId: m.meterId, receivedAtMs: m.receivedAtMs, payloadEnd: at, datums: m.datums, rejects: m.rejects }
       : { meterId: m.meterId, receivedAtMs: m.receivedAtMs, payloadEnd: at, commodity: m.deferred.commodity, followed: followed[i] === true }
   })
-  return { request: { id, lane, messages: packed, payloads }, transfer: [payloads.buffer as ArrayBuffer] }
+  const request: CommitRequest = retryOf === undefined ? { id, lane, messages: packed, payloads } : { id, lane, messages: packed, payloads, retryOf }
+  return { request, transfer: [payloads.buffer as ArrayBuffer] }
 }
 
 /** The messages of a request as the broker sent them (deferred ones still unread), and which are followed. */

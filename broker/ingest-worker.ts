@@ -2,7 +2,8 @@ import { parentPort, workerData } from 'node:worker_threads'
 import { createDatumDayResolver } from '../shared/calendar.ts'
 import { openDatabase, type DatabaseHandle } from '../shared/db/database.ts'
 import { configureLogging } from '../shared/logger.ts'
-import { MeterTails, commitMessages } from '../services/metering/ingest-service.ts'
+import { CommitOutcomeUnknownError, UnresolvedCommitError } from '../services/metering/ingest-repository.ts'
+import { MeterTails, commitMessages, type CommitResult } from '../services/metering/ingest-service.ts'
 import { validated } from '../services/metering/ingest-validation.ts'
 import { compactResult, unpackCommit, type CommitReply, type CommitRequest, type IngestWorkerData } from './ingest-worker-protocol.ts'
 
@@ -31,6 +32,13 @@ const lanes = await Promise.all(
 const datumDayOf = createDatumDayResolver(data.timezone)
 // Lanes hold disjoint meters, so they can share the tails.
 const tails = new MeterTails()
+/**
+ * Groups whose commit outcome could not be learned, by transaction id, until their next attempt asks
+ * again. A group the broker gave up on (closing, or out of attempts) is never asked for: the oldest
+ * is dropped past this many (a lane has at most two groups in hand).
+ */
+const UNRESOLVED_KEPT_MAX = 64
+const unresolved = new Map<string, CommitOutcomeUnknownError<CommitResult>>()
 
 parentPort!.on('message', (request: CommitRequest | 'close') => {
   if (request === 'close') {
@@ -46,12 +54,20 @@ async function commit(handle: DatabaseHandle, request: CommitRequest): Promise<v
   try {
     // What the broker handed over unread is validated here, as the broker would have (validatePayload is pure).
     const messages = sent.map((m) => validated(m, data.limits))
-    const result = await commitMessages(handle.db, messages, { dialect: handle.dialect, datumDayOf, tails, withConnection: handle.withConnection })
+    const prior = request.retryOf === undefined ? undefined : unresolved.get(request.retryOf)
+    if (prior !== undefined) unresolved.delete(prior.xid)
+    const result = await commitMessages(handle.db, messages, { dialect: handle.dialect, datumDayOf, tails, withConnection: handle.withConnection, prior })
     parentPort!.postMessage({ id: request.id, result: compactResult(sent, messages, result, followed) } satisfies CommitReply)
   } catch (err) {
     tails.clear()
     const e = err as { message?: string; code?: string }
-    parentPort!.postMessage({ id: request.id, error: { message: e.message ?? String(err), code: e.code } } satisfies CommitReply)
+    let unresolvedXid: string | undefined
+    if (err instanceof UnresolvedCommitError) {
+      unresolvedXid = err.unknown.xid
+      unresolved.set(unresolvedXid, err.unknown as CommitOutcomeUnknownError<CommitResult>)
+      if (unresolved.size > UNRESOLVED_KEPT_MAX) unresolved.delete(unresolved.keys().next().value!)
+    }
+    parentPort!.postMessage({ id: request.id, error: { message: e.message ?? String(err), code: e.code, ...(unresolvedXid === undefined ? {} : { unresolvedXid }) } } satisfies CommitReply)
   }
 }
 parentPort!.postMessage('ready')

@@ -130,15 +130,37 @@ export class CommitOutcomeUnknownError<T> extends Error {
     super((cause as { message?: string } | null)?.message ?? String(cause), { cause })
   }
 
-  /** Whether the group's transaction committed; null when the server cannot say now (unreachable, the transaction still running, or too old to be known). */
+  /**
+   * Whether the group's transaction committed; null when the server cannot say yet (the transaction
+   * still running: its backend has not yet seen its connection end) or any more (too old to be known).
+   * Throws what the question met when the server cannot be asked now (unreachable).
+   */
   async committed(db: Kysely<Database>): Promise<boolean | null> {
-    try {
-      const { rows } = await sql<{ status: string | null }>`SELECT pg_xact_status(${this.xid}::xid8) AS status`.execute(db)
-      const status = rows[0]?.status ?? null
-      return status === 'committed' ? true : status === 'aborted' ? false : null
-    } catch {
-      return null
-    }
+    const { rows } = await sql<{ status: string | null }>`SELECT pg_xact_status(${this.xid}::xid8) AS status`.execute(db)
+    const status = rows[0]?.status ?? null
+    return status === 'committed' ? true : status === 'aborted' ? false : null
+  }
+}
+
+/**
+ * A group whose commit outcome is still unknown after asking: the server could not be asked (`code`
+ * and message are what the question met, so the group is held as for any outage), or could not say
+ * yet (COMMIT_OUTCOME_PENDING). Its `unknown` is handed to the group's next attempt, which asks again
+ * before doing anything: retried blindly, a group that had committed would find its datums stored (not
+ * forwarded live) and record its quarantined items twice.
+ */
+export class UnresolvedCommitError<T> extends Error {
+  readonly code: string | undefined
+
+  constructor(
+    readonly unknown: CommitOutcomeUnknownError<T>,
+    asked: unknown,
+  ) {
+    const pending = asked === null
+    super(pending ? `the outcome of a commit whose answer was lost is not known yet (transaction ${unknown.xid}): asked again at the next attempt` : (asked as { message?: string }).message ?? String(asked), {
+      cause: pending ? unknown : asked,
+    })
+    this.code = pending ? 'COMMIT_OUTCOME_PENDING' : ((asked as { code?: unknown }).code as string | undefined)
   }
 }
 

@@ -64,6 +64,8 @@ export interface IngestContext {
    * datums is stored with COPY (repo.inScriptedTransaction). Without it, through kysely.
    */
   withConnection?: DatabaseHandle['withConnection']
+  /** The group's previous attempt, whose commit outcome could not be learned (UnresolvedCommitError): asked first. */
+  prior?: repo.CommitOutcomeUnknownError<CommitResult>
 }
 
 /**
@@ -227,7 +229,7 @@ export async function commitMessages(db: Kysely<Database>, messages: ValidatedMe
 
   const resolve = (group: repo.GroupTransaction): Promise<CommitResult> => resolveGroup(group, messages, spans, ctx)
   const connect = ctx.withConnection ?? null
-  const result = connect !== null ? await scriptedCommit(db, connect, resolve) : await repo.inKyselyTransaction(db, ctx.dialect === 'postgres', resolve)
+  const result = connect !== null ? await scriptedCommit(db, connect, resolve, ctx.prior) : await repo.inKyselyTransaction(db, ctx.dialect === 'postgres', resolve)
   for (const o of result.outcomes) ctx.tails.advanceTo(o.stored)
   return { outcomes: result.outcomes, touched: mayCompleteDay(result.touched, ctx.tails, ctx.datumDayOf) }
 }
@@ -237,21 +239,40 @@ export async function commitMessages(db: Kysely<Database>, messages: ValidatedMe
  * server is asked, on another connection, whether the transaction committed: one whose answer was
  * lost with its connection (the server committed, then the connection broke) is the group's
  * success. Retried instead, its datums, stored by then, would be taken for duplicates (acknowledged,
- * but not forwarded live) and its quarantined items recorded twice. Any other failure is thrown, for
- * the caller to retry.
+ * but not forwarded live) and its quarantined items recorded twice. When the server cannot answer
+ * (down: a crash as it committed is the likeliest way to lose the answer), UnresolvedCommitError
+ * carries the question to the group's next attempt (`prior`), which asks it before anything else.
+ * Any other failure is thrown, for the caller to retry.
  */
 async function scriptedCommit(
   db: Kysely<Database>,
   connect: NonNullable<IngestContext['withConnection']>,
   resolve: (group: repo.GroupTransaction) => Promise<CommitResult>,
+  prior: repo.CommitOutcomeUnknownError<CommitResult> | undefined,
 ): Promise<CommitResult> {
+  if (prior !== undefined) {
+    const committed = await askCommitted(db, prior)
+    if (committed) return prior.result
+  }
   try {
     return await connect((c) => repo.inScriptedTransaction(c, db, resolve))
   } catch (err) {
     if (!(err instanceof repo.CommitOutcomeUnknownError)) throw err
-    if ((await err.committed(db)) === true) return err.result as CommitResult
+    if (await askCommitted(db, err)) return err.result as CommitResult
     throw err.cause
   }
+}
+
+/** Whether a group whose answer was lost committed: true or false, or UnresolvedCommitError when the server cannot tell now. */
+async function askCommitted<T>(db: Kysely<Database>, unknown: repo.CommitOutcomeUnknownError<T>): Promise<boolean> {
+  let committed: boolean | null
+  try {
+    committed = await unknown.committed(db)
+  } catch (asked) {
+    throw new repo.UnresolvedCommitError(unknown, asked)
+  }
+  if (committed === null) throw new repo.UnresolvedCommitError(unknown, null)
+  return committed
 }
 
 /**

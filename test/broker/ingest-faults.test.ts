@@ -275,6 +275,43 @@ describePostgres('ingest when its database connections are cut', (t) => {
     }
   })
 
+  it("asks again, once the server is back, about a commit whose answer was lost as the server went away: stored, forwarded live and its quarantine recorded once", async () => {
+    const utility = await createUtility(t.db)
+    const meter = await createTestMeter(t.db, utility.id)
+    const household = await createTestHousehold(t.db)
+    await insertOccupancy(t.db, meter.id, household.id, new Date(T0))
+    const cutter = await startCommitAnswerCutter(t.handle.url!)
+    const handle = await openDatabase({ databaseUrl: cutter.url, pgliteDir: null, pgliteFsync: false, poolSize: 2 })
+    try {
+      tb = await startTestBroker(handle, { overrides: { ingest: { commitRetryDelayMsMax: 50 } }, policy: { ...ownerOnlyPolicy, householdMayFollow: () => true } })
+      const follower = await connectClient(tb.url, { clientId: 'follower', username: household.id, password: household.apiKey })
+      const live = await subscribeCollect(follower, egressTopic('readings', meter.id))
+      client = await connectMeter(tb.url, meter)
+      // The server commits the ingest thread's next COMMIT, and is then out of reach for 1.5 s (as in a
+      // crash after its WAL was flushed): the thread can neither hear the answer nor ask about it.
+      cutter.arm('metershare:ingest:', 1_500)
+      const started = Date.now()
+      const batch = { readings: [{ ts: formatTimestamp(T0 + 900_000), values: { '1-0:1.8.0': 100 } }, { ts: formatTimestamp(T0 + 1_800_000), values: { '9-9:9.9.9': 1 } }] }
+      await publishAcked(client, meterReadingsTopic(meter.id), JSON.stringify(batch))
+      expect(cutter.cut).toBe(1)
+      // Acknowledged only once the server could say the group had committed.
+      expect(Date.now() - started).toBeGreaterThanOrEqual(1_500)
+      expect((await readingsOf(t.db, meter.id)).map((r) => r.values['1-0:1.8.0'])).toEqual([100])
+      const quarantined = await t.db.selectFrom('quarantine').select('reason').where('meter_id', '=', meter.id).execute()
+      expect(quarantined.map((q) => q.reason)).toEqual(['unknown_obis'])
+      await waitFor(() => live.messages.length >= 1, 5_000, 'the datum forwarded live')
+      expect(live.messages.map((m) => (m.payload as { values: Record<string, number> }).values)).toEqual([{ '1-0:1.8.0': 100 }])
+      await endClient(follower)
+    } finally {
+      await endClient(client!)
+      client = undefined
+      await tb?.close()
+      tb = undefined
+      await handle.close()
+      await cutter.close()
+    }
+  })
+
   it('acknowledges what it commits while it closes, though the meter publishes again meanwhile', async () => {
     const utility = await createUtility(t.db)
     const meter = await createTestMeter(t.db, utility.id)

@@ -9,8 +9,12 @@ import net from 'node:net'
 export interface CommitAnswerCutter {
   /** `postgres://…` of the server, through the proxy. */
   url: string
-  /** Breaks the next COMMIT answer sent to a connection whose application_name starts with `applicationPrefix`. */
-  arm(applicationPrefix: string): void
+  /**
+   * Breaks the next COMMIT answer sent to a connection whose application_name starts with
+   * `applicationPrefix`. With `outageMs`, the server is then out of reach through the proxy for that
+   * long, as in a crash or a failover: every connection is cut, and new ones are ended as they open.
+   */
+  arm(applicationPrefix: string, outageMs?: number): void
   /** COMMIT answers withheld so far. */
   readonly cut: number
   close(): Promise<void>
@@ -22,9 +26,15 @@ const COMMIT_TAG = Buffer.from('COMMIT\0')
 export async function startCommitAnswerCutter(serverUrl: string): Promise<CommitAnswerCutter> {
   const target = new URL(serverUrl)
   let armed: string | null = null
+  let outageMs = 0
+  let outageUntil = 0
   let cut = 0
   const sockets = new Set<net.Socket>()
   const server = net.createServer((client) => {
+    if (Date.now() < outageUntil) {
+      client.destroy()
+      return
+    }
     const upstream = net.connect(Number(target.port || 5432), target.hostname)
     for (const s of [client, upstream]) {
       sockets.add(s)
@@ -67,6 +77,10 @@ export async function startCommitAnswerCutter(serverUrl: string): Promise<Commit
           armed = null
           cut++
           end()
+          if (outageMs > 0) {
+            outageUntil = Date.now() + outageMs
+            for (const s of sockets) s.destroy()
+          }
           return
         }
         at += 1 + length
@@ -81,8 +95,9 @@ export async function startCommitAnswerCutter(serverUrl: string): Promise<Commit
   url.port = String((server.address() as net.AddressInfo).port)
   return {
     url: url.toString(),
-    arm(prefix) {
+    arm(prefix, outage = 0) {
       armed = prefix
+      outageMs = outage
     },
     get cut() {
       return cut
