@@ -68,27 +68,21 @@ export async function pageReadings(
   return rows.map((r) => ({ meterId: r.meter_id, ts: r.ts, tsKey: r.ts_key, values: r.values }))
 }
 
-/** Each meter's latest stored reading (epoch ms of its ts); meters with none are absent. */
-export async function latestReadingTimes(db: Kysely<Database>, meterIds: readonly string[]): Promise<Map<string, number>> {
-  if (meterIds.length === 0) return new Map()
-  // One index probe per meter (readings' key is (meter_id, ts)), not a scan of its history.
-  const { rows } = await sql<{ id: string; last_ts: Date | null }>`
-    SELECT m.id, (SELECT max(r.ts) FROM readings r WHERE r.meter_id = m.id) AS last_ts
-    FROM meters m WHERE m.id = ANY(${[...meterIds]}::text[])`.execute(db)
-  const latest = new Map<string, number>()
-  for (const r of rows) if (r.last_ts !== null) latest.set(r.id, r.last_ts.getTime())
-  return latest
-}
-
 /** Per meter of `meterIds` that has any: its latest reading's instant (epoch ms) and register values. */
 export async function latestReadings(db: Kysely<Database>, meterIds: readonly string[]): Promise<Map<string, { ts: number; values: RegisterValues }>> {
   if (meterIds.length === 0) return new Map()
-  // One backward index probe per meter, as latestReadingTimes.
+  // One backward index probe per meter (readings' key is (meter_id, ts)), not a scan of its history.
   const { rows } = await sql<{ id: string; ts: Date; values: RegisterValues }>`
     SELECT m.id, r.ts, r.values FROM meters m
     CROSS JOIN LATERAL (SELECT ts, values FROM readings WHERE meter_id = m.id ORDER BY ts DESC LIMIT 1) AS r
     WHERE m.id = ANY(${[...meterIds]}::text[])`.execute(db)
   return new Map(rows.map((r) => [r.id, { ts: r.ts.getTime(), values: r.values }]))
+}
+
+/** Each meter's latest stored reading (epoch ms of its ts); meters with none are absent. */
+export async function latestReadingTimes(db: Kysely<Database>, meterIds: readonly string[]): Promise<Map<string, number>> {
+  const latest = await latestReadings(db, meterIds)
+  return new Map([...latest].map(([id, r]) => [id, r.ts]))
 }
 
 /** The latest reading of a meter that a household owns, or null when it owns none. */
