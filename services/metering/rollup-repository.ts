@@ -88,12 +88,14 @@ export async function rebuildRollups(trx: Kysely<Database>, meterId: string, fro
  */
 export function isDailyDatum(alias: 'g' | 'r' | 'q' | 'w'): RawBuilder<boolean> {
   const a = sql.raw(alias)
+  // The subquery's aliases are none of the caller's: named `q`, it hid a caller's `q` (isFinalMonth's),
+  // and compared the group before with itself, so every group after another was a day.
   return sql<boolean>`(${a}.readings_count > 1 OR EXISTS (
     SELECT 1 FROM (
-      SELECT p.household_id FROM daily_rollups p
-      WHERE p.meter_id = ${a}.meter_id AND (p.day, p.first_ts) < (${a}.day, ${a}.first_ts)
-      ORDER BY p.day DESC, p.first_ts DESC LIMIT 1
-    ) AS q WHERE q.household_id IS NOT DISTINCT FROM ${a}.household_id))`
+      SELECT before_g.household_id FROM daily_rollups before_g
+      WHERE before_g.meter_id = ${a}.meter_id AND (before_g.day, before_g.first_ts) < (${a}.day, ${a}.first_ts)
+      ORDER BY before_g.day DESC, before_g.first_ts DESC LIMIT 1
+    ) AS group_before WHERE group_before.household_id IS NOT DISTINCT FROM ${a}.household_id))`
 }
 
 /**

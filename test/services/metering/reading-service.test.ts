@@ -293,6 +293,23 @@ describeDatabases('reading service', (t) => {
     ])
   })
 
+  it("releases a month of a household that came back to the meter on another day, once its days in the month are final", async () => {
+    // Hourly. h lives there on 10 September (local), k from the 11th, h again from 1 October 00:00: the
+    // reading at that midnight is h's, alone on 30 September (it closes that day, and measures nothing
+    // of h's), so no day of h's. h's September is the 10th: final, and released. (The 10th's last hour
+    // ends at k's first reading: neither's, 230 Wh.)
+    const meter = await seedMeter(t.db)
+    const h = await seedHousehold(t.db)
+    const k = await seedHousehold(t.db)
+    await seedOccupancy(t.db, { meterId: meter, householdId: h, from: '2026-09-09T22:00:00Z', until: '2026-09-10T22:00:00Z' })
+    await seedOccupancy(t.db, { meterId: meter, householdId: k, from: '2026-09-10T22:00:00Z', until: '2026-09-30T22:00:00Z' })
+    await seedOccupancy(t.db, { meterId: meter, householdId: h, from: '2026-09-30T22:00:00Z' })
+    await seedReadings(t.db, meter, readingSeries({ start: '2026-09-09T22:00:00Z', count: 21 * 24 + 3 }), ctx.timezone)
+    const windows: ReleaseWindow[] = [{ meterId: meter, householdId: h, from: SEP_1, until: null }]
+    expect((await listReadings(t.db, query({ windows, granularity: 'daily' }), ctx)).items).toEqual([{ meterId: meter, day: '2026-09-10', granularity: 'daily', values: { [IMPORT]: 230 } }])
+    expect((await listReadings(t.db, query({ windows, granularity: 'monthly' }), ctx)).items).toEqual([{ meterId: meter, month: '2026-09', granularity: 'monthly', values: { [IMPORT]: 230 } }])
+  })
+
   it('refuses bad input naming the field', async () => {
     const w = await seedWorld(t)
     const base = query({ householdId: w.a, granularity: 'daily' })
