@@ -52,6 +52,41 @@ function overlap(field: 'from' | 'until', meterId: string): ConflictError {
   return new ConflictError(`${field}: the period overlaps another occupancy of meter ${meterId}`, ERROR_CODES.OCCUPANCY_OVERLAP)
 }
 
+type Stay = { from: Date; until: Date | null }
+
+/**
+ * A household may not come back to a meter on the local day it left it (a gap, or another household,
+ * between two of its stays that touch one day). A household's day at a meter is one daily value (one
+ * rollup group: its lowest and highest index of the day), which cannot leave out what was used while
+ * it was away: the energy of that day, and of the next, would count the stretch in between as its.
+ * So such a change is refused (409 OCCUPANCY_SAME_DAY_RETURN), rather than stored with days that are
+ * wrong. Stays back to back (one ends where the next begins) are one stay, and allowed. A day here
+ * is a datum's (`datumDayOf`): the reading at midnight closes the day before it.
+ */
+function sameDayReturn(stays: readonly Stay[], changed: Stay, field: 'from' | 'until', meterId: string, householdId: string, timezone: string): ConflictError | null {
+  const sorted = [...stays].sort((a, b) => a.from.getTime() - b.from.getTime())
+  for (let i = 1; i < sorted.length; i++) {
+    const left = sorted[i - 1]!
+    const back = sorted[i]!
+    if (left !== changed && back !== changed) continue
+    if (left.until === null || left.until.getTime() >= back.from.getTime()) continue
+    const day = datumDayOf(left.until.getTime() - 1, timezone)
+    if (day !== datumDayOf(back.from, timezone)) continue
+    return new ConflictError(
+      `${field}: household ${householdId} would leave meter ${meterId} at ${formatTimestamp(left.until)} and come back at ${formatTimestamp(back.from)}, ` +
+        `the same day (${day}): its daily value for that day would count what was used while it was away (stays back to back, one beginning where the other ends, are one stay and allowed)`,
+      ERROR_CODES.OCCUPANCY_SAME_DAY_RETURN,
+    )
+  }
+  return null
+}
+
+/** The household's stays at the meter, as they stand. */
+async function staysOf(trx: Kysely<Database>, meterId: string, householdId: string): Promise<Array<Stay & { id: string }>> {
+  const rows = await repo.listOccupancyRows(trx, { meterId, householdId })
+  return rows.map((r) => ({ id: r.id, from: r.valid_from, until: r.valid_until }))
+}
+
 /** The last day PostgreSQL's `date` holds in four digits: "through the meter's latest data". */
 const LAST_DAY = '9999-12-31'
 
@@ -122,6 +157,9 @@ export async function createOccupancy(
     await repo.lockOccupancies(trx)
     if (!(await repo.meterExists(trx, meterId))) throw new InvalidInputError('meterId: no such meter', 'meterId')
     if (!(await repo.householdExists(trx, householdId))) throw new InvalidInputError('householdId: no such household', 'householdId')
+    const stay: Stay = { from: input.from, until }
+    const refused = sameDayReturn([...(await staysOf(trx, meterId, householdId)), stay], stay, 'from', meterId, householdId, ctx.timezone)
+    if (refused !== null) throw refused
     // An earlier stay found out late, up to the household's registered move-in: it did not move out then.
     const stayed = until !== null && (await repo.occupancyStartsAt(trx, meterId, householdId, until))
     await reattribute(trx, { meterId, householdId, occupancyId: id }, input.from, until, ctx, async () => {
@@ -164,6 +202,10 @@ export async function moveOut(db: Kysely<Database>, occupancyId: string, until: 
         ERROR_CODES.CONFLICT,
       )
     }
+    const stays = await staysOf(trx, row.meter_id, row.household_id)
+    const changed: Stay = { from: row.valid_from, until }
+    const refused = sameDayReturn([...stays.filter((st) => st.id !== occupancyId), changed], changed, 'until', row.meter_id, row.household_id, ctx.timezone)
+    if (refused !== null) throw refused
     // The owner changes over [earlier end, later end); an open end is the latest of all.
     // (Both null was answered above.)
     const [earlier, later] = previous === null ? [until!, null] : until === null ? [previous, null] : until.getTime() < previous.getTime() ? [until, previous] : [previous, until]

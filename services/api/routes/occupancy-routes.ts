@@ -38,7 +38,7 @@ export const occupancyRoutes: RoutePlugin = async (app, { deps }) => {
     url: '/admin/occupancies',
     summary: 'Register a move-in',
     description:
-      'The household owns the data the meter stamps in [from, until). Both may lie in the past: readings already stored in that period change owner. An `until` in the past ends the household\'s consents for the meter at the registration, as a late move-out does, unless another occupancy of the household begins there (its move-in was earlier than registered). 409 `OCCUPANCY_OVERLAP` when another household occupies the meter during part of it.',
+      'The household owns the data the meter stamps in [from, until). Both may lie in the past: readings already stored in that period change owner. An `until` in the past ends the household\'s consents for the meter at the registration, as a late move-out does, unless another occupancy of the household begins there (its move-in was earlier than registered). 409 `OCCUPANCY_OVERLAP` when another household occupies the meter during part of it; 409 `OCCUPANCY_SAME_DAY_RETURN` when the household would come back to the meter on the local day it left it (one daily value per household and day could not leave out what was used while it was away; stays back to back are allowed).',
     tags: ['operator'],
     auth: OPERATOR,
     body: z.strictObject({
@@ -62,7 +62,7 @@ export const occupancyRoutes: RoutePlugin = async (app, { deps }) => {
     url: '/admin/occupancies/:id',
     summary: 'Register a move-out',
     description:
-      'Ends the occupancy at `until` (or moves an earlier move-out). Readings between the old and the new end change owner. `"until": null` cancels a move-out that has not happened yet. One that has happened ended the household\'s consents for the meter: it may be moved to another past instant, but cancelling it or moving it into the future answers 409 `CONFLICT`: register a new occupancy from it if the household stayed.',
+      'Ends the occupancy at `until` (or moves an earlier move-out). Readings between the old and the new end change owner. `"until": null` cancels a move-out that has not happened yet. One that has happened ended the household\'s consents for the meter: it may be moved to another past instant, but cancelling it or moving it into the future answers 409 `CONFLICT`: register a new occupancy from it if the household stayed. 409 `OCCUPANCY_SAME_DAY_RETURN` when the new end falls on the local day the household comes back to the meter (its next occupancy), before it.',
     tags: ['operator'],
     auth: OPERATOR,
     params: z.strictObject({ id: idString }),

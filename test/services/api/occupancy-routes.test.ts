@@ -42,6 +42,18 @@ describeDatabases('occupancy endpoints', (t) => {
       expect(await t.db.selectFrom('occupancies').select('id').execute()).toHaveLength(2)
     })
 
+    it('answers 409 OCCUPANCY_SAME_DAY_RETURN when a household would come back to the meter the local day it left it', async () => {
+      const w = await provision(api, 1)
+      const a = w.households[0]!
+      expect((await api.asOperator('POST', '/admin/occupancies', { meterId: w.meterId, householdId: a.id, from: '2026-01-01T00:00:00Z', until: '2026-06-01T08:00:00Z' })).statusCode).toBe(201)
+      const back = await api.asOperator('POST', '/admin/occupancies', { meterId: w.meterId, householdId: a.id, from: '2026-06-01T15:00:00Z' })
+      expect(back.statusCode).toBe(409)
+      expect(errorOf(back).code).toBe('OCCUPANCY_SAME_DAY_RETURN')
+      expect(errorOf(back).message).toMatch(/^from: .* the same day \(2026-06-01\)/)
+      expect(await t.db.selectFrom('occupancies').select('id').execute()).toHaveLength(1)
+      expect((await api.asOperator('POST', '/admin/occupancies', { meterId: w.meterId, householdId: a.id, from: '2026-06-01T08:00:00Z' })).statusCode).toBe(201)
+    })
+
     it('refuses bad input, naming the field, and stores nothing', async () => {
       const w = await provision(api, 1)
       const ok = { meterId: w.meterId, householdId: w.households[0]!.id, from: '2026-01-01T00:00:00Z' }

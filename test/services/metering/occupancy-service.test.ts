@@ -249,6 +249,43 @@ describeDatabases('occupancy service', (t) => {
     expect((await getOccupancy(t.db, id)).until).toEqual(new Date('2026-10-01T00:00:00Z'))
   })
 
+  it('refuses a household coming back to a meter the local day it left it, by a move-in or a move-out, and changes nothing; back to back or another day is allowed', async () => {
+    const meter = await seedMeter(t.db)
+    const h = await seedHousehold(t.db)
+    const k = await seedHousehold(t.db)
+    // Paris: h leaves on 1 October at 12:00 (10:00Z), k lives there 12:00-17:00.
+    await createOccupancy(t.db, { meterId: meter, householdId: h, from: new Date('2026-09-01T00:00:00Z'), until: new Date('2026-10-01T10:00:00Z') }, ctx)
+    await createOccupancy(t.db, { meterId: meter, householdId: k, from: new Date('2026-10-01T10:00:00Z'), until: new Date('2026-10-01T15:00:00Z') }, ctx)
+    await seedReadings(t.db, meter, readingSeries({ start: DAY_START, count: 30 }), ctx.timezone)
+    const owners = await readingOwners(t.db, meter)
+    const rollups = await rollupsOf(t.db, meter)
+
+    // Back at 19:00 the same day: refused.
+    const err = await caught(createOccupancy(t.db, { meterId: meter, householdId: h, from: new Date('2026-10-01T17:00:00Z'), until: null }, ctx))
+    expect(err).toBeInstanceOf(ConflictError)
+    expect((err as ConflictError).code).toBe(ERROR_CODES.OCCUPANCY_SAME_DAY_RETURN)
+    expect((err as ConflictError).statusCode).toBe(409)
+    expect((err as ConflictError).message).toMatch(/^from: household \S+ would leave meter \S+ at 2026-10-01T10:00:00Z and come back at 2026-10-01T17:00:00Z, the same day \(2026-10-01\)/)
+    // Back at the midnight that closes the day: its reading is that day's, so refused too.
+    const midnight = await caught(createOccupancy(t.db, { meterId: meter, householdId: h, from: new Date('2026-10-01T22:00:00Z'), until: null }, ctx))
+    expect((midnight as ConflictError).code).toBe(ERROR_CODES.OCCUPANCY_SAME_DAY_RETURN)
+    expect(await listOccupancies(t.db, { meterId: meter })).toHaveLength(2)
+    expect(await readingOwners(t.db, meter)).toEqual(owners)
+    expect(await rollupsOf(t.db, meter)).toEqual(rollups)
+
+    // Back the next day: allowed. Then away again from 3 October, back on the 4th.
+    const { id: second } = await createOccupancy(t.db, { meterId: meter, householdId: h, from: new Date('2026-10-02T08:00:00Z'), until: new Date('2026-10-03T08:00:00Z') }, ctx)
+    await createOccupancy(t.db, { meterId: meter, householdId: h, from: new Date('2026-10-04T08:00:00Z'), until: null }, ctx)
+    // Its move-out moved to the morning of the 4th, before it comes back: refused, and kept where it was.
+    const moved = await caught(moveOut(t.db, second, new Date('2026-10-04T06:00:00Z'), ctx))
+    expect((moved as ConflictError).code).toBe(ERROR_CODES.OCCUPANCY_SAME_DAY_RETURN)
+    expect((moved as ConflictError).message).toMatch(/^until: /)
+    expect((await getOccupancy(t.db, second)).until).toEqual(new Date('2026-10-03T08:00:00Z'))
+    // Moved to where the next stay begins, back to back: one stay, allowed.
+    await moveOut(t.db, second, new Date('2026-10-04T08:00:00Z'), ctx)
+    expect((await getOccupancy(t.db, second)).until).toEqual(new Date('2026-10-04T08:00:00Z'))
+  })
+
   it('names the field of bad input and refuses unknown meters, households and occupancies', async () => {
     const meter = await seedMeter(t.db)
     const h = await seedHousehold(t.db)
