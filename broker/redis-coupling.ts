@@ -164,9 +164,9 @@ export function redisCoupling(redisUrl: string, options: RedisCouplingOptions = 
      */
     override async outgoingEnqueueCombi(subs: ReadonlyArray<{ clientId: string }>, packet: QueuedPacket): Promise<void> {
       const meta = subs.length === 0 ? undefined : notedEgressMeta(packet.payload)
-      const kept = meta?.granularity === 'daily' && meta.householdId !== undefined ? persistenceConn.set(queuedMetaKey(packet), JSON.stringify(meta), 'PX', ownerTtlMs) : null
-      await super.outgoingEnqueueCombi(subs, packet)
-      await kept
+      const kept = meta?.granularity === 'daily' && meta.householdId !== undefined ? persistenceConn.set(queuedMetaKey(packet), JSON.stringify(meta), 'PX', ownerTtlMs) : undefined
+      // Both awaited together: either may fail (Redis away), and neither failure is left unheard.
+      await Promise.all([kept, super.outgoingEnqueueCombi(subs, packet)])
     }
 
     override outgoingStream(client: { id: string }): AsyncIterable<QueuedPacket> {

@@ -63,7 +63,7 @@ type Stay = { from: Date; until: Date | null }
  * wrong. Stays back to back (one ends where the next begins) are one stay, and allowed. A day here
  * is a datum's (`datumDayOf`): the reading at midnight closes the day before it.
  */
-function sameDayReturn(stays: readonly Stay[], changed: Stay, field: 'from' | 'until', meterId: string, householdId: string, timezone: string): ConflictError | null {
+function sameDayReturn(stays: readonly Stay[], changed: Stay, meterId: string, householdId: string, timezone: string): ConflictError | null {
   const sorted = [...stays].sort((a, b) => a.from.getTime() - b.from.getTime())
   for (let i = 1; i < sorted.length; i++) {
     const left = sorted[i - 1]!
@@ -72,6 +72,8 @@ function sameDayReturn(stays: readonly Stay[], changed: Stay, field: 'from' | 'u
     if (left.until === null || left.until.getTime() >= back.from.getTime()) continue
     const day = datumDayOf(left.until.getTime() - 1, timezone)
     if (day !== datumDayOf(back.from, timezone)) continue
+    // The changed stay's end when it is the one left, its start when it is the return.
+    const field = back === changed ? 'from' : 'until'
     return new ConflictError(
       `${field}: household ${householdId} would leave meter ${meterId} at ${formatTimestamp(left.until)} and come back at ${formatTimestamp(back.from)}, ` +
         `the same day (${day}): its daily value for that day would count what was used while it was away (stays back to back, one beginning where the other ends, are one stay and allowed)`,
@@ -158,7 +160,7 @@ export async function createOccupancy(
     if (!(await repo.meterExists(trx, meterId))) throw new InvalidInputError('meterId: no such meter', 'meterId')
     if (!(await repo.householdExists(trx, householdId))) throw new InvalidInputError('householdId: no such household', 'householdId')
     const stay: Stay = { from: input.from, until }
-    const refused = sameDayReturn([...(await staysOf(trx, meterId, householdId)), stay], stay, 'from', meterId, householdId, ctx.timezone)
+    const refused = sameDayReturn([...(await staysOf(trx, meterId, householdId)), stay], stay, meterId, householdId, ctx.timezone)
     if (refused !== null) throw refused
     // An earlier stay found out late, up to the household's registered move-in: it did not move out then.
     const stayed = until !== null && (await repo.occupancyStartsAt(trx, meterId, householdId, until))
@@ -204,7 +206,7 @@ export async function moveOut(db: Kysely<Database>, occupancyId: string, until: 
     }
     const stays = await staysOf(trx, row.meter_id, row.household_id)
     const changed: Stay = { from: row.valid_from, until }
-    const refused = sameDayReturn([...stays.filter((st) => st.id !== occupancyId), changed], changed, 'until', row.meter_id, row.household_id, ctx.timezone)
+    const refused = sameDayReturn([...stays.filter((st) => st.id !== occupancyId), changed], changed, row.meter_id, row.household_id, ctx.timezone)
     if (refused !== null) throw refused
     // The owner changes over [earlier end, later end); an open end is the latest of all.
     // (Both null was answered above.)

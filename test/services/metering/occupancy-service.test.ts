@@ -284,6 +284,10 @@ describeDatabases('occupancy service', (t) => {
     // Moved to where the next stay begins, back to back: one stay, allowed.
     await moveOut(t.db, second, new Date('2026-10-04T08:00:00Z'), ctx)
     expect((await getOccupancy(t.db, second)).until).toEqual(new Date('2026-10-04T08:00:00Z'))
+    // An earlier stay registered late, ending on the morning of the 2nd before it came back: its end is refused.
+    const late = await caught(createOccupancy(t.db, { meterId: meter, householdId: h, from: new Date('2026-10-01T23:00:00Z'), until: new Date('2026-10-02T06:00:00Z') }, ctx))
+    expect((late as ConflictError).code).toBe(ERROR_CODES.OCCUPANCY_SAME_DAY_RETURN)
+    expect((late as ConflictError).message).toMatch(/^until: .* at 2026-10-02T06:00:00Z and come back at 2026-10-02T08:00:00Z, the same day \(2026-10-02\)/)
   })
 
   it('names the field of bad input and refuses unknown meters, households and occupancies', async () => {
