@@ -248,13 +248,16 @@ describe.skipIf(!hasCommand('redis-server'))(`days a late move gives, with sever
     })
 
     // First: the next test leaves the second broker's release view closed.
-    it("releases a moving day's part to the new household's recipient on every broker, its owner carried with it", async () => {
+    /**
+     * An hourly meter whose household moves out on 2 October at noon, registered in advance, and the
+     * arriving household's recipient of daily data (`app`), granted from 1 October.
+     */
+    async function movingDay(appName: string) {
       const utility = await createUtility(t.db)
-      const app = await createParty(t.db, { kind: 'third_party', name: 'App of the new household' })
+      const app = await createParty(t.db, { kind: 'third_party', name: appName })
       const leaving = await createTestHousehold(t.db)
       const arriving = await createTestHousehold(t.db)
       const meter = await createTestMeter(t.db, utility.id, { intervalMinutes: 60 })
-      // A move on 2 October at noon, registered in advance.
       nowMs = paris(0, 0, 5)
       await createOccupancy(t.db, { meterId: meter.id, householdId: leaving.id, from: new Date(T0), until: new Date(paris(1, 12)) }, { timezone: TZ }, new Date(nowMs))
       await createOccupancy(t.db, { meterId: meter.id, householdId: arriving.id, from: new Date(paris(1, 12)), until: null }, { timezone: TZ }, new Date(nowMs))
@@ -263,6 +266,11 @@ describe.skipIf(!hasCommand('redis-server'))(`days a late move gives, with sever
       const offer = await createOffer(t.db, { recipientId: app.id, purpose: 'p', granularity: 'daily', priceMicrosPerDatum: 1n, split })
       await grantConsent(t.db, arriving.id, { offerId: offer.id, validUntil: new Date(nowMs + 365 * 24 * HOUR_MS), dataFrom: new Date(T0) }, new Date(nowMs))
       for (const v of views) await v.refresh()
+      return { app, meter }
+    }
+
+    it("releases a moving day's part to the new household's recipient on every broker, its owner carried with it", async () => {
+      const { app, meter } = await movingDay('App of the new household')
       const live: Array<Awaited<ReturnType<typeof subscribeCollect>>> = []
       for (const [i, b] of brokers.entries()) {
         const c = await connectClient(b.url, { clientId: `mover-app-${i}`, username: app.id, password: app.apiKey })
@@ -279,19 +287,7 @@ describe.skipIf(!hasCommand('redis-server'))(`days a late move gives, with sever
     })
 
     it("sends a moving day's part queued for a persistent session while it was away, its owner kept with it in Redis", async () => {
-      const utility = await createUtility(t.db)
-      const app = await createParty(t.db, { kind: 'third_party', name: 'App that was away' })
-      const leaving = await createTestHousehold(t.db)
-      const arriving = await createTestHousehold(t.db)
-      const meter = await createTestMeter(t.db, utility.id, { intervalMinutes: 60 })
-      nowMs = paris(0, 0, 5)
-      await createOccupancy(t.db, { meterId: meter.id, householdId: leaving.id, from: new Date(T0), until: new Date(paris(1, 12)) }, { timezone: TZ }, new Date(nowMs))
-      await createOccupancy(t.db, { meterId: meter.id, householdId: arriving.id, from: new Date(paris(1, 12)), until: null }, { timezone: TZ }, new Date(nowMs))
-      nowMs = paris(1, 13)
-      const split = { householdBps: 10_000, operatorBps: 0, platformBps: 0, thirdParties: [] }
-      const offer = await createOffer(t.db, { recipientId: app.id, purpose: 'p', granularity: 'daily', priceMicrosPerDatum: 1n, split })
-      await grantConsent(t.db, arriving.id, { offerId: offer.id, validUntil: new Date(nowMs + 365 * 24 * HOUR_MS), dataFrom: new Date(T0) }, new Date(nowMs))
-      for (const v of views) await v.refresh()
+      const { app, meter } = await movingDay('App that was away')
       // The recipient subscribes on the second broker with a persistent session, and goes away.
       const session = { clientId: 'away-app', username: app.id, password: app.apiKey, clean: false }
       const first = await connectClient(brokers[1]!.url, session)
