@@ -5,8 +5,12 @@
 /** The p-th percentile (0–100) of ascending values, nearest rank. */
 export function percentile(sorted: ArrayLike<number>, p: number): number {
   if (sorted.length === 0) return Number.NaN
-  const rank = Math.ceil((p / 100) * sorted.length)
-  return sorted[Math.min(sorted.length, Math.max(1, rank)) - 1]!
+  return sorted[nearestRank(p, sorted.length) - 1]!
+}
+
+/** The 1-based nearest rank of the p-th percentile (0–100) among `n` > 0 values. */
+function nearestRank(p: number, n: number): number {
+  return Math.min(n, Math.max(1, Math.ceil((p / 100) * n)))
 }
 
 /**
@@ -18,7 +22,7 @@ export function bucketPercentile(from: ReadonlyArray<{ le: number; count: number
   const counts = to.map((b, i) => ({ le: b.le, count: b.count - (from[i]?.count ?? 0) }))
   const total = counts.at(-1)?.count ?? 0
   if (total === 0) return Number.NaN
-  const rank = Math.max(1, Math.ceil((p / 100) * total))
+  const rank = nearestRank(p, total)
   return counts.find((b) => b.count >= rank)!.le
 }
 
