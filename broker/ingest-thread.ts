@@ -110,7 +110,7 @@ export class IngestThread {
     const p = this.pending.get(reply.id)
     if (p === undefined) return
     this.pending.delete(reply.id)
-    if ('error' in reply && reply.error.unresolvedXid !== undefined) this.unresolved.set(p.messages, reply.error.unresolvedXid)
+    if ('error' in reply && reply.error.unresolvedToken !== undefined) this.unresolved.set(p.messages, reply.error.unresolvedToken)
     else this.unresolved.delete(p.messages)
     if ('result' in reply) p.resolve(expandResult(p.messages, reply.result, p.followed))
     else p.reject(Object.assign(new Error(reply.error.message), { code: reply.error.code }))

@@ -26,7 +26,7 @@ export interface CommitRequest {
   lane: number
   messages: PackedMessage[]
   payloads: Uint8Array
-  /** Another attempt of a group whose commit outcome the thread could not learn: that transaction's id (its reply's `unresolvedXid`). */
+  /** Another attempt of a group whose commit outcome the thread could not learn: its commit token (its reply's `unresolvedToken`). */
   retryOf?: string
 }
 
@@ -43,8 +43,8 @@ export type PackedMessage = { meterId: string; receivedAtMs: number; payloadEnd:
 
 export type CommitReply =
   | { id: number; result: CompactResult }
-  /** `unresolvedXid`: the group's commit outcome is unknown; its next attempt names it (`retryOf`) to have it asked first. */
-  | { id: number; error: { message: string; code: string | undefined; unresolvedXid?: string } }
+  /** `unresolvedToken`: the group's commit outcome is unknown; its next attempt names it (`retryOf`) to have it asked first. */
+  | { id: number; error: { message: string; code: string | undefined; unresolvedToken?: string } }
 
 /**
  * What became of a group, without what the broker already holds or nobody needs. Cloning one

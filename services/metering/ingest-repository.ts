@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto'
 import { sql, type CompiledQuery, type Kysely, type RawBuilder, type Transaction } from 'kysely'
 import { copyText, sqlLiteral, type ScriptConnection } from '../../shared/db/database.ts'
 import { assert } from '../../shared/errors.ts'
@@ -57,11 +58,16 @@ export async function inKyselyTransaction<T>(db: Kysely<Database>, withLock: boo
  * six or seven, each a chance on a busy machine to wait for a CPU (at 8,000 paced msg/s a
  * `BEGIN` alone took 0.4 ms at the median and 4.4 ms at p99). `db` only compiles the
  * statements, whose parameters go in as literals. Rolled back when anything fails.
+ *
+ * The transaction carries a commit token (CommitTokens): an advisory lock on it from the start,
+ * and its row written with the writes, so that a commit whose answer is lost can be told apart
+ * (CommitOutcomeUnknownError.committed). `tokens` also hands over the rows of commits whose answer
+ * came, for this one to delete.
  */
-export async function inScriptedTransaction<T>(c: ScriptConnection, db: Kysely<Database>, fn: (group: GroupTransaction) => Promise<T>): Promise<T> {
+export async function inScriptedTransaction<T>(c: ScriptConnection, db: Kysely<Database>, tokens: CommitTokens, fn: (group: GroupTransaction) => Promise<T>): Promise<T> {
   const inline = (q: RawBuilder<unknown>): string => inlineParameters(q.compile(db))
+  const token = newCommitToken()
   let open = false
-  let xid: string | null = null
   /** What the script that ends in COMMIT failed with: the transaction may have committed all the same. */
   let commitFailed = null as { cause: unknown } | null
   try {
@@ -71,9 +77,8 @@ export async function inScriptedTransaction<T>(c: ScriptConnection, db: Kysely<D
         const near = neighboursStatement(unknown)
         open = true
         const results = await c.script(
-          ['BEGIN', LOCK_OCCUPANCIES_SQL, 'SELECT pg_current_xact_id()::text AS xid', ...[occupancies, near].flatMap((q) => (q === null ? [] : [inline(q)]))].join(';\n'),
+          ['BEGIN', LOCK_OCCUPANCIES_SQL, `SELECT pg_advisory_xact_lock(${token})`, ...[occupancies, near].flatMap((q) => (q === null ? [] : [inline(q)]))].join(';\n'),
         )
-        xid = (results[2]![0] as { xid: string }).xid
         const occupancyRows = (occupancies === null ? [] : results[3]!) as OccupancyRow[]
         const nearRows = (near === null ? [] : results.at(-1)!) as NeighbourRow[]
         const far = farNeighboursStatement(unknown, nearRows)
@@ -84,18 +89,27 @@ export async function inScriptedTransaction<T>(c: ScriptConnection, db: Kysely<D
         assert(open, 'a group reads before it writes')
         const copied = readings.length >= COPY_READINGS_MIN
         if (copied) await copyReadings(c, readings)
-        const script = `${inline(writeStatement(copied ? [] : readings, rollups, quarantine))};\nCOMMIT`
+        const forgotten = tokens.take()
+        const script = [
+          inline(writeStatement(copied ? [] : readings, rollups, quarantine)),
+          `INSERT INTO ingest_commit_tokens (token) VALUES (${token})`,
+          ...(forgotten.length === 0 ? [] : [`DELETE FROM ingest_commit_tokens WHERE token IN (${forgotten.join(', ')})`]),
+          'COMMIT',
+        ].join(';\n')
         let created: CreatedRow[]
         try {
           created = (await c.script(script))[0] as CreatedRow[]
         } catch (cause) {
           // Its answer lost (the connection broke as the server committed), the writes may be in: the
           // group is resolved to the end, each rollup group taken as created (the day-completion check
-          // then looks at each), and the server is asked below.
+          // then looks at each), and the server is asked below. The rows to delete are handed to the
+          // next commit (deleted already if this one committed: deleting them again is harmless).
+          tokens.giveBack(forgotten)
           commitFailed = { cause }
           return rollups.map((d) => ({ meterId: d.meterId, householdId: d.householdId, day: d.day }))
         }
         open = false
+        tokens.answered(token)
         return createdRollups(created)
       },
     })
@@ -103,7 +117,7 @@ export async function inScriptedTransaction<T>(c: ScriptConnection, db: Kysely<D
       // Aborted by a statement's error, the transaction waits for ROLLBACK; a broken connection takes none.
       await c.script('ROLLBACK').catch(() => undefined)
       open = false
-      throw new CommitOutcomeUnknownError(xid!, result, commitFailed.cause)
+      throw new CommitOutcomeUnknownError(token, result, commitFailed.cause)
     }
     if (open) {
       await c.script('COMMIT')
@@ -116,14 +130,51 @@ export async function inScriptedTransaction<T>(c: ScriptConnection, db: Kysely<D
   }
 }
 
+/** How long a commit token's row is kept at most (one asked about, or whose deletion was lost with its thread): longer than any group is held. */
+export const COMMIT_TOKEN_KEPT_DAYS = 7
+
+/** A random commit token: 63 bits, written as a positive bigint literal. */
+function newCommitToken(): string {
+  return (randomBytes(8).readBigUInt64BE() >> 1n).toString()
+}
+
+/**
+ * The commit tokens of an ingest thread whose commits were answered: their rows are of no more use,
+ * and the thread's next scripted commit deletes them in its own transaction (given back if that one
+ * fails). At most one a lane between two commits; what a stopped thread leaves goes with age (prune).
+ */
+export class CommitTokens {
+  private done: string[] = []
+
+  answered(token: string): void {
+    this.done.push(token)
+  }
+
+  take(): string[] {
+    const taken = this.done
+    this.done = []
+    return taken
+  }
+
+  giveBack(tokens: string[]): void {
+    this.done.push(...tokens)
+  }
+
+  /** Deletes the rows older than COMMIT_TOKEN_KEPT_DAYS (a thread stopped before deleting them, outcomes asked about). */
+  static async prune(db: Kysely<Database>): Promise<number> {
+    const r = await sql`DELETE FROM ingest_commit_tokens WHERE committed_at < now() - make_interval(days => ${COMMIT_TOKEN_KEPT_DAYS})`.execute(db)
+    return Number(r.numAffectedRows ?? 0n)
+  }
+}
+
 /**
  * A group's script ending in COMMIT failed: by a statement's error (nothing committed), or with its
- * answer lost, the server having committed or not. `committed` asks the server, by the transaction's
- * id, on a connection of its own; the group's `result` stands if it did.
+ * answer lost, the server having committed or not. `committed` asks the server, on a connection of
+ * its own; the group's `result` stands if it did.
  */
 export class CommitOutcomeUnknownError<T> extends Error {
   constructor(
-    readonly xid: string,
+    readonly token: string,
     readonly result: T,
     cause: unknown,
   ) {
@@ -131,14 +182,22 @@ export class CommitOutcomeUnknownError<T> extends Error {
   }
 
   /**
-   * Whether the group's transaction committed; null when the server cannot say yet (the transaction
-   * still running: its backend has not yet seen its connection end) or any more (too old to be known).
-   * Throws what the question met when the server cannot be asked now (unreachable).
+   * Whether the group's transaction committed: its token's row is there. Asked only once the
+   * transaction is over, which the advisory lock on its token, held from its start, tells: null when
+   * the lock is still held (the transaction still running: its backend has not yet seen its
+   * connection end). The row is read in a statement after the lock was taken, so with a snapshot in
+   * which a commit is visible. Not by its transaction id (`pg_xact_status`): after a crash the
+   * server hands out again the ids it had not written to its WAL, and an id of a transaction the
+   * crash undid can then be that of another that committed. Throws what the question met when the
+   * server cannot be asked now (unreachable).
    */
   async committed(db: Kysely<Database>): Promise<boolean | null> {
-    const { rows } = await sql<{ status: string | null }>`SELECT pg_xact_status(${this.xid}::xid8) AS status`.execute(db)
-    const status = rows[0]?.status ?? null
-    return status === 'committed' ? true : status === 'aborted' ? false : null
+    return db.transaction().execute(async (trx) => {
+      const lock = await sql<{ free: boolean }>`SELECT pg_try_advisory_xact_lock(${this.token}::bigint) AS free`.execute(trx)
+      if (lock.rows[0]?.free !== true) return null
+      const row = await sql`SELECT 1 FROM ingest_commit_tokens WHERE token = ${this.token}::bigint`.execute(trx)
+      return row.rows.length > 0
+    })
   }
 }
 
@@ -157,7 +216,7 @@ export class UnresolvedCommitError<T> extends Error {
     asked: unknown,
   ) {
     const pending = asked === null
-    super(pending ? `the outcome of a commit whose answer was lost is not known yet (transaction ${unknown.xid}): asked again at the next attempt` : (asked as { message?: string }).message ?? String(asked), {
+    super(pending ? `the outcome of a commit whose answer was lost is not known yet (commit token ${unknown.token}): asked again at the next attempt` : (asked as { message?: string }).message ?? String(asked), {
       cause: pending ? unknown : asked,
     })
     this.code = pending ? 'COMMIT_OUTCOME_PENDING' : ((asked as { code?: unknown }).code as string | undefined)

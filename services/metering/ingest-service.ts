@@ -59,13 +59,25 @@ export interface IngestContext {
   /** Each meter's latest datum as this process stored it; spares the neighbour lookup for in-order data. */
   tails: MeterTails
   /**
-   * PostgreSQL (a DatabaseHandle's `withConnection`): the group's transaction goes as scripts,
-   * two or three round trips instead of six or seven, and a group of at least COPY_READINGS_MIN
-   * datums is stored with COPY (repo.inScriptedTransaction). Without it, through kysely.
+   * PostgreSQL (scriptedIngest): the group's transaction goes as scripts, two or three round trips
+   * instead of six or seven, a group of at least COPY_READINGS_MIN datums is stored with COPY, and
+   * the commit carries a token that tells whether it committed if its answer is lost
+   * (repo.inScriptedTransaction). Without it, through kysely.
    */
-  withConnection?: DatabaseHandle['withConnection']
+  scripted?: ScriptedIngest
   /** The group's previous attempt, whose commit outcome could not be learned (UnresolvedCommitError): asked first. */
   prior?: repo.CommitOutcomeUnknownError<CommitResult>
+}
+
+/** How a process's groups go as scripts: the connections to run them on, and its commit tokens (repo.CommitTokens). */
+export interface ScriptedIngest {
+  withConnection: NonNullable<DatabaseHandle['withConnection']>
+  tokens: repo.CommitTokens
+}
+
+/** Scripted ingest on a PostgreSQL handle (null on PGlite), with commit tokens of its own unless given. */
+export function scriptedIngest(handle: DatabaseHandle, tokens = new repo.CommitTokens()): ScriptedIngest | undefined {
+  return handle.withConnection === null ? undefined : { withConnection: handle.withConnection, tokens }
 }
 
 /**
@@ -228,15 +240,15 @@ export async function commitMessages(db: Kysely<Database>, messages: ValidatedMe
   await ensureReadingsPartitions(db, months.months)
 
   const resolve = (group: repo.GroupTransaction): Promise<CommitResult> => resolveGroup(group, messages, spans, ctx)
-  const connect = ctx.withConnection ?? null
-  const result = connect !== null ? await scriptedCommit(db, connect, resolve, ctx.prior) : await repo.inKyselyTransaction(db, ctx.dialect === 'postgres', resolve)
+  const result = ctx.scripted !== undefined ? await scriptedCommit(db, ctx.scripted, resolve, ctx.prior) : await repo.inKyselyTransaction(db, ctx.dialect === 'postgres', resolve)
   for (const o of result.outcomes) ctx.tails.advanceTo(o.stored)
   return { outcomes: result.outcomes, touched: mayCompleteDay(result.touched, ctx.tails, ctx.datumDayOf) }
 }
 
 /**
  * The group's transaction as scripts on a connection. When the script ending in COMMIT fails, the
- * server is asked, on another connection, whether the transaction committed: one whose answer was
+ * server is asked, on another connection, whether the transaction committed (by its commit token,
+ * repo.CommitOutcomeUnknownError.committed): one whose answer was
  * lost with its connection (the server committed, then the connection broke) is the group's
  * success. Retried instead, its datums, stored by then, would be taken for duplicates (acknowledged,
  * but not forwarded live) and its quarantined items recorded twice. When the server cannot answer
@@ -246,7 +258,7 @@ export async function commitMessages(db: Kysely<Database>, messages: ValidatedMe
  */
 async function scriptedCommit(
   db: Kysely<Database>,
-  connect: NonNullable<IngestContext['withConnection']>,
+  scripted: ScriptedIngest,
   resolve: (group: repo.GroupTransaction) => Promise<CommitResult>,
   prior: repo.CommitOutcomeUnknownError<CommitResult> | undefined,
 ): Promise<CommitResult> {
@@ -255,7 +267,7 @@ async function scriptedCommit(
     if (committed) return prior.result
   }
   try {
-    return await connect((c) => repo.inScriptedTransaction(c, db, resolve))
+    return await scripted.withConnection((c) => repo.inScriptedTransaction(c, db, scripted.tokens, resolve))
   } catch (err) {
     if (!(err instanceof repo.CommitOutcomeUnknownError)) throw err
     if (await askCommitted(db, err)) return err.result as CommitResult

@@ -5,6 +5,7 @@ import type { ConsentsTable } from './tables/consents.ts'
 import type { DailyPublicationsDueTable } from './tables/daily-publications-due.ts'
 import type { DailyRollupsTable } from './tables/daily-rollups.ts'
 import type { HouseholdsTable } from './tables/households.ts'
+import type { IngestCommitTokensTable } from './tables/ingest-commit-tokens.ts'
 import type { LedgerAccountsTable } from './tables/ledger-accounts.ts'
 import type { LedgerEntriesTable } from './tables/ledger-entries.ts'
 import type { LedgerJournalsTable } from './tables/ledger-journals.ts'
@@ -32,6 +33,7 @@ export interface Database {
   quarantine: QuarantineTable
   daily_rollups: DailyRollupsTable
   daily_publications_due: DailyPublicationsDueTable
+  ingest_commit_tokens: IngestCommitTokensTable
   offers: OffersTable
   offer_shares: OfferSharesTable
   consents: ConsentsTable

@@ -4,6 +4,7 @@ import { afterAll, afterEach, beforeAll, expect, it } from 'vitest'
 import { openDatabase, type DatabaseHandle } from '../../shared/db/database.ts'
 import { migrateToLatest } from '../../shared/db/migrator.ts'
 import { formatTimestamp } from '../../shared/calendar.ts'
+import { CommitOutcomeUnknownError, CommitTokens, inScriptedTransaction } from '../../services/metering/ingest-repository.ts'
 import { meterReadingsTopic } from '../../shared/topics.ts'
 import { connectMeter, endClient, startTestBroker, waitFor, type TestBroker } from '../support/broker.ts'
 import { describePrivatePostgres } from '../support/private-postgres.ts'
@@ -231,5 +232,38 @@ describePrivatePostgres('ingest while the database server goes away and comes ba
     }
     await finish()
     await expectStoredOnce()
+  }, 120_000)
+
+  it('takes a group whose transaction a crash undid for not committed, though the crash hands its transaction id to one that commits', async () => {
+    const [meter] = await meterWorld(1)
+    let xid = ''
+    const attempt = handle.withConnection!((c) =>
+      inScriptedTransaction(c, handle.db, new CommitTokens(), async (group) => {
+        await group.read([], [])
+        xid = ((await c.script('SELECT pg_current_xact_id()::text AS xid'))[0]![0] as { xid: string }).xid
+        // Nothing of the transaction is in the WAL yet: after crash recovery the server hands its id out again.
+        await server().stop('immediate')
+        await server().start()
+        const other = await openDatabase({ databaseUrl: server().url, pgliteDir: null, pgliteFsync: false, poolSize: 1 })
+        try {
+          for (let i = 0; i < 1_000; i++) {
+            const { rows } = await other.db.transaction().execute((trx) => sql<{ xid: string }>`SELECT pg_current_xact_id()::text AS xid`.execute(trx))
+            if (BigInt(rows[0]!.xid) >= BigInt(xid)) break
+          }
+          // The trap: asked by its id, the server says the undone transaction committed.
+          expect((await sql<{ s: string }>`SELECT pg_xact_status(${xid}::xid8) AS s`.execute(other.db)).rows[0]!.s).toBe('committed')
+        } finally {
+          await other.close()
+        }
+        return group.write([{ meterId: meter!.id, tsMs: T0 + 60_000, householdId: null, values: { '1-0:1.8.0': 1_001 } }], [], [])
+      }),
+    )
+    const lost = await attempt.then(
+      () => null,
+      (err: unknown) => err,
+    )
+    expect(lost).toBeInstanceOf(CommitOutcomeUnknownError)
+    expect(await (lost as CommitOutcomeUnknownError<unknown>).committed(handle.db)).toBe(false)
+    expect(await readingsOf(handle.db, meter!.id)).toEqual([])
   }, 120_000)
 })

@@ -12,6 +12,7 @@ import * as m0010 from './0010-rollups-by-interval-end.ts'
 import * as m0011 from './0011-mqtt-sessions-by-principal.ts'
 import * as m0012 from './0012-mqtt-sessions-seen.ts'
 import * as m0013 from './0013-daily-publications-due.ts'
+import * as m0014 from './0014-ingest-commit-tokens.ts'
 
 /** Every migration, in order. A static list: adding one means adding a line here. */
 export const migrations: Record<string, Migration> = {
@@ -28,4 +29,5 @@ export const migrations: Record<string, Migration> = {
   '0011-mqtt-sessions-by-principal': m0011,
   '0012-mqtt-sessions-seen': m0012,
   '0013-daily-publications-due': m0013,
+  '0014-ingest-commit-tokens': m0014,
 }

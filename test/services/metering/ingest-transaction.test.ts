@@ -1,7 +1,7 @@
 import { sql } from 'kysely'
 import { expect, it } from 'vitest'
-import { COPY_READINGS_MIN } from '../../../services/metering/ingest-repository.ts'
-import { MeterTails, commitMessages, type CommitResult, type IngestContext } from '../../../services/metering/ingest-service.ts'
+import { COMMIT_TOKEN_KEPT_DAYS, COPY_READINGS_MIN, CommitOutcomeUnknownError, CommitTokens } from '../../../services/metering/ingest-repository.ts'
+import { MeterTails, commitMessages, scriptedIngest, type CommitResult, type IngestContext } from '../../../services/metering/ingest-service.ts'
 import { validatePayload, type ValidatedMessage } from '../../../services/metering/ingest-validation.ts'
 import { datumDayOf } from '../../../shared/calendar.ts'
 import { DEFAULT_INGEST_LIMITS } from '../../../shared/config.ts'
@@ -23,7 +23,7 @@ function message(meterId: string, readings: Array<[number, number]> | string): V
 
 describePostgres('the ingest transaction, through kysely and as scripts', (t) => {
   function context(scripted: boolean, tails = new MeterTails()): IngestContext {
-    return { dialect: 'postgres', datumDayOf: (ms) => datumDayOf(ms, TZ), tails, ...(scripted ? { withConnection: t.handle.withConnection } : {}) }
+    return { dialect: 'postgres', datumDayOf: (ms) => datumDayOf(ms, TZ), tails, ...(scripted ? { scripted: scriptedIngest(t.handle) } : {}) }
   }
 
   async function movingMeter(): Promise<{ meter: string; before: string; after: string }> {
@@ -131,4 +131,57 @@ describePostgres('the ingest transaction, through kysely and as scripts', (t) =>
       expect(await readingOwners(t.db, meter)).toHaveLength(size)
     })
   }
+
+  const tokenRows = async (): Promise<string[]> =>
+    (await sql<{ token: string }>`SELECT token::text AS token FROM ingest_commit_tokens ORDER BY committed_at, token`.execute(t.db)).rows.map((r) => r.token)
+
+  it('writes a commit token with each scripted commit, and deletes it in the next once its answer came; prunes the old', async () => {
+    const { meter } = await movingMeter()
+    await sql`DELETE FROM ingest_commit_tokens`.execute(t.db)
+    const tokens = new CommitTokens()
+    const scripted = { ...context(false), scripted: scriptedIngest(t.handle, tokens) }
+    await commitMessages(t.db, [message(meter, [[T0 + HOUR, 110]])], scripted)
+    const first = await tokenRows()
+    expect(first).toHaveLength(1)
+    await commitMessages(t.db, [message(meter, [[T0 + 2 * HOUR, 120]])], scripted)
+    const second = await tokenRows()
+    expect(second).toHaveLength(1)
+    expect(second).not.toEqual(first)
+    // Answered, so of no more use: the next commit deletes it.
+    expect(tokens.take()).toEqual(second)
+    // Through kysely (PGlite's way), no token.
+    await commitMessages(t.db, [message(meter, [[T0 + 3 * HOUR, 130]])], context(false))
+    expect(await tokenRows()).toEqual(second)
+
+    // What no commit deleted goes after COMMIT_TOKEN_KEPT_DAYS, not before.
+    await sql`INSERT INTO ingest_commit_tokens (token, committed_at) VALUES
+      (1, now() - make_interval(days => ${COMMIT_TOKEN_KEPT_DAYS}) - interval '1 minute'),
+      (2, now() - make_interval(days => ${COMMIT_TOKEN_KEPT_DAYS}) + interval '1 minute')`.execute(t.db)
+    expect(await CommitTokens.prune(t.db)).toBe(1)
+    expect((await tokenRows()).sort()).toEqual(['2', ...second].sort())
+  })
+
+  it('tells whether a commit whose answer was lost committed by its token: not yet while its transaction runs, then as it ended', async () => {
+    const other = await t.openAnother({ poolSize: 1 })
+    try {
+      for (const [end, committed] of [
+        ['COMMIT', true],
+        ['ROLLBACK', false],
+      ] as const) {
+        const token = String(1_000 + Number(committed))
+        const lost = new CommitOutcomeUnknownError(token, null, new Error('the answer was lost'))
+        await other.withConnection!(async (c) => {
+          // The transaction as a group's: the advisory lock on its token from its start, its row with its writes.
+          await c.script(`BEGIN; SELECT pg_advisory_xact_lock(${token}); INSERT INTO ingest_commit_tokens (token) VALUES (${token})`)
+          expect(await lost.committed(t.db)).toBeNull()
+          await c.script(end)
+        })
+        expect(await lost.committed(t.db)).toBe(committed)
+      }
+      // A transaction that had not yet written its row when it ended (its lock gone with it).
+      expect(await new CommitOutcomeUnknownError('1002', null, new Error('lost')).committed(t.db)).toBe(false)
+    } finally {
+      await other.close()
+    }
+  })
 })

@@ -9,7 +9,7 @@ import { createOffer } from '../../../services/consent/offer-service.ts'
 import { listReleasedReadings } from '../../../services/consent/released-readings-service.ts'
 import { dailyDatumsToPublish } from '../../../services/metering/daily-publication.ts'
 import { takeDueDays } from '../../../services/metering/daily-publication-repository.ts'
-import { MeterTails, commitMessages, type CommitResult } from '../../../services/metering/ingest-service.ts'
+import { MeterTails, commitMessages, scriptedIngest, type CommitResult } from '../../../services/metering/ingest-service.ts'
 import { validatePayload, type ValidatedMessage } from '../../../services/metering/ingest-validation.ts'
 import { createOccupancy, moveOut } from '../../../services/metering/occupancy-service.ts'
 import { listReadings, type ReleaseWindow } from '../../../services/metering/reading-service.ts'
@@ -715,7 +715,7 @@ describeDatabases('metering against a model of the documents', (t) => {
       dialect: t.dialect,
       datumDayOf: (ms: number) => datumDayOf(ms, TZ),
       tails: new MeterTails(),
-      ...(scripted ? { withConnection: t.handle.withConnection } : {}),
+      ...(scripted ? { scripted: scriptedIngest(t.handle) } : {}),
     }
     return {
       async meters(intervals) {

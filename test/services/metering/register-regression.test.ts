@@ -1,5 +1,5 @@
 import { expect, it } from 'vitest'
-import { MeterTails, commitMessages, type IngestContext } from '../../../services/metering/ingest-service.ts'
+import { MeterTails, commitMessages, scriptedIngest, type IngestContext } from '../../../services/metering/ingest-service.ts'
 import { validatePayload } from '../../../services/metering/ingest-validation.ts'
 import { datumDayOf } from '../../../shared/calendar.ts'
 import { DEFAULT_INGEST_LIMITS } from '../../../shared/config.ts'
@@ -35,7 +35,7 @@ describeDatabases('index regressions register by register', (t) => {
         dialect: t.dialect,
         datumDayOf: (ms) => datumDayOf(ms, TZ),
         tails: way.fresh ? new MeterTails() : shared,
-        ...(way.scripted ? { withConnection: t.handle.withConnection } : {}),
+        ...(way.scripted ? { scripted: scriptedIngest(t.handle) } : {}),
       })
       /** Commits a message of these datums in a group of its own; what became of its last. */
       const sendAll = async (datums: Array<[number, RegisterValues]>): Promise<string> => {

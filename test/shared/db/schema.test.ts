@@ -64,6 +64,7 @@ export const SCHEMA: SchemaMap = {
     updated_at: 'not null',
   },
   daily_publications_due: { id: 'not null', meter_id: 'not null', household_id: 'not null', day: 'not null', values: 'not null', created_at: 'not null' },
+  ingest_commit_tokens: { token: 'not null', committed_at: 'not null' },
   offers: {
     id: 'not null',
     recipient_id: 'not null',
