@@ -6,8 +6,8 @@ import type { RegisterValues } from '../../shared/wire.ts'
  * Energy derived from cumulative indexes (Wh for electricity, dm³ for gas). Pure: no I/O,
  * no clock. A daily rollup group is one (meter, household, local day); its daily energy per
  * cumulative code is index_max(g) − index_max(p), p = the closest earlier group of the same
- * meter (by first_ts) having that code, when p belongs to the same household (or both to
- * nobody); else index_max(g) − index_min(g). Energy measured across a change of owner (a
+ * meter (by last_ts) having that code, when p belongs to the same household (or both to
+ * nobody) and g is not `straddled`; else index_max(g) − index_min(g). Energy measured across a change of owner (a
  * move, or a stretch that fell outside every occupancy) belongs to neither side: a household
  * moving in is never given what was used before it lived there, however long the gap.
  */
@@ -16,7 +16,14 @@ export interface RollupGroup {
   meterId: string
   householdId: string | null
   day: string
-  firstTs: Date
+  /** Its latest datum's timestamp: groups follow one another in this order (rollup-repository's groupBefore). */
+  lastTs: Date
+  /**
+   * Another group of its day (nobody's: only the readings outside every occupancy can come back on a
+   * day) began before it and ended after it, so the datum before its first is nobody's whatever group
+   * comes before it by last_ts (rollup-repository's isStraddled). Absent: it is not.
+   */
+  straddled?: boolean
   indexMin: RegisterValues
   indexMax: RegisterValues
   /** Whether the group is a daily datum (rollup-repository's isDailyDatum); absent: it is. */
@@ -51,7 +58,7 @@ export interface BaselineIndex {
 }
 
 /**
- * Daily energy of each group of one meter, given in first_ts order. `baseline` holds, per
+ * Daily energy of each group of one meter, given in last_ts order. `baseline` holds, per
  * code, index_max of the closest group before the first one given that has the code, and that
  * group's household (the groups may be a window of a longer history); codes absent from it have
  * no predecessor.
@@ -63,11 +70,11 @@ export function dailyEnergies(groups: readonly RollupGroup[], baseline: Readonly
   for (const g of groups) {
     if (previous !== undefined) {
       assert(g.meterId === previous.meterId, 'dailyEnergies takes the groups of one meter')
-      assert(g.firstTs.getTime() > previous.firstTs.getTime(), 'dailyEnergies takes groups ordered by first_ts')
+      assert(g.lastTs.getTime() > previous.lastTs.getTime(), 'dailyEnergies takes groups ordered by last_ts')
     }
     const values: RegisterValues = {}
     for (const [code, max] of Object.entries(g.indexMax)) {
-      const before = last.get(code)
+      const before = g.straddled === true ? undefined : last.get(code)
       const from = before !== undefined && before.householdId === g.householdId ? before.value : (g.indexMin[code] ?? max)
       values[code] = max - from
       last.set(code, { value: max, householdId: g.householdId })

@@ -85,17 +85,38 @@ export async function rebuildRollups(trx: Kysely<Database>, meterId: string, fro
  * closes the day before a household's first (a move-in at midnight) or before a meter's first reading.
  * Such a group is no day of that household: not published, listed, nor charged as a daily or monthly
  * datum (its reading is a load-curve datum all the same). The rule, in SQL, for every reader of days.
+ * The previous group is groupBefore's; a straddled group (isStraddled) follows nobody's readings.
  */
 export function isDailyDatum(alias: 'g' | 'r' | 'q' | 'w'): RawBuilder<boolean> {
   const a = sql.raw(alias)
   // The subquery's aliases are none of the caller's: named `q`, it hid a caller's `q` (isFinalMonth's),
   // and compared the group before with itself, so every group after another was a day.
-  return sql<boolean>`(${a}.readings_count > 1 OR EXISTS (
-    SELECT 1 FROM (
-      SELECT before_g.household_id FROM daily_rollups before_g
-      WHERE before_g.meter_id = ${a}.meter_id AND (before_g.day, before_g.first_ts) < (${a}.day, ${a}.first_ts)
-      ORDER BY before_g.day DESC, before_g.first_ts DESC LIMIT 1
-    ) AS group_before WHERE group_before.household_id IS NOT DISTINCT FROM ${a}.household_id))`
+  return sql<boolean>`(${a}.readings_count > 1 OR (NOT ${isStraddled(alias)} AND EXISTS (
+    SELECT 1 FROM (${groupBefore('before_g', alias)}) AS group_before WHERE group_before.household_id IS NOT DISTINCT FROM ${a}.household_id)))`
+}
+
+/**
+ * The meter's group before group `alias`: the one whose latest datum is the latest before its first.
+ * Groups of one day hold disjoint stretches of time but one: the readings outside every occupancy
+ * (nobody's) may stop for a stay within a day and resume after it, on the same day, in one group
+ * (a household cannot: OCCUPANCY_SAME_DAY_RETURN). Ordered by first_ts, that group came before the
+ * stay's and hid itself from the group after (a household's next day counted the vacant hours as its
+ * own: found by the metering model test); by last_ts it comes after the stay's, where it belongs, and
+ * the stay's own group is straddled (isStraddled). Selects `household_id` and `last_ts` as `p`.
+ */
+export function groupBefore(p: string, alias: string): RawBuilder<unknown> {
+  const a = sql.raw(alias)
+  const q = sql.raw(p)
+  return sql`SELECT ${q}.household_id, ${q}.last_ts FROM daily_rollups ${q}
+      WHERE ${q}.meter_id = ${a}.meter_id AND ${q}.day <= ${a}.day AND ${q}.last_ts < ${a}.first_ts
+      ORDER BY ${q}.day DESC, ${q}.last_ts DESC LIMIT 1`
+}
+
+/** Whether another group of its day began before group `alias` and ended after it (groupBefore): the datum before its first is nobody's. */
+export function isStraddled(alias: string): RawBuilder<boolean> {
+  const a = sql.raw(alias)
+  return sql<boolean>`EXISTS (SELECT 1 FROM daily_rollups straddling
+    WHERE straddling.meter_id = ${a}.meter_id AND straddling.day = ${a}.day AND straddling.first_ts < ${a}.first_ts AND straddling.last_ts > ${a}.last_ts)`
 }
 
 /**
@@ -119,11 +140,7 @@ export function isFinalDay(alias: 'g' | 'r' | 'q', timezone: string): RawBuilder
   const a = sql.raw(alias)
   return sql<boolean>`EXISTS (
     SELECT 1 FROM meters m
-    LEFT JOIN LATERAL (
-      SELECT p.household_id, p.last_ts FROM daily_rollups p
-      WHERE p.meter_id = ${a}.meter_id AND (p.day, p.first_ts) < (${a}.day, ${a}.first_ts)
-      ORDER BY p.day DESC, p.first_ts DESC LIMIT 1
-    ) AS p ON TRUE
+    LEFT JOIN LATERAL (${groupBefore('p', alias)}) AS p ON NOT ${isStraddled(alias)}
     WHERE m.id = ${a}.meter_id AND ${finalDayRule(alias, sql`p.household_id`, sql`p.last_ts`, sql`m.interval_minutes`, timezone)})`
 }
 
@@ -165,45 +182,66 @@ export function isReleasableDay(alias: 'g' | 'r', timezone: string): RawBuilder<
 
 /**
  * Whether a household's month of a meter (its daily datums in the month of `monthStart`, a first day)
- * is final, as isFinalDay is for a day: every one of its days is, they follow one another without a
- * gap, and they run from the month's first day (or the household's move-in) to its last (or the
- * household's move-out). A month's total is the sum of its days: released while a day could still
- * join it or change, a recipient of monthly data reading it again would have each day's energy.
+ * is final, as isFinalDay is for a day (monthFinality's rule). A month's total is the sum of its days:
+ * released while a day could still join it or change, a recipient of monthly data reading it again
+ * would have each day's energy.
  */
 export function isFinalMonth(meterId: RawBuilder<unknown>, householdId: RawBuilder<unknown>, monthStart: RawBuilder<unknown>, timezone: string): RawBuilder<boolean> {
-  return sql<boolean>`EXISTS (
-    SELECT 1 FROM (
-      SELECT min(q.day) AS first_day, max(q.day) AS last_day, count(*) AS days, bool_and(${isFinalDay('q', timezone)}) AS final
-      FROM daily_rollups q
-      WHERE q.meter_id = ${meterId} AND q.household_id = ${householdId}
-        AND q.day >= ${monthStart}::date AND q.day < (${monthStart}::date + interval '1 month')::date AND ${isDailyDatum('q')}
-    ) AS s
-    WHERE ${finalMonthRule({ firstDay: sql`s.first_day`, lastDay: sql`s.last_day`, days: sql`s.days`, final: sql`s.final` }, meterId, householdId, monthStart, timezone)})`
+  const days = sql`(SELECT q.meter_id, q.household_id, q.day, ${isFinalDay('q', timezone)} AS final
+    FROM daily_rollups q
+    WHERE q.meter_id = ${meterId} AND q.household_id = ${householdId}
+      AND q.day >= ${monthStart}::date AND q.day < (${monthStart}::date + interval '1 month')::date AND ${isDailyDatum('q')})`
+  return sql<boolean>`EXISTS (SELECT 1 FROM ${monthFinality(days, monthStart, timezone)} AS mf WHERE mf.final)`
 }
 
 /**
- * isFinalMonth's rule, given a household's daily datums of a meter in the month of `monthStart`: their
- * first and last day, their number, and whether every one is final (isFinalDay). A first day after the
- * month's first is the move-in's only if the household could have no day before it: it moved in on
- * that day, or less than an interval before it (its first reading possible is the lone midnight one,
- * which is no day). A move-in days earlier leaves days still to come, that would change the total.
+ * The finality of households' months of meters, as a relation (meter_id, household_id, final), from
+ * `days`: a relation (meter_id, household_id, day, final) of their daily datums (isDailyDatum) in the
+ * month of `monthStart`, each with its isFinalDay. A month is final when every one of its days is and
+ * they leave none out: its days, taken as runs of consecutive days, each run opening on the month's
+ * first day or a move-in of the household's and closing on the month's last day or a move-out; and
+ * every stay of the household's in the month having its run (each move-in in the month that can
+ * open a day in it, each move-out that can close one, not a stay's end back to back with another's
+ * start, is a run's first or last day). A month the household left and came back to is final once
+ * both stays' days are. A move-in opens a day `d` when the household could have no day before it:
+ * it moved in that day, or less than an interval before (its first reading possible is the lone
+ * midnight one, which is no day). A stay with no day at all (shorter than an interval) leaves its
+ * month never final.
  */
-export function finalMonthRule(
-  s: { firstDay: RawBuilder<unknown>; lastDay: RawBuilder<unknown>; days: RawBuilder<unknown>; final: RawBuilder<unknown> },
-  meterId: RawBuilder<unknown>,
-  householdId: RawBuilder<unknown>,
-  monthStart: RawBuilder<unknown>,
-  timezone: string,
-): RawBuilder<boolean> {
+export function monthFinality(days: RawBuilder<unknown>, monthStart: RawBuilder<unknown>, timezone: string): RawBuilder<{ meter_id: string; household_id: string; final: boolean }> {
   const tz = sql`${timezone}::text`
-  return sql<boolean>`(${s.final} AND ${s.lastDay} - ${s.firstDay} + 1 = ${s.days}
-    AND (${s.firstDay} = ${monthStart}::date OR EXISTS (
-      SELECT 1 FROM occupancies o JOIN meters om ON om.id = o.meter_id WHERE o.meter_id = ${meterId} AND o.household_id = ${householdId}
-        AND o.valid_from > (${s.firstDay}::timestamp AT TIME ZONE ${tz}) - om.interval_minutes * interval '1 minute'
-        AND o.valid_from <= ((${s.firstDay} + 1)::timestamp AT TIME ZONE ${tz})))
-    AND (${s.lastDay} = (${monthStart}::date + interval '1 month' - interval '1 day')::date OR EXISTS (
-      SELECT 1 FROM occupancies o WHERE o.meter_id = ${meterId} AND o.household_id = ${householdId}
-        AND o.valid_until > (${s.lastDay}::timestamp AT TIME ZONE ${tz}) AND o.valid_until <= ((${s.lastDay} + 1)::timestamp AT TIME ZONE ${tz}))))`
+  const first = sql`${monthStart}::date`
+  const last = sql`(${first} + interval '1 month' - interval '1 day')::date`
+  const start = (day: RawBuilder<unknown>): RawBuilder<unknown> => sql`(${day}::timestamp AT TIME ZONE ${tz})`
+  const end = (day: RawBuilder<unknown>): RawBuilder<unknown> => sql`((${day} + 1)::timestamp AT TIME ZONE ${tz})`
+  const iv = sql`(om.interval_minutes * interval '1 minute')`
+  /** Occupancy `o` (its meter `om`) moves the household in so as to open day `day`. */
+  const opens = (day: RawBuilder<unknown>): RawBuilder<boolean> => sql`(o.valid_from > ${start(day)} - ${iv} AND o.valid_from <= ${end(day)})`
+  /** Occupancy `o` moves the household out so as to close day `day`. */
+  const closes = (day: RawBuilder<unknown>): RawBuilder<boolean> => sql`(o.valid_until > ${start(day)} AND o.valid_until <= ${end(day)})`
+  const ofPair = (a: string, b: string): RawBuilder<boolean> => sql`${sql.raw(a)}.meter_id = ${sql.raw(b)}.meter_id AND ${sql.raw(a)}.household_id = ${sql.raw(b)}.household_id`
+  return sql`(
+    WITH runs AS (
+      SELECT d.meter_id, d.household_id, min(d.day) AS first_day, max(d.day) AS last_day, bool_and(d.final) AS final
+      FROM (SELECT x.meter_id, x.household_id, x.day, x.final, x.day - (dense_rank() OVER (PARTITION BY x.meter_id, x.household_id ORDER BY x.day))::int AS run
+        FROM ${days} AS x) AS d
+      GROUP BY d.meter_id, d.household_id, d.run
+    ), pairs AS (
+      SELECT r.meter_id, r.household_id, bool_and(r.final
+        AND (r.first_day = ${first} OR EXISTS (SELECT 1 FROM occupancies o JOIN meters om ON om.id = o.meter_id WHERE ${ofPair('o', 'r')} AND ${opens(sql`r.first_day`)}))
+        AND (r.last_day = ${last} OR EXISTS (SELECT 1 FROM occupancies o WHERE ${ofPair('o', 'r')} AND ${closes(sql`r.last_day`)}))) AS whole
+      FROM runs r GROUP BY r.meter_id, r.household_id
+    )
+    SELECT p.meter_id, p.household_id, p.whole AND NOT EXISTS (
+      SELECT 1 FROM occupancies o JOIN meters om ON om.id = o.meter_id
+      WHERE ${ofPair('o', 'p')} AND (
+        (o.valid_from >= ${start(first)} AND o.valid_from < ${end(last)} - ${iv}
+          AND NOT EXISTS (SELECT 1 FROM occupancies b WHERE ${ofPair('b', 'o')} AND b.valid_until = o.valid_from)
+          AND NOT EXISTS (SELECT 1 FROM runs r WHERE ${ofPair('r', 'o')} AND ${opens(sql`r.first_day`)}))
+        OR (o.valid_until > ${start(first)} + ${iv} AND o.valid_until <= ${end(last)}
+          AND NOT EXISTS (SELECT 1 FROM occupancies b WHERE ${ofPair('b', 'o')} AND b.valid_from = o.valid_until)
+          AND NOT EXISTS (SELECT 1 FROM runs r WHERE ${ofPair('r', 'o')} AND ${closes(sql`r.last_day`)})))) AS final
+    FROM pairs p)`
 }
 
 /** A meter's days [fromDay, toDay] (inclusive) whose daily energies are wanted. */
@@ -213,7 +251,7 @@ export interface RollupSpan {
   toDay: string
 }
 
-/** What daily energy needs for a span: its groups in first_ts order and the indexes before them. */
+/** What daily energy needs for a span: its groups in last_ts order (groupBefore) and the indexes before them. */
 export interface RollupContext {
   groups: RollupGroup[]
   /** Per code present in the span, index_max of the closest earlier group having it, and that group's household. */
@@ -236,23 +274,25 @@ export async function loadRollupContexts(db: Kysely<Database>, spans: readonly R
     meter_id: string
     household_id: string | null
     day: string
-    first_ts: Date
+    last_ts: Date
+    straddled: boolean
     index_min: RegisterValues
     index_max: RegisterValues
     datum: boolean
     final: boolean | null
   }>`
-    SELECT s.i::int AS i, g.meter_id, g.household_id, g.day, g.first_ts, g.index_min, g.index_max, ${isDailyDatum('g')} AS datum,
+    SELECT s.i::int AS i, g.meter_id, g.household_id, g.day, g.last_ts, ${isStraddled('g')} AS straddled, g.index_min, g.index_max, ${isDailyDatum('g')} AS datum,
       ${finalIn === null ? sql`NULL::boolean` : isFinalDay('g', finalIn)} AS final
     FROM unnest(${meters}::text[], ${fromDays}::date[], ${toDays}::date[]) WITH ORDINALITY AS s(meter_id, from_day, to_day, i)
     JOIN daily_rollups g ON g.meter_id = s.meter_id AND g.day >= s.from_day AND g.day <= s.to_day
-    ORDER BY s.i, g.first_ts`.execute(db)
+    ORDER BY s.i, g.last_ts`.execute(db)
   for (const r of groups.rows) {
     contexts[r.i - 1]!.groups.push({
       meterId: r.meter_id,
       householdId: r.household_id,
       day: r.day,
-      firstTs: r.first_ts,
+      lastTs: r.last_ts,
+      ...(r.straddled ? { straddled: true } : {}),
       indexMin: r.index_min,
       indexMax: r.index_max,
       datum: r.datum,
@@ -270,7 +310,7 @@ export async function loadRollupContexts(db: Kysely<Database>, spans: readonly R
       SELECT p.index_max -> c.code AS value, p.household_id
       FROM daily_rollups p
       WHERE p.meter_id = s.meter_id AND p.day < s.from_day AND (p.index_max -> c.code) IS NOT NULL
-      ORDER BY p.day DESC, p.first_ts DESC
+      ORDER BY p.day DESC, p.last_ts DESC
       LIMIT 1
     ) AS b`.execute(db)
   for (const r of baselines.rows) contexts[r.i - 1]!.baseline[r.code] = { value: r.value, householdId: r.household_id }

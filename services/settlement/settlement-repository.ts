@@ -6,7 +6,7 @@ import type { SettlementRunsTable } from '../../shared/db/tables/settlement-runs
 import type { Granularity } from '../../shared/wire.ts'
 import { OCCUPANCY_FACT_COLUMNS, toOccupancyFact, type OccupancyFactRow } from '../consent/release-facts-repository.ts'
 import type { ConsentFact, OccupancyFact } from '../consent/release-rule.ts'
-import { finalDayRule, finalMonthRule, isDailyDatum, isFinalMonth, isReleasableDay } from '../metering/rollup-repository.ts'
+import { finalDayRule, isDailyDatum, isFinalMonth, isReleasableDay, monthFinality } from '../metering/rollup-repository.ts'
 import { pairKey, type RangeCount, type ReadingsPiece, type RollupRange } from './count-plan.ts'
 import { parseAccount } from './ledger-account.ts'
 import type { LineState } from './settlement-calculation.ts'
@@ -166,7 +166,7 @@ export { pairKey }
  * Per (meter, household) with data in [firstDay, lastDay] (a whole month): the datums
  * (Σ readings_count), the days released (isReleasableDay) and whether the month is final
  * (isFinalMonth), in one pass over those days' rollups and the day before: each group's predecessor
- * comes from a window over its meter's groups (`lag`), not a lookup per group. A group whose
+ * comes from a window over its meter's groups (`lag` by last_ts, as groupBefore), not a lookup per group. A group whose
  * predecessor lies before that day has none here, which decides alike: its opening is not the
  * previous day's closing reading either way.
  */
@@ -174,10 +174,13 @@ export async function findMonthRollupTotals(trx: Db, firstDay: string, lastDay: 
   const { rows } = await sql<{ meter_id: string; household_id: string; readings: bigint; days: bigint; month_final: boolean }>`
     WITH w AS (
       SELECT r.meter_id, r.household_id, r.day, r.readings_count, r.first_ts, r.last_ts,
-        lag(r.household_id) OVER o AS previous_household, lag(r.last_ts) OVER o AS previous_last_ts
+        -- groupBefore's and isStraddled's rules as windows: a straddled group follows nobody's readings.
+        CASE WHEN r.last_ts < max(r.last_ts) OVER d THEN NULL ELSE lag(r.household_id) OVER o END AS previous_household,
+        CASE WHEN r.last_ts < max(r.last_ts) OVER d THEN NULL ELSE lag(r.last_ts) OVER o END AS previous_last_ts
       FROM daily_rollups r
       WHERE r.day BETWEEN ${firstDay}::date - 1 AND ${lastDay}::date
-      WINDOW o AS (PARTITION BY r.meter_id ORDER BY r.day, r.first_ts)
+      WINDOW o AS (PARTITION BY r.meter_id ORDER BY r.day, r.last_ts),
+        d AS (PARTITION BY r.meter_id, r.day ORDER BY r.first_ts ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
     ), f AS MATERIALIZED (
       -- Materialized: inlined, each FILTER below would evaluate the two rules again.
       SELECT w.meter_id, w.household_id, w.day, w.readings_count, ${isDailyDatum('w')} AS datum,
@@ -186,14 +189,12 @@ export async function findMonthRollupTotals(trx: Db, firstDay: string, lastDay: 
       WHERE w.day >= ${firstDay}::date AND w.household_id IS NOT NULL
     ), t AS (
       SELECT f.meter_id, f.household_id, sum(f.readings_count)::bigint AS readings,
-        (count(*) FILTER (WHERE f.datum AND f.final))::bigint AS days,
-        min(f.day) FILTER (WHERE f.datum) AS first_day, max(f.day) FILTER (WHERE f.datum) AS last_day,
-        count(*) FILTER (WHERE f.datum) AS datum_days, bool_and(f.final) FILTER (WHERE f.datum) AS all_final
+        (count(*) FILTER (WHERE f.datum AND f.final))::bigint AS days
       FROM f GROUP BY f.meter_id, f.household_id
     )
-    SELECT t.meter_id, t.household_id, t.readings, t.days,
-      coalesce(${finalMonthRule({ firstDay: sql`t.first_day`, lastDay: sql`t.last_day`, days: sql`t.datum_days`, final: sql`t.all_final` }, sql`t.meter_id`, sql`t.household_id`, sql`${firstDay}`, timezone)}, false) AS month_final
-    FROM t`.execute(trx)
+    SELECT t.meter_id, t.household_id, t.readings, t.days, coalesce(mf.final, false) AS month_final
+    FROM t LEFT JOIN ${monthFinality(sql`(SELECT f.meter_id, f.household_id, f.day, f.final FROM f WHERE f.datum)`, sql`${firstDay}`, timezone)} AS mf
+      ON mf.meter_id = t.meter_id AND mf.household_id = t.household_id`.execute(trx)
   return new Map(rows.map((r) => [pairKey(r.meter_id, r.household_id), { readings: r.readings, days: r.days, monthFinal: r.month_final }]))
 }
 

@@ -5,8 +5,8 @@ const IMPORT = '1-0:1.8.0'
 const EXPORT = '1-0:2.8.0'
 const GAS = '7-0:3.0.0'
 
-function group(day: string, firstTs: string, householdId: string | null, min: Record<string, number>, max: Record<string, number>): RollupGroup {
-  return { meterId: 'mtr_1', householdId, day, firstTs: new Date(firstTs), indexMin: min, indexMax: max }
+function group(day: string, lastTs: string, householdId: string | null, min: Record<string, number>, max: Record<string, number>): RollupGroup {
+  return { meterId: 'mtr_1', householdId, day, lastTs: new Date(lastTs), indexMin: min, indexMax: max }
 }
 
 describe('dailyEnergies', () => {
@@ -40,6 +40,17 @@ describe('dailyEnergies', () => {
         group('2026-10-01', '2026-10-01T08:00:00Z', 'hh_a', { [IMPORT]: 1110 }, { [IMPORT]: 1200 }),
       ],
       expected: [{ [IMPORT]: 100 }, { [IMPORT]: 90 }],
+    },
+    {
+      name: 'a household back after a stay within one day, nobody there before and after it that day, counts neither the vacant hours nor its own earlier index',
+      groups: [
+        group('2026-10-24', '2026-10-24T20:00:00Z', 'hh_a', { [IMPORT]: 1200 }, { [IMPORT]: 1250 }),
+        // Nobody's readings of 25 October stop for hh_a's stay (06:30) and resume after it, in one group that ends last.
+        { ...group('2026-10-25', '2026-10-25T05:30:00Z', 'hh_a', { [IMPORT]: 1300 }, { [IMPORT]: 1300 }), straddled: true },
+        group('2026-10-25', '2026-10-25T23:00:00Z', null, { [IMPORT]: 1000 }, { [IMPORT]: 8000 }),
+        group('2026-10-26', '2026-10-25T23:30:00Z', 'hh_a', { [IMPORT]: 8100 }, { [IMPORT]: 8100 }),
+      ],
+      expected: [{ [IMPORT]: 50 }, { [IMPORT]: 0 }, { [IMPORT]: 7000 }, { [IMPORT]: 0 }],
     },
     {
       name: 'a household back after another one lived there does not count from its own earlier index',
@@ -110,13 +121,13 @@ describe('dailyEnergies', () => {
     })
   }
 
-  it('refuses groups out of first_ts order', () => {
+  it('refuses groups out of last_ts order', () => {
     const a = group('2026-10-02', '2026-10-01T22:15:00Z', 'hh_a', { [IMPORT]: 1 }, { [IMPORT]: 2 })
     const b = group('2026-10-01', '2026-09-30T22:15:00Z', 'hh_a', { [IMPORT]: 0 }, { [IMPORT]: 1 })
-    expect(() => dailyEnergies([a, b])).toThrow(/first_ts/)
-    // Two groups cannot start at one reading: a meter's readings have distinct timestamps.
+    expect(() => dailyEnergies([a, b])).toThrow(/last_ts/)
+    // Two groups cannot end at one reading: a meter's readings have distinct timestamps.
     const c = group('2026-10-02', '2026-10-01T22:15:00Z', 'hh_b', { [IMPORT]: 1 }, { [IMPORT]: 2 })
-    expect(() => dailyEnergies([a, c])).toThrow(/first_ts/)
+    expect(() => dailyEnergies([a, c])).toThrow(/last_ts/)
   })
 
   it('refuses groups of two meters', () => {

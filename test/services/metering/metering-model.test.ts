@@ -13,6 +13,7 @@ import { MeterTails, commitMessages, scriptedIngest, type CommitResult } from '.
 import { validatePayload, type ValidatedMessage } from '../../../services/metering/ingest-validation.ts'
 import { createOccupancy, moveOut } from '../../../services/metering/occupancy-service.ts'
 import { listReadings, type ReleaseWindow } from '../../../services/metering/reading-service.ts'
+import { findMonthRollupTotals, pairKey } from '../../../services/settlement/settlement-repository.ts'
 import { datumDayOf } from '../../../shared/calendar.ts'
 import { DEFAULT_INGEST_LIMITS } from '../../../shared/config.ts'
 import { TOPIC_WILDCARD_DAILY, meterReadingsTopic } from '../../../shared/topics.ts'
@@ -99,6 +100,20 @@ function nextDay(day: string): string {
   const d = new Date(`${day}T00:00:00Z`)
   d.setUTCDate(d.getUTCDate() + 1)
   return d.toISOString().slice(0, 10)
+}
+
+/** The last day of `month` (YYYY-MM). */
+function lastDayOfMonth(month: string): string {
+  const d = new Date(`${nextMonth(month)}-01T00:00:00Z`)
+  d.setUTCDate(0)
+  return d.toISOString().slice(0, 10)
+}
+
+/** The month after `month` (YYYY-MM). */
+function nextMonth(month: string): string {
+  const d = new Date(`${month}-01T00:00:00Z`)
+  d.setUTCMonth(d.getUTCMonth() + 1)
+  return d.toISOString().slice(0, 7)
 }
 
 interface ModelOccupancy {
@@ -302,24 +317,43 @@ class Model {
 
   /**
    * README "Daily and monthly data": a household's month of a meter is final once every one of its
-   * days is, without a gap from its first day (or the move-in) to its last (or the move-out). `days`
-   * are the household's days of one meter and month, in order.
+   * days is and they leave none out: taken as runs of consecutive days, each run opens on the month's
+   * first day or a move-in and closes on its last day or a move-out, and each of the household's stays
+   * in the month has its run. `days` are the household's days of one meter and month, in order.
    */
   isFinalMonth(days: readonly ModelGroup[]): boolean {
     if (days.length === 0 || !days.every((g) => this.isFinal(g))) return false
-    for (let i = 1; i < days.length; i++) if (days[i]!.day !== nextDay(days[i - 1]!.day)) return false
-    const first = days[0]!
-    const last = days[days.length - 1]!
-    const month = first.day.slice(0, 7)
-    const stays = this.occupancies.filter((o) => o.meterId === first.meterId && o.householdId === first.householdId)
-    const lies = (ms: number, day: string) => dayStartMs(day) <= ms && ms < dayStartMs(nextDay(day))
-    // The move-in opens the month at its first day when no day of the household's could come before it:
-    // it moved in that day, or less than an interval before (its first reading, at the midnight, is no day).
-    const interval = this.meter(first.meterId).intervalMs
-    const opens = first.day === `${month}-01` || stays.some((o) => dayStartMs(first.day) - interval < o.fromMs && o.fromMs <= dayStartMs(nextDay(first.day)))
-    // A move-out at the midnight closing its last day ends it too (the reading at that midnight is the next occupant's).
-    const closes = nextDay(last.day).slice(0, 7) !== month || stays.some((o) => o.untilMs !== null && (lies(o.untilMs, last.day) || o.untilMs === dayStartMs(nextDay(last.day))))
-    return opens && closes
+    const runs: Array<{ first: string; last: string }> = []
+    for (const g of days) {
+      const run = runs.at(-1)
+      if (run !== undefined && (g.day === run.last || g.day === nextDay(run.last))) run.last = g.day
+      else runs.push({ first: g.day, last: g.day })
+    }
+    const { meterId, householdId } = days[0]!
+    const month = days[0]!.day.slice(0, 7)
+    const monthStart = dayStartMs(`${month}-01`)
+    const monthEnd = dayStartMs(`${nextMonth(month)}-01`)
+    const stays = this.occupancies.filter((o) => o.meterId === meterId && o.householdId === householdId)
+    const interval = this.meter(meterId).intervalMs
+    // A move-in opens day `day` when no day of the household's could come before it: it moved in that
+    // day, or less than an interval before (its first reading, at the midnight, is no day).
+    const opens = (fromMs: number, day: string) => dayStartMs(day) - interval < fromMs && fromMs <= dayStartMs(nextDay(day))
+    // A move-out closes day `day` when it falls after the day's start, up to the midnight closing it.
+    const closes = (untilMs: number, day: string) => dayStartMs(day) < untilMs && untilMs <= dayStartMs(nextDay(day))
+    const whole = runs.every(
+      (r) =>
+        (r.first === `${month}-01` || stays.some((o) => opens(o.fromMs, r.first))) &&
+        (nextDay(r.last).slice(0, 7) !== month || stays.some((o) => o.untilMs !== null && closes(o.untilMs, r.last))),
+    )
+    // Each stay in the month has its run: a move-in that can open a day of the month, a move-out that
+    // can close one (not the meeting of two stays back to back).
+    const movedIn = stays.filter((o) => o.fromMs >= monthStart && o.fromMs < monthEnd - interval && !stays.some((b) => b.untilMs === o.fromMs))
+    const movedOut = stays.filter((o) => o.untilMs !== null && o.untilMs > monthStart + interval && o.untilMs <= monthEnd && !stays.some((b) => b.fromMs === o.untilMs))
+    return (
+      whole &&
+      movedIn.every((o) => runs.some((r) => opens(o.fromMs, r.first))) &&
+      movedOut.every((o) => runs.some((r) => closes(o.untilMs!, r.last)))
+    )
   }
 
   /** README "Time": a day is complete once its meter has sent a datum stamped at or after its end. */
@@ -664,6 +698,14 @@ describeDatabases('metering against a model of the documents', (t) => {
         .map(([, m]) => m)
       STATS.finalMonths += finalMonths.length
       expect(await list('monthly', windows), `the months a recipient of household ${householdId}'s data may pull`).toEqual(finalMonths)
+      // Settlement judges a month in one pass over all of its households (findMonthRollupTotals): alike.
+      for (const k of months.keys()) {
+        const [meterId, month] = JSON.parse(k) as [string, string]
+        const totals = await findMonthRollupTotals(t.db, `${month}-01`, lastDayOfMonth(month), TZ)
+        expect(totals.get(pairKey(meterId, householdId))?.monthFinal, `settlement's word on ${k} of household ${householdId}`).toBe(
+          model.isFinalMonth(days.filter((g) => g.meterId === meterId && g.day.startsWith(month))),
+        )
+      }
     }
     await compareReleased(model, meters, households)
   }

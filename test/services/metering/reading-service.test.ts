@@ -310,6 +310,47 @@ describeDatabases('reading service', (t) => {
     expect((await listReadings(t.db, query({ windows, granularity: 'monthly' }), ctx)).items).toEqual([{ meterId: meter, month: '2026-09', granularity: 'monthly', values: { [IMPORT]: 230 } }])
   })
 
+  it('releases a month a household left and came back to only once the days of both its stays are in, final', async () => {
+    // Hourly. h lives there from 1 September (local) to the 10th 00:00, k to the 20th 00:00, then h again.
+    const meter = await seedMeter(t.db)
+    const h = await seedHousehold(t.db)
+    const k = await seedHousehold(t.db)
+    await seedOccupancy(t.db, { meterId: meter, householdId: h, from: SEP_1, until: '2026-09-09T22:00:00Z' })
+    await seedOccupancy(t.db, { meterId: meter, householdId: k, from: '2026-09-09T22:00:00Z', until: '2026-09-19T22:00:00Z' })
+    await seedOccupancy(t.db, { meterId: meter, householdId: h, from: '2026-09-19T22:00:00Z' })
+    // Up to the midnight of h's return (that reading is h's, alone on the 19th: no day).
+    const upToReturn = 19 * 24 + 1
+    await seedReadings(t.db, meter, readingSeries({ start: SEP_1, count: upToReturn }), ctx.timezone)
+    const windows: ReleaseWindow[] = [{ meterId: meter, householdId: h, from: SEP_1, until: null }]
+    const monthly = async (): Promise<EgressDatum[]> => (await listReadings(t.db, query({ windows, granularity: 'monthly' }), ctx)).items
+    // h's first stay is whole and final (1–9 September), but its second has no day yet: the month's
+    // total would change after its release.
+    expect((await listReadings(t.db, query({ windows, granularity: 'daily' }), ctx)).items).toHaveLength(9)
+    expect(await monthly()).toEqual([])
+
+    // The rest of September up to its closing midnight: h's days 20 to 30 join, and the month is final.
+    // (The 9th's last hour ends at k's first reading: neither's, 230 Wh.)
+    await seedReadings(t.db, meter, readingSeries({ start: new Date(SEP_1.getTime() + upToReturn * 3_600_000), count: 30 * 24 + 1 - upToReturn, firstIndex: upToReturn * 10 }), ctx.timezone)
+    expect((await listReadings(t.db, query({ windows, granularity: 'daily' }), ctx)).items).toHaveLength(9 + 11)
+    expect(await monthly()).toEqual([{ meterId: meter, month: '2026-09', granularity: 'monthly', values: { [IMPORT]: 8 * 240 + 230 + 11 * 240 } }])
+  })
+
+  it("counts none of the vacant hours around a stay within one day in the household's next day", async () => {
+    // Hourly. Nobody lives there on 1 October (local) but from 01:45 to 06:45 (h), so nobody's readings of
+    // that day stop for h's and resume after them; h is back from 2 October 00:15.
+    const meter = await seedMeter(t.db)
+    const h = await seedHousehold(t.db)
+    await seedOccupancy(t.db, { meterId: meter, householdId: h, from: '2026-09-30T23:45:00Z', until: '2026-10-01T04:45:00Z' })
+    await seedOccupancy(t.db, { meterId: meter, householdId: h, from: '2026-10-01T22:15:00Z' })
+    await seedReadings(t.db, meter, readingSeries({ start: OCT_1, count: 27 }), ctx.timezone)
+    // 1 October: 02:00 to 06:00 (the hour before 02:00 ends at nobody's reading). 2 October: 01:00 to
+    // 02:00, not from h's 06:00 of the day before: the hours between were nobody's.
+    expect((await listReadings(t.db, query({ householdId: h, granularity: 'daily' }), ctx)).items.map((d) => [d.granularity === 'daily' && d.day, d.values[IMPORT]])).toEqual([
+      ['2026-10-01', 40],
+      ['2026-10-02', 10],
+    ])
+  })
+
   it('refuses bad input naming the field', async () => {
     const w = await seedWorld(t)
     const base = query({ householdId: w.a, granularity: 'daily' })
