@@ -85,34 +85,36 @@ export async function rebuildRollups(trx: Kysely<Database>, meterId: string, fro
  * closes the day before a household's first (a move-in at midnight) or before a meter's first reading.
  * Such a group is no day of that household: not published, listed, nor charged as a daily or monthly
  * datum (its reading is a load-curve datum all the same). The rule, in SQL, for every reader of days.
- * The previous group is groupBefore's; a straddled group (isStraddled) follows nobody's readings.
+ * The previous group is groupBefore's.
  */
 export function isDailyDatum(alias: 'g' | 'r' | 'q' | 'w'): RawBuilder<boolean> {
   const a = sql.raw(alias)
   // The subquery's aliases are none of the caller's: named `q`, it hid a caller's `q` (isFinalMonth's),
   // and compared the group before with itself, so every group after another was a day.
-  return sql<boolean>`(${a}.readings_count > 1 OR (NOT ${isStraddled(alias)} AND EXISTS (
-    SELECT 1 FROM (${groupBefore('before_g', alias)}) AS group_before WHERE group_before.household_id IS NOT DISTINCT FROM ${a}.household_id)))`
+  return sql<boolean>`(${a}.readings_count > 1 OR EXISTS (
+    SELECT 1 FROM (${groupBefore('before_g', alias)}) AS group_before WHERE group_before.household_id IS NOT DISTINCT FROM ${a}.household_id))`
 }
 
 /**
- * The meter's group before group `alias`: the one whose latest datum is the latest before its first.
+ * The meter's group before group `alias`: of those that began before it, the one that ended last.
  * Groups of one day hold disjoint stretches of time but one: the readings outside every occupancy
  * (nobody's) may stop for a stay within a day and resume after it, on the same day, in one group
- * (a household cannot: OCCUPANCY_SAME_DAY_RETURN). Ordered by first_ts, that group came before the
- * stay's and hid itself from the group after (a household's next day counted the vacant hours as its
- * own: found by the metering model test); by last_ts it comes after the stay's, where it belongs, and
- * the stay's own group is straddled (isStraddled). Selects `household_id` and `last_ts` as `p`.
+ * (a household cannot: OCCUPANCY_SAME_DAY_RETURN). Taken as the one that began last, that group came
+ * before the stay's and hid itself from the group after (a household's next day counted the vacant
+ * hours as its own: found by the metering model test); taken as the one that ended last, it is the
+ * group before both the stay's (it straddles it: isStraddled) and the next. Either way its datum is
+ * the one before theirs, or another household's or nobody's is: the rules need no more. Selects
+ * `household_id` and `last_ts`, as `p`; settlement's month count has the same rule as windows.
  */
 export function groupBefore(p: string, alias: string): RawBuilder<unknown> {
   const a = sql.raw(alias)
   const q = sql.raw(p)
   return sql`SELECT ${q}.household_id, ${q}.last_ts FROM daily_rollups ${q}
-      WHERE ${q}.meter_id = ${a}.meter_id AND ${q}.day <= ${a}.day AND ${q}.last_ts < ${a}.first_ts
+      WHERE ${q}.meter_id = ${a}.meter_id AND ${q}.day <= ${a}.day AND ${q}.first_ts < ${a}.first_ts
       ORDER BY ${q}.day DESC, ${q}.last_ts DESC LIMIT 1`
 }
 
-/** Whether another group of its day began before group `alias` and ended after it (groupBefore): the datum before its first is nobody's. */
+/** Whether another group of its day began before group `alias` and ended after it (groupBefore): the datum before its first is nobody's (daily energy's `straddled`). */
 export function isStraddled(alias: string): RawBuilder<boolean> {
   const a = sql.raw(alias)
   return sql<boolean>`EXISTS (SELECT 1 FROM daily_rollups straddling
@@ -140,7 +142,7 @@ export function isFinalDay(alias: 'g' | 'r' | 'q', timezone: string): RawBuilder
   const a = sql.raw(alias)
   return sql<boolean>`EXISTS (
     SELECT 1 FROM meters m
-    LEFT JOIN LATERAL (${groupBefore('p', alias)}) AS p ON NOT ${isStraddled(alias)}
+    LEFT JOIN LATERAL (${groupBefore('p', alias)}) AS p ON TRUE
     WHERE m.id = ${a}.meter_id AND ${finalDayRule(alias, sql`p.household_id`, sql`p.last_ts`, sql`m.interval_minutes`, timezone)})`
 }
 
@@ -200,10 +202,10 @@ export function isFinalMonth(meterId: RawBuilder<unknown>, householdId: RawBuild
  * month of `monthStart`, each with its isFinalDay. A month is final when every one of its days is and
  * they leave none out: its days, taken as runs of consecutive days, each run opening on the month's
  * first day or a move-in of the household's and closing on the month's last day or a move-out; and
- * every stay of the household's in the month having its run (each move-in in the month that can
+ * every stay of the household's in the month having its days (each move-in in the month that can
  * open a day in it, each move-out that can close one, not a stay's end back to back with another's
- * start, is a run's first or last day). A month the household left and came back to is final once
- * both stays' days are. A move-in opens a day `d` when the household could have no day before it:
+ * start, falls within a run: a month with every day in needs no look at the moves). A month the
+ * household left and came back to is final once both stays' days are. A move-in opens a day `d` when the household could have no day before it:
  * it moved in that day, or less than an interval before (its first reading possible is the lone
  * midnight one, which is no day). A stay with no day at all (shorter than an interval) leaves its
  * month never final.
@@ -227,20 +229,20 @@ export function monthFinality(days: RawBuilder<unknown>, monthStart: RawBuilder<
         FROM ${days} AS x) AS d
       GROUP BY d.meter_id, d.household_id, d.run
     ), pairs AS (
-      SELECT r.meter_id, r.household_id, bool_and(r.final
+      SELECT r.meter_id, r.household_id, count(*) = 1 AND min(r.first_day) = ${first} AND max(r.last_day) = ${last} AS whole_month, bool_and(r.final
         AND (r.first_day = ${first} OR EXISTS (SELECT 1 FROM occupancies o JOIN meters om ON om.id = o.meter_id WHERE ${ofPair('o', 'r')} AND ${opens(sql`r.first_day`)}))
         AND (r.last_day = ${last} OR EXISTS (SELECT 1 FROM occupancies o WHERE ${ofPair('o', 'r')} AND ${closes(sql`r.last_day`)}))) AS whole
       FROM runs r GROUP BY r.meter_id, r.household_id
     )
-    SELECT p.meter_id, p.household_id, p.whole AND NOT EXISTS (
+    SELECT p.meter_id, p.household_id, p.whole AND (p.whole_month OR NOT EXISTS (
       SELECT 1 FROM occupancies o JOIN meters om ON om.id = o.meter_id
       WHERE ${ofPair('o', 'p')} AND (
         (o.valid_from >= ${start(first)} AND o.valid_from < ${end(last)} - ${iv}
           AND NOT EXISTS (SELECT 1 FROM occupancies b WHERE ${ofPair('b', 'o')} AND b.valid_until = o.valid_from)
-          AND NOT EXISTS (SELECT 1 FROM runs r WHERE ${ofPair('r', 'o')} AND ${opens(sql`r.first_day`)}))
+          AND NOT EXISTS (SELECT 1 FROM runs r WHERE ${ofPair('r', 'o')} AND o.valid_from > ${start(sql`r.first_day`)} - ${iv} AND o.valid_from <= ${end(sql`r.last_day`)}))
         OR (o.valid_until > ${start(first)} + ${iv} AND o.valid_until <= ${end(last)}
           AND NOT EXISTS (SELECT 1 FROM occupancies b WHERE ${ofPair('b', 'o')} AND b.valid_from = o.valid_until)
-          AND NOT EXISTS (SELECT 1 FROM runs r WHERE ${ofPair('r', 'o')} AND ${closes(sql`r.last_day`)})))) AS final
+          AND NOT EXISTS (SELECT 1 FROM runs r WHERE ${ofPair('r', 'o')} AND o.valid_until > ${start(sql`r.first_day`)} AND o.valid_until <= ${end(sql`r.last_day`)}))))) AS final
     FROM pairs p)`
 }
 

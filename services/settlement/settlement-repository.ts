@@ -175,12 +175,13 @@ export async function findMonthRollupTotals(trx: Db, firstDay: string, lastDay: 
     WITH w AS (
       SELECT r.meter_id, r.household_id, r.day, r.readings_count, r.first_ts, r.last_ts,
         -- groupBefore's and isStraddled's rules as windows: a straddled group follows nobody's readings.
-        CASE WHEN r.last_ts < max(r.last_ts) OVER d THEN NULL ELSE lag(r.household_id) OVER o END AS previous_household,
-        CASE WHEN r.last_ts < max(r.last_ts) OVER d THEN NULL ELSE lag(r.last_ts) OVER o END AS previous_last_ts
+        -- (Straddled: a group of its day ending later began earlier. Both windows sort alike: one sort.)
+        CASE WHEN min(r.first_ts) OVER d < r.first_ts THEN NULL ELSE lag(r.household_id) OVER o END AS previous_household,
+        CASE WHEN min(r.first_ts) OVER d < r.first_ts THEN NULL ELSE lag(r.last_ts) OVER o END AS previous_last_ts
       FROM daily_rollups r
       WHERE r.day BETWEEN ${firstDay}::date - 1 AND ${lastDay}::date
       WINDOW o AS (PARTITION BY r.meter_id ORDER BY r.day, r.last_ts),
-        d AS (PARTITION BY r.meter_id, r.day ORDER BY r.first_ts ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
+        d AS (PARTITION BY r.meter_id, r.day ORDER BY r.last_ts ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING)
     ), f AS MATERIALIZED (
       -- Materialized: inlined, each FILTER below would evaluate the two rules again.
       SELECT w.meter_id, w.household_id, w.day, w.readings_count, ${isDailyDatum('w')} AS datum,
@@ -188,13 +189,20 @@ export async function findMonthRollupTotals(trx: Db, firstDay: string, lastDay: 
       FROM w JOIN meters m ON m.id = w.meter_id
       WHERE w.day >= ${firstDay}::date AND w.household_id IS NOT NULL
     ), t AS (
+      -- A household with a datum every day of the month (one group a day: daily_rollups_key) has it
+      -- final when every day is; monthFinality looks at the others' runs of days and moves.
       SELECT f.meter_id, f.household_id, sum(f.readings_count)::bigint AS readings,
-        (count(*) FILTER (WHERE f.datum AND f.final))::bigint AS days
+        (count(*) FILTER (WHERE f.datum AND f.final))::bigint AS days,
+        count(*) FILTER (WHERE f.datum) = ${lastDay}::date - ${firstDay}::date + 1 AS every_day,
+        coalesce(bool_and(f.final) FILTER (WHERE f.datum), false) AS every_final
       FROM f GROUP BY f.meter_id, f.household_id
     )
-    SELECT t.meter_id, t.household_id, t.readings, t.days, coalesce(mf.final, false) AS month_final
-    FROM t LEFT JOIN ${monthFinality(sql`(SELECT f.meter_id, f.household_id, f.day, f.final FROM f WHERE f.datum)`, sql`${firstDay}`, timezone)} AS mf
-      ON mf.meter_id = t.meter_id AND mf.household_id = t.household_id`.execute(trx)
+    SELECT t.meter_id, t.household_id, t.readings, t.days, CASE WHEN t.every_day THEN t.every_final ELSE coalesce(mf.final, false) END AS month_final
+    FROM t LEFT JOIN ${monthFinality(
+      sql`(SELECT f.meter_id, f.household_id, f.day, f.final FROM f JOIN t ON t.meter_id = f.meter_id AND t.household_id = f.household_id WHERE f.datum AND NOT t.every_day)`,
+      sql`${firstDay}`,
+      timezone,
+    )} AS mf ON mf.meter_id = t.meter_id AND mf.household_id = t.household_id`.execute(trx)
   return new Map(rows.map((r) => [pairKey(r.meter_id, r.household_id), { readings: r.readings, days: r.days, monthFinal: r.month_final }]))
 }
 

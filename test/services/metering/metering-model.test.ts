@@ -319,7 +319,7 @@ class Model {
    * README "Daily and monthly data": a household's month of a meter is final once every one of its
    * days is and they leave none out: taken as runs of consecutive days, each run opens on the month's
    * first day or a move-in and closes on its last day or a move-out, and each of the household's stays
-   * in the month has its run. `days` are the household's days of one meter and month, in order.
+   * in the month has its days. `days` are the household's days of one meter and month, in order.
    */
   isFinalMonth(days: readonly ModelGroup[]): boolean {
     if (days.length === 0 || !days.every((g) => this.isFinal(g))) return false
@@ -345,14 +345,14 @@ class Model {
         (r.first === `${month}-01` || stays.some((o) => opens(o.fromMs, r.first))) &&
         (nextDay(r.last).slice(0, 7) !== month || stays.some((o) => o.untilMs !== null && closes(o.untilMs, r.last))),
     )
-    // Each stay in the month has its run: a move-in that can open a day of the month, a move-out that
-    // can close one (not the meeting of two stays back to back).
+    // Each stay in the month has its days: a move-in that can open a day of the month, a move-out that
+    // can close one (not the meeting of two stays back to back), falls within a run.
     const movedIn = stays.filter((o) => o.fromMs >= monthStart && o.fromMs < monthEnd - interval && !stays.some((b) => b.untilMs === o.fromMs))
     const movedOut = stays.filter((o) => o.untilMs !== null && o.untilMs > monthStart + interval && o.untilMs <= monthEnd && !stays.some((b) => b.fromMs === o.untilMs))
     return (
       whole &&
-      movedIn.every((o) => runs.some((r) => opens(o.fromMs, r.first))) &&
-      movedOut.every((o) => runs.some((r) => closes(o.untilMs!, r.last)))
+      movedIn.every((o) => runs.some((r) => dayStartMs(r.first) - interval < o.fromMs && o.fromMs <= dayStartMs(nextDay(r.last)))) &&
+      movedOut.every((o) => runs.some((r) => dayStartMs(r.first) < o.untilMs! && o.untilMs! <= dayStartMs(nextDay(r.last))))
     )
   }
 
