@@ -205,10 +205,10 @@ export function isFinalMonth(meterId: RawBuilder<unknown>, householdId: RawBuild
  * every stay of the household's in the month having its days (each move-in in the month that can
  * open a day in it, each move-out that can close one, not a stay's end back to back with another's
  * start, falls within a run: a month with every day in needs no look at the moves). A month the
- * household left and came back to is final once both stays' days are. A move-in opens a day `d` when the household could have no day before it:
- * it moved in that day, or less than an interval before (its first reading possible is the lone
- * midnight one, which is no day). A stay with no day at all (shorter than an interval) leaves its
- * month never final.
+ * household left and came back to is final once both stays' days are. A move-in opens a day `d`
+ * when the household could have no day before it: it moved in that day, or less than an interval
+ * before (its first reading possible is the lone midnight one, which is no day). A stay with no day
+ * at all (shorter than an interval) leaves its month never final.
  */
 export function monthFinality(days: RawBuilder<unknown>, monthStart: RawBuilder<unknown>, timezone: string): RawBuilder<{ meter_id: string; household_id: string; final: boolean }> {
   const tz = sql`${timezone}::text`
