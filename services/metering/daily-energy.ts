@@ -21,7 +21,7 @@ export interface RollupGroup {
   /**
    * Another group of its day (nobody's: only the readings outside every occupancy can come back on a
    * day) began before it and ended after it, so the datum before its first is nobody's whatever group
-   * comes before it by last_ts (rollup-repository's isStraddled). Absent: it is not.
+   * comes before it by last_ts (rollup-repository's loadRollupContexts). Absent: it is not.
    */
   straddled?: boolean
   indexMin: RegisterValues

@@ -102,7 +102,7 @@ export function isDailyDatum(alias: 'g' | 'r' | 'q' | 'w'): RawBuilder<boolean> 
  * (a household cannot: OCCUPANCY_SAME_DAY_RETURN). Taken as the one that began last, that group came
  * before the stay's and hid itself from the group after (a household's next day counted the vacant
  * hours as its own: found by the metering model test); taken as the one that ended last, it is the
- * group before both the stay's (it straddles it: isStraddled) and the next. Either way its datum is
+ * group before both the stay's (it straddles it) and the next. Either way its datum is
  * the one before theirs, or another household's or nobody's is: the rules need no more. Selects
  * `household_id` and `last_ts`, as `p`; settlement's month count has the same rule as windows.
  */
@@ -112,13 +112,6 @@ export function groupBefore(p: string, alias: string): RawBuilder<unknown> {
   return sql`SELECT ${q}.household_id, ${q}.last_ts FROM daily_rollups ${q}
       WHERE ${q}.meter_id = ${a}.meter_id AND ${q}.day <= ${a}.day AND ${q}.first_ts < ${a}.first_ts
       ORDER BY ${q}.day DESC, ${q}.last_ts DESC LIMIT 1`
-}
-
-/** Whether another group of its day began before group `alias` and ended after it (groupBefore): the datum before its first is nobody's (daily energy's `straddled`). */
-export function isStraddled(alias: string): RawBuilder<boolean> {
-  const a = sql.raw(alias)
-  return sql<boolean>`EXISTS (SELECT 1 FROM daily_rollups straddling
-    WHERE straddling.meter_id = ${a}.meter_id AND straddling.day = ${a}.day AND straddling.first_ts < ${a}.first_ts AND straddling.last_ts > ${a}.last_ts)`
 }
 
 /**
@@ -276,25 +269,36 @@ export async function loadRollupContexts(db: Kysely<Database>, spans: readonly R
     meter_id: string
     household_id: string | null
     day: string
+    first_ts: Date
     last_ts: Date
-    straddled: boolean
     index_min: RegisterValues
     index_max: RegisterValues
     datum: boolean
     final: boolean | null
   }>`
-    SELECT s.i::int AS i, g.meter_id, g.household_id, g.day, g.last_ts, ${isStraddled('g')} AS straddled, g.index_min, g.index_max, ${isDailyDatum('g')} AS datum,
+    SELECT s.i::int AS i, g.meter_id, g.household_id, g.day, g.first_ts, g.last_ts, g.index_min, g.index_max, ${isDailyDatum('g')} AS datum,
       ${finalIn === null ? sql`NULL::boolean` : isFinalDay('g', finalIn)} AS final
     FROM unnest(${meters}::text[], ${fromDays}::date[], ${toDays}::date[]) WITH ORDINALITY AS s(meter_id, from_day, to_day, i)
     JOIN daily_rollups g ON g.meter_id = s.meter_id AND g.day >= s.from_day AND g.day <= s.to_day
     ORDER BY s.i, g.last_ts`.execute(db)
+  // A group another of its day began before and ended after follows nobody's readings (groupBefore):
+  // the span holds whole days, so the other is among the rows.
+  const straddling = new Map<string, Array<{ first: number; last: number }>>()
+  for (const r of groups.rows) {
+    const key = `${r.i}\u0000${r.day}`
+    const day = straddling.get(key) ?? []
+    day.push({ first: r.first_ts.getTime(), last: r.last_ts.getTime() })
+    straddling.set(key, day)
+  }
+  const straddled = (r: { i: number; day: string; first_ts: Date; last_ts: Date }): boolean =>
+    straddling.get(`${r.i}\u0000${r.day}`)!.some((o) => o.first < r.first_ts.getTime() && o.last > r.last_ts.getTime())
   for (const r of groups.rows) {
     contexts[r.i - 1]!.groups.push({
       meterId: r.meter_id,
       householdId: r.household_id,
       day: r.day,
       lastTs: r.last_ts,
-      ...(r.straddled ? { straddled: true } : {}),
+      ...(straddled(r) ? { straddled: true } : {}),
       indexMin: r.index_min,
       indexMax: r.index_max,
       datum: r.datum,

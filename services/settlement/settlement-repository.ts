@@ -174,7 +174,7 @@ export async function findMonthRollupTotals(trx: Db, firstDay: string, lastDay: 
   const { rows } = await sql<{ meter_id: string; household_id: string; readings: bigint; days: bigint; month_final: boolean }>`
     WITH w AS (
       SELECT r.meter_id, r.household_id, r.day, r.readings_count, r.first_ts, r.last_ts,
-        -- groupBefore's and isStraddled's rules as windows: a straddled group follows nobody's readings.
+        -- groupBefore's rule as windows: a straddled group (another of its day began before it and ended after) follows nobody's readings.
         -- (Straddled: a group of its day ending later began earlier. Both windows sort alike: one sort.)
         CASE WHEN min(r.first_ts) OVER d < r.first_ts THEN NULL ELSE lag(r.household_id) OVER o END AS previous_household,
         CASE WHEN min(r.first_ts) OVER d < r.first_ts THEN NULL ELSE lag(r.last_ts) OVER o END AS previous_last_ts
