@@ -11,7 +11,7 @@ export const INGEST_THREAD_START_MS_MAX = 30_000
  * V8's young generation of the ingest thread, in MB (its two semi-spaces and the large-object
  * space beside them: 32 MB semi-spaces, where V8's default is 16). A group's datums, rows and SQL
  * outlive the default's scavenges, which then copy them; with this the thread spends about half
- * the time in garbage collection (measured in README.md). The broker's event loop keeps V8's
+ * the time in garbage collection (measured in docs/performance.md). The broker's event loop keeps V8's
  * default: its young generation grows with connections, and 20,000 idle ones must stay small.
  */
 export const INGEST_THREAD_YOUNG_GENERATION_MB = 96
