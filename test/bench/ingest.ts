@@ -26,7 +26,7 @@ import { bucketPercentile, counted, fmtFixed, fmtInt, fmtMb, fmtMs, fmtPercent, 
  *   BENCH_DATABASE_URL=postgres://…/postgres   (default: the local server)
  */
 
-const PHASES = ['bare', 'postgres', 'pglite', 'mosquitto', 'half', 'paced', 'catchup', 'idle'] as const
+const PHASES = ['bare', 'postgres', 'pglite', 'mosquitto', 'half', 'paced', 'catchup', 'storm', 'idle'] as const
 type Phase = (typeof PHASES)[number]
 
 /** The paced phase: the same meters at these total rates (msg/s), to show how PUBACK latency grows with load. */
@@ -36,7 +36,8 @@ const USAGE = `usage: npm run bench:ingest -- [options]
   --seconds S          measured seconds per phase (default 10; --quick: 2)
   --warmup S           seconds of load before measuring (default 2; --quick: 0.5)
   --meters N           simulated meters publishing (default 1000; --quick: 100)
-  --idle N             idle connections for memory per connection (default 20000; --quick: 1000)
+  --idle N             idle connections for memory per connection, and meters of the storm (default 20000; --quick: 1000)
+  --storm-readings N   readings each meter of the storm flushes, one a message (default 96: a day at 15 minutes; --quick: 8)
   --window N           QoS 1 publishes in flight per connection (default 16)
   --catchup-window N   in flight per connection during catch-up (default 2)
   --catchup-readings N readings per message during catch-up (default 100)
@@ -66,6 +67,7 @@ interface Options {
   window: number
   catchupWindow: number
   catchupReadings: number
+  stormReadings: number
   generators: number
   pacedRates: number[]
   only: Set<Phase>
@@ -82,6 +84,7 @@ function parseOptions(argv: string[]): Options {
       window: { type: 'string' },
       'catchup-window': { type: 'string' },
       'catchup-readings': { type: 'string' },
+      'storm-readings': { type: 'string' },
       generators: { type: 'string' },
       'paced-rates': { type: 'string' },
     },
@@ -99,6 +102,7 @@ function parseOptions(argv: string[]): Options {
     window: Math.floor(num('window', values.window, 16, 1)),
     catchupWindow: Math.floor(num('catchup-window', values['catchup-window'], 2, 1)),
     catchupReadings: Math.floor(num('catchup-readings', values['catchup-readings'], 100, 1)),
+    stormReadings: Math.floor(num('storm-readings', values['storm-readings'], quick ? 8 : 96, 1)),
     generators: Math.floor(num('generators', values.generators, 1, 1)),
     pacedRates: values['paced-rates'] === undefined ? DEFAULT_PACED_RATES : values['paced-rates'].split(',').map((r) => Math.floor(num('paced-rates', r, 0, 1))),
     only,
@@ -517,18 +521,9 @@ async function runIdle(bench: Bench, label: string, target: Target, slug: string
   const server = await bench.startServer(target, slug)
   let generators: NodeChild[] = []
   try {
-    const brokerFds = descriptorsOf(server.pid)
-    const brokerRoom = brokerFds.limit - brokerFds.open - FD_MARGIN
-    const own = descriptorsOf(process.pid)
-    const generatorRoom = own.limit - 2 * FD_MARGIN
     const requested = bench.opts.idle
-    let n = Math.min(requested, meters.length)
-    let limitedBy: string | null = meters.length < requested ? `${meters.length} meters provisioned` : null
-    if (n > brokerRoom) {
-      n = brokerRoom
-      limitedBy = `the broker's open-files limit of ${brokerFds.limit} (ulimit -n; raise the hard limit for the full count)`
-    }
-    const generatorCount = Math.max(1, Math.ceil(n / generatorRoom))
+    const { n, generatorCount, limitedBy: roomLimit } = connectionRoom(server.pid, requested, meters.length)
+    let limitedBy = roomLimit
     const before = server.gc !== undefined ? await server.gc() : null
     const s0 = sampleProcess(server.pid)!
     const c = await bench.connectGenerators(generatorCount, meters.slice(0, n), {
@@ -572,6 +567,179 @@ async function runIdle(bench: Bench, label: string, target: Target, slug: string
     await Promise.all(generators.map((g) => g.stop(30_000)))
     await server.close()
   }
+}
+
+/**
+ * How many of `requested` connections a phase can open to the broker `pid` (its open-files limit,
+ * and the meters provisioned), what limited them if anything, and how many generator processes
+ * hold them (each within this process's limit, which they inherit).
+ */
+function connectionRoom(pid: number, requested: number, provisioned: number): { n: number; generatorCount: number; limitedBy: string | null } {
+  const brokerFds = descriptorsOf(pid)
+  const brokerRoom = brokerFds.limit - brokerFds.open - FD_MARGIN
+  const generatorRoom = descriptorsOf(process.pid).limit - 2 * FD_MARGIN
+  let n = Math.min(requested, provisioned)
+  let limitedBy: string | null = provisioned < requested ? `${provisioned} meters provisioned` : null
+  if (n > brokerRoom) {
+    n = brokerRoom
+    limitedBy = `the broker's open-files limit of ${brokerFds.limit} (ulimit -n; raise the hard limit for the full count)`
+  }
+  return { n, generatorCount: Math.max(1, Math.ceil(n / generatorRoom)), limitedBy }
+}
+
+/** Connections a storm opens at once (each generator): about what the broker's listen backlog holds (MQTT_LISTEN_BACKLOG, 4,096). */
+const STORM_CONNECT_CONCURRENCY = 2_000
+/** The longest a storm may last, in ms, before what is left unacknowledged is reported. */
+const STORM_MS_MAX = 600_000
+/** Publishes each meter of a storm has in flight: MQTT.js replays its offline store one message at a time. */
+const STORM_WINDOW = 1
+
+interface StormFigures {
+  meters: number
+  limitedBy: string | null
+  readingsPerMeter: number
+  connected: number
+  connectMs: number
+  /** From opening a meter's socket to its CONNACK, in µs. */
+  connackP50Us: number
+  connackP99Us: number
+  doneMs: number
+  acked: number
+  readingsPerSecond: number
+  p50Us: number
+  p99Us: number
+  maxUs: number
+  brokerCores: number
+  dbCores: number
+  generatorCores: number
+  rssPeakBytes: number
+  check: string
+  notes: string[]
+}
+
+/**
+ * A district's meters reconnecting at once after an outage, each flushing the readings it buffered
+ * one message at a time (as MQTT.js replays its offline store), on PostgreSQL: how long until every
+ * meter is connected, and until every reading is stored; the rate over the whole storm; PUBACK
+ * latency; the broker's peak memory.
+ */
+async function runStorm(bench: Bench, meters: BenchMeter[]): Promise<StormFigures> {
+  const o = bench.opts
+  const label = 'catch-up storm, PostgreSQL'
+  progress(`${label}: starting`)
+  const server = await bench.startServer({ kind: 'metershare', backend: 'postgres' }, 'pg-storm')
+  let generators: NodeChild[] = []
+  try {
+    const { n, generatorCount, limitedBy } = connectionRoom(server.pid, o.idle, meters.length)
+    const c = await bench.connectGenerators(generatorCount, meters.slice(0, n), {
+      port: server.port,
+      mode: 'storm',
+      windowPerConnection: STORM_WINDOW,
+      readingsPerMessage: 1,
+      messagesPerMeter: o.stormReadings,
+      ratePerSecondTotal: 0,
+      warmupMs: 0,
+      measureMs: STORM_MS_MAX,
+      drainTimeoutMs: 0,
+      series: LOAD.series,
+      keepaliveSeconds: LOAD.keepaliveSeconds,
+      connectConcurrency: STORM_CONNECT_CONCURRENCY,
+      connectTimeoutMs: LOAD.connectTimeoutMs,
+    })
+    generators = c.generators
+    const ours = (cmdline: string): boolean => !/\(\d+\)|\[local\]/.test(cmdline) || cmdline.includes(` ${server.databaseName} `)
+    const s0 = { at: performance.now(), broker: sampleProcess(server.pid), pg: cpuMsByPid('postgres', ours) }
+    progress(`${label}: ${fmtInt(n)} meters connecting at once, ${fmtInt(o.stormReadings)} readings each`)
+    for (const g of generators) g.send({ type: 'go' })
+    const results = await Promise.all(generators.map((g) => g.next<GeneratorResult>('result', STORM_MS_MAX + 60_000)))
+    const s1 = { at: performance.now(), broker: sampleProcess(server.pid), pg: cpuMsByPid('postgres', ours) }
+    const wallMs = s1.at - s0.at
+    const connect = results.map((r) => r.connect!)
+    const connected = connect.reduce((k, x) => k + x.connected, 0)
+    const acked = results.reduce((k, r) => k + r.ackedMessages, 0)
+    const unacked = results.reduce((k, r) => k + r.unackedAtEnd, 0)
+    const doneMs = Math.max(...results.map((r) => r.windowMs))
+    const latencies = concat(results.map((r) => r.latenciesUs)).sort()
+    const connacks = concat(connect.map((x) => x.connackUs)).sort()
+    const notes: string[] = []
+    if (connected < n) notes.push(`${fmtInt(n - connected)} of ${fmtInt(n)} meters did not connect (${connect.map((x) => x.firstError).find((e) => e !== null) ?? 'no error'})`)
+    const closedEarly = results.reduce((k, r) => k + r.closedEarly, 0)
+    if (closedEarly > 0) notes.push(`${closedEarly} connections closed by the broker during the storm`)
+    const outOfOrder = results.reduce((k, r) => k + r.outOfOrderAcks, 0)
+    if (outOfOrder > 0) notes.push(`${outOfOrder} PUBACKs out of publish order`)
+    const counts = await server.counts!()
+    const figures = await server.ingest!()
+    notes.push(`group commits: ${fmtInt(figures.commits)}, mean ${fmtInt(figures.meanBatchReadings)} readings in ${fmtFixed(figures.meanCommitMs, 1)} ms`)
+    const clean = counts.quarantine === 0 && counts.rollups === counts.readings
+    const check =
+      counts.readings === acked && unacked === 0 && clean
+        ? `stored ${fmtInt(counts.readings)} = acked ✓`
+        : `${counts.readings === acked && clean ? '' : 'MISMATCH '}stored ${fmtInt(counts.readings)}, acked ${fmtInt(acked)}, ${fmtInt(unacked)} unacknowledged when it ended`
+    const end = sampleProcess(server.pid)
+    const storm: StormFigures = {
+      meters: n,
+      limitedBy,
+      readingsPerMeter: o.stormReadings,
+      connected,
+      connectMs: Math.max(...connect.map((x) => x.ms)),
+      connackP50Us: percentile(connacks, 50),
+      connackP99Us: percentile(connacks, 99),
+      doneMs,
+      acked,
+      readingsPerSecond: (acked * 1000) / doneMs,
+      p50Us: percentile(latencies, 50),
+      p99Us: percentile(latencies, 99),
+      maxUs: latencies.length === 0 ? Number.NaN : latencies[latencies.length - 1]!,
+      brokerCores: ((s1.broker?.cpuMs ?? 0) - (s0.broker?.cpuMs ?? 0)) / wallMs,
+      dbCores: cpuMsBetween(s0.pg, s1.pg) / wallMs,
+      generatorCores: results.reduce((k, r) => k + r.cpuMs, 0) / wallMs,
+      rssPeakBytes: end?.rssPeakBytes ?? Number.NaN,
+      check,
+      notes,
+    }
+    progress(`${label}: ${fmtInt(acked)} readings in ${fmtFixed(doneMs / 1000, 1)} s, ${check}`)
+    return storm
+  } finally {
+    await Promise.all(generators.map((g) => g.stop(30_000)))
+    await server.close()
+  }
+}
+
+function stormTable(rows: StormFigures[]): string {
+  return formatTable(
+    [
+      { title: 'meters', align: 'left' },
+      { title: 'readings each' },
+      { title: 'all connected s' },
+      { title: 'CONNACK p50/p99 s' },
+      { title: 'all stored s' },
+      { title: 'readings/s' },
+      { title: 'p50 ms' },
+      { title: 'p99 ms' },
+      { title: 'max ms' },
+      { title: 'broker cpu' },
+      { title: 'pg cpu' },
+      { title: 'gen cpu' },
+      { title: 'peak MB' },
+      { title: 'check', align: 'left' },
+    ],
+    rows.map((r) => [
+      `${fmtInt(r.connected)} of ${fmtInt(r.meters)}`,
+      fmtInt(r.readingsPerMeter),
+      fmtFixed(r.connectMs / 1000, 1),
+      `${fmtFixed(r.connackP50Us / 1e6, 1)}/${fmtFixed(r.connackP99Us / 1e6, 1)}`,
+      fmtFixed(r.doneMs / 1000, 1),
+      fmtInt(r.readingsPerSecond),
+      fmtMs(r.p50Us),
+      fmtMs(r.p99Us),
+      fmtMs(r.maxUs),
+      fmtPercent(r.brokerCores),
+      fmtPercent(r.dbCores),
+      fmtPercent(r.generatorCores),
+      fmtMb(r.rssPeakBytes),
+      r.check,
+    ]),
+  )
 }
 
 /** The subscriber's count once it has stopped growing. */
@@ -714,6 +882,7 @@ async function main(): Promise<number> {
 
   const load: LoadFigures[] = []
   const idle: IdleFigures[] = []
+  const storms: StormFigures[] = []
   const skipped: string[] = []
   const failed: string[] = []
   /** One phase failing (a crash, a timeout) is reported; the others still run. */
@@ -727,12 +896,13 @@ async function main(): Promise<number> {
     }
   }
   const want = (p: Phase): boolean => opts.only.has(p)
-  const needPg = pgReason === null && (want('postgres') || want('half') || want('paced') || want('catchup') || want('idle'))
+  const needPg = pgReason === null && (want('postgres') || want('half') || want('paced') || want('catchup') || want('storm') || want('idle'))
   try {
     if (needPg) {
-      const total = want('idle') ? Math.max(opts.meters, opts.idle) : opts.meters
+      const total = want('idle') || want('storm') ? Math.max(opts.meters, opts.idle) : opts.meters
       progress(`provisioning ${fmtInt(total)} meters on PostgreSQL`)
-      await bench.preparePostgres(total, opts.meters)
+      // A storm's meters are a district's: each occupied, its readings attributed.
+      await bench.preparePostgres(total, want('storm') ? total : opts.meters)
     }
     if (want('pglite') || want('catchup')) {
       progress(`provisioning ${fmtInt(opts.meters)} meters on PGlite`)
@@ -796,6 +966,10 @@ async function main(): Promise<number> {
       else skipped.push(`catch-up on PostgreSQL: ${pgReason}`)
       await loadPhase(spec(`catch-up ×${opts.catchupReadings}, PGlite`, pglite, 'pglite-catchup', bench.pgliteMeters, extra))
     }
+    if (want('storm')) {
+      if (pgReason === null) await attempt('catch-up storm, PostgreSQL', storms, () => runStorm(bench, bench.pgMeters))
+      else skipped.push(`catch-up storm on PostgreSQL: ${pgReason}`)
+    }
     if (want('idle')) {
       await idlePhase('bare aedes', { kind: 'bare' }, 'idle-bare', anyMeters(opts.idle))
       if (pgReason === null) await idlePhase('metershare, PostgreSQL', pg, 'idle-pg', bench.pgMeters)
@@ -822,6 +996,18 @@ async function main(): Promise<number> {
       out(`${r.spec.label}:`)
       for (const n of r.notes) out(`  - ${n}`)
       for (const p of r.profile) out(`  ${p}`)
+    }
+    out()
+  }
+  if (storms.length > 0) {
+    out('## Catch-up storm (every meter reconnects at once and flushes what it buffered, one reading a message, one in flight)')
+    out()
+    out(stormTable(storms))
+    out()
+    out(`all connected: from the start to the last CONNACK, ${fmtInt(STORM_CONNECT_CONCURRENCY)} connects at a time per generator; CONNACK: each meter's wait for its own; all stored: to the last PUBACK; readings/s over that time; cpu over the whole storm.`)
+    for (const r of storms) {
+      if (r.limitedBy !== null) out(`  - fewer than ${fmtInt(opts.idle)} meters: ${r.limitedBy}`)
+      for (const n of r.notes) out(`  - ${n}`)
     }
     out()
   }

@@ -6,12 +6,15 @@ export interface GeneratorPlan {
   type: 'plan'
   port: number
   meters: Array<{ id: string; secret: string }>
-  mode: 'throughput' | 'rate' | 'idle'
+  mode: 'throughput' | 'rate' | 'idle' | 'storm'
   windowPerConnection: number
+  /** Storm mode: the publishes each meter sends once connected (its buffered readings). */
+  messagesPerMeter?: number
   readingsPerMessage: number
   /** This generator's share of the total, in messages per second (rate mode). */
   ratePerSecond: number
   warmupMs: number
+  /** The measured window; in storm mode, the longest the storm may last. */
   measureMs: number
   drainTimeoutMs: number
   series: ReadingSeries
@@ -29,6 +32,8 @@ export interface GeneratorConnected {
   failed: number
   firstError: string | null
   ms: number
+  /** Per connection answered, from opening its socket to its CONNACK, in µs. */
+  connackUs: Uint32Array
 }
 
 export interface GeneratorResult {
@@ -47,6 +52,8 @@ export interface GeneratorResult {
   outOfOrderAcks: number
   /** With `recordSendTimes`: per meter, when reading number r (1, 2, …) was written, at index r − 1. */
   sendTimes?: MeterSendTimes[]
+  /** Storm mode: how its meters connected (`ms`: from `go` to the last CONNACK). */
+  connect?: GeneratorConnected
 }
 
 export interface MeterSendTimes {

@@ -17,7 +17,10 @@ import { refillMinOf, type GeneratorConnected, type GeneratorPlan, type Generato
  * frames encoded once (mqtt-packet) and patched per message, a fixed window of QoS 1
  * publishes in flight per connection, PUBACKs read by a minimal parser and timed per
  * message id. Modes: `throughput` (as fast as acknowledged), `rate` (a fixed total rate,
- * spread over the connections), `idle` (connect and wait). With `recordSendTimes`, the time
+ * spread over the connections), `idle` (connect and wait), `storm` (every meter connects at
+ * `go`, all at once, and sends `messagesPerMeter` publishes from its CONNACK on, as a district's
+ * meters reconnecting after an outage flush what they buffered; its connections are made then,
+ * not at `plan`). With `recordSendTimes`, the time
  * each reading was written is kept and returned (on the machine-wide monotonic clock).
  *
  * IPC: plan → progress…, connected; go → window-start, window-end, result; close → closed, then exit.
@@ -46,6 +49,8 @@ class Connection {
   onConnack: ((returnCode: number) => void) | null = null
   /** performance.now() of each reading written, when the plan asks for send times. */
   sentAtByReading: Float64Array | null = null
+  /** Publishes it may still send (storm mode); unbounded otherwise. */
+  budget = Number.POSITIVE_INFINITY
 
   constructor(
     readonly gen: Generator,
@@ -72,7 +77,7 @@ class Connection {
   }
 
   get capacity(): number {
-    return this.ids.length - this.inflight
+    return Math.min(this.ids.length - this.inflight, this.budget)
   }
 
   /** Writes `n` publishes in one buffer. */
@@ -92,6 +97,7 @@ class Connection {
       this.sentAt[slot] = now
       this.inflight++
     }
+    this.budget -= n
     this.socket.write(out)
     this.gen.sentMessages += n
   }
@@ -155,6 +161,8 @@ class Generator {
   private firstError: string | null = null
   private drainWaiter: (() => void) | null = null
   private rateTimer: NodeJS.Timeout | null = null
+  /** performance.now() of the last PUBACK read. */
+  private lastAckAt = 0
 
   private readonly refillMin: number
 
@@ -176,6 +184,7 @@ class Generator {
 
   recordAck(latencyMs: number): void {
     this.acked++
+    this.lastAckAt = performance.now()
     if (!this.measuring) return
     this.windowAcked++
     if (this.latencyCount === this.latencies.length) {
@@ -189,7 +198,8 @@ class Generator {
   afterData(c: Connection): void {
     if (!this.sending) return this.checkDrained()
     // Refilling a few slots at a time rather than one per PUBACK spares the generator a write per message.
-    if (this.plan.mode !== 'throughput' || c.capacity < this.refillMin) return
+    if (this.plan.mode === 'rate' || this.plan.mode === 'idle' || c.capacity === 0) return
+    if (c.capacity < this.refillMin && c.budget > c.capacity) return
     // Refill once per turn of the event loop: PUBACKs read in several chunks leave in one write.
     this.refill.add(c)
     if (this.refill.size === 1) setImmediate(this.flushRefill)
@@ -202,13 +212,18 @@ class Generator {
     this.refill.clear()
   }
 
-  async connectAll(): Promise<GeneratorConnected> {
+  /**
+   * Connects every meter of the plan, `connectConcurrency` at a time; with `sendOnConnack` (storm
+   * mode) each sends its window the moment it is accepted.
+   */
+  async connectAll(sendOnConnack = false): Promise<GeneratorConnected> {
     const started = performance.now()
     const { meters, connectConcurrency, connectTimeoutMs, keepaliveSeconds, mode, readingsPerMessage, windowPerConnection } = this.plan
     let next = 0
     let connected = 0
     let refused = 0
     let failed = 0
+    const connackUs: number[] = []
     const one = async (): Promise<void> => {
       while (next < meters.length) {
         const index = next++
@@ -217,6 +232,7 @@ class Generator {
         const source = SOURCE_ADDRESSES[index % SOURCE_ADDRESSES.length]!
         const c = new Connection(this, template, connectFrame(meter, keepaliveSeconds), windowPerConnection, source)
         if (this.plan.recordSendTimes === true) c.sentAtByReading = new Float64Array(64)
+        const opened = performance.now()
         const rc = await new Promise<number>((resolve) => {
           const timer = setTimeout(() => resolve(-1), connectTimeoutMs)
           c.onConnack = (code) => {
@@ -224,10 +240,15 @@ class Generator {
             resolve(code)
           }
         })
+        if (rc >= 0) connackUs.push(Math.round((performance.now() - opened) * 1000))
         if (rc === 0) {
           connected++
           this.connections.push(c)
           this.byMeter[index] = c
+          if (sendOnConnack) {
+            c.budget = this.plan.messagesPerMeter ?? 0
+            c.send(c.capacity, performance.now())
+          }
         } else {
           if (rc > 0) refused++
           else failed++
@@ -243,7 +264,7 @@ class Generator {
     } finally {
       clearInterval(progress)
     }
-    return { type: 'connected', connected, refused, failed, firstError: this.firstError, ms: performance.now() - started }
+    return { type: 'connected', connected, refused, failed, firstError: this.firstError, ms: performance.now() - started, connackUs: Uint32Array.from(connackUs) }
   }
 
   async run(): Promise<GeneratorResult> {
@@ -315,6 +336,40 @@ class Generator {
     }
   }
 
+  /**
+   * Storm mode: every meter connects now, all at once, and sends its publishes from its CONNACK
+   * on; over when every connected meter has had all of them acknowledged, or after `measureMs`.
+   * The window is the whole storm: from `go` to the last PUBACK.
+   */
+  async storm(): Promise<GeneratorResult> {
+    const { measureMs } = this.plan
+    this.sending = true
+    this.measuring = true
+    const cpu0 = process.cpuUsage()
+    const t0 = performance.now()
+    const connect = await this.connectAll(true)
+    const deadline = t0 + measureMs
+    while (performance.now() < deadline && this.connections.some((c) => !c.closing && !c.socket.destroyed && (c.budget > 0 || c.inflight > 0))) await sleep(20)
+    this.measuring = false
+    this.sending = false
+    const cpu = process.cpuUsage(cpu0)
+    return {
+      type: 'result',
+      connections: this.connections.length,
+      sentMessages: this.sentMessages,
+      ackedMessages: this.acked,
+      windowAckedMessages: this.windowAcked,
+      windowMs: (this.acked > 0 ? this.lastAckAt : performance.now()) - t0,
+      latenciesUs: this.latencies.slice(0, this.latencyCount),
+      cpuMs: (cpu.user + cpu.system) / 1000,
+      unackedAtEnd: this.connections.reduce((n, c) => n + c.inflight + (Number.isFinite(c.budget) ? c.budget : 0), 0) + this.lostInflight,
+      closedEarly: this.closedEarlyCount,
+      unexpectedAcks: this.unexpectedAcks,
+      outOfOrderAcks: this.outOfOrderAcks,
+      connect,
+    }
+  }
+
   checkDrained(): void {
     if (this.drainWaiter === null || this.sending) return
     for (const c of this.connections) if (c.inflight > 0) return
@@ -352,10 +407,11 @@ process.on('message', (m: ChildMessage) => {
     switch (m.type) {
       case 'plan':
         generator = new Generator(m as unknown as GeneratorPlan)
-        process.send!(await generator.connectAll())
+        // A storm's meters connect at `go`, as part of what it measures.
+        process.send!(generator.plan.mode === 'storm' ? ({ type: 'connected', connected: 0, refused: 0, failed: 0, firstError: null, ms: 0, connackUs: new Uint32Array(0) } satisfies GeneratorConnected) : await generator.connectAll())
         return
       case 'go':
-        process.send!(await generator!.run())
+        process.send!(generator!.plan.mode === 'storm' ? await generator!.storm() : await generator!.run())
         return
       case 'close':
         await generator?.closeAll()
