@@ -28,6 +28,7 @@ import { AEDES_EMITTER_CONCURRENCY, carryEgressMetaThrough, Egress, egressMetaOf
 import { EVERY_TOPIC, LocalEgressInterest } from './egress-interest.ts'
 import { guardPacketSize } from './frame-guard.ts'
 import { ClosedBeforeHeaderError, readProxyHeader } from './proxy-protocol.ts'
+import { listenShared } from './accept-handles.ts'
 import { IngestLanes } from './ingest-lanes.ts'
 import { IngestThread } from './ingest-thread.ts'
 import { MemoryPersistence } from './memory-persistence.ts'
@@ -56,6 +57,11 @@ export const COUPLING_CLOSE_MS_MAX = 5_000
 const CONNACK_IDENTIFIER_REJECTED = 2
 /** Connections the kernel may hold for MQTT's TCP listener before they are accepted (capped by net.core.somaxconn). */
 export const MQTT_LISTEN_BACKLOG = 4_096
+/**
+ * Handles of MQTT's listening socket, so connections accepted per turn of a busy event loop, at most
+ * (accept-handles.ts): one handle accepted 10–120 meters a second during a catch-up storm.
+ */
+export const MQTT_ACCEPT_HANDLES = 64
 const CONNACK_SERVER_UNAVAILABLE = 3
 const CONNACK_BAD_CREDENTIALS = 4
 const CONNACK_NOT_AUTHORIZED = 5
@@ -540,6 +546,8 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
   /** Every connection handed to aedes and still open, CONNACK or not. */
   const connections = new Set<Duplex>()
   const servers: net.Server[] = []
+  /** TCP sockets of the MQTT listener open now. */
+  let tcpOpen = 0
   const wsServers: WebSocketServer[] = []
   let closing: Promise<void> | null = null
 
@@ -614,11 +622,17 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
       guardPacketSize(conn, limits.packetBytesMax, (reason) => log.warn({ address, reason }, 'connection closed: packet too large'))
       aedes.handle(conn, req)
     },
-    listenTcp(port, host) {
+    async listenTcp(port, host) {
       // TCP_NODELAY: a PUBACK is 4 bytes, written when its group commits. With Nagle's algorithm on, a
       // meter's PUBACK from one group would wait for the TCP ACK of its PUBACK from the group before,
       // which the meter's stack may delay up to 40 ms (Linux), or until the meter next sends.
-      const server = net.createServer({ noDelay: true }, (socket) => {
+      const accepted = (socket: net.Socket): void => {
+        // Beyond connectionsMax + 100 sockets are closed as they come (a listener's maxConnections, over all
+        // its handles); below it, CONNACK 3 answers past connectionsMax.
+        if (tcpOpen >= config.mqtt.connectionsMax + 100) return void socket.destroy()
+        tcpOpen++
+        socket.once('close', () => tcpOpen--)
+        socket.setNoDelay(true)
         const peer = socket.remoteAddress ?? 'unknown'
         if (!proxies.trusts(peer)) return broker.handle(socket, peer)
         // A trusted load balancer opens with the meter's address (PROXY protocol).
@@ -635,19 +649,17 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
             socket.destroy()
           },
         )
-      })
-      // Sockets beyond this are refused by the kernel-facing side; CONNACK 3 covers the rest.
-      server.maxConnections = config.mqtt.connectionsMax + 100
-      servers.push(server)
-      return new Promise((resolve, reject) => {
-        server.once('error', reject)
-        // A catch-up storm is every meter connecting at once: Node's default backlog of 511 overflowed
-        // (the kernel caps it at net.core.somaxconn).
-        server.listen({ port, host, backlog: MQTT_LISTEN_BACKLOG }, () => {
-          server.off('error', reject)
-          resolve(server.address() as AddressInfo)
-        })
-      })
+      }
+      // A catch-up storm is every meter connecting at once: Node's default backlog of 511 overflowed
+      // (the kernel caps it at net.core.somaxconn), and a busy event loop accepts one connection a turn
+      // per handle of the socket (accept-handles.ts).
+      const handles = await listenShared({ port, host, backlog: MQTT_LISTEN_BACKLOG, handles: MQTT_ACCEPT_HANDLES })
+      for (const server of handles) {
+        server.on('connection', accepted)
+        server.on('error', (err) => log.error({ err }, 'MQTT listener failed'))
+        servers.push(server)
+      }
+      return handles[0]!.address() as AddressInfo
     },
     attachWebSocket(server, path = '/mqtt') {
       const wss = new WebSocketServer({

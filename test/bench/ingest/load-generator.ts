@@ -319,6 +319,11 @@ class Generator {
             return [{ meterId: m.id, sentUs }]
           })
         : undefined
+    return this.result(windowMs, cpu, unacked, sendTimes !== undefined ? { sendTimes } : {})
+  }
+
+  /** What a run tells the bench: its window, its CPU over it, the publishes unacknowledged at its end. */
+  private result(windowMs: number, cpu: NodeJS.CpuUsage, unacked: number, extra: Pick<GeneratorResult, 'sendTimes' | 'connect'>): GeneratorResult {
     return {
       type: 'result',
       connections: this.connections.length,
@@ -332,7 +337,7 @@ class Generator {
       closedEarly: this.closedEarlyCount,
       unexpectedAcks: this.unexpectedAcks,
       outOfOrderAcks: this.outOfOrderAcks,
-      ...(sendTimes !== undefined ? { sendTimes } : {}),
+      ...extra,
     }
   }
 
@@ -353,21 +358,8 @@ class Generator {
     this.measuring = false
     this.sending = false
     const cpu = process.cpuUsage(cpu0)
-    return {
-      type: 'result',
-      connections: this.connections.length,
-      sentMessages: this.sentMessages,
-      ackedMessages: this.acked,
-      windowAckedMessages: this.windowAcked,
-      windowMs: (this.acked > 0 ? this.lastAckAt : performance.now()) - t0,
-      latenciesUs: this.latencies.slice(0, this.latencyCount),
-      cpuMs: (cpu.user + cpu.system) / 1000,
-      unackedAtEnd: this.connections.reduce((n, c) => n + c.inflight + (Number.isFinite(c.budget) ? c.budget : 0), 0) + this.lostInflight,
-      closedEarly: this.closedEarlyCount,
-      unexpectedAcks: this.unexpectedAcks,
-      outOfOrderAcks: this.outOfOrderAcks,
-      connect,
-    }
+    const unacked = this.connections.reduce((n, c) => n + c.inflight + (Number.isFinite(c.budget) ? c.budget : 0), 0)
+    return this.result((this.acked > 0 ? this.lastAckAt : performance.now()) - t0, cpu, unacked, { connect })
   }
 
   checkDrained(): void {

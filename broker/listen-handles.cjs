@@ -1,0 +1,25 @@
+'use strict'
+// The helper of accept-handles.ts: listens as asked, sends the listening handle to its parent the
+// number of times asked (each arrives there as a duplicate of the socket's descriptor), then closes
+// its own and leaves. Plain CommonJS, run by node alone: it starts in a few tens of milliseconds.
+const net = require('node:net')
+
+const { port, host, backlog, handles } = JSON.parse(process.argv[2])
+const done = () => {
+  server.close()
+  process.disconnect()
+}
+const server = net.createServer()
+server.once('error', (err) => {
+  const { message, code, errno, syscall, address } = err
+  process.send({ error: { message, code, errno, syscall, address, port } }, done)
+})
+server.listen({ port, host, backlog }, () => {
+  let sent = 0
+  for (let i = 0; i < handles; i++) {
+    process.send({ handle: i }, server, (err) => {
+      if (err) process.send({ error: { message: err.message, code: err.code } })
+      if (++sent === handles) done()
+    })
+  }
+})

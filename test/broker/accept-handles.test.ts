@@ -1,0 +1,139 @@
+import { readFileSync, readdirSync, readlinkSync } from 'node:fs'
+import net from 'node:net'
+import { afterEach, describe, expect, it } from 'vitest'
+import { listenShared } from '../../broker/accept-handles.ts'
+import { MQTT_ACCEPT_HANDLES } from '../../broker/broker.ts'
+import { connectMeter, endClient, startTestBroker } from '../support/broker.ts'
+import { describeDatabases } from '../support/database.ts'
+import { createTestMeter, createUtility } from '../support/world.ts'
+
+/**
+ * The MQTT listener's handles (accept-handles.ts): a busy event loop accepts one connection a turn
+ * per handle of the listening socket, so a storm of meters connecting at once waits in the kernel's
+ * accept queue unless the socket has many.
+ */
+
+/** Busy time of each turn of the event loop while connections wait, in ms. */
+const TURN_BUSY_MS = 20
+const PENDING = 120
+
+/** Opens `PENDING` connections at once, then keeps the event loop busy turn after turn until all are accepted or `turnsMax` turns have run; the turns it took. */
+async function turnsToAcceptAll(servers: net.Server[], turnsMax: number): Promise<{ turns: number; accepted: number; mostInOneTurn: number }> {
+  const port = (servers[0]!.address() as net.AddressInfo).port
+  const perTurn = new Map<number, number>()
+  let turn = 0
+  let accepted = 0
+  const sockets: net.Socket[] = []
+  for (const s of servers) {
+    s.on('connection', (socket) => {
+      sockets.push(socket)
+      accepted++
+      perTurn.set(turn, (perTurn.get(turn) ?? 0) + 1)
+    })
+  }
+  const clients = Array.from({ length: PENDING }, () => net.connect({ port, host: '127.0.0.1' }).on('error', () => undefined))
+  // Every handshake done by the kernel before the loop turns (the listener's accept queue full of them).
+  await Promise.all(clients.map((c) => new Promise((r) => c.once('connect', r))))
+  await new Promise<void>((resolve) => {
+    const burn = (): void => {
+      turn++
+      const until = performance.now() + TURN_BUSY_MS
+      while (performance.now() < until);
+      if (accepted >= PENDING || turn >= turnsMax) resolve()
+      else setImmediate(burn)
+    }
+    setImmediate(burn)
+  })
+  for (const c of clients) c.destroy()
+  for (const s of sockets) s.destroy()
+  return { turns: turn, accepted, mostInOneTurn: Math.max(0, ...perTurn.values()) }
+}
+
+describe('a listening socket held through several handles', () => {
+  let servers: net.Server[] = []
+  afterEach(async () => {
+    await Promise.all(servers.map((s) => new Promise((r) => s.close(r))))
+    servers = []
+  })
+
+  it('accepts one connection a turn of a busy event loop with one handle (why there are several)', async () => {
+    servers = await listenShared({ port: 0, host: '127.0.0.1', backlog: 1024, handles: 1 })
+    const r = await turnsToAcceptAll(servers, 30)
+    expect(r.mostInOneTurn).toBe(1)
+    expect(r.accepted).toBeLessThan(PENDING)
+  })
+
+  it('accepts as many a turn as it has handles, all on one port', async () => {
+    servers = await listenShared({ port: 0, host: '127.0.0.1', backlog: 1024, handles: 16 })
+    expect(servers).toHaveLength(16)
+    expect(new Set(servers.map((s) => (s.address() as net.AddressInfo).port)).size).toBe(1)
+    const r = await turnsToAcceptAll(servers, 30)
+    expect(r.accepted).toBe(PENDING)
+    expect(r.mostInOneTurn).toBeGreaterThan(8)
+    expect(r.turns).toBeLessThanOrEqual(Math.ceil(PENDING / 16) + 3)
+  })
+
+  it('fails as listen does, with its code, when the port is taken', async () => {
+    const other = net.createServer()
+    await new Promise<void>((r) => other.listen(0, '127.0.0.1', r))
+    try {
+      const port = (other.address() as net.AddressInfo).port
+      await expect(listenShared({ port, host: '127.0.0.1', backlog: 16, handles: 4 })).rejects.toMatchObject({ code: 'EADDRINUSE', port })
+    } finally {
+      await new Promise((r) => other.close(r))
+    }
+  })
+
+  it('stops listening once every handle is closed', async () => {
+    servers = await listenShared({ port: 0, host: '127.0.0.1', backlog: 16, handles: 4 })
+    const port = (servers[0]!.address() as net.AddressInfo).port
+    await Promise.all(servers.map((s) => new Promise((r) => s.close(r))))
+    servers = []
+    const refused = await new Promise<string>((resolve) => {
+      const c = net.connect({ port, host: '127.0.0.1' })
+      c.once('connect', () => (c.destroy(), resolve('connected')))
+      c.once('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? e.message))
+    })
+    expect(refused).toBe('ECONNREFUSED')
+  })
+})
+
+/** Descriptors of this process on the listening TCP socket of `port` (Linux: /proc). */
+function listeningDescriptors(port: number): number {
+  const hex = port.toString(16).toUpperCase().padStart(4, '0')
+  const inodes = new Set<string>()
+  for (const table of ['/proc/net/tcp', '/proc/net/tcp6']) {
+    for (const line of readFileSync(table, 'utf8').split('\n').slice(1)) {
+      const f = line.trim().split(/\s+/)
+      // local_address ends in :PORT; state 0A is LISTEN; the inode is the tenth field.
+      if (f.length > 9 && f[1]!.endsWith(`:${hex}`) && f[3] === '0A') inodes.add(f[9]!)
+    }
+  }
+  let n = 0
+  for (const fd of readdirSync('/proc/self/fd')) {
+    try {
+      const target = readlinkSync(`/proc/self/fd/${fd}`)
+      if (inodes.has(/^socket:\[(\d+)\]$/.exec(target)?.[1] ?? '')) n++
+    } catch {
+      // A descriptor closed meanwhile.
+    }
+  }
+  return n
+}
+
+describeDatabases("the broker's MQTT listener", (t) => {
+  it(`holds its socket through ${MQTT_ACCEPT_HANDLES} handles and serves meters on it, then lets go of every one`, async () => {
+    const tb = await startTestBroker(t.handle)
+    const port = tb.port
+    try {
+      expect(listeningDescriptors(port)).toBe(MQTT_ACCEPT_HANDLES)
+      const operator = await createUtility(t.db)
+      const meter = await createTestMeter(t.db, operator.id)
+      const client = await connectMeter(`mqtt://127.0.0.1:${port}`, meter)
+      await endClient(client)
+    } finally {
+      await tb.close()
+    }
+    expect(listeningDescriptors(port)).toBe(0)
+  })
+})
