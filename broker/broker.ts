@@ -654,6 +654,11 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
       // (the kernel caps it at net.core.somaxconn), and a busy event loop accepts one connection a turn
       // per handle of the socket (accept-handles.ts).
       const handles = await listenShared({ port, host, backlog: MQTT_LISTEN_BACKLOG, handles: MQTT_ACCEPT_HANDLES })
+      // Closed while the socket was being handed over: nothing may listen after close.
+      if (closing !== null) {
+        for (const server of handles) server.close()
+        throw new Error('the broker closed while its MQTT listener opened')
+      }
       for (const server of handles) {
         server.on('connection', accepted)
         server.on('error', (err) => log.error({ err }, 'MQTT listener failed'))

@@ -2,8 +2,11 @@ import { readFileSync, readdirSync, readlinkSync } from 'node:fs'
 import net from 'node:net'
 import { afterEach, describe, expect, it } from 'vitest'
 import { listenShared } from '../../broker/accept-handles.ts'
-import { MQTT_ACCEPT_HANDLES } from '../../broker/broker.ts'
-import { connectMeter, endClient, startTestBroker } from '../support/broker.ts'
+import { MQTT_ACCEPT_HANDLES, createBroker } from '../../broker/broker.ts'
+import { AccessLogRecorder } from '../../services/consent/access-log-recorder.ts'
+import { envToConfig } from '../../shared/config.ts'
+import { createMetrics } from '../../shared/metrics.ts'
+import { connectMeter, endClient, ownerOnlyPolicy, startTestBroker } from '../support/broker.ts'
 import { describeDatabases } from '../support/database.ts'
 import { createTestMeter, createUtility } from '../support/world.ts'
 
@@ -134,6 +137,22 @@ describeDatabases("the broker's MQTT listener", (t) => {
     } finally {
       await tb.close()
     }
+    expect(listeningDescriptors(port)).toBe(0)
+  })
+
+  it('listens on nothing when it is closed while its socket is being handed over', async () => {
+    const config = envToConfig({ mqttPort: '0', httpPort: '0', host: '127.0.0.1', logLevel: 'silent' })
+    const metrics = createMetrics({ defaultMetrics: false })
+    const recorder = new AccessLogRecorder(t.db, { metrics })
+    const broker = await createBroker({ config, db: t.handle, metrics, recorder, policy: ownerOnlyPolicy })
+    const probe = net.createServer()
+    await new Promise<void>((r) => probe.listen(0, '127.0.0.1', r))
+    const port = (probe.address() as net.AddressInfo).port
+    await new Promise((r) => probe.close(r))
+    const listening = broker.listenTcp(port, '127.0.0.1')
+    await broker.close()
+    await recorder.close()
+    await expect(listening).rejects.toThrow('the broker closed while its MQTT listener opened')
     expect(listeningDescriptors(port)).toBe(0)
   })
 })
