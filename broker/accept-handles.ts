@@ -41,6 +41,10 @@ export function listenShared(opts: SharedListen): Promise<net.Server[]> {
   return new Promise((resolve, reject) => {
     const servers: net.Server[] = []
     let settled = false
+    let exited = false
+    const handedOver = (): void => {
+      if (servers.length === opts.handles && exited) finish(null)
+    }
     // Not the parent's flags (a loader, --cpu-prof): the helper is plain CommonJS.
     const child = fork(HELPER, [JSON.stringify(opts)], { execArgv: [], stdio: ['ignore', 'ignore', 'inherit', 'ipc'], serialization: 'json' })
     const finish = (err: Error | null): void => {
@@ -58,10 +62,18 @@ export function listenShared(opts: SharedListen): Promise<net.Server[]> {
       if (handle === undefined) return finish(new Error('the listening socket came without its handle'))
       if (settled) return void handle.close()
       servers.push(handle)
-      if (servers.length === opts.handles) finish(null)
+      handedOver()
     })
     child.once('error', (err) => finish(err))
     // Its channel closes after the last message it sent has been read, whether it finished or failed.
-    child.once('disconnect', () => finish(new Error(`the listening helper left before handing over ${opts.handles} handles (${servers.length} came)`)))
+    child.once('disconnect', () => {
+      if (servers.length < opts.handles) finish(new Error(`the listening helper left before handing over ${opts.handles} handles (${servers.length} came)`))
+    })
+    // Done once the helper is gone too: until it exits it holds the socket, which would still take
+    // connections after every handle here is closed.
+    child.once('exit', () => {
+      exited = true
+      handedOver()
+    })
   })
 }
