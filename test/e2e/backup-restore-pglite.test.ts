@@ -3,6 +3,7 @@ import os from 'node:os'
 import path from 'node:path'
 import type { MqttClient } from 'mqtt'
 import { afterAll, describe, expect, it } from 'vitest'
+import { addMonths, monthOf } from '../../shared/calendar.ts'
 import { meterReadingsTopic } from '../../shared/topics.ts'
 import { connectMeter, endClient, publishAcked } from '../support/broker.ts'
 import { CliProcess, callApi } from '../support/cli.ts'
@@ -16,13 +17,15 @@ const ADMIN = 'backup-pglite-admin-token-0123456789'
 const START_MS_MAX = 90_000
 const MONTH = '2026-10'
 const HOUR_MS = 3_600_000
+/** The system's calendar (METERSHARE_TIMEZONE). */
+const TIMEZONE = 'Europe/Paris'
 
 describe('a backup of the embedded database: the data folder of a stopped system', () => {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'metershare-backup-pglite-'))
   const processes: CliProcess[] = []
   const clients: MqttClient[] = []
   const { DATABASE_URL: _url, ...rest } = process.env
-  const env = { ...rest, MQTT_PORT: '0', HTTP_PORT: '0', METERSHARE_HOST: '127.0.0.1', METERSHARE_ADMIN_TOKEN: ADMIN, METERSHARE_LOG_LEVEL: 'warn' }
+  const env = { ...rest, METERSHARE_TIMEZONE: TIMEZONE, MQTT_PORT: '0', HTTP_PORT: '0', METERSHARE_HOST: '127.0.0.1', METERSHARE_ADMIN_TOKEN: ADMIN, METERSHARE_LOG_LEVEL: 'warn' }
 
   afterAll(async () => {
     for (const c of clients) await endClient(c)
@@ -64,7 +67,9 @@ describe('a backup of the embedded database: the data folder of a stopped system
       await publishAcked(client, meterReadingsTopic(meter.id), JSON.stringify({ readings: october }))
       await publishAcked(client, meterReadingsTopic(meter.id), '{"ts": not json')
       await endClient(client)
-      await admin('POST', '/admin/settlements', { month: MONTH })
+      // Every month over by now, as the system's own periodic settlement would (at its next start, the
+      // copy's): the data reach into the month after MONTH, which is over once the calendar has passed it.
+      for (let m = MONTH; m <= addMonths(monthOf(new Date(), TIMEZONE), -1); m = addMonths(m, 1)) await admin('POST', '/admin/settlements', { month: m })
 
       const routes: Array<[string, string]> = [
         ['/me/payouts', household.apiKey],
