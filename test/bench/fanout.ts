@@ -11,7 +11,7 @@ import { brokerQueries, type BrokerMark } from './ingest/broker-queries.ts'
 import { LOAD, loadTiming, type GeneratorConnected, type GeneratorPlan, type GeneratorResult } from './ingest/generator-plan.ts'
 import { BENCH_OPTIONS, BenchHarness, DEFAULT_BENCH_DATABASE_URL, cleanUpOnSignal, describePostgres, exitWithUsageIf, numberOption, phasesOption, profileFlags, profileLines, progress, redact } from './support/harness.ts'
 import { describeMachine, packageVersion } from './support/machine.ts'
-import { NodeChild, cpuMsBetween, cpuMsByPid, mainThreadCpuMs, sampleMachine, sampleProcess } from './support/processes.ts'
+import { NodeChild, cpuMsBetween, cpuMsByPid, mainThreadCpuMs, ofDatabase, sampleMachine, sampleProcess } from './support/processes.ts'
 import { fmtFixed, fmtInt, fmtMb, fmtMs, fmtPercent, formatTable, mark, percentile } from './support/report.ts'
 import { analyseDeliveries, type DeliveryFigures } from './fanout/deliveries.ts'
 import { provisionFanoutWorld, type FanoutWorld } from './fanout/fanout-world.ts'
@@ -283,8 +283,7 @@ async function runLoad(bench: Bench, spec: LoadSpec, round: number): Promise<Loa
     if (connected.connected < world.meters.length) problems.push(`only ${connected.connected} of ${world.meters.length} meters connected (${connected.firstError ?? '?'})`)
     progress(`${label}: ${connected.connected} meters connected in ${fmtInt(connected.ms)} ms, loading ${fmtInt(o.rate)} readings/s`)
 
-    // This phase's backends and the server's own processes, not other databases' backends.
-    const ours = (cmdline: string): boolean => !/\(\d+\)|\[local\]/.test(cmdline) || cmdline.includes(` ${broker.databaseName} `)
+    const ours = ofDatabase(broker.databaseName)
     const pids = [broker.child.pid, recipients?.pid ?? -1]
     const sample = () => ({
       at: performance.now(),

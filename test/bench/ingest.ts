@@ -13,7 +13,7 @@ import { LOAD, loadTiming, refillMinOf, type GeneratorConnected, type GeneratorP
 import { BENCH_OPTIONS, BenchHarness, DEFAULT_BENCH_DATABASE_URL, cleanUpOnSignal, describePostgres, exitWithUsageIf, numberOption, phasesOption, profileFlags, profileLines, progress, redact } from './support/harness.ts'
 import { commandVersion, describeMachine, packageVersion } from './support/machine.ts'
 import { MOSQUITTO_BIN, MOSQUITTO_SUB_BIN, startCountingSubscriber, startMosquitto, type CountingSubscriber } from './support/mosquitto.ts'
-import { NodeChild, cpuMsBetween, cpuMsByPid, descriptorsOf, sampleMachine, sampleProcess } from './support/processes.ts'
+import { NodeChild, cpuMsBetween, cpuMsByPid, descriptorsOf, ofDatabase, sampleMachine, sampleProcess } from './support/processes.ts'
 import { bucketPercentile, counted, fmtFixed, fmtInt, fmtMb, fmtMs, fmtPercent, formatTable, mark, percentile } from './support/report.ts'
 
 /**
@@ -379,8 +379,7 @@ async function runLoad(bench: Bench, spec: LoadSpec): Promise<LoadFigures> {
 
     const pids = [server.pid, ...server.helperPids]
     const withPg = server.databaseName !== undefined
-    // This phase's backends and the server's own processes (WAL writer, checkpointer), not other databases' backends.
-    const ours = (cmdline: string): boolean => !/\(\d+\)|\[local\]/.test(cmdline) || cmdline.includes(` ${server.databaseName} `)
+    const ours = ofDatabase(server.databaseName)
     for (const g of generators) g.send({ type: 'go' })
     const runTimeoutMs = (o.warmupSeconds + o.seconds) * 1000 + 60_000
     const sample = () => ({ at: performance.now(), server: pids.map(sampleProcess), machine: sampleMachine(), pg: withPg ? cpuMsByPid('postgres', ours) : new Map<number, number>(), sub: server.subscriberCount?.() ?? 0 })
@@ -647,7 +646,7 @@ async function runStorm(bench: Bench, meters: BenchMeter[]): Promise<StormFigure
       connectTimeoutMs: LOAD.connectTimeoutMs,
     })
     generators = c.generators
-    const ours = (cmdline: string): boolean => !/\(\d+\)|\[local\]/.test(cmdline) || cmdline.includes(` ${server.databaseName} `)
+    const ours = ofDatabase(server.databaseName)
     const s0 = { at: performance.now(), broker: sampleProcess(server.pid), pg: cpuMsByPid('postgres', ours) }
     progress(`${label}: ${fmtInt(n)} meters connecting at once, ${fmtInt(o.stormReadings)} readings each`)
     for (const g of generators) g.send({ type: 'go' })

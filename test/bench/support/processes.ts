@@ -157,6 +157,15 @@ function statusKb(status: string, field: string): number {
 }
 
 /**
+ * Whether a PostgreSQL process (its command line) counts for a phase on `databaseName`: the
+ * server's own processes (WAL writer, checkpointer) and that database's backends, not other
+ * databases' backends. For `cpuMsByPid('postgres', …)`.
+ */
+export function ofDatabase(databaseName: string | undefined): (cmdline: string) => boolean {
+  return (cmdline) => !/\(\d+\)|\[local\]/.test(cmdline) || cmdline.includes(` ${databaseName} `)
+}
+
+/**
  * CPU time of each process of this command name (e.g. `postgres`) whose command line passes
  * `keep` (PostgreSQL shows a backend's database there), by pid.
  */
