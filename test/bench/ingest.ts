@@ -354,6 +354,23 @@ interface LoadFigures {
   profile: string[]
 }
 
+/**
+ * What the half-rate phase leaves for Metershare's own work on this machine: the cores that a broker
+ * answering at once (bare aedes at the same rate), the generator and PostgreSQL's share of the durable
+ * phase take between them, before any validation, group commit or ordering of ours runs. Near the
+ * machine's cores, every hand-off waits for a CPU, whatever the broker does.
+ */
+function halfRateFloor(half: LoadFigures, bareHalf: LoadFigures): string {
+  const machine = os.cpus().length
+  const db = half.dbCores ?? 0
+  const floor = bareHalf.brokerCores + half.generatorCores + db
+  return (
+    `  at half rate, before any of Metershare's own work (cpu, share of one core; the machine has ${machine * 100}%): ` +
+      `bare aedes answering at once ${fmtPercent(bareHalf.brokerCores)} + the generator ${fmtPercent(half.generatorCores)} + PostgreSQL storing it ${fmtPercent(db)} ` +
+      `= ${fmtPercent(floor)}, ${fmtPercent(floor / machine)} of the machine; bare aedes alone there: p99 ${fmtMs(bareHalf.p99Us)} ms`
+  )
+}
+
 async function runLoad(bench: Bench, spec: LoadSpec): Promise<LoadFigures> {
   const o = bench.opts
   progress(`${spec.label}: starting`)
@@ -1057,6 +1074,8 @@ async function main(): Promise<number> {
   ]
   const tw = Math.max(...targets.map((t) => t[0].length))
   for (const [what, figure, pass] of targets) out(`${mark(pass)}  ${what.padEnd(tw)}  ${pass === null ? '(not measured)' : figure}`)
+  const bareHalfRow = load.find((r) => r.spec.slug === 'bare-half')
+  if (halfRow && bareHalfRow) out(halfRateFloor(halfRow, bareHalfRow))
   const paced = load.filter((r) => r.spec.slug.startsWith('pg-paced-') || r.spec.slug === 'pg-half').sort((a, b) => a.spec.ratePerSecond - b.spec.ratePerSecond)
   if (paced.length > 0) {
     out()
