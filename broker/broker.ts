@@ -657,7 +657,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
       // Closed while the socket was being handed over: nothing may listen after close.
       if (closing !== null) {
         for (const server of handles) server.close()
-        throw new Error('the broker closed while its MQTT listener opened')
+        throw Object.assign(new Error('the broker closed while its MQTT listener opened'), { code: 'BROKER_CLOSED' })
       }
       for (const server of handles) {
         server.on('connection', accepted)

@@ -151,7 +151,7 @@ describeDatabases("the broker's MQTT listener", (t) => {
     await new Promise((r) => probe.close(r))
     // Expected at once: the refusal may come while the broker closes, and a rejection nobody
     // awaits yet is reported as unhandled.
-    const refused = expect(broker.listenTcp(port, '127.0.0.1')).rejects.toThrow('the broker closed while its MQTT listener opened')
+    const refused = expect(broker.listenTcp(port, '127.0.0.1')).rejects.toMatchObject({ code: 'BROKER_CLOSED', message: 'the broker closed while its MQTT listener opened' })
     await broker.close()
     await recorder.close()
     await refused
