@@ -365,7 +365,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
     const message = thread !== null ? deferredMessage(principal, payload, clock(), limits) : validatePayload(principal, payload, clock(), limits)
     // aedes writes the PUBACK once told; an error instead (not committed) disconnects the meter, which
     // resends on reconnect. The ingest queue records the acknowledgement's latency.
-    ingest.enqueue(principal.meterId, message, callback, receivedAt)
+    ingest.enqueue(principal.meterId, message, callback, receivedAt, client)
   }
 
   aedes.authorizeSubscribe = (client, sub, callback) => {
@@ -448,6 +448,12 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
   aedes.on('clientDisconnect', (client) => {
     holdLive.drop(client)
     const principal = principals.get(client)
+    // A persistent session resends what was not acknowledged: what of this connection still waits for
+    // admission is forgotten rather than held (ingest-queue.ts, abandon()).
+    if (principal?.role === 'meter' && !client.clean) {
+      const forgotten = ingest.abandon(principal.meterId, client)
+      if (forgotten > 0) log.info({ clientId: client.id, forgotten }, 'publishes of a closed connection forgotten before their commit: its persistent session resends them')
+    }
     // A connection taken over ends before its successor registers: the sweep skips a session connected again.
     if (principal !== undefined && principal.role !== 'meter' && !client.clean) {
       if (memory !== null) offlineSince.set(client.id, clock())

@@ -20,8 +20,13 @@ export class IngestLanes {
   }
 
   /** Tells `done` once the message is durably committed (or quarantined), with what became of it (see IngestQueue.enqueue). */
-  enqueue(clientKey: string, message: ValidatedMessage, done: IngestCallback, receivedAt?: number): void {
-    this.lanes[laneOf(clientKey, this.lanes.length)]!.enqueue(clientKey, message, done, receivedAt)
+  enqueue(clientKey: string, message: ValidatedMessage, done: IngestCallback, receivedAt?: number, connection?: object): void {
+    this.lanes[laneOf(clientKey, this.lanes.length)]!.enqueue(clientKey, message, done, receivedAt, connection)
+  }
+
+  /** Forgets what of `connection` still waits for admission (see IngestQueue.abandon). */
+  abandon(clientKey: string, connection: object): number {
+    return this.lanes[laneOf(clientKey, this.lanes.length)]!.abandon(clientKey, connection)
   }
 
   get pendingReadings(): number {

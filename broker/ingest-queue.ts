@@ -41,6 +41,8 @@ type Job = {
   message: ValidatedMessage
   weight: number
   done: IngestCallback
+  /** The connection it came on (aedes' client), when its publisher may abandon it (abandon()). */
+  connection: object | null
 }
 
 /**
@@ -120,12 +122,13 @@ export class IngestQueue {
   /**
    * Tells `done` once what became of the message: synchronously with IngestClosedError when the
    * queue is closed, else once its group is committed (its outcome) or has failed for good.
-   * `receivedAt` (performance.now()) starts the latency that `metershare_ingest_ack_seconds` records.
+   * `receivedAt` (performance.now()) starts the latency that `metershare_ingest_ack_seconds` records;
+   * `connection`, when given, is what abandon() names.
    */
-  enqueue(clientKey: string, message: ValidatedMessage, done: IngestCallback, receivedAt = performance.now()): void {
+  enqueue(clientKey: string, message: ValidatedMessage, done: IngestCallback, receivedAt = performance.now(), connection: object | null = null): void {
     if (this.closed) return done(new IngestClosedError())
     const weight = message.deferred?.readingsEstimate ?? Math.max(1, message.datums.length + message.rejects.length)
-    const job: Job = { receivedAt, admittedAt: 0, clientKey, message, weight, done }
+    const job: Job = { receivedAt, admittedAt: 0, clientKey, message, weight, done, connection }
     let line = this.lines.get(clientKey)
     if (line === undefined) {
       line = { admitted: 0, waiting: [] }
@@ -142,6 +145,34 @@ export class IngestQueue {
       this.blocked.add(clientKey)
     }
     this.schedule()
+  }
+
+  /**
+   * Forgets the publishes of `connection` still waiting in `clientKey`'s line (not yet admitted to the
+   * FIFO), without answering them: the connection is gone, so no PUBACK could reach it, and its
+   * publisher resends them on its next connection. Only for a persistent session, whose client must
+   * resend what was not acknowledged [MQTT-4.4.0-1]. Committed all the same, they would hold the
+   * line (a meter refused for a full line found it still full when it came back, and was refused
+   * again) and their memory for as long as commits are held, then be stored only to be found
+   * duplicates of the resends. What is admitted stays: it may already be in a group. Returns how
+   * many were forgotten.
+   */
+  abandon(clientKey: string, connection: object): number {
+    const line = this.lines.get(clientKey)
+    if (line === undefined || line.waiting.length === 0) return 0
+    const kept = line.waiting.filter((j) => j.connection !== connection)
+    const forgotten = line.waiting.length - kept.length
+    if (forgotten === 0) return 0
+    line.waiting = kept
+    // The next connection's refusal, if it comes to that, is its own to be said.
+    line.refused = false
+    // A line waits only behind its own admitted publishes or a full FIFO, so the queue is not idle now;
+    // behind a full FIFO alone it has none admitted, and nothing else would remove it.
+    if (kept.length === 0) {
+      this.blocked.delete(clientKey)
+      if (line.admitted === 0) this.lines.delete(clientKey)
+    }
+    return forgotten
   }
 
   get pendingReadings(): number {

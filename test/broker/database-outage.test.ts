@@ -210,7 +210,7 @@ describePrivatePostgres('ingest while the database server goes away and comes ba
     }
   }, 120_000)
 
-  it('disconnects a meter that sends past publishesWaitingPerClientMax while held, and stores its every reading once after it resends', async () => {
+  it('disconnects a meter that sends past publishesWaitingPerClientMax while held, forgets what of it still waited, and stores its every reading once after it resends', async () => {
     const waitingMax = 20
     tb = await startTestBroker(handle, { overrides: { ingest: { inflightPerClientMax: 10, publishesWaitingPerClientMax: waitingMax } } })
     const broker = tb.broker
@@ -227,6 +227,10 @@ describePrivatePostgres('ingest while the database server goes away and comes ba
     // Cut off once its line was full; what the broker held of it stayed within the bound.
     expect(meters[0]!.closes).toBeGreaterThanOrEqual(1)
     expect(pendingMax).toBeLessThanOrEqual(10 + waitingMax)
+    // Its persistent session resends what was not acknowledged: what of the closed connection still
+    // waited for admission is forgotten, and only what was admitted is held (it cannot sign in again
+    // while the server is away).
+    await waitFor(() => broker.ingest.pendingReadings <= 10, 10_000, 'the waiting publishes of the closed connection forgotten')
     await server().start()
     await finish()
     await expectStoredOnce()

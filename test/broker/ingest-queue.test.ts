@@ -172,6 +172,35 @@ describe('ingest queue answers', () => {
     await queue.drain()
   })
 
+  it('forgets what of a closed connection still waits for admission, never answering it, and keeps what it admitted and what the next connection sends', async () => {
+    // Commits held: the first connection's line fills (two admitted, three waiting), then it is closed.
+    const { queue, groups } = harness({ flushReadingsMax: 100, pipelineReadingsMin: 50, inflightPerClientMax: 2, publishesWaitingPerClientMax: 3 })
+    const told = new Map<string, Error | null>()
+    const first = {}
+    const next = {}
+    const send = (connection: object, name: string, seq: number, client = 'a'): void =>
+      queue.enqueue(client, numbered(client, seq), (err) => told.set(`${name}${seq}`, err), performance.now(), connection)
+    for (let seq = 0; seq < 5; seq++) send(first, 'first', seq)
+    send({}, 'b', 0, 'b')
+    expect(queue.pendingReadings).toBe(6)
+    expect(queue.abandon('a', next)).toBe(0)
+    expect(queue.abandon('a', first)).toBe(3)
+    expect(queue.abandon('a', first)).toBe(0)
+    expect(queue.pendingReadings).toBe(3)
+    // The next connection resends: where none of its publishes would have found room, three do again.
+    for (let seq = 2; seq < 5; seq++) send(next, 'next', seq)
+    expect(told.size).toBe(0)
+    for (let round = 0; told.size < 6 && round < 50; round++) {
+      for (const g of groups.splice(0)) g.finish()
+      await sleep(WAIT_MS)
+    }
+    await queue.drain()
+    // The two admitted before the close were committed (their answers went nowhere); the three forgotten, never answered.
+    expect([...told.entries()].filter(([, err]) => err === null).map(([k]) => k).sort()).toEqual(['b0', 'first0', 'first1', 'next2', 'next3', 'next4'])
+    expect(told.size).toBe(6)
+    expect(queue.pendingReadings).toBe(0)
+  })
+
   it('answers the rest of a group when one callback throws', async () => {
     const { queue, groups } = harness({ flushReadingsMax: 3, pipelineReadingsMin: 50 })
     const answered: string[] = []
