@@ -33,8 +33,6 @@ interface PublishingMeter {
   acked: Set<number>
   sent: number
   closes: number
-  /** Publishes its client failed (it drops them), each published again, as a device keeps what it could not deliver. */
-  republished: number
   /** Stops the timer; what is unacknowledged is still published again if its client fails it. */
   stop(): void
   /** Before its client is ended: a publish failed from then on is not published again. */
@@ -44,7 +42,7 @@ interface PublishingMeter {
 async function startPublishing(url: string, meter: TestMeter, options: { reconnectOnConnackError?: boolean } = {}): Promise<PublishingMeter> {
   // A device's session: what is in flight is resent on the next connection (MQTT.js keeps it).
   const client = await connectMeter(url, meter, { clean: false, reconnectPeriod: 300, ...options })
-  const m: PublishingMeter = { meter, client, acked: new Set(), sent: 0, closes: 0, republished: 0, ending: false, stop: () => clearInterval(timer) }
+  const m: PublishingMeter = { meter, client, acked: new Set(), sent: 0, closes: 0, ending: false, stop: () => clearInterval(timer) }
   client.on('close', () => m.closes++)
   // MQTT.js fails ("Connection closed") and forgets a publish made while it resends its session's
   // unacknowledged ones, if the connection closes meanwhile (its store-processing queue): the
@@ -52,10 +50,7 @@ async function startPublishing(url: string, meter: TestMeter, options: { reconne
   const publish = (n: number): void => {
     client.publish(meterReadingsTopic(meter.id), reading(n), { qos: 1 }, (err) => {
       if (err === undefined || err === null) m.acked.add(n)
-      else if (!m.ending) {
-        m.republished++
-        setTimeout(() => publish(n), PUBLISH_EVERY_MS)
-      }
+      else if (!m.ending) setTimeout(() => publish(n), PUBLISH_EVERY_MS)
     })
   }
   const timer = setInterval(() => publish(++m.sent), PUBLISH_EVERY_MS)
