@@ -206,8 +206,9 @@ describePrivatePostgres('ingest while the database server goes away and comes ba
   }, 120_000)
 
   it('disconnects a meter that sends past publishesWaitingPerClientMax while held, forgets what of it still waited, and stores its every reading once after it resends', async () => {
+    const admittedMax = 10
     const waitingMax = 20
-    tb = await startTestBroker(handle, { overrides: { ingest: { inflightPerClientMax: 10, publishesWaitingPerClientMax: waitingMax } } })
+    tb = await startTestBroker(handle, { overrides: { ingest: { inflightPerClientMax: admittedMax, publishesWaitingPerClientMax: waitingMax } } })
     const broker = tb.broker
     // A meter without a window of its own, that keeps trying after a CONNACK 3 as a device should.
     for (const m of await meterWorld(1)) meters.push(await startPublishing(tb.url, m, { reconnectOnConnackError: true }))
@@ -221,11 +222,11 @@ describePrivatePostgres('ingest while the database server goes away and comes ba
     }
     // Cut off once its line was full; what the broker held of it stayed within the bound.
     expect(meters[0]!.closes).toBeGreaterThanOrEqual(1)
-    expect(pendingMax).toBeLessThanOrEqual(10 + waitingMax)
+    expect(pendingMax).toBeLessThanOrEqual(admittedMax + waitingMax)
     // Its persistent session resends what was not acknowledged: what of the closed connection still
     // waited for admission is forgotten, and only what was admitted is held (it cannot sign in again
     // while the server is away).
-    await waitFor(() => broker.ingest.pendingReadings <= 10, 10_000, 'the waiting publishes of the closed connection forgotten')
+    await waitFor(() => broker.ingest.pendingReadings <= admittedMax, 10_000, 'the waiting publishes of the closed connection forgotten')
     await server().start()
     await finish()
     await expectStoredOnce()
