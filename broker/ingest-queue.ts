@@ -41,7 +41,7 @@ type Job = {
   message: ValidatedMessage
   weight: number
   done: IngestCallback
-  /** The connection it came on (aedes' client), when its publisher may abandon it (abandon()). */
+  /** The connection it came on (aedes' client), which abandon() matches; null when the publisher gave none. */
   connection: object | null
 }
 
