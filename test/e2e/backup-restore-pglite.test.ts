@@ -3,10 +3,9 @@ import os from 'node:os'
 import path from 'node:path'
 import type { MqttClient } from 'mqtt'
 import { afterAll, describe, expect, it } from 'vitest'
-import { addMonths, monthOf } from '../../shared/calendar.ts'
 import { meterReadingsTopic } from '../../shared/topics.ts'
 import { connectMeter, endClient, publishAcked } from '../support/broker.ts'
-import { CliProcess, callApi } from '../support/cli.ts'
+import { CliProcess, callApi, settleMonthsOver } from '../support/cli.ts'
 
 /**
  * The backup of docs/operations.md on the embedded database: the data folder of a stopped
@@ -69,7 +68,7 @@ describe('a backup of the embedded database: the data folder of a stopped system
       await endClient(client)
       // Every month over by now, as the system's own periodic settlement would (at its next start, the
       // copy's): the data reach into the month after MONTH, which is over once the calendar has passed it.
-      for (let m = MONTH; m <= addMonths(monthOf(new Date(), TIMEZONE), -1); m = addMonths(m, 1)) await admin('POST', '/admin/settlements', { month: m })
+      await settleMonthsOver(source.http, ADMIN, MONTH, TIMEZONE)
 
       const routes: Array<[string, string]> = [
         ['/me/payouts', household.apiKey],

@@ -4,10 +4,10 @@ import path from 'node:path'
 import type { MqttClient } from 'mqtt'
 import pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { addMonths, monthOf } from '../../shared/calendar.ts'
+import { addMonths } from '../../shared/calendar.ts'
 import { meterReadingsTopic } from '../../shared/topics.ts'
 import { connectMeter, endClient, publishAcked, waitFor } from '../support/broker.ts'
-import { CliProcess, callApi, runCli } from '../support/cli.ts'
+import { CliProcess, callApi, runCli, settleMonthsOver } from '../support/cli.ts'
 import { describePostgres } from '../support/database.ts'
 import { adminUrl, databaseUrl } from '../support/postgres.ts'
 import { hasCommand, run, skipReason } from '../support/tools.ts'
@@ -149,7 +149,7 @@ describe.skipIf(missing.length > 0)(`a backup of a running system on PostgreSQL$
           // November, which the source had not, and their balances differed.)
           const november1 = hourly(Date.parse('2026-11-01T00:00:00Z'), 24 * 10, october1.at(-1)!.values['1-0:1.8.0']!)
           await publishAcked(c1, meterReadingsTopic(m1.id), JSON.stringify({ readings: november1 }))
-          for (let m = addMonths(MONTH, 1); m <= addMonths(monthOf(new Date(), TIMEZONE), -1); m = addMonths(m, 1)) await admin('POST', '/admin/settlements', { month: m })
+          await settleMonthsOver(source.http, ADMIN, addMonths(MONTH, 1), TIMEZONE)
 
           // The writer: the second meter's late October, one datum a publish, and settlement re-running the
           // month (each run posts adjustments).
@@ -254,7 +254,7 @@ describe.skipIf(missing.length > 0)(`a backup of a running system on PostgreSQL$
           // (the first household's months, settled before the dump), once it has settled every month over by
           // now as its periodic settlement does at its start (here at once, not when its first run ends).
           const copy = await up(restoredUrl)
-          for (let m = MONTH; m <= addMonths(monthOf(new Date(), TIMEZONE), -1); m = addMonths(m, 1)) await callApi(copy.http, 'POST', '/admin/settlements', ADMIN, { month: m })
+          await settleMonthsOver(copy.http, ADMIN, MONTH, TIMEZONE)
           for (const route of ['/me/payouts', `/me/statements/${MONTH}`, '/me/consents', '/me/consent-log', `/me/readings?meterId=${m1.id}&from=${MONTH}-01T00:00:00Z&to=${MONTH}-30T00:00:00Z&granularity=daily`]) {
             expect({ route, body: await callApi(copy.http, 'GET', route, h1.apiKey) }).toEqual({ route, body: await callApi(source.http, 'GET', route, h1.apiKey) })
           }

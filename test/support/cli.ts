@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import path from 'node:path'
+import { addMonths, monthOf } from '../../shared/calendar.ts'
 import { run } from './tools.ts'
 
 /** The `metershare` command as `npm install` exposes it. */
@@ -67,4 +68,15 @@ export async function callApi<T>(base: string, method: string, route: string, to
   const text = await res.text()
   if (!res.ok) throw new Error(`${method} ${route}: ${res.status} ${text}`)
   return (text === '' ? undefined : JSON.parse(text)) as T
+}
+
+/**
+ * Settles over a running process's API every month from `firstMonth` that is over by now in `timezone`, oldest
+ * first, as its periodic settlement does at its start: a test comparing two systems' books (a source and its
+ * restored copy) makes them settle the same months, whichever date it runs on.
+ */
+export async function settleMonthsOver(base: string, adminToken: string, firstMonth: string, timezone: string): Promise<void> {
+  for (let m = firstMonth; m <= addMonths(monthOf(new Date(), timezone), -1); m = addMonths(m, 1)) {
+    await callApi(base, 'POST', '/admin/settlements', adminToken, { month: m })
+  }
 }
