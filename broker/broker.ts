@@ -27,6 +27,8 @@ import { AuthThrottle } from './auth-throttle.ts'
 import { AEDES_EMITTER_CONCURRENCY, carryEgressMetaThrough, Egress, egressMetaOf, type EgressMeta, type EgressPolicy, type ReleaseRecorder } from './egress.ts'
 import { EVERY_TOPIC, LocalEgressInterest } from './egress-interest.ts'
 import { guardPacketSize } from './frame-guard.ts'
+import type { IngestCallback } from './ingest-queue.ts'
+import { PubackWriter, takeReadingsPublishes, type ReadingsIntake } from './meter-publishes.ts'
 import { ClosedBeforeHeaderError, readProxyHeader } from './proxy-protocol.ts'
 import { listenShared } from './accept-handles.ts'
 import { IngestLanes } from './ingest-lanes.ts'
@@ -102,6 +104,8 @@ export interface Broker {
   /** MQTT over WebSocket at `path` of an HTTP server. */
   attachWebSocket(server: HttpServer, path?: string): void
   principalOf(client: Client): Principal | undefined
+  /** Readings publishes taken past aedes' parser since the start (meter-publishes.ts); the rest went through aedes. */
+  readingsTakenDirectly(): number
   /**
    * Whether the database answers, for /healthz: a group committed within COMMIT_PROVES_DATABASE_MS
    * says so at once; otherwise a probe does (probeDatabase).
@@ -357,15 +361,30 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
     // (the meter resends it after the restart). Refused, its error would disconnect the meter at once,
     // and the PUBACKs of its earlier publishes still being committed would be lost with the connection:
     // stored, never acknowledged (902 and 4,230 datums at a SIGTERM under load, crash tester).
+    // aedes writes the PUBACK once told; an error instead (not committed) disconnects the meter, which
+    // resends on reconnect.
+    takeReadings(client, principal, Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload), callback)
+  }
+
+  /** A meter's publish to its readings topic, to be answered once committed (an error: not committed). */
+  function takeReadings(client: Client, principal: Extract<Principal, { role: 'meter' }>, payload: Buffer, answer: IngestCallback): void {
     if (closing !== null) return
     const receivedAt = performance.now()
-    const payload = Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload)
     // On PostgreSQL the ingest thread validates: a publish in flight holds only its bytes, and of its
     // datums this event loop gets back only the values someone follows.
     const message = thread !== null ? deferredMessage(principal, payload, clock(), limits) : validatePayload(principal, payload, clock(), limits)
-    // aedes writes the PUBACK once told; an error instead (not committed) disconnects the meter, which
-    // resends on reconnect. The ingest queue records the acknowledgement's latency.
-    ingest.enqueue(principal.meterId, message, callback, receivedAt, client)
+    // The ingest queue records the acknowledgement's latency.
+    ingest.enqueue(principal.meterId, message, answer, receivedAt, client)
+  }
+
+  // A connected meter's readings publishes are read past aedes' parser and hooks (meter-publishes.ts).
+  const pubacks = new PubackWriter()
+  let readingsTakenDirectly = 0
+  const intakeReadings: ReadingsIntake = (client, publish, answer) => {
+    const principal = principals.get(client)
+    if (principal?.role !== 'meter') return answer(new Error('publish without an authenticated meter'))
+    readingsTakenDirectly++
+    takeReadings(client, principal, publish.payload, answer)
   }
 
   aedes.authorizeSubscribe = (client, sub, callback) => {
@@ -438,6 +457,10 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
     holdLive.release(client)
     offlineQueues?.connected(client.id)
     const principal = principals.get(client)
+    // Before aedes reads on (it dequeues what it parsed during the CONNECT right after this event).
+    if (principal?.role === 'meter' && !takeReadingsPublishes(client, meterReadingsTopic(principal.meterId), intakeReadings, pubacks) && !client.closed) {
+      log.warn({ clientId: client.id }, 'readings publishes left to aedes: its client lacks the internals meter-publishes.ts relies on')
+    }
     // aedes reports a client ready once its offline queue is read (a Redis round trip when coupled): a publish
     // sent right behind the CONNECT may have been refused and the connection closed by then, its disconnect
     // already reported. Counting it now would count it for good.
@@ -615,6 +638,9 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
     ingestThread: thread,
     storageFull() {
       return storage.full
+    },
+    readingsTakenDirectly() {
+      return readingsTakenDirectly
     },
     async databaseAnswers() {
       // Ingest held for want of the server: a commit before it proves nothing; only a probe says it is back.
