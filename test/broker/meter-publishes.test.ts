@@ -1,0 +1,337 @@
+import net from 'node:net'
+import { PassThrough } from 'node:stream'
+import mqttPacket, { type Packet } from 'mqtt-packet'
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest'
+import { PacketFramer, PubackWriter, packetBytesAt, readingsPublishAt } from '../../broker/meter-publishes.ts'
+import { formatTimestamp } from '../../shared/calendar.ts'
+import { meterReadingsTopic } from '../../shared/topics.ts'
+import { describeDatabases } from '../support/database.ts'
+import { connectMeter, endClient, publishAcked, startTestBroker, waitFor, type TestBroker } from '../support/broker.ts'
+import { createTestHousehold, createTestMeter, createUtility, insertOccupancy, readingsOf, type TestMeter } from '../support/world.ts'
+
+/**
+ * A meter's readings publishes taken past aedes' parser (broker/meter-publishes.ts): the framing and
+ * recognition on bytes cut anywhere, the batched PUBACKs, and, on a real broker over both databases,
+ * raw MQTT written byte by byte, packets of every kind in one segment, the keep-alive, and a refused
+ * publish behind accepted ones.
+ */
+
+const T0 = Date.parse('2026-10-01T00:00:00Z')
+const reading = (ms: number, index: number): string => JSON.stringify({ ts: formatTimestamp(ms), values: { '1-0:1.8.0': index } })
+
+const publish = (topic: string, messageId: number, payload: string | Buffer, flags: { qos?: 0 | 1 | 2; dup?: boolean; retain?: boolean } = {}): Buffer =>
+  mqttPacket.generate({ cmd: 'publish', topic, payload, messageId, qos: flags.qos ?? 1, dup: flags.dup ?? false, retain: flags.retain ?? false } as Packet)
+const pingreq = (): Buffer => mqttPacket.generate({ cmd: 'pingreq' } as Packet)
+
+/** A seeded generator, so a failing cut can be replayed. */
+function random(seed: number): () => number {
+  let s = seed >>> 0
+  return () => {
+    s = (s * 1_664_525 + 1_013_904_223) >>> 0
+    return s / 2 ** 32
+  }
+}
+
+describe('packetBytesAt', () => {
+  it('reads remaining lengths of one to four bytes, and says when the fixed header is not all there or runs over four', () => {
+    for (const bodyBytes of [0, 127, 128, 16_383, 16_384, 2_097_151, 2_097_152]) {
+      const header = publish('t', 1, Buffer.alloc(0)).subarray(0, 1)
+      const length: number[] = []
+      let n = bodyBytes
+      do {
+        length.push((n % 128) | (n >= 128 ? 0x80 : 0))
+        n = Math.floor(n / 128)
+      } while (n > 0)
+      const fixed = Buffer.concat([header, Buffer.from(length)])
+      expect(packetBytesAt(fixed, 0)).toBe(fixed.length + bodyBytes)
+      expect(packetBytesAt(fixed.subarray(0, fixed.length - 1), 0)).toBe(0)
+      expect(packetBytesAt(Buffer.concat([Buffer.from([9, 9]), fixed]), 2)).toBe(fixed.length + bodyBytes)
+    }
+    expect(packetBytesAt(Buffer.from([0x30]), 0)).toBe(0)
+    expect(packetBytesAt(Buffer.from([0x30, 0xff, 0xff, 0xff, 0xff, 0x01]), 0)).toBe(-1)
+  })
+})
+
+describe('PacketFramer', () => {
+  const stream = Buffer.concat([
+    publish('meters/M-1/readings', 1, reading(T0, 1)),
+    pingreq(),
+    publish('meters/M-1/readings', 2, Buffer.alloc(200, 0x61)),
+    publish('meters/M-1/readings', 3, Buffer.alloc(20_000, 0x62)),
+    mqttPacket.generate({ cmd: 'subscribe', messageId: 4, subscriptions: [{ topic: 'meters/M-1/status', qos: 0 }] } as Packet),
+    publish('meters/M-1/readings', 5, ''),
+  ])
+  const packetsOf = (buf: Buffer): Buffer[] => {
+    const out: Buffer[] = []
+    for (let at = 0; at < buf.length; ) {
+      const bytes = packetBytesAt(buf, at)
+      expect(bytes).toBeGreaterThan(0)
+      out.push(buf.subarray(at, at + bytes))
+      at += bytes
+    }
+    return out
+  }
+  const expected = packetsOf(stream)
+
+  it('gives back whole packets, in order, however the stream is cut', () => {
+    const next = random(20261202)
+    for (let round = 0; round < 200; round++) {
+      const framer = new PacketFramer()
+      const got: Buffer[] = []
+      for (let at = 0; at < stream.length; ) {
+        // Mostly small cuts, some a byte long, some spanning several packets.
+        const r = next()
+        const size = r < 0.2 ? 1 : r < 0.9 ? 1 + Math.floor(next() * 64) : 1 + Math.floor(next() * 30_000)
+        const { packets, malformed } = framer.push(stream.subarray(at, at + size))
+        expect(malformed).toBeNull()
+        if (packets !== null) got.push(...packetsOf(packets))
+        at += size
+      }
+      expect(got.map((p) => p.toString('hex'))).toEqual(expected.map((p) => p.toString('hex')))
+    }
+  })
+
+  it('holds nothing back when chunks end on packet boundaries, and one byte at a time still frames', () => {
+    const framer = new PacketFramer()
+    const whole = framer.push(stream)
+    expect(whole.packets?.equals(stream)).toBe(true)
+    const bytewise = new PacketFramer()
+    const got: Buffer[] = []
+    for (let i = 0; i < stream.length; i++) {
+      const { packets } = bytewise.push(stream.subarray(i, i + 1))
+      if (packets !== null) got.push(...packetsOf(packets))
+    }
+    expect(got).toHaveLength(expected.length)
+  })
+
+  it('hands the packets before a malformed remaining length on whole, and everything from it on as it is', () => {
+    const framer = new PacketFramer()
+    const good = publish('meters/M-1/readings', 1, 'x')
+    const bad = Buffer.from([0x30, 0xff, 0xff, 0xff, 0xff, 0x01, 0x02])
+    const first = framer.push(Buffer.concat([good, bad]))
+    expect(first.packets?.equals(good)).toBe(true)
+    expect(first.malformed?.equals(bad)).toBe(true)
+    expect(framer.broken).toBe(true)
+    const later = Buffer.from([0x01, 0x02, 0x03])
+    expect(framer.push(later)).toEqual({ packets: null, malformed: later })
+  })
+})
+
+describe('readingsPublishAt', () => {
+  const topic = Buffer.from('meters/M-1/readings')
+  const at = (packet: Buffer) => readingsPublishAt(packet, 0, packet.length, topic)
+
+  it('takes a QoS 1 publish to exactly its topic, DUP and RETAIN either way, with its identifier and payload', () => {
+    for (const flags of [{}, { dup: true }, { retain: true }, { dup: true, retain: true }]) {
+      const taken = at(publish('meters/M-1/readings', 513, reading(T0, 7), flags))
+      expect(taken?.messageId).toBe(513)
+      expect(taken?.payload.toString()).toBe(reading(T0, 7))
+    }
+    // A payload past 127 bytes: a remaining length of two bytes.
+    expect(at(publish('meters/M-1/readings', 1, Buffer.alloc(300, 0x61)))?.payload.length).toBe(300)
+    expect(at(publish('meters/M-1/readings', 1, ''))?.payload.length).toBe(0)
+  })
+
+  it('leaves to aedes any other QoS, any other topic, packet identifier 0 and every other packet', () => {
+    expect(at(publish('meters/M-1/readings', 0, 'x', { qos: 0 }))).toBeNull()
+    expect(at(publish('meters/M-1/readings', 1, 'x', { qos: 2 }))).toBeNull()
+    expect(at(publish('meters/M-2/readings', 1, 'x'))).toBeNull()
+    expect(at(publish('meters/M-1/readings/x', 1, 'x'))).toBeNull()
+    expect(at(publish('meters/M-1/reading', 1, 'xx'))).toBeNull()
+    const zeroId = publish('meters/M-1/readings', 1, 'x')
+    zeroId.writeUInt16BE(0, 2 + 2 + topic.length)
+    expect(at(zeroId)).toBeNull()
+    expect(at(pingreq())).toBeNull()
+    expect(at(mqttPacket.generate({ cmd: 'puback', messageId: 1 } as Packet))).toBeNull()
+  })
+})
+
+describe('PubackWriter', () => {
+  it('writes the PUBACKs of one turn in one write per connection, in answering order, and none to a closed one', async () => {
+    const a = new PassThrough()
+    const b = new PassThrough()
+    const closed = new PassThrough()
+    closed.destroy()
+    const writes = new Map<PassThrough, Buffer[]>([
+      [a, []],
+      [b, []],
+    ])
+    for (const [conn, got] of writes) conn.on('data', (chunk: Buffer) => got.push(chunk))
+    const pubacks = new PubackWriter()
+    pubacks.write(a, 3)
+    pubacks.write(b, 1)
+    pubacks.write(a, 1)
+    pubacks.write(closed, 9)
+    pubacks.write(a, 65_535)
+    await new Promise((r) => setImmediate(r))
+    pubacks.write(b, 2)
+    await new Promise((r) => setImmediate(r))
+    const ids = (chunk: Buffer): number[] => {
+      const parser = mqttPacket.parser({ protocolVersion: 4 })
+      const got: number[] = []
+      parser.on('packet', (p) => got.push(p.cmd === 'puback' ? p.messageId! : -1))
+      parser.parse(chunk)
+      return got
+    }
+    expect(writes.get(a)!.map(ids)).toEqual([[3, 1, 65_535]])
+    expect(writes.get(b)!.map(ids)).toEqual([[1], [2]])
+  })
+})
+
+/** A meter written with mqtt-packet on a raw socket: it sends bytes as it likes and collects what comes back. */
+class RawMeter {
+  readonly received: Packet[] = []
+  readonly closed: Promise<void>
+  private constructor(readonly socket: net.Socket) {
+    const parser = mqttPacket.parser({ protocolVersion: 4 })
+    parser.on('packet', (p) => this.received.push(p))
+    socket.on('data', (chunk) => parser.parse(chunk))
+    socket.on('error', () => undefined)
+    this.closed = new Promise((r) => socket.once('close', () => r()))
+  }
+
+  static async connect(port: number, meter: TestMeter, keepalive = 30): Promise<RawMeter> {
+    const socket = net.connect(port, '127.0.0.1')
+    socket.setNoDelay(true)
+    await new Promise<void>((r, reject) => socket.once('connect', () => r()).once('error', reject))
+    const raw = new RawMeter(socket)
+    socket.write(mqttPacket.generate({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: true, clientId: meter.id, username: meter.id, password: Buffer.from(meter.secret), keepalive } as Packet))
+    const connack = await raw.next((p) => p.cmd === 'connack')
+    expect(connack).toMatchObject({ returnCode: 0 })
+    return raw
+  }
+
+  async next(match: (p: Packet) => boolean, timeoutMs = 5_000): Promise<Packet> {
+    return waitFor(() => this.received.find(match), timeoutMs, 'a packet from the broker')
+  }
+
+  pubacks(): number[] {
+    return this.received.flatMap((p) => (p.cmd === 'puback' ? [p.messageId!] : []))
+  }
+
+  /** Writes `bytes` one byte per segment. */
+  async trickle(bytes: Buffer): Promise<void> {
+    for (let i = 0; i < bytes.length; i++) {
+      await new Promise<void>((r) => this.socket.write(bytes.subarray(i, i + 1), () => r()))
+      if (i % 8 === 0) await new Promise((r) => setImmediate(r))
+    }
+  }
+
+  end(): void {
+    this.socket.destroy()
+  }
+}
+
+describeDatabases('a meter’s readings publishes taken past aedes’ parser', (t) => {
+  let tb: TestBroker
+  let meter: TestMeter
+  let other: TestMeter
+  let raw: RawMeter | undefined
+
+  beforeAll(async () => {
+    tb = await startTestBroker(t.handle)
+  })
+  afterAll(async () => {
+    await tb.close()
+  })
+  beforeEach(async () => {
+    const utility = await createUtility(t.db)
+    meter = await createTestMeter(t.db, utility.id)
+    other = await createTestMeter(t.db, utility.id)
+    await insertOccupancy(t.db, meter.id, (await createTestHousehold(t.db)).id, new Date(T0))
+  })
+  afterEach(() => {
+    raw?.end()
+    raw = undefined
+  })
+
+  it('stores and acknowledges a publish written one byte at a time', async () => {
+    const taken = tb.broker.readingsTakenDirectly()
+    raw = await RawMeter.connect(tb.port, meter)
+    await raw.trickle(publish(meterReadingsTopic(meter.id), 7, reading(T0 + 900_000, 1_000)))
+    await raw.next((p) => p.cmd === 'puback')
+    expect(raw.pubacks()).toEqual([7])
+    expect((await readingsOf(t.db, meter.id)).map((r) => r.values['1-0:1.8.0'])).toEqual([1_000])
+    expect(tb.broker.readingsTakenDirectly()).toBe(taken + 1)
+  })
+
+  it('answers publishes, a PINGREQ and a subscription sent in one segment, the PUBACKs in publish order', async () => {
+    raw = await RawMeter.connect(tb.port, meter)
+    const topic = meterReadingsTopic(meter.id)
+    raw.socket.write(
+      Buffer.concat([
+        publish(topic, 11, reading(T0 + 900_000, 1_000)),
+        publish(topic, 12, reading(T0 + 1_800_000, 1_010)),
+        pingreq(),
+        mqttPacket.generate({ cmd: 'subscribe', messageId: 13, subscriptions: [{ topic: `meters/${meter.id}/status`, qos: 0 }] } as Packet),
+        publish(topic, 14, reading(T0 + 2_700_000, 1_020)),
+        // Malformed: quarantined and acknowledged like the rest, never a disconnect.
+        publish(topic, 15, '{"ts":'),
+      ]),
+    )
+    await waitFor(() => raw!.pubacks().length === 4, 5_000, 'four PUBACKs')
+    expect(raw.pubacks()).toEqual([11, 12, 14, 15])
+    expect(raw.received.some((p) => p.cmd === 'pingresp')).toBe(true)
+    expect(raw.received.find((p) => p.cmd === 'suback')).toMatchObject({ messageId: 13, granted: [0] })
+    expect((await readingsOf(t.db, meter.id)).map((r) => r.values['1-0:1.8.0'])).toEqual([1_000, 1_010, 1_020])
+    // The quarantined payload is reported on the status topic the same segment subscribed to.
+    const status = await raw.next((p) => p.cmd === 'publish' && p.topic === `meters/${meter.id}/status`)
+    expect(JSON.parse(String((status as mqttPacket.IPublishPacket).payload))).toMatchObject({ reason: 'malformed_json' })
+  })
+
+  it('stores a resend flagged DUP (and RETAIN) once, and acknowledges both', async () => {
+    raw = await RawMeter.connect(tb.port, meter)
+    const topic = meterReadingsTopic(meter.id)
+    raw.socket.write(publish(topic, 21, reading(T0 + 900_000, 500), { retain: true }))
+    raw.socket.write(publish(topic, 21, reading(T0 + 900_000, 500), { dup: true, retain: true }))
+    await waitFor(() => raw!.pubacks().length === 2, 5_000, 'two PUBACKs')
+    expect(raw.pubacks()).toEqual([21, 21])
+    expect(await readingsOf(t.db, meter.id)).toHaveLength(1)
+  })
+
+  it('keeps a meter that only publishes connected past its keep-alive', async () => {
+    // Keep-alive 1 s: aedes closes a connection silent for 1.5 s [MQTT-3.1.2-24]. Publishes every 300 ms for 3 s.
+    raw = await RawMeter.connect(tb.port, meter, 1)
+    const topic = meterReadingsTopic(meter.id)
+    for (let i = 1; i <= 10; i++) {
+      raw.socket.write(publish(topic, i, reading(T0 + i * 900_000, 1_000 + i)))
+      await new Promise((r) => setTimeout(r, 300))
+    }
+    expect(raw.socket.destroyed).toBe(false)
+    await waitFor(() => raw!.pubacks().length === 10, 5_000, 'ten PUBACKs')
+    // Silent from now on: closed by the keep-alive.
+    await raw.closed
+  })
+
+  it('disconnects a meter at a publish to another meter’s topic sent behind its own, storing nothing of it', async () => {
+    raw = await RawMeter.connect(tb.port, meter)
+    raw.socket.write(
+      Buffer.concat([
+        publish(meterReadingsTopic(meter.id), 31, reading(T0 + 900_000, 1_000)),
+        publish(meterReadingsTopic(other.id), 32, reading(T0 + 900_000, 9_999)),
+        publish(meterReadingsTopic(meter.id), 33, reading(T0 + 1_800_000, 1_010)),
+      ]),
+    )
+    await raw.closed
+    // The publish before the refused one was taken and goes on to its commit; none after it was read.
+    await waitFor(async () => (await readingsOf(t.db, meter.id)).length === 1, 5_000, 'the first reading stored')
+    expect((await readingsOf(t.db, meter.id)).map((r) => r.values['1-0:1.8.0'])).toEqual([1_000])
+    expect(await readingsOf(t.db, other.id)).toHaveLength(0)
+    expect(raw.pubacks()).not.toContain(32)
+  })
+
+  it('leaves a QoS 0 publish to aedes, which stores it unacknowledged as before', async () => {
+    const client = await connectMeter(tb.url, meter)
+    try {
+      const taken = tb.broker.readingsTakenDirectly()
+      client.publish(meterReadingsTopic(meter.id), reading(T0 + 900_000, 42), { qos: 0 })
+      await waitFor(async () => (await readingsOf(t.db, meter.id)).length === 1, 5_000, 'the QoS 0 reading stored')
+      expect(tb.broker.readingsTakenDirectly()).toBe(taken)
+      // And MQTT.js's QoS 1 publishes on the same connection are taken.
+      await publishAcked(client, meterReadingsTopic(meter.id), reading(T0 + 1_800_000, 43))
+      expect(tb.broker.readingsTakenDirectly()).toBe(taken + 1)
+    } finally {
+      await endClient(client)
+    }
+  })
+})
