@@ -25,7 +25,7 @@ import { isDatabaseUnreachable, type DatabaseAlarm } from '../shared/db/unreacha
  * Bounds: a client has at most `inflightPerClientMax` messages admitted to the FIFO (the
  * rest wait in its own line, so one flooding client cannot fill a batch), and the FIFO
  * holds at most `queueReadingsMax` datums. A client's own line holds at most
- * `publishesWaitingPerClientMax`, past which its publish is refused (which disconnects it): aedes
+ * `publishesWaitingPerClientMax`, past which its publish is refused (which disconnects it): the broker
  * reads on from a client whose publishes wait (each TCP segment that arrives lets it read one more
  * chunk), so while commits are held nothing else bounds it but the client's own window (measured
  * with the database server stopped: 4 meters publishing every 50 ms had ~200 publishes each in
