@@ -10,7 +10,7 @@ import { INGEST_THREAD_YOUNG_GENERATION_MB } from '../../broker/ingest-thread.ts
 import { COMMIT_PROVES_DATABASE_MS } from '../../broker/broker.ts'
 import { HEALTH_PROBE_TIMEOUT_MS, openDatabase } from '../../shared/db/database.ts'
 import { describeDatabases, describePostgres, holdConnection, type HeldConnection } from '../support/database.ts'
-import { createTestHousehold, createTestMeter, createUtility, insertOccupancy, readingsOf, type TestMeter } from '../support/world.ts'
+import { createOccupiedMeter, createTestHousehold, createTestMeter, createUtility, insertOccupancy, readingsOf, type TestMeter } from '../support/world.ts'
 import { formatTimestamp } from '../../shared/calendar.ts'
 
 const T0 = Date.parse('2026-10-01T00:00:00Z')
@@ -28,9 +28,7 @@ describeDatabases('ingest when the database fails or is slow', (t) => {
   const clients: MqttClient[] = []
 
   beforeEach(async () => {
-    const utility = await createUtility(t.db)
-    meter = await createTestMeter(t.db, utility.id)
-    await insertOccupancy(t.db, meter.id, (await createTestHousehold(t.db)).id, new Date(T0))
+    ;({ meter } = await createOccupiedMeter(t.db, new Date(T0)))
   })
 
   afterEach(async () => {
@@ -212,9 +210,7 @@ describePostgres('ingest when its database connections are cut', (t) => {
   })
 
   it('acknowledges a publish whose commit lost its connection only once a new one has stored it, once', async () => {
-    const utility = await createUtility(t.db)
-    const meter = await createTestMeter(t.db, utility.id)
-    await insertOccupancy(t.db, meter.id, (await createTestHousehold(t.db)).id, new Date(T0))
+    const { meter } = await createOccupiedMeter(t.db, new Date(T0))
     tb = await startTestBroker(t.handle, { overrides: { ingest: { commitRetryDelayMsMax: 20 } } })
     // Holds each group's transaction open long enough to cut its connection under it.
     await sql.raw(`CREATE FUNCTION test_fault() RETURNS trigger LANGUAGE plpgsql AS $$

@@ -14,16 +14,7 @@ import {
   waitFor,
   type TestBroker,
 } from '../support/broker.ts'
-import {
-  countRows,
-  createTestHousehold,
-  createTestMeter,
-  createUtility,
-  insertOccupancy,
-  quarantineOf,
-  readingsOf,
-  type TestMeter,
-} from '../support/world.ts'
+import { createOccupiedMeter, countRows, createTestHousehold, createTestMeter, createUtility, insertOccupancy, quarantineOf, readingsOf, type TestMeter } from '../support/world.ts'
 import { formatTimestamp } from '../../shared/calendar.ts'
 
 const T0 = Date.parse('2026-10-01T00:00:00Z')
@@ -42,10 +33,7 @@ describeDatabases('ingest over MQTT', (t) => {
     await tb.close()
   })
   beforeEach(async () => {
-    const utility = await createUtility(t.db)
-    meter = await createTestMeter(t.db, utility.id)
-    householdId = (await createTestHousehold(t.db)).id
-    await insertOccupancy(t.db, meter.id, householdId, new Date(T0))
+    ;({ meter, householdId } = await createOccupiedMeter(t.db, new Date(T0)))
   })
   afterEach(async () => {
     if (client !== undefined) await endClient(client)

@@ -4,7 +4,7 @@ import { meterReadingsTopic } from '../../shared/topics.ts'
 import { connectMeter, endClient, publishAcked, startTestBroker, type TestBroker } from '../support/broker.ts'
 import { useTestDatabase } from '../support/database.ts'
 import { hasCommand, run, skipReason } from '../support/tools.ts'
-import { createTestHousehold, createTestMeter, createUtility, insertOccupancy, readingsOf, type TestMeter } from '../support/world.ts'
+import { createOccupiedMeter, readingsOf, type TestMeter } from '../support/world.ts'
 import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
 
@@ -24,10 +24,7 @@ describe('independent clients and transports', () => {
   })
 
   async function provision(): Promise<void> {
-    const utility = await createUtility(t.db)
-    meter = await createTestMeter(t.db, utility.id)
-    householdId = (await createTestHousehold(t.db)).id
-    await insertOccupancy(t.db, meter.id, householdId, new Date(T0))
+    ;({ meter, householdId } = await createOccupiedMeter(t.db, new Date(T0)))
   }
 
   describe.skipIf(!hasCommand('mosquitto_pub'))(`mosquitto_pub as a meter${skipReason('mosquitto_pub', 'mosquitto-clients')}`, () => {

@@ -7,7 +7,7 @@ import { formatTimestamp } from '../../shared/calendar.ts'
 import { meterReadingsTopic } from '../../shared/topics.ts'
 import { describeDatabases } from '../support/database.ts'
 import { connectMeter, endClient, publishAcked, startTestBroker, waitFor, type TestBroker } from '../support/broker.ts'
-import { createTestHousehold, createTestMeter, createUtility, insertOccupancy, readingsOf, type TestMeter } from '../support/world.ts'
+import { createOccupiedMeter, createTestMeter, readingsOf, type TestMeter } from '../support/world.ts'
 
 /**
  * A meter's readings publishes taken past aedes' parser (broker/meter-publishes.ts): the framing and
@@ -235,10 +235,9 @@ describeDatabases('a meter’s readings publishes taken past aedes’ parser', (
     await tb.close()
   })
   beforeEach(async () => {
-    const utility = await createUtility(t.db)
-    meter = await createTestMeter(t.db, utility.id)
-    other = await createTestMeter(t.db, utility.id)
-    await insertOccupancy(t.db, meter.id, (await createTestHousehold(t.db)).id, new Date(T0))
+    const world = await createOccupiedMeter(t.db, new Date(T0))
+    meter = world.meter
+    other = await createTestMeter(t.db, world.operatorId)
   })
   afterEach(() => {
     raw?.end()

@@ -5,7 +5,7 @@ import { startFleet } from '../../simulators/fleet.ts'
 import { startTestBroker, type TestBroker } from '../support/broker.ts'
 import { useTestDatabase } from '../support/database.ts'
 import { hasCommand, skipReason, waitFor } from '../support/tools.ts'
-import { createTestHousehold, createTestMeter, createUtility, insertOccupancy } from '../support/world.ts'
+import { createOccupiedMeter } from '../support/world.ts'
 
 /**
  * The broker's MQTT sockets send without Nagle's algorithm: a PUBACK (4 bytes) leaves when its group
@@ -66,9 +66,7 @@ describe.skipIf(!hasCommand('strace'))(`the broker's TCP sockets${skipReason('st
   })
 
   it("turns Nagle off on a simulated meter's connection", async () => {
-    const utility = await createUtility(t.db)
-    const m = await createTestMeter(t.db, utility.id, { commodity: 'electricity', intervalMinutes: 60 })
-    await insertOccupancy(t.db, m.id, (await createTestHousehold(t.db)).id, new Date('2026-09-30T22:00:00Z'))
+    const { meter: m } = await createOccupiedMeter(t.db, new Date('2026-09-30T22:00:00Z'), { commodity: 'electricity', intervalMinutes: 60 })
     const meter = { meterId: m.id, secret: m.secret, commodity: 'electricity' as const, intervalMinutes: 60 as const, pv: false, power: false }
     let fleet: ReturnType<typeof startFleet> | undefined
     const lines = await traceWhile('connect,setsockopt', async () => {

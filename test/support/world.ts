@@ -49,6 +49,19 @@ export async function insertOccupancy(
   return id
 }
 
+/** A meter of a new utility, occupied by a new household from `from` on: the world most ingest tests start from. */
+export async function createOccupiedMeter(
+  db: Kysely<Database>,
+  from: Date,
+  options: Parameters<typeof createTestMeter>[2] = {},
+): Promise<{ operatorId: string; meter: TestMeter; householdId: string }> {
+  const operatorId = (await createUtility(db)).id
+  const meter = await createTestMeter(db, operatorId, options)
+  const householdId = (await createTestHousehold(db)).id
+  await insertOccupancy(db, meter.id, householdId, from)
+  return { operatorId, meter, householdId }
+}
+
 export async function readingsOf(db: Kysely<Database>, meterId: string) {
   return db.selectFrom('readings').selectAll().where('meter_id', '=', meterId).orderBy('ts').execute()
 }
