@@ -453,14 +453,20 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
     aedes.on('unsubscribe', (filters, client) => interest.unsubscribed(client, filters))
   }
   const holdLive = holdLiveUntilQueueSent(aedes, config.mqtt.liveDeliveriesHeldMax)
+  // Once the CONNACK is written and before aedes reads on: it reads the meter's socket again while it
+  // sends the session's offline queue, before `clientReady` (a publish sent at once on the CONNACK, as
+  // mosquitto_pub does, came in there). What aedes parsed during the CONNECT stays its own.
+  aedes.on('connackSent', (connack, client) => {
+    const principal = principals.get(client)
+    if (connack.returnCode !== 0 || principal?.role !== 'meter' || client.closed) return
+    if (!takeReadingsPublishes(client, meterReadingsTopic(principal.meterId), intakeReadings, pubacks)) {
+      log.warn({ clientId: client.id }, 'readings publishes left to aedes: its client lacks the internals meter-publishes.ts relies on')
+    }
+  })
   aedes.on('clientReady', (client) => {
     holdLive.release(client)
     offlineQueues?.connected(client.id)
     const principal = principals.get(client)
-    // Before aedes reads on (it dequeues what it parsed during the CONNECT right after this event).
-    if (principal?.role === 'meter' && !takeReadingsPublishes(client, meterReadingsTopic(principal.meterId), intakeReadings, pubacks) && !client.closed) {
-      log.warn({ clientId: client.id }, 'readings publishes left to aedes: its client lacks the internals meter-publishes.ts relies on')
-    }
     // aedes reports a client ready once its offline queue is read (a Redis round trip when coupled): a publish
     // sent right behind the CONNECT may have been refused and the connection closed by then, its disconnect
     // already reported. Counting it now would count it for good.

@@ -181,8 +181,9 @@ function internalsOf(client: Client): AedesClientInternals | null {
 /**
  * Takes the readings publishes of a connected meter's connection to `topic` (see the module's
  * comment). Call it once aedes has accepted the connection and before it reads on (its
- * `clientReady` event): what aedes parsed before goes its way first. Returns false, leaving
- * everything to aedes, when the client is closed or lacks the internals relied on.
+ * `connackSent` event, with return code 0): what aedes parsed before goes its way first (it reads no
+ * further until it has handled it, at its `connected` event). Returns false,
+ * leaving everything to aedes, when the client is closed or lacks the internals relied on.
  */
 export function takeReadingsPublishes(client: Client, topic: string, intake: ReadingsIntake, pubacks: PubackWriter): boolean {
   const c = internalsOf(client)

@@ -1,8 +1,10 @@
-import net from 'node:net'
-import { PassThrough } from 'node:stream'
+import net, { type AddressInfo } from 'node:net'
+import { PassThrough, Readable } from 'node:stream'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { Aedes, type Client } from 'aedes'
 import mqttPacket, { type Packet } from 'mqtt-packet'
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest'
-import { PacketFramer, PubackWriter, packetBytesAt, readingsPublishAt } from '../../broker/meter-publishes.ts'
+import { PacketFramer, PubackWriter, packetBytesAt, readingsPublishAt, takeReadingsPublishes } from '../../broker/meter-publishes.ts'
 import { formatTimestamp } from '../../shared/calendar.ts'
 import { meterReadingsTopic } from '../../shared/topics.ts'
 import { describeDatabases } from '../support/database.ts'
@@ -178,6 +180,57 @@ describe('PubackWriter', () => {
   })
 })
 
+describe('takeReadingsPublishes on a bare aedes', () => {
+  it('keeps a meter’s order when it publishes behind its CONNECT and again at its CONNACK, while aedes sends the offline queue', async () => {
+    const aedes = await Aedes.createBroker()
+    // The session's offline queue takes 200 ms to read (a Redis round trip, a long queue), while the
+    // meter's next publish is already there: taken as soon as aedes reads it, it must still come after
+    // what aedes parsed during the CONNECT (aedes reads no further until it has handled that).
+    const persistence = (aedes as unknown as { persistence: unknown }).persistence as { outgoingStream(client: Client): AsyncIterable<unknown> }
+    const outgoing = persistence.outgoingStream.bind(persistence)
+    persistence.outgoingStream = (client) =>
+      Readable.from(
+        (async function* () {
+          await sleep(200)
+          yield* outgoing(client)
+        })(),
+      )
+    const order: string[] = []
+    aedes.authorizePublish = (_client, packet, callback) => {
+      order.push(`aedes ${packet.messageId}`)
+      callback(null)
+    }
+    const topic = 'meters/M-1/readings'
+    const pubacks = new PubackWriter()
+    aedes.on('connackSent', (_connack, client) => {
+      takeReadingsPublishes(client, topic, (_client, p, answer) => (order.push(`taken ${p.messageId}`), answer(null)), pubacks)
+    })
+    const server = net.createServer((socket) => aedes.handle(socket))
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
+    const socket = net.connect((server.address() as AddressInfo).port, '127.0.0.1')
+    try {
+      const received: Packet[] = []
+      const parser = mqttPacket.parser({ protocolVersion: 4 })
+      parser.on('packet', (p) => {
+        received.push(p)
+        // At once on the CONNACK, while the offline queue is still being read.
+        if (p.cmd === 'connack') socket.write(publish(topic, 43, 'c'))
+      })
+      socket.on('data', (chunk) => parser.parse(chunk))
+      await new Promise<void>((r) => socket.once('connect', () => r()))
+      const connect = mqttPacket.generate({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: true, clientId: 'M-1', keepalive: 30 } as Packet)
+      socket.write(Buffer.concat([connect, publish(topic, 41, 'a'), publish(topic, 42, 'b')]))
+      await waitFor(() => received.filter((p) => p.cmd === 'puback').length === 3, 5_000, 'three PUBACKs')
+      expect(received.flatMap((p) => (p.cmd === 'puback' ? [p.messageId] : []))).toEqual([41, 42, 43])
+      expect(order).toEqual(['aedes 41', 'aedes 42', 'taken 43'])
+    } finally {
+      socket.destroy()
+      await new Promise((r) => server.close(r))
+      await aedes.close()
+    }
+  })
+})
+
 /** A meter written with mqtt-packet on a raw socket: it sends bytes as it likes and collects what comes back. */
 class RawMeter {
   readonly received: Packet[] = []
@@ -190,12 +243,14 @@ class RawMeter {
     this.closed = new Promise((r) => socket.once('close', () => r()))
   }
 
-  static async connect(port: number, meter: TestMeter, keepalive = 30): Promise<RawMeter> {
+  /** Connects; `behind` goes in the same write as the CONNECT, without waiting for the CONNACK. */
+  static async connect(port: number, meter: TestMeter, keepalive = 30, behind = Buffer.alloc(0)): Promise<RawMeter> {
     const socket = net.connect(port, '127.0.0.1')
     socket.setNoDelay(true)
     await new Promise<void>((r, reject) => socket.once('connect', () => r()).once('error', reject))
     const raw = new RawMeter(socket)
-    socket.write(mqttPacket.generate({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: true, clientId: meter.id, username: meter.id, password: Buffer.from(meter.secret), keepalive } as Packet))
+    const connect = mqttPacket.generate({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: true, clientId: meter.id, username: meter.id, password: Buffer.from(meter.secret), keepalive } as Packet)
+    socket.write(Buffer.concat([connect, behind]))
     const connack = await raw.next((p) => p.cmd === 'connack')
     expect(connack).toMatchObject({ returnCode: 0 })
     return raw
@@ -286,6 +341,18 @@ describeDatabases('a meter’s readings publishes taken past aedes’ parser', (
     await waitFor(() => raw!.pubacks().length === 2, 5_000, 'two PUBACKs')
     expect(raw.pubacks()).toEqual([21, 21])
     expect(await readingsOf(t.db, meter.id)).toHaveLength(1)
+  })
+
+  it('leaves publishes sent behind the CONNECT, before its CONNACK, to aedes, and takes those after it in order', async () => {
+    const topic = meterReadingsTopic(meter.id)
+    const taken = tb.broker.readingsTakenDirectly()
+    raw = await RawMeter.connect(tb.port, meter, 30, Buffer.concat([publish(topic, 41, reading(T0 + 900_000, 1_000)), publish(topic, 42, reading(T0 + 1_800_000, 1_010))]))
+    raw.socket.write(publish(topic, 43, reading(T0 + 2_700_000, 1_020)))
+    await waitFor(() => raw!.pubacks().length === 3, 5_000, 'three PUBACKs')
+    expect(raw.pubacks()).toEqual([41, 42, 43])
+    expect((await readingsOf(t.db, meter.id)).map((r) => r.values['1-0:1.8.0'])).toEqual([1_000, 1_010, 1_020])
+    // Parsed by aedes while it authenticated the CONNECT: its own to handle.
+    expect(tb.broker.readingsTakenDirectly()).toBe(taken + 1)
   })
 
   it('keeps a meter that only publishes connected past its keep-alive', async () => {
