@@ -62,7 +62,10 @@ export function packetBytesAt(buf: Buffer, at: number): number {
 /**
  * Whole MQTT packets out of a byte stream cut anywhere: what is pushed comes back as a buffer of
  * whole packets from its start, the rest held until the chunks that complete it arrive. A packet
- * arriving in many chunks is joined once, when it is whole.
+ * arriving in many chunks is joined once, when it is whole. What it holds is bounded by the
+ * packet size guard (frame-guard.ts, `ingest.packetBytesMax`, 1 MiB by default), which reads the
+ * bytes first and closes the connection as soon as a fixed header announces more: at most one
+ * packet under that limit plus one read is ever held.
  */
 export class PacketFramer {
   private held: Buffer[] = []
