@@ -7,6 +7,7 @@ import type { Config } from '../shared/config.ts'
 import { createDatumDayResolver } from '../shared/calendar.ts'
 import { probeDatabase, type DatabaseHandle } from '../shared/db/database.ts'
 import { log as rootLog } from '../shared/logger.ts'
+import type { Counter } from 'prom-client'
 import type { Metrics } from '../shared/metrics.ts'
 import type { Logger } from 'pino'
 import { TrustedProxies } from '../shared/trusted-proxies.ts'
@@ -104,8 +105,6 @@ export interface Broker {
   /** MQTT over WebSocket at `path` of an HTTP server. */
   attachWebSocket(server: HttpServer, path?: string): void
   principalOf(client: Client): Principal | undefined
-  /** Readings publishes taken past aedes' parser since the start (meter-publishes.ts); the rest went through aedes. */
-  readingsTakenDirectly(): number
   /**
    * Whether the database answers, for /healthz: a group committed within COMMIT_PROVES_DATABASE_MS
    * says so at once; otherwise a probe does (probeDatabase).
@@ -348,6 +347,11 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
     else answered()
   }
 
+  // Meters' readings publishes by the way they came in: both counted from the start (0 until used), so a
+  // scrape tells whether the fast path (meter-publishes.ts) is in use.
+  const publishesTakenDirectly = metrics.ingestPublishes.labels('direct')
+  const publishesThroughAedes = metrics.ingestPublishes.labels('aedes')
+
   aedes.authorizePublish = (client, packet, callback) => {
     const principal = client === null ? undefined : principals.get(client)
     if (client === null || principal === undefined) return callback(new Error('publish without an authenticated client'))
@@ -363,12 +367,13 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
     // stored, never acknowledged (902 and 4,230 datums at a SIGTERM under load, crash tester).
     // aedes writes the PUBACK once told; an error instead (not committed) disconnects the meter, which
     // resends on reconnect.
-    takeReadings(client, principal, Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload), callback)
+    takeReadings(client, principal, Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload), callback, publishesThroughAedes)
   }
 
-  /** A meter's publish to its readings topic, to be answered once committed (an error: not committed). */
-  function takeReadings(client: Client, principal: Extract<Principal, { role: 'meter' }>, payload: Buffer, answer: IngestCallback): void {
+  /** A meter's publish to its readings topic, to be answered once committed (an error: not committed); `path` counts it. */
+  function takeReadings(client: Client, principal: Extract<Principal, { role: 'meter' }>, payload: Buffer, answer: IngestCallback, path: Counter.Internal): void {
     if (closing !== null) return
+    path.inc()
     const receivedAt = performance.now()
     // On PostgreSQL the ingest thread validates: a publish in flight holds only its bytes, and of its
     // datums this event loop gets back only the values someone follows.
@@ -379,12 +384,10 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
 
   // A connected meter's readings publishes are read past aedes' parser and hooks (meter-publishes.ts).
   const pubacks = new PubackWriter()
-  let readingsTakenDirectly = 0
   const intakeReadings: ReadingsIntake = (client, publish, answer) => {
     const principal = principals.get(client)
     if (principal?.role !== 'meter') return answer(new Error('publish without an authenticated meter'))
-    readingsTakenDirectly++
-    takeReadings(client, principal, publish.payload, answer)
+    takeReadings(client, principal, publish.payload, answer, publishesTakenDirectly)
   }
 
   aedes.authorizeSubscribe = (client, sub, callback) => {
@@ -644,9 +647,6 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
     ingestThread: thread,
     storageFull() {
       return storage.full
-    },
-    readingsTakenDirectly() {
-      return readingsTakenDirectly
     },
     async databaseAnswers() {
       // Ingest held for want of the server: a commit before it proves nothing; only a probe says it is back.

@@ -20,6 +20,8 @@ export interface Metrics {
   ingestCommitSeconds: Histogram<never>
   ingestQueueReadings: Gauge<never>
   ingestCommitFailures: Counter<never>
+  /** Meters' readings publishes handed to ingest, by the way they were read: `direct` (meter-publishes.ts) or `aedes` (its parser and `authorizePublish`). */
+  ingestPublishes: Counter<'path'>
   storageFull: Gauge<never>
   databaseUnreachable: Gauge<never>
   /** 1 when the database answers at a scrape, by the check /healthz makes (set by `checkDatabaseWith`). */
@@ -109,6 +111,12 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
     ingestCommitFailures: new Counter({
       name: 'metershare_ingest_commit_failures_total',
       help: 'Group commits that failed and were retried (nothing was acknowledged)',
+      registers: brokerRegisters,
+    }),
+    ingestPublishes: new Counter({
+      name: 'metershare_ingest_publishes_total',
+      help: "Meters' readings publishes handed to ingest, by path: direct (read past aedes' parser once the meter is connected) or aedes (its parser and authorizePublish: what came in with the CONNECT, QoS 0)",
+      labelNames: ['path'],
       registers: brokerRegisters,
     }),
     storageFull: new Gauge({

@@ -1,7 +1,7 @@
 import type { MqttClient } from 'mqtt'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { meterReadingsTopic } from '../../shared/topics.ts'
-import { connectMeter, endClient, publishAcked, startTestBroker, type TestBroker } from '../support/broker.ts'
+import { connectMeter, endClient, publishAcked, publishesIngested, startTestBroker, type TestBroker } from '../support/broker.ts'
 import { useTestDatabase } from '../support/database.ts'
 import { hasCommand, run, skipReason } from '../support/tools.ts'
 import { createOccupiedMeter, readingsOf, type TestMeter } from '../support/world.ts'
@@ -31,7 +31,7 @@ describe('independent clients and transports', () => {
     it('publishes a reading that is stored and attributed', async () => {
       await provision()
       const payload = JSON.stringify({ ts: '2026-10-01T02:30:00+02:00', values: { '1-0:1.8.0': 4242 } })
-      const taken = tb.broker.readingsTakenDirectly()
+      const before = await publishesIngested(tb)
       const r = await run('mosquitto_pub', [
         '-h', '127.0.0.1', '-p', String(tb.port), '-V', 'mqttv311',
         '-i', meter.id, '-u', meter.id, '-P', meter.secret,
@@ -43,7 +43,7 @@ describe('independent clients and transports', () => {
       expect(rows).toHaveLength(1)
       expect(rows[0]).toMatchObject({ ts: new Date('2026-10-01T00:30:00Z'), household_id: householdId, values: { '1-0:1.8.0': 4242 } })
       // Read past aedes' parser (broker/meter-publishes.ts), and acknowledged: mosquitto_pub exits 0 only after its PUBACK.
-      expect(tb.broker.readingsTakenDirectly()).toBe(taken + 1)
+      expect(await publishesIngested(tb)).toEqual({ direct: before.direct + 1, aedes: before.aedes })
     })
 
     it('is refused with CONNACK 4 on a wrong secret', async () => {
@@ -68,11 +68,11 @@ describe('independent clients and transports', () => {
     let client: MqttClient | undefined
     try {
       client = await connectMeter(`ws://127.0.0.1:${port}/mqtt`, meter)
-      const taken = tb.broker.readingsTakenDirectly()
+      const before = await publishesIngested(tb)
       await publishAcked(client, meterReadingsTopic(meter.id), JSON.stringify({ ts: '2026-10-01T00:15:00Z', values: { '1-0:1.8.0': 1 } }))
       expect(await readingsOf(t.db, meter.id)).toHaveLength(1)
       // Over WebSocket too, the publish is read past aedes' parser (broker/meter-publishes.ts).
-      expect(tb.broker.readingsTakenDirectly()).toBe(taken + 1)
+      expect(await publishesIngested(tb)).toEqual({ direct: before.direct + 1, aedes: before.aedes })
     } finally {
       if (client !== undefined) await endClient(client)
       server.closeAllConnections()

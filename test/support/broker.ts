@@ -64,6 +64,13 @@ export async function startTestBroker(
   }
 }
 
+/** Meters' readings publishes the broker has handed to ingest so far, by path (`metershare_ingest_publishes_total{path}`). */
+export async function publishesIngested(tb: Pick<TestBroker, 'metrics'>): Promise<{ direct: number; aedes: number }> {
+  const { values } = await tb.metrics.ingestPublishes.get()
+  const of = (path: string): number => values.find((v) => v.labels.path === path)?.value ?? 0
+  return { direct: of('direct'), aedes: of('aedes') }
+}
+
 /** Connects and resolves on CONNACK 0; rejects with the CONNACK error otherwise. */
 export function connectClient(url: string, options: IClientOptions): Promise<MqttClient> {
   return new Promise((resolve, reject) => {
