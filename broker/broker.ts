@@ -268,7 +268,14 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
     }
   })
 
-  aedes.authenticate = (client, username, password, done) => {
+  aedes.authenticate = (client, username, password, answerConnect) => {
+    // The password is a meter's secret or an API key, and mqtt-packet's parser keeps the CONNECT packet
+    // for as long as the connection lasts: once the connect is answered nothing needs it, so it is wiped
+    // then, and a heap snapshot or core dump of the broker holds no connected client's secret.
+    const done: typeof answerConnect = (err, ok) => {
+      password?.fill(0)
+      answerConnect(err, ok)
+    }
     const address = addresses.get(client.conn as Duplex) ?? 'unknown'
     const refuse = (message: string, code: number): void => done(authError(message, code) as never, null)
     // MQTT's strings never hold U+0000 [MQTT-1.5.3-2]; PostgreSQL's text cannot either.

@@ -160,6 +160,25 @@ describe('who may connect, publish and subscribe', () => {
     }
   })
 
+  it("wipes a connect's password once answered, let in or refused: no client's secret stays in the broker's memory", async () => {
+    // mqtt-packet's parser keeps the CONNECT packet, password and all, for as long as the connection lasts.
+    const ours = tb.broker.aedes.authenticate
+    const seen: Array<{ password: Buffer; text: string }> = []
+    tb.broker.aedes.authenticate = (client, username, password, done) => {
+      if (password !== undefined) seen.push({ password, text: password.toString() })
+      ours(client, username, password, done)
+    }
+    try {
+      clients.push(await connectMeter(tb.url, meter))
+      clients.push(await connectClient(tb.url, { clientId: 'app-wiped', username: recipient.id, password: recipient.apiKey }))
+      await expect(connectMeter(tb.url, { id: other.id, secret: `${other.secret}x` })).rejects.toMatchObject({ code: 4 })
+    } finally {
+      tb.broker.aedes.authenticate = ours
+    }
+    expect(seen.map((s) => s.text)).toEqual([meter.secret, recipient.apiKey, `${other.secret}x`])
+    for (const { password } of seen) expect(password.equals(Buffer.alloc(password.length))).toBe(true)
+  })
+
   it('refuses a recipient that takes a meter’s client id', async () => {
     await expect(connectClient(tb.url, { clientId: meter.id, username: recipient.id, password: recipient.apiKey })).rejects.toMatchObject({ code: 2 })
   })
