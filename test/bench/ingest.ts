@@ -464,10 +464,7 @@ async function runLoad(bench: Bench, spec: LoadSpec): Promise<LoadFigures> {
       const clean = counts.quarantine === 0 && counts.rollups === counts.readings
       check = exact && clean ? `stored ${fmtInt(counts.readings)} = acked ✓` : plausible && clean ? `stored ${fmtInt(counts.readings)} ≥ acked ${fmtInt(acked * rpm)} (${unacked} unacked) ✓` : `MISMATCH stored ${fmtInt(counts.readings)} vs acked ${fmtInt(acked * rpm)}`
       if (!clean) notes.push(`quarantine ${counts.quarantine}, rollup count ${counts.rollups} (expected 0 and ${counts.readings})`)
-      notes.push(
-        `group commits: ${fmtInt(figures.commits)}, mean ${fmtInt(figures.meanBatchReadings)} readings in ${fmtFixed(figures.meanCommitMs, 1)} ms` +
-          (figures.commitFailures > 0 ? `, ${figures.commitFailures} failed and retried` : ''),
-      )
+      notes.push(commitNote(figures))
       if (ingestFrom !== null && ingestTo !== null) {
         // The broker's own histograms over the window: what of the PUBACK latency the broker holds (receipt to PUBACK), the rest being the sockets and the generator.
         const bound = (buckets: 'ackBuckets' | 'commitBuckets', p: number): string => {
@@ -685,7 +682,7 @@ async function runStorm(bench: Bench, meters: BenchMeter[]): Promise<StormFigure
     if (outOfOrder > 0) notes.push(`${outOfOrder} PUBACKs out of publish order`)
     const counts = await server.counts!()
     const figures = await server.ingest!()
-    notes.push(`group commits: ${fmtInt(figures.commits)}, mean ${fmtInt(figures.meanBatchReadings)} readings in ${fmtFixed(figures.meanCommitMs, 1)} ms`)
+    notes.push(commitNote(figures))
     const clean = counts.quarantine === 0 && counts.rollups === counts.readings
     const check =
       counts.readings === acked && unacked === 0 && clean
@@ -829,6 +826,15 @@ function loadTable(rows: LoadFigures[], bare: LoadFigures | undefined): string {
         r.check,
       ]
     }),
+  )
+}
+
+/** The group commits of a metershare phase, and how its meters' publishes reached ingest since the broker started. */
+function commitNote(figures: IngestFigures): string {
+  return (
+    `group commits: ${fmtInt(figures.commits)}, mean ${fmtInt(figures.meanBatchReadings)} readings in ${fmtFixed(figures.meanCommitMs, 1)} ms` +
+    (figures.commitFailures > 0 ? `, ${figures.commitFailures} failed and retried` : '') +
+    `; publishes read past aedes' parser ${fmtInt(figures.publishes.direct)}, through it ${fmtInt(figures.publishes.aedes)}`
   )
 }
 

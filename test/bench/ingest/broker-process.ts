@@ -10,7 +10,7 @@ import { configureLogging } from '../../../shared/logger.ts'
 import type { Metrics } from '../../../shared/metrics.ts'
 import type { EgressMeta, EgressPolicy } from '../../../broker/egress.ts'
 import { openReleaseView, type ReleaseView } from '../../../services/consent/release-view.ts'
-import { startTestBroker, type TestBroker } from '../../support/broker.ts'
+import { publishesIngested, startTestBroker, type TestBroker } from '../../support/broker.ts'
 import { reportFailures, type ChildMessage } from '../support/processes.ts'
 import type { BrokerHeap, BrokerMark, MainThreadStalls } from './broker-queries.ts'
 
@@ -67,6 +67,8 @@ export interface IngestFigures {
   meanBatchReadings: number
   meanCommitMs: number
   commitFailures: number
+  /** Meters' readings publishes handed to ingest, by path (metershare_ingest_publishes_total): read past aedes' parser, or through it. */
+  publishes: { direct: number; aedes: number }
   /** metershare_ingest_commit_seconds so far: each group commit's transaction. */
   commitBuckets: HistogramBuckets
   /** metershare_ingest_ack_seconds so far: from the broker's receipt of a publish to its PUBACK, the broker's side of the latency. */
@@ -237,7 +239,7 @@ async function count(): Promise<BrokerCounts> {
 }
 
 async function ingestFigures(): Promise<IngestFigures> {
-  if (metrics === null) return { commits: 0, meanBatchReadings: 0, meanCommitMs: 0, commitFailures: 0, commitBuckets: [], ackBuckets: [] }
+  if (metrics === null) return { commits: 0, meanBatchReadings: 0, meanCommitMs: 0, commitFailures: 0, publishes: { direct: 0, aedes: 0 }, commitBuckets: [], ackBuckets: [] }
   const batch = await sumCount(metrics.ingestBatchReadings)
   const commit = await sumCount(metrics.ingestCommitSeconds)
   const failures = (await metrics.ingestCommitFailures.get()).values[0]?.value ?? 0
@@ -246,6 +248,7 @@ async function ingestFigures(): Promise<IngestFigures> {
     meanBatchReadings: batch.count === 0 ? 0 : batch.sum / batch.count,
     meanCommitMs: commit.count === 0 ? 0 : (commit.sum * 1000) / commit.count,
     commitFailures: failures,
+    publishes: await publishesIngested({ metrics }),
     commitBuckets: await cumulativeBuckets(metrics.ingestCommitSeconds),
     ackBuckets: await cumulativeBuckets(metrics.ingestAckSeconds),
   }
