@@ -271,7 +271,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
   aedes.authenticate = (client, username, password, answerConnect) => {
     // The password is a meter's secret or an API key, and mqtt-packet's parser keeps the CONNECT packet
     // for as long as the connection lasts: once the connect is answered nothing needs it, so it is wiped
-    // then, and a heap snapshot or core dump of the broker holds no connected client's secret.
+    // then, and the broker's heap (a heap snapshot, a core dump) does not keep it while the client stays.
     const done: typeof answerConnect = (err, ok) => {
       password?.fill(0)
       answerConnect(err, ok)
