@@ -23,7 +23,8 @@ import type { Client } from 'aedes'
  * turn of the event loop leave together, one write per connection, in answering order.
  *
  * It relies on aedes 1.2.0's client internals (`_parser.parse`, `_keepaliveInterval`,
- * `_keepaliveTimer`): package.json pins that version, and a client lacking them is left to aedes.
+ * `_keepaliveTimer`, `waitForDrain`): package.json pins that version, and a client lacking them is
+ * left to aedes.
  */
 
 /** A readings publish taken from a meter's connection. */
@@ -133,14 +134,18 @@ export function readingsPublishAt(buf: Buffer, start: number, end: number, topic
 
 /**
  * Writes PUBACKs: those answered in one turn of the event loop leave in one write per connection,
- * in answering order, as aedes' corked writes did.
+ * in answering order, as aedes' corked writes did. A write the connection cannot take at once (its
+ * buffer past the high-water mark: the client does not read) calls that connection's `whenFull`,
+ * which waits for it to drain as aedes does for its own writes, and closes it if it does not
+ * (`mqtt.drainTimeoutMs`): a meter that publishes and never reads would otherwise grow the broker's
+ * buffer by a PUBACK a publish, its window bounding only what is not yet acknowledged.
  */
 export class PubackWriter {
-  private readonly waiting = new Map<Duplex, number[]>()
+  private readonly waiting = new Map<Duplex, { ids: number[]; whenFull: () => void }>()
   private scheduled = false
   private readonly flush = (): void => {
     this.scheduled = false
-    for (const [conn, ids] of this.waiting) {
+    for (const [conn, { ids, whenFull }] of this.waiting) {
       if (conn.destroyed || !conn.writable) continue
       const bytes = Buffer.allocUnsafe(PUBACK_BYTES * ids.length)
       for (let k = 0; k < ids.length; k++) {
@@ -149,15 +154,15 @@ export class PubackWriter {
         bytes[at + 1] = 2
         bytes.writeUInt16BE(ids[k]!, at + 2)
       }
-      conn.write(bytes)
+      if (!conn.write(bytes)) whenFull()
     }
     this.waiting.clear()
   }
 
-  write(conn: Duplex, messageId: number): void {
-    const ids = this.waiting.get(conn)
-    if (ids === undefined) this.waiting.set(conn, [messageId])
-    else ids.push(messageId)
+  write(conn: Duplex, messageId: number, whenFull: () => void): void {
+    const waiting = this.waiting.get(conn)
+    if (waiting === undefined) this.waiting.set(conn, { ids: [messageId], whenFull })
+    else waiting.ids.push(messageId)
     if (!this.scheduled) {
       this.scheduled = true
       process.nextTick(this.flush)
@@ -172,12 +177,14 @@ interface AedesClientInternals {
   _parser: { parse(buf: Buffer): unknown }
   _keepaliveInterval: number
   _keepaliveTimer: NodeJS.Timeout | null
+  /** Calls back once the connection drains, or destroys it after aedes' `drainTimeout` and calls back with an error. */
+  waitForDrain(callback: (err: Error | null) => void): void
   emit(event: 'error', err: Error): boolean
 }
 
 function internalsOf(client: Client): AedesClientInternals | null {
   const c = client as unknown as Partial<AedesClientInternals>
-  if (typeof c._parser?.parse !== 'function' || typeof c._keepaliveInterval !== 'number' || c.conn === undefined) return null
+  if (typeof c._parser?.parse !== 'function' || typeof c._keepaliveInterval !== 'number' || typeof c.waitForDrain !== 'function' || c.conn === undefined) return null
   return c as AedesClientInternals
 }
 
@@ -196,12 +203,21 @@ export function takeReadingsPublishes(client: Client, topic: string, intake: Rea
   const topicBytes = Buffer.from(topic)
   const framer = new PacketFramer()
   const conn = c.conn
+  // Its PUBACKs wait for the client to read them as aedes' own writes do: one wait at a time.
+  let draining = false
+  const whenFull = (): void => {
+    if (draining) return
+    draining = true
+    c.waitForDrain(() => {
+      draining = false
+    })
+  }
   // Holds the packet identifier only: the payload is ingest's, not kept alive until the commit by this.
   const answerer =
     (messageId: number) =>
     (err: Error | null): void => {
       if (err !== null) c.emit('error', err)
-      else pubacks.write(conn, messageId)
+      else pubacks.write(conn, messageId, whenFull)
     }
   parser.parse = (chunk: Buffer): void => {
     const { packets, malformed } = framer.push(chunk)

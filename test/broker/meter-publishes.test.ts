@@ -1,5 +1,5 @@
 import net, { type AddressInfo } from 'node:net'
-import { PassThrough, Readable } from 'node:stream'
+import { Duplex, PassThrough, Readable } from 'node:stream'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { Aedes, type Client } from 'aedes'
 import mqttPacket, { type Packet } from 'mqtt-packet'
@@ -160,13 +160,15 @@ describe('PubackWriter', () => {
     ])
     for (const [conn, got] of writes) conn.on('data', (chunk: Buffer) => got.push(chunk))
     const pubacks = new PubackWriter()
-    pubacks.write(a, 3)
-    pubacks.write(b, 1)
-    pubacks.write(a, 1)
-    pubacks.write(closed, 9)
-    pubacks.write(a, 65_535)
+    const full: string[] = []
+    const whenFull = (name: string) => () => full.push(name)
+    pubacks.write(a, 3, whenFull('a'))
+    pubacks.write(b, 1, whenFull('b'))
+    pubacks.write(a, 1, whenFull('a'))
+    pubacks.write(closed, 9, whenFull('closed'))
+    pubacks.write(a, 65_535, whenFull('a'))
     await new Promise((r) => setImmediate(r))
-    pubacks.write(b, 2)
+    pubacks.write(b, 2, whenFull('b'))
     await new Promise((r) => setImmediate(r))
     const ids = (chunk: Buffer): number[] => {
       const parser = mqttPacket.parser({ protocolVersion: 4 })
@@ -177,6 +179,22 @@ describe('PubackWriter', () => {
     }
     expect(writes.get(a)!.map(ids)).toEqual([[3, 1, 65_535]])
     expect(writes.get(b)!.map(ids)).toEqual([[1], [2]])
+    // Both read what they were sent: neither was full.
+    expect(full).toEqual([])
+  })
+
+  it('says when a connection cannot take its PUBACKs at once (its reader is behind), at each write past its high-water mark', async () => {
+    // Its first write never completes, and what follows stays in its buffer: a client that stopped reading.
+    const unread = new Duplex({ highWaterMark: 64, read() {}, write() {} })
+    const full: number[] = []
+    const pubacks = new PubackWriter()
+    for (let turn = 0; turn < 4; turn++) {
+      // 8 PUBACKs a turn, 32 bytes: the buffer passes 64 bytes at the second.
+      for (let id = 1; id <= 8; id++) pubacks.write(unread, turn * 8 + id, () => full.push(turn))
+      await new Promise((r) => setImmediate(r))
+    }
+    expect(unread.writableLength).toBe(4 * 8 * 4)
+    expect(full).toEqual([1, 2, 3])
   })
 })
 
@@ -367,6 +385,36 @@ describeDatabases('a meter’s readings publishes taken past aedes’ parser', (
     await waitFor(() => raw!.pubacks().length === 10, 5_000, 'ten PUBACKs')
     // Silent from now on: closed by the keep-alive.
     await raw.closed
+  })
+
+  it('closes a meter that publishes and never reads its PUBACKs once its buffer stays full past drainTimeoutMs, having stored what it sent', async () => {
+    const slow = await startTestBroker(t.handle, { overrides: { mqtt: { drainTimeoutMs: 500 } } })
+    try {
+      raw = await RawMeter.connect(slow.port, meter)
+      // The broker's side of the connection takes writes but sends nothing on: a client that stopped reading.
+      const clients = (slow.broker.aedes as unknown as { clients: Record<string, { conn: Duplex }> }).clients
+      const conn = clients[meter.id]!.conn
+      conn.cork()
+      // Enough PUBACKs to pass the connection's high-water mark, sent in windows the broker admits at once.
+      const total = Math.ceil(conn.writableHighWaterMark / 4) + 100
+      const topic = meterReadingsTopic(meter.id)
+      const stored = async (): Promise<number> =>
+        Number((await t.db.selectFrom('readings').select((eb) => eb.fn.countAll<string>().as('n')).where('meter_id', '=', meter.id).executeTakeFirstOrThrow()).n)
+      for (let from = 1; from <= total; from += 200) {
+        const to = Math.min(total, from + 199)
+        const window: Buffer[] = []
+        for (let i = from; i <= to; i++) window.push(publish(topic, i, reading(T0 + i * 900_000, 1_000 + i)))
+        raw.socket.write(Buffer.concat(window))
+        await waitFor(async () => (await stored()) === to, 10_000, `${to} readings stored`)
+      }
+      expect(conn.writableLength).toBeGreaterThanOrEqual(conn.writableHighWaterMark)
+      // Closed by aedes' drain wait (500 ms here); without it, never.
+      await Promise.race([raw.closed, sleep(10_000).then(() => Promise.reject(new Error('the meter that does not read was not closed')))])
+      expect(raw.pubacks()).toEqual([])
+      expect(await stored()).toBe(total)
+    } finally {
+      await slow.close()
+    }
   })
 
   it('disconnects a meter at a publish to another meter’s topic sent behind its own, storing nothing of it', async () => {
