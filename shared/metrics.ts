@@ -115,7 +115,7 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
     }),
     ingestPublishes: new Counter({
       name: 'metershare_ingest_publishes_total',
-      help: "Meters' readings publishes handed to ingest, by path: direct (read past aedes' parser once the meter is connected) or aedes (its parser and authorizePublish: what came in with the CONNECT, QoS 0)",
+      help: "Meters' readings publishes handed to ingest, by path: direct (read past aedes' parser once the meter is connected) or aedes (its parser and authorizePublish: what came in with the CONNECT, QoS 0 or 2)",
       labelNames: ['path'],
       registers: brokerRegisters,
     }),
