@@ -23,7 +23,7 @@ import type { Client } from 'aedes'
  * turn of the event loop leave together, one write per connection, in answering order.
  *
  * It relies on aedes 1.2.0's client internals (`_parser.parse`, `_keepaliveInterval`,
- * `_keepaliveTimer`, `waitForDrain`): package.json pins that version, and a client lacking them is
+ * `_keepaliveTimer`, `waitForDrain`, `_parsingBatch`, `pause`, `resume`): package.json pins that version, and a client lacking them is
  * left to aedes.
  */
 
@@ -136,9 +136,10 @@ export function readingsPublishAt(buf: Buffer, start: number, end: number, topic
  * Writes PUBACKs: those answered in one turn of the event loop leave in one write per connection,
  * in answering order, as aedes' corked writes did. A write the connection cannot take at once (its
  * buffer past the high-water mark: the client does not read) calls that connection's `whenFull`,
- * which waits for it to drain as aedes does for its own writes, and closes it if it does not
- * (`mqtt.drainTimeoutMs`): a meter that publishes and never reads would otherwise grow the broker's
- * buffer by a PUBACK a publish, its window bounding only what is not yet acknowledged.
+ * which stops reading the connection and waits for it to drain, as aedes does for its own writes,
+ * and closes it if it does not (`mqtt.drainTimeoutMs`): a meter that publishes and never reads
+ * would otherwise grow the broker's buffer by a PUBACK a publish, its window bounding only what is
+ * not yet acknowledged.
  */
 export class PubackWriter {
   private readonly waiting = new Map<Duplex, { ids: number[]; whenFull: () => void }>()
@@ -179,12 +180,31 @@ interface AedesClientInternals {
   _keepaliveTimer: NodeJS.Timeout | null
   /** Calls back once the connection drains, or destroys it after aedes' `drainTimeout` and calls back with an error. */
   waitForDrain(callback: (err: Error | null) => void): void
+  /**
+   * Packets aedes is handling: its `_nextBatch` (at each packet handled, and at each 'readable' event
+   * of the connection) takes one off and reads the connection on if that leaves 0; while paused it
+   * returns at once, taking nothing off.
+   */
+  _parsingBatch: number
+  /** aedes reads nothing more from the connection until `resume()`. */
+  pause(): void
+  /** Unpauses and calls `_nextBatch`. */
+  resume(): void
   emit(event: 'error', err: Error): boolean
 }
 
 function internalsOf(client: Client): AedesClientInternals | null {
   const c = client as unknown as Partial<AedesClientInternals>
-  if (typeof c._parser?.parse !== 'function' || typeof c._keepaliveInterval !== 'number' || typeof c.waitForDrain !== 'function' || c.conn === undefined) return null
+  if (
+    typeof c._parser?.parse !== 'function' ||
+    typeof c._keepaliveInterval !== 'number' ||
+    typeof c.waitForDrain !== 'function' ||
+    typeof c._parsingBatch !== 'number' ||
+    typeof c.pause !== 'function' ||
+    typeof c.resume !== 'function' ||
+    c.conn === undefined
+  )
+    return null
   return c as AedesClientInternals
 }
 
@@ -203,13 +223,22 @@ export function takeReadingsPublishes(client: Client, topic: string, intake: Rea
   const topicBytes = Buffer.from(topic)
   const framer = new PacketFramer()
   const conn = c.conn
-  // Its PUBACKs wait for the client to read them as aedes' own writes do: one wait at a time.
+  // Its PUBACKs wait for the client to read them as aedes' own writes do: one wait at a time, and
+  // nothing more read from the connection meanwhile (aedes reads on only once a packet's answer is
+  // written), so what the broker holds for a meter that does not read is what it had read by then.
   let draining = false
   const whenFull = (): void => {
     if (draining) return
     draining = true
-    c.waitForDrain(() => {
+    c.pause()
+    c.waitForDrain((err) => {
       draining = false
+      // Not drained: aedes has closed the connection.
+      if (err !== null || c.closed) return
+      // A packet aedes finished handling meanwhile could not count itself done (paused, `_nextBatch`
+      // returns at once): without this reset the count would never come back to 0, nor the reading.
+      c._parsingBatch = 0
+      c.resume()
     })
   }
   // Holds the packet identifier only: the payload is ingest's, not kept alive until the commit by this.

@@ -387,31 +387,67 @@ describeDatabases('a meter’s readings publishes taken past aedes’ parser', (
     await raw.closed
   })
 
+  /**
+   * Connects the meter to `broker` and corks the broker's side of its connection (it takes writes but
+   * sends nothing on: a client that stopped reading), then publishes, in windows the broker admits at
+   * once, until the PUBACKs written pass the connection's high-water mark. Returns how many it
+   * published (all stored) and the connection.
+   */
+  async function fillPubackBuffer(broker: TestBroker): Promise<{ total: number; conn: Duplex }> {
+    raw = await RawMeter.connect(broker.port, meter)
+    const clients = (broker.broker.aedes as unknown as { clients: Record<string, { conn: Duplex }> }).clients
+    const conn = clients[meter.id]!.conn
+    conn.cork()
+    // Enough PUBACKs to pass the high-water mark within the last window.
+    const total = Math.ceil(conn.writableHighWaterMark / 4) + 100
+    const topic = meterReadingsTopic(meter.id)
+    for (let from = 1; from <= total; from += 200) {
+      const to = Math.min(total, from + 199)
+      const window: Buffer[] = []
+      for (let i = from; i <= to; i++) window.push(publish(topic, i, reading(T0 + i * 900_000, 1_000 + i)))
+      raw.socket.write(Buffer.concat(window))
+      await waitFor(async () => (await storedOf(meter)) === to, 10_000, `${to} readings stored`)
+    }
+    expect(conn.writableLength).toBeGreaterThanOrEqual(conn.writableHighWaterMark)
+    return { total, conn }
+  }
+  const storedOf = async (m: TestMeter): Promise<number> =>
+    Number((await t.db.selectFrom('readings').select((eb) => eb.fn.countAll<string>().as('n')).where('meter_id', '=', m.id).executeTakeFirstOrThrow()).n)
+
   it('closes a meter that publishes and never reads its PUBACKs once its buffer stays full past drainTimeoutMs, having stored what it sent', async () => {
     const slow = await startTestBroker(t.handle, { overrides: { mqtt: { drainTimeoutMs: 500 } } })
     try {
-      raw = await RawMeter.connect(slow.port, meter)
-      // The broker's side of the connection takes writes but sends nothing on: a client that stopped reading.
-      const clients = (slow.broker.aedes as unknown as { clients: Record<string, { conn: Duplex }> }).clients
-      const conn = clients[meter.id]!.conn
-      conn.cork()
-      // Enough PUBACKs to pass the connection's high-water mark, sent in windows the broker admits at once.
-      const total = Math.ceil(conn.writableHighWaterMark / 4) + 100
-      const topic = meterReadingsTopic(meter.id)
-      const stored = async (): Promise<number> =>
-        Number((await t.db.selectFrom('readings').select((eb) => eb.fn.countAll<string>().as('n')).where('meter_id', '=', meter.id).executeTakeFirstOrThrow()).n)
-      for (let from = 1; from <= total; from += 200) {
-        const to = Math.min(total, from + 199)
-        const window: Buffer[] = []
-        for (let i = from; i <= to; i++) window.push(publish(topic, i, reading(T0 + i * 900_000, 1_000 + i)))
-        raw.socket.write(Buffer.concat(window))
-        await waitFor(async () => (await stored()) === to, 10_000, `${to} readings stored`)
-      }
-      expect(conn.writableLength).toBeGreaterThanOrEqual(conn.writableHighWaterMark)
+      const { total } = await fillPubackBuffer(slow)
       // Closed by aedes' drain wait (500 ms here); without it, never.
-      await Promise.race([raw.closed, sleep(10_000).then(() => Promise.reject(new Error('the meter that does not read was not closed')))])
-      expect(raw.pubacks()).toEqual([])
-      expect(await stored()).toBe(total)
+      await Promise.race([raw!.closed, sleep(10_000).then(() => Promise.reject(new Error('the meter that does not read was not closed')))])
+      expect(raw!.pubacks()).toEqual([])
+      expect(await storedOf(meter)).toBe(total)
+    } finally {
+      await slow.close()
+    }
+  })
+
+  it('reads nothing more from a meter whose PUBACKs wait for its connection to drain, and reads on once it drains', async () => {
+    const slow = await startTestBroker(t.handle, { overrides: { mqtt: { drainTimeoutMs: 30_000 } } })
+    try {
+      const { total, conn } = await fillPubackBuffer(slow)
+      // Sent while the broker waits for the drain: not read, so neither stored nor answered (without
+      // the pause, stored within milliseconds and its PUBACKs added to the full buffer).
+      const extra = 50
+      const topic = meterReadingsTopic(meter.id)
+      const more: Buffer[] = []
+      for (let i = total + 1; i <= total + extra; i++) more.push(publish(topic, i, reading(T0 + i * 900_000, 1_000 + i)))
+      raw!.socket.write(Buffer.concat(more))
+      const buffered = conn.writableLength
+      await sleep(1_000)
+      expect(await storedOf(meter)).toBe(total)
+      expect(conn.writableLength).toBe(buffered)
+      // The client reads again: the buffer drains, the broker reads on, and every publish is answered in order.
+      conn.uncork()
+      await waitFor(() => raw!.pubacks().length === total + extra, 10_000, 'every PUBACK')
+      expect(raw!.pubacks()).toEqual(Array.from({ length: total + extra }, (_, i) => i + 1))
+      expect(await storedOf(meter)).toBe(total + extra)
+      expect(raw!.socket.destroyed).toBe(false)
     } finally {
       await slow.close()
     }
