@@ -13,7 +13,7 @@ import { LOAD, loadTiming, refillMinOf, type GeneratorConnected, type GeneratorP
 import { BENCH_OPTIONS, BenchHarness, DEFAULT_BENCH_DATABASE_URL, cleanUpOnSignal, describePostgres, exitWithUsageIf, numberOption, phasesOption, profileFlags, profileLines, progress, redact } from './support/harness.ts'
 import { commandVersion, describeMachine, packageVersion } from './support/machine.ts'
 import { MOSQUITTO_BIN, MOSQUITTO_SUB_BIN, startCountingSubscriber, startMosquitto, type CountingSubscriber } from './support/mosquitto.ts'
-import { NodeChild, cpuMsBetween, cpuMsByPid, descriptorsOf, ofDatabase, sampleMachine, sampleProcess } from './support/processes.ts'
+import { NodeChild, cpuMsBetween, cpuMsByPid, descriptorsOf, mainThreadCpuMs, ofDatabase, sampleMachine, sampleProcess } from './support/processes.ts'
 import { bucketPercentile, counted, fmtFixed, fmtInt, fmtMb, fmtMs, fmtPercent, formatTable, mark, percentile } from './support/report.ts'
 
 /**
@@ -360,6 +360,20 @@ interface LoadFigures {
  * phase take between them, before any validation, group commit or ordering of ours runs. Near the
  * machine's cores, every hand-off waits for a CPU, whatever the broker does.
  */
+/**
+ * What a message cost each part over the window, in µs of CPU (share of a core ÷ msg/s): the broker's
+ * main thread (the sockets, MQTT, the queue), its other threads (Metershare's ingest thread, V8's
+ * and libuv's helpers), the phase's PostgreSQL processes and the load generator.
+ */
+function cpuPerMessageNote(messagesPerSecond: number, mainCores: number, brokerCores: number, dbCores: number | null, generatorCores: number): string {
+  const us = (cores: number): string => fmtFixed((cores * 1e6) / messagesPerSecond, 1)
+  const total = brokerCores + (dbCores ?? 0) + generatorCores
+  return (
+    `CPU a message (µs): broker main thread ${us(mainCores)}, its other threads ${us(Math.max(0, brokerCores - mainCores))}` +
+    `${dbCores === null ? '' : `, PostgreSQL ${us(dbCores)}`}, generator ${us(generatorCores)}; together ${us(total)}`
+  )
+}
+
 function halfRateFloor(half: LoadFigures, bareHalf: LoadFigures): string {
   const machine = os.cpus().length
   const db = half.dbCores ?? 0
@@ -399,7 +413,14 @@ async function runLoad(bench: Bench, spec: LoadSpec): Promise<LoadFigures> {
     const ours = ofDatabase(server.databaseName)
     for (const g of generators) g.send({ type: 'go' })
     const runTimeoutMs = (o.warmupSeconds + o.seconds) * 1000 + 60_000
-    const sample = () => ({ at: performance.now(), server: pids.map(sampleProcess), machine: sampleMachine(), pg: withPg ? cpuMsByPid('postgres', ours) : new Map<number, number>(), sub: server.subscriberCount?.() ?? 0 })
+    const sample = () => ({
+      at: performance.now(),
+      server: pids.map(sampleProcess),
+      main: mainThreadCpuMs(server.pid),
+      machine: sampleMachine(),
+      pg: withPg ? cpuMsByPid('postgres', ours) : new Map<number, number>(),
+      sub: server.subscriberCount?.() ?? 0,
+    })
     const profiled = server.profileDir !== undefined && server.mark !== undefined
     await generators[0]!.next('window-start', runTimeoutMs)
     const s0 = sample()
@@ -443,6 +464,11 @@ async function runLoad(bench: Bench, spec: LoadSpec): Promise<LoadFigures> {
           `(${counted(w.scavenges, 'scavenge')}, longest ${fmtFixed(w.scavengeMaxMs, 1)} ms; ${counted(w.markCompacts, 'mark-compact')}, longest ${fmtFixed(w.markCompactMaxMs, 1)} ms)`,
       )
       notes.push(`main event loop held up: p99 ${fmtFixed(w.loopDelayP99Ms, 1)} ms, longest ${fmtFixed(w.loopDelayMaxMs, 1)} ms`)
+    }
+
+    const dbCores = withPg ? cpuMsBetween(s0.pg, s1.pg) / wallMs : null
+    if (spec.target.kind !== 'mosquitto' && s0.main !== null && s1.main !== null && messagesPerSecond > 0) {
+      notes.push(cpuPerMessageNote(messagesPerSecond, (s1.main - s0.main) / wallMs, brokerCores, dbCores, generatorCores))
     }
 
     let forwardedPerSecond: number | null = null
@@ -489,7 +515,7 @@ async function runLoad(bench: Bench, spec: LoadSpec): Promise<LoadFigures> {
       p99Us: percentile(latencies, 99),
       maxUs: latencies.length === 0 ? Number.NaN : latencies[latencies.length - 1]!,
       brokerCores,
-      dbCores: withPg ? cpuMsBetween(s0.pg, s1.pg) / wallMs : null,
+      dbCores,
       generatorCores,
       helperCores,
       machineCores: (s1.machine.busyMs - s0.machine.busyMs) / wallMs,
