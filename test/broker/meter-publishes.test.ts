@@ -14,8 +14,8 @@ import { createOccupiedMeter, createTestMeter, readingsOf, type TestMeter } from
 /**
  * A meter's readings publishes taken past aedes' parser (broker/meter-publishes.ts): the framing and
  * recognition on bytes cut anywhere, the batched PUBACKs, and, on a real broker over both databases,
- * raw MQTT written byte by byte, packets of every kind in one segment, the keep-alive, and a refused
- * publish behind accepted ones.
+ * raw MQTT written byte by byte, packets of every kind in one segment, the keep-alive, a meter that
+ * does not read its PUBACKs, and a refused publish behind accepted ones.
  */
 
 const T0 = Date.parse('2026-10-01T00:00:00Z')
