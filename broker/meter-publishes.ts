@@ -23,8 +23,8 @@ import type { Client } from 'aedes'
  * turn of the event loop leave together, one write per connection, in answering order.
  *
  * It relies on aedes 1.2.0's client internals (`_parser.parse`, `_keepaliveInterval`,
- * `_keepaliveTimer`, `waitForDrain`, `_parsingBatch`, `pause`, `resume`): package.json pins that version, and a client lacking them is
- * left to aedes.
+ * `_keepaliveTimer`, `waitForDrain`, `_parsingBatch`, `pause`, `resume`): package.json pins that
+ * version, and a client lacking them is left to aedes.
  */
 
 /** A readings publish taken from a meter's connection. */

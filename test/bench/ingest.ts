@@ -355,12 +355,6 @@ interface LoadFigures {
 }
 
 /**
- * What the half-rate phase leaves for Metershare's own work on this machine: the cores that a broker
- * answering at once (bare aedes at the same rate), the generator and PostgreSQL's share of the durable
- * phase take between them, before any validation, group commit or ordering of ours runs. Near the
- * machine's cores, every hand-off waits for a CPU, whatever the broker does.
- */
-/**
  * What a message cost each part over the window, in µs of CPU (share of a core ÷ msg/s): the broker's
  * main thread (the sockets, MQTT, the queue), its other threads (Metershare's ingest thread, V8's
  * and libuv's helpers), the phase's PostgreSQL processes and the load generator.
@@ -374,6 +368,12 @@ function cpuPerMessageNote(messagesPerSecond: number, mainCores: number, brokerC
   )
 }
 
+/**
+ * What the half-rate phase leaves for Metershare's own work on this machine: the cores that a broker
+ * answering at once (bare aedes at the same rate), the generator and PostgreSQL's share of the durable
+ * phase take between them, before any validation, group commit or ordering of ours runs. Near the
+ * machine's cores, every hand-off waits for a CPU, whatever the broker does.
+ */
 function halfRateFloor(half: LoadFigures, bareHalf: LoadFigures): string {
   const machine = os.cpus().length
   const db = half.dbCores ?? 0
