@@ -331,13 +331,14 @@ const HELP_FLAGS = new Set(['--help', '-h'])
 
 export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
   const [name, ...args] = argv
-  if (name === undefined || HELP_FLAGS.has(name) || name === 'help') {
+  if (name !== undefined && (HELP_FLAGS.has(name) || name === 'help')) {
     process.stdout.write(USAGE)
-    return name === undefined ? 1 : 0
+    return 0
   }
-  const command = commands[name]
-  if (command === undefined) {
-    process.stderr.write(`metershare: unknown command '${name}'\n\n${USAGE}`)
+  // A usage error, like any other: said on stderr, exit 2.
+  const command = name === undefined ? undefined : commands[name]
+  if (name === undefined || command === undefined) {
+    process.stderr.write(`metershare: ${name === undefined ? 'a command is required' : `unknown command '${name}'`}\n\n${USAGE}`)
     return 2
   }
   // `simulate` answers --help itself, from its own options.

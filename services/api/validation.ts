@@ -13,7 +13,7 @@ export type InputLocation = 'params' | 'query' | 'body'
 
 /** Default wording of zod issues; a message given in a schema (`.min(1, '…')`) wins over it. */
 function issueMessage(issue: z.core.$ZodRawIssue): string | undefined {
-  if (issue.input === undefined && (issue.code === 'invalid_type' || issue.code === 'invalid_value')) return 'required'
+  if (issue.input === undefined && (issue.code === 'invalid_type' || issue.code === 'invalid_value' || issue.code === 'invalid_union')) return 'required'
   switch (issue.code) {
     case 'invalid_type':
       if (issue.expected === 'object') return 'expected an object'
@@ -45,10 +45,10 @@ function boundMessage(word: string, origin: string, bound: number | bigint, incl
   const prefix = inclusive ? `must be ${word} ` : 'must be '
   switch (origin) {
     case 'string':
-      return `${prefix}${value} characters long`
+      return `${prefix}${value} ${bound === 1 && inclusive ? 'character' : 'characters'} long`
     case 'array':
     case 'set':
-      return `${prefix}${value} items`
+      return `${prefix}${value} ${bound === 1 && inclusive ? 'item' : 'items'}`
     default:
       return `${prefix}${value}`
   }

@@ -206,11 +206,17 @@ describe('metershare up on a port that is taken', () => {
     expect(tokenless.code).toBe(2)
   }, 60_000)
 
-  it("answers --help for every command with that command's usage, and nothing else", async () => {
+  it("answers --help for every command with that command's usage, and nothing else; no command or an unknown one is a usage error", async () => {
     // Side by side: each is a process of its own, most of whose time is spent starting.
     const env = { ...process.env, METERSHARE_DATA_DIR: path.join(dataDir, 'never-made') }
     const commands = ['up', 'migrate', 'broker', 'api', 'settlement', 'settle', 'simulate']
-    const [general, settle, ...answers] = await Promise.all([runCli(['--help'], env), runCli(['settle', '-h'], env), ...commands.map((command) => runCli([command, '--help'], env))])
+    const [general, settle, bare, unknown, ...answers] = await Promise.all([
+      runCli(['--help'], env),
+      runCli(['settle', '-h'], env),
+      runCli([], env),
+      runCli(['bogus'], env),
+      ...commands.map((command) => runCli([command, '--help'], env)),
+    ])
     const help: Record<string, string> = {}
     for (const [i, command] of commands.entries()) {
       const { code, stdout, stderr } = answers[i]!
@@ -235,6 +241,10 @@ describe('metershare up on a port that is taken', () => {
       for (const name of names) expect(help[command], `${command} --help: ${name}`).toContain(name)
     }
     expect(general!.stdout).toMatch(/^usage: metershare <command> \[options\]\n/)
+    expect(general!.code).toBe(0)
+    // No command, or one it does not know, is a usage error like any other: on stderr, exit 2.
+    expect(bare).toEqual({ code: 2, stdout: '', stderr: `metershare: a command is required\n\n${general!.stdout}` })
+    expect(unknown).toEqual({ code: 2, stdout: '', stderr: `metershare: unknown command 'bogus'\n\n${general!.stdout}` })
     expect(existsSync(path.join(dataDir, 'never-made'))).toBe(false)
   }, 120_000)
 

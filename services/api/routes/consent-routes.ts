@@ -187,7 +187,7 @@ function accessToWire(e: AccessLogEntry): z.output<typeof accessLogAnswer> {
 
 const meterIdsInput = z
   .array(idString)
-  .min(1)
+  .min(1, 'must be at least 1 item (leave it out for all its meters)')
   .max(CONSENT_METERS_MAX)
   .optional()
   .meta({ description: 'absent: every meter the household occupies now' })

@@ -139,6 +139,9 @@ describeDatabases('consent endpoints', (t) => {
       split: { householdBps: 10000, operatorBps: 0, platformBps: 0 },
     })
     expect(errorOf(negative).message).toMatch(/^priceMicrosPerDatum: /)
+    // A field of several accepted forms (a string or a number of micro-euros) left out is named as missing, like any other.
+    const priceless = await post('/admin/offers', 'operator', { recipientId: app.id, purpose: 'p', granularity: 'daily', split: { householdBps: 10000, operatorBps: 0, platformBps: 0 } })
+    expect(errorOf(priceless)).toEqual({ code: 'INVALID_INPUT', message: 'priceMicrosPerDatum: required' })
     const unknown = await post('/admin/offers', 'operator', {
       recipientId: app.id,
       purpose: 'p',
@@ -181,6 +184,8 @@ describeDatabases('consent endpoints', (t) => {
     expect(errorOf(tooLong).message).toMatch(/^validUntil: at most 3 years ahead/)
     const notMine = await post('/me/consents', h0, { offerId, meterIds: [B], validUntil: '2026-06-01T00:00:00Z' })
     expect(errorOf(notMine)).toEqual({ code: 'INVALID_INPUT', message: 'meterIds[0]: not a meter this household occupies now' })
+    const noMeters = await post('/me/consents', h0, { offerId, meterIds: [], validUntil: '2026-06-01T00:00:00Z' })
+    expect(errorOf(noMeters)).toEqual({ code: 'INVALID_INPUT', message: 'meterIds: must be at least 1 item (leave it out for all its meters)' })
 
     const id = await created(await post('/me/consents', h0, { offerId, validUntil: '2026-06-01T00:00:00Z', dataFrom: '2026-01-01T00:00:00Z' }))
     expect(applied.at(-1)).toEqual({ kind: 'consent', id })
