@@ -391,10 +391,21 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
 
   // A connected meter's readings publishes are read past aedes' parser and hooks (meter-publishes.ts).
   const pubacks = new PubackWriter()
-  const intakeReadings: ReadingsIntake = (client, publish, answer) => {
-    const principal = principals.get(client)
-    if (principal?.role !== 'meter') return answer(new Error('publish without an authenticated meter'))
-    takeReadings(client, principal, publish.payload, answer, publishesTakenDirectly)
+  const intakeReadings: ReadingsIntake = {
+    take(client, publish, answer) {
+      const principal = principals.get(client)
+      if (principal?.role !== 'meter') return answer(new Error('publish without an authenticated meter'))
+      takeReadings(client, principal, publish.payload, answer, publishesTakenDirectly)
+    },
+    hasRoom(client) {
+      const principal = principals.get(client)
+      return principal?.role !== 'meter' || ingest.hasRoom(principal.meterId)
+    },
+    whenRoom(client, resume) {
+      const principal = principals.get(client)
+      if (principal?.role === 'meter') ingest.whenRoom(principal.meterId, resume)
+      else queueMicrotask(resume)
+    },
   }
 
   aedes.authorizeSubscribe = (client, sub, callback) => {

@@ -24,6 +24,16 @@ export class IngestLanes {
     this.lanes[laneOf(clientKey, this.lanes.length)]!.enqueue(clientKey, message, done, receivedAt, connection)
   }
 
+  /** Whether the client's line takes another publish now (see IngestQueue.hasRoom). */
+  hasRoom(clientKey: string): boolean {
+    return this.lanes[laneOf(clientKey, this.lanes.length)]!.hasRoom(clientKey)
+  }
+
+  /** Calls `resume` once the client's line has room again (see IngestQueue.whenRoom). */
+  whenRoom(clientKey: string, resume: () => void): void {
+    this.lanes[laneOf(clientKey, this.lanes.length)]!.whenRoom(clientKey, resume)
+  }
+
   /** Forgets what of `connection` still waits for admission (see IngestQueue.abandon). */
   abandon(clientKey: string, connection: object): number {
     return this.lanes[laneOf(clientKey, this.lanes.length)]!.abandon(clientKey, connection)

@@ -25,11 +25,14 @@ import { isDatabaseUnreachable, type DatabaseAlarm } from '../shared/db/unreacha
  * Bounds: a client has at most `inflightPerClientMax` messages admitted to the FIFO (the
  * rest wait in its own line, so one flooding client cannot fill a batch), and the FIFO
  * holds at most `queueReadingsMax` datums. A client's own line holds at most
- * `publishesWaitingPerClientMax`, past which its publish is refused (which disconnects it): the broker
- * reads on from a client whose publishes wait (each TCP segment that arrives lets it read one more
- * chunk), so while commits are held nothing else bounds it but the client's own window (measured
- * with the database server stopped: 4 meters publishing every 50 ms had ~200 publishes each in
- * flight after 10 s; docs/operations.md, "If the database goes away").
+ * `publishesWaitingPerClientMax`. The broker reads on from a client whose publishes wait (each TCP
+ * segment that arrives lets it read one more chunk), so while commits are held nothing else bounds
+ * it but the client's own window (measured with the database server stopped: 4 meters publishing
+ * every 50 ms had ~200 publishes each in flight after 10 s; docs/operations.md, "If the database
+ * goes away"). A reader that asks hasRoom before each publish stops reading the client at a full
+ * line and is told (whenRoom) once it is down to half: the meter is slowed down by its own TCP
+ * window, never cut off (meter-publishes.ts). A publish enqueued into a full line all the same is
+ * refused (IngestBacklogError), which disconnects its client.
  */
 
 type Job = {
@@ -58,7 +61,16 @@ interface ClientLine {
   waiting: Job[]
   /** A publish of it was refused for a full line (said once). */
   refused?: boolean
+  /** Told once its line is down to ROOM_AGAIN_FRACTION of full (whenRoom). */
+  onRoom?: Array<() => void>
 }
+
+/**
+ * A line that was full has room again, for whenRoom, once it is down to this part of
+ * `publishesWaitingPerClientMax` (a half: a reader stopped at a full line reads on for a while,
+ * not one publish at a time).
+ */
+const ROOM_AGAIN_FRACTION = 0.5
 
 export class IngestClosedError extends Error {
   readonly code = 'INGEST_CLOSED'
@@ -148,6 +160,34 @@ export class IngestQueue {
   }
 
   /**
+   * Whether `clientKey`'s line takes another publish now: false once `publishesWaitingPerClientMax` of
+   * its publishes wait for admission, when enqueue would refuse the next. A reader that asks before
+   * each publish, and stops reading the client while there is no room (whenRoom), never has one of
+   * its publishes refused: the client is slowed down by its own TCP window, not disconnected.
+   */
+  hasRoom(clientKey: string): boolean {
+    const line = this.lines.get(clientKey)
+    return line === undefined || line.waiting.length < this.opts.limits.publishesWaitingPerClientMax
+  }
+
+  /**
+   * Calls `resume` once `clientKey`'s line is down to ROOM_AGAIN_FRACTION of full (at once, in a
+   * microtask, when it is already): the moment to read its client again.
+   */
+  whenRoom(clientKey: string, resume: () => void): void {
+    const line = this.lines.get(clientKey)
+    if (line === undefined || line.waiting.length <= this.roomAgainAt) {
+      queueMicrotask(resume)
+      return
+    }
+    ;(line.onRoom ??= []).push(resume)
+  }
+
+  private get roomAgainAt(): number {
+    return Math.floor(this.opts.limits.publishesWaitingPerClientMax * ROOM_AGAIN_FRACTION)
+  }
+
+  /**
    * Forgets the publishes of `connection` still waiting in `clientKey`'s line (not yet admitted to the
    * FIFO), without answering them: the connection is gone, so no PUBACK could reach it, and its
    * publisher resends them on its next connection. Only for a persistent session, whose client must
@@ -166,6 +206,7 @@ export class IngestQueue {
     line.waiting = kept
     // The next connection's refusal, if it comes to that, is its own to be said.
     line.refused = false
+    if (kept.length <= this.roomAgainAt) this.tellRoom(line)
     // A line waits only behind its own admitted publishes or a full FIFO, so the queue is not idle now;
     // behind a full FIFO alone it has none admitted, and nothing else would remove it.
     if (kept.length === 0) {
@@ -214,10 +255,27 @@ export class IngestQueue {
   }
 
   private admitWaiting(): void {
+    let roomAgain: ClientLine[] | null = null
     for (const key of this.blocked) {
       const line = this.lines.get(key)!
       while (line.waiting.length > 0 && this.canAdmit(line, line.waiting[0]!)) this.admit(line, line.waiting.shift()!)
       if (line.waiting.length === 0) this.blocked.delete(key)
+      if (line.onRoom !== undefined && line.waiting.length <= this.roomAgainAt) (roomAgain ??= []).push(line)
+    }
+    // Once the books are straight: a reader told there is room reads on, and its publishes come back here.
+    if (roomAgain !== null) for (const line of roomAgain) this.tellRoom(line)
+  }
+
+  private tellRoom(line: ClientLine): void {
+    const waiters = line.onRoom
+    if (waiters === undefined) return
+    delete line.onRoom
+    for (const resume of waiters) {
+      try {
+        resume()
+      } catch (err) {
+        this.opts.log.error({ err }, 'a reader told its line has room failed')
+      }
     }
   }
 

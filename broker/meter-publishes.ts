@@ -33,8 +33,19 @@ export interface ReadingsPublish {
   payload: Buffer
 }
 
-/** What the broker does with a meter's readings publish: ingest it, then call `answer` (null: committed). */
-export type ReadingsIntake = (client: Client, publish: ReadingsPublish, answer: (err: Error | null) => void) => void
+/** What the broker does with a meter's readings publishes. */
+export interface ReadingsIntake {
+  /** Ingests it, then calls `answer` (null: committed). */
+  take(client: Client, publish: ReadingsPublish, answer: (err: Error | null) => void): void
+  /** Whether the meter's line of publishes waiting for their commit takes another now (IngestQueue.hasRoom). */
+  hasRoom(client: Client): boolean
+  /** Calls `resume` once the meter's line has room again (IngestQueue.whenRoom). */
+  whenRoom(client: Client, resume: () => void): void
+}
+
+/** Why a meter's connection is not read: its PUBACKs wait for it to drain, or its line of publishes is full. */
+const HOLD_DRAIN = 1
+const HOLD_LINE = 2
 
 /** Bytes in a PUBACK: fixed header, remaining length 2, packet identifier. */
 const PUBACK_BYTES = 4
@@ -171,6 +182,10 @@ export class PubackWriter {
   }
 }
 
+function joined(a: Buffer | null, b: Buffer | null): Buffer | null {
+  return a === null ? b : b === null ? a : Buffer.concat([a, b])
+}
+
 /** aedes 1.2.0's client, as far as taking a meter's publishes relies on it. */
 interface AedesClientInternals {
   conn: Duplex
@@ -223,22 +238,38 @@ export function takeReadingsPublishes(client: Client, topic: string, intake: Rea
   const topicBytes = Buffer.from(topic)
   const framer = new PacketFramer()
   const conn = c.conn
+  // The connection is read only while nothing holds it (HOLD_DRAIN, HOLD_LINE). What was read and not
+  // yet taken when the meter's line filled waits here, whole packets in their order, and is taken first.
+  let holds = 0
+  let rest: { packets: Buffer; malformed: Buffer | null } | null = null
+  const hold = (why: number): void => {
+    if (holds === 0) c.pause()
+    holds |= why
+  }
+  const release = (why: number): void => {
+    holds &= ~why
+    if (holds !== 0 || c.closed || conn.destroyed) return
+    if (rest !== null) {
+      const r = rest
+      rest = null
+      take(r.packets, r.malformed)
+      if (holds !== 0 || c.closed || conn.destroyed) return
+    }
+    // A packet aedes finished handling meanwhile could not count itself done (paused, `_nextBatch`
+    // returns at once): without this reset the count would never come back to 0, nor the reading.
+    c._parsingBatch = 0
+    c.resume()
+  }
   // Its PUBACKs wait for the client to read them as aedes' own writes do: one wait at a time, and
   // nothing more read from the connection meanwhile (aedes reads on only once a packet's answer is
   // written), so what the broker holds for a meter that does not read is what it had read by then.
-  let draining = false
   const whenFull = (): void => {
-    if (draining) return
-    draining = true
-    c.pause()
+    if ((holds & HOLD_DRAIN) !== 0) return
+    hold(HOLD_DRAIN)
     c.waitForDrain((err) => {
-      draining = false
       // Not drained: aedes has closed the connection.
-      if (err !== null || c.closed) return
-      // A packet aedes finished handling meanwhile could not count itself done (paused, `_nextBatch`
-      // returns at once): without this reset the count would never come back to 0, nor the reading.
-      c._parsingBatch = 0
-      c.resume()
+      if (err !== null || c.closed) holds &= ~HOLD_DRAIN
+      else release(HOLD_DRAIN)
     })
   }
   // Holds the packet identifier only: the payload is ingest's, not kept alive until the commit by this.
@@ -248,8 +279,14 @@ export function takeReadingsPublishes(client: Client, topic: string, intake: Rea
       if (err !== null) c.emit('error', err)
       else pubacks.write(conn, messageId, whenFull)
     }
-  parser.parse = (chunk: Buffer): void => {
-    const { packets, malformed } = framer.push(chunk)
+  /**
+   * Takes whole packets in their order: readings publishes to ingest, runs of any other packet to
+   * aedes, then what framing could not make out. A publish that finds its meter's line full stops
+   * here: it and the rest wait in `rest`, the connection is read no more, and both resume once the
+   * line has room (`whenRoom`). So a meter that sends faster than its publishes commit is slowed
+   * down by its own TCP window, never refused and cut off for it.
+   */
+  const take = (packets: Buffer | null, malformed: Buffer | null): void => {
     if (packets !== null) {
       // A run of packets for aedes is handed over as one buffer, in its place among the publishes taken.
       let aedesFrom = -1
@@ -264,9 +301,15 @@ export function takeReadingsPublishes(client: Client, topic: string, intake: Rea
           aedesFrom = -1
           // What aedes was just given may have closed the connection (a refusal, a DISCONNECT): nothing more is read.
           if (c.closed || conn.destroyed) return
+          if (!intake.hasRoom(client)) {
+            rest = { packets: packets.subarray(at), malformed }
+            hold(HOLD_LINE)
+            intake.whenRoom(client, () => release(HOLD_LINE))
+            return
+          }
           // As aedes' own handler does for each packet [MQTT-3.1.2-24].
           if (c._keepaliveInterval > 0) c._keepaliveTimer?.refresh()
-          intake(client, publish, answerer(publish.messageId))
+          intake.take(client, publish, answerer(publish.messageId))
           if (c.closed || conn.destroyed) return
         }
         at = end
@@ -274,6 +317,12 @@ export function takeReadingsPublishes(client: Client, topic: string, intake: Rea
       if (aedesFrom >= 0) toAedes(packets.subarray(aedesFrom))
     }
     if (malformed !== null) toAedes(malformed)
+  }
+  parser.parse = (chunk: Buffer): void => {
+    const { packets, malformed } = framer.push(chunk)
+    // Held, aedes reads nothing; should anything be read all the same, it goes after what waits.
+    if (rest !== null) rest = { packets: joined(rest.packets, packets)!, malformed: joined(rest.malformed, malformed) }
+    else take(packets, malformed)
   }
   return true
 }

@@ -201,6 +201,57 @@ describe('ingest queue answers', () => {
     expect(queue.pendingReadings).toBe(0)
   })
 
+  it('has no room for a client once publishesWaitingPerClientMax of it wait, and tells its reader once, when its line is down to half', async () => {
+    // Commits held: two admitted, four waiting; the line is full, another client's is not.
+    const { queue, groups } = harness({ flushReadingsMax: 100, pipelineReadingsMin: 50, inflightPerClientMax: 2, publishesWaitingPerClientMax: 4 })
+    const answered: number[] = []
+    for (let seq = 0; seq < 5; seq++) queue.enqueue('a', numbered('a', seq), () => answered.push(seq))
+    expect(queue.hasRoom('a')).toBe(true)
+    queue.enqueue('a', numbered('a', 5), () => answered.push(5))
+    expect(queue.hasRoom('a')).toBe(false)
+    expect(queue.hasRoom('b')).toBe(true)
+    let told = 0
+    queue.whenRoom('a', () => told++)
+    await turn()
+    expect(told).toBe(0)
+    // The first group commits: two more admitted, two still waiting, the half of four: room again.
+    await waitFor(() => groups.length === 1, 2_000, 'the first group')
+    groups.shift()!.finish()
+    await waitFor(() => told === 1, 2_000, 'the reader told')
+    expect(queue.hasRoom('a')).toBe(true)
+    for (let round = 0; answered.length < 6 && round < 50; round++) {
+      for (const g of groups.splice(0)) g.finish()
+      await sleep(WAIT_MS)
+    }
+    expect(answered).toEqual([0, 1, 2, 3, 4, 5])
+    expect(told).toBe(1)
+    // A line with room tells at once (in a microtask), and a client without a line has room.
+    queue.whenRoom('a', () => told++)
+    queue.whenRoom('c', () => told++)
+    expect(told).toBe(1)
+    await turn()
+    expect(told).toBe(3)
+    await queue.drain()
+  })
+
+  it("tells a full line's reader when a closed connection's waiting publishes are forgotten", async () => {
+    const { queue, groups } = harness({ flushReadingsMax: 100, pipelineReadingsMin: 50, inflightPerClientMax: 2, publishesWaitingPerClientMax: 4 })
+    const first = {}
+    const answered: number[] = []
+    for (let seq = 0; seq < 6; seq++) queue.enqueue('a', numbered('a', seq), () => answered.push(seq), performance.now(), first)
+    let told = 0
+    queue.whenRoom('a', () => told++)
+    expect(queue.abandon('a', first)).toBe(4)
+    expect(told).toBe(1)
+    for (let round = 0; answered.length < 2 && round < 50; round++) {
+      for (const g of groups.splice(0)) g.finish()
+      await sleep(WAIT_MS)
+    }
+    await queue.drain()
+    expect(answered).toEqual([0, 1])
+    expect(told).toBe(1)
+  })
+
   it('answers the rest of a group when one callback throws', async () => {
     const { queue, groups } = harness({ flushReadingsMax: 3, pipelineReadingsMin: 50 })
     const answered: string[] = []

@@ -4,9 +4,9 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { Aedes, type Client } from 'aedes'
 import mqttPacket, { type Packet } from 'mqtt-packet'
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest'
-import { PacketFramer, PubackWriter, packetBytesAt, readingsPublishAt, takeReadingsPublishes } from '../../broker/meter-publishes.ts'
+import { PacketFramer, PubackWriter, packetBytesAt, readingsPublishAt, takeReadingsPublishes, type ReadingsIntake } from '../../broker/meter-publishes.ts'
 import { formatTimestamp } from '../../shared/calendar.ts'
-import { meterReadingsTopic } from '../../shared/topics.ts'
+import { meterReadingsTopic, meterStatusTopic } from '../../shared/topics.ts'
 import { describeDatabases } from '../support/database.ts'
 import { connectMeter, endClient, publishAcked, publishesIngested, startTestBroker, waitFor, type TestBroker } from '../support/broker.ts'
 import { createOccupiedMeter, createTestMeter, readingsOf, type TestMeter } from '../support/world.ts'
@@ -221,7 +221,12 @@ describe('takeReadingsPublishes on a bare aedes', () => {
     const topic = 'meters/M-1/readings'
     const pubacks = new PubackWriter()
     aedes.on('connackSent', (_connack, client) => {
-      takeReadingsPublishes(client, topic, (_client, p, answer) => (order.push(`taken ${p.messageId}`), answer(null)), pubacks)
+      const intake: ReadingsIntake = {
+        take: (_client, p, answer) => (order.push(`taken ${p.messageId}`), answer(null)),
+        hasRoom: () => true,
+        whenRoom: (_client, resume) => queueMicrotask(resume),
+      }
+      takeReadingsPublishes(client, topic, intake, pubacks)
     })
     const server = net.createServer((socket) => aedes.handle(socket))
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
@@ -450,6 +455,48 @@ describeDatabases('a meter’s readings publishes taken past aedes’ parser', (
       expect(raw!.socket.destroyed).toBe(false)
     } finally {
       await slow.close()
+    }
+  })
+
+  it('slows a meter that sends far more than its line holds down to its commits, by not reading it, instead of cutting it off: every publish answered in order, each reading stored once', async () => {
+    // Four admitted and eight waiting at most: a meter past them used to be refused and disconnected.
+    const narrow = await startTestBroker(t.handle, { overrides: { ingest: { inflightPerClientMax: 4, publishesWaitingPerClientMax: 8 } } })
+    try {
+      raw = await RawMeter.connect(narrow.port, meter)
+      const topic = meterReadingsTopic(meter.id)
+      const total = 600
+      // All in one write, a PINGREQ and a subscription among them: read in a few chunks of hundreds of publishes each.
+      const packets: Buffer[] = []
+      for (let i = 1; i <= total; i++) {
+        packets.push(publish(topic, i, reading(T0 + i * 900_000, 1_000 + i)))
+        if (i === 300) packets.push(mqttPacket.generate({ cmd: 'pingreq' }), mqttPacket.generate({ cmd: 'subscribe', messageId: 9_000, subscriptions: [{ topic: meterStatusTopic(meter.id), qos: 1 }] } as Packet))
+      }
+      raw.socket.write(Buffer.concat(packets))
+      const pending: number[] = []
+      await waitFor(
+        () => {
+          pending.push(narrow.broker.ingest.pendingReadings)
+          return raw!.pubacks().length === total
+        },
+        20_000,
+        'every PUBACK',
+      )
+      expect(raw.pubacks()).toEqual(Array.from({ length: total }, (_, i) => i + 1))
+      // The PINGREQ was read in its place, held with the publishes behind it while the line was full: its
+      // PINGRESP (written at once, where a PUBACK waits for its commit) came once all but the last few
+      // publishes ahead of it were answered (those of the group whose commit made room, those admitted
+      // and those waiting), and before the next one was.
+      const order = raw.received.map((p) => (p.cmd === 'puback' ? p.messageId : p.cmd))
+      expect(order.indexOf('pingresp')).toBeGreaterThan(order.indexOf(300 - (4 + 4 + 8)))
+      expect(order.indexOf('pingresp')).toBeLessThan(order.indexOf(301))
+      expect(raw.received.filter((p) => p.cmd === 'suback')).toEqual([expect.objectContaining({ messageId: 9_000, granted: [1] })])
+      expect(raw.socket.destroyed).toBe(false)
+      // What the broker held of it never passed what it admits and lets wait.
+      expect(Math.max(...pending)).toBeLessThanOrEqual(4 + 8)
+      expect(await storedOf(meter)).toBe(total)
+      expect((await readingsOf(t.db, meter.id)).map((r) => r.values['1-0:1.8.0'])).toEqual(Array.from({ length: total }, (_, i) => 1_001 + i))
+    } finally {
+      await narrow.close()
     }
   })
 
