@@ -2,6 +2,7 @@ import { fastify, LogController, type FastifyBaseLogger, type FastifyInstance, t
 import type { Config } from '../../shared/config.ts'
 import type { DatabaseHandle } from '../../shared/db/database.ts'
 import { ERROR_CODES, InvalidInputError, MetershareError } from '../../shared/errors.ts'
+import { jsonTextProblem } from '../../shared/json-text.ts'
 import { log } from '../../shared/logger.ts'
 import { TrustedProxies } from '../../shared/trusted-proxies.ts'
 import type { Metrics } from '../../shared/metrics.ts'
@@ -130,50 +131,15 @@ export const JSON_INTEGER_DIGITS_MAX = 15
  */
 export const JSON_NESTING_MAX = 32
 
-/**
- * What makes a JSON text unfit before it is parsed, with the field it is in (`split.thirdParties[0].bps`;
- * `body` for the whole, `body[0]` in a bare array): arrays and objects nested deeper than `nestingMax`, or a number literal that
- * parsing could round. Every number this API takes is a whole one, and `999999999.99999999` or `1e3`
- * would reach it as 1000000000 and 1000, or a 17-digit integer as its nearest double. Null when fit.
- */
-export function jsonTextProblem(text: string, nestingMax: number): { field: string; message: string } | null {
-  const number = /-?\d+(\.\d+)?([eE][+-]?\d+)?/y
-  // The containers open at this point of the text: each with its current key (objects) or index (arrays).
-  const open: Array<{ array: boolean; key: string; index: number }> = []
-  const here = (): string => {
-    let name = ''
-    for (const level of open) name += level.array ? `[${level.index}]` : name === '' ? level.key : `.${level.key}`
-    return name === '' || name.startsWith('[') ? `body${name}` : name
+/** What makes a request body unfit before it is parsed, with the field it is in (`body` for the whole), or null. */
+function bodyTextProblem(text: string): { field: string; message: string } | null {
+  const problem = jsonTextProblem(text, { nestingMax: JSON_NESTING_MAX, digitsMax: JSON_INTEGER_DIGITS_MAX }, 'body')
+  if (problem === null) return null
+  if (problem.kind === 'nesting') return { field: problem.field, message: `arrays and objects nested deeper than ${JSON_NESTING_MAX} levels` }
+  return {
+    field: problem.field,
+    message: `${problem.literal} is not a whole number written out (no fraction, no exponent, at most ${JSON_INTEGER_DIGITS_MAX} digits: JSON would round it); send amounts as strings`,
   }
-  let lastString = ''
-  for (let i = 0; i < text.length; i++) {
-    const c = text.charCodeAt(i)
-    if (c === 0x22) {
-      // Skip a string, escapes and all; remember it, in case a colon makes it a key.
-      const start = i + 1
-      for (i++; i < text.length && text.charCodeAt(i) !== 0x22; i++) if (text.charCodeAt(i) === 0x5c) i++
-      lastString = text.slice(start, i)
-    } else if (c === 0x5b || c === 0x7b) {
-      if (open.length >= nestingMax) return { field: 'body', message: `arrays and objects nested deeper than ${nestingMax} levels` }
-      open.push({ array: c === 0x5b, key: '', index: 0 })
-    } else if (c === 0x5d || c === 0x7d) open.pop()
-    else if (c === 0x3a && open.length > 0) open[open.length - 1]!.key = lastString
-    else if (c === 0x2c && open.length > 0) open[open.length - 1]!.index++
-    else if (c === 0x2d || (c >= 0x30 && c <= 0x39)) {
-      number.lastIndex = i
-      const m = number.exec(text)
-      if (m === null) continue
-      const literal = m[0]
-      if (m[1] !== undefined || m[2] !== undefined || literal.replace('-', '').length > JSON_INTEGER_DIGITS_MAX) {
-        return {
-          field: here(),
-          message: `${literal} is not a whole number written out (no fraction, no exponent, at most ${JSON_INTEGER_DIGITS_MAX} digits: JSON would round it); send amounts as strings`,
-        }
-      }
-      i += literal.length - 1
-    }
-  }
-  return null
 }
 
 /** A key that fastify's JSON parser refuses (prototype poisoning). */
@@ -223,7 +189,7 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
   app.removeContentTypeParser('application/json')
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
     if (body === '' && (BODYLESS_METHODS.has(request.method) || takesNoBody(request))) return done(null, undefined)
-    const problem = jsonTextProblem(body as string, JSON_NESTING_MAX)
+    const problem = bodyTextProblem(body as string)
     if (problem !== null) return done(new InvalidInputError(`${problem.field}: ${problem.message}`, problem.field), undefined)
     json(request, body as string, (err, parsed) => {
       // fastify's parser refuses the keys that could reach an object's prototype; say which, not "not valid JSON".

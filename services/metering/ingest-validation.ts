@@ -1,6 +1,7 @@
 import type { IngestLimits } from '../../shared/config.ts'
 import { parseRfc3339Ms } from '../../shared/calendar.ts'
 import type { QuarantineReason } from '../../shared/errors.ts'
+import { arrayElementSpans, jsonTextProblem, type JsonTextProblem } from '../../shared/json-text.ts'
 import { obisRegister, type Commodity } from '../../shared/obis.ts'
 import { ingressReadingSchema, type RegisterValues } from '../../shared/wire.ts'
 
@@ -138,9 +139,11 @@ export function validatePayload(
     )
   }
 
+  let text: string
   let doc: unknown
   try {
-    doc = JSON.parse(utf8.decode(payload))
+    text = utf8.decode(payload)
+    doc = JSON.parse(text)
   } catch (err) {
     return rejectWhole(out, 'malformed_json', err instanceof TypeError ? 'payload is not valid UTF-8' : `not JSON: ${(err as Error).message}`)
   }
@@ -162,21 +165,24 @@ export function validatePayload(
   }
 
   const single = !(isPlainObject(doc) && 'readings' in doc)
-  // Checked once, and only when a batch element is to be quarantined: that copies the element with
-  // JSON.stringify, which recurses once per level, and 20 KB of brackets overflowed the stack.
-  let nestingChecked = single
+  // What parsing lost, from the text as sent, in one pass over it: nesting too deep to walk (a batch
+  // element copied for its quarantine recursed once per level, and 20 KB of brackets overflowed the
+  // stack), and values written with a fraction or an exponent, which the parse rounded
+  // (`600000.99999999999999` to 600001, `6e5` to 600000): a meter's registers are integers, and what
+  // it sent is not stored as something else.
+  const problem = jsonTextProblem(text, PAYLOAD_TEXT_LIMITS)
+  if (problem?.kind === 'nesting') {
+    return rejectWhole(out, 'invalid_schema', `${single ? '' : 'readings: '}arrays and objects nested deeper than ${PAYLOAD_NESTING_MAX} levels`)
+  }
+  const batch = single ? null : new BatchText(text, readings.length)
+  if (problem !== null && batch !== null && !batch.placed()) {
+    // A rounded literal in a batch whose readings cannot be told apart in its text: the batch, whole.
+    return rejectWhole(out, 'invalid_schema', roundedDetail(problem))
+  }
   for (let i = 0; i < readings.length; i++) {
     const item = readings[i]
     // A batch keeps each reading's own bytes; a single reading keeps the payload as sent.
     const at = single ? null : i
-    if (!nestingChecked && !isWellFormedReading(item)) {
-      nestingChecked = true
-      if (nestsDeeperThan(payload, PAYLOAD_NESTING_MAX)) {
-        out.datums.length = 0
-        out.rejects.length = 0
-        return rejectWhole(out, 'invalid_schema', `readings: arrays and objects nested deeper than ${PAYLOAD_NESTING_MAX} levels`)
-      }
-    }
 
     // The common case is checked by hand; zod is asked only to explain what is wrong.
     if (!isWellFormedReading(item)) {
@@ -185,35 +191,48 @@ export function validatePayload(
       const field = issue !== undefined && issue.path.length > 0 ? issue.path.join('.') : 'reading'
       // Its time is kept when it can be read, as for the other reasons: the quarantine says which datum it was.
       const ts = isPlainObject(item) && typeof item.ts === 'string' ? parseRfc3339Ms(item.ts) : null
-      rejectReading(out, item, at, 'invalid_schema', `${field}: ${issue?.message ?? 'invalid reading'}`, quarantineTs(ts))
+      rejectReading(out, batch, at, 'invalid_schema', `${field}: ${issue?.message ?? 'invalid reading'}`, quarantineTs(ts))
       continue
+    }
+    if (problem !== null) {
+      // The literal is the payload's when the reading is alone, else looked for in the reading's own text.
+      const rounded = batch === null ? problem : batch.numberProblem(i)
+      if (rounded !== null) {
+        rejectReading(out, batch, at, 'invalid_schema', roundedDetail(rounded), quarantineTs(parseRfc3339Ms(item.ts)))
+        continue
+      }
     }
     const tsMs = parseRfc3339Ms(item.ts)
     if (tsMs === null) {
-      rejectReading(out, item, at, 'invalid_schema', 'ts: not an RFC 3339 timestamp with an offset or Z')
+      rejectReading(out, batch, at, 'invalid_schema', 'ts: not an RFC 3339 timestamp with an offset or Z')
       continue
     }
     if (tsMs < TS_MIN_MS || tsMs >= TS_MAX_MS) {
-      rejectReading(out, item, at, 'invalid_schema', 'ts: outside the years 2000 to 2099', quarantineTs(tsMs))
+      rejectReading(out, batch, at, 'invalid_schema', 'ts: outside the years 2000 to 2099', quarantineTs(tsMs))
       continue
     }
     if (finerThanMillisecond(item.ts)) {
-      rejectReading(out, item, at, 'invalid_schema', 'ts: finer than a millisecond (datums are told apart to the millisecond)', quarantineTs(tsMs))
+      rejectReading(out, batch, at, 'invalid_schema', 'ts: finer than a millisecond (datums are told apart to the millisecond)', quarantineTs(tsMs))
       continue
     }
     let unknown: string[] | null = null
     for (const code in item.values) if (obisRegister(code, meter.commodity) === undefined) (unknown ??= []).push(code)
     if (unknown !== null) {
-      rejectReading(out, item, at, 'unknown_obis', unknownCodesDetail(unknown, meter), tsMs)
+      rejectReading(out, batch, at, 'unknown_obis', unknownCodesDetail(unknown, meter), tsMs)
       continue
     }
     if (tsMs > receivedAtMs + limits.futureToleranceMs) {
-      rejectReading(out, item, at, 'future_timestamp', `ts: ${item.ts} is more than ${limits.futureToleranceMs} ms ahead of the broker's clock`, tsMs)
+      rejectReading(out, batch, at, 'future_timestamp', `ts: ${item.ts} is more than ${limits.futureToleranceMs} ms ahead of the broker's clock`, tsMs)
       continue
     }
     out.datums.push({ tsMs, values: item.values, index: at })
   }
   return out
+}
+
+function roundedDetail(problem: JsonTextProblem): string {
+  const what = problem.kind === 'number' ? `${problem.literal} is not an integer written out (no fraction, no exponent: JSON parsing would round it)` : 'nested too deep'
+  return `${problem.field}: ${what}`
 }
 
 /** The whole payload to quarantine (or the excerpt kept of it). */
@@ -223,8 +242,8 @@ function rejectWhole(out: ValidatedMessage, reason: QuarantineReason, detail: st
 }
 
 /** A reading to quarantine: the payload as sent when it is the only one, else its own bytes, its position named in the detail. */
-function rejectReading(out: ValidatedMessage, item: unknown, at: number | null, reason: QuarantineReason, detail: string, tsMs: number | null = null): void {
-  const kept = at === null ? out.payload : Buffer.from(JSON.stringify(item) ?? 'null')
+function rejectReading(out: ValidatedMessage, batch: BatchText | null, at: number | null, reason: QuarantineReason, detail: string, tsMs: number | null = null): void {
+  const kept = at === null || batch === null ? out.payload : batch.elementBytes(at)
   const where = at === null ? '' : `readings[${at}].`
   out.rejects.push({ meterId: out.meterId, receivedAtMs: out.receivedAtMs, reason, tsMs, payload: kept, payloadBytes: kept.length, detail: boundedDetail(where + detail) })
 }
@@ -232,9 +251,49 @@ function rejectReading(out: ValidatedMessage, item: unknown, at: number | null, 
 /** The bytes a quarantined datum came from. */
 export function datumBytes(message: ValidatedMessage, datum: CandidateDatum): Buffer {
   if (datum.index === null) return message.payload
-  // The payload parsed when it was validated: parsing it again gives the same element.
-  const batch = JSON.parse(utf8.decode(message.payload)) as { readings: unknown[] }
-  return Buffer.from(JSON.stringify(batch.readings[datum.index]))
+  // The payload was valid UTF-8 and a batch when it was validated: the same text gives the same element.
+  const text = utf8.decode(message.payload)
+  const readings = (JSON.parse(text) as { readings: unknown[] }).readings
+  return new BatchText(text, readings.length, readings).elementBytes(datum.index)
+}
+
+/**
+ * A batch's readings as the meter wrote them, found in its text only when one is wanted (a reading
+ * to quarantine, or a rounded literal to place): each reading's own bytes, spacing and number
+ * literals as sent, rather than the parsed element written out again. Where the text does not tell
+ * (a "readings" key written with escapes), the element is written out again from the parse.
+ */
+class BatchText {
+  private spans: Array<[number, number]> | null | undefined
+
+  constructor(
+    private readonly text: string,
+    private readonly count: number,
+    private parsed?: unknown[],
+  ) {}
+
+  private span(i: number): [number, number] | null {
+    if (this.spans === undefined) this.spans = arrayElementSpans(this.text, 'readings', this.count)
+    return this.spans?.[i] ?? null
+  }
+
+  elementBytes(i: number): Buffer {
+    const span = this.span(i)
+    if (span !== null) return Buffer.from(this.text.slice(span[0], span[1]))
+    this.parsed ??= (JSON.parse(this.text) as { readings: unknown[] }).readings
+    return Buffer.from(JSON.stringify(this.parsed[i]) ?? 'null')
+  }
+
+  /** Whether the text tells where each reading stands. */
+  placed(): boolean {
+    return this.span(0) !== null
+  }
+
+  /** A literal of reading `i` that parsing rounded, its field named within the reading (the batch's readings placed). */
+  numberProblem(i: number): JsonTextProblem | null {
+    const span = this.span(i)
+    return span === null ? null : jsonTextProblem(this.text.slice(span[0], span[1]), PAYLOAD_TEXT_LIMITS)
+  }
 }
 
 /**
@@ -243,20 +302,8 @@ export function datumBytes(message: ValidatedMessage, datum: CandidateDatum): Bu
  */
 export const PAYLOAD_NESTING_MAX = 32
 
-/** Whether JSON text (already parsed, so well formed) nests arrays and objects deeper than `max` levels. */
-function nestsDeeperThan(json: Buffer, max: number): boolean {
-  let depth = 0
-  for (let i = 0; i < json.length; i++) {
-    const c = json[i]!
-    if (c === 0x22) {
-      // Skip a string, escapes and all (no byte of a multi-byte UTF-8 character is ASCII).
-      for (i++; i < json.length && json[i] !== 0x22; i++) if (json[i] === 0x5c) i++
-    } else if (c === 0x5b || c === 0x7b) {
-      if (++depth > max) return true
-    } else if (c === 0x5d || c === 0x7d) depth--
-  }
-  return false
-}
+/** What a payload's text is read for: its nesting, and number literals that parsing rounds (registers hold safe integers: 16 digits at most). */
+const PAYLOAD_TEXT_LIMITS = { nestingMax: PAYLOAD_NESTING_MAX, digitsMax: String(Number.MAX_SAFE_INTEGER).length }
 
 const VALUES_CODE_LENGTH_MAX = 32
 const TS_LENGTH_MAX = 64

@@ -82,7 +82,57 @@ describe('ingest validation', () => {
     )
   })
 
-  it('keeps a single reading’s payload as sent and a batch element as its own JSON for quarantine', () => {
+  it('quarantines a value written with a fraction or an exponent, which parsing would round, and stores the batch’s other readings', () => {
+    const reading = (literal: string, ts = '2026-10-01T00:30:00Z') => `{"ts":"${ts}","values":{"1-0:1.7.0":5,"1-0:1.8.0":${literal}}}`
+    for (const literal of ['600000.99999999999999', '200600.0', '2.0061e5', '2E5', '9007199254740990.6', '-0.0']) {
+      const payload = reading(literal)
+      const v = validate(payload)
+      expect(v.datums).toEqual([])
+      expect(v.rejects.map((r) => [r.reason, r.tsMs, r.detail, r.payload.toString()])).toEqual([
+        ['invalid_schema', Date.parse('2026-10-01T00:30:00Z'), `values.1-0:1.8.0: ${literal} is not an integer written out (no fraction, no exponent: JSON parsing would round it)`, payload],
+      ])
+    }
+    // The same values written as integers are stored, up to the largest safe integer (16 digits).
+    for (const literal of ['200600', '0', String(Number.MAX_SAFE_INTEGER)]) expect(validate(reading(literal)).datums).toHaveLength(1)
+    // Digits in keys and timestamps are text, not numbers.
+    expect(validate('{"ts":"2026-10-01T00:30:00.500Z","values":{"1-0:1.8.0":5}}').datums).toHaveLength(1)
+
+    const batch = `{ "readings" : [ ${reading('7', '2026-10-01T00:15:00Z')} ,\n  {"values": {"1-0:1.8.0": 1.0}, "ts": "2026-10-01T02:30:00+02:00"}, ${reading('9')} ] }`
+    const v = validate(batch)
+    expect(v.datums.map((d) => [d.index, d.values['1-0:1.8.0']])).toEqual([[0, 7], [2, 9]])
+    expect(v.rejects.map((r) => [r.reason, r.detail, r.payload.toString()])).toEqual([
+      ['invalid_schema', 'readings[1].values.1-0:1.8.0: 1.0 is not an integer written out (no fraction, no exponent: JSON parsing would round it)', '{"values": {"1-0:1.8.0": 1.0}, "ts": "2026-10-01T02:30:00+02:00"}'],
+    ])
+    // A batch whose readings its text does not place (the key written with escapes) is quarantined whole, the field named.
+    const escaped = `{"read\\u0069ngs":[${reading('7', '2026-10-01T00:15:00Z')},${reading('1e1')}]}`
+    const whole = validate(escaped)
+    expect(whole.datums).toEqual([])
+    expect(whole.rejects.map((r) => [r.reason, r.tsMs, r.detail, r.payload.toString()])).toEqual([
+      ['invalid_schema', null, 'read\\u0069ngs[1].values.1-0:1.8.0: 1e1 is not an integer written out (no fraction, no exponent: JSON parsing would round it)', escaped],
+    ])
+  })
+
+  it('keeps a quarantined batch reading’s own bytes as the meter wrote them, spacing and literals, for every reason', () => {
+    const elements = [
+      '{ "ts" : "2026-10-01T00:30:00Z", "values" : { "1-0:1.8.0" : "five" } }',
+      '{"ts":"2026-10-01T00:45:00+00:00","values":{"9-9:9.9.9":  5}}',
+      '{"values":{"1-0:1.8.0":5},\t"ts":"2099-10-01T00:45:00Z"}',
+      '[ 1 ,2 ]',
+      '"a \\" ] , [ string"',
+      '{"ts":"2026-10-01T01:00:00Z","values":{"1-0:1.8.0":8}}',
+    ]
+    const v = validate(`{"readings":[\n ${elements.join(' ,\r\n ')} \n]}`)
+    expect(v.rejects.map((r) => r.reason)).toEqual(['invalid_schema', 'unknown_obis', 'future_timestamp', 'invalid_schema', 'invalid_schema'])
+    expect(v.rejects.map((r) => r.payload.toString())).toEqual(elements.slice(0, 5))
+    expect(v.rejects.map((r) => r.payloadBytes)).toEqual(elements.slice(0, 5).map((e) => Buffer.byteLength(e)))
+    // What is quarantined later (a conflict, a regression) keeps its bytes the same way, multi-byte characters and all.
+    const spaced = '{ "values" : {"1-0:1.8.0":6} , "ts":"2026-10-01T00:45:00Z" }'
+    const later = validate(`{"readings":[{"ts":"2026-10-01T00:30:00Z","values":{"1-0:1.8.0":5},"x":"é"} , ${spaced}]}`)
+    expect(later.datums.map((d) => datumBytes(later, d).toString())).toEqual([spaced])
+    expect(later.rejects.map((r) => r.payload.toString())).toEqual(['{"ts":"2026-10-01T00:30:00Z","values":{"1-0:1.8.0":5},"x":"é"}'])
+  })
+
+  it('keeps a single reading’s payload as sent and a batch element as its own bytes for quarantine', () => {
     const single = validate('{"ts":"2026-10-01T00:30:00Z","values":{"1-0:1.8.0":5}}')
     expect(single.datums).toHaveLength(1)
     expect(datumBytes(single, single.datums[0]!).toString()).toBe('{"ts":"2026-10-01T00:30:00Z","values":{"1-0:1.8.0":5}}')
@@ -195,13 +245,12 @@ describe('ingest validation', () => {
     expect(validatePayload(meter, Buffer.from(three), NOW, { ...SMALL, payloadBytesMax: 1_000 }).datums).toHaveLength(3)
   })
 
-  it('keeps for quarantine a single reading as sent and a batch element as its own JSON', () => {
+  it('keeps for quarantine a single reading as sent and a batch element as its own bytes', () => {
     const sent = '{"ts":"2026-10-01T00:30:00Z",  "values":{"1-0:1.8.0":-5}}'
     const single = validate(sent)
     expect(single.rejects.map((r) => [r.payload.toString(), r.payloadBytes])).toEqual([[sent, sent.length]])
     const batch = validate(`{"readings":[${sent}]}`)
-    const own = JSON.stringify(JSON.parse(sent))
-    expect(batch.rejects.map((r) => [r.payload.toString(), r.payloadBytes, r.detail.slice(0, 12)])).toEqual([[own, own.length, 'readings[0].']])
+    expect(batch.rejects.map((r) => [r.payload.toString(), r.payloadBytes, r.detail.slice(0, 12)])).toEqual([[sent, sent.length, 'readings[0].']])
   })
 
   it('takes readings from the first millisecond of 2000 to futureToleranceMs ahead of the clock, and no later', () => {
