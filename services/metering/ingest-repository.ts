@@ -415,12 +415,15 @@ export interface RollupDelta {
 
 /**
  * The writes of one group commit in one statement: the datums (already attributed; none when
- * they went by COPY), their
- * daily rollups, and the quarantine. Cumulative registers only grow with time (ingest
- * quarantines regressions), so the lowest values of a group are those of its earliest datums
- * and the highest those of its latest: merging a delta into a rollup is a matter of which
- * side is earlier (`||` keeps the right side's value of a code both hold). Its rows are the
- * rollup rows it created.
+ * they went by COPY), their daily rollups, and the quarantine. A rollup keeps each cumulative
+ * register's lowest and highest value of the day, so a delta merges into it register by register
+ * (least, greatest). Registers only grow with time (ingest quarantines regressions), so when the
+ * delta lies wholly after the rollup's datums (live data, in order) or wholly before them, the later
+ * side's values are the highest and the earlier side's the lowest of every register both hold, and
+ * `||` (which keeps the right side's value) merges them without taking the objects apart. Datums
+ * that interleave (late data) are merged register by register: a side's latest datum may lack a
+ * register (a reading of power alone at midnight) that its earlier ones, and the other side, hold.
+ * Its rows are the rollup rows it created.
  *
  * Datums and rollups travel as JSON arrays read element by element (`->>`, `->`): their
  * register objects stay jsonb, where `jsonb_to_recordset` would print each to text and parse
@@ -470,8 +473,18 @@ function writeStatement(readings: NewReading[], rollups: RollupDelta[], quaranti
         readings_count = r.readings_count + excluded.readings_count,
         first_ts = least(r.first_ts, excluded.first_ts),
         last_ts = greatest(r.last_ts, excluded.last_ts),
-        index_min = CASE WHEN excluded.first_ts < r.first_ts THEN r.index_min || excluded.index_min ELSE excluded.index_min || r.index_min END,
-        index_max = CASE WHEN excluded.last_ts > r.last_ts THEN r.index_max || excluded.index_max ELSE excluded.index_max || r.index_max END,
+        index_min = CASE
+          WHEN excluded.last_ts < r.first_ts THEN r.index_min || excluded.index_min
+          WHEN excluded.first_ts > r.last_ts THEN excluded.index_min || r.index_min
+          ELSE (SELECT coalesce(jsonb_object_agg(e.key, e.v), '{}') FROM (
+            SELECT key, min(value::bigint) AS v FROM (SELECT * FROM jsonb_each(r.index_min) UNION ALL SELECT * FROM jsonb_each(excluded.index_min)) AS b GROUP BY key
+          ) AS e) END,
+        index_max = CASE
+          WHEN excluded.first_ts > r.last_ts THEN r.index_max || excluded.index_max
+          WHEN excluded.last_ts < r.first_ts THEN excluded.index_max || r.index_max
+          ELSE (SELECT coalesce(jsonb_object_agg(e.key, e.v), '{}') FROM (
+            SELECT key, max(value::bigint) AS v FROM (SELECT * FROM jsonb_each(r.index_max) UNION ALL SELECT * FROM jsonb_each(excluded.index_max)) AS b GROUP BY key
+          ) AS e) END,
         updated_at = now()
       RETURNING r.meter_id, r.household_id, r.day, (r.xmax = 0) AS created
     )

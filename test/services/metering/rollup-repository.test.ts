@@ -1,7 +1,10 @@
 import { sql } from 'kysely'
 import { expect, it } from 'vitest'
+import { MeterTails, commitMessages, scriptedIngest } from '../../../services/metering/ingest-service.ts'
+import { validatePayload } from '../../../services/metering/ingest-validation.ts'
 import { rebuildRollups, REBUILD_DAYS_PER_STATEMENT } from '../../../services/metering/rollup-repository.ts'
-import { dayOf } from '../../../shared/calendar.ts'
+import { datumDayOf, dayOf } from '../../../shared/calendar.ts'
+import { DEFAULT_INGEST_LIMITS } from '../../../shared/config.ts'
 import { isCumulative } from '../../../shared/obis.ts'
 import { describeDatabases } from '../../support/database.ts'
 import { rollupsOf, seedHousehold, seedMeter, seedOccupancy, seedReadings, type SeedReading } from '../../support/seed.ts'
@@ -77,6 +80,49 @@ describeDatabases('rollup repository', (t) => {
         indexMax: { [IMPORT]: 130, [EXPORT]: 4 },
       },
     ])
+  })
+
+  it('merges each commit into the day register by register, whatever order the readings come in, and whichever registers each holds', async () => {
+    // One local day (Paris, +02:00). The day's latest reading holds power alone, and another lacks the
+    // export register: a rollup's latest datum does not hold every register's highest value.
+    const day: SeedReading[] = [
+      { ts: '2026-10-10T02:00:00Z', values: { [IMPORT]: 1_000, [EXPORT]: 50 } },
+      { ts: '2026-10-10T06:00:00Z', values: { [POWER]: 800 } },
+      { ts: '2026-10-10T10:00:00Z', values: { [IMPORT]: 1_500, [EXPORT]: 60 } },
+      { ts: '2026-10-10T16:00:00Z', values: { [IMPORT]: 1_700 } },
+      { ts: '2026-10-10T21:00:00Z', values: { [POWER]: 300 } },
+    ]
+    const expected = expectedRollups(day.map((r) => ({ ts: new Date(r.ts), householdId: null, values: r.values })))
+    expect(expected.map((g) => [g.indexMin, g.indexMax])).toEqual([[{ [IMPORT]: 1_000, [EXPORT]: 50 }, { [IMPORT]: 1_700, [EXPORT]: 60 }]])
+    // On PostgreSQL every other order goes through the scripts of the broker's ingest thread.
+    const context = (n: number) => ({
+      dialect: t.dialect,
+      datumDayOf: (ms: number) => datumDayOf(ms, TZ),
+      tails: new MeterTails(),
+      ...(t.dialect === 'postgres' && n % 2 === 1 ? { scripted: scriptedIngest(t.handle) } : {}),
+    })
+    const payload = (rs: readonly SeedReading[]) => Buffer.from(JSON.stringify({ readings: rs.map((r) => ({ ts: r.ts, values: r.values })) }))
+    // Every order of the five, one commit each, and in two commits (a batch of the first k, then the rest).
+    const orders: SeedReading[][] = []
+    const permute = (left: SeedReading[], taken: SeedReading[]): void => {
+      if (left.length === 0) orders.push(taken)
+      for (let i = 0; i < left.length; i++) permute([...left.slice(0, i), ...left.slice(i + 1)], [...taken, left[i]!])
+    }
+    permute(day, [])
+    const random = lcg(7)
+    for (const [n, order] of orders.entries()) {
+      // All orders commit one reading at a time; every fourth also as two batches, split at a random point.
+      for (const split of n % 4 === 0 ? [null, 1 + Math.floor(random() * (order.length - 1))] : [null]) {
+        const m = await seedMeter(t.db)
+        const commits = split === null ? order.map((r) => [r]) : [order.slice(0, split), order.slice(split)]
+        for (const rs of commits) {
+          const message = validatePayload({ meterId: m, commodity: 'electricity' }, payload(rs), Date.parse('2026-11-01T00:00:00Z'), DEFAULT_INGEST_LIMITS)
+          expect(message.rejects).toEqual([])
+          await commitMessages(t.db, [message], context(n))
+        }
+        expect(await rollupsOf(t.db, m), `order ${order.map((r) => String(r.ts).slice(11, 13)).join(',')}, split ${split}`).toEqual(expected)
+      }
+    }
   })
 
   it('rebuilds many days in bounded statements exactly as the readings imply', async () => {
