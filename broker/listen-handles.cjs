@@ -5,6 +5,11 @@
 const net = require('node:net')
 
 const { port, host, backlog, handles } = JSON.parse(process.argv[2])
+// Leaves as soon as its channel to the parent closes, because it closed it or the parent is gone. A
+// connection it accepted while listening (a meter reconnecting during a restart) would otherwise keep
+// it alive, holding the socket, until that meter gave up: the parent, waiting for it to exit, gave up
+// first, and a parent killed during its start left it listening on the port.
+process.once('disconnect', () => process.exit(0))
 const done = () => {
   server.close()
   process.disconnect()

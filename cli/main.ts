@@ -193,6 +193,18 @@ async function runUntilSignal(stop: () => Promise<void>, requested: Promise<void
   return code
 }
 
+/**
+ * Starts one component and runs it until a signal. Signals are listened to before the start, as
+ * `up` does: one during the start (a broker takes seconds to open its database and listen) stops it
+ * in order once started, rather than killing it half-started (exit 143, nothing said).
+ */
+async function runStarted(start: () => Promise<{ stop: () => Promise<void>; mustStop?: Promise<number> }>, started: () => void): Promise<number> {
+  const requested = stopRequested()
+  const running = await start()
+  started()
+  return runUntilSignal(running.stop, requested, running.mustStop)
+}
+
 function requirePostgres(config: Readonly<Config>, command: string): void {
   if (config.databaseUrl === null) {
     throw new ConfigError(`DATABASE_URL: \`metershare ${command}\` runs beside other processes and needs PostgreSQL (the embedded database serves one process: use \`metershare up\`)`)
@@ -258,9 +270,7 @@ const commands: Record<string, Command> = {
     const config = envToConfig(serverEnv(values, env))
     configureLogging({ level: config.logLevel })
     requirePostgres(config, 'broker')
-    const running = await (await import('./system.ts')).startBrokerProcess(config)
-    log.cli.info({ mqttPort: config.mqtt.port, httpPort: config.http.port }, 'broker running')
-    return runUntilSignal(running.stop, stopRequested(), running.mustStop)
+    return runStarted(async () => (await import('./system.ts')).startBrokerProcess(config), () => log.cli.info({ mqttPort: config.mqtt.port, httpPort: config.http.port }, 'broker running'))
   },
   async api(args, env) {
     const { values } = parseArgs({ args, options: SERVER_OPTIONS, strict: true })
@@ -273,18 +283,14 @@ const commands: Record<string, Command> = {
         `${ENV_VARS.adminToken}: \`metershare api\` needs the operator's bearer token (at least 16 characters; give every process of a layout the same one)`,
       )
     }
-    const running = await (await import('./system.ts')).startApiProcess(config)
-    log.cli.info({ httpPort: config.http.port }, 'api running')
-    return runUntilSignal(running.stop, stopRequested(), running.mustStop)
+    return runStarted(async () => (await import('./system.ts')).startApiProcess(config), () => log.cli.info({ httpPort: config.http.port }, 'api running'))
   },
   async settlement(args, env) {
     const { values } = parseArgs({ args, options: SERVER_OPTIONS, strict: true })
     const config = envToConfig(serverEnv(values, env))
     configureLogging({ level: config.logLevel })
     requirePostgres(config, 'settlement')
-    const running = await (await import('./system.ts')).startSettlementProcess(config)
-    log.cli.info('settlement running')
-    return runUntilSignal(running.stop, stopRequested(), running.mustStop)
+    return runStarted(async () => (await import('./system.ts')).startSettlementProcess(config), () => log.cli.info('settlement running'))
   },
   async simulate(args, env) {
     // Loaded on demand: the simulators speak MQTT and HTTP only and share no code with the product.

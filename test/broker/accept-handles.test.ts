@@ -87,6 +87,50 @@ describe('a listening socket held through several handles', () => {
     }
   })
 
+  it('hands the socket over at once while clients connect all along (meters reconnecting during a restart), and its helper leaves', async () => {
+    // A free port, then clients knocking on it every millisecond from before it listens: some reach the
+    // helper while it holds the socket. Held open, such a connection kept the helper alive, and the
+    // start waited for it to exit until LISTEN_HANDLES_WAIT_MS_MAX (15 s), then failed.
+    const probe = net.createServer()
+    await new Promise<void>((r) => probe.listen(0, '127.0.0.1', r))
+    const port = (probe.address() as net.AddressInfo).port
+    await new Promise((r) => probe.close(r))
+    const clients: net.Socket[] = []
+    let connected = 0
+    const knock = setInterval(() => {
+      const c = net.connect({ port, host: '127.0.0.1' }).on('error', () => undefined)
+      c.once('connect', () => connected++)
+      clients.push(c)
+    }, 1)
+    try {
+      await new Promise((r) => setTimeout(r, 20))
+      const started = performance.now()
+      servers = await listenShared({ port, host: '127.0.0.1', backlog: 1024, handles: 4 })
+      const ms = performance.now() - started
+      // The parent now accepts what comes; the helper is gone (nothing else holds the port).
+      let accepted = 0
+      for (const srv of servers) srv.on('connection', (socket) => (accepted++, socket.destroy()))
+      await new Promise((r) => setTimeout(r, 100))
+      clearInterval(knock)
+      expect(connected).toBeGreaterThan(0)
+      expect(accepted).toBeGreaterThan(0)
+      expect(ms).toBeLessThan(5_000)
+      // Closed from the clients' side too (those accepted before the listener above was there).
+      for (const c of clients) c.destroy()
+      await Promise.all(servers.map((srv) => new Promise((r) => srv.close(r))))
+      servers = []
+      const refused = await new Promise<string>((resolve) => {
+        const c = net.connect({ port, host: '127.0.0.1' })
+        c.once('connect', () => (c.destroy(), resolve('connected')))
+        c.once('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? e.message))
+      })
+      expect(refused).toBe('ECONNREFUSED')
+    } finally {
+      clearInterval(knock)
+      for (const c of clients) c.destroy()
+    }
+  })
+
   it('stops listening once every handle is closed', async () => {
     servers = await listenShared({ port: 0, host: '127.0.0.1', backlog: 16, handles: 4 })
     const port = (servers[0]!.address() as net.AddressInfo).port
