@@ -53,9 +53,14 @@ export interface MonthWindow {
   now: Date
 }
 
-/** Consents that may have released data of the month (a superset: the rule decides). */
+/**
+ * Consents that may have released data of the month (a superset: the rule decides). A datum ends its
+ * interval, so the month's load curve runs from just after its first midnight through its last,
+ * inclusive: a data window that opens at the month's end (a move-in at midnight on the 1st) holds
+ * the datum stamped at that instant, which is the month's.
+ */
 function monthConsentsWhere(w: MonthWindow) {
-  return sql`c.data_from < ${w.end} AND (c.data_until IS NULL OR c.data_until > ${w.start}) AND c.valid_from <= ${w.now}`
+  return sql`c.data_from <= ${w.end} AND (c.data_until IS NULL OR c.data_until > ${w.start}) AND c.valid_from <= ${w.now}`
 }
 
 export interface ConsentRow {

@@ -336,6 +336,30 @@ describeDatabases('settlement runs', (t) => {
     expect(lines.some((l) => l.consent_id === cMonthly)).toBe(false)
   })
 
+  it('charges the load-curve datum stamped at a month’s last instant to that month, when the data window or the move-in starts there', async () => {
+    const db = t.db
+    // Moving in at midnight on 1 November: the reading stamped then ends October's last interval, so it is
+    // an October datum of this household (README, "Time"), released to the recipient and charged in October.
+    const { app, h, m, offerId } = await oneMeterOneOffer(t, 'Ida', paris('2026-11-01'), { granularity: 'load_curve', priceMicrosPerDatum: 10n, householdBps: 5_000, operatorBps: 5_000, platformBps: 0 })
+    const atMoveIn = await consent(db, { householdId: h, recipientId: app, offerId, granularity: 'load_curve', meterIds: [m], validFrom: paris('2026-11-05'), dataFrom: paris('2026-11-01') })
+    await ingest(db, t.dialect, m, 'electricity', hourly(paris('2026-10-31', 20), paris('2026-11-01', 4)))
+    const now = ctxAt(paris('2026-12-02'))
+    const oct = await settleMonth(db, '2026-10', now)
+    expect(oct.dataCount).toBe(1n)
+    const octLines = await db.selectFrom('settlement_lines').select(['consent_id', 'data_count']).where('run_id', '=', oct.runId).execute()
+    expect(octLines.map((l) => [l.consent_id, l.data_count])).toEqual([[atMoveIn, 1n]])
+    // November has the three after it (01:00, 02:00, 03:00), not that one again.
+    expect((await settleMonth(db, '2026-11', now)).dataCount).toBe(3n)
+
+    // The same with the data window alone starting there (the household lived there before).
+    const other = await oneMeterOneOffer(t, 'Jo', paris('2026-10-01'), { granularity: 'load_curve', priceMicrosPerDatum: 10n, householdBps: 5_000, operatorBps: 5_000, platformBps: 0 })
+    const fromWindow = await consent(db, { householdId: other.h, recipientId: other.app, offerId: other.offerId, granularity: 'load_curve', meterIds: [other.m], validFrom: paris('2026-11-05'), dataFrom: paris('2026-11-01') })
+    await ingest(db, t.dialect, other.m, 'electricity', hourly(paris('2026-10-31', 20), paris('2026-11-01', 4)))
+    const again = await settleMonth(db, '2026-10', now)
+    const lines = await db.selectFrom('settlement_lines').select(['consent_id', 'data_count']).where('run_id', '=', again.runId).where('consent_id', '=', fromWindow).execute()
+    expect(lines.map((l) => l.data_count)).toEqual([1n])
+  })
+
   it('does not settle a month before it is over, nor a malformed month', async () => {
     await expect(settleMonth(t.db, '2026-10', ctxAt(paris('2026-10-31', 23, 59)))).rejects.toThrow(/month: 2026-10 is not over yet/)
     await expect(settleMonth(t.db, '2026-13', ctxAt(paris('2027-02-01')))).rejects.toBeInstanceOf(InvalidInputError)
