@@ -11,9 +11,13 @@ import { hasUnstorableText } from './text.ts'
 /** The longest cursor decoded; the key of any page fits well within. */
 export const CURSOR_CHARS_MAX = 1024
 
-/** The answers to a refused cursor. Each listing keeps the one its clients have been shown. */
+/**
+ * The answers to a refused cursor. Each listing keeps the one its clients have been shown (the
+ * second once ended at "returned", which was untrue of a cursor another listing returned: it now says
+ * which, its start unchanged for clients that match it).
+ */
 export const CURSOR_NOT_OF_LISTING = 'cursor: not a cursor of this listing'
-export const CURSOR_NOT_RETURNED = 'cursor: not a cursor this API returned'
+export const CURSOR_NOT_RETURNED = 'cursor: not a cursor this API returned for this listing'
 
 /** A part of a key: a string, or a string or null. */
 export type CursorPart = 'string' | 'string?'

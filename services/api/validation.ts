@@ -89,6 +89,13 @@ export function parseInput<S extends z.ZodType>(schema: S, value: unknown, locat
     const what = unstorable.inKey ? 'a key of it must' : 'must'
     throw new InvalidInputError(`${field}: ${what} not contain U+0000 or a lone UTF-16 surrogate`, field)
   }
+  // A parameter given twice (`?limit=10&limit=20`) arrives as an array: say so, not that it is not a string.
+  if (location === 'query' && typeof value === 'object' && value !== null) {
+    const repeated = Object.entries(value).find(([, v]) => Array.isArray(v))
+    if (repeated !== undefined) {
+      throw new InvalidInputError(`${repeated[0]}: given ${(repeated[1] as unknown[]).length} times; give it once`, repeated[0])
+    }
+  }
   const result = schema.safeParse(value, { error: issueMessage })
   if (result.success) return result.data
   // An unknown key first: a misspelt field (`untill`) is named as what it is, not by the required one it misses.

@@ -261,11 +261,11 @@ describeDatabases('operator directory endpoints', (t) => {
         ['/admin/parties?limit=1e1', 'limit: expected a whole number'],
         ['/admin/parties?limit=%205', 'limit: expected a whole number'],
         ['/admin/parties?limit=9999999999999999999999', 'limit: must be at most 1000'],
-        ['/admin/meters?cursor=bm90LWEtY3Vyc29y', 'cursor: not a cursor this API returned'],
-        ['/admin/households?cursor=%7B%7D', 'cursor: not a cursor this API returned'],
+        ['/admin/meters?cursor=bm90LWEtY3Vyc29y', 'cursor: not a cursor this API returned for this listing'],
+        ['/admin/households?cursor=%7B%7D', 'cursor: not a cursor this API returned for this listing'],
         // Keys whose time the database's cast refuses (year 0, an offset beyond 15:59:59): a 400, not a failing query.
-        [`/admin/parties?cursor=${Buffer.from('["parties","0000-01-01 00:00:00+00","x"]').toString('base64url')}`, 'cursor: not a cursor this API returned'],
-        [`/admin/meters?cursor=${Buffer.from('["meters","2026-10-01 00:00:00+99","x"]').toString('base64url')}`, 'cursor: not a cursor this API returned'],
+        [`/admin/parties?cursor=${Buffer.from('["parties","0000-01-01 00:00:00+00","x"]').toString('base64url')}`, 'cursor: not a cursor this API returned for this listing'],
+        [`/admin/meters?cursor=${Buffer.from('["meters","2026-10-01 00:00:00+99","x"]').toString('base64url')}`, 'cursor: not a cursor this API returned for this listing'],
         ['/admin/households?sort=name', 'sort: unknown field'],
         ['/admin/parties?kind=bank', 'kind: expected one of utility, third_party'],
       ]

@@ -81,6 +81,18 @@ describeDatabases('the error envelope', (t) => {
     }
   })
 
+  it('says a query parameter was given more than once, rather than that it is not a string', async () => {
+    for (const [url, message] of [
+      ['/admin/parties?limit=1&limit=2', 'limit: given 2 times; give it once'],
+      ['/admin/parties?kind=utility&kind=third_party&kind=utility', 'kind: given 3 times; give it once'],
+      ['/admin/quarantine?meterId=a&meterId=a', 'meterId: given 2 times; give it once'],
+    ] as const) {
+      const res = await api.inject({ method: 'GET', url, headers: OPERATOR })
+      expect(res.statusCode, url).toBe(400)
+      expect(errorOf(res), url).toEqual({ code: 'INVALID_INPUT', message })
+    }
+  })
+
   it('refuses a number JSON parsing could round, which no field takes: a fraction, an exponent, over 15 digits', async () => {
     const offer = (price: string) =>
       `{"recipientId":"pty_x","purpose":"p","granularity":"daily","priceMicrosPerDatum":${price},"split":{"householdBps":10000,"operatorBps":0,"platformBps":0,"thirdParties":[]}}`

@@ -193,7 +193,7 @@ describeDatabases('occupancy endpoints', (t) => {
       const second = (await api.asOperator('GET', `/admin/occupancies?meterId=${w.meterId}&limit=1&cursor=${encodeURIComponent(first.nextCursor)}`)).json()
       expect(second).toEqual({ items: [expect.objectContaining({ householdId: w.households[1]!.id })], nextCursor: null })
       const forged = Buffer.from(JSON.stringify(['occupancies', w.meterId, 'yesterday', 'occ_x'])).toString('base64url')
-      expect(errorOf(await api.asOperator('GET', `/admin/occupancies?meterId=${w.meterId}&cursor=${forged}`)).message).toBe('cursor: not a cursor this API returned')
+      expect(errorOf(await api.asOperator('GET', `/admin/occupancies?meterId=${w.meterId}&cursor=${forged}`)).message).toBe('cursor: not a cursor this API returned for this listing')
       const byHousehold = await api.asOperator('GET', `/admin/occupancies?householdId=${w.households[1]!.id}`)
       expect(byHousehold.json().items).toHaveLength(1)
       // Unfiltered: every occupancy, by meter and move-in, page by page.

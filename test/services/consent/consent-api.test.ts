@@ -175,7 +175,7 @@ describeDatabases('consent endpoints', (t) => {
     expect(mine1.items.map((o) => [o.id, o.householdBps])).toEqual([[id, 6000]])
     const mine2 = (await get(`/me/offers?limit=1&cursor=${encodeURIComponent(mine1.nextCursor)}`, h0)).json() as { items: Array<{ id: string }>; nextCursor: null }
     expect(mine2).toEqual({ items: [expect.objectContaining({ id: second, householdMicrosPer10000Datums: '24000' })], nextCursor: null })
-    expect(errorOf(await get(`/me/offers?cursor=${encodeURIComponent(page1.nextCursor)}`, h0)).message).toBe('cursor: not a cursor this API returned')
+    expect(errorOf(await get(`/me/offers?cursor=${encodeURIComponent(page1.nextCursor)}`, h0)).message).toBe('cursor: not a cursor this API returned for this listing')
   })
 
   it('lets a household grant, see, and revoke a consent, each step in its log, and the recipient see it', async () => {
