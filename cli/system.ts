@@ -169,6 +169,11 @@ async function checkListen(host: string, ports: ReadonlyArray<{ variable: string
       await new Promise<void>((resolve) => server.close(() => resolve()))
     }
   }
+  // Two of ours on one port: the second would be refused as "in use", by ourselves.
+  for (const [i, a] of ports.entries()) {
+    const b = ports.slice(i + 1).find((p) => p.port !== 0 && p.port === a.port)
+    if (b !== undefined) throw new ConfigError(`${b.variable}: port ${b.port} is ${a.variable} too; each needs a port of its own`)
+  }
   await tryListen(ENV_VARS.host, 0)
   for (const { variable, port } of ports) if (port !== 0) await tryListen(variable, port)
 }

@@ -180,6 +180,14 @@ describe('metershare up on a port that is taken', () => {
     }
   }, 120_000)
 
+  it('says MQTT_PORT and HTTP_PORT are the same port, rather than that the port is in use', async () => {
+    const fresh = path.join(dataDir, 'same-port')
+    const { code, stderr } = await upWith({ MQTT_PORT: String(port), HTTP_PORT: String(port) }, fresh)
+    expect(stderr).toBe(`metershare up: HTTP_PORT: port ${port} is MQTT_PORT too; each needs a port of its own\n`)
+    expect(code).toBe(2)
+    expect(existsSync(path.join(fresh, 'pglite'))).toBe(false)
+  }, 60_000)
+
   it('names METERSHARE_HOST when the host is not an address of this machine, or not a known name', async () => {
     for (const [host, reason] of [
       // 198.51.100.0/24 is reserved for documentation (RFC 5737): no machine has it.
