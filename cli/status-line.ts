@@ -29,6 +29,25 @@ export function simulatorLine(o: { meters: number; fromMs: number; worldFromMs: 
   return `${o.meters} meters resuming at ${formatMinuteUtc(o.fromMs)} ${replayMs < 1_000 ? 'in real time' : pace}`
 }
 
+/**
+ * The parts that fit in a terminal `columns` wide, joined, in order of importance (the first first):
+ * a line longer than the terminal wraps, and `\r` then rewrites only its last row, so each refresh
+ * added a row. The first part alone is cut to fit, with `…`. Unknown width (not a terminal): all.
+ */
+export function fitStatusLine(parts: readonly string[], columns: number | undefined): string {
+  if (columns === undefined || columns <= 0) return parts.join(' · ')
+  // The last column left empty: a line that fills it exactly wraps on some terminals.
+  const room = Math.max(1, columns - 1)
+  let line = ''
+  for (const part of parts) {
+    const next = line === '' ? part : `${line} · ${part}`
+    if (next.length > room) break
+    line = next
+  }
+  if (line !== '') return line
+  return parts.length === 0 ? '' : parts[0]!.slice(0, room - 1) + '…'
+}
+
 export function startStatusLine(options: { metrics: Metrics; fleet: Fleet | null; out: NodeJS.WriteStream; tty: boolean }): { stop(): void } {
   const { metrics, fleet, out, tty } = options
   let lastStored = 0
@@ -65,11 +84,14 @@ export function startStatusLine(options: { metrics: Metrics; fleet: Fleet | null
     // First, where the eye lands: nothing is being stored, and why (the log says more).
     if ((await value(metrics.storageFull)) > 0) parts.unshift('DISK FULL: readings held, not acknowledged (see the log)')
     if ((await value(metrics.databaseUnreachable)) > 0) parts.unshift('DATABASE UNREACHABLE: readings held, not acknowledged (see the log)')
-    const line = parts.join(' · ')
     if (tty) {
-      out.write('\r' + line.padEnd(width) + '')
+      // Fitted to the terminal as it is now (it may have been resized), and padded over the line before.
+      const columns = out.columns
+      const line = fitStatusLine(parts, columns)
+      out.write('\r' + line.padEnd(columns === undefined ? width : Math.min(width, columns - 1)))
       width = line.length
     } else {
+      const line = parts.join(' · ')
       lastPrinted = now
       out.write(line + '\n')
     }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { simulatorLine } from '../../cli/status-line.ts'
+import { fitStatusLine, simulatorLine } from '../../cli/status-line.ts'
 
 const DAY_MS = 86_400_000
 const WORLD_FROM_MS = Date.parse('2026-09-01T00:00:00Z')
@@ -22,5 +22,24 @@ describe("the banner's simulator line", () => {
     expect(line(from, from + 15 * 60_000)).toBe('23 meters resuming at 2026-11-29 08:00Z in real time')
     // Under a second of replay at 21,600x is 6 hours of backlog.
     expect(line(from, from + 6 * 3_600_000 + 21_600)).toMatch(/at 21600x/)
+  })
+})
+
+describe('the live status line on a terminal', () => {
+  const parts = ['60/60 meters connected', '1,234 readings/s', '1,234,567 stored', '12 quarantined', '89,012 released this run', 'simulated 2026-10-12 06:00Z']
+
+  it('keeps to the terminal’s width, less its last column, dropping the parts at its end first (a wrapped line gained a row a second)', () => {
+    const whole = parts.join(' · ')
+    expect(fitStatusLine(parts, undefined)).toBe(whole)
+    expect(fitStatusLine(parts, whole.length + 1)).toBe(whole)
+    expect(fitStatusLine(parts, whole.length)).toBe(parts.slice(0, -1).join(' · '))
+    expect(fitStatusLine(parts, 80)).toBe('60/60 meters connected · 1,234 readings/s · 1,234,567 stored · 12 quarantined')
+    for (let columns = 1; columns <= whole.length + 2; columns++) expect(fitStatusLine(parts, columns).length, `${columns} columns`).toBeLessThanOrEqual(Math.max(1, columns - 1))
+  })
+
+  it('cuts the first part, an alarm say, rather than show nothing', () => {
+    const alarm = 'DATABASE UNREACHABLE: readings held, not acknowledged (see the log)'
+    expect(fitStatusLine([alarm, ...parts], 40)).toBe(alarm.slice(0, 38) + '…')
+    expect(fitStatusLine([alarm, ...parts], 70)).toBe(alarm)
   })
 })
