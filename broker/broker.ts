@@ -366,6 +366,12 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
       log.warn({ clientId: client.id, role: principal.role, topic: packet.topic }, 'publish refused: disconnecting')
       return callback(new Error(`publishing to ${packet.topic} is not allowed`))
     }
+    // [MQTT-2.3.1-1] A QoS 1 or 2 publish carries a non-zero packet identifier: one with 0 is a broken
+    // client, closed as Mosquitto does (mqtt-packet reads it, and its PUBACK would answer nothing it sent).
+    if (packet.qos > 0 && (packet as { messageId?: number }).messageId === 0) {
+      log.warn({ clientId: client.id, role: principal.role, qos: packet.qos }, 'publish with packet identifier 0 [MQTT-2.3.1-1]: disconnecting')
+      return callback(new Error('a QoS 1 or 2 publish with packet identifier 0'))
+    }
     // Readings are never retained: the datum lives in the database, not in the broker.
     packet.retain = false
     // Once the broker is closing, intake has stopped: a publish is neither acknowledged nor refused

@@ -517,6 +517,15 @@ describeDatabases('a meter’s readings publishes taken past aedes’ parser', (
     expect(raw.pubacks()).not.toContain(32)
   })
 
+  it('disconnects a meter at a QoS 1 publish with packet identifier 0 [MQTT-2.3.1-1], storing nothing of it', async () => {
+    raw = await RawMeter.connect(tb.port, meter)
+    raw.socket.write(Buffer.concat([publish(meterReadingsTopic(meter.id), 41, reading(T0 + 900_000, 1_000)), publish(meterReadingsTopic(meter.id), 0, reading(T0 + 1_800_000, 1_010))]))
+    await raw.closed
+    await waitFor(async () => (await readingsOf(t.db, meter.id)).length === 1, 5_000, 'the first reading stored')
+    expect((await readingsOf(t.db, meter.id)).map((r) => r.values['1-0:1.8.0'])).toEqual([1_000])
+    expect(raw.pubacks()).not.toContain(0)
+  })
+
   it('leaves a QoS 0 publish to aedes, which stores it unacknowledged as before', async () => {
     const client = await connectMeter(tb.url, meter)
     try {
