@@ -271,4 +271,12 @@ describe('metershare up on a port that is taken', () => {
     }
     expect(readFileSync(file, 'utf8')).toBe('a file\n')
   }, 60_000)
+
+  it('names METERSHARE_DATA_DIR for a folder that cannot be made under /proc, rather than hanging (Node 20 recursive mkdir spins there)', async () => {
+    const dir = '/proc/metershare-data'
+    const { DATABASE_URL: _url, ...env } = process.env
+    const r = await runCli(['up', '--no-demo', '--no-simulate'], { ...env, METERSHARE_DATA_DIR: path.join(dir, 'data'), METERSHARE_ADMIN_TOKEN: ADMIN_TOKEN, METERSHARE_LOG_LEVEL: 'silent' }, 30_000)
+    expect(r.stderr).toMatch(new RegExp(`^metershare up: METERSHARE_DATA_DIR: cannot use ${dir}/data as the data folder: .*ENOENT`))
+    expect(r.code).toBe(2)
+  }, 60_000)
 })
