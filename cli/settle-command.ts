@@ -105,7 +105,11 @@ export async function settleCommand(args: string[], env: RawEnv, io: SettleOutpu
   try {
     await migrateToLatest(handle.db)
     await openDataCalendar(handle.db, config.timezone)
-    const summary = await settleMonth(handle.db, month, settlementContext(config, () => new Date(), onProgress))
+    const summary = await settleMonth(handle.db, month, settlementContext(config, () => new Date(), onProgress)).catch((err: unknown) => {
+      // Said of the option given here, not of the API's field.
+      if (err instanceof InvalidInputError && err.message.startsWith('month: ')) throw new InvalidInputError(`--${err.message}`, 'month')
+      throw err
+    })
     if (drawn) io.err.write('\n')
     drawn = false
     io.out.write(summaryTable(summary, config.timezone))

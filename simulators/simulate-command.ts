@@ -120,7 +120,11 @@ async function simulate(args: string[], env: SimulateEnv, io: SimulateIo): Promi
     return 0
   }
   const timeZone = values['time-zone'] ?? env.timezone ?? 'Europe/Paris'
-  assertTimeZone(timeZone)
+  try {
+    assertTimeZone(timeZone)
+  } catch {
+    throw new UsageError(`${values['time-zone'] !== undefined ? '--time-zone' : 'METERSHARE_TIMEZONE'}: '${timeZone}' is not an IANA time zone (e.g. Europe/Paris)`)
+  }
   const meters = int('meters', values.meters, 1, 1_000_000)
   const days = int('days', values.days, 1, 3660)
   const seed = int('seed', values.seed, 0, 0xffff_ffff) ?? 1

@@ -40,6 +40,8 @@ describe('metershare settle', () => {
     const c = capture(false)
     await expect(settleCommand(['--month', '2025-13', '--data-dir', dataDir], {}, c.io)).rejects.toThrow(InvalidInputError)
     await expect(settleCommand(['--data-dir', dataDir], {}, c.io)).rejects.toThrow(/^--month: expected a month as YYYY-MM/)
+    // A month not over yet is said of the option, as the malformed one is, not of the API's field.
+    await expect(settleCommand(['--month', '2099-01', '--data-dir', dataDir], { pgliteFsync: 'off' }, c.io)).rejects.toThrow(/^--month: 2099-01 is not over yet/)
   })
 
   it('refuses a data folder that holds no embedded database, rather than creating one and settling nothing', async () => {

@@ -146,7 +146,7 @@ describe('metershare simulate', () => {
       [[], /give --credentials FILE, or --api URL and --admin-token T/],
       [['--credentials', '/nonexistent/creds.json'], /does not exist/],
       [['--api', 'http://127.0.0.1:1', '--meters', '3'], /--admin-token: required with --api/],
-      [['--time-zone', 'Mars/Olympus', '--credentials', 'x.json'], /timeZone: 'Mars\/Olympus'/],
+      [['--time-zone', 'Mars/Olympus', '--credentials', 'x.json'], /^metershare simulate: --time-zone: 'Mars\/Olympus' is not an IANA time zone/],
       [['--colour', 'red'], /colour/],
     ]
     for (const [args, message] of cases) {
