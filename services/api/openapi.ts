@@ -80,7 +80,10 @@ const ERROR_DESCRIPTIONS: Readonly<Record<number, string>> = {
   431: 'Request line and headers over 16 KiB',
   413: 'Body too large',
   415: 'Body is not JSON',
+  408: 'The request (headers and body) was not received whole within http.requestTimeoutMs (30 s); the connection is then closed',
+  414: 'A path segment over 1,024 characters',
   429: 'Too many failed sign-ins; retry after Retry-After seconds',
+  500: 'Our fault; the message is always "internal error" (the details go to the server log)',
   503: "Storage full: the database's disk is full, nothing was written (STORAGE_FULL); or the database server cannot be reached (DATABASE_UNAVAILABLE); retry after Retry-After seconds",
 }
 
@@ -151,9 +154,15 @@ function documentedOperation(route: RouteEntry, doc: RouteDoc, schemas: Record<s
     }
   }
   const errors = new Set<number>(doc.errors ?? [])
-  // Every operation refuses a query parameter it does not take, and a request line and headers over 16 KiB.
+  // Every operation refuses a query parameter it does not take, a request line and headers over 16 KiB,
+  // and a request not received whole in time; it may fail (500); one with a path parameter refuses a
+  // segment past what the router reads (414). A method an address is not served by (405) is no
+  // operation's answer: docs/http-api.md lists it.
   errors.add(400)
+  errors.add(408)
   errors.add(431)
+  errors.add(500)
+  if (doc.params !== undefined) errors.add(414)
   if (doc.auth !== 'public') {
     errors.add(401)
     errors.add(403)

@@ -123,6 +123,18 @@ describeDatabases('GET /docs/openapi.json and GET /docs', (t) => {
     expect(doc.components.securitySchemes.sessionCookie).toMatchObject({ type: 'apiKey', in: 'cookie' })
   })
 
+  it('declares the errors any operation may answer, and a too long path segment where a path has a parameter, as the server sends them', async () => {
+    const doc = await openApi()
+    for (const { method, path, op } of operations(doc)) {
+      if (op['x-roles'] === 'public' && Object.keys(op.responses).join() === 'default') continue
+      for (const status of ['400', '408', '431', '500']) expect(op.responses[status], `${method} ${path} ${status}`).toBeDefined()
+      expect(op.responses['414'] !== undefined, `${method} ${path} 414`).toBe(path.includes('{'))
+    }
+    const res = await api.asOperator('PATCH', `/admin/occupancies/${'x'.repeat(1_100)}`, { until: '2026-12-01T00:00:00Z' })
+    expect(res.statusCode).toBe(414)
+    expect(doc.paths['/admin/occupancies/{id}']?.patch?.responses['414']).toBeDefined()
+  })
+
   it('takes its schemas from the validation itself', async () => {
     const doc = await openApi()
     const createParty = doc.paths['/admin/parties']!.post!
@@ -131,7 +143,7 @@ describeDatabases('GET /docs/openapi.json and GET /docs', (t) => {
     expect(body.required.sort()).toEqual(['kind', 'name'])
     // 503 STORAGE_FULL: any write, when the database's disk is full; 503 DATABASE_UNAVAILABLE: any request,
     // while the database server cannot be reached (docs/http-api.md, Errors).
-    expect(Object.keys(createParty.responses).sort()).toEqual(['201', '400', '401', '403', '413', '415', '431', '503'])
+    expect(Object.keys(createParty.responses).sort()).toEqual(['201', '400', '401', '403', '408', '413', '415', '431', '500', '503'])
     expect(createParty.responses['503']!.description).toMatch(/^Storage full.*DATABASE_UNAVAILABLE/)
     expect(doc.paths['/admin/parties']!.get!.responses['503']!.description).toMatch(/^The database server cannot be reached \(DATABASE_UNAVAILABLE\)/)
     expect(doc.paths['/portal/session']!.post!.responses['429']!.description).toMatch(/^Too many failed sign-ins/)
@@ -145,7 +157,7 @@ describeDatabases('GET /docs/openapi.json and GET /docs', (t) => {
 
     const health = doc.paths['/healthz']!.get!
     expect(health.security).toEqual([])
-    expect(Object.keys(health.responses).sort()).toEqual(['200', '400', '431', '503'])
+    expect(Object.keys(health.responses).sort()).toEqual(['200', '400', '408', '431', '500', '503'])
   })
 
   it('documents answers that match what the routes really send', async () => {
