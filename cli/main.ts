@@ -145,6 +145,7 @@ ${POOL_ENV}
 
 type Command = (args: string[], env: RawEnv) => Promise<number>
 
+/** The options of `up`; the other commands take those their usage names (an option a command does not use is refused, not ignored). */
 const SERVER_OPTIONS = {
   'data-dir': { type: 'string' },
   'mqtt-port': { type: 'string' },
@@ -266,14 +267,14 @@ const commands: Record<string, Command> = {
     }, requested, system.mustStop)
   },
   async broker(args, env) {
-    const { values } = parseArgs({ args, options: SERVER_OPTIONS, strict: true })
+    const { values } = parseArgs({ args, options: { 'mqtt-port': SERVER_OPTIONS['mqtt-port'], 'http-port': SERVER_OPTIONS['http-port'] }, strict: true })
     const config = envToConfig(serverEnv(values, env))
     configureLogging({ level: config.logLevel })
     requirePostgres(config, 'broker')
     return runStarted(async () => (await import('./system.ts')).startBrokerProcess(config), () => log.cli.info({ mqttPort: config.mqtt.port, httpPort: config.http.port }, 'broker running'))
   },
   async api(args, env) {
-    const { values } = parseArgs({ args, options: SERVER_OPTIONS, strict: true })
+    const { values } = parseArgs({ args, options: { 'http-port': SERVER_OPTIONS['http-port'] }, strict: true })
     const config = envToConfig(serverEnv(values, env))
     configureLogging({ level: config.logLevel })
     requirePostgres(config, 'api')
@@ -286,7 +287,7 @@ const commands: Record<string, Command> = {
     return runStarted(async () => (await import('./system.ts')).startApiProcess(config), () => log.cli.info({ httpPort: config.http.port }, 'api running'))
   },
   async settlement(args, env) {
-    const { values } = parseArgs({ args, options: SERVER_OPTIONS, strict: true })
+    const { values } = parseArgs({ args, options: {}, strict: true })
     const config = envToConfig(serverEnv(values, env))
     configureLogging({ level: config.logLevel })
     requirePostgres(config, 'settlement')
@@ -298,7 +299,7 @@ const commands: Record<string, Command> = {
     return runSimulateCommand(args, { adminToken: env.adminToken, timezone: env.timezone })
   },
   async migrate(args, env) {
-    const { values } = parseArgs({ args, options: SERVER_OPTIONS, strict: true })
+    const { values } = parseArgs({ args, options: { 'data-dir': SERVER_OPTIONS['data-dir'] }, strict: true })
     const config = envToConfig(serverEnv(values, env))
     configureLogging({ level: config.logLevel })
     const { openConfiguredDatabase } = await import('../shared/db/database.ts')

@@ -257,6 +257,18 @@ describe('metershare up on a port that is taken', () => {
   }, 120_000)
 
 
+  it('refuses an option a command does not take, as its usage says, rather than ignoring it', async () => {
+    for (const [command, option] of [
+      ['broker', '--data-dir'],
+      ['api', '--mqtt-port'],
+      ['settlement', '--http-port'],
+      ['migrate', '--mqtt-port'],
+    ] as const) {
+      const r = await runCli([command, option, '5'], { ...process.env, DATABASE_URL: 'postgres://nobody@127.0.0.1:1/none', METERSHARE_LOG_LEVEL: 'silent' })
+      expect([r.code, r.stderr.split('\n')[0]], `${command} ${option}`).toEqual([2, `metershare ${command}: Unknown option '${option}'`])
+    }
+  }, 60_000)
+
   it('names METERSHARE_DATA_DIR when a file stands where its folder would be, for up and for migrate', async () => {
     const file = path.join(dataDir, 'not-a-folder')
     writeFileSync(file, 'a file\n')
