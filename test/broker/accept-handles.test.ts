@@ -7,6 +7,7 @@ import { AccessLogRecorder } from '../../services/consent/access-log-recorder.ts
 import { envToConfig } from '../../shared/config.ts'
 import { createMetrics } from '../../shared/metrics.ts'
 import { connectMeter, endClient, ownerOnlyPolicy, startTestBroker } from '../support/broker.ts'
+import { connectOutcome } from '../support/tools.ts'
 import { describeDatabases } from '../support/database.ts'
 import { createTestMeter, createUtility } from '../support/world.ts'
 
@@ -119,12 +120,7 @@ describe('a listening socket held through several handles', () => {
       for (const c of clients) c.destroy()
       await Promise.all(servers.map((srv) => new Promise((r) => srv.close(r))))
       servers = []
-      const refused = await new Promise<string>((resolve) => {
-        const c = net.connect({ port, host: '127.0.0.1' })
-        c.once('connect', () => (c.destroy(), resolve('connected')))
-        c.once('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? e.message))
-      })
-      expect(refused).toBe('ECONNREFUSED')
+      expect(await connectOutcome(port)).toBe('ECONNREFUSED')
     } finally {
       clearInterval(knock)
       for (const c of clients) c.destroy()
@@ -136,12 +132,7 @@ describe('a listening socket held through several handles', () => {
     const port = (servers[0]!.address() as net.AddressInfo).port
     await Promise.all(servers.map((s) => new Promise((r) => s.close(r))))
     servers = []
-    const refused = await new Promise<string>((resolve) => {
-      const c = net.connect({ port, host: '127.0.0.1' })
-      c.once('connect', () => (c.destroy(), resolve('connected')))
-      c.once('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? e.message))
-    })
-    expect(refused).toBe('ECONNREFUSED')
+    expect(await connectOutcome(port)).toBe('ECONNREFUSED')
   })
 })
 

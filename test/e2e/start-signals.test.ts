@@ -1,18 +1,8 @@
-import net from 'node:net'
 import { sql } from 'kysely'
 import { expect, it } from 'vitest'
 import { CliProcess } from '../support/cli.ts'
 import { describePostgres } from '../support/database.ts'
-import { freePort, waitFor } from '../support/tools.ts'
-
-/** Whether something listens on `port` of this machine. */
-function listening(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const c = net.connect({ port, host: '127.0.0.1' })
-    c.once('connect', () => (c.destroy(), resolve(true)))
-    c.once('error', () => resolve(false))
-  })
-}
+import { connectOutcome, freePort, waitFor } from '../support/tools.ts'
 
 /**
  * A signal that reaches `metershare broker` while it starts (seconds: its database, its ingest thread,
@@ -39,8 +29,8 @@ describePostgres('a signal during the start of one component', (t) => {
       expect(await broker.stop('SIGTERM')).toBe(0)
       expect(broker.output).toContain('broker running')
       expect(broker.output).toContain('shutting down')
-      expect(await listening(mqttPort)).toBe(false)
-      expect(await listening(httpPort)).toBe(false)
+      expect(await connectOutcome(mqttPort)).toBe('ECONNREFUSED')
+      expect(await connectOutcome(httpPort)).toBe('ECONNREFUSED')
     } finally {
       broker.kill()
     }

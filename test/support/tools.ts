@@ -88,3 +88,12 @@ export async function startRedisServer(port: number, args: string[] = []): Promi
   }
   return redis
 }
+
+/** What connecting to `port` of this machine gives: 'connected', or the error's code. */
+export function connectOutcome(port: number): Promise<string> {
+  return new Promise((resolve) => {
+    const c = net.connect({ port, host: '127.0.0.1' })
+    c.once('connect', () => (c.destroy(), resolve('connected')))
+    c.once('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? e.message))
+  })
+}
