@@ -1,9 +1,10 @@
 import { throttleAddressOf } from '../shared/trusted-proxies.ts'
 
 /**
- * Slows down repeated MQTT authentication failures. Failures are counted per key within
- * `authFailureWindowMs` (from a key's first failure): one user name from one address, and every
- * user name from one address. Past a key's free failures, each further one doubles the delay before
+ * Slows down repeated MQTT authentication failures. Failures are counted per key until
+ * `authFailureWindowMs` passes without one (counted from a key's first failure, the count fell back to
+ * nothing a minute into a steady guesser's run, and its next guesses were free again): one user name
+ * from one address, and every user name from one address. Past a key's free failures, each further one doubles the delay before
  * the next answer (from 100 ms up to `authDelayMsMax`); a connect waits for the longest delay of its
  * keys. A success forgets only its own user name's key: someone guessing secrets from an address
  * cannot reset that address by connecting a meter of their own in between, and one meter with a
@@ -24,7 +25,8 @@ const BASE_DELAY_MS = 100
 
 interface Failures {
   count: number
-  firstAtMs: number
+  /** The key's latest failure (or its first attempt): it is forgotten `authFailureWindowMs` after. */
+  lastAtMs: number
   /** Attempts of this user name from this address not answered yet (its key only). */
   pending: number
   /** When the latest attempt delayed on this key is answered (epoch ms; its key only). */
@@ -68,9 +70,12 @@ export class AuthThrottle {
     const user = this.current(userKey) ?? this.track(userKey, 0)
     user.pending = Math.max(0, user.pending - 1)
     user.count++
+    user.lastAtMs = this.now()
     const byAddress = this.current(addressKey)
-    if (byAddress !== undefined) byAddress.count++
-    else this.track(addressKey, 1)
+    if (byAddress !== undefined) {
+      byAddress.count++
+      byAddress.lastAtMs = this.now()
+    } else this.track(addressKey, 1)
   }
 
   /** A success forgets this user name's failures from this address, not the address's. */
@@ -102,7 +107,7 @@ export class AuthThrottle {
       // Still full: forget the oldest entry (Map keeps insertion order).
       this.failures.delete(this.failures.keys().next().value!)
     }
-    const f: Failures = { count, firstAtMs: this.now(), pending: 0, nextAtMs: 0 }
+    const f: Failures = { count, lastAtMs: this.now(), pending: 0, nextAtMs: 0 }
     this.failures.set(key, f)
     return f
   }
@@ -122,7 +127,7 @@ export class AuthThrottle {
 
   private current(key: string): Failures | undefined {
     const f = this.failures.get(key)
-    if (f !== undefined && this.now() - f.firstAtMs > this.limits.authFailureWindowMs) {
+    if (f !== undefined && this.now() - f.lastAtMs > this.limits.authFailureWindowMs) {
       this.failures.delete(key)
       return undefined
     }
@@ -131,6 +136,6 @@ export class AuthThrottle {
 
   private evictExpired(): void {
     const t = this.now()
-    for (const [k, f] of this.failures) if (t - f.firstAtMs > this.limits.authFailureWindowMs) this.failures.delete(k)
+    for (const [k, f] of this.failures) if (t - f.lastAtMs > this.limits.authFailureWindowMs) this.failures.delete(k)
   }
 }

@@ -99,6 +99,20 @@ describe('MQTT authentication throttle', () => {
     expect(t.size).toBe(0)
   })
 
+  it('keeps slowing a guesser who keeps failing: the window runs from the latest failure, not the first', () => {
+    const { t, clock } = throttle()
+    // Five free failures, then one a second for two windows: each answer is delayed, none is free again.
+    for (let i = 0; i < 5; i++) attempt(t, '10.0.0.1', 'm1')
+    for (let s = 1; s <= (2 * LIMITS.authFailureWindowMs) / 1_000; s++) {
+      clock.now = s * 1_000
+      expect(t.begin('10.0.0.1', 'm1'), `at ${s} s`).toBeGreaterThan(0)
+      t.recordFailure('10.0.0.1', 'm1')
+    }
+    // A window without a failure, and it is forgotten.
+    clock.now += LIMITS.authFailureWindowMs + 1
+    expect(t.begin('10.0.0.1', 'm1')).toBe(0)
+  })
+
   it('remembers at most its maximum of keys', () => {
     const { t } = throttle({ authKeysTrackedMax: 5 })
     for (let i = 0; i < 20; i++) attempt(t, `10.0.0.${i}`, 'm')
