@@ -46,7 +46,7 @@ export function listenShared(opts: SharedListen): Promise<net.Server[]> {
       if (servers.length === opts.handles && exited) finish(null)
     }
     // Not the parent's flags (a loader, --cpu-prof): the helper is plain CommonJS.
-    const child = fork(HELPER, [JSON.stringify(opts)], { execArgv: [], stdio: ['ignore', 'ignore', 'inherit', 'ipc'], serialization: 'json' })
+    const child = fork(HELPER, [JSON.stringify({ ...opts, parent: process.pid })], { execArgv: [], stdio: ['ignore', 'ignore', 'inherit', 'ipc'], serialization: 'json' })
     const finish = (err: Error | null): void => {
       if (settled) return
       settled = true

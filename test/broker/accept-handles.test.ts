@@ -1,5 +1,7 @@
-import { readFileSync, readdirSync, readlinkSync } from 'node:fs'
+import { mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync, writeFileSync } from 'node:fs'
 import net from 'node:net'
+import os from 'node:os'
+import path from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import { listenShared } from '../../broker/accept-handles.ts'
 import { MQTT_ACCEPT_HANDLES, createBroker } from '../../broker/broker.ts'
@@ -7,7 +9,7 @@ import { AccessLogRecorder } from '../../services/consent/access-log-recorder.ts
 import { envToConfig } from '../../shared/config.ts'
 import { createMetrics } from '../../shared/metrics.ts'
 import { connectMeter, endClient, ownerOnlyPolicy, startTestBroker } from '../support/broker.ts'
-import { connectOutcome } from '../support/tools.ts'
+import { connectOutcome, freePort, run, waitFor } from '../support/tools.ts'
 import { describeDatabases } from '../support/database.ts'
 import { createTestMeter, createUtility } from '../support/world.ts'
 
@@ -124,6 +126,28 @@ describe('a listening socket held through several handles', () => {
     } finally {
       clearInterval(knock)
       for (const c of clients) c.destroy()
+    }
+  })
+
+  it('leaves the port free when the process that asked for it is killed as it forks the helper (the helper listened on for good)', async () => {
+    // A process killed mid-start (a broker SIGKILLed, or one whose signals were not yet handled): its
+    // helper started with nobody to hand the socket to, and no 'disconnect' ever came to tell it.
+    const port = await freePort()
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'metershare-orphan-'))
+    const script = path.join(dir, 'killed.ts')
+    writeFileSync(
+      script,
+      `import { listenShared } from ${JSON.stringify(path.resolve(import.meta.dirname, '../../broker/accept-handles.ts'))}\n` +
+        `void listenShared({ port: ${port}, host: '127.0.0.1', backlog: 16, handles: 4 })\n` +
+        `process.kill(process.pid, 'SIGKILL')\n`,
+    )
+    try {
+      const r = await run(process.execPath, ['--import', 'tsx', script], { timeoutMs: 30_000 })
+      expect(r.code).not.toBe(0)
+      // The helper checks for its parent every 100 ms.
+      await waitFor(async () => (await connectOutcome(port)) === 'ECONNREFUSED', 5_000, 'the port let go')
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
     }
   })
 
