@@ -310,7 +310,7 @@ const commands: Record<string, Command> = {
       // Said at once: processes of an earlier version stop on the notice, before anything is cut again by new rules.
       const noticeAt = new Date()
       if (applied.length > 0) await (await import('../shared/db/migrator.ts')).announceSchema(handle.db)
-      process.stdout.write(applied.length === 0 ? 'schema is up to date\n' : applied.join('\n') + '\n')
+      if (applied.length > 0) process.stdout.write(applied.join('\n') + '\n')
       const { openDataCalendar, recutPending, SCHEMA_NOTICE_GRACE_MS } = await import('../services/metering/rollup-recut.ts')
       if (applied.length > 0 && (await recutPending(handle.db))) {
         // What an earlier version still holds is committed as it stops: given the time to, before the cut.
@@ -327,6 +327,8 @@ const commands: Record<string, Command> = {
           else if (p.phase === 'done') process.stdout.write(`daily rollups cut again in ${((p.ms ?? 0) / 1000).toFixed(1)} s\n`)
         },
       })
+      // Said once the calendar is known to match too: a zone refused above is not preceded by "up to date".
+      if (applied.length === 0) process.stdout.write('schema is up to date\n')
     } finally {
       await handle.close()
     }
