@@ -346,10 +346,11 @@ function isPlainObject(v: unknown): v is Record<string, unknown> {
 function finerThanMillisecond(ts: string): boolean {
   const dot = ts.indexOf('.')
   if (dot < 0) return false
-  for (let i = dot + 4; i < ts.length; i++) {
+  // Only the fraction's own digits count: a fraction shorter than three digits ends before dot + 4, where the offset begins.
+  for (let i = dot + 1; i < ts.length; i++) {
     const c = ts.charCodeAt(i)
     if (c < 0x30 || c > 0x39) return false
-    if (c !== 0x30) return true
+    if (i >= dot + 4 && c !== 0x30) return true
   }
   return false
 }

@@ -267,6 +267,15 @@ describe('ingest validation', () => {
     for (const ts of ['2026-10-01T00:30:00.1230Z', '2026-10-01T00:30:00.123000+00:00', '2026-10-01T00:30:00.5Z', '2026-10-01T00:30:00Z']) {
       expect(validate(JSON.stringify(reading(ts))).datums).toHaveLength(1)
     }
+    // A fraction of one or two digits ends before the offset: the offset's digits are not the fraction's.
+    const T = Date.parse('2026-10-01T00:30:00Z')
+    const shortFractions: [string, number][] = [
+      ['2026-10-01T01:30:00.5+01:00', T + 500],
+      ['2026-10-01T02:30:00.12+02:00', T + 120],
+      ['2026-09-30T19:30:00.25-05:00', T + 250],
+      ['2026-10-01T06:00:00.7+05:30', T + 700],
+    ]
+    for (const [ts, tsMs] of shortFractions) expect([ts, validate(JSON.stringify(reading(ts))).datums.map((d) => d.tsMs)]).toEqual([ts, [tsMs]])
     expect(validate(JSON.stringify(reading('2026-10-01T00:30:00.1239Z'))).rejects.map((r) => r.detail)).toEqual([
       'ts: finer than a millisecond (datums are told apart to the millisecond)',
     ])
