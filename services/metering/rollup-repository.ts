@@ -121,11 +121,13 @@ export function groupBefore(p: string, alias: string): RawBuilder<unknown> {
  * that watched the day change (live on `daily/`, or pulling it again) would read each interval's
  * energy in the differences: a load curve it was never granted. So a day is released to recipients
  * (published, listed, charged) only once both ends are fixed, with the meter's interval `iv`:
- * - closing: its latest datum is the day's last (`last_ts + iv` passes the day's end: the reading at
- *   midnight), or the household's last before its move-out (`last_ts + iv` reaches `valid_until`);
+ * - closing: its latest datum is the day's last (the reading at midnight, or the last before it when
+ *   no reading on the meter's grid could come between them: a midnight off the grid), or the
+ *   household's last before its move-out (no reading on the grid could come before `valid_until`);
  * - opening: the group before it (the meter's previous one) is the household's and holds the reading
- *   at the day's start; or, for the household's first group (after another's, or the meter's first
- *   data), its first datum is the household's first possible (`first_ts - iv` is before `valid_from`).
+ *   at the day's start (read as a closing is); or, for the household's first group (after another's,
+ *   or the meter's first data), its first datum is the household's first possible (no reading on the
+ *   grid could come between `valid_from` and it). The grid: intervalGrid.
  * A day with a boundary reading missing for good (lost, or after days without data) is never
  * released: its value would reveal part of another day, or change. The household sees its own days
  * as they grow (not through this rule). Cumulative indexes only grow (ingest quarantines
@@ -153,21 +155,56 @@ export function finalDayRule(
   timezone: string,
 ): RawBuilder<boolean> {
   const a = sql.raw(alias)
-  const iv = sql`(${intervalMinutes} * interval '1 minute')`
   const dayStart = sql`(${a}.day::timestamp AT TIME ZONE ${timezone}::text)`
   const dayEnd = sql`((${a}.day + 1)::timestamp AT TIME ZONE ${timezone}::text)`
-  return sql<boolean>`((${a}.last_ts + ${iv} > ${dayEnd} OR EXISTS (
+  const grid = intervalGrid(dayStart, intervalMinutes)
+  return sql<boolean>`((${a}.last_ts >= ${dayEnd} OR ${grid.next(sql`${a}.last_ts`)} > ${epochMs(dayEnd)} OR EXISTS (
       SELECT 1 FROM occupancies o
       WHERE o.meter_id = ${a}.meter_id AND o.household_id = ${a}.household_id
-        AND o.valid_from <= ${a}.last_ts AND o.valid_until > ${a}.last_ts AND ${a}.last_ts + ${iv} >= o.valid_until))
+        AND o.valid_from <= ${a}.last_ts AND o.valid_until > ${a}.last_ts AND ${grid.next(sql`${a}.last_ts`)} >= ${epochMs(sql`o.valid_until`)}))
     AND CASE WHEN ${previousHousehold} IS NOT DISTINCT FROM ${a}.household_id AND ${previousLastTs} IS NOT NULL
-      THEN ${previousLastTs} + ${iv} > ${dayStart}
+      THEN ${previousLastTs} >= ${dayStart} OR ${grid.next(previousLastTs)} > ${epochMs(dayStart)}
       ELSE EXISTS (
         SELECT 1 FROM occupancies o
         WHERE o.meter_id = ${a}.meter_id AND o.household_id = ${a}.household_id
           AND o.valid_from <= ${a}.first_ts AND (o.valid_until IS NULL OR o.valid_until > ${a}.first_ts)
-          AND ${a}.first_ts - ${iv} < o.valid_from)
+          AND ${grid.previous(sql`${a}.first_ts`)} < ${epochMs(sql`o.valid_from`)})
     END)`
+}
+
+function epochMs(ts: RawBuilder<unknown>): RawBuilder<number> {
+  return sql<number>`(extract(epoch FROM ${ts}) * 1000)`
+}
+
+/**
+ * The meter's interval grid, for finalDayRule: where the nearest reading after (`next`) or before
+ * (`previous`) an instant could be stamped, in ms since the epoch. A boundary reading the day lacks
+ * (at a midnight, at a move) is stood for by the reading nearest it when no reading could come between
+ * them, which holds only for readings on the meter's grid. A meter keeps whole intervals either of
+ * the Unix epoch (UTC's quarter-hours, hours) or of local midnights (`localMidnight`: they differ where
+ * a zone's offset is not a whole number of intervals, as India's); a reading on either grid is
+ * followed by the next a whole interval later. A reading off both (a reading on demand, a meter that
+ * reads faster than its registered interval, a clock a few seconds off) could be followed by one on
+ * either grid, whichever comes first: a reading at 23:45 of a 30-minute meter once closed its day, and
+ * the reading at midnight, arriving after it, changed the day already published (found by probing:
+ * 4,750 Wh published, then 5,000).
+ */
+function intervalGrid(localMidnight: RawBuilder<unknown>, intervalMinutes: RawBuilder<unknown>) {
+  const iv = sql`(${intervalMinutes}::numeric * 60000)`
+  const local = epochMs(localMidnight)
+  const onGrid = (t: RawBuilder<unknown>) => sql`(mod(${t}, ${iv}) = 0 OR mod(${t} - ${local}, ${iv}) = 0)`
+  return {
+    next: (ts: RawBuilder<unknown>) => {
+      const t = epochMs(ts)
+      return sql<number>`(CASE WHEN ${onGrid(t)} THEN ${t} + ${iv}
+        ELSE least((floor(${t} / ${iv}) + 1) * ${iv}, ${local} + (floor((${t} - ${local}) / ${iv}) + 1) * ${iv}) END)`
+    },
+    previous: (ts: RawBuilder<unknown>) => {
+      const t = epochMs(ts)
+      return sql<number>`(CASE WHEN ${onGrid(t)} THEN ${t} - ${iv}
+        ELSE greatest(floor(${t} / ${iv}) * ${iv}, ${local} + floor((${t} - ${local}) / ${iv}) * ${iv}) END)`
+    },
+  }
 }
 
 /** A group released to recipients as a day: a daily datum (isDailyDatum) whose energy is final (isFinalDay). */

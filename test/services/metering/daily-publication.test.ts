@@ -88,6 +88,49 @@ describeDatabases('daily publication', (t) => {
     ])
   })
 
+  it('withholds a day whose latest reading is off the meter\'s grid until its reading at midnight comes: published once, with the midnight\'s value', async () => {
+    const { meter, h } = await occupiedMeter()
+    // An hourly meter's reading on demand at 23:30 (index 235): the reading at midnight can still come, and would change the day.
+    await seedReadings(t.db, meter, [...hours(1, 0, 23), { ts: new Date(midnight(2).getTime() - HOUR / 2), values: { [IMPORT]: 235 } }], ctx.timezone)
+    expect(await dailyDatumsToPublish(t.db, [{ meterId: meter, day: day(1), created: false }], ctx)).toEqual([])
+    // Nor does it open Oct 2, whole from 01:00 to its midnight: Oct 2's opening index is Oct 1's midnight one.
+    await seedReadings(t.db, meter, hours(2), ctx.timezone)
+    expect(await dailyDatumsToPublish(t.db, [{ meterId: meter, day: day(2), created: true, householdId: h }], ctx)).toEqual([])
+    await seedReadings(t.db, meter, hours(1, 23), ctx.timezone)
+    expect(await dailyDatumsToPublish(t.db, [{ meterId: meter, day: day(1), created: false }], ctx)).toEqual([
+      { meterId: meter, day: day(1), granularity: 'daily', values: { [IMPORT]: 240 }, householdId: h },
+      { meterId: meter, day: day(2), granularity: 'daily', values: { [IMPORT]: 240 }, householdId: h },
+    ])
+  })
+
+  it('closes a day by the last reading on the meter\'s grid where local midnight is off it (UTC hours, India), and a move-out by a reading on demand', async () => {
+    const kolkata = { timezone: 'Asia/Kolkata' }
+    const meter = await seedMeter(t.db)
+    const a = await seedHousehold(t.db)
+    const b = await seedHousehold(t.db)
+    // Local midnight of 1 October is 18:30 UTC on 30 September; the meter reads on UTC's hours, from 18:00 (index 0).
+    const moveOut = new Date(Date.parse('2026-10-01T18:30:00Z') + 10 * HOUR + 17 * 60_000)
+    await seedOccupancy(t.db, { meterId: meter, householdId: a, from: '2026-09-01T00:00:00Z', until: moveOut })
+    await seedOccupancy(t.db, { meterId: meter, householdId: b, from: moveOut })
+    // Complete once the meter reads past the day's end (19:00 UTC, the next day's first reading); closed by 18:00's.
+    await seedReadings(t.db, meter, readingSeries({ start: '2026-09-30T18:00:00Z', count: 26, firstIndex: -10 }), kolkata.timezone)
+    expect(await dailyDatumsToPublish(t.db, [{ meterId: meter, day: '2026-10-01', created: false }], kolkata)).toEqual([
+      { meterId: meter, day: '2026-10-01', granularity: 'daily', values: { [IMPORT]: 240 }, householdId: a },
+    ])
+    // On 2 October a leaves at 10:17 local; a reading on demand at 10:10 local (04:40 UTC) is its last: no reading on the grid could follow before the move.
+    const onDemand = { ts: new Date(moveOut.getTime() - 7 * 60_000), values: { [IMPORT]: 345 } }
+    // b reads on from 05:00 UTC (index 350) past the day's end; the interval across the move is neither's.
+    const stays = [...readingSeries({ start: '2026-10-01T20:00:00Z', count: 9, firstIndex: 250 }), onDemand, ...readingSeries({ start: '2026-10-02T05:00:00Z', count: 15, firstIndex: 340 })]
+    await seedReadings(t.db, meter, stays, kolkata.timezone)
+    const published = await dailyDatumsToPublish(t.db, [{ meterId: meter, day: '2026-10-02', created: true, householdId: a }], kolkata)
+    expect(published.map((d) => [d.day, d.householdId, d.values[IMPORT]]).sort()).toEqual(
+      [
+        ['2026-10-02', a, 105],
+        ['2026-10-02', b, 130],
+      ].sort(),
+    )
+  })
+
   it('publishes every day a batch completes when it spans several days', async () => {
     const { meter, h } = await occupiedMeter()
     await seedReadings(t.db, meter, hours(1, 0, 20), ctx.timezone)
