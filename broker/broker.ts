@@ -156,6 +156,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
     // Above what the egress hands over at once, so that the emitter never queues (see broker/egress.ts).
     concurrency: AEDES_EMITTER_CONCURRENCY,
   })
+  const coupled = deps.aedesOptions?.mq !== undefined
   if (deps.aedesOptions?.mq !== undefined) carryEgressMetaThrough(deps.aedesOptions.mq)
   // Coupled brokers cannot see each other's subscribers: they publish everything.
   const interest = deps.aedesOptions?.mq === undefined ? new LocalEgressInterest() : null
@@ -184,6 +185,8 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
             lanes: limits.commitLanes,
             // The broker's own limits: the thread validates as the broker would.
             limits,
+            // A meter taken over by another broker may still have groups committing here.
+            sharedMeters: coupled,
           },
           rootLog.ingest,
         )
@@ -215,7 +218,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
         if (free < limits.storageFreeBytesMin) throw new StorageFullError(pgliteDir, free, limits.storageFreeBytesMin)
       }
       try {
-        return await commitMessages(db.db, messages, { dialect: db.dialect, datumDayOf, tails })
+        return await commitMessages(db.db, messages, { dialect: db.dialect, datumDayOf, tails, sharedMeters: coupled })
       } catch (err) {
         // A tail may be stale (another process stored data for one of these meters): look neighbours up again.
         tails.clear()

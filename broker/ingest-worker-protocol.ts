@@ -14,6 +14,8 @@ export interface IngestWorkerData {
   lanes: number
   /** What deferred messages are validated against (the broker's own limits). */
   limits: ValidationLimits
+  /** Other brokers may store the same meters' data (coupled through Redis): IngestContext.sharedMeters. */
+  sharedMeters: boolean
 }
 
 /**

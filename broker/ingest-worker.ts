@@ -73,7 +73,14 @@ async function commit(handle: DatabaseHandle, request: CommitRequest): Promise<v
     const messages = sent.map((m) => validated(m, data.limits))
     const prior = request.retryOf === undefined ? undefined : unresolved.get(request.retryOf)
     if (prior !== undefined) unresolved.delete(prior.token)
-    const result = await commitMessages(handle.db, messages, { dialect: handle.dialect, datumDayOf, tails, scripted: scriptedIngest(handle, tokens), prior })
+    const result = await commitMessages(handle.db, messages, {
+      dialect: handle.dialect,
+      datumDayOf,
+      tails,
+      scripted: scriptedIngest(handle, tokens),
+      prior,
+      sharedMeters: data.sharedMeters,
+    })
     parentPort!.postMessage({ id: request.id, result: compactResult(sent, messages, result, followed) } satisfies CommitReply)
   } catch (err) {
     tails.clear()

@@ -67,6 +67,11 @@ export interface IngestContext {
   scripted?: ScriptedIngest
   /** The group's previous attempt, whose commit outcome could not be learned (UnresolvedCommitError): asked first. */
   prior?: repo.CommitOutcomeUnknownError<CommitResult>
+  /**
+   * Other processes may store the same meters' data (brokers coupled through Redis): each group
+   * locks its meters' rows first and checks the tails against the readings (repo.SharedMeters).
+   */
+  sharedMeters?: boolean
 }
 
 /** How a process's groups go as scripts: the connections to run them on, and its commit tokens (repo.CommitTokens). */
@@ -299,6 +304,7 @@ async function resolveGroup(
 ): Promise<CommitResult> {
   const timelines = new Map<string, MeterTimeline>()
   const unknown: repo.MeterSpan[] = []
+  const known: repo.SharedMeters['known'] = []
   for (const span of spans.values()) {
     const timeline = new MeterTimeline()
     timelines.set(span.meterId, timeline)
@@ -306,9 +312,12 @@ async function resolveGroup(
     if (tail !== undefined && tail.tsMs < span.minTsMs) {
       timeline.add({ tsMs: tail.tsMs, values: tail.values })
       for (const e of tail.older) timeline.add(e)
+      if (ctx.sharedMeters === true) known.push({ meterId: span.meterId, tsMs: tail.tsMs })
     } else unknown.push(span)
   }
-  const { occupancies, neighbours } = await group.read([...spans.values()], unknown)
+  const { occupancies, neighbours, stale } = await group.read([...spans.values()], unknown, ctx.sharedMeters === true ? { known } : undefined)
+  // A stale tail's meter is read as an unknown one is: its neighbours as stored, not the tail.
+  for (const meterId of stale) timelines.set(meterId, new MeterTimeline())
   for (const r of neighbours) timelines.get(r.meterId)!.add({ tsMs: r.tsMs, values: r.values })
   const occupants = new Occupants(occupancies)
 

@@ -161,6 +161,54 @@ describePostgres('the ingest transaction, through kysely and as scripts', (t) =>
     expect((await tokenRows()).sort()).toEqual(['2', ...second].sort())
   })
 
+  it('commits one meter\'s groups from two processes one after the other, each checked against what the other stored (brokers coupled)', async () => {
+    for (const scripted of [true, false]) {
+      const { meter, before } = await movingMeter()
+      const one = await t.openAnother({ poolSize: 1 })
+      const two = await t.openAnother({ poolSize: 1 })
+      const blocker = await t.openAnother({ poolSize: 1 })
+      try {
+        // Two brokers' ingest: broker one knows the meter's tail; the meter, taken over, sends broker two later readings whose index is lower.
+        const shared = (h: typeof one): IngestContext => ({
+          dialect: 'postgres',
+          datumDayOf: (ms) => datumDayOf(ms, TZ),
+          tails: new MeterTails(),
+          sharedMeters: true,
+          ...(scripted ? { scripted: scriptedIngest(h) } : {}),
+        })
+        const first = shared(one)
+        const second = shared(two)
+        await commitMessages(one.db, [message(meter, [[T0 - 3 * HOUR, 50]])], first)
+        const waiting = async (): Promise<number> =>
+          Number((await sql<{ n: string }>`SELECT count(*) AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()`.execute(t.db)).rows[0]!.n)
+        // Both groups are held at their start, then let go at once: without a lock per meter both would read before either wrote.
+        let release!: () => void
+        const held = blocker.withConnection!(async (c) => {
+          await c.script('BEGIN; LOCK TABLE occupancies IN EXCLUSIVE MODE')
+          await new Promise<void>((r) => (release = r))
+          await c.script('COMMIT')
+        })
+        while (release === undefined) await new Promise((r) => setTimeout(r, 5))
+        const commits = [
+          commitMessages(one.db, [message(meter, [[T0 - 2 * HOUR, 200_002], [T0 - HOUR, 200_003]])], first),
+          commitMessages(two.db, [message(meter, [[T0 + HOUR, 100_001], [T0 + 2 * HOUR, 100_002]])], second),
+        ]
+        while ((await waiting()) < 2) await new Promise((r) => setTimeout(r, 10))
+        release()
+        await held
+        await Promise.all(commits)
+        const series = (await sql<{ ts: Date; wh: string }>`SELECT ts, values ->> ${IMPORT} AS wh FROM readings WHERE meter_id = ${meter} ORDER BY ts`.execute(t.db)).rows.map((r) => Number(r.wh))
+        expect(series).toEqual([...series].sort((a, b) => a - b))
+        const quarantined = (await sql<{ reason: string }>`SELECT reason FROM quarantine WHERE meter_id = ${meter}`.execute(t.db)).rows.map((r) => r.reason)
+        // Whichever group went first is stored whole, the other quarantined whole.
+        expect([series.length, quarantined]).toEqual([3, ['index_regression', 'index_regression']])
+        expect((await readingOwners(t.db, meter)).every((r) => r.householdId === before)).toBe(true)
+      } finally {
+        await Promise.all([one.close(), two.close(), blocker.close()])
+      }
+    }
+  })
+
   it('tells whether a commit whose answer was lost committed by its token: not yet while its transaction runs, then as it ended', async () => {
     const other = await t.openAnother({ poolSize: 1 })
     try {
