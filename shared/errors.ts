@@ -133,12 +133,14 @@ export class ConflictError extends MetershareError {
   }
 }
 
-/** Too many failed attempts (sign-in); try again after `retryAfterMs`. */
+/** Too many failed attempts (sign-in), or too many under way at once (`busy`); try again after `retryAfterMs`. */
 export class TooManyRequestsError extends MetershareError {
   readonly retryAfterMs: number
-  constructor(message: string, retryAfterMs: number) {
+  readonly busy: boolean
+  constructor(message: string, retryAfterMs: number, options: { busy?: boolean } = {}) {
     super(ERROR_CODES.TOO_MANY_REQUESTS, 429, message)
     this.retryAfterMs = retryAfterMs
+    this.busy = options.busy ?? false
   }
 }
 

@@ -124,21 +124,35 @@ export async function signIn(
   throttle: SignInThrottle,
 ): Promise<OpenedSession> {
   const keys = throttle.keysOf(input.email, input.address)
-  const passed = throttle.begin(keys, now.getTime(), 'too many failed sign-ins: try again later')
-  const found = await authenticatePassword(db, input.email.trim(), input.password)
-  if (found === null) throw new UnauthenticatedError(SIGN_IN_REFUSAL)
+  const attempt = throttle.begin(keys, now.getTime(), SIGN_IN_THROTTLED)
+  let failed = false
   let session: OpenedSession
   try {
-    session = await openSession(db, found, now, limits)
-  } catch (err) {
+    const found = await authenticatePassword(db, input.email.trim(), input.password)
+    if (found === null) {
+      failed = true
+      throw new UnauthenticatedError(SIGN_IN_REFUSAL)
+    }
     // A password changed since the check counts as the wrong password it now is; nothing else does.
-    if (!(err instanceof UnauthenticatedError)) passed()
-    throw err
+    session = await openSession(db, found, now, limits).catch((err: unknown) => {
+      failed = err instanceof UnauthenticatedError
+      throw err
+    })
+  } finally {
+    attempt.end(failed)
   }
-  // It was not one; and the right password from this address clears what this address got wrong for this email.
-  passed()
+  // The right password from this address clears what this address got wrong for this email.
   throttle.forget(keys[0]!)
   return session
+}
+
+const SIGN_IN_THROTTLED = {
+  failures: 'too many failed sign-ins: try again later',
+  busy: 'too many sign-ins under way at once from this address or for this email: try again in a second',
+}
+const CURRENT_PASSWORD_THROTTLED = {
+  failures: 'currentPassword: too many wrong passwords: try again later',
+  busy: 'currentPassword: too many checks under way at once: try again in a second',
 }
 
 /**
@@ -154,15 +168,17 @@ export async function changePassword(
   throttle: SignInThrottle,
 ): Promise<void> {
   const keys = throttle.currentPasswordKeysOf(input.householdId, input.address)
-  const passed = throttle.begin(keys, now.getTime(), 'currentPassword: too many wrong passwords: try again later')
+  const attempt = throttle.begin(keys, now.getTime(), CURRENT_PASSWORD_THROTTLED)
+  let failed = false
   try {
-    await setHouseholdPassword(db, input.householdId, input.newPassword, input.currentPassword)
-  } catch (err) {
-    // Only a wrong current password counts.
-    if (!(err instanceof InvalidInputError && err.field === 'currentPassword')) passed()
-    throw err
+    await setHouseholdPassword(db, input.householdId, input.newPassword, input.currentPassword).catch((err: unknown) => {
+      // Only a wrong current password counts.
+      failed = err instanceof InvalidInputError && err.field === 'currentPassword'
+      throw err
+    })
+  } finally {
+    attempt.end(failed)
   }
-  passed()
 }
 
 /** The API's view of sessions (`ApiDeps.sessions`): the household behind a cookie, and its CSRF check. */

@@ -17,9 +17,28 @@ export interface ThrottleKey {
   max: number
 }
 
+/**
+ * How long a sign-in refused because as many checks as its keys may still fail are under way is told
+ * to wait (Retry-After), in ms: about a password check's time (scrypt), after which they have ended.
+ */
+export const SIGN_IN_BUSY_RETRY_MS = 1_000
+
+/** The two messages of a refusal: past the failures allowed, and while as many checks as may still fail are under way. */
+export interface ThrottleRefusal {
+  failures: string
+  busy: string
+}
+
+/** An attempt begun under the limits: ended once, failed or not (a check that ends otherwise, as `false`). */
+export interface ThrottledAttempt {
+  end(failed: boolean): void
+}
+
 export class SignInThrottle {
   /** Failure times (epoch ms) per key, oldest first, at most its max each. */
   private readonly failures = new Map<string, number[]>()
+  /** Checks under way per key. */
+  private readonly pending = new Map<string, number>()
 
   constructor(private readonly limits: SignInThrottleLimits) {}
 
@@ -55,16 +74,33 @@ export class SignInThrottle {
   }
 
   /**
-   * The start of a password check under the limits: refused (TooManyRequestsError, `refusal` its
-   * message) while a key must wait; else counted as a failure before the check runs, in the same turn,
-   * so that attempts sent at once meet the limit one after another rather than all pass it together.
-   * Returns the way to take the failure back once the check has passed (or failed for another reason).
+   * The start of a password check under the limits: refused (TooManyRequestsError) while a key must
+   * wait after its failures (`refusal.failures`, until the oldest leaves the window), or while as many
+   * checks are under way for a key as it may still fail (`refusal.busy`, SIGN_IN_BUSY_RETRY_MS): so
+   * attempts sent at once meet the limit one after another rather than all pass it together, while a
+   * check under way is counted as no failure (right passwords sent at once from an office's address
+   * were refused for 15 minutes, and a household's own sign-ins at once erased the address's failures).
    */
-  begin(keys: readonly ThrottleKey[], nowMs: number, refusal: string): () => void {
+  begin(keys: readonly ThrottleKey[], nowMs: number, refusal: ThrottleRefusal): ThrottledAttempt {
     const wait = this.retryAfterMs(keys, nowMs)
-    if (wait > 0) throw new TooManyRequestsError(refusal, wait)
-    this.recordFailure(keys, nowMs)
-    return () => this.withdrawFailure(keys, nowMs)
+    if (wait > 0) throw new TooManyRequestsError(refusal.failures, wait)
+    if (keys.some(({ key, max }) => this.recent(key, nowMs).length + (this.pending.get(key) ?? 0) >= max)) {
+      throw new TooManyRequestsError(refusal.busy, SIGN_IN_BUSY_RETRY_MS, { busy: true })
+    }
+    for (const { key } of keys) this.pending.set(key, (this.pending.get(key) ?? 0) + 1)
+    let ended = false
+    return {
+      end: (failed) => {
+        if (ended) return
+        ended = true
+        for (const { key } of keys) {
+          const n = this.pending.get(key)! - 1
+          if (n === 0) this.pending.delete(key)
+          else this.pending.set(key, n)
+        }
+        if (failed) this.recordFailure(keys, nowMs)
+      },
+    }
   }
 
   /** How long the first throttled key must still wait, in ms; 0 when every key may try now. */
@@ -89,17 +125,6 @@ export class SignInThrottle {
     }
     while (this.failures.size > this.limits.signInKeysTrackedMax) {
       this.failures.delete(this.failures.keys().next().value!)
-    }
-  }
-
-  /** Takes back a failure recorded at `atMs` (an attempt counted before its outcome was known). */
-  withdrawFailure(keys: readonly ThrottleKey[], atMs: number): void {
-    for (const { key } of keys) {
-      const times = this.failures.get(key)
-      if (times === undefined) continue
-      const i = times.lastIndexOf(atMs)
-      if (i >= 0) times.splice(i, 1)
-      if (times.length === 0) this.failures.delete(key)
     }
   }
 

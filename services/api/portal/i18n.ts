@@ -76,6 +76,8 @@ export interface Messages {
     submit: string
     failed: string
     throttled: string
+    /** Refused while as many sign-ins are under way as may still fail. */
+    busy: string
     invalid: string
     /** After a password change: every session ended. */
     passwordChanged: string
@@ -266,6 +268,7 @@ const EN: Messages = {
     submit: 'Sign in',
     failed: 'This email and password do not match a household.',
     throttled: 'Too many failed attempts. Try again in {minutes} min.',
+    busy: 'Too many sign-ins at once from here. Try again in a moment.',
     invalid: 'Enter your email and your password.',
     passwordChanged: 'Your password has been changed and every session signed out. Sign in with the new one.',
   },
@@ -449,6 +452,7 @@ const FR: Messages = {
     submit: 'Se connecter',
     failed: 'Cette adresse et ce mot de passe ne correspondent à aucun foyer.',
     throttled: 'Trop d’essais manqués. Réessayez dans {minutes} min.',
+    busy: 'Trop de connexions à la fois depuis ici. Réessayez dans un instant.',
     invalid: 'Saisissez votre adresse e-mail et votre mot de passe.',
     passwordChanged: 'Votre mot de passe a été changé et toutes les sessions fermées. Connectez-vous avec le nouveau.',
   },

@@ -116,8 +116,9 @@ export function returnPathOf(next: unknown): string | undefined {
   return typeof next === 'string' && next.length <= PAGE_PARAM_LENGTH_MAX && RETURN_PATH_RE.test(next) ? next : undefined
 }
 
-/** A page's words for a 429: how many minutes until the next try. */
+/** A page's words for a 429: how many minutes until the next try, or a moment while others are checked. */
 function throttledText(ctx: PageContext, err: TooManyRequestsError): string {
+  if (err.busy) return ctx.t.signIn.busy
   return fill(ctx.t.signIn.throttled, { minutes: String(Math.ceil(err.retryAfterMs / 60_000)) })
 }
 

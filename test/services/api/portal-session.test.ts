@@ -156,6 +156,37 @@ describeDatabases('portal sign-in and sessions', (t) => {
     for (let i = 0; i < FAILURES_MAX - 1; i++) expect((await signIn()).statusCode).toBe(201)
   })
 
+  it('lets households sharing an address sign in at once: past the checks that may still fail, a moment\'s wait, not a failure', async () => {
+    const others = await Promise.all(
+      Array.from({ length: FAILURES_MAX + 2 }, async (_, i) => {
+        const other = `office-${emailCounter}-${i}@example.org`
+        expect((await api.asOperator('POST', '/admin/households', { name: `Office ${i}`, email: other, password: PASSWORD })).statusCode).toBe(201)
+        return other
+      }),
+    )
+    const answers = await Promise.all(others.map((other) => signIn(PASSWORD, other)))
+    expect(answers.map((r) => r.statusCode).sort()).toEqual([...Array(FAILURES_MAX).fill(201), 429, 429])
+    const busy = answers.find((r) => r.statusCode === 429)!
+    expect([errorOf(busy).message, busy.headers['retry-after']]).toEqual([
+      'too many sign-ins under way at once from this address or for this email: try again in a second',
+      '1',
+    ])
+    // Nothing failed: the two refused sign in at once, and the address may still fail FAILURES_MAX times.
+    for (const [i, r] of answers.entries()) if (r.statusCode === 429) expect((await signIn(PASSWORD, others[i])).statusCode).toBe(201)
+    for (let i = 0; i < FAILURES_MAX; i++) expect((await signIn('wrong password')).statusCode).toBe(401)
+    expect((await signIn()).statusCode).toBe(429)
+  })
+
+  it('keeps an address\'s failures while other sign-ins from it are checked at once', async () => {
+    const other = `colleague-${emailCounter}@example.org`
+    expect((await api.asOperator('POST', '/admin/households', { name: 'Colleague', email: other, password: PASSWORD })).statusCode).toBe(201)
+    for (let i = 0; i < FAILURES_MAX - 1; i++) expect((await signIn('wrong password', `nobody-${i}@example.org`)).statusCode).toBe(401)
+    // One check may still fail from this address: of two at once, one is checked, the other waits a moment.
+    expect((await Promise.all([signIn(PASSWORD, other), signIn(PASSWORD, other)])).map((r) => r.statusCode).sort()).toEqual([201, 429])
+    expect((await signIn('wrong password', 'nobody-else@example.org')).statusCode).toBe(401)
+    expect((await signIn(PASSWORD, other)).statusCode).toBe(429)
+  })
+
   it('does not let wrong passwords from one address lock the household out from its own, until guesses come from many', async () => {
     const from = (remoteAddress: string, password: string) => api.inject({ method: 'POST', url: '/portal/session', remoteAddress, payload: { email, password } })
     for (let i = 0; i < FAILURES_MAX; i++) expect((await from('203.0.113.1', 'wrong password')).statusCode).toBe(401)
