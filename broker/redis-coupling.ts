@@ -21,6 +21,8 @@ interface RedisConnection {
   set(key: string, value: string, unit: 'PX', ttlMs: number): Promise<unknown>
   get(key: string): Promise<string | null>
   disconnect(): void
+  quit(): Promise<unknown>
+  ping(): Promise<unknown>
   /** ioredis' connection state: 'ready' once it can run commands. */
   readonly status: string
 }
@@ -97,6 +99,10 @@ export interface RedisCoupling {
  * reconnect, after the live datums meanwhile: a session that stayed connected never had them.
  */
 export const REDIS_SESSION_DELIVERY_ALL = -1
+
+/** How often a running broker asks Redis for an answer (PING), in ms, and how long one may take before /healthz says Redis is away. */
+export const REDIS_ANSWER_CHECK_MS = 1_000
+export const REDIS_ANSWER_WAIT_MS = 3_000
 
 /** Longest wait at start for Redis to accept a connection and answer PING. */
 export const REDIS_CONNECT_TIMEOUT_MS = 10_000
@@ -196,23 +202,50 @@ export function redisCoupling(redisUrl: string, options: RedisCouplingOptions = 
   const messages = failureLog('messages')
   const subConn = new Redis(redisUrl, { enableReadyCheck: false, disableClientInfo: true })
   const pubConn = new Redis(redisUrl)
+  // mqemitter-redis closes with QUIT and awaits no answer: a Redis frozen as the broker stops never
+  // answers it, abandon() then drops the connections, and the QUIT's promise rejected unheard ("Connection
+  // is closed"), which ended a clean stop with exit 1 (found by probing). What QUIT answers is heard here.
+  for (const conn of [subConn, pubConn]) {
+    const quit = conn.quit.bind(conn)
+    conn.quit = () => {
+      const answered = quit()
+      answered.catch(() => undefined)
+      return answered
+    }
+  }
   const mq = MQEmitterRedis({ subConn, pubConn })
   // mqemitter-redis passes on both connections' errors.
   mq.state.on('error', messages.failed)
   subConn.on('ready', messages.ready)
   pubConn.on('ready', messages.ready)
   let closed = false
+  // A Redis that is connected but does not answer (a frozen host, a network that drops packets) keeps
+  // its connections 'ready': /healthz said ok while meters' connects waited for their sessions.
+  let pingSince: number | null = null
+  const answers = setInterval(() => {
+    if (pingSince !== null || persistenceConn.status !== 'ready') return
+    const sent = performance.now()
+    pingSince = sent
+    persistenceConn.ping().then(
+      () => void (pingSince === sent && (pingSince = null)),
+      () => void (pingSince === sent && (pingSince = null)),
+    )
+  }, REDIS_ANSWER_CHECK_MS)
+  answers.unref()
+  const answering = (): boolean => pingSince === null || performance.now() - pingSince < REDIS_ANSWER_WAIT_MS
   return {
     mq,
     persistence,
-    healthy: () => !closed && persistenceConn.status === 'ready' && subConn.status === 'ready' && pubConn.status === 'ready',
+    healthy: () => !closed && persistenceConn.status === 'ready' && subConn.status === 'ready' && pubConn.status === 'ready' && answering(),
     async close() {
       if (closed) return
       closed = true
+      clearInterval(answers)
       await persistence.destroy()
     },
     abandon() {
       closed = true
+      clearInterval(answers)
       // aedes closes its emitter last, and mqemitter-redis would QUIT connections that are gone, a
       // promise nobody awaits rejecting with "Connection is closed": the emitter is done with here.
       mq.close = (cb?: () => void) => void cb?.()

@@ -4,7 +4,7 @@ import net from 'node:net'
 import mqtt, { type MqttClient } from 'mqtt'
 import { generate } from 'mqtt-packet'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { redisCoupling, type RedisCoupling } from '../../broker/redis-coupling.ts'
+import { REDIS_ANSWER_CHECK_MS, REDIS_ANSWER_WAIT_MS, redisCoupling, type RedisCoupling } from '../../broker/redis-coupling.ts'
 import { createOffer } from '../../services/consent/offer-service.ts'
 import { grantConsent } from '../../services/consent/consent-service.ts'
 import { openReleaseView, type ReleaseView } from '../../services/consent/release-view.ts'
@@ -235,6 +235,32 @@ describe.skipIf(!hasCommand('redis-server'))(`several brokers${skipReason('redis
       expect((await readingsOf(t.db, meter.id)).map((r) => r.ts.toISOString())).toEqual(['2026-10-03T10:00:00.000Z'])
       // The suite's other brokers close after this, with Redis.
       await startRedis()
+    })
+
+    it('says Redis is away while it is frozen, and stops, when asked then, cleanly (no QUIT left unanswered to fail)', async () => {
+      const utility = await createUtility(t.db)
+      const meter = await createTestMeter(t.db, utility.id)
+      const coupling = redisCoupling(redisUrl)
+      const broker = await startTestBroker(t.handle, { deps: { aedesOptions: coupling } })
+      const m = await connectMeter(broker.url, meter)
+      clients.push(m)
+      expect(coupling.healthy()).toBe(true)
+      const unheard: unknown[] = []
+      const listener = (reason: unknown): void => void unheard.push(reason)
+      process.on('unhandledRejection', listener)
+      // Connected, but answering nothing: its connections stay 'ready'.
+      redis.kill('SIGSTOP')
+      try {
+        await waitFor(() => !coupling.healthy(), REDIS_ANSWER_CHECK_MS + REDIS_ANSWER_WAIT_MS + 2_000, 'the coupling noticing that Redis does not answer')
+        await publishAcked(m, meterReadingsTopic(meter.id), JSON.stringify({ ts: '2026-10-03T11:00:00Z', values: { '1-0:1.8.0': 8 } }))
+        await broker.close()
+        await new Promise((r) => setTimeout(r, 200))
+        expect(unheard).toEqual([])
+      } finally {
+        redis.kill('SIGCONT')
+        process.off('unhandledRejection', listener)
+      }
+      expect((await readingsOf(t.db, meter.id)).map((r) => r.ts.toISOString())).toEqual(['2026-10-03T11:00:00.000Z'])
     })
 
     // Last: its broker's clock runs days ahead, so it takes every session of the suite left offline for expired.
