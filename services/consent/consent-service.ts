@@ -254,7 +254,8 @@ export async function grantConsent(db: Kysely<Database>, householdId: string, in
   const asked = validateMeterList(input.meterIds)
   const terms = validateTerms(input, now)
   const id = await db.transaction().execute(async (trx) => {
-    const offer = await findOffer(trx, input.offerId)
+    // Locked: a withdrawal committing meanwhile waits for this grant, or this grant reads it withdrawn (found by probing: grants taken on PostgreSQL after the withdrawal).
+    const offer = await findOffer(trx, input.offerId, { forShare: true })
     if (offer === undefined) throw new InvalidInputError('offerId: no such offer', 'offerId')
     if (offer.withdrawn_at !== null) throw new ConflictError(`offerId: offer ${offer.id} was withdrawn at ${formatTimestamp(offer.withdrawn_at)}; it takes no new consents`, ERROR_CODES.OFFER_WITHDRAWN)
     await repo.lockHousehold(trx, householdId)

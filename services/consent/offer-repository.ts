@@ -15,8 +15,10 @@ export async function insertOffer(trx: Db, row: Insertable<OffersTable>, shares:
   if (shares.length > 0) await trx.insertInto('offer_shares').values([...shares]).execute()
 }
 
-export async function findOffer(db: Db, id: string): Promise<OfferRow | undefined> {
-  return db.selectFrom('offers').selectAll().where('id', '=', id).executeTakeFirst()
+/** `forShare`: the row locked against a withdrawal until the transaction ends (a grant, which a withdrawal committed meanwhile must refuse). */
+export async function findOffer(db: Db, id: string, options: { forShare?: boolean } = {}): Promise<OfferRow | undefined> {
+  const q = db.selectFrom('offers').selectAll().where('id', '=', id)
+  return (options.forShare === true ? q.forShare() : q).executeTakeFirst()
 }
 
 export async function findOffers(db: Db, ids: readonly string[]): Promise<OfferRow[]> {

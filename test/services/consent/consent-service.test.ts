@@ -491,6 +491,26 @@ describePostgres('consent service, locks between a household’s grant and anoth
     }
   }
 
+  it('refuses a grant that waited for a withdrawal of its offer to commit: no consent is taken after its offer was withdrawn', async () => {
+    const offerId = await seedOffer(t.db, w.appId)
+    const other = await t.openAnother()
+    try {
+      // The withdrawal's transaction has written its row, not yet committed, as a grant of the offer begins.
+      const holder = await holdConnection(other.db, 'transaction', (trx) => trx.updateTable('offers').set({ withdrawn_at: NOW }).where('id', '=', offerId).execute())
+      let settled = false
+      const granted = Promise.allSettled([grantConsent(t.db, w.h1, { offerId, validUntil: LATER(DAY) }, NOW)]).then(([r]) => ((settled = true), r!))
+      await untilWaitingForLocks(1, () => settled)
+      holder.release()
+      await holder.done
+      const outcome = await granted
+      expect(outcome.status).toBe('rejected')
+      expect((outcome as PromiseRejectedResult).reason).toMatchObject({ code: 'OFFER_WITHDRAWN' })
+      expect(await t.db.selectFrom('consents').select('id').where('offer_id', '=', offerId).execute()).toEqual([])
+    } finally {
+      await other.close()
+    }
+  })
+
   it('lets a revocation and a grant of the same data meet without a deadlock, and the revocation holds', async () => {
     const { consentId, ended, granted } = await endWhileGranting((id) => revokeConsent(t.db, id, { role: 'household', householdId: w.h1 }, NOW))
     expect(ended).toEqual({ status: 'fulfilled', value: undefined })
