@@ -1,4 +1,4 @@
-import type { IncomingMessage, Server as HttpServer } from 'node:http'
+import { ServerResponse, type IncomingMessage, type Server as HttpServer } from 'node:http'
 import net, { type AddressInfo } from 'node:net'
 import type { Duplex } from 'node:stream'
 import { Aedes, type Client, type AedesPublishPacket, type Subscription, type PublishPacket } from 'aedes'
@@ -740,8 +740,12 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
       wsServers.push(wss)
       server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
         const url = new URL(req.url ?? '/', 'http://localhost')
-        if (url.pathname !== path || closing !== null) {
+        if (closing !== null) {
           socket.destroy()
+          return
+        }
+        if (url.pathname !== path || req.headers.upgrade?.toLowerCase() !== 'websocket') {
+          answerWithoutUpgrade(server, req, socket)
           return
         }
         wss.handleUpgrade(req, socket, head, (ws) => {
@@ -784,6 +788,23 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
     },
   }
   return broker
+}
+
+/**
+ * A request asking to upgrade to anything but MQTT over WebSocket at its path (`curl --http2`'s
+ * `Upgrade: h2c` on any route) gets the answer it would get without the header, which a server may
+ * ignore (RFC 9110 §7.8), then its connection closed: Node hands such a request to the 'upgrade'
+ * listener alone, and the socket was destroyed unanswered (found by probing: "Empty reply from server").
+ */
+function answerWithoutUpgrade(server: HttpServer, req: IncomingMessage, socket: Duplex): void {
+  const res = new ServerResponse(req)
+  res.shouldKeepAlive = false
+  res.assignSocket(socket as net.Socket)
+  res.once('finish', () => {
+    res.detachSocket(socket as net.Socket)
+    socket.end()
+  })
+  server.emit('request', req, res)
 }
 
 export type { PublishPacket }

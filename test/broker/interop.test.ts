@@ -6,7 +6,7 @@ import { useTestDatabase } from '../support/database.ts'
 import { hasCommand, run, skipReason } from '../support/tools.ts'
 import { createOccupiedMeter, readingsOf, type TestMeter } from '../support/world.ts'
 import { createServer } from 'node:http'
-import type { AddressInfo } from 'node:net'
+import { connect, type AddressInfo } from 'node:net'
 
 const T0 = Date.parse('2026-10-01T00:00:00Z')
 
@@ -73,6 +73,11 @@ describe('independent clients and transports', () => {
       expect(await readingsOf(t.db, meter.id)).toHaveLength(1)
       // Over WebSocket too, the publish is read past aedes' parser (broker/meter-publishes.ts).
       expect(await publishesIngested(tb)).toEqual({ direct: before.direct + 1, aedes: before.aedes })
+      // Another upgrade (curl --http2's h2c), on another path or on /mqtt, gets the HTTP answer it would without it.
+      for (const p of ['/healthz', '/mqtt']) {
+        const answer = await rawHttp(port, `GET ${p} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n\r\n`)
+        expect(answer).toMatch(/^HTTP\/1\.1 404 Not Found\r\n/)
+      }
     } finally {
       if (client !== undefined) await endClient(client)
       server.closeAllConnections()
@@ -80,3 +85,16 @@ describe('independent clients and transports', () => {
     }
   })
 })
+
+/** What a server answers to `request` written as is on a connection of its own, until it closes it. */
+function rawHttp(port: number, request: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(port, '127.0.0.1', () => socket.write(request))
+    let answer = ''
+    socket.setEncoding('latin1')
+    socket.on('data', (chunk: string) => (answer += chunk))
+    socket.on('error', reject)
+    socket.on('close', () => resolve(answer))
+    socket.setTimeout(5_000, () => socket.destroy(new Error(`no end of answer in 5 s: ${JSON.stringify(answer)}`)))
+  })
+}
