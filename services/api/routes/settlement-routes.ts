@@ -1,6 +1,6 @@
 import { z } from 'zod'
 import { GRANULARITIES } from '../../../shared/wire.ts'
-import { settleMonth, settlementContext } from '../../settlement/settlement-service.ts'
+import { SETTLEMENT_MONTH_MAX, SETTLEMENT_MONTH_MIN, settleMonth, settlementContext } from '../../settlement/settlement-service.ts'
 import { householdPayouts, householdStatement, recipientInvoice, statementCsv } from '../../settlement/statement-service.ts'
 import { defineRoute } from '../route.ts'
 import { microsOutput } from '../validation.ts'
@@ -19,6 +19,8 @@ const RECIPIENT = ['recipient'] as const
 const month = z
   .string()
   .regex(/^\d{4}-(0[1-9]|1[0-2])$/, 'expected a month as YYYY-MM')
+  // As settlement and the from/to parameters: a month out of range is refused, not "not settled yet".
+  .refine((m) => m >= SETTLEMENT_MONTH_MIN && m <= SETTLEMENT_MONTH_MAX, `expected a month from ${SETTLEMENT_MONTH_MIN} to ${SETTLEMENT_MONTH_MAX}`)
   .meta({ description: 'a calendar month in METERSHARE_TIMEZONE', examples: ['2026-10'] })
 const granularity = z.enum(GRANULARITIES)
 

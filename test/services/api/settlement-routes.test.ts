@@ -225,6 +225,14 @@ describeDatabases('settlement endpoints', (t) => {
       const outside = await api.asOperator('POST', '/admin/settlements', { month: m })
       expect(outside.statusCode, m).toBe(400)
       expect(errorOf(outside).message).toBe('month: expected a month from 1970-01 to 2999-12')
+      // A statement or an invoice of such a month is refused alike, not "not settled yet" (404).
+      for (const [url, key] of [
+        [`/me/statements/${m}`, w.alice.apiKey],
+        [`/recipient/invoices/${m}`, w.advice.apiKey],
+      ] as const) {
+        const read = await api.inject({ method: 'GET', url, headers: bearer(key) })
+        expect([url, read.statusCode, errorOf(read).message]).toEqual([url, 400, 'month: expected a month from 1970-01 to 2999-12'])
+      }
     }
     expect((await api.asOperator('POST', '/admin/settlements', {})).statusCode).toBe(400)
     expect((await api.inject({ method: 'GET', url: '/me/statements/october', headers: bearer(w.alice.apiKey) })).statusCode).toBe(400)
