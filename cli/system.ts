@@ -474,6 +474,12 @@ export async function startBrokerProcess(config: Readonly<Config>): Promise<Runn
     const { broker, health } = await startBrokerPart(config, db, metrics, parts)
     const http = createServer((req, res) => {
       const url = new URL(req.url ?? '/', 'http://localhost')
+      // As the API answers a method its route does not take (both are read-only).
+      if ((url.pathname === '/healthz' || url.pathname === '/metrics') && req.method !== 'GET' && req.method !== 'HEAD') {
+        const message = `${req.method} is not allowed here; allowed: GET, HEAD`
+        res.writeHead(405, { 'content-type': 'application/json', allow: 'GET, HEAD' }).end(JSON.stringify({ error: { code: 'METHOD_NOT_ALLOWED', message } }))
+        return
+      }
       if (url.pathname === '/healthz') {
         void health().then((report) => {
           const { code, body } = healthAnswer(report)

@@ -95,6 +95,16 @@ describe.skipIf(missing.length > 0)(`the production layout as processes${reasons
             const res = await fetch(`${b.http}/healthz`)
             expect(res.status).toBe(200)
             expect(await res.json()).toEqual({ status: 'ok', broker: true, database: true, redis: true, storage: true })
+            // Read-only, as the API's: another method is refused, naming the allowed ones.
+            for (const path of ['/healthz', '/metrics']) {
+              const posted = await fetch(`${b.http}${path}`, { method: 'POST' })
+              expect([path, posted.status, posted.headers.get('allow'), await posted.json()]).toEqual([
+                path,
+                405,
+                'GET, HEAD',
+                { error: { code: 'METHOD_NOT_ALLOWED', message: 'POST is not allowed here; allowed: GET, HEAD' } },
+              ])
+            }
           }
         },
         4 * START_MS_MAX,
