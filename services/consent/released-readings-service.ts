@@ -41,6 +41,8 @@ export interface ReleasedReadingsContext {
   timezone: string
   now: Date
   metrics?: Metrics | undefined
+  /** Whether the page is sent (false for a HEAD request): only data sent is counted as released. */
+  sent?: boolean | undefined
   /** PULL_GROUPS_PER_PAGE_MAX, but for tests. */
   groupsPerPageMax?: number | undefined
 }
@@ -237,7 +239,7 @@ export async function listReleasedReadings(
     nextCursor = encodePosition(query.granularity, { meterId: meterIds.at(-1)!, householdId: AFTER_EVERY_HOUSEHOLD, inner: null })
   }
 
-  if (released.size > 0) {
+  if (released.size > 0 && ctx.sent !== false) {
     await addAccessCounts(db, [...released.values()])
     ctx.metrics?.datumsReleased.labels('http').inc(items.length)
   }

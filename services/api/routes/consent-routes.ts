@@ -445,7 +445,7 @@ export const consentRoutes: RoutePlugin = async (app, { deps }) => {
     auth: RECIPIENT,
     query: z.strictObject({ meterId: idString.optional(), ...readingsQueryShape(deps.config.http.pageItemsMax) }),
     response: pageAnswer(egressDatumSchema),
-    async handler({ query, principal }) {
+    async handler({ query, principal, request }) {
       const at = now()
       const { from, to } = readingsRange(query, at, deps.config.ingest.futureToleranceMs)
       return listReleasedReadings(
@@ -459,7 +459,8 @@ export const consentRoutes: RoutePlugin = async (app, { deps }) => {
           cursor: query.cursor,
           limit: query.limit,
         },
-        { timezone: deps.config.timezone, now: at, metrics: deps.metrics },
+        // A HEAD answer sends no data: the household's access log counts none (found by probing).
+        { timezone: deps.config.timezone, now: at, metrics: deps.metrics, sent: request.method !== 'HEAD' },
       )
     },
   })
