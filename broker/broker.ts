@@ -296,6 +296,12 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
         log.warn({ connectionsMax: config.mqtt.connectionsMax }, 'connection refused: connection limit reached')
         return refuse('connection limit reached', CONNACK_SERVER_UNAVAILABLE)
       }
+      // A coupled broker reads the client's session from Redis once it is let in: while Redis is away the
+      // connect waited, unanswered, until the client gave up (found by probing: 10 s, then closed).
+      if (deps.aedesOptions?.healthy?.() === false) {
+        throttle.recordNoVerdict(address, username)
+        return refuse('server unavailable', CONNACK_SERVER_UNAVAILABLE)
+      }
       const principal = await authenticateMqtt(db.db, { username, password })
       if (principal === null) {
         throttle.recordFailure(address, username)

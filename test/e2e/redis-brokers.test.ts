@@ -252,6 +252,10 @@ describe.skipIf(!hasCommand('redis-server'))(`several brokers${skipReason('redis
       redis.kill('SIGSTOP')
       try {
         await waitFor(() => !coupling.healthy(), REDIS_ANSWER_CHECK_MS + REDIS_ANSWER_WAIT_MS + 2_000, 'the coupling noticing that Redis does not answer')
+        // A client connecting meanwhile could not have its session read: told so at once (CONNACK 3), not left waiting.
+        const started = performance.now()
+        await expect(connectMeter(broker.url, meter)).rejects.toMatchObject({ code: 3 })
+        expect(performance.now() - started).toBeLessThan(2_000)
         await publishAcked(m, meterReadingsTopic(meter.id), JSON.stringify({ ts: '2026-10-03T11:00:00Z', values: { '1-0:1.8.0': 8 } }))
         await broker.close()
         await new Promise((r) => setTimeout(r, 200))
