@@ -192,9 +192,20 @@ export function queryDayInput(timezone: string) {
     })
 }
 
-/** A non-empty trimmed name of at most `max` characters. */
+/**
+ * Control characters (C0, DEL, C1) and the characters that reorder text (bidirectional embeddings,
+ * overrides and isolates): in a name shown to households they would break a line or turn "evil" around.
+ */
+const NAME_FORBIDDEN_RE = /[\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/
+
+/** A non-empty trimmed name of at most `max` characters, without control or text-reordering characters (found by probing: a party named "x\u202Eevil"). */
 export function nameString(max: number) {
-  return z.string().trim().min(1, 'must not be empty').max(max)
+  return z
+    .string()
+    .trim()
+    .min(1, 'must not be empty')
+    .max(max)
+    .refine((s) => !NAME_FORBIDDEN_RE.test(s), 'must not hold control characters (a line break, a tab) nor ones that reorder text (U+202A-U+202E, U+2066-U+2069)')
 }
 
 /** Page size and opaque cursor of every paginated list; the maximum comes from config. */
