@@ -150,7 +150,7 @@ export async function renewApiKey(
 
 const STALE_KEY = 'invalid bearer token: the key was renewed meanwhile'
 
-const WRONG_CURRENT_PASSWORD = 'currentPassword: not the password of this household'
+export const WRONG_CURRENT_PASSWORD = 'currentPassword: not the password of this household'
 
 function checkPasswordLength(password: string, field: string): void {
   if (password.length < PASSWORD_LENGTH_MIN || password.length > PASSWORD_LENGTH_MAX) {
@@ -258,6 +258,12 @@ async function principalForKey(db: Kysely<Database>, ownerId: string, secret: st
  * Portal sign-in. Null on any mismatch, without telling which part was wrong; else the household and
  * the hash the password was verified against (a session opens only while it is still the one).
  */
+/** Whether `password` is the household's password in use (false for a household that does not exist). */
+export async function householdPasswordIs(db: Kysely<Database>, householdId: string, password: string): Promise<boolean> {
+  const household = await repo.findHousehold(db, householdId)
+  return household !== undefined && (await verifyPassword(password, household.password_hash))
+}
+
 export async function authenticatePassword(db: Kysely<Database>, email: string, password: string): Promise<{ householdId: string; passwordHash: string } | null> {
   const household = await repo.findHouseholdByEmail(db, email)
   if (household === undefined) {

@@ -5,7 +5,7 @@ import type { Database } from '../../shared/db/schema.ts'
 import { InvalidInputError, UnauthenticatedError } from '../../shared/errors.ts'
 import { newId } from '../../shared/ids.ts'
 import { generateSecret, hashSecret, safeEqual, verifySecret } from '../../shared/secrets.ts'
-import { authenticatePassword, setHouseholdPassword } from './directory-service.ts'
+import { authenticatePassword, householdPasswordIs, setHouseholdPassword, WRONG_CURRENT_PASSWORD } from './directory-service.ts'
 import type { Principal } from './principal.ts'
 import * as repo from './session-repository.ts'
 import type { SignInThrottle } from './session-throttle.ts'
@@ -176,6 +176,30 @@ export async function changePassword(
       failed = err instanceof InvalidInputError && err.field === 'currentPassword'
       throw err
     })
+  } finally {
+    attempt.end(failed)
+  }
+}
+
+/**
+ * Checks a household's password in use under the sign-in's limits, as changePassword does (a wrong one
+ * counts as a failed sign-in; past the limits, TooManyRequestsError before any check): InvalidInputError
+ * on `currentPassword` when it is not the password.
+ */
+export async function checkCurrentPassword(
+  db: Kysely<Database>,
+  input: { householdId: string; address: string; currentPassword: string },
+  now: Date,
+  throttle: SignInThrottle,
+): Promise<void> {
+  const keys = throttle.currentPasswordKeysOf(input.householdId, input.address)
+  const attempt = throttle.begin(keys, now.getTime(), CURRENT_PASSWORD_THROTTLED)
+  let failed = false
+  try {
+    if (!(await householdPasswordIs(db, input.householdId, input.currentPassword))) {
+      failed = true
+      throw new InvalidInputError(WRONG_CURRENT_PASSWORD, 'currentPassword')
+    }
   } finally {
     attempt.end(failed)
   }

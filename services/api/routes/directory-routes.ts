@@ -2,7 +2,7 @@ import { z } from 'zod'
 import { formatTimestamp } from '../../../shared/calendar.ts'
 import { CURSOR_NOT_RETURNED, cursorListing, isTimestampText, type CursorListing } from '../../../shared/cursor.ts'
 import { METER_ID_RE } from '../../../shared/ids.ts'
-import { TooManyRequestsError } from '../../../shared/errors.ts'
+import { InvalidInputError, TooManyRequestsError } from '../../../shared/errors.ts'
 import type { CreationKey } from '../../directory/directory-repository.ts'
 import {
   PASSWORD_LENGTH_MAX,
@@ -18,7 +18,7 @@ import {
   retireMeter,
   setHouseholdPassword,
 } from '../../directory/directory-service.ts'
-import { changePassword } from '../../directory/session-service.ts'
+import { changePassword, checkCurrentPassword } from '../../directory/session-service.ts'
 import { presentedApiKeyOf } from '../auth.ts'
 import { defineRoute } from '../route.ts'
 import { nameString, pageAnswer, pageQueryShape, timeOutput } from '../validation.ts'
@@ -248,12 +248,26 @@ export const directoryRoutes: RoutePlugin = async (app, { deps }) => {
     summary: "Renew the household's API key",
     description:
       RENEW_KEY_DESCRIPTION +
-      ' Called with the API key, it renews that key only if it is still the one in force: of renewals sent at once with one key, one answers the new key and the others 401.',
+      ' Called with the API key, it renews that key only if it is still the one in force: of renewals sent at once with one key, one answers the new key and the others 401.' +
+      ' Called with a portal session, it needs the password in use (`currentPassword`, checked as `/me/password` checks it): a session, which a password change ends, would otherwise make a key that outlives it.',
     tags: ['household'],
     auth: ['household'] as const,
+    body: z.strictObject({ currentPassword: z.string().min(1).max(PASSWORD_LENGTH_MAX).optional() }).optional(),
     response: credentialAnswer,
-    async handler({ principal, request }) {
-      return renewApiKey(db, 'household', principal.householdId, presentedApiKeyOf(request))
+    errors: [429],
+    async handler({ principal, body, request }) {
+      const presented = presentedApiKeyOf(request)
+      if (presented === undefined) {
+        const currentPassword = body?.currentPassword
+        if (currentPassword === undefined) throw new InvalidInputError('currentPassword: required to renew the API key from a portal session', 'currentPassword')
+        try {
+          await checkCurrentPassword(db, { householdId: principal.householdId, address: request.ip, currentPassword }, app.apiContext.now(), app.apiContext.passwordThrottle)
+        } catch (err) {
+          if (err instanceof TooManyRequestsError) request.log.warn({ householdId: principal.householdId, address: request.ip }, 'api key renewal throttled')
+          throw err
+        }
+      }
+      return renewApiKey(db, 'household', principal.householdId, presented)
     },
   })
 

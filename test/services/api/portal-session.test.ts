@@ -211,6 +211,22 @@ describeDatabases('portal sign-in and sessions', (t) => {
     expect((await api.inject({ method: 'POST', url: '/portal/session', remoteAddress: '198.51.100.1', payload: { email, password: PASSWORD } })).statusCode).toBe(201)
   })
 
+  it('renews the API key from a session only with the password in use: a session would otherwise make a key that outlives a password change', async () => {
+    const s = await session()
+    const renew = (payload?: object) =>
+      api.inject({ method: 'POST', url: '/me/api-key', headers: { cookie: s.cookie, 'x-csrf-token': s.csrf }, ...(payload === undefined ? {} : { payload }), remoteAddress: address })
+    const missing = await renew()
+    expect([missing.statusCode, errorOf(missing).message]).toEqual([400, 'currentPassword: required to renew the API key from a portal session'])
+    const wrong = await renew({ currentPassword: 'not it' })
+    expect([wrong.statusCode, errorOf(wrong).message]).toEqual([400, 'currentPassword: not the password of this household'])
+    const renewed = await renew({ currentPassword: PASSWORD })
+    expect(renewed.statusCode, renewed.body).toBe(200)
+    const { apiKey } = renewed.json() as { apiKey: string }
+    expect((await api.inject({ method: 'GET', url: '/me/payouts', headers: { authorization: `Bearer ${apiKey}` } })).statusCode).toBe(200)
+    // With the key itself, as before: the key proves enough.
+    expect((await api.inject({ method: 'POST', url: '/me/api-key', headers: { authorization: `Bearer ${apiKey}` } })).statusCode).toBe(200)
+  })
+
   it('lets the session cookie read the household endpoints', async () => {
     const s = await session()
     const res = await api.inject({ method: 'GET', url: '/me/payouts', headers: { cookie: s.cookie } })
