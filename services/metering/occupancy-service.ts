@@ -1,5 +1,5 @@
 import type { Kysely } from 'kysely'
-import { datumDayOf, formatTimestamp } from '../../shared/calendar.ts'
+import { datumDayOf, dayOf, formatTimestamp } from '../../shared/calendar.ts'
 import type { Database } from '../../shared/db/schema.ts'
 import { ConflictError, ERROR_CODES, InvalidInputError, NotFoundError } from '../../shared/errors.ts'
 import { newId } from '../../shared/ids.ts'
@@ -74,8 +74,10 @@ function sameDayReturn(stays: readonly Stay[], changed: Stay, meterId: string, h
     if (day !== datumDayOf(back.from, timezone)) continue
     // The changed stay's end when it is the one left, its start when it is the return.
     const field = back === changed ? 'from' : 'until'
+    // A return at midnight is on the day the midnight closes (its reading ends that day's last interval): said, or "the same day" reads wrong.
+    const atMidnight = datumDayOf(back.from.getTime(), timezone) !== dayOf(back.from.getTime(), timezone) ? `, whose midnight reading closes ${day}` : ''
     return new ConflictError(
-      `${field}: household ${householdId} would leave meter ${meterId} at ${formatTimestamp(left.until)} and come back at ${formatTimestamp(back.from)}, ` +
+      `${field}: household ${householdId} would leave meter ${meterId} at ${formatTimestamp(left.until)} and come back at ${formatTimestamp(back.from)}${atMidnight}, ` +
         `the same day (${day}): its daily value for that day would count what was used while it was away (stays back to back, one beginning where the other ends, are one stay and allowed)`,
       ERROR_CODES.OCCUPANCY_SAME_DAY_RETURN,
     )

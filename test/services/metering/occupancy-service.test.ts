@@ -269,6 +269,8 @@ describeDatabases('occupancy service', (t) => {
     // Back at the midnight that closes the day: its reading is that day's, so refused too.
     const midnight = await caught(createOccupancy(t.db, { meterId: meter, householdId: h, from: new Date('2026-10-01T22:00:00Z'), until: null }, ctx))
     expect((midnight as ConflictError).code).toBe(ERROR_CODES.OCCUPANCY_SAME_DAY_RETURN)
+    // Said so: a return on the next local day is "the same day" only by the midnight reading's day.
+    expect((midnight as ConflictError).message).toMatch(/come back at 2026-10-01T22:00:00Z, whose midnight reading closes 2026-10-01, the same day \(2026-10-01\)/)
     expect(await listOccupancies(t.db, { meterId: meter })).toHaveLength(2)
     expect(await readingOwners(t.db, meter)).toEqual(owners)
     expect(await rollupsOf(t.db, meter)).toEqual(rollups)
