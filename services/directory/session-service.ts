@@ -124,23 +124,18 @@ export async function signIn(
   throttle: SignInThrottle,
 ): Promise<OpenedSession> {
   const keys = throttle.keysOf(input.email, input.address)
-  const attempt = throttle.begin(keys, now.getTime(), SIGN_IN_THROTTLED)
-  let failed = false
-  let session: OpenedSession
-  try {
-    const found = await authenticatePassword(db, input.email.trim(), input.password)
-    if (found === null) {
-      failed = true
-      throw new UnauthenticatedError(SIGN_IN_REFUSAL)
-    }
-    // A password changed since the check counts as the wrong password it now is; nothing else does.
-    session = await openSession(db, found, now, limits).catch((err: unknown) => {
-      failed = err instanceof UnauthenticatedError
-      throw err
-    })
-  } finally {
-    attempt.end(failed)
-  }
+  const session = await throttle.guard(
+    keys,
+    now.getTime(),
+    SIGN_IN_THROTTLED,
+    async () => {
+      const found = await authenticatePassword(db, input.email.trim(), input.password)
+      if (found === null) throw new UnauthenticatedError(SIGN_IN_REFUSAL)
+      return openSession(db, found, now, limits)
+    },
+    // A wrong password, or one changed since the check (the wrong password it now is); nothing else.
+    (err) => err instanceof UnauthenticatedError,
+  )
   // The right password from this address clears what this address got wrong for this email.
   throttle.forget(keys[0]!)
   return session
@@ -168,17 +163,7 @@ export async function changePassword(
   throttle: SignInThrottle,
 ): Promise<void> {
   const keys = throttle.currentPasswordKeysOf(input.householdId, input.address)
-  const attempt = throttle.begin(keys, now.getTime(), CURRENT_PASSWORD_THROTTLED)
-  let failed = false
-  try {
-    await setHouseholdPassword(db, input.householdId, input.newPassword, input.currentPassword).catch((err: unknown) => {
-      // Only a wrong current password counts.
-      failed = err instanceof InvalidInputError && err.field === 'currentPassword'
-      throw err
-    })
-  } finally {
-    attempt.end(failed)
-  }
+  await throttle.guard(keys, now.getTime(), CURRENT_PASSWORD_THROTTLED, () => setHouseholdPassword(db, input.householdId, input.newPassword, input.currentPassword), wrongCurrentPassword)
 }
 
 /**
@@ -193,16 +178,15 @@ export async function checkCurrentPassword(
   throttle: SignInThrottle,
 ): Promise<void> {
   const keys = throttle.currentPasswordKeysOf(input.householdId, input.address)
-  const attempt = throttle.begin(keys, now.getTime(), CURRENT_PASSWORD_THROTTLED)
-  let failed = false
-  try {
-    if (!(await householdPasswordIs(db, input.householdId, input.currentPassword))) {
-      failed = true
-      throw new InvalidInputError(WRONG_CURRENT_PASSWORD, 'currentPassword')
-    }
-  } finally {
-    attempt.end(failed)
+  const check = async (): Promise<void> => {
+    if (!(await householdPasswordIs(db, input.householdId, input.currentPassword))) throw new InvalidInputError(WRONG_CURRENT_PASSWORD, 'currentPassword')
   }
+  await throttle.guard(keys, now.getTime(), CURRENT_PASSWORD_THROTTLED, check, wrongCurrentPassword)
+}
+
+/** Only a wrong current password counts as a failure. */
+function wrongCurrentPassword(err: unknown): boolean {
+  return err instanceof InvalidInputError && err.field === 'currentPassword'
 }
 
 /** The API's view of sessions (`ApiDeps.sessions`): the household behind a cookie, and its CSRF check. */

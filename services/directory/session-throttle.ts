@@ -103,6 +103,20 @@ export class SignInThrottle {
     }
   }
 
+  /** `check` as an attempt begun under the limits (begin), failed when it throws an error `failedBy` tells is a failure. */
+  async guard<T>(keys: readonly ThrottleKey[], nowMs: number, refusal: ThrottleRefusal, check: () => Promise<T>, failedBy: (err: unknown) => boolean): Promise<T> {
+    const attempt = this.begin(keys, nowMs, refusal)
+    let failed = false
+    try {
+      return await check()
+    } catch (err) {
+      failed = failedBy(err)
+      throw err
+    } finally {
+      attempt.end(failed)
+    }
+  }
+
   /** How long the first throttled key must still wait, in ms; 0 when every key may try now. */
   retryAfterMs(keys: readonly ThrottleKey[], nowMs: number): number {
     let wait = 0

@@ -213,13 +213,19 @@ describe.skipIf(!hasCommand('redis-server'))(`several brokers${skipReason('redis
       }
     })
 
-    it('stops, when asked, while Redis is away: what it acknowledged is stored and its clients are let go', async () => {
+    /** A broker of its own on a coupling of its own, and a meter connected to it (closed by the test). */
+    async function ownBroker() {
       const utility = await createUtility(t.db)
       const meter = await createTestMeter(t.db, utility.id)
       const coupling = redisCoupling(redisUrl)
       const broker = await startTestBroker(t.handle, { deps: { aedesOptions: coupling } })
       const m = await connectMeter(broker.url, meter)
       clients.push(m)
+      return { meter, coupling, broker, m }
+    }
+
+    it('stops, when asked, while Redis is away: what it acknowledged is stored and its clients are let go', async () => {
+      const { meter, coupling, broker, m } = await ownBroker()
       // A session with a subscription: ending it is a command to Redis.
       await new Promise<void>((resolve, reject) => m.subscribe(meterStatusTopic(meter.id), { qos: 1 }, (err) => (err ? reject(err) : resolve())))
       expect(coupling.healthy()).toBe(true)
@@ -238,12 +244,7 @@ describe.skipIf(!hasCommand('redis-server'))(`several brokers${skipReason('redis
     })
 
     it('says Redis is away while it is frozen, and stops, when asked then, cleanly (no QUIT left unanswered to fail)', async () => {
-      const utility = await createUtility(t.db)
-      const meter = await createTestMeter(t.db, utility.id)
-      const coupling = redisCoupling(redisUrl)
-      const broker = await startTestBroker(t.handle, { deps: { aedesOptions: coupling } })
-      const m = await connectMeter(broker.url, meter)
-      clients.push(m)
+      const { meter, coupling, broker, m } = await ownBroker()
       expect(coupling.healthy()).toBe(true)
       const unheard: unknown[] = []
       const listener = (reason: unknown): void => void unheard.push(reason)
