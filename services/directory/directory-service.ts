@@ -104,8 +104,9 @@ export async function renewMeterSecret(db: Kysely<Database>, meterId: string): P
   const secret = generateSecret()
   await db.transaction().execute(async (trx) => {
     const meter = await repo.findMeter(trx, meterId)
-    if (meter?.retired_at != null) throw new ConflictError(`meter ${meterId} was taken out of service at ${formatTimestamp(meter.retired_at)}`)
-    if (!(await repo.setCredentialHash(trx, { table: 'meters', column: 'secret_hash' }, meterId, hashSecret(secret)))) throw new NotFoundError(`meter ${meterId} not found`)
+    if (meter === undefined) throw new NotFoundError(`meter ${meterId} not found`)
+    if (meter.retired_at !== null) throw new ConflictError(`meter ${meterId} was taken out of service at ${formatTimestamp(meter.retired_at)}`)
+    if (!(await repo.setCredentialHash(trx, { table: 'meters', column: 'secret_hash' }, meterId, hashSecret(secret), meter.secret_hash))) throw new ConflictError(RENEWED_MEANWHILE)
     await repo.notifyCredentialsChanged(trx, ownerKey('meter', meterId))
   })
   return { id: meterId, secret }
@@ -132,16 +133,17 @@ export async function renewApiKey(
   const secret = generateSecret()
   await db.transaction().execute(async (trx) => {
     const where = kind === 'party' ? ({ table: 'parties', column: 'api_key_hash' } as const) : ({ table: 'households', column: 'api_key_hash' } as const)
-    let expected: string | undefined
+    const owner = kind === 'party' ? await repo.findParty(trx, ownerId) : await repo.findHousehold(trx, ownerId)
     if (presented !== undefined) {
       const key = parseApiKey(presented)
-      const owner = kind === 'party' ? await repo.findParty(trx, ownerId) : await repo.findHousehold(trx, ownerId)
       if (key === null || key.ownerId !== ownerId || owner === undefined || !verifySecret(key.secret, owner.api_key_hash)) throw new UnauthenticatedError(STALE_KEY)
-      expected = owner.api_key_hash
     }
-    if (!(await repo.setCredentialHash(trx, where, ownerId, hashSecret(secret), expected))) {
-      if (expected !== undefined) throw new UnauthenticatedError(STALE_KEY)
-      throw new NotFoundError(`${kind} ${ownerId} not found`)
+    if (owner === undefined) throw new NotFoundError(`${kind} ${ownerId} not found`)
+    // Replaces only the key it read: of renewals at once, one answers a key and the others learn it was renewed
+    // meanwhile, rather than each answering a key the next one ended (found by probing: 8 answered, 1 worked).
+    if (!(await repo.setCredentialHash(trx, where, ownerId, hashSecret(secret), owner.api_key_hash))) {
+      if (presented !== undefined) throw new UnauthenticatedError(STALE_KEY)
+      throw new ConflictError(RENEWED_MEANWHILE)
     }
     await repo.notifyCredentialsChanged(trx, ownerKey(kind, ownerId))
   })
@@ -149,6 +151,7 @@ export async function renewApiKey(
 }
 
 const STALE_KEY = 'invalid bearer token: the key was renewed meanwhile'
+const RENEWED_MEANWHILE = 'renewed meanwhile by another request, whose answer holds the credential in force: renew again to replace it'
 
 export const WRONG_CURRENT_PASSWORD = 'currentPassword: not the password of this household'
 

@@ -8,11 +8,14 @@ import {
   createParty,
   listMetersPage,
   listPartiesPage,
+  renewApiKey,
+  renewMeterSecret,
   requireMeter,
 } from '../../../services/directory/directory-service.ts'
 import { ConflictError, InvalidInputError, NotFoundError } from '../../../shared/errors.ts'
 import { formatApiKey, parseApiKey } from '../../../shared/secrets.ts'
-import { describeDatabases } from '../../support/database.ts'
+import { describeDatabases, describePostgres, holdConnection } from '../../support/database.ts'
+import { sql } from 'kysely'
 
 const pw = (s: string | undefined) => (s === undefined ? undefined : Buffer.from(s, 'utf8'))
 
@@ -156,3 +159,43 @@ describeDatabases('directory', (t) => {
     })
   })
 })
+
+describePostgres('directory, credentials renewed at once', (t) => {
+  /** Renewals that all read the credential before any replaced it (its row held locked meanwhile), then let go together. */
+  async function atOnce<T>(table: 'households' | 'meters', id: string, renew: () => Promise<T>): Promise<PromiseSettledResult<T>[]> {
+    const other = await t.openAnother()
+    try {
+      const holder = await holdConnection(other.db, 'transaction', (trx) => sql`SELECT 1 FROM ${sql.table(table)} WHERE id = ${id} FOR UPDATE`.execute(trx))
+      const renewals = Promise.allSettled(Array.from({ length: 3 }, renew))
+      for (;;) {
+        const { rows } = await sql<{ n: number }>`SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`.execute(t.db)
+        if (rows[0]!.n >= 3) break
+        await new Promise((r) => setTimeout(r, 10))
+      }
+      holder.release()
+      await holder.done
+      return await renewals
+    } finally {
+      await other.close()
+    }
+  }
+
+  it('answers one key of an operator\'s renewals at once, the others 409: no answer holds a key the next one ended', async () => {
+    const household = await createHousehold(t.db, { name: 'H', email: 'renewed-at-once@example.org', password: 'correct horse battery' })
+    const outcomes = await atOnce('households', household.id, () => renewApiKey(t.db, 'household', household.id))
+    const answered = outcomes.flatMap((o) => (o.status === 'fulfilled' ? [o.value.apiKey] : []))
+    expect(answered).toHaveLength(1)
+    for (const o of outcomes.filter((o) => o.status === 'rejected')) expect((o as PromiseRejectedResult).reason).toBeInstanceOf(ConflictError)
+    expect(await authenticateApiKey(t.db, answered[0]!)).toMatchObject({ role: 'household', householdId: household.id })
+  })
+
+  it('answers one secret of a meter\'s renewals at once, the others 409', async () => {
+    const operator = await createParty(t.db, { kind: 'utility', name: 'U' })
+    const meter = await createMeter(t.db, { operatorId: operator.id, commodity: 'electricity', intervalMinutes: 15 })
+    const outcomes = await atOnce('meters', meter.id, () => renewMeterSecret(t.db, meter.id))
+    const answered = outcomes.flatMap((o) => (o.status === 'fulfilled' ? [o.value.secret] : []))
+    expect(answered).toHaveLength(1)
+    expect(await authenticateMqtt(t.db, { username: meter.id, password: pw(answered[0]) })).toMatchObject({ role: 'meter', meterId: meter.id })
+  })
+})
+
