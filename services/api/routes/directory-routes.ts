@@ -172,7 +172,7 @@ export const directoryRoutes: RoutePlugin = async (app, { deps }) => {
     url: '/admin/meters/:id/secret',
     summary: "Renew a meter's secret",
     description:
-      'Answers the new secret once. The old one is refused from now on, and the MQTT connection it opened is closed on every broker: the meter reconnects with the new one (a leaked secret, a meter replaced). Of renewals sent at once, one answers the secret and the others 409.',
+      'Answers the new secret once. The old one is refused from now on, and the MQTT connection it opened is closed on every broker: the meter reconnects with the new one (a leaked secret, a meter replaced). Of renewals whose transactions overlap, one answers the secret and the others 409.',
     tags: ['operator'],
     auth: OPERATOR,
     params: idParams,
@@ -192,7 +192,7 @@ export const directoryRoutes: RoutePlugin = async (app, { deps }) => {
       method: 'POST',
       url: `/admin/${path}/:id/api-key`,
       summary: `Renew a ${kind}'s API key`,
-      description: RENEW_KEY_DESCRIPTION + ' Of renewals sent at once, one answers the key and the others 409: none answers a key another one ended.',
+      description: RENEW_KEY_DESCRIPTION + ' Of renewals whose transactions overlap, one answers the key and the others 409, rather than each answering a key the next had ended.',
       tags: ['operator'],
       auth: OPERATOR,
       params: idParams,
