@@ -16,6 +16,7 @@ import {
 } from '../support/broker.ts'
 import { createOccupiedMeter, countRows, createTestHousehold, createTestMeter, createUtility, insertOccupancy, quarantineOf, readingsOf, type TestMeter } from '../support/world.ts'
 import { formatTimestamp } from '../../shared/calendar.ts'
+import { configureLogging } from '../../shared/logger.ts'
 
 const T0 = Date.parse('2026-10-01T00:00:00Z')
 const reading = (ms: number, index: number): string => JSON.stringify({ ts: formatTimestamp(ms), values: { '1-0:1.8.0': index } })
@@ -166,6 +167,29 @@ describeDatabases('ingest over MQTT', (t) => {
     await waitFor(() => status.messages.length > 0, 5_000, 'status message')
     expect(status.messages[0]!.payload).toMatchObject({ status: 'quarantined', reason })
     expect(client.connected).toBe(true)
+  })
+
+  it('logs a message\'s quarantined readings as one line of counts by reason, without quoting what the meter sent', async () => {
+    const lines: Array<{ msg: string; meterId?: string; quarantined?: Record<string, number> }> = []
+    const written: string[] = []
+    configureLogging({ level: 'info', target: { write: (line: string) => (written.push(line), lines.push(JSON.parse(line))) } })
+    try {
+      client = await connectMeter(tb.url, meter)
+      // A secret sent by mistake as a register's name, in three readings, and one reading with a fraction.
+      const leaked = 'my-meter-secret-Zt4q'
+      const readings = [
+        ...[1, 2, 3].map((i) => ({ ts: formatTimestamp(T0 + i * 900_000), values: { [leaked]: i } })),
+        { ts: formatTimestamp(T0 + 4 * 900_000), values: { '1-0:1.8.0': 1.5 } },
+      ]
+      await publishAcked(client, meterReadingsTopic(meter.id), JSON.stringify({ readings }))
+      await waitFor(() => lines.some((l) => l.msg.startsWith('readings quarantined')), 5_000, 'the quarantine log line')
+      const logged = lines.filter((l) => l.msg.startsWith('readings quarantined'))
+      expect(logged.map((l) => [l.meterId, l.quarantined])).toEqual([[meter.id, { unknown_obis: 3, invalid_schema: 1 }]])
+      expect(written.filter((l) => l.includes(leaked))).toEqual([])
+      expect(await quarantineOf(t.db, meter.id)).toHaveLength(4)
+    } finally {
+      configureLogging({ level: 'silent', target: process.stdout })
+    }
   })
 
   it('stores the good readings of a batch and quarantines only the bad one', async () => {
