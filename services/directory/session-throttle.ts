@@ -30,7 +30,7 @@ export interface ThrottleRefusal {
 }
 
 /** An attempt begun under the limits: ended once, failed or not (a check that ends otherwise, as `false`). */
-export interface ThrottledAttempt {
+interface ThrottledAttempt {
   end(failed: boolean): void
 }
 
@@ -79,9 +79,9 @@ export class SignInThrottle {
    * checks are under way for a key as it may still fail (`refusal.busy`, SIGN_IN_BUSY_RETRY_MS): so
    * attempts sent at once meet the limit one after another rather than all pass it together, while a
    * check under way is counted as no failure (right passwords sent at once from an office's address
-   * were refused for 15 minutes, and a household's own sign-ins at once erased the address's failures).
+   * were refused for 15 minutes as failures).
    */
-  begin(keys: readonly ThrottleKey[], nowMs: number, refusal: ThrottleRefusal): ThrottledAttempt {
+  private begin(keys: readonly ThrottleKey[], nowMs: number, refusal: ThrottleRefusal): ThrottledAttempt {
     const wait = this.retryAfterMs(keys, nowMs)
     if (wait > 0) throw new TooManyRequestsError(refusal.failures, wait)
     if (keys.some(({ key, max }) => this.recent(key, nowMs).length + (this.pending.get(key) ?? 0) >= max)) {
