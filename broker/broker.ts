@@ -1,4 +1,4 @@
-import { ServerResponse, type IncomingMessage, type Server as HttpServer } from 'node:http'
+import { IncomingMessage, ServerResponse, type Server as HttpServer } from 'node:http'
 import net, { type AddressInfo } from 'node:net'
 import type { Duplex } from 'node:stream'
 import { Aedes, type Client, type AedesPublishPacket, type Subscription, type PublishPacket } from 'aedes'
@@ -8,6 +8,7 @@ import { createDatumDayResolver } from '../shared/calendar.ts'
 import { probeDatabase, type DatabaseHandle } from '../shared/db/database.ts'
 import { log as rootLog } from '../shared/logger.ts'
 import type { Counter } from 'prom-client'
+import { ERROR_CODES } from '../shared/errors.ts'
 import type { Metrics } from '../shared/metrics.ts'
 import type { Logger } from 'pino'
 import { TrustedProxies } from '../shared/trusted-proxies.ts'
@@ -755,7 +756,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
           return
         }
         if (url.pathname !== path || req.headers.upgrade?.toLowerCase() !== 'websocket') {
-          answerWithoutUpgrade(server, req, socket)
+          answerWithoutUpgrade(server, req, socket, head, config.http.requestTimeoutMs)
           return
         }
         wss.handleUpgrade(req, socket, head, (ws) => {
@@ -805,8 +806,22 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
  * `Upgrade: h2c` on any route) gets the answer it would get without the header, which a server may
  * ignore (RFC 9110 §7.8), then its connection closed: Node hands such a request to the 'upgrade'
  * listener alone, and the socket was destroyed unanswered (found by probing: "Empty reply from server").
+ * Node has ended that request's stream by then, so the request is handed on anew, its body (a
+ * `Content-Length` one: the bytes read past the header, `head`, then the socket's) fed to it; a chunked
+ * body is refused (400), as parsing it here would take an HTTP parser of our own. A client that stops
+ * sending is let go after `timeoutMs`, as the HTTP server's own requests are.
  */
-function answerWithoutUpgrade(server: HttpServer, req: IncomingMessage, socket: Duplex): void {
+function answerWithoutUpgrade(server: HttpServer, upgrade: IncomingMessage, socket: Duplex, head: Buffer, timeoutMs: number): void {
+  const req = new IncomingMessage(socket as net.Socket)
+  Object.assign(req, {
+    method: upgrade.method,
+    url: upgrade.url,
+    headers: upgrade.headers,
+    rawHeaders: upgrade.rawHeaders,
+    httpVersion: upgrade.httpVersion,
+    httpVersionMajor: upgrade.httpVersionMajor,
+    httpVersionMinor: upgrade.httpVersionMinor,
+  })
   const res = new ServerResponse(req)
   res.shouldKeepAlive = false
   res.assignSocket(socket as net.Socket)
@@ -814,6 +829,32 @@ function answerWithoutUpgrade(server: HttpServer, req: IncomingMessage, socket: 
     res.detachSocket(socket as net.Socket)
     socket.end()
   })
+  ;(socket as net.Socket).setTimeout(timeoutMs, () => socket.destroy())
+  if (upgrade.headers['transfer-encoding'] !== undefined) {
+    const message = 'transfer-encoding: a chunked body cannot come with an Upgrade header here; send it without Upgrade, or with Content-Length'
+    res.writeHead(400, { 'content-type': 'application/json' }).end(JSON.stringify({ error: { code: ERROR_CODES.INVALID_INPUT, message } }))
+    return
+  }
+  let remaining = Number(upgrade.headers['content-length'] ?? 0)
+  // Complete before it ends, as Node's parser marks a request: an incomplete one ending is taken for aborted, its socket destroyed.
+  const end = (): void => {
+    req.complete = true
+    req.push(null)
+  }
+  const feed = (chunk: Buffer): void => {
+    const part = chunk.subarray(0, remaining)
+    remaining -= part.length
+    if (part.length > 0) req.push(part)
+    if (remaining === 0) {
+      socket.off('data', feed)
+      end()
+    }
+  }
+  if (remaining === 0) end()
+  else {
+    feed(head)
+    if (remaining > 0) socket.on('data', feed)
+  }
   server.emit('request', req, res)
 }
 

@@ -61,7 +61,16 @@ describe('independent clients and transports', () => {
 
   it('accepts meters over WebSocket at /mqtt of the HTTP port', async () => {
     await provision()
-    const server = createServer((_req, res) => res.writeHead(404).end())
+    // 404 to any GET; a POST's body echoed back.
+    const server = createServer((req, res) => {
+      if (req.method !== 'POST') return void res.writeHead(404).end()
+      const chunks: Buffer[] = []
+      req.on('data', (c: Buffer) => chunks.push(c))
+      req.on('end', () => {
+        const text = `got ${Buffer.concat(chunks).toString()}`
+        res.writeHead(200, { 'content-length': Buffer.byteLength(text) }).end(text)
+      })
+    })
     tb.broker.attachWebSocket(server)
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()))
     const port = (server.address() as AddressInfo).port
@@ -78,6 +87,13 @@ describe('independent clients and transports', () => {
         const answer = await rawHttp(port, `GET ${p} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n\r\n`)
         expect(answer).toMatch(/^HTTP\/1\.1 404 Not Found\r\n/)
       }
+      // With a body: the body too, in the first packet or after it.
+      const h2c = 'Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n'
+      const body = '{"kind":"utility","name":"' + 'x'.repeat(20_000) + '"}'
+      const posted = await rawHttp(port, `POST /data HTTP/1.1\r\nHost: x\r\n${h2c}Content-Length: ${body.length}\r\n\r\n${body}`)
+      expect([posted.split('\r\n')[0], posted.endsWith(`got ${body}`)]).toEqual(['HTTP/1.1 200 OK', true])
+      const chunked = await rawHttp(port, `POST /data HTTP/1.1\r\nHost: x\r\n${h2c}Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n`)
+      expect(chunked).toMatch(/^HTTP\/1\.1 400 Bad Request\r\n[^]*"code":"INVALID_INPUT","message":"transfer-encoding: /)
     } finally {
       if (client !== undefined) await endClient(client)
       server.closeAllConnections()
