@@ -193,10 +193,11 @@ export function queryDayInput(timezone: string) {
 }
 
 /**
- * Control characters (C0, DEL, C1) and the characters that reorder text (bidirectional embeddings,
- * overrides and isolates): in a name shown to households they would break a line or turn "evil" around.
+ * Control characters (C0, DEL, C1), line and paragraph separators, the characters that reorder text
+ * (bidirectional embeddings, overrides, isolates and marks) and invisible ones (zero-width space, BOM):
+ * in a name shown to households they would break a line, turn "evil" around or hide a difference.
  */
-const NAME_FORBIDDEN_RE = /[\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/
+const NAME_FORBIDDEN_RE = /[\u0000-\u001f\u007f-\u009f\u061c\u200b\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ufeff]/
 
 /** A non-empty trimmed name of at most `max` characters, without control or text-reordering characters (found by probing: a party named "x\u202Eevil"). */
 export function nameString(max: number) {
@@ -205,7 +206,7 @@ export function nameString(max: number) {
     .trim()
     .min(1, 'must not be empty')
     .max(max)
-    .refine((s) => !NAME_FORBIDDEN_RE.test(s), 'must not hold control characters (a line break, a tab) nor ones that reorder text (U+202A-U+202E, U+2066-U+2069)')
+    .refine((s) => !NAME_FORBIDDEN_RE.test(s), 'must not hold control characters (a line break, a tab), line or paragraph separators, nor invisible ones or ones that reorder text (U+061C, U+200B, U+200E, U+200F, U+202A-U+202E, U+2066-U+2069, U+FEFF)')
 }
 
 /** Page size and opaque cursor of every paginated list; the maximum comes from config. */

@@ -56,15 +56,15 @@ describeDatabases('operator directory endpoints', (t) => {
     })
 
     it('refuses a name holding a control character or one that reorders text, naming them; accents and other scripts are names', async () => {
-      for (const name of ['line1\nline2', 'a\u0007b', 'tab\there', 'x\u202Eevil', 'y\u2067z', 'c1\u0085']) {
+      for (const name of ['line1\nline2', 'a\u0007b', 'tab\there', 'x\u202Eevil', 'y\u2067z', 'c1\u0085', 'p\u2028q', 'r\u200Fs', 'zero\u200Bwidth', 'b\uFEFFom']) {
         const res = await api.asOperator('POST', '/admin/parties', { kind: 'utility', name })
         expect([name, res.statusCode, errorOf(res).message]).toEqual([
           name,
           400,
-          'name: must not hold control characters (a line break, a tab) nor ones that reorder text (U+202A-U+202E, U+2066-U+2069)',
+          'name: must not hold control characters (a line break, a tab), line or paragraph separators, nor invisible ones or ones that reorder text (U+061C, U+200B, U+200E, U+200F, U+202A-U+202E, U+2066-U+2069, U+FEFF)',
         ])
       }
-      for (const name of ['Régie d’électricité', 'شركة الكهرباء', '東京電力', 'O\'Brien & Söhne']) expect((await api.asOperator('POST', '/admin/parties', { kind: 'utility', name })).statusCode).toBe(201)
+      for (const name of ['Régie d’électricité', 'شركة الكهرباء', '東京電力', 'O\'Brien & Söhne', 'Famille 👨\u200D👩\u200D👧', 'می\u200Cخواهم']) expect((await api.asOperator('POST', '/admin/parties', { kind: 'utility', name })).statusCode).toBe(201)
     })
 
     it('refuses an unknown field by its name and a body that is not an object', async () => {
