@@ -784,7 +784,9 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
         await ingest.close()
         await thread?.close()
         await Promise.all([...pendingDaily])
-        await egress.drained()
+        // Handing publications on to the other brokers goes through Redis: while it is away, not waited for
+        // (a stop with Redis frozen waited EGRESS_DRAIN_MS_MAX for it before the coupling's own wait).
+        if (deps.aedesOptions?.healthy?.() !== false) await egress.drained()
         egress.close()
         await closeAedes()
         await sweeping

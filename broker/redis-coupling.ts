@@ -222,7 +222,14 @@ export function redisCoupling(redisUrl: string, options: RedisCouplingOptions = 
   // A Redis that is connected but does not answer (a frozen host, a network that drops packets) keeps
   // its connections 'ready': /healthz said ok while meters' connects waited for their sessions.
   let pingSince: number | null = null
+  // Said once each way, as a connection lost and back is (failureLog).
+  let unanswered = false
   const answers = setInterval(() => {
+    if (unanswered !== !answering()) {
+      unanswered = !unanswered
+      if (unanswered) log.broker.warn({ waitedMs: REDIS_ANSWER_WAIT_MS }, 'redis does not answer: taken for away until it does')
+      else log.broker.info('redis answers again')
+    }
     if (pingSince !== null || persistenceConn.status !== 'ready') return
     const sent = performance.now()
     pingSince = sent

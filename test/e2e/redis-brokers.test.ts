@@ -4,6 +4,7 @@ import net from 'node:net'
 import mqtt, { type MqttClient } from 'mqtt'
 import { generate } from 'mqtt-packet'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { configureLogging } from '../../shared/logger.ts'
 import { REDIS_ANSWER_CHECK_MS, REDIS_ANSWER_WAIT_MS, redisCoupling, type RedisCoupling } from '../../broker/redis-coupling.ts'
 import { createOffer } from '../../services/consent/offer-service.ts'
 import { grantConsent } from '../../services/consent/consent-service.ts'
@@ -249,10 +250,14 @@ describe.skipIf(!hasCommand('redis-server'))(`several brokers${skipReason('redis
       const unheard: unknown[] = []
       const listener = (reason: unknown): void => void unheard.push(reason)
       process.on('unhandledRejection', listener)
+      const logged: Array<{ msg: string }> = []
+      configureLogging({ level: 'info', target: { write: (line: string) => logged.push(JSON.parse(line)) } })
       // Connected, but answering nothing: its connections stay 'ready'.
       redis.kill('SIGSTOP')
       try {
         await waitFor(() => !coupling.healthy(), REDIS_ANSWER_CHECK_MS + REDIS_ANSWER_WAIT_MS + 2_000, 'the coupling noticing that Redis does not answer')
+        // Said in the log.
+        await waitFor(() => logged.some((l) => l.msg === 'redis does not answer: taken for away until it does'), REDIS_ANSWER_CHECK_MS + 1_000, 'the log saying so')
         // A client connecting meanwhile could not have its session read: told so at once (CONNACK 3), not left waiting.
         const started = performance.now()
         await expect(connectMeter(broker.url, meter)).rejects.toMatchObject({ code: 3 })
@@ -264,7 +269,10 @@ describe.skipIf(!hasCommand('redis-server'))(`several brokers${skipReason('redis
       } finally {
         redis.kill('SIGCONT')
         process.off('unhandledRejection', listener)
+        configureLogging({ level: 'silent', target: process.stdout })
       }
+      // Once by each coupling (the suite's two brokers share this Redis), not at every check.
+      expect(logged.filter((l) => l.msg === 'redis does not answer: taken for away until it does').length).toBeLessThanOrEqual(couplings.length + 1)
       expect((await readingsOf(t.db, meter.id)).map((r) => r.ts.toISOString())).toEqual(['2026-10-03T11:00:00.000Z'])
     })
 
