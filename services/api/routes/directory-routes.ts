@@ -249,12 +249,12 @@ export const directoryRoutes: RoutePlugin = async (app, { deps }) => {
     description:
       RENEW_KEY_DESCRIPTION +
       ' Called with the API key, it renews that key only if it is still the one in force: of renewals sent at once with one key, one answers the new key and the others 401.' +
-      ' Called with a portal session, it needs the password in use (`currentPassword`, checked as `/me/password` checks it): a session, which a password change ends, would otherwise make a key that outlives it.',
+      ' Called with a portal session, it needs the password in use (`currentPassword`, checked as `/me/password` checks it): a session, which a password change ends, would otherwise make a key that outlives it; of such renewals whose transactions overlap, one answers the key and the others 409.',
     tags: ['household'],
     auth: ['household'] as const,
     body: z.strictObject({ currentPassword: z.string().min(1).max(PASSWORD_LENGTH_MAX).optional() }).optional(),
     response: credentialAnswer,
-    errors: [429],
+    errors: [409, 429],
     async handler({ principal, body, request }) {
       const presented = presentedApiKeyOf(request)
       if (presented === undefined) {
