@@ -8,7 +8,7 @@ import { createDatumDayResolver } from '../shared/calendar.ts'
 import { probeDatabase, type DatabaseHandle } from '../shared/db/database.ts'
 import { log as rootLog } from '../shared/logger.ts'
 import type { Counter } from 'prom-client'
-import { ERROR_CODES } from '../shared/errors.ts'
+import { ERROR_CODES, errorBody } from '../shared/errors.ts'
 import type { Metrics } from '../shared/metrics.ts'
 import type { Logger } from 'pino'
 import { TrustedProxies } from '../shared/trusted-proxies.ts'
@@ -158,6 +158,8 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
     concurrency: AEDES_EMITTER_CONCURRENCY,
   })
   const coupled = deps.aedesOptions?.mq !== undefined
+  /** A coupled broker's Redis is away (RedisCoupling.healthy); never for a broker alone. */
+  const redisAway = (): boolean => deps.aedesOptions?.healthy?.() === false
   if (deps.aedesOptions?.mq !== undefined) carryEgressMetaThrough(deps.aedesOptions.mq)
   // Coupled brokers cannot see each other's subscribers: they publish everything.
   const interest = deps.aedesOptions?.mq === undefined ? new LocalEgressInterest() : null
@@ -303,7 +305,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
       }
       // A coupled broker reads the client's session from Redis once it is let in: while Redis is away the
       // connect waited, unanswered, until the client gave up (found by probing: 10 s, then closed).
-      if (deps.aedesOptions?.healthy?.() === false) {
+      if (redisAway()) {
         throttle.recordNoVerdict(address, username)
         return refuse('server unavailable', CONNACK_SERVER_UNAVAILABLE)
       }
@@ -786,7 +788,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
         await Promise.all([...pendingDaily])
         // Handing publications on to the other brokers goes through Redis: while it is away, not waited for
         // (a stop with Redis frozen waited EGRESS_DRAIN_MS_MAX for it before the coupling's own wait).
-        if (deps.aedesOptions?.healthy?.() !== false) await egress.drained()
+        if (!redisAway()) await egress.drained()
         egress.close()
         await closeAedes()
         await sweeping
@@ -834,7 +836,7 @@ function answerWithoutUpgrade(server: HttpServer, upgrade: IncomingMessage, sock
   ;(socket as net.Socket).setTimeout(timeoutMs, () => socket.destroy())
   if (upgrade.headers['transfer-encoding'] !== undefined) {
     const message = 'transfer-encoding: a chunked body cannot come with an Upgrade header here; send it without Upgrade, or with Content-Length'
-    res.writeHead(400, { 'content-type': 'application/json' }).end(JSON.stringify({ error: { code: ERROR_CODES.INVALID_INPUT, message } }))
+    res.writeHead(400, { 'content-type': 'application/json' }).end(JSON.stringify(errorBody(ERROR_CODES.INVALID_INPUT, message)))
     return
   }
   let remaining = Number(upgrade.headers['content-length'] ?? 0)

@@ -9,7 +9,7 @@ import { ENV_VARS, type Config } from '../shared/config.ts'
 import { logDatabaseFailure } from '../shared/db/unreachable.ts'
 import type { RegisterValues } from '../shared/wire.ts'
 import { ensureDataDir } from '../shared/data-dir.ts'
-import { ConfigError, SchemaTooNewError } from '../shared/errors.ts'
+import { ConfigError, ERROR_CODES, SchemaTooNewError, errorBody } from '../shared/errors.ts'
 import { monthBounds, monthOf, addMonths } from '../shared/calendar.ts'
 import { openConfiguredDatabase, probeDatabase, type DatabaseHandle } from '../shared/db/database.ts'
 import { SCHEMA_CHANNEL, migrateToLatest, requireSchemaCurrent } from '../shared/db/migrator.ts'
@@ -477,7 +477,7 @@ export async function startBrokerProcess(config: Readonly<Config>): Promise<Runn
       // As the API answers a method its route does not take (both are read-only).
       if ((url.pathname === '/healthz' || url.pathname === '/metrics') && req.method !== 'GET' && req.method !== 'HEAD') {
         const message = `${req.method} is not allowed here; allowed: GET, HEAD`
-        res.writeHead(405, { 'content-type': 'application/json', allow: 'GET, HEAD' }).end(JSON.stringify({ error: { code: 'METHOD_NOT_ALLOWED', message } }))
+        res.writeHead(405, { 'content-type': 'application/json', allow: 'GET, HEAD' }).end(JSON.stringify(errorBody(ERROR_CODES.METHOD_NOT_ALLOWED, message)))
         return
       }
       if (url.pathname === '/healthz') {
@@ -491,7 +491,7 @@ export async function startBrokerProcess(config: Readonly<Config>): Promise<Runn
         void metrics.registry.metrics().then((text) => res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(text))
         return
       }
-      res.writeHead(404, { 'content-type': 'application/json' }).end(JSON.stringify({ error: { code: 'NOT_FOUND', message: `${url.pathname} not found` } }))
+      res.writeHead(404, { 'content-type': 'application/json' }).end(JSON.stringify(errorBody(ERROR_CODES.NOT_FOUND, `${url.pathname} not found`)))
     })
     broker.attachWebSocket(http)
     parts.add('http', () => closeAfterBroker(broker, () => new Promise<void>((r) => http.close(() => r()))))

@@ -133,6 +133,15 @@ export class ConflictError extends MetershareError {
   }
 }
 
+/** The body of every error answer, over the API and the brokers' HTTP ports alike. */
+export interface ErrorBody {
+  error: { code: ErrorCode; message: string }
+}
+
+export function errorBody(code: ErrorCode, message: string): ErrorBody {
+  return { error: { code, message } }
+}
+
 /** Too many failed attempts (sign-in), or too many under way at once (`busy`); try again after `retryAfterMs`. */
 export class TooManyRequestsError extends MetershareError {
   readonly retryAfterMs: number

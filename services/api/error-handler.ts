@@ -2,7 +2,7 @@ import http from 'node:http'
 import type { Duplex } from 'node:stream'
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { ZodError } from 'zod'
-import { ERROR_CODES, MetershareError, TooManyRequestsError, type ErrorCode } from '../../shared/errors.ts'
+import { ERROR_CODES, MetershareError, TooManyRequestsError, errorBody, type ErrorBody, type ErrorCode } from '../../shared/errors.ts'
 import { fieldName } from './validation.ts'
 import { errorDetail } from '../../shared/db/hold-alarm.ts'
 import { isDiskFull } from '../../shared/db/storage.ts'
@@ -18,13 +18,7 @@ export const HTTP_PARAM_LENGTH_MAX = 1024
  * constant message (the details go to the log, never to the client).
  */
 
-export interface ErrorBody {
-  error: { code: ErrorCode; message: string }
-}
-
-export function errorBody(code: ErrorCode, message: string): ErrorBody {
-  return { error: { code, message } }
-}
+export { errorBody, type ErrorBody } from '../../shared/errors.ts'
 
 /** fastify's own request errors, by their FST_ code. */
 const FASTIFY_ERRORS: Readonly<Record<string, { code: ErrorCode; message: string }>> = {
