@@ -116,11 +116,14 @@ ${LOG_ENV}
   settlement: `usage: metershare settlement
 
 The settlement worker alone, for the multi-process layout: settles each month once it is over,
-settles recent months again for late data, and ends consents whose validity is over. Runs until
-SIGINT or SIGTERM.
+settles recent months again for late data, and ends consents whose validity is over; /healthz and
+/metrics on its HTTP port. Runs until SIGINT or SIGTERM.
+
+${HTTP_PORT_FLAG}
 
 environment:
   DATABASE_URL       required: the PostgreSQL server every component shares
+${HOST_ENV}
 ${PAYOUT_ENV}
 ${TIMEZONE_ENV}
 ${POOL_ENV}
@@ -287,11 +290,11 @@ const commands: Record<string, Command> = {
     return runStarted(async () => (await import('./system.ts')).startApiProcess(config), () => log.cli.info({ httpPort: config.http.port }, 'api running'))
   },
   async settlement(args, env) {
-    const { values } = parseArgs({ args, options: {}, strict: true })
+    const { values } = parseArgs({ args, options: { 'http-port': SERVER_OPTIONS['http-port'] }, strict: true })
     const config = envToConfig(serverEnv(values, env))
     configureLogging({ level: config.logLevel })
     requirePostgres(config, 'settlement')
-    return runStarted(async () => (await import('./system.ts')).startSettlementProcess(config), () => log.cli.info('settlement running'))
+    return runStarted(async () => (await import('./system.ts')).startSettlementProcess(config), () => log.cli.info({ httpPort: config.http.port }, 'settlement running'))
   },
   async simulate(args, env) {
     // Loaded on demand: the simulators speak MQTT and HTTP only and share no code with the product.

@@ -18,7 +18,7 @@ import { configureLogging, log } from '../shared/logger.ts'
 import { createMetrics, type Metrics } from '../shared/metrics.ts'
 import { generateSecret, verifySecret } from '../shared/secrets.ts'
 import { buildApi, type HealthReport } from '../services/api/app.ts'
-import { healthAnswer } from '../services/api/routes/operations-routes.ts'
+import { checkHealth, healthAnswer } from '../services/api/routes/operations-routes.ts'
 import { AccessLogRecorder } from '../services/consent/access-log-recorder.ts'
 import { countActiveConsents } from '../services/consent/consent-repository.ts'
 import { startConsentSweeper } from '../services/consent/consent-lifecycle.ts'
@@ -231,7 +231,7 @@ export async function startSystem(configIn: Readonly<Config>, options: SystemOpt
   const adminToken = configIn.adminToken ?? generateSecret()
   const config: Readonly<Config> = Object.freeze({ ...configIn, adminToken })
   const parts = new Parts()
-  const metrics = createMetrics()
+  const metrics = createMetrics({ settlement: true })
   try {
     await checkListen(config.mqtt.host, listenPorts(config, true))
     const db = await openAndMigrate(config, parts, 'up')
@@ -304,9 +304,9 @@ export async function startSystem(configIn: Readonly<Config>, options: SystemOpt
       parts.add('simulator', async () => {
         await fleet!.stop()
       })
-      startDemoSettlement(db, config, fleet, world.fromMs, clock, parts)
+      startDemoSettlement(db, config, fleet, world.fromMs, clock, parts, metrics)
     } else {
-      startPeriodicSettlement(db, config, clock, parts)
+      startPeriodicSettlement(db, config, clock, parts, metrics)
     }
 
     return {
@@ -369,7 +369,7 @@ export async function resumePoint(db: DatabaseHandle, world: DemoWorld): Promise
 }
 
 /** Settles each simulated month once the simulator's clock has passed its end and its readings are in. */
-function startDemoSettlement(db: DatabaseHandle, config: Readonly<Config>, fleet: Fleet, fromMs: number, clock: () => Date, parts: Parts): void {
+function startDemoSettlement(db: DatabaseHandle, config: Readonly<Config>, fleet: Fleet, fromMs: number, clock: () => Date, parts: Parts, metrics: Metrics): void {
   const ctx = settlementContext(config, clock)
   let month = monthOf(fromMs, config.timezone)
   let due: number | null = null
@@ -386,7 +386,9 @@ function startDemoSettlement(db: DatabaseHandle, config: Readonly<Config>, fleet
         log.settlement.info({ month, grossMicros: String(summary.grossMicros), journals: summary.journals }, 'simulated month settled')
         month = addMonths(month, 1)
         due = null
+        countSettlementRun(metrics, true)
       } catch (err) {
+        countSettlementRun(metrics, false)
         log.settlement.error({ err, month }, 'settling a simulated month failed')
       }
     })
@@ -409,8 +411,14 @@ function demoPull(config: Readonly<Config>, worldFromMs: number, resumeFromMs: n
   return { granularity, fromMs, progressFile }
 }
 
+/** Counts a settlement run of the process's timer, and when it last succeeded (an alert watches its age). */
+function countSettlementRun(metrics: Metrics, ok: boolean): void {
+  metrics.settlementRuns.labels(ok ? 'ok' : 'failed').inc()
+  if (ok) metrics.settlementLastSuccess.set(Math.floor(Date.now() / 1000))
+}
+
 /** Settles months that are over, and re-settles recent ones for late data, on a timer. */
-function startPeriodicSettlement(db: DatabaseHandle, config: Readonly<Config>, clock: () => Date, parts: Parts, intervalMs = SETTLEMENT_INTERVAL_MS): void {
+function startPeriodicSettlement(db: DatabaseHandle, config: Readonly<Config>, clock: () => Date, parts: Parts, metrics: Metrics, intervalMs = SETTLEMENT_INTERVAL_MS): void {
   const ctx = settlementContext(config, clock)
   let running = Promise.resolve()
   const tick = (): void => {
@@ -419,7 +427,9 @@ function startPeriodicSettlement(db: DatabaseHandle, config: Readonly<Config>, c
         const runs = await settleCompletedMonths(db.db, clock(), ctx)
         const posted = runs.filter((r) => r.journals > 0)
         if (posted.length > 0) log.settlement.info({ months: posted.map((r) => r.month) }, 'completed months settled')
+        countSettlementRun(metrics, true)
       } catch (err) {
+        countSettlementRun(metrics, false)
         logDatabaseFailure(log.settlement, 'error', err, {}, 'periodic settlement failed')
       }
     })
@@ -460,6 +470,34 @@ async function watchSchema(db: DatabaseHandle, parts: Parts): Promise<{ mustStop
   return { mustStop }
 }
 
+/**
+ * The HTTP port of a process without the API (a broker, the settlement worker): /healthz and /metrics,
+ * read-only as the API's own. A broker also takes MQTT over WebSocket on it (attachWebSocket).
+ */
+function operationsServer(health: () => Promise<HealthReport>, metrics: Metrics, down?: HealthReport): HttpServer {
+  return createServer((req, res) => {
+    const url = new URL(req.url ?? '/', 'http://localhost')
+    // As the API answers a method its route does not take (both are read-only).
+    if ((url.pathname === '/healthz' || url.pathname === '/metrics') && req.method !== 'GET' && req.method !== 'HEAD') {
+      const message = `${req.method} is not allowed here; allowed: GET, HEAD`
+      res.writeHead(405, { 'content-type': 'application/json', allow: 'GET, HEAD' }).end(JSON.stringify(errorBody(ERROR_CODES.METHOD_NOT_ALLOWED, message)))
+      return
+    }
+    if (url.pathname === '/healthz') {
+      void checkHealth(health, down).then((report) => {
+        const { code, body } = healthAnswer(report)
+        res.writeHead(code, { 'content-type': 'application/json', 'cache-control': 'no-store' }).end(JSON.stringify(body))
+      })
+      return
+    }
+    if (url.pathname === '/metrics') {
+      void metrics.registry.metrics().then((text) => res.writeHead(200, { 'content-type': metrics.registry.contentType, 'cache-control': 'no-store' }).end(text))
+      return
+    }
+    res.writeHead(404, { 'content-type': 'application/json' }).end(JSON.stringify(errorBody(ERROR_CODES.NOT_FOUND, `${url.pathname} not found`)))
+  })
+}
+
 /** `metershare broker`: MQTT on TCP, and an HTTP port for MQTT over WebSocket, /healthz and /metrics. */
 export async function startBrokerProcess(config: Readonly<Config>): Promise<RunningProcess> {
   const parts = new Parts()
@@ -472,27 +510,7 @@ export async function startBrokerProcess(config: Readonly<Config>): Promise<Runn
     await openDataCalendar(db.db, config.timezone)
     const { mustStop } = await watchSchema(db, parts)
     const { broker, health } = await startBrokerPart(config, db, metrics, parts)
-    const http = createServer((req, res) => {
-      const url = new URL(req.url ?? '/', 'http://localhost')
-      // As the API answers a method its route does not take (both are read-only).
-      if ((url.pathname === '/healthz' || url.pathname === '/metrics') && req.method !== 'GET' && req.method !== 'HEAD') {
-        const message = `${req.method} is not allowed here; allowed: GET, HEAD`
-        res.writeHead(405, { 'content-type': 'application/json', allow: 'GET, HEAD' }).end(JSON.stringify(errorBody(ERROR_CODES.METHOD_NOT_ALLOWED, message)))
-        return
-      }
-      if (url.pathname === '/healthz') {
-        void health().then((report) => {
-          const { code, body } = healthAnswer(report)
-          res.writeHead(code, { 'content-type': 'application/json', 'cache-control': 'no-store' }).end(JSON.stringify(body))
-        })
-        return
-      }
-      if (url.pathname === '/metrics') {
-        void metrics.registry.metrics().then((text) => res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(text))
-        return
-      }
-      res.writeHead(404, { 'content-type': 'application/json' }).end(JSON.stringify(errorBody(ERROR_CODES.NOT_FOUND, `${url.pathname} not found`)))
-    })
+    const http = operationsServer(health, metrics)
     broker.attachWebSocket(http)
     parts.add('http', () => closeAfterBroker(broker, () => new Promise<void>((r) => http.close(() => r()))))
     await listenHttp(http, config.http.port, config.http.host)
@@ -531,19 +549,25 @@ export async function startApiProcess(config: Readonly<Config>): Promise<Running
   }
 }
 
-/** `metershare settlement`: consent lifecycle and settlement of completed months. */
+/** `metershare settlement`: consent lifecycle and settlement of completed months; /healthz and /metrics on its HTTP port. */
 export async function startSettlementProcess(config: Readonly<Config>): Promise<RunningProcess> {
   const parts = new Parts()
   try {
+    await checkListen(config.http.host, listenPorts(config, false))
     const db = await openConfiguredDatabase(config, 'metershare:settlement')
     parts.add('database', () => db.close())
     await requireSchemaCurrent(db.db)
     await openDataCalendar(db.db, config.timezone)
     const { mustStop } = await watchSchema(db, parts)
+    const metrics = createMetrics({ broker: false, http: false, settlement: true, consentsActiveCount: () => countActiveConsents(db.db, new Date()) })
+    metrics.checkDatabaseWith(() => probeDatabase(db))
     const clock = (): Date => new Date()
     const sweeper = startConsentSweeper(db.db, { intervalMs: CONSENT_SWEEP_INTERVAL_MS, clock })
     parts.add('consent sweeper', () => sweeper.stop())
-    startPeriodicSettlement(db, config, clock, parts)
+    startPeriodicSettlement(db, config, clock, parts, metrics)
+    const http = operationsServer(async () => ({ database: await probeDatabase(db) }), metrics, { database: false })
+    parts.add('http', () => new Promise<void>((r) => http.close(() => r())))
+    await listenHttp(http, config.http.port, config.http.host)
     return { stop: () => parts.stopAll(), mustStop }
   } catch (err) {
     await parts.stopAll()

@@ -31,6 +31,10 @@ export interface Metrics {
   datumsReleased: Counter<'channel'>
   consentsActive: Gauge<never>
   httpRequestSeconds: Histogram<'method' | 'route' | 'status'>
+  /** Runs of the periodic settlement (settleCompletedMonths), by outcome: `ok` or `failed`. */
+  settlementRuns: Counter<'outcome'>
+  /** When the last periodic settlement run succeeded, in Unix seconds (0 before the first). */
+  settlementLastSuccess: Gauge<never>
 }
 
 export interface MetricsOptions {
@@ -41,6 +45,13 @@ export interface MetricsOptions {
    * an idle fleet. Each broker exports its own.
    */
   broker?: boolean
+  /**
+   * Whether this process serves HTTP requests and releases data (default yes). The settlement worker
+   * does neither: it exports no request durations and no released datums.
+   */
+  http?: boolean
+  /** Whether this process settles months on a timer (`up` and the settlement worker; default no). */
+  settlement?: boolean
   /** Counts the consents active now at each scrape, for a process without a release view of its own. */
   consentsActiveCount?: () => Promise<number>
 }
@@ -51,6 +62,8 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
   const registers = [registry]
   /** A broker's metric: kept out of the registry of a process without a broker. */
   const brokerRegisters = options.broker === false ? [] : registers
+  const httpRegisters = options.http === false ? [] : registers
+  const settlementRegisters = options.settlement === true ? registers : []
   const count = options.consentsActiveCount
   let databaseCheck: (() => Promise<boolean>) | null = null
   const metrics: Metrics = {
@@ -144,7 +157,7 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
       name: 'metershare_datums_released_total',
       help: 'Datums released to recipients, by channel (mqtt live, http pulled)',
       labelNames: ['channel'],
-      registers,
+      registers: httpRegisters,
     }),
     consentsActive: new Gauge({
       name: 'metershare_consents_active',
@@ -165,12 +178,24 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
       help: 'HTTP request duration',
       labelNames: ['method', 'route', 'status'],
       buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
-      registers,
+      registers: httpRegisters,
+    }),
+    settlementRuns: new Counter({
+      name: 'metershare_settlement_runs_total',
+      help: 'Periodic settlement runs (each completed month settled, recent ones again for late data), by outcome: ok or failed',
+      labelNames: ['outcome'],
+      registers: settlementRegisters,
+    }),
+    settlementLastSuccess: new Gauge({
+      name: 'metershare_settlement_last_success_timestamp_seconds',
+      help: 'When the last periodic settlement run succeeded, in Unix seconds (0 before the first)',
+      registers: settlementRegisters,
     }),
   }
   // inc(0) creates the labelled series, so that every reason is exposed (at 0) from the start.
   for (const reason of QUARANTINE_REASONS) metrics.readingsQuarantined.labels(reason).inc(0)
   for (const role of ['meter', 'recipient', 'household']) metrics.mqttConnections.labels(role).set(0)
   for (const channel of ['mqtt', 'http']) metrics.datumsReleased.labels(channel).inc(0)
+  for (const outcome of ['ok', 'failed']) metrics.settlementRuns.labels(outcome).inc(0)
   return metrics
 }

@@ -13,7 +13,7 @@ import { DEFAULT_SERVER_WAIT_LIMITS } from '../../shared/db/server-watch.ts'
  */
 const ROOT = path.resolve(import.meta.dirname, '../..')
 const compose = parse(readFileSync(path.join(ROOT, 'docker-compose.yml'), 'utf8'), { merge: true }) as {
-  services: Record<string, { image?: string; build?: unknown; command?: string[]; stop_grace_period?: string; environment?: Record<string, string>; depends_on?: Record<string, { condition: string }>; ports?: string[]; configs?: Array<{ source: string }> }>
+  services: Record<string, { image?: string; build?: unknown; command?: string[]; stop_grace_period?: string; environment?: Record<string, string>; healthcheck?: { test?: string[]; disable?: boolean }; depends_on?: Record<string, { condition: string }>; ports?: string[]; configs?: Array<{ source: string }> }>
   configs: Record<string, { content: string }>
   volumes: Record<string, unknown>
 }
@@ -38,6 +38,18 @@ describe('docker-compose.yml', () => {
       expect(s.environment?.REDIS_URL !== undefined, `${name}: REDIS_URL`).toBe(name === 'broker')
       expect(s.depends_on?.redis !== undefined, `${name}: depends on redis`).toBe(name === 'broker')
     }
+  })
+
+  it('checks the health of every long-running process on its own /healthz, the settlement worker included', () => {
+    for (const [name, s] of ours) {
+      if (name === 'migrate') {
+        expect(s.healthcheck?.disable, name).toBe(true)
+        continue
+      }
+      expect(s.healthcheck?.disable, name).toBeUndefined()
+      expect(s.healthcheck?.test?.join(' '), name).toContain(`http://127.0.0.1:${s.environment?.HTTP_PORT}/healthz`)
+    }
+    expect(ours.map(([name]) => name).sort()).toEqual(['api', 'broker', 'migrate', 'settlement'])
   })
 
   it("gives each process the time to stop against a database that stopped answering, past Docker's default 10 s", () => {

@@ -157,7 +157,8 @@ describe.skipIf(missing.length > 0)(`the production layout as processes${reasons
 
           // The settlement worker settles the completed month at its start; the API process shows the household its share,
           // carried forward as its balance (below the default minimum payout of 5 EUR).
-          await start('settlement', /"msg":"settlement running"/, { http: await freePort() })
+          const settlementPort = await freePort()
+          await start('settlement', /"msg":"settlement running"/, { http: settlementPort })
           const share = (PRICE_MICROS * HOUSEHOLD_BPS) / 10_000n
           const statement = await waitFor(async () => {
             // 404 NOT_FOUND until the month is settled.
@@ -178,6 +179,27 @@ describe.skipIf(missing.length > 0)(`the production layout as processes${reasons
           expect(apiMetrics).toMatch(/^metershare_consents_active 1$/m)
           const brokerMetrics = await (await fetch(`${brokers[0]!.http}/metrics`)).text()
           expect(brokerMetrics).toMatch(/^metershare_readings_stored_total 1$/m)
+
+          // The settlement worker answers for itself on its own port: its database, and its runs (the first, at its start, settled the month).
+          const settlementHttp = `http://127.0.0.1:${settlementPort}`
+          const settlementHealth = await fetch(`${settlementHttp}/healthz`)
+          expect([settlementHealth.status, await settlementHealth.json()]).toEqual([200, { status: 'ok', database: true }])
+          const settlementMetrics = await (await fetch(`${settlementHttp}/metrics`)).text()
+          expect(settlementMetrics).toMatch(/^metershare_settlement_runs_total\{outcome="ok"\} [1-9]\d*$/m)
+          expect(settlementMetrics).toMatch(/^metershare_settlement_runs_total\{outcome="failed"\} 0$/m)
+          const lastSuccess = Number(/^metershare_settlement_last_success_timestamp_seconds (\d+)$/m.exec(settlementMetrics)?.[1])
+          expect(Math.abs(lastSuccess - Date.now() / 1000)).toBeLessThan(CROSS_MS_MAX / 1000 + 60)
+          expect(settlementMetrics).toMatch(/^metershare_database_up 1$/m)
+          expect(settlementMetrics).toMatch(/^metershare_consents_active 1$/m)
+          // Nothing of a broker's or of the API's: zeros would read as an idle fleet.
+          expect(settlementMetrics).not.toMatch(/^metershare_readings_stored_total/m)
+          expect(settlementMetrics).not.toMatch(/^metershare_http_request_seconds/m)
+          expect(settlementMetrics).not.toMatch(/^metershare_datums_released_total/m)
+          const posted = await fetch(`${settlementHttp}/healthz`, { method: 'POST' })
+          expect([posted.status, posted.headers.get('allow')]).toEqual([405, 'GET, HEAD'])
+          // The others export no settlement runs: they run none.
+          expect(apiMetrics).not.toMatch(/^metershare_settlement_runs_total/m)
+          expect(brokerMetrics).not.toMatch(/^metershare_settlement_runs_total/m)
         },
         START_MS_MAX + 4 * CROSS_MS_MAX,
       )

@@ -5,6 +5,7 @@ import path from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { connectMeter, endClient, publishAcked } from '../support/broker.ts'
 import { CliProcess, runCli } from '../support/cli.ts'
+import { waitFor } from '../support/tools.ts'
 
 /**
  * `metershare up --no-demo --no-simulate` as an outside program sees it: one process, the
@@ -51,6 +52,15 @@ describe('metershare up (empty world)', () => {
   it('answers /healthz once the broker and the database are up', async () => {
     const res = await fetch(http + '/healthz')
     expect(res.status).toBe(200)
+  })
+
+  it('exports its periodic settlement runs: the first, at the start, succeeded', async () => {
+    const text = await waitFor(async () => {
+      const t = await (await fetch(http + '/metrics')).text()
+      return /^metershare_settlement_runs_total\{outcome="ok"\} [1-9]/m.test(t) ? t : undefined
+    }, 30_000, 'the first settlement run')
+    expect(text).toMatch(/^metershare_settlement_runs_total\{outcome="failed"\} 0$/m)
+    expect(Number(/^metershare_settlement_last_success_timestamp_seconds (\d+)$/m.exec(text)?.[1])).toBeGreaterThan(Date.now() / 1000 - 600)
   })
 
   it('stores what a provisioned meter publishes and shows it to its household', async () => {
@@ -261,7 +271,7 @@ describe('metershare up on a port that is taken', () => {
     for (const [command, option] of [
       ['broker', '--data-dir'],
       ['api', '--mqtt-port'],
-      ['settlement', '--http-port'],
+      ['settlement', '--mqtt-port'],
       ['migrate', '--mqtt-port'],
     ] as const) {
       const r = await runCli([command, option, '5'], { ...process.env, DATABASE_URL: 'postgres://nobody@127.0.0.1:1/none', METERSHARE_LOG_LEVEL: 'silent' })

@@ -66,16 +66,19 @@ export const operationsRoutes: RoutePlugin = async (app, { deps }) => {
   })
 }
 
-/** Runs the health checks with a deadline; a failing or slow check counts as down. */
-async function checkHealth(health: () => Promise<HealthReport>): Promise<HealthReport> {
+/**
+ * Runs the health checks with a deadline; a failing or slow check counts as down, answered as `down`
+ * says (by default the broker and the database; a process without a broker passes its own).
+ */
+export async function checkHealth(health: () => Promise<HealthReport>, down: HealthReport = { broker: false, database: false }): Promise<HealthReport> {
   let timer: NodeJS.Timeout | undefined
   const timeout = new Promise<HealthReport>((resolve) => {
-    timer = setTimeout(() => resolve({ broker: false, database: false }), HEALTH_CHECK_TIMEOUT_MS)
+    timer = setTimeout(() => resolve(down), HEALTH_CHECK_TIMEOUT_MS)
   })
   try {
     const checked = health().catch((err: unknown) => {
       log.api.warn({ err }, 'health check failed')
-      return { broker: false, database: false }
+      return down
     })
     return await Promise.race([checked, timeout])
   } finally {
