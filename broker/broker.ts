@@ -3,7 +3,7 @@ import net, { type AddressInfo } from 'node:net'
 import type { Duplex } from 'node:stream'
 import { Aedes, type Client, type AedesPublishPacket, type Subscription, type PublishPacket } from 'aedes'
 import { WebSocketServer, createWebSocketStream } from 'ws'
-import type { Config } from '../shared/config.ts'
+import type { Config, MqttLimits } from '../shared/config.ts'
 import { createDatumDayResolver } from '../shared/calendar.ts'
 import { probeDatabase, type DatabaseHandle } from '../shared/db/database.ts'
 import { log as rootLog } from '../shared/logger.ts'
@@ -12,7 +12,7 @@ import { ERROR_CODES, errorBody } from '../shared/errors.ts'
 import type { Metrics } from '../shared/metrics.ts'
 import type { Logger } from 'pino'
 import { TrustedProxies } from '../shared/trusted-proxies.ts'
-import { TOPIC_FILTER_BYTES_MAX, hasNullCharacter, meterReadingsTopic, meterStatusTopic, parseEgressFilter, parseTopic } from '../shared/topics.ts'
+import { TOPIC_FILTER_BYTES_MAX, meterReadingsTopic, topicFilterViolation, meterStatusTopic, parseEgressFilter, parseTopic } from '../shared/topics.ts'
 import { authenticateMqtt } from '../services/directory/directory-service.ts'
 import { CREDENTIALS_CHANNEL, findMeter, type CredentialsNotice } from '../services/directory/directory-repository.ts'
 import { claimMqttSession, expireMqttSessions, recordConnectedMqttSessions, touchMqttSessions } from '../services/directory/mqtt-session-repository.ts'
@@ -28,7 +28,7 @@ import { deferredMessage, validatePayload } from '../services/metering/ingest-va
 import { AuthThrottle } from './auth-throttle.ts'
 import { AEDES_EMITTER_CONCURRENCY, carryEgressMetaThrough, Egress, egressMetaOf, type EgressMeta, type EgressPolicy, type ReleaseRecorder } from './egress.ts'
 import { EVERY_TOPIC, LocalEgressInterest } from './egress-interest.ts'
-import { guardPacketSize } from './frame-guard.ts'
+import { MALFORMED_LENGTH, guardPacketSize } from './frame-guard.ts'
 import type { IngestCallback } from './ingest-queue.ts'
 import { PubackWriter, takeReadingsPublishes, type ReadingsIntake } from './meter-publishes.ts'
 import { ClosedBeforeHeaderError, readProxyHeader } from './proxy-protocol.ts'
@@ -130,6 +130,27 @@ function authError(message: string, returnCode: number): Error & { returnCode: n
   return Object.assign(new Error(message), { returnCode })
 }
 
+/** What a CONNECT asked for beyond aedes' client: whether its client id was empty, its keepalive, its will's topic. */
+interface ConnectRequest {
+  clientIdEmpty: boolean
+  keepaliveSeconds: number
+  willTopic: string | null
+}
+
+/**
+ * Why a connect is refused with CONNACK 2 before its credentials are looked at, or null: an empty
+ * client id with clean session 0 [MQTT-3.1.3-8]; a client id over `clientIdBytesMax`; a keepalive
+ * of 0 (never checked) or over `keepaliveSecondsMax`, which a 3.1.1 server cannot tell the client to
+ * change: refused with "identifier rejected", as Mosquitto does past its max_keepalive.
+ */
+function connectRefusal(client: Client, request: ConnectRequest, limits: Pick<MqttLimits, 'clientIdBytesMax' | 'keepaliveSecondsMax'>): string | null {
+  if (request.clientIdEmpty && !client.clean) return 'an empty client id with clean session 0 [MQTT-3.1.3-8]'
+  if (Buffer.byteLength(client.id) > limits.clientIdBytesMax) return `a client id over ${limits.clientIdBytesMax} bytes`
+  if (request.keepaliveSeconds === 0) return `keepalive 0 (off): a keepalive of 1 to ${limits.keepaliveSecondsMax} s is required`
+  if (request.keepaliveSeconds > limits.keepaliveSecondsMax) return `keepalive over ${limits.keepaliveSecondsMax} s`
+  return null
+}
+
 export async function createBroker(deps: BrokerDeps): Promise<Broker> {
   const { config, db, metrics, policy } = deps
   const limits = config.ingest
@@ -149,8 +170,9 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
     persistence: deps.aedesOptions?.persistence ?? memory,
     ...(deps.aedesOptions?.mq !== undefined ? { mq: deps.aedesOptions.mq } : {}),
     connectTimeout: config.mqtt.connectTimeoutMs,
-    keepaliveLimit: config.mqtt.keepaliveSecondsMax,
-    maxClientsIdLength: config.mqtt.clientIdLengthMax,
+    // The keepalive and the client id are checked in authenticate (connectRefusal): aedes answers a
+    // keepalive past its limit with CONNACK 6, which MQTT 3.1.1 does not have, and checks the client
+    // id's length for MQTT 3.1 only.
     drainTimeout: config.mqtt.drainTimeoutMs,
     // $SYS is closed to clients (authorizeSubscribe refuses it); keep its chatter rare.
     heartbeatInterval: 60_000,
@@ -278,6 +300,19 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
     }
   })
 
+  // What a CONNECT asked for that aedes does not keep on its client: read before aedes answers it.
+  const connectRequests = new WeakMap<Client, ConnectRequest>()
+  aedes.preConnect = (client, packet, callback) => {
+    const will = packet.will ?? null
+    // [MQTT-3.1.2-14] A will of QoS 3 is a malformed CONNECT: closed unanswered [MQTT-4.8.0-1].
+    if (will !== null && (will.qos ?? 0) > 2) {
+      log.warn({ clientId: packet.clientId.slice(0, config.mqtt.clientIdBytesMax) }, 'connect with a will of QoS 3 [MQTT-3.1.2-14]: disconnecting')
+      return callback(new Error('a will of QoS 3'), false)
+    }
+    connectRequests.set(client, { clientIdEmpty: packet.clientId === '', keepaliveSeconds: packet.keepalive ?? 0, willTopic: will?.topic ?? null })
+    callback(null, true)
+  }
+
   aedes.authenticate = (client, username, password, answerConnect) => {
     // The password is a meter's secret or an API key, and mqtt-packet's parser keeps the CONNECT packet
     // for as long as the connection lasts: once the connect is answered nothing needs it, so it is wiped
@@ -291,6 +326,12 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
     // MQTT's strings never hold U+0000 [MQTT-1.5.3-2]; PostgreSQL's text cannot either.
     if (client.id.includes('\u0000')) return refuse('identifier rejected', CONNACK_IDENTIFIER_REJECTED)
     if (username?.includes('\u0000') === true) return refuse('bad user name or password', CONNACK_BAD_CREDENTIALS)
+    const request = connectRequests.get(client)
+    const refusal = request === undefined ? null : connectRefusal(client, request, config.mqtt)
+    if (refusal !== null) {
+      log.info({ clientId: client.id.slice(0, config.mqtt.clientIdBytesMax), username, keepaliveSeconds: request?.keepaliveSeconds }, `mqtt connect refused: ${refusal}`)
+      return refuse('identifier rejected', CONNACK_IDENTIFIER_REJECTED)
+    }
     const delay = throttle.begin(address, username)
     const answer = async (): Promise<void> => {
       // A client that gave up while its connect waited (a storm, a slowed answer) costs no lookup.
@@ -348,6 +389,13 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
           )
           return refuse('not authorized', CONNACK_NOT_AUTHORIZED)
         }
+      }
+      // A will is published as the client would publish: one it could not publish is refused at the connect,
+      // as Mosquitto does, rather than accepted and dropped unheard when it fires.
+      if (request?.willTopic != null && !(principal.role === 'meter' && request.willTopic === meterReadingsTopic(principal.meterId))) {
+        throttle.recordNoVerdict(address, username)
+        log.info({ clientId: client.id, username, willTopic: request.willTopic.slice(0, TOPIC_FILTER_BYTES_MAX) }, 'mqtt connect refused: a will on a topic the client may not publish to')
+        return refuse('not authorized', CONNACK_NOT_AUTHORIZED)
       }
       throttle.recordSuccess(address, username)
       principals.set(client, principal)
@@ -432,10 +480,12 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
 
   aedes.authorizeSubscribe = (client, sub, callback) => {
     const principal = principals.get(client)
-    // [MQTT-1.5.3-2] A packet with U+0000 in a string closes the connection (as aedes does for a malformed filter).
-    if (hasNullCharacter(sub.topic)) {
-      log.warn({ clientId: client.id, role: principal?.role, topic: sub.topic.slice(0, TOPIC_FILTER_BYTES_MAX) }, 'subscription with U+0000: disconnecting')
-      return callback(new Error('a topic filter may not contain U+0000'), null)
+    // Not a topic filter at all (U+0000, a misplaced wildcard): a protocol violation closes the connection, as
+    // aedes does for most of them, but not all (it let `readings/+a` through, answered 0x80 below).
+    const violation = topicFilterViolation(sub.topic)
+    if (violation !== null) {
+      log.warn({ clientId: client.id, role: principal?.role, topic: sub.topic.slice(0, TOPIC_FILTER_BYTES_MAX), violation }, 'subscription is not a topic filter: disconnecting')
+      return callback(new Error(`${violation}`), null)
     }
     const allowed = principal !== undefined && maySubscribe(principal, sub)
     if (!allowed) log.info({ clientId: client.id, role: principal?.role, topic: sub.topic.slice(0, TOPIC_FILTER_BYTES_MAX) }, 'subscription refused')
@@ -697,7 +747,9 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
       addresses.set(conn, address)
       connections.add(conn)
       conn.once('close', () => connections.delete(conn))
-      guardPacketSize(conn, limits.packetBytesMax, (reason) => log.warn({ address, reason }, 'connection closed: packet too large'))
+      guardPacketSize(conn, limits.packetBytesMax, (reason) =>
+        log.warn({ address, reason }, reason === MALFORMED_LENGTH ? 'connection closed: not an MQTT packet' : 'connection closed: packet too large'),
+      )
       aedes.handle(conn, req)
     },
     async listenTcp(port, host) {

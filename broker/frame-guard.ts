@@ -40,7 +40,7 @@ export class FrameScanner {
       this.lengthMultiplier *= 128
       this.lengthBytes++
       if (byte & 0x80) {
-        if (this.lengthBytes >= 4) return 'malformed remaining length'
+        if (this.lengthBytes >= 4) return MALFORMED_LENGTH
         continue
       }
       const packetBytes = 1 + this.lengthBytes + this.lengthValue
@@ -53,6 +53,9 @@ export class FrameScanner {
     return null
   }
 }
+
+/** The violation of a remaining length longer than MQTT's four bytes: not an MQTT packet at all. */
+export const MALFORMED_LENGTH = 'malformed remaining length'
 
 /** Wraps the stream's `read` (aedes pulls bytes with `conn.read(null)`) with a FrameScanner. */
 export function guardPacketSize(conn: Duplex, packetBytesMax: number, onViolation: (reason: string) => void): void {

@@ -91,8 +91,9 @@ export class MemoryPersistence extends Base {
       this.#outgoing.delete(client.id)
       return Readable.from([])
     }
-    // A copy: the queue changes while it is sent.
-    return Readable.from([...(this.#outgoing.get(client.id) ?? [])])
+    // A copy: the queue changes while it is sent. A message given a packet identifier was sent to this
+    // client before (each client has its own copy here): it goes again with DUP set [MQTT-3.3.1-1].
+    return Readable.from((this.#outgoing.get(client.id) ?? []).map((p) => (p.messageId === undefined ? p : { ...p, dup: true })))
   }
 
   /** Messages queued for a client id, for tests and metrics. */

@@ -117,8 +117,10 @@ const envSchema = z.object({
 export interface MqttLimits {
   connectionsMax: number
   connectTimeoutMs: number
+  /** Longest keepalive a client may ask for, in seconds; 0 (off) is refused too (CONNACK 2). */
   keepaliveSecondsMax: number
-  clientIdLengthMax: number
+  /** Longest client id, in UTF-8 bytes (CONNACK 2 past it); a meter's id is at most 64 characters of ASCII. */
+  clientIdBytesMax: number
   /** Failed connects of one user name from one address within the window before answers are delayed. */
   authFailuresPerUsernameFree: number
   /** Failed connects of all user names from one address within the window before answers are delayed. */
@@ -259,7 +261,7 @@ export const DEFAULT_MQTT_LIMITS: MqttLimits = {
   connectionsMax: 50_000,
   connectTimeoutMs: 30_000,
   keepaliveSecondsMax: 3_600,
-  clientIdLengthMax: 64,
+  clientIdBytesMax: 64,
   authFailuresPerUsernameFree: 5,
   authFailuresPerAddressFree: 50,
   authFailureWindowMs: 60_000,

@@ -53,6 +53,25 @@ export function hasNullCharacter(topic: string): boolean {
 }
 
 /**
+ * Why a SUBSCRIBE's topic filter is not an MQTT filter at all, or null when it is one: empty
+ * [MQTT-4.7.3-1], U+0000 [MQTT-4.7.3-2], `#` other than alone in the last level [MQTT-4.7.1-2],
+ * `+` other than alone in its level [MQTT-4.7.1-3]. Such a packet is a protocol violation: the
+ * server closes the connection [MQTT-4.8.0-1], as Mosquitto does. A well-formed filter the client
+ * may not have is another matter: SUBACK 0x80.
+ */
+export function topicFilterViolation(filter: string): string | null {
+  if (filter.length === 0) return 'an empty topic filter [MQTT-4.7.3-1]'
+  if (hasNullCharacter(filter)) return 'a topic filter holding U+0000 [MQTT-4.7.3-2]'
+  const levels = filter.split('/')
+  for (let i = 0; i < levels.length; i++) {
+    const level = levels[i]!
+    if (level.includes('#') && (level !== '#' || i !== levels.length - 1)) return '# other than alone in the last level of a topic filter [MQTT-4.7.1-2]'
+    if (level.includes('+') && level !== '+') return '+ other than alone in a level of a topic filter [MQTT-4.7.1-3]'
+  }
+  return null
+}
+
+/**
  * Parses an egress subscription filter: `readings/{id}`, `readings/+`, `daily/{id}`, `daily/+`.
  * `meterId` is null for the `+` wildcard. Any other filter (including `#`, one over
  * TOPIC_FILTER_BYTES_MAX or with U+0000) is not ours.

@@ -5,6 +5,7 @@ import { TOPIC_FILTER_BYTES_MAX, meterReadingsTopic, meterStatusTopic } from '..
 import { renewApiKey, renewMeterSecret, retireMeter } from '../../services/directory/directory-service.ts'
 import { connectClient, connectMeter, endClient, publishAcked, startTestBroker, subscribeGranted, type TestBroker } from '../support/broker.ts'
 import { useTestDatabase } from '../support/database.ts'
+import { RawMqttClient } from '../support/raw-mqtt.ts'
 import { createTestHousehold, createTestMeter, createUtility, insertOccupancy, type TestMeter } from '../support/world.ts'
 
 const SUBACK_FAILURE = 128
@@ -133,6 +134,66 @@ describe('who may connect, publish and subscribe', () => {
     // The broker goes on serving.
     const again = await connectClient(tb.url, { clientId: 'recipient-after-nul', username: recipient.id, password: recipient.apiKey })
     expect(await grant(again, 'readings/+')).toBe(1)
+  })
+
+  it('closes the connection of a SUBSCRIBE whose filter is not an MQTT filter, whichever wildcard is misplaced [MQTT-4.7.1-2], [MQTT-4.7.1-3]', async () => {
+    // aedes closed most of them, but answered `readings/+a` with SUBACK 0x80.
+    // MQTT.js refuses to send them: written raw.
+    for (const filter of ['readings/+a', 'readings/a+', 'readings/#/x', '#/x', 'readings/a#', '+x']) {
+      const raw = await RawMqttClient.connect(tb.port, { clientId: 'recipient-bad-filter', username: recipient.id, password: Buffer.from(recipient.apiKey) })
+      expect(await raw.connack()).toBe(0)
+      raw.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: filter, qos: 1 }] })
+      const answer = await Promise.race([raw.closed.then(() => 'closed'), raw.next((p) => p.cmd === 'suback').then((p) => p)])
+      raw.end()
+      expect([filter, answer]).toEqual([filter, 'closed'])
+    }
+    // Well-formed filters it may not have are refused one by one, the connection kept.
+    const c = await connectClient(tb.url, { clientId: 'recipient-refused-filters', username: recipient.id, password: recipient.apiKey })
+    for (const filter of ['readings/#', '#', '+/+', 'daily/#']) expect([filter, await grant(c, filter)]).toEqual([filter, SUBACK_FAILURE])
+    expect(c.connected).toBe(true)
+  })
+
+  it('refuses with CONNACK 2 an empty client id with clean session 0 [MQTT-3.1.3-8], a client id over clientIdBytesMax, and a keepalive of 0 or over keepaliveSecondsMax', async () => {
+    const as = { username: recipient.id, password: Buffer.from(recipient.apiKey) }
+    const answer = async (fields: Parameters<typeof RawMqttClient.connect>[1]): Promise<number | 'closed'> => {
+      const raw = await RawMqttClient.connect(tb.port, fields)
+      try {
+        return await raw.connack()
+      } finally {
+        raw.end()
+      }
+    }
+    // Without an id the client could never end the session again, nor take it up: it would only count against its limit.
+    expect(await answer({ ...as, clientId: '', clean: false })).toBe(2)
+    expect(await answer({ ...as, clientId: '', clean: true })).toBe(0)
+    expect(await answer({ ...as, clientId: 'c'.repeat(64) })).toBe(0)
+    expect(await answer({ ...as, clientId: 'c'.repeat(65) })).toBe(2)
+    expect(await answer({ ...as, clientId: 'é'.repeat(33) })).toBe(2)
+    // aedes answered these 6, a return code MQTT 3.1.1 does not have; 2 is Mosquitto's past its max_keepalive.
+    for (const keepalive of [0, 3_601, 65_535]) expect([keepalive, await answer({ ...as, clientId: 'app-keepalive', keepalive })]).toEqual([keepalive, 2])
+    expect(await answer({ ...as, clientId: 'app-keepalive', keepalive: 3_600 })).toBe(0)
+    expect(await answer({ ...as, clientId: 'app-keepalive', keepalive: 1 })).toBe(0)
+  })
+
+  it('refuses a will the client could not publish itself with CONNACK 5, and closes a CONNECT whose will is of QoS 3 unanswered', async () => {
+    const answer = async (fields: Parameters<typeof RawMqttClient.connect>[1]): Promise<number | 'closed'> => {
+      const raw = await RawMqttClient.connect(tb.port, fields)
+      try {
+        return await raw.connack()
+      } finally {
+        raw.end()
+      }
+    }
+    const will = (topic: string, qos: 0 | 1 | 2 = 1) => ({ topic, payload: Buffer.from('{}'), qos, retain: false })
+    const asMeter = (m: TestMeter) => ({ clientId: m.id, username: m.id, password: Buffer.from(m.secret) })
+    expect(await answer({ ...asMeter(meter), will: will(meterReadingsTopic(meter.id)) })).toBe(0)
+    expect(await answer({ ...asMeter(meter), will: will(meterReadingsTopic(other.id)) })).toBe(5)
+    expect(await answer({ ...asMeter(meter), will: will(meterStatusTopic(meter.id)) })).toBe(5)
+    expect(await answer({ clientId: 'app-will', username: recipient.id, password: Buffer.from(recipient.apiKey), will: will(`readings/${meter.id}`) })).toBe(5)
+    expect(await answer({ clientId: 'hh-will', username: household.id, password: Buffer.from(household.apiKey), will: will('anything') })).toBe(5)
+    expect(await answer({ ...asMeter(meter), will: will(meterReadingsTopic(meter.id), 3 as 2) })).toBe('closed')
+    // The broker goes on serving.
+    clients.push(await connectMeter(tb.url, meter))
   })
 
   it('lets a household follow the readings of a meter it occupies only', async () => {

@@ -10,6 +10,7 @@ import { meterReadingsTopic, meterStatusTopic } from '../../shared/topics.ts'
 import { describeDatabases } from '../support/database.ts'
 import { connectMeter, endClient, publishAcked, publishesIngested, startTestBroker, waitFor, type TestBroker } from '../support/broker.ts'
 import { createOccupiedMeter, createTestMeter, readingsOf, type TestMeter } from '../support/world.ts'
+import { RawMqttClient } from '../support/raw-mqtt.ts'
 
 /**
  * A meter's readings publishes taken past aedes' parser (broker/meter-publishes.ts): the framing and
@@ -254,57 +255,20 @@ describe('takeReadingsPublishes on a bare aedes', () => {
   })
 })
 
-/** A meter written with mqtt-packet on a raw socket: it sends bytes as it likes and collects what comes back. */
-class RawMeter {
-  readonly received: Packet[] = []
-  readonly closed: Promise<void>
-  private constructor(readonly socket: net.Socket) {
-    const parser = mqttPacket.parser({ protocolVersion: 4 })
-    parser.on('packet', (p) => this.received.push(p))
-    socket.on('data', (chunk) => parser.parse(chunk))
-    socket.on('error', () => undefined)
-    this.closed = new Promise((r) => socket.once('close', () => r()))
-  }
-
-  /** Connects; `behind` goes in the same write as the CONNECT, without waiting for the CONNACK. */
-  static async connect(port: number, meter: TestMeter, keepalive = 30, behind = Buffer.alloc(0)): Promise<RawMeter> {
-    const socket = net.connect(port, '127.0.0.1')
-    socket.setNoDelay(true)
-    await new Promise<void>((r, reject) => socket.once('connect', () => r()).once('error', reject))
-    const raw = new RawMeter(socket)
-    const connect = mqttPacket.generate({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: true, clientId: meter.id, username: meter.id, password: Buffer.from(meter.secret), keepalive } as Packet)
-    socket.write(Buffer.concat([connect, behind]))
-    const connack = await raw.next((p) => p.cmd === 'connack')
-    expect(connack).toMatchObject({ returnCode: 0 })
+/** A meter on a raw socket (RawMqttClient), connected and let in. */
+const RawMeter = {
+  async connect(port: number, meter: TestMeter, keepalive = 30, behind = Buffer.alloc(0)): Promise<RawMqttClient> {
+    const raw = await RawMqttClient.connect(port, { clientId: meter.id, username: meter.id, password: Buffer.from(meter.secret), keepalive }, behind)
+    expect(await raw.connack()).toBe(0)
     return raw
-  }
-
-  async next(match: (p: Packet) => boolean, timeoutMs = 5_000): Promise<Packet> {
-    return waitFor(() => this.received.find(match), timeoutMs, 'a packet from the broker')
-  }
-
-  pubacks(): number[] {
-    return this.received.flatMap((p) => (p.cmd === 'puback' ? [p.messageId!] : []))
-  }
-
-  /** Writes `bytes` one byte per segment. */
-  async trickle(bytes: Buffer): Promise<void> {
-    for (let i = 0; i < bytes.length; i++) {
-      await new Promise<void>((r) => this.socket.write(bytes.subarray(i, i + 1), () => r()))
-      if (i % 8 === 0) await new Promise((r) => setImmediate(r))
-    }
-  }
-
-  end(): void {
-    this.socket.destroy()
-  }
+  },
 }
 
 describeDatabases('a meter’s readings publishes taken past aedes’ parser', (t) => {
   let tb: TestBroker
   let meter: TestMeter
   let other: TestMeter
-  let raw: RawMeter | undefined
+  let raw: RawMqttClient | undefined
 
   beforeAll(async () => {
     tb = await startTestBroker(t.handle)

@@ -5,6 +5,7 @@ import type { MemoryPersistence } from '../../broker/memory-persistence.ts'
 import { meterReadingsTopic } from '../../shared/topics.ts'
 import { connectClient, connectMeter, endClient, publishAcked, startTestBroker, subscribeCollect, waitFor, type TestBroker } from '../support/broker.ts'
 import { describeDatabases } from '../support/database.ts'
+import { RawMqttClient } from '../support/raw-mqtt.ts'
 import { createTestHousehold, createTestMeter, createUtility, insertOccupancy, type TestMeter } from '../support/world.ts'
 
 const CONNACK_NOT_AUTHORIZED = 5
@@ -155,6 +156,45 @@ describeDatabases('expiry of persistent sessions left offline', (t) => {
     clients.push(back.client)
     expect(back.sessionPresent).toBe(false)
     expect(await claims()).toEqual(['app-away', 'home-here'])
+  })
+
+  it('sends again with DUP set what it sent before and was not acknowledged, and what was queued meanwhile without [MQTT-3.3.1-1]', async () => {
+    const session = { clientId: 'app-dup', username: utility.id, password: Buffer.from(utility.apiKey), clean: false }
+    // A recipient that never acknowledges (MQTT.js would): written raw.
+    const first = await RawMqttClient.connect(tb.port, session)
+    expect(await first.connack()).toBe(0)
+    first.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'readings/+', qos: 1 }] })
+    await first.next((p) => p.cmd === 'suback')
+    const m = await connectMeter(tb.url, meter)
+    clients.push(m)
+    const reading = (i: number) => ({ ts: new Date(Date.parse('2026-10-03T00:00:00Z') + i * 900_000).toISOString().replace('.000Z', 'Z'), values: { '1-0:1.8.0': 3_000 + i } })
+    await publishAcked(m, meterReadingsTopic(meter.id), JSON.stringify({ readings: [reading(0), reading(1)] }))
+    const publishes = (raw: RawMqttClient) => raw.received.flatMap((p) => (p.cmd === 'publish' ? [{ messageId: p.messageId, dup: p.dup, ts: (JSON.parse(p.payload.toString()) as { ts: string }).ts }] : []))
+    await waitFor(() => publishes(first).length === 2, 5_000, 'two datums delivered')
+    const sent = publishes(first)
+    expect(sent.map((p) => [p.ts, p.dup])).toEqual([
+      [reading(0).ts, false],
+      [reading(1).ts, false],
+    ])
+    first.end()
+    await first.closed
+    await publishAcked(m, meterReadingsTopic(meter.id), JSON.stringify({ readings: [reading(2)] }))
+    await waitFor(() => queued('app-dup') === 3, 5_000, 'the third datum queued')
+
+    const back = await RawMqttClient.connect(tb.port, session)
+    expect(await back.connack()).toBe(0)
+    await waitFor(() => publishes(back).length === 3, 5_000, 'the queue sent again')
+    expect(publishes(back)).toEqual([
+      { messageId: sent[0]!.messageId, dup: true, ts: reading(0).ts },
+      { messageId: sent[1]!.messageId, dup: true, ts: reading(1).ts },
+      { messageId: expect.any(Number), dup: false, ts: reading(2).ts },
+    ])
+    for (const p of publishes(back)) back.send({ cmd: 'puback', messageId: p.messageId! })
+    await waitFor(() => queued('app-dup') === 0, 5_000, 'the queue acknowledged')
+    back.send({ cmd: 'disconnect' })
+    back.end()
+    // Ends the session.
+    await endClient(await connectClient(tb.url, { ...session, password: utility.apiKey, clean: true }))
   })
 
   it('discards the queue of a persistent session that a clean connect replaces, at once, recording none of it as released', async () => {
