@@ -12,6 +12,8 @@
 export type JsonTextProblem =
   /** Arrays and objects nested deeper than `nestingMax`. */
   | { kind: 'nesting'; field: string }
+  /** A key written twice in one object: JSON.parse keeps the last, and what the first said is lost unseen. */
+  | { kind: 'duplicate'; field: string }
   /** A number literal with a fraction or an exponent, or of more than `digitsMax` digits. */
   | { kind: 'number'; field: string; literal: string }
 
@@ -23,17 +25,35 @@ export interface JsonTextLimits {
 
 const NUMBER_RE = /-?\d+(\.\d+)?([eE][+-]?\d+)?/y
 
+/** Keys of an object compared one by one up to this many; past it, kept in a Set (a payload of 10,000 keys). */
+const KEYS_LISTED_MAX = 16
+
+/** The keys read so far in one open object, as JSON.parse would name them. */
+class SeenKeys {
+  private list: string[] = []
+  private set: Set<string> | null = null
+
+  /** Adds a key; false when the object had it already. */
+  add(key: string): boolean {
+    if (this.set !== null) return this.set.size < this.set.add(key).size
+    if (this.list.includes(key)) return false
+    this.list.push(key)
+    if (this.list.length > KEYS_LISTED_MAX) this.set = new Set(this.list)
+    return true
+  }
+}
+
 /**
  * What is wrong with JSON text: nesting deeper than allowed if it does (said first, since whoever
- * reads the text next may walk it), else its first number literal a double would round, with the
- * field it is in: keys joined by dots, array positions in brackets (`split.thirdParties[0].bps`,
- * `readings[3].values.1-0:1.8.0`), after `root` when the text is not an object (`body[0]`), or the
- * root itself for the whole. Null when fit.
+ * reads the text next may walk it), else its first key written twice in one object, else its first
+ * number literal a double would round, with the field it is in: keys joined by dots, array positions
+ * in brackets (`split.thirdParties[0].bps`, `readings[3].values.1-0:1.8.0`), after `root` when the
+ * text is not an object (`body[0]`), or the root itself for the whole. Null when fit.
  */
 export function jsonTextProblem(text: string, limits: JsonTextLimits, root = ''): JsonTextProblem | null {
   // The containers open at this point of the text: each with its current key (objects, as offsets
   // into the text, sliced only to name a field) or index (arrays).
-  const open: Array<{ array: boolean; keyStart: number; keyEnd: number; index: number }> = []
+  const open: Array<{ array: boolean; keyStart: number; keyEnd: number; index: number; keys: SeenKeys | null }> = []
   const here = (): string => {
     let name = ''
     for (const level of open) {
@@ -47,20 +67,41 @@ export function jsonTextProblem(text: string, limits: JsonTextLimits, root = '')
   let stringEnd = 0
   // The first number that would be rounded: said once the whole text is known not to nest too deep.
   let number: JsonTextProblem | null = null
+  let duplicate: JsonTextProblem | null = null
+  // Whether the last string read holds an escape (its name is then its parse, not its text).
+  let stringEscaped = false
   for (let i = 0; i < text.length; i++) {
     const c = text.charCodeAt(i)
     if (c === 0x22) {
       stringStart = i + 1
-      for (i++; i < text.length && text.charCodeAt(i) !== 0x22; i++) if (text.charCodeAt(i) === 0x5c) i++
+      stringEscaped = false
+      for (i++; i < text.length && text.charCodeAt(i) !== 0x22; i++) {
+        if (text.charCodeAt(i) === 0x5c) {
+          stringEscaped = true
+          i++
+        }
+      }
       stringEnd = i
     } else if (c === 0x5b || c === 0x7b) {
       if (open.length >= limits.nestingMax) return { kind: 'nesting', field: root }
-      open.push({ array: c === 0x5b, keyStart: 0, keyEnd: 0, index: 0 })
+      open.push({ array: c === 0x5b, keyStart: 0, keyEnd: 0, index: 0, keys: null })
     } else if (c === 0x5d || c === 0x7d) open.pop()
     else if (c === 0x3a && open.length > 0) {
       const level = open[open.length - 1]!
       level.keyStart = stringStart
       level.keyEnd = stringEnd
+      if (duplicate === null) {
+        const raw = text.slice(stringStart, stringEnd)
+        let key = raw
+        if (stringEscaped) {
+          try {
+            key = JSON.parse(`"${raw}"`) as string
+          } catch {
+            // Not valid JSON: whoever parses the text says so.
+          }
+        }
+        if (!(level.keys ??= new SeenKeys()).add(key)) duplicate = { kind: 'duplicate', field: here() }
+      }
     } else if (c === 0x2c && open.length > 0) open[open.length - 1]!.index++
     else if (c === 0x2d || (c >= 0x30 && c <= 0x39)) {
       NUMBER_RE.lastIndex = i
@@ -72,7 +113,7 @@ export function jsonTextProblem(text: string, limits: JsonTextLimits, root = '')
       i += literal.length - 1
     }
   }
-  return number
+  return duplicate ?? number
 }
 
 /**

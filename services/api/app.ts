@@ -136,9 +136,13 @@ function bodyTextProblem(text: string): { field: string; message: string } | nul
   const problem = jsonTextProblem(text, { nestingMax: JSON_NESTING_MAX, digitsMax: JSON_INTEGER_DIGITS_MAX }, 'body')
   if (problem === null) return null
   if (problem.kind === 'nesting') return { field: problem.field, message: `arrays and objects nested deeper than ${JSON_NESTING_MAX} levels` }
+  // JSON.parse keeps the last: what the first said would be dropped without a word.
+  if (problem.kind === 'duplicate') return { field: problem.field, message: 'written twice in one object: send each field once' }
+  // Amounts (…Micros) are strings in this API; other integers are numbers written out.
+  const advice = /Micros[^.\[]*$/.test(problem.field) ? '; send amounts as strings' : ''
   return {
     field: problem.field,
-    message: `${problem.literal} is not a whole number written out (no fraction, no exponent, at most ${JSON_INTEGER_DIGITS_MAX} digits: JSON would round it); send amounts as strings`,
+    message: `${problem.literal} is not a whole number written out (no fraction, no exponent, at most ${JSON_INTEGER_DIGITS_MAX} digits: JSON would round it)${advice}`,
   }
 }
 

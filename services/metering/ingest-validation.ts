@@ -175,9 +175,11 @@ export function validatePayload(
     return rejectWhole(out, 'invalid_schema', `${single ? '' : 'readings: '}arrays and objects nested deeper than ${PAYLOAD_NESTING_MAX} levels`)
   }
   const batch = single ? null : new BatchText(text, readings.length)
+  // A key written twice outside the readings (`readings` itself): which readings were sent cannot be told.
+  if (problem?.kind === 'duplicate' && batch !== null && !problem.field.startsWith('readings[')) return rejectWhole(out, 'invalid_schema', textProblemDetail(problem))
   if (problem !== null && batch !== null && !batch.placed()) {
-    // A rounded literal in a batch whose readings cannot be told apart in its text: the batch, whole.
-    return rejectWhole(out, 'invalid_schema', roundedDetail(problem))
+    // A rounded literal or a key written twice in a batch whose readings cannot be told apart in its text: the batch, whole.
+    return rejectWhole(out, 'invalid_schema', textProblemDetail(problem))
   }
   for (let i = 0; i < readings.length; i++) {
     const item = readings[i]
@@ -196,9 +198,10 @@ export function validatePayload(
     }
     if (problem !== null) {
       // The literal is the payload's when the reading is alone, else looked for in the reading's own text.
-      const rounded = batch === null ? problem : batch.numberProblem(i)
-      if (rounded !== null) {
-        rejectReading(out, batch, at, 'invalid_schema', roundedDetail(rounded), quarantineTs(parseRfc3339Ms(item.ts)))
+      const found = batch === null ? problem : batch.textProblem(i)
+      if (found !== null) {
+        // Of a key written twice the parse kept the last: its `ts` is not said to be the reading's.
+        rejectReading(out, batch, at, 'invalid_schema', textProblemDetail(found), found.kind === 'duplicate' ? null : quarantineTs(parseRfc3339Ms(item.ts)))
         continue
       }
     }
@@ -230,8 +233,13 @@ export function validatePayload(
   return out
 }
 
-function roundedDetail(problem: JsonTextProblem): string {
-  const what = problem.kind === 'number' ? `${problem.literal} is not an integer written out (no fraction, no exponent: JSON parsing would round it)` : 'nested too deep'
+function textProblemDetail(problem: JsonTextProblem): string {
+  const what =
+    problem.kind === 'number'
+      ? `${problem.literal} is not an integer written out (no fraction, no exponent: JSON parsing would round it)`
+      : problem.kind === 'duplicate'
+        ? 'key written twice in one object (which value was meant cannot be told)'
+        : 'nested too deep'
   return `${problem.field}: ${what}`
 }
 
@@ -289,8 +297,8 @@ class BatchText {
     return this.span(0) !== null
   }
 
-  /** A literal of reading `i` that parsing rounded, its field named within the reading (the batch's readings placed). */
-  numberProblem(i: number): JsonTextProblem | null {
+  /** A key written twice in reading `i`, or a literal of it that parsing rounded, its field named within the reading (the batch's readings placed). */
+  textProblem(i: number): JsonTextProblem | null {
     const span = this.span(i)
     return span === null ? null : jsonTextProblem(this.text.slice(span[0], span[1]), PAYLOAD_TEXT_LIMITS)
   }

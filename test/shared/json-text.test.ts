@@ -58,4 +58,21 @@ describe('JSON text as written', () => {
     expect(jsonTextProblem(`{"x":0.5,"y":${deep}}`, LIMITS, 'body')).toEqual({ kind: 'nesting', field: 'body' })
     expect(jsonTextProblem('['.repeat(LIMITS.nestingMax) + ']'.repeat(LIMITS.nestingMax), LIMITS)).toBeNull()
   })
+
+  it('finds a key written twice in one object, as JSON.parse names keys, before any rounded literal', () => {
+    expect(jsonTextProblem('{"a":1.5,"b":{"c":1,"c":2}}', LIMITS)).toEqual({ kind: 'duplicate', field: 'b.c' })
+    expect(jsonTextProblem('{"readings":[{"ts":"x"}],"readings":[]}', LIMITS)).toEqual({ kind: 'duplicate', field: 'readings' })
+    expect(jsonTextProblem('[{"k":1},{"k":2,"k":3}]', LIMITS, 'body')).toEqual({ kind: 'duplicate', field: 'body[1].k' })
+    // Written with an escape, the same key.
+    expect(jsonTextProblem('{"kind":1,"k\u0069nd":2}', LIMITS)).toEqual({ kind: 'duplicate', field: 'k\u0069nd' })
+    // The same key in different objects, or as a value, is no duplicate; an escape counts as what it means.
+    expect(jsonTextProblem('{"a":{"k":1},"b":{"k":1},"k":"k","s":"\\u0041","t":"A"}', LIMITS)).toBeNull()
+    expect(jsonTextProblem('{"\\u0041":1,"A":2}', LIMITS)).toEqual({ kind: 'duplicate', field: 'A' })
+    expect(jsonTextProblem('{"\\\\u0041":1,"A":2}', LIMITS)).toBeNull()
+    // Many keys: past the listed ones, still found.
+    const many = Array.from({ length: 1_000 }, (_, i) => `"k${i}":${i}`)
+    expect(jsonTextProblem(`{${many.join(',')}}`, LIMITS)).toBeNull()
+    expect(jsonTextProblem(`{${many.join(',')},"k999":0}`, LIMITS)).toEqual({ kind: 'duplicate', field: 'k999' })
+    expect(jsonTextProblem(`{${many.join(',')},"k3":0}`, LIMITS)).toEqual({ kind: 'duplicate', field: 'k3' })
+  })
 })

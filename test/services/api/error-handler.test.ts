@@ -104,6 +104,9 @@ describeDatabases('the error envelope', (t) => {
     // Named by its whole path wherever it is; a bare value by the body.
     const nested = await api.inject({ method: 'POST', url: '/admin/offers', headers: { ...OPERATOR, 'content-type': 'application/json' }, payload: offer('1').replace('"householdBps":10000', '"householdBps":1e4') })
     expect(errorOf(nested).message).toMatch(/^split\.householdBps: 1e4 is not a whole number written out/)
+    // Only amounts are strings: a count of basis points is not told to be one.
+    expect(errorOf(nested).message).not.toMatch(/strings/)
+    expect(errorOf(await api.inject({ method: 'POST', url: '/admin/offers', headers: { ...OPERATOR, 'content-type': 'application/json' }, payload: offer('1.0') })).message).toMatch(/; send amounts as strings$/)
     const inArray = offer('1').replace('"thirdParties":[]', '"thirdParties":[{"partyId":"pty_a","bps":1},{"partyId":"pty_b","bps":500.0}]')
     const deep = await api.inject({ method: 'POST', url: '/admin/offers', headers: { ...OPERATOR, 'content-type': 'application/json' }, payload: inArray })
     expect(errorOf(deep).message).toMatch(/^split\.thirdParties\[1\]\.bps: 500\.0 is not a whole number written out/)
@@ -116,6 +119,20 @@ describeDatabases('the error envelope', (t) => {
     expect(text.statusCode).toBe(201)
     const whole = await api.inject({ method: 'POST', url: '/admin/offers', headers: { ...OPERATOR, 'content-type': 'application/json' }, payload: offer('1250') })
     expect(errorOf(whole)).toEqual({ code: 'INVALID_INPUT', message: 'recipientId: no such party' })
+  })
+
+  it('refuses a body with a key written twice in one object, which JSON parsing would keep the last of, naming it', async () => {
+    const json = { ...OPERATOR, 'content-type': 'application/json' }
+    const party = await api.inject({ method: 'POST', url: '/admin/parties', headers: json, payload: '{"kind":"utility","name":"x","kind":"third_party"}' })
+    expect([party.statusCode, errorOf(party)]).toEqual([400, { code: 'INVALID_INPUT', message: 'kind: written twice in one object: send each field once' }])
+    const nested = await api.inject({
+      method: 'POST',
+      url: '/admin/offers',
+      headers: json,
+      payload: '{"recipientId":"pty_x","purpose":"p","granularity":"daily","priceMicrosPerDatum":"1","split":{"householdBps":10000,"operatorBps":0,"householdBps":0,"platformBps":0,"thirdParties":[]}}',
+    })
+    expect(errorOf(nested)).toEqual({ code: 'INVALID_INPUT', message: 'split.householdBps: written twice in one object: send each field once' })
+    expect(await t.db.selectFrom('parties').select('id').where('name', '=', 'x').execute()).toEqual([])
   })
 
   it('answers 400 naming the field for U+0000 or a lone surrogate anywhere in a request, which no field may hold', async () => {

@@ -112,6 +112,31 @@ describe('ingest validation', () => {
     ])
   })
 
+  it('quarantines a reading with a key written twice, which parsing would keep the last of, and the batch whole when it is `readings` (found by probing: acknowledged, one reading lost unseen)', () => {
+    const ts = (h: number) => `2026-10-10T0${h}:00:00Z`
+    // In a reading: that reading, its own bytes kept, no time claimed for it; the batch's others stored.
+    const twice = `{"ts":"${ts(1)}","values":{"1-0:1.8.0":1290000,"1-0:1.8.0":1290500}}`
+    const single = validate(twice)
+    expect(single.datums).toEqual([])
+    expect(single.rejects.map((r) => [r.reason, r.tsMs, r.detail, r.payload.toString()])).toEqual([
+      ['invalid_schema', null, 'values.1-0:1.8.0: key written twice in one object (which value was meant cannot be told)', twice],
+    ])
+    const tsTwice = `{"ts":"${ts(2)}","ts":"${ts(3)}","values":{"1-0:1.8.0":5}}`
+    const batch = `{"readings":[{"ts":"${ts(0)}","values":{"1-0:1.8.0":4}},${tsTwice}]}`
+    const v = validate(batch)
+    expect(v.datums.map((d) => [d.index, d.tsMs])).toEqual([[0, Date.parse(ts(0))]])
+    expect(v.rejects.map((r) => [r.reason, r.tsMs, r.detail, r.payload.toString()])).toEqual([
+      ['invalid_schema', null, 'readings[1].ts: key written twice in one object (which value was meant cannot be told)', tsTwice],
+    ])
+    // `readings` twice: which readings were sent cannot be told; the batch whole.
+    const readingsTwice = `{"readings":[{"ts":"${ts(0)}","values":{"1-0:1.8.0":1}}],"readings":[{"ts":"${ts(1)}","values":{"1-0:1.8.0":2}}]}`
+    const whole = validate(readingsTwice)
+    expect(whole.datums).toEqual([])
+    expect(whole.rejects.map((r) => [r.reason, r.tsMs, r.detail, r.payload.toString()])).toEqual([
+      ['invalid_schema', null, 'readings: key written twice in one object (which value was meant cannot be told)', readingsTwice],
+    ])
+  })
+
   it('keeps a quarantined batch reading’s own bytes as the meter wrote them, spacing and literals, for every reason', () => {
     const elements = [
       '{ "ts" : "2026-10-01T00:30:00Z", "values" : { "1-0:1.8.0" : "five" } }',
