@@ -49,13 +49,17 @@ const LOG_ENV = `  METERSHARE_LOG_LEVEL    fatal, error, warn, info, debug, trac
 
 /** `metershare <command> --help`: each command's own usage (simulate has its own, in the simulator). */
 const COMMAND_USAGE: Record<string, string> = {
-  up: `usage: metershare up [--no-demo] [--no-simulate] [--data-dir DIR] [--mqtt-port PORT] [--http-port PORT]
+  up: `usage: metershare up [--no-demo] [--no-simulate] [--settle-periodically] [--data-dir DIR] [--mqtt-port PORT] [--http-port PORT]
 
 Everything in one process: migrate, broker, services, HTTP API and portal, and a simulated fleet.
 On an empty database it creates a demo world and prints how to sign in. Ctrl-C stops it cleanly.
 
   --no-demo          no demo world on an empty database
   --no-simulate      no simulated fleet
+  --settle-periodically  settle each month once it is over, and recent ones again for late data,
+                     every 10 minutes, as \`metershare settlement\` does (otherwise: POST
+                     /admin/settlements or \`metershare settle\`; the demo fleet's months are settled
+                     as they complete either way)
 ${DATA_DIR_FLAG}
 ${MQTT_PORT_FLAG}
 ${HTTP_PORT_FLAG}
@@ -220,7 +224,7 @@ const commands: Record<string, Command> = {
   async up(args, env) {
     const { values } = parseArgs({
       args,
-      options: { ...SERVER_OPTIONS, 'no-demo': { type: 'boolean' }, 'no-simulate': { type: 'boolean' } },
+      options: { ...SERVER_OPTIONS, 'no-demo': { type: 'boolean' }, 'no-simulate': { type: 'boolean' }, 'settle-periodically': { type: 'boolean' } },
       strict: true,
     })
     const config = envToConfig(serverEnv(values, env))
@@ -236,7 +240,7 @@ const commands: Record<string, Command> = {
     out.write(`Metershare: starting on ${config.databaseUrl === null ? `the embedded database in ${path.resolve(config.dataDir)}` : 'PostgreSQL'}…\n`)
     // Listening already: a signal during the start (the demo world being created) stops it once started.
     const requested = stopRequested()
-    const system = await startSystem(config, { demo, simulate: values['no-simulate'] !== true, interactive: tty })
+    const system = await startSystem(config, { demo, simulate: values['no-simulate'] !== true, interactive: tty, settlePeriodically: values['settle-periodically'] === true })
     const host = config.http.host === '0.0.0.0' || config.http.host === '::' ? 'localhost' : config.http.host
     const lines = [
       `  MQTT       mqtt://${host}:${system.mqttPort}   (WebSocket ws://${host}:${system.httpPort}/mqtt)`,

@@ -205,6 +205,14 @@ export interface SystemOptions {
   simulate: boolean
   /** Shows a live status line (on a terminal) and logs to a file in the data directory. */
   interactive: boolean
+  /**
+   * Settles each month once it is over, and recent ones again for late data, on a timer, as the
+   * settlement worker does (`up --settle-periodically`). Off by default: a month closed by itself
+   * before its data came in would close the books up to it (README.md, Settlement), and the operator
+   * settles with `POST /admin/settlements` or `metershare settle`. The demo fleet's months are settled
+   * as they complete either way.
+   */
+  settlePeriodically?: boolean
   clock?: () => Date
 }
 
@@ -231,7 +239,8 @@ export async function startSystem(configIn: Readonly<Config>, options: SystemOpt
   const adminToken = configIn.adminToken ?? generateSecret()
   const config: Readonly<Config> = Object.freeze({ ...configIn, adminToken })
   const parts = new Parts()
-  const metrics = createMetrics({ settlement: true })
+  const demoSettles = options.demo && options.simulate
+  const metrics = createMetrics({ settlement: options.settlePeriodically === true || demoSettles })
   try {
     await checkListen(config.mqtt.host, listenPorts(config, true))
     const db = await openAndMigrate(config, parts, 'up')
@@ -305,7 +314,7 @@ export async function startSystem(configIn: Readonly<Config>, options: SystemOpt
         await fleet!.stop()
       })
       startDemoSettlement(db, config, fleet, world.fromMs, clock, parts, metrics)
-    } else {
+    } else if (options.settlePeriodically === true) {
       startPeriodicSettlement(db, config, clock, parts, metrics)
     }
 

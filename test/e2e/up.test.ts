@@ -54,13 +54,10 @@ describe('metershare up (empty world)', () => {
     expect(res.status).toBe(200)
   })
 
-  it('exports its periodic settlement runs: the first, at the start, succeeded', async () => {
-    const text = await waitFor(async () => {
-      const t = await (await fetch(http + '/metrics')).text()
-      return /^metershare_settlement_runs_total\{outcome="ok"\} [1-9]/m.test(t) ? t : undefined
-    }, 30_000, 'the first settlement run')
-    expect(text).toMatch(/^metershare_settlement_runs_total\{outcome="failed"\} 0$/m)
-    expect(Number(/^metershare_settlement_last_success_timestamp_seconds (\d+)$/m.exec(text)?.[1])).toBeGreaterThan(Date.now() / 1000 - 600)
+  it('settles no month by itself unless asked (--settle-periodically): the operator settles', async () => {
+    const text = await (await fetch(http + '/metrics')).text()
+    expect(text).toMatch(/^metershare_readings_stored_total /m)
+    expect(text).not.toMatch(/^metershare_settlement_runs_total/m)
   })
 
   it('stores what a provisioned meter publishes and shows it to its household', async () => {
@@ -145,6 +142,34 @@ describe('metershare up interrupted while it creates the demo world', () => {
       again.kill()
     }
   }, 200_000)
+})
+
+describe('metershare up --settle-periodically', () => {
+  it('settles completed months on its timer, the first run at its start, and exports its runs', async () => {
+    const dataDir = mkdtempSync(path.join(os.tmpdir(), 'metershare-up-settle-'))
+    const up = new CliProcess(['up', '--no-demo', '--no-simulate', '--settle-periodically'], {
+      ...process.env,
+      METERSHARE_DATA_DIR: dataDir,
+      MQTT_PORT: '0',
+      HTTP_PORT: '0',
+      METERSHARE_HOST: '127.0.0.1',
+      METERSHARE_ADMIN_TOKEN: ADMIN_TOKEN,
+      METERSHARE_LOG_LEVEL: 'warn',
+    })
+    try {
+      const http = (await up.printed(/HTTP API\s+(http:\/\/\S+)/, 90_000))[1]!
+      const text = await waitFor(async () => {
+        const t = await (await fetch(http + '/metrics')).text()
+        return /^metershare_settlement_runs_total\{outcome="ok"\} [1-9]/m.test(t) ? t : undefined
+      }, 30_000, 'the first settlement run')
+      expect(text).toMatch(/^metershare_settlement_runs_total\{outcome="failed"\} 0$/m)
+      expect(Number(/^metershare_settlement_last_success_timestamp_seconds (\d+)$/m.exec(text)?.[1])).toBeGreaterThan(Date.now() / 1000 - 600)
+      expect(await up.stop('SIGTERM')).toBe(0)
+    } finally {
+      up.kill()
+      rmSync(dataDir, { recursive: true, force: true })
+    }
+  }, 120_000)
 })
 
 describe('metershare up on a port that is taken', () => {
