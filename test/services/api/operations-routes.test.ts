@@ -1,8 +1,9 @@
+import net, { type AddressInfo } from 'node:net'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { buildApi } from '../../../services/api/app.ts'
 import { HEALTH_CHECK_TIMEOUT_MS } from '../../../services/api/routes/operations-routes.ts'
 import { envToConfig } from '../../../shared/config.ts'
-import { openDatabase, type DatabaseHandle } from '../../../shared/db/database.ts'
+import { HEALTH_PROBE_TIMEOUT_MS, openDatabase, probeDatabase, type DatabaseHandle } from '../../../shared/db/database.ts'
 import { createMetrics } from '../../../shared/metrics.ts'
 import { describeDatabases } from '../../support/database.ts'
 import { ADMIN_TOKEN, UNREACHABLE_DATABASE_URL, databaseAnswers, useApi } from './api-harness.ts'
@@ -88,6 +89,24 @@ describe('GET /healthz when a component does not answer', () => {
     expect(fine.statusCode).toBe(200)
     expect(fine.json()).toEqual({ status: 'ok', broker: true, database: true, storage: true })
   })
+
+  it('names the database, and not the broker, when the database is silent for longer than the whole check waits', async () => {
+    // A server that takes the connection and never answers: a frozen PostgreSQL.
+    const sockets: net.Socket[] = []
+    const silent = net.createServer((socket) => void sockets.push(socket))
+    await new Promise<void>((r) => silent.listen(0, '127.0.0.1', () => r()))
+    const frozen = await openDatabase({ databaseUrl: `postgres://x:y@127.0.0.1:${(silent.address() as AddressInfo).port}/db`, pgliteDir: null, pgliteFsync: false, poolSize: 1 })
+    try {
+      const res = await healthWith(async () => ({ broker: true, database: await probeDatabase(frozen) }))
+      // With the probe's wait as long as the check's, the check's ran out first and said both were down.
+      expect([res.statusCode, res.json()]).toEqual([503, { status: 'unavailable', broker: true, database: false }])
+      expect(HEALTH_PROBE_TIMEOUT_MS).toBeLessThan(HEALTH_CHECK_TIMEOUT_MS)
+    } finally {
+      for (const socket of sockets) socket.destroy()
+      silent.close()
+      await frozen.close().catch(() => undefined)
+    }
+  }, HEALTH_CHECK_TIMEOUT_MS + 20_000)
 
   it('answers 503 when the check itself fails or never returns', async () => {
     const failing = await healthWith(async () => {
