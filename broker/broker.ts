@@ -59,6 +59,8 @@ export const COUPLING_CLOSE_MS_MAX = 5_000
 
 // MQTT 3.1.1 CONNACK return codes [MQTT-3.2.2.3]; numbers, not aedes' const enum.
 const CONNACK_IDENTIFIER_REJECTED = 2
+/** How often, in ms, a broker on the embedded database looks whether its disk has its reserve free (ingest also looks before each group). */
+export const STORAGE_WATCH_INTERVAL_MS = 5_000
 /** Connections the kernel may hold for MQTT's TCP listener before they are accepted (capped by net.core.somaxconn). */
 export const MQTT_LISTEN_BACKLOG = 4_096
 /**
@@ -222,9 +224,34 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
   // and one group at a time.
   const laneCount = thread !== null ? limits.commitLanes : 1
   let lastCommitAt = Number.NEGATIVE_INFINITY
-  const storage = new StorageAlarm(rootLog.ingest, (full) => metrics.storageFull.set(full ? 1 : 0))
+  // PGlite: whether its disk has less free than the reserve, looked at on a timer too, while no publish
+  // comes (found by probing: started on a nearly full disk, /healthz said ok while every write failed).
+  let belowReserve = false
+  const showStorage = (): void => void metrics.storageFull.set(storage.full || belowReserve ? 1 : 0)
+  const storage = new StorageAlarm(rootLog.ingest, showStorage)
   const database = new DatabaseAlarm(rootLog.ingest, (down) => metrics.databaseUnreachable.set(down ? 1 : 0))
   const pgliteDir = db.pgliteDir
+  /** What a look at the disk found; said in the log unless ingest's hold says it (`quiet`: ingest is about to). */
+  const noteFree = (free: number, quiet = false): void => {
+    if (pgliteDir === undefined || free < limits.storageFreeBytesMin === belowReserve) return
+    belowReserve = !belowReserve
+    showStorage()
+    if (quiet || storage.full) return
+    if (belowReserve) {
+      log.error(
+        { detail: new StorageFullError(pgliteDir, free, limits.storageFreeBytesMin).message },
+        "database storage below its reserve: publishes are held unacknowledged and the API refuses writes until space is freed on the database's disk",
+      )
+    } else log.warn({ freeBytes: free }, 'database storage above its reserve again')
+  }
+  const watchReserve = async (): Promise<void> => {
+    if (pgliteDir === undefined) return
+    const free = await freeBytesOf(pgliteDir).catch(() => null)
+    if (free !== null) noteFree(free)
+  }
+  await watchReserve()
+  const reserveTimer = pgliteDir !== undefined ? setInterval(() => void watchReserve(), STORAGE_WATCH_INTERVAL_MS) : undefined
+  reserveTimer?.unref()
   const ingest = new IngestLanes(laneCount, (lane) => ({
     limits: {
       ...limits,
@@ -240,6 +267,8 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
       // PGlite: not even tried below the reserve (a WAL that cannot grow hangs PGlite, see storage.ts).
       if (pgliteDir !== undefined) {
         const free = await freeBytesOf(pgliteDir)
+        // Below the reserve, the hold this starts says so.
+        noteFree(free, free < limits.storageFreeBytesMin)
         if (free < limits.storageFreeBytesMin) throw new StorageFullError(pgliteDir, free, limits.storageFreeBytesMin)
       }
       try {
@@ -736,7 +765,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
     ingest,
     ingestThread: thread,
     storageFull() {
-      return storage.full
+      return storage.full || belowReserve
     },
     async databaseAnswers() {
       // Ingest held for want of the server: a commit before it proves nothing; only a probe says it is back.
@@ -831,6 +860,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
         for (const wss of wsServers) wss.close()
         clearInterval(sweepTimer)
         clearInterval(partitionsTimer)
+        clearInterval(reserveTimer)
         await preparing
         await unlistenCredentials()
         await unlistenDueDays()

@@ -4,6 +4,7 @@ import path from 'node:path'
 import { sql } from 'kysely'
 import type { MqttClient } from 'mqtt'
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
+import { STORAGE_WATCH_INTERVAL_MS } from '../../broker/broker.ts'
 import { openDatabase, type DatabaseHandle } from '../../shared/db/database.ts'
 import { migrateToLatest } from '../../shared/db/migrator.ts'
 import { meterReadingsTopic } from '../../shared/topics.ts'
@@ -185,6 +186,20 @@ describe.skipIf(skip !== '')(`ingest when the database's disk fills up [pglite]$
     await handle?.close().catch(() => {})
     disk?.unmount()
   })
+
+  it('says the storage is full while the disk has less than the reserve free, before any publish comes, and not once space is back', async () => {
+    // Found by probing: started on a nearly full disk, /healthz said ok while every write failed.
+    expect(tb!.broker.storageFull()).toBe(false)
+    disk!.fillLeaving(reserve - 2 * MIB)
+    try {
+      await waitFor(() => tb!.broker.storageFull(), STORAGE_WATCH_INTERVAL_MS + 5_000, 'the broker noticing the disk below its reserve')
+      expect(await storageFull(tb!)).toBe(1)
+    } finally {
+      disk!.unfill()
+    }
+    await waitFor(() => !tb!.broker.storageFull(), STORAGE_WATCH_INTERVAL_MS + 5_000, 'the broker noticing space back')
+    expect(await storageFull(tb!)).toBe(0)
+  }, 60_000)
 
   it('holds meters unacknowledged below the reserve, then stores every publish once when space is back', async () => {
     await fillHoldAndFree(handle!, disk!, tb!, reserve + 2 * MIB)
