@@ -9,7 +9,7 @@ import { ENV_VARS, type Config } from '../shared/config.ts'
 import { logDatabaseFailure } from '../shared/db/unreachable.ts'
 import type { RegisterValues } from '../shared/wire.ts'
 import { ensureDataDir } from '../shared/data-dir.ts'
-import { ConfigError, ERROR_CODES, SchemaTooNewError, errorBody } from '../shared/errors.ts'
+import { ConfigError, ERROR_CODES, SchemaTooNewError, errorBody, noRouteMessage } from '../shared/errors.ts'
 import { monthBounds, monthOf, addMonths } from '../shared/calendar.ts'
 import { openConfiguredDatabase, probeDatabase, type DatabaseHandle } from '../shared/db/database.ts'
 import { SCHEMA_CHANNEL, migrateToLatest, requireSchemaCurrent } from '../shared/db/migrator.ts'
@@ -503,7 +503,8 @@ function operationsServer(health: () => Promise<HealthReport>, metrics: Metrics,
       void metrics.registry.metrics().then((text) => res.writeHead(200, { 'content-type': metrics.registry.contentType, 'cache-control': 'no-store' }).end(text))
       return
     }
-    res.writeHead(404, { 'content-type': 'application/json' }).end(JSON.stringify(errorBody(ERROR_CODES.NOT_FOUND, `${url.pathname} not found`)))
+    // As the API's own 404.
+    res.writeHead(404, { 'content-type': 'application/json; charset=utf-8' }).end(JSON.stringify(errorBody(ERROR_CODES.NOT_FOUND, noRouteMessage(req.method ?? 'GET', req.url ?? '/'))))
   })
 }
 

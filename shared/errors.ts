@@ -142,6 +142,11 @@ export function errorBody(code: ErrorCode, message: string): ErrorBody {
   return { error: { code, message } }
 }
 
+/** What a 404 says of an address no route serves: its method and path (the query left out, 200 characters at most). */
+export function noRouteMessage(method: string, url: string): string {
+  return `no route ${method} ${url.split('?')[0]!.slice(0, 200)}`
+}
+
 /** Too many failed attempts (sign-in), or too many under way at once (`busy`); try again after `retryAfterMs`. */
 export class TooManyRequestsError extends MetershareError {
   readonly retryAfterMs: number

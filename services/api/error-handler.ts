@@ -2,8 +2,8 @@ import http from 'node:http'
 import type { Duplex } from 'node:stream'
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { ZodError } from 'zod'
-import { ERROR_CODES, MetershareError, TooManyRequestsError, errorBody, type ErrorBody, type ErrorCode } from '../../shared/errors.ts'
-import { fieldName } from './validation.ts'
+import { ERROR_CODES, MetershareError, TooManyRequestsError, errorBody, noRouteMessage, type ErrorBody, type ErrorCode } from '../../shared/errors.ts'
+import { PORTAL_FORM_BYTES_MAX, fieldName } from './validation.ts'
 import { errorDetail } from '../../shared/db/hold-alarm.ts'
 import { isDiskFull } from '../../shared/db/storage.ts'
 import { DATABASE_UNAVAILABLE_MESSAGE, DATABASE_UNAVAILABLE_RETRY_AFTER_S, isDatabaseUnreachable, logDatabaseFailure } from '../../shared/db/unreachable.ts'
@@ -89,6 +89,7 @@ export function setRetryAfter(reply: FastifyReply, err: TooManyRequestsError): v
 /** Answers an error in the envelope; also fastify's `frameworkErrors` (bad URLs, before routing). */
 export function sendError(err: unknown, request: FastifyRequest, reply: FastifyReply): FastifyReply {
   const answer = toErrorAnswer(err)
+  if ((err as Partial<FastifyError> | null)?.code === 'FST_ERR_CTP_BODY_TOO_LARGE') answer.body.error.message = `body: over the ${bodyLimitOf(request)} bytes this route takes`
   if (err instanceof TooManyRequestsError) setRetryAfter(reply, err)
   if (answer.body.error.code === ERROR_CODES.STORAGE_FULL) {
     void reply.header('retry-after', String(STORAGE_FULL_RETRY_AFTER_S))
@@ -104,6 +105,17 @@ export function sendError(err: unknown, request: FastifyRequest, reply: FastifyR
   const page = request.server.apiContext?.failurePage
   if (answer.status >= 500 && page !== undefined && wantsPage(request)) return page(request, reply, answer.status)
   return reply.code(answer.status).type('application/json; charset=utf-8').send(answer.body)
+}
+
+/**
+ * The body limit a request was held to, in bytes: its route's (`http.bodyBytesMax`, or
+ * `http.publicBodyBytesMax` on a route without credentials), and no more than a portal form's
+ * (PORTAL_FORM_BYTES_MAX, its parser's) for a form.
+ */
+function bodyLimitOf(request: FastifyRequest): number {
+  const route = request.routeOptions.bodyLimit ?? Number.POSITIVE_INFINITY
+  const form = /^application\/x-www-form-urlencoded/i.test(request.headers['content-type'] ?? '')
+  return form ? Math.min(route, PORTAL_FORM_BYTES_MAX) : route
 }
 
 /** A browser's navigation (a link followed, a form posted): it asks for HTML; `fetch` and programs do not. */
@@ -139,11 +151,7 @@ export function installErrorHandling(app: FastifyInstance): void {
     // A browser following a mistyped address gets a page it can go on from; programs, the envelope.
     const page = app.apiContext.notFoundPage
     if (page !== undefined && request.method === 'GET' && wantsPage(request)) return page(request, reply)
-    const path = request.url.split('?')[0]!.slice(0, 200)
-    return reply
-      .code(404)
-      .type('application/json; charset=utf-8')
-      .send(errorBody(ERROR_CODES.NOT_FOUND, `no route ${request.method} ${path}`))
+    return reply.code(404).type('application/json; charset=utf-8').send(errorBody(ERROR_CODES.NOT_FOUND, noRouteMessage(request.method, request.url)))
   })
 }
 

@@ -33,7 +33,7 @@ export interface OpenApiOperation {
   security: Record<string, string[]>[]
   'x-roles': PrincipalRole[] | 'public'
   parameters: OpenApiParameter[]
-  requestBody?: { required: true; content: { 'application/json': { schema: JsonSchema } } }
+  requestBody?: { required: boolean; content: { 'application/json': { schema: JsonSchema } } }
   responses: Record<string, OpenApiResponse>
 }
 
@@ -192,7 +192,8 @@ function documentedOperation(route: RouteEntry, doc: RouteDoc, schemas: Record<s
   }
   if (doc.description !== undefined) operation.description = doc.description
   if (doc.body !== undefined) {
-    operation.requestBody = { required: true, content: { 'application/json': { schema: toJsonSchema(doc.body, 'input', schemas) } } }
+    // A body the route takes without (POST /me/api-key with the API key) is not required.
+    operation.requestBody = { required: !doc.body.safeParse(undefined).success, content: { 'application/json': { schema: toJsonSchema(doc.body, 'input', schemas) } } }
   }
   return operation
 }

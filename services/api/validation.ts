@@ -248,3 +248,9 @@ export const errorBodySchema = z.object({
     }),
   }),
 })
+
+/**
+ * Largest body of a portal form (URL-encoded): the sign-in's email and password, or the account's
+ * three passwords of up to PASSWORD_LENGTH_MAX characters, each of which may take 9 bytes encoded.
+ */
+export const PORTAL_FORM_BYTES_MAX = 8 * 1024

@@ -105,6 +105,9 @@ describe.skipIf(missing.length > 0)(`the production layout as processes${reasons
                 { error: { code: 'METHOD_NOT_ALLOWED', message: 'POST is not allowed here; allowed: GET, HEAD' } },
               ])
             }
+            // An address it does not serve is answered as the API answers one.
+            const unknown = await fetch(`${b.http}/admin/parties?limit=1`)
+            expect([unknown.status, await unknown.json()]).toEqual([404, { error: { code: 'NOT_FOUND', message: 'no route GET /admin/parties' } }])
           }
         },
         4 * START_MS_MAX,

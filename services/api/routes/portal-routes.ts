@@ -27,7 +27,7 @@ import { householdMeters } from '../../directory/household-meter-service.ts'
 import { householdGrantBody } from './consent-routes.ts'
 import { setRetryAfter } from '../error-handler.ts'
 import { defineRoute } from '../route.ts'
-import { parseInput, timeOutput } from '../validation.ts'
+import { PORTAL_FORM_BYTES_MAX, parseInput, timeOutput } from '../validation.ts'
 import type { RoutePlugin } from './route-plugin.ts'
 import { hasUnstorableText } from '../../../shared/text.ts'
 
@@ -41,11 +41,6 @@ import { hasUnstorableText } from '../../../shared/text.ts'
  * with the session cookie carries its CSRF token.
  */
 
-/**
- * Largest body of a portal form (URL-encoded): the sign-in's email and password, or the account's
- * three passwords of up to PASSWORD_LENGTH_MAX characters, each of which may take 9 bytes encoded.
- */
-export const PORTAL_FORM_BYTES_MAX = 8 * 1024
 /** Longest query parameter a page looks at. */
 const PAGE_PARAM_LENGTH_MAX = 512
 

@@ -1,6 +1,7 @@
 import { expect, it } from 'vitest'
 import { CONSENT_METERS_MAX } from '../../../services/consent/consent-service.ts'
 import { DEFAULT_HTTP_LIMITS } from '../../../shared/config.ts'
+import { PORTAL_FORM_BYTES_MAX } from '../../../services/api/validation.ts'
 import { describeDatabases } from '../../support/database.ts'
 import { OPERATOR, bearer, errorOf, provision, useApi } from './api-harness.ts'
 
@@ -18,8 +19,13 @@ describeDatabases('the size of a request body', (t) => {
     expect(payload.length).toBeGreaterThan(max)
     const res = await api.inject({ method: 'POST', url: '/admin/parties', headers: { ...OPERATOR, 'content-type': 'application/json' }, payload })
     expect(res.statusCode).toBe(413)
-    expect(errorOf(res).code).toBe('PAYLOAD_TOO_LARGE')
+    expect(errorOf(res)).toEqual({ code: 'PAYLOAD_TOO_LARGE', message: `body: over the ${max} bytes this route takes` })
     expect(max).toBeLessThanOrEqual(64 * 1024)
+  })
+
+  it('names the smaller bound of a portal form, whatever its route takes otherwise', async () => {
+    const res = await api.inject({ method: 'POST', url: '/consents', headers: { 'content-type': 'application/x-www-form-urlencoded', accept: 'application/json' }, payload: `csrfToken=x&offerId=${'o'.repeat(10 * 1024)}` })
+    expect([res.statusCode, errorOf(res)]).toEqual([413, { code: 'PAYLOAD_TOO_LARGE', message: `body: over the ${PORTAL_FORM_BYTES_MAX} bytes this route takes` }])
   })
 
   it('takes the largest body a route takes: a consent naming CONSENT_METERS_MAX meters of the longest ids', async () => {

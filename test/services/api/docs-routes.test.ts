@@ -141,6 +141,9 @@ describeDatabases('GET /docs/openapi.json and GET /docs', (t) => {
     const body = createParty.requestBody!.content['application/json'].schema as { properties: Record<string, { enum?: string[] }>; required: string[] }
     expect(body.properties.kind!.enum).toEqual(['utility', 'third_party'])
     expect(body.required.sort()).toEqual(['kind', 'name'])
+    expect(createParty.requestBody!.required).toBe(true)
+    // A body the route takes without (the household's key renewal with its API key) is not required.
+    expect(doc.paths['/me/api-key']!.post!.requestBody!.required).toBe(false)
     // 503 STORAGE_FULL: any write, when the database's disk is full; 503 DATABASE_UNAVAILABLE: any request,
     // while the database server cannot be reached (docs/http-api.md, Errors).
     expect(Object.keys(createParty.responses).sort()).toEqual(['201', '400', '401', '403', '408', '413', '415', '431', '500', '503'])

@@ -176,7 +176,7 @@ describeDatabases('the error envelope', (t) => {
     const payload = JSON.stringify({ kind: 'utility', name: 'x'.repeat(2000) })
     const res = await api.inject({ method: 'POST', url: '/admin/parties', headers: { ...OPERATOR, 'content-type': 'application/json' }, payload })
     expect(res.statusCode).toBe(413)
-    expect(errorOf(res)).toEqual({ code: 'PAYLOAD_TOO_LARGE', message: 'body: too large' })
+    expect(errorOf(res)).toEqual({ code: 'PAYLOAD_TOO_LARGE', message: 'body: over the 1024 bytes this route takes' })
     expect(await t.db.selectFrom('parties').select('id').execute()).toEqual([])
   })
 

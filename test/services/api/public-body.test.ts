@@ -28,7 +28,8 @@ describeDatabases('bodies of routes without credentials', (t) => {
     it(`answers ${method} ${url} with a JSON body over publicBodyBytesMax 413, and reads one at it`, async () => {
       const over = await api.inject({ method, url, headers: { 'content-type': 'application/json' }, payload: body(max + 1) })
       expect(over.statusCode).toBe(413)
-      expect(errorOf(over).code).toBe('PAYLOAD_TOO_LARGE')
+      // The limit named, in bytes.
+      expect(errorOf(over)).toEqual({ code: 'PAYLOAD_TOO_LARGE', message: `body: over the ${max} bytes this route takes` })
       const at = await api.inject({ method, url, headers: { 'content-type': 'application/json' }, payload: body(max) })
       expect(at.statusCode).not.toBe(413)
     })
