@@ -9,11 +9,11 @@ import { DataDirInUseError } from '../errors.ts'
  * folder (`<folder>.lock`, outside it: initdb wants an empty folder) names the owner: its pid and,
  * where /proc tells, when it started, so that a pid used again (a restarted container is often
  * pid 1 again) is not taken for the owner. A lock whose owner is gone (a crash, a SIGKILL) is
- * taken over.
+ * taken over (`onStale` is told: the process that held it did not stop cleanly).
  *
  * Returns the release, to call once the database is closed.
  */
-export function lockDataDir(dir: string): () => void {
+export function lockDataDir(dir: string, onStale: (owner: { pid: number | null; file: string }) => void = () => {}): () => void {
   const file = path.resolve(dir) + '.lock'
   mkdirSync(path.dirname(file), { recursive: true })
   // Twice at most: once more after clearing a stale lock (another process may win that race).
@@ -25,7 +25,8 @@ export function lockDataDir(dir: string): () => void {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
       const owner = lockOwner(file)
       if (owner !== null && isRunning(owner)) throw new DataDirInUseError(path.resolve(dir), owner.pid, file)
-      // Its owner is gone (or never finished writing it): the lock is stale.
+      // Its owner is gone (or never finished writing it): the lock is stale, and the last run did not stop cleanly.
+      onStale({ pid: owner?.pid ?? null, file })
       unlinkQuietly(file)
       continue
     }

@@ -143,7 +143,10 @@ export async function openPglite(dir: string | null, fsync: boolean): Promise<PG
 export async function openDatabase(options: DatabaseOptions): Promise<DatabaseHandle> {
   if (options.databaseUrl !== null) return openPostgres(options.databaseUrl, options)
   if (options.pgliteDir === null) return wrapPglite(await openPglite(null, options.pgliteFsync))
-  const unlock = lockDataDir(options.pgliteDir)
+  const unlock = lockDataDir(options.pgliteDir, ({ pid, file }) =>
+    // A crash, a SIGKILL, a power cut: PGlite recovers from its write-ahead log as it opens.
+    log.db.warn({ pid, lockFile: file }, 'the embedded database was left open by a process that is gone (it did not stop cleanly): taken over, recovering'),
+  )
   try {
     const pglite = await openPglite(options.pgliteDir, options.pgliteFsync).catch(async (err: unknown) => {
       throw await diskFullAtOpen(options.pgliteDir!, err)

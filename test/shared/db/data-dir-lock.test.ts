@@ -69,9 +69,11 @@ describe('the embedded database folder’s lock', () => {
     } finally {
       await other.kill()
     }
-    // Killed: its lock is left behind, and stale.
+    // Killed: its lock is left behind, and stale; taking it over is said (the last run did not stop cleanly).
     expect(ownerLine(lockFile)).toBe(String(other.pid))
-    const release = lockDataDir(dir)
+    const stale: unknown[] = []
+    const release = lockDataDir(dir, (owner) => stale.push(owner))
+    expect(stale).toEqual([{ pid: other.pid, file: lockFile }])
     expect(ownerLine(lockFile)).toBe(String(process.pid))
     release()
     expect(existsSync(lockFile)).toBe(false)
