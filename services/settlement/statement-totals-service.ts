@@ -31,3 +31,8 @@ export async function householdMonthTotals(db: Kysely<Database>, householdId: st
     .map((r) => ({ month: r.month, closed: r.closed, sharesMicros: r.shares, adjustmentsMicros: r.adjustments, totalMicros: r.shares + r.adjustments }))
     .reverse()
 }
+
+/** Whether any month has been settled (closed), whoever's data it held. */
+export async function anyMonthClosed(db: Kysely<Database>): Promise<boolean> {
+  return (await db.selectFrom('settlement_runs').select('id').where('seq', '=', 1).limit(1).executeTakeFirst()) !== undefined
+}

@@ -12,7 +12,6 @@ import { settleMonth, settlementContext } from '../../services/settlement/settle
 import { householdStatement } from '../../services/settlement/statement-service.ts'
 import { addMonths, formatTimestamp, monthBounds, monthOf } from '../../shared/calendar.ts'
 import { envToConfig } from '../../shared/config.ts'
-import { formatEurLocale } from '../../shared/money.ts'
 import { meterReadingsTopic } from '../../shared/topics.ts'
 import { connectClient, connectMeter, endClient, publishAcked, startTestBroker, subscribeCollect, waitFor, type TestBroker } from '../support/broker.ts'
 import { describeDatabases } from '../support/database.ts'
@@ -137,8 +136,9 @@ describe.skipIf(BROWSER_PATH === null)(`the household portal in a browser${BROWS
         expect(cookies.find((c) => c.name === 'metershare_session')).toMatchObject({ httpOnly: true, sameSite: 'Strict' })
 
         // The month's total and the chart match the statement.
-        const total = formatEurLocale(statement.totalMicros, 'en-GB')
-        expect(total).toBe('€0.13')
+        // To the micro-euro, as the statement shows it.
+        const total = new Formats('en').exactMoney(statement.totalMicros, 6)
+        expect(total).toBe('€0.1296')
         expect(await page.locator('#month-total strong').innerText()).toBe(total)
         const bar = page.locator(`#earnings-chart rect.bar[data-key="${month}"]`)
         expect(await bar.getAttribute('data-value')).toBe(statement.totalMicros.toString())

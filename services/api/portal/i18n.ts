@@ -99,6 +99,7 @@ export interface Messages {
     lastMonth: string
     seeStatement: string
     noMonths: string
+    noEarnings: string
     balance: string
     balanceNote: string
     chartTitle: string
@@ -289,8 +290,9 @@ const EN: Messages = {
     lastMonth: 'Last settled month',
     seeStatement: 'See the statement of {month}',
     noMonths: 'No month has been settled yet: your earnings appear here once the first month is settled.',
+    noEarnings: 'No earnings yet: the months settled so far hold none of your data that a recipient paid for.',
     balance: 'Balance carried forward',
-    balanceNote: 'Paid out once it reaches {amount}.',
+    balanceNote: 'Paid out when a month is settled, once it reaches {amount}; what is booked in a month not yet settled waits for that month.',
     chartTitle: 'Earnings by month',
     chartDescription: 'Bar chart of your total for each settled month. The table beside it gives the same figures.',
     tableCaption: 'Earnings and payouts by month',
@@ -473,8 +475,9 @@ const FR: Messages = {
     lastMonth: 'Dernier mois réglé',
     seeStatement: 'Voir le relevé de {month}',
     noMonths: 'Aucun mois n’a encore été réglé : vos gains apparaîtront ici après le premier règlement.',
+    noEarnings: 'Pas encore de gains : les mois réglés jusqu’ici ne contiennent aucune de vos données payée par un destinataire.',
     balance: 'Solde reporté',
-    balanceNote: 'Versé dès qu’il atteint {amount}.',
+    balanceNote: 'Versé au règlement d’un mois, dès qu’il atteint {amount} ; ce qui est inscrit dans un mois pas encore réglé attend ce mois.',
     chartTitle: 'Gains par mois',
     chartDescription: 'Histogramme de votre total pour chaque mois réglé. Le tableau à côté donne les mêmes chiffres.',
     tableCaption: 'Gains et versements par mois',

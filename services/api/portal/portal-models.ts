@@ -13,7 +13,7 @@ import { partyNamesOf } from '../../directory/directory-service.ts'
 import { householdMeters, type HouseholdMeter } from '../../directory/household-meter-service.ts'
 import { intervalEnergies } from '../../metering/daily-energy.ts'
 import { READINGS_PAGE_LIMIT_MAX, latestOwnedReadingTs, listReadings } from '../../metering/reading-service.ts'
-import { householdMonthTotals, type MonthTotal } from '../../settlement/statement-totals-service.ts'
+import { anyMonthClosed, householdMonthTotals, type MonthTotal } from '../../settlement/statement-totals-service.ts'
 import {
   householdPayouts,
   householdStatement,
@@ -44,12 +44,15 @@ export interface OverviewModel {
   payouts: PayoutEntry[]
   balanceMicros: bigint
   payoutMinMicros: bigint
+  /** Whether any month has been settled (the household may have no lines in it). */
+  anyMonthSettled: boolean
 }
 
 export async function loadOverview(db: Kysely<Database>, householdId: string, config: Readonly<Config>): Promise<OverviewModel> {
   const months = await householdMonthTotals(db, householdId, CHART_MONTHS_MAX)
   const { payouts, balanceMicros } = await householdPayouts(db, householdId)
-  return { months, payouts, balanceMicros, payoutMinMicros: config.settlement.payoutMinMicros }
+  const anyMonthSettled = months.some((m) => m.closed) || (await anyMonthClosed(db))
+  return { months, payouts, balanceMicros, payoutMinMicros: config.settlement.payoutMinMicros, anyMonthSettled }
 }
 
 export interface StatementModel {

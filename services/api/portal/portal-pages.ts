@@ -182,15 +182,15 @@ export function overviewPage(ctx: PageContext, model: OverviewModel): string {
   const paid = new Map(model.payouts.map((p) => [p.month, p.amountMicros]))
   const summary =
     last === undefined
-      ? html`<p>${t.overview.noMonths}</p>`
-      : html`<p class="figure" id="month-total" data-month="${last.month}" data-micros="${last.totalMicros.toString()}"><span>${f.month(last.month)}</span> <strong>${f.money(last.totalMicros)}</strong></p>
+      ? html`<p>${model.anyMonthSettled ? t.overview.noEarnings : t.overview.noMonths}</p>`
+      : html`<p class="figure" id="month-total" data-month="${last.month}" data-micros="${last.totalMicros.toString()}"><span>${f.month(last.month)}</span> <strong>${f.exactMoney(last.totalMicros, 6)}</strong></p>
 <p><a href="/statements/${last.month}">${fill(t.overview.seeStatement, { month: f.month(last.month) })}</a></p>`
   const bars: ChartBar[] = model.months.map((m) => ({
     key: m.month,
     label: f.month(m.month),
     tick: f.monthShort(m.month),
     value: m.totalMicros,
-    valueText: f.money(m.totalMicros),
+    valueText: f.exactMoney(m.totalMicros, 6),
   }))
   const maxMicros = model.months.reduce((max, m) => (m.totalMicros > max ? m.totalMicros : max), 0n)
   // A payout pays the whole balance: a month without one of its own was paid with the next payout after it.
@@ -202,7 +202,7 @@ export function overviewPage(ctx: PageContext, model: OverviewModel): string {
   }
   const rows = [...model.months].reverse().map(
     (m) => html`<tr data-month="${m.month}"><th scope="row"><a href="/statements/${m.month}">${f.month(m.month)}</a>${m.closed ? '' : html` <span class="muted">(${t.overview.inProgress})</span>`}</th>
-<td class="num">${f.money(m.totalMicros)}</td><td class="num">${paidCell(m.month)}</td></tr>`,
+<td class="num">${f.exactMoney(m.totalMicros, 6)}</td><td class="num">${paidCell(m.month)}</td></tr>`,
   )
   const chart =
     model.months.length === 0
@@ -226,7 +226,7 @@ ${summary}
 </section>
 <section class="card" aria-labelledby="balance-heading">
 <h2 id="balance-heading">${t.overview.balance}</h2>
-<p class="figure" id="balance" data-micros="${model.balanceMicros.toString()}"><strong>${f.money(model.balanceMicros)}</strong></p>
+<p class="figure" id="balance" data-micros="${model.balanceMicros.toString()}"><strong>${f.exactMoney(model.balanceMicros, 6)}</strong></p>
 <p>${fill(t.overview.balanceNote, { amount: f.money(model.payoutMinMicros) })}</p>
 </section>
 </div>

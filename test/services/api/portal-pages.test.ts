@@ -112,22 +112,32 @@ describeDatabases('portal pages', (t) => {
     expect(html).toContain('<html lang="en">')
     const november = 72n * SHARE
     const october = 72n * SHARE
-    expect(html).toContain(`id="month-total" data-month="2026-11" data-micros="${november}"><span>November 2026</span> <strong>${eur(november)}</strong>`)
-    expect(eur(november)).toBe('€0.29')
-    // October's 0.29 and November's 0.29 make 0.58, under the 5 EUR minimum: carried forward.
-    expect(html).toContain(`id="balance" data-micros="${october + november}"><strong>${eur(october + november)}</strong>`)
-    expect(html).toContain('Paid out once it reaches €5.00.')
+    // To the micro-euro, as the statement shows it (found by probing: a balance of 4,999,999 µ€ read €5.00 beside "paid out once it reaches €5.00").
+    expect(html).toContain(`id="month-total" data-month="2026-11" data-micros="${november}"><span>November 2026</span> <strong>${exact(november)}</strong>`)
+    expect(exact(november)).toBe('€0.289944')
+    // October's and November's make 0.579888, under the 5 EUR minimum: carried forward.
+    expect(html).toContain(`id="balance" data-micros="${october + november}"><strong>€0.579888</strong>`)
+    expect(html).toContain('Paid out when a month is settled, once it reaches €5.00; what is booked in a month not yet settled waits for that month.')
     const bars = [...html.matchAll(/<rect class="bar" data-key="([^"]+)" data-value="(\d+)"[^>]*height="([\d.]+)"><title>([^<]+)<\/title>/g)]
     expect(bars.map((b) => [b[1], b[2], b[4]])).toEqual([
-      ['2026-10', String(october), `October 2026: ${eur(october)}`],
-      ['2026-11', String(november), `November 2026: ${eur(november)}`],
+      ['2026-10', String(october), `October 2026: ${exact(october)}`],
+      ['2026-11', String(november), `November 2026: ${exact(november)}`],
     ])
     expect(html).toContain('role="img" aria-labelledby="earnings-chart-title earnings-chart-desc"')
     const rows = [...html.matchAll(/<tr data-month="([^"]+)"><th scope="row"><a href="\/statements\/[^"]+">([^<]+)<\/a><\/th>\s*<td class="num">([^<]+)<\/td><td class="num">([^<]+)<\/td>/g)]
     expect(rows.map((r) => r.slice(1))).toEqual([
-      ['2026-11', 'November 2026', eur(november), 'not yet'],
-      ['2026-10', 'October 2026', eur(october), 'not yet'],
+      ['2026-11', 'November 2026', exact(november), 'not yet'],
+      ['2026-10', 'October 2026', exact(october), 'not yet'],
     ])
+  })
+
+  it('tells a household without earnings whether any month has been settled yet (found by probing: "no month has been settled yet" after three were)', async () => {
+    await createHousehold(t.db, { name: 'Nobody', email: 'nobody@metershare.test', password: PASSWORD })
+    const signedIn = await api.inject({ method: 'POST', url: '/portal/session', payload: { email: 'nobody@metershare.test', password: PASSWORD } })
+    const other = String(signedIn.headers['set-cookie']).split(';')[0]!
+    const home = (await page('/', { cookie: other })).body
+    expect(home).toContain('No earnings yet: the months settled so far hold none of your data that a recipient paid for.')
+    expect(home).not.toContain('No month has been settled yet')
   })
 
   it('shows a month in progress that holds adjustments as in progress, not as the last settled one', async () => {
@@ -371,7 +381,7 @@ describeDatabases('portal pages', (t) => {
     const fr = await page('/', { 'accept-language': 'fr-FR,fr;q=0.9,en;q=0.5' })
     expect(fr.body).toContain('<html lang="fr">')
     expect(fr.body).toContain('<h1>Vos gains</h1>')
-    expect(fr.body).toContain(`${formatEurLocale(72n * SHARE, 'fr-FR')}</strong>`)
+    expect(fr.body).toContain(`${new Formats('fr').exactMoney(72n * SHARE, 6)}</strong>`)
     expect(fr.body).toContain('novembre 2026')
     // "de" elided before a vowel.
     expect((await page('/statements/2026-10', { 'accept-language': 'fr' })).body).toContain('<h1>Relevé d’octobre 2026</h1>')
