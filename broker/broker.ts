@@ -28,7 +28,7 @@ import { deferredMessage, validatePayload } from '../services/metering/ingest-va
 import { AuthThrottle } from './auth-throttle.ts'
 import { AEDES_EMITTER_CONCURRENCY, carryEgressMetaThrough, Egress, egressMetaOf, type EgressMeta, type EgressPolicy, type ReleaseRecorder } from './egress.ts'
 import { EVERY_TOPIC, LocalEgressInterest } from './egress-interest.ts'
-import { MALFORMED_LENGTH, guardPacketSize } from './frame-guard.ts'
+import { MALFORMED_LENGTH, UNSUPPORTED_LEVEL, guardPacketSize } from './frame-guard.ts'
 import type { IngestCallback } from './ingest-queue.ts'
 import { PubackWriter, takeReadingsPublishes, type ReadingsIntake } from './meter-publishes.ts'
 import { ClosedBeforeHeaderError, readProxyHeader } from './proxy-protocol.ts'
@@ -777,7 +777,9 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
       connections.add(conn)
       conn.once('close', () => connections.delete(conn))
       guardPacketSize(conn, limits.packetBytesMax, (reason) =>
-        log.warn({ address, reason }, reason === MALFORMED_LENGTH ? 'connection closed: not an MQTT packet' : 'connection closed: packet too large'),
+        reason.startsWith(UNSUPPORTED_LEVEL)
+          ? log.info({ address, reason }, 'connection refused: a protocol level other than MQTT 3.1 or 3.1.1 (CONNACK 1)')
+          : log.warn({ address, reason }, reason === MALFORMED_LENGTH ? 'connection closed: not an MQTT packet' : 'connection closed: packet too large'),
       )
       aedes.handle(conn, req)
     },

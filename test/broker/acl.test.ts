@@ -1,4 +1,5 @@
 import mqtt, { type MqttClient } from 'mqtt'
+import mqttPacket, { type Packet } from 'mqtt-packet'
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest'
 import { METER_ID_LENGTH_MAX } from '../../shared/ids.ts'
 import { TOPIC_FILTER_BYTES_MAX, meterReadingsTopic, meterStatusTopic } from '../../shared/topics.ts'
@@ -173,6 +174,25 @@ describe('who may connect, publish and subscribe', () => {
     for (const keepalive of [0, 3_601, 65_535]) expect([keepalive, await answer({ ...as, clientId: 'app-keepalive', keepalive })]).toEqual([keepalive, 2])
     expect(await answer({ ...as, clientId: 'app-keepalive', keepalive: 3_600 })).toBe(0)
     expect(await answer({ ...as, clientId: 'app-keepalive', keepalive: 1 })).toBe(0)
+  })
+
+  it('answers a CONNECT of a protocol level other than 3 or 4 with CONNACK 1, then closes [MQTT-3.1.2-2]', async () => {
+    // mqtt-packet's parser refused these as malformed, and aedes closed the connection without an answer.
+    const connect = mqttPacket.generate({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: true, keepalive: 30, clientId: 'app-level', username: recipient.id, password: Buffer.from(recipient.apiKey) } as Packet)
+    const levelAt = 2 + 2 + 4 // fixed header of a short CONNECT, the name's length, "MQTT"
+    for (const level of [2, 5, 6, 0]) {
+      const raw = await RawMqttClient.open(tb.port)
+      const bytes = Buffer.from(connect)
+      bytes[levelAt] = level
+      // A byte at a time: the level is read wherever the segments cut.
+      await raw.trickle(bytes)
+      expect([level, await raw.connack()]).toEqual([level, 1])
+      await raw.closed
+    }
+    // Levels 3 and 4 are let in.
+    const ok = await RawMqttClient.connect(tb.port, { clientId: 'app-level-4', username: recipient.id, password: Buffer.from(recipient.apiKey) })
+    expect(await ok.connack()).toBe(0)
+    ok.end()
   })
 
   it('refuses a will the client could not publish itself with CONNACK 5, and closes a CONNECT whose will is of QoS 3 unanswered', async () => {
