@@ -72,7 +72,7 @@ export function startStatusLine(options: { metrics: Metrics; fleet: Fleet | null
     const parts = [
       fleetStats !== undefined
         ? `${fmt.format(fleetStats.connected)}/${fmt.format(fleetStats.meters)} meters connected${others > 0 ? ` (+${fmt.format(others)} ${others === 1 ? 'other' : 'others'})` : ''}`
-        : `${fmt.format(meters)} meters connected`,
+        : `${fmt.format(meters)} ${meters === 1 ? 'meter' : 'meters'} connected`,
       `${fmt.format(Math.round(rate))} readings/s`,
       `${fmt.format(stored)} stored`,
       `${fmt.format(quarantined)} quarantined`,

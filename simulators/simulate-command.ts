@@ -3,7 +3,7 @@ import type { EventEmitter } from 'node:events'
 import { parseArgs } from 'node:util'
 import { CredentialsError, readCredentialsFile, writeCredentialsFile, type MeterCredentials } from './credentials.ts'
 import { FAULT_KINDS, FaultSpecError, parseFaultSpec, type FaultRates } from './faults.ts'
-import { startFleet, type Fleet, type FleetStats } from './fleet.ts'
+import { OFFLINE_BUFFER_READINGS_MAX_DEFAULT, startFleet, type Fleet, type FleetStats } from './fleet.ts'
 import { assertTimeZone, formatDay, localDayOf, parseInstant, wallClock } from './local-time.ts'
 import { provisionFleet, ProvisionError } from './provision.ts'
 
@@ -15,7 +15,7 @@ import { provisionFleet, ProvisionError } from './provision.ts'
 
 export const SIMULATE_USAGE = `usage: metershare simulate --mqtt URL [--credentials FILE] [--api URL --admin-token T]
                           [--meters N] [--from DATE] [--days D] [--speed X|max]
-                          [--fault KIND=RATE,…] [--seed S] [--time-zone TZ]
+                          [--fault KIND=RATE,…] [--seed S] [--time-zone TZ] [--offline-buffer N]
 
   --mqtt URL           broker (default mqtt://localhost:1883)
   --credentials FILE   meters to simulate (JSON); with --api, where provisioned meters are
@@ -23,13 +23,18 @@ export const SIMULATE_USAGE = `usage: metershare simulate --mqtt URL [--credenti
   --api URL            provision households, meters and occupancies through the operator API
   --admin-token T      operator token (default: METERSHARE_ADMIN_TOKEN)
   --meters N           how many meters (all of the file's when absent)
-  --from DATE          start of simulated time, YYYY-MM-DD or RFC 3339 (default: today)
+  --from DATE          start of simulated time, YYYY-MM-DD or RFC 3339, not in the future
+                       (default: today at midnight; at --speed 1, now: a live fleet)
   --days D             days to simulate (default: until stopped)
-  --speed X|max        simulated time per real time (8640: a month in 5 minutes; default 1)
+  --speed X|max        simulated time per real time (8640: a month in 5 minutes; default 1);
+                       the simulated clock never runs ahead of the real one
   --fault SPEC         e.g. duplicate=0.01,out-of-order=0.01,malformed=0.001,skew=0.001
                        kinds: ${[...FAULT_KINDS, 'malformed'].join(', ')}
   --seed S             seed of the meters' consumption and of the faults (default 1)
   --time-zone TZ       zone of the load profiles (default: METERSHARE_TIMEZONE or Europe/Paris)
+  --offline-buffer N   readings a meter keeps while it cannot deliver them, as a real meter's
+                       memory does (default ${OFFLINE_BUFFER_READINGS_MAX_DEFAULT}: 31 days of quarter-hours); past it the oldest
+                       are dropped and counted (\`dropped\` in the progress line and the summary)
 `
 
 export interface SimulateEnv {
@@ -103,6 +108,7 @@ async function simulate(args: string[], env: SimulateEnv, io: SimulateIo): Promi
     options: {
       meters: { type: 'string' },
       from: { type: 'string' },
+      'offline-buffer': { type: 'string' },
       days: { type: 'string' },
       speed: { type: 'string' },
       mqtt: { type: 'string' },
@@ -131,9 +137,14 @@ async function simulate(args: string[], env: SimulateEnv, io: SimulateIo): Promi
   const speedRaw = values.speed ?? '1'
   const speed = speedRaw === 'max' ? 'max' : Number(speedRaw)
   if (speed !== 'max' && !(Number.isFinite(speed) && speed > 0)) throw new UsageError(`--speed: must be a positive number or 'max', got '${speedRaw}'`)
-  const from = values.from ?? localDayOf(Date.now(), timeZone)
+  // At real speed a fleet started at midnight would stay that many hours behind for good: it starts now.
+  const from = values.from ?? (speed === 1 ? new Date(Date.now()).toISOString() : localDayOf(Date.now(), timeZone))
   const fromMs = parseInstant(from, timeZone)
   if (fromMs === null) throw new UsageError(`--from: '${from}' is neither YYYY-MM-DD nor RFC 3339 with an offset`)
+  if (fromMs > Date.now()) {
+    throw new UsageError(`--from: ${from} is in the future; the simulated clock never runs ahead of the real one, so nothing would be sent before then`)
+  }
+  const offlineBuffer = int('offline-buffer', values['offline-buffer'], 1, 10_000_000)
   const faults: FaultRates = values.fault === undefined ? {} : parseFaultSpec(values.fault)
   const mqttUrl = values.mqtt ?? 'mqtt://localhost:1883'
   if (!/^(mqtts?|wss?|tcp|ssl):\/\//.test(mqttUrl)) throw new UsageError(`--mqtt: '${mqttUrl}' is not an mqtt://, mqtts:// or ws:// URL`)
@@ -153,6 +164,7 @@ async function simulate(args: string[], env: SimulateEnv, io: SimulateIo): Promi
     seed,
     faults,
     timeZone,
+    ...(offlineBuffer !== undefined ? { offlineBufferReadingsMax: offlineBuffer } : {}),
     // Meters provisioned now have their households moving in at --from: the index there opens their first day.
     openingReading: provisioned,
     onMeterError: (_meterId, err) => {
@@ -161,7 +173,7 @@ async function simulate(args: string[], env: SimulateEnv, io: SimulateIo): Promi
   })
   const started = Date.now()
   io.stdout.write(
-    `simulating ${credentials.length} meters from ${formatLocal(fromMs, timeZone)} (${timeZone})` +
+    `simulating ${plural(credentials.length, 'meter')} from ${formatLocal(fromMs, timeZone)} (${timeZone})` +
       `${days === undefined ? '' : ` for ${days} day${days === 1 ? '' : 's'}`} at speed ${speedRaw} against ${mqttUrl}\n`,
   )
 
@@ -279,7 +291,7 @@ class ProgressLine {
     const faults = Object.values(s.faults).reduce((a, b) => a + b, 0)
     const line =
       `${s.simulatedMs === null ? '—' : formatLocal(s.simulatedMs, this.timeZone)} | ${formatCount(Math.round(rate))} readings/s` +
-      ` | acknowledged ${formatCount(s.acknowledged)} | buffered ${formatCount(s.buffered)}` +
+      ` | acknowledged ${formatCount(s.acknowledged)} | buffered ${formatCount(s.buffered)}${s.dropped > 0 ? ` | dropped ${formatCount(s.dropped)} (offline buffer full)` : ''}` +
       ` | connected ${formatCount(s.connected)}/${formatCount(s.meters)}${faults > 0 ? ` | faults ${formatCount(faults)}` : ''}` +
       (s.connected < s.meters && this.connectError.message !== null ? ` | ${this.connectError.message}` : '')
     if (this.tty) {
@@ -303,13 +315,18 @@ function summary(s: FleetStats, timeZone: string, elapsedMs: number, complete: b
   const until = s.simulatedMs === null ? '—' : formatLocal(s.simulatedMs, timeZone)
   return (
     [
-      `${complete ? 'done' : 'stopped'}: simulated ${formatLocal(s.fromMs, timeZone)} → ${until} (${timeZone}), ${formatCount(s.meters)} meters`,
-      `readings: generated ${formatCount(s.generated)}, acknowledged ${formatCount(s.acknowledged)}, buffered ${formatCount(s.buffered)}, dropped ${formatCount(s.dropped)}, failed ${formatCount(s.failed)}`,
+      `${s.rejected === s.meters ? 'failed, every meter refused' : complete ? 'done' : 'stopped'}: simulated ${formatLocal(s.fromMs, timeZone)} → ${until} (${timeZone}), ${plural(s.meters, 'meter')}`,
+      `readings: generated ${formatCount(s.generated)}, acknowledged ${formatCount(s.acknowledged)}, buffered ${formatCount(s.buffered)}, dropped ${formatCount(s.dropped)}${s.dropped > 0 ? ' (the offline buffer was full: --offline-buffer)' : ''}, failed ${formatCount(s.failed)}`,
       `messages: published ${formatCount(s.messagesPublished)} (${formatCount(s.batches)} batches), acknowledged ${formatCount(s.messagesAcknowledged)}`,
       `faults: ${faults.length === 0 ? 'none' : faults.join(', ')}`,
-      `connections: ${formatCount(s.connects)} connects, ${formatCount(s.disconnects)} disconnects, ${formatCount(s.rejected)} meters refused` +
+      `connections: ${formatCount(s.connects)} connects, ${formatCount(s.disconnects)} disconnects, ${plural(s.rejected, 'meter')} refused` +
         (s.rejected > 0 ? ' (CONNACK 4 or 5: the broker does not know their id or secret)' : ''),
       `elapsed ${formatDuration(elapsedMs)}, ${formatCount(Math.round((s.acknowledged * 1000) / Math.max(1, elapsedMs)))} readings/s on average`,
     ].join('\n') + '\n'
   )
+}
+
+/** "1 meter", "2 meters", with the count laid out as the rest of the lines. */
+function plural(n: number, noun: string): string {
+  return `${formatCount(n)} ${noun}${n === 1 ? '' : 's'}`
 }

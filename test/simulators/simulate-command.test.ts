@@ -105,11 +105,50 @@ describe('metershare simulate', () => {
     const nowhere = runCli(['simulate', '--credentials', file, '--mqtt', 'mqtt://127.0.0.1:1', '--from', '2026-01-01', '--days', '1', '--speed', 'max'])
     expect(await refused.code).toBe(1)
     expect(refused.stdout()).toContain('2 meters refused (CONNACK 4 or 5: the broker does not know their id or secret)')
+    // Not "done" with exit code 1.
+    expect(refused.stdout()).toMatch(/^failed, every meter refused: simulated /m)
     const deadline = Date.now() + 30_000
     while (!/connected 0\/2 \| connect ECONNREFUSED 127\.0\.0\.1:1/.test(nowhere.stdout()) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200))
     expect(nowhere.stdout()).toMatch(/connected 0\/2 \| connect ECONNREFUSED 127\.0\.0\.1:1/)
     nowhere.kill('SIGINT')
     await nowhere.code
+  })
+
+  it('says in its progress line and its summary that readings were dropped once its offline buffer was full (found by probing: dropped unseen)', { timeout: 60_000 }, async () => {
+    const broker = await startTestBroker(meters)
+    let brokerUp = true
+    cleanups.push(() => (brokerUp ? broker.close() : undefined))
+    const sub = await startSubscriber(broker.url)
+    const file = await credentialsFile()
+    const run = runCli(['simulate', '--credentials', file, '--mqtt', broker.url, '--from', '2026-01-01', '--speed', '86400', '--offline-buffer', '10'])
+    await sub.until((m) => m.length > 0, 30_000)
+    // The broker goes away: the meters' readings pile up, past their buffer.
+    await sub.close()
+    await broker.close()
+    brokerUp = false
+    const deadline = Date.now() + 30_000
+    while (!/\| dropped [\d,]+ \(offline buffer full\)/.test(run.stdout()) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200))
+    expect(run.stdout()).toMatch(/\| buffered 20 \| dropped [\d,]+ \(offline buffer full\)/)
+    run.kill('SIGINT')
+    expect(await run.code).toBe(0)
+    expect(run.stdout(), run.stdout()).toMatch(/readings: generated [\d,]+, acknowledged [\d,]+, buffered 20, dropped [1-9][\d,]* \(the offline buffer was full: --offline-buffer\), failed [\d,]+$/m)
+  })
+
+  it('starts a fleet at real speed now, not at midnight (found by probing: it stayed hours behind the present for good)', { timeout: 60_000 }, async () => {
+    const broker = await startTestBroker(meters)
+    cleanups.push(() => broker.close())
+    const file = await credentialsFile()
+    const startedAt = Date.now()
+    const run = runCli(['simulate', '--credentials', file, '--mqtt', broker.url, '--time-zone', 'UTC'])
+    const deadline = Date.now() + 30_000
+    while (!/simulating/.test(run.stdout()) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100))
+    const from = /simulating 2 meters from (\d{4}-\d\d-\d\d \d\d:\d\d) \(UTC\) at speed 1 /.exec(run.stdout())
+    expect(from, run.stdout()).not.toBeNull()
+    const fromMs = Date.parse(`${from![1]!.replace(' ', 'T')}:00Z`)
+    expect(fromMs).toBeGreaterThan(startedAt - 120_000)
+    expect(fromMs).toBeLessThanOrEqual(Date.now())
+    run.kill('SIGINT')
+    expect(await run.code).toBe(0)
   })
 
   it('stops cleanly on SIGINT, every reading it sent acknowledged', { timeout: 120_000 }, async () => {
@@ -142,6 +181,9 @@ describe('metershare simulate', () => {
       [['--fault', 'dupe=1', '--credentials', 'x.json'], /fault: unknown kind 'dupe'/],
       [['--days', '0', '--credentials', 'x.json'], /--days: must be an integer from 1/],
       [['--from', 'yesterday', '--credentials', 'x.json'], /--from: 'yesterday'/],
+      // The simulated clock never runs ahead of the real one: it would only wait, silent (found by probing).
+      [['--from', '2099-01-01', '--credentials', 'x.json'], /--from: 2099-01-01 is in the future; the simulated clock never runs ahead of the real one/],
+      [['--offline-buffer', '0', '--credentials', 'x.json'], /--offline-buffer: must be an integer from 1/],
       [['--mqtt', 'http://x', '--credentials', 'x.json'], /--mqtt: 'http:\/\/x'/],
       [[], /give --credentials FILE, or --api URL and --admin-token T/],
       [['--credentials', '/nonexistent/creds.json'], /does not exist/],
