@@ -132,6 +132,20 @@ function authError(message: string, returnCode: number): Error & { returnCode: n
   return Object.assign(new Error(message), { returnCode })
 }
 
+/**
+ * mqtt-packet writes a packet in pieces (header, length, topic, payload…) to a corked stream; ws's
+ * stream sent each piece as a WebSocket message of its own (found by probing: a CONNACK in four
+ * messages, a PUBLISH in six), which a browser then handles one by one. Given a `_writev`, the
+ * stream hands what was corked over at once: one message a packet, or several packets.
+ */
+function sendCorkedWritesAsOneMessage(stream: Duplex): void {
+  const write = stream._write.bind(stream)
+  stream._writev = (chunks, callback) => {
+    const buffers = chunks.map(({ chunk, encoding }) => (Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk as string, encoding)))
+    write(buffers.length === 1 ? buffers[0]! : Buffer.concat(buffers), 'buffer' as BufferEncoding, callback)
+  }
+}
+
 /** What a CONNECT asked for beyond aedes' client: whether its client id was empty, its keepalive, its will's topic. */
 interface ConnectRequest {
   clientIdEmpty: boolean
@@ -846,6 +860,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
         }
         wss.handleUpgrade(req, socket, head, (ws) => {
           const stream = createWebSocketStream(ws)
+          sendCorkedWritesAsOneMessage(stream)
           stream.on('error', () => stream.destroy())
           broker.handle(stream, proxies.clientOf(req.socket.remoteAddress, req.headers['x-forwarded-for']) ?? 'unknown', req)
         })

@@ -1,7 +1,9 @@
 import type { MqttClient } from 'mqtt'
+import mqttPacket, { type Packet } from 'mqtt-packet'
+import { WebSocket } from 'ws'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { meterReadingsTopic } from '../../shared/topics.ts'
-import { connectMeter, endClient, publishAcked, publishesIngested, startTestBroker, type TestBroker } from '../support/broker.ts'
+import { connectMeter, endClient, publishAcked, publishesIngested, startTestBroker, waitFor, type TestBroker } from '../support/broker.ts'
 import { useTestDatabase } from '../support/database.ts'
 import { hasCommand, run, skipReason } from '../support/tools.ts'
 import { createOccupiedMeter, readingsOf, type TestMeter } from '../support/world.ts'
@@ -82,6 +84,20 @@ describe('independent clients and transports', () => {
       expect(await readingsOf(t.db, meter.id)).toHaveLength(1)
       // Over WebSocket too, the publish is read past aedes' parser (broker/meter-publishes.ts).
       expect(await publishesIngested(tb)).toEqual({ direct: before.direct + 1, aedes: before.aedes })
+      // A packet in one WebSocket message (found by probing: a CONNACK came in four, a PUBLISH in six).
+      await endClient(client)
+      client = undefined
+      const ws = new WebSocket(`ws://127.0.0.1:${port}/mqtt`, 'mqtt')
+      const messages: Buffer[] = []
+      ws.on('message', (m: Buffer) => messages.push(m))
+      await new Promise((r, reject) => ws.once('open', r).once('error', reject))
+      ws.send(mqttPacket.generate({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: true, keepalive: 30, clientId: meter.id, username: meter.id, password: Buffer.from(meter.secret) } as Packet))
+      await waitFor(() => messages.length > 0)
+      ws.send(mqttPacket.generate({ cmd: 'subscribe', messageId: 7, subscriptions: [{ topic: `meters/${meter.id}/status`, qos: 1 }] } as Packet))
+      await waitFor(() => messages.length > 1)
+      await new Promise((r) => setTimeout(r, 200))
+      expect(messages.map((m) => m.toString('hex'))).toEqual(['20020000', '9003000701'])
+      ws.close()
       // Another upgrade (curl --http2's h2c), on another path or on /mqtt, gets the HTTP answer it would without it.
       for (const p of ['/healthz', '/mqtt']) {
         const answer = await rawHttp(port, `GET ${p} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n\r\n`)
