@@ -156,14 +156,7 @@ describe('who may connect, publish and subscribe', () => {
 
   it('refuses with CONNACK 2 an empty client id with clean session 0 [MQTT-3.1.3-8], a client id over clientIdBytesMax, and a keepalive of 0 or over keepaliveSecondsMax', async () => {
     const as = { username: recipient.id, password: Buffer.from(recipient.apiKey) }
-    const answer = async (fields: Parameters<typeof RawMqttClient.connect>[1]): Promise<number | 'closed'> => {
-      const raw = await RawMqttClient.connect(tb.port, fields)
-      try {
-        return await raw.connack()
-      } finally {
-        raw.end()
-      }
-    }
+    const answer = (fields: Parameters<typeof RawMqttClient.connect>[1]) => RawMqttClient.connackOf(tb.port, fields)
     // Without an id the client could never end the session again, nor take it up: it would only count against its limit.
     expect(await answer({ ...as, clientId: '', clean: false })).toBe(2)
     expect(await answer({ ...as, clientId: '', clean: true })).toBe(0)
@@ -196,14 +189,7 @@ describe('who may connect, publish and subscribe', () => {
   })
 
   it('refuses a will the client could not publish itself with CONNACK 5, and closes a CONNECT whose will is of QoS 3 unanswered', async () => {
-    const answer = async (fields: Parameters<typeof RawMqttClient.connect>[1]): Promise<number | 'closed'> => {
-      const raw = await RawMqttClient.connect(tb.port, fields)
-      try {
-        return await raw.connack()
-      } finally {
-        raw.end()
-      }
-    }
+    const answer = (fields: Parameters<typeof RawMqttClient.connect>[1]) => RawMqttClient.connackOf(tb.port, fields)
     const will = (topic: string, qos: 0 | 1 | 2 = 1) => ({ topic, payload: Buffer.from('{}'), qos, retain: false })
     const asMeter = (m: TestMeter) => ({ clientId: m.id, username: m.id, password: Buffer.from(m.secret) })
     expect(await answer({ ...asMeter(meter), will: will(meterReadingsTopic(meter.id)) })).toBe(0)

@@ -13,6 +13,11 @@ import { waitFor } from '../support/tools.ts'
  */
 const ADMIN_TOKEN = 'e2e-admin-token-0123456789'
 
+/** `up` on its own data folder, on ports the system picks, quiet but for warnings. */
+function upEnv(dataDir: string): NodeJS.ProcessEnv {
+  return { ...process.env, METERSHARE_DATA_DIR: dataDir, MQTT_PORT: '0', HTTP_PORT: '0', METERSHARE_HOST: '127.0.0.1', METERSHARE_ADMIN_TOKEN: ADMIN_TOKEN, METERSHARE_LOG_LEVEL: 'warn' }
+}
+
 describe('metershare up (empty world)', () => {
   let up: CliProcess
   let dataDir: string
@@ -22,15 +27,7 @@ describe('metershare up (empty world)', () => {
 
   beforeAll(async () => {
     dataDir = mkdtempSync(path.join(os.tmpdir(), 'metershare-up-'))
-    up = new CliProcess(['up', '--no-demo', '--no-simulate'], {
-      ...process.env,
-      METERSHARE_DATA_DIR: dataDir,
-      MQTT_PORT: '0',
-      HTTP_PORT: '0',
-      METERSHARE_HOST: '127.0.0.1',
-      METERSHARE_ADMIN_TOKEN: ADMIN_TOKEN,
-      METERSHARE_LOG_LEVEL: 'warn',
-    })
+    up = new CliProcess(['up', '--no-demo', '--no-simulate'], upEnv(dataDir))
     http = (await up.printed(/HTTP API\s+(http:\/\/\S+)/, 90_000))[1]!
     mqttUrl = (await up.printed(/MQTT\s+(mqtt:\/\/\S+)/, 90_000))[1]!
   }, 120_000)
@@ -147,15 +144,7 @@ describe('metershare up interrupted while it creates the demo world', () => {
 describe('metershare up --settle-periodically', () => {
   it('settles completed months on its timer, the first run at its start, and exports its runs', async () => {
     const dataDir = mkdtempSync(path.join(os.tmpdir(), 'metershare-up-settle-'))
-    const up = new CliProcess(['up', '--no-demo', '--no-simulate', '--settle-periodically'], {
-      ...process.env,
-      METERSHARE_DATA_DIR: dataDir,
-      MQTT_PORT: '0',
-      HTTP_PORT: '0',
-      METERSHARE_HOST: '127.0.0.1',
-      METERSHARE_ADMIN_TOKEN: ADMIN_TOKEN,
-      METERSHARE_LOG_LEVEL: 'warn',
-    })
+    const up = new CliProcess(['up', '--no-demo', '--no-simulate', '--settle-periodically'], upEnv(dataDir))
     try {
       const http = (await up.printed(/HTTP API\s+(http:\/\/\S+)/, 90_000))[1]!
       const text = await waitFor(async () => {

@@ -54,6 +54,16 @@ export class RawMqttClient {
     return raw
   }
 
+  /** Connects as `connect` does and answers the CONNACK's return code, or 'closed'; the connection is then closed. */
+  static async connackOf(port: number, fields: Partial<IConnectPacket> & { clientId: string }): Promise<number | 'closed'> {
+    const raw = await RawMqttClient.connect(port, fields)
+    try {
+      return await raw.connack()
+    } finally {
+      raw.end()
+    }
+  }
+
   send(packet: Packet): void {
     this.socket.write(mqttPacket.generate(packet))
   }
