@@ -406,6 +406,13 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
         log.info({ clientId: client.id, username }, 'mqtt client id refused: a meter connects with its own id as client id')
         return refuse('identifier rejected', CONNACK_IDENTIFIER_REJECTED)
       }
+      // A will is published as the client would publish: one it could not publish is refused at the connect,
+      // as Mosquitto does, rather than accepted and dropped unheard when it fires; before any session is claimed.
+      if (request?.willTopic != null && !(principal.role === 'meter' && request.willTopic === meterReadingsTopic(principal.meterId))) {
+        throttle.recordNoVerdict(address, username)
+        log.info({ clientId: client.id, username, willTopic: request.willTopic.slice(0, TOPIC_FILTER_BYTES_MAX) }, 'mqtt connect refused: a will on a topic the client may not publish to')
+        return refuse('not authorized', CONNACK_NOT_AUTHORIZED)
+      }
       if (principal.role !== 'meter') {
         // A recipient or household may not take a meter's client id, nor another principal's live session.
         const squatting = (await findMeter(db.db, client.id)) !== undefined
@@ -432,13 +439,6 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
           )
           return refuse('not authorized', CONNACK_NOT_AUTHORIZED)
         }
-      }
-      // A will is published as the client would publish: one it could not publish is refused at the connect,
-      // as Mosquitto does, rather than accepted and dropped unheard when it fires.
-      if (request?.willTopic != null && !(principal.role === 'meter' && request.willTopic === meterReadingsTopic(principal.meterId))) {
-        throttle.recordNoVerdict(address, username)
-        log.info({ clientId: client.id, username, willTopic: request.willTopic.slice(0, TOPIC_FILTER_BYTES_MAX) }, 'mqtt connect refused: a will on a topic the client may not publish to')
-        return refuse('not authorized', CONNACK_NOT_AUTHORIZED)
       }
       throttle.recordSuccess(address, username)
       principals.set(client, principal)
@@ -528,7 +528,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
     const violation = topicFilterViolation(sub.topic)
     if (violation !== null) {
       log.warn({ clientId: client.id, role: principal?.role, topic: sub.topic.slice(0, TOPIC_FILTER_BYTES_MAX), violation }, 'subscription is not a topic filter: disconnecting')
-      return callback(new Error(`${violation}`), null)
+      return callback(new Error(violation), null)
     }
     const allowed = principal !== undefined && maySubscribe(principal, sub)
     if (!allowed) log.info({ clientId: client.id, role: principal?.role, topic: sub.topic.slice(0, TOPIC_FILTER_BYTES_MAX) }, 'subscription refused')

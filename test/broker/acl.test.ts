@@ -195,7 +195,9 @@ describe('who may connect, publish and subscribe', () => {
     expect(await answer({ ...asMeter(meter), will: will(meterReadingsTopic(meter.id)) })).toBe(0)
     expect(await answer({ ...asMeter(meter), will: will(meterReadingsTopic(other.id)) })).toBe(5)
     expect(await answer({ ...asMeter(meter), will: will(meterStatusTopic(meter.id)) })).toBe(5)
-    expect(await answer({ clientId: 'app-will', username: recipient.id, password: Buffer.from(recipient.apiKey), will: will(`readings/${meter.id}`) })).toBe(5)
+    expect(await answer({ clientId: 'app-will', username: recipient.id, password: Buffer.from(recipient.apiKey), clean: false, will: will(`readings/${meter.id}`) })).toBe(5)
+    // Refused before a persistent session was claimed for it: nothing counts against its limit.
+    expect(await t.db.selectFrom('mqtt_sessions').select('client_id').where('client_id', '=', 'app-will').execute()).toEqual([])
     expect(await answer({ clientId: 'hh-will', username: household.id, password: Buffer.from(household.apiKey), will: will('anything') })).toBe(5)
     expect(await answer({ ...asMeter(meter), will: will(meterReadingsTopic(meter.id), 3 as 2) })).toBe('closed')
     // The broker goes on serving.
