@@ -7,9 +7,10 @@ import { throttleAddressOf } from '../shared/trusted-proxies.ts'
  * from one address, and every user name from one address. Past a key's free failures, each further one doubles the delay before
  * the next answer (from 100 ms up to `authDelayMsMax`); a connect waits for the longest delay of its
  * keys. A success forgets only its own user name's key: someone guessing secrets from an address
- * cannot reset that address by connecting a meter of their own in between, and one meter with a
- * wrong secret behind a shared address (a carrier's NAT) does not slow the others until the
- * address as a whole fails often. An IPv6 address counts as its /64 (`throttleAddressOf`). Bounded in memory: at most `authKeysTrackedMax` keys.
+ * cannot reset that address by connecting a meter of their own in between. A user name counts
+ * against its address only with its free failures: one meter retrying a wrong secret behind a shared
+ * address (a carrier's NAT) is slowed alone, while many user names failing from one address (a
+ * spray) slow the address. An IPv6 address counts as its /64 (`throttleAddressOf`). Bounded in memory: at most `authKeysTrackedMax` keys.
  */
 export interface AuthThrottleLimits {
   /** Failures of one user name from one address within the window before answers are delayed. */
@@ -66,11 +67,15 @@ export class AuthThrottle {
   }
 
   recordFailure(address: string, username: string | undefined): void {
-    const [[userKey], [addressKey]] = this.keysOf(address, username)
+    const [[userKey, userFree], [addressKey]] = this.keysOf(address, username)
     const user = this.current(userKey) ?? this.track(userKey, 0)
     user.pending = Math.max(0, user.pending - 1)
     user.count++
     user.lastAtMs = this.now()
+    // A user name past its own free failures is slowed on its own key: its further failures do not count
+    // against its address, or one device retrying a dead secret for ever behind a shared address (a NAT)
+    // slowed every meter there after 50 tries (found by probing: their CONNACKs took 5 s).
+    if (user.count > userFree) return
     const byAddress = this.current(addressKey)
     if (byAddress !== undefined) {
       byAddress.count++

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto'
 import { INTERFACE_DAY_MAX, INTERFACE_DAY_MIN, isDay, utcMs } from './calendar.ts'
 import { assert, InvalidInputError } from './errors.ts'
 import { hasUnstorableText } from './text.ts'
@@ -34,9 +35,22 @@ export interface CursorListingOptions<P extends readonly CursorPart[]> {
 
 export interface CursorListing<P extends readonly CursorPart[]> {
   readonly listing: string
-  encode(key: CursorKey<P>): string
-  /** The key of a cursor this listing encoded; InvalidInputError on `cursor` otherwise. */
-  decode(cursor: string): CursorKey<P>
+  /**
+   * `scope`: what the page answered beyond the listing (its filters, who asked), when a cursor of one
+   * query must not be taken by another: a keyset position of one meter's listing read in another's
+   * skipped everything before it, and answered an empty last page (found by probing).
+   */
+  encode(key: CursorKey<P>, scope?: string): string
+  /** The key of a cursor this listing encoded for the same `scope`; InvalidInputError on `cursor` otherwise. */
+  decode(cursor: string, scope?: string): CursorKey<P>
+}
+
+/** The refusal of a cursor of this listing made for another query. */
+export const CURSOR_OF_ANOTHER_QUERY = 'cursor: made for another query of this listing (other filters, or another caller): start again without it'
+
+/** What a cursor carries of its scope: a digest, short, that tells one query from another. */
+function scopeDigest(scope: string): string {
+  return createHash('sha256').update(scope).digest('base64url').slice(0, 16)
 }
 
 const CURSOR_RE = /^[A-Za-z0-9_-]+$/
@@ -55,11 +69,12 @@ export function cursorListing<const P extends readonly CursorPart[]>(
   const accepts = options.accepts ?? (() => true)
   return {
     listing,
-    encode(key) {
+    encode(key, scope = '') {
       assert(key.length === parts.length, `a ${listing} cursor has ${parts.length} parts`)
-      return Buffer.from(JSON.stringify([listing, ...key]), 'utf8').toString('base64url')
+      const named = scope === '' ? listing : `${listing}@${scopeDigest(scope)}`
+      return Buffer.from(JSON.stringify([named, ...key]), 'utf8').toString('base64url')
     },
-    decode(cursor) {
+    decode(cursor, scope = '') {
       const refused = () => new InvalidInputError(refusal, 'cursor')
       if (cursor.length === 0 || cursor.length > CURSOR_CHARS_MAX || !CURSOR_RE.test(cursor)) throw refused()
       let parsed: unknown
@@ -68,7 +83,13 @@ export function cursorListing<const P extends readonly CursorPart[]>(
       } catch {
         throw refused()
       }
-      if (!Array.isArray(parsed) || parsed.length !== parts.length + 1 || parsed[0] !== listing) throw refused()
+      if (!Array.isArray(parsed) || parsed.length !== parts.length + 1) throw refused()
+      const named = scope === '' ? listing : `${listing}@${scopeDigest(scope)}`
+      if (parsed[0] !== named) {
+        // This listing's, of another query (or of none, or scoped where this one is not).
+        if (typeof parsed[0] === 'string' && (parsed[0] === listing || parsed[0].startsWith(`${listing}@`))) throw new InvalidInputError(CURSOR_OF_ANOTHER_QUERY, 'cursor')
+        throw refused()
+      }
       const key = parsed.slice(1)
       if (!parts.every((part, i) => hasPart(key[i], part))) throw refused()
       // Every key we encode is text PostgreSQL stored; one it cannot hold was forged, and would fail the query.

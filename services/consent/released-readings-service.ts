@@ -62,12 +62,17 @@ interface Position {
 /** Keyed by (granularity, meterId, householdId, inner). */
 const CURSOR = cursorListing('data.readings', ['string', 'string', 'string', 'string?'])
 
-function encodePosition(granularity: Granularity, p: Position): string {
-  return CURSOR.encode([granularity, p.meterId, p.householdId, p.inner])
+/** A cursor belongs to one recipient's query: its meter (or all), its time range. */
+function scopeOf(recipientId: string, query: ReleasedReadingsQuery): string {
+  return JSON.stringify([recipientId, query.meterId ?? null, query.from.getTime(), query.to.getTime()])
 }
 
-function decodePosition(cursor: string, granularity: Granularity): Position {
-  const [madeFor, meterId, householdId, inner] = CURSOR.decode(cursor)
+function encodePosition(granularity: Granularity, p: Position, scope: string): string {
+  return CURSOR.encode([granularity, p.meterId, p.householdId, p.inner], scope)
+}
+
+function decodePosition(cursor: string, granularity: Granularity, scope: string): Position {
+  const [madeFor, meterId, householdId, inner] = CURSOR.decode(cursor, scope)
   if (madeFor !== granularity) throw new InvalidInputError('cursor: made for another granularity', 'cursor')
   return { meterId, householdId, inner }
 }
@@ -122,7 +127,8 @@ export async function listReleasedReadings(
   if (!GRANULARITIES.includes(query.granularity)) {
     throw new InvalidInputError(`granularity: expected one of ${GRANULARITIES.join(', ')}`, 'granularity')
   }
-  const start = query.cursor === undefined ? null : decodePosition(query.cursor, query.granularity)
+  const scope = scopeOf(recipientId, query)
+  const start = query.cursor === undefined ? null : decodePosition(query.cursor, query.granularity, scope)
   // listReadings' own checks of from, to and limit, before anything is read (no window: no query),
   // so that every recipient gets the same answer to the same bad input.
   await listReadings(db, { meterIds: [], windows: [], from: query.from, to: query.to, granularity: query.granularity, limit: query.limit }, { timezone: ctx.timezone })
@@ -184,7 +190,7 @@ export async function listReleasedReadings(
     const groupWindows = groups.get(key)!
     const { meterId, householdId } = groupWindows[0]!
     if (items.length >= query.limit || groupsRead >= groupsMax) {
-      nextCursor = encodePosition(query.granularity, { meterId, householdId, inner })
+      nextCursor = encodePosition(query.granularity, { meterId, householdId, inner }, scope)
       break
     }
     groupsRead++
@@ -229,14 +235,14 @@ export async function listReleasedReadings(
       else count.datums++
     }
     if (page.nextCursor !== null) {
-      nextCursor = encodePosition(query.granularity, { meterId, householdId, inner: page.nextCursor })
+      nextCursor = encodePosition(query.granularity, { meterId, householdId, inner: page.nextCursor }, scope)
       break
     }
     inner = null
   }
   // Every group of the slice read, and meters beyond it: the next page starts after its last meter.
   if (nextCursor === null && !sliceEnds && index === keys.length) {
-    nextCursor = encodePosition(query.granularity, { meterId: meterIds.at(-1)!, householdId: AFTER_EVERY_HOUSEHOLD, inner: null })
+    nextCursor = encodePosition(query.granularity, { meterId: meterIds.at(-1)!, householdId: AFTER_EVERY_HOUSEHOLD, inner: null }, scope)
   }
 
   if (released.size > 0 && ctx.sent !== false) {

@@ -13,6 +13,7 @@ export interface QuarantineRow {
   reason: QuarantineReason
   ts: Date | null
   excerpt: Uint8Array
+  detail: string
 }
 
 /** Rows in (received_at, id) order after a key; `excerptBytesMax` bytes of each payload at most. */
@@ -36,9 +37,10 @@ export async function pageQuarantine(
     reason: QuarantineReason
     ts: Date | null
     excerpt: Uint8Array
+    detail: string
   }>`
     SELECT q.id, q.meter_id, q.received_at, ${exactTsKey(sql.ref('q.received_at'))} AS received_at_key, q.reason, q.ts,
-           substring(q.payload FROM 1 FOR ${excerptBytesMax}::int) AS excerpt
+           substring(q.payload FROM 1 FOR ${excerptBytesMax}::int) AS excerpt, q.detail
     FROM quarantine q
     WHERE ${sql.join(parts, sql` AND `)}
     ORDER BY q.received_at, q.id
@@ -51,5 +53,6 @@ export async function pageQuarantine(
     reason: r.reason,
     ts: r.ts,
     excerpt: r.excerpt,
+    detail: r.detail,
   }))
 }

@@ -26,6 +26,8 @@ export interface QuarantineItem {
   ts?: string
   /** The stored bytes decoded as UTF-8 (invalid sequences replaced), at most 4 KiB of them. */
   payloadExcerpt: string
+  /** What was wrong, naming the field (as the meter's status topic said it), when asked for (`includeDetail`). */
+  detail?: string
 }
 
 export interface QuarantineQuery {
@@ -35,6 +37,8 @@ export interface QuarantineQuery {
   to?: Date | undefined
   cursor?: string | undefined
   limit: number
+  /** Each item's detail too (not in CONTRACT.md's item: asked for with `include=detail`). */
+  includeDetail?: boolean | undefined
 }
 
 function checkDate(d: Date | undefined, field: string): void {
@@ -73,6 +77,7 @@ export async function listQuarantine(
       reason: r.reason,
       ...(r.ts !== null ? { ts: formatTimestamp(r.ts) } : {}),
       payloadExcerpt: utf8.decode(r.excerpt),
+      ...(query.includeDetail === true ? { detail: r.detail } : {}),
     })),
     nextCursor: rows.length > query.limit && last !== undefined ? CURSOR.encode([last.receivedAtKey, last.id]) : null,
   }

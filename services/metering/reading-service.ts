@@ -113,7 +113,9 @@ function validate(query: ReadingsQuery): void {
 /** One page of owned datums, ordered by (meterId, ts | day | month, owner). */
 export async function listReadings(db: Kysely<Database>, query: ReadingsQuery, ctx: MeteringContext): Promise<ReadingsPage> {
   validate(query)
-  const after = query.cursor === undefined ? null : CURSOR[query.granularity].decode(query.cursor)
+  // A cursor belongs to its query: the meters, the owner, the range (another's position would skip).
+  const scope = JSON.stringify([query.meterIds, query.householdId ?? null, query.from.getTime(), query.to.getTime()])
+  const after = query.cursor === undefined ? null : CURSOR[query.granularity].decode(query.cursor, scope)
   // A window that names another owner, or holds no instant, selects nothing.
   const windowsByMeter = new Map<string, ReleaseWindow[]>()
   for (const w of query.windows ?? []) {
@@ -157,7 +159,7 @@ export async function listReadings(db: Kysely<Database>, query: ReadingsQuery, c
   const last = items[items.length - 1]
   return {
     items: items.map((i) => i.datum),
-    nextCursor: hasMore && last !== undefined ? CURSOR[query.granularity].encode(last.key) : null,
+    nextCursor: hasMore && last !== undefined ? CURSOR[query.granularity].encode(last.key, scope) : null,
   }
 }
 

@@ -39,9 +39,23 @@ describe('MQTT authentication throttle', () => {
     const delays = Array.from({ length: 10 }, () => t.begin('10.0.0.1', 'm1'))
     expect(delays).toEqual([0, 0, 100, 300, 700, 1_500, 2_500, 3_500, 4_500, 5_500])
     for (let i = 0; i < 10; i++) t.recordFailure('10.0.0.1', 'm1')
-    // Another address's user name, and the address as a whole (ten failures of one name), are apart.
+    // Another address's user name is apart; so is another user name of the address: one name counts
+    // against its address with its free failures only (found by probing: one device retrying a dead secret
+    // behind a NAT slowed every meter there to 5 s).
     expect(t.begin('10.0.0.2', 'm1')).toBe(0)
-    expect(t.begin('10.0.0.1', 'm2')).toBe(1_000)
+    expect(t.begin('10.0.0.1', 'm2')).toBe(0)
+  })
+
+  it('lets one user name failing for ever slow itself, not its neighbours, while many failing names slow the address', () => {
+    const { t, clock } = throttle()
+    for (let i = 0; i < 100; i++) {
+      clock.now += attempt(t, '10.0.0.1', 'dead-meter')
+    }
+    expect(t.begin('10.0.0.1', 'dead-meter')).toBe(LIMITS.authDelayMsMax)
+    expect(attempt(t, '10.0.0.1', 'neighbour', true)).toBe(0)
+    // Two names at their free failures each: the address's four.
+    for (const u of ['x', 'y']) for (let i = 0; i < 2; i++) attempt(t, '10.0.0.2', u)
+    expect(t.begin('10.0.0.2', 'z')).toBe(100)
   })
 
   it('does not hold a fleet behind one address connecting at once', () => {
@@ -74,10 +88,11 @@ describe('MQTT authentication throttle', () => {
 
   it('forgets a user name on its success, but not the address', () => {
     const { t, clock } = throttle()
-    for (let i = 0; i < 4; i++) attempt(t, '10.0.0.1', 'm1')
+    for (let i = 0; i < 2; i++) for (const u of ['m1', 'm3']) attempt(t, '10.0.0.1', u)
+    attempt(t, '10.0.0.1', 'm1')
     clock.now = 10_000
     expect(attempt(t, '10.0.0.1', 'm2', true)).toBe(100)
-    expect(attempt(t, '10.0.0.1', 'm1', true)).toBe(400)
+    expect(attempt(t, '10.0.0.1', 'm1', true)).toBe(200)
     // m1's own failures are forgotten; the address's four remain.
     expect(t.begin('10.0.0.1', 'm1')).toBe(100)
   })

@@ -100,6 +100,7 @@ export interface Messages {
     seeStatement: string
     noMonths: string
     noEarnings: string
+    onlyInProgress: string
     balance: string
     balanceNote: string
     chartTitle: string
@@ -291,6 +292,7 @@ const EN: Messages = {
     seeStatement: 'See the statement of {month}',
     noMonths: 'No month has been settled yet: your earnings appear here once the first month is settled.',
     noEarnings: 'No earnings yet: the months settled so far hold none of your data that a recipient paid for.',
+    onlyInProgress: 'None of your months is settled yet: what is booked for you so far is in a month still in progress, in the table below.',
     balance: 'Balance carried forward',
     balanceNote: 'Paid out when a month is settled, once it reaches {amount}; what is booked in a month not yet settled waits for that month.',
     chartTitle: 'Earnings by month',
@@ -476,6 +478,7 @@ const FR: Messages = {
     seeStatement: 'Voir le relevé de {month}',
     noMonths: 'Aucun mois n’a encore été réglé : vos gains apparaîtront ici après le premier règlement.',
     noEarnings: 'Pas encore de gains : les mois réglés jusqu’ici ne contiennent aucune de vos données payée par un destinataire.',
+    onlyInProgress: 'Aucun de vos mois n’est encore réglé : ce qui vous est inscrit jusqu’ici l’est dans un mois en cours, dans le tableau ci-dessous.',
     balance: 'Solde reporté',
     balanceNote: 'Versé au règlement d’un mois, dès qu’il atteint {amount} ; ce qui est inscrit dans un mois pas encore réglé attend ce mois.',
     chartTitle: 'Gains par mois',

@@ -182,7 +182,7 @@ export function overviewPage(ctx: PageContext, model: OverviewModel): string {
   const paid = new Map(model.payouts.map((p) => [p.month, p.amountMicros]))
   const summary =
     last === undefined
-      ? html`<p>${model.anyMonthSettled ? t.overview.noEarnings : t.overview.noMonths}</p>`
+      ? html`<p>${model.months.length > 0 ? t.overview.onlyInProgress : model.anyMonthSettled ? t.overview.noEarnings : t.overview.noMonths}</p>`
       : html`<p class="figure" id="month-total" data-month="${last.month}" data-micros="${last.totalMicros.toString()}"><span>${f.month(last.month)}</span> <strong>${f.exactMoney(last.totalMicros, 6)}</strong></p>
 <p><a href="/statements/${last.month}">${fill(t.overview.seeStatement, { month: f.month(last.month) })}</a></p>`
   const bars: ChartBar[] = model.months.map((m) => ({
@@ -210,7 +210,7 @@ export function overviewPage(ctx: PageContext, model: OverviewModel): string {
       : html`<section aria-labelledby="earnings-heading">
 <h2 id="earnings-heading">${t.overview.chartTitle}</h2>
 <div class="chart-and-table">
-<figure class="chart-box">${barChart({ id: 'earnings-chart', title: t.overview.chartTitle, description: t.overview.chartDescription, bars, maxText: f.money(maxMicros) })}</figure>
+<figure class="chart-box">${barChart({ id: 'earnings-chart', title: t.overview.chartTitle, description: t.overview.chartDescription, bars, maxText: f.exactMoney(maxMicros, 6) })}</figure>
 <div class="scroll" role="region" tabindex="0" aria-labelledby="earnings-table-caption"><table id="earnings-table">
 <caption id="earnings-table-caption">${t.overview.tableCaption}</caption>
 <thead><tr><th scope="col">${t.overview.month}</th><th scope="col" class="num">${t.overview.earned}</th><th scope="col" class="num">${t.overview.paidOut}</th></tr></thead>

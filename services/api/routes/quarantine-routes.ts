@@ -21,6 +21,7 @@ export const quarantineRoutes: RoutePlugin = async (app, { deps }) => {
       meterId: z.string().min(1).max(128).optional(),
       from: rfc3339QueryTime.optional().meta({ description: 'received at or after' }),
       to: rfc3339QueryTime.optional().meta({ description: 'received before' }),
+      include: z.enum(['detail']).optional().meta({ description: "`detail`: each item's detail too, naming what was wrong (as the meter's status topic said it)" }),
       ...page,
     }),
     response: pageAnswer(
@@ -30,10 +31,11 @@ export const quarantineRoutes: RoutePlugin = async (app, { deps }) => {
         reason: z.enum(QUARANTINE_REASONS),
         ts: timeOutput.optional().meta({ description: "the datum's timestamp, when one could be read" }),
         payloadExcerpt: z.string().meta({ description: 'what the meter sent (at most its first 4 KiB), as UTF-8' }),
+        detail: z.string().optional().meta({ description: 'with `include=detail`: what was wrong, naming the field' }),
       }),
     ),
     async handler({ query }) {
-      return listQuarantine(db, query)
+      return listQuarantine(db, { ...query, includeDetail: query.include === 'detail' })
     },
   })
 }

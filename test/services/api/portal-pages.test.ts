@@ -140,6 +140,21 @@ describeDatabases('portal pages', (t) => {
     expect(home).not.toContain('No month has been settled yet')
   })
 
+  it('says when what a household earned is booked only in a month in progress (found by probing: "no earnings yet" beside them)', async () => {
+    // September settled after October and November: closed empty, its data booked in December, still open.
+    const late = (await createHousehold(t.db, { name: 'Late', email: 'late@metershare.test', password: PASSWORD })).id
+    const lateMeter = await meter(t.db, await party(t.db, 'utility', 'Grid 2'))
+    await occupy(t.db, lateMeter, late, paris('2026-09-01'))
+    const offerId = await offer(t.db, { recipientId, granularity: 'load_curve', priceMicrosPerDatum: PRICE, householdBps: 5_000, operatorBps: 5_000, platformBps: 0 })
+    await consent(t.db, { householdId: late, recipientId, offerId, granularity: 'load_curve', meterIds: [lateMeter], validFrom: paris('2026-09-01') })
+    await ingest(t.db, t.dialect, lateMeter, 'electricity', hourEnds(paris('2026-09-10'), paris('2026-09-11')), paris('2026-12-02'))
+    await settleMonth(t.db, '2026-09', ctxAt(paris('2026-12-02', 3)))
+    const signedIn = await api.inject({ method: 'POST', url: '/portal/session', payload: { email: 'late@metershare.test', password: PASSWORD } })
+    const home = (await page('/', { cookie: String(signedIn.headers['set-cookie']).split(';')[0]! })).body
+    expect(home).toContain('None of your months is settled yet: what is booked for you so far is in a month still in progress, in the table below.')
+    expect(home).toMatch(/<tr data-month="2026-12"><th scope="row"><a href="\/statements\/2026-12">December 2026<\/a> <span class="muted">\(in progress\)<\/span><\/th>/)
+  })
+
   it('shows a month in progress that holds adjustments as in progress, not as the last settled one', async () => {
     // Late readings of 20 November, settled on 5 December: an adjustment booked in December, which is still open.
     await ingest(t.db, t.dialect, meterId, 'electricity', hourEnds(paris('2026-11-20'), paris('2026-11-21')), paris('2026-12-05'))

@@ -29,6 +29,20 @@ describeDatabases('GET /admin/quarantine', (t) => {
     expect(body.items[0]!.payloadExcerpt).toBe('{"ts": "2026-10-01T00:00:00Z", "values": ')
     expect(body.items[0]!.ts).toBeUndefined()
     expect(body.items[1]!.payloadExcerpt).toContain('9-9:9.9.9')
+    // The contract's item, nothing more, unless the detail is asked for.
+    expect(Object.keys(body.items[1]!).sort()).toEqual(['meterId', 'payloadExcerpt', 'reason', 'receivedAt', 'ts'])
+  })
+
+  it("gives each item's detail when asked (include=detail), naming what was wrong as the status topic said it", async () => {
+    const res = await api.asOperator('GET', '/admin/quarantine?include=detail')
+    const details = (res.json() as { items: { detail?: string }[] }).items.map((i) => i.detail)
+    expect(details).toHaveLength(3)
+    expect(details[0]).toMatch(/^not JSON: /)
+    expect(details[1]).toMatch(/9-9:9\.9\.9/)
+    expect(details[2]).toMatch(/temperature|values/)
+    const bad = await api.asOperator('GET', '/admin/quarantine?include=everything')
+    expect(bad.statusCode).toBe(400)
+    expect(errorOf(bad).message).toMatch(/^include: /)
   })
 
   it('filters by meter and by reception time, and pages with a cursor', async () => {
