@@ -34,6 +34,8 @@ export interface ReleasedReadingsQuery {
   to: Date
   granularity: Granularity
   cursor?: string | undefined
+  /** What the query's cursors belong to (readingsCursorScope: the recipient, the meter, the range as asked); none when absent. */
+  cursorScope?: string | undefined
   limit: number
 }
 
@@ -61,11 +63,6 @@ interface Position {
 
 /** Keyed by (granularity, meterId, householdId, inner). */
 const CURSOR = cursorListing('data.readings', ['string', 'string', 'string', 'string?'])
-
-/** A cursor belongs to one recipient's query: its meter (or all), its time range. */
-function scopeOf(recipientId: string, query: ReleasedReadingsQuery): string {
-  return JSON.stringify([recipientId, query.meterId ?? null, query.from.getTime(), query.to.getTime()])
-}
 
 function encodePosition(granularity: Granularity, p: Position, scope: string): string {
   return CURSOR.encode([granularity, p.meterId, p.householdId, p.inner], scope)
@@ -127,7 +124,7 @@ export async function listReleasedReadings(
   if (!GRANULARITIES.includes(query.granularity)) {
     throw new InvalidInputError(`granularity: expected one of ${GRANULARITIES.join(', ')}`, 'granularity')
   }
-  const scope = scopeOf(recipientId, query)
+  const scope = query.cursorScope ?? ''
   const start = query.cursor === undefined ? null : decodePosition(query.cursor, query.granularity, scope)
   // listReadings' own checks of from, to and limit, before anything is read (no window: no query),
   // so that every recipient gets the same answer to the same bad input.

@@ -65,6 +65,11 @@ export interface ReadingsQuery {
   to: Date
   granularity: Granularity
   cursor?: string | undefined
+  /**
+   * What the query's cursors belong to (readingsCursorScope: who asks, the meter, the range as asked, not
+   * as resolved: a `to` left out is now, which moves from page to page); none when absent.
+   */
+  cursorScope?: string | undefined
   limit: number
 }
 
@@ -113,8 +118,7 @@ function validate(query: ReadingsQuery): void {
 /** One page of owned datums, ordered by (meterId, ts | day | month, owner). */
 export async function listReadings(db: Kysely<Database>, query: ReadingsQuery, ctx: MeteringContext): Promise<ReadingsPage> {
   validate(query)
-  // A cursor belongs to its query: the meters, the owner, the range (another's position would skip).
-  const scope = JSON.stringify([query.meterIds, query.householdId ?? null, query.from.getTime(), query.to.getTime()])
+  const scope = query.cursorScope ?? ''
   const after = query.cursor === undefined ? null : CURSOR[query.granularity].decode(query.cursor, scope)
   // A window that names another owner, or holds no instant, selects nothing.
   const windowsByMeter = new Map<string, ReleaseWindow[]>()

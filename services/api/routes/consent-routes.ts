@@ -29,7 +29,7 @@ import { listReleasedReadings } from '../../consent/released-readings-service.ts
 import { defineRoute } from '../route.ts'
 import { queryDayInput, microsOutput, nameString, pageAnswer, pageQueryShape, rfc3339Time, timeOutput } from '../validation.ts'
 import { afterKey, creationOrderCursor, nextCursor } from './directory-routes.ts'
-import { egressDatumSchema, readingsQueryShape, readingsRange } from './reading-routes.ts'
+import { egressDatumSchema, readingsCursorScope, readingsQueryShape, readingsRange } from './reading-routes.ts'
 import type { RoutePlugin } from './route-plugin.ts'
 
 /**
@@ -457,6 +457,7 @@ export const consentRoutes: RoutePlugin = async (app, { deps }) => {
           to,
           granularity: query.granularity,
           cursor: query.cursor,
+          cursorScope: readingsCursorScope(principal.partyId, query),
           limit: query.limit,
         },
         // A HEAD answer sends no data: the household's access log counts none (found by probing).

@@ -50,6 +50,15 @@ export function readingsRange(query: { from?: Date | undefined; to?: Date | unde
   return { from, to: query.to === undefined && to.getTime() < from.getTime() ? from : to }
 }
 
+/**
+ * What a cursor of a readings listing belongs to: who asks, the meter (or all), and the range as the
+ * query gave it (a `to` left out is now, which moves from page to page). Another meter's cursor was a
+ * keyset position that skipped every meter before it and answered an empty last page (found by probing).
+ */
+export function readingsCursorScope(who: string, query: { meterId?: string | undefined; from?: Date | undefined; to?: Date | undefined }): string {
+  return JSON.stringify([who, query.meterId ?? null, query.from?.getTime() ?? null, query.to?.getTime() ?? null])
+}
+
 export const readingRoutes: RoutePlugin = async (app, { deps }) => {
   const db = deps.db.db
   const ctx = { timezone: deps.config.timezone }
@@ -81,6 +90,7 @@ export const readingRoutes: RoutePlugin = async (app, { deps }) => {
           to,
           granularity: query.granularity,
           cursor: query.cursor,
+          cursorScope: readingsCursorScope(householdId, query),
           limit: query.limit,
         },
         ctx,

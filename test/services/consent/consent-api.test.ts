@@ -472,5 +472,23 @@ describeDatabases('consent endpoints', (t) => {
       expect(errorOf(await get('/data/readings?cursor=nonsense', app)).message).toMatch(/^cursor: /)
       expect((await get('/data/readings', h0)).statusCode).toBe(403)
     })
+
+    it("refuses a cursor of another query, another meter's or another range's, instead of answering an empty last page (found by probing)", async () => {
+      await scene()
+      const ofA = (await get(`/data/readings?limit=5&meterId=${A}`, app)).json() as { nextCursor: string }
+      const refusal = { code: 'INVALID_INPUT', message: 'cursor: made for another query of this listing (other filters, or another caller): start again without it' }
+      for (const other of [`meterId=${B}`, '', `meterId=${A}&from=2026-01-21T00:00:00Z`, `meterId=${A}&to=2026-02-01T00:00:00Z`]) {
+        const res = await get(`/data/readings?limit=5&${other}&cursor=${ofA.nextCursor}`, app)
+        expect([other, res.statusCode, errorOf(res)]).toEqual([other, 400, refusal])
+      }
+      // The same query goes on, its `to` left out (now, which moves between pages) or not.
+      expect((await get(`/data/readings?limit=5&meterId=${A}&cursor=${ofA.nextCursor}`, app)).statusCode).toBe(200)
+      clock = new Date(clock.getTime() + 60_000)
+      expect((await get(`/data/readings?limit=5&meterId=${A}&cursor=${ofA.nextCursor}`, app)).statusCode).toBe(200)
+      // A household's own listing: its cursor is its own, for its query.
+      const own = (await get(`/me/readings?limit=5&meterId=${A}`, h0)).json() as { nextCursor: string }
+      expect(errorOf(await get(`/me/readings?limit=5&cursor=${own.nextCursor}`, h0))).toEqual(refusal)
+      expect((await get(`/me/readings?limit=5&meterId=${A}&cursor=${own.nextCursor}`, h0)).statusCode).toBe(200)
+    })
   })
 })
