@@ -148,6 +148,20 @@ export function validatePayload(
     return rejectWhole(out, 'malformed_json', err instanceof TypeError ? 'payload is not valid UTF-8' : `not JSON: ${(err as Error).message}`)
   }
 
+  // What parsing lost, from the text as sent, in one pass over it: nesting too deep to walk (a batch
+  // element copied for its quarantine recursed once per level, and 20 KB of brackets overflowed the
+  // stack), a key written twice (the parse keeps the last), and values written with a fraction or an
+  // exponent, which the parse rounded (`600000.99999999999999` to 600001, `6e5` to 600000): a meter's
+  // registers are integers, and what it sent is not stored as something else. Said before what the
+  // parse's shape would say: of `"readings"` written twice, the last may be the one that looks wrong.
+  const problem = jsonTextProblem(text, PAYLOAD_TEXT_LIMITS)
+  const single = !(isPlainObject(doc) && 'readings' in doc)
+  if (problem?.kind === 'nesting') {
+    return rejectWhole(out, 'invalid_schema', `${single ? '' : 'readings: '}arrays and objects nested deeper than ${PAYLOAD_NESTING_MAX} levels`)
+  }
+  // A key written twice outside a batch's readings (`readings` itself): which readings were sent cannot be told.
+  if (problem?.kind === 'duplicate' && !single && !problem.field.startsWith('readings[')) return rejectWhole(out, 'invalid_schema', textProblemDetail(problem))
+
   let readings: unknown[]
   if (isPlainObject(doc) && 'readings' in doc) {
     const keys = Object.keys(doc)
@@ -164,19 +178,7 @@ export function validatePayload(
     return rejectWhole(out, 'invalid_schema', 'expected a reading object or {"readings":[…]}')
   }
 
-  const single = !(isPlainObject(doc) && 'readings' in doc)
-  // What parsing lost, from the text as sent, in one pass over it: nesting too deep to walk (a batch
-  // element copied for its quarantine recursed once per level, and 20 KB of brackets overflowed the
-  // stack), and values written with a fraction or an exponent, which the parse rounded
-  // (`600000.99999999999999` to 600001, `6e5` to 600000): a meter's registers are integers, and what
-  // it sent is not stored as something else.
-  const problem = jsonTextProblem(text, PAYLOAD_TEXT_LIMITS)
-  if (problem?.kind === 'nesting') {
-    return rejectWhole(out, 'invalid_schema', `${single ? '' : 'readings: '}arrays and objects nested deeper than ${PAYLOAD_NESTING_MAX} levels`)
-  }
   const batch = single ? null : new BatchText(text, readings.length)
-  // A key written twice outside the readings (`readings` itself): which readings were sent cannot be told.
-  if (problem?.kind === 'duplicate' && batch !== null && !problem.field.startsWith('readings[')) return rejectWhole(out, 'invalid_schema', textProblemDetail(problem))
   if (problem !== null && batch !== null && !batch.placed()) {
     // A rounded literal or a key written twice in a batch whose readings cannot be told apart in its text: the batch, whole.
     return rejectWhole(out, 'invalid_schema', textProblemDetail(problem))
@@ -186,6 +188,15 @@ export function validatePayload(
     // A batch keeps each reading's own bytes; a single reading keeps the payload as sent.
     const at = single ? null : i
 
+    // The literal or the key is the payload's when the reading is alone, else looked for in the reading's own text.
+    const found = problem === null ? null : batch === null ? problem : batch.textProblem(i)
+    if (found?.kind === 'duplicate') {
+      // Said before what the parse's shape would say: of a key written twice, the last copy may look wrong.
+      // Of `ts` written twice the parse kept the last: it is not said to be the reading's.
+      const ts = found.field === 'ts' || !isPlainObject(item) || typeof item.ts !== 'string' ? null : parseRfc3339Ms(item.ts)
+      rejectReading(out, batch, at, 'invalid_schema', textProblemDetail(found), quarantineTs(ts))
+      continue
+    }
     // The common case is checked by hand; zod is asked only to explain what is wrong.
     if (!isWellFormedReading(item)) {
       const parsed = ingressReadingSchema.safeParse(item)
@@ -196,14 +207,9 @@ export function validatePayload(
       rejectReading(out, batch, at, 'invalid_schema', `${field}: ${issue?.message ?? 'invalid reading'}`, quarantineTs(ts))
       continue
     }
-    if (problem !== null) {
-      // The literal is the payload's when the reading is alone, else looked for in the reading's own text.
-      const found = batch === null ? problem : batch.textProblem(i)
-      if (found !== null) {
-        // Of a key written twice the parse kept the last: its `ts` is not said to be the reading's.
-        rejectReading(out, batch, at, 'invalid_schema', textProblemDetail(found), found.kind === 'duplicate' ? null : quarantineTs(parseRfc3339Ms(item.ts)))
-        continue
-      }
+    if (found !== null) {
+      rejectReading(out, batch, at, 'invalid_schema', textProblemDetail(found), quarantineTs(parseRfc3339Ms(item.ts)))
+      continue
     }
     const tsMs = parseRfc3339Ms(item.ts)
     if (tsMs === null) {

@@ -114,13 +114,21 @@ describe('ingest validation', () => {
 
   it('quarantines a reading with a key written twice, which parsing would keep the last of, and the batch whole when it is `readings` (found by probing: acknowledged, one reading lost unseen)', () => {
     const ts = (h: number) => `2026-10-10T0${h}:00:00Z`
-    // In a reading: that reading, its own bytes kept, no time claimed for it; the batch's others stored.
+    // In a reading: that reading, its own bytes kept, its time kept unless `ts` is the key written twice; the batch's others stored.
     const twice = `{"ts":"${ts(1)}","values":{"1-0:1.8.0":1290000,"1-0:1.8.0":1290500}}`
     const single = validate(twice)
     expect(single.datums).toEqual([])
     expect(single.rejects.map((r) => [r.reason, r.tsMs, r.detail, r.payload.toString()])).toEqual([
-      ['invalid_schema', null, 'values.1-0:1.8.0: key written twice in one object (which value was meant cannot be told)', twice],
+      ['invalid_schema', Date.parse(ts(1)), 'values.1-0:1.8.0: key written twice in one object (which value was meant cannot be told)', twice],
     ])
+    // Named even where the last copy is itself wrong (the parse would say only what is wrong with it).
+    for (const [payload, field] of [
+      [`{"readings":[{"ts":"${ts(0)}","values":{"1-0:1.8.0":1}}],"readings":[]}`, 'readings'],
+      [`{"readings":[{"ts":"${ts(0)}","values":{"1-0:1.8.0":1}}],"readings":{"x":1}}`, 'readings'],
+      [`{"ts":"${ts(0)}","values":{"1-0:1.8.0":1},"values":5}`, 'values'],
+    ] as const) {
+      expect(validate(payload).rejects.map((r) => r.detail)).toEqual([`${field}: key written twice in one object (which value was meant cannot be told)`])
+    }
     const tsTwice = `{"ts":"${ts(2)}","ts":"${ts(3)}","values":{"1-0:1.8.0":5}}`
     const batch = `{"readings":[{"ts":"${ts(0)}","values":{"1-0:1.8.0":4}},${tsTwice}]}`
     const v = validate(batch)
