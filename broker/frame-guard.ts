@@ -91,7 +91,12 @@ export class ConnectLevel {
     const levelAt = at + 2 + nameLength
     if (b.length <= levelAt) return null
     const name = b.toString('latin1', at + 2, levelAt)
-    return this.give(name === 'MQTT' || name === 'MQIsdp' ? b[levelAt]! : null)
+    const level = b[levelAt]!
+    // "MQIsdp" is MQTT 3.1's name, "MQTT" 3.1.1's and later: a name and level that do not go together
+    // are answered as a level not spoken (as Mosquitto does); 0 is no level at all.
+    if (name === 'MQIsdp') return this.give(level === 3 ? 3 : 0)
+    if (name === 'MQTT') return this.give(level === 3 ? 0 : level)
+    return this.give(null)
   }
 
   private give(level: number | null): number | null {
