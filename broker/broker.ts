@@ -338,7 +338,8 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
     for (const client of Object.values((aedes as unknown as { clients: Record<string, Client> }).clients)) {
       const principal = principals.get(client)
       if (principal === undefined || principalKey(principal) !== notice.principal) continue
-      log.info({ clientId: client.id, principal: notice.principal }, 'connection closed: its credentials were renewed')
+      // Found by probing: a meter taken out of service was said to have had its credentials renewed.
+      log.info({ clientId: client.id, principal: notice.principal }, notice.why === 'retired' ? 'connection closed: the meter was taken out of service' : 'connection closed: its credentials were renewed')
       client.close()
     }
   })

@@ -25,11 +25,13 @@ export const CREDENTIALS_CHANNEL = 'metershare_credentials'
 /** Payload on CREDENTIALS_CHANNEL: whose credentials changed, as its owner key (principal.ts). */
 export interface CredentialsNotice {
   principal: string
+  /** Why: its credentials renewed, or the meter taken out of service (its connections' log line says which). */
+  why?: 'renewed' | 'retired'
 }
 
-/** Announces, at the commit of `trx`, that an owner's credentials changed. */
-export async function notifyCredentialsChanged(trx: Db, principal: string): Promise<void> {
-  const notice: CredentialsNotice = { principal }
+/** Announces, at the commit of `trx`, that an owner's credentials changed (or ended: a meter retired). */
+export async function notifyCredentialsChanged(trx: Db, principal: string, why: 'renewed' | 'retired' = 'renewed'): Promise<void> {
+  const notice: CredentialsNotice = { principal, why }
   await sql`SELECT pg_notify(${CREDENTIALS_CHANNEL}, ${JSON.stringify(notice)})`.execute(trx)
 }
 

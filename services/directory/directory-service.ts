@@ -202,7 +202,7 @@ export async function retireMeter(db: Kysely<Database>, meterId: string, now: Da
   await db.transaction().execute(async (trx) => {
     const meter = await repo.findMeter(trx, meterId)
     if (meter === undefined) throw new NotFoundError(`meter ${meterId} not found`)
-    if (await repo.setMeterRetired(trx, meterId, now)) await repo.notifyCredentialsChanged(trx, ownerKey('meter', meterId))
+    if (await repo.setMeterRetired(trx, meterId, now)) await repo.notifyCredentialsChanged(trx, ownerKey('meter', meterId), 'retired')
   })
 }
 

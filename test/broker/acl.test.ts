@@ -5,6 +5,7 @@ import { METER_ID_LENGTH_MAX } from '../../shared/ids.ts'
 import { TOPIC_FILTER_BYTES_MAX, meterReadingsTopic, meterStatusTopic } from '../../shared/topics.ts'
 import { renewApiKey, renewMeterSecret, retireMeter } from '../../services/directory/directory-service.ts'
 import { connectClient, connectMeter, endClient, publishAcked, startTestBroker, subscribeGranted, type TestBroker } from '../support/broker.ts'
+import { configureLogging } from '../../shared/logger.ts'
 import { useTestDatabase } from '../support/database.ts'
 import { RawMqttClient } from '../support/raw-mqtt.ts'
 import { createTestHousehold, createTestMeter, createUtility, insertOccupancy, type TestMeter } from '../support/world.ts'
@@ -84,8 +85,16 @@ describe('who may connect, publish and subscribe', () => {
     const bystander = await connectMeter(tb.url, other)
     clients.push(m, bystander)
     const closed = new Promise<void>((resolve) => m.once('close', () => resolve()))
-    await retireMeter(t.db, meter.id, new Date())
-    await closed
+    const lines: Array<{ msg: string; clientId?: string }> = []
+    configureLogging({ level: 'info', target: { write: (line: string) => lines.push(JSON.parse(line)) } })
+    try {
+      await retireMeter(t.db, meter.id, new Date())
+      await closed
+    } finally {
+      configureLogging({ level: 'silent', target: process.stdout })
+    }
+    // Said as what happened (found by probing: "its credentials were renewed").
+    expect(lines.filter((l) => l.clientId === meter.id).map((l) => l.msg)).toContain('connection closed: the meter was taken out of service')
     await expect(connectMeter(tb.url, meter)).rejects.toThrow(/Bad username or password/i)
     expect(bystander.connected).toBe(true)
   })
