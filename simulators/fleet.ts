@@ -138,6 +138,8 @@ export interface FleetStats {
   dropped: number
   /** Readings in messages that failed for good (the fleet was stopped before their PUBACK). */
   failed: number
+  /** Readings a meter held when the broker refused it (CONNACK 4 or 5): never to be sent. */
+  unsent: number
   /** Messages (single readings, batches, faulty messages) published, acknowledged, awaiting PUBACK. */
   messagesPublished: number
   messagesAcknowledged: number
@@ -520,11 +522,14 @@ export function startFleet(options: FleetOptions): Fleet {
     let rejected = 0
     let buffered = 0
     let inflight = 0
+    let unsent = 0
     let simulated: number | null = null
     for (const r of runners) {
       if (r.connected) connected++
       if (r.rejected) {
         rejected++
+        // Found by verifying: they were in no count of the summary.
+        unsent += r.bufferedReadings
         continue
       }
       buffered += r.bufferedReadings
@@ -540,6 +545,7 @@ export function startFleet(options: FleetOptions): Fleet {
       ...stats,
       faults: { ...stats.faults },
       buffered,
+      unsent,
       inflight,
       simulatedMs,
       fromMs,

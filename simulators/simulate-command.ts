@@ -315,8 +315,8 @@ function summary(s: FleetStats, timeZone: string, elapsedMs: number, complete: b
   const until = s.simulatedMs === null ? '—' : formatLocal(s.simulatedMs, timeZone)
   return (
     [
-      `${s.rejected === s.meters ? 'failed, every meter refused' : complete ? 'done' : 'stopped'}: simulated ${formatLocal(s.fromMs, timeZone)} → ${until} (${timeZone}), ${plural(s.meters, 'meter')}`,
-      `readings: generated ${formatCount(s.generated)}, acknowledged ${formatCount(s.acknowledged)}, buffered ${formatCount(s.buffered)}, dropped ${formatCount(s.dropped)}${s.dropped > 0 ? ' (the offline buffer was full: --offline-buffer)' : ''}, failed ${formatCount(s.failed)}`,
+      `${s.rejected < s.meters ? (complete ? 'done' : 'stopped') : s.acknowledged === 0 ? 'failed, every meter refused' : 'stopped, every meter refused by the broker in the end'}: simulated ${formatLocal(s.fromMs, timeZone)} → ${until} (${timeZone}), ${plural(s.meters, 'meter')}`,
+      `readings: generated ${formatCount(s.generated)}, acknowledged ${formatCount(s.acknowledged)}, buffered ${formatCount(s.buffered)}, dropped ${formatCount(s.dropped)}${s.dropped > 0 ? ' (the offline buffer was full: --offline-buffer)' : ''}, failed ${formatCount(s.failed)}${s.unsent > 0 ? `, unsent ${formatCount(s.unsent)} (held by meters the broker refused)` : ''}`,
       `messages: published ${formatCount(s.messagesPublished)} (${formatCount(s.batches)} batches), acknowledged ${formatCount(s.messagesAcknowledged)}`,
       `faults: ${faults.length === 0 ? 'none' : faults.join(', ')}`,
       `connections: ${formatCount(s.connects)} connects, ${formatCount(s.disconnects)} disconnects, ${plural(s.rejected, 'meter')} refused` +

@@ -309,6 +309,27 @@ describe('meter fleet against a real MQTT broker', () => {
     expect(got).toEqual([1, 2, 3, 4, 12, 13, 14, 15, 16].map((i) => from + i * 15 * MIN))
   })
 
+  it('counts as unsent what a meter held when the broker refused it, so every reading generated is accounted for (found by verifying)', async () => {
+    const meters = [meter('sim-retired', 'electricity', 15)]
+    const { broker, url, proxy } = await setup(meters, { proxy: true })
+    const clock = new ManualClock('2026-10-10T00:00:00Z')
+    const fleet = start({ mqttUrl: url, meters, from: clock.now() - DAY, speed: 3600, clock })
+    await waitFor(() => fleet.stats().connected === 1, 10_000, 'connected')
+    clock.advance(1000)
+    await waitFor(() => fleet.stats().acknowledged === 4, 10_000, 'first hour')
+    proxy!.cut()
+    await waitFor(() => fleet.stats().connected === 0, 10_000, 'disconnected')
+    clock.advance(2000)
+    await waitFor(() => fleet.stats().generated === 12, 10_000, 'generated offline')
+    // Retired meanwhile: its reconnect is refused, and what it holds will never be sent.
+    broker.refuse('sim-retired')
+    proxy!.restore()
+    await waitFor(() => fleet.stats().rejected === 1, 20_000, 'refused')
+    const s = fleet.stats()
+    expect(s).toMatchObject({ acknowledged: 4, unsent: 8, buffered: 0, dropped: 0 })
+    expect(s.acknowledged + s.failed + s.dropped + s.unsent + s.buffered).toBe(s.generated)
+  })
+
   it('sends again a reading whose PUBACK was lost with the connection', async () => {
     const meters = [meter('sim-resend', 'electricity', 15)]
     const { broker, sub, url, proxy } = await setup(meters, { proxy: true })

@@ -24,6 +24,8 @@ export interface TestBroker {
   /** While set, a publish for which it returns true is held: no PUBACK until released or dropped. */
   holdPublish: ((clientId: string, packet: PublishPacket) => boolean) | null
   releaseHeld(): void
+  /** Refuses the meter's secret from now on (CONNACK 4), as a broker does once a meter is retired. */
+  refuse(meterId: string): void
   close(): Promise<void>
 }
 
@@ -60,6 +62,9 @@ export async function startTestBroker(meters: readonly MeterCredentials[]): Prom
     holdPublish: null,
     releaseHeld() {
       for (const release of held.splice(0)) release()
+    },
+    refuse(meterId) {
+      secrets.delete(meterId)
     },
     async close() {
       await new Promise<void>((resolve) => aedes.close(() => resolve()))
