@@ -53,11 +53,22 @@ class SeenKeys {
 export function jsonTextProblem(text: string, limits: JsonTextLimits, root = ''): JsonTextProblem | null {
   // The containers open at this point of the text: each with its current key (objects, as offsets
   // into the text, sliced only to name a field) or index (arrays).
-  const open: Array<{ array: boolean; keyStart: number; keyEnd: number; index: number; keys: SeenKeys | null }> = []
+  const open: Array<{ array: boolean; keyStart: number; keyEnd: number; keyEscaped: boolean; index: number; keys: SeenKeys | null }> = []
+  /** A key as JSON.parse names it: its text, or with an escape its parse (found by verifying: `k\u0069nd` was named so). */
+  const keyAt = (start: number, end: number, escaped: boolean): string => {
+    const raw = text.slice(start, end)
+    if (!escaped) return raw
+    try {
+      return JSON.parse(`"${raw}"`) as string
+    } catch {
+      // Not valid JSON: whoever parses the text says so.
+      return raw
+    }
+  }
   const here = (): string => {
     let name = ''
     for (const level of open) {
-      const key = text.slice(level.keyStart, level.keyEnd)
+      const key = keyAt(level.keyStart, level.keyEnd, level.keyEscaped)
       name += level.array ? `[${level.index}]` : name === '' ? key : `.${key}`
     }
     return name === '' || name.startsWith('[') ? `${root}${name}` : name
@@ -84,24 +95,14 @@ export function jsonTextProblem(text: string, limits: JsonTextLimits, root = '')
       stringEnd = i
     } else if (c === 0x5b || c === 0x7b) {
       if (open.length >= limits.nestingMax) return { kind: 'nesting', field: root }
-      open.push({ array: c === 0x5b, keyStart: 0, keyEnd: 0, index: 0, keys: null })
+      open.push({ array: c === 0x5b, keyStart: 0, keyEnd: 0, keyEscaped: false, index: 0, keys: null })
     } else if (c === 0x5d || c === 0x7d) open.pop()
     else if (c === 0x3a && open.length > 0) {
       const level = open[open.length - 1]!
       level.keyStart = stringStart
       level.keyEnd = stringEnd
-      if (duplicate === null) {
-        const raw = text.slice(stringStart, stringEnd)
-        let key = raw
-        if (stringEscaped) {
-          try {
-            key = JSON.parse(`"${raw}"`) as string
-          } catch {
-            // Not valid JSON: whoever parses the text says so.
-          }
-        }
-        if (!(level.keys ??= new SeenKeys()).add(key)) duplicate = { kind: 'duplicate', field: here() }
-      }
+      level.keyEscaped = stringEscaped
+      if (duplicate === null && !(level.keys ??= new SeenKeys()).add(keyAt(stringStart, stringEnd, stringEscaped))) duplicate = { kind: 'duplicate', field: here() }
     } else if (c === 0x2c && open.length > 0) open[open.length - 1]!.index++
     else if (c === 0x2d || (c >= 0x30 && c <= 0x39)) {
       NUMBER_RE.lastIndex = i

@@ -63,7 +63,9 @@ describe('JSON text as written', () => {
     expect(jsonTextProblem('{"a":1.5,"b":{"c":1,"c":2}}', LIMITS)).toEqual({ kind: 'duplicate', field: 'b.c' })
     expect(jsonTextProblem('{"readings":[{"ts":"x"}],"readings":[]}', LIMITS)).toEqual({ kind: 'duplicate', field: 'readings' })
     expect(jsonTextProblem('[{"k":1},{"k":2,"k":3}]', LIMITS, 'body')).toEqual({ kind: 'duplicate', field: 'body[1].k' })
-    // Written with an escape, the same key.
+    // Written with an escape, the same key, named as parsed (found by verifying: named as written).
+    expect(jsonTextProblem('{"kind":1,"k\\u0069nd":2}', LIMITS)).toEqual({ kind: 'duplicate', field: 'kind' })
+    expect(jsonTextProblem('{"v\\u0061lues":{"a":1.5}}', LIMITS)).toEqual({ kind: 'number', field: 'values.a', literal: '1.5' })
     expect(jsonTextProblem('{"kind":1,"k\u0069nd":2}', LIMITS)).toEqual({ kind: 'duplicate', field: 'k\u0069nd' })
     // The same key in different objects, or as a value, is no duplicate; an escape counts as what it means.
     expect(jsonTextProblem('{"a":{"k":1},"b":{"k":1},"k":"k","s":"\\u0041","t":"A"}', LIMITS)).toBeNull()
