@@ -318,6 +318,12 @@ export async function findClosingRun(db: Db, month: string): Promise<RunRow | un
   return db.selectFrom('settlement_runs').selectAll().where('month', '=', month).where('seq', '=', 1).executeTakeFirst()
 }
 
+/** The latest month closed after `month`, if any: books are closed up to it, `month` included. */
+export async function findClosedMonthAfter(db: Db, month: string): Promise<string | undefined> {
+  const row = await db.selectFrom('settlement_runs').select('month').where('seq', '=', 1).where('month', '>', month).orderBy('month', 'desc').limit(1).executeTakeFirst()
+  return row?.month
+}
+
 /** Months that have been closed (settled at least once). */
 export async function findClosedMonths(db: Db): Promise<Set<string>> {
   const rows = await db.selectFrom('settlement_runs').select('month').where('seq', '=', 1).execute()

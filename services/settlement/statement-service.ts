@@ -6,7 +6,7 @@ import { InvalidInputError, NotFoundError } from '../../shared/errors.ts'
 import type { Granularity } from '../../shared/wire.ts'
 import { householdAccount, receivableAccount } from './ledger-account.ts'
 import * as repo from './statement-repository.ts'
-import { findClosingRun } from './settlement-repository.ts'
+import { findClosedMonthAfter, findClosingRun } from './settlement-repository.ts'
 
 /**
  * What households and recipients see of settlement. A month's statement (or invoice) shows
@@ -90,7 +90,14 @@ function requireMonth(month: string): void {
 /** The run that closed the month (null while open) and what was booked in it for the account; 404 when neither. */
 async function monthPostings(db: Kysely<Database>, month: string, accountId: string): Promise<{ runId: string | null; adjustmentsMicros: bigint }> {
   const [run, adjustments] = await Promise.all([findClosingRun(db, month), repo.findAdjustmentsBookedIn(db, month, accountId)])
-  if (run === undefined && adjustments === null) throw new NotFoundError(`month: ${month} has not been settled yet`)
+  if (run === undefined && adjustments === null) {
+    // Books closed up to a later month close this one empty (found by verifying: "not settled yet" invited a settlement that would book nothing in it).
+    const later = await findClosedMonthAfter(db, month)
+    if (later !== undefined) {
+      throw new NotFoundError(`month: ${month} was not settled before ${later} was, which closed the books up to it; what it held is booked as adjustments in the months it was settled in`)
+    }
+    throw new NotFoundError(`month: ${month} has not been settled yet`)
+  }
   return { runId: run?.id ?? null, adjustmentsMicros: adjustments ?? 0n }
 }
 

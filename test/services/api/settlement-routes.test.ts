@@ -208,6 +208,11 @@ describeDatabases('settlement endpoints', (t) => {
     clock = paris('2026-12-02')
     expect((await api.asOperator('POST', '/admin/settlements', { month: '2026-11' })).statusCode).toBe(200)
     expect((await statementOf('2026-11')).json()).toEqual(expect.objectContaining({ month: '2026-11', lines: [], adjustmentsMicros: late, totalMicros: late }))
+    // A month never settled before a later one was is closed: the 404 says so, not "not settled yet" (found by verifying).
+    expect(errorOf(await statementOf('2026-09'))).toEqual({
+      code: 'NOT_FOUND',
+      message: 'month: 2026-09 was not settled before 2026-11 was, which closed the books up to it; what it held is booked as adjustments in the months it was settled in',
+    })
     expect((await invoiceOf('2026-11')).json()).toEqual(expect.objectContaining({ month: '2026-11', lines: [], adjustmentsMicros: owed, totalMicros: owed }))
   })
 
