@@ -80,6 +80,17 @@ function start(options: FleetOptions): Fleet {
   return fleet
 }
 
+/** A first hour acknowledged, then the network cut and `offlineMs` of the clock run: the fleet offline, its meters holding readings. */
+async function firstHourThenCut(fleet: Fleet, clock: ManualClock, proxy: CuttableProxy, offlineMs: number, generated: number): Promise<void> {
+  await waitFor(() => fleet.stats().connected === 1, 10_000, 'connected')
+  clock.advance(1000)
+  await waitFor(() => fleet.stats().acknowledged === 4, 10_000, 'first hour')
+  proxy.cut()
+  await waitFor(() => fleet.stats().connected === 0, 10_000, 'disconnected')
+  clock.advance(offlineMs)
+  await waitFor(() => fleet.stats().generated === generated, 10_000, 'generated offline')
+}
+
 describe('meter fleet against a real MQTT broker', () => {
   it('publishes every reading of every meter once, on its own topic, with its own credentials, exactly as the contract shapes it', async () => {
     const meters = [
@@ -294,13 +305,7 @@ describe('meter fleet against a real MQTT broker', () => {
     const clock = new ManualClock('2026-10-10T00:00:00Z')
     const from = clock.now() - DAY
     const fleet = start({ mqttUrl: url, meters, from, speed: 3600, clock, offlineBufferReadingsMax: 5 })
-    await waitFor(() => fleet.stats().connected === 1, 10_000, 'connected')
-    clock.advance(1000)
-    await waitFor(() => fleet.stats().acknowledged === 4, 10_000, 'first hour')
-    proxy!.cut()
-    await waitFor(() => fleet.stats().connected === 0, 10_000, 'disconnected')
-    clock.advance(3000)
-    await waitFor(() => fleet.stats().generated === 16, 10_000, 'generated offline')
+    await firstHourThenCut(fleet, clock, proxy!, 3000, 16)
     expect(fleet.stats()).toMatchObject({ buffered: 5, dropped: 7 })
     proxy!.restore()
     await waitFor(() => fleet.stats().acknowledged === 9, 20_000, 'caught up')
@@ -314,13 +319,7 @@ describe('meter fleet against a real MQTT broker', () => {
     const { broker, url, proxy } = await setup(meters, { proxy: true })
     const clock = new ManualClock('2026-10-10T00:00:00Z')
     const fleet = start({ mqttUrl: url, meters, from: clock.now() - DAY, speed: 3600, clock })
-    await waitFor(() => fleet.stats().connected === 1, 10_000, 'connected')
-    clock.advance(1000)
-    await waitFor(() => fleet.stats().acknowledged === 4, 10_000, 'first hour')
-    proxy!.cut()
-    await waitFor(() => fleet.stats().connected === 0, 10_000, 'disconnected')
-    clock.advance(2000)
-    await waitFor(() => fleet.stats().generated === 12, 10_000, 'generated offline')
+    await firstHourThenCut(fleet, clock, proxy!, 2000, 12)
     // Retired meanwhile: its reconnect is refused, and what it holds will never be sent.
     broker.refuse('sim-retired')
     proxy!.restore()
