@@ -58,7 +58,7 @@ export class FrameScanner {
 export const MALFORMED_LENGTH = 'malformed remaining length'
 
 /** How long, in ms, a connection answered CONNACK 1 is left to its client to close before it is destroyed. */
-export const REFUSED_CLOSE_MS = 1_000
+const REFUSED_CLOSE_MS = 1_000
 /** MQTT's protocol levels the broker speaks: 3 (MQTT 3.1) and 4 (3.1.1). */
 const PROTOCOL_LEVELS = new Set([3, 4])
 /** CONNACK, return code 1: unacceptable protocol level [MQTT-3.1.2-2], in 3.1.1's form (what an MQTT 5 client also reads). */
@@ -70,7 +70,7 @@ const CONNACK_UNACCEPTABLE_PROTOCOL = Buffer.from([0x20, 0x02, 0x00, 0x01])
  * without its properties) as malformed, and aedes then closed the connection without the CONNACK 1
  * that [MQTT-3.1.2-2] asks for.
  */
-export class ConnectLevel {
+class ConnectLevel {
   private seen = Buffer.alloc(0)
   private done = false
 

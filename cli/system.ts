@@ -569,7 +569,7 @@ export async function startSettlementProcess(config: Readonly<Config>): Promise<
     await requireSchemaCurrent(db.db)
     await openDataCalendar(db.db, config.timezone)
     const { mustStop } = await watchSchema(db, parts)
-    const metrics = createMetrics({ broker: false, http: false, settlement: true, consentsActiveCount: () => countActiveConsents(db.db, new Date()) })
+    const metrics = createMetrics({ broker: false, api: false, settlement: true, consentsActiveCount: () => countActiveConsents(db.db, new Date()) })
     metrics.checkDatabaseWith(() => probeDatabase(db))
     const clock = (): Date => new Date()
     const sweeper = startConsentSweeper(db.db, { intervalMs: CONSENT_SWEEP_INTERVAL_MS, clock })

@@ -46,10 +46,11 @@ export interface MetricsOptions {
    */
   broker?: boolean
   /**
-   * Whether this process serves HTTP requests and releases data (default yes). The settlement worker
-   * does neither: it exports no request durations and no released datums.
+   * Whether this process answers the HTTP API and releases data (default yes). The settlement worker
+   * does neither (its HTTP port answers only /healthz and /metrics): it exports no request durations
+   * and no released datums.
    */
-  http?: boolean
+  api?: boolean
   /** Whether this process settles months on a timer (`up` and the settlement worker; default no). */
   settlement?: boolean
   /** Counts the consents active now at each scrape, for a process without a release view of its own. */
@@ -62,7 +63,7 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
   const registers = [registry]
   /** A broker's metric: kept out of the registry of a process without a broker. */
   const brokerRegisters = options.broker === false ? [] : registers
-  const httpRegisters = options.http === false ? [] : registers
+  const apiRegisters = options.api === false ? [] : registers
   const settlementRegisters = options.settlement === true ? registers : []
   const count = options.consentsActiveCount
   let databaseCheck: (() => Promise<boolean>) | null = null
@@ -157,7 +158,7 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
       name: 'metershare_datums_released_total',
       help: 'Datums released to recipients, by channel (mqtt live, http pulled)',
       labelNames: ['channel'],
-      registers: httpRegisters,
+      registers: apiRegisters,
     }),
     consentsActive: new Gauge({
       name: 'metershare_consents_active',
@@ -178,7 +179,7 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
       help: 'HTTP request duration',
       labelNames: ['method', 'route', 'status'],
       buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
-      registers: httpRegisters,
+      registers: apiRegisters,
     }),
     settlementRuns: new Counter({
       name: 'metershare_settlement_runs_total',

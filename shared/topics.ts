@@ -48,7 +48,7 @@ export function parseTopic(topic: string): ParsedTopic | null {
 export const TOPIC_FILTER_BYTES_MAX = 256
 
 /** [MQTT-4.7.3-2] Topic names and filters must not include U+0000 (a protocol error: the connection is closed). */
-export function hasNullCharacter(topic: string): boolean {
+function hasNullCharacter(topic: string): boolean {
   return topic.includes('\u0000')
 }
 
