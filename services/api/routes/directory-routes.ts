@@ -249,7 +249,8 @@ export const directoryRoutes: RoutePlugin = async (app, { deps }) => {
     description:
       RENEW_KEY_DESCRIPTION +
       ' Called with the API key, it renews that key only if it is still the one in force: of renewals sent at once with one key, one answers the new key and the others 401.' +
-      ' Called with a portal session, it needs the password in use (`currentPassword`, checked as `/me/password` checks it): a session, which a password change ends, would otherwise make a key that outlives it; of such renewals whose transactions overlap, one answers the key and the others 409.',
+      ' Called with a portal session, it needs the password in use (`currentPassword`, checked as `/me/password` checks it): a session, which a password change ends, would otherwise make a key that outlives it; of such renewals whose transactions overlap, one answers the key and the others 409.' +
+      ' Called with the key, `currentPassword` may be left out; when it is given it is checked all the same (400 naming it when wrong).',
     tags: ['household'],
     auth: ['household'] as const,
     body: z.strictObject({ currentPassword: z.string().min(1).max(PASSWORD_LENGTH_MAX).optional() }).optional(),
@@ -257,9 +258,10 @@ export const directoryRoutes: RoutePlugin = async (app, { deps }) => {
     errors: [409, 429],
     async handler({ principal, body, request }) {
       const presented = presentedApiKeyOf(request)
-      if (presented === undefined) {
-        const currentPassword = body?.currentPassword
-        if (currentPassword === undefined) throw new InvalidInputError('currentPassword: required to renew the API key from a portal session', 'currentPassword')
+      const currentPassword = body?.currentPassword
+      if (presented === undefined && currentPassword === undefined) throw new InvalidInputError('currentPassword: required to renew the API key from a portal session', 'currentPassword')
+      // With the key the password is not needed, but one that is sent is checked: a client that sends it means to confirm the user.
+      if (currentPassword !== undefined) {
         try {
           await checkCurrentPassword(db, { householdId: principal.householdId, address: request.ip, currentPassword }, app.apiContext.now(), app.apiContext.passwordThrottle)
         } catch (err) {

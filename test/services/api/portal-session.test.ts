@@ -224,7 +224,15 @@ describeDatabases('portal sign-in and sessions', (t) => {
     const { apiKey } = renewed.json() as { apiKey: string }
     expect((await api.inject({ method: 'GET', url: '/me/payouts', headers: { authorization: `Bearer ${apiKey}` } })).statusCode).toBe(200)
     // With the key itself, as before: the key proves enough.
-    expect((await api.inject({ method: 'POST', url: '/me/api-key', headers: { authorization: `Bearer ${apiKey}` } })).statusCode).toBe(200)
+    const byKey = (key: string, payload?: object) => api.inject({ method: 'POST', url: '/me/api-key', headers: { authorization: `Bearer ${key}` }, ...(payload === undefined ? {} : { payload }), remoteAddress: address })
+    const withKey = await byKey(apiKey)
+    expect(withKey.statusCode).toBe(200)
+    // A password sent with the key is checked all the same, and a wrong one renews nothing.
+    const keyNow = (withKey.json() as { apiKey: string }).apiKey
+    const wrongWithKey = await byKey(keyNow, { currentPassword: 'not it' })
+    expect([wrongWithKey.statusCode, errorOf(wrongWithKey).message]).toEqual([400, 'currentPassword: not the password of this household'])
+    expect((await api.inject({ method: 'GET', url: '/me/payouts', headers: { authorization: `Bearer ${keyNow}` } })).statusCode).toBe(200)
+    expect((await byKey(keyNow, { currentPassword: PASSWORD })).statusCode).toBe(200)
   })
 
   it('lets the session cookie read the household endpoints', async () => {
