@@ -103,9 +103,12 @@ export class DataDirInUseError extends MetershareError {
 /** Bad input from a user or an outside program; the message names the field. */
 export class InvalidInputError extends MetershareError {
   readonly field: string | undefined
-  constructor(message: string, field?: string) {
+  /** Set when the field holds a value of another type than it takes (a number where a string belongs), or is no field at all. */
+  readonly misplaced: boolean
+  constructor(message: string, field?: string, options: { misplaced?: boolean } = {}) {
     super(ERROR_CODES.INVALID_INPUT, 400, message)
     this.field = field
+    this.misplaced = options.misplaced ?? false
   }
 }
 
@@ -124,6 +127,13 @@ export class ForbiddenError extends MetershareError {
 export class NotFoundError extends MetershareError {
   constructor(message = 'not found') {
     super(ERROR_CODES.NOT_FOUND, 404, message)
+  }
+}
+
+/** A request body in a form the API does not read (a charset other than UTF-8): 415. */
+export class UnsupportedMediaTypeError extends MetershareError {
+  constructor(message: string) {
+    super(ERROR_CODES.UNSUPPORTED_MEDIA_TYPE, 415, message)
   }
 }
 

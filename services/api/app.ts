@@ -1,17 +1,20 @@
+import type http from 'node:http'
+import type { Duplex } from 'node:stream'
 import { fastify, LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
 import type { Config } from '../../shared/config.ts'
 import type { DatabaseHandle } from '../../shared/db/database.ts'
-import { ERROR_CODES, InvalidInputError, MetershareError } from '../../shared/errors.ts'
+import { ERROR_CODES, InvalidInputError, MetershareError, UnsupportedMediaTypeError } from '../../shared/errors.ts'
 import { jsonTextProblem } from '../../shared/json-text.ts'
 import { log } from '../../shared/logger.ts'
+import { shownName } from '../../shared/text.ts'
 import { TrustedProxies } from '../../shared/trusted-proxies.ts'
 import type { Metrics } from '../../shared/metrics.ts'
 import type { AuthContext, SessionResolver } from './auth.ts'
 import type { ReleaseChange } from '../consent/release-view.ts'
 import { sessionResolver } from '../directory/session-service.ts'
 import { SignInThrottle } from '../directory/session-throttle.ts'
-import { HTTP_PARAM_LENGTH_MAX, answerClientError, installErrorHandling, sendError } from './error-handler.ts'
-import type { RouteDoc, RouteMethod } from './route.ts'
+import { HTTP_PARAM_LENGTH_MAX, answerClientError, answerConnect, installErrorHandling, sendError } from './error-handler.ts'
+import { takesNoBodyError, type RouteDoc, type RouteMethod } from './route.ts'
 import { ROUTE_PLUGINS } from './routes/index.ts'
 
 /**
@@ -85,6 +88,10 @@ declare module 'fastify' {
   interface FastifyInstance {
     apiContext: ApiContext
   }
+  interface FastifyRequest {
+    /** A problem of the body's text said only if the route's schema finds none first (see bodyTextProblem). */
+    bodyProblemAfterSchema: InvalidInputError | null
+  }
 }
 
 /**
@@ -131,19 +138,38 @@ export const JSON_INTEGER_DIGITS_MAX = 15
  */
 export const JSON_NESTING_MAX = 32
 
-/** What makes a request body unfit before it is parsed, with the field it is in (`body` for the whole), or null. */
-function bodyTextProblem(text: string): { field: string; message: string } | null {
+/** Characters of a number literal an error message repeats (the body may hold one of thousands of digits). */
+const SHOWN_LITERAL_CHARS_MAX = 24
+
+/**
+ * What makes a request body unfit, read from its text before it is parsed, with the field it is in
+ * (`body` for the whole), or null. A number JSON would round is `afterSchema`: said only when the
+ * route's schema finds nothing else, since a fraction where a string or no field at all belongs is
+ * better named as that (`name: expected a string`, `x: unknown field`).
+ */
+function bodyTextProblem(text: string): { field: string; message: string; afterSchema: boolean } | null {
   const problem = jsonTextProblem(text, { nestingMax: JSON_NESTING_MAX, digitsMax: JSON_INTEGER_DIGITS_MAX }, 'body')
   if (problem === null) return null
-  if (problem.kind === 'nesting') return { field: problem.field, message: `arrays and objects nested deeper than ${JSON_NESTING_MAX} levels` }
+  const field = shownName(problem.field)
+  if (problem.kind === 'nesting') return { field, message: `arrays and objects nested deeper than ${JSON_NESTING_MAX} levels`, afterSchema: false }
   // JSON.parse keeps the last: what the first said would be dropped without a word.
-  if (problem.kind === 'duplicate') return { field: problem.field, message: 'written twice in one object: send each field once' }
+  if (problem.kind === 'duplicate') return { field, message: 'written twice in one object: send each field once', afterSchema: false }
   // Amounts (…Micros) are strings in this API; other integers are numbers written out.
   const advice = /Micros[^.\[]*$/.test(problem.field) ? '; send amounts as strings' : ''
   return {
-    field: problem.field,
-    message: `${problem.literal} is not a whole number written out (no fraction, no exponent, at most ${JSON_INTEGER_DIGITS_MAX} digits: JSON would round it)${advice}`,
+    field,
+    message: `${shownName(problem.literal, SHOWN_LITERAL_CHARS_MAX)} is not a whole number written out (no fraction, no exponent, at most ${JSON_INTEGER_DIGITS_MAX} digits: JSON would round it)${advice}`,
+    afterSchema: true,
   }
+}
+
+/** The charsets a JSON body may declare: JSON is UTF-8 (RFC 8259 §8.1), and a body is read as such. */
+const JSON_CHARSETS = new Set(['utf-8', 'utf8'])
+
+/** The charset a Content-Type names (`application/json; charset=UTF-16` → `utf-16`), lowercased; undefined when none. */
+function charsetOf(contentType: string | undefined): string | undefined {
+  const m = /;\s*charset\s*=\s*"?([^";\s]*)"?/i.exec(contentType ?? '')
+  return m === null ? undefined : m[1]!.toLowerCase()
 }
 
 /** A key that fastify's JSON parser refuses (prototype poisoning). */
@@ -185,6 +211,7 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
   app.server.maxConnections = deps.config.http.connectionsMax
   const dropped = droppedConnectionsLog(deps.config.http.connectionsMax)
   app.server.on('drop', (data?: { remoteAddress?: string }) => dropped(data?.remoteAddress))
+  app.server.on('connect', (request: http.IncomingMessage, socket: Duplex) => answerConnect(context.routes, request, socket))
 
   // A request that carries no body (DELETE, GET, a POST that takes none: renewing a key) may still say
   // `Content-Type: application/json`, as many generic clients do on every request: that is no error.
@@ -192,14 +219,21 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
   const json = app.getDefaultJsonParser('error', 'error')
   app.removeContentTypeParser('application/json')
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
+    const charset = charsetOf(request.headers['content-type'])
+    if (charset !== undefined && !JSON_CHARSETS.has(charset)) {
+      return done(new UnsupportedMediaTypeError(`content-type: charset ${shownName(charset)} is not taken; send the JSON in UTF-8`), undefined)
+    }
     if (body === '' && (BODYLESS_METHODS.has(request.method) || takesNoBody(request))) return done(null, undefined)
+    // A body where the route takes none is refused whatever it holds, rather than read and ignored.
+    if (takesNoBody(request)) return done(takesNoBodyError(request.method, request.routeOptions.url ?? request.url), undefined)
     const problem = bodyTextProblem(body as string)
-    if (problem !== null) return done(new InvalidInputError(`${problem.field}: ${problem.message}`, problem.field), undefined)
+    if (problem !== null && !problem.afterSchema) return done(new InvalidInputError(`${problem.field}: ${problem.message}`, problem.field), undefined)
     json(request, body as string, (err, parsed) => {
       // fastify's parser refuses the keys that could reach an object's prototype; say which, not "not valid JSON".
       if (err !== null && PROTOTYPE_KEY_RE.test(body as string)) {
         return done(new InvalidInputError('body: the keys __proto__ and constructor.prototype are not taken', 'body'), undefined)
       }
+      if (err === null && problem !== null) request.bodyProblemAfterSchema = new InvalidInputError(`${problem.field}: ${problem.message}`, problem.field)
       done(err, parsed)
     })
   })
@@ -213,6 +247,7 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
   }
   app.decorate('apiContext', context)
   app.decorateRequest('auth', null)
+  app.decorateRequest('bodyProblemAfterSchema', null)
 
   app.addHook('onRoute', (route) => {
     const methods = Array.isArray(route.method) ? route.method : [route.method]

@@ -1,7 +1,7 @@
 import type { FastifyReply, FastifyRequest, onRequestAsyncHookHandler } from 'fastify'
 import type { Kysely } from 'kysely'
 import type { Database } from '../../shared/db/schema.ts'
-import { ForbiddenError, UnauthenticatedError } from '../../shared/errors.ts'
+import { ForbiddenError, InvalidInputError, UnauthenticatedError } from '../../shared/errors.ts'
 import { safeEqual } from '../../shared/secrets.ts'
 import { authenticateApiKey } from '../directory/directory-service.ts'
 import type { Principal, PrincipalRole } from '../directory/principal.ts'
@@ -93,6 +93,13 @@ export function presentedApiKeyOf(request: FastifyRequest): string | undefined {
   return match === null ? undefined : match[1]
 }
 
+/** How many times a header (lowercase name) is in a request's raw headers (name, value, name, value…). */
+function headerCount(rawHeaders: readonly string[], name: string): number {
+  let n = 0
+  for (let i = 0; i < rawHeaders.length; i += 2) if (rawHeaders[i]!.toLowerCase() === name) n++
+  return n
+}
+
 /** Who may call a route: nobody in particular, or one of these roles. */
 export type AuthRequirement = 'public' | readonly PrincipalRole[]
 
@@ -100,6 +107,9 @@ export type AuthRequirement = 'public' | readonly PrincipalRole[]
 export function authHook(requirement: AuthRequirement, ctx: AuthContext): onRequestAsyncHookHandler {
   return async (request: FastifyRequest, reply: FastifyReply) => {
     if (requirement === 'public') return
+    // Node keeps the first of two Authorization headers: credentials that say two things are refused, not picked by order.
+    const given = headerCount(request.raw.rawHeaders, 'authorization')
+    if (given > 1) throw new InvalidInputError(`authorization: given ${given} times; give it once`, 'authorization')
     request.auth = await authenticateRequest(request, ctx)
     if (request.auth === null) {
       void reply.header('www-authenticate', 'Bearer')

@@ -183,12 +183,30 @@ export function answerClientError(err: Error & { code?: string }, socket: Duplex
       : err.code === 'HPE_HEADER_OVERFLOW'
         ? [431, ERROR_CODES.HEADERS_TOO_LARGE, `request: the request line and headers are over ${Math.round(http.maxHeaderSize / 1024)} KiB`]
         : [400, ERROR_CODES.INVALID_INPUT, 'request: not valid HTTP']
+  answerRaw(socket, status, code, message)
+}
+
+/** An answer in the envelope written straight to a socket Node's HTTP server has let go of, which is closed after. */
+function answerRaw(socket: Duplex, status: number, code: ErrorCode, message: string, headers = ''): void {
   if (!socket.writable) {
     socket.destroy()
     return
   }
   const body = JSON.stringify(errorBody(code, message))
   socket.end(
-    `HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nConnection: close\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+    `HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nConnection: close\r\n${headers}Content-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
   )
+}
+
+/**
+ * Answers a CONNECT (Node hands it to the server's `connect` event, not to fastify, and closed the
+ * connection unanswered): 405, naming in Allow what the address is served by (nothing, for the
+ * `host:port` a proxy's client names), as every other method the API does not serve gets.
+ */
+export function answerConnect(routes: readonly { method: string; url: string }[], request: http.IncomingMessage, socket: Duplex): void {
+  const path = (request.url ?? '').split('?')[0]!
+  const allowed = path.startsWith('/') ? allowedMethods(routes, path) : []
+  const allow = allowed.length > 0 ? [...allowed, 'OPTIONS'].join(', ') : ''
+  const message = `CONNECT is not allowed here${allow === '' ? ' (this server is no proxy)' : `; allowed: ${allow}`}`
+  answerRaw(socket, 405, ERROR_CODES.METHOD_NOT_ALLOWED, message, `Allow: ${allow}\r\n`)
 }

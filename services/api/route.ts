@@ -82,6 +82,16 @@ export interface RouteSpec<
   onInvalidInput?(err: InvalidInputError, request: FastifyRequest, reply: FastifyReply): FastifyReply | undefined
 }
 
+/** The refusal of a body sent to a route that takes none. */
+export function takesNoBodyError(method: string, url: string): InvalidInputError {
+  return new InvalidInputError(`body: ${method} ${url} takes no body`, 'body')
+}
+
+/** Whether a request's headers announce a body (a length over 0, or chunks). */
+function carriesBody(headers: FastifyRequest['headers']): boolean {
+  return headers['transfer-encoding'] !== undefined || (headers['content-length'] !== undefined && headers['content-length'] !== '0')
+}
+
 /** A documented route that takes no query parameters refuses any, by name, as the others refuse an unknown one. */
 function refuseAny(query: unknown, location: 'query'): undefined {
   const keys = typeof query === 'object' && query !== null ? Object.keys(query) : []
@@ -121,6 +131,8 @@ export function defineRoute<
     handler: async (request, reply) => {
       let input: RouteInput<P, Q, B, A>
       try {
+        // fastify reads no body of a GET: one that comes is refused as the parser refuses it on other methods.
+        if (spec.body === undefined && request.body === undefined && carriesBody(request.headers)) throw takesNoBodyError(request.method, spec.url)
         input = {
           params: (spec.params === undefined ? undefined : parseInput(spec.params, request.params, 'params')) as Out<P>,
           query: (spec.query === undefined ? (spec.hidden === true ? undefined : refuseAny(request.query, 'query')) : parseInput(spec.query, request.query, 'query')) as Out<Q>,
@@ -130,7 +142,12 @@ export function defineRoute<
           request,
           reply,
         }
-      } catch (err) {
+        if (request.bodyProblemAfterSchema !== null) throw request.bodyProblemAfterSchema
+      } catch (caught) {
+        // A number JSON would round is named as that where the schema finds fault with the same field's value
+        // (its rounded value out of range, say), and not where the field takes no number or is no field at all.
+        const rounded = request.bodyProblemAfterSchema
+        const err = rounded !== null && caught instanceof InvalidInputError && caught.field === rounded.field && !caught.misplaced ? rounded : caught
         const answered = err instanceof InvalidInputError ? spec.onInvalidInput?.(err, request, reply) : undefined
         if (answered !== undefined) return answered
         throw err

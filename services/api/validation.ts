@@ -1,7 +1,7 @@
 import { z } from 'zod'
 import { INTERFACE_DAY_MAX, INTERFACE_DAY_MIN, dayOf, isDay, parseRfc3339 } from '../../shared/calendar.ts'
 import { InvalidInputError } from '../../shared/errors.ts'
-import { hasUnstorableText } from '../../shared/text.ts'
+import { DISPLAY_UNSAFE_RE, hasUnstorableText, shownName } from '../../shared/text.ts'
 
 /**
  * Input validation at the HTTP boundary: one zod schema per part of a request, parsed
@@ -30,7 +30,7 @@ function issueMessage(issue: z.core.$ZodRawIssue): string | undefined {
     case 'invalid_format':
       return issue.format === 'regex' ? 'has an invalid format' : `expected ${issue.format}`
     case 'unrecognized_keys':
-      return issue.keys.length === 1 ? 'unknown field' : `unknown fields ${issue.keys.join(', ')}`
+      return issue.keys.length === 1 ? 'unknown field' : `unknown fields ${listedNames(issue.keys)}`
     case 'not_multiple_of':
       return `must be a multiple of ${String(issue.divisor)}`
     case 'invalid_union':
@@ -54,13 +54,22 @@ function boundMessage(word: string, origin: string, bound: number | bigint, incl
   }
 }
 
-/** `split.thirdParties[0].partyId`; the location's name when the issue is about the whole part. */
+/** Names of unknown fields a message lists; past them, how many more. */
+const LISTED_NAMES_MAX = 5
+
+/** `a, b, c and 7 more`: names a client sent, each as shownName shows it. */
+function listedNames(names: readonly string[]): string {
+  const listed = names.slice(0, LISTED_NAMES_MAX).map((n) => shownName(n)).join(', ')
+  return names.length > LISTED_NAMES_MAX ? `${listed} and ${names.length - LISTED_NAMES_MAX} more` : listed
+}
+
+/** `split.thirdParties[0].partyId`, each key as shownName shows it; the location's name when the issue is about the whole part. */
 export function fieldName(path: readonly PropertyKey[], location: InputLocation): string {
   if (path.length === 0) return location
   let name = ''
   for (const key of path) {
     if (typeof key === 'number') name += `[${key}]`
-    else name += name === '' ? String(key) : `.${String(key)}`
+    else name += name === '' ? shownName(String(key)) : `.${shownName(String(key))}`
   }
   return name
 }
@@ -80,6 +89,9 @@ function unstorableAt(value: unknown, path: PropertyKey[] = []): { path: Propert
   return null
 }
 
+/** Issues that say a value is of a kind its field does not take (a number for a name or a choice of words), or is no field. */
+const MISPLACED_ISSUES = new Set<string>(['invalid_type', 'invalid_value', 'unrecognized_keys'])
+
 /** Parses one part of a request or throws InvalidInputError naming the first bad field. */
 export function parseInput<S extends z.ZodType>(schema: S, value: unknown, location: InputLocation): z.output<S> {
   // No field of ours holds U+0000 or half a UTF-16 pair; either would fail the statement storing or looking it up.
@@ -93,7 +105,7 @@ export function parseInput<S extends z.ZodType>(schema: S, value: unknown, locat
   if (location === 'query' && typeof value === 'object' && value !== null) {
     const repeated = Object.entries(value).find(([, v]) => Array.isArray(v))
     if (repeated !== undefined) {
-      throw new InvalidInputError(`${repeated[0]}: given ${(repeated[1] as unknown[]).length} times; give it once`, repeated[0])
+      throw new InvalidInputError(`${shownName(repeated[0])}: given ${(repeated[1] as unknown[]).length} times; give it once`, repeated[0])
     }
   }
   const result = schema.safeParse(value, { error: issueMessage })
@@ -104,7 +116,7 @@ export function parseInput<S extends z.ZodType>(schema: S, value: unknown, locat
   const path = issue.code === 'unrecognized_keys' && issue.keys.length === 1 ? [...issue.path, issue.keys[0]!] : issue.path
   const field = fieldName(path, location)
   const message = issue.code === 'unrecognized_keys' && issue.keys.length === 1 ? 'unknown field' : issue.message
-  throw new InvalidInputError(`${field}: ${message}`, field)
+  throw new InvalidInputError(`${field}: ${message}`, field, { misplaced: MISPLACED_ISSUES.has(issue.code) })
 }
 
 const RFC3339_MESSAGE = 'expected an RFC 3339 time with an offset, e.g. 2026-10-01T00:00:00Z'
@@ -192,13 +204,6 @@ export function queryDayInput(timezone: string) {
     })
 }
 
-/**
- * Control characters (C0, DEL, C1), line and paragraph separators, the characters that reorder text
- * (bidirectional embeddings, overrides, isolates and marks) and invisible ones (zero-width space, BOM):
- * in a name shown to households they would break a line, turn "evil" around or hide a difference.
- */
-const NAME_FORBIDDEN_RE = /[\u0000-\u001f\u007f-\u009f\u061c\u200b\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ufeff]/
-
 /** A non-empty trimmed name of at most `max` characters, without control or text-reordering characters (found by probing: a party named "x\u202Eevil"). */
 export function nameString(max: number) {
   return z
@@ -206,7 +211,7 @@ export function nameString(max: number) {
     .trim()
     .min(1, 'must not be empty')
     .max(max)
-    .refine((s) => !NAME_FORBIDDEN_RE.test(s), 'must not hold control characters (a line break, a tab), line or paragraph separators, nor invisible ones or ones that reorder text (U+061C, U+200B, U+200E, U+200F, U+202A-U+202E, U+2066-U+2069, U+FEFF)')
+    .refine((s) => !DISPLAY_UNSAFE_RE.test(s), 'must not hold control characters (a line break, a tab), line or paragraph separators, nor invisible ones or ones that reorder text (U+061C, U+200B, U+200E, U+200F, U+202A-U+202E, U+2066-U+2069, U+FEFF)')
 }
 
 /** Page size and opaque cursor of every paginated list; the maximum comes from config. */

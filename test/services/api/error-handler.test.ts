@@ -7,6 +7,7 @@ import { envToConfig } from '../../../shared/config.ts'
 import { openDatabase, type DatabaseHandle } from '../../../shared/db/database.ts'
 import { ConflictError, ERROR_CODES, NotFoundError } from '../../../shared/errors.ts'
 import { configureLogging } from '../../../shared/logger.ts'
+import { SHOWN_NAME_CHARS_MAX } from '../../../shared/text.ts'
 import { createMetrics } from '../../../shared/metrics.ts'
 import { describeDatabases } from '../../support/database.ts'
 import { ADMIN_TOKEN, OPERATOR, UNREACHABLE_DATABASE_URL, errorOf, useApi } from './api-harness.ts'
@@ -110,10 +111,20 @@ describeDatabases('the error envelope', (t) => {
     const inArray = offer('1').replace('"thirdParties":[]', '"thirdParties":[{"partyId":"pty_a","bps":1},{"partyId":"pty_b","bps":500.0}]')
     const deep = await api.inject({ method: 'POST', url: '/admin/offers', headers: { ...OPERATOR, 'content-type': 'application/json' }, payload: inArray })
     expect(errorOf(deep).message).toMatch(/^split\.thirdParties\[1\]\.bps: 500\.0 is not a whole number written out/)
-    const element = await api.inject({ method: 'POST', url: '/admin/offers', headers: { ...OPERATOR, 'content-type': 'application/json' }, payload: offer('1').replace('"thirdParties":[]', '"thirdParties":[7, 1.5]') })
-    expect(errorOf(element).message).toMatch(/^split\.thirdParties\[1\]: 1\.5 is not a whole number written out/)
-    const bare = await api.inject({ method: 'POST', url: '/admin/offers', headers: { ...OPERATOR, 'content-type': 'application/json' }, payload: '[1.5]' })
-    expect(errorOf(bare).message).toMatch(/^body\[0\]: 1\.5 is not a whole number written out/)
+    // Where the field takes no number, or is no field at all, that is what is said (found by probing:
+    // `name: 1.5 is not a whole number` for a name, `x.y: …` for an unknown field x).
+    const json = { ...OPERATOR, 'content-type': 'application/json' }
+    const misplaced: [string, string, string][] = [
+      ['/admin/offers', offer('1').replace('"thirdParties":[]', '"thirdParties":[7, 1.5]'), 'split.thirdParties[0]: expected an object'],
+      ['/admin/offers', '[1.5]', 'body: expected an object'],
+      ['/admin/parties', '{"kind":"utility","name":1.5}', 'name: expected a string'],
+      ['/admin/parties', '{"kind":123456789012345678901234567890,"name":"n"}', 'kind: expected one of utility, third_party'],
+      ['/admin/parties', '{"kind":"utility","name":"n","x":{"y":1.5}}', 'x: unknown field'],
+    ]
+    for (const [url, payload, message] of misplaced) expect(errorOf(await api.inject({ method: 'POST', url, headers: json, payload })), payload).toEqual({ code: 'INVALID_INPUT', message })
+    // A literal of thousands of digits is not repeated whole.
+    const long = await api.inject({ method: 'POST', url: '/admin/offers', headers: json, payload: offer('1'.repeat(600)) })
+    expect(errorOf(long).message).toMatch(/^priceMicrosPerDatum: 1{24}… is not a whole number written out/)
     // Numbers inside strings are text, and whole numbers pass on to the route (which finds no such recipient).
     const text = await api.inject({ method: 'POST', url: '/admin/parties', headers: { ...OPERATOR, 'content-type': 'application/json' }, payload: '{"kind":"utility","name":"Grid 1.5e3 \\" 2.5"}' })
     expect(text.statusCode).toBe(201)
@@ -168,9 +179,41 @@ describeDatabases('the error envelope', (t) => {
     const gone = await api.inject({ method: 'DELETE', url: '/admin/consents/cns_unknown', headers, payload: '' })
     expect(errorOf(gone)).toEqual({ code: 'NOT_FOUND', message: expect.stringMatching(/cns_unknown/) })
     expect((await api.inject({ method: 'GET', url: '/admin/parties', headers, payload: '' })).statusCode).toBe(200)
-    // A body sent where none is read is still parsed, and refused when it is not JSON.
-    expect((await api.inject({ method: 'DELETE', url: '/admin/consents/cns_unknown', headers, payload: '{bad' })).statusCode).toBe(400)
+    // A body sent where none is read is refused, whatever it holds (found by probing: JSON was read and
+    // ignored, and anything else refused as not JSON).
+    for (const [method, url, payload] of [
+      ['DELETE', '/admin/consents/cns_unknown', '{bad'],
+      ['DELETE', '/admin/consents/cns_unknown', '{}'],
+      ['GET', '/admin/parties', '{"x":1}'],
+      ['POST', '/admin/parties/pty_1/api-key', '{"x":1.5}'],
+    ] as const) {
+      const res = await api.inject({ method, url, headers, payload })
+      expect([res.statusCode, errorOf(res)], `${method} ${url} ${payload}`).toEqual([400, { code: 'INVALID_INPUT', message: `body: ${method} ${url.replace(/(cns|pty)_[a-z0-9]+/, ':id')} takes no body` }])
+    }
   })
+
+  it('answers a JSON body in another charset than UTF-8 with 415, and takes UTF-8 named either way', async () => {
+    const post = (type: string) => api.inject({ method: 'POST', url: '/admin/parties', headers: { ...OPERATOR, 'content-type': type }, payload: '{"kind":"utility","name":"Été"}' })
+    for (const [type, charset] of [['application/json; charset=utf-16', 'utf-16'], ['application/json;charset="ISO-8859-1"', 'iso-8859-1']] as const) {
+      const res = await post(type)
+      expect([res.statusCode, errorOf(res)], type).toEqual([415, { code: 'UNSUPPORTED_MEDIA_TYPE', message: `content-type: charset ${charset} is not taken; send the JSON in UTF-8` }])
+    }
+    expect(await t.db.selectFrom('parties').select('id').execute()).toEqual([])
+    for (const type of ['application/json; charset=UTF-8', 'application/json; charset=utf8']) expect((await post(type)).statusCode, type).toBe(201)
+  })
+
+  it('repeats names a client sent cut to SHOWN_NAME_CHARS_MAX, with characters that reorder or break text written out, and lists a few unknown fields', async () => {
+    const json = { ...OPERATOR, 'content-type': 'application/json' }
+    const long = await api.inject({ method: 'POST', url: '/admin/parties', headers: json, payload: JSON.stringify({ kind: 'utility', name: 'n', ['k'.repeat(900)]: 1 }) })
+    expect(errorOf(long).message).toBe(`${'k'.repeat(SHOWN_NAME_CHARS_MAX)}…: unknown field`)
+    const bidi = await api.inject({ method: 'POST', url: '/admin/parties', headers: json, payload: '{"kind":"utility","name":"n","a\\u202eb\\nc":1}' })
+    expect(errorOf(bidi).message).toBe('a\\u202eb\\u000ac: unknown field')
+    const many = await api.inject({ method: 'POST', url: '/admin/parties', headers: json, payload: JSON.stringify({ kind: 'utility', name: 'n', ...Object.fromEntries(Array.from({ length: 40 }, (_, i) => [`f${i}`, 1])) }) })
+    expect(errorOf(many).message).toBe('body: unknown fields f0, f1, f2, f3, f4 and 35 more')
+    const query = await api.inject({ method: 'GET', url: `/admin/parties?${'q'.repeat(200)}=1&${'q'.repeat(200)}=2`, headers: OPERATOR })
+    expect(errorOf(query).message).toBe(`${'q'.repeat(SHOWN_NAME_CHARS_MAX)}…: given 2 times; give it once`)
+  })
+
 
   it('answers a body over bodyBytesMax with 413 in the same envelope, storing nothing', async () => {
     const payload = JSON.stringify({ kind: 'utility', name: 'x'.repeat(2000) })
@@ -245,7 +288,7 @@ describeDatabases('the error envelope', (t) => {
     expect(errorOf(huge)).toEqual({ code: 'URI_TOO_LONG', message: `url: a path segment is over ${HTTP_PARAM_LENGTH_MAX} characters` })
   })
 
-  it('answers what the HTTP parser refuses in the envelope too: headers over its limit (431), bytes that are not HTTP (400)', async () => {
+  it('answers in the envelope too what the HTTP parser refuses (headers over its limit: 431; bytes that are not HTTP: 400), CONNECT (405) and two Authorization headers (400)', async () => {
     await api.app.listen({ port: 0, host: '127.0.0.1' })
     const { port } = api.app.server.address() as AddressInfo
     const raw = (request: string) =>
@@ -263,6 +306,22 @@ describeDatabases('the error envelope', (t) => {
     expect(junk).toMatch(/^HTTP\/1\.1 400 /)
     expect(junk).toContain('application/json; charset=utf-8')
     expect(JSON.parse(junk.slice(junk.indexOf('\r\n\r\n') + 4))).toEqual({ error: { code: 'INVALID_INPUT', message: 'request: not valid HTTP' } })
+    // CONNECT, which Node gives no route and closed unanswered (found by probing), gets the 405 of other methods.
+    for (const [target, allow, message] of [
+      ['example.org:443', '', 'CONNECT is not allowed here (this server is no proxy)'],
+      ['/admin/parties', 'GET, HEAD, POST, OPTIONS', 'CONNECT is not allowed here; allowed: GET, HEAD, POST, OPTIONS'],
+    ] as const) {
+      const answer = await raw(`CONNECT ${target} HTTP/1.1\r\nHost: ${target}\r\n\r\n`)
+      expect(answer, target).toMatch(/^HTTP\/1\.1 405 /)
+      expect(answer).toContain(`\r\nAllow: ${allow}\r\n`)
+      expect(JSON.parse(answer.slice(answer.indexOf('\r\n\r\n') + 4))).toEqual({ error: { code: 'METHOD_NOT_ALLOWED', message } })
+    }
+    // Two Authorization headers, of which Node keeps the first: refused, not decided by their order (found by probing).
+    for (const [first, second] of [[`Bearer ${ADMIN_TOKEN}`, 'Bearer hh_x.y'], ['Bearer hh_x.y', `Bearer ${ADMIN_TOKEN}`]]) {
+      const twice = await raw(`GET /admin/parties HTTP/1.1\r\nHost: x\r\nAuthorization: ${first}\r\nAuthorization: ${second}\r\nConnection: close\r\n\r\n`)
+      expect(twice).toMatch(/^HTTP\/1\.1 400 /)
+      expect(JSON.parse(twice.slice(twice.indexOf('\r\n\r\n') + 4))).toEqual({ error: { code: 'INVALID_INPUT', message: 'authorization: given 2 times; give it once' } })
+    }
   })
 })
 
