@@ -100,6 +100,12 @@ function headerCount(rawHeaders: readonly string[], name: string): number {
   return n
 }
 
+/** The portal session token an authenticated request was let in with; undefined when it came with a bearer token. */
+export function presentedSessionOf(request: FastifyRequest): string | undefined {
+  if (request.auth?.via !== 'session') return undefined
+  return readCookie(request.headers.cookie, SESSION_COOKIE_NAME)
+}
+
 /** Who may call a route: nobody in particular, or one of these roles. */
 export type AuthRequirement = 'public' | readonly PrincipalRole[]
 

@@ -15,7 +15,7 @@ import {
   verifySecret,
 } from '../../shared/secrets.ts'
 import * as repo from './directory-repository.ts'
-import { deleteHouseholdSessions } from './session-repository.ts'
+import { deleteHouseholdSessions, findSession } from './session-repository.ts'
 import { ownerKey, type Principal } from './principal.ts'
 
 const RESERVED_ID_RE = new RegExp(`^(${ID_PREFIXES.party}|${ID_PREFIXES.household})_`)
@@ -129,10 +129,20 @@ export async function renewApiKey(
   kind: 'party' | 'household',
   ownerId: string,
   presented?: string,
+  viaSession?: { sessionId: string; now: Date },
 ): Promise<{ id: string; apiKey: string }> {
   const secret = generateSecret()
   await db.transaction().execute(async (trx) => {
     const where = kind === 'party' ? ({ table: 'parties', column: 'api_key_hash' } as const) : ({ table: 'households', column: 'api_key_hash' } as const)
+    if (viaSession !== undefined) {
+      // A household's renewal from a portal session: the session must still be open when the key is written.
+      // A password change locks the household, then ends its sessions; locking the household first here, a
+      // renewal after such a change finds its session ended, rather than making a key that outlives it (found
+      // by probing: keys written 200 ms after the change, from a session it had ended), and no deadlock.
+      await trx.selectFrom('households').select('id').where('id', '=', ownerId).forUpdate().execute()
+      const session = await findSession(trx, viaSession.sessionId)
+      if (session === undefined || session.household_id !== ownerId || session.expires_at <= viaSession.now) throw new UnauthenticatedError(SESSION_ENDED)
+    }
     const owner = kind === 'party' ? await repo.findParty(trx, ownerId) : await repo.findHousehold(trx, ownerId)
     if (presented !== undefined) {
       const key = parseApiKey(presented)
@@ -151,6 +161,7 @@ export async function renewApiKey(
 }
 
 const STALE_KEY = 'invalid bearer token: the key was renewed meanwhile'
+const SESSION_ENDED = 'session expired or unknown: it ended meanwhile (a password change ends every session)'
 const RENEWED_MEANWHILE = 'renewed meanwhile by another request, whose answer holds the credential in force: renew again to replace it'
 
 export const WRONG_CURRENT_PASSWORD = 'currentPassword: not the password of this household'

@@ -40,6 +40,11 @@ export interface ResolvedSession {
   expiresAt: Date
 }
 
+/** The id of the session a cookie's token names (its part before the dot); undefined when it is no token. */
+export function sessionIdOf(token: string): string | undefined {
+  return parseToken(token)?.id
+}
+
 function parseToken(token: string): { id: string; secret: string } | null {
   const match = SESSION_TOKEN_RE.exec(token)
   return match === null ? null : { id: match[1]!, secret: match[2]! }

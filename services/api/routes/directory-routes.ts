@@ -18,8 +18,8 @@ import {
   retireMeter,
   setHouseholdPassword,
 } from '../../directory/directory-service.ts'
-import { changePassword, checkCurrentPassword } from '../../directory/session-service.ts'
-import { presentedApiKeyOf } from '../auth.ts'
+import { changePassword, checkCurrentPassword, sessionIdOf } from '../../directory/session-service.ts'
+import { presentedApiKeyOf, presentedSessionOf } from '../auth.ts'
 import { defineRoute } from '../route.ts'
 import { nameString, pageAnswer, pageQueryShape, timeOutput } from '../validation.ts'
 import type { RoutePlugin } from './route-plugin.ts'
@@ -269,7 +269,9 @@ export const directoryRoutes: RoutePlugin = async (app, { deps }) => {
           throw err
         }
       }
-      return renewApiKey(db, 'household', principal.householdId, presented)
+      const token = presentedSessionOf(request)
+      const sessionId = token === undefined ? undefined : sessionIdOf(token)
+      return renewApiKey(db, 'household', principal.householdId, presented, sessionId === undefined ? undefined : { sessionId, now: app.apiContext.now() })
     },
   })
 

@@ -1,9 +1,9 @@
 import { sql } from 'kysely'
 import { beforeEach, expect, it } from 'vitest'
-import { authenticatePassword, setHouseholdPassword } from '../../../services/directory/directory-service.ts'
+import { authenticatePassword, renewApiKey, setHouseholdPassword } from '../../../services/directory/directory-service.ts'
 import { setCredentialHash } from '../../../services/directory/directory-repository.ts'
 import { deleteHouseholdSessions } from '../../../services/directory/session-repository.ts'
-import { openSession, resolveSession, signIn } from '../../../services/directory/session-service.ts'
+import { openSession, resolveSession, sessionIdOf, signIn } from '../../../services/directory/session-service.ts'
 import { SignInThrottle } from '../../../services/directory/session-throttle.ts'
 import { DEFAULT_PORTAL_LIMITS } from '../../../shared/config.ts'
 import { UnauthenticatedError } from '../../../shared/errors.ts'
@@ -42,6 +42,21 @@ describeDatabases('portal sessions and password changes', (t) => {
     const opened = await openSession(t.db, again!, NOW, DEFAULT_PORTAL_LIMITS)
     expect(await resolveSession(t.db, opened.token, NOW)).toMatchObject({ householdId: household.id })
   })
+
+  it('renews no API key from a session a password change ended after the password was checked (found by probing: such keys outlived the change)', async () => {
+    const session = await openSession(t.db, (await authenticatePassword(t.db, household.email, household.password))!, NOW, DEFAULT_PORTAL_LIMITS)
+    const viaSession = { sessionId: sessionIdOf(session.token)!, now: NOW }
+    const keyBefore = (await t.db.selectFrom('households').select('api_key_hash').where('id', '=', household.id).executeTakeFirstOrThrow()).api_key_hash
+    // The route checked the old password; the change commits before the renewal's transaction.
+    await setHouseholdPassword(t.db, household.id, NEW_PASSWORD, household.password)
+    await expect(renewApiKey(t.db, 'household', household.id, undefined, viaSession)).rejects.toThrow(/session expired or unknown: it ended meanwhile/)
+    expect((await t.db.selectFrom('households').select('api_key_hash').where('id', '=', household.id).executeTakeFirstOrThrow()).api_key_hash).toBe(keyBefore)
+    // An expired session renews nothing either; an open one does.
+    const fresh = await openSession(t.db, (await authenticatePassword(t.db, household.email, NEW_PASSWORD))!, NOW, DEFAULT_PORTAL_LIMITS)
+    const freshVia = { sessionId: sessionIdOf(fresh.token)!, now: NOW }
+    await expect(renewApiKey(t.db, 'household', household.id, undefined, { ...freshVia, now: fresh.expiresAt })).rejects.toThrow(UnauthenticatedError)
+    expect(await renewApiKey(t.db, 'household', household.id, undefined, freshVia)).toMatchObject({ id: household.id })
+  })
 })
 
 describePostgres('portal sessions and password changes, at once', (t) => {
@@ -75,6 +90,36 @@ describePostgres('portal sessions and password changes, at once', (t) => {
       // The new password signs in.
       await signIn(t.db, { email: household.email, password: NEW_PASSWORD, address: '192.0.2.1' }, NOW, DEFAULT_PORTAL_LIMITS, throttle)
       expect(await sessionsOf(t, household.id)).toBe(1)
+    } finally {
+      await other.close()
+    }
+  })
+
+  it('makes a renewal from a session wait for a password change being committed, then refuses it: its session is ended', async () => {
+    const household = await createTestHousehold(t.db)
+    const session = await openSession(t.db, (await authenticatePassword(t.db, household.email, household.password))!, NOW, DEFAULT_PORTAL_LIMITS)
+    const newHash = await hashPassword(NEW_PASSWORD)
+    const other = await t.openAnother()
+    try {
+      // The change as setHouseholdPassword writes it (the household's row, then its sessions), its commit held back.
+      const change = await holdConnection(other.db, 'transaction', async (trx) => {
+        await setCredentialHash(trx, { table: 'households', column: 'password_hash' }, household.id, newHash)
+        await deleteHouseholdSessions(trx, household.id)
+      })
+      let settled = false
+      const renewing = Promise.allSettled([renewApiKey(t.db, 'household', household.id, undefined, { sessionId: sessionIdOf(session.token)!, now: NOW })])
+      void renewing.then(() => (settled = true))
+      for (;;) {
+        const { rows } = await sql<{ n: number }>`SELECT count(*)::int AS n FROM pg_stat_activity
+          WHERE datname = current_database() AND wait_event_type = 'Lock'`.execute(other.db)
+        if (rows[0]!.n > 0 || settled) break
+        await new Promise((resolve) => setTimeout(resolve, 10))
+      }
+      expect(settled).toBe(false)
+      change.release()
+      await change.done
+      const [outcome] = await renewing
+      expect(outcome).toMatchObject({ status: 'rejected', reason: expect.any(UnauthenticatedError) })
     } finally {
       await other.close()
     }
