@@ -20,6 +20,7 @@ interface RedisConnection {
   on(event: 'ready', listener: () => void): unknown
   set(key: string, value: string, unit: 'PX', ttlMs: number): Promise<unknown>
   get(key: string): Promise<string | null>
+  del(key: string): Promise<number>
   disconnect(): void
   quit(): Promise<unknown>
   ping(): Promise<unknown>
@@ -62,6 +63,7 @@ interface AsyncRedisPersistence {
   createRetainedStreamCombi(patterns: string[]): AsyncIterable<unknown>
   outgoingEnqueueCombi(subs: ReadonlyArray<{ clientId: string }>, packet: QueuedPacket): Promise<void>
   outgoingStream(client: { id: string }): AsyncIterable<QueuedPacket>
+  subscriptionsByClient(client: { id: string }): Promise<unknown[]>
   destroy(): Promise<void>
 }
 
@@ -76,6 +78,11 @@ export interface RedisCouplingOptions {
 /** Where the description of a queued publication is kept, beside the persistence's `packet:{brokerId}:{brokerCounter}`. */
 function queuedMetaKey(packet: QueuedPacket): string {
   return `metershare:egress-meta:${packet.brokerId}:${packet.brokerCounter}`
+}
+
+/** aedes-persistence-redis' list of the publications queued for a session (its `outgoingKey`). */
+function redisOutgoingKey(clientId: string): string {
+  return `outgoing:${encodeURIComponent(clientId)}`
 }
 
 export interface RedisCoupling {
@@ -173,6 +180,20 @@ export function redisCoupling(redisUrl: string, options: RedisCouplingOptions = 
       const kept = meta?.granularity === 'daily' && meta.householdId !== undefined ? persistenceConn.set(queuedMetaKey(packet), JSON.stringify(meta), 'PX', ownerTtlMs) : undefined
       // Both awaited together: either may fail (Redis away), and neither failure is left unheard.
       await Promise.all([kept, super.outgoingEnqueueCombi(subs, packet)])
+    }
+
+    /**
+     * A session is its subscriptions: a client that has none has no session, and aedes then answers
+     * its reconnect with session present 0 [MQTT-3.2.2-3], yet sends it the queue kept under its id.
+     * Such a queue is left when Redis loses its data (a restart without persistence, FLUSHALL) while
+     * the brokers' subscriptions in memory still name the session and go on queueing for it (found
+     * by probing: 3,155 datums sent at each reconnect to a client with no subscription). It is
+     * dropped as the reconnect reads that there are none.
+     */
+    override async subscriptionsByClient(client: { id: string }): Promise<unknown[]> {
+      const subs = await super.subscriptionsByClient(client)
+      if (subs.length === 0) await persistenceConn.del(redisOutgoingKey(client.id))
+      return subs
     }
 
     override outgoingStream(client: { id: string }): AsyncIterable<QueuedPacket> {

@@ -188,6 +188,41 @@ describe.skipIf(!hasCommand('redis-server'))(`several brokers${skipReason('redis
       expect(received).toEqual(stamps)
     })
 
+    it('drops at its reconnect the queue of a persistent session Redis lost (a restart without persistence, FLUSHALL): session present 0, and nothing sent for the subscription it no longer has', async () => {
+      const { app, meter } = await consentedMeter()
+      const session = { clientId: 'app-flushed', username: app.id, password: app.apiKey, clean: false }
+      const first = await connectClient(brokers[1]!.url, session)
+      await subscribeCollect(first, `readings/${meter.id}`)
+      await endClient(first)
+      const redisClient = new Redis(redisUrl) as unknown as { llen(key: string): Promise<number>; flushall(): Promise<unknown>; disconnect(): void }
+      try {
+        await redisClient.flushall()
+        // The brokers' subscriptions in memory still name the session, and queue for it (found by probing: 3,360 datums).
+        const m = await connectMeter(brokers[0]!.url, meter)
+        clients.push(m)
+        const reading = (ts: string) => JSON.stringify({ ts, values: { '1-0:1.8.0': 1 } })
+        await publishAcked(m, meterReadingsTopic(meter.id), reading('2026-10-07T00:00:00Z'))
+        await waitFor(async () => (await redisClient.llen('outgoing:app-flushed')) === 1, 5_000, 'the datum queued for the lost session')
+        const received: string[] = []
+        const back = await new Promise<{ client: MqttClient; sessionPresent: boolean }>((resolve, reject) => {
+          const c = mqtt.connect(brokers[1]!.url, { protocolVersion: 4, reconnectPeriod: 0, resubscribe: false, ...session })
+          c.on('message', (_topic, payload) => received.push((JSON.parse(payload.toString()) as { ts: string }).ts))
+          c.once('connect', (connack) => resolve({ client: c, sessionPresent: connack.sessionPresent }))
+          c.once('error', reject)
+        })
+        clients.push(back.client)
+        expect(back.sessionPresent).toBe(false)
+        // Subscribed again, a new datum arrives; what was queued before would have come first.
+        await back.client.subscribeAsync(`readings/${meter.id}`, { qos: 1 })
+        await publishAcked(m, meterReadingsTopic(meter.id), reading('2026-10-07T00:15:00Z'))
+        await waitFor(() => received.length > 0, 5_000, 'the new datum')
+        expect(received).toEqual(['2026-10-07T00:15:00Z'])
+        expect(await redisClient.llen('outgoing:app-flushed')).toBe(0)
+      } finally {
+        redisClient.disconnect()
+      }
+    })
+
     it('hands on every datum it acknowledged before it stops: the subscribers of the other brokers have them all', async () => {
       const { app, meter } = await consentedMeter()
       const view = await openReleaseView(t.handle, { timeZone: 'Europe/Paris' })
