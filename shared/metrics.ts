@@ -100,7 +100,7 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
     }),
     egressDropped: new Counter({
       name: 'metershare_egress_dropped_total',
-      help: 'Egress datums not published live because the egress queue was full (EGRESS_QUEUE_MAX); they are stored, and in the pull API',
+      help: 'Egress datums not published live: the egress queue was full (EGRESS_QUEUE_MAX), or their publication failed (Redis away); they are stored, and in the pull API',
       registers: brokerRegisters,
     }),
     ingestAckSeconds: new Histogram({

@@ -130,6 +130,16 @@ describe('egress under a backlog', () => {
     expect(warnings).toEqual(['broker closing: egress datums still waiting are not published live (they are stored, and in the pull API)'])
   }, 60_000)
 
+  it('counts the publications aedes cannot complete (its emitter failing, as with Redis away) as dropped, and logs them once a minute, not one line each', async () => {
+    const { aedes, egress, counts, warnings } = await setup()
+    // What the Redis emitter does while Redis is away: every emit fails.
+    ;(aedes as unknown as { mq: { emit(packet: unknown, cb?: (err?: Error) => void): void } }).mq.emit = (_packet, cb) => cb?.(new Error('Connection is closed.'))
+    egress.publishReadings(stored(300))
+    await egress.drained()
+    expect(counts.dropped).toBe(300)
+    expect(warnings).toEqual(['egress publish failed: datums not published live (they are stored, and in the pull API)'])
+  })
+
   it('delivers in publication order to a subscriber that keeps up', async () => {
     const { server, egress } = await setup()
     const { port } = server.address() as AddressInfo
