@@ -66,6 +66,15 @@ export class ReleaseView {
   private timer: NodeJS.Timeout | null = null
   private closed = false
   private readonly clock: () => number
+  /**
+   * Since when (epoch ms) the view may be behind the database: its changes channel was lost, and the
+   * full reload after it is back has not completed. Null while the view hears every change.
+   */
+  private behindSince: number | null = null
+  /** Whether the changes channel is up (false from its loss until it is back). */
+  private hearing = true
+  /** Losses of the changes channel so far: a reload clears `behindSince` only if none came since it began. */
+  private losses = 0
 
   private constructor(
     private readonly handle: DatabaseHandle,
@@ -77,7 +86,7 @@ export class ReleaseView {
   /** Listens first, then loads, so that no change between the two is missed. */
   static async open(handle: DatabaseHandle, options: ReleaseViewOptions): Promise<ReleaseView> {
     const view = new ReleaseView(handle, options)
-    view.unlisten = await handle.listen(CHANGES_CHANNEL, (payload) => view.onNotice(payload))
+    view.unlisten = await handle.listen(CHANGES_CHANNEL, (payload) => view.onNotice(payload), () => view.onChannelLost())
     try {
       await view.refresh()
     } catch (err) {
@@ -91,8 +100,19 @@ export class ReleaseView {
     return view
   }
 
+  /**
+   * Whether the view may be behind the database now: from the loss of its changes channel until it is
+   * back and reloaded. Meanwhile it releases nothing: a revocation or a move-out made meanwhile in
+   * another process would go unheard, and a datum it stops is in the pull API (found by probing: a
+   * broker whose LISTEN connection was lost forwarded a datum 105-172 ms after a revocation's 204).
+   */
+  get behind(): boolean {
+    return this.behindSince !== null
+  }
+
   /** The owning household's id when the datum is released to this recipient now, else null. */
   releasedTo(recipientPartyId: string, datum: DatumRef, nowMs: number): string | null {
+    if (this.behindSince !== null) return null
     const ofMeter = this.consentsByMeter.get(datum.meterId)
     if (ofMeter === undefined) return null
     let consents: readonly ConsentFact[] | undefined
@@ -110,6 +130,7 @@ export class ReleaseView {
 
   /** Whether the datum is this household's own. */
   householdOwns(householdId: string, datum: DatumRef, _nowMs: number): boolean {
+    if (this.behindSince !== null) return false
     const ruleDatum = this.ruleDatum(datum)
     if (ruleDatum === null) return false
     return datumOwner(ruleDatum, this.occupancies.get(datum.meterId) ?? NO_OCCUPANCIES) === householdId
@@ -117,6 +138,7 @@ export class ReleaseView {
 
   /** A household may follow `readings/{meterId}` live while it occupies the meter. */
   householdMayFollow(householdId: string, meterId: string, nowMs: number): boolean {
+    if (this.behindSince !== null) return false
     return occupantAt(this.occupancies.get(meterId) ?? NO_OCCUPANCIES, nowMs) === householdId
   }
 
@@ -135,6 +157,9 @@ export class ReleaseView {
   /** Reloads everything (also run every refreshIntervalMs). */
   refresh(): Promise<void> {
     return this.enqueue(async () => {
+      // A reload that began while the channel was up, with no loss since, leaves the view current.
+      const current = this.hearing
+      const losses = this.losses
       const db = this.handle.db
       const [consents, occupancies] = await Promise.all([
         loadConsentFacts(db, { statuses: ['active'] }),
@@ -151,7 +176,19 @@ export class ReleaseView {
       this.consentsById = byId
       this.consentsByMeter = byMeter
       this.occupancies = occupanciesByMeter(occupancies.map((o) => intern.occupancy(o)))
+      if (current && losses === this.losses && this.behindSince !== null) {
+        log.consent.info({ behindMs: this.clock() - this.behindSince }, 'release view current again: live delivery resumes')
+        this.behindSince = null
+      }
     })
+  }
+
+  private onChannelLost(): void {
+    this.hearing = false
+    this.losses++
+    if (this.behindSince !== null) return
+    this.behindSince = this.clock()
+    log.consent.warn('release view: its changes channel was lost; nothing is released live until it is back and the view reloaded')
   }
 
   async close(): Promise<void> {
@@ -247,6 +284,7 @@ export class ReleaseView {
       notice = {}
     }
     if (notice.kind === 'offer') return
+    if (notice.kind === 'listen_resumed') this.hearing = true
     if (notice.kind === 'consent' && typeof notice.id === 'string') void this.apply({ kind: 'consent', id: notice.id })
     else if (notice.kind === 'occupancy' && typeof notice.meterId === 'string') void this.apply({ kind: 'occupancy', meterId: notice.meterId })
     else this.refresh().catch((err: unknown) => logDatabaseFailure(log.consent, 'warn', err, {}, 'release view refresh failed'))

@@ -47,8 +47,12 @@ export interface DatabaseHandle {
   url: string | null
   /** The waits its connections to the server are bounded by (other threads connect with them too); null on PGlite. */
   serverWait: Readonly<ServerWaitLimits> | null
-  /** Subscribe to a NOTIFY channel; resolves to an unsubscribe function. */
-  listen(channel: string, onPayload: (payload: string) => void): Promise<() => Promise<void>>
+  /**
+   * Subscribe to a NOTIFY channel; resolves to an unsubscribe function. On PostgreSQL, `onLost` is
+   * called as the connection that listens is found lost: notices may be missed until it is re-opened,
+   * which `onPayload` then hears as LISTEN_RESUMED_PAYLOAD. On PGlite, in the process, none is lost.
+   */
+  listen(channel: string, onPayload: (payload: string) => void, onLost?: () => void): Promise<() => Promise<void>>
   /**
    * PostgreSQL only (null on PGlite): runs `fn` with one connection of the pool to itself, on
    * which it can send several statements in one round trip and `COPY … FROM STDIN` (see
@@ -298,9 +302,9 @@ async function openPostgres(url: string, options: DatabaseOptions): Promise<Data
     url,
     serverWait,
     withConnection,
-    async listen(channel, onPayload) {
+    async listen(channel, onPayload, onLost) {
       if (closed) throw new Error('the database handle is closed')
-      return listener.add(channel, onPayload)
+      return listener.add(channel, onPayload, onLost)
     },
     async close() {
       if (closed) return
@@ -333,6 +337,8 @@ class PgListener {
   private listening = new Set<string>()
   private connecting: Promise<void> | null = null
   private readonly handlers = new Map<string, Set<(payload: string) => void>>()
+  /** The `onLost` of each listener that gave one, by its `onPayload`. */
+  private readonly lostHandlers = new Map<(payload: string) => void, () => void>()
   private stopped = false
   private attempts = 0
   private timer: NodeJS.Timeout | null = null
@@ -343,11 +349,12 @@ class PgListener {
   ) {}
 
   /** Listens on `channel` too; resolves, once the server listens, to the way to stop. */
-  async add(channel: string, onPayload: (payload: string) => void): Promise<() => Promise<void>> {
+  async add(channel: string, onPayload: (payload: string) => void, onLost?: () => void): Promise<() => Promise<void>> {
     let set = this.handlers.get(channel)
     if (set === undefined) this.handlers.set(channel, (set = new Set()))
     const handlers = set
     handlers.add(onPayload)
+    if (onLost !== undefined) this.lostHandlers.set(onPayload, onLost)
     try {
       this.stopped = false
       await this.connected()
@@ -372,6 +379,7 @@ class PgListener {
   async stop(): Promise<void> {
     this.stopped = true
     this.handlers.clear()
+    this.lostHandlers.clear()
     if (this.timer !== null) clearTimeout(this.timer)
     this.timer = null
     const client = this.client
@@ -382,6 +390,7 @@ class PgListener {
 
   private remove(channel: string, handlers: Set<(payload: string) => void>, onPayload: (payload: string) => void): void {
     handlers.delete(onPayload)
+    this.lostHandlers.delete(onPayload)
     if (handlers.size === 0 && this.handlers.get(channel) === handlers) this.handlers.delete(channel)
   }
 
@@ -401,7 +410,9 @@ class PgListener {
     })
     client.on('error', (err) => logDatabaseFailure(log.db, 'warn', err, { channels: [...this.listening] }, 'listen connection failed'))
     client.on('end', () => {
-      if (this.client === client && !this.stopped) this.reconnectLater()
+      if (this.client !== client || this.stopped) return
+      this.reconnectLater()
+      for (const onLost of [...this.lostHandlers.values()]) onLost()
     })
     const listening = new Set<string>()
     try {

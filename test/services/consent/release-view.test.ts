@@ -236,4 +236,39 @@ describePostgres('release view across processes', (t) => {
       await second.close()
     }
   })
+
+  it('releases nothing from the loss of its changes channel until it is back and reloaded, so that a revocation made meanwhile in another process is never missed', async () => {
+    other = await t.openAnother()
+    const broker = await t.openAnother()
+    try {
+      const kept = await seedOffer(other.db, w.appId)
+      const toRevoke = await seedOffer(other.db, w.labId)
+      await grantConsent(other.db, w.h1, { offerId: kept, meterIds: [w.m1], validUntil: LATER(DAY), dataFrom: new Date('2026-01-01T00:00:00Z') }, NOW)
+      const { id } = await grantConsent(other.db, w.h1, { offerId: toRevoke, meterIds: [w.m1], validUntil: LATER(DAY), dataFrom: new Date('2026-01-01T00:00:00Z') }, NOW)
+      const view = await openReleaseView(broker, { timeZone: TZ })
+      views = [view]
+      const decisions = () => [view.releasedTo(w.appId, loadCurve(w.m1), NOW_MS), view.releasedTo(w.labId, loadCurve(w.m1), NOW_MS), view.householdMayFollow(w.h1, w.m1, NOW_MS)]
+      expect(decisions()).toEqual([w.h1, w.h1, true])
+      // The broker's LISTEN connection is lost (a restart of its backend, a network fault).
+      // Its listen connection is the newest of this database's.
+      await sql`SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+        WHERE datname = current_database() AND application_name LIKE '%:listen' ORDER BY backend_start DESC LIMIT 1`.execute(other.db)
+      await expect.poll(() => view.behind, { timeout: 5_000, interval: 2 }).toBe(true)
+      expect(decisions()).toEqual([null, null, false])
+      // Revoked in another process while the view hears nothing: its notice is lost.
+      await revokeConsent(other.db, id, { role: 'household', householdId: w.h1 }, LATER(1_000))
+      const seen: unknown[][] = []
+      while (view.behind) {
+        seen.push(decisions())
+        await new Promise((r) => setTimeout(r, 2))
+      }
+      expect(seen.every((d) => d[0] === null && d[1] === null)).toBe(true)
+      // Back and reloaded: the kept consent releases again, the revoked one never did after its revocation.
+      expect(decisions()).toEqual([w.h1, null, true])
+    } finally {
+      await Promise.all(views.map((v) => v.close()))
+      views = []
+      await broker.close()
+    }
+  })
 })
