@@ -16,9 +16,15 @@ export async function insertOffer(trx: Db, row: Insertable<OffersTable>, shares:
 }
 
 /** `forShare`: the row locked against a withdrawal until the transaction ends (a grant, which a withdrawal committed meanwhile must refuse). */
-export async function findOffer(db: Db, id: string, options: { forShare?: boolean } = {}): Promise<OfferRow | undefined> {
+export async function findOffer(db: Db, id: string, options: { forShare?: boolean; forUpdate?: boolean } = {}): Promise<OfferRow | undefined> {
   const q = db.selectFrom('offers').selectAll().where('id', '=', id)
-  return (options.forShare === true ? q.forShare() : q).executeTakeFirst()
+  return (options.forUpdate === true ? q.forUpdate() : options.forShare === true ? q.forShare() : q).executeTakeFirst()
+}
+
+/** When the latest consent granted on an offer began (its `valid_from`), or null when none was. */
+export async function latestGrantOf(db: Db, offerId: string): Promise<Date | null> {
+  const row = await db.selectFrom('consents').select((eb) => eb.fn.max('valid_from').as('latest')).where('offer_id', '=', offerId).executeTakeFirst()
+  return row?.latest ?? null
 }
 
 export async function findOffers(db: Db, ids: readonly string[]): Promise<OfferRow[]> {

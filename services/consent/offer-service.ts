@@ -202,8 +202,13 @@ export async function listOffersForHousehold(db: Kysely<Database>): Promise<Hous
  */
 export async function withdrawOffer(db: Kysely<Database>, id: string, now: Date): Promise<void> {
   await db.transaction().execute(async (trx) => {
-    const offer = await repo.findOffer(trx, id)
+    // Locked first: grants under way (each holds the offer FOR SHARE) commit before, and are read after.
+    const offer = await repo.findOffer(trx, id, { forUpdate: true })
     if (offer === undefined) throw new NotFoundError(`offer ${id} not found`)
-    if (await repo.withdrawOfferRow(trx, id, now)) await notifyChange(trx, { kind: 'offer', id, recipientId: offer.recipient_id })
+    // Stamped no earlier than the last consent it let in: grants that arrived after the withdrawal but
+    // committed before it would otherwise read as taken after it (found by probing: 12 of 16).
+    const latest = await repo.latestGrantOf(trx, id)
+    const at = latest !== null && latest > now ? latest : now
+    if (await repo.withdrawOfferRow(trx, id, at)) await notifyChange(trx, { kind: 'offer', id, recipientId: offer.recipient_id })
   })
 }

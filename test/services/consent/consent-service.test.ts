@@ -10,7 +10,7 @@ import {
   listRecipientConsents,
   revokeConsent,
 } from '../../../services/consent/consent-service.ts'
-import { createOffer, listOffers, listOffersForHousehold } from '../../../services/consent/offer-service.ts'
+import { createOffer, listOffers, listOffersForHousehold, withdrawOffer } from '../../../services/consent/offer-service.ts'
 import { moveOut } from '../../../services/metering/occupancy-service.ts'
 import { ConflictError, InvalidInputError } from '../../../shared/errors.ts'
 import { lockConsent } from '../../../services/consent/consent-repository.ts'
@@ -439,6 +439,18 @@ describeDatabases('consent service', (t) => {
     expect(await fieldOf(grantConsent(t.db, w.h1, { offerId, meterIds: [w.m1], validUntil: LATER(3 * DAY) }, LATER(2 * DAY)))).toBe('meterIds[0]')
     const { id } = await grantConsent(t.db, w.h1, { offerId, validUntil: LATER(3 * DAY) }, LATER(2 * DAY))
     expect((await listHouseholdConsents(t.db, w.h1, { limit: 10 }, LATER(2 * DAY))).items.find((c) => c.id === id)!.meterIds).toEqual([w.m2])
+  })
+
+  it('stamps a withdrawal no earlier than the last consent its offer let in (a grant that arrived after it but committed before it read as taken after the withdrawal)', async () => {
+    const offerId = await seedOffer(t.db, w.appId)
+    const { id } = await grantConsent(t.db, w.h1, { offerId, validUntil: LATER(DAY) }, LATER(1_000))
+    await withdrawOffer(t.db, offerId, NOW)
+    const validFrom = (await t.db.selectFrom('consents').select('valid_from').where('id', '=', id).executeTakeFirstOrThrow()).valid_from
+    expect((await listOffers(t.db)).find((o) => o.id === offerId)!.withdrawnAt).toEqual(validFrom)
+    // Without such a consent, the withdrawal's own time.
+    const other = await seedOffer(t.db, w.appId)
+    await withdrawOffer(t.db, other, NOW)
+    expect((await listOffers(t.db)).find((o) => o.id === other)!.withdrawnAt).toEqual(NOW)
   })
 })
 
