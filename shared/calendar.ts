@@ -203,6 +203,23 @@ export function parseRfc3339(s: string): Date | null {
   return ms === null ? null : new Date(ms)
 }
 
+/**
+ * Whether a timestamp (already read) has digits other than 0 past the millisecond. Times are kept to the
+ * millisecond, so two readings 100 ns apart would become one datum and the second a `conflict`, and a
+ * boundary given to the API would move without a word: such a time is refused instead, saying why.
+ */
+export function finerThanMillisecond(ts: string): boolean {
+  const dot = ts.indexOf('.')
+  if (dot < 0) return false
+  // Only the fraction's own digits count: a fraction shorter than three digits ends before dot + 4, where the offset begins.
+  for (let i = dot + 1; i < ts.length; i++) {
+    const c = ts.charCodeAt(i)
+    if (c < 0x30 || c > 0x39) return false
+    if (i >= dot + 4 && c !== 0x30) return true
+  }
+  return false
+}
+
 /** The same, as epoch milliseconds (fractions beyond the millisecond are cut). */
 export function parseRfc3339Ms(s: string): number | null {
   const m = RFC3339_RE.exec(s)

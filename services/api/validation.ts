@@ -1,5 +1,5 @@
 import { z } from 'zod'
-import { INTERFACE_DAY_MAX, INTERFACE_DAY_MIN, dayOf, isDay, parseRfc3339 } from '../../shared/calendar.ts'
+import { INTERFACE_DAY_MAX, INTERFACE_DAY_MIN, dayOf, finerThanMillisecond, isDay, parseRfc3339 } from '../../shared/calendar.ts'
 import { InvalidInputError } from '../../shared/errors.ts'
 import { DISPLAY_UNSAFE_RE, hasUnstorableText, shownName } from '../../shared/text.ts'
 
@@ -133,6 +133,11 @@ const RANGE_MESSAGE = `expected a time from ${API_TIME_MIN} to ${API_TIME_MAX}`
 
 /** A time parsed from a request, or an issue saying what is wrong with it. */
 function apiTime(s: string, ctx: z.RefinementCtx): Date {
+  if (finerThanMillisecond(s)) {
+    // Found by probing: `.123456789Z` was cut to `.123Z`, and a move-out moved without a word.
+    ctx.addIssue({ code: 'custom', message: 'finer than a millisecond: times are kept to the millisecond', input: s })
+    return z.NEVER as never
+  }
   const date = parseRfc3339(s)
   if (date === null || date.getTime() < API_TIME_MIN_MS || date.getTime() > API_TIME_MAX_MS) {
     ctx.addIssue({ code: 'custom', message: date === null ? RFC3339_MESSAGE : RANGE_MESSAGE, input: s })

@@ -1,5 +1,5 @@
 import type { IngestLimits } from '../../shared/config.ts'
-import { parseRfc3339Ms } from '../../shared/calendar.ts'
+import { finerThanMillisecond, parseRfc3339Ms } from '../../shared/calendar.ts'
 import type { QuarantineReason } from '../../shared/errors.ts'
 import { arrayElementSpans, jsonTextProblem, type JsonTextProblem } from '../../shared/json-text.ts'
 import { obisRegister, type Commodity } from '../../shared/obis.ts'
@@ -352,19 +352,3 @@ function isPlainObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v)
 }
 
-/**
- * Whether a timestamp (already read) has digits other than 0 past the millisecond. Times are kept to the
- * millisecond, so two readings 100 ns apart would become one datum and the second a `conflict`: such a
- * reading is refused instead, saying why.
- */
-function finerThanMillisecond(ts: string): boolean {
-  const dot = ts.indexOf('.')
-  if (dot < 0) return false
-  // Only the fraction's own digits count: a fraction shorter than three digits ends before dot + 4, where the offset begins.
-  for (let i = dot + 1; i < ts.length; i++) {
-    const c = ts.charCodeAt(i)
-    if (c < 0x30 || c > 0x39) return false
-    if (i >= dot + 4 && c !== 0x30) return true
-  }
-  return false
-}

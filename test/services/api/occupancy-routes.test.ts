@@ -74,6 +74,9 @@ describeDatabases('occupancy endpoints', (t) => {
         [{ ...ok, from: '0001-01-01T00:00:00Z' }, 'from: expected a time from 1970-01-01T00:00:00Z to 2999-12-31T23:59:59Z'],
         [{ ...ok, from: '1969-12-31T23:59:59Z' }, 'from: expected a time from 1970-01-01T00:00:00Z to 2999-12-31T23:59:59Z'],
         [{ ...ok, until: '9999-12-31T23:59:59+23:00' }, 'until: expected a time from 1970-01-01T00:00:00Z to 2999-12-31T23:59:59Z'],
+        // Found by probing: cut to the millisecond, a move-out moved without a word.
+        [{ ...ok, until: '2026-10-01T00:00:00.123456789Z' }, 'until: finer than a millisecond: times are kept to the millisecond'],
+        [{ ...ok, from: '2026-01-01T00:00:00.0001+01:00' }, 'from: finer than a millisecond: times are kept to the millisecond'],
       ]
       for (const [body, message] of cases) {
         const res = await api.asOperator('POST', '/admin/occupancies', body)
@@ -83,6 +86,9 @@ describeDatabases('occupancy endpoints', (t) => {
       expect(await t.db.selectFrom('occupancies').select('id').execute()).toEqual([])
       // The ends of the range are taken.
       expect((await api.asOperator('POST', '/admin/occupancies', { ...ok, from: '1970-01-01T00:00:00Z', until: '2999-12-31T23:59:59Z' })).statusCode).toBe(201)
+      // Zeros past the millisecond change nothing, and are taken.
+      const zeros = await api.asOperator('GET', `/admin/quarantine?from=${encodeURIComponent('2026-10-01T00:00:00.123000Z')}`)
+      expect(zeros.statusCode, zeros.body).toBe(200)
       const log = await api.inject({ method: 'GET', url: '/me/access-log?from=0000-01-01', headers: bearer(w.households[0]!.apiKey) })
       expect(errorOf(log)).toEqual({ code: 'INVALID_INPUT', message: 'from: expected a day from 1970-01-01 to 2999-12-31' })
     })
