@@ -15,6 +15,7 @@ import { sessionResolver } from '../directory/session-service.ts'
 import { SignInThrottle } from '../directory/session-throttle.ts'
 import { HTTP_PARAM_LENGTH_MAX, answerClientError, answerConnect, installErrorHandling, sendError } from './error-handler.ts'
 import { takesNoBodyError, type RouteDoc, type RouteMethod } from './route.ts'
+import { headerCount } from './validation.ts'
 import { ROUTE_PLUGINS } from './routes/index.ts'
 
 /**
@@ -279,6 +280,12 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
     // Probes and scrapes come every few seconds; they would drown the requests people make.
     if (QUIET_ROUTES.has(route)) request.log.debug(fields, 'request served')
     else request.log.info(fields, 'request served')
+  })
+
+  // A request naming two hosts is refused (RFC 9112 §3.2); Node keeps the first without a word.
+  app.addHook('onRequest', async (request) => {
+    const hosts = headerCount(request.raw.rawHeaders, 'host')
+    if (hosts > 1) throw new InvalidInputError(`host: given ${hosts} times; give it once`, 'host')
   })
 
   const writesRefused = deps.writesRefused

@@ -5,6 +5,7 @@ import { ForbiddenError, InvalidInputError, UnauthenticatedError } from '../../s
 import { safeEqual } from '../../shared/secrets.ts'
 import { authenticateApiKey } from '../directory/directory-service.ts'
 import type { Principal, PrincipalRole } from '../directory/principal.ts'
+import { headerCount } from './validation.ts'
 
 /**
  * Who is calling over HTTP. `Authorization: Bearer <token>` carries the operator token
@@ -91,13 +92,6 @@ export function presentedApiKeyOf(request: FastifyRequest): string | undefined {
   if (request.auth?.via !== 'bearer' || request.auth.principal.role === 'operator') return undefined
   const match = BEARER_RE.exec(request.headers.authorization ?? '')
   return match === null ? undefined : match[1]
-}
-
-/** How many times a header (lowercase name) is in a request's raw headers (name, value, name, value…). */
-function headerCount(rawHeaders: readonly string[], name: string): number {
-  let n = 0
-  for (let i = 0; i < rawHeaders.length; i += 2) if (rawHeaders[i]!.toLowerCase() === name) n++
-  return n
 }
 
 /** The portal session token an authenticated request was let in with; undefined when it came with a bearer token. */

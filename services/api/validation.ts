@@ -264,3 +264,10 @@ export const errorBodySchema = z.object({
  * three passwords of up to PASSWORD_LENGTH_MAX characters, each of which may take 9 bytes encoded.
  */
 export const PORTAL_FORM_BYTES_MAX = 8 * 1024
+
+/** How many times a header (lowercase name) is in a request's raw headers (name, value, name, value…). */
+export function headerCount(rawHeaders: readonly string[], name: string): number {
+  let n = 0
+  for (let i = 0; i < rawHeaders.length; i += 2) if (rawHeaders[i]!.toLowerCase() === name) n++
+  return n
+}

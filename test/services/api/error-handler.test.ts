@@ -288,7 +288,7 @@ describeDatabases('the error envelope', (t) => {
     expect(errorOf(huge)).toEqual({ code: 'URI_TOO_LONG', message: `url: a path segment is over ${HTTP_PARAM_LENGTH_MAX} characters` })
   })
 
-  it('answers in the envelope too what the HTTP parser refuses (headers over its limit: 431; bytes that are not HTTP: 400), CONNECT (405) and two Authorization headers (400)', async () => {
+  it('answers in the envelope too what the HTTP parser refuses (headers over its limit: 431; bytes that are not HTTP: 400), CONNECT (405), two Authorization or Host headers (400)', async () => {
     await api.app.listen({ port: 0, host: '127.0.0.1' })
     const { port } = api.app.server.address() as AddressInfo
     const raw = (request: string) =>
@@ -322,6 +322,10 @@ describeDatabases('the error envelope', (t) => {
       expect(twice).toMatch(/^HTTP\/1\.1 400 /)
       expect(JSON.parse(twice.slice(twice.indexOf('\r\n\r\n') + 4))).toEqual({ error: { code: 'INVALID_INPUT', message: 'authorization: given 2 times; give it once' } })
     }
+    // Two Host headers: refused, as RFC 9112 §3.2 asks.
+    const hosts = await raw(`GET /healthz HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\nConnection: close\r\n\r\n`)
+    expect(hosts).toMatch(/^HTTP\/1\.1 400 /)
+    expect(JSON.parse(hosts.slice(hosts.indexOf('\r\n\r\n') + 4))).toEqual({ error: { code: 'INVALID_INPUT', message: 'host: given 2 times; give it once' } })
   })
 })
 
