@@ -4,7 +4,7 @@ import type { Duplex } from 'node:stream'
 import { Aedes, type Client, type AedesPublishPacket, type Subscription, type PublishPacket } from 'aedes'
 import { WebSocketServer, createWebSocketStream } from 'ws'
 import type { Config, MqttLimits } from '../shared/config.ts'
-import { createDatumDayResolver } from '../shared/calendar.ts'
+import { addDays, createDatumDayResolver, startOfDayMs } from '../shared/calendar.ts'
 import { probeDatabase, type DatabaseHandle } from '../shared/db/database.ts'
 import { log as rootLog } from '../shared/logger.ts'
 import type { Counter } from 'prom-client'
@@ -202,6 +202,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
   // Coupled brokers cannot see each other's subscribers: they publish everything.
   const interest = deps.aedesOptions?.mq === undefined ? new LocalEgressInterest() : null
   const egress = new Egress(aedes, log, interest ?? EVERY_TOPIC, metrics)
+  egress.holdDaysUntilOver((day) => startOfDayMs(addDays(day, 1), config.timezone), clock)
   skipFanOutOfMeterReadings(aedes, principals)
   clearRefusedDeliveriesExactly(aedes)
   // Redis holds the queues of a coupled broker; in memory they are bounded here.

@@ -14,6 +14,8 @@ describe('daily publication', () => {
   let aedes: Aedes
   let egress: Egress
   const seen: string[] = []
+  /** Date.now() as each was received. */
+  const seenAt: number[] = []
 
   beforeAll(async () => {
     aedes = await Aedes.createBroker()
@@ -23,6 +25,7 @@ describe('daily publication', () => {
         'daily/+',
         (packet: PublishPacket, cb: () => void) => {
           seen.push(packet.payload.toString())
+          seenAt.push(Date.now())
           cb()
         },
         resolve,
@@ -50,5 +53,26 @@ describe('daily publication', () => {
       ['2026-10-01', 40],
       ['2026-10-02', 7000],
     ])
+  })
+
+  it('holds a day completed before it is over (its meter\'s clock fast) until its end, then publishes its latest values', async () => {
+    const held = new Egress(aedes, log.broker, EVERY_TOPIC)
+    const endsAt = Date.now() + 1_000
+    held.holdDaysUntilOver((day) => (day === '2026-12-03' ? endsAt : endsAt - 86_400_000), Date.now)
+    const before = seen.length
+    const day = (d: string, wh: number) => ({ meterId: 'm9', day: d, granularity: 'daily' as const, values: { '1-0:1.8.0': wh }, householdId: 'hh_a' })
+    held.publishDaily([day('2026-12-02', 50), day('2026-12-03', 100)])
+    // Late data for the day before its end: what is published at the end is its latest values, once.
+    held.publishDaily([day('2026-12-03', 120)])
+    await waitFor(() => seen.length >= before + 2, 5_000, 'the held day')
+    await new Promise((r) => setTimeout(r, 100))
+    const got = seen.slice(before).map((p) => JSON.parse(p) as { day: string; values: Record<string, number> })
+    expect(got.map((p) => [p.day, p.values['1-0:1.8.0']])).toEqual([
+      ['2026-12-02', 50],
+      ['2026-12-03', 120],
+    ])
+    expect(seenAt[before]!).toBeLessThan(endsAt)
+    expect(seenAt[before + 1]!).toBeGreaterThanOrEqual(endsAt)
+    held.close()
   })
 })
