@@ -1,5 +1,5 @@
 import { sql, type Kysely } from 'kysely'
-import { datumDayOf, dayOf } from '../calendar.ts'
+import { datumDayOf, dayOf, zoneOffsetMs } from '../calendar.ts'
 import { ConfigError } from '../errors.ts'
 import type { Database } from './schema.ts'
 
@@ -30,18 +30,80 @@ const ZONES_SUGGESTED_MAX = 5
  */
 export async function pinTimezone(db: Kysely<Database>, timezone: string): Promise<void> {
   // Its callers have migrated the schema, or checked it is this version's (requireSchemaCurrent).
+  await checkZoneReadAlike(db, timezone)
   let recorded = await recordedTimezone(db)
   if (recorded === undefined) {
     await checkStoredDays(db, timezone)
     await sql`INSERT INTO settings (key, value) VALUES (${TIMEZONE_SETTING}, ${timezone}) ON CONFLICT (key) DO NOTHING`.execute(db)
     recorded = (await recordedTimezone(db))!
   }
-  if (recorded !== timezone) {
+  if (recorded !== timezone && zoneId(recorded) !== zoneId(timezone)) {
     throw new ConfigError(
       `METERSHARE_TIMEZONE: this database's days and months are cut in ${recorded} (got "${timezone}"); ` +
         `its stored days, daily data and settled months cannot move to another calendar: start with METERSHARE_TIMEZONE=${recorded}`,
     )
   }
+}
+
+/**
+ * The span, from its first instant to before its last, and the step, in hours, over which Node.js's
+ * and the database's readings of the zone are compared: readings that part do so for days or months
+ * (another zone, a summer time one has and the other not), which every 6 hours over three years sees,
+ * in ~20 ms of Node.js (hourly took 190 ms, at every start).
+ */
+const ZONE_CHECK_FROM = '2025-01-01T00:00:00Z'
+const ZONE_CHECK_UNTIL = '2028-01-01T00:00:00Z'
+const ZONE_CHECK_STEP_HOURS = 6
+
+/** The zone as ICU names it once resolved (`asia/kathmandu` and `Asia/Kathmandu` are one zone); the name itself if none. */
+function zoneId(timezone: string): string {
+  try {
+    return new Intl.DateTimeFormat('en-US', { timeZone: timezone }).resolvedOptions().timeZone
+  } catch {
+    return timezone
+  }
+}
+
+/** `+05:30` for 19,800 s. */
+function offsetText(seconds: number): string {
+  const a = Math.abs(seconds)
+  return `${seconds < 0 ? '-' : '+'}${String(Math.floor(a / 3600)).padStart(2, '0')}:${String(Math.floor((a % 3600) / 60)).padStart(2, '0')}`
+}
+
+/**
+ * Days are cut in Node.js (rollups, the calendar of the API) and in SQL (`AT TIME ZONE`: which days are
+ * final, released and billed): both must read the zone alike. Node.js takes names that are not IANA
+ * zones and PostgreSQL reads otherwise, as abbreviations or not at all (found by probing: `IST` is
+ * Kolkata to Node.js and Israel to PostgreSQL, and no day was published or billed; `AET`, Sydney to
+ * Node.js, is unknown to PostgreSQL, and settlement answered 500). Such a zone is refused at start.
+ */
+async function checkZoneReadAlike(db: Kysely<Database>, timezone: string): Promise<void> {
+  let rows: { at: Date; offset_s: number }[]
+  try {
+    rows = (
+      await sql<{ at: Date; offset_s: number }>`
+        SELECT t AS at, (extract(epoch FROM (t AT TIME ZONE ${timezone})) - extract(epoch FROM t))::int AS offset_s
+        FROM generate_series(${ZONE_CHECK_FROM}::timestamptz, ${ZONE_CHECK_UNTIL}::timestamptz - interval '1 second', make_interval(hours => ${ZONE_CHECK_STEP_HOURS})) AS t
+        ORDER BY t`.execute(db)
+    ).rows
+  } catch (err) {
+    if (!/time zone .* not recognized/i.test((err as Error).message)) throw err
+    throw new ConfigError(`METERSHARE_TIMEZONE: the database does not know "${timezone}": give an IANA zone name (Region/City)${suggestion(timezone)}`)
+  }
+  for (const row of rows) {
+    const node = zoneOffsetMs(row.at.getTime(), timezone) / 1000
+    if (node === Number(row.offset_s)) continue
+    throw new ConfigError(
+      `METERSHARE_TIMEZONE: "${timezone}" is read as UTC${offsetText(node)} by Node.js and as UTC${offsetText(Number(row.offset_s))} by the database ` +
+        `at ${row.at.toISOString()}: give an IANA zone name (Region/City) both read alike${suggestion(timezone)}`,
+    )
+  }
+}
+
+/** `, such as Asia/Calcutta` when ICU resolves the name to another one. */
+function suggestion(timezone: string): string {
+  const id = zoneId(timezone)
+  return id !== timezone && id.includes('/') ? `, such as ${id} (what Node.js reads "${timezone}" as)` : ''
 }
 
 async function recordedTimezone(db: Kysely<Database>): Promise<string | undefined> {

@@ -25,6 +25,45 @@ describeDatabases('the calendar of the stored data', (t) => {
     expect(await t.db.selectFrom('settings').select(['key', 'value']).execute()).toEqual([{ key: 'timezone', value: 'Europe/Paris' }])
   })
 
+  it('refuses a zone Node.js and the database read otherwise, or the database does not know, before recording anything (found by probing: IST, AET)', async () => {
+    await sql`DELETE FROM settings`.execute(t.db)
+    const refusal = async (zone: string): Promise<string> => {
+      const err = await pinTimezone(t.db, zone).then(
+        () => null,
+        (e: unknown) => e,
+      )
+      expect(err, zone).toBeInstanceOf(ConfigError)
+      return (err as Error).message
+    }
+    // Kolkata (+05:30) to Node.js, Israel (+02:00) to PostgreSQL.
+    expect(await refusal('IST')).toBe(
+      'METERSHARE_TIMEZONE: "IST" is read as UTC+05:30 by Node.js and as UTC+02:00 by the database at 2025-01-01T00:00:00.000Z: give an IANA zone name (Region/City) both read alike, such as Asia/Calcutta (what Node.js reads "IST" as)',
+    )
+    // Los Angeles with its summer time to Node.js, UTC-08:00 all year to PostgreSQL: they part in March.
+    expect(await refusal('PST')).toMatch(/^METERSHARE_TIMEZONE: "PST" is read as UTC-07:00 by Node\.js and as UTC-08:00 by the database at 2025-03-09T12:00:00\.000Z/)
+    expect(await refusal('AET')).toBe(
+      'METERSHARE_TIMEZONE: the database does not know "AET": give an IANA zone name (Region/City), such as Australia/Sydney (what Node.js reads "AET" as)',
+    )
+    expect(await t.db.selectFrom('settings').selectAll().execute()).toEqual([])
+    // IANA names, links and fixed offsets are read alike.
+    for (const zone of ['Asia/Kathmandu', 'Australia/Lord_Howe', 'Pacific/Chatham', 'America/Santiago', 'Etc/GMT-14', 'UTC', 'US/Eastern']) {
+      await sql`DELETE FROM settings`.execute(t.db)
+      await pinTimezone(t.db, zone)
+    }
+  })
+
+  it('takes another spelling of the recorded zone (its case, an older name, a link) as the same zone (found by probing: refused)', async () => {
+    await sql`DELETE FROM settings`.execute(t.db)
+    await pinTimezone(t.db, 'asia/kathmandu')
+    await pinTimezone(t.db, 'Asia/Kathmandu')
+    await pinTimezone(t.db, 'Asia/Katmandu')
+    await sql`DELETE FROM settings`.execute(t.db)
+    await pinTimezone(t.db, 'America/Santiago')
+    await pinTimezone(t.db, 'Chile/Continental')
+    await expect(pinTimezone(t.db, 'America/Argentina/Buenos_Aires')).rejects.toThrow(/cut in America\/Santiago/)
+    await sql`DELETE FROM settings`.execute(t.db)
+  })
+
   it('checks data stored before zones were recorded against the zone asked for, and names zones that fit', async () => {
     await sql`DELETE FROM settings`.execute(t.db)
     await sql`DELETE FROM daily_rollups`.execute(t.db)
