@@ -1,4 +1,4 @@
-import { addDays, addMonths, dayOf } from '../../../shared/calendar.ts'
+import { addDays, addMonths, dayOf, startOfDayMs, zoneOffsetMs } from '../../../shared/calendar.ts'
 import { BPS_TOTAL, divideRoundHalfEven } from '../../../shared/money.ts'
 import type { Consent } from '../../consent/consent-service.ts'
 import type { HouseholdOffer } from '../../consent/offer-service.ts'
@@ -519,6 +519,20 @@ const DAY_TICK_EVERY_HOURS = 3
 /** The clock of the reading at midnight that closes a day, in the day's view (the end of its last interval). */
 const DAY_END_CLOCK = '24:00'
 
+/**
+ * Whether the wall-clock time of `at` comes twice on its day in the zone (the clocks going back): the
+ * same time under each other offset the day has, if that instant has that offset.
+ */
+function wallTimeTwice(at: Date, day: string, timeZone: string): boolean {
+  const ms = at.getTime()
+  const offset = zoneOffsetMs(ms, timeZone)
+  const offsets = new Set([zoneOffsetMs(startOfDayMs(day, timeZone), timeZone), zoneOffsetMs(startOfDayMs(addDays(day, 1), timeZone) - 1, timeZone)])
+  for (const other of offsets) {
+    if (other !== offset && zoneOffsetMs(ms + offset - other, timeZone) === other) return true
+  }
+  return false
+}
+
 export function consumptionPage(ctx: PageContext, model: ConsumptionModel): string {
   const { t, f } = ctx
   if (model.meter === null) {
@@ -529,8 +543,9 @@ export function consumptionPage(ctx: PageContext, model: ConsumptionModel): stri
   // A day's points are its intervals' ends, on the clock: the last, at the next midnight, is 24:00. On the
   // day the clocks go back an hour comes twice, told apart by its offset.
   const clock = model.points.map((p) => (p.at === null ? null : dayOf(p.at, ctx.timezone) !== model.day ? DAY_END_CLOCK : f.time(p.at, ctx.timezone)))
-  const twice = new Set(clock.filter((c, i) => c !== null && clock.indexOf(c) !== i))
-  const timeOf = (p: CurvePoint, i: number): string => (twice.has(clock[i]!) ? f.timeWithOffset(p.at!, ctx.timezone) : clock[i]!)
+  // A time is marked so whenever the day has it twice, even if the list shows it once (an hourly meter on
+  // UTC hours in a zone that goes back half an hour: found by probing).
+  const timeOf = (p: CurvePoint, i: number): string => (clock[i] !== DAY_END_CLOCK && wallTimeTwice(p.at!, model.day, ctx.timezone) ? f.timeWithOffset(p.at!, ctx.timezone) : clock[i]!)
   const bars: ChartBar[] = model.points.map((p, i) => {
     const label = p.at === null ? f.day(p.key) : `${f.day(model.day)} ${timeOf(p, i)}`
     // Ticks every few hours by the clock, once each (not by time elapsed, which a 23- or 25-hour day shifts).
