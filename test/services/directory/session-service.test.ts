@@ -60,68 +60,57 @@ describeDatabases('portal sessions and password changes', (t) => {
 })
 
 describePostgres('portal sessions and password changes, at once', (t) => {
-  it('refuses a sign-in with the old password while a change is being committed, and leaves no session', async () => {
-    const household = await createTestHousehold(t.db)
+  /**
+   * Runs `act` while a password change, written as setHouseholdPassword writes it (the household's row,
+   * then the end of every session), is held uncommitted on another connection, and commits the change
+   * once `act` waits for its lock (or, unguarded, has finished). Resolves to what `act` came to, and
+   * whether it had finished before the change committed.
+   */
+  async function duringPasswordChange<T>(householdId: string, act: () => Promise<T>): Promise<{ outcome: PromiseSettledResult<T>; finishedFirst: boolean }> {
     const newHash = await hashPassword(NEW_PASSWORD)
     const other = await t.openAnother()
     try {
-      // A password change as setHouseholdPassword writes it, its commit held back: the new hash and
-      // the end of every session are written, not yet committed, when the sign-in checks the old one.
       const change = await holdConnection(other.db, 'transaction', async (trx) => {
-        await setCredentialHash(trx, { table: 'households', column: 'password_hash' }, household.id, newHash)
-        await deleteHouseholdSessions(trx, household.id)
+        await setCredentialHash(trx, { table: 'households', column: 'password_hash' }, householdId, newHash)
+        await deleteHouseholdSessions(trx, householdId)
       })
       let settled = false
-      const throttle = new SignInThrottle(DEFAULT_PORTAL_LIMITS)
-      const signingIn = Promise.allSettled([signIn(t.db, { email: household.email, password: household.password, address: '192.0.2.1' }, NOW, DEFAULT_PORTAL_LIMITS, throttle)])
-      void signingIn.then(() => (settled = true))
-      // Until the sign-in waits for the change's lock on the household (or, unguarded, has finished).
+      const acting = Promise.allSettled([act()])
+      void acting.then(() => (settled = true))
       for (;;) {
         const { rows } = await sql<{ n: number }>`SELECT count(*)::int AS n FROM pg_stat_activity
           WHERE datname = current_database() AND wait_event_type = 'Lock'`.execute(other.db)
         if (rows[0]!.n > 0 || settled) break
         await new Promise((resolve) => setTimeout(resolve, 10))
       }
+      const finishedFirst = settled
       change.release()
       await change.done
-      const [outcome] = await signingIn
-      expect(outcome).toMatchObject({ status: 'rejected', reason: expect.any(UnauthenticatedError) })
-      expect(await sessionsOf(t, household.id)).toBe(0)
-      // The new password signs in.
-      await signIn(t.db, { email: household.email, password: NEW_PASSWORD, address: '192.0.2.1' }, NOW, DEFAULT_PORTAL_LIMITS, throttle)
-      expect(await sessionsOf(t, household.id)).toBe(1)
+      const [outcome] = await acting
+      return { outcome: outcome!, finishedFirst }
     } finally {
       await other.close()
     }
+  }
+
+  it('refuses a sign-in with the old password while a change is being committed, and leaves no session', async () => {
+    const household = await createTestHousehold(t.db)
+    const throttle = new SignInThrottle(DEFAULT_PORTAL_LIMITS)
+    const { outcome } = await duringPasswordChange(household.id, () => signIn(t.db, { email: household.email, password: household.password, address: '192.0.2.1' }, NOW, DEFAULT_PORTAL_LIMITS, throttle))
+    expect(outcome).toMatchObject({ status: 'rejected', reason: expect.any(UnauthenticatedError) })
+    expect(await sessionsOf(t, household.id)).toBe(0)
+    // The new password signs in.
+    await signIn(t.db, { email: household.email, password: NEW_PASSWORD, address: '192.0.2.1' }, NOW, DEFAULT_PORTAL_LIMITS, throttle)
+    expect(await sessionsOf(t, household.id)).toBe(1)
   })
 
   it('makes a renewal from a session wait for a password change being committed, then refuses it: its session is ended', async () => {
     const household = await createTestHousehold(t.db)
     const session = await openSession(t.db, (await authenticatePassword(t.db, household.email, household.password))!, NOW, DEFAULT_PORTAL_LIMITS)
-    const newHash = await hashPassword(NEW_PASSWORD)
-    const other = await t.openAnother()
-    try {
-      // The change as setHouseholdPassword writes it (the household's row, then its sessions), its commit held back.
-      const change = await holdConnection(other.db, 'transaction', async (trx) => {
-        await setCredentialHash(trx, { table: 'households', column: 'password_hash' }, household.id, newHash)
-        await deleteHouseholdSessions(trx, household.id)
-      })
-      let settled = false
-      const renewing = Promise.allSettled([renewApiKey(t.db, 'household', household.id, undefined, { sessionId: sessionIdOf(session.token)!, now: NOW })])
-      void renewing.then(() => (settled = true))
-      for (;;) {
-        const { rows } = await sql<{ n: number }>`SELECT count(*)::int AS n FROM pg_stat_activity
-          WHERE datname = current_database() AND wait_event_type = 'Lock'`.execute(other.db)
-        if (rows[0]!.n > 0 || settled) break
-        await new Promise((resolve) => setTimeout(resolve, 10))
-      }
-      expect(settled).toBe(false)
-      change.release()
-      await change.done
-      const [outcome] = await renewing
-      expect(outcome).toMatchObject({ status: 'rejected', reason: expect.any(UnauthenticatedError) })
-    } finally {
-      await other.close()
-    }
+    const { outcome, finishedFirst } = await duringPasswordChange(household.id, () =>
+      renewApiKey(t.db, 'household', household.id, undefined, { sessionId: sessionIdOf(session.token)!, now: NOW }),
+    )
+    expect(finishedFirst).toBe(false)
+    expect(outcome).toMatchObject({ status: 'rejected', reason: expect.any(UnauthenticatedError) })
   })
 })
