@@ -57,6 +57,9 @@ export const INGEST_THREAD_COMMITS_IN_FLIGHT_MAX = 2
  */
 export const COUPLING_CLOSE_MS_MAX = 5_000
 
+/** Longest wait, in ms, as the broker stops, for its TCP listener to close once every connection it knows is closed. */
+export const LISTENER_CLOSE_MS_MAX = 5_000
+
 // MQTT 3.1.1 CONNACK return codes [MQTT-3.2.2.3]; numbers, not aedes' const enum.
 const CONNACK_IDENTIFIER_REJECTED = 2
 /** How often, in ms, a broker on the embedded database looks whether its disk has its reserve free (ingest also looks before each group). */
@@ -806,7 +809,7 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
       const accepted = (socket: net.Socket): void => {
         // Beyond connectionsMax + 100 sockets are closed as they come (a listener's maxConnections, over all
         // its handles); below it, CONNACK 3 answers past connectionsMax.
-        if (tcpOpen >= config.mqtt.connectionsMax + 100) return void socket.destroy()
+        if (tcpOpen >= config.mqtt.connectionsMax + 100 || closing !== null) return void socket.destroy()
         tcpOpen++
         socket.once('close', () => tcpOpen--)
         socket.setNoDelay(true)
@@ -830,14 +833,13 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
       // A catch-up storm is every meter connecting at once: Node's default backlog of 511 overflowed
       // (the kernel caps it at net.core.somaxconn), and a busy event loop accepts one connection a turn
       // per handle of the socket (accept-handles.ts).
-      const handles = await listenShared({ port, host, backlog: MQTT_LISTEN_BACKLOG, handles: MQTT_ACCEPT_HANDLES })
+      const handles = await listenShared({ port, host, backlog: MQTT_LISTEN_BACKLOG, handles: MQTT_ACCEPT_HANDLES }, accepted)
       // Closed while the socket was being handed over: nothing may listen after close.
       if (closing !== null) {
         for (const server of handles) server.close()
         throw Object.assign(new Error('the broker closed while its MQTT listener opened'), { code: 'BROKER_CLOSED' })
       }
       for (const server of handles) {
-        server.on('connection', accepted)
         server.on('error', (err) => log.error({ err }, 'MQTT listener failed'))
         servers.push(server)
       }
@@ -898,7 +900,11 @@ export async function createBroker(deps: BrokerDeps): Promise<Broker> {
         // CONNACK, is none of them, and the listener's close waits for it: a SIGTERM hung for 12 min
         // behind a meter that got no CONNACK, and 30 s (aedes' connect timeout) behind two bytes.
         for (const conn of connections) conn.destroy()
-        await Promise.all(stopped)
+        // Every connection is one of those by now; were one not, the stop would wait for it without end.
+        let timer: NodeJS.Timeout | undefined
+        const inTime = await Promise.race([Promise.all(stopped).then(() => true), new Promise<boolean>((r) => (timer = setTimeout(() => r(false), LISTENER_CLOSE_MS_MAX)))])
+        clearTimeout(timer)
+        if (!inTime) log.warn({ waitedMs: LISTENER_CLOSE_MS_MAX }, 'MQTT listener still held by a connection the broker never took charge of: stopping without it')
       })()
       return closing
     },

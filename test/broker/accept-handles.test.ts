@@ -129,6 +129,39 @@ describe('a listening socket held through several handles', () => {
     }
   })
 
+  it('hands every connection its handles accept to the listener from the moment each arrives: none is left unanswered (found by probing: a client connecting as the broker started got no CONNACK, and the broker\'s stop waited for it)', async () => {
+    const port = await freePort()
+    const clients: net.Socket[] = []
+    const outcomes: Array<'answered' | 'closed' | null> = []
+    const knock = setInterval(() => {
+      const i = outcomes.push(null) - 1
+      const c = net.connect({ port, host: '127.0.0.1' }).on('error', () => (outcomes[i] ??= 'closed'))
+      c.once('connect', () => {
+        c.once('data', () => (outcomes[i] ??= 'answered'))
+        c.once('close', () => (outcomes[i] ??= 'closed'))
+      })
+      c.once('close', () => (outcomes[i] ??= 'closed'))
+      clients.push(c)
+    }, 1)
+    const sockets: net.Socket[] = []
+    try {
+      await new Promise((r) => setTimeout(r, 20))
+      servers = await listenShared({ port, host: '127.0.0.1', backlog: 1024, handles: 8 }, (socket) => {
+        sockets.push(socket)
+        socket.write('x')
+      })
+      await new Promise((r) => setTimeout(r, 100))
+      clearInterval(knock)
+      // Each connection is answered by this process, or closed (refused, or accepted by the helper, which has left).
+      await waitFor(() => outcomes.every((o) => o !== null), 5_000, 'every connection answered or closed')
+      expect(outcomes.filter((o) => o === 'answered').length).toBeGreaterThan(0)
+    } finally {
+      clearInterval(knock)
+      for (const c of clients) c.destroy()
+      for (const s of sockets) s.destroy()
+    }
+  })
+
   it('leaves the port free when the process that asked for it is killed as it forks the helper (the helper listened on for good)', async () => {
     // A process killed mid-start (a broker SIGKILLed, or one whose signals were not yet handled): its
     // helper started with nobody to hand the socket to, and no 'disconnect' ever came to tell it.
